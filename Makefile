@@ -1,0 +1,31 @@
+# The README's commands: `make demo` runs the daemon on a simulated fleet, `make test` runs
+# every check. Both create the virtual environment they need on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test check lint typecheck unit bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check fep tests twisted || true
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/trial --jobs=2 tests
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) _trial_temp* var

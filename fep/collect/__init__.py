@@ -1,0 +1,1 @@
+"""Collection: which meter is read when, over which route, and what came of it."""

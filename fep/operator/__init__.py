@@ -1,0 +1,1 @@
+"""The operator side: console, HTTP API and status page, metrics, notifications."""

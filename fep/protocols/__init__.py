@@ -1,0 +1,1 @@
+"""Meter protocols: sans-IO codecs and state machines, each with a thin Twisted session."""

@@ -1,0 +1,1 @@
+"""Meter and modem simulators used by the tests, the demo and the benchmarks."""

@@ -1,0 +1,1 @@
+"""Stores: where records are committed and queried (SQLite, PostgreSQL), and the spool."""
