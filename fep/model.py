@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
+
 import attrs
 
 # ---------------------------------------------------------------------------
