@@ -1,0 +1,393 @@
+"""The `fep` command line: on-demand reads, the meter list, stored readings, the schema.
+
+Exit status: 0 done, 1 store failure, 2 usage or configuration error, 3 the meter or the
+channel failed (one line on stderr names the route and the failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NoReturn
+
+from fep.errors import (
+    ChannelError,
+    ConfigError,
+    FepError,
+    FrameError,
+    ProtocolError,
+    RouteError,
+    StoreError,
+)
+from fep.model import Meter, Reading
+
+EXIT_OK = 0
+EXIT_STORE = 1
+EXIT_USAGE = 2
+EXIT_METER = 3
+
+DEFAULT_DB = "sqlite:var/fep.sqlite"
+
+
+class UsageError(Exception):
+    """The command line itself is wrong."""
+
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+
+
+def _json_value(value: object) -> str:
+    # Decimals are printed as JSON numbers with their digits as read (no float rounding).
+    if isinstance(value, Decimal):
+        if value.is_finite():
+            text = format(value, "f")
+            return text
+        return json.dumps(str(value))
+    if isinstance(value, datetime):
+        return json.dumps(_iso(value))
+    return json.dumps(value)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def reading_row(reading: Reading) -> dict[str, object]:
+    return {
+        "meter": reading.meter,
+        "obis": str(reading.obis),
+        "value": reading.value,
+        "unit": reading.unit_text,
+        "meter_time": reading.meter_time,
+    }
+
+
+def json_line(row: dict[str, object]) -> str:
+    return "{" + ", ".join(f"{json.dumps(k)}: {_json_value(v)}" for k, v in row.items()) + "}"
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return _iso(value) or ""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+def table(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> str:
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in cells:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def write_rows(rows: Sequence[dict[str, object]], columns: Sequence[str], fmt: str) -> None:
+    out = sys.stdout
+    if fmt == "json":
+        for row in rows:
+            out.write(json_line(row) + "\n")
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_cell(row.get(c)) for c in columns])
+    else:
+        out.write(table(rows, columns) + "\n")
+    out.flush()
+
+
+READING_COLUMNS = ("meter", "obis", "value", "unit", "meter_time")
+
+
+# ---------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------
+
+
+def _db_url(args: argparse.Namespace) -> str:
+    if args.db:
+        return str(args.db)
+    if args.config:
+        from fep.config import load_config
+
+        return load_config(args.config).store.url
+    return DEFAULT_DB
+
+
+async def _with_store(args: argparse.Namespace, work: Callable[[Any], Coroutine[Any, Any, int]],
+                      *, migrate: bool = True) -> int:
+    from twisted.internet import reactor
+
+    from fep.store import open_store
+
+    store = open_store(_db_url(args), reactor)
+    await store.open()
+    try:
+        return await work(store)
+    finally:
+        await store.close()
+
+
+async def cmd_read(reactor: Any, args: argparse.Namespace) -> int:
+    from fep.channels.endpoints import client_endpoint
+    from fep.protocols.registry import meter_protocol
+
+    protocol = meter_protocol(args.protocol)
+    endpoint = client_endpoint(reactor, args.route)
+    meter = Meter(
+        id=args.meter or args.address or args.route,
+        protocol=args.protocol,
+        route=args.route,
+        address=args.address,
+    )
+    records = await protocol.read(reactor, endpoint, meter, args.timeout)
+    readings = [r for r in records if isinstance(r, Reading)]
+    write_rows([reading_row(r) for r in readings], READING_COLUMNS, args.format)
+    return EXIT_OK
+
+
+async def cmd_readings(reactor: Any, args: argparse.Namespace) -> int:
+    since = parse_time(args.since) if args.since else None
+
+    async def work(store: Any) -> int:
+        readings = await store.readings(args.meter, since=since, obis=args.obis,
+                                        limit=args.limit)
+        write_rows([reading_row(r) for r in readings], READING_COLUMNS, args.format)
+        return EXIT_OK
+
+    return await _with_store(args, work)
+
+
+METER_COLUMNS = ("id", "protocol", "route", "address", "serial", "credentials")
+
+
+def _meter_row(meter: Meter) -> dict[str, object]:
+    row: dict[str, object] = {c: getattr(meter, c) for c in METER_COLUMNS}
+    return row
+
+
+async def cmd_meters(reactor: Any, args: argparse.Namespace) -> int:
+    from fep.protocols.registry import meter_protocol
+
+    async def work(store: Any) -> int:
+        if args.meters_command == "add":
+            meter_protocol(args.protocol)
+            meter = Meter(id=args.id, protocol=args.protocol, route=args.route,
+                          address=args.address, serial=args.serial,
+                          credentials=args.credentials)
+            await store.add_meters([meter])
+            print(f"meter {meter.id} saved")
+        elif args.meters_command == "import":
+            meters = read_meter_csv(Path(args.file))
+            count = await store.add_meters(meters)
+            print(f"{count} meters imported from {args.file}")
+        else:
+            meters = await store.meters()
+            write_rows([_meter_row(m) for m in meters], METER_COLUMNS, args.format)
+        return EXIT_OK
+
+    return await _with_store(args, work)
+
+
+async def cmd_db(reactor: Any, args: argparse.Namespace) -> int:
+    from fep.store import open_store
+
+    store = open_store(_db_url(args), reactor)
+    applied = await store.upgrade()
+    await store.close()
+    if applied:
+        for name in applied:
+            print(f"applied {name}")
+    else:
+        print("schema is up to date")
+    return EXIT_OK
+
+
+def read_meter_csv(path: Path) -> list[Meter]:
+    """Meters from a CSV file with a header: id, protocol, route are required; address,
+    serial, credentials optional; any other column goes into the meter's metadata."""
+    from fep.protocols.registry import meter_protocol
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", file=str(path)) from None
+    reader = csv.DictReader(io.StringIO(text))
+    fields = reader.fieldnames or []
+    missing = [c for c in ("id", "protocol", "route") if c not in fields]
+    if missing:
+        raise ConfigError(f"missing column(s) {', '.join(missing)}", file=str(path))
+    meters = []
+    for line, row in enumerate(reader, start=2):
+        try:
+            meter_protocol(row["protocol"])
+        except ConfigError as e:
+            raise ConfigError(f"line {line}: {e}", file=str(path), key="protocol") from None
+        if not row["id"] or not row["route"]:
+            raise ConfigError(f"line {line}: id and route must not be empty", file=str(path))
+        known = {"id", "protocol", "route", "address", "serial", "credentials"}
+        meters.append(Meter(
+            id=row["id"],
+            protocol=row["protocol"],
+            route=row["route"],
+            address=row.get("address") or None,
+            serial=row.get("serial") or None,
+            credentials=row.get("credentials") or None,
+            metadata={k: v for k, v in row.items() if k not in known and v},
+        ))
+    return meters
+
+
+def parse_time(text: str) -> datetime:
+    """ISO-8601; a time without zone is UTC."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"not an ISO-8601 time: {text!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+# ---------------------------------------------------------------------------
+# Parsing and running
+# ---------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fep", description="fep: front-end processor for smart meters")
+    parser.add_argument("--db", help=f"store URL (default {DEFAULT_DB}, or the config's)")
+    parser.add_argument("--config", help="take the store URL from this fep.ini")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    read = sub.add_parser("read", help="read a meter now and print its readings")
+    read.add_argument("route", help="endpoint string, e.g. tcp:host=127.0.0.1:port=4059")
+    read.add_argument("--protocol", required=True, help="meter protocol, e.g. iec62056-21")
+    read.add_argument("--address", help="device address on the route")
+    read.add_argument("--meter", help="meter id to print (default: address or route)")
+    read.add_argument("--timeout", type=float, default=10.0, help="seconds per step")
+    read.add_argument("--format", choices=("json", "table"), default="json")
+    read.set_defaults(run=cmd_read)
+
+    meters = sub.add_parser("meters", help="the meter list")
+    msub = meters.add_subparsers(dest="meters_command", required=True, parser_class=_Parser)
+    add = msub.add_parser("add", help="add or update a meter")
+    add.add_argument("id")
+    add.add_argument("--protocol", required=True)
+    add.add_argument("--route", required=True)
+    add.add_argument("--address")
+    add.add_argument("--serial")
+    add.add_argument("--credentials", help="reference to the meter's keys or password")
+    lst = msub.add_parser("list", help="list the meters")
+    lst.add_argument("--format", choices=("json", "csv", "table"), default="table")
+    imp = msub.add_parser("import", help="add or update meters from a CSV file")
+    imp.add_argument("file")
+    meters.set_defaults(run=cmd_meters)
+
+    readings = sub.add_parser("readings", help="print a meter's stored readings")
+    readings.add_argument("meter")
+    readings.add_argument("--since", help="ISO-8601 time (UTC unless a zone is given)")
+    readings.add_argument("--obis", help="only this OBIS code, e.g. 1-0:1.8.0*255 or 1.8.0")
+    readings.add_argument("--limit", type=int)
+    readings.add_argument("--format", choices=("json", "csv", "table"), default="table")
+    readings.set_defaults(run=cmd_readings)
+
+    db = sub.add_parser("db", help="the store's schema")
+    dsub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    dsub.add_parser("upgrade", help="apply pending schema migrations")
+    db.set_defaults(run=cmd_db)
+    return parser
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"fep: {message}", file=sys.stderr)
+    return code
+
+
+def _describe(error: FepError, args: argparse.Namespace) -> str:
+    route = getattr(error, "route", None) or getattr(args, "route", None)
+    prefix = f"route {route}: " if route else ""
+    meter = getattr(error, "meter", None)
+    if meter and meter != route:
+        prefix += f"meter {meter}: "
+    return prefix + str(error)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "obis", None):
+        from fep.model import ObisCode
+
+        try:
+            args.obis = str(ObisCode.parse(args.obis))
+        except ValueError as e:
+            return _fail(EXIT_USAGE, str(e))
+
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+    from twisted.python.failure import Failure
+
+    outcome: list[int] = []
+
+    def finished(result: object) -> None:
+        if isinstance(result, Failure):
+            assert result.value is not None
+            outcome.append(_exit_for(result.value, args))
+        else:
+            outcome.append(int(result))  # type: ignore[call-overload]
+        reactor.stop()
+
+    def go() -> None:
+        d = Deferred.fromCoroutine(args.run(reactor, args))
+        d.addBoth(finished)
+
+    reactor.callWhenRunning(go)
+    reactor.run()
+    return outcome[0] if outcome else EXIT_STORE
+
+
+def _exit_for(error: BaseException, args: argparse.Namespace) -> int:
+    if isinstance(error, UsageError | ConfigError | RouteError):
+        return _fail(EXIT_USAGE, str(error))
+    if isinstance(error, ChannelError | ProtocolError | FrameError):
+        return _fail(EXIT_METER, _describe(error, args))
+    if isinstance(error, StoreError):
+        return _fail(EXIT_STORE, f"store: {error}")
+    if isinstance(error, FepError):
+        return _fail(EXIT_METER, _describe(error, args))
+    import traceback
+
+    traceback.print_exception(error)
+    return _fail(EXIT_STORE, f"internal error: {error!r}")
+
+
+def main(argv: Iterable[str] | None = None) -> NoReturn:
+    sys.exit(run(list(argv) if argv is not None else None))
+
+
+if __name__ == "__main__":
+    main()

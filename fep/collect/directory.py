@@ -1,0 +1,51 @@
+"""The meter directory: the daemon's in-memory view of the meter list, for quick lookups
+(by id, serial number or device address) on the reactor thread."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from twisted.internet.defer import Deferred
+
+from fep.interfaces import IStore
+from fep.model import Meter
+
+
+class MeterDirectory:
+    """Who the known meters are; refreshed from the store."""
+
+    def __init__(self, store: IStore) -> None:
+        self._store = store
+        self._by_id: dict[str, Meter] = {}
+        self._by_serial: dict[str, Meter] = {}
+
+    def replace(self, meters: Iterable[Meter]) -> None:
+        self._by_id = {m.id: m for m in meters}
+        self._by_serial = {m.serial: m for m in self._by_id.values() if m.serial}
+
+    async def refresh(self) -> list[Meter]:
+        meters: list[Meter] = await self._store.meters()
+        self.replace(meters)
+        return meters
+
+    def refresh_d(self) -> Deferred[list[Meter]]:
+        return Deferred.fromCoroutine(self.refresh())
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def all(self) -> list[Meter]:
+        return list(self._by_id.values())
+
+    def get(self, meter_id: str) -> Meter | None:
+        return self._by_id.get(meter_id)
+
+    def identify(self, *names: str | None) -> Meter | None:
+        """The meter a device names itself as: by meter id, then serial number."""
+        for name in names:
+            if not name:
+                continue
+            meter = self._by_id.get(name) or self._by_serial.get(name)
+            if meter is not None:
+                return meter
+        return None

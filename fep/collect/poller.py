@@ -1,0 +1,131 @@
+"""Fixed-period reading of the stored meters: each meter is read once per period through its
+route and protocol, and its records go to the record sink.
+
+This is the daemon's simple collection loop until the task-based engine replaces it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application import service
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from fep.channels.endpoints import client_endpoint
+from fep.collect.directory import MeterDirectory
+from fep.errors import FepError
+from fep.interfaces import IMeterProtocol, IRecordSink
+from fep.model import Meter
+from fep.protocols.registry import meter_protocol
+
+log = Logger()
+
+
+class PeriodicReader(service.Service):
+    """Reads every meter of the directory once per ``period`` seconds, at most
+    ``concurrency`` sessions at once; a meter still being read is not started again."""
+
+    name = "reader"
+
+    def __init__(
+        self,
+        reactor: Any,
+        directory: MeterDirectory,
+        sink: IRecordSink,
+        *,
+        period: float,
+        timeout: float,
+        concurrency: int,
+        protocol_for: Callable[[str], IMeterProtocol] = meter_protocol,
+        endpoint_for: Callable[[Any, str], Any] = client_endpoint,
+    ) -> None:
+        self._reactor = reactor
+        self._directory = directory
+        self._sink = sink
+        self.period = period
+        self.timeout = timeout
+        self._semaphore = DeferredSemaphore(concurrency)
+        self._protocol_for = protocol_for
+        self._endpoint_for = endpoint_for
+        self._loop: LoopingCall | None = None
+        self._in_flight: dict[str, Deferred[None]] = {}
+        self.reads_ok = 0
+        self.reads_failed = 0
+        self.records_read = 0
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = LoopingCall(self.cycle)
+        self._loop.clock = self._reactor
+        self._loop.start(self.period, now=True).addErrback(
+            lambda f: log.failure("reading loop stopped", f)
+        )
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        # Let sessions under way finish: their records are worth keeping.
+        return DeferredList(list(self._in_flight.values()))
+
+    def cycle(self) -> Deferred[Any]:
+        """Refresh the meter list, then start a read of every meter not being read."""
+
+        async def run() -> None:
+            try:
+                meters = await self._directory.refresh()
+            except FepError as e:
+                log.warn("cannot refresh the meter list: {error}", error=e)
+                meters = self._directory.all()
+            for meter in meters:
+                if meter.id not in self._in_flight and self.running:
+                    d = self._semaphore.run(self.read_meter, meter)
+                    self._in_flight[meter.id] = d
+                    d.addBoth(self._done, meter.id)
+
+        return Deferred.fromCoroutine(run())
+
+    def _done(self, result: object, meter_id: str) -> None:
+        self._in_flight.pop(meter_id, None)
+
+    def read_meter(self, meter: Meter) -> Deferred[None]:
+        """One read of one meter; failures are logged and counted, never raised."""
+
+        async def run() -> None:
+            try:
+                protocol = self._protocol_for(meter.protocol)
+                endpoint = self._endpoint_for(self._reactor, meter.route)
+                records = await protocol.read(self._reactor, endpoint, meter, self.timeout)
+                await self._sink.submit(records)
+            except FepError as e:
+                self.reads_failed += 1
+                log.warn(
+                    "read of {meter} over {route} failed: {error}",
+                    meter=meter.id,
+                    route=meter.route,
+                    protocol=meter.protocol,
+                    error=e,
+                )
+            except Exception:
+                self.reads_failed += 1
+                log.failure(
+                    "read of {meter} over {route} failed unexpectedly",
+                    meter=meter.id,
+                    route=meter.route,
+                    protocol=meter.protocol,
+                )
+            else:
+                self.reads_ok += 1
+                self.records_read += len(records)
+                log.info(
+                    "read {meter} over {route}: {count} records",
+                    meter=meter.id,
+                    route=meter.route,
+                    protocol=meter.protocol,
+                    count=len(records),
+                )
+
+        return Deferred.fromCoroutine(run())

@@ -1,0 +1,242 @@
+"""The daemon's configuration: an ini file read into validated, frozen attrs classes.
+
+Every option has one declaration below (section, key, type, default, meaning); `etc/fep.ini`
+documents the same options for people. Any error names the file, the section and the key.
+"""
+
+from __future__ import annotations
+
+import configparser
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from fep.errors import ConfigError
+
+
+@attrs.frozen
+class Option:
+    """One option of the ini file."""
+
+    type: Callable[[str], Any]
+    default: Any
+    doc: str
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"expected yes/no, got {text!r}")
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _level(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("debug", "info", "warn", "error", "critical"):
+        raise ValueError(f"expected debug, info, warn, error or critical, got {text!r}")
+    return value
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+_TYPE_NAMES: dict[Callable[[str], Any], str] = {
+    _bool: "yes/no",
+    _positive_float: "a positive number",
+    _positive_int: "a positive whole number",
+    _level: "a log level",
+    _text: "text",
+}
+
+# section -> key -> Option. Sections marked required must appear in the file.
+SCHEMA: Mapping[str, Mapping[str, Option]] = {
+    "fep": {
+        "node": Option(_text, "fep-1", "name of this fep node (logs, job leases)"),
+        "data_dir": Option(_text, "var", "directory for the spool and local state"),
+    },
+    "store": {
+        "url": Option(
+            _text,
+            "sqlite:var/fep.sqlite",
+            "sqlite:PATH (embedded default) or postgresql://user@host:port/db",
+        ),
+        "pool_size": Option(_positive_int, 2, "PostgreSQL connections kept open"),
+    },
+    "spool": {
+        "directory": Option(_text, "", "journal directory; empty means DATA_DIR/spool"),
+        "batch_size": Option(_positive_int, 5000, "most records per store transaction"),
+        "max_delay": Option(_positive_float, 0.05, "seconds a record may wait to be batched"),
+        "flush_timeout": Option(
+            _positive_float, 30.0, "seconds shutdown waits for the store to commit the spool"
+        ),
+    },
+    "collect": {
+        "period": Option(_positive_float, 900.0, "seconds between two reads of a meter"),
+        "timeout": Option(_positive_float, 10.0, "seconds a meter has to answer each step"),
+        "concurrency": Option(_positive_int, 50, "meter sessions open at once, at most"),
+        "enabled": Option(_bool, True, "read the stored meters on their period"),
+    },
+    "push": {
+        "iec62056_21": Option(
+            _text,
+            "",
+            "listener (Twisted endpoint) for meters that connect and send an IEC 62056-21 "
+            "readout, e.g. tcp:4060:interface=127.0.0.1; empty disables it",
+        ),
+        "accept_unknown": Option(
+            _bool, False, "store readouts from meters that are not in the meter list"
+        ),
+    },
+    "log": {
+        "level": Option(_level, "info", "least severe log level written"),
+        "json_file": Option(_text, "", "also write JSON log events to this file; empty: no"),
+    },
+}
+REQUIRED_SECTIONS = ("fep", "store")
+
+
+@attrs.frozen
+class FepSection:
+    node: str
+    data_dir: str
+
+
+@attrs.frozen
+class StoreSection:
+    url: str
+    pool_size: int
+
+
+@attrs.frozen
+class SpoolSection:
+    directory: str
+    batch_size: int
+    max_delay: float
+    flush_timeout: float
+
+
+@attrs.frozen
+class CollectSection:
+    period: float
+    timeout: float
+    concurrency: int
+    enabled: bool
+
+
+@attrs.frozen
+class PushSection:
+    iec62056_21: str
+    accept_unknown: bool
+
+
+@attrs.frozen
+class LogSection:
+    level: str
+    json_file: str
+
+
+@attrs.frozen
+class Config:
+    """The whole, validated configuration of one fep daemon."""
+
+    fep: FepSection
+    store: StoreSection
+    spool: SpoolSection
+    collect: CollectSection
+    push: PushSection
+    log: LogSection
+    source: str = "<defaults>"
+
+    @property
+    def spool_directory(self) -> Path:
+        return Path(self.spool.directory or Path(self.fep.data_dir) / "spool")
+
+
+_SECTION_CLASSES: Mapping[str, type] = {
+    "fep": FepSection,
+    "store": StoreSection,
+    "spool": SpoolSection,
+    "collect": CollectSection,
+    "push": PushSection,
+    "log": LogSection,
+}
+
+
+def _section_values(
+    parser: configparser.ConfigParser | None, section: str, file: str
+) -> dict[str, Any]:
+    options = SCHEMA[section]
+    values = {key: option.default for key, option in options.items()}
+    if parser is None or not parser.has_section(section):
+        return values
+    for key, raw in parser.items(section):
+        option = options.get(key)
+        if option is None:
+            known = ", ".join(sorted(options))
+            raise ConfigError(
+                f"unknown key (known keys: {known})", file=file, section=section, key=key
+            )
+        try:
+            values[key] = option.type(raw)
+        except ValueError as e:
+            expected = _TYPE_NAMES.get(option.type, "a valid value")
+            raise ConfigError(
+                f"expected {expected}, got {raw!r} ({e})", file=file, section=section, key=key
+            ) from None
+    return values
+
+
+def parse_config(text: str, file: str = "<string>") -> Config:
+    """Read and validate ini text; ``file`` names it in errors."""
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
+    try:
+        parser.read_string(text, source=file)
+    except configparser.Error as e:
+        raise ConfigError(f"not a valid ini file: {e}", file=file) from None
+    for section in parser.sections():
+        if section not in SCHEMA:
+            known = ", ".join(SCHEMA)
+            raise ConfigError(f"unknown section (known sections: {known})", file=file,
+                              section=section)
+    for section in REQUIRED_SECTIONS:
+        if not parser.has_section(section):
+            raise ConfigError("missing section", file=file, section=section)
+    sections = {
+        name: cls(**_section_values(parser, name, file)) for name, cls in _SECTION_CLASSES.items()
+    }
+    return Config(source=file, **sections)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the ini file at ``path``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", file=str(path)) from None
+    return parse_config(text, str(path))
+
+
+def default_config() -> Config:
+    """Every option at its default (for the command line without a config file)."""
+    sections = {name: cls(**_section_values(None, name, "")) for name, cls in
+                _SECTION_CLASSES.items()}
+    return Config(**sections)

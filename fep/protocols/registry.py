@@ -1,0 +1,29 @@
+"""Meter protocols by name: the names used in routes, meter lists, config and the CLI."""
+
+from __future__ import annotations
+
+import importlib
+
+from fep.errors import ConfigError
+from fep.interfaces import IMeterProtocol
+
+# name -> (module, class); imported on first use so the command line stays quick.
+_PROTOCOLS: dict[str, tuple[str, str]] = {
+    "iec62056-21": ("fep.protocols.iec62056_21.session", "IecReadoutProtocol"),
+}
+
+
+def protocol_names() -> list[str]:
+    return sorted(_PROTOCOLS)
+
+
+def meter_protocol(name: str) -> IMeterProtocol:
+    """The protocol called ``name``; ConfigError lists the known names otherwise."""
+    try:
+        module_name, class_name = _PROTOCOLS[name]
+    except KeyError:
+        known = ", ".join(protocol_names())
+        raise ConfigError(f"unknown protocol {name!r} (known: {known})") from None
+    module = importlib.import_module(module_name)
+    protocol: IMeterProtocol = getattr(module, class_name)()
+    return protocol

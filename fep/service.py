@@ -1,0 +1,167 @@
+"""Builds the fep daemon from a Config: store, spool and router, meter directory, periodic
+reader and push listeners, started and stopped in order."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from twisted.application import service, strports
+from twisted.internet.defer import Deferred
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogPublisher,
+    jsonFileLogObserver,
+)
+
+from fep.collect.directory import MeterDirectory
+from fep.collect.poller import PeriodicReader
+from fep.config import Config
+from fep.errors import FepError
+from fep.interfaces import IStore
+from fep.store import open_store
+from fep.store.router import Router
+from fep.store.spool import Spool
+
+log = Logger()
+
+
+def _sleep(reactor: Any, seconds: float) -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
+
+
+class FepService(service.MultiService):
+    """The whole daemon. Children start in dependency order (store, router, reader,
+    listeners) and stop in the reverse order, each waiting for the one before: listeners
+    stop accepting, sessions under way finish, the router flushes the spool to the store,
+    and the store closes last."""
+
+    def __init__(self, config: Config, reactor: Any = None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.config = config
+        self.reactor = reactor
+        self.store: IStore = open_store(config.store.url, reactor)
+        self.spool = Spool(config.spool_directory, reactor)
+        self.router = Router(
+            self.spool,
+            self.store,
+            reactor,
+            batch_size=config.spool.batch_size,
+            max_delay=config.spool.max_delay,
+        )
+        self.directory = MeterDirectory(self.store)
+        self.reader = PeriodicReader(
+            reactor,
+            self.directory,
+            self.router,
+            period=config.collect.period,
+            timeout=config.collect.timeout,
+            concurrency=config.collect.concurrency,
+        )
+        self.listeners: list[service.Service] = []
+        if config.push.iec62056_21:
+            from fep.protocols.iec62056_21.session import PushedReadoutFactory
+
+            factory = PushedReadoutFactory(self.router, self._resolve_pushing_meter)
+            listener = strports.service(config.push.iec62056_21, factory)
+            listener.setName("push-iec62056-21")
+            self.listeners.append(listener)
+        self._json_log: io.TextIOWrapper | None = None
+        self._observer: ILogObserver | None = None
+        self.started: Deferred[None] | None = None
+
+    def _resolve_pushing_meter(self, identification: str, serial: str | None) -> str | None:
+        meter = self.directory.identify(serial, identification)
+        if meter is not None:
+            return meter.id
+        if self.config.push.accept_unknown:
+            return serial or identification
+        return None
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        self._start_json_log()
+        self.started = Deferred.fromCoroutine(self._start())
+        self.started.addErrback(self._start_failed)
+
+    def _start_failed(self, failure: Any) -> None:
+        log.failure("fep could not start", failure)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    async def _start(self) -> None:
+        delay = 1.0
+        while self.running:
+            try:
+                await self.store.open()
+                break
+            except FepError as e:
+                log.warn("store {url} not ready ({error}); retrying in {delay} s",
+                         url=self.store.url, error=e, delay=delay)
+                await _sleep(self.reactor, delay)
+                delay = min(delay * 2, 30.0)
+        if not self.running:
+            return
+        log.info("store {url} open", url=self.store.url)
+        self.router.startService()
+        meters = await self.directory.refresh()
+        log.info("{count} meters known", count=len(meters))
+        if self.config.collect.enabled:
+            self.reader.startService()
+        for listener in self.listeners:
+            listener.startService()
+        log.info("fep node {node} running", node=self.config.fep.node)
+
+    def stopService(self) -> Deferred[None]:
+        service.Service.stopService(self)
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self.started is not None and not self.started.called:
+            # Still starting: let the start sequence notice running is false.
+            pass
+        for listener in self.listeners:
+            if listener.running:
+                await listener.stopService()
+        if self.reader.running:
+            await self.reader.stopService()
+        if self.router.running:
+            await self.router.stopService()
+        await self.store.close()
+        log.info("fep stopped; spool depth {depth}", depth=self.spool.depth())
+        self._stop_json_log()
+
+    def _start_json_log(self) -> None:
+        path = self.config.log.json_file
+        if not path:
+            return
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._json_log = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
+        predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(
+            self.config.log.level))
+        self._observer = FilteringLogObserver(jsonFileLogObserver(self._json_log), [predicate])
+        globalLogPublisher.addObserver(self._observer)
+
+    def _stop_json_log(self) -> None:
+        if self._observer is not None:
+            globalLogPublisher.removeObserver(self._observer)
+            self._observer = None
+        if self._json_log is not None:
+            self._json_log.close()
+            self._json_log = None
+
+
+def make_service(config: Config, reactor: Any = None) -> FepService:
+    """The daemon's root service for ``config``."""
+    return FepService(config, reactor)
