@@ -17,7 +17,6 @@ venv: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check fep tests twisted || true
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -26,6 +25,12 @@ unit: $(STAMP)
 	$(BIN)/trial --jobs=2 tests
 
 test: lint typecheck unit
+
+demo: $(STAMP)
+	$(BIN)/python -m fep.sim.demo
+
+bench: $(STAMP)
+	$(BIN)/python -m fep.bench
 
 clean:
 	rm -rf $(VENV) _trial_temp* var

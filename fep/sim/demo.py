@@ -1,0 +1,170 @@
+"""The README's demo: a small simulated fleet read by the fep daemon on SQLite.
+
+`make demo` runs `python -m fep.sim.demo`: it writes a config under var/demo, starts simulated
+IEC 62056-21 meters (polled over TCP, and one that pushes its readouts by itself), registers
+them with `fep meters import`, runs `twistd -n fep`, and prints the newest stored readings
+every few seconds with `fep readings`. Ctrl-C stops the daemon cleanly (sessions finish, the
+spool is flushed into the store) and prints what was stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+POLLED = 3
+PUSH_ADDRESS = "20000001"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def _spool_files(spool: Path) -> list[Path]:
+    return [p for p in spool.glob("*") if p.is_file() and p.stat().st_size > 0]
+
+
+def write_config(workdir: Path, push_port: int, period: float) -> Path:
+    config = workdir / "fep.ini"
+    config.write_text(
+        "; written by `make demo` (fep.sim.demo)\n"
+        "[fep]\nnode = demo\n"
+        f"data_dir = {workdir}\n"
+        f"[store]\nurl = sqlite:{workdir}/fep.sqlite\n"
+        f"[collect]\nperiod = {period}\ntimeout = 5\n"
+        f"[push]\niec62056_21 = tcp:{push_port}:interface=127.0.0.1\n"
+        f"[log]\njson_file = {workdir}/fep.log.json\n"
+    )
+    return config
+
+
+def write_meters(workdir: Path, sim_port: int) -> Path:
+    csv = workdir / "meters.csv"
+    rows = ["id,protocol,route,address,serial,site"]
+    for i in range(POLLED):
+        address = f"{10000000 + i + 1}"
+        rows.append(
+            f"LGZ-{i + 1:04d},iec62056-21,tcp:host=127.0.0.1:port={sim_port},{address},"
+            f"{address},demo feeder {i + 1}"
+        )
+    rows.append(f"PUSH-0001,iec62056-21,tcp:host=127.0.0.1:port=1,,{PUSH_ADDRESS},pushing site")
+    csv.write_text("\n".join(rows) + "\n")
+    return csv
+
+
+def show_latest(fep: list[str], meters: list[str], since: datetime) -> None:
+    for meter in meters:
+        result = subprocess.run(
+            [*fep, "readings", meter, "--since", since.isoformat(), "--format", "table"],
+            capture_output=True, text=True,
+        )
+        lines = result.stdout.strip().splitlines()
+        if len(lines) > 2:
+            print(f"--- fep readings {meter} (last {len(lines) - 2} since {since:%H:%M:%S}Z)")
+            print("\n".join(lines[:2] + lines[-6:]))
+        elif result.returncode:
+            print(f"--- fep readings {meter}: {result.stderr.strip()}")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fep.sim.demo", description=__doc__)
+    parser.add_argument("--workdir", default="var/demo")
+    parser.add_argument("--period", type=float, default=5.0, help="seconds between reads")
+    parser.add_argument("--show-every", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=0.0,
+                        help="stop by itself after this many seconds (0: run until Ctrl-C)")
+    args = parser.parse_args(argv)
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    sim_port, push_port = _free_port(), _free_port()
+    config = write_config(workdir, push_port, args.period)
+    meters_csv = write_meters(workdir, sim_port)
+    db = f"sqlite:{workdir}/fep.sqlite"
+    fep = [sys.executable, "-m", "fep.cli", "--db", db]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+    children: list[subprocess.Popen[bytes]] = []
+
+    def start(cmd: list[str]) -> subprocess.Popen[bytes]:
+        # Own process group: Ctrl-C reaches the demo, which stops each child in order.
+        child = subprocess.Popen(cmd, env=env, start_new_session=True)
+        children.append(child)
+        return child
+
+    print(f"demo: simulated meters on 127.0.0.1:{sim_port}, push listener on {push_port}")
+    start([sys.executable, "-m", "fep.sim.iec62056_21", "--tcp", str(sim_port),
+           "--meters", str(POLLED)])
+    subprocess.run([*fep, "db", "upgrade"], check=True, env=env)
+    subprocess.run([*fep, "meters", "import", str(meters_csv)], check=True, env=env)
+    daemon = start([_bin("twistd"), "--nodaemon", "--pidfile=", "--logfile=-", "fep",
+                    "--config", str(config)])
+    start([sys.executable, "-m", "fep.sim.iec62056_21", "--push",
+           f"tcp:host=127.0.0.1:port={push_port}", "--every", str(args.period),
+           "--first-address", PUSH_ADDRESS])
+
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    next_show = started + args.show_every
+    meter_ids = [f"LGZ-{i + 1:04d}" for i in range(POLLED)] + ["PUSH-0001"]
+    while not stop and daemon.poll() is None:
+        time.sleep(0.2)
+        if time.monotonic() >= next_show:
+            next_show += args.show_every
+            show_latest(fep, meter_ids, datetime.now(UTC) - timedelta(seconds=args.show_every))
+        if args.duration and time.monotonic() - started > args.duration:
+            stop = True
+
+    print("demo: stopping the fep daemon (SIGINT: clean shutdown, spool flushed)")
+    code = 0
+    if daemon.poll() is None:
+        daemon.send_signal(signal.SIGINT)
+        try:
+            code = daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            code = 1
+    else:
+        code = daemon.returncode or 1
+        print(f"demo: the daemon exited by itself with status {code}")
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+            child.wait(timeout=10)
+
+    with sqlite3.connect(workdir / "fep.sqlite") as conn:
+        rows = conn.execute(
+            "SELECT meter, count(*) FROM readings GROUP BY meter ORDER BY meter").fetchall()
+    for meter, count in rows:
+        print(f"demo: {meter}: {count} readings stored")
+    left = _spool_files(workdir / "spool")
+    print(f"demo: spool files left unflushed: {len(left)}")
+    print(f"demo: daemon exit status {code}")
+    return 0 if code == 0 and not left else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
