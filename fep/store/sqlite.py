@@ -1,0 +1,518 @@
+"""The SQLite store: the embedded default, one file under var/, written from one thread.
+
+Every sqlite3 call runs on the store's own worker thread (a ThreadPool of one, started by
+``open()`` and stopped by ``close()``), so the reactor thread never waits on the disk and the
+connection is only ever used by one thread. The file is in WAL mode with
+``synchronous=NORMAL``: readers (the ``fep`` command) do not block the daemon's writes, and a
+commit costs no fsync until checkpoint. Each ``write()`` is one transaction with one
+``executemany`` of ``INSERT OR IGNORE`` per record kind.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from fep.errors import StoreError
+from fep.interfaces import IStore
+from fep.model import (
+    EventKind,
+    IntervalBlock,
+    Meter,
+    MeterEvent,
+    Quality,
+    Reading,
+    Record,
+    Severity,
+    utcnow,
+)
+from fep.store import migrations
+from fep.store.rows import (
+    TABLES,
+    IntervalRow,
+    decode_value,
+    encode_value,
+    interval_blocks,
+    obis_filter,
+    obis_of,
+    parse_time,
+    parse_time_or_none,
+    period_seconds,
+    text_time,
+    unit_of,
+)
+
+log = Logger()
+
+T = TypeVar("T")
+
+MEMORY = ":memory:"
+
+INSERT_READING = (
+    "INSERT OR IGNORE INTO readings (meter, obis, value, value_text, value_type, unit_code,"
+    " scaler, meter_time, read_at, received_time, quality, source, native_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_INTERVAL = (
+    "INSERT OR IGNORE INTO intervals (meter, obis, start_time, period_s, value, value_text,"
+    " value_type, status, unit_code, scaler, received_time, source)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_EVENT = (
+    "INSERT OR IGNORE INTO events (meter, code, kind, severity, time, text, received_time,"
+    " source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+UPSERT_METER = (
+    "INSERT INTO meters (id, protocol, route, serial, address, credentials, metadata,"
+    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET protocol = excluded.protocol, route = excluded.route,"
+    " serial = excluded.serial, address = excluded.address,"
+    " credentials = excluded.credentials, metadata = excluded.metadata,"
+    " updated_at = excluded.updated_at"
+)
+METER_COLUMNS = "id, protocol, route, serial, address, credentials, metadata"
+READING_COLUMNS = (
+    "meter, obis, value, value_text, value_type, unit_code, scaler, meter_time,"
+    " received_time, quality, source, native_id"
+)
+
+
+def reading_rows(
+    records: Sequence[Record],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows of readings, intervals and events a batch of records makes."""
+    readings: list[tuple[Any, ...]] = []
+    intervals: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
+    for r in records:
+        if isinstance(r, Reading):
+            value, value_text, value_type = encode_value(r.value)
+            meter_time = r.meter_time
+            received = text_time(r.received_time)
+            readings.append(
+                (
+                    r.meter,
+                    str(r.obis),
+                    value,
+                    value_text,
+                    value_type,
+                    None if r.unit is None else r.unit.code,
+                    r.scaler,
+                    None if meter_time is None else text_time(meter_time),
+                    received if meter_time is None else text_time(meter_time),
+                    received,
+                    int(r.quality),
+                    r.source,
+                    r.native_id,
+                )
+            )
+        elif isinstance(r, IntervalBlock):
+            obis = str(r.obis)
+            period = period_seconds(r.period, r)
+            unit = None if r.unit is None else r.unit.code
+            received = text_time(r.received_time)
+            for start, v, status in r.intervals():
+                value, value_text, value_type = encode_value(v)
+                intervals.append(
+                    (
+                        r.meter,
+                        obis,
+                        text_time(start),
+                        period,
+                        value,
+                        value_text,
+                        value_type,
+                        int(status),
+                        unit,
+                        r.scaler,
+                        received,
+                        r.source,
+                    )
+                )
+        elif isinstance(r, MeterEvent):
+            events.append(
+                (
+                    r.meter,
+                    r.code,
+                    str(r.kind),
+                    str(r.severity),
+                    text_time(r.time),
+                    r.text,
+                    text_time(r.received_time),
+                    r.source,
+                )
+            )
+        else:
+            raise StoreError(f"cannot store a {type(r).__name__}")
+    return readings, intervals, events
+
+
+@implementer(IStore)
+class SqliteStore:
+    """IStore on one SQLite file (or ``:memory:`` for tests)."""
+
+    def __init__(self, path: str, reactor: Any = None, *, url: str | None = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.path = path
+        self.url = url if url is not None else f"sqlite:{path}"
+        self._reactor = reactor
+        self._pool: ThreadPool | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._migrated = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _start_thread(self) -> None:
+        if self._pool is None:
+            pool = ThreadPool(minthreads=1, maxthreads=1, name=f"fep-store {self.url}")
+            pool.start()
+            self._pool = pool
+
+    def _call(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run ``work(connection, *args)`` on the store thread; sqlite errors become
+        StoreError naming the store."""
+        if self._pool is None:
+            return fail(StoreError(f"{self.url}: store is not open"))
+
+        def run() -> T:
+            try:
+                return work(self._connection(), *args)
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.url}: {e}") from e
+
+        return deferToThreadPool(self._reactor, self._pool, run)
+
+    def _connection(self) -> sqlite3.Connection:
+        # Runs on the store thread only.
+        if self._conn is None:
+            if self.path != MEMORY:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per write().
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            # Another process (the `fep` command) may hold the write lock for a moment.
+            conn.execute("PRAGMA busy_timeout=10000")
+            self._conn = conn
+        return self._conn
+
+    def open(self) -> Deferred[None]:
+        """Start the store thread, open the file and apply pending migrations."""
+        self._start_thread()
+        d = self._call(_apply_migrations)
+
+        def opened(applied: list[str]) -> None:
+            for name in applied:
+                log.info("store {url}: applied migration {name}", url=self.url, name=name)
+
+        return d.addCallback(opened)
+
+    def upgrade(self) -> Deferred[list[str]]:
+        self._start_thread()
+        return self._call(_apply_migrations)
+
+    def close(self) -> Deferred[None]:
+        if self._pool is None:
+            return succeed(None)
+        pool = self._pool
+
+        def shut(conn: sqlite3.Connection) -> None:
+            conn.close()
+            self._conn = None
+
+        def stop(result: object) -> object:
+            # The one worker is idle now that its last job ran, so the join is immediate.
+            pool.stop()
+            if self._pool is pool:
+                self._pool = None
+            return result
+
+        d: Deferred[None] = self._call(shut)
+        return d.addBoth(stop)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def write(self, records: Sequence[Record]) -> Deferred[int]:
+        """Commit a batch in one transaction; fires with how many rows were new."""
+        return self._call(_write, records)
+
+    def add_meters(self, meters: Sequence[Meter]) -> Deferred[int]:
+        return self._call(_add_meters, meters)
+
+    # -- queries -------------------------------------------------------------------------
+
+    def meters(self) -> Deferred[list[Meter]]:
+        return self._call(_meters, None)
+
+    def meter(self, meter_id: str) -> Deferred[Meter | None]:
+        def one(conn: sqlite3.Connection) -> Meter | None:
+            found = _meters(conn, meter_id)
+            return found[0] if found else None
+
+        return self._call(one)
+
+    def readings(
+        self,
+        meter_id: str,
+        since: datetime | None = None,
+        obis: str | None = None,
+        limit: int | None = None,
+    ) -> Deferred[list[Reading]]:
+        """A meter's readings ordered by time then OBIS; ``since`` is inclusive."""
+        return self._call(_readings, meter_id, since, obis_filter(obis), limit)
+
+    def intervals(
+        self, meter_id: str, obis: str | None = None, since: datetime | None = None
+    ) -> Deferred[list[IntervalBlock]]:
+        """A meter's stored intervals, joined into blocks of consecutive intervals, ordered
+        by OBIS then start; ``since`` (inclusive) filters on interval start."""
+        return self._call(_intervals, meter_id, obis_filter(obis), since)
+
+    def events(self, meter_id: str, since: datetime | None = None) -> Deferred[list[MeterEvent]]:
+        """A meter's events ordered by time then code; ``since`` is inclusive."""
+        return self._call(_events, meter_id, since)
+
+    def count(self, table: str) -> Deferred[int]:
+        if table not in TABLES:
+            return fail(
+                StoreError(f"{self.url}: no table {table!r} (one of {', '.join(TABLES)})")
+            )
+
+        def counted(conn: sqlite3.Connection) -> int:
+            (n,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            return int(n)
+
+        return self._call(counted)
+
+
+# The functions below run on the store thread.
+
+
+def _apply_migrations(conn: sqlite3.Connection) -> list[str]:
+    conn.execute(migrations.CREATE_TABLE["sqlite"])
+    applied = [v for (v,) in conn.execute("SELECT version FROM schema_migrations")]
+    names = []
+    for migration in migrations.pending(migrations.load("sqlite"), applied):
+        # executescript would commit on its own; run the file's statements inside our BEGIN
+        # so a failing migration leaves nothing behind.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(migration.sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, text_time(utcnow())),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        names.append(migration.name)
+    return names
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration file into statements (complete_statement respects quotes and
+    comments, so a ';' inside a string does not split)."""
+    statements: list[str] = []
+    current = ""
+    for line in sql.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            if current.strip():
+                statements.append(current)
+            current = ""
+    if current.strip() and not _only_comments(current):
+        raise StoreError(f"unterminated statement in migration: {current.strip()[:60]}")
+    return statements
+
+
+def _only_comments(text: str) -> bool:
+    return all(
+        not line.strip() or line.strip().startswith("--") for line in text.splitlines()
+    )
+
+
+def _write(conn: sqlite3.Connection, records: Sequence[Record]) -> int:
+    readings, intervals, events = reading_rows(records)
+    before = conn.total_changes
+    conn.execute("BEGIN")
+    try:
+        if readings:
+            conn.executemany(INSERT_READING, readings)
+        if intervals:
+            conn.executemany(INSERT_INTERVAL, intervals)
+        if events:
+            conn.executemany(INSERT_EVENT, events)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    # INSERT OR IGNORE counts only the rows it really inserted.
+    return conn.total_changes - before
+
+
+def _add_meters(conn: sqlite3.Connection, meters: Sequence[Meter]) -> int:
+    now = text_time(utcnow())
+    rows = [
+        (
+            m.id,
+            m.protocol,
+            m.route,
+            m.serial,
+            m.address,
+            m.credentials,
+            json.dumps(dict(m.metadata), sort_keys=True),
+            now,
+            now,
+        )
+        for m in meters
+    ]
+    conn.execute("BEGIN")
+    try:
+        conn.executemany(UPSERT_METER, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return len(rows)
+
+
+def meter_of(row: Sequence[Any]) -> Meter:
+    return Meter(
+        id=row[0],
+        protocol=row[1],
+        route=row[2],
+        serial=row[3],
+        address=row[4],
+        credentials=row[5],
+        metadata=json.loads(row[6]) if row[6] else {},
+    )
+
+
+def _meters(conn: sqlite3.Connection, meter_id: str | None) -> list[Meter]:
+    if meter_id is None:
+        rows = conn.execute(f"SELECT {METER_COLUMNS} FROM meters ORDER BY id").fetchall()
+    else:
+        rows = conn.execute(
+            f"SELECT {METER_COLUMNS} FROM meters WHERE id = ?", (meter_id,)
+        ).fetchall()
+    return [meter_of(row) for row in rows]
+
+
+def _readings(
+    conn: sqlite3.Connection,
+    meter_id: str,
+    since: datetime | None,
+    obis: str | None,
+    limit: int | None,
+) -> list[Reading]:
+    sql = f"SELECT {READING_COLUMNS} FROM readings WHERE meter = ?"
+    params: list[Any] = [meter_id]
+    if since is not None:
+        sql += " AND read_at >= ?"
+        params.append(text_time(_aware(since)))
+    if obis is not None:
+        sql += " AND obis = ?"
+        params.append(obis)
+    sql += " ORDER BY read_at, obis"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [
+        Reading(
+            meter=row[0],
+            obis=obis_of(row[1]),
+            value=decode_value(row[2], row[3], row[4]),
+            unit=unit_of(row[5]),
+            scaler=row[6],
+            meter_time=parse_time_or_none(row[7]),
+            received_time=parse_time(row[8]),
+            quality=Quality(row[9]),
+            source=row[10],
+            native_id=row[11],
+        )
+        for row in conn.execute(sql, params)
+    ]
+
+
+def _intervals(
+    conn: sqlite3.Connection, meter_id: str, obis: str | None, since: datetime | None
+) -> list[IntervalBlock]:
+    sql = (
+        "SELECT meter, obis, start_time, period_s, value, value_text, value_type, status,"
+        " unit_code, scaler, received_time, source FROM intervals WHERE meter = ?"
+    )
+    params: list[Any] = [meter_id]
+    if obis is not None:
+        sql += " AND obis = ?"
+        params.append(obis)
+    if since is not None:
+        sql += " AND start_time >= ?"
+        params.append(text_time(_aware(since)))
+    sql += " ORDER BY obis, start_time"
+    rows: list[IntervalRow] = [
+        (
+            row[0],
+            row[1],
+            parse_time(row[2]),
+            row[3],
+            decode_value(row[4], row[5], row[6]),
+            row[7],
+            row[8],
+            row[9],
+            parse_time(row[10]),
+            row[11],
+        )
+        for row in conn.execute(sql, params)
+    ]
+    return interval_blocks(rows)
+
+
+def _events(
+    conn: sqlite3.Connection, meter_id: str, since: datetime | None
+) -> list[MeterEvent]:
+    sql = (
+        "SELECT meter, code, kind, severity, time, text, received_time, source"
+        " FROM events WHERE meter = ?"
+    )
+    params: list[Any] = [meter_id]
+    if since is not None:
+        sql += " AND time >= ?"
+        params.append(text_time(_aware(since)))
+    sql += " ORDER BY time, code"
+    return [
+        MeterEvent(
+            meter=row[0],
+            code=row[1],
+            kind=EventKind(row[2]),
+            severity=Severity(row[3]),
+            time=parse_time(row[4]),
+            text=row[5],
+            received_time=parse_time(row[6]),
+            source=row[7],
+        )
+        for row in conn.execute(sql, params)
+    ]
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise StoreError(f"naive datetime {value!r}: fep keeps times in UTC")
+    return value.astimezone(UTC)
