@@ -334,9 +334,7 @@ class FrameDecoder:
             if len(buf) < 6:
                 return None
             if buf[4:6] != CRLF:
-                raise self._fail(
-                    f"bad option select: {bytes(buf[:6])!r}", 6, "option select"
-                )
+                raise self._fail(f"bad option select: {bytes(buf[:6])!r}", 6, "option select")
             text = bytes(buf[1:4]).decode("ascii", "replace")
             self._consume(6)
             if not all(c.isalnum() for c in text):
@@ -377,9 +375,7 @@ class FrameDecoder:
                     field="BCC",
                 )
             if len(body) < 2:
-                raise FrameError(
-                    f"command too short: {body!r}", offset=base + 1, field="command"
-                )
+                raise FrameError(f"command too short: {body!r}", offset=base + 1, field="command")
             head, _, data = body.partition(bytes([STX]))
             if len(head) != 2:
                 raise FrameError(f"bad command id {head!r}", offset=base + 1, field="command")

@@ -131,9 +131,7 @@ def _parse_line(line: bytes, line_no: int, base: int) -> list[DataSet]:
         start = i
         while i < n and line[i] != 0x28:  # '('
             if line[i] not in _ADDRESS_CHARS:
-                raise _line_error(
-                    f"unexpected byte 0x{line[i]:02X} in address", line_no, base + i
-                )
+                raise _line_error(f"unexpected byte 0x{line[i]:02X} in address", line_no, base + i)
             i += 1
         address = line[start:i].decode("ascii").strip()
         if i >= n:

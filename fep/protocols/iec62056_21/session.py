@@ -1,0 +1,374 @@
+"""The Twisted side of IEC 62056-21: a pull readout session over any client endpoint
+(IecReadoutProtocol) and a receiver for meters that push their readout over TCP.
+
+The state machine lives in ``client.py``; this module only moves bytes, runs the per-step
+timers on the reactor, times the baud switch on serial lines and turns results into Readings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, tzinfo
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from fep.errors import ChannelError, FrameError, ProtocolError, SessionTimeout
+from fep.interfaces import IMeterProtocol, IRecordSink, ISerialLine
+from fep.model import Meter, Record, utcnow
+from fep.protocols.iec62056_21.client import (
+    PROTOCOL,
+    IdentificationReceived,
+    ModeCClient,
+    ReadoutReceived,
+    Send,
+    State,
+    SwitchBaud,
+)
+from fep.protocols.iec62056_21.frames import DataBlock, FrameDecoder, Identification
+from fep.protocols.iec62056_21.readout import parse_readout, to_readings
+
+log = Logger(namespace="fep.protocols.iec62056_21")
+
+# How often to look again whether the transport's write buffer has drained before a baud
+# switch (the FileDescriptor has no "drained" callback for a non-producer writer).
+_DRAIN_POLL = 0.005
+
+
+def _pending_write_bytes(transport: Any) -> int:
+    """Bytes a FileDescriptor transport still holds in user space (0 for others)."""
+    buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
+    return max(buffered, 0) + int(getattr(transport, "_tempDataLen", 0))
+
+
+class _ReadoutSession(Protocol):
+    """Drives one ModeCClient over one connection; ``done`` fires with the records."""
+
+    def __init__(self, reactor: Any, meter: Meter, timeout: float, tz: tzinfo) -> None:
+        self.reactor = reactor
+        self.meter = meter
+        self.timeout = timeout
+        self.tz = tz
+        self.done: Deferred[list[Record]] = Deferred()
+        self._timer: IDelayedCall | None = None
+        self._switch_call: IDelayedCall | None = None
+        self._finished = False
+        self._client: ModeCClient | None = None
+        # Line speed we believe the serial line runs at (for the wire time of the ACK).
+        self._baudrate = 300
+        self._last_sent = b""
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _error(self, message: str, cls: type[ProtocolError] = ProtocolError) -> ProtocolError:
+        return cls(message, meter=self.meter.id, route=self.meter.route, protocol=PROTOCOL)
+
+    def _arm(self, what: str) -> None:
+        self._disarm()
+        self._timer = self.reactor.callLater(self.timeout, self._timed_out, what)
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self, what: str) -> None:
+        self._timer = None
+        self._fail(self._error(f"no {what} within {self.timeout:.1f} s", SessionTimeout))
+
+    def _finish(self, result: list[Record]) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._disarm()
+        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.done.callback(result)
+
+    def _fail(self, error: Exception) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._disarm()
+        if self._switch_call is not None and self._switch_call.active():
+            self._switch_call.cancel()
+        transport = self.transport
+        if transport is not None:
+            abort = getattr(transport, "abortConnection", None)
+            (abort or transport.loseConnection)()
+        self.done.errback(Failure(error))
+
+    # -- Protocol ------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        serial = ISerialLine.providedBy(self.transport)
+        if serial:
+            self._baudrate = int(getattr(self.transport, "baudrate", 300))
+        baud_char = self.meter.metadata.get("iec_baud_char") or None
+        self._client = ModeCClient(self.meter.address, switch_baud=serial, baud_char=baud_char)
+        request = self._client.start()
+        self._write(request)
+        self._arm("identification")
+
+    def _write(self, data: bytes) -> None:
+        self._last_sent = data
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._finished or self._client is None:
+            return
+        try:
+            actions = self._client.receive_data(data)
+        except FrameError as e:
+            error = self._error(e.message)
+            error.__cause__ = e
+            self._fail(error)
+            return
+        except ProtocolError as e:
+            self._fail(self._error(e.message))
+            return
+        if self._client.state is State.AWAIT_READOUT and not actions:
+            # A readout at 300 Bd takes a while: the step timer counts silence, not the total.
+            self._arm("complete readout")
+        for action in actions:
+            if isinstance(action, Send):
+                self._write(action.data)
+            elif isinstance(action, SwitchBaud):
+                self._switch_after_drain(action.baudrate, self._last_sent)
+            elif isinstance(action, IdentificationReceived):
+                log.debug(
+                    "identification {ident}",
+                    ident=action.identification.text,
+                    meter=self.meter.id,
+                    route=self.meter.route,
+                    protocol=PROTOCOL,
+                )
+                self._arm("readout")
+            elif isinstance(action, ReadoutReceived):
+                readings = to_readings(
+                    action.readout,
+                    self.meter.id,
+                    tz=self.tz,
+                    received_time=utcnow(),
+                    source=self.meter.route,
+                )
+                self._finish(list(readings))
+
+    def _switch_after_drain(self, baudrate: int, sent: bytes) -> None:
+        """set_baudrate once ``sent`` has left: first the FileDescriptor's buffer, then the
+        bytes' own time on the wire at the old speed."""
+        if self._finished:
+            return
+        if _pending_write_bytes(self.transport) > 0:
+            self._switch_call = self.reactor.callLater(
+                _DRAIN_POLL, self._switch_after_drain, baudrate, sent
+            )
+            return
+        bits = int(getattr(self.transport, "char_bits", 10))
+        queued = int(getattr(self.transport, "out_waiting", lambda: 0)())
+        wire_time = (len(sent) + queued) * bits / self._baudrate
+        self._switch_call = self.reactor.callLater(wire_time, self._set_baud, baudrate)
+
+    def _set_baud(self, baudrate: int) -> None:
+        self._switch_call = None
+        if self._finished:
+            return
+        try:
+            ISerialLine(self.transport).set_baudrate(baudrate)
+        except (OSError, ValueError) as e:
+            self._fail(ChannelError(f"cannot set {baudrate} Bd: {e}", route=self.meter.route))
+            return
+        self._baudrate = baudrate
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        if self._switch_call is not None and self._switch_call.active():
+            self._switch_call.cancel()
+        if not self._finished:
+            state = self._client.state.value if self._client else "connecting"
+            self._finished = True
+            self._disarm()
+            self.done.errback(
+                Failure(
+                    ChannelError(
+                        f"connection lost while {state}: {reason.getErrorMessage()}",
+                        route=self.meter.route,
+                    )
+                )
+            )
+
+
+class _OneShotFactory(ClientFactory):
+    def __init__(self, session: _ReadoutSession) -> None:
+        self.session = session
+
+    def buildProtocol(self, addr: object) -> Protocol:
+        return self.session
+
+
+@implementer(IMeterProtocol)
+class IecReadoutProtocol:
+    """IEC 62056-21 mode C data readout: sign-on, identification, option select, readout."""
+
+    name = PROTOCOL
+
+    def __init__(self, tz: tzinfo = UTC) -> None:
+        # The zone meter-local times (0.9.1/0.9.2, value timestamps) are read in.
+        self.tz = tz
+
+    def read(
+        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+    ) -> Deferred[list[Record]]:
+        session = _ReadoutSession(reactor, meter, timeout, self.tz)
+        connecting: Deferred[Any] = IStreamClientEndpoint(endpoint).connect(
+            _OneShotFactory(session)
+        )
+        guard = reactor.callLater(timeout, connecting.cancel)
+
+        result: Deferred[list[Record]] = Deferred()
+
+        def connected(_: object) -> None:
+            if guard.active():
+                guard.cancel()
+            session.done.chainDeferred(result)
+
+        def not_connected(failure: Failure) -> None:
+            if guard.active():
+                guard.cancel()
+            if failure.check(CancelledError):
+                error = ChannelError(f"no connection within {timeout:.1f} s", route=meter.route)
+            elif isinstance(failure.value, ChannelError):
+                error = failure.value
+                if error.route is None:
+                    error.route = meter.route
+            else:
+                error = ChannelError(
+                    f"cannot connect: {failure.getErrorMessage()}", route=meter.route
+                )
+            result.errback(Failure(error))
+
+        connecting.addCallbacks(connected, not_connected)
+        return result
+
+
+# ---------------------------------------------------------------------------
+# Meters that push: identification + readout over an inbound TCP connection
+# ---------------------------------------------------------------------------
+
+
+class PushedReadoutReceiver(Protocol):
+    """One inbound connection: identification line(s) and readout block(s), no requests.
+
+    Garbage before an identification is skipped (logged, counted in the factory's
+    ``garbage``); a readout whose meter cannot be resolved closes the connection and is
+    counted in ``rejected``; a bad BCC or data line drops that readout (``bad_blocks``).
+    """
+
+    factory: PushedReadoutFactory
+
+    def __init__(self) -> None:
+        self._decoder = FrameDecoder()
+        self.identification: Identification | None = None
+        self.source = "tcp-push"
+        self._closed = False
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        host = getattr(peer, "host", "?")
+        port = getattr(peer, "port", "?")
+        self.source = f"tcp-push:{host}:{port}"
+
+    def dataReceived(self, data: bytes) -> None:
+        feed = data
+        while True:
+            try:
+                messages = self._decoder.receive(feed)
+            except FrameError as e:
+                feed = b""
+                skipped = self._decoder.skip_to_frame_start()
+                self._garbage(f"{e.message} ({skipped + 1} bytes skipped)")
+                continue
+            for message in messages:
+                if not self._handle(message):
+                    return
+            return
+
+    def _garbage(self, why: str) -> None:
+        if self.identification is None:
+            self.factory.garbage += 1
+        else:
+            self.factory.bad_blocks += 1
+        log.info("push from {source}: {why}", source=self.source, why=why, protocol=PROTOCOL)
+
+    def _handle(self, message: object) -> bool:
+        """Act on one message; False once the connection is being closed."""
+        if self._closed:
+            return False
+        if isinstance(message, Identification):
+            self.identification = message
+            return True
+        if not isinstance(message, DataBlock) or self.identification is None:
+            self._garbage(f"unexpected {type(message).__name__} before an identification")
+            return True
+        try:
+            readout = parse_readout(message.check().data)
+        except FrameError as e:
+            self.factory.bad_blocks += 1
+            log.warn(
+                "push from {source}: readout dropped: {why}",
+                source=self.source,
+                why=e.message,
+                protocol=PROTOCOL,
+            )
+            return True
+        ident = self.identification.text
+        meter_id = self.factory.resolve_meter(ident, readout.serial())
+        if meter_id is None:
+            self.factory.rejected += 1
+            log.warn(
+                "push from {source}: unknown meter {ident} (serial {serial}), closing",
+                source=self.source,
+                ident=ident,
+                serial=readout.serial(),
+                protocol=PROTOCOL,
+            )
+            self._closed = True
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return False
+        readings = to_readings(
+            readout, meter_id, tz=self.factory.tz, received_time=utcnow(), source=self.source
+        )
+        self.factory.readouts += 1
+        d = self.factory.sink.submit(list(readings))
+        d.addErrback(
+            lambda f: log.failure(
+                "push from {source}: sink refused readout", f, source=self.source, meter=meter_id
+            )
+        )
+        return True
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        self._closed = True
+
+
+class PushedReadoutFactory(ServerFactory[PushedReadoutReceiver]):
+    """Server factory for pushing meters; counters are shared by all its connections."""
+
+    protocol = PushedReadoutReceiver
+
+    def __init__(
+        self,
+        sink: IRecordSink,
+        resolve_meter: Callable[[str, str | None], str | None],
+        tz: tzinfo = UTC,
+    ) -> None:
+        self.sink = sink
+        self.resolve_meter = resolve_meter
+        self.tz = tz
+        self.readouts = 0
+        self.rejected = 0
+        self.garbage = 0
+        self.bad_blocks = 0

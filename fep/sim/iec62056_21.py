@@ -1,0 +1,317 @@
+"""A simulated IEC 62056-21 mode C meter (or a multidrop line of them) for tests and demos:
+serves readouts over TCP, over a serial pty, or pushes them to a listener.
+
+``python -m fep.sim.iec62056_21 --tcp 4059 --meters 3``
+``python -m fep.sim.iec62056_21 --pty /dev/pts/5``
+``python -m fep.sim.iec62056_21 --push tcp:host=127.0.0.1:port=4060 --every 5``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import attrs
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from fep.errors import FrameError
+from fep.interfaces import ISerialLine
+from fep.protocols.iec62056_21.frames import (
+    MODE_C_BAUD,
+    Command,
+    DataBlock,
+    FrameDecoder,
+    Identification,
+    OptionSelect,
+    SignOn,
+)
+
+log = Logger(namespace="fep.sim.iec62056_21")
+
+
+@attrs.define
+class Register:
+    """An energy register that advances with wall time (``per_hour`` units an hour)."""
+
+    address: str
+    start: Decimal
+    per_hour: Decimal
+    unit: str = "kWh"
+    decimals: int = 3
+
+    def text(self, elapsed_s: float) -> str:
+        value = self.start + self.per_hour * Decimal(str(elapsed_s)) / Decimal(3600)
+        q = Decimal(1).scaleb(-self.decimals)
+        return f"{self.address}({value.quantize(q):0{8 + self.decimals}f}*{self.unit})"
+
+
+@attrs.define
+class SimulatedIecMeter:
+    """One meter: how it identifies itself and what it reads out.
+
+    ``readout_text`` (the bytes between STX and ETX) replaces the generated readout, for
+    published fixtures. ``clock`` gives wall time (seconds); tests pass a fake one.
+    """
+
+    address: str = "12345678"
+    manufacturer: str = "FEP"
+    identification: str = "SIM100"
+    baud_char: str = "5"
+    serial: str | None = None
+    registers: list[Register] = attrs.Factory(
+        lambda: [
+            Register("1.8.0", Decimal("1234.5"), Decimal("0.9")),
+            Register("2.8.0", Decimal("56.125"), Decimal("0.1")),
+        ]
+    )
+    extra_lines: list[str] = attrs.Factory(
+        lambda: ["32.7.0(230.1*V)", "1.6.0(0.123*kW)(2311221015)"]
+    )
+    readout_text: bytes | None = None
+    corrupt_bcc: bool = False
+    with_clock: bool = True
+    clock: Callable[[], float] = time.time
+    started: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.clock()
+
+    def identification_message(self) -> Identification:
+        return Identification(self.manufacturer, self.baud_char, self.identification)
+
+    def readout(self) -> bytes:
+        """The data between STX and ETX, values as of now."""
+        if self.readout_text is not None:
+            return self.readout_text
+        now = self.clock()
+        lines = [f"0.0.0({self.serial or self.address})"]
+        if self.with_clock:
+            t = datetime.fromtimestamp(now, UTC)
+            lines += [f"0.9.1({t:%H:%M:%S})", f"0.9.2({t:%y-%m-%d})"]
+        elapsed = now - (self.started if self.started is not None else now)
+        lines += [r.text(elapsed) for r in self.registers]
+        lines += self.extra_lines
+        return ("".join(f"{line}\r\n" for line in lines) + "!\r\n").encode("ascii")
+
+    def readout_block(self) -> bytes:
+        block = DataBlock.build(self.readout())
+        if self.corrupt_bcc:
+            block = DataBlock(block.data, block.received_bcc ^ 0x01)
+        return block.encode()
+
+
+class IecMeterServerProtocol(Protocol):
+    """The meter side of one line or connection: answers sign-ons by device address."""
+
+    factory: IecMeterServerFactory
+
+    def __init__(self) -> None:
+        self._decoder = FrameDecoder()
+        self._selected: SimulatedIecMeter | None = None
+        self._pending: list[IDelayedCall] = []
+
+    def _later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
+        self._pending = [c for c in self._pending if c.active()]
+        self._pending.append(self.factory.reactor.callLater(delay, fn, *args))
+
+    def dataReceived(self, data: bytes) -> None:
+        feed = data
+        while True:
+            try:
+                messages = self._decoder.receive(feed)
+            except FrameError as e:
+                # A real meter ignores what it cannot read and waits for the next sign-on.
+                log.debug("simulator ignored: {why}", why=e.message)
+                self._decoder.skip_to_frame_start()
+                self._selected = None
+                feed = b""
+                continue
+            for message in messages:
+                self._handle(message)
+            return
+
+    def _handle(self, message: object) -> None:
+        if isinstance(message, SignOn):
+            meter = self.factory.meter_for(message.address)
+            self._selected = meter
+            if meter is not None:
+                self._later(
+                    self.factory.answer_delay, self._send, meter.identification_message().encode()
+                )
+        elif isinstance(message, OptionSelect) and self._selected is not None:
+            meter = self._selected
+            self._selected = None
+            if message.mode != "0":
+                self._later(self.factory.answer_delay, self._send, b"\x15")
+                return
+            baud = MODE_C_BAUD.get(message.baud_char)
+            serial = ISerialLine(self.transport, None)
+            delay = self.factory.answer_delay
+            if serial is not None and baud is not None and message.baud_char != "0":
+                # Mode C: switch after the ACK, answer at the new speed ~200 ms later.
+                self._later(delay, serial.set_baudrate, baud)
+                delay += 0.2
+            self._later(delay, self._send, meter.readout_block())
+        elif isinstance(message, Command) and message.command == "B":
+            self._selected = None
+
+    def _send(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        for call in self._pending:
+            if call.active():
+                call.cancel()
+        self._pending = []
+
+
+class IecMeterServerFactory(ServerFactory[IecMeterServerProtocol]):
+    """Serves meters on one line: ``/?!`` is answered only when there is one meter;
+    otherwise only the addressed meter answers (multidrop)."""
+
+    protocol = IecMeterServerProtocol
+
+    def __init__(
+        self, meters: Sequence[SimulatedIecMeter], reactor: Any = None, answer_delay: float = 0.0
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.meters = list(meters)
+        self.reactor = reactor
+        self.answer_delay = answer_delay
+
+    def meter_for(self, address: str) -> SimulatedIecMeter | None:
+        if not address:
+            return self.meters[0] if len(self.meters) == 1 else None
+        for meter in self.meters:
+            if meter.address == address or meter.address.lstrip("0") == address.lstrip("0"):
+                return meter
+        return None
+
+
+def serve_pty(reactor: Any, device: str, factory: IecMeterServerFactory) -> Any:
+    """Serve ``factory``'s meters on a serial device or pty (300 Bd 7E1 to start)."""
+    from fep.channels.serialport import FepSerialPort, SerialSettings
+
+    protocol = factory.buildProtocol(None)
+    assert protocol is not None
+    return FepSerialPort(protocol, SerialSettings(device), reactor)
+
+
+class PushingMeterProtocol(Protocol):
+    """Connects out and sends identification + readout every ``every`` seconds."""
+
+    def __init__(self, meter: SimulatedIecMeter, every: float, reactor: Any) -> None:
+        self.meter = meter
+        self.every = every
+        self.reactor = reactor
+        self._loop: LoopingCall | None = None
+
+    def push(self) -> None:
+        assert self.transport is not None
+        self.transport.write(
+            self.meter.identification_message().encode() + self.meter.readout_block()
+        )
+
+    def connectionMade(self) -> None:
+        self._loop = LoopingCall(self.push)
+        self._loop.clock = self.reactor
+        self._loop.start(self.every, now=True)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+
+class PushingMeterFactory(ClientFactory[PushingMeterProtocol]):
+    def __init__(self, meter: SimulatedIecMeter, every: float, reactor: Any) -> None:
+        self.meter = meter
+        self.every = every
+        self.reactor = reactor
+
+    def buildProtocol(self, addr: object) -> PushingMeterProtocol:
+        return PushingMeterProtocol(self.meter, self.every, self.reactor)
+
+
+def make_meters(count: int, corrupt_bcc: bool = False) -> list[SimulatedIecMeter]:
+    """``count`` meters with addresses 10000001, 10000002, ... and distinct registers."""
+    return [
+        SimulatedIecMeter(
+            address=f"{10000000 + i + 1}",
+            identification=f"SIM{i + 1:03d}",
+            registers=[
+                Register("1.8.0", Decimal(1000 * (i + 1)) + Decimal("0.5"), Decimal("0.9")),
+                Register("2.8.0", Decimal(10 * (i + 1)), Decimal("0.1")),
+            ],
+            corrupt_bcc=corrupt_bcc,
+        )
+        for i in range(count)
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fep.sim.iec62056_21", description="Simulated IEC 62056-21 meters"
+    )
+    parser.add_argument("--tcp", type=int, metavar="PORT", help="listen on this TCP port")
+    parser.add_argument("--interface", default="127.0.0.1", help="TCP listen address")
+    parser.add_argument("--pty", metavar="DEVICE", help="serve on this serial device or pty")
+    parser.add_argument("--push", metavar="ENDPOINT", help="push readouts to this endpoint")
+    parser.add_argument("--every", type=float, default=5.0, help="push period in seconds")
+    parser.add_argument("--meters", type=int, default=1, help="how many meters on the line")
+    parser.add_argument("--delay", type=float, default=0.0, help="answer delay in seconds")
+    parser.add_argument("--corrupt-bcc", action="store_true", help="send a wrong BCC")
+    parser.add_argument("--readout-file", help="fixed readout text (bytes between STX and ETX)")
+    args = parser.parse_args(argv)
+    if not (args.tcp is not None or args.pty or args.push):
+        parser.error("give --tcp, --pty or --push")
+
+    from twisted.internet import reactor as global_reactor
+    from twisted.internet.endpoints import clientFromString
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    reactor: Any = global_reactor
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    meters = make_meters(max(args.meters, 1), args.corrupt_bcc)
+    if args.readout_file:
+        with open(args.readout_file, "rb") as f:
+            text = f.read()
+        for m in meters:
+            m.readout_text = text
+    factory = IecMeterServerFactory(meters, reactor, args.delay)
+    addresses = ", ".join(m.address for m in meters)
+    if args.tcp is not None:
+        port = reactor.listenTCP(args.tcp, factory, interface=args.interface)
+        bound = getattr(port.getHost(), "port", args.tcp)
+        print(f"serving {addresses} on tcp:{args.interface}:{bound}", flush=True)
+    if args.pty:
+        serve_pty(reactor, args.pty, factory)
+        print(f"serving {addresses} on {args.pty}", flush=True)
+    if args.push:
+        from twisted.application.internet import ClientService
+
+        service = ClientService(
+            clientFromString(reactor, args.push),
+            PushingMeterFactory(meters[0], args.every, reactor),
+        )
+        service.startService()
+        print(f"pushing {meters[0].address} to {args.push} every {args.every} s", flush=True)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

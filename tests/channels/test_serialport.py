@@ -1,0 +1,150 @@
+"""The serial channel: endpoint strings, opening ports (on socat pty pairs), baud changes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor as global_reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from fep.channels.endpoints import client_endpoint
+from fep.channels.serialport import (
+    FepSerialPort,
+    SerialEndpoint,
+    SerialSettings,
+    parse_serial_args,
+)
+from fep.errors import ChannelError, RouteError
+from fep.interfaces import ISerialLine
+
+reactor: Any = global_reactor
+
+
+@inlineCallbacks
+def socat_pty_pair(case: unittest.TestCase) -> Any:
+    """Start ``socat`` linking two ptys A and B in a temp dir; fires with (A, B) paths once
+    both links exist. The process is ended (by its pid) when the test is done."""
+    assert shutil.which("socat") is not None, "socat is needed for the pty tests"
+    tmp = Path(case.mktemp())
+    tmp.mkdir(parents=True)
+    a, b = tmp / "A", tmp / "B"
+    proc = subprocess.Popen(
+        ["socat", "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(10)
+
+    case.addCleanup(stop)
+    for _ in range(200):
+        if a.exists() and b.exists():
+            return (str(a), str(b))
+        yield deferLater(reactor, 0.025, lambda: None)
+    raise AssertionError("socat did not create its pty links within 5 s")
+
+
+class Collect(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.got: Deferred[bytes] = Deferred()
+        self.want = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        if len(self.data) >= self.want and not self.got.called:
+            self.got.callback(self.data)
+
+
+class EndpointStringTests(unittest.TestCase):
+    def test_plugin_makes_serial_endpoint_from_string(self) -> None:
+        endpoint = clientFromString(
+            reactor, "serial:/dev/ttyUSB0:baudrate=300:bytesize=7:parity=E:stopbits=1"
+        )
+        assert isinstance(endpoint, SerialEndpoint)
+        self.assertEqual(endpoint.settings, SerialSettings("/dev/ttyUSB0", 300, 7, "E", 1))
+
+    def test_defaults_are_iec_300_7e1(self) -> None:
+        endpoint = clientFromString(reactor, "serial:/dev/ttyS0")
+        assert isinstance(endpoint, SerialEndpoint)
+        self.assertEqual(endpoint.settings, SerialSettings("/dev/ttyS0"))
+        self.assertEqual(endpoint.settings.char_bits, 10)
+
+    def test_positional_baud_and_frame(self) -> None:
+        settings = parse_serial_args("/dev/ttyS1", "9600", "8N1")
+        self.assertEqual(
+            (settings.baudrate, settings.bytesize, settings.parity, settings.stopbits),
+            (9600, 8, "N", 1),
+        )
+
+    def test_flow_control_flags(self) -> None:
+        settings = parse_serial_args("/dev/ttyS1", xonxoff="yes", rtscts="0")
+        self.assertEqual((settings.xonxoff, settings.rtscts), (True, False))
+
+    def test_bad_parity_is_a_route_error(self) -> None:
+        with self.assertRaises(RouteError) as cm:
+            client_endpoint(reactor, "serial:/dev/ttyS0:parity=Q")
+        self.assertIn("parity", str(cm.exception))
+
+    def test_unknown_option_is_a_route_error(self) -> None:
+        self.assertRaises(RouteError, client_endpoint, reactor, "serial:/dev/ttyS0:speed=fast")
+
+
+class OpenPortTests(unittest.TestCase):
+    @inlineCallbacks
+    def test_missing_device_fails_with_channel_error_naming_it(self) -> Any:
+        endpoint = SerialEndpoint(reactor, SerialSettings("/nonexistent/ttyX"))
+        with self.assertRaises(ChannelError) as cm:
+            yield endpoint.connect(Factory.forProtocol(Protocol))
+        self.assertIn("/nonexistent/ttyX", str(cm.exception))
+        self.assertEqual(cm.exception.route, "serial:/nonexistent/ttyX:300:7E1")
+
+    @inlineCallbacks
+    def test_bytes_cross_a_pty_pair_both_ways(self) -> Any:
+        a, b = yield socat_pty_pair(self)
+        left = Collect()
+        right = Collect()
+        port_a = FepSerialPort(left, SerialSettings(a), reactor)
+        self.addCleanup(port_a.loseConnection)
+        proto = yield clientFromString(reactor, f"serial:{b}").connect(
+            Factory.forProtocol(lambda: right)
+        )
+        self.addCleanup(proto.transport.loseConnection)
+        right.want = 5
+        left.want = 5
+        port_a.write(b"hello")
+        proto.transport.write(b"world")
+        got_right = yield right.got
+        got_left = yield left.got
+        self.assertEqual((got_right, got_left), (b"hello", b"world"))
+
+    @inlineCallbacks
+    def test_set_baudrate_changes_the_line_speed_on_a_pty(self) -> Any:
+        a, _b = yield socat_pty_pair(self)
+        port = FepSerialPort(Protocol(), SerialSettings(a), reactor)
+        self.addCleanup(port.loseConnection)
+        self.assertTrue(verifyObject(ISerialLine, port))
+        port.set_baudrate(9600)
+        self.assertEqual(port.baudrate, 9600)
+        # The kernel took it: a fresh look at the termios speed of the fd agrees.
+        import termios
+
+        self.assertEqual(termios.tcgetattr(port.fileno())[5], termios.B9600)
+
+    @inlineCallbacks
+    def test_peer_address_is_the_device(self) -> Any:
+        a, _b = yield socat_pty_pair(self)
+        port = FepSerialPort(Protocol(), SerialSettings(a), reactor)
+        self.addCleanup(port.loseConnection)
+        self.assertEqual(port.getPeer().device, a)
+        self.assertEqual(port.out_waiting(), 0)
