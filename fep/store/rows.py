@@ -7,13 +7,13 @@ one letter naming the Python type to rebuild (D decimal, I int, B bool, S str, N
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from fep.errors import StoreError
-from fep.model import IntervalBlock, ObisCode, Quality, Unit, Value
+from fep.model import IntervalBlock, MeterEvent, ObisCode, Quality, Reading, Record, Unit, Value
 
 TABLES = ("meters", "readings", "intervals", "events")
 
@@ -165,3 +165,74 @@ def interval_blocks(rows: Iterable[IntervalRow]) -> list[IntervalBlock]:
         run.append(row)
     flush()
     return blocks
+
+
+def record_rows(
+    records: Sequence[Record],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows of readings, intervals and events a batch of records makes, times as UTC
+    text and numbers as decimal text (SQLite keeps them so; PostgreSQL casts them)."""
+    readings: list[tuple[Any, ...]] = []
+    intervals: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
+    for r in records:
+        if isinstance(r, Reading):
+            value, value_text, value_type = encode_value(r.value)
+            meter_time = r.meter_time
+            received = text_time(r.received_time)
+            readings.append(
+                (
+                    r.meter,
+                    str(r.obis),
+                    value,
+                    value_text,
+                    value_type,
+                    None if r.unit is None else r.unit.code,
+                    r.scaler,
+                    None if meter_time is None else text_time(meter_time),
+                    received if meter_time is None else text_time(meter_time),
+                    received,
+                    int(r.quality),
+                    r.source,
+                    r.native_id,
+                )
+            )
+        elif isinstance(r, IntervalBlock):
+            obis = str(r.obis)
+            period = period_seconds(r.period, r)
+            unit = None if r.unit is None else r.unit.code
+            received = text_time(r.received_time)
+            for start, v, status in r.intervals():
+                value, value_text, value_type = encode_value(v)
+                intervals.append(
+                    (
+                        r.meter,
+                        obis,
+                        text_time(start),
+                        period,
+                        value,
+                        value_text,
+                        value_type,
+                        int(status),
+                        unit,
+                        r.scaler,
+                        received,
+                        r.source,
+                    )
+                )
+        elif isinstance(r, MeterEvent):
+            events.append(
+                (
+                    r.meter,
+                    r.code,
+                    str(r.kind),
+                    str(r.severity),
+                    text_time(r.time),
+                    r.text,
+                    text_time(r.received_time),
+                    r.source,
+                )
+            )
+        else:
+            raise StoreError(f"cannot store a {type(r).__name__}")
+    return readings, intervals, events

@@ -41,13 +41,12 @@ from fep.store.rows import (
     TABLES,
     IntervalRow,
     decode_value,
-    encode_value,
     interval_blocks,
     obis_filter,
     obis_of,
     parse_time,
     parse_time_or_none,
-    period_seconds,
+    record_rows,
     text_time,
     unit_of,
 )
@@ -85,76 +84,6 @@ READING_COLUMNS = (
     "meter, obis, value, value_text, value_type, unit_code, scaler, meter_time,"
     " received_time, quality, source, native_id"
 )
-
-
-def reading_rows(
-    records: Sequence[Record],
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The rows of readings, intervals and events a batch of records makes."""
-    readings: list[tuple[Any, ...]] = []
-    intervals: list[tuple[Any, ...]] = []
-    events: list[tuple[Any, ...]] = []
-    for r in records:
-        if isinstance(r, Reading):
-            value, value_text, value_type = encode_value(r.value)
-            meter_time = r.meter_time
-            received = text_time(r.received_time)
-            readings.append(
-                (
-                    r.meter,
-                    str(r.obis),
-                    value,
-                    value_text,
-                    value_type,
-                    None if r.unit is None else r.unit.code,
-                    r.scaler,
-                    None if meter_time is None else text_time(meter_time),
-                    received if meter_time is None else text_time(meter_time),
-                    received,
-                    int(r.quality),
-                    r.source,
-                    r.native_id,
-                )
-            )
-        elif isinstance(r, IntervalBlock):
-            obis = str(r.obis)
-            period = period_seconds(r.period, r)
-            unit = None if r.unit is None else r.unit.code
-            received = text_time(r.received_time)
-            for start, v, status in r.intervals():
-                value, value_text, value_type = encode_value(v)
-                intervals.append(
-                    (
-                        r.meter,
-                        obis,
-                        text_time(start),
-                        period,
-                        value,
-                        value_text,
-                        value_type,
-                        int(status),
-                        unit,
-                        r.scaler,
-                        received,
-                        r.source,
-                    )
-                )
-        elif isinstance(r, MeterEvent):
-            events.append(
-                (
-                    r.meter,
-                    r.code,
-                    str(r.kind),
-                    str(r.severity),
-                    text_time(r.time),
-                    r.text,
-                    text_time(r.received_time),
-                    r.source,
-                )
-            )
-        else:
-            raise StoreError(f"cannot store a {type(r).__name__}")
-    return readings, intervals, events
 
 
 @implementer(IStore)
@@ -287,9 +216,7 @@ class SqliteStore:
 
     def count(self, table: str) -> Deferred[int]:
         if table not in TABLES:
-            return fail(
-                StoreError(f"{self.url}: no table {table!r} (one of {', '.join(TABLES)})")
-            )
+            return fail(StoreError(f"{self.url}: no table {table!r} (one of {', '.join(TABLES)})"))
 
         def counted(conn: sqlite3.Connection) -> int:
             (n,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
@@ -342,13 +269,11 @@ def _statements(sql: str) -> list[str]:
 
 
 def _only_comments(text: str) -> bool:
-    return all(
-        not line.strip() or line.strip().startswith("--") for line in text.splitlines()
-    )
+    return all(not line.strip() or line.strip().startswith("--") for line in text.splitlines())
 
 
 def _write(conn: sqlite3.Connection, records: Sequence[Record]) -> int:
-    readings, intervals, events = reading_rows(records)
+    readings, intervals, events = record_rows(records)
     before = conn.total_changes
     conn.execute("BEGIN")
     try:
@@ -485,9 +410,7 @@ def _intervals(
     return interval_blocks(rows)
 
 
-def _events(
-    conn: sqlite3.Connection, meter_id: str, since: datetime | None
-) -> list[MeterEvent]:
+def _events(conn: sqlite3.Connection, meter_id: str, since: datetime | None) -> list[MeterEvent]:
     sql = (
         "SELECT meter, code, kind, severity, time, text, received_time, source"
         " FROM events WHERE meter = ?"

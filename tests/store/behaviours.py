@@ -337,8 +337,15 @@ class StoreBehaviours:
 
     async def test_meters_are_listed_by_id(self) -> None:
         store = await self.opened()
-        b = Meter("b", "iec62056_21", "tcp:127.0.0.1:1", serial="S1", address="01",
-                  credentials="key:b", metadata={"site": "north"})
+        b = Meter(
+            "b",
+            "iec62056_21",
+            "tcp:127.0.0.1:1",
+            serial="S1",
+            address="01",
+            credentials="key:b",
+            metadata={"site": "north"},
+        )
         a = Meter("a", "dlms", "tcp:127.0.0.1:2")
         self.assertEqual(await store.add_meters([b, a]), 2)  # type: ignore[attr-defined]
         got = await store.meters()

@@ -51,9 +51,11 @@ class SqliteStoreTests(StoreBehaviours, unittest.TestCase):
     async def test_migrations_are_recorded_once(self) -> None:
         store = await self.opened()
         await store.upgrade()
-        rows = sqlite3.connect(self.path).execute(
-            "SELECT version, name FROM schema_migrations"
-        ).fetchall()
+        rows = (
+            sqlite3.connect(self.path)
+            .execute("SELECT version, name FROM schema_migrations")
+            .fetchall()
+        )
         self.assertEqual(rows, [(1, "0001_initial")])
 
 

@@ -1,0 +1,601 @@
+"""The PostgreSQL store: a txpostgres connection pool, one unnest INSERT per record kind per
+batch, and reconnection after the server goes away.
+
+txpostgres cannot COPY (psycopg2 async mode), so a batch is sent as one
+``INSERT ... SELECT FROM unnest(%s::text[], ...) ON CONFLICT DO NOTHING`` per record kind:
+each column goes as one array, and the statement's row count is the number of new rows.
+
+txpostgres does not reconnect by itself. Here every use of a pooled connection checks it
+first: a connection found closed (the server went away, a query failed on a dead socket, a
+deadline expired) is connected again before use. Connecting and every transaction run under
+a deadline: when it passes the connection is closed, which fails the operation at once with
+StoreError instead of waiting on a silent network, and the next use reconnects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import psycopg2
+from twisted.internet import error
+from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from txpostgres import txpostgres
+from zope.interface import implementer
+
+from fep.errors import StoreError
+from fep.interfaces import IStore
+from fep.model import (
+    EventKind,
+    IntervalBlock,
+    Meter,
+    MeterEvent,
+    Quality,
+    Reading,
+    Record,
+    Severity,
+)
+from fep.store import migrations, redact_url
+from fep.store.rows import (
+    TABLES,
+    IntervalRow,
+    decode_value,
+    interval_blocks,
+    obis_filter,
+    obis_of,
+    record_rows,
+    unit_of,
+)
+
+log = Logger()
+
+T = TypeVar("T")
+
+# Any number will do as long as every fep node uses the same one: it serialises concurrent
+# `fep db upgrade` / open() runs on one database.
+MIGRATION_LOCK = 0x6665_7001
+
+INSERT_READINGS = (
+    "INSERT INTO readings (meter, obis, value, value_text, value_type, unit_code, scaler,"
+    " meter_time, read_at, received_time, quality, source, native_id)"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::numeric[], %s::text[], %s::text[],"
+    " %s::int[], %s::int[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[],"
+    " %s::int[], %s::text[], %s::text[])"
+    " ON CONFLICT DO NOTHING"
+)
+INSERT_INTERVALS = (
+    "INSERT INTO intervals (meter, obis, start_time, period_s, value, value_text, value_type,"
+    " status, unit_code, scaler, received_time, source)"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::int[],"
+    " %s::numeric[], %s::text[], %s::text[], %s::int[], %s::int[], %s::int[],"
+    " %s::timestamptz[], %s::text[])"
+    " ON CONFLICT DO NOTHING"
+)
+INSERT_EVENTS = (
+    "INSERT INTO events (meter, code, kind, severity, time, text, received_time, source)"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
+    " %s::timestamptz[], %s::text[], %s::timestamptz[], %s::text[])"
+    " ON CONFLICT DO NOTHING"
+)
+UPSERT_METERS = (
+    "INSERT INTO meters (id, protocol, route, serial, address, credentials, metadata)"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+    " %s::text[], %s::text[])"
+    " ON CONFLICT (id) DO UPDATE SET protocol = excluded.protocol, route = excluded.route,"
+    " serial = excluded.serial, address = excluded.address,"
+    " credentials = excluded.credentials, metadata = excluded.metadata, updated_at = now()"
+)
+METER_COLUMNS = "id, protocol, route, serial, address, credentials, metadata"
+READING_COLUMNS = (
+    "meter, obis, value, value_text, value_type, unit_code, scaler, meter_time,"
+    " received_time, quality, source, native_id"
+)
+
+# Errors that mean the database or the way to it failed (as opposed to a bug of ours).
+_DATABASE_ERRORS = (
+    psycopg2.Error,
+    error.ConnectionClosed,
+    error.ConnectError,
+    txpostgres.RollbackFailed,
+    txpostgres.AlreadyPolling,
+    txpostgres.UnexpectedPollResult,
+    OSError,
+)
+
+Interaction = Callable[..., Coroutine[Any, Any, T]]
+
+
+class _Connection(txpostgres.Connection):
+    """A txpostgres connection that notices the server going away while it is idle, and
+    runs transactions without txpostgres's rollback-failure logging (a rollback on a dead
+    connection is expected here: the connection is rebuilt on next use)."""
+
+    def is_open(self) -> bool:
+        conn = self._connection
+        return conn is not None and not conn.closed
+
+    def doRead(self) -> Any:
+        # Between queries txpostgres watches the socket for NOTIFY. When the server closes
+        # it, poll() raises there with nobody to report to and the reactor would log a
+        # traceback: close the connection instead and tell the reactor it was lost.
+        try:
+            return super().doRead()
+        except psycopg2.Error as e:
+            log.info("PostgreSQL connection lost while idle: {error}", error=str(e).strip())
+            try:
+                self._connection.close()
+            except psycopg2.Error:
+                pass
+            return error.ConnectionLost(str(e).strip())
+
+    def close(self) -> None:
+        if self._connection is None:
+            return
+        super().close()
+
+    async def transact(self, interaction: Interaction[T], *args: Any) -> T:
+        cursor = self.cursor()
+        await cursor.execute("BEGIN")
+        try:
+            result = await interaction(cursor, *args)
+        except BaseException:
+            if self.is_open():
+                try:
+                    await cursor.execute("ROLLBACK")
+                except _DATABASE_ERRORS:
+                    # The connection is in no state to reuse; the next use reconnects.
+                    self.close()
+            raise
+        await cursor.execute("COMMIT")
+        return result
+
+
+class _Pool(txpostgres.ConnectionPool):
+    """txpostgres's pool with a health check at checkout and deadlines on every use."""
+
+    connectionFactory = _Connection
+
+    def __init__(
+        self,
+        reactor: Any,
+        dsn: str,
+        size: int,
+        connect_timeout: float,
+        query_timeout: float,
+    ) -> None:
+        self.reactor = reactor
+        super().__init__(
+            None,
+            dsn,
+            min=size,
+            # libpq ignores connect_timeout in async mode; our deadline covers that, these
+            # still bound the TCP side and keep idle connections checked.
+            connect_timeout=max(1, int(connect_timeout)),
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+            application_name="fep",
+        )
+        self.connect_timeout = connect_timeout
+        self.query_timeout = query_timeout
+
+    async def _within(self, c: _Connection, seconds: float, what: str, d: Deferred[T]) -> T:
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            c.close()
+
+        call = self.reactor.callLater(seconds, expire)
+        try:
+            return await d
+        except Exception as e:
+            if expired:
+                raise StoreError(f"{what} took longer than {seconds:g} s") from e
+            raise
+        finally:
+            if call.active():
+                call.cancel()
+
+    async def _connect(self, c: _Connection) -> None:
+        try:
+            await self._within(
+                c, self.connect_timeout, "connecting", c.connect(*self.connargs, **self.connkw)
+            )
+            await self._within(
+                c,
+                self.query_timeout,
+                "setting the session",
+                c.runOperation("SET TIME ZONE 'UTC'"),
+            )
+        except BaseException:
+            # psycopg2 leaves a failed asynchronous connection looking open (closed == 0):
+            # close it so the next use connects afresh instead of using it.
+            c.close()
+            raise
+
+    def start(self) -> Deferred[None]:
+        """Connect every pooled connection; fails if any cannot connect."""
+
+        async def connect_all() -> None:
+            try:
+                await gatherResults(
+                    [Deferred.fromCoroutine(self._connect(c)) for c in self.connections],
+                    consumeErrors=True,
+                )
+            except FirstError as e:
+                e.subFailure.raiseException()
+
+        return Deferred.fromCoroutine(connect_all())
+
+    def close(self) -> None:
+        for c in self.connections:
+            c.close()
+
+    def run(self, interaction: Interaction[T], *args: Any) -> Deferred[T]:
+        """Run ``interaction(cursor, *args)`` in a transaction on a healthy connection."""
+        result: Deferred[T] = self._semaphore.run(self._checkout, interaction, *args)
+        return result
+
+    def _checkout(self, interaction: Interaction[T], *args: Any) -> Deferred[T]:
+        c = self.connections.pop()
+        d = Deferred.fromCoroutine(self._use(c, interaction, args))
+        return d.addBoth(self._putBackAndPassthrough, c)
+
+    async def _use(self, c: _Connection, interaction: Interaction[T], args: Any) -> T:
+        fresh = not c.is_open()
+        if fresh:
+            c.close()
+            await self._connect(c)
+        try:
+            return await self._transact(c, interaction, args)
+        except _DATABASE_ERRORS as e:
+            if fresh or c.is_open():
+                raise
+            # A pooled connection that died while idle, before the reactor noticed (the
+            # server restarted, a proxy dropped it): nothing was committed, so one retry on
+            # a new connection is safe; writes are idempotent besides.
+            log.info(
+                "PostgreSQL connection was stale ({error}); reconnecting", error=str(e).strip()
+            )
+            c.close()
+            await self._connect(c)
+            return await self._transact(c, interaction, args)
+
+    def _transact(
+        self, c: _Connection, interaction: Interaction[T], args: Any
+    ) -> Coroutine[Any, Any, T]:
+        return self._within(
+            c,
+            self.query_timeout,
+            "the transaction",
+            Deferred.fromCoroutine(c.transact(interaction, *args)),
+        )
+
+
+@implementer(IStore)
+class PostgresStore:
+    """IStore on PostgreSQL through a txpostgres pool of ``pool_size`` connections."""
+
+    def __init__(
+        self,
+        dsn: str,
+        reactor: Any = None,
+        *,
+        pool_size: int = 2,
+        connect_timeout: float = 5.0,
+        query_timeout: float = 60.0,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self._dsn = dsn
+        self.url = redact_url(dsn)
+        self._reactor = reactor
+        self.pool_size = pool_size
+        self.connect_timeout = connect_timeout
+        self.query_timeout = query_timeout
+        self._pool: _Pool | None = None
+        self._starting: Deferred[None] | None = None
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _failed(self, f: Failure) -> Failure:
+        """Database failures become StoreError naming the store (never its password)."""
+        if f.check(StoreError) and not str(f.value).startswith(self.url):
+            return Failure(StoreError(f"{self.url}: {f.value}"))
+        if f.check(*_DATABASE_ERRORS):
+            message = str(f.value).strip() or type(f.value).__name__
+            return Failure(StoreError(f"{self.url}: {message}"))
+        return f
+
+    def _run(self, interaction: Interaction[T], *args: Any) -> Deferred[T]:
+        if self._pool is None:
+            return fail(StoreError(f"{self.url}: store is not open"))
+        return self._pool.run(interaction, *args).addErrback(self._failed)
+
+    async def _start_pool(self) -> None:
+        if self._pool is not None:
+            return
+        pool = _Pool(
+            self._reactor, self._dsn, self.pool_size, self.connect_timeout, self.query_timeout
+        )
+        try:
+            await pool.start()
+        except Exception:
+            pool.close()
+            raise
+        self._pool = pool
+
+    async def _migrate(self) -> list[str]:
+        assert self._pool is not None
+        names: list[str] = []
+        # One transaction per migration, each re-reading what is applied under the lock, so
+        # two nodes starting together apply each file once.
+        while True:
+            name = await self._run(_apply_next_migration)
+            if name is None:
+                return names
+            log.info("store {url}: applied migration {name}", url=self.url, name=name)
+            names.append(name)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def open(self) -> Deferred[None]:
+        """Connect the pool and apply pending migrations."""
+
+        async def opening() -> None:
+            await self._start_pool()
+            await self._migrate()
+
+        return Deferred.fromCoroutine(opening()).addErrback(self._failed)
+
+    def upgrade(self) -> Deferred[list[str]]:
+        async def upgrading() -> list[str]:
+            await self._start_pool()
+            return await self._migrate()
+
+        return Deferred.fromCoroutine(upgrading()).addErrback(self._failed)
+
+    def close(self) -> Deferred[None]:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+        return succeed(None)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def write(self, records: Sequence[Record]) -> Deferred[int]:
+        """Commit a batch in one transaction; fires with how many rows were new."""
+        try:
+            readings, intervals, events = record_rows(records)
+        except StoreError as e:
+            return fail(e)
+        if not (readings or intervals or events):
+            return succeed(0) if self._pool is not None else self._run(_nothing)
+        return self._run(_insert, _columns(readings), _columns(intervals), _columns(events))
+
+    def add_meters(self, meters: Sequence[Meter]) -> Deferred[int]:
+        rows = [
+            (
+                m.id,
+                m.protocol,
+                m.route,
+                m.serial,
+                m.address,
+                m.credentials,
+                json.dumps(dict(m.metadata), sort_keys=True),
+            )
+            for m in meters
+        ]
+
+        async def upsert(cursor: Any) -> int:
+            if rows:
+                await cursor.execute(UPSERT_METERS, _columns(rows))
+            return len(rows)
+
+        return self._run(upsert)
+
+    # -- queries -------------------------------------------------------------------------
+
+    def meters(self) -> Deferred[list[Meter]]:
+        async def query(cursor: Any) -> list[Meter]:
+            await cursor.execute(f"SELECT {METER_COLUMNS} FROM meters ORDER BY id")
+            return [_meter(row) for row in cursor.fetchall()]
+
+        return self._run(query)
+
+    def meter(self, meter_id: str) -> Deferred[Meter | None]:
+        async def query(cursor: Any) -> Meter | None:
+            await cursor.execute(f"SELECT {METER_COLUMNS} FROM meters WHERE id = %s", (meter_id,))
+            row = cursor.fetchone()
+            return None if row is None else _meter(row)
+
+        return self._run(query)
+
+    def readings(
+        self,
+        meter_id: str,
+        since: datetime | None = None,
+        obis: str | None = None,
+        limit: int | None = None,
+    ) -> Deferred[list[Reading]]:
+        """A meter's readings ordered by time then OBIS; ``since`` is inclusive."""
+        sql = f"SELECT {READING_COLUMNS} FROM readings WHERE meter = %s"
+        params: list[Any] = [meter_id]
+        if since is not None:
+            sql += " AND read_at >= %s"
+            params.append(since)
+        code = obis_filter(obis)
+        if code is not None:
+            sql += " AND obis = %s"
+            params.append(code)
+        sql += " ORDER BY read_at, obis"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+
+        async def query(cursor: Any) -> list[Reading]:
+            await cursor.execute(sql, params)
+            return [
+                Reading(
+                    meter=row[0],
+                    obis=obis_of(row[1]),
+                    value=decode_value(row[2], row[3], row[4]),
+                    unit=unit_of(row[5]),
+                    scaler=row[6],
+                    meter_time=row[7],
+                    received_time=row[8],
+                    quality=Quality(row[9]),
+                    source=row[10],
+                    native_id=row[11],
+                )
+                for row in cursor.fetchall()
+            ]
+
+        return self._run(query)
+
+    def intervals(
+        self, meter_id: str, obis: str | None = None, since: datetime | None = None
+    ) -> Deferred[list[IntervalBlock]]:
+        """A meter's stored intervals, joined into blocks of consecutive intervals, ordered
+        by OBIS then start; ``since`` (inclusive) filters on interval start."""
+        sql = (
+            "SELECT meter, obis, start_time, period_s, value, value_text, value_type, status,"
+            " unit_code, scaler, received_time, source FROM intervals WHERE meter = %s"
+        )
+        params: list[Any] = [meter_id]
+        code = obis_filter(obis)
+        if code is not None:
+            sql += " AND obis = %s"
+            params.append(code)
+        if since is not None:
+            sql += " AND start_time >= %s"
+            params.append(since)
+        sql += " ORDER BY obis, start_time"
+
+        async def query(cursor: Any) -> list[IntervalBlock]:
+            await cursor.execute(sql, params)
+            rows: list[IntervalRow] = [
+                (
+                    row[0],
+                    row[1],
+                    row[2].astimezone(UTC),
+                    row[3],
+                    decode_value(row[4], row[5], row[6]),
+                    row[7],
+                    row[8],
+                    row[9],
+                    row[10].astimezone(UTC),
+                    row[11],
+                )
+                for row in cursor.fetchall()
+            ]
+            return interval_blocks(rows)
+
+        return self._run(query)
+
+    def events(self, meter_id: str, since: datetime | None = None) -> Deferred[list[MeterEvent]]:
+        """A meter's events ordered by time then code; ``since`` is inclusive."""
+        sql = (
+            "SELECT meter, code, kind, severity, time, text, received_time, source"
+            " FROM events WHERE meter = %s"
+        )
+        params: list[Any] = [meter_id]
+        if since is not None:
+            sql += " AND time >= %s"
+            params.append(since)
+        sql += " ORDER BY time, code"
+
+        async def query(cursor: Any) -> list[MeterEvent]:
+            await cursor.execute(sql, params)
+            return [
+                MeterEvent(
+                    meter=row[0],
+                    code=row[1],
+                    kind=EventKind(row[2]),
+                    severity=Severity(row[3]),
+                    time=row[4],
+                    text=row[5],
+                    received_time=row[6],
+                    source=row[7],
+                )
+                for row in cursor.fetchall()
+            ]
+
+        return self._run(query)
+
+    def count(self, table: str) -> Deferred[int]:
+        if table not in TABLES:
+            return fail(StoreError(f"{self.url}: no table {table!r} (one of {', '.join(TABLES)})"))
+
+        async def query(cursor: Any) -> int:
+            await cursor.execute(f"SELECT count(*) FROM {table}")
+            (n,) = cursor.fetchone()
+            return int(n)
+
+        return self._run(query)
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows to one list per column: each becomes one array parameter of an unnest INSERT."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _meter(row: Sequence[Any]) -> Meter:
+    return Meter(
+        id=row[0],
+        protocol=row[1],
+        route=row[2],
+        serial=row[3],
+        address=row[4],
+        credentials=row[5],
+        metadata=json.loads(row[6]) if row[6] else {},
+    )
+
+
+async def _nothing(cursor: Any) -> int:
+    return 0
+
+
+async def _insert(
+    cursor: Any,
+    readings: list[list[Any]],
+    intervals: list[list[Any]],
+    events: list[list[Any]],
+) -> int:
+    new = 0
+    for sql, columns in (
+        (INSERT_READINGS, readings),
+        (INSERT_INTERVALS, intervals),
+        (INSERT_EVENTS, events),
+    ):
+        if columns:
+            await cursor.execute(sql, columns)
+            # ON CONFLICT DO NOTHING reports only the rows it inserted.
+            new += cursor.rowcount
+    return new
+
+
+async def _apply_next_migration(cursor: Any) -> str | None:
+    await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+    await cursor.execute(migrations.CREATE_TABLE["postgresql"])
+    await cursor.execute("SELECT version FROM schema_migrations")
+    applied = [v for (v,) in cursor.fetchall()]
+    todo = migrations.pending(migrations.load("postgresql"), applied)
+    if not todo:
+        return None
+    migration = todo[0]
+    await cursor.execute(migration.sql)
+    await cursor.execute(
+        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+        (migration.version, migration.name),
+    )
+    return migration.name

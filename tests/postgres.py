@@ -1,0 +1,171 @@
+"""The PostgreSQL test harness: finds or starts a server and gives each test its own database.
+
+``postgres_server()`` gives a base URL, trying in order: the ``FEP_TEST_POSTGRES`` environment
+variable; the server on 127.0.0.1:5432 (user postgres) if it answers; a throwaway cluster made
+with ``initdb`` (as an unprivileged user, ``postgres`` when we are root) in a temp dir on a
+free port, stopped at process exit. Without any of them the test is skipped with the reason,
+except under ``CI=true`` where it fails: CI must never pass by skipping the database.
+``fresh_database(testcase)`` creates ``fep_test_<random>`` and drops it in the test's cleanup.
+The shared server is never stopped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from glob import glob
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+from twisted.trial.unittest import SkipTest
+
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+_found: str | None = None
+_failure: str | None = None
+
+
+class NoPostgres(Exception):
+    """No PostgreSQL server could be had under CI=true."""
+
+
+def _answers(url: str) -> bool:
+    try:
+        conn = psycopg2.connect(url, connect_timeout=3)
+    except psycopg2.Error:
+        return False
+    conn.close()
+    return True
+
+
+def _initdb() -> str | None:
+    found = shutil.which("initdb")
+    if found:
+        return found
+    candidates = sorted(glob("/usr/lib/postgresql/*/bin/initdb"))
+    return candidates[-1] if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def throwaway_cluster() -> str:
+    """Start a private cluster with initdb; returns its URL, stops it at exit. Raises
+    RuntimeError with the reason when it cannot."""
+    initdb = _initdb()
+    if initdb is None:
+        raise RuntimeError("initdb is not on PATH")
+    pg_ctl = os.path.join(os.path.dirname(os.path.realpath(initdb)), "pg_ctl")
+    run_as: dict[str, Any] = {}
+    base = tempfile.mkdtemp(prefix="fep-pg-")
+    if os.geteuid() == 0:
+        # initdb refuses root: run the cluster as the unprivileged postgres user.
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            raise RuntimeError("running as root and there is no 'postgres' user for initdb")
+        os.chown(base, user.pw_uid, user.pw_gid)
+        run_as = {"user": user.pw_uid, "group": user.pw_gid}
+    data = os.path.join(base, "data")
+    port = _free_port()
+    try:
+        subprocess.run(
+            [initdb, "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"],
+            check=True,
+            capture_output=True,
+            cwd=base,
+            **run_as,
+        )
+        subprocess.run(
+            [
+                pg_ctl,
+                "-D",
+                data,
+                "-l",
+                os.path.join(base, "log"),
+                "-w",
+                "-t",
+                "30",
+                "-o",
+                f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=base,
+            **run_as,
+        )
+    except (OSError, subprocess.CalledProcessError) as e:
+        detail = getattr(e, "stderr", b"") or b""
+        shutil.rmtree(base, ignore_errors=True)
+        raise RuntimeError(f"throwaway cluster failed: {e} {detail.decode(errors='replace')}")
+
+    def stop() -> None:
+        subprocess.run(
+            [pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True, cwd=base, **run_as
+        )
+        shutil.rmtree(base, ignore_errors=True)
+
+    atexit.register(stop)
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+
+def postgres_server() -> str:
+    """A base URL of a server the tests may create databases on (see the module doc)."""
+    global _found, _failure
+    if _found is not None:
+        return _found
+    if _failure is None:
+        env = os.environ.get("FEP_TEST_POSTGRES")
+        if env:
+            _found = env
+        elif _answers(LOCAL_SERVER):
+            _found = LOCAL_SERVER
+        else:
+            try:
+                _found = throwaway_cluster()
+            except RuntimeError as e:
+                _failure = (
+                    f"no PostgreSQL: FEP_TEST_POSTGRES is unset, nothing answers on "
+                    f"127.0.0.1:5432, and no throwaway cluster ({e})"
+                )
+    if _found is not None:
+        return _found
+    assert _failure is not None
+    if os.environ.get("CI") == "true":
+        raise NoPostgres(_failure + "; CI=true requires a PostgreSQL server")
+    raise SkipTest(_failure)
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def _admin(url: str, statement: str) -> None:
+    conn = psycopg2.connect(url, connect_timeout=10)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        conn.close()
+
+
+def fresh_database(testcase: Any) -> str:
+    """Create an empty database for one test and drop it in the test's cleanup."""
+    base = postgres_server()
+    name = f"fep_test_{secrets.token_hex(6)}"
+    _admin(base, f"CREATE DATABASE {name}")
+    testcase.addCleanup(_admin, base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    return with_database(base, name)

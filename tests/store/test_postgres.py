@@ -1,0 +1,157 @@
+"""The PostgreSQL store: the shared store behaviours on a real server, plus outages.
+
+The server comes from tests.postgres (FEP_TEST_POSTGRES, 127.0.0.1:5432, or a throwaway
+cluster); each test gets its own database. Outages are made with a TcpProxy between the store
+and the server: the shared server itself is never stopped.
+"""
+
+from __future__ import annotations
+
+import psycopg2
+from twisted.internet import reactor
+from twisted.trial import unittest
+
+from fep.errors import StoreError
+from fep.store import open_store
+from fep.store.postgres import PostgresStore
+from tests.postgres import fresh_database, with_database
+from tests.store.behaviours import StoreBehaviours, reading
+from tests.tcpproxy import TcpProxy
+
+
+class PostgresStoreTests(StoreBehaviours, unittest.TestCase):
+    def setUp(self) -> None:
+        self.url = fresh_database(self)
+
+    def new_store(self) -> PostgresStore:
+        return PostgresStore(self.url, reactor)
+
+    def sql(self, statement: str) -> list[tuple[object, ...]]:
+        conn = psycopg2.connect(self.url)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(statement)
+                return cursor.fetchall()
+        finally:
+            conn.close()
+
+    async def test_migrations_are_recorded_once(self) -> None:
+        store = await self.opened()
+        await store.upgrade()
+        self.assertEqual(
+            self.sql("SELECT version, name FROM schema_migrations"), [(1, "0001_initial")]
+        )
+
+    async def test_two_stores_opening_together_apply_each_migration_once(self) -> None:
+        from twisted.internet.defer import gatherResults
+
+        a, b = self.new_store(), self.new_store()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        await gatherResults([a.open(), b.open()])
+        self.assertEqual(self.sql("SELECT count(*) FROM schema_migrations"), [(1,)])
+
+    async def test_decimals_are_stored_as_numeric_and_times_as_timestamptz(self) -> None:
+        store = await self.opened()
+        await store.write([reading()])
+        (row,) = self.sql(
+            "SELECT pg_typeof(value)::text, pg_typeof(read_at)::text, value::text FROM readings"
+        )
+        self.assertEqual(row, ("numeric", "timestamp with time zone", "1234.567"))
+
+    async def test_postgres_scheme_alias_opens_a_postgres_store(self) -> None:
+        store = open_store(self.url.replace("postgresql://", "postgres://", 1), reactor)
+        self.assertIsInstance(store, PostgresStore)
+        await store.open()
+        self.addCleanup(store.close)
+        self.assertEqual(await store.count("readings"), 0)
+
+    async def test_pool_size_is_the_number_of_connections(self) -> None:
+        store = PostgresStore(self.url, reactor, pool_size=3)
+        await store.open()
+        self.addCleanup(store.close)
+        (name,) = self.url.rsplit("/", 1)[1:]
+        rows = self.sql(
+            f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}'"
+            " AND application_name = 'fep'"
+        )
+        self.assertEqual(rows, [(3,)])
+
+
+class PostgresUrlTests(unittest.TestCase):
+    def test_url_attribute_hides_the_password(self) -> None:
+        store = PostgresStore("postgresql://fep:s3cret@db.example:5432/fep", reactor)
+        self.assertEqual(store.url, "postgresql://fep:***@db.example:5432/fep")
+
+    async def test_open_failure_is_a_store_error_without_the_password(self) -> None:
+        # Nothing listens on port 1 of loopback: refused at once.
+        store = PostgresStore("postgresql://fep:s3cret@127.0.0.1:1/fep", reactor, connect_timeout=5)
+        try:
+            await store.open()
+        except StoreError as e:
+            self.assertNotIn("s3cret", str(e))
+            self.assertIn("127.0.0.1:1", str(e))
+        else:
+            self.fail("open() succeeded with no server")
+        finally:
+            await store.close()
+
+
+class PostgresOutageTests(unittest.TestCase):
+    """The store between a TcpProxy and the server: the test cuts and restores the proxy."""
+
+    async def setUp(self) -> None:
+        url = fresh_database(self)
+        from urllib.parse import urlsplit
+
+        target = urlsplit(url)
+        self.proxy = TcpProxy(reactor, target.hostname or "127.0.0.1", target.port or 5432)
+        port = await self.proxy.start()
+        self.addCleanup(self.proxy.stop)
+        proxied = with_database(
+            url.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{port}", 1),
+            target.path.lstrip("/"),
+        )
+        self.store = PostgresStore(proxied, reactor, connect_timeout=2, query_timeout=5)
+        await self.store.open()
+        self.addCleanup(self.store.close)
+
+    async def assert_write_fails(self) -> StoreError:
+        started = reactor.seconds()
+        try:
+            await self.store.write([reading()])
+        except StoreError as e:
+            self.assertLess(reactor.seconds() - started, 3.0, "the failure was not prompt")
+            return e
+        self.fail("write() succeeded during the outage")
+        raise AssertionError
+
+    async def test_write_during_an_outage_fails_with_store_error(self) -> None:
+        await self.proxy.cut()
+        await self.assert_write_fails()
+
+    async def test_write_succeeds_after_the_server_comes_back(self) -> None:
+        await self.proxy.cut()
+        await self.assert_write_fails()
+        await self.proxy.restore()
+        self.assertEqual(await self.store.write([reading()]), 1)
+        self.assertEqual(await self.store.count("readings"), 1)
+
+    async def test_connections_dropped_while_idle_are_rebuilt_on_next_use(self) -> None:
+        await self.store.write([reading()])
+        self.proxy.drop_connections()
+        self.assertEqual(await self.store.count("readings"), 1)
+
+    async def test_a_server_that_accepts_but_never_answers_fails_by_the_deadline(self) -> None:
+        # Point the proxy at a port that accepts and says nothing.
+        from twisted.internet.protocol import Factory, Protocol
+
+        silent = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(silent.stopListening)
+        self.proxy.target_port = silent.getHost().port
+        self.proxy.drop_connections()
+        self.store.connect_timeout = 0.5
+        assert self.store._pool is not None
+        self.store._pool.connect_timeout = 0.5
+        error = await self.assert_write_fails()
+        self.assertIn("longer than", str(error))
