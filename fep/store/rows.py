@@ -175,22 +175,36 @@ def record_rows(
     readings: list[tuple[Any, ...]] = []
     intervals: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
+    # A batch repeats a few times (one capture time for many meters, one received time per
+    # session) and few OBIS codes: format each once.
+    times: dict[datetime, str] = {}
+    codes: dict[ObisCode, str] = {}
+
+    def when(value: datetime) -> str:
+        text = times.get(value)
+        if text is None:
+            text = times[value] = text_time(value)
+        return text
+
     for r in records:
         if isinstance(r, Reading):
             value, value_text, value_type = encode_value(r.value)
-            meter_time = r.meter_time
-            received = text_time(r.received_time)
+            meter_time = None if r.meter_time is None else when(r.meter_time)
+            received = when(r.received_time)
+            obis = codes.get(r.obis)
+            if obis is None:
+                obis = codes[r.obis] = str(r.obis)
             readings.append(
                 (
                     r.meter,
-                    str(r.obis),
+                    obis,
                     value,
                     value_text,
                     value_type,
                     None if r.unit is None else r.unit.code,
                     r.scaler,
-                    None if meter_time is None else text_time(meter_time),
-                    received if meter_time is None else text_time(meter_time),
+                    meter_time,
+                    received if meter_time is None else meter_time,
                     received,
                     int(r.quality),
                     r.source,
@@ -201,14 +215,14 @@ def record_rows(
             obis = str(r.obis)
             period = period_seconds(r.period, r)
             unit = None if r.unit is None else r.unit.code
-            received = text_time(r.received_time)
+            received = when(r.received_time)
             for start, v, status in r.intervals():
                 value, value_text, value_type = encode_value(v)
                 intervals.append(
                     (
                         r.meter,
                         obis,
-                        text_time(start),
+                        when(start),
                         period,
                         value,
                         value_text,
@@ -227,9 +241,9 @@ def record_rows(
                     r.code,
                     str(r.kind),
                     str(r.severity),
-                    text_time(r.time),
+                    when(r.time),
                     r.text,
-                    text_time(r.received_time),
+                    when(r.received_time),
                     r.source,
                 )
             )

@@ -174,6 +174,15 @@ class StoreBehaviours:
             self.assertEqual(back[o], v)  # type: ignore[attr-defined]
             self.assertIs(type(back[o]), type(v))  # type: ignore[attr-defined]
 
+    async def test_awkward_text_round_trips(self) -> None:
+        store = await self.opened()
+        awkward = 'a "quoted", {braced} \\back\\slash\' NULL ü'
+        r = reading("NULL", meter=awkward, source=awkward, native_id="")
+        e = event(meter=awkward, code=awkward, text=awkward)
+        await store.write([r, e])
+        self.assertEqual(await store.readings(awkward), [r])  # type: ignore[attr-defined]
+        self.assertEqual(await store.events(awkward), [e])  # type: ignore[attr-defined]
+
     async def test_unit_and_scaler_are_kept_and_no_unit_is_none(self) -> None:
         store = await self.opened()
         await store.write(

@@ -7,6 +7,8 @@ and the server: the shared server itself is never stopped.
 
 from __future__ import annotations
 
+import os
+
 import psycopg2
 from twisted.internet import reactor
 from twisted.trial import unittest
@@ -155,3 +157,41 @@ class PostgresOutageTests(unittest.TestCase):
         self.store._pool.connect_timeout = 0.5
         error = await self.assert_write_fails()
         self.assertIn("longer than", str(error))
+
+
+class HarnessTests(unittest.TestCase):
+    """tests.postgres when no server can be had: skip on a user's machine, fail under CI."""
+
+    def setUp(self) -> None:
+        import tests.postgres as harness
+
+        self.harness = harness
+        self.patch(harness, "_found", None)
+        self.patch(harness, "_failure", None)
+        # Nothing listens on loopback port 1, and there is no initdb.
+        self.patch(harness, "LOCAL_SERVER", "postgresql://postgres@127.0.0.1:1/postgres")
+        self.patch(harness, "_initdb", lambda: None)
+        self.environ = {k: os.environ.get(k) for k in ("CI", "FEP_TEST_POSTGRES")}
+        os.environ.pop("FEP_TEST_POSTGRES", None)
+        self.addCleanup(self.restore_environ)
+
+    def restore_environ(self) -> None:
+        for key, value in self.environ.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    def test_without_a_server_tests_skip_with_the_reason(self) -> None:
+        os.environ.pop("CI", None)
+        with self.assertRaises(unittest.SkipTest) as caught:
+            self.harness.postgres_server()
+        self.assertIn("initdb is not on PATH", str(caught.exception))
+
+    def test_without_a_server_under_ci_tests_fail(self) -> None:
+        os.environ["CI"] = "true"
+        self.assertRaises(self.harness.NoPostgres, self.harness.postgres_server)
+
+    def test_the_environment_variable_wins(self) -> None:
+        os.environ["FEP_TEST_POSTGRES"] = "postgresql://someone@db.example/x"
+        self.assertEqual(self.harness.postgres_server(), "postgresql://someone@db.example/x")
