@@ -31,7 +31,8 @@ def redact_url(url: str) -> str:
             host += f":{parts.port}"
         user = parts.username or ""
         parts = parts._replace(netloc=f"{user}:***@{host}")
-    return urlunsplit(parts._replace(query=_PASSWORD_KV.sub(r"\1***", parts.query)))
+    # Also covers libpq "key=value" strings, which urlsplit takes for a bare path.
+    return _PASSWORD_KV.sub(r"\1***", urlunsplit(parts))
 
 
 def open_store(url: str, reactor: Any = None, *, pool_size: int = 2) -> IStore:

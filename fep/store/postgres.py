@@ -49,6 +49,7 @@ from fep.store.rows import (
     obis_of,
     record_rows,
     unit_of,
+    utc,
 )
 
 log = Logger()
@@ -433,12 +434,16 @@ class PostgresStore:
         limit: int | None = None,
     ) -> Deferred[list[Reading]]:
         """A meter's readings ordered by time then OBIS; ``since`` is inclusive."""
+        try:
+            bound = None if since is None else utc(since)
+            code = obis_filter(obis)
+        except (StoreError, ValueError) as e:
+            return fail(e)
         sql = f"SELECT {READING_COLUMNS} FROM readings WHERE meter = %s"
         params: list[Any] = [meter_id]
-        if since is not None:
+        if bound is not None:
             sql += " AND read_at >= %s"
-            params.append(since)
-        code = obis_filter(obis)
+            params.append(bound)
         if code is not None:
             sql += " AND obis = %s"
             params.append(code)
@@ -476,14 +481,18 @@ class PostgresStore:
             "SELECT meter, obis, start_time, period_s, value, value_text, value_type, status,"
             " unit_code, scaler, received_time, source FROM intervals WHERE meter = %s"
         )
+        try:
+            bound = None if since is None else utc(since)
+            code = obis_filter(obis)
+        except (StoreError, ValueError) as e:
+            return fail(e)
         params: list[Any] = [meter_id]
-        code = obis_filter(obis)
         if code is not None:
             sql += " AND obis = %s"
             params.append(code)
-        if since is not None:
+        if bound is not None:
             sql += " AND start_time >= %s"
-            params.append(since)
+            params.append(bound)
         sql += " ORDER BY obis, start_time"
 
         async def query(cursor: Any) -> list[IntervalBlock]:
@@ -513,10 +522,14 @@ class PostgresStore:
             "SELECT meter, code, kind, severity, time, text, received_time, source"
             " FROM events WHERE meter = %s"
         )
+        try:
+            bound = None if since is None else utc(since)
+        except StoreError as e:
+            return fail(e)
         params: list[Any] = [meter_id]
-        if since is not None:
+        if bound is not None:
             sql += " AND time >= %s"
-            params.append(since)
+            params.append(bound)
         sql += " ORDER BY time, code"
 
         async def query(cursor: Any) -> list[MeterEvent]:

@@ -8,7 +8,7 @@ one letter naming the Python type to rebuild (D decimal, I int, B bool, S str, N
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -97,6 +97,13 @@ def period_seconds(period: timedelta, block: IntervalBlock) -> int:
 
 
 # SQLite keeps times as ISO-8601 UTC text with microseconds: fixed width, so sortable.
+
+
+def utc(value: datetime) -> datetime:
+    """A query bound in UTC; naive times are refused rather than guessed."""
+    if value.tzinfo is None:
+        raise StoreError(f"naive datetime {value!r}: fep keeps times in UTC")
+    return value.astimezone(UTC)
 
 
 def text_time(value: datetime) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +49,7 @@ from fep.store.rows import (
     record_rows,
     text_time,
     unit_of,
+    utc,
 )
 
 log = Logger()
@@ -201,14 +202,14 @@ class SqliteStore:
         limit: int | None = None,
     ) -> Deferred[list[Reading]]:
         """A meter's readings ordered by time then OBIS; ``since`` is inclusive."""
-        return self._call(_readings, meter_id, since, obis_filter(obis), limit)
+        return self._call(_readings, meter_id, since, obis, limit)
 
     def intervals(
         self, meter_id: str, obis: str | None = None, since: datetime | None = None
     ) -> Deferred[list[IntervalBlock]]:
         """A meter's stored intervals, joined into blocks of consecutive intervals, ordered
         by OBIS then start; ``since`` (inclusive) filters on interval start."""
-        return self._call(_intervals, meter_id, obis_filter(obis), since)
+        return self._call(_intervals, meter_id, obis, since)
 
     def events(self, meter_id: str, since: datetime | None = None) -> Deferred[list[MeterEvent]]:
         """A meter's events ordered by time then code; ``since`` is inclusive."""
@@ -352,10 +353,10 @@ def _readings(
     params: list[Any] = [meter_id]
     if since is not None:
         sql += " AND read_at >= ?"
-        params.append(text_time(_aware(since)))
+        params.append(text_time(utc(since)))
     if obis is not None:
         sql += " AND obis = ?"
-        params.append(obis)
+        params.append(obis_filter(obis))
     sql += " ORDER BY read_at, obis"
     if limit is not None:
         sql += " LIMIT ?"
@@ -387,10 +388,10 @@ def _intervals(
     params: list[Any] = [meter_id]
     if obis is not None:
         sql += " AND obis = ?"
-        params.append(obis)
+        params.append(obis_filter(obis))
     if since is not None:
         sql += " AND start_time >= ?"
-        params.append(text_time(_aware(since)))
+        params.append(text_time(utc(since)))
     sql += " ORDER BY obis, start_time"
     rows: list[IntervalRow] = [
         (
@@ -418,7 +419,7 @@ def _events(conn: sqlite3.Connection, meter_id: str, since: datetime | None) -> 
     params: list[Any] = [meter_id]
     if since is not None:
         sql += " AND time >= ?"
-        params.append(text_time(_aware(since)))
+        params.append(text_time(utc(since)))
     sql += " ORDER BY time, code"
     return [
         MeterEvent(
@@ -433,9 +434,3 @@ def _events(conn: sqlite3.Connection, meter_id: str, since: datetime | None) -> 
         )
         for row in conn.execute(sql, params)
     ]
-
-
-def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise StoreError(f"naive datetime {value!r}: fep keeps times in UTC")
-    return value.astimezone(UTC)

@@ -277,6 +277,10 @@ class StoreBehaviours:
         got = [r.meter_time for r in await store.readings("m1", since=later)]
         self.assertEqual(got, [later])  # type: ignore[attr-defined]
 
+    async def test_a_naive_since_is_refused(self) -> None:
+        store = await self.opened()
+        await self.assert_store_error(store.readings("m1", since=datetime(2024, 3, 1)))
+
     async def test_readings_filter_by_obis_in_short_form(self) -> None:
         store = await self.opened()
         await store.write([reading(), reading(obis=VOLTAGE)])

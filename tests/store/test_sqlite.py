@@ -85,5 +85,10 @@ class OpenStoreTests(unittest.TestCase):
         self.assertNotIn("s3cret", str(caught.exception))
         self.assertIn("mysql://fep:***@db:3306/fep", str(caught.exception))
 
+    def test_password_in_a_libpq_style_string_is_hidden(self) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            open_store("host=db user=fep password=s3cret dbname=fep", reactor)
+        self.assertNotIn("s3cret", str(caught.exception))
+
     def test_empty_sqlite_path_is_a_config_error(self) -> None:
         self.assertRaises(ConfigError, open_store, "sqlite:", reactor)
