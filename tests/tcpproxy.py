@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
 from twisted.python.failure import Failure
 
 
@@ -30,8 +31,7 @@ class _ServerSide(Protocol):
     def connectionMade(self) -> None:
         self.proxy.connections.add(self)
         self.proxy.accepted += 1
-        factory = ClientFactory.forProtocol(lambda: _UpstreamSide(self))
-        factory.clientConnectionFailed = lambda connector, reason: self.drop()  # type: ignore[method-assign]
+        factory = _UpstreamFactory(self)
         self.proxy.reactor.connectTCP(self.proxy.target_host, self.proxy.target_port, factory)
 
     def upstream_ready(self, upstream: _UpstreamSide) -> None:
@@ -76,6 +76,26 @@ class _UpstreamSide(Protocol):
             self.client.transport.loseConnection()
 
 
+class _UpstreamFactory(ClientFactory):
+    def __init__(self, client: _ServerSide) -> None:
+        self.client = client
+
+    def buildProtocol(self, addr: Any) -> _UpstreamSide:
+        return _UpstreamSide(self.client)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        # The server is unreachable: the client sees its connection drop, as it would.
+        self.client.drop()
+
+
+class _ListeningFactory(ServerFactory):
+    def __init__(self, proxy: TcpProxy) -> None:
+        self.proxy = proxy
+
+    def buildProtocol(self, addr: Any) -> _ServerSide:
+        return _ServerSide(self.proxy)
+
+
 class TcpProxy:
     """Forwards 127.0.0.1:port to (target_host, target_port) until told otherwise."""
 
@@ -95,9 +115,11 @@ class TcpProxy:
     def start(self) -> Deferred[int]:
         """Listen (on a free port the first time, on the same port after); fires with it."""
         if self._listening is None:
-            factory = Factory.forProtocol(lambda: _ServerSide(self))
+            factory = _ListeningFactory(self)
             self._listening = self.reactor.listenTCP(self.port, factory, interface="127.0.0.1")
-            self.port = self._listening.getHost().port  # type: ignore[attr-defined]
+            host = self._listening.getHost()
+            assert isinstance(host, IPv4Address)
+            self.port = host.port
         return succeed(self.port)
 
     def stop_accepting(self) -> Deferred[None]:
@@ -127,4 +149,4 @@ class TcpProxy:
 
 
 async def _stopped(listening: IListeningPort) -> None:
-    await listening.stopListening()
+    await maybeDeferred(listening.stopListening)

@@ -125,7 +125,7 @@ class _Connection(txpostgres.Connection):
         # traceback: close the connection instead and tell the reactor it was lost.
         try:
             return super().doRead()
-        except psycopg2.Error as e:
+        except (psycopg2.Error, txpostgres.UnexpectedPollResult) as e:
             log.info("PostgreSQL connection lost while idle: {error}", error=str(e).strip())
             try:
                 self._connection.close()
@@ -184,6 +184,9 @@ class _Pool(txpostgres.ConnectionPool):
         )
         self.connect_timeout = connect_timeout
         self.query_timeout = query_timeout
+        # The pool's own set holds only idle connections; close() must reach busy ones too.
+        self._all: list[_Connection] = list(self.connections)
+        self.closed = False
 
     async def _within(self, c: _Connection, seconds: float, what: str, d: Deferred[T]) -> T:
         expired = False
@@ -205,6 +208,9 @@ class _Pool(txpostgres.ConnectionPool):
                 call.cancel()
 
     async def _connect(self, c: _Connection) -> None:
+        if self.closed:
+            # Work queued or retried after close() must not open connections again.
+            raise StoreError("the store is closed")
         try:
             await self._within(
                 c, self.connect_timeout, "connecting", c.connect(*self.connargs, **self.connkw)
@@ -236,7 +242,8 @@ class _Pool(txpostgres.ConnectionPool):
         return Deferred.fromCoroutine(connect_all())
 
     def close(self) -> None:
-        for c in self.connections:
+        self.closed = True
+        for c in self._all:
             c.close()
 
     def run(self, interaction: Interaction[T], *args: Any) -> Deferred[T]:
@@ -260,8 +267,9 @@ class _Pool(txpostgres.ConnectionPool):
             if fresh or c.is_open():
                 raise
             # A pooled connection that died while idle, before the reactor noticed (the
-            # server restarted, a proxy dropped it): nothing was committed, so one retry on
-            # a new connection is safe; writes are idempotent besides.
+            # server restarted, a proxy dropped it). One retry on a new connection is safe:
+            # at worst the first attempt did commit, and the retry finds its rows present
+            # (writes are idempotent; the count of new rows is then low, never doubled).
             log.info(
                 "PostgreSQL connection was stale ({error}); reconnecting", error=str(e).strip()
             )

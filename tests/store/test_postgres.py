@@ -8,6 +8,7 @@ and the server: the shared server itself is never stopped.
 from __future__ import annotations
 
 import os
+import time
 
 import psycopg2
 from twisted.internet import reactor
@@ -79,6 +80,30 @@ class PostgresStoreTests(StoreBehaviours, unittest.TestCase):
         )
         self.assertEqual(rows, [(3,)])
 
+    async def test_close_during_a_write_leaves_no_connection_open(self) -> None:
+        store = PostgresStore(self.url, reactor, pool_size=1)
+        await store.open()
+        writing = store.write([reading()])
+        await store.close()
+        try:
+            await writing
+        except StoreError:
+            pass
+        # A closed backend leaves pg_stat_activity a moment after the client hangs up:
+        # look again for up to two seconds (a leaked connection never leaves).
+        deadline = time.monotonic() + 2.0
+        while self.fep_connections() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(self.fep_connections(), 0)
+
+    def fep_connections(self) -> int:
+        name = self.url.rsplit("/", 1)[1]
+        ((n,),) = self.sql(
+            f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}'"
+            " AND application_name = 'fep'"
+        )
+        return int(n)  # type: ignore[call-overload]
+
 
 class PostgresUrlTests(unittest.TestCase):
     def test_url_attribute_hides_the_password(self) -> None:
@@ -102,7 +127,7 @@ class PostgresUrlTests(unittest.TestCase):
 class PostgresOutageTests(unittest.TestCase):
     """The store between a TcpProxy and the server: the test cuts and restores the proxy."""
 
-    async def setUp(self) -> None:
+    async def setUp(self) -> None:  # type: ignore[override]
         url = fresh_database(self)
         from urllib.parse import urlsplit
 
@@ -146,11 +171,17 @@ class PostgresOutageTests(unittest.TestCase):
 
     async def test_a_server_that_accepts_but_never_answers_fails_by_the_deadline(self) -> None:
         # Point the proxy at a port that accepts and says nothing.
-        from twisted.internet.protocol import Factory, Protocol
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.protocol import Protocol, ServerFactory
 
-        silent = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        class Silent(ServerFactory):
+            protocol = Protocol
+
+        silent = reactor.listenTCP(0, Silent(), interface="127.0.0.1")
         self.addCleanup(silent.stopListening)
-        self.proxy.target_port = silent.getHost().port
+        host = silent.getHost()
+        assert isinstance(host, IPv4Address)
+        self.proxy.target_port = host.port
         self.proxy.drop_connections()
         self.store.connect_timeout = 0.5
         assert self.store._pool is not None
