@@ -1,0 +1,1 @@
+"""DL/T 645 (2007 and 1997) meters: frames, services and data identifiers (sans-IO)."""
