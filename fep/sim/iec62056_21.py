@@ -284,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     reactor: Any = global_reactor
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    # Logs to stderr; stdout stays for the one line saying what is served (scripts read it).
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     meters = make_meters(max(args.meters, 1), args.corrupt_bcc)
     if args.readout_file:
         with open(args.readout_file, "rb") as f:

@@ -33,7 +33,7 @@ def socat_pty_pair(case: unittest.TestCase) -> Any:
     """Start ``socat`` linking two ptys A and B in a temp dir; fires with (A, B) paths once
     both links exist. The process is ended (by its pid) when the test is done."""
     assert shutil.which("socat") is not None, "socat is needed for the pty tests"
-    tmp = Path(case.mktemp())
+    tmp = Path(case.mktemp()).resolve()
     tmp.mkdir(parents=True)
     a, b = tmp / "A", tmp / "B"
     proc = subprocess.Popen(

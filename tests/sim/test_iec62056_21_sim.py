@@ -1,0 +1,252 @@
+"""The IEC 62056-21 meter simulator: readouts, multidrop answers, delays, push mode, and its
+command line driven end to end with ``fep read`` (TCP and a socat pty pair)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor as global_reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.threads import deferToThread
+from twisted.trial import unittest
+from zope.interface import implementer
+
+from fep.interfaces import IRecordSink
+from fep.model import Reading
+from fep.protocols.iec62056_21.client import ModeCClient, ReadoutReceived
+from fep.protocols.iec62056_21.frames import FrameDecoder
+from fep.protocols.iec62056_21.readout import parse_readout, to_readings
+from fep.protocols.iec62056_21.session import PushedReadoutFactory
+from fep.sim.iec62056_21 import (
+    IecMeterServerFactory,
+    PushingMeterProtocol,
+    Register,
+    SimulatedIecMeter,
+    make_meters,
+)
+from tests.channels.test_serialport import socat_pty_pair
+
+reactor: Any = global_reactor
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def values(meter: SimulatedIecMeter) -> dict[str, Reading]:
+    readout = parse_readout(meter.readout())
+    return {str(r.obis): r for r in to_readings(readout, "sim")}
+
+
+class ReadoutTests(unittest.TestCase):
+    def test_energy_register_advances_with_wall_time(self) -> None:
+        clock = FakeClock()
+        meter = SimulatedIecMeter(
+            clock=clock, registers=[Register("1.8.0", Decimal("100"), Decimal("2"))]
+        )
+        before = values(meter)["1-0:1.8.0*255"].value
+        clock.now += 1800
+        after = values(meter)["1-0:1.8.0*255"].value
+        self.assertEqual((before, after), (Decimal("100.000"), Decimal("101.000")))
+
+    def test_readout_holds_the_meter_clock_in_utc(self) -> None:
+        meter = SimulatedIecMeter(clock=FakeClock(1_700_000_000.0))
+        reading = values(meter)["1-0:1.8.0*255"]
+        assert reading.meter_time is not None
+        self.assertEqual(reading.meter_time.timestamp(), 1_700_000_000.0)
+
+    def test_readout_block_has_a_good_bcc(self) -> None:
+        (block,) = FrameDecoder().receive(SimulatedIecMeter().readout_block())
+        self.assertTrue(block.bcc_ok)  # type: ignore[union-attr]
+
+    def test_corrupt_bcc_switch_breaks_only_the_bcc(self) -> None:
+        (block,) = FrameDecoder().receive(SimulatedIecMeter(corrupt_bcc=True).readout_block())
+        self.assertFalse(block.bcc_ok)  # type: ignore[union-attr]
+
+    def test_fixed_readout_text_is_served_as_given(self) -> None:
+        meter = SimulatedIecMeter(readout_text=b"1.8.0(7*kWh)\r\n!\r\n")
+        self.assertEqual(meter.readout(), b"1.8.0(7*kWh)\r\n!\r\n")
+
+    def test_made_meters_have_distinct_addresses(self) -> None:
+        self.assertEqual([m.address for m in make_meters(3)], ["10000001", "10000002", "10000003"])
+
+
+class LineTests(unittest.TestCase):
+    def connect(
+        self, meters: list[SimulatedIecMeter], delay: float = 0.0
+    ) -> tuple[MemoryReactorClock, StringTransport, Any]:
+        clock = MemoryReactorClock()
+        factory = IecMeterServerFactory(meters, clock, answer_delay=delay)
+        proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        assert proto is not None
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        return clock, transport, proto
+
+    def test_single_meter_answers_a_generic_sign_on(self) -> None:
+        clock, transport, proto = self.connect([SimulatedIecMeter()])
+        proto.dataReceived(b"/?!\r\n")
+        clock.advance(0)
+        self.assertEqual(transport.value(), b"/FEP5SIM100\r\n")
+
+    def test_multidrop_line_ignores_a_generic_sign_on(self) -> None:
+        clock, transport, proto = self.connect(make_meters(2))
+        proto.dataReceived(b"/?!\r\n")
+        clock.advance(1)
+        self.assertEqual(transport.value(), b"")
+
+    def test_multidrop_line_answers_the_addressed_meter(self) -> None:
+        clock, transport, proto = self.connect(make_meters(3))
+        proto.dataReceived(b"/?10000002!\r\n")
+        clock.advance(0)
+        self.assertEqual(transport.value(), b"/FEP5SIM002\r\n")
+
+    def test_answer_delay_holds_the_identification_back(self) -> None:
+        clock, transport, proto = self.connect([SimulatedIecMeter()], delay=1.5)
+        proto.dataReceived(b"/?!\r\n")
+        clock.advance(1.4)
+        self.assertEqual(transport.value(), b"")
+        clock.advance(0.2)
+        self.assertEqual(transport.value(), b"/FEP5SIM100\r\n")
+
+    def test_programming_mode_request_is_refused_with_nak(self) -> None:
+        clock, transport, proto = self.connect([SimulatedIecMeter()])
+        proto.dataReceived(b"/?!\r\n")
+        clock.advance(0)
+        transport.clear()
+        proto.dataReceived(b"\x06051\r\n")
+        clock.advance(0)
+        self.assertEqual(transport.value(), b"\x15")
+
+    def test_client_and_simulator_complete_a_readout(self) -> None:
+        clock, transport, proto = self.connect([SimulatedIecMeter()])
+        client = ModeCClient()
+        proto.dataReceived(client.start())
+        clock.advance(0)
+        actions = client.receive_data(transport.value())
+        transport.clear()
+        proto.dataReceived(actions[1].data)  # type: ignore[union-attr]
+        clock.advance(1)
+        result = client.receive_data(transport.value())[-1]
+        assert isinstance(result, ReadoutReceived)
+        self.assertEqual(result.readout.serial(), "12345678")
+
+
+@implementer(IRecordSink)
+class Sink:
+    def __init__(self) -> None:
+        self.arrived: Deferred[list[Any]] = Deferred()
+
+    def submit(self, records: Any) -> Deferred[None]:
+        if not self.arrived.called:
+            self.arrived.callback(list(records))
+        return succeed(None)
+
+
+class PushModeTests(unittest.TestCase):
+    @inlineCallbacks
+    def test_pushing_meter_reaches_a_push_receiver(self) -> Any:
+        sink = Sink()
+        factory = PushedReadoutFactory(sink, lambda ident, serial: f"meter-{serial}")
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        pusher = PushingMeterProtocol(SimulatedIecMeter(address="555"), 60.0, reactor)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        yield connectProtocol(endpoint, pusher)
+        self.addCleanup(pusher.transport.loseConnection)  # type: ignore[union-attr]
+        records = yield sink.arrived
+        self.assertEqual({r.meter for r in records}, {"meter-555"})
+        self.assertTrue(records[0].source.startswith("tcp-push:127.0.0.1:"))
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@inlineCallbacks
+def start_simulator(case: unittest.TestCase, *args: str) -> Any:
+    """Run ``python -m fep.sim.iec62056_21 ARGS``; fires with its first stdout line (what it
+    serves). The line is read in a thread so the reactor keeps running meanwhile."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fep.sim.iec62056_21", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=str(ROOT),
+        env=_env(),
+    )
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(10)
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+    case.addCleanup(stop)
+    assert proc.stdout is not None
+    line = yield deferToThread(proc.stdout.readline)
+    return line.strip()
+
+
+def fep_read(*args: str) -> Deferred[subprocess.CompletedProcess[str]]:
+    return deferToThread(
+        subprocess.run,
+        [sys.executable, "-m", "fep.cli", "read", "--protocol", "iec62056-21", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+        env=_env(),
+    )
+
+
+class CommandLineTests(unittest.TestCase):
+    """The acceptance path: the simulator process, read by the ``fep read`` command."""
+
+    @inlineCallbacks
+    def tcp_route(self, *args: str) -> Any:
+        line = yield start_simulator(self, "--tcp", "0", *args)
+        port = line.rsplit(":", 1)[1]
+        return f"tcp:host=127.0.0.1:port={port}"
+
+    @inlineCallbacks
+    def test_fep_read_over_tcp_returns_the_simulated_values(self) -> Any:
+        route = yield self.tcp_route("--meters", "3")
+        result = yield fep_read(route, "--address", "10000003", "--format", "json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('"1-0:0.0.0*255"', result.stdout)
+        self.assertIn('"10000003"', result.stdout)
+        self.assertIn('"kWh"', result.stdout)
+
+    @inlineCallbacks
+    def test_fep_read_with_corrupted_bcc_exits_3_naming_bcc_and_route(self) -> Any:
+        route = yield self.tcp_route("--corrupt-bcc")
+        result = yield fep_read(route)
+        self.assertEqual(result.returncode, 3)
+        self.assertIn("bad BCC in readout: computed 0x", result.stderr)
+        self.assertIn(route, result.stderr)
+
+    @inlineCallbacks
+    def test_fep_read_over_a_pty_pair_returns_the_simulated_values(self) -> Any:
+        a, b = yield socat_pty_pair(self)
+        line = yield start_simulator(self, "--pty", a)
+        self.assertIn(a, line)
+        result = yield fep_read(f"serial:{b}:baudrate=300:bytesize=7:parity=E", "--format", "json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('"10000001"', result.stdout)
+        self.assertIn('"1-0:1.8.0*255"', result.stdout)
