@@ -10,6 +10,7 @@ from typing import Any
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
@@ -72,6 +73,7 @@ class EndpointStringTests(unittest.TestCase):
             reactor, "serial:/dev/ttyUSB0:baudrate=300:bytesize=7:parity=E:stopbits=1"
         )
         assert isinstance(endpoint, SerialEndpoint)
+        self.assertTrue(verifyObject(IStreamClientEndpoint, endpoint))
         self.assertEqual(endpoint.settings, SerialSettings("/dev/ttyUSB0", 300, 7, "E", 1))
 
     def test_defaults_are_iec_300_7e1(self) -> None:

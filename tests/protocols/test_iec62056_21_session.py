@@ -6,6 +6,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import reactor as global_reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
@@ -435,3 +437,11 @@ class PushTests(unittest.TestCase):
         proto.dataReceived(good.readout_block())
         self.assertEqual((len(self.sink.batches), factory.bad_blocks), (1, 1))
 
+    @given(st.binary(max_size=300))
+    def test_arbitrary_bytes_never_break_the_receiver(self, data: bytes) -> None:
+        factory = PushedReadoutFactory(Sink(), self.resolve)
+        _, proto = self.connect(factory)
+        meter = SimulatedIecMeter()
+        proto.dataReceived(data)
+        proto.dataReceived(meter.identification_message().encode() + meter.readout_block())
+        self.assertLessEqual(factory.readouts, 2)
