@@ -250,3 +250,15 @@ class CommandLineTests(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn('"10000001"', result.stdout)
         self.assertIn('"1-0:1.8.0*255"', result.stdout)
+
+    @inlineCallbacks
+    def test_push_mode_sends_readouts_to_a_listener(self) -> Any:
+        sink = Sink()
+        factory = PushedReadoutFactory(sink, lambda ident, serial: f"meter-{serial}")
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        target = f"tcp:host=127.0.0.1:port={port.getHost().port}"
+        line = yield start_simulator(self, "--push", target, "--every", "0.2")
+        self.assertIn(target, line)
+        records = yield sink.arrived
+        self.assertEqual({r.meter for r in records}, {"meter-10000001"})
