@@ -3,6 +3,7 @@ loopback TCP and a socat pty pair against the simulator, and pushed readouts."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +22,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from fep.errors import ChannelError, ProtocolError, SessionTimeout
+from fep.errors import ChannelError, ConfigError, ProtocolError, SessionTimeout
 from fep.interfaces import IMeterProtocol, IRecordSink, ISerialLine
 from fep.model import Meter, Reading, Record
 from fep.protocols.iec62056_21.frames import DataBlock
@@ -138,6 +139,23 @@ class SessionStepTests(unittest.TestCase):
         endpoint.transport.clear()
         endpoint.protocol.dataReceived(IDENT)
         self.assertEqual(endpoint.transport.value(), b"\x06000\r\n")
+
+
+class TimeZoneTests(unittest.TestCase):
+    CLOCKED = b"0.9.1(12:00:00)\r\n0.9.2(24-07-01)\r\n1.8.0(1*kWh)\r\n!\r\n"
+
+    def test_meter_metadata_zone_converts_meter_time_to_utc(self) -> None:
+        meter = Meter(id="m1", protocol="iec62056-21", route="r", metadata={"tz": "Europe/Berlin"})
+        _, endpoint, d = start(meter=meter)
+        assert endpoint.protocol is not None
+        endpoint.protocol.dataReceived(IDENT + DataBlock.build(self.CLOCKED).encode())
+        times = {r.meter_time for r in self.successResultOf(d) if isinstance(r, Reading)}
+        self.assertEqual(times, {datetime(2024, 7, 1, 10, 0, tzinfo=UTC)})
+
+    def test_unknown_zone_is_a_config_error(self) -> None:
+        meter = Meter(id="m1", protocol="iec62056-21", route="r", metadata={"tz": "Mars/Base"})
+        _, _, d = start(meter=meter)
+        self.assertIsInstance(failure_of(d).value, ConfigError)
 
 
 class SessionErrorTests(unittest.TestCase):

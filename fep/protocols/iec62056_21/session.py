@@ -10,15 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fep.errors import ChannelError, FrameError, ProtocolError, SessionTimeout
+from fep.errors import ChannelError, ConfigError, FrameError, ProtocolError, SessionTimeout
 from fep.interfaces import IMeterProtocol, IRecordSink, ISerialLine
 from fep.model import Meter, Record, utcnow
 from fep.protocols.iec62056_21.client import (
@@ -216,13 +217,24 @@ class IecReadoutProtocol:
     name = PROTOCOL
 
     def __init__(self, tz: tzinfo = UTC) -> None:
-        # The zone meter-local times (0.9.1/0.9.2, value timestamps) are read in.
+        # The zone meter-local times (0.9.1/0.9.2, value timestamps) are read in, unless the
+        # meter's metadata names its own (``tz``).
         self.tz = tz
 
     def read(
         self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
     ) -> Deferred[list[Record]]:
-        session = _ReadoutSession(reactor, meter, timeout, self.tz)
+        tz = self.tz
+        zone_name = meter.metadata.get("tz")
+        if zone_name:
+            # A meter's own zone (metadata tz = Europe/Berlin) wins over the protocol default.
+            try:
+                tz = ZoneInfo(zone_name)
+            except (ZoneInfoNotFoundError, ValueError):
+                return fail(
+                    ConfigError(f"meter {meter.id}: unknown time zone {zone_name!r}", key="tz")
+                )
+        session = _ReadoutSession(reactor, meter, timeout, tz)
         connecting: Deferred[Any] = IStreamClientEndpoint(endpoint).connect(
             _OneShotFactory(session)
         )
