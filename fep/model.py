@@ -110,15 +110,18 @@ class Unit:
         key = text.strip()
         if not key:
             raise ValueError("empty unit")
-        direct = _UNITS_BY_SYMBOL.get(key.lower())
-        if direct is not None:
-            return direct, 0
-        prefix, rest = key[0], key[1:]
-        scaler = _SI_PREFIXES.get(prefix)
-        if scaler is not None and rest:
-            unit = _UNITS_BY_SYMBOL.get(rest.lower())
-            if unit is not None:
-                return unit, scaler
+        # Case matters first (A is ampere, a is year; S is siemens, s is second); readouts'
+        # own spellings (KWH, kVArh) are tried case-insensitively after that.
+        for table in (_UNITS_BY_EXACT, _UNITS_BY_SYMBOL):
+            fold = table is _UNITS_BY_SYMBOL
+            direct = table.get(key.lower() if fold else key)
+            if direct is not None:
+                return direct, 0
+            scaler = _SI_PREFIXES.get(key[0])
+            if scaler is not None and len(key) > 1:
+                unit = table.get(key[1:].lower() if fold else key[1:])
+                if unit is not None:
+                    return unit, scaler
         raise ValueError(f"unknown unit {text!r}")
 
 
@@ -199,6 +202,10 @@ _UNIT_TABLE: tuple[tuple[int, str, str], ...] = (
 UNITS: Mapping[int, Unit] = MappingProxyType(
     {code: Unit(code, name, symbol) for code, name, symbol in _UNIT_TABLE}
 )
+_UNITS_BY_EXACT: dict[str, Unit] = {}
+for _u in UNITS.values():
+    if _u.symbol:
+        _UNITS_BY_EXACT.setdefault(_u.symbol, _u)
 _UNITS_BY_SYMBOL: dict[str, Unit] = {}
 for _u in UNITS.values():
     if _u.symbol and _u.symbol.lower() not in _UNITS_BY_SYMBOL:

@@ -87,6 +87,14 @@ class UnitTests(unittest.TestCase):
         with self.assertRaises(ValueError):
             Unit.parse_symbol("furlongs")
 
+    def test_case_tells_ampere_from_year_and_siemens_from_second(self) -> None:
+        self.assertEqual(Unit.parse_symbol("A"), (UNITS[33], 0))
+        self.assertEqual(Unit.parse_symbol("kA"), (UNITS[33], 3))
+        self.assertEqual(Unit.parse_symbol("a"), (UNITS[1], 0))
+        self.assertEqual(Unit.parse_symbol("S"), (UNITS[51], 0))
+        self.assertEqual(Unit.parse_symbol("s"), (UNITS[7], 0))
+        self.assertEqual(Unit.parse_symbol("KWH"), (UNITS[30], 3))
+
     def test_unit_text_puts_the_prefix_back(self) -> None:
         self.assertEqual(unit_text(UNITS[30], 3), "kWh")
         self.assertEqual(unit_text(UNITS[35], 0), "V")

@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 import attrs
 
 from fep.errors import FrameError
-from fep.model import UNITS, ObisCode, Quality, Reading, Unit, utcnow
+from fep.model import ObisCode, Quality, Reading, Unit, utcnow
 
 # Characters the standard allows in an address (OBIS short forms, ``*F``/``&F`` billing
 # period suffixes, manufacturer codes such as ``C.1.0`` or ``P.01``).
@@ -204,25 +204,9 @@ def _meter_clock(readout: Readout, tz: tzinfo) -> datetime | None:
     return _local(naive, tz)
 
 
-# Unit.parse_symbol matches case-insensitively, which takes ``A`` (ampere) for ``a`` (year)
-# and ``S`` (siemens) for ``s``; readouts are case-exact, so exact symbols are tried first.
-_EXACT_UNITS: dict[str, Unit] = {}
-for _unit in UNITS.values():
-    _EXACT_UNITS.setdefault(_unit.symbol, _unit)
-_EXACT_PREFIXES = {"k": 3, "M": 6, "G": 9, "m": -3}
-
-
 def parse_unit(symbol: str) -> tuple[Unit, int]:
     """A readout unit such as ``kWh``, ``A``, ``kA``, ``kvarh`` -> (DLMS unit, scaler)."""
-    key = symbol.strip()
-    exact = _EXACT_UNITS.get(key)
-    if exact is not None and key:
-        return exact, 0
-    if len(key) > 1 and key[0] in _EXACT_PREFIXES:
-        exact = _EXACT_UNITS.get(key[1:])
-        if exact is not None:
-            return exact, _EXACT_PREFIXES[key[0]]
-    return Unit.parse_symbol(key)
+    return Unit.parse_symbol(symbol)
 
 
 def _to_value(dv: DataValue) -> tuple[Decimal | str | None, Unit | None, int]:
