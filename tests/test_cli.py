@@ -12,7 +12,9 @@ from twisted.trial import unittest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_fep(*args: str, cwd: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_fep(
+    *args: str, cwd: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run(

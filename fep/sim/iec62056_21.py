@@ -246,11 +246,14 @@ class PushingMeterFactory(ClientFactory[PushingMeterProtocol]):
         return PushingMeterProtocol(self.meter, self.every, self.reactor)
 
 
-def make_meters(count: int, corrupt_bcc: bool = False) -> list[SimulatedIecMeter]:
-    """``count`` meters with addresses 10000001, 10000002, ... and distinct registers."""
+def make_meters(
+    count: int, corrupt_bcc: bool = False, first_address: int = 10000001
+) -> list[SimulatedIecMeter]:
+    """``count`` meters with addresses ``first_address``, the next, ... and distinct
+    registers."""
     return [
         SimulatedIecMeter(
-            address=f"{10000000 + i + 1}",
+            address=f"{first_address + i}",
             identification=f"SIM{i + 1:03d}",
             registers=[
                 Register("1.8.0", Decimal(1000 * (i + 1)) + Decimal("0.5"), Decimal("0.9")),
@@ -273,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=5.0, help="push period in seconds")
     parser.add_argument("--meters", type=int, default=1, help="how many meters on the line")
     parser.add_argument("--delay", type=float, default=0.0, help="answer delay in seconds")
+    parser.add_argument("--first-address", type=int, default=10000001,
+                        help="device address of the first meter; the others follow")
     parser.add_argument("--corrupt-bcc", action="store_true", help="send a wrong BCC")
     parser.add_argument("--readout-file", help="fixed readout text (bytes between STX and ETX)")
     args = parser.parse_args(argv)
@@ -286,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reactor: Any = global_reactor
     # Logs to stderr; stdout stays for the one line saying what is served (scripts read it).
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
-    meters = make_meters(max(args.meters, 1), args.corrupt_bcc)
+    meters = make_meters(max(args.meters, 1), args.corrupt_bcc, args.first_address)
     if args.readout_file:
         with open(args.readout_file, "rb") as f:
             text = f.read()
