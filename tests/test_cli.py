@@ -40,7 +40,7 @@ class UsageTests(unittest.TestCase):
         self.assertIn("carrier-pigeon", result.stderr)
 
     def test_bad_config_names_file_section_and_key_with_exit_2(self) -> None:
-        config = Path(self.mktemp())
+        config = Path(self.mktemp()).resolve()
         config.write_text("[fep]\n[store]\nurl = sqlite:x.db\n[collect]\nperiod = often\n")
         result = run_fep("--config", str(config), "meters", "list")
         self.assertEqual(result.returncode, 2)
@@ -50,3 +50,75 @@ class UsageTests(unittest.TestCase):
         result = run_fep("readings", "m1", "--obis", "not-obis")
         self.assertEqual(result.returncode, 2)
         self.assertIn("not an OBIS code", result.stderr)
+
+
+class StoreCommandTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.db = f"sqlite:{Path(self.mktemp()).resolve()}.sqlite"
+
+    def test_db_upgrade_applies_then_reports_up_to_date(self) -> None:
+        first = run_fep("--db", self.db, "db", "upgrade")
+        self.assertEqual((first.returncode, first.stdout), (0, "applied 0001_initial\n"))
+        again = run_fep("--db", self.db, "db", "upgrade")
+        self.assertEqual((again.returncode, again.stdout), (0, "schema is up to date\n"))
+
+    def test_meters_import_then_list_as_csv(self) -> None:
+        imported = run_fep("--db", self.db, "meters", "import",
+                           str(ROOT / "etc" / "meters.example.csv"))
+        self.assertEqual(imported.returncode, 0, imported.stderr)
+        self.assertIn("3 meters imported", imported.stdout)
+        listed = run_fep("--db", self.db, "meters", "list", "--format", "csv")
+        self.assertEqual(listed.stdout.splitlines(), [
+            "id,protocol,route,address,serial,credentials",
+            "LGZ-0001,iec62056-21,tcp:host=10.20.0.11:port=4059,10000001,10000001,",
+            "LGZ-0002,iec62056-21,tcp:host=10.20.0.12:port=4059,10000002,10000002,",
+            "LGZ-0003,iec62056-21,serial:/dev/ttyUSB0:baudrate=300,,10000003,",
+        ])
+
+    def test_meter_csv_without_route_column_names_the_file_and_exits_2(self) -> None:
+        csv_file = Path(self.mktemp()).resolve()
+        csv_file.write_text("id,protocol\nm1,iec62056-21\n")
+        result = run_fep("--db", self.db, "meters", "import", str(csv_file))
+        self.assertEqual(result.returncode, 2)
+        self.assertIn(f"{csv_file}: missing column(s) route", result.stderr)
+
+    def test_meter_csv_with_unknown_protocol_names_the_line(self) -> None:
+        csv_file = Path(self.mktemp()).resolve()
+        csv_file.write_text("id,protocol,route\nm1,morse,tcp:host=h:port=1\n")
+        result = run_fep("--db", self.db, "meters", "import", str(csv_file))
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("line 2", result.stderr)
+        self.assertIn("morse", result.stderr)
+
+    async def test_readings_prints_stored_values_with_units(self) -> None:
+        from datetime import UTC, datetime
+        from decimal import Decimal
+
+        from twisted.internet import reactor
+
+        from fep.model import ObisCode, Reading, Unit
+        from fep.store import open_store
+
+        store = open_store(self.db, reactor)
+        await store.open()
+        t = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+        await store.write([
+            Reading("m1", ObisCode.parse("1.8.0"), Decimal("1234.5"), Unit.by_code(30), 3,
+                    meter_time=t),
+            Reading("m1", ObisCode.parse("32.7.0"), Decimal("230.1"), Unit.by_code(35), 0,
+                    meter_time=t),
+        ])
+        await store.close()
+        result = run_fep("--db", self.db, "readings", "m1", "--format", "json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.splitlines(), [
+            '{"meter": "m1", "obis": "1-0:1.8.0*255", "value": 1234.5, "unit": "kWh", '
+            '"meter_time": "2026-11-23T10:00:00Z"}',
+            '{"meter": "m1", "obis": "1-0:32.7.0*255", "value": 230.1, "unit": "V", '
+            '"meter_time": "2026-11-23T10:00:00Z"}',
+        ])
+        only = run_fep("--db", self.db, "readings", "m1", "--obis", "32.7.0", "--format", "csv")
+        self.assertEqual(only.stdout.splitlines(), [
+            "meter,obis,value,unit,meter_time",
+            "m1,1-0:32.7.0*255,230.1,V,2026-11-23T10:00:00Z",
+        ])
