@@ -1,6 +1,7 @@
 """ANSI C12.19 standard tables decoded to records: ST0 general configuration (data order,
 formats, table sets), ST1 manufacturer identification, ST3 end-device mode and status,
-ST5 device identification, ST52 clock. Each record also encodes back (simulators).
+ST5 device identification, ST21 actual registers, ST23 current register data, ST52 clock.
+Each record also encodes back (simulators).
 
 Sans-IO: table bytes (from a C12.18 read answer) in, attrs records out. Decoders after ST0
 take the ``GeneralConfig`` because ST0 fixes byte order, character set, time format and
@@ -10,7 +11,10 @@ the identifier form of every other table.
 from __future__ import annotations
 
 import enum
+import math
+import struct
 from datetime import UTC, datetime, timedelta, tzinfo
+from decimal import Decimal, InvalidOperation
 from typing import Final, Literal
 
 import attrs
@@ -429,6 +433,10 @@ def decode_ltime(data: bytes, config: GeneralConfig, tz: tzinfo, table: int) -> 
         seconds = int.from_bytes(data[:4], order)
     else:
         raise FrameError(f"ST0 time format {fmt} is not known", offset=0, field="TM_FORMAT")
+    return _from_epoch(seconds, tz, table)
+
+
+def _from_epoch(seconds: int, tz: tzinfo, table: int) -> datetime:
     # Counted from 1970 in the meter's own zone when the clock is local.
     try:
         naive = _EPOCH.replace(tzinfo=None) + timedelta(seconds=seconds)
@@ -458,3 +466,331 @@ def encode_ltime(when: datetime, config: GeneralConfig) -> bytes:
     if fmt == TimeFormat.SECONDS:
         return seconds.to_bytes(4, order)
     raise ValueError(f"time format {fmt} has no clock")
+
+
+# ---------------------------------------------------------------------------
+# Non-integer numbers (NI_FMAT1 / NI_FMAT2 of ST0)
+# ---------------------------------------------------------------------------
+
+ST21_ACTUAL_REGISTERS: Final = 21
+ST23_CURRENT_REGISTERS: Final = 23
+
+
+class NiFormat(enum.IntEnum):
+    """NI_FORMAT1/NI_FORMAT2 of ST0: how non-integer values (registers) are sent."""
+
+    FLOAT64 = 0
+    FLOAT32 = 1
+    FLOAT_CHAR12 = 2
+    FLOAT_CHAR6 = 3
+    INT32_1 = 4  # INT32 with four implied decimals (1 is 0.0001)
+    FIXED_BCD6 = 5
+    FIXED_BCD4 = 6
+    INT24 = 7
+    INT32 = 8
+    INT40 = 9
+    INT48 = 10
+    INT64 = 11
+    FIXED_BCD8 = 12
+    FLOAT_CHAR21 = 13
+
+
+NI_LENGTH: Final = {0: 8, 1: 4, 2: 12, 3: 6, 4: 4, 5: 6, 6: 4, 7: 3, 8: 4, 9: 5, 10: 6, 11: 8,
+                    12: 8, 13: 21}  # fmt: skip
+
+
+def decode_ni(raw: bytes, fmt: int, order: Literal["little", "big"], table: int) -> Decimal:
+    """One non-integer value of ``fmt``; FrameError for a value that is not a finite
+    number. Integers are two's complement; fixed BCD is read most significant digit first."""
+    field = f"ST{table}"
+    if fmt in (NiFormat.FLOAT64, NiFormat.FLOAT32):
+        value = struct.unpack(
+            ("<" if order == "little" else ">") + ("d" if fmt == NiFormat.FLOAT64 else "f"), raw
+        )[0]
+        if not math.isfinite(value):
+            raise FrameError(f"{field}: register is not a finite number", offset=0, field=field)
+        return Decimal(repr(value))
+    if fmt in (NiFormat.FLOAT_CHAR6, NiFormat.FLOAT_CHAR12, NiFormat.FLOAT_CHAR21):
+        text = raw.decode("latin-1").strip(" \x00")
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            number = Decimal("NaN")
+        if not number.is_finite():
+            raise FrameError(f"{field}: {text!r} is not a number", offset=0, field=field)
+        return number
+    if fmt in (NiFormat.FIXED_BCD4, NiFormat.FIXED_BCD6, NiFormat.FIXED_BCD8):
+        digits = raw.hex()
+        if not digits.isdigit():
+            raise FrameError(f"{field}: {digits} is not BCD", offset=0, field=field)
+        return Decimal(int(digits))
+    if fmt in NI_LENGTH:
+        number = Decimal(int.from_bytes(raw, order, signed=True))
+        return number.scaleb(-4) if fmt == NiFormat.INT32_1 else number
+    raise FrameError(f"NI format {fmt} is not known", offset=0, field="NI_FORMAT")
+
+
+def encode_ni(value: Decimal, fmt: int, order: Literal["little", "big"]) -> bytes:
+    size = NI_LENGTH[fmt]
+    if fmt in (NiFormat.FLOAT64, NiFormat.FLOAT32):
+        code = ("<" if order == "little" else ">") + ("d" if fmt == NiFormat.FLOAT64 else "f")
+        return struct.pack(code, float(value))
+    if fmt in (NiFormat.FLOAT_CHAR6, NiFormat.FLOAT_CHAR12, NiFormat.FLOAT_CHAR21):
+        text = str(value).encode("latin-1")
+        if len(text) > size:
+            raise ValueError(f"{value} does not fit {size} characters")
+        return text.rjust(size, b" ")
+    if fmt in (NiFormat.FIXED_BCD4, NiFormat.FIXED_BCD6, NiFormat.FIXED_BCD8):
+        if value < 0 or value != value.to_integral_value():
+            raise ValueError(f"fixed BCD takes whole non-negative numbers, not {value}")
+        return bytes.fromhex(str(int(value)).rjust(2 * size, "0"))
+    scaled = value.scaleb(4) if fmt == NiFormat.INT32_1 else value
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{value} is not a whole number of units for NI format {fmt}")
+    try:
+        return int(scaled).to_bytes(size, order, signed=True)
+    except OverflowError:
+        raise ValueError(f"{value} does not fit NI format {fmt}") from None
+
+
+# ---------------------------------------------------------------------------
+# ST21 actual registers, ST23 current register data
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ActualRegisters:
+    """ST21 ACT_REGS_TBL: which fields ST23 carries and how many of each."""
+
+    season_info: bool = False
+    date_time_field: bool = False
+    demand_reset_counter: bool = False
+    demand_reset_lock: bool = False
+    cum_demand: bool = False
+    cont_cum_demand: bool = False
+    time_remaining: bool = False
+    func2: int = 0
+    nbr_self_reads: int = 0
+    nbr_summations: int = 0
+    nbr_demands: int = 0
+    nbr_coin_values: int = 0
+    nbr_occur: int = 0
+    nbr_tiers: int = 0
+    nbr_present_demands: int = 0
+    nbr_present_values: int = 0
+
+    @classmethod
+    def decode(cls, data: bytes) -> ActualRegisters:
+        _need(data, 10, 21)
+        f1 = data[0]
+        return cls(
+            season_info=bool(f1 & 0x01),
+            date_time_field=bool(f1 & 0x02),
+            demand_reset_counter=bool(f1 & 0x04),
+            demand_reset_lock=bool(f1 & 0x08),
+            cum_demand=bool(f1 & 0x10),
+            cont_cum_demand=bool(f1 & 0x20),
+            time_remaining=bool(f1 & 0x40),
+            func2=data[1],
+            nbr_self_reads=data[2],
+            nbr_summations=data[3],
+            nbr_demands=data[4],
+            nbr_coin_values=data[5],
+            nbr_occur=data[6],
+            nbr_tiers=data[7],
+            nbr_present_demands=data[8],
+            nbr_present_values=data[9],
+        )
+
+    def encode(self) -> bytes:
+        flags = (
+            self.season_info,
+            self.date_time_field,
+            self.demand_reset_counter,
+            self.demand_reset_lock,
+            self.cum_demand,
+            self.cont_cum_demand,
+            self.time_remaining,
+        )
+        f1 = sum(int(flag) << i for i, flag in enumerate(flags))
+        return bytes(
+            [
+                f1,
+                self.func2,
+                self.nbr_self_reads,
+                self.nbr_summations,
+                self.nbr_demands,
+                self.nbr_coin_values,
+                self.nbr_occur,
+                self.nbr_tiers,
+                self.nbr_present_demands,
+                self.nbr_present_values,
+            ]
+        )
+
+
+@attrs.frozen
+class DemandRecord:
+    """DEMANDS_RCD: the ``nbr_occur`` highest demands, with their times when ST21 says so."""
+
+    demands: tuple[Decimal, ...]
+    event_times: tuple[datetime | None, ...] = ()
+    cum_demand: Decimal | None = None
+    cont_cum_demand: Decimal | None = None
+
+
+@attrs.frozen
+class DataBlock:
+    """DATA_BLK_RCD: summations (energy), demands and coincident values of one tier (or
+    the total)."""
+
+    summations: tuple[Decimal, ...]
+    demands: tuple[DemandRecord, ...] = ()
+    coincidents: tuple[tuple[Decimal, ...], ...] = ()
+
+
+@attrs.frozen
+class CurrentRegisters:
+    """ST23 CURRENT_REG_DATA_TBL: the total block and one block per TOU tier."""
+
+    total: DataBlock
+    tiers: tuple[DataBlock, ...] = ()
+    demand_resets: int | None = None
+
+
+_STIME_LENGTH: Final = {0: 0, 1: 5, 2: 5, 3: 4, 4: 4}
+
+
+class _Reader:
+    """Walks table bytes field by field, naming the table and offset on a shortfall."""
+
+    def __init__(self, data: bytes, table: int, config: GeneralConfig, tz: tzinfo) -> None:
+        self.data = data
+        self.at = 0
+        self.table = table
+        self.config = config
+        self.tz = tz
+
+    def take(self, n: int) -> bytes:
+        if self.at + n > len(self.data):
+            raise FrameError(
+                f"ST{self.table} ends at byte {len(self.data)}, a field needs {self.at + n}",
+                offset=len(self.data),
+                field=f"ST{self.table}",
+            )
+        raw = self.data[self.at : self.at + n]
+        self.at += n
+        return raw
+
+    def ni(self, fmt: int) -> Decimal:
+        if fmt not in NI_LENGTH:
+            raise FrameError(f"NI format {fmt} is not known", offset=0, field="NI_FORMAT")
+        at = self.at
+        try:
+            return decode_ni(self.take(NI_LENGTH[fmt]), fmt, self.config.byte_order, self.table)
+        except FrameError as e:
+            e.offset = at
+            raise
+
+    def stime(self) -> datetime | None:
+        """An STIME_DATE (no seconds); all zeros means never."""
+        fmt = self.config.time_format
+        raw = self.take(_STIME_LENGTH.get(fmt, 0))
+        if not any(raw):
+            return None
+        if fmt in (TimeFormat.BCD, TimeFormat.UINT8):
+            when = decode_ltime(raw + b"\0", self.config, self.tz, self.table)
+        else:
+            count = int.from_bytes(raw, self.config.byte_order)
+            seconds = count * 60 if fmt == TimeFormat.MINUTES_SECONDS else count
+            when = _from_epoch(seconds, self.tz, self.table)
+        return when.astimezone(UTC)
+
+
+def _encode_stime(when: datetime | None, config: GeneralConfig, tz: tzinfo) -> bytes:
+    fmt = config.time_format
+    size = _STIME_LENGTH.get(fmt, 0)
+    if when is None:
+        return bytes(size)
+    local = when.astimezone(tz)
+    if fmt in (TimeFormat.BCD, TimeFormat.UINT8):
+        return encode_ltime(local, config)[:5]
+    seconds = int((local.replace(tzinfo=None) - _EPOCH.replace(tzinfo=None)).total_seconds())
+    value = seconds // 60 if fmt == TimeFormat.MINUTES_SECONDS else seconds
+    return value.to_bytes(4, config.byte_order)
+
+
+def decode_current_registers(
+    data: bytes, config: GeneralConfig, registers: ActualRegisters, tz: tzinfo = UTC
+) -> CurrentRegisters:
+    """ST23 laid out by ST0 (formats) and ST21 (counts and optional fields); ``tz`` is the
+    meter's zone for demand times."""
+    reader = _Reader(data, 23, config, tz)
+    resets = reader.take(1)[0] if registers.demand_reset_counter else None
+
+    def block() -> DataBlock:
+        sums = tuple(reader.ni(config.ni_format1) for _ in range(registers.nbr_summations))
+        demands = []
+        for _ in range(registers.nbr_demands):
+            times: tuple[datetime | None, ...] = ()
+            if registers.date_time_field:
+                times = tuple(reader.stime() for _ in range(registers.nbr_occur))
+            cum = reader.ni(config.ni_format1) if registers.cum_demand else None
+            cont = reader.ni(config.ni_format1) if registers.cont_cum_demand else None
+            values = tuple(reader.ni(config.ni_format2) for _ in range(registers.nbr_occur))
+            demands.append(DemandRecord(values, times, cum, cont))
+        coins = tuple(
+            tuple(reader.ni(config.ni_format2) for _ in range(registers.nbr_occur))
+            for _ in range(registers.nbr_coin_values)
+        )
+        return DataBlock(sums, tuple(demands), coins)
+
+    total = block()
+    tiers = tuple(block() for _ in range(registers.nbr_tiers))
+    if reader.at != len(data):
+        raise FrameError(
+            f"ST23 has {len(data) - reader.at} bytes more than ST21 describes",
+            offset=reader.at,
+            field="ST23",
+        )
+    return CurrentRegisters(total, tiers, resets)
+
+
+def encode_current_registers(
+    current: CurrentRegisters, config: GeneralConfig, registers: ActualRegisters, tz: tzinfo = UTC
+) -> bytes:
+    """ST23 bytes for ``current`` (the meter side); the counts must match ``registers``."""
+    order = config.byte_order
+    out = bytearray()
+    if registers.demand_reset_counter:
+        out.append(current.demand_resets or 0)
+
+    def block(data: DataBlock) -> None:
+        if len(data.summations) != registers.nbr_summations:
+            raise ValueError("summation count differs from ST21")
+        for value in data.summations:
+            out.extend(encode_ni(value, config.ni_format1, order))
+        if len(data.demands) != registers.nbr_demands:
+            raise ValueError("demand count differs from ST21")
+        for demand in data.demands:
+            if registers.date_time_field:
+                times = demand.event_times or (None,) * registers.nbr_occur
+                for when in times:
+                    out.extend(_encode_stime(when, config, tz))
+            if registers.cum_demand:
+                out.extend(encode_ni(demand.cum_demand or Decimal(0), config.ni_format1, order))
+            if registers.cont_cum_demand:
+                value = demand.cont_cum_demand or Decimal(0)
+                out.extend(encode_ni(value, config.ni_format1, order))
+            for value in demand.demands:
+                out.extend(encode_ni(value, config.ni_format2, order))
+        for coincident in data.coincidents:
+            for value in coincident:
+                out.extend(encode_ni(value, config.ni_format2, order))
+
+    block(current.total)
+    if len(current.tiers) != registers.nbr_tiers:
+        raise ValueError("tier count differs from ST21")
+    for tier in current.tiers:
+        block(tier)
+    return bytes(out)
