@@ -51,7 +51,7 @@ class FepService(service.MultiService):
             reactor = default_reactor
         self.config = config
         self.reactor = reactor
-        self.store: IStore = open_store(config.store.url, reactor)
+        self.store: IStore = open_store(config.store.url, reactor, pool_size=config.store.pool_size)
         self.spool = Spool(config.spool_directory, reactor)
         self.router = Router(
             self.spool,
@@ -59,6 +59,7 @@ class FepService(service.MultiService):
             reactor,
             batch_size=config.spool.batch_size,
             max_delay=config.spool.max_delay,
+            flush_timeout=config.spool.flush_timeout,
         )
         self.directory = MeterDirectory(self.store)
         self.reader = PeriodicReader(
