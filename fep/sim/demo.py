@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         daemon.send_signal(signal.SIGINT)
         try:
             code = daemon.wait(timeout=60)
+            if code == -signal.SIGINT:
+                code = 0  # twistd re-raises the signal after its clean shutdown
         except subprocess.TimeoutExpired:
             daemon.kill()
             code = 1

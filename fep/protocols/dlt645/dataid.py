@@ -1,5 +1,6 @@
 """DL/T 645 data identifiers (DI): each one's data format, unit and OBIS equivalent, and the
-decoding of its data bytes into ``fep.model.Reading`` (``native_id`` = the DI in hex).
+decoding of its data bytes into ``fep.model.Reading`` (``native_id`` = the DI in hex); event
+record DIs into ``fep.model.MeterEvent``.
 
 DL/T 645-2007 identifiers are 4 bytes ``DI3 DI2 DI1 DI0`` (written most significant first,
 ``00010000``; sent DI0 first); DL/T 645-1997 ones are 2 bytes (``9010``). Numbers are BCD
@@ -26,7 +27,17 @@ from typing import Final
 import attrs
 
 from fep.errors import FrameError, ProtocolError
-from fep.model import UNITS, ObisCode, Reading, Unit, Value, utcnow
+from fep.model import (
+    UNITS,
+    EventKind,
+    MeterEvent,
+    ObisCode,
+    Reading,
+    Severity,
+    Unit,
+    Value,
+    utcnow,
+)
 from fep.protocols.dlt645.services import PROTOCOL, decode_bcd, encode_bcd
 
 # DL/T 645 is China's standard; its meters keep China Standard Time unless configured.
@@ -492,3 +503,119 @@ def decode(
             field=f"DI {di:X}",
         )
     return readings
+
+
+# ---------------------------------------------------------------------------
+# Event records (DI3 = 03) as MeterEvents
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class EventRecord:
+    """An event record DI family: ``base | n`` is the n-th last record (n = 1..10).
+
+    ``start_at`` is the offset of the occurrence time (YYMMDDhhmmss) in the record, ``end_at``
+    that of the end time when the record has one, ``min_length`` the bytes fep needs (meters
+    append energy snapshots of varying length after the times; those are not decoded).
+    """
+
+    base: int
+    name: str
+    kind: EventKind
+    severity: Severity
+    start_at: int
+    min_length: int
+    end_at: int | None = None
+    end_kind: EventKind | None = None
+
+    @property
+    def code(self) -> str:
+        # One code for every "n-th last" DI of the family, so the same event read again as
+        # an older record files under the same (meter, code, time).
+        return f"{self.base:08X}"
+
+
+EVENT_RECORDS: Final[tuple[EventRecord, ...]] = (
+    EventRecord(0x03110000, "power down", EventKind.POWER_OUTAGE, Severity.MAJOR, 0, 12, 6,
+                EventKind.POWER_RESTORED),
+    EventRecord(0x03300D00, "meter cover opened", EventKind.COVER_OPEN, Severity.CRITICAL, 0, 12,
+                6),
+    EventRecord(0x03300E00, "terminal cover opened", EventKind.TERMINAL_COVER_OPEN,
+                Severity.CRITICAL, 0, 12, 6),
+    EventRecord(0x03300100, "meter cleared", EventKind.OTHER, Severity.MAJOR, 0, 10),
+    EventRecord(0x03300300, "events cleared", EventKind.OTHER, Severity.MINOR, 0, 14),
+    # Time change: operator code (4), time before (6), time after (6); filed at the time
+    # before, the moment the meter's own clock was changed.
+    EventRecord(0x03300400, "time changed", EventKind.CLOCK_SET, Severity.INFO, 4, 16),
+)  # fmt: skip
+_EVENTS_BY_BASE: Final = {record.base: record for record in EVENT_RECORDS}
+EVENT_RECORD_DEPTH: Final = 10
+
+
+def event_record(di: int) -> EventRecord | None:
+    """The event record family of a DI (``03110001`` -> power down), None for others."""
+    record = _EVENTS_BY_BASE.get(di & 0xFFFFFF00)
+    if record is None or not 1 <= di & 0xFF <= EVENT_RECORD_DEPTH:
+        return None
+    return record
+
+
+def decode_events(
+    di: int,
+    data: bytes,
+    *,
+    meter: str,
+    tz: tzinfo = DEFAULT_METER_TZ,
+    received_time: datetime | None = None,
+) -> list[MeterEvent]:
+    """MeterEvents from an event record (``03110001`` = the last power down): the start as
+    one event and, where the record has an end time, the end as another. A record never
+    filled (all zero) gives none."""
+    record = event_record(di)
+    field = f"DI {di:08X}"
+    if record is None:
+        raise ProtocolError(f"DI {di:08X} is no event record fep knows", protocol=PROTOCOL)
+    if len(data) < record.min_length:
+        raise FrameError(
+            f"{field} ({record.name}) needs {record.min_length} bytes, got {len(data)}",
+            offset=len(data),
+            field=field,
+        )
+    received = received_time if received_time is not None else utcnow()
+    events: list[MeterEvent] = []
+    start = _decode_event_time(data, record.start_at, tz, field)
+    if start is not None:
+        events.append(
+            MeterEvent(meter, record.code, record.kind, record.severity, start,
+                       record.name, received, PROTOCOL)
+        )  # fmt: skip
+    if record.end_at is not None:
+        end = _decode_event_time(data, record.end_at, tz, field)
+        if end is not None and start is not None:
+            kind = record.end_kind or record.kind
+            severity = Severity.INFO
+            events.append(
+                MeterEvent(meter, f"{record.code}-end", kind, severity, end,
+                           f"{record.name} ended", received, PROTOCOL)
+            )  # fmt: skip
+    return events
+
+
+def _decode_event_time(data: bytes, at: int, tz: tzinfo, field: str) -> datetime | None:
+    raw = data[at : at + 6]
+    digits = decode_bcd(raw, at, field)
+    if int(digits) == 0:
+        return None
+    yy, mo, dd, hh, mi, ss = (int(digits[i : i + 2]) for i in range(0, 12, 2))
+    try:
+        return datetime(2000 + yy, mo, dd, hh, mi, ss, tzinfo=tz).astimezone(UTC)
+    except ValueError as e:
+        message = f"{field}: bad event time {digits}"
+        raise FrameError(message, offset=at, field=field) from e
+
+
+def encode_event_time(when: datetime | None, tz: tzinfo = DEFAULT_METER_TZ) -> bytes:
+    """YYMMDDhhmmss as an event record holds it (zeros for None); the meter side."""
+    if when is None:
+        return bytes(6)
+    return encode_bcd(when.astimezone(tz).strftime("%y%m%d%H%M%S"), 6)

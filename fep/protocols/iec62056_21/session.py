@@ -203,6 +203,7 @@ class _ReadoutSession(Protocol):
 
 
 class _OneShotFactory(ClientFactory):
+    noisy = False  # one per read: "Starting factory" lines would drown the log
     def __init__(self, session: _ReadoutSession) -> None:
         self.session = session
 
@@ -370,6 +371,7 @@ class PushedReadoutFactory(ServerFactory[PushedReadoutReceiver]):
     """Server factory for pushing meters; counters are shared by all its connections."""
 
     protocol = PushedReadoutReceiver
+    noisy = False
 
     def __init__(
         self,
