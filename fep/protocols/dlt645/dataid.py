@@ -590,12 +590,11 @@ def decode_events(
                        record.name, received, PROTOCOL)
         )  # fmt: skip
     if record.end_at is not None:
+        # Checked even where no end event is made: a bad end time means a misread record.
         end = _decode_event_time(data, record.end_at, tz, field)
-        if end is not None and start is not None:
-            kind = record.end_kind or record.kind
-            severity = Severity.INFO
+        if end is not None and start is not None and record.end_kind is not None:
             events.append(
-                MeterEvent(meter, f"{record.code}-end", kind, severity, end,
+                MeterEvent(meter, f"{record.code}-end", record.end_kind, Severity.INFO, end,
                            f"{record.name} ended", received, PROTOCOL)
             )  # fmt: skip
     return events
