@@ -120,7 +120,7 @@ class SqliteStore:
         def run() -> T:
             try:
                 return work(self._connection(), *args)
-            except sqlite3.Error as e:
+            except (sqlite3.Error, OSError) as e:
                 raise StoreError(f"{self.url}: {e}") from e
 
         return deferToThreadPool(self._reactor, self._pool, run)
@@ -141,8 +141,7 @@ class SqliteStore:
 
     def open(self) -> Deferred[None]:
         """Start the store thread, open the file and apply pending migrations."""
-        self._start_thread()
-        d = self._call(_apply_migrations)
+        d = self.upgrade()
 
         def opened(applied: list[str]) -> None:
             for name in applied:
@@ -151,8 +150,18 @@ class SqliteStore:
         return d.addCallback(opened)
 
     def upgrade(self) -> Deferred[list[str]]:
+        """Apply pending migrations (opening the file first if need be)."""
         self._start_thread()
-        return self._call(_apply_migrations)
+        return Deferred.fromCoroutine(self._upgrade())
+
+    async def _upgrade(self) -> list[str]:
+        try:
+            return await self._call(_apply_migrations)
+        except BaseException:
+            # A store that could not open keeps no thread: the caller may never call
+            # close(), and a live worker thread would keep the process from exiting.
+            await self.close()
+            raise
 
     def close(self) -> Deferred[None]:
         if self._pool is None:

@@ -8,7 +8,7 @@ import sqlite3
 from twisted.internet import reactor
 from twisted.trial import unittest
 
-from fep.errors import ConfigError
+from fep.errors import ConfigError, StoreError
 from fep.store import open_store
 from fep.store.sqlite import SqliteStore
 from tests.store.behaviours import StoreBehaviours, reading
@@ -57,6 +57,20 @@ class SqliteStoreTests(StoreBehaviours, unittest.TestCase):
             .fetchall()
         )
         self.assertEqual(rows, [(1, "0001_initial")])
+
+    async def test_a_file_that_cannot_be_made_fails_open_and_leaves_no_thread(self) -> None:
+        blocker = os.path.join(self.mktemp())
+        with open(blocker, "w"):
+            pass
+        # The parent "directory" is a file: mkdir fails.
+        store = SqliteStore(os.path.join(blocker, "db", "fep.sqlite"), reactor)
+        try:
+            await store.open()
+        except StoreError:
+            pass
+        else:
+            self.fail("open() succeeded")
+        self.assertIsNone(store._pool)
 
 
 class MemorySqliteTests(unittest.TestCase):
