@@ -361,17 +361,23 @@ class PostgresStore:
         """Connect the pool and apply pending migrations."""
 
         async def opening() -> None:
-            await self._start_pool()
-            await self._migrate()
+            await self._upgrade()
 
         return Deferred.fromCoroutine(opening()).addErrback(self._failed)
 
     def upgrade(self) -> Deferred[list[str]]:
-        async def upgrading() -> list[str]:
-            await self._start_pool()
-            return await self._migrate()
+        """Apply pending migrations (connecting first if need be)."""
+        return Deferred.fromCoroutine(self._upgrade()).addErrback(self._failed)
 
-        return Deferred.fromCoroutine(upgrading()).addErrback(self._failed)
+    async def _upgrade(self) -> list[str]:
+        await self._start_pool()
+        try:
+            return await self._migrate()
+        except BaseException:
+            # A store that failed to open holds no connections, so a caller that gives up
+            # without close() leaks nothing.
+            await self.close()
+            raise
 
     def close(self) -> Deferred[None]:
         pool, self._pool = self._pool, None
