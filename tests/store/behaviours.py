@@ -140,6 +140,28 @@ class StoreBehaviours:
         self.assertEqual(await second.upgrade(), [])  # type: ignore[attr-defined]
         self.assertEqual(await second.count("readings"), 1)  # type: ignore[attr-defined]
 
+    async def test_a_failing_migration_leaves_nothing_behind(self) -> None:
+        from fep.store import migrations
+
+        real = migrations.load
+
+        def with_extra(sql: str) -> Any:
+            def load(dialect: str) -> list[migrations.Migration]:
+                return [*real(dialect), migrations.Migration(2, "0002_extra", sql)]
+
+            return load
+
+        patch = self.patch  # type: ignore[attr-defined]
+        patch(migrations, "load", with_extra("CREATE TABLE half (x integer);\nSELECT nope();\n"))
+        await self.assert_store_error(self.new_store().open())
+        # Had the broken file left its table or its row, this would fail or apply nothing.
+        patch(migrations, "load", with_extra("CREATE TABLE half (x integer);\n"))
+        store = self.new_store()
+        try:
+            self.assertEqual(await store.upgrade(), ["0002_extra"])  # type: ignore[attr-defined]
+        finally:
+            await store.close()
+
     async def test_close_without_open_is_harmless(self) -> None:
         store = self.new_store()
         await store.close()
