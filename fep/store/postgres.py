@@ -391,16 +391,16 @@ class PostgresStore:
         """Commit a batch in one transaction; fires with how many rows were new."""
         try:
             readings, intervals, events = record_rows(records)
+            if not (readings or intervals or events):
+                return succeed(0) if self._pool is not None else self._run(_nothing)
+            columns = (
+                _columns(readings, _READING_TEXT),
+                _columns(intervals, _INTERVAL_TEXT),
+                _columns(events, _EVENT_TEXT),
+            )
         except StoreError as e:
-            return fail(e)
-        if not (readings or intervals or events):
-            return succeed(0) if self._pool is not None else self._run(_nothing)
-        return self._run(
-            _insert,
-            _columns(readings, _READING_TEXT),
-            _columns(intervals, _INTERVAL_TEXT),
-            _columns(events, _EVENT_TEXT),
-        )
+            return fail(StoreError(f"{self.url}: {e}"))
+        return self._run(_insert, *columns)
 
     def add_meters(self, meters: Sequence[Meter]) -> Deferred[int]:
         rows = [
@@ -585,7 +585,7 @@ def _columns(rows: Sequence[tuple[Any, ...]], text: Sequence[bool]) -> list[str]
     literals: list[str] = []
     if not rows:
         return literals
-    for column, is_text in zip(zip(*rows, strict=True), text, strict=True):
+    for index, (column, is_text) in enumerate(zip(zip(*rows, strict=True), text, strict=True)):
         if is_text:
             items = [
                 "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -595,7 +595,16 @@ def _columns(rows: Sequence[tuple[Any, ...]], text: Sequence[bool]) -> list[str]
             items = ["NULL" if v is None else str(v) for v in column]
         else:
             items = list(map(str, column))
-        literals.append("{" + ",".join(items) + "}")
+        literal = "{" + ",".join(items) + "}"
+        if is_text and "\x00" in literal:
+            # PostgreSQL text cannot hold NUL; SQLite can. Say which record, clearly,
+            # rather than let psycopg2 fail on the whole batch with a bare ValueError.
+            bad = next(row for row in rows if "\x00" in (row[index] or ""))
+            raise StoreError(
+                f"meter {bad[0]}: text with a NUL character in column {index + 1} "
+                f"({bad[index]!r}); PostgreSQL text cannot hold NUL"
+            )
+        literals.append(literal)
     return literals
 
 

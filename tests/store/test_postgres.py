@@ -80,6 +80,12 @@ class PostgresStoreTests(StoreBehaviours, unittest.TestCase):
         )
         self.assertEqual(rows, [(3,)])
 
+    async def test_text_with_a_nul_is_refused_naming_the_meter(self) -> None:
+        store = await self.opened()
+        error = await self.assert_store_error(store.write([reading("A\x00B", meter="m7")]))
+        self.assertIn("meter m7", str(error))
+        self.assertEqual(await store.count("readings"), 0)
+
     async def test_close_during_a_write_leaves_no_connection_open(self) -> None:
         store = PostgresStore(self.url, reactor, pool_size=1)
         await store.open()
