@@ -517,16 +517,28 @@ class Logon:
 
 @attrs.frozen
 class Security:
-    """Security (51): the 20-byte password (padded with spaces)."""
+    """Security (51): the 20-byte password. A shorter one is padded with ``pad``: NUL by
+    default, as binary passwords are (termineter pads the same way); some meters expect
+    spaces. Decoded requests keep all 20 bytes as sent."""
 
     password: bytes
+    pad: int = 0x00
     code: ClassVar[int] = 0x51
     name: ClassVar[str] = "security"
 
-    def encode(self) -> bytes:
+    def padded(self) -> bytes:
         if len(self.password) > 20:
             raise ValueError("a C12.18 password is at most 20 bytes")
-        return bytes([self.code]) + self.password.ljust(20, b" ")
+        return self.password.ljust(20, bytes([self.pad]))
+
+    def encode(self) -> bytes:
+        return bytes([self.code]) + self.padded()
+
+    def matches(self, expected: bytes) -> bool:
+        """Whether this password is ``expected`` padded with NULs or spaces (the meter side:
+        clients differ in how they pad)."""
+        sent = self.padded()
+        return any(sent == expected.ljust(20, fill) for fill in (b"\0", b" "))
 
 
 @attrs.frozen
@@ -617,7 +629,7 @@ def decode_request(data: bytes) -> Request:
         return Logon(int.from_bytes(body[:2], "big"), body[2:].rstrip(b" "))
     if code == 0x51:
         need(20)
-        return Security(body.rstrip(b" "))
+        return Security(body)
     if code == 0x60:
         need(3)
         return Negotiate(int.from_bytes(body[:2], "big"), body[2])

@@ -68,7 +68,7 @@ REQUESTS_ST = st.one_of(
         user_id=st.integers(0, 0xFFFF),
         user=st.binary(max_size=10).map(lambda b: b.rstrip(b" ")),
     ),
-    st.builds(Security, password=st.binary(max_size=20).map(lambda b: b.rstrip(b" "))),
+    st.builds(Security, password=st.binary(min_size=20, max_size=20)),
     st.builds(
         Negotiate,
         packet_size=st.integers(0, 0xFFFF),
@@ -249,8 +249,18 @@ class RequestTests(unittest.TestCase):
     def test_logon_pads_the_user_name_to_ten_bytes(self) -> None:
         self.assertEqual(Logon(2, b"fep").encode(), bytes.fromhex("500002") + b"fep       ")
 
-    def test_security_pads_the_password_to_twenty_bytes(self) -> None:
-        self.assertEqual(Security(b"secret").encode(), b"\x51secret" + b" " * 14)
+    def test_security_pads_the_password_to_twenty_bytes_with_nul(self) -> None:
+        self.assertEqual(Security(b"secret").encode(), b"\x51secret" + b"\0" * 14)
+
+    def test_security_padding_can_be_spaces(self) -> None:
+        self.assertEqual(Security(b"secret", pad=0x20).encode(), b"\x51secret" + b" " * 14)
+
+    def test_decoded_password_matches_either_padding(self) -> None:
+        for pad in (0x00, 0x20):
+            received = decode_request(Security(b"secret", pad=pad).encode())
+            assert isinstance(received, Security)
+            self.assertTrue(received.matches(b"secret"))
+            self.assertFalse(received.matches(b"secreT"))
 
     def test_partial_read_carries_offset_and_count(self) -> None:
         self.assertEqual(Read(23, 10, 20).encode(), bytes.fromhex("3F 0017 00000A 0014"))
