@@ -788,3 +788,144 @@ def decode_read_response(
             field="checksum",
         )
     return table_data
+
+
+# ---------------------------------------------------------------------------
+# The link: ACK/NAK, retransmission, toggle bit (client side)
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Sent:
+    """Every packet of our last message was acknowledged; the answer comes next."""
+
+
+@attrs.frozen
+class Received:
+    """A whole message from the other side (already acknowledged)."""
+
+    data: bytes
+
+
+@attrs.frozen
+class Retransmit:
+    """A NAK asked for our last packet again (``attempt`` counts resends so far)."""
+
+    attempt: int
+
+
+LinkEvent = Sent | Received | Retransmit
+
+DEFAULT_RETRIES: Final = 3
+
+
+class Link:
+    """One end of a C12.18 link with no I/O: ``send(message)`` and ``timeout()`` give the
+    bytes to write; ``receive(data)`` gives the bytes to write back (ACKs, NAKs, the next
+    or repeated packet) and the events. Our toggle bit alternates per new packet; packets
+    from the other side are ACKed, damaged ones NAKed, repeats ACKed and dropped. After
+    ``retries`` resends of one packet (NAKs or timeouts) a ProtocolError is raised.
+    """
+
+    def __init__(
+        self,
+        *,
+        identity: int = 0,
+        packet_size: int = 64,
+        retries: int = DEFAULT_RETRIES,
+        meter: str | None = None,
+    ) -> None:
+        self.identity = identity
+        self.packet_size = packet_size
+        self.retries = retries
+        self.meter = meter
+        self._toggle = False
+        self._outgoing: list[Packet] = []
+        self._attempt = 0
+        self._decoder = PacketDecoder()
+        self._assembler = MessageAssembler()
+
+    @property
+    def awaiting_ack(self) -> bool:
+        return bool(self._outgoing)
+
+    def send(self, message: bytes) -> bytes:
+        """The first packet of ``message`` (the others go out as each one is ACKed)."""
+        if self._outgoing:
+            raise ProtocolError(
+                "C12.18: a message is still waiting for its ACK",
+                meter=self.meter,
+                protocol=PROTOCOL,
+            )
+        self._outgoing = packetize(
+            message, packet_size=self.packet_size, identity=self.identity, toggle=self._toggle
+        )
+        self._toggle ^= len(self._outgoing) % 2 == 1
+        self._attempt = 0
+        return self._outgoing[0].encode()
+
+    def timeout(self) -> bytes:
+        """No ACK came in time: the packet again, or ProtocolError when out of retries."""
+        if not self._outgoing:
+            return b""
+        return self._resend("no ACK")
+
+    def _resend(self, why: str) -> bytes:
+        self._attempt += 1
+        if self._attempt > self.retries:
+            self._outgoing = []
+            raise ProtocolError(
+                f"meter {self.meter or '?'}: C12.18 packet not acknowledged after "
+                f"{self.retries} retries ({why})",
+                meter=self.meter,
+                protocol=PROTOCOL,
+            )
+        return self._outgoing[0].encode()
+
+    def receive(self, data: bytes) -> tuple[bytes, list[LinkEvent]]:
+        out = bytearray()
+        events: list[LinkEvent] = []
+        while True:
+            try:
+                items = self._decoder.receive(data)
+            except FrameError:
+                # A damaged packet: ask for it again, then go on with what follows.
+                out.append(NAK)
+                items = []
+            else:
+                if not items:
+                    break
+            data = b""
+            for item in items:
+                self._take(item, out, events)
+        return bytes(out), events
+
+    def _take(self, item: LinkItem, out: bytearray, events: list[LinkEvent]) -> None:
+        if isinstance(item, Ack):
+            if self._outgoing:
+                self._outgoing.pop(0)
+                self._attempt = 0
+                if self._outgoing:
+                    out += self._outgoing[0].encode()
+                else:
+                    events.append(Sent())
+        elif isinstance(item, Nak):
+            if self._outgoing:
+                out += self._resend("NAK")
+                events.append(Retransmit(self._attempt))
+        else:
+            out.append(ACK)
+            try:
+                message = self._assembler.packet(item)
+            except FrameError:
+                return
+            if message is not None:
+                events.append(Received(message))
+
+    def reset(self) -> None:
+        """Start over (a new session on the same line)."""
+        self._toggle = False
+        self._outgoing = []
+        self._attempt = 0
+        self._decoder = PacketDecoder()
+        self._assembler.reset()
