@@ -156,7 +156,10 @@ class DataItem:
                 if meter_time is None:
                     raw += bytes(5)
                 else:
-                    raw += encode_bcd(meter_time.astimezone(tz).strftime("%y%m%d%H%M"), 5)
+                    local = meter_time.astimezone(tz)
+                    if not 2000 <= local.year <= 2099:
+                        raise ValueError(f"DL/T 645 years are 2000..2099, got {local.year}")
+                    raw += encode_bcd(local.strftime("%y%m%d%H%M"), 5)
             return raw
         if not isinstance(value, str):
             raise ValueError(f"DI {self.native_id} takes text, got {value!r}")

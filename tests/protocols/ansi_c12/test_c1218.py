@@ -92,10 +92,11 @@ class PublishedPacketTests(unittest.TestCase):
         self.assertEqual(packet.encode(), PACKETS["read_table_0_request"])
 
     def test_published_packets_decode_to_their_requests(self) -> None:
-        decoded = {
-            name: decode_request(PacketDecoder().receive(raw)[0].data)  # type: ignore[union-attr]
-            for name, raw in PACKETS.items()
-        }
+        decoded = {}
+        for name, raw in PACKETS.items():
+            (packet,) = PacketDecoder().receive(raw)
+            assert isinstance(packet, Packet)
+            decoded[name] = decode_request(packet.data)
         self.assertEqual(
             decoded,
             {
