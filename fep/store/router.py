@@ -31,8 +31,16 @@ class Router(service.Service):
     backoff_factor = 2.0
     max_backoff = 30.0
 
-    def __init__(self, spool: Spool, store: IStore, reactor: Any, *, batch_size: int = 5000,
-                 max_delay: float = 0.05, flush_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        store: IStore,
+        reactor: Any,
+        *,
+        batch_size: int = 5000,
+        max_delay: float = 0.05,
+        flush_timeout: float = 30.0,
+    ) -> None:
         self.spool = spool
         self.store = store
         self._reactor = reactor
@@ -77,9 +85,12 @@ class Router(service.Service):
                 await self._ready
             drained = await self.flush(self.flush_timeout)
             if not drained:
-                log.warn("store did not take everything within {timeout} s; {depth} records "
-                         "stay in the spool for the next start",
-                         timeout=self.flush_timeout, depth=self.spool.depth())
+                log.warn(
+                    "store did not take everything within {timeout} s; {depth} records "
+                    "stay in the spool for the next start",
+                    timeout=self.flush_timeout,
+                    depth=self.spool.depth(),
+                )
             if self._retry is not None and self._retry.active():
                 self._retry.cancel()
             await self.spool.close()
@@ -136,14 +147,14 @@ class Router(service.Service):
     # -- store ---------------------------------------------------------------
 
     def _pump(self) -> None:
-        if self._writing or not self._queue or (self._retry is not None
-                                                and self._retry.active()):
+        if self._writing or not self._queue or (self._retry is not None and self._retry.active()):
             self._check_idle()
             return
         taken: list[tuple[int, Sequence[Record]]] = []
         records: list[Record] = []
-        while self._queue and (not records or
-                               len(records) + len(self._queue[0][1]) <= self.batch_size):
+        while self._queue and (
+            not records or len(records) + len(self._queue[0][1]) <= self.batch_size
+        ):
             batch = self._queue.popleft()
             taken.append(batch)
             records.extend(batch[1])
@@ -155,9 +166,12 @@ class Router(service.Service):
                 self.spool.release(batch_id)
             self.committed += len(records)
             if self._down_since is not None:
-                log.info("store {url} back after {seconds:.1f} s; draining {depth} records",
-                         url=self.store.url, seconds=self._reactor.seconds() - self._down_since,
-                         depth=self.spool.depth())
+                log.info(
+                    "store {url} back after {seconds:.1f} s; draining {depth} records",
+                    url=self.store.url,
+                    seconds=self._reactor.seconds() - self._down_since,
+                    depth=self.spool.depth(),
+                )
                 self._down_since = None
             self._backoff = self.initial_backoff
             self._pump()
@@ -169,8 +183,11 @@ class Router(service.Service):
             if self._down_since is None:
                 self._down_since = self._reactor.seconds()
                 error = failure.value if isinstance(failure.value, FepError) else failure
-                log.warn("store {url} unavailable ({error}); spooling, retrying with backoff",
-                         url=self.store.url, error=error)
+                log.warn(
+                    "store {url} unavailable ({error}); spooling, retrying with backoff",
+                    url=self.store.url,
+                    error=error,
+                )
             delay = self._backoff
             self._backoff = min(self._backoff * self.backoff_factor, self.max_backoff)
             self._retry = self._reactor.callLater(delay, self._retry_now)
@@ -185,8 +202,7 @@ class Router(service.Service):
     # -- flush ---------------------------------------------------------------
 
     def _idle(self) -> bool:
-        return (not self._incoming and not self._spooling and not self._queue
-                and not self._writing)
+        return not self._incoming and not self._spooling and not self._queue and not self._writing
 
     def _check_idle(self) -> None:
         if self._idle():
@@ -198,6 +214,14 @@ class Router(service.Service):
     def flush(self, timeout: float) -> Deferred[bool]:
         """Fires True once everything accepted so far is committed, or False after
         ``timeout`` seconds."""
+        if self._ready is not None and not self._ready.called:
+            # The spool's replay is not queued yet: wait for it, then flush.
+            async def after_ready() -> bool:
+                assert self._ready is not None
+                await self._ready
+                return await self.flush(timeout)
+
+            return Deferred.fromCoroutine(after_ready())
         self._to_spool()
         d: Deferred[bool] = Deferred()
         if self._idle():
@@ -208,6 +232,7 @@ class Router(service.Service):
             # Shutting down: try the store once more now rather than after the backoff.
             self._retry.cancel()
             self._retry_now()
+
         def expired() -> None:
             if not d.called:
                 d.callback(False)

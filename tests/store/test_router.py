@@ -1,0 +1,150 @@
+"""The router: spool first, the store after, in order, with backoff while the store is down
+and a log line per state change."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.task import deferLater
+from twisted.logger import globalLogPublisher
+from twisted.trial import unittest
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from fep.errors import StoreError
+from fep.interfaces import IRecordSink, IStore
+from fep.model import Record
+from fep.store import open_store
+from fep.store.router import Router
+from fep.store.spool import Spool
+from tests.store.test_spool import readings
+
+
+@implementer(IStore)
+class FakeStore:
+    """Keeps committed records in a list; ``down`` makes every write fail."""
+
+    url = "fake:"
+
+    def __init__(self) -> None:
+        self.rows: list[Record] = []
+        self.writes: list[int] = []
+        self.down = False
+
+    def write(self, records: Sequence[Record]) -> Deferred[int]:
+        if self.down:
+            return fail(StoreError("connection refused"))
+        self.writes.append(len(records))
+        new = [r for r in records if r not in self.rows]
+        self.rows.extend(new)
+        return succeed(len(new))
+
+    def __getattr__(self, name: str) -> object:
+        raise AttributeError(name)
+
+
+def stop_worker(spool: Spool) -> None:
+    """After a failed test the spool may never be closed: its worker thread must not keep
+    the test process alive."""
+    if spool._pool.started:
+        spool._pool.stop()
+
+
+class RouterTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp())
+        self.store = FakeStore()
+        self.logged: list[str] = []
+
+        def observe(event: dict[str, object]) -> None:
+            fmt = event.get("log_format")
+            if isinstance(fmt, str) and fmt.startswith("store "):
+                self.logged.append(fmt)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+
+    def router(self, **kwargs: object) -> Router:
+        router = Router(
+            Spool(self.directory, reactor),
+            self.store,
+            reactor,  # type: ignore[arg-type]
+            **kwargs,
+        )
+        router.initial_backoff = 0.05
+        router.max_backoff = 0.2
+        router.startService()
+        self.addCleanup(stop_worker, router.spool)
+        return router
+
+    def test_router_is_a_record_sink(self) -> None:
+        self.assertTrue(
+            verifyObject(IRecordSink, Router(Spool(self.directory, reactor), self.store, reactor))
+        )
+
+    async def test_submit_fires_once_spooled_then_the_store_gets_the_records(self) -> None:
+        router = self.router()
+        await router.submit(readings(10))
+        self.assertEqual(router.spooled, 10)
+        self.assertTrue(await router.flush(5))
+        self.assertEqual(self.store.rows, readings(10))
+        self.assertEqual(router.spool.depth(), 0)
+        await router.stopService()
+
+    async def test_small_submits_are_merged_into_store_batches(self) -> None:
+        router = self.router(batch_size=100, max_delay=0.05)
+        await gatherResults([router.submit(readings(1, start=i)) for i in range(60)])
+        await router.flush(5)
+        self.assertEqual(len(self.store.rows), 60)
+        self.assertLess(len(self.store.writes), 60)
+        self.assertTrue(all(n <= 100 for n in self.store.writes))
+        await router.stopService()
+
+    async def test_store_outage_spools_retries_and_logs_each_change_once(self) -> None:
+        self.store.down = True
+        router = self.router()
+        for i in range(5):
+            await router.submit(readings(10, start=10 * i))
+        await deferLater(reactor, 0.5, lambda: None)  # several retries fail meanwhile
+        self.assertGreater(router.store_failures, 2)
+        self.assertEqual(self.store.rows, [])
+        self.assertEqual(router.spool.depth(), 50)
+        self.store.down = False
+        self.assertTrue(await router.flush(5))
+        self.assertEqual(self.store.rows, readings(50))  # all, once, in order
+        self.assertEqual(
+            [f.split(" (")[0].split(";")[0] for f in self.logged],
+            ["store {url} unavailable", "store {url} back after {seconds:.1f} s"],
+        )
+        await router.stopService()
+
+    async def test_what_the_store_did_not_take_is_replayed_at_the_next_start(self) -> None:
+        self.store.down = True
+        router = self.router(flush_timeout=0.2)
+        await router.submit(readings(7))
+        await router.stopService()  # the store never came back
+        self.assertEqual(self.store.rows, [])
+        self.store.down = False
+        again = self.router()
+        self.assertTrue(await again.flush(5))
+        self.assertEqual(self.store.rows, readings(7))
+        await again.stopService()
+        self.assertEqual([p for p in self.directory.iterdir() if p.stat().st_size], [])
+
+
+class RouterSqliteTests(unittest.TestCase):
+    async def test_readings_reach_a_real_sqlite_store_exactly_once(self) -> None:
+        store = open_store(f"sqlite:{self.mktemp()}.sqlite", reactor)
+        await store.open()
+        self.addCleanup(store.close)
+        router = Router(Spool(Path(self.mktemp()), reactor), store, reactor, batch_size=500)
+        router.startService()
+        batch = readings(1200)
+        await gatherResults([router.submit(batch[i : i + 100]) for i in range(0, 1200, 100)])
+        await router.submit(batch[:300])  # a replay of what was stored: no doubles
+        self.assertTrue(await router.flush(10))
+        await router.stopService()
+        self.assertEqual(await store.count("readings"), 1200)
