@@ -5,6 +5,7 @@ doubled."""
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.trial import unittest
 
-from fep.model import Meter
+from fep.model import Meter, Reading
 from fep.protocols.iec62056_21.frames import DataBlock
 from fep.protocols.iec62056_21.readout import parse_readout, to_readings
 from fep.sim.iec62056_21 import (
@@ -23,6 +24,7 @@ from fep.sim.iec62056_21 import (
     make_meters,
 )
 from fep.store import open_store
+from fep.store.spool import Spool
 from tests.daemon.harness import (
     CountingPushFactory,
     Daemon,
@@ -196,3 +198,66 @@ class DaemonPostgresOutageTests(unittest.TestCase):
         self.assertEqual(log.count("store unavailable"), 1, log[-4000:])
 
 
+
+
+class DaemonKilledTests(unittest.TestCase):
+    """Acceptance (b): the daemon killed with SIGKILL in the middle of ingest, then
+    restarted: every reading the spool had accepted is stored exactly once."""
+
+    timeout = 180
+
+    def keys_in_store(self, db: Path) -> list[tuple[str, str, datetime]]:
+        conn = sqlite3.connect(db)
+        try:
+            rows = conn.execute("SELECT meter, obis, read_at FROM readings").fetchall()
+        finally:
+            conn.close()
+        return [(m, o, datetime.fromisoformat(t.replace("Z", "+00:00"))) for m, o, t in rows]
+
+    async def test_sigkill_mid_ingest_then_restart_stores_every_accepted_reading_once(
+        self,
+    ) -> None:
+        workdir = Path(self.mktemp()).resolve()
+        workdir.mkdir(parents=True)
+        db = workdir / "fep.sqlite"
+        meters = [pushing_meter(n) for n in range(1, 11)]
+        store = open_store(f"sqlite:{db}", reactor)
+        await store.open()
+        await store.add_meters([Meter(f"p{n}", "iec62056-21", "tcp:host=127.0.0.1:port=1",
+                                      serial=m.address) for n, m in enumerate(meters, 1)])
+        await store.close()
+        push_port = free_port()
+        config = write_config(workdir, f"sqlite:{db}", push_port=push_port, collect=False)
+        daemon = Daemon(config, workdir)
+        daemon.start()
+        self.addCleanup(daemon.kill)
+        await sleep(3)
+        pushers = await start_pushers(push_port, len(meters), 0.05)
+        await sleep(4)
+        daemon.kill()  # SIGKILL, mid-ingest: pushes keep arriving until the very end
+        for p in pushers:
+            p.stop()
+        self.assertGreater(sum(p.pushes for p in pushers), 100)
+
+        # What had been accepted: committed rows plus what the spool holds on disk.
+        committed = self.keys_in_store(db)
+        spool = Spool(workdir / "spool", reactor)
+        spooled = [(r.meter, str(r.obis), r.time)
+                   for _, records in await spool.open() for r in records
+                   if isinstance(r, Reading)]
+        await spool.close()
+        accepted = set(committed) | set(spooled)
+        self.assertGreater(len(spooled), 0, "the kill came after everything was committed")
+
+        restarted = Daemon(config, workdir)
+        restarted.start()
+        self.addCleanup(restarted.kill)
+
+        async def replayed() -> bool:
+            return len(self.keys_in_store(db)) >= len(accepted)
+
+        await wait_for(replayed, 60, f"{len(accepted)} readings after the restart")
+        self.assertEqual(await restarted.interrupt(), 0)
+        final = self.keys_in_store(db)
+        self.assertEqual(len(final), len(accepted))
+        self.assertEqual(set(final), accepted)
