@@ -162,9 +162,6 @@ class Router(service.Service):
 
         def committed(_: object) -> None:
             self._writing = False
-            for batch_id, _batch in taken:
-                self.spool.release(batch_id)
-            self.committed += len(records)
             if self._down_since is not None:
                 log.info(
                     "store {url} back after {seconds:.1f} s; draining {depth} records",
@@ -173,6 +170,9 @@ class Router(service.Service):
                     depth=self.spool.depth(),
                 )
                 self._down_since = None
+            for batch_id, _batch in taken:
+                self.spool.release(batch_id)
+            self.committed += len(records)
             self._backoff = self.initial_backoff
             self._pump()
 

@@ -56,7 +56,7 @@ def _read_segment(path: Path) -> tuple[list[tuple[int, list[Record]]], str | Non
             return batches, f"torn frame header at byte {offset}"
         length, crc, batch_id = _HEADER.unpack_from(data, offset)
         start = offset + _HEADER.size
-        payload = data[start:start + length]
+        payload = data[start : start + length]
         if len(payload) < length:
             return batches, f"torn frame at byte {offset} ({len(payload)} of {length} bytes)"
         if zlib.crc32(payload) != crc:
@@ -72,8 +72,9 @@ def _read_segment(path: Path) -> tuple[list[tuple[int, list[Record]]], str | Non
 class Spool:
     """The journal. Every disk operation runs, in order, on one worker thread."""
 
-    def __init__(self, directory: str | Path, reactor: Any,
-                 threadpool: ThreadPool | None = None) -> None:
+    def __init__(
+        self, directory: str | Path, reactor: Any, threadpool: ThreadPool | None = None
+    ) -> None:
         self.directory = Path(directory)
         self._reactor = reactor
         self._own_pool = threadpool is None
@@ -140,8 +141,11 @@ class Spool:
             last = 0
             for number, path, batches, cut in found:
                 if cut:
-                    log.warn("spool segment {path}: {reason}; the rest of it is ignored",
-                             path=str(path), reason=cut)
+                    log.warn(
+                        "spool segment {path}: {reason}; the rest of it is ignored",
+                        path=str(path),
+                        reason=cut,
+                    )
                 segment = _Segment(number, path)
                 segment.size = path.stat().st_size
                 self._segments[number] = segment
@@ -163,9 +167,12 @@ class Spool:
             self._current = current
             self._opened = True
             if replay:
-                log.info("spool {directory}: {batches} batches ({records} records) to replay",
-                         directory=str(self.directory), batches=len(replay),
-                         records=self._depth)
+                log.info(
+                    "spool {directory}: {batches} batches ({records} records) to replay",
+                    directory=str(self.directory),
+                    batches=len(replay),
+                    records=self._depth,
+                )
             self._kick()
             return replay
 
