@@ -86,4 +86,9 @@ class RouteError(ChannelError):
 
 
 class StoreError(FepError):
-    """The store failed to commit or answer."""
+    """The store failed to commit or answer (it may succeed later: retry)."""
+
+
+class RecordRejected(StoreError):
+    """The store refuses these records whatever the retry (data it cannot hold). The router
+    sets them aside in the spool's rejected-records file instead of retrying for ever."""

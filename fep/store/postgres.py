@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from txpostgres import txpostgres
 from zope.interface import implementer
 
-from fep.errors import StoreError
+from fep.errors import RecordRejected, StoreError
 from fep.interfaces import IStore
 from fep.model import (
     EventKind,
@@ -319,7 +319,8 @@ class PostgresStore:
     def _failed(self, f: Failure) -> Failure:
         """Database failures become StoreError naming the store (never its password)."""
         if f.check(StoreError) and not str(f.value).startswith(self.url):
-            return Failure(StoreError(f"{self.url}: {f.value}"))
+            # Keep the kind: a RecordRejected stays one (the router sets those aside).
+            return Failure(type(f.value)(f"{self.url}: {f.value}"))
         if f.check(*_DATABASE_ERRORS):
             message = str(f.value).strip() or type(f.value).__name__
             return Failure(StoreError(f"{self.url}: {message}"))
@@ -399,7 +400,7 @@ class PostgresStore:
                 _columns(events, _EVENT_TEXT),
             )
         except StoreError as e:
-            return fail(StoreError(f"{self.url}: {e}"))
+            return fail(type(e)(f"{self.url}: {e}"))
         return self._run(_insert, *columns)
 
     def add_meters(self, meters: Sequence[Meter]) -> Deferred[int]:
@@ -600,7 +601,7 @@ def _columns(rows: Sequence[tuple[Any, ...]], text: Sequence[bool]) -> list[str]
             # PostgreSQL text cannot hold NUL; SQLite can. Say which record, clearly,
             # rather than let psycopg2 fail on the whole batch with a bare ValueError.
             bad = next(row for row in rows if "\x00" in (row[index] or ""))
-            raise StoreError(
+            raise RecordRejected(
                 f"meter {bad[0]}: text with a NUL character in column {index + 1} "
                 f"({bad[index]!r}); PostgreSQL text cannot hold NUL"
             )

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from fep.errors import FepError
+from fep.errors import FepError, RecordRejected
 from fep.interfaces import IRecordSink, IStore
 from fep.model import Record
 from fep.store.spool import Spool
@@ -58,6 +58,11 @@ class Router(service.Service):
         self._down_since: float | None = None
         self._ready: Deferred[None] | None = None
         self._idle_waiters: list[Deferred[bool]] = []
+        # Pieces a batch was split into while looking for a rejected record (batch id ->
+        # pieces not yet committed); the batch is released when its last piece is.
+        self._pieces: dict[int, int] = {}
+        self._isolate = 0
+        self.rejected = 0
         self.submitted = 0
         self.spooled = 0
         self.committed = 0
@@ -158,6 +163,10 @@ class Router(service.Service):
             batch = self._queue.popleft()
             taken.append(batch)
             records.extend(batch[1])
+            if self._isolate:
+                # Looking for a rejected record: one piece per write, no merging.
+                self._isolate -= 1
+                break
         self._writing = True
 
         def committed(_: object) -> None:
@@ -171,13 +180,16 @@ class Router(service.Service):
                 )
                 self._down_since = None
             for batch_id, _batch in taken:
-                self.spool.release(batch_id)
+                self._piece_done(batch_id)
             self.committed += len(records)
             self._backoff = self.initial_backoff
             self._pump()
 
         def failed(failure: Any) -> None:
             self._writing = False
+            if isinstance(failure.value, RecordRejected):
+                self._rejected(taken, failure.value)
+                return
             self.store_failures += 1
             self._queue.extendleft(reversed(taken))  # back in front, in order, for the retry
             if self._down_since is None:
@@ -194,6 +206,45 @@ class Router(service.Service):
             self._check_idle()
 
         self.store.write(records).addCallbacks(committed, failed)
+
+    def _piece_done(self, batch_id: int) -> None:
+        left = self._pieces.pop(batch_id, 1) - 1
+        if left > 0:
+            self._pieces[batch_id] = left
+        else:
+            self.spool.release(batch_id)
+
+    def _rejected(self, taken: list[tuple[int, Sequence[Record]]], error: RecordRejected) -> None:
+        """Halve what was rejected until the refused records stand alone; set those aside
+        (journaled in the rejected file, never silently dropped) and carry on."""
+        if len(taken) == 1 and len(taken[0][1]) == 1:
+            batch_id, records = taken[0]
+            self.rejected += 1
+            log.error(
+                "store {url} refused a record of meter {meter} ({error}); it is kept in "
+                "{file}",
+                url=self.store.url,
+                meter=getattr(records[0], "meter", "?"),
+                error=error,
+                file=str(self.spool.rejected_path),
+            )
+
+            def set_aside(_: object) -> None:
+                self._piece_done(batch_id)
+                self._pump()
+
+            self.spool.reject(records).addCallback(set_aside)
+            return
+        if len(taken) > 1:
+            pieces = taken
+        else:
+            batch_id, records = taken[0]
+            half = len(records) // 2
+            pieces = [(batch_id, records[:half]), (batch_id, records[half:])]
+            self._pieces[batch_id] = self._pieces.get(batch_id, 1) + 1
+        self._queue.extendleft(reversed(pieces))
+        self._isolate = len(pieces)
+        self._pump()
 
     def _retry_now(self) -> None:
         self._retry = None

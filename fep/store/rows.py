@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from fep.errors import StoreError
+from fep.errors import RecordRejected, StoreError
 from fep.model import IntervalBlock, MeterEvent, ObisCode, Quality, Reading, Record, Unit, Value
 
 TABLES = ("meters", "readings", "intervals", "events")
@@ -46,7 +46,7 @@ def encode_value(value: object) -> EncodedValue:
         # Not a record value type, but a float from a careless decoder is kept as the
         # decimal its repr shows rather than refused.
         return (repr(value), None, "D")
-    raise StoreError(f"cannot store a value of type {kind.__name__}: {value!r}")
+    raise RecordRejected(f"cannot store a value of type {kind.__name__}: {value!r}")
 
 
 def decode_value(value: Any, text: str | None, kind: str) -> Value:

@@ -227,6 +227,25 @@ class Spool:
 
         d.addCallbacks(written, failed).addBoth(done)
 
+    @property
+    def rejected_path(self) -> Path:
+        return self.directory / "rejected.jsonl"
+
+    def reject(self, records: Sequence[Record]) -> Deferred[None]:
+        """Keep records the store refuses for good in ``rejected.jsonl`` (one JSON list of
+        records per line, fsynced) for an operator to look at; they are not replayed."""
+        line = encode_records(list(records)) + b"\n"
+
+        def write() -> None:
+            fd = os.open(self.rejected_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        return self._in_thread(write)
+
     def release(self, batch_id: int) -> None:
         """The store has committed this batch: forget it (deleting drained segments)."""
         for segment in self._segments.values():

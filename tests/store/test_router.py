@@ -14,9 +14,10 @@ from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from fep.errors import StoreError
+from fep.errors import RecordRejected, StoreError
 from fep.interfaces import IRecordSink, IStore
 from fep.model import Record
+from fep.serialize import decode_records
 from fep.store import open_store
 from fep.store.router import Router
 from fep.store.spool import Spool
@@ -37,6 +38,8 @@ class FakeStore:
     def write(self, records: Sequence[Record]) -> Deferred[int]:
         if self.down:
             return fail(StoreError("connection refused"))
+        if any(getattr(r, "source", "") == "poison" for r in records):
+            return fail(RecordRejected("text the store cannot hold"))
         self.writes.append(len(records))
         new = [r for r in records if r not in self.rows]
         self.rows.extend(new)
@@ -133,6 +136,25 @@ class RouterTests(unittest.TestCase):
         self.assertEqual(self.store.rows, readings(7))
         await again.stopService()
         self.assertEqual([p for p in self.directory.iterdir() if p.stat().st_size], [])
+
+
+    async def test_a_record_the_store_refuses_is_set_aside_and_the_rest_is_stored(self) -> None:
+        import attrs
+
+        router = self.router(batch_size=1000)
+        batch = readings(40)
+        poison = attrs.evolve(batch[17], source="poison")
+        batch[17] = poison
+        await router.submit(batch[:25])
+        await router.submit(batch[25:])
+        self.assertTrue(await router.flush(5))
+        self.assertEqual(len(self.store.rows), 39)
+        self.assertNotIn(poison, self.store.rows)
+        self.assertEqual(router.rejected, 1)
+        self.assertEqual(router.spool.depth(), 0)
+        (line,) = router.spool.rejected_path.read_bytes().splitlines()
+        self.assertEqual(decode_records(line), [poison])
+        await router.stopService()
 
 
 class RouterSqliteTests(unittest.TestCase):
