@@ -11,7 +11,7 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from fep.model import Meter, Reading, Record
+    from fep.model import IntervalBlock, Meter, MeterEvent, Reading, Record
 
 
 class IRecordSink(Interface):
@@ -60,6 +60,15 @@ class IStore(Interface):
         limit: int | None = None,
     ) -> Deferred[list[Reading]]:
         """A meter's readings ordered by time then OBIS."""
+
+    def intervals(
+        meter_id: str, obis: str | None = None, since: datetime | None = None
+    ) -> Deferred[list[IntervalBlock]]:
+        """A meter's stored intervals, consecutive ones joined into blocks, by OBIS then
+        start."""
+
+    def events(meter_id: str, since: datetime | None = None) -> Deferred[list[MeterEvent]]:
+        """A meter's events ordered by time."""
 
     def count(table: str) -> Deferred[int]:
         """How many rows a table holds (``readings``, ``intervals``, ``events``, ``meters``)."""

@@ -320,7 +320,8 @@ class PostgresStore:
         """Database failures become StoreError naming the store (never its password)."""
         if f.check(StoreError) and not str(f.value).startswith(self.url):
             # Keep the kind: a RecordRejected stays one (the router sets those aside).
-            return Failure(type(f.value)(f"{self.url}: {f.value}"))
+            kind = RecordRejected if f.check(RecordRejected) else StoreError
+            return Failure(kind(f"{self.url}: {f.value}"))
         if f.check(*_DATABASE_ERRORS):
             message = str(f.value).strip() or type(f.value).__name__
             return Failure(StoreError(f"{self.url}: {message}"))
