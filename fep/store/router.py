@@ -40,8 +40,10 @@ class Router(service.Service):
         batch_size: int = 5000,
         max_delay: float = 0.05,
         flush_timeout: float = 30.0,
+        write_concurrency: int = 2,
     ) -> None:
         self.spool = spool
+        self.write_concurrency = write_concurrency
         self.store = store
         self._reactor = reactor
         self.batch_size = batch_size
@@ -52,7 +54,7 @@ class Router(service.Service):
         self._timer: Any = None
         self._spooling = 0
         self._queue: deque[tuple[int, Sequence[Record]]] = deque()
-        self._writing = False
+        self._writing = 0  # store writes in flight
         self._retry: Any = None
         self._backoff = self.initial_backoff
         self._down_since: float | None = None
@@ -152,7 +154,11 @@ class Router(service.Service):
     # -- store ---------------------------------------------------------------
 
     def _pump(self) -> None:
-        if self._writing or not self._queue or (self._retry is not None and self._retry.active()):
+        if (
+            self._writing >= self.write_concurrency
+            or not self._queue
+            or (self._retry is not None and self._retry.active())
+        ):
             self._check_idle()
             return
         taken: list[tuple[int, Sequence[Record]]] = []
@@ -167,10 +173,10 @@ class Router(service.Service):
                 # Looking for a rejected record: one piece per write, no merging.
                 self._isolate -= 1
                 break
-        self._writing = True
+        self._writing += 1
 
         def committed(_: object) -> None:
-            self._writing = False
+            self._writing -= 1
             if self._down_since is not None:
                 log.info(
                     "store {url} back after {seconds:.1f} s; draining {depth} records",
@@ -186,7 +192,7 @@ class Router(service.Service):
             self._pump()
 
         def failed(failure: Any) -> None:
-            self._writing = False
+            self._writing -= 1
             if isinstance(failure.value, RecordRejected):
                 self._rejected(taken, failure.value)
                 return
@@ -200,12 +206,16 @@ class Router(service.Service):
                     url=self.store.url,
                     error=error,
                 )
-            delay = self._backoff
-            self._backoff = min(self._backoff * self.backoff_factor, self.max_backoff)
-            self._retry = self._reactor.callLater(delay, self._retry_now)
+            if self._retry is None or not self._retry.active():
+                delay = self._backoff
+                self._backoff = min(self._backoff * self.backoff_factor, self.max_backoff)
+                self._retry = self._reactor.callLater(delay, self._retry_now)
             self._check_idle()
 
         self.store.write(records).addCallbacks(committed, failed)
+        # Two transactions in flight keep the database busy while this process prepares
+        # the next batch (the unique keys make their order irrelevant).
+        self._pump()
 
     def _piece_done(self, batch_id: int) -> None:
         left = self._pieces.pop(batch_id, 1) - 1
