@@ -14,6 +14,7 @@ from typing import ClassVar, Final
 import attrs
 
 from fep.errors import FrameError, ProtocolError
+from fep.protocols.stream import StreamDecoder
 
 PROTOCOL: Final = "ansi-c12"
 
@@ -148,7 +149,7 @@ def packetize(
     ]
 
 
-class PacketDecoder:
+class PacketDecoder(StreamDecoder[LinkItem]):
     """Turns a byte stream into Packets, Acks and Naks.
 
     ``receive(data)`` returns every item completed so far (an empty list means "need more").
@@ -158,39 +159,6 @@ class PacketDecoder:
     with a NAK). Items completed before an error are returned first and the error comes on
     the next call; ``offset`` is counted from the start of the stream.
     """
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._base = 0
-        self._pending: FrameError | None = None
-        self.skipped = 0
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
-    def _consume(self, n: int) -> None:
-        del self._buffer[:n]
-        self._base += n
-
-    def receive(self, data: bytes) -> list[LinkItem]:
-        self._buffer += data
-        if self._pending is not None:
-            error, self._pending = self._pending, None
-            raise error
-        items: list[LinkItem] = []
-        while True:
-            try:
-                item = self._next()
-            except FrameError as error:
-                if not items:
-                    raise
-                self._pending = error
-                break
-            if item is None:
-                break
-            items.append(item)
-        return items
 
     def _next(self) -> LinkItem | None:
         buf = self._buffer

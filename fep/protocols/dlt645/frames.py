@@ -12,6 +12,7 @@ from typing import Final
 import attrs
 
 from fep.errors import FrameError
+from fep.protocols.stream import StreamDecoder
 
 PREAMBLE: Final = 0xFE
 START: Final = 0x68
@@ -162,7 +163,7 @@ def decode_frame(raw: bytes) -> Frame:
     return frames[0]
 
 
-class FrameDecoder:
+class FrameDecoder(StreamDecoder[Frame]):
     """Turns a byte stream (either direction) into Frames.
 
     ``receive(data)`` returns every frame completed so far (an empty list means "need more").
@@ -173,40 +174,6 @@ class FrameDecoder:
     on searching from the byte after it. Frames completed before an error in the same call
     are returned, and the error is raised by the following call.
     """
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        # Stream offset of _buffer[0].
-        self._base = 0
-        self._pending: FrameError | None = None
-        self.skipped = 0
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
-    def _consume(self, n: int) -> None:
-        del self._buffer[:n]
-        self._base += n
-
-    def receive(self, data: bytes) -> list[Frame]:
-        self._buffer += data
-        if self._pending is not None:
-            error, self._pending = self._pending, None
-            raise error
-        frames: list[Frame] = []
-        while True:
-            try:
-                frame = self._next()
-            except FrameError as error:
-                if not frames:
-                    raise
-                self._pending = error
-                break
-            if frame is None:
-                break
-            frames.append(frame)
-        return frames
 
     def _skip_garbage(self) -> None:
         at = self._buffer.find(START)

@@ -13,6 +13,7 @@ from typing import Final
 import attrs
 
 from fep.errors import FrameError
+from fep.protocols.stream import StreamDecoder
 
 SOH: Final = 0x01
 STX: Final = 0x02
@@ -241,7 +242,7 @@ def parse_identification(line: bytes, offset: int = 0) -> Identification:
 # ---------------------------------------------------------------------------
 
 
-class FrameDecoder:
+class FrameDecoder(StreamDecoder[Message]):
     """Turns a byte stream (either direction) into messages.
 
     ``receive(data)`` returns every message completed so far (an empty list means "need
@@ -250,19 +251,6 @@ class FrameDecoder:
     goes on with what follows. ``skip_to_frame_start()`` drops bytes up to the next ``/`` or
     STX (garbage before an identification on a push connection).
     """
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        # Stream offset of _buffer[0].
-        self._base = 0
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
-    def _consume(self, n: int) -> None:
-        del self._buffer[:n]
-        self._base += n
 
     def skip_to_frame_start(self) -> int:
         """Drop bytes up to the next ``/`` or STX; returns how many were dropped."""
@@ -275,6 +263,8 @@ class FrameDecoder:
         return n
 
     def receive(self, data: bytes) -> list[Message]:
+        # Unlike the base, a bad frame raises at once: the mode C client and the push
+        # receiver decide per frame what to drop.
         self._buffer += data
         messages: list[Message] = []
         while self._buffer:
