@@ -155,11 +155,23 @@ async def cmd_read(reactor: Any, args: argparse.Namespace) -> int:
         protocol=args.protocol,
         route=args.route,
         address=args.address,
+        metadata=read_options(args.option),
     )
     records = await protocol.read(reactor, endpoint, meter, args.timeout)
     readings = [r for r in records if isinstance(r, Reading)]
     write_rows([reading_row(r) for r in readings], READING_COLUMNS, args.format)
     return EXIT_OK
+
+
+def read_options(options: Sequence[str]) -> dict[str, str]:
+    """``KEY=VALUE`` settings from the command line, as meter metadata."""
+    metadata: dict[str, str] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"option {option!r} is not KEY=VALUE", key="--option")
+        metadata[key.strip()] = value.strip()
+    return metadata
 
 
 async def cmd_readings(reactor: Any, args: argparse.Namespace) -> int:
@@ -289,6 +301,15 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("--meter", help="meter id to print (default: address or route)")
     read.add_argument("--timeout", type=float, default=10.0, help="seconds per step")
     read.add_argument("--format", choices=("json", "table"), default="json")
+    read.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a protocol setting kept in the meter's metadata (repeatable), e.g. "
+        "-o dlt645_items=00010000,02010100",
+    )
     read.set_defaults(run=cmd_read)
 
     meters = sub.add_parser("meters", help="the meter list")
