@@ -1,0 +1,105 @@
+"""Hypothesis strategies for DLMS values and APDUs, shared by the DLMS tests."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from fep.protocols.dlms import axdr
+from fep.protocols.dlms.axdr import (
+    CompactArray,
+    CosemDate,
+    CosemDateTime,
+    CosemTime,
+    Data,
+    DataType,
+    TypeDescription,
+)
+
+_INT_RANGES = {
+    DataType.DOUBLE_LONG: (-(2**31), 2**31 - 1),
+    DataType.DOUBLE_LONG_UNSIGNED: (0, 2**32 - 1),
+    DataType.BCD: (0, 255),
+    DataType.INTEGER: (-128, 127),
+    DataType.LONG: (-(2**15), 2**15 - 1),
+    DataType.UNSIGNED: (0, 255),
+    DataType.LONG_UNSIGNED: (0, 2**16 - 1),
+    DataType.LONG64: (-(2**63), 2**63 - 1),
+    DataType.LONG64_UNSIGNED: (0, 2**64 - 1),
+    DataType.ENUM: (0, 255),
+}
+
+byte_or_none = st.one_of(st.none(), st.integers(0, 254))
+dates = st.builds(
+    CosemDate,
+    st.one_of(st.none(), st.integers(0, 0xFFFE)),
+    byte_or_none,
+    byte_or_none,
+    byte_or_none,
+)
+times = st.builds(CosemTime, byte_or_none, byte_or_none, byte_or_none, byte_or_none)
+date_times = st.builds(
+    CosemDateTime,
+    dates,
+    times,
+    st.one_of(st.none(), st.integers(-720, 720)),
+    byte_or_none,
+)
+
+
+def _scalar(t: DataType) -> st.SearchStrategy[Data]:
+    if t in _INT_RANGES:
+        lo, hi = _INT_RANGES[t]
+        return st.integers(lo, hi).map(lambda v: Data(t, v))
+    if t == DataType.FLOAT32:
+        return st.floats(width=32, allow_nan=False).map(lambda v: Data(t, v))
+    if t == DataType.FLOAT64:
+        return st.floats(allow_nan=False).map(lambda v: Data(t, v))
+    if t == DataType.BOOLEAN:
+        return st.booleans().map(lambda v: Data(t, v))
+    if t == DataType.OCTET_STRING:
+        return st.binary(max_size=300).map(lambda v: Data(t, v))
+    if t == DataType.VISIBLE_STRING:
+        return st.text(st.characters(max_codepoint=255), max_size=40).map(lambda v: Data(t, v))
+    if t == DataType.UTF8_STRING:
+        return st.text(max_size=40).map(lambda v: Data(t, v))
+    if t == DataType.BIT_STRING:
+        return st.text("01", max_size=40).map(lambda v: Data(t, v))
+    if t == DataType.DATE_TIME:
+        return date_times.map(lambda v: Data(t, v))
+    if t == DataType.DATE:
+        return dates.map(lambda v: Data(t, v))
+    if t == DataType.TIME:
+        return times.map(lambda v: Data(t, v))
+    return st.just(Data(t))
+
+
+SCALAR_TYPES = [
+    t
+    for t in DataType
+    if t not in (DataType.ARRAY, DataType.STRUCTURE, DataType.COMPACT_ARRAY)
+]
+scalars = st.sampled_from(SCALAR_TYPES).flatmap(_scalar)
+
+
+def _containers(children: st.SearchStrategy[Data]) -> st.SearchStrategy[Data]:
+    return st.one_of(
+        st.lists(children, max_size=6).map(axdr.array),
+        st.lists(children, max_size=6).map(lambda items: axdr.structure(*items)),
+    )
+
+
+data_values = st.recursive(scalars, _containers, max_leaves=30)
+
+_COMPACT_SCALARS = [t for t in SCALAR_TYPES if t not in (DataType.NULL_DATA, DataType.DONT_CARE)]
+
+
+@st.composite
+def compact_arrays(draw: st.DrawFn) -> Data:
+    """A compact-array of structures of simple types (how profile buffers are sent)."""
+    columns = draw(st.lists(st.sampled_from(_COMPACT_SCALARS), min_size=1, max_size=5))
+    desc = TypeDescription(DataType.STRUCTURE, tuple(TypeDescription(t) for t in columns))
+    rows = draw(
+        st.lists(st.tuples(*[_scalar(t) for t in columns]), max_size=8)
+    )
+    elements = tuple(axdr.structure(*row) for row in rows)
+    return Data(DataType.COMPACT_ARRAY, CompactArray(desc, elements))
