@@ -49,8 +49,13 @@ class ObisCode:
     @classmethod
     def parse(cls, text: str, *, a: int = 1, b: int = 0, f: int = 255) -> ObisCode:
         """Parse ``A-B:C.D.E*F``, ``A-B:C.D.E``, the readout short form ``C.D.E`` (``a``,
-        ``b``, ``f`` fill the missing groups), ``C.D.E*F``/``C.D.E&F`` and ``C.D``
-        (E = 0, as in the ``F.F`` error register); letters C, F, L, P stand for 96..99."""
+        ``b``, ``f`` fill the missing groups), ``C.D.E*F``/``C.D.E&F``, ``C.D``
+        (E = 0, as in the ``F.F`` error register) and the dotted six groups ``A.B.C.D.E.F``;
+        letters C, F, L, P stand for 96..99."""
+        dotted = text.strip().split(".")
+        if len(dotted) == 6 and all(group.isdigit() for group in dotted):
+            # The six-group dotted form of DLMS tools: 1.0.1.8.0.255
+            return cls(*(int(group) for group in dotted))
         m = _OBIS_FULL.match(text.strip())
         if m is None:
             raise ValueError(f"not an OBIS code: {text!r}")

@@ -138,3 +138,9 @@ class RecordTests(unittest.TestCase):
         self.assertEqual(meter.metadata["site"], "north")
         with self.assertRaises(TypeError):
             meter.metadata["site"] = "south"  # type: ignore[index]
+
+
+class DottedObisTests(unittest.TestCase):
+    def test_six_dotted_groups(self) -> None:
+        self.assertEqual(ObisCode.parse("1.0.1.8.0.255"), ObisCode(1, 0, 1, 8, 0, 255))
+        self.assertEqual(ObisCode.parse("0.0.1.0.0.255").to_bytes().hex(), "0000010000ff")

@@ -87,17 +87,14 @@ class CosemDate:
     weekday: int | None = None
 
     def encode(self) -> bytes:
-        return (
-            (0xFFFF if self.year is None else self.year).to_bytes(2, "big")
-            + bytes((_ff(self.month), _ff(self.day), _ff(self.weekday)))
+        return (0xFFFF if self.year is None else self.year).to_bytes(2, "big") + bytes(
+            (_ff(self.month), _ff(self.day), _ff(self.weekday))
         )
 
     @classmethod
     def decode(cls, raw: bytes) -> CosemDate:
         year = int.from_bytes(raw[0:2], "big")
-        return cls(
-            None if year == 0xFFFF else year, _none(raw[2]), _none(raw[3]), _none(raw[4])
-        )
+        return cls(None if year == 0xFFFF else year, _none(raw[2]), _none(raw[3]), _none(raw[4]))
 
 
 @attrs.frozen(slots=True)
@@ -232,8 +229,10 @@ class TypeDescription:
         if self.type == DataType.ARRAY:
             return b"\x01" + self.count.to_bytes(2, "big") + self.children[0].encode()
         if self.type == DataType.STRUCTURE:
-            return b"\x02" + encode_length(len(self.children)) + b"".join(
-                c.encode() for c in self.children
+            return (
+                b"\x02"
+                + encode_length(len(self.children))
+                + b"".join(c.encode() for c in self.children)
             )
         return bytes((self.type,))
 
@@ -452,8 +451,8 @@ def _encode_into(out: bytearray, data: Data, tagged: bool) -> None:
 def _encode_untagged(out: bytearray, data: Data, desc: TypeDescription) -> None:
     """Compact-array contents: no tags, and no counts for the described structures/arrays."""
     if desc.type in (DataType.ARRAY, DataType.STRUCTURE):
-        children = desc.children if desc.type == DataType.STRUCTURE else (
-            (desc.children[0],) * desc.count
+        children = (
+            desc.children if desc.type == DataType.STRUCTURE else ((desc.children[0],) * desc.count)
         )
         if len(data.value) != len(children):
             raise ValueError(
@@ -592,9 +591,7 @@ def _decode_description(buf: bytes, pos: int, depth: int) -> tuple[TypeDescripti
         raise FrameError("type description truncated", offset=pos, field="compact-array")
     tag = buf[pos]
     if tag not in _KNOWN_TAGS or tag == DataType.COMPACT_ARRAY:
-        raise FrameError(
-            f"type description with tag {tag}", offset=pos, field="compact-array"
-        )
+        raise FrameError(f"type description with tag {tag}", offset=pos, field="compact-array")
     t = _TAG_TYPES[tag]
     pos += 1
     if t == DataType.ARRAY:
@@ -615,14 +612,12 @@ def _decode_description(buf: bytes, pos: int, depth: int) -> tuple[TypeDescripti
     return TypeDescription(t), pos
 
 
-def _decode_untagged(
-    buf: bytes, pos: int, desc: TypeDescription, depth: int
-) -> tuple[Data, int]:
+def _decode_untagged(buf: bytes, pos: int, desc: TypeDescription, depth: int) -> tuple[Data, int]:
     if depth >= MAX_DEPTH:
         raise FrameError("data nested too deep", offset=pos, field="compact-array")
     if desc.type == DataType.ARRAY or desc.type == DataType.STRUCTURE:
-        children = desc.children if desc.type == DataType.STRUCTURE else (
-            (desc.children[0],) * desc.count
+        children = (
+            desc.children if desc.type == DataType.STRUCTURE else ((desc.children[0],) * desc.count)
         )
         items = []
         for child in children:

@@ -74,9 +74,7 @@ def _scalar(t: DataType) -> st.SearchStrategy[Data]:
 
 
 SCALAR_TYPES = [
-    t
-    for t in DataType
-    if t not in (DataType.ARRAY, DataType.STRUCTURE, DataType.COMPACT_ARRAY)
+    t for t in DataType if t not in (DataType.ARRAY, DataType.STRUCTURE, DataType.COMPACT_ARRAY)
 ]
 scalars = st.sampled_from(SCALAR_TYPES).flatmap(_scalar)
 
@@ -98,8 +96,75 @@ def compact_arrays(draw: st.DrawFn) -> Data:
     """A compact-array of structures of simple types (how profile buffers are sent)."""
     columns = draw(st.lists(st.sampled_from(_COMPACT_SCALARS), min_size=1, max_size=5))
     desc = TypeDescription(DataType.STRUCTURE, tuple(TypeDescription(t) for t in columns))
-    rows = draw(
-        st.lists(st.tuples(*[_scalar(t) for t in columns]), max_size=8)
-    )
+    rows = draw(st.lists(st.tuples(*[_scalar(t) for t in columns]), max_size=8))
     elements = tuple(axdr.structure(*row) for row in rows)
     return Data(DataType.COMPACT_ARRAY, CompactArray(desc, elements))
+
+
+# -- APDUs ------------------------------------------------------------------------------------
+
+from fep.model import ObisCode  # noqa: E402
+from fep.protocols.dlms import apdu as A  # noqa: E402
+
+obis_codes = st.builds(ObisCode, *[st.integers(0, 255)] * 6)
+invokes = st.integers(0, 255)
+u32 = st.integers(0, 2**32 - 1)
+results = st.integers(0, 255)
+attributes = st.builds(
+    A.AttributeDescriptor, st.integers(0, 65535), obis_codes, st.integers(-128, 127)
+)
+selections = st.one_of(st.none(), st.builds(A.AccessSelection, st.integers(0, 255), data_values))
+get_results = st.one_of(
+    data_values.map(lambda d: A.GetResult(data=d)),
+    results.map(lambda e: A.GetResult(error=e)),
+)
+date_time_or_none = st.one_of(st.none(), date_times)
+
+apdus = st.one_of(
+    st.builds(A.GetRequest, attributes, selections, invokes),
+    st.builds(A.GetRequestNext, u32, invokes),
+    st.builds(
+        A.GetRequestWithList,
+        st.lists(st.tuples(attributes, selections), max_size=4).map(tuple),
+        invokes,
+    ),
+    st.builds(A.GetResponse, get_results, invokes),
+    st.builds(A.GetResponseBlock, st.booleans(), u32, st.binary(max_size=300), st.none(), invokes),
+    st.builds(A.GetResponseBlock, st.booleans(), u32, st.none(), results, invokes),
+    st.builds(A.GetResponseWithList, st.lists(get_results, max_size=4).map(tuple), invokes),
+    st.builds(A.SetRequest, attributes, data_values, selections, invokes),
+    st.builds(
+        A.SetRequestFirstBlock,
+        attributes,
+        st.booleans(),
+        u32,
+        st.binary(max_size=200),
+        selections,
+        invokes,
+    ),
+    st.builds(A.SetRequestBlock, st.booleans(), u32, st.binary(max_size=200), invokes),
+    st.builds(A.SetResponse, results, invokes),
+    st.builds(A.SetResponseBlock, u32, invokes),
+    st.builds(A.SetResponseLastBlock, results, u32, invokes),
+    st.builds(A.SetResponseWithList, st.lists(results, max_size=5).map(tuple), invokes),
+    st.builds(
+        A.ActionRequest,
+        st.builds(A.MethodDescriptor, st.integers(0, 65535), obis_codes, st.integers(0, 255)),
+        st.one_of(st.none(), data_values),
+        invokes,
+    ),
+    st.builds(A.ActionResponse, results, st.one_of(st.none(), get_results), invokes),
+    st.builds(A.DataNotification, data_values, date_time_or_none, u32),
+    st.builds(A.EventNotification, attributes, data_values, date_time_or_none),
+    st.builds(A.ExceptionResponseApdu, results, results, st.one_of(st.none(), u32)),
+    st.builds(A.ConfirmedServiceErrorApdu, results, results, results),
+    st.builds(
+        A.GeneralBlockTransfer,
+        st.booleans(),
+        st.integers(0, 65535),
+        st.integers(0, 65535),
+        st.binary(max_size=200),
+        st.booleans(),
+        st.integers(0, 63),
+    ),
+)

@@ -84,7 +84,7 @@ class PublishedBytesTests(unittest.TestCase):
         value = Data(DataType.COMPACT_ARRAY, CompactArray(desc, rows))
         encoded = axdr.encode(value)
         # tag, description (structure of 2: octet-string, long-unsigned), contents length 8
-        self.assertEqual(encoded.hex(), "13" "0202" "09" "12" "08" "020102" "0007" "00" "ffff")
+        self.assertEqual(encoded.hex(), "130202091208020102000700ffff")
         self.assertEqual(axdr.decode_all(encoded), value)
 
     def test_date_time_to_utc_with_deviation(self) -> None:
@@ -95,7 +95,7 @@ class PublishedBytesTests(unittest.TestCase):
         self.assertEqual(back, stamp)
 
     def test_unspecified_date_time_has_no_instant(self) -> None:
-        stamp = CosemDateTime.decode(bytes.fromhex("FFFFFFFFFF" "FFFFFFFF" "8000" "FF"))
+        stamp = CosemDateTime.decode(bytes.fromhex("FFFFFFFFFFFFFFFFFF8000FF"))
         self.assertIsNone(stamp.date.year)
         self.assertIsNone(stamp.deviation)
         self.assertIsNone(stamp.to_datetime())
