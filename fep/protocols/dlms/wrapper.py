@@ -67,8 +67,9 @@ class WrapperDecoder(StreamDecoder[WrapperFrame]):
     A header whose version is not 1 raises FrameError(field="version") once, and the bytes
     up to the next plausible header (``00 01`` with a length in range) are dropped and
     counted in ``skipped``. A length of 0 or over ``max_apdu`` raises
-    FrameError(field="length"); that header is dropped and decoding resynchronises the same
-    way. ``max_apdu`` (default ``MAX_APDU``) bounds what a peer can make us buffer.
+    FrameError(field="length"); that 8-byte header is dropped and decoding resynchronises
+    the same way (an APDU after it is garbage unless it happens to hold a plausible header).
+    ``max_apdu`` (default ``MAX_APDU``) bounds what a peer can make us buffer.
     """
 
     def __init__(self, *, max_apdu: int = MAX_APDU) -> None:
@@ -121,8 +122,10 @@ class WrapperDecoder(StreamDecoder[WrapperFrame]):
             return self._bad_version()
         length = int.from_bytes(buf[6:8], "big")
         if not 1 <= length <= self.max_apdu:
+            # The version was right: drop this header whole, then look for the next one.
+            self.skipped += HEADER_LEN
+            self._consume(HEADER_LEN)
             self._resyncing = True
-            self._resync()
             raise FrameError(
                 f"wrapper length {length} is outside 1..{self.max_apdu}",
                 offset=base + 6,
@@ -141,8 +144,9 @@ class WrapperDecoder(StreamDecoder[WrapperFrame]):
     def _bad_version(self) -> NoReturn:
         base = self._base
         version = int.from_bytes(self._buffer[:2], "big")
+        self.skipped += 1
+        self._consume(1)
         self._resyncing = True
-        self._resync()
         raise FrameError(
             f"wrapper version {version} where {WRAPPER_VERSION} was expected",
             offset=base,
