@@ -935,3 +935,21 @@ def decode_apdu(data: bytes) -> Apdu:
     apdu = decoder(reader)
     reader.end()
     return apdu
+
+
+def is_plain_service(tag: int) -> bool:
+    """An unciphered GET/SET/ACTION request or response or notification: on a ciphered
+    association these must arrive ciphered."""
+    return tag in _DECODERS and tag not in (
+        Tag.EXCEPTION_RESPONSE,
+        Tag.CONFIRMED_SERVICE_ERROR,
+        Tag.GENERAL_BLOCK_TRANSFER,
+    )
+
+
+def decode_get_results(raw: bytes) -> tuple[GetResult, ...]:
+    """The count and Get-Data-Results of a long GET-with-list, reassembled from its blocks."""
+    reader = _Reader(raw, "get-response-with-list blocks")
+    results = tuple(reader.get_result() for _ in range(reader.length("result list")))
+    reader.end()
+    return results
