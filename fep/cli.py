@@ -26,7 +26,7 @@ from fep.errors import (
     RouteError,
     StoreError,
 )
-from fep.model import Meter, Reading
+from fep.model import IntervalBlock, Meter, MeterEvent, Reading, unit_text
 
 EXIT_OK = 0
 EXIT_STORE = 1
@@ -73,6 +73,34 @@ def reading_row(reading: Reading) -> dict[str, object]:
     }
 
 
+def interval_rows(block: IntervalBlock) -> list[dict[str, object]]:
+    """One row per interval of a load-profile block."""
+    unit = unit_text(block.unit, block.scaler)
+    return [
+        {
+            "meter": block.meter,
+            "obis": str(block.obis),
+            "interval_start": start,
+            "interval_end": start + block.period,
+            "value": value,
+            "unit": unit,
+            "status": status.name if status else "OK",
+        }
+        for start, value, status in block.intervals()
+    ]
+
+
+def event_row(event: MeterEvent) -> dict[str, object]:
+    return {
+        "meter": event.meter,
+        "time": event.time,
+        "code": event.code,
+        "kind": str(event.kind),
+        "severity": str(event.severity),
+        "text": event.text,
+    }
+
+
 def json_line(row: dict[str, object]) -> str:
     return "{" + ", ".join(f"{json.dumps(k)}: {_json_value(v)}" for k, v in row.items()) + "}"
 
@@ -113,6 +141,8 @@ def write_rows(rows: Sequence[dict[str, object]], columns: Sequence[str], fmt: s
 
 
 READING_COLUMNS = ("meter", "obis", "value", "unit", "meter_time")
+INTERVAL_COLUMNS = ("meter", "obis", "interval_start", "interval_end", "value", "unit", "status")
+EVENT_COLUMNS = ("meter", "time", "code", "kind", "severity", "text")
 
 
 # ---------------------------------------------------------------------------
@@ -130,8 +160,12 @@ def _db_url(args: argparse.Namespace) -> str:
     return DEFAULT_DB
 
 
-async def _with_store(args: argparse.Namespace, work: Callable[[Any], Coroutine[Any, Any, int]],
-                      *, migrate: bool = True) -> int:
+async def _with_store(
+    args: argparse.Namespace,
+    work: Callable[[Any], Coroutine[Any, Any, int]],
+    *,
+    migrate: bool = True,
+) -> int:
     from twisted.internet import reactor
 
     from fep.store import open_store
@@ -155,12 +189,45 @@ async def cmd_read(reactor: Any, args: argparse.Namespace) -> int:
         protocol=args.protocol,
         route=args.route,
         address=args.address,
-        metadata=read_options(args.option),
+        metadata={**_dlms_options(args), **read_options(args.option)},
     )
     records = await protocol.read(reactor, endpoint, meter, args.timeout)
     readings = [r for r in records if isinstance(r, Reading)]
     write_rows([reading_row(r) for r in readings], READING_COLUMNS, args.format)
+    intervals = [row for r in records if isinstance(r, IntervalBlock) for row in interval_rows(r)]
+    if intervals:
+        write_rows(intervals, INTERVAL_COLUMNS, args.format)
+    events = [event_row(r) for r in records if isinstance(r, MeterEvent)]
+    if events:
+        write_rows(events, EVENT_COLUMNS, args.format)
     return EXIT_OK
+
+
+_DLMS_OPTIONS = {
+    "link": "dlms_link",
+    "client_address": "dlms_client",
+    "server_address": "dlms_server",
+    "auth": "dlms_auth",
+    "password": "dlms_password",
+    "system_title": "dlms_system_title",
+    "ek": "dlms_ek",
+    "ak": "dlms_ak",
+    "profile": "dlms_profile",
+    "from_time": "dlms_from",
+    "to_time": "dlms_to",
+}
+
+
+def _dlms_options(args: argparse.Namespace) -> dict[str, str]:
+    """The DLMS options given on the command line, as meter metadata."""
+    metadata = {
+        key: str(getattr(args, name))
+        for name, key in _DLMS_OPTIONS.items()
+        if getattr(args, name, None) is not None
+    }
+    if getattr(args, "objects", None):
+        metadata["dlms_objects"] = ",".join(args.objects)
+    return metadata
 
 
 def read_options(options: Sequence[str]) -> dict[str, str]:
@@ -178,8 +245,7 @@ async def cmd_readings(reactor: Any, args: argparse.Namespace) -> int:
     since = parse_time(args.since) if args.since else None
 
     async def work(store: Any) -> int:
-        readings = await store.readings(args.meter, since=since, obis=args.obis,
-                                        limit=args.limit)
+        readings = await store.readings(args.meter, since=since, obis=args.obis, limit=args.limit)
         write_rows([reading_row(r) for r in readings], READING_COLUMNS, args.format)
         return EXIT_OK
 
@@ -200,9 +266,14 @@ async def cmd_meters(reactor: Any, args: argparse.Namespace) -> int:
     async def work(store: Any) -> int:
         if args.meters_command == "add":
             meter_protocol(args.protocol)
-            meter = Meter(id=args.id, protocol=args.protocol, route=args.route,
-                          address=args.address, serial=args.serial,
-                          credentials=args.credentials)
+            meter = Meter(
+                id=args.id,
+                protocol=args.protocol,
+                route=args.route,
+                address=args.address,
+                serial=args.serial,
+                credentials=args.credentials,
+            )
             await store.add_meters([meter])
             print(f"meter {meter.id} saved")
         elif args.meters_command == "import":
@@ -254,15 +325,17 @@ def read_meter_csv(path: Path) -> list[Meter]:
         if not row["id"] or not row["route"]:
             raise ConfigError(f"line {line}: id and route must not be empty", file=str(path))
         known = {"id", "protocol", "route", "address", "serial", "credentials"}
-        meters.append(Meter(
-            id=row["id"],
-            protocol=row["protocol"],
-            route=row["route"],
-            address=row.get("address") or None,
-            serial=row.get("serial") or None,
-            credentials=row.get("credentials") or None,
-            metadata={k: v for k, v in row.items() if k not in known and v},
-        ))
+        meters.append(
+            Meter(
+                id=row["id"],
+                protocol=row["protocol"],
+                route=row["route"],
+                address=row.get("address") or None,
+                serial=row.get("serial") or None,
+                credentials=row.get("credentials") or None,
+                metadata={k: v for k, v in row.items() if k not in known and v},
+            )
+        )
     return meters
 
 
@@ -310,6 +383,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="a protocol setting kept in the meter's metadata (repeatable), e.g. "
         "-o dlt645_items=00010000,02010100",
     )
+    dlms = read.add_argument_group("DLMS/COSEM (--protocol dlms)")
+    dlms.add_argument(
+        "objects",
+        nargs="*",
+        metavar="CLASS/OBIS/ATTRIBUTE",
+        help="objects to read, e.g. 3/1-0:1.8.0.255/2 (default: clock and the main registers)",
+    )
+    dlms.add_argument("--link", choices=("wrapper", "hdlc"), help="DLMS link (default wrapper)")
+    dlms.add_argument(
+        "--client-address", help="client SAP / wrapper port (16 public, 1 management)"
+    )
+    dlms.add_argument("--server-address", help="server logical[/physical] address")
+    dlms.add_argument("--auth", choices=("none", "low", "high-gmac"), help="authentication")
+    dlms.add_argument("--password", help="LLS password")
+    dlms.add_argument("--system-title", help="our system title (hex, 8 bytes)")
+    dlms.add_argument("--ek", help="block cipher key (hex, 16 bytes)")
+    dlms.add_argument("--ak", help="authentication key (hex, 16 bytes)")
+    dlms.add_argument("--profile", help="profile generic to read, e.g. 1.0.99.1.0.255")
+    dlms.add_argument("--from", dest="from_time", help="profile range start (ISO-8601)")
+    dlms.add_argument("--to", dest="to_time", help="profile range end (ISO-8601)")
     read.set_defaults(run=cmd_read)
 
     meters = sub.add_parser("meters", help="the meter list")

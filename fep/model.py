@@ -392,6 +392,19 @@ class MeterEvent:
 Record = Reading | IntervalBlock | MeterEvent
 
 
+# Metadata keys whose values are secrets: kept out of reprs, so out of logs and errors.
+SECRET_KEYS = ("password", "_ek", "_ak", "key", "secret")
+
+
+def is_secret(key: str) -> bool:
+    return any(part in key.lower() for part in SECRET_KEYS)
+
+
+def _redacted(value: Mapping[str, str]) -> str:
+    shown = {k: ("***" if is_secret(k) else v) for k, v in value.items()}
+    return repr(shown)
+
+
 def _frozen_mapping(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return MappingProxyType(dict(value or {}))
 
@@ -409,5 +422,5 @@ class Meter:
     # A reference to credentials kept elsewhere (key store entry), never the secret itself.
     credentials: str | None = None
     metadata: Mapping[str, str] = attrs.field(
-        factory=dict, converter=_frozen_mapping, eq=False, hash=False
+        factory=dict, converter=_frozen_mapping, eq=False, hash=False, repr=_redacted
     )

@@ -118,20 +118,30 @@ class RecordTests(unittest.TestCase):
 
     def test_interval_block_lists_each_interval(self) -> None:
         start = datetime(2024, 1, 1, tzinfo=UTC)
-        block = IntervalBlock("m1", ObisCode.parse("1.29.0"), start, timedelta(minutes=15),
-                              (Decimal(1), Decimal(2)), (Quality.OK, Quality.POWER_DOWN))
-        self.assertEqual(block.intervals(), [
-            (start, Decimal(1), Quality.OK),
-            (start + timedelta(minutes=15), Decimal(2), Quality.POWER_DOWN),
-        ])
+        block = IntervalBlock(
+            "m1",
+            ObisCode.parse("1.29.0"),
+            start,
+            timedelta(minutes=15),
+            (Decimal(1), Decimal(2)),
+            (Quality.OK, Quality.POWER_DOWN),
+        )
+        self.assertEqual(
+            block.intervals(),
+            [
+                (start, Decimal(1), Quality.OK),
+                (start + timedelta(minutes=15), Decimal(2), Quality.POWER_DOWN),
+            ],
+        )
 
     def test_interval_block_checks_its_shape(self) -> None:
         start = datetime(2024, 1, 1, tzinfo=UTC)
         with self.assertRaises(ValueError):
             IntervalBlock("m1", ObisCode.parse("1.29.0"), start, timedelta(0), (1,))
         with self.assertRaises(ValueError):
-            IntervalBlock("m1", ObisCode.parse("1.29.0"), start, timedelta(minutes=15), (1, 2),
-                          (Quality.OK,))
+            IntervalBlock(
+                "m1", ObisCode.parse("1.29.0"), start, timedelta(minutes=15), (1, 2), (Quality.OK,)
+            )
 
     def test_meter_metadata_is_read_only(self) -> None:
         meter = Meter("m1", "iec62056-21", "tcp:127.0.0.1:4059", metadata={"site": "north"})
@@ -144,3 +154,17 @@ class DottedObisTests(unittest.TestCase):
     def test_six_dotted_groups(self) -> None:
         self.assertEqual(ObisCode.parse("1.0.1.8.0.255"), ObisCode(1, 0, 1, 8, 0, 255))
         self.assertEqual(ObisCode.parse("0.0.1.0.0.255").to_bytes().hex(), "0000010000ff")
+
+
+class MeterSecretsTests(unittest.TestCase):
+    def test_keys_and_passwords_stay_out_of_repr(self) -> None:
+        meter = Meter(
+            "m1",
+            "dlms",
+            "tcp:host=h:port=1",
+            metadata={"dlms_ek": "000102", "dlms_password": "hunter2", "dlms_link": "hdlc"},
+        )
+        text = repr(meter)
+        self.assertNotIn("000102", text)
+        self.assertNotIn("hunter2", text)
+        self.assertIn("hdlc", text)
