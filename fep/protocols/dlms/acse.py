@@ -1,0 +1,576 @@
+"""ACSE APDUs of a DLMS association (AARQ, AARE, RLRQ, RLRE: ISO 8650 as profiled by IEC
+62056-5-3), BER-encoded with pyasn1, and the xDLMS InitiateRequest/InitiateResponse they carry
+in user-information (A-XDR).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+from pyasn1.codec.ber import decoder as ber_decoder
+from pyasn1.codec.ber import encoder as ber_encoder
+from pyasn1.error import PyAsn1Error
+from pyasn1.type import namedtype, tag, univ
+
+from fep.errors import FrameError
+from fep.protocols.dlms.errors import AssociationRefused
+
+# -- names ------------------------------------------------------------------------------------
+
+_CONTEXT_OID = (2, 16, 756, 5, 8, 1)
+_MECHANISM_OID = (2, 16, 756, 5, 8, 2)
+
+
+class ApplicationContext(enum.IntEnum):
+    LN = 1
+    SN = 2
+    LN_CIPHERING = 3
+    SN_CIPHERING = 4
+
+
+class Mechanism(enum.IntEnum):
+    LOWEST = 0
+    LLS = 1
+    HLS = 2
+    HLS_MD5 = 3
+    HLS_SHA1 = 4
+    HLS_GMAC = 5
+    HLS_SHA256 = 6
+    HLS_ECDSA = 7
+
+
+class AssociationResult(enum.IntEnum):
+    ACCEPTED = 0
+    REJECTED_PERMANENT = 1
+    REJECTED_TRANSIENT = 2
+
+
+USER_DIAGNOSTICS = {
+    0: "null",
+    1: "no-reason-given",
+    2: "application-context-name-not-supported",
+    3: "calling-AP-title-not-recognized",
+    4: "calling-AP-invocation-identifier-not-recognized",
+    5: "calling-AE-qualifier-not-recognized",
+    6: "calling-AE-invocation-identifier-not-recognized",
+    7: "called-AP-title-not-recognized",
+    8: "called-AP-invocation-identifier-not-recognized",
+    9: "called-AE-qualifier-not-recognized",
+    10: "called-AE-invocation-identifier-not-recognized",
+    11: "authentication-mechanism-name-not-recognised",
+    12: "authentication-mechanism-name-required",
+    13: "authentication-failure",
+    14: "authentication-required",
+}
+PROVIDER_DIAGNOSTICS = {0: "null", 1: "no-reason-given", 2: "no-common-acse-version"}
+
+
+class Conformance(enum.IntFlag):
+    """The xDLMS conformance block (24 bits; bit 0 of the standard is the top bit)."""
+
+    GENERAL_PROTECTION = 1 << (23 - 1)
+    GENERAL_BLOCK_TRANSFER = 1 << (23 - 2)
+    READ = 1 << (23 - 3)
+    WRITE = 1 << (23 - 4)
+    UNCONFIRMED_WRITE = 1 << (23 - 5)
+    ATTRIBUTE0_SUPPORTED_WITH_SET = 1 << (23 - 8)
+    PRIORITY_MGMT_SUPPORTED = 1 << (23 - 9)
+    ATTRIBUTE0_SUPPORTED_WITH_GET = 1 << (23 - 10)
+    BLOCK_TRANSFER_WITH_GET_OR_READ = 1 << (23 - 11)
+    BLOCK_TRANSFER_WITH_SET_OR_WRITE = 1 << (23 - 12)
+    BLOCK_TRANSFER_WITH_ACTION = 1 << (23 - 13)
+    MULTIPLE_REFERENCES = 1 << (23 - 14)
+    INFORMATION_REPORT = 1 << (23 - 15)
+    DATA_NOTIFICATION = 1 << (23 - 16)
+    ACCESS = 1 << (23 - 17)
+    PARAMETERIZED_ACCESS = 1 << (23 - 18)
+    GET = 1 << (23 - 19)
+    SET = 1 << (23 - 20)
+    SELECTIVE_ACCESS = 1 << (23 - 21)
+    EVENT_NOTIFICATION = 1 << (23 - 22)
+    ACTION = 1 << (23 - 23)
+
+
+# -- ASN.1 (pyasn1) ---------------------------------------------------------------------------
+
+
+def _explicit(n: int) -> Any:
+    return tag.Tag(tag.tagClassContext, tag.tagFormatConstructed, n)
+
+
+def _implicit(n: int) -> Any:
+    return tag.Tag(tag.tagClassContext, tag.tagFormatSimple, n)
+
+
+def _application(n: int) -> Any:
+    return tag.Tag(tag.tagClassApplication, tag.tagFormatConstructed, n)
+
+
+class _AuthenticationValue(univ.Choice):
+    # charstring is a GraphicString on paper; passwords and HLS challenges are bytes, and
+    # an OCTET STRING with the same implicit tag has the same encoding.
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("charstring", univ.OctetString().subtype(implicitTag=_implicit(0))),
+        namedtype.NamedType("bitstring", univ.BitString().subtype(implicitTag=_implicit(1))),
+    )
+
+
+class _SourceDiagnostic(univ.Choice):
+    componentType = namedtype.NamedTypes(
+        namedtype.NamedType("acse-service-user", univ.Integer().subtype(explicitTag=_explicit(1))),
+        namedtype.NamedType(
+            "acse-service-provider", univ.Integer().subtype(explicitTag=_explicit(2))
+        ),
+    )
+
+
+def _user_information(n: int = 30) -> Any:
+    return univ.OctetString().subtype(explicitTag=_explicit(n))
+
+
+class _AARQ(univ.Sequence):
+    tagSet = univ.Sequence.tagSet.tagImplicitly(_application(0))
+    componentType = namedtype.NamedTypes(
+        namedtype.OptionalNamedType(
+            "protocol-version", univ.BitString().subtype(implicitTag=_implicit(0))
+        ),
+        namedtype.NamedType(
+            "application-context-name", univ.ObjectIdentifier().subtype(explicitTag=_explicit(1))
+        ),
+        namedtype.OptionalNamedType(
+            "called-AP-title", univ.OctetString().subtype(explicitTag=_explicit(2))
+        ),
+        namedtype.OptionalNamedType(
+            "calling-AP-title", univ.OctetString().subtype(explicitTag=_explicit(6))
+        ),
+        namedtype.OptionalNamedType(
+            "calling-AE-invocation-id", univ.Integer().subtype(explicitTag=_explicit(9))
+        ),
+        namedtype.OptionalNamedType(
+            "sender-acse-requirements", univ.BitString().subtype(implicitTag=_implicit(10))
+        ),
+        namedtype.OptionalNamedType(
+            "mechanism-name", univ.ObjectIdentifier().subtype(implicitTag=_implicit(11))
+        ),
+        namedtype.OptionalNamedType(
+            "calling-authentication-value",
+            _AuthenticationValue().subtype(explicitTag=_explicit(12)),
+        ),
+        namedtype.OptionalNamedType(
+            "implementation-information", univ.OctetString().subtype(implicitTag=_implicit(29))
+        ),
+        namedtype.OptionalNamedType("user-information", _user_information()),
+    )
+
+
+class _AARE(univ.Sequence):
+    tagSet = univ.Sequence.tagSet.tagImplicitly(_application(1))
+    componentType = namedtype.NamedTypes(
+        namedtype.OptionalNamedType(
+            "protocol-version", univ.BitString().subtype(implicitTag=_implicit(0))
+        ),
+        namedtype.NamedType(
+            "application-context-name", univ.ObjectIdentifier().subtype(explicitTag=_explicit(1))
+        ),
+        namedtype.NamedType("result", univ.Integer().subtype(explicitTag=_explicit(2))),
+        namedtype.NamedType(
+            "result-source-diagnostic", _SourceDiagnostic().subtype(explicitTag=_explicit(3))
+        ),
+        namedtype.OptionalNamedType(
+            "responding-AP-title", univ.OctetString().subtype(explicitTag=_explicit(4))
+        ),
+        namedtype.OptionalNamedType(
+            "responding-AE-invocation-id", univ.Integer().subtype(explicitTag=_explicit(7))
+        ),
+        namedtype.OptionalNamedType(
+            "responder-acse-requirements", univ.BitString().subtype(implicitTag=_implicit(8))
+        ),
+        namedtype.OptionalNamedType(
+            "mechanism-name", univ.ObjectIdentifier().subtype(implicitTag=_implicit(9))
+        ),
+        namedtype.OptionalNamedType(
+            "responding-authentication-value",
+            _AuthenticationValue().subtype(explicitTag=_explicit(10)),
+        ),
+        namedtype.OptionalNamedType(
+            "implementation-information", univ.OctetString().subtype(implicitTag=_implicit(29))
+        ),
+        namedtype.OptionalNamedType("user-information", _user_information()),
+    )
+
+
+class _RLRQ(univ.Sequence):
+    tagSet = univ.Sequence.tagSet.tagImplicitly(_application(2))
+    componentType = namedtype.NamedTypes(
+        namedtype.OptionalNamedType("reason", univ.Integer().subtype(implicitTag=_implicit(0))),
+        namedtype.OptionalNamedType("user-information", _user_information()),
+    )
+
+
+class _RLRE(univ.Sequence):
+    tagSet = univ.Sequence.tagSet.tagImplicitly(_application(3))
+    componentType = namedtype.NamedTypes(
+        namedtype.OptionalNamedType("reason", univ.Integer().subtype(implicitTag=_implicit(0))),
+        namedtype.OptionalNamedType("user-information", _user_information()),
+    )
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Aarq:
+    application_context: ApplicationContext
+    mechanism: Mechanism | None = None
+    calling_ap_title: bytes | None = None
+    authentication_value: bytes | None = attrs.field(default=None, repr=False)
+    user_information: bytes | None = None
+
+
+@attrs.frozen
+class Aare:
+    application_context: ApplicationContext
+    result: int
+    diagnostic_source: str = "user"  # "user" or "provider"
+    diagnostic: int = 0
+    responding_ap_title: bytes | None = None
+    mechanism: Mechanism | None = None
+    authentication_value: bytes | None = attrs.field(default=None, repr=False)
+    user_information: bytes | None = None
+
+    @property
+    def reason(self) -> str:
+        names = USER_DIAGNOSTICS if self.diagnostic_source == "user" else PROVIDER_DIAGNOSTICS
+        return names.get(self.diagnostic, f"diagnostic {self.diagnostic}")
+
+
+@attrs.frozen
+class Rlrq:
+    reason: int | None = 0
+    user_information: bytes | None = None
+
+
+@attrs.frozen
+class Rlre:
+    reason: int | None = 0
+    user_information: bytes | None = None
+
+
+AcseApdu = Aarq | Aare | Rlrq | Rlre
+
+
+# Plain values: pyasn1 clones them into the tagged schema types of each component.
+def _context_oid(context: ApplicationContext) -> tuple[int, ...]:
+    return (*_CONTEXT_OID, int(context))
+
+
+def _mechanism_oid(mechanism: Mechanism) -> tuple[int, ...]:
+    return (*_MECHANISM_OID, int(mechanism))
+
+
+def _context_from(oid: Any) -> ApplicationContext:
+    numbers = tuple(oid)
+    if numbers[:-1] != _CONTEXT_OID:
+        raise FrameError(f"application context {oid} is not DLMS", field="application-context")
+    try:
+        return ApplicationContext(numbers[-1])
+    except ValueError:
+        raise FrameError(
+            f"unknown application context {oid}", field="application-context"
+        ) from None
+
+
+def _mechanism_from(oid: Any) -> Mechanism:
+    numbers = tuple(oid)
+    if numbers[:-1] != _MECHANISM_OID:
+        raise FrameError(f"mechanism {oid} is not DLMS", field="mechanism-name")
+    try:
+        return Mechanism(numbers[-1])
+    except ValueError:
+        raise FrameError(f"unknown mechanism {oid}", field="mechanism-name") from None
+
+
+# sender/responder-acse-requirements: the authentication bit (bit 0) set.
+_AUTHENTICATION_REQUIRED = "'1'B"
+
+
+def encode_aarq(aarq: Aarq) -> bytes:
+    seq = _AARQ()
+    seq["application-context-name"] = _context_oid(aarq.application_context)
+    if aarq.calling_ap_title is not None:
+        seq["calling-AP-title"] = aarq.calling_ap_title
+    if aarq.mechanism is not None and aarq.mechanism != Mechanism.LOWEST:
+        seq["sender-acse-requirements"] = _AUTHENTICATION_REQUIRED
+        seq["mechanism-name"] = _mechanism_oid(aarq.mechanism)
+    if aarq.authentication_value is not None:
+        value = seq["calling-authentication-value"]
+        value["charstring"] = aarq.authentication_value
+    if aarq.user_information is not None:
+        seq["user-information"] = aarq.user_information
+    return bytes(ber_encoder.encode(seq))
+
+
+def encode_aare(aare: Aare) -> bytes:
+    seq = _AARE()
+    seq["application-context-name"] = _context_oid(aare.application_context)
+    seq["result"] = aare.result
+    diagnostic = seq["result-source-diagnostic"]
+    key = "acse-service-user" if aare.diagnostic_source == "user" else "acse-service-provider"
+    diagnostic[key] = aare.diagnostic
+    if aare.responding_ap_title is not None:
+        seq["responding-AP-title"] = aare.responding_ap_title
+    if aare.mechanism is not None and aare.mechanism != Mechanism.LOWEST:
+        seq["responder-acse-requirements"] = _AUTHENTICATION_REQUIRED
+        seq["mechanism-name"] = _mechanism_oid(aare.mechanism)
+    if aare.authentication_value is not None:
+        seq["responding-authentication-value"]["charstring"] = aare.authentication_value
+    if aare.user_information is not None:
+        seq["user-information"] = aare.user_information
+    return bytes(ber_encoder.encode(seq))
+
+
+def encode_rlrq(rlrq: Rlrq) -> bytes:
+    seq = _RLRQ()
+    if rlrq.reason is not None:
+        seq["reason"] = rlrq.reason
+    if rlrq.user_information is not None:
+        seq["user-information"] = rlrq.user_information
+    return bytes(ber_encoder.encode(seq))
+
+
+def encode_rlre(rlre: Rlre) -> bytes:
+    seq = _RLRE()
+    if rlre.reason is not None:
+        seq["reason"] = rlre.reason
+    if rlre.user_information is not None:
+        seq["user-information"] = rlre.user_information
+    return bytes(ber_encoder.encode(seq))
+
+
+def _optional(seq: Any, name: str) -> Any:
+    component = seq.getComponentByName(name)
+    return component if component.isValue else None
+
+
+def _optional_bytes(seq: Any, name: str) -> bytes | None:
+    value = _optional(seq, name)
+    return bytes(value) if value is not None else None
+
+
+def _auth_bytes(seq: Any, name: str) -> bytes | None:
+    value = _optional(seq, name)
+    if value is None:
+        return None
+    chosen = value.getComponent()
+    if isinstance(chosen, univ.BitString):
+        return chosen.asOctets()
+    return bytes(chosen)
+
+
+_SPECS: dict[int, tuple[str, Any]] = {
+    0x60: ("AARQ", _AARQ),
+    0x61: ("AARE", _AARE),
+    0x62: ("RLRQ", _RLRQ),
+    0x63: ("RLRE", _RLRE),
+}
+
+
+def decode_acse(data: bytes) -> AcseApdu:
+    """One ACSE APDU; FrameError for anything that is not a well-formed one."""
+    if not data:
+        raise FrameError("empty ACSE APDU", offset=0, field="tag")
+    entry = _SPECS.get(data[0])
+    if entry is None:
+        raise FrameError(f"tag {data[0]:#04x} is not an ACSE APDU", offset=0, field="tag")
+    name, spec = entry
+    try:
+        seq, rest = ber_decoder.decode(bytes(data), asn1Spec=spec())
+    except (PyAsn1Error, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+        raise FrameError(f"{name}: {e}", offset=0, field=name) from None
+    if rest:
+        raise FrameError(
+            f"{name}: {len(rest)} bytes after it", offset=len(data) - len(rest), field=name
+        )
+    try:
+        if name == "AARQ":
+            mechanism = _optional(seq, "mechanism-name")
+            return Aarq(
+                application_context=_context_from(seq["application-context-name"]),
+                mechanism=_mechanism_from(mechanism) if mechanism is not None else None,
+                calling_ap_title=_optional_bytes(seq, "calling-AP-title"),
+                authentication_value=_auth_bytes(seq, "calling-authentication-value"),
+                user_information=_optional_bytes(seq, "user-information"),
+            )
+        if name == "AARE":
+            diagnostic = seq["result-source-diagnostic"]
+            source = diagnostic.getName()
+            mechanism = _optional(seq, "mechanism-name")
+            return Aare(
+                application_context=_context_from(seq["application-context-name"]),
+                result=int(seq["result"]),
+                diagnostic_source="user" if source == "acse-service-user" else "provider",
+                diagnostic=int(diagnostic.getComponent()),
+                responding_ap_title=_optional_bytes(seq, "responding-AP-title"),
+                mechanism=_mechanism_from(mechanism) if mechanism is not None else None,
+                authentication_value=_auth_bytes(seq, "responding-authentication-value"),
+                user_information=_optional_bytes(seq, "user-information"),
+            )
+        reason = _optional(seq, "reason")
+        cls = Rlrq if name == "RLRQ" else Rlre
+        return cls(
+            reason=int(reason) if reason is not None else None,
+            user_information=_optional_bytes(seq, "user-information"),
+        )
+    except (PyAsn1Error, ValueError, TypeError) as e:
+        raise FrameError(f"{name}: {e}", offset=0, field=name) from None
+
+
+def encode_acse(apdu: AcseApdu) -> bytes:
+    if isinstance(apdu, Aarq):
+        return encode_aarq(apdu)
+    if isinstance(apdu, Aare):
+        return encode_aare(apdu)
+    if isinstance(apdu, Rlrq):
+        return encode_rlrq(apdu)
+    return encode_rlre(apdu)
+
+
+def check_aare(aare: Aare, meter: str | None = None) -> None:
+    """AssociationRefused naming the ACSE diagnostic unless the AARE accepts."""
+    if aare.result == AssociationResult.ACCEPTED:
+        return
+    try:
+        result = AssociationResult(aare.result).name.lower().replace("_", "-")
+    except ValueError:
+        result = f"result {aare.result}"
+    raise AssociationRefused(
+        f"{result}, {aare.reason}", result=aare.result, diagnostic=aare.diagnostic, meter=meter
+    )
+
+
+# -- xDLMS Initiate ---------------------------------------------------------------------------
+
+_CONFORMANCE_TAG = b"\x5f\x1f\x04\x00"
+
+
+def _encode_conformance(conformance: int) -> bytes:
+    return _CONFORMANCE_TAG + (int(conformance) & 0xFFFFFF).to_bytes(3, "big")
+
+
+def _decode_conformance(data: bytes, pos: int, what: str) -> tuple[Conformance, int]:
+    if data[pos : pos + 4] != _CONFORMANCE_TAG or pos + 7 > len(data):
+        raise FrameError(f"{what}: no conformance block", offset=pos, field="conformance")
+    return Conformance(int.from_bytes(data[pos + 4 : pos + 7], "big")), pos + 7
+
+
+def _need(data: bytes, pos: int, n: int, what: str, field: str) -> None:
+    if pos + n > len(data):
+        raise FrameError(f"{what}: {field} truncated", offset=pos, field=field)
+
+
+@attrs.frozen
+class InitiateRequest:
+    conformance: Conformance
+    max_receive_pdu_size: int = 0xFFFF
+    dlms_version: int = 6
+    dedicated_key: bytes | None = attrs.field(default=None, repr=False)
+    response_allowed: bool = True
+    quality_of_service: int | None = None
+
+    def encode(self) -> bytes:
+        out = bytearray(b"\x01")
+        if self.dedicated_key is None:
+            out.append(0)
+        else:
+            out += bytes((1, len(self.dedicated_key))) + self.dedicated_key
+        out += b"\x00" if self.response_allowed else b"\x01\x00"
+        out += b"\x00" if self.quality_of_service is None else bytes((1, self.quality_of_service))
+        out.append(self.dlms_version)
+        out += _encode_conformance(self.conformance)
+        out += self.max_receive_pdu_size.to_bytes(2, "big")
+        return bytes(out)
+
+    @classmethod
+    def decode(cls, data: bytes) -> InitiateRequest:
+        what = "InitiateRequest"
+        if not data or data[0] != 0x01:
+            raise FrameError(f"{what}: tag {data[:1].hex() or 'missing'}", offset=0, field="tag")
+        pos = 1
+        _need(data, pos, 1, what, "dedicated-key")
+        key = None
+        if data[pos]:
+            _need(data, pos, 2, what, "dedicated-key")
+            n = data[pos + 1]
+            _need(data, pos + 2, n, what, "dedicated-key")
+            key = bytes(data[pos + 2 : pos + 2 + n])
+            pos += 2 + n
+        else:
+            pos += 1
+        _need(data, pos, 1, what, "response-allowed")
+        allowed = True
+        if data[pos]:
+            _need(data, pos, 2, what, "response-allowed")
+            allowed = bool(data[pos + 1])
+            pos += 2
+        else:
+            pos += 1
+        _need(data, pos, 1, what, "quality-of-service")
+        qos = None
+        if data[pos]:
+            _need(data, pos, 2, what, "quality-of-service")
+            qos = data[pos + 1]
+            pos += 2
+        else:
+            pos += 1
+        _need(data, pos, 1, what, "dlms-version")
+        version = data[pos]
+        conformance, pos = _decode_conformance(data, pos + 1, what)
+        _need(data, pos, 2, what, "max-receive-pdu-size")
+        size = int.from_bytes(data[pos : pos + 2], "big")
+        if pos + 2 != len(data):
+            raise FrameError(f"{what}: trailing bytes", offset=pos + 2, field="trailing bytes")
+        return cls(conformance, size, version, key, allowed, qos)
+
+
+@attrs.frozen
+class InitiateResponse:
+    conformance: Conformance
+    max_receive_pdu_size: int
+    dlms_version: int = 6
+    quality_of_service: int | None = None
+    vaa_name: int = 0x0007
+
+    def encode(self) -> bytes:
+        out = bytearray(b"\x08")
+        out += b"\x00" if self.quality_of_service is None else bytes((1, self.quality_of_service))
+        out.append(self.dlms_version)
+        out += _encode_conformance(self.conformance)
+        out += self.max_receive_pdu_size.to_bytes(2, "big")
+        out += self.vaa_name.to_bytes(2, "big")
+        return bytes(out)
+
+    @classmethod
+    def decode(cls, data: bytes) -> InitiateResponse:
+        what = "InitiateResponse"
+        if not data or data[0] != 0x08:
+            raise FrameError(f"{what}: tag {data[:1].hex() or 'missing'}", offset=0, field="tag")
+        pos = 1
+        _need(data, pos, 1, what, "quality-of-service")
+        qos = None
+        if data[pos]:
+            _need(data, pos, 2, what, "quality-of-service")
+            qos = data[pos + 1]
+            pos += 2
+        else:
+            pos += 1
+        _need(data, pos, 1, what, "dlms-version")
+        version = data[pos]
+        conformance, pos = _decode_conformance(data, pos + 1, what)
+        _need(data, pos, 4, what, "max-receive-pdu-size")
+        size = int.from_bytes(data[pos : pos + 2], "big")
+        vaa = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if pos + 4 != len(data):
+            raise FrameError(f"{what}: trailing bytes", offset=pos + 4, field="trailing bytes")
+        return cls(conformance, size, version, qos, vaa)
