@@ -452,7 +452,14 @@ def _describe(error: FepError, args: argparse.Namespace) -> str:
 def run(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Objects to read may follow options (read ROUTE --protocol dlms 3/1.0.1.8.0.255/2 ...),
+    # which argparse's positionals do not allow: pick them up from what is left over.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command == "read" and not any(e.startswith("-") for e in extra):
+            args.objects = [*args.objects, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "obis", None):
         from fep.model import ObisCode
 

@@ -1,0 +1,785 @@
+"""The Twisted side of DLMS/COSEM: a client session over any byte pipe (wrapper over TCP,
+HDLC over TCP or serial), ``DlmsProtocol`` for ``fep read`` and scheduled reads, and the
+push receiver that turns ciphered Data-Notifications into records.
+
+The protocol state lives in ``client.py`` (association, services), ``hdlc.py`` and
+``wrapper.py`` (links); this module moves bytes, runs timers and turns values into records.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from fep.errors import ConfigError, FrameError, ProtocolError, SessionTimeout
+from fep.interfaces import IMeterProtocol, IRecordSink
+from fep.model import Meter, ObisCode, Reading, Record
+from fep.protocols.dlms import apdu as A
+from fep.protocols.dlms import axdr, hdlc, wrapper
+from fep.protocols.dlms.axdr import CosemDateTime, Data
+from fep.protocols.dlms.client import (
+    ActionDone,
+    Associated,
+    Authentication,
+    ClientSettings,
+    DlmsClient,
+    Event,
+    GetDone,
+    Pushed,
+    Released,
+    Send,
+    SetDone,
+)
+from fep.protocols.dlms.cosem import (
+    CosemClass,
+    ScalerUnit,
+    clock_quality,
+    decode_capture_objects,
+    decode_object_list,
+    event_log,
+    profile_blocks,
+    register_reading,
+)
+from fep.protocols.dlms.errors import PROTOCOL, DataAccessError, DlmsError
+from fep.protocols.dlms.security import SecurityKeys
+
+log = Logger(namespace="fep.protocols.dlms")
+
+# Public client SAP (16) reads without authentication; management (1) with LLS/HLS.
+PUBLIC_CLIENT = 16
+WRAPPER_PORT_SERVER = 1
+
+
+class LinkKind(enum.Enum):
+    WRAPPER = "wrapper"
+    HDLC = "hdlc"
+
+
+@attrs.frozen
+class LinkSettings:
+    kind: LinkKind = LinkKind.WRAPPER
+    client_address: int = PUBLIC_CLIENT
+    server_logical: int = 1
+    server_physical: int | None = None
+    # HDLC over a slow line: how many times a silent step is repeated before giving up.
+    retries: int = 2
+
+
+class _Link:
+    """What the session needs of a link: bytes to open it, to carry an APDU, to close it,
+    and received bytes turned into APDUs and bytes to send back."""
+
+    def open(self) -> list[bytes]:
+        return []
+
+    def is_open(self) -> bool:
+        return True
+
+    def send(self, apdu: bytes) -> list[bytes]:
+        raise NotImplementedError
+
+    def receive(self, data: bytes) -> tuple[list[bytes], list[bytes]]:
+        """(APDUs received, bytes to send now)."""
+        raise NotImplementedError
+
+    def close(self) -> list[bytes]:
+        return []
+
+    def timeout(self) -> list[bytes]:
+        return []
+
+
+class _WrapperLink(_Link):
+    def __init__(self, settings: LinkSettings) -> None:
+        self.client_wport = settings.client_address
+        self.server_wport = settings.server_logical
+        self.decoder = wrapper.WrapperDecoder()
+
+    def send(self, apdu: bytes) -> list[bytes]:
+        frame = wrapper.WrapperFrame(self.client_wport, self.server_wport, apdu)
+        return [wrapper.encode_wrapper(frame)]
+
+    def receive(self, data: bytes) -> tuple[list[bytes], list[bytes]]:
+        frames = self.decoder.receive(data)
+        return [f.apdu for f in frames if f.destination_wport == self.client_wport], []
+
+
+class _HdlcLink(_Link):
+    def __init__(self, settings: LinkSettings) -> None:
+        self.link = hdlc.HdlcClientLink(
+            hdlc.HdlcAddress(settings.client_address),
+            hdlc.HdlcAddress(settings.server_logical, settings.server_physical),
+        )
+        self.connected = False
+
+    def open(self) -> list[bytes]:
+        return [self.link.connect()]
+
+    def is_open(self) -> bool:
+        return self.connected
+
+    def send(self, apdu: bytes) -> list[bytes]:
+        return self.link.send(apdu)
+
+    def receive(self, data: bytes) -> tuple[list[bytes], list[bytes]]:
+        apdus: list[bytes] = []
+        out: list[bytes] = []
+        for event in self.link.receive_data(data):
+            if isinstance(event, hdlc.ApduReceived):
+                apdus.append(event.apdu)
+            elif isinstance(event, hdlc.SendFrame):
+                out.append(event.data)
+            elif isinstance(event, hdlc.LinkConnected):
+                self.connected = True
+            elif isinstance(event, hdlc.LinkRefused):
+                raise ProtocolError(f"HDLC link refused: {event.reason}", protocol=PROTOCOL)
+            elif isinstance(event, hdlc.LinkDisconnected):
+                self.connected = False
+        return apdus, out
+
+    def close(self) -> list[bytes]:
+        return [self.link.disconnect()]
+
+    def timeout(self) -> list[bytes]:
+        return self.link.timeout()
+
+
+class DlmsConnection(Protocol):
+    """One connection to one meter: opens the link, then runs one exchange at a time.
+
+    ``request(apdu)`` sends an APDU and fires with the client's final event for it
+    (following ``Send`` continuations itself); failures are DlmsError/FrameError/
+    SessionTimeout naming the meter.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        client: DlmsClient,
+        link: _Link,
+        *,
+        timeout: float,
+        retries: int = 2,
+        on_push: Callable[[Pushed], None] | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.client = client
+        self.link = link
+        self.timeout = timeout
+        self.retries = retries
+        self.on_push = on_push
+        self.ready: Deferred[None] = Deferred()
+        self.closed: Deferred[None] = Deferred()
+        self._waiting: Deferred[Event] | None = None
+        self._timer: IDelayedCall | None = None
+        self._what = "link"
+        self._tries = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.frame_errors = 0
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _meter_error(self, message: str, cls: type[ProtocolError] = ProtocolError) -> ProtocolError:
+        s = self.client.settings
+        return cls(message, meter=s.meter, route=s.route, protocol=PROTOCOL)
+
+    def _write(self, chunks: Sequence[bytes]) -> None:
+        for chunk in chunks:
+            self.bytes_out += len(chunk)
+            self.transport.write(chunk)  # type: ignore[union-attr]
+
+    def _arm(self, what: str) -> None:
+        self._disarm()
+        self._what = what
+        self._timer = self.reactor.callLater(self.timeout, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        again = self.link.timeout()
+        if again and self._tries < self.retries:
+            self._tries += 1
+            log.debug(
+                "{meter}: no answer to {what}, repeating ({n})",
+                meter=self.client.settings.meter,
+                what=self._what,
+                n=self._tries,
+            )
+            self._write(again)
+            self._timer = self.reactor.callLater(self.timeout, self._timed_out)
+            return
+        self._fail(
+            self._meter_error(
+                f"no answer to {self._what} within {self.timeout:.1f} s", SessionTimeout
+            )
+        )
+
+    def _fail(self, error: Exception) -> None:
+        self._disarm()
+        for d in (self.ready, self._waiting):
+            if d is not None and not d.called:
+                if d is self._waiting:
+                    self._waiting = None
+                d.errback(Failure(error))
+                return
+        log.warn("{meter}: {error}", meter=self.client.settings.meter, error=str(error))
+
+    # -- Protocol -------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        opening = self.link.open()
+        if opening:
+            self._write(opening)
+            self._arm("SNRM")
+        else:
+            self.ready.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        try:
+            apdus, out = self.link.receive(data)
+        except FrameError as e:
+            self.frame_errors += 1
+            log.info(
+                "{meter}: link frame error: {error}", meter=self.client.settings.meter, error=str(e)
+            )
+            return
+        except ProtocolError as e:
+            self._fail(self._meter_error(str(e)))
+            return
+        self._write(out)
+        if not self.ready.called and self.link.is_open():
+            self._disarm()
+            self.ready.callback(None)
+        for raw in apdus:
+            self._on_apdu(raw)
+
+    def _on_apdu(self, raw: bytes) -> None:
+        try:
+            event = self.client.receive(raw)
+        except (DlmsError, FrameError) as e:
+            if isinstance(e, FrameError):
+                self.frame_errors += 1
+            self._fail(e)
+            return
+        if isinstance(event, Pushed):
+            if self.on_push is not None:
+                self.on_push(event)
+            return
+        if isinstance(event, Send):
+            self._tries = 0
+            self._write(self.link.send(event.apdu))
+            self._arm(self._what)
+            return
+        self._disarm()
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.callback(event)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        self._disarm()
+        lost = self._meter_error(f"connection lost ({reason.getErrorMessage()})")
+        if not self.ready.called:
+            self.ready.errback(Failure(lost))
+        if self._waiting is not None:
+            waiting, self._waiting = self._waiting, None
+            waiting.errback(Failure(lost))
+        if not self.closed.called:
+            self.closed.callback(None)
+
+    # -- API ------------------------------------------------------------------------------
+
+    def request(self, apdu: bytes, what: str) -> Deferred[Event]:
+        if self._waiting is not None:
+            raise self._meter_error(f"{what} while another request is outstanding")
+        self._waiting = Deferred()
+        self._tries = 0
+        self._write(self.link.send(apdu))
+        self._arm(what)
+        return self._waiting
+
+    def close_link(self) -> Deferred[None]:
+        """Disconnect the link (HDLC DISC) and the transport."""
+        closing = self.link.close()
+        if closing and self.transport is not None:
+            self._write(closing)
+        if self.transport is not None:
+            self.transport.loseConnection()
+        return self.closed
+
+
+class DlmsSession:
+    """Associate, read, release: the operations a head end runs against one meter."""
+
+    def __init__(self, connection: DlmsConnection) -> None:
+        self.connection = connection
+        self.client = connection.client
+        self.meter = self.client.settings.meter or "?"
+
+    async def associate(self) -> Associated:
+        await self.connection.ready
+        event = await self.connection.request(self.client.associate(), "AARQ")
+        assert isinstance(event, Associated)
+        return event
+
+    async def release(self) -> None:
+        try:
+            event = await self.connection.request(self.client.release(), "RLRQ")
+            assert isinstance(event, Released)
+        finally:
+            await self.connection.close_link()
+
+    def _error(self, result: int, descriptor: object) -> DataAccessError:
+        s = self.client.settings
+        return DataAccessError(
+            result,
+            A.result_name(result),
+            meter=s.meter,
+            route=s.route,
+            cosem_object=str(descriptor),
+        )
+
+    async def get(
+        self, descriptor: A.AttributeDescriptor, access: A.AccessSelection | None = None
+    ) -> Data:
+        event = await self.connection.request(
+            self.client.get(descriptor, access), f"GET {descriptor}"
+        )
+        assert isinstance(event, GetDone)
+        result = event.results[0]
+        if result.data is None:
+            raise self._error(result.error if result.error is not None else 250, descriptor)
+        return result.data
+
+    async def get_many(
+        self, descriptors: Sequence[A.AttributeDescriptor]
+    ) -> list[Data | DataAccessError]:
+        """Several attributes: one GET-with-list when the meter negotiated it."""
+        from fep.protocols.dlms.acse import Conformance
+
+        if not descriptors:
+            return []
+        if len(descriptors) == 1 or not (self.client.conformance & Conformance.MULTIPLE_REFERENCES):
+            out: list[Data | DataAccessError] = []
+            for d in descriptors:
+                try:
+                    out.append(await self.get(d))
+                except DataAccessError as e:
+                    out.append(e)
+            return out
+        event = await self.connection.request(
+            self.client.get_with_list([(d, None) for d in descriptors]),
+            f"GET with list of {len(descriptors)}",
+        )
+        assert isinstance(event, GetDone)
+        return [
+            r.data if r.data is not None else self._error(r.error or 250, d)
+            for r, d in zip(event.results, descriptors, strict=False)
+        ]
+
+    async def set(self, descriptor: A.AttributeDescriptor, value: Data) -> None:
+        event = await self.connection.request(
+            self.client.set(descriptor, value), f"SET {descriptor}"
+        )
+        assert isinstance(event, SetDone)
+        if event.results[0] != 0:
+            raise self._error(event.results[0], descriptor)
+
+    async def action(
+        self, method: A.MethodDescriptor, parameters: Data | None = None
+    ) -> Data | None:
+        event = await self.connection.request(
+            self.client.action(method, parameters), f"ACTION {method}"
+        )
+        assert isinstance(event, ActionDone)
+        if event.result != 0:
+            raise self._error(event.result, method)
+        return event.value
+
+    # -- what a head end reads ----------------------------------------------------------------
+
+    async def read_registers(self, objects: Sequence[A.AttributeDescriptor]) -> list[Reading]:
+        """Values of registers (with their scaler_unit), data objects and the clock."""
+        wanted: list[A.AttributeDescriptor] = []
+        for d in objects:
+            wanted.append(d)
+            if (
+                d.class_id in (CosemClass.REGISTER, CosemClass.EXTENDED_REGISTER)
+                and d.attribute == 2
+            ):
+                wanted.append(A.AttributeDescriptor(d.class_id, d.instance, 3))
+            elif d.class_id == CosemClass.DEMAND_REGISTER and d.attribute in (2, 3):
+                wanted.append(A.AttributeDescriptor(d.class_id, d.instance, 4))
+        values = await self.get_many(wanted)
+        by = dict(zip(wanted, values, strict=False))
+        readings = []
+        for d in objects:
+            value = by[d]
+            if isinstance(value, DataAccessError):
+                log.warn(
+                    "{meter}: {object}: {result}",
+                    meter=self.meter,
+                    object=str(d),
+                    result=value.result_name,
+                )
+                continue
+            scaler_unit = None
+            for k in (3, 4):
+                su = by.get(A.AttributeDescriptor(d.class_id, d.instance, k))
+                if isinstance(su, Data) and k == (4 if d.class_id == 5 else 3):
+                    scaler_unit = ScalerUnit.from_data(su, f"{d.instance} scaler_unit")
+            if d.class_id == CosemClass.CLOCK and d.attribute == 2:
+                stamp = axdr.as_datetime(value, "clock time")
+                when = stamp.to_datetime()
+                readings.append(
+                    Reading(
+                        meter=self.meter,
+                        obis=d.instance,
+                        value=when.isoformat() if when else None,
+                        meter_time=when,
+                        quality=clock_quality(stamp),
+                        source="dlms",
+                        native_id=f"8/{d.instance}/2",
+                    )
+                )
+                continue
+            readings.append(
+                register_reading(
+                    self.meter,
+                    d.instance,
+                    value,
+                    scaler_unit,
+                    class_id=d.class_id,
+                    attribute=d.attribute,
+                )
+            )
+        return readings
+
+    async def read_profile(
+        self, profile: ObisCode, start: datetime | None, end: datetime | None
+    ) -> list[Record]:
+        """A profile generic's buffer (by range when ``start``/``end`` are given) as
+        IntervalBlocks, or as MeterEvents when it is an event log (capture period 0)."""
+        columns = decode_capture_objects(await self.get(A.AttributeDescriptor(7, profile, 3)))
+        period_data = await self.get(A.AttributeDescriptor(7, profile, 4))
+        period = axdr.as_int(period_data, "capture_period")
+        access = None
+        if start is not None or end is not None:
+            lo = (
+                CosemDateTime.from_datetime(start)
+                if start
+                else CosemDateTime.from_datetime(datetime(2000, 1, 1).astimezone())
+            )
+            hi = (
+                CosemDateTime.from_datetime(end)
+                if end
+                else CosemDateTime.from_datetime(datetime(2099, 12, 31).astimezone())
+            )
+            access = A.range_selection(lo, hi)
+        rows = await self.get(A.AttributeDescriptor(7, profile, 2), access)
+        if period == 0:
+            return list(event_log(self.meter, rows, columns, profile))
+        registers = [c for c in columns if c.class_id in (3, 4, 5) and c.attribute in (2, 3)]
+        units: dict[ObisCode, ScalerUnit] = {}
+        if registers:
+            descriptors = [
+                A.AttributeDescriptor(c.class_id, c.logical_name, 4 if c.class_id == 5 else 3)
+                for c in registers
+            ]
+            for c, su in zip(registers, await self.get_many(descriptors), strict=False):
+                if isinstance(su, Data):
+                    units[c.logical_name] = ScalerUnit.from_data(su)
+        return list(profile_blocks(self.meter, rows, columns, period, units))
+
+    async def object_list(self) -> list[Any]:
+        return decode_object_list(
+            await self.get(A.AttributeDescriptor(15, ObisCode(0, 0, 40, 0, 0, 255), 2))
+        )
+
+
+async def open_session(
+    reactor: Any,
+    endpoint: Any,
+    settings: ClientSettings,
+    link: LinkSettings,
+    *,
+    timeout: float,
+    invocation_counter: int = 1,
+    on_push: Callable[[Pushed], None] | None = None,
+) -> DlmsSession:
+    """Connect through ``endpoint`` and open the link (not yet associated)."""
+    client = DlmsClient(settings, invocation_counter=invocation_counter)
+    link_impl: _Link = _HdlcLink(link) if link.kind == LinkKind.HDLC else _WrapperLink(link)
+    factory = Factory.forProtocol(
+        lambda: DlmsConnection(
+            reactor, client, link_impl, timeout=timeout, retries=link.retries, on_push=on_push
+        )
+    )
+    connection = await endpoint.connect(factory)
+    return DlmsSession(connection)
+
+
+# -- meter settings ---------------------------------------------------------------------------
+
+
+def _hex(meter: Meter, key: str, size: int | None = None) -> bytes | None:
+    text = meter.metadata.get(key)
+    if not text:
+        return None
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"meter {meter.id}: {key} is not hex", key=key) from None
+    if size is not None and len(raw) != size:
+        raise ConfigError(f"meter {meter.id}: {key} must be {size} bytes", key=key)
+    return raw
+
+
+def settings_for(meter: Meter) -> tuple[ClientSettings, LinkSettings]:
+    """The association and link settings a meter's record (metadata ``dlms_*``) asks for."""
+    md = meter.metadata
+    try:
+        auth = Authentication(md.get("dlms_auth", "none"))
+    except ValueError:
+        raise ConfigError(
+            f"meter {meter.id}: dlms_auth must be none, low or high-gmac", key="dlms_auth"
+        ) from None
+    ek, ak = _hex(meter, "dlms_ek", 16), _hex(meter, "dlms_ak", 16)
+    keys = SecurityKeys(ek, ak) if ek and ak else None
+    ciphered_text = md.get("dlms_ciphered", "yes" if keys else "no")
+    try:
+        kind = LinkKind(md.get("dlms_link", "wrapper"))
+    except ValueError:
+        raise ConfigError(
+            f"meter {meter.id}: dlms_link must be wrapper or hdlc", key="dlms_link"
+        ) from None
+    server = md.get("dlms_server", meter.address or "1")
+    logical_text, _, physical_text = server.partition("/")
+    default_client = "1" if auth != Authentication.NONE else str(PUBLIC_CLIENT)
+    try:
+        client_address = int(md.get("dlms_client", default_client), 0)
+        logical = int(logical_text, 0)
+        physical = int(physical_text, 0) if physical_text else None
+    except ValueError:
+        raise ConfigError(
+            f"meter {meter.id}: DLMS addresses must be numbers", key="dlms_server"
+        ) from None
+    password = md.get("dlms_password")
+    client = ClientSettings(
+        authentication=auth,
+        password=password.encode() if password else None,
+        system_title=_hex(meter, "dlms_system_title", 8) or b"FEP\x00\x00\x00\x00\x01",
+        keys=keys,
+        ciphered=ciphered_text.lower() in ("yes", "true", "1") and keys is not None,
+        meter=meter.id,
+        route=meter.route,
+    )
+    return client, LinkSettings(kind, client_address, logical, physical)
+
+
+DEFAULT_OBJECTS = (
+    "8/0.0.1.0.0.255/2",
+    "3/1.0.1.8.0.255/2",
+    "3/1.0.2.8.0.255/2",
+    "3/1.0.32.7.0.255/2",
+    "3/1.0.31.7.0.255/2",
+    "3/1.0.1.7.0.255/2",
+)
+
+
+def parse_object(text: str) -> A.AttributeDescriptor:
+    """``CLASS/OBIS/ATTRIBUTE``, e.g. ``3/1-0:1.8.0.255/2`` or ``3/1.0.1.8.0.255/2``."""
+    parts = text.strip().split("/")
+    if len(parts) != 3:
+        raise ConfigError(f"object {text!r} is not CLASS/OBIS/ATTRIBUTE", key="objects")
+    try:
+        obis_text = parts[1]
+        if ":" in obis_text and obis_text.count(".") == 3:
+            # 1-0:1.8.0.255 -> 1-0:1.8.0*255
+            head, _, f = obis_text.rpartition(".")
+            obis_text = f"{head}*{f}"
+        return A.AttributeDescriptor(int(parts[0]), ObisCode.parse(obis_text), int(parts[2]))
+    except ValueError as e:
+        raise ConfigError(f"object {text!r}: {e}", key="objects") from None
+
+
+@implementer(IMeterProtocol)
+class DlmsProtocol:
+    """``fep read`` and scheduled reads of DLMS meters: associate, read the objects (and a
+    profile when asked), release."""
+
+    name = "dlms"
+
+    def read(
+        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+    ) -> Deferred[list[Record]]:
+        return ensureDeferred(self._read(reactor, endpoint, meter, timeout))
+
+    async def _read(
+        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+    ) -> list[Record]:
+        client, link = settings_for(meter)
+        objects = [
+            parse_object(t)
+            for t in (meter.metadata.get("dlms_objects") or ",".join(DEFAULT_OBJECTS)).split(",")
+            if t.strip()
+        ]
+        records: list[Record] = []
+        session = await open_session(
+            reactor,
+            endpoint,
+            client,
+            link,
+            timeout=timeout,
+            invocation_counter=int(meter.metadata.get("dlms_invocation_counter", "1")),
+        )
+        try:
+            await session.associate()
+            records += await session.read_registers(objects)
+            profile = meter.metadata.get("dlms_profile")
+            if profile:
+                from fep.cli import parse_time
+
+                start = meter.metadata.get("dlms_from")
+                end = meter.metadata.get("dlms_to")
+                records += await session.read_profile(
+                    ObisCode.parse(profile),
+                    parse_time(start) if start else None,
+                    parse_time(end) if end else None,
+                )
+            await session.release()
+        except BaseException:
+            session.connection.transport.loseConnection()  # type: ignore[union-attr]
+            raise
+        return records
+
+
+# -- push receiver ----------------------------------------------------------------------------
+
+
+@attrs.define
+class PushStats:
+    accepted: int = 0
+    rejected_unknown: int = 0
+    rejected_cipher: int = 0
+    rejected_replay: int = 0
+    rejected_frame: int = 0
+
+
+class PushReceiverProtocol(Protocol):
+    """One inbound connection of a meter that pushes Data-Notifications over the wrapper."""
+
+    def __init__(self, factory: DlmsPushFactory) -> None:
+        self.factory = factory
+        self.decoder = wrapper.WrapperDecoder()
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.receive(data)
+        except FrameError as e:
+            self.factory.reject("frame", None, str(e))
+            frames = []
+        for frame in frames:
+            self.factory.notification(frame.apdu, self)
+
+
+class DlmsPushFactory(Factory):
+    """Accepts pushes, deciphers them with the sender's keys, routes the readings."""
+
+    def __init__(
+        self,
+        sink: IRecordSink,
+        resolve: Callable[[bytes | None, int], Meter | None],
+        counters: Any = None,
+    ) -> None:
+        self.sink = sink
+        self.resolve = resolve
+        self.counters = counters
+        self.stats = PushStats()
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return PushReceiverProtocol(self)
+
+    def reject(self, why: str, system_title: bytes | None, detail: str) -> None:
+        counter = {
+            "unknown": "rejected_unknown",
+            "cipher": "rejected_cipher",
+            "replay": "rejected_replay",
+        }.get(why, "rejected_frame")
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        log.warn(
+            "DLMS push rejected ({why}) from system title {title}: {detail}",
+            why=why,
+            title=system_title.hex() if system_title else "?",
+            detail=detail,
+        )
+
+    def notification(self, raw: bytes, protocol: PushReceiverProtocol) -> None:
+        from fep.protocols.dlms import security
+        from fep.protocols.dlms.errors import CipheringError
+        from fep.protocols.dlms.push import decode_push
+
+        title: bytes | None = None
+        try:
+            plain = raw
+            if raw and raw[0] in (0xDB, 0xDC):
+                title = security.general_system_title(raw)
+                meter = self.resolve(title, 0)
+                if meter is None:
+                    self.reject("unknown", title, "no meter with this system title")
+                    return
+                client, _ = settings_for(meter)
+                if client.keys is None:
+                    self.reject("cipher", title, f"meter {meter.id} has no keys")
+                    return
+                deciphered = security.decipher_apdu(raw, keys=client.keys)
+                last = self.counters.last_received(title) if self.counters else None
+                if last is not None and deciphered.invocation_counter <= last:
+                    self.reject(
+                        "replay",
+                        title,
+                        f"invocation counter {deciphered.invocation_counter} not above {last}",
+                    )
+                    return
+                plain = deciphered.plain_apdu
+                counter = deciphered.invocation_counter
+            else:
+                meter = self.resolve(None, 0)
+                counter = None
+                if meter is None:
+                    self.reject("unknown", None, "unciphered push from an unknown sender")
+                    return
+            message = A.decode_apdu(plain)
+            if not isinstance(message, A.DataNotification):
+                self.reject("frame", title, f"not a Data-Notification: {type(message).__name__}")
+                return
+            deviation = meter.metadata.get("dlms_deviation")
+            content = decode_push(
+                meter.id, message, default_deviation=int(deviation) if deviation else None
+            )
+        except CipheringError as e:
+            self.reject("cipher", title, str(e))
+            return
+        except (FrameError, ConfigError) as e:
+            self.reject("frame", title, str(e))
+            return
+        if counter is not None and title is not None and self.counters is not None:
+            self.counters.accept(title, counter)
+        self.stats.accepted += 1
+        d = self.sink.submit(list(content.readings))
+        d.addErrback(lambda f: log.failure("push from {meter} not spooled", f, meter=meter.id))

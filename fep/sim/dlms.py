@@ -1,0 +1,244 @@
+"""A simulated DLMS/COSEM meter for tests, the demo and benchmarks: serves its objects over
+the TCP wrapper or HDLC (over TCP or a serial pty), with no security, LLS or HLS-GMAC and
+suite-0 ciphering, and pushes ciphered Data-Notifications to a receiver on a schedule.
+
+``python -m fep.sim.dlms --tcp 4059``
+``python -m fep.sim.dlms --tcp 4061 --hdlc --password 12345678``
+``python -m fep.sim.dlms --push tcp:host=127.0.0.1:port=4059 --every 5 --ek 00.. --ak D0..``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from fep.errors import FrameError
+from fep.protocols.dlms import hdlc, wrapper
+from fep.protocols.dlms.security import SecurityKeys
+from fep.protocols.dlms.server import DlmsServer, ServerSettings
+from fep.sim.dlms_meter import SimulatedDlmsMeter
+
+log = Logger(namespace="fep.sim.dlms")
+
+# Green Book example keys: what the demo and tests use unless told otherwise.
+EXAMPLE_EK = bytes(range(16))
+EXAMPLE_AK = bytes(range(0xD0, 0xE0))
+# Management logical device (server logical address 1), as most meters have.
+LOGICAL_DEVICE = 1
+
+
+class DlmsMeterServerProtocol(Protocol):
+    """One client connection to the simulated meter (wrapper or HDLC)."""
+
+    def __init__(self, factory: DlmsMeterServerFactory) -> None:
+        self.factory = factory
+        self.server = DlmsServer(
+            factory.meter, factory.settings, invocation_counter=factory.next_counter()
+        )
+        self.wrapper_decoder = wrapper.WrapperDecoder()
+        self.hdlc_link = (
+            hdlc.HdlcServerLink(hdlc.HdlcAddress(LOGICAL_DEVICE, factory.physical_address))
+            if factory.hdlc
+            else None
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.hdlc_link is not None:
+            self._hdlc(data)
+        else:
+            self._wrapper(data)
+
+    def _wrapper(self, data: bytes) -> None:
+        try:
+            frames = self.wrapper_decoder.receive(data)
+        except FrameError as e:
+            log.info("simulated meter: wrapper frame error: {e}", e=str(e))
+            return
+        for frame in frames:
+            if frame.destination_wport != LOGICAL_DEVICE:
+                continue
+            answer = self.server.receive(frame.apdu)
+            if answer is not None:
+                self.transport.write(wrapper.encode_wrapper(frame.reply(answer)))  # type: ignore[union-attr]
+
+    def _hdlc(self, data: bytes) -> None:
+        assert self.hdlc_link is not None
+        try:
+            events = self.hdlc_link.receive_data(data)
+        except FrameError as e:
+            log.info("simulated meter: HDLC frame error: {e}", e=str(e))
+            return
+        for event in events:
+            if isinstance(event, hdlc.SendFrame):
+                self.transport.write(event.data)  # type: ignore[union-attr]
+            elif isinstance(event, hdlc.ApduReceived):
+                answer = self.server.receive(event.apdu)
+                if answer is not None:
+                    for chunk in self.hdlc_link.send(answer):
+                        self.transport.write(chunk)  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        self.factory.invocation_counter = max(
+            self.factory.invocation_counter, self.server.invocation_counter
+        )
+        self.factory.errors += self.server.errors
+
+
+class DlmsMeterServerFactory(Factory):
+    def __init__(
+        self,
+        meter: SimulatedDlmsMeter,
+        settings: ServerSettings,
+        *,
+        hdlc: bool = False,
+        physical_address: int | None = None,
+    ) -> None:
+        self.meter = meter
+        self.settings = settings
+        self.hdlc = hdlc
+        self.physical_address = physical_address
+        self.invocation_counter = 1
+        self.errors: list[str] = []
+
+    def next_counter(self) -> int:
+        # Each association continues where the last left off: a meter never reuses one.
+        start = self.invocation_counter
+        self.invocation_counter += 10_000
+        return start
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return DlmsMeterServerProtocol(self)
+
+
+class PushingDlmsMeterProtocol(Protocol):
+    """Connects to a receiver and sends a Data-Notification every ``every`` seconds."""
+
+    def __init__(self, factory: PushingDlmsMeterFactory) -> None:
+        self.factory = factory
+        self._loop: LoopingCall | None = None
+
+    def push(self) -> None:
+        f = self.factory
+        apdu = f.server.push(f.meter.push_body())
+        frame = wrapper.WrapperFrame(LOGICAL_DEVICE, f.destination_wport, apdu)
+        assert self.transport is not None
+        self.transport.write(wrapper.encode_wrapper(frame))
+        f.pushed += 1
+
+    def connectionMade(self) -> None:
+        self._loop = LoopingCall(self.push)
+        self._loop.clock = self.factory.reactor
+        self._loop.start(self.factory.every, now=True)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+
+class PushingDlmsMeterFactory(ClientFactory):
+    def __init__(
+        self,
+        meter: SimulatedDlmsMeter,
+        settings: ServerSettings,
+        every: float,
+        reactor: Any,
+        *,
+        destination_wport: int = 1,
+        invocation_counter: int = 1,
+    ) -> None:
+        self.meter = meter
+        self.server = DlmsServer(meter, settings, invocation_counter=invocation_counter)
+        self.every = every
+        self.reactor = reactor
+        self.destination_wport = destination_wport
+        self.pushed = 0
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return PushingDlmsMeterProtocol(self)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fep.sim.dlms", description="A simulated DLMS/COSEM meter"
+    )
+    parser.add_argument("--tcp", type=int, metavar="PORT", help="listen on this TCP port")
+    parser.add_argument("--interface", default="127.0.0.1")
+    parser.add_argument("--hdlc", action="store_true", help="HDLC framing instead of wrapper")
+    parser.add_argument("--pty", metavar="DEVICE", help="serve HDLC on this serial device")
+    parser.add_argument("--serial", default="FEP0000001", help="the meter's serial number")
+    parser.add_argument(
+        "--system-title", default="4645505349000001", help="the meter's system title (hex, 8 bytes)"
+    )
+    parser.add_argument("--password", help="LLS password (enables low-level authentication)")
+    parser.add_argument("--ek", help="block cipher key (hex); default the Green Book key")
+    parser.add_argument("--ak", help="authentication key (hex); default the Green Book key")
+    parser.add_argument(
+        "--no-lowest", action="store_true", help="refuse associations without authentication"
+    )
+    parser.add_argument("--push", metavar="ENDPOINT", help="push Data-Notifications here")
+    parser.add_argument("--every", type=float, default=5.0, help="push period in seconds")
+    parser.add_argument("--capture-period", type=int, default=900)
+    args = parser.parse_args(argv)
+    if not (args.tcp is not None or args.pty or args.push):
+        parser.error("give --tcp, --pty or --push")
+
+    from twisted.internet import reactor as global_reactor
+    from twisted.internet.endpoints import clientFromString
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    reactor: Any = global_reactor
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    title = bytes.fromhex(args.system_title)
+    keys = SecurityKeys(
+        bytes.fromhex(args.ek) if args.ek else EXAMPLE_EK,
+        bytes.fromhex(args.ak) if args.ak else EXAMPLE_AK,
+    )
+    meter = SimulatedDlmsMeter(
+        serial=args.serial, system_title=title, capture_period=args.capture_period
+    )
+    settings = ServerSettings(
+        system_title=title,
+        password=args.password.encode() if args.password else None,
+        keys=keys,
+        allow_lowest=not args.no_lowest,
+    )
+    if args.tcp is not None:
+        factory = DlmsMeterServerFactory(meter, settings, hdlc=args.hdlc)
+        port = reactor.listenTCP(args.tcp, factory, interface=args.interface)
+        bound = getattr(port.getHost(), "port", args.tcp)
+        link = "hdlc" if args.hdlc else "wrapper"
+        print(
+            f"serving DLMS meter {args.serial} ({link}) on tcp:{args.interface}:{bound}", flush=True
+        )
+    if args.pty:
+        from fep.channels.serialport import FepSerialPort, SerialSettings
+
+        protocol = DlmsMeterServerFactory(meter, settings, hdlc=True).buildProtocol(None)
+        FepSerialPort(
+            protocol,
+            SerialSettings(args.pty, baudrate=9600, bytesize=8, parity="N", stopbits=1),
+            reactor,
+        )
+        print(f"serving DLMS meter {args.serial} (hdlc) on {args.pty}", flush=True)
+    if args.push:
+        from twisted.application.internet import ClientService
+
+        service = ClientService(
+            clientFromString(reactor, args.push),
+            PushingDlmsMeterFactory(meter, settings, args.every, reactor),
+        )
+        service.startService()
+        print(f"pushing DLMS meter {args.serial} to {args.push} every {args.every} s", flush=True)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

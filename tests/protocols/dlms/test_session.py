@@ -1,0 +1,187 @@
+"""The Twisted DLMS session against the simulated meter over loopback TCP, with the wrapper
+and with HDLC: registers with units, the clock, a profile by range, the object list, events;
+errors name the meter; `fep read --protocol dlms` end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import deferToThread
+from twisted.trial import unittest
+
+from fep.errors import SessionTimeout
+from fep.model import IntervalBlock, Meter, MeterEvent, Reading
+from fep.protocols.dlms import apdu as A
+from fep.protocols.dlms.errors import AssociationRefused, DataAccessError
+from fep.protocols.dlms.security import SecurityKeys
+from fep.protocols.dlms.server import ServerSettings
+from fep.protocols.dlms.session import DlmsProtocol, parse_object
+from fep.protocols.registry import meter_protocol
+from fep.sim import dlms_meter as sim
+from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK, DlmsMeterServerFactory
+
+ROOT = Path(__file__).resolve().parents[3]
+NOW = datetime(2024, 5, 2, 10, 7, 12, tzinfo=UTC)
+TITLE = bytes.fromhex("4D4D4D0000BC614E")
+
+
+class SessionTests(unittest.TestCase):
+    timeout = 30
+
+    def serve(self, *, hdlc: bool = False, allow_lowest: bool = True) -> sim.SimulatedDlmsMeter:
+        meter = sim.SimulatedDlmsMeter(now=lambda: NOW, history=timedelta(days=3))
+        meter.events.append((NOW - timedelta(hours=2), 1))
+        settings = ServerSettings(
+            system_title=TITLE,
+            password=b"12345678",
+            keys=SecurityKeys(EXAMPLE_EK, EXAMPLE_AK),
+            allow_lowest=allow_lowest,
+            max_pdu_size=512,
+        )
+        factory = DlmsMeterServerFactory(meter, settings, hdlc=hdlc)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.port = port.getHost().port
+        self.factory = factory
+        return meter
+
+    def meter(self, **metadata: str) -> Meter:
+        return Meter("m1", "dlms", f"tcp:host=127.0.0.1:port={self.port}", metadata=metadata)
+
+    async def read(self, meter: Meter, timeout: float = 5.0) -> list:
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
+        return await DlmsProtocol().read(reactor, endpoint, meter, timeout)
+
+    def by_obis(self, records: list) -> dict:
+        return {str(r.obis): r for r in records if isinstance(r, Reading)}
+
+    async def test_wrapper_registers_and_clock(self) -> None:
+        self.serve()
+        records = await self.read(self.meter())
+        readings = self.by_obis(records)
+        energy = readings["1-0:1.8.0*255"]
+        self.assertEqual((energy.value, energy.unit_text), (Decimal(sim.energy_wh(NOW)), "Wh"))
+        voltage = readings["1-0:32.7.0*255"]
+        self.assertEqual(voltage.unit_text, "V")
+        self.assertEqual(voltage.value, Decimal(2301 + NOW.minute % 7) / 10)
+        clock = readings["0-0:1.0.0*255"]
+        self.assertEqual(clock.meter_time, NOW.replace(microsecond=0))
+
+    async def test_hdlc_with_lls_and_a_profile_by_range(self) -> None:
+        self.serve(hdlc=True)
+        start, end = NOW - timedelta(hours=3), NOW - timedelta(hours=1)
+        records = await self.read(
+            self.meter(
+                dlms_link="hdlc",
+                dlms_auth="low",
+                dlms_password="12345678",
+                dlms_profile="1.0.99.1.0.255",
+                dlms_from=start.isoformat(),
+                dlms_to=end.isoformat(),
+                dlms_objects="3/1.0.1.8.0.255/2",
+            )
+        )
+        blocks = [r for r in records if isinstance(r, IntervalBlock)]
+        imports = next(b for b in blocks if str(b.obis) == "1-0:1.8.0*255")
+        self.assertEqual(imports.period, timedelta(minutes=15))
+        self.assertEqual(len(imports.values), 8)  # 07:15 .. 09:00 capture times inclusive
+        first_capture = imports.start + imports.period
+        self.assertEqual(imports.values[0], Decimal(sim.energy_wh(first_capture)))
+        self.assertEqual(str(imports.unit.symbol), "Wh")
+
+    async def test_hls_gmac_ciphered_over_hdlc_reads_the_event_log(self) -> None:
+        self.serve(hdlc=True, allow_lowest=False)
+        records = await self.read(
+            self.meter(
+                dlms_link="hdlc",
+                dlms_auth="high-gmac",
+                dlms_ek=EXAMPLE_EK.hex(),
+                dlms_ak=EXAMPLE_AK.hex(),
+                dlms_profile="0.0.99.98.0.255",
+                dlms_objects="8/0.0.1.0.0.255/2",
+            )
+        )
+        events = [r for r in records if isinstance(r, MeterEvent)]
+        self.assertEqual([e.kind.value for e in events], ["power-outage"])
+        self.assertEqual(events[0].time, NOW - timedelta(hours=2))
+
+    async def test_refusal_names_the_meter_and_reason(self) -> None:
+        self.serve(allow_lowest=False)
+        with self.assertRaises(AssociationRefused) as caught:
+            await self.read(self.meter())
+        self.assertEqual(caught.exception.meter, "m1")
+        self.assertIn("authentication-required", str(caught.exception))
+
+    async def test_unknown_object_is_skipped_not_fatal(self) -> None:
+        self.serve()
+        records = await self.read(self.meter(dlms_objects="3/1.0.99.99.0.255/2,3/1.0.1.8.0.255/2"))
+        self.assertEqual(list(self.by_obis(records)), ["1-0:1.8.0*255"])
+
+    async def test_get_of_unknown_object_raises_data_access_error(self) -> None:
+        from fep.protocols.dlms.session import open_session, settings_for
+
+        self.serve()
+        client, link = settings_for(self.meter())
+        session = await open_session(
+            reactor, TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), client, link, timeout=5
+        )
+        await session.associate()
+        with self.assertRaises(DataAccessError) as caught:
+            await session.get(parse_object("3/1.0.99.99.0.255/2"))
+        self.assertEqual(caught.exception.result_name, "object-undefined")
+        self.assertIn("1-0:99.99.0*255", str(caught.exception))
+        self.assertEqual(caught.exception.meter, "m1")
+        objects = await session.object_list()
+        self.assertIn(sim.LOAD_PROFILE, [o.logical_name for o in objects])
+        await session.release()
+
+    async def test_silent_meter_times_out_naming_the_step(self) -> None:
+        silent = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(silent.stopListening)
+        self.port = silent.getHost().port
+        with self.assertRaises(SessionTimeout) as caught:
+            await self.read(self.meter(dlms_link="hdlc"), timeout=0.3)
+        self.assertIn("SNRM", str(caught.exception))
+        self.assertEqual(caught.exception.meter, "m1")
+
+    def test_registry_knows_dlms(self) -> None:
+        self.assertEqual(meter_protocol("dlms").name, "dlms")
+
+    def test_object_syntax(self) -> None:
+        self.assertEqual(
+            parse_object("3/1-0:1.8.0.255/2"), A.AttributeDescriptor(3, sim.ACTIVE_IMPORT, 2)
+        )
+
+    async def test_fep_read_command(self) -> None:
+        self.serve()
+        cmd = [
+            sys.executable,
+            "-m",
+            "fep.cli",
+            "read",
+            f"tcp:host=127.0.0.1:port={self.port}",
+            "--protocol",
+            "dlms",
+            "--meter",
+            "cli-meter",
+            "3/1-0:1.8.0.255/2",
+            "3/1.0.32.7.0.255/2",
+        ]
+        done = await deferToThread(
+            subprocess.run, cmd, capture_output=True, text=True, cwd=ROOT, timeout=20
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        rows = [json.loads(line) for line in done.stdout.splitlines()]
+        self.assertEqual(
+            [(r["obis"], r["unit"]) for r in rows],
+            [("1-0:1.8.0*255", "Wh"), ("1-0:32.7.0*255", "V")],
+        )
+        self.assertEqual(rows[0]["meter"], "cli-meter")
