@@ -102,6 +102,12 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
             "listener (Twisted endpoint) for meters that connect and send an IEC 62056-21 "
             "readout, e.g. tcp:4060:interface=127.0.0.1; empty disables it",
         ),
+        "dlms": Option(
+            _text,
+            "",
+            "listener (Twisted endpoint) for DLMS Data-Notifications over the wrapper, e.g. "
+            "tcp:4059:interface=0.0.0.0; empty disables it",
+        ),
         "accept_unknown": Option(
             _bool, False, "store readouts from meters that are not in the meter list"
         ),
@@ -145,6 +151,7 @@ class CollectSection:
 @attrs.frozen
 class PushSection:
     iec62056_21: str
+    dlms: str
     accept_unknown: bool
 
 

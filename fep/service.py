@@ -78,6 +78,19 @@ class FepService(service.MultiService):
             listener = strports.service(config.push.iec62056_21, factory)
             listener.setName("push-iec62056-21")
             self.listeners.append(listener)
+        self.dlms_push: Any = None
+        self.counters: Any = None
+        if config.push.dlms:
+            from fep.protocols.dlms.session import DlmsPushFactory
+            from fep.store.counters import InvocationCounterFile
+
+            self.counters = InvocationCounterFile(
+                reactor, Path(config.fep.data_dir) / "dlms-invocation-counters.json"
+            )
+            self.dlms_push = DlmsPushFactory(self.router, self._resolve_dlms_sender, self.counters)
+            listener = strports.service(config.push.dlms, self.dlms_push)
+            listener.setName("push-dlms")
+            self.listeners.append(listener)
         self._json_log: io.TextIOWrapper | None = None
         self._observer: ILogObserver | None = None
         self.started: Deferred[None] | None = None
@@ -89,6 +102,12 @@ class FepService(service.MultiService):
         if self.config.push.accept_unknown:
             return serial or identification
         return None
+
+    def _resolve_dlms_sender(self, system_title: bytes | None, wport: int) -> Any:
+        """The meter a DLMS push comes from: by the system title of its ciphered APDU."""
+        if system_title is None:
+            return None
+        return self.directory.by_system_title(system_title)
 
     def startService(self) -> None:
         service.Service.startService(self)
@@ -120,6 +139,8 @@ class FepService(service.MultiService):
         log.info("{count} meters known", count=len(meters))
         if self.config.collect.enabled:
             self.reader.startService()
+        if self.counters is not None:
+            await self.counters.open()
         for listener in self.listeners:
             listener.startService()
         log.info("fep node {node} running", node=self.config.fep.node)
@@ -137,6 +158,8 @@ class FepService(service.MultiService):
                 await listener.stopService()
         if self.reader.running:
             await self.reader.stopService()
+        if self.counters is not None:
+            await self.counters.close()
         if self.router.running:
             await self.router.stopService()
         await self.store.close()

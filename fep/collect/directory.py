@@ -18,10 +18,19 @@ class MeterDirectory:
         self._store = store
         self._by_id: dict[str, Meter] = {}
         self._by_serial: dict[str, Meter] = {}
+        self._by_system_title: dict[bytes, Meter] = {}
 
     def replace(self, meters: Iterable[Meter]) -> None:
         self._by_id = {m.id: m for m in meters}
         self._by_serial = {m.serial: m for m in self._by_id.values() if m.serial}
+        self._by_system_title = {}
+        for m in self._by_id.values():
+            title = m.metadata.get("dlms_server_system_title", "")
+            try:
+                if title:
+                    self._by_system_title[bytes.fromhex(title)] = m
+            except ValueError:
+                continue  # refused when the meter list was imported; never a crash here
 
     async def refresh(self) -> list[Meter]:
         meters: list[Meter] = await self._store.meters()
@@ -49,3 +58,7 @@ class MeterDirectory:
             if meter is not None:
                 return meter
         return None
+
+    def by_system_title(self, system_title: bytes) -> Meter | None:
+        """The DLMS meter whose record gives this system title (``dlms_server_system_title``)."""
+        return self._by_system_title.get(system_title)

@@ -44,8 +44,16 @@ async def wait_for(
         await sleep(every)
 
 
-def write_config(workdir: Path, store_url: str, *, push_port: int, period: float = 1.0,
-                 collect: bool = True, extra: str = "") -> Path:
+def write_config(
+    workdir: Path,
+    store_url: str,
+    *,
+    push_port: int,
+    period: float = 1.0,
+    collect: bool = True,
+    extra: str = "",
+    dlms_push_port: int | None = None,
+) -> Path:
     config = workdir / "fep.ini"
     config.write_text(
         f"[fep]\nnode = test\ndata_dir = {workdir}\n"
@@ -53,7 +61,9 @@ def write_config(workdir: Path, store_url: str, *, push_port: int, period: float
         f"[spool]\nmax_delay = 0.02\nflush_timeout = 20\n"
         f"[collect]\nperiod = {period}\ntimeout = 3\nenabled = {'yes' if collect else 'no'}\n"
         f"[push]\niec62056_21 = tcp:{push_port}:interface=127.0.0.1\n"
-        f"[log]\njson_file = {workdir}/fep.log.json\nlevel = debug\n" + extra
+        + (f"dlms = tcp:{dlms_push_port}:interface=127.0.0.1\n" if dlms_push_port else "")
+        + f"[log]\njson_file = {workdir}/fep.log.json\nlevel = debug\n"
+        + extra
     )
     return config
 
@@ -73,9 +83,19 @@ class Daemon:
         twistd = Path(sys.executable).parent / "twistd"
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [str(twistd), "--nodaemon", "--pidfile=", "--logfile=-", "fep",
-                 "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT), env=env,
+                [
+                    str(twistd),
+                    "--nodaemon",
+                    "--pidfile=",
+                    "--logfile=-",
+                    "fep",
+                    "--config",
+                    str(self.config),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=str(ROOT),
+                env=env,
             )
 
     @property
