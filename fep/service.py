@@ -79,14 +79,15 @@ class FepService(service.MultiService):
             listener.setName("push-iec62056-21")
             self.listeners.append(listener)
         self.dlms_push: Any = None
-        self.counters: Any = None
+        from fep.store.counters import InvocationCounterFile
+
+        # DLMS invocation counters: ours (reserved before use) and the last from each meter.
+        self.counters = InvocationCounterFile(
+            reactor, Path(config.fep.data_dir) / "dlms-invocation-counters.json"
+        )
         if config.push.dlms:
             from fep.protocols.dlms.session import DlmsPushFactory
-            from fep.store.counters import InvocationCounterFile
 
-            self.counters = InvocationCounterFile(
-                reactor, Path(config.fep.data_dir) / "dlms-invocation-counters.json"
-            )
             self.dlms_push = DlmsPushFactory(self.router, self._resolve_dlms_sender, self.counters)
             listener = strports.service(config.push.dlms, self.dlms_push)
             listener.setName("push-dlms")
@@ -139,8 +140,10 @@ class FepService(service.MultiService):
         log.info("{count} meters known", count=len(meters))
         if self.config.collect.enabled:
             self.reader.startService()
-        if self.counters is not None:
-            await self.counters.open()
+        await self.counters.open()
+        from fep.protocols.dlms.session import set_counter_store
+
+        set_counter_store(self.counters)
         for listener in self.listeners:
             listener.startService()
         log.info("fep node {node} running", node=self.config.fep.node)
@@ -158,8 +161,7 @@ class FepService(service.MultiService):
                 await listener.stopService()
         if self.reader.running:
             await self.reader.stopService()
-        if self.counters is not None:
-            await self.counters.close()
+        await self.counters.close()
         if self.router.running:
             await self.router.stopService()
         await self.store.close()

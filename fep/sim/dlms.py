@@ -40,8 +40,12 @@ class DlmsMeterServerProtocol(Protocol):
     def __init__(self, factory: DlmsMeterServerFactory) -> None:
         self.factory = factory
         self.server = DlmsServer(
-            factory.meter, factory.settings, invocation_counter=factory.next_counter()
+            factory.meter,
+            factory.settings,
+            invocation_counter=factory.next_counter(),
+            received_counters=factory.received_counters,
         )
+        self.server.errors = factory.errors  # one list per simulated meter
         self.wrapper_decoder = wrapper.WrapperDecoder()
         self.hdlc_link = (
             hdlc.HdlcServerLink(hdlc.HdlcAddress(LOGICAL_DEVICE, factory.physical_address))
@@ -88,7 +92,6 @@ class DlmsMeterServerProtocol(Protocol):
         self.factory.invocation_counter = max(
             self.factory.invocation_counter, self.server.invocation_counter
         )
-        self.factory.errors += self.server.errors
 
 
 class DlmsMeterServerFactory(Factory):
@@ -105,6 +108,7 @@ class DlmsMeterServerFactory(Factory):
         self.hdlc = hdlc
         self.physical_address = physical_address
         self.invocation_counter = 1
+        self.received_counters: dict[bytes, int] = {}
         self.errors: list[str] = []
 
     def next_counter(self) -> int:

@@ -159,6 +159,7 @@ class DlmsClient:
         settings: ClientSettings,
         *,
         invocation_counter: int = 1,
+        counter_limit: int = 0x100000000,
         challenge: bytes | None = None,
     ) -> None:
         self.settings = settings
@@ -167,6 +168,8 @@ class DlmsClient:
         self.conformance = 0
         self.max_pdu_size = 0xFFFF
         self._counter = invocation_counter
+        # Counters at or above this are not ours (reserved for a later session).
+        self._counter_limit = counter_limit
         self._challenge = challenge or os.urandom(16)
         self._stoc: bytes | None = None
         self._last_received: int | None = None
@@ -199,6 +202,11 @@ class DlmsClient:
         if counter > 0xFFFFFFFF:
             raise CipheringError(
                 "invocation counter exhausted: the meter needs new keys", meter=self.settings.meter
+            )
+        if counter >= self._counter_limit:
+            raise CipheringError(
+                "the invocation counters reserved for this session are used up",
+                meter=self.settings.meter,
             )
         self._counter += 1
         return counter

@@ -82,7 +82,12 @@ class DlmsServer:
     """One association at a time, as a meter's management logical device does."""
 
     def __init__(
-        self, model: CosemModel, settings: ServerSettings, *, invocation_counter: int = 1
+        self,
+        model: CosemModel,
+        settings: ServerSettings,
+        *,
+        invocation_counter: int = 1,
+        received_counters: dict[bytes, int] | None = None,
     ) -> None:
         self.model = model
         self.settings = settings
@@ -92,7 +97,9 @@ class DlmsServer:
         self.client_max_pdu = 0xFFFF
         self.conformance = 0
         self.invocation_counter = invocation_counter
-        self._last_received: int | None = None
+        # Last invocation counter accepted per client system title; shared between the
+        # associations of one meter, as a real meter keeps it across associations.
+        self.received_counters = received_counters if received_counters is not None else {}
         self._hls_pending = False
         self._ctos: bytes | None = None
         self._stoc = b""
@@ -131,9 +138,13 @@ class DlmsServer:
         deciphered = security.decipher_apdu(
             data, keys=self.settings.keys, system_title=self.client_system_title
         )
-        if self._last_received is not None and deciphered.invocation_counter <= self._last_received:
-            raise CipheringError(f"replayed invocation counter {deciphered.invocation_counter}")
-        self._last_received = deciphered.invocation_counter
+        title = deciphered.system_title
+        last = self.received_counters.get(title)
+        if last is not None and deciphered.invocation_counter <= last:
+            raise CipheringError(
+                f"replayed invocation counter {deciphered.invocation_counter} (last {last})"
+            )
+        self.received_counters[title] = deciphered.invocation_counter
         return deciphered.plain_apdu
 
     def push(self, body: Data, date_time: axdr.CosemDateTime | None = None) -> bytes:

@@ -520,10 +520,13 @@ async def open_session(
     *,
     timeout: float,
     invocation_counter: int = 1,
+    counter_limit: int = 0x100000000,
     on_push: Callable[[Pushed], None] | None = None,
 ) -> DlmsSession:
     """Connect through ``endpoint`` and open the link (not yet associated)."""
-    client = DlmsClient(settings, invocation_counter=invocation_counter)
+    client = DlmsClient(
+        settings, invocation_counter=invocation_counter, counter_limit=counter_limit
+    )
     link_impl: _Link = _HdlcLink(link) if link.kind == LinkKind.HDLC else _WrapperLink(link)
     factory = Factory.forProtocol(
         lambda: DlmsConnection(
@@ -618,6 +621,32 @@ def parse_object(text: str) -> A.AttributeDescriptor:
         raise ConfigError(f"object {text!r}: {e}", key="objects") from None
 
 
+# Where the invocation counters fep sends with are kept; the daemon points this at its data
+# directory (set_counter_store), the command line uses FEP_DLMS_COUNTERS or var/.
+_counter_store: Any = None
+COUNTERS_PER_SESSION = 10_000
+
+
+def set_counter_store(store: Any) -> None:
+    global _counter_store
+    _counter_store = store
+
+
+async def _counter_file(reactor: Any) -> Any:
+    global _counter_store
+    if _counter_store is None:
+        import os
+
+        from fep.store.counters import InvocationCounterFile
+
+        store = InvocationCounterFile(
+            reactor, os.environ.get("FEP_DLMS_COUNTERS", "var/dlms-invocation-counters.json")
+        )
+        await store.open()
+        _counter_store = store
+    return _counter_store
+
+
 @implementer(IMeterProtocol)
 class DlmsProtocol:
     """``fep read`` and scheduled reads of DLMS meters: associate, read the objects (and a
@@ -640,13 +669,22 @@ class DlmsProtocol:
             if t.strip()
         ]
         records: list[Record] = []
+        start, limit = 1, 0x100000000
+        if client.ciphered or client.authentication == Authentication.HIGH_GMAC:
+            # Never send a counter twice: take a block that is on disk as used first.
+            store = await _counter_file(reactor)
+            start = await store.reserve(
+                f"{client.system_title.hex()}:{meter.id}", COUNTERS_PER_SESSION
+            )
+            limit = start + COUNTERS_PER_SESSION
         session = await open_session(
             reactor,
             endpoint,
             client,
             link,
             timeout=timeout,
-            invocation_counter=int(meter.metadata.get("dlms_invocation_counter", "1")),
+            invocation_counter=start,
+            counter_limit=limit,
         )
         try:
             await session.associate()
@@ -709,6 +747,10 @@ class DlmsPushFactory(Factory):
     ) -> None:
         self.sink = sink
         self.resolve = resolve
+        if counters is None:
+            from fep.protocols.dlms.security import InvocationCounterGuard
+
+            counters = InvocationCounterGuard()
         self.counters = counters
         self.stats = PushStats()
 
@@ -748,7 +790,7 @@ class DlmsPushFactory(Factory):
                     self.reject("cipher", title, f"meter {meter.id} has no keys")
                     return
                 deciphered = security.decipher_apdu(raw, keys=client.keys)
-                last = self.counters.last_received(title) if self.counters else None
+                last = self.counters.last_received(title)
                 if last is not None and deciphered.invocation_counter <= last:
                     self.reject(
                         "replay",
@@ -778,7 +820,7 @@ class DlmsPushFactory(Factory):
         except (FrameError, ConfigError) as e:
             self.reject("frame", title, str(e))
             return
-        if counter is not None and title is not None and self.counters is not None:
+        if counter is not None and title is not None:
             self.counters.accept(title, counter)
         self.stats.accepted += 1
         d = self.sink.submit(list(content.readings))

@@ -185,3 +185,50 @@ class SessionTests(unittest.TestCase):
             [("1-0:1.8.0*255", "Wh"), ("1-0:32.7.0*255", "V")],
         )
         self.assertEqual(rows[0]["meter"], "cli-meter")
+
+
+class InvocationCounterTests(unittest.TestCase):
+    """Counters fep sends with are reserved on disk: consecutive ciphered sessions never
+    reuse one, and the meter (which remembers the last it accepted) keeps answering."""
+
+    timeout = 30
+
+    async def test_consecutive_ciphered_reads_never_reuse_a_counter(self) -> None:
+        from fep.protocols.dlms import session as dlms_session
+        from fep.store.counters import InvocationCounterFile
+
+        store = InvocationCounterFile(reactor, Path(self.mktemp()) / "counters.json")
+        await store.open()
+        dlms_session.set_counter_store(store)
+        self.addCleanup(dlms_session.set_counter_store, None)
+        meter = sim.SimulatedDlmsMeter(now=lambda: NOW)
+        factory = DlmsMeterServerFactory(
+            meter, ServerSettings(system_title=TITLE, keys=SecurityKeys(EXAMPLE_EK, EXAMPLE_AK))
+        )
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        record = Meter(
+            "m1",
+            "dlms",
+            "tcp:",
+            metadata={
+                "dlms_ek": EXAMPLE_EK.hex(),
+                "dlms_ak": EXAMPLE_AK.hex(),
+                "dlms_objects": "3/1.0.1.8.0.255/2",
+            },
+        )
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        for _ in range(3):
+            records = await DlmsProtocol().read(reactor, endpoint, record, 5)
+            self.assertEqual(len(records), 1)
+        ((_title, last),) = factory.received_counters.items()
+        self.assertGreater(last, 2 * dlms_session.COUNTERS_PER_SESSION)
+        self.assertEqual(factory.errors, [])
+        # A client that starts again from 1 (counters not kept) is refused as a replay.
+        dlms_session.set_counter_store(None)
+        forgetful = InvocationCounterFile(reactor, Path(self.mktemp()) / "fresh.json")
+        await forgetful.open()
+        dlms_session.set_counter_store(forgetful)
+        with self.assertRaises(AssociationRefused):
+            await DlmsProtocol().read(reactor, endpoint, record, 5)
+        self.assertTrue(any("replayed" in e for e in factory.errors), factory.errors)
