@@ -693,12 +693,12 @@ class DlmsProtocol:
             if profile:
                 from fep.cli import parse_time
 
-                start = meter.metadata.get("dlms_from")
-                end = meter.metadata.get("dlms_to")
+                since = meter.metadata.get("dlms_from")
+                until = meter.metadata.get("dlms_to")
                 records += await session.read_profile(
                     ObisCode.parse(profile),
-                    parse_time(start) if start else None,
-                    parse_time(end) if end else None,
+                    parse_time(since) if since else None,
+                    parse_time(until) if until else None,
                 )
             await session.release()
         except BaseException:
