@@ -249,10 +249,17 @@ def general_system_title(data: bytes) -> bytes:
 
 
 def decipher_apdu(
-    data: bytes, *, keys: SecurityKeys, system_title: bytes | None = None
+    data: bytes,
+    *,
+    keys: SecurityKeys,
+    system_title: bytes | None = None,
+    require_authentication: bool = True,
 ) -> DecipheredApdu:
     """The plain APDU inside a ciphered one. The system title is the one in a
-    general-ciphering header, else ``system_title`` (the peer's, from the association)."""
+    general-ciphering header, else ``system_title`` (the peer's, from the association).
+
+    Unless told otherwise, an APDU whose security control says "not authenticated" is
+    refused: flipping that bit must not turn off the tag check."""
     if not data:
         raise CipheringError("empty APDU")
     tag = data[0]
@@ -272,6 +279,8 @@ def decipher_apdu(
     content = data[pos : pos + n]
     if len(content) != n or pos + n != len(data):
         raise CipheringError(f"ciphered APDU length {n} does not match its {len(data) - pos} bytes")
+    if require_authentication and content and not content[0] & 0x10:
+        raise CipheringError(f"unauthenticated APDU from system title {title.hex()} refused")
     control, counter, plain = decrypt(title, keys, content)
     return DecipheredApdu(plain, title, counter, control)
 
