@@ -132,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--readings", type=int, default=200_000)
     parser.add_argument("--batch-sizes", default="1000,5000,20000")
     parser.add_argument("--write", help="also write the results as markdown to this file")
+    parser.add_argument("--only", choices=("ingest", "dlms"),
+                        help="run one group of benchmarks (default: all)")
     args = parser.parse_args(argv)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
@@ -144,8 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def run(reactor: Any) -> None:
         workdir = Path(tempfile.mkdtemp(prefix="fep-bench-"))
         try:
-            readings = make_readings(args.readings)
             pg = postgres_url()
+            if args.only != "ingest":
+                await dlms_rows(reactor, pg, workdir)
+            if args.only == "dlms":
+                return
+            readings = make_readings(args.readings)
             for batch in batch_sizes:
                 db = workdir / f"bench-{batch}.sqlite"
                 rate = await ingest_rate(reactor, f"sqlite:{db}", readings, batch, workdir)
@@ -167,9 +173,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(results[-1], flush=True)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        if args.only == "dlms":
+            return
         rate, lines = iec_decode_rate()
         results.append(("IEC 62056-21 readout decode", f"E350 readout, {lines} values",
                         f"{rate:,.0f} readouts/s ({rate * lines:,.0f} values/s)"))
+
+    async def dlms_rows(reactor: Any, pg: str | None, workdir: Path) -> None:
+        from fep.bench_dlms import fep_rates, gurux_rates, push_ingest_rate
+
+        ours, theirs = fep_rates(), gurux_rates()
+        for key, case in (("notification", "Data-Notification, 13 registers"),
+                          ("profile", "GET response, 96-row load profile")):
+            versus = (f"; gurux-dlms {theirs[key]:,.0f}/s, fep {ours[key] / theirs[key]:.1f}x"
+                      if theirs else "; gurux-dlms not installed")
+            results.append(("DLMS decode (frame to values)", case,
+                            f"{ours[key]:,.0f}/s{versus}"))
+            print(results[-1], flush=True)
+            results.append(("DLMS decode to records", case,
+                            f"{ours[key + '_records']:,.0f}/s"))
+            print(results[-1], flush=True)
+        if pg:
+            import psycopg2
+
+            conn = psycopg2.connect(pg)
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("DROP TABLE IF EXISTS readings, intervals, events, meters, "
+                            "schema_migrations CASCADE")
+            conn.close()
+        target = pg or f"sqlite:{workdir / 'dlms-push.sqlite'}"
+        rate = await push_ingest_rate(reactor, target, workdir)
+        results.append(("DLMS pushes end to end (ciphered, TCP, spool on)",
+                        "PostgreSQL" if pg else "SQLite", f"{rate:,.0f} readings/s committed"))
+        print(results[-1], flush=True)
 
     def go(reactor: Any) -> Deferred[None]:
         return Deferred.fromCoroutine(run(reactor))

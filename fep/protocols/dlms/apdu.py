@@ -326,6 +326,10 @@ class DataNotification:
     body: Data
     date_time: CosemDateTime | None = None
     long_invoke: int = 0
+    # The standard sends the date-time as an A-XDR octet-string (length 0C, or 00 when
+    # absent). Many HAN meters (Kamstrup, Kaifa) send a tagged Data octet-string (09 0C)
+    # instead; this keeps which form came in, so the APDU encodes back to the same bytes.
+    tagged_date_time: bool = False
 
 
 @attrs.frozen(slots=True)
@@ -621,8 +625,7 @@ def encode_apdu(apdu: Apdu) -> bytes:
         if apdu.date_time is None:
             out.append(0)
         else:
-            # As the meters in published captures send it: a tagged octet-string.
-            out += b"\x09\x0c" + apdu.date_time.encode()
+            out += (b"\x09\x0c" if apdu.tagged_date_time else b"\x0c") + apdu.date_time.encode()
         out += axdr.encode(apdu.body)
     elif isinstance(apdu, EventNotification):
         out.append(Tag.EVENT_NOTIFICATION)
@@ -853,17 +856,19 @@ def _data_notification(r: _Reader) -> Apdu:
     long_invoke = r.uint(4, "long-invoke-id-and-priority")
     marker = r.u8("date-time")
     stamp: CosemDateTime | None = None
-    if marker == 0x09 or marker == 0x01:
-        # 09: a tagged octet-string (what meters send); 01: the A-XDR presence flag.
+    tagged = False
+    if marker == 0x09:
+        # A tagged octet-string (HAN meters); a 9-byte date-time does not exist.
         stamp = r.date_time_octets("date-time")
+        tagged = True
     elif marker == 0x0C:
         r.pos -= 1
         stamp = r.date_time_octets("date-time")
     elif marker != 0x00:
         raise FrameError(
-            f"{r.what}: date-time marker {marker:#04x}", offset=r.pos - 1, field="date-time"
+            f"{r.what}: date-time length {marker:#04x}", offset=r.pos - 1, field="date-time"
         )
-    return DataNotification(r.data("notification-body"), stamp, long_invoke)
+    return DataNotification(r.data("notification-body"), stamp, long_invoke, tagged)
 
 
 def _event_notification(r: _Reader) -> Apdu:

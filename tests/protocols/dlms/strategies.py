@@ -154,7 +154,9 @@ apdus = st.one_of(
         invokes,
     ),
     st.builds(A.ActionResponse, results, st.one_of(st.none(), get_results), invokes),
-    st.builds(A.DataNotification, data_values, date_time_or_none, u32),
+    st.builds(A.DataNotification, data_values, date_time_or_none, u32, st.booleans()).filter(
+        lambda n: n.date_time is not None or not n.tagged_date_time
+    ),
     st.builds(A.EventNotification, attributes, data_values, date_time_or_none),
     st.builds(A.ExceptionResponseApdu, results, results, st.one_of(st.none(), u32)),
     st.builds(A.ConfirmedServiceErrorApdu, results, results, results),

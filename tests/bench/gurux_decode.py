@@ -1,0 +1,33 @@
+"""gurux-dlms decoding the benchmark's frames (test-only: fep never imports gurux). Reads
+{"notification": hex, "profile": hex} on stdin, prints decodes per second as JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from gurux_dlms import GXByteBuffer, GXDLMSClient, GXReplyData
+from gurux_dlms.enums import Authentication, InterfaceType
+
+from fep.bench_dlms import rate
+
+
+def main() -> None:
+    frames = {k: bytes.fromhex(v) for k, v in json.load(sys.stdin).items()}
+    client = GXDLMSClient(True, 16, 1, Authentication.NONE, None, InterfaceType.WRAPPER)
+
+    def decoder(frame: bytes):  # type: ignore[no-untyped-def]
+        def decode() -> object:
+            reply, notify = GXReplyData(), GXReplyData()
+            client.getData(GXByteBuffer(frame), reply, notify)
+            value = notify.value if notify.value is not None else reply.value
+            assert value is not None and len(value) in (13, 96)
+            return value
+
+        return decode
+
+    print(json.dumps({name: rate(decoder(frame)) for name, frame in frames.items()}))
+
+
+if __name__ == "__main__":
+    main()
