@@ -1,7 +1,9 @@
 """The README's demo: a small simulated fleet read by the fep daemon on SQLite.
 
 `make demo` runs `python -m fep.sim.demo`: it writes a config under var/demo, starts simulated
-IEC 62056-21 meters (polled over TCP, and one that pushes its readouts by itself), registers
+IEC 62056-21 meters (polled over TCP, and one that pushes its readouts by itself) and DLMS/COSEM
+meters (one polled over the TCP wrapper with HLS-GMAC and suite-0 ciphering, one pushing
+ciphered Data-Notifications), registers
 them with `fep meters import`, runs `twistd -n fep`, and prints the newest stored readings
 every few seconds with `fep readings`. Ctrl-C stops the daemon cleanly (sessions finish, the
 spool is flushed into the store) and prints what was stored.
@@ -22,6 +24,11 @@ from pathlib import Path
 
 POLLED = 3
 PUSH_ADDRESS = "20000001"
+# DLMS demo meters: the Green Book example keys, the simulator's default.
+DLMS_EK = bytes(range(16)).hex()
+DLMS_AK = bytes(range(0xD0, 0xE0)).hex()
+DLMS_POLLED_TITLE = "4645505349000001"
+DLMS_PUSH_TITLE = "4645505349000002"
 
 
 def _free_port() -> int:
@@ -39,7 +46,7 @@ def _spool_files(spool: Path) -> list[Path]:
     return [p for p in spool.glob("*") if p.is_file() and p.stat().st_size > 0]
 
 
-def write_config(workdir: Path, push_port: int, period: float) -> Path:
+def write_config(workdir: Path, push_port: int, period: float, dlms_push_port: int) -> Path:
     config = workdir / "fep.ini"
     config.write_text(
         "; written by `make demo` (fep.sim.demo)\n"
@@ -48,21 +55,33 @@ def write_config(workdir: Path, push_port: int, period: float) -> Path:
         f"[store]\nurl = sqlite:{workdir}/fep.sqlite\n"
         f"[collect]\nperiod = {period}\ntimeout = 5\n"
         f"[push]\niec62056_21 = tcp:{push_port}:interface=127.0.0.1\n"
+        f"dlms = tcp:{dlms_push_port}:interface=127.0.0.1\n"
         f"[log]\njson_file = {workdir}/fep.log.json\n"
     )
     return config
 
 
-def write_meters(workdir: Path, sim_port: int) -> Path:
+def write_meters(workdir: Path, sim_port: int, dlms_port: int) -> Path:
     csv = workdir / "meters.csv"
-    rows = ["id,protocol,route,address,serial,site"]
+    rows = ["id,protocol,route,address,serial,site,dlms_auth,dlms_ek,dlms_ak,"
+            "dlms_server_system_title,dlms_objects"]
     for i in range(POLLED):
         address = f"{10000000 + i + 1}"
         rows.append(
             f"LGZ-{i + 1:04d},iec62056-21,tcp:host=127.0.0.1:port={sim_port},{address},"
-            f"{address},demo feeder {i + 1}"
+            f"{address},demo feeder {i + 1},,,,,"
         )
-    rows.append(f"PUSH-0001,iec62056-21,tcp:host=127.0.0.1:port=1,,{PUSH_ADDRESS},pushing site")
+    rows.append(
+        f"PUSH-0001,iec62056-21,tcp:host=127.0.0.1:port=1,,{PUSH_ADDRESS},pushing site,,,,,")
+    # A DLMS meter polled over the TCP wrapper with HLS-GMAC and suite-0 ciphering, and one
+    # that pushes ciphered Data-Notifications, found by its system title.
+    objects = "8/0.0.1.0.0.255/2;3/1.0.1.8.0.255/2;3/1.0.2.8.0.255/2;3/1.0.32.7.0.255/2"
+    rows.append(
+        f"DLMS-0001,dlms,tcp:host=127.0.0.1:port={dlms_port},1,,dlms over the wrapper,"
+        f"high-gmac,{DLMS_EK},{DLMS_AK},{DLMS_POLLED_TITLE},\"{objects.replace(';', ',')}\"")
+    rows.append(
+        f"DLMS-PUSH,dlms,tcp:host=127.0.0.1:port=1,,,dlms pushes,,{DLMS_EK},{DLMS_AK},"
+        f"{DLMS_PUSH_TITLE},")
     csv.write_text("\n".join(rows) + "\n")
     return csv
 
@@ -94,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     sim_port, push_port = _free_port(), _free_port()
-    config = write_config(workdir, push_port, args.period)
-    meters_csv = write_meters(workdir, sim_port)
+    dlms_port, dlms_push_port = _free_port(), _free_port()
+    config = write_config(workdir, push_port, args.period, dlms_push_port)
+    meters_csv = write_meters(workdir, sim_port, dlms_port)
     db = f"sqlite:{workdir}/fep.sqlite"
     fep = [sys.executable, "-m", "fep.cli", "--db", db]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -111,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo: simulated meters on 127.0.0.1:{sim_port}, push listener on {push_port}")
     start([sys.executable, "-m", "fep.sim.iec62056_21", "--tcp", str(sim_port),
            "--meters", str(POLLED)])
+    start([sys.executable, "-m", "fep.sim.dlms", "--tcp", str(dlms_port),
+           "--system-title", DLMS_POLLED_TITLE, "--serial", "FEP0000001"])
     subprocess.run([*fep, "db", "upgrade"], check=True, env=env)
     subprocess.run([*fep, "meters", "import", str(meters_csv)], check=True, env=env)
     daemon = start([_bin("twistd"), "--nodaemon", "--pidfile=", "--logfile=-", "fep",
@@ -118,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     start([sys.executable, "-m", "fep.sim.iec62056_21", "--push",
            f"tcp:host=127.0.0.1:port={push_port}", "--every", str(args.period),
            "--first-address", PUSH_ADDRESS])
+    start([sys.executable, "-m", "fep.sim.dlms", "--push",
+           f"tcp:host=127.0.0.1:port={dlms_push_port}", "--every", str(args.period),
+           "--system-title", DLMS_PUSH_TITLE, "--serial", "FEP0000002"])
 
     stop = False
 
@@ -129,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     started = time.monotonic()
     next_show = started + args.show_every
-    meter_ids = [f"LGZ-{i + 1:04d}" for i in range(POLLED)] + ["PUSH-0001"]
+    meter_ids = [f"LGZ-{i + 1:04d}" for i in range(POLLED)] + ["PUSH-0001", "DLMS-0001",
+                                                                  "DLMS-PUSH"]
     while not stop and daemon.poll() is None:
         time.sleep(0.2)
         if time.monotonic() >= next_show:
