@@ -326,10 +326,12 @@ class DlmsConnection(Protocol):
 class DlmsSession:
     """Associate, read, release: the operations a head end runs against one meter."""
 
-    def __init__(self, connection: DlmsConnection) -> None:
+    def __init__(self, connection: DlmsConnection, default_deviation: int | None = None) -> None:
         self.connection = connection
         self.client = connection.client
         self.meter = self.client.settings.meter or "?"
+        # Minutes local to UTC for times the meter sends without a deviation.
+        self.default_deviation = default_deviation
 
     async def associate(self) -> Associated:
         await self.connection.ready
@@ -445,7 +447,7 @@ class DlmsSession:
                     scaler_unit = ScalerUnit.from_data(su, f"{d.instance} scaler_unit")
             if d.class_id == CosemClass.CLOCK and d.attribute == 2:
                 stamp = axdr.as_datetime(value, "clock time")
-                when = stamp.to_datetime()
+                when = stamp.to_datetime(self.default_deviation)
                 readings.append(
                     Reading(
                         meter=self.meter,
@@ -493,7 +495,11 @@ class DlmsSession:
             access = A.range_selection(lo, hi)
         rows = await self.get(A.AttributeDescriptor(7, profile, 2), access)
         if period == 0:
-            return list(event_log(self.meter, rows, columns, profile))
+            return list(
+                event_log(
+                    self.meter, rows, columns, profile, default_deviation=self.default_deviation
+                )
+            )
         registers = [c for c in columns if c.class_id in (3, 4, 5) and c.attribute in (2, 3)]
         units: dict[ObisCode, ScalerUnit] = {}
         if registers:
@@ -504,7 +510,11 @@ class DlmsSession:
             for c, su in zip(registers, await self.get_many(descriptors), strict=False):
                 if isinstance(su, Data):
                     units[c.logical_name] = ScalerUnit.from_data(su)
-        return list(profile_blocks(self.meter, rows, columns, period, units))
+        return list(
+            profile_blocks(
+                self.meter, rows, columns, period, units, default_deviation=self.default_deviation
+            )
+        )
 
     async def object_list(self) -> list[Any]:
         return decode_object_list(
@@ -686,6 +696,14 @@ class DlmsProtocol:
             invocation_counter=start,
             counter_limit=limit,
         )
+        deviation = meter.metadata.get("dlms_deviation")
+        if deviation:
+            try:
+                session.default_deviation = int(deviation)
+            except ValueError:
+                raise ConfigError(
+                    f"meter {meter.id}: dlms_deviation must be minutes", key="dlms_deviation"
+                ) from None
         try:
             await session.associate()
             records += await session.read_registers(objects)
