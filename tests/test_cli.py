@@ -66,10 +66,12 @@ class StoreCommandTests(unittest.TestCase):
         imported = run_fep("--db", self.db, "meters", "import",
                            str(ROOT / "etc" / "meters.example.csv"))
         self.assertEqual(imported.returncode, 0, imported.stderr)
-        self.assertIn("3 meters imported", imported.stdout)
+        self.assertIn("5 meters imported", imported.stdout)
         listed = run_fep("--db", self.db, "meters", "list", "--format", "csv")
         self.assertEqual(listed.stdout.splitlines(), [
             "id,protocol,route,address,serial,credentials",
+            "DLMS-0001,dlms,tcp:host=10.20.1.5:port=4059,1,KFM0001234,",
+            "DLMS-0002,dlms,serial:/dev/ttyUSB1:9600:8N1,1/17,ISK0005678,",
             "LGZ-0001,iec62056-21,tcp:host=10.20.0.11:port=4059,10000001,10000001,",
             "LGZ-0002,iec62056-21,tcp:host=10.20.0.12:port=4059,10000002,10000002,",
             "LGZ-0003,iec62056-21,serial:/dev/ttyUSB0:baudrate=300,,10000003,",

@@ -817,6 +817,11 @@ class Link:
     def awaiting_ack(self) -> bool:
         return bool(self._outgoing)
 
+    @property
+    def attempt(self) -> int:
+        """Resends of the packet now waiting for its ACK (0 on the first try)."""
+        return self._attempt
+
     def send(self, message: bytes) -> bytes:
         """The first packet of ``message`` (the others go out as each one is ACKed)."""
         if self._outgoing:
@@ -882,6 +887,12 @@ class Link:
                 out += self._resend("NAK")
                 events.append(Retransmit(self._attempt))
         else:
+            if len(self._outgoing) == 1:
+                # A packet from the other side while our last packet waits for its ACK: the
+                # ACK was lost on the line, and an answer proves the packet arrived.
+                self._outgoing = []
+                self._attempt = 0
+                events.append(Sent())
             out.append(ACK)
             try:
                 message = self._assembler.packet(item)

@@ -794,3 +794,300 @@ def encode_current_registers(
     for tier in current.tiers:
         block(tier)
     return bytes(out)
+
+
+# ---------------------------------------------------------------------------
+# ST12 units of measure, ST22 data selection: what each ST23 value is
+# ---------------------------------------------------------------------------
+
+ST12_UOM_ENTRY: Final = 12
+ST22_DATA_SELECTION: Final = 22
+NO_SOURCE: Final = 0xFF
+
+# MULTIPLIER of UOM_ENTRY_BFLD: the power of ten the value is counted in.
+UOM_MULTIPLIER_EXPONENT: Final = (0, 2, 3, 6, 9, -2, -3, -6)
+
+
+class TimeBase(enum.IntEnum):
+    """TIME_BASE of UOM_ENTRY_BFLD."""
+
+    BULK = 0  # bulk quantity of commodity: a dial reading (energy for power ID codes)
+    INSTANTANEOUS = 1
+    PERIOD = 2  # period-based, one cycle of the fundamental
+    SUB_BLOCK_DEMAND = 3
+    BLOCK_DEMAND = 4
+    NET_BULK = 5
+    THERMAL = 6
+    EVENT = 7
+
+
+@attrs.frozen
+class UomEntry:
+    """One UOM_ENTRY_BFLD of ST12 (a UINT32 bit field in ST0's byte order)."""
+
+    id_code: int
+    time_base: int = TimeBase.BULK
+    multiplier: int = 0
+    q1: bool = False
+    q2: bool = False
+    q3: bool = False
+    q4: bool = False
+    net_flow: bool = False
+    segmentation: int = 0  # 0 none, 1 A-B, 2 B-C, 3 C-A, 4 N-G, 5 A-N, 6 B-N, 7 C-N
+    harmonic: bool = False
+    nfs: bool = False  # not following the standard: the ID code is the manufacturer's
+
+    @property
+    def exponent(self) -> int:
+        return UOM_MULTIPLIER_EXPONENT[self.multiplier & 7]
+
+    @classmethod
+    def from_int(cls, raw: int) -> UomEntry:
+        return cls(
+            raw & 0xFF,
+            (raw >> 8) & 7,
+            (raw >> 11) & 7,
+            bool(raw >> 14 & 1),
+            bool(raw >> 15 & 1),
+            bool(raw >> 16 & 1),
+            bool(raw >> 17 & 1),
+            bool(raw >> 18 & 1),
+            (raw >> 19) & 7,
+            bool(raw >> 22 & 1),
+            bool(raw >> 31 & 1),
+        )
+
+    def to_int(self) -> int:
+        return (
+            (self.id_code & 0xFF)
+            | (self.time_base & 7) << 8
+            | (self.multiplier & 7) << 11
+            | int(self.q1) << 14
+            | int(self.q2) << 15
+            | int(self.q3) << 16
+            | int(self.q4) << 17
+            | int(self.net_flow) << 18
+            | (self.segmentation & 7) << 19
+            | int(self.harmonic) << 22
+            | int(self.nfs) << 31
+        )
+
+
+def decode_uom_entries(data: bytes, config: GeneralConfig) -> tuple[UomEntry, ...]:
+    """ST12 UOM_ENTRY_TBL: NBR_UOM_ENTRIES (ST11) four-byte entries; the count is taken
+    from the table's length, so ST11 need not be read."""
+    if len(data) % 4:
+        raise FrameError(
+            f"ST12 is {len(data)} bytes, not a whole number of 4-byte entries",
+            offset=len(data) - len(data) % 4,
+            field="ST12",
+        )
+    order = config.byte_order
+    return tuple(
+        UomEntry.from_int(int.from_bytes(data[i : i + 4], order)) for i in range(0, len(data), 4)
+    )
+
+
+def encode_uom_entries(entries: tuple[UomEntry, ...], config: GeneralConfig) -> bytes:
+    return b"".join(e.to_int().to_bytes(4, config.byte_order) for e in entries)
+
+
+@attrs.frozen
+class DataSelection:
+    """ST22 DATA_SELECTION_TBL: the source index (into ST12 and the other source tables)
+    of every summation, demand and coincident value of ST23; 0xFF means none."""
+
+    summations: tuple[int, ...] = ()
+    demands: tuple[int, ...] = ()
+    demand_is_max: tuple[bool, ...] = ()  # MIN_OR_MAX_FLAGS: True maximum, False minimum
+    coincidents: tuple[int, ...] = ()
+    coincident_demand: tuple[int, ...] = ()  # COIN_DEMAND_ASSOC: which demand it goes with
+
+    @classmethod
+    def decode(cls, data: bytes, registers: ActualRegisters) -> DataSelection:
+        s, d, c = registers.nbr_summations, registers.nbr_demands, registers.nbr_coin_values
+        flags = (d + 7) // 8
+        _need(data, s + d + flags + 2 * c, 22)
+        maxes = _bits(data[s + d : s + d + flags])
+        at = s + d + flags
+        return cls(
+            tuple(data[:s]),
+            tuple(data[s : s + d]),
+            tuple(i in maxes for i in range(d)),
+            tuple(data[at : at + c]),
+            tuple(data[at + c : at + 2 * c]),
+        )
+
+    def encode(self, registers: ActualRegisters) -> bytes:
+        d = registers.nbr_demands
+        if (len(self.summations), len(self.demands), len(self.coincidents)) != (
+            registers.nbr_summations,
+            d,
+            registers.nbr_coin_values,
+        ):
+            raise ValueError("selection counts differ from ST21")
+        maxes = frozenset(i for i, is_max in enumerate(self.demand_is_max) if is_max)
+        assoc = self.coincident_demand or (0,) * len(self.coincidents)
+        return (
+            bytes(self.summations)
+            + bytes(self.demands)
+            + _bitset(maxes, (d + 7) // 8)
+            + bytes(self.coincidents)
+            + bytes(assoc)
+        )
+
+
+# ID_CODE -> (unit of a dial reading, unit of a rate, OBIS value group C) for the codes fep
+# maps; unit codes are DLMS's (fep.model.UNITS). Power codes 0 (W), 1 (var), 2 (VA) have
+# their C chosen by quadrant below; the rest have one C.
+_POWER_UNITS: Final = {0: (30, 27), 1: (32, 29), 2: (31, 28)}
+_OTHER_QUANTITIES: Final = {
+    8: (35, 12),  # RMS volts
+    12: (33, 11),  # RMS current
+    24: (255, 13),  # power factor (from apparent power)
+    33: (44, 14),  # frequency
+}
+# SEGMENTATION 5/6/7 (phase A/B/C to neutral) moves C by 20/40/60 (OBIS L1/L2/L3).
+_PHASE_SHIFT: Final = {0: 0, 5: 20, 6: 40, 7: 60}
+
+
+def _power_c(uom: UomEntry) -> int | None:
+    quads = (uom.q1, uom.q2, uom.q3, uom.q4)
+    if uom.id_code == 0:
+        table = {
+            (True, False, False, True): 1,  # delivered (import) +A
+            (False, True, True, False): 2,  # received (export) -A
+        }
+        if all(quads):
+            return 16 if uom.net_flow else 15
+        return table.get(quads)
+    if uom.id_code == 1:
+        single = {(True, False, False, False): 5, (False, True, False, False): 6,
+                  (False, False, True, False): 7, (False, False, False, True): 8}  # fmt: skip
+        pairs = {(True, True, False, False): 3, (False, False, True, True): 4}
+        return pairs.get(quads, single.get(quads))
+    if uom.id_code == 2:
+        return {(True, False, False, True): 9, (False, True, True, False): 10}.get(quads)
+    return None
+
+
+def uom_quantity(uom: UomEntry, *, rate: bool) -> tuple[int | None, int | None]:
+    """(OBIS value group C, DLMS unit code) of a source, each None where fep has no
+    mapping; ``rate`` asks for the power unit (demands) instead of the energy unit."""
+    if uom.nfs or uom.harmonic:
+        return None, None
+    shift = _PHASE_SHIFT.get(uom.segmentation)
+    if uom.id_code in _POWER_UNITS:
+        energy, power = _POWER_UNITS[uom.id_code]
+        unit = power if rate or uom.time_base not in (TimeBase.BULK, TimeBase.NET_BULK) else energy
+        c = _power_c(uom)
+        return (None if c is None or shift is None else c + shift), unit
+    if uom.id_code in _OTHER_QUANTITIES:
+        unit, c = _OTHER_QUANTITIES[uom.id_code]
+        return (None if shift is None else c + shift), unit
+    return None, None
+
+
+# Manufacturer-specific OBIS C (128..199) for values fep has no standard code for: the
+# item's index goes in D, the tier in E, a demand's occurrence in F.
+MFG_C_SUMMATION: Final = 128
+MFG_C_DEMAND: Final = 129
+MFG_C_COINCIDENT: Final = 130
+MFG_C_CUM_DEMAND: Final = 131
+MFG_C_CONT_CUM_DEMAND: Final = 132
+
+
+def register_readings(
+    meter: str,
+    current: CurrentRegisters,
+    registers: ActualRegisters,
+    selection: DataSelection | None = None,
+    uoms: tuple[UomEntry, ...] = (),
+    *,
+    meter_time: datetime | None = None,
+    received_time: datetime | None = None,
+) -> list[Reading]:
+    """ST23 values as Readings. A value whose source (ST22) has a unit of measure (ST12)
+    fep knows gets its OBIS code (C from quantity, quadrants and phase; D 8 for dial
+    readings, 6 maximum and 3 minimum demand, 2 cumulative demand; E the tier) and its
+    unit with the MULTIPLIER as scaler; any other value gets a manufacturer-specific code
+    (C 128..132, D its index, E the tier) and no unit. ``native_id`` names the ST23 item.
+    Demand times, when the meter keeps them, are the readings' meter_time."""
+    from fep.model import UNITS  # local: model imports nothing from here, keep it one-way
+
+    received = received_time if received_time is not None else utcnow()
+    out: list[Reading] = []
+    used: set[ObisCode] = set()
+
+    def source_of(kind: str, index: int) -> UomEntry | None:
+        if selection is None:
+            return None
+        picks = {"summation": selection.summations, "demand": selection.demands,
+                 "coincident": selection.coincidents}[kind]  # fmt: skip
+        if index >= len(picks) or picks[index] == NO_SOURCE or picks[index] >= len(uoms):
+            return None
+        return uoms[picks[index]]
+
+    def add(
+        value: Decimal,
+        standard: tuple[int | None, int] | None,
+        mfg: ObisCode,
+        uom: UomEntry | None,
+        unit_code: int | None,
+        native: str,
+        when: datetime | None,
+    ) -> None:
+        obis = mfg
+        if standard is not None and standard[0] is not None:
+            candidate = ObisCode(1, 0, standard[0], standard[1], mfg.e)
+            if candidate not in used:
+                obis = candidate
+        used.add(obis)
+        unit = UNITS.get(unit_code) if unit_code is not None else None
+        out.append(
+            Reading(
+                meter=meter,
+                obis=obis,
+                value=value,
+                unit=unit,
+                scaler=uom.exponent if uom is not None and unit is not None else 0,
+                meter_time=when if when is not None else meter_time,
+                received_time=received,
+                source=SOURCE,
+                native_id=native,
+            )
+        )
+
+    for tier, block in enumerate((current.total, *current.tiers)):
+        where = "total" if tier == 0 else f"tier {tier}"
+        for i, value in enumerate(block.summations):
+            uom = source_of("summation", i)
+            c, unit = uom_quantity(uom, rate=False) if uom else (None, None)
+            add(value, (c, 8), ObisCode(1, 0, MFG_C_SUMMATION, i, tier), uom, unit,
+                f"ST23 {where} summation {i}", None)  # fmt: skip
+        for i, demand in enumerate(block.demands):
+            uom = source_of("demand", i)
+            c, unit = uom_quantity(uom, rate=True) if uom else (None, None)
+            is_max = selection is None or i >= len(selection.demand_is_max) or (
+                selection.demand_is_max[i]
+            )
+            for k, value in enumerate(demand.demands):
+                when = demand.event_times[k] if k < len(demand.event_times) else None
+                standard = (c, 6 if is_max else 3) if k == 0 else None
+                mfg = ObisCode(1, 0, MFG_C_DEMAND, i, tier, 255 if k == 0 else k)
+                add(value, standard, mfg, uom, unit,
+                    f"ST23 {where} demand {i} occurrence {k}", when)  # fmt: skip
+            if demand.cum_demand is not None:
+                add(demand.cum_demand, (c, 2), ObisCode(1, 0, MFG_C_CUM_DEMAND, i, tier), uom,
+                    unit, f"ST23 {where} demand {i} cumulative", None)  # fmt: skip
+            if demand.cont_cum_demand is not None:
+                add(demand.cont_cum_demand, None,
+                    ObisCode(1, 0, MFG_C_CONT_CUM_DEMAND, i, tier), uom, unit,
+                    f"ST23 {where} demand {i} continuous cumulative", None)  # fmt: skip
+        for i, values in enumerate(block.coincidents):
+            uom = source_of("coincident", i)
+            _, unit = uom_quantity(uom, rate=True) if uom else (None, None)
+            for k, value in enumerate(values):
+                add(value, None, ObisCode(1, 0, MFG_C_COINCIDENT, i, tier, 255 if k == 0 else k),
+                    uom, unit, f"ST23 {where} coincident {i} occurrence {k}", None)  # fmt: skip
+    return out
