@@ -1,0 +1,472 @@
+"""The ANSI C12.18 client session as a sans-IO state machine: identify, negotiate, logon,
+security, the C12.19 table reads, logoff and terminate over a ``c1218.Link``, and the tables
+read turned into records.
+
+``start()`` gives the first actions; ``receive(bytes)`` and ``timeout()`` give more:
+``Send(bytes)`` to write, ``SwitchBaud(rate)`` where the negotiated speed changes (serial
+lines), ``Retransmitted`` when a packet went out again, and at the end ``Finished(data)``
+or ``Failed(error)``. Bad bytes or refusals from the meter never raise: they end in
+``Failed`` with a FrameError or ProtocolError (``C12ResponseError`` subclasses for the
+meter's response codes) naming the meter and route. A meter that refuses a service is told
+``terminate`` before the session fails, so it does not hold the line until its own timeout.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Generator, Mapping
+from datetime import UTC, datetime, tzinfo
+from typing import Final
+
+import attrs
+
+from fep.errors import FrameError, ProtocolError, SessionTimeout
+from fep.model import ObisCode, Reading, Record, utcnow
+from fep.protocols.ansi_c12.c1218 import (
+    HEADER_LEN,
+    PROTOCOL,
+    C12ResponseError,
+    Identify,
+    IdentifyResponse,
+    Link,
+    Logoff,
+    Logon,
+    Negotiate,
+    NegotiateResponse,
+    Read,
+    Received,
+    Request,
+    Retransmit,
+    Security,
+    Terminate,
+    decode_ok,
+    decode_read_response,
+)
+from fep.protocols.ansi_c12.c1219 import (
+    SOURCE,
+    ST0_GENERAL_CONFIG,
+    ST1_MANUFACTURER_ID,
+    ST3_MODE_STATUS,
+    ST5_DEVICE_ID,
+    ST12_UOM_ENTRY,
+    ST21_ACTUAL_REGISTERS,
+    ST22_DATA_SELECTION,
+    ST23_CURRENT_REGISTERS,
+    ST52_CLOCK,
+    ActualRegisters,
+    Clock,
+    CurrentRegisters,
+    DataSelection,
+    DeviceId,
+    GeneralConfig,
+    ManufacturerId,
+    ModeStatus,
+    UomEntry,
+    decode_current_registers,
+    decode_uom_entries,
+    register_readings,
+)
+
+# The smallest packet that still carries one byte of data.
+MIN_PACKET_SIZE: Final = HEADER_LEN + 2 + 1
+
+
+# ---------------------------------------------------------------------------
+# Actions for the adapter
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Send:
+    """Write these bytes to the line (then arm the timer)."""
+
+    data: bytes
+
+
+@attrs.frozen
+class SwitchBaud:
+    """The meter agreed to a new line speed: change ours once the bytes sent before this
+    action have left the line, before the next ``Send``."""
+
+    baudrate: int
+
+
+@attrs.frozen
+class Retransmitted:
+    """A packet went out again (a NAK or no ACK in time); ``attempt`` counts resends."""
+
+    attempt: int
+    why: str
+
+
+@attrs.frozen
+class Finished:
+    data: MeterData
+
+
+@attrs.frozen
+class Failed:
+    error: ProtocolError | FrameError
+
+
+Action = Send | SwitchBaud | Retransmitted | Finished | Failed
+
+
+# ---------------------------------------------------------------------------
+# Settings and results
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ClientSettings:
+    """How to talk to one meter. ``password`` is kept out of the repr (logs, errors)."""
+
+    meter: str | None = None
+    route: str | None = None
+    identity: int = 0
+    user_id: int = 0
+    user: bytes = b"fep"
+    password: bytes | None = attrs.field(default=None, repr=False)
+    password_pad: int = 0x00
+    packet_size: int = 256
+    max_packets: int = 4
+    baud: int | None = None
+    retries: int = 3
+    tz: tzinfo = UTC
+
+    def __attrs_post_init__(self) -> None:
+        if not MIN_PACKET_SIZE <= self.packet_size <= 8192:
+            raise ValueError(f"packet size {self.packet_size} is not {MIN_PACKET_SIZE}..8192")
+        if not 1 <= self.max_packets <= 255:
+            raise ValueError(f"number of packets {self.max_packets} is not 1..255")
+
+
+@attrs.frozen
+class MeterData:
+    """Everything one session read, decoded; ``skipped`` gives (table or service, why) for
+    each table the meter refused or does not list in ST0, and a refused logoff/terminate."""
+
+    identification: IdentifyResponse
+    negotiated: NegotiateResponse
+    config: GeneralConfig
+    manufacturer: ManufacturerId
+    device: DeviceId | None = None
+    mode_status: ModeStatus | None = None
+    clock: Clock | None = None
+    # When the ST52 answer arrived by our clock: the meter's clock deviation is
+    # ``clock.time - clock_received``.
+    clock_received: datetime | None = None
+    registers: ActualRegisters | None = None
+    uoms: tuple[UomEntry, ...] = ()
+    selection: DataSelection | None = None
+    current: CurrentRegisters | None = None
+    tables: Mapping[int, bytes] = attrs.field(factory=dict, eq=False, repr=False)
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def clock_deviation(self) -> float | None:
+        """Seconds the meter's clock is ahead of ours (negative: behind)."""
+        if self.clock is None or self.clock_received is None:
+            return None
+        return (self.clock.time - self.clock_received).total_seconds()
+
+    def to_records(self, meter: str, received_time: datetime | None = None) -> list[Record]:
+        """Readings: identification texts, status, the clock (meter_time the meter's time,
+        received_time ours: the deviation stays in the record) and the registers."""
+        received = received_time if received_time is not None else utcnow()
+        when = self.clock.time if self.clock is not None else None
+
+        def text(obis: ObisCode, value: str | int, native: str) -> Reading:
+            return Reading(
+                meter=meter,
+                obis=obis,
+                value=value,
+                meter_time=when,
+                received_time=received,
+                source=SOURCE,
+                native_id=native,
+            )
+
+        mfg = self.manufacturer
+        records: list[Record] = [
+            text(ObisCode(0, 0, 96, 1, 0), mfg.serial_number, "ST1 MFG_SERIAL_NUMBER"),
+            text(
+                ObisCode(0, 0, 96, 1, 1),
+                f"{mfg.manufacturer} {mfg.model}".strip(),
+                "ST1 MANUFACTURER ED_MODEL",
+            ),
+            text(
+                ObisCode(1, 0, 0, 2, 0),
+                f"{mfg.fw_version}.{mfg.fw_revision}",
+                "ST1 FW_VERSION_NUMBER FW_REVISION_NUMBER",
+            ),
+        ]
+        if self.device is not None:
+            records.append(
+                text(ObisCode(0, 0, 0, 0, 0), self.device.identification, "ST5 IDENTIFICATION")
+            )
+        if self.mode_status is not None:
+            records.append(
+                text(
+                    ObisCode(0, 0, 97, 97, 0),
+                    int(self.mode_status.std_status),
+                    "ST3 ED_STD_STATUS1",
+                )
+            )
+        if self.clock is not None:
+            clock_time = self.clock_received if self.clock_received is not None else received
+            records.append(self.clock.reading(meter, clock_time))
+        if self.current is not None and self.registers is not None:
+            records.extend(
+                register_readings(
+                    meter,
+                    self.current,
+                    self.registers,
+                    self.selection,
+                    self.uoms,
+                    meter_time=when,
+                    received_time=received,
+                )
+            )
+        return records
+
+
+def parse_password(text: str) -> bytes:
+    """A password from meter metadata: ``hex:0011..`` (or ``0x0011..``) is binary, anything
+    else is text (latin-1); ValueError for bad hex or more than 20 bytes."""
+    lowered = text.lower()
+    if lowered.startswith(("hex:", "0x")):
+        raw = bytes.fromhex(text[4 if lowered.startswith("hex:") else 2 :])
+    else:
+        raw = text.encode("latin-1")
+    if len(raw) > 20:
+        raise ValueError("a C12.18 password is at most 20 bytes")
+    return raw
+
+
+# ---------------------------------------------------------------------------
+# The client
+# ---------------------------------------------------------------------------
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    RUNNING = "running"
+    CLOSING = "terminating after an error"
+    DONE = "done"
+
+
+@attrs.frozen
+class _BaudChange:
+    baudrate: int
+
+
+_Step = Request | _BaudChange
+_OPTIONAL_ERRORS = (C12ResponseError,)
+
+
+class C1218Client:
+    """One C12.18 session with one meter, from identify to terminate.
+
+    ``now`` gives our clock (UTC) when the ST52 answer arrives, for the deviation.
+    """
+
+    def __init__(self, settings: ClientSettings, *, now: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.now = now
+        self.state = State.IDLE
+        self.link = Link(
+            identity=settings.identity,
+            packet_size=settings.packet_size,
+            retries=settings.retries,
+            meter=settings.meter,
+        )
+        self.waiting_for: str | None = None
+        self._conversation: Generator[_Step, bytes, MeterData] | None = None
+        self._error: ProtocolError | FrameError | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state is State.DONE
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def _named(self, error: ProtocolError | FrameError) -> ProtocolError | FrameError:
+        if isinstance(error, ProtocolError):
+            if error.meter is None:
+                error.meter = self.settings.meter
+            if error.route is None:
+                error.route = self.settings.route
+            if error.protocol is None:
+                error.protocol = PROTOCOL
+        return error
+
+    def _who(self) -> str:
+        return f"meter {self.settings.meter}" if self.settings.meter else "meter"
+
+    # -- driving ----------------------------------------------------------------------------
+
+    def start(self) -> list[Action]:
+        if self.state is not State.IDLE:
+            raise ProtocolError(f"C12.18 session already {self.state.value}", protocol=PROTOCOL)
+        self.state = State.RUNNING
+        self._conversation = self._talk()
+        return self._advance(None)
+
+    def receive(self, data: bytes) -> list[Action]:
+        """Bytes from the meter: ACK/NAK handling, answers, the next request."""
+        if self.state not in (State.RUNNING, State.CLOSING):
+            return []
+        try:
+            out, events = self.link.receive(data)
+        except ProtocolError as e:
+            return self._fail(e)
+        actions: list[Action] = [Send(out)] if out else []
+        for event in events:
+            if isinstance(event, Retransmit):
+                actions.append(Retransmitted(event.attempt, "NAK"))
+            elif isinstance(event, Received) and self.waiting_for is not None:
+                self.waiting_for = None
+                if self.state is State.CLOSING:
+                    assert self._error is not None
+                    actions += self._fail(self._error)
+                else:
+                    actions += self._advance(event.data)
+                if self.done:
+                    break
+        return actions
+
+    def timeout(self) -> list[Action]:
+        """The timer ran out: resend a packet still waiting for its ACK, else give up."""
+        if self.state not in (State.RUNNING, State.CLOSING):
+            return []
+        what = self.waiting_for or "the last request"
+        if self.link.awaiting_ack:
+            try:
+                data = self.link.timeout()
+            except ProtocolError as e:
+                return self._fail(self._error or SessionTimeout(e.message))
+            return [Send(data), Retransmitted(self.link.attempt, "no ACK")]
+        return self._fail(self._error or SessionTimeout(f"{self._who()}: no answer to {what}"))
+
+    def _fail(self, error: ProtocolError | FrameError) -> list[Action]:
+        self.state = State.DONE
+        self.waiting_for = None
+        return [Failed(self._named(error))]
+
+    def _advance(self, answer: bytes | None) -> list[Action]:
+        assert self._conversation is not None
+        actions: list[Action] = []
+        try:
+            step = next(self._conversation) if answer is None else self._conversation.send(answer)
+            while isinstance(step, _BaudChange):
+                actions.append(SwitchBaud(step.baudrate))
+                step = self._conversation.send(b"")
+        except StopIteration as stop:
+            self.state = State.DONE
+            actions.append(Finished(stop.value))
+            return actions
+        except (ProtocolError, FrameError) as e:
+            return actions + self._close_with(e)
+        return actions + self._request(step)
+
+    def _request(self, request: Request) -> list[Action]:
+        self.waiting_for = (
+            f"read of table {request.table}" if isinstance(request, Read) else request.name
+        )
+        try:
+            return [Send(self.link.send(request.encode()))]
+        except (ProtocolError, ValueError) as e:
+            return self._fail(ProtocolError(f"C12.18: cannot send {self.waiting_for}: {e}"))
+
+    def _close_with(self, error: ProtocolError | FrameError) -> list[Action]:
+        """Tell the meter ``terminate``, then fail with ``error`` whatever it answers."""
+        self._error = self._named(error)
+        self.state = State.CLOSING
+        return self._request(Terminate())
+
+    # -- the conversation -------------------------------------------------------------------
+
+    def _talk(self) -> Generator[_Step, bytes, MeterData]:
+        s = self.settings
+        meter = s.meter
+        identification = IdentifyResponse.decode((yield Identify()), meter=meter)
+        negotiated = NegotiateResponse.decode(
+            (yield Negotiate(s.packet_size, s.max_packets, s.baud)), meter=meter
+        )
+        if negotiated.packet_size < MIN_PACKET_SIZE:
+            raise ProtocolError(
+                f"{self._who()} negotiated packets of {negotiated.packet_size} bytes"
+            )
+        self.link.packet_size = min(s.packet_size, negotiated.packet_size)
+        if negotiated.baud is not None:
+            yield _BaudChange(negotiated.baud)
+        decode_ok((yield Logon(s.user_id, s.user[:10])), "logon", meter=meter)
+        if s.password is not None:
+            decode_ok((yield Security(s.password, s.password_pad)), "security", meter=meter)
+
+        tables: dict[int, bytes] = {}
+        skipped: list[tuple[str, str]] = []
+
+        def read(table: int) -> Generator[_Step, bytes, bytes]:
+            data = decode_read_response((yield Read(table)), meter=meter, table=table)
+            tables[table] = data
+            return data
+
+        def optional(table: int) -> Generator[_Step, bytes, bytes | None]:
+            if config.std_tables_used and table not in config.std_tables_used:
+                skipped.append((f"ST{table}", "not listed as used in ST0"))
+                return None
+            try:
+                return (yield from read(table))
+            except _OPTIONAL_ERRORS as e:
+                skipped.append((f"ST{table}", e.message))
+                return None
+
+        config = GeneralConfig.decode((yield from read(ST0_GENERAL_CONFIG)))
+        manufacturer = ManufacturerId.decode((yield from read(ST1_MANUFACTURER_ID)), config)
+        raw = yield from optional(ST5_DEVICE_ID)
+        device = DeviceId.decode(raw, config) if raw is not None else None
+        raw = yield from optional(ST3_MODE_STATUS)
+        mode_status = ModeStatus.decode(raw, config) if raw is not None else None
+        raw = yield from optional(ST52_CLOCK)
+        clock_received = self.now() if raw is not None else None
+        clock = Clock.decode(raw, config, s.tz) if raw is not None else None
+
+        registers: ActualRegisters | None = None
+        selection: DataSelection | None = None
+        current: CurrentRegisters | None = None
+        uoms: tuple[UomEntry, ...] = ()
+        raw = yield from optional(ST21_ACTUAL_REGISTERS)
+        if raw is not None:
+            registers = ActualRegisters.decode(raw)
+            raw = yield from optional(ST12_UOM_ENTRY)
+            uoms = decode_uom_entries(raw, config) if raw is not None else ()
+            raw = yield from optional(ST22_DATA_SELECTION)
+            selection = DataSelection.decode(raw, registers) if raw is not None else None
+            raw = yield from optional(ST23_CURRENT_REGISTERS)
+            if raw is not None:
+                current = decode_current_registers(raw, config, registers, s.tz)
+
+        # The data is in: a meter that refuses to log off or terminate does not lose it.
+        for request in (Logoff(), Terminate()):
+            try:
+                decode_ok((yield request), request.name, meter=meter)
+            except _OPTIONAL_ERRORS as e:
+                skipped.append((request.name, e.message))
+        return MeterData(
+            identification=identification,
+            negotiated=negotiated,
+            config=config,
+            manufacturer=manufacturer,
+            device=device,
+            mode_status=mode_status,
+            clock=clock,
+            clock_received=clock_received,
+            registers=registers,
+            uoms=uoms,
+            selection=selection,
+            current=current,
+            tables=tables,
+            skipped=tuple(skipped),
+        )

@@ -1,0 +1,514 @@
+"""A simulated ANSI C12.18 meter for tests and demos: a sans-IO meter model (PSEM services,
+session states, a password, C12.19 tables ST0/1/3/5/12/21/22/23/52 whose registers grow
+with wall time) and a Twisted server over TCP or a serial device/pty, with knobs for line
+faults (damaged packets both ways, silence).
+
+``python -m fep.sim.ansi_c12 --tcp 1153 --password secret``
+``python -m fep.sim.ansi_c12 --pty /dev/pts/5``
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import attrs
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from fep.errors import FrameError, ProtocolError
+from fep.interfaces import ISerialLine
+from fep.protocols.ansi_c12.c1218 import (
+    BAUD_CODES,
+    HEADER_LEN,
+    NAK,
+    STP,
+    IdentifyResponse,
+    Link,
+    Logoff,
+    Logon,
+    Negotiate,
+    NegotiateResponse,
+    Read,
+    Received,
+    Request,
+    ResponseCode,
+    Retransmit,
+    Security,
+    Sent,
+    Terminate,
+    Wait,
+    decode_request,
+    encode_error,
+    encode_ok,
+    encode_read_response,
+)
+from fep.protocols.ansi_c12.c1219 import (
+    ActualRegisters,
+    Clock,
+    CurrentRegisters,
+    DataBlock,
+    DataSelection,
+    DemandRecord,
+    DeviceId,
+    EdMode,
+    GeneralConfig,
+    ManufacturerId,
+    ModeStatus,
+    NiFormat,
+    StdStatus,
+    TimeBase,
+    TimeFormat,
+    UomEntry,
+    encode_current_registers,
+    encode_uom_entries,
+)
+
+log = Logger(namespace="fep.sim.ansi_c12")
+
+# Before a negotiate, C12.18 links run with 64-byte packets, one packet per message.
+DEFAULT_PACKET_SIZE = 64
+_FOUR_PLACES = Decimal("0.0001")
+
+
+class MeterState(enum.Enum):
+    """C12.18 service sequence states (what the meter accepts next)."""
+
+    BASE = "base"  # identify only
+    ID = "identified"  # negotiate, logon, wait, terminate
+    SESSION = "session"  # security, read, write, logoff, wait, terminate
+
+
+@attrs.frozen
+class SimRegister:
+    """One summation source of the simulated meter: ``start`` plus ``per_hour`` an hour,
+    in the unit its ST12 entry gives (kWh for the defaults)."""
+
+    uom: UomEntry
+    start: Decimal
+    per_hour: Decimal
+
+
+# ST12 of the simulator: +A, -A, +R energy (kWh, kvarh), +A demand (kW), phase A volts.
+_KILO = 2  # MULTIPLIER code for 10^3
+DEFAULT_UOMS: tuple[UomEntry, ...] = (
+    UomEntry(0, TimeBase.BULK, _KILO, q1=True, q4=True),
+    UomEntry(0, TimeBase.BULK, _KILO, q2=True, q3=True),
+    UomEntry(1, TimeBase.BULK, _KILO, q1=True, q2=True),
+    UomEntry(0, TimeBase.BLOCK_DEMAND, _KILO, q1=True, q4=True),
+    UomEntry(8, TimeBase.INSTANTANEOUS, 0, segmentation=5),
+)
+_STD_TABLES = frozenset({0, 1, 3, 5, 12, 21, 22, 23, 52})
+
+
+def _default_registers() -> list[SimRegister]:
+    return [
+        SimRegister(DEFAULT_UOMS[0], Decimal("1234.5"), Decimal("0.9")),
+        SimRegister(DEFAULT_UOMS[1], Decimal("56.125"), Decimal("0.1")),
+        SimRegister(DEFAULT_UOMS[2], Decimal("310.25"), Decimal("0.3")),
+    ]
+
+
+@attrs.define
+class SimulatedC12Meter:
+    """The meter side of C12.18 with no I/O: ``answer(message) -> message``.
+
+    Tables 0 and 1 can be read once logged on; the others need the password (security
+    service) when ``password`` is set. ``clock`` gives wall time in seconds (tests pass a
+    fake one); ``clock_offset`` puts the meter's own clock that many seconds ahead.
+    ``max_packet_size``/``max_packets`` cap what a negotiate may agree to.
+    """
+
+    serial: str = "SIM0000001"
+    identification: str = "FEP C12 SIMULATOR"
+    password: bytes | None = attrs.field(default=b"secret", repr=False)
+    clock: Callable[[], float] = time.time
+    clock_offset: float = 0.0
+    started: float | None = None
+    registers: list[SimRegister] = attrs.Factory(_default_registers)
+    demand_kw: Decimal = Decimal("4.2")
+    volts: Decimal = Decimal("230.1")
+    tiers: int = 2
+    status: int = 0  # ED_STD_STATUS1 flags (StdStatus)
+    max_packet_size: int = 1024
+    max_packets: int = 8
+    bauds: frozenset[int] = frozenset(BAUD_CODES)
+    state: MeterState = MeterState.BASE
+    secured: bool = False
+    user: bytes = b""
+    packet_size: int = DEFAULT_PACKET_SIZE
+    packets: int = 1
+    # Services answered, in order (e.g. "identify", "read 0"), for tests.
+    log: list[str] = attrs.Factory(list)
+
+    def __attrs_post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.clock()
+
+    # -- tables -----------------------------------------------------------------------------
+
+    @property
+    def config(self) -> GeneralConfig:
+        return GeneralConfig(
+            big_endian=False,
+            char_format=1,
+            time_format=TimeFormat.UINT8,
+            id_form_bcd=False,
+            ni_format1=NiFormat.INT32_1,
+            ni_format2=NiFormat.INT32_1,
+            device_class=b"FEP\x01",
+            nameplate_type=2,  # electric
+            std_version=1,
+            dim_std_tables=10,
+            dim_std_procs=1,
+            dim_mfg_status=1,  # termineter wants ST3 of at least 5 bytes
+            std_tables_used=_STD_TABLES,
+        )
+
+    @property
+    def actual_registers(self) -> ActualRegisters:
+        return ActualRegisters(
+            date_time_field=True,
+            demand_reset_counter=True,
+            nbr_summations=len(self.registers),
+            nbr_demands=1,
+            nbr_coin_values=1,
+            nbr_occur=1,
+            nbr_tiers=self.tiers,
+        )
+
+    @property
+    def uoms(self) -> tuple[UomEntry, ...]:
+        return tuple(r.uom for r in self.registers) + DEFAULT_UOMS[3:]
+
+    @property
+    def selection(self) -> DataSelection:
+        n = len(self.registers)
+        return DataSelection(
+            summations=tuple(range(n)),
+            demands=(n,),
+            demand_is_max=(True,),
+            coincidents=(n + 1,),
+            coincident_demand=(0,),
+        )
+
+    def now(self) -> datetime:
+        """The meter's own clock (UTC), offset included."""
+        return datetime.fromtimestamp(self.clock() + self.clock_offset, UTC)
+
+    def register_values(self) -> list[Decimal]:
+        """Summations as of now (four decimals, as INT32_1 carries them)."""
+        elapsed = Decimal(str(self.clock() - (self.started or 0.0)))
+        return [
+            (r.start + r.per_hour * elapsed / 3600).quantize(_FOUR_PLACES) for r in self.registers
+        ]
+
+    def current_registers(self) -> CurrentRegisters:
+        sums = self.register_values()
+        peak_time = self.now().replace(minute=0, second=0, microsecond=0)
+
+        def block(share: Decimal) -> DataBlock:
+            return DataBlock(
+                tuple((v * share).quantize(_FOUR_PLACES) for v in sums),
+                (DemandRecord((self.demand_kw * share,), (peak_time,)),),
+                ((self.volts,),),
+            )
+
+        # TOU tiers: the first takes 60 % of everything, the rest share the other 40 %.
+        shares = [Decimal("0.6")] + [Decimal("0.4") / (self.tiers - 1)] * (self.tiers - 1)
+        tiers = tuple(block(share) for share in shares[: self.tiers]) if self.tiers else ()
+        return CurrentRegisters(block(Decimal(1)), tiers, demand_resets=3)
+
+    def table(self, number: int) -> bytes | None:
+        config = self.config
+        if number == 0:
+            return config.encode()
+        if number == 1:
+            return ManufacturerId("FEP", "C12SIM", 1, 0, 2, 3, self.serial).encode(config)
+        if number == 3:
+            return ModeStatus(EdMode.METERING, StdStatus(self.status), 0, b"\0").encode(config)
+        if number == 5:
+            return DeviceId(self.identification).encode(config)
+        if number == 12:
+            return encode_uom_entries(self.uoms, config)
+        if number == 21:
+            return self.actual_registers.encode()
+        if number == 22:
+            return self.selection.encode(self.actual_registers)
+        if number == 23:
+            return encode_current_registers(self.current_registers(), config, self.actual_registers)
+        if number == 52:
+            return Clock(self.now(), day_of_week=(self.now().isoweekday() % 7), gmt=True).encode(
+                config
+            )
+        return None
+
+    # -- services ---------------------------------------------------------------------------
+
+    def answer(self, message: bytes) -> bytes:
+        """The answer to one request message (bad requests get ``err``)."""
+        try:
+            request = decode_request(message)
+        except FrameError as e:
+            self.log.append(f"bad request: {e.message}")
+            return encode_error(ResponseCode.ERR)
+        self.log.append(_describe(request))
+        return self._serve(request)
+
+    def _serve(self, request: Request) -> bytes:
+        if isinstance(request, Terminate):
+            self._reset()
+            return encode_ok()
+        if self.state is MeterState.BASE:
+            if request.name != "identify":
+                return encode_error(ResponseCode.ISSS)
+            self.state = MeterState.ID
+            return IdentifyResponse(features=((0x07, b"\x01"),)).encode()
+        if isinstance(request, Wait):
+            return encode_ok()
+        if self.state is MeterState.ID:
+            if isinstance(request, Negotiate):
+                return self._negotiate(request)
+            if isinstance(request, Logon):
+                self.state = MeterState.SESSION
+                self.user = request.user
+                return encode_ok()
+            return encode_error(ResponseCode.ISSS)
+        if isinstance(request, Security):
+            if self.password is None or request.matches(self.password):
+                self.secured = True
+                return encode_ok()
+            self.secured = False
+            return encode_error(ResponseCode.ISC)
+        if isinstance(request, Logoff):
+            self.state = MeterState.ID
+            self.secured = False
+            return encode_ok()
+        if isinstance(request, Read):
+            return self._read(request)
+        return encode_error(ResponseCode.SNS)  # writes, and identify/negotiate in session
+
+    def _negotiate(self, request: Negotiate) -> bytes:
+        size = min(request.packet_size, self.max_packet_size)
+        count = min(request.max_packets, self.max_packets)
+        if size < HEADER_LEN + 3 or count < 1:
+            return encode_error(ResponseCode.ONP)
+        baud = request.baud if request.baud in self.bauds else None
+        self.packet_size, self.packets = size, count
+        return NegotiateResponse(size, count, baud).encode()
+
+    def _read(self, request: Read) -> bytes:
+        if request.table not in (0, 1) and self.password is not None and not self.secured:
+            return encode_error(ResponseCode.ISC)
+        data = self.table(request.table)
+        if data is None:
+            return encode_error(ResponseCode.IAR)
+        if request.offset is not None and request.count is not None:
+            if request.offset + request.count > len(data):
+                return encode_error(ResponseCode.IAR)
+            data = data[request.offset : request.offset + request.count]
+        answer = encode_read_response(data)
+        # The answer must fit the negotiated packets (8 bytes of each are header and CRC).
+        if len(answer) > self.packets * (self.packet_size - HEADER_LEN - 2):
+            return encode_error(ResponseCode.ONP)
+        return answer
+
+    def _reset(self) -> None:
+        self.state = MeterState.BASE
+        self.secured = False
+        self.packet_size, self.packets = DEFAULT_PACKET_SIZE, 1
+
+
+def _describe(request: Request) -> str:
+    if isinstance(request, Read):
+        if request.offset is None:
+            return f"read {request.table}"
+        return f"read {request.table} at {request.offset}+{request.count}"
+    return request.name
+
+
+# ---------------------------------------------------------------------------
+# Twisted: the meter on a TCP connection or a serial line
+# ---------------------------------------------------------------------------
+
+
+class C12MeterServerProtocol(Protocol):
+    """The meter side of one line: packets in, ACKs and answers out, line faults on demand."""
+
+    factory: C12MeterServerFactory
+
+    def __init__(self) -> None:
+        self.link = Link(packet_size=DEFAULT_PACKET_SIZE)
+        self._pending: list[IDelayedCall] = []
+        self._switch_to: int | None = None
+        self._terminated = False
+
+    @property
+    def meter(self) -> SimulatedC12Meter:
+        return self.factory.meter
+
+    def _later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
+        self._pending = [c for c in self._pending if c.active()]
+        self._pending.append(self.factory.reactor.callLater(delay, fn, *args))
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and data:
+            self.transport.write(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        f = self.factory
+        f.bytes_received += len(data)
+        if f.silent:
+            return
+        if f.damage_requests > 0 and STP in data:
+            # Line noise on the request: its CRC no longer matches, the link NAKs it.
+            f.damage_requests -= 1
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])
+        out, events = self.link.receive(data)
+        f.naks_sent += out.count(NAK)
+        self._write(out)
+        for event in events:
+            if isinstance(event, Received):
+                self._later(f.answer_delay, self._answer, event.data)
+            elif isinstance(event, Sent):
+                self._sent()
+            elif isinstance(event, Retransmit):
+                f.retransmissions += 1
+
+    def _answer(self, message: bytes) -> None:
+        meter = self.meter
+        response = meter.answer(message)
+        request_code = message[0] if message else 0
+        if request_code == 0x21:
+            self._terminated = True
+        if 0x61 <= request_code <= 0x6B and len(response) == 5:
+            self._switch_to = NegotiateResponse.decode(response).baud
+        try:
+            packet = self.link.send(response)
+        except (ProtocolError, ValueError) as e:  # a confused client: drop the answer
+            log.info("simulator could not answer: {e}", e=e)
+            return
+        f = self.factory
+        if f.damage_answers > 0:
+            f.damage_answers -= 1
+            packet = packet[:-1] + bytes([packet[-1] ^ 0xFF])
+        self._write(packet)
+        if request_code in range(0x60, 0x6C) and meter.packet_size:
+            # Later answers use the negotiated packet size (this one went out at 64).
+            self.link.packet_size = meter.packet_size
+
+    def _sent(self) -> None:
+        """Our answer was ACKed: switch baud after a negotiate, forget after terminate."""
+        if self._switch_to is not None:
+            baud, self._switch_to = self._switch_to, None
+            serial = ISerialLine(self.transport, None)
+            if serial is not None:
+                serial.set_baudrate(baud)
+        if self._terminated:
+            self._terminated = False
+            self.link.reset()
+            self.link.packet_size = DEFAULT_PACKET_SIZE
+
+    def connectionMade(self) -> None:
+        self.factory.connections += 1
+        self.meter._reset()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        for call in self._pending:
+            if call.active():
+                call.cancel()
+        self._pending = []
+
+
+class C12MeterServerFactory(ServerFactory[C12MeterServerProtocol]):
+    """Serves one simulated meter. Line faults: ``damage_requests`` spoils the CRC of the
+    next N requests (the meter NAKs, the client resends), ``damage_answers`` of the next N
+    answers (the client NAKs, the meter resends), ``silent`` never answers at all."""
+
+    protocol = C12MeterServerProtocol
+    noisy = False
+
+    def __init__(
+        self,
+        meter: SimulatedC12Meter | None = None,
+        reactor: Any = None,
+        answer_delay: float = 0.0,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.meter = meter if meter is not None else SimulatedC12Meter()
+        self.reactor = reactor
+        self.answer_delay = answer_delay
+        self.silent = False
+        self.damage_requests = 0
+        self.damage_answers = 0
+        self.naks_sent = 0
+        self.retransmissions = 0
+        self.bytes_received = 0
+        self.connections = 0
+
+
+def serve_pty(reactor: Any, device: str, factory: C12MeterServerFactory, baud: int = 9600) -> Any:
+    """Serve the factory's meter on a serial device or pty (8N1, as C12.18 lines run)."""
+    from fep.channels.serialport import FepSerialPort, SerialSettings
+
+    protocol = factory.buildProtocol(None)
+    assert protocol is not None
+    return FepSerialPort(
+        protocol, SerialSettings(device, baudrate=baud, bytesize=8, parity="N"), reactor
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fep.sim.ansi_c12", description="A simulated ANSI C12.18 meter"
+    )
+    parser.add_argument("--tcp", type=int, metavar="PORT", help="listen on this TCP port")
+    parser.add_argument("--interface", default="127.0.0.1", help="TCP listen address")
+    parser.add_argument("--pty", metavar="DEVICE", help="serve on this serial device or pty")
+    parser.add_argument(
+        "--password", default="secret", help="security password (text; empty for none)"
+    )
+    parser.add_argument("--serial", default="SIM0000001", help="manufacturer serial (ST1)")
+    parser.add_argument(
+        "--clock-offset", type=float, default=0.0, help="seconds the meter's clock runs ahead"
+    )
+    parser.add_argument("--delay", type=float, default=0.0, help="answer delay in seconds")
+    args = parser.parse_args(argv)
+    if args.tcp is None and not args.pty:
+        parser.error("give --tcp or --pty")
+
+    from twisted.internet import reactor as global_reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    reactor: Any = global_reactor
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    meter = SimulatedC12Meter(
+        serial=args.serial,
+        password=args.password.encode("latin-1") or None,
+        clock_offset=args.clock_offset,
+    )
+    factory = C12MeterServerFactory(meter, reactor, args.delay)
+    if args.tcp is not None:
+        port = reactor.listenTCP(args.tcp, factory, interface=args.interface)
+        bound = getattr(port.getHost(), "port", args.tcp)
+        print(f"serving C12.18 meter {meter.serial} on tcp:{args.interface}:{bound}", flush=True)
+    if args.pty:
+        serve_pty(reactor, args.pty, factory)
+        print(f"serving C12.18 meter {meter.serial} on {args.pty}", flush=True)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
