@@ -60,6 +60,10 @@ PUBLIC_CLIENT = 16
 WRAPPER_PORT_SERVER = 1
 
 
+DISCONNECT_CONTROL = ObisCode(0, 0, 96, 3, 10, 255)
+IMAGE_TRANSFER = ObisCode(0, 0, 44, 0, 0, 255)
+
+
 class LinkKind(enum.Enum):
     WRAPPER = "wrapper"
     HDLC = "hdlc"
@@ -515,6 +519,55 @@ class DlmsSession:
                 self.meter, rows, columns, period, units, default_deviation=self.default_deviation
             )
         )
+
+    # -- commands -----------------------------------------------------------------------------
+
+    async def set_clock(self, when: datetime, deviation: int | None = 0) -> None:
+        """Set the meter's clock (class 8 attribute 2) to ``when``."""
+        stamp = CosemDateTime.from_datetime(when, deviation=deviation)
+        await self.set(
+            A.AttributeDescriptor(8, ObisCode(0, 0, 1, 0, 0, 255), 2), axdr.date_time(stamp)
+        )
+
+    async def disconnect(self, instance: ObisCode = DISCONNECT_CONTROL) -> int:
+        """Remote disconnect (class 70 method 1); fires with the control state after it."""
+        await self.action(A.MethodDescriptor(70, instance, 1), axdr.integer(0))
+        return axdr.as_int(await self.get(A.AttributeDescriptor(70, instance, 3)))
+
+    async def reconnect(self, instance: ObisCode = DISCONNECT_CONTROL) -> int:
+        """Remote reconnect (class 70 method 2); fires with the control state after it."""
+        await self.action(A.MethodDescriptor(70, instance, 2), axdr.integer(0))
+        return axdr.as_int(await self.get(A.AttributeDescriptor(70, instance, 3)))
+
+    async def transfer_image(
+        self,
+        identifier: bytes,
+        image: bytes,
+        *,
+        instance: ObisCode = IMAGE_TRANSFER,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Image transfer (class 18): read the block size, initiate, send every block,
+        verify, activate. ``progress(sent, total)`` is called after each block."""
+        block_size = axdr.as_int(await self.get(A.AttributeDescriptor(18, instance, 2)))
+        if block_size <= 0:
+            raise DlmsError(
+                "image_block_size is 0", meter=self.meter, cosem_object=f"18/{instance}/2"
+            )
+        await self.action(
+            A.MethodDescriptor(18, instance, 1),
+            axdr.structure(axdr.octet_string(identifier), axdr.double_long_unsigned(len(image))),
+        )
+        blocks = [image[i : i + block_size] for i in range(0, len(image), block_size)]
+        for number, block in enumerate(blocks):
+            await self.action(
+                A.MethodDescriptor(18, instance, 2),
+                axdr.structure(axdr.double_long_unsigned(number), axdr.octet_string(block)),
+            )
+            if progress is not None:
+                progress(number + 1, len(blocks))
+        await self.action(A.MethodDescriptor(18, instance, 3), axdr.integer(0))
+        await self.action(A.MethodDescriptor(18, instance, 4), axdr.integer(0))
 
     async def object_list(self) -> list[Any]:
         return decode_object_list(

@@ -232,3 +232,48 @@ class InvocationCounterTests(unittest.TestCase):
         with self.assertRaises(AssociationRefused):
             await DlmsProtocol().read(reactor, endpoint, record, 5)
         self.assertTrue(any("replayed" in e for e in factory.errors), factory.errors)
+
+
+class CommandTests(unittest.TestCase):
+    """Clock setting, remote disconnect/reconnect and image transfer over a real session."""
+
+    timeout = 30
+
+    async def test_commands(self) -> None:
+        from fep.protocols.dlms.session import open_session, settings_for
+
+        meter = sim.SimulatedDlmsMeter(now=lambda: NOW)
+        factory = DlmsMeterServerFactory(
+            meter,
+            ServerSettings(system_title=TITLE, password=b"12345678", max_pdu_size=256),
+            hdlc=True,
+        )
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        record = Meter(
+            "m1",
+            "dlms",
+            "tcp:",
+            metadata={"dlms_link": "hdlc", "dlms_auth": "low", "dlms_password": "12345678"},
+        )
+        client, link = settings_for(record)
+        session = await open_session(
+            reactor,
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port),
+            client,
+            link,
+            timeout=5,
+        )
+        await session.associate()
+        await session.set_clock(NOW + timedelta(seconds=90))
+        self.assertEqual(meter.clock_offset, timedelta(seconds=90))
+        self.assertEqual(await session.disconnect(), 0)
+        self.assertEqual(await session.reconnect(), 1)
+        image = bytes(range(256)) * 10
+        seen: list[tuple[int, int]] = []
+        await session.transfer_image(b"FW-2.1", image, progress=lambda n, t: seen.append((n, t)))
+        self.assertEqual(seen[-1], (13, 13))  # 2560 bytes in blocks of 200
+        self.assertEqual(b"".join(meter.image["blocks"][k] for k in range(13)), image)
+        self.assertEqual(meter.image["status"], 6)  # activation successful
+        self.assertEqual([code for _, code in meter.events], [4, 5, 61, 62, 18])
+        await session.release()
