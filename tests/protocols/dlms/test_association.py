@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
+from fep.errors import FrameError
 from fep.protocols.dlms import apdu as A
 from fep.protocols.dlms import axdr
 from fep.protocols.dlms.client import (
@@ -21,10 +24,17 @@ from fep.protocols.dlms.client import (
     Send,
     SetDone,
 )
-from fep.protocols.dlms.errors import AssociationRefused, CipheringError, ExceptionResponse
+from fep.protocols.dlms.errors import (
+    AssociationRefused,
+    CipheringError,
+    DlmsError,
+    ExceptionResponse,
+)
+from fep.protocols.dlms.push import decode_push
 from fep.protocols.dlms.security import SecurityKeys
 from fep.protocols.dlms.server import DlmsServer, ServerSettings
 from fep.sim import dlms_meter as sim
+from tests.protocols.dlms.strategies import data_values
 
 NOW = datetime(2024, 5, 2, 10, 7, 12, tzinfo=UTC)
 KEYS = SecurityKeys(bytes(range(16)), bytes(range(0xD0, 0xE0)))
@@ -182,3 +192,33 @@ class ServiceTests(unittest.TestCase):
         answer = server.receive(A.encode_apdu(A.GetRequest(ENERGY)))
         assert answer is not None
         self.assertIsInstance(A.decode_apdu(answer), A.ExceptionResponseApdu)
+
+
+class ArbitraryBytesTests(unittest.TestCase):
+    """Bad input from a meter or a client is a typed error, never another exception."""
+
+    @settings(max_examples=400)
+    @given(st.binary(max_size=120))
+    def test_client_receive(self, raw: bytes) -> None:
+        client, _, _ = associated(ClientSettings(keys=KEYS, ciphered=True))
+        client.get(ENERGY)
+        try:
+            client.receive(raw)
+        except (DlmsError, FrameError):
+            pass
+
+    @settings(max_examples=400)
+    @given(st.binary(max_size=120))
+    def test_server_receive(self, raw: bytes) -> None:
+        _, server, _ = associated(ClientSettings(keys=KEYS, ciphered=True))
+        answer = server.receive(raw)
+        if answer is not None:
+            self.assertIsInstance(answer, bytes)
+
+    @settings(max_examples=400)
+    @given(data_values)
+    def test_push_bodies(self, body: axdr.Data) -> None:
+        try:
+            decode_push("m", A.DataNotification(body))
+        except FrameError:
+            pass
