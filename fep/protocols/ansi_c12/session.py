@@ -1,0 +1,384 @@
+"""The Twisted side of ANSI C12.18: ``C1218Protocol`` reads a meter over any client endpoint
+(TCP to an optical-probe server or a modem bridge, a serial line) for ``fep read`` and
+scheduled jobs.
+
+The session's state lives in ``client.py``; this module moves bytes, runs the ACK and
+answer timers on the reactor, times a negotiated baud switch on serial lines and hands
+the records back. Settings come from the meter's metadata (``fep read -o KEY=VALUE``):
+
+``c12_password``   text, or ``hex:00112233...`` for a binary password (kept out of logs)
+``c12_password_pad`` ``nul`` (default) or ``space``: how a short password is padded
+``c12_user``, ``c12_user_id``   logon user name (10 bytes at most) and id
+``c12_packet_size``, ``c12_max_packets``, ``c12_baud``   what to negotiate
+``c12_retries``    resends of a packet not ACKed (default 3)
+``c12_ack_timeout`` seconds to wait for an ACK before resending (default 2, at most the
+                   read's timeout, which bounds the wait for each answer)
+``tz``             the meter's zone for local clocks (default UTC)
+The meter's ``address`` (0..255), when given, is the C12.18 identity byte.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from fep.errors import ChannelError, ConfigError, SessionTimeout
+from fep.interfaces import IMeterProtocol, ISerialLine
+from fep.model import Meter, Record, utcnow
+from fep.protocols.ansi_c12.client import (
+    Action,
+    C1218Client,
+    ClientSettings,
+    Failed,
+    Finished,
+    Retransmitted,
+    Send,
+    SwitchBaud,
+    parse_password,
+)
+
+log = Logger(namespace="fep.protocols.ansi_c12")
+
+NAME = "ansi-c12.18"
+DEFAULT_ACK_TIMEOUT = 2.0
+# How often to look again whether the transport's write buffer has drained before a baud
+# switch (a FileDescriptor has no "drained" callback for a writer that is not a producer).
+_DRAIN_POLL = 0.005
+
+
+def _pending_write_bytes(transport: Any) -> int:
+    buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
+    return max(buffered, 0) + int(getattr(transport, "_tempDataLen", 0))
+
+
+def _is_serial(transport: Any) -> bool:
+    return bool(ISerialLine.providedBy(transport))
+
+
+def settings_for(meter: Meter, tz: tzinfo = UTC) -> ClientSettings:
+    """ClientSettings from a meter's metadata; ConfigError names the key that is wrong."""
+    md = meter.metadata
+
+    def number(key: str, default: int) -> int:
+        text = md.get(key, "").strip()
+        if not text:
+            return default
+        try:
+            return int(text, 0)
+        except ValueError:
+            raise ConfigError(f"meter {meter.id}: {key} must be a number", key=key) from None
+
+    password = None
+    if md.get("c12_password"):
+        try:
+            password = parse_password(md["c12_password"])
+        except ValueError as e:
+            # The message says what is wrong, never the password itself.
+            raise ConfigError(f"meter {meter.id}: {e}", key="c12_password") from None
+    pad_name = md.get("c12_password_pad", "nul").strip().lower()
+    if pad_name not in ("nul", "space"):
+        raise ConfigError(
+            f"meter {meter.id}: c12_password_pad is nul or space", key="c12_password_pad"
+        )
+    zone = tz
+    if md.get("tz"):
+        try:
+            zone = ZoneInfo(md["tz"])
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"meter {meter.id}: unknown time zone {md['tz']!r}", key="tz"
+            ) from None
+    identity = 0
+    if meter.address:
+        try:
+            identity = int(meter.address, 0)
+        except ValueError:
+            identity = -1
+        if not 0 <= identity <= 255:
+            raise ConfigError(
+                f"meter {meter.id}: a C12.18 address is an identity byte 0..255, "
+                f"not {meter.address!r}",
+                key="address",
+            )
+    user = md.get("c12_user", "fep").encode("latin-1")
+    baud = number("c12_baud", 0) or None
+    try:
+        return ClientSettings(
+            meter=meter.id,
+            route=meter.route,
+            identity=identity,
+            user_id=number("c12_user_id", 0),
+            user=user,
+            password=password,
+            password_pad=0x20 if pad_name == "space" else 0x00,
+            packet_size=number("c12_packet_size", 256),
+            max_packets=number("c12_max_packets", 4),
+            baud=baud,
+            retries=number("c12_retries", 3),
+            tz=zone,
+        )
+    except ValueError as e:
+        raise ConfigError(f"meter {meter.id}: {e}") from None
+
+
+class C1218Session(Protocol):
+    """Drives one C1218Client over one connection; ``done`` fires with the records."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        meter: Meter,
+        client: C1218Client,
+        timeout: float,
+        ack_timeout: float = DEFAULT_ACK_TIMEOUT,
+    ) -> None:
+        self.reactor = reactor
+        self.meter = meter
+        self.client = client
+        self.timeout = timeout
+        self.ack_timeout = min(ack_timeout, timeout)
+        self.done: Deferred[list[Record]] = Deferred()
+        self.retransmissions = 0
+        self._timer: IDelayedCall | None = None
+        self._switch_call: IDelayedCall | None = None
+        self._queued: list[Action] = []
+        self._finished = False
+        self._baudrate = 9600
+        self._last_sent = b""
+
+    # -- timers -------------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        self._disarm()
+        if self._finished:
+            return
+        delay = self.ack_timeout if self.client.link.awaiting_ack else self.timeout
+        self._timer = self.reactor.callLater(delay, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._switch_call is not None:
+            return  # a baud switch is under way; its end re-arms
+        self._run(self.client.timeout())
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def _run(self, actions: list[Action]) -> None:
+        queue = self._queued + actions
+        self._queued = []
+        while queue and not self._finished:
+            action = queue.pop(0)
+            if isinstance(action, Send):
+                self._last_sent = action.data
+                self.transport.write(action.data)  # type: ignore[union-attr]
+            elif isinstance(action, SwitchBaud):
+                if _is_serial(self.transport) and action.baudrate != self._baudrate:
+                    # What follows waits until the line runs at the new speed.
+                    self._queued = queue
+                    self._disarm()
+                    self._switch_after_drain(action.baudrate)
+                    return
+            elif isinstance(action, Retransmitted):
+                self.retransmissions += 1
+                log.info(
+                    "{meter}: C12.18 packet sent again ({why}, attempt {n})",
+                    meter=self.meter.id,
+                    route=self.meter.route,
+                    protocol=NAME,
+                    why=action.why,
+                    n=action.attempt,
+                )
+            elif isinstance(action, Finished):
+                self._finish(action)
+            elif isinstance(action, Failed):
+                self._fail(action.error)
+        self._arm()
+
+    def _finish(self, finished: Finished) -> None:
+        data = finished.data
+        for table, why in data.skipped:
+            log.info(
+                "{meter}: {table} not read: {why}",
+                meter=self.meter.id,
+                route=self.meter.route,
+                protocol=NAME,
+                table=table,
+                why=why,
+            )
+        records = data.to_records(self.meter.id, received_time=utcnow())
+        self._finished = True
+        self._disarm()
+        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.done.callback(records)
+
+    def _fail(self, error: Exception) -> None:
+        if self._finished:
+            return
+        if isinstance(error, SessionTimeout):
+            error = SessionTimeout(
+                f"{error.message} within {self.timeout:.1f} s",
+                meter=error.meter,
+                route=error.route,
+                protocol=error.protocol,
+            )
+        self._finished = True
+        self._disarm()
+        if self._switch_call is not None and self._switch_call.active():
+            self._switch_call.cancel()
+        transport = self.transport
+        if transport is not None:
+            abort = getattr(transport, "abortConnection", None)
+            (abort or transport.loseConnection)()
+        self.done.errback(Failure(error))
+
+    # -- baud switch (serial lines) -------------------------------------------------------------
+
+    def _switch_after_drain(self, baudrate: int) -> None:
+        """Switch once our last bytes (the ACK of the negotiate answer) have left: first
+        the transport's buffer, then their time on the wire at the old speed."""
+        self._switch_call = None
+        if self._finished:
+            return
+        if _pending_write_bytes(self.transport) > 0:
+            self._switch_call = self.reactor.callLater(
+                _DRAIN_POLL, self._switch_after_drain, baudrate
+            )
+            return
+        bits = int(getattr(self.transport, "char_bits", 10))
+        queued = int(getattr(self.transport, "out_waiting", lambda: 0)())
+        wire_time = (len(self._last_sent) + queued) * bits / self._baudrate
+        self._switch_call = self.reactor.callLater(wire_time, self._set_baud, baudrate)
+
+    def _set_baud(self, baudrate: int) -> None:
+        self._switch_call = None
+        if self._finished:
+            return
+        try:
+            ISerialLine(self.transport).set_baudrate(baudrate)
+        except (OSError, ValueError) as e:
+            self._fail(ChannelError(f"cannot set {baudrate} Bd: {e}", route=self.meter.route))
+            return
+        self._baudrate = baudrate
+        self._run([])
+
+    # -- Protocol -------------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        if _is_serial(self.transport):
+            self._baudrate = int(getattr(self.transport, "baudrate", 9600))
+        self._run(self.client.start())
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._finished:
+            return
+        actions = self.client.receive(data)
+        if self._switch_call is not None:
+            # Bytes during a baud switch: act on them once the switch is done.
+            self._queued += actions
+            return
+        self._run(actions)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        if self._switch_call is not None and self._switch_call.active():
+            self._switch_call.cancel()
+        if not self._finished:
+            self._finished = True
+            self._disarm()
+            waiting = self.client.waiting_for or "the session"
+            self.done.errback(
+                Failure(
+                    ChannelError(
+                        f"connection lost waiting for {waiting}: {reason.getErrorMessage()}",
+                        route=self.meter.route,
+                    )
+                )
+            )
+
+
+class _OneShotFactory(ClientFactory):
+    noisy = False  # one per read: "Starting factory" lines would drown the log
+
+    def __init__(self, session: C1218Session) -> None:
+        self.session = session
+
+    def buildProtocol(self, addr: object) -> Protocol:
+        return self.session
+
+
+@implementer(IMeterProtocol)
+class C1218Protocol:
+    """ANSI C12.18 (PSEM) table reads: identification, status, clock and registers."""
+
+    name = NAME
+
+    def __init__(self, tz: tzinfo = UTC) -> None:
+        self.tz = tz
+
+    def read(
+        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+    ) -> Deferred[list[Record]]:
+        try:
+            settings = settings_for(meter, self.tz)
+            ack_text = meter.metadata.get("c12_ack_timeout", "").strip()
+            ack_timeout = float(ack_text) if ack_text else DEFAULT_ACK_TIMEOUT
+            if ack_timeout <= 0:
+                raise ValueError
+        except ConfigError as e:
+            return fail(e)
+        except ValueError:
+            return fail(
+                ConfigError(
+                    f"meter {meter.id}: c12_ack_timeout must be a positive number",
+                    key="c12_ack_timeout",
+                )
+            )
+
+        def now() -> datetime:
+            return datetime.fromtimestamp(reactor.seconds(), UTC)
+
+        client = C1218Client(settings, now=now)
+        session = C1218Session(reactor, meter, client, timeout, ack_timeout)
+        connecting: Deferred[Any] = IStreamClientEndpoint(endpoint).connect(
+            _OneShotFactory(session)
+        )
+        guard = reactor.callLater(timeout, connecting.cancel)
+        result: Deferred[list[Record]] = Deferred()
+
+        def connected(_: object) -> None:
+            if guard.active():
+                guard.cancel()
+            session.done.chainDeferred(result)
+
+        def not_connected(failure: Failure) -> None:
+            if guard.active():
+                guard.cancel()
+            if failure.check(CancelledError):
+                error = ChannelError(f"no connection within {timeout:.1f} s", route=meter.route)
+            elif isinstance(failure.value, ChannelError):
+                error = failure.value
+                if error.route is None:
+                    error.route = meter.route
+            else:
+                error = ChannelError(
+                    f"cannot connect: {failure.getErrorMessage()}", route=meter.route
+                )
+            result.errback(Failure(error))
+
+        connecting.addCallbacks(connected, not_connected)
+        return result
+
+
+__all__ = ["C1218Protocol", "C1218Session", "settings_for"]
