@@ -27,6 +27,11 @@ def meter_protocol(name: str) -> IMeterProtocol:
     except KeyError:
         known = ", ".join(protocol_names())
         raise ConfigError(f"unknown protocol {name!r} (known: {known})") from None
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        raise ConfigError(f"protocol {name!r} is not available in this build") from None
     protocol: IMeterProtocol = getattr(module, class_name)()
     return protocol
