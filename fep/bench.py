@@ -127,6 +127,18 @@ def postgres_url() -> str | None:
     return url.rsplit("/", 1)[0] + "/fep_bench"
 
 
+def empty_postgres(url: str) -> None:
+    """Drop fep's tables so the next run starts from an empty schema."""
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS readings, intervals, events, meters, "
+                    "schema_migrations CASCADE")
+    conn.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fep.bench", description=__doc__)
     parser.add_argument("--readings", type=int, default=200_000)
@@ -159,14 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 f"{rate:,.0f} readings/s"))
                 print(results[-1], flush=True)
                 if pg:
-                    import psycopg2
-
-                    conn = psycopg2.connect(pg)
-                    conn.autocommit = True
-                    with conn.cursor() as cur:
-                        cur.execute("DROP TABLE IF EXISTS readings, intervals, events, meters, "
-                                    "schema_migrations CASCADE")
-                    conn.close()
+                    empty_postgres(pg)
                     rate = await ingest_rate(reactor, pg, readings, batch, workdir)
                     results.append(("ingest PostgreSQL (spool on)", f"batch {batch}",
                                     f"{rate:,.0f} readings/s"))
@@ -194,14 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             f"{ours[key + '_records']:,.0f}/s"))
             print(results[-1], flush=True)
         if pg:
-            import psycopg2
-
-            conn = psycopg2.connect(pg)
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute("DROP TABLE IF EXISTS readings, intervals, events, meters, "
-                            "schema_migrations CASCADE")
-            conn.close()
+            empty_postgres(pg)
         target = pg or f"sqlite:{workdir / 'dlms-push.sqlite'}"
         rate = await push_ingest_rate(reactor, target, workdir)
         results.append(("DLMS pushes end to end (ciphered, TCP, spool on)",

@@ -124,6 +124,9 @@ class DlmsServer:
     def _wrap(self, plain: bytes) -> bytes:
         if not self.ciphered:
             return plain
+        return self._cipher(plain, general=False)
+
+    def _cipher(self, plain: bytes, *, general: bool) -> bytes:
         assert self.settings.keys is not None
         return security.cipher_apdu(
             plain,
@@ -131,6 +134,7 @@ class DlmsServer:
             invocation_counter=self._next_counter(),
             keys=self.settings.keys,
             control=self._control(),
+            general=general,
         )
 
     def _unwrap(self, data: bytes) -> bytes:
@@ -153,14 +157,7 @@ class DlmsServer:
         plain = apdu.encode_apdu(DataNotification(body, date_time, 0))
         if self.settings.keys is None:
             return plain
-        return security.cipher_apdu(
-            plain,
-            system_title=self.settings.system_title,
-            invocation_counter=self._next_counter(),
-            keys=self.settings.keys,
-            control=self._control(),
-            general=True,
-        )
+        return self._cipher(plain, general=True)
 
     # -- entry point --------------------------------------------------------------------------
 

@@ -531,12 +531,14 @@ class DlmsSession:
 
     async def disconnect(self, instance: ObisCode = DISCONNECT_CONTROL) -> int:
         """Remote disconnect (class 70 method 1); fires with the control state after it."""
-        await self.action(A.MethodDescriptor(70, instance, 1), axdr.integer(0))
-        return axdr.as_int(await self.get(A.AttributeDescriptor(70, instance, 3)))
+        return await self._disconnector(instance, 1)
 
     async def reconnect(self, instance: ObisCode = DISCONNECT_CONTROL) -> int:
         """Remote reconnect (class 70 method 2); fires with the control state after it."""
-        await self.action(A.MethodDescriptor(70, instance, 2), axdr.integer(0))
+        return await self._disconnector(instance, 2)
+
+    async def _disconnector(self, instance: ObisCode, method: int) -> int:
+        await self.action(A.MethodDescriptor(70, instance, method), axdr.integer(0))
         return axdr.as_int(await self.get(A.AttributeDescriptor(70, instance, 3)))
 
     async def transfer_image(
