@@ -146,8 +146,10 @@ class SimulatedC12Meter:
     user: bytes = b""
     packet_size: int = DEFAULT_PACKET_SIZE
     packets: int = 1
-    # Services answered, in order (e.g. "identify", "read 0"), for tests.
+    # Services answered, in order (e.g. "identify", "read 0"), and the last negotiate
+    # agreed to, for tests.
     log: list[str] = attrs.Factory(list)
+    negotiated: NegotiateResponse | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.started is None:
@@ -303,7 +305,8 @@ class SimulatedC12Meter:
             return encode_error(ResponseCode.ONP)
         baud = request.baud if request.baud in self.bauds else None
         self.packet_size, self.packets = size, count
-        return NegotiateResponse(size, count, baud).encode()
+        self.negotiated = NegotiateResponse(size, count, baud)
+        return self.negotiated.encode()
 
     def _read(self, request: Read) -> bytes:
         if request.table not in (0, 1) and self.password is not None and not self.secured:

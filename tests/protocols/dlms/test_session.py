@@ -277,3 +277,30 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(meter.image["status"], 6)  # activation successful
         self.assertEqual([code for _, code in meter.events], [4, 5, 61, 62, 18])
         await session.release()
+
+
+class SerialLineTests(unittest.TestCase):
+    """HDLC over a serial line: the simulated meter on one end of a socat pty pair, fep's
+    `serial:` route on the other."""
+
+    timeout = 30
+
+    async def test_hdlc_over_a_pty_pair(self) -> None:
+        from fep.channels.endpoints import client_endpoint
+        from fep.channels.serialport import FepSerialPort, SerialSettings
+        from tests.channels.test_serialport import socat_pty_pair
+
+        a, b = await socat_pty_pair(self)
+        meter = sim.SimulatedDlmsMeter(now=lambda: NOW)
+        factory = DlmsMeterServerFactory(meter, ServerSettings(system_title=TITLE), hdlc=True)
+        protocol = factory.buildProtocol(None)
+        port = FepSerialPort(protocol, SerialSettings(str(b), baudrate=9600, bytesize=8,
+                                                      parity="N"), reactor)
+        self.addCleanup(port.loseConnection)
+        route = f"serial:{a}:9600:8N1"
+        record = Meter("m1", "dlms", route, metadata={
+            "dlms_link": "hdlc", "dlms_objects": "3/1.0.1.8.0.255/2,8/0.0.1.0.0.255/2"})
+        records = await DlmsProtocol().read(reactor, client_endpoint(reactor, route), record, 5)
+        readings = {str(r.obis): r for r in records}
+        self.assertEqual(readings["1-0:1.8.0*255"].value, Decimal(sim.energy_wh(NOW)))
+        self.assertEqual(readings["0-0:1.0.0*255"].meter_time, NOW.replace(microsecond=0))
