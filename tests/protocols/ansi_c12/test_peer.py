@@ -1,0 +1,167 @@
+"""A C12.18 client written by others against fep's simulated meter: termineter 1.0.6
+(test-only; fep never imports it) logs on and reads tables from the simulator over loopback
+TCP through pyserial's ``socket://`` URL handler, and over a socat pty pair. termineter
+checks every packet CRC (NAKs and gives up after three bad ones), every read answer's count
+and checksum, and parses ST0/ST1/ST3/ST5 itself; the clock (ST52) goes through its own
+``format_ltime``. So these tests fail when the bytes fep's meter side sends are wrong.
+
+termineter talks blocking pyserial, so it runs in a thread (deferToThread) while the
+simulator runs on the reactor.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from twisted.internet import reactor as global_reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial import unittest
+
+from fep.protocols.ansi_c12.c1219 import (
+    ActualRegisters,
+    GeneralConfig,
+    decode_current_registers,
+)
+from fep.sim.ansi_c12 import C12MeterServerFactory, SimulatedC12Meter, serve_pty
+from tests.channels.test_serialport import socat_pty_pair
+
+reactor: Any = global_reactor
+
+NOW = datetime(2024, 3, 1, 12, 0, 5, tzinfo=UTC)
+
+
+def fixed_clock() -> float:
+    return NOW.timestamp()
+
+
+def termineter_session(
+    url: str, password: str, tables: tuple[int, ...], packets: int = 4
+) -> dict[str, Any]:
+    """One termineter session (runs in a thread): start, log on, the general tables,
+    raw reads of ``tables``, log off (termineter sends no terminate after a logoff)."""
+    from c1218.connection import Connection
+    from c1219.access.general import C1219GeneralAccess
+    from c1219.data import format_ltime
+
+    conn = Connection(url, c1218_settings={"pktsize": 128, "nbrpkts": packets}, enable_cache=False)
+    conn.serial_h.timeout = 5  # a silent simulator makes termineter fail, not hang
+    out: dict[str, Any] = {}
+    try:
+        out["started"] = conn.start()
+        out["logged_in"] = conn.login(username="0000", userid=2, password=password)
+        if not out["logged_in"]:
+            return out
+        general = C1219GeneralAccess(conn)
+        out["general"] = {
+            "manufacturer": general.manufacturer,
+            "model": general.ed_model,
+            "serial": general.mfg_serial_no,
+            "device_id": general.device_id,
+            "fw": (general.fw_version_no, general.fw_revision_no),
+            "std_version": general.std_version_no,
+            "nameplate": general.nameplate_type,
+            "char_format": general.char_format,
+            "tables_used": sorted(general.std_tbls_used),
+            "ed_mode": general.ed_mode,
+            "std_status": general.std_status,
+        }
+        raw = {table: bytes(conn.get_table_data(table)) for table in tables}
+        out["tables"] = raw
+        if 52 in raw:
+            tm_format = raw[0][1] & 7 if 0 in raw else 2
+            out["clock"] = format_ltime("<", tm_format, raw[52][:6])
+        out["logged_off"] = conn.logoff()
+    finally:
+        conn.serial_h.close()
+    return out
+
+
+class TermineterTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.meter = SimulatedC12Meter(clock=fixed_clock, password=b"secret")
+        self.factory = C12MeterServerFactory(self.meter, reactor)
+        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.url = f"socket://127.0.0.1:{self.port.getHost().port}"
+
+    def check_general(self, out: dict[str, Any]) -> None:
+        self.assertTrue(out["started"])
+        self.assertTrue(out["logged_in"])
+        general = out["general"]
+        self.assertEqual(general["manufacturer"], "FEP")
+        self.assertEqual(general["model"], "C12SIM")
+        self.assertEqual(general["serial"], "SIM0000001")
+        self.assertEqual(general["device_id"], "FEP C12 SIMULATOR")
+        self.assertEqual(general["fw"], (2, 3))
+        self.assertEqual(general["std_version"], 1)
+        self.assertEqual(general["nameplate"], "Electric")
+        self.assertEqual(general["char_format"], "ISO/IEC 646 (7-bit)")
+        # termineter skips bit 7 of each set byte, so it cannot see ST23 (byte 2, bit 7).
+        self.assertEqual(general["tables_used"], [0, 1, 3, 5, 12, 21, 22, 52])
+        self.assertEqual((general["ed_mode"], general["std_status"]), (1, 0))
+
+    @inlineCallbacks
+    def test_termineter_logs_on_and_reads_st0_st1_st52_over_tcp(self) -> Any:
+        out = yield deferToThread(termineter_session, self.url, "secret", (0, 1, 52, 21, 23))
+        self.check_general(out)
+        self.assertEqual(out["clock"], "MAR 1 2024 12:0:5")
+        # ST52's TIME_DATE_QUAL after the six bytes: Friday (5) with the GMT flag (0x10).
+        self.assertEqual(out["tables"][52][6], 0x15)
+        config = GeneralConfig.decode(out["tables"][0])
+        registers = ActualRegisters.decode(out["tables"][21])
+        current = decode_current_registers(out["tables"][23], config, registers)
+        self.assertEqual(current.total.summations[0], self.meter.register_values()[0])
+        self.assertTrue(out["logged_off"])
+        self.assertEqual(
+            self.meter.log,
+            ["identify", "negotiate", "logon", "security", "read 0", "read 1", "read 3",
+             "read 5", "read 0", "read 1", "read 52", "read 21", "read 23", "logoff"],
+        )  # fmt: skip
+        # termineter asks for 9600 Bd and 128-byte packets; the meter agreed.
+        assert self.meter.negotiated is not None
+        self.assertEqual(
+            (self.meter.negotiated.packet_size, self.meter.negotiated.baud), (128, 9600)
+        )
+        self.assertEqual(self.factory.naks_sent, 0)
+
+    @inlineCallbacks
+    def test_termineter_reads_a_multi_packet_table(self) -> Any:
+        # 24-byte packets: ST23 (over 100 bytes) comes in several packets termineter joins.
+        self.meter.max_packet_size = 24
+        self.meter.max_packets = 16
+        out = yield deferToThread(termineter_session, self.url, "secret", (0, 21, 23), 16)
+        config = GeneralConfig.decode(out["tables"][0])
+        registers = ActualRegisters.decode(out["tables"][21])
+        self.assertGreater(len(out["tables"][23]), 24)
+        current = decode_current_registers(out["tables"][23], config, registers)
+        self.assertEqual(len(current.tiers), 2)
+
+    @inlineCallbacks
+    def test_termineter_is_refused_with_a_wrong_password(self) -> Any:
+        out = yield deferToThread(termineter_session, self.url, "guess", ())
+        self.assertTrue(out["started"])
+        self.assertFalse(out["logged_in"])
+        self.assertEqual(self.meter.log[-1], "security")
+        self.assertFalse(self.meter.secured)
+
+    @inlineCallbacks
+    def test_damaged_answer_is_nakked_by_termineter_and_resent(self) -> Any:
+        self.factory.damage_answers = 1
+        out = yield deferToThread(termineter_session, self.url, "secret", (52,))
+        self.assertEqual(out["clock"], "MAR 1 2024 12:0:5")
+        self.assertEqual(self.factory.retransmissions, 1)
+
+
+class TermineterPtyTests(unittest.TestCase):
+    @inlineCallbacks
+    def test_termineter_over_a_socat_pty_pair(self) -> Any:
+        a, b = yield socat_pty_pair(self)
+        meter = SimulatedC12Meter(clock=fixed_clock)
+        sim_port = serve_pty(reactor, a, C12MeterServerFactory(meter, reactor))
+        self.addCleanup(sim_port.loseConnection)
+        out = yield deferToThread(termineter_session, b, "secret", (0, 52))
+        self.assertTrue(out["logged_in"])
+        self.assertEqual(out["general"]["serial"], "SIM0000001")
+        self.assertEqual(out["clock"], "MAR 1 2024 12:0:5")
