@@ -1,0 +1,249 @@
+"""The simulated C12.18 meter: service states and refusals, the password, tables that
+decode with fep's C12.19 decoders, registers that grow, packet limits, and its command line
+read end to end by ``fep read --protocol ansi-c12.18`` (TCP and a socat pty pair)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial import unittest
+
+from fep.protocols.ansi_c12.c1218 import (
+    Identify,
+    IdentifyResponse,
+    Logoff,
+    Logon,
+    Negotiate,
+    NegotiateResponse,
+    Read,
+    ResponseCode,
+    Security,
+    Terminate,
+    Wait,
+    decode_read_response,
+)
+from fep.protocols.ansi_c12.c1219 import (
+    ActualRegisters,
+    Clock,
+    DataSelection,
+    DeviceId,
+    GeneralConfig,
+    ManufacturerId,
+    ModeStatus,
+    decode_current_registers,
+    decode_uom_entries,
+)
+from fep.sim.ansi_c12 import MeterState, SimulatedC12Meter
+from tests.channels.test_serialport import socat_pty_pair
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+T0 = 1_700_000_000.0
+
+
+class FakeClock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def logged_on(meter: SimulatedC12Meter, password: bytes | None = b"secret") -> None:
+    for request in (Identify(), Negotiate(256, 4), Logon(2, b"op")):
+        assert meter.answer(request.encode())[0] == 0
+    if password is not None:
+        meter.answer(Security(password).encode())
+
+
+def read(meter: SimulatedC12Meter, table: int) -> bytes:
+    return decode_read_response(meter.answer(Read(table).encode()), table=table)
+
+
+class ServiceTests(unittest.TestCase):
+    def test_identify_then_negotiate(self) -> None:
+        meter = SimulatedC12Meter()
+        identify = IdentifyResponse.decode(meter.answer(Identify().encode()))
+        self.assertEqual((identify.standard, identify.version), (0, 1))
+        answer = NegotiateResponse.decode(meter.answer(Negotiate(2048, 20, 19200).encode()))
+        # The meter caps packet size and count at its own limits and takes the baud.
+        self.assertEqual(answer, NegotiateResponse(1024, 8, 19200))
+
+    def test_services_out_of_sequence_are_isss(self) -> None:
+        meter = SimulatedC12Meter()
+        self.assertEqual(meter.answer(Read(0).encode()), bytes([ResponseCode.ISSS]))
+        meter.answer(Identify().encode())
+        self.assertEqual(meter.answer(Security(b"secret").encode()), bytes([ResponseCode.ISSS]))
+
+    def test_password_guards_all_but_st0_and_st1(self) -> None:
+        meter = SimulatedC12Meter()
+        logged_on(meter, password=None)
+        self.assertEqual(meter.answer(Read(1).encode())[0], ResponseCode.OK)
+        self.assertEqual(meter.answer(Read(23).encode()), bytes([ResponseCode.ISC]))
+        self.assertEqual(meter.answer(Security(b"wrong").encode()), bytes([ResponseCode.ISC]))
+        self.assertEqual(meter.answer(Security(b"secret", pad=0x20).encode())[0], 0)
+        self.assertEqual(meter.answer(Read(23).encode())[0], ResponseCode.OK)
+
+    def test_meter_without_password_serves_everything(self) -> None:
+        meter = SimulatedC12Meter(password=None)
+        logged_on(meter, password=None)
+        self.assertEqual(meter.answer(Read(52).encode())[0], ResponseCode.OK)
+
+    def test_logoff_and_terminate_reset_the_state(self) -> None:
+        meter = SimulatedC12Meter()
+        logged_on(meter)
+        self.assertEqual(meter.answer(Logoff().encode()), b"\x00")
+        self.assertEqual((meter.state, meter.secured), (MeterState.ID, False))
+        self.assertEqual(meter.answer(Wait(5).encode()), b"\x00")
+        self.assertEqual(meter.answer(Terminate().encode()), b"\x00")
+        self.assertEqual(meter.state, MeterState.BASE)
+
+    def test_unknown_table_is_iar_and_bad_request_is_err(self) -> None:
+        meter = SimulatedC12Meter()
+        logged_on(meter)
+        self.assertEqual(meter.answer(Read(99).encode()), bytes([ResponseCode.IAR]))
+        self.assertEqual(meter.answer(b"\x99"), bytes([ResponseCode.ERR]))
+        self.assertTrue(meter.log[-1].startswith("bad request"))
+
+    def test_partial_read(self) -> None:
+        meter = SimulatedC12Meter()
+        logged_on(meter)
+        whole = read(meter, 1)
+        part = decode_read_response(meter.answer(Read(1, 4, 8).encode()))
+        self.assertEqual(part, whole[4:12])
+        self.assertEqual(meter.answer(Read(1, 30, 8).encode()), bytes([ResponseCode.IAR]))
+
+    def test_answer_larger_than_the_negotiated_packets_is_onp(self) -> None:
+        meter = SimulatedC12Meter()
+        for request in (Identify(), Negotiate(16, 1), Logon(), Security(b"secret")):
+            meter.answer(request.encode())
+        self.assertEqual(meter.answer(Read(23).encode()), bytes([ResponseCode.ONP]))
+
+
+class TableTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.clock = FakeClock()
+        self.meter = SimulatedC12Meter(clock=self.clock, clock_offset=60, serial="X123")
+        logged_on(self.meter)
+        self.config = GeneralConfig.decode(read(self.meter, 0))
+
+    def test_identification_tables(self) -> None:
+        self.assertEqual(self.config.std_tables_used, frozenset({0, 1, 3, 5, 12, 21, 22, 23, 52}))
+        mfg = ManufacturerId.decode(read(self.meter, 1), self.config)
+        self.assertEqual(
+            (mfg.manufacturer, mfg.model, mfg.serial_number), ("FEP", "C12SIM", "X123")
+        )
+        device = DeviceId.decode(read(self.meter, 5), self.config)
+        self.assertEqual(device.identification, "FEP C12 SIMULATOR")
+        self.assertEqual(len(read(self.meter, 3)), 5)  # termineter needs 5 bytes
+        self.assertEqual(int(ModeStatus.decode(read(self.meter, 3), self.config).mode), 1)
+
+    def test_clock_runs_with_its_offset(self) -> None:
+        clock = Clock.decode(read(self.meter, 52), self.config)
+        self.assertEqual(clock.time.timestamp(), T0 + 60)
+        self.assertTrue(clock.gmt)
+
+    def test_registers_grow_with_wall_time(self) -> None:
+        registers = ActualRegisters.decode(read(self.meter, 21))
+        before = decode_current_registers(read(self.meter, 23), self.config, registers)
+        self.clock.now += 3600
+        after = decode_current_registers(read(self.meter, 23), self.config, registers)
+        self.assertEqual(after.total.summations[0] - before.total.summations[0], Decimal("0.9"))
+        self.assertEqual(len(after.tiers), 2)
+        self.assertEqual(after.demand_resets, 3)
+
+    def test_selection_points_at_st12_entries(self) -> None:
+        registers = ActualRegisters.decode(read(self.meter, 21))
+        selection = DataSelection.decode(read(self.meter, 22), registers)
+        uoms = decode_uom_entries(read(self.meter, 12), self.config)
+        self.assertEqual([uoms[i].id_code for i in selection.summations], [0, 0, 1])
+        self.assertEqual(uoms[selection.demands[0]].time_base, 4)
+        self.assertEqual(uoms[selection.coincidents[0]].id_code, 8)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@inlineCallbacks
+def start_simulator(case: unittest.TestCase, *args: str) -> Any:
+    """Run ``python -m fep.sim.ansi_c12 ARGS``; fires with its first stdout line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fep.sim.ansi_c12", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=str(ROOT),
+        env=_env(),
+    )
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(10)
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+    case.addCleanup(stop)
+    assert proc.stdout is not None
+    line = yield deferToThread(proc.stdout.readline)
+    return line.strip()
+
+
+def fep_read(*args: str) -> Deferred[subprocess.CompletedProcess[str]]:
+    return deferToThread(
+        subprocess.run,
+        [sys.executable, "-m", "fep.cli", "read", "--protocol", "ansi-c12.18", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+        env=_env(),
+    )
+
+
+class CommandLineTests(unittest.TestCase):
+    """The acceptance path: the simulator process, read by ``fep read``."""
+
+    @inlineCallbacks
+    def tcp_route(self, *args: str) -> Any:
+        line = yield start_simulator(self, "--tcp", "0", *args)
+        port = line.rsplit(":", 1)[1]
+        return f"tcp:host=127.0.0.1:port={port}"
+
+    @inlineCallbacks
+    def test_fep_read_over_tcp_with_the_password(self) -> Any:
+        route = yield self.tcp_route("--password", "pw1", "--serial", "SN42")
+        result = yield fep_read(route, "-o", "c12_password=pw1", "--format", "json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('"SN42"', result.stdout)
+        self.assertIn('"1-0:1.8.0*255"', result.stdout)
+        self.assertIn('"kWh"', result.stdout)
+        self.assertIn('"0-0:1.0.0*255"', result.stdout)
+
+    @inlineCallbacks
+    def test_fep_read_with_a_wrong_password_exits_3_naming_the_refusal(self) -> Any:
+        route = yield self.tcp_route("--password", "pw1")
+        result = yield fep_read(route, "-o", "c12_password=nope")
+        self.assertEqual(result.returncode, 3)
+        self.assertIn("refused security: isc (insufficient security clearance)", result.stderr)
+        self.assertIn(route, result.stderr)
+        self.assertNotIn("nope", result.stderr)
+
+    @inlineCallbacks
+    def test_fep_read_over_a_pty_pair(self) -> Any:
+        a, b = yield socat_pty_pair(self)
+        line = yield start_simulator(self, "--pty", a, "--password", "")
+        self.assertIn(a, line)
+        route = f"serial:{b}:baudrate=9600:bytesize=8:parity=N"
+        result = yield fep_read(route, "--format", "json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('"SIM0000001"', result.stdout)
+        self.assertIn('"1-0:2.8.0*255"', result.stdout)
