@@ -6,7 +6,7 @@ in user-information (A-XDR).
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from pyasn1.codec.ber import decoder as ber_decoder
@@ -15,7 +15,7 @@ from pyasn1.error import PyAsn1Error
 from pyasn1.type import namedtype, tag, univ
 
 from fep.errors import FrameError
-from fep.protocols.dlms.errors import AssociationRefused
+from fep.protocols.dlms.errors import AssociationRefused, ConfirmedServiceError
 
 # -- names ------------------------------------------------------------------------------------
 
@@ -259,6 +259,7 @@ class Rlre:
 
 
 AcseApdu = Aarq | Aare | Rlrq | Rlre
+_T = TypeVar("_T", Aarq, Aare, Rlrq, Rlre)
 
 
 # Plain values: pyasn1 clones them into the tagged schema types of each component.
@@ -437,17 +438,50 @@ def encode_acse(apdu: AcseApdu) -> bytes:
     return encode_rlre(apdu)
 
 
+def _expect(data: bytes, kind: type[_T]) -> _T:
+    decoded = decode_acse(data)
+    if not isinstance(decoded, kind):
+        raise FrameError(
+            f"expected {kind.__name__.upper()}, got {type(decoded).__name__.upper()}",
+            offset=0,
+            field="tag",
+        )
+    return decoded
+
+
+def decode_aarq(data: bytes) -> Aarq:
+    return _expect(data, Aarq)
+
+
+def decode_aare(data: bytes) -> Aare:
+    return _expect(data, Aare)
+
+
+def decode_rlrq(data: bytes) -> Rlrq:
+    return _expect(data, Rlrq)
+
+
+def decode_rlre(data: bytes) -> Rlre:
+    return _expect(data, Rlre)
+
+
 def check_aare(aare: Aare, meter: str | None = None) -> None:
-    """AssociationRefused naming the ACSE diagnostic unless the AARE accepts."""
+    """AssociationRefused naming the ACSE diagnostic (and the xDLMS initiate error when the
+    meter put a Confirmed-Service-Error in user-information) unless the AARE accepts."""
     if aare.result == AssociationResult.ACCEPTED:
         return
     try:
         result = AssociationResult(aare.result).name.lower().replace("_", "-")
     except ValueError:
         result = f"result {aare.result}"
-    raise AssociationRefused(
-        f"{result}, {aare.reason}", result=aare.result, diagnostic=aare.diagnostic, meter=meter
-    )
+    reason = f"{result}, {aare.reason}"
+    user = aare.user_information
+    if user and user[0] == CONFIRMED_SERVICE_ERROR_TAG:
+        try:
+            reason += f" ({ServiceError.decode(user).describe()})"
+        except FrameError:
+            pass  # the ACSE diagnostic alone still says why
+    raise AssociationRefused(reason, result=aare.result, diagnostic=aare.diagnostic, meter=meter)
 
 
 # -- xDLMS Initiate ---------------------------------------------------------------------------
@@ -532,6 +566,145 @@ class InitiateRequest:
         if pos + 2 != len(data):
             raise FrameError(f"{what}: trailing bytes", offset=pos + 2, field="trailing bytes")
         return cls(conformance, size, version, key, allowed, qos)
+
+
+# Confirmed-Service-Error (Green Book, xDLMS): which service failed, then ServiceError.
+CONFIRMED_SERVICE_ERROR_TAG = 0x0E
+_FAILED_SERVICES = {
+    1: "initiate",
+    2: "get-status",
+    3: "get-name-list",
+    4: "get-variable-attribute",
+    5: "read",
+    6: "write",
+    7: "get-data-set-attribute",
+    8: "get-ti-attribute",
+    9: "change-scope",
+    10: "start",
+    11: "stop",
+    12: "resume",
+    13: "make-usable",
+    14: "initiate-load",
+    15: "load-segment",
+    16: "terminate-load",
+    17: "initiate-upload",
+    18: "upload-segment",
+    19: "terminate-upload",
+}
+# ServiceError CHOICE: (name, names of its ENUMERATED values)
+_SERVICE_ERRORS: dict[int, tuple[str, tuple[str, ...]]] = {
+    0: (
+        "application-reference",
+        (
+            "other",
+            "time-elapsed",
+            "application-unreachable",
+            "application-reference-invalid",
+            "application-context-unsupported",
+            "provider-communication-error",
+            "deciphering-error",
+        ),
+    ),
+    1: (
+        "hardware-resource",
+        (
+            "other",
+            "memory-unavailable",
+            "processor-resource-unavailable",
+            "mass-storage-unavailable",
+            "other-resource-unavailable",
+        ),
+    ),
+    2: (
+        "vde-state-error",
+        ("other", "no-dlms-context", "loading-data-set", "status-nochange", "status-inoperable"),
+    ),
+    3: ("service", ("other", "pdu-size", "service-unsupported")),
+    4: (
+        "definition",
+        ("other", "object-undefined", "object-class-inconsistent", "object-attribute-inconsistent"),
+    ),
+    5: (
+        "access",
+        (
+            "other",
+            "scope-of-access-violated",
+            "object-access-violated",
+            "hardware-fault",
+            "object-unavailable",
+        ),
+    ),
+    6: (
+        "initiate",
+        (
+            "other",
+            "dlms-version-too-low",
+            "incompatible-conformance",
+            "pdu-size-too-short",
+            "refused-by-the-VDE-Handler",
+        ),
+    ),
+    7: ("load-data-set", ()),
+    8: ("change-scope", ()),
+    9: ("task", ()),
+    10: ("other", ()),
+}
+
+
+@attrs.frozen
+class ServiceError:
+    """A Confirmed-Service-Error: ``0E service error-class error`` (e.g. ``0E 01 06 01``,
+    initiate refused with dlms-version-too-low)."""
+
+    service: int
+    error_class: int
+    error: int
+
+    @property
+    def service_name(self) -> str:
+        return _FAILED_SERVICES.get(self.service, f"service {self.service}")
+
+    @property
+    def error_name(self) -> str:
+        class_name, values = _SERVICE_ERRORS.get(self.error_class, (None, ()))
+        if class_name is None:
+            return f"error class {self.error_class}, value {self.error}"
+        value = values[self.error] if self.error < len(values) else f"value {self.error}"
+        return f"{class_name}: {value}"
+
+    def describe(self) -> str:
+        return f"{self.service_name} refused, {self.error_name}"
+
+    def encode(self) -> bytes:
+        return bytes((CONFIRMED_SERVICE_ERROR_TAG, self.service, self.error_class, self.error))
+
+    @classmethod
+    def decode(cls, data: bytes) -> ServiceError:
+        what = "Confirmed-Service-Error"
+        if not data or data[0] != CONFIRMED_SERVICE_ERROR_TAG:
+            raise FrameError(f"{what}: tag {data[:1].hex() or 'missing'}", offset=0, field="tag")
+        _need(data, 1, 3, what, "service-error")
+        if len(data) != 4:
+            raise FrameError(f"{what}: trailing bytes", offset=4, field="trailing bytes")
+        return cls(data[1], data[2], data[3])
+
+
+class InitiateRefused(ConfirmedServiceError):
+    """The meter answered the xDLMS InitiateRequest with a Confirmed-Service-Error;
+    ``service_error`` holds it."""
+
+    def __init__(self, service_error: ServiceError, *, meter: str | None = None) -> None:
+        self.service_error = service_error
+        super().__init__(service_error.describe(), meter=meter)
+
+
+def decode_initiate_response(data: bytes, *, meter: str | None = None) -> InitiateResponse:
+    """The InitiateResponse in an AARE's user-information; ConfirmedServiceError naming the
+    failure when the meter sent a Confirmed-Service-Error instead, FrameError if malformed."""
+    if data[:1] == bytes((CONFIRMED_SERVICE_ERROR_TAG,)):
+        error = ServiceError.decode(data)
+        raise InitiateRefused(error, meter=meter)
+    return InitiateResponse.decode(data)
 
 
 @attrs.frozen

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from fep.errors import FrameError
-from fep.protocols.dlms import acse
+from fep.protocols.dlms import acse, security
 from fep.protocols.dlms.acse import (
     Aare,
     Aarq,
@@ -18,7 +18,7 @@ from fep.protocols.dlms.acse import (
     InitiateResponse,
     Mechanism,
 )
-from fep.protocols.dlms.errors import AssociationRefused
+from fep.protocols.dlms.errors import AssociationRefused, ConfirmedServiceError
 
 # DLMS UA Green Book, "Encoding of the xDLMS InitiateRequest / AARQ" example (LN referencing,
 # no security, conformance 007E1F, max PDU FFFF) and the AARE that accepts it (max PDU 01F4).
@@ -30,6 +30,39 @@ GREEN_BOOK_AARE = bytes.fromhex(
 LLS_AARQ = bytes.fromhex(
     "6036A1090607608574050801018A0207808B0760857405080201AC0A80083132333435363738"
     "BE10040E01000000065F1F0400007E1FFFFF"
+)
+
+# Green Book HLS example (mechanism 5, CtoS "K56iVagY"), as asserted by EnergyICT's ACSE tests.
+HLS_GMAC_AARQ = bytes.fromhex(
+    "6036A1090607608574050801018A0207808B0760857405080205AC0A80084B35366956616759"
+    "BE10040E01000000065F1F0400007E1F04B0"
+)
+# Ciphered LLS AARQ with calling-AP-title 4D4D4D0000BC614E and a glo-initiate-request made
+# with the Green Book suite-0 keys (dlms-cosem's AARQ tests).
+CIPHERED_LLS_AARQ = bytes.fromhex(
+    "6066A109060760857405080103A60A04084D4D4D0000BC614E8A0207808B0760857405080201"
+    "AC0A80083132333435363738BE34043221303001234567801302FF8A7874133D414CED25B42534"
+    "D28DB0047720606B175BD52211BE6841DB204D39EE6FDB8E356855"
+)
+# AARE of a Hexing meter (published in a Hexing DLMS test): LN ciphering, accepted pending
+# authentication (diagnostic 14), responding-AP-title, HLS-GMAC and a 16-byte StoC.
+HLS_GMAC_AARE = bytes.fromhex(
+    "6169A109060760857405080103A203020100A305A10302010EA40A040848584501353EC609880207"
+    "80890760857405080205AA12801044373643423333313732393343413931BE230421281F30000017"
+    "4BF456A0744EE1A6A451CB7E807A50FC94D9B04D93BBB1D388528C"
+)
+# AARE refusing with a Confirmed-Service-Error "initiate: dlms-version-too-low" in
+# user-information (dlms-cosem's AARE tests).
+DLMS_VERSION_TOO_LOW_AARE = bytes.fromhex(
+    "611FA109060760857405080101A203020101A305A103020101BE0604040E010601"
+)
+# RLRE carrying the IEC 62056-5-3 Annex E.5 glo-initiate-response (dlms-cosem's RLRE tests).
+CIPHERED_RLRE = bytes.fromhex(
+    "6328800100BE230421281F3001234567891214A0845E475714383F65BC19745CA235906525E4F3E1C893"
+)
+GREEN_BOOK_KEYS = security.SecurityKeys(
+    bytes.fromhex("000102030405060708090A0B0C0D0E0F"),
+    bytes.fromhex("D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"),
 )
 
 
@@ -61,6 +94,86 @@ class PublishedTests(unittest.TestCase):
         self.assertEqual((aarq.mechanism, aarq.authentication_value), (Mechanism.LLS, b"12345678"))
         self.assertEqual(acse.encode_aarq(aarq), LLS_AARQ)
         self.assertNotIn("12345678", repr(aarq))
+
+    def test_green_book_hls_gmac_aarq(self) -> None:
+        aarq = acse.decode_aarq(HLS_GMAC_AARQ)
+        self.assertEqual(
+            (aarq.mechanism, aarq.authentication_value), (Mechanism.HLS_GMAC, b"K56iVagY")
+        )
+        self.assertEqual(
+            InitiateRequest.decode(aarq.user_information or b"").max_receive_pdu_size, 0x4B0
+        )
+        self.assertEqual(acse.encode_aarq(aarq), HLS_GMAC_AARQ)
+
+    def test_ciphered_aarq_with_calling_ap_title(self) -> None:
+        aarq = acse.decode_aarq(CIPHERED_LLS_AARQ)
+        self.assertEqual(aarq.application_context, ApplicationContext.LN_CIPHERING)
+        self.assertEqual(aarq.calling_ap_title, bytes.fromhex("4D4D4D0000BC614E"))
+        self.assertEqual((aarq.mechanism, aarq.authentication_value), (Mechanism.LLS, b"12345678"))
+        self.assertEqual(acse.encode_aarq(aarq), CIPHERED_LLS_AARQ)
+        inner = security.decipher_apdu(
+            aarq.user_information or b"", keys=GREEN_BOOK_KEYS, system_title=aarq.calling_ap_title
+        )
+        initiate = InitiateRequest.decode(inner.plain_apdu)
+        self.assertEqual(initiate.dedicated_key, bytes.fromhex("00112233445566778899AABBCCDDEEFF"))
+        self.assertEqual((initiate.conformance, initiate.max_receive_pdu_size), (0x007E1F, 0x4B0))
+        self.assertEqual(initiate.encode(), inner.plain_apdu)
+        self.assertNotIn("00112233", repr(initiate))
+
+    def test_real_hls_gmac_aare(self) -> None:
+        aare = acse.decode_aare(HLS_GMAC_AARE)
+        self.assertEqual(
+            (aare.result, aare.diagnostic, aare.reason), (0, 14, "authentication-required")
+        )
+        self.assertEqual(aare.responding_ap_title, bytes.fromhex("48584501353EC609"))
+        self.assertEqual(aare.mechanism, Mechanism.HLS_GMAC)
+        self.assertEqual(aare.authentication_value, b"D76CB3317293CA91")
+        self.assertEqual((aare.user_information or b"")[:3], bytes.fromhex("281F30"))
+        self.assertEqual(acse.encode_aare(aare), HLS_GMAC_AARE)
+        acse.check_aare(aare)  # accepted: the HLS pass 3/4 decides
+
+    def test_refusal_names_the_initiate_error(self) -> None:
+        aare = acse.decode_aare(DLMS_VERSION_TOO_LOW_AARE)
+        self.assertEqual(acse.encode_aare(aare), DLMS_VERSION_TOO_LOW_AARE)
+        with self.assertRaises(AssociationRefused) as caught:
+            acse.check_aare(aare, meter="m1")
+        self.assertIn(
+            "rejected-permanent, no-reason-given "
+            "(initiate refused, initiate: dlms-version-too-low)",
+            str(caught.exception),
+        )
+        with self.assertRaises(ConfirmedServiceError) as refused:
+            acse.decode_initiate_response(aare.user_information or b"", meter="m1")
+        assert isinstance(refused.exception, acse.InitiateRefused)
+        self.assertEqual(refused.exception.service_error, acse.ServiceError(1, 6, 1))
+        self.assertEqual(refused.exception.meter, "m1")
+
+    def test_release_with_ciphered_user_information(self) -> None:
+        rlre = acse.decode_rlre(CIPHERED_RLRE)
+        self.assertEqual(rlre.reason, 0)
+        self.assertEqual(acse.encode_rlre(rlre), CIPHERED_RLRE)
+        inner = security.decipher_apdu(
+            rlre.user_information or b"",
+            keys=GREEN_BOOK_KEYS,
+            system_title=bytes.fromhex("4D4D4D0000BC614E"),
+        )
+        response = acse.decode_initiate_response(inner.plain_apdu)
+        self.assertEqual((response.conformance, response.max_receive_pdu_size), (0x007C1F, 0x400))
+
+    def test_wrong_kind_and_bad_length_are_frame_errors(self) -> None:
+        with self.assertRaises(FrameError):
+            acse.decode_aarq(GREEN_BOOK_AARE)
+        with self.assertRaises(FrameError):
+            acse.decode_rlrq(CIPHERED_RLRE)
+        # Published with an outer length one short (0x41 for 66 content bytes): refused.
+        short = bytes.fromhex(
+            "6141A109060760857405080101A203020100A305A10302010E88020780890760857405080202"
+            "AA0A8008503677524A323146BE10040E0800065F1F040000501F01F40007"
+        )
+        with self.assertRaises(FrameError):
+            acse.decode_acse(short)
+        with self.assertRaises(FrameError):
+            acse.decode_acse(GREEN_BOOK_AARQ + b"\x00")
 
     def test_hls_gmac_aarq_and_aare_with_titles(self) -> None:
         aarq = Aarq(
@@ -118,11 +231,59 @@ class PropertyTests(unittest.TestCase):
         response = InitiateResponse(Conformance(conformance), size, version)
         self.assertEqual(InitiateResponse.decode(response.encode()), response)
 
+    @given(
+        st.sampled_from(list(ApplicationContext)),
+        st.integers(0, 2),
+        st.sampled_from(["user", "provider"]),
+        st.integers(0, 14),
+        st.one_of(st.none(), st.binary(min_size=8, max_size=8)),
+        st.one_of(st.none(), st.sampled_from([m for m in Mechanism if m != Mechanism.LOWEST])),
+        st.one_of(st.none(), st.binary(min_size=1, max_size=64)),
+        st.one_of(st.none(), st.binary(max_size=200)),
+    )
+    def test_aare_round_trips(
+        self, context, result, source, diagnostic, title, mechanism, value, user
+    ) -> None:
+        aare = Aare(context, result, source, diagnostic, title, mechanism, value, user)
+        self.assertEqual(acse.decode_acse(acse.encode_aare(aare)), aare)
+
+    @given(
+        st.sampled_from([acse.Rlrq, acse.Rlre]),
+        st.one_of(st.none(), st.integers(0, 30)),
+        st.one_of(st.none(), st.binary(max_size=100)),
+    )
+    def test_release_round_trips(self, kind, reason, user) -> None:
+        apdu = kind(reason, user)
+        self.assertEqual(acse.decode_acse(acse.encode_acse(apdu)), apdu)
+
+    @given(
+        st.integers(0, 0xFFFFFF),
+        st.one_of(st.none(), st.binary(min_size=16, max_size=16)),
+        st.booleans(),
+        st.one_of(st.none(), st.integers(0, 255)),
+    )
+    def test_initiate_request_options_round_trip(self, conformance, key, allowed, qos) -> None:
+        request = InitiateRequest(Conformance(conformance), 0x400, 6, key, allowed, qos)
+        self.assertEqual(InitiateRequest.decode(request.encode()), request)
+
     @settings(max_examples=800)
     @given(st.sampled_from([0x60, 0x61, 0x62, 0x63]), st.binary(max_size=80))
     def test_arbitrary_bytes_give_frame_error(self, tag: int, body: bytes) -> None:
-        for decode in (acse.decode_acse, InitiateRequest.decode, InitiateResponse.decode):
+        try:
+            acse.decode_acse(bytes((tag,)) + body)
+        except FrameError:
+            pass
+
+    @settings(max_examples=800)
+    @given(st.sampled_from([0x01, 0x08, 0x0E]), st.binary(max_size=40))
+    def test_arbitrary_initiate_bytes_give_frame_error(self, tag: int, body: bytes) -> None:
+        raw = bytes((tag,)) + body
+        for decode in (InitiateRequest.decode, InitiateResponse.decode, acse.ServiceError.decode):
             try:
-                decode(bytes((tag,)) + body)
+                decode(raw)
             except FrameError:
                 pass
+        try:
+            acse.decode_initiate_response(raw)
+        except (FrameError, acse.InitiateRefused):
+            pass
