@@ -281,32 +281,36 @@ class GuruxReadsTheSimulatorTests(unittest.TestCase):
 
     # -- refusals gurux understands ---------------------------------------------------------
 
-    async def refused(self, hdlc: bool, security: str, **options: Any) -> tuple[str, bytes]:
+    async def refused(
+        self, hdlc: bool, security: str, **options: Any
+    ) -> tuple[str, bytes, list[str]]:
+        """gurux's error, the AARE it got and what the meter logged."""
         factory = self.serve(hdlc, security)
         error, aare = await deferToThread(gurux_refused, self.port, hdlc, options)
         self.assertEqual(aare[0], 0x61)
         self.assertNotIn(ACCEPTED, aare)
-        self.factory_errors = factory.errors
-        return error, aare
+        return error, aare, factory.errors
 
     async def test_wrong_password_refused(self) -> None:
         for hdlc in (False, True):
-            error, aare = await self.refused(hdlc, "low", auth="low", password=b"87654321")
+            error, aare, logged = await self.refused(hdlc, "low", auth="low", password=b"87654321")
             self.assertIn("Authentication failure", error)
             self.assertIn(bytes.fromhex("a305a10302010d"), aare)  # authentication-failure
-            self.assertEqual(len(self.factory_errors), 1)
+            self.assertEqual(len(logged), 1)
 
     async def test_management_client_needs_authentication(self) -> None:
-        error, aare = await self.refused(False, "low", client_address=1)
+        error, aare, _ = await self.refused(False, "low", client_address=1)
         self.assertIn("Authentication is required", error)
         self.assertIn(bytes.fromhex("a305a10302010e"), aare)  # authentication-required
 
     async def test_wrong_key_refused(self) -> None:
         for ek, ak in [(EXAMPLE_EK, bytes(16)), (bytes(16), EXAMPLE_AK)]:
-            error, _ = await self.refused(False, "high-gmac", auth="high-gmac", ek=ek, ak=ak)
+            error, _, logged = await self.refused(
+                False, "high-gmac", auth="high-gmac", ek=ek, ak=ak
+            )
             self.assertIn("rejected", error)
-            self.assertEqual(len(self.factory_errors), 1)
-            self.assertIn("does not verify", self.factory_errors[0])
+            self.assertEqual(len(logged), 1)
+            self.assertIn("verify", logged[0])  # the GCM tag of the AARQ's InitiateRequest
 
 
 def dotted(obis: ObisCode) -> str:
