@@ -14,7 +14,7 @@ import enum
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -52,6 +52,11 @@ from fep.protocols.ansi_c12.c1218 import (
     encode_read_response,
 )
 from fep.protocols.ansi_c12.c1219 import (
+    LP_COMMON_POWER_FAIL,
+    ST74_HISTORY_LOG,
+    ST76_EVENT_LOG,
+    ActualLoadProfile,
+    ActualLog,
     ActualRegisters,
     Clock,
     CurrentRegisters,
@@ -61,6 +66,15 @@ from fep.protocols.ansi_c12.c1219 import (
     DeviceId,
     EdMode,
     GeneralConfig,
+    ListStatus,
+    LogData,
+    LogEntry,
+    LpBlock,
+    LpChannel,
+    LpChannelStatus,
+    LpInterval,
+    LpSelection,
+    LpSetDims,
     ManufacturerId,
     ModeStatus,
     NiFormat,
@@ -69,6 +83,9 @@ from fep.protocols.ansi_c12.c1219 import (
     TimeFormat,
     UomEntry,
     encode_current_registers,
+    encode_log,
+    encode_lp_data,
+    encode_lp_selection,
     encode_uom_entries,
 )
 
@@ -77,6 +94,7 @@ log = Logger(namespace="fep.sim.ansi_c12")
 # Before a negotiate, C12.18 links run with 64-byte packets, one packet per message.
 DEFAULT_PACKET_SIZE = 64
 _FOUR_PLACES = Decimal("0.0001")
+_INT32_1_MAX = Decimal("214748.3647")  # the largest INT32 with four implied decimals
 
 
 class MeterState(enum.Enum):
@@ -106,7 +124,15 @@ DEFAULT_UOMS: tuple[UomEntry, ...] = (
     UomEntry(0, TimeBase.BLOCK_DEMAND, _KILO, q1=True, q4=True),
     UomEntry(8, TimeBase.INSTANTANEOUS, 0, segmentation=5),
 )
-_STD_TABLES = frozenset({0, 1, 3, 5, 12, 21, 22, 23, 52})
+_STD_TABLES = frozenset({0, 1, 3, 5, 12, 21, 22, 23, 52, 61, 62, 63, 64, 71, 74, 76})
+# Load profile: 15-minute intervals, 24 to a block, 4 blocks kept (a day), two channels
+# (+A and +R energy per interval, UINT16 in watt-hours: scalar 1, divisor 1000 of kWh).
+LP_MINUTES = 15
+LP_BLOCK_INTERVALS = 24
+LP_BLOCKS = 4
+LP_SOURCES = (0, 2)
+# Log entries the meter keeps (history log ST74 and event log ST76 each).
+LOG_ENTRIES = 8
 
 
 def _default_registers() -> list[SimRegister]:
@@ -251,7 +277,150 @@ class SimulatedC12Meter:
             return Clock(self.now(), day_of_week=(self.now().isoweekday() % 7), gmt=True).encode(
                 config
             )
+        if number == 61:
+            return self.lp_actual.encode(config)
+        if number == 62:
+            return encode_lp_selection((self.lp_selection,), config)
+        if number == 63:
+            return self.lp_state()[0].encode(config.byte_order, lp=True)
+        if number == 64:
+            _, blocks = self.lp_state()
+            return encode_lp_data(blocks, config, self.lp_actual, self.lp_selection)
+        if number == 71:
+            return self.log_actual.encode(config)
+        if number in (ST74_HISTORY_LOG, ST76_EVENT_LOG):
+            return encode_log(self.log_data(number), config, self.log_actual, number)
         return None
+
+    # -- load profile and logs ------------------------------------------------------------------
+
+    @property
+    def lp_actual(self) -> ActualLoadProfile:
+        # BLK_END_READ, SCALAR_DIVISOR set 1, EXTENDED and SIMPLE interval status.
+        flags = 0x10 | 0x40 | 0x400 | 0x800
+        dims = LpSetDims(LP_BLOCKS, LP_BLOCK_INTERVALS, len(LP_SOURCES), LP_MINUTES)
+        return ActualLoadProfile(4096, flags, 0, (dims, None, None, None))
+
+    @property
+    def lp_selection(self) -> LpSelection:
+        n = len(LP_SOURCES)
+        channels = tuple(LpChannel(src, src) for src in LP_SOURCES)
+        return LpSelection(channels, 2, (1,) * n, (1000,) * n)
+
+    def lp_origin(self) -> float:
+        """Meter time of the first interval: two blocks before the meter was started,
+        on a block boundary, so a fresh meter already has history."""
+        block = LP_MINUTES * 60 * LP_BLOCK_INTERVALS
+        started = (self.started or 0.0) + self.clock_offset
+        return (started // block - 2) * block
+
+    def lp_interval_wh(self, channel: int, index: int) -> int:
+        """Watt-hours of interval ``index`` (from the origin) on ``channel``: the register's
+        hourly rate over 15 minutes, varying over the hour."""
+        source = LP_SOURCES[channel]
+        register = self.registers[source if source < len(self.registers) else 0]
+        base = register.per_hour * 1000 * LP_MINUTES / 60
+        return int(base * (1 + Decimal(index % 4) / 10))
+
+    def lp_state(self) -> tuple[ListStatus, tuple[LpBlock, ...]]:
+        """ST63's status and ST64's blocks as of the meter's clock now."""
+        period = LP_MINUTES * 60
+        origin = self.lp_origin()
+        done = max(int((self.clock() + self.clock_offset - origin) // period), 0)
+        used = -(-done // LP_BLOCK_INTERVALS)  # blocks begun
+        n_ch = len(LP_SOURCES)
+        blank = LpInterval((Decimal(0),) * n_ch, 0, (0,) * n_ch)
+        empty = LpBlock(
+            None, (blank,) * LP_BLOCK_INTERVALS, (Decimal(0),) * n_ch, valid=frozenset()
+        )
+        slots = [empty] * LP_BLOCKS
+        for seq in range(max(used - LP_BLOCKS, 0), used):
+            count = min(done - seq * LP_BLOCK_INTERVALS, LP_BLOCK_INTERVALS)
+            intervals = []
+            for i in range(LP_BLOCK_INTERVALS):
+                index = seq * LP_BLOCK_INTERVALS + i
+                wh = [self.lp_interval_wh(ch, index) if i < count else 0 for ch in range(n_ch)]
+                # A UINT16 interval that cannot hold the energy is capped and flagged.
+                values = tuple(Decimal(min(v, 0xFFFF)) for v in wh)
+                statuses = tuple(int(LpChannelStatus.OVERFLOW) if v > 0xFFFF else 0 for v in wh)
+                # One power failure a day, to show interval status.
+                common = LP_COMMON_POWER_FAIL if index % 96 == 50 and i < count else 0
+                intervals.append(LpInterval(values, common, statuses))
+            end = datetime.fromtimestamp(origin + (seq * LP_BLOCK_INTERVALS + count) * period, UTC)
+            slots[seq % LP_BLOCKS] = LpBlock(
+                end,
+                tuple(intervals),
+                # Dial readings at the block's end (before the meter started: its start value).
+                tuple(
+                    min(max(v, Decimal(0)), _INT32_1_MAX).quantize(_FOUR_PLACES)
+                    for v in self._registers_at(end)
+                ),
+                (),
+                (),
+                frozenset(range(count)),
+            )
+        valid = min(used, LP_BLOCKS)
+        newest = done - (used - 1) * LP_BLOCK_INTERVALS if used else 0
+        status = ListStatus(
+            circular=True,
+            nbr_valid=valid,
+            last_element=(used - 1) % LP_BLOCKS if used else 0,
+            last_seq=max(used - 1, 0),
+            nbr_unread=valid,
+            valid_in_newest=newest,
+            flags_rest=0x20,  # ACTIVE_MODE
+        )
+        return status, tuple(slots)
+
+    def _registers_at(self, when: datetime) -> list[Decimal]:
+        elapsed = Decimal(str(when.timestamp() - self.clock_offset - (self.started or 0.0)))
+        return [
+            self.registers[src].start + self.registers[src].per_hour * elapsed / 3600
+            for src in LP_SOURCES
+            if src < len(self.registers)
+        ]
+
+    @property
+    def log_actual(self) -> ActualLog:
+        return ActualLog(
+            event_number=False,
+            history_date_time=True,
+            history_seq_nbr=True,
+            nbr_std_events=6,
+            history_data_length=2,
+            event_data_length=2,
+            nbr_history_entries=LOG_ENTRIES,
+            nbr_event_entries=LOG_ENTRIES,
+        )
+
+    def log_data(self, table: int) -> LogData:
+        """The history log (power down/up, time set, demand reset) or the event log (low
+        battery, tamper, reverse rotation) as of the meter's start, in a circular list."""
+        start = datetime.fromtimestamp((self.started or 0.0) + self.clock_offset, UTC)
+        start = start.replace(microsecond=0)
+        if table == ST74_HISTORY_LOG:
+            happened = [(-180, 1), (-175, 2), (-120, 4), (-60, 20), (-30, 7)]
+        else:
+            happened = [(-200, 44), (-90, 47), (-45, 48)]
+        entries = [
+            LogEntry(
+                start + timedelta(minutes=minutes),
+                code,
+                user_id=2 if code == 7 else 0,
+                seq=n + 1,
+                argument=bytes([n, 0]),
+            )
+            for n, (minutes, code) in enumerate(happened)
+        ]
+        padding = [LogEntry(None, 0)] * (LOG_ENTRIES - len(entries))
+        status = ListStatus(
+            circular=True,
+            nbr_valid=len(entries),
+            last_element=len(entries) - 1,
+            last_seq=len(entries),
+            nbr_unread=len(entries),
+        )
+        return LogData(status, tuple(entries + padding))
 
     # -- services ---------------------------------------------------------------------------
 

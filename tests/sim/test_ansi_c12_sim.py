@@ -134,7 +134,10 @@ class TableTests(unittest.TestCase):
         self.config = GeneralConfig.decode(read(self.meter, 0))
 
     def test_identification_tables(self) -> None:
-        self.assertEqual(self.config.std_tables_used, frozenset({0, 1, 3, 5, 12, 21, 22, 23, 52}))
+        self.assertEqual(
+            self.config.std_tables_used,
+            frozenset({0, 1, 3, 5, 12, 21, 22, 23, 52, 61, 62, 63, 64, 71, 74, 76}),
+        )
         mfg = ManufacturerId.decode(read(self.meter, 1), self.config)
         self.assertEqual(
             (mfg.manufacturer, mfg.model, mfg.serial_number), ("FEP", "C12SIM", "X123")

@@ -1,7 +1,9 @@
 """ANSI C12.19 standard tables decoded to records: ST0 general configuration (data order,
 formats, table sets), ST1 manufacturer identification, ST3 end-device mode and status,
-ST5 device identification, ST21 actual registers, ST23 current register data, ST52 clock.
-Each record also encodes back (simulators).
+ST5 device identification, ST12 units of measure, ST21 actual registers, ST22 data
+selection, ST23 current register data (as Readings with OBIS codes and units), ST52 clock,
+ST61-64 load profile (as IntervalBlocks) and ST71/74/76 history and event logs (as
+MeterEvents). Each record also encodes back (simulators).
 
 Sans-IO: table bytes (from a C12.18 read answer) in, attrs records out. Decoders after ST0
 take the ``GeneralConfig`` because ST0 fixes byte order, character set, time format and
@@ -20,7 +22,16 @@ from typing import Final, Literal
 import attrs
 
 from fep.errors import FrameError
-from fep.model import ObisCode, Reading, utcnow
+from fep.model import (
+    EventKind,
+    IntervalBlock,
+    MeterEvent,
+    ObisCode,
+    Quality,
+    Reading,
+    Severity,
+    utcnow,
+)
 
 ST0_GENERAL_CONFIG: Final = 0
 ST1_MANUFACTURER_ID: Final = 1
@@ -1068,8 +1079,8 @@ def register_readings(
         for i, demand in enumerate(block.demands):
             uom = source_of("demand", i)
             c, unit = uom_quantity(uom, rate=True) if uom else (None, None)
-            is_max = selection is None or i >= len(selection.demand_is_max) or (
-                selection.demand_is_max[i]
+            is_max = (
+                selection is None or i >= len(selection.demand_is_max) or selection.demand_is_max[i]
             )
             for k, value in enumerate(demand.demands):
                 when = demand.event_times[k] if k < len(demand.event_times) else None
@@ -1091,3 +1102,761 @@ def register_readings(
                 add(value, None, ObisCode(1, 0, MFG_C_COINCIDENT, i, tier, 255 if k == 0 else k),
                     uom, unit, f"ST23 {where} coincident {i} occurrence {k}", None)  # fmt: skip
     return out
+
+
+# ---------------------------------------------------------------------------
+# ST61-64 load profile (data set 1)
+# ---------------------------------------------------------------------------
+
+ST61_ACTUAL_LOAD_PROFILE: Final = 61
+ST62_LP_SELECTION: Final = 62
+ST63_LP_STATUS: Final = 63
+ST64_LP_DATA_SET1: Final = 64
+
+# INT_FMT_CDE of ST62: the type of each interval value.
+_INT_FORMATS: Final = {1: (1, False), 2: (2, False), 4: (4, False), 8: (1, True),
+                       16: (2, True), 32: (4, True)}  # fmt: skip
+INT_FMT_NI1: Final = 64
+INT_FMT_NI2: Final = 128
+
+
+class LpChannelStatus(enum.IntEnum):
+    """A channel's nibble in EXTENDED_INT_STATUS."""
+
+    NONE = 0
+    OVERFLOW = 1
+    PARTIAL = 2
+    LONG = 3
+    SKIPPED = 4
+    TEST_MODE = 5
+
+
+# The common nibble of EXTENDED_INT_STATUS.
+LP_COMMON_DST: Final = 0x1
+LP_COMMON_POWER_FAIL: Final = 0x2
+LP_COMMON_CLOCK_FORWARD: Final = 0x4
+LP_COMMON_CLOCK_BACKWARD: Final = 0x8
+
+
+@attrs.frozen
+class LpSetDims:
+    """One data set's dimensions in ST61."""
+
+    nbr_blocks: int
+    nbr_block_intervals: int
+    nbr_channels: int
+    max_int_time: int  # minutes
+
+
+@attrs.frozen
+class ActualLoadProfile:
+    """ST61 ACT_LP_TBL. ``sets`` has one entry per data set 1..4, None where ST0 does not
+    list its data table (64..67)."""
+
+    memory_len: int = 0
+    flags: int = 0
+    formats: int = 0
+    sets: tuple[LpSetDims | None, ...] = (None, None, None, None)
+
+    @property
+    def block_end_read(self) -> bool:
+        return bool(self.flags & 0x10)
+
+    @property
+    def block_end_pulse(self) -> bool:
+        return bool(self.flags & 0x20)
+
+    def scalar_divisor(self, set_index: int) -> bool:
+        return bool(self.flags >> (6 + set_index) & 1)
+
+    @property
+    def extended_status(self) -> bool:
+        return bool(self.flags & 0x400)
+
+    @property
+    def simple_status(self) -> bool:
+        return bool(self.flags & 0x800)
+
+    @property
+    def closure_status(self) -> bool:
+        return bool(self.flags & 0x1000)
+
+    @classmethod
+    def decode(cls, data: bytes, config: GeneralConfig) -> ActualLoadProfile:
+        order = config.byte_order
+        _need(data, 7, 61)
+        sets: list[LpSetDims | None] = []
+        at = 7
+        for table in range(64, 68):
+            if table not in config.std_tables_used:
+                sets.append(None)
+                continue
+            _need(data, at + 6, 61, f"data set {table - 63}")
+            sets.append(
+                LpSetDims(
+                    int.from_bytes(data[at : at + 2], order),
+                    int.from_bytes(data[at + 2 : at + 4], order),
+                    data[at + 4],
+                    data[at + 5],
+                )
+            )
+            at += 6
+        return cls(
+            int.from_bytes(data[0:4], order),
+            int.from_bytes(data[4:6], order),
+            data[6],
+            tuple(sets),
+        )
+
+    def encode(self, config: GeneralConfig) -> bytes:
+        order = config.byte_order
+        out = self.memory_len.to_bytes(4, order) + self.flags.to_bytes(2, order)
+        out += bytes([self.formats])
+        for dims in self.sets:
+            if dims is not None:
+                out += dims.nbr_blocks.to_bytes(2, order) + dims.nbr_block_intervals.to_bytes(
+                    2, order
+                )
+                out += bytes([dims.nbr_channels, dims.max_int_time])
+        return out
+
+
+@attrs.frozen
+class LpChannel:
+    """LP_SEL_RCD: where a channel's intervals come from (a source index, as in ST22)."""
+
+    source: int
+    end_reading_source: int = NO_SOURCE
+    flags: int = 0
+
+
+@attrs.frozen
+class LpSelection:
+    """One data set's part of ST62 LP_SELECT_TBL."""
+
+    channels: tuple[LpChannel, ...]
+    int_format: int = 2
+    scalars: tuple[int, ...] = ()
+    divisors: tuple[int, ...] = ()
+
+
+def decode_lp_selection(
+    data: bytes, config: GeneralConfig, actual: ActualLoadProfile
+) -> tuple[LpSelection | None, ...]:
+    """ST62, one LpSelection per data set ST61 has (None for the others)."""
+    order = config.byte_order
+    reader = _Reader(data, 62, config, UTC)
+    out: list[LpSelection | None] = []
+    for index, dims in enumerate(actual.sets):
+        if dims is None:
+            out.append(None)
+            continue
+        channels = []
+        for _ in range(dims.nbr_channels):
+            flags, source, end = reader.take(3)
+            channels.append(LpChannel(source, end, flags))
+        fmt = reader.take(1)[0]
+        scalars: tuple[int, ...] = ()
+        divisors: tuple[int, ...] = ()
+        if actual.scalar_divisor(index):
+            n = dims.nbr_channels
+            scalars = tuple(int.from_bytes(reader.take(2), order) for _ in range(n))
+            divisors = tuple(int.from_bytes(reader.take(2), order) for _ in range(n))
+        out.append(LpSelection(tuple(channels), fmt, scalars, divisors))
+    return tuple(out)
+
+
+def encode_lp_selection(selections: tuple[LpSelection | None, ...], config: GeneralConfig) -> bytes:
+    order = config.byte_order
+    out = bytearray()
+    for selection in selections:
+        if selection is None:
+            continue
+        for ch in selection.channels:
+            out += bytes([ch.flags, ch.source, ch.end_reading_source])
+        out.append(selection.int_format)
+        for number in (*selection.scalars, *selection.divisors):
+            out += number.to_bytes(2, order)
+    return bytes(out)
+
+
+@attrs.frozen
+class ListStatus:
+    """The list header of ST63 (per data set), ST74 and ST76: ORDER (False ascending),
+    LIST_TYPE (False FIFO, True circular), where the newest entry is and how many are
+    valid; ``valid_in_newest`` is ST63's NBR_VALID_INT (intervals in the newest block)."""
+
+    descending: bool = False
+    overflow: bool = False
+    circular: bool = True
+    inhibit_overflow: bool = False
+    nbr_valid: int = 0
+    last_element: int = 0
+    last_seq: int = 0
+    nbr_unread: int = 0
+    valid_in_newest: int = 0
+    flags_rest: int = 0  # ST63: INTERVAL_ORDER, ACTIVE_MODE, TEST_MODE bits as sent
+
+    def order(self, size: int) -> list[int]:
+        """Indices of the valid elements of a list of ``size``, oldest first."""
+        if size <= 0 or self.nbr_valid <= 0:
+            return []
+        count = min(self.nbr_valid, size)
+        last = self.last_element % size
+        if self.descending:
+            # Element N is newer than N+1: the oldest is furthest after the newest.
+            return [(last + count - 1 - k) % size for k in range(count)]
+        return [(last - count + 1 + k) % size for k in range(count)]
+
+    @classmethod
+    def decode(cls, raw: bytes, order: Literal["little", "big"], lp: bool = False) -> ListStatus:
+        flags = raw[0]
+        return cls(
+            bool(flags & 1),
+            bool(flags & 2),
+            bool(flags & 4),
+            bool(flags & 8),
+            int.from_bytes(raw[1:3], order),
+            int.from_bytes(raw[3:5], order),
+            int.from_bytes(raw[5:9], order),
+            int.from_bytes(raw[9:11], order),
+            int.from_bytes(raw[11:13], order) if lp else 0,
+            flags & 0xF0,
+        )
+
+    def encode(self, order: Literal["little", "big"], lp: bool = False) -> bytes:
+        flags = (
+            int(self.descending)
+            | int(self.overflow) << 1
+            | int(self.circular) << 2
+            | int(self.inhibit_overflow) << 3
+            | self.flags_rest
+        )
+        out = bytes([flags]) + self.nbr_valid.to_bytes(2, order)
+        out += self.last_element.to_bytes(2, order) + self.last_seq.to_bytes(4, order)
+        out += self.nbr_unread.to_bytes(2, order)
+        return out + (self.valid_in_newest.to_bytes(2, order) if lp else b"")
+
+
+def decode_lp_status(
+    data: bytes, config: GeneralConfig, actual: ActualLoadProfile
+) -> tuple[ListStatus | None, ...]:
+    """ST63 LP_STATUS_TBL: 13 bytes per data set ST61 has."""
+    out: list[ListStatus | None] = []
+    at = 0
+    for dims in actual.sets:
+        if dims is None:
+            out.append(None)
+            continue
+        _need(data, at + 13, 63)
+        out.append(ListStatus.decode(data[at : at + 13], config.byte_order, lp=True))
+        at += 13
+    return tuple(out)
+
+
+@attrs.frozen
+class LpInterval:
+    """One interval of a block: values per channel (raw, before scalar/divisor), the
+    common status nibble and each channel's status nibble."""
+
+    values: tuple[Decimal, ...]
+    common: int = 0
+    statuses: tuple[int, ...] = ()
+
+
+@attrs.frozen
+class LpBlock:
+    """LP_BLK1_DAT_RCD: the block's end time (the end of its last interval), end readings,
+    the simple status SET (valid intervals) and the intervals."""
+
+    end_time: datetime | None
+    intervals: tuple[LpInterval, ...]
+    end_readings: tuple[Decimal, ...] = ()
+    end_pulses: tuple[int, ...] = ()
+    closure: tuple[int, ...] = ()
+    valid: frozenset[int] | None = None
+
+
+def _lp_value(reader: _Reader, fmt: int) -> Decimal:
+    if fmt == INT_FMT_NI1:
+        return reader.ni(reader.config.ni_format1)
+    if fmt == INT_FMT_NI2:
+        return reader.ni(reader.config.ni_format2)
+    if fmt not in _INT_FORMATS:
+        raise FrameError(f"ST62 interval format {fmt} is not known", offset=0, field="ST62")
+    size, signed = _INT_FORMATS[fmt]
+    return Decimal(int.from_bytes(reader.take(size), reader.config.byte_order, signed=signed))
+
+
+def _encode_lp_value(value: Decimal, fmt: int, config: GeneralConfig) -> bytes:
+    if fmt in (INT_FMT_NI1, INT_FMT_NI2):
+        ni = config.ni_format1 if fmt == INT_FMT_NI1 else config.ni_format2
+        return encode_ni(value, ni, config.byte_order)
+    size, signed = _INT_FORMATS[fmt]
+    return int(value).to_bytes(size, config.byte_order, signed=signed)
+
+
+def decode_lp_data(
+    data: bytes,
+    config: GeneralConfig,
+    actual: ActualLoadProfile,
+    selection: LpSelection,
+    tz: tzinfo = UTC,
+    set_index: int = 0,
+    table: int = ST64_LP_DATA_SET1,
+) -> tuple[LpBlock, ...]:
+    """ST64 (data set 1; 65-67 with ``set_index``): every block as stored."""
+    dims = actual.sets[set_index]
+    if dims is None:
+        raise FrameError(f"ST61 has no data set {set_index + 1}", offset=0, field="ST61")
+    reader = _Reader(data, table, config, tz)
+    n_ch, n_int = dims.nbr_channels, dims.nbr_block_intervals
+    blocks = []
+    for _ in range(dims.nbr_blocks):
+        end = reader.stime()
+        reads: list[Decimal] = []
+        pulses: list[int] = []
+        for _ in range(n_ch):
+            if actual.block_end_read:
+                reads.append(reader.ni(config.ni_format1))
+            if actual.block_end_pulse:
+                pulses.append(int.from_bytes(reader.take(4), config.byte_order))
+        closure: tuple[int, ...] = ()
+        if actual.closure_status:
+            closure = tuple(int.from_bytes(reader.take(2), config.byte_order) for _ in range(n_ch))
+        valid = _bits(reader.take((n_int + 7) // 8)) if actual.simple_status else None
+        intervals = []
+        for _ in range(n_int):
+            common = 0
+            statuses: tuple[int, ...] = ()
+            if actual.extended_status:
+                raw = reader.take(n_ch // 2 + 1)
+                # Nibbles high first: the common flags, then channel 1, 2, ...
+                nibbles = [b >> s & 0x0F for b in raw for s in (4, 0)]
+                common, statuses = nibbles[0], tuple(nibbles[1 : 1 + n_ch])
+            values = tuple(_lp_value(reader, selection.int_format) for _ in range(n_ch))
+            intervals.append(LpInterval(values, common, statuses))
+        blocks.append(LpBlock(end, tuple(intervals), tuple(reads), tuple(pulses), closure, valid))
+    if reader.at != len(data):
+        raise FrameError(
+            f"ST{table} has {len(data) - reader.at} bytes more than ST61 describes",
+            offset=reader.at,
+            field=f"ST{table}",
+        )
+    return tuple(blocks)
+
+
+def encode_lp_data(
+    blocks: tuple[LpBlock, ...],
+    config: GeneralConfig,
+    actual: ActualLoadProfile,
+    selection: LpSelection,
+    tz: tzinfo = UTC,
+    set_index: int = 0,
+) -> bytes:
+    dims = actual.sets[set_index]
+    assert dims is not None
+    out = bytearray()
+    for block in blocks:
+        out += _encode_stime(block.end_time, config, tz)
+        for ch in range(dims.nbr_channels):
+            if actual.block_end_read:
+                value = block.end_readings[ch] if ch < len(block.end_readings) else Decimal(0)
+                out += encode_ni(value, config.ni_format1, config.byte_order)
+            if actual.block_end_pulse:
+                pulse = block.end_pulses[ch] if ch < len(block.end_pulses) else 0
+                out += pulse.to_bytes(4, config.byte_order)
+        if actual.closure_status:
+            for ch in range(dims.nbr_channels):
+                closure = block.closure[ch] if ch < len(block.closure) else 0
+                out += closure.to_bytes(2, config.byte_order)
+        if actual.simple_status:
+            valid = block.valid if block.valid is not None else frozenset()
+            out += _bitset(valid, (dims.nbr_block_intervals + 7) // 8)
+        for interval in block.intervals:
+            if actual.extended_status:
+                nibbles = [interval.common, *interval.statuses]
+                nibbles += [0] * (2 * (dims.nbr_channels // 2 + 1) - len(nibbles))
+                out += bytes(nibbles[i] << 4 | nibbles[i + 1] for i in range(0, len(nibbles), 2))
+            for value in interval.values:
+                out += _encode_lp_value(value, selection.int_format, config)
+    return bytes(out)
+
+
+def _lp_quality(common: int, status: int, valid: bool) -> Quality:
+    quality = Quality.OK
+    if not valid:
+        quality |= Quality.MISSING
+    if common & LP_COMMON_DST:
+        quality |= Quality.DST
+    if common & LP_COMMON_POWER_FAIL:
+        quality |= Quality.POWER_DOWN
+    if common & (LP_COMMON_CLOCK_FORWARD | LP_COMMON_CLOCK_BACKWARD):
+        quality |= Quality.CLOCK_ADJUSTED
+    by_status: dict[int, Quality] = {
+        LpChannelStatus.OVERFLOW: Quality.OVERFLOW,
+        LpChannelStatus.PARTIAL: Quality.CLOCK_ADJUSTED,
+        LpChannelStatus.LONG: Quality.CLOCK_ADJUSTED,
+        LpChannelStatus.SKIPPED: Quality.MISSING,
+        LpChannelStatus.TEST_MODE: Quality.DATA_NOT_VALID,
+    }
+    return quality | by_status.get(status, Quality.OK)
+
+
+MFG_C_PROFILE: Final = 133
+
+
+def profile_blocks(
+    meter: str,
+    actual: ActualLoadProfile,
+    selection: LpSelection,
+    status: ListStatus,
+    blocks: tuple[LpBlock, ...],
+    uoms: tuple[UomEntry, ...] = (),
+    *,
+    set_index: int = 0,
+    received_time: datetime | None = None,
+) -> list[IntervalBlock]:
+    """The valid intervals of a data set, oldest first, one IntervalBlock per channel and
+    run of consecutive blocks. Blocks are taken in ST63's list order; every block but the
+    newest is full, the newest has NBR_VALID_INT intervals; a block's end time is the end of
+    its last valid interval. Values get the channel's scalar/divisor (ST62) and, where ST12
+    knows the source, an OBIS code (D 29 energy per interval, D 5 average demand, D 7
+    other quantities), unit and scaler; others 1-0:133.<channel>.<set>."""
+    from fep.model import UNITS
+
+    dims = actual.sets[set_index]
+    if dims is None or dims.max_int_time <= 0:
+        return []
+    received = received_time if received_time is not None else utcnow()
+    period = timedelta(minutes=dims.max_int_time)
+    # Runs of consecutive blocks: (start, per channel [(value, quality), ...]).
+    runs: list[tuple[datetime, list[list[tuple[Decimal, Quality]]]]] = []
+    order = status.order(len(blocks))
+    for position, index in enumerate(order):
+        block = blocks[index]
+        newest = position == len(order) - 1
+        count = min(status.valid_in_newest if newest else dims.nbr_block_intervals,
+                    len(block.intervals))  # fmt: skip
+        if block.end_time is None or count <= 0:
+            continue
+        start = block.end_time - count * period
+        if runs and runs[-1][0] + len(runs[-1][1][0]) * period == start:
+            per_channel = runs[-1][1]
+        else:
+            per_channel = [[] for _ in range(dims.nbr_channels)]
+            runs.append((start, per_channel))
+        for i in range(count):
+            interval = block.intervals[i]
+            valid = block.valid is None or i in block.valid
+            for ch in range(dims.nbr_channels):
+                raw = interval.values[ch]
+                if selection.scalars and selection.divisors and selection.divisors[ch]:
+                    raw = raw * selection.scalars[ch] / selection.divisors[ch]
+                nibble = interval.statuses[ch] if ch < len(interval.statuses) else 0
+                per_channel[ch].append((raw, _lp_quality(interval.common, nibble, valid)))
+    out: list[IntervalBlock] = []
+    for ch, channel in enumerate(selection.channels[: dims.nbr_channels]):
+        uom = uoms[channel.source] if channel.source < len(uoms) else None
+        c, unit_code = uom_quantity(uom, rate=False) if uom else (None, None)
+        d = 29
+        if uom is not None and uom.time_base in (TimeBase.BLOCK_DEMAND, TimeBase.SUB_BLOCK_DEMAND):
+            c, unit_code = uom_quantity(uom, rate=True)
+            d = 5
+        elif uom is not None and uom.time_base not in (TimeBase.BULK, TimeBase.NET_BULK):
+            d = 7
+        obis = (
+            ObisCode(1, 0, c, d, 0)
+            if c is not None
+            else ObisCode(1, 0, MFG_C_PROFILE, ch, set_index + 1)
+        )
+        unit = UNITS.get(unit_code) if unit_code is not None else None
+        for start, per_channel in runs:
+            if not per_channel[ch]:
+                continue
+            out.append(
+                IntervalBlock(
+                    meter=meter,
+                    obis=obis,
+                    start=start,
+                    period=period,
+                    values=tuple(v for v, _ in per_channel[ch]),
+                    statuses=tuple(q for _, q in per_channel[ch]),
+                    unit=unit,
+                    scaler=uom.exponent if uom is not None else 0,
+                    received_time=received,
+                    source=SOURCE,
+                )
+            )
+    return out
+
+
+# ---------------------------------------------------------------------------
+# ST71 actual log, ST74 history log, ST76 event log
+# ---------------------------------------------------------------------------
+
+ST71_ACTUAL_LOG: Final = 71
+ST74_HISTORY_LOG: Final = 74
+ST76_EVENT_LOG: Final = 76
+
+
+@attrs.frozen
+class ActualLog:
+    """ST71 ACT_LOG_TBL (the C12.19-1997 part: version 2 adds bytes fep ignores)."""
+
+    event_number: bool = False
+    history_date_time: bool = True
+    history_seq_nbr: bool = False
+    history_inhibit_overflow: bool = False
+    event_inhibit_overflow: bool = False
+    nbr_std_events: int = 0
+    nbr_mfg_events: int = 0
+    history_data_length: int = 0
+    event_data_length: int = 0
+    nbr_history_entries: int = 0
+    nbr_event_entries: int = 0
+
+    @classmethod
+    def decode(cls, data: bytes, config: GeneralConfig) -> ActualLog:
+        _need(data, 9, 71)
+        flags, order = data[0], config.byte_order
+        return cls(
+            bool(flags & 1),
+            bool(flags & 2),
+            bool(flags & 4),
+            bool(flags & 8),
+            bool(flags & 16),
+            data[1],
+            data[2],
+            data[3],
+            data[4],
+            int.from_bytes(data[5:7], order),
+            int.from_bytes(data[7:9], order),
+        )
+
+    def encode(self, config: GeneralConfig) -> bytes:
+        flags = (
+            int(self.event_number)
+            | int(self.history_date_time) << 1
+            | int(self.history_seq_nbr) << 2
+            | int(self.history_inhibit_overflow) << 3
+            | int(self.event_inhibit_overflow) << 4
+        )
+        order = config.byte_order
+        return (
+            bytes([flags, self.nbr_std_events, self.nbr_mfg_events])
+            + bytes([self.history_data_length, self.event_data_length])
+            + self.nbr_history_entries.to_bytes(2, order)
+            + self.nbr_event_entries.to_bytes(2, order)
+        )
+
+
+@attrs.frozen
+class LogEntry:
+    """One entry of ST74 or ST76. ``code`` is the TABLE_IDB_BFLD's number (the event
+    code), ``mfg`` its STD_VS_MFG flag; ``seq`` the history or event sequence number."""
+
+    time: datetime | None
+    code: int
+    mfg: bool = False
+    selector: int = 0
+    user_id: int = 0
+    event_number: int | None = None
+    seq: int | None = None
+    argument: bytes = b""
+
+
+@attrs.frozen
+class LogData:
+    """ST74 HISTORY_LOG_DATA_TBL or ST76 EVENT_LOG_DATA_TBL: the list header and every
+    entry as stored; ``valid_entries()`` gives the valid ones oldest first."""
+
+    status: ListStatus
+    entries: tuple[LogEntry, ...]
+
+    def valid_entries(self) -> list[LogEntry]:
+        return [self.entries[i] for i in self.status.order(len(self.entries))]
+
+
+def decode_log(
+    data: bytes, config: GeneralConfig, actual: ActualLog, table: int, tz: tzinfo = UTC
+) -> LogData:
+    """ST74 (history) or ST76 (event) entries laid out by ST71; times in ``tz`` unless the
+    meter keeps them in UTC."""
+    history = table == ST74_HISTORY_LOG
+    order = config.byte_order
+    reader = _Reader(data, table, config, tz)
+    status = ListStatus.decode(reader.take(11), order)
+    size = _TIME_LENGTH.get(config.time_format, 0)
+    entries = []
+    count = actual.nbr_history_entries if history else actual.nbr_event_entries
+    for _ in range(count):
+        when = None
+        if not history or actual.history_date_time:
+            raw = reader.take(size)
+            if size and any(raw):
+                when = decode_ltime(raw, config, tz, table).astimezone(UTC)
+        number = int.from_bytes(reader.take(2), order) if actual.event_number else None
+        seq = None
+        if not history or actual.history_seq_nbr:
+            seq = int.from_bytes(reader.take(2), order)
+        user = int.from_bytes(reader.take(2), order)
+        code = int.from_bytes(reader.take(2), order)
+        argument = reader.take(actual.history_data_length if history else actual.event_data_length)
+        entries.append(
+            LogEntry(
+                when, code & 0x7FF, bool(code & 0x800), code >> 12, user, number, seq, argument
+            )
+        )
+    if reader.at != len(data):
+        raise FrameError(
+            f"ST{table} has {len(data) - reader.at} bytes more than ST71 describes",
+            offset=reader.at,
+            field=f"ST{table}",
+        )
+    return LogData(status, tuple(entries))
+
+
+def encode_log(
+    log: LogData, config: GeneralConfig, actual: ActualLog, table: int, tz: tzinfo = UTC
+) -> bytes:
+    history = table == ST74_HISTORY_LOG
+    order = config.byte_order
+    out = bytearray(log.status.encode(order))
+    length = actual.history_data_length if history else actual.event_data_length
+    for entry in log.entries:
+        if not history or actual.history_date_time:
+            size = _TIME_LENGTH.get(config.time_format, 0)
+            out += (
+                bytes(size)
+                if entry.time is None
+                else encode_ltime(entry.time.astimezone(tz), config)
+            )
+        if actual.event_number:
+            out += (entry.event_number or 0).to_bytes(2, order)
+        if not history or actual.history_seq_nbr:
+            out += (entry.seq or 0).to_bytes(2, order)
+        out += entry.user_id.to_bytes(2, order)
+        code = (entry.code & 0x7FF) | int(entry.mfg) << 11 | (entry.selector & 0xF) << 12
+        out += code.to_bytes(2, order)
+        out += entry.argument[:length].ljust(length, b"\0")
+    return bytes(out)
+
+
+# Standard event codes (C12.19 annex, the list printed with ST72-76) fep gives a kind:
+# code -> (kind, severity, text).
+_STD_EVENTS: Final[dict[int, tuple[EventKind, Severity, str]]] = {
+    1: (EventKind.POWER_OUTAGE, Severity.MAJOR, "primary power down"),
+    2: (EventKind.POWER_RESTORED, Severity.INFO, "primary power up"),
+    3: (EventKind.CLOCK_SET, Severity.INFO, "time changed (old time)"),
+    4: (EventKind.CLOCK_SET, Severity.INFO, "time changed (new time)"),
+    5: (EventKind.CLOCK_SET, Severity.INFO, "time changed (old time)"),
+    6: (EventKind.CLOCK_SET, Severity.INFO, "time changed (new time)"),
+    7: (EventKind.OTHER, Severity.INFO, "end device accessed for read"),
+    8: (EventKind.OTHER, Severity.INFO, "end device accessed for write"),
+    9: (EventKind.OTHER, Severity.INFO, "procedure invoked"),
+    10: (EventKind.OTHER, Severity.INFO, "table written to"),
+    11: (EventKind.OTHER, Severity.INFO, "end device programmed"),
+    12: (EventKind.OTHER, Severity.INFO, "communication terminated normally"),
+    13: (EventKind.COMMUNICATION_FAILURE, Severity.MINOR, "communication terminated abnormally"),
+    16: (EventKind.OTHER, Severity.INFO, "history log cleared"),
+    18: (EventKind.OTHER, Severity.INFO, "event log cleared"),
+    20: (EventKind.OTHER, Severity.INFO, "demand reset occurred"),
+    21: (EventKind.OTHER, Severity.INFO, "self read occurred"),
+    22: (EventKind.OTHER, Severity.INFO, "daylight saving time on"),
+    23: (EventKind.OTHER, Severity.INFO, "daylight saving time off"),
+    36: (EventKind.OTHER, Severity.INFO, "meter reprogrammed"),
+    37: (EventKind.METER_ERROR, Severity.MAJOR, "configuration error detected"),
+    38: (EventKind.METER_ERROR, Severity.MAJOR, "self check error detected"),
+    39: (EventKind.METER_ERROR, Severity.MAJOR, "RAM failure detected"),
+    40: (EventKind.METER_ERROR, Severity.MAJOR, "ROM failure detected"),
+    41: (EventKind.METER_ERROR, Severity.MAJOR, "nonvolatile memory failure detected"),
+    42: (EventKind.METER_ERROR, Severity.MAJOR, "clock error detected"),
+    43: (EventKind.METER_ERROR, Severity.MAJOR, "measurement error detected"),
+    44: (EventKind.METER_ERROR, Severity.MINOR, "low battery detected"),
+    45: (EventKind.PHASE_LOSS, Severity.MAJOR, "low loss potential detected"),
+    46: (EventKind.OVER_CURRENT, Severity.MINOR, "demand overload detected"),
+    47: (EventKind.OTHER, Severity.CRITICAL, "tamper attempt detected"),
+    48: (EventKind.REVERSE_ENERGY, Severity.MAJOR, "reverse rotation detected"),
+}
+
+
+def log_events(
+    meter: str, log: LogData, table: int, *, received_time: datetime | None = None
+) -> list[MeterEvent]:
+    """The valid entries of ST74/ST76 as MeterEvents, oldest first. The code is
+    ``std-N`` or ``mfg-N``; the text names the table, the entry's sequence number, user
+    and argument. Entries without a time (ST71 keeps none for the history log) are left
+    out: a MeterEvent is filed under its time."""
+    received = received_time if received_time is not None else utcnow()
+    out = []
+    for entry in log.valid_entries():
+        if entry.time is None:
+            continue
+        kind, severity, text = (
+            (EventKind.OTHER, Severity.INFO, f"manufacturer event {entry.code}")
+            if entry.mfg
+            else _STD_EVENTS.get(
+                entry.code, (EventKind.OTHER, Severity.INFO, f"event {entry.code}")
+            )
+        )
+        details = [f"ST{table}"]
+        if entry.seq is not None:
+            details.append(f"seq {entry.seq}")
+        details.append(f"user {entry.user_id}")
+        if entry.argument.strip(b"\0"):
+            details.append(f"argument {entry.argument.hex()}")
+        out.append(
+            MeterEvent(
+                meter=meter,
+                code=f"{'mfg' if entry.mfg else 'std'}-{entry.code}",
+                kind=kind,
+                severity=severity,
+                time=entry.time,
+                text=f"{text} ({', '.join(details)})",
+                received_time=received,
+                source=SOURCE,
+            )
+        )
+    return out
+
+
+def lp_data_length(
+    config: GeneralConfig, actual: ActualLoadProfile, selection: LpSelection, set_index: int = 0
+) -> int:
+    """How many bytes ST64 (or 65-67) holds, from ST0, ST61 and ST62: a client reads a
+    table bigger than one answer in parts."""
+    dims = actual.sets[set_index]
+    if dims is None:
+        return 0
+    n_ch, n_int = dims.nbr_channels, dims.nbr_block_intervals
+    fmt = selection.int_format
+    if fmt == INT_FMT_NI1:
+        value = NI_LENGTH.get(config.ni_format1, 0)
+    elif fmt == INT_FMT_NI2:
+        value = NI_LENGTH.get(config.ni_format2, 0)
+    else:
+        value = _INT_FORMATS.get(fmt, (0, False))[0]
+    block = _STIME_LENGTH.get(config.time_format, 0)
+    block += n_ch * ((NI_LENGTH.get(config.ni_format1, 0) if actual.block_end_read else 0)
+                     + (4 if actual.block_end_pulse else 0)
+                     + (2 if actual.closure_status else 0))  # fmt: skip
+    block += (n_int + 7) // 8 if actual.simple_status else 0
+    block += n_int * ((n_ch // 2 + 1 if actual.extended_status else 0) + n_ch * value)
+    return dims.nbr_blocks * block
+
+
+def log_data_length(config: GeneralConfig, actual: ActualLog, table: int) -> int:
+    """How many bytes ST74 or ST76 holds, from ST0 and ST71."""
+    time_size = _TIME_LENGTH.get(config.time_format, 0)
+    if table == ST74_HISTORY_LOG:
+        entry = (time_size if actual.history_date_time else 0) + (
+            2 if actual.history_seq_nbr else 0
+        )
+        entry += 4 + actual.history_data_length
+        count = actual.nbr_history_entries
+    else:
+        entry = time_size + 2 + 4 + actual.event_data_length
+        count = actual.nbr_event_entries
+    entry += 2 if actual.event_number else 0
+    return 11 + count * entry

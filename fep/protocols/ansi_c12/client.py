@@ -1,6 +1,7 @@
 """The ANSI C12.18 client session as a sans-IO state machine: identify, negotiate, logon,
-security, the C12.19 table reads, logoff and terminate over a ``c1218.Link``, and the tables
-read turned into records.
+security, the C12.19 table reads (identification, status, clock, registers, load profile,
+history and event logs; tables bigger than one answer in partial reads), logoff and
+terminate over a ``c1218.Link``, and the tables read turned into records.
 
 ``start()`` gives the first actions; ``receive(bytes)`` and ``timeout()`` give more:
 ``Send(bytes)`` to write, ``SwitchBaud(rate)`` where the negotiated speed changes (serial
@@ -53,17 +54,38 @@ from fep.protocols.ansi_c12.c1219 import (
     ST22_DATA_SELECTION,
     ST23_CURRENT_REGISTERS,
     ST52_CLOCK,
+    ST61_ACTUAL_LOAD_PROFILE,
+    ST62_LP_SELECTION,
+    ST63_LP_STATUS,
+    ST64_LP_DATA_SET1,
+    ST71_ACTUAL_LOG,
+    ST74_HISTORY_LOG,
+    ST76_EVENT_LOG,
+    ActualLoadProfile,
+    ActualLog,
     ActualRegisters,
     Clock,
     CurrentRegisters,
     DataSelection,
     DeviceId,
     GeneralConfig,
+    ListStatus,
+    LogData,
+    LpBlock,
+    LpSelection,
     ManufacturerId,
     ModeStatus,
     UomEntry,
     decode_current_registers,
+    decode_log,
+    decode_lp_data,
+    decode_lp_selection,
+    decode_lp_status,
     decode_uom_entries,
+    log_data_length,
+    log_events,
+    lp_data_length,
+    profile_blocks,
     register_readings,
 )
 
@@ -133,6 +155,9 @@ class ClientSettings:
     baud: int | None = None
     retries: int = 3
     tz: tzinfo = UTC
+    # Load profile (ST61-64) and history/event logs (ST71/74/76), when ST0 lists them.
+    profile: bool = True
+    events: bool = True
 
     def __attrs_post_init__(self) -> None:
         if not MIN_PACKET_SIZE <= self.packet_size <= 8192:
@@ -160,6 +185,13 @@ class MeterData:
     uoms: tuple[UomEntry, ...] = ()
     selection: DataSelection | None = None
     current: CurrentRegisters | None = None
+    lp_actual: ActualLoadProfile | None = None
+    lp_selection: LpSelection | None = None
+    lp_status: ListStatus | None = None
+    lp_blocks: tuple[LpBlock, ...] = ()
+    log_actual: ActualLog | None = None
+    history_log: LogData | None = None
+    event_log: LogData | None = None
     tables: Mapping[int, bytes] = attrs.field(factory=dict, eq=False, repr=False)
     skipped: tuple[tuple[str, str], ...] = ()
 
@@ -228,6 +260,21 @@ class MeterData:
                     received_time=received,
                 )
             )
+        if self.lp_actual and self.lp_selection and self.lp_status and self.lp_blocks:
+            records.extend(
+                profile_blocks(
+                    meter,
+                    self.lp_actual,
+                    self.lp_selection,
+                    self.lp_status,
+                    self.lp_blocks,
+                    self.uoms,
+                    received_time=received,
+                )
+            )
+        for table, log in ((ST74_HISTORY_LOG, self.history_log), (ST76_EVENT_LOG, self.event_log)):
+            if log is not None:
+                records.extend(log_events(meter, log, table, received_time=received))
         return records
 
 
@@ -408,17 +455,34 @@ class C1218Client:
         tables: dict[int, bytes] = {}
         skipped: list[tuple[str, str]] = []
 
-        def read(table: int) -> Generator[_Step, bytes, bytes]:
-            data = decode_read_response((yield Read(table)), meter=meter, table=table)
+        def read(table: int, size: int = 0) -> Generator[_Step, bytes, bytes]:
+            # A table known to be bigger than one answer comes in partial reads (3F).
+            room = negotiated.max_packets * (self.link.packet_size - HEADER_LEN - 2) - 4
+            if size <= room or room < 1:
+                data = decode_read_response((yield Read(table)), meter=meter, table=table)
+            else:
+                parts = []
+                for offset in range(0, size, room):
+                    count = min(room, size - offset)
+                    part = decode_read_response(
+                        (yield Read(table, offset, count)), meter=meter, table=table
+                    )
+                    if len(part) != count:
+                        raise FrameError(
+                            f"ST{table}: asked for {count} bytes at {offset}, got {len(part)}",
+                            field=f"ST{table}",
+                        )
+                    parts.append(part)
+                data = b"".join(parts)
             tables[table] = data
             return data
 
-        def optional(table: int) -> Generator[_Step, bytes, bytes | None]:
+        def optional(table: int, size: int = 0) -> Generator[_Step, bytes, bytes | None]:
             if config.std_tables_used and table not in config.std_tables_used:
                 skipped.append((f"ST{table}", "not listed as used in ST0"))
                 return None
             try:
-                return (yield from read(table))
+                return (yield from read(table, size))
             except _OPTIONAL_ERRORS as e:
                 skipped.append((f"ST{table}", e.message))
                 return None
@@ -448,6 +512,43 @@ class C1218Client:
             if raw is not None:
                 current = decode_current_registers(raw, config, registers, s.tz)
 
+        lp_actual: ActualLoadProfile | None = None
+        lp_selection: LpSelection | None = None
+        lp_status: ListStatus | None = None
+        lp_blocks: tuple[LpBlock, ...] = ()
+        if s.profile and ST64_LP_DATA_SET1 in config.std_tables_used:
+            raw = yield from optional(ST61_ACTUAL_LOAD_PROFILE)
+            lp_actual = ActualLoadProfile.decode(raw, config) if raw is not None else None
+            if lp_actual is not None and lp_actual.sets[0] is not None:
+                raw = yield from optional(ST62_LP_SELECTION)
+                if raw is not None:
+                    lp_selection = decode_lp_selection(raw, config, lp_actual)[0]
+                raw = yield from optional(ST63_LP_STATUS)
+                if raw is not None:
+                    lp_status = decode_lp_status(raw, config, lp_actual)[0]
+            if lp_actual and lp_selection and lp_status and lp_status.nbr_valid:
+                size = lp_data_length(config, lp_actual, lp_selection)
+                raw = yield from optional(ST64_LP_DATA_SET1, size)
+                if raw is not None:
+                    lp_blocks = decode_lp_data(raw, config, lp_actual, lp_selection, s.tz)
+
+        log_actual: ActualLog | None = None
+        logs: dict[int, LogData] = {}
+        if s.events and ST71_ACTUAL_LOG in config.std_tables_used:
+            raw = yield from optional(ST71_ACTUAL_LOG)
+            log_actual = ActualLog.decode(raw, config) if raw is not None else None
+            if log_actual is not None:
+                for table, entries in (
+                    (ST74_HISTORY_LOG, log_actual.nbr_history_entries),
+                    (ST76_EVENT_LOG, log_actual.nbr_event_entries),
+                ):
+                    if not entries or table not in config.std_tables_used:
+                        continue
+                    size = log_data_length(config, log_actual, table)
+                    raw = yield from optional(table, size)
+                    if raw is not None:
+                        logs[table] = decode_log(raw, config, log_actual, table, s.tz)
+
         # The data is in: a meter that refuses to log off or terminate does not lose it.
         for request in (Logoff(), Terminate()):
             try:
@@ -467,6 +568,13 @@ class C1218Client:
             uoms=uoms,
             selection=selection,
             current=current,
+            lp_actual=lp_actual,
+            lp_selection=lp_selection,
+            lp_status=lp_status,
+            lp_blocks=lp_blocks,
+            log_actual=log_actual,
+            history_log=logs.get(ST74_HISTORY_LOG),
+            event_log=logs.get(ST76_EVENT_LOG),
             tables=tables,
             skipped=tuple(skipped),
         )

@@ -151,7 +151,8 @@ class ConversationTests(unittest.TestCase):
         self.assertEqual(
             wire.meter.log,
             ["identify", "negotiate", "logon", "security", "read 0", "read 1", "read 5",
-             "read 3", "read 52", "read 21", "read 12", "read 22", "read 23", "logoff",
+             "read 3", "read 52", "read 21", "read 12", "read 22", "read 23", "read 61",
+             "read 62", "read 63", "read 64", "read 71", "read 74", "read 76", "logoff",
              "terminate"],
         )  # fmt: skip
 
