@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -660,6 +660,20 @@ def settings_for(meter: Meter) -> tuple[ClientSettings, LinkSettings]:
     return client, LinkSettings(kind, client_address, logical, physical)
 
 
+def _metadata_time(meter: Meter, key: str) -> datetime | None:
+    """An ISO-8601 time from the meter's metadata (UTC when no zone is given)."""
+    text = meter.metadata.get(key)
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"meter {meter.id}: {key} is not an ISO-8601 time: {text!r}", key=key
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 DEFAULT_OBJECTS = (
     "8/0.0.1.0.0.255/2",
     "3/1.0.1.8.0.255/2",
@@ -764,14 +778,10 @@ class DlmsProtocol:
             records += await session.read_registers(objects)
             profile = meter.metadata.get("dlms_profile")
             if profile:
-                from fep.cli import parse_time
-
-                since = meter.metadata.get("dlms_from")
-                until = meter.metadata.get("dlms_to")
                 records += await session.read_profile(
                     ObisCode.parse(profile),
-                    parse_time(since) if since else None,
-                    parse_time(until) if until else None,
+                    _metadata_time(meter, "dlms_from"),
+                    _metadata_time(meter, "dlms_to"),
                 )
             await session.release()
         except BaseException:
