@@ -344,7 +344,7 @@ class SimulatedC12Meter:
                 values = tuple(Decimal(min(v, 0xFFFF)) for v in wh)
                 statuses = tuple(int(LpChannelStatus.OVERFLOW) if v > 0xFFFF else 0 for v in wh)
                 # One power failure a day, to show interval status.
-                common = LP_COMMON_POWER_FAIL if index % 96 == 50 and i < count else 0
+                common = LP_COMMON_POWER_FAIL if index % 96 == 10 and i < count else 0
                 intervals.append(LpInterval(values, common, statuses))
             end = datetime.fromtimestamp(origin + (seq * LP_BLOCK_INTERVALS + count) * period, UTC)
             slots[seq % LP_BLOCKS] = LpBlock(

@@ -30,15 +30,24 @@ from fep.protocols.ansi_c12.c1218 import (
     decode_read_response,
 )
 from fep.protocols.ansi_c12.c1219 import (
+    ActualLoadProfile,
+    ActualLog,
     ActualRegisters,
     Clock,
     DataSelection,
     DeviceId,
     GeneralConfig,
+    ListStatus,
+    LpSetDims,
     ManufacturerId,
     ModeStatus,
     decode_current_registers,
+    decode_log,
+    decode_lp_data,
+    decode_lp_selection,
+    decode_lp_status,
     decode_uom_entries,
+    lp_data_length,
 )
 from fep.sim.ansi_c12 import MeterState, SimulatedC12Meter
 from tests.channels.test_serialport import socat_pty_pair
@@ -170,6 +179,59 @@ class TableTests(unittest.TestCase):
         self.assertEqual(uoms[selection.coincidents[0]].id_code, 8)
 
 
+class ProfileAndLogTests(unittest.TestCase):
+    def setUp(self) -> None:
+        # Started on a block boundary (00:00 of a day): two blocks of history before it.
+        self.clock = FakeClock(1_709_251_200.0)  # 2024-03-01 00:00 UTC
+        self.meter = SimulatedC12Meter(clock=self.clock)
+        logged_on(self.meter)
+        self.config = GeneralConfig.decode(read(self.meter, 0))
+        self.actual = ActualLoadProfile.decode(read(self.meter, 61), self.config)
+        selection = decode_lp_selection(read(self.meter, 62), self.config, self.actual)[0]
+        assert selection is not None
+        self.selection = selection
+
+    def status(self) -> ListStatus:
+        status = decode_lp_status(read(self.meter, 63), self.config, self.actual)[0]
+        assert status is not None
+        return status
+
+    def test_dimensions(self) -> None:
+        self.assertEqual(self.actual.sets[0], LpSetDims(4, 24, 2, 15))
+        self.assertEqual([c.source for c in self.selection.channels], [0, 2])
+        data = read(self.meter, 64)
+        self.assertEqual(len(data), lp_data_length(self.config, self.actual, self.selection))
+
+    def test_intervals_accrue_with_the_clock_and_blocks_wrap(self) -> None:
+        status = self.status()
+        self.assertEqual(
+            (status.nbr_valid, status.last_element, status.valid_in_newest), (2, 1, 24)
+        )
+        self.clock.now += 15 * 60
+        status = self.status()
+        self.assertEqual((status.nbr_valid, status.last_element, status.valid_in_newest), (3, 2, 1))
+        self.clock.now += 2 * 6 * 3600  # two more blocks: the oldest is overwritten
+        status = self.status()
+        self.assertEqual((status.nbr_valid, status.last_element, status.valid_in_newest), (4, 0, 1))
+        blocks = decode_lp_data(read(self.meter, 64), self.config, self.actual, self.selection)
+        newest = blocks[0]
+        assert newest.end_time is not None
+        self.assertEqual(newest.end_time.timestamp(), self.clock.now)
+        self.assertEqual(newest.valid, frozenset({0}))
+        # 0.9 kWh an hour over 15 minutes, varying over the hour: 225, 247, 270, 292 Wh.
+        self.assertEqual([i.values[0] for i in blocks[1].intervals[:4]], [225, 247, 270, 292])
+
+    def test_logs(self) -> None:
+        actual = ActualLog.decode(read(self.meter, 71), self.config)
+        history = decode_log(read(self.meter, 74), self.config, actual, 74)
+        events = decode_log(read(self.meter, 76), self.config, actual, 76)
+        self.assertEqual([e.code for e in history.valid_entries()], [1, 2, 4, 20, 7])
+        self.assertEqual([e.code for e in events.valid_entries()], [44, 47, 48])
+        first = history.valid_entries()[0].time
+        assert first is not None
+        self.assertEqual(first.timestamp(), self.clock.now - 3 * 3600)
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -230,6 +292,8 @@ class CommandLineTests(unittest.TestCase):
         self.assertIn('"1-0:1.8.0*255"', result.stdout)
         self.assertIn('"kWh"', result.stdout)
         self.assertIn('"0-0:1.0.0*255"', result.stdout)
+        self.assertIn('"1-0:1.29.0*255"', result.stdout)  # load profile intervals
+        self.assertIn('"std-47"', result.stdout)  # the tamper event
 
     @inlineCallbacks
     def test_fep_read_with_a_wrong_password_exits_3_naming_the_refusal(self) -> Any:

@@ -16,7 +16,17 @@ from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from fep.errors import FepError, FrameError, ProtocolError, SessionTimeout
-from fep.model import ObisCode, Reading
+from fep.model import (
+    UNITS,
+    EventKind,
+    IntervalBlock,
+    MeterEvent,
+    ObisCode,
+    Quality,
+    Reading,
+    Severity,
+    unit_text,
+)
 from fep.protocols.ansi_c12.c1218 import (
     ACK,
     NAK,
@@ -38,16 +48,44 @@ from fep.protocols.ansi_c12.c1218 import (
     encode_read_response,
 )
 from fep.protocols.ansi_c12.c1219 import (
+    LP_COMMON_CLOCK_FORWARD,
+    LP_COMMON_POWER_FAIL,
+    ST74_HISTORY_LOG,
+    ST76_EVENT_LOG,
+    ActualLoadProfile,
+    ActualLog,
     ActualRegisters,
     CurrentRegisters,
     DataBlock,
     DataSelection,
     DemandRecord,
     GeneralConfig,
+    ListStatus,
+    LogData,
+    LogEntry,
+    LpBlock,
+    LpChannel,
+    LpChannelStatus,
+    LpInterval,
+    LpSelection,
+    LpSetDims,
+    NiFormat,
     TimeBase,
+    TimeFormat,
     UomEntry,
+    decode_log,
+    decode_lp_data,
+    decode_lp_selection,
+    decode_lp_status,
     decode_uom_entries,
+    encode_log,
+    encode_lp_data,
+    encode_lp_selection,
     encode_uom_entries,
+    log_data_length,
+    log_events,
+    lp_data_length,
+    profile_blocks,
     register_readings,
     uom_quantity,
 )
@@ -550,3 +588,274 @@ class RequestEncodingTests(unittest.TestCase):
         self.assertEqual(packet, Packet(b"\x20"))
         self.assertEqual(Link().receive(send.data)[1], [Received(b"\x20")])
         self.assertNotIn(Sent(), Link().receive(send.data)[1])
+
+
+# ---------------------------------------------------------------------------
+# Load profile (ST61-64) and logs (ST71/74/76)
+# ---------------------------------------------------------------------------
+
+LP_CONFIG = GeneralConfig(
+    time_format=TimeFormat.UINT8,
+    ni_format1=NiFormat.INT32_1,
+    std_tables_used=frozenset({61, 62, 63, 64}),
+)
+# ST61: LP_MEMORY_LEN 4096; LP_FLAGS 0x0C50 = BLK_END_READ (bit 4), SCALAR_DIVISOR_SET1
+# (bit 6), EXTENDED_INT_STATUS (bit 10), SIMPLE_INT_STATUS (bit 11); LP_FMATS 0; set 1:
+# 4 blocks of 24 intervals, 2 channels, 15 minutes. Little endian.
+ST61 = bytes.fromhex("00100000 500c 00 0400 1800 02 0f")
+# ST62: channel 1 (flags 0, source 0, end reading source 0), channel 2 (0, 2, 2);
+# INT_FMT_CDE1 2 (UINT16); scalars 1, 1; divisors 1000, 1000.
+ST62 = bytes.fromhex("000000 000202 02 0100 0100 e803 e803")
+# ST63: flags 0x24 (circular list, active mode); 3 valid blocks; newest is element 0;
+# sequence 7; 3 unread; 2 valid intervals in the newest block.
+ST63 = bytes.fromhex("24 0300 0000 07000000 0300 0200")
+
+
+def lp_block(end: datetime | None, values: list[tuple[int, int]], common: int = 0) -> LpBlock:
+    intervals = tuple(
+        LpInterval((Decimal(a), Decimal(b)), common if i == 0 else 0, (0, 0))
+        for i, (a, b) in enumerate(values)
+    )
+    pad = tuple(LpInterval((Decimal(0), Decimal(0)), 0, (0, 0)) for _ in range(24 - len(values)))
+    return LpBlock(end, intervals + pad, (Decimal("1.5"), Decimal("2.5")), (), (),
+                   frozenset(range(len(values))))  # fmt: skip
+
+
+class LoadProfileTableTests(unittest.TestCase):
+    def test_st61_to_st63_layouts(self) -> None:
+        actual = ActualLoadProfile.decode(ST61, LP_CONFIG)
+        self.assertEqual(actual.sets[0], LpSetDims(4, 24, 2, 15))
+        self.assertEqual(actual.sets[1:], (None, None, None))
+        self.assertTrue(actual.block_end_read and actual.extended_status and actual.simple_status)
+        self.assertTrue(actual.scalar_divisor(0))
+        self.assertFalse(actual.block_end_pulse or actual.closure_status)
+        self.assertEqual(actual.encode(LP_CONFIG), ST61)
+        (selection, *_) = decode_lp_selection(ST62, LP_CONFIG, actual)
+        assert selection is not None
+        self.assertEqual(
+            selection,
+            LpSelection((LpChannel(0, 0), LpChannel(2, 2)), 2, (1, 1), (1000, 1000)),
+        )
+        self.assertEqual(encode_lp_selection((selection,), LP_CONFIG), ST62)
+        (status, *_) = decode_lp_status(ST63, LP_CONFIG, actual)
+        assert status is not None
+        self.assertEqual((status.circular, status.nbr_valid, status.last_element), (True, 3, 0))
+        self.assertEqual((status.last_seq, status.valid_in_newest), (7, 2))
+        self.assertEqual(status.encode("little", lp=True), ST63)
+        # Circular list, newest at element 0: oldest first is 2, 3, 0.
+        self.assertEqual(status.order(4), [2, 3, 0])
+
+    def test_extended_status_nibbles_high_first(self) -> None:
+        # One block of one interval, three UINT8 channels, extended status only:
+        # STIME 24-03-01 12:15; status bytes 0x21 0x45: common 2 (power fail), channel 1
+        # status 1 (overflow), channel 2 4 (skipped), channel 3 5 (test mode); values 7 8 9.
+        actual = ActualLoadProfile(0, 0x400, 0, (LpSetDims(1, 1, 3, 15), None, None, None))
+        selection = LpSelection(tuple(LpChannel(i) for i in range(3)), 1)
+        data = bytes.fromhex("18 03 01 0c 0f 21 45 07 08 09")
+        (block,) = decode_lp_data(data, LP_CONFIG, actual, selection)
+        self.assertEqual(block.end_time, datetime(2024, 3, 1, 12, 15, tzinfo=UTC))
+        (interval,) = block.intervals
+        self.assertEqual((interval.common, interval.statuses), (2, (1, 4, 5)))
+        self.assertEqual(interval.values, (7, 8, 9))
+        self.assertEqual(encode_lp_data((block,), LP_CONFIG, actual, selection), data)
+        self.assertEqual(lp_data_length(LP_CONFIG, actual, selection), len(data))
+
+    def test_blocks_become_interval_blocks(self) -> None:
+        actual = ActualLoadProfile.decode(ST61, LP_CONFIG)
+        (selection, *_) = decode_lp_selection(ST62, LP_CONFIG, actual)
+        (status, *_) = decode_lp_status(ST63, LP_CONFIG, actual)
+        assert selection is not None and status is not None
+        t = datetime(2024, 3, 1, 0, 0, tzinfo=UTC)
+        full = [(100, 10)] * 24
+        blocks = (
+            lp_block(t + timedelta(hours=12, minutes=30), [(250, 25), (260, 26)]),  # newest
+            lp_block(None, []),  # never written
+            lp_block(t, full, common=LP_COMMON_POWER_FAIL),  # oldest
+            lp_block(t + timedelta(hours=12), full),  # a gap of six hours before it
+        )
+        data = encode_lp_data(blocks, LP_CONFIG, actual, selection)
+        self.assertEqual(len(data), lp_data_length(LP_CONFIG, actual, selection))
+        decoded = decode_lp_data(data, LP_CONFIG, actual, selection)
+        uoms = (UomEntry(0, TimeBase.BULK, 2, q1=True, q4=True), UomEntry(0),
+                UomEntry(1, TimeBase.BULK, 2, q1=True, q2=True))  # fmt: skip
+        out = profile_blocks("m1", actual, selection, status, decoded, uoms, received_time=NOW)
+        got = [
+            (str(b.obis), b.start, len(b.values), b.values[0], unit_text(b.unit, b.scaler))
+            for b in out
+        ]
+        self.assertEqual(
+            got,
+            [
+                ("1-0:1.29.0*255", t - timedelta(hours=6), 24, Decimal("0.1"), "kWh"),
+                ("1-0:1.29.0*255", t + timedelta(hours=6), 26, Decimal("0.1"), "kWh"),
+                ("1-0:3.29.0*255", t - timedelta(hours=6), 24, Decimal("0.01"), "kvarh"),
+                ("1-0:3.29.0*255", t + timedelta(hours=6), 26, Decimal("0.01"), "kvarh"),
+            ],
+        )
+        first, joined = out[0], out[1]
+        self.assertEqual((first.unit, first.scaler), (UNITS[30], 3))
+        self.assertEqual(first.statuses[0], Quality.POWER_DOWN)
+        self.assertEqual(joined.values[-2:], (Decimal("0.25"), Decimal("0.26")))
+        self.assertEqual(joined.period, timedelta(minutes=15))
+
+    def test_invalid_intervals_and_channel_statuses_become_qualities(self) -> None:
+        actual = ActualLoadProfile(0, 0xC00, 0, (LpSetDims(1, 2, 1, 60), None, None, None))
+        selection = LpSelection((LpChannel(9),), 2)
+        block = LpBlock(
+            datetime(2024, 3, 1, 2, tzinfo=UTC),
+            (LpInterval((Decimal(5),), LP_COMMON_CLOCK_FORWARD, (LpChannelStatus.OVERFLOW,)),
+             LpInterval((Decimal(6),), 0, (LpChannelStatus.SKIPPED,))),
+            valid=frozenset({0}),
+        )  # fmt: skip
+        status = ListStatus(nbr_valid=1, valid_in_newest=2)
+        (out,) = profile_blocks("m", actual, selection, status, (block,))
+        self.assertEqual(out.obis, ObisCode(1, 0, 133, 0, 1))  # no ST12 entry for source 9
+        self.assertEqual(out.statuses, (Quality.CLOCK_ADJUSTED | Quality.OVERFLOW, Quality.MISSING))
+        self.assertEqual(out.start, datetime(2024, 3, 1, 0, tzinfo=UTC))
+
+    @given(st.binary(max_size=80), st.sampled_from([1, 2, 4, 8, 16, 32, 64, 128, 3]))
+    def test_arbitrary_lp_bytes_are_decoded_or_refused(self, data: bytes, fmt: int) -> None:
+        actual = ActualLoadProfile(0, 0x1C30, 0, (LpSetDims(2, 3, 2, 15), None, None, None))
+        selection = LpSelection((LpChannel(0), LpChannel(1)), fmt)
+        for decode in (
+            lambda: ActualLoadProfile.decode(data, LP_CONFIG),
+            lambda: decode_lp_selection(data, LP_CONFIG, actual),
+            lambda: decode_lp_status(data, LP_CONFIG, actual),
+            lambda: decode_lp_data(data, LP_CONFIG, actual, selection),
+        ):
+            try:
+                decode()
+            except FrameError:
+                pass
+
+    @given(
+        st.lists(st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)), min_size=3,
+                 max_size=3),
+        st.integers(0, 15), st.integers(0, 5),
+    )  # fmt: skip
+    def test_lp_round_trip(self, values: list[tuple[int, int]], common: int, nibble: int) -> None:
+        actual = ActualLoadProfile(0, 0xC10, 0, (LpSetDims(1, 3, 2, 5), None, None, None))
+        selection = LpSelection((LpChannel(0), LpChannel(1)), 2)
+        block = LpBlock(
+            datetime(2024, 3, 1, 1, 15, tzinfo=UTC),
+            tuple(LpInterval((Decimal(a), Decimal(b)), common, (nibble, 0)) for a, b in values),
+            (Decimal("1.5"), Decimal(2)),
+            valid=frozenset({0, 2}),
+        )
+        data = encode_lp_data((block,), LP_CONFIG, actual, selection)
+        self.assertEqual(decode_lp_data(data, LP_CONFIG, actual, selection), (block,))
+
+
+# ST71: LOG_FLAGS 0x06 (history date/time and history sequence number), 6 standard events,
+# no manufacturer events, 2-byte history and event arguments, 4 entries in each log.
+ST71 = bytes.fromhex("06 06 00 02 02 0400 0400")
+
+
+class LogTableTests(unittest.TestCase):
+    def test_st71_layout(self) -> None:
+        actual = ActualLog.decode(ST71, LP_CONFIG)
+        self.assertEqual(
+            actual,
+            ActualLog(False, True, True, False, False, 6, 0, 2, 2, 4, 4),
+        )
+        self.assertEqual(actual.encode(LP_CONFIG), ST71)
+
+    def test_st74_entries_and_circular_order(self) -> None:
+        actual = ActualLog.decode(ST71, LP_CONFIG)
+        # Header: circular (0x04), 3 valid, newest at element 0, sequence 9, 1 unread.
+        # Entries: time (UINT8 YY MM DD hh mm ss), sequence, user, code, argument.
+        entry = "18 03 01 {hh} 00 00 {seq} 0000 {code} 0000"
+        data = bytes.fromhex(
+            "04 0300 0000 09000000 0100"
+            + entry.format(hh="0c", seq="0900", code="1400")  # element 0: newest, code 20
+            + "00" * 14  # element 1: unused
+            + entry.format(hh="0a", seq="0700", code="0100")  # element 2: oldest, code 1
+            + entry.format(hh="0b", seq="0800", code="0200")  # element 3: code 2
+        )
+        self.assertEqual(log_data_length(LP_CONFIG, actual, ST74_HISTORY_LOG), len(data))
+        log = decode_log(data, LP_CONFIG, actual, ST74_HISTORY_LOG)
+        self.assertEqual(encode_log(log, LP_CONFIG, actual, ST74_HISTORY_LOG), data)
+        events = log_events("m1", log, ST74_HISTORY_LOG, received_time=NOW)
+        self.assertEqual(
+            [(e.code, e.kind, e.time.hour) for e in events],
+            [("std-1", EventKind.POWER_OUTAGE, 10), ("std-2", EventKind.POWER_RESTORED, 11),
+             ("std-20", EventKind.OTHER, 12)],
+        )  # fmt: skip
+        self.assertIn("seq 7", events[0].text)
+        self.assertEqual(events[0].severity, Severity.MAJOR)
+
+    def test_st76_has_time_and_sequence_always_and_manufacturer_codes(self) -> None:
+        actual = ActualLog(event_number=True, event_data_length=1, nbr_event_entries=2)
+        # Descending list: element 0 is the newest. Entry: time, event number, sequence,
+        # user, code (0x802F: manufacturer code 47), argument.
+        data = bytes.fromhex(
+            "01 0200 0000 02000000 0000"
+            + "18 03 01 0c 00 00 0500 0200 0100 2f08 aa"
+            + "18 03 01 0b 00 00 0400 0100 0000 2f00 00"
+        )
+        self.assertEqual(log_data_length(LP_CONFIG, actual, ST76_EVENT_LOG), len(data))
+        log = decode_log(data, LP_CONFIG, actual, ST76_EVENT_LOG)
+        self.assertEqual(log.entries[0], LogEntry(datetime(2024, 3, 1, 12, tzinfo=UTC), 47,
+                                                  True, 0, 1, 5, 2, b"\xaa"))  # fmt: skip
+        events = log_events("m1", log, ST76_EVENT_LOG)
+        self.assertEqual([e.code for e in events], ["std-47", "mfg-47"])
+        self.assertEqual(events[0].severity, Severity.CRITICAL)
+        self.assertIn("argument aa", events[1].text)
+
+    @given(st.binary(max_size=60))
+    def test_arbitrary_log_bytes_are_decoded_or_refused(self, data: bytes) -> None:
+        actual = ActualLog(
+            event_number=True,
+            history_seq_nbr=True,
+            history_data_length=1,
+            event_data_length=3,
+            nbr_history_entries=2,
+            nbr_event_entries=2,
+        )
+        for decode in (
+            lambda: ActualLog.decode(data, LP_CONFIG),
+            lambda: decode_log(data, LP_CONFIG, actual, ST74_HISTORY_LOG),
+            lambda: decode_log(data, LP_CONFIG, actual, ST76_EVENT_LOG),
+        ):
+            try:
+                result = decode()
+            except FrameError:
+                continue
+            if isinstance(result, LogData):
+                log_events("m", result, ST76_EVENT_LOG)
+
+
+class ProfileAndLogSessionTests(unittest.TestCase):
+    def test_session_reads_profile_and_logs_into_records(self) -> None:
+        data, _ = read_all()
+        records = data.to_records("m1", NOW)
+        blocks = [r for r in records if isinstance(r, IntervalBlock)]
+        events = [r for r in records if isinstance(r, MeterEvent)]
+        self.assertEqual({str(b.obis) for b in blocks}, {"1-0:1.29.0*255", "1-0:3.29.0*255"})
+        energy = next(b for b in blocks if b.obis.c == 1)
+        # The simulator started at NOW: two full blocks of history and the intervals since.
+        self.assertEqual(energy.start, NOW - timedelta(hours=12))
+        self.assertEqual(len(energy.values), 48)
+        self.assertEqual(
+            (energy.values[0], unit_text(energy.unit, energy.scaler)), (Decimal("0.225"), "kWh")
+        )
+        # The simulator's daily power failure is interval 10 (02:30).
+        self.assertEqual(energy.statuses.index(Quality.POWER_DOWN), 10)
+        self.assertEqual(
+            [e.code for e in events],
+            ["std-1", "std-2", "std-4", "std-20", "std-7", "std-44", "std-47", "std-48"],
+        )
+
+    def test_big_tables_come_in_partial_reads(self) -> None:
+        whole, _ = read_all()
+        parts, wire = read_all(packet_size=64, max_packets=2)
+        partial = [entry for entry in wire.meter.log if entry.startswith("read 64 at")]
+        self.assertGreater(len(partial), 1)
+        self.assertEqual(partial[0], "read 64 at 0+108")  # 2 x (64 - 8) - 4 bytes a part
+        self.assertEqual(parts.lp_blocks, whole.lp_blocks)
+        self.assertEqual(parts.history_log, whole.history_log)
+
+    def test_profile_and_events_can_be_left_out(self) -> None:
+        data, wire = read_all(profile=False, events=False)
+        self.assertFalse([e for e in wire.meter.log if e.startswith(("read 6", "read 7"))])
+        self.assertEqual((data.lp_blocks, data.history_log), ((), None))

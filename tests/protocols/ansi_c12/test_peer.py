@@ -165,3 +165,39 @@ class TermineterPtyTests(unittest.TestCase):
         self.assertTrue(out["logged_in"])
         self.assertEqual(out["general"]["serial"], "SIM0000001")
         self.assertEqual(out["clock"], "MAR 1 2024 12:0:5")
+
+
+def termineter_logs(url: str) -> list[dict[str, Any]]:
+    """termineter's own history-log reader (ST0, ST71, ST74) after a logon (in a thread)."""
+    from c1218.connection import Connection
+    from c1219.access.log import C1219LogAccess
+
+    conn = Connection(url, c1218_settings={"pktsize": 256, "nbrpkts": 4}, enable_cache=False)
+    conn.serial_h.timeout = 5
+    try:
+        assert conn.start() and conn.login(username="0000", userid=2, password="secret")
+        logs: list[dict[str, Any]] = C1219LogAccess(conn).logs
+        conn.logoff()
+        return logs
+    finally:
+        conn.serial_h.close()
+
+
+class TermineterLogTests(unittest.TestCase):
+    @inlineCallbacks
+    def test_termineter_reads_the_history_log(self) -> Any:
+        meter = SimulatedC12Meter(clock=fixed_clock)
+        port = reactor.listenTCP(0, C12MeterServerFactory(meter, reactor), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        logs = yield deferToThread(termineter_logs, f"socket://127.0.0.1:{port.getHost().port}")
+        # All eight entries as stored (termineter does not sort by the list header): five
+        # events, then three unused ones.
+        self.assertEqual(len(logs), 8)
+        self.assertEqual([e["Procedure Number"] for e in logs], [1, 2, 4, 20, 7, 0, 0, 0])
+        self.assertEqual([e["History Sequence Number"] for e in logs[:5]], [1, 2, 3, 4, 5])
+        self.assertEqual([e["User ID"] for e in logs[:5]], [0, 0, 0, 0, 2])
+        self.assertFalse(any(e["Std vs Mfg"] for e in logs))
+        # Started 12:00:05: power down three hours before, demand reset an hour before.
+        self.assertEqual(logs[0]["Time"], "MAR 1 2024 9:0:5")
+        self.assertEqual(logs[3]["Time"], "MAR 1 2024 11:0:5")
+        self.assertEqual(logs[1]["Arguments"], b"\x01\x00")

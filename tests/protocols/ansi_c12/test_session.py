@@ -16,7 +16,7 @@ from zope.interface.verify import verifyObject
 
 from fep.errors import ChannelError, ConfigError, SessionTimeout
 from fep.interfaces import IMeterProtocol
-from fep.model import Meter, Reading
+from fep.model import IntervalBlock, Meter, MeterEvent, Reading
 from fep.protocols.ansi_c12.c1218 import InsufficientSecurityClearance, NegotiateResponse
 from fep.protocols.ansi_c12.session import C1218Protocol, settings_for
 from fep.protocols.registry import meter_protocol
@@ -57,6 +57,11 @@ class LoopbackTests(unittest.TestCase):
         self.assertLess(abs((clock.meter_time - clock.received_time).total_seconds()), 2)
         self.assertEqual(self.factory.meter.log[-2:], ["logoff", "terminate"])
         self.assertEqual(self.factory.naks_sent, 0)
+        intervals = [r for r in records if isinstance(r, IntervalBlock)]
+        self.assertEqual({str(b.obis) for b in intervals}, {"1-0:1.29.0*255", "1-0:3.29.0*255"})
+        events = {r.code for r in records if isinstance(r, MeterEvent)}
+        self.assertEqual(events, {"std-1", "std-2", "std-4", "std-20", "std-7", "std-44",
+                                  "std-47", "std-48"})  # fmt: skip
 
     @inlineCallbacks
     def test_clock_deviation_reaches_the_reading(self) -> Any:
