@@ -13,6 +13,8 @@ the records back. Settings come from the meter's metadata (``fep read -o KEY=VAL
 ``c12_retries``    resends of a packet not ACKed (default 3)
 ``c12_ack_timeout`` seconds to wait for an ACK before resending (default 2, at most the
                    read's timeout, which bounds the wait for each answer)
+``c12_profile``, ``c12_events``  ``no`` leaves out the load profile (ST61-64) or the
+                   history and event logs (ST71/74/76); read when ST0 lists them
 ``tz``             the meter's zone for local clocks (default UTC)
 The meter's ``address`` (0..255), when given, is the C12.18 identity byte.
 """
@@ -108,6 +110,13 @@ def settings_for(meter: Meter, tz: tzinfo = UTC) -> ClientSettings:
                 f"not {meter.address!r}",
                 key="address",
             )
+
+    def flag(key: str) -> bool:
+        text = md.get(key, "yes").strip().lower()
+        if text not in ("yes", "no", "true", "false", "1", "0", "on", "off"):
+            raise ConfigError(f"meter {meter.id}: {key} is yes or no", key=key)
+        return text in ("yes", "true", "1", "on")
+
     user = md.get("c12_user", "fep").encode("latin-1")
     baud = number("c12_baud", 0) or None
     try:
@@ -124,6 +133,8 @@ def settings_for(meter: Meter, tz: tzinfo = UTC) -> ClientSettings:
             baud=baud,
             retries=number("c12_retries", 3),
             tz=zone,
+            profile=flag("c12_profile"),
+            events=flag("c12_events"),
         )
     except ValueError as e:
         raise ConfigError(f"meter {meter.id}: {e}") from None

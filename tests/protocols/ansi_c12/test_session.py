@@ -201,6 +201,7 @@ class SettingsTests(unittest.TestCase):
                 c12_max_packets="2",
                 c12_baud="9600",
                 c12_retries="5",
+                c12_profile="no",
                 tz="America/Chicago",
             )
         )
@@ -210,6 +211,7 @@ class SettingsTests(unittest.TestCase):
         )
         self.assertEqual((s.packet_size, s.max_packets, s.baud, s.retries), (512, 2, 9600, 5))
         self.assertEqual(str(s.tz), "America/Chicago")
+        self.assertEqual((s.profile, s.events), (False, True))
         self.assertNotIn("0102", repr(s))
 
     def test_bad_settings_name_their_key(self) -> None:
@@ -219,6 +221,7 @@ class SettingsTests(unittest.TestCase):
             "address": self.meter("300"),
             "tz": self.meter(tz="Mars/Olympus"),
             "c12_password": self.meter(c12_password="hex:xyz"),
+            "c12_events": self.meter(c12_events="maybe"),
         }
         for key, meter in cases.items():
             with self.assertRaises(ConfigError) as cm:
