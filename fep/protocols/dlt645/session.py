@@ -1,0 +1,317 @@
+"""The Twisted side of DL/T 645: ``Dlt645Protocol`` reads a meter over any client endpoint
+(TCP to a serial server or a GPRS modem in transparent mode, an RS-485 serial line) for
+``fep read`` and scheduled jobs.
+
+The session's state lives in ``client.py``; this module moves bytes, runs the answer timer
+on the reactor, logs what was skipped and hands the records back. Settings come from the
+meter's ``address`` (12 BCD digits; default ``AAAAAAAAAAAA``, the wildcard, for a
+point-to-point line) and its metadata (``fep read -o KEY=VALUE``):
+
+``dlt645_items``     comma list of data identifiers in hex (default: a head-end set)
+``dlt645_edition``   ``2007`` (default) or ``1997``
+``dlt645_wakeup``    ``yes`` (default): FE FE FE FE before each request; ``no``
+``dlt645_retries``   requests sent again after silence or a damaged answer (default 1)
+``dlt645_profile_blocks``  load records per read of DI 06000000-06000002 (default 4)
+``dlt645_profile_since``   start of a DI 06000001 read, ISO time (default: the last blocks)
+``dlt645_profile_period``  minutes between load records (default 15)
+``tz``               the meter's zone for its local clock (default UTC+8)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from fep.errors import ChannelError, ConfigError, ProtocolError, SessionTimeout
+from fep.interfaces import IMeterProtocol
+from fep.model import Meter, Record
+from fep.protocols.dlt645.client import (
+    Action,
+    ClientSettings,
+    Dlt645Client,
+    Failed,
+    Finished,
+    Noise,
+    Resent,
+    Send,
+    Skipped,
+)
+from fep.protocols.dlt645.dataid import DEFAULT_METER_TZ, parse_di
+from fep.protocols.dlt645.frames import WILDCARD_ADDRESS
+from fep.protocols.dlt645.services import PROTOCOL
+
+log = Logger(namespace="fep.protocols.dlt645")
+
+_YES = ("yes", "y", "true", "1", "on")
+_NO = ("no", "n", "false", "0", "off")
+
+
+def settings_for(meter: Meter, tz: tzinfo = DEFAULT_METER_TZ) -> ClientSettings:
+    """ClientSettings from a meter's address and metadata; ConfigError names the key."""
+    md = meter.metadata
+
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"meter {meter.id}: {key} {why}", key=key)
+
+    def number(key: str, default: int) -> int:
+        text = md.get(key, "").strip()
+        if not text:
+            return default
+        try:
+            return int(text)
+        except ValueError:
+            raise bad(key, "must be a whole number") from None
+
+    edition = number("dlt645_edition", 2007)
+    if edition not in (2007, 1997):
+        raise bad("dlt645_edition", f"is 2007 or 1997, not {edition}")
+    items: list[int] = []
+    for text in md.get("dlt645_items", "").replace(";", ",").split(","):
+        if not text.strip():
+            continue
+        try:
+            di = parse_di(text)
+        except ValueError:
+            raise bad("dlt645_items", f"has {text.strip()!r}, not a DI in hex") from None
+        if len(text.strip().replace(" ", "")) != (8 if edition == 2007 else 4):
+            raise bad("dlt645_items", f"has {text.strip()!r}: DL/T 645-{edition} DIs are "
+                      f"{8 if edition == 2007 else 4} hex digits")  # fmt: skip
+        items.append(di)
+    wakeup_text = md.get("dlt645_wakeup", "yes").strip().lower()
+    if wakeup_text not in _YES + _NO:
+        raise bad("dlt645_wakeup", "is yes or no")
+    zone = tz
+    if md.get("tz"):
+        try:
+            zone = ZoneInfo(md["tz"])
+        except (ZoneInfoNotFoundError, ValueError):
+            raise bad("tz", f"names no known time zone ({md['tz']!r})") from None
+    since: datetime | None = None
+    if md.get("dlt645_profile_since"):
+        try:
+            since = datetime.fromisoformat(md["dlt645_profile_since"].strip())
+        except ValueError:
+            raise bad("dlt645_profile_since", "is no ISO date and time") from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=zone)  # a bare time is the meter's wall clock
+    address = (meter.address or "").strip() or WILDCARD_ADDRESS
+    try:
+        return ClientSettings(
+            address=address,
+            edition=edition,
+            items=tuple(items),
+            wakeup=wakeup_text in _YES,
+            retries=number("dlt645_retries", 1),
+            meter=meter.id,
+            route=meter.route,
+            tz=zone,
+            profile_blocks=number("dlt645_profile_blocks", 4),
+            profile_since=since,
+            profile_period=timedelta(minutes=number("dlt645_profile_period", 15)),
+        )
+    except ValueError as e:
+        text = str(e)
+        key = "address" if "address" in text else "dlt645_items" if " DI " in text else None
+        raise ConfigError(f"meter {meter.id}: {e}", key=key) from None
+
+
+class Dlt645Session(Protocol):
+    """Drives one Dlt645Client over one connection; ``done`` fires with the records."""
+
+    def __init__(self, reactor: Any, meter: Meter, client: Dlt645Client, timeout: float) -> None:
+        self.reactor = reactor
+        self.meter = meter
+        self.client = client
+        self.timeout = timeout
+        self.done: Deferred[list[Record]] = Deferred()
+        self._timer: IDelayedCall | None = None
+        self._finished = False
+
+    def _log_fields(self) -> dict[str, Any]:
+        return {"meter": self.meter.id, "route": self.meter.route, "protocol": PROTOCOL}
+
+    # -- timer --------------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        self._disarm()
+        if not self._finished:
+            self._timer = self.reactor.callLater(self.timeout, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._run(self.client.timeout())
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def _run(self, actions: list[Action]) -> None:
+        sent = False
+        for action in actions:
+            if self._finished:
+                return
+            if isinstance(action, Send):
+                self.transport.write(action.data)  # type: ignore[union-attr]
+                sent = True
+            elif isinstance(action, Resent):
+                log.info(
+                    "{meter}: DL/T 645 request sent again ({why}, attempt {n})",
+                    why=action.why,
+                    n=action.attempt,
+                    **self._log_fields(),
+                )
+            elif isinstance(action, Noise):
+                log.info("{meter}: line noise skipped: {why}", why=action.why, **self._log_fields())
+            elif isinstance(action, Skipped):
+                log.info(
+                    "{meter}: DI {di} not read: {why}",
+                    di=action.di,
+                    why=action.why,
+                    **self._log_fields(),
+                )
+            elif isinstance(action, Finished):
+                self._finish(list(action.records))
+            elif isinstance(action, Failed):
+                self._fail(action.error)
+        if sent:
+            # The timer counts silence after each request.
+            self._arm()
+
+    def _summary(self) -> None:
+        c = self.client
+        log.info(
+            "{meter}: DL/T 645 read done: {records} records, {skipped} items skipped, "
+            "{noise} damaged frames, {garbage} garbage bytes, {resent} requests resent",
+            records=len(c.records),
+            skipped=len(c.skipped),
+            noise=c.noise,
+            garbage=c.line_garbage,
+            resent=c.resent,
+            stale=c.stale,
+            **self._log_fields(),
+        )
+
+    def _finish(self, records: list[Record]) -> None:
+        self._finished = True
+        self._disarm()
+        self._summary()
+        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.done.callback(records)
+
+    def _fail(self, error: ProtocolError) -> None:
+        if self._finished:
+            return
+        if isinstance(error, SessionTimeout):
+            error = SessionTimeout(
+                f"{error.message} within {self.timeout:.1f} s",
+                meter=error.meter,
+                route=error.route,
+                protocol=error.protocol,
+            )
+        self._finished = True
+        self._disarm()
+        self._summary()
+        transport = self.transport
+        if transport is not None:
+            abort = getattr(transport, "abortConnection", None)
+            (abort or transport.loseConnection)()
+        self.done.errback(Failure(error))
+
+    # -- Protocol -----------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self._run(self.client.start())
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._finished:
+            self._run(self.client.receive(data))
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        if not self._finished:
+            self._finished = True
+            self._disarm()
+            waiting = self.client.waiting_for or "the session"
+            self.done.errback(
+                Failure(
+                    ChannelError(
+                        f"connection lost waiting for {waiting}: {reason.getErrorMessage()}",
+                        route=self.meter.route,
+                    )
+                )
+            )
+
+
+class _OneShotFactory(ClientFactory):
+    noisy = False  # one per read: "Starting factory" lines would drown the log
+
+    def __init__(self, session: Dlt645Session) -> None:
+        self.session = session
+
+    def buildProtocol(self, addr: object) -> Protocol:
+        return self.session
+
+
+@implementer(IMeterProtocol)
+class Dlt645Protocol:
+    """DL/T 645-2007 (and 1997) reads: energy, instantaneous values, the clock, event
+    records and load profile, one data identifier at a time."""
+
+    name = PROTOCOL
+
+    def __init__(self, tz: tzinfo = DEFAULT_METER_TZ) -> None:
+        self.tz = tz
+
+    def read(
+        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+    ) -> Deferred[list[Record]]:
+        try:
+            settings = settings_for(meter, self.tz)
+        except ConfigError as e:
+            return fail(e)
+
+        def now() -> datetime:
+            return datetime.fromtimestamp(reactor.seconds(), UTC)
+
+        session = Dlt645Session(reactor, meter, Dlt645Client(settings, now=now), timeout)
+        connecting: Deferred[Any] = IStreamClientEndpoint(endpoint).connect(
+            _OneShotFactory(session)
+        )
+        guard = reactor.callLater(timeout, connecting.cancel)
+        result: Deferred[list[Record]] = Deferred()
+
+        def connected(_: object) -> None:
+            if guard.active():
+                guard.cancel()
+            session.done.chainDeferred(result)
+
+        def not_connected(failure: Failure) -> None:
+            if guard.active():
+                guard.cancel()
+            if failure.check(CancelledError):
+                error = ChannelError(f"no connection within {timeout:.1f} s", route=meter.route)
+            elif isinstance(failure.value, ChannelError):
+                error = failure.value
+                if error.route is None:
+                    error.route = meter.route
+            else:
+                error = ChannelError(
+                    f"cannot connect: {failure.getErrorMessage()}", route=meter.route
+                )
+            result.errback(Failure(error))
+
+        connecting.addCallbacks(connected, not_connected)
+        return result
+
+
+__all__ = ["Dlt645Protocol", "Dlt645Session", "settings_for"]
