@@ -3,7 +3,7 @@
 `make demo` runs `python -m fep.sim.demo`: it writes a config under var/demo, starts simulated
 IEC 62056-21 meters (polled over TCP, and one that pushes its readouts by itself) and DLMS/COSEM
 meters (one polled over the TCP wrapper with HLS-GMAC and suite-0 ciphering, one pushing
-ciphered Data-Notifications), registers
+ciphered Data-Notifications) and an ANSI C12.18 meter, registers
 them with `fep meters import`, runs `twistd -n fep`, and prints the newest stored readings
 every few seconds with `fep readings`. Ctrl-C stops the daemon cleanly (sessions finish, the
 spool is flushed into the store) and prints what was stored.
@@ -29,6 +29,7 @@ DLMS_EK = bytes(range(16)).hex()
 DLMS_AK = bytes(range(0xD0, 0xE0)).hex()
 DLMS_POLLED_TITLE = "4645505349000001"
 DLMS_PUSH_TITLE = "4645505349000002"
+C12_PASSWORD = "demo-c12"
 
 
 def _free_port() -> int:
@@ -61,27 +62,30 @@ def write_config(workdir: Path, push_port: int, period: float, dlms_push_port: i
     return config
 
 
-def write_meters(workdir: Path, sim_port: int, dlms_port: int) -> Path:
+def write_meters(workdir: Path, sim_port: int, dlms_port: int, c12_port: int) -> Path:
     csv = workdir / "meters.csv"
     rows = ["id,protocol,route,address,serial,site,dlms_auth,dlms_ek,dlms_ak,"
-            "dlms_server_system_title,dlms_objects"]
+            "dlms_server_system_title,dlms_objects,c12_password"]
     for i in range(POLLED):
         address = f"{10000000 + i + 1}"
         rows.append(
             f"LGZ-{i + 1:04d},iec62056-21,tcp:host=127.0.0.1:port={sim_port},{address},"
-            f"{address},demo feeder {i + 1},,,,,"
+            f"{address},demo feeder {i + 1},,,,,,"
         )
     rows.append(
-        f"PUSH-0001,iec62056-21,tcp:host=127.0.0.1:port=1,,{PUSH_ADDRESS},pushing site,,,,,")
+        f"PUSH-0001,iec62056-21,tcp:host=127.0.0.1:port=1,,{PUSH_ADDRESS},pushing site,,,,,,")
     # A DLMS meter polled over the TCP wrapper with HLS-GMAC and suite-0 ciphering, and one
     # that pushes ciphered Data-Notifications, found by its system title.
     objects = "8/0.0.1.0.0.255/2;3/1.0.1.8.0.255/2;3/1.0.2.8.0.255/2;3/1.0.32.7.0.255/2"
     rows.append(
         f"DLMS-0001,dlms,tcp:host=127.0.0.1:port={dlms_port},1,,dlms over the wrapper,"
-        f"high-gmac,{DLMS_EK},{DLMS_AK},{DLMS_POLLED_TITLE},\"{objects.replace(';', ',')}\"")
+        f"high-gmac,{DLMS_EK},{DLMS_AK},{DLMS_POLLED_TITLE},\"{objects.replace(';', ',')}\",")
     rows.append(
         f"DLMS-PUSH,dlms,tcp:host=127.0.0.1:port=1,,,dlms pushes,,{DLMS_EK},{DLMS_AK},"
-        f"{DLMS_PUSH_TITLE},")
+        f"{DLMS_PUSH_TITLE},,")
+    # An ANSI C12.18 meter (C12.19 tables) polled over TCP, with its security password.
+    rows.append(
+        f"C12-0001,ansi-c12.18,tcp:host=127.0.0.1:port={c12_port},,,c12 meter,,,,,,{C12_PASSWORD}")
     csv.write_text("\n".join(rows) + "\n")
     return csv
 
@@ -113,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     sim_port, push_port = _free_port(), _free_port()
-    dlms_port, dlms_push_port = _free_port(), _free_port()
+    dlms_port, dlms_push_port, c12_port = _free_port(), _free_port(), _free_port()
     config = write_config(workdir, push_port, args.period, dlms_push_port)
-    meters_csv = write_meters(workdir, sim_port, dlms_port)
+    meters_csv = write_meters(workdir, sim_port, dlms_port, c12_port)
     db = f"sqlite:{workdir}/fep.sqlite"
     fep = [sys.executable, "-m", "fep.cli", "--db", db]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -133,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
            "--meters", str(POLLED)])
     start([sys.executable, "-m", "fep.sim.dlms", "--tcp", str(dlms_port),
            "--system-title", DLMS_POLLED_TITLE, "--serial", "FEP0000001"])
+    start([sys.executable, "-m", "fep.sim.ansi_c12", "--tcp", str(c12_port),
+           "--password", C12_PASSWORD])
     subprocess.run([*fep, "db", "upgrade"], check=True, env=env)
     subprocess.run([*fep, "meters", "import", str(meters_csv)], check=True, env=env)
     daemon = start([_bin("twistd"), "--nodaemon", "--pidfile=", "--logfile=-", "fep",
@@ -154,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     started = time.monotonic()
     next_show = started + args.show_every
-    meter_ids = [f"LGZ-{i + 1:04d}" for i in range(POLLED)] + ["PUSH-0001", "DLMS-0001",
-                                                                  "DLMS-PUSH"]
+    meter_ids = [f"LGZ-{i + 1:04d}" for i in range(POLLED)] + [
+        "PUSH-0001", "DLMS-0001", "DLMS-PUSH", "C12-0001"]
     while not stop and daemon.poll() is None:
         time.sleep(0.2)
         if time.monotonic() >= next_show:
