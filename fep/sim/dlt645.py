@@ -262,13 +262,13 @@ class SimulatedDlt645Meter:
         if di >> 4 == 0xB61:
             return self.voltages[n - 1].quantize(Decimal(1))
         if di >> 4 == 0xB62:
-            return self.currents[n - 1].quantize(_TWO)
+            return abs(self.currents[n - 1]).quantize(_TWO)  # unsigned in 1997
         if di >> 4 == 0xB63:
-            return self.active_power(n)
+            return abs(self.active_power(n))
         if di >> 4 == 0xB64:
-            return self.reactive_power(n).quantize(_TWO)
+            return abs(self.reactive_power(n)).quantize(_TWO)
         if di >> 4 == 0xB65:
-            return self.power_factors[n]
+            return abs(self.power_factors[n])
         now = self.now().astimezone(self.tz)
         if di == 0xC010:
             return now.date().isoformat()

@@ -44,7 +44,14 @@ from fep.protocols.dlt645.dataid import (
     Kind,
     W,
 )
-from fep.protocols.dlt645.frames import WILDCARD_ADDRESS, Frame, FrameDecoder, encode_address
+from fep.protocols.dlt645.frames import (
+    PREAMBLE,
+    START,
+    WILDCARD_ADDRESS,
+    Frame,
+    FrameDecoder,
+    encode_address,
+)
 from fep.protocols.dlt645.services import (
     PROTOCOL,
     Function,
@@ -224,6 +231,19 @@ class ClientSettings:
 # ---------------------------------------------------------------------------
 
 
+class _Decoder(FrameDecoder):
+    """A FrameDecoder that tells FE wake-up bytes apart from other bytes it skips."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wakeup_bytes = 0
+
+    def _skip_garbage(self) -> None:
+        at = self._buffer.find(START)
+        self.wakeup_bytes += self._buffer[: len(self._buffer) if at < 0 else at].count(PREAMBLE)
+        super()._skip_garbage()
+
+
 class State(enum.Enum):
     IDLE = "idle"
     WAITING = "waiting for an answer"
@@ -241,7 +261,7 @@ class Dlt645Client:
         self.settings = settings
         self.now = now
         self.state = State.IDLE
-        self.decoder = FrameDecoder()
+        self.decoder = _Decoder()
         # Counters for the session's log line and tests.
         self.noise = 0  # damaged frames dropped
         self.stale = 0  # answers to requests already answered (after a resend)
@@ -283,8 +303,9 @@ class Dlt645Client:
 
     @property
     def line_garbage(self) -> int:
-        """Bytes skipped between frames (not counting the damaged frames themselves)."""
-        return self.decoder.skipped
+        """Bytes skipped between frames: not FE wake-up bytes, nor the first bytes of the
+        damaged frames themselves (``noise`` counts those)."""
+        return self.decoder.skipped - self.decoder.wakeup_bytes
 
     def _who(self) -> str:
         return f"meter {self.settings.meter or self.settings.address}"
