@@ -114,9 +114,10 @@ class SimulatedDlt645Meter:
     ``clock`` gives wall time (seconds); tests pass a fake one. ``clock_offset`` is how far
     the meter's own clock runs ahead (broadcast time and clock writes change it). Tariff
     registers split the totals by ``tariff_shares``; ``missing`` DIs are answered "no
-    requested data". ``max_data`` bounds a frame's data field: longer answers go out in
-    follow-up frames. ``profile_period`` (minutes, None for none) gives a load profile of
-    one record per period since ``started``.
+    requested data", ``refusals`` with the error status given. ``max_data`` bounds a
+    frame's data field: longer answers go out in follow-up frames. ``profile_period``
+    (minutes, None for none) gives a load profile of one record per period since
+    ``started``.
     """
 
     address: str = "000000123456"
@@ -140,6 +141,8 @@ class SimulatedDlt645Meter:
     meter_number: str = "202400000001"
     events: list[SimEvent] = attrs.Factory(_default_events)
     missing: set[int] = attrs.Factory(set)
+    # DI -> error status the meter answers a read of it with (e.g. 0x04: not authorised).
+    refusals: dict[int, int] = attrs.Factory(dict)
     passwords: dict[int, str] = attrs.Factory(lambda: {2: "123456", 4: "000000"})
     max_data: int = 200
     profile_period: int | None = 15
@@ -436,6 +439,8 @@ class SimulatedDlt645Meter:
         di = int.from_bytes(data[:4], "little")
         self.log.append(f"read {di:08X}")
         self._pending = None
+        if di in self.refusals:
+            return self._refuse(request, self.refusals[di])
         answer: bytes | None
         if di in (PROFILE_EARLIEST, PROFILE_SINCE, PROFILE_LATEST):
             answer = self._profile_request(di, data[4:])
