@@ -295,7 +295,7 @@ class SimulatedDlt645Meter:
                 return self._event_data(di)
         members = dataid.block_members(di, self.edition)
         if members:
-            parts = [self._encode(item) for item in members if item.di not in self.missing]
+            parts = [None if m.di in self.missing else self._encode(m) for m in members]
             present = [p for p in parts if p is not None]
             # Members run in order: a meter with fewer (tariffs, phases) stops early.
             data = b""
