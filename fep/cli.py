@@ -189,7 +189,7 @@ async def cmd_read(reactor: Any, args: argparse.Namespace) -> int:
         protocol=args.protocol,
         route=args.route,
         address=args.address,
-        metadata={**_dlms_options(args), **read_options(args.option)},
+        metadata={**_protocol_options(args), **read_options(args.option)},
     )
     records = await protocol.read(reactor, endpoint, meter, args.timeout)
     readings = [r for r in records if isinstance(r, Reading)]
@@ -218,8 +218,13 @@ _DLMS_OPTIONS = {
 }
 
 
-def _dlms_options(args: argparse.Namespace) -> dict[str, str]:
-    """The DLMS options given on the command line, as meter metadata."""
+def _protocol_options(args: argparse.Namespace) -> dict[str, str]:
+    """The protocol options given on the command line, as meter metadata."""
+    if args.protocol == "dlt645":
+        return {"dlt645_items": ",".join(args.di)} if args.di else {}
+    if args.protocol.startswith("ansi-c12"):
+        c12 = {"c12_password": args.password, "c12_user": args.user}
+        return {k: v for k, v in c12.items() if v is not None}
     metadata = {
         key: str(getattr(args, name))
         for name, key in _DLMS_OPTIONS.items()
@@ -383,6 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="a protocol setting kept in the meter's metadata (repeatable), e.g. "
         "-o dlt645_items=00010000,02010100",
     )
+    dlt645 = read.add_argument_group("DL/T 645 (--protocol dlt645)")
+    dlt645.add_argument(
+        "--di",
+        action="append",
+        default=[],
+        metavar="DI",
+        help="data identifier to read, hex (repeatable), e.g. --di 00010000",
+    )
+    c12 = read.add_argument_group("ANSI C12.18 (--protocol ansi-c12.18); --password is shared")
+    c12.add_argument("--user", help="C12.18 logon user name")
     dlms = read.add_argument_group("DLMS/COSEM (--protocol dlms)")
     dlms.add_argument(
         "objects",
@@ -396,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dlms.add_argument("--server-address", help="server logical[/physical] address")
     dlms.add_argument("--auth", choices=("none", "low", "high-gmac"), help="authentication")
-    dlms.add_argument("--password", help="LLS password")
+    dlms.add_argument("--password", help="DLMS LLS password, or the C12.18 security password")
     dlms.add_argument("--system-title", help="our system title (hex, 8 bytes)")
     dlms.add_argument("--ek", help="block cipher key (hex, 16 bytes)")
     dlms.add_argument("--ak", help="authentication key (hex, 16 bytes)")

@@ -9,6 +9,7 @@ from fep.interfaces import IMeterProtocol
 
 # name -> (module, class); imported on first use so the command line stays quick.
 _PROTOCOLS: dict[str, tuple[str, str]] = {
+    "ansi-c12": ("fep.protocols.ansi_c12.session", "C1218Protocol"),
     "ansi-c12.18": ("fep.protocols.ansi_c12.session", "C1218Protocol"),
     "dlms": ("fep.protocols.dlms.session", "DlmsProtocol"),
     "dlt645": ("fep.protocols.dlt645.session", "Dlt645Protocol"),
