@@ -3,7 +3,7 @@
 `make demo` runs `python -m fep.sim.demo`: it writes a config under var/demo, starts simulated
 IEC 62056-21 meters (polled over TCP, and one that pushes its readouts by itself) and DLMS/COSEM
 meters (one polled over the TCP wrapper with HLS-GMAC and suite-0 ciphering, one pushing
-ciphered Data-Notifications) and an ANSI C12.18 meter, registers
+ciphered Data-Notifications), an ANSI C12.18 meter and a DL/T 645 meter, registers
 them with `fep meters import`, runs `twistd -n fep`, and prints the newest stored readings
 every few seconds with `fep readings`. Ctrl-C stops the daemon cleanly (sessions finish, the
 spool is flushed into the store) and prints what was stored.
@@ -30,6 +30,7 @@ DLMS_AK = bytes(range(0xD0, 0xE0)).hex()
 DLMS_POLLED_TITLE = "4645505349000001"
 DLMS_PUSH_TITLE = "4645505349000002"
 C12_PASSWORD = "demo-c12"
+DLT645_ADDRESS = "000000123456"
 
 
 def _free_port() -> int:
@@ -62,7 +63,8 @@ def write_config(workdir: Path, push_port: int, period: float, dlms_push_port: i
     return config
 
 
-def write_meters(workdir: Path, sim_port: int, dlms_port: int, c12_port: int) -> Path:
+def write_meters(workdir: Path, sim_port: int, dlms_port: int, c12_port: int,
+                 dlt645_port: int) -> Path:
     csv = workdir / "meters.csv"
     rows = ["id,protocol,route,address,serial,site,dlms_auth,dlms_ek,dlms_ak,"
             "dlms_server_system_title,dlms_objects,c12_password"]
@@ -86,6 +88,10 @@ def write_meters(workdir: Path, sim_port: int, dlms_port: int, c12_port: int) ->
     # An ANSI C12.18 meter (C12.19 tables) polled over TCP, with its security password.
     rows.append(
         f"C12-0001,ansi-c12.18,tcp:host=127.0.0.1:port={c12_port},,,c12 meter,,,,,,{C12_PASSWORD}")
+    # A DL/T 645-2007 meter on a (simulated) RS-485 bus behind a TCP serial server.
+    rows.append(
+        f"DLT-0001,dlt645,tcp:host=127.0.0.1:port={dlt645_port},{DLT645_ADDRESS},,dlt645 meter,"
+        ",,,,,")
     csv.write_text("\n".join(rows) + "\n")
     return csv
 
@@ -118,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     sim_port, push_port = _free_port(), _free_port()
     dlms_port, dlms_push_port, c12_port = _free_port(), _free_port(), _free_port()
+    dlt645_port = _free_port()
     config = write_config(workdir, push_port, args.period, dlms_push_port)
-    meters_csv = write_meters(workdir, sim_port, dlms_port, c12_port)
+    meters_csv = write_meters(workdir, sim_port, dlms_port, c12_port, dlt645_port)
     db = f"sqlite:{workdir}/fep.sqlite"
     fep = [sys.executable, "-m", "fep.cli", "--db", db]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -139,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
            "--system-title", DLMS_POLLED_TITLE, "--serial", "FEP0000001"])
     start([sys.executable, "-m", "fep.sim.ansi_c12", "--tcp", str(c12_port),
            "--password", C12_PASSWORD])
+    start([sys.executable, "-m", "fep.sim.dlt645", "--port", str(dlt645_port),
+           "--address", DLT645_ADDRESS])
     subprocess.run([*fep, "db", "upgrade"], check=True, env=env)
     subprocess.run([*fep, "meters", "import", str(meters_csv)], check=True, env=env)
     daemon = start([_bin("twistd"), "--nodaemon", "--pidfile=", "--logfile=-", "fep",
@@ -161,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     next_show = started + args.show_every
     meter_ids = [f"LGZ-{i + 1:04d}" for i in range(POLLED)] + [
-        "PUSH-0001", "DLMS-0001", "DLMS-PUSH", "C12-0001"]
+        "PUSH-0001", "DLMS-0001", "DLMS-PUSH", "C12-0001", "DLT-0001"]
     while not stop and daemon.poll() is None:
         time.sleep(0.2)
         if time.monotonic() >= next_show:
