@@ -25,13 +25,14 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from twisted.internet.defer import CancelledError, Deferred, fail
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from fep.channels.endpoints import run_session
 from fep.errors import ChannelError, ConfigError, SessionTimeout
 from fep.interfaces import IMeterProtocol, ISerialLine
 from fep.model import Meter, Record, utcnow
@@ -319,15 +320,6 @@ class C1218Session(Protocol):
             )
 
 
-class _OneShotFactory(ClientFactory):
-    noisy = False  # one per read: "Starting factory" lines would drown the log
-
-    def __init__(self, session: C1218Session) -> None:
-        self.session = session
-
-    def buildProtocol(self, addr: object) -> Protocol:
-        return self.session
-
 
 @implementer(IMeterProtocol)
 class C1218Protocol:
@@ -362,33 +354,9 @@ class C1218Protocol:
 
         client = C1218Client(settings, now=now)
         session = C1218Session(reactor, meter, client, timeout, ack_timeout)
-        connecting: Deferred[Any] = IStreamClientEndpoint(endpoint).connect(
-            _OneShotFactory(session)
+        result: Deferred[list[Record]] = run_session(
+            reactor, endpoint, session, meter.route, timeout
         )
-        guard = reactor.callLater(timeout, connecting.cancel)
-        result: Deferred[list[Record]] = Deferred()
-
-        def connected(_: object) -> None:
-            if guard.active():
-                guard.cancel()
-            session.done.chainDeferred(result)
-
-        def not_connected(failure: Failure) -> None:
-            if guard.active():
-                guard.cancel()
-            if failure.check(CancelledError):
-                error = ChannelError(f"no connection within {timeout:.1f} s", route=meter.route)
-            elif isinstance(failure.value, ChannelError):
-                error = failure.value
-                if error.route is None:
-                    error.route = meter.route
-            else:
-                error = ChannelError(
-                    f"cannot connect: {failure.getErrorMessage()}", route=meter.route
-                )
-            result.errback(Failure(error))
-
-        connecting.addCallbacks(connected, not_connected)
         return result
 
 

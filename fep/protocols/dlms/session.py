@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from fep.channels.endpoints import connect_within
 from fep.errors import ConfigError, FrameError, ProtocolError, SessionTimeout
 from fep.interfaces import IMeterProtocol, IRecordSink
 from fep.model import Meter, ObisCode, Reading, Record
@@ -593,12 +594,10 @@ async def open_session(
         settings, invocation_counter=invocation_counter, counter_limit=counter_limit
     )
     link_impl: _Link = _HdlcLink(link) if link.kind == LinkKind.HDLC else _WrapperLink(link)
-    factory = Factory.forProtocol(
-        lambda: DlmsConnection(
-            reactor, client, link_impl, timeout=timeout, retries=link.retries, on_push=on_push
-        )
+    connection = DlmsConnection(
+        reactor, client, link_impl, timeout=timeout, retries=link.retries, on_push=on_push
     )
-    connection = await endpoint.connect(factory)
+    await connect_within(reactor, endpoint, connection, settings.route, timeout)
     return DlmsSession(connection)
 
 

@@ -12,13 +12,14 @@ from datetime import UTC, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from twisted.internet.defer import CancelledError, Deferred, fail
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
-from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from fep.channels.endpoints import run_session
 from fep.errors import ChannelError, ConfigError, FrameError, ProtocolError, SessionTimeout
 from fep.interfaces import IMeterProtocol, IRecordSink, ISerialLine
 from fep.model import Meter, Record, utcnow
@@ -202,14 +203,6 @@ class _ReadoutSession(Protocol):
             )
 
 
-class _OneShotFactory(ClientFactory):
-    noisy = False  # one per read: "Starting factory" lines would drown the log
-    def __init__(self, session: _ReadoutSession) -> None:
-        self.session = session
-
-    def buildProtocol(self, addr: object) -> Protocol:
-        return self.session
-
 
 @implementer(IMeterProtocol)
 class IecReadoutProtocol:
@@ -236,34 +229,9 @@ class IecReadoutProtocol:
                     ConfigError(f"meter {meter.id}: unknown time zone {zone_name!r}", key="tz")
                 )
         session = _ReadoutSession(reactor, meter, timeout, tz)
-        connecting: Deferred[Any] = IStreamClientEndpoint(endpoint).connect(
-            _OneShotFactory(session)
+        result: Deferred[list[Record]] = run_session(
+            reactor, endpoint, session, meter.route, timeout
         )
-        guard = reactor.callLater(timeout, connecting.cancel)
-
-        result: Deferred[list[Record]] = Deferred()
-
-        def connected(_: object) -> None:
-            if guard.active():
-                guard.cancel()
-            session.done.chainDeferred(result)
-
-        def not_connected(failure: Failure) -> None:
-            if guard.active():
-                guard.cancel()
-            if failure.check(CancelledError):
-                error = ChannelError(f"no connection within {timeout:.1f} s", route=meter.route)
-            elif isinstance(failure.value, ChannelError):
-                error = failure.value
-                if error.route is None:
-                    error.route = meter.route
-            else:
-                error = ChannelError(
-                    f"cannot connect: {failure.getErrorMessage()}", route=meter.route
-                )
-            result.errback(Failure(error))
-
-        connecting.addCallbacks(connected, not_connected)
         return result
 
 

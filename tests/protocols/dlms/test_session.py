@@ -152,6 +152,16 @@ class SessionTests(unittest.TestCase):
         self.assertIn("SNRM", str(caught.exception))
         self.assertEqual(caught.exception.meter, "m1")
 
+    async def test_refused_connection_is_a_channel_error_naming_the_route(self) -> None:
+        from fep.errors import ChannelError
+
+        closed = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.port = closed.getHost().port
+        await closed.stopListening()
+        with self.assertRaises(ChannelError) as caught:
+            await self.read(self.meter())
+        self.assertEqual(caught.exception.route, f"tcp:host=127.0.0.1:port={self.port}")
+
     def test_registry_knows_dlms(self) -> None:
         self.assertEqual(meter_protocol("dlms").name, "dlms")
 
