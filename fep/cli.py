@@ -179,18 +179,19 @@ async def _with_store(
 
 
 async def cmd_read(reactor: Any, args: argparse.Namespace) -> int:
-    from fep.channels.endpoints import client_endpoint
+    from fep.channels.routes import Channels
+    from fep.collect.directory import addressed
     from fep.protocols.registry import meter_protocol
 
     protocol = meter_protocol(args.protocol)
-    endpoint = client_endpoint(reactor, args.route)
-    meter = Meter(
+    endpoint = Channels(reactor).endpoint_for(args.route)
+    meter = addressed(Meter(
         id=args.meter or args.address or args.route,
         protocol=args.protocol,
         route=args.route,
         address=args.address,
         metadata={**_protocol_options(args), **read_options(args.option)},
-    )
+    ))
     records = await protocol.read(reactor, endpoint, meter, args.timeout)
     readings = [r for r in records if isinstance(r, Reading)]
     write_rows([reading_row(r) for r in readings], READING_COLUMNS, args.format)

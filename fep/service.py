@@ -19,6 +19,7 @@ from twisted.logger import (
     jsonFileLogObserver,
 )
 
+from fep.channels.routes import Channels
 from fep.collect.directory import MeterDirectory
 from fep.collect.poller import PeriodicReader
 from fep.config import Config
@@ -62,6 +63,7 @@ class FepService(service.MultiService):
             flush_timeout=config.spool.flush_timeout,
         )
         self.directory = MeterDirectory(self.store)
+        self.channels = Channels(reactor)
         self.reader = PeriodicReader(
             reactor,
             self.directory,
@@ -69,6 +71,7 @@ class FepService(service.MultiService):
             period=config.collect.period,
             timeout=config.collect.timeout,
             concurrency=config.collect.concurrency,
+            endpoint_for=self.channels,
         )
         self.listeners: list[service.Service] = []
         if config.push.iec62056_21:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import attrs
 from twisted.internet.defer import Deferred
 
+from fep.channels.routes import device_address
 from fep.interfaces import IStore
 from fep.model import Meter
 
@@ -62,3 +64,13 @@ class MeterDirectory:
     def by_system_title(self, system_title: bytes) -> Meter | None:
         """The DLMS meter whose record gives this system title (``dlms_server_system_title``)."""
         return self._by_system_title.get(system_title)
+
+
+def addressed(meter: Meter) -> Meter:
+    """The meter with its device address taken from its route (``...@ADDRESS``) when the
+    meter list gives none."""
+    if meter.address is None:
+        address = device_address(meter.route)
+        if address is not None:
+            return attrs.evolve(meter, address=address)
+    return meter

@@ -1,5 +1,7 @@
 """Fixed-period reading of the stored meters: each meter is read once per period through its
-route and protocol, and its records go to the record sink.
+route and protocol, and its records go to the record sink. Meters sharing a line (a bus, a
+modem, a serial-server port) are read one after the other, in list order, so waiting for the
+line never counts against a meter's timeout.
 
 This is the daemon's simple collection loop until the task-based engine replaces it.
 """
@@ -15,7 +17,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from fep.channels.endpoints import client_endpoint
-from fep.collect.directory import MeterDirectory
+from fep.channels.routes import resource_of
+from fep.collect.directory import MeterDirectory, addressed
 from fep.errors import FepError
 from fep.interfaces import IMeterProtocol, IRecordSink
 from fep.model import Meter
@@ -80,19 +83,39 @@ class PeriodicReader(service.Service):
             except FepError as e:
                 log.warn("cannot refresh the meter list: {error}", error=e)
                 meters = self._directory.all()
+            lines: dict[str, list[Meter]] = {}
             for meter in meters:
-                if meter.id not in self._in_flight and self.running:
-                    d = self._semaphore.run(self.read_meter, meter)
+                if meter.id in self._in_flight or not self.running:
+                    continue
+                try:
+                    line = resource_of(meter.route)
+                except FepError as e:
+                    self.reads_failed += 1
+                    log.warn("meter {meter}: {error}", meter=meter.id, error=e)
+                    continue
+                lines.setdefault(line, []).append(meter)
+            for on_line in lines.values():
+                d = self._semaphore.run(self._read_line, on_line)
+                for meter in on_line:
                     self._in_flight[meter.id] = d
-                    d.addBoth(self._done, meter.id)
+                d.addBoth(self._done, [meter.id for meter in on_line])
 
         return Deferred.fromCoroutine(run())
 
-    def _done(self, result: object, meter_id: str) -> None:
-        self._in_flight.pop(meter_id, None)
+    def _done(self, result: object, meter_ids: list[str]) -> None:
+        for meter_id in meter_ids:
+            self._in_flight.pop(meter_id, None)
+
+    async def _read_line(self, meters: list[Meter]) -> None:
+        for meter in meters:
+            if not self.running:
+                return
+            await self.read_meter(meter)
 
     def read_meter(self, meter: Meter) -> Deferred[None]:
         """One read of one meter; failures are logged and counted, never raised."""
+
+        meter = addressed(meter)
 
         async def run() -> None:
             try:

@@ -1,0 +1,189 @@
+"""Routes: how a meter is reached, parsed and validated, and the channel set that turns a
+route into a byte pipe under the medium's limits (one session at a time per line, bus,
+modem or serial-server port).
+
+Route syntax (docs/routes.md)::
+
+    SCHEME:ARGS[@ADDRESS]
+
+``tcp:host=10.1.2.3:port=4059``, ``serial:/dev/ttyS1:baudrate=9600:parity=E``,
+``rfc2217:host=10.0.0.5:port=4001``, ``gprs:imei=356938035643809``, ``dialup:+541143210000``;
+``@ADDRESS`` names one device on a shared line (HDLC physical address, IEC 62056-21 device
+address, DL/T 645 address) and is the meter's address when the meter list gives none.
+Schemes without a registered channel are Twisted endpoint strings (``tcp``, ``unix``,
+``serial``, and any endpoint plugin).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from zope.interface import implementer
+
+from fep.channels.endpoints import client_endpoint
+from fep.errors import RouteError
+
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
+# A device address: decimal, hex or a DL/T 645/meter number; no ':' or '=' (those belong to
+# the endpoint arguments, so an '@' inside them is not taken as an address).
+_ADDRESS = re.compile(r"^[0-9A-Za-z_.-]{1,32}$")
+
+
+@attrs.frozen
+class Route:
+    """A parsed route: its scheme, the line it names (``line``: the route without the device
+    address, the key of the resource one session at a time may use) and the device address."""
+
+    text: str
+    scheme: str
+    line: str
+    address: str | None = None
+
+    @property
+    def args(self) -> str:
+        """What follows ``SCHEME:`` on the line."""
+        return self.line[len(self.scheme) + 1 :]
+
+    def params(self) -> dict[str, str]:
+        """The ``key=value`` arguments (``gprs:imei=...``); positional ones are left out."""
+        out: dict[str, str] = {}
+        for part in self.args.split(":"):
+            key, sep, value = part.partition("=")
+            if sep:
+                out[key.strip()] = value.strip()
+        return out
+
+
+def parse_route(text: str) -> Route:
+    """``text`` as a Route; RouteError says what is wrong with it."""
+    stripped = text.strip()
+    scheme, sep, rest = stripped.partition(":")
+    if not sep or not rest:
+        raise RouteError(
+            f"route {text!r}: expected SCHEME:ARGS, e.g. tcp:host=10.1.2.3:port=4059, "
+            "serial:/dev/ttyS1:baudrate=9600, gprs:imei=356938035643809",
+            route=text,
+        )
+    scheme = scheme.lower()
+    if not _SCHEME.match(scheme):
+        raise RouteError(f"route {text!r}: bad scheme {scheme!r}", route=text)
+    line, address = stripped, None
+    head, at, tail = stripped.rpartition("@")
+    if at and _ADDRESS.match(tail) and ":" in head:
+        line, address = head, tail
+    elif at and not tail:
+        raise RouteError(f"route {text!r}: empty device address after '@'", route=text)
+    return Route(text=stripped, scheme=scheme, line=line, address=address)
+
+
+def resource_of(route: str) -> str:
+    """The resource a session on ``route`` occupies: its line (all devices of one bus or
+    modem share it)."""
+    return parse_route(route).line
+
+
+class _LeaseReleasingFactory(WrappingFactory):
+    """Wraps the session's factory so the lease is released when its connection ends. The
+    wrapper provides what the transport provides (ISerialLine for a baud switch)."""
+
+    protocol = ProtocolWrapper
+    noisy = False
+
+    def __init__(self, wrapped: IProtocolFactory, release: Callable[[], None]) -> None:
+        super().__init__(wrapped)
+        self._release: Callable[[], None] | None = release
+
+    def release(self) -> None:
+        if self._release is not None:
+            release, self._release = self._release, None
+            release()
+
+    def unregisterProtocol(self, p: Any) -> None:
+        super().unregisterProtocol(p)
+        self.release()
+
+
+@implementer(IStreamClientEndpoint)
+class LeasedEndpoint:
+    """An endpoint used by one connection at a time: connect waits for the line's lease
+    (first come, first served) and the lease is held until that connection is lost."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint, lock: DeferredLock) -> None:
+        self._endpoint = endpoint
+        self._lock = lock
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        async def run() -> IProtocol:
+            await self._lock.acquire()
+            factory = _LeaseReleasingFactory(protocolFactory, self._lock.release)
+            try:
+                wrapper = await self._endpoint.connect(factory)
+            except BaseException:
+                factory.release()
+                raise
+            inner: IProtocol = wrapper.wrappedProtocol  # type: ignore[attr-defined]
+            return inner
+
+        return Deferred.fromCoroutine(run())
+
+
+EndpointFactory = Callable[[Route], IStreamClientEndpoint]
+
+
+class Channels:
+    """The channel layer's one entry: routes to byte pipes. Channels that are more than an
+    endpoint string (GPRS sessions, the dial-up modem pool) register their scheme here."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self._schemes: dict[str, EndpointFactory] = {}
+        self._locks: dict[str, DeferredLock] = {}
+
+    def register_scheme(self, scheme: str, factory: EndpointFactory) -> None:
+        self._schemes[scheme] = factory
+
+    def schemes(self) -> list[str]:
+        return sorted(self._schemes)
+
+    def lock_for(self, line: str) -> DeferredLock:
+        lock = self._locks.get(line)
+        if lock is None:
+            lock = self._locks[line] = DeferredLock()
+        return lock
+
+    def busy(self) -> dict[str, int]:
+        """Lines in use and how many sessions wait for each (for the operator)."""
+        return {
+            line: len(lock.waiting) + 1 for line, lock in self._locks.items() if lock.locked
+        }
+
+    def endpoint_for(self, route: str) -> IStreamClientEndpoint:
+        """The endpoint a session on ``route`` connects through; RouteError when the route
+        is not valid or names a channel this node does not have."""
+        parsed = parse_route(route)
+        factory = self._schemes.get(parsed.scheme)
+        if factory is not None:
+            endpoint = factory(parsed)
+        elif parsed.scheme in ("gprs", "dialup"):
+            raise RouteError(
+                f"route {route!r}: no {parsed.scheme} channel is configured on this node",
+                route=route,
+            )
+        else:
+            endpoint = client_endpoint(self.reactor, parsed.line)
+        return LeasedEndpoint(endpoint, self.lock_for(parsed.line))
+
+    def __call__(self, reactor: Any, route: str) -> IStreamClientEndpoint:
+        """The ``endpoint_for(reactor, route)`` signature the collection side takes."""
+        return self.endpoint_for(route)
+
+
+def device_address(route: str) -> str | None:
+    """The ``@ADDRESS`` of a route, or None."""
+    return parse_route(route).address

@@ -1,0 +1,125 @@
+"""Routes: parsing with clear errors, and one session at a time per line."""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+from zope.interface import directlyProvides, implementer
+
+from fep.channels.endpoints import connect_within
+from fep.channels.routes import Channels, parse_route, resource_of
+from fep.errors import ChannelError, RouteError
+from fep.interfaces import ISerialLine
+
+
+class ParseRouteTests(unittest.TestCase):
+    def test_device_address_is_split_from_the_line(self) -> None:
+        route = parse_route("serial:/dev/ttyS1:baudrate=9600:parity=E@17")
+        self.assertEqual(route.scheme, "serial")
+        self.assertEqual(route.line, "serial:/dev/ttyS1:baudrate=9600:parity=E")
+        self.assertEqual(route.address, "17")
+
+    def test_route_without_address(self) -> None:
+        route = parse_route("tcp:host=10.1.2.3:port=4059")
+        self.assertIsNone(route.address)
+        self.assertEqual(route.params(), {"host": "10.1.2.3", "port": "4059"})
+
+    def test_gprs_route_params(self) -> None:
+        self.assertEqual(parse_route("gprs:imei=356938035643809").params(),
+                         {"imei": "356938035643809"})
+
+    def test_devices_of_one_bus_share_a_resource(self) -> None:
+        self.assertEqual(resource_of("serial:/dev/ttyS1:9600@1"),
+                         resource_of("serial:/dev/ttyS1:9600@000000000002"))
+
+    def test_bad_routes_name_the_route(self) -> None:
+        for text in ("", "nocolon", "tcp:", "9x:1", "serial:/dev/ttyS1@"):
+            with self.assertRaises(RouteError) as caught:
+                parse_route(text)
+            self.assertEqual(caught.exception.route, text)
+
+    def test_unconfigured_channel_is_a_route_error(self) -> None:
+        with self.assertRaises(RouteError) as caught:
+            Channels(reactor).endpoint_for("gprs:imei=356938035643809")
+        self.assertIn("no gprs channel", str(caught.exception))
+
+
+class _Held(Protocol):
+    def __init__(self) -> None:
+        self.lost: Deferred[None] = Deferred()
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.lost.callback(None)
+
+
+class OneSessionPerLineTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.accepted: list[Protocol] = []
+        outer = self
+
+        class Server(Protocol):
+            def connectionMade(self) -> None:
+                outer.accepted.append(self)
+
+        d = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            Factory.forProtocol(Server))
+
+        def listening(port: object) -> None:
+            self.port = port
+            self.addCleanup(port.stopListening)  # type: ignore[attr-defined]
+
+        return d.addCallback(listening)
+
+    async def test_second_session_waits_until_the_first_connection_ends(self) -> None:
+        channels = Channels(reactor)
+        route = f"tcp:127.0.0.1:{self.port.getHost().port}"  # type: ignore[attr-defined]
+        first, second = _Held(), _Held()
+        await connect_within(reactor, channels.endpoint_for(route + "@1"), first, route, 5)
+        waiting = connect_within(reactor, channels.endpoint_for(route + "@2"), second, route, 5)
+        self.assertFalse(waiting.called)
+        self.assertEqual(channels.busy(), {route: 2})
+        first.transport.loseConnection()  # type: ignore[union-attr]
+        await waiting
+        self.assertIs(second.transport.wrappedProtocol, second)  # type: ignore[union-attr]
+        second.transport.loseConnection()  # type: ignore[union-attr]
+        await second.lost
+        self.assertEqual(channels.busy(), {})
+
+    async def test_failed_connect_releases_the_line(self) -> None:
+        channels = Channels(reactor)
+        self.port.stopListening()  # type: ignore[attr-defined]
+        route = f"tcp:127.0.0.1:{self.port.getHost().port}"  # type: ignore[attr-defined]
+        with self.assertRaises(ChannelError):
+            await connect_within(reactor, channels.endpoint_for(route), _Held(), route, 5)
+        self.assertEqual(channels.busy(), {})
+
+
+@implementer(IStreamClientEndpoint)
+class _SerialLikeEndpoint:
+    def connect(self, factory):  # type: ignore[no-untyped-def]
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        transport.set_baudrate = lambda baud: setattr(transport, "baud", baud)  # type: ignore[attr-defined]
+        directlyProvides(transport, ISerialLine)
+        protocol.makeConnection(transport)
+        from twisted.internet.defer import succeed
+
+        return succeed(protocol)
+
+
+class LineControlTests(unittest.TestCase):
+    async def test_session_still_sees_a_serial_line(self) -> None:
+        channels = Channels(reactor)
+        channels.register_scheme("fake", lambda route: _SerialLikeEndpoint())
+        session = _Held()
+        await connect_within(reactor, channels.endpoint_for("fake:x@3"), session, "fake:x", 5)
+        line = session.transport
+        self.assertTrue(ISerialLine.providedBy(line))
+        ISerialLine(line).set_baudrate(9600)
+        self.assertEqual(line.wrappedProtocol, session)  # type: ignore[union-attr]
+        self.assertEqual(line.transport.baud, 9600)  # type: ignore[union-attr]
