@@ -4,15 +4,11 @@ read end to end by ``fep read --protocol ansi-c12.18`` (TCP and a socat pty pair
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from fep.protocols.ansi_c12.c1218 import (
@@ -51,8 +47,8 @@ from fep.protocols.ansi_c12.c1219 import (
 )
 from fep.sim.ansi_c12 import MeterState, SimulatedC12Meter
 from tests.channels.test_serialport import socat_pty_pair
+from tests.processes import fep_command, start_module
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 T0 = 1_700_000_000.0
 
 
@@ -232,46 +228,14 @@ class ProfileAndLogTests(unittest.TestCase):
         self.assertEqual(first.timestamp(), self.clock.now - 3 * 3600)
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
-
-@inlineCallbacks
-def start_simulator(case: unittest.TestCase, *args: str) -> Any:
-    """Run ``python -m fep.sim.ansi_c12 ARGS``; fires with its first stdout line."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fep.sim.ansi_c12", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=str(ROOT),
-        env=_env(),
-    )
-
-    def stop() -> None:
-        proc.terminate()
-        proc.wait(10)
-        assert proc.stdout is not None
-        proc.stdout.close()
-
-    case.addCleanup(stop)
-    assert proc.stdout is not None
-    line = yield deferToThread(proc.stdout.readline)
-    return line.strip()
+def start_simulator(case: unittest.TestCase, *args: str) -> Deferred[str]:
+    """Run ``python -m fep.sim.ansi_c12 ARGS``; fires with its first line."""
+    return start_module(case, "fep.sim.ansi_c12", *args)
 
 
 def fep_read(*args: str) -> Deferred[subprocess.CompletedProcess[str]]:
-    return deferToThread(
-        subprocess.run,
-        [sys.executable, "-m", "fep.cli", "read", "--protocol", "ansi-c12.18", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=str(ROOT),
-        env=_env(),
-    )
+    return fep_command("read", "--protocol", "ansi-c12.18", *args)
 
 
 class CommandLineTests(unittest.TestCase):
