@@ -58,13 +58,17 @@ from fep.protocols.ansi_c12.c1219 import (
     ActualLoadProfile,
     ActualLog,
     ActualRegisters,
+    ActualSources,
     Clock,
     CurrentRegisters,
     DataBlock,
     DataSelection,
+    DemandControl,
+    DemandInterval,
     DemandRecord,
     DeviceId,
     EdMode,
+    ElectricConstants,
     GeneralConfig,
     ListStatus,
     LogData,
@@ -78,14 +82,19 @@ from fep.protocols.ansi_c12.c1219 import (
     ManufacturerId,
     ModeStatus,
     NiFormat,
+    SetConstants,
+    SourceLink,
     StdStatus,
     TimeBase,
     TimeFormat,
     UomEntry,
+    encode_constants,
     encode_current_registers,
+    encode_data_control,
     encode_log,
     encode_lp_data,
     encode_lp_selection,
+    encode_source_links,
     encode_uom_entries,
 )
 
@@ -124,7 +133,12 @@ DEFAULT_UOMS: tuple[UomEntry, ...] = (
     UomEntry(0, TimeBase.BLOCK_DEMAND, _KILO, q1=True, q4=True),
     UomEntry(8, TimeBase.INSTANTANEOUS, 0, segmentation=5),
 )
-_STD_TABLES = frozenset({0, 1, 3, 5, 12, 21, 22, 23, 52, 61, 62, 63, 64, 71, 74, 76})
+# ST14 identifiers of those five sources (DATA_CTRL_LENGTH 4, manufacturer-defined).
+DATA_CONTROL_IDS: tuple[bytes, ...] = (b"+A  ", b"-A  ", b"+R  ", b"+P  ", b"U1  ")
+DEMAND_MINUTES = 15
+_STD_TABLES = frozenset(
+    {0, 1, 3, 5, 11, 12, 13, 14, 15, 16, 21, 22, 23, 52, 61, 62, 63, 64, 71, 74, 76}
+)
 # Load profile: 15-minute intervals, 24 to a block, 4 blocks kept (a day), two channels
 # (+A and +R energy per interval, UINT16 in watt-hours: scalar 1, divisor 1000 of kWh).
 LP_MINUTES = 15
@@ -167,6 +181,9 @@ class SimulatedC12Meter:
     max_packet_size: int = 1024
     max_packets: int = 8
     bauds: frozenset[int] = frozenset(BAUD_CODES)
+    # The instrument-transformer multiplier (ST15) the reader applies to energy and
+    # demand (ST16 CONSTANT_TO_BE_APPLIED): the registers count secondary values.
+    multiplier: Decimal = Decimal(1)
     state: MeterState = MeterState.BASE
     secured: bool = False
     user: bytes = b""
@@ -218,6 +235,52 @@ class SimulatedC12Meter:
         return tuple(r.uom for r in self.registers) + DEFAULT_UOMS[3:]
 
     @property
+    def actual_sources(self) -> ActualSources:
+        n = len(self.uoms)
+        return ActualSources(
+            reset_exclude=True,
+            block_demand=True,
+            set1_present=True,
+            nbr_uom_entries=n,
+            nbr_demand_ctrl_entries=n,
+            data_ctrl_length=4,
+            nbr_data_ctrl_entries=n,
+            nbr_constants_entries=n,
+            nbr_sources=n,
+        )
+
+    @property
+    def demand_control(self) -> DemandControl:
+        interval = DemandInterval(length=DEMAND_MINUTES)
+        return DemandControl(reset_exclusion=5, intervals=(interval,) * len(self.uoms))
+
+    @property
+    def constants(self) -> tuple[ElectricConstants, ...]:
+        """Energy and demand sources carry the transformer multiplier (set 1 not applied
+        by the meter); the voltage source 1."""
+        n = len(self.uoms)
+        ratio = SetConstants(False, self.multiplier, Decimal(1))
+        scaled = ElectricConstants(self.multiplier, Decimal(0), ratio)
+        plain = ElectricConstants(Decimal(1), Decimal(0), SetConstants(True, Decimal(1),
+                                                                       Decimal(1)))  # fmt: skip
+        return tuple(scaled if i < n - 1 else plain for i in range(n))
+
+    @property
+    def source_links(self) -> tuple[SourceLink, ...]:
+        n = len(self.uoms)
+        energy = SourceLink(uom_entry=True, data_ctrl=True, constants=True,
+                            constant_to_be_applied=True)  # fmt: skip
+        demand = attrs.evolve(energy, demand_ctrl=True)
+        volts = SourceLink(uom_entry=True, data_ctrl=True)
+        return tuple(volts if i == n - 1 else demand if i == n - 2 else energy for i in range(n))
+
+    @property
+    def data_control_ids(self) -> tuple[bytes, ...]:
+        ids = DATA_CONTROL_IDS
+        n = len(self.uoms)
+        return tuple(ids[i] if i < len(ids) else f"S{i:<3d}".encode() for i in range(n))
+
+    @property
     def selection(self) -> DataSelection:
         n = len(self.registers)
         return DataSelection(
@@ -265,8 +328,18 @@ class SimulatedC12Meter:
             return ModeStatus(EdMode.METERING, StdStatus(self.status), 0, b"\0").encode(config)
         if number == 5:
             return DeviceId(self.identification).encode(config)
+        if number == 11:
+            return self.actual_sources.encode()
         if number == 12:
             return encode_uom_entries(self.uoms, config)
+        if number == 13:
+            return self.demand_control.encode(config, self.actual_sources)
+        if number == 14:
+            return encode_data_control(self.data_control_ids, self.actual_sources)
+        if number == 15:
+            return encode_constants(self.constants, config, self.actual_sources)
+        if number == 16:
+            return encode_source_links(self.source_links)
         if number == 21:
             return self.actual_registers.encode()
         if number == 22:

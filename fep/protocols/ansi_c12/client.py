@@ -49,7 +49,12 @@ from fep.protocols.ansi_c12.c1219 import (
     ST1_MANUFACTURER_ID,
     ST3_MODE_STATUS,
     ST5_DEVICE_ID,
+    ST11_ACTUAL_SOURCES,
     ST12_UOM_ENTRY,
+    ST13_DEMAND_CONTROL,
+    ST14_DATA_CONTROL,
+    ST15_CONSTANTS,
+    ST16_SOURCE_DEFINITION,
     ST21_ACTUAL_REGISTERS,
     ST22_DATA_SELECTION,
     ST23_CURRENT_REGISTERS,
@@ -64,10 +69,14 @@ from fep.protocols.ansi_c12.c1219 import (
     ActualLoadProfile,
     ActualLog,
     ActualRegisters,
+    ActualSources,
     Clock,
+    ConstantsSelector,
     CurrentRegisters,
     DataSelection,
+    DemandControl,
     DeviceId,
+    ElectricConstants,
     GeneralConfig,
     ListStatus,
     LogData,
@@ -75,12 +84,17 @@ from fep.protocols.ansi_c12.c1219 import (
     LpSelection,
     ManufacturerId,
     ModeStatus,
+    SourceLink,
+    SourceSet,
     UomEntry,
+    decode_constants,
     decode_current_registers,
+    decode_data_control,
     decode_log,
     decode_lp_data,
     decode_lp_selection,
     decode_lp_status,
+    decode_source_links,
     decode_uom_entries,
     log_data_length,
     log_events,
@@ -183,6 +197,8 @@ class MeterData:
     clock_received: datetime | None = None
     registers: ActualRegisters | None = None
     uoms: tuple[UomEntry, ...] = ()
+    # ST11-16 with ST12: units, demand control, identifiers, constants, source links.
+    sources: SourceSet | None = None
     selection: DataSelection | None = None
     current: CurrentRegisters | None = None
     lp_actual: ActualLoadProfile | None = None
@@ -256,6 +272,7 @@ class MeterData:
                     self.registers,
                     self.selection,
                     self.uoms,
+                    sources=self.sources,
                     meter_time=when,
                     received_time=received,
                 )
@@ -269,6 +286,7 @@ class MeterData:
                     self.lp_status,
                     self.lp_blocks,
                     self.uoms,
+                    sources=self.sources,
                     received_time=received,
                 )
             )
@@ -434,6 +452,40 @@ class C1218Client:
 
     # -- the conversation -------------------------------------------------------------------
 
+    def _sources(
+        self,
+        config: GeneralConfig,
+        optional: Callable[[int], Generator[_Step, bytes, bytes | None]],
+        skipped: list[tuple[str, str]],
+    ) -> Generator[_Step, bytes, SourceSet]:
+        """Decade 1: ST11 first (it sizes ST13-16), then ST12 and the tables ST11 says
+        have entries."""
+        raw = yield from optional(ST11_ACTUAL_SOURCES)
+        actual = ActualSources.decode(raw) if raw is not None else None
+        raw = yield from optional(ST12_UOM_ENTRY)
+        uoms = decode_uom_entries(raw, config) if raw is not None else ()
+        if actual is None:
+            return SourceSet(uoms=uoms)
+        demand: DemandControl | None = None
+        data_control: tuple[bytes, ...] = ()
+        constants: tuple[ElectricConstants, ...] = ()
+        links: tuple[SourceLink, ...] = ()
+        if actual.nbr_demand_ctrl_entries or actual.reset_exclude or actual.pf_exclude:
+            raw = yield from optional(ST13_DEMAND_CONTROL)
+            demand = DemandControl.decode(raw, config, actual) if raw is not None else None
+        if actual.nbr_data_ctrl_entries and actual.data_ctrl_length:
+            raw = yield from optional(ST14_DATA_CONTROL)
+            data_control = decode_data_control(raw, actual) if raw is not None else ()
+        if actual.nbr_constants_entries and actual.constants_selector != ConstantsSelector.ELECTRIC:
+            skipped.append(("ST15", f"gas constants (selector {actual.constants_selector})"))
+        elif actual.nbr_constants_entries:
+            raw = yield from optional(ST15_CONSTANTS)
+            constants = decode_constants(raw, config, actual) if raw is not None else ()
+        if actual.nbr_sources:
+            raw = yield from optional(ST16_SOURCE_DEFINITION)
+            links = decode_source_links(raw, actual) if raw is not None else ()
+        return SourceSet(actual, uoms, demand, data_control, constants, links)
+
     def _talk(self) -> Generator[_Step, bytes, MeterData]:
         s = self.settings
         meter = s.meter
@@ -501,11 +553,12 @@ class C1218Client:
         selection: DataSelection | None = None
         current: CurrentRegisters | None = None
         uoms: tuple[UomEntry, ...] = ()
+        sources: SourceSet | None = None
         raw = yield from optional(ST21_ACTUAL_REGISTERS)
         if raw is not None:
             registers = ActualRegisters.decode(raw)
-            raw = yield from optional(ST12_UOM_ENTRY)
-            uoms = decode_uom_entries(raw, config) if raw is not None else ()
+            sources = yield from self._sources(config, optional, skipped)
+            uoms = sources.uoms
             raw = yield from optional(ST22_DATA_SELECTION)
             selection = DataSelection.decode(raw, registers) if raw is not None else None
             raw = yield from optional(ST23_CURRENT_REGISTERS)
@@ -566,6 +619,7 @@ class C1218Client:
             clock_received=clock_received,
             registers=registers,
             uoms=uoms,
+            sources=sources if sources is not None and sources.actual is not None else None,
             selection=selection,
             current=current,
             lp_actual=lp_actual,
