@@ -18,7 +18,7 @@ import math
 import struct
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 import attrs
 
@@ -41,6 +41,7 @@ ST5_DEVICE_ID: Final = 5
 ST52_CLOCK: Final = 52
 
 SOURCE: Final = "ansi-c12"
+_T = TypeVar("_T")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -1140,7 +1141,18 @@ class ElectricConstants:
     set2: SetConstants | None = None
 
     def apply(self, value: Decimal) -> Decimal:
-        return value * self.multiplier + self.offset
+        """``value * multiplier + offset``, with no more decimals than ``value`` has where
+        the result needs none (1234.5000 x 40.0000 is 49380.0000)."""
+        result = value * self.multiplier + self.offset
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and result.is_finite():
+            try:
+                shorter = result.quantize(Decimal(1).scaleb(exponent))
+            except InvalidOperation:
+                return result
+            if shorter == result:
+                return shorter
+        return result
 
 
 def decode_constants(
@@ -1269,12 +1281,23 @@ def describe_uom(uom: UomEntry) -> str:
     return ", ".join(parts)
 
 
+def _plain(number: Decimal) -> str:
+    """A number without trailing zeros or exponent: 40.0000 is 40."""
+    return format(number.normalize(), "f") if number.is_finite() else str(number)
+
+
 @attrs.frozen
 class SourceSet:
     """The data sources of decade 1 together: ST12 units, ST13 demand intervals, ST14
-    identifiers, ST15 constants and ST16 links, each indexed by source index (the number
-    ST22 and ST62 use). Without ST16 every ST12 entry is taken as its source's unit and
-    no constants are applied."""
+    identifiers, ST15 constants and ST16 links, for each source index (the number ST22
+    and ST62 use).
+
+    C12.19 lays ST12-15 out by source index. ST12's entry at the source's index is its
+    unit whatever ST16's UOM_ENTRY_FLAG says (a published Hexing capture has the flag off
+    on demand sources whose ST12 entries exist). ST13-15 entries belong to a source whose
+    ST16 flag is set: the entry at its index; where the table is shorter than the source
+    list, the k-th entry for the k-th flagged source (the Hexing layout), and a single
+    entry serves every flagged source. Without ST16 no constants are applied."""
 
     actual: ActualSources | None = None
     uoms: tuple[UomEntry, ...] = ()
@@ -1286,18 +1309,26 @@ class SourceSet:
     def link(self, index: int) -> SourceLink | None:
         return self.links[index] if index < len(self.links) else None
 
-    def uom(self, index: int) -> UomEntry | None:
+    def _entry(self, entries: tuple[_T, ...], flag: str, index: int) -> _T | None:
         link = self.link(index)
-        if self.links and (link is None or not link.uom_entry):
+        if link is None or not getattr(link, flag) or not entries:
             return None
+        if index < len(entries):
+            return entries[index]
+        if len(entries) == 1:
+            return entries[0]
+        position = sum(1 for other in self.links[:index] if getattr(other, flag))
+        return entries[position] if position < len(entries) else None
+
+    def uom(self, index: int) -> UomEntry | None:
         return self.uoms[index] if index < len(self.uoms) else None
 
     def constants_to_apply(self, index: int) -> ElectricConstants | None:
         """The ST15 record the reader must apply to this source's values, if any."""
         link = self.link(index)
-        if link is None or not (link.constants and link.constant_to_be_applied):
+        if link is None or not link.constant_to_be_applied:
             return None
-        return self.constants[index] if index < len(self.constants) else None
+        return self._entry(self.constants, "constants", index)
 
     def value(self, index: int, raw: Decimal) -> Decimal:
         """A value of this source with its pending constants applied."""
@@ -1310,11 +1341,14 @@ class SourceSet:
         return link is None or link.engineering_units or bool(self.constants_to_apply(index))
 
     def demand_minutes(self, index: int) -> int | None:
-        link = self.link(index)
         control = self.demand_control
-        if control is None or (link is not None and not link.demand_ctrl):
+        if control is None:
             return None
-        return control.intervals[index].minutes if index < len(control.intervals) else None
+        interval = self._entry(control.intervals, "demand_ctrl", index)
+        return interval.minutes if interval is not None else None
+
+    def data_control_id(self, index: int) -> bytes | None:
+        return self._entry(self.data_control, "data_ctrl", index)
 
     def name(self, index: int) -> str:
         """``source N: <unit of measure>`` with the ST14 identifier, the demand interval
@@ -1322,8 +1356,8 @@ class SourceSet:
         uom = self.uom(index)
         parts = [describe_uom(uom) if uom is not None else "no unit of measure"]
         link = self.link(index)
-        ident = self.data_control[index] if index < len(self.data_control) else b""
-        if ident and (link is None or link.data_ctrl):
+        ident = self.data_control_id(index)
+        if ident:
             text = ident.rstrip(b"\0 ")
             printable = text and all(0x20 <= b < 0x7F for b in text)
             parts.append(f"id {text.decode('ascii') if printable else ident.hex()}")
@@ -1334,7 +1368,9 @@ class SourceSet:
             parts.append("pulses")
         constants = self.constants_to_apply(index)
         if constants is not None:
-            parts.append(f"constants x{constants.multiplier}+{constants.offset} applied")
+            parts.append(
+                f"constants x{_plain(constants.multiplier)}+{_plain(constants.offset)} applied"
+            )
         return f"source {index}: " + "; ".join(parts)
 
 

@@ -285,6 +285,30 @@ class ConversationTests(unittest.TestCase):
         self.assertIsInstance(end.error, InvalidServiceSequenceState)
         self.assertIn("read of table 1", str(end.error))
 
+    def test_decade_1_tables_apply_the_transformer_multiplier_and_name_sources(self) -> None:
+        meter = SimulatedC12Meter(clock=FakeClock(), multiplier=Decimal(40))
+        wire = Wire(C1218Client(settings_(password=b"secret"), now=lambda: NOW), meter)
+        end = wire.run()
+        assert isinstance(end, Finished)
+        sources = end.data.sources
+        assert sources is not None
+        self.assertEqual(sources.demand_minutes(3), 15)
+        by = {str(r.obis): r for r in end.data.to_records("m1") if isinstance(r, Reading)}
+        # The meter counts secondary kWh (1234.5 at start); ST16 asks for ST15's x40.
+        energy = by["1-0:1.8.0*255"]
+        self.assertEqual((energy.value, energy.unit_text), (Decimal("49380.0000"), "kWh"))
+        self.assertEqual(
+            energy.native_id,
+            "ST23 total summation 0 (source 0: active power, bulk, Q1+Q4, x10^3; id +A; "
+            "constants x40+0 applied)",
+        )
+        self.assertEqual(by["1-0:1.6.0*255"].value, Decimal("4.2") * 40)
+        # The volts source has no constants to apply.
+        self.assertEqual(by["1-0:130.0.0*255"].value, Decimal("230.1"))
+        profile = [r for r in end.data.to_records("m1") if isinstance(r, IntervalBlock)]
+        # UINT16 Wh / 1000 x 40: 225 Wh is 9 kWh.
+        self.assertEqual(profile[0].values[0], Decimal(9))
+
     def test_table_not_listed_in_st0_is_not_asked_for(self) -> None:
         meter = SimulatedC12Meter(clock=FakeClock())
 
