@@ -145,6 +145,9 @@ LP_MINUTES = 15
 LP_BLOCK_INTERVALS = 24
 LP_BLOCKS = 4
 LP_SOURCES = (0, 2)
+# Manufacturer table 0 (table id 0x0800): bytes only its maker can read.
+MT0 = 2048
+MT0_DATA = b"FEPSIM\x01\x02\x03\x04"
 # Log entries the meter keeps (history log ST74 and event log ST76 each).
 LOG_ENTRIES = 8
 
@@ -213,9 +216,11 @@ class SimulatedC12Meter:
             nameplate_type=2,  # electric
             std_version=1,
             dim_std_tables=10,
+            dim_mfg_tables=1,
             dim_std_procs=1,
             dim_mfg_status=1,  # termineter wants ST3 of at least 5 bytes
             std_tables_used=_STD_TABLES,
+            mfg_tables_used=frozenset({0}),
         )
 
     @property
@@ -363,6 +368,8 @@ class SimulatedC12Meter:
             return self.log_actual.encode(config)
         if number in (ST74_HISTORY_LOG, ST76_EVENT_LOG):
             return encode_log(self.log_data(number), config, self.log_actual, number)
+        if number == MT0:
+            return MT0_DATA
         return None
 
     # -- load profile and logs ------------------------------------------------------------------
@@ -729,6 +736,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--clock-offset", type=float, default=0.0, help="seconds the meter's clock runs ahead"
     )
     parser.add_argument("--delay", type=float, default=0.0, help="answer delay in seconds")
+    parser.add_argument(
+        "--multiplier",
+        type=Decimal,
+        default=Decimal(1),
+        help="instrument-transformer multiplier in ST15, applied by the reader (default 1)",
+    )
     args = parser.parse_args(argv)
     if args.tcp is None and not args.pty:
         parser.error("give --tcp or --pty")
@@ -742,6 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serial=args.serial,
         password=args.password.encode("latin-1") or None,
         clock_offset=args.clock_offset,
+        multiplier=args.multiplier,
     )
     factory = C12MeterServerFactory(meter, reactor, args.delay)
     if args.tcp is not None:

@@ -102,6 +102,7 @@ from fep.protocols.ansi_c12.c1219 import (
     profile_blocks,
     register_readings,
 )
+from fep.protocols.ansi_c12.tables import table_label, table_needs, table_size
 
 # The smallest packet that still carries one byte of data.
 MIN_PACKET_SIZE: Final = HEADER_LEN + 2 + 1
@@ -137,7 +138,7 @@ class Retransmitted:
 
 @attrs.frozen
 class Finished:
-    data: MeterData
+    data: MeterData | TableDump
 
 
 @attrs.frozen
@@ -172,6 +173,8 @@ class ClientSettings:
     # Load profile (ST61-64) and history/event logs (ST71/74/76), when ST0 lists them.
     profile: bool = True
     events: bool = True
+    # ``fep read --table``: read these tables (and what they are decoded with) instead.
+    tables: tuple[int, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if not MIN_PACKET_SIZE <= self.packet_size <= 8192:
@@ -296,6 +299,21 @@ class MeterData:
         return records
 
 
+@attrs.frozen
+class TableDump:
+    """The tables a ``--table`` session read: ``tables`` has each table asked for that
+    the meter gave, and the tables read to decode it (ST0 always); ``errors`` gives
+    (table, why) for each the meter refused."""
+
+    identification: IdentifyResponse
+    negotiated: NegotiateResponse
+    config: GeneralConfig
+    requested: tuple[int, ...]
+    tables: Mapping[int, bytes] = attrs.field(factory=dict)
+    errors: tuple[tuple[int, str], ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
 def parse_password(text: str) -> bytes:
     """A password from meter metadata: ``hex:0011..`` (or ``0x0011..``) is binary, anything
     else is text (latin-1); ValueError for bad hex or more than 20 bytes."""
@@ -347,8 +365,12 @@ class C1218Client:
             meter=settings.meter,
         )
         self.waiting_for: str | None = None
-        self._conversation: Generator[_Step, bytes, MeterData] | None = None
+        self._conversation: Generator[_Step, bytes, MeterData | TableDump] | None = None
         self._error: ProtocolError | FrameError | None = None
+        self._negotiated: NegotiateResponse | None = None
+        self._config: GeneralConfig | None = None
+        self._tables: dict[int, bytes] = {}
+        self._skipped: list[tuple[str, str]] = []
 
     @property
     def done(self) -> bool:
@@ -452,14 +474,48 @@ class C1218Client:
 
     # -- the conversation -------------------------------------------------------------------
 
-    def _sources(
-        self,
-        config: GeneralConfig,
-        optional: Callable[[int], Generator[_Step, bytes, bytes | None]],
-        skipped: list[tuple[str, str]],
-    ) -> Generator[_Step, bytes, SourceSet]:
+    def _read(self, table: int, size: int = 0) -> Generator[_Step, bytes, bytes]:
+        """One table, whole; in partial reads (3F) when ``size`` says it is bigger than
+        one answer."""
+        meter = self.settings.meter
+        assert self._negotiated is not None
+        room = self._negotiated.max_packets * (self.link.packet_size - HEADER_LEN - 2) - 4
+        if size <= room or room < 1:
+            data = decode_read_response((yield Read(table)), meter=meter, table=table)
+        else:
+            parts = []
+            for offset in range(0, size, room):
+                count = min(room, size - offset)
+                part = decode_read_response(
+                    (yield Read(table, offset, count)), meter=meter, table=table
+                )
+                if len(part) != count:
+                    raise FrameError(
+                        f"ST{table}: asked for {count} bytes at {offset}, got {len(part)}",
+                        field=f"ST{table}",
+                    )
+                parts.append(part)
+            data = b"".join(parts)
+        self._tables[table] = data
+        return data
+
+    def _optional(self, table: int, size: int = 0) -> Generator[_Step, bytes, bytes | None]:
+        """A table ST0 lists, or None (noted in ``skipped``) when it does not or the meter
+        refuses it."""
+        config = self._config
+        if config is not None and config.std_tables_used and table not in config.std_tables_used:
+            self._skipped.append((f"ST{table}", "not listed as used in ST0"))
+            return None
+        try:
+            return (yield from self._read(table, size))
+        except _OPTIONAL_ERRORS as e:
+            self._skipped.append((f"ST{table}", e.message))
+            return None
+
+    def _sources(self, config: GeneralConfig) -> Generator[_Step, bytes, SourceSet]:
         """Decade 1: ST11 first (it sizes ST13-16), then ST12 and the tables ST11 says
         have entries."""
+        optional = self._optional
         raw = yield from optional(ST11_ACTUAL_SOURCES)
         actual = ActualSources.decode(raw) if raw is not None else None
         raw = yield from optional(ST12_UOM_ENTRY)
@@ -477,7 +533,9 @@ class C1218Client:
             raw = yield from optional(ST14_DATA_CONTROL)
             data_control = decode_data_control(raw, actual) if raw is not None else ()
         if actual.nbr_constants_entries and actual.constants_selector != ConstantsSelector.ELECTRIC:
-            skipped.append(("ST15", f"gas constants (selector {actual.constants_selector})"))
+            self._skipped.append(
+                ("ST15", f"gas constants (selector {actual.constants_selector})")
+            )
         elif actual.nbr_constants_entries:
             raw = yield from optional(ST15_CONSTANTS)
             constants = decode_constants(raw, config, actual) if raw is not None else ()
@@ -486,60 +544,90 @@ class C1218Client:
             links = decode_source_links(raw, actual) if raw is not None else ()
         return SourceSet(actual, uoms, demand, data_control, constants, links)
 
-    def _talk(self) -> Generator[_Step, bytes, MeterData]:
+    def _negotiate(self) -> Generator[_Step, bytes, NegotiateResponse]:
         s = self.settings
-        meter = s.meter
-        identification = IdentifyResponse.decode((yield Identify()), meter=meter)
         negotiated = NegotiateResponse.decode(
-            (yield Negotiate(s.packet_size, s.max_packets, s.baud)), meter=meter
+            (yield Negotiate(s.packet_size, s.max_packets, s.baud)), meter=s.meter
         )
         if negotiated.packet_size < MIN_PACKET_SIZE:
             raise ProtocolError(
                 f"{self._who()} negotiated packets of {negotiated.packet_size} bytes"
             )
         self.link.packet_size = min(s.packet_size, negotiated.packet_size)
-        if negotiated.baud is not None:
+        self._negotiated = negotiated
+        if negotiated.baud:  # 0: the baud is set outside the protocol (a modem line)
             yield _BaudChange(negotiated.baud)
-        decode_ok((yield Logon(s.user_id, s.user[:10])), "logon", meter=meter)
+        return negotiated
+
+    def _open(self) -> Generator[_Step, bytes, tuple[IdentifyResponse, NegotiateResponse]]:
+        """Identify, negotiate, logon and security: the C12.18 way into a session."""
+        s = self.settings
+        identification = IdentifyResponse.decode((yield Identify()), meter=s.meter)
+        negotiated = yield from self._negotiate()
+        decode_ok((yield Logon(s.user_id, s.user[:10])), "logon", meter=s.meter)
         if s.password is not None:
-            decode_ok((yield Security(s.password, s.password_pad)), "security", meter=meter)
+            decode_ok((yield Security(s.password, s.password_pad)), "security", meter=s.meter)
+        return identification, negotiated
 
-        tables: dict[int, bytes] = {}
-        skipped: list[tuple[str, str]] = []
-
-        def read(table: int, size: int = 0) -> Generator[_Step, bytes, bytes]:
-            # A table known to be bigger than one answer comes in partial reads (3F).
-            room = negotiated.max_packets * (self.link.packet_size - HEADER_LEN - 2) - 4
-            if size <= room or room < 1:
-                data = decode_read_response((yield Read(table)), meter=meter, table=table)
-            else:
-                parts = []
-                for offset in range(0, size, room):
-                    count = min(room, size - offset)
-                    part = decode_read_response(
-                        (yield Read(table, offset, count)), meter=meter, table=table
-                    )
-                    if len(part) != count:
-                        raise FrameError(
-                            f"ST{table}: asked for {count} bytes at {offset}, got {len(part)}",
-                            field=f"ST{table}",
-                        )
-                    parts.append(part)
-                data = b"".join(parts)
-            tables[table] = data
-            return data
-
-        def optional(table: int, size: int = 0) -> Generator[_Step, bytes, bytes | None]:
-            if config.std_tables_used and table not in config.std_tables_used:
-                skipped.append((f"ST{table}", "not listed as used in ST0"))
-                return None
+    def _talk(self) -> Generator[_Step, bytes, MeterData | TableDump]:
+        identification, negotiated = yield from self._open()
+        result: MeterData | TableDump
+        if self.settings.tables:
+            result = yield from self._read_tables(identification, negotiated)
+        else:
+            result = yield from self._read_meter(identification, negotiated)
+        # The data is in: a meter that refuses to log off or terminate does not lose it.
+        for request in (Logoff(), Terminate()):
             try:
-                return (yield from read(table, size))
+                decode_ok((yield request), request.name, meter=self.settings.meter)
             except _OPTIONAL_ERRORS as e:
-                skipped.append((f"ST{table}", e.message))
-                return None
+                self._skipped.append((request.name, e.message))
+        return attrs.evolve(result, skipped=tuple(self._skipped))
+
+    def _read_tables(
+        self, identification: IdentifyResponse, negotiated: NegotiateResponse
+    ) -> Generator[_Step, bytes, TableDump]:
+        """``fep read --table``: ST0, then each table asked for after the tables it is
+        decoded with; a table the meter refuses is noted in ``errors``."""
+        config = GeneralConfig.decode((yield from self._read(ST0_GENERAL_CONFIG)))
+        self._config = config
+        errors: dict[int, str] = {}
+        wanted = list(dict.fromkeys(self.settings.tables))
+        order = list(dict.fromkeys(n for t in wanted for n in (*table_needs(t), t)))
+        for table in order:
+            if table in self._tables or table in errors:
+                continue
+            missing = [n for n in table_needs(table) if n in errors]
+            if missing:
+                errors[table] = f"needs {table_label(missing[0])}, which was not read"
+                continue
+            try:
+                size = table_size(table, self._tables)
+            except FrameError as e:
+                errors[table] = f"cannot size it: {e.message}"
+                continue
+            try:
+                yield from self._read(table, size)
+            except _OPTIONAL_ERRORS as e:
+                errors[table] = e.message
+        return TableDump(
+            identification=identification,
+            negotiated=negotiated,
+            config=config,
+            requested=tuple(wanted),
+            tables=dict(self._tables),
+            errors=tuple(sorted(errors.items())),
+        )
+
+    def _read_meter(
+        self, identification: IdentifyResponse, negotiated: NegotiateResponse
+    ) -> Generator[_Step, bytes, MeterData]:
+        s = self.settings
+        optional = self._optional
+        read = self._read
 
         config = GeneralConfig.decode((yield from read(ST0_GENERAL_CONFIG)))
+        self._config = config
         manufacturer = ManufacturerId.decode((yield from read(ST1_MANUFACTURER_ID)), config)
         raw = yield from optional(ST5_DEVICE_ID)
         device = DeviceId.decode(raw, config) if raw is not None else None
@@ -557,7 +645,7 @@ class C1218Client:
         raw = yield from optional(ST21_ACTUAL_REGISTERS)
         if raw is not None:
             registers = ActualRegisters.decode(raw)
-            sources = yield from self._sources(config, optional, skipped)
+            sources = yield from self._sources(config)
             uoms = sources.uoms
             raw = yield from optional(ST22_DATA_SELECTION)
             selection = DataSelection.decode(raw, registers) if raw is not None else None
@@ -602,12 +690,6 @@ class C1218Client:
                     if raw is not None:
                         logs[table] = decode_log(raw, config, log_actual, table, s.tz)
 
-        # The data is in: a meter that refuses to log off or terminate does not lose it.
-        for request in (Logoff(), Terminate()):
-            try:
-                decode_ok((yield request), request.name, meter=meter)
-            except _OPTIONAL_ERRORS as e:
-                skipped.append((request.name, e.message))
         return MeterData(
             identification=identification,
             negotiated=negotiated,
@@ -629,6 +711,5 @@ class C1218Client:
             log_actual=log_actual,
             history_log=logs.get(ST74_HISTORY_LOG),
             event_log=logs.get(ST76_EVENT_LOG),
-            tables=tables,
-            skipped=tuple(skipped),
+            tables=self._tables,
         )

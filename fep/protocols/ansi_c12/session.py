@@ -21,10 +21,12 @@ The meter's ``address`` (0..255), when given, is the C12.18 identity byte.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol
@@ -45,8 +47,10 @@ from fep.protocols.ansi_c12.client import (
     Retransmitted,
     Send,
     SwitchBaud,
+    TableDump,
     parse_password,
 )
+from fep.protocols.ansi_c12.tables import table_label, table_row
 
 log = Logger(namespace="fep.protocols.ansi_c12")
 
@@ -141,6 +145,26 @@ def settings_for(meter: Meter, tz: tzinfo = UTC) -> ClientSettings:
         raise ConfigError(f"meter {meter.id}: {e}") from None
 
 
+def table_rows(meter: str, dump: TableDump, tz: tzinfo = UTC) -> list[dict[str, object]]:
+    """One row per table asked for, in the order asked: decoded, hex, or the meter's
+    refusal under ``error``."""
+    errors = dict(dump.errors)
+    rows: list[dict[str, object]] = []
+    for table in dump.requested:
+        if table in dump.tables:
+            rows.append(table_row(meter, table, dump.tables, tz))
+        else:
+            rows.append(
+                {
+                    "meter": meter,
+                    "table": table,
+                    "label": table_label(table),
+                    "error": errors.get(table, "not read"),
+                }
+            )
+    return rows
+
+
 class C1218Session(Protocol):
     """Drives one C1218Client over one connection; ``done`` fires with the records."""
 
@@ -157,7 +181,8 @@ class C1218Session(Protocol):
         self.client = client
         self.timeout = timeout
         self.ack_timeout = min(ack_timeout, timeout)
-        self.done: Deferred[list[Record]] = Deferred()
+        # Fires with the records, or with table rows for a ``--table`` session.
+        self.done: Deferred[Any] = Deferred()
         self.retransmissions = 0
         self._timer: IDelayedCall | None = None
         self._switch_call: IDelayedCall | None = None
@@ -230,11 +255,15 @@ class C1218Session(Protocol):
                 table=table,
                 why=why,
             )
-        records = data.to_records(self.meter.id, received_time=utcnow())
+        result: list[Record] | list[dict[str, object]]
+        if isinstance(data, TableDump):
+            result = table_rows(self.meter.id, data, self.client.settings.tz)
+        else:
+            result = data.to_records(self.meter.id, received_time=utcnow())
         self._finished = True
         self._disarm()
         self.transport.loseConnection()  # type: ignore[union-attr]
-        self.done.callback(records)
+        self.done.callback(result)
 
     def _fail(self, error: Exception) -> None:
         if self._finished:
@@ -330,34 +359,57 @@ class C1218Protocol:
     def __init__(self, tz: tzinfo = UTC) -> None:
         self.tz = tz
 
+    def settings(self, meter: Meter) -> ClientSettings:
+        return settings_for(meter, self.tz)
+
+    def client(self, settings: ClientSettings, now: Callable[[], datetime]) -> C1218Client:
+        return C1218Client(settings, now=now)
+
+    def ack_timeout(self, meter: Meter) -> float:
+        return _seconds(meter, "c12_ack_timeout", DEFAULT_ACK_TIMEOUT)
+
     def read(
         self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
     ) -> Deferred[list[Record]]:
+        return self._run(reactor, endpoint, meter, timeout, ())
+
+    def read_tables(
+        self, reactor: Any, endpoint: Any, meter: Meter, tables: Sequence[int], timeout: float
+    ) -> Deferred[list[dict[str, object]]]:
+        """``fep read --table``: one row per table (see ``table_rows``)."""
+        if not tables:
+            return fail(ConfigError("no tables to read", key="--table"))
+        return self._run(reactor, endpoint, meter, timeout, tuple(tables))
+
+    def _run(
+        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float, tables: tuple[int, ...]
+    ) -> Deferred[Any]:
         try:
-            settings = settings_for(meter, self.tz)
-            ack_text = meter.metadata.get("c12_ack_timeout", "").strip()
-            ack_timeout = float(ack_text) if ack_text else DEFAULT_ACK_TIMEOUT
-            if ack_timeout <= 0:
-                raise ValueError
+            settings = attrs.evolve(self.settings(meter), tables=tables)
+            ack_timeout = self.ack_timeout(meter)
         except ConfigError as e:
             return fail(e)
-        except ValueError:
-            return fail(
-                ConfigError(
-                    f"meter {meter.id}: c12_ack_timeout must be a positive number",
-                    key="c12_ack_timeout",
-                )
-            )
 
         def now() -> datetime:
             return datetime.fromtimestamp(reactor.seconds(), UTC)
 
-        client = C1218Client(settings, now=now)
-        session = C1218Session(reactor, meter, client, timeout, ack_timeout)
-        result: Deferred[list[Record]] = run_session(
-            reactor, endpoint, session, meter.route, timeout
+        session = C1218Session(
+            reactor, meter, self.client(settings, now), timeout, ack_timeout
         )
+        result: Deferred[Any] = run_session(reactor, endpoint, session, meter.route, timeout)
         return result
+
+
+def _seconds(meter: Meter, key: str, default: float) -> float:
+    """A positive number of seconds from the meter's metadata; ConfigError naming the key."""
+    text = meter.metadata.get(key, "").strip()
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"meter {meter.id}: {key} must be a positive number", key=key)
+    return value
 
 
 __all__ = ["C1218Protocol", "C1218Session", "settings_for"]
