@@ -1,16 +1,20 @@
-"""A simulated ANSI C12.18 meter for tests and demos: a sans-IO meter model (PSEM services,
-session states, a password, C12.19 tables ST0/1/3/5/12/21/22/23/52 whose registers grow
-with wall time) and a Twisted server over TCP or a serial device/pty, with knobs for line
-faults (damaged packets both ways, silence).
+"""A simulated ANSI C12.18 or C12.21 meter for tests and demos: a sans-IO meter model
+(PSEM services, session states, a password; as a C12.21 meter also timing setup and DES
+key authentication; C12.19 tables ST0/1/3/5, ST11-16 with a transformer multiplier,
+ST21-23 whose registers grow with wall time, ST52, the load profile ST61-64, the logs
+ST71/74/76 and a manufacturer table MT0) and a Twisted server over TCP or a serial
+device/pty, with knobs for line faults (damaged packets both ways, silence).
 
 ``python -m fep.sim.ansi_c12 --tcp 1153 --password secret``
 ``python -m fep.sim.ansi_c12 --pty /dev/pts/5``
+``python -m fep.sim.ansi_c12 --tcp 1153 --c1221 --auth-key 0123456789ABCDEF``
 """
 
 from __future__ import annotations
 
 import argparse
 import enum
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,8 +30,10 @@ from twisted.python.failure import Failure
 
 from fep.errors import FrameError, ProtocolError
 from fep.interfaces import ISerialLine
+from fep.protocols.ansi_c12 import c1221
 from fep.protocols.ansi_c12.c1218 import (
     BAUD_CODES,
+    EXTERNAL_BAUD,
     HEADER_LEN,
     NAK,
     STP,
@@ -39,14 +45,13 @@ from fep.protocols.ansi_c12.c1218 import (
     NegotiateResponse,
     Read,
     Received,
-    Request,
     ResponseCode,
     Retransmit,
     Security,
     Sent,
+    Standard,
     Terminate,
     Wait,
-    decode_request,
     encode_error,
     encode_ok,
     encode_read_response,
@@ -96,6 +101,15 @@ from fep.protocols.ansi_c12.c1219 import (
     encode_lp_selection,
     encode_source_links,
     encode_uom_entries,
+)
+from fep.protocols.ansi_c12.c1221 import (
+    DEFAULT_TIMING,
+    Authenticate,
+    Timing,
+    TimingSetup,
+    TimingSetupResponse,
+    answer_authenticate,
+    ticket_feature,
 )
 
 log = Logger(namespace="fep.sim.ansi_c12")
@@ -148,6 +162,8 @@ LP_SOURCES = (0, 2)
 # Manufacturer table 0 (table id 0x0800): bytes only its maker can read.
 MT0 = 2048
 MT0_DATA = b"FEPSIM\x01\x02\x03\x04"
+# The most a C12.21 timing setup gets from the simulated meter.
+SIM_TIMING_LIMITS = Timing(traffic=60, inter_character=5, response=10, retries=5)
 # Log entries the meter keeps (history log ST74 and event log ST76 each).
 LOG_ENTRIES = 8
 
@@ -192,6 +208,16 @@ class SimulatedC12Meter:
     user: bytes = b""
     packet_size: int = DEFAULT_PACKET_SIZE
     packets: int = 1
+    # C12.21 (``standard`` 2): a DES key makes the identify answer carry a ticket and the
+    # authenticate service open the tables (as the password does); a timing setup is
+    # granted within ``timing_limits``.
+    standard: int = Standard.C12_18
+    auth_key: bytes | None = attrs.field(default=None, repr=False)
+    auth_key_id: int = 0
+    ticket_source: Callable[[], bytes] = attrs.field(default=lambda: os.urandom(8), repr=False)
+    timing_limits: Timing = SIM_TIMING_LIMITS
+    timing: Timing = DEFAULT_TIMING
+    ticket: bytes | None = None
     # Services answered, in order (e.g. "identify", "read 0"), and the last negotiate
     # agreed to, for tests.
     log: list[str] = attrs.Factory(list)
@@ -507,25 +533,61 @@ class SimulatedC12Meter:
     def answer(self, message: bytes) -> bytes:
         """The answer to one request message (bad requests get ``err``)."""
         try:
-            request = decode_request(message)
+            request = c1221.decode_request(message)
         except FrameError as e:
             self.log.append(f"bad request: {e.message}")
             return encode_error(ResponseCode.ERR)
         self.log.append(_describe(request))
         return self._serve(request)
 
-    def _serve(self, request: Request) -> bytes:
+    @property
+    def is_c1221(self) -> bool:
+        return self.standard == Standard.C12_21
+
+    def _identify(self) -> bytes:
+        if not self.is_c1221:
+            return IdentifyResponse(features=((0x07, b"\x01"),)).encode()
+        features: tuple[tuple[int, bytes], ...] = ()
+        if self.auth_key is not None:
+            # A fresh challenge for every session.
+            self.ticket = self.ticket_source()
+            features = (ticket_feature(self.ticket),)
+        return IdentifyResponse(Standard.C12_21, 1, 0, features).encode()
+
+    def _timing_setup(self, request: TimingSetup) -> bytes:
+        """Take what the client asks for, within the meter's own limits."""
+        asked, most = request.timing, self.timing_limits
+        self.timing = Timing(
+            min(asked.traffic, most.traffic),
+            min(asked.inter_character, most.inter_character),
+            min(asked.response, most.response),
+            min(asked.retries, most.retries),
+        )
+        return TimingSetupResponse(self.timing).encode()
+
+    def _authenticate(self, request: Authenticate) -> bytes:
+        if self.auth_key is None or self.ticket is None:
+            return encode_error(ResponseCode.SNS)
+        answer = answer_authenticate(request, self.auth_key, self.auth_key_id, self.ticket)
+        self.secured = answer is not None
+        return answer.encode() if answer is not None else encode_error(ResponseCode.ISC)
+
+    def _serve(self, request: c1221.Request) -> bytes:
         if isinstance(request, Terminate):
             self._reset()
             return encode_ok()
+        if isinstance(request, TimingSetup | Authenticate) and not self.is_c1221:
+            return encode_error(ResponseCode.SNS)  # a C12.18 meter
         if self.state is MeterState.BASE:
             if request.name != "identify":
                 return encode_error(ResponseCode.ISSS)
             self.state = MeterState.ID
-            return IdentifyResponse(features=((0x07, b"\x01"),)).encode()
+            return self._identify()
         if isinstance(request, Wait):
             return encode_ok()
         if self.state is MeterState.ID:
+            if isinstance(request, TimingSetup):
+                return self._timing_setup(request)
             if isinstance(request, Negotiate):
                 return self._negotiate(request)
             if isinstance(request, Logon):
@@ -533,8 +595,12 @@ class SimulatedC12Meter:
                 self.user = request.user
                 return encode_ok()
             return encode_error(ResponseCode.ISSS)
+        if isinstance(request, Authenticate):
+            return self._authenticate(request)
         if isinstance(request, Security):
-            if self.password is None or request.matches(self.password):
+            if (self.password is None and self.auth_key is None) or (
+                self.password is not None and request.matches(self.password)
+            ):
                 self.secured = True
                 return encode_ok()
             self.secured = False
@@ -553,12 +619,15 @@ class SimulatedC12Meter:
         if size < HEADER_LEN + 3 or count < 1:
             return encode_error(ResponseCode.ONP)
         baud = request.baud if request.baud in self.bauds else None
+        if baud is None and self.is_c1221:
+            baud = EXTERNAL_BAUD  # the modems set the line speed
         self.packet_size, self.packets = size, count
         self.negotiated = NegotiateResponse(size, count, baud)
         return self.negotiated.encode()
 
     def _read(self, request: Read) -> bytes:
-        if request.table not in (0, 1) and self.password is not None and not self.secured:
+        guarded = self.password is not None or self.auth_key is not None
+        if request.table not in (0, 1) and guarded and not self.secured:
             return encode_error(ResponseCode.ISC)
         data = self.table(request.table)
         if data is None:
@@ -577,9 +646,11 @@ class SimulatedC12Meter:
         self.state = MeterState.BASE
         self.secured = False
         self.packet_size, self.packets = DEFAULT_PACKET_SIZE, 1
+        self.timing = DEFAULT_TIMING
+        self.ticket = None
 
 
-def _describe(request: Request) -> str:
+def _describe(request: c1221.Request) -> str:
     if isinstance(request, Read):
         if request.offset is None:
             return f"read {request.table}"
@@ -642,7 +713,10 @@ class C12MeterServerProtocol(Protocol):
         if request_code == 0x21:
             self._terminated = True
         if 0x61 <= request_code <= 0x6B and len(response) == 5:
-            self._switch_to = NegotiateResponse.decode(response).baud
+            # Baud 0 (externally defined) leaves the line as it is.
+            self._switch_to = NegotiateResponse.decode(response).baud or None
+        if request_code == TimingSetup.code and response[:1] == b"\x00":
+            self.link.retries = meter.timing.retries
         try:
             packet = self.link.send(response)
         except (ProtocolError, ValueError) as e:  # a confused client: drop the answer
@@ -723,7 +797,7 @@ def serve_pty(reactor: Any, device: str, factory: C12MeterServerFactory, baud: i
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m fep.sim.ansi_c12", description="A simulated ANSI C12.18 meter"
+        prog="python -m fep.sim.ansi_c12", description="A simulated ANSI C12.18/C12.21 meter"
     )
     parser.add_argument("--tcp", type=int, metavar="PORT", help="listen on this TCP port")
     parser.add_argument("--interface", default="127.0.0.1", help="TCP listen address")
@@ -742,9 +816,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Decimal(1),
         help="instrument-transformer multiplier in ST15, applied by the reader (default 1)",
     )
+    parser.add_argument(
+        "--c1221", action="store_true", help="act as a C12.21 (telephone modem) meter"
+    )
+    parser.add_argument(
+        "--auth-key", metavar="HEX", help="C12.21: DES key (8 bytes in hex) to authenticate"
+    )
+    parser.add_argument("--auth-key-id", type=int, default=0, help="C12.21: the key's id")
     args = parser.parse_args(argv)
     if args.tcp is None and not args.pty:
         parser.error("give --tcp or --pty")
+    key = None
+    if args.auth_key:
+        try:
+            key = bytes.fromhex(args.auth_key)
+        except ValueError:
+            key = b""
+        if len(key) != 8 or not args.c1221:
+            parser.error("--auth-key is 8 bytes in hex, with --c1221")
 
     from twisted.internet import reactor as global_reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
@@ -756,15 +845,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         password=args.password.encode("latin-1") or None,
         clock_offset=args.clock_offset,
         multiplier=args.multiplier,
+        standard=Standard.C12_21 if args.c1221 else Standard.C12_18,
+        auth_key=key,
+        auth_key_id=args.auth_key_id,
     )
     factory = C12MeterServerFactory(meter, reactor, args.delay)
+    kind = "C12.21" if args.c1221 else "C12.18"
     if args.tcp is not None:
         port = reactor.listenTCP(args.tcp, factory, interface=args.interface)
         bound = getattr(port.getHost(), "port", args.tcp)
-        print(f"serving C12.18 meter {meter.serial} on tcp:{args.interface}:{bound}", flush=True)
+        print(f"serving {kind} meter {meter.serial} on tcp:{args.interface}:{bound}", flush=True)
     if args.pty:
         serve_pty(reactor, args.pty, factory)
-        print(f"serving C12.18 meter {meter.serial} on {args.pty}", flush=True)
+        print(f"serving {kind} meter {meter.serial} on {args.pty}", flush=True)
     reactor.run()
     return 0
 

@@ -39,6 +39,8 @@ from fep.protocols.ansi_c12.c1218 import (
     Request,
     Retransmit,
     Security,
+    ServiceNotSupported,
+    Standard,
     Terminate,
     decode_ok,
     decode_read_response,
@@ -102,6 +104,18 @@ from fep.protocols.ansi_c12.c1219 import (
     profile_blocks,
     register_readings,
 )
+from fep.protocols.ansi_c12.c1221 import (
+    DEFAULT_TIMING,
+    DES_BLOCK,
+    Authenticate,
+    AuthenticateResponse,
+    Timing,
+    TimingSetup,
+    TimingSetupResponse,
+    auth_service,
+    authenticate_request,
+    check_authentication,
+)
 from fep.protocols.ansi_c12.tables import table_label, table_needs, table_size
 
 # The smallest packet that still carries one byte of data.
@@ -129,6 +143,14 @@ class SwitchBaud:
 
 
 @attrs.frozen
+class SetTiming:
+    """C12.21: the meter agreed to this timing; wait ``timing.response`` seconds for an
+    ACK from now on."""
+
+    timing: Timing
+
+
+@attrs.frozen
 class Retransmitted:
     """A packet went out again (a NAK or no ACK in time); ``attempt`` counts resends."""
 
@@ -146,7 +168,7 @@ class Failed:
     error: ProtocolError | FrameError
 
 
-Action = Send | SwitchBaud | Retransmitted | Finished | Failed
+Action = Send | SwitchBaud | SetTiming | Retransmitted | Finished | Failed
 
 
 # ---------------------------------------------------------------------------
@@ -175,12 +197,22 @@ class ClientSettings:
     events: bool = True
     # ``fep read --table``: read these tables (and what they are decoded with) instead.
     tables: tuple[int, ...] = ()
+    # C12.21: the timing to ask for in a timing setup (None: send none, keep the
+    # defaults), and the DES key (8 bytes, kept out of the repr) and key id for the
+    # authenticate service when the meter asks for it.
+    timing: Timing | None = None
+    auth_key: bytes | None = attrs.field(default=None, repr=False)
+    auth_key_id: int = 0
 
     def __attrs_post_init__(self) -> None:
         if not MIN_PACKET_SIZE <= self.packet_size <= 8192:
             raise ValueError(f"packet size {self.packet_size} is not {MIN_PACKET_SIZE}..8192")
         if not 1 <= self.max_packets <= 255:
             raise ValueError(f"number of packets {self.max_packets} is not 1..255")
+        if self.auth_key is not None and len(self.auth_key) != DES_BLOCK:
+            raise ValueError(f"a C12.21 authentication key is {DES_BLOCK} bytes (DES)")
+        if not 0 <= self.auth_key_id <= 255:
+            raise ValueError(f"authentication key id {self.auth_key_id} is not 0..255")
 
 
 @attrs.frozen
@@ -344,7 +376,12 @@ class _BaudChange:
     baudrate: int
 
 
-_Step = Request | _BaudChange
+@attrs.frozen
+class _TimingChange:
+    timing: Timing
+
+
+_Step = Request | TimingSetup | Authenticate | _BaudChange | _TimingChange
 _OPTIONAL_ERRORS = (C12ResponseError,)
 
 
@@ -446,8 +483,11 @@ class C1218Client:
         actions: list[Action] = []
         try:
             step = next(self._conversation) if answer is None else self._conversation.send(answer)
-            while isinstance(step, _BaudChange):
-                actions.append(SwitchBaud(step.baudrate))
+            while isinstance(step, _BaudChange | _TimingChange):
+                if isinstance(step, _BaudChange):
+                    actions.append(SwitchBaud(step.baudrate))
+                else:
+                    actions.append(SetTiming(step.timing))
                 step = self._conversation.send(b"")
         except StopIteration as stop:
             self.state = State.DONE
@@ -457,7 +497,7 @@ class C1218Client:
             return actions + self._close_with(e)
         return actions + self._request(step)
 
-    def _request(self, request: Request) -> list[Action]:
+    def _request(self, request: Request | TimingSetup | Authenticate) -> list[Action]:
         self.waiting_for = (
             f"read of table {request.table}" if isinstance(request, Read) else request.name
         )
@@ -713,3 +753,48 @@ class C1218Client:
             event_log=logs.get(ST76_EVENT_LOG),
             tables=self._tables,
         )
+
+
+class C1221Client(C1218Client):
+    """One C12.21 session (a meter on a telephone line): identify, timing setup (when
+    ``settings.timing`` is given; a meter that does not support it keeps C12.21's
+    defaults), negotiate (no baud: the modems set the line speed), logon, authenticate
+    with the DES key when the meter's identify answer asks for it (else security with the
+    password), then the same reads, logoff and terminate as C12.18."""
+
+    def __init__(self, settings: ClientSettings, *, now: Callable[[], datetime] = utcnow) -> None:
+        super().__init__(settings, now=now)
+        self.timing: Timing = DEFAULT_TIMING
+        self.identification: IdentifyResponse | None = None
+
+    def _open(self) -> Generator[_Step, bytes, tuple[IdentifyResponse, NegotiateResponse]]:
+        s = self.settings
+        meter = s.meter
+        identification = IdentifyResponse.decode((yield Identify()), meter=meter)
+        self.identification = identification
+        if identification.standard != Standard.C12_21:
+            self._skipped.append(
+                ("identify", f"the meter names reference standard {identification.standard}")
+            )
+        if s.timing is not None:
+            try:
+                answer = TimingSetupResponse.decode((yield TimingSetup(s.timing)), meter=meter)
+            except ServiceNotSupported as e:
+                self._skipped.append(("timing setup", e.message))
+            else:
+                self.timing = answer.timing
+                self.link.retries = answer.timing.retries
+                yield _TimingChange(answer.timing)
+        negotiated = yield from self._negotiate()
+        decode_ok((yield Logon(s.user_id, s.user[:10])), "logon", meter=meter)
+        service = auth_service(identification)
+        if s.auth_key is not None and service is not None and service.can_authenticate:
+            request = authenticate_request(service, s.auth_key, s.auth_key_id, meter=meter)
+            answer_ = AuthenticateResponse.decode((yield request), meter=meter)
+            check_authentication(request, answer_, s.auth_key, meter=meter)
+        else:
+            if s.auth_key is not None:
+                self._skipped.append(("authenticate", "the meter does not ask for it"))
+            if s.password is not None:
+                decode_ok((yield Security(s.password, s.password_pad)), "security", meter=meter)
+        return identification, negotiated
