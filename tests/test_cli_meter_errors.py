@@ -43,6 +43,25 @@ class C12RefusalTests(unittest.TestCase):
         )
 
 
+class C1221RefusalTests(unittest.TestCase):
+    @inlineCallbacks
+    def test_wrong_key_exits_3_with_the_meters_isc(self) -> Any:
+        route = yield tcp_simulator(
+            self, "ansi_c12", "--tcp", "0", "--password", "", "--c1221",
+            "--auth-key", "0123456789ABCDEF",
+        )  # fmt: skip
+        result = yield fep(
+            "read", route, "--protocol", "ansi-c12.21", "--meter", "DIAL-9",
+            "-o", "c12_auth_key=FEDCBA9876543210",
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 3, result.stderr)
+        self.assertEqual(
+            result.stderr,
+            f"fep: route {route}: meter DIAL-9 refused authenticate: "
+            "isc (insufficient security clearance)\n",
+        )
+
+
 class Dlt645ErrorResponseTests(unittest.TestCase):
     @inlineCallbacks
     def test_unauthorised_read_exits_3_with_the_error_bits_by_name(self) -> Any:

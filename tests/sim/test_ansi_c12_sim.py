@@ -335,6 +335,18 @@ class CommandLineTests(unittest.TestCase):
         self.assertEqual(rows["1-0:1.8.0*255"]["unit"], "kWh")
 
     @inlineCallbacks
+    def test_fep_read_of_the_simulator_as_a_c1221_meter(self) -> Any:
+        route = yield self.tcp_route("--password", "", "--c1221", "--auth-key",
+                                     "0123456789ABCDEF", "--auth-key-id", "3")  # fmt: skip
+        result = yield fep_read(
+            route, "--protocol", "ansi-c12.21", "-o", "c12_auth_key=0123456789ABCDEF",
+            "-o", "c12_auth_key_id=3", "-o", "c12_response_timeout=2",
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+        self.assertIn("1-0:1.8.0*255", {row.get("obis") for row in rows})
+
+    @inlineCallbacks
     def test_bad_table_number_is_a_usage_error(self) -> Any:
         route = yield self.tcp_route("--password", "")
         result = yield fep_read(route, "--table", "ST2048")
