@@ -59,3 +59,12 @@ def fep_command(*args: str, timeout: float = 60) -> Deferred[subprocess.Complete
         cwd=str(ROOT),
         env=child_env(),
     )
+
+
+@inlineCallbacks
+def tcp_simulator(case: unittest.TestCase, name: str, *args: str) -> Any:
+    """``python -m fep.sim.NAME ARGS`` on a free loopback port; fires with its ``tcp:``
+    route (the simulators end their first line with ``tcp:127.0.0.1:PORT``)."""
+    line = yield start_module(case, f"fep.sim.{name}", *args)
+    case.assertIn("tcp:127.0.0.1:", line)
+    return "tcp:host=127.0.0.1:port=" + line.rsplit(":", 1)[1]
