@@ -274,9 +274,10 @@ class HayesModem(Protocol):
                 self._plus = 0
             forward.append(byte)
         if self._escape_check is not None and self._escape_check.active() and data:
+            # Data within the guard time after "+++": no escape (the loop above has passed
+            # the held "+++" on to the remote end).
             self._escape_check.cancel()
             self._escape_check = None
-            forward = bytearray(bytes([self.s[2]]) * 3) + forward
         if self._plus == 3:
             self._escape_check = self.reactor.callLater(self.guard, self._escaped)
         if forward and self._meter is not None:

@@ -66,7 +66,9 @@ class DialSettings:
     ``prefix``: dialled before every number (e.g. ``0,`` for an outside line, ``,`` waits);
     ``tone``: DTMF (ATDT) or pulse (ATDP); ``dial_timeout``: seconds for the ATD's result;
     ``guard``: the escape guard time (the modems' S12, 1 s by default); ``hangup``:
-    ``escape`` (+++ then ATH) or ``dtr`` (drop DTR, where the port has one)."""
+    ``escape`` (+++ then ATH) or ``dtr`` (drop DTR, where the port has one);
+    ``hangup_timeout``: seconds for each step of a hang-up (the OK after +++ on top of
+    twice the guard time, the OK of ATH, the NO CARRIER after a DTR drop)."""
 
     prefix: str = ""
     tone: bool = True
@@ -354,7 +356,9 @@ class DialupCall:
             escaped = False
             if settings.hangup == "escape":
                 try:
-                    response = await self.line.escape(settings.guard)
+                    response = await self.line.escape(
+                        settings.guard, settings.guard * 2 + settings.hangup_timeout
+                    )
                     escaped = response.code in (ResultCode.OK, ResultCode.NO_CARRIER)
                 except ModemError as e:
                     log.info("modem {line}: no answer to +++ ({error}), dropping DTR",
