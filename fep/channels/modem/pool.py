@@ -428,3 +428,44 @@ class DialupEndpoint:
                 raise
 
         return Deferred.fromCoroutine(run())
+
+
+def pool_from_config(
+    reactor: Any,
+    section: Any,
+    *,
+    store: Any = None,
+    on_alarm: Callable[[ModemAlarm], None] | None = None,
+) -> ModemPool | None:
+    """The pool a ``[modems]`` section (fep.config.ModemsSection) describes, None when it
+    names no lines. Errors are ConfigErrors naming the section and key."""
+    from fep.errors import ConfigError
+
+    lines = section.line_list()
+    if not lines:
+        return None
+    try:
+        specs = [LineSpec(name, route, model, section.init_commands)
+                 for name, route, model in lines]
+        for spec in specs:
+            spec.profile()
+        dial = DialSettings(
+            prefix=section.prefix,
+            tone=section.dialing == "tone",
+            dial_timeout=section.dial_timeout,
+            guard=section.guard,
+            hangup=section.hangup,
+            hangup_timeout=section.hangup_timeout,
+        )
+        policy = RetryPolicy(
+            busy_delay=section.busy_delay,
+            busy_retries=section.busy_retries,
+            backoff=section.backoff,
+            backoff_factor=section.backoff_factor,
+            backoff_max=section.backoff_max,
+            retries=section.retries,
+        )
+    except ConfigError as e:
+        raise ConfigError(e.message, file=e.file, section="modems", key=e.key) from None
+    return ModemPool(reactor, specs, dial=dial, policy=policy, store=store,
+                     on_alarm=on_alarm, open_timeout=section.open_timeout)
