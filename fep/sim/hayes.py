@@ -99,13 +99,15 @@ class Exchange:
         ends = [n for n in self.subscribers if digits.endswith(n.lstrip("+"))]
         return max(ends, key=len) if ends else None
 
-    def next_outcome(self, number: str | None) -> Scripted:
-        if number is None:
-            return Scripted(Outcome.NO_CARRIER)
+    def next_outcome(self, number: str) -> Scripted:
+        """The next scripted outcome of a call to ``number``; without one, CONNECT for a
+        subscriber and NO CARRIER (nobody's modem answers) for any other number."""
         queue = self.scripts.get(number)
         if queue:
             return queue.popleft()
-        return Scripted(Outcome.CONNECT)
+        if number in self.subscribers:
+            return Scripted(Outcome.CONNECT)
+        return Scripted(Outcome.NO_CARRIER)
 
 
 def _digits(number: str) -> str:
@@ -407,17 +409,17 @@ class HayesModem(Protocol):
         if voice:
             self._result(ResultCode.OK)
             return
-        number = self.exchange.resolve(dialled)
+        number = self.exchange.resolve(dialled) or _digits(dialled)
         script = self.exchange.next_outcome(number)
         outcome = script.outcome if self.dialtone else Outcome.NO_DIALTONE
-        self.exchange.calls.append(CallLog(self.name, number or dialled, outcome, dialled))
+        self.exchange.calls.append(CallLog(self.name, number, outcome, dialled))
         self._state = _State.DIALING
         delay = self.exchange.ring_time
         if outcome is Outcome.NO_DIALTONE:
             delay = delay / 5
         elif outcome is Outcome.NO_ANSWER:
             delay = delay * 3
-        self._later(delay, self._dial_result, number or dialled, script, outcome)
+        self._later(delay, self._dial_result, number, script, outcome)
 
     def _dial_result(self, number: str, script: Scripted, outcome: Outcome) -> None:
         if self._state is not _State.DIALING:

@@ -123,11 +123,15 @@ class EmulatorTests(unittest.TestCase):
                           Outcome.NO_DIALTONE, Outcome.CONNECT])
         self.assertEqual(self.exchange.calls[-1].dialled, "05551001")
 
-    def test_unknown_number_gets_no_carrier(self) -> None:
+    def test_unknown_number_gets_no_carrier_unless_scripted(self) -> None:
         self.send(b"ATE0\r")
         self.send(b"ATD999\r")
         self.clock.advance(1.0)
         self.assertEqual(self.out(), b"\r\nNO CARRIER\r\n")
+        self.exchange.script("999", Outcome.BUSY)
+        self.send(b"ATD999\r")
+        self.clock.advance(1.0)
+        self.assertEqual(self.out(), b"\r\nBUSY\r\n")
 
     def test_line_fault_gives_no_dialtone(self) -> None:
         self.send(b"ATE0\r")
