@@ -153,7 +153,8 @@ class ModemLine(Protocol):
         )
         waiting, self._waiting = self._waiting, deque()
         for _, d, _ in waiting:
-            d.errback(Failure(error))
+            if not d.called:
+                d.errback(Failure(error))
         if self._escaping is not None:
             escaping, self._escaping = self._escaping, None
             escaping.errback(Failure(error))
@@ -274,6 +275,8 @@ class ModemLine(Protocol):
         if not self._waiting:
             return
         command, d, expect_ok = self._waiting.popleft()
+        if d.called:
+            return  # the caller cancelled it
         if expect_ok and not response.ok:
             d.errback(Failure(ModemError(
                 f"modem {self.name}: {command.text} -> {response.result.describe()}",
@@ -295,7 +298,8 @@ class ModemLine(Protocol):
             return
         if self._waiting:
             _, d, _ = self._waiting.popleft()
-            d.errback(Failure(error))
+            if not d.called:
+                d.errback(Failure(error))
 
     def _expire(self) -> None:
         self._timer = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
@@ -75,6 +75,38 @@ class DialupReadTests(unittest.TestCase):
         self.assertEqual(record.outcome, CallOutcome.COMPLETED)
         self.assertEqual(pool.active, 0)
         self.assertFalse(modem.online)
+
+    async def test_dlms_over_hdlc_and_ansi_c12_18_meters_over_calls(self) -> None:
+        from fep.protocols.ansi_c12.session import C1218Protocol
+        from fep.protocols.dlms.security import SecurityKeys
+        from fep.protocols.dlms.server import ServerSettings
+        from fep.protocols.dlms.session import DlmsProtocol
+        from fep.sim.ansi_c12 import C12MeterServerFactory, SimulatedC12Meter
+        from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK, DlmsMeterServerFactory
+        from fep.sim.dlms_meter import SimulatedDlmsMeter
+
+        exchange = new_exchange()
+        exchange.add("3001", DlmsMeterServerFactory(
+            SimulatedDlmsMeter(),
+            ServerSettings(password=b"12345678", keys=SecurityKeys(EXAMPLE_EK, EXAMPLE_AK)),
+            hdlc=True))
+        exchange.add("3002", C12MeterServerFactory(SimulatedC12Meter(password=b"s3cret"),
+                                                   reactor))
+        pool, modems = await emulated_pool(self, exchange, 2)
+        dlms = Meter("dlms-1", "dlms", "dialup:3001", metadata={
+            "dlms_link": "hdlc", "dlms_auth": "low", "dlms_password": "12345678"})
+        c12 = Meter("c12-1", "ansi-c12.18", "dialup:3002",
+                    metadata={"c12_password": "s3cret"})
+        got = await gatherResults([
+            pool.call("3001", lambda ep: DlmsProtocol().read(reactor, ep, dlms, 5.0)),
+            pool.call("3002", lambda ep: C1218Protocol().read(reactor, ep, c12, 5.0)),
+        ])
+        for meter, records in zip((dlms, c12), got, strict=True):
+            readings = [r for r in records if isinstance(r, Reading)]
+            self.assertTrue(readings, meter.id)
+            self.assertTrue(all(r.meter == meter.id for r in readings))
+        self.assertEqual([c.outcome for c in pool.calls], [CallOutcome.COMPLETED] * 2)
+        self.assertEqual(sum(m.hangups for m in modems), 2)
 
     async def test_dial_prefix_and_pulse_dialling(self) -> None:
         exchange = exchange_with_meters()
