@@ -368,7 +368,9 @@ class ModemPool(service.Service):
         if self.store is not None:
             self._unsaved.append(record)
             self.flush()
-        if record.outcome is CallOutcome.NO_DIALTONE:
+        if not self.running and self.opened is not None:
+            pass  # shutting down: a call cut short by closing ports is no line fault
+        elif record.outcome is CallOutcome.NO_DIALTONE:
             self._take_out(line, f"NO DIALTONE (line fault) calling {record.number}",
                            record.number)
         elif call.line_fault is not None:
