@@ -55,7 +55,7 @@ class SqliteStoreTests(StoreBehaviours, unittest.TestCase):
         await store.upgrade()
         rows = (
             sqlite3.connect(self.path)
-            .execute("SELECT version, name FROM schema_migrations")
+            .execute("SELECT version, name FROM schema_migrations ORDER BY version")
             .fetchall()
         )
         known = [(m.version, m.name) for m in migrations.load("sqlite")]
