@@ -117,6 +117,8 @@ class LeasedEndpoint:
     def __init__(self, endpoint: IStreamClientEndpoint, lock: DeferredLock) -> None:
         self._endpoint = endpoint
         self._lock = lock
+        # A channel that bounds its own connect (dial-up) says how long it may take.
+        self.connect_timeout: float | None = getattr(endpoint, "connect_timeout", None)
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         async def run() -> IProtocol:

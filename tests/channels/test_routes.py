@@ -123,3 +123,47 @@ class LineControlTests(unittest.TestCase):
         ISerialLine(line).set_baudrate(9600)
         self.assertEqual(line.wrappedProtocol, session)  # type: ignore[union-attr]
         self.assertEqual(line.transport.baud, 9600)  # type: ignore[union-attr]
+
+
+@implementer(IStreamClientEndpoint)
+class _SlowEndpoint:
+    """Connects when the test says so, and bounds its own connect (as a dial-up call does)."""
+
+    connect_timeout = 60.0
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Deferred[object], object]] = []
+
+    def connect(self, factory):  # type: ignore[no-untyped-def]
+        d: Deferred[object] = Deferred()
+        self.pending.append((d, factory))
+        return d
+
+
+class OwnConnectBoundTests(unittest.TestCase):
+    def test_channel_bound_outlasts_the_meter_timeout(self) -> None:
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        channels = Channels(clock)
+        slow = _SlowEndpoint()
+        channels.register_scheme("slow", lambda route: slow)
+        session = _Held()
+        d = connect_within(clock, channels.endpoint_for("slow:1"), session, "slow:1", 3)
+        clock.advance(30)  # well past the meter's 3 s, within the channel's 60 s
+        [(pending, factory)] = slow.pending
+        protocol = factory.buildProtocol(None)  # type: ignore[attr-defined]
+        protocol.makeConnection(StringTransport())
+        pending.callback(protocol)
+        self.assertIs(self.successResultOf(d), session)
+
+    def test_channel_bound_still_ends_a_connect(self) -> None:
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        channels = Channels(clock)
+        channels.register_scheme("slow", lambda route: _SlowEndpoint())
+        d = connect_within(clock, channels.endpoint_for("slow:1"), _Held(), "slow:1", 3)
+        clock.advance(61)
+        self.assertIn("within 60.0 s", str(self.failureResultOf(d, ChannelError).value))
+        self.assertEqual(channels.busy(), {})

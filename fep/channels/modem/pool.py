@@ -419,6 +419,15 @@ class DialupEndpoint:
         self.pool = pool
         self.number = normalise_number(number)
         self.route = f"dialup:{self.number}"
+        # The longest a connect may take: every attempt the retry policy allows, each
+        # dialled to its result, with the delays between them.
+        dial, policy = pool.dial, pool.policy
+        attempts = 1 + policy.busy_retries + policy.retries
+        self.connect_timeout: float | None = (
+            attempts * (dial.dial_timeout + dial.guard)
+            + policy.busy_retries * policy.busy_delay
+            + policy.retries * policy.backoff_max
+        )
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         async def run() -> IProtocol:
