@@ -108,6 +108,29 @@ class DialupReadTests(unittest.TestCase):
         self.assertEqual([c.outcome for c in pool.calls], [CallOutcome.COMPLETED] * 2)
         self.assertEqual(sum(m.hangups for m in modems), 2)
 
+    async def test_ansi_c12_21_meter_over_a_call(self) -> None:
+        """C12.21 is C12.18 for telephone lines: identify with its ticket, timing setup,
+        DES authentication, then the table reads, all over the dial-up call."""
+        from fep.protocols.ansi_c12.c1218 import Standard
+        from fep.protocols.ansi_c12.session import C1221Protocol
+        from fep.sim.ansi_c12 import C12MeterServerFactory, SimulatedC12Meter
+
+        key = bytes.fromhex("0123456789abcdef")
+        simulated = SimulatedC12Meter(password=None, standard=Standard.C12_21, auth_key=key,
+                                      auth_key_id=2)
+        exchange = new_exchange()
+        exchange.add("3003", C12MeterServerFactory(simulated, reactor))
+        pool, [modem] = await emulated_pool(self, exchange, 1)
+        meter = Meter("c1221-1", "ansi-c12.21", "dialup:3003", metadata={
+            "c12_auth_key": key.hex(), "c12_auth_key_id": "2"})
+        records = await pool.call(
+            "3003", lambda ep: C1221Protocol().read(reactor, ep, meter, 5.0))
+        self.assertTrue([r for r in records if isinstance(r, Reading)])
+        self.assertIn("authenticate", " ".join(simulated.log))
+        self.assertIn("timing setup", " ".join(simulated.log))
+        self.assertEqual([c.outcome for c in pool.calls], [CallOutcome.COMPLETED])
+        self.assertEqual(modem.hangups, 1)
+
     async def test_dial_prefix_and_pulse_dialling(self) -> None:
         exchange = exchange_with_meters()
         pool, [modem] = await emulated_pool(
