@@ -54,7 +54,7 @@ class _Tap:
         self.member = member
         self.written = 0
         self.disconnecting = False
-        if ISerialLine.providedBy(bus.transport):
+        if ISerialLine(bus.transport, None) is not None:
             directlyProvides(self, ISerialLine)
 
     def write(self, data: bytes) -> None:
@@ -178,10 +178,11 @@ def mixed_bus(
             Dlt645BusFactory([SimulatedDlt645Meter(address=address)], reactor, answer_delay),
         ))
     for physical in dlms:
-        meter = SimulatedDlmsMeter(serial=f"BUS{physical:07d}")
+        dlms_meter = SimulatedDlmsMeter(serial=f"BUS{physical:07d}")
         members.append(BusMember(
             f"dlms@1/{physical}",
-            DlmsMeterServerFactory(meter, ServerSettings(), hdlc=True, physical_address=physical),
+            DlmsMeterServerFactory(dlms_meter, ServerSettings(), hdlc=True,
+                                   physical_address=physical),
         ))
     return SimulatedBusFactory(members)
 
