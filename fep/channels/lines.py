@@ -12,6 +12,8 @@ import math
 # How long after a transmission has left the wire its echo may still arrive (adapter and
 # driver latency; a USB RS-485 adapter returns the echo a few milliseconds late).
 ECHO_WINDOW = 0.5
+# Waits shorter than this are none (clock arithmetic in floats).
+_EPSILON = 1e-6
 
 
 class EchoSuppressor:
@@ -94,11 +96,13 @@ class LinePacer:
         """Seconds to wait from ``now`` before transmitting (0: go)."""
         if self.gap <= 0:
             return 0.0
-        return max(0.0, self._heard + self.gap - now)
+        wait = self._heard + self.gap - now
+        return wait if wait > _EPSILON else 0.0
 
     def drained_in(self, now: float) -> float:
         """Seconds until what fep has transmitted has left the wire (0: it has)."""
-        return max(0.0, self._sent_until - now)
+        wait = self._sent_until - now
+        return wait if wait > _EPSILON else 0.0
 
 
 def wire_time(size: int, baudrate: int, char_bits: float) -> float:
