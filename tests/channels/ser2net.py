@@ -24,15 +24,20 @@ reactor: Any = global_reactor
 
 def ser2net_config(device: str, raw_port: int, telnet_port: int, line: str = "300e71") -> str:
     """Two accepters on one device: raw TCP and telnet with RFC 2217 (ser2net.yaml(5)).
-    ``local`` keeps ser2net away from modem control lines, which ptys do not have."""
+    ``local`` keeps ser2net away from modem control lines, which ptys do not have;
+    ``kickolduser`` lets a new session in while ser2net still winds up the last one (a
+    head end is the port's only user)."""
+    options = "    options:\n      kickolduser: true\n"
     return (
         "%YAML 1.1\n---\n"
         "connection: &raw\n"
         f"    accepter: tcp,127.0.0.1,{raw_port}\n"
         f"    connector: serialdev,{device},{line},local\n"
-        "connection: &rfc2217\n"
+        + options
+        + "connection: &rfc2217\n"
         f"    accepter: telnet(rfc2217),tcp,127.0.0.1,{telnet_port}\n"
         f"    connector: serialdev,{device},{line},local\n"
+        + options
     )
 
 
