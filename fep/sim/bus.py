@@ -85,10 +85,13 @@ class _Tap:
 
 
 class SimulatedBus(Protocol):
-    """The meters' side of one line: every byte heard goes to every member."""
+    """The meters' side of one line: every byte heard goes to every member. ``echo``: the
+    line carries the master's transmission back to it, as through an RS-485 adapter that
+    hears itself in half-duplex."""
 
-    def __init__(self, members: Sequence[BusMember]) -> None:
+    def __init__(self, members: Sequence[BusMember], *, echo: bool = False) -> None:
         self.members = list(members)
+        self.echo = echo
         self.protocols: list[tuple[BusMember, IProtocol, _Tap]] = []
         self.heard = 0
 
@@ -107,6 +110,8 @@ class SimulatedBus(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.heard += len(data)
+        if self.echo:
+            self.put(data)
         for member, protocol, _tap in self.protocols:
             try:
                 protocol.dataReceived(data)
@@ -130,12 +135,13 @@ class SimulatedBusFactory(ServerFactory[SimulatedBus]):
 
     noisy = False
 
-    def __init__(self, members: Sequence[BusMember]) -> None:
+    def __init__(self, members: Sequence[BusMember], *, echo: bool = False) -> None:
         self.members = list(members)
+        self.echo = echo
         self.buses: list[SimulatedBus] = []
 
     def buildProtocol(self, addr: object) -> SimulatedBus:
-        bus = SimulatedBus(self.members)
+        bus = SimulatedBus(self.members, echo=self.echo)
         bus.factory = self
         self.buses.append(bus)
         return bus
@@ -148,10 +154,11 @@ def mixed_bus(
     dlt645: Sequence[str] = (),
     dlms: Sequence[int] = (),
     answer_delay: float = 0.0,
+    echo: bool = False,
 ) -> SimulatedBusFactory:
     """A bus of IEC 62056-21 meters (device addresses), DL/T 645-2007 meters (12-digit
     addresses) and DLMS meters over HDLC (physical addresses; logical device 1, no
-    security), in that order."""
+    security), in that order; ``echo``: the line echoes the master."""
     from decimal import Decimal
 
     from fep.protocols.dlms.server import ServerSettings
@@ -184,7 +191,7 @@ def mixed_bus(
             DlmsMeterServerFactory(dlms_meter, ServerSettings(), hdlc=True,
                                    physical_address=physical),
         ))
-    return SimulatedBusFactory(members)
+    return SimulatedBusFactory(members, echo=echo)
 
 
 def serve_pty(
@@ -217,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baud", type=int, default=300, help="line speed at start")
     parser.add_argument("--frame", default="7E1", help="data bits, parity, stop bits")
     parser.add_argument("--delay", type=float, default=0.0, help="answer delay in seconds")
+    parser.add_argument("--echo", action="store_true",
+                        help="echo the master's bytes back (a half-duplex RS-485 adapter)")
     args = parser.parse_args(argv)
     if not (args.pty or args.tcp is not None):
         parser.error("give --pty or --tcp")
@@ -230,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Logs go to stderr; stdout keeps the one line saying what is served (scripts read it).
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     factory = mixed_bus(reactor, iec=args.iec, dlt645=args.dlt645, dlms=args.dlms,
-                        answer_delay=args.delay)
+                        answer_delay=args.delay, echo=args.echo)
     names = ", ".join(m.name for m in factory.members)
     if args.tcp is not None:
         port = reactor.listenTCP(args.tcp, factory, interface=args.interface)

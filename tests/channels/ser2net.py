@@ -45,7 +45,8 @@ def ser2net_config(device: str, raw_port: int, telnet_port: int, line: str = "30
 def start_ser2net(case: unittest.TestCase, device: str, line: str = "300e71") -> Any:
     """Run ser2net in the foreground serving ``device``; fires with (raw port, RFC 2217
     port) once both accept connections. Ended (by its pid) when the test is done."""
-    assert shutil.which("ser2net") is not None, "ser2net (Debian package) is needed"
+    ser2net = shutil.which("ser2net") or shutil.which("ser2net", path="/usr/sbin:/sbin")
+    assert ser2net is not None, "ser2net (Debian package) is needed"
     workdir = Path(case.mktemp()).resolve()
     workdir.mkdir(parents=True)
     raw_port, telnet_port = free_port(), free_port()
@@ -54,7 +55,7 @@ def start_ser2net(case: unittest.TestCase, device: str, line: str = "300e71") ->
     log = open(workdir / "ser2net.log", "wb")  # noqa: SIM115 (closed in stop)
     # -n: foreground; -u: no UUCP lock files; -c: our configuration only.
     proc = subprocess.Popen(
-        ["ser2net", "-n", "-u", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+        [ser2net, "-n", "-u", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
     )
 
     def stop() -> None:
