@@ -14,6 +14,7 @@ transmits. A speed change waits until fep's written bytes have left the wire.
 from __future__ import annotations
 
 import math
+import os
 import termios
 from collections.abc import Callable
 from typing import Any
@@ -93,6 +94,16 @@ def check_line_settings(s: Any) -> None:
         raise ValueError(f"option stopbits: bad value {s.stopbits} (1, 1.5, 2)")
     if not (0 <= s.gap <= MAX_GAP) or math.isnan(s.gap):
         raise ValueError(f"option gap: {s.gap} s is not 0..{MAX_GAP:g} seconds")
+
+
+def is_pty(device: str) -> bool:
+    """Whether ``device`` is a Unix 98 pseudo-terminal slave (tests and simulators use
+    socat pty pairs as serial lines)."""
+    try:
+        rdev = os.stat(device).st_rdev
+    except OSError:
+        return False
+    return 136 <= os.major(rdev) <= 143
 
 
 def char_bits(s: Any) -> float:
@@ -322,16 +333,20 @@ class FepSerialPort(SerialPort):
             char_bits=settings.char_bits,
             drop_stale=session,
         )
+        framing = {"bytesize": settings.bytesize, "parity": settings.parity}
+        if settings.parity != "N" and is_pty(settings.device):
+            # Linux refuses (EINVAL) to set parity on a pseudo-terminal unless the speed
+            # changes too; a pty carries bytes whatever the framing, so it gets 8N1.
+            framing = {"bytesize": 8, "parity": "N"}
         super().__init__(
             protocol,
             settings.device,
             reactor,
             baudrate=settings.baudrate,
-            bytesize=settings.bytesize,
-            parity=settings.parity,
             stopbits=settings.stopbits,
             xonxoff=settings.xonxoff,
             rtscts=settings.rtscts,
+            **framing,
         )
 
     @property
