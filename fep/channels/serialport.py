@@ -322,6 +322,7 @@ class FepSerialPort(SerialPort):
     ) -> None:
         self.settings = settings
         self._char_bits = settings.char_bits
+        pty = is_pty(settings.device)
         self.line = PacedLine(
             reactor,
             line=f"serial:{settings.device}",
@@ -330,11 +331,13 @@ class FepSerialPort(SerialPort):
             send=super().write,
             apply_baudrate=self._apply_baudrate,
             baudrate=lambda: self.baudrate,
-            char_bits=settings.char_bits,
+            # A pty moves bytes at memory speed: nothing is ever left on a wire to wait for
+            # (a simulated bus writes every meter's answers on one pty, whatever its speed).
+            char_bits=0.0 if pty else settings.char_bits,
             drop_stale=session,
         )
         framing = {"bytesize": settings.bytesize, "parity": settings.parity}
-        if settings.parity != "N" and is_pty(settings.device):
+        if settings.parity != "N" and pty:
             # Linux refuses (EINVAL) to set parity on a pseudo-terminal unless the speed
             # changes too; a pty carries bytes whatever the framing, so it gets 8N1.
             framing = {"bytesize": 8, "parity": "N"}

@@ -312,7 +312,9 @@ class Ser2netTests(unittest.TestCase):
     async def test_iec_baud_change_through_rfc2217_reaches_the_serial_port(self) -> None:
         a, b, _raw, telnet = await self._serial_server()
         meters = make_meters(1)  # offers 9600 Bd (baud character 5)
-        port = serve_iec_pty(reactor, b, IecMeterServerFactory(meters, reactor))
+        # A meter's reaction time of 0.3 s (IEC 62056-21 allows 0.2 to 1.5 s): the session is
+        # still on when ser2net has set the new speed, so the pty can be seen at it.
+        port = serve_iec_pty(reactor, b, IecMeterServerFactory(meters, reactor, 0.3))
         self.addCleanup(port.loseConnection)
         line = _Termios(self, a)
         records = await _read(Meter("m", "iec62056-21",
