@@ -147,3 +147,51 @@ class BusOnAPtyTests(unittest.TestCase):
         here = addressed(Meter("here", "dlt645", f"serial:{a}:2400:8E1@000000123456"))
         self.assertTrue(await meter_protocol(here.protocol).read(
             reactor, channels.endpoint_for(here.route), here, 5))
+
+
+class CommandLineTests(unittest.TestCase):
+    """``python -m fep.sim.bus`` on a pty, read by ``fep read`` with the route's address."""
+
+    timeout = 60
+
+    async def test_fep_read_of_each_meter_on_a_simulated_bus(self) -> None:
+        import subprocess
+        import sys
+
+        from twisted.internet.threads import deferToThread
+
+        from tests.sim.test_iec62056_21_sim import ROOT, _env
+
+        a, b = await socat_pty_pair(self)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fep.sim.bus", "--pty", b, "--iec", "10000001",
+             "--dlt645", "000000123456"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=str(ROOT),
+            env=_env(),
+        )
+
+        def stop() -> None:
+            proc.terminate()
+            proc.wait(10)
+            assert proc.stdout is not None
+            proc.stdout.close()
+
+        self.addCleanup(stop)
+        assert proc.stdout is not None
+        line = await deferToThread(proc.stdout.readline)
+        self.assertIn("iec62056-21@10000001, dlt645@000000123456", line)
+
+        def fep_read(*args: str) -> Any:
+            return deferToThread(
+                subprocess.run, [sys.executable, "-m", "fep.cli", "read", *args],
+                capture_output=True, text=True, timeout=60, cwd=str(ROOT), env=_env())
+
+        result = await fep_read(f"serial:{a}:2400:8E1@000000123456", "--protocol", "dlt645",
+                                "--meter", "dlt-1", "--format", "json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('{"meter": "dlt-1", "obis": "1-0:1.8.0*255", "value": 1234.5',
+                      result.stdout)
+        result = await fep_read(f"serial:{a}:gap=0.05@10000001", "--protocol", "iec62056-21",
+                                "--format", "json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn('"10000001"', result.stdout)
