@@ -1,7 +1,9 @@
 """Fixed-period reading of the stored meters: each meter is read once per period through its
 route and protocol, and its records go to the record sink. Meters sharing a line (a bus, a
 modem, a serial-server port) are read one after the other, in list order, so waiting for the
-line never counts against a meter's timeout.
+line never counts against a meter's timeout, and a meter that does not answer costs the line
+its own timeout only. A concentrator is read before the meters it owns; when it fails, they
+are skipped that cycle (fep.collect.concentrators).
 
 This is the daemon's simple collection loop until the task-based engine replaces it.
 """
@@ -18,6 +20,7 @@ from twisted.logger import Logger
 
 from fep.channels.endpoints import client_endpoint
 from fep.channels.routes import resource_of
+from fep.collect.concentrators import line_order
 from fep.collect.directory import MeterDirectory, addressed
 from fep.errors import FepError
 from fep.interfaces import IMeterProtocol, IRecordSink
@@ -57,6 +60,7 @@ class PeriodicReader(service.Service):
         self._in_flight: dict[str, Deferred[None]] = {}
         self.reads_ok = 0
         self.reads_failed = 0
+        self.reads_skipped = 0
         self.records_read = 0
 
     def startService(self) -> None:
@@ -107,48 +111,72 @@ class PeriodicReader(service.Service):
             self._in_flight.pop(meter_id, None)
 
     async def _read_line(self, meters: list[Meter]) -> None:
-        for meter in meters:
+        steps, bad = line_order(meters, self._directory.all())
+        for meter, error in bad:
+            self.reads_failed += 1
+            log.warn("meter {meter}: {error}", meter=meter.id, route=meter.route, error=error)
+        for step in steps:
             if not self.running:
                 return
-            await self.read_meter(meter)
+            ok = await self._read(step.meter)
+            if not step.owned:
+                continue
+            if not ok:
+                self.reads_skipped += len(step.owned)
+                log.warn(
+                    "concentrator {meter} failed: {count} meters behind it not read this cycle",
+                    meter=step.meter.id,
+                    route=step.meter.route,
+                    count=len(step.owned),
+                )
+                continue
+            for meter in step.owned:
+                if not self.running:
+                    return
+                await self._read(meter)
 
     def read_meter(self, meter: Meter) -> Deferred[None]:
         """One read of one meter; failures are logged and counted, never raised."""
 
-        meter = addressed(meter)
-
         async def run() -> None:
-            try:
-                protocol = self._protocol_for(meter.protocol)
-                endpoint = self._endpoint_for(self._reactor, meter.route)
-                records = await protocol.read(self._reactor, endpoint, meter, self.timeout)
-                await self._sink.submit(records)
-            except FepError as e:
-                self.reads_failed += 1
-                log.warn(
-                    "read of {meter} over {route} failed: {error}",
-                    meter=meter.id,
-                    route=meter.route,
-                    protocol=meter.protocol,
-                    error=e,
-                )
-            except Exception:
-                self.reads_failed += 1
-                log.failure(
-                    "read of {meter} over {route} failed unexpectedly",
-                    meter=meter.id,
-                    route=meter.route,
-                    protocol=meter.protocol,
-                )
-            else:
-                self.reads_ok += 1
-                self.records_read += len(records)
-                log.info(
-                    "read {meter} over {route}: {count} records",
-                    meter=meter.id,
-                    route=meter.route,
-                    protocol=meter.protocol,
-                    count=len(records),
-                )
+            await self._read(meter)
 
         return Deferred.fromCoroutine(run())
+
+    async def _read(self, meter: Meter) -> bool:
+        """One read of one meter; True when it succeeded, failures logged and counted."""
+        meter = addressed(meter)
+        try:
+            protocol = self._protocol_for(meter.protocol)
+            endpoint = self._endpoint_for(self._reactor, meter.route)
+            records = await protocol.read(self._reactor, endpoint, meter, self.timeout)
+            await self._sink.submit(records)
+        except FepError as e:
+            self.reads_failed += 1
+            log.warn(
+                "read of {meter} over {route} failed: {error}",
+                meter=meter.id,
+                route=meter.route,
+                protocol=meter.protocol,
+                error=e,
+            )
+            return False
+        except Exception:
+            self.reads_failed += 1
+            log.failure(
+                "read of {meter} over {route} failed unexpectedly",
+                meter=meter.id,
+                route=meter.route,
+                protocol=meter.protocol,
+            )
+            return False
+        self.reads_ok += 1
+        self.records_read += len(records)
+        log.info(
+            "read {meter} over {route}: {count} records",
+            meter=meter.id,
+            route=meter.route,
+            protocol=meter.protocol,
+            count=len(records),
+        )
+        return True
