@@ -215,7 +215,7 @@ def crc16_x25(data: bytes) -> int:
 
 def bcd_digits(raw: bytes) -> str:
     """Packed BCD, high nibble first, ending at the first F nibble; ValueError otherwise."""
-    digits = []
+    digits: list[str] = []
     for byte in raw:
         for nibble in (byte >> 4, byte & 0x0F):
             if nibble == 0x0F:
@@ -250,7 +250,8 @@ def encode_binary_registration(
         raw = serial.encode("ascii")
         body += bytes([TAG_SERIAL, len(raw)]) + raw
     head = bytes([BINARY_REGISTRATION]) + len(body).to_bytes(2, "big") + body
-    return bytes([BINARY_START]) + head + crc16_x25(head).to_bytes(2, "little") + bytes([BINARY_END])
+    crc = crc16_x25(head).to_bytes(2, "little")
+    return bytes([BINARY_START]) + head + crc + bytes([BINARY_END])
 
 
 def decode_binary_body(body: bytes) -> dict[str, str]:
@@ -466,7 +467,8 @@ def make_rules(names: Iterable[str], registration: str = DEFAULT_REGISTRATION) -
         elif name in ("iec62056-21", "iec"):
             rules.append(IecRule())
         else:
-            raise ValueError(f"unknown identification rule {name!r} (known: {', '.join(RULE_NAMES)})")
+            known = ", ".join(RULE_NAMES)
+            raise ValueError(f"unknown identification rule {name!r} (known: {known})")
     if not rules:
         raise ValueError("no identification rule given")
     return rules

@@ -12,12 +12,11 @@ from twisted.trial import unittest
 
 from fep.channels.identify import (
     AsciiRule,
-    BinaryRule,
     DlmsRule,
     IdentificationError,
     Identifier,
-    IecRule,
     Identity,
+    IecRule,
     bcd_digits,
     crc16_x25,
     decode_binary_body,
