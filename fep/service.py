@@ -19,7 +19,7 @@ from twisted.logger import (
     jsonFileLogObserver,
 )
 
-from fep.channels.routes import Channels
+from fep.channels.routes import Channels, ConnectBackoff
 from fep.collect.directory import MeterDirectory
 from fep.collect.poller import PeriodicReader
 from fep.config import Config
@@ -63,7 +63,12 @@ class FepService(service.MultiService):
             flush_timeout=config.spool.flush_timeout,
         )
         self.directory = MeterDirectory(self.store)
-        self.channels = Channels(reactor)
+        self.channels = Channels(
+            reactor,
+            backoff=ConnectBackoff(
+                reactor, config.gprs.connect_backoff, config.gprs.connect_backoff_max
+            ),
+        )
         self.reader = PeriodicReader(
             reactor,
             self.directory,
@@ -95,9 +100,45 @@ class FepService(service.MultiService):
             listener = strports.service(config.push.dlms, self.dlms_push)
             listener.setName("push-dlms")
             self.listeners.append(listener)
+        self.gprs: Any = None
+        if config.gprs.listen:
+            self._add_gprs(config)
+        self.control: Any = None
+        if config.control.enabled:
+            from fep.operator.control import ControlServer
+
+            self.control = ControlServer(reactor, config.control_socket)
+            self.control.add("sessions", self._sessions_command)
         self._json_log: io.TextIOWrapper | None = None
         self._observer: ILogObserver | None = None
         self.started: Deferred[None] | None = None
+
+    def _add_gprs(self, config: Config) -> None:
+        """GPRS modems that dial in: the channel, its listeners, and ``gprs:`` routes."""
+        from fep.channels.gprs import GprsChannel, gprs_settings, listener_names
+
+        self.gprs = GprsChannel(
+            self.reactor,
+            gprs_settings(config.gprs),
+            sink=self.router,
+            directory=self.directory,
+            store=self.store,
+            counters=self.counters,
+        )
+        self.channels.register_scheme("gprs", self.gprs.endpoint_for, backoff=False)
+        for description in listener_names(config.gprs.listen):
+            label = ":".join(description.split(":")[:2])
+            listener = strports.service(description, self.gprs.factory(label))
+            listener.setName(f"gprs {label}")
+            self.listeners.append(listener)
+
+    def _sessions_command(self, request: dict[str, Any]) -> dict[str, Any]:
+        sessions = self.gprs.sessions() if self.gprs is not None else []
+        return {
+            "node": self.config.fep.node,
+            "gprs": self.gprs is not None,
+            "sessions": [s.as_dict() for s in sessions],
+        }
 
     def _resolve_pushing_meter(self, identification: str, serial: str | None) -> str | None:
         meter = self.directory.identify(serial, identification)
@@ -149,6 +190,8 @@ class FepService(service.MultiService):
         set_counter_store(self.counters)
         for listener in self.listeners:
             listener.startService()
+        if self.control is not None:
+            self.control.startService()
         log.info("fep node {node} running", node=self.config.fep.node)
 
     def stopService(self) -> Deferred[None]:
@@ -159,9 +202,13 @@ class FepService(service.MultiService):
         if self.started is not None and not self.started.called:
             # Still starting: let the start sequence notice running is false.
             pass
+        if self.control is not None and self.control.running:
+            await self.control.stopService()
         for listener in self.listeners:
             if listener.running:
                 await listener.stopService()
+        if self.gprs is not None:
+            self.gprs.close_all()
         if self.reader.running:
             await self.reader.stopService()
         await self.counters.close()
