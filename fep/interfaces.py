@@ -99,6 +99,9 @@ class IPushHandler(Interface):
     def data_received(data: bytes) -> None:
         """Bytes that arrived from the meter side."""
 
+    def pending() -> int:
+        """How many bytes of a push not yet complete it holds (0: between pushes)."""
+
     def take_buffered() -> bytes:
         """The bytes of a push not yet complete, handed over (and forgotten here) when a
         pull session takes the connection: that session's own decoder goes on with them."""

@@ -50,6 +50,8 @@ from fep.protocols.registry import meter_protocol
 log = Logger(namespace="fep.channels.gprs")
 
 POLICIES = ("register", "quarantine", "reject")
+# Seconds a pull job waits for a push under way to finish before it takes the socket.
+PIPE_WAIT = 5.0
 
 
 def parse_heartbeats(text: str) -> tuple[bytes, ...]:
@@ -180,6 +182,8 @@ class GprsStats:
     idle_closed: int = 0
     heartbeats: int = 0
     pipes: int = 0
+    # Pushes a pull job's meter session told from its answers and handed over.
+    pipe_pushes: int = 0
     unhandled_bytes: int = 0
 
 
@@ -249,6 +253,7 @@ class _Pushes:
     def pushed(self, records: Sequence[Record]) -> Deferred[None]:
         self.session.frames += 1
         self.session.last_frame = utcnow()
+        self.session.channel.stats.pipe_pushes += 1
         return self.sink.submit(records)
 
 
@@ -326,6 +331,9 @@ class ModemSession(Protocol):
         self.garbage = 0
         self.heartbeats = 0
         self.peer = "?"
+        self.ended = ""
+        self._pipe_wait: tuple[Deferred[IProtocol], IProtocolFactory, str, IDelayedCall] | None
+        self._pipe_wait = None
         self._idle: IDelayedCall | None = None
         self._identify_timer: IDelayedCall | None = None
 
@@ -407,19 +415,20 @@ class ModemSession(Protocol):
             self._deliver(data)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
-        was = self.state
+        was = self.ended or f"{reason.getErrorMessage()} ({self.state})"
         self.state = "closing"
         for timer in (self._idle, self._identify_timer):
             if timer is not None and timer.active():
                 timer.cancel()
         if self.pipe is not None:
             self._lose_pipe(f"modem connection lost ({reason.getErrorMessage()})")
+        self._fail_waiting_pipe(f"connection lost ({reason.getErrorMessage()})")
         self.channel.registry.remove(self)
-        if was != "identifying" or self.bytes_in:
+        if self.identity is not None or self.bytes_in:
             log.info(
-                "modem {modem} from {peer} gone after {state}: {bytes_in} bytes in, "
+                "modem {modem} from {peer} gone, {why}: {bytes_in} bytes in, "
                 "{bytes_out} out, {frames} pushes",
-                state=was,
+                why=was,
                 bytes_in=self.bytes_in,
                 bytes_out=self.bytes_out,
                 frames=self.info().frames,
@@ -449,7 +458,7 @@ class ModemSession(Protocol):
             self.channel.stats.unidentified += 1
             self.channel.stats.garbage_bytes += self._identifier.received
             log.warn("modem from {peer}: {error}; closing", peer=self.peer, error=str(e))
-            self.drop()
+            self.drop("no registration")
             return
         if result is None:
             return
@@ -480,7 +489,7 @@ class ModemSession(Protocol):
             self.channel.stats.rejected += 1
             log.warn("unknown modem {modem} from {peer} ({rule}) rejected",
                      rule=result.identity.rule, **self._log_fields())
-            self.drop()
+            self.drop("rejected: unknown")
         else:
             self._quarantine()
 
@@ -516,7 +525,7 @@ class ModemSession(Protocol):
             return
         log.failure("modem {modem} from {peer}: cannot register its meter; closing", failure,
                     **self._log_fields())
-        self.drop()
+        self.drop("registration failed")
 
     def _attach(self, meters: list[Meter], data: bytes) -> None:
         assert self.identity is not None
@@ -550,6 +559,8 @@ class ModemSession(Protocol):
             self.handler.data_received(data)
             if self.handler.frames != before:
                 self.last_frame = utcnow()
+            if self._pipe_wait is not None and not self.handler.pending():
+                self._start_waiting_pipe()
         else:
             self.channel.stats.unhandled_bytes += len(data)
 
@@ -560,10 +571,11 @@ class ModemSession(Protocol):
             self.bytes_out += len(data)
             self.transport.write(data)
 
-    def drop(self) -> None:
+    def drop(self, why: str = "closed by fep") -> None:
         """Close now: abort (a half-open peer would never let a graceful close finish)."""
         if self.state == "closing":
             return
+        self.ended = f"{why} ({self.state})"
         self.state = "closing"
         if self.transport is None:
             return
@@ -580,8 +592,9 @@ class ModemSession(Protocol):
         )
         if self.pipe is not None:
             self._lose_pipe(f"the modem reconnected from {newer.peer}")
+        self._fail_waiting_pipe(f"the modem reconnected from {newer.peer}")
         self.channel.registry.remove(self)
-        self.drop()
+        self.drop(f"replaced by a new session from {newer.peer}")
 
     def _not_identified(self) -> None:
         self._identify_timer = None
@@ -595,7 +608,7 @@ class ModemSession(Protocol):
             timeout=self.channel.settings.identify_timeout,
             received=self._identifier.received,
         )
-        self.drop()
+        self.drop("identify timeout")
 
     def _idle_expired(self) -> None:
         self._idle = None
@@ -609,19 +622,53 @@ class ModemSession(Protocol):
         )
         if self.pipe is not None:
             self._lose_pipe("the modem went silent (idle timeout)")
-        self.drop()
+        self.drop("idle timeout")
 
     # -- pipe mode ------------------------------------------------------------------------------
 
-    def open_pipe(self, factory: IProtocolFactory, route: str) -> IProtocol:
+    def open_pipe(self, factory: IProtocolFactory, route: str) -> Deferred[IProtocol]:
         """Lend the socket to one pull job: the protocol ``factory`` builds gets the modem's
-        bytes until it closes its transport. ChannelError when the modem cannot serve."""
+        bytes until it closes its transport. A push under way is let finish first (at most
+        PIPE_WAIT seconds, then its bytes go to the job's decoder). ChannelError when the
+        modem cannot serve."""
         if self.state != "attached":
-            raise ChannelError(f"modem {self.name} is {self.state}: no pull over it", route=route)
-        if self.pipe is not None:
-            raise ChannelError(
-                f"modem {self.name} is busy with {self.pipe.route}", route=route
-            )
+            return fail(ChannelError(
+                f"modem {self.name} is {self.state}: no pull over it", route=route))
+        if self.pipe is not None or self._pipe_wait is not None:
+            busy = self.pipe.route if self.pipe is not None else "another job"
+            return fail(ChannelError(f"modem {self.name} is busy with {busy}", route=route))
+        if self.handler is not None and self.handler.pending():
+            d: Deferred[IProtocol] = Deferred()
+            timer = self.channel.reactor.callLater(PIPE_WAIT, self._start_waiting_pipe)
+            self._pipe_wait = (d, factory, route, timer)
+            return d
+        try:
+            return succeed(self._start_pipe(factory, route))
+        except ChannelError as e:
+            return fail(e)
+
+    def _start_waiting_pipe(self) -> None:
+        waiting, self._pipe_wait = self._pipe_wait, None
+        if waiting is None:
+            return
+        d, factory, route, timer = waiting
+        if timer.active():
+            timer.cancel()
+        try:
+            d.callback(self._start_pipe(factory, route))
+        except ChannelError as e:
+            d.errback(Failure(e))
+
+    def _fail_waiting_pipe(self, why: str) -> None:
+        waiting, self._pipe_wait = self._pipe_wait, None
+        if waiting is None:
+            return
+        d, _, route, timer = waiting
+        if timer.active():
+            timer.cancel()
+        d.errback(Failure(ChannelError(f"modem {self.name}: {why}", route=route)))
+
+    def _start_pipe(self, factory: IProtocolFactory, route: str) -> IProtocol:
         protocol = factory.buildProtocol(self.transport.getPeer())
         if protocol is None:
             raise ChannelError("the session refused the connection", route=route)
@@ -692,10 +739,7 @@ class GprsEndpoint:
                     route=self.route.text,
                 )
             )
-        try:
-            return succeed(session.open_pipe(protocolFactory, self.route.text))
-        except ChannelError as e:
-            return fail(e)
+        return session.open_pipe(protocolFactory, self.route.text)
 
 
 class GprsChannel:
@@ -742,7 +786,7 @@ class GprsChannel:
 
     def close_all(self) -> None:
         for session in self.registry:
-            session.drop()
+            session.drop("fep stopping")
 
     # -- who is it ----------------------------------------------------------------------------
 

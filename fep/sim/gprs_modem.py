@@ -55,6 +55,9 @@ class ModemSpec:
     iec_address: str = "12345678"
     step: timedelta = timedelta(minutes=15)
     garbage: bytes = b""
+    # A DLMS meter that pushes the moment a pull's AARQ arrives (before its AARE): the
+    # head end must tell that push from the answer it waits for.
+    push_on_pull: bool = False
 
     def registration_bytes(self) -> bytes:
         if self.registration == "ascii":
@@ -88,6 +91,8 @@ class ModemConnection(Protocol):
         if self.mute or self.inner is None:
             return
         self.modem.pulled(data)
+        if self.modem.spec.push_on_pull and _is_aarq(data):
+            self.modem.push()
         self.inner.dataReceived(data)
 
     def write(self, data: bytes) -> None:
@@ -99,6 +104,11 @@ class ModemConnection(Protocol):
             self.inner.connectionLost(reason)
         if not self.lost.called:
             self.lost.callback(None)
+
+
+def _is_aarq(data: bytes) -> bool:
+    """A wrapper frame carrying an AARQ (tag 0x60) at the start of ``data``."""
+    return len(data) > 8 and data[:2] == b"\x00\x01" and data[8] == 0x60
 
 
 class SimulatedGprsModem:
@@ -133,6 +143,9 @@ class SimulatedGprsModem:
                 address=spec.iec_address,
                 serial=spec.serial,
                 clock=lambda: self.meter_time().timestamp(),
+                # No value with a time stamp of its own: every reading of a push carries
+                # the push's meter time.
+                extra_lines=["32.7.0(230.1*V)"],
             )
             self.iec_factory = IecMeterServerFactory([self.iec_meter], reactor)
 

@@ -364,17 +364,33 @@ class PipeTests(ChannelTestCase):
         self.assertEqual(len(self.sink.records), 5)
         self.assertEqual(self.channel.sessions()[0].bytes_out, len(b"request"))
 
-    def test_half_a_push_before_the_job_goes_to_the_job(self) -> None:
+    def test_a_push_under_way_finishes_before_the_job_takes_the_socket(self) -> None:
         session, _ = self.connect()
         push = PushingDlmsMeter().push()
         session.dataReceived(f"ID:{IMEI}\r\n".encode() + push[:15])
-        job = self.successResultOf(
-            self.channel.endpoint_for(parse_route(f"gprs:imei={IMEI}")).connect(
-                Factory.forProtocol(Answering)
-            )
+        connecting = self.channel.endpoint_for(parse_route(f"gprs:imei={IMEI}")).connect(
+            Factory.forProtocol(Answering)
         )
+        self.assertNoResult(connecting)
+        session.dataReceived(push[15:])
+        job = self.successResultOf(connecting)
+        self.assertEqual(len(self.sink.records), 5)
+        self.assertEqual(job.received, b"")  # type: ignore[attr-defined]
+        session.dataReceived(b"answer")
+        self.assertEqual(job.received, b"answer")  # type: ignore[attr-defined]
+
+    def test_a_push_that_never_ends_is_handed_to_the_job(self) -> None:
+        session, _ = self.connect()
+        push = PushingDlmsMeter().push()
+        session.dataReceived(f"ID:{IMEI}\r\n".encode() + push[:15])
+        connecting = self.channel.endpoint_for(parse_route(f"gprs:imei={IMEI}")).connect(
+            Factory.forProtocol(Answering)
+        )
+        self.clock.advance(5)
+        job = self.successResultOf(connecting)
         session.dataReceived(push[15:])
         self.assertEqual(job.received, push)  # type: ignore[attr-defined]
+        self.assertEqual(self.sink.records, [])
 
     def test_modem_lost_during_a_job_fails_the_job(self) -> None:
         session, _ = self.connect()

@@ -993,6 +993,9 @@ class DlmsPushHandler:
                 self.decoder.notification(frame.apdu, frame.source_wport, self.source)
             return
 
+    def pending(self) -> int:
+        return self.wrapper.buffered
+
     def take_buffered(self) -> bytes:
         return self.wrapper.drain()
 

@@ -333,6 +333,9 @@ class IecPushHandler:
                     return
             return
 
+    def pending(self) -> int:
+        return self._decoder.buffered
+
     def take_buffered(self) -> bytes:
         return self._decoder.drain()
 
