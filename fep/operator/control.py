@@ -10,6 +10,7 @@ may read the data directory.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,14 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
-from fep.errors import ChannelError, FepError
+from fep.errors import ChannelError, ConfigError, FepError
 
 log = Logger(namespace="fep.operator.control")
 
 Command = Callable[[dict[str, Any]], Any]
 MAX_LINE = 64 * 1024
+# sockaddr_un holds 108 bytes with the terminating NUL on Linux.
+MAX_SOCKET_PATH = 107
 
 
 class _ControlProtocol(LineOnlyReceiver):
@@ -81,6 +84,13 @@ class ControlServer(service.Service):
     def __init__(self, reactor: Any, path: str | Path) -> None:
         self.reactor = reactor
         self.path = Path(path)
+        if len(os.fsencode(self.path)) > MAX_SOCKET_PATH:
+            raise ConfigError(
+                f"{self.path}: longer than the {MAX_SOCKET_PATH} bytes a UNIX socket path may "
+                "have; give a shorter one",
+                section="control",
+                key="socket",
+            )
         self.commands: dict[str, Command] = {"ping": lambda request: {"pong": True}}
         self._port: Any = None
 
