@@ -132,8 +132,13 @@ class FepService(service.MultiService):
             listener.setName(f"gprs {label}")
             self.listeners.append(listener)
 
+    def sessions(self) -> list[Any]:
+        """The live modem sessions (fep.channels.gprs.SessionInfo snapshots, oldest first)
+        for the operator tier; empty without a [gprs] listener."""
+        return self.gprs.sessions() if self.gprs is not None else []
+
     def _sessions_command(self, request: dict[str, Any]) -> dict[str, Any]:
-        sessions = self.gprs.sessions() if self.gprs is not None else []
+        sessions = self.sessions()
         return {
             "node": self.config.fep.node,
             "gprs": self.gprs is not None,

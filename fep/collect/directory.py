@@ -42,13 +42,14 @@ class MeterDirectory:
                 self._by_system_title[bytes.fromhex(title)] = m
         except ValueError:
             pass  # refused when the meter list was imported; never a crash here
+        names = [f"{k[5:]}={v}" for k, v in m.metadata.items() if k.startswith("gprs_") and v]
         if m.route.startswith("gprs:"):
             try:
-                params = parse_route(m.route).params()
+                names += [f"{k}={v}" for k, v in parse_route(m.route).params().items()]
             except RouteError:
-                return
-            for key, value in params.items():
-                self._by_modem.setdefault(f"{key}={value}", []).append(m)
+                pass
+        for name in dict.fromkeys(names):
+            self._by_modem.setdefault(name, []).append(m)
 
     def add(self, meter: Meter) -> None:
         """Take one new or changed meter (a meter registered by the channel that saw it)
@@ -60,9 +61,9 @@ class MeterDirectory:
             self._index(meter)
 
     def by_modem(self, *names: str) -> list[Meter]:
-        """The meters reached through the modem that calls itself any of ``names``
-        (``imei=...``, ``serial=...``: the ``gprs:KEY=VALUE`` of their routes), in list
-        order, each once."""
+        """The meters behind the modem that calls itself any of ``names`` (``imei=...``,
+        ``serial=...``: the ``gprs:KEY=VALUE`` of their routes, or their ``gprs_KEY``
+        metadata), in list order, each once."""
         found: dict[str, Meter] = {}
         for name in names:
             for m in self._by_modem.get(name, ()):
