@@ -104,11 +104,20 @@ class FepService(service.MultiService):
         if config.gprs.listen:
             self._add_gprs(config)
         self.control: Any = None
+        self._control_problem: str | None = None
         if config.control.enabled:
+            from fep.errors import ConfigError
             from fep.operator.control import ControlServer
 
-            self.control = ControlServer(reactor, config.control_socket)
-            self.control.add("sessions", self._sessions_command)
+            try:
+                self.control = ControlServer(reactor, config.control_socket)
+            except ConfigError as e:
+                if config.control.socket:
+                    raise
+                # The default under a deep data directory: run without it, and say so.
+                self._control_problem = f"{e}; set [control] socket to a shorter path"
+            else:
+                self.control.add("sessions", self._sessions_command)
         self._json_log: io.TextIOWrapper | None = None
         self._observer: ILogObserver | None = None
         self.started: Deferred[None] | None = None
@@ -197,6 +206,9 @@ class FepService(service.MultiService):
             listener.startService()
         if self.control is not None:
             self.control.startService()
+        elif self._control_problem:
+            log.warn("no control socket (fep sessions cannot ask this daemon): {problem}",
+                     problem=self._control_problem)
         log.info("fep node {node} running", node=self.config.fep.node)
 
     def stopService(self) -> Deferred[None]:

@@ -106,3 +106,28 @@ class ControlSocketTests(unittest.TestCase):
         os.symlink("999999999", str(self.path) + ".lock")
         self.start()
         self.assertTrue((await ask(reactor, self.path, "ping"))["pong"])
+
+
+class DaemonControlSocketTests(unittest.TestCase):
+    def config_text(self, data_dir: str, socket: str = "") -> str:
+        return (f"[fep]\ndata_dir = {data_dir}\n[store]\nurl = sqlite:{data_dir}/fep.sqlite\n"
+                f"[control]\nsocket = {socket}\n")
+
+    def test_default_socket_under_a_deep_data_dir_is_left_out_not_fatal(self) -> None:
+        from fep.config import parse_config
+        from fep.service import FepService
+
+        deep = str(Path(self.mktemp()).resolve() / ("d" * 90))
+        service = FepService(parse_config(self.config_text(deep)), reactor)
+        self.assertIsNone(service.control)
+        self.assertIn("set [control] socket", service._control_problem or "")
+
+    def test_configured_socket_too_long_is_a_config_error(self) -> None:
+        from fep.config import parse_config
+        from fep.errors import ConfigError
+        from fep.service import FepService
+
+        data_dir = str(Path(self.mktemp()).resolve())
+        config = parse_config(self.config_text(data_dir, "/tmp/" + "s" * 120))
+        with self.assertRaises(ConfigError):
+            FepService(config, reactor)
