@@ -132,7 +132,10 @@ class LoopbackCase(unittest.TestCase):
             modem.close()
 
     def modem(self, spec: ModemSpec) -> SimulatedGprsModem:
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
+        # The modems' own ports come from 127.0.0.2: hundreds of ephemeral ports on
+        # 127.0.0.1 could take one a test running alongside wants to listen on again.
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port,
+                                      bindAddress=("127.0.0.2", 0))
         modem = SimulatedGprsModem(reactor, endpoint, spec)
         self.modems.append(modem)
         return modem
