@@ -206,8 +206,10 @@ class SessionRegistry:
 
     def remove(self, session: ModemSession) -> None:
         self._sessions.pop(session.id, None)
-        for name in [n for n, s in self._by_name.items() if s is session]:
-            del self._by_name[name]
+        for name in session.names:
+            if self._by_name.get(name) is session:
+                del self._by_name[name]
+        session.names = []
 
     def claim(self, session: ModemSession, names: Iterable[str]) -> list[ModemSession]:
         """Give ``names`` to ``session``; the other sessions that held any of them (stale
@@ -218,6 +220,8 @@ class SessionRegistry:
             if held is not None and held is not session and held not in stale:
                 stale.append(held)
             self._by_name[name] = session
+            if name not in session.names:
+                session.names.append(name)
         return stale
 
     def find(self, names: Iterable[str]) -> ModemSession | None:
@@ -315,6 +319,8 @@ class ModemSession(Protocol):
         self.id = channel.registry.new_id()
         self.state = "identifying"
         self.identity: Identity | None = None
+        # The names (imei=..., serial=...) this session holds in the registry.
+        self.names: list[str] = []
         self.meters: list[Meter] = []
         self.handler: IPushHandler | None = None
         self.pipe: _Pipe | None = None
@@ -690,7 +696,7 @@ class ModemSession(Protocol):
         self.pipe = None
         pipe.disconnecting = True
         pipe.connected = False
-        if self.meters:
+        if self.meters and self.handler is not None:
             # A fresh decoder: the job's decoder had the stream meanwhile.
             self.handler = self.channel.push_handler(self.meters[0], self, keep=self.handler)
         failure = Failure(ConnectionDone("the pull job released the modem"))

@@ -254,6 +254,16 @@ class PolicyTests(ChannelTestCase):
         self.assertEqual({r.meter for r in self.sink.records}, {"LGZ4711"})
 
 
+    def test_register_without_a_key_for_a_route_quarantines(self) -> None:
+        self.policy("register")
+        session, _ = self.connect()
+        # A readout without 0.0.0 / C.1.0 / 96.1.0: only the identification line names it.
+        meter = SimulatedIecMeter(readout_text=b"1.8.0(0001234.5*kWh)\r\n!\r\n")
+        session.dataReceived(meter.identification_message().encode() + meter.readout_block())
+        self.assertEqual(session.state, "quarantined")
+        self.assertEqual(self.store.meters, [])
+
+
 class TimeoutAndReconnectTests(ChannelTestCase):
     settings = GprsSettings(idle_timeout=120.0, heartbeats=parse_heartbeats(r"hex:FE PING\r\n"))
 
