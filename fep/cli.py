@@ -338,6 +338,39 @@ async def cmd_db(reactor: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+SESSION_COLUMNS = (
+    "id", "modem", "meters", "state", "peer", "listener", "since", "last_frame", "bytes_in",
+    "bytes_out", "frames", "job",
+)
+
+
+async def cmd_sessions(reactor: Any, args: argparse.Namespace) -> int:
+    """The running daemon's live modem sessions, asked over its control socket."""
+    from fep.operator.control import ask
+
+    path = args.socket
+    if not path:
+        from fep.config import default_config, load_config
+
+        config = load_config(args.config) if args.config else default_config()
+        path = str(config.control_socket)
+    answer = await ask(reactor, path, "sessions")
+    sessions: list[dict[str, object]] = list(answer.get("sessions") or [])
+    if args.format == "json":
+        for row in sessions:
+            sys.stdout.write(json.dumps(row) + "\n")
+        sys.stdout.flush()
+        return EXIT_OK
+    rows = [
+        {**row, "meters": ",".join(str(m) for m in row.get("meters") or [])}  # type: ignore[attr-defined]
+        for row in sessions
+    ]
+    write_rows(rows, SESSION_COLUMNS, "table")
+    if not answer.get("gprs"):
+        print("(no [gprs] listener is configured on this node)", file=sys.stderr)
+    return EXIT_OK
+
+
 def read_meter_csv(path: Path) -> list[Meter]:
     """Meters from a CSV file with a header: id, protocol, route are required; address,
     serial, credentials optional; any other column goes into the meter's metadata."""
@@ -481,6 +514,16 @@ def build_parser() -> argparse.ArgumentParser:
     readings.add_argument("--limit", type=int)
     readings.add_argument("--format", choices=("json", "csv", "table"), default="table")
     readings.set_defaults(run=cmd_readings)
+
+    sessions = sub.add_parser(
+        "sessions", help="live modem sessions of the running daemon (its control socket)"
+    )
+    sessions.add_argument(
+        "--socket", help="the daemon's control socket (default: from --config, else "
+        "var/control.sock)"
+    )
+    sessions.add_argument("--format", choices=("json", "table"), default="table")
+    sessions.set_defaults(run=cmd_sessions)
 
     db = sub.add_parser("db", help="the store's schema")
     dsub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from fep.channels.identify import DEFAULT_REGISTRATION
 from fep.errors import ConfigError
 
 
@@ -199,6 +200,54 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
         "retries": Option(_non_negative_int, 2, "times a site is called again after back-off"),
         "open_timeout": Option(_positive_float, 10.0, "seconds to open a modem's port"),
     },
+    "gprs": {
+        "listen": Option(
+            _text,
+            "",
+            "listeners (Twisted server endpoints, separated by spaces) where GPRS modems "
+            "dial in, e.g. tcp:4070 ssl:4071:privateKey=key.pem:certKey=cert.pem; empty: none",
+        ),
+        "identify": Option(
+            _text,
+            "ascii binary dlms iec62056-21",
+            "identification rules tried on a new connection's first bytes",
+        ),
+        "registration": Option(
+            _text,
+            DEFAULT_REGISTRATION,
+            "regular expression of the ASCII registration line (groups imei, iccid, imsi, "
+            "serial)",
+        ),
+        "unknown": Option(_text, "quarantine", "unknown modems: register, quarantine or reject"),
+        "register_protocol": Option(
+            _text, "dlms", "protocol of a meter registered from an ASCII or binary registration"
+        ),
+        "identify_timeout": Option(
+            _positive_float, 60.0, "seconds a new connection has to identify itself"
+        ),
+        "idle_timeout": Option(
+            _positive_float, 300.0, "seconds of silence after which a session is closed"
+        ),
+        "heartbeat": Option(
+            _text, "", "heartbeat packets dropped from the stream (hex:A5FE or ASCII)"
+        ),
+        "max_garbage": Option(
+            _positive_int, 4096, "bytes without a registration before a connection is closed"
+        ),
+        "connect_backoff": Option(
+            _positive_float, 10.0, "seconds a line is not dialled again after a failed connect"
+        ),
+        "connect_backoff_max": Option(
+            _positive_float, 600.0, "most seconds of backoff after failed connects in a row"
+        ),
+    },
+    "control": {
+        "socket": Option(
+            _text, "", "control socket (UNIX, JSON lines) for fep sessions; empty: DATA_DIR/"
+            "control.sock"
+        ),
+        "enabled": Option(_bool, True, "listen on the control socket"),
+    },
     "log": {
         "level": Option(_level, "info", "least severe log level written"),
         "json_file": Option(_text, "", "also write JSON log events to this file; empty: no"),
@@ -274,6 +323,27 @@ class ModemsSection:
 
 
 @attrs.frozen
+class GprsSection:
+    listen: str
+    identify: str
+    registration: str
+    unknown: str
+    register_protocol: str
+    identify_timeout: float
+    idle_timeout: float
+    heartbeat: str
+    max_garbage: int
+    connect_backoff: float
+    connect_backoff_max: float
+
+
+@attrs.frozen
+class ControlSection:
+    socket: str
+    enabled: bool
+
+
+@attrs.frozen
 class LogSection:
     level: str
     json_file: str
@@ -290,11 +360,17 @@ class Config:
     push: PushSection
     log: LogSection
     modems: ModemsSection
+    gprs: GprsSection
+    control: ControlSection
     source: str = "<defaults>"
 
     @property
     def spool_directory(self) -> Path:
         return Path(self.spool.directory or Path(self.fep.data_dir) / "spool")
+
+    @property
+    def control_socket(self) -> Path:
+        return Path(self.control.socket or Path(self.fep.data_dir) / "control.sock")
 
 
 _SECTION_CLASSES: Mapping[str, type] = {
@@ -305,6 +381,8 @@ _SECTION_CLASSES: Mapping[str, type] = {
     "push": PushSection,
     "log": LogSection,
     "modems": ModemsSection,
+    "gprs": GprsSection,
+    "control": ControlSection,
 }
 
 
@@ -350,7 +428,18 @@ def parse_config(text: str, file: str = "<string>") -> Config:
     sections = {
         name: cls(**_section_values(parser, name, file)) for name, cls in _SECTION_CLASSES.items()
     }
+    _check_gprs(sections["gprs"], file)
     return Config(source=file, **sections)
+
+
+def _check_gprs(gprs: GprsSection, file: str) -> None:
+    """The [gprs] values that only make sense together: rules, pattern, policy, heartbeats."""
+    from fep.channels.gprs import gprs_settings
+
+    try:
+        gprs_settings(gprs)
+    except ConfigError as e:
+        raise ConfigError(e.message, file=file, section="gprs", key=e.key) from None
 
 
 def load_config(path: str | Path) -> Config:

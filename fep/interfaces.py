@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -88,6 +88,50 @@ class IMeterProtocol(Interface):
     ) -> Deferred[list[Record]]:
         """Connect through ``endpoint`` (an IStreamClientEndpoint), read the meter, close.
         Fails with ProtocolError/ChannelError/FrameError naming the meter and route."""
+
+
+class IPushHandler(Interface):
+    """Decodes what meters push on one connection and hands the records to a sink. Fed with
+    the connection's bytes; bad input is counted and logged, never raised."""
+
+    frames = Attribute("How many complete pushes (messages) it has taken so far.")
+
+    def data_received(data: bytes) -> None:
+        """Bytes that arrived from the meter side."""
+
+    def pending() -> int:
+        """How many bytes of a push not yet complete it holds (0: between pushes)."""
+
+    def take_buffered() -> bytes:
+        """The bytes of a push not yet complete, handed over (and forgotten here) when a
+        pull session takes the connection: that session's own decoder goes on with them."""
+
+
+class IPushProtocol(Interface):
+    """A meter protocol whose meters push: gives the push decoder of one connection."""
+
+    def push_handler(
+        meter: Meter,
+        sink: IRecordSink,
+        *,
+        directory: object,
+        counters: object,
+        source: str,
+        close: Callable[[], None],
+    ) -> IPushHandler:
+        """The decoder for pushes of ``meter`` (the connection's meter, the fallback when a
+        push does not name its sender); ``directory`` finds other senders (a
+        MeterDirectory), ``counters`` is the replay guard of ciphered pushes, ``source``
+        names the connection in records and logs, ``close()`` drops the connection."""
+
+
+class IPushChannel(Interface):
+    """A byte pipe that also carries its meter's unsolicited pushes (a GPRS modem session
+    lent to a pull job). A meter session that tells a push from an answer (protocol
+    knowledge) hands the push's records here, to be stored like any other push."""
+
+    def pushed(records: Sequence[Record]) -> Deferred[None]:
+        """Store the records of a push that arrived during the session."""
 
 
 class ISerialLine(Interface):

@@ -19,7 +19,7 @@ from twisted.logger import (
     jsonFileLogObserver,
 )
 
-from fep.channels.routes import Channels
+from fep.channels.routes import Channels, ConnectBackoff
 from fep.collect.directory import MeterDirectory
 from fep.collect.poller import PeriodicReader
 from fep.config import Config
@@ -63,7 +63,12 @@ class FepService(service.MultiService):
             flush_timeout=config.spool.flush_timeout,
         )
         self.directory = MeterDirectory(self.store)
-        self.channels = Channels(reactor)
+        self.channels = Channels(
+            reactor,
+            backoff=ConnectBackoff(
+                reactor, config.gprs.connect_backoff, config.gprs.connect_backoff_max
+            ),
+        )
         from fep.channels.modem.pool import pool_from_config
 
         self.modems = pool_from_config(
@@ -71,7 +76,10 @@ class FepService(service.MultiService):
         )
         if self.modems is not None:
             pool = self.modems
-            self.channels.register_scheme("dialup", lambda route: pool.endpoint(route.args))
+            # The pool redials by its own retry policy: no line backoff on top.
+            self.channels.register_scheme(
+                "dialup", lambda route: pool.endpoint(route.args), backoff=False
+            )
         self.reader = PeriodicReader(
             reactor,
             self.directory,
@@ -103,6 +111,24 @@ class FepService(service.MultiService):
             listener = strports.service(config.push.dlms, self.dlms_push)
             listener.setName("push-dlms")
             self.listeners.append(listener)
+        self.gprs: Any = None
+        if config.gprs.listen:
+            self._add_gprs(config)
+        self.control: Any = None
+        self._control_problem: str | None = None
+        if config.control.enabled:
+            from fep.errors import ConfigError
+            from fep.operator.control import ControlServer
+
+            try:
+                self.control = ControlServer(reactor, config.control_socket)
+            except ConfigError as e:
+                if config.control.socket:
+                    raise
+                # The default under a deep data directory: run without it, and say so.
+                self._control_problem = f"{e}; set [control] socket to a shorter path"
+            else:
+                self.control.add("sessions", self._sessions_command)
         self._json_log: io.TextIOWrapper | None = None
         self._observer: ILogObserver | None = None
         self.started: Deferred[None] | None = None
@@ -110,6 +136,38 @@ class FepService(service.MultiService):
     def _modem_alarm(self, alarm: Any) -> None:
         log.critical("modem line {line} out of the pool: {reason}", line=alarm.line,
                      reason=alarm.reason, number=alarm.number)
+
+    def _add_gprs(self, config: Config) -> None:
+        """GPRS modems that dial in: the channel, its listeners, and ``gprs:`` routes."""
+        from fep.channels.gprs import GprsChannel, gprs_settings, listener_names
+
+        self.gprs = GprsChannel(
+            self.reactor,
+            gprs_settings(config.gprs),
+            sink=self.router,
+            directory=self.directory,
+            store=self.store,
+            counters=self.counters,
+        )
+        self.channels.register_scheme("gprs", self.gprs.endpoint_for, backoff=False)
+        for description in listener_names(config.gprs.listen):
+            label = ":".join(description.split(":")[:2])
+            listener = strports.service(description, self.gprs.factory(label))
+            listener.setName(f"gprs {label}")
+            self.listeners.append(listener)
+
+    def sessions(self) -> list[Any]:
+        """The live modem sessions (fep.channels.gprs.SessionInfo snapshots, oldest first)
+        for the operator tier; empty without a [gprs] listener."""
+        return self.gprs.sessions() if self.gprs is not None else []
+
+    def _sessions_command(self, request: dict[str, Any]) -> dict[str, Any]:
+        sessions = self.sessions()
+        return {
+            "node": self.config.fep.node,
+            "gprs": self.gprs is not None,
+            "sessions": [s.as_dict() for s in sessions],
+        }
 
     def _resolve_pushing_meter(self, identification: str, serial: str | None) -> str | None:
         meter = self.directory.identify(serial, identification)
@@ -165,6 +223,11 @@ class FepService(service.MultiService):
         set_counter_store(self.counters)
         for listener in self.listeners:
             listener.startService()
+        if self.control is not None:
+            self.control.startService()
+        elif self._control_problem:
+            log.warn("no control socket (fep sessions cannot ask this daemon): {problem}",
+                     problem=self._control_problem)
         log.info("fep node {node} running", node=self.config.fep.node)
 
     def stopService(self) -> Deferred[None]:
@@ -175,9 +238,13 @@ class FepService(service.MultiService):
         if self.started is not None and not self.started.called:
             # Still starting: let the start sequence notice running is false.
             pass
+        if self.control is not None and self.control.running:
+            await self.control.stopService()
         for listener in self.listeners:
             if listener.running:
                 await listener.stopService()
+        if self.gprs is not None:
+            self.gprs.close_all()
         if self.reader.running:
             await self.reader.stopService()
         if self.modems is not None and self.modems.running:

@@ -116,6 +116,14 @@ def _entries(body: Data) -> list[tuple[ObisCode, Data, ScalerUnit | None]]:
     return pairs
 
 
+def logical_device_name(notification: DataNotification) -> bytes | None:
+    """The logical device name (0.0.42.0.0.255) a push carries, if it carries one."""
+    for obis, value, _ in _entries(notification.body):
+        if obis == LOGICAL_DEVICE_NAME and value.type == DataType.OCTET_STRING:
+            return bytes(value.value)
+    return None
+
+
 def decode_push(
     meter: str, notification: DataNotification, *, default_deviation: int | None = None
 ) -> PushContent:
