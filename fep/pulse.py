@@ -40,7 +40,8 @@ maximum demand of a billing period (from ``billing_day`` at 00:00 in ``tz``, mon
 the largest demand of its windows with the window's end time; flagged windows without a
 value never count.
 
-OBIS codes (IEC 62056-6-1 value group D): energy per period ``C.29.0`` (time integral 5),
+OBIS codes (IEC 62056-6-1; value group B is the recorder input, 1-1:... for input 1):
+energy per period ``C.29.0`` (time integral 5),
 period demand ``C.5.0`` (last average 1) and its maximum ``C.6.0``, block demand ``C.15.0``
 (last average 2) and ``C.16.0``, rolling demand ``C.25.0`` (last average 3) and ``C.26.0``;
 C is 1/2 (active import/export) or 3/4 (reactive import/export).
@@ -143,6 +144,9 @@ class PulseChannel:
     counter_width: int = 32
     max_counts: int | None = None
     obis_c: int | None = None
+    # OBIS value group B: the channel (0: none given). A recorder's inputs take 1, 2, ...
+    # so two inputs measuring the same quantity keep apart.
+    obis_b: int = 0
 
     def __attrs_post_init__(self) -> None:
         if self.energy_per_pulse <= 0:
@@ -175,7 +179,7 @@ class PulseChannel:
         return self.obis_c if self.obis_c is not None else self.quantity.obis_c
 
     def obis(self, d: int) -> ObisCode:
-        return ObisCode(1, 0, self.c, d, 0)
+        return ObisCode(1, self.obis_b, self.c, d, 0)
 
     @property
     def energy_obis(self) -> ObisCode:

@@ -21,6 +21,7 @@ from fep.protocols.modbus import rtu, tcp
 from fep.protocols.modbus.pdu import (
     PROTOCOL,
     ExceptionResponse,
+    Function,
     ModbusException,
     ReadRequest,
     Request,
@@ -197,6 +198,12 @@ class ModbusClient:
                 actions.extend(self._frame(frame))
 
     def _strip_echo(self, data: bytes) -> bytes:
+        request = self._request
+        if request is not None and request.function in (Function.WRITE_SINGLE_COIL,
+                                                        Function.WRITE_SINGLE_REGISTER):
+            # The answer to a single write is the request itself: an echo looks the same
+            # and is taken as the answer (a second copy is then stale).
+            return data
         if self._decoder.buffered == 0 and data.startswith(self._wire):
             self.echoes += 1
             return data[len(self._wire):]

@@ -28,6 +28,7 @@ from fep.protocols.modbus.pdu import (
     ServerDeviceBusy,
     WriteRegistersRequest,
     WriteResponse,
+    WriteSingleRequest,
     read_holding_registers,
 )
 
@@ -89,6 +90,15 @@ class RtuClientTests(unittest.TestCase):
         actions = c.receive(send.data + rtu.encode(17, ANSWER.encode()))
         self.assertEqual(actions, [Answered(READ, ANSWER)])
         self.assertEqual(c.echoes, 1)
+
+    def test_a_single_write_answer_equal_to_its_request_is_no_echo(self) -> None:
+        # Function 5/6 answers repeat the request byte for byte (pymodbus found this).
+        c = rtu_client()
+        write = WriteSingleRequest(Function.WRITE_SINGLE_COIL, 1, 0xFF00)
+        [send] = c.send(write)
+        assert isinstance(send, Send)
+        echo = WriteResponse(Function.WRITE_SINGLE_COIL, 1, 0xFF00)
+        self.assertEqual(c.receive(send.data), [Answered(write, echo)])
 
     def test_wrong_byte_count_is_not_taken(self) -> None:
         c = rtu_client()
