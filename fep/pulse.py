@@ -337,12 +337,11 @@ class MaximumDemand:
 def _window(periods: Sequence[PeriodCounts], channel: PulseChannel, end: datetime,
             length: timedelta) -> Window:
     quality = Quality.OK
-    total = Fraction(0)
     for p in periods:
         quality |= p.quality
-        if p.counts is None:
-            return Window(end, length, None, quality | Quality.MISSING)
-        total += p.counts
+    if any(p.counts is None for p in periods):
+        return Window(end, length, None, quality | Quality.MISSING)
+    total = sum((p.counts for p in periods if p.counts is not None), Fraction(0))
     power = channel.energy(total) * 3600 / Fraction(int(length.total_seconds()))
     return Window(end, length, power, quality)
 
