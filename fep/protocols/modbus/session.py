@@ -216,7 +216,8 @@ class ModbusSession(Protocol, Generic[T]):
                 self.baudrate = int(baud)
                 bits = float(getattr(self.transport, "char_bits", 11))
                 self.gap = rtu.frame_gap(self.baudrate, bits)
-        self._quiet_from = self.reactor.seconds()
+        # Nothing heard yet: the first request goes at once.
+        self._quiet_from = self.reactor.seconds() - self.gap
         self._step(None)
 
     def dataReceived(self, data: bytes) -> None:
