@@ -253,6 +253,10 @@ def _protocol_options(args: argparse.Namespace) -> dict[str, str]:
     """The protocol options given on the command line, as meter metadata."""
     if args.protocol == "dlt645":
         return {"dlt645_items": ",".join(args.di)} if args.di else {}
+    if args.protocol in ("modbus", "modbus-pulse"):
+        modbus = {"modbus_device_map": args.device_map,
+                  "modbus_unit": None if args.unit_id is None else str(args.unit_id)}
+        return {k: v for k, v in modbus.items() if v is not None}
     if args.protocol.startswith("ansi-c12"):
         c12 = {"c12_password": args.password, "c12_user": args.user}
         return {k: v for k, v in c12.items() if v is not None}
@@ -460,6 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DI",
         help="data identifier to read, hex (repeatable), e.g. --di 00010000",
     )
+    modbus = read.add_argument_group("Modbus pulse recorders (--protocol modbus)")
+    modbus.add_argument("--device-map", metavar="NAME",
+                        help="register map: etc/devices/NAME.ini or a path, e.g. sim-pr2")
+    modbus.add_argument("--unit-id", type=int, metavar="N", help="Modbus unit id (default 1)")
     c12 = read.add_argument_group("ANSI C12.18 (--protocol ansi-c12.18); --password is shared")
     c12.add_argument("--user", help="C12.18 logon user name")
     c12.add_argument(
