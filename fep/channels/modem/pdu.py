@@ -635,25 +635,31 @@ def _read_header(ud: bytes, base: int) -> tuple[InformationElement, ...]:
     return tuple(elements)
 
 
-def _read_user_data(reader: _Reader, dcs: int, udhi: bool) -> UserData:
-    start = reader.pos
-    udl = reader.octet("TP-UDL")
+def user_data_size(udl: int, dcs: int) -> int:
+    """Octets of TP-UD that a TP-UDL of ``udl`` stands for under ``dcs``."""
+    coding = data_coding(dcs)
+    if coding.alphabet is Alphabet.GSM7 and not coding.compressed:
+        return packed_length(udl)
+    return udl
+
+
+def decode_user_data(ud: bytes, udl: int, dcs: int, udhi: bool, base: int = 0) -> UserData:
+    """TP-UD octets (exactly ``user_data_size`` of them) -> header and body. ``base`` is the
+    octets' offset in the PDU, for errors. Text-mode AT answers give the same octets in hex."""
     coding = data_coding(dcs)
     septets = coding.alphabet is Alphabet.GSM7 and not coding.compressed
-    if septets:
-        if udl > MAX_SEPTETS:
-            raise FrameError(
-                f"TP-UDL {udl} septets exceeds {MAX_SEPTETS}", offset=start, field="TP-UDL"
-            )
-        size = packed_length(udl)
-    else:
-        if udl > MAX_OCTETS:
-            raise FrameError(
-                f"TP-UDL {udl} octets exceeds {MAX_OCTETS}", offset=start, field="TP-UDL"
-            )
-        size = udl
-    base = reader.pos
-    ud = reader.take(size, "TP-UD")
+    limit = MAX_SEPTETS if septets else MAX_OCTETS
+    if udl > limit:
+        unit = "septets" if septets else "octets"
+        raise FrameError(
+            f"TP-UDL {udl} {unit} exceeds {limit}", offset=max(base - 1, 0), field="TP-UDL"
+        )
+    if len(ud) != user_data_size(udl, dcs):
+        raise FrameError(
+            f"TP-UD is {len(ud)} octets, TP-UDL {udl} needs {user_data_size(udl, dcs)}",
+            offset=base,
+            field="TP-UD",
+        )
     header: tuple[InformationElement, ...] = ()
     header_len = 0
     if udhi:
@@ -664,7 +670,7 @@ def _read_user_data(reader: _Reader, dcs: int, udhi: bool) -> UserData:
         if header_septets > udl:
             raise FrameError(
                 f"user-data header of {header_len} octets is longer than TP-UDL {udl} septets",
-                offset=start,
+                offset=max(base - 1, 0),
                 field="TP-UDL",
             )
         fill = 7 * header_septets - 8 * header_len
@@ -680,6 +686,20 @@ def _read_user_data(reader: _Reader, dcs: int, udhi: bool) -> UserData:
             )
         return UserData(payload.decode("utf-16-be", "surrogatepass"), header)
     return UserData(payload, header)
+
+
+def _read_user_data(reader: _Reader, dcs: int, udhi: bool) -> UserData:
+    start = reader.pos
+    udl = reader.octet("TP-UDL")
+    size = user_data_size(udl, dcs)
+    coding = data_coding(dcs)
+    limit = (
+        MAX_SEPTETS if coding.alphabet is Alphabet.GSM7 and not coding.compressed else MAX_OCTETS
+    )
+    if udl > limit:
+        raise FrameError(f"TP-UDL {udl} exceeds {limit}", offset=start, field="TP-UDL")
+    base = reader.pos
+    return decode_user_data(reader.take(size, "TP-UD"), udl, dcs, udhi, base)
 
 
 # ---------------------------------------------------------------------------
