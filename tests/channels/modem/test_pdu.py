@@ -47,7 +47,7 @@ from fep.channels.modem.pdu import (
     unpack_septets,
 )
 from fep.errors import FrameError
-from tests.channels.modem.published import PDUS
+from tests.channels.modem.published_pdus import PDUS
 from tests.channels.modem.strategies import gsm7_text, tpdus, ucs2_text
 
 
