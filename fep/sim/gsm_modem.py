@@ -195,7 +195,7 @@ class StoredSms:
     """One slot of the message store: a received SMS-DELIVER or SMS-STATUS-REPORT."""
 
     status: int  # 0 REC UNREAD, 1 REC READ, 2 STO UNSENT, 3 STO SENT
-    tpdu: Tpdu
+    tpdu: Tpdu | bytes  # bytes: a raw (perhaps corrupt) PDU put there by a test script
 
 
 class SmsStore:
@@ -215,7 +215,7 @@ class SmsStore:
     def full(self) -> bool:
         return self.used >= self.capacity
 
-    def put(self, tpdu: Tpdu, status: int = 0) -> int | None:
+    def put(self, tpdu: Tpdu | bytes, status: int = 0) -> int | None:
         """Store in the lowest free slot; None when full."""
         for index in range(1, self.capacity + 1):
             if index not in self.slots:
@@ -893,6 +893,8 @@ class GsmModemEmulator(Protocol):
         """The +CMGR (index None) or +CMGL lines of a stored message."""
         tpdu = slot.tpdu
         head = "+CMGR: " if index is None else f"+CMGL: {index},"
+        if isinstance(tpdu, bytes):
+            return [f"{head}{slot.status},,{max(len(tpdu) - 1, 0)}", tpdu.hex().upper()]
         if not self.cmgf:
             pdu = encode_pdu(tpdu)
             length = len(pdu) - 1 - pdu[0]
