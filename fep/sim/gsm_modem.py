@@ -488,8 +488,12 @@ class GsmModemEmulator(Protocol):
             self.transport.write(data)
 
     def _info(self, lines: list[str]) -> bytes:
+        # V.250: information text is <CR><LF>text<CR><LF>; the lines of one answer follow
+        # each other (27.005's +CMGL header, then its data line).
+        if not lines:
+            return b""
         head = "\r\n" if self.verbose else ""
-        return b"".join(f"{head}{line}\r\n".encode("latin-1") for line in lines)
+        return (head + "".join(f"{line}\r\n" for line in lines)).encode("latin-1")
 
     def _result(self, word: str, numeric: int) -> bytes:
         if self.quiet:
