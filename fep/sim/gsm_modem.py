@@ -958,7 +958,7 @@ class GsmModemEmulator(Protocol):
             raise AtError(
                 cms=CMS_INVALID_TEXT_PARAMETER if self.cmgf else CMS_INVALID_PDU_PARAMETER
             )
-        if not self.cmgf and not params[0].isdigit():
+        if not self.cmgf and not params[0].isdecimal():
             raise AtError(cms=CMS_INVALID_PDU_PARAMETER)
         self._body = bytearray()
         self._body_command = ("text" if self.cmgf else "pdu", arg)
@@ -1011,7 +1011,7 @@ class GsmModemEmulator(Protocol):
     def _text_submit(self, arg: str, body: str) -> Submit:
         params = _params(arg)
         number = te_decode(params[0], self.cscs)
-        toda = int(params[1]) if len(params) > 1 and params[1].isdigit() else None
+        toda = int(params[1]) if len(params) > 1 and params[1].isdecimal() else None
         if toda == 145 and not number.startswith("+"):
             number = "+" + number
         try:

@@ -304,7 +304,10 @@ def _read_smsc(reader: _Reader) -> Address | None:
     digits = 2 * len(raw)
     if raw and raw[-1] >> 4 == 0xF:
         digits -= 1
-    return Address(_decode_digits(raw, digits, start + 2, "SCA"), (toa >> 4) & 0x07, toa & 0x0F)
+    ton = (toa >> 4) & 0x07
+    if ton == TON_ALPHANUMERIC:
+        raise FrameError("SCA says it is alphanumeric", offset=start + 1, field="SCA")
+    return Address(_decode_digits(raw, digits, start + 2, "SCA"), ton, toa & 0x0F)
 
 
 # ---------------------------------------------------------------------------

@@ -629,7 +629,9 @@ class SmsChannel(service.Service):
             )
 
     def _indicator(self, params: tuple[str, ...]) -> None:
-        if self._smsfull is None or len(params) < 2 or not params[0].isdigit():
+        if self._smsfull is None or len(params) < 2 or not params[0].isascii():
+            return
+        if not params[0].isdecimal():
             return
         if int(params[0]) == self._smsfull and params[1].strip() == "1":
             self.stats["storage_full"] += 1

@@ -44,10 +44,15 @@ class Stored:
     tpdu: Tpdu
 
 
+def _number(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes superscripts, which ``int`` refuses)."""
+    return text.isascii() and text.isdecimal()
+
+
 def status_number(text: str) -> int:
     """``0``..``4`` or ``"REC UNREAD"``.. -> the status number."""
     word = text.strip().strip('"').upper()
-    if word.isdigit():
+    if _number(word):
         value = int(word)
         if 0 <= value <= 4:
             return value
@@ -83,7 +88,7 @@ def parse_text_timestamp(text: str) -> datetime:
 
 def _address(number: str, toa: str | None) -> Address:
     number = number.strip()
-    if toa and toa.isdigit():
+    if toa and _number(toa):
         octet = int(toa)
         ton, npi = (octet >> 4) & 7, octet & 0x0F
         if ton == 1 and number.startswith("+"):
@@ -123,7 +128,7 @@ def text_status_report(params: tuple[str, ...]) -> StatusReport:
 
 def _is_report(params: tuple[str, ...]) -> bool:
     # A stored report: <stat>,<fo>,<mr>,... where <fo> is a number with message type 2.
-    return len(params) >= 8 and params[1].isdigit() and int(params[1]) & 0x03 == 2
+    return len(params) >= 8 and _number(params[1]) and int(params[1]) & 0x03 == 2
 
 
 def text_deliver(params: tuple[str, ...], data: str) -> Deliver:
@@ -194,7 +199,7 @@ def listed_indexes(lines: tuple[str, ...] | list[str]) -> list[int]:
     for line in lines:
         if line.strip().upper().startswith("+CMGL:"):
             params = _head(line.strip(), "+CMGL")
-            if params and params[0].isdigit():
+            if params and _number(params[0]):
                 found.append(int(params[0]))
     return found
 
@@ -204,7 +209,7 @@ def sent_reference(lines: tuple[str, ...] | list[str]) -> int:
     for line in lines:
         if line.strip().upper().startswith("+CMGS:"):
             params = _head(line.strip(), "+CMGS")
-            if params and params[0].isdigit():
+            if params and _number(params[0]):
                 return int(params[0]) & 0xFF
     raise FrameError("no +CMGS: <mr> in the answer", field="+CMGS")
 
@@ -227,7 +232,7 @@ def memory_usage(lines: tuple[str, ...] | list[str]) -> list[MemoryUsage]:
             params = _head(line.strip(), "+CPMS")
             out: list[MemoryUsage] = []
             for i in range(0, len(params) - 2, 3):
-                if params[i + 1].isdigit() and params[i + 2].isdigit():
+                if _number(params[i + 1]) and _number(params[i + 2]):
                     out.append(MemoryUsage(params[i], int(params[i + 1]), int(params[i + 2])))
             return out
     raise FrameError("no +CPMS: in the answer", field="+CPMS")
@@ -247,7 +252,7 @@ def indicator_index(lines: tuple[str, ...] | list[str], name: str) -> int | None
 def new_message_slot(value: str) -> tuple[str, int]:
     """``"SM",3`` of a +CMTI or +CDSI -> (memory, index)."""
     params = split_params(value)
-    if len(params) < 2 or not params[1].isdigit():
+    if len(params) < 2 or not _number(params[1]):
         raise FrameError(f"bad new-message indication {value!r}", field="+CMTI")
     return params[0] or "SM", int(params[1])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
@@ -291,6 +291,7 @@ class Gsm7Tests(unittest.TestCase):
         self.assertEqual(gsm7_decode(b"a\x1b"), "a ")
 
     @given(gsm7_text, st.integers(0, 6))
+    @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
     def test_packing_round_trips_after_fill_bits(self, text: str, fill: int) -> None:
         septets = gsm7_encode(text)
         packed = pack_septets(septets, fill)
@@ -377,6 +378,7 @@ class TimeTests(unittest.TestCase):
         self.assertRaises(ValueError, relative_validity_octet, timedelta(weeks=64))
 
     @given(st.integers(0, 255))
+    @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
     def test_every_relative_octet_round_trips(self, octet: int) -> None:
         self.assertEqual(relative_validity_octet(relative_validity(octet)), octet)
 
@@ -508,7 +510,7 @@ class ReassemblyTests(unittest.TestCase):
         self.assertEqual((message.text, str(message.sender)), ("short", "+4915550001"))
 
     @given(gsm7_text.map(lambda t: (t * 3)[:400]) | ucs2_text.map(lambda t: t * 4), st.randoms())
-    @settings(max_examples=50)
+    @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     def test_parts_in_any_order_with_duplicates_join(self, text: str, rnd: object) -> None:
         parts = self.deliveries(text)
         shuffled = parts + parts[:1]
@@ -558,17 +560,18 @@ class ReassemblyTests(unittest.TestCase):
 
 class RoundTripTests(unittest.TestCase):
     @given(tpdus)
-    @settings(max_examples=400)
+    @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     def test_every_pdu_round_trips(self, tpdu: Deliver | Submit | StatusReport) -> None:
         self.assertEqual(decode_pdu(encode_pdu(tpdu)), tpdu)
 
     @given(tpdus)
+    @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
     def test_without_smsc_field_too(self, tpdu: Deliver | Submit | StatusReport) -> None:
         decoded = decode_pdu(encode_pdu(tpdu, with_smsc=False), with_smsc=False)
         self.assertEqual(decoded, tpdu if tpdu.smsc is None else attrs_evolve(tpdu, smsc=None))
 
     @given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz €[]{}😀ÄöÜß日本", max_size=600))
-    @settings(max_examples=100)
+    @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     def test_split_and_join_give_the_text_back(self, text: str) -> None:
         moment = datetime(2024, 1, 1, tzinfo=zone(0))
         joiner = Reassembler()
@@ -589,7 +592,7 @@ def attrs_evolve(tpdu: object, **changes: object) -> object:
 
 class ArbitraryBytesTests(unittest.TestCase):
     @given(st.binary(max_size=200), st.sampled_from([None, *Direction]), st.booleans())
-    @settings(max_examples=1000)
+    @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     def test_arbitrary_bytes_decode_or_raise_frame_error(
         self, data: bytes, direction: Direction | None, with_smsc: bool
     ) -> None:
@@ -602,7 +605,7 @@ class ArbitraryBytesTests(unittest.TestCase):
         encode_pdu(decoded)
 
     @given(tpdus, st.data())
-    @settings(max_examples=300)
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     def test_damaged_pdus_decode_or_raise_frame_error(
         self, tpdu: Deliver | Submit | StatusReport, data: st.DataObject
     ) -> None:
@@ -616,6 +619,7 @@ class ArbitraryBytesTests(unittest.TestCase):
             pass
 
     @given(st.text(max_size=80))
+    @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
     def test_arbitrary_hex_text_decodes_or_raises_frame_error(self, text: str) -> None:
         try:
             decode_hex_pdu(text)

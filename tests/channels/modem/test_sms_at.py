@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
@@ -183,7 +183,7 @@ class HelperTests(unittest.TestCase):
 
 class ArbitraryLinesTests(unittest.TestCase):
     @given(st.lists(st.text(max_size=60), max_size=4), st.booleans())
-    @settings(max_examples=500)
+    @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     def test_arbitrary_answers_read_or_raise_frame_error(
         self, lines: list[str], text: bool
     ) -> None:
@@ -199,7 +199,7 @@ class ArbitraryLinesTests(unittest.TestCase):
                 pass
 
     @given(st.text(max_size=80), st.none() | st.text(max_size=80), st.booleans())
-    @settings(max_examples=300)
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     def test_arbitrary_indications_decode_or_raise_frame_error(
         self, value: str, body: str | None, text: bool
     ) -> None:
