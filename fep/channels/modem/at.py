@@ -101,47 +101,13 @@ NUMERIC_OF: Final[Mapping[ResultCode, int]] = {
 }
 
 # Unsolicited result codes: V.250, 27.007, 27.005, and common vendor ones (Huawei ^, SIMCom).
-URC_NAMES: Final[frozenset[str]] = frozenset(
-    {
-        "RING",
-        "NO CARRIER",
-        "+CRING",
-        "+CLIP",
-        "+CCWA",
-        "+CMTI",
-        "+CMT",
-        "+CDS",
-        "+CDSI",
-        "+CBM",
-        "+CBMI",
-        "+CREG",
-        "+CGREG",
-        "+CEREG",
-        "+CUSD",
-        "+CIEV",
-        "+CPIN",
-        "+CGEV",
-        "+CSQN",
-        "^RSSI",
-        "^BOOT",
-        "^MODE",
-        "^SRVST",
-        "^SIMST",
-        "^HCSQ",
-        "RDY",
-        "CALL READY",
-        "SMS READY",
-        "+PDP",
-        "+CFUN",
-        "+WIND",
-        "^ORIG",
-        "^CONF",
-        "^CONN",
-        "^CEND",
-        "+ZDONR",
-        "+ZPASR",
-    }
-)
+URC_NAMES: Final[frozenset[str]] = frozenset({
+    "RING", "NO CARRIER", "+CRING", "+CLIP", "+CCWA", "+CMTI", "+CMT", "+CDS", "+CDSI",
+    "+CBM", "+CBMI", "+CREG", "+CGREG", "+CEREG", "+CUSD", "+CIEV", "+CPIN", "+CGEV",
+    "+CSQN", "^RSSI", "^BOOT", "^MODE", "^SRVST", "^SIMST", "^HCSQ", "RDY", "CALL READY",
+    "SMS READY", "+PDP", "+CFUN", "+WIND", "^ORIG", "^CONF", "^CONN", "^CEND", "+ZDONR",
+    "+ZPASR",
+})
 # URCs whose next line belongs to them (27.005 3.4.1: +CMT, +CBM, +CDS in PDU mode).
 _TWO_LINE: Final = frozenset({"+CMT", "+CBM"})
 
@@ -347,10 +313,7 @@ def basic_commands(text: str) -> list[str]:
 
 
 def format_result(
-    code: ResultCode,
-    *,
-    verbose: bool = True,
-    detail: str | None = None,
+    code: ResultCode, *, verbose: bool = True, detail: str | None = None,
     error: int | None = None,
 ) -> bytes:
     """A final result code as a modem sends it (V.250 5.7.1): ``\\r\\nCONNECT 9600\\r\\n`` when
@@ -534,7 +497,7 @@ class AtEngine:
             end = min(ends)
             raw = bytes(buf[:end])
             cut = end + 1
-            if buf[end : end + 2] == b"\r\n":
+            if buf[end:end + 2] == b"\r\n":
                 cut += 1
             del buf[:cut]
             if len(raw) > self.max_line:
@@ -606,9 +569,7 @@ class AtEngine:
             lookup = cme_code if kind is ResultCode.CME_ERROR else cms_code
             return FinalResult(kind, line, detail, lookup(detail))
         if (
-            line.isdigit()
-            and line.isascii()
-            and len(line) <= 3
+            line.isdigit() and line.isascii() and len(line) <= 3
             and (not self.verbose or any(b[0] == "V" for b in basic_commands(command.text)))
         ):
             entry = self.numeric_results.get(int(line))
@@ -680,7 +641,7 @@ class AtEngine:
             self._tail = window[-_SCAN_TAIL:]
             return [Data(data)]
         before = data[: max(0, m.start() - len(self._tail))]
-        after = window[m.end() :]
+        after = window[m.end():]
         line = m.group(0).strip().decode("latin-1")
         out: list[Output] = [Data(before)] if before else []
         self._tail = b""
