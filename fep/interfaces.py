@@ -103,3 +103,13 @@ class INotifier(Interface):
 
     def notify(event: object) -> Deferred[None]:
         """Deliver one alarm."""
+
+
+class IModemCallLog(Interface):
+    """Where the modem pool keeps its call records (the SQLite and PostgreSQL stores)."""
+
+    def add_modem_calls(calls: Sequence[object]) -> Deferred[int]:
+        """Append ModemCall records (one per dial attempt); fires with how many."""
+
+    def modem_call_stats(by: str, since: datetime | None = None) -> Deferred[list[object]]:
+        """CallStats per ``line`` or per ``site`` over the calls started since ``since``."""

@@ -51,6 +51,29 @@ ESC: Final = b"\x1b"
 MAX_LINE: Final = 4096
 
 
+class ModemError(ChannelError):
+    """A modem refused a command or gave an unexpected result: names the line, the command
+    and the final result (its +CME/+CMS meaning when there is one)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        line: str | None = None,
+        command: str | None = None,
+        result: FinalResult | None = None,
+        route: str | None = None,
+    ) -> None:
+        super().__init__(message, route=route)
+        self.line = line
+        self.command = command
+        self.result = result
+
+
+class ModemTimeout(ModemError):
+    """A command's deadline passed without a final result code."""
+
+
 class ResultCode(enum.Enum):
     """Final result codes (ITU-T V.250 5.7.1 and 3GPP TS 27.007/27.005 errors)."""
 
