@@ -14,7 +14,6 @@ Consumers register with ``add_message_handler`` and ``add_report_handler``; ``se
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,27 +22,19 @@ import attrs
 from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from fep.channels.endpoints import client_endpoint, connect_within
 from fep.channels.modem.at import (
-    AtEngine,
-    CarrierLost,
     Command,
-    Data,
-    Deadline,
     FinalResult,
-    Noise,
-    Output,
     Response,
     ResultCode,
-    TimedOut,
-    Transmit,
     Unsolicited,
 )
+from fep.channels.modem.line import ModemLine
 from fep.channels.modem.pdu import (
     Address,
     Deliver,
@@ -181,107 +172,6 @@ class OutgoingSms:
         return done
 
 
-class _AtLine(Protocol):
-    """Drives the AT engine over a byte pipe: commands out one at a time, each with its
-    Deferred, unsolicited codes to ``on_unsolicited``."""
-
-    def __init__(
-        self,
-        reactor: Any,
-        route: str,
-        on_unsolicited: Callable[[Unsolicited], None],
-        on_lost: Callable[[Failure], None],
-    ) -> None:
-        self.reactor = reactor
-        self.route = route
-        self.engine = AtEngine()
-        self.on_unsolicited = on_unsolicited
-        self.on_lost = on_lost
-        self._waiting: deque[tuple[Command, Deferred[Response]]] = deque()
-        self._timer: IDelayedCall | None = None
-        self.open = False
-        self.noise = 0
-
-    def connectionMade(self) -> None:
-        self.open = True
-
-    def dataReceived(self, data: bytes) -> None:
-        self._apply(self.engine.receive(data))
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
-        self.open = False
-        self._disarm()
-        self.engine.reset()
-        waiting, self._waiting = self._waiting, deque()
-        for command, d in waiting:
-            d.errback(ChannelError(f"{_shown(command)}: the line closed", route=self.route))
-        self.on_lost(reason)
-
-    def command(self, command: Command) -> Deferred[Response]:
-        if not self.open:
-            return _failed(ChannelError("the modem line is not open", route=self.route))
-        d: Deferred[Response] = Deferred()
-        self._waiting.append((command, d))
-        self._apply(self.engine.submit(command))
-        return d
-
-    def close(self) -> None:
-        if self.open and self.transport is not None:
-            self.transport.loseConnection()
-
-    def _pop(self, command: Command) -> Deferred[Response] | None:
-        for i, (waiting, d) in enumerate(self._waiting):
-            if waiting is command:
-                del self._waiting[i]
-                return d
-        return None
-
-    def _apply(self, outputs: list[Output]) -> None:
-        for output in outputs:
-            if isinstance(output, Transmit):
-                if self.transport is not None:
-                    self.transport.write(output.data)
-            elif isinstance(output, Deadline):
-                self._disarm()
-                if output.seconds is not None:
-                    self._timer = self.reactor.callLater(output.seconds, self._expire)
-            elif isinstance(output, Response):
-                d = self._pop(output.command)
-                if d is not None:
-                    d.callback(output)
-            elif isinstance(output, TimedOut):
-                d = self._pop(output.command)
-                if d is not None:
-                    d.errback(
-                        ChannelError(
-                            f"{_shown(output.command)}: no answer within "
-                            f"{output.command.timeout:g} s",
-                            route=self.route,
-                        )
-                    )
-            elif isinstance(output, Unsolicited):
-                self.on_unsolicited(output)
-            elif isinstance(output, Noise):
-                self.noise += len(output.data)
-                log.debug(
-                    "modem noise on {route}: {reason} {data!r}",
-                    route=self.route,
-                    reason=output.reason,
-                    data=output.data[:80],
-                )
-            elif isinstance(output, Data | CarrierLost):
-                log.warn("SMS modem on {route} went online; ignored", route=self.route)
-
-    def _expire(self) -> None:
-        self._timer = None
-        self._apply(self.engine.expire())
-
-    def _disarm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-
 def _shown(command: Command) -> str:
     text = command.text
     if text.upper().startswith("AT+CPIN="):
@@ -289,10 +179,9 @@ def _shown(command: Command) -> str:
     return text
 
 
-def _failed(error: Exception) -> Deferred[Any]:
-    d: Deferred[Any] = Deferred()
-    d.errback(error)
-    return d
+def _close(line: ModemLine) -> None:
+    if line.is_open and line.transport is not None:
+        line.transport.loseConnection()
 
 
 def _key(number: str) -> str:
@@ -311,7 +200,7 @@ class SmsChannel(service.Service):
         self.settings = settings
         self.setName(name)
         self.route = settings.route
-        self._line: _AtLine | None = None
+        self._line: ModemLine | None = None
         self._lock = DeferredLock()
         self._message_handlers: list[MessageHandler] = []
         self._report_handlers: list[ReportHandler] = []
@@ -380,7 +269,7 @@ class SmsChannel(service.Service):
         self.is_ready = False
         line, self._line = self._line, None
         if line is not None:
-            line.close()
+            _close(line)
         d: Deferred[None] = Deferred()
         d.callback(None)
         return d
@@ -392,12 +281,14 @@ class SmsChannel(service.Service):
 
     async def _open(self) -> None:
         endpoint = client_endpoint(self.reactor, self.route)
-        line = _AtLine(self.reactor, self.route, self._unsolicited, self._lost)
+        line = ModemLine(self.reactor, self.name or "sms", on_unsolicited=self._unsolicited)
+        line.route = self.route
         await connect_within(
             self.reactor, endpoint, line, self.route, self.settings.command_timeout
         )
+        line.closed.addCallback(lambda _: self._lost(line))
         if not self.running:
-            line.close()
+            _close(line)
             return
         self._line = line
         await self._initialise()
@@ -427,17 +318,16 @@ class SmsChannel(service.Service):
         line, self._line = self._line, None
         self.is_ready = False
         if line is not None:
-            line.on_lost = lambda reason: None
-            line.close()
+            _close(line)
         self._schedule_reconnect()
 
     def _schedule_reconnect(self) -> None:
         if self.running and self._retry is None:
             self._retry = self.reactor.callLater(self.settings.reconnect_delay, self._connect)
 
-    def _lost(self, reason: Failure) -> None:
-        if self._line is None:
-            return
+    def _lost(self, line: ModemLine) -> None:
+        if self._line is not line:
+            return  # a line already given up (set-up failed, or the service stopped)
         self._line = None
         self.is_ready = False
         if self._sweeper is not None and self._sweeper.running:
@@ -445,9 +335,8 @@ class SmsChannel(service.Service):
         self._sweeper = None
         if self.running:
             log.warn(
-                "SMS modem line {route} lost ({reason}); reopening in {delay} s",
+                "SMS modem line {route} lost; reopening in {delay} s",
                 route=self.route,
-                reason=reason.getErrorMessage(),
                 delay=self.settings.reconnect_delay,
             )
             self._schedule_reconnect()
@@ -461,7 +350,14 @@ class SmsChannel(service.Service):
         if line is None:
             raise ChannelError("the SMS modem is not connected", route=self.route)
         command = Command(text, timeout or self.settings.command_timeout, body)
-        response = await line.command(command)
+        try:
+            response = await line.command(command.text, command.timeout, body, expect_ok=False)
+        except ChannelError as error:
+            pin = self.settings.pin
+            if pin and pin in str(error):
+                # The line's errors quote the command: never the PIN.
+                raise ChannelError(str(error).replace(pin, "<pin>"), route=self.route) from None
+            raise
         if not response.ok:
             raise SmsCommandError(
                 f"{_shown(command)}: {response.result.describe()}",

@@ -129,6 +129,16 @@ class SetUpTests(ChannelCase):
         self.assertNotIn("4711", repr(channel.settings))
 
     @inlineCallbacks
+    def test_pin_stays_out_of_errors_when_the_modem_does_not_answer(self) -> Any:
+        self.modem.pin, self.modem.pin_ok = "4711", False
+        channel = yield self.started(pin="4711")
+        self.modem.silent = True
+        with self.assertRaises(ChannelError) as cm:
+            yield Deferred.fromCoroutine(channel._command('AT+CPIN="4711"', 0.05))
+        self.assertNotIn("4711", str(cm.exception))
+        self.assertIn("<pin>", str(cm.exception))
+
+    @inlineCallbacks
     def test_sim_pin_missing_is_a_channel_error(self) -> Any:
         self.modem.pin, self.modem.pin_ok = "4711", False
         channel = SmsChannel(reactor, SmsSettings(self.route(), command_timeout=2.0))
