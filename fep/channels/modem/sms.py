@@ -351,7 +351,9 @@ class SmsChannel(service.Service):
             raise ChannelError("the SMS modem is not connected", route=self.route)
         command = Command(text, timeout or self.settings.command_timeout, body)
         try:
-            response = await line.command(command.text, command.timeout, body, expect_ok=False)
+            response = await self._next_turn(
+                line.command(command.text, command.timeout, body, expect_ok=False)
+            )
         except ChannelError as error:
             pin = self.settings.pin
             if pin and pin in str(error):
@@ -365,6 +367,21 @@ class SmsChannel(service.Service):
                 result=response.result,
             )
         return response
+
+    def _next_turn(self, d: Deferred[Response]) -> Deferred[Response]:
+        """``d``'s result on a later reactor turn. The line fires a command's Deferred from
+        inside its loop over the engine's outputs; a command sent from that callback would
+        have its deadline disarmed by a Deadline(None) still in that loop."""
+        later: Deferred[Response] = Deferred()
+
+        def relay(result: Response | Failure) -> None:
+            if isinstance(result, Failure):
+                self.reactor.callLater(0, later.errback, result)
+            else:
+                self.reactor.callLater(0, later.callback, result)
+
+        d.addBoth(relay)
+        return later
 
     async def _optional(self, text: str) -> Response | None:
         try:
