@@ -120,6 +120,25 @@ _dialing = _choice("tone", "pulse")
 _hangup = _choice("escape", "dtr")
 
 
+def _sms_mode(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("pdu", "text"):
+        raise ValueError(f"expected pdu or text, got {text!r}")
+    return value
+
+
+def _numbers(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _sms_rules(text: str) -> tuple[str, ...]:
+    from fep.collect.sms import parse_rules
+
+    lines = tuple(line.strip() for line in text.splitlines() if line.strip())
+    parse_rules(lines)  # ValueError names the rule
+    return lines
+
+
 _TYPE_NAMES: dict[Callable[[str], Any], str] = {
     _bool: "yes/no",
     _positive_float: "a positive number",
@@ -132,6 +151,9 @@ _TYPE_NAMES: dict[Callable[[str], Any], str] = {
     _modem_model: "a modem model",
     _dialing: "tone or pulse",
     _hangup: "escape or dtr",
+    _sms_mode: "pdu or text",
+    _numbers: "comma-separated phone numbers",
+    _sms_rules: "rule lines '<pattern> => <kind> [severity] [code]'",
 }
 
 # section -> key -> Option. Sections marked required must appear in the file.
@@ -248,6 +270,30 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
         ),
         "enabled": Option(_bool, True, "listen on the control socket"),
     },
+    "sms": {
+        "port": Option(
+            _text,
+            "",
+            "route of the GSM modem for SMS, e.g. serial:/dev/ttyUSB2:115200:8N1; empty: no SMS",
+        ),
+        "mode": Option(_sms_mode, "pdu", "pdu (exact, any text) or text (AT+CMGF=1)"),
+        "pin": Option(_text, "", "SIM PIN when the SIM asks for one (kept out of logs)"),
+        "smsc": Option(_text, "", "service centre number; empty: the one stored on the SIM"),
+        "memory": Option(_text, "SM", "message memory to read and store in (SM, ME, MT)"),
+        "delivery_reports": Option(_bool, True, "ask for delivery reports of sent messages"),
+        "validity": Option(_positive_float, 86400.0, "seconds the network tries to deliver"),
+        "sweep_interval": Option(_positive_float, 300.0, "seconds between reads of the memory"),
+        "command_timeout": Option(_positive_float, 10.0, "seconds the modem has per command"),
+        "send_timeout": Option(_positive_float, 60.0, "seconds the modem has to send one part"),
+        "wakeup_text": Option(_text, "WAKEUP", "text of the wake-up SMS (meter: sms_wakeup_text)"),
+        "notify": Option(_numbers, (), "numbers that get operator alarms by SMS, comma-separated"),
+        "rules": Option(
+            _sms_rules,
+            (),
+            "one rule a line: <regular expression> => <event kind> [severity] [code]; the first "
+            "that matches a message from a meter's sms_number makes a MeterEvent",
+        ),
+    },
     "log": {
         "level": Option(_level, "info", "least severe log level written"),
         "json_file": Option(_text, "", "also write JSON log events to this file; empty: no"),
@@ -344,6 +390,23 @@ class ControlSection:
 
 
 @attrs.frozen
+class SmsSection:
+    port: str
+    mode: str
+    pin: str = attrs.field(repr=False)
+    smsc: str
+    memory: str
+    delivery_reports: bool
+    validity: float
+    sweep_interval: float
+    command_timeout: float
+    send_timeout: float
+    wakeup_text: str
+    notify: tuple[str, ...]
+    rules: tuple[str, ...]
+
+
+@attrs.frozen
 class LogSection:
     level: str
     json_file: str
@@ -362,6 +425,7 @@ class Config:
     modems: ModemsSection
     gprs: GprsSection
     control: ControlSection
+    sms: SmsSection
     source: str = "<defaults>"
 
     @property
@@ -383,6 +447,7 @@ _SECTION_CLASSES: Mapping[str, type] = {
     "modems": ModemsSection,
     "gprs": GprsSection,
     "control": ControlSection,
+    "sms": SmsSection,
 }
 
 

@@ -129,6 +129,11 @@ class FepService(service.MultiService):
                 self._control_problem = f"{e}; set [control] socket to a shorter path"
             else:
                 self.control.add("sessions", self._sessions_command)
+        self.sms: Any = None
+        self.sms_wakeup: Any = None
+        self.sms_notifier: Any = None
+        if config.sms.port:
+            self._build_sms(config)
         self._json_log: io.TextIOWrapper | None = None
         self._observer: ILogObserver | None = None
         self.started: Deferred[None] | None = None
@@ -168,6 +173,33 @@ class FepService(service.MultiService):
             "gprs": self.gprs is not None,
             "sessions": [s.as_dict() for s in sessions],
         }
+    def _build_sms(self, config: Config) -> None:
+        """The SMS channel, its alarm rules into the router, wake-up and notifications."""
+        from datetime import timedelta
+
+        from fep.channels.modem.sms import SmsChannel, SmsSettings
+        from fep.collect.sms import SmsEventRouter, SmsWakeUp, parse_rules
+        from fep.operator.sms_notify import SmsNotifier
+
+        sms = config.sms
+        settings = SmsSettings(
+            sms.port,
+            mode=sms.mode,
+            pin=sms.pin or None,
+            smsc=sms.smsc or None,
+            memory=sms.memory,
+            delivery_reports=sms.delivery_reports,
+            validity=timedelta(seconds=sms.validity),
+            sweep_interval=sms.sweep_interval,
+            command_timeout=sms.command_timeout,
+            send_timeout=sms.send_timeout,
+        )
+        self.sms = SmsChannel(self.reactor, settings)
+        self.sms.add_message_handler(
+            SmsEventRouter(parse_rules(sms.rules), self.directory, self.router)
+        )
+        self.sms_wakeup = SmsWakeUp(self.sms, sms.wakeup_text)
+        self.sms_notifier = SmsNotifier(self.sms, sms.notify)
 
     def _resolve_pushing_meter(self, identification: str, serial: str | None) -> str | None:
         meter = self.directory.identify(serial, identification)
@@ -228,6 +260,8 @@ class FepService(service.MultiService):
         elif self._control_problem:
             log.warn("no control socket (fep sessions cannot ask this daemon): {problem}",
                      problem=self._control_problem)
+        if self.sms is not None:
+            self.sms.startService()
         log.info("fep node {node} running", node=self.config.fep.node)
 
     def stopService(self) -> Deferred[None]:
@@ -240,6 +274,8 @@ class FepService(service.MultiService):
             pass
         if self.control is not None and self.control.running:
             await self.control.stopService()
+        if self.sms is not None and self.sms.running:
+            await self.sms.stopService()
         for listener in self.listeners:
             if listener.running:
                 await listener.stopService()
