@@ -48,6 +48,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"expected a TCP port 0..65535 (0: off), got {text!r}")
+    return value
+
+
 def _level(text: str) -> str:
     value = text.strip().lower()
     if value not in ("debug", "info", "warn", "error", "critical"):
@@ -64,6 +71,7 @@ _TYPE_NAMES: dict[Callable[[str], Any], str] = {
     _positive_float: "a positive number",
     _positive_int: "a positive whole number",
     _level: "a log level",
+    _port: "a TCP port (0: off)",
     _text: "text",
 }
 
@@ -112,6 +120,35 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
             _bool, False, "store readouts from meters that are not in the meter list"
         ),
     },
+    "http": {
+        "port": Option(_port, 0, "port of the API, status page and metrics; 0: off"),
+        "interface": Option(_text, "127.0.0.1", "address the web server listens on"),
+        "tokens_file": Option(_text, "", "file of NAME ROLE TOKEN lines (API and metrics)"),
+        "metrics_auth": Option(_bool, True, "/metrics needs a token too"),
+    },
+    "manhole": {
+        "port": Option(_port, 0, "SSH port of the operator console; 0: off"),
+        "interface": Option(_text, "127.0.0.1", "address the console listens on"),
+        "authorized_keys": Option(_text, "", "OpenSSH authorized_keys file of operators"),
+        "host_key": Option(_text, "", "host key file (made at first start); empty: "
+                           "DATA_DIR/manhole_host_key"),
+    },
+    "alarms": {
+        "enabled": Option(_bool, True, "classify events into alarms and notify"),
+        "table": Option(_text, "", "alarm table file (classification, rules); empty: the "
+                        "built-in classification and no notifications"),
+        "debounce": Option(_positive_float, 300.0, "seconds a repeated alarm of a meter "
+                           "and kind is counted, not raised again"),
+        "smtp_host": Option(_text, "127.0.0.1", "SMTP relay for e-mail notifications"),
+        "smtp_port": Option(_port, 25, "its port"),
+        "mail_from": Option(_text, "fep@localhost", "sender address of alarm e-mail"),
+    },
+    "northbound": {
+        "amqp_url": Option(_text, "", "AMQP broker, e.g. amqp://guest:guest@127.0.0.1:5672/%2F; "
+                           "empty: off"),
+        "exchange": Option(_text, "fep", "topic exchange records are published to"),
+        "batch": Option(_positive_int, 500, "most records in flight to the broker"),
+    },
     "log": {
         "level": Option(_level, "info", "least severe log level written"),
         "json_file": Option(_text, "", "also write JSON log events to this file; empty: no"),
@@ -156,6 +193,39 @@ class PushSection:
 
 
 @attrs.frozen
+class HttpSection:
+    port: int
+    interface: str
+    tokens_file: str
+    metrics_auth: bool
+
+
+@attrs.frozen
+class ManholeSection:
+    port: int
+    interface: str
+    authorized_keys: str
+    host_key: str
+
+
+@attrs.frozen
+class AlarmsSection:
+    enabled: bool
+    table: str
+    debounce: float
+    smtp_host: str
+    smtp_port: int
+    mail_from: str
+
+
+@attrs.frozen
+class NorthboundSection:
+    amqp_url: str
+    exchange: str
+    batch: int
+
+
+@attrs.frozen
 class LogSection:
     level: str
     json_file: str
@@ -171,6 +241,10 @@ class Config:
     collect: CollectSection
     push: PushSection
     log: LogSection
+    http: HttpSection
+    manhole: ManholeSection
+    alarms: AlarmsSection
+    northbound: NorthboundSection
     source: str = "<defaults>"
 
     @property
@@ -185,6 +259,10 @@ _SECTION_CLASSES: Mapping[str, type] = {
     "collect": CollectSection,
     "push": PushSection,
     "log": LogSection,
+    "http": HttpSection,
+    "manhole": ManholeSection,
+    "alarms": AlarmsSection,
+    "northbound": NorthboundSection,
 }
 
 

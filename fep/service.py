@@ -52,6 +52,11 @@ class FepService(service.MultiService):
         self.config = config
         self.reactor = reactor
         self.store: IStore = open_store(config.store.url, reactor, pool_size=config.store.pool_size)
+        from fep.operator.service import OperatorTier
+
+        # The operator tier (API, status page, metrics, console, alarms, northbound).
+        self.operator = OperatorTier(config, reactor)
+        self.store = self.operator.wrap_store(self.store)
         self.spool = Spool(config.spool_directory, reactor)
         self.router = Router(
             self.spool,
@@ -92,6 +97,7 @@ class FepService(service.MultiService):
             listener = strports.service(config.push.dlms, self.dlms_push)
             listener.setName("push-dlms")
             self.listeners.append(listener)
+        self.operator.attach(self)
         self._json_log: io.TextIOWrapper | None = None
         self._observer: ILogObserver | None = None
         self.started: Deferred[None] | None = None
@@ -146,6 +152,7 @@ class FepService(service.MultiService):
         set_counter_store(self.counters)
         for listener in self.listeners:
             listener.startService()
+        await self.operator.start()
         log.info("fep node {node} running", node=self.config.fep.node)
 
     def stopService(self) -> Deferred[None]:
@@ -156,6 +163,7 @@ class FepService(service.MultiService):
         if self.started is not None and not self.started.called:
             # Still starting: let the start sequence notice running is false.
             pass
+        await self.operator.stop()
         for listener in self.listeners:
             if listener.running:
                 await listener.stopService()

@@ -52,6 +52,9 @@ class PeriodicReader(service.Service):
         self._endpoint_for = endpoint_for
         self._loop: LoopingCall | None = None
         self._in_flight: dict[str, Deferred[None]] = {}
+        # Told of every read as it starts and ends (the operator tier's Activity):
+        # ``read_started(meter)`` and ``read_finished(meter, error, records)``.
+        self.observers: list[Any] = []
         self.reads_ok = 0
         self.reads_failed = 0
         self.records_read = 0
@@ -95,6 +98,13 @@ class PeriodicReader(service.Service):
         """One read of one meter; failures are logged and counted, never raised."""
 
         async def run() -> None:
+            for observer in self.observers:
+                observer.read_started(meter)
+            failure, count = await read()
+            for observer in self.observers:
+                observer.read_finished(meter, failure, count)
+
+        async def read() -> tuple[Exception | None, int]:
             try:
                 protocol = self._protocol_for(meter.protocol)
                 endpoint = self._endpoint_for(self._reactor, meter.route)
@@ -109,7 +119,8 @@ class PeriodicReader(service.Service):
                     protocol=meter.protocol,
                     error=e,
                 )
-            except Exception:
+                return e, 0
+            except Exception as e:
                 self.reads_failed += 1
                 log.failure(
                     "read of {meter} over {route} failed unexpectedly",
@@ -117,6 +128,7 @@ class PeriodicReader(service.Service):
                     route=meter.route,
                     protocol=meter.protocol,
                 )
+                return e, 0
             else:
                 self.reads_ok += 1
                 self.records_read += len(records)
@@ -127,5 +139,6 @@ class PeriodicReader(service.Service):
                     protocol=meter.protocol,
                     count=len(records),
                 )
+                return None, len(records)
 
         return Deferred.fromCoroutine(run())

@@ -1,0 +1,77 @@
+"""The operator tier's plug points: what the console, the API and the alarms need from parts
+other branches of fep provide (live channel sessions, the task scheduler, the SMS channel).
+
+Each is optional in :class:`fep.operator.context.OperatorContext`; until one is wired in, the
+operator tier says so (an API answer of 503, a console line) instead of guessing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+
+@attrs.frozen
+class SessionInfo:
+    """One meter session open now: a poll under way or a live inbound (GPRS) connection."""
+
+    meter: str | None
+    route: str
+    protocol: str | None
+    started: datetime
+    direction: str = "poll"  # poll | inbound
+    remote: str | None = None
+
+    @property
+    def channel(self) -> str:
+        """The kind of channel, from the route's scheme (``tcp``, ``serial``, ``gprs``...)."""
+        return self.route.split(":", 1)[0] if ":" in self.route else self.route
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "meter": self.meter,
+            "route": self.route,
+            "channel": self.channel,
+            "protocol": self.protocol,
+            "started": self.started.isoformat(),
+            "direction": self.direction,
+            "remote": self.remote,
+        }
+
+
+class ISessionRegistry(Interface):
+    """Who is connected now (the channels branch's GPRS SessionRegistry provides this)."""
+
+    def sessions() -> list[SessionInfo]:
+        """The sessions open now."""
+
+
+class IScheduler(Interface):
+    """The collection engine's tasks and jobs (the collect branch provides this)."""
+
+    def tasks() -> Deferred[list[dict[str, Any]]]:
+        """Every task: name, type, period, next run, last outcome."""
+
+    def jobs(limit: int) -> Deferred[list[dict[str, Any]]]:
+        """The newest jobs, newest first: task, meter, state, outcome, times."""
+
+    def run(task: str) -> Deferred[dict[str, Any]]:
+        """Start a task now; fires with what was queued. KeyError for an unknown task."""
+
+    def job_outcomes() -> dict[str, int]:
+        """Jobs finished so far by outcome (for metrics)."""
+
+
+class ISmsSender(Interface):
+    """Sends a text message (the sms branch's SMS channel provides this)."""
+
+    name = Attribute("What carries the message, for logs (e.g. a modem port).")
+
+    def send(number: str, text: str) -> Deferred[None]:
+        """Send ``text`` to ``number``; fires once the modem accepted it."""
