@@ -80,9 +80,9 @@ class OperatorTier:
 
             host_key = Path(config.manhole.host_key or
                             Path(config.fep.data_dir) / "manhole_host_key")
-            factory = manhole_factory(self.ctx, Path(config.manhole.authorized_keys),
+            console = manhole_factory(self.ctx, Path(config.manhole.authorized_keys),
                                       host_key)
-            port = self.reactor.listenTCP(config.manhole.port, factory,
+            port = self.reactor.listenTCP(config.manhole.port, console,
                                           interface=config.manhole.interface)
             self._ports.append(port)
             log.info("operator console on ssh://{interface}:{port}",
