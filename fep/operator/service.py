@@ -51,6 +51,12 @@ class OperatorTier:
             ctx.push_stats = daemon.dlms_push.stats
         self.metrics.attach(ctx)
         self.ctx = ctx
+        if config.alarms.enabled:
+            from fep.operator.alarms import AlarmEngine
+
+            self.alarms = AlarmEngine.from_config(ctx, config)
+            ctx.alarms = self.alarms
+            daemon.router.committed_hooks.append(self.alarms.committed)
         return ctx
 
     async def start(self) -> None:

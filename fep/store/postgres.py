@@ -332,6 +332,12 @@ class PostgresStore:
             return fail(StoreError(f"{self.url}: store is not open"))
         return self._pool.run(interaction, *args).addErrback(self._failed)
 
+    def transact(self, interaction: Interaction[T], *args: Any) -> Deferred[T]:
+        """Run ``await interaction(cursor, *args)`` in one transaction on a pooled connection
+        (for tables other parts of fep keep in this database, e.g. the operator tier's
+        alarms); failures become StoreError naming the store."""
+        return self._run(interaction, *args)
+
     async def _start_pool(self) -> None:
         if self._pool is not None:
             return

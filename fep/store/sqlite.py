@@ -125,6 +125,12 @@ class SqliteStore:
 
         return deferToThreadPool(self._reactor, self._pool, run)
 
+    def run_in_thread(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run ``work(connection, *args)`` on the store's thread (for tables other parts of
+        fep keep in this file, e.g. the operator tier's alarms); ``work`` manages its own
+        transaction (the connection is in autocommit mode)."""
+        return self._call(work, *args)
+
     def _connection(self) -> sqlite3.Connection:
         # Runs on the store thread only.
         if self._conn is None:

@@ -138,7 +138,7 @@ class ConsoleOverOpenSshTests(unittest.TestCase):
 
         # A key not in authorized_keys.
         out, err, code = await getProcessOutputAndValue(
-            ssh_binary(), self.ssh_args(port, workdir / "stranger")[1:] + ["help()"],
+            ssh_binary(), [*self.ssh_args(port, workdir / "stranger")[1:], "help()"],
             env={"HOME": str(workdir)}, reactor=reactor)
         self.assertEqual(code, 255)
         self.assertIn(b"Permission denied (publickey)", err)

@@ -125,7 +125,12 @@ class StoreBehaviours:
             applied = await store.upgrade()
         finally:
             await store.close()
-        self.assertEqual(applied, ["0001_initial"])  # type: ignore[attr-defined]
+        from fep.store import migrations
+
+        dialect = "sqlite" if store.url.startswith("sqlite") else "postgresql"
+        self.assertEqual(  # type: ignore[attr-defined]
+            applied, [m.name for m in migrations.load(dialect)])
+        self.assertEqual(applied[0], "0001_initial")  # type: ignore[attr-defined]
 
     async def test_open_applies_migrations_so_upgrade_finds_nothing_pending(self) -> None:
         store = await self.opened()
@@ -147,7 +152,7 @@ class StoreBehaviours:
 
         def with_extra(sql: str) -> Any:
             def load(dialect: str) -> list[migrations.Migration]:
-                return [*real(dialect), migrations.Migration(2, "0002_extra", sql)]
+                return [*real(dialect), migrations.Migration(9999, "9999_extra", sql)]
 
             return load
 
@@ -158,7 +163,7 @@ class StoreBehaviours:
         patch(migrations, "load", with_extra("CREATE TABLE half (x integer);\n"))
         store = self.new_store()
         try:
-            self.assertEqual(await store.upgrade(), ["0002_extra"])  # type: ignore[attr-defined]
+            self.assertEqual(await store.upgrade(), ["9999_extra"])  # type: ignore[attr-defined]
         finally:
             await store.close()
 

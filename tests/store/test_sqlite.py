@@ -9,7 +9,7 @@ from twisted.internet import reactor
 from twisted.trial import unittest
 
 from fep.errors import ConfigError, StoreError
-from fep.store import open_store
+from fep.store import migrations, open_store
 from fep.store.sqlite import SqliteStore
 from tests.store.behaviours import StoreBehaviours, reading
 
@@ -53,10 +53,10 @@ class SqliteStoreTests(StoreBehaviours, unittest.TestCase):
         await store.upgrade()
         rows = (
             sqlite3.connect(self.path)
-            .execute("SELECT version, name FROM schema_migrations")
+            .execute("SELECT version, name FROM schema_migrations ORDER BY version")
             .fetchall()
         )
-        self.assertEqual(rows, [(1, "0001_initial")])
+        self.assertEqual(rows, [(m.version, m.name) for m in migrations.load("sqlite")])
 
     async def test_a_file_that_cannot_be_made_fails_open_and_leaves_no_thread(self) -> None:
         blocker = os.path.join(self.mktemp())

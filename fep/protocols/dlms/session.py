@@ -905,5 +905,5 @@ class DlmsPushFactory(Factory):
         if counter is not None and title is not None:
             self.counters.accept(title, counter)
         self.stats.accepted += 1
-        d = self.sink.submit(list(content.readings))
+        d = self.sink.submit([*content.readings, *content.events])
         d.addErrback(lambda f: log.failure("push from {meter} not spooled", f, meter=meter.id))
