@@ -57,6 +57,12 @@ class OperatorTier:
             self.alarms = AlarmEngine.from_config(ctx, config)
             ctx.alarms = self.alarms
             daemon.router.committed_hooks.append(self.alarms.committed)
+        if config.northbound.amqp_url:
+            from fep.operator.northbound import AmqpPublisher
+
+            self.northbound = AmqpPublisher.from_config(config, self.reactor)
+            ctx.northbound = self.northbound
+            daemon.router.committed_hooks.append(self.northbound.committed)
         return ctx
 
     async def start(self) -> None:
