@@ -338,7 +338,7 @@ class Api:
         return {"alarms": [a.as_dict() for a in found], "enabled": True}
 
     async def export_cim(self, request: Request, user: ApiUser) -> Any:
-        from fep.operator import cim
+        from fep.operator import cim as cim_export
 
         meter_id = _arg(request, "meter")
         if not meter_id:
@@ -349,9 +349,9 @@ class Api:
         if kind not in ("readings", "events"):
             raise ApiError(400, "kind: readings or events")
         if kind == "readings":
-            xml = await cim.export_readings(self.ctx.store, meter, since, until)
+            xml = await cim_export.export_readings(self.ctx.store, meter, since, until)
         else:
-            xml = await cim.export_events(self.ctx.store, meter, since, until)
+            xml = await cim_export.export_events(self.ctx.store, meter, since, until)
         return (b"application/xml; charset=utf-8", xml)
 
 
