@@ -269,3 +269,13 @@ class AlarmPushDecodingTests(unittest.TestCase):
         unknown = decode_push("m1", DataNotification(meter.alarm_push_body(250)))
         self.assertEqual((unknown.events[0].code, unknown.events[0].kind),
                          ("dlms:99.98.0:250", EventKind.OTHER))
+
+
+class ShippedExampleTests(unittest.TestCase):
+    def test_the_example_alarm_table_loads(self) -> None:
+        from pathlib import Path
+
+        example = Path(__file__).resolve().parents[2] / "etc" / "alarms.example.ini"
+        table = AlarmTable.load(example)
+        self.assertEqual([r.name for r in table.rules], ["control-room", "north-field-crew"])
+        self.assertEqual(table.min_severity, Severity.MINOR)

@@ -301,3 +301,30 @@ class TokenFileTests(unittest.TestCase):
                 TokenFile.parse(bad, "tokens.txt")
             self.assertIn(why, str(caught.exception))
             self.assertIn("tokens.txt", str(caught.exception))
+
+
+class OpenApiTests(unittest.TestCase):
+    def test_the_description_lists_every_route_with_its_method(self) -> None:
+        import re
+        from pathlib import Path
+
+        from fep.operator.http import Api
+
+        text = (Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml").read_text()
+        documented: set[tuple[str, str]] = set()
+        path = None
+        for line in text.splitlines():
+            m = re.match(r"^  (/\S+):$", line)
+            if m:
+                path = m.group(1)
+                continue
+            m = re.match(r"^    (get|post):$", line)
+            if m and path is not None:
+                documented.add((m.group(1).upper(), path))
+        routes = {
+            (method.decode(), "/" + "/".join(
+                "{meter}" if p == "*" and pattern[0] == "meters" else
+                "{task}" if p == "*" else p for p in pattern))
+            for method, pattern, _ in Api(None).routes  # type: ignore[arg-type]
+        }
+        self.assertEqual(documented, routes)
