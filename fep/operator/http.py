@@ -195,6 +195,10 @@ class Api:
             (b"GET", ("tasks",), self.tasks),
             (b"POST", ("tasks", "*", "run"), self.run_task),
             (b"GET", ("jobs",), self.jobs),
+            (b"GET", ("commands",), self.commands),
+            (b"POST", ("meters", "*", "commands"), self.request_command),
+            (b"POST", ("commands", "*", "approve"), self.approve_command),
+            (b"POST", ("commands", "*", "reject"), self.reject_command),
             (b"GET", ("stats",), self.stats),
             (b"GET", ("success-rate",), self.success_rate),
             (b"GET", ("alarms",), self.alarms),
@@ -276,17 +280,10 @@ class Api:
                 "events": [event_json(e) for e in found if until is None or e.time < until]}
 
     async def read(self, request: Request, user: ApiUser, meter_id: str) -> Any:
-        options: dict[str, str] = {}
-        body = request.content.read() if request.content is not None else b""
-        if body.strip():
-            try:
-                payload = json.loads(body)
-            except ValueError:
-                raise ApiError(400, "the body is not JSON") from None
-            raw = payload.get("options", {}) if isinstance(payload, dict) else None
-            if not isinstance(raw, dict):
-                raise ApiError(400, "options: expected an object of protocol settings")
-            options = {str(k): str(v) for k, v in raw.items()}
+        raw = _json_body(request).get("options", {})
+        if not isinstance(raw, dict):
+            raise ApiError(400, "options: expected an object of protocol settings")
+        options = {str(k): str(v) for k, v in raw.items()}
         try:
             records = await commands.read_meter(self.ctx, meter_id, who=f"api:{user.name}",
                                                 role=user.role, options=options)
@@ -321,6 +318,39 @@ class Api:
     async def run_task(self, request: Request, user: ApiUser, task: str) -> Any:
         return await commands.run_task(self.ctx, task, who=f"api:{user.name}", role=user.role)
 
+    async def commands(self, request: Request, user: ApiUser) -> Any:
+        limit = int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        return {"commands": await self._scheduler().commands(limit)}
+
+    async def request_command(self, request: Request, user: ApiUser, meter_id: str) -> Any:
+        await self._meter(meter_id)
+        body = _json_body(request)
+        action = body.get("action")
+        params = body.get("params", {})
+        if not isinstance(action, str) or not action:
+            raise ApiError(400, "action: required, e.g. \"disconnect\"")
+        if not isinstance(params, dict):
+            raise ApiError(400, "params: expected an object")
+        return await commands.request_command(self.ctx, meter_id, action, params,
+                                              who=f"api:{user.name}", role=user.role)
+
+    def _command_id(self, text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ApiError(400, f"not a command id: {text!r}") from None
+
+    async def approve_command(self, request: Request, user: ApiUser, command_id: str) -> Any:
+        return await commands.approve_command(self.ctx, self._command_id(command_id),
+                                              who=f"api:{user.name}", role=user.role)
+
+    async def reject_command(self, request: Request, user: ApiUser, command_id: str) -> Any:
+        reason = _json_body(request).get("reason", "")
+        if not isinstance(reason, str):
+            raise ApiError(400, "reason: expected text")
+        return await commands.reject_command(self.ctx, self._command_id(command_id), reason,
+                                             who=f"api:{user.name}", role=user.role)
+
     async def stats(self, request: Request, user: ApiUser) -> Any:
         return gather(self.ctx)
 
@@ -353,6 +383,20 @@ class Api:
         else:
             xml = await cim_export.export_events(self.ctx.store, meter, since, until)
         return (b"application/xml; charset=utf-8", xml)
+
+
+def _json_body(request: Request) -> dict[str, Any]:
+    """A POST body: empty, or a JSON object."""
+    body = request.content.read() if request.content is not None else b""
+    if not body.strip():
+        return {}
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise ApiError(400, "the body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return payload
 
 
 def _bearer(request: Request) -> bytes | None:

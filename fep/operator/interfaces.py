@@ -67,11 +67,29 @@ class IScheduler(Interface):
     def job_outcomes() -> dict[str, int]:
         """Jobs finished so far by outcome (for metrics)."""
 
+    def commands(limit: int) -> Deferred[list[dict[str, Any]]]:
+        """The newest meter commands (disconnect, reconnect, ...), newest first, with their
+        status, requester and approver."""
+
+    def request_command(
+        meter: str, action: str, params: dict[str, Any], who: str
+    ) -> Deferred[dict[str, Any]]:
+        """Ask for a meter command; it is queued at once unless the configured approval
+        rules say someone else must approve it first. Fails with a FepError naming what is
+        wrong (unknown command or meter)."""
+
+    def approve_command(command_id: int, who: str) -> Deferred[dict[str, Any]]:
+        """Approve a requested command (four eyes: not by its requester) and queue it."""
+
+    def reject_command(command_id: int, who: str, reason: str) -> Deferred[dict[str, Any]]:
+        """Refuse a requested command."""
+
 
 class ISmsSender(Interface):
-    """Sends a text message (the sms branch's SMS channel provides this)."""
+    """Sends a text message (the SMS channel provides this; its ``send`` also takes
+    keyword options, which the alarms do not use)."""
 
-    name = Attribute("What carries the message, for logs (e.g. a modem port).")
+    route = Attribute("What carries the message, for logs (e.g. the modem's route).")
 
     def send(number: str, text: str) -> Deferred[None]:
         """Send ``text`` to ``number``; fires once the modem accepted it."""

@@ -211,6 +211,39 @@ class OperatorCommands:
         return Deferred.fromCoroutine(
             commands.run_task(self.ctx, task, who=self.who, role="operator"))
 
+    def commands(self, limit: int = 20) -> Deferred[Table] | str:
+        """The newest meter commands with their status and approvals."""
+        self._log("commands()")
+        scheduler = self.ctx.scheduler
+        if scheduler is None:
+            return "no task scheduler is wired into this daemon"
+
+        async def run() -> Table:
+            found = await scheduler.commands(limit)
+            columns = sorted({k for c in found for k in c}, key=lambda k: (k != "id", k))
+            return Table(found, columns or ["id"], f"{len(found)} commands")
+
+        return Deferred.fromCoroutine(run())
+
+    def command(self, meter: str, action: str, **params: Any) -> Deferred[Any]:
+        """Ask for a meter command, e.g. command("m1", "disconnect"); it may wait for
+        someone else's approve(id)."""
+        self._log("command()", meter=meter, action=action)
+        return Deferred.fromCoroutine(commands.request_command(
+            self.ctx, meter, action, dict(params), who=self.who, role="operator"))
+
+    def approve(self, command_id: int) -> Deferred[Any]:
+        """Approve a meter command someone else asked for."""
+        self._log("approve()", command_id=command_id)
+        return Deferred.fromCoroutine(commands.approve_command(
+            self.ctx, int(command_id), who=self.who, role="operator"))
+
+    def reject(self, command_id: int, reason: str = "") -> Deferred[Any]:
+        """Refuse a meter command that awaits approval."""
+        self._log("reject()", command_id=command_id)
+        return Deferred.fromCoroutine(commands.reject_command(
+            self.ctx, int(command_id), reason, who=self.who, role="operator"))
+
     def stats(self) -> Table:
         """Counters: meters, reads, router and spool, pushes, alarms, northbound."""
         self._log("stats()")
@@ -249,15 +282,15 @@ class OperatorCommands:
         return Deferred.fromCoroutine(run())
 
 
-NAMES = ("help", "sessions", "meters", "read", "events", "tasks", "run", "stats", "spool",
-         "alarms")
+NAMES = ("help", "sessions", "meters", "read", "events", "tasks", "run", "commands", "command",
+         "approve", "reject", "stats", "spool", "alarms")
 
 
 def namespace_for(ctx: OperatorContext, operator: str, fingerprint: str) -> dict[str, Any]:
     cmds = OperatorCommands(ctx, operator, fingerprint)
     space: dict[str, Any] = {name: getattr(cmds, name) for name in NAMES}
     space["ctx"] = ctx
-    space["commands"] = cmds
+    space["console"] = cmds
     return space
 
 

@@ -18,6 +18,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from fep.collect.directory import MeterDirectory
+from fep.errors import ConfigError
 from fep.model import (
     EventKind,
     IntervalBlock,
@@ -36,7 +37,9 @@ from fep.store.spool import Spool
 
 VIEWER_TOKEN = "viewer-token-0123456789"
 OPERATOR_TOKEN = "operator-token-0123456789"
-TOKENS = f"# name role token\nwatch viewer {VIEWER_TOKEN}\nalice operator {OPERATOR_TOKEN}\n"
+SECOND_OPERATOR_TOKEN = "second-operator-token-0123"
+TOKENS = (f"# name role token\nwatch viewer {VIEWER_TOKEN}\nalice operator {OPERATOR_TOKEN}\n"
+          f"bob operator {SECOND_OPERATOR_TOKEN}\n")
 
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
 WH = Unit.by_code(30)
@@ -86,6 +89,37 @@ class FakeScheduler:
 
     def job_outcomes(self) -> dict[str, int]:
         return {"ok": 3, "failed": 1}
+
+    # Meter commands with the collection engine's rules as the fake knows them:
+    # disconnect needs a second person's approval, reconnect does not.
+    command_list: list[dict[str, Any]] = attrs.Factory(list)
+
+    def commands(self, limit: int) -> Deferred[list[dict[str, Any]]]:
+        return succeed(list(reversed(self.command_list))[:limit])
+
+    def request_command(self, meter: str, action: str, params: dict[str, Any],
+                        who: str) -> Deferred[dict[str, Any]]:
+        if action not in ("disconnect", "reconnect"):
+            raise ConfigError(f"unknown command {action!r}")
+        command = {"id": len(self.command_list) + 1, "meter": meter, "action": action,
+                   "params": params, "requested_by": who, "approved_by": None,
+                   "status": "requested" if action == "disconnect" else "queued"}
+        self.command_list.append(command)
+        return succeed(dict(command))
+
+    def approve_command(self, command_id: int, who: str) -> Deferred[dict[str, Any]]:
+        command = self.command_list[command_id - 1]
+        if who == command["requested_by"]:
+            raise ConfigError(f"command {command_id} was requested by {who}: someone else "
+                              "must approve it")
+        command.update(status="queued", approved_by=who)
+        return succeed(dict(command))
+
+    def reject_command(self, command_id: int, who: str,
+                       reason: str) -> Deferred[dict[str, Any]]:
+        command = self.command_list[command_id - 1]
+        command.update(status="rejected", rejected_by=who, reason=reason)
+        return succeed(dict(command))
 
 
 async def make_context(case: unittest.TestCase, meters: list[Meter]) -> OperatorContext:

@@ -61,7 +61,7 @@ def last_gasp(meter: str, when: datetime, code: str = "dlms:99.98.0:1") -> Meter
 class FakeSms:
     """Stands in for the SMS channel (the sms branch's modem) in unit tests."""
 
-    name: str = "fake modem"
+    route: str = "fake:modem"
     sent: list[tuple[str, str]] = attrs.Factory(list)
 
     def send(self, number: str, text: str) -> Deferred[None]:

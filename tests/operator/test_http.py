@@ -17,6 +17,7 @@ from fep.operator.tokens import TokenFile
 from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
 from tests.operator.helpers import (
     OPERATOR_TOKEN,
+    SECOND_OPERATOR_TOKEN,
     TOKENS,
     VIEWER_TOKEN,
     FakeScheduler,
@@ -38,6 +39,10 @@ ENDPOINTS = [
     (b"GET", "tasks"),
     (b"POST", "tasks/daily-profile/run"),
     (b"GET", "jobs"),
+    (b"GET", "commands"),
+    (b"POST", "meters/m1/commands"),
+    (b"POST", "commands/1/approve"),
+    (b"POST", "commands/1/reject"),
     (b"GET", "stats"),
     (b"GET", "success-rate"),
     (b"GET", "alarms"),
@@ -249,10 +254,45 @@ class ApiTests(unittest.TestCase):
                        token=OPERATOR_TOKEN)
         self.assertEqual(r.status, 404)
 
+    async def test_meter_commands_follow_the_engines_approval_rules(self) -> None:
+        await self.serve()
+        url = f"{self.base}/api/v1/meters/m1/commands"
+        r = await http(url, method=b"POST", token=VIEWER_TOKEN, body=b'{"action": "reconnect"}')
+        self.assertEqual(r.status, 403)
+        asked = await self.get("meters/m1/commands", token=OPERATOR_TOKEN, method=b"POST",
+                               body=b'{"action": "disconnect", "params": {"reason": "debt"}}')
+        self.assertEqual((asked["status"], asked["requested_by"]), ("requested", "api:alice"))
+        # Four eyes: the requester cannot approve her own command; another operator can.
+        r = await http(f"{self.base}/api/v1/commands/{asked['id']}/approve", method=b"POST",
+                       token=OPERATOR_TOKEN)
+        self.assertEqual(r.status, 400)
+        self.assertIn("someone else", r.json()["error"])
+        approved = await self.get(f"commands/{asked['id']}/approve", method=b"POST",
+                                  token=SECOND_OPERATOR_TOKEN)
+        self.assertEqual((approved["status"], approved["approved_by"]), ("queued", "api:bob"))
+        queued = await self.get("meters/m1/commands", token=OPERATOR_TOKEN, method=b"POST",
+                                body=b'{"action": "reconnect"}')
+        self.assertEqual(queued["status"], "queued")
+        rejected = await self.get(f"commands/{queued['id']}/reject", method=b"POST",
+                                  token=SECOND_OPERATOR_TOKEN, body=b'{"reason": "not now"}')
+        self.assertEqual((rejected["status"], rejected["reason"]), ("rejected", "not now"))
+        listed = await self.get("commands?limit=5")
+        self.assertEqual([c["id"] for c in listed["commands"]], [2, 1])
+        for body, why in ((b'{"action": "explode"}', "unknown command"),
+                          (b"{}", "action"), (b"[1]", "JSON object"),
+                          (b'{"action": "reconnect", "params": 3}', "params")):
+            r = await http(url, method=b"POST", token=OPERATOR_TOKEN, body=body)
+            self.assertEqual(r.status, 400, body)
+            self.assertIn(why, r.json()["error"])
+        r = await http(f"{self.base}/api/v1/commands/x/approve", method=b"POST",
+                       token=OPERATOR_TOKEN)
+        self.assertEqual(r.status, 400)
+
     async def test_tasks_without_a_scheduler_answer_503(self) -> None:
         await self.serve(scheduler=False)
         for method, path in ((b"GET", "tasks"), (b"GET", "jobs"),
-                             (b"POST", "tasks/daily-profile/run")):
+                             (b"POST", "tasks/daily-profile/run"), (b"GET", "commands"),
+                             (b"POST", "commands/1/approve")):
             r = await http(f"{self.base}/api/v1/{path}", method=method, token=OPERATOR_TOKEN)
             self.assertEqual(r.status, 503, path)
             self.assertIn("scheduler", r.json()["error"])
@@ -283,6 +323,17 @@ class ApiTests(unittest.TestCase):
             self.assertTrue(r.headers.getRawHeaders(b"content-type")[0].startswith(kind))
         for bad in ("../http.py", "..%2Fhttp.py", "nothing.js", "__init__.py"):
             self.assertEqual((await http(f"{self.base}/static/{bad}")).status, 404, bad)
+
+
+class PlugPointTests(unittest.TestCase):
+    def test_the_fakes_provide_the_interfaces_they_stand_in_for(self) -> None:
+        from zope.interface.verify import verifyObject
+
+        from fep.operator.activity import Activity
+        from fep.operator.interfaces import IScheduler, ISessionRegistry
+
+        self.assertTrue(verifyObject(IScheduler, FakeScheduler()))
+        self.assertTrue(verifyObject(ISessionRegistry, Activity()))
 
 
 class TokenFileTests(unittest.TestCase):
@@ -323,8 +374,8 @@ class OpenApiTests(unittest.TestCase):
                 documented.add((m.group(1).upper(), path))
         routes = {
             (method.decode(), "/" + "/".join(
-                "{meter}" if p == "*" and pattern[0] == "meters" else
-                "{task}" if p == "*" else p for p in pattern))
+                {"meters": "{meter}", "tasks": "{task}", "commands": "{command}"}[pattern[0]]
+                if p == "*" else p for p in pattern))
             for method, pattern, _ in Api(None).routes  # type: ignore[arg-type]
         }
         self.assertEqual(documented, routes)

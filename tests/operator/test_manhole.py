@@ -185,9 +185,16 @@ class CommandNamespaceTests(unittest.TestCase):
         globalLogPublisher.addObserver(logged.append)
         self.addCleanup(globalLogPublisher.removeObserver, logged.append)
         space = namespace_for(ctx, "bob", "SHA256:abc")
-        self.assertEqual(set(space) - {"ctx", "commands"},
+        self.assertEqual(set(space) - {"ctx", "console"},
                          {"help", "sessions", "meters", "read", "events", "tasks", "run",
-                          "stats", "spool", "alarms"})
+                          "commands", "command", "approve", "reject", "stats", "spool",
+                          "alarms"})
+        asked = await space["command"]("m1", "disconnect")
+        self.assertEqual((asked["status"], asked["requested_by"]),
+                         ("requested", "console:bob"))
+        other = namespace_for(ctx, "carol", "SHA256:def")
+        self.assertEqual((await other["approve"](asked["id"]))["approved_by"], "console:carol")
+        self.assertIn("disconnect", repr(await space["commands"]()))
         meters = space["meters"]()
         self.assertIsInstance(meters, Table)
         self.assertIn("m1", repr(meters))
@@ -205,7 +212,9 @@ class CommandNamespaceTests(unittest.TestCase):
         self.assertIn("read()", repr(space["help"]()))
         runs = [e for e in logged if e.get("log_format", "").startswith("operator {operator}")]
         self.assertIn("run()", [e["command"] for e in runs])
-        self.assertTrue(all(e["fingerprint"] == "SHA256:abc" for e in runs))
+        self.assertEqual({(e["operator"], e["fingerprint"]) for e in runs},
+                         {("bob", "SHA256:abc"), ("carol", "SHA256:def")})
+        self.assertIn(("carol", "approve()"), [(e["operator"], e["command"]) for e in runs])
 
     async def test_a_failed_read_names_the_meter(self) -> None:
         ctx = await make_context(self, [])
