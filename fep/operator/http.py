@@ -441,15 +441,19 @@ class ApiResource(resource.Resource):
                                                 "(Authorization: Bearer TOKEN)"})
             return b""
         assert request.method is not None
-        d = Deferred.fromCoroutine(self._handle(request, request.method, path[1:], user))
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+        d = Deferred.fromCoroutine(self._handle(request, request.method, path[1:], user, gone))
         d.addErrback(self._failed, request)
         return server.NOT_DONE_YET
 
     async def _handle(self, request: Request, method: bytes, path: list[str],
-                      user: ApiUser) -> None:
+                      user: ApiUser, gone: list[bool]) -> None:
         try:
             handler, params = self.api.find(method, path)
             result = await handler(request, user, *params)
+            if gone:
+                return  # the client left; a read it asked for still stored its records
         except ApiError as e:
             status, body = e.status, {"error": e.message}
         except commands.CommandRefused as e:
@@ -470,12 +474,14 @@ class ApiResource(resource.Resource):
         if status >= 500:
             log.warn("API {method} {path} by {user}: {error}", method=method.decode(),
                      path="/".join(path), user=user.name, error=body["error"])
+        if gone:
+            return
         _write_json(request, status, body)
         request.finish()
 
     def _failed(self, failure: Failure, request: Request) -> None:
         log.failure("API request failed", failure)
-        if not request.finished:
+        if not request.finished and request.channel is not None:
             _write_json(request, 500, {"error": "internal error; see the daemon's log"})
             request.finish()
 

@@ -279,3 +279,32 @@ class ShippedExampleTests(unittest.TestCase):
         table = AlarmTable.load(example)
         self.assertEqual([r.name for r in table.rules], ["control-room", "north-field-crew"])
         self.assertEqual(table.min_severity, Severity.MINOR)
+
+
+class ArbitraryTableTextTests(unittest.TestCase):
+    """Operators write these files by hand: any text is a table or a ConfigError."""
+
+    def test_any_text_is_a_table_or_a_config_error(self) -> None:
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+
+        from fep.operator.tokens import TokenFile
+
+        lines = st.lists(st.one_of(
+            st.sampled_from(["[classify]", "[raise]", "[notify:x]", "[other]",
+                             "min_severity = major", "email = a@b", "severity = loud",
+                             "x* = power-outage critical", "y = tilt", "a viewer 0123456789abcdef",
+                             "b operator short"]),
+            st.text(max_size=40)), max_size=8)
+
+        @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(lines)
+        def check(parts: list[str]) -> None:
+            text = "\n".join(parts)
+            for parse in (AlarmTable.parse, TokenFile.parse):
+                try:
+                    parse(text)
+                except ConfigError:
+                    pass
+
+        check()

@@ -221,6 +221,35 @@ class ApiTests(unittest.TestCase):
         stored = await self.ctx.store.readings("m1", obis="1-0:1.8.0*255")
         self.assertIn(Decimal("1000.5"), [r.value for r in stored])
 
+    async def test_a_client_that_leaves_during_a_read_still_gets_it_stored(self) -> None:
+        await self.serve()
+        slow = make_meters(1, first_address=20000001)
+        port = reactor.listenTCP(0, IecMeterServerFactory(slow, reactor, answer_delay=0.3),
+                                 interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        await self.ctx.store.add_meters([Meter(
+            "slow", "iec62056-21", f"tcp:host=127.0.0.1:port={port.getHost().port}",
+            address=slow[0].address)])
+        from twisted.web.client import Agent, ResponseNeverReceived
+        from twisted.web.http_headers import Headers
+
+        asked = Agent(reactor).request(
+            b"POST", f"{self.base}/api/v1/meters/slow/read".encode(),
+            Headers({b"authorization": [b"Bearer " + OPERATOR_TOKEN.encode()]}))
+        from tests.daemon.harness import sleep, wait_for
+
+        await sleep(0.2)
+        asked.cancel()
+        with self.assertRaises(ResponseNeverReceived):
+            await asked
+
+        async def stored() -> bool:
+            await self.ctx.router.flush(1)
+            return bool(await self.ctx.store.readings("slow"))
+
+        await wait_for(stored, 20, "the abandoned read's records in the store")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     async def test_read_of_an_unreachable_meter_names_it(self) -> None:
         await self.serve()
         r = await http(f"{self.base}/api/v1/meters/m2/read", method=b"POST",
