@@ -59,5 +59,5 @@ class OperatorContext:
         """Polls under way and live inbound sessions, oldest first."""
         found = list(self.activity.sessions())
         if self.sessions is not None:
-            found.extend(self.sessions.sessions())
+            found.extend(SessionInfo.of(s) for s in self.sessions.sessions())
         return sorted(found, key=lambda s: s.started)

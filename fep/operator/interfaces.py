@@ -27,6 +27,8 @@ class SessionInfo:
     started: datetime
     direction: str = "poll"  # poll | inbound
     remote: str | None = None
+    # What the channel knows besides (a GPRS session's modem identity, bytes, frames...).
+    details: dict[str, Any] | None = attrs.field(default=None, eq=False, hash=False)
 
     @property
     def channel(self) -> str:
@@ -42,14 +44,33 @@ class SessionInfo:
             "started": self.started.isoformat(),
             "direction": self.direction,
             "remote": self.remote,
+            **({"details": self.details} if self.details else {}),
         }
+
+    @classmethod
+    def of(cls, session: Any) -> SessionInfo:
+        """This form of a registry's session snapshot: ours as it is; the GPRS channel's
+        (``meter``, ``since``, ``peer``, ``listener``, ``as_dict()``) as an inbound session."""
+        if isinstance(session, cls):
+            return session
+        details = session.as_dict() if hasattr(session, "as_dict") else None
+        return cls(
+            meter=getattr(session, "meter", None),
+            route=f"gprs:{getattr(session, 'listener', '')}",
+            protocol=getattr(session, "protocol", None),
+            started=getattr(session, "since", None) or session.started,
+            direction="inbound",
+            remote=getattr(session, "peer", None),
+            details=details,
+        )
 
 
 class ISessionRegistry(Interface):
     """Who is connected now (the channels branch's GPRS SessionRegistry provides this)."""
 
-    def sessions() -> list[SessionInfo]:
-        """The sessions open now."""
+    def sessions() -> list[Any]:
+        """The sessions open now: SessionInfo, or snapshots SessionInfo.of() understands
+        (the GPRS channel's)."""
 
 
 class IScheduler(Interface):

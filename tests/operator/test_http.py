@@ -408,3 +408,41 @@ class OpenApiTests(unittest.TestCase):
             for method, pattern, _ in Api(None).routes  # type: ignore[arg-type]
         }
         self.assertEqual(documented, routes)
+
+
+class InboundSessionTests(unittest.TestCase):
+    async def test_a_gprs_registry_s_sessions_are_listed_as_inbound(self) -> None:
+        from datetime import UTC, datetime
+
+        import attrs as attrs_
+
+        @attrs_.frozen
+        class GprsSnapshot:
+            """The GPRS channel's session snapshot, in its shape (fep.channels.gprs)."""
+
+            meter: str | None
+            since: datetime
+            peer: str
+            listener: str
+
+            def as_dict(self) -> dict[str, object]:
+                return {"meters": [self.meter], "peer": self.peer, "frames": 3}
+
+        class Registry:
+            def sessions(self) -> list[GprsSnapshot]:
+                return [GprsSnapshot("m9", datetime(2026, 3, 1, tzinfo=UTC), "10.0.0.7:4000",
+                                     "tcp:4059")]
+
+        ctx = await make_context(self, [])
+        ctx.sessions = Registry()  # type: ignore[assignment]
+        [session] = ctx.live_sessions()
+        self.assertEqual((session.meter, session.direction, session.channel, session.remote),
+                         ("m9", "inbound", "gprs", "10.0.0.7:4000"))
+        self.assertEqual(session.as_dict()["details"]["frames"], 3)
+        from fep.operator.metrics import FepMetrics
+
+        metrics = FepMetrics.create(ctx)
+        from prometheus_client import generate_latest
+
+        text = generate_latest(metrics.registry).decode()
+        self.assertIn('fep_sessions{channel="gprs",direction="inbound"} 1.0', text)
