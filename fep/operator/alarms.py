@@ -11,9 +11,10 @@ and notifying again.
 The alarm table file (``[alarms] table``)::
 
     [classify]
-    ; event code pattern (shell wildcards, first match wins) = kind severity
+    ; event code pattern (shell wildcards, first match wins) = kind severity;
+    ; text:PATTERN matches the event's text instead (any case), e.g. a field device's SMS
     dlms:99.98.0:1 = power-outage critical
-    sms:*LAST GASP* = power-outage critical
+    text:*last gasp* = power-outage critical
 
     [raise]
     ; events below this severity are stored but raise no alarm
@@ -105,7 +106,11 @@ class AlarmTable:
         """The event's kind and severity: the first matching table entry, else what the
         protocol said."""
         for entry in self.classify:
-            if fnmatch.fnmatchcase(event.code, entry.pattern):
+            if entry.pattern.startswith("text:"):
+                matched = fnmatch.fnmatch(event.text.lower(), entry.pattern[5:].lower())
+            else:
+                matched = fnmatch.fnmatchcase(event.code, entry.pattern)
+            if matched:
                 return entry.kind, entry.severity
         return event.kind, event.severity
 

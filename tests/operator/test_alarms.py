@@ -32,7 +32,7 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TABLE = """
 [classify]
 ; the field device's SMS alarm text
-sms:*LAST GASP* = power-outage critical
+text:*last gasp* = power-outage critical
 ; a site where the terminal cover switch is noisy
 dlms:99.98.0:40 = terminal-cover-open minor
 
@@ -72,7 +72,8 @@ class FakeSms:
 class AlarmTableTests(unittest.TestCase):
     def test_classification_rules_and_defaults(self) -> None:
         table = AlarmTable.parse(TABLE)
-        sms = MeterEvent("m", "sms:PWR LAST GASP 12", EventKind.OTHER, Severity.INFO, T0)
+        sms = MeterEvent("m", "other", EventKind.OTHER, Severity.INFO, T0, "PWR Last Gasp 12",
+                         source="sms:+491700000000")
         self.assertEqual(table.classification(sms), (EventKind.POWER_OUTAGE, Severity.CRITICAL))
         cover = MeterEvent("m", "dlms:99.98.0:40", EventKind.TERMINAL_COVER_OPEN,
                            Severity.CRITICAL, T0)
