@@ -56,7 +56,6 @@ class FepService(service.MultiService):
 
         # The operator tier (API, status page, metrics, console, alarms, northbound).
         self.operator = OperatorTier(config, reactor)
-        self.store = self.operator.wrap_store(self.store)
         self.spool = Spool(config.spool_directory, reactor)
         self.router = Router(
             self.spool,

@@ -262,7 +262,7 @@ class AlarmStore:
                 found = cursor.fetchone()
                 return None if found is None else int(found[0])
 
-            result: Deferred[int | None] = self.store.transact(pg)
+            result: Deferred[int | None] = self.store.interact(pg)
             return result
 
         def lite(conn: Any) -> int | None:
@@ -274,7 +274,7 @@ class AlarmStore:
                  _text_time(alarm.raised_at), _text_time(alarm.time), self.node))
             return int(cursor.lastrowid) if cursor.rowcount == 1 else None
 
-        lite_result: Deferred[int | None] = self.store.run_in_thread(lite)
+        lite_result: Deferred[int | None] = self.store.interact(lite)
         return lite_result
 
     def repeat(self, alarm_id: int, when: datetime) -> Deferred[None]:
@@ -285,14 +285,14 @@ class AlarmStore:
                     "UPDATE alarms SET count = count + 1,"
                     " last_time = greatest(last_time, %s) WHERE id = %s", (when, alarm_id))
 
-            result: Deferred[None] = self.store.transact(pg)
+            result: Deferred[None] = self.store.interact(pg)
             return result
 
         def lite(conn: Any) -> None:
             conn.execute("UPDATE alarms SET count = count + 1, last_time = max(last_time, ?)"
                          " WHERE id = ?", (_text_time(when), alarm_id))
 
-        lite_result: Deferred[None] = self.store.run_in_thread(lite)
+        lite_result: Deferred[None] = self.store.interact(lite)
         return lite_result
 
     def notified(self, alarm_id: int, channel: str, target: str, outcome: str,
@@ -305,7 +305,7 @@ class AlarmStore:
                     "INSERT INTO alarm_notifications (alarm_id, channel, target, outcome,"
                     " detail, sent_at) VALUES (%s, %s, %s, %s, %s, %s)", (*values, now))
 
-            result: Deferred[None] = self.store.transact(pg)
+            result: Deferred[None] = self.store.interact(pg)
             return result
 
         def lite(conn: Any) -> None:
@@ -313,7 +313,7 @@ class AlarmStore:
                          " detail, sent_at) VALUES (?, ?, ?, ?, ?, ?)",
                          (*values, _text_time(now)))
 
-        lite_result: Deferred[None] = self.store.run_in_thread(lite)
+        lite_result: Deferred[None] = self.store.interact(lite)
         return lite_result
 
     def recent(self, limit: int = 100, severity: str | None = None,
@@ -349,13 +349,13 @@ class AlarmStore:
                 await cursor.execute(sql, params)
                 return [alarm(r) for r in cursor.fetchall()]
 
-            result: Deferred[list[Alarm]] = self.store.transact(pg)
+            result: Deferred[list[Alarm]] = self.store.interact(pg)
             return result
 
         def lite(conn: Any) -> list[Alarm]:
             return [alarm(r) for r in conn.execute(sql, params).fetchall()]
 
-        lite_result: Deferred[list[Alarm]] = self.store.run_in_thread(lite)
+        lite_result: Deferred[list[Alarm]] = self.store.interact(lite)
         return lite_result
 
 

@@ -222,5 +222,5 @@ class TimedStore:
         return self._timed("count", self.wrapped.count(table))
 
     def __getattr__(self, name: str) -> Any:
-        # Store-specific extras (e.g. the alarm tables' transaction runner).
+        # Store-specific extras (e.g. ``interact``, how the alarm tables share the store).
         return getattr(self.wrapped, name)

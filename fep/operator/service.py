@@ -19,8 +19,8 @@ log = Logger(namespace="fep.operator")
 
 
 class OperatorTier:
-    """Owned by FepService: ``wrap_store`` before the router is built, ``attach`` once the
-    daemon's parts exist, ``start`` once the store is open, ``stop`` first at shutdown."""
+    """Owned by FepService: ``attach`` once the daemon's parts exist, ``start`` once the
+    store is open, ``stop`` first at shutdown."""
 
     def __init__(self, config: Config, reactor: Any) -> None:
         self.config = config
@@ -32,13 +32,16 @@ class OperatorTier:
         self.northbound: Any = None
         self.manhole: Any = None
 
-    def wrap_store(self, store: IStore) -> IStore:
+    def timed(self, store: IStore) -> IStore:
         return TimedStore(store, self.metrics.store_latency)
 
     def attach(self, daemon: Any) -> OperatorContext:
         config = self.config
+        # Store latency is measured on the router's writes and the operator tier's queries;
+        # the daemon's store itself stays as it is (other parts look at its type).
+        daemon.router.store = self.timed(daemon.router.store)
         ctx = OperatorContext(
-            store=daemon.store,
+            store=self.timed(daemon.store),
             router=daemon.router,
             directory=daemon.directory,
             reactor=self.reactor,

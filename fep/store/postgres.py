@@ -332,10 +332,10 @@ class PostgresStore:
             return fail(StoreError(f"{self.url}: store is not open"))
         return self._pool.run(interaction, *args).addErrback(self._failed)
 
-    def transact(self, interaction: Interaction[T], *args: Any) -> Deferred[T]:
-        """Run ``await interaction(cursor, *args)`` in one transaction on a pooled connection
-        (for tables other parts of fep keep in this database, e.g. the operator tier's
-        alarms); failures become StoreError naming the store."""
+    def interact(self, interaction: Interaction[T], *args: Any) -> Deferred[T]:
+        """Run ``interaction(cursor, *args)`` in one transaction on a pooled connection: how
+        the tables of other modules (the collection engine's jobs, fep.store.jobs) share this
+        store's pool, deadlines and reconnection. Failures are StoreError."""
         return self._run(interaction, *args)
 
     async def _start_pool(self) -> None:

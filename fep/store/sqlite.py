@@ -125,10 +125,10 @@ class SqliteStore:
 
         return deferToThreadPool(self._reactor, self._pool, run)
 
-    def run_in_thread(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
-        """Run ``work(connection, *args)`` on the store's thread (for tables other parts of
-        fep keep in this file, e.g. the operator tier's alarms); ``work`` manages its own
-        transaction (the connection is in autocommit mode)."""
+    def interact(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run ``work(connection, *args)`` on the store thread: how the tables of other
+        modules (the collection engine's jobs, fep.store.jobs) share this store's file,
+        thread and connection. ``work`` runs its own BEGIN/COMMIT."""
         return self._call(work, *args)
 
     def _connection(self) -> sqlite3.Connection:
