@@ -375,6 +375,32 @@ async def cmd_sessions(reactor: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_export(reactor: Any, args: argparse.Namespace) -> int:
+    """``fep export cim METER``: IEC 61968-9 MeterReadings or EndDeviceEvents XML."""
+    from fep.operator import cim
+
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+
+    async def work(store: Any) -> int:
+        meter = await store.meter(args.meter)
+        if meter is None:
+            raise UsageError(f"no meter {args.meter!r} in the store")
+        if args.kind == "events":
+            xml = await cim.export_events(store, meter, since, until)
+        else:
+            xml = await cim.export_readings(store, meter, since, until)
+        if args.output and args.output != "-":
+            Path(args.output).write_bytes(xml)
+            print(f"wrote {args.output}")
+        else:
+            sys.stdout.buffer.write(xml)
+            sys.stdout.flush()
+        return EXIT_OK
+
+    return await _with_store(args, work)
+
+
 def read_meter_csv(path: Path) -> list[Meter]:
     """Meters from a CSV file with a header: id, protocol, route are required; address,
     serial, credentials optional; any other column goes into the meter's metadata."""
@@ -532,6 +558,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sessions.add_argument("--format", choices=("json", "table"), default="table")
     sessions.set_defaults(run=cmd_sessions)
+    export = sub.add_parser("export", help="export stored data for other systems")
+    esub = export.add_subparsers(dest="export_command", required=True, parser_class=_Parser)
+    cim = esub.add_parser("cim", help="IEC 61968-9 MeterReadings / EndDeviceEvents XML")
+    cim.add_argument("meter")
+    cim.add_argument("--from", dest="since", help="start, ISO-8601 (UTC unless a zone)")
+    cim.add_argument("--to", dest="until", help="end (exclusive), ISO-8601")
+    cim.add_argument("--kind", choices=("readings", "events"), default="readings",
+                     help="MeterReadings (readings and load profile) or EndDeviceEvents")
+    cim.add_argument("-o", "--output", help="file to write (default: standard output)")
+    export.set_defaults(run=cmd_export)
 
     db = sub.add_parser("db", help="the store's schema")
     dsub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)

@@ -49,6 +49,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"expected a TCP port 0..65535 (0: off), got {text!r}")
+    return value
+
+
 def _level(text: str) -> str:
     value = text.strip().lower()
     if value not in ("debug", "info", "warn", "error", "critical"):
@@ -127,9 +134,6 @@ def _sms_mode(text: str) -> str:
     return value
 
 
-def _numbers(text: str) -> tuple[str, ...]:
-    return tuple(n.strip() for n in text.split(",") if n.strip())
-
 
 def _sms_rules(text: str) -> tuple[str, ...]:
     from fep.collect.sms import parse_rules
@@ -144,6 +148,7 @@ _TYPE_NAMES: dict[Callable[[str], Any], str] = {
     _positive_float: "a positive number",
     _positive_int: "a positive whole number",
     _level: "a log level",
+    _port: "a TCP port (0: off)",
     _text: "text",
     _non_negative_float: "a number >= 0",
     _non_negative_int: "a whole number >= 0",
@@ -152,7 +157,6 @@ _TYPE_NAMES: dict[Callable[[str], Any], str] = {
     _dialing: "tone or pulse",
     _hangup: "escape or dtr",
     _sms_mode: "pdu or text",
-    _numbers: "comma-separated phone numbers",
     _sms_rules: "rule lines '<pattern> => <kind> [severity] [code]'",
 }
 
@@ -286,13 +290,41 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
         "command_timeout": Option(_positive_float, 10.0, "seconds the modem has per command"),
         "send_timeout": Option(_positive_float, 60.0, "seconds the modem has to send one part"),
         "wakeup_text": Option(_text, "WAKEUP", "text of the wake-up SMS (meter: sms_wakeup_text)"),
-        "notify": Option(_numbers, (), "numbers that get operator alarms by SMS, comma-separated"),
         "rules": Option(
             _sms_rules,
             (),
             "one rule a line: <regular expression> => <event kind> [severity] [code]; the first "
             "that matches a message from a meter's sms_number makes a MeterEvent",
         ),
+    },
+    "http": {
+        "port": Option(_port, 0, "port of the API, status page and metrics; 0: off"),
+        "interface": Option(_text, "127.0.0.1", "address the web server listens on"),
+        "tokens_file": Option(_text, "", "file of NAME ROLE TOKEN lines (API and metrics)"),
+        "metrics_auth": Option(_bool, True, "/metrics needs a token too"),
+    },
+    "manhole": {
+        "port": Option(_port, 0, "SSH port of the operator console; 0: off"),
+        "interface": Option(_text, "127.0.0.1", "address the console listens on"),
+        "authorized_keys": Option(_text, "", "OpenSSH authorized_keys file of operators"),
+        "host_key": Option(_text, "", "host key file (made at first start); empty: "
+                           "DATA_DIR/manhole_host_key"),
+    },
+    "alarms": {
+        "enabled": Option(_bool, True, "classify events into alarms and notify"),
+        "table": Option(_text, "", "alarm table file (classification, rules); empty: the "
+                        "built-in classification and no notifications"),
+        "debounce": Option(_positive_float, 300.0, "seconds a repeated alarm of a meter "
+                           "and kind is counted, not raised again"),
+        "smtp_host": Option(_text, "127.0.0.1", "SMTP relay for e-mail notifications"),
+        "smtp_port": Option(_port, 25, "its port"),
+        "mail_from": Option(_text, "fep@localhost", "sender address of alarm e-mail"),
+    },
+    "northbound": {
+        "amqp_url": Option(_text, "", "AMQP broker, e.g. amqp://guest:guest@127.0.0.1:5672/%2F; "
+                           "empty: off"),
+        "exchange": Option(_text, "fep", "topic exchange records are published to"),
+        "batch": Option(_positive_int, 500, "most records in flight to the broker"),
     },
     "log": {
         "level": Option(_level, "info", "least severe log level written"),
@@ -402,8 +434,40 @@ class SmsSection:
     command_timeout: float
     send_timeout: float
     wakeup_text: str
-    notify: tuple[str, ...]
     rules: tuple[str, ...]
+
+
+@attrs.frozen
+class HttpSection:
+    port: int
+    interface: str
+    tokens_file: str
+    metrics_auth: bool
+
+
+@attrs.frozen
+class ManholeSection:
+    port: int
+    interface: str
+    authorized_keys: str
+    host_key: str
+
+
+@attrs.frozen
+class AlarmsSection:
+    enabled: bool
+    table: str
+    debounce: float
+    smtp_host: str
+    smtp_port: int
+    mail_from: str
+
+
+@attrs.frozen
+class NorthboundSection:
+    amqp_url: str
+    exchange: str
+    batch: int
 
 
 @attrs.frozen
@@ -426,6 +490,10 @@ class Config:
     gprs: GprsSection
     control: ControlSection
     sms: SmsSection
+    http: HttpSection
+    manhole: ManholeSection
+    alarms: AlarmsSection
+    northbound: NorthboundSection
     source: str = "<defaults>"
 
     @property
@@ -448,6 +516,10 @@ _SECTION_CLASSES: Mapping[str, type] = {
     "gprs": GprsSection,
     "control": ControlSection,
     "sms": SmsSection,
+    "http": HttpSection,
+    "manhole": ManholeSection,
+    "alarms": AlarmsSection,
+    "northbound": NorthboundSection,
 }
 
 

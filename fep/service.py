@@ -53,6 +53,10 @@ class FepService(service.MultiService):
         self.config = config
         self.reactor = reactor
         self.store: IStore = open_store(config.store.url, reactor, pool_size=config.store.pool_size)
+        from fep.operator.service import OperatorTier
+
+        # The operator tier (API, status page, metrics, console, alarms, northbound).
+        self.operator = OperatorTier(config, reactor)
         self.spool = Spool(config.spool_directory, reactor)
         self.router = Router(
             self.spool,
@@ -131,9 +135,9 @@ class FepService(service.MultiService):
                 self.control.add("sessions", self._sessions_command)
         self.sms: Any = None
         self.sms_wakeup: Any = None
-        self.sms_notifier: Any = None
         if config.sms.port:
             self._build_sms(config)
+        self.operator.attach(self)
         self._json_log: io.TextIOWrapper | None = None
         self._observer: ILogObserver | None = None
         self.started: Deferred[None] | None = None
@@ -179,7 +183,6 @@ class FepService(service.MultiService):
 
         from fep.channels.modem.sms import SmsChannel, SmsSettings
         from fep.collect.sms import SmsEventRouter, SmsWakeUp, parse_rules
-        from fep.operator.sms_notify import SmsNotifier
 
         sms = config.sms
         settings = SmsSettings(
@@ -199,7 +202,6 @@ class FepService(service.MultiService):
             SmsEventRouter(parse_rules(sms.rules), self.directory, self.router)
         )
         self.sms_wakeup = SmsWakeUp(self.sms, sms.wakeup_text)
-        self.sms_notifier = SmsNotifier(self.sms, sms.notify)
 
     def _resolve_pushing_meter(self, identification: str, serial: str | None) -> str | None:
         meter = self.directory.identify(serial, identification)
@@ -262,6 +264,7 @@ class FepService(service.MultiService):
                      problem=self._control_problem)
         if self.sms is not None:
             self.sms.startService()
+        await self.operator.start()
         log.info("fep node {node} running", node=self.config.fep.node)
 
     def stopService(self) -> Deferred[None]:
@@ -276,6 +279,7 @@ class FepService(service.MultiService):
             await self.control.stopService()
         if self.sms is not None and self.sms.running:
             await self.sms.stopService()
+        await self.operator.stop()
         for listener in self.listeners:
             if listener.running:
                 await listener.stopService()

@@ -58,6 +58,9 @@ class PeriodicReader(service.Service):
         self._endpoint_for = endpoint_for
         self._loop: LoopingCall | None = None
         self._in_flight: dict[str, Deferred[None]] = {}
+        # Told of every read as it starts and ends (the operator tier's Activity):
+        # ``read_started(meter)`` and ``read_finished(meter, error, records)``.
+        self.observers: list[Any] = []
         self.reads_ok = 0
         self.reads_failed = 0
         self.reads_skipped = 0
@@ -144,8 +147,17 @@ class PeriodicReader(service.Service):
         return Deferred.fromCoroutine(run())
 
     async def _read(self, meter: Meter) -> bool:
-        """One read of one meter; True when it succeeded, failures logged and counted."""
+        """One read of one meter; True when it succeeded, failures logged and counted, and
+        the observers (the operator tier's activity) told of its start and outcome."""
         meter = addressed(meter)
+        for observer in self.observers:
+            observer.read_started(meter)
+        failure, count = await self._attempt(meter)
+        for observer in self.observers:
+            observer.read_finished(meter, failure, count)
+        return failure is None
+
+    async def _attempt(self, meter: Meter) -> tuple[Exception | None, int]:
         try:
             protocol = self._protocol_for(meter.protocol)
             endpoint = self._endpoint_for(self._reactor, meter.route)
@@ -160,8 +172,8 @@ class PeriodicReader(service.Service):
                 protocol=meter.protocol,
                 error=e,
             )
-            return False
-        except Exception:
+            return e, 0
+        except Exception as e:
             self.reads_failed += 1
             log.failure(
                 "read of {meter} over {route} failed unexpectedly",
@@ -169,7 +181,7 @@ class PeriodicReader(service.Service):
                 route=meter.route,
                 protocol=meter.protocol,
             )
-            return False
+            return e, 0
         self.reads_ok += 1
         self.records_read += len(records)
         log.info(
@@ -179,4 +191,4 @@ class PeriodicReader(service.Service):
             protocol=meter.protocol,
             count=len(records),
         )
-        return True
+        return None, len(records)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import socket
 import sqlite3
@@ -127,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     dlt645_port = _free_port()
     config = write_config(workdir, push_port, args.period, dlms_push_port)
     meters_csv = write_meters(workdir, sim_port, dlms_port, c12_port, dlt645_port)
+    # The operator web server (status page, API, metrics; docs/operators.md), loopback only.
+    http_port, token = _free_port(), secrets.token_hex(16)
+    (workdir / "api.tokens").write_text(f"demo operator {token}\n")
+    with open(config, "a", encoding="utf-8") as f:
+        f.write(f"[http]\nport = {http_port}\ntokens_file = {workdir.resolve()}/api.tokens\n")
     db = f"sqlite:{workdir}/fep.sqlite"
     fep = [sys.executable, "-m", "fep.cli", "--db", db]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -152,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([*fep, "meters", "import", str(meters_csv)], check=True, env=env)
     daemon = start([_bin("twistd"), "--nodaemon", "--pidfile=", "--logfile=-", "fep",
                     "--config", str(config)])
+    print(f"demo: status page http://127.0.0.1:{http_port}/status#token={token}")
     start([sys.executable, "-m", "fep.sim.iec62056_21", "--push",
            f"tcp:host=127.0.0.1:port={push_port}", "--every", str(args.period),
            "--first-address", PUSH_ADDRESS])

@@ -125,6 +125,12 @@ class SqliteStore:
 
         return deferToThreadPool(self._reactor, self._pool, run)
 
+    def interact(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run ``work(connection, *args)`` on the store thread: how the tables of other
+        modules (the collection engine's jobs, fep.store.jobs) share this store's file,
+        thread and connection. ``work`` runs its own BEGIN/COMMIT."""
+        return self._call(work, *args)
+
     def _connection(self) -> sqlite3.Connection:
         # Runs on the store thread only.
         if self._conn is None:

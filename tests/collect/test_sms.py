@@ -25,7 +25,7 @@ from fep.config import parse_config
 from fep.errors import ChannelError, ConfigError
 from fep.interfaces import INotifier, IRecordSink
 from fep.model import EventKind, Meter, MeterEvent, Record, Severity
-from fep.operator.sms_notify import SmsNotifier, alarm_text
+from fep.operator.alarms import Alarm, SmsNotifier
 from fep.sim.gsm_modem import (
     GsmModemEmulator,
     GsmModemFactory,
@@ -201,44 +201,34 @@ class WakeUpTests(ChannelCase):
 
 
 class NotifierTests(ChannelCase):
-    def test_provides_inotifier(self) -> None:
-        self.assertTrue(verifyObject(INotifier, SmsNotifier(self.channel, [])))
+    """The alarm engine's SMS notifier over the real SMS channel and the GSM emulator."""
 
-    def test_alarm_text(self) -> None:
-        event = MeterEvent(
-            "gw-17",
-            "PWR",
-            EventKind.POWER_OUTAGE,
-            Severity.CRITICAL,
-            datetime(2024, 5, 17, 10, 30, tzinfo=UTC),
-            "mains lost",
-        )
-        self.assertEqual(
-            alarm_text(event), "CRITICAL gw-17 power-outage: mains lost 2024-05-17 10:30Z"
-        )
-        self.assertEqual(alarm_text("x" * 400, 10), "x" * 9 + "…")
+    def alarm(self) -> Alarm:
+        return Alarm("gw-17", EventKind.POWER_OUTAGE, Severity.CRITICAL, "PWR",
+                     datetime(2024, 5, 17, 10, 30, tzinfo=UTC), "mains lost")
+
+    def test_provides_inotifier(self) -> None:
+        self.assertTrue(verifyObject(INotifier, SmsNotifier(self.channel)))
 
     @inlineCallbacks
     def test_alarm_goes_to_every_number(self) -> Any:
         yield self.channel.ready()
-        notifier = SmsNotifier(self.channel, ["+491520000001", "+491520000002"])
-        yield notifier.notify("fep: store down")
+        yield SmsNotifier(self.channel).notify(self.alarm(), ["+491520000001", "+491520000002"])
         yield until(lambda: len(self.network.messages) == 2)
         self.assertEqual(
             sorted(m.destination for m in self.network.messages),
             ["+491520000001", "+491520000002"],
         )
+        self.assertEqual({m.text for m in self.network.messages},
+                         {"fep CRITICAL: power-outage meter gw-17 2024-05-17 10:30:00Z"})
 
     @inlineCallbacks
-    def test_one_number_failing_is_named_and_the_other_still_gets_it(self) -> Any:
+    def test_modem_refusal_is_a_channel_error(self) -> Any:
         yield self.channel.ready()
         self.modem.fail_sends.append(331)
-        notifier = SmsNotifier(self.channel, ["+491520000001", "+491520000002"])
-        with self.assertRaises(ChannelError) as cm:
-            yield notifier.notify("fep: store down")
-        self.assertIn("+491520000001", str(cm.exception))
-        self.assertEqual((notifier.sent, notifier.failed), (1, 1))
-        self.assertEqual([m.destination for m in self.network.messages], ["+491520000002"])
+        with self.assertRaises(ChannelError):
+            yield SmsNotifier(self.channel).notify(self.alarm(), ["+491520000001"])
+        self.assertEqual(self.network.messages, [])
 
 
 class ConfigTests(unittest.TestCase):
@@ -248,11 +238,9 @@ class ConfigTests(unittest.TestCase):
         config = parse_config(
             self.MINIMAL
             + "[sms]\nport = serial:/dev/ttyUSB2:115200:8N1\nmode = text\npin = 4711\n"
-            + "notify = +491520000001, +491520000002\n"
             + "rules =\n    POWER FAIL => power-outage critical\n    TAMPER => cover-open\n"
         )
         self.assertEqual(config.sms.mode, "text")
-        self.assertEqual(config.sms.notify, ("+491520000001", "+491520000002"))
         self.assertEqual(len(parse_rules(config.sms.rules)), 2)
         self.assertNotIn("4711", repr(config.sms))
 
@@ -278,12 +266,12 @@ class ConfigTests(unittest.TestCase):
         config = parse_config(
             f"[fep]\ndata_dir = {tmp}\n[store]\nurl = sqlite:{tmp}/fep.sqlite\n"
             "[sms]\nport = serial:/dev/ttyUSB2:115200:8N1\nrules = TAMPER => cover-open\n"
-            "notify = +491520000001\n"
         )
         daemon = FepService(config, reactor)
         self.assertIsInstance(daemon.sms, SmsChannel)
         self.assertEqual(daemon.sms.route, "serial:/dev/ttyUSB2:115200:8N1")
-        self.assertEqual(daemon.sms_notifier.numbers, ["+491520000001"])
+        # The alarm engine texts alarms through the same channel.
+        self.assertIs(daemon.operator.ctx.sms, daemon.sms)
         self.assertIsInstance(daemon.sms_wakeup, SmsWakeUp)
         plain = parse_config(f"[fep]\ndata_dir = {tmp}\n[store]\nurl = sqlite:{tmp}/fep.sqlite\n")
         self.assertIsNone(FepService(plain, reactor).sms)

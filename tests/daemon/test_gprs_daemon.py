@@ -136,7 +136,7 @@ class GprsDaemonTests(unittest.TestCase):
             return code == 0 and all(r and r["bytes_out"] > 0 and r["frames"] >= 2
                                      for r in known)
 
-        await wait_for(pulled_and_pushed, 30, "pulls over the pushed sessions", every=0.5)
+        await wait_for(pulled_and_pushed, 60, "pulls over the pushed sessions", every=0.5)
 
         code, table, _ = await self.fep("--config", str(config), "sessions")
         self.assertEqual(code, 0)

@@ -352,7 +352,7 @@ class DlmsConnection(Protocol):
             log.warn("{meter}: push during the session not decoded: {error}",
                      meter=meter, error=str(e))
             return
-        d = channel.pushed(list(content.readings))
+        d = channel.pushed([*content.readings, *content.events])
         d.addErrback(lambda f: log.failure("push from {meter} not spooled", f, meter=meter))
 
     # -- API ------------------------------------------------------------------------------
@@ -965,7 +965,7 @@ class DlmsPushDecoder:
         readings = list(content.readings)
         if source:
             readings = [attrs.evolve(r, source=source) for r in readings]
-        d = self.sink.submit(readings)
+        d = self.sink.submit([*readings, *content.events])
         d.addErrback(lambda f: log.failure("push from {meter} not spooled", f, meter=meter.id))
         return True
 
