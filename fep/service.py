@@ -245,16 +245,18 @@ class FepService(service.MultiService):
         self.router.startService()
         meters = await self.directory.refresh()
         log.info("{count} meters known", count=len(meters))
-        if self.config.collect.enabled:
-            self.reader.startService()
-        if self.modems is not None:
-            self.modems.startService()
-            assert self.modems.opened is not None
-            await self.modems.opened
+        # What sessions need (invocation counters, modem lines) is ready before the first
+        # read starts.
         await self.counters.open()
         from fep.protocols.dlms.session import set_counter_store
 
         set_counter_store(self.counters)
+        if self.modems is not None:
+            self.modems.startService()
+            assert self.modems.opened is not None
+            await self.modems.opened
+        if self.config.collect.enabled:
+            self.reader.startService()
         for listener in self.listeners:
             listener.startService()
         if self.control is not None:
