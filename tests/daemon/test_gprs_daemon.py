@@ -79,7 +79,7 @@ class GprsDaemonTests(unittest.TestCase):
             period=1.0,
             extra=(
                 f"[gprs]\nlisten = tcp:{gprs_port}:interface=127.0.0.1\n"
-                "unknown = quarantine\nidle_timeout = 30\n"
+                "unknown = quarantine\nidle_timeout = 300\n"
                 f"[control]\nsocket = {self.socket}\n"
             ),
         )
@@ -133,10 +133,14 @@ class GprsDaemonTests(unittest.TestCase):
                                           "--format", "json")
             rows = {s["modem"]: s for s in map(json.loads, out.splitlines())}
             known = [rows.get(f"imei={DLMS_IMEI}"), rows.get(f"serial={IEC_SERIAL}")]
+            self.last_rows = known
             return code == 0 and all(r and r["bytes_out"] > 0 and r["frames"] >= 2
                                      for r in known)
 
-        await wait_for(pulled_and_pushed, 60, "pulls over the pushed sessions", every=0.5)
+        try:
+            await wait_for(pulled_and_pushed, 60, "pulls over the pushed sessions", every=0.5)
+        except AssertionError:
+            raise AssertionError(f"sessions: {self.last_rows}") from None
 
         code, table, _ = await self.fep("--config", str(config), "sessions")
         self.assertEqual(code, 0)

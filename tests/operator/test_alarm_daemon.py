@@ -1,7 +1,8 @@
 """Acceptance: a simulated DLMS meter pushes a last gasp (twice, a second apart) to the
 running daemon on PostgreSQL; the alarm reaches a local SMTP sink started by the test once,
-a LISTEN on fep_alarm receives it once, the second push is counted on the open alarm, and the
-SMS target is recorded as not sent while no SMS channel is wired into the daemon."""
+a LISTEN on fep_alarm receives it once, the GSM modem emulator (on a socat pty, the daemon's
+[sms] port) sends it once as a text message to the rule's number, and the second push is
+counted on the open alarm."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from txpostgres import txpostgres
 from fep.model import Meter
 from fep.protocols.dlms import wrapper
 from fep.protocols.dlms.security import SecurityKeys
+from fep.sim.gsm_modem import GsmModemEmulator, GsmNetwork, serve_pty
 from fep.store import open_store
+from tests.channels.test_serialport import socat_pty_pair
 from tests.daemon.harness import Daemon, free_port, wait_for, write_config
 from tests.daemon.test_dlms_push import AK, EK, GOOD, PushingMeter
 from tests.operator.smtpsink import SmtpSink
@@ -53,12 +56,21 @@ class AlarmFromAPushTests(unittest.TestCase):
         listener.addNotifyObserver(heard.append)
         await listener.runOperation("LISTEN fep_alarm")
 
+        # The daemon's SMS channel: a GSM modem emulator on a socat pty pair.
+        a, b = await socat_pty_pair(self)
+        network = GsmNetwork(reactor)
+        modem = GsmModemEmulator("+491700000001", capacity=10)
+        network.attach(modem)
+        serial = serve_pty(reactor, a, modem)
+        self.addCleanup(serial.loseConnection)
+
         (workdir / "alarms.ini").write_text(TABLE)
         port = free_port()
         config = write_config(
             workdir, url, push_port=free_port(), collect=False, dlms_push_port=port,
             extra=(f"[alarms]\ntable = {workdir / 'alarms.ini'}\ndebounce = 600\n"
-                   f"smtp_port = {sink.port}\nmail_from = fep@test\n"))
+                   f"smtp_port = {sink.port}\nmail_from = fep@test\n"
+                   f"[sms]\nport = serial:{b}:115200:8N1\n"))
         daemon = Daemon(config, workdir)
         daemon.start()
         self.addCleanup(daemon.kill)
@@ -96,9 +108,9 @@ class AlarmFromAPushTests(unittest.TestCase):
         last_gasp()
 
         async def mailed() -> bool:
-            return len(sink.messages) >= 1 and len(heard) >= 1
+            return len(sink.messages) >= 1 and len(heard) >= 1 and len(network.messages) >= 1
 
-        await wait_for(mailed, 30, "the alarm e-mail and NOTIFY")
+        await wait_for(mailed, 30, "the alarm e-mail, text message and NOTIFY")
         clock[0] = 1.0
         last_gasp()  # the same outage reported again a second later
 
@@ -120,4 +132,7 @@ class AlarmFromAPushTests(unittest.TestCase):
                          ("dlms-1", "power-outage", "dlms:99.98.0:1"))
         self.assertEqual(
             sorted(sql("SELECT channel, target, outcome FROM alarm_notifications")),
-            [("email", "ops@example.com", "sent"), ("sms", "+491701234567", "unavailable")])
+            [("email", "ops@example.com", "sent"), ("sms", "+491701234567", "sent")])
+        [text] = network.messages
+        self.assertEqual(text.destination, "+491701234567")
+        self.assertIn("power-outage meter dlms-1", text.text)
