@@ -332,6 +332,12 @@ class PostgresStore:
             return fail(StoreError(f"{self.url}: store is not open"))
         return self._pool.run(interaction, *args).addErrback(self._failed)
 
+    def interact(self, interaction: Interaction[T], *args: Any) -> Deferred[T]:
+        """Run ``interaction(cursor, *args)`` in one transaction on a pooled connection: how
+        the tables of other modules (the collection engine's jobs, fep.store.jobs) share this
+        store's pool, deadlines and reconnection. Failures are StoreError."""
+        return self._run(interaction, *args)
+
     async def _start_pool(self) -> None:
         if self._pool is not None:
             return
