@@ -1,5 +1,5 @@
-"""Builds the fep daemon from a Config: store, spool and router, meter directory, periodic
-reader and push listeners, started and stopped in order."""
+"""Builds the fep daemon from a Config: store, spool and router, meter directory, the
+collection engine and push listeners, started and stopped in order."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from twisted.logger import (
 
 from fep.channels.routes import Channels
 from fep.collect.directory import MeterDirectory
-from fep.collect.poller import PeriodicReader
+from fep.collect.engine import CollectionEngine
 from fep.config import Config
 from fep.errors import FepError
 from fep.interfaces import IStore
@@ -39,7 +39,7 @@ def _sleep(reactor: Any, seconds: float) -> Deferred[None]:
 
 
 class FepService(service.MultiService):
-    """The whole daemon. Children start in dependency order (store, router, reader,
+    """The whole daemon. Children start in dependency order (store, router, scheduler,
     listeners) and stop in the reverse order, each waiting for the one before: listeners
     stop accepting, sessions under way finish, the router flushes the spool to the store,
     and the store closes last."""
@@ -64,15 +64,16 @@ class FepService(service.MultiService):
         )
         self.directory = MeterDirectory(self.store)
         self.channels = Channels(reactor)
-        self.reader = PeriodicReader(
+        self.collection = CollectionEngine(
             reactor,
-            self.directory,
+            self.store,
             self.router,
-            period=config.collect.period,
-            timeout=config.collect.timeout,
-            concurrency=config.collect.concurrency,
+            self.directory,
+            config.collect,
+            node=config.fep.node,
             endpoint_for=self.channels,
         )
+        self.scheduler = self.collection.scheduler
         self.listeners: list[service.Service] = []
         if config.push.iec62056_21:
             from fep.protocols.iec62056_21.session import PushedReadoutFactory
@@ -142,7 +143,8 @@ class FepService(service.MultiService):
         meters = await self.directory.refresh()
         log.info("{count} meters known", count=len(meters))
         if self.config.collect.enabled:
-            self.reader.startService()
+            await self.collection.prepare()
+            self.scheduler.startService()
         await self.counters.open()
         from fep.protocols.dlms.session import set_counter_store
 
@@ -162,8 +164,8 @@ class FepService(service.MultiService):
         for listener in self.listeners:
             if listener.running:
                 await listener.stopService()
-        if self.reader.running:
-            await self.reader.stopService()
+        if self.scheduler.running:
+            await self.scheduler.stopService()
         await self.counters.close()
         if self.router.running:
             await self.router.stopService()
