@@ -14,7 +14,7 @@ from typing import Any
 
 from fep.collect.limits import ResourcePolicy
 from fep.collect.tasks import COMMANDS, Command, CommandStatus, Job, JobKind, Priority
-from fep.errors import ConfigError, FepError
+from fep.errors import ConfigError
 from fep.interfaces import IJobStore
 from fep.model import Meter
 
@@ -65,7 +65,7 @@ def command_job(
     )
 
 
-class CommandError(FepError):
+class CommandError(ConfigError):
     """A command request or approval refused (unknown command, wrong status, same person)."""
 
 
@@ -80,8 +80,11 @@ async def request(
     approval: Collection[str],
     policy: ResourcePolicy,
     attempts: int = DEFAULT_ATTEMPTS,
+    retry_delay: float = DEFAULT_RETRY_DELAY,
 ) -> Command:
-    """Record a command request; queue its job at once unless it needs approval."""
+    """Record a command request; queue its job at once unless it needs approval. The job
+    makes up to ``attempts`` attempts, ``retry_delay`` seconds apart (a firmware upgrade
+    resumes where the last attempt stopped)."""
     if action not in COMMANDS:
         raise CommandError(f"unknown command {action!r} (known: {', '.join(COMMANDS)})")
     if not who.strip():
@@ -91,13 +94,15 @@ async def request(
         id=0,
         meter=meter.id,
         action=action,
-        params={**params, "attempts": attempts},
+        params={**params, "attempts": attempts, "retry_delay": retry_delay},
         requested_by=who,
         requested_at=now,
         status=CommandStatus.REQUESTED if needs else CommandStatus.QUEUED,
         approval_required=needs,
     )
-    job = None if needs else command_job(command, meter, now, policy, attempts=attempts)
+    job = None if needs else command_job(
+        command, meter, now, policy, attempts=attempts, retry_delay=retry_delay
+    )
     stored: Command = await jobs.add_command(command, job)
     return stored
 
@@ -117,8 +122,14 @@ async def approve(
         raise CommandError(
             f"command {command_id} was requested by {who}: someone else must approve it"
         )
-    attempts = int(command.params.get("attempts", DEFAULT_ATTEMPTS))
-    job = command_job(command, meter, now, policy, attempts=attempts)
+    job = command_job(
+        command,
+        meter,
+        now,
+        policy,
+        attempts=int(command.params.get("attempts", DEFAULT_ATTEMPTS)),
+        retry_delay=float(command.params.get("retry_delay", DEFAULT_RETRY_DELAY)),
+    )
     done = await jobs.transition(
         command_id, [CommandStatus.REQUESTED], CommandStatus.QUEUED, who, "approved",
         "queued for execution", now, job=job, fields={"approved_by": who, "approved_at": now},
