@@ -47,13 +47,14 @@ async def engine_for(
     *,
     url: str | None = None,
     node: str = "test",
-    collect: str = "",
+    collect: dict[str, str] | None = None,
     start: bool = True,
 ) -> tuple[CollectionEngine, IStore]:
-    """An engine over ``meters`` (stored first); ``collect`` adds [collect] settings."""
+    """An engine over ``meters`` (stored first); ``collect`` sets [collect] keys."""
     url = url or f"sqlite:{testcase.mktemp()}.sqlite"
+    settings = {"timeout": "3", "poll": "0.1", "default_task": "no", **(collect or {})}
     config = parse_config(
-        "[fep]\n[store]\n[collect]\ntimeout = 3\npoll = 0.1\ndefault_task = no\n" + collect
+        "[fep]\n[store]\n[collect]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
     )
     store = open_store(url, reactor)
     await store.open()
