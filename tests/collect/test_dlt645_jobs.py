@@ -33,7 +33,7 @@ class Dlt645JobTests(unittest.TestCase):
                       for n, s in enumerate(sims, 1)]
 
     async def test_load_records_by_range(self) -> None:
-        sims, fleet = self.bus()
+        _, fleet = self.bus()
         engine, store = await engine_for(self, fleet)
         await save(engine, Task(name="lp", kind="load-profile", schedule="every 15m",
                                 options={"horizon": "2h"}))

@@ -148,7 +148,8 @@ class TwoNodeTests(unittest.TestCase):
         finished = dict(self.sql("SELECT meter, finished_at FROM jobs WHERE due = %s", second))
         for meter in orphans:
             status, node, attempts = jobs[meter]
-            self.assertEqual(node, "a", meter)
+            self.assertEqual((status, node), ("done", "a"), meter)
+            self.assertGreaterEqual(attempts, 1)
             # Taken over only once b's lease had run out.
             self.assertGreaterEqual(finished[meter], killed_at + LEASE - 1.5, meter)
         for meter in b_done:
