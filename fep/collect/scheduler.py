@@ -263,8 +263,8 @@ class Scheduler(service.Service):
                 delay = min(delay, max(0.0, at - now))
         self._next_delay = delay
 
-    async def _meters(self, now: float) -> list[Meter]:
-        if self._refreshed_at is None or now - self._refreshed_at >= self.refresh:
+    async def _meters(self, now: float, *, force: bool = False) -> list[Meter]:
+        if force or self._refreshed_at is None or now - self._refreshed_at >= self.refresh:
             try:
                 await self.directory.refresh()
                 self._refreshed_at = now
@@ -373,7 +373,7 @@ class Scheduler(service.Service):
                 log.info("job {job}: lease lost before it started", job=leased.id)
                 return
             if meter is None:
-                await self._meters(now - self.refresh)  # a meter added since: look again
+                await self._meters(now, force=True)  # a meter added since: look again
                 meter = self.directory.get(job.meter)
             if meter is None:
                 outcome = Outcome(False, error=f"meter {job.meter} is not in the meter list",
@@ -465,7 +465,7 @@ class Scheduler(service.Service):
         if task is None:
             raise FepError(f"no task {task_name!r}")
         now = self.now()
-        candidates = await self._meters(now - self.refresh)
+        candidates = await self._meters(now, force=True)
         if meters is not None:
             wanted = set(meters)
             candidates = [m for m in candidates if m.id in wanted]

@@ -74,6 +74,18 @@ async def engine_for(
     return engine, store
 
 
+async def clear_of_quarter_hour(margin: float = 20.0) -> None:
+    """Wait until a 15-minute boundary is not within ``margin`` seconds (tests that count
+    intervals must not see a new one appear half-way)."""
+    import time
+
+    from tests.daemon.harness import sleep
+
+    left = 900 - time.time() % 900
+    if left < margin:
+        await sleep(left + 1)
+
+
 async def jobs_ended(engine: CollectionEngine, count: int, timeout: float = 30,
                      **filters: Any) -> list[Job]:
     """Wait until ``count`` jobs (matching ``filters``) reached a final status."""

@@ -22,7 +22,7 @@ from fep.protocols.dlms.server import ServerSettings
 from fep.sim import dlms_meter
 from fep.sim.dlms import DlmsMeterServerFactory
 from fep.sim.faults import FaultyFactory
-from tests.collect.harness import engine_for, jobs_ended, listen
+from tests.collect.harness import clear_of_quarter_hour, engine_for, jobs_ended, listen
 from tests.daemon.harness import wait_for
 
 
@@ -111,6 +111,7 @@ class LoadProfileTests(unittest.TestCase):
             conn.close()
 
     async def test_intervals_since_the_last_and_gaps_read_again(self) -> None:
+        await clear_of_quarter_hour()
         sim = dlms_meter.SimulatedDlmsMeter()
         meter = Meter("m1", "dlms", serve(self, sim))
         engine, store = await engine_for(self, [meter])
