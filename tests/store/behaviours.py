@@ -28,6 +28,21 @@ from fep.model import (
 )
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def shipped_migrations(store: Any) -> list[str]:
+    """The names of the migration files shipped for a store's dialect, in order."""
+    from fep.store import migrations
+    from fep.store.postgres import PostgresStore
+
+    dialect = "postgresql" if isinstance(store, PostgresStore) else "sqlite"
+    return [m.name for m in migrations.load(dialect)]
+
+
+def shipped_versions(dialect: str) -> list[tuple[int, str]]:
+    from fep.store import migrations
+
+    return [(m.version, m.name) for m in migrations.load(dialect)]
 BLOCK_START = T0.replace(microsecond=0)
 RECEIVED = datetime(2024, 3, 1, 12, 0, 5, 654321, tzinfo=UTC)
 ENERGY = ObisCode(1, 0, 1, 8, 0, 255)
@@ -119,13 +134,14 @@ class StoreBehaviours:
         store = self.new_store()
         self.assertIsInstance(store.url, str)  # type: ignore[attr-defined]
 
-    async def test_upgrade_on_a_fresh_database_applies_the_initial_migration(self) -> None:
+    async def test_upgrade_on_a_fresh_database_applies_every_shipped_migration(self) -> None:
         store = self.new_store()
         try:
             applied = await store.upgrade()
         finally:
             await store.close()
-        self.assertEqual(applied, ["0001_initial"])  # type: ignore[attr-defined]
+        self.assertEqual(applied[0], "0001_initial")  # type: ignore[attr-defined]
+        self.assertEqual(applied, shipped_migrations(store))  # type: ignore[attr-defined]
 
     async def test_open_applies_migrations_so_upgrade_finds_nothing_pending(self) -> None:
         store = await self.opened()
@@ -145,9 +161,12 @@ class StoreBehaviours:
 
         real = migrations.load
 
+        extra = f"{len(shipped_migrations(self.new_store())) + 1:04d}_extra"
+
         def with_extra(sql: str) -> Any:
             def load(dialect: str) -> list[migrations.Migration]:
-                return [*real(dialect), migrations.Migration(2, "0002_extra", sql)]
+                shipped = real(dialect)
+                return [*shipped, migrations.Migration(len(shipped) + 1, extra, sql)]
 
             return load
 
@@ -158,7 +177,7 @@ class StoreBehaviours:
         patch(migrations, "load", with_extra("CREATE TABLE half (x integer);\n"))
         store = self.new_store()
         try:
-            self.assertEqual(await store.upgrade(), ["0002_extra"])  # type: ignore[attr-defined]
+            self.assertEqual(await store.upgrade(), [extra])  # type: ignore[attr-defined]
         finally:
             await store.close()
 

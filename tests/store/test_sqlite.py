@@ -11,7 +11,7 @@ from twisted.trial import unittest
 from fep.errors import ConfigError, StoreError
 from fep.store import open_store
 from fep.store.sqlite import SqliteStore
-from tests.store.behaviours import StoreBehaviours, reading
+from tests.store.behaviours import StoreBehaviours, reading, shipped_versions
 
 
 class SqliteStoreTests(StoreBehaviours, unittest.TestCase):
@@ -53,10 +53,10 @@ class SqliteStoreTests(StoreBehaviours, unittest.TestCase):
         await store.upgrade()
         rows = (
             sqlite3.connect(self.path)
-            .execute("SELECT version, name FROM schema_migrations")
+            .execute("SELECT version, name FROM schema_migrations ORDER BY version")
             .fetchall()
         )
-        self.assertEqual(rows, [(1, "0001_initial")])
+        self.assertEqual(rows, shipped_versions("sqlite"))
 
     async def test_a_file_that_cannot_be_made_fails_open_and_leaves_no_thread(self) -> None:
         blocker = os.path.join(self.mktemp())
