@@ -192,6 +192,8 @@ async def cmd_read(reactor: Any, args: argparse.Namespace) -> int:
         address=args.address,
         metadata={**_protocol_options(args), **read_options(args.option)},
     ))
+    if getattr(args, "table", None):
+        return await _read_tables(reactor, args, protocol, endpoint, meter)
     records = await protocol.read(reactor, endpoint, meter, args.timeout)
     readings = [r for r in records if isinstance(r, Reading)]
     write_rows([reading_row(r) for r in readings], READING_COLUMNS, args.format)
@@ -201,6 +203,34 @@ async def cmd_read(reactor: Any, args: argparse.Namespace) -> int:
     events = [event_row(r) for r in records if isinstance(r, MeterEvent)]
     if events:
         write_rows(events, EVENT_COLUMNS, args.format)
+    return EXIT_OK
+
+
+TABLE_COLUMNS = ("meter", "label", "name", "size", "fields", "hex", "decode_error", "error")
+
+
+async def _read_tables(
+    reactor: Any, args: argparse.Namespace, protocol: Any, endpoint: Any, meter: Meter
+) -> int:
+    """``read --table N ...`` (ANSI C12): one row per table, decoded or in hex; exit 3
+    when the meter refused any of them."""
+    read_tables = getattr(protocol, "read_tables", None)
+    if read_tables is None:
+        raise UsageError(f"--table is for --protocol ansi-c12, not {args.protocol}")
+    from fep.protocols.ansi_c12.tables import parse_table
+
+    try:
+        numbers = [parse_table(text) for text in args.table]
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    rows = await read_tables(reactor, endpoint, meter, numbers, args.timeout)
+    write_rows(rows, TABLE_COLUMNS, args.format)
+    refused = [f"{row['label']}: {row['error']}" for row in rows if row.get("error")]
+    if refused:
+        where = f"route {meter.route}: meter {meter.id}" if meter.id != meter.route else (
+            f"route {meter.route}"
+        )
+        return _fail(EXIT_METER, f"{where}: not read: {'; '.join(refused)}")
     return EXIT_OK
 
 
@@ -399,6 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c12 = read.add_argument_group("ANSI C12.18 (--protocol ansi-c12.18); --password is shared")
     c12.add_argument("--user", help="C12.18 logon user name")
+    c12.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="N",
+        help="read this C12.19 table instead (repeatable: 23, ST23, MT0) and print it "
+        "decoded, or in hex where fep does not know it",
+    )
     dlms = read.add_argument_group("DLMS/COSEM (--protocol dlms)")
     dlms.add_argument(
         "objects",
@@ -464,7 +502,7 @@ def _describe(error: FepError, args: argparse.Namespace) -> str:
     route = getattr(error, "route", None) or getattr(args, "route", None)
     prefix = f"route {route}: " if route else ""
     meter = getattr(error, "meter", None)
-    if meter and meter != route:
+    if meter and meter != route and not str(error).startswith(f"meter {meter} "):
         prefix += f"meter {meter}: "
     return prefix + str(error)
 

@@ -59,13 +59,6 @@ def _text(text: str) -> str:
     return text.strip()
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"expected 0 or more, got {text!r}")
-    return value
-
-
 def _shared_lines(text: str) -> str:
     from fep.collect.limits import parse_pools
 
@@ -84,6 +77,64 @@ def _approval(text: str) -> str:
     except ConfigError as e:
         raise ValueError(e.message) from None
     return text.strip()
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def modem_lines(text: str) -> list[tuple[str, str, str]]:
+    """``[modems] lines``: one modem per line (or comma-separated), ``NAME ROUTE [MODEL]``
+    -> (name, route, model or "")."""
+    found: list[tuple[str, str, str]] = []
+    for item in text.replace(",", "\n").splitlines():
+        words = item.split()
+        if not words:
+            continue
+        if len(words) not in (2, 3) or not words[1].startswith("serial:"):
+            raise ValueError(f"expected NAME serial:DEVICE[:BAUD:FRAME] [MODEL], got {item!r}")
+        if any(name == words[0] for name, _, _ in found):
+            raise ValueError(f"modem {words[0]!r} named twice")
+        found.append((words[0], words[1], words[2] if len(words) == 3 else ""))
+    return found
+
+
+def _modem_lines_text(text: str) -> str:
+    for _, _, model in modem_lines(text):
+        if model:
+            _modem_model(model)
+    return text.strip()
+
+
+def _modem_model(text: str) -> str:
+    from fep.channels.modem.at import PROFILES
+
+    value = text.strip()
+    if value not in PROFILES:
+        raise ValueError(f"known models: {', '.join(sorted(PROFILES))}")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def choose(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected {' or '.join(choices)}")
+        return value
+
+    return choose
+
+
+_dialing = _choice("tone", "pulse")
+_hangup = _choice("escape", "dtr")
 
 
 _TYPE_NAMES: dict[Callable[[str], Any], str] = {
@@ -92,9 +143,14 @@ _TYPE_NAMES: dict[Callable[[str], Any], str] = {
     _positive_int: "a positive whole number",
     _level: "a log level",
     _text: "text",
-    _count: "a whole number, 0 or more",
     _shared_lines: "SCHEME=LINES, ...",
     _approval: "a list of command names",
+    _non_negative_float: "a number >= 0",
+    _non_negative_int: "a whole number >= 0",
+    _modem_lines_text: "modem lines",
+    _modem_model: "a modem model",
+    _dialing: "tone or pulse",
+    _hangup: "escape or dtr",
 }
 
 # section -> key -> Option. Sections marked required must appear in the file.
@@ -134,8 +190,10 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
         "shared_lines": Option(
             _shared_lines, "", "route schemes whose routes share a pool of lines: dialup=4"
         ),
-        "cell_permits": Option(_count, 0, "sessions one radio cell serves at once (0: any)"),
-        "apn_permits": Option(_count, 0, "sessions one APN serves at once (0: any)"),
+        "cell_permits": Option(
+            _non_negative_int, 0, "sessions one radio cell serves at once (0: any)"
+        ),
+        "apn_permits": Option(_non_negative_int, 0, "sessions one APN serves at once (0: any)"),
         "wakeup_timeout": Option(
             _positive_float, 120.0, "seconds to wait for a woken GPRS modem to dial in"
         ),
@@ -161,6 +219,27 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
         "accept_unknown": Option(
             _bool, False, "store readouts from meters that are not in the meter list"
         ),
+    },
+    "modems": {
+        "lines": Option(
+            _modem_lines_text, "", "dial-up modems, one per line: NAME serial:DEVICE[:BAUD:FRAME]"
+            " [MODEL]; empty: no modem pool"
+        ),
+        "model": Option(_modem_model, "generic", "modem model of lines that name none"),
+        "init": Option(_text, "", "init commands separated by |, instead of the model's"),
+        "prefix": Option(_text, "", "dialled before every number (e.g. 0, for an outside line)"),
+        "dialing": Option(_dialing, "tone", "tone (ATDT) or pulse (ATDP)"),
+        "dial_timeout": Option(_positive_float, 60.0, "seconds for the result of a dial"),
+        "guard": Option(_positive_float, 1.0, "escape guard time in seconds (the modems' S12)"),
+        "hangup": Option(_hangup, "escape", "escape (+++ then ATH) or dtr (drop DTR)"),
+        "hangup_timeout": Option(_positive_float, 10.0, "seconds for each hang-up step"),
+        "busy_delay": Option(_non_negative_float, 30.0, "seconds before calling a BUSY site again"),
+        "busy_retries": Option(_non_negative_int, 3, "times a BUSY site is called again"),
+        "backoff": Option(_non_negative_float, 120.0, "first back-off after NO ANSWER/NO CARRIER"),
+        "backoff_factor": Option(_positive_float, 2.0, "back-off growth per failed attempt"),
+        "backoff_max": Option(_non_negative_float, 1800.0, "longest back-off in seconds"),
+        "retries": Option(_non_negative_int, 2, "times a site is called again after back-off"),
+        "open_timeout": Option(_positive_float, 10.0, "seconds to open a modem's port"),
     },
     "log": {
         "level": Option(_level, "info", "least severe log level written"),
@@ -214,6 +293,37 @@ class PushSection:
 
 
 @attrs.frozen
+class ModemsSection:
+    lines: str
+    model: str
+    init: str
+    prefix: str
+    dialing: str
+    dial_timeout: float
+    guard: float
+    hangup: str
+    hangup_timeout: float
+    busy_delay: float
+    busy_retries: int
+    backoff: float
+    backoff_factor: float
+    backoff_max: float
+    retries: int
+    open_timeout: float
+
+    @property
+    def init_commands(self) -> tuple[str, ...] | None:
+        """The configured init commands, None for the model's own."""
+        commands = tuple(c.strip() for c in self.init.split("|") if c.strip())
+        return commands or None
+
+    def line_list(self) -> list[tuple[str, str, str]]:
+        """(name, serial route, model) of every modem line."""
+        return [(name, route, model or self.model) for name, route, model in
+                modem_lines(self.lines)]
+
+
+@attrs.frozen
 class LogSection:
     level: str
     json_file: str
@@ -229,6 +339,7 @@ class Config:
     collect: CollectSection
     push: PushSection
     log: LogSection
+    modems: ModemsSection
     source: str = "<defaults>"
 
     @property
@@ -243,6 +354,7 @@ _SECTION_CLASSES: Mapping[str, type] = {
     "collect": CollectSection,
     "push": PushSection,
     "log": LogSection,
+    "modems": ModemsSection,
 }
 
 

@@ -306,3 +306,11 @@ class IJobStore(Interface):
 
     def audit(command_id: int) -> Deferred[list[Any]]:
         """A command's audit trail, oldest first."""
+class IModemCallLog(Interface):
+    """Where the modem pool keeps its call records (the SQLite and PostgreSQL stores)."""
+
+    def add_modem_calls(calls: Sequence[object]) -> Deferred[int]:
+        """Append ModemCall records (one per dial attempt); fires with how many."""
+
+    def modem_call_stats(by: str, since: datetime | None = None) -> Deferred[list[object]]:
+        """CallStats per ``line`` or per ``site`` over the calls started since ``since``."""

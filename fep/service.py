@@ -64,6 +64,14 @@ class FepService(service.MultiService):
         )
         self.directory = MeterDirectory(self.store)
         self.channels = Channels(reactor)
+        from fep.channels.modem.pool import pool_from_config
+
+        self.modems = pool_from_config(
+            reactor, config.modems, store=self.store, on_alarm=self._modem_alarm
+        )
+        if self.modems is not None:
+            pool = self.modems
+            self.channels.register_scheme("dialup", lambda route: pool.endpoint(route.args))
         self.collection = CollectionEngine(
             reactor,
             self.store,
@@ -72,6 +80,8 @@ class FepService(service.MultiService):
             config.collect,
             node=config.fep.node,
             endpoint_for=self.channels,
+            # Every dialup: route shares the modem pool's lines.
+            pools={"dialup": len(config.modems.line_list())} if self.modems else None,
         )
         self.scheduler = self.collection.scheduler
         self.listeners: list[service.Service] = []
@@ -99,6 +109,10 @@ class FepService(service.MultiService):
         self._json_log: io.TextIOWrapper | None = None
         self._observer: ILogObserver | None = None
         self.started: Deferred[None] | None = None
+
+    def _modem_alarm(self, alarm: Any) -> None:
+        log.critical("modem line {line} out of the pool: {reason}", line=alarm.line,
+                     reason=alarm.reason, number=alarm.number)
 
     def _resolve_pushing_meter(self, identification: str, serial: str | None) -> str | None:
         meter = self.directory.identify(serial, identification)
@@ -144,6 +158,11 @@ class FepService(service.MultiService):
         log.info("{count} meters known", count=len(meters))
         if self.config.collect.enabled:
             await self.collection.prepare()
+        if self.modems is not None:
+            self.modems.startService()
+            assert self.modems.opened is not None
+            await self.modems.opened
+        if self.config.collect.enabled:
             self.scheduler.startService()
         await self.counters.open()
         from fep.protocols.dlms.session import set_counter_store
@@ -166,6 +185,8 @@ class FepService(service.MultiService):
                 await listener.stopService()
         if self.scheduler.running:
             await self.scheduler.stopService()
+        if self.modems is not None and self.modems.running:
+            await self.modems.stopService()
         await self.counters.close()
         if self.router.running:
             await self.router.stopService()

@@ -39,6 +39,12 @@ class UsageTests(unittest.TestCase):
         self.assertEqual(result.returncode, 2)
         self.assertIn("carrier-pigeon", result.stderr)
 
+    def test_table_for_a_protocol_without_tables_is_a_usage_error(self) -> None:
+        result = run_fep("read", "tcp:host=127.0.0.1:port=1", "--protocol", "dlt645",
+                         "--table", "0")  # fmt: skip
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("--table is for --protocol ansi-c12, not dlt645", result.stderr)
+
     def test_bad_config_names_file_section_and_key_with_exit_2(self) -> None:
         config = Path(self.mktemp()).resolve()
         config.write_text("[fep]\n[store]\nurl = sqlite:x.db\n[collect]\nperiod = often\n")
@@ -57,12 +63,12 @@ class StoreCommandTests(unittest.TestCase):
         self.db = f"sqlite:{Path(self.mktemp()).resolve()}.sqlite"
 
     def test_db_upgrade_applies_then_reports_up_to_date(self) -> None:
+        first = run_fep("--db", self.db, "db", "upgrade")
         from fep.store import migrations
 
-        first = run_fep("--db", self.db, "db", "upgrade")
-        shipped = "".join(f"applied {m.name}\n" for m in migrations.load("sqlite"))
-        self.assertTrue(shipped.startswith("applied 0001_initial\n"))
-        self.assertEqual((first.returncode, first.stdout), (0, shipped))
+        applied = "".join(f"applied {m.name}\n" for m in migrations.load("sqlite"))
+        self.assertTrue(applied.startswith("applied 0001_initial\n"))
+        self.assertEqual((first.returncode, first.stdout), (0, applied))
         again = run_fep("--db", self.db, "db", "upgrade")
         self.assertEqual((again.returncode, again.stdout), (0, "schema is up to date\n"))
 

@@ -50,7 +50,12 @@ def connect_within(
     reactor: Any, endpoint: Any, protocol: P, route: str | None, timeout: float
 ) -> Deferred[P]:
     """Connect ``protocol`` through ``endpoint``; fires with it once connected. Gives up after
-    ``timeout`` seconds; every failure is a ChannelError naming the route."""
+    ``timeout`` seconds, or after the endpoint's own ``connect_timeout`` when that is longer
+    (a dial-up call waits for a line, dials and redials by its retry policy); every failure
+    is a ChannelError naming the route."""
+    own = getattr(endpoint, "connect_timeout", None)
+    if own is not None:
+        timeout = max(timeout, own)
     connecting: Deferred[Any] = IStreamClientEndpoint(endpoint).connect(
         _OneShotFactory(protocol)
     )

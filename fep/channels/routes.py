@@ -30,9 +30,12 @@ from fep.channels.endpoints import client_endpoint
 from fep.errors import RouteError
 
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
-# A device address: decimal, hex or a DL/T 645/meter number; no ':' or '=' (those belong to
-# the endpoint arguments, so an '@' inside them is not taken as an address).
-_ADDRESS = re.compile(r"^[0-9A-Za-z_.-]{1,32}$")
+# A device address: decimal, hex, a DL/T 645/meter number or a DLMS ``logical/physical``
+# pair; no ':' or '=' (those belong to the endpoint arguments, so an '@' inside them is not
+# taken as an address).
+_ADDRESS = re.compile(r"^[0-9A-Za-z_.-]{1,32}(/[0-9A-Za-z_.-]{1,32})?$")
+# Schemes whose line is a network port: the resource is the host and port, however spelt.
+_HOST_PORT_SCHEMES = ("tcp", "tcp4", "tcp6", "rfc2217")
 
 
 @attrs.frozen
@@ -49,6 +52,29 @@ class Route:
     def args(self) -> str:
         """What follows ``SCHEME:`` on the line."""
         return self.line[len(self.scheme) + 1 :]
+
+    @property
+    def resource(self) -> str:
+        """The key of the resource one session at a time may use: a serial device (whatever
+        line settings each meter's route asks for: meters of mixed protocols on one bus
+        share it), a host and port, or else the whole line."""
+        if self.scheme == "serial":
+            positional = self.positional()
+            device = self.params().get("device") or (positional[0] if positional else "")
+            if device:
+                return f"serial:{device}"
+        elif self.scheme in _HOST_PORT_SCHEMES:
+            params = self.params()
+            positional = self.positional()
+            host = params.get("host") or (positional[0] if positional else "")
+            port = params.get("port") or (positional[1] if len(positional) > 1 else "")
+            if host and port:
+                return f"{self.scheme}:{host.lower()}:{port}"
+        return self.line
+
+    def positional(self) -> list[str]:
+        """The arguments without ``key=`` (``serial:/dev/ttyS1:9600:8N1``), in order."""
+        return [part for part in self.args.split(":") if "=" not in part]
 
     def params(self) -> dict[str, str]:
         """The ``key=value`` arguments (``gprs:imei=...``); positional ones are left out."""
@@ -84,8 +110,8 @@ def parse_route(text: str) -> Route:
 
 def resource_of(route: str) -> str:
     """The resource a session on ``route`` occupies: its line (all devices of one bus or
-    modem share it)."""
-    return parse_route(route).line
+    modem share it; for a serial route the device, for a network one the host and port)."""
+    return parse_route(route).resource
 
 
 class _LeaseReleasingFactory(WrappingFactory):
@@ -117,6 +143,8 @@ class LeasedEndpoint:
     def __init__(self, endpoint: IStreamClientEndpoint, lock: DeferredLock) -> None:
         self._endpoint = endpoint
         self._lock = lock
+        # A channel that bounds its own connect (dial-up) says how long it may take.
+        self.connect_timeout: float | None = getattr(endpoint, "connect_timeout", None)
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         async def run() -> IProtocol:
@@ -177,7 +205,7 @@ class Channels:
             )
         else:
             endpoint = client_endpoint(self.reactor, parsed.line)
-        return LeasedEndpoint(endpoint, self.lock_for(parsed.line))
+        return LeasedEndpoint(endpoint, self.lock_for(parsed.resource))
 
     def __call__(self, reactor: Any, route: str) -> IStreamClientEndpoint:
         """The ``endpoint_for(reactor, route)`` signature the collection side takes."""

@@ -4,9 +4,10 @@ store on the record store's database, the job runner, the scheduler, and the bui
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
@@ -27,8 +28,12 @@ log = Logger()
 DEFAULT_TASK = "default"
 
 
-def resource_policy(settings: CollectSection) -> ResourcePolicy:
-    return ResourcePolicy(pools=parse_pools(settings.shared_lines))
+def resource_policy(
+    settings: CollectSection, pools: Mapping[str, int] | None = None
+) -> ResourcePolicy:
+    """Resources from ``[collect] shared_lines``, on top of ``pools`` the node's channels
+    bring (the dial-up modem pool's number of lines)."""
+    return ResourcePolicy(pools={**(pools or {}), **parse_pools(settings.shared_lines)})
 
 
 def approval_of(settings: CollectSection) -> frozenset[str]:
@@ -37,7 +42,8 @@ def approval_of(settings: CollectSection) -> frozenset[str]:
 
 def default_task(period: float, now: float) -> Task:
     """The built-in task: every meter's registers every ``period`` seconds (no retries: the
-    next period reads again)."""
+    next period reads again). Its first run is now, the next ones on the period's
+    boundaries."""
     task = Task(
         name=DEFAULT_TASK,
         kind="registers",
@@ -46,13 +52,7 @@ def default_task(period: float, now: float) -> Task:
         priority=Priority.SCHEDULED,
         retries=0,
     )
-    return _with_next_due(task, now)
-
-
-def _with_next_due(task: Task, now: float) -> Task:
-    import attrs
-
-    return attrs.evolve(task, next_due=task.first_due(now))
+    return attrs.evolve(task, next_due=now)
 
 
 class CollectionEngine:
@@ -71,6 +71,7 @@ class CollectionEngine:
         endpoint_for: Callable[[Any, str], IStreamClientEndpoint],
         wakeup: IWakeUp | None = None,
         protocol_for: Callable[[str], IMeterProtocol] = meter_protocol,
+        pools: Mapping[str, int] | None = None,
     ) -> None:
         self.reactor = reactor
         self.settings = settings
@@ -94,7 +95,7 @@ class CollectionEngine:
             concurrency=settings.concurrency,
             lease=settings.lease,
             poll=settings.poll,
-            resources=resource_policy(settings),
+            resources=resource_policy(settings, pools),
             permits=Permits({"cell": settings.cell_permits, "apn": settings.apn_permits}),
             wakeup=wakeup,
             wakeup_timeout=settings.wakeup_timeout,

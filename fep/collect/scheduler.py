@@ -22,12 +22,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
 from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from fep.collect.concentrators import line_order
 from fep.collect.directory import MeterDirectory, addressed
 from fep.collect.limits import Permits, ResourcePolicy
 from fep.collect.schedule import Every
@@ -37,6 +39,9 @@ from fep.interfaces import IJobStore, IWakeUp
 from fep.model import Meter
 
 log = Logger()
+
+# Job parameter of a concentrator's job: the meters behind it, read once it succeeded.
+OWNED = "owned"
 
 # More than this many skipped runs of a task are not counted one by one.
 _MAX_SKIPPED_COUNT = 100_000
@@ -81,11 +86,58 @@ def expand(
     priority: int | None = None,
     deadline: float | None = None,
 ) -> list[Job]:
-    """One job per target meter of a task run due at ``due``."""
+    """The jobs of a task run due at ``due``: one per target meter, in meter-list order per
+    line, except the meters of a concentrator that is in the run too: their jobs are made
+    when the concentrator's job ends (``OWNED``), read after it, or recorded as missed when
+    it failed. A meter whose ``concentrator`` setting is wrong gets a failed job naming
+    the error."""
+    lines: dict[str, list[Meter]] = {}
+    for m in meters:
+        if task.target.matches(m):
+            lines.setdefault(policy.key(m.route), []).append(m)
+    jobs: list[Job] = []
+    for on_line in lines.values():
+        steps, bad = line_order(on_line, meters)
+        for step in steps:
+            params = {OWNED: [m.id for m in step.owned]} if step.owned else None
+            jobs.append(job_for(task, step.meter, due, policy, priority=priority,
+                                deadline=deadline, params=params))
+        for meter, error in bad:
+            job = job_for(task, meter, due, policy, priority=priority, deadline=deadline)
+            jobs.append(attrs.evolve(job, status=JobStatus.FAILED, error=str(error),
+                                     finished_at=due))
+    return jobs
+
+
+def owned_jobs(concentrator: Job, status: JobStatus, meters: Sequence[Meter],
+               policy: ResourcePolicy, now: float) -> list[Job]:
+    """The jobs of the meters behind a concentrator whose job of a run just ended: to run
+    now when it succeeded, recorded as missed otherwise."""
+    params = {k: v for k, v in concentrator.params.items() if k != OWNED}
+    done = status == JobStatus.DONE
     return [
-        job_for(task, m, due, policy, priority=priority, deadline=deadline)
+        Job(
+            id=0,
+            task=concentrator.task,
+            meter=m.id,
+            kind=concentrator.kind,
+            route=m.route,
+            resource=policy.key(m.route),
+            items=concentrator.items,
+            params=params,
+            priority=concentrator.priority,
+            due=concentrator.due,
+            run_at=now,
+            deadline=concentrator.deadline,
+            max_attempts=concentrator.max_attempts,
+            retry_delay=concentrator.retry_delay,
+            backoff=concentrator.backoff,
+            status=JobStatus.PENDING if done else JobStatus.MISSED,
+            error=None if done else f"concentrator {concentrator.meter} {status}: "
+            "not read this run",
+            finished_at=None if done else now,
+        )
         for m in meters
-        if task.target.matches(m)
     ]
 
 
@@ -447,6 +499,20 @@ class Scheduler(service.Service):
             await self._ended(job, status, outcome)
 
     async def _ended(self, job: Job, status: JobStatus, outcome: Outcome) -> None:
+        owned = job.params.get(OWNED)
+        if owned:
+            meters = [m for m in (self.directory.get(i) for i in owned) if m is not None]
+            jobs = owned_jobs(job, status, meters, self.resources, self.now())
+            try:
+                await self.jobs.add_jobs(jobs, self.now())
+            except FepError as e:
+                log.warn("concentrator {meter}: jobs of the meters behind it not made: "
+                         "{error}", meter=job.meter, error=e)
+            if status != JobStatus.DONE:
+                log.warn("concentrator {meter} {status}: {count} meters behind it not read "
+                         "this run", meter=job.meter, route=job.route, status=str(status),
+                         count=len(jobs))
+            self.kick()
         if self.job_ended is None:
             return
         try:

@@ -11,6 +11,7 @@ from fep.interfaces import IMeterProtocol
 _PROTOCOLS: dict[str, tuple[str, str]] = {
     "ansi-c12": ("fep.protocols.ansi_c12.session", "C1218Protocol"),
     "ansi-c12.18": ("fep.protocols.ansi_c12.session", "C1218Protocol"),
+    "ansi-c12.21": ("fep.protocols.ansi_c12.session", "C1221Protocol"),
     "dlms": ("fep.protocols.dlms.session", "DlmsProtocol"),
     "dlt645": ("fep.protocols.dlt645.session", "Dlt645Protocol"),
     "iec62056-21": ("fep.protocols.iec62056_21.session", "IecReadoutProtocol"),

@@ -1,16 +1,20 @@
-"""A simulated ANSI C12.18 meter for tests and demos: a sans-IO meter model (PSEM services,
-session states, a password, C12.19 tables ST0/1/3/5/12/21/22/23/52 whose registers grow
-with wall time) and a Twisted server over TCP or a serial device/pty, with knobs for line
-faults (damaged packets both ways, silence).
+"""A simulated ANSI C12.18 or C12.21 meter for tests and demos: a sans-IO meter model
+(PSEM services, session states, a password; as a C12.21 meter also timing setup and DES
+key authentication; C12.19 tables ST0/1/3/5, ST11-16 with a transformer multiplier,
+ST21-23 whose registers grow with wall time, ST52, the load profile ST61-64, the logs
+ST71/74/76 and a manufacturer table MT0) and a Twisted server over TCP or a serial
+device/pty, with knobs for line faults (damaged packets both ways, silence).
 
 ``python -m fep.sim.ansi_c12 --tcp 1153 --password secret``
 ``python -m fep.sim.ansi_c12 --pty /dev/pts/5``
+``python -m fep.sim.ansi_c12 --tcp 1153 --c1221 --auth-key 0123456789ABCDEF``
 """
 
 from __future__ import annotations
 
 import argparse
 import enum
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,8 +30,10 @@ from twisted.python.failure import Failure
 
 from fep.errors import FrameError, ProtocolError
 from fep.interfaces import ISerialLine
+from fep.protocols.ansi_c12 import c1221
 from fep.protocols.ansi_c12.c1218 import (
     BAUD_CODES,
+    EXTERNAL_BAUD,
     HEADER_LEN,
     NAK,
     STP,
@@ -39,14 +45,13 @@ from fep.protocols.ansi_c12.c1218 import (
     NegotiateResponse,
     Read,
     Received,
-    Request,
     ResponseCode,
     Retransmit,
     Security,
     Sent,
+    Standard,
     Terminate,
     Wait,
-    decode_request,
     encode_error,
     encode_ok,
     encode_read_response,
@@ -58,13 +63,17 @@ from fep.protocols.ansi_c12.c1219 import (
     ActualLoadProfile,
     ActualLog,
     ActualRegisters,
+    ActualSources,
     Clock,
     CurrentRegisters,
     DataBlock,
     DataSelection,
+    DemandControl,
+    DemandInterval,
     DemandRecord,
     DeviceId,
     EdMode,
+    ElectricConstants,
     GeneralConfig,
     ListStatus,
     LogData,
@@ -78,15 +87,29 @@ from fep.protocols.ansi_c12.c1219 import (
     ManufacturerId,
     ModeStatus,
     NiFormat,
+    SetConstants,
+    SourceLink,
     StdStatus,
     TimeBase,
     TimeFormat,
     UomEntry,
+    encode_constants,
     encode_current_registers,
+    encode_data_control,
     encode_log,
     encode_lp_data,
     encode_lp_selection,
+    encode_source_links,
     encode_uom_entries,
+)
+from fep.protocols.ansi_c12.c1221 import (
+    DEFAULT_TIMING,
+    Authenticate,
+    Timing,
+    TimingSetup,
+    TimingSetupResponse,
+    answer_authenticate,
+    ticket_feature,
 )
 
 log = Logger(namespace="fep.sim.ansi_c12")
@@ -124,13 +147,23 @@ DEFAULT_UOMS: tuple[UomEntry, ...] = (
     UomEntry(0, TimeBase.BLOCK_DEMAND, _KILO, q1=True, q4=True),
     UomEntry(8, TimeBase.INSTANTANEOUS, 0, segmentation=5),
 )
-_STD_TABLES = frozenset({0, 1, 3, 5, 12, 21, 22, 23, 52, 61, 62, 63, 64, 71, 74, 76})
+# ST14 identifiers of those five sources (DATA_CTRL_LENGTH 4, manufacturer-defined).
+DATA_CONTROL_IDS: tuple[bytes, ...] = (b"+A  ", b"-A  ", b"+R  ", b"+P  ", b"U1  ")
+DEMAND_MINUTES = 15
+_STD_TABLES = frozenset(
+    {0, 1, 3, 5, 11, 12, 13, 14, 15, 16, 21, 22, 23, 52, 61, 62, 63, 64, 71, 74, 76}
+)
 # Load profile: 15-minute intervals, 24 to a block, 4 blocks kept (a day), two channels
 # (+A and +R energy per interval, UINT16 in watt-hours: scalar 1, divisor 1000 of kWh).
 LP_MINUTES = 15
 LP_BLOCK_INTERVALS = 24
 LP_BLOCKS = 4
 LP_SOURCES = (0, 2)
+# Manufacturer table 0 (table id 0x0800): bytes only its maker can read.
+MT0 = 2048
+MT0_DATA = b"FEPSIM\x01\x02\x03\x04"
+# The most a C12.21 timing setup gets from the simulated meter.
+SIM_TIMING_LIMITS = Timing(traffic=60, inter_character=5, response=10, retries=5)
 # Log entries the meter keeps (history log ST74 and event log ST76 each).
 LOG_ENTRIES = 8
 
@@ -167,11 +200,24 @@ class SimulatedC12Meter:
     max_packet_size: int = 1024
     max_packets: int = 8
     bauds: frozenset[int] = frozenset(BAUD_CODES)
+    # The instrument-transformer multiplier (ST15) the reader applies to energy and
+    # demand (ST16 CONSTANT_TO_BE_APPLIED): the registers count secondary values.
+    multiplier: Decimal = Decimal(1)
     state: MeterState = MeterState.BASE
     secured: bool = False
     user: bytes = b""
     packet_size: int = DEFAULT_PACKET_SIZE
     packets: int = 1
+    # C12.21 (``standard`` 2): a DES key makes the identify answer carry a ticket and the
+    # authenticate service open the tables (as the password does); a timing setup is
+    # granted within ``timing_limits``.
+    standard: int = Standard.C12_18
+    auth_key: bytes | None = attrs.field(default=None, repr=False)
+    auth_key_id: int = 0
+    ticket_source: Callable[[], bytes] = attrs.field(default=lambda: os.urandom(8), repr=False)
+    timing_limits: Timing = SIM_TIMING_LIMITS
+    timing: Timing = DEFAULT_TIMING
+    ticket: bytes | None = None
     # Services answered, in order (e.g. "identify", "read 0"), and the last negotiate
     # agreed to, for tests.
     log: list[str] = attrs.Factory(list)
@@ -196,9 +242,11 @@ class SimulatedC12Meter:
             nameplate_type=2,  # electric
             std_version=1,
             dim_std_tables=10,
+            dim_mfg_tables=1,
             dim_std_procs=1,
             dim_mfg_status=1,  # termineter wants ST3 of at least 5 bytes
             std_tables_used=_STD_TABLES,
+            mfg_tables_used=frozenset({0}),
         )
 
     @property
@@ -216,6 +264,52 @@ class SimulatedC12Meter:
     @property
     def uoms(self) -> tuple[UomEntry, ...]:
         return tuple(r.uom for r in self.registers) + DEFAULT_UOMS[3:]
+
+    @property
+    def actual_sources(self) -> ActualSources:
+        n = len(self.uoms)
+        return ActualSources(
+            reset_exclude=True,
+            block_demand=True,
+            set1_present=True,
+            nbr_uom_entries=n,
+            nbr_demand_ctrl_entries=n,
+            data_ctrl_length=4,
+            nbr_data_ctrl_entries=n,
+            nbr_constants_entries=n,
+            nbr_sources=n,
+        )
+
+    @property
+    def demand_control(self) -> DemandControl:
+        interval = DemandInterval(length=DEMAND_MINUTES)
+        return DemandControl(reset_exclusion=5, intervals=(interval,) * len(self.uoms))
+
+    @property
+    def constants(self) -> tuple[ElectricConstants, ...]:
+        """Energy and demand sources carry the transformer multiplier (set 1 not applied
+        by the meter); the voltage source 1."""
+        n = len(self.uoms)
+        ratio = SetConstants(False, self.multiplier, Decimal(1))
+        scaled = ElectricConstants(self.multiplier, Decimal(0), ratio)
+        plain = ElectricConstants(Decimal(1), Decimal(0), SetConstants(True, Decimal(1),
+                                                                       Decimal(1)))  # fmt: skip
+        return tuple(scaled if i < n - 1 else plain for i in range(n))
+
+    @property
+    def source_links(self) -> tuple[SourceLink, ...]:
+        n = len(self.uoms)
+        energy = SourceLink(uom_entry=True, data_ctrl=True, constants=True,
+                            constant_to_be_applied=True)  # fmt: skip
+        demand = attrs.evolve(energy, demand_ctrl=True)
+        volts = SourceLink(uom_entry=True, data_ctrl=True)
+        return tuple(volts if i == n - 1 else demand if i == n - 2 else energy for i in range(n))
+
+    @property
+    def data_control_ids(self) -> tuple[bytes, ...]:
+        ids = DATA_CONTROL_IDS
+        n = len(self.uoms)
+        return tuple(ids[i] if i < len(ids) else f"S{i:<3d}".encode() for i in range(n))
 
     @property
     def selection(self) -> DataSelection:
@@ -265,8 +359,18 @@ class SimulatedC12Meter:
             return ModeStatus(EdMode.METERING, StdStatus(self.status), 0, b"\0").encode(config)
         if number == 5:
             return DeviceId(self.identification).encode(config)
+        if number == 11:
+            return self.actual_sources.encode()
         if number == 12:
             return encode_uom_entries(self.uoms, config)
+        if number == 13:
+            return self.demand_control.encode(config, self.actual_sources)
+        if number == 14:
+            return encode_data_control(self.data_control_ids, self.actual_sources)
+        if number == 15:
+            return encode_constants(self.constants, config, self.actual_sources)
+        if number == 16:
+            return encode_source_links(self.source_links)
         if number == 21:
             return self.actual_registers.encode()
         if number == 22:
@@ -290,6 +394,8 @@ class SimulatedC12Meter:
             return self.log_actual.encode(config)
         if number in (ST74_HISTORY_LOG, ST76_EVENT_LOG):
             return encode_log(self.log_data(number), config, self.log_actual, number)
+        if number == MT0:
+            return MT0_DATA
         return None
 
     # -- load profile and logs ------------------------------------------------------------------
@@ -427,25 +533,61 @@ class SimulatedC12Meter:
     def answer(self, message: bytes) -> bytes:
         """The answer to one request message (bad requests get ``err``)."""
         try:
-            request = decode_request(message)
+            request = c1221.decode_request(message)
         except FrameError as e:
             self.log.append(f"bad request: {e.message}")
             return encode_error(ResponseCode.ERR)
         self.log.append(_describe(request))
         return self._serve(request)
 
-    def _serve(self, request: Request) -> bytes:
+    @property
+    def is_c1221(self) -> bool:
+        return self.standard == Standard.C12_21
+
+    def _identify(self) -> bytes:
+        if not self.is_c1221:
+            return IdentifyResponse(features=((0x07, b"\x01"),)).encode()
+        features: tuple[tuple[int, bytes], ...] = ()
+        if self.auth_key is not None:
+            # A fresh challenge for every session.
+            self.ticket = self.ticket_source()
+            features = (ticket_feature(self.ticket),)
+        return IdentifyResponse(Standard.C12_21, 1, 0, features).encode()
+
+    def _timing_setup(self, request: TimingSetup) -> bytes:
+        """Take what the client asks for, within the meter's own limits."""
+        asked, most = request.timing, self.timing_limits
+        self.timing = Timing(
+            min(asked.traffic, most.traffic),
+            min(asked.inter_character, most.inter_character),
+            min(asked.response, most.response),
+            min(asked.retries, most.retries),
+        )
+        return TimingSetupResponse(self.timing).encode()
+
+    def _authenticate(self, request: Authenticate) -> bytes:
+        if self.auth_key is None or self.ticket is None:
+            return encode_error(ResponseCode.SNS)
+        answer = answer_authenticate(request, self.auth_key, self.auth_key_id, self.ticket)
+        self.secured = answer is not None
+        return answer.encode() if answer is not None else encode_error(ResponseCode.ISC)
+
+    def _serve(self, request: c1221.Request) -> bytes:
         if isinstance(request, Terminate):
             self._reset()
             return encode_ok()
+        if isinstance(request, TimingSetup | Authenticate) and not self.is_c1221:
+            return encode_error(ResponseCode.SNS)  # a C12.18 meter
         if self.state is MeterState.BASE:
             if request.name != "identify":
                 return encode_error(ResponseCode.ISSS)
             self.state = MeterState.ID
-            return IdentifyResponse(features=((0x07, b"\x01"),)).encode()
+            return self._identify()
         if isinstance(request, Wait):
             return encode_ok()
         if self.state is MeterState.ID:
+            if isinstance(request, TimingSetup):
+                return self._timing_setup(request)
             if isinstance(request, Negotiate):
                 return self._negotiate(request)
             if isinstance(request, Logon):
@@ -453,8 +595,12 @@ class SimulatedC12Meter:
                 self.user = request.user
                 return encode_ok()
             return encode_error(ResponseCode.ISSS)
+        if isinstance(request, Authenticate):
+            return self._authenticate(request)
         if isinstance(request, Security):
-            if self.password is None or request.matches(self.password):
+            if (self.password is None and self.auth_key is None) or (
+                self.password is not None and request.matches(self.password)
+            ):
                 self.secured = True
                 return encode_ok()
             self.secured = False
@@ -473,12 +619,15 @@ class SimulatedC12Meter:
         if size < HEADER_LEN + 3 or count < 1:
             return encode_error(ResponseCode.ONP)
         baud = request.baud if request.baud in self.bauds else None
+        if baud is None and self.is_c1221:
+            baud = EXTERNAL_BAUD  # the modems set the line speed
         self.packet_size, self.packets = size, count
         self.negotiated = NegotiateResponse(size, count, baud)
         return self.negotiated.encode()
 
     def _read(self, request: Read) -> bytes:
-        if request.table not in (0, 1) and self.password is not None and not self.secured:
+        guarded = self.password is not None or self.auth_key is not None
+        if request.table not in (0, 1) and guarded and not self.secured:
             return encode_error(ResponseCode.ISC)
         data = self.table(request.table)
         if data is None:
@@ -497,9 +646,11 @@ class SimulatedC12Meter:
         self.state = MeterState.BASE
         self.secured = False
         self.packet_size, self.packets = DEFAULT_PACKET_SIZE, 1
+        self.timing = DEFAULT_TIMING
+        self.ticket = None
 
 
-def _describe(request: Request) -> str:
+def _describe(request: c1221.Request) -> str:
     if isinstance(request, Read):
         if request.offset is None:
             return f"read {request.table}"
@@ -562,7 +713,10 @@ class C12MeterServerProtocol(Protocol):
         if request_code == 0x21:
             self._terminated = True
         if 0x61 <= request_code <= 0x6B and len(response) == 5:
-            self._switch_to = NegotiateResponse.decode(response).baud
+            # Baud 0 (externally defined) leaves the line as it is.
+            self._switch_to = NegotiateResponse.decode(response).baud or None
+        if request_code == TimingSetup.code and response[:1] == b"\x00":
+            self.link.retries = meter.timing.retries
         try:
             packet = self.link.send(response)
         except (ProtocolError, ValueError) as e:  # a confused client: drop the answer
@@ -643,7 +797,7 @@ def serve_pty(reactor: Any, device: str, factory: C12MeterServerFactory, baud: i
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m fep.sim.ansi_c12", description="A simulated ANSI C12.18 meter"
+        prog="python -m fep.sim.ansi_c12", description="A simulated ANSI C12.18/C12.21 meter"
     )
     parser.add_argument("--tcp", type=int, metavar="PORT", help="listen on this TCP port")
     parser.add_argument("--interface", default="127.0.0.1", help="TCP listen address")
@@ -656,9 +810,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--clock-offset", type=float, default=0.0, help="seconds the meter's clock runs ahead"
     )
     parser.add_argument("--delay", type=float, default=0.0, help="answer delay in seconds")
+    parser.add_argument(
+        "--multiplier",
+        type=Decimal,
+        default=Decimal(1),
+        help="instrument-transformer multiplier in ST15, applied by the reader (default 1)",
+    )
+    parser.add_argument(
+        "--c1221", action="store_true", help="act as a C12.21 (telephone modem) meter"
+    )
+    parser.add_argument(
+        "--auth-key", metavar="HEX", help="C12.21: DES key (8 bytes in hex) to authenticate"
+    )
+    parser.add_argument("--auth-key-id", type=int, default=0, help="C12.21: the key's id")
     args = parser.parse_args(argv)
     if args.tcp is None and not args.pty:
         parser.error("give --tcp or --pty")
+    key = None
+    if args.auth_key:
+        try:
+            key = bytes.fromhex(args.auth_key)
+        except ValueError:
+            key = b""
+        if len(key) != 8 or not args.c1221:
+            parser.error("--auth-key is 8 bytes in hex, with --c1221")
 
     from twisted.internet import reactor as global_reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
@@ -669,15 +844,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         serial=args.serial,
         password=args.password.encode("latin-1") or None,
         clock_offset=args.clock_offset,
+        multiplier=args.multiplier,
+        standard=Standard.C12_21 if args.c1221 else Standard.C12_18,
+        auth_key=key,
+        auth_key_id=args.auth_key_id,
     )
     factory = C12MeterServerFactory(meter, reactor, args.delay)
+    kind = "C12.21" if args.c1221 else "C12.18"
     if args.tcp is not None:
         port = reactor.listenTCP(args.tcp, factory, interface=args.interface)
         bound = getattr(port.getHost(), "port", args.tcp)
-        print(f"serving C12.18 meter {meter.serial} on tcp:{args.interface}:{bound}", flush=True)
+        print(f"serving {kind} meter {meter.serial} on tcp:{args.interface}:{bound}", flush=True)
     if args.pty:
         serve_pty(reactor, args.pty, factory)
-        print(f"serving C12.18 meter {meter.serial} on {args.pty}", flush=True)
+        print(f"serving {kind} meter {meter.serial} on {args.pty}", flush=True)
     reactor.run()
     return 0
 

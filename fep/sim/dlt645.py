@@ -840,7 +840,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--clock-offset", type=float, default=0.0, help="seconds the meters' clocks run ahead"
     )
     parser.add_argument("--damage", type=int, default=0, help="spoil the first N answers")
+    parser.add_argument(
+        "--refuse",
+        action="append",
+        default=[],
+        metavar="DI=STATUS",
+        help="answer reads of this DI (hex) with this error status (hex), e.g. 00010000=04",
+    )
     args = parser.parse_args(argv)
+    refusals: dict[int, int] = {}
+    for text in args.refuse:
+        di, sep, status = text.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            refusals[int(di, 16)] = int(status, 16)
+        except ValueError:
+            parser.error(f"--refuse {text!r} is not DI=STATUS in hex")
     if args.port is None and not args.pty:
         parser.error("give --port or --pty")
     try:
@@ -864,6 +880,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile_period=args.profile_period or None,
         clock_offset=args.clock_offset,
     )
+    for meter in meters:
+        meter.refusals.update(refusals)
     factory = Dlt645BusFactory(meters, reactor, args.delay)
     factory.damage_answers = args.damage
     addresses = ", ".join(m.address for m in meters)

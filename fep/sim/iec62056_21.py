@@ -119,12 +119,45 @@ class IecMeterServerProtocol(Protocol):
         self._decoder = FrameDecoder()
         self._selected: SimulatedIecMeter | None = None
         self._pending: list[IDelayedCall] = []
+        # Bytes heard while idle: an idle meter listens for a sign-on and nothing else, so
+        # other traffic on a shared line (other protocols' frames) never wedges it.
+        self._idle = bytearray()
 
     def _later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
         self._pending = [c for c in self._pending if c.active()]
         self._pending.append(self.factory.reactor.callLater(delay, fn, *args))
 
+    def _sign_ons(self, data: bytes) -> bytes:
+        """While idle: the complete sign-on messages (``/?...!CRLF``) in what was heard;
+        anything else is dropped, as a meter waiting to be addressed ignores it."""
+        self._idle += data
+        out = bytearray()
+        while True:
+            start = self._idle.find(b"/?")
+            if start < 0:
+                keep = 1 if self._idle.endswith(b"/") else 0
+                del self._idle[: len(self._idle) - keep]
+                break
+            del self._idle[:start]
+            end = self._idle.find(b"!\r\n")
+            again = self._idle.find(b"/?", 2)
+            if end < 0:
+                if len(self._idle) > 64:  # no sign-on is that long
+                    del self._idle[:2]
+                    continue
+                break
+            if 0 <= again < end:  # a fresh sign-on began before this one ended
+                del self._idle[:again]
+                continue
+            out += self._idle[: end + 3]
+            del self._idle[: end + 3]
+        return bytes(out)
+
     def dataReceived(self, data: bytes) -> None:
+        if self._selected is None and not self._decoder.buffered:
+            data = self._sign_ons(data)
+            if not data:
+                return
         feed = data
         while True:
             try:

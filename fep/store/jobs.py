@@ -283,6 +283,13 @@ _INSERT_JOB = (
 )
 
 
+_INSERT_ENDED = (
+    "INSERT INTO jobs (task, meter, kind, route, resource, items, params, command, pinned,"
+    " priority, due, run_at, deadline, max_attempts, retry_delay, backoff, status, error,"
+    f" finished_at) VALUES ({_marks(19)}) ON CONFLICT DO NOTHING"
+)
+
+
 def _add_jobs(dialect: str, jobs: Sequence[Job], now: float) -> Op[int]:
     if not jobs:
         return 0
@@ -305,8 +312,23 @@ def _add_jobs(dialect: str, jobs: Sequence[Job], now: float) -> Op[int]:
             )
             superseded += [job_of(r) for r in rows]
     yield from _count_ended(superseded, now)
-    new = yield Q(_INSERT_JOB, many=[_job_row(j) for j in jobs])
-    return int(new)
+    waiting = [j for j in jobs if not j.status.final]
+    new = 0
+    if waiting:
+        new = yield Q(_INSERT_JOB, many=[_job_row(j) for j in waiting])
+    # Jobs born ended (a meter whose concentrator failed, a meter record in error): one by
+    # one, so that only those really inserted are counted.
+    ended: list[Job] = []
+    for job in jobs:
+        if job.status.final:
+            rows = yield Q(
+                _INSERT_ENDED + f" RETURNING {JOB_COLUMNS}",
+                (*_job_row(job), str(job.status), job.error, job.finished_at),
+                fetch=True,
+            )
+            ended += [job_of(r) for r in rows]
+    yield from _count_ended(ended, now)
+    return int(new) + len(ended)
 
 
 def _runnable(alias: str) -> str:

@@ -24,7 +24,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from fep.errors import StoreError
-from fep.interfaces import IStore
+from fep.interfaces import IModemCallLog, IStore
 from fep.model import (
     EventKind,
     IntervalBlock,
@@ -36,7 +36,7 @@ from fep.model import (
     Severity,
     utcnow,
 )
-from fep.store import migrations
+from fep.store import migrations, modem_calls
 from fep.store.rows import (
     TABLES,
     IntervalRow,
@@ -87,7 +87,7 @@ READING_COLUMNS = (
 )
 
 
-@implementer(IStore)
+@implementer(IStore, IModemCallLog)
 class SqliteStore:
     """IStore on one SQLite file (or ``:memory:`` for tests)."""
 
@@ -250,6 +250,14 @@ class SqliteStore:
             return int(n)
 
         return self._call(counted)
+
+    # -- modem pool call records (fep.store.modem_calls) ----------------------------------
+
+    def add_modem_calls(self, calls: Sequence[Any]) -> Deferred[int]:
+        return self._call(modem_calls.sqlite_add, calls)
+
+    def modem_call_stats(self, by: str, since: datetime | None = None) -> Deferred[list[Any]]:
+        return self._call(modem_calls.sqlite_stats, by, since)
 
 
 # The functions below run on the store thread.

@@ -123,3 +123,86 @@ class LineControlTests(unittest.TestCase):
         ISerialLine(line).set_baudrate(9600)
         self.assertEqual(line.wrappedProtocol, session)  # type: ignore[union-attr]
         self.assertEqual(line.transport.baud, 9600)  # type: ignore[union-attr]
+
+
+@implementer(IStreamClientEndpoint)
+class _SlowEndpoint:
+    """Connects when the test says so, and bounds its own connect (as a dial-up call does)."""
+
+    connect_timeout = 60.0
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Deferred[object], object]] = []
+
+    def connect(self, factory):  # type: ignore[no-untyped-def]
+        d: Deferred[object] = Deferred()
+        self.pending.append((d, factory))
+        return d
+
+
+class OwnConnectBoundTests(unittest.TestCase):
+    def test_channel_bound_outlasts_the_meter_timeout(self) -> None:
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        channels = Channels(clock)
+        slow = _SlowEndpoint()
+        channels.register_scheme("slow", lambda route: slow)
+        session = _Held()
+        d = connect_within(clock, channels.endpoint_for("slow:1"), session, "slow:1", 3)
+        clock.advance(30)  # well past the meter's 3 s, within the channel's 60 s
+        [(pending, factory)] = slow.pending
+        protocol = factory.buildProtocol(None)  # type: ignore[attr-defined]
+        protocol.makeConnection(StringTransport())
+        pending.callback(protocol)
+        self.assertIs(self.successResultOf(d), session)
+
+    def test_channel_bound_still_ends_a_connect(self) -> None:
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        channels = Channels(clock)
+        channels.register_scheme("slow", lambda route: _SlowEndpoint())
+        d = connect_within(clock, channels.endpoint_for("slow:1"), _Held(), "slow:1", 3)
+        clock.advance(61)
+        self.assertIn("within 60.0 s", str(self.failureResultOf(d, ChannelError).value))
+        self.assertEqual(channels.busy(), {})
+
+
+class LineResourceTests(unittest.TestCase):
+    def test_meters_on_one_serial_device_share_the_line_whatever_their_settings(self) -> None:
+        # An IEC 62056-21 meter at 300 7E1 and a DL/T 645 meter at 2400 8E1 on one bus.
+        self.assertEqual(resource_of("serial:/dev/ttyS1:300:7E1@10000001"),
+                         resource_of("serial:/dev/ttyS1:baudrate=2400:parity=E@000000123456"))
+        self.assertEqual(resource_of("serial:device=/dev/ttyS1:gap=0.05"), "serial:/dev/ttyS1")
+        self.assertNotEqual(resource_of("serial:/dev/ttyS1"), resource_of("serial:/dev/ttyS2"))
+
+    def test_a_serial_server_port_is_one_line_however_spelt(self) -> None:
+        self.assertEqual(resource_of("rfc2217:host=10.0.0.5:port=4001:baudrate=9600@1"),
+                         resource_of("rfc2217:10.0.0.5:4001:300:7E1@2"))
+        self.assertEqual(resource_of("tcp:host=10.0.0.5:port=4001"),
+                         resource_of("tcp:10.0.0.5:4001:timeout=5"))
+        self.assertNotEqual(resource_of("rfc2217:10.0.0.5:4001"),
+                            resource_of("rfc2217:10.0.0.5:4002"))
+
+    def test_dlms_logical_and_physical_address(self) -> None:
+        route = parse_route("serial:/dev/ttyUSB1:9600:8N1@1/17")
+        self.assertEqual((route.line, route.address), ("serial:/dev/ttyUSB1:9600:8N1", "1/17"))
+
+    async def test_sessions_on_one_device_with_different_settings_take_turns(self) -> None:
+        from tests.channels.test_serialport import socat_pty_pair
+
+        a, _b = await socat_pty_pair(self)
+        channels = Channels(reactor)
+        iec, dlt = f"serial:{a}:300:7E1", f"serial:{a}:2400:8E1"
+        first, second = _Held(), _Held()
+        await connect_within(reactor, channels.endpoint_for(iec + "@10000001"), first, iec, 5)
+        waiting = connect_within(reactor, channels.endpoint_for(dlt + "@000000123456"),
+                                 second, dlt, 5)
+        self.assertFalse(waiting.called)
+        self.assertEqual(channels.busy(), {f"serial:{a}": 2})
+        first.transport.loseConnection()  # type: ignore[union-attr]
+        await waiting
+        self.assertEqual(second.transport.baudrate, 2400)  # type: ignore[union-attr]
+        second.transport.loseConnection()  # type: ignore[union-attr]
+        await second.lost

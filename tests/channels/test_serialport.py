@@ -150,3 +150,84 @@ class OpenPortTests(unittest.TestCase):
         self.addCleanup(port.loseConnection)
         self.assertEqual(port.getPeer().device, a)
         self.assertEqual(port.out_waiting(), 0)
+
+
+class LineOptionTests(unittest.TestCase):
+    def test_echo_and_gap_options(self) -> None:
+        settings = parse_serial_args("/dev/ttyS1", "9600", "8N1", echo="yes", gap="0.05")
+        self.assertEqual((settings.echo, settings.gap), (True, 0.05))
+        self.assertEqual(parse_serial_args("/dev/ttyS1").gap, 0)
+
+    def test_bad_line_options_are_route_errors_naming_route_and_option(self) -> None:
+        for route, option in (
+            ("serial:/dev/ttyS1:echo=maybe", "echo"),
+            ("serial:/dev/ttyS1:gap=fast", "gap"),
+            ("serial:/dev/ttyS1:gap=-0.1", "gap"),
+            ("serial:/dev/ttyS1:gap=60", "gap"),
+            ("serial:/dev/ttyS1:baudrate=fast", "baudrate"),
+            ("serial:/dev/ttyS1:bytesize=9", "bytesize"),
+            ("serial:/dev/ttyS1:stopbits=3", "stopbits"),
+            ("serial:/dev/ttyS1:9600:8X1", "parity"),
+        ):
+            with self.assertRaises(RouteError) as caught:
+                client_endpoint(reactor, route)
+            self.assertEqual(caught.exception.route, route)
+            self.assertIn(option, str(caught.exception))
+
+
+class _EchoingFarSide(Protocol):
+    """The far end of a line whose adapter echoes: every byte comes back, then an answer."""
+
+    def __init__(self) -> None:
+        self.heard: list[tuple[float, bytes]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.heard.append((reactor.seconds(), data))
+        assert self.transport is not None
+        self.transport.write(data)
+        if data.endswith(b"\n"):
+            self.transport.write(b"answer\n")
+
+
+class LineDisciplineOnAPtyTests(unittest.TestCase):
+    async def _far_side(self) -> tuple[str, _EchoingFarSide]:
+        a, b = await socat_pty_pair(self)
+        far = _EchoingFarSide()
+        port = FepSerialPort(far, SerialSettings(b, 9600, 8, "N"), reactor)
+        self.addCleanup(port.loseConnection)
+        return a, far
+
+    async def _exchange(self, route: str, expect: int) -> bytes:
+        session = Collect()
+        session.want = expect
+        proto = await clientFromString(reactor, route).connect(
+            Factory.forProtocol(lambda: session))
+        self.addCleanup(proto.transport.loseConnection)
+        proto.transport.write(b"request\n")
+        return await session.got
+
+    async def test_without_echo_option_the_session_hears_itself(self) -> None:
+        a, _far = await self._far_side()
+        got = await self._exchange(f"serial:{a}:9600:8N1", len(b"request\nanswer\n"))
+        self.assertEqual(got, b"request\nanswer\n")
+
+    async def test_echo_option_drops_the_echo(self) -> None:
+        a, _far = await self._far_side()
+        got = await self._exchange(f"serial:{a}:9600:8N1:echo=yes", len(b"answer\n"))
+        self.assertEqual(got, b"answer\n")
+
+    async def test_gap_leaves_silence_after_the_last_byte_heard(self) -> None:
+        a, far = await self._far_side()
+        session = Collect()
+        session.want = len(b"request\nanswer\n")
+        proto = await clientFromString(reactor, f"serial:{a}:9600:8N1:gap=0.2").connect(
+            Factory.forProtocol(lambda: session))
+        self.addCleanup(proto.transport.loseConnection)
+        proto.transport.write(b"request\n")
+        await session.got
+        answered = reactor.seconds()
+        session.got, session.want = Deferred(), len(session.data) + 1
+        proto.transport.write(b"next\n")
+        await session.got
+        self.assertEqual([data for _, data in far.heard][-1], b"next\n")
+        self.assertGreaterEqual(far.heard[-1][0] - answered, 0.2)

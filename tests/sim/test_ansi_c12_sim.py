@@ -4,15 +4,12 @@ read end to end by ``fep read --protocol ansi-c12.18`` (TCP and a socat pty pair
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
-import sys
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from fep.protocols.ansi_c12.c1218 import (
@@ -49,10 +46,10 @@ from fep.protocols.ansi_c12.c1219 import (
     decode_uom_entries,
     lp_data_length,
 )
-from fep.sim.ansi_c12 import MeterState, SimulatedC12Meter
+from fep.sim.ansi_c12 import MT0_DATA, MeterState, SimulatedC12Meter
 from tests.channels.test_serialport import socat_pty_pair
+from tests.processes import fep_command, start_module
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 T0 = 1_700_000_000.0
 
 
@@ -145,7 +142,9 @@ class TableTests(unittest.TestCase):
     def test_identification_tables(self) -> None:
         self.assertEqual(
             self.config.std_tables_used,
-            frozenset({0, 1, 3, 5, 12, 21, 22, 23, 52, 61, 62, 63, 64, 71, 74, 76}),
+            frozenset(
+                {0, 1, 3, 5, 11, 12, 13, 14, 15, 16, 21, 22, 23, 52, 61, 62, 63, 64, 71, 74, 76}
+            ),
         )
         mfg = ManufacturerId.decode(read(self.meter, 1), self.config)
         self.assertEqual(
@@ -232,46 +231,14 @@ class ProfileAndLogTests(unittest.TestCase):
         self.assertEqual(first.timestamp(), self.clock.now - 3 * 3600)
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
-
-@inlineCallbacks
-def start_simulator(case: unittest.TestCase, *args: str) -> Any:
-    """Run ``python -m fep.sim.ansi_c12 ARGS``; fires with its first stdout line."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fep.sim.ansi_c12", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=str(ROOT),
-        env=_env(),
-    )
-
-    def stop() -> None:
-        proc.terminate()
-        proc.wait(10)
-        assert proc.stdout is not None
-        proc.stdout.close()
-
-    case.addCleanup(stop)
-    assert proc.stdout is not None
-    line = yield deferToThread(proc.stdout.readline)
-    return line.strip()
+def start_simulator(case: unittest.TestCase, *args: str) -> Deferred[str]:
+    """Run ``python -m fep.sim.ansi_c12 ARGS``; fires with its first line."""
+    return start_module(case, "fep.sim.ansi_c12", *args)
 
 
 def fep_read(*args: str) -> Deferred[subprocess.CompletedProcess[str]]:
-    return deferToThread(
-        subprocess.run,
-        [sys.executable, "-m", "fep.cli", "read", "--protocol", "ansi-c12.18", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=str(ROOT),
-        env=_env(),
-    )
+    return fep_command("read", "--protocol", "ansi-c12.18", *args)
 
 
 class CommandLineTests(unittest.TestCase):
@@ -303,6 +270,52 @@ class CommandLineTests(unittest.TestCase):
         self.assertIn("refused security: isc (insufficient security clearance)", result.stderr)
         self.assertIn(route, result.stderr)
         self.assertNotIn("nope", result.stderr)
+
+    @inlineCallbacks
+    def test_fep_read_tables_prints_each_decoded_or_in_hex(self) -> Any:
+        route = yield self.tcp_route("--password", "pw1", "--multiplier", "40")
+        result = yield fep_read(
+            route, "--password", "pw1", "--table", "15", "--table", "ST23", "--table", "MT0"
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+        self.assertEqual([row["label"] for row in rows], ["ST15", "ST23", "MT0"])
+        constants, registers, mfg = rows
+        self.assertEqual(constants["name"], "CONSTANTS_TBL")
+        self.assertEqual(constants["fields"][0]["multiplier"], 40)
+        # ST23 as stored: secondary values, the multiplier not applied.
+        self.assertGreaterEqual(registers["fields"]["total"]["summations"][0], 1234.5)
+        self.assertLess(registers["fields"]["total"]["summations"][0], 1300)
+        self.assertEqual(mfg["hex"], MT0_DATA.hex())
+        self.assertIsNone(mfg["name"])
+
+    @inlineCallbacks
+    def test_fep_read_registers_with_the_multiplier_applied(self) -> Any:
+        route = yield self.tcp_route("--password", "", "--multiplier", "40")
+        result = yield fep_read(route, "-o", "c12_profile=no", "-o", "c12_events=no")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        rows = {row["obis"]: row for row in map(json.loads, result.stdout.splitlines())}
+        self.assertGreaterEqual(rows["1-0:1.8.0*255"]["value"], 40 * 1234.5)
+        self.assertEqual(rows["1-0:1.8.0*255"]["unit"], "kWh")
+
+    @inlineCallbacks
+    def test_fep_read_of_the_simulator_as_a_c1221_meter(self) -> Any:
+        route = yield self.tcp_route("--password", "", "--c1221", "--auth-key",
+                                     "0123456789ABCDEF", "--auth-key-id", "3")  # fmt: skip
+        result = yield fep_read(
+            route, "--protocol", "ansi-c12.21", "-o", "c12_auth_key=0123456789ABCDEF",
+            "-o", "c12_auth_key_id=3", "-o", "c12_response_timeout=2",
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+        self.assertIn("1-0:1.8.0*255", {row.get("obis") for row in rows})
+
+    @inlineCallbacks
+    def test_bad_table_number_is_a_usage_error(self) -> Any:
+        route = yield self.tcp_route("--password", "")
+        result = yield fep_read(route, "--table", "ST2048")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("not a C12.19 table: 'ST2048'", result.stderr)
 
     @inlineCallbacks
     def test_fep_read_over_a_pty_pair(self) -> Any:

@@ -6,18 +6,14 @@ and a socat pty pair."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from fep.errors import FrameError
@@ -33,9 +29,9 @@ from fep.sim.dlt645 import (
     make_meters,
 )
 from tests.channels.test_serialport import socat_pty_pair
+from tests.processes import fep_command, start_module
 
 reactor: Any = global_reactor
-ROOT = Path(__file__).resolve().parent.parent.parent
 START = 1_709_280_000.0  # 2024-03-01 08:00:00 UTC
 ADDRESS = "000000123456"
 WRITER = Password(4, "000000")
@@ -325,47 +321,14 @@ class BusTests(unittest.TestCase):
         self.assertEqual((transport.value(), factory.bad_requests), (b"", 1))
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
-
-@inlineCallbacks
-def start_simulator(case: unittest.TestCase, *args: str) -> Any:
-    """Run ``python -m fep.sim.dlt645 ARGS``; fires with its first stdout line (what it
-    serves), read in a thread so the reactor runs meanwhile. Ended by its pid."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fep.sim.dlt645", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=str(ROOT),
-        env=_env(),
-    )
-
-    def stop() -> None:
-        proc.terminate()
-        proc.wait(10)
-        assert proc.stdout is not None
-        proc.stdout.close()
-
-    case.addCleanup(stop)
-    assert proc.stdout is not None
-    line = yield deferToThread(proc.stdout.readline)
-    return line.strip()
+def start_simulator(case: unittest.TestCase, *args: str) -> Deferred[str]:
+    """Run ``python -m fep.sim.dlt645 ARGS``; fires with its first line."""
+    return start_module(case, "fep.sim.dlt645", *args)
 
 
 def fep_read(*args: str) -> Deferred[subprocess.CompletedProcess[str]]:
-    return deferToThread(
-        subprocess.run,
-        [sys.executable, "-m", "fep.cli", "read", "--protocol", "dlt645", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=str(ROOT),
-        env=_env(),
-    )
+    return fep_command("read", "--protocol", "dlt645", *args)
 
 
 def json_rows(stdout: str) -> list[dict[str, Any]]:

@@ -3,11 +3,8 @@ command line driven end to end with ``fep read`` (TCP and a socat pty pair)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor as global_reactor
@@ -15,7 +12,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 from zope.interface import implementer
 
@@ -33,9 +29,9 @@ from fep.sim.iec62056_21 import (
     make_meters,
 )
 from tests.channels.test_serialport import socat_pty_pair
+from tests.processes import fep_command, start_module
 
 reactor: Any = global_reactor
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 class FakeClock:
@@ -172,47 +168,14 @@ class PushModeTests(unittest.TestCase):
         self.assertTrue(records[0].source.startswith("tcp-push:127.0.0.1:"))
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
-
-@inlineCallbacks
-def start_simulator(case: unittest.TestCase, *args: str) -> Any:
-    """Run ``python -m fep.sim.iec62056_21 ARGS``; fires with its first stdout line (what it
-    serves). The line is read in a thread so the reactor keeps running meanwhile."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fep.sim.iec62056_21", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=str(ROOT),
-        env=_env(),
-    )
-
-    def stop() -> None:
-        proc.terminate()
-        proc.wait(10)
-        assert proc.stdout is not None
-        proc.stdout.close()
-
-    case.addCleanup(stop)
-    assert proc.stdout is not None
-    line = yield deferToThread(proc.stdout.readline)
-    return line.strip()
+def start_simulator(case: unittest.TestCase, *args: str) -> Deferred[str]:
+    """Run ``python -m fep.sim.iec62056_21 ARGS``; fires with its first line."""
+    return start_module(case, "fep.sim.iec62056_21", *args)
 
 
 def fep_read(*args: str) -> Deferred[subprocess.CompletedProcess[str]]:
-    return deferToThread(
-        subprocess.run,
-        [sys.executable, "-m", "fep.cli", "read", "--protocol", "iec62056-21", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=str(ROOT),
-        env=_env(),
-    )
+    return fep_command("read", "--protocol", "iec62056-21", *args)
 
 
 class CommandLineTests(unittest.TestCase):

@@ -28,21 +28,6 @@ from fep.model import (
 )
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
-
-
-def shipped_migrations(store: Any) -> list[str]:
-    """The names of the migration files shipped for a store's dialect, in order."""
-    from fep.store import migrations
-    from fep.store.postgres import PostgresStore
-
-    dialect = "postgresql" if isinstance(store, PostgresStore) else "sqlite"
-    return [m.name for m in migrations.load(dialect)]
-
-
-def shipped_versions(dialect: str) -> list[tuple[int, str]]:
-    from fep.store import migrations
-
-    return [(m.version, m.name) for m in migrations.load(dialect)]
 BLOCK_START = T0.replace(microsecond=0)
 RECEIVED = datetime(2024, 3, 1, 12, 0, 5, 654321, tzinfo=UTC)
 ENERGY = ObisCode(1, 0, 1, 8, 0, 255)
@@ -108,6 +93,8 @@ class StoreBehaviours:
     """Mixed into a trial TestCase that defines ``new_store()``."""
 
     # Provided by the concrete test case.
+    dialect = ""
+
     def new_store(self) -> Any:
         raise NotImplementedError
 
@@ -134,14 +121,18 @@ class StoreBehaviours:
         store = self.new_store()
         self.assertIsInstance(store.url, str)  # type: ignore[attr-defined]
 
-    async def test_upgrade_on_a_fresh_database_applies_every_shipped_migration(self) -> None:
+    async def test_upgrade_on_a_fresh_database_applies_every_migration_in_order(self) -> None:
+        from fep.store import migrations
+
         store = self.new_store()
         try:
             applied = await store.upgrade()
         finally:
             await store.close()
         self.assertEqual(applied[0], "0001_initial")  # type: ignore[attr-defined]
-        self.assertEqual(applied, shipped_migrations(store))  # type: ignore[attr-defined]
+        self.assertEqual(  # type: ignore[attr-defined]
+            applied, [m.name for m in migrations.load(self.dialect)]  # type: ignore[attr-defined]
+        )
 
     async def test_open_applies_migrations_so_upgrade_finds_nothing_pending(self) -> None:
         store = await self.opened()
@@ -161,12 +152,11 @@ class StoreBehaviours:
 
         real = migrations.load
 
-        extra = f"{len(shipped_migrations(self.new_store())) + 1:04d}_extra"
-
         def with_extra(sql: str) -> Any:
             def load(dialect: str) -> list[migrations.Migration]:
-                shipped = real(dialect)
-                return [*shipped, migrations.Migration(len(shipped) + 1, extra, sql)]
+                known = real(dialect)
+                version = known[-1].version + 1
+                return [*known, migrations.Migration(version, f"{version:04d}_extra", sql)]
 
             return load
 
@@ -177,7 +167,9 @@ class StoreBehaviours:
         patch(migrations, "load", with_extra("CREATE TABLE half (x integer);\n"))
         store = self.new_store()
         try:
-            self.assertEqual(await store.upgrade(), [extra])  # type: ignore[attr-defined]
+            applied = await store.upgrade()
+            self.assertEqual(len(applied), 1)  # type: ignore[attr-defined]
+            self.assertTrue(applied[0].endswith("_extra"))  # type: ignore[attr-defined]
         finally:
             await store.close()
 
@@ -422,3 +414,45 @@ class StoreBehaviours:
     async def test_count_of_an_unknown_table_fails(self) -> None:
         store = await self.opened()
         await self.assert_store_error(store.count("schema_migrations; drop table meters"))
+
+    # -- modem pool call records -------------------------------------------------------------
+
+    def test_provides_imodemcalllog(self) -> None:
+        from fep.interfaces import IModemCallLog
+
+        self.assertTrue(verifyObject(IModemCallLog, self.new_store()))  # type: ignore[attr-defined]
+
+    async def test_modem_calls_sum_up_per_line_and_per_site(self) -> None:
+        from fep.channels.modem.stats import CallOutcome, ModemCall, call_stats
+
+        store = await self.opened()
+        t0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+        def call(line: str, site: str, minute: int, outcome: CallOutcome, seconds: float,
+                 connected: float = 0.0) -> ModemCall:
+            return ModemCall(line, "+5411" + site, site, t0 + timedelta(minutes=minute),
+                             seconds, connected, outcome.value.upper(), outcome)
+
+        calls = [
+            call("m1", "s1", 0, CallOutcome.BUSY, 4.0),
+            call("m2", "s2", 1, CallOutcome.COMPLETED, 40.5, 30.25),
+            call("m1", "s1", 2, CallOutcome.COMPLETED, 35.0, 25.0),
+            call("m1", "s3", 3, CallOutcome.CARRIER_LOST, 12.0, 8.0),
+            call("m2", "s3", 9, CallOutcome.NO_ANSWER, 60.0),
+        ]
+        self.assertEqual(await store.add_modem_calls(calls[:2]), 2)  # type: ignore[attr-defined]
+        self.assertEqual(await store.add_modem_calls(calls[2:]), 3)  # type: ignore[attr-defined]
+        for by in ("line", "site"):
+            stored = {s.key: s for s in await store.modem_call_stats(by)}
+            self.assertEqual(stored, call_stats(calls, by))  # type: ignore[attr-defined]
+        per_line = {s.key: s for s in await store.modem_call_stats("line")}
+        self.assertEqual(  # type: ignore[attr-defined]
+            (per_line["m1"].attempts, per_line["m1"].connects, per_line["m1"].seconds),
+            (3, 2, 51.0),
+        )
+        recent = await store.modem_call_stats("site", t0 + timedelta(minutes=3))
+        self.assertEqual(  # type: ignore[attr-defined]
+            [(s.key, dict(s.outcomes)) for s in recent],
+            [("s3", {"carrier lost": 1, "no answer": 1})],
+        )
+        await self.assert_store_error(store.modem_call_stats("number"))

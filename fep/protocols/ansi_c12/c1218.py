@@ -408,6 +408,8 @@ BAUD_CODES: Final = {
     57600: 10,
 }
 BAUD_BY_CODE: Final = {code: rate for rate, code in BAUD_CODES.items()}
+# Baud code 00: externally defined (C12.21 modem lines); kept as baud 0.
+EXTERNAL_BAUD: Final = 0
 
 
 @attrs.frozen
@@ -626,11 +628,81 @@ class Standard(enum.IntEnum):
     C12_22 = 0x03
 
 
+# Identify features (code -> what follows it). C12.21: 01 <auth-ser> (auth type, algorithm)
+# and 02 <auth-ser-ticket> (auth type, algorithm, ticket length, ticket); C12.18-2006 and
+# C12.22: 06 security mechanism and 08 device class (universal ids: tag, length, value),
+# 07 session control (one byte), 09 device identity (format, length, identity). Elster's
+# MeteringSDK reads a C12.21 07 as device identity (length, identity): fep takes whichever
+# of the two lets the rest of the list parse.
+FEATURE_AUTH_SERVICE: Final = 0x01
+FEATURE_AUTH_TICKET: Final = 0x02
+
+
+def _feature_sizes(body: bytes, at: int) -> list[int]:
+    """The sizes the bytes after the feature code at ``at`` may have, most likely first;
+    [] for an unknown code or a length byte past the end."""
+    code = body[at]
+
+    def length(offset: int, extra: int) -> list[int]:
+        return [extra + body[at + offset]] if at + offset < len(body) else []
+
+    if code == FEATURE_AUTH_SERVICE:
+        return [2]
+    if code == FEATURE_AUTH_TICKET:
+        return length(3, 3)
+    if code in (0x06, 0x08, 0x09):
+        return length(2, 2)
+    if code == 0x07:
+        return [1, *length(1, 1)]
+    return []
+
+
+def _parse_features(body: bytes, start: int) -> list[tuple[int, bytes]]:
+    """The features from ``start`` to the end-of-list byte, which must end ``body``."""
+    n = len(body)
+    # parses[i]: the size to take at i so that the rest parses to the end (None: no way).
+    parses: list[int | None] = [None] * (n + 1)
+    for at in range(n - 1, start - 1, -1):
+        if body[at] == 0x00:
+            parses[at] = 0 if at == n - 1 else None
+            continue
+        for size in _feature_sizes(body, at):
+            after = at + 1 + size
+            if after < n and parses[after] is not None:
+                parses[at] = size
+                break
+    if start < n and parses[start] is not None:
+        features: list[tuple[int, bytes]] = []
+        at = start
+        while body[at] != 0x00:
+            take = parses[at]
+            assert take is not None
+            features.append((body[at], body[at + 1 : at + 1 + take]))
+            at += 1 + take
+        return features
+    # No way through: name the first fault on the most likely reading.
+    at = start
+    while at < n and body[at] != 0x00:
+        sizes = _feature_sizes(body, at)
+        if not sizes:
+            raise FrameError(
+                f"unknown identify feature 0x{body[at]:02X}", offset=at + 1, field="features"
+            )
+        if at + 1 + sizes[0] > n:
+            raise FrameError("identify feature cut short", offset=at + 1, field="features")
+        at += 1 + sizes[0]
+    if at >= n:
+        raise FrameError(
+            "identify feature list without end of list", offset=at + 1, field="features"
+        )
+    raise FrameError("bytes after the identify end of list", offset=at + 2, field="features")
+
+
 @attrs.frozen
 class IdentifyResponse:
     """Identify answer: ``ok std ver rev <features> 00``. ``features`` keeps each feature
-    code with its bytes as sent (06 security mechanism, 07 session control, 08 device
-    class, 09 device identity)."""
+    code with its bytes as sent (01/02 C12.21 authentication service and ticket, 06
+    security mechanism, 07 session control, 08 device class, 09 device identity)."""
 
     standard: int = Standard.C12_18
     version: int = 1
@@ -646,41 +718,13 @@ class IdentifyResponse:
         body = check_response(data, "identify", meter=meter)
         if len(body) < 4:
             raise FrameError("identify answer too short", offset=1, field="identify")
-        features: list[tuple[int, bytes]] = []
-        at = 3
-        while True:
-            if at >= len(body):
-                raise FrameError(
-                    "identify feature list without end of list", offset=at + 1, field="features"
-                )
-            code = body[at]
-            if code == 0x00:
-                break
-            if code == 0x07:
-                size = 1
-            elif code in (0x06, 0x08) and at + 2 < len(body):
-                size = 2 + body[at + 2]  # a universal id: tag, length, value
-            elif code == 0x09 and at + 2 < len(body):
-                size = 2 + body[at + 2]  # format, length, identity
-            else:
-                raise FrameError(
-                    f"unknown identify feature 0x{code:02X}", offset=at + 1, field="features"
-                )
-            payload = body[at + 1 : at + 1 + size]
-            if len(payload) != size:
-                raise FrameError("identify feature cut short", offset=at + 1, field="features")
-            features.append((code, payload))
-            at += 1 + size
-        if at + 1 != len(body):
-            raise FrameError(
-                "bytes after the identify end of list", offset=at + 2, field="features"
-            )
-        return cls(body[0], body[1], body[2], tuple(features))
+        return cls(body[0], body[1], body[2], tuple(_parse_features(body, 3)))
 
 
 @attrs.frozen
 class NegotiateResponse:
-    """Negotiate answer: ``ok packet-size nbr-packets [baud]``."""
+    """Negotiate answer: ``ok packet-size nbr-packets [baud]``; ``baud`` 0 (code 00) is
+    "externally defined": the line's speed is not the protocol's to set (a modem)."""
 
     packet_size: int
     max_packets: int
@@ -690,7 +734,7 @@ class NegotiateResponse:
         body = bytes([ResponseCode.OK]) + self.packet_size.to_bytes(2, "big")
         body += bytes([self.max_packets])
         if self.baud is not None:
-            body += bytes([BAUD_CODES[self.baud]])
+            body += bytes([EXTERNAL_BAUD if self.baud == EXTERNAL_BAUD else BAUD_CODES[self.baud]])
         return body
 
     @classmethod
@@ -701,7 +745,9 @@ class NegotiateResponse:
                 f"negotiate answer has {len(body)} bytes after ok", offset=1, field="negotiate"
             )
         baud = None
-        if len(body) == 4:
+        if len(body) == 4 and body[3] == EXTERNAL_BAUD:
+            baud = EXTERNAL_BAUD
+        elif len(body) == 4:
             if body[3] not in BAUD_BY_CODE:
                 raise FrameError(f"unknown baud code {body[3]}", offset=4, field="baud")
             baud = BAUD_BY_CODE[body[3]]

@@ -1,6 +1,7 @@
 """ANSI C12.19 standard tables decoded to records: ST0 general configuration (data order,
 formats, table sets), ST1 manufacturer identification, ST3 end-device mode and status,
-ST5 device identification, ST12 units of measure, ST21 actual registers, ST22 data
+ST5 device identification, ST11-16 data sources (limits, units of measure, demand
+control, data control, constants, source links), ST21 actual registers, ST22 data
 selection, ST23 current register data (as Readings with OBIS codes and units), ST52 clock,
 ST61-64 load profile (as IntervalBlocks) and ST71/74/76 history and event logs (as
 MeterEvents). Each record also encodes back (simulators).
@@ -17,7 +18,7 @@ import math
 import struct
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 import attrs
 
@@ -40,6 +41,7 @@ ST5_DEVICE_ID: Final = 5
 ST52_CLOCK: Final = 52
 
 SOURCE: Final = "ansi-c12"
+_T = TypeVar("_T")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -948,6 +950,430 @@ class DataSelection:
         )
 
 
+# ---------------------------------------------------------------------------
+# ST11, ST13-16: the rest of decade 1 (data sources)
+# ---------------------------------------------------------------------------
+
+ST11_ACTUAL_SOURCES: Final = 11
+ST13_DEMAND_CONTROL: Final = 13
+ST14_DATA_CONTROL: Final = 14
+ST15_CONSTANTS: Final = 15
+ST16_SOURCE_DEFINITION: Final = 16
+
+
+class ConstantsSelector(enum.IntEnum):
+    """CONSTANTS_SELECTOR of ST11: which record ST15 holds."""
+
+    GAS_AGA3 = 0
+    GAS_AGA7 = 1
+    ELECTRIC = 2
+
+
+@attrs.frozen
+class ActualSources:
+    """ST11 ACT_SOURCES_LIM_TBL: what the other decade-1 tables hold. ``no_offset`` is
+    bit 7 of SOURCE_FLAGS (NO_OFFSET_FLAG in C12.19-2008: ST15 records carry no OFFSET;
+    a filler bit, always 0, in the 1997 edition)."""
+
+    pf_exclude: bool = False
+    reset_exclude: bool = False
+    block_demand: bool = False
+    sliding_demand: bool = False
+    thermal_demand: bool = False
+    set1_present: bool = False
+    set2_present: bool = False
+    no_offset: bool = False
+    nbr_uom_entries: int = 0
+    nbr_demand_ctrl_entries: int = 0
+    data_ctrl_length: int = 0
+    nbr_data_ctrl_entries: int = 0
+    nbr_constants_entries: int = 0
+    constants_selector: int = ConstantsSelector.ELECTRIC
+    nbr_sources: int = 0
+
+    @classmethod
+    def decode(cls, data: bytes) -> ActualSources:
+        _need(data, 8, 11)
+        flags = data[0]
+        return cls(*(bool(flags >> bit & 1) for bit in range(8)), *data[1:8])
+
+    def encode(self) -> bytes:
+        flags = (
+            self.pf_exclude,
+            self.reset_exclude,
+            self.block_demand,
+            self.sliding_demand,
+            self.thermal_demand,
+            self.set1_present,
+            self.set2_present,
+            self.no_offset,
+        )
+        return bytes(
+            [
+                sum(int(flag) << bit for bit, flag in enumerate(flags)),
+                self.nbr_uom_entries,
+                self.nbr_demand_ctrl_entries,
+                self.data_ctrl_length,
+                self.nbr_data_ctrl_entries,
+                self.nbr_constants_entries,
+                self.constants_selector,
+                self.nbr_sources,
+            ]
+        )
+
+
+@attrs.frozen
+class DemandInterval:
+    """INT_CONTROL_RCD of ST13: a sliding demand's sub-interval and multiplier (when ST11
+    has SLIDING_DEMAND_FLAG), else a block demand's interval length; minutes."""
+
+    sub_interval: int | None = None
+    multiplier: int | None = None
+    length: int | None = None
+
+    @property
+    def minutes(self) -> int:
+        if self.length is not None:
+            return self.length
+        return (self.sub_interval or 0) * (self.multiplier or 0)
+
+
+@attrs.frozen
+class DemandControl:
+    """ST13 DEMAND_CONTROL_TBL: reset exclusion (minutes), power-failure recognition
+    (seconds), exclusion and cold-load pickup (minutes) when ST11 says the meter has
+    them, and one DemandInterval per source (index = source index)."""
+
+    reset_exclusion: int | None = None
+    p_fail_recognition: int | None = None
+    p_fail_exclusion: int | None = None
+    cold_load_pickup: int | None = None
+    intervals: tuple[DemandInterval, ...] = ()
+
+    @classmethod
+    def decode(cls, data: bytes, config: GeneralConfig, actual: ActualSources) -> DemandControl:
+        reader = _Reader(data, ST13_DEMAND_CONTROL, config, UTC)
+        reset = reader.take(1)[0] if actual.reset_exclude else None
+        recognition = exclusion = pickup = None
+        if actual.pf_exclude:
+            recognition, exclusion, pickup = reader.take(3)
+        intervals = []
+        for _ in range(actual.nbr_demand_ctrl_entries):
+            if actual.sliding_demand:
+                sub, mult = reader.take(2)
+                intervals.append(DemandInterval(sub, mult))
+            else:
+                intervals.append(
+                    DemandInterval(length=int.from_bytes(reader.take(2), config.byte_order))
+                )
+        _all_used(reader)
+        return cls(reset, recognition, exclusion, pickup, tuple(intervals))
+
+    def encode(self, config: GeneralConfig, actual: ActualSources) -> bytes:
+        out = bytearray()
+        if actual.reset_exclude:
+            out.append(self.reset_exclusion or 0)
+        if actual.pf_exclude:
+            out += bytes(
+                [self.p_fail_recognition or 0, self.p_fail_exclusion or 0,
+                 self.cold_load_pickup or 0]
+            )  # fmt: skip
+        if len(self.intervals) != actual.nbr_demand_ctrl_entries:
+            raise ValueError("demand control entries differ from ST11")
+        for interval in self.intervals:
+            if actual.sliding_demand:
+                out += bytes([interval.sub_interval or 0, interval.multiplier or 0])
+            else:
+                out += (interval.length or 0).to_bytes(2, config.byte_order)
+        return bytes(out)
+
+
+def _all_used(reader: _Reader) -> None:
+    if reader.at != len(reader.data):
+        raise FrameError(
+            f"ST{reader.table} has {len(reader.data) - reader.at} bytes more than ST11 "
+            "describes",
+            offset=reader.at,
+            field=f"ST{reader.table}",
+        )
+
+
+def decode_data_control(data: bytes, actual: ActualSources) -> tuple[bytes, ...]:
+    """ST14 DATA_CONTROL_TBL: NBR_DATA_CTRL_ENTRIES manufacturer-defined identifiers of
+    DATA_CTRL_LENGTH bytes each (index = source index)."""
+    size, count = actual.data_ctrl_length, actual.nbr_data_ctrl_entries
+    if len(data) != size * count:
+        raise FrameError(
+            f"ST14 is {len(data)} bytes, ST11 gives {count} entries of {size}",
+            offset=min(len(data), size * count),
+            field="ST14",
+        )
+    return tuple(data[i * size : (i + 1) * size] for i in range(count))
+
+
+def encode_data_control(ids: tuple[bytes, ...], actual: ActualSources) -> bytes:
+    if len(ids) != actual.nbr_data_ctrl_entries:
+        raise ValueError("data control entries differ from ST11")
+    size = actual.data_ctrl_length
+    return b"".join(i[:size].ljust(size, b"\0") for i in ids)
+
+
+@attrs.frozen
+class SetConstants:
+    """SET_APPLIED_RCD of ST15: whether the meter already applied this set, and the
+    ratios of the instrument transformers (RATIO_F1 flow/current, RATIO_P1 pressure/
+    potential)."""
+
+    applied: bool
+    ratio_f1: Decimal
+    ratio_p1: Decimal
+
+
+@attrs.frozen
+class ElectricConstants:
+    """ELECTRIC_CONSTANTS_RCD of ST15 (CONSTANTS_SELECTOR 2): a value is read as
+    ``value * multiplier + offset`` where ST16 says the constants are still to be
+    applied."""
+
+    multiplier: Decimal = Decimal(1)
+    offset: Decimal = Decimal(0)
+    set1: SetConstants | None = None
+    set2: SetConstants | None = None
+
+    def apply(self, value: Decimal) -> Decimal:
+        """``value * multiplier + offset``, with no more decimals than ``value`` has where
+        the result needs none (1234.5000 x 40.0000 is 49380.0000)."""
+        result = value * self.multiplier + self.offset
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and result.is_finite():
+            try:
+                shorter = result.quantize(Decimal(1).scaleb(exponent))
+            except InvalidOperation:
+                return result
+            if shorter == result:
+                return shorter
+        return result
+
+
+def decode_constants(
+    data: bytes, config: GeneralConfig, actual: ActualSources
+) -> tuple[ElectricConstants, ...]:
+    """ST15 CONSTANTS_TBL: NBR_CONSTANTS_ENTRIES electric records (index = source index)
+    in NI_FORMAT1; the gas records (selectors 0 and 1) are not decoded (FrameError)."""
+    if actual.constants_selector != ConstantsSelector.ELECTRIC:
+        raise FrameError(
+            f"ST15 constants selector {actual.constants_selector} (gas) is not decoded",
+            offset=0,
+            field="CONSTANTS_SELECTOR",
+        )
+    reader = _Reader(data, ST15_CONSTANTS, config, UTC)
+    ni = config.ni_format1
+
+    def set_rcd(present: bool) -> SetConstants | None:
+        if not present:
+            return None
+        flags = reader.take(1)[0]
+        return SetConstants(bool(flags & 1), reader.ni(ni), reader.ni(ni))
+
+    out = []
+    for _ in range(actual.nbr_constants_entries):
+        multiplier = reader.ni(ni)
+        offset = Decimal(0) if actual.no_offset else reader.ni(ni)
+        out.append(
+            ElectricConstants(
+                multiplier, offset, set_rcd(actual.set1_present), set_rcd(actual.set2_present)
+            )
+        )
+    _all_used(reader)
+    return tuple(out)
+
+
+def encode_constants(
+    constants: tuple[ElectricConstants, ...], config: GeneralConfig, actual: ActualSources
+) -> bytes:
+    if len(constants) != actual.nbr_constants_entries:
+        raise ValueError("constants entries differ from ST11")
+    order, ni = config.byte_order, config.ni_format1
+    out = bytearray()
+    for entry in constants:
+        out += encode_ni(entry.multiplier, ni, order)
+        if not actual.no_offset:
+            out += encode_ni(entry.offset, ni, order)
+        for present, rcd in ((actual.set1_present, entry.set1),
+                             (actual.set2_present, entry.set2)):  # fmt: skip
+            if present:
+                rcd = rcd or SetConstants(True, Decimal(1), Decimal(1))
+                out.append(int(rcd.applied))
+                out += encode_ni(rcd.ratio_f1, ni, order) + encode_ni(rcd.ratio_p1, ni, order)
+    return bytes(out)
+
+
+@attrs.frozen
+class SourceLink:
+    """SOURCE_LINK_BFLD of ST16: which decade-1 tables have an entry for this source (at
+    the same index), whether it counts in engineering units (else pulses) and whether
+    its ST15 constants are still to be applied by the reader."""
+
+    uom_entry: bool = False
+    demand_ctrl: bool = False
+    data_ctrl: bool = False
+    constants: bool = False
+    engineering_units: bool = True
+    constant_to_be_applied: bool = False
+
+    @classmethod
+    def from_int(cls, raw: int) -> SourceLink:
+        return cls(*(bool(raw >> bit & 1) for bit in range(6)))
+
+    def to_int(self) -> int:
+        flags = (
+            self.uom_entry,
+            self.demand_ctrl,
+            self.data_ctrl,
+            self.constants,
+            self.engineering_units,
+            self.constant_to_be_applied,
+        )
+        return sum(int(flag) << bit for bit, flag in enumerate(flags))
+
+
+def decode_source_links(data: bytes, actual: ActualSources) -> tuple[SourceLink, ...]:
+    """ST16 SOURCES_TBL: NBR_SOURCES one-byte links."""
+    if len(data) != actual.nbr_sources:
+        raise FrameError(
+            f"ST16 is {len(data)} bytes, ST11 gives {actual.nbr_sources} sources",
+            offset=min(len(data), actual.nbr_sources),
+            field="ST16",
+        )
+    return tuple(SourceLink.from_int(b) for b in data)
+
+
+def encode_source_links(links: tuple[SourceLink, ...]) -> bytes:
+    return bytes(link.to_int() for link in links)
+
+
+_ID_CODE_NAMES: Final = {
+    0: "active power", 1: "reactive power", 2: "apparent power", 8: "RMS voltage",
+    12: "RMS current", 24: "power factor", 33: "frequency",
+}  # fmt: skip
+_TIME_BASE_NAMES: Final = ("bulk", "instantaneous", "period", "sub-block demand",
+                           "block demand", "net bulk", "thermal demand", "event count")  # fmt: skip
+_SEGMENT_NAMES: Final = ("", "A-B", "B-C", "C-A", "N-G", "A-N", "B-N", "C-N")
+
+
+def describe_uom(uom: UomEntry) -> str:
+    """A short text for a unit-of-measure entry, e.g. ``active power, bulk, Q1+Q4, x10^3``."""
+    parts = [
+        f"manufacturer ID code {uom.id_code}"
+        if uom.nfs
+        else _ID_CODE_NAMES.get(uom.id_code, f"ID code {uom.id_code}"),
+        _TIME_BASE_NAMES[uom.time_base & 7],
+    ]
+    quadrants = [f"Q{n}" for n, q in enumerate((uom.q1, uom.q2, uom.q3, uom.q4), 1) if q]
+    if quadrants:
+        parts.append("+".join(quadrants) + (" net" if uom.net_flow else ""))
+    if uom.segmentation:
+        parts.append(f"phase {_SEGMENT_NAMES[uom.segmentation & 7]}")
+    if uom.harmonic:
+        parts.append("harmonic")
+    if uom.exponent:
+        parts.append(f"x10^{uom.exponent}")
+    return ", ".join(parts)
+
+
+def _plain(number: Decimal) -> str:
+    """A number without trailing zeros or exponent: 40.0000 is 40."""
+    return format(number.normalize(), "f") if number.is_finite() else str(number)
+
+
+@attrs.frozen
+class SourceSet:
+    """The data sources of decade 1 together: ST12 units, ST13 demand intervals, ST14
+    identifiers, ST15 constants and ST16 links, for each source index (the number ST22
+    and ST62 use).
+
+    C12.19 lays ST12-15 out by source index. ST12's entry at the source's index is its
+    unit whatever ST16's UOM_ENTRY_FLAG says (a published Hexing capture has the flag off
+    on demand sources whose ST12 entries exist). ST13-15 entries belong to a source whose
+    ST16 flag is set: the entry at its index; where the table is shorter than the source
+    list, the k-th entry for the k-th flagged source (the Hexing layout), and a single
+    entry serves every flagged source. Without ST16 no constants are applied."""
+
+    actual: ActualSources | None = None
+    uoms: tuple[UomEntry, ...] = ()
+    demand_control: DemandControl | None = None
+    data_control: tuple[bytes, ...] = ()
+    constants: tuple[ElectricConstants, ...] = ()
+    links: tuple[SourceLink, ...] = ()
+
+    def link(self, index: int) -> SourceLink | None:
+        return self.links[index] if index < len(self.links) else None
+
+    def _entry(self, entries: tuple[_T, ...], flag: str, index: int) -> _T | None:
+        link = self.link(index)
+        if link is None or not getattr(link, flag) or not entries:
+            return None
+        if index < len(entries):
+            return entries[index]
+        if len(entries) == 1:
+            return entries[0]
+        position = sum(1 for other in self.links[:index] if getattr(other, flag))
+        return entries[position] if position < len(entries) else None
+
+    def uom(self, index: int) -> UomEntry | None:
+        return self.uoms[index] if index < len(self.uoms) else None
+
+    def constants_to_apply(self, index: int) -> ElectricConstants | None:
+        """The ST15 record the reader must apply to this source's values, if any."""
+        link = self.link(index)
+        if link is None or not link.constant_to_be_applied:
+            return None
+        return self._entry(self.constants, "constants", index)
+
+    def value(self, index: int, raw: Decimal) -> Decimal:
+        """A value of this source with its pending constants applied."""
+        constants = self.constants_to_apply(index)
+        return constants.apply(raw) if constants is not None else raw
+
+    def in_engineering_units(self, index: int) -> bool:
+        """False for a source counted in pulses whose constants do not convert it."""
+        link = self.link(index)
+        return link is None or link.engineering_units or bool(self.constants_to_apply(index))
+
+    def demand_minutes(self, index: int) -> int | None:
+        control = self.demand_control
+        if control is None:
+            return None
+        interval = self._entry(control.intervals, "demand_ctrl", index)
+        return interval.minutes if interval is not None else None
+
+    def data_control_id(self, index: int) -> bytes | None:
+        return self._entry(self.data_control, "data_ctrl", index)
+
+    def name(self, index: int) -> str:
+        """``source N: <unit of measure>`` with the ST14 identifier, the demand interval
+        and the constants applied, where the meter gives them."""
+        uom = self.uom(index)
+        parts = [describe_uom(uom) if uom is not None else "no unit of measure"]
+        link = self.link(index)
+        ident = self.data_control_id(index)
+        if ident:
+            text = ident.rstrip(b"\0 ")
+            printable = text and all(0x20 <= b < 0x7F for b in text)
+            parts.append(f"id {text.decode('ascii') if printable else ident.hex()}")
+        minutes = self.demand_minutes(index)
+        if minutes:
+            parts.append(f"{minutes} min demand")
+        if link is not None and not link.engineering_units:
+            parts.append("pulses")
+        constants = self.constants_to_apply(index)
+        if constants is not None:
+            parts.append(
+                f"constants x{_plain(constants.multiplier)}+{_plain(constants.offset)} applied"
+            )
+        return f"source {index}: " + "; ".join(parts)
+
+
 # ID_CODE -> (unit of a dial reading, unit of a rate, OBIS value group C) for the codes fep
 # maps; unit codes are DLMS's (fep.model.UNITS). Power codes 0 (W), 1 (var), 2 (VA) have
 # their C chosen by quadrant below; the rest have one C.
@@ -1015,6 +1441,7 @@ def register_readings(
     selection: DataSelection | None = None,
     uoms: tuple[UomEntry, ...] = (),
     *,
+    sources: SourceSet | None = None,
     meter_time: datetime | None = None,
     received_time: datetime | None = None,
 ) -> list[Reading]:
@@ -1023,26 +1450,42 @@ def register_readings(
     readings, 6 maximum and 3 minimum demand, 2 cumulative demand; E the tier) and its
     unit with the MULTIPLIER as scaler; any other value gets a manufacturer-specific code
     (C 128..132, D its index, E the tier) and no unit. ``native_id`` names the ST23 item.
-    Demand times, when the meter keeps them, are the readings' meter_time."""
+    Demand times, when the meter keeps them, are the readings' meter_time.
+
+    ``sources`` (ST11-16) replaces ``uoms`` when given: ST16 says which sources have a
+    unit, constants still to be applied (ST15) are applied to the values, a source
+    counted in pulses gets no unit, and ``native_id`` also names the source."""
     from fep.model import UNITS  # local: model imports nothing from here, keep it one-way
 
     received = received_time if received_time is not None else utcnow()
     out: list[Reading] = []
     used: set[ObisCode] = set()
+    known = sources if sources is not None else SourceSet(uoms=uoms)
+    named = bool(known.links)
 
-    def source_of(kind: str, index: int) -> UomEntry | None:
+    def source_index(kind: str, index: int) -> int | None:
         if selection is None:
             return None
         picks = {"summation": selection.summations, "demand": selection.demands,
                  "coincident": selection.coincidents}[kind]  # fmt: skip
-        if index >= len(picks) or picks[index] == NO_SOURCE or picks[index] >= len(uoms):
+        if index >= len(picks) or picks[index] == NO_SOURCE:
             return None
-        return uoms[picks[index]]
+        return picks[index]
+
+    def quantity(source: int | None, rate: bool) -> tuple[UomEntry | None, int | None, int | None]:
+        uom = known.uom(source) if source is not None else None
+        if uom is None or source is None:
+            return None, None, None
+        c, unit = uom_quantity(uom, rate=rate)
+        if not known.in_engineering_units(source):
+            unit = None
+        return uom, c, unit
 
     def add(
         value: Decimal,
         standard: tuple[int | None, int] | None,
         mfg: ObisCode,
+        source: int | None,
         uom: UomEntry | None,
         unit_code: int | None,
         native: str,
@@ -1055,6 +1498,10 @@ def register_readings(
                 obis = candidate
         used.add(obis)
         unit = UNITS.get(unit_code) if unit_code is not None else None
+        if source is not None:
+            value = known.value(source, value)
+            if named:
+                native = f"{native} ({known.name(source)})"
         out.append(
             Reading(
                 meter=meter,
@@ -1072,13 +1519,13 @@ def register_readings(
     for tier, block in enumerate((current.total, *current.tiers)):
         where = "total" if tier == 0 else f"tier {tier}"
         for i, value in enumerate(block.summations):
-            uom = source_of("summation", i)
-            c, unit = uom_quantity(uom, rate=False) if uom else (None, None)
-            add(value, (c, 8), ObisCode(1, 0, MFG_C_SUMMATION, i, tier), uom, unit,
+            src = source_index("summation", i)
+            uom, c, unit = quantity(src, False)
+            add(value, (c, 8), ObisCode(1, 0, MFG_C_SUMMATION, i, tier), src, uom, unit,
                 f"ST23 {where} summation {i}", None)  # fmt: skip
         for i, demand in enumerate(block.demands):
-            uom = source_of("demand", i)
-            c, unit = uom_quantity(uom, rate=True) if uom else (None, None)
+            src = source_index("demand", i)
+            uom, c, unit = quantity(src, True)
             is_max = (
                 selection is None or i >= len(selection.demand_is_max) or selection.demand_is_max[i]
             )
@@ -1086,21 +1533,22 @@ def register_readings(
                 when = demand.event_times[k] if k < len(demand.event_times) else None
                 standard = (c, 6 if is_max else 3) if k == 0 else None
                 mfg = ObisCode(1, 0, MFG_C_DEMAND, i, tier, 255 if k == 0 else k)
-                add(value, standard, mfg, uom, unit,
+                add(value, standard, mfg, src, uom, unit,
                     f"ST23 {where} demand {i} occurrence {k}", when)  # fmt: skip
             if demand.cum_demand is not None:
-                add(demand.cum_demand, (c, 2), ObisCode(1, 0, MFG_C_CUM_DEMAND, i, tier), uom,
-                    unit, f"ST23 {where} demand {i} cumulative", None)  # fmt: skip
+                add(demand.cum_demand, (c, 2), ObisCode(1, 0, MFG_C_CUM_DEMAND, i, tier), src,
+                    uom, unit, f"ST23 {where} demand {i} cumulative", None)  # fmt: skip
             if demand.cont_cum_demand is not None:
                 add(demand.cont_cum_demand, None,
-                    ObisCode(1, 0, MFG_C_CONT_CUM_DEMAND, i, tier), uom, unit,
+                    ObisCode(1, 0, MFG_C_CONT_CUM_DEMAND, i, tier), src, uom, unit,
                     f"ST23 {where} demand {i} continuous cumulative", None)  # fmt: skip
         for i, values in enumerate(block.coincidents):
-            uom = source_of("coincident", i)
-            _, unit = uom_quantity(uom, rate=True) if uom else (None, None)
+            src = source_index("coincident", i)
+            uom, _, unit = quantity(src, True)
             for k, value in enumerate(values):
                 add(value, None, ObisCode(1, 0, MFG_C_COINCIDENT, i, tier, 255 if k == 0 else k),
-                    uom, unit, f"ST23 {where} coincident {i} occurrence {k}", None)  # fmt: skip
+                    src, uom, unit, f"ST23 {where} coincident {i} occurrence {k}",
+                    None)  # fmt: skip
     return out
 
 
@@ -1514,6 +1962,7 @@ def profile_blocks(
     blocks: tuple[LpBlock, ...],
     uoms: tuple[UomEntry, ...] = (),
     *,
+    sources: SourceSet | None = None,
     set_index: int = 0,
     received_time: datetime | None = None,
 ) -> list[IntervalBlock]:
@@ -1522,8 +1971,12 @@ def profile_blocks(
     newest is full, the newest has NBR_VALID_INT intervals; a block's end time is the end of
     its last valid interval. Values get the channel's scalar/divisor (ST62) and, where ST12
     knows the source, an OBIS code (D 29 energy per interval, D 5 average demand, D 7
-    other quantities), unit and scaler; others 1-0:133.<channel>.<set>."""
+    other quantities), unit and scaler; others 1-0:133.<channel>.<set>. ``sources``
+    (ST11-16) replaces ``uoms`` when given: constants still to be applied (ST15) are
+    applied to the intervals and a source counted in pulses gets no unit."""
     from fep.model import UNITS
+
+    known = sources if sources is not None else SourceSet(uoms=uoms)
 
     dims = actual.sets[set_index]
     if dims is None or dims.max_int_time <= 0:
@@ -1557,7 +2010,7 @@ def profile_blocks(
                 per_channel[ch].append((raw, _lp_quality(interval.common, nibble, valid)))
     out: list[IntervalBlock] = []
     for ch, channel in enumerate(selection.channels[: dims.nbr_channels]):
-        uom = uoms[channel.source] if channel.source < len(uoms) else None
+        uom = known.uom(channel.source)
         c, unit_code = uom_quantity(uom, rate=False) if uom else (None, None)
         d = 29
         if uom is not None and uom.time_base in (TimeBase.BLOCK_DEMAND, TimeBase.SUB_BLOCK_DEMAND):
@@ -1570,6 +2023,8 @@ def profile_blocks(
             if c is not None
             else ObisCode(1, 0, MFG_C_PROFILE, ch, set_index + 1)
         )
+        if not known.in_engineering_units(channel.source):
+            unit_code = None
         unit = UNITS.get(unit_code) if unit_code is not None else None
         for start, per_channel in runs:
             if not per_channel[ch]:
@@ -1580,10 +2035,10 @@ def profile_blocks(
                     obis=obis,
                     start=start,
                     period=period,
-                    values=tuple(v for v, _ in per_channel[ch]),
+                    values=tuple(known.value(channel.source, v) for v, _ in per_channel[ch]),
                     statuses=tuple(q for _, q in per_channel[ch]),
                     unit=unit,
-                    scaler=uom.exponent if uom is not None else 0,
+                    scaler=uom.exponent if uom is not None and unit is not None else 0,
                     received_time=received,
                     source=SOURCE,
                 )

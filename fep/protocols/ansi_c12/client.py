@@ -39,6 +39,8 @@ from fep.protocols.ansi_c12.c1218 import (
     Request,
     Retransmit,
     Security,
+    ServiceNotSupported,
+    Standard,
     Terminate,
     decode_ok,
     decode_read_response,
@@ -49,7 +51,12 @@ from fep.protocols.ansi_c12.c1219 import (
     ST1_MANUFACTURER_ID,
     ST3_MODE_STATUS,
     ST5_DEVICE_ID,
+    ST11_ACTUAL_SOURCES,
     ST12_UOM_ENTRY,
+    ST13_DEMAND_CONTROL,
+    ST14_DATA_CONTROL,
+    ST15_CONSTANTS,
+    ST16_SOURCE_DEFINITION,
     ST21_ACTUAL_REGISTERS,
     ST22_DATA_SELECTION,
     ST23_CURRENT_REGISTERS,
@@ -64,10 +71,14 @@ from fep.protocols.ansi_c12.c1219 import (
     ActualLoadProfile,
     ActualLog,
     ActualRegisters,
+    ActualSources,
     Clock,
+    ConstantsSelector,
     CurrentRegisters,
     DataSelection,
+    DemandControl,
     DeviceId,
+    ElectricConstants,
     GeneralConfig,
     ListStatus,
     LogData,
@@ -75,12 +86,17 @@ from fep.protocols.ansi_c12.c1219 import (
     LpSelection,
     ManufacturerId,
     ModeStatus,
+    SourceLink,
+    SourceSet,
     UomEntry,
+    decode_constants,
     decode_current_registers,
+    decode_data_control,
     decode_log,
     decode_lp_data,
     decode_lp_selection,
     decode_lp_status,
+    decode_source_links,
     decode_uom_entries,
     log_data_length,
     log_events,
@@ -88,6 +104,19 @@ from fep.protocols.ansi_c12.c1219 import (
     profile_blocks,
     register_readings,
 )
+from fep.protocols.ansi_c12.c1221 import (
+    DEFAULT_TIMING,
+    DES_BLOCK,
+    Authenticate,
+    AuthenticateResponse,
+    Timing,
+    TimingSetup,
+    TimingSetupResponse,
+    auth_service,
+    authenticate_request,
+    check_authentication,
+)
+from fep.protocols.ansi_c12.tables import table_label, table_needs, table_size
 
 # The smallest packet that still carries one byte of data.
 MIN_PACKET_SIZE: Final = HEADER_LEN + 2 + 1
@@ -114,6 +143,14 @@ class SwitchBaud:
 
 
 @attrs.frozen
+class SetTiming:
+    """C12.21: the meter agreed to this timing; wait ``timing.response`` seconds for an
+    ACK from now on."""
+
+    timing: Timing
+
+
+@attrs.frozen
 class Retransmitted:
     """A packet went out again (a NAK or no ACK in time); ``attempt`` counts resends."""
 
@@ -123,7 +160,7 @@ class Retransmitted:
 
 @attrs.frozen
 class Finished:
-    data: MeterData
+    data: MeterData | TableDump
 
 
 @attrs.frozen
@@ -131,7 +168,7 @@ class Failed:
     error: ProtocolError | FrameError
 
 
-Action = Send | SwitchBaud | Retransmitted | Finished | Failed
+Action = Send | SwitchBaud | SetTiming | Retransmitted | Finished | Failed
 
 
 # ---------------------------------------------------------------------------
@@ -158,12 +195,24 @@ class ClientSettings:
     # Load profile (ST61-64) and history/event logs (ST71/74/76), when ST0 lists them.
     profile: bool = True
     events: bool = True
+    # ``fep read --table``: read these tables (and what they are decoded with) instead.
+    tables: tuple[int, ...] = ()
+    # C12.21: the timing to ask for in a timing setup (None: send none, keep the
+    # defaults), and the DES key (8 bytes, kept out of the repr) and key id for the
+    # authenticate service when the meter asks for it.
+    timing: Timing | None = None
+    auth_key: bytes | None = attrs.field(default=None, repr=False)
+    auth_key_id: int = 0
 
     def __attrs_post_init__(self) -> None:
         if not MIN_PACKET_SIZE <= self.packet_size <= 8192:
             raise ValueError(f"packet size {self.packet_size} is not {MIN_PACKET_SIZE}..8192")
         if not 1 <= self.max_packets <= 255:
             raise ValueError(f"number of packets {self.max_packets} is not 1..255")
+        if self.auth_key is not None and len(self.auth_key) != DES_BLOCK:
+            raise ValueError(f"a C12.21 authentication key is {DES_BLOCK} bytes (DES)")
+        if not 0 <= self.auth_key_id <= 255:
+            raise ValueError(f"authentication key id {self.auth_key_id} is not 0..255")
 
 
 @attrs.frozen
@@ -183,6 +232,8 @@ class MeterData:
     clock_received: datetime | None = None
     registers: ActualRegisters | None = None
     uoms: tuple[UomEntry, ...] = ()
+    # ST11-16 with ST12: units, demand control, identifiers, constants, source links.
+    sources: SourceSet | None = None
     selection: DataSelection | None = None
     current: CurrentRegisters | None = None
     lp_actual: ActualLoadProfile | None = None
@@ -256,6 +307,7 @@ class MeterData:
                     self.registers,
                     self.selection,
                     self.uoms,
+                    sources=self.sources,
                     meter_time=when,
                     received_time=received,
                 )
@@ -269,6 +321,7 @@ class MeterData:
                     self.lp_status,
                     self.lp_blocks,
                     self.uoms,
+                    sources=self.sources,
                     received_time=received,
                 )
             )
@@ -276,6 +329,21 @@ class MeterData:
             if log is not None:
                 records.extend(log_events(meter, log, table, received_time=received))
         return records
+
+
+@attrs.frozen
+class TableDump:
+    """The tables a ``--table`` session read: ``tables`` has each table asked for that
+    the meter gave, and the tables read to decode it (ST0 always); ``errors`` gives
+    (table, why) for each the meter refused."""
+
+    identification: IdentifyResponse
+    negotiated: NegotiateResponse
+    config: GeneralConfig
+    requested: tuple[int, ...]
+    tables: Mapping[int, bytes] = attrs.field(factory=dict)
+    errors: tuple[tuple[int, str], ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 def parse_password(text: str) -> bytes:
@@ -308,7 +376,12 @@ class _BaudChange:
     baudrate: int
 
 
-_Step = Request | _BaudChange
+@attrs.frozen
+class _TimingChange:
+    timing: Timing
+
+
+_Step = Request | TimingSetup | Authenticate | _BaudChange | _TimingChange
 _OPTIONAL_ERRORS = (C12ResponseError,)
 
 
@@ -329,8 +402,12 @@ class C1218Client:
             meter=settings.meter,
         )
         self.waiting_for: str | None = None
-        self._conversation: Generator[_Step, bytes, MeterData] | None = None
+        self._conversation: Generator[_Step, bytes, MeterData | TableDump] | None = None
         self._error: ProtocolError | FrameError | None = None
+        self._negotiated: NegotiateResponse | None = None
+        self._config: GeneralConfig | None = None
+        self._tables: dict[int, bytes] = {}
+        self._skipped: list[tuple[str, str]] = []
 
     @property
     def done(self) -> bool:
@@ -406,8 +483,11 @@ class C1218Client:
         actions: list[Action] = []
         try:
             step = next(self._conversation) if answer is None else self._conversation.send(answer)
-            while isinstance(step, _BaudChange):
-                actions.append(SwitchBaud(step.baudrate))
+            while isinstance(step, _BaudChange | _TimingChange):
+                if isinstance(step, _BaudChange):
+                    actions.append(SwitchBaud(step.baudrate))
+                else:
+                    actions.append(SetTiming(step.timing))
                 step = self._conversation.send(b"")
         except StopIteration as stop:
             self.state = State.DONE
@@ -417,7 +497,7 @@ class C1218Client:
             return actions + self._close_with(e)
         return actions + self._request(step)
 
-    def _request(self, request: Request) -> list[Action]:
+    def _request(self, request: Request | TimingSetup | Authenticate) -> list[Action]:
         self.waiting_for = (
             f"read of table {request.table}" if isinstance(request, Read) else request.name
         )
@@ -434,60 +514,160 @@ class C1218Client:
 
     # -- the conversation -------------------------------------------------------------------
 
-    def _talk(self) -> Generator[_Step, bytes, MeterData]:
+    def _read(self, table: int, size: int = 0) -> Generator[_Step, bytes, bytes]:
+        """One table, whole; in partial reads (3F) when ``size`` says it is bigger than
+        one answer."""
+        meter = self.settings.meter
+        assert self._negotiated is not None
+        room = self._negotiated.max_packets * (self.link.packet_size - HEADER_LEN - 2) - 4
+        if size <= room or room < 1:
+            data = decode_read_response((yield Read(table)), meter=meter, table=table)
+        else:
+            parts = []
+            for offset in range(0, size, room):
+                count = min(room, size - offset)
+                part = decode_read_response(
+                    (yield Read(table, offset, count)), meter=meter, table=table
+                )
+                if len(part) != count:
+                    raise FrameError(
+                        f"ST{table}: asked for {count} bytes at {offset}, got {len(part)}",
+                        field=f"ST{table}",
+                    )
+                parts.append(part)
+            data = b"".join(parts)
+        self._tables[table] = data
+        return data
+
+    def _optional(self, table: int, size: int = 0) -> Generator[_Step, bytes, bytes | None]:
+        """A table ST0 lists, or None (noted in ``skipped``) when it does not or the meter
+        refuses it."""
+        config = self._config
+        if config is not None and config.std_tables_used and table not in config.std_tables_used:
+            self._skipped.append((f"ST{table}", "not listed as used in ST0"))
+            return None
+        try:
+            return (yield from self._read(table, size))
+        except _OPTIONAL_ERRORS as e:
+            self._skipped.append((f"ST{table}", e.message))
+            return None
+
+    def _sources(self, config: GeneralConfig) -> Generator[_Step, bytes, SourceSet]:
+        """Decade 1: ST11 first (it sizes ST13-16), then ST12 and the tables ST11 says
+        have entries."""
+        optional = self._optional
+        raw = yield from optional(ST11_ACTUAL_SOURCES)
+        actual = ActualSources.decode(raw) if raw is not None else None
+        raw = yield from optional(ST12_UOM_ENTRY)
+        uoms = decode_uom_entries(raw, config) if raw is not None else ()
+        if actual is None:
+            return SourceSet(uoms=uoms)
+        demand: DemandControl | None = None
+        data_control: tuple[bytes, ...] = ()
+        constants: tuple[ElectricConstants, ...] = ()
+        links: tuple[SourceLink, ...] = ()
+        if actual.nbr_demand_ctrl_entries or actual.reset_exclude or actual.pf_exclude:
+            raw = yield from optional(ST13_DEMAND_CONTROL)
+            demand = DemandControl.decode(raw, config, actual) if raw is not None else None
+        if actual.nbr_data_ctrl_entries and actual.data_ctrl_length:
+            raw = yield from optional(ST14_DATA_CONTROL)
+            data_control = decode_data_control(raw, actual) if raw is not None else ()
+        if actual.nbr_constants_entries and actual.constants_selector != ConstantsSelector.ELECTRIC:
+            self._skipped.append(
+                ("ST15", f"gas constants (selector {actual.constants_selector})")
+            )
+        elif actual.nbr_constants_entries:
+            raw = yield from optional(ST15_CONSTANTS)
+            constants = decode_constants(raw, config, actual) if raw is not None else ()
+        if actual.nbr_sources:
+            raw = yield from optional(ST16_SOURCE_DEFINITION)
+            links = decode_source_links(raw, actual) if raw is not None else ()
+        return SourceSet(actual, uoms, demand, data_control, constants, links)
+
+    def _negotiate(self) -> Generator[_Step, bytes, NegotiateResponse]:
         s = self.settings
-        meter = s.meter
-        identification = IdentifyResponse.decode((yield Identify()), meter=meter)
         negotiated = NegotiateResponse.decode(
-            (yield Negotiate(s.packet_size, s.max_packets, s.baud)), meter=meter
+            (yield Negotiate(s.packet_size, s.max_packets, s.baud)), meter=s.meter
         )
         if negotiated.packet_size < MIN_PACKET_SIZE:
             raise ProtocolError(
                 f"{self._who()} negotiated packets of {negotiated.packet_size} bytes"
             )
         self.link.packet_size = min(s.packet_size, negotiated.packet_size)
-        if negotiated.baud is not None:
+        self._negotiated = negotiated
+        if negotiated.baud:  # 0: the baud is set outside the protocol (a modem line)
             yield _BaudChange(negotiated.baud)
-        decode_ok((yield Logon(s.user_id, s.user[:10])), "logon", meter=meter)
+        return negotiated
+
+    def _open(self) -> Generator[_Step, bytes, tuple[IdentifyResponse, NegotiateResponse]]:
+        """Identify, negotiate, logon and security: the C12.18 way into a session."""
+        s = self.settings
+        identification = IdentifyResponse.decode((yield Identify()), meter=s.meter)
+        negotiated = yield from self._negotiate()
+        decode_ok((yield Logon(s.user_id, s.user[:10])), "logon", meter=s.meter)
         if s.password is not None:
-            decode_ok((yield Security(s.password, s.password_pad)), "security", meter=meter)
+            decode_ok((yield Security(s.password, s.password_pad)), "security", meter=s.meter)
+        return identification, negotiated
 
-        tables: dict[int, bytes] = {}
-        skipped: list[tuple[str, str]] = []
-
-        def read(table: int, size: int = 0) -> Generator[_Step, bytes, bytes]:
-            # A table known to be bigger than one answer comes in partial reads (3F).
-            room = negotiated.max_packets * (self.link.packet_size - HEADER_LEN - 2) - 4
-            if size <= room or room < 1:
-                data = decode_read_response((yield Read(table)), meter=meter, table=table)
-            else:
-                parts = []
-                for offset in range(0, size, room):
-                    count = min(room, size - offset)
-                    part = decode_read_response(
-                        (yield Read(table, offset, count)), meter=meter, table=table
-                    )
-                    if len(part) != count:
-                        raise FrameError(
-                            f"ST{table}: asked for {count} bytes at {offset}, got {len(part)}",
-                            field=f"ST{table}",
-                        )
-                    parts.append(part)
-                data = b"".join(parts)
-            tables[table] = data
-            return data
-
-        def optional(table: int, size: int = 0) -> Generator[_Step, bytes, bytes | None]:
-            if config.std_tables_used and table not in config.std_tables_used:
-                skipped.append((f"ST{table}", "not listed as used in ST0"))
-                return None
+    def _talk(self) -> Generator[_Step, bytes, MeterData | TableDump]:
+        identification, negotiated = yield from self._open()
+        result: MeterData | TableDump
+        if self.settings.tables:
+            result = yield from self._read_tables(identification, negotiated)
+        else:
+            result = yield from self._read_meter(identification, negotiated)
+        # The data is in: a meter that refuses to log off or terminate does not lose it.
+        for request in (Logoff(), Terminate()):
             try:
-                return (yield from read(table, size))
+                decode_ok((yield request), request.name, meter=self.settings.meter)
             except _OPTIONAL_ERRORS as e:
-                skipped.append((f"ST{table}", e.message))
-                return None
+                self._skipped.append((request.name, e.message))
+        return attrs.evolve(result, skipped=tuple(self._skipped))
+
+    def _read_tables(
+        self, identification: IdentifyResponse, negotiated: NegotiateResponse
+    ) -> Generator[_Step, bytes, TableDump]:
+        """``fep read --table``: ST0, then each table asked for after the tables it is
+        decoded with; a table the meter refuses is noted in ``errors``."""
+        config = GeneralConfig.decode((yield from self._read(ST0_GENERAL_CONFIG)))
+        self._config = config
+        errors: dict[int, str] = {}
+        wanted = list(dict.fromkeys(self.settings.tables))
+        order = list(dict.fromkeys(n for t in wanted for n in (*table_needs(t), t)))
+        for table in order:
+            if table in self._tables or table in errors:
+                continue
+            missing = [n for n in table_needs(table) if n in errors]
+            if missing:
+                errors[table] = f"needs {table_label(missing[0])}, which was not read"
+                continue
+            try:
+                size = table_size(table, self._tables)
+            except FrameError as e:
+                errors[table] = f"cannot size it: {e.message}"
+                continue
+            try:
+                yield from self._read(table, size)
+            except _OPTIONAL_ERRORS as e:
+                errors[table] = e.message
+        return TableDump(
+            identification=identification,
+            negotiated=negotiated,
+            config=config,
+            requested=tuple(wanted),
+            tables=dict(self._tables),
+            errors=tuple(sorted(errors.items())),
+        )
+
+    def _read_meter(
+        self, identification: IdentifyResponse, negotiated: NegotiateResponse
+    ) -> Generator[_Step, bytes, MeterData]:
+        s = self.settings
+        optional = self._optional
+        read = self._read
 
         config = GeneralConfig.decode((yield from read(ST0_GENERAL_CONFIG)))
+        self._config = config
         manufacturer = ManufacturerId.decode((yield from read(ST1_MANUFACTURER_ID)), config)
         raw = yield from optional(ST5_DEVICE_ID)
         device = DeviceId.decode(raw, config) if raw is not None else None
@@ -501,11 +681,12 @@ class C1218Client:
         selection: DataSelection | None = None
         current: CurrentRegisters | None = None
         uoms: tuple[UomEntry, ...] = ()
+        sources: SourceSet | None = None
         raw = yield from optional(ST21_ACTUAL_REGISTERS)
         if raw is not None:
             registers = ActualRegisters.decode(raw)
-            raw = yield from optional(ST12_UOM_ENTRY)
-            uoms = decode_uom_entries(raw, config) if raw is not None else ()
+            sources = yield from self._sources(config)
+            uoms = sources.uoms
             raw = yield from optional(ST22_DATA_SELECTION)
             selection = DataSelection.decode(raw, registers) if raw is not None else None
             raw = yield from optional(ST23_CURRENT_REGISTERS)
@@ -549,12 +730,6 @@ class C1218Client:
                     if raw is not None:
                         logs[table] = decode_log(raw, config, log_actual, table, s.tz)
 
-        # The data is in: a meter that refuses to log off or terminate does not lose it.
-        for request in (Logoff(), Terminate()):
-            try:
-                decode_ok((yield request), request.name, meter=meter)
-            except _OPTIONAL_ERRORS as e:
-                skipped.append((request.name, e.message))
         return MeterData(
             identification=identification,
             negotiated=negotiated,
@@ -566,6 +741,7 @@ class C1218Client:
             clock_received=clock_received,
             registers=registers,
             uoms=uoms,
+            sources=sources if sources is not None and sources.actual is not None else None,
             selection=selection,
             current=current,
             lp_actual=lp_actual,
@@ -575,6 +751,50 @@ class C1218Client:
             log_actual=log_actual,
             history_log=logs.get(ST74_HISTORY_LOG),
             event_log=logs.get(ST76_EVENT_LOG),
-            tables=tables,
-            skipped=tuple(skipped),
+            tables=self._tables,
         )
+
+
+class C1221Client(C1218Client):
+    """One C12.21 session (a meter on a telephone line): identify, timing setup (when
+    ``settings.timing`` is given; a meter that does not support it keeps C12.21's
+    defaults), negotiate (no baud: the modems set the line speed), logon, authenticate
+    with the DES key when the meter's identify answer asks for it (else security with the
+    password), then the same reads, logoff and terminate as C12.18."""
+
+    def __init__(self, settings: ClientSettings, *, now: Callable[[], datetime] = utcnow) -> None:
+        super().__init__(settings, now=now)
+        self.timing: Timing = DEFAULT_TIMING
+        self.identification: IdentifyResponse | None = None
+
+    def _open(self) -> Generator[_Step, bytes, tuple[IdentifyResponse, NegotiateResponse]]:
+        s = self.settings
+        meter = s.meter
+        identification = IdentifyResponse.decode((yield Identify()), meter=meter)
+        self.identification = identification
+        if identification.standard != Standard.C12_21:
+            self._skipped.append(
+                ("identify", f"the meter names reference standard {identification.standard}")
+            )
+        if s.timing is not None:
+            try:
+                answer = TimingSetupResponse.decode((yield TimingSetup(s.timing)), meter=meter)
+            except ServiceNotSupported as e:
+                self._skipped.append(("timing setup", e.message))
+            else:
+                self.timing = answer.timing
+                self.link.retries = answer.timing.retries
+                yield _TimingChange(answer.timing)
+        negotiated = yield from self._negotiate()
+        decode_ok((yield Logon(s.user_id, s.user[:10])), "logon", meter=meter)
+        service = auth_service(identification)
+        if s.auth_key is not None and service is not None and service.can_authenticate:
+            request = authenticate_request(service, s.auth_key, s.auth_key_id, meter=meter)
+            answer_ = AuthenticateResponse.decode((yield request), meter=meter)
+            check_authentication(request, answer_, s.auth_key, meter=meter)
+        else:
+            if s.auth_key is not None:
+                self._skipped.append(("authenticate", "the meter does not ask for it"))
+            if s.password is not None:
+                decode_ok((yield Security(s.password, s.password_pad)), "security", meter=meter)
+        return identification, negotiated

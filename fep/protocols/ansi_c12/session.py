@@ -1,6 +1,6 @@
-"""The Twisted side of ANSI C12.18: ``C1218Protocol`` reads a meter over any client endpoint
-(TCP to an optical-probe server or a modem bridge, a serial line) for ``fep read`` and
-scheduled jobs.
+"""The Twisted side of ANSI C12.18 and C12.21: ``C1218Protocol`` reads a meter over any
+client endpoint (TCP to an optical-probe server or a modem bridge, a serial line) for
+``fep read`` and scheduled jobs; ``C1221Protocol`` does the same for a C12.21 meter.
 
 The session's state lives in ``client.py``; this module moves bytes, runs the ACK and
 answer timers on the reactor, times a negotiated baud switch on serial lines and hands
@@ -17,14 +17,26 @@ the records back. Settings come from the meter's metadata (``fep read -o KEY=VAL
                    history and event logs (ST71/74/76); read when ST0 lists them
 ``tz``             the meter's zone for local clocks (default UTC)
 The meter's ``address`` (0..255), when given, is the C12.18 identity byte.
+
+``C1221Protocol`` (``ansi-c12.21``, a meter on a telephone line: the dial-up channel hands
+it an ordinary byte pipe) adds:
+``c12_auth_key``   the DES key, 8 bytes in hex, for the authenticate service when the
+                   meter's identify answer asks for it (kept out of logs)
+``c12_auth_key_id`` the key's id (0..255, default 0)
+``c12_timing_setup`` ``no`` sends no timing setup (C12.21's defaults stay)
+``c12_traffic_timeout``, ``c12_intercharacter_timeout``, ``c12_response_timeout``
+                   the timing to ask for, whole seconds (30, 1, 4); the ACK wait is the
+                   response timeout the meter agrees to
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol
@@ -36,17 +48,22 @@ from fep.channels.endpoints import run_session
 from fep.errors import ChannelError, ConfigError, SessionTimeout
 from fep.interfaces import IMeterProtocol, ISerialLine
 from fep.model import Meter, Record, utcnow
+from fep.protocols.ansi_c12.c1221 import DEFAULT_TIMING, DES_BLOCK, Timing
 from fep.protocols.ansi_c12.client import (
     Action,
     C1218Client,
+    C1221Client,
     ClientSettings,
     Failed,
     Finished,
     Retransmitted,
     Send,
+    SetTiming,
     SwitchBaud,
+    TableDump,
     parse_password,
 )
+from fep.protocols.ansi_c12.tables import table_label, table_row
 
 log = Logger(namespace="fep.protocols.ansi_c12")
 
@@ -141,6 +158,26 @@ def settings_for(meter: Meter, tz: tzinfo = UTC) -> ClientSettings:
         raise ConfigError(f"meter {meter.id}: {e}") from None
 
 
+def table_rows(meter: str, dump: TableDump, tz: tzinfo = UTC) -> list[dict[str, object]]:
+    """One row per table asked for, in the order asked: decoded, hex, or the meter's
+    refusal under ``error``."""
+    errors = dict(dump.errors)
+    rows: list[dict[str, object]] = []
+    for table in dump.requested:
+        if table in dump.tables:
+            rows.append(table_row(meter, table, dump.tables, tz))
+        else:
+            rows.append(
+                {
+                    "meter": meter,
+                    "table": table,
+                    "label": table_label(table),
+                    "error": errors.get(table, "not read"),
+                }
+            )
+    return rows
+
+
 class C1218Session(Protocol):
     """Drives one C1218Client over one connection; ``done`` fires with the records."""
 
@@ -151,13 +188,16 @@ class C1218Session(Protocol):
         client: C1218Client,
         timeout: float,
         ack_timeout: float = DEFAULT_ACK_TIMEOUT,
+        protocol_name: str = NAME,
     ) -> None:
+        self.protocol_name = protocol_name
         self.reactor = reactor
         self.meter = meter
         self.client = client
         self.timeout = timeout
         self.ack_timeout = min(ack_timeout, timeout)
-        self.done: Deferred[list[Record]] = Deferred()
+        # Fires with the records, or with table rows for a ``--table`` session.
+        self.done: Deferred[Any] = Deferred()
         self.retransmissions = 0
         self._timer: IDelayedCall | None = None
         self._switch_call: IDelayedCall | None = None
@@ -203,13 +243,27 @@ class C1218Session(Protocol):
                     self._disarm()
                     self._switch_after_drain(action.baudrate)
                     return
+            elif isinstance(action, SetTiming):
+                # C12.21: the meter's response timeout is how long to wait for an ACK.
+                self.ack_timeout = min(float(action.timing.response or 1), self.timeout)
+                log.info(
+                    "{meter}: C12.21 timing: traffic {traffic} s, inter-character {inter} s, "
+                    "response {response} s, {retries} retries",
+                    meter=self.meter.id,
+                    route=self.meter.route,
+                    protocol=self.protocol_name,
+                    traffic=action.timing.traffic,
+                    inter=action.timing.inter_character,
+                    response=action.timing.response,
+                    retries=action.timing.retries,
+                )
             elif isinstance(action, Retransmitted):
                 self.retransmissions += 1
                 log.info(
                     "{meter}: C12.18 packet sent again ({why}, attempt {n})",
                     meter=self.meter.id,
                     route=self.meter.route,
-                    protocol=NAME,
+                    protocol=self.protocol_name,
                     why=action.why,
                     n=action.attempt,
                 )
@@ -226,15 +280,19 @@ class C1218Session(Protocol):
                 "{meter}: {table} not read: {why}",
                 meter=self.meter.id,
                 route=self.meter.route,
-                protocol=NAME,
+                protocol=self.protocol_name,
                 table=table,
                 why=why,
             )
-        records = data.to_records(self.meter.id, received_time=utcnow())
+        result: list[Record] | list[dict[str, object]]
+        if isinstance(data, TableDump):
+            result = table_rows(self.meter.id, data, self.client.settings.tz)
+        else:
+            result = data.to_records(self.meter.id, received_time=utcnow())
         self._finished = True
         self._disarm()
         self.transport.loseConnection()  # type: ignore[union-attr]
-        self.done.callback(records)
+        self.done.callback(result)
 
     def _fail(self, error: Exception) -> None:
         if self._finished:
@@ -330,34 +388,147 @@ class C1218Protocol:
     def __init__(self, tz: tzinfo = UTC) -> None:
         self.tz = tz
 
+    def settings(self, meter: Meter) -> ClientSettings:
+        return settings_for(meter, self.tz)
+
+    def client(self, settings: ClientSettings, now: Callable[[], datetime]) -> C1218Client:
+        return C1218Client(settings, now=now)
+
+    def ack_timeout(self, meter: Meter) -> float:
+        return _seconds(meter, "c12_ack_timeout", DEFAULT_ACK_TIMEOUT)
+
     def read(
         self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
     ) -> Deferred[list[Record]]:
+        return self._run(reactor, endpoint, meter, timeout, ())
+
+    def read_tables(
+        self, reactor: Any, endpoint: Any, meter: Meter, tables: Sequence[int], timeout: float
+    ) -> Deferred[list[dict[str, object]]]:
+        """``fep read --table``: one row per table (see ``table_rows``)."""
+        if not tables:
+            return fail(ConfigError("no tables to read", key="--table"))
+        return self._run(reactor, endpoint, meter, timeout, tuple(tables))
+
+    def _run(
+        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float, tables: tuple[int, ...]
+    ) -> Deferred[Any]:
         try:
-            settings = settings_for(meter, self.tz)
-            ack_text = meter.metadata.get("c12_ack_timeout", "").strip()
-            ack_timeout = float(ack_text) if ack_text else DEFAULT_ACK_TIMEOUT
-            if ack_timeout <= 0:
-                raise ValueError
+            settings = attrs.evolve(self.settings(meter), tables=tables)
+            ack_timeout = self.ack_timeout(meter)
         except ConfigError as e:
             return fail(e)
-        except ValueError:
-            return fail(
-                ConfigError(
-                    f"meter {meter.id}: c12_ack_timeout must be a positive number",
-                    key="c12_ack_timeout",
-                )
-            )
 
         def now() -> datetime:
             return datetime.fromtimestamp(reactor.seconds(), UTC)
 
-        client = C1218Client(settings, now=now)
-        session = C1218Session(reactor, meter, client, timeout, ack_timeout)
-        result: Deferred[list[Record]] = run_session(
-            reactor, endpoint, session, meter.route, timeout
+        session = C1218Session(
+            reactor, meter, self.client(settings, now), timeout, ack_timeout, self.name
         )
+        result: Deferred[Any] = run_session(reactor, endpoint, session, meter.route, timeout)
         return result
 
 
-__all__ = ["C1218Protocol", "C1218Session", "settings_for"]
+NAME_C1221 = "ansi-c12.21"
+
+
+def settings_for_c1221(meter: Meter, tz: tzinfo = UTC) -> ClientSettings:
+    """The C12.18 settings plus C12.21's from the meter's metadata: ``c12_auth_key`` (8
+    bytes in hex, the DES key; never echoed), ``c12_auth_key_id`` (0..255),
+    ``c12_timing_setup`` (yes/no, default yes) and the timing to ask for:
+    ``c12_traffic_timeout`` (30), ``c12_intercharacter_timeout`` (1),
+    ``c12_response_timeout`` (4) seconds and ``c12_retries`` (3)."""
+    base = settings_for(meter, tz)
+    md = meter.metadata
+    key = None
+    if md.get("c12_auth_key", "").strip():
+        text = md["c12_auth_key"].strip()
+        text = text[4:] if text.lower().startswith("hex:") else text
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            key = b""
+        if len(key) != DES_BLOCK:
+            raise ConfigError(
+                f"meter {meter.id}: c12_auth_key is {DES_BLOCK} bytes in hex (a DES key)",
+                key="c12_auth_key",
+            )
+    timing = None
+    if _flag(meter, "c12_timing_setup"):
+        try:
+            timing = Timing(
+                traffic=_whole(meter, "c12_traffic_timeout", DEFAULT_TIMING.traffic),
+                inter_character=_whole(
+                    meter, "c12_intercharacter_timeout", DEFAULT_TIMING.inter_character
+                ),
+                response=_whole(meter, "c12_response_timeout", DEFAULT_TIMING.response),
+                retries=base.retries,
+            )
+        except ValueError as e:
+            raise ConfigError(f"meter {meter.id}: {e}") from None
+    try:
+        return attrs.evolve(
+            base,
+            timing=timing,
+            auth_key=key,
+            auth_key_id=_whole(meter, "c12_auth_key_id", 0),
+        )
+    except ValueError as e:
+        raise ConfigError(f"meter {meter.id}: {e}", key="c12_auth_key_id") from None
+
+
+def _whole(meter: Meter, key: str, default: int) -> int:
+    text = meter.metadata.get(key, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise ConfigError(f"meter {meter.id}: {key} must be a whole number", key=key) from None
+
+
+def _flag(meter: Meter, key: str) -> bool:
+    text = meter.metadata.get(key, "yes").strip().lower()
+    if text not in ("yes", "no", "true", "false", "1", "0", "on", "off"):
+        raise ConfigError(f"meter {meter.id}: {key} is yes or no", key=key)
+    return text in ("yes", "true", "1", "on")
+
+
+@implementer(IMeterProtocol)
+class C1221Protocol(C1218Protocol):
+    """ANSI C12.21: the C12.18 table reads over a dial-up (or any) byte pipe, with timing
+    setup and key authentication. The ACK wait is ``c12_response_timeout`` (4 s) until
+    the meter's timing setup answer sets it."""
+
+    name = NAME_C1221
+
+    def settings(self, meter: Meter) -> ClientSettings:
+        return settings_for_c1221(meter, self.tz)
+
+    def client(self, settings: ClientSettings, now: Callable[[], datetime]) -> C1218Client:
+        return C1221Client(settings, now=now)
+
+    def ack_timeout(self, meter: Meter) -> float:
+        return _seconds(meter, "c12_response_timeout", float(DEFAULT_TIMING.response))
+
+
+def _seconds(meter: Meter, key: str, default: float) -> float:
+    """A positive number of seconds from the meter's metadata; ConfigError naming the key."""
+    text = meter.metadata.get(key, "").strip()
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"meter {meter.id}: {key} must be a positive number", key=key)
+    return value
+
+
+__all__ = [
+    "C1218Protocol",
+    "C1218Session",
+    "C1221Protocol",
+    "settings_for",
+    "settings_for_c1221",
+    "table_rows",
+]

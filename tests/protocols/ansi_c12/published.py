@@ -18,3 +18,17 @@ def published_packets() -> dict[str, bytes]:
 
 
 PACKETS = published_packets()
+
+
+def published_tables() -> dict[str, bytes]:
+    """The published C12.19 table contents (tests/fixtures/ansi_c12/published_tables.txt)."""
+    tables: dict[str, bytes] = {}
+    for line in (FIXTURES / "published_tables.txt").read_text("utf-8").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, _, text = line.partition("=")
+        tables[name.strip()] = bytes.fromhex(text)
+    return tables
+
+
+TABLES = published_tables()

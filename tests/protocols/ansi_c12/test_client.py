@@ -189,7 +189,8 @@ class ConversationTests(unittest.TestCase):
         self.assertEqual(
             wire.meter.log,
             ["identify", "negotiate", "logon", "security", "read 0", "read 1", "read 5",
-             "read 3", "read 52", "read 21", "read 12", "read 22", "read 23", "read 61",
+             "read 3", "read 52", "read 21", "read 11", "read 12", "read 13", "read 14",
+             "read 15", "read 16", "read 22", "read 23", "read 61",
              "read 62", "read 63", "read 64", "read 71", "read 74", "read 76", "logoff",
              "terminate"],
         )  # fmt: skip
@@ -284,21 +285,46 @@ class ConversationTests(unittest.TestCase):
         self.assertIsInstance(end.error, InvalidServiceSequenceState)
         self.assertIn("read of table 1", str(end.error))
 
+    def test_decade_1_tables_apply_the_transformer_multiplier_and_name_sources(self) -> None:
+        meter = SimulatedC12Meter(clock=FakeClock(), multiplier=Decimal(40))
+        wire = Wire(C1218Client(settings_(password=b"secret"), now=lambda: NOW), meter)
+        end = wire.run()
+        assert isinstance(end, Finished)
+        sources = end.data.sources
+        assert sources is not None
+        self.assertEqual(sources.demand_minutes(3), 15)
+        by = {str(r.obis): r for r in end.data.to_records("m1") if isinstance(r, Reading)}
+        # The meter counts secondary kWh (1234.5 at start); ST16 asks for ST15's x40.
+        energy = by["1-0:1.8.0*255"]
+        self.assertEqual((energy.value, energy.unit_text), (Decimal("49380.0000"), "kWh"))
+        self.assertEqual(
+            energy.native_id,
+            "ST23 total summation 0 (source 0: active power, bulk, Q1+Q4, x10^3; id +A; "
+            "constants x40+0 applied)",
+        )
+        self.assertEqual(by["1-0:1.6.0*255"].value, Decimal("4.2") * 40)
+        # The volts source has no constants to apply.
+        self.assertEqual(by["1-0:130.0.0*255"].value, Decimal("230.1"))
+        profile = [r for r in end.data.to_records("m1") if isinstance(r, IntervalBlock)]
+        # UINT16 Wh / 1000 x 40: 225 Wh is 9 kWh.
+        self.assertEqual(profile[0].values[0], Decimal(9))
+
     def test_table_not_listed_in_st0_is_not_asked_for(self) -> None:
         meter = SimulatedC12Meter(clock=FakeClock())
 
-        def no_st12(request: bytes, answer: bytes) -> bytes:
+        def no_decade_1(request: bytes, answer: bytes) -> bytes:
             if request == b"\x30\x00\x00":
                 config = GeneralConfig.decode(answer[3:-1])
-                used = config.std_tables_used - {12}
+                used = config.std_tables_used - {11, 12, 13, 14, 15, 16}
                 return encode_read_response(attrs.evolve(config, std_tables_used=used).encode())
             return answer
 
-        wire = Wire(C1218Client(settings_(password=b"secret")), meter, answers=no_st12)
+        wire = Wire(C1218Client(settings_(password=b"secret")), meter, answers=no_decade_1)
         end = wire.run()
         assert isinstance(end, Finished)
         self.assertNotIn("read 12", meter.log)
-        self.assertEqual(end.data.uoms, ())
+        self.assertNotIn("read 16", meter.log)
+        self.assertEqual((end.data.uoms, end.data.sources), ((), None))
         by = {r.native_id: r for r in end.data.to_records("m1") if isinstance(r, Reading)}
         # Without ST12 the values keep manufacturer-specific codes and no unit.
         first = by["ST23 total summation 0"]

@@ -1,0 +1,482 @@
+"""The modem pool: N modems on N serial ports, one call per line, a lease per job, the retry
+policy applied per site, alarms for line faults, and call statistics per line and per site.
+
+Jobs queue for lines in arrival order and a site waiting to be called again (BUSY, back-off)
+holds no line, so with all of a cycle's jobs submitted at once the lines stay busy and the
+cycle takes about the total call time divided by the lines in service.
+
+Two ways in:
+
+- ``call(number, session)``: lease a line, dial (retrying per policy), run
+  ``session(endpoint)`` on the connected call, hang up, release; a carrier lost
+  mid-session is retried like NO CARRIER. This is what the collection engine uses.
+- ``endpoint(number)``: an IStreamClientEndpoint for ``dialup:`` routes; ``connect`` leases,
+  dials (retrying per policy) and connects the protocol; the transport's
+  ``loseConnection`` hangs up and frees the line. The connect time-out of the caller covers
+  the wait for a line, the dial and the retries.
+
+A line whose dial gets NO DIALTONE (or that cannot be hung up, or whose port closes) leaves
+the pool with a ``ModemAlarm``; the site is called again at once on another line.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import attrs
+from twisted.application import service
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from fep.channels.endpoints import client_endpoint, connect_within
+from fep.channels.modem.at import ModemProfile, ResultCode, modem_profile
+from fep.channels.modem.dialup import (
+    DialFailed,
+    DialSettings,
+    DialupCall,
+    RetryPolicy,
+    normalise_number,
+)
+from fep.channels.modem.line import IModemControl, ModemLine
+from fep.channels.modem.stats import CallOutcome, CallStats, ModemCall
+from fep.errors import ChannelError, FepError
+
+log = Logger()
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class LineSpec:
+    """One modem of the pool: its name, the serial route of its port
+    (``serial:/dev/ttyS0:9600:8N1``), its model (init strings) and optional own init."""
+
+    name: str
+    route: str
+    model: str = "generic"
+    init: tuple[str, ...] | None = None
+
+    def profile(self) -> ModemProfile:
+        return modem_profile(self.model, self.init)
+
+
+@attrs.frozen
+class ModemAlarm:
+    """A line left the pool: which, why, when, and the number being called if any."""
+
+    line: str
+    reason: str
+    time: datetime
+    number: str | None = None
+
+
+class PoolLine:
+    """A line's place in the pool."""
+
+    def __init__(self, spec: LineSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.modem: ModemLine | None = None
+        self.in_service = False
+        self.busy = False
+        self.fault: str | None = None
+        self.stats = CallStats(spec.name)
+
+
+@attrs.define
+class _Tries:
+    busy: int = 0
+    other: int = 0
+    attempts: int = 0
+    last_line: str | None = None
+    last_outcome: CallOutcome = CallOutcome.NO_CARRIER
+    last_result: str = ""
+
+
+class ModemPool(service.Service):
+    """The pool of dial-up modem lines (see the module docstring)."""
+
+    name = "modems"
+
+    def __init__(
+        self,
+        reactor: Any,
+        lines: Sequence[LineSpec],
+        *,
+        dial: DialSettings | None = None,
+        policy: RetryPolicy | None = None,
+        store: Any = None,
+        control_for: Callable[[str], IModemControl | None] | None = None,
+        on_alarm: Callable[[ModemAlarm], None] | None = None,
+        open_timeout: float = 10.0,
+        keep_calls: int = 1000,
+    ) -> None:
+        names = [spec.name for spec in lines]
+        if len(set(names)) != len(names):
+            raise ChannelError(f"modem line names repeat: {names}")
+        self.reactor = reactor
+        self.lines = [PoolLine(spec) for spec in lines]
+        self.dial = dial if dial is not None else DialSettings()
+        self.policy = policy if policy is not None else RetryPolicy()
+        self.store = store
+        self.control_for = control_for
+        self.on_alarm = on_alarm
+        self.open_timeout = open_timeout
+        self.keep_calls = keep_calls
+        self.alarms: list[ModemAlarm] = []
+        self.calls: deque[ModemCall] = deque(maxlen=keep_calls)
+        self.sites: dict[str, CallStats] = {}
+        self.opened: Deferred[None] | None = None
+        self.active = 0
+        self.most_active = 0
+        self._waiters: deque[Deferred[PoolLine]] = deque()
+        self._unsaved: list[ModemCall] = []
+        self._saving: Deferred[None] = succeed(None)
+        self._opening = False
+
+    # -- service
+
+    def startService(self) -> None:
+        super().startService()
+        self.opened = self.open()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self._fail_waiters(ChannelError("modem pool stopped"))
+        closing = []
+        for line in self.lines:
+            line.in_service = False
+            modem = line.modem
+            if modem is not None and modem.transport is not None and modem.is_open:
+                closing.append(modem.closed)
+                modem.transport.loseConnection()
+        d: Deferred[Any] = DeferredList(closing)
+        d.addCallback(lambda _: self.flush())
+        return d
+
+    def open(self) -> Deferred[None]:
+        """Open every line's port and initialise its modem; fires when all were tried
+        (lines that fail are out of service, with an alarm)."""
+        self._opening = True
+
+        def done(_: object) -> None:
+            self._opening = False
+            if not self.in_service():
+                self._fail_waiters(ChannelError("no modem line could be opened"))
+
+        d: Deferred[Any] = DeferredList(
+            [Deferred.fromCoroutine(self._open_line(line)) for line in self.lines]
+        )
+        return d.addCallback(done)
+
+    async def _open_line(self, line: PoolLine) -> None:
+        spec = line.spec
+        control = self.control_for(spec.name) if self.control_for is not None else None
+        modem = ModemLine(self.reactor, spec.name, spec.profile(), control=control)
+        modem.route = spec.route
+        try:
+            endpoint = client_endpoint(self.reactor, spec.route)
+            await connect_within(self.reactor, endpoint, modem, spec.route, self.open_timeout)
+            await modem.initialise()
+        except FepError as e:
+            if modem.transport is not None:
+                modem.transport.loseConnection()
+            self._take_out(line, f"cannot open and initialise: {e}")
+            return
+        line.modem = modem
+        line.in_service = True
+        line.fault = None
+        modem.closed.addCallback(lambda _: self._port_closed(line))
+        log.info("modem {line} on {port}: ready", line=spec.name, port=spec.route)
+        self._release(line)
+
+    def _port_closed(self, line: PoolLine) -> None:
+        if line.in_service and self.running:
+            self._take_out(line, "serial port closed")
+
+    # -- lines
+
+    def in_service(self) -> list[str]:
+        return [line.name for line in self.lines if line.in_service]
+
+    def lease(self) -> Deferred[PoolLine]:
+        """A free line in service, now or when one is released (first come, first
+        served). Cancelling the Deferred leaves the queue."""
+        for line in self.lines:
+            if line.in_service and not line.busy:
+                line.busy = True
+                self._active(+1)
+                return succeed(line)
+        if not self.in_service() and not self._opening:
+            return fail(ChannelError("no modem line in service"))
+
+        def cancel(d: Deferred[PoolLine]) -> None:
+            if d in self._waiters:
+                self._waiters.remove(d)
+
+        waiter: Deferred[PoolLine] = Deferred(cancel)
+        self._waiters.append(waiter)
+        return waiter
+
+    def _release(self, line: PoolLine) -> None:
+        if line.busy:
+            line.busy = False
+            self._active(-1)
+        if not line.in_service:
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.called:
+                line.busy = True
+                self._active(+1)
+                waiter.callback(line)
+                return
+
+    def _active(self, step: int) -> None:
+        self.active += step
+        self.most_active = max(self.most_active, self.active)
+
+    def _take_out(self, line: PoolLine, reason: str, number: str | None = None) -> None:
+        line.in_service = False
+        line.fault = reason
+        alarm = ModemAlarm(line.name, reason, datetime.now(UTC), number)
+        self.alarms.append(alarm)
+        log.error("modem {line} out of service: {reason}", line=line.name, reason=reason,
+                  route=line.spec.route, number=number, alarm=True)
+        if self.on_alarm is not None:
+            self.on_alarm(alarm)
+        if not self.in_service() and not self._opening:
+            self._fail_waiters(ChannelError(f"no modem line in service (last: {reason})"))
+
+    def put_back(self, name: str) -> Deferred[None]:
+        """Return a line taken out of service (after the fault is cleared): reopen it."""
+        for line in self.lines:
+            if line.name == name and not line.in_service:
+                modem = line.modem
+                if modem is not None and modem.is_open and modem.transport is not None:
+                    modem.transport.loseConnection()
+                line.modem = None
+                return Deferred.fromCoroutine(self._open_line(line))
+        return fail(ChannelError(f"no modem line {name!r} out of service"))
+
+    def _fail_waiters(self, error: ChannelError) -> None:
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.called:
+                waiter.errback(Failure(error))
+
+    # -- calls
+
+    def call(
+        self,
+        number: str,
+        session: Callable[[IStreamClientEndpoint], Deferred[T]],
+        *,
+        site: str | None = None,
+        route: str | None = None,
+    ) -> Deferred[T]:
+        """Call ``number`` and run ``session`` over the connected call; retries per policy
+        (a carrier lost mid-session included); fires with what the session fires with."""
+
+        async def run() -> T:
+            tries = _Tries()
+            while True:
+                call = await self._connect(number, site, route, tries)
+                try:
+                    value = await session(call.endpoint())
+                except Exception as e:
+                    if call.carrier_lost is None:
+                        call.session_failed = True
+                    await call.hang_up()
+                    if call.carrier_lost is None:
+                        raise
+                    tries.other += 1
+                    tries.last_outcome = CallOutcome.CARRIER_LOST
+                    delay = self.policy.delay(CallOutcome.CARRIER_LOST, tries.busy, tries.other)
+                    if delay is None:
+                        raise self._gave_up(call.number, call.route, tries) from e
+                    await deferLater(self.reactor, delay, lambda: None)
+                    continue
+                await call.hang_up()
+                return value
+
+        return Deferred.fromCoroutine(run())
+
+    def endpoint(self, number: str) -> IStreamClientEndpoint:
+        """The endpoint of a ``dialup:NUMBER`` route."""
+        return DialupEndpoint(self, number)
+
+    async def _connect(
+        self, number: str, site: str | None, route: str | None, tries: _Tries
+    ) -> DialupCall:
+        number = normalise_number(number)
+        route = route or f"dialup:{number}"
+        while True:
+            line = await self.lease()
+            assert line.modem is not None
+            call = DialupCall(self.reactor, line.modem, number, self.dial, site=site,
+                              route=route)
+            call.finished.addCallback(self._ended, line, call)
+            tries.attempts += 1
+            tries.last_line = line.name
+            try:
+                result = await call.dial()
+            except ChannelError as e:
+                outcome = call.outcome or CallOutcome.ERROR
+                tries.last_result = str(e)
+            else:
+                if result.code is ResultCode.CONNECT:
+                    return call
+                outcome = call.outcome or CallOutcome.ERROR
+                tries.last_result = result.line
+            tries.last_outcome = outcome
+            if outcome is CallOutcome.BUSY:
+                tries.busy += 1
+            elif outcome is not CallOutcome.NO_DIALTONE:
+                tries.other += 1
+            delay = self.policy.delay(outcome, tries.busy, tries.other)
+            if delay is None:
+                raise self._gave_up(number, route, tries)
+            log.info("{number}: {outcome} on modem {line}, again in {delay:g} s",
+                     number=number, outcome=outcome.value, line=line.name, delay=delay,
+                     route=route)
+            if delay:
+                await deferLater(self.reactor, delay, lambda: None)
+
+    def _gave_up(self, number: str, route: str, tries: _Tries) -> DialFailed:
+        return DialFailed(
+            f"{number}: gave up after {tries.attempts} attempts, last "
+            f"{tries.last_outcome.value} ({tries.last_result or 'no result'}) on modem "
+            f"{tries.last_line}",
+            route=route, number=number, line=tries.last_line, outcome=tries.last_outcome,
+            attempts=tries.attempts,
+        )
+
+    def _ended(self, record: ModemCall, line: PoolLine, call: DialupCall) -> ModemCall:
+        if call.session_failed and record.outcome is CallOutcome.COMPLETED:
+            record = attrs.evolve(record, outcome=CallOutcome.SESSION_FAILED)
+        self.calls.append(record)
+        line.stats.add(record)
+        self.sites.setdefault(record.site, CallStats(record.site)).add(record)
+        if self.store is not None:
+            self._unsaved.append(record)
+            self.flush()
+        if not self.running and self.opened is not None:
+            pass  # shutting down: a call cut short by closing ports is no line fault
+        elif record.outcome is CallOutcome.NO_DIALTONE:
+            self._take_out(line, f"NO DIALTONE (line fault) calling {record.number}",
+                           record.number)
+        elif call.line_fault is not None:
+            self._take_out(line, call.line_fault, record.number)
+        self._release(line)
+        return record
+
+    # -- statistics
+
+    def line_stats(self) -> Mapping[str, CallStats]:
+        return {line.name: line.stats for line in self.lines}
+
+    def flush(self) -> Deferred[None]:
+        """Save the call records not yet in the store, one batch at a time; fires when
+        they are (store errors are logged and the records kept for the next flush)."""
+        if self.store is None:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+
+        def save(_: object) -> Deferred[None] | None:
+            batch, self._unsaved = self._unsaved, []
+            if not batch:
+                return None
+
+            def failed(failure: Failure) -> None:
+                self._unsaved[:0] = batch
+                log.warn("cannot store {count} modem call records: {error}",
+                         count=len(batch), error=failure.getErrorMessage())
+
+            saving: Deferred[Any] = self.store.add_modem_calls(batch)
+            return saving.addCallbacks(lambda _: None, failed)
+
+        def report(_: object) -> None:
+            done.callback(None)
+
+        self._saving.addCallback(save).addCallback(report)
+        return done
+
+
+@implementer(IStreamClientEndpoint)
+class DialupEndpoint:
+    """``dialup:NUMBER``: connect = lease a line, dial (with retries), connected; the
+    transport's loseConnection hangs up and releases the line."""
+
+    def __init__(self, pool: ModemPool, number: str) -> None:
+        self.pool = pool
+        self.number = normalise_number(number)
+        self.route = f"dialup:{self.number}"
+        # The longest a connect may take: every attempt the retry policy allows, each
+        # dialled to its result, with the delays between them.
+        dial, policy = pool.dial, pool.policy
+        attempts = 1 + policy.busy_retries + policy.retries
+        self.connect_timeout: float | None = (
+            attempts * (dial.dial_timeout + dial.guard)
+            + policy.busy_retries * policy.busy_delay
+            + policy.retries * policy.backoff_max
+        )
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        async def run() -> IProtocol:
+            call = await self.pool._connect(self.number, None, self.route, _Tries())
+            try:
+                return await call.endpoint().connect(protocolFactory)
+            except FepError:
+                call.hang_up()
+                raise
+
+        return Deferred.fromCoroutine(run())
+
+
+def pool_from_config(
+    reactor: Any,
+    section: Any,
+    *,
+    store: Any = None,
+    on_alarm: Callable[[ModemAlarm], None] | None = None,
+) -> ModemPool | None:
+    """The pool a ``[modems]`` section (fep.config.ModemsSection) describes, None when it
+    names no lines. Errors are ConfigErrors naming the section and key."""
+    from fep.errors import ConfigError
+
+    lines = section.line_list()
+    if not lines:
+        return None
+    try:
+        specs = [LineSpec(name, route, model, section.init_commands)
+                 for name, route, model in lines]
+        for spec in specs:
+            spec.profile()
+        dial = DialSettings(
+            prefix=section.prefix,
+            tone=section.dialing == "tone",
+            dial_timeout=section.dial_timeout,
+            guard=section.guard,
+            hangup=section.hangup,
+            hangup_timeout=section.hangup_timeout,
+        )
+        policy = RetryPolicy(
+            busy_delay=section.busy_delay,
+            busy_retries=section.busy_retries,
+            backoff=section.backoff,
+            backoff_factor=section.backoff_factor,
+            backoff_max=section.backoff_max,
+            retries=section.retries,
+        )
+    except ConfigError as e:
+        raise ConfigError(e.message, file=e.file, section="modems", key=e.key) from None
+    return ModemPool(reactor, specs, dial=dial, policy=policy, store=store,
+                     on_alarm=on_alarm, open_timeout=section.open_timeout)
