@@ -253,6 +253,10 @@ def _protocol_options(args: argparse.Namespace) -> dict[str, str]:
     """The protocol options given on the command line, as meter metadata."""
     if args.protocol == "dlt645":
         return {"dlt645_items": ",".join(args.di)} if args.di else {}
+    if args.protocol in ("modbus", "modbus-pulse"):
+        modbus = {"modbus_device_map": args.device_map,
+                  "modbus_unit": None if args.unit_id is None else str(args.unit_id)}
+        return {k: v for k, v in modbus.items() if v is not None}
     if args.protocol.startswith("ansi-c12"):
         c12 = {"c12_password": args.password, "c12_user": args.user}
         return {k: v for k, v in c12.items() if v is not None}
@@ -336,6 +340,65 @@ async def cmd_db(reactor: Any, args: argparse.Namespace) -> int:
     else:
         print("schema is up to date")
     return EXIT_OK
+
+
+SESSION_COLUMNS = (
+    "id", "modem", "meters", "state", "peer", "listener", "since", "last_frame", "bytes_in",
+    "bytes_out", "frames", "job",
+)
+
+
+async def cmd_sessions(reactor: Any, args: argparse.Namespace) -> int:
+    """The running daemon's live modem sessions, asked over its control socket."""
+    from fep.operator.control import ask
+
+    path = args.socket
+    if not path:
+        from fep.config import default_config, load_config
+
+        config = load_config(args.config) if args.config else default_config()
+        path = str(config.control_socket)
+    answer = await ask(reactor, path, "sessions")
+    sessions: list[dict[str, object]] = list(answer.get("sessions") or [])
+    if args.format == "json":
+        for row in sessions:
+            sys.stdout.write(json.dumps(row) + "\n")
+        sys.stdout.flush()
+        return EXIT_OK
+    rows = [
+        {**row, "meters": ",".join(str(m) for m in row.get("meters") or [])}  # type: ignore[attr-defined]
+        for row in sessions
+    ]
+    write_rows(rows, SESSION_COLUMNS, "table")
+    if not answer.get("gprs"):
+        print("(no [gprs] listener is configured on this node)", file=sys.stderr)
+    return EXIT_OK
+
+
+async def cmd_export(reactor: Any, args: argparse.Namespace) -> int:
+    """``fep export cim METER``: IEC 61968-9 MeterReadings or EndDeviceEvents XML."""
+    from fep.operator import cim
+
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+
+    async def work(store: Any) -> int:
+        meter = await store.meter(args.meter)
+        if meter is None:
+            raise UsageError(f"no meter {args.meter!r} in the store")
+        if args.kind == "events":
+            xml = await cim.export_events(store, meter, since, until)
+        else:
+            xml = await cim.export_readings(store, meter, since, until)
+        if args.output and args.output != "-":
+            Path(args.output).write_bytes(xml)
+            print(f"wrote {args.output}")
+        else:
+            sys.stdout.buffer.write(xml)
+            sys.stdout.flush()
+        return EXIT_OK
+
+    return await _with_store(args, work)
 
 
 def read_meter_csv(path: Path) -> list[Meter]:
@@ -427,6 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DI",
         help="data identifier to read, hex (repeatable), e.g. --di 00010000",
     )
+    modbus = read.add_argument_group("Modbus pulse recorders (--protocol modbus)")
+    modbus.add_argument("--device-map", metavar="NAME",
+                        help="register map: etc/devices/NAME.ini or a path, e.g. sim-pr2")
+    modbus.add_argument("--unit-id", type=int, metavar="N", help="Modbus unit id (default 1)")
     c12 = read.add_argument_group("ANSI C12.18 (--protocol ansi-c12.18); --password is shared")
     c12.add_argument("--user", help="C12.18 logon user name")
     c12.add_argument(
@@ -481,6 +548,26 @@ def build_parser() -> argparse.ArgumentParser:
     readings.add_argument("--limit", type=int)
     readings.add_argument("--format", choices=("json", "csv", "table"), default="table")
     readings.set_defaults(run=cmd_readings)
+
+    sessions = sub.add_parser(
+        "sessions", help="live modem sessions of the running daemon (its control socket)"
+    )
+    sessions.add_argument(
+        "--socket", help="the daemon's control socket (default: from --config, else "
+        "var/control.sock)"
+    )
+    sessions.add_argument("--format", choices=("json", "table"), default="table")
+    sessions.set_defaults(run=cmd_sessions)
+    export = sub.add_parser("export", help="export stored data for other systems")
+    esub = export.add_subparsers(dest="export_command", required=True, parser_class=_Parser)
+    cim = esub.add_parser("cim", help="IEC 61968-9 MeterReadings / EndDeviceEvents XML")
+    cim.add_argument("meter")
+    cim.add_argument("--from", dest="since", help="start, ISO-8601 (UTC unless a zone)")
+    cim.add_argument("--to", dest="until", help="end (exclusive), ISO-8601")
+    cim.add_argument("--kind", choices=("readings", "events"), default="readings",
+                     help="MeterReadings (readings and load profile) or EndDeviceEvents")
+    cim.add_argument("-o", "--output", help="file to write (default: standard output)")
+    export.set_defaults(run=cmd_export)
 
     db = sub.add_parser("db", help="the store's schema")
     dsub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from fep.channels.identify import DEFAULT_REGISTRATION
 from fep.errors import ConfigError
 
 
@@ -45,6 +46,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"expected a TCP port 0..65535 (0: off), got {text!r}")
     return value
 
 
@@ -137,11 +145,28 @@ _dialing = _choice("tone", "pulse")
 _hangup = _choice("escape", "dtr")
 
 
+def _sms_mode(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("pdu", "text"):
+        raise ValueError(f"expected pdu or text, got {text!r}")
+    return value
+
+
+
+def _sms_rules(text: str) -> tuple[str, ...]:
+    from fep.collect.sms import parse_rules
+
+    lines = tuple(line.strip() for line in text.splitlines() if line.strip())
+    parse_rules(lines)  # ValueError names the rule
+    return lines
+
+
 _TYPE_NAMES: dict[Callable[[str], Any], str] = {
     _bool: "yes/no",
     _positive_float: "a positive number",
     _positive_int: "a positive whole number",
     _level: "a log level",
+    _port: "a TCP port (0: off)",
     _text: "text",
     _shared_lines: "SCHEME=LINES, ...",
     _approval: "a list of command names",
@@ -151,6 +176,8 @@ _TYPE_NAMES: dict[Callable[[str], Any], str] = {
     _modem_model: "a modem model",
     _dialing: "tone or pulse",
     _hangup: "escape or dtr",
+    _sms_mode: "pdu or text",
+    _sms_rules: "rule lines '<pattern> => <kind> [severity] [code]'",
 }
 
 # section -> key -> Option. Sections marked required must appear in the file.
@@ -241,6 +268,106 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
         "retries": Option(_non_negative_int, 2, "times a site is called again after back-off"),
         "open_timeout": Option(_positive_float, 10.0, "seconds to open a modem's port"),
     },
+    "gprs": {
+        "listen": Option(
+            _text,
+            "",
+            "listeners (Twisted server endpoints, separated by spaces) where GPRS modems "
+            "dial in, e.g. tcp:4070 ssl:4071:privateKey=key.pem:certKey=cert.pem; empty: none",
+        ),
+        "identify": Option(
+            _text,
+            "ascii binary dlms iec62056-21",
+            "identification rules tried on a new connection's first bytes",
+        ),
+        "registration": Option(
+            _text,
+            DEFAULT_REGISTRATION,
+            "regular expression of the ASCII registration line (groups imei, iccid, imsi, "
+            "serial)",
+        ),
+        "unknown": Option(_text, "quarantine", "unknown modems: register, quarantine or reject"),
+        "register_protocol": Option(
+            _text, "dlms", "protocol of a meter registered from an ASCII or binary registration"
+        ),
+        "identify_timeout": Option(
+            _positive_float, 60.0, "seconds a new connection has to identify itself"
+        ),
+        "idle_timeout": Option(
+            _positive_float, 300.0, "seconds of silence after which a session is closed"
+        ),
+        "heartbeat": Option(
+            _text, "", "heartbeat packets dropped from the stream (hex:A5FE or ASCII)"
+        ),
+        "max_garbage": Option(
+            _positive_int, 4096, "bytes without a registration before a connection is closed"
+        ),
+        "connect_backoff": Option(
+            _positive_float, 10.0, "seconds a line is not dialled again after a failed connect"
+        ),
+        "connect_backoff_max": Option(
+            _positive_float, 600.0, "most seconds of backoff after failed connects in a row"
+        ),
+    },
+    "control": {
+        "socket": Option(
+            _text, "", "control socket (UNIX, JSON lines) for fep sessions; empty: DATA_DIR/"
+            "control.sock"
+        ),
+        "enabled": Option(_bool, True, "listen on the control socket"),
+    },
+    "sms": {
+        "port": Option(
+            _text,
+            "",
+            "route of the GSM modem for SMS, e.g. serial:/dev/ttyUSB2:115200:8N1; empty: no SMS",
+        ),
+        "mode": Option(_sms_mode, "pdu", "pdu (exact, any text) or text (AT+CMGF=1)"),
+        "pin": Option(_text, "", "SIM PIN when the SIM asks for one (kept out of logs)"),
+        "smsc": Option(_text, "", "service centre number; empty: the one stored on the SIM"),
+        "memory": Option(_text, "SM", "message memory to read and store in (SM, ME, MT)"),
+        "delivery_reports": Option(_bool, True, "ask for delivery reports of sent messages"),
+        "validity": Option(_positive_float, 86400.0, "seconds the network tries to deliver"),
+        "sweep_interval": Option(_positive_float, 300.0, "seconds between reads of the memory"),
+        "command_timeout": Option(_positive_float, 10.0, "seconds the modem has per command"),
+        "send_timeout": Option(_positive_float, 60.0, "seconds the modem has to send one part"),
+        "wakeup_text": Option(_text, "WAKEUP", "text of the wake-up SMS (meter: sms_wakeup_text)"),
+        "rules": Option(
+            _sms_rules,
+            (),
+            "one rule a line: <regular expression> => <event kind> [severity] [code]; the first "
+            "that matches a message from a meter's sms_number makes a MeterEvent",
+        ),
+    },
+    "http": {
+        "port": Option(_port, 0, "port of the API, status page and metrics; 0: off"),
+        "interface": Option(_text, "127.0.0.1", "address the web server listens on"),
+        "tokens_file": Option(_text, "", "file of NAME ROLE TOKEN lines (API and metrics)"),
+        "metrics_auth": Option(_bool, True, "/metrics needs a token too"),
+    },
+    "manhole": {
+        "port": Option(_port, 0, "SSH port of the operator console; 0: off"),
+        "interface": Option(_text, "127.0.0.1", "address the console listens on"),
+        "authorized_keys": Option(_text, "", "OpenSSH authorized_keys file of operators"),
+        "host_key": Option(_text, "", "host key file (made at first start); empty: "
+                           "DATA_DIR/manhole_host_key"),
+    },
+    "alarms": {
+        "enabled": Option(_bool, True, "classify events into alarms and notify"),
+        "table": Option(_text, "", "alarm table file (classification, rules); empty: the "
+                        "built-in classification and no notifications"),
+        "debounce": Option(_positive_float, 300.0, "seconds a repeated alarm of a meter "
+                           "and kind is counted, not raised again"),
+        "smtp_host": Option(_text, "127.0.0.1", "SMTP relay for e-mail notifications"),
+        "smtp_port": Option(_port, 25, "its port"),
+        "mail_from": Option(_text, "fep@localhost", "sender address of alarm e-mail"),
+    },
+    "northbound": {
+        "amqp_url": Option(_text, "", "AMQP broker, e.g. amqp://guest:guest@127.0.0.1:5672/%2F; "
+                           "empty: off"),
+        "exchange": Option(_text, "fep", "topic exchange records are published to"),
+        "batch": Option(_positive_int, 500, "most records in flight to the broker"),
+    },
     "log": {
         "level": Option(_level, "info", "least severe log level written"),
         "json_file": Option(_text, "", "also write JSON log events to this file; empty: no"),
@@ -324,6 +451,76 @@ class ModemsSection:
 
 
 @attrs.frozen
+class GprsSection:
+    listen: str
+    identify: str
+    registration: str
+    unknown: str
+    register_protocol: str
+    identify_timeout: float
+    idle_timeout: float
+    heartbeat: str
+    max_garbage: int
+    connect_backoff: float
+    connect_backoff_max: float
+
+
+@attrs.frozen
+class ControlSection:
+    socket: str
+    enabled: bool
+
+
+@attrs.frozen
+class SmsSection:
+    port: str
+    mode: str
+    pin: str = attrs.field(repr=False)
+    smsc: str
+    memory: str
+    delivery_reports: bool
+    validity: float
+    sweep_interval: float
+    command_timeout: float
+    send_timeout: float
+    wakeup_text: str
+    rules: tuple[str, ...]
+
+
+@attrs.frozen
+class HttpSection:
+    port: int
+    interface: str
+    tokens_file: str
+    metrics_auth: bool
+
+
+@attrs.frozen
+class ManholeSection:
+    port: int
+    interface: str
+    authorized_keys: str
+    host_key: str
+
+
+@attrs.frozen
+class AlarmsSection:
+    enabled: bool
+    table: str
+    debounce: float
+    smtp_host: str
+    smtp_port: int
+    mail_from: str
+
+
+@attrs.frozen
+class NorthboundSection:
+    amqp_url: str
+    exchange: str
+    batch: int
+
+
+@attrs.frozen
 class LogSection:
     level: str
     json_file: str
@@ -340,11 +537,22 @@ class Config:
     push: PushSection
     log: LogSection
     modems: ModemsSection
+    gprs: GprsSection
+    control: ControlSection
+    sms: SmsSection
+    http: HttpSection
+    manhole: ManholeSection
+    alarms: AlarmsSection
+    northbound: NorthboundSection
     source: str = "<defaults>"
 
     @property
     def spool_directory(self) -> Path:
         return Path(self.spool.directory or Path(self.fep.data_dir) / "spool")
+
+    @property
+    def control_socket(self) -> Path:
+        return Path(self.control.socket or Path(self.fep.data_dir) / "control.sock")
 
 
 _SECTION_CLASSES: Mapping[str, type] = {
@@ -355,6 +563,13 @@ _SECTION_CLASSES: Mapping[str, type] = {
     "push": PushSection,
     "log": LogSection,
     "modems": ModemsSection,
+    "gprs": GprsSection,
+    "control": ControlSection,
+    "sms": SmsSection,
+    "http": HttpSection,
+    "manhole": ManholeSection,
+    "alarms": AlarmsSection,
+    "northbound": NorthboundSection,
 }
 
 
@@ -400,7 +615,18 @@ def parse_config(text: str, file: str = "<string>") -> Config:
     sections = {
         name: cls(**_section_values(parser, name, file)) for name, cls in _SECTION_CLASSES.items()
     }
+    _check_gprs(sections["gprs"], file)
     return Config(source=file, **sections)
+
+
+def _check_gprs(gprs: GprsSection, file: str) -> None:
+    """The [gprs] values that only make sense together: rules, pattern, policy, heartbeats."""
+    from fep.channels.gprs import gprs_settings
+
+    try:
+        gprs_settings(gprs)
+    except ConfigError as e:
+        raise ConfigError(e.message, file=file, section="gprs", key=e.key) from None
 
 
 def load_config(path: str | Path) -> Config:

@@ -164,6 +164,64 @@ class IWakeUp(Interface):
         not within ``timeout`` seconds."""
 
 
+class IPushHandler(Interface):
+    """Decodes what meters push on one connection and hands the records to a sink. Fed with
+    the connection's bytes; bad input is counted and logged, never raised."""
+
+    frames = Attribute("How many complete pushes (messages) it has taken so far.")
+
+    def data_received(data: bytes) -> None:
+        """Bytes that arrived from the meter side."""
+
+    def pending() -> int:
+        """How many bytes of a push not yet complete it holds (0: between pushes)."""
+
+    def take_buffered() -> bytes:
+        """The bytes of a push not yet complete, handed over (and forgotten here) when a
+        pull session takes the connection: that session's own decoder goes on with them."""
+
+
+class IPushProtocol(Interface):
+    """A meter protocol whose meters push: gives the push decoder of one connection."""
+
+    def push_handler(
+        meter: Meter,
+        sink: IRecordSink,
+        *,
+        directory: object,
+        counters: object,
+        source: str,
+        close: Callable[[], None],
+    ) -> IPushHandler:
+        """The decoder for pushes of ``meter`` (the connection's meter, the fallback when a
+        push does not name its sender); ``directory`` finds other senders (a
+        MeterDirectory), ``counters`` is the replay guard of ciphered pushes, ``source``
+        names the connection in records and logs, ``close()`` drops the connection."""
+
+
+class IPushChannel(Interface):
+    """A byte pipe that also carries its meter's unsolicited pushes (a GPRS modem session
+    lent to a pull job). A meter session that tells a push from an answer (protocol
+    knowledge) hands the push's records here, to be stored like any other push."""
+
+    def pushed(records: Sequence[Record]) -> Deferred[None]:
+        """Store the records of a push that arrived during the session."""
+
+
+class IModemSessionObserver(Interface):
+    """Told by the GPRS channel of its modems' sessions (the collection engine: where a
+    modem is connected, jobs for a newly registered meter, modems woken up)."""
+
+    def modem_attached(meters: Sequence[Meter]) -> None:
+        """A modem's session attached to ``meters`` (their routes are connected now)."""
+
+    def modem_gone(meters: Sequence[Meter]) -> None:
+        """The attached session of ``meters``' modem ended (or gave way to a newer one)."""
+
+    def meter_registered(meter: Meter) -> None:
+        """An unknown modem's meter was registered (stored and added to the directory)."""
+
+
 class ISerialLine(Interface):
     """Line control of a serial byte pipe, where the protocol needs it (IEC 62056-21 mode C
     switches baud after the identification message)."""

@@ -365,6 +365,8 @@ class EventKind(enum.StrEnum):
     PHASE_IMBALANCE = "phase-imbalance"
     COMMUNICATION_FAILURE = "communication-failure"
     METER_ERROR = "meter-error"
+    TAMPER = "tamper"
+    LOW_BATTERY = "low-battery"
     OTHER = "other"
 
 

@@ -19,7 +19,7 @@ from twisted.logger import (
     jsonFileLogObserver,
 )
 
-from fep.channels.routes import Channels
+from fep.channels.routes import Channels, ConnectBackoff
 from fep.collect.directory import MeterDirectory
 from fep.collect.engine import CollectionEngine
 from fep.config import Config
@@ -53,6 +53,10 @@ class FepService(service.MultiService):
         self.config = config
         self.reactor = reactor
         self.store: IStore = open_store(config.store.url, reactor, pool_size=config.store.pool_size)
+        from fep.operator.service import OperatorTier
+
+        # The operator tier (API, status page, metrics, console, alarms, northbound).
+        self.operator = OperatorTier(config, reactor)
         self.spool = Spool(config.spool_directory, reactor)
         self.router = Router(
             self.spool,
@@ -63,7 +67,12 @@ class FepService(service.MultiService):
             flush_timeout=config.spool.flush_timeout,
         )
         self.directory = MeterDirectory(self.store)
-        self.channels = Channels(reactor)
+        self.channels = Channels(
+            reactor,
+            backoff=ConnectBackoff(
+                reactor, config.gprs.connect_backoff, config.gprs.connect_backoff_max
+            ),
+        )
         from fep.channels.modem.pool import pool_from_config
 
         self.modems = pool_from_config(
@@ -71,19 +80,10 @@ class FepService(service.MultiService):
         )
         if self.modems is not None:
             pool = self.modems
-            self.channels.register_scheme("dialup", lambda route: pool.endpoint(route.args))
-        self.collection = CollectionEngine(
-            reactor,
-            self.store,
-            self.router,
-            self.directory,
-            config.collect,
-            node=config.fep.node,
-            endpoint_for=self.channels,
-            # Every dialup: route shares the modem pool's lines.
-            pools={"dialup": len(config.modems.line_list())} if self.modems else None,
-        )
-        self.scheduler = self.collection.scheduler
+            # The pool redials by its own retry policy: no line backoff on top.
+            self.channels.register_scheme(
+                "dialup", lambda route: pool.endpoint(route.args), backoff=False
+            )
         self.listeners: list[service.Service] = []
         if config.push.iec62056_21:
             from fep.protocols.iec62056_21.session import PushedReadoutFactory
@@ -106,6 +106,30 @@ class FepService(service.MultiService):
             listener = strports.service(config.push.dlms, self.dlms_push)
             listener.setName("push-dlms")
             self.listeners.append(listener)
+        self.gprs: Any = None
+        if config.gprs.listen:
+            self._add_gprs(config)
+        self.control: Any = None
+        self._control_problem: str | None = None
+        if config.control.enabled:
+            from fep.errors import ConfigError
+            from fep.operator.control import ControlServer
+
+            try:
+                self.control = ControlServer(reactor, config.control_socket)
+            except ConfigError as e:
+                if config.control.socket:
+                    raise
+                # The default under a deep data directory: run without it, and say so.
+                self._control_problem = f"{e}; set [control] socket to a shorter path"
+            else:
+                self.control.add("sessions", self._sessions_command)
+        self.sms: Any = None
+        self.sms_wakeup: Any = None
+        if config.sms.port:
+            self._build_sms(config)
+        self._build_collection(config)
+        self.operator.attach(self)
         self._json_log: io.TextIOWrapper | None = None
         self._observer: ILogObserver | None = None
         self.started: Deferred[None] | None = None
@@ -113,6 +137,91 @@ class FepService(service.MultiService):
     def _modem_alarm(self, alarm: Any) -> None:
         log.critical("modem line {line} out of the pool: {reason}", line=alarm.line,
                      reason=alarm.reason, number=alarm.number)
+
+    def _add_gprs(self, config: Config) -> None:
+        """GPRS modems that dial in: the channel, its listeners, and ``gprs:`` routes."""
+        from fep.channels.gprs import GprsChannel, gprs_settings, listener_names
+
+        self.gprs = GprsChannel(
+            self.reactor,
+            gprs_settings(config.gprs),
+            sink=self.router,
+            directory=self.directory,
+            store=self.store,
+            counters=self.counters,
+        )
+        self.channels.register_scheme("gprs", self.gprs.endpoint_for, backoff=False)
+        for description in listener_names(config.gprs.listen):
+            label = ":".join(description.split(":")[:2])
+            listener = strports.service(description, self.gprs.factory(label))
+            listener.setName(f"gprs {label}")
+            self.listeners.append(listener)
+
+    def sessions(self) -> list[Any]:
+        """The live modem sessions (fep.channels.gprs.SessionInfo snapshots, oldest first)
+        for the operator tier; empty without a [gprs] listener."""
+        return self.gprs.sessions() if self.gprs is not None else []
+
+    def _sessions_command(self, request: dict[str, Any]) -> dict[str, Any]:
+        sessions = self.sessions()
+        return {
+            "node": self.config.fep.node,
+            "gprs": self.gprs is not None,
+            "sessions": [s.as_dict() for s in sessions],
+        }
+    def _build_sms(self, config: Config) -> None:
+        """The SMS channel, its alarm rules into the router, wake-up and notifications."""
+        from datetime import timedelta
+
+        from fep.channels.modem.sms import SmsChannel, SmsSettings
+        from fep.collect.sms import SmsEventRouter, SmsWakeUp, parse_rules
+
+        sms = config.sms
+        settings = SmsSettings(
+            sms.port,
+            mode=sms.mode,
+            pin=sms.pin or None,
+            smsc=sms.smsc or None,
+            memory=sms.memory,
+            delivery_reports=sms.delivery_reports,
+            validity=timedelta(seconds=sms.validity),
+            sweep_interval=sms.sweep_interval,
+            command_timeout=sms.command_timeout,
+            send_timeout=sms.send_timeout,
+        )
+        self.sms = SmsChannel(self.reactor, settings)
+        self.sms.add_message_handler(
+            SmsEventRouter(parse_rules(sms.rules), self.directory, self.router)
+        )
+        self.sms_wakeup = SmsWakeUp(self.sms, sms.wakeup_text)
+
+    def _build_collection(self, config: Config) -> None:
+        """The collection engine; with a GPRS channel it learns where modems are connected
+        and which meters registered, and with an SMS channel too it wakes modems up."""
+        from fep.collect.inbound import ModemWakeUp, SessionHomes
+
+        wakeup: ModemWakeUp | None = None
+        if self.gprs is not None and self.sms_wakeup is not None:
+            wakeup = ModemWakeUp(self.reactor, self.sms_wakeup.wake_up, self.gprs.is_connected)
+            self.gprs.observers.append(wakeup)
+        self.collection = CollectionEngine(
+            self.reactor,
+            self.store,
+            self.router,
+            self.directory,
+            config.collect,
+            node=config.fep.node,
+            endpoint_for=self.channels,
+            wakeup=wakeup,
+            # Every dialup: route shares the modem pool's lines.
+            pools={"dialup": len(config.modems.line_list())} if self.modems else None,
+        )
+        self.scheduler = self.collection.scheduler
+        if self.gprs is not None:
+            self.gprs.observers.append(
+                SessionHomes(self.reactor, self.collection.jobs, self.scheduler,
+                             node=config.fep.node, connected=self.gprs.is_connected)
+            )
 
     def _resolve_pushing_meter(self, identification: str, serial: str | None) -> str | None:
         meter = self.directory.identify(serial, identification)
@@ -158,18 +267,28 @@ class FepService(service.MultiService):
         log.info("{count} meters known", count=len(meters))
         if self.config.collect.enabled:
             await self.collection.prepare()
+        # What sessions need (invocation counters, modem lines) is ready before the first
+        # job starts.
+        await self.counters.open()
+        from fep.protocols.dlms.session import set_counter_store
+
+        set_counter_store(self.counters)
         if self.modems is not None:
             self.modems.startService()
             assert self.modems.opened is not None
             await self.modems.opened
         if self.config.collect.enabled:
             self.scheduler.startService()
-        await self.counters.open()
-        from fep.protocols.dlms.session import set_counter_store
-
-        set_counter_store(self.counters)
         for listener in self.listeners:
             listener.startService()
+        if self.control is not None:
+            self.control.startService()
+        elif self._control_problem:
+            log.warn("no control socket (fep sessions cannot ask this daemon): {problem}",
+                     problem=self._control_problem)
+        if self.sms is not None:
+            self.sms.startService()
+        await self.operator.start()
         log.info("fep node {node} running", node=self.config.fep.node)
 
     def stopService(self) -> Deferred[None]:
@@ -180,9 +299,16 @@ class FepService(service.MultiService):
         if self.started is not None and not self.started.called:
             # Still starting: let the start sequence notice running is false.
             pass
+        if self.control is not None and self.control.running:
+            await self.control.stopService()
+        if self.sms is not None and self.sms.running:
+            await self.sms.stopService()
+        await self.operator.stop()
         for listener in self.listeners:
             if listener.running:
                 await listener.stopService()
+        if self.gprs is not None:
+            self.gprs.close_all()
         if self.scheduler.running:
             await self.scheduler.stopService()
         if self.modems is not None and self.modems.running:

@@ -68,5 +68,7 @@ class ConfigTests(unittest.TestCase):
                 default = option.default
                 if isinstance(default, bool):
                     default = "yes" if default else "no"
+                elif isinstance(default, tuple):
+                    default = ", ".join(default)
                 self.assertIn(f"{key} = {default}".rstrip(), text,
                               f"[{section}] {key} is not documented with its default")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -27,7 +28,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
 from fep.channels.endpoints import client_endpoint
-from fep.errors import RouteError
+from fep.errors import ChannelError, RouteError
 
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
 # A device address: decimal, hex, a DL/T 645/meter number or a DLMS ``logical/physical``
@@ -135,26 +136,97 @@ class _LeaseReleasingFactory(WrappingFactory):
         self.release()
 
 
+@attrs.define
+class _Failures:
+    count: int = 0
+    retry_at: float = 0.0
+
+
+class ConnectBackoff:
+    """Backoff after failed connects, per line: after the n-th failure in a row the line is
+    not tried again for ``initial * 2**(n-1)`` seconds (at most ``maximum``); a connect in
+    that window fails at once with a ChannelError saying when the line may be tried again.
+    A successful connect clears the line's record."""
+
+    def __init__(self, reactor: Any, initial: float = 10.0, maximum: float = 600.0) -> None:
+        self.reactor = reactor
+        self.initial = initial
+        self.maximum = maximum
+        self._lines: dict[str, _Failures] = {}
+
+    def check(self, line: str, route: str) -> None:
+        state = self._lines.get(line)
+        if state is None:
+            return
+        wait = state.retry_at - self.reactor.seconds()
+        if wait > 0:
+            when = datetime.fromtimestamp(state.retry_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            raise ChannelError(
+                f"{state.count} failed connect(s) in a row to {line}: not tried again before "
+                f"{when} (in {wait:.0f} s)",
+                route=route,
+            )
+
+    def failed(self, line: str) -> float:
+        """Record a failure; returns the seconds until the line may be tried again."""
+        state = self._lines.setdefault(line, _Failures())
+        state.count += 1
+        delay = min(self.initial * 2 ** (state.count - 1), self.maximum)
+        state.retry_at = self.reactor.seconds() + delay
+        return delay
+
+    def succeeded(self, line: str) -> None:
+        self._lines.pop(line, None)
+
+    def waiting(self) -> dict[str, tuple[int, float]]:
+        """Lines in backoff: failures in a row and when they may be tried (reactor time)."""
+        now = self.reactor.seconds()
+        return {
+            line: (s.count, s.retry_at) for line, s in self._lines.items() if s.retry_at > now
+        }
+
+
 @implementer(IStreamClientEndpoint)
 class LeasedEndpoint:
     """An endpoint used by one connection at a time: connect waits for the line's lease
-    (first come, first served) and the lease is held until that connection is lost."""
+    (first come, first served) and the lease is held until that connection is lost. With a
+    ``backoff``, a line that failed recently fails fast instead of being dialled again."""
 
-    def __init__(self, endpoint: IStreamClientEndpoint, lock: DeferredLock) -> None:
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint,
+        lock: DeferredLock,
+        backoff: ConnectBackoff | None = None,
+        line: str = "",
+        route: str = "",
+    ) -> None:
         self._endpoint = endpoint
         self._lock = lock
         # A channel that bounds its own connect (dial-up) says how long it may take.
         self.connect_timeout: float | None = getattr(endpoint, "connect_timeout", None)
+        self._backoff = backoff
+        self._line = line
+        self._route = route
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         async def run() -> IProtocol:
             await self._lock.acquire()
             factory = _LeaseReleasingFactory(protocolFactory, self._lock.release)
             try:
+                if self._backoff is not None:
+                    self._backoff.check(self._line, self._route)
+            except ChannelError:
+                factory.release()
+                raise
+            try:
                 wrapper = await self._endpoint.connect(factory)
             except BaseException:
                 factory.release()
+                if self._backoff is not None:
+                    self._backoff.failed(self._line)
                 raise
+            if self._backoff is not None:
+                self._backoff.succeeded(self._line)
             inner: IProtocol = wrapper.wrappedProtocol  # type: ignore[attr-defined]
             return inner
 
@@ -168,13 +240,22 @@ class Channels:
     """The channel layer's one entry: routes to byte pipes. Channels that are more than an
     endpoint string (GPRS sessions, the dial-up modem pool) register their scheme here."""
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, *, backoff: ConnectBackoff | None = None) -> None:
         self.reactor = reactor
+        self.backoff = backoff
         self._schemes: dict[str, EndpointFactory] = {}
         self._locks: dict[str, DeferredLock] = {}
+        self._no_backoff: set[str] = set()
 
-    def register_scheme(self, scheme: str, factory: EndpointFactory) -> None:
+    def register_scheme(
+        self, scheme: str, factory: EndpointFactory, *, backoff: bool = True
+    ) -> None:
+        """``factory`` gives the endpoints of ``scheme`` routes. ``backoff=False`` for
+        channels whose connect failures say nothing about the next attempt (a GPRS session
+        that is not there yet may dial in any moment)."""
         self._schemes[scheme] = factory
+        if not backoff:
+            self._no_backoff.add(scheme)
 
     def schemes(self) -> list[str]:
         return sorted(self._schemes)
@@ -205,7 +286,10 @@ class Channels:
             )
         else:
             endpoint = client_endpoint(self.reactor, parsed.line)
-        return LeasedEndpoint(endpoint, self.lock_for(parsed.resource))
+        backoff = None if parsed.scheme in self._no_backoff else self.backoff
+        return LeasedEndpoint(
+            endpoint, self.lock_for(parsed.resource), backoff, parsed.resource, parsed.text
+        )
 
     def __call__(self, reactor: Any, route: str) -> IStreamClientEndpoint:
         """The ``endpoint_for(reactor, route)`` signature the collection side takes."""

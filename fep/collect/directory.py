@@ -8,7 +8,8 @@ from collections.abc import Iterable
 import attrs
 from twisted.internet.defer import Deferred
 
-from fep.channels.routes import device_address
+from fep.channels.routes import device_address, parse_route
+from fep.errors import RouteError
 from fep.interfaces import IStore
 from fep.model import Meter
 
@@ -21,18 +22,53 @@ class MeterDirectory:
         self._by_id: dict[str, Meter] = {}
         self._by_serial: dict[str, Meter] = {}
         self._by_system_title: dict[bytes, Meter] = {}
+        # "imei=356938035643809" -> the meters whose route is gprs:imei=356938035643809...
+        self._by_modem: dict[str, list[Meter]] = {}
 
     def replace(self, meters: Iterable[Meter]) -> None:
         self._by_id = {m.id: m for m in meters}
-        self._by_serial = {m.serial: m for m in self._by_id.values() if m.serial}
+        self._by_serial = {}
         self._by_system_title = {}
+        self._by_modem = {}
         for m in self._by_id.values():
-            title = m.metadata.get("dlms_server_system_title", "")
+            self._index(m)
+
+    def _index(self, m: Meter) -> None:
+        if m.serial:
+            self._by_serial[m.serial] = m
+        title = m.metadata.get("dlms_server_system_title", "")
+        try:
+            if title:
+                self._by_system_title[bytes.fromhex(title)] = m
+        except ValueError:
+            pass  # refused when the meter list was imported; never a crash here
+        names = [f"{k[5:]}={v}" for k, v in m.metadata.items() if k.startswith("gprs_") and v]
+        if m.route.startswith("gprs:"):
             try:
-                if title:
-                    self._by_system_title[bytes.fromhex(title)] = m
-            except ValueError:
-                continue  # refused when the meter list was imported; never a crash here
+                names += [f"{k}={v}" for k, v in parse_route(m.route).params().items()]
+            except RouteError:
+                pass
+        for name in dict.fromkeys(names):
+            self._by_modem.setdefault(name, []).append(m)
+
+    def add(self, meter: Meter) -> None:
+        """Take one new or changed meter (a meter registered by the channel that saw it)
+        without reloading the list."""
+        if meter.id in self._by_id:
+            self.replace([*(m for m in self._by_id.values() if m.id != meter.id), meter])
+        else:
+            self._by_id[meter.id] = meter
+            self._index(meter)
+
+    def by_modem(self, *names: str) -> list[Meter]:
+        """The meters behind the modem that calls itself any of ``names`` (``imei=...``,
+        ``serial=...``: the ``gprs:KEY=VALUE`` of their routes, or their ``gprs_KEY``
+        metadata), in list order, each once."""
+        found: dict[str, Meter] = {}
+        for name in names:
+            for m in self._by_modem.get(name, ()):
+                found.setdefault(m.id, m)
+        return list(found.values())
 
     async def refresh(self) -> list[Meter]:
         meters: list[Meter] = await self._store.meters()

@@ -17,15 +17,13 @@ from fep.collect.limits import Permits, ResourcePolicy, parse_pools
 from fep.collect.runner import JobRunner
 from fep.collect.schedule import format_duration
 from fep.collect.scheduler import Scheduler
-from fep.collect.tasks import Priority, Target, Task
+from fep.collect.tasks import DEFAULT_TASK, Priority, Target, Task
 from fep.config import CollectSection
 from fep.interfaces import IMeterProtocol, IRecordSink, IStore, IWakeUp
 from fep.protocols.registry import meter_protocol
 from fep.store.jobs import JobStore, job_store
 
 log = Logger()
-
-DEFAULT_TASK = "default"
 
 
 def resource_policy(
@@ -101,6 +99,12 @@ class CollectionEngine:
             wakeup_timeout=settings.wakeup_timeout,
             job_ended=self.runner.job_ended,
         )
+
+    @property
+    def observers(self) -> list[Any]:
+        """Told of every job's meter session as it starts and ends (the operator tier's
+        Activity): ``read_started(meter)``, ``read_finished(meter, error, records)``."""
+        return self.runner.observers
 
     async def prepare(self) -> None:
         """Keep the ``default`` task as ``[collect]`` says (made, re-timed or disabled)."""

@@ -23,7 +23,15 @@ from zope.interface import implementer
 from fep.collect import gaps
 from fep.collect.clock import ClockAction, ClockPolicy
 from fep.collect.schedule import parse_duration
-from fep.collect.tasks import Command, CommandStatus, Job, JobKind, JobStatus, Outcome
+from fep.collect.tasks import (
+    DEFAULT_TASK,
+    Command,
+    CommandStatus,
+    Job,
+    JobKind,
+    JobStatus,
+    Outcome,
+)
 from fep.errors import ConfigError, FepError, NotSupported
 from fep.interfaces import (
     IClock,
@@ -119,8 +127,11 @@ def _time(value: Any, key: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _with_items(meter: Meter, items: tuple[str, ...]) -> Meter:
-    metadata = {k: v for k, v in meter.metadata.items() if k != "dlms_profile"}
+def _with_items(meter: Meter, items: tuple[str, ...], *, poll: bool = False) -> Meter:
+    """The meter as a read job's protocol sees it: the job's items as the protocol's item
+    list; the meter's own profile (``dlms_profile``) only on the ``default`` task's poll,
+    as every poll read it before tasks (load profiles are otherwise load-profile jobs)."""
+    metadata = {k: v for k, v in meter.metadata.items() if poll or k != "dlms_profile"}
     key = ITEM_KEYS.get(meter.protocol)
     if items and key is not None:
         metadata[key] = ",".join(items)
@@ -161,6 +172,9 @@ class JobRunner:
         self.timeout = timeout
         self.node = node
         self.protocol_for = protocol_for
+        # Told of every job's meter session as it starts and ends (the operator tier's
+        # Activity): ``read_started(meter)``, ``read_finished(meter, error, records)``.
+        self.observers: list[Any] = []
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.reactor.seconds(), UTC)
@@ -168,8 +182,30 @@ class JobRunner:
     def run(self, job: Job, meter: Meter) -> Deferred[Outcome]:
         return Deferred.fromCoroutine(self._run(job, meter))
 
+    def _tell(self, event: str, *args: Any) -> None:
+        for observer in list(self.observers):
+            try:
+                getattr(observer, event)(*args)
+            except Exception:
+                log.failure("job observer {observer} failed on {event}", observer=observer,
+                            event=event)
+
     async def _run(self, job: Job, meter: Meter) -> Outcome:
+        self._tell("read_started", meter)
+        try:
+            outcome, error = await self._attempt(job, meter)
+        except BaseException as e:
+            self._tell("read_finished", meter, e, 0)
+            raise
+        if not outcome.ok and error is None:
+            error = FepError(outcome.error or "failed")
+        self._tell("read_finished", meter, error, outcome.records)
+        return outcome
+
+    async def _attempt(self, job: Job, meter: Meter) -> tuple[Outcome, FepError | None]:
+        """One attempt's outcome, and the error that failed it."""
         endpoint: CountingEndpoint | None = None
+        error: FepError | None = None
         try:
             protocol = self.protocol_for(meter.protocol)
             endpoint = CountingEndpoint(self.endpoint_for(self.reactor, meter.route))
@@ -185,13 +221,13 @@ class JobRunner:
             }[job.kind]
             outcome = await work(job, meter, protocol, endpoint, timeout)
         except (NotSupported, ConfigError) as e:
-            outcome = Outcome(False, error=str(e), retry=False)
+            error, outcome = e, Outcome(False, error=str(e), retry=False)
         except FepError as e:
-            outcome = Outcome(False, error=str(e))
+            error, outcome = e, Outcome(False, error=str(e))
         if endpoint is not None:
             outcome = attrs.evolve(outcome, bytes_in=endpoint.bytes_in,
                                    bytes_out=endpoint.bytes_out)
-        return outcome
+        return outcome, error
 
     async def _submit(self, records: list[Record]) -> None:
         if records:
@@ -204,7 +240,9 @@ class JobRunner:
     ) -> Outcome:
         wanted = _wanted(job.items, meter)
         records: list[Record] = await protocol.read(
-            self.reactor, endpoint, _with_items(meter, job.items), timeout
+            self.reactor, endpoint,
+            _with_items(meter, job.items, poll=job.task == DEFAULT_TASK and not job.items),
+            timeout,
         )
         if wanted is not None:
             records = [r for r in records if not isinstance(r, Reading) or r.obis in wanted]

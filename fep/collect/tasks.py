@@ -42,6 +42,10 @@ class JobKind(enum.StrEnum):
     COMMAND = "command"
 
 
+# The built-in task that reads every meter each [collect] period (fep.collect.engine).
+DEFAULT_TASK = "default"
+
+
 class Priority(enum.IntEnum):
     """Lower runs first: on-demand > alarms > scheduled > backfill."""
 

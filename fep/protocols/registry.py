@@ -15,6 +15,8 @@ _PROTOCOLS: dict[str, tuple[str, str]] = {
     "dlms": ("fep.protocols.dlms.session", "DlmsProtocol"),
     "dlt645": ("fep.protocols.dlt645.session", "Dlt645Protocol"),
     "iec62056-21": ("fep.protocols.iec62056_21.session", "IecReadoutProtocol"),
+    "modbus": ("fep.protocols.modbus.session", "PulseRecorderProtocol"),
+    "modbus-pulse": ("fep.protocols.modbus.session", "PulseRecorderProtocol"),
 }
 
 

@@ -28,6 +28,13 @@ class StreamDecoder(Generic[T]):
     def buffered(self) -> int:
         return len(self._buffer)
 
+    def drain(self) -> bytes:
+        """Hand out (and forget) the bytes not decoded yet: another decoder goes on."""
+        data = bytes(self._buffer)
+        self._consume(len(data))
+        self._pending = None
+        return data
+
     def _consume(self, n: int) -> None:
         del self._buffer[:n]
         self._base += n

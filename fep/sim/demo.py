@@ -3,8 +3,12 @@
 `make demo` runs `python -m fep.sim.demo`: it writes a config under var/demo, starts simulated
 IEC 62056-21 meters (polled over TCP, and one that pushes its readouts by itself) and DLMS/COSEM
 meters (one polled over the TCP wrapper with HLS-GMAC and suite-0 ciphering, one pushing
-ciphered Data-Notifications), an ANSI C12.18 meter and a DL/T 645 meter, registers
-them with `fep meters import`, runs `twistd -n fep`, and prints the newest stored readings
+ciphered Data-Notifications, one behind a GPRS modem that dials in, registers by IMEI, pushes
+and is read over the same connection), an ANSI C12.18 meter, a DL/T 645 meter, a Modbus pulse
+recorder, and two legacy sites called by dial-up through an emulated Hayes modem on a socat
+pty (left out without socat); registers
+them with `fep meters import`, runs `twistd -n fep` with its status page, and prints the newest
+stored readings
 every few seconds with `fep readings`. Ctrl-C stops the daemon cleanly (sessions finish, the
 spool is flushed into the store) and prints what was stored.
 """
@@ -13,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
+import shutil
 import signal
 import socket
 import sqlite3
@@ -21,6 +27,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 POLLED = 3
 PUSH_ADDRESS = "20000001"
@@ -31,12 +38,30 @@ DLMS_POLLED_TITLE = "4645505349000001"
 DLMS_PUSH_TITLE = "4645505349000002"
 C12_PASSWORD = "demo-c12"
 DLT645_ADDRESS = "000000123456"
+# A DLMS meter behind a GPRS modem that dials in, registers by its IMEI and pushes; the
+# daemon also reads it over the same connection (pipe mode).
+GPRS_IMEI = "356938035643809"
+GPRS_TITLE = "4645505349000003"
+# Legacy sites reached by dial-up through an emulated Hayes modem (needs socat for the pty).
+DIALUP_SITES = (("5551001", "iec", "30000001"), ("5551002", "dlt645", "000000005002"))
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _wait_for_port(port: int, seconds: float = 30.0) -> bool:
+    """Whether something listens on 127.0.0.1:PORT within ``seconds`` (the daemon's
+    listeners, before the simulated modems dial in)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.1)
+    return False
 
 
 def _bin(name: str) -> str:
@@ -48,8 +73,11 @@ def _spool_files(spool: Path) -> list[Path]:
     return [p for p in spool.glob("*") if p.is_file() and p.stat().st_size > 0]
 
 
-def write_config(workdir: Path, push_port: int, period: float, dlms_push_port: int) -> Path:
+def write_config(workdir: Path, push_port: int, period: float, dlms_push_port: int,
+                 gprs_port: int, modem_pty: str | None) -> Path:
     config = workdir / "fep.ini"
+    modems = (f"[modems]\nlines = m1 serial:{modem_pty}:9600:8N1\nguard = 0.2\n"
+              "hangup_timeout = 2\ndial_timeout = 10\n" if modem_pty else "")
     config.write_text(
         "; written by `make demo` (fep.sim.demo)\n"
         "[fep]\nnode = demo\n"
@@ -58,42 +86,77 @@ def write_config(workdir: Path, push_port: int, period: float, dlms_push_port: i
         f"[collect]\nperiod = {period}\ntimeout = 5\n"
         f"[push]\niec62056_21 = tcp:{push_port}:interface=127.0.0.1\n"
         f"dlms = tcp:{dlms_push_port}:interface=127.0.0.1\n"
-        f"[log]\njson_file = {workdir}/fep.log.json\n"
+        f"[gprs]\nlisten = tcp:{gprs_port}:interface=127.0.0.1\n"
+        + modems
+        + f"[log]\njson_file = {workdir}/fep.log.json\n"
     )
     return config
 
 
 def write_meters(workdir: Path, sim_port: int, dlms_port: int, c12_port: int,
-                 dlt645_port: int) -> Path:
+                 dlt645_port: int, modbus_port: int, dialup: bool) -> Path:
     csv = workdir / "meters.csv"
     rows = ["id,protocol,route,address,serial,site,dlms_auth,dlms_ek,dlms_ak,"
-            "dlms_server_system_title,dlms_objects,c12_password"]
+            "dlms_server_system_title,dlms_objects,c12_password,modbus_device_map"]
     for i in range(POLLED):
         address = f"{10000000 + i + 1}"
         rows.append(
             f"LGZ-{i + 1:04d},iec62056-21,tcp:host=127.0.0.1:port={sim_port},{address},"
-            f"{address},demo feeder {i + 1},,,,,,"
+            f"{address},demo feeder {i + 1},,,,,,,"
         )
     rows.append(
-        f"PUSH-0001,iec62056-21,tcp:host=127.0.0.1:port=1,,{PUSH_ADDRESS},pushing site,,,,,,")
+        f"PUSH-0001,iec62056-21,tcp:host=127.0.0.1:port=1,,{PUSH_ADDRESS},pushing site,,,,,,,")
     # A DLMS meter polled over the TCP wrapper with HLS-GMAC and suite-0 ciphering, and one
     # that pushes ciphered Data-Notifications, found by its system title.
     objects = "8/0.0.1.0.0.255/2;3/1.0.1.8.0.255/2;3/1.0.2.8.0.255/2;3/1.0.32.7.0.255/2"
     rows.append(
         f"DLMS-0001,dlms,tcp:host=127.0.0.1:port={dlms_port},1,,dlms over the wrapper,"
-        f"high-gmac,{DLMS_EK},{DLMS_AK},{DLMS_POLLED_TITLE},\"{objects.replace(';', ',')}\",")
+        f"high-gmac,{DLMS_EK},{DLMS_AK},{DLMS_POLLED_TITLE},\"{objects.replace(';', ',')}\",,")
     rows.append(
         f"DLMS-PUSH,dlms,tcp:host=127.0.0.1:port=1,,,dlms pushes,,{DLMS_EK},{DLMS_AK},"
-        f"{DLMS_PUSH_TITLE},,")
+        f"{DLMS_PUSH_TITLE},,,")
     # An ANSI C12.18 meter (C12.19 tables) polled over TCP, with its security password.
     rows.append(
-        f"C12-0001,ansi-c12.18,tcp:host=127.0.0.1:port={c12_port},,,c12 meter,,,,,,{C12_PASSWORD}")
+        f"C12-0001,ansi-c12.18,tcp:host=127.0.0.1:port={c12_port},,,c12 meter,,,,,,"
+        f"{C12_PASSWORD},")
     # A DL/T 645-2007 meter on a (simulated) RS-485 bus behind a TCP serial server.
     rows.append(
         f"DLT-0001,dlt645,tcp:host=127.0.0.1:port={dlt645_port},{DLT645_ADDRESS},,dlt645 meter,"
-        ",,,,,")
+        ",,,,,,")
+    # A DLMS meter behind a GPRS modem: it dials in and pushes; reads go over its connection.
+    rows.append(
+        f"GPRS-0001,dlms,gprs:imei={GPRS_IMEI},,,gprs modem,,{DLMS_EK},{DLMS_AK},{GPRS_TITLE},,,")
+    # A two-channel pulse recorder (KYZ inputs) read over Modbus TCP.
+    rows.append(
+        f"PULSE-0001,modbus-pulse,tcp:host=127.0.0.1:port={modbus_port},1,,pulse recorder,"
+        ",,,,,,sim-pr2")
+    if dialup:
+        for number, kind, address in DIALUP_SITES:
+            protocol = "iec62056-21" if kind == "iec" else "dlt645"
+            rows.append(f"DIAL-{number[-4:]},{protocol},dialup:{number},{address},,"
+                        f"dial-up site,,,,,,,")
     csv.write_text("\n".join(rows) + "\n")
     return csv
+
+
+def _modem_line(workdir: Path, start: Any) -> str | None:
+    """A pty pair (socat) with an emulated Hayes modem on one end, whose simulated telephone
+    network reaches the dial-up sites; the daemon's modem pool opens the other end. None
+    (no dial-up sites) when socat is not installed."""
+    if shutil.which("socat") is None:
+        print("demo: socat not found: the dial-up sites are left out")
+        return None
+    near, far = workdir / "modem-fep", workdir / "modem-line"
+    for link in (near, far):
+        link.unlink(missing_ok=True)
+    start(["socat", f"pty,raw,echo=0,link={near}", f"pty,raw,echo=0,link={far}"])
+    deadline = time.monotonic() + 5
+    while not (near.exists() and far.exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    numbers = [f"--number={number}={kind}:{address}" for number, kind, address in DIALUP_SITES]
+    start([sys.executable, "-m", "fep.sim.hayes", "--pty", str(far), "--guard", "0.2",
+           *numbers])
+    return str(near.resolve())
 
 
 def show_latest(fep: list[str], meters: list[str], since: datetime) -> None:
@@ -124,20 +187,28 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     sim_port, push_port = _free_port(), _free_port()
     dlms_port, dlms_push_port, c12_port = _free_port(), _free_port(), _free_port()
-    dlt645_port = _free_port()
-    config = write_config(workdir, push_port, args.period, dlms_push_port)
-    meters_csv = write_meters(workdir, sim_port, dlms_port, c12_port, dlt645_port)
-    db = f"sqlite:{workdir}/fep.sqlite"
-    fep = [sys.executable, "-m", "fep.cli", "--db", db]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-
+    dlt645_port, gprs_port, modbus_port = _free_port(), _free_port(), _free_port()
     children: list[subprocess.Popen[bytes]] = []
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
 
     def start(cmd: list[str]) -> subprocess.Popen[bytes]:
         # Own process group: Ctrl-C reaches the demo, which stops each child in order.
         child = subprocess.Popen(cmd, env=env, start_new_session=True)
         children.append(child)
         return child
+
+    modem_pty = _modem_line(workdir, start)
+    config = write_config(workdir, push_port, args.period, dlms_push_port, gprs_port,
+                          modem_pty)
+    meters_csv = write_meters(workdir, sim_port, dlms_port, c12_port, dlt645_port,
+                              modbus_port, modem_pty is not None)
+    # The operator web server (status page, API, metrics; docs/operators.md), loopback only.
+    http_port, token = _free_port(), secrets.token_hex(16)
+    (workdir / "api.tokens").write_text(f"demo operator {token}\n")
+    with open(config, "a", encoding="utf-8") as f:
+        f.write(f"[http]\nport = {http_port}\ntokens_file = {workdir.resolve()}/api.tokens\n")
+    db = f"sqlite:{workdir}/fep.sqlite"
+    fep = [sys.executable, "-m", "fep.cli", "--db", db]
 
     print(f"demo: simulated meters on 127.0.0.1:{sim_port}, push listener on {push_port}")
     start([sys.executable, "-m", "fep.sim.iec62056_21", "--tcp", str(sim_port),
@@ -148,16 +219,24 @@ def main(argv: list[str] | None = None) -> int:
            "--password", C12_PASSWORD])
     start([sys.executable, "-m", "fep.sim.dlt645", "--port", str(dlt645_port),
            "--address", DLT645_ADDRESS])
+    start([sys.executable, "-m", "fep.sim.pulse_recorder", "--port", str(modbus_port),
+           "--interface", "127.0.0.1"])
     subprocess.run([*fep, "db", "upgrade"], check=True, env=env)
     subprocess.run([*fep, "meters", "import", str(meters_csv)], check=True, env=env)
     daemon = start([_bin("twistd"), "--nodaemon", "--pidfile=", "--logfile=-", "fep",
                     "--config", str(config)])
+    print(f"demo: status page http://127.0.0.1:{http_port}/status#token={token}")
     start([sys.executable, "-m", "fep.sim.iec62056_21", "--push",
            f"tcp:host=127.0.0.1:port={push_port}", "--every", str(args.period),
            "--first-address", PUSH_ADDRESS])
     start([sys.executable, "-m", "fep.sim.dlms", "--push",
            f"tcp:host=127.0.0.1:port={dlms_push_port}", "--every", str(args.period),
            "--system-title", DLMS_PUSH_TITLE, "--serial", "FEP0000002"])
+    if not _wait_for_port(gprs_port):
+        print(f"demo: the daemon's GPRS listener on {gprs_port} did not open")
+    start([sys.executable, "-m", "fep.sim.gprs_modem", "--connect",
+           f"tcp:host=127.0.0.1:port={gprs_port}", "--imei", GPRS_IMEI, "--meter", "dlms",
+           "--system-title", GPRS_TITLE, "--every", str(args.period)])
 
     stop = False
 
@@ -170,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     next_show = started + args.show_every
     meter_ids = [f"LGZ-{i + 1:04d}" for i in range(POLLED)] + [
-        "PUSH-0001", "DLMS-0001", "DLMS-PUSH", "C12-0001", "DLT-0001"]
+        "PUSH-0001", "DLMS-0001", "DLMS-PUSH", "C12-0001", "DLT-0001", "GPRS-0001",
+        "PULSE-0001"]
+    if modem_pty:
+        meter_ids += [f"DIAL-{number[-4:]}" for number, _, _ in DIALUP_SITES]
     while not stop and daemon.poll() is None:
         time.sleep(0.2)
         if time.monotonic() >= next_show:

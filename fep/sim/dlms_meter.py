@@ -461,6 +461,20 @@ class SimulatedDlmsMeter:
 
     # -- pushes ---------------------------------------------------------------------------
 
+    def alarm_push_body(self, code: int) -> Data:
+        """An alarm push (as IDIS meters send on a power failure, "last gasp", or a tamper):
+        the logical device name, the clock and the event object 0.0.96.11.0.255 holding the
+        standard event code just logged (1: power down)."""
+        self.events.append((self.meter_time(), code))
+        return axdr.array([
+            axdr.structure(
+                axdr.octet_string(LOGICAL_DEVICE_NAME.to_bytes()),
+                axdr.octet_string(("FEP" + self.serial).encode()),
+            ),
+            axdr.structure(axdr.octet_string(CLOCK.to_bytes()), self._stamp(self.meter_time())),
+            axdr.structure(axdr.octet_string(EVENT_CODE.to_bytes()), axdr.unsigned(code)),
+        ])
+
     def push_body(self) -> Data:
         """What a Data-Notification from this meter carries, in the layout Aidon meters use on
         their HAN port: an array of structures {logical name, value[, scaler_unit]}."""

@@ -6,7 +6,7 @@ keeps taking records; the state changes are logged once each, not per record."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application import service
@@ -64,6 +64,10 @@ class Router(service.Service):
         # pieces not yet committed); the batch is released when its last piece is.
         self._pieces: dict[int, int] = {}
         self._isolate = 0
+        # Called with every batch the store committed, before its spool entry is released
+        # (so a crash in between replays it: at-least-once for what they feed, e.g. the
+        # alarm engine and the northbound outbox). A hook returns a Deferred or None.
+        self.committed_hooks: list[Callable[[Sequence[Record]], Deferred[None] | None]] = []
         self.rejected = 0
         self.submitted = 0
         self.spooled = 0
@@ -176,7 +180,6 @@ class Router(service.Service):
         self._writing += 1
 
         def committed(_: object) -> None:
-            self._writing -= 1
             if self._down_since is not None:
                 log.info(
                     "store {url} back after {seconds:.1f} s; draining {depth} records",
@@ -185,10 +188,18 @@ class Router(service.Service):
                     depth=self.spool.depth(),
                 )
                 self._down_since = None
-            for batch_id, _batch in taken:
-                self._piece_done(batch_id)
             self.committed += len(records)
             self._backoff = self.initial_backoff
+            # The batch is done (and released) once its hooks are.
+            if self.committed_hooks:
+                self._after_commit(records).addBoth(lambda _: hooked())
+            else:
+                hooked()
+
+        def hooked() -> None:
+            self._writing -= 1
+            for batch_id, _batch in taken:
+                self._piece_done(batch_id)
             self._pump()
 
         def failed(failure: Any) -> None:
@@ -216,6 +227,20 @@ class Router(service.Service):
         # Two transactions in flight keep the database busy while this process prepares
         # the next batch (the unique keys make their order irrelevant).
         self._pump()
+
+    def _after_commit(self, records: Sequence[Record]) -> Deferred[None]:
+        """Run the committed hooks; a failing hook is logged, never blocks the spool."""
+
+        async def run() -> None:
+            for hook in list(self.committed_hooks):
+                try:
+                    result = hook(records)
+                    if result is not None:
+                        await result
+                except Exception:
+                    log.failure("a committed-records hook failed ({hook})", hook=repr(hook))
+
+        return Deferred.fromCoroutine(run())
 
     def _piece_done(self, batch_id: int) -> None:
         left = self._pieces.pop(batch_id, 1) - 1

@@ -8,6 +8,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface import directlyProvides, implementer
 
@@ -97,6 +98,20 @@ class OneSessionPerLineTests(unittest.TestCase):
         with self.assertRaises(ChannelError):
             await connect_within(reactor, channels.endpoint_for(route), _Held(), route, 5)
         self.assertEqual(channels.busy(), {})
+
+    async def test_refused_modem_port_is_not_dialled_again_within_the_backoff(self) -> None:
+        from fep.channels.routes import ConnectBackoff
+
+        channels = Channels(reactor, backoff=ConnectBackoff(reactor, 30.0, 600.0))
+        self.port.stopListening()  # type: ignore[attr-defined]
+        route = f"tcp:host=127.0.0.1:port={self.port.getHost().port}"  # type: ignore[attr-defined]
+        with self.assertRaises(ChannelError) as first:
+            await connect_within(reactor, channels.endpoint_for(route), _Held(), route, 5)
+        self.assertIn("cannot connect", str(first.exception))
+        with self.assertRaises(ChannelError) as second:
+            await connect_within(reactor, channels.endpoint_for(route), _Held(), route, 5)
+        self.assertIn("1 failed connect(s) in a row", str(second.exception))
+        self.assertEqual(second.exception.route, route)
 
 
 @implementer(IStreamClientEndpoint)
@@ -206,3 +221,78 @@ class LineResourceTests(unittest.TestCase):
         self.assertEqual(second.transport.baudrate, 2400)  # type: ignore[union-attr]
         second.transport.loseConnection()  # type: ignore[union-attr]
         await second.lost
+class _CountingEndpoint:
+    """Refuses (or accepts) connects and counts the attempts that reached it."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.refuse = True
+
+    def connect(self, factory):  # type: ignore[no-untyped-def]
+        from twisted.internet.defer import fail, succeed
+        from twisted.internet.error import ConnectionRefusedError
+
+        self.attempts += 1
+        if self.refuse:
+            return fail(ConnectionRefusedError("modem not answering"))
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        return succeed(protocol)
+
+
+class ConnectBackoffTests(unittest.TestCase):
+    def setUp(self) -> None:
+        from twisted.internet.task import Clock
+
+        from fep.channels.routes import ConnectBackoff
+
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.endpoint = _CountingEndpoint()
+        self.channels = Channels(self.clock, backoff=ConnectBackoff(self.clock, 10.0, 60.0))
+        self.channels.register_scheme("modem", lambda route: self.endpoint)
+        self.gprs_like = _CountingEndpoint()
+        self.channels.register_scheme("gprs", lambda route: self.gprs_like, backoff=False)
+
+    def attempt(self, route: str = "modem:10.1.2.3@7") -> Failure | None:
+        d = connect_within(self.clock, self.channels.endpoint_for(route), _Held(), route, 5)
+        results: list[object] = []
+        d.addBoth(results.append)
+        result = results[0] if results else None
+        return result if isinstance(result, Failure) else None
+
+    def test_next_connect_in_the_window_fails_fast_naming_the_route_and_when(self) -> None:
+        first = self.attempt()
+        assert first is not None
+        self.assertIn("modem not answering", first.getErrorMessage())
+        second = self.attempt("modem:10.1.2.3@8")
+        assert second is not None
+        second.trap(ChannelError)
+        self.assertEqual(second.value.route, "modem:10.1.2.3@8")
+        self.assertIn("not tried again before 2023-11-14T22:13:30Z (in 10 s)", str(second.value))
+        self.assertEqual(self.endpoint.attempts, 1)
+        self.assertEqual(self.channels.busy(), {})
+
+    def test_backoff_doubles_up_to_the_maximum_and_clears_on_success(self) -> None:
+        waits = []
+        for _ in range(5):
+            self.assertIsNotNone(self.attempt())
+            (failures, retry_at), = self.channels.backoff.waiting().values()  # type: ignore[union-attr]
+            self.assertEqual(failures, len(waits) + 1)
+            waits.append(retry_at - self.clock.seconds())
+            self.clock.advance(waits[-1])
+        self.assertEqual(waits, [10.0, 20.0, 40.0, 60.0, 60.0])
+        self.assertEqual(self.endpoint.attempts, 5)
+        self.endpoint.refuse = False
+        self.assertIsNone(self.attempt())
+        self.assertEqual(self.channels.backoff.waiting(), {})  # type: ignore[union-attr]
+
+    def test_channels_without_backoff_are_tried_every_time(self) -> None:
+        for _ in range(3):
+            self.assertIsNotNone(self.attempt("gprs:imei=356938035643809"))
+        self.assertEqual(self.gprs_like.attempts, 3)
+
+    def test_backoff_is_per_line(self) -> None:
+        self.assertIsNotNone(self.attempt("modem:10.1.2.3"))
+        self.endpoint.refuse = False
+        self.assertIsNone(self.attempt("modem:10.9.9.9"))

@@ -138,6 +138,8 @@ class ModemPool(service.Service):
         self.most_active = 0
         self._waiters: deque[Deferred[PoolLine]] = deque()
         self._unsaved: list[ModemCall] = []
+        # Calls started and not yet recorded (hung up): a stop waits for them.
+        self._ending: dict[int, Deferred[None]] = {}
         self._saving: Deferred[None] = succeed(None)
         self._opening = False
 
@@ -150,6 +152,26 @@ class ModemPool(service.Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self._fail_waiters(ChannelError("modem pool stopped"))
+        # Calls under way hang up first (a line left off-hook is a fault at the exchange,
+        # and their records belong in the statistics); the ports close after that, or after
+        # the longest a hang-up may take.
+        ending = [d for d in self._ending.values() if not d.called]
+        if not ending:
+            return self._close_lines()
+        waited: Deferred[Any] = DeferredList(ending)
+        bound = self.reactor.callLater(
+            self.dial.guard + 3 * self.dial.hangup_timeout, waited.cancel
+        )
+
+        def closed(_: object) -> Deferred[None]:
+            if bound.active():
+                bound.cancel()
+            return self._close_lines()
+
+        waited.addBoth(closed)
+        return waited
+
+    def _close_lines(self) -> Deferred[None]:
         closing = []
         for line in self.lines:
             line.in_service = False
@@ -323,6 +345,8 @@ class ModemPool(service.Service):
             assert line.modem is not None
             call = DialupCall(self.reactor, line.modem, number, self.dial, site=site,
                               route=route)
+            ending: Deferred[None] = Deferred()
+            self._ending[id(call)] = ending
             call.finished.addCallback(self._ended, line, call)
             tries.attempts += 1
             tries.last_line = line.name
@@ -376,6 +400,9 @@ class ModemPool(service.Service):
         elif call.line_fault is not None:
             self._take_out(line, call.line_fault, record.number)
         self._release(line)
+        ending = self._ending.pop(id(call), None)
+        if ending is not None:
+            ending.callback(None)
         return record
 
     # -- statistics

@@ -134,12 +134,22 @@ class Released:
 
 @attrs.frozen
 class Pushed:
-    """An unsolicited notification arrived on the association's connection."""
+    """An unsolicited notification arrived on the association's connection (a meter that
+    pushes while a pull session runs over the same socket). ``notification`` is None when
+    it could not be taken; ``problem`` says why (no keys, bad tag, replayed counter)."""
 
-    notification: DataNotification | EventNotification
+    notification: DataNotification | EventNotification | None
+    problem: str | None = None
+    system_title: bytes | None = None
+    invocation_counter: int | None = None
 
 
 Event = Send | Associated | GetDone | SetDone | ActionDone | Released | Pushed
+
+
+# Unsolicited APDUs a meter may send at any time, plain, and the general-ciphering tags.
+PUSH_TAGS = frozenset({apdu.Tag.DATA_NOTIFICATION, apdu.Tag.EVENT_NOTIFICATION})
+GENERAL_CIPHERING = frozenset({security.GENERAL_GLO_CIPHERING, security.GENERAL_DED_CIPHERING})
 
 
 class State(enum.Enum):
@@ -422,9 +432,16 @@ class DlmsClient:
     # -- receiving ----------------------------------------------------------------------------
 
     def receive(self, data: bytes) -> Event:
-        """The meter's APDU; raises DlmsError subclasses (meter named) or FrameError."""
+        """The meter's APDU; raises DlmsError subclasses (meter named) or FrameError. An
+        unsolicited notification is a ``Pushed`` event whatever the state of the exchange."""
         if not data:
             raise FrameError("empty APDU", offset=0, field="tag")
+        if data[0] in PUSH_TAGS:
+            return self._plain_push(data)
+        if data[0] in GENERAL_CIPHERING and not (
+            self.settings.ciphered and self.state in (State.HLS_PENDING, State.ASSOCIATED)
+        ):
+            return self._general_push(data)
         if self.state == State.AARQ_SENT:
             if data[0] == 0x61:
                 return self._on_aare(data)
@@ -443,6 +460,47 @@ class DlmsClient:
         if isinstance(message, GeneralBlockTransfer):
             return self._on_gbt(message)
         return self._dispatch(message)
+
+    def _plain_push(self, data: bytes) -> Pushed:
+        try:
+            message = apdu.decode_apdu(data)
+        except FrameError as e:
+            return Pushed(None, f"malformed notification: {e}")
+        if not isinstance(message, (DataNotification, EventNotification)):
+            return Pushed(None, f"unexpected {type(message).__name__}")
+        return Pushed(message)
+
+    def _general_push(self, data: bytes) -> Pushed:
+        """A general-ciphered APDU outside a ciphered association: only a push can be one;
+        deciphered with the meter's keys when it has them."""
+        keys = self.settings.keys
+        try:
+            title = security.general_system_title(data)
+        except FrameError as e:
+            return Pushed(None, f"malformed general-ciphered APDU: {e}")
+        if keys is None:
+            return Pushed(None, "ciphered push, but no keys for this meter", title)
+        try:
+            deciphered = security.decipher_apdu(data, keys=keys)
+        except CipheringError as e:
+            return Pushed(None, str(e), title)
+        counter = deciphered.invocation_counter
+        if self._last_received is not None and counter <= self._last_received:
+            return Pushed(
+                None,
+                f"invocation counter {counter} not above {self._last_received}",
+                title,
+                counter,
+            )
+        self._last_received = counter
+        try:
+            message = apdu.decode_apdu(deciphered.plain_apdu)
+        except FrameError as e:
+            return Pushed(None, str(e), title, counter)
+        if not isinstance(message, (DataNotification, EventNotification)):
+            return Pushed(None, f"ciphered {type(message).__name__} outside an association",
+                          title, counter)
+        return Pushed(message, None, title, counter)
 
     def _on_gbt(self, block: GeneralBlockTransfer) -> Event:
         self._gbt += block.data

@@ -9,20 +9,23 @@ configuration:
   meter does not send one.
 A clock entry (0.0.1.0.0.255) or the notification's date-time gives the readings' meter
 time; the logical device name (0.0.42.0.0.255) identifies the meter when nothing else does.
+An event object (0.0.96.11.e.255, the code of the event just logged in event log
+0.0.99.98.e.255, as IDIS alarm and last-gasp pushes carry it) becomes a MeterEvent filed
+under the same code as when that log is read (``dlms:99.98.e:CODE``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import attrs
 
 from fep.errors import FrameError
-from fep.model import ObisCode, Reading, Unit
+from fep.model import EventKind, MeterEvent, ObisCode, Reading, Severity, Unit
 from fep.protocols.dlms import axdr
 from fep.protocols.dlms.apdu import DataNotification
 from fep.protocols.dlms.axdr import Data, DataType
-from fep.protocols.dlms.cosem import ScalerUnit, register_reading
+from fep.protocols.dlms.cosem import STANDARD_EVENTS, ScalerUnit, register_reading
 
 CLOCK = ObisCode(0, 0, 1, 0, 0, 255)
 LOGICAL_DEVICE_NAME = ObisCode(0, 0, 42, 0, 0, 255)
@@ -35,6 +38,11 @@ class PushContent:
     readings: tuple[Reading, ...]
     meter_time: datetime | None
     logical_device_name: bytes | None
+    events: tuple[MeterEvent, ...] = ()
+
+
+def _is_event_object(obis: ObisCode) -> bool:
+    return (obis.a, obis.b, obis.c, obis.d, obis.f) == (0, 0, 96, 11, 255)
 
 
 def _obis_of(data: Data) -> ObisCode | None:
@@ -116,11 +124,21 @@ def _entries(body: Data) -> list[tuple[ObisCode, Data, ScalerUnit | None]]:
     return pairs
 
 
+def logical_device_name(notification: DataNotification) -> bytes | None:
+    """The logical device name (0.0.42.0.0.255) a push carries, if it carries one."""
+    for obis, value, _ in _entries(notification.body):
+        if obis == LOGICAL_DEVICE_NAME and value.type == DataType.OCTET_STRING:
+            return bytes(value.value)
+    return None
+
+
 def decode_push(
-    meter: str, notification: DataNotification, *, default_deviation: int | None = None
+    meter: str, notification: DataNotification, *, default_deviation: int | None = None,
+    received: datetime | None = None,
 ) -> PushContent:
-    """The readings of one Data-Notification for ``meter``. ``default_deviation`` (Blue Book
-    sign, minutes) places times the meter sends without a deviation."""
+    """The readings and events of one Data-Notification for ``meter``.
+    ``default_deviation`` (Blue Book sign, minutes) places times the meter sends without a
+    deviation; ``received`` files events that carry no time at all."""
     entries = _entries(notification.body)
     meter_time = (
         notification.date_time.to_datetime(default_deviation) if notification.date_time else None
@@ -134,8 +152,18 @@ def decode_push(
         elif obis == LOGICAL_DEVICE_NAME and value.type == DataType.OCTET_STRING:
             device_name = value.value
     readings = []
+    events = []
     for obis, value, scaler_unit in entries:
         if obis in (CLOCK, LOGICAL_DEVICE_NAME):
             continue
+        if _is_event_object(obis):
+            code = axdr.as_int(value, f"push event object {obis}")
+            kind, severity, text = STANDARD_EVENTS.get(
+                code, (EventKind.OTHER, Severity.INFO, f"event {code}"))
+            events.append(MeterEvent(
+                meter=meter, code=f"dlms:99.98.{obis.e}:{code}", kind=kind, severity=severity,
+                time=meter_time or received or datetime.now(UTC), text=text,
+                source="dlms-push"))
+            continue
         readings.append(register_reading(meter, obis, value, scaler_unit, meter_time=meter_time))
-    return PushContent(tuple(readings), meter_time, device_name)
+    return PushContent(tuple(readings), meter_time, device_name, tuple(events))

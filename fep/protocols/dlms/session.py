@@ -29,6 +29,9 @@ from fep.interfaces import (
     IEventReader,
     IMeterProtocol,
     IProfileReader,
+    IPushChannel,
+    IPushHandler,
+    IPushProtocol,
     IRecordSink,
 )
 from fep.model import Meter, MeterEvent, ObisCode, Reading, Record
@@ -73,6 +76,9 @@ _T = TypeVar("_T")
 CLOCK = ObisCode(0, 0, 1, 0, 0, 255)
 DISCONNECT_CONTROL = ObisCode(0, 0, 96, 3, 10, 255)
 IMAGE_TRANSFER = ObisCode(0, 0, 44, 0, 0, 255)
+
+
+_PUSH_FIRST_BYTES = frozenset({0x0F, 0xC2, 0xDB, 0xDC})
 
 
 class LinkKind(enum.Enum):
@@ -126,7 +132,14 @@ class _WrapperLink(_Link):
 
     def receive(self, data: bytes) -> tuple[list[bytes], list[bytes]]:
         frames = self.decoder.receive(data)
-        return [f.apdu for f in frames if f.destination_wport == self.client_wport], []
+        # Answers come to our wPort; a meter's pushes go to its push destination, whatever
+        # that is: they are taken too (the client tells them from answers).
+        return [
+            f.apdu
+            for f in frames
+            if f.destination_wport == self.client_wport
+            or (f.apdu and f.apdu[0] in _PUSH_FIRST_BYTES)
+        ], []
 
 
 class _HdlcLink(_Link):
@@ -202,6 +215,8 @@ class DlmsConnection(Protocol):
         self.bytes_in = 0
         self.bytes_out = 0
         self.frame_errors = 0
+        # Minutes local to UTC for push times the meter sends without a deviation.
+        self.default_deviation: int | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -295,6 +310,8 @@ class DlmsConnection(Protocol):
         if isinstance(event, Pushed):
             if self.on_push is not None:
                 self.on_push(event)
+            else:
+                self._hand_over_push(event)
             return
         if isinstance(event, Send):
             self._tries = 0
@@ -316,6 +333,40 @@ class DlmsConnection(Protocol):
             waiting.errback(Failure(lost))
         if not self.closed.called:
             self.closed.callback(None)
+
+    def _hand_over_push(self, event: Pushed) -> None:
+        """A push that arrived during this session: its records go to the channel when the
+        channel carries pushes (a GPRS modem session), else it is logged and dropped."""
+        meter = self.client.settings.meter or "?"
+        channel: Any = IPushChannel(self.transport, None)
+        if event.notification is None or not isinstance(event.notification, A.DataNotification):
+            log.warn(
+                "{meter}: push during the session not taken: {why}",
+                meter=meter,
+                route=self.client.settings.route,
+                why=event.problem or type(event.notification).__name__,
+            )
+            return
+        if channel is None:
+            log.info(
+                "{meter}: unsolicited Data-Notification during the session; this channel "
+                "does not carry pushes, dropped",
+                meter=meter,
+                route=self.client.settings.route,
+            )
+            return
+        from fep.protocols.dlms.push import decode_push
+
+        try:
+            content = decode_push(
+                meter, event.notification, default_deviation=self.default_deviation
+            )
+        except FrameError as e:
+            log.warn("{meter}: push during the session not decoded: {error}",
+                     meter=meter, error=str(e))
+            return
+        d = channel.pushed([*content.readings, *content.events])
+        d.addErrback(lambda f: log.failure("push from {meter} not spooled", f, meter=meter))
 
     # -- API ------------------------------------------------------------------------------
 
@@ -791,7 +842,7 @@ def _reactor_now(reactor: Any) -> datetime:
     return datetime.fromtimestamp(reactor.seconds(), UTC)
 
 
-@implementer(IMeterProtocol, IProfileReader, IEventReader, IClock, ICommands)
+@implementer(IMeterProtocol, IPushProtocol, IProfileReader, IEventReader, IClock, ICommands)
 class DlmsProtocol:
     """``fep read`` and scheduled reads of DLMS meters: associate, read the objects (and a
     profile when asked), release. For the collection engine also: load profile by range,
@@ -805,6 +856,29 @@ class DlmsProtocol:
         self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
     ) -> Deferred[list[Record]]:
         return ensureDeferred(self._read(reactor, endpoint, meter, timeout))
+
+    def push_handler(
+        self,
+        meter: Meter,
+        sink: IRecordSink,
+        *,
+        directory: Any,
+        counters: Any,
+        source: str,
+        close: Callable[[], None],
+    ) -> DlmsPushHandler:
+        """Pushes on ``meter``'s connection: a ciphered push is deciphered with the keys of
+        the meter its system title names (``meter`` when the title is not in the meter
+        list); an unciphered one is taken as ``meter``'s."""
+
+        def resolve(title: bytes | None, wport: int) -> Meter | None:
+            if title is not None and directory is not None:
+                found: Meter | None = directory.by_system_title(title)
+                if found is not None:
+                    return found
+            return meter
+
+        return DlmsPushHandler(DlmsPushDecoder(sink, resolve, counters), source)
 
     async def _open(self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
                     ) -> DlmsSession:
@@ -831,6 +905,7 @@ class DlmsProtocol:
         if deviation:
             try:
                 session.default_deviation = int(deviation)
+                session.connection.default_deviation = session.default_deviation
             except ValueError:
                 session.connection.transport.loseConnection()  # type: ignore[union-attr]
                 raise ConfigError(
@@ -1017,31 +1092,18 @@ class PushStats:
     rejected_frame: int = 0
 
 
-class PushReceiverProtocol(Protocol):
-    """One inbound connection of a meter that pushes Data-Notifications over the wrapper."""
-
-    def __init__(self, factory: DlmsPushFactory) -> None:
-        self.factory = factory
-        self.decoder = wrapper.WrapperDecoder()
-
-    def dataReceived(self, data: bytes) -> None:
-        try:
-            frames = self.decoder.receive(data)
-        except FrameError as e:
-            self.factory.reject("frame", None, str(e))
-            frames = []
-        for frame in frames:
-            self.factory.notification(frame.apdu, self)
-
-
-class DlmsPushFactory(Factory):
-    """Accepts pushes, deciphers them with the sender's keys, routes the readings."""
+class DlmsPushDecoder:
+    """Turns pushed APDUs into records: finds the sender (by the system title of a
+    general-ciphered APDU, through ``resolve``), deciphers with its keys, refuses replayed
+    invocation counters, decodes the notification and submits the readings. Refusals are
+    counted in ``stats`` and logged with the system title; nothing is raised."""
 
     def __init__(
         self,
         sink: IRecordSink,
         resolve: Callable[[bytes | None, int], Meter | None],
         counters: Any = None,
+        stats: PushStats | None = None,
     ) -> None:
         self.sink = sink
         self.resolve = resolve
@@ -1050,10 +1112,7 @@ class DlmsPushFactory(Factory):
 
             counters = InvocationCounterGuard()
         self.counters = counters
-        self.stats = PushStats()
-
-    def buildProtocol(self, addr: Any) -> Protocol:
-        return PushReceiverProtocol(self)
+        self.stats = stats if stats is not None else PushStats()
 
     def reject(self, why: str, system_title: bytes | None, detail: str) -> None:
         counter = {
@@ -1069,7 +1128,8 @@ class DlmsPushFactory(Factory):
             detail=detail,
         )
 
-    def notification(self, raw: bytes, protocol: PushReceiverProtocol) -> None:
+    def notification(self, raw: bytes, wport: int = 0, source: str = "") -> bool:
+        """Decode and submit one pushed APDU; False when it was refused."""
         from fep.protocols.dlms import security
         from fep.protocols.dlms.errors import CipheringError
         from fep.protocols.dlms.push import decode_push
@@ -1079,14 +1139,14 @@ class DlmsPushFactory(Factory):
             plain = raw
             if raw and raw[0] in (0xDB, 0xDC):
                 title = security.general_system_title(raw)
-                meter = self.resolve(title, 0)
+                meter = self.resolve(title, wport)
                 if meter is None:
                     self.reject("unknown", title, "no meter with this system title")
-                    return
+                    return False
                 client, _ = settings_for(meter)
                 if client.keys is None:
                     self.reject("cipher", title, f"meter {meter.id} has no keys")
-                    return
+                    return False
                 deciphered = security.decipher_apdu(raw, keys=client.keys)
                 last = self.counters.last_received(title)
                 if last is not None and deciphered.invocation_counter <= last:
@@ -1095,31 +1155,101 @@ class DlmsPushFactory(Factory):
                         title,
                         f"invocation counter {deciphered.invocation_counter} not above {last}",
                     )
-                    return
+                    return False
                 plain = deciphered.plain_apdu
                 counter = deciphered.invocation_counter
             else:
-                meter = self.resolve(None, 0)
+                meter = self.resolve(None, wport)
                 counter = None
                 if meter is None:
                     self.reject("unknown", None, "unciphered push from an unknown sender")
-                    return
+                    return False
             message = A.decode_apdu(plain)
             if not isinstance(message, A.DataNotification):
                 self.reject("frame", title, f"not a Data-Notification: {type(message).__name__}")
-                return
+                return False
             deviation = meter.metadata.get("dlms_deviation")
             content = decode_push(
                 meter.id, message, default_deviation=int(deviation) if deviation else None
             )
         except CipheringError as e:
             self.reject("cipher", title, str(e))
-            return
-        except (FrameError, ConfigError) as e:
+            return False
+        except (FrameError, ConfigError, ValueError) as e:
             self.reject("frame", title, str(e))
-            return
+            return False
         if counter is not None and title is not None:
             self.counters.accept(title, counter)
         self.stats.accepted += 1
-        d = self.sink.submit(list(content.readings))
+        readings = list(content.readings)
+        if source:
+            readings = [attrs.evolve(r, source=source) for r in readings]
+        d = self.sink.submit([*readings, *content.events])
         d.addErrback(lambda f: log.failure("push from {meter} not spooled", f, meter=meter.id))
+        return True
+
+
+@implementer(IPushHandler)
+class DlmsPushHandler:
+    """Pushes on one connection: wrapper frames, each APDU through a DlmsPushDecoder."""
+
+    def __init__(self, decoder: DlmsPushDecoder, source: str = "") -> None:
+        self.decoder = decoder
+        self.source = source
+        self.wrapper = wrapper.WrapperDecoder()
+        self.frames = 0
+
+    def data_received(self, data: bytes) -> None:
+        while True:
+            try:
+                frames = self.wrapper.receive(data)
+            except FrameError as e:
+                self.decoder.reject("frame", None, str(e))
+                data = b""
+                continue
+            for frame in frames:
+                self.frames += 1
+                self.decoder.notification(frame.apdu, frame.source_wport, self.source)
+            return
+
+    def pending(self) -> int:
+        return self.wrapper.buffered
+
+    def take_buffered(self) -> bytes:
+        return self.wrapper.drain()
+
+
+class PushReceiverProtocol(Protocol):
+    """One inbound connection of a meter that pushes Data-Notifications over the wrapper."""
+
+    def __init__(self, factory: DlmsPushFactory) -> None:
+        self.factory = factory
+        self.handler = DlmsPushHandler(factory.decoder)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.handler.data_received(data)
+
+
+class DlmsPushFactory(Factory):
+    """Accepts pushes, deciphers them with the sender's keys, routes the readings."""
+
+    def __init__(
+        self,
+        sink: IRecordSink,
+        resolve: Callable[[bytes | None, int], Meter | None],
+        counters: Any = None,
+    ) -> None:
+        self.decoder = DlmsPushDecoder(sink, resolve, counters)
+        self.sink = sink
+        self.resolve = resolve
+        self.counters = self.decoder.counters
+        self.stats = self.decoder.stats
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return PushReceiverProtocol(self)
+
+    def reject(self, why: str, system_title: bytes | None, detail: str) -> None:
+        self.decoder.reject(why, system_title, detail)
+
+    def notification(self, raw: bytes, protocol: Any = None) -> None:
+        self.decoder.notification(raw)

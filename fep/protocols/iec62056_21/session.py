@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, tzinfo
 from typing import Any
+from typing import Protocol as Protocol_
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol, ServerFactory
@@ -21,7 +23,7 @@ from zope.interface import implementer
 
 from fep.channels.endpoints import run_session
 from fep.errors import ChannelError, ConfigError, FrameError, ProtocolError, SessionTimeout
-from fep.interfaces import IMeterProtocol, IRecordSink, ISerialLine
+from fep.interfaces import IMeterProtocol, IPushHandler, IPushProtocol, IRecordSink, ISerialLine
 from fep.model import Meter, Record, utcnow
 from fep.protocols.iec62056_21.client import (
     PROTOCOL,
@@ -204,7 +206,7 @@ class _ReadoutSession(Protocol):
 
 
 
-@implementer(IMeterProtocol)
+@implementer(IMeterProtocol, IPushProtocol)
 class IecReadoutProtocol:
     """IEC 62056-21 mode C data readout: sign-on, identification, option select, readout."""
 
@@ -234,37 +236,91 @@ class IecReadoutProtocol:
         )
         return result
 
+    def push_handler(
+        self,
+        meter: Meter,
+        sink: IRecordSink,
+        *,
+        directory: Any,
+        counters: Any,
+        source: str,
+        close: Callable[[], None],
+    ) -> IecPushHandler:
+        """Readouts pushed on ``meter``'s connection: a readout naming another known meter
+        (by serial number or identification) goes to that meter, any other to ``meter``."""
+
+        def resolve(ident: str, serial: str | None) -> str:
+            found = directory.identify(serial, ident) if directory is not None else None
+            return str(found.id) if found is not None else meter.id
+
+        tz = self.tz
+        zone_name = meter.metadata.get("tz")
+        if zone_name:
+            try:
+                tz = ZoneInfo(zone_name)
+            except (ZoneInfoNotFoundError, ValueError):
+                log.warn("meter {meter}: unknown time zone {tz}; pushes read as UTC",
+                         meter=meter.id, tz=zone_name)
+        return IecPushHandler(
+            sink, resolve, stats=IecPushStats(), source=source, close=close, tz=tz
+        )
+
 
 # ---------------------------------------------------------------------------
 # Meters that push: identification + readout over an inbound TCP connection
 # ---------------------------------------------------------------------------
 
 
-class PushedReadoutReceiver(Protocol):
-    """One inbound connection: identification line(s) and readout block(s), no requests.
+class PushCounters(Protocol_):
+    """Where a push handler counts what it took and what it dropped."""
 
-    Garbage before an identification is skipped (logged, counted in the factory's
-    ``garbage``); a readout whose meter cannot be resolved closes the connection and is
-    counted in ``rejected``; a bad BCC or data line drops that readout (``bad_blocks``).
+    readouts: int
+    rejected: int
+    garbage: int
+    bad_blocks: int
+
+
+@attrs.define
+class IecPushStats:
+    readouts: int = 0
+    rejected: int = 0
+    garbage: int = 0
+    bad_blocks: int = 0
+
+
+@implementer(IPushHandler)
+class IecPushHandler:
+    """Pushed readouts on one connection: identification line(s) and readout block(s).
+
+    Garbage before an identification is skipped (logged, counted in ``garbage``); a readout
+    whose meter cannot be resolved closes the connection and is counted in ``rejected``; a
+    bad BCC or data line drops that readout (``bad_blocks``).
     """
 
-    factory: PushedReadoutFactory
-
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        sink: IRecordSink,
+        resolve_meter: Callable[[str, str | None], str | None],
+        *,
+        stats: PushCounters,
+        source: str,
+        close: Callable[[], None],
+        tz: tzinfo = UTC,
+    ) -> None:
+        self.sink = sink
+        self.resolve_meter = resolve_meter
+        self.stats = stats
+        self.source = source
+        self.close = close
+        self.tz = tz
         self._decoder = FrameDecoder()
         self.identification: Identification | None = None
-        self.source = "tcp-push"
-        self._closed = False
+        self.closed = False
+        self.frames = 0
 
-    def connectionMade(self) -> None:
-        peer = self.transport.getPeer()  # type: ignore[union-attr]
-        host = getattr(peer, "host", "?")
-        port = getattr(peer, "port", "?")
-        self.source = f"tcp-push:{host}:{port}"
-
-    def dataReceived(self, data: bytes) -> None:
+    def data_received(self, data: bytes) -> None:
         feed = data
-        while True:
+        while not self.closed:
             try:
                 messages = self._decoder.receive(feed)
             except FrameError as e:
@@ -277,16 +333,22 @@ class PushedReadoutReceiver(Protocol):
                     return
             return
 
+    def pending(self) -> int:
+        return self._decoder.buffered
+
+    def take_buffered(self) -> bytes:
+        return self._decoder.drain()
+
     def _garbage(self, why: str) -> None:
         if self.identification is None:
-            self.factory.garbage += 1
+            self.stats.garbage += 1
         else:
-            self.factory.bad_blocks += 1
+            self.stats.bad_blocks += 1
         log.info("push from {source}: {why}", source=self.source, why=why, protocol=PROTOCOL)
 
     def _handle(self, message: object) -> bool:
         """Act on one message; False once the connection is being closed."""
-        if self._closed:
+        if self.closed:
             return False
         if isinstance(message, Identification):
             self.identification = message
@@ -297,7 +359,7 @@ class PushedReadoutReceiver(Protocol):
         try:
             readout = parse_readout(message.check().data)
         except FrameError as e:
-            self.factory.bad_blocks += 1
+            self.stats.bad_blocks += 1
             log.warn(
                 "push from {source}: readout dropped: {why}",
                 source=self.source,
@@ -306,9 +368,9 @@ class PushedReadoutReceiver(Protocol):
             )
             return True
         ident = self.identification.text
-        meter_id = self.factory.resolve_meter(ident, readout.serial())
+        meter_id = self.resolve_meter(ident, readout.serial())
         if meter_id is None:
-            self.factory.rejected += 1
+            self.stats.rejected += 1
             log.warn(
                 "push from {source}: unknown meter {ident} (serial {serial}), closing",
                 source=self.source,
@@ -316,14 +378,15 @@ class PushedReadoutReceiver(Protocol):
                 serial=readout.serial(),
                 protocol=PROTOCOL,
             )
-            self._closed = True
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.closed = True
+            self.close()
             return False
         readings = to_readings(
-            readout, meter_id, tz=self.factory.tz, received_time=utcnow(), source=self.source
+            readout, meter_id, tz=self.tz, received_time=utcnow(), source=self.source
         )
-        self.factory.readouts += 1
-        d = self.factory.sink.submit(list(readings))
+        self.stats.readouts += 1
+        self.frames += 1
+        d = self.sink.submit(list(readings))
         d.addErrback(
             lambda f: log.failure(
                 "push from {source}: sink refused readout", f, source=self.source, meter=meter_id
@@ -331,8 +394,42 @@ class PushedReadoutReceiver(Protocol):
         )
         return True
 
+
+class PushedReadoutReceiver(Protocol):
+    """One inbound connection of a meter that pushes readouts (no requests), decoded by an
+    IecPushHandler counting in the factory."""
+
+    factory: PushedReadoutFactory
+
+    def __init__(self) -> None:
+        self.handler: IecPushHandler | None = None
+        self.source = "tcp-push"
+
+    @property
+    def identification(self) -> Identification | None:
+        return self.handler.identification if self.handler is not None else None
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        host = getattr(peer, "host", "?")
+        port = getattr(peer, "port", "?")
+        self.source = f"tcp-push:{host}:{port}"
+        self.handler = IecPushHandler(
+            self.factory.sink,
+            self.factory.resolve_meter,
+            stats=self.factory,
+            source=self.source,
+            close=self.transport.loseConnection,  # type: ignore[union-attr]
+            tz=self.factory.tz,
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.handler is not None:
+            self.handler.data_received(data)
+
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
-        self._closed = True
+        if self.handler is not None:
+            self.handler.closed = True
 
 
 class PushedReadoutFactory(ServerFactory[PushedReadoutReceiver]):

@@ -20,6 +20,7 @@ from fep.protocols.dlms.client import (
     DlmsClient,
     Event,
     GetDone,
+    Pushed,
     Released,
     Send,
     SetDone,
@@ -192,6 +193,67 @@ class ServiceTests(unittest.TestCase):
         answer = server.receive(A.encode_apdu(A.GetRequest(ENERGY)))
         assert answer is not None
         self.assertIsInstance(A.decode_apdu(answer), A.ExceptionResponseApdu)
+
+
+class PushDuringSessionTests(unittest.TestCase):
+    """A meter that pushes while a pull session runs over the same socket (a GPRS modem in
+    transparent mode): the client tells the push from the answer in every state."""
+
+    def push(self, server: DlmsServer, meter: sim.SimulatedDlmsMeter) -> bytes:
+        return server.push(meter.push_body())
+
+    def test_push_between_aarq_and_aare_then_the_aare(self) -> None:
+        client, server, meter = pair(ClientSettings(keys=KEYS, ciphered=True, meter="m1"))
+        aarq = client.associate()
+        pushed = client.receive(self.push(server, meter))
+        assert isinstance(pushed, Pushed)
+        self.assertIsNone(pushed.problem)
+        self.assertEqual(pushed.system_title, METER_TITLE)
+        assert isinstance(pushed.notification, A.DataNotification)
+        readings = decode_push("m1", pushed.notification).readings
+        self.assertEqual(len(readings), 5)
+        answer = server.receive(aarq)
+        assert answer is not None
+        self.assertIsInstance(client.receive(answer), Associated)
+
+    def test_push_while_a_get_is_outstanding_on_a_ciphered_association(self) -> None:
+        client, server, meter = associated(ClientSettings(keys=KEYS, ciphered=True))
+        request = client.get(ENERGY)
+        self.assertIsInstance(client.receive(self.push(server, meter)), Pushed)
+        answer = server.receive(request)
+        assert answer is not None
+        event = client.receive(answer)
+        assert isinstance(event, GetDone)
+        self.assertEqual(event.results[0].data, axdr.double_long_unsigned(sim.energy_wh(NOW)))
+
+    def test_ciphered_push_on_an_unciphered_association_uses_the_meters_keys(self) -> None:
+        client, server, meter = associated(ClientSettings(keys=KEYS, ciphered=False))
+        pushed = client.receive(self.push(server, meter))
+        assert isinstance(pushed, Pushed)
+        self.assertIsInstance(pushed.notification, A.DataNotification)
+
+    def test_ciphered_push_without_keys_is_not_taken_but_not_fatal(self) -> None:
+        client, server, meter = associated(ClientSettings())
+        pushed = client.receive(self.push(server, meter))
+        assert isinstance(pushed, Pushed)
+        self.assertIsNone(pushed.notification)
+        self.assertIn("no keys", pushed.problem or "")
+
+    def test_replayed_push_is_not_taken(self) -> None:
+        client, server, meter = associated(ClientSettings(keys=KEYS, ciphered=False))
+        push = self.push(server, meter)
+        client.receive(push)
+        again = client.receive(push)
+        assert isinstance(again, Pushed)
+        self.assertIsNone(again.notification)
+        self.assertIn("not above", again.problem or "")
+
+    def test_plain_push_is_a_push(self) -> None:
+        client, _, meter = associated(ClientSettings())
+        plain = A.encode_apdu(A.DataNotification(meter.push_body()))
+        pushed = client.receive(plain)
+        assert isinstance(pushed, Pushed)
+        self.assertIsInstance(pushed.notification, A.DataNotification)
 
 
 class ArbitraryBytesTests(unittest.TestCase):

@@ -1,0 +1,522 @@
+"""Who dialled in: the identity of an inbound modem connection, read from its first bytes by
+configurable rules. Sans-IO (no Twisted): bytes in, an Identified result (or need-more) out.
+
+Rules (docs/channels/gprs.md):
+
+``ascii``
+    A registration line the modem sends first, matched by a regular expression with named
+    groups (``imei``, ``iccid``, ``imsi``, ``serial``), e.g. ``ID:356938035643809\\r\\n``.
+    The line ends with CR or LF; it is consumed (the meter never sees it).
+``binary``
+    The binary registration packet documented in docs/channels/gprs.md: ``A5 01 LL LL``,
+    tag-length-value fields (IMEI, ICCID, IMSI in packed BCD, the meter's serial in ASCII), a
+    CRC-16/X.25 and ``5A``. Consumed.
+``dlms``
+    A DLMS/COSEM wrapper frame carrying a Data- or Event-Notification: the system title of a
+    general-glo/ded-ciphered one, or the logical device name (0.0.42.0.0.255) of a plain
+    one, and the wrapper's source wPort. Kept: the frame is also the first push.
+``iec62056-21``
+    An IEC 62056-21 identification line ``/XXXZident`` and the readout block after it (the
+    meter's serial number from 0.0.0 / C.1.0 / 96.1.0). Kept: it is also the first push.
+
+Bytes before the identifying message are line garbage (modem chatter, AT echoes, noise):
+they are dropped and counted. Bytes after it are the session's data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
+
+import attrs
+
+from fep.errors import FrameError
+
+# Identity keys in the order that makes the modem's name (the session registry's key and the
+# route of a meter registered from it): the modem's own identities before the meter's.
+KEY_ORDER: Final = ("imei", "iccid", "imsi", "serial", "system_title", "ldn", "ident", "wport")
+# Keys that name one device: a session holding one of these replaces another holding it.
+# (An IEC identification text names a meter model, a wPort a logical device number.)
+UNIQUE_KEYS: Final = frozenset({"imei", "iccid", "imsi", "serial", "system_title", "ldn"})
+RULE_NAMES: Final = ("ascii", "binary", "dlms", "iec62056-21")
+
+DEFAULT_REGISTRATION: Final = (
+    r"ID:(?P<imei>[0-9]{15})(?:[;,]ICCID[:=](?P<iccid>[0-9]{18,20}F?))?"
+    r"(?:[;,]SN[:=](?P<serial>[0-9A-Za-z_.-]{1,32}))?"
+)
+_GROUPS: Final = frozenset({"imei", "iccid", "imsi", "serial"})
+# A value may become a route argument (gprs:imei=...): no separators of the route syntax.
+_ROUTE_SAFE = re.compile(r"^[0-9A-Za-z_.+-]{1,64}$")
+
+
+class IdentificationError(FrameError):
+    """The connection's first bytes hold no registration any rule knows."""
+
+
+@attrs.frozen
+class Identity:
+    """What a modem said about itself: ``rule`` that matched, ``keys`` (``imei``, ``iccid``,
+    ``imsi``, ``serial``, ``system_title`` in hex, ``ldn``, ``ident``, ``wport``) in
+    KEY_ORDER, and ``protocol`` when the identifying bytes were a meter protocol's own."""
+
+    rule: str
+    keys: tuple[tuple[str, str], ...]
+    protocol: str | None = None
+
+    @classmethod
+    def of(cls, rule: str, keys: Mapping[str, str | None], protocol: str | None = None) -> Identity:
+        ordered = tuple(
+            (k, str(keys[k])) for k in KEY_ORDER if keys.get(k) not in (None, "")
+        )
+        return cls(rule, ordered, protocol)
+
+    def get(self, key: str) -> str | None:
+        for k, v in self.keys:
+            if k == key:
+                return v
+        return None
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.keys)
+
+    def unique(self) -> list[str]:
+        """``key=value`` names that belong to this device alone (registry keys)."""
+        return [f"{k}={v}" for k, v in self.keys if k in UNIQUE_KEYS]
+
+    @property
+    def name(self) -> str:
+        """The modem's name: its first key as ``key=value`` (``imei=356938035643809``)."""
+        key, value = self.keys[0] if self.keys else ("unknown", "?")
+        return f"{key}={value}"
+
+    def route(self) -> str | None:
+        """A route naming this modem (``gprs:imei=...``), None when no key fits a route."""
+        for key, value in self.keys:
+            if key in UNIQUE_KEYS and _ROUTE_SAFE.match(value):
+                return f"gprs:{key}={value}"
+        return None
+
+
+@attrs.frozen
+class Identified:
+    """The outcome: who it is, how many garbage bytes came first, and the bytes the session
+    goes on with (after a registration message, or from the identifying push on)."""
+
+    identity: Identity
+    garbage: int
+    data: bytes
+
+
+@attrs.frozen
+class _Match:
+    start: int
+    end: int
+    identity: Identity
+    keep: bool
+
+
+@attrs.frozen
+class _Partial:
+    start: int
+
+
+_Result = _Match | _Partial | None
+
+
+class Rule:
+    """One way of recognising a registration at some position of the buffer."""
+
+    name = "rule"
+
+    def scan(self, buffer: bytes) -> _Result:
+        """The earliest complete match, else the start of the earliest candidate that needs
+        more bytes, else None."""
+        raise NotImplementedError
+
+
+# -- ascii ------------------------------------------------------------------------------------
+
+MAX_REGISTRATION_LINE: Final = 256
+
+
+class AsciiRule(Rule):
+    """A registration line matched by a regular expression (searched within the line)."""
+
+    name = "ascii"
+
+    def __init__(self, pattern: str = DEFAULT_REGISTRATION) -> None:
+        try:
+            self.pattern = re.compile(pattern.encode("latin-1"))
+        except (re.error, UnicodeEncodeError) as e:
+            raise ValueError(f"registration pattern {pattern!r}: {e}") from None
+        unknown = set(self.pattern.groupindex) - _GROUPS
+        if unknown or not self.pattern.groupindex:
+            raise ValueError(
+                f"registration pattern {pattern!r}: name its parts with the groups "
+                f"(?P<imei>...), (?P<iccid>...), (?P<imsi>...), (?P<serial>...)"
+                + (f"; unknown group(s) {', '.join(sorted(unknown))}" if unknown else "")
+            )
+
+    def scan(self, buffer: bytes) -> _Result:
+        start = 0
+        while start < len(buffer):
+            nl = _line_end(buffer, start)
+            if nl < 0:
+                tail = len(buffer) - start
+                return _Partial(start) if tail <= MAX_REGISTRATION_LINE else None
+            line = buffer[start:nl]
+            m = self.pattern.search(line)
+            if m is not None:
+                keys = {
+                    k: v.decode("latin-1") for k, v in m.groupdict().items() if v is not None
+                }
+                if keys:
+                    end = nl + 1
+                    if buffer[nl : nl + 2] == b"\r\n":
+                        end = nl + 2
+                    return _Match(start + m.start(), end, Identity.of(self.name, keys), False)
+            start = nl + 1
+        return None
+
+
+def _line_end(buffer: bytes, start: int) -> int:
+    """Index of the first CR or LF at or after ``start``, -1 when none."""
+    cr = buffer.find(b"\r", start)
+    lf = buffer.find(b"\n", start)
+    if cr < 0:
+        return lf
+    if lf < 0:
+        return cr
+    return min(cr, lf)
+
+
+# -- binary -----------------------------------------------------------------------------------
+
+BINARY_START: Final = 0xA5
+BINARY_END: Final = 0x5A
+BINARY_REGISTRATION: Final = 0x01
+MAX_BINARY_BODY: Final = 512
+TAG_IMEI: Final = 0x01
+TAG_ICCID: Final = 0x02
+TAG_IMSI: Final = 0x03
+TAG_SERIAL: Final = 0x04
+
+
+def crc16_x25(data: bytes) -> int:
+    """CRC-16/X.25 (the HDLC FCS: reflected 0x1021, init and xorout 0xFFFF)."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFF
+
+
+def bcd_digits(raw: bytes) -> str:
+    """Packed BCD, high nibble first, ending at the first F nibble; ValueError otherwise."""
+    digits: list[str] = []
+    for byte in raw:
+        for nibble in (byte >> 4, byte & 0x0F):
+            if nibble == 0x0F:
+                return "".join(digits)
+            if nibble > 9:
+                raise ValueError(f"nibble {nibble:X} is not a BCD digit")
+            digits.append(str(nibble))
+    return "".join(digits)
+
+
+def bcd_bytes(digits: str, size: int) -> bytes:
+    """``digits`` packed BCD in ``size`` bytes, F-padded."""
+    text = digits + "F" * (2 * size - len(digits))
+    if len(text) != 2 * size or not digits.isdigit():
+        raise ValueError(f"{digits!r} does not fit {size} BCD bytes")
+    return bytes.fromhex(text)
+
+
+def encode_binary_registration(
+    *,
+    imei: str | None = None,
+    iccid: str | None = None,
+    imsi: str | None = None,
+    serial: str | None = None,
+) -> bytes:
+    """The binary registration packet (docs/channels/gprs.md) for these identities."""
+    body = b""
+    for tag, value, size in ((TAG_IMEI, imei, 8), (TAG_ICCID, iccid, 10), (TAG_IMSI, imsi, 8)):
+        if value:
+            body += bytes([tag, size]) + bcd_bytes(value, size)
+    if serial:
+        raw = serial.encode("ascii")
+        body += bytes([TAG_SERIAL, len(raw)]) + raw
+    head = bytes([BINARY_REGISTRATION]) + len(body).to_bytes(2, "big") + body
+    crc = crc16_x25(head).to_bytes(2, "little")
+    return bytes([BINARY_START]) + head + crc + bytes([BINARY_END])
+
+
+def decode_binary_body(body: bytes) -> dict[str, str]:
+    """The identities in a registration's TLV body; ValueError when it is malformed."""
+    keys: dict[str, str] = {}
+    pos = 0
+    while pos < len(body):
+        if pos + 2 > len(body):
+            raise ValueError("truncated field header")
+        tag, size = body[pos], body[pos + 1]
+        value = body[pos + 2 : pos + 2 + size]
+        if len(value) != size:
+            raise ValueError(f"field {tag:#04x} runs past the body")
+        pos += 2 + size
+        if tag in (TAG_IMEI, TAG_ICCID, TAG_IMSI):
+            digits = bcd_digits(value)
+            if not digits:
+                raise ValueError(f"field {tag:#04x} has no digits")
+            keys[{TAG_IMEI: "imei", TAG_ICCID: "iccid", TAG_IMSI: "imsi"}[tag]] = digits
+        elif tag == TAG_SERIAL:
+            text = value.decode("ascii", "replace")
+            if not _ROUTE_SAFE.match(text):
+                raise ValueError(f"serial {text!r} is not printable ASCII without separators")
+            keys["serial"] = text
+        # Other tags: fields of a later layout version, skipped.
+    if not keys:
+        raise ValueError("no IMEI, ICCID, IMSI or serial in the registration")
+    return keys
+
+
+class BinaryRule(Rule):
+    """The binary registration packet, found anywhere in the buffer."""
+
+    name = "binary"
+
+    def scan(self, buffer: bytes) -> _Result:
+        i = buffer.find(bytes([BINARY_START]))
+        while i >= 0:
+            result = self._at(buffer, i)
+            if result is not None:
+                return result
+            i = buffer.find(bytes([BINARY_START]), i + 1)
+        return None
+
+    def _at(self, buffer: bytes, i: int) -> _Result:
+        if i + 4 > len(buffer):
+            # Not enough to judge: a candidate unless what is there already says otherwise.
+            if i + 1 < len(buffer) and buffer[i + 1] != BINARY_REGISTRATION:
+                return None
+            return _Partial(i)
+        if buffer[i + 1] != BINARY_REGISTRATION:
+            return None
+        length = int.from_bytes(buffer[i + 2 : i + 4], "big")
+        if length > MAX_BINARY_BODY:
+            return None
+        end = i + 4 + length + 3
+        if end > len(buffer):
+            return _Partial(i)
+        if buffer[end - 1] != BINARY_END:
+            return None
+        head = buffer[i + 1 : i + 4 + length]
+        if crc16_x25(head) != int.from_bytes(buffer[end - 3 : end - 1], "little"):
+            return None
+        try:
+            keys = decode_binary_body(head[3:])
+        except ValueError:
+            return None
+        return _Match(i, end, Identity.of(self.name, keys), False)
+
+
+# -- dlms -------------------------------------------------------------------------------------
+
+# Plain Data-Notification, Event-Notification, general-glo and general-ded ciphering.
+_DLMS_PUSH_TAGS: Final = frozenset({0x0F, 0xC2, 0xDB, 0xDC})
+MAX_IDENTIFYING_APDU: Final = 4096
+
+
+class DlmsRule(Rule):
+    """A wrapper frame carrying a push: identified by its system title (ciphered) or its
+    logical device name (plain), with the source wPort."""
+
+    name = "dlms"
+
+    def scan(self, buffer: bytes) -> _Result:
+        i = buffer.find(b"\x00\x01")
+        partial: _Partial | None = None
+        while i >= 0:
+            result = self._at(buffer, i)
+            if isinstance(result, _Match):
+                return result if partial is None else partial
+            if isinstance(result, _Partial) and partial is None:
+                partial = result
+            i = buffer.find(b"\x00\x01", i + 1)
+        if partial is None and buffer.endswith(b"\x00"):
+            partial = _Partial(len(buffer) - 1)
+        return partial
+
+    def _at(self, buffer: bytes, i: int) -> _Result:
+        header = buffer[i : i + 8]
+        if len(header) < 8:
+            return _Partial(i)
+        length = int.from_bytes(header[6:8], "big")
+        if not 1 <= length <= MAX_IDENTIFYING_APDU:
+            return None
+        if len(buffer) >= i + 9 and buffer[i + 8] not in _DLMS_PUSH_TAGS:
+            return None
+        if len(buffer) < i + 8 + length:
+            return _Partial(i)
+        apdu = buffer[i + 8 : i + 8 + length]
+        keys = self.identify_apdu(apdu)
+        if keys is None:
+            return None
+        keys["wport"] = str(int.from_bytes(header[2:4], "big"))
+        return _Match(i, i + 8 + length, Identity.of(self.name, keys, "dlms"), True)
+
+    @staticmethod
+    def identify_apdu(apdu: bytes) -> dict[str, str] | None:
+        from fep.protocols.dlms import apdu as A
+        from fep.protocols.dlms.push import logical_device_name
+        from fep.protocols.dlms.security import general_system_title
+
+        try:
+            if apdu[0] in (0xDB, 0xDC):
+                return {"system_title": general_system_title(apdu).hex()}
+            message = A.decode_apdu(apdu)
+        except (FrameError, ValueError, IndexError):
+            return None
+        if not isinstance(message, A.DataNotification):
+            return None
+        try:
+            name = logical_device_name(message)
+        except FrameError:
+            return None
+        if name is None:
+            return None
+        text = name.decode("latin-1")
+        if not _ROUTE_SAFE.match(text):
+            return None
+        return {"ldn": text}
+
+
+# -- iec62056-21 ------------------------------------------------------------------------------
+
+MAX_IDENTIFYING_READOUT: Final = 1 << 16
+
+
+class IecRule(Rule):
+    """``/XXXZident CRLF`` and the readout block after it."""
+
+    name = "iec62056-21"
+
+    def scan(self, buffer: bytes) -> _Result:
+        i = buffer.find(b"/")
+        while i >= 0:
+            result = self._at(buffer, i)
+            if result is not None:
+                return result
+            i = buffer.find(b"/", i + 1)
+        return None
+
+    def _at(self, buffer: bytes, i: int) -> _Result:
+        from fep.protocols.iec62056_21.frames import (
+            ETX,
+            MAX_LINE,
+            STX,
+            DataBlock,
+            parse_identification,
+        )
+        from fep.protocols.iec62056_21.readout import parse_readout
+
+        crlf = buffer.find(b"\r\n", i)
+        if crlf < 0:
+            return _Partial(i) if len(buffer) - i <= MAX_LINE else None
+        if crlf - i > MAX_LINE:
+            return None
+        try:
+            ident = parse_identification(buffer[i:crlf])
+        except FrameError:
+            return None
+        stx = crlf + 2
+        if stx >= len(buffer):
+            return _Partial(i)
+        if buffer[stx] != STX:
+            return None
+        etx = buffer.find(bytes([ETX]), stx + 1)
+        if etx < 0 or etx + 1 >= len(buffer):
+            return _Partial(i) if len(buffer) - stx <= MAX_IDENTIFYING_READOUT else None
+        keys = {"ident": ident.text}
+        block = DataBlock(buffer[stx + 1 : etx], buffer[etx + 1])
+        if block.bcc_ok:
+            try:
+                serial = parse_readout(block.data).serial()
+            except FrameError:
+                serial = None
+            if serial and _ROUTE_SAFE.match(serial):
+                keys["serial"] = serial
+        return _Match(i, etx + 2, Identity.of(self.name, keys, "iec62056-21"), True)
+
+
+# -- the identifier ---------------------------------------------------------------------------
+
+
+def make_rules(names: Iterable[str], registration: str = DEFAULT_REGISTRATION) -> list[Rule]:
+    """The rules called ``names``; ValueError names an unknown one."""
+    rules: list[Rule] = []
+    for name in names:
+        if name == "ascii":
+            rules.append(AsciiRule(registration))
+        elif name == "binary":
+            rules.append(BinaryRule())
+        elif name == "dlms":
+            rules.append(DlmsRule())
+        elif name in ("iec62056-21", "iec"):
+            rules.append(IecRule())
+        else:
+            known = ", ".join(RULE_NAMES)
+            raise ValueError(f"unknown identification rule {name!r} (known: {known})")
+    if not rules:
+        raise ValueError("no identification rule given")
+    return rules
+
+
+class Identifier:
+    """Feeds a connection's first bytes to every rule; the earliest complete match wins,
+    unless an earlier candidate still waits for bytes. More than ``max_garbage`` bytes with
+    no candidate raises IdentificationError (the connection is then closed)."""
+
+    def __init__(self, rules: Sequence[Rule], *, max_garbage: int = 4096) -> None:
+        self.rules = list(rules)
+        self.max_garbage = max_garbage
+        self._buffer = b""
+        # Bytes dropped from the front as garbage before the buffer kept now.
+        self._dropped = 0
+
+    @property
+    def received(self) -> int:
+        return self._dropped + len(self._buffer)
+
+    def receive(self, data: bytes) -> Identified | None:
+        self._buffer += data
+        buf = self._buffer
+        results = [rule.scan(buf) for rule in self.rules]
+        matches = [r for r in results if isinstance(r, _Match)]
+        partials = [r.start for r in results if isinstance(r, _Partial)]
+        best = min(matches, key=lambda m: m.start, default=None)
+        waiting = min(partials, default=None)
+        if best is not None and (waiting is None or best.start <= waiting):
+            garbage = self._dropped + best.start
+            rest = buf[best.start :] if best.keep else buf[best.end :]
+            self._buffer = b""
+            return Identified(best.identity, garbage, bytes(rest))
+        # Nothing yet: what lies before the earliest candidate is garbage for sure.
+        keep_from = waiting if waiting is not None else len(buf)
+        self._dropped += keep_from
+        self._buffer = buf[keep_from:]
+        if self._dropped > self.max_garbage:
+            raise IdentificationError(
+                f"no registration in the first {self._dropped} bytes",
+                offset=self._dropped,
+                field="registration",
+            )
+        if len(self._buffer) > MAX_IDENTIFYING_READOUT + self.max_garbage:
+            raise IdentificationError(
+                f"registration candidate longer than {len(self._buffer)} bytes",
+                offset=self._dropped,
+                field="registration",
+            )
+        return None

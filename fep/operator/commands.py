@@ -1,0 +1,131 @@
+"""Operator commands shared by the console and the API, with one set of approval rules.
+
+Commands that only look (meters, readings, stats) need a ``viewer``; commands that talk to
+meters or start work (``read``, ``run``, meter ``command``s and their ``approve``/``reject``)
+need an ``operator``. Meter commands then follow the collection engine's own approval rules
+(which commands need a second person's approval; never the requester's own): the console
+and the API pass who is asking (``console:NAME``, ``api:TOKEN-NAME``) and the engine decides.
+The console's users are operators (an authorized key is a full login); API tokens carry
+their role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.logger import Logger
+
+from fep.errors import FepError
+from fep.model import Meter, Record
+from fep.operator.context import OperatorContext
+
+log = Logger(namespace="fep.operator.commands")
+
+ROLES = ("viewer", "operator")
+# command -> least role allowed to run it
+APPROVAL: dict[str, str] = {"read": "operator", "run": "operator", "command": "operator",
+                             "approve": "operator", "reject": "operator"}
+
+
+class CommandRefused(FepError):
+    """The caller may not run this command, or it cannot run here."""
+
+    def __init__(self, message: str, *, status: int = 403) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+def allowed(command: str, role: str) -> bool:
+    needed = APPROVAL.get(command, "viewer")
+    return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
+
+
+def check(command: str, role: str, who: str) -> None:
+    if not allowed(command, role):
+        log.warn("{who} ({role}) refused command {command}", who=who, role=role,
+                 command=command)
+        raise CommandRefused(f"{command} needs the {APPROVAL[command]} role; {who} is a "
+                             f"{role}")
+
+
+async def read_meter(
+    ctx: OperatorContext, meter_id: str, *, who: str, role: str,
+    options: dict[str, str] | None = None,
+) -> list[Record]:
+    """Read a known meter now over its route; its records go to the router like a poll's.
+    ``options`` are extra protocol settings for this read (meter metadata keys)."""
+    check("read", role, who)
+    from fep.channels.endpoints import client_endpoint
+    from fep.protocols.registry import meter_protocol
+
+    meter = ctx.directory.get(meter_id)
+    if meter is None:
+        meter = await ctx.store.meter(meter_id)
+    if meter is None:
+        raise CommandRefused(f"no meter {meter_id!r}", status=404)
+    if options:
+        meter = Meter(meter.id, meter.protocol, meter.route, meter.serial, meter.address,
+                      meter.credentials, {**meter.metadata, **options})
+    log.info("{who} reads meter {meter} over {route}", who=who, meter=meter.id,
+             route=meter.route, protocol=meter.protocol)
+    ctx.activity.read_started(meter)
+    try:
+        protocol = meter_protocol(meter.protocol)
+        endpoint = client_endpoint(ctx.reactor, meter.route)
+        records: Sequence[Record] = await protocol.read(
+            ctx.reactor, endpoint, meter, ctx.read_timeout)
+        await ctx.router.submit(list(records))
+    except Exception as e:
+        ctx.activity.read_finished(meter, e)
+        raise
+    ctx.activity.read_finished(meter, None, len(records))
+    return list(records)
+
+
+async def run_task(ctx: OperatorContext, task: str, *, who: str, role: str) -> dict[str, Any]:
+    check("run", role, who)
+    if ctx.scheduler is None:
+        raise CommandRefused("no task scheduler is wired into this daemon", status=503)
+    log.info("{who} runs task {task}", who=who, task=task)
+    try:
+        result: dict[str, Any] = await ctx.scheduler.run(task)
+    except KeyError:
+        raise CommandRefused(f"no task {task!r}", status=404) from None
+    return result
+
+
+def _scheduler(ctx: OperatorContext) -> Any:
+    if ctx.scheduler is None:
+        raise CommandRefused("no task scheduler is wired into this daemon", status=503)
+    return ctx.scheduler
+
+
+async def request_command(ctx: OperatorContext, meter: str, action: str,
+                          params: dict[str, Any], *, who: str, role: str) -> dict[str, Any]:
+    """A meter command (disconnect, reconnect, ...) through the collection engine, under its
+    approval rules: the command may wait for someone else's approval."""
+    check("command", role, who)
+    scheduler = _scheduler(ctx)
+    log.info("{who} asks for command {action} on meter {meter}", who=who, action=action,
+             meter=meter)
+    result: dict[str, Any] = await scheduler.request_command(meter, action, params, who)
+    return result
+
+
+async def approve_command(ctx: OperatorContext, command_id: int, *, who: str,
+                          role: str) -> dict[str, Any]:
+    check("approve", role, who)
+    scheduler = _scheduler(ctx)
+    log.info("{who} approves command {id}", who=who, id=command_id)
+    result: dict[str, Any] = await scheduler.approve_command(command_id, who)
+    return result
+
+
+async def reject_command(ctx: OperatorContext, command_id: int, reason: str, *, who: str,
+                         role: str) -> dict[str, Any]:
+    check("reject", role, who)
+    scheduler = _scheduler(ctx)
+    log.info("{who} rejects command {id}: {reason}", who=who, id=command_id, reason=reason)
+    result: dict[str, Any] = await scheduler.reject_command(command_id, who, reason)
+    return result

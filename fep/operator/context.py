@@ -1,0 +1,63 @@
+"""What the operator tier works with: the daemon's store, router, meter directory and
+activity, and the plug points other parts of fep fill in when they are wired.
+
+``OperatorContext(store, router, directory, sessions=None, scheduler=None, sms=None)``: the
+console, the API, the status page, metrics and alarms all take one of these, so a test builds
+one from fakes and the daemon builds one from its services.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from fep.collect.directory import MeterDirectory
+from fep.interfaces import IRecordSink, IStore
+from fep.operator.activity import Activity
+from fep.operator.interfaces import IScheduler, ISessionRegistry, ISmsSender, SessionInfo
+
+
+@attrs.define(eq=False)
+class OperatorContext:
+    """The daemon as the operator tier sees it.
+
+    Plug points waiting for other parts of fep (None until wired):
+    - ``sessions``: an ISessionRegistry of live inbound sessions (the GPRS SessionRegistry);
+      polls under way are always listed from ``activity``.
+    - ``scheduler``: an IScheduler (tasks, jobs, run now) from the collection engine.
+    - ``sms``: an ISmsSender (the SMS channel) for alarm notifications.
+    """
+
+    store: IStore
+    router: IRecordSink
+    directory: MeterDirectory
+    reactor: Any = None
+    node: str = "fep"
+    activity: Activity = attrs.field(factory=Activity)
+    sessions: ISessionRegistry | None = None
+    scheduler: IScheduler | None = None
+    sms: ISmsSender | None = None
+    # Filled by the daemon when those parts run: the DLMS push receiver's PushStats, the
+    # collection engine, the alarm engine and the northbound publisher.
+    push_stats: Any = None
+    reader: Any = None
+    alarms: Any = None
+    northbound: Any = None
+    # Seconds a meter has to answer each step of an on-demand read.
+    read_timeout: float = 10.0
+    started: datetime = attrs.field(factory=lambda: datetime.now(UTC))
+
+    def __attrs_post_init__(self) -> None:
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            self.reactor = reactor
+
+    def live_sessions(self) -> list[SessionInfo]:
+        """Polls under way and live inbound sessions, oldest first."""
+        found = list(self.activity.sessions())
+        if self.sessions is not None:
+            found.extend(SessionInfo.of(s) for s in self.sessions.sessions())
+        return sorted(found, key=lambda s: s.started)

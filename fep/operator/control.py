@@ -1,0 +1,166 @@
+"""The daemon's control socket: a UNIX socket under the data directory where the command line
+(and scripts) ask the running daemon questions, one JSON object per line each way.
+
+Request: ``{"command": "sessions"}``. Answer: ``{"ok": true, "sessions": [...]}`` or
+``{"ok": false, "error": "..."}``. Commands are registered by name (``ControlServer.add``), so
+other parts of the daemon add theirs. The socket is created mode 0600: who may use it is who
+may read the data directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.application import service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+from twisted.python.failure import Failure
+
+from fep.errors import ChannelError, ConfigError, FepError
+
+log = Logger(namespace="fep.operator.control")
+
+Command = Callable[[dict[str, Any]], Any]
+MAX_LINE = 64 * 1024
+# sockaddr_un holds 108 bytes with the terminating NUL on Linux.
+MAX_SOCKET_PATH = 107
+
+
+class _ControlProtocol(LineOnlyReceiver):
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_LINE
+
+    def __init__(self, commands: dict[str, Command]) -> None:
+        self.commands = commands
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("a request is a JSON object")
+            name = request.get("command")
+            command = self.commands.get(name) if isinstance(name, str) else None
+            if command is None:
+                known = ", ".join(sorted(self.commands))
+                raise ValueError(f"unknown command {name!r} (known: {known})")
+        except ValueError as e:
+            self._answer({"ok": False, "error": str(e)})
+            return
+        d = maybeDeferred(command, request)
+        d.addCallbacks(self._answered, self._failed, errbackArgs=(name,))
+
+    def _answered(self, result: Any) -> None:
+        answer = {"ok": True}
+        if isinstance(result, dict):
+            answer.update(result)
+        self._answer(answer)
+
+    def _failed(self, failure: Failure, name: str) -> None:
+        if not failure.check(FepError):
+            log.failure("control command {command} failed", failure, command=name)
+        self._answer({"ok": False, "error": failure.getErrorMessage()})
+
+    def _answer(self, answer: dict[str, Any]) -> None:
+        if self.transport is not None:
+            self.transport.write(json.dumps(answer, default=str).encode() + b"\n")
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._answer({"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class ControlServer(service.Service):
+    """Listens on the control socket while running."""
+
+    name = "control"
+
+    def __init__(self, reactor: Any, path: str | Path) -> None:
+        self.reactor = reactor
+        self.path = Path(path)
+        if len(os.fsencode(self.path)) > MAX_SOCKET_PATH:
+            raise ConfigError(
+                f"{self.path}: longer than the {MAX_SOCKET_PATH} bytes a UNIX socket path may "
+                "have; give a shorter one",
+                section="control",
+                key="socket",
+            )
+        self.commands: dict[str, Command] = {"ping": lambda request: {"pong": True}}
+        self._port: Any = None
+
+    def add(self, name: str, command: Command) -> None:
+        """Answer ``{"command": name, ...}`` with what ``command(request)`` returns (a dict,
+        or a Deferred of one); a FepError it raises is the answer's ``error``."""
+        self.commands[name] = command
+
+    def factory(self) -> Factory:
+        commands = self.commands
+        return Factory.forProtocol(lambda: _ControlProtocol(commands))
+
+    def startService(self) -> None:
+        super().startService()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # wantPID: a lock file next to the socket; a stale socket of a dead daemon is removed.
+        self._port = self.reactor.listenUNIX(
+            str(self.path), self.factory(), mode=0o600, wantPID=True
+        )
+        log.info("control socket {path}", path=str(self.path))
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._port is not None:
+            port, self._port = self._port, None
+            d: Deferred[None] = maybeDeferred(port.stopListening)
+            return d
+        return None
+
+
+class _ClientProtocol(LineOnlyReceiver):
+    delimiter = b"\n"
+    MAX_LENGTH = 64 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.answer: Deferred[dict[str, Any]] = Deferred()
+
+    def lineReceived(self, line: bytes) -> None:
+        if not self.answer.called:
+            try:
+                self.answer.callback(json.loads(line))
+            except ValueError as e:
+                self.answer.errback(Failure(ChannelError(f"bad answer from the daemon: {e}")))
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        if not self.answer.called:
+            self.answer.errback(Failure(ChannelError("the daemon closed the control socket")))
+
+
+async def ask(reactor: Any, path: str | Path, command: str, **arguments: Any) -> dict[str, Any]:
+    """Send one command to the daemon at ``path`` and return its answer; ChannelError when
+    the daemon cannot be reached or refuses the command."""
+    endpoint = UNIXClientEndpoint(reactor, str(path), timeout=10)
+    protocol = _ClientProtocol()
+    try:
+        await endpoint.connect(Factory.forProtocol(lambda: protocol))
+    except Exception as e:
+        raise ChannelError(
+            f"cannot reach the daemon's control socket {path}: {e} (is fep running, and is "
+            "[control] socket the same?)"
+        ) from None
+    request = {"command": command, **arguments}
+    protocol.sendLine(json.dumps(request).encode())
+    timer = reactor.callLater(30, protocol.answer.cancel)
+    try:
+        answer = await protocol.answer
+    finally:
+        if timer.active():
+            timer.cancel()
+    if not answer.get("ok"):
+        raise ChannelError(f"the daemon refused {command!r}: {answer.get('error')}")
+    return answer

@@ -1,0 +1,462 @@
+"""The SSH operator console: public-key login only, a namespace of named operator commands
+(``sessions()``, ``meters()``, ``read(meter)``, ``tasks()``, ``run(task)``, ``stats()``,
+``events(meter)``, ``spool()``, ``alarms()``, ``help()``) with readable output, and the
+Python prompt for experts (``ctx`` is the daemon's OperatorContext).
+
+twisted.conch's own manhole service takes passwords only, so this one is put together from
+its parts: a TerminalRealm whose sessions run a ColoredManhole per login, a Portal with one
+public-key checker over the authorized_keys file (read again at each login, so removing a
+key takes effect at once), and a ConchFactory with its own host key dicts. The host key is
+made (Ed25519, mode 0600) at first start. Every line an operator enters is logged with the
+login name and the SHA256 fingerprint of the key used.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from twisted.conch import manhole, manhole_ssh
+from twisted.conch.checkers import (
+    IAuthorizedKeysDB,
+    SSHPublicKeyChecker,
+    readAuthorizedKeyFile,
+)
+from twisted.conch.insults import insults
+from twisted.conch.interfaces import ISession
+from twisted.conch.ssh.keys import BadKeyError, FingerprintFormats, Key
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from fep.errors import ConfigError
+from fep.model import IntervalBlock, MeterEvent, Reading
+from fep.operator import commands
+from fep.operator.context import OperatorContext
+from fep.operator.stats import gather
+
+log = Logger(namespace="fep.operator.manhole")
+
+
+# -- readable output ---------------------------------------------------------------------------
+
+
+class Table:
+    """Rows shown as an aligned text table (its repr, which the console prints)."""
+
+    def __init__(self, rows: Sequence[dict[str, Any]], columns: Sequence[str],
+                 title: str = "") -> None:
+        self.rows = list(rows)
+        self.columns = list(columns)
+        self.title = title
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Any:
+        return iter(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.rows[index]
+
+    @staticmethod
+    def _cell(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, datetime):
+            return value.strftime("%Y-%m-%d %H:%M:%SZ")
+        return str(value)
+
+    def text(self) -> str:
+        cells = [[self._cell(row.get(c)) for c in self.columns] for row in self.rows]
+        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(self.columns)]
+        lines = [self.title] if self.title else []
+        lines.append("  ".join(c.ljust(w) for c, w in zip(self.columns, widths, strict=True)))
+        lines.append("  ".join("-" * w for w in widths))
+        lines.extend("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+                     for r in cells)
+        if not cells:
+            lines.append("(none)")
+        return "\r\n".join(lines)
+
+    def __repr__(self) -> str:
+        return "\r\n" + self.text()
+
+
+def _pairs(data: dict[str, Any], title: str) -> Table:
+    rows = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                rows.append({"name": f"{key}.{sub}", "value": v})
+        elif isinstance(value, list):
+            rows.append({"name": key, "value": f"{len(value)} entries"})
+        else:
+            rows.append({"name": key, "value": value})
+    return Table(rows, ["name", "value"], title)
+
+
+# -- the command namespace -----------------------------------------------------------------------
+
+
+class OperatorCommands:
+    """The named commands of one console login."""
+
+    def __init__(self, ctx: OperatorContext, operator: str, fingerprint: str) -> None:
+        self.ctx = ctx
+        self.operator = operator
+        self.fingerprint = fingerprint
+        self.who = f"console:{operator}"
+
+    def _log(self, command: str, **fields: Any) -> None:
+        log.info("operator {operator} ({fingerprint}) runs {command}",
+                 operator=self.operator, fingerprint=self.fingerprint, command=command,
+                 **fields)
+
+    def help(self) -> Table:
+        """This list."""
+        rows = []
+        for name in NAMES:
+            doc = (getattr(self, name).__doc__ or "").strip().splitlines()[0]
+            rows.append({"command": f"{name}()", "does": doc})
+        return Table(rows, ["command", "does"], "fep operator commands (and Python: ctx)")
+
+    def sessions(self) -> Table:
+        """Meter sessions open now (polls under way, live inbound connections)."""
+        self._log("sessions()")
+        rows = [s.as_dict() for s in self.ctx.live_sessions()]
+        return Table(rows, ["meter", "route", "protocol", "direction", "started"],
+                     f"{len(rows)} sessions")
+
+    def meters(self, pattern: str | None = None) -> Table:
+        """The meter list with each meter's last read (pattern: id contains it)."""
+        self._log("meters()", pattern=pattern)
+        rows = []
+        for meter in sorted(self.ctx.directory.all(), key=lambda m: m.id):
+            if pattern and pattern not in meter.id:
+                continue
+            last = self.ctx.activity.last.get(meter.id)
+            rows.append({
+                "id": meter.id, "protocol": meter.protocol, "route": meter.route,
+                "group": meter.metadata.get("group"),
+                "last": last.time if last else None,
+                "ok": None if last is None else ("yes" if last.ok else "NO"),
+                "error": last.error if last else None,
+            })
+        return Table(rows, ["id", "protocol", "route", "group", "last", "ok", "error"],
+                     f"{len(rows)} meters")
+
+    def read(self, meter: str, **options: str) -> Deferred[Table]:
+        """Read a meter now (its records are stored like a poll's); options: protocol
+        settings, e.g. read("m1", dlt645_items="00010000")."""
+        self._log("read()", meter=meter)
+
+        async def run() -> Table:
+            records = await commands.read_meter(
+                self.ctx, meter, who=self.who, role="operator",
+                options={k: str(v) for k, v in options.items()})
+            rows: list[dict[str, Any]] = []
+            for r in records:
+                if isinstance(r, Reading):
+                    rows.append({"obis": str(r.obis), "value": r.value, "unit": r.unit_text,
+                                 "time": r.time})
+                elif isinstance(r, IntervalBlock):
+                    rows.append({"obis": str(r.obis), "value": f"{len(r.values)} intervals",
+                                 "unit": None, "time": r.start})
+                elif isinstance(r, MeterEvent):
+                    rows.append({"obis": r.code, "value": r.kind.value, "unit": r.severity.value,
+                                 "time": r.time})
+            return Table(rows, ["obis", "value", "unit", "time"],
+                         f"meter {meter}: {len(records)} records")
+
+        return Deferred.fromCoroutine(run())
+
+    def events(self, meter: str, since: str | None = None) -> Deferred[Table]:
+        """A meter's stored events (since: ISO-8601 time)."""
+        self._log("events()", meter=meter)
+        bound = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
+
+        async def run() -> Table:
+            found = await self.ctx.store.events(meter, since=bound)
+            rows = [{"time": e.time, "code": e.code, "kind": e.kind.value,
+                     "severity": e.severity.value, "text": e.text} for e in found]
+            return Table(rows, ["time", "code", "kind", "severity", "text"],
+                         f"meter {meter}: {len(rows)} events")
+
+        return Deferred.fromCoroutine(run())
+
+    def tasks(self) -> Deferred[Table] | str:
+        """The collection tasks (when the task scheduler is wired in)."""
+        self._log("tasks()")
+        scheduler = self.ctx.scheduler
+        if scheduler is None:
+            return "no task scheduler is wired into this daemon"
+
+        async def run() -> Table:
+            found = await scheduler.tasks()
+            columns = sorted({k for t in found for k in t}, key=lambda k: (k != "name", k))
+            return Table(found, columns or ["name"], f"{len(found)} tasks")
+
+        return Deferred.fromCoroutine(run())
+
+    def run(self, task: str) -> Deferred[Any]:
+        """Start a task now."""
+        self._log("run()", task=task)
+        return Deferred.fromCoroutine(
+            commands.run_task(self.ctx, task, who=self.who, role="operator"))
+
+    def commands(self, limit: int = 20) -> Deferred[Table] | str:
+        """The newest meter commands with their status and approvals."""
+        self._log("commands()")
+        scheduler = self.ctx.scheduler
+        if scheduler is None:
+            return "no task scheduler is wired into this daemon"
+
+        async def run() -> Table:
+            found = await scheduler.commands(limit)
+            columns = sorted({k for c in found for k in c}, key=lambda k: (k != "id", k))
+            return Table(found, columns or ["id"], f"{len(found)} commands")
+
+        return Deferred.fromCoroutine(run())
+
+    def command(self, meter: str, action: str, **params: Any) -> Deferred[Any]:
+        """Ask for a meter command, e.g. command("m1", "disconnect"); it may wait for
+        someone else's approve(id)."""
+        self._log("command()", meter=meter, action=action)
+        return Deferred.fromCoroutine(commands.request_command(
+            self.ctx, meter, action, dict(params), who=self.who, role="operator"))
+
+    def approve(self, command_id: int) -> Deferred[Any]:
+        """Approve a meter command someone else asked for."""
+        self._log("approve()", command_id=command_id)
+        return Deferred.fromCoroutine(commands.approve_command(
+            self.ctx, int(command_id), who=self.who, role="operator"))
+
+    def reject(self, command_id: int, reason: str = "") -> Deferred[Any]:
+        """Refuse a meter command that awaits approval."""
+        self._log("reject()", command_id=command_id)
+        return Deferred.fromCoroutine(commands.reject_command(
+            self.ctx, int(command_id), reason, who=self.who, role="operator"))
+
+    def stats(self) -> Table:
+        """Counters: meters, reads, router and spool, pushes, alarms, northbound."""
+        self._log("stats()")
+        return _pairs(gather(self.ctx), "statistics")
+
+    def spool(self) -> Table:
+        """The spool: records waiting for the store, committed, set aside."""
+        self._log("spool()")
+        router: Any = self.ctx.router
+        data = {
+            "depth": router.depth() if hasattr(router, "depth") else None,
+            "submitted": getattr(router, "submitted", None),
+            "committed": getattr(router, "committed", None),
+            "rejected": getattr(router, "rejected", None),
+            "store_failures": getattr(router, "store_failures", None),
+        }
+        spool = getattr(router, "spool", None)
+        if spool is not None:
+            data["directory"] = str(spool.directory)
+            data["rejected_file"] = str(spool.rejected_path)
+        return _pairs(data, "spool")
+
+    def alarms(self, limit: int = 20) -> Deferred[Table] | str:
+        """The newest alarms."""
+        self._log("alarms()")
+        engine = self.ctx.alarms
+        if engine is None:
+            return "alarms are off in this daemon"
+
+        async def run() -> Table:
+            found = await engine.recent(limit=limit)
+            rows = [a.as_dict() for a in found]
+            return Table(rows, ["time", "meter", "kind", "severity", "count", "text"],
+                         f"{len(rows)} alarms")
+
+        return Deferred.fromCoroutine(run())
+
+
+NAMES = ("help", "sessions", "meters", "read", "events", "tasks", "run", "commands", "command",
+         "approve", "reject", "stats", "spool", "alarms")
+
+
+def namespace_for(ctx: OperatorContext, operator: str, fingerprint: str) -> dict[str, Any]:
+    cmds = OperatorCommands(ctx, operator, fingerprint)
+    space: dict[str, Any] = {name: getattr(cmds, name) for name in NAMES}
+    space["ctx"] = ctx
+    space["console"] = cmds
+    return space
+
+
+# -- the terminal side ----------------------------------------------------------------------------
+
+
+class OperatorManhole(manhole.ColoredManhole):
+    """A ColoredManhole that logs every line with who entered it."""
+
+    def __init__(self, namespace: dict[str, Any], operator: str, fingerprint: str) -> None:
+        super().__init__(namespace)
+        self.operator = operator
+        self.fingerprint = fingerprint
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        log.info("operator {operator} logged in to the console with key {fingerprint}",
+                 operator=self.operator, fingerprint=self.fingerprint)
+        self.terminal.write(b"fep operator console: help() lists the commands\r\n")
+        self.terminal.write(self.ps[self.pn])
+
+    def lineReceived(self, line: bytes) -> None:
+        log.info("console {operator} ({fingerprint}): {line}", operator=self.operator,
+                 fingerprint=self.fingerprint, line=line.decode("utf-8", "replace"))
+        super().lineReceived(line)
+
+    def connectionLost(self, reason: Any) -> None:
+        log.info("operator {operator} left the console", operator=self.operator,
+                 fingerprint=self.fingerprint)
+        super().connectionLost(reason)
+
+
+def _identity(avatar_id: bytes) -> tuple[str, str]:
+    name, _, fingerprint = avatar_id.decode("utf-8", "replace").partition(" ")
+    return name, fingerprint
+
+
+class _SessionTransport(manhole_ssh.TerminalSessionTransport):
+    """conch's terminal session glue, except that ending the console (Ctrl-D) sends exit
+    status 0 before closing the channel, so the SSH client reports a normal exit."""
+
+    def __init__(self, proto: Any, chainedProtocol: Any, avatar: Any, width: int,
+                 height: int) -> None:
+        self.proto = proto
+        self.avatar = avatar
+        self.chainedProtocol = chainedProtocol
+        channel = proto.session
+
+        def close_channel() -> None:
+            avatar.conn.sendRequest(channel, b"exit-status", struct.pack(">L", 0))
+            avatar.conn.sendClose(channel)
+
+        proto.makeConnection(manhole_ssh._Glue(
+            write=chainedProtocol.dataReceived, loseConnection=close_channel,
+            name="SSH Proto Transport"))
+        chainedProtocol.makeConnection(manhole_ssh._Glue(
+            write=proto.write, loseConnection=lambda: proto.loseConnection(),
+            name="Chained Proto Transport"))
+        chainedProtocol.terminalProtocol.terminalSize(width, height)
+
+
+@implementer(IRealm)
+class OperatorRealm(manhole_ssh.TerminalRealm):
+    """Each login gets its own namespace, bound to who logged in."""
+
+    transportFactory = _SessionTransport
+
+    def __init__(self, ctx: OperatorContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def _getAvatar(self, avatarId: bytes) -> Any:
+        user = super()._getAvatar(avatarId)
+        operator, fingerprint = _identity(avatarId)
+        ctx = self.ctx
+
+        def protocol() -> insults.ServerProtocol:
+            space = namespace_for(ctx, operator, fingerprint)
+            return insults.ServerProtocol(OperatorManhole, space, operator, fingerprint)
+
+        session = user.original.getComponent(ISession)
+        session.chainedProtocolFactory = protocol
+        return user
+
+
+@implementer(IAuthorizedKeysDB)
+class AuthorizedKeysFile:
+    """IAuthorizedKeysDB over one OpenSSH authorized_keys file, read at each login: any
+    login name is accepted with a key listed there (the name is only what logs show)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def getAuthorizedKeys(self, username: bytes) -> list[Key]:
+        try:
+            with open(self.path, "rb") as f:
+                return list(readAuthorizedKeyFile(f, parseKey=Key.fromString))
+        except OSError as e:
+            log.error("cannot read {path}: {error}", path=str(self.path), error=e.strerror)
+            return []
+
+
+def openssh_fingerprint(key: Key) -> str:
+    """A key's fingerprint as ``ssh-keygen -l`` prints it: ``SHA256:`` and unpadded
+    base64."""
+    return "SHA256:" + key.fingerprint(FingerprintFormats.SHA256_BASE64).rstrip("=")
+
+
+class FingerprintChecker(SSHPublicKeyChecker):
+    """Public-key checker whose avatar id is ``name SHA256:fingerprint``."""
+
+    def requestAvatarId(self, credentials: Any) -> Deferred[bytes]:
+        d: Deferred[bytes] = super().requestAvatarId(credentials)
+        fingerprint = openssh_fingerprint(Key.fromString(credentials.blob))
+
+        def named(username: bytes) -> bytes:
+            return username + b" " + fingerprint.encode()
+
+        def refused(failure: Any) -> Any:
+            from twisted.conch.error import ValidPublicKey
+
+            if not failure.check(ValidPublicKey):
+                log.warn("console login refused for {user} with key {fingerprint}",
+                         user=credentials.username.decode("utf-8", "replace"),
+                         fingerprint=fingerprint)
+            return failure
+
+        return d.addCallbacks(named, refused)
+
+
+def host_key(path: Path) -> Key:
+    """The console's host key, made (Ed25519, 0600) if the file does not exist yet."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = Key(ed25519.Ed25519PrivateKey.generate())
+        data = key.toString("OPENSSH")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        log.info("made the console host key {path} ({fingerprint})", path=str(path),
+                 fingerprint=openssh_fingerprint(key))
+        return key
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigError(f"the host key is readable by others (mode {mode:o}); chmod 600 it",
+                          file=str(path), section="manhole", key="host_key")
+    try:
+        return Key.fromFile(str(path))
+    except (BadKeyError, ValueError) as e:
+        raise ConfigError(f"not a private key: {e}", file=str(path), section="manhole",
+                          key="host_key") from None
+
+
+def manhole_factory(ctx: OperatorContext, authorized_keys: Path,
+                    host_key_path: Path) -> manhole_ssh.ConchFactory:
+    if not str(authorized_keys) or not authorized_keys.is_file():
+        raise ConfigError("the console needs an authorized_keys file of operator keys",
+                          section="manhole", key="authorized_keys")
+    key = host_key(host_key_path)
+    portal = Portal(OperatorRealm(ctx), [FingerprintChecker(AuthorizedKeysFile(authorized_keys))])
+    factory = manhole_ssh.ConchFactory(portal)
+    # Instance dicts: the class attributes are shared by every ConchFactory in the process.
+    keys: Any = {key.sshType(): key.public()}, {key.sshType(): key}
+    factory.publicKeys, factory.privateKeys = keys
+    factory.noisy = False
+    return factory
+

@@ -1,0 +1,1 @@
+"""Modbus (RTU and TCP) and the pulse recorders read over it."""

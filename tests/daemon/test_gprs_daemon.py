@@ -1,0 +1,242 @@
+"""Acceptance (issue 5, GPRS): the running daemon (`twistd -n fep`) takes simulated modems on
+its GPRS listener, stores their pushes, reads its meters over their sessions on its schedule
+(pull over the pushed socket), and `fep sessions` lists the live sessions from the command
+line through the control socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial import unittest
+
+from fep.model import Meter
+from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK
+from fep.sim.gprs_modem import ModemSpec, SimulatedGprsModem
+from fep.store import open_store
+from tests.daemon.harness import ROOT, Daemon, free_port, wait_for, write_config
+
+DLMS_IMEI = "356938035643809"
+IEC_SERIAL = "LGZ0042"
+STRANGER_IMEI = "356938035643817"
+TITLE = b"FEPGPRS1"
+
+
+class GprsDaemonTests(unittest.TestCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        self.workdir = Path(self.mktemp()).resolve()
+        self.workdir.mkdir(parents=True)
+        self.db = self.workdir / "fep.sqlite"
+        # A UNIX socket path must stay short (108 bytes): not under the test's deep temp.
+        short = Path(tempfile.mkdtemp(prefix="fep-"))
+        self.addCleanup(shutil.rmtree, short, True)
+        self.socket = short / "ctl" / "fep.sock"
+
+    def rows(self, sql: str) -> list[tuple[object, ...]]:
+        conn = sqlite3.connect(self.db)
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+
+    async def fep(self, *args: str) -> tuple[int, str, str]:
+        """The `fep` command line as a child process (the reactor keeps serving the
+        simulated modems meanwhile)."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-m", "fep.cli", *args], env=env, path=str(ROOT)
+        )
+        return code, out.decode(), err.decode()
+
+    async def test_modems_push_are_read_and_listed_by_fep_sessions(self) -> None:
+        store = open_store(f"sqlite:{self.db}", reactor)
+        await store.open()
+        await store.add_meters([
+            Meter("dlms-1", "dlms", f"gprs:imei={DLMS_IMEI}", metadata={
+                "dlms_server_system_title": TITLE.hex(),
+                "dlms_ek": EXAMPLE_EK.hex(),
+                "dlms_ak": EXAMPLE_AK.hex(),
+            }),
+            Meter("iec-1", "iec62056-21", f"gprs:serial={IEC_SERIAL}", serial=IEC_SERIAL),
+        ])
+        await store.close()
+        gprs_port = free_port()
+        config = write_config(
+            self.workdir,
+            f"sqlite:{self.db}",
+            push_port=free_port(),
+            period=1.0,
+            extra=(
+                f"[gprs]\nlisten = tcp:{gprs_port}:interface=127.0.0.1\n"
+                "unknown = quarantine\nidle_timeout = 300\n"
+                f"[control]\nsocket = {self.socket}\n"
+            ),
+        )
+        daemon = Daemon(config, self.workdir)
+        daemon.start()
+        self.addCleanup(daemon.kill)
+
+        async def answering() -> bool:
+            code, _, _ = await self.fep("--config", str(config), "sessions")
+            return code == 0
+
+        await wait_for(answering, 60, "the daemon's control socket", every=0.5)
+
+        modems = []
+        for spec in (
+            ModemSpec(DLMS_IMEI, registration="ascii", meter="dlms", system_title=TITLE),
+            ModemSpec("356938035640001", serial=IEC_SERIAL, registration="none",
+                      meter="iec62056-21", iec_address="42"),
+            ModemSpec(STRANGER_IMEI, registration="binary", meter="dlms",
+                      garbage=b"AT+CIPSTART\r\nCONNECT\r\n"),
+        ):
+            modem = SimulatedGprsModem(
+                reactor, TCP4ClientEndpoint(reactor, "127.0.0.1", gprs_port), spec
+            )
+            await modem.connect()
+            modem.start(every=0.3, count=5)
+            modems.append(modem)
+        self.addCleanup(lambda: [m.close() for m in modems])
+
+        async def listed() -> bool:
+            code, out, _ = await self.fep("--config", str(config), "sessions",
+                                          "--format", "json")
+            self.sessions = [json.loads(line) for line in out.splitlines()]
+            return code == 0 and len(self.sessions) == 3
+
+        await wait_for(listed, 30, "three sessions listed by fep sessions")
+        by_modem = {s["modem"]: s for s in self.sessions}
+        self.assertEqual(by_modem[f"imei={DLMS_IMEI}"]["meters"], ["dlms-1"])
+        self.assertEqual(by_modem[f"serial={IEC_SERIAL}"]["meters"], ["iec-1"])
+        self.assertEqual(by_modem[f"imei={STRANGER_IMEI}"]["state"], "quarantined")
+        self.assertEqual(by_modem[f"imei={STRANGER_IMEI}"]["garbage"], 22)
+        for s in self.sessions:
+            self.assertTrue(s["peer"].startswith("127.0.0.1:"))
+            self.assertGreater(s["bytes_in"], 0)
+            self.assertEqual(s["listener"], f"tcp:{gprs_port}")
+
+        # This node is the home of both modems' routes (their jobs run here, not on
+        # another node sharing the store).
+        homes = {(f"gprs:imei={DLMS_IMEI}", "test"), (f"gprs:serial={IEC_SERIAL}", "test")}
+
+        async def at_home() -> bool:
+            return set(self.rows("SELECT resource, node FROM session_homes")) == homes
+
+        await wait_for(at_home, 10, "this node kept as the modems' home", every=0.2)
+
+        # The daemon reads both known meters over their modems' sessions (its collection
+        # engine's default task on a 1 s period) while they push: the pull answers come
+        # back as bytes out and in.
+        async def pulled_and_pushed() -> bool:
+            code, out, _ = await self.fep("--config", str(config), "sessions",
+                                          "--format", "json")
+            rows = {s["modem"]: s for s in map(json.loads, out.splitlines())}
+            known = [rows.get(f"imei={DLMS_IMEI}"), rows.get(f"serial={IEC_SERIAL}")]
+            self.last_rows = known
+            return code == 0 and all(r and r["bytes_out"] > 0 and r["frames"] >= 2
+                                     for r in known)
+
+        try:
+            await wait_for(pulled_and_pushed, 60, "pulls over the pushed sessions", every=0.5)
+        except AssertionError:
+            raise AssertionError(f"sessions: {self.last_rows}") from None
+
+        code, table, _ = await self.fep("--config", str(config), "sessions")
+        self.assertEqual(code, 0)
+        header = table.splitlines()[0].split()
+        self.assertEqual(header[:4], ["id", "modem", "meters", "state"])
+        self.assertIn(f"imei={DLMS_IMEI}", table)
+        self.assertIn("quarantined", table)
+
+        self.assertEqual(await daemon.interrupt(), 0)
+        found = {m for (m,) in self.rows("SELECT DISTINCT meter FROM readings")}
+        self.assertEqual(found, {"dlms-1", "iec-1"})
+        read_over = set(self.rows(
+            "SELECT DISTINCT meter, route FROM jobs WHERE status = 'done' AND records > 0"))
+        self.assertEqual(read_over, {("dlms-1", f"gprs:imei={DLMS_IMEI}"),
+                                     ("iec-1", f"gprs:serial={IEC_SERIAL}")})
+
+    async def test_fep_sessions_without_a_daemon_says_so(self) -> None:
+        code, _, err = await self.fep("sessions", "--socket", str(self.socket))
+        self.assertNotEqual(code, 0)
+        self.assertIn("cannot reach the daemon's control socket", err)
+
+
+class WakeUpDaemonTests(unittest.TestCase):
+    """The daemon's collection engine wakes a GPRS meter whose modem is not connected: a
+    wake-up text through its SMS channel (the GSM modem emulator on a socat pty), and once
+    the modem dialled in, the job runs over its session."""
+
+    timeout = 120
+
+    async def test_a_job_for_a_sleeping_modem_sends_a_wake_up_text_then_reads(self) -> None:
+        from fep.sim.gsm_modem import GsmModemEmulator, GsmNetwork, serve_pty
+        from tests.channels.test_serialport import socat_pty_pair
+
+        workdir = Path(self.mktemp()).resolve()
+        workdir.mkdir(parents=True)
+        db = workdir / "fep.sqlite"
+        number = "+491709998877"
+        store = open_store(f"sqlite:{db}", reactor)
+        await store.open()
+        await store.add_meters([Meter("dlms-1", "dlms", f"gprs:imei={DLMS_IMEI}", metadata={
+            "dlms_server_system_title": TITLE.hex(), "dlms_ek": EXAMPLE_EK.hex(),
+            "dlms_ak": EXAMPLE_AK.hex(), "sms_number": number})])
+        await store.close()
+
+        a, b = await socat_pty_pair(self)
+        network = GsmNetwork(reactor)
+        gsm = GsmModemEmulator("+491700000001", capacity=10)
+        network.attach(gsm)
+        serial = serve_pty(reactor, a, gsm)
+        self.addCleanup(serial.loseConnection)
+        gprs_port = free_port()
+        modem = SimulatedGprsModem(
+            reactor, TCP4ClientEndpoint(reactor, "127.0.0.1", gprs_port),
+            ModemSpec(DLMS_IMEI, registration="ascii", meter="dlms", system_title=TITLE))
+        self.addCleanup(modem.close)
+        texts: list[str] = []
+
+        def woken(message: object) -> None:
+            # The meter's modem dials in when the wake-up text reaches it.
+            texts.append(message.text)  # type: ignore[attr-defined]
+            modem.connect()
+
+        network.route(number, woken)
+        config = write_config(
+            workdir, f"sqlite:{db}", push_port=free_port(), period=3600.0,
+            extra=(f"[gprs]\nlisten = tcp:{gprs_port}:interface=127.0.0.1\n"
+                   f"[sms]\nport = serial:{b}:115200:8N1\nwakeup_text = CALL HOME\n"
+                   "[control]\nenabled = no\n"))
+        daemon = Daemon(config, workdir)
+        daemon.start()
+        self.addCleanup(daemon.kill)
+
+        def rows(sql: str) -> list[tuple[object, ...]]:
+            conn = sqlite3.connect(db)
+            try:
+                return conn.execute(sql).fetchall()
+            except sqlite3.OperationalError:
+                return []  # tables not made yet
+            finally:
+                conn.close()
+
+        async def read() -> bool:
+            return bool(rows("SELECT 1 FROM jobs WHERE meter = 'dlms-1' AND status = 'done' "
+                             "AND records > 0"))
+
+        await wait_for(read, 90, "the default task's job over the woken modem", every=0.5)
+        self.assertEqual(texts, ["CALL HOME"])
+        self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
+        self.assertTrue(rows("SELECT 1 FROM readings WHERE meter = 'dlms-1'"))

@@ -1,0 +1,133 @@
+"""The control socket: JSON lines over a real UNIX socket, commands by name, errors as
+answers, a stale socket of a dead daemon replaced."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial import unittest
+
+from fep.errors import ChannelError, ProtocolError
+from fep.operator.control import ControlServer, ask
+
+
+class ControlSocketTests(unittest.TestCase):
+    def setUp(self) -> None:
+        # A UNIX socket path must stay short (108 bytes): not under the test's deep temp.
+        directory = Path(tempfile.mkdtemp(prefix="fep-"))
+        self.addCleanup(shutil.rmtree, directory, True)
+        self.path = directory / "sub" / "control.sock"
+        self.server = ControlServer(reactor, self.path)
+
+    def start(self) -> None:
+        self.server.startService()
+        self.addCleanup(self.server.stopService)
+
+    async def test_command_answers_with_its_result(self) -> None:
+        self.server.add("sessions", lambda request: {"sessions": [{"id": 1, "modem": "imei=1"}]})
+        self.start()
+        answer = await ask(reactor, self.path, "sessions")
+        self.assertEqual(answer, {"ok": True, "sessions": [{"id": 1, "modem": "imei=1"}]})
+
+    async def test_socket_is_for_its_owner_only(self) -> None:
+        self.start()
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+
+    async def test_deferred_results_and_errors(self) -> None:
+        def later(request: dict[str, Any]) -> Deferred[dict[str, Any]]:
+            d: Deferred[dict[str, Any]] = Deferred()
+            reactor.callLater(0.01, d.callback, {"echo": request.get("value")})
+            return d
+
+        def broken(request: dict[str, Any]) -> None:
+            raise ProtocolError("meter m1 said no")
+
+        self.server.add("later", later)
+        self.server.add("broken", broken)
+        self.start()
+        self.assertEqual((await ask(reactor, self.path, "later", value=7))["echo"], 7)
+        with self.assertRaises(ChannelError) as caught:
+            await ask(reactor, self.path, "broken")
+        self.assertIn("meter m1 said no", str(caught.exception))
+        with self.assertRaises(ChannelError) as unknown:
+            await ask(reactor, self.path, "launch")
+        self.assertIn("unknown command 'launch'", str(unknown.exception))
+
+    async def test_not_json_is_answered_not_fatal(self) -> None:
+        self.start()
+        lines: list[bytes] = []
+        got: Deferred[None] = Deferred()
+
+        class Raw(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                lines.append(data)
+                if b"\n" in data and not got.called:
+                    got.callback(None)
+
+        protocol = await UNIXClientEndpoint(reactor, str(self.path)).connect(
+            Factory.forProtocol(Raw)
+        )
+        protocol.transport.write(b"hello?\n")
+        await got
+        self.assertFalse(json.loads(b"".join(lines))["ok"])
+        protocol.transport.loseConnection()
+        self.assertTrue((await ask(reactor, self.path, "ping"))["pong"])
+
+    def test_too_long_a_path_is_a_config_error(self) -> None:
+        from fep.errors import ConfigError
+
+        with self.assertRaises(ConfigError) as caught:
+            ControlServer(reactor, "/tmp/" + "d" * 120 + "/control.sock")
+        self.assertEqual((caught.exception.section, caught.exception.key), ("control", "socket"))
+
+    async def test_no_daemon_is_a_clear_error(self) -> None:
+        with self.assertRaises(ChannelError) as caught:
+            await ask(reactor, self.path, "sessions")
+        self.assertIn("cannot reach the daemon's control socket", str(caught.exception))
+
+    async def test_stale_socket_of_a_dead_daemon_is_replaced(self) -> None:
+        import socket
+
+        self.path.parent.mkdir(parents=True)
+        leftover = socket.socket(socket.AF_UNIX)
+        leftover.bind(str(self.path))
+        leftover.close()
+        # Twisted's lock file names the daemon's PID; this one has no process.
+        os.symlink("999999999", str(self.path) + ".lock")
+        self.start()
+        self.assertTrue((await ask(reactor, self.path, "ping"))["pong"])
+
+
+class DaemonControlSocketTests(unittest.TestCase):
+    def config_text(self, data_dir: str, socket: str = "") -> str:
+        return (f"[fep]\ndata_dir = {data_dir}\n[store]\nurl = sqlite:{data_dir}/fep.sqlite\n"
+                f"[control]\nsocket = {socket}\n")
+
+    def test_default_socket_under_a_deep_data_dir_is_left_out_not_fatal(self) -> None:
+        from fep.config import parse_config
+        from fep.service import FepService
+
+        deep = str(Path(self.mktemp()).resolve() / ("d" * 90))
+        service = FepService(parse_config(self.config_text(deep)), reactor)
+        self.assertIsNone(service.control)
+        self.assertIn("set [control] socket", service._control_problem or "")
+
+    def test_configured_socket_too_long_is_a_config_error(self) -> None:
+        from fep.config import parse_config
+        from fep.errors import ConfigError
+        from fep.service import FepService
+
+        data_dir = str(Path(self.mktemp()).resolve())
+        config = parse_config(self.config_text(data_dir, "/tmp/" + "s" * 120))
+        with self.assertRaises(ConfigError):
+            FepService(config, reactor)
