@@ -573,6 +573,10 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
     dsub.add_parser("upgrade", help="apply pending schema migrations")
     db.set_defaults(run=cmd_db)
+
+    from fep.collect.cli import add_commands
+
+    add_commands(sub, _Parser)
     return parser
 
 

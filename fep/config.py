@@ -67,6 +67,24 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _shared_lines(text: str) -> str:
+    from fep.collect.limits import parse_pools
+
+    try:
+        parse_pools(text)
+    except ConfigError as e:
+        raise ValueError(e.message) from None
+    return text.strip()
+
+
+def _approval(text: str) -> str:
+    from fep.collect.commands import parse_approval
+
+    try:
+        parse_approval(text)
+    except ConfigError as e:
+        raise ValueError(e.message) from None
+    return text.strip()
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -150,6 +168,8 @@ _TYPE_NAMES: dict[Callable[[str], Any], str] = {
     _level: "a log level",
     _port: "a TCP port (0: off)",
     _text: "text",
+    _shared_lines: "SCHEME=LINES, ...",
+    _approval: "a list of command names",
     _non_negative_float: "a number >= 0",
     _non_negative_int: "a whole number >= 0",
     _modem_lines_text: "modem lines",
@@ -186,7 +206,29 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
         "period": Option(_positive_float, 900.0, "seconds between two reads of a meter"),
         "timeout": Option(_positive_float, 10.0, "seconds a meter has to answer each step"),
         "concurrency": Option(_positive_int, 50, "meter sessions open at once, at most"),
-        "enabled": Option(_bool, True, "read the stored meters on their period"),
+        "enabled": Option(_bool, True, "run the collection engine (tasks, jobs, commands)"),
+        "default_task": Option(
+            _bool, True, "keep a task 'default' reading every meter's registers each period"
+        ),
+        "poll": Option(_positive_float, 1.0, "seconds between looks for jobs made elsewhere"),
+        "lease": Option(
+            _positive_float, 60.0, "seconds a node's lease on a job lasts (renewed meanwhile)"
+        ),
+        "shared_lines": Option(
+            _shared_lines, "", "route schemes whose routes share a pool of lines: dialup=4"
+        ),
+        "cell_permits": Option(
+            _non_negative_int, 0, "sessions one radio cell serves at once (0: any)"
+        ),
+        "apn_permits": Option(_non_negative_int, 0, "sessions one APN serves at once (0: any)"),
+        "wakeup_timeout": Option(
+            _positive_float, 120.0, "seconds to wait for a woken GPRS modem to dial in"
+        ),
+        "approval": Option(
+            _approval,
+            "disconnect, reconnect, firmware-upgrade",
+            "commands that need approval by a second person before they run",
+        ),
     },
     "push": {
         "iec62056_21": Option(
@@ -360,6 +402,14 @@ class CollectSection:
     timeout: float
     concurrency: int
     enabled: bool
+    default_task: bool
+    poll: float
+    lease: float
+    shared_lines: str
+    cell_permits: int
+    apn_permits: int
+    wakeup_timeout: float
+    approval: str
 
 
 @attrs.frozen

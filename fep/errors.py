@@ -92,3 +92,15 @@ class StoreError(FepError):
 class RecordRejected(StoreError):
     """The store refuses these records whatever the retry (data it cannot hold). The router
     sets them aside in the spool's rejected-records file instead of retrying for ever."""
+
+
+class NotSupported(FepError):
+    """A meter's protocol cannot do what a job asks (a capability it lacks): the job fails at
+    once with this outcome, without retries."""
+
+    def __init__(self, message: str, *, meter: str | None = None, protocol: str | None = None
+                 ) -> None:
+        self.message = message
+        self.meter = meter
+        self.protocol = protocol
+        super().__init__(message)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
 
@@ -90,6 +90,80 @@ class IMeterProtocol(Interface):
         Fails with ProtocolError/ChannelError/FrameError naming the meter and route."""
 
 
+class IProfileReader(Interface):
+    """Optional capability of a meter protocol: read the load profile over a time range (DLMS
+    range selective access, DL/T 645 load records since a time, ...)."""
+
+    def read_profile(
+        reactor: object,
+        endpoint: object,
+        meter: Meter,
+        since: datetime,
+        until: datetime,
+        timeout: float,
+    ) -> Deferred[list[Record]]:
+        """IntervalBlocks holding at least every interval whose start lies in
+        ``[since, until)`` that the meter still has (it may send more)."""
+
+
+class IEventReader(Interface):
+    """Optional capability: read the meter's event log."""
+
+    def read_events(
+        reactor: object, endpoint: object, meter: Meter, since: datetime | None, timeout: float
+    ) -> Deferred[list[Record]]:
+        """MeterEvents from the meter's logs (those at or after ``since`` when given)."""
+
+
+class IClock(Interface):
+    """Optional capability: read and set the meter's clock."""
+
+    def read_clock(
+        reactor: object, endpoint: object, meter: Meter, timeout: float
+    ) -> Deferred[datetime]:
+        """The meter's clock as UTC, read in one session."""
+
+    def set_clock(
+        reactor: object, endpoint: object, meter: Meter, timeout: float
+    ) -> Deferred[None]:
+        """Set the meter's clock to the server's time at the moment it is sent (the
+        reactor's clock), by a clock write or the protocol's broadcast time sync."""
+
+
+class ICommands(Interface):
+    """Optional capability: commands a head end sends a meter (demand reset, remote
+    disconnect/reconnect, firmware upgrade, push setup)."""
+
+    commands = Attribute("The command names this protocol can run (a collection of str).")
+
+    def run_command(
+        reactor: object,
+        endpoint: object,
+        meter: Meter,
+        command: str,
+        params: Mapping[str, Any],
+        timeout: float,
+        progress: Callable[[Mapping[str, Any]], None],
+    ) -> Deferred[Mapping[str, Any]]:
+        """Run one command in one session; fires with what it did (JSON-able values).
+        ``progress`` is told what is done so far (e.g. the image blocks the meter has
+        confirmed) so that a later attempt can resume. Fails with ProtocolError/
+        ChannelError naming the meter and route."""
+
+
+class IWakeUp(Interface):
+    """Wakes a GPRS meter whose modem is not connected (a wake-up SMS, a ring) and waits for
+    it to dial in. The collection engine asks before a job for a ``gprs:`` route; the SMS
+    channel provides it."""
+
+    def is_connected(route: str) -> bool:
+        """Whether the modem behind ``route`` has a session with this node now."""
+
+    def wake_up(meter: Meter, timeout: float) -> Deferred[None]:
+        """Ask the modem to connect; fires once it has, fails with ChannelError when it does
+        not within ``timeout`` seconds."""
+
+
 class IPushHandler(Interface):
     """Decodes what meters push on one connection and hands the records to a sink. Fed with
     the connection's bytes; bad input is counted and logged, never raised."""
@@ -134,6 +208,20 @@ class IPushChannel(Interface):
         """Store the records of a push that arrived during the session."""
 
 
+class IModemSessionObserver(Interface):
+    """Told by the GPRS channel of its modems' sessions (the collection engine: where a
+    modem is connected, jobs for a newly registered meter, modems woken up)."""
+
+    def modem_attached(meters: Sequence[Meter]) -> None:
+        """A modem's session attached to ``meters`` (their routes are connected now)."""
+
+    def modem_gone(meters: Sequence[Meter]) -> None:
+        """The attached session of ``meters``' modem ended (or gave way to a newer one)."""
+
+    def meter_registered(meter: Meter) -> None:
+        """An unknown modem's meter was registered (stored and added to the directory)."""
+
+
 class ISerialLine(Interface):
     """Line control of a serial byte pipe, where the protocol needs it (IEC 62056-21 mode C
     switches baud after the identification message)."""
@@ -149,6 +237,133 @@ class INotifier(Interface):
         """Deliver one alarm."""
 
 
+class IJobStore(Interface):
+    """The collection engine's tables: tasks, jobs and their leases, commands and their
+    audit trail, daily statistics, inbound session homes (fep.store.jobs).
+
+    Times are POSIX seconds given by the caller (the engine's reactor clock), never the
+    database's own clock, so every node and every test agrees on them. Every method returns
+    a Deferred and runs in one transaction.
+    """
+
+    dialect = Attribute("sqlite or postgresql")
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    def save_task(task: Any, now: float) -> Deferred[None]:
+        """Insert or replace a task (its ``next_due`` as given)."""
+
+    def tasks() -> Deferred[list[Any]]:
+        """Every task, by name."""
+
+    def task(name: str) -> Deferred[Any]:
+        """One task, or None."""
+
+    def set_task_enabled(name: str, enabled: bool, now: float) -> Deferred[bool]:
+        """Enable or disable a task; False when there is no such task."""
+
+    def delete_task(name: str) -> Deferred[bool]:
+        """Remove a task (its jobs stay, for the record)."""
+
+    def claim_run(name: str, due: float, next_due: float | None, now: float) -> Deferred[bool]:
+        """Move a task's ``next_due`` from ``due`` to ``next_due``; True for the one caller
+        (of every node) that did, who then expands the run into jobs."""
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def add_jobs(jobs: Sequence[Any], now: float) -> Deferred[int]:
+        """Insert jobs (a task run's job for a meter only once); older pending runs of the
+        same task for the same meter are recorded as missed (superseded). Fires with how
+        many were new."""
+
+    def lease(
+        node: str,
+        now: float,
+        until: float,
+        limit: int,
+        in_use: Mapping[str, int],
+        capacities: Mapping[str, int],
+    ) -> Deferred[list[Any]]:
+        """Lease up to ``limit`` runnable jobs for ``node`` until ``until``: pending ones
+        whose time has come and ones whose lease expired, by priority then time, at most
+        ``capacities.get(resource, 1) - in_use.get(resource, 0)`` per resource, none whose
+        resource another node is using or whose inbound session lives on another node."""
+
+    def renew(node: str, ids: Sequence[int], until: float) -> Deferred[int]:
+        """Extend the leases ``node`` still holds."""
+
+    def start(job_id: int, node: str, now: float, until: float) -> Deferred[Any]:
+        """Mark an attempt started (attempts + 1); the job, or None if the lease is lost."""
+
+    def finish(
+        job: Any, node: str, status: str, outcome: Any, now: float, run_at: float | None
+    ) -> Deferred[bool]:
+        """Record an attempt's outcome: a final status (done, failed, missed; counted in the
+        statistics) or pending again with ``run_at`` for a retry. False if the lease was
+        lost (another node took the job)."""
+
+    def release(node: str, ids: Sequence[int]) -> Deferred[int]:
+        """Give back leased jobs that were not started (shutdown)."""
+
+    def expire(now: float) -> Deferred[list[Any]]:
+        """Record pending jobs whose deadline passed as missed; fires with them."""
+
+    def jobs(
+        meter: str | None = None,
+        task: str | None = None,
+        status: str | None = None,
+        limit: int | None = 100,
+    ) -> Deferred[list[Any]]:
+        """Jobs, newest first."""
+
+    def job(job_id: int) -> Deferred[Any]:
+        """One job, or None."""
+
+    def set_home(resource: str, node: str | None, now: float) -> Deferred[None]:
+        """Say an inbound session for ``resource`` is connected to ``node`` (None: gone)."""
+
+    # -- statistics -----------------------------------------------------------------------
+
+    def stats(since_day: str, scope: str | None = None) -> Deferred[list[Any]]:
+        """Daily statistics rows from ``since_day`` (YYYY-MM-DD) on."""
+
+    def run_stats(task: str | None = None, limit: int = 20) -> Deferred[list[Any]]:
+        """Per task run (task, due): how its jobs ended, newest first."""
+
+    # -- commands -------------------------------------------------------------------------
+
+    def add_command(command: Any, job: Any) -> Deferred[Any]:
+        """Store a new command (and its job when it needs no approval); audit 'requested'."""
+
+    def command(command_id: int) -> Deferred[Any]:
+        """One command, or None."""
+
+    def commands(
+        meter: str | None = None, status: str | None = None, limit: int = 100
+    ) -> Deferred[list[Any]]:
+        """Commands, newest first."""
+
+    def transition(
+        command_id: int,
+        expected: Sequence[str],
+        status: str,
+        who: str,
+        action: str,
+        detail: str,
+        now: float,
+        job: Any = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> Deferred[Any]:
+        """Move a command from one of ``expected`` statuses to ``status``, with an audit
+        line, the job that will run it (inserted here) and other ``fields`` (approved_by,
+        outcome, progress, finished_at). Fires with the command, or None when it was not in
+        an expected status."""
+
+    def command_progress(command_id: int, progress: Mapping[str, Any]) -> Deferred[None]:
+        """Keep what a command has done so far (for a resumed attempt)."""
+
+    def audit(command_id: int) -> Deferred[list[Any]]:
+        """A command's audit trail, oldest first."""
 class IModemCallLog(Interface):
     """Where the modem pool keeps its call records (the SQLite and PostgreSQL stores)."""
 

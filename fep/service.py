@@ -1,5 +1,5 @@
-"""Builds the fep daemon from a Config: store, spool and router, meter directory, periodic
-reader and push listeners, started and stopped in order."""
+"""Builds the fep daemon from a Config: store, spool and router, meter directory, the
+collection engine and push listeners, started and stopped in order."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from twisted.logger import (
 
 from fep.channels.routes import Channels, ConnectBackoff
 from fep.collect.directory import MeterDirectory
-from fep.collect.poller import PeriodicReader
+from fep.collect.engine import CollectionEngine
 from fep.config import Config
 from fep.errors import FepError
 from fep.interfaces import IStore
@@ -39,7 +39,7 @@ def _sleep(reactor: Any, seconds: float) -> Deferred[None]:
 
 
 class FepService(service.MultiService):
-    """The whole daemon. Children start in dependency order (store, router, reader,
+    """The whole daemon. Children start in dependency order (store, router, scheduler,
     listeners) and stop in the reverse order, each waiting for the one before: listeners
     stop accepting, sessions under way finish, the router flushes the spool to the store,
     and the store closes last."""
@@ -84,15 +84,6 @@ class FepService(service.MultiService):
             self.channels.register_scheme(
                 "dialup", lambda route: pool.endpoint(route.args), backoff=False
             )
-        self.reader = PeriodicReader(
-            reactor,
-            self.directory,
-            self.router,
-            period=config.collect.period,
-            timeout=config.collect.timeout,
-            concurrency=config.collect.concurrency,
-            endpoint_for=self.channels,
-        )
         self.listeners: list[service.Service] = []
         if config.push.iec62056_21:
             from fep.protocols.iec62056_21.session import PushedReadoutFactory
@@ -137,6 +128,7 @@ class FepService(service.MultiService):
         self.sms_wakeup: Any = None
         if config.sms.port:
             self._build_sms(config)
+        self._build_collection(config)
         self.operator.attach(self)
         self._json_log: io.TextIOWrapper | None = None
         self._observer: ILogObserver | None = None
@@ -203,6 +195,34 @@ class FepService(service.MultiService):
         )
         self.sms_wakeup = SmsWakeUp(self.sms, sms.wakeup_text)
 
+    def _build_collection(self, config: Config) -> None:
+        """The collection engine; with a GPRS channel it learns where modems are connected
+        and which meters registered, and with an SMS channel too it wakes modems up."""
+        from fep.collect.inbound import ModemWakeUp, SessionHomes
+
+        wakeup: ModemWakeUp | None = None
+        if self.gprs is not None and self.sms_wakeup is not None:
+            wakeup = ModemWakeUp(self.reactor, self.sms_wakeup.wake_up, self.gprs.is_connected)
+            self.gprs.observers.append(wakeup)
+        self.collection = CollectionEngine(
+            self.reactor,
+            self.store,
+            self.router,
+            self.directory,
+            config.collect,
+            node=config.fep.node,
+            endpoint_for=self.channels,
+            wakeup=wakeup,
+            # Every dialup: route shares the modem pool's lines.
+            pools={"dialup": len(config.modems.line_list())} if self.modems else None,
+        )
+        self.scheduler = self.collection.scheduler
+        if self.gprs is not None:
+            self.gprs.observers.append(
+                SessionHomes(self.reactor, self.collection.jobs, self.scheduler,
+                             node=config.fep.node, connected=self.gprs.is_connected)
+            )
+
     def _resolve_pushing_meter(self, identification: str, serial: str | None) -> str | None:
         meter = self.directory.identify(serial, identification)
         if meter is not None:
@@ -245,8 +265,10 @@ class FepService(service.MultiService):
         self.router.startService()
         meters = await self.directory.refresh()
         log.info("{count} meters known", count=len(meters))
+        if self.config.collect.enabled:
+            await self.collection.prepare()
         # What sessions need (invocation counters, modem lines) is ready before the first
-        # read starts.
+        # job starts.
         await self.counters.open()
         from fep.protocols.dlms.session import set_counter_store
 
@@ -256,7 +278,7 @@ class FepService(service.MultiService):
             assert self.modems.opened is not None
             await self.modems.opened
         if self.config.collect.enabled:
-            self.reader.startService()
+            self.scheduler.startService()
         for listener in self.listeners:
             listener.startService()
         if self.control is not None:
@@ -287,8 +309,8 @@ class FepService(service.MultiService):
                 await listener.stopService()
         if self.gprs is not None:
             self.gprs.close_all()
-        if self.reader.running:
-            await self.reader.stopService()
+        if self.scheduler.running:
+            await self.scheduler.stopService()
         if self.modems is not None and self.modems.running:
             await self.modems.stopService()
         await self.counters.close()

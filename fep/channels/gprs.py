@@ -43,7 +43,13 @@ from fep.channels.identify import (
 )
 from fep.channels.routes import Route, parse_route
 from fep.errors import ChannelError, ConfigError, FepError, RouteError
-from fep.interfaces import IPushChannel, IPushHandler, IPushProtocol, IRecordSink
+from fep.interfaces import (
+    IModemSessionObserver,
+    IPushChannel,
+    IPushHandler,
+    IPushProtocol,
+    IRecordSink,
+)
 from fep.model import Meter, Record, utcnow
 from fep.protocols.registry import meter_protocol
 
@@ -430,6 +436,8 @@ class ModemSession(Protocol):
             self._lose_pipe(f"modem connection lost ({reason.getErrorMessage()})")
         self._fail_waiting_pipe(f"connection lost ({reason.getErrorMessage()})")
         self.channel.registry.remove(self)
+        if self.meters:
+            self.channel.tell("modem_gone", self.meters)
         if self.identity is not None or self.bytes_in:
             log.info(
                 "modem {modem} from {peer} gone, {why}: {bytes_in} bytes in, "
@@ -554,6 +562,7 @@ class ModemSession(Protocol):
             rule=self.identity.rule,
             **self._log_fields(),
         )
+        self.channel.tell("modem_attached", meters)
         if data:
             self._deliver(data)
 
@@ -773,6 +782,9 @@ class GprsChannel:
         self.protocol_for = protocol_for
         self.registry = SessionRegistry()
         self.stats = GprsStats()
+        # Told of sessions attaching and ending and of meters registered (the collection
+        # engine's session homes and wake-up).
+        self.observers: list[IModemSessionObserver] = []
 
     def factory(self, listener: str) -> ServerFactory:
         """The server factory for one listener (``listener`` names it for the operator)."""
@@ -789,6 +801,24 @@ class GprsChannel:
 
     def sessions(self) -> list[SessionInfo]:
         return self.registry.sessions()
+
+    def is_connected(self, route: str) -> bool:
+        """Whether the modem a ``gprs:`` route names has an attached session here now."""
+        try:
+            params = parse_route(route).params()
+        except RouteError:
+            return False
+        session = self.registry.find(f"{k}={v}" for k, v in params.items())
+        return session is not None and session.state == "attached"
+
+    def tell(self, event: str, *args: Any) -> None:
+        """Call ``event`` on every observer; an observer's failure is logged, not raised."""
+        for observer in list(self.observers):
+            try:
+                getattr(observer, event)(*args)
+            except Exception:
+                log.failure("GPRS session observer {observer} failed on {event}",
+                            observer=observer, event=event)
 
     def close_all(self) -> None:
         for session in self.registry:
@@ -844,6 +874,7 @@ class GprsChannel:
             await self.store.add_meters([meter])
             self.directory.add(meter)
             self.stats.registered += 1
+            self.tell("meter_registered", meter)
             log.info(
                 "unknown modem {modem} registered as meter {meter} ({protocol}, {route})",
                 modem=identity.name,

@@ -1,8 +1,9 @@
 """Communication activity as the operator sees it: reads under way, each meter's last
 outcome, success rate per minute, errors by protocol and outcomes by channel.
 
-The poller reports to it (``read_started``/``read_finished``); the task engine will report
-the same way. Everything is in memory and bounded (a day of per-minute buckets).
+The collection engine reports every job's meter session to it (``read_started``/
+``read_finished``), and so do on-demand reads. Everything is in memory and bounded (a day
+of per-minute buckets).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ class OperatorContext:
     scheduler: IScheduler | None = None
     sms: ISmsSender | None = None
     # Filled by the daemon when those parts run: the DLMS push receiver's PushStats, the
-    # poller, the alarm engine and the northbound publisher.
+    # collection engine, the alarm engine and the northbound publisher.
     push_stats: Any = None
     reader: Any = None
     alarms: Any = None

@@ -46,12 +46,16 @@ class OperatorTier:
             directory=daemon.directory,
             reactor=self.reactor,
             node=config.fep.node,
-            reader=daemon.reader,
+            reader=daemon.collection,
             read_timeout=config.collect.timeout,
             sessions=getattr(daemon, "gprs", None),
             sms=getattr(daemon, "sms", None),
         )
-        daemon.reader.observers.append(ctx.activity)
+        # Every job's meter session is reported to the activity (sessions, success rate).
+        daemon.collection.observers.append(ctx.activity)
+        from fep.collect.operator import EngineScheduler
+
+        ctx.scheduler = EngineScheduler(daemon.collection, ctx.store)
         if daemon.dlms_push is not None:
             ctx.push_stats = daemon.dlms_push.stats
         self.metrics.attach(ctx)

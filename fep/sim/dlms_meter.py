@@ -127,6 +127,9 @@ class SimulatedDlmsMeter:
     image: dict[str, object] = attrs.field(factory=dict)
     # Set by a SET of the clock: what the meter's clock reads minus real time.
     client_system_title: bytes | None = None
+    # Demand register resets (register, when) and the push destination last set.
+    resets: list[tuple[ObisCode, datetime]] = attrs.field(factory=list)
+    push_destination: str | None = None
 
     # -- time -----------------------------------------------------------------------------
 
@@ -321,10 +324,11 @@ class SimulatedDlmsMeter:
             return state.get(index, DataAccessResult.OBJECT_UNDEFINED)
         if name == IMAGE_TRANSFER:
             image = {
-                2: axdr.double_long_unsigned(int(str(self.image.get("block_size", 200)))),
-                4: axdr.double_long_unsigned(len(self._image_blocks())),
+                2: axdr.double_long_unsigned(self._block_size()),
+                4: axdr.double_long_unsigned(self.first_missing_block()),
                 5: axdr.boolean(True),
                 6: axdr.enum_value(int(str(self.image.get("status", 0)))),
+                7: self._image_to_activate(),
             }
             return image.get(index, DataAccessResult.OBJECT_UNDEFINED)
         if name == SECURITY_SETUP:
@@ -348,7 +352,9 @@ class SimulatedDlmsMeter:
                     ]
                 ),
                 3: axdr.structure(
-                    axdr.enum_value(0), axdr.octet_string(b"127.0.0.1:4059"), axdr.enum_value(0)
+                    axdr.enum_value(0),
+                    axdr.octet_string((self.push_destination or "127.0.0.1:4059").encode()),
+                    axdr.enum_value(0),
                 ),
                 4: axdr.array([]),
             }
@@ -370,6 +376,12 @@ class SimulatedDlmsMeter:
             return DataAccessResult.SUCCESS
         if attribute.instance == IMAGE_TRANSFER and attribute.attribute == 5:
             return DataAccessResult.SUCCESS
+        if attribute.instance == PUSH_SETUP and attribute.attribute == 3:
+            try:
+                self.push_destination = axdr.as_bytes(value[1]).decode()
+            except Exception:
+                return DataAccessResult.TYPE_UNMATCHED
+            return DataAccessResult.SUCCESS
         if self.get(attribute, None) is not None and attribute.attribute != 1:
             return DataAccessResult.READ_WRITE_DENIED
         return DataAccessResult.OBJECT_UNDEFINED
@@ -378,6 +390,30 @@ class SimulatedDlmsMeter:
         blocks = self.image.setdefault("blocks", {})
         assert isinstance(blocks, dict)
         return blocks
+
+    def _block_size(self) -> int:
+        return int(str(self.image.get("block_size", 200)))
+
+    def first_missing_block(self) -> int:
+        """image_first_not_transferred_block_number: the lowest block not received."""
+        blocks = self._image_blocks()
+        n = 0
+        while n in blocks:
+            n += 1
+        return n
+
+    def _image_to_activate(self) -> Data:
+        if "identifier" not in self.image:
+            return axdr.array([])
+        identifier = self.image["identifier"]
+        assert isinstance(identifier, bytes)
+        return axdr.array([
+            axdr.structure(
+                axdr.double_long_unsigned(int(str(self.image.get("size", 0)))),
+                axdr.octet_string(identifier),
+                axdr.octet_string(b""),
+            )
+        ])
 
     def action(self, method: MethodDescriptor, parameters: Data | None) -> tuple[int, Data | None]:
         """(Action-Result, return parameters)."""
@@ -390,7 +426,9 @@ class SimulatedDlmsMeter:
             try:
                 if index == 1:
                     assert parameters is not None
+                    kept = {k: v for k, v in self.image.items() if k == "block_size"}
                     self.image.clear()
+                    self.image.update(kept)
                     self.image["identifier"] = axdr.as_bytes(parameters[0])
                     self.image["size"] = axdr.as_int(parameters[1])
                     self.image["status"] = 1
@@ -413,6 +451,11 @@ class SimulatedDlmsMeter:
             except Exception:
                 return DataAccessResult.TYPE_UNMATCHED, None
         if name == PUSH_SETUP and index == 1:
+            return DataAccessResult.SUCCESS, None
+        reg = REGISTERS.get(name)
+        if reg is not None and index == 1 and method.class_id == reg.class_id in (4, 5):
+            # Reset of a (demand) register: the meter notes when.
+            self.resets.append((name, self.meter_time()))
             return DataAccessResult.SUCCESS, None
         return DataAccessResult.OBJECT_UNDEFINED, None
 

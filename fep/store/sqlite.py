@@ -91,7 +91,14 @@ READING_COLUMNS = (
 class SqliteStore:
     """IStore on one SQLite file (or ``:memory:`` for tests)."""
 
-    def __init__(self, path: str, reactor: Any = None, *, url: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        reactor: Any = None,
+        *,
+        url: str | None = None,
+        threadpool: ThreadPool | None = None,
+    ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -99,6 +106,8 @@ class SqliteStore:
         self.path = path
         self.url = url if url is not None else f"sqlite:{path}"
         self._reactor = reactor
+        # A given pool (tests pass one that runs work at once) is used instead of our own.
+        self._given_pool = threadpool
         self._pool: ThreadPool | None = None
         self._conn: sqlite3.Connection | None = None
         self._migrated = False
@@ -107,7 +116,9 @@ class SqliteStore:
 
     def _start_thread(self) -> None:
         if self._pool is None:
-            pool = ThreadPool(minthreads=1, maxthreads=1, name=f"fep-store {self.url}")
+            pool = self._given_pool or ThreadPool(
+                minthreads=1, maxthreads=1, name=f"fep-store {self.url}"
+            )
             pool.start()
             self._pool = pool
 

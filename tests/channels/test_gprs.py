@@ -32,7 +32,7 @@ from fep.channels.routes import Channels, parse_route
 from fep.collect.directory import MeterDirectory
 from fep.config import parse_config
 from fep.errors import ChannelError, ConfigError, RouteError
-from fep.interfaces import IPushChannel, IRecordSink
+from fep.interfaces import IModemSessionObserver, IPushChannel, IRecordSink
 from fep.model import Meter, Reading, Record
 from fep.protocols.dlms import wrapper
 from fep.protocols.dlms.security import InvocationCounterGuard
@@ -262,6 +262,81 @@ class PolicyTests(ChannelTestCase):
         session.dataReceived(meter.identification_message().encode() + meter.readout_block())
         self.assertEqual(session.state, "quarantined")
         self.assertEqual(self.store.meters, [])
+
+
+@implementer(IModemSessionObserver)
+class Observer:
+    """What the collection engine is told of the channel's sessions."""
+
+    def __init__(self, channel: GprsChannel) -> None:
+        self.channel = channel
+        self.told: list[tuple[str, list[str], bool]] = []
+
+    def _note(self, event: str, meters: Sequence[Meter]) -> None:
+        # Whether the route counts as connected at the moment the observer hears it.
+        connected = all(self.channel.is_connected(m.route) for m in meters)
+        self.told.append((event, [m.id for m in meters], connected))
+
+    def modem_attached(self, meters: Sequence[Meter]) -> None:
+        self._note("attached", meters)
+
+    def modem_gone(self, meters: Sequence[Meter]) -> None:
+        self._note("gone", meters)
+
+    def meter_registered(self, meter: Meter) -> None:
+        self._note("registered", [meter])
+
+
+class ObserverTests(ChannelTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.observer = Observer(self.channel)
+        verifyObject(IModemSessionObserver, self.observer)
+        self.channel.observers.append(self.observer)
+
+    def test_attach_and_end_of_a_session_are_told_and_connected_follows(self) -> None:
+        route = f"gprs:imei={IMEI}"
+        self.assertFalse(self.channel.is_connected(route))
+        session, transport = self.connect()
+        self.assertEqual(self.observer.told, [])  # not identified yet
+        session.dataReceived(f"ID:{IMEI}\r\n".encode())
+        self.assertEqual(self.observer.told, [("attached", ["dlms-1"], True)])
+        self.assertTrue(self.channel.is_connected(route))
+        self.assertFalse(self.channel.is_connected(f"gprs:imei={OTHER_IMEI}"))
+        self.assertFalse(self.channel.is_connected("tcp:host=10.0.0.1:port=1"))
+        session.drop()
+        self.lose(session, transport)
+        self.assertEqual(self.observer.told[-1], ("gone", ["dlms-1"], False))
+        self.assertFalse(self.channel.is_connected(route))
+
+    def test_a_stale_session_ends_with_its_modem_still_connected(self) -> None:
+        old, old_transport = self.connect(40001)
+        old.dataReceived(f"ID:{IMEI}\r\n".encode())
+        new, _ = self.connect(40002)
+        new.dataReceived(f"ID:{IMEI}\r\n".encode())
+        self.lose(old, old_transport)
+        self.assertEqual([e for e, _, _ in self.observer.told], ["attached", "attached",
+                                                                  "gone"])
+        self.assertTrue(self.observer.told[-1][2])
+
+    def test_a_registered_meter_is_told_before_its_session_attaches(self) -> None:
+        self.channel.settings = GprsSettings(unknown="register")
+        session, _ = self.connect()
+        session.dataReceived(f"ID:{OTHER_IMEI};SN=KFM77\r\n".encode())
+        self.assertEqual(self.observer.told, [("registered", ["KFM77"], False),
+                                              ("attached", ["KFM77"], True)])
+
+    def test_an_observer_that_fails_does_not_stop_the_session(self) -> None:
+        class Broken(Observer):
+            def modem_attached(self, meters: Sequence[Meter]) -> None:
+                raise RuntimeError("broken observer")
+
+        self.channel.observers.insert(0, Broken(self.channel))
+        session, _ = self.connect()
+        session.dataReceived(f"ID:{IMEI}\r\n".encode())
+        self.assertEqual(session.state, "attached")
+        self.assertEqual(self.observer.told, [("attached", ["dlms-1"], True)])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
 class TimeoutAndReconnectTests(ChannelTestCase):

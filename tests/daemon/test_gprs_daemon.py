@@ -126,8 +126,18 @@ class GprsDaemonTests(unittest.TestCase):
             self.assertGreater(s["bytes_in"], 0)
             self.assertEqual(s["listener"], f"tcp:{gprs_port}")
 
-        # The daemon reads both known meters over their modems' sessions (its reader on a
-        # 1 s period) while they push: the pull answers come back as bytes out and in.
+        # This node is the home of both modems' routes (their jobs run here, not on
+        # another node sharing the store).
+        homes = {(f"gprs:imei={DLMS_IMEI}", "test"), (f"gprs:serial={IEC_SERIAL}", "test")}
+
+        async def at_home() -> bool:
+            return set(self.rows("SELECT resource, node FROM session_homes")) == homes
+
+        await wait_for(at_home, 10, "this node kept as the modems' home", every=0.2)
+
+        # The daemon reads both known meters over their modems' sessions (its collection
+        # engine's default task on a 1 s period) while they push: the pull answers come
+        # back as bytes out and in.
         async def pulled_and_pushed() -> bool:
             code, out, _ = await self.fep("--config", str(config), "sessions",
                                           "--format", "json")
@@ -158,12 +168,8 @@ class GprsDaemonTests(unittest.TestCase):
         self.assertEqual(await daemon.interrupt(), 0)
         found = {m for (m,) in self.rows("SELECT DISTINCT meter FROM readings")}
         self.assertEqual(found, {"dlms-1", "iec-1"})
-        events = [json.loads(line) for line in
-                  (self.workdir / "fep.log.json").read_text().split("\x1e") if line.strip()]
-        read_over = {
-            (e["meter"], e["route"]) for e in events
-            if e.get("log_format") == "read {meter} over {route}: {count} records"
-        }
+        read_over = set(self.rows(
+            "SELECT DISTINCT meter, route FROM jobs WHERE status = 'done' AND records > 0"))
         self.assertEqual(read_over, {("dlms-1", f"gprs:imei={DLMS_IMEI}"),
                                      ("iec-1", f"gprs:serial={IEC_SERIAL}")})
 
@@ -171,3 +177,72 @@ class GprsDaemonTests(unittest.TestCase):
         code, _, err = await self.fep("sessions", "--socket", str(self.socket))
         self.assertNotEqual(code, 0)
         self.assertIn("cannot reach the daemon's control socket", err)
+
+
+class WakeUpDaemonTests(unittest.TestCase):
+    """The daemon's collection engine wakes a GPRS meter whose modem is not connected: a
+    wake-up text through its SMS channel (the GSM modem emulator on a socat pty), and once
+    the modem dialled in, the job runs over its session."""
+
+    timeout = 120
+
+    async def test_a_job_for_a_sleeping_modem_sends_a_wake_up_text_then_reads(self) -> None:
+        from fep.sim.gsm_modem import GsmModemEmulator, GsmNetwork, serve_pty
+        from tests.channels.test_serialport import socat_pty_pair
+
+        workdir = Path(self.mktemp()).resolve()
+        workdir.mkdir(parents=True)
+        db = workdir / "fep.sqlite"
+        number = "+491709998877"
+        store = open_store(f"sqlite:{db}", reactor)
+        await store.open()
+        await store.add_meters([Meter("dlms-1", "dlms", f"gprs:imei={DLMS_IMEI}", metadata={
+            "dlms_server_system_title": TITLE.hex(), "dlms_ek": EXAMPLE_EK.hex(),
+            "dlms_ak": EXAMPLE_AK.hex(), "sms_number": number})])
+        await store.close()
+
+        a, b = await socat_pty_pair(self)
+        network = GsmNetwork(reactor)
+        gsm = GsmModemEmulator("+491700000001", capacity=10)
+        network.attach(gsm)
+        serial = serve_pty(reactor, a, gsm)
+        self.addCleanup(serial.loseConnection)
+        gprs_port = free_port()
+        modem = SimulatedGprsModem(
+            reactor, TCP4ClientEndpoint(reactor, "127.0.0.1", gprs_port),
+            ModemSpec(DLMS_IMEI, registration="ascii", meter="dlms", system_title=TITLE))
+        self.addCleanup(modem.close)
+        texts: list[str] = []
+
+        def woken(message: object) -> None:
+            # The meter's modem dials in when the wake-up text reaches it.
+            texts.append(message.text)  # type: ignore[attr-defined]
+            modem.connect()
+
+        network.route(number, woken)
+        config = write_config(
+            workdir, f"sqlite:{db}", push_port=free_port(), period=3600.0,
+            extra=(f"[gprs]\nlisten = tcp:{gprs_port}:interface=127.0.0.1\n"
+                   f"[sms]\nport = serial:{b}:115200:8N1\nwakeup_text = CALL HOME\n"
+                   "[control]\nenabled = no\n"))
+        daemon = Daemon(config, workdir)
+        daemon.start()
+        self.addCleanup(daemon.kill)
+
+        def rows(sql: str) -> list[tuple[object, ...]]:
+            conn = sqlite3.connect(db)
+            try:
+                return conn.execute(sql).fetchall()
+            except sqlite3.OperationalError:
+                return []  # tables not made yet
+            finally:
+                conn.close()
+
+        async def read() -> bool:
+            return bool(rows("SELECT 1 FROM jobs WHERE meter = 'dlms-1' AND status = 'done' "
+                             "AND records > 0"))
+
+        await wait_for(read, 90, "the default task's job over the woken modem", every=0.5)
+        self.assertEqual(texts, ["CALL HOME"])
+        self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
+        self.assertTrue(rows("SELECT 1 FROM readings WHERE meter = 'dlms-1'"))

@@ -1,5 +1,5 @@
 """The daemon reads a pulse recorder on its schedule: the simulated two-channel recorder on
-Modbus TCP (the test's reactor), read by the real ``twistd fep`` through PeriodicReader with
+Modbus TCP (the test's reactor), read by the real ``twistd fep`` through its collection engine with
 the ``modbus-pulse`` protocol; energy and demand intervals reach the store with their units
 and the recorder's door-open event with its severity."""
 

@@ -9,9 +9,9 @@ The protocol state lives in ``client.py`` (association, services), ``hdlc.py`` a
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -22,9 +22,19 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fep.channels.endpoints import connect_within
-from fep.errors import ConfigError, FrameError, ProtocolError, SessionTimeout
-from fep.interfaces import IMeterProtocol, IPushChannel, IPushHandler, IPushProtocol, IRecordSink
-from fep.model import Meter, ObisCode, Reading, Record
+from fep.errors import ConfigError, FrameError, NotSupported, ProtocolError, SessionTimeout
+from fep.interfaces import (
+    IClock,
+    ICommands,
+    IEventReader,
+    IMeterProtocol,
+    IProfileReader,
+    IPushChannel,
+    IPushHandler,
+    IPushProtocol,
+    IRecordSink,
+)
+from fep.model import Meter, MeterEvent, ObisCode, Reading, Record
 from fep.protocols.dlms import apdu as A
 from fep.protocols.dlms import axdr, hdlc, wrapper
 from fep.protocols.dlms.axdr import CosemDateTime, Data
@@ -61,6 +71,9 @@ PUBLIC_CLIENT = 16
 WRAPPER_PORT_SERVER = 1
 
 
+_T = TypeVar("_T")
+
+CLOCK = ObisCode(0, 0, 1, 0, 0, 255)
 DISCONNECT_CONTROL = ObisCode(0, 0, 96, 3, 10, 255)
 IMAGE_TRANSFER = ObisCode(0, 0, 44, 0, 0, 255)
 
@@ -597,28 +610,73 @@ class DlmsSession:
         *,
         instance: ObisCode = IMAGE_TRANSFER,
         progress: Callable[[int, int], None] | None = None,
-    ) -> None:
+        resume: bool = True,
+    ) -> int:
         """Image transfer (class 18): read the block size, initiate, send every block,
-        verify, activate. ``progress(sent, total)`` is called after each block."""
+        verify, activate. ``progress(confirmed, total)`` is called after each block the meter
+        confirmed. With ``resume``, a transfer of the same image (identifier and size) the
+        meter already has under way continues from its first not transferred block
+        (attribute 4) instead of starting over. Fires with the block it started from."""
         block_size = axdr.as_int(await self.get(A.AttributeDescriptor(18, instance, 2)))
         if block_size <= 0:
             raise DlmsError(
                 "image_block_size is 0", meter=self.meter, cosem_object=f"18/{instance}/2"
             )
-        await self.action(
-            A.MethodDescriptor(18, instance, 1),
-            axdr.structure(axdr.octet_string(identifier), axdr.double_long_unsigned(len(image))),
-        )
         blocks = [image[i : i + block_size] for i in range(0, len(image), block_size)]
-        for number, block in enumerate(blocks):
+        first = await self._image_resume_point(identifier, len(image), instance) if resume else 0
+        if first is None:
+            first = 0
+            await self.action(
+                A.MethodDescriptor(18, instance, 1),
+                axdr.structure(
+                    axdr.octet_string(identifier), axdr.double_long_unsigned(len(image))
+                ),
+            )
+        else:
+            log.info(
+                "{meter}: image {identifier} already under way: resuming at block {first} "
+                "of {total}",
+                meter=self.meter,
+                identifier=identifier.hex(),
+                first=first,
+                total=len(blocks),
+            )
+        for number in range(min(first, len(blocks)), len(blocks)):
             await self.action(
                 A.MethodDescriptor(18, instance, 2),
-                axdr.structure(axdr.double_long_unsigned(number), axdr.octet_string(block)),
+                axdr.structure(
+                    axdr.double_long_unsigned(number), axdr.octet_string(blocks[number])
+                ),
             )
             if progress is not None:
                 progress(number + 1, len(blocks))
         await self.action(A.MethodDescriptor(18, instance, 3), axdr.integer(0))
         await self.action(A.MethodDescriptor(18, instance, 4), axdr.integer(0))
+        return first
+
+    async def _image_resume_point(
+        self, identifier: bytes, size: int, instance: ObisCode
+    ) -> int | None:
+        """The first block the meter still needs of this image, or None when no transfer of
+        it is under way (status 1..4 with a matching image_to_activate_info)."""
+        try:
+            status = axdr.as_int(await self.get(A.AttributeDescriptor(18, instance, 6)))
+            if status not in (1, 2, 3, 4):
+                return None
+            info = await self.get(A.AttributeDescriptor(18, instance, 7))
+            matches = [
+                entry
+                for entry in (info.value if info.type == axdr.DataType.ARRAY else [])
+                if entry.type == axdr.DataType.STRUCTURE
+                and len(entry) >= 2
+                and axdr.as_bytes(entry[1]) == identifier
+                and axdr.as_int(entry[0]) == size
+            ]
+            if not matches:
+                return None
+            return axdr.as_int(await self.get(A.AttributeDescriptor(18, instance, 4)))
+        except (DataAccessError, FrameError, TypeError, ValueError):
+            return None
 
     async def object_list(self) -> list[Any]:
         return decode_object_list(
@@ -773,12 +831,26 @@ async def _counter_file(reactor: Any) -> Any:
     return _counter_store
 
 
-@implementer(IMeterProtocol, IPushProtocol)
+DEFAULT_PROFILE = "1.0.99.1.0.255"
+DEFAULT_EVENT_LOGS = "0.0.99.98.0.255"
+MAX_DEMAND = ObisCode(1, 0, 1, 6, 0, 255)
+PUSH_SETUP = ObisCode(0, 0, 25, 9, 0, 255)
+COMMANDS = ("demand-reset", "disconnect", "reconnect", "firmware-upgrade", "push-setup")
+
+
+def _reactor_now(reactor: Any) -> datetime:
+    return datetime.fromtimestamp(reactor.seconds(), UTC)
+
+
+@implementer(IMeterProtocol, IPushProtocol, IProfileReader, IEventReader, IClock, ICommands)
 class DlmsProtocol:
     """``fep read`` and scheduled reads of DLMS meters: associate, read the objects (and a
-    profile when asked), release."""
+    profile when asked), release. For the collection engine also: load profile by range,
+    event logs, clock read and set, and commands (disconnect control, demand reset, image
+    transfer with resume, push setup)."""
 
     name = "dlms"
+    commands = COMMANDS
 
     def read(
         self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
@@ -808,16 +880,10 @@ class DlmsProtocol:
 
         return DlmsPushHandler(DlmsPushDecoder(sink, resolve, counters), source)
 
-    async def _read(
-        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
-    ) -> list[Record]:
+    async def _open(self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+                    ) -> DlmsSession:
+        """A connected session (link open, not yet associated)."""
         client, link = settings_for(meter)
-        objects = [
-            parse_object(t)
-            for t in (meter.metadata.get("dlms_objects") or ",".join(DEFAULT_OBJECTS)).split(",")
-            if t.strip()
-        ]
-        records: list[Record] = []
         start, limit = 1, 0x100000000
         if client.ciphered or client.authentication == Authentication.HIGH_GMAC:
             # Never send a counter twice: take a block that is on disk as used first.
@@ -841,12 +907,42 @@ class DlmsProtocol:
                 session.default_deviation = int(deviation)
                 session.connection.default_deviation = session.default_deviation
             except ValueError:
+                session.connection.transport.loseConnection()  # type: ignore[union-attr]
                 raise ConfigError(
                     f"meter {meter.id}: dlms_deviation must be minutes", key="dlms_deviation"
                 ) from None
+        return session
+
+    async def _associated(
+        self,
+        reactor: Any,
+        endpoint: Any,
+        meter: Meter,
+        timeout: float,
+        work: Callable[[DlmsSession], Coroutine[Any, Any, _T]],
+    ) -> _T:
+        """Open, associate, run ``work`` on the session, release."""
+        session = await self._open(reactor, endpoint, meter, timeout)
         try:
             await session.associate()
-            records += await session.read_registers(objects)
+            result = await work(session)
+            await session.release()
+        except BaseException:
+            session.connection.transport.loseConnection()  # type: ignore[union-attr]
+            raise
+        return result
+
+    async def _read(
+        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+    ) -> list[Record]:
+        objects = [
+            parse_object(t)
+            for t in (meter.metadata.get("dlms_objects") or ",".join(DEFAULT_OBJECTS)).split(",")
+            if t.strip()
+        ]
+
+        async def work(session: DlmsSession) -> list[Record]:
+            records: list[Record] = list(await session.read_registers(objects))
             profile = meter.metadata.get("dlms_profile")
             if profile:
                 records += await session.read_profile(
@@ -854,11 +950,134 @@ class DlmsProtocol:
                     _metadata_time(meter, "dlms_from"),
                     _metadata_time(meter, "dlms_to"),
                 )
-            await session.release()
-        except BaseException:
-            session.connection.transport.loseConnection()  # type: ignore[union-attr]
-            raise
-        return records
+            return records
+
+        return await self._associated(reactor, endpoint, meter, timeout, work)
+
+    def read_profile(
+        self,
+        reactor: Any,
+        endpoint: Any,
+        meter: Meter,
+        since: datetime,
+        until: datetime,
+        timeout: float,
+    ) -> Deferred[list[Record]]:
+        """The load profile (``dlms_profile``, default 1.0.99.1.0.255) by range selective
+        access on its capture times: an interval ends at its capture time, so asking for
+        ``[since, until]`` covers every interval starting in ``[since, until)``."""
+        profile = _obis_setting(meter, "dlms_profile", DEFAULT_PROFILE)
+
+        async def work(session: DlmsSession) -> list[Record]:
+            return await session.read_profile(profile, since, until)
+
+        return ensureDeferred(self._associated(reactor, endpoint, meter, timeout, work))
+
+    def read_events(
+        self, reactor: Any, endpoint: Any, meter: Meter, since: datetime | None, timeout: float
+    ) -> Deferred[list[Record]]:
+        """The event logs (``dlms_event_logs``, comma list; default the standard event log
+        0.0.99.98.0.255), from ``since`` by range when given."""
+        logs = [
+            ObisCode.parse(t)
+            for t in meter.metadata.get("dlms_event_logs", DEFAULT_EVENT_LOGS).split(",")
+            if t.strip()
+        ]
+
+        async def work(session: DlmsSession) -> list[Record]:
+            records: list[Record] = []
+            for log_name in logs:
+                got = await session.read_profile(log_name, since, None)
+                records += [r for r in got if since is None or not isinstance(r, MeterEvent)
+                            or r.time >= since]
+            return records
+
+        return ensureDeferred(self._associated(reactor, endpoint, meter, timeout, work))
+
+    def read_clock(
+        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+    ) -> Deferred[datetime]:
+        async def work(session: DlmsSession) -> datetime:
+            data = await session.get(A.AttributeDescriptor(8, CLOCK, 2))
+            when = axdr.as_datetime(data, "clock time").to_datetime(session.default_deviation)
+            if when is None:
+                raise ProtocolError(
+                    f"meter {meter.id}: the clock's time is not specified",
+                    meter=meter.id, route=meter.route, protocol=PROTOCOL,
+                )
+            return when
+
+        return ensureDeferred(self._associated(reactor, endpoint, meter, timeout, work))
+
+    def set_clock(
+        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+    ) -> Deferred[None]:
+        """Set the clock to the reactor's time at the moment the SET is built (after the
+        association), in UTC with the meter's deviation when its record gives one."""
+
+        async def work(session: DlmsSession) -> None:
+            deviation = session.default_deviation or 0
+            await session.set_clock(_reactor_now(reactor), deviation=deviation)
+
+        return ensureDeferred(self._associated(reactor, endpoint, meter, timeout, work))
+
+    def run_command(
+        self,
+        reactor: Any,
+        endpoint: Any,
+        meter: Meter,
+        command: str,
+        params: Mapping[str, Any],
+        timeout: float,
+        progress: Callable[[Mapping[str, Any]], None],
+    ) -> Deferred[Mapping[str, Any]]:
+        async def work(session: DlmsSession) -> Mapping[str, Any]:
+            if command == "disconnect":
+                return {"control_state": await session.disconnect()}
+            if command == "reconnect":
+                return {"control_state": await session.reconnect()}
+            if command == "demand-reset":
+                register = ObisCode.parse(str(params.get("register", MAX_DEMAND)))
+                class_id = int(params.get("class", 4))
+                await session.action(A.MethodDescriptor(class_id, register, 1), axdr.integer(0))
+                return {"reset": str(register)}
+            if command == "push-setup":
+                destination = str(params.get("destination", ""))
+                if not destination:
+                    raise ConfigError("push-setup needs destination=HOST:PORT",
+                                      key="destination")
+                setup = ObisCode.parse(str(params.get("setup", PUSH_SETUP)))
+                await session.set(
+                    A.AttributeDescriptor(40, setup, 3),
+                    axdr.structure(
+                        axdr.enum_value(0),
+                        axdr.octet_string(destination.encode()),
+                        axdr.enum_value(0),
+                    ),
+                )
+                return {"destination": destination}
+            if command == "firmware-upgrade":
+                image = params["image_bytes"]
+                identifier = str(params.get("identifier", "")).encode() or b"fep-image"
+
+                def blocks(confirmed: int, total: int) -> None:
+                    progress({"blocks_confirmed": confirmed, "blocks": total})
+
+                first = await session.transfer_image(identifier, image, progress=blocks)
+                return {"resumed_from_block": first, "bytes": len(image)}
+            raise NotSupported(f"meter {meter.id}: DLMS cannot run {command}",
+                               meter=meter.id, protocol=PROTOCOL)
+
+        return ensureDeferred(self._associated(reactor, endpoint, meter, timeout, work))
+
+
+def _obis_setting(meter: Meter, key: str, default: str) -> ObisCode:
+    text = meter.metadata.get(key) or default
+    try:
+        return ObisCode.parse(text)
+    except ValueError:
+        raise ConfigError(f"meter {meter.id}: {key} {text!r} is not an OBIS code",
+                          key=key) from None
 
 
 # -- push receiver ----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol
@@ -31,10 +32,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fep.channels.endpoints import run_session
-from fep.errors import ChannelError, ConfigError, ProtocolError, SessionTimeout
-from fep.interfaces import IMeterProtocol
-from fep.model import Meter, Record
+from fep.errors import ChannelError, ConfigError, NotSupported, ProtocolError, SessionTimeout
+from fep.interfaces import IClock, IMeterProtocol, IProfileReader
+from fep.model import Meter, Reading, Record
 from fep.protocols.dlt645.client import (
+    CLOCK_OBIS,
+    DATE_DI,
+    PROFILE_SINCE,
+    TIME_DI,
+    WAKEUP_PREAMBLE,
     Action,
     ClientSettings,
     Dlt645Client,
@@ -47,7 +53,7 @@ from fep.protocols.dlt645.client import (
 )
 from fep.protocols.dlt645.dataid import DEFAULT_METER_TZ, parse_di
 from fep.protocols.dlt645.frames import WILDCARD_ADDRESS
-from fep.protocols.dlt645.services import PROTOCOL
+from fep.protocols.dlt645.services import PROTOCOL, broadcast_time_sync
 
 log = Logger(namespace="fep.protocols.dlt645")
 
@@ -254,10 +260,37 @@ class Dlt645Session(Protocol):
 
 
 
-@implementer(IMeterProtocol)
+class _BroadcastSession(Protocol):
+    """Sends one broadcast frame (meters never answer one) and hangs up."""
+
+    def __init__(self, reactor: Any, meter: Meter, tz: tzinfo, wakeup: bool) -> None:
+        self.reactor = reactor
+        self.meter = meter
+        self.tz = tz
+        self.wakeup = wakeup
+        self.done: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        now = datetime.fromtimestamp(self.reactor.seconds(), UTC).astimezone(self.tz)
+        frame = broadcast_time_sync(now.replace(tzinfo=None))
+        assert self.transport is not None
+        self.transport.write(frame.encode(preamble=WAKEUP_PREAMBLE if self.wakeup else 0))
+        log.info("{meter}: broadcast time {at} sent", at=now.isoformat(),
+                 meter=self.meter.id, route=self.meter.route, protocol=PROTOCOL)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        if not self.done.called:
+            self.done.callback(None)
+
+
+@implementer(IMeterProtocol, IProfileReader, IClock)
 class Dlt645Protocol:
     """DL/T 645-2007 (and 1997) reads: energy, instantaneous values, the clock, event
-    records and load profile, one data identifier at a time."""
+    records and load profile, one data identifier at a time. For the collection engine
+    also: load records over a time range (DI 06000001, 2007 edition) and the clock (read
+    from its date and time DIs, set by broadcast time sync, which meters apply only when
+    within 5 minutes of their own clock)."""
 
     name = PROTOCOL
 
@@ -279,6 +312,75 @@ class Dlt645Protocol:
         result: Deferred[list[Record]] = run_session(
             reactor, endpoint, session, meter.route, timeout
         )
+        return result
+
+    def _with(self, meter: Meter, **metadata: str) -> Meter:
+        return attrs.evolve(meter, metadata={**meter.metadata, **metadata})
+
+    def read_profile(
+        self,
+        reactor: Any,
+        endpoint: Any,
+        meter: Meter,
+        since: datetime,
+        until: datetime,
+        timeout: float,
+    ) -> Deferred[list[Record]]:
+        """Load records stored from ``since`` + one period on (a record closes the interval
+        before its time), up to 255 records per session, as many sessions as the range
+        needs."""
+
+        async def run() -> list[Record]:
+            settings = settings_for(meter, self.tz)
+            if settings.edition != 2007:
+                raise NotSupported(
+                    f"meter {meter.id}: DL/T 645-1997 has no load records by time",
+                    meter=meter.id, protocol=PROTOCOL)
+            period = settings.profile_period
+            records: list[Record] = []
+            start = since
+            while start < until:
+                count = min(255, max(1, -(-(until - start) // period)))
+                asked = self._with(
+                    meter,
+                    dlt645_items=f"{PROFILE_SINCE:08X}",
+                    dlt645_profile_since=(start + period).astimezone(UTC).isoformat(),
+                    dlt645_profile_blocks=str(count),
+                )
+                records += await self.read(reactor, endpoint, asked, timeout)
+                start += count * period
+            return records
+
+        return Deferred.fromCoroutine(run())
+
+    def read_clock(
+        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+    ) -> Deferred[datetime]:
+        async def run() -> datetime:
+            settings = settings_for(meter, self.tz)
+            items = f"{DATE_DI[settings.edition]:0{8 if settings.edition == 2007 else 4}X}," \
+                f"{TIME_DI[settings.edition]:0{8 if settings.edition == 2007 else 4}X}"
+            records = await self.read(reactor, endpoint, self._with(meter, dlt645_items=items),
+                                      timeout)
+            for r in records:
+                if isinstance(r, Reading) and r.obis == CLOCK_OBIS and r.meter_time:
+                    return r.meter_time
+            raise ProtocolError(f"meter {meter.id}: no clock in the answer", meter=meter.id,
+                                route=meter.route, protocol=PROTOCOL)
+
+        return Deferred.fromCoroutine(run())
+
+    def set_clock(
+        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+    ) -> Deferred[None]:
+        """Broadcast time sync (function 08) on the meter's line: every meter on the bus
+        hears it; none answers."""
+        try:
+            settings = settings_for(meter, self.tz)
+        except ConfigError as e:
+            return fail(e)
+        session = _BroadcastSession(reactor, meter, settings.tz, settings.wakeup)
+        result: Deferred[None] = run_session(reactor, endpoint, session, meter.route, timeout)
         return result
 
 

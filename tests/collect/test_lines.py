@@ -1,10 +1,11 @@
-"""The periodic reader on multidrop lines, on a Clock: the meters of one line are read one
-at a time in list order, a meter that never answers costs the line its own timeout and
-nothing more (and other lines nothing), and a concentrator is read before the meters it
-owns, which are skipped in a cycle where it does not answer.
+"""The collection engine on multidrop lines, on a fake clock (MemoryReactorClock, SQLite job
+store run synchronously, the real job runner and protocols): the meters of one line are read
+one at a time in meter-list order, a meter that never answers costs the line its own timeout
+and nothing more (and other lines nothing), and a concentrator is read before the meters it
+owns, which are recorded as missed in a run where it does not answer.
 
 The lines are in memory: the simulated bus (fep.sim.bus) on one end, one session at a
-time on the other, bytes delivered through the Clock as a real line would deliver them."""
+time on the other, bytes delivered through the clock as a real line would deliver them."""
 
 from __future__ import annotations
 
@@ -13,16 +14,17 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface import implementer
 
 from fep.channels.routes import Channels, Route
-from fep.collect.directory import MeterDirectory
-from fep.collect.poller import PeriodicReader
+from fep.collect.runner import JobRunner
+from fep.collect.scheduler import Scheduler
+from fep.collect.tasks import JobStatus, Task
 from fep.model import Meter
 from fep.sim.bus import SimulatedBusFactory, mixed_bus
+from tests.collect.fakes import SyncReactor, directory_with, fired, sync_store
 
 TIMEOUT = 5.0
 
@@ -76,7 +78,7 @@ class _BusEnd:
 class MemoryLine:
     """A serial line in memory with a simulated bus on it; ``endpoint()`` opens it."""
 
-    def __init__(self, clock: Clock, bus: SimulatedBusFactory) -> None:
+    def __init__(self, clock: SyncReactor, bus: SimulatedBusFactory) -> None:
         self.clock = clock
         self.bus = bus.buildProtocol(None)
         self.bus.makeConnection(_BusEnd(self))  # type: ignore[arg-type]
@@ -99,16 +101,8 @@ class MemoryLine:
         return _Open()
 
 
-class _Store:
-    def __init__(self, meters: list[Meter]) -> None:
-        self._meters = meters
-
-    def meters(self) -> Deferred[list[Meter]]:
-        return succeed(list(self._meters))
-
-
 class _Sink:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: SyncReactor) -> None:
         self.clock = clock
         self.submitted: list[tuple[float, str]] = []
 
@@ -120,27 +114,8 @@ class _Sink:
     def when(self, meter: str) -> float:
         return next(t for t, m in self.submitted if m == meter)
 
-
-def reader_on(clock: Clock, meters: list[Meter], lines: dict[str, MemoryLine]) -> tuple[
-    PeriodicReader, _Sink
-]:
-    channels = Channels(clock)
-    for scheme, line in lines.items():
-        channels.register_scheme(scheme, line.endpoint)
-    sink = _Sink(clock)
-    reader = PeriodicReader(
-        clock, MeterDirectory(_Store(meters)), sink,  # type: ignore[arg-type]
-        period=3600, timeout=TIMEOUT, concurrency=4, endpoint_for=channels,
-    )
-    return reader, sink
-
-
-def run(clock: Clock, reader: PeriodicReader, until: float, step: float = 0.01) -> None:
-    """Start the reader (one cycle now) and let Clock time pass up to ``until``."""
-    if not reader.running:
-        reader.startService()
-    while clock.seconds() < until - 1e-9:
-        clock.advance(step)
+    def order(self) -> list[str]:
+        return [m for _, m in self.submitted]
 
 
 def iec(meter_id: str, line: str, address: str) -> Meter:
@@ -152,41 +127,78 @@ def dlt(meter_id: str, line: str, address: str, **metadata: str) -> Meter:
                  metadata={"dlt645_retries": "0", **metadata})
 
 
-class BusTimeoutTests(unittest.TestCase):
+class LineTestCase(unittest.TestCase):
     def setUp(self) -> None:
-        self.clock = Clock()
+        self.clock = SyncReactor()
+        self.clock.advance(1_700_000_000)
+        self.start = self.clock.seconds()
+
+    def engine(self, meters: list[Meter], lines: dict[str, MemoryLine]) -> _Sink:
+        store, jobs = sync_store(self.clock, self)
+        self.jobs = jobs
+        channels = Channels(self.clock)
+        for scheme, line in lines.items():
+            channels.register_scheme(scheme, line.endpoint)
+        sink = _Sink(self.clock)
+        runner = JobRunner(self.clock, sink, store, jobs, endpoint_for=channels,
+                           timeout=TIMEOUT)
+        task = Task(name="regs", kind="registers", schedule="every 1h", retries=0,
+                    next_due=self.start)
+        fired(jobs.save_task(task, self.start))
+        self.scheduler = Scheduler(self.clock, jobs, directory_with(store, meters), runner.run,
+                                   node="n", concurrency=4, poll=1.0)
+        self.scheduler.startService()
+        self.addCleanup(self.stop)
+        return sink
+
+    def stop(self) -> None:
+        d = self.scheduler.stopService()
+        self.run_until(self.clock.seconds() - self.start + 3 * TIMEOUT)
+        fired(d)
+
+    def run_until(self, until: float, step: float = 0.01) -> None:
+        while self.clock.seconds() < self.start + until - 1e-9:
+            self.clock.advance(step)
+
+    def outcomes(self) -> dict[str, tuple[str, str | None]]:
+        return {j.meter: (str(j.status), j.error) for j in fired(self.jobs.jobs(limit=None))}
+
+
+class BusTimeoutTests(LineTestCase):
+    def setUp(self) -> None:
+        super().setUp()
         self.bus = MemoryLine(self.clock, mixed_bus(
             self.clock, iec=["10000001"], dlt645=["000000123456"]))
 
     def test_meter_that_never_answers_costs_its_own_timeout_only(self) -> None:
         meters = [
-            iec("first", "bus:1", "10000001"),
-            iec("silent", "bus:1", "10000009"),  # nobody on the bus has this address
-            dlt("last", "bus:1", "000000123456"),
+            iec("a-first", "bus:1", "10000001"),
+            iec("b-silent", "bus:1", "10000009"),  # nobody on the bus has this address
+            dlt("c-last", "bus:1", "000000123456"),
         ]
-        reader, sink = reader_on(self.clock, meters, {"bus": self.bus})
-        run(self.clock, reader, TIMEOUT - 0.05)
-        self.assertEqual([m for _, m in sink.submitted], ["first"])
-        self.assertEqual((reader.reads_ok, reader.reads_failed), (1, 0))
-        run(self.clock, reader, TIMEOUT + 0.5)
-        self.assertEqual([m for _, m in sink.submitted], ["first", "last"])
-        self.assertEqual((reader.reads_ok, reader.reads_failed), (2, 1))
+        sink = self.engine(meters, {"bus": self.bus})
+        self.run_until(TIMEOUT - 0.05)
+        self.assertEqual(sink.order(), ["a-first"])
+        self.run_until(TIMEOUT + 0.5)
+        self.assertEqual(sink.order(), ["a-first", "c-last"])
+        outcomes = self.outcomes()
+        self.assertEqual({m: s for m, (s, _) in outcomes.items()},
+                         {"a-first": "done", "b-silent": "failed", "c-last": "done"})
         # The meter after the silent one was read as soon as the silent one's time was up.
-        self.assertLess(sink.when("last") - TIMEOUT, 0.2)
+        self.assertLess(sink.when("c-last") - self.start - TIMEOUT, 0.2)
         self.assertEqual(self.bus.opened, 3)
-        reader.stopService()
 
     def test_each_silent_meter_costs_one_timeout(self) -> None:
         meters = [
             iec("silent-1", "bus:1", "10000008"),
             iec("silent-2", "bus:1", "10000009"),
-            dlt("last", "bus:1", "000000123456"),
+            dlt("z-last", "bus:1", "000000123456"),
         ]
-        reader, sink = reader_on(self.clock, meters, {"bus": self.bus})
-        run(self.clock, reader, 2 * TIMEOUT + 0.5)
-        self.assertEqual(reader.reads_failed, 2)
-        self.assertLess(abs(sink.when("last") - 2 * TIMEOUT), 0.2)
-        reader.stopService()
+        sink = self.engine(meters, {"bus": self.bus})
+        self.run_until(2 * TIMEOUT + 0.5)
+        self.assertEqual(sorted(s for s, _ in self.outcomes().values()),
+                         ["done", "failed", "failed"])
+        self.assertLess(abs(sink.when("z-last") - self.start - 2 * TIMEOUT), 0.2)
 
     def test_silent_meter_does_not_hold_up_another_line(self) -> None:
         other = MemoryLine(self.clock, mixed_bus(self.clock, dlt645=["000000123456"]))
@@ -194,15 +206,14 @@ class BusTimeoutTests(unittest.TestCase):
             iec("silent", "bus:1", "10000009"),
             dlt("elsewhere", "other:2", "000000123456"),
         ]
-        reader, sink = reader_on(self.clock, meters, {"bus": self.bus, "other": other})
-        run(self.clock, reader, 0.5)
-        self.assertEqual([m for _, m in sink.submitted], ["elsewhere"])
-        reader.stopService()
+        sink = self.engine(meters, {"bus": self.bus, "other": other})
+        self.run_until(0.5)
+        self.assertEqual(sink.order(), ["elsewhere"])
 
 
-class ConcentratorTests(unittest.TestCase):
+class ConcentratorTests(LineTestCase):
     def setUp(self) -> None:
-        self.clock = Clock()
+        super().setUp()
         self.line = MemoryLine(self.clock, mixed_bus(
             self.clock, dlt645=["000000000001", "000000000002", "000000000003"]))
 
@@ -213,43 +224,48 @@ class ConcentratorTests(unittest.TestCase):
             dlt("m3", "bus:1", "000000000003", concentrator="c1"),
             dlt("c1", "bus:1", "000000000001"),
         ]
-        reader, sink = reader_on(self.clock, meters, {"bus": self.line})
-        run(self.clock, reader, 1)
-        self.assertEqual([m for _, m in sink.submitted], ["other", "c1", "m2", "m3"])
-        self.assertEqual(reader.reads_ok, 4)
-        reader.stopService()
+        sink = self.engine(meters, {"bus": self.line})
+        self.run_until(1)
+        order = sink.order()
+        self.assertEqual(sorted(order), ["c1", "m2", "m3", "other"])
+        self.assertLess(order.index("c1"), order.index("m2"))
+        self.assertLess(order.index("c1"), order.index("m3"))
+        self.assertEqual({s for s, _ in self.outcomes().values()}, {"done"})
 
-    def test_meters_behind_a_silent_concentrator_are_skipped_that_cycle(self) -> None:
+    def test_meters_behind_a_silent_concentrator_are_skipped_that_run(self) -> None:
         meters = [
             dlt("c9", "bus:1", "000000000009"),  # not answering
             dlt("m2", "bus:1", "000000000002", concentrator="c9"),
             dlt("m3", "bus:1", "000000000003", concentrator="c9"),
             dlt("free", "bus:1", "000000000001"),
         ]
-        reader, sink = reader_on(self.clock, meters, {"bus": self.line})
-        run(self.clock, reader, TIMEOUT + 0.5)
-        self.assertEqual([m for _, m in sink.submitted], ["free"])
-        self.assertEqual((reader.reads_failed, reader.reads_skipped), (1, 2))
+        sink = self.engine(meters, {"bus": self.line})
+        self.run_until(TIMEOUT + 0.5)
+        self.assertEqual(sink.order(), ["free"])
+        outcomes = self.outcomes()
+        self.assertEqual(outcomes["c9"][0], "failed")
+        for meter in ("m2", "m3"):
+            self.assertEqual(outcomes[meter][0], "missed")
+            self.assertIn("concentrator c9 failed", outcomes[meter][1])
         # One timeout for the concentrator, none for the meters behind it.
-        self.assertLess(sink.when("free") - TIMEOUT, 0.2)
-        reader.stopService()
+        self.assertLess(sink.when("free") - self.start - TIMEOUT, 0.2)
+        self.assertEqual(self.line.opened, 2)
+        (row,) = [r for r in fired(self.jobs.stats("2000-01-01", "task"))]
+        self.assertEqual((row.jobs, row.ok, row.failed, row.missed), (4, 1, 1, 2))
 
     def test_meter_not_on_its_concentrators_line_is_refused_naming_it(self) -> None:
-        from twisted.logger import globalLogPublisher
-
-        logged: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(logged.append)
-        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
         meters = [
             dlt("c1", "bus:1", "000000000001"),
             dlt("astray", "bus:other", "000000000002", concentrator="c1"),
             dlt("m3", "bus:1", "000000000003", concentrator="nobody"),
         ]
-        reader, sink = reader_on(self.clock, meters, {"bus": self.line})
-        run(self.clock, reader, 1)
-        self.assertEqual([m for _, m in sink.submitted], ["c1"])
-        self.assertEqual(reader.reads_failed, 2)
-        errors = [str(e.get("error")) for e in logged if e.get("error") is not None]
-        self.assertTrue(any("astray" in e and "concentrator" in e for e in errors), errors)
-        self.assertTrue(any("m3" in e and "'nobody'" in e for e in errors), errors)
-        reader.stopService()
+        sink = self.engine(meters, {"bus": self.line})
+        self.run_until(1)
+        self.assertEqual(sink.order(), ["c1"])
+        outcomes = self.outcomes()
+        self.assertEqual(outcomes["astray"][0], "failed")
+        self.assertIn("meter astray", outcomes["astray"][1])
+        self.assertIn("concentrator", outcomes["astray"][1])
+        self.assertEqual(outcomes["m3"][0], "failed")
+        self.assertIn("'nobody'", outcomes["m3"][1])
+        self.assertEqual(JobStatus(outcomes["c1"][0]), JobStatus.DONE)

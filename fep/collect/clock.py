@@ -1,0 +1,66 @@
+"""The clock synchronisation policy: what to do about a meter clock's deviation from the
+server's clock.
+
+Below the lower bound nothing is done; between the bounds the meter's clock is set (or the
+protocol's broadcast time sync is used); above the upper bound the deviation is too large
+to trust either clock blindly: a clock-deviation alarm is raised and the clock is left
+alone. Bounds come from the clock task's options (``lower``, ``upper``, as durations: ``10s``,
+``5m``), so each group of meters gets its own task and bounds; a meter's metadata
+``clock_lower``/``clock_upper`` overrides them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from fep.collect.schedule import parse_duration
+from fep.errors import ConfigError
+from fep.model import Meter
+
+DEFAULT_LOWER = 10.0
+DEFAULT_UPPER = 300.0
+
+
+class ClockAction(enum.StrEnum):
+    NONE = "none"  # within the lower bound
+    SET = "set"  # corrected
+    ALARM = "alarm"  # beyond the upper bound: alarm, no correction
+
+
+def _seconds(value: Any, key: str) -> float:
+    if isinstance(value, int | float):
+        return float(value)
+    return parse_duration(str(value), key)
+
+
+@attrs.frozen
+class ClockPolicy:
+    lower: float = DEFAULT_LOWER
+    upper: float = DEFAULT_UPPER
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 <= self.lower <= self.upper:
+            raise ConfigError(
+                f"clock bounds: need 0 <= lower ({self.lower:g} s) <= upper "
+                f"({self.upper:g} s)",
+                key="lower",
+            )
+
+    @classmethod
+    def for_meter(cls, options: Mapping[str, Any], meter: Meter) -> ClockPolicy:
+        lower = meter.metadata.get("clock_lower", options.get("lower", DEFAULT_LOWER))
+        upper = meter.metadata.get("clock_upper", options.get("upper", DEFAULT_UPPER))
+        return cls(_seconds(lower, "lower"), _seconds(upper, "upper"))
+
+    def decide(self, deviation: float) -> ClockAction:
+        """What to do about a deviation (meter minus server, seconds)."""
+        size = abs(deviation)
+        if size < self.lower:
+            return ClockAction.NONE
+        if size <= self.upper:
+            return ClockAction.SET
+        return ClockAction.ALARM

@@ -1,0 +1,122 @@
+"""The collection engine of one node, put together from the ``[collect]`` settings: the job
+store on the record store's database, the job runner, the scheduler, and the built-in
+``default`` task that keeps the old behaviour (every meter's registers each period)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+
+from fep.collect.commands import parse_approval
+from fep.collect.directory import MeterDirectory
+from fep.collect.limits import Permits, ResourcePolicy, parse_pools
+from fep.collect.runner import JobRunner
+from fep.collect.schedule import format_duration
+from fep.collect.scheduler import Scheduler
+from fep.collect.tasks import DEFAULT_TASK, Priority, Target, Task
+from fep.config import CollectSection
+from fep.interfaces import IMeterProtocol, IRecordSink, IStore, IWakeUp
+from fep.protocols.registry import meter_protocol
+from fep.store.jobs import JobStore, job_store
+
+log = Logger()
+
+
+def resource_policy(
+    settings: CollectSection, pools: Mapping[str, int] | None = None
+) -> ResourcePolicy:
+    """Resources from ``[collect] shared_lines``, on top of ``pools`` the node's channels
+    bring (the dial-up modem pool's number of lines)."""
+    return ResourcePolicy(pools={**(pools or {}), **parse_pools(settings.shared_lines)})
+
+
+def approval_of(settings: CollectSection) -> frozenset[str]:
+    return parse_approval(settings.approval)
+
+
+def default_task(period: float, now: float) -> Task:
+    """The built-in task: every meter's registers every ``period`` seconds (no retries: the
+    next period reads again). Its first run is now, the next ones on the period's
+    boundaries."""
+    task = Task(
+        name=DEFAULT_TASK,
+        kind="registers",
+        schedule=f"every {format_duration(period)}",
+        target=Target(),
+        priority=Priority.SCHEDULED,
+        retries=0,
+    )
+    return attrs.evolve(task, next_due=now)
+
+
+class CollectionEngine:
+    """The engine's parts: ``jobs`` (the job store), ``runner``, ``scheduler`` (the
+    service to start and stop)."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        store: IStore,
+        sink: IRecordSink,
+        directory: MeterDirectory,
+        settings: CollectSection,
+        *,
+        node: str,
+        endpoint_for: Callable[[Any, str], IStreamClientEndpoint],
+        wakeup: IWakeUp | None = None,
+        protocol_for: Callable[[str], IMeterProtocol] = meter_protocol,
+        pools: Mapping[str, int] | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.jobs: JobStore = job_store(store)
+        self.runner = JobRunner(
+            reactor,
+            sink,
+            store,
+            self.jobs,
+            endpoint_for=endpoint_for,
+            timeout=settings.timeout,
+            node=node,
+            protocol_for=protocol_for,
+        )
+        self.scheduler = Scheduler(
+            reactor,
+            self.jobs,
+            directory,
+            self.runner.run,
+            node=node,
+            concurrency=settings.concurrency,
+            lease=settings.lease,
+            poll=settings.poll,
+            resources=resource_policy(settings, pools),
+            permits=Permits({"cell": settings.cell_permits, "apn": settings.apn_permits}),
+            wakeup=wakeup,
+            wakeup_timeout=settings.wakeup_timeout,
+            job_ended=self.runner.job_ended,
+        )
+
+    @property
+    def observers(self) -> list[Any]:
+        """Told of every job's meter session as it starts and ends (the operator tier's
+        Activity): ``read_started(meter)``, ``read_finished(meter, error, records)``."""
+        return self.runner.observers
+
+    async def prepare(self) -> None:
+        """Keep the ``default`` task as ``[collect]`` says (made, re-timed or disabled)."""
+        now = float(self.reactor.seconds())
+        current = await self.jobs.task(DEFAULT_TASK)
+        wanted = default_task(self.settings.period, now)
+        if not self.settings.default_task:
+            if current is not None and current.enabled:
+                await self.jobs.set_task_enabled(DEFAULT_TASK, False, now)
+                log.info("task {task} disabled ([collect] default_task = no)",
+                         task=DEFAULT_TASK)
+            return
+        if current is None or current.schedule != wanted.schedule or not current.enabled:
+            await self.jobs.save_task(wanted, now)
+            log.info("task {task}: {schedule}", task=DEFAULT_TASK, schedule=wanted.schedule)

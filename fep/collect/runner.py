@@ -1,0 +1,462 @@
+"""Running one attempt of one job: the meter's protocol and the route's endpoint (from the
+channel layer, never built here), the kind-specific work (register reads, load profile with
+gap re-collection, events, clock policy, commands) and the bytes it took.
+
+A protocol lacking what a job needs (IProfileReader, IEventReader, IClock, ICommands) makes
+the job fail with a "not supported" outcome and no retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from zope.interface import implementer
+
+from fep.collect import gaps
+from fep.collect.clock import ClockAction, ClockPolicy
+from fep.collect.schedule import parse_duration
+from fep.collect.tasks import (
+    DEFAULT_TASK,
+    Command,
+    CommandStatus,
+    Job,
+    JobKind,
+    JobStatus,
+    Outcome,
+)
+from fep.errors import ConfigError, FepError, NotSupported
+from fep.interfaces import (
+    IClock,
+    ICommands,
+    IEventReader,
+    IJobStore,
+    IMeterProtocol,
+    IProfileReader,
+    IRecordSink,
+    IStore,
+)
+from fep.model import (
+    EventKind,
+    IntervalBlock,
+    Meter,
+    MeterEvent,
+    ObisCode,
+    Reading,
+    Record,
+    Severity,
+)
+from fep.protocols.registry import meter_protocol
+
+log = Logger()
+
+DEFAULT_INTERVAL = 900.0
+DEFAULT_HORIZON = 7 * 86400.0
+
+# Where each protocol takes a job's item list from (meter metadata); for the others the
+# items are OBIS codes and the readings are filtered to them.
+ITEM_KEYS = {"dlms": "dlms_objects", "dlt645": "dlt645_items"}
+
+
+class _CountingProtocol(ProtocolWrapper):
+    factory: _CountingFactory
+
+    def write(self, data: bytes) -> None:
+        self.factory.counter.bytes_out += len(data)
+        super().write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        self.factory.counter.bytes_out += sum(len(d) for d in data)
+        super().writeSequence(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.counter.bytes_in += len(data)
+        super().dataReceived(data)
+
+
+class _CountingFactory(WrappingFactory):
+    protocol = _CountingProtocol
+    noisy = False
+
+    def __init__(self, wrapped: IProtocolFactory, counter: CountingEndpoint) -> None:
+        super().__init__(wrapped)
+        self.counter = counter
+
+
+@implementer(IStreamClientEndpoint)
+class CountingEndpoint:
+    """An endpoint that counts the bytes of every connection made through it (a job's
+    ``bytes_in``/``bytes_out``). The wrapper provides what the transport provides."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint) -> None:
+        self.endpoint = endpoint
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        def inner(wrapper: Any) -> IProtocol:
+            wrapped: IProtocol = wrapper.wrappedProtocol
+            return wrapped
+
+        d = self.endpoint.connect(_CountingFactory(protocolFactory, self))
+        return d.addCallback(inner)
+
+
+def _seconds(value: Any, key: str, default: float) -> float:
+    if value is None or value == "":
+        return default
+    if isinstance(value, int | float):
+        return float(value)
+    return parse_duration(str(value), key)
+
+
+def _time(value: Any, key: str) -> datetime:
+    try:
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value, UTC)
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{key} {value!r} is not an ISO-8601 time", key=key) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _with_items(meter: Meter, items: tuple[str, ...], *, poll: bool = False) -> Meter:
+    """The meter as a read job's protocol sees it: the job's items as the protocol's item
+    list; the meter's own profile (``dlms_profile``) only on the ``default`` task's poll,
+    as every poll read it before tasks (load profiles are otherwise load-profile jobs)."""
+    metadata = {k: v for k, v in meter.metadata.items() if poll or k != "dlms_profile"}
+    key = ITEM_KEYS.get(meter.protocol)
+    if items and key is not None:
+        metadata[key] = ",".join(items)
+    return attrs.evolve(meter, metadata=metadata)
+
+
+def _wanted(items: tuple[str, ...], meter: Meter) -> set[ObisCode] | None:
+    if not items or meter.protocol in ITEM_KEYS:
+        return None
+    try:
+        return {ObisCode.parse(i) for i in items}
+    except ValueError as e:
+        raise ConfigError(f"meter {meter.id}: items must be OBIS codes for "
+                          f"{meter.protocol}: {e}", key="items") from None
+
+
+class JobRunner:
+    """Runs job attempts for the scheduler (``run``) and settles commands when their job
+    ends (``job_ended``)."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        sink: IRecordSink,
+        store: IStore,
+        jobs: IJobStore,
+        *,
+        endpoint_for: Callable[[Any, str], IStreamClientEndpoint],
+        timeout: float = 10.0,
+        node: str = "fep",
+        protocol_for: Callable[[str], IMeterProtocol] = meter_protocol,
+    ) -> None:
+        self.reactor = reactor
+        self.sink = sink
+        self.store = store
+        self.jobs = jobs
+        self.endpoint_for = endpoint_for
+        self.timeout = timeout
+        self.node = node
+        self.protocol_for = protocol_for
+        # Told of every job's meter session as it starts and ends (the operator tier's
+        # Activity): ``read_started(meter)``, ``read_finished(meter, error, records)``.
+        self.observers: list[Any] = []
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.reactor.seconds(), UTC)
+
+    def run(self, job: Job, meter: Meter) -> Deferred[Outcome]:
+        return Deferred.fromCoroutine(self._run(job, meter))
+
+    def _tell(self, event: str, *args: Any) -> None:
+        for observer in list(self.observers):
+            try:
+                getattr(observer, event)(*args)
+            except Exception:
+                log.failure("job observer {observer} failed on {event}", observer=observer,
+                            event=event)
+
+    async def _run(self, job: Job, meter: Meter) -> Outcome:
+        self._tell("read_started", meter)
+        try:
+            outcome, error = await self._attempt(job, meter)
+        except BaseException as e:
+            self._tell("read_finished", meter, e, 0)
+            raise
+        if not outcome.ok and error is None:
+            error = FepError(outcome.error or "failed")
+        self._tell("read_finished", meter, error, outcome.records)
+        return outcome
+
+    async def _attempt(self, job: Job, meter: Meter) -> tuple[Outcome, FepError | None]:
+        """One attempt's outcome, and the error that failed it."""
+        endpoint: CountingEndpoint | None = None
+        error: FepError | None = None
+        try:
+            protocol = self.protocol_for(meter.protocol)
+            endpoint = CountingEndpoint(self.endpoint_for(self.reactor, meter.route))
+            timeout = _seconds(job.params.get("timeout"), "timeout", self.timeout)
+            work = {
+                JobKind.REGISTERS: self._read,
+                JobKind.INSTANTANEOUS: self._read,
+                JobKind.OBJECTS: self._read,
+                JobKind.LOAD_PROFILE: self._profile,
+                JobKind.EVENTS: self._events,
+                JobKind.CLOCK: self._clock,
+                JobKind.COMMAND: self._command,
+            }[job.kind]
+            outcome = await work(job, meter, protocol, endpoint, timeout)
+        except (NotSupported, ConfigError) as e:
+            error, outcome = e, Outcome(False, error=str(e), retry=False)
+        except FepError as e:
+            error, outcome = e, Outcome(False, error=str(e))
+        if endpoint is not None:
+            outcome = attrs.evolve(outcome, bytes_in=endpoint.bytes_in,
+                                   bytes_out=endpoint.bytes_out)
+        return outcome, error
+
+    async def _submit(self, records: list[Record]) -> None:
+        if records:
+            await self.sink.submit(records)
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def _read(
+        self, job: Job, meter: Meter, protocol: IMeterProtocol, endpoint: Any, timeout: float
+    ) -> Outcome:
+        wanted = _wanted(job.items, meter)
+        records: list[Record] = await protocol.read(
+            self.reactor, endpoint,
+            _with_items(meter, job.items, poll=job.task == DEFAULT_TASK and not job.items),
+            timeout,
+        )
+        if wanted is not None:
+            records = [r for r in records if not isinstance(r, Reading) or r.obis in wanted]
+        await self._submit(records)
+        return Outcome(True, result=f"{len(records)} records", records=len(records))
+
+    async def _profile(
+        self, job: Job, meter: Meter, protocol: IMeterProtocol, endpoint: Any, timeout: float
+    ) -> Outcome:
+        reader = IProfileReader(protocol, None)
+        if reader is None:
+            raise NotSupported(
+                f"meter {meter.id}: protocol {meter.protocol} cannot read load profiles "
+                "(not supported)", meter=meter.id, protocol=meter.protocol)
+        interval = _seconds(
+            job.params.get("interval", meter.metadata.get("profile_period")),
+            "interval", DEFAULT_INTERVAL,
+        )
+        period = timedelta(seconds=interval)
+        if "since" in job.params or "until" in job.params:
+            since = _time(job.params.get("since", 0), "since")
+            until = _time(job.params["until"], "until") if "until" in job.params else self.now()
+        else:
+            until = self.now()
+            since = until - timedelta(
+                seconds=_seconds(job.params.get("horizon"), "horizon", DEFAULT_HORIZON)
+            )
+        stored = await self.store.intervals(meter.id, since=gaps.floor_to(since, period))
+        stored = [b for b in stored if b.period == period]
+        missing = gaps.missing(stored, since, until, period)
+        if not missing:
+            return Outcome(True, result="no interval missing")
+        records: list[Record] = []
+        for lo, hi in gaps.ranges(missing, period):
+            got = await reader.read_profile(self.reactor, endpoint, meter, lo, hi, timeout)
+            records += got
+        await self._submit(records)
+        fresh = [b for b in records if isinstance(b, IntervalBlock)]
+        still = gaps.missing([*stored, *fresh], since, until, period)
+        result = f"{len(missing) - len(still)} of {len(missing)} missing intervals read"
+        if still:
+            result += f"; {len(still)} the meter did not give"
+        return Outcome(True, result=result, records=len(records),
+                       details={"missing": len(missing), "still_missing": len(still)})
+
+    async def _events(
+        self, job: Job, meter: Meter, protocol: IMeterProtocol, endpoint: Any, timeout: float
+    ) -> Outcome:
+        reader = IEventReader(protocol, None)
+        if reader is None:
+            raise NotSupported(
+                f"meter {meter.id}: protocol {meter.protocol} cannot read event logs "
+                "(not supported)", meter=meter.id, protocol=meter.protocol)
+        horizon = _seconds(job.params.get("horizon"), "horizon", DEFAULT_HORIZON)
+        since = self.now() - timedelta(seconds=horizon)
+        records = await reader.read_events(self.reactor, endpoint, meter, since, timeout)
+        await self._submit(records)
+        return Outcome(True, result=f"{len(records)} events", records=len(records))
+
+    # -- clock --------------------------------------------------------------------------
+
+    def _clock_capability(self, meter: Meter, protocol: IMeterProtocol) -> Any:
+        clock = IClock(protocol, None)
+        if clock is None:
+            raise NotSupported(
+                f"meter {meter.id}: protocol {meter.protocol} cannot read or set the clock "
+                "(not supported)", meter=meter.id, protocol=meter.protocol)
+        return clock
+
+    async def _clock(
+        self, job: Job, meter: Meter, protocol: IMeterProtocol, endpoint: Any, timeout: float
+    ) -> Outcome:
+        clock = self._clock_capability(meter, protocol)
+        policy = ClockPolicy.for_meter(job.params, meter)
+        meter_time: datetime = await clock.read_clock(self.reactor, endpoint, meter, timeout)
+        server_time = self.now()
+        deviation = (meter_time - server_time).total_seconds()
+        action = policy.decide(deviation)
+        text = (
+            f"clock deviation {deviation:+.1f} s (bounds {policy.lower:g} s, "
+            f"{policy.upper:g} s)"
+        )
+        fields = {"meter": meter.id, "route": meter.route, "protocol": meter.protocol,
+                  "deviation": deviation}
+        if action == ClockAction.SET:
+            await clock.set_clock(self.reactor, endpoint, meter, timeout)
+            log.info("{meter}: {text}: clock set", text=text, **fields)
+            result = f"{text}: clock set"
+        elif action == ClockAction.ALARM:
+            log.warn("{meter}: {text}: alarm, clock not corrected", text=text, **fields)
+            await self._submit([
+                MeterEvent(
+                    meter=meter.id,
+                    code="fep:clock-deviation",
+                    kind=EventKind.CLOCK_DEVIATION,
+                    severity=Severity.MAJOR,
+                    time=server_time,
+                    text=f"{text}: above the upper bound, not corrected",
+                    source="fep",
+                )
+            ])
+            result = f"{text}: alarm, not corrected"
+        else:
+            result = f"{text}: within bounds"
+        return Outcome(True, result=result, records=1 if action == ClockAction.ALARM else 0,
+                       details={"deviation": deviation, "action": str(action)})
+
+    # -- commands -----------------------------------------------------------------------
+
+    async def _command(
+        self, job: Job, meter: Meter, protocol: IMeterProtocol, endpoint: Any, timeout: float
+    ) -> Outcome:
+        if job.command is None:
+            raise ConfigError(f"job {job.id} names no command", key="command")
+        command: Command | None = await self.jobs.command(job.command)
+        if command is None:
+            raise ConfigError(f"job {job.id}: command {job.command} does not exist",
+                              key="command")
+        if command.status == CommandStatus.QUEUED:
+            await self.jobs.transition(
+                command.id, [CommandStatus.QUEUED], CommandStatus.RUNNING, self.node,
+                "started", f"job {job.id} attempt {job.attempts}", self.reactor.seconds(),
+            )
+        elif job.attempts > 1:
+            await self.jobs.transition(
+                command.id, [CommandStatus.RUNNING], CommandStatus.RUNNING, self.node,
+                "retried", f"job {job.id} attempt {job.attempts}", self.reactor.seconds(),
+            )
+        if command.action == "time-set":
+            clock = self._clock_capability(meter, protocol)
+            await clock.set_clock(self.reactor, endpoint, meter, timeout)
+            return Outcome(True, result="clock set to the server's time")
+        commands = ICommands(protocol, None)
+        if commands is None or command.action not in commands.commands:
+            raise NotSupported(
+                f"meter {meter.id}: protocol {meter.protocol} cannot run {command.action} "
+                "(not supported)", meter=meter.id, protocol=meter.protocol)
+        params: dict[str, Any] = dict(command.params)
+        if command.action == "firmware-upgrade":
+            path = params.get("image")
+            if not path:
+                raise ConfigError(f"command {command.id}: firmware-upgrade needs image=PATH",
+                                  key="image")
+            params["image_bytes"] = await deferToThread(_read_file, str(path))
+        params["progress"] = dict(command.progress)
+        progress = _ProgressWriter(self.jobs, command.id)
+        try:
+            done: Mapping[str, Any] = await commands.run_command(
+                self.reactor, endpoint, meter, command.action, params, timeout, progress
+            )
+        finally:
+            await progress.flush()
+        summary = ", ".join(f"{k}={v}" for k, v in sorted(done.items()))
+        return Outcome(True, result=f"{command.action} done" + (f": {summary}" if summary
+                                                                  else ""))
+
+    def job_ended(self, job: Job, status: JobStatus, outcome: Outcome) -> Deferred[None]:
+        """Settle a command whose job reached a final status: done or failed, audited."""
+        return Deferred.fromCoroutine(self._job_ended(job, status, outcome))
+
+    async def _job_ended(self, job: Job, status: JobStatus, outcome: Outcome) -> None:
+        if job.kind != JobKind.COMMAND or job.command is None:
+            return
+        ok = status == JobStatus.DONE
+        text = outcome.result if ok else (outcome.error or str(status))
+        if status == JobStatus.MISSED:
+            text = f"missed: {text}"
+        await self.jobs.transition(
+            job.command,
+            [CommandStatus.QUEUED, CommandStatus.RUNNING],
+            CommandStatus.DONE if ok else CommandStatus.FAILED,
+            self.node,
+            "done" if ok else "failed",
+            text or "",
+            self.reactor.seconds(),
+            fields={"outcome": text, "finished_at": self.reactor.seconds()},
+        )
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class _ProgressWriter:
+    """Keeps a command's progress in the store as it goes: one write at a time, the latest
+    progress wins (a resumed attempt starts from what was last kept)."""
+
+    def __init__(self, jobs: IJobStore, command_id: int) -> None:
+        self.jobs = jobs
+        self.command_id = command_id
+        self.latest: dict[str, Any] | None = None
+        self.writing: Deferred[None] | None = None
+
+    def __call__(self, progress: Mapping[str, Any]) -> None:
+        self.latest = dict(progress)
+        if self.writing is None:
+            self._write()
+
+    def _write(self) -> None:
+        latest, self.latest = self.latest, None
+        if latest is None:
+            return
+        self.writing = self.jobs.command_progress(self.command_id, latest)
+        self.writing.addErrback(lambda f: log.warn("command progress not kept: {error}",
+                                                   error=f.value))
+        self.writing.addBoth(self._written)
+
+    def _written(self, _: object) -> None:
+        self.writing = None
+        self._write()
+
+    async def flush(self) -> None:
+        if self.writing is None:
+            self._write()
+        while self.writing is not None:
+            await self.writing

@@ -1,0 +1,882 @@
+"""The job store: the collection engine's tables (sql/*/0002_collect.sql) on the store's own
+connection, SQLite or PostgreSQL.
+
+Each operation is written once, as a generator that yields queries (``Q``) and receives
+their results; a small driver per dialect runs it in one transaction: on the SQLite store's
+thread (``BEGIN IMMEDIATE``: one writer, so a single node needs no more) or in a txpostgres
+interaction. SQL is written with ``?`` placeholders and turned into ``%s`` for psycopg2.
+
+Leasing on PostgreSQL, where several fep nodes share the tables: the leasing transaction
+takes an advisory lock (leases are handed out one node at a time, so "no other node is using
+this resource" holds when it is checked), picks candidates by priority and time, then locks
+them ``FOR UPDATE SKIP LOCKED`` (rows another transaction is finishing or renewing are
+skipped, not waited for) and marks them leased until a time. A node renews the leases of
+jobs it holds; a node that dies stops renewing, its leases expire, and the jobs are leased
+again by the others. A finish from a node whose lease was taken over is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Generator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import attrs
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from fep.collect.stats import RunStats, StatsRow, day_of, scope_keys
+from fep.collect.tasks import (
+    AuditEntry,
+    Command,
+    Job,
+    JobStatus,
+    Outcome,
+    Target,
+    Task,
+    dumps,
+    loads,
+)
+from fep.errors import StoreError
+from fep.interfaces import IJobStore
+
+T = TypeVar("T")
+
+# Serialises leasing across nodes (any number, the same on every node).
+LEASE_LOCK = 0x6665_7002
+_PG_INSERT_CHUNK = 200
+
+
+@attrs.frozen
+class Q:
+    """One statement: ``fetch`` returns its rows, else its row count; ``many`` runs it once
+    per parameter row (an INSERT ... VALUES (?, ...))."""
+
+    sql: str
+    params: Sequence[Any] = ()
+    fetch: bool = False
+    many: Sequence[Sequence[Any]] | None = None
+
+
+Op = Generator[Q, Any, T]
+
+JOB_COLUMNS = (
+    "id, task, meter, kind, route, resource, items, params, command, pinned, priority, due,"
+    " run_at, deadline, max_attempts, retry_delay, backoff, status, attempts, node,"
+    " lease_until, started_at, finished_at, result, error, bytes_in, bytes_out, records,"
+    " first_ok"
+)
+TASK_COLUMNS = (
+    "name, kind, schedule, target, items, priority, retries, retry_delay, backoff, deadline,"
+    " starts_at, ends_at, options, enabled, next_due"
+)
+COMMAND_COLUMNS = (
+    "id, meter, action, params, requested_by, requested_at, status, approval_required,"
+    " approved_by, approved_at, job, outcome, progress, finished_at"
+)
+
+
+def job_of(row: Sequence[Any]) -> Job:
+    return Job(
+        id=int(row[0]),
+        task=row[1],
+        meter=row[2],
+        kind=row[3],
+        route=row[4],
+        resource=row[5],
+        items=row[6] or (),
+        params=loads(row[7]),
+        command=None if row[8] is None else int(row[8]),
+        pinned=row[9],
+        priority=int(row[10]),
+        due=float(row[11]),
+        run_at=float(row[12]),
+        deadline=None if row[13] is None else float(row[13]),
+        max_attempts=int(row[14]),
+        retry_delay=float(row[15]),
+        backoff=float(row[16]),
+        status=row[17],
+        attempts=int(row[18]),
+        node=row[19],
+        lease_until=None if row[20] is None else float(row[20]),
+        started_at=None if row[21] is None else float(row[21]),
+        finished_at=None if row[22] is None else float(row[22]),
+        result=row[23],
+        error=row[24],
+        bytes_in=int(row[25]),
+        bytes_out=int(row[26]),
+        records=int(row[27]),
+        first_ok=None if row[28] is None else bool(row[28]),
+    )
+
+
+def task_of(row: Sequence[Any]) -> Task:
+    return Task(
+        name=row[0],
+        kind=row[1],
+        schedule=row[2],
+        target=Target.parse(row[3]),
+        items=row[4] or (),
+        priority=int(row[5]),
+        retries=int(row[6]),
+        retry_delay=float(row[7]),
+        backoff=float(row[8]),
+        deadline=None if row[9] is None else float(row[9]),
+        starts_at=None if row[10] is None else float(row[10]),
+        ends_at=None if row[11] is None else float(row[11]),
+        options=loads(row[12]),
+        enabled=bool(row[13]),
+        next_due=None if row[14] is None else float(row[14]),
+    )
+
+
+def command_of(row: Sequence[Any]) -> Command:
+    return Command(
+        id=int(row[0]),
+        meter=row[1],
+        action=row[2],
+        params=loads(row[3]),
+        requested_by=row[4],
+        requested_at=float(row[5]),
+        status=row[6],
+        approval_required=bool(row[7]),
+        approved_by=row[8],
+        approved_at=None if row[9] is None else float(row[9]),
+        job=None if row[10] is None else int(row[10]),
+        outcome=row[11],
+        progress=loads(row[12]),
+        finished_at=None if row[13] is None else float(row[13]),
+    )
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+# ---------------------------------------------------------------------------
+# Operations (dialect-neutral generators)
+# ---------------------------------------------------------------------------
+
+
+def _save_task(dialect: str, task: Task, now: float) -> Op[None]:
+    yield Q(
+        f"INSERT INTO tasks ({TASK_COLUMNS}, updated_at) VALUES ({_marks(16)})"
+        " ON CONFLICT (name) DO UPDATE SET kind = excluded.kind,"
+        " schedule = excluded.schedule, target = excluded.target, items = excluded.items,"
+        " priority = excluded.priority, retries = excluded.retries,"
+        " retry_delay = excluded.retry_delay, backoff = excluded.backoff,"
+        " deadline = excluded.deadline, starts_at = excluded.starts_at,"
+        " ends_at = excluded.ends_at, options = excluded.options,"
+        " enabled = excluded.enabled, next_due = excluded.next_due,"
+        " updated_at = excluded.updated_at",
+        (
+            task.name,
+            str(task.kind),
+            task.schedule,
+            str(task.target),
+            ",".join(task.items),
+            int(task.priority),
+            task.retries,
+            task.retry_delay,
+            task.backoff,
+            task.deadline,
+            task.starts_at,
+            task.ends_at,
+            dumps(task.options),
+            1 if task.enabled else 0,
+            task.next_due,
+            now,
+        ),
+    )
+
+
+def _tasks(dialect: str, name: str | None) -> Op[list[Task]]:
+    if name is None:
+        rows = yield Q(f"SELECT {TASK_COLUMNS} FROM tasks ORDER BY name", fetch=True)
+    else:
+        rows = yield Q(f"SELECT {TASK_COLUMNS} FROM tasks WHERE name = ?", (name,), fetch=True)
+    return [task_of(r) for r in rows]
+
+
+def _set_enabled(dialect: str, name: str, enabled: bool, now: float) -> Op[bool]:
+    n = yield Q(
+        "UPDATE tasks SET enabled = ?, updated_at = ? WHERE name = ?",
+        (1 if enabled else 0, now, name),
+    )
+    return bool(n)
+
+
+def _delete_task(dialect: str, name: str) -> Op[bool]:
+    n = yield Q("DELETE FROM tasks WHERE name = ?", (name,))
+    return bool(n)
+
+
+def _claim_run(dialect: str, name: str, due: float, next_due: float | None, now: float) -> Op[
+    bool
+]:
+    n = yield Q(
+        "UPDATE tasks SET next_due = ?, updated_at = ? WHERE name = ? AND next_due = ?",
+        (next_due, now, name, due),
+    )
+    return bool(n)
+
+
+def _stats_rows(jobs: Sequence[Job], now: float) -> list[tuple[Any, ...]]:
+    """collect_stats increments for jobs that just ended, summed per (day, scope, key)."""
+    sums: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0] * 6)
+    day = day_of(now)
+    for job in jobs:
+        for scope, key in scope_keys(job.task, str(job.kind), job.route, job.resource, job.meter):
+            s = sums[(day, scope, key)]
+            s[0] += 1
+            s[1] += 1 if job.first_ok else 0
+            s[2] += 1 if job.status == JobStatus.DONE else 0
+            s[3] += 1 if job.status == JobStatus.FAILED else 0
+            s[4] += 1 if job.status == JobStatus.MISSED else 0
+            s[5] += job.attempts
+    return [(*k, *v) for k, v in sorted(sums.items())]
+
+
+def _count_ended(jobs: Sequence[Job], now: float) -> Op[None]:
+    rows = _stats_rows(jobs, now)
+    if rows:
+        yield Q(
+            "INSERT INTO collect_stats (day, scope, key, jobs, first_ok, ok, failed, missed,"
+            " attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (day, scope, key) DO UPDATE SET"
+            " jobs = collect_stats.jobs + excluded.jobs,"
+            " first_ok = collect_stats.first_ok + excluded.first_ok,"
+            " ok = collect_stats.ok + excluded.ok,"
+            " failed = collect_stats.failed + excluded.failed,"
+            " missed = collect_stats.missed + excluded.missed,"
+            " attempts = collect_stats.attempts + excluded.attempts",
+            many=rows,
+        )
+
+
+def _job_row(job: Job) -> tuple[Any, ...]:
+    return (
+        job.task,
+        job.meter,
+        str(job.kind),
+        job.route,
+        job.resource,
+        ",".join(job.items),
+        dumps(job.params),
+        job.command,
+        job.pinned,
+        int(job.priority),
+        job.due,
+        job.run_at,
+        job.deadline,
+        job.max_attempts,
+        job.retry_delay,
+        job.backoff,
+    )
+
+
+_INSERT_JOB = (
+    "INSERT INTO jobs (task, meter, kind, route, resource, items, params, command, pinned,"
+    " priority, due, run_at, deadline, max_attempts, retry_delay, backoff)"
+    f" VALUES ({_marks(16)}) ON CONFLICT DO NOTHING"
+)
+
+
+_INSERT_ENDED = (
+    "INSERT INTO jobs (task, meter, kind, route, resource, items, params, command, pinned,"
+    " priority, due, run_at, deadline, max_attempts, retry_delay, backoff, status, error,"
+    f" finished_at) VALUES ({_marks(19)}) ON CONFLICT DO NOTHING"
+)
+
+
+def _add_jobs(dialect: str, jobs: Sequence[Job], now: float) -> Op[int]:
+    if not jobs:
+        return 0
+    # A newer run of a task replaces the same meter's older runs still waiting to start.
+    superseded: list[Job] = []
+    by_run: dict[tuple[str, float], list[str]] = defaultdict(list)
+    for job in jobs:
+        if job.task is not None:
+            by_run[(job.task, job.due)].append(job.meter)
+    for (task, due), meters in by_run.items():
+        for i in range(0, len(meters), 500):
+            chunk = meters[i : i + 500]
+            rows = yield Q(
+                f"UPDATE jobs SET status = 'missed', finished_at = ?, error = ?,"
+                f" node = NULL, lease_until = NULL"
+                f" WHERE task = ? AND due < ? AND status IN ('pending', 'leased')"
+                f" AND meter IN ({_marks(len(chunk))}) RETURNING {JOB_COLUMNS}",
+                (now, f"superseded by the run due at {due:.3f}", task, due, *chunk),
+                fetch=True,
+            )
+            superseded += [job_of(r) for r in rows]
+    yield from _count_ended(superseded, now)
+    waiting = [j for j in jobs if not j.status.final]
+    new = 0
+    if waiting:
+        new = yield Q(_INSERT_JOB, many=[_job_row(j) for j in waiting])
+    # Jobs born ended (a meter whose concentrator failed, a meter record in error): one by
+    # one, so that only those really inserted are counted.
+    ended: list[Job] = []
+    for job in jobs:
+        if job.status.final:
+            rows = yield Q(
+                _INSERT_ENDED + f" RETURNING {JOB_COLUMNS}",
+                (*_job_row(job), str(job.status), job.error, job.finished_at),
+                fetch=True,
+            )
+            ended += [job_of(r) for r in rows]
+    yield from _count_ended(ended, now)
+    return int(new) + len(ended)
+
+
+def _runnable(alias: str) -> str:
+    a = alias
+    return (
+        f"(({a}.status = 'pending' AND {a}.run_at <= ?)"
+        f" OR ({a}.status IN ('leased', 'running') AND {a}.lease_until < ?))"
+        f" AND ({a}.deadline IS NULL OR {a}.deadline >= ?)"
+        f" AND ({a}.pinned IS NULL OR {a}.pinned = ?)"
+        f" AND NOT EXISTS (SELECT 1 FROM session_homes h"
+        f"  WHERE h.resource = {a}.resource AND h.node <> ?)"
+        f" AND NOT EXISTS (SELECT 1 FROM jobs b WHERE b.resource = {a}.resource"
+        f"  AND b.status IN ('leased', 'running') AND b.lease_until >= ? AND b.node <> ?)"
+    )
+
+
+def _lease(
+    dialect: str,
+    node: str,
+    now: float,
+    until: float,
+    limit: int,
+    in_use: Mapping[str, int],
+    capacities: Mapping[str, int],
+) -> Op[list[Job]]:
+    if limit <= 0:
+        return []
+    if dialect == "postgresql":
+        yield Q("SELECT pg_advisory_xact_lock(?)", (LEASE_LOCK,), fetch=True)
+    room = {r: capacities.get(r, 1) - n for r, n in in_use.items()}
+    full = sorted(r for r, left in room.items() if left <= 0)
+    cap = max([1, *capacities.values()])
+    runnable_params = (now, now, now, node, node, now, node)
+    exclude = f" AND j.resource NOT IN ({_marks(len(full))})" if full else ""
+    rows = yield Q(
+        "SELECT id, resource FROM (SELECT j.id, j.resource, j.priority, j.run_at,"
+        " ROW_NUMBER() OVER (PARTITION BY j.resource ORDER BY j.priority, j.run_at, j.id)"
+        f" AS rn FROM jobs j WHERE {_runnable('j')}{exclude}) c"
+        " WHERE rn <= ? ORDER BY priority, run_at, id LIMIT ?",
+        (*runnable_params, *full, cap, limit),
+        fetch=True,
+    )
+    chosen: list[int] = []
+    taken: dict[str, int] = defaultdict(int)
+    for job_id, resource in rows:
+        left = room.get(resource, capacities.get(resource, 1)) - taken[resource]
+        if left > 0:
+            taken[resource] += 1
+            chosen.append(int(job_id))
+    if not chosen:
+        return []
+    if dialect == "postgresql":
+        locked = yield Q(
+            f"SELECT j.id FROM jobs j WHERE j.id IN ({_marks(len(chosen))})"
+            f" AND {_runnable('j')} FOR UPDATE SKIP LOCKED",
+            (*chosen, *runnable_params),
+            fetch=True,
+        )
+        chosen = [int(r[0]) for r in locked]
+        if not chosen:
+            return []
+    leased = yield Q(
+        f"UPDATE jobs SET status = 'leased', node = ?, lease_until = ?"
+        f" WHERE id IN ({_marks(len(chosen))}) RETURNING {JOB_COLUMNS}",
+        (node, until, *chosen),
+        fetch=True,
+    )
+    jobs = [job_of(r) for r in leased]
+    jobs.sort(key=lambda j: (j.priority, j.run_at, j.id))
+    return jobs
+
+
+def _renew(dialect: str, node: str, ids: Sequence[int], until: float) -> Op[int]:
+    if not ids:
+        return 0
+    n = yield Q(
+        f"UPDATE jobs SET lease_until = ? WHERE node = ? AND status IN ('leased', 'running')"
+        f" AND id IN ({_marks(len(ids))})",
+        (until, node, *ids),
+    )
+    return int(n)
+
+
+def _start(dialect: str, job_id: int, node: str, now: float, until: float) -> Op[Job | None]:
+    rows = yield Q(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?,"
+        f" lease_until = ? WHERE id = ? AND node = ? AND status = 'leased'"
+        f" RETURNING {JOB_COLUMNS}",
+        (now, until, job_id, node),
+        fetch=True,
+    )
+    return job_of(rows[0]) if rows else None
+
+
+def _finish(
+    dialect: str,
+    job: Job,
+    node: str,
+    status: str,
+    outcome: Outcome,
+    now: float,
+    run_at: float | None,
+) -> Op[bool]:
+    first_ok = (1 if outcome.ok else 0) if job.attempts <= 1 else None
+    final = JobStatus(status).final
+    rows = yield Q(
+        "UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ?,"
+        " bytes_in = bytes_in + ?, bytes_out = bytes_out + ?, records = records + ?,"
+        " first_ok = COALESCE(first_ok, ?), run_at = COALESCE(?, run_at),"
+        " node = ?, lease_until = NULL"
+        f" WHERE id = ? AND node = ? AND status = 'running' RETURNING {JOB_COLUMNS}",
+        (
+            status,
+            now if final else None,
+            outcome.result or None,
+            outcome.error,
+            outcome.bytes_in,
+            outcome.bytes_out,
+            outcome.records,
+            first_ok,
+            run_at,
+            node if final else None,
+            job.id,
+            node,
+        ),
+        fetch=True,
+    )
+    if not rows:
+        return False
+    if final:
+        yield from _count_ended([job_of(rows[0])], now)
+    return True
+
+
+def _release(dialect: str, node: str, ids: Sequence[int]) -> Op[int]:
+    if not ids:
+        return 0
+    n = yield Q(
+        "UPDATE jobs SET status = 'pending', node = NULL, lease_until = NULL"
+        f" WHERE node = ? AND status = 'leased' AND id IN ({_marks(len(ids))})",
+        (node, *ids),
+    )
+    return int(n)
+
+
+def _expire(dialect: str, now: float) -> Op[list[Job]]:
+    rows = yield Q(
+        "UPDATE jobs SET status = 'missed', finished_at = ?, node = NULL, lease_until = NULL,"
+        " error = COALESCE(error, 'deadline passed before it could run')"
+        " WHERE deadline < ? AND (status = 'pending'"
+        "  OR (status IN ('leased', 'running') AND lease_until < ?))"
+        f" RETURNING {JOB_COLUMNS}",
+        (now, now, now),
+        fetch=True,
+    )
+    jobs = [job_of(r) for r in rows]
+    yield from _count_ended(jobs, now)
+    return jobs
+
+
+def _jobs(
+    dialect: str,
+    meter: str | None,
+    task: str | None,
+    status: str | None,
+    limit: int | None,
+    job_id: int | None = None,
+) -> Op[list[Job]]:
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("meter", meter), ("task", task), ("status", status), ("id", job_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    sql = f"SELECT {JOB_COLUMNS} FROM jobs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY due DESC, id DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    rows = yield Q(sql, params, fetch=True)
+    return [job_of(r) for r in rows]
+
+
+def _set_home(dialect: str, resource: str, node: str | None, now: float) -> Op[None]:
+    if node is None:
+        yield Q("DELETE FROM session_homes WHERE resource = ?", (resource,))
+    else:
+        yield Q(
+            "INSERT INTO session_homes (resource, node, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (resource) DO UPDATE SET node = excluded.node,"
+            " updated_at = excluded.updated_at",
+            (resource, node, now),
+        )
+
+
+def _stats(dialect: str, since_day: str, scope: str | None) -> Op[list[StatsRow]]:
+    sql = (
+        "SELECT day, scope, key, jobs, first_ok, ok, failed, missed, attempts"
+        " FROM collect_stats WHERE day >= ?"
+    )
+    params: list[Any] = [since_day]
+    if scope is not None:
+        sql += " AND scope = ?"
+        params.append(scope)
+    rows = yield Q(sql + " ORDER BY day, scope, key", params, fetch=True)
+    return [StatsRow(r[0], r[1], r[2], *(int(v) for v in r[3:])) for r in rows]
+
+
+def _run_stats(dialect: str, task: str | None, limit: int) -> Op[list[RunStats]]:
+    where = "WHERE task IS NOT NULL" + (" AND task = ?" if task else "")
+    rows = yield Q(
+        "SELECT task, due,"
+        " SUM(CASE WHEN status IN ('done', 'failed', 'missed') THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN first_ok = 1 THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN status = 'done' THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN status = 'missed' THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN status IN ('pending', 'leased', 'running') THEN 1 ELSE 0 END)"
+        f" FROM jobs {where} GROUP BY task, due ORDER BY due DESC, task LIMIT ?",
+        ([task] if task else []) + [limit],
+        fetch=True,
+    )
+    return [RunStats(r[0], float(r[1]), *(int(v or 0) for v in r[2:])) for r in rows]
+
+
+def _insert_job(job: Job) -> Op[int]:
+    rows = yield Q(
+        _INSERT_JOB.replace(" ON CONFLICT DO NOTHING", "") + " RETURNING id",
+        _job_row(job),
+        fetch=True,
+    )
+    return int(rows[0][0])
+
+
+def _audit_line(command_id: int, now: float, who: str, action: str, detail: str) -> Q:
+    return Q(
+        "INSERT INTO command_audit (command, at, who, action, detail) VALUES (?, ?, ?, ?, ?)",
+        (command_id, now, who, action, detail),
+    )
+
+
+def _add_command(dialect: str, command: Command, job: Job | None) -> Op[Command]:
+    rows = yield Q(
+        "INSERT INTO commands (meter, action, params, requested_by, requested_at, status,"
+        f" approval_required) VALUES ({_marks(7)}) RETURNING id",
+        (
+            command.meter,
+            command.action,
+            dumps(command.params),
+            command.requested_by,
+            command.requested_at,
+            str(command.status),
+            1 if command.approval_required else 0,
+        ),
+        fetch=True,
+    )
+    command_id = int(rows[0][0])
+    detail = f"{command.action} {dumps(command.params)}"
+    yield _audit_line(command_id, command.requested_at, command.requested_by, "requested", detail)
+    if job is not None:
+        job_id = yield from _insert_job(attrs.evolve(job, command=command_id))
+        yield Q("UPDATE commands SET job = ? WHERE id = ?", (job_id, command_id))
+        yield _audit_line(
+            command_id, command.requested_at, command.requested_by, "queued",
+            f"job {job_id} (no approval needed)",
+        )
+    found = yield from _commands(dialect, None, None, 1, command_id)
+    return found[0]
+
+
+def _commands(
+    dialect: str, meter: str | None, status: str | None, limit: int, command_id: int | None = None
+) -> Op[list[Command]]:
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("meter", meter), ("status", status), ("id", command_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    sql = f"SELECT {COMMAND_COLUMNS} FROM commands"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    rows = yield Q(sql + " ORDER BY id DESC LIMIT ?", [*params, limit], fetch=True)
+    return [command_of(r) for r in rows]
+
+
+_COMMAND_FIELDS = ("approved_by", "approved_at", "outcome", "progress", "finished_at")
+
+
+def _transition(
+    dialect: str,
+    command_id: int,
+    expected: Sequence[str],
+    status: str,
+    who: str,
+    action: str,
+    detail: str,
+    now: float,
+    job: Job | None,
+    fields: Mapping[str, Any] | None,
+) -> Op[Command | None]:
+    sets = ["status = ?"]
+    params: list[Any] = [status]
+    for key, value in (fields or {}).items():
+        if key not in _COMMAND_FIELDS:
+            raise StoreError(f"commands has no settable field {key!r}")
+        sets.append(f"{key} = ?")
+        params.append(dumps(value) if key == "progress" else value)
+    n = yield Q(
+        f"UPDATE commands SET {', '.join(sets)} WHERE id = ?"
+        f" AND status IN ({_marks(len(expected))})",
+        (*params, command_id, *expected),
+    )
+    if not n:
+        return None
+    yield _audit_line(command_id, now, who, action, detail)
+    if job is not None:
+        job_id = yield from _insert_job(attrs.evolve(job, command=command_id))
+        yield Q("UPDATE commands SET job = ? WHERE id = ?", (job_id, command_id))
+    found = yield from _commands(dialect, None, None, 1, command_id)
+    return found[0]
+
+
+def _command_progress(dialect: str, command_id: int, progress: Mapping[str, Any]) -> Op[None]:
+    yield Q("UPDATE commands SET progress = ? WHERE id = ?", (dumps(progress), command_id))
+
+
+def _audit(dialect: str, command_id: int) -> Op[list[AuditEntry]]:
+    rows = yield Q(
+        "SELECT command, at, who, action, detail FROM command_audit WHERE command = ?"
+        " ORDER BY id",
+        (command_id,),
+        fetch=True,
+    )
+    return [AuditEntry(int(r[0]), float(r[1]), r[2], r[3], r[4]) for r in rows]
+
+
+# ---------------------------------------------------------------------------
+# Drivers
+# ---------------------------------------------------------------------------
+
+
+def _run_sqlite(conn: Any, op: Op[T]) -> T:
+    """Run an operation in one SQLite transaction (on the store thread)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result: Any = None
+        while True:
+            try:
+                q = op.send(result)
+            except StopIteration as stop:
+                value: T = stop.value
+                break
+            if q.many is not None:
+                cursor = conn.executemany(q.sql, q.many) if q.many else None
+                result = cursor.rowcount if cursor is not None else 0
+            else:
+                cursor = conn.execute(q.sql, tuple(q.params))
+                result = cursor.fetchall() if q.fetch else cursor.rowcount
+        conn.execute("COMMIT")
+        return value
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+_VALUES = re.compile(r"VALUES\s*\((\?(?:,\s*\?)*)\)")
+
+
+def _pg_sql(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+async def _run_postgres(cursor: Any, op: Op[T]) -> T:
+    """Run an operation inside the txpostgres transaction the store opened."""
+    result: Any = None
+    while True:
+        try:
+            q = op.send(result)
+        except StopIteration as stop:
+            value: T = stop.value
+            return value
+        if q.many is not None:
+            result = 0
+            m = _VALUES.search(q.sql)
+            assert m is not None, "a many-row statement needs VALUES (?, ...)"
+            group = "(" + m[1] + ")"
+            rows = list(q.many)
+            for i in range(0, len(rows), _PG_INSERT_CHUNK):
+                chunk = rows[i : i + _PG_INSERT_CHUNK]
+                sql = q.sql[: m.start(1) - 1] + ", ".join([group] * len(chunk)) + q.sql[
+                    m.end(1) + 1 :
+                ]
+                await cursor.execute(_pg_sql(sql), [v for row in chunk for v in row])
+                result += cursor.rowcount
+        else:
+            await cursor.execute(_pg_sql(q.sql), tuple(q.params))
+            result = cursor.fetchall() if q.fetch else cursor.rowcount
+
+
+@implementer(IJobStore)
+class JobStore:
+    """IJobStore on an open SqliteStore or PostgresStore (it shares their connection)."""
+
+    def __init__(self, store: Any) -> None:
+        from fep.store.postgres import PostgresStore
+
+        self.store = store
+        self.dialect = "postgresql" if isinstance(store, PostgresStore) else "sqlite"
+
+    def _do(self, make: Callable[..., Op[T]], *args: Any) -> Deferred[T]:
+        if self.dialect == "postgresql":
+
+            async def interaction(cursor: Any) -> T:
+                return await _run_postgres(cursor, make(self.dialect, *args))
+
+            result: Deferred[T] = self.store.interact(interaction)
+            return result
+
+        def work(conn: Any) -> T:
+            return _run_sqlite(conn, make(self.dialect, *args))
+
+        done: Deferred[T] = self.store.interact(work)
+        return done
+
+    # tasks
+    def save_task(self, task: Task, now: float) -> Deferred[None]:
+        return self._do(_save_task, task, now)
+
+    def tasks(self) -> Deferred[list[Task]]:
+        return self._do(_tasks, None)
+
+    def task(self, name: str) -> Deferred[Task | None]:
+        d = self._do(_tasks, name)
+        return d.addCallback(lambda found: found[0] if found else None)
+
+    def set_task_enabled(self, name: str, enabled: bool, now: float) -> Deferred[bool]:
+        return self._do(_set_enabled, name, enabled, now)
+
+    def delete_task(self, name: str) -> Deferred[bool]:
+        return self._do(_delete_task, name)
+
+    def claim_run(self, name: str, due: float, next_due: float | None, now: float) -> Deferred[
+        bool
+    ]:
+        return self._do(_claim_run, name, due, next_due, now)
+
+    # jobs
+    def add_jobs(self, jobs: Sequence[Job], now: float) -> Deferred[int]:
+        return self._do(_add_jobs, list(jobs), now)
+
+    def lease(
+        self,
+        node: str,
+        now: float,
+        until: float,
+        limit: int,
+        in_use: Mapping[str, int],
+        capacities: Mapping[str, int],
+    ) -> Deferred[list[Job]]:
+        return self._do(_lease, node, now, until, limit, dict(in_use), dict(capacities))
+
+    def renew(self, node: str, ids: Sequence[int], until: float) -> Deferred[int]:
+        return self._do(_renew, node, list(ids), until)
+
+    def start(self, job_id: int, node: str, now: float, until: float) -> Deferred[Job | None]:
+        return self._do(_start, job_id, node, now, until)
+
+    def finish(
+        self,
+        job: Job,
+        node: str,
+        status: str,
+        outcome: Outcome,
+        now: float,
+        run_at: float | None,
+    ) -> Deferred[bool]:
+        return self._do(_finish, job, node, status, outcome, now, run_at)
+
+    def release(self, node: str, ids: Sequence[int]) -> Deferred[int]:
+        return self._do(_release, node, list(ids))
+
+    def expire(self, now: float) -> Deferred[list[Job]]:
+        return self._do(_expire, now)
+
+    def jobs(
+        self,
+        meter: str | None = None,
+        task: str | None = None,
+        status: str | None = None,
+        limit: int | None = 100,
+    ) -> Deferred[list[Job]]:
+        return self._do(_jobs, meter, task, status, limit)
+
+    def job(self, job_id: int) -> Deferred[Job | None]:
+        d = self._do(_jobs, None, None, None, 1, job_id)
+        return d.addCallback(lambda found: found[0] if found else None)
+
+    def set_home(self, resource: str, node: str | None, now: float) -> Deferred[None]:
+        return self._do(_set_home, resource, node, now)
+
+    # statistics
+    def stats(self, since_day: str, scope: str | None = None) -> Deferred[list[StatsRow]]:
+        return self._do(_stats, since_day, scope)
+
+    def run_stats(self, task: str | None = None, limit: int = 20) -> Deferred[list[RunStats]]:
+        return self._do(_run_stats, task, limit)
+
+    # commands
+    def add_command(self, command: Command, job: Job | None) -> Deferred[Command]:
+        return self._do(_add_command, command, job)
+
+    def command(self, command_id: int) -> Deferred[Command | None]:
+        d = self._do(_commands, None, None, 1, command_id)
+        return d.addCallback(lambda found: found[0] if found else None)
+
+    def commands(
+        self, meter: str | None = None, status: str | None = None, limit: int = 100
+    ) -> Deferred[list[Command]]:
+        return self._do(_commands, meter, status, limit)
+
+    def transition(
+        self,
+        command_id: int,
+        expected: Sequence[str],
+        status: str,
+        who: str,
+        action: str,
+        detail: str,
+        now: float,
+        job: Job | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> Deferred[Command | None]:
+        return self._do(
+            _transition, command_id, list(expected), status, who, action, detail, now, job,
+            dict(fields or {}),
+        )
+
+    def command_progress(self, command_id: int, progress: Mapping[str, Any]) -> Deferred[None]:
+        return self._do(_command_progress, command_id, dict(progress))
+
+    def audit(self, command_id: int) -> Deferred[list[AuditEntry]]:
+        return self._do(_audit, command_id)
+
+
+def job_store(store: Any) -> JobStore:
+    """The job store sharing ``store`` (an open SqliteStore or PostgresStore)."""
+    return JobStore(store)
