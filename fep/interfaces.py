@@ -121,13 +121,15 @@ class IClock(Interface):
     def read_clock(
         reactor: object, endpoint: object, meter: Meter, timeout: float
     ) -> Deferred[datetime]:
-        """The meter's clock as UTC, read in one session."""
+        """The meter's clock as UTC, read in one session (NotSupported when the device has
+        no clock to read)."""
 
     def set_clock(
         reactor: object, endpoint: object, meter: Meter, timeout: float
-    ) -> Deferred[None]:
+    ) -> Deferred[Any]:
         """Set the meter's clock to the server's time at the moment it is sent (the
-        reactor's clock), by a clock write or the protocol's broadcast time sync."""
+        reactor's clock), by a clock write or the protocol's broadcast time sync; fires
+        when done (with what the protocol reports, if anything)."""
 
 
 class ICommands(Interface):

@@ -247,3 +247,13 @@ class CommandLineTests(unittest.TestCase):
         result = yield fep_read("tcp:host=127.0.0.1:port=1", "--device-map", "no-such")
         self.assertEqual(result.returncode, 2)
         self.assertIn("no-such", result.stderr)
+
+
+class ClockCapabilityTests(unittest.TestCase):
+    def test_pulse_recorders_offer_the_clock_to_the_collection_engine(self) -> None:
+        from zope.interface.verify import verifyObject
+
+        from fep.interfaces import IClock
+        from fep.protocols.registry import meter_protocol
+
+        self.assertTrue(verifyObject(IClock, meter_protocol("modbus-pulse")))

@@ -28,8 +28,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fep.channels.endpoints import run_session
-from fep.errors import ChannelError, ConfigError, FepError, ProtocolError, SessionTimeout
-from fep.interfaces import IMeterProtocol
+from fep.errors import (
+    ChannelError,
+    ConfigError,
+    FepError,
+    NotSupported,
+    ProtocolError,
+    SessionTimeout,
+)
+from fep.interfaces import IClock, IMeterProtocol
 from fep.model import Meter, Record
 from fep.protocols.modbus import rtu
 from fep.protocols.modbus.client import (
@@ -257,7 +264,7 @@ def run_procedure(
     return result
 
 
-@implementer(IMeterProtocol)
+@implementer(IMeterProtocol, IClock)
 class PulseRecorderProtocol:
     """Pulse recorders over Modbus RTU or TCP: counters, voltages and status as readings,
     the history buffer as energy and demand intervals, the event log as events; the clock
@@ -292,13 +299,23 @@ class PulseRecorderProtocol:
         return d.addCallback(records)
 
     def read_clock(self, reactor: Any, endpoint: Any, meter: Meter,
-                   timeout: float) -> Deferred[datetime | None]:
+                   timeout: float) -> Deferred[datetime]:
+        """The recorder's clock as UTC; NotSupported when its map has no clock."""
         try:
             settings = self._settings(meter)
             procedure = read_clock(settings.device)
         except ConfigError as e:
             return fail(e)
-        return run_procedure(reactor, endpoint, meter, settings, procedure, timeout)
+        d: Deferred[datetime | None] = run_procedure(reactor, endpoint, meter, settings,
+                                                     procedure, timeout)
+
+        def clock(value: datetime | None) -> datetime:
+            if value is None:
+                raise NotSupported(f"meter {meter.id}: its device map has no clock to read",
+                                   meter=meter.id, protocol=meter.protocol)
+            return value
+
+        return d.addCallback(clock)
 
     def set_clock(self, reactor: Any, endpoint: Any, meter: Meter, timeout: float,
                   when: datetime | None = None) -> Deferred[datetime]:
