@@ -45,7 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fep.channels.endpoints import run_session
-from fep.errors import ChannelError, ConfigError, SessionTimeout
+from fep.errors import ChannelError, ConfigError
 from fep.interfaces import IMeterProtocol, ISerialLine
 from fep.model import Meter, Record, utcnow
 from fep.protocols.ansi_c12.c1221 import DEFAULT_TIMING, DES_BLOCK, Timing
@@ -64,6 +64,7 @@ from fep.protocols.ansi_c12.client import (
     parse_password,
 )
 from fep.protocols.ansi_c12.tables import table_label, table_row
+from fep.protocols.session import abort, within
 
 log = Logger(namespace="fep.protocols.ansi_c12")
 
@@ -297,21 +298,12 @@ class C1218Session(Protocol):
     def _fail(self, error: Exception) -> None:
         if self._finished:
             return
-        if isinstance(error, SessionTimeout):
-            error = SessionTimeout(
-                f"{error.message} within {self.timeout:.1f} s",
-                meter=error.meter,
-                route=error.route,
-                protocol=error.protocol,
-            )
+        error = within(error, self.timeout)
         self._finished = True
         self._disarm()
         if self._switch_call is not None and self._switch_call.active():
             self._switch_call.cancel()
-        transport = self.transport
-        if transport is not None:
-            abort = getattr(transport, "abortConnection", None)
-            (abort or transport.loseConnection)()
+        abort(self.transport)
         self.done.errback(Failure(error))
 
     # -- baud switch (serial lines) -------------------------------------------------------------

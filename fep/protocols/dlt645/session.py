@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fep.channels.endpoints import run_session
-from fep.errors import ChannelError, ConfigError, NotSupported, ProtocolError, SessionTimeout
+from fep.errors import ChannelError, ConfigError, NotSupported, ProtocolError
 from fep.interfaces import IClock, IMeterProtocol, IProfileReader
 from fep.model import Meter, Reading, Record
 from fep.protocols.dlt645.client import (
@@ -54,6 +54,7 @@ from fep.protocols.dlt645.client import (
 from fep.protocols.dlt645.dataid import DEFAULT_METER_TZ, parse_di
 from fep.protocols.dlt645.frames import WILDCARD_ADDRESS
 from fep.protocols.dlt645.services import PROTOCOL, broadcast_time_sync
+from fep.protocols.session import abort, within
 
 log = Logger(namespace="fep.protocols.dlt645")
 
@@ -219,20 +220,11 @@ class Dlt645Session(Protocol):
     def _fail(self, error: ProtocolError) -> None:
         if self._finished:
             return
-        if isinstance(error, SessionTimeout):
-            error = SessionTimeout(
-                f"{error.message} within {self.timeout:.1f} s",
-                meter=error.meter,
-                route=error.route,
-                protocol=error.protocol,
-            )
+        error = within(error, self.timeout)
         self._finished = True
         self._disarm()
         self._summary()
-        transport = self.transport
-        if transport is not None:
-            abort = getattr(transport, "abortConnection", None)
-            (abort or transport.loseConnection)()
+        abort(self.transport)
         self.done.errback(Failure(error))
 
     # -- Protocol -----------------------------------------------------------------------------

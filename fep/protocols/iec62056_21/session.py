@@ -36,6 +36,7 @@ from fep.protocols.iec62056_21.client import (
 )
 from fep.protocols.iec62056_21.frames import DataBlock, FrameDecoder, Identification
 from fep.protocols.iec62056_21.readout import parse_readout, to_readings
+from fep.protocols.session import abort
 
 log = Logger(namespace="fep.protocols.iec62056_21")
 
@@ -100,10 +101,7 @@ class _ReadoutSession(Protocol):
         self._disarm()
         if self._switch_call is not None and self._switch_call.active():
             self._switch_call.cancel()
-        transport = self.transport
-        if transport is not None:
-            abort = getattr(transport, "abortConnection", None)
-            (abort or transport.loseConnection)()
+        abort(self.transport)
         self.done.errback(Failure(error))
 
     # -- Protocol ------------------------------------------------------------------------

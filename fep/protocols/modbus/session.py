@@ -34,7 +34,6 @@ from fep.errors import (
     FepError,
     NotSupported,
     ProtocolError,
-    SessionTimeout,
 )
 from fep.interfaces import IClock, IMeterProtocol
 from fep.model import Meter, Record
@@ -61,6 +60,7 @@ from fep.protocols.modbus.recorder import (
     set_clock,
     settings_for,
 )
+from fep.protocols.session import abort, within
 
 log = Logger(namespace="fep.protocols.modbus")
 
@@ -198,20 +198,15 @@ class ModbusSession(Protocol, Generic[T]):
     def _fail(self, error: FepError) -> None:
         if self._finished:
             return
-        if isinstance(error, SessionTimeout):
-            error = SessionTimeout(f"{error.message} within {self.timeout:.1f} s",
-                                   meter=error.meter, route=error.route, protocol=error.protocol)
-        elif isinstance(error, ProtocolError):
+        error = within(error, self.timeout)
+        if isinstance(error, ProtocolError):
             error.meter = error.meter or self.meter
             error.route = error.route or self.route
         self._finished = True
         self._stop_timers()
         self._summary()
         self.procedure.close()
-        transport = self.transport
-        if transport is not None:
-            abort = getattr(transport, "abortConnection", None)
-            (abort or transport.loseConnection)()
+        abort(self.transport)
         self.done.errback(Failure(error))
 
     # -- Protocol -----------------------------------------------------------------------------
