@@ -4,7 +4,6 @@ meters."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from tests.daemon.harness import free_port
+from tests.system import require_program
 
 reactor: Any = global_reactor
 
@@ -45,8 +45,7 @@ def ser2net_config(device: str, raw_port: int, telnet_port: int, line: str = "30
 def start_ser2net(case: unittest.TestCase, device: str, line: str = "300e71") -> Any:
     """Run ser2net in the foreground serving ``device``; fires with (raw port, RFC 2217
     port) once both accept connections. Ended (by its pid) when the test is done."""
-    ser2net = shutil.which("ser2net") or shutil.which("ser2net", path="/usr/sbin:/sbin")
-    assert ser2net is not None, "ser2net (Debian package) is needed"
+    ser2net = require_program("ser2net", package="ser2net")
     workdir = Path(case.mktemp()).resolve()
     workdir.mkdir(parents=True)
     raw_port, telnet_port = free_port(), free_port()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from fep.channels.serialport import (
 )
 from fep.errors import ChannelError, RouteError
 from fep.interfaces import ISerialLine
+from tests.system import require_program
 
 reactor: Any = global_reactor
 
@@ -33,7 +33,7 @@ reactor: Any = global_reactor
 def socat_pty_pair(case: unittest.TestCase) -> Any:
     """Start ``socat`` linking two ptys A and B in a temp dir; fires with (A, B) paths once
     both links exist. The process is ended (by its pid) when the test is done."""
-    assert shutil.which("socat") is not None, "socat is needed for the pty tests"
+    require_program("socat", package="socat")
     tmp = Path(case.mktemp()).resolve()
     tmp.mkdir(parents=True)
     a, b = tmp / "A", tmp / "B"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -27,13 +26,11 @@ from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
 from fep.store import open_store
 from tests.daemon.harness import Daemon, free_port, wait_for, write_config
 from tests.operator.helpers import FakeScheduler, make_context, sample_records
+from tests.system import require_program
 
 
 def ssh_binary() -> str:
-    found = shutil.which("ssh")
-    if found is None:
-        raise AssertionError("Debian's openssh-client is needed (.ci/run installs it)")
-    return found
+    return require_program("ssh", package="openssh-client")
 
 
 def keygen(path: Path) -> str:

@@ -5,7 +5,6 @@ after the page's scripts ran) and a screenshot is saved in the test's temp dir."
 from __future__ import annotations
 
 import re
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,17 +22,14 @@ from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
 from fep.store import open_store
 from tests.daemon.harness import Daemon, free_port, wait_for, write_config
 from tests.operator.helpers import TOKENS, VIEWER_TOKEN, http
+from tests.system import require_program
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                   "--disable-dev-shm-usage", "--no-first-run", "--window-size=1280,1700"]
 
 
 def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        raise AssertionError("Debian's chromium is needed (apt-get install chromium; .ci/run "
-                             "installs it)")
-    return found
+    return require_program("chromium", "chromium-browser", package="chromium")
 
 
 async def run_chromium(*args: str) -> tuple[bytes, bytes, int]:

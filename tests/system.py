@@ -1,0 +1,29 @@
+"""The machine's programs and services that integration tests use (Debian's packages).
+
+`require_program` finds a program or, when it is missing, skips the test naming the Debian
+package to install, except under ``CI=true`` where a missing program fails the test: CI must
+never pass by skipping. `make test` (.ci/system-deps) installs them when run as root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from twisted.trial.unittest import SkipTest
+
+
+def _missing(what: str, package: str) -> Exception:
+    reason = f"{what} is needed: install Debian's {package} (make test does it as root)"
+    if os.environ.get("CI"):
+        return AssertionError(reason)
+    return SkipTest(reason)
+
+
+def require_program(*names: str, package: str) -> str:
+    """The path of the first of ``names`` found on PATH (or in /usr/sbin, /sbin)."""
+    for name in names:
+        found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+        if found is not None:
+            return found
+    raise _missing(names[0], package)
