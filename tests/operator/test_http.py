@@ -279,6 +279,19 @@ class ApiTests(unittest.TestCase):
         await self.get("meters/m1/read", token=OPERATOR_TOKEN, method=b"POST",
                        body=b'{"options": {}}')
 
+    async def test_json_nested_deeper_than_400_levels_is_refused_with_400(self) -> None:
+        await self.serve()
+        url = f"{self.base}/api/v1/meters/m1/commands"
+        for depth in (401, 50_000):
+            body = b'{"action": "reconnect", "params": ' + b"[" * depth + b"]" * depth + b"}"
+            r = await http(url, method=b"POST", token=OPERATOR_TOKEN, body=body)
+            self.assertEqual(r.status, 400, depth)
+            self.assertIn("deeper than 400", r.json()["error"])
+        body = b'{"action": "reconnect", "params": {"x": ' + b"[" * 398 + b"]" * 398 + b"}}"
+        r = await http(url, method=b"POST", token=OPERATOR_TOKEN, body=body)
+        self.assertEqual(r.status, 200, r.body[:200])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     async def test_tasks_and_jobs_through_the_scheduler(self) -> None:
         await self.serve()
         self.assertEqual((await self.get("tasks"))["tasks"][0]["name"], "daily-profile")
