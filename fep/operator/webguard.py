@@ -178,7 +178,7 @@ class GuardedRequest(server.Request):
     def gotLength(self, length: int | None) -> None:
         site = getattr(self.channel, "site", None)
         cap_for = getattr(site, "body_cap", None)
-        self._body_cap = cap_for(self) if cap_for is not None else BODY_LIMIT_OPEN
+        self._body_cap = cap_for(self, length) if cap_for is not None else BODY_LIMIT_OPEN
         if length is not None and length > self._body_cap:
             # Nothing of the body is read; no "100 Continue" invites it.
             self.requestHeaders.removeHeader(b"expect")
@@ -242,7 +242,11 @@ class GuardedSite(server.Site):
         self.limits = limits
         self.failures = failures
 
-    def body_cap(self, request: server.Request) -> int:
+    def body_cap(self, request: server.Request, length: int | None) -> int:
+        """The cap of a request's body; its token is only looked at when the body may be
+        larger than the small cap (a declared larger length, or chunked)."""
+        if length is not None and length <= self.limits.body_open:
+            return self.limits.body_open
         if self.valid_token(request):
-            return self.limits.body_authenticated
+            return max(self.limits.body_authenticated, self.limits.body_open)
         return self.limits.body_open

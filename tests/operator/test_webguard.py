@@ -103,10 +103,10 @@ class AuthFailureTests(unittest.TestCase):
 class BodyCapTests(unittest.TestCase):
     """Bytes fed to the site's HTTP channel as a client would send them."""
 
-    async def channel(self, limits: WebLimits = WebLimits(body_open=4096,
-                                                          body_authenticated=65536)) -> Any:
+    async def channel(self) -> Any:
         ctx = await make_context(self, [Meter("m1", "iec62056-21", "tcp:host=127.0.0.1:port=1")])
-        factory = site(ctx, TokenFile.parse(TOKENS), limits=limits)
+        factory = site(ctx, TokenFile.parse(TOKENS),
+                       limits=WebLimits(body_open=4096, body_authenticated=65536))
         self.rendered: list[bytes] = []
         api = factory.resource.children[b"api"]
         original = api.render
