@@ -226,7 +226,7 @@ class GuardedRequest(server.Request):
         channel.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
         channel.loseConnection()
         # Whatever else this read brought is dropped, not parsed as another request.
-        channel.dataReceived = lambda data: None
+        channel.dataReceived = lambda data: None  # type: ignore[method-assign]
 
 
 class GuardedSite(server.Site):

@@ -19,7 +19,7 @@ from twisted.trial import unittest
 from fep.model import Meter
 from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
 from fep.store import open_store
-from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import ROOT, Daemon, free_port, wait_for, write_config
 from tests.operator.helpers import OPERATOR_TOKEN, TOKENS, VIEWER_TOKEN, http
 
 
@@ -98,8 +98,11 @@ class DaemonApiHardeningTests(unittest.TestCase):
 
         await wait_for(up, 60, "the daemon's API")
 
-        # A device map given as a file path: refused before any file is opened.
-        for value in ("/etc/passwd", "../../../etc/passwd", "sim-pr2.ini"):
+        # A device map given as a file path: refused before any file is opened, even a
+        # valid map's file outside etc/devices.
+        copied = workdir / "copied-map.ini"
+        copied.write_bytes((ROOT / "etc" / "devices" / "sim-pr2.ini").read_bytes())
+        for value in (str(copied), "/etc/passwd", "../../../etc/passwd", "sim-pr2.ini"):
             r = await http(f"{base}/api/v1/meters/pr-1/read", method=b"POST",
                            token=OPERATOR_TOKEN,
                            body=json.dumps({"options": {"modbus_device_map": value}}).encode())

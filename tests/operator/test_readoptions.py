@@ -4,11 +4,14 @@ and the console both go through commands.read_meter, which refuses before any co
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from twisted.trial import unittest
 
 from fep.model import Meter
 from fep.operator import commands
 from fep.operator.readoptions import READ_OPTIONS, ReadOptionRefused, checked
+from fep.protocols.modbus.devicemap import PROJECT_DEVICES
 from fep.protocols.registry import protocol_names
 from tests.operator.helpers import make_context
 
@@ -83,10 +86,13 @@ class ReadMeterTests(unittest.TestCase):
         ctx = await make_context(self, [
             Meter("pr", "modbus", "tcp:host=127.0.0.1:port=1",
                   metadata={"modbus_device_map": "sim-pr2"})])
+        # A valid map, but as a file path outside etc/devices.
+        copied = Path(self.mktemp() + ".ini")
+        copied.write_bytes((PROJECT_DEVICES / "sim-pr2.ini").read_bytes())
         for who in ("api:alice", "console:bob"):
             with self.assertRaises(commands.CommandRefused) as caught:
                 await commands.read_meter(ctx, "pr", who=who, role="operator",
-                                          options={"modbus_device_map": "/etc/passwd"})
+                                          options={"modbus_device_map": str(copied)})
             self.assertEqual(caught.exception.status, 400)
             self.assertIn("modbus_device_map", str(caught.exception))
             self.assertIn("pr", str(caught.exception))
