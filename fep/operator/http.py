@@ -4,6 +4,8 @@ its static files and the Prometheus metrics, on one port (loopback by default).
 Every API call and ``/metrics`` need ``Authorization: Bearer TOKEN`` (a token of the token
 file); the status page itself and its static files carry no data and are open, and the page
 calls the API with the token the operator gives it. docs/openapi.yaml describes the API.
+The guards (body caps before and after a token, security headers, 429 after failed logins,
+JSON depth) are fep/operator/webguard.py's; docs/security.md lists them.
 """
 
 from __future__ import annotations
