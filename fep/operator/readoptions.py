@@ -115,7 +115,7 @@ def _device_map(value: str) -> str:
 
 
 _DLMS: Final[Mapping[str, Check]] = {
-    "dlms_objects": _items(r"\d{1,5}/[0-9A-Za-z.:*-]{1,40}/-?\d{1,3}",
+    "dlms_objects": _items(r"\d{1,5}/[0-9A-Za-z.:*-]{1,40}/\d{1,3}",
                            "CLASS/OBIS/ATTRIBUTE objects"),
     "dlms_profile": _obis,
     "dlms_from": _time,

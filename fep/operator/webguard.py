@@ -165,6 +165,7 @@ class WebLimits:
 
 DEFAULT_LIMITS: Final = WebLimits()
 
+
 class GuardedRequest(server.Request):
     """A request whose body is capped while it is received: once the headers are in, the cap
     is the small one unless the request carries a valid token; a declared length over it is
