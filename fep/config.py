@@ -344,6 +344,16 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
         "interface": Option(_text, "127.0.0.1", "address the web server listens on"),
         "tokens_file": Option(_text, "", "file of NAME ROLE TOKEN lines (API and metrics)"),
         "metrics_auth": Option(_bool, True, "/metrics needs a token too"),
+        "body_limit_unauthenticated": Option(_positive_int, 4096, "bytes of request body "
+                                             "read from a request without a valid token"),
+        "body_limit": Option(_positive_int, 1048576, "bytes of request body read from a "
+                             "request with a valid token"),
+        "auth_failures": Option(_non_negative_int, 10, "failed logins (401) from one address "
+                                "within auth_failure_window before it gets 429; 0: no limit"),
+        "auth_failure_window": Option(_positive_float, 60.0, "seconds auth_failures are "
+                                      "counted over"),
+        "auth_block": Option(_positive_float, 300.0, "seconds an address that failed too "
+                             "often is refused (429)"),
     },
     "manhole": {
         "port": Option(_port, 0, "SSH port of the operator console; 0: off"),
@@ -493,6 +503,11 @@ class HttpSection:
     interface: str
     tokens_file: str
     metrics_auth: bool
+    body_limit_unauthenticated: int = 4096
+    body_limit: int = 1048576
+    auth_failures: int = 10
+    auth_failure_window: float = 60.0
+    auth_block: float = 300.0
 
 
 @attrs.frozen

@@ -11,13 +11,14 @@ their role.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.logger import Logger
 
 from fep.errors import FepError
 from fep.model import Meter, Record
+from fep.operator import readoptions
 from fep.operator.context import OperatorContext
 
 log = Logger(namespace="fep.operator.commands")
@@ -51,10 +52,11 @@ def check(command: str, role: str, who: str) -> None:
 
 async def read_meter(
     ctx: OperatorContext, meter_id: str, *, who: str, role: str,
-    options: dict[str, str] | None = None,
+    options: Mapping[str, object] | None = None,
 ) -> list[Record]:
     """Read a known meter now over its route; its records go to the router like a poll's.
-    ``options`` are extra protocol settings for this read (meter metadata keys)."""
+    ``options`` are extra protocol settings for this read (meter metadata keys), only those
+    fep.operator.readoptions allows for the meter's protocol (refused with status 400)."""
     check("read", role, who)
     from fep.channels.endpoints import client_endpoint
     from fep.protocols.registry import meter_protocol
@@ -65,8 +67,14 @@ async def read_meter(
     if meter is None:
         raise CommandRefused(f"no meter {meter_id!r}", status=404)
     if options:
+        try:
+            allowed = readoptions.checked(meter.protocol, options)
+        except readoptions.ReadOptionRefused as e:
+            log.warn("{who} refused read of meter {meter}: {error}", who=who, meter=meter.id,
+                     error=str(e))
+            raise CommandRefused(f"meter {meter.id}: {e}", status=400) from None
         meter = Meter(meter.id, meter.protocol, meter.route, meter.serial, meter.address,
-                      meter.credentials, {**meter.metadata, **options})
+                      meter.credentials, {**meter.metadata, **allowed})
     log.info("{who} reads meter {meter} over {route}", who=who, meter=meter.id,
              route=meter.route, protocol=meter.protocol)
     ctx.activity.read_started(meter)

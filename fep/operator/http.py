@@ -4,6 +4,8 @@ its static files and the Prometheus metrics, on one port (loopback by default).
 Every API call and ``/metrics`` need ``Authorization: Bearer TOKEN`` (a token of the token
 file); the status page itself and its static files carry no data and are open, and the page
 calls the API with the token the operator gives it. docs/openapi.yaml describes the API.
+The guards (body caps before and after a token, security headers, 429 after failed logins,
+JSON depth) are fep/operator/webguard.py's; docs/security.md lists them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,16 @@ from fep.operator.context import OperatorContext
 from fep.operator.metrics import FepMetrics
 from fep.operator.stats import gather
 from fep.operator.tokens import ApiUser, TokenFile
+from fep.operator.webguard import (
+    DEFAULT_LIMITS,
+    MAX_JSON_DEPTH,
+    AuthFailures,
+    GuardedSite,
+    JsonTooDeep,
+    WebLimits,
+    loads_bounded,
+    source_of,
+)
 
 log = Logger(namespace="fep.operator.http")
 
@@ -283,7 +295,7 @@ class Api:
         raw = _json_body(request).get("options", {})
         if not isinstance(raw, dict):
             raise ApiError(400, "options: expected an object of protocol settings")
-        options = {str(k): str(v) for k, v in raw.items()}
+        options = {str(k): v for k, v in raw.items()}
         try:
             records = await commands.read_meter(self.ctx, meter_id, who=f"api:{user.name}",
                                                 role=user.role, options=options)
@@ -391,7 +403,9 @@ def _json_body(request: Request) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:
-        payload = json.loads(body)
+        payload = loads_bounded(body, MAX_JSON_DEPTH)
+    except JsonTooDeep as e:
+        raise ApiError(400, str(e)) from None
     except ValueError:
         raise ApiError(400, "the body is not JSON") from None
     if not isinstance(payload, dict):
@@ -417,15 +431,37 @@ def _write_json(request: Request, status: int, body: Any) -> None:
     request.write(data)
 
 
+def _too_many_failures(request: Request, failures: AuthFailures | None) -> bool:
+    """A source refused for its failed logins gets 429 (whatever token it sends now)."""
+    if failures is None:
+        return False
+    left = failures.blocked(source_of(request))
+    if not left:
+        return False
+    failures.refused += 1
+    request.setHeader(b"retry-after", str(int(left) + 1).encode())
+    _write_json(request, 429, {"error": "too many failed logins from this address; "
+                                        f"try again in {int(left) + 1} s"})
+    return True
+
+
+def _unauthorized(request: Request, failures: AuthFailures | None) -> None:
+    if failures is not None:
+        failures.failed(source_of(request))
+    request.setHeader(b"www-authenticate", b'Bearer realm="fep"')
+
+
 class ApiResource(resource.Resource):
     """/api/v1/...: token check, dispatch, JSON out, errors as {"error": ...}."""
 
     isLeaf = True
 
-    def __init__(self, api: Api, tokens: TokenFile) -> None:
+    def __init__(self, api: Api, tokens: TokenFile,
+                 failures: AuthFailures | None = None) -> None:
         super().__init__()
         self.api = api
         self.tokens = tokens
+        self.failures = failures
 
     def render(self, request: Request) -> int | bytes:
         path = [p.decode("utf-8", "replace") for p in request.postpath or []]
@@ -434,9 +470,11 @@ class ApiResource(resource.Resource):
         if not path or path[0] != "v1":
             _write_json(request, 404, {"error": "the API lives under /api/v1"})
             return b""
+        if _too_many_failures(request, self.failures):
+            return b""
         user = self.tokens.user(_bearer(request))
         if user is None:
-            request.setHeader(b"www-authenticate", b'Bearer realm="fep"')
+            _unauthorized(request, self.failures)
             _write_json(request, 401, {"error": "a valid token is required "
                                                 "(Authorization: Bearer TOKEN)"})
             return b""
@@ -532,32 +570,45 @@ class MetricsGuard(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, inner: Any, tokens: TokenFile | None) -> None:
+    def __init__(self, inner: Any, tokens: TokenFile | None,
+                 failures: AuthFailures | None = None) -> None:
         super().__init__()
         self.inner = inner
         self.tokens = tokens
+        self.failures = failures
 
     def render(self, request: Request) -> Any:
+        if self.tokens is not None and _too_many_failures(request, self.failures):
+            return b""
         if self.tokens is not None and self.tokens.user(_bearer(request)) is None:
             request.setResponseCode(401)
-            request.setHeader(b"www-authenticate", b'Bearer realm="fep"')
+            _unauthorized(request, self.failures)
             return b"a valid token is required\n"
         return self.inner.render(request)
 
 
 def site(ctx: OperatorContext, tokens: TokenFile, metrics: FepMetrics | None = None, *,
-         metrics_auth: bool = True) -> server.Site:
-    """The whole web server."""
+         metrics_auth: bool = True, limits: WebLimits = DEFAULT_LIMITS,
+         failures: AuthFailures | None = None) -> server.Site:
+    """The whole web server. ``limits`` caps request bodies (before and after a valid
+    token); ``failures`` limits failed logins per source (default: 10 in 60 s, then 429 for
+    300 s)."""
+    if failures is None:
+        failures = AuthFailures(ctx.reactor.seconds)
     root = _Root()
-    root.putChild(API_PREFIX, ApiResource(Api(ctx), tokens))
+    root.putChild(API_PREFIX, ApiResource(Api(ctx), tokens, failures))
     root.putChild(b"status", StatusPage())
     root.putChild(b"static", StaticFiles())
     if metrics is not None:
         from prometheus_client.twisted import MetricsResource
 
         root.putChild(b"metrics", MetricsGuard(MetricsResource(metrics.registry),
-                                               tokens if metrics_auth else None))
-    factory = server.Site(root)
+                                               tokens if metrics_auth else None, failures))
+
+    def valid_token(request: Request) -> bool:
+        return tokens.user(_bearer(request)) is not None
+
+    factory = GuardedSite(root, valid_token=valid_token, limits=limits, failures=failures)
     factory.displayTracebacks = False
     factory.noisy = False
     return factory

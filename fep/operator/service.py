@@ -89,8 +89,17 @@ class OperatorTier:
                       else TokenFile(()))
             if not tokens.entries:
                 log.warn("the API has no tokens ([http] tokens_file): every call is refused")
+            from fep.operator.webguard import AuthFailures, WebLimits
+
+            http = config.http
+            limits = WebLimits(body_open=http.body_limit_unauthenticated,
+                               body_authenticated=max(http.body_limit,
+                                                      http.body_limit_unauthenticated))
+            failures = AuthFailures(self.reactor.seconds, limit=http.auth_failures,
+                                    window=http.auth_failure_window, block=http.auth_block)
             factory = site(self.ctx, tokens, self.metrics,
-                           metrics_auth=config.http.metrics_auth)
+                           metrics_auth=config.http.metrics_auth, limits=limits,
+                           failures=failures)
             port = self.reactor.listenTCP(config.http.port, factory,
                                           interface=config.http.interface)
             self._ports.append(port)

@@ -14,6 +14,7 @@ from fep.model import Meter
 from fep.operator.http import site
 from fep.operator.metrics import FepMetrics, TimedStore
 from fep.operator.tokens import TokenFile
+from fep.operator.webguard import AuthFailures
 from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
 from tests.operator.helpers import (
     OPERATOR_TOKEN,
@@ -71,7 +72,10 @@ class ApiTests(unittest.TestCase):
         if scheduler:
             self.scheduler = FakeScheduler()
             self.ctx.scheduler = self.scheduler
-        port = reactor.listenTCP(0, site(self.ctx, TokenFile.parse(TOKENS), self.metrics),
+        # These tests send many refused requests on purpose: failed logins are limited
+        # per source in tests.operator.test_webguard.
+        port = reactor.listenTCP(0, site(self.ctx, TokenFile.parse(TOKENS), self.metrics,
+                                         failures=AuthFailures(reactor.seconds, limit=0)),
                                  interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.base = f"http://127.0.0.1:{port.getHost().port}"
@@ -266,8 +270,27 @@ class ApiTests(unittest.TestCase):
         r = await http(f"{self.base}/api/v1/meters/m1/read", method=b"POST",
                        token=OPERATOR_TOKEN, body=b'{"options": 3}')
         self.assertEqual(r.status, 400)
+        # IEC 62056-21 readouts take no per-read option: a setting of the meter list is no
+        # option of a read (fep.operator.readoptions), and the refusal names it.
+        r = await http(f"{self.base}/api/v1/meters/m1/read", method=b"POST",
+                       token=OPERATOR_TOKEN, body=b'{"options": {"iec_mode": "C"}}')
+        self.assertEqual(r.status, 400)
+        self.assertIn("iec_mode", r.json()["error"])
         await self.get("meters/m1/read", token=OPERATOR_TOKEN, method=b"POST",
-                       body=b'{"options": {"iec_mode": "C"}}')
+                       body=b'{"options": {}}')
+
+    async def test_json_nested_deeper_than_400_levels_is_refused_with_400(self) -> None:
+        await self.serve()
+        url = f"{self.base}/api/v1/meters/m1/commands"
+        for depth in (401, 50_000):
+            body = b'{"action": "reconnect", "params": ' + b"[" * depth + b"]" * depth + b"}"
+            r = await http(url, method=b"POST", token=OPERATOR_TOKEN, body=body)
+            self.assertEqual(r.status, 400, depth)
+            self.assertIn("deeper than 400", r.json()["error"])
+        body = b'{"action": "reconnect", "params": {"x": ' + b"[" * 398 + b"]" * 398 + b"}}"
+        r = await http(url, method=b"POST", token=OPERATOR_TOKEN, body=body)
+        self.assertEqual(r.status, 200, r.body[:200])
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     async def test_tasks_and_jobs_through_the_scheduler(self) -> None:
         await self.serve()

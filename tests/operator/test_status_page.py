@@ -90,10 +90,19 @@ class StatusPageInChromiumTests(unittest.TestCase):
 
         await wait_for(fleet_read, 60, "the fleet to be read through the daemon")
 
+        page = await http(f"{base}/status")
+        self.assertIn(b"script-src 'self'",
+                      page.headers.getRawHeaders(b"content-security-policy")[0])
         url = status_url(base, VIEWER_TOKEN)
-        dom, err, code = await run_chromium("--virtual-time-budget=15000", "--dump-dom", url)
+        dom, err, code = await run_chromium("--virtual-time-budget=15000", "--dump-dom",
+                                            "--enable-logging=stderr", "--v=0", url)
         self.assertEqual(code, 0, err.decode(errors="replace")[-2000:])
         html = dom.decode()
+        # The page runs under its Content-Security-Policy (own scripts and styles only)
+        # and nothing of it is refused.
+        violations = [line for line in err.decode(errors="replace").splitlines()
+                      if "Content Security Policy" in line]
+        self.assertEqual(violations, [])
         self.assertIn('data-loaded="yes"', html, html[-3000:])
 
         def chart(element_id: str) -> str:
