@@ -47,6 +47,9 @@ def parse_command_line(line: str) -> tuple[str, list[Any], dict[str, Any]] | Non
             words = shlex.split(text)
         except ValueError as e:
             raise LineError(str(e)) from None
+        if not words or not words[0].isidentifier():
+            raise LineError("not a command line (e.g. read m1, or read(\"m1\")); the Python "
+                            "prompt is for admins")
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
         for word in words[1:]:
@@ -123,8 +126,8 @@ class LineConsole(recvline.HistoricRecvLine):
             self.terminal.loseConnection()
 
     def say(self, text: str) -> None:
-        self.terminal.write(text.replace("\r\n", "\n").replace("\n", "\r\n").encode(
-            "utf-8", "replace") + b"\r\n")
+        # The terminal turns each \n into \r\n.
+        self.terminal.write(text.replace("\r\n", "\n").encode("utf-8", "replace") + b"\n")
 
     def lineReceived(self, line: bytes) -> None:
         text = line.decode("utf-8", "replace")
