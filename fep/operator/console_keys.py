@@ -172,7 +172,7 @@ class OperatorKeyChecker:
     def __init__(self, keys: AuthorizedOperators) -> None:
         self.keys = keys
 
-    def requestAvatarId(self, credentials: Any) -> Deferred[bytes]:
+    def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
         try:
             return succeed(self._check(credentials))
         except ValidPublicKey:

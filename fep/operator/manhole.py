@@ -323,8 +323,9 @@ class OperatorManhole(manhole.ColoredManhole):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        log.info("operator {operator} logged in to the console with key {fingerprint}",
-                 operator=self.operator, fingerprint=self.fingerprint)
+        log.info("operator {operator} ({role}) logged in to the console with key "
+                 "{fingerprint}", operator=self.operator, role="admin",
+                 fingerprint=self.fingerprint)
         self.terminal.write(b"fep operator console: help() lists the commands\r\n")
         self.terminal.write(self.ps[self.pn])
 
@@ -406,7 +407,8 @@ class OperatorConsoleFactory(manhole_ssh.ConchFactory):
 
     def buildProtocol(self, addr: Any) -> Any:
         t = super().buildProtocol(addr)
-        t.supportedPublicKeys = signature_algorithms(self.privateKeys.values())
+        held: Any = self.privateKeys.values()  # Keys (conch's stubs say bytes)
+        t.supportedPublicKeys = signature_algorithms(held)
         return t
 
 
