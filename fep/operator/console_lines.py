@@ -1,8 +1,9 @@
 """The console of viewers and operators: a line-command interpreter over the named commands,
 never Python. A line is either words (``read m1``, ``command m1 disconnect``, ``approve 7``,
-``events m1 since=2024-05-01``) or one call with literal arguments (``read("m1")``,
-``command("m1", "disconnect", reason="unpaid")``) parsed with :mod:`ast` and
-``ast.literal_eval``: nothing is evaluated, only a named command the role allows is called.
+``events m1 since=2024-05-01``; each word is passed as text, never converted) or one call
+with literal arguments (``read("m1")``, ``command("m1", "disconnect", reason="unpaid")``)
+parsed with :mod:`ast` and ``ast.literal_eval``: nothing is evaluated, only a named command
+the role allows is called.
 """
 
 from __future__ import annotations
@@ -31,10 +32,6 @@ class LineError(ValueError):
     """A console line that is not a command line."""
 
 
-def _word(text: str) -> Any:
-    return int(text) if text.isdigit() else text
-
-
 def parse_command_line(line: str) -> tuple[str, list[Any], dict[str, Any]] | None:
     """(name, args, keyword args) of a console line; None for a blank line."""
     text = line.strip()
@@ -55,9 +52,9 @@ def parse_command_line(line: str) -> tuple[str, list[Any], dict[str, Any]] | Non
         for word in words[1:]:
             key, eq, value = word.partition("=")
             if eq and key.isidentifier():
-                kwargs[key] = _word(value)
+                kwargs[key] = value
             else:
-                args.append(_word(word))
+                args.append(word)
         return words[0], args, kwargs
     try:
         tree = ast.parse(text, mode="eval")

@@ -233,7 +233,7 @@ class OperatorCommands:
             return "no task scheduler is wired into this daemon"
 
         async def run() -> Table:
-            found = await scheduler.commands(limit)
+            found = await scheduler.commands(int(limit))
             columns = sorted({k for c in found for k in c}, key=lambda k: (k != "id", k))
             return Table(found, columns or ["id"], f"{len(found)} commands")
 
@@ -288,7 +288,7 @@ class OperatorCommands:
             return "alarms are off in this daemon"
 
         async def run() -> Table:
-            found = await engine.recent(limit=limit)
+            found = await engine.recent(limit=int(limit))
             rows = [a.as_dict() for a in found]
             return Table(rows, ["time", "meter", "kind", "severity", "count", "text"],
                          f"{len(rows)} alarms")

@@ -143,7 +143,9 @@ class CommandLineTests(unittest.TestCase):
     def test_words_and_literal_calls(self) -> None:
         self.assertEqual(parse_command_line("command m1 disconnect reason=unpaid"),
                          ("command", ["m1", "disconnect"], {"reason": "unpaid"}))
-        self.assertEqual(parse_command_line("approve 7"), ("approve", [7], {}))
+        self.assertEqual(parse_command_line("approve 7"), ("approve", ["7"], {}))
+        self.assertEqual(parse_command_line("read m1 dlt645_items=00010000"),
+                         ("read", ["m1"], {"dlt645_items": "00010000"}))
         self.assertEqual(parse_command_line('read("m1", dlt645_items="00010000")'),
                          ("read", ["m1"], {"dlt645_items": "00010000"}))
         self.assertEqual(parse_command_line("help"), ("help", [], {}))
