@@ -161,6 +161,11 @@ class LineConsole(recvline.HistoricRecvLine):
         except (FepError, TypeError, ValueError, KeyError) as e:
             self.say(f"error: {e}")
             return
+        except Exception as e:
+            log.failure("console {operator}: command {command} failed",
+                        operator=self.operator, command=name)
+            self.say(f"error: {type(e).__name__}: {e}")
+            return
         if isinstance(result, Deferred):
             self.say(f"{name}: under way")
 
