@@ -6,7 +6,8 @@ the ``[collect]`` settings (shared lines, commands needing approval)."""
 from __future__ import annotations
 
 import argparse
-import getpass
+import os
+import pwd
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -330,12 +331,49 @@ def _command_row(c: Any) -> dict[str, object]:
     }
 
 
+def cli_operator(args: argparse.Namespace, action: str) -> str:
+    """Who runs a ``fep command`` step, as ``cli:NAME``: the name of an API token given in
+    ``FEP_TOKEN`` (checked against the ``[http] tokens_file`` of ``--config``, and its role
+    must allow ``action``), else the invoking OS user (its uid, not $USER or $LOGNAME).
+    ``--by`` only repeats that identity: any other name is refused, so four eyes cannot be
+    bypassed by typing someone else's name."""
+    token = os.environ.get("FEP_TOKEN", "")
+    if token:
+        from fep.config import load_config
+        from fep.operator.commands import allowed
+        from fep.operator.tokens import TokenFile
+
+        if not args.config:
+            raise cmd.CommandError("FEP_TOKEN needs --config (whose [http] tokens_file "
+                                   "holds the token)")
+        path = load_config(args.config).http.tokens_file
+        if not path:
+            raise cmd.CommandError("FEP_TOKEN given but the config names no [http] "
+                                   "tokens_file", key="tokens_file")
+        user = TokenFile.load(path).user(token.encode())
+        if user is None:
+            raise cmd.CommandError("FEP_TOKEN is not a valid API token")
+        if not allowed(action, user.role):
+            raise cmd.CommandError(f"{action} needs the operator role; the token of "
+                                   f"{user.name} is a {user.role}")
+        name = user.name
+    else:
+        name = pwd.getpwuid(os.getuid()).pw_name
+    by = getattr(args, "by", None)
+    if by is not None and by != name:
+        raise cmd.CommandError(f"--by {by}: you are {name}; the identity comes from your OS "
+                               "user or FEP_TOKEN, --by cannot name someone else")
+    return f"cli:{name}"
+
+
 async def cmd_command(reactor: Any, args: argparse.Namespace) -> int:
     from fep.cli import EXIT_OK, _with_store, write_rows
     from fep.collect.engine import approval_of
     from fep.store.jobs import job_store
 
-    who = getattr(args, "by", None) or getpass.getuser()
+    action = args.command_action
+    who = cli_operator(args, "approve" if action != "request" else "command") if action in (
+        "request", "approve", "reject") else ""
 
     async def meter_of(store: Any, meter_id: str) -> Meter:
         meter: Meter | None = await store.meter(meter_id)
@@ -346,7 +384,6 @@ async def cmd_command(reactor: Any, args: argparse.Namespace) -> int:
     async def work(store: Any) -> int:
         jobs = job_store(store)
         now = time.time()
-        action = args.command_action
         if action == "request":
             meter = await meter_of(store, args.meter)
             c = await cmd.request(
@@ -466,11 +503,13 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
                      help="image=PATH identifier=NAME (firmware-upgrade), "
                      "destination=HOST:PORT (push-setup), register=OBIS (demand-reset)")
     req.add_argument("--attempts", type=int, default=cmd.DEFAULT_ATTEMPTS)
-    req.add_argument("--by", help="who asks (default: the login name)")
+    req.add_argument("--by", help="who asks: only your own identity (your OS user, or "
+                     "the name of the API token in FEP_TOKEN) is accepted")
     for name in ("approve", "reject"):
         p = csub.add_parser(name, help=f"{name} a requested command")
         p.add_argument("id", type=int)
-        p.add_argument("--by", help=f"who {name}s (default: the login name)")
+        p.add_argument("--by", help=f"who {name}s: only your own identity (OS user or "
+                       "FEP_TOKEN's token name)")
         if name == "reject":
             p.add_argument("--reason", default="rejected")
     lst = csub.add_parser("list", help="list commands")

@@ -2,7 +2,11 @@
 written down with who did it and when.
 
 Which commands need approval is configured (``[collect] approval``); a command that needs
-none is queued at once. The approver must be someone other than the requester (four eyes).
+none is queued at once. ``push-setup`` (it can point a meter's pushes at any host) always
+needs approval, and a ``time-set`` that would move a meter's clock by more than its clock
+policy's upper bound is held for approval when it runs (:func:`clock_hold`). The approver
+must be another operator than the requester (four eyes), compared by operator identity
+(:func:`operator_of`), whatever door each came through (console key, API token, CLI user).
 Execution is an on-demand job (fep.collect.runner runs it, retrying up to ``attempts``);
 the command's end (done or failed, with its outcome) is written when the job ends.
 """
@@ -20,6 +24,25 @@ from fep.model import Meter
 
 DEFAULT_ATTEMPTS = 3
 DEFAULT_RETRY_DELAY = 30.0
+
+# Commands that need approval whatever ``[collect] approval`` says.
+ALWAYS_APPROVED = frozenset({"push-setup"})
+# The doors an operator comes through; ``who`` is ``DOOR:OPERATOR`` (or a bare operator).
+DOORS = ("console", "api", "cli")
+
+
+def operator_of(who: str) -> str:
+    """The operator identity of a ``who`` (``console:alice``, ``api:alice`` and
+    ``cli:alice`` are all ``alice``): what four eyes compares."""
+    door, sep, name = who.strip().partition(":")
+    if sep and door in DOORS:
+        return name.strip()
+    return who.strip()
+
+
+def needs_approval(action: str, approval: Collection[str]) -> bool:
+    """Whether a command waits for approval before it is queued."""
+    return action in approval or action in ALWAYS_APPROVED
 
 
 def parse_approval(text: str) -> frozenset[str]:
@@ -87,9 +110,9 @@ async def request(
     resumes where the last attempt stopped)."""
     if action not in COMMANDS:
         raise CommandError(f"unknown command {action!r} (known: {', '.join(COMMANDS)})")
-    if not who.strip():
+    if not operator_of(who):
         raise CommandError("a command needs the name of who asks for it")
-    needs = action in approval
+    needs = needs_approval(action, approval)
     command = Command(
         id=0,
         meter=meter.id,
@@ -118,9 +141,12 @@ async def approve(
         raise CommandError(f"command {command_id} is for meter {command.meter}, not {meter.id}")
     if command.status != CommandStatus.REQUESTED:
         raise CommandError(f"command {command_id} is {command.status}, not awaiting approval")
-    if who.strip() == command.requested_by:
+    if not operator_of(who):
+        raise CommandError("an approval needs the name of who approves")
+    if operator_of(who) == operator_of(command.requested_by):
         raise CommandError(
-            f"command {command_id} was requested by {who}: someone else must approve it"
+            f"command {command_id} was requested by {command.requested_by}, the same operator "
+            f"({operator_of(who)}) as {who}: someone else must approve it"
         )
     job = command_job(
         command,
@@ -138,6 +164,28 @@ async def approve(
         raise CommandError(f"command {command_id} changed meanwhile; look again")
     result: Command = done
     return result
+
+
+def clock_hold(command: Command, deviation: float, upper: float) -> str | None:
+    """Why a ``time-set`` must wait for approval before it sets the clock, or None: a
+    correction larger than the meter's clock policy upper bound (the bound above which the
+    clock task only alarms) needs someone else's approval, unless it already has it."""
+    if command.action != "time-set" or command.approved_by:
+        return None
+    if abs(deviation) <= upper:
+        return None
+    return (f"the clock of meter {command.meter} is {deviation:+.0f} s off, beyond the clock "
+            f"policy's upper bound of {upper:g} s: setting it needs approval")
+
+
+async def hold(jobs: IJobStore, command: Command, who: str, reason: str, now: float
+               ) -> Command | None:
+    """Put a queued or running command back to await approval (audited as 'held')."""
+    held: Command | None = await jobs.transition(
+        command.id, [CommandStatus.QUEUED, CommandStatus.RUNNING], CommandStatus.REQUESTED,
+        who, "held", reason, now, fields={"approval_required": 1},
+    )
+    return held
 
 
 async def reject(jobs: IJobStore, command_id: int, who: str, reason: str, now: float) -> Command:

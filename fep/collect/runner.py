@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from fep.collect import gaps
 from fep.collect.clock import ClockAction, ClockPolicy
+from fep.collect.commands import clock_hold, hold
 from fep.collect.schedule import parse_duration
 from fep.collect.tasks import (
     DEFAULT_TASK,
@@ -373,6 +374,10 @@ class JobRunner:
             )
         if command.action == "time-set":
             clock = self._clock_capability(meter, protocol)
+            if not command.approved_by:
+                held = await self._clock_hold(command, meter, clock, endpoint, timeout)
+                if held is not None:
+                    return held
             await clock.set_clock(self.reactor, endpoint, meter, timeout)
             return Outcome(True, result="clock set to the server's time")
         commands = ICommands(protocol, None)
@@ -398,6 +403,22 @@ class JobRunner:
         summary = ", ".join(f"{k}={v}" for k, v in sorted(done.items()))
         return Outcome(True, result=f"{command.action} done" + (f": {summary}" if summary
                                                                   else ""))
+
+    async def _clock_hold(self, command: Command, meter: Meter, clock: Any, endpoint: Any,
+                          timeout: float) -> Outcome | None:
+        """An unapproved time-set beyond the meter's clock policy bounds goes back to await
+        approval (fep.collect.commands.clock_hold) instead of setting the clock."""
+        policy = ClockPolicy.for_meter({}, meter)
+        meter_time: datetime = await clock.read_clock(self.reactor, endpoint, meter, timeout)
+        deviation = (meter_time - self.now()).total_seconds()
+        reason = clock_hold(command, deviation, policy.upper)
+        if reason is None:
+            return None
+        await hold(self.jobs, command, self.node, reason, self.reactor.seconds())
+        log.warn("command {command}: {reason}", command=command.id, reason=reason,
+                 meter=meter.id)
+        return Outcome(True, result=f"held for approval: {reason}",
+                       details={"deviation": deviation})
 
     def job_ended(self, job: Job, status: JobStatus, outcome: Outcome) -> Deferred[None]:
         """Settle a command whose job reached a final status: done or failed, audited."""

@@ -23,7 +23,7 @@ from fep.operator.context import OperatorContext
 
 log = Logger(namespace="fep.operator.commands")
 
-ROLES = ("viewer", "operator")
+ROLES = ("viewer", "operator", "admin")
 # command -> least role allowed to run it
 APPROVAL: dict[str, str] = {"read": "operator", "run": "operator", "command": "operator",
                              "approve": "operator", "reject": "operator"}

@@ -1,35 +1,32 @@
 """The SSH operator console: public-key login only, a namespace of named operator commands
 (``sessions()``, ``meters()``, ``read(meter)``, ``tasks()``, ``run(task)``, ``stats()``,
-``events(meter)``, ``spool()``, ``alarms()``, ``help()``) with readable output, and the
-Python prompt for experts (``ctx`` is the daemon's OperatorContext).
+``events(meter)``, ``spool()``, ``alarms()``, ``help()``) with readable output, by role:
+viewers get the commands that look, operators also those that act (read, run, command,
+approve, reject), both through a line-command interpreter that evaluates nothing
+(fep.operator.console_lines); only admins get the Python prompt (``ctx`` is the daemon's
+OperatorContext).
 
 twisted.conch's own manhole service takes passwords only, so this one is put together from
-its parts: a TerminalRealm whose sessions run a ColoredManhole per login, a Portal with one
+its parts: a TerminalRealm whose sessions run a console per login, a Portal with one
 public-key checker over the authorized_keys file (read again at each login, so removing a
-key takes effect at once), and a ConchFactory with its own host key dicts. The host key is
-made (Ed25519, mode 0600) at first start. Every line an operator enters is logged with the
-login name and the SHA256 fingerprint of the key used.
+key takes effect at once; each key names its operator and role, fep.operator.console_keys),
+and a ConchFactory with its own host key dicts (Ed25519, ECDSA and RSA, made with mode 0600
+at first start; ssh-rsa SHA-1 and DSA signatures refused). Every line an operator enters is
+logged with the key's operator (never the SSH user name) and its SHA256 fingerprint.
 """
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch import manhole, manhole_ssh
-from twisted.conch.checkers import (
-    IAuthorizedKeysDB,
-    SSHPublicKeyChecker,
-    readAuthorizedKeyFile,
-)
 from twisted.conch.insults import insults
 from twisted.conch.interfaces import ISession
-from twisted.conch.ssh.keys import BadKeyError, FingerprintFormats, Key
+from twisted.conch.ssh.keys import Key
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -38,6 +35,15 @@ from zope.interface import implementer
 from fep.errors import ConfigError
 from fep.model import IntervalBlock, MeterEvent, Reading
 from fep.operator import commands
+from fep.operator.console_keys import (
+    AuthorizedOperators,
+    OperatorKeyChecker,
+    host_key_file,
+    host_keys,
+    identity,
+    signature_algorithms,
+)
+from fep.operator.console_lines import LineConsole
 from fep.operator.context import OperatorContext
 from fep.operator.stats import gather
 
@@ -108,21 +114,29 @@ def _pairs(data: dict[str, Any], title: str) -> Table:
 class OperatorCommands:
     """The named commands of one console login."""
 
-    def __init__(self, ctx: OperatorContext, operator: str, fingerprint: str) -> None:
+    def __init__(self, ctx: OperatorContext, operator: str, fingerprint: str,
+                 role: str = "viewer") -> None:
         self.ctx = ctx
         self.operator = operator
         self.fingerprint = fingerprint
+        self.role = role
         self.who = f"console:{operator}"
+
+    def may(self, name: str) -> bool:
+        """Whether this login's role allows the named command."""
+        return commands.allowed(name, self.role)
 
     def _log(self, command: str, **fields: Any) -> None:
         log.info("operator {operator} ({fingerprint}) runs {command}",
                  operator=self.operator, fingerprint=self.fingerprint, command=command,
-                 **fields)
+                 role=self.role, **fields)
 
     def help(self) -> Table:
         """This list."""
         rows = []
         for name in NAMES:
+            if not self.may(name):
+                continue
             doc = (getattr(self, name).__doc__ or "").strip().splitlines()[0]
             rows.append({"command": f"{name}()", "does": doc})
         return Table(rows, ["command", "does"], "fep operator commands (and Python: ctx)")
@@ -159,7 +173,7 @@ class OperatorCommands:
 
         async def run() -> Table:
             records = await commands.read_meter(
-                self.ctx, meter, who=self.who, role="operator",
+                self.ctx, meter, who=self.who, role=self.role,
                 options={k: str(v) for k, v in options.items()})
             rows: list[dict[str, Any]] = []
             for r in records:
@@ -209,7 +223,7 @@ class OperatorCommands:
         """Start a task now."""
         self._log("run()", task=task)
         return Deferred.fromCoroutine(
-            commands.run_task(self.ctx, task, who=self.who, role="operator"))
+            commands.run_task(self.ctx, task, who=self.who, role=self.role))
 
     def commands(self, limit: int = 20) -> Deferred[Table] | str:
         """The newest meter commands with their status and approvals."""
@@ -219,7 +233,7 @@ class OperatorCommands:
             return "no task scheduler is wired into this daemon"
 
         async def run() -> Table:
-            found = await scheduler.commands(limit)
+            found = await scheduler.commands(int(limit))
             columns = sorted({k for c in found for k in c}, key=lambda k: (k != "id", k))
             return Table(found, columns or ["id"], f"{len(found)} commands")
 
@@ -230,19 +244,19 @@ class OperatorCommands:
         someone else's approve(id)."""
         self._log("command()", meter=meter, action=action)
         return Deferred.fromCoroutine(commands.request_command(
-            self.ctx, meter, action, dict(params), who=self.who, role="operator"))
+            self.ctx, meter, action, dict(params), who=self.who, role=self.role))
 
     def approve(self, command_id: int) -> Deferred[Any]:
         """Approve a meter command someone else asked for."""
         self._log("approve()", command_id=command_id)
         return Deferred.fromCoroutine(commands.approve_command(
-            self.ctx, int(command_id), who=self.who, role="operator"))
+            self.ctx, int(command_id), who=self.who, role=self.role))
 
     def reject(self, command_id: int, reason: str = "") -> Deferred[Any]:
         """Refuse a meter command that awaits approval."""
         self._log("reject()", command_id=command_id)
         return Deferred.fromCoroutine(commands.reject_command(
-            self.ctx, int(command_id), reason, who=self.who, role="operator"))
+            self.ctx, int(command_id), reason, who=self.who, role=self.role))
 
     def stats(self) -> Table:
         """Counters: meters, reads, router and spool, pushes, alarms, northbound."""
@@ -274,7 +288,7 @@ class OperatorCommands:
             return "alarms are off in this daemon"
 
         async def run() -> Table:
-            found = await engine.recent(limit=limit)
+            found = await engine.recent(limit=int(limit))
             rows = [a.as_dict() for a in found]
             return Table(rows, ["time", "meter", "kind", "severity", "count", "text"],
                          f"{len(rows)} alarms")
@@ -286,8 +300,10 @@ NAMES = ("help", "sessions", "meters", "read", "events", "tasks", "run", "comman
          "approve", "reject", "stats", "spool", "alarms")
 
 
-def namespace_for(ctx: OperatorContext, operator: str, fingerprint: str) -> dict[str, Any]:
-    cmds = OperatorCommands(ctx, operator, fingerprint)
+def namespace_for(ctx: OperatorContext, operator: str, fingerprint: str,
+                  role: str = "admin") -> dict[str, Any]:
+    """The Python namespace of an admin's console (the named commands, ``ctx``)."""
+    cmds = OperatorCommands(ctx, operator, fingerprint, role)
     space: dict[str, Any] = {name: getattr(cmds, name) for name in NAMES}
     space["ctx"] = ctx
     space["console"] = cmds
@@ -307,8 +323,9 @@ class OperatorManhole(manhole.ColoredManhole):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        log.info("operator {operator} logged in to the console with key {fingerprint}",
-                 operator=self.operator, fingerprint=self.fingerprint)
+        log.info("operator {operator} ({role}) logged in to the console with key "
+                 "{fingerprint}", operator=self.operator, role="admin",
+                 fingerprint=self.fingerprint)
         self.terminal.write(b"fep operator console: help() lists the commands\r\n")
         self.terminal.write(self.ps[self.pn])
 
@@ -321,11 +338,6 @@ class OperatorManhole(manhole.ColoredManhole):
         log.info("operator {operator} left the console", operator=self.operator,
                  fingerprint=self.fingerprint)
         super().connectionLost(reason)
-
-
-def _identity(avatar_id: bytes) -> tuple[str, str]:
-    name, _, fingerprint = avatar_id.decode("utf-8", "replace").partition(" ")
-    return name, fingerprint
 
 
 class _SessionTransport(manhole_ssh.TerminalSessionTransport):
@@ -364,86 +376,40 @@ class OperatorRealm(manhole_ssh.TerminalRealm):
 
     def _getAvatar(self, avatarId: bytes) -> Any:
         user = super()._getAvatar(avatarId)
-        operator, fingerprint = _identity(avatarId)
+        operator, role, fingerprint = identity(avatarId)
         ctx = self.ctx
 
         def protocol() -> insults.ServerProtocol:
-            space = namespace_for(ctx, operator, fingerprint)
-            return insults.ServerProtocol(OperatorManhole, space, operator, fingerprint)
+            if role == "admin":
+                space = namespace_for(ctx, operator, fingerprint, role)
+                return insults.ServerProtocol(OperatorManhole, space, operator, fingerprint)
+            # Viewers and operators: named commands only, nothing evaluated.
+            cmds = OperatorCommands(ctx, operator, fingerprint, role)
+            return insults.ServerProtocol(LineConsole, cmds, NAMES, cmds.may, operator, role,
+                                          fingerprint)
 
         session = user.original.getComponent(ISession)
         session.chainedProtocolFactory = protocol
         return user
 
 
-@implementer(IAuthorizedKeysDB)
-class AuthorizedKeysFile:
-    """IAuthorizedKeysDB over one OpenSSH authorized_keys file, read at each login: any
-    login name is accepted with a key listed there (the name is only what logs show)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def getAuthorizedKeys(self, username: bytes) -> list[Key]:
-        try:
-            with open(self.path, "rb") as f:
-                return list(readAuthorizedKeyFile(f, parseKey=Key.fromString))
-        except OSError as e:
-            log.error("cannot read {path}: {error}", path=str(self.path), error=e.strerror)
-            return []
-
-
-def openssh_fingerprint(key: Key) -> str:
-    """A key's fingerprint as ``ssh-keygen -l`` prints it: ``SHA256:`` and unpadded
-    base64."""
-    return "SHA256:" + key.fingerprint(FingerprintFormats.SHA256_BASE64).rstrip("=")
-
-
-class FingerprintChecker(SSHPublicKeyChecker):
-    """Public-key checker whose avatar id is ``name SHA256:fingerprint``."""
-
-    def requestAvatarId(self, credentials: Any) -> Deferred[bytes]:
-        d: Deferred[bytes] = super().requestAvatarId(credentials)
-        fingerprint = openssh_fingerprint(Key.fromString(credentials.blob))
-
-        def named(username: bytes) -> bytes:
-            return username + b" " + fingerprint.encode()
-
-        def refused(failure: Any) -> Any:
-            from twisted.conch.error import ValidPublicKey
-
-            if not failure.check(ValidPublicKey):
-                log.warn("console login refused for {user} with key {fingerprint}",
-                         user=credentials.username.decode("utf-8", "replace"),
-                         fingerprint=fingerprint)
-            return failure
-
-        return d.addCallbacks(named, refused)
-
-
 def host_key(path: Path) -> Key:
-    """The console's host key, made (Ed25519, 0600) if the file does not exist yet."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = Key(ed25519.Ed25519PrivateKey.generate())
-        data = key.toString("OPENSSH")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        log.info("made the console host key {path} ({fingerprint})", path=str(path),
-                 fingerprint=openssh_fingerprint(key))
-        return key
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise ConfigError(f"the host key is readable by others (mode {mode:o}); chmod 600 it",
-                          file=str(path), section="manhole", key="host_key")
-    try:
-        return Key.fromFile(str(path))
-    except (BadKeyError, ValueError) as e:
-        raise ConfigError(f"not a private key: {e}", file=str(path), section="manhole",
-                          key="host_key") from None
+    """The console's Ed25519 host key, made (0600) if the file does not exist yet (the
+    ECDSA and RSA ones beside it: fep.operator.console_keys.host_keys)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return host_key_file(path, ed25519.Ed25519PrivateKey.generate)
+
+
+class OperatorConsoleFactory(manhole_ssh.ConchFactory):
+    """A ConchFactory that advertises (as host key types and server-sig-algs) only the
+    signature algorithms the console accepts: no ssh-rsa (SHA-1), no ssh-dss."""
+
+    def buildProtocol(self, addr: Any) -> Any:
+        t = super().buildProtocol(addr)
+        held: Any = self.privateKeys.values()  # Keys (conch's stubs say bytes)
+        t.supportedPublicKeys = signature_algorithms(held)
+        return t
 
 
 def manhole_factory(ctx: OperatorContext, authorized_keys: Path,
@@ -451,12 +417,12 @@ def manhole_factory(ctx: OperatorContext, authorized_keys: Path,
     if not str(authorized_keys) or not authorized_keys.is_file():
         raise ConfigError("the console needs an authorized_keys file of operator keys",
                           section="manhole", key="authorized_keys")
-    key = host_key(host_key_path)
-    portal = Portal(OperatorRealm(ctx), [FingerprintChecker(AuthorizedKeysFile(authorized_keys))])
-    factory = manhole_ssh.ConchFactory(portal)
+    keys = host_keys(host_key_path)
+    portal = Portal(OperatorRealm(ctx), [OperatorKeyChecker(AuthorizedOperators(authorized_keys))])
+    factory = OperatorConsoleFactory(portal)
     # Instance dicts: the class attributes are shared by every ConchFactory in the process.
-    keys: Any = {key.sshType(): key.public()}, {key.sshType(): key}
-    factory.publicKeys, factory.privateKeys = keys
+    pairs: Any = ({kind: key.public() for kind, key in keys.items()}, dict(keys))
+    factory.publicKeys, factory.privateKeys = pairs
     factory.noisy = False
     return factory
 

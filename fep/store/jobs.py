@@ -617,7 +617,8 @@ def _commands(
     return [command_of(r) for r in rows]
 
 
-_COMMAND_FIELDS = ("approved_by", "approved_at", "outcome", "progress", "finished_at")
+_COMMAND_FIELDS = ("approved_by", "approved_at", "outcome", "progress", "finished_at",
+                   "approval_required")
 
 
 def _transition(

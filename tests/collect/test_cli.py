@@ -4,6 +4,8 @@ processes against a SQLite store."""
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import sqlite3
 from pathlib import Path
 
@@ -14,6 +16,12 @@ from fep.collect.tasks import Job, Outcome
 from fep.model import Meter
 from fep.store import open_store
 from fep.store.jobs import job_store
+from tests.operator.helpers import (
+    OPERATOR_TOKEN,
+    SECOND_OPERATOR_TOKEN,
+    TOKENS,
+    VIEWER_TOKEN,
+)
 from tests.test_cli import run_fep
 
 NOW = 1_700_000_000.0
@@ -78,25 +86,55 @@ class CollectCommandLineTests(unittest.TestCase):
                                                  "--to", "2024-03-02", code=2))
 
     def test_a_command_needs_someone_else_to_approve_it(self) -> None:
-        out = self.fep("command", "request", "m1", "disconnect", "-p", "reason=unpaid",
-                       "--by", "alice")
+        me = pwd.getpwuid(os.getuid()).pw_name
+        tokens = self.path.with_name("tokens")
+        tokens.write_text(TOKENS)
+        tokens.chmod(0o600)
+        config = self.path.with_name("fep.ini")
+        config.write_text(f"[fep]\nnode = test\ndata_dir = {self.path.parent}\n"
+                          f"[store]\nurl = {self.db}\n[http]\ntokens_file = {tokens}\n")
+
+        def as_token(token: str, *args: str, code: int = 0) -> str:
+            result = run_fep("--config", str(config), *args, env_extra={"FEP_TOKEN": token})
+            self.assertEqual(result.returncode, code, result.stderr)
+            return result.stdout if code == 0 else result.stderr
+
+        # The requester is the invoking OS user.
+        out = self.fep("command", "request", "m1", "disconnect", "-p", "reason=unpaid")
         self.assertIn("command 1: disconnect for m1 awaits approval", out)
         self.assertEqual(self.rows("SELECT count(*) FROM jobs"), [(0,)])
-        err = self.fep("command", "approve", "1", "--by", "alice", code=2)
+        err = self.fep("command", "approve", "1", code=2)
         self.assertIn("someone else must approve it", err)
-        self.assertIn("approved by bob; queued as job 1",
-                      self.fep("command", "approve", "1", "--by", "bob"))
+        # --by cannot name someone else, and $USER/$LOGNAME do not change who you are.
+        err = self.fep("command", "approve", "1", "--by", "bob", code=2)
+        self.assertIn(f"you are {me}", err)
+        moved = run_fep("--db", self.db, "command", "approve", "1",
+                        env_extra={"USER": "bob", "LOGNAME": "bob"})
+        self.assertEqual(moved.returncode, 2)
+        self.assertIn("someone else must approve it", moved.stderr)
+        self.assertEqual(self.rows("SELECT status FROM commands"), [("requested",)])
+        # An API token is an identity too: a viewer's may not approve, a wrong one is refused,
+        # an operator's approves under the token's name.
+        self.assertIn("needs the operator role",
+                      as_token(VIEWER_TOKEN, "command", "approve", "1", code=2))
+        self.assertIn("not a valid API token",
+                      as_token("x" * 24, "command", "approve", "1", code=2))
+        self.assertIn("approved by cli:bob; queued as job 1",
+                      as_token(SECOND_OPERATOR_TOKEN, "command", "approve", "1", "--by", "bob"))
         self.assertEqual(self.rows("SELECT kind, command, priority FROM jobs"),
                          [("command", 1, 0)])
         shown = self.fep("command", "show", "1")
-        self.assertRegex(shown, r"alice\s+requested")
-        self.assertRegex(shown, r"bob\s+approved")
+        self.assertRegex(shown, rf"cli:{me}\s+requested")
+        self.assertRegex(shown, r"cli:bob\s+approved")
         # Not every command needs approval ([collect] approval).
         self.assertIn("queued", self.fep("command", "request", "m2", "demand-reset", "--by",
-                                         "alice"))
-        self.fep("command", "request", "m2", "reconnect", "--by", "alice")
-        self.assertIn("rejected by carol",
-                      self.fep("command", "reject", "3", "--by", "carol", "--reason", "no"))
+                                         me))
+        as_token(OPERATOR_TOKEN, "command", "request", "m2", "reconnect")
+        # alice's own token cannot approve what alice asked for through the CLI.
+        self.assertIn("someone else must approve it",
+                      as_token(OPERATOR_TOKEN, "command", "approve", "3", code=2))
+        self.assertIn(f"rejected by cli:{me}",
+                      self.fep("command", "reject", "3", "--reason", "no"))
         listed = [json.loads(line) for line in
                   self.fep("command", "list", "--format", "json").splitlines()]
         self.assertEqual([(c["id"], c["status"]) for c in listed],

@@ -271,14 +271,56 @@ class CommandTests(unittest.TestCase):
         sim = dlms_meter.SimulatedDlmsMeter(clock_offset=timedelta(seconds=-40))
         await self.engine(sim)
         reset = await self.request("demand-reset")
-        push = await self.request("push-setup", destination="10.9.8.7:4059")
-        clock = await self.request("time-set")
+        clock = await self.request("time-set")  # 40 s: within the default 5 min bound
         self.engine.scheduler.kick()
-        for command in (reset, push, clock):
+        for command in (reset, clock):
             done = await self.ended(command.id)
             self.assertEqual(done.status, CommandStatus.DONE, done.outcome)
         self.assertEqual([r for r, _ in sim.resets], [dlms_meter.MAX_DEMAND])
+        self.assertLess(abs(sim.clock_offset.total_seconds()), 2)
+
+    async def test_push_setup_always_waits_for_approval(self) -> None:
+        sim = dlms_meter.SimulatedDlmsMeter()
+        await self.engine(sim)
+        self.assertNotIn("push-setup", self.approval)  # not in the configured list
+        push = await self.request("push-setup", destination="10.9.8.7:4059")
+        self.assertEqual((push.status, push.approval_required, push.job),
+                         (CommandStatus.REQUESTED, True, None))
+        self.assertEqual(await self.engine.jobs.jobs(), [])
+        await commands.approve(self.engine.jobs, push.id, "api:bob", reactor.seconds(),
+                               self.meter, self.policy)
+        self.engine.scheduler.kick()
+        done = await self.ended(push.id)
+        self.assertEqual(done.status, CommandStatus.DONE, done.outcome)
         self.assertEqual(sim.push_destination, "10.9.8.7:4059")
+
+    async def test_a_time_set_beyond_the_clock_bounds_is_held_for_approval(self) -> None:
+        sim = dlms_meter.SimulatedDlmsMeter(clock_offset=timedelta(seconds=-900))
+        await self.engine(sim)
+        clock = await self.request("time-set", who="console:alice")
+        self.assertEqual(clock.status, CommandStatus.QUEUED)  # the deviation is not known yet
+        self.engine.scheduler.kick()
+
+        async def held() -> bool:
+            c = await self.engine.jobs.command(clock.id)
+            return c.status == CommandStatus.REQUESTED
+
+        await wait_for(held, 30, "the time-set to be held", every=0.05)
+        held_command = await self.engine.jobs.command(clock.id)
+        self.assertTrue(held_command.approval_required)
+        self.assertEqual(sim.clock_offset, timedelta(seconds=-900))  # untouched
+        trail = await self.engine.jobs.audit(clock.id)
+        self.assertEqual(trail[-1].action, "held")
+        self.assertIn("upper bound", trail[-1].detail)
+        # Four eyes by identity: alice through another door is still alice.
+        with self.assertRaises(commands.CommandError):
+            await commands.approve(self.engine.jobs, clock.id, "api:alice", reactor.seconds(),
+                                   self.meter, self.policy)
+        await commands.approve(self.engine.jobs, clock.id, "cli:bob", reactor.seconds(),
+                               self.meter, self.policy)
+        self.engine.scheduler.kick()
+        done = await self.ended(clock.id)
+        self.assertEqual(done.status, CommandStatus.DONE, done.outcome)
         self.assertLess(abs(sim.clock_offset.total_seconds()), 2)
 
     async def test_firmware_upgrade_resumes_after_a_dropped_connection(self) -> None:

@@ -109,7 +109,9 @@ class FakeScheduler:
 
     def approve_command(self, command_id: int, who: str) -> Deferred[dict[str, Any]]:
         command = self.command_list[command_id - 1]
-        if who == command["requested_by"]:
+        from fep.collect.commands import operator_of
+
+        if operator_of(who) == operator_of(command["requested_by"]):
             raise ConfigError(f"command {command_id} was requested by {who}: someone else "
                               "must approve it")
         command.update(status="queued", approved_by=who)
