@@ -105,7 +105,7 @@ class GprsSettings:
     conflict: str = "keep"
     heartbeat_window: float = 120.0
     conflict_quarantine: float = 30.0
-    allow: SourceNetworks = SourceNetworks()
+    allow: SourceNetworks = attrs.field(factory=SourceNetworks)
 
     def __attrs_post_init__(self) -> None:
         if self.conflict not in CONFLICT_POLICIES:

@@ -137,7 +137,4 @@ def certificate_names(transport: Any) -> set[str] | None:
 def certificate_names_modem(names: set[str], identity_keys: Iterable[tuple[str, str]]) -> bool:
     """Whether a certificate's ``names`` name the modem: one of them is one of its identity
     values (``356938035643809``) or ``key=value`` names (``imei=356938035643809``)."""
-    for key, value in identity_keys:
-        if value in names or f"{key}={value}" in names:
-            return True
-    return False
+    return any(value in names or f"{key}={value}" in names for key, value in identity_keys)
