@@ -652,6 +652,10 @@ class ModemSession(Protocol):
         self.channel.stats.conflicts += 1
         silent = min(i.silent_for() for i in incumbents)
         for incumbent in incumbents:
+            # The meter is the incumbent's: the newcomer has none of its own yet.
+            fields = {**self._log_fields(), **{
+                k: v for k, v in incumbent._log_fields().items()
+                if k in ("meter", "route", "protocol")}}
             log.warn(
                 "security: identity conflict: modem {modem} from {peer} on {listener} claims "
                 "a name session {incumbent} from {incumbent_peer} holds (silent {silent:.0f} s,"
@@ -663,7 +667,7 @@ class ModemSession(Protocol):
                 window=settings.heartbeat_window,
                 policy=settings.conflict,
                 event="gprs_identity_conflict",
-                **self._log_fields(),
+                **fields,
             )
         replace = settings.conflict == "replace-when-silent"
         if replace and silent >= settings.heartbeat_window:
