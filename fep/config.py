@@ -323,6 +323,10 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
             _text, "", "source networks (CIDR) modems may connect from; LISTENER=CIDR for one "
             "listener; empty: any"
         ),
+        "tls_client_ca": Option(
+            _text, "", "CA certificates (PEM) that sign the modems' client certificates: every "
+            "ssl: listener then requires one naming the modem; empty: none asked"
+        ),
     },
     "control": {
         "socket": Option(
@@ -482,6 +486,7 @@ class GprsSection:
     heartbeat_window: float
     conflict_quarantine: float
     allow: str
+    tls_client_ca: str
 
 
 @attrs.frozen

@@ -108,29 +108,31 @@ def parse_source_networks(text: str) -> SourceNetworks:
 
 
 def certificate_names(transport: Any) -> set[str] | None:
-    """The names a TLS peer's verified client certificate gives (its subject's common name
-    and DNS/URI subject-alternative names), None when the transport has no peer
-    certificate (not TLS, or no client certificate asked for)."""
+    """The names a TLS peer's client certificate gives (its subject's common names and its
+    DNS and URI subject-alternative names), None when the transport has none (not TLS, or
+    a listener that asks for no client certificate). The TLS layer verified it already."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     getter = getattr(transport, "getPeerCertificate", None)
     if getter is None:
         return None
     try:
-        x509 = getter()
+        peer = getter()
     except Exception:
         return None
-    if x509 is None:
+    if peer is None:
         return None
-    names: set[str] = set()
-    cn = x509.get_subject().commonName
-    if cn:
-        names.add(str(cn))
-    for i in range(x509.get_extension_count()):
-        extension = x509.get_extension(i)
-        if extension.get_short_name() == b"subjectAltName":
-            for part in str(extension).split(","):
-                _, _, value = part.strip().partition(":")
-                if value:
-                    names.add(value)
+    cert = peer.to_cryptography()
+    names = {
+        str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    }
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return names
+    names.update(san.get_values_for_type(x509.DNSName))
+    names.update(san.get_values_for_type(x509.UniformResourceIdentifier))
     return names
 
 
@@ -138,3 +140,70 @@ def certificate_names_modem(names: set[str], identity_keys: Iterable[tuple[str, 
     """Whether a certificate's ``names`` name the modem: one of them is one of its identity
     values (``356938035643809``) or ``key=value`` names (``imei=356938035643809``)."""
     return any(value in names or f"{key}={value}" in names for key, value in identity_keys)
+
+
+# -- TLS listeners that require a client certificate --------------------------------------
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----",
+                       re.DOTALL)
+_TLS_ARGS: Final = frozenset({"port", "privateKey", "certKey", "interface", "backlog",
+                              "extraCertChain"})
+
+
+def _endpoint_args(description: str) -> tuple[str, list[str], dict[str, str]]:
+    """``prefix:positional:key=value`` as Twisted's endpoint strings write them (``\\:``
+    escapes a colon)."""
+    parts = [p.replace("\\:", ":") for p in re.split(r"(?<!\\):", description)]
+    prefix, rest = parts[0], parts[1:]
+    positional = [p for p in rest if "=" not in p]
+    keywords = dict(p.split("=", 1) for p in rest if "=" in p)
+    return prefix, positional, keywords
+
+
+def _certificates(path: str) -> list[Any]:
+    from twisted.internet import ssl
+
+    with open(path, "rb") as f:
+        blocks = _PEM_CERT.findall(f.read())
+    if not blocks:
+        raise ValueError(f"{path}: no PEM certificate")
+    return [ssl.Certificate.loadPEM(block) for block in blocks]
+
+
+def client_certificate_endpoint(reactor: Any, description: str, ca_file: str) -> Any:
+    """The server endpoint of an ``ssl:`` listener string (``ssl:4071:privateKey=...:
+    certKey=...[:interface=...][:backlog=...][:extraCertChain=...]``) that requires every
+    modem to present a client certificate signed by a CA of ``ca_file`` (PEM, one or
+    more). Twisted's own ``ssl:`` strings cannot ask for client certificates. ValueError
+    or OSError when the description or a file is wrong."""
+    from twisted.internet import ssl
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+
+    prefix, positional, kw = _endpoint_args(description)
+    if prefix != "ssl":
+        raise ValueError(f"{description!r}: client certificates need an ssl: listener")
+    unknown = set(kw) - _TLS_ARGS
+    if unknown:
+        raise ValueError(
+            f"{description!r}: {', '.join(sorted(unknown))} not supported on a listener "
+            "with client certificates")
+    port = kw.get("port") or (positional[0] if positional else "")
+    if not port.isdigit():
+        raise ValueError(f"{description!r}: no port")
+    key_file = kw.get("privateKey", "server.pem")
+    with open(kw.get("certKey", key_file), "rb") as f:
+        cert_pem = f.read()
+    with open(key_file, "rb") as f:
+        key_pem = f.read()
+    server = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
+    chain = [c.original for c in _certificates(kw["extraCertChain"])] if (
+        "extraCertChain" in kw) else None
+    options = ssl.CertificateOptions(
+        privateKey=server.privateKey.original,
+        certificate=server.original,
+        extraCertChain=chain,
+        trustRoot=ssl.trustRootFromCertificates(_certificates(ca_file)),
+    )
+    return SSL4ServerEndpoint(
+        reactor, int(port), options, backlog=int(kw.get("backlog", 50)),
+        interface=kw.get("interface", ""))
