@@ -92,7 +92,7 @@ class ConflictKeepTests(ChannelTestCase):
         channels = Channels(self.clock)
         channels.register_scheme("gprs", self.channel.endpoint_for, backoff=False)
         endpoint = channels.endpoint_for(f"gprs:imei={IMEI}")
-        job = self.successResultOf(endpoint.connect(Factory.forProtocol(Answering)))
+        job: Any = self.successResultOf(endpoint.connect(Factory.forProtocol(Answering)))
         job.transport.write(b"AARQ with the password")
         self.assertEqual(self.incumbent_transport.value(), b"AARQ with the password")
         self.assertEqual(impostor_transport.value(), b"")
@@ -306,6 +306,7 @@ class SourceNetworkTests(ChannelTestCase):
     def test_ipv6_peers(self) -> None:
         self.channel.settings = GprsSettings(allow=parse_source_networks("2001:db8::/32"))
         session = self.factory.buildProtocol(IPv6Address("TCP", "2001:db8::5", 4000))
+        assert session is not None
         transport = ModemTransport()
         transport.peerAddr = IPv6Address("TCP", "2001:db8::5", 4000)
         session.makeConnection(transport)
@@ -362,7 +363,7 @@ class PlannedSessionTests(ChannelTestCase):
         first, _first_transport = self.connect(40001)
         first.dataReceived(REGISTRATION)
         endpoint = self.endpoint()
-        job = self.successResultOf(endpoint.connect(Factory.forProtocol(Answering)))
+        job: Any = self.successResultOf(endpoint.connect(Factory.forProtocol(Answering)))
         job.transport.loseConnection()
         self.clock.advance(0)
         self.clock.advance(61)
@@ -375,7 +376,7 @@ class PlannedSessionTests(ChannelTestCase):
         first, first_transport = self.connect(40001)
         first.dataReceived(REGISTRATION)
         endpoint = self.endpoint()
-        job = self.successResultOf(endpoint.connect(Factory.forProtocol(Answering)))
+        job: Any = self.successResultOf(endpoint.connect(Factory.forProtocol(Answering)))
         job.transport.write(b"hello")
         self.assertEqual(first_transport.value(), b"hello")
 
@@ -383,7 +384,7 @@ class PlannedSessionTests(ChannelTestCase):
         endpoint = self.endpoint()
         first, _ = self.connect(40001)
         first.dataReceived(REGISTRATION)
-        job = self.successResultOf(endpoint.connect(Factory.forProtocol(Answering)))
+        job: Any = self.successResultOf(endpoint.connect(Factory.forProtocol(Answering)))
         job.transport.loseConnection()
         self.clock.advance(0)
         self.clock.advance(61)
