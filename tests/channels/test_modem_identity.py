@@ -138,6 +138,21 @@ class ConflictKeepTests(ChannelTestCase):
         self.assertEqual(self.store.meters, [])
 
 
+    def test_the_metrics_count_identity_events(self) -> None:
+        from fep.operator.context import OperatorContext
+        from fep.operator.metrics import FepCollector
+
+        impostor, _ = self.connect(40002)
+        impostor.dataReceived(REGISTRATION)
+        self.clock.advance(self.settings.conflict_quarantine)
+        ctx = OperatorContext(store=self.store, router=object(),  # type: ignore[arg-type]
+                              directory=self.directory, sessions=self.channel)  # type: ignore[arg-type]
+        (family,) = [f for f in FepCollector(ctx).families()
+                     if f.name == "fep_gprs_identity_events"]
+        counts = {s.labels["kind"]: s.value for s in family.samples}
+        self.assertEqual((counts["conflicts"], counts["conflicts_closed"]), (1, 1))
+
+
 class ConflictReplaceWhenSilentTests(ChannelTestCase):
     settings = GprsSettings(conflict="replace-when-silent", heartbeat_window=60.0,
                             idle_timeout=300.0)
