@@ -44,7 +44,7 @@ RULE_NAMES: Final = ("ascii", "binary", "dlms", "iec62056-21")
 DEFAULT_REGISTRATION: Final = (
     r"ID:(?P<imei>[0-9]{15})(?:[;,]ICCID[:=](?P<iccid>[0-9]{18,20}F?))?"
     r"(?:[;,]SN[:=](?P<serial>[0-9A-Za-z_.-]{1,32}))?"
-    r"(?:[;,]SECRET[:=](?P<secret>[!-~]{1,128}))?"
+    r"(?:[;,]SECRET[:=](?P<secret>[^;,\s]{1,128}))?"
 )
 _GROUPS: Final = frozenset({"imei", "iccid", "imsi", "serial", "secret"})
 # The registration's proof of identity (a per-modem secret): kept apart from the identity
