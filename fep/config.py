@@ -308,6 +308,25 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
         "connect_backoff_max": Option(
             _positive_float, 600.0, "most seconds of backoff after failed connects in a row"
         ),
+        "conflict": Option(
+            _text, "keep", "a modem claiming a name a live session holds: keep (the incumbent) "
+            "or replace-when-silent"
+        ),
+        "heartbeat_window": Option(
+            _positive_float, 120.0, "seconds of silence after which a session no longer "
+            "counts as answering (replace-when-silent)"
+        ),
+        "conflict_quarantine": Option(
+            _positive_float, 30.0, "seconds a contested newcomer is held before it is closed"
+        ),
+        "allow": Option(
+            _text, "", "source networks (CIDR) modems may connect from; LISTENER=CIDR for one "
+            "listener; empty: any"
+        ),
+        "tls_client_ca": Option(
+            _text, "", "CA certificates (PEM) that sign the modems' client certificates: every "
+            "ssl: listener then requires one naming the modem; empty: none asked"
+        ),
     },
     "control": {
         "socket": Option(
@@ -473,6 +492,11 @@ class GprsSection:
     max_garbage: int
     connect_backoff: float
     connect_backoff_max: float
+    conflict: str
+    heartbeat_window: float
+    conflict_quarantine: float
+    allow: str
+    tls_client_ca: str
 
 
 @attrs.frozen

@@ -153,9 +153,27 @@ class FepService(service.MultiService):
         self.channels.register_scheme("gprs", self.gprs.endpoint_for, backoff=False)
         for description in listener_names(config.gprs.listen):
             label = ":".join(description.split(":")[:2])
-            listener = strports.service(description, self.gprs.factory(label))
+            if config.gprs.tls_client_ca and description.startswith("ssl:"):
+                listener = self._client_certificate_listener(config, description, label)
+            else:
+                listener = strports.service(description, self.gprs.factory(label))
             listener.setName(f"gprs {label}")
             self.listeners.append(listener)
+
+    def _client_certificate_listener(self, config: Config, description: str,
+                                     label: str) -> Any:
+        """A GPRS TLS listener that requires client certificates ([gprs] tls_client_ca)."""
+        from twisted.application.internet import StreamServerEndpointService
+
+        from fep.channels.modem_identity import client_certificate_endpoint
+        from fep.errors import ConfigError
+
+        try:
+            endpoint = client_certificate_endpoint(
+                self.reactor, description, config.gprs.tls_client_ca)
+        except (OSError, ValueError) as e:
+            raise ConfigError(str(e), section="gprs", key="tls_client_ca") from None
+        return StreamServerEndpointService(endpoint, self.gprs.factory(label))
 
     def sessions(self) -> list[Any]:
         """The live modem sessions (fep.channels.gprs.SessionInfo snapshots, oldest first)

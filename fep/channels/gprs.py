@@ -41,6 +41,15 @@ from fep.channels.identify import (
     Identity,
     make_rules,
 )
+from fep.channels.modem_identity import (
+    CONFLICT_POLICIES,
+    SourceNetworks,
+    certificate_names,
+    certificate_names_modem,
+    modem_secret,
+    parse_source_networks,
+    proof_matches,
+)
 from fep.channels.routes import Route, parse_route
 from fep.errors import ChannelError, ConfigError, FepError, RouteError
 from fep.interfaces import (
@@ -58,6 +67,8 @@ log = Logger(namespace="fep.channels.gprs")
 POLICIES = ("register", "quarantine", "reject")
 # Seconds a pull job waits for a push under way to finish before it takes the socket.
 PIPE_WAIT = 5.0
+# Bytes a contested newcomer's data is kept for while its claim is decided (then dropped).
+MAX_HELD_BYTES = 1 << 16
 
 
 def parse_heartbeats(text: str) -> tuple[bytes, ...]:
@@ -87,8 +98,23 @@ class GprsSettings:
     idle_timeout: float = 300.0
     heartbeats: tuple[bytes, ...] = ()
     max_garbage: int = 4096
+    # Modem identity (fep.channels.modem_identity): what happens when a connection claims a
+    # name a live session holds, how long a session may be silent and still count as
+    # answering, how long a contested newcomer is held before it is closed, and the source
+    # networks each listener takes.
+    conflict: str = "keep"
+    heartbeat_window: float = 120.0
+    conflict_quarantine: float = 30.0
+    allow: SourceNetworks = attrs.field(factory=SourceNetworks)
 
     def __attrs_post_init__(self) -> None:
+        if self.conflict not in CONFLICT_POLICIES:
+            raise ConfigError(
+                f"identity-conflict policy must be one of {', '.join(CONFLICT_POLICIES)}, "
+                f"not {self.conflict!r}",
+                section="gprs",
+                key="conflict",
+            )
         if self.unknown not in POLICIES:
             raise ConfigError(
                 f"unknown-modem policy must be one of {', '.join(POLICIES)}, not "
@@ -112,9 +138,13 @@ def gprs_settings(section: Any) -> GprsSettings:
         heartbeats = parse_heartbeats(section.heartbeat)
     except (ValueError, UnicodeError) as e:
         raise ConfigError(f"bad heartbeat: {e}", section="gprs", key="heartbeat") from None
-    for key in ("identify_timeout", "idle_timeout"):
+    for key in ("identify_timeout", "idle_timeout", "heartbeat_window", "conflict_quarantine"):
         if getattr(section, key) <= 0:
             raise ConfigError("must be positive", section="gprs", key=key)
+    try:
+        allow = parse_source_networks(section.allow)
+    except ValueError as e:
+        raise ConfigError(str(e), section="gprs", key="allow") from None
     if section.register_protocol:
         try:
             meter_protocol(section.register_protocol)
@@ -129,6 +159,10 @@ def gprs_settings(section: Any) -> GprsSettings:
         idle_timeout=section.idle_timeout,
         heartbeats=heartbeats,
         max_garbage=section.max_garbage,
+        conflict=section.conflict.strip().lower(),
+        heartbeat_window=section.heartbeat_window,
+        conflict_quarantine=section.conflict_quarantine,
+        allow=allow,
     )
 
 
@@ -191,6 +225,15 @@ class GprsStats:
     # Pushes a pull job's meter session told from its answers and handed over.
     pipe_pushes: int = 0
     unhandled_bytes: int = 0
+    # Modem identity (security events): connections claiming a name a live session holds,
+    # contested newcomers closed, registrations whose secret (or client certificate) did
+    # not prove the modem, connections from a network the listener does not take, and
+    # job connects refused because the session at the name changed since the job planned.
+    conflicts: int = 0
+    conflicts_closed: int = 0
+    proof_failed: int = 0
+    source_refused: int = 0
+    changed_sessions: int = 0
 
 
 class SessionRegistry:
@@ -229,6 +272,22 @@ class SessionRegistry:
             if name not in session.names:
                 session.names.append(name)
         return stale
+
+    def holders(self, names: Iterable[str], claimant: ModemSession) -> list[ModemSession]:
+        """The live sessions other than ``claimant`` that hold any of ``names``, each once."""
+        found: list[ModemSession] = []
+        for name in names:
+            held = self._by_name.get(name)
+            if held is not None and held is not claimant and held not in found:
+                found.append(held)
+        return found
+
+    def release(self, session: ModemSession) -> None:
+        """``session`` gives up its names and stays listed."""
+        for name in session.names:
+            if self._by_name.get(name) is session:
+                del self._by_name[name]
+        session.names = []
 
     def find(self, names: Iterable[str]) -> ModemSession | None:
         for name in names:
@@ -314,7 +373,13 @@ class ModemSession(Protocol):
 
     States: ``identifying`` (waiting for a registration), ``registering`` (an unknown
     modem's meter record being stored), ``attached`` (pushes decoded, pulls possible),
-    ``quarantined`` (unknown, kept but not trusted), ``closing``.
+    ``quarantined`` (unknown, kept but not trusted), ``contested`` (it claimed a name a
+    live session holds: no name, no job, no data used, until the conflict policy decides),
+    ``closing``.
+
+    After identification (``_settle``): proof of identity (``_proven``), then the claim of
+    names (``_attach``, ``_quarantine``, registration) goes through ``_contested``, the one
+    place a claim meets a live holder.
     """
 
     transport: Any
@@ -348,6 +413,12 @@ class ModemSession(Protocol):
         self._pipe_wait = None
         self._idle: IDelayedCall | None = None
         self._identify_timer: IDelayedCall | None = None
+        # Reactor time of the last byte received (how long it has been silent).
+        self._heard: float = channel.reactor.seconds()
+        # While contested: the names claimed, the bytes kept, the policy's timer.
+        self._contest_names: list[str] = []
+        self._held = bytearray()
+        self._contest_timer: IDelayedCall | None = None
 
     # -- what the operator sees ---------------------------------------------------------------
 
@@ -398,6 +469,18 @@ class ModemSession(Protocol):
                 pass
         self.channel.stats.connections += 1
         self.channel.registry.add(self)
+        host = str(getattr(peer, "host", "?"))
+        if not self.channel.settings.allow.allows(self.listener, host):
+            self.channel.stats.source_refused += 1
+            log.warn(
+                "security: connection from {peer} on {listener} refused: not from a network "
+                "this listener takes ([gprs] allow)",
+                peer=self.peer,
+                listener=self.listener,
+                event="gprs_source_refused",
+            )
+            self.drop("source network not allowed")
+            return
         reactor = self.channel.reactor
         self._identify_timer = reactor.callLater(
             self.channel.settings.identify_timeout, self._not_identified
@@ -409,6 +492,7 @@ class ModemSession(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)
         self.last_seen = utcnow()
+        self._heard = self.channel.reactor.seconds()
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.channel.settings.idle_timeout)
         if self.state == "closing":
@@ -423,13 +507,15 @@ class ModemSession(Protocol):
             self._pending += data
         elif self.state == "quarantined":
             self._quarantined()
+        elif self.state == "contested":
+            self._hold(data)
         else:
             self._deliver(data)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
         was = self.ended or f"{reason.getErrorMessage()} ({self.state})"
         self.state = "closing"
-        for timer in (self._idle, self._identify_timer):
+        for timer in (self._idle, self._identify_timer, self._contest_timer):
             if timer is not None and timer.active():
                 timer.cancel()
         if self.pipe is not None:
@@ -489,26 +575,159 @@ class ModemSession(Protocol):
                 garbage=result.garbage,
                 **self._log_fields(),
             )
-        meters = self.channel.resolve(result.identity)
+        self._settle(result.data)
+
+    def _settle(self, data: bytes) -> None:
+        """The identified modem: its meters, its proof, then the policy for its claim."""
+        identity = self.identity
+        assert identity is not None
+        meters = self.channel.resolve(identity)
+        if not self._proven(meters):
+            return
         if meters:
-            self._attach(meters, result.data)
+            self._attach(meters, data)
             return
         policy = self.channel.settings.unknown
-        if policy == "register" and result.identity.route() is not None:
+        if policy == "register" and identity.route() is not None:
+            if self._contested(identity.unique(), data):
+                return
             self.state = "registering"
-            self._pending += result.data
+            self._pending += data
             d = self.channel.register(self)
             d.addCallbacks(self._registered, self._not_registered)
         elif policy == "reject":
             self.channel.stats.rejected += 1
             log.warn("unknown modem {modem} from {peer} ({rule}) rejected",
-                     rule=result.identity.rule, **self._log_fields())
+                     rule=identity.rule, **self._log_fields())
             self.drop("rejected: unknown")
         else:
             self._quarantine()
 
+    # -- modem identity: proofs and conflicts -------------------------------------------------
+
+    def _proven(self, meters: list[Meter]) -> bool:
+        """Whether the modem proved what it claims: the secret its meters name (if any) in
+        its registration, and a TLS client certificate (if it gave one) naming it. Not
+        proven: counted, logged as a security event (never with the secret) and closed."""
+        identity = self.identity
+        assert identity is not None
+        secrets = [s for s in (self.channel.secret_for(m) for m in meters) if s]
+        why = None
+        if not proof_matches(identity.proof, secrets):
+            why = "no secret" if identity.proof is None else "a wrong secret"
+            why = f"its registration carries {why}"
+        else:
+            names = certificate_names(self.transport)
+            if names is not None and not certificate_names_modem(names, identity.keys):
+                why = "its TLS client certificate names another modem"
+        if why is None:
+            return True
+        self.channel.stats.proof_failed += 1
+        log.warn(
+            "security: modem {modem} from {peer} on {listener} did not prove its identity "
+            "({why}); closing",
+            why=why,
+            listener=self.listener,
+            event="gprs_proof_failed",
+            **self._log_fields(),
+        )
+        self.drop("identity not proven")
+        return False
+
+    def silent_for(self) -> float:
+        """Seconds since this session last received a byte (heartbeats included)."""
+        return float(self.channel.reactor.seconds() - self._heard)
+
+    def _contested(self, names: list[str], data: bytes) -> bool:
+        """Whether a live session holds any of ``names``; if so the conflict policy takes
+        over this session (it claims nothing now)."""
+        incumbents = self.channel.registry.holders(names, self)
+        if not incumbents:
+            return False
+        self._contest(incumbents, names, data)
+        return True
+
+    def _contest(self, incumbents: list[ModemSession], names: list[str], data: bytes) -> None:
+        settings = self.channel.settings
+        self.channel.stats.conflicts += 1
+        silent = min(i.silent_for() for i in incumbents)
+        for incumbent in incumbents:
+            # The meter is the incumbent's: the newcomer has none of its own yet.
+            fields = {**self._log_fields(), **{
+                k: v for k, v in incumbent._log_fields().items()
+                if k in ("meter", "route", "protocol")}}
+            log.warn(
+                "security: identity conflict: modem {modem} from {peer} on {listener} claims "
+                "a name session {incumbent} from {incumbent_peer} holds (silent {silent:.0f} s,"
+                " heartbeat window {window:g} s); policy {policy}",
+                listener=self.listener,
+                incumbent=incumbent.id,
+                incumbent_peer=incumbent.peer,
+                silent=incumbent.silent_for(),
+                window=settings.heartbeat_window,
+                policy=settings.conflict,
+                event="gprs_identity_conflict",
+                **fields,
+            )
+        replace = settings.conflict == "replace-when-silent"
+        if replace and silent >= settings.heartbeat_window:
+            for incumbent in incumbents:
+                incumbent.replaced_by(self)
+            self._settle(data)
+            return
+        self.channel.registry.release(self)
+        self.state = "contested"
+        self._contest_names = list(names)
+        self._held = bytearray(data[:MAX_HELD_BYTES] if replace else b"")
+        if replace:
+            # The probe: the incumbent's heartbeat window runs out, or it answers.
+            delay = max(settings.heartbeat_window - silent, 0.0)
+            self._contest_timer = self.channel.reactor.callLater(delay, self._contest_decide)
+        else:
+            self._contest_timer = self.channel.reactor.callLater(
+                settings.conflict_quarantine, self._contest_lost)
+
+    def _hold(self, data: bytes) -> None:
+        """A contested session's bytes: kept (bounded) while it may still be let in."""
+        if self.channel.settings.conflict == "replace-when-silent":
+            room = MAX_HELD_BYTES - len(self._held)
+            if room > 0:
+                self._held += data[:room]
+
+    def _contest_decide(self) -> None:
+        """replace-when-silent: the incumbents' heartbeat window is over. Those that
+        answered keep the name (this session is closed); silent ones are replaced."""
+        self._contest_timer = None
+        if self.state != "contested":
+            return
+        window = self.channel.settings.heartbeat_window
+        incumbents = self.channel.registry.holders(self._contest_names, self)
+        if any(i.silent_for() < window for i in incumbents):
+            self._contest_lost()
+            return
+        for incumbent in incumbents:
+            incumbent.replaced_by(self)
+        held, self._held = bytes(self._held), bytearray()
+        self._settle(held)
+
+    def _contest_lost(self) -> None:
+        self._contest_timer = None
+        if self.state != "contested":
+            return
+        self.channel.stats.conflicts_closed += 1
+        log.warn(
+            "security: modem {modem} from {peer} closed: its name is held by a live "
+            "session (policy {policy})",
+            policy=self.channel.settings.conflict,
+            event="gprs_identity_conflict_closed",
+            **self._log_fields(),
+        )
+        self.drop("identity conflict: the name is held by a live session")
+
     def _quarantine(self) -> None:
         assert self.identity is not None
+        if self._contested(self.identity.unique(), b""):
+            return
         self.state = "quarantined"
         self.channel.stats.quarantined += 1
         for stale in self.channel.registry.claim(self, self.identity.unique()):
@@ -543,8 +762,6 @@ class ModemSession(Protocol):
 
     def _attach(self, meters: list[Meter], data: bytes) -> None:
         assert self.identity is not None
-        self.meters = meters
-        self.state = "attached"
         names = list(self.identity.unique())
         for meter in meters:
             try:
@@ -553,6 +770,10 @@ class ModemSession(Protocol):
                 continue
             if meter.route.startswith("gprs:"):
                 names += [f"{k}={v}" for k, v in params.items()]
+        if self._contested(names, data):
+            return
+        self.meters = meters
+        self.state = "attached"
         for stale in self.channel.registry.claim(self, names):
             stale.replaced_by(self)
         self.handler = self.channel.push_handler(meters[0], self)
@@ -598,11 +819,14 @@ class ModemSession(Protocol):
         (abort or self.transport.loseConnection)()
 
     def replaced_by(self, newer: ModemSession) -> None:
-        """The modem reconnected: this (stale) session gives way to ``newer``."""
+        """The modem reconnected: this (stale, silent) session gives way to ``newer``."""
         self.channel.stats.replaced += 1
-        log.info(
-            "modem {modem} reconnected from {new_peer}: stale session from {peer} closed",
+        log.warn(
+            "modem {modem} reconnected from {new_peer}: stale session from {peer}, silent "
+            "{silent:.0f} s, closed",
             new_peer=newer.peer,
+            silent=self.silent_for(),
+            event="gprs_session_replaced",
             **self._log_fields(),
         )
         if self.pipe is not None:
@@ -744,6 +968,13 @@ class GprsEndpoint:
         self.channel = channel
         self.route = route
         self.names = [f"{k}={v}" for k, v in route.params().items()]
+        # The session the job was planned with (made when its attempt starts): every
+        # connect of this endpoint must find that same session at the name, so a meter's
+        # password never goes to a session that took the name since. No session then: the
+        # first connect pins the one it finds.
+        planned = channel.registry.find(self.names)
+        self.planned: int | None = planned.id if planned is not None else None
+        self._planned_peer = planned.peer if planned is not None else None
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         session = self.channel.registry.find(self.names)
@@ -751,6 +982,33 @@ class GprsEndpoint:
             return fail(
                 ChannelError(
                     f"modem {' '.join(self.names)} is not connected (no GPRS session)",
+                    route=self.route.text,
+                )
+            )
+        if self.planned is None:
+            self.planned, self._planned_peer = session.id, session.peer
+        elif session.id != self.planned:
+            meters = ", ".join(m.id for m in self.channel.directory.by_modem(*self.names))
+            self.channel.stats.changed_sessions += 1
+            log.warn(
+                "security: job for {meter} refused: the session at {modem} changed since the "
+                "job was planned (session {planned} from {planned_peer}, now {now} from "
+                "{peer}); nothing sent",
+                meter=meters or None,
+                route=self.route.text,
+                modem=" ".join(self.names),
+                planned=self.planned,
+                planned_peer=self._planned_peer,
+                now=session.id,
+                peer=session.peer,
+                event="gprs_session_changed",
+            )
+            return fail(
+                ChannelError(
+                    f"meter {meters or '?'}: the GPRS session of modem {' '.join(self.names)} "
+                    f"changed since the job was planned (session {self.planned} from "
+                    f"{self._planned_peer}, now {session.id} from {session.peer}): no meter "
+                    "session over it",
                     route=self.route.text,
                 )
             )
@@ -771,8 +1029,11 @@ class GprsChannel:
         store: Any = None,
         counters: Any = None,
         protocol_for: Callable[[str], Any] = meter_protocol,
+        secret_for: Callable[[Meter], str | None] = modem_secret,
     ) -> None:
         self.reactor = reactor
+        # The secret a meter's modem proves itself with (modem_identity.modem_secret).
+        self.secret_for = secret_for
         self.settings = settings
         self.rules = make_rules(settings.rules, settings.registration)
         self.sink = sink

@@ -44,8 +44,12 @@ RULE_NAMES: Final = ("ascii", "binary", "dlms", "iec62056-21")
 DEFAULT_REGISTRATION: Final = (
     r"ID:(?P<imei>[0-9]{15})(?:[;,]ICCID[:=](?P<iccid>[0-9]{18,20}F?))?"
     r"(?:[;,]SN[:=](?P<serial>[0-9A-Za-z_.-]{1,32}))?"
+    r"(?:[;,]SECRET[:=](?P<secret>[^;,\s]{1,128}))?"
 )
-_GROUPS: Final = frozenset({"imei", "iccid", "imsi", "serial"})
+_GROUPS: Final = frozenset({"imei", "iccid", "imsi", "serial", "secret"})
+# The registration's proof of identity (a per-modem secret): kept apart from the identity
+# keys, which are logged, listed and stored; it never is.
+PROOF_GROUP: Final = "secret"
 # A value may become a route argument (gprs:imei=...): no separators of the route syntax.
 _ROUTE_SAFE = re.compile(r"^[0-9A-Za-z_.+-]{1,64}$")
 
@@ -63,13 +67,21 @@ class Identity:
     rule: str
     keys: tuple[tuple[str, str], ...]
     protocol: str | None = None
+    # The secret the registration carried (SECRET=..., binary tag 05): compared, never shown.
+    proof: str | None = attrs.field(default=None, repr=False, eq=False)
 
     @classmethod
-    def of(cls, rule: str, keys: Mapping[str, str | None], protocol: str | None = None) -> Identity:
+    def of(
+        cls,
+        rule: str,
+        keys: Mapping[str, str | None],
+        protocol: str | None = None,
+        proof: str | None = None,
+    ) -> Identity:
         ordered = tuple(
             (k, str(keys[k])) for k in KEY_ORDER if keys.get(k) not in (None, "")
         )
-        return cls(rule, ordered, protocol)
+        return cls(rule, ordered, protocol, proof)
 
     def get(self, key: str) -> str | None:
         for k, v in self.keys:
@@ -151,10 +163,11 @@ class AsciiRule(Rule):
         except (re.error, UnicodeEncodeError) as e:
             raise ValueError(f"registration pattern {pattern!r}: {e}") from None
         unknown = set(self.pattern.groupindex) - _GROUPS
-        if unknown or not self.pattern.groupindex:
+        if unknown or not set(self.pattern.groupindex) - {PROOF_GROUP}:
             raise ValueError(
                 f"registration pattern {pattern!r}: name its parts with the groups "
-                f"(?P<imei>...), (?P<iccid>...), (?P<imsi>...), (?P<serial>...)"
+                f"(?P<imei>...), (?P<iccid>...), (?P<imsi>...), (?P<serial>...) "
+                f"(and (?P<secret>...) for the modem's secret)"
                 + (f"; unknown group(s) {', '.join(sorted(unknown))}" if unknown else "")
             )
 
@@ -171,11 +184,13 @@ class AsciiRule(Rule):
                 keys = {
                     k: v.decode("latin-1") for k, v in m.groupdict().items() if v is not None
                 }
+                proof = keys.pop(PROOF_GROUP, None)
                 if keys:
                     end = nl + 1
                     if buffer[nl : nl + 2] == b"\r\n":
                         end = nl + 2
-                    return _Match(start + m.start(), end, Identity.of(self.name, keys), False)
+                    identity = Identity.of(self.name, keys, proof=proof)
+                    return _Match(start + m.start(), end, identity, False)
             start = nl + 1
         return None
 
@@ -201,6 +216,8 @@ TAG_IMEI: Final = 0x01
 TAG_ICCID: Final = 0x02
 TAG_IMSI: Final = 0x03
 TAG_SERIAL: Final = 0x04
+TAG_SECRET: Final = 0x05
+MAX_SECRET: Final = 128
 
 
 def crc16_x25(data: bytes) -> int:
@@ -240,8 +257,10 @@ def encode_binary_registration(
     iccid: str | None = None,
     imsi: str | None = None,
     serial: str | None = None,
+    secret: str | None = None,
 ) -> bytes:
-    """The binary registration packet (docs/channels/gprs.md) for these identities."""
+    """The binary registration packet (docs/channels/gprs.md) for these identities (and the
+    modem's secret, when it has one)."""
     body = b""
     for tag, value, size in ((TAG_IMEI, imei, 8), (TAG_ICCID, iccid, 10), (TAG_IMSI, imsi, 8)):
         if value:
@@ -249,6 +268,9 @@ def encode_binary_registration(
     if serial:
         raw = serial.encode("ascii")
         body += bytes([TAG_SERIAL, len(raw)]) + raw
+    if secret:
+        raw = secret.encode("utf-8")
+        body += bytes([TAG_SECRET, len(raw)]) + raw
     head = bytes([BINARY_REGISTRATION]) + len(body).to_bytes(2, "big") + body
     crc = crc16_x25(head).to_bytes(2, "little")
     return bytes([BINARY_START]) + head + crc + bytes([BINARY_END])
@@ -276,8 +298,12 @@ def decode_binary_body(body: bytes) -> dict[str, str]:
             if not _ROUTE_SAFE.match(text):
                 raise ValueError(f"serial {text!r} is not printable ASCII without separators")
             keys["serial"] = text
+        elif tag == TAG_SECRET:
+            if not 1 <= size <= MAX_SECRET:
+                raise ValueError("secret field of a bad length")
+            keys[PROOF_GROUP] = value.decode("utf-8", "replace")
         # Other tags: fields of a later layout version, skipped.
-    if not keys:
+    if not set(keys) - {PROOF_GROUP}:
         raise ValueError("no IMEI, ICCID, IMSI or serial in the registration")
     return keys
 
@@ -319,7 +345,8 @@ class BinaryRule(Rule):
             keys = decode_binary_body(head[3:])
         except ValueError:
             return None
-        return _Match(i, end, Identity.of(self.name, keys), False)
+        proof = keys.pop(PROOF_GROUP, None)
+        return _Match(i, end, Identity.of(self.name, keys, proof=proof), False)
 
 
 # -- dlms -------------------------------------------------------------------------------------

@@ -98,6 +98,16 @@ class FepCollector(Collector):
                 jobs.add_metric([outcome], n)
         yield jobs
 
+        gprs = getattr(ctx.sessions, "stats", None)
+        if gprs is not None:
+            identity = CounterMetricFamily(
+                "fep_gprs_identity_events", "GPRS modem identity security events, by kind",
+                labels=["kind"])
+            for kind in ("conflicts", "conflicts_closed", "replaced", "proof_failed",
+                         "source_refused", "changed_sessions"):
+                identity.add_metric([kind], getattr(gprs, kind))
+            yield identity
+
         stats = router_stats(ctx.router)
         records = CounterMetricFamily(
             "fep_records", "Records through the router, by stage", labels=["stage"])

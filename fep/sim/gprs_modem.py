@@ -58,6 +58,10 @@ class ModemSpec:
     # A DLMS meter that pushes the moment a pull's AARQ arrives (before its AARE): the
     # head end must tell that push from the answer it waits for.
     push_on_pull: bool = False
+    # The modem's secret, sent in its registration (SECRET=..., binary tag 05).
+    secret: str | None = attrs.field(default=None, repr=False)
+    # The DLMS meter's LLS password (None: no low-level authentication).
+    password: bytes | None = attrs.field(default=None, repr=False)
 
     def registration_bytes(self) -> bytes:
         if self.registration == "ascii":
@@ -66,9 +70,12 @@ class ModemSpec:
                 line += f";ICCID={self.iccid}"
             if self.serial:
                 line += f";SN={self.serial}"
+            if self.secret:
+                line += f";SECRET={self.secret}"
             return (line + "\r\n").encode("ascii")
         if self.registration == "binary":
-            return encode_binary_registration(imei=self.imei, iccid=self.iccid, serial=self.serial)
+            return encode_binary_registration(imei=self.imei, iccid=self.iccid, serial=self.serial,
+                                              secret=self.secret)
         return b""
 
 
@@ -136,7 +143,9 @@ class SimulatedGprsModem:
                 system_title=spec.system_title,
             )
             self.dlms_factory = DlmsMeterServerFactory(
-                self.dlms_meter, ServerSettings(system_title=spec.system_title, keys=spec.keys)
+                self.dlms_meter,
+                ServerSettings(system_title=spec.system_title, keys=spec.keys,
+                               password=spec.password),
             )
         else:
             self.iec_meter = SimulatedIecMeter(

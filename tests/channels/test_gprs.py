@@ -310,8 +310,11 @@ class ObserverTests(ChannelTestCase):
         self.assertFalse(self.channel.is_connected(route))
 
     def test_a_stale_session_ends_with_its_modem_still_connected(self) -> None:
+        self.channel.settings = GprsSettings(conflict="replace-when-silent",
+                                             heartbeat_window=60.0)
         old, old_transport = self.connect(40001)
         old.dataReceived(f"ID:{IMEI}\r\n".encode())
+        self.clock.advance(61)  # the old session went silent past its heartbeat window
         new, _ = self.connect(40002)
         new.dataReceived(f"ID:{IMEI}\r\n".encode())
         self.lose(old, old_transport)
@@ -340,7 +343,8 @@ class ObserverTests(ChannelTestCase):
 
 
 class TimeoutAndReconnectTests(ChannelTestCase):
-    settings = GprsSettings(idle_timeout=120.0, heartbeats=parse_heartbeats(r"hex:FE PING\r\n"))
+    settings = GprsSettings(idle_timeout=120.0, heartbeats=parse_heartbeats(r"hex:FE PING\r\n"),
+                            conflict="replace-when-silent", heartbeat_window=60.0)
 
     def test_half_open_connection_is_reaped_by_the_idle_timeout(self) -> None:
         session, transport = self.connect()
@@ -370,6 +374,7 @@ class TimeoutAndReconnectTests(ChannelTestCase):
     def test_a_reconnecting_modem_replaces_its_stale_session(self) -> None:
         old, old_transport = self.connect(40001)
         old.dataReceived(f"ID:{IMEI}\r\n".encode())
+        self.clock.advance(61)  # silent past its heartbeat window: stale
         new, new_transport = self.connect(40002)
         new.dataReceived(f"ID:{IMEI}\r\n".encode())
         self.assertTrue(old_transport.aborted)
@@ -387,6 +392,11 @@ class TimeoutAndReconnectTests(ChannelTestCase):
         new, _ = self.connect(40002)
         # The modem sends the interrupted push again, whole, on its new connection.
         new.dataReceived(f"ID:{IMEI}\r\n".encode() + second)
+        # The old session was heard a moment ago: the new one waits out its heartbeat
+        # window (its bytes kept), then replaces it.
+        self.assertEqual(new.state, "contested")
+        self.clock.advance(60)
+        self.assertEqual(new.state, "attached")
         self.lose(old, old_transport)
         times = sorted({r.meter_time for r in self.sink.records if isinstance(r, Reading)})
         self.assertEqual(len(self.sink.records), 10)

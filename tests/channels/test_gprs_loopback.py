@@ -88,7 +88,10 @@ def spec_and_meter(n: int) -> tuple[ModemSpec, Meter]:
 
 
 class LoopbackCase(unittest.TestCase):
-    settings = GprsSettings(identify_timeout=30.0, idle_timeout=60.0)
+    # A modem that reconnects leaves a muted (half-open) session behind: it is replaced once
+    # silent past its heartbeat window (the live ones push every 0.3 s).
+    settings = GprsSettings(identify_timeout=30.0, idle_timeout=60.0,
+                            conflict="replace-when-silent", heartbeat_window=1.0)
 
     async def start(self, meters: list[Meter], settings: GprsSettings | None = None) -> None:
         workdir = Path(self.mktemp())
