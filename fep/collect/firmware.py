@@ -49,7 +49,7 @@ def checked_name(name: object, where: str) -> str:
     """``name`` if it is a plain image name (:data:`RULE`), else :class:`ImageRefused`."""
     if not isinstance(name, str) or not name:
         raise ImageRefused(f"{where}: needs image=NAME ({RULE})")
-    shown = name if len(name) <= MAX_NAME else name[:MAX_NAME] + "..."
+    shown = name if len(name) <= 2 * MAX_NAME else name[:2 * MAX_NAME] + "..."
     if len(name) > MAX_NAME or not _NAME.fullmatch(name) or ".." in name:
         raise ImageRefused(f"{where}: image {shown!r} refused: {RULE}")
     return name
@@ -70,12 +70,16 @@ def read_image(directory: Path | None, name: str, where: str) -> bytes:
     if path.parent != home:
         raise ImageRefused(f"{where}: image {name!r} refused: it leads outside the firmware "
                            f"directory {directory}")
+    if not path.is_file():  # a directory, a FIFO (whose open would block), a device
+        raise ImageRefused(f"{where}: image {name!r} refused: not a regular file in the "
+                           f"firmware directory {directory}")
     try:
-        with open(path, "rb") as f:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise ImageRefused(f"{where}: image {name!r} refused: not a regular file in "
-                                   f"the firmware directory {directory}")
+        # O_NONBLOCK: a file swapped for a FIFO since the look above cannot hang the open.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ImageRefused(f"{where}: image {name!r} refused: not a regular file "
+                                   f"in the firmware directory {directory}")
             data = f.read(MAX_IMAGE_BYTES + 1)
     except OSError as e:
         raise ImageRefused(f"{where}: image {name!r} cannot be read from the firmware "
