@@ -199,3 +199,35 @@ class RunTimeTests(unittest.TestCase):
         done, sim, _ = await self.run_upgrade(swap=None)
         self.assertEqual(done.status, CommandStatus.DONE, done.outcome)
         self.assertEqual(b"".join(sim.image["blocks"][k] for k in range(8)), IMAGE)
+
+
+class CommandLineTests(unittest.TestCase):
+    """`fep command request` goes through the same validation: a path exits 2."""
+
+    timeout = 60
+
+    async def test_a_path_exits_2_and_a_named_image_is_requested(self) -> None:
+        from fep.store import open_store
+        from tests.test_cli import run_fep
+
+        workdir = Path(self.mktemp()).resolve()
+        (workdir / "firmware").mkdir(parents=True)
+        (workdir / "firmware" / "fw-1.2.bin").write_bytes(IMAGE)
+        db = f"sqlite:{workdir / 'fep.sqlite'}"
+        store = open_store(db, reactor)
+        await store.open()
+        await store.add_meters([Meter("m1", "dlms", "tcp:host=10.0.0.1:port=4059")])
+        await store.close()
+        config = workdir / "fep.ini"
+        config.write_text(f"[fep]\ndata_dir = {workdir}\n[store]\nurl = {db}\n")
+
+        def fep(image: str) -> Any:
+            return run_fep("--config", str(config), "command", "request", "m1",
+                           "firmware-upgrade", "-p", f"image={image}")
+
+        refused = fep(str(workdir / "firmware" / "fw-1.2.bin"))
+        self.assertEqual(refused.returncode, 2, refused.stderr)
+        self.assertIn("meter m1: firmware-upgrade: image '/", refused.stderr)
+        accepted = fep("fw-1.2.bin")
+        self.assertEqual(accepted.returncode, 0, accepted.stderr)
+        self.assertIn("command 1: firmware-upgrade for m1 awaits approval", accepted.stdout)
