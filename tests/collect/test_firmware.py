@@ -161,7 +161,7 @@ class RunTimeTests(unittest.TestCase):
 
     timeout = 60
 
-    async def run_upgrade(self, swap: bytes | None) -> tuple[Any, CountingMeter, Any]:
+    async def run_upgrade(self, swap: bytes | None) -> tuple[Any, Any, Any]:
         sim = CountingMeter()
         sim.image["block_size"] = 64
         home = firmware_home(self)
@@ -180,7 +180,7 @@ class RunTimeTests(unittest.TestCase):
 
         async def settled() -> bool:
             c = await engine.jobs.command(asked.id)
-            return c.status in (CommandStatus.DONE, CommandStatus.FAILED)
+            return c is not None and c.status in (CommandStatus.DONE, CommandStatus.FAILED)
 
         await wait_for(settled, 30, "the firmware upgrade to end", every=0.05)
         return await engine.jobs.command(asked.id), sim, engine
