@@ -110,7 +110,8 @@ async def requested_params(
     if expected is not None and str(expected).strip().lower() != digest:
         raise ImageRefused(f"{where}: image {name!r} has SHA-256 {digest}, not the "
                            f"{str(expected)[:80]!r} given")
-    return {**params, "image": name, "image_sha256": digest, "image_size": len(data)}
+    kept = {k: v for k, v in params.items() if k != "image_bytes"}  # the runner's, not a caller's
+    return {**kept, "image": name, "image_sha256": digest, "image_size": len(data)}
 
 
 async def image_for(

@@ -150,8 +150,10 @@ class RequestTests(unittest.TestCase):
         self.assertIn(SHA, requested.detail)
 
     async def test_a_hash_given_by_the_caller_must_be_the_images(self) -> None:
-        asked = await self.request(image="fw-1.2.bin", image_sha256=SHA.upper())
+        asked = await self.request(image="fw-1.2.bin", image_sha256=SHA.upper(),
+                                   image_bytes="ignored")
         self.assertEqual(asked.params["image_sha256"], SHA)
+        self.assertNotIn("image_bytes", asked.params)  # only ever the runner's
         error = await self.refused(image="fw-1.2.bin", image_sha256="0" * 64)
         self.assertIn(SHA, error)
 
