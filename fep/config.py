@@ -229,6 +229,9 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
             "disconnect, reconnect, firmware-upgrade",
             "commands that need approval by a second person before they run",
         ),
+        "firmware_dir": Option(
+            _text, "", "firmware images, named by firmware-upgrade; empty means DATA_DIR/firmware"
+        ),
     },
     "push": {
         "iec62056_21": Option(
@@ -439,6 +442,7 @@ class CollectSection:
     apn_permits: int
     wakeup_timeout: float
     approval: str
+    firmware_dir: str
 
 
 @attrs.frozen
@@ -588,6 +592,10 @@ class Config:
     @property
     def spool_directory(self) -> Path:
         return Path(self.spool.directory or Path(self.fep.data_dir) / "spool")
+
+    @property
+    def firmware_directory(self) -> Path:
+        return Path(self.collect.firmware_dir or Path(self.fep.data_dir) / "firmware")
 
     @property
     def control_socket(self) -> Path:

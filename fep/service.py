@@ -233,6 +233,7 @@ class FepService(service.MultiService):
             wakeup=wakeup,
             # Every dialup: route shares the modem pool's lines.
             pools={"dialup": len(config.modems.line_list())} if self.modems else None,
+            firmware_dir=config.firmware_directory,
         )
         self.scheduler = self.collection.scheduler
         if self.gprs is not None:

@@ -11,6 +11,7 @@ import pwd
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from fep.collect import commands as cmd
@@ -45,6 +46,12 @@ def _settings(args: argparse.Namespace) -> Any:
     from fep.config import default_config, load_config
 
     return (load_config(args.config) if args.config else default_config()).collect
+
+
+def _firmware_dir(args: argparse.Namespace) -> Path:
+    from fep.config import default_config, load_config
+
+    return (load_config(args.config) if args.config else default_config()).firmware_directory
 
 
 def _policy(args: argparse.Namespace) -> ResourcePolicy:
@@ -389,7 +396,7 @@ async def cmd_command(reactor: Any, args: argparse.Namespace) -> int:
             c = await cmd.request(
                 jobs, meter, args.action, _options(args.param), who, now,
                 approval=approval_of(_settings(args)), policy=_policy(args),
-                attempts=args.attempts,
+                attempts=args.attempts, firmware_dir=_firmware_dir(args),
             )
             state = "awaits approval" if c.status == "requested" else "queued"
             print(f"command {c.id}: {c.action} for {c.meter} {state}")
@@ -500,7 +507,8 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     req.add_argument("meter")
     req.add_argument("action", choices=COMMANDS)
     req.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                     help="image=PATH identifier=NAME (firmware-upgrade), "
+                     help="image=NAME identifier=NAME (firmware-upgrade; NAME "
+                     "of an image in [collect] firmware_dir, not a path), "
                      "destination=HOST:PORT (push-setup), register=OBIS (demand-reset)")
     req.add_argument("--attempts", type=int, default=cmd.DEFAULT_ATTEMPTS)
     req.add_argument("--by", help="who asks: only your own identity (your OS user, or "

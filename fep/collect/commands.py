@@ -14,8 +14,10 @@ the command's end (done or failed, with its outcome) is written when the job end
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
 
+from fep.collect import firmware
 from fep.collect.limits import ResourcePolicy
 from fep.collect.tasks import COMMANDS, Command, CommandStatus, Job, JobKind, Priority
 from fep.errors import ConfigError
@@ -104,14 +106,22 @@ async def request(
     policy: ResourcePolicy,
     attempts: int = DEFAULT_ATTEMPTS,
     retry_delay: float = DEFAULT_RETRY_DELAY,
+    firmware_dir: Path | None = None,
 ) -> Command:
     """Record a command request; queue its job at once unless it needs approval. The job
     makes up to ``attempts`` attempts, ``retry_delay`` seconds apart (a firmware upgrade
-    resumes where the last attempt stopped)."""
+    resumes where the last attempt stopped). A firmware upgrade names an image of
+    ``firmware_dir``, never a path; its SHA-256 is recorded with the command
+    (fep.collect.firmware)."""
     if action not in COMMANDS:
         raise CommandError(f"unknown command {action!r} (known: {', '.join(COMMANDS)})")
     if not operator_of(who):
         raise CommandError("a command needs the name of who asks for it")
+    if action == firmware.ACTION:
+        try:
+            params = await firmware.requested_params(meter.id, params, firmware_dir)
+        except firmware.ImageRefused as e:
+            raise CommandError(str(e)) from None
     needs = needs_approval(action, approval)
     command = Command(
         id=0,

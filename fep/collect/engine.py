@@ -5,6 +5,7 @@ store on the record store's database, the job runner, the scheduler, and the bui
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -70,9 +71,13 @@ class CollectionEngine:
         wakeup: IWakeUp | None = None,
         protocol_for: Callable[[str], IMeterProtocol] = meter_protocol,
         pools: Mapping[str, int] | None = None,
+        firmware_dir: Path | None = None,
     ) -> None:
         self.reactor = reactor
         self.settings = settings
+        # firmware-upgrade images: the daemon's Config.firmware_directory, else the setting
+        self.firmware_dir = firmware_dir or (
+            Path(settings.firmware_dir) if settings.firmware_dir else None)
         self.jobs: JobStore = job_store(store)
         self.runner = JobRunner(
             reactor,
@@ -83,6 +88,7 @@ class CollectionEngine:
             timeout=settings.timeout,
             node=node,
             protocol_for=protocol_for,
+            firmware_dir=self.firmware_dir,
         )
         self.scheduler = Scheduler(
             reactor,

@@ -173,6 +173,7 @@ class EngineScheduler:
             command = await cmd.request(
                 self.jobs_store, found, action, params, who, self._now(),
                 approval=self.approval, policy=self.scheduler.resources,
+                firmware_dir=self.engine.firmware_dir,
             )
             self.scheduler.kick()
             return command_dict(command)

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
-from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
-from fep.collect import gaps
+from fep.collect import firmware, gaps
 from fep.collect.clock import ClockAction, ClockPolicy
 from fep.collect.commands import clock_hold, hold
 from fep.collect.schedule import parse_duration
@@ -164,8 +164,10 @@ class JobRunner:
         timeout: float = 10.0,
         node: str = "fep",
         protocol_for: Callable[[str], IMeterProtocol] = meter_protocol,
+        firmware_dir: Path | None = None,
     ) -> None:
         self.reactor = reactor
+        self.firmware_dir = firmware_dir  # firmware-upgrade images, by name
         self.sink = sink
         self.store = store
         self.jobs = jobs
@@ -386,12 +388,9 @@ class JobRunner:
                 f"meter {meter.id}: protocol {meter.protocol} cannot run {command.action} "
                 "(not supported)", meter=meter.id, protocol=meter.protocol)
         params: dict[str, Any] = dict(command.params)
-        if command.action == "firmware-upgrade":
-            path = params.get("image")
-            if not path:
-                raise ConfigError(f"command {command.id}: firmware-upgrade needs image=PATH",
-                                  key="image")
-            params["image_bytes"] = await deferToThread(_read_file, str(path))
+        if command.action == firmware.ACTION:  # the image it was requested with, or none
+            params["image_bytes"] = await firmware.image_for(meter.id, command.id, params,
+                                                             self.firmware_dir)
         params["progress"] = dict(command.progress)
         progress = _ProgressWriter(self.jobs, command.id)
         try:
@@ -441,11 +440,6 @@ class JobRunner:
             self.reactor.seconds(),
             fields={"outcome": text, "finished_at": self.reactor.seconds()},
         )
-
-
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 class _ProgressWriter:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -216,7 +217,10 @@ class CommandTests(unittest.TestCase):
 
     async def engine(self, sim: dlms_meter.SimulatedDlmsMeter, **faults: Any) -> Any:
         self.meter = Meter("m1", "dlms", serve(self, sim, **faults))
-        self.engine, self.store = await engine_for(self, [self.meter])
+        self.firmware = Path(self.mktemp())  # firmware images, named by firmware-upgrade
+        self.firmware.mkdir(parents=True)
+        self.engine, self.store = await engine_for(
+            self, [self.meter], collect={"firmware_dir": str(self.firmware)})
         self.policy = resource_policy(self.engine.settings)
         self.approval = approval_of(self.engine.settings)
         return self.engine
@@ -225,6 +229,7 @@ class CommandTests(unittest.TestCase):
         return await commands.request(
             self.engine.jobs, self.meter, action, params, who, reactor.seconds(),
             approval=self.approval, policy=self.policy, retry_delay=0.2,
+            firmware_dir=self.engine.firmware_dir,
         )
 
     async def ended(self, command_id: int) -> Any:
@@ -327,15 +332,13 @@ class CommandTests(unittest.TestCase):
         sim = CountingMeter()
         sim.image["block_size"] = 64
         image = bytes(range(256)) * 5  # 20 blocks
-        path = self.mktemp()
-        with open(path, "wb") as f:
-            f.write(image)
 
         def halfway() -> bool:
             return len(sim.image.get("blocks", {})) >= 10
 
         await self.engine(sim, cut=halfway)
-        asked = await self.request("firmware-upgrade", image=path, identifier="FW-3.0")
+        (self.firmware / "fw-3.0.bin").write_bytes(image)
+        asked = await self.request("firmware-upgrade", image="fw-3.0.bin", identifier="FW-3.0")
         await commands.approve(self.engine.jobs, asked.id, "bob", reactor.seconds(),
                                self.meter, self.policy)
         self.engine.scheduler.kick()
