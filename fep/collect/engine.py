@@ -83,6 +83,8 @@ class CollectionEngine:
             timeout=settings.timeout,
             node=node,
             protocol_for=protocol_for,
+            resolve=directory.resolve if directory.secrets is not None else None,
+            secrets=directory.secrets,
         )
         self.scheduler = Scheduler(
             reactor,
