@@ -218,3 +218,35 @@ class SecretStore:
 
         d: Deferred[int] = self._do(sqlite_rewrap, postgres_rewrap, transform)
         return d.addCallback(done)
+
+
+def read_sync(url: str, meter: str, names: Sequence[str]) -> list[SecretRow]:
+    """The rows of ``names`` of ``meter``, read with a short blocking connection of its own
+    (for the configuration's ``secret:NAME`` values, resolved before the daemon's reactor
+    runs). A store without the table yet has none."""
+    marks = ", ".join("?" for _ in names)
+    sql = f"SELECT {COLUMNS} FROM secrets WHERE meter = ? AND name IN ({marks})"
+    if url.startswith("sqlite:"):
+        path = url[len("sqlite:"):]
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        except sqlite3.Error:
+            return []
+        try:
+            return [_row(r) for r in conn.execute(sql, [meter, *names]).fetchall()]
+        except sqlite3.Error:
+            return []
+        finally:
+            conn.close()
+    import psycopg2
+
+    conn = psycopg2.connect(url, connect_timeout=10)
+    try:
+        cur = conn.cursor()
+        try:
+            cur.execute(sql.replace("?", "%s"), [meter, *names])
+        except psycopg2.errors.UndefinedTable:
+            return []
+        return [_row(r) for r in cur.fetchall()]
+    finally:
+        conn.close()
