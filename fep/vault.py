@@ -192,14 +192,14 @@ def load_master_key(spec: str, environ: Mapping[str, str] | None = None) -> Mast
         check_private(path, "secrets", "master_key", "the master key")
         return MasterKey(_parse_key(path.read_text(encoding="ascii", errors="replace"),
                                     str(path)), spec)
-    path = spec_file(spec)
-    assert path is not None
-    if not path.exists():
+    key_file = spec_file(spec)
+    assert key_file is not None
+    if not key_file.exists():
         raise ConfigError("the master key file does not exist (make one with `fep keys init`)",
-                          file=str(path), section="secrets", key="master_key")
-    check_private(path, "secrets", "master_key", "the master key")
-    return MasterKey(_parse_key(path.read_text(encoding="ascii", errors="replace"), str(path)),
-                     spec)
+                          file=str(key_file), section="secrets", key="master_key")
+    check_private(key_file, "secrets", "master_key", "the master key")
+    return MasterKey(_parse_key(key_file.read_text(encoding="ascii", errors="replace"),
+                                str(key_file)), spec)
 
 
 def create_master_key(spec: str) -> MasterKey:

@@ -74,7 +74,7 @@ async def transfer_keys(
     )
     fingerprints: dict[str, str] = {}
     for name, value in new.items():
-        info: Any = await secrets.put(meter.id, name, value)
+        info = await secrets.put(meter.id, name, value)
         fingerprints[name] = info.fingerprint
         await secrets.delete(meter.id, name + PENDING)
     log.info("meter {meter}: keys {keys} rotated ({fingerprints})", meter=meter.id,
