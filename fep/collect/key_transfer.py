@@ -27,6 +27,16 @@ PENDING = ".new"
 KEY_BYTES = 16
 
 
+class NewKeys(dict[str, str]):
+    """New keys by meter secret name, in hex: a dict whose repr shows only the names (it
+    travels in a command's parameters, which errors and logs may show)."""
+
+    def __repr__(self) -> str:
+        return "NewKeys(" + ", ".join(f"{k}=***" for k in self) + ")"
+
+    __str__ = __repr__
+
+
 def key_names(params: Mapping[str, Any]) -> list[str]:
     """The meter secrets a key-transfer command rotates (``keys=ek,ak``: the default)."""
     text = str(params.get("keys") or ",".join(DEFAULT_KEYS))
@@ -59,7 +69,7 @@ async def transfer_keys(
                           "([secrets] master_key)", section="secrets", key="master_key")
     names = key_names(params)
     held = (await secrets.values(meter.id)).get(meter.id, {})
-    new: dict[str, str] = {}
+    new = NewKeys()
     for name in names:
         pending = held.get(name + PENDING)
         if pending is None:
