@@ -1,7 +1,9 @@
 """A meter key rotation (the ``key-transfer`` command, always approved first): new keys made
-here, kept in the secret store before the meter is told (as ``NAME.new``, so a crash after the
-meter took them loses nothing), sent by the protocol (DLMS security setup key_transfer,
-wrapped with the meter's KEK), then kept as the meter's keys.
+here, kept in the secret store before the meter is told (as ``NAME.new``, so a crash after
+the meter took them loses nothing), sent by the protocol (DLMS security setup key_transfer,
+wrapped with the meter's KEK), then kept as the meter's keys. A later attempt that finds
+``NAME.new`` sends those keys again, under themselves when the keys in use no longer open
+the meter (an earlier attempt reached it and lost only its answer).
 
 Neither the command's parameters, its progress nor its outcome ever hold a key: the new keys
 travel in memory from here to the protocol session only.
@@ -15,9 +17,10 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from fep.errors import ConfigError
+from fep.errors import ConfigError, FepError
 from fep.interfaces import ICommands, ISecretStore
 from fep.model import Meter
+from fep.vault import with_secrets
 
 log = Logger()
 
@@ -70,8 +73,10 @@ async def transfer_keys(
     names = key_names(params)
     held = (await secrets.values(meter.id)).get(meter.id, {})
     new = NewKeys()
+    reused = False
     for name in names:
         pending = held.get(name + PENDING)
+        reused = reused or pending is not None
         if pending is None:
             # Kept before the meter hears of it: a meter that took a key we then lost
             # would be locked out.
@@ -79,9 +84,18 @@ async def transfer_keys(
             await secrets.put(meter.id, name + PENDING, pending)
         new[name] = pending
     log.info("meter {meter}: sending new keys {keys}", meter=meter.id, keys=",".join(names))
-    await commands.run_command(
-        reactor, endpoint, meter, "key-transfer", {**params, "new_keys": new}, timeout, progress
-    )
+    try:
+        await commands.run_command(reactor, endpoint, meter, "key-transfer",
+                                   {**params, "new_keys": new}, timeout, progress)
+    except FepError as e:
+        if not reused:
+            raise
+        # An earlier attempt may have reached the meter and lost only its answer: then the
+        # meter speaks with the new keys. Send them again under themselves.
+        log.info("meter {meter}: key transfer with the keys in use failed ({error}); trying "
+                 "the new keys an earlier attempt sent", meter=meter.id, error=str(e))
+        await commands.run_command(reactor, endpoint, with_secrets(meter, new), "key-transfer",
+                                   {**params, "new_keys": new}, timeout, progress)
     fingerprints: dict[str, str] = {}
     for name, value in new.items():
         info = await secrets.put(meter.id, name, value)

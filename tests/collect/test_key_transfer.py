@@ -144,3 +144,25 @@ class KeyTransferCommandTests(unittest.TestCase):
         for key in (new_ek, new_ak, EXAMPLE_EK, EXAMPLE_AK, KEK):
             for form in key_forms(key.hex()):
                 self.assertNotIn(form, data)
+
+    async def test_keys_a_lost_answer_left_on_the_meter_are_recovered(self) -> None:
+        await self.setup_engine()
+        # An earlier attempt reached the meter, which took the new keys; its answer was lost.
+        taken_ek, taken_ak = os.urandom(16), os.urandom(16)
+        await self.secrets.put("m1", "dlms_ek.new", taken_ek.hex())
+        await self.secrets.put("m1", "dlms_ak.new", taken_ak.hex())
+        self.factory.settings = ServerSettings(
+            system_title=TITLE, keys=SecurityKeys(taken_ek, taken_ak), allow_lowest=False)
+        asked = await commands.request(
+            self.engine.jobs, self.meter, "key-transfer", {}, "alice", reactor.seconds(),
+            approval=approval_of(self.engine.settings), policy=self.policy, retry_delay=0.2)
+        await commands.approve(self.engine.jobs, asked.id, "bob", reactor.seconds(),
+                               self.meter, self.policy)
+        self.engine.scheduler.kick()
+        done = await self.ended(asked.id)
+        self.assertEqual(done.status, CommandStatus.DONE, done.outcome)
+        held = (await self.secrets.values("m1"))["m1"]
+        self.assertEqual((held["dlms_ek"], held["dlms_ak"]), (taken_ek.hex(), taken_ak.hex()))
+        self.assertNotIn("dlms_ek.new", held)
+        records = await self.read_with(taken_ek, taken_ak)
+        self.assertTrue(any(isinstance(r, Reading) for r in records))
