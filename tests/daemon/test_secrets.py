@@ -1,5 +1,6 @@
 """Secrets at rest, end to end: meters imported with keys and passwords by `fep meters
-import` and `fep keys import`, read by the real daemon with the keys from the secret store;
+import` and `fep keys import`, read by the real daemon with the keys from the secret store,
+the meter's keys rotated on the meter (`fep keys rotate --meter`, approved) and read again;
 afterwards neither the store (the SQLite file with its WAL, or every row of PostgreSQL), nor
 the daemon's logs, nor the command line's output hold any key in hex (either case) or raw.
 A master key file others may read stops the daemon."""
@@ -22,6 +23,8 @@ from fep.protocols.dlms.server import ServerSettings
 from fep.service import FepService
 from fep.sim.dlms import DlmsMeterServerFactory
 from fep.sim.dlms_meter import SimulatedDlmsMeter
+from fep.store.secrets import read_sync
+from fep.vault import load_master_key, open_sealed
 from tests.daemon.harness import Daemon, free_port, wait_for, write_config
 from tests.postgres import fresh_database
 from tests.processes import fep_command
@@ -92,7 +95,30 @@ class SecretsScenario:
                 return False
 
         await wait_for(read, 60, "a reading of the keyed meter")
+
+        # The meter's keys rotated on the meter (approved by someone else), then read again.
+        asked = await self.fep(test, "keys", "rotate", "--meter", "dlms-1")
+        command = asked.split("command ")[1].split(":")[0]
+        output += asked + await self.fep(test, "command", "approve", command, "--by", "bob")
+
+        async def rotated() -> bool:
+            status = count(f"SELECT status FROM commands WHERE id = {int(command)}")
+            test.assertNotEqual(status, "failed", daemon.log_text()[-3000:])
+            return bool(status == "done")
+
+        await wait_for(rotated, 60, "the key transfer")
+        before = count("SELECT count(*) FROM readings WHERE meter = 'dlms-1'")
+
+        async def read_again() -> bool:
+            return bool(count("SELECT count(*) FROM readings WHERE meter = 'dlms-1'") > before)
+
+        await wait_for(read_again, 60, "a reading with the rotated keys")
         test.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
+        master = load_master_key(f"file:{self.workdir}/master.key")
+        new_keys = {row.info.name: open_sealed(master, "dlms-1", row.info.name, row.sealed)
+                    for row in read_sync(url, "dlms-1", ["dlms_ek", "dlms_ak"])}
+        test.assertNotIn(EK.hex().encode(), new_keys["dlms_ek"].lower())
+        self.rotated = [bytes.fromhex(v.decode()) for v in new_keys.values()]
         metadata = count("SELECT metadata FROM meters WHERE id = 'dlms-1'")
         test.assertIn("dlms_objects", str(metadata))
         test.assertNotIn("dlms_ek", str(metadata))
@@ -104,7 +130,7 @@ class SecretsScenario:
             "command line": output.encode(),
         }
         for where, data in places.items():
-            for form in secret_forms():
+            for form in secret_forms() + [f for k in self.rotated for f in key_forms(k.hex())]:
                 test.assertNotIn(form, data, f"a secret in the {where}")
 
 
