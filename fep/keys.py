@@ -3,9 +3,9 @@ meter secrets moved out of the meter list (``fep meters add/import``), and the c
 ``secret:NAME`` values.
 
 A meter secret (fep.vault.METER_SECRETS: dlms_ek, dlms_ak, dlms_kek, dlms_password,
-c12_password, c12_auth_key, dlt645_password, gprs_secret, sim_pin) given to ``fep meters``
-goes to the secret store, sealed under the master key; the meter list keeps no clear value.
-Nothing here prints or logs a value: listings show fingerprints.
+c12_password, c12_auth_key, dlt645_password, gprs_secret, modem_secret, sim_pin) given to
+``fep meters`` goes to the secret store, sealed under the master key; the meter list keeps
+no clear value. Nothing here prints or logs a value: listings show fingerprints.
 
 A configuration value ``secret:NAME`` (``[sms] pin``, ``[northbound] amqp_url``) is the
 configuration secret NAME (``fep keys import - NAME``), opened when the daemon is built.

@@ -50,6 +50,7 @@ METER_SECRETS = (
     "c12_auth_key",  # ANSI C12.21 DES authentication key
     "dlt645_password",  # DL/T 645 password (level + 6 digits)
     "gprs_secret",  # a modem's registration secret (proof of identity)
+    "modem_secret",  # the same, as fep.channels.modem_identity names it
     "sim_pin",  # a meter modem's SIM PIN
 )
 
