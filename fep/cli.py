@@ -304,6 +304,8 @@ async def cmd_meters(reactor: Any, args: argparse.Namespace) -> int:
     from fep.protocols.registry import meter_protocol
 
     async def work(store: Any) -> int:
+        from fep.keys import keep_meter_secrets
+
         if args.meters_command == "add":
             meter_protocol(args.protocol)
             meter = Meter(
@@ -313,13 +315,18 @@ async def cmd_meters(reactor: Any, args: argparse.Namespace) -> int:
                 address=args.address,
                 serial=args.serial,
                 credentials=args.credentials,
+                metadata=read_options(args.option),
             )
+            # Keys and passwords go to the secret store, never into the meter list.
+            (meter,), kept = await keep_meter_secrets(args, store, [meter])
             await store.add_meters([meter])
-            print(f"meter {meter.id} saved")
+            print(f"meter {meter.id} saved" + (f"; {kept} secrets in the secret store"
+                                               if kept else ""))
         elif args.meters_command == "import":
-            meters = read_meter_csv(Path(args.file))
+            meters, kept = await keep_meter_secrets(args, store, read_meter_csv(Path(args.file)))
             count = await store.add_meters(meters)
-            print(f"{count} meters imported from {args.file}")
+            print(f"{count} meters imported from {args.file}" + (
+                f"; {kept} secrets in the secret store" if kept else ""))
         else:
             meters = await store.meters()
             write_rows([_meter_row(m) for m in meters], METER_COLUMNS, args.format)
@@ -535,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--address")
     add.add_argument("--serial")
     add.add_argument("--credentials", help="reference to the meter's keys or password")
+    add.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="meter metadata (repeatable); keys and passwords (dlms_ek, "
+                     "c12_password, ...) go to the secret store")
     lst = msub.add_parser("list", help="list the meters")
     lst.add_argument("--format", choices=("json", "csv", "table"), default="table")
     imp = msub.add_parser("import", help="add or update meters from a CSV file")
@@ -577,6 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fep.collect.cli import add_commands
 
     add_commands(sub, _Parser)
+    from fep import keys
+
+    keys.add_commands(sub, _Parser)
     return parser
 
 

@@ -400,6 +400,13 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
         "exchange": Option(_text, "fep", "topic exchange records are published to"),
         "batch": Option(_positive_int, 500, "most records in flight to the broker"),
     },
+    "secrets": {
+        "master_key": Option(
+            _text, "", "master key of the secret store (meter keys and passwords, secret:NAME "
+            "values): file:PATH (mode 0600), env:NAME or credential:NAME (systemd "
+            "LoadCredential=); empty: file:DATA_DIR/master.key"
+        ),
+    },
     "log": {
         "level": Option(_level, "info", "least severe log level written"),
         "json_file": Option(_text, "", "also write JSON log events to this file; empty: no"),
@@ -564,6 +571,11 @@ class NorthboundSection:
 
 
 @attrs.frozen
+class SecretsSection:
+    master_key: str
+
+
+@attrs.frozen
 class LogSection:
     level: str
     json_file: str
@@ -587,6 +599,7 @@ class Config:
     manhole: ManholeSection
     alarms: AlarmsSection
     northbound: NorthboundSection
+    secrets: SecretsSection
     source: str = "<defaults>"
 
     @property
@@ -596,6 +609,14 @@ class Config:
     @property
     def firmware_directory(self) -> Path:
         return Path(self.collect.firmware_dir or Path(self.fep.data_dir) / "firmware")
+
+    @property
+    def master_key_spec(self) -> str:
+        """Where the secret store's master key is: ``[secrets] master_key`` or the default
+        file under the data directory."""
+        from fep.vault import master_key_spec
+
+        return master_key_spec(self.secrets.master_key, self.fep.data_dir)
 
     @property
     def control_socket(self) -> Path:
@@ -617,6 +638,7 @@ _SECTION_CLASSES: Mapping[str, type] = {
     "manhole": ManholeSection,
     "alarms": AlarmsSection,
     "northbound": NorthboundSection,
+    "secrets": SecretsSection,
 }
 
 

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
     from fep.model import IntervalBlock, Meter, MeterEvent, Reading, Record
+    from fep.store.secrets import SecretInfo
+    from fep.vault import MasterKey
 
 
 class IRecordSink(Interface):
@@ -374,3 +376,28 @@ class IModemCallLog(Interface):
 
     def modem_call_stats(by: str, since: datetime | None = None) -> Deferred[list[object]]:
         """CallStats per ``line`` or per ``site`` over the calls started since ``since``."""
+
+
+class ISecretStore(Interface):
+    """Secrets at rest (fep.store.secrets): meter keys and passwords, and the
+    configuration's ``secret:NAME`` values, sealed under the master key. Values come out
+    only in memory, for a session or a config value; listings show fingerprints."""
+
+    master_key_id: str = Attribute("the id of the master key this store seals under")
+
+    def put(meter: str, name: str, value: str) -> Deferred[SecretInfo]:
+        """Seal and keep ``value`` as ``name`` of ``meter`` (replacing any); fires with its
+        SecretInfo (id, meter, name, key id, fingerprint, created)."""
+
+    def values(meter: str | None = None) -> Deferred[dict[str, dict[str, str]]]:
+        """The clear values, by meter then name (of one meter, or of all)."""
+
+    def infos(meter: str | None = None) -> Deferred[list[SecretInfo]]:
+        """SecretInfo of every secret (of one meter), never a value."""
+
+    def delete(meter: str, name: str) -> Deferred[bool]:
+        """Forget one secret; fires with whether it existed."""
+
+    def rotate_master(new: MasterKey) -> Deferred[int]:
+        """Re-wrap every data key under a new MasterKey (one transaction); fires with the
+        count. The store seals under the new key afterwards."""

@@ -395,7 +395,7 @@ Record = Reading | IntervalBlock | MeterEvent
 
 
 # Metadata keys whose values are secrets: kept out of reprs, so out of logs and errors.
-SECRET_KEYS = ("password", "_ek", "_ak", "key", "secret")
+SECRET_KEYS = ("password", "_ek", "_ak", "key", "secret", "_kek", "pin")
 
 
 def is_secret(key: str) -> bool:

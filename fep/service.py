@@ -50,9 +50,14 @@ class FepService(service.MultiService):
             from twisted.internet import reactor as default_reactor
 
             reactor = default_reactor
+        from fep.keys import resolve_config_secrets
+
+        # secret:NAME values of the configuration, opened from the secret store.
+        config = resolve_config_secrets(config)
         self.config = config
         self.reactor = reactor
         self.store: IStore = open_store(config.store.url, reactor, pool_size=config.store.pool_size)
+        self.secrets = self._secret_store(config)
         from fep.operator.service import OperatorTier
 
         # The operator tier (API, status page, metrics, console, alarms, northbound).
@@ -66,7 +71,7 @@ class FepService(service.MultiService):
             max_delay=config.spool.max_delay,
             flush_timeout=config.spool.flush_timeout,
         )
-        self.directory = MeterDirectory(self.store)
+        self.directory = MeterDirectory(self.store, self.secrets)
         self.channels = Channels(
             reactor,
             backoff=ConnectBackoff(
@@ -133,6 +138,31 @@ class FepService(service.MultiService):
         self._json_log: io.TextIOWrapper | None = None
         self._observer: ILogObserver | None = None
         self.started: Deferred[None] | None = None
+
+    def _secret_store(self, config: Config) -> Any:
+        """The secret store under the configured master key; none when the default master
+        key file does not exist (no secrets kept yet). A configured key that cannot be read,
+        or a key file others may read, stops the daemon (ConfigError)."""
+        from fep.store.secrets import SecretStore
+        from fep.vault import load_master_key, spec_file
+
+        spec = config.master_key_spec
+        path = spec_file(spec)
+        if not config.secrets.master_key and path is not None and not path.exists():
+            return None
+        return SecretStore(self.store, load_master_key(spec))
+
+    async def _warn_clear_secrets(self) -> None:
+        from fep.keys import clear_config_secrets
+        from fep.vault import split_secrets
+
+        for where in clear_config_secrets(self.config):
+            log.warn("{where} is a secret in clear in the configuration; keep it in the "
+                     "secret store (secret:NAME)", where=where)
+        clear = [m.id for m in await self.store.meters() if split_secrets(m.metadata)[1]]
+        if clear:
+            log.warn("{count} meters have keys or passwords in clear in the meter list; "
+                     "move them with `fep keys import --from-metadata`", count=len(clear))
 
     def _modem_alarm(self, alarm: Any) -> None:
         log.critical("modem line {line} out of the pool: {reason}", line=alarm.line,
@@ -284,6 +314,7 @@ class FepService(service.MultiService):
         self.router.startService()
         meters = await self.directory.refresh()
         log.info("{count} meters known", count=len(meters))
+        await self._warn_clear_secrets()
         if self.config.collect.enabled:
             await self.collection.prepare()
         # What sessions need (invocation counters, modem lines) is ready before the first

@@ -73,10 +73,14 @@ class StoreCommandTests(unittest.TestCase):
         self.assertEqual((again.returncode, again.stdout), (0, "schema is up to date\n"))
 
     def test_meters_import_then_list_as_csv(self) -> None:
+        workdir = Path(self.mktemp()).resolve()  # the master key is made in ./var
+        workdir.mkdir()
         imported = run_fep("--db", self.db, "meters", "import",
-                           str(ROOT / "etc" / "meters.example.csv"))
+                           str(ROOT / "etc" / "meters.example.csv"), cwd=str(workdir))
         self.assertEqual(imported.returncode, 0, imported.stderr)
         self.assertIn("5 meters imported", imported.stdout)
+        self.assertIn("2 secrets in the secret store", imported.stdout)
+        self.assertEqual((workdir / "var" / "master.key").stat().st_mode & 0o777, 0o600)
         listed = run_fep("--db", self.db, "meters", "list", "--format", "csv")
         self.assertEqual(listed.stdout.splitlines(), [
             "id,protocol,route,address,serial,credentials",

@@ -19,16 +19,24 @@ from typing import Any
 
 from fep.collect import firmware
 from fep.collect.limits import ResourcePolicy
-from fep.collect.tasks import COMMANDS, Command, CommandStatus, Job, JobKind, Priority
+from fep.collect.tasks import (
+    COMMANDS,
+    KEY_TRANSFER,
+    Command,
+    CommandStatus,
+    Job,
+    JobKind,
+    Priority,
+)
 from fep.errors import ConfigError
 from fep.interfaces import IJobStore
 from fep.model import Meter
 
 DEFAULT_ATTEMPTS = 3
 DEFAULT_RETRY_DELAY = 30.0
-
-# Commands that need approval whatever ``[collect] approval`` says.
-ALWAYS_APPROVED = frozenset({"push-setup"})
+# Commands that need approval whatever ``[collect] approval`` says: pointing pushes at a
+# host, and a meter key rotation.
+ALWAYS_APPROVED = frozenset({"push-setup", KEY_TRANSFER})
 # The doors an operator comes through; ``who`` is ``DOOR:OPERATOR`` (or a bare operator).
 DOORS = ("console", "api", "cli")
 

@@ -1,5 +1,9 @@
 """The meter directory: the daemon's in-memory view of the meter list, for quick lookups
-(by id, serial number or device address) on the reactor thread."""
+(by id, serial number or device address) on the reactor thread.
+
+With a secret store, each meter's secrets (keys, passwords: fep.vault.METER_SECRETS) are
+put into its metadata here, in memory only, when the list is refreshed, and again for a
+job when it starts (``resolve``): the meter list in the store holds none of them."""
 
 from __future__ import annotations
 
@@ -10,15 +14,17 @@ from twisted.internet.defer import Deferred
 
 from fep.channels.routes import device_address, parse_route
 from fep.errors import RouteError
-from fep.interfaces import IStore
+from fep.interfaces import ISecretStore, IStore
 from fep.model import Meter
+from fep.vault import is_meter_secret, with_secrets
 
 
 class MeterDirectory:
     """Who the known meters are; refreshed from the store."""
 
-    def __init__(self, store: IStore) -> None:
+    def __init__(self, store: IStore, secrets: ISecretStore | None = None) -> None:
         self._store = store
+        self.secrets = secrets
         self._by_id: dict[str, Meter] = {}
         self._by_serial: dict[str, Meter] = {}
         self._by_system_title: dict[bytes, Meter] = {}
@@ -42,7 +48,8 @@ class MeterDirectory:
                 self._by_system_title[bytes.fromhex(title)] = m
         except ValueError:
             pass  # refused when the meter list was imported; never a crash here
-        names = [f"{k[5:]}={v}" for k, v in m.metadata.items() if k.startswith("gprs_") and v]
+        names = [f"{k[5:]}={v}" for k, v in m.metadata.items()
+                 if k.startswith("gprs_") and v and not is_meter_secret(k)]
         if m.route.startswith("gprs:"):
             try:
                 names += [f"{k}={v}" for k, v in parse_route(m.route).params().items()]
@@ -72,8 +79,22 @@ class MeterDirectory:
 
     async def refresh(self) -> list[Meter]:
         meters: list[Meter] = await self._store.meters()
+        if self.secrets is not None:
+            values = await self.secrets.values()
+            meters = [with_secrets(m, values.get(m.id)) for m in meters]
         self.replace(meters)
         return meters
+
+    async def resolve(self, meter: Meter) -> Meter:
+        """The meter with its secrets as the secret store holds them now (a job's meter at
+        the start of its session); the directory keeps the fresh copy."""
+        if self.secrets is None:
+            return meter
+        values = await self.secrets.values(meter.id)
+        fresh = with_secrets(meter, values.get(meter.id))
+        if meter.id in self._by_id:
+            self.add(fresh)
+        return fresh
 
     def refresh_d(self) -> Deferred[list[Meter]]:
         return Deferred.fromCoroutine(self.refresh())

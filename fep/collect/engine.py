@@ -89,6 +89,8 @@ class CollectionEngine:
             node=node,
             protocol_for=protocol_for,
             firmware_dir=self.firmware_dir,
+            resolve=directory.resolve if directory.secrets is not None else None,
+            secrets=directory.secrets,
         )
         self.scheduler = Scheduler(
             reactor,

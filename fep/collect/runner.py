@@ -8,7 +8,7 @@ the job fail with a "not supported" outcome and no retry.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from fep.collect.commands import clock_hold, hold
 from fep.collect.schedule import parse_duration
 from fep.collect.tasks import (
     DEFAULT_TASK,
+    KEY_TRANSFER,
     Command,
     CommandStatus,
     Job,
@@ -42,6 +43,7 @@ from fep.interfaces import (
     IMeterProtocol,
     IProfileReader,
     IRecordSink,
+    ISecretStore,
     IStore,
 )
 from fep.model import (
@@ -165,9 +167,15 @@ class JobRunner:
         node: str = "fep",
         protocol_for: Callable[[str], IMeterProtocol] = meter_protocol,
         firmware_dir: Path | None = None,
+        resolve: Callable[[Meter], Awaitable[Meter]] | None = None,
+        secrets: ISecretStore | None = None,
     ) -> None:
         self.reactor = reactor
         self.firmware_dir = firmware_dir  # firmware-upgrade images, by name
+        # The meter with its secrets, from the secret store at the start of each attempt
+        # (MeterDirectory.resolve); the secret store itself for key transfers.
+        self.resolve = resolve
+        self.secrets = secrets
         self.sink = sink
         self.store = store
         self.jobs = jobs
@@ -196,6 +204,8 @@ class JobRunner:
     async def _run(self, job: Job, meter: Meter) -> Outcome:
         self._tell("read_started", meter)
         try:
+            if self.resolve is not None:
+                meter = await self.resolve(meter)
             outcome, error = await self._attempt(job, meter)
         except BaseException as e:
             self._tell("read_finished", meter, e, 0)
@@ -393,6 +403,20 @@ class JobRunner:
                                                              self.firmware_dir)
         params["progress"] = dict(command.progress)
         progress = _ProgressWriter(self.jobs, command.id)
+        if command.action == KEY_TRANSFER:
+            from fep.collect.key_transfer import transfer_keys
+
+            try:
+                done_keys = await transfer_keys(
+                    self.secrets, commands, self.reactor, endpoint, meter, params, timeout,
+                    progress,
+                )
+            finally:
+                await progress.flush()
+            if self.resolve is not None:
+                await self.resolve(meter)  # the directory uses the new keys from now on
+            summary = ", ".join(f"{k}={v}" for k, v in sorted(done_keys.items()))
+            return Outcome(True, result=f"{command.action} done: {summary}")
         try:
             done: Mapping[str, Any] = await commands.run_command(
                 self.reactor, endpoint, meter, command.action, params, timeout, progress

@@ -292,7 +292,10 @@ COMMANDS = (
     "time-set",
     "firmware-upgrade",
     "push-setup",
+    "key-transfer",
 )
+# DLMS key rotation on the meter (security setup key_transfer): always needs approval.
+KEY_TRANSFER = "key-transfer"
 
 
 @attrs.frozen

@@ -66,6 +66,9 @@ async def read_meter(
         meter = await ctx.store.meter(meter_id)
     if meter is None:
         raise CommandRefused(f"no meter {meter_id!r}", status=404)
+    resolve = getattr(ctx.directory, "resolve", None)  # its secrets, from the secret store
+    if resolve is not None:
+        meter = await resolve(meter)
     if options:
         try:
             allowed = readoptions.checked(meter.protocol, options)

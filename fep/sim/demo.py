@@ -204,11 +204,16 @@ def main(argv: list[str] | None = None) -> int:
                               modbus_port, modem_pty is not None)
     # The operator web server (status page, API, metrics; docs/operators.md), loopback only.
     http_port, token = _free_port(), secrets.token_hex(16)
-    (workdir / "api.tokens").write_text(f"demo operator {token}\n")
+    from fep.operator.tokens import token_line
+
+    tokens = workdir / "api.tokens"  # the token's hash only, readable by its owner only
+    tokens.write_text(token_line("demo", "operator", token) + "\n")
+    tokens.chmod(0o600)
     with open(config, "a", encoding="utf-8") as f:
         f.write(f"[http]\nport = {http_port}\ntokens_file = {workdir.resolve()}/api.tokens\n")
-    db = f"sqlite:{workdir}/fep.sqlite"
-    fep = [sys.executable, "-m", "fep.cli", "--db", db]
+    # The daemon's configuration: its store, and its master key (DATA_DIR/master.key, made
+    # by the import) for the meters' keys and passwords.
+    fep = [sys.executable, "-m", "fep.cli", "--config", str(config)]
 
     print(f"demo: simulated meters on 127.0.0.1:{sim_port}, push listener on {push_port}")
     start([sys.executable, "-m", "fep.sim.iec62056_21", "--tcp", str(sim_port),

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -21,6 +22,7 @@ from twisted.python.failure import Failure
 
 from fep.errors import FrameError
 from fep.protocols.dlms import hdlc, wrapper
+from fep.protocols.dlms.cosem import KeyId
 from fep.protocols.dlms.security import SecurityKeys
 from fep.protocols.dlms.server import DlmsServer, ServerSettings
 from fep.sim.dlms_meter import SimulatedDlmsMeter
@@ -41,7 +43,7 @@ class DlmsMeterServerProtocol(Protocol):
         self.factory = factory
         self.server = DlmsServer(
             factory.meter,
-            factory.settings,
+            factory.association_settings(),
             invocation_counter=factory.next_counter(),
             received_counters=factory.received_counters,
         )
@@ -110,6 +112,21 @@ class DlmsMeterServerFactory(Factory):
         self.invocation_counter = 1
         self.received_counters: dict[bytes, int] = {}
         self.errors: list[str] = []
+
+    def association_settings(self) -> ServerSettings:
+        """The settings of a new association: with the keys the meter took by key
+        transfer since the last one (a meter switches keys between associations)."""
+        moved = self.meter.transferred_keys
+        if moved and self.settings.keys is not None:
+            keys = self.settings.keys
+            self.settings = attrs.evolve(self.settings, keys=SecurityKeys(
+                moved.pop(KeyId.GLOBAL_UNICAST_ENCRYPTION, keys.block_cipher_key),
+                moved.pop(KeyId.AUTHENTICATION, keys.authentication_key),
+            ))
+        if moved and KeyId.MASTER in moved:
+            self.meter.kek = moved.pop(KeyId.MASTER)
+        moved.clear()
+        return self.settings
 
     def next_counter(self) -> int:
         # Each association continues where the last left off: a meter never reuses one.

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import attrs
 
+from fep.errors import FrameError
 from fep.model import ObisCode, Unit
 from fep.protocols.dlms import axdr
 from fep.protocols.dlms.apdu import (
@@ -29,6 +30,7 @@ from fep.protocols.dlms.cosem import (
     CosemClass,
     ObjectListEntry,
     ScalerUnit,
+    unwrap_key_transfer,
 )
 
 # The simulated energy counters start at this instant (values grow from there).
@@ -130,6 +132,10 @@ class SimulatedDlmsMeter:
     # Demand register resets (register, when) and the push destination last set.
     resets: list[tuple[ObisCode, datetime]] = attrs.field(factory=list)
     push_destination: str | None = None
+    # The master key (KEK) new keys arrive wrapped with (security setup key_transfer), and
+    # the keys so received, by key_id: the meter uses them from its next association.
+    kek: bytes | None = attrs.field(default=None, repr=False)
+    transferred_keys: dict[int, bytes] = attrs.field(factory=dict, repr=False)
 
     # -- time -----------------------------------------------------------------------------
 
@@ -451,6 +457,15 @@ class SimulatedDlmsMeter:
             except Exception:
                 return DataAccessResult.TYPE_UNMATCHED, None
         if name == PUSH_SETUP and index == 1:
+            return DataAccessResult.SUCCESS, None
+        if name == SECURITY_SETUP and index == 2:
+            if self.kek is None or parameters is None:
+                return DataAccessResult.READ_WRITE_DENIED, None
+            try:
+                keys = unwrap_key_transfer(parameters, self.kek)
+            except FrameError:
+                return DataAccessResult.OTHER_REASON, None
+            self.transferred_keys.update({int(k): v for k, v in keys})
             return DataAccessResult.SUCCESS, None
         reg = REGISTERS.get(name)
         if reg is not None and index == 1 and method.class_id == reg.class_id in (4, 5):

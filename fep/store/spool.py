@@ -97,7 +97,7 @@ class Spool:
         return deferToThreadPool(self._reactor, self._pool, f, *args)
 
     def _scan(self) -> list[tuple[int, Path, list[tuple[int, list[Record]]], str | None]]:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         found = []
         for path in sorted(self.directory.glob("*" + SUFFIX)):
             try:

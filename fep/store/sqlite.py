@@ -11,6 +11,7 @@ commit costs no fsync until checkpoint. Each ``write()`` is one transaction with
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -145,10 +146,14 @@ class SqliteStore:
     def _connection(self) -> sqlite3.Connection:
         # Runs on the store thread only.
         if self._conn is None:
-            if self.path != MEMORY:
+            if self.path != MEMORY and not self.path.startswith("file:"):
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                _create_private(self.path)
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per write().
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # Deleted and replaced rows (a meter's metadata that held a key) are zeroed,
+            # not left in free pages.
+            conn.execute("PRAGMA secure_delete=ON")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             # Another process (the `fep` command) may hold the write lock for a moment.
@@ -261,6 +266,16 @@ class SqliteStore:
 
 
 # The functions below run on the store thread.
+
+
+def _create_private(path: str) -> None:
+    """Make a new database file of mode 0600 (SQLite gives its -wal and -shm files the
+    mode of the database file); an existing file is left as it is."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def _apply_migrations(conn: sqlite3.Connection) -> list[str]:

@@ -51,6 +51,7 @@ class StatusPageInChromiumTests(unittest.TestCase):
         workdir.mkdir(parents=True)
         db = workdir / "fep.sqlite"
         (workdir / "tokens").write_text(TOKENS)
+        (workdir / "tokens").chmod(0o600)  # a token file others may read is refused
         iec_port = self.listen(IecMeterServerFactory(make_meters(2), reactor))
         dlms_port = self.listen(DlmsMeterServerFactory(
             dlms_meter.SimulatedDlmsMeter(history=timedelta(hours=12)),

@@ -147,6 +147,63 @@ class SecuritySetupMethod(enum.IntEnum):
     KEY_TRANSFER = 2
 
 
+class KeyId(enum.IntEnum):
+    """Which key a security setup key transfer carries (Blue Book, class 64 key_id)."""
+
+    GLOBAL_UNICAST_ENCRYPTION = 0
+    GLOBAL_BROADCAST_ENCRYPTION = 1
+    AUTHENTICATION = 2
+    MASTER = 3  # the key encryption key itself (security setup version 1)
+
+
+KEY_SIZE = 16  # security suite 0: AES-128
+
+
+def key_transfer_data(keys: Sequence[tuple[KeyId, bytes]], kek: bytes) -> Data:
+    """The parameter of security setup ``key_transfer`` (method 2): an array of
+    ``key_data ::= structure {key_id: enum, key_wrapped: octet-string}``, each key wrapped
+    with the master key (KEK) by the AES key wrap of RFC 3394."""
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+    if len(kek) != KEY_SIZE:
+        raise ValueError(f"a suite 0 master key (KEK) is {KEY_SIZE} bytes")
+    items = []
+    for key_id, key in keys:
+        if len(key) != KEY_SIZE:
+            raise ValueError(f"a suite 0 key is {KEY_SIZE} bytes")
+        items.append(axdr.structure(axdr.enum_value(int(key_id)),
+                                    axdr.octet_string(aes_key_wrap(kek, key))))
+    return axdr.array(items)
+
+
+def unwrap_key_transfer(data: Data, kek: bytes) -> list[tuple[KeyId, bytes]]:
+    """The keys of a ``key_transfer`` parameter, unwrapped with the KEK (the meter's side).
+    Raises FrameError for a malformed parameter, an unknown key id or a wrapped key that
+    does not unwrap with this KEK (the RFC 3394 integrity check); nothing else."""
+    from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
+
+    if data.type != DataType.ARRAY or not 0 < len(data) <= len(KeyId):
+        raise FrameError("key_transfer takes an array of 1..4 key_data", field="key_data")
+    found = []
+    for item in data:
+        if item.type != DataType.STRUCTURE or len(item) != 2:
+            raise FrameError("key_data is a structure of key_id and key_wrapped",
+                             field="key_data")
+        try:
+            key_id = KeyId(axdr.as_int(item[0], "key_id"))
+        except ValueError:
+            raise FrameError("unknown key_id", field="key_id") from None
+        wrapped = axdr.as_bytes(item[1], "key_wrapped")
+        if len(wrapped) != KEY_SIZE + 8:
+            raise FrameError("a wrapped suite 0 key is 24 bytes", field="key_wrapped")
+        try:
+            found.append((key_id, aes_key_unwrap(kek, wrapped)))
+        except (InvalidUnwrap, ValueError):
+            raise FrameError("wrapped key does not unwrap with the master key",
+                             field="key_wrapped") from None
+    return found
+
+
 class DisconnectAttr(enum.IntEnum):
     OUTPUT_STATE = 2
     CONTROL_STATE = 3

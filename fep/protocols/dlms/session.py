@@ -53,11 +53,13 @@ from fep.protocols.dlms.client import (
 )
 from fep.protocols.dlms.cosem import (
     CosemClass,
+    KeyId,
     ScalerUnit,
     clock_quality,
     decode_capture_objects,
     decode_object_list,
     event_log,
+    key_transfer_data,
     profile_blocks,
     register_reading,
 )
@@ -76,6 +78,13 @@ _T = TypeVar("_T")
 CLOCK = ObisCode(0, 0, 1, 0, 0, 255)
 DISCONNECT_CONTROL = ObisCode(0, 0, 96, 3, 10, 255)
 IMAGE_TRANSFER = ObisCode(0, 0, 44, 0, 0, 255)
+SECURITY_SETUP = ObisCode(0, 0, 43, 0, 0, 255)
+# The meter secrets a key transfer may change, by the key_id the meter knows them as.
+TRANSFERABLE_KEYS = {
+    "dlms_ek": KeyId.GLOBAL_UNICAST_ENCRYPTION,
+    "dlms_ak": KeyId.AUTHENTICATION,
+    "dlms_kek": KeyId.MASTER,
+}
 
 
 _PUSH_FIRST_BYTES = frozenset({0x0F, 0xC2, 0xDB, 0xDC})
@@ -599,6 +608,18 @@ class DlmsSession:
         """Remote reconnect (class 70 method 2); fires with the control state after it."""
         return await self._disconnector(instance, 2)
 
+    async def transfer_keys(
+        self, keys: Sequence[tuple[KeyId, bytes]], kek: bytes,
+        instance: ObisCode = SECURITY_SETUP,
+    ) -> None:
+        """Security setup (class 64) method 2, key_transfer: the new keys, each wrapped
+        with the master key (KEK, RFC 3394). The meter uses them from its next
+        association."""
+        await self.action(
+            A.MethodDescriptor(CosemClass.SECURITY_SETUP, instance, 2),
+            key_transfer_data(keys, kek),
+        )
+
     async def _disconnector(self, instance: ObisCode, method: int) -> int:
         await self.action(A.MethodDescriptor(70, instance, method), axdr.integer(0))
         return axdr.as_int(await self.get(A.AttributeDescriptor(70, instance, 3)))
@@ -835,7 +856,9 @@ DEFAULT_PROFILE = "1.0.99.1.0.255"
 DEFAULT_EVENT_LOGS = "0.0.99.98.0.255"
 MAX_DEMAND = ObisCode(1, 0, 1, 6, 0, 255)
 PUSH_SETUP = ObisCode(0, 0, 25, 9, 0, 255)
-COMMANDS = ("demand-reset", "disconnect", "reconnect", "firmware-upgrade", "push-setup")
+COMMANDS = (
+    "demand-reset", "disconnect", "reconnect", "firmware-upgrade", "push-setup", "key-transfer"
+)
 
 
 def _reactor_now(reactor: Any) -> datetime:
@@ -1056,6 +1079,8 @@ class DlmsProtocol:
                     ),
                 )
                 return {"destination": destination}
+            if command == "key-transfer":
+                return await _transfer_keys(session, meter, params)
             if command == "firmware-upgrade":
                 image = params["image_bytes"]
                 identifier = str(params.get("identifier", "")).encode() or b"fep-image"
@@ -1069,6 +1094,30 @@ class DlmsProtocol:
                                meter=meter.id, protocol=PROTOCOL)
 
         return ensureDeferred(self._associated(reactor, endpoint, meter, timeout, work))
+
+
+async def _transfer_keys(
+    session: DlmsSession, meter: Meter, params: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """``key-transfer``: ``params["new_keys"]`` (meter secret name -> hex, given in memory
+    by the collection engine, never stored in the command) wrapped with the meter's
+    ``dlms_kek``. Fires with the names of the keys sent, never their values."""
+    kek = _hex(meter, "dlms_kek", 16)
+    if kek is None:
+        raise ConfigError(f"meter {meter.id}: key-transfer needs the meter's master key "
+                          "(dlms_kek) in the secret store", key="dlms_kek")
+    new_keys: Mapping[str, str] = params.get("new_keys") or {}
+    pairs: list[tuple[KeyId, bytes]] = []
+    for name, value in sorted(new_keys.items()):
+        if name not in TRANSFERABLE_KEYS:
+            raise ConfigError(f"meter {meter.id}: {name} is not a key a meter takes by key "
+                              f"transfer ({', '.join(TRANSFERABLE_KEYS)})", key="keys")
+        pairs.append((TRANSFERABLE_KEYS[name], bytes.fromhex(value)))
+    if not pairs:
+        raise ConfigError(f"meter {meter.id}: key-transfer names no key", key="keys")
+    setup = _obis_setting(meter, "dlms_security_setup", str(SECURITY_SETUP))
+    await session.transfer_keys(pairs, kek, setup)
+    return {"keys": ",".join(sorted(new_keys))}
 
 
 def _obis_setting(meter: Meter, key: str, default: str) -> ObisCode:
