@@ -85,11 +85,16 @@ class FepService(service.MultiService):
                 "dialup", lambda route: pool.endpoint(route.args), backoff=False
             )
         self.listeners: list[service.Service] = []
+        from fep.channels.listeners import ListenerSet
+
+        # Every listener's connection caps, idle timeout and pre-identification byte cap.
+        self.limits = ListenerSet(config.listeners, reactor)
         if config.push.iec62056_21:
             from fep.protocols.iec62056_21.session import PushedReadoutFactory
 
             factory = PushedReadoutFactory(self.router, self._resolve_pushing_meter)
-            listener = strports.service(config.push.iec62056_21, factory)
+            listener = strports.service(config.push.iec62056_21,
+                                        self.limits.wrap(factory, "push_iec62056_21"))
             listener.setName("push-iec62056-21")
             self.listeners.append(listener)
         self.dlms_push: Any = None
@@ -103,7 +108,8 @@ class FepService(service.MultiService):
             from fep.protocols.dlms.session import DlmsPushFactory
 
             self.dlms_push = DlmsPushFactory(self.router, self._resolve_dlms_sender, self.counters)
-            listener = strports.service(config.push.dlms, self.dlms_push)
+            listener = strports.service(config.push.dlms,
+                                        self.limits.wrap(self.dlms_push, "push_dlms"))
             listener.setName("push-dlms")
             self.listeners.append(listener)
         self.gprs: Any = None
@@ -116,7 +122,8 @@ class FepService(service.MultiService):
             from fep.operator.control import ControlServer
 
             try:
-                self.control = ControlServer(reactor, config.control_socket)
+                self.control = ControlServer(reactor, config.control_socket,
+                                             limits=self.limits)
             except ConfigError as e:
                 if config.control.socket:
                     raise
@@ -124,6 +131,7 @@ class FepService(service.MultiService):
                 self._control_problem = f"{e}; set [control] socket to a shorter path"
             else:
                 self.control.add("sessions", self._sessions_command)
+                self.control.add("listeners", lambda request: {"listeners": self.limits.stats()})
         self.sms: Any = None
         self.sms_wakeup: Any = None
         if config.sms.port:
@@ -141,6 +149,7 @@ class FepService(service.MultiService):
     def _add_gprs(self, config: Config) -> None:
         """GPRS modems that dial in: the channel, its listeners, and ``gprs:`` routes."""
         from fep.channels.gprs import GprsChannel, gprs_settings, listener_names
+        from fep.channels.listeners import with_backlog
 
         self.gprs = GprsChannel(
             self.reactor,
@@ -153,7 +162,9 @@ class FepService(service.MultiService):
         self.channels.register_scheme("gprs", self.gprs.endpoint_for, backoff=False)
         for description in listener_names(config.gprs.listen):
             label = ":".join(description.split(":")[:2])
-            listener = strports.service(description, self.gprs.factory(label))
+            listener = strports.service(with_backlog(description),
+                                        self.limits.wrap(self.gprs.factory(label), "gprs",
+                                                         f"gprs {label}"))
             listener.setName(f"gprs {label}")
             self.listeners.append(listener)
 

@@ -41,6 +41,7 @@ from fep.channels.identify import (
     Identity,
     make_rules,
 )
+from fep.channels.listeners import peer_identified
 from fep.channels.routes import Route, parse_route
 from fep.errors import ChannelError, ConfigError, FepError, RouteError
 from fep.interfaces import (
@@ -52,6 +53,7 @@ from fep.interfaces import (
 )
 from fep.model import Meter, Record, utcnow
 from fep.protocols.registry import meter_protocol
+from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.channels.gprs")
 
@@ -471,7 +473,8 @@ class ModemSession(Protocol):
         except IdentificationError as e:
             self.channel.stats.unidentified += 1
             self.channel.stats.garbage_bytes += self._identifier.received
-            log.warn("modem from {peer}: {error}; closing", peer=self.peer, error=str(e))
+            self.channel.bad_input.warn("modem from {peer}: {error}; closing", peer=self.peer,
+                                        error=str(e))
             self.drop("no registration")
             return
         if result is None:
@@ -483,6 +486,7 @@ class ModemSession(Protocol):
         self.channel.stats.identified += 1
         self.identity = result.identity
         self.identified = utcnow()
+        peer_identified(self.transport)
         if result.garbage:
             log.info(
                 "modem {modem} from {peer}: {garbage} garbage bytes before its registration",
@@ -616,7 +620,7 @@ class ModemSession(Protocol):
         if self.state != "identifying":
             return
         self.channel.stats.unidentified += 1
-        log.warn(
+        self.channel.bad_input.warn(
             "modem from {peer} sent no registration within {timeout:.0f} s "
             "({received} bytes); closing",
             peer=self.peer,
@@ -782,6 +786,7 @@ class GprsChannel:
         self.protocol_for = protocol_for
         self.registry = SessionRegistry()
         self.stats = GprsStats()
+        self.bad_input = RateLimitedLog(log, reactor)  # strangers' junk: rate-limited logs
         # Told of sessions attaching and ending and of meters registered (the collection
         # engine's session homes and wake-up).
         self.observers: list[IModemSessionObserver] = []
