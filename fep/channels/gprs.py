@@ -441,7 +441,7 @@ class ModemSession(Protocol):
         if self.meters:
             self.channel.tell("modem_gone", self.meters)
         if self.identity is not None or self.bytes_in:
-            log.info(
+            (log if self.identity is not None else self.channel.bad_input).info(
                 "modem {modem} from {peer} gone, {why}: {bytes_in} bytes in, "
                 "{bytes_out} out, {frames} pushes",
                 why=was,

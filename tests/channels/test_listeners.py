@@ -85,7 +85,7 @@ class LimitedFactoryTests(unittest.TestCase):
         factory = self.factory(max_connections=2, max_per_source=0)
         self.connect(factory, "192.0.2.1")
         self.connect(factory, "192.0.2.2")
-        refused, transport = self.connect(factory, "192.0.2.3")
+        _refused, transport = self.connect(factory, "192.0.2.3")
         self.assertTrue(transport.disconnected)  # aborted in connectionMade
         self.assertEqual(len(self.protocols), 2)  # the listener's protocol was never built
         self.assertEqual(factory.stats.refused_connections, 1)
@@ -171,7 +171,7 @@ class LimitedFactoryTests(unittest.TestCase):
     def test_identified_when_probe(self) -> None:
         factory = LimitedFactory(self.inner, ListenerLimits(max_unidentified_bytes=10), "ssh",
                                  clock=self.clock, identified_when=ssh_authenticated)
-        protocol, transport = self.connect(factory)
+        protocol, _transport = self.connect(factory)
         protocol.dataReceived(b"abc")
         self.assertFalse(protocol.identified)
         self.protocols[0].avatar = object()  # type: ignore[attr-defined]
