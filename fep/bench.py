@@ -144,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--readings", type=int, default=200_000)
     parser.add_argument("--batch-sizes", default="1000,5000,20000")
     parser.add_argument("--write", help="also write the results as markdown to this file")
+    parser.add_argument("--listeners", default="gprs,push_dlms,push_iec62056_21,http,ssh,control",
+                        help="with --only listeners: which listeners get the junk")
     parser.add_argument("--only", choices=("ingest", "dlms", "listeners"),
                         help="run one group of benchmarks (default: all but listeners)")
     args = parser.parse_args(argv)
@@ -151,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The junk-load bench of every listener against the real daemon (its own process).
         from fep.bench_listeners import main as listeners_bench
 
-        text, met = listeners_bench()
+        text, met = listeners_bench(listeners=tuple(args.listeners.split(",")))
         print(text)
         if args.write:
             with open(args.write, "a", encoding="utf-8") as out:

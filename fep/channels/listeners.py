@@ -38,6 +38,10 @@ log = Logger(namespace="fep.channels.listeners")
 LISTENERS = ("gprs", "push_dlms", "push_iec62056_21", "http", "ssh", "control")
 LIMIT_KEYS = ("max_connections", "max_per_source", "idle_timeout", "max_unidentified_bytes")
 
+# Bytes handed to a protocol at once before it has identified its peer (one read may bring
+# 64 KiB): it sees no more junk than it needs before giving up.
+UNIDENTIFIED_SLICE = 4096
+
 # A GPRS listener without backlog= gets this listen queue (listenTCP's default is 50: a
 # reconnect storm of thousands of modems would queue in the kernel and time out there). The
 # kernel caps it at net.core.somaxconn.
@@ -60,6 +64,9 @@ class ListenerLimits:
 
 # Where a listener's defaults differ from [listeners]' own (documented in etc/fep.ini).
 BUILTIN_OVERRIDES: Mapping[str, Mapping[str, float | int]] = {
+    # A push's first APDU is well under this (a Data-Notification of registers is < 1 KiB);
+    # junk past it is not decoded at all.
+    "push_dlms": {"max_unidentified_bytes": 16384},
     # Thousands of modems; several behind one carrier NAT address.
     "gprs": {"max_connections": 20000, "max_per_source": 256, "idle_timeout": 600.0},
     # Operators keep a console open while they read.
@@ -135,7 +142,9 @@ class LimitedProtocol(ProtocolWrapper):
         self.source = source
         self.identified = False
         self.unidentified_bytes = 0
+        # Why the limits closed the connection; whether the protocol itself closed it.
         self.closed_because: str | None = None
+        self.protocol_closed = False
         self._idle: IDelayedCall | None = None
 
     # -- IIdentifiedTransport ---------------------------------------------------------------
@@ -172,8 +181,29 @@ class LimitedProtocol(ProtocolWrapper):
                 )
                 self._abort("too many bytes before identification")
                 return
-        super().dataReceived(data)
-        self._probe()
+        # Before identification a big read goes to the protocol in slices, and stops as soon
+        # as the protocol gives up on the peer: junk costs what the protocol needed to see.
+        offset = 0
+        while offset < len(data):
+            if self.identified:
+                piece, offset = data[offset:], len(data)
+            else:
+                piece, offset = data[offset:offset + UNIDENTIFIED_SLICE], \
+                    offset + UNIDENTIFIED_SLICE
+            super().dataReceived(piece)
+            self._probe()
+            if (self.closed_because is not None or self.protocol_closed
+                    or self.wrappedProtocol is None):
+                return
+
+    def loseConnection(self) -> None:
+        self.protocol_closed = True
+        super().loseConnection()
+
+    def abortConnection(self) -> None:
+        self.protocol_closed = True
+        transport: Any = self.transport
+        transport.abortConnection()
 
     def write(self, data: bytes) -> None:
         super().write(data)

@@ -159,6 +159,27 @@ class LimitedFactoryTests(unittest.TestCase):
         self.assertEqual(factory.stats.identified, 1)
         self.assertEqual(len(self.protocols[0].received), 10_006)
 
+    def test_a_big_read_reaches_an_unidentified_protocol_in_slices_until_it_gives_up(
+            self) -> None:
+        seen: list[int] = []
+
+        class GivesUp(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                seen.append(len(data))
+                if sum(seen) > 5000:
+                    self.transport.loseConnection()  # type: ignore[union-attr]
+
+        factory = LimitedFactory(Factory.forProtocol(GivesUp), ListenerLimits(), "test",
+                                 clock=self.clock)
+        protocol, _ = self.connect(factory)
+        protocol.dataReceived(b"j" * 65536)
+        self.assertEqual(seen, [4096, 4096])
+
+    def test_an_identified_protocol_gets_the_rest_of_a_read_at_once(self) -> None:
+        protocol, _ = self.connect(self.factory())
+        protocol.dataReceived(b"HELLO\n" + b"d" * 20000)
+        self.assertEqual(len(self.protocols[0].received), 20006)
+
     def test_identify_on_write(self) -> None:
         factory = LimitedFactory(self.inner, ListenerLimits(max_unidentified_bytes=10), "http",
                                  clock=self.clock, identify_on_write=True)
@@ -198,7 +219,8 @@ class LimitedFactoryTests(unittest.TestCase):
 class ConfigTests(unittest.TestCase):
     def test_defaults(self) -> None:
         section = default_config().listeners
-        self.assertEqual(limits_for("push_dlms", section), ListenerLimits())
+        self.assertEqual(limits_for("push_iec62056_21", section), ListenerLimits())
+        self.assertEqual(limits_for("push_dlms", section).max_unidentified_bytes, 16384)
         gprs = limits_for("gprs", section)
         self.assertEqual(gprs.max_connections, 20000)
         self.assertEqual(gprs.max_unidentified_bytes, 65536)
