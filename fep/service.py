@@ -85,15 +85,16 @@ class FepService(service.MultiService):
                 "dialup", lambda route: pool.endpoint(route.args), backoff=False
             )
         self.listeners: list[service.Service] = []
-        from fep.channels.listeners import ListenerSet
+        from fep.channels.listeners import ListenerSet, with_backlog
 
-        # Every listener's connection caps, idle timeout and pre-identification byte cap.
+        # Every listener's connection caps, idle timeout and pre-identification byte cap; the
+        # push and GPRS listeners a long listen queue (meters push at the same quarter hour).
         self.limits = ListenerSet(config.listeners, reactor)
         if config.push.iec62056_21:
             from fep.protocols.iec62056_21.session import PushedReadoutFactory
 
             factory = PushedReadoutFactory(self.router, self._resolve_pushing_meter)
-            listener = strports.service(config.push.iec62056_21,
+            listener = strports.service(with_backlog(config.push.iec62056_21),
                                         self.limits.wrap(factory, "push_iec62056_21"))
             listener.setName("push-iec62056-21")
             self.listeners.append(listener)
@@ -108,7 +109,7 @@ class FepService(service.MultiService):
             from fep.protocols.dlms.session import DlmsPushFactory
 
             self.dlms_push = DlmsPushFactory(self.router, self._resolve_dlms_sender, self.counters)
-            listener = strports.service(config.push.dlms,
+            listener = strports.service(with_backlog(config.push.dlms),
                                         self.limits.wrap(self.dlms_push, "push_dlms"))
             listener.setName("push-dlms")
             self.listeners.append(listener)
