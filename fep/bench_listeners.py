@@ -193,8 +193,10 @@ class BenchDaemon:
 
 
 def _env() -> dict[str, str]:
+    """The daemon's environment: this checkout first on the path, or FEP_BENCH_DAEMON_ROOT's
+    (another checkout of fep, to measure a daemon without the limits side by side)."""
     env = dict(os.environ)
-    root = Path(__file__).resolve().parent.parent
+    root = Path(os.environ.get("FEP_BENCH_DAEMON_ROOT") or Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -467,7 +469,7 @@ async def wait_ready(daemon: BenchDaemon, limit: float = 60.0) -> None:
         assert daemon.process is not None
         if daemon.process.poll() is not None:
             raise RuntimeError(f"the daemon exited; see {daemon.workdir / 'twistd.log'}")
-        if await asyncio.to_thread(api_answers, daemon) and control_stats(daemon):
+        if await asyncio.to_thread(api_answers, daemon) and daemon.control.exists():
             return
         await asyncio.sleep(0.2)
     raise RuntimeError("the daemon did not start listening in time")

@@ -54,6 +54,9 @@ class _ControlProtocol(LineOnlyReceiver):
                 raise ValueError(f"unknown command {name!r} (known: {known})")
         except ValueError as e:
             self._answer({"ok": False, "error": str(e)})
+            # One answer per bad request and the connection ends: a peer that streams junk
+            # lines and never reads the answers cannot grow our write buffer without end.
+            self.transport.loseConnection()  # type: ignore[union-attr]
             return
         peer_identified(self.transport)
         d = maybeDeferred(command, request)
