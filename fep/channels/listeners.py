@@ -256,7 +256,7 @@ class LimitedProtocol(ProtocolWrapper):
             transport.loseConnection()
 
 
-class LimitedFactory(WrappingFactory):
+class LimitedFactory(WrappingFactory[LimitedProtocol]):
     """Wraps the factory of one listener with its ``ListenerLimits``.
 
     ``identify_on_write``: the peer counts as identified once the wrapped protocol first
