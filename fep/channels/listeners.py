@@ -71,7 +71,8 @@ BUILTIN_OVERRIDES: Mapping[str, Mapping[str, float | int]] = {
     "gprs": {"max_connections": 20000, "max_per_source": 256, "idle_timeout": 600.0},
     # Operators keep a console open while they read.
     "ssh": {"max_connections": 64, "max_per_source": 8, "idle_timeout": 1800.0},
-    "http": {"max_connections": 256, "max_per_source": 64, "idle_timeout": 120.0,
+    # idle_timeout: the [listeners] 300 s, above the longest API read (a woken GPRS modem).
+    "http": {"max_connections": 256, "max_per_source": 64,
              "max_unidentified_bytes": 1048576},
     # `fep sessions` asks one question and goes.
     "control": {"max_connections": 64, "max_per_source": 64, "idle_timeout": 60.0},
