@@ -168,34 +168,40 @@ class LimitedProtocol(ProtocolWrapper):
             return
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.factory.limits.idle_timeout)
-        if not self.identified:
-            cap = self.factory.limits.max_unidentified_bytes
-            self.unidentified_bytes += len(data)
-            if cap and self.unidentified_bytes > cap:
-                self.factory.stats.overflow_closed += 1
-                self.factory.events.warn(
-                    "{listener}: {peer} sent {received} bytes without identifying itself "
-                    "(at most {cap}); closing",
-                    kind=f"{self.factory.name} overflow",
-                    listener=self.factory.name, peer=self.source,
-                    received=self.unidentified_bytes, cap=cap,
-                )
-                self._abort("too many bytes before identification")
-                return
-        # Before identification a big read goes to the protocol in slices, and stops as soon
-        # as the protocol gives up on the peer: junk costs what the protocol needed to see.
+        # Before identification a read goes to the protocol in slices, each counted against
+        # the cap, and stops as soon as the protocol gives up on the peer: junk costs what
+        # the protocol needed to see. Once identified, the rest of the read goes at once.
         offset = 0
         while offset < len(data):
             if self.identified:
-                piece, offset = data[offset:], len(data)
+                piece = data[offset:]
             else:
-                piece, offset = data[offset:offset + UNIDENTIFIED_SLICE], \
-                    offset + UNIDENTIFIED_SLICE
+                piece = data[offset:offset + UNIDENTIFIED_SLICE]
+                if self._past_cap(len(piece)):
+                    return
+            offset += len(piece)
             super().dataReceived(piece)
             self._probe()
             if (self.closed_because is not None or self.protocol_closed
                     or self.wrappedProtocol is None):
                 return
+
+    def _past_cap(self, more: int) -> bool:
+        """Count ``more`` unidentified bytes; past the cap, close and say so."""
+        self.unidentified_bytes += more
+        cap = self.factory.limits.max_unidentified_bytes
+        if not cap or self.unidentified_bytes <= cap:
+            return False
+        self.factory.stats.overflow_closed += 1
+        self.factory.events.warn(
+            "{listener}: {peer} sent {received} bytes without identifying itself "
+            "(at most {cap}); closing",
+            kind=f"{self.factory.name} overflow",
+            listener=self.factory.name, peer=self.source,
+            received=self.unidentified_bytes, cap=cap,
+        )
+        self._abort("too many bytes before identification")
+        return True
 
     def loseConnection(self) -> None:
         self.protocol_closed = True

@@ -175,6 +175,13 @@ class LimitedFactoryTests(unittest.TestCase):
         protocol.dataReceived(b"j" * 65536)
         self.assertEqual(seen, [4096, 4096])
 
+    def test_bytes_after_identification_in_the_same_read_do_not_count(self) -> None:
+        factory = self.factory(max_unidentified_bytes=5000)
+        protocol, transport = self.connect(factory)
+        protocol.dataReceived(b"HELLO\n" + b"d" * 60000)  # e.g. queued pushes after the first
+        self.assertFalse(transport.disconnected)
+        self.assertEqual(len(self.protocols[0].received), 60006)
+
     def test_an_identified_protocol_gets_the_rest_of_a_read_at_once(self) -> None:
         protocol, _ = self.connect(self.factory())
         protocol.dataReceived(b"HELLO\n" + b"d" * 20000)
