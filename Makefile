@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck unit bench clean system-deps
+.PHONY: demo test check lint typecheck unit bench bench-listeners clean system-deps
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m fep.bench
+
+# The listeners under junk load (docs/benchmarks.md): a few minutes, the real daemon.
+bench-listeners: $(STAMP)
+	$(BIN)/python -m fep.bench --only listeners
 
 clean:
 	rm -rf $(VENV) _trial_temp* var

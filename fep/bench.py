@@ -144,9 +144,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--readings", type=int, default=200_000)
     parser.add_argument("--batch-sizes", default="1000,5000,20000")
     parser.add_argument("--write", help="also write the results as markdown to this file")
-    parser.add_argument("--only", choices=("ingest", "dlms"),
-                        help="run one group of benchmarks (default: all)")
+    parser.add_argument("--listeners", default="gprs,push_dlms,push_iec62056_21,http,ssh,control",
+                        help="with --only listeners: which listeners get the junk")
+    parser.add_argument("--only", choices=("ingest", "dlms", "listeners"),
+                        help="run one group of benchmarks (default: all but listeners)")
     args = parser.parse_args(argv)
+    if args.only == "listeners":
+        # The junk-load bench of every listener against the real daemon (its own process).
+        from fep.bench_listeners import main as listeners_bench
+
+        text, met = listeners_bench(listeners=tuple(args.listeners.split(",")))
+        print(text)
+        if args.write:
+            with open(args.write, "a", encoding="utf-8") as out:
+                out.write(f"\n## Listener limits under junk load\n\nRun on "
+                          f"{datetime.now(UTC).strftime('%Y-%m-%d')}: {machine()}.\n\n"
+                          + text + "\n")
+        return 0 if met else 1
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
     from twisted.internet import reactor as global_reactor

@@ -99,6 +99,45 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _optional(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``kind``, or None for an empty value (a [listeners] override left to the default)."""
+
+    def parse(text: str) -> Any:
+        return kind(text) if text.strip() else None
+
+    parse.__name__ = f"optional_{kind.__name__}"
+    return parse
+
+
+_optional_count = _optional(_non_negative_int)
+_optional_seconds = _optional(_non_negative_float)
+
+
+def _listener_options() -> dict[str, Option]:
+    """[listeners]: the limits of every listener, then NAME.KEY overrides per listener."""
+    from fep.channels.listeners import BUILTIN_OVERRIDES, LISTENERS, ListenerLimits
+
+    limits = ListenerLimits()
+    docs = {
+        "max_connections": "connections a listener holds open at once (0: no cap)",
+        "max_per_source": "connections open at once from one source address (0: no cap)",
+        "idle_timeout": "seconds without a byte from the peer before closing (0: never)",
+        "max_unidentified_bytes": "bytes a peer may send before it is identified (0: no cap)",
+    }
+    options = {
+        key: Option(_non_negative_float if key == "idle_timeout" else _non_negative_int,
+                    getattr(limits, key), doc)
+        for key, doc in docs.items()
+    }
+    for name in LISTENERS:
+        for key, doc in docs.items():
+            kind = _optional_seconds if key == "idle_timeout" else _optional_count
+            default = BUILTIN_OVERRIDES.get(name, {}).get(key, "")
+            options[f"{name}.{key}"] = Option(kind, default, f"{name}: {doc}; empty: [listeners] "
+                                              f"{key}")
+    return options
+
+
 def modem_lines(text: str) -> list[tuple[str, str, str]]:
     """``[modems] lines``: one modem per line (or comma-separated), ``NAME ROUTE [MODEL]``
     -> (name, route, model or "")."""
@@ -178,6 +217,8 @@ _TYPE_NAMES: dict[Callable[[str], Any], str] = {
     _hangup: "escape or dtr",
     _sms_mode: "pdu or text",
     _sms_rules: "rule lines '<pattern> => <kind> [severity] [code]'",
+    _optional_count: "a whole number >= 0, or empty",
+    _optional_seconds: "a number >= 0, or empty",
 }
 
 # section -> key -> Option. Sections marked required must appear in the file.
@@ -407,6 +448,7 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
             "LoadCredential=); empty: file:DATA_DIR/master.key"
         ),
     },
+    "listeners": _listener_options(),
     "log": {
         "level": Option(_level, "info", "least severe log level written"),
         "json_file": Option(_text, "", "also write JSON log events to this file; empty: no"),
@@ -576,6 +618,29 @@ class SecretsSection:
 
 
 @attrs.frozen
+class ListenersSection:
+    """[listeners]: limits every listener has unless it overrides them (fep.channels.listeners)."""
+
+    max_connections: int
+    max_per_source: int
+    idle_timeout: float
+    max_unidentified_bytes: int
+    # listener name -> limit -> value, for the NAME.KEY options that are set.
+    overrides: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_values(cls, **values: Any) -> ListenersSection:
+        general = {key: values.pop(key) for key in
+                   ("max_connections", "max_per_source", "idle_timeout", "max_unidentified_bytes")}
+        overrides: dict[str, dict[str, Any]] = {}
+        for key, value in values.items():
+            if value is not None and value != "":
+                name, _, limit = key.partition(".")
+                overrides.setdefault(name, {})[limit] = value
+        return cls(overrides=overrides, **general)
+
+
+@attrs.frozen
 class LogSection:
     level: str
     json_file: str
@@ -600,6 +665,8 @@ class Config:
     alarms: AlarmsSection
     northbound: NorthboundSection
     secrets: SecretsSection
+    listeners: ListenersSection = attrs.field(factory=lambda: ListenersSection.from_values(
+        **_section_values(None, "listeners", "")))
     source: str = "<defaults>"
 
     @property
@@ -623,7 +690,7 @@ class Config:
         return Path(self.control.socket or Path(self.fep.data_dir) / "control.sock")
 
 
-_SECTION_CLASSES: Mapping[str, type] = {
+_SECTION_CLASSES: Mapping[str, Callable[..., Any]] = {
     "fep": FepSection,
     "store": StoreSection,
     "spool": SpoolSection,
@@ -639,6 +706,7 @@ _SECTION_CLASSES: Mapping[str, type] = {
     "alarms": AlarmsSection,
     "northbound": NorthboundSection,
     "secrets": SecretsSection,
+    "listeners": ListenersSection.from_values,
 }
 
 

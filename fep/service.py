@@ -90,11 +90,17 @@ class FepService(service.MultiService):
                 "dialup", lambda route: pool.endpoint(route.args), backoff=False
             )
         self.listeners: list[service.Service] = []
+        from fep.channels.listeners import ListenerSet, with_backlog
+
+        # Every listener's connection caps, idle timeout and pre-identification byte cap; the
+        # push and GPRS listeners a long listen queue (meters push at the same quarter hour).
+        self.limits = ListenerSet(config.listeners, reactor)
         if config.push.iec62056_21:
             from fep.protocols.iec62056_21.session import PushedReadoutFactory
 
             factory = PushedReadoutFactory(self.router, self._resolve_pushing_meter)
-            listener = strports.service(config.push.iec62056_21, factory)
+            listener = strports.service(with_backlog(config.push.iec62056_21),
+                                        self.limits.wrap(factory, "push_iec62056_21"))
             listener.setName("push-iec62056-21")
             self.listeners.append(listener)
         self.dlms_push: Any = None
@@ -108,7 +114,8 @@ class FepService(service.MultiService):
             from fep.protocols.dlms.session import DlmsPushFactory
 
             self.dlms_push = DlmsPushFactory(self.router, self._resolve_dlms_sender, self.counters)
-            listener = strports.service(config.push.dlms, self.dlms_push)
+            listener = strports.service(with_backlog(config.push.dlms),
+                                        self.limits.wrap(self.dlms_push, "push_dlms"))
             listener.setName("push-dlms")
             self.listeners.append(listener)
         self.gprs: Any = None
@@ -121,7 +128,8 @@ class FepService(service.MultiService):
             from fep.operator.control import ControlServer
 
             try:
-                self.control = ControlServer(reactor, config.control_socket)
+                self.control = ControlServer(reactor, config.control_socket,
+                                             limits=self.limits)
             except ConfigError as e:
                 if config.control.socket:
                     raise
@@ -129,6 +137,7 @@ class FepService(service.MultiService):
                 self._control_problem = f"{e}; set [control] socket to a shorter path"
             else:
                 self.control.add("sessions", self._sessions_command)
+                self.control.add("listeners", lambda request: {"listeners": self.limits.stats()})
         self.sms: Any = None
         self.sms_wakeup: Any = None
         if config.sms.port:
@@ -171,6 +180,7 @@ class FepService(service.MultiService):
     def _add_gprs(self, config: Config) -> None:
         """GPRS modems that dial in: the channel, its listeners, and ``gprs:`` routes."""
         from fep.channels.gprs import GprsChannel, gprs_settings, listener_names
+        from fep.channels.listeners import with_backlog
 
         self.gprs = GprsChannel(
             self.reactor,
@@ -183,15 +193,17 @@ class FepService(service.MultiService):
         self.channels.register_scheme("gprs", self.gprs.endpoint_for, backoff=False)
         for description in listener_names(config.gprs.listen):
             label = ":".join(description.split(":")[:2])
+            factory = self.limits.wrap(self.gprs.factory(label), "gprs", f"gprs {label}")
             if config.gprs.tls_client_ca and description.startswith("ssl:"):
-                listener = self._client_certificate_listener(config, description, label)
+                listener = self._client_certificate_listener(
+                    config, with_backlog(description), factory)
             else:
-                listener = strports.service(description, self.gprs.factory(label))
+                listener = strports.service(with_backlog(description), factory)
             listener.setName(f"gprs {label}")
             self.listeners.append(listener)
 
     def _client_certificate_listener(self, config: Config, description: str,
-                                     label: str) -> Any:
+                                     factory: Any) -> Any:
         """A GPRS TLS listener that requires client certificates ([gprs] tls_client_ca)."""
         from twisted.application.internet import StreamServerEndpointService
 
@@ -203,7 +215,7 @@ class FepService(service.MultiService):
                 self.reactor, description, config.gprs.tls_client_ca)
         except (OSError, ValueError) as e:
             raise ConfigError(str(e), section="gprs", key="tls_client_ca") from None
-        return StreamServerEndpointService(endpoint, self.gprs.factory(label))
+        return StreamServerEndpointService(endpoint, factory)
 
     def sessions(self) -> list[Any]:
         """The live modem sessions (fep.channels.gprs.SessionInfo snapshots, oldest first)

@@ -41,6 +41,7 @@ from fep.channels.identify import (
     Identity,
     make_rules,
 )
+from fep.channels.listeners import peer_identified
 from fep.channels.modem_identity import (
     CONFLICT_POLICIES,
     SourceNetworks,
@@ -61,6 +62,7 @@ from fep.interfaces import (
 )
 from fep.model import Meter, Record, utcnow
 from fep.protocols.registry import meter_protocol
+from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.channels.gprs")
 
@@ -525,7 +527,7 @@ class ModemSession(Protocol):
         if self.meters:
             self.channel.tell("modem_gone", self.meters)
         if self.identity is not None or self.bytes_in:
-            log.info(
+            (log if self.identity is not None else self.channel.bad_input).info(
                 "modem {modem} from {peer} gone, {why}: {bytes_in} bytes in, "
                 "{bytes_out} out, {frames} pushes",
                 why=was,
@@ -557,7 +559,8 @@ class ModemSession(Protocol):
         except IdentificationError as e:
             self.channel.stats.unidentified += 1
             self.channel.stats.garbage_bytes += self._identifier.received
-            log.warn("modem from {peer}: {error}; closing", peer=self.peer, error=str(e))
+            self.channel.bad_input.warn("modem from {peer}: {error}; closing", peer=self.peer,
+                                        error=str(e))
             self.drop("no registration")
             return
         if result is None:
@@ -569,6 +572,7 @@ class ModemSession(Protocol):
         self.channel.stats.identified += 1
         self.identity = result.identity
         self.identified = utcnow()
+        peer_identified(self.transport)
         if result.garbage:
             log.info(
                 "modem {modem} from {peer}: {garbage} garbage bytes before its registration",
@@ -840,7 +844,7 @@ class ModemSession(Protocol):
         if self.state != "identifying":
             return
         self.channel.stats.unidentified += 1
-        log.warn(
+        self.channel.bad_input.warn(
             "modem from {peer} sent no registration within {timeout:.0f} s "
             "({received} bytes); closing",
             peer=self.peer,
@@ -1043,6 +1047,7 @@ class GprsChannel:
         self.protocol_for = protocol_for
         self.registry = SessionRegistry()
         self.stats = GprsStats()
+        self.bad_input = RateLimitedLog(log, reactor)  # strangers' junk: rate-limited logs
         # Told of sessions attaching and ending and of meters registered (the collection
         # engine's session homes and wake-up).
         self.observers: list[IModemSessionObserver] = []

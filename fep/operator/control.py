@@ -18,11 +18,13 @@ from typing import Any
 from twisted.application import service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
+from fep.channels.listeners import ListenerSet, peer_identified
 from fep.errors import ChannelError, ConfigError, FepError
 
 log = Logger(namespace="fep.operator.control")
@@ -52,7 +54,11 @@ class _ControlProtocol(LineOnlyReceiver):
                 raise ValueError(f"unknown command {name!r} (known: {known})")
         except ValueError as e:
             self._answer({"ok": False, "error": str(e)})
+            # One answer per bad request and the connection ends: a peer that streams junk
+            # lines and never reads the answers cannot grow our write buffer without end.
+            self.transport.loseConnection()  # type: ignore[union-attr]
             return
+        peer_identified(self.transport)
         d = maybeDeferred(command, request)
         d.addCallbacks(self._answered, self._failed, errbackArgs=(name,))
 
@@ -81,8 +87,11 @@ class ControlServer(service.Service):
 
     name = "control"
 
-    def __init__(self, reactor: Any, path: str | Path) -> None:
+    def __init__(self, reactor: Any, path: str | Path,
+                 limits: ListenerSet | None = None) -> None:
         self.reactor = reactor
+        # The connection caps and timeouts of the socket ([listeners] control.*).
+        self.limits = limits
         self.path = Path(path)
         if len(os.fsencode(self.path)) > MAX_SOCKET_PATH:
             raise ConfigError(
@@ -99,9 +108,12 @@ class ControlServer(service.Service):
         or a Deferred of one); a FepError it raises is the answer's ``error``."""
         self.commands[name] = command
 
-    def factory(self) -> Factory:
+    def factory(self) -> IProtocolFactory:
         commands = self.commands
-        return Factory.forProtocol(lambda: _ControlProtocol(commands))
+        factory = Factory.forProtocol(lambda: _ControlProtocol(commands))
+        if self.limits is None:
+            return factory
+        return self.limits.wrap(factory, "control")
 
     def startService(self) -> None:
         super().startService()

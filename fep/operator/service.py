@@ -31,12 +31,15 @@ class OperatorTier:
         self.alarms: Any = None
         self.northbound: Any = None
         self.manhole: Any = None
+        self.limits: Any = None
 
     def timed(self, store: IStore) -> IStore:
         return TimedStore(store, self.metrics.store_latency)
 
     def attach(self, daemon: Any) -> OperatorContext:
         config = self.config
+        # The daemon's listener limits: the web server and the console are listeners too.
+        self.limits = getattr(daemon, "limits", None)
         # Store latency is measured on the router's writes and the operator tier's queries;
         # the daemon's store itself stays as it is (other parts look at its type).
         daemon.router.store = self.timed(daemon.router.store)
@@ -100,6 +103,9 @@ class OperatorTier:
             factory = site(self.ctx, tokens, self.metrics,
                            metrics_auth=config.http.metrics_auth, limits=limits,
                            failures=failures)
+            if self.limits is not None:
+                # Identified once a request is answered (authenticated or refused).
+                factory = self.limits.wrap(factory, "http", identify_on_write=True)
             port = self.reactor.listenTCP(config.http.port, factory,
                                           interface=config.http.interface)
             self._ports.append(port)
@@ -112,6 +118,11 @@ class OperatorTier:
                             Path(config.fep.data_dir) / "manhole_host_key")
             console = manhole_factory(self.ctx, Path(config.manhole.authorized_keys),
                                       host_key)
+            if self.limits is not None:
+                from fep.channels.listeners import ssh_authenticated
+
+                # Identified once the user has authenticated with a key.
+                console = self.limits.wrap(console, "ssh", identified_when=ssh_authenticated)
             port = self.reactor.listenTCP(config.manhole.port, console,
                                           interface=config.manhole.interface)
             self._ports.append(port)

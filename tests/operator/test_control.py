@@ -83,6 +83,25 @@ class ControlSocketTests(unittest.TestCase):
         protocol.transport.loseConnection()
         self.assertTrue((await ask(reactor, self.path, "ping"))["pong"])
 
+    async def test_junk_lines_get_one_answer_and_the_connection_ends(self) -> None:
+        self.start()
+        received: list[bytes] = []
+        lost: Deferred[None] = Deferred()
+
+        class Junk(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                received.append(data)
+
+            def connectionLost(self, reason: object = None) -> None:
+                lost.callback(None)
+
+        protocol = await UNIXClientEndpoint(reactor, str(self.path)).connect(
+            Factory.forProtocol(Junk)
+        )
+        protocol.transport.write(b"junk\n" * 1000)
+        await lost
+        self.assertEqual(b"".join(received).count(b"\n"), 1)
+
     def test_too_long_a_path_is_a_config_error(self) -> None:
         from fep.errors import ConfigError
 

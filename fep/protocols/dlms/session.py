@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fep.channels.endpoints import connect_within
+from fep.channels.listeners import peer_identified
 from fep.errors import ConfigError, FrameError, NotSupported, ProtocolError, SessionTimeout
 from fep.interfaces import (
     IClock,
@@ -65,6 +66,7 @@ from fep.protocols.dlms.cosem import (
 )
 from fep.protocols.dlms.errors import PROTOCOL, DataAccessError, DlmsError
 from fep.protocols.dlms.security import SecurityKeys
+from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.protocols.dlms")
 
@@ -1162,6 +1164,7 @@ class DlmsPushDecoder:
             counters = InvocationCounterGuard()
         self.counters = counters
         self.stats = stats if stats is not None else PushStats()
+        self.events = RateLimitedLog(log)  # strangers' junk: rate-limited logs
 
     def reject(self, why: str, system_title: bytes | None, detail: str) -> None:
         counter = {
@@ -1170,11 +1173,12 @@ class DlmsPushDecoder:
             "replay": "rejected_replay",
         }.get(why, "rejected_frame")
         setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-        log.warn(
+        self.events.warn(
             "DLMS push rejected ({why}) from system title {title}: {detail}",
             why=why,
             title=system_title.hex() if system_title else "?",
             detail=detail,
+            kind=f"dlms push {why}",
         )
 
     def notification(self, raw: bytes, wport: int = 0, source: str = "") -> bool:
@@ -1276,7 +1280,10 @@ class PushReceiverProtocol(Protocol):
         self.handler = DlmsPushHandler(factory.decoder)
 
     def dataReceived(self, data: bytes) -> None:
+        accepted = self.factory.stats.accepted
         self.handler.data_received(data)
+        if self.factory.stats.accepted > accepted:  # a valid push: the sender is known
+            peer_identified(self.transport)
 
 
 class DlmsPushFactory(Factory):

@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fep.channels.endpoints import run_session
+from fep.channels.listeners import peer_identified
 from fep.errors import ChannelError, ConfigError, FrameError, ProtocolError, SessionTimeout
 from fep.interfaces import IMeterProtocol, IPushHandler, IPushProtocol, IRecordSink, ISerialLine
 from fep.model import Meter, Record, utcnow
@@ -37,6 +38,7 @@ from fep.protocols.iec62056_21.client import (
 from fep.protocols.iec62056_21.frames import DataBlock, FrameDecoder, Identification
 from fep.protocols.iec62056_21.readout import parse_readout, to_readings
 from fep.protocols.session import abort
+from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.protocols.iec62056_21")
 
@@ -304,9 +306,12 @@ class IecPushHandler:
         source: str,
         close: Callable[[], None],
         tz: tzinfo = UTC,
+        events: RateLimitedLog | None = None,
     ) -> None:
         self.sink = sink
         self.resolve_meter = resolve_meter
+        # Shared by a listener's connections, so that strangers' junk is rate-limited.
+        self.events = events if events is not None else RateLimitedLog(log)
         self.stats = stats
         self.source = source
         self.close = close
@@ -342,7 +347,8 @@ class IecPushHandler:
             self.stats.garbage += 1
         else:
             self.stats.bad_blocks += 1
-        log.info("push from {source}: {why}", source=self.source, why=why, protocol=PROTOCOL)
+        self.events.info("push from {source}: {why}", source=self.source, why=why,
+                         protocol=PROTOCOL)
 
     def _handle(self, message: object) -> bool:
         """Act on one message; False once the connection is being closed."""
@@ -358,7 +364,7 @@ class IecPushHandler:
             readout = parse_readout(message.check().data)
         except FrameError as e:
             self.stats.bad_blocks += 1
-            log.warn(
+            self.events.warn(
                 "push from {source}: readout dropped: {why}",
                 source=self.source,
                 why=e.message,
@@ -369,7 +375,7 @@ class IecPushHandler:
         meter_id = self.resolve_meter(ident, readout.serial())
         if meter_id is None:
             self.stats.rejected += 1
-            log.warn(
+            self.events.warn(
                 "push from {source}: unknown meter {ident} (serial {serial}), closing",
                 source=self.source,
                 ident=ident,
@@ -419,11 +425,14 @@ class PushedReadoutReceiver(Protocol):
             source=self.source,
             close=self.transport.loseConnection,  # type: ignore[union-attr]
             tz=self.factory.tz,
+            events=self.factory.events,
         )
 
     def dataReceived(self, data: bytes) -> None:
         if self.handler is not None:
             self.handler.data_received(data)
+            if self.handler.identification is not None:  # the meter said who it is
+                peer_identified(self.transport)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         if self.handler is not None:
@@ -449,3 +458,4 @@ class PushedReadoutFactory(ServerFactory[PushedReadoutReceiver]):
         self.rejected = 0
         self.garbage = 0
         self.bad_blocks = 0
+        self.events = RateLimitedLog(log)
