@@ -19,8 +19,8 @@ from fep.store.jobs import job_store
 from tests.operator.helpers import (
     OPERATOR_TOKEN,
     SECOND_OPERATOR_TOKEN,
-    TOKENS,
     VIEWER_TOKEN,
+    write_tokens,
 )
 from tests.test_cli import run_fep
 
@@ -88,7 +88,7 @@ class CollectCommandLineTests(unittest.TestCase):
     def test_a_command_needs_someone_else_to_approve_it(self) -> None:
         me = pwd.getpwuid(os.getuid()).pw_name
         tokens = self.path.with_name("tokens")
-        tokens.write_text(TOKENS)
+        write_tokens(tokens)
         tokens.chmod(0o600)
         config = self.path.with_name("fep.ini")
         config.write_text(f"[fep]\nnode = test\ndata_dir = {self.path.parent}\n"

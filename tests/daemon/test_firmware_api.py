@@ -15,7 +15,7 @@ from twisted.trial import unittest
 from fep.model import Meter
 from fep.store import open_store
 from tests.daemon.harness import Daemon, free_port, wait_for, write_config
-from tests.operator.helpers import OPERATOR_TOKEN, TOKENS, VIEWER_TOKEN, http
+from tests.operator.helpers import OPERATOR_TOKEN, VIEWER_TOKEN, http, write_tokens
 
 
 class DaemonFirmwareImageTests(unittest.TestCase):
@@ -29,7 +29,7 @@ class DaemonFirmwareImageTests(unittest.TestCase):
         secret = workdir / "secret.bin"
         secret.write_bytes(b"not for meters")
         db = workdir / "fep.sqlite"
-        (workdir / "tokens").write_text(TOKENS)
+        write_tokens(workdir / "tokens")
         store = open_store(f"sqlite:{db}", reactor)
         await store.open()
         await store.add_meters([Meter("m1", "dlms", f"tcp:host=127.0.0.1:port={free_port()}")])

@@ -20,7 +20,7 @@ from fep.model import Meter
 from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
 from fep.store import open_store
 from tests.daemon.harness import ROOT, Daemon, free_port, wait_for, write_config
-from tests.operator.helpers import OPERATOR_TOKEN, TOKENS, VIEWER_TOKEN, http
+from tests.operator.helpers import OPERATOR_TOKEN, VIEWER_TOKEN, http, write_tokens
 
 
 class _RawClient(Protocol):
@@ -65,7 +65,7 @@ class DaemonApiHardeningTests(unittest.TestCase):
         workdir = Path(self.mktemp()).resolve()
         workdir.mkdir(parents=True)
         db = workdir / "fep.sqlite"
-        (workdir / "tokens").write_text(TOKENS)
+        write_tokens(workdir / "tokens")
         sims = make_meters(1)
         sim_port = reactor.listenTCP(0, IecMeterServerFactory(sims, reactor),
                                      interface="127.0.0.1")

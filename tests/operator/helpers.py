@@ -41,6 +41,13 @@ SECOND_OPERATOR_TOKEN = "second-operator-token-0123"
 TOKENS = (f"# name role token\nwatch viewer {VIEWER_TOKEN}\nalice operator {OPERATOR_TOKEN}\n"
           f"bob operator {SECOND_OPERATOR_TOKEN}\n")
 
+
+def write_tokens(path: Path, text: str = TOKENS) -> Path:
+    """An API token file at ``path``, private to its owner as the daemon demands."""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
 WH = Unit.by_code(30)
 W = Unit.by_code(27)

@@ -30,11 +30,11 @@ from fep.store import open_store
 from tests.daemon.harness import Daemon, free_port, wait_for, write_config
 from tests.operator.helpers import (
     OPERATOR_TOKEN,
-    TOKENS,
     FakeScheduler,
     http,
     make_context,
     sample_records,
+    write_tokens,
 )
 from tests.system import require_program
 from tests.test_cli import run_fep
@@ -291,7 +291,7 @@ class ConsoleRolesOverOpenSshTests(OpenSshClient):
 
     async def test_viewer_cannot_act_and_four_eyes_go_by_key_identity(self) -> None:
         tokens = Path(self.mktemp()).resolve()
-        tokens.write_text(TOKENS)  # alice and bob are operators; "watch" a viewer
+        write_tokens(tokens)  # alice and bob are operators; "watch" a viewer
         tokens.chmod(0o600)
         http_port = free_port()
         daemon, port = await self.start(

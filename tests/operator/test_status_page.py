@@ -21,7 +21,7 @@ from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK, DlmsMeterServerFactory
 from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
 from fep.store import open_store
 from tests.daemon.harness import Daemon, free_port, wait_for, write_config
-from tests.operator.helpers import TOKENS, VIEWER_TOKEN, http
+from tests.operator.helpers import VIEWER_TOKEN, http, write_tokens
 from tests.system import require_program
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
@@ -50,8 +50,7 @@ class StatusPageInChromiumTests(unittest.TestCase):
         workdir = Path(self.mktemp()).resolve()
         workdir.mkdir(parents=True)
         db = workdir / "fep.sqlite"
-        (workdir / "tokens").write_text(TOKENS)
-        (workdir / "tokens").chmod(0o600)  # a token file others may read is refused
+        write_tokens(workdir / "tokens")
         iec_port = self.listen(IecMeterServerFactory(make_meters(2), reactor))
         dlms_port = self.listen(DlmsMeterServerFactory(
             dlms_meter.SimulatedDlmsMeter(history=timedelta(hours=12)),
