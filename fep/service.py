@@ -93,16 +93,24 @@ class FepService(service.MultiService):
             listener.setName("push-iec62056-21")
             self.listeners.append(listener)
         self.dlms_push: Any = None
-        from fep.store.counters import InvocationCounterFile
+        from fep.protocols.dlms.session import DlmsContext, SecurityEvents
+        from fep.store.counters import invocation_counters
 
-        # DLMS invocation counters: ours (reserved before use) and the last from each meter.
-        self.counters = InvocationCounterFile(
-            reactor, Path(config.fep.data_dir) / "dlms-invocation-counters.json"
+        # DLMS invocation counters: ours (reserved before use) and the last from each meter,
+        # in the store on PostgreSQL, else in the data directory's file; refused downgrades
+        # become security events through the router.
+        self.counters = invocation_counters(reactor, self.store, config.fep.data_dir)
+        self.dlms_security = SecurityEvents(self.router)
+        self.dlms = DlmsContext(
+            self.counters, config.dlms.client_system_title(config.fep.node), self.dlms_security
         )
         if config.push.dlms:
             from fep.protocols.dlms.session import DlmsPushFactory
 
-            self.dlms_push = DlmsPushFactory(self.router, self._resolve_dlms_sender, self.counters)
+            self.dlms_push = DlmsPushFactory(
+                self.router, self._resolve_dlms_sender, self.counters,
+                identify=self._identify_dlms_sender, security=self.dlms_security,
+            )
             listener = strports.service(config.push.dlms, self.dlms_push)
             listener.setName("push-dlms")
             self.listeners.append(listener)
@@ -237,6 +245,12 @@ class FepService(service.MultiService):
             return None
         return self.directory.by_system_title(system_title)
 
+    def _identify_dlms_sender(self, logical_device_name: bytes) -> Any:
+        """The meter an unciphered push names (logical device name: often three letters of
+        the manufacturer and the serial number); only to refuse it when it has keys."""
+        name = logical_device_name.decode("ascii", "replace")
+        return self.directory.identify(name, name[3:])
+
     def startService(self) -> None:
         service.Service.startService(self)
         self._start_json_log()
@@ -270,9 +284,9 @@ class FepService(service.MultiService):
         # What sessions need (invocation counters, modem lines) is ready before the first
         # job starts.
         await self.counters.open()
-        from fep.protocols.dlms.session import set_counter_store
+        from fep.protocols.dlms.session import set_dlms_context
 
-        set_counter_store(self.counters)
+        set_dlms_context(self.dlms)
         if self.modems is not None:
             self.modems.startService()
             assert self.modems.opened is not None

@@ -57,8 +57,16 @@ class SessionTests(unittest.TestCase):
         return Meter("m1", "dlms", f"tcp:host=127.0.0.1:port={self.port}", metadata=metadata)
 
     async def read(self, meter: Meter, timeout: float = 5.0) -> list:
+        from fep.protocols.dlms.session import DlmsContext
+        from fep.store.counters import InvocationCounterFile
+
+        counters = getattr(self, "counters", None)
+        if counters is None:
+            counters = self.counters = InvocationCounterFile(
+                reactor, Path(self.mktemp()) / "counters.json")
+            await counters.open()
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
-        return await DlmsProtocol().read(reactor, endpoint, meter, timeout)
+        return await DlmsProtocol(DlmsContext(counters)).read(reactor, endpoint, meter, timeout)
 
     def by_obis(self, records: list) -> dict:
         return {str(r.obis): r for r in records if isinstance(r, Reading)}
