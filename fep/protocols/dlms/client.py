@@ -251,13 +251,15 @@ class DlmsClient:
     def _unwrap(self, data: bytes) -> bytes:
         tag = data[0] if data else -1
         if not self.settings.ciphered or tag in (0x60, 0x61, 0x62, 0x63):
-            if self.settings.ciphered and apdu.is_plain_service(tag):
-                raise self._error(
-                    DowngradeError, f"unciphered APDU {tag:#04x} on a ciphered association"
-                )
             return data
         if tag == apdu.Tag.EXCEPTION_RESPONSE or tag == apdu.Tag.CONFIRMED_SERVICE_ERROR:
             return data
+        if tag == apdu.Tag.GENERAL_BLOCK_TRANSFER:
+            return data  # its reassembled content is unwrapped (and checked) in turn
+        if not security.is_ciphered(tag):
+            raise self._error(
+                DowngradeError, f"unciphered APDU {tag:#04x} on a ciphered association"
+            )
         assert self.settings.keys is not None
         try:
             deciphered = security.decipher_apdu(
