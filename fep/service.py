@@ -157,6 +157,7 @@ class FepService(service.MultiService):
             directory=self.directory,
             store=self.store,
             counters=self.counters,
+            protocol_for=self._protocol_for,
         )
         self.channels.register_scheme("gprs", self.gprs.endpoint_for, backoff=False)
         for description in listener_names(config.gprs.listen):
@@ -221,6 +222,7 @@ class FepService(service.MultiService):
             node=config.fep.node,
             endpoint_for=self.channels,
             wakeup=wakeup,
+            protocol_for=self._protocol_for,
             # Every dialup: route shares the modem pool's lines.
             pools={"dialup": len(config.modems.line_list())} if self.modems else None,
         )
@@ -244,6 +246,17 @@ class FepService(service.MultiService):
         if system_title is None:
             return None
         return self.directory.by_system_title(system_title)
+
+    def _protocol_for(self, name: str) -> Any:
+        """Meter protocols for the collection engine and the GPRS channel: DLMS with this
+        daemon's counters, client system title and security events."""
+        from fep.protocols.registry import meter_protocol
+
+        if name == "dlms":
+            from fep.protocols.dlms.session import DlmsProtocol
+
+            return DlmsProtocol(self.dlms)
+        return meter_protocol(name)
 
     def _identify_dlms_sender(self, logical_device_name: bytes) -> Any:
         """The meter an unciphered push names (logical device name: often three letters of

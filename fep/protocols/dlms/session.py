@@ -894,8 +894,9 @@ class DlmsContext:
         self.security = security if security is not None else SecurityEvents()
 
 
-# The daemon's context for the doors that build DlmsProtocol() without one (the console's
-# and API's reads); set by fep.service, None elsewhere.
+# The daemon's context for the doors that still build DlmsProtocol() through the registry
+# (the console's and the API's reads, fep.operator.commands); the collection engine and the
+# GPRS channel are given theirs (fep.service). Set by fep.service, None elsewhere.
 _default_context: DlmsContext | None = None
 
 
