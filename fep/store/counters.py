@@ -197,6 +197,8 @@ class InvocationCounterFile:
         self._lock = DeferredLock()
         self._dirty: set[str] = set()
         self._save_call: Any = None
+        # Nothing is written back unless open() succeeded (a refused file stays as it is).
+        self._opened = False
 
     def _in_thread(self, f: Any, *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
@@ -207,6 +209,7 @@ class InvocationCounterFile:
     async def _open(self) -> None:
         exists, self._data = await self._in_thread(_open_file, self.path)
         if self.marks is None:
+            self._opened = True
             return
         marks = await self.marks.interact(_sqlite_marks)
         self.check_marks(exists, marks)
@@ -214,6 +217,7 @@ class InvocationCounterFile:
                 for key, value in self._data[kind].items()]
         if rows:
             await self.marks.interact(_sqlite_raise_marks, rows)
+        self._opened = True
 
     def check_marks(self, exists: bool, marks: list[tuple[str, str, int]]) -> None:
         """CounterStateLost naming the file when it is missing while the store says counters
@@ -274,6 +278,8 @@ class InvocationCounterFile:
             self._save_call = self.reactor.callLater(1.0, self._flush)
 
     async def _write(self) -> None:
+        if not self._dirty:
+            return
         dirty, self._dirty = self._dirty, set()
         received = {k: self._data["received"][k] for k in dirty}
         data = await self._lock.run(self._in_thread, _merge_into_file, self.path, received)
@@ -293,7 +299,8 @@ class InvocationCounterFile:
         if self._save_call is not None and self._save_call.active():
             self._save_call.cancel()
             self._save_call = None
-        await self._write()
+        if self._opened:
+            await self._write()
 
 
 # -- PostgreSQL: the counters are rows of the store ---------------------------------------------

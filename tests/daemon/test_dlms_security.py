@@ -162,3 +162,31 @@ class ReplayAfterRestartTests(unittest.TestCase):
         self.assertEqual(count("SELECT count(*) FROM readings"), 5)
         self.assertIn(f"from system title {GOOD.hex()}", second.log_text())
 
+
+
+class LostCounterFileTests(unittest.TestCase):
+    timeout = 120
+
+    async def test_the_daemon_refuses_to_start_without_its_counter_file(self) -> None:
+        from fep.store.counters import FILE_NAME, invocation_counters
+
+        workdir = Path(self.mktemp()).resolve()
+        workdir.mkdir(parents=True)
+        url = f"sqlite:{workdir / 'fep.sqlite'}"
+        store = open_store(url, reactor)
+        await store.open()
+        counters = invocation_counters(reactor, store, workdir)
+        await counters.open()
+        await counters.reserve("4645500000000001:0011223344556677", 10_000)  # a session's
+        await counters.close()
+        await store.close()
+        (workdir / FILE_NAME).unlink()  # the data directory lost, the database kept
+        daemon = Daemon(write_config(workdir, url, push_port=free_port(), collect=False),
+                        workdir)
+        daemon.start()
+        self.addCleanup(daemon.kill)
+        await daemon.wait_exit(60)
+        log = daemon.log_text()
+        self.assertIn(f"DLMS invocation counter file {workdir / FILE_NAME} is missing", log)
+        self.assertNotIn("running", log.split("is missing")[-1])
+        self.assertFalse((workdir / FILE_NAME).exists())  # nothing started again at 1

@@ -964,8 +964,12 @@ class DlmsProtocol:
                     return found
             return meter
 
+        context = self.context
+        security = (context.security if context is not None and context.security.sink is not None
+                    else SecurityEvents(sink))
         return DlmsPushHandler(
-            DlmsPushDecoder(sink, resolve, counters, security=SecurityEvents(sink)), source
+            DlmsPushDecoder(sink, resolve, counters, security=security, where=source or "push"),
+            source,
         )
 
     async def _open(self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
@@ -999,7 +1003,7 @@ class DlmsProtocol:
             timeout=timeout,
             invocation_counter=start,
             counter_limit=limit,
-            on_downgrade=lambda detail: security.downgrade(meter.id, "pull answer", detail),
+            on_downgrade=lambda detail: security.downgrade(meter.id, "pull session", detail),
         )
         deviation = meter.metadata.get("dlms_deviation")
         if deviation:
