@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -207,6 +207,7 @@ class DlmsConnection(Protocol):
         retries: int = 2,
         on_push: Callable[[Pushed], None] | None = None,
         on_downgrade: Callable[[str], None] | None = None,
+        accept_counter: Callable[[bytes, int], Any] | None = None,
     ) -> None:
         self.reactor = reactor
         self.client = client
@@ -216,6 +217,9 @@ class DlmsConnection(Protocol):
         self.on_push = on_push
         # Told of every unciphered APDU refused from a meter with keys (a security event).
         self.on_downgrade = on_downgrade
+        # The daemon's keeper of received invocation counters (accept_received), for the
+        # ciphered pushes that arrive during the session.
+        self.accept_counter = accept_counter
         self.ready: Deferred[None] = Deferred()
         self.closed: Deferred[None] = Deferred()
         self._waiting: Deferred[Event] | None = None
@@ -384,7 +388,23 @@ class DlmsConnection(Protocol):
             log.warn("{meter}: push during the session not decoded: {error}",
                      meter=meter, error=str(e))
             return
-        d = channel.pushed([*content.readings, *content.events])
+        records = [*content.readings, *content.events]
+        title, counter = event.system_title, event.invocation_counter
+        if self.accept_counter is None or title is None or counter is None:
+            d = channel.pushed(records)
+        else:
+            # A ciphered push is a replay when the daemon has taken its counter before, on
+            # any path or node, not only within this session.
+            def taken(result: tuple[bool, int | None]) -> Deferred[None] | None:
+                if result[0]:
+                    pushed: Deferred[None] = channel.pushed(records)
+                    return pushed
+                log.warn("{meter}: push during the session refused: invocation counter "
+                         "{counter} not above {last}", meter=meter, counter=counter,
+                         last=result[1])
+                return None
+
+            d = maybeDeferred(self.accept_counter, title, counter).addCallback(taken)
         d.addErrback(lambda f: log.failure("push from {meter} not spooled", f, meter=meter))
 
     # -- API ------------------------------------------------------------------------------
@@ -714,6 +734,7 @@ async def open_session(
     counter_limit: int = 0x100000000,
     on_push: Callable[[Pushed], None] | None = None,
     on_downgrade: Callable[[str], None] | None = None,
+    accept_counter: Callable[[bytes, int], Any] | None = None,
 ) -> DlmsSession:
     """Connect through ``endpoint`` and open the link (not yet associated)."""
     client = DlmsClient(
@@ -722,7 +743,7 @@ async def open_session(
     link_impl: _Link = _HdlcLink(link) if link.kind == LinkKind.HDLC else _WrapperLink(link)
     connection = DlmsConnection(
         reactor, client, link_impl, timeout=timeout, retries=link.retries, on_push=on_push,
-        on_downgrade=on_downgrade,
+        on_downgrade=on_downgrade, accept_counter=accept_counter,
     )
     await connect_within(reactor, endpoint, connection, settings.route, timeout)
     return DlmsSession(connection)
@@ -1004,6 +1025,8 @@ class DlmsProtocol:
             invocation_counter=start,
             counter_limit=limit,
             on_downgrade=lambda detail: security.downgrade(meter.id, "pull session", detail),
+            accept_counter=(context.counters.accept_received
+                            if context is not None and context.counters is not None else None),
         )
         deviation = meter.metadata.get("dlms_deviation")
         if deviation:

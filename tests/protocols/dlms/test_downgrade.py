@@ -14,14 +14,18 @@ import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from fep.config import parse_config
 from fep.errors import ConfigError
+from fep.interfaces import IPushChannel
 from fep.model import EventKind, Meter, MeterEvent, Reading, Record
-from fep.protocols.dlms import acse, security
+from fep.protocols.dlms import acse, security, wrapper
 from fep.protocols.dlms import apdu as A
-from fep.protocols.dlms.client import Associated, ClientSettings, Pushed
+from fep.protocols.dlms.client import Associated, ClientSettings, DlmsClient, Pushed
 from fep.protocols.dlms.errors import DowngradeError
 from fep.protocols.dlms.identity import (
     DOWNGRADE_CODE,
@@ -29,12 +33,16 @@ from fep.protocols.dlms.identity import (
     key_fingerprint,
     node_system_title,
 )
+from fep.protocols.dlms.security import InvocationCounterGuard
 from fep.protocols.dlms.server import DlmsServer, ServerSettings
 from fep.protocols.dlms.session import (
+    DlmsConnection,
     DlmsContext,
     DlmsProtocol,
     DlmsPushDecoder,
+    LinkSettings,
     SecurityEvents,
+    _WrapperLink,
     settings_for,
 )
 from fep.sim import dlms_meter as sim
@@ -278,3 +286,51 @@ class IdentityTests(unittest.TestCase):
         self.assertNotIn(ek.hex(), key)
         self.assertEqual(key.split(":")[1], key_fingerprint(ek))
         self.assertNotEqual(key_fingerprint(ek), key_fingerprint(bytes(16)))
+
+
+@implementer(IPushChannel)
+class PushTransport(StringTransport):
+    """A GPRS session lent to a pull: it stores the pushes the session tells apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[Record]] = []
+
+    def pushed(self, records: list[Record]) -> Deferred[None]:
+        self.batches.append(list(records))
+        return succeed(None)
+
+
+class PushDuringPullTests(unittest.TestCase):
+    def test_a_ciphered_push_replayed_into_a_later_session_is_refused(self) -> None:
+        """The session's own memory of counters ends with it; the daemon's keeper does not."""
+        keeper = InvocationCounterGuard()
+        server = DlmsServer(sim.SimulatedDlmsMeter(now=lambda: NOW),
+                            ServerSettings(system_title=METER_TITLE, keys=KEYS),
+                            invocation_counter=50)
+        push = server.push(sim.SimulatedDlmsMeter(now=lambda: NOW).push_body())
+        frame = wrapper.encode_wrapper(wrapper.WrapperFrame(1, 16, push))
+        transports = []
+        for _ in range(2):
+            client = DlmsClient(ClientSettings(keys=KEYS, ciphered=True, meter="m1"))
+            connection = DlmsConnection(Clock(), client, _WrapperLink(LinkSettings()),
+                                        timeout=5, accept_counter=keeper.accept_received)
+            transport = PushTransport()
+            connection.makeConnection(transport)
+            connection.dataReceived(frame)
+            transports.append(transport)
+        self.assertEqual([len(t.batches) for t in transports], [1, 0])
+        self.assertEqual(keeper.last_received(METER_TITLE), 50)
+
+    def test_a_plain_push_during_a_keyed_pull_is_refused_and_raised(self) -> None:
+        told: list[str] = []
+        client = DlmsClient(ClientSettings(keys=KEYS, ciphered=True, meter="m1"))
+        connection = DlmsConnection(Clock(), client, _WrapperLink(LinkSettings()), timeout=5,
+                                    on_downgrade=told.append)
+        transport = PushTransport()
+        connection.makeConnection(transport)
+        connection.dataReceived(wrapper.encode_wrapper(wrapper.WrapperFrame(1, 16,
+                                                                            plain_push())))
+        self.assertEqual(transport.batches, [])
+        self.assertEqual(len(told), 1)
+        self.assertIn("unciphered", told[0])
