@@ -255,6 +255,12 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
             _bool, False, "store readouts from meters that are not in the meter list"
         ),
     },
+    "dlms": {
+        "system_title": Option(
+            _system_title, "", "fep's DLMS client system title (16 hex digits); empty: "
+            "FEP and 5 bytes of the SHA-256 of [fep] node, one per node"
+        ),
+    },
     "modems": {
         "lines": Option(
             _modem_lines_text, "", "dial-up modems, one per line: NAME serial:DEVICE[:BAUD:FRAME]"
@@ -376,12 +382,6 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
         "exchange": Option(_text, "fep", "topic exchange records are published to"),
         "batch": Option(_positive_int, 500, "most records in flight to the broker"),
     },
-    "dlms": {
-        "system_title": Option(
-            _system_title, "", "fep's DLMS client system title (16 hex digits); empty: "
-            "FEP and 5 bytes of the SHA-256 of [fep] node, one per node"
-        ),
-    },
     "log": {
         "level": Option(_level, "info", "least severe log level written"),
         "json_file": Option(_text, "", "also write JSON log events to this file; empty: no"),
@@ -431,6 +431,17 @@ class PushSection:
     iec62056_21: str
     dlms: str
     accept_unknown: bool
+
+
+@attrs.frozen
+class DlmsSection:
+    system_title: str
+
+    def client_system_title(self, node: str) -> bytes:
+        """The configured title, else the one derived from the node name."""
+        from fep.protocols.dlms.identity import node_system_title
+
+        return bytes.fromhex(self.system_title) if self.system_title else node_system_title(node)
 
 
 @attrs.frozen
@@ -535,17 +546,6 @@ class NorthboundSection:
 
 
 @attrs.frozen
-class DlmsSection:
-    system_title: str
-
-    def client_system_title(self, node: str) -> bytes:
-        """The configured title, else the one derived from the node name."""
-        from fep.protocols.dlms.identity import node_system_title
-
-        return bytes.fromhex(self.system_title) if self.system_title else node_system_title(node)
-
-
-@attrs.frozen
 class LogSection:
     level: str
     json_file: str
@@ -560,6 +560,7 @@ class Config:
     spool: SpoolSection
     collect: CollectSection
     push: PushSection
+    dlms: DlmsSection
     log: LogSection
     modems: ModemsSection
     gprs: GprsSection
@@ -569,7 +570,6 @@ class Config:
     manhole: ManholeSection
     alarms: AlarmsSection
     northbound: NorthboundSection
-    dlms: DlmsSection
     source: str = "<defaults>"
 
     @property
@@ -587,6 +587,7 @@ _SECTION_CLASSES: Mapping[str, type] = {
     "spool": SpoolSection,
     "collect": CollectSection,
     "push": PushSection,
+    "dlms": DlmsSection,
     "log": LogSection,
     "modems": ModemsSection,
     "gprs": GprsSection,
@@ -596,7 +597,6 @@ _SECTION_CLASSES: Mapping[str, type] = {
     "manhole": ManholeSection,
     "alarms": AlarmsSection,
     "northbound": NorthboundSection,
-    "dlms": DlmsSection,
 }
 
 

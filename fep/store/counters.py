@@ -101,7 +101,9 @@ def _load(path: Path) -> Data:
 def _save(path: Path, data: Data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    # 0600 like every file of the store: the counters say how far a key has been used.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, sort_keys=True)
         f.flush()
