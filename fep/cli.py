@@ -194,7 +194,10 @@ async def cmd_read(reactor: Any, args: argparse.Namespace) -> int:
     ))
     if getattr(args, "table", None):
         return await _read_tables(reactor, args, protocol, endpoint, meter)
-    records = await protocol.read(reactor, endpoint, meter, args.timeout)
+    if args.protocol == "dlms":
+        records = await _read_dlms(reactor, args, endpoint, meter)
+    else:
+        records = await protocol.read(reactor, endpoint, meter, args.timeout)
     readings = [r for r in records if isinstance(r, Reading)]
     write_rows([reading_row(r) for r in readings], READING_COLUMNS, args.format)
     intervals = [row for r in records if isinstance(r, IntervalBlock) for row in interval_rows(r)]
@@ -204,6 +207,52 @@ async def cmd_read(reactor: Any, args: argparse.Namespace) -> int:
     if events:
         write_rows(events, EVENT_COLUMNS, args.format)
     return EXIT_OK
+
+
+async def _read_dlms(reactor: Any, args: argparse.Namespace, endpoint: Any, meter: Meter
+                     ) -> list[Any]:
+    """A DLMS read. A meter with keys is read with the daemon's invocation counters and
+    client system title (the store and data directory of --config, or the store of --db),
+    never with counters of our own that could repeat one already sent."""
+    from fep.protocols.dlms.session import DlmsContext, DlmsProtocol, settings_for
+
+    client, _ = settings_for(meter)
+    if client.keys is None:
+        return list(await DlmsProtocol(DlmsContext(None)).read(
+            reactor, endpoint, meter, args.timeout))
+    if not args.config and not args.db:
+        raise UsageError(
+            f"meter {meter.id} has DLMS keys: fep read takes its invocation counters from the "
+            "store the daemon uses, so that none is sent twice; give --config FEP.INI "
+            "(or --db URL)"
+        )
+    from fep.config import SCHEMA, load_config
+    from fep.protocols.dlms.identity import node_system_title
+    from fep.store import open_store
+    from fep.store.counters import invocation_counters
+
+    url = _db_url(args)
+    if args.config:
+        config = load_config(args.config)
+        data_dir = Path(config.fep.data_dir)
+        title = config.dlms.client_system_title(config.fep.node)
+    else:
+        # --db alone: the default node; a SQLite store's counter file lies next to it.
+        data_dir = (Path(url[len("sqlite:"):]).parent if url.startswith("sqlite:")
+                    else Path(SCHEMA["fep"]["data_dir"].default))
+        title = node_system_title(SCHEMA["fep"]["node"].default)
+    store = open_store(url, reactor)
+    await store.open()
+    try:
+        counters = invocation_counters(reactor, store, data_dir)
+        await counters.open()
+        try:
+            return list(await DlmsProtocol(DlmsContext(counters, title)).read(
+                reactor, endpoint, meter, args.timeout))
+        finally:
+            await counters.close()
+    finally:
+        await store.close()
 
 
 TABLE_COLUMNS = ("meter", "label", "name", "size", "fields", "hex", "decode_error", "error")

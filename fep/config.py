@@ -35,6 +35,13 @@ def _bool(text: str) -> bool:
     raise ValueError(f"expected yes/no, got {text!r}")
 
 
+def _system_title(text: str) -> str:
+    value = text.strip()
+    if value and (len(value) != 16 or any(c not in "0123456789abcdefABCDEF" for c in value)):
+        raise ValueError("expected 8 bytes in hex (16 digits), or empty")
+    return value.lower()
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -207,6 +214,7 @@ _TYPE_NAMES: dict[Callable[[str], Any], str] = {
     _level: "a log level",
     _port: "a TCP port (0: off)",
     _text: "text",
+    _system_title: "a DLMS system title (16 hex digits) or empty",
     _shared_lines: "SCHEME=LINES, ...",
     _approval: "a list of command names",
     _non_negative_float: "a number >= 0",
@@ -289,6 +297,12 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
         ),
         "accept_unknown": Option(
             _bool, False, "store readouts from meters that are not in the meter list"
+        ),
+    },
+    "dlms": {
+        "system_title": Option(
+            _system_title, "", "fep's DLMS client system title (16 hex digits); empty: "
+            "FEP and 5 bytes of the SHA-256 of [fep] node, one per node"
         ),
     },
     "modems": {
@@ -502,6 +516,17 @@ class PushSection:
 
 
 @attrs.frozen
+class DlmsSection:
+    system_title: str
+
+    def client_system_title(self, node: str) -> bytes:
+        """The configured title, else the one derived from the node name."""
+        from fep.protocols.dlms.identity import node_system_title
+
+        return bytes.fromhex(self.system_title) if self.system_title else node_system_title(node)
+
+
+@attrs.frozen
 class ModemsSection:
     lines: str
     model: str
@@ -655,6 +680,7 @@ class Config:
     spool: SpoolSection
     collect: CollectSection
     push: PushSection
+    dlms: DlmsSection
     log: LogSection
     modems: ModemsSection
     gprs: GprsSection
@@ -696,6 +722,7 @@ _SECTION_CLASSES: Mapping[str, Callable[..., Any]] = {
     "spool": SpoolSection,
     "collect": CollectSection,
     "push": PushSection,
+    "dlms": DlmsSection,
     "log": LogSection,
     "modems": ModemsSection,
     "gprs": GprsSection,

@@ -104,16 +104,24 @@ class FepService(service.MultiService):
             listener.setName("push-iec62056-21")
             self.listeners.append(listener)
         self.dlms_push: Any = None
-        from fep.store.counters import InvocationCounterFile
+        from fep.protocols.dlms.session import DlmsContext, SecurityEvents
+        from fep.store.counters import invocation_counters
 
-        # DLMS invocation counters: ours (reserved before use) and the last from each meter.
-        self.counters = InvocationCounterFile(
-            reactor, Path(config.fep.data_dir) / "dlms-invocation-counters.json"
+        # DLMS invocation counters: ours (reserved before use) and the last from each meter,
+        # in the store on PostgreSQL, else in the data directory's file; refused downgrades
+        # become security events through the router.
+        self.counters = invocation_counters(reactor, self.store, config.fep.data_dir)
+        self.dlms_security = SecurityEvents(self.router)
+        self.dlms = DlmsContext(
+            self.counters, config.dlms.client_system_title(config.fep.node), self.dlms_security
         )
         if config.push.dlms:
             from fep.protocols.dlms.session import DlmsPushFactory
 
-            self.dlms_push = DlmsPushFactory(self.router, self._resolve_dlms_sender, self.counters)
+            self.dlms_push = DlmsPushFactory(
+                self.router, self._resolve_dlms_sender, self.counters,
+                identify=self._identify_dlms_sender, security=self.dlms_security,
+            )
             listener = strports.service(with_backlog(config.push.dlms),
                                         self.limits.wrap(self.dlms_push, "push_dlms"))
             listener.setName("push-dlms")
@@ -189,6 +197,7 @@ class FepService(service.MultiService):
             directory=self.directory,
             store=self.store,
             counters=self.counters,
+            protocol_for=self._protocol_for,
         )
         self.channels.register_scheme("gprs", self.gprs.endpoint_for, backoff=False)
         for description in listener_names(config.gprs.listen):
@@ -273,6 +282,7 @@ class FepService(service.MultiService):
             node=config.fep.node,
             endpoint_for=self.channels,
             wakeup=wakeup,
+            protocol_for=self._protocol_for,
             # Every dialup: route shares the modem pool's lines.
             pools={"dialup": len(config.modems.line_list())} if self.modems else None,
             firmware_dir=config.firmware_directory,
@@ -297,6 +307,23 @@ class FepService(service.MultiService):
         if system_title is None:
             return None
         return self.directory.by_system_title(system_title)
+
+    def _protocol_for(self, name: str) -> Any:
+        """Meter protocols for the collection engine and the GPRS channel: DLMS with this
+        daemon's counters, client system title and security events."""
+        from fep.protocols.registry import meter_protocol
+
+        if name == "dlms":
+            from fep.protocols.dlms.session import DlmsProtocol
+
+            return DlmsProtocol(self.dlms)
+        return meter_protocol(name)
+
+    def _identify_dlms_sender(self, logical_device_name: bytes) -> Any:
+        """The meter an unciphered push names (logical device name: often three letters of
+        the manufacturer and the serial number); only to refuse it when it has keys."""
+        name = logical_device_name.decode("ascii", "replace")
+        return self.directory.identify(name, name[3:])
 
     def startService(self) -> None:
         service.Service.startService(self)
@@ -332,9 +359,9 @@ class FepService(service.MultiService):
         # What sessions need (invocation counters, modem lines) is ready before the first
         # job starts.
         await self.counters.open()
-        from fep.protocols.dlms.session import set_counter_store
+        from fep.protocols.dlms.session import set_dlms_context
 
-        set_counter_store(self.counters)
+        set_dlms_context(self.dlms)
         if self.modems is not None:
             self.modems.startService()
             assert self.modems.opened is not None

@@ -46,6 +46,7 @@ class DlmsMeterServerProtocol(Protocol):
             factory.association_settings(),
             invocation_counter=factory.next_counter(),
             received_counters=factory.received_counters,
+            seen_counters=factory.seen_counters,
         )
         self.server.errors = factory.errors  # one list per simulated meter
         self.wrapper_decoder = wrapper.WrapperDecoder()
@@ -111,6 +112,8 @@ class DlmsMeterServerFactory(Factory):
         self.physical_address = physical_address
         self.invocation_counter = 1
         self.received_counters: dict[bytes, int] = {}
+        # Every (client system title, invocation counter) the meter was sent, in order.
+        self.seen_counters: list[tuple[bytes, int]] = []
         self.errors: list[str] = []
 
     def association_settings(self) -> ServerSettings:

@@ -11,6 +11,7 @@ import os
 from contextlib import redirect_stdout
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
@@ -243,7 +244,12 @@ class GuruxReadsTheSimulatorTests(unittest.TestCase):
 
         # fep's own client, same meter, same link, same security: the same values.
         self.assertEqual(await self.fep_object_list(hdlc, security), theirs["objects"])
-        records = await DlmsProtocol().read(
+        from fep.protocols.dlms.session import DlmsContext
+        from fep.store.counters import InvocationCounterFile
+
+        counters = InvocationCounterFile(reactor, Path(self.mktemp()) / "counters.json")
+        await counters.open()
+        records = await DlmsProtocol(DlmsContext(counters)).read(
             reactor, self.endpoint(), self.fep_meter(hdlc, security), 5
         )
         readings = {str(r.obis): r for r in records if isinstance(r, Reading)}

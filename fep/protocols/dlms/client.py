@@ -49,6 +49,7 @@ from fep.protocols.dlms.errors import (
     CipheringError,
     ConfirmedServiceError,
     DlmsError,
+    DowngradeError,
     ExceptionResponse,
     ReplayError,
 )
@@ -142,6 +143,8 @@ class Pushed:
     problem: str | None = None
     system_title: bytes | None = None
     invocation_counter: int | None = None
+    # An unciphered notification from a meter with keys: refused, a security event.
+    downgrade: bool = False
 
 
 Event = Send | Associated | GetDone | SetDone | ActionDone | Released | Pushed
@@ -248,13 +251,15 @@ class DlmsClient:
     def _unwrap(self, data: bytes) -> bytes:
         tag = data[0] if data else -1
         if not self.settings.ciphered or tag in (0x60, 0x61, 0x62, 0x63):
-            if self.settings.ciphered and apdu.is_plain_service(tag):
-                raise self._error(
-                    CipheringError, f"unciphered APDU {tag:#04x} on a ciphered association"
-                )
             return data
         if tag == apdu.Tag.EXCEPTION_RESPONSE or tag == apdu.Tag.CONFIRMED_SERVICE_ERROR:
             return data
+        if tag == apdu.Tag.GENERAL_BLOCK_TRANSFER:
+            return data  # its reassembled content is unwrapped (and checked) in turn
+        if not security.is_ciphered(tag):
+            raise self._error(
+                DowngradeError, f"unciphered APDU {tag:#04x} on a ciphered association"
+            )
         assert self.settings.keys is not None
         try:
             deciphered = security.decipher_apdu(
@@ -325,7 +330,12 @@ class DlmsClient:
                 self.state = State.IDLE
                 raise
         user = decoded.user_information or b""
-        if user and self.settings.ciphered and user[0] != 0x08:
+        if user and self.settings.ciphered and user[0] == 0x08:  # InitiateResponse
+            # An association the AARQ asked ciphered is answered ciphered, or not at all.
+            raise self._error(
+                DowngradeError, "unciphered InitiateResponse to a ciphered association request"
+            )
+        if user and self.settings.ciphered:
             user = self._unwrap(user)
         if user and user[0] == apdu.Tag.CONFIRMED_SERVICE_ERROR:
             raise self._error(ConfirmedServiceError, f"initiate refused: {_describe_cse(user)}")
@@ -437,6 +447,9 @@ class DlmsClient:
         if not data:
             raise FrameError("empty APDU", offset=0, field="tag")
         if data[0] in PUSH_TAGS:
+            if self.settings.keys is not None:
+                return Pushed(None, f"unciphered notification {data[0]:#04x} from a meter "
+                              "with keys", downgrade=True)
             return self._plain_push(data)
         if data[0] in GENERAL_CIPHERING and not (
             self.settings.ciphered and self.state in (State.HLS_PENDING, State.ASSOCIATED)

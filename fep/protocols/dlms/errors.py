@@ -80,3 +80,8 @@ class CipheringError(DlmsError):
 class ReplayError(CipheringError):
     """A ciphered APDU's invocation counter is not above the last one accepted from that
     system title."""
+
+
+class DowngradeError(CipheringError):
+    """An unciphered APDU arrived where a ciphered one was due (a meter with keys, a
+    ciphered association): refused, and a security event."""

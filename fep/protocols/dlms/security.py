@@ -367,6 +367,15 @@ class InvocationCounterGuard:
         self.check(system_title, counter)
         self._last[system_title] = counter
 
+    def accept_received(self, system_title: bytes, counter: int) -> tuple[bool, int | None]:
+        """(accepted, the last accepted before), as the persistent keepers answer (theirs
+        in a Deferred)."""
+        last = self._last.get(system_title)
+        if last is not None and counter <= last:
+            return False, last
+        self._last[system_title] = counter
+        return True, last
+
 
 class SendCounter:
     """The invocation counters one sends with: strictly increasing, never reused.

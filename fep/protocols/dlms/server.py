@@ -88,6 +88,7 @@ class DlmsServer:
         *,
         invocation_counter: int = 1,
         received_counters: dict[bytes, int] | None = None,
+        seen_counters: list[tuple[bytes, int]] | None = None,
     ) -> None:
         self.model = model
         self.settings = settings
@@ -100,6 +101,9 @@ class DlmsServer:
         # Last invocation counter accepted per client system title; shared between the
         # associations of one meter, as a real meter keeps it across associations.
         self.received_counters = received_counters if received_counters is not None else {}
+        # Every (client system title, invocation counter) a ciphered APDU came with, in
+        # order, when a list is given (tests: that no nonce ever repeats).
+        self.seen_counters = seen_counters
         self._hls_pending = False
         self._ctos: bytes | None = None
         self._stoc = b""
@@ -143,6 +147,8 @@ class DlmsServer:
             data, keys=self.settings.keys, system_title=self.client_system_title
         )
         title = deciphered.system_title
+        if self.seen_counters is not None:
+            self.seen_counters.append((title, deciphered.invocation_counter))
         last = self.received_counters.get(title)
         if last is not None and deciphered.invocation_counter <= last:
             raise CipheringError(
@@ -344,6 +350,9 @@ class DlmsServer:
     def _on_hls(self, request: ActionRequest) -> bytes:
         assert self.settings.keys is not None
         tag = request.parameters.value if request.parameters is not None else b""
+        if (self.seen_counters is not None and isinstance(tag, bytes) and len(tag) >= 5
+                and self.client_system_title is not None):
+            self.seen_counters.append((self.client_system_title, int.from_bytes(tag[1:5], "big")))
         if (
             not isinstance(tag, bytes)
             or self.client_system_title is None

@@ -9,12 +9,13 @@ The protocol state lives in ``client.py`` (association, services), ``hdlc.py`` a
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -64,7 +65,13 @@ from fep.protocols.dlms.cosem import (
     profile_blocks,
     register_reading,
 )
-from fep.protocols.dlms.errors import PROTOCOL, DataAccessError, DlmsError
+from fep.protocols.dlms.errors import PROTOCOL, DataAccessError, DlmsError, DowngradeError
+from fep.protocols.dlms.identity import (
+    DEFAULT_SYSTEM_TITLE,
+    DOWNGRADE_CODE,
+    counter_key,
+    downgrade_event,
+)
 from fep.protocols.dlms.security import SecurityKeys
 from fep.ratelog import RateLimitedLog
 
@@ -210,6 +217,8 @@ class DlmsConnection(Protocol):
         timeout: float,
         retries: int = 2,
         on_push: Callable[[Pushed], None] | None = None,
+        on_downgrade: Callable[[str], None] | None = None,
+        accept_counter: Callable[[bytes, int], Any] | None = None,
     ) -> None:
         self.reactor = reactor
         self.client = client
@@ -217,6 +226,11 @@ class DlmsConnection(Protocol):
         self.timeout = timeout
         self.retries = retries
         self.on_push = on_push
+        # Told of every unciphered APDU refused from a meter with keys (a security event).
+        self.on_downgrade = on_downgrade
+        # The daemon's keeper of received invocation counters (accept_received), for the
+        # ciphered pushes that arrive during the session.
+        self.accept_counter = accept_counter
         self.ready: Deferred[None] = Deferred()
         self.closed: Deferred[None] = Deferred()
         self._waiting: Deferred[Event] | None = None
@@ -316,9 +330,18 @@ class DlmsConnection(Protocol):
         except (DlmsError, FrameError) as e:
             if isinstance(e, FrameError):
                 self.frame_errors += 1
+            if isinstance(e, DowngradeError) and self.on_downgrade is not None:
+                self.on_downgrade(str(e))
             self._fail(e)
             return
         if isinstance(event, Pushed):
+            if event.downgrade:
+                if self.on_downgrade is not None:
+                    self.on_downgrade(event.problem or "unciphered notification")
+                else:
+                    log.error("{meter}: {why} refused", meter=self.client.settings.meter,
+                              why=event.problem, security_event=DOWNGRADE_CODE)
+                return
             if self.on_push is not None:
                 self.on_push(event)
             else:
@@ -376,7 +399,23 @@ class DlmsConnection(Protocol):
             log.warn("{meter}: push during the session not decoded: {error}",
                      meter=meter, error=str(e))
             return
-        d = channel.pushed([*content.readings, *content.events])
+        records = [*content.readings, *content.events]
+        title, counter = event.system_title, event.invocation_counter
+        if self.accept_counter is None or title is None or counter is None:
+            d = channel.pushed(records)
+        else:
+            # A ciphered push is a replay when the daemon has taken its counter before, on
+            # any path or node, not only within this session.
+            def taken(result: tuple[bool, int | None]) -> Deferred[None] | None:
+                if result[0]:
+                    pushed: Deferred[None] = channel.pushed(records)
+                    return pushed
+                log.warn("{meter}: push during the session refused: invocation counter "
+                         "{counter} not above {last}", meter=meter, counter=counter,
+                         last=result[1])
+                return None
+
+            d = maybeDeferred(self.accept_counter, title, counter).addCallback(taken)
         d.addErrback(lambda f: log.failure("push from {meter} not spooled", f, meter=meter))
 
     # -- API ------------------------------------------------------------------------------
@@ -717,6 +756,8 @@ async def open_session(
     invocation_counter: int = 1,
     counter_limit: int = 0x100000000,
     on_push: Callable[[Pushed], None] | None = None,
+    on_downgrade: Callable[[str], None] | None = None,
+    accept_counter: Callable[[bytes, int], Any] | None = None,
 ) -> DlmsSession:
     """Connect through ``endpoint`` and open the link (not yet associated)."""
     client = DlmsClient(
@@ -724,7 +765,8 @@ async def open_session(
     )
     link_impl: _Link = _HdlcLink(link) if link.kind == LinkKind.HDLC else _WrapperLink(link)
     connection = DlmsConnection(
-        reactor, client, link_impl, timeout=timeout, retries=link.retries, on_push=on_push
+        reactor, client, link_impl, timeout=timeout, retries=link.retries, on_push=on_push,
+        on_downgrade=on_downgrade, accept_counter=accept_counter,
     )
     await connect_within(reactor, endpoint, connection, settings.route, timeout)
     return DlmsSession(connection)
@@ -746,8 +788,12 @@ def _hex(meter: Meter, key: str, size: int | None = None) -> bytes | None:
     return raw
 
 
-def settings_for(meter: Meter) -> tuple[ClientSettings, LinkSettings]:
-    """The association and link settings a meter's record (metadata ``dlms_*``) asks for."""
+def settings_for(
+    meter: Meter, system_title: bytes | None = None
+) -> tuple[ClientSettings, LinkSettings]:
+    """The association and link settings a meter's record (metadata ``dlms_*``) asks for;
+    ``system_title`` is fep's (the node's) unless the record gives ``dlms_system_title``.
+    A meter with keys is always ciphered: ``dlms_ciphered = no`` with keys is refused."""
     md = meter.metadata
     try:
         auth = Authentication(md.get("dlms_auth", "none"))
@@ -758,6 +804,11 @@ def settings_for(meter: Meter) -> tuple[ClientSettings, LinkSettings]:
     ek, ak = _hex(meter, "dlms_ek", 16), _hex(meter, "dlms_ak", 16)
     keys = SecurityKeys(ek, ak) if ek and ak else None
     ciphered_text = md.get("dlms_ciphered", "yes" if keys else "no")
+    if keys is not None and ciphered_text.lower() not in ("yes", "true", "1"):
+        raise ConfigError(
+            f"meter {meter.id}: dlms_ciphered = {ciphered_text} with keys: a meter with keys "
+            "is always ciphered (an unciphered APDU from it is refused)", key="dlms_ciphered"
+        )
     try:
         kind = LinkKind(md.get("dlms_link", "wrapper"))
     except ValueError:
@@ -779,7 +830,7 @@ def settings_for(meter: Meter) -> tuple[ClientSettings, LinkSettings]:
     client = ClientSettings(
         authentication=auth,
         password=password.encode() if password else None,
-        system_title=_hex(meter, "dlms_system_title", 8) or b"FEP\x00\x00\x00\x00\x01",
+        system_title=_hex(meter, "dlms_system_title", 8) or system_title or DEFAULT_SYSTEM_TITLE,
         keys=keys,
         ciphered=ciphered_text.lower() in ("yes", "true", "1") and keys is not None,
         meter=meter.id,
@@ -828,30 +879,79 @@ def parse_object(text: str) -> A.AttributeDescriptor:
         raise ConfigError(f"object {text!r}: {e}", key="objects") from None
 
 
-# Where the invocation counters fep sends with are kept; the daemon points this at its data
-# directory (set_counter_store), the command line uses FEP_DLMS_COUNTERS or var/.
-_counter_store: Any = None
 COUNTERS_PER_SESSION = 10_000
 
 
-def set_counter_store(store: Any) -> None:
-    global _counter_store
-    _counter_store = store
+class SecurityEvents:
+    """Refused downgrades: every one counted in ``downgrades`` and logged; a MeterEvent
+    (fep.protocols.dlms.identity.downgrade_event) submitted to ``sink`` at most once per
+    meter per ``interval`` seconds (an attacker's flood stays one alarm, not a table of
+    rows)."""
 
+    def __init__(
+        self,
+        sink: IRecordSink | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        interval: float = 60.0,
+    ) -> None:
+        self.sink = sink
+        self.clock = clock
+        self.interval = interval
+        self.downgrades = 0
+        self._last: dict[str, float] = {}
 
-async def _counter_file(reactor: Any) -> Any:
-    global _counter_store
-    if _counter_store is None:
-        import os
-
-        from fep.store.counters import InvocationCounterFile
-
-        store = InvocationCounterFile(
-            reactor, os.environ.get("FEP_DLMS_COUNTERS", "var/dlms-invocation-counters.json")
+    def downgrade(self, meter: str, where: str, detail: str) -> None:
+        self.downgrades += 1
+        log.error(
+            "DLMS security: unciphered APDU from meter {meter} refused ({where}): {detail}",
+            meter=meter, where=where, detail=detail, security_event=DOWNGRADE_CODE,
         )
-        await store.open()
-        _counter_store = store
-    return _counter_store
+        now = self.clock()
+        last = self._last.get(meter)
+        if self.sink is None or (last is not None and now - last < self.interval):
+            return
+        if len(self._last) > 10_000:
+            self._last.clear()
+        self._last[meter] = now
+        event = downgrade_event(meter, where, detail, datetime.fromtimestamp(now, UTC))
+        d = self.sink.submit([event])
+        d.addErrback(lambda f: log.failure("security event of {meter} not spooled", f,
+                                           meter=meter))
+
+
+class DlmsContext:
+    """What the DLMS sessions of a process share: the invocation counters (an
+    IInvocationCounters; None refuses meters with keys), the client system title used unless
+    a meter's ``dlms_system_title`` says otherwise, and the security events of pulls."""
+
+    def __init__(
+        self,
+        counters: Any,
+        system_title: bytes = DEFAULT_SYSTEM_TITLE,
+        security: SecurityEvents | None = None,
+    ) -> None:
+        if len(system_title) != 8:
+            raise ValueError("a DLMS system title is 8 bytes")
+        self.counters = counters
+        self.system_title = system_title
+        self.security = security if security is not None else SecurityEvents()
+
+
+# The daemon's context for the doors that still build DlmsProtocol() through the registry
+# (the console's and the API's reads, fep.operator.commands); the collection engine and the
+# GPRS channel are given theirs (fep.service). Set by fep.service, None elsewhere.
+_default_context: DlmsContext | None = None
+
+
+def set_dlms_context(context: DlmsContext | None) -> None:
+    global _default_context
+    _default_context = context
+
+
+def set_counter_store(store: Any) -> None:
+    """A context with these counters and the default system title (tests)."""
+    set_dlms_context(DlmsContext(store) if store is not None else None)
 
 
 DEFAULT_PROFILE = "1.0.99.1.0.255"
@@ -876,6 +976,13 @@ class DlmsProtocol:
 
     name = "dlms"
     commands = COMMANDS
+
+    def __init__(self, context: DlmsContext | None = None) -> None:
+        self._context = context
+
+    @property
+    def context(self) -> DlmsContext | None:
+        return self._context if self._context is not None else _default_context
 
     def read(
         self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
@@ -903,20 +1010,37 @@ class DlmsProtocol:
                     return found
             return meter
 
-        return DlmsPushHandler(DlmsPushDecoder(sink, resolve, counters), source)
+        context = self.context
+        security = (context.security if context is not None and context.security.sink is not None
+                    else SecurityEvents(sink))
+        return DlmsPushHandler(
+            DlmsPushDecoder(sink, resolve, counters, security=security, where=source or "push"),
+            source,
+        )
 
     async def _open(self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
                     ) -> DlmsSession:
         """A connected session (link open, not yet associated)."""
-        client, link = settings_for(meter)
+        context = self.context
+        client, link = settings_for(meter, context.system_title if context else None)
         start, limit = 1, 0x100000000
         if client.ciphered or client.authentication == Authentication.HIGH_GMAC:
-            # Never send a counter twice: take a block that is on disk as used first.
-            store = await _counter_file(reactor)
-            start = await store.reserve(
-                f"{client.system_title.hex()}:{meter.id}", COUNTERS_PER_SESSION
+            if context is None or context.counters is None:
+                raise ConfigError(
+                    f"meter {meter.id} has DLMS keys, but no invocation counter store is "
+                    "configured: its counters must come from the store the daemon uses "
+                    "(fep read --config FEP.INI), or one could be sent twice",
+                    key="dlms_ek",
+                )
+            assert client.keys is not None
+            # Never send a counter twice: take a block that is recorded as used first.
+            start = await context.counters.reserve(
+                counter_key(client.system_title, client.keys.block_cipher_key),
+                COUNTERS_PER_SESSION,
+                legacy_key=f"{client.system_title.hex()}:{meter.id}",
             )
             limit = start + COUNTERS_PER_SESSION
+        security = context.security if context is not None else SecurityEvents()
         session = await open_session(
             reactor,
             endpoint,
@@ -925,6 +1049,9 @@ class DlmsProtocol:
             timeout=timeout,
             invocation_counter=start,
             counter_limit=limit,
+            on_downgrade=lambda detail: security.downgrade(meter.id, "pull session", detail),
+            accept_counter=(context.counters.accept_received
+                            if context is not None and context.counters is not None else None),
         )
         deviation = meter.metadata.get("dlms_deviation")
         if deviation:
@@ -1141,13 +1268,20 @@ class PushStats:
     rejected_cipher: int = 0
     rejected_replay: int = 0
     rejected_frame: int = 0
+    # Unciphered pushes from meters with keys (each a security event).
+    rejected_plain: int = 0
 
 
 class DlmsPushDecoder:
     """Turns pushed APDUs into records: finds the sender (by the system title of a
     general-ciphered APDU, through ``resolve``), deciphers with its keys, refuses replayed
     invocation counters, decodes the notification and submits the readings. Refusals are
-    counted in ``stats`` and logged with the system title; nothing is raised."""
+    counted in ``stats`` and logged with the system title; nothing is raised.
+
+    An unciphered push is refused from a meter with keys, whether ``resolve`` names it (a
+    GPRS session's meter) or ``identify`` finds it by the logical device name the push
+    carries (the push listener): counted as ``rejected_plain`` and a security event
+    (``security``, through the sink)."""
 
     def __init__(
         self,
@@ -1155,6 +1289,10 @@ class DlmsPushDecoder:
         resolve: Callable[[bytes | None, int], Meter | None],
         counters: Any = None,
         stats: PushStats | None = None,
+        *,
+        identify: Callable[[bytes], Meter | None] | None = None,
+        security: SecurityEvents | None = None,
+        where: str = "push",
     ) -> None:
         self.sink = sink
         self.resolve = resolve
@@ -1165,12 +1303,16 @@ class DlmsPushDecoder:
         self.counters = counters
         self.stats = stats if stats is not None else PushStats()
         self.events = RateLimitedLog(log)  # strangers' junk: rate-limited logs
+        self.identify = identify
+        self.security = security if security is not None else SecurityEvents(sink)
+        self.where = where
 
     def reject(self, why: str, system_title: bytes | None, detail: str) -> None:
         counter = {
             "unknown": "rejected_unknown",
             "cipher": "rejected_cipher",
             "replay": "rejected_replay",
+            "plain": "rejected_plain",
         }.get(why, "rejected_frame")
         setattr(self.stats, counter, getattr(self.stats, counter) + 1)
         self.events.warn(
@@ -1181,8 +1323,34 @@ class DlmsPushDecoder:
             kind=f"dlms push {why}",
         )
 
+    def _claimed_sender(self, raw: bytes) -> Meter | None:
+        """The meter an unciphered push names by its logical device name (0.0.42.0.0.255,
+        often the manufacturer's three letters and the serial number)."""
+        from fep.protocols.dlms.push import logical_device_name
+
+        if self.identify is None:
+            return None
+        try:
+            message = A.decode_apdu(raw)
+            if not isinstance(message, A.DataNotification):
+                return None
+            name = logical_device_name(message)
+        except (FrameError, ValueError):
+            return None
+        return self.identify(name) if name else None
+
+    @staticmethod
+    def _keyed(meter: Meter) -> bool:
+        try:
+            client, _ = settings_for(meter)
+        except ConfigError:
+            # Keys that do not parse are still keys: nothing unciphered is taken.
+            return any(meter.metadata.get(k) for k in ("dlms_ek", "dlms_ak"))
+        return client.keys is not None
+
     def notification(self, raw: bytes, wport: int = 0, source: str = "") -> bool:
-        """Decode and submit one pushed APDU; False when it was refused."""
+        """Decode and submit one pushed APDU; False when it was refused (a ciphered push is
+        submitted once its counter is accepted, which may be later)."""
         from fep.protocols.dlms import security
         from fep.protocols.dlms.errors import CipheringError
         from fep.protocols.dlms.push import decode_push
@@ -1214,6 +1382,12 @@ class DlmsPushDecoder:
             else:
                 meter = self.resolve(None, wport)
                 counter = None
+                claimed = meter if meter is not None else self._claimed_sender(raw)
+                if claimed is not None and self._keyed(claimed):
+                    detail = f"unciphered push (tag {raw[0] if raw else 0:#04x})"
+                    self.reject("plain", None, f"meter {claimed.id}: {detail}")
+                    self.security.downgrade(claimed.id, self.where, detail)
+                    return False
                 if meter is None:
                     self.reject("unknown", None, "unciphered push from an unknown sender")
                     return False
@@ -1231,15 +1405,36 @@ class DlmsPushDecoder:
         except (FrameError, ConfigError, ValueError) as e:
             self.reject("frame", title, str(e))
             return False
-        if counter is not None and title is not None:
-            self.counters.accept(title, counter)
-        self.stats.accepted += 1
         readings = list(content.readings)
         if source:
             readings = [attrs.evolve(r, source=source) for r in readings]
-        d = self.sink.submit([*readings, *content.events])
-        d.addErrback(lambda f: log.failure("push from {meter} not spooled", f, meter=meter.id))
+        records: list[Record] = [*readings, *content.events]
+        if counter is None or title is None:
+            self._submit(meter, records)
+            return True
+        # The counter is taken (in the store when it is shared) before anything is stored.
+        accepting = self.counters.accept_received(title, counter)
+        if not isinstance(accepting, Deferred):
+            return self._counted(accepting, meter, title, counter, records)
+        accepting.addCallback(self._counted, meter, title, counter, records)
+        accepting.addErrback(
+            lambda f: log.failure("push from {meter}: invocation counter not recorded; "
+                                  "push dropped", f, meter=meter.id))
         return True
+
+    def _counted(self, result: tuple[bool, int | None], meter: Meter, title: bytes,
+                 counter: int, records: list[Record]) -> bool:
+        accepted, last = result
+        if not accepted:
+            self.reject("replay", title, f"invocation counter {counter} not above {last}")
+            return False
+        self._submit(meter, records)
+        return True
+
+    def _submit(self, meter: Meter, records: list[Record]) -> None:
+        self.stats.accepted += 1
+        d = self.sink.submit(records)
+        d.addErrback(lambda f: log.failure("push from {meter} not spooled", f, meter=meter.id))
 
 
 @implementer(IPushHandler)
@@ -1294,8 +1489,12 @@ class DlmsPushFactory(Factory):
         sink: IRecordSink,
         resolve: Callable[[bytes | None, int], Meter | None],
         counters: Any = None,
+        *,
+        identify: Callable[[bytes], Meter | None] | None = None,
+        security: SecurityEvents | None = None,
     ) -> None:
-        self.decoder = DlmsPushDecoder(sink, resolve, counters)
+        self.decoder = DlmsPushDecoder(sink, resolve, counters, identify=identify,
+                                       security=security, where="push listener")
         self.sink = sink
         self.resolve = resolve
         self.counters = self.decoder.counters

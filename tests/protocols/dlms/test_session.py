@@ -57,8 +57,16 @@ class SessionTests(unittest.TestCase):
         return Meter("m1", "dlms", f"tcp:host=127.0.0.1:port={self.port}", metadata=metadata)
 
     async def read(self, meter: Meter, timeout: float = 5.0) -> list:
+        from fep.protocols.dlms.session import DlmsContext
+        from fep.store.counters import InvocationCounterFile
+
+        counters = getattr(self, "counters", None)
+        if counters is None:
+            counters = self.counters = InvocationCounterFile(
+                reactor, Path(self.mktemp()) / "counters.json")
+            await counters.open()
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
-        return await DlmsProtocol().read(reactor, endpoint, meter, timeout)
+        return await DlmsProtocol(DlmsContext(counters)).read(reactor, endpoint, meter, timeout)
 
     def by_obis(self, records: list) -> dict:
         return {str(r.obis): r for r in records if isinstance(r, Reading)}
@@ -195,6 +203,53 @@ class SessionTests(unittest.TestCase):
             [("1-0:1.8.0*255", "Wh"), ("1-0:32.7.0*255", "V")],
         )
         self.assertEqual(rows[0]["meter"], "cli-meter")
+
+
+class KeyedReadCommandTests(unittest.TestCase):
+    """`fep read` of a meter with keys takes its invocation counters from the daemon's store
+    (--config), or refuses: counters of its own could repeat ones the daemon sent."""
+
+    timeout = 60
+
+    async def fep_read(self, port: int, *options: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "fep.cli", *options, "read",
+               f"tcp:host=127.0.0.1:port={port}", "--protocol", "dlms", "--meter", "m1",
+               "--ek", EXAMPLE_EK.hex(), "--ak", EXAMPLE_AK.hex(), "3/1.0.1.8.0.255/2"]
+        done: subprocess.CompletedProcess[str] = await deferToThread(
+            subprocess.run, cmd, capture_output=True, text=True, cwd=ROOT, timeout=30)
+        return done
+
+    async def test_keyed_read_without_a_store_is_refused(self) -> None:
+        done = await self.fep_read(1)
+        self.assertEqual(done.returncode, 2, done.stderr)
+        self.assertIn("has DLMS keys", done.stderr)
+        self.assertIn("--config", done.stderr)
+
+    async def test_keyed_reads_use_the_daemons_counters(self) -> None:
+        from fep.protocols.dlms.identity import node_system_title
+
+        meter = sim.SimulatedDlmsMeter(now=lambda: NOW)
+        factory = DlmsMeterServerFactory(
+            meter, ServerSettings(system_title=TITLE, keys=SecurityKeys(EXAMPLE_EK, EXAMPLE_AK)))
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        workdir = Path(self.mktemp()).resolve()
+        workdir.mkdir(parents=True)
+        config = workdir / "fep.ini"
+        config.write_text(f"[fep]\nnode = cli-node\ndata_dir = {workdir}\n"
+                          f"[store]\nurl = sqlite:{workdir}/fep.sqlite\n")
+        for _ in range(2):
+            done = await self.fep_read(port.getHost().port, "--config", str(config))
+            self.assertEqual(done.returncode, 0, done.stderr)
+            self.assertEqual(json.loads(done.stdout)["obis"], "1-0:1.8.0*255")
+        self.assertEqual(factory.errors, [])
+        titles = {title for title, _ in factory.seen_counters}
+        self.assertEqual(titles, {node_system_title("cli-node")})
+        counters = [c for _, c in factory.seen_counters]
+        self.assertEqual(len(counters), len(set(counters)))
+        saved = json.loads((workdir / "dlms-invocation-counters.json").read_text())
+        (key,) = saved["send"]
+        self.assertTrue(key.startswith(node_system_title("cli-node").hex() + ":"))
 
 
 class InvocationCounterTests(unittest.TestCase):
