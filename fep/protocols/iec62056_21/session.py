@@ -23,12 +23,20 @@ from zope.interface import implementer
 
 from fep.channels.endpoints import run_session
 from fep.errors import ChannelError, ConfigError, FrameError, ProtocolError, SessionTimeout
-from fep.interfaces import IMeterProtocol, IPushHandler, IPushProtocol, IRecordSink, ISerialLine
+from fep.interfaces import (
+    IMeterProtocol,
+    IPushChannel,
+    IPushHandler,
+    IPushProtocol,
+    IRecordSink,
+    ISerialLine,
+)
 from fep.model import Meter, Record, utcnow
 from fep.protocols.iec62056_21.client import (
     PROTOCOL,
     IdentificationReceived,
     ModeCClient,
+    PushReceived,
     ReadoutReceived,
     Send,
     State,
@@ -111,7 +119,11 @@ class _ReadoutSession(Protocol):
         if serial:
             self._baudrate = int(getattr(self.transport, "baudrate", 300))
         baud_char = self.meter.metadata.get("iec_baud_char") or None
-        self._client = ModeCClient(self.meter.address, switch_baud=serial, baud_char=baud_char)
+        # A GPRS modem session lent to this pull also carries the meter's pushes.
+        pushes = IPushChannel.providedBy(self.transport)
+        self._client = ModeCClient(
+            self.meter.address, switch_baud=serial, baud_char=baud_char, pushes=pushes
+        )
         request = self._client.start()
         self._write(request)
         self._arm("identification")
@@ -150,6 +162,11 @@ class _ReadoutSession(Protocol):
                     protocol=PROTOCOL,
                 )
                 self._arm("readout")
+            elif isinstance(action, PushReceived):
+                self._hand_over_push(action)
+                if not self._finished:
+                    waiting = self._client.state is State.AWAIT_IDENTIFICATION
+                    self._arm("identification" if waiting else "readout")
             elif isinstance(action, ReadoutReceived):
                 readings = to_readings(
                     action.readout,
@@ -159,6 +176,31 @@ class _ReadoutSession(Protocol):
                     source=self.meter.route,
                 )
                 self._finish(list(readings))
+
+    def _hand_over_push(self, push: PushReceived) -> None:
+        """A readout the meter pushed while this session waited for its answer: its
+        readings go to the channel, to be stored like any other push (the meter's, unless
+        it names another serial number: then it is logged and dropped)."""
+        fields = {"meter": self.meter.id, "route": self.meter.route, "protocol": PROTOCOL}
+        if push.readout is None:
+            log.warn("{meter}: readout pushed during the pull dropped: {why}",
+                     why=push.problem, **fields)
+            return
+        serial = push.readout.serial()
+        if serial and self.meter.serial and serial != self.meter.serial:
+            log.warn(
+                "{meter}: readout of serial number {serial} pushed during the pull dropped "
+                "(not this meter's)",
+                serial=serial,
+                **fields,
+            )
+            return
+        readings = to_readings(
+            push.readout, self.meter.id, tz=self.tz, received_time=utcnow(),
+            source=self.meter.route,
+        )
+        d = IPushChannel(self.transport).pushed(list(readings))
+        d.addErrback(lambda f: log.failure("{meter}: pushed readout not stored", f, **fields))
 
     def _switch_after_drain(self, baudrate: int, sent: bytes) -> None:
         """set_baudrate once ``sent`` has left: first the FileDescriptor's buffer, then the
