@@ -572,6 +572,23 @@ class IecPipeTests(ChannelTestCase):
         self.assertEqual(len(self.pushed_times()), 1)
         self.assertTrue(self.answer_times(d))
 
+    def test_a_push_split_after_its_identification_finishes_before_the_pull(self) -> None:
+        push = self.push()
+        ident = self.iec.identification_message().encode()
+        self.session.dataReceived(push[: len(ident)])
+        endpoint = self.channel.endpoint_for(parse_route(f"gprs:imei={IMEI}"))
+        from fep.protocols.registry import meter_protocol
+
+        d = meter_protocol("iec62056-21").read(self.clock, endpoint, self.meters[0], 10.0)
+        self.assertEqual(self.transport.value(), b"")  # the push under way goes first
+        self.session.dataReceived(push[len(ident):])
+        self.assertEqual(self.pushed_times(), [datetime(2024, 1, 1, 0, 15, tzinfo=UTC)])
+        self.assertEqual(self.transport.value(), b"/?4711!\r\n")
+        self.session.dataReceived(ident)
+        self.session.dataReceived(self.iec.readout_block())
+        self.assertTrue(self.answer_times(d))
+        self.assertEqual(self.channel.stats.pipe_pushes, 0)
+
     def test_a_push_between_the_identification_and_the_readout(self) -> None:
         d = self.pull()
         self.session.dataReceived(self.iec.identification_message().encode())

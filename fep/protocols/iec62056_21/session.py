@@ -355,6 +355,9 @@ class IecPushHandler:
         self.tz = tz
         self._decoder = FrameDecoder()
         self.identification: Identification | None = None
+        # The identification of a push whose readout block has not come yet (a push under
+        # way: a pull waits for it, or is handed it, see pending and take_buffered).
+        self._unfinished = b""
         self.closed = False
         self.frames = 0
 
@@ -374,10 +377,11 @@ class IecPushHandler:
             return
 
     def pending(self) -> int:
-        return self._decoder.buffered
+        return len(self._unfinished) + self._decoder.buffered
 
     def take_buffered(self) -> bytes:
-        return self._decoder.drain()
+        unfinished, self._unfinished = self._unfinished, b""
+        return unfinished + self._decoder.drain()
 
     def _garbage(self, why: str) -> None:
         if self.identification is None:
@@ -392,10 +396,12 @@ class IecPushHandler:
             return False
         if isinstance(message, Identification):
             self.identification = message
+            self._unfinished = message.encode()
             return True
         if not isinstance(message, DataBlock) or self.identification is None:
             self._garbage(f"unexpected {type(message).__name__} before an identification")
             return True
+        self._unfinished = b""
         try:
             readout = parse_readout(message.check().data)
         except FrameError as e:
