@@ -181,7 +181,8 @@ class _ReadoutSession(Protocol):
         """A readout the meter pushed while this session waited for its answer: its
         readings go to the channel, to be stored like any other push (the meter's, unless
         it names another serial number: then it is logged and dropped)."""
-        fields = {"meter": self.meter.id, "route": self.meter.route, "protocol": PROTOCOL}
+        fields: dict[str, Any] = {
+            "meter": self.meter.id, "route": self.meter.route, "protocol": PROTOCOL}
         if push.readout is None:
             log.warn("{meter}: readout pushed during the pull dropped: {why}",
                      why=push.problem, **fields)
@@ -200,7 +201,11 @@ class _ReadoutSession(Protocol):
             source=self.meter.route,
         )
         d = IPushChannel(self.transport).pushed(list(readings))
-        d.addErrback(lambda f: log.failure("{meter}: pushed readout not stored", f, **fields))
+
+        def not_stored(failure: Failure) -> None:
+            log.failure("{meter}: pushed readout not stored", failure, **fields)
+
+        d.addErrback(not_stored)
 
     def _switch_after_drain(self, baudrate: int, sent: bytes) -> None:
         """set_baudrate once ``sent`` has left: first the FileDescriptor's buffer, then the
