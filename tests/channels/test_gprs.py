@@ -542,8 +542,9 @@ class IecPipeTests(ChannelTestCase):
         self.transport.clear()
         return d
 
-    def pushed_times(self) -> list[datetime | None]:
-        return sorted({r.meter_time for r in self.sink.records if isinstance(r, Reading)})
+    def pushed_times(self) -> list[datetime]:
+        return sorted({r.meter_time for r in self.sink.records
+                       if isinstance(r, Reading) and r.meter_time is not None})
 
     def answer_times(self, d: Deferred[list[Record]]) -> set[datetime | None]:
         records = self.successResultOf(d)
