@@ -419,6 +419,7 @@ class ModemSession(Protocol):
         self._heard: float = channel.reactor.seconds()
         # While contested: the names claimed, the bytes kept, the policy's timer.
         self._contest_names: list[str] = []
+        self._contest_began = 0.0
         self._held = bytearray()
         self._contest_timer: IDelayedCall | None = None
 
@@ -682,6 +683,7 @@ class ModemSession(Protocol):
         self.channel.registry.release(self)
         self.state = "contested"
         self._contest_names = list(names)
+        self._contest_began = self.channel.reactor.seconds()
         self._held = bytearray(data[:MAX_HELD_BYTES] if replace else b"")
         if replace:
             # The probe: the incumbent's heartbeat window runs out, or it answers.
@@ -704,9 +706,10 @@ class ModemSession(Protocol):
         self._contest_timer = None
         if self.state != "contested":
             return
-        window = self.channel.settings.heartbeat_window
         incumbents = self.channel.registry.holders(self._contest_names, self)
-        if any(i.silent_for() < window for i in incumbents):
+        # Answered: heard since the conflict began. (Not "silent_for() < window" now: in
+        # float reactor time this call can come a hair before the window's end.)
+        if any(i._heard > self._contest_began for i in incumbents):
             self._contest_lost()
             return
         for incumbent in incumbents:

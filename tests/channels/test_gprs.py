@@ -509,6 +509,96 @@ class PipeTests(ChannelTestCase):
         self.assertIn("quarantined", str(failure.value))
 
 
+class IecPipeTests(ChannelTestCase):
+    """An IEC 62056-21 pull over a modem session that pushes readouts: a push already on its
+    way when the pull signs on (or sent between the meter's identification and its readout)
+    is told from the answer, stored once as a push, and the pull gets its own readout."""
+
+    meters = (Meter("iec-1", "iec62056-21", f"gprs:imei={IMEI}", serial="LGZ4711",
+                    address="4711"),)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.ticks = 0
+        # Every reading of a readout carries the meter's clock (no value stamped itself).
+        self.iec = SimulatedIecMeter(address="4711", serial="LGZ4711",
+                                     clock=lambda: 1_704_067_200.0 + 900 * self.ticks,
+                                     extra_lines=["32.7.0(230.1*V)"])
+        self.session, self.transport = self.connect()
+        self.session.dataReceived(f"ID:{IMEI}\r\n".encode())
+        self.assertEqual(self.session.state, "attached")
+
+    def push(self) -> bytes:
+        self.ticks += 1
+        return self.iec.identification_message().encode() + self.iec.readout_block()
+
+    def pull(self) -> Deferred[list[Record]]:
+        from fep.protocols.registry import meter_protocol
+
+        endpoint = self.channel.endpoint_for(parse_route(f"gprs:imei={IMEI}"))
+        d: Deferred[list[Record]] = meter_protocol("iec62056-21").read(
+            self.clock, endpoint, self.meters[0], 10.0)
+        self.assertEqual(self.transport.value(), b"/?4711!\r\n")
+        self.transport.clear()
+        return d
+
+    def pushed_times(self) -> list[datetime]:
+        return sorted({r.meter_time for r in self.sink.records
+                       if isinstance(r, Reading) and r.meter_time is not None})
+
+    def answer_times(self, d: Deferred[list[Record]]) -> set[datetime | None]:
+        records = self.successResultOf(d)
+        self.assertEqual({r.meter for r in records}, {"iec-1"})
+        return {r.meter_time for r in records if isinstance(r, Reading)}
+
+    def test_a_push_coming_with_the_answers_identification(self) -> None:
+        d = self.pull()
+        ident = self.iec.identification_message().encode()
+        self.session.dataReceived(self.push() + ident)
+        self.assertEqual(self.transport.value(), b"\x06050\r\n")
+        self.session.dataReceived(self.iec.readout_block())
+        self.assertEqual(self.pushed_times(), [datetime(2024, 1, 1, 0, 15, tzinfo=UTC)])
+        self.assertEqual(self.answer_times(d), {datetime(2024, 1, 1, 0, 15, tzinfo=UTC)})
+        self.assertEqual(self.channel.stats.pipe_pushes, 1)
+        self.clock.advance(0)
+        self.assertEqual(self.session.state, "attached")
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_a_push_before_the_answer_gets_no_option_select(self) -> None:
+        d = self.pull()
+        self.session.dataReceived(self.push())
+        self.assertEqual(self.transport.value(), b"")
+        self.session.dataReceived(self.iec.identification_message().encode())
+        self.session.dataReceived(self.iec.readout_block())
+        self.assertEqual(len(self.pushed_times()), 1)
+        self.assertTrue(self.answer_times(d))
+
+    def test_a_push_split_after_its_identification_finishes_before_the_pull(self) -> None:
+        push = self.push()
+        ident = self.iec.identification_message().encode()
+        self.session.dataReceived(push[: len(ident)])
+        endpoint = self.channel.endpoint_for(parse_route(f"gprs:imei={IMEI}"))
+        from fep.protocols.registry import meter_protocol
+
+        d = meter_protocol("iec62056-21").read(self.clock, endpoint, self.meters[0], 10.0)
+        self.assertEqual(self.transport.value(), b"")  # the push under way goes first
+        self.session.dataReceived(push[len(ident):])
+        self.assertEqual(self.pushed_times(), [datetime(2024, 1, 1, 0, 15, tzinfo=UTC)])
+        self.assertEqual(self.transport.value(), b"/?4711!\r\n")
+        self.session.dataReceived(ident)
+        self.session.dataReceived(self.iec.readout_block())
+        self.assertTrue(self.answer_times(d))
+        self.assertEqual(self.channel.stats.pipe_pushes, 0)
+
+    def test_a_push_between_the_identification_and_the_readout(self) -> None:
+        d = self.pull()
+        self.session.dataReceived(self.iec.identification_message().encode())
+        self.session.dataReceived(self.push() + self.iec.readout_block())
+        self.assertEqual(self.pushed_times(), [datetime(2024, 1, 1, 0, 15, tzinfo=UTC)])
+        self.assertTrue(self.answer_times(d))
+        self.assertEqual(self.channel.stats.pipe_pushes, 1)
+
+
 class SettingsTests(unittest.TestCase):
     def test_config_section_becomes_settings(self) -> None:
         config = parse_config(

@@ -211,6 +211,30 @@ class ConflictReplaceWhenSilentTests(ChannelTestCase):
         self.assertEqual(caught.exception.key, "conflict")
 
 
+class ReplaceWhenSilentRoundingTests(ChannelTestCase):
+    settings = GprsSettings(conflict="replace-when-silent", heartbeat_window=1.0,
+                            idle_timeout=300.0)
+
+    def test_the_end_of_the_window_decides_whatever_the_float_rounding(self) -> None:
+        # Reactor times are floats: the moment the newcomer's wait ends can come out a hair
+        # before "last heard + window" (here 0.05 + 1.0). The incumbent, silent since, has
+        # not answered: it is replaced, the newcomer is not closed.
+        self.clock.advance(0.05)
+        incumbent, incumbent_transport = self.connect(40001)
+        incumbent.dataReceived(REGISTRATION)
+        self.clock.advance(0.29)
+        newcomer, transport = self.connect(40002)
+        newcomer.dataReceived(REGISTRATION)
+        self.assertEqual(newcomer.state, "contested")
+        timer = newcomer._contest_timer
+        assert timer is not None
+        self.clock.advance(timer.getTime() - self.clock.seconds())
+        self.assertEqual(newcomer.state, "attached")
+        self.assertFalse(transport.aborted)
+        self.assertTrue(incumbent_transport.aborted)
+        self.assertEqual(self.channel.stats.replaced, 1)
+
+
 class SecretTests(ChannelTestCase):
     """A meter whose record names a modem secret: its modem must give it."""
 

@@ -10,6 +10,7 @@ from fep.errors import FrameError, ProtocolError
 from fep.protocols.iec62056_21.client import (
     IdentificationReceived,
     ModeCClient,
+    PushReceived,
     ReadoutReceived,
     Send,
     State,
@@ -139,6 +140,103 @@ class ReadoutTests(unittest.TestCase):
     def test_arbitrary_bytes_give_actions_or_typed_errors(self, data: bytes) -> None:
         client = ModeCClient()
         client.start()
+        try:
+            client.receive_data(data)
+        except (FrameError, ProtocolError):
+            pass
+
+
+# A push on a line that carries pushes (a GPRS modem session lent to the pull): the meter's
+# identification and readout block written together, on its own schedule.
+PUSH_IDENT = b"/FEP5SIM100\r\n"
+ANSWER = b"0.0.0(SIM1)\r\n1.8.0(2.000*kWh)\r\n!\r\n"
+PUSHED = b"0.0.0(SIM1)\r\n1.8.0(1.000*kWh)\r\n!\r\n"
+SELECT = Send(b"\x06050\r\n")
+
+
+def pushes_client() -> ModeCClient:
+    client = ModeCClient("1", pushes=True)
+    client.start()
+    return client
+
+
+class PushOnTheLineTests(unittest.TestCase):
+    """``pushes=True``: pushes are told from the answer by the order of the exchange."""
+
+    def assertPush(self, action: object, value: str) -> None:
+        assert isinstance(action, PushReceived), action
+        assert action.readout is not None
+        self.assertEqual(action.readout.datasets[1].values[0].value, value)
+
+    def test_a_push_before_the_answer_is_reported_and_gets_no_option_select(self) -> None:
+        client = pushes_client()
+        (push,) = client.receive_data(PUSH_IDENT + block(PUSHED))
+        self.assertPush(push, "1.000")
+        self.assertEqual(client.state, State.AWAIT_IDENTIFICATION)
+        self.assertEqual(client.receive_data(PUSH_IDENT)[1:], [SELECT])
+        (result,) = client.receive_data(block(ANSWER))
+        assert isinstance(result, ReadoutReceived)
+        self.assertEqual(result.readout.datasets[1].values[0].value, "2.000")
+
+    def test_a_push_and_the_answers_identification_in_one_piece(self) -> None:
+        # "unexpected Identification after the readout" before: the push was taken for
+        # the answer and the answer's identification came after it.
+        client = pushes_client()
+        push, ident, select = client.receive_data(PUSH_IDENT + block(PUSHED) + PUSH_IDENT)
+        self.assertPush(push, "1.000")
+        self.assertIsInstance(ident, IdentificationReceived)
+        self.assertEqual(select, SELECT)
+        (result,) = client.receive_data(block(ANSWER))
+        self.assertIsInstance(result, ReadoutReceived)
+
+    def test_a_push_between_the_identification_and_the_readout(self) -> None:
+        # "expected the readout block, got Identification" before.
+        client = pushes_client()
+        client.receive_data(PUSH_IDENT)
+        push, result = client.receive_data(PUSH_IDENT + block(PUSHED) + block(ANSWER))
+        self.assertPush(push, "1.000")
+        assert isinstance(result, ReadoutReceived)
+        self.assertEqual(result.readout.datasets[1].values[0].value, "2.000")
+
+    def test_a_push_after_the_readout_in_the_same_piece(self) -> None:
+        client = pushes_client()
+        client.receive_data(PUSH_IDENT)
+        result, push = client.receive_data(block(ANSWER) + PUSH_IDENT + block(PUSHED))
+        self.assertIsInstance(result, ReadoutReceived)
+        self.assertPush(push, "1.000")
+
+    def test_a_push_split_before_its_block_is_still_a_push(self) -> None:
+        client = pushes_client()
+        client.receive_data(PUSH_IDENT)
+        self.assertEqual(client.receive_data(PUSH_IDENT), [])
+        push, result = client.receive_data(block(PUSHED) + block(ANSWER))
+        self.assertPush(push, "1.000")
+        self.assertIsInstance(result, ReadoutReceived)
+
+    def test_a_bad_pushed_block_is_reported_not_raised(self) -> None:
+        client = pushes_client()
+        raw = bytearray(block(PUSHED))
+        raw[-1] ^= 0x40
+        (push,) = client.receive_data(PUSH_IDENT + bytes(raw))
+        assert isinstance(push, PushReceived)
+        self.assertIsNone(push.readout)
+        self.assertIn("bad BCC", push.problem or "")
+        self.assertEqual(client.state, State.AWAIT_IDENTIFICATION)
+
+    def test_without_pushes_an_identification_and_block_together_are_the_answer(self) -> None:
+        client = ModeCClient("1")
+        client.start()
+        actions = client.receive_data(PUSH_IDENT + block(ANSWER))
+        self.assertIsInstance(actions[-1], ReadoutReceived)
+
+    def test_a_mode_a_meter_answers_without_option_select_even_with_pushes(self) -> None:
+        client = pushes_client()
+        actions = client.receive_data(b"/ABC:ident\r\n" + block(ANSWER))
+        self.assertIsInstance(actions[-1], ReadoutReceived)
+
+    @given(st.binary(max_size=300))
+    def test_arbitrary_bytes_give_actions_or_typed_errors(self, data: bytes) -> None:
+        client = pushes_client()
         try:
             client.receive_data(data)
         except (FrameError, ProtocolError):

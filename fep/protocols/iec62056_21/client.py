@@ -1,10 +1,21 @@
 """The IEC 62056-21 mode C readout client as a sans-IO state machine.
 
 ``start()`` gives the sign-on bytes; ``receive_data(bytes)`` gives actions for the adapter
-(Send, SwitchBaud) and results (IdentificationReceived, ReadoutReceived); faults raise
-FrameError (bad frame, bad BCC, unparsable data line) or ProtocolError (wrong message for the
-state). Mode A/B meters (identification baud character not a digit) send the readout without
-an option select; they are read the same way.
+(Send, SwitchBaud) and results (IdentificationReceived, ReadoutReceived, PushReceived);
+faults raise FrameError (bad frame, bad BCC, unparsable data line) or ProtocolError (wrong
+message for the state). Mode A/B meters (identification baud character not a digit) send the
+readout without an option select; they are read the same way.
+
+On a line that also carries the meter's pushes (``pushes=True``: a GPRS modem session lent
+to the pull), a push (identification and readout block) may come before the answer or in
+the middle of it. The client tells them apart by the order of the exchange, never by time:
+- a mode C meter sends its readout only after our option select, and nothing
+  ``receive_data`` returns has been sent yet: a block given in the same call as the
+  identification it follows came before that option select could reach the meter, so the
+  two were a push, and the answer's identification is still to come;
+- once the meter has answered with its identification it sends no other: a later
+  identification begins a push, and the block after it is that push's.
+Pushes are reported (PushReceived) for the session to hand to the channel.
 """
 
 from __future__ import annotations
@@ -54,7 +65,18 @@ class ReadoutReceived:
     block: DataBlock
 
 
-Action = Send | SwitchBaud | IdentificationReceived | ReadoutReceived
+@attrs.frozen
+class PushReceived:
+    """A readout the meter pushed on its own during the session (``pushes=True``), not the
+    answer: ``readout`` is None when its block was bad (``problem`` says why)."""
+
+    identification: Identification
+    block: DataBlock
+    readout: Readout | None
+    problem: str | None = None
+
+
+Action = Send | SwitchBaud | IdentificationReceived | ReadoutReceived | PushReceived
 
 
 class State(enum.Enum):
@@ -70,6 +92,7 @@ class ModeCClient:
     ``switch_baud``: the line is a serial line whose speed we control (emit SwitchBaud).
     ``baud_char``: the baud character to ask for in the option select; None echoes the
     meter's proposal, ``"0"`` keeps 300 Bd. ``max_baudrate`` caps the echoed proposal.
+    ``pushes``: the line also carries the meter's pushes (tell them from the answer).
     """
 
     def __init__(
@@ -79,13 +102,17 @@ class ModeCClient:
         switch_baud: bool = False,
         baud_char: str | None = None,
         max_baudrate: int | None = None,
+        pushes: bool = False,
     ) -> None:
         self.address = address or ""
         self.switch_baud = switch_baud
         self.baud_char = baud_char
         self.max_baudrate = max_baudrate
+        self.pushes = pushes
         self.state = State.IDLE
         self.identification: Identification | None = None
+        # The identification of a push under way (``pushes``), its block still to come.
+        self._push: Identification | None = None
         self._decoder = FrameDecoder()
 
     def start(self) -> bytes:
@@ -107,11 +134,49 @@ class ModeCClient:
         if self.state is State.IDLE:
             raise ProtocolError("data received before sign-on", protocol=PROTOCOL)
         actions: list[Action] = []
+        # Where in ``actions`` the answer to an identification of this same call begins
+        # (its option select, not sent yet): a readout block right after that
+        # identification in this call came before the meter could have had the option
+        # select, so the two were a push.
+        unsent: int | None = None
         for message in self._decoder.receive(data):
-            actions.extend(self._handle(message))
+            if (
+                unsent is not None
+                and self.state is State.AWAIT_READOUT
+                and self._push is None
+                and isinstance(message, DataBlock)
+            ):
+                identification = self.identification
+                assert identification is not None
+                self.identification = None
+                self.state = State.AWAIT_IDENTIFICATION
+                actions[unsent:] = [self._pushed(identification, message)]
+                unsent = None
+                continue
+            start = len(actions)
+            handled = self._handle(message)
+            if self.pushes and any(isinstance(a, Send) for a in handled):
+                unsent = start
+            actions.extend(handled)
         return actions
 
+    def _pushed(self, identification: Identification, block: DataBlock) -> PushReceived:
+        try:
+            readout = parse_readout(block.check().data)
+        except FrameError as e:
+            return PushReceived(identification, block, None, e.message)
+        return PushReceived(identification, block, readout)
+
     def _handle(self, message: object) -> list[Action]:
+        if self.pushes and self.state in (State.AWAIT_READOUT, State.DONE):
+            # Once the meter has answered with its identification it sends no other: one
+            # now begins a push, and the readout block after it is that push's.
+            if isinstance(message, Identification):
+                self._push = message
+                return []
+            if self._push is not None and isinstance(message, DataBlock):
+                identification, self._push = self._push, None
+                return [self._pushed(identification, message)]
         if self.state is State.AWAIT_IDENTIFICATION:
             if isinstance(message, SignOn):
                 # Our own request echoed by a half-duplex optical head or an RS-485 line.

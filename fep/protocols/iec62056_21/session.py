@@ -24,12 +24,20 @@ from zope.interface import implementer
 from fep.channels.endpoints import run_session
 from fep.channels.listeners import peer_identified
 from fep.errors import ChannelError, ConfigError, FrameError, ProtocolError, SessionTimeout
-from fep.interfaces import IMeterProtocol, IPushHandler, IPushProtocol, IRecordSink, ISerialLine
+from fep.interfaces import (
+    IMeterProtocol,
+    IPushChannel,
+    IPushHandler,
+    IPushProtocol,
+    IRecordSink,
+    ISerialLine,
+)
 from fep.model import Meter, Record, utcnow
 from fep.protocols.iec62056_21.client import (
     PROTOCOL,
     IdentificationReceived,
     ModeCClient,
+    PushReceived,
     ReadoutReceived,
     Send,
     State,
@@ -113,7 +121,11 @@ class _ReadoutSession(Protocol):
         if serial:
             self._baudrate = int(getattr(self.transport, "baudrate", 300))
         baud_char = self.meter.metadata.get("iec_baud_char") or None
-        self._client = ModeCClient(self.meter.address, switch_baud=serial, baud_char=baud_char)
+        # A GPRS modem session lent to this pull also carries the meter's pushes.
+        pushes = IPushChannel.providedBy(self.transport)
+        self._client = ModeCClient(
+            self.meter.address, switch_baud=serial, baud_char=baud_char, pushes=pushes
+        )
         request = self._client.start()
         self._write(request)
         self._arm("identification")
@@ -152,6 +164,11 @@ class _ReadoutSession(Protocol):
                     protocol=PROTOCOL,
                 )
                 self._arm("readout")
+            elif isinstance(action, PushReceived):
+                self._hand_over_push(action)
+                if not self._finished:
+                    waiting = self._client.state is State.AWAIT_IDENTIFICATION
+                    self._arm("identification" if waiting else "readout")
             elif isinstance(action, ReadoutReceived):
                 readings = to_readings(
                     action.readout,
@@ -161,6 +178,36 @@ class _ReadoutSession(Protocol):
                     source=self.meter.route,
                 )
                 self._finish(list(readings))
+
+    def _hand_over_push(self, push: PushReceived) -> None:
+        """A readout the meter pushed while this session waited for its answer: its
+        readings go to the channel, to be stored like any other push (the meter's, unless
+        it names another serial number: then it is logged and dropped)."""
+        fields: dict[str, Any] = {
+            "meter": self.meter.id, "route": self.meter.route, "protocol": PROTOCOL}
+        if push.readout is None:
+            log.warn("{meter}: readout pushed during the pull dropped: {why}",
+                     why=push.problem, **fields)
+            return
+        serial = push.readout.serial()
+        if serial and self.meter.serial and serial != self.meter.serial:
+            log.warn(
+                "{meter}: readout of serial number {serial} pushed during the pull dropped "
+                "(not this meter's)",
+                serial=serial,
+                **fields,
+            )
+            return
+        readings = to_readings(
+            push.readout, self.meter.id, tz=self.tz, received_time=utcnow(),
+            source=self.meter.route,
+        )
+        d = IPushChannel(self.transport).pushed(list(readings))
+
+        def not_stored(failure: Failure) -> None:
+            log.failure("{meter}: pushed readout not stored", failure, **fields)
+
+        d.addErrback(not_stored)
 
     def _switch_after_drain(self, baudrate: int, sent: bytes) -> None:
         """set_baudrate once ``sent`` has left: first the FileDescriptor's buffer, then the
@@ -318,6 +365,9 @@ class IecPushHandler:
         self.tz = tz
         self._decoder = FrameDecoder()
         self.identification: Identification | None = None
+        # The identification of a push whose readout block has not come yet (a push under
+        # way: a pull waits for it, or is handed it, see pending and take_buffered).
+        self._unfinished = b""
         self.closed = False
         self.frames = 0
 
@@ -337,10 +387,11 @@ class IecPushHandler:
             return
 
     def pending(self) -> int:
-        return self._decoder.buffered
+        return len(self._unfinished) + self._decoder.buffered
 
     def take_buffered(self) -> bytes:
-        return self._decoder.drain()
+        unfinished, self._unfinished = self._unfinished, b""
+        return unfinished + self._decoder.drain()
 
     def _garbage(self, why: str) -> None:
         if self.identification is None:
@@ -356,10 +407,12 @@ class IecPushHandler:
             return False
         if isinstance(message, Identification):
             self.identification = message
+            self._unfinished = message.encode()
             return True
         if not isinstance(message, DataBlock) or self.identification is None:
             self._garbage(f"unexpected {type(message).__name__} before an identification")
             return True
+        self._unfinished = b""
         try:
             readout = parse_readout(message.check().data)
         except FrameError as e:
