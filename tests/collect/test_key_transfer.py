@@ -24,10 +24,12 @@ from fep.model import Meter, Reading
 from fep.protocols.dlms import cosem
 from fep.protocols.dlms.security import SecurityKeys
 from fep.protocols.dlms.server import ServerSettings
-from fep.protocols.dlms.session import DlmsProtocol
+from fep.protocols.dlms.session import DlmsContext, DlmsProtocol
+from fep.protocols.registry import meter_protocol
 from fep.sim import dlms_meter
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK, DlmsMeterServerFactory
 from fep.store import open_store
+from fep.store.counters import invocation_counters
 from fep.store.secrets import SecretStore
 from fep.vault import MasterKey
 from tests.collect.harness import StoreSink, jobs_ended, listen
@@ -79,16 +81,25 @@ class KeyTransferCommandTests(unittest.TestCase):
             await self.secrets.put("m1", name, value.hex())
         directory = MeterDirectory(store, self.secrets)
         await directory.refresh()
+        # Keyed meters need the invocation counters the daemon would give them.
+        counters = invocation_counters(reactor, store, self.mktemp())
+        await counters.open()
+        self.addCleanup(counters.close)
+        self.dlms = DlmsContext(counters)
         # Nothing needs approval by configuration: key-transfer needs it all the same.
         config = parse_config("[fep]\n[store]\n[collect]\ntimeout = 3\npoll = 0.1\n"
                               "default_task = no\napproval =\n")
         self.engine = CollectionEngine(reactor, store, StoreSink(store), directory,
-                                       config.collect, node="test", endpoint_for=Channels(reactor))
+                                       config.collect, node="test", endpoint_for=Channels(reactor),
+                                       protocol_for=self.protocol_for)
         await self.engine.prepare()
         self.engine.scheduler.startService()
         self.addCleanup(lambda: self.engine.scheduler.stopService()
                         if self.engine.scheduler.running else None)
         self.policy = resource_policy(self.engine.settings)
+
+    def protocol_for(self, name: str) -> Any:
+        return DlmsProtocol(self.dlms) if name == "dlms" else meter_protocol(name)
 
     async def ended(self, command_id: int) -> Any:
         async def settled() -> bool:
@@ -102,7 +113,7 @@ class KeyTransferCommandTests(unittest.TestCase):
         meter = Meter("m1", "dlms", "tcp:", metadata={
             **self.meter.metadata, "dlms_ek": ek.hex(), "dlms_ak": ak.hex()})
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
-        records: list[Any] = await DlmsProtocol().read(reactor, endpoint, meter, 3.0)
+        records: list[Any] = await DlmsProtocol(self.dlms).read(reactor, endpoint, meter, 3.0)
         return records
 
     async def test_rotated_keys_are_on_the_meter_and_in_the_secret_store_only(self) -> None:
