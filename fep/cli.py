@@ -180,7 +180,7 @@ async def _with_store(
 
 async def cmd_read(reactor: Any, args: argparse.Namespace) -> int:
     from fep.channels.routes import Channels
-    from fep.collect.directory import addressed
+    from fep.directory import addressed
     from fep.protocols.registry import meter_protocol
 
     protocol = meter_protocol(args.protocol)

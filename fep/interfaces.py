@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -241,9 +241,48 @@ class INotifier(Interface):
         """Deliver one alarm."""
 
 
+class IMeterDirectory(Interface):
+    """The daemon's in-memory meter list (fep.directory.MeterDirectory): who the known
+    meters are, looked up on the reactor thread by id, serial number, DLMS system title or
+    the modem they sit behind; refreshed from the store, with their secrets in memory."""
+
+    def replace(meters: Iterable[Meter]) -> None:
+        """Take this meter list instead of the one held."""
+
+    def add(meter: Meter) -> None:
+        """Take one new or changed meter without reloading the list."""
+
+    def refresh() -> Awaitable[list[Meter]]:
+        """Reload the list from the store (with the secret store's values); returns it."""
+
+    def refresh_d() -> Deferred[list[Meter]]:
+        """``refresh`` as a Deferred."""
+
+    def resolve(meter: Meter) -> Awaitable[Meter]:
+        """The meter with its secrets as the secret store holds them now."""
+
+    def __len__() -> int:
+        """How many meters are known."""
+
+    def all() -> list[Meter]:
+        """Every known meter, in list order."""
+
+    def get(meter_id: str) -> Meter | None:
+        """The meter of this id, if known."""
+
+    def identify(*names: str | None) -> Meter | None:
+        """The meter a device names itself as: by meter id, then serial number."""
+
+    def by_system_title(system_title: bytes) -> Meter | None:
+        """The DLMS meter whose record gives this system title."""
+
+    def by_modem(*names: str) -> list[Meter]:
+        """The meters behind the modem that calls itself any of ``names``."""
+
+
 class IJobStore(Interface):
     """The collection engine's tables: tasks, jobs and their leases, commands and their
-    audit trail, daily statistics, inbound session homes (fep.store.jobs).
+    audit trail, daily statistics, inbound session homes (fep.collect.jobstore).
 
     Times are POSIX seconds given by the caller (the engine's reactor clock), never the
     database's own clock, so every node and every test agrees on them. Every method returns
@@ -369,7 +408,8 @@ class IJobStore(Interface):
     def audit(command_id: int) -> Deferred[list[Any]]:
         """A command's audit trail, oldest first."""
 class IModemCallLog(Interface):
-    """Where the modem pool keeps its call records (the SQLite and PostgreSQL stores)."""
+    """Where the modem pool keeps its call records (fep.channels.modem.calls.ModemCallLog on
+    the SQLite or PostgreSQL store)."""
 
     def add_modem_calls(calls: Sequence[object]) -> Deferred[int]:
         """Append ModemCall records (one per dial attempt); fires with how many."""

@@ -225,8 +225,8 @@ async def _rotate(args: argparse.Namespace, store: Any) -> int:
     if args.meter:
         from fep.collect import commands as cmd
         from fep.collect.engine import approval_of, resource_policy
+        from fep.collect.jobstore import job_store
         from fep.collect.key_transfer import key_names
-        from fep.store.jobs import job_store
 
         meter = await store.meter(args.meter)
         if meter is None:

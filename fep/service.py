@@ -20,9 +20,9 @@ from twisted.logger import (
 )
 
 from fep.channels.routes import Channels, ConnectBackoff
-from fep.collect.directory import MeterDirectory
 from fep.collect.engine import CollectionEngine
 from fep.config import Config
+from fep.directory import MeterDirectory
 from fep.errors import FepError
 from fep.interfaces import IStore
 from fep.store import open_store

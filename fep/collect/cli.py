@@ -135,7 +135,7 @@ def task_row(task: Task) -> dict[str, object]:
 
 async def cmd_tasks(reactor: Any, args: argparse.Namespace) -> int:
     from fep.cli import EXIT_OK, _with_store, write_rows
-    from fep.store.jobs import job_store
+    from fep.collect.jobstore import job_store
 
     now = time.time()
 
@@ -208,7 +208,7 @@ async def cmd_tasks(reactor: Any, args: argparse.Namespace) -> int:
 
 async def cmd_recollect(reactor: Any, args: argparse.Namespace) -> int:
     from fep.cli import EXIT_OK, _with_store, parse_time
-    from fep.store.jobs import job_store
+    from fep.collect.jobstore import job_store
 
     since, until = parse_time(args.from_time), parse_time(args.to_time)
     interval = parse_duration(args.interval, "--interval") if args.interval else None
@@ -249,7 +249,7 @@ def _job_row(job: Job) -> dict[str, object]:
 
 async def cmd_jobs(reactor: Any, args: argparse.Namespace) -> int:
     from fep.cli import EXIT_OK, _with_store, write_rows
-    from fep.store.jobs import job_store
+    from fep.collect.jobstore import job_store
 
     async def work(store: Any) -> int:
         found = await job_store(store).jobs(meter=args.meter, task=args.task,
@@ -294,7 +294,7 @@ def _run_row(run: Any) -> dict[str, object]:
 
 async def cmd_stats(reactor: Any, args: argparse.Namespace) -> int:
     from fep.cli import EXIT_OK, _with_store, write_rows
-    from fep.store.jobs import job_store
+    from fep.collect.jobstore import job_store
 
     async def work(store: Any) -> int:
         jobs = job_store(store)
@@ -376,7 +376,7 @@ def cli_operator(args: argparse.Namespace, action: str) -> str:
 async def cmd_command(reactor: Any, args: argparse.Namespace) -> int:
     from fep.cli import EXIT_OK, _with_store, write_rows
     from fep.collect.engine import approval_of
-    from fep.store.jobs import job_store
+    from fep.collect.jobstore import job_store
 
     action = args.command_action
     who = cli_operator(args, "approve" if action != "request" else "command") if action in (
