@@ -12,8 +12,7 @@ if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
     from fep.model import IntervalBlock, Meter, MeterEvent, Reading, Record
-    from fep.store.secrets import SecretInfo
-    from fep.vault import MasterKey
+    from fep.vault import MasterKey, SecretInfo
 
 
 class IRecordSink(Interface):
@@ -234,6 +233,22 @@ class ISerialLine(Interface):
         """Change the line speed once written bytes have left."""
 
 
+class IIdentifiedTransport(Interface):
+    """A transport that wants to hear when its protocol has recognised the peer (a limited
+    listener's, fep.channels.listeners; the protocols that identify peers tell it)."""
+
+    def peer_identified() -> None:
+        """The protocol knows who is talking now: the pre-identification byte cap no longer
+        applies (the idle timeout still does)."""
+
+
+def peer_identified(transport: object) -> None:
+    """Tell ``transport`` (if it is a limited listener's) that its peer is identified."""
+    mark = getattr(transport, "peer_identified", None)
+    if callable(mark):
+        mark()
+
+
 class INotifier(Interface):
     """Sends an alarm to people or systems (e-mail, SMS, NOTIFY, a bus)."""
 
@@ -278,6 +293,40 @@ class IMeterDirectory(Interface):
 
     def by_modem(*names: str) -> list[Meter]:
         """The meters behind the modem that calls itself any of ``names``."""
+
+
+class IScheduler(Interface):
+    """The collection engine's tasks and jobs as the operator tier (API, console, metrics)
+    sees them (fep.collect.operator.EngineScheduler)."""
+
+    def tasks() -> Deferred[list[dict[str, Any]]]:
+        """Every task: name, type, period, next run, last outcome."""
+
+    def jobs(limit: int) -> Deferred[list[dict[str, Any]]]:
+        """The newest jobs, newest first: task, meter, state, outcome, times."""
+
+    def run(task: str) -> Deferred[dict[str, Any]]:
+        """Start a task now; fires with what was queued. KeyError for an unknown task."""
+
+    def job_outcomes() -> dict[str, int]:
+        """Jobs finished so far by outcome (for metrics)."""
+
+    def commands(limit: int) -> Deferred[list[dict[str, Any]]]:
+        """The newest meter commands (disconnect, reconnect, ...), newest first, with their
+        status, requester and approver."""
+
+    def request_command(
+        meter: str, action: str, params: dict[str, Any], who: str
+    ) -> Deferred[dict[str, Any]]:
+        """Ask for a meter command; it is queued at once unless the configured approval
+        rules say someone else must approve it first. Fails with a FepError naming what is
+        wrong (unknown command or meter)."""
+
+    def approve_command(command_id: int, who: str) -> Deferred[dict[str, Any]]:
+        """Approve a requested command (four eyes: not by its requester) and queue it."""
+
+    def reject_command(command_id: int, who: str, reason: str) -> Deferred[dict[str, Any]]:
+        """Refuse a requested command."""
 
 
 class IJobStore(Interface):
