@@ -107,7 +107,7 @@ class ModemCallLog:
             postgres if self.dialect == "postgresql" else sqlite, *args)
         return done
 
-    def add_modem_calls(self, calls: Sequence[ModemCall]) -> Deferred[int]:
+    def add_modem_calls(self, calls: Sequence[Any]) -> Deferred[int]:
         return self._do(sqlite_add, postgres_add, calls)
 
     def modem_call_stats(self, by: str, since: datetime | None = None) -> Deferred[list[Any]]:
