@@ -14,7 +14,9 @@ from typing import Any
 import attrs
 
 from fep.channels.identify import DEFAULT_REGISTRATION
+from fep.collect.settings import CollectSection
 from fep.errors import ConfigError
+from fep.operator.settings import AlarmsSection, HttpSection, ManholeSection, NorthboundSection
 
 
 @attrs.frozen
@@ -492,23 +494,6 @@ class SpoolSection:
 
 
 @attrs.frozen
-class CollectSection:
-    period: float
-    timeout: float
-    concurrency: int
-    enabled: bool
-    default_task: bool
-    poll: float
-    lease: float
-    shared_lines: str
-    cell_permits: int
-    apn_permits: int
-    wakeup_timeout: float
-    approval: str
-    firmware_dir: str
-
-
-@attrs.frozen
 class PushSection:
     iec62056_21: str
     dlms: str
@@ -597,44 +582,6 @@ class SmsSection:
     send_timeout: float
     wakeup_text: str
     rules: tuple[str, ...]
-
-
-@attrs.frozen
-class HttpSection:
-    port: int
-    interface: str
-    tokens_file: str
-    metrics_auth: bool
-    body_limit_unauthenticated: int = 4096
-    body_limit: int = 1048576
-    auth_failures: int = 10
-    auth_failure_window: float = 60.0
-    auth_block: float = 300.0
-
-
-@attrs.frozen
-class ManholeSection:
-    port: int
-    interface: str
-    authorized_keys: str
-    host_key: str
-
-
-@attrs.frozen
-class AlarmsSection:
-    enabled: bool
-    table: str
-    debounce: float
-    smtp_host: str
-    smtp_port: int
-    mail_from: str
-
-
-@attrs.frozen
-class NorthboundSection:
-    amqp_url: str
-    exchange: str
-    batch: int
 
 
 @attrs.frozen

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -12,8 +12,7 @@ if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
     from fep.model import IntervalBlock, Meter, MeterEvent, Reading, Record
-    from fep.store.secrets import SecretInfo
-    from fep.vault import MasterKey
+    from fep.vault import MasterKey, SecretInfo
 
 
 class IRecordSink(Interface):
@@ -234,6 +233,22 @@ class ISerialLine(Interface):
         """Change the line speed once written bytes have left."""
 
 
+class IIdentifiedTransport(Interface):
+    """A transport that wants to hear when its protocol has recognised the peer (a limited
+    listener's, fep.channels.listeners; the protocols that identify peers tell it)."""
+
+    def peer_identified() -> None:
+        """The protocol knows who is talking now: the pre-identification byte cap no longer
+        applies (the idle timeout still does)."""
+
+
+def peer_identified(transport: object) -> None:
+    """Tell ``transport`` (if it is a limited listener's) that its peer is identified."""
+    mark = getattr(transport, "peer_identified", None)
+    if callable(mark):
+        mark()
+
+
 class INotifier(Interface):
     """Sends an alarm to people or systems (e-mail, SMS, NOTIFY, a bus)."""
 
@@ -241,9 +256,82 @@ class INotifier(Interface):
         """Deliver one alarm."""
 
 
+class IMeterDirectory(Interface):
+    """The daemon's in-memory meter list (fep.directory.MeterDirectory): who the known
+    meters are, looked up on the reactor thread by id, serial number, DLMS system title or
+    the modem they sit behind; refreshed from the store, with their secrets in memory."""
+
+    def replace(meters: Iterable[Meter]) -> None:
+        """Take this meter list instead of the one held."""
+
+    def add(meter: Meter) -> None:
+        """Take one new or changed meter without reloading the list."""
+
+    def refresh() -> Awaitable[list[Meter]]:
+        """Reload the list from the store (with the secret store's values); returns it."""
+
+    def refresh_d() -> Deferred[list[Meter]]:
+        """``refresh`` as a Deferred."""
+
+    def resolve(meter: Meter) -> Awaitable[Meter]:
+        """The meter with its secrets as the secret store holds them now."""
+
+    def __len__() -> int:
+        """How many meters are known."""
+
+    def all() -> list[Meter]:
+        """Every known meter, in list order."""
+
+    def get(meter_id: str) -> Meter | None:
+        """The meter of this id, if known."""
+
+    def identify(*names: str | None) -> Meter | None:
+        """The meter a device names itself as: by meter id, then serial number."""
+
+    def by_system_title(system_title: bytes) -> Meter | None:
+        """The DLMS meter whose record gives this system title."""
+
+    def by_modem(*names: str) -> list[Meter]:
+        """The meters behind the modem that calls itself any of ``names``."""
+
+
+class IScheduler(Interface):
+    """The collection engine's tasks and jobs as the operator tier (API, console, metrics)
+    sees them (fep.collect.operator.EngineScheduler)."""
+
+    def tasks() -> Deferred[list[dict[str, Any]]]:
+        """Every task: name, type, period, next run, last outcome."""
+
+    def jobs(limit: int) -> Deferred[list[dict[str, Any]]]:
+        """The newest jobs, newest first: task, meter, state, outcome, times."""
+
+    def run(task: str) -> Deferred[dict[str, Any]]:
+        """Start a task now; fires with what was queued. KeyError for an unknown task."""
+
+    def job_outcomes() -> dict[str, int]:
+        """Jobs finished so far by outcome (for metrics)."""
+
+    def commands(limit: int) -> Deferred[list[dict[str, Any]]]:
+        """The newest meter commands (disconnect, reconnect, ...), newest first, with their
+        status, requester and approver."""
+
+    def request_command(
+        meter: str, action: str, params: dict[str, Any], who: str
+    ) -> Deferred[dict[str, Any]]:
+        """Ask for a meter command; it is queued at once unless the configured approval
+        rules say someone else must approve it first. Fails with a FepError naming what is
+        wrong (unknown command or meter)."""
+
+    def approve_command(command_id: int, who: str) -> Deferred[dict[str, Any]]:
+        """Approve a requested command (four eyes: not by its requester) and queue it."""
+
+    def reject_command(command_id: int, who: str, reason: str) -> Deferred[dict[str, Any]]:
+        """Refuse a requested command."""
+
+
 class IJobStore(Interface):
     """The collection engine's tables: tasks, jobs and their leases, commands and their
-    audit trail, daily statistics, inbound session homes (fep.store.jobs).
+    audit trail, daily statistics, inbound session homes (fep.collect.jobstore).
 
     Times are POSIX seconds given by the caller (the engine's reactor clock), never the
     database's own clock, so every node and every test agrees on them. Every method returns
@@ -369,7 +457,8 @@ class IJobStore(Interface):
     def audit(command_id: int) -> Deferred[list[Any]]:
         """A command's audit trail, oldest first."""
 class IModemCallLog(Interface):
-    """Where the modem pool keeps its call records (the SQLite and PostgreSQL stores)."""
+    """Where the modem pool keeps its call records (fep.channels.modem.calls.ModemCallLog on
+    the SQLite or PostgreSQL store)."""
 
     def add_modem_calls(calls: Sequence[object]) -> Deferred[int]:
         """Append ModemCall records (one per dial attempt); fires with how many."""

@@ -20,9 +20,9 @@ from twisted.logger import (
 )
 
 from fep.channels.routes import Channels, ConnectBackoff
-from fep.collect.directory import MeterDirectory
 from fep.collect.engine import CollectionEngine
 from fep.config import Config
+from fep.directory import MeterDirectory
 from fep.errors import FepError
 from fep.interfaces import IStore
 from fep.store import open_store
@@ -50,7 +50,7 @@ class FepService(service.MultiService):
             from twisted.internet import reactor as default_reactor
 
             reactor = default_reactor
-        from fep.keys import resolve_config_secrets
+        from fep.config_secrets import resolve_config_secrets
 
         # secret:NAME values of the configuration, opened from the secret store.
         config = resolve_config_secrets(config)
@@ -170,7 +170,7 @@ class FepService(service.MultiService):
         return SecretStore(self.store, load_master_key(spec))
 
     async def _warn_clear_secrets(self) -> None:
-        from fep.keys import clear_config_secrets
+        from fep.config_secrets import clear_config_secrets
         from fep.vault import split_secrets
 
         for where in clear_config_secrets(self.config):

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 
 import attrs
@@ -227,6 +228,18 @@ class Sealed:
     nonce: bytes
     ciphertext: bytes
     wrapped_key: bytes = attrs.field(repr=False)
+
+
+@attrs.frozen
+class SecretInfo:
+    """What may be shown of a secret: never its value."""
+
+    id: int
+    meter: str
+    name: str
+    key_id: str
+    fingerprint: str
+    created: datetime
 
 
 def _aad(meter: str, name: str) -> bytes:

@@ -13,8 +13,8 @@ import attrs
 from twisted.trial import unittest
 
 from fep.config import load_config
+from fep.config_secrets import resolve_config_secrets
 from fep.errors import ConfigError
-from fep.keys import resolve_config_secrets
 from fep.operator.tokens import TokenFile
 from fep.store.secrets import read_sync
 from fep.vault import SecretError, load_master_key, open_sealed

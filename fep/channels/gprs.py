@@ -41,7 +41,6 @@ from fep.channels.identify import (
     Identity,
     make_rules,
 )
-from fep.channels.listeners import peer_identified
 from fep.channels.modem_identity import (
     CONFLICT_POLICIES,
     SourceNetworks,
@@ -59,6 +58,7 @@ from fep.interfaces import (
     IPushHandler,
     IPushProtocol,
     IRecordSink,
+    peer_identified,
 )
 from fep.model import Meter, Record, utcnow
 from fep.protocols.registry import meter_protocol

@@ -28,8 +28,9 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
+from zope.interface import implementer
 
+from fep.interfaces import IIdentifiedTransport
 from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.channels.listeners")
@@ -77,21 +78,6 @@ BUILTIN_OVERRIDES: Mapping[str, Mapping[str, float | int]] = {
     # `fep sessions` asks one question and goes.
     "control": {"max_connections": 64, "max_per_source": 64, "idle_timeout": 60.0},
 }
-
-
-class IIdentifiedTransport(Interface):
-    """A transport that wants to hear when its protocol has recognised the peer."""
-
-    def peer_identified() -> None:
-        """The protocol knows who is talking now: the pre-identification byte cap no longer
-        applies (the idle timeout still does)."""
-
-
-def peer_identified(transport: object) -> None:
-    """Tell ``transport`` (if it is a limited listener's) that its peer is identified."""
-    mark = getattr(transport, "peer_identified", None)
-    if callable(mark):
-        mark()
 
 
 def source_of(addr: object) -> str:

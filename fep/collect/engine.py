@@ -13,16 +13,16 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
 from fep.collect.commands import parse_approval
-from fep.collect.directory import MeterDirectory
+from fep.collect.jobstore import JobStore, job_store
 from fep.collect.limits import Permits, ResourcePolicy, parse_pools
 from fep.collect.runner import JobRunner
 from fep.collect.schedule import format_duration
 from fep.collect.scheduler import Scheduler
+from fep.collect.settings import CollectSection
 from fep.collect.tasks import DEFAULT_TASK, Priority, Target, Task
-from fep.config import CollectSection
+from fep.directory import MeterDirectory
 from fep.interfaces import IMeterProtocol, IRecordSink, IStore, IWakeUp
 from fep.protocols.registry import meter_protocol
-from fep.store.jobs import JobStore, job_store
 
 log = Logger()
 

@@ -1,5 +1,5 @@
 """The collection engine as the operator tier sees it: the ``scheduler`` plug point
-(fep.operator.interfaces.IScheduler) of the API, the console and the metrics -- tasks, the
+(fep.interfaces.IScheduler) of the API, the console and the metrics -- tasks, the
 newest jobs, a task run now, job outcomes, and meter commands under the engine's approval
 rules (``[collect] approval``, four eyes)."""
 
@@ -17,8 +17,8 @@ from fep.collect.engine import CollectionEngine, approval_of
 from fep.collect.schedule import Every
 from fep.collect.tasks import Command, Job, Task
 from fep.errors import ConfigError, FepError
+from fep.interfaces import IScheduler
 from fep.model import Meter
-from fep.operator.interfaces import IScheduler
 
 
 def _iso(t: float | None) -> str | None:

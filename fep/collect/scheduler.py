@@ -30,10 +30,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from fep.collect.concentrators import line_order
-from fep.collect.directory import MeterDirectory, addressed
 from fep.collect.limits import Permits, ResourcePolicy
 from fep.collect.schedule import Every
 from fep.collect.tasks import Job, JobKind, JobStatus, Outcome, Priority, Task
+from fep.directory import MeterDirectory, addressed
 from fep.errors import FepError
 from fep.interfaces import IJobStore, IWakeUp
 from fep.model import Meter

@@ -2,7 +2,7 @@
 expand into (one meter, one run), job outcomes, and commands with their audit trail.
 
 Times are POSIX seconds (the reactor's clock). Every record is an attrs frozen class; the
-job store keeps them (fep.store.jobs).
+job store keeps them (fep.collect.jobstore).
 """
 
 from __future__ import annotations

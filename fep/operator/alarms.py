@@ -45,11 +45,11 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from fep.config import Config
 from fep.errors import ConfigError, FepError
 from fep.interfaces import INotifier
 from fep.model import EventKind, MeterEvent, Record, Severity
 from fep.operator.context import OperatorContext
+from fep.operator.settings import OperatorConfig
 
 log = Logger(namespace="fep.operator.alarms")
 
@@ -461,7 +461,7 @@ class AlarmEngine:
         self.notifications: Counter[str] = Counter()
 
     @classmethod
-    def from_config(cls, ctx: OperatorContext, config: Config) -> AlarmEngine:
+    def from_config(cls, ctx: OperatorContext, config: OperatorConfig) -> AlarmEngine:
         section = config.alarms
         table = AlarmTable.load(section.table) if section.table else AlarmTable()
         email = EmailNotifier(ctx.reactor, section.smtp_host, section.smtp_port,

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from fep.collect.directory import MeterDirectory
+from fep.directory import MeterDirectory
 from fep.interfaces import IRecordSink, IStore
 from fep.operator.activity import Activity
 from fep.operator.interfaces import IScheduler, ISessionRegistry, ISmsSender, SessionInfo

@@ -24,8 +24,9 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
-from fep.channels.listeners import ListenerSet, peer_identified
+from fep.channels.listeners import ListenerSet
 from fep.errors import ChannelError, ConfigError, FepError
+from fep.interfaces import peer_identified
 
 log = Logger(namespace="fep.operator.control")
 

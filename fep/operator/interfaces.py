@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from zope.interface import Attribute, Interface
 
+# The collection engine provides it, the operator tier uses it: declared below both.
+from fep.interfaces import IScheduler as IScheduler
+
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
@@ -71,39 +74,6 @@ class ISessionRegistry(Interface):
     def sessions() -> list[Any]:
         """The sessions open now: SessionInfo, or snapshots SessionInfo.of() understands
         (the GPRS channel's)."""
-
-
-class IScheduler(Interface):
-    """The collection engine's tasks and jobs (the collect branch provides this)."""
-
-    def tasks() -> Deferred[list[dict[str, Any]]]:
-        """Every task: name, type, period, next run, last outcome."""
-
-    def jobs(limit: int) -> Deferred[list[dict[str, Any]]]:
-        """The newest jobs, newest first: task, meter, state, outcome, times."""
-
-    def run(task: str) -> Deferred[dict[str, Any]]:
-        """Start a task now; fires with what was queued. KeyError for an unknown task."""
-
-    def job_outcomes() -> dict[str, int]:
-        """Jobs finished so far by outcome (for metrics)."""
-
-    def commands(limit: int) -> Deferred[list[dict[str, Any]]]:
-        """The newest meter commands (disconnect, reconnect, ...), newest first, with their
-        status, requester and approver."""
-
-    def request_command(
-        meter: str, action: str, params: dict[str, Any], who: str
-    ) -> Deferred[dict[str, Any]]:
-        """Ask for a meter command; it is queued at once unless the configured approval
-        rules say someone else must approve it first. Fails with a FepError naming what is
-        wrong (unknown command or meter)."""
-
-    def approve_command(command_id: int, who: str) -> Deferred[dict[str, Any]]:
-        """Approve a requested command (four eyes: not by its requester) and queue it."""
-
-    def reject_command(command_id: int, who: str, reason: str) -> Deferred[dict[str, Any]]:
-        """Refuse a requested command."""
 
 
 class ISmsSender(Interface):

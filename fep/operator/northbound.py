@@ -37,8 +37,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from fep.config import Config
 from fep.model import IntervalBlock, MeterEvent, Reading, Record
+from fep.operator.settings import OperatorConfig
 from fep.serialize import record_to_dict
 from fep.store import redact_url
 from fep.store.spool import Spool
@@ -114,7 +114,7 @@ class AmqpPublisher:
         self.reconnects = 0
 
     @classmethod
-    def from_config(cls, config: Config, reactor: Any) -> AmqpPublisher:
+    def from_config(cls, config: OperatorConfig, reactor: Any) -> AmqpPublisher:
         section = config.northbound
         return cls(section.amqp_url, section.exchange,
                    Path(config.fep.data_dir) / "northbound", reactor,

@@ -10,10 +10,10 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from fep.config import Config
 from fep.interfaces import IStore
 from fep.operator.context import OperatorContext
 from fep.operator.metrics import FepMetrics, TimedStore
+from fep.operator.settings import OperatorConfig
 
 log = Logger(namespace="fep.operator")
 
@@ -22,7 +22,7 @@ class OperatorTier:
     """Owned by FepService: ``attach`` once the daemon's parts exist, ``start`` once the
     store is open, ``stop`` first at shutdown."""
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: OperatorConfig, reactor: Any) -> None:
         self.config = config
         self.reactor = reactor
         self.metrics = FepMetrics.create()

@@ -28,7 +28,7 @@ from txpostgres import txpostgres
 from zope.interface import implementer
 
 from fep.errors import RecordRejected, StoreError
-from fep.interfaces import IModemCallLog, IStore
+from fep.interfaces import IStore
 from fep.model import (
     EventKind,
     IntervalBlock,
@@ -39,7 +39,7 @@ from fep.model import (
     Record,
     Severity,
 )
-from fep.store import migrations, modem_calls, redact_url
+from fep.store import migrations, redact_url
 from fep.store.rows import (
     TABLES,
     IntervalRow,
@@ -288,7 +288,7 @@ class _Pool(txpostgres.ConnectionPool):
         )
 
 
-@implementer(IStore, IModemCallLog)
+@implementer(IStore)
 class PostgresStore:
     """IStore on PostgreSQL through a txpostgres pool of ``pool_size`` connections."""
 
@@ -334,7 +334,7 @@ class PostgresStore:
 
     def interact(self, interaction: Interaction[T], *args: Any) -> Deferred[T]:
         """Run ``interaction(cursor, *args)`` in one transaction on a pooled connection: how
-        the tables of other modules (the collection engine's jobs, fep.store.jobs) share this
+        the tables of other modules (the collection engine's jobs, fep.collect.jobstore) share this
         store's pool, deadlines and reconnection. Failures are StoreError."""
         return self._run(interaction, *args)
 
@@ -583,14 +583,6 @@ class PostgresStore:
 
         return self._run(query)
 
-
-    # -- modem pool call records (fep.store.modem_calls) ----------------------------------
-
-    def add_modem_calls(self, calls: Sequence[Any]) -> Deferred[int]:
-        return self._run(modem_calls.postgres_add, calls)
-
-    def modem_call_stats(self, by: str, since: datetime | None = None) -> Deferred[list[Any]]:
-        return self._run(modem_calls.postgres_stats, by, since)
 
 def _columns(rows: Sequence[tuple[Any, ...]], text: Sequence[bool]) -> list[str]:
     """Rows to one PostgreSQL array literal per column, each the parameter of an unnest

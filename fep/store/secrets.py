@@ -19,7 +19,7 @@ from zope.interface import implementer
 from fep.interfaces import ISecretStore
 from fep.model import utcnow
 from fep.store.rows import parse_time, text_time
-from fep.vault import MasterKey, Sealed, open_sealed, rewrap, seal
+from fep.vault import MasterKey, Sealed, SecretInfo, open_sealed, rewrap, seal
 
 COLUMNS = "id, meter, name, key_id, fingerprint, nonce, ciphertext, wrapped_key, created"
 UPSERT = (
@@ -33,18 +33,6 @@ UPSERT = (
 REWRAP = (
     "UPDATE secrets SET key_id = {p}, fingerprint = {p}, wrapped_key = {p} WHERE id = {p}"
 )
-
-
-@attrs.frozen
-class SecretInfo:
-    """What may be shown of a secret: never its value."""
-
-    id: int
-    meter: str
-    name: str
-    key_id: str
-    fingerprint: str
-    created: datetime
 
 
 @attrs.frozen

@@ -25,7 +25,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from fep.errors import StoreError
-from fep.interfaces import IModemCallLog, IStore
+from fep.interfaces import IStore
 from fep.model import (
     EventKind,
     IntervalBlock,
@@ -37,7 +37,7 @@ from fep.model import (
     Severity,
     utcnow,
 )
-from fep.store import migrations, modem_calls
+from fep.store import migrations
 from fep.store.rows import (
     TABLES,
     IntervalRow,
@@ -88,7 +88,7 @@ READING_COLUMNS = (
 )
 
 
-@implementer(IStore, IModemCallLog)
+@implementer(IStore)
 class SqliteStore:
     """IStore on one SQLite file (or ``:memory:`` for tests)."""
 
@@ -139,7 +139,7 @@ class SqliteStore:
 
     def interact(self, work: Callable[..., T], *args: Any) -> Deferred[T]:
         """Run ``work(connection, *args)`` on the store thread: how the tables of other
-        modules (the collection engine's jobs, fep.store.jobs) share this store's file,
+        modules (the collection engine's jobs, fep.collect.jobstore) share this store's file,
         thread and connection. ``work`` runs its own BEGIN/COMMIT."""
         return self._call(work, *args)
 
@@ -255,14 +255,6 @@ class SqliteStore:
             return int(n)
 
         return self._call(counted)
-
-    # -- modem pool call records (fep.store.modem_calls) ----------------------------------
-
-    def add_modem_calls(self, calls: Sequence[Any]) -> Deferred[int]:
-        return self._call(modem_calls.sqlite_add, calls)
-
-    def modem_call_stats(self, by: str, since: datetime | None = None) -> Deferred[list[Any]]:
-        return self._call(modem_calls.sqlite_stats, by, since)
 
 
 # The functions below run on the store thread.

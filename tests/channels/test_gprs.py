@@ -29,8 +29,8 @@ from fep.channels.gprs import (
 )
 from fep.channels.identify import encode_binary_registration
 from fep.channels.routes import Channels, parse_route
-from fep.collect.directory import MeterDirectory
 from fep.config import parse_config
+from fep.directory import MeterDirectory
 from fep.errors import ChannelError, ConfigError, RouteError
 from fep.interfaces import IModemSessionObserver, IPushChannel, IRecordSink
 from fep.model import Meter, Reading, Record

@@ -20,7 +20,7 @@ from twisted.trial import unittest
 
 from fep.channels.gprs import GprsChannel, GprsSettings
 from fep.channels.routes import Channels
-from fep.collect.directory import MeterDirectory
+from fep.directory import MeterDirectory
 from fep.interfaces import IStore
 from fep.model import Meter, Reading
 from fep.protocols.dlms import session as dlms_session

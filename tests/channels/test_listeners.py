@@ -13,17 +13,16 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from fep.channels.listeners import (
-    IIdentifiedTransport,
     LimitedFactory,
     ListenerLimits,
     ListenerSet,
     limits_for,
-    peer_identified,
     source_of,
     ssh_authenticated,
     with_backlog,
 )
 from fep.config import default_config, parse_config
+from fep.interfaces import IIdentifiedTransport, peer_identified
 from fep.ratelog import RateLimitedLog
 
 

@@ -20,7 +20,7 @@ from twisted.trial import unittest
 
 from fep.channels.gprs import GprsChannel, GprsSettings
 from fep.channels.modem_identity import _endpoint_args, client_certificate_endpoint
-from fep.collect.directory import MeterDirectory
+from fep.directory import MeterDirectory
 from fep.protocols.dlms.security import InvocationCounterGuard
 from tests.channels.test_gprs import IMEI, OTHER_IMEI, Sink, Store, dlms_meter
 

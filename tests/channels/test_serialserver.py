@@ -29,7 +29,7 @@ from fep.channels.serialserver import (
     SerialServerTransport,
     parse_rfc2217_args,
 )
-from fep.collect.directory import addressed
+from fep.directory import addressed
 from fep.errors import ChannelError, RouteError, SessionTimeout
 from fep.interfaces import ISerialLine
 from fep.model import Meter, Reading

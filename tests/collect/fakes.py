@@ -11,10 +11,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
-from fep.collect.directory import MeterDirectory
+from fep.collect.jobstore import JobStore
 from fep.collect.tasks import Job, Outcome
+from fep.directory import MeterDirectory
 from fep.model import Meter
-from fep.store.jobs import JobStore
 from fep.store.sqlite import SqliteStore
 
 

@@ -12,10 +12,10 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from fep.channels.routes import Channels
-from fep.collect.directory import MeterDirectory
 from fep.collect.engine import CollectionEngine
 from fep.collect.tasks import Job, JobStatus
 from fep.config import parse_config
+from fep.directory import MeterDirectory
 from fep.interfaces import IRecordSink, IStore
 from fep.model import Meter, Record
 from fep.store import open_store

@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 from zope.interface.verify import verifyObject
 
+from fep.collect.jobstore import JobStore
 from fep.collect.tasks import (
     Command,
     CommandStatus,
@@ -22,7 +23,6 @@ from fep.collect.tasks import (
     Task,
 )
 from fep.interfaces import IJobStore
-from fep.store.jobs import JobStore
 
 NOW = 1_700_000_000.0
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from twisted.internet import reactor
 from twisted.trial import unittest
 
+from fep.collect.jobstore import job_store
 from fep.collect.tasks import Job, Outcome
 from fep.model import Meter
 from fep.store import open_store
-from fep.store.jobs import job_store
 from tests.operator.helpers import (
     OPERATOR_TOKEN,
     SECOND_OPERATOR_TOKEN,

@@ -7,8 +7,8 @@ from __future__ import annotations
 from twisted.internet import reactor
 from twisted.trial import unittest
 
-from fep.collect.directory import MeterDirectory
 from fep.collect.key_transfer import NewKeys
+from fep.directory import MeterDirectory
 from fep.model import Meter
 from fep.store.secrets import SecretStore
 from fep.store.sqlite import SqliteStore

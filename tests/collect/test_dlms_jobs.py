@@ -155,7 +155,7 @@ class LoadProfileTests(unittest.TestCase):
         engine, store = await engine_for(self, [meter])
         day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         since, until = day - timedelta(days=1, hours=-2), day - timedelta(days=1, hours=-4)
-        from fep.collect.cli import recollect_job
+        from fep.cli.collect import recollect_job
 
         job = recollect_job(meter, since, until, reactor.seconds(), resource_policy(
             engine.settings), interval=900)

@@ -20,6 +20,7 @@ from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
+from fep.collect.jobstore import job_store
 from fep.collect.tasks import Task
 from fep.model import Meter
 from fep.protocols.dlms.identity import node_system_title
@@ -28,7 +29,6 @@ from fep.protocols.dlms.server import ServerSettings
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK, DlmsMeterServerFactory
 from fep.sim.dlms_meter import SimulatedDlmsMeter
 from fep.store import open_store
-from fep.store.jobs import job_store
 from tests.collect.harness import listen
 from tests.daemon.harness import ROOT, Daemon, wait_for
 from tests.postgres import fresh_database

@@ -7,7 +7,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.trial import unittest
 
-from fep.store.jobs import JobStore
+from fep.collect.jobstore import JobStore
 from fep.store.postgres import PostgresStore
 from fep.store.sqlite import SqliteStore
 from tests.collect.jobstore_behaviours import NOW, JobStoreBehaviours, job

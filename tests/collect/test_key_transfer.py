@@ -15,10 +15,10 @@ from twisted.trial import unittest
 
 from fep.channels.routes import Channels
 from fep.collect import commands
-from fep.collect.directory import MeterDirectory
 from fep.collect.engine import CollectionEngine, approval_of, resource_policy
 from fep.collect.tasks import CommandStatus, JobStatus, Task
 from fep.config import parse_config
+from fep.directory import MeterDirectory
 from fep.errors import FepError
 from fep.model import Meter, Reading
 from fep.protocols.dlms import cosem

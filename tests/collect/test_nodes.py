@@ -16,11 +16,11 @@ from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
+from fep.collect.jobstore import job_store
 from fep.collect.tasks import Task
 from fep.model import Meter
 from fep.sim.dlt645 import Dlt645BusFactory, make_meters
 from fep.store import open_store
-from fep.store.jobs import job_store
 from tests.collect.harness import listen
 from tests.daemon.harness import ROOT, Daemon, wait_for
 from tests.postgres import fresh_database

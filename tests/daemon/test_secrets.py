@@ -46,9 +46,9 @@ async def approve_as(url: str, command_id: int, who: str) -> None:
     """Approve a command as another operator than its requester (the CLI's user)."""
     from fep.collect import commands
     from fep.collect.engine import resource_policy
+    from fep.collect.jobstore import job_store
     from fep.config import default_config
     from fep.store import open_store
-    from fep.store.jobs import job_store
 
     store = open_store(url, reactor)
     await store.open()

@@ -17,7 +17,7 @@ from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from fep.collect.directory import MeterDirectory
+from fep.directory import MeterDirectory
 from fep.errors import ConfigError
 from fep.model import (
     EventKind,

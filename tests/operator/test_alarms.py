@@ -223,7 +223,7 @@ class PostgresNotifyTests(unittest.TestCase):
         listener.addNotifyObserver(heard.append)
         await listener.runOperation("LISTEN fep_alarm")
 
-        from fep.collect.directory import MeterDirectory
+        from fep.directory import MeterDirectory
         from fep.operator.context import OperatorContext
 
         await store.add_meters([Meter("m1", "dlms", "tcp:host=h:port=1",

@@ -14,7 +14,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from fep.channels.routes import Channels
-from fep.collect.directory import addressed
+from fep.directory import addressed
 from fep.errors import SessionTimeout
 from fep.model import Meter, Reading
 from fep.protocols.dlms import hdlc

@@ -17,7 +17,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from fep.channels.gprs import GprsChannel, GprsSettings
-from fep.collect.directory import MeterDirectory
+from fep.directory import MeterDirectory
 from fep.interfaces import IRecordSink
 from fep.model import Meter, Record
 from fep.protocols.dlms.security import InvocationCounterGuard

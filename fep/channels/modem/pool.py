@@ -37,6 +37,7 @@ from zope.interface import implementer
 
 from fep.channels.endpoints import client_endpoint, connect_within
 from fep.channels.modem.at import ModemProfile, ResultCode, modem_profile
+from fep.channels.modem.calls import ModemCallLog
 from fep.channels.modem.dialup import (
     DialFailed,
     DialSettings,
@@ -126,6 +127,8 @@ class ModemPool(service.Service):
         self.dial = dial if dial is not None else DialSettings()
         self.policy = policy if policy is not None else RetryPolicy()
         self.store = store
+        # The call records go to the store's modem_calls table (fep.channels.modem.calls).
+        self.call_log = ModemCallLog(store) if store is not None else None
         self.control_for = control_for
         self.on_alarm = on_alarm
         self.open_timeout = open_timeout
@@ -427,7 +430,8 @@ class ModemPool(service.Service):
                 log.warn("cannot store {count} modem call records: {error}",
                          count=len(batch), error=failure.getErrorMessage())
 
-            saving: Deferred[Any] = self.store.add_modem_calls(batch)
+            assert self.call_log is not None
+            saving: Deferred[Any] = self.call_log.add_modem_calls(batch)
             return saving.addCallbacks(lambda _: None, failed)
 
         def report(_: object) -> None:

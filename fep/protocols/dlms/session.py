@@ -23,7 +23,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fep.channels.endpoints import connect_within
-from fep.channels.listeners import peer_identified
 from fep.errors import ConfigError, FrameError, NotSupported, ProtocolError, SessionTimeout
 from fep.interfaces import (
     IClock,
@@ -35,6 +34,7 @@ from fep.interfaces import (
     IPushHandler,
     IPushProtocol,
     IRecordSink,
+    peer_identified,
 )
 from fep.model import Meter, MeterEvent, ObisCode, Reading, Record
 from fep.protocols.dlms import apdu as A

@@ -22,7 +22,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fep.channels.endpoints import run_session
-from fep.channels.listeners import peer_identified
 from fep.errors import ChannelError, ConfigError, FrameError, ProtocolError, SessionTimeout
 from fep.interfaces import (
     IMeterProtocol,
@@ -31,6 +30,7 @@ from fep.interfaces import (
     IPushProtocol,
     IRecordSink,
     ISerialLine,
+    peer_identified,
 )
 from fep.model import Meter, Record, utcnow
 from fep.protocols.iec62056_21.client import (

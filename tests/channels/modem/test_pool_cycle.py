@@ -12,6 +12,7 @@ from typing import Any
 from twisted.internet.defer import gatherResults
 from twisted.trial import unittest
 
+from fep.channels.modem.calls import ModemCallLog
 from fep.channels.modem.dialup import DialSettings, RetryPolicy
 from fep.channels.modem.stats import CallOutcome, call_stats
 from fep.model import Meter, Reading
@@ -140,7 +141,7 @@ class PollingCycleTests(unittest.TestCase):
 
         # Statistics stored, per line and per site, equal to what the pool counted.
         for by in ("line", "site"):
-            stored = {s.key: s for s in await store.modem_call_stats(by)}
+            stored = {s.key: s for s in await ModemCallLog(store).modem_call_stats(by)}
             expected = call_stats(calls, by)
             self.assertEqual(set(stored), set(expected))
             for key, stats in expected.items():

@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from fep.cli.arguments import parse_time, read_options, with_store
+from fep.cli.output import EXIT_OK, write_rows
 from fep.collect import commands as cmd
 from fep.collect.limits import ResourcePolicy
 from fep.collect.schedule import format_duration, parse_duration
@@ -61,7 +63,6 @@ def _policy(args: argparse.Namespace) -> ResourcePolicy:
 
 
 def _options(pairs: Sequence[str]) -> dict[str, str]:
-    from fep.cli import read_options
 
     return read_options(pairs)
 
@@ -69,7 +70,6 @@ def _options(pairs: Sequence[str]) -> dict[str, str]:
 def _epoch(text: str | None) -> float | None:
     if not text:
         return None
-    from fep.cli import parse_time
 
     return parse_time(text).timestamp()
 
@@ -134,8 +134,7 @@ def task_row(task: Task) -> dict[str, object]:
 
 
 async def cmd_tasks(reactor: Any, args: argparse.Namespace) -> int:
-    from fep.cli import EXIT_OK, _with_store, write_rows
-    from fep.store.jobs import job_store
+    from fep.collect.jobstore import job_store
 
     now = time.time()
 
@@ -198,7 +197,7 @@ async def cmd_tasks(reactor: Any, args: argparse.Namespace) -> int:
             print(f"task {args.name} deleted")
         return EXIT_OK
 
-    return await _with_store(args, work)
+    return await with_store(args, work)
 
 
 # ---------------------------------------------------------------------------
@@ -207,8 +206,7 @@ async def cmd_tasks(reactor: Any, args: argparse.Namespace) -> int:
 
 
 async def cmd_recollect(reactor: Any, args: argparse.Namespace) -> int:
-    from fep.cli import EXIT_OK, _with_store, parse_time
-    from fep.store.jobs import job_store
+    from fep.collect.jobstore import job_store
 
     since, until = parse_time(args.from_time), parse_time(args.to_time)
     interval = parse_duration(args.interval, "--interval") if args.interval else None
@@ -224,7 +222,7 @@ async def cmd_recollect(reactor: Any, args: argparse.Namespace) -> int:
               f"{_iso(until.timestamp())} will be read again")
         return EXIT_OK
 
-    return await _with_store(args, work)
+    return await with_store(args, work)
 
 
 JOB_COLUMNS = ("id", "task", "meter", "kind", "status", "attempts", "due", "finished",
@@ -248,8 +246,7 @@ def _job_row(job: Job) -> dict[str, object]:
 
 
 async def cmd_jobs(reactor: Any, args: argparse.Namespace) -> int:
-    from fep.cli import EXIT_OK, _with_store, write_rows
-    from fep.store.jobs import job_store
+    from fep.collect.jobstore import job_store
 
     async def work(store: Any) -> int:
         found = await job_store(store).jobs(meter=args.meter, task=args.task,
@@ -257,7 +254,7 @@ async def cmd_jobs(reactor: Any, args: argparse.Namespace) -> int:
         write_rows([_job_row(j) for j in found], JOB_COLUMNS, args.format)
         return EXIT_OK
 
-    return await _with_store(args, work)
+    return await with_store(args, work)
 
 
 STATS_COLUMNS = ("day", "scope", "key", "jobs", "first_pass", "success", "failed", "missed",
@@ -293,8 +290,7 @@ def _run_row(run: Any) -> dict[str, object]:
 
 
 async def cmd_stats(reactor: Any, args: argparse.Namespace) -> int:
-    from fep.cli import EXIT_OK, _with_store, write_rows
-    from fep.store.jobs import job_store
+    from fep.collect.jobstore import job_store
 
     async def work(store: Any) -> int:
         jobs = job_store(store)
@@ -311,7 +307,7 @@ async def cmd_stats(reactor: Any, args: argparse.Namespace) -> int:
         write_rows(out, STATS_COLUMNS, args.format)
         return EXIT_OK
 
-    return await _with_store(args, work)
+    return await with_store(args, work)
 
 
 # ---------------------------------------------------------------------------
@@ -374,9 +370,8 @@ def cli_operator(args: argparse.Namespace, action: str) -> str:
 
 
 async def cmd_command(reactor: Any, args: argparse.Namespace) -> int:
-    from fep.cli import EXIT_OK, _with_store, write_rows
     from fep.collect.engine import approval_of
-    from fep.store.jobs import job_store
+    from fep.collect.jobstore import job_store
 
     action = args.command_action
     who = cli_operator(args, "approve" if action != "request" else "command") if action in (
@@ -427,7 +422,7 @@ async def cmd_command(reactor: Any, args: argparse.Namespace) -> int:
             write_rows(trail, ("at", "who", "action", "detail"), "table")
         return EXIT_OK
 
-    return await _with_store(args, work)
+    return await with_store(args, work)
 
 
 # ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Modem call records in the store (table ``modem_calls``, migration 0004): one row per dial
-attempt, and statistics per line or per site summed from them. The SQL of both dialects; the
-stores' ``add_modem_calls``/``modem_call_stats`` run it on their own thread or pool."""
+attempt, and statistics per line or per site summed from them. ``ModemCallLog`` keeps them
+on an open SQLite or PostgreSQL store, through its ``interact`` (the store's thread or
+pool); the SQL of both dialects is below."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
 from fep.channels.modem.stats import CallOutcome, CallStats, ModemCall
 from fep.errors import StoreError
+from fep.interfaces import IModemCallLog
 from fep.store.rows import text_time, utc
 
 COLUMNS = "line, number, site, started, seconds, connected_seconds, result, outcome, error"
@@ -85,3 +90,25 @@ async def postgres_stats(cursor: Any, by: str, since: datetime | None) -> list[C
     args = () if since is None else (utc(since),)
     await cursor.execute(_stats_sql(by, since, "%s"), args)
     return _totals(cursor.fetchall())
+
+
+@implementer(IModemCallLog)
+class ModemCallLog:
+    """IModemCallLog on an open SqliteStore or PostgresStore (it shares their connection)."""
+
+    def __init__(self, store: Any) -> None:
+        from fep.store.postgres import PostgresStore
+
+        self.store = store
+        self.dialect = "postgresql" if isinstance(store, PostgresStore) else "sqlite"
+
+    def _do(self, sqlite: Any, postgres: Any, *args: Any) -> Deferred[Any]:
+        done: Deferred[Any] = self.store.interact(
+            postgres if self.dialect == "postgresql" else sqlite, *args)
+        return done
+
+    def add_modem_calls(self, calls: Sequence[Any]) -> Deferred[int]:
+        return self._do(sqlite_add, postgres_add, calls)
+
+    def modem_call_stats(self, by: str, since: datetime | None = None) -> Deferred[list[Any]]:
+        return self._do(sqlite_stats, postgres_stats, by, since)

@@ -11,14 +11,16 @@ from collections.abc import Iterable
 
 import attrs
 from twisted.internet.defer import Deferred
+from zope.interface import implementer
 
 from fep.channels.routes import device_address, parse_route
 from fep.errors import RouteError
-from fep.interfaces import ISecretStore, IStore
+from fep.interfaces import IMeterDirectory, ISecretStore, IStore
 from fep.model import Meter
 from fep.vault import is_meter_secret, with_secrets
 
 
+@implementer(IMeterDirectory)
 class MeterDirectory:
     """Who the known meters are; refreshed from the store."""
 

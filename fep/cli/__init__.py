@@ -11,12 +11,25 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from datetime import UTC, datetime
-from decimal import Decimal
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from fep.cli.arguments import DEFAULT_DB, db_url, parse_time, read_options, with_store
+from fep.cli.output import (
+    EVENT_COLUMNS,
+    EXIT_METER,
+    EXIT_OK,
+    EXIT_STORE,
+    EXIT_USAGE,
+    INTERVAL_COLUMNS,
+    READING_COLUMNS,
+    UsageError,
+    event_row,
+    interval_rows,
+    reading_row,
+    write_rows,
+)
 from fep.errors import (
     ChannelError,
     ConfigError,
@@ -26,161 +39,16 @@ from fep.errors import (
     RouteError,
     StoreError,
 )
-from fep.model import IntervalBlock, Meter, MeterEvent, Reading, unit_text
-
-EXIT_OK = 0
-EXIT_STORE = 1
-EXIT_USAGE = 2
-EXIT_METER = 3
-
-DEFAULT_DB = "sqlite:var/fep.sqlite"
-
-
-class UsageError(Exception):
-    """The command line itself is wrong."""
-
-
-# ---------------------------------------------------------------------------
-# Output
-# ---------------------------------------------------------------------------
-
-
-def _json_value(value: object) -> str:
-    # Decimals are printed as JSON numbers with their digits as read (no float rounding).
-    if isinstance(value, Decimal):
-        if value.is_finite():
-            text = format(value, "f")
-            return text
-        return json.dumps(str(value))
-    if isinstance(value, datetime):
-        return json.dumps(_iso(value))
-    return json.dumps(value)
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def reading_row(reading: Reading) -> dict[str, object]:
-    return {
-        "meter": reading.meter,
-        "obis": str(reading.obis),
-        "value": reading.value,
-        "unit": reading.unit_text,
-        "meter_time": reading.meter_time,
-    }
-
-
-def interval_rows(block: IntervalBlock) -> list[dict[str, object]]:
-    """One row per interval of a load-profile block."""
-    unit = unit_text(block.unit, block.scaler)
-    return [
-        {
-            "meter": block.meter,
-            "obis": str(block.obis),
-            "interval_start": start,
-            "interval_end": start + block.period,
-            "value": value,
-            "unit": unit,
-            "status": status.name if status else "OK",
-        }
-        for start, value, status in block.intervals()
-    ]
-
-
-def event_row(event: MeterEvent) -> dict[str, object]:
-    return {
-        "meter": event.meter,
-        "time": event.time,
-        "code": event.code,
-        "kind": str(event.kind),
-        "severity": str(event.severity),
-        "text": event.text,
-    }
-
-
-def json_line(row: dict[str, object]) -> str:
-    return "{" + ", ".join(f"{json.dumps(k)}: {_json_value(v)}" for k, v in row.items()) + "}"
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return _iso(value) or ""
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    return str(value)
-
-
-def table(rows: Sequence[dict[str, object]], columns: Sequence[str]) -> str:
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    for r in cells:
-        lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-    return "\n".join(lines)
-
-
-def write_rows(rows: Sequence[dict[str, object]], columns: Sequence[str], fmt: str) -> None:
-    out = sys.stdout
-    if fmt == "json":
-        for row in rows:
-            out.write(json_line(row) + "\n")
-    elif fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_cell(row.get(c)) for c in columns])
-    else:
-        out.write(table(rows, columns) + "\n")
-    out.flush()
-
-
-READING_COLUMNS = ("meter", "obis", "value", "unit", "meter_time")
-INTERVAL_COLUMNS = ("meter", "obis", "interval_start", "interval_end", "value", "unit", "status")
-EVENT_COLUMNS = ("meter", "time", "code", "kind", "severity", "text")
-
+from fep.model import IntervalBlock, Meter, MeterEvent, Reading
 
 # ---------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------
 
 
-def _db_url(args: argparse.Namespace) -> str:
-    if args.db:
-        return str(args.db)
-    if args.config:
-        from fep.config import load_config
-
-        return load_config(args.config).store.url
-    return DEFAULT_DB
-
-
-async def _with_store(
-    args: argparse.Namespace,
-    work: Callable[[Any], Coroutine[Any, Any, int]],
-    *,
-    migrate: bool = True,
-) -> int:
-    from twisted.internet import reactor
-
-    from fep.store import open_store
-
-    store = open_store(_db_url(args), reactor)
-    await store.open()
-    try:
-        return await work(store)
-    finally:
-        await store.close()
-
-
 async def cmd_read(reactor: Any, args: argparse.Namespace) -> int:
     from fep.channels.routes import Channels
-    from fep.collect.directory import addressed
+    from fep.directory import addressed
     from fep.protocols.registry import meter_protocol
 
     protocol = meter_protocol(args.protocol)
@@ -231,7 +99,7 @@ async def _read_dlms(reactor: Any, args: argparse.Namespace, endpoint: Any, mete
     from fep.store import open_store
     from fep.store.counters import invocation_counters
 
-    url = _db_url(args)
+    url = db_url(args)
     if args.config:
         config = load_config(args.config)
         data_dir = Path(config.fep.data_dir)
@@ -319,17 +187,6 @@ def _protocol_options(args: argparse.Namespace) -> dict[str, str]:
     return metadata
 
 
-def read_options(options: Sequence[str]) -> dict[str, str]:
-    """``KEY=VALUE`` settings from the command line, as meter metadata."""
-    metadata: dict[str, str] = {}
-    for option in options:
-        key, sep, value = option.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"option {option!r} is not KEY=VALUE", key="--option")
-        metadata[key.strip()] = value.strip()
-    return metadata
-
-
 async def cmd_readings(reactor: Any, args: argparse.Namespace) -> int:
     since = parse_time(args.since) if args.since else None
 
@@ -338,7 +195,7 @@ async def cmd_readings(reactor: Any, args: argparse.Namespace) -> int:
         write_rows([reading_row(r) for r in readings], READING_COLUMNS, args.format)
         return EXIT_OK
 
-    return await _with_store(args, work)
+    return await with_store(args, work)
 
 
 METER_COLUMNS = ("id", "protocol", "route", "address", "serial", "credentials")
@@ -353,7 +210,7 @@ async def cmd_meters(reactor: Any, args: argparse.Namespace) -> int:
     from fep.protocols.registry import meter_protocol
 
     async def work(store: Any) -> int:
-        from fep.keys import keep_meter_secrets
+        from fep.cli.keys import keep_meter_secrets
 
         if args.meters_command == "add":
             meter_protocol(args.protocol)
@@ -381,13 +238,13 @@ async def cmd_meters(reactor: Any, args: argparse.Namespace) -> int:
             write_rows([_meter_row(m) for m in meters], METER_COLUMNS, args.format)
         return EXIT_OK
 
-    return await _with_store(args, work)
+    return await with_store(args, work)
 
 
 async def cmd_db(reactor: Any, args: argparse.Namespace) -> int:
     from fep.store import open_store
 
-    store = open_store(_db_url(args), reactor)
+    store = open_store(db_url(args), reactor)
     applied = await store.upgrade()
     await store.close()
     if applied:
@@ -454,7 +311,7 @@ async def cmd_export(reactor: Any, args: argparse.Namespace) -> int:
             sys.stdout.flush()
         return EXIT_OK
 
-    return await _with_store(args, work)
+    return await with_store(args, work)
 
 
 def read_meter_csv(path: Path) -> list[Meter]:
@@ -492,17 +349,6 @@ def read_meter_csv(path: Path) -> list[Meter]:
             )
         )
     return meters
-
-
-def parse_time(text: str) -> datetime:
-    """ISO-8601; a time without zone is UTC."""
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"not an ISO-8601 time: {text!r}") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 # ---------------------------------------------------------------------------
@@ -633,10 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
     dsub.add_parser("upgrade", help="apply pending schema migrations")
     db.set_defaults(run=cmd_db)
 
-    from fep.collect.cli import add_commands
+    from fep.cli.collect import add_commands
 
     add_commands(sub, _Parser)
-    from fep import keys
+    from fep.cli import keys
 
     keys.add_commands(sub, _Parser)
     return parser
@@ -716,6 +562,3 @@ def _exit_for(error: BaseException, args: argparse.Namespace) -> int:
 def main(argv: Iterable[str] | None = None) -> NoReturn:
     sys.exit(run(list(argv) if argv is not None else None))
 
-
-if __name__ == "__main__":
-    main()

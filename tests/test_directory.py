@@ -4,9 +4,16 @@ gprs_KEY metadata, and meters added one at a time."""
 from __future__ import annotations
 
 from twisted.trial import unittest
+from zope.interface.verify import verifyObject
 
-from fep.collect.directory import MeterDirectory
+from fep.directory import MeterDirectory
+from fep.interfaces import IMeterDirectory
 from fep.model import Meter
+
+
+class InterfaceTests(unittest.TestCase):
+    def test_directory_provides_its_interface(self) -> None:
+        self.assertTrue(verifyObject(IMeterDirectory, MeterDirectory(None)))  # type: ignore[arg-type]
 
 
 class ModemLookupTests(unittest.TestCase):

@@ -1,6 +1,5 @@
-"""Secrets for the command line and the daemon: ``fep keys init|import|list|rotate|token``,
-meter secrets moved out of the meter list (``fep meters add/import``), and the configuration's
-``secret:NAME`` values.
+"""Secrets on the command line: ``fep keys init|import|list|rotate|token``, and meter
+secrets moved out of the meter list (``fep meters add/import``).
 
 A meter secret (fep.vault.METER_SECRETS: dlms_ek, dlms_ak, dlms_kek, dlms_password,
 c12_password, c12_auth_key, dlt645_password, gprs_secret, modem_secret, sim_pin) given to
@@ -8,7 +7,8 @@ c12_password, c12_auth_key, dlt645_password, gprs_secret, modem_secret, sim_pin)
 no clear value. Nothing here prints or logs a value: listings show fingerprints.
 
 A configuration value ``secret:NAME`` (``[sms] pin``, ``[northbound] amqp_url``) is the
-configuration secret NAME (``fep keys import - NAME``), opened when the daemon is built.
+configuration secret NAME (``fep keys import - NAME``), opened when the daemon is built
+(fep.config_secrets).
 """
 
 from __future__ import annotations
@@ -25,24 +25,21 @@ from typing import Any
 
 import attrs
 
+from fep.cli.arguments import with_store
+from fep.cli.output import EXIT_OK, UsageError, write_rows
+from fep.config_secrets import CONFIG_METER, master_key_for
 from fep.errors import ConfigError
 from fep.model import Meter
 from fep.vault import (
     CONFIG_SECRETS,
     METER_SECRETS,
-    MasterKey,
     create_master_key,
     is_meter_secret,
     load_master_key,
-    open_sealed,
     spec_file,
     split_secrets,
 )
 
-SECRET_PREFIX = "secret:"
-# (section, key) of the configuration values that may be ``secret:NAME``.
-CONFIG_SECRET_FIELDS = (("sms", "pin"), ("northbound", "amqp_url"))
-CONFIG_METER = "-"  # how the command line names the configuration's secrets
 _HEX_KEYS = {"dlms_ek": 16, "dlms_ak": 16, "dlms_kek": 16, "c12_auth_key": 8}
 
 
@@ -50,19 +47,6 @@ def _config(args: argparse.Namespace) -> Any:
     from fep.config import default_config, load_config
 
     return load_config(args.config) if getattr(args, "config", None) else default_config()
-
-
-def master_key_for(config: Any, *, create: bool = False) -> MasterKey:
-    """The configured master key; with ``create``, the default file is made when missing
-    (said on stderr: it must be backed up)."""
-    spec = config.master_key_spec
-    path = spec_file(spec)
-    if create and not config.secrets.master_key and path is not None and not path.exists():
-        key = create_master_key(spec)
-        print(f"fep: made the master key {path} (id {key.key_id}); back it up: the secret "
-              "store cannot be opened without it", file=sys.stderr)
-        return key
-    return load_master_key(spec)
 
 
 def check_secret(meter: str, name: str, value: str) -> None:
@@ -133,7 +117,6 @@ LIST_COLUMNS = ("id", "meter", "name", "key_id", "fingerprint", "created")
 
 
 async def cmd_keys(reactor: Any, args: argparse.Namespace) -> int:
-    from fep.cli import EXIT_OK, UsageError, _with_store, write_rows
     from fep.store.secrets import SecretStore
 
     action = args.keys_command
@@ -168,11 +151,10 @@ async def cmd_keys(reactor: Any, args: argparse.Namespace) -> int:
             return await _rotate(args, store)
         raise UsageError(f"unknown keys command {action!r}")
 
-    return await _with_store(args, work)
+    return await with_store(args, work)
 
 
 async def _import(args: argparse.Namespace, store: Any) -> int:
-    from fep.cli import EXIT_OK, UsageError
     from fep.store.secrets import SecretStore
 
     if args.from_metadata:
@@ -206,7 +188,6 @@ async def _import(args: argparse.Namespace, store: Any) -> int:
 
 
 async def _rotate(args: argparse.Namespace, store: Any) -> int:
-    from fep.cli import EXIT_OK, UsageError
     from fep.store.secrets import SecretStore
 
     config = _config(args)
@@ -225,13 +206,13 @@ async def _rotate(args: argparse.Namespace, store: Any) -> int:
     if args.meter:
         from fep.collect import commands as cmd
         from fep.collect.engine import approval_of, resource_policy
+        from fep.collect.jobstore import job_store
         from fep.collect.key_transfer import key_names
-        from fep.store.jobs import job_store
 
         meter = await store.meter(args.meter)
         if meter is None:
             raise ConfigError(f"no meter {args.meter!r}", key="meter")
-        from fep.collect.cli import cli_operator
+        from fep.cli.collect import cli_operator
 
         params = {"keys": ",".join(key_names({"keys": args.keys}))}
         c = await cmd.request(
@@ -285,55 +266,6 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     tok.add_argument("name")
     tok.add_argument("role")
     keys.set_defaults(run=cmd_keys)
-
-
-def resolve_config_secrets(config: Any) -> Any:
-    """The configuration with every ``secret:NAME`` value opened from the secret store
-    (ConfigError naming the section and key when the secret is missing)."""
-    from fep.store.secrets import read_sync
-
-    wanted: dict[tuple[str, str], str] = {}
-    for section, key in CONFIG_SECRET_FIELDS:
-        value = getattr(getattr(config, section), key)
-        if isinstance(value, str) and value.startswith(SECRET_PREFIX):
-            wanted[(section, key)] = value[len(SECRET_PREFIX):].strip()
-    if not wanted:
-        return config
-    master = master_key_for(config)
-    rows = {row.info.name: row for row in read_sync(config.store.url, CONFIG_SECRETS,
-                                                    sorted(set(wanted.values())))}
-    changes: dict[str, dict[str, str]] = {}
-    for (section, key), name in wanted.items():
-        row = rows.get(name)
-        if row is None:
-            raise ConfigError(f"no configuration secret {name!r} in the secret store "
-                              f"(fep keys import {CONFIG_METER} {name})", file=config.source,
-                              section=section, key=key)
-        changes.setdefault(section, {})[key] = open_sealed(
-            master, CONFIG_SECRETS, name, row.sealed).decode()
-    return attrs.evolve(config, **{
-        section: attrs.evolve(getattr(config, section), **values)
-        for section, values in changes.items()
-    })
-
-
-def clear_config_secrets(config: Any) -> list[str]:
-    """``[section] key`` of configuration secrets given in clear (discouraged)."""
-    return [f"[{section}] {key}" for section, key in CONFIG_SECRET_FIELDS
-            if _clear_secret(section, getattr(getattr(config, section), key))]
-
-
-def _clear_secret(section: str, value: Any) -> bool:
-    if not isinstance(value, str) or not value or value.startswith(SECRET_PREFIX):
-        return False
-    if section == "northbound":
-        from urllib.parse import urlsplit
-
-        try:
-            return urlsplit(value).password is not None
-        except ValueError:
-            return False
-    return True
 
 
 def meter_secret_names(metadata: Mapping[str, str]) -> list[str]:

@@ -1,0 +1,5 @@
+"""`python -m fep.cli`: the `fep` command."""
+
+from fep.cli import main
+
+main()

@@ -1,0 +1,82 @@
+"""The operator tier's settings, typed: ``[http]``, ``[manhole]``, ``[alarms]`` and
+``[northbound]`` (fep.config reads them from the ini file; etc/fep.ini documents each), and
+what the operator tier reads of the daemon's whole configuration (``OperatorConfig``, which
+fep.config.Config provides)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+from fep.collect.settings import CollectSection
+
+
+@attrs.frozen
+class HttpSection:
+    port: int
+    interface: str
+    tokens_file: str
+    metrics_auth: bool
+    body_limit_unauthenticated: int = 4096
+    body_limit: int = 1048576
+    auth_failures: int = 10
+    auth_failure_window: float = 60.0
+    auth_block: float = 300.0
+
+
+@attrs.frozen
+class ManholeSection:
+    port: int
+    interface: str
+    authorized_keys: str
+    host_key: str
+
+
+@attrs.frozen
+class AlarmsSection:
+    enabled: bool
+    table: str
+    debounce: float
+    smtp_host: str
+    smtp_port: int
+    mail_from: str
+
+
+@attrs.frozen
+class NorthboundSection:
+    amqp_url: str
+    exchange: str
+    batch: int
+
+
+class NodeSettings(Protocol):
+    """``[fep]``: this node's name and data directory."""
+
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def data_dir(self) -> str: ...
+
+
+class OperatorConfig(Protocol):
+    """What the operator tier reads of the daemon's configuration (fep.config.Config)."""
+
+    @property
+    def fep(self) -> NodeSettings: ...
+
+    @property
+    def collect(self) -> CollectSection: ...
+
+    @property
+    def http(self) -> HttpSection: ...
+
+    @property
+    def manhole(self) -> ManholeSection: ...
+
+    @property
+    def alarms(self) -> AlarmsSection: ...
+
+    @property
+    def northbound(self) -> NorthboundSection: ...
