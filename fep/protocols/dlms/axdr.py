@@ -20,6 +20,12 @@ from fep.errors import FrameError
 # Nesting deeper than this is refused: no meter sends it, and hostile input must not reach
 # Python's recursion limit.
 MAX_DEPTH = 24
+# A compact-array's elements carry no tags, and null-data, arrays and structures in them take
+# no bytes: a description could make a few bytes decode to billions of values. The values a
+# compact-array decodes to are bounded by this many per byte of its contents (plus a small
+# allowance); an ordinary array or structure needs at least one byte (a tag) per value.
+MAX_COMPACT_VALUES_PER_BYTE = 16
+COMPACT_VALUES_ALLOWANCE = 256
 
 
 class DataType(enum.IntEnum):
@@ -243,6 +249,15 @@ class TypeDescription:
         if self.type == DataType.STRUCTURE:
             return sum(c.min_size() for c in self.children)
         return _FIXED_SIZES.get(self.type, 1)
+
+    def value_count(self) -> int:
+        """How many Data values one element of this description decodes to (itself and
+        every nested item)."""
+        if self.type == DataType.ARRAY:
+            return 1 + self.count * self.children[0].value_count()
+        if self.type == DataType.STRUCTURE:
+            return 1 + sum(c.value_count() for c in self.children)
+        return 1
 
 
 @attrs.frozen(slots=True)
@@ -682,6 +697,21 @@ def _decode_body(buf: bytes, pos: int, t: DataType, depth: int) -> tuple[Data, i
             raise FrameError(
                 "compact-array of empty elements with contents", offset=pos, field="compact-array"
             )
+        if n:
+            if n < step:
+                raise FrameError(
+                    f"compact-array contents of {n} bytes hold no element of {step} bytes",
+                    offset=pos,
+                    field="compact-array",
+                )
+            # Bounded before any element is built: values per element x most elements.
+            values = desc.value_count() * (n // step)
+            if values > MAX_COMPACT_VALUES_PER_BYTE * n + COMPACT_VALUES_ALLOWANCE:
+                raise FrameError(
+                    f"compact-array of {n} bytes would decode to {values} values",
+                    offset=pos,
+                    field="compact-array",
+                )
         elements = []
         pos = start
         bounded = buf[:end]  # an element must not read past the contents
