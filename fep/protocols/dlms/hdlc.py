@@ -9,6 +9,7 @@ follow h11: methods return the bytes to send and/or a list of events, never touc
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -20,6 +21,9 @@ from fep.protocols.stream import StreamDecoder
 PROTOCOL: Final = "dlms"
 
 FLAG: Final = 0x7E
+FLAG_BYTE: Final = b"\x7e"
+# A flag that may open a frame: the format field's first byte is A0..AF (type 3).
+_FRAME_START: Final = re.compile(rb"\x7e[\xa0-\xaf]")
 # Frame format field: type 3 in the top nibble, then the segmentation bit and 11 length bits.
 FORMAT_TYPE_3: Final = 0xA000
 SEGMENTATION_BIT: Final = 0x0800
@@ -274,23 +278,25 @@ class HdlcFrameDecoder(StreamDecoder[HdlcFrame]):
     def _next(self) -> HdlcFrame | None:
         buf = self._buffer
         while True:
-            start = buf.find(FLAG)
-            if start < 0:
-                self.skipped += len(buf)
-                self._consume(len(buf))
+            # The next flag followed by a type 3 format byte, found at C speed: junk, runs of
+            # idle flags and flags that open nothing cost no Python step per byte.
+            found = _FRAME_START.search(buf)
+            if found is None:
+                # A flag at the very end may open a frame whose format byte is still to come.
+                drop = len(buf) - 1 if buf and buf[-1] == FLAG else len(buf)
+                self._skip(drop)
                 return None
-            self.skipped += start
-            self._consume(start)
-            if len(buf) < 2:
-                return None
-            if buf[1] == FLAG:
-                # Idle flags between frames (or a closing flag followed by an opening one).
-                self._consume(1)
-                continue
+            self._skip(found.start())
             try:
                 return self._frame_at_head()
             except _NotAFrame:
                 self._consume(1)
+
+    def _skip(self, n: int) -> None:
+        """Drop ``n`` bytes of line garbage; flags among them are not counted as garbage."""
+        if n:
+            self.skipped += n - self._buffer.count(FLAG_BYTE, 0, n)
+            self._consume(n)
 
     def _frame_at_head(self) -> HdlcFrame | None:
         buf = self._buffer
