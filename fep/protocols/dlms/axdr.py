@@ -99,6 +99,8 @@ class CosemDate:
 
     @classmethod
     def decode(cls, raw: bytes) -> CosemDate:
+        """From its 5 bytes; FrameError for any other length."""
+        _check_size(raw, 5, "CosemDate")
         year = int.from_bytes(raw[0:2], "big")
         return cls(None if year == 0xFFFF else year, _none(raw[2]), _none(raw[3]), _none(raw[4]))
 
@@ -117,6 +119,8 @@ class CosemTime:
 
     @classmethod
     def decode(cls, raw: bytes) -> CosemTime:
+        """From its 4 bytes; FrameError for any other length."""
+        _check_size(raw, 4, "CosemTime")
         return cls(_none(raw[0]), _none(raw[1]), _none(raw[2]), _none(raw[3]))
 
 
@@ -156,6 +160,8 @@ class CosemDateTime:
 
     @classmethod
     def decode(cls, raw: bytes) -> CosemDateTime:
+        """From its 12 bytes; FrameError for any other length."""
+        _check_size(raw, 12, "CosemDateTime")
         deviation = int.from_bytes(raw[9:11], "big", signed=True)
         return cls(
             CosemDate.decode(raw[0:5]),
@@ -179,7 +185,9 @@ class CosemDateTime:
         )
 
     def to_datetime(self, default_deviation: int | None = None) -> datetime | None:
-        """The instant in UTC, or None when the date or time is not fully specified.
+        """The instant in UTC, or None when the date or time is not fully specified (or
+        is no instant Python's datetime can hold, e.g. year 9999 pushed past its end by the
+        deviation).
 
         ``default_deviation`` is used when the meter leaves the deviation unspecified (its
         configured time zone); with neither, the wall time is taken as UTC.
@@ -204,7 +212,10 @@ class CosemDateTime:
         except ValueError:
             return None
         deviation = self.deviation if self.deviation is not None else default_deviation
-        utc = local + timedelta(minutes=deviation or 0)
+        try:
+            utc = local + timedelta(minutes=deviation or 0)
+        except OverflowError:
+            return None
         return utc.replace(tzinfo=UTC)
 
     def local_zone(self) -> timezone | None:
@@ -212,6 +223,11 @@ class CosemDateTime:
         if self.deviation is None:
             return None
         return timezone(timedelta(minutes=-self.deviation))
+
+
+def _check_size(raw: bytes, size: int, what: str) -> None:
+    if len(raw) != size:
+        raise FrameError(f"{what} of {len(raw)} bytes, not {size}", field=what)
 
 
 def _ff(value: int | None) -> int:
@@ -408,7 +424,8 @@ def encode_length(n: int) -> bytes:
 
 
 def decode_length(buf: bytes, pos: int, field: str = "length") -> tuple[int, int]:
-    """(length, position after it)."""
+    """(length, position after it). Raises FrameError when truncated or when the length
+    takes more than 4 bytes (the caller checks it against the bytes left)."""
     if pos >= len(buf):
         raise FrameError(f"{field}: truncated", offset=pos, field=field)
     first = buf[pos]
@@ -506,12 +523,18 @@ def _pack_bits(bits: str) -> bytes:
 
 
 def decode(buf: bytes, pos: int = 0) -> tuple[Data, int]:
-    """One tagged value from ``buf`` at ``pos``: (value, position after it)."""
+    """One tagged value from ``buf`` at ``pos``: (value, position after it).
+
+    Raises FrameError when the bytes run out, a type tag is unknown, a length or count
+    cannot fit the bytes left, nesting is deeper than ``MAX_DEPTH``, a utf8-string is not
+    UTF-8, or a compact-array would decode to more values than its bytes allow. Work and
+    memory are linear in ``len(buf)``; nothing else escapes."""
     return _decode(buf, pos, 0)
 
 
 def decode_all(buf: bytes) -> Data:
-    """Exactly one tagged value filling ``buf``."""
+    """Exactly one tagged value filling ``buf``. Raises FrameError as ``decode`` does, and
+    for bytes after the value."""
     data, end = _decode(buf, 0, 0)
     if end != len(buf):
         raise FrameError(

@@ -375,7 +375,8 @@ class HdlcFrameDecoder(StreamDecoder[HdlcFrame]):
 
 
 def decode_frame(data: bytes) -> HdlcFrame:
-    """The one complete frame in ``data`` (flags included); FrameError otherwise."""
+    """The one complete frame in ``data`` (flags included). Raises FrameError when there
+    is not exactly one (bad HCS/FCS, no closing flag, unknown control byte, garbage)."""
     decoder = HdlcFrameDecoder()
     frames = decoder.receive(data)
     if len(frames) != 1 or decoder.skipped or decoder.buffered > 1:
