@@ -302,12 +302,12 @@ def decode_object_list(data: Data) -> list[ObjectListEntry]:
         rights: list[tuple[int, int]] = []
         methods: list[tuple[int, int]] = []
         if len(item) > 3 and item[3].type == DataType.STRUCTURE and len(item[3]) >= 2:
-            for right in item[3][0]:
-                if right.type == DataType.STRUCTURE and len(right) >= 2:
-                    rights.append((axdr.as_int(right[0]), axdr.as_int(right[1])))
-            for right in item[3][1]:
-                if right.type == DataType.STRUCTURE and len(right) >= 2:
-                    methods.append((axdr.as_int(right[0]), axdr.as_int(right[1])))
+            for rows, out in ((item[3][0], rights), (item[3][1], methods)):
+                if rows.type != DataType.ARRAY:
+                    raise FrameError(f"{field}: access rights are not arrays", field=field)
+                for right in rows:
+                    if right.type == DataType.STRUCTURE and len(right) >= 2:
+                        out.append((axdr.as_int(right[0]), axdr.as_int(right[1])))
         entries.append(
             ObjectListEntry(
                 axdr.as_int(item[0], f"{field} class_id"),

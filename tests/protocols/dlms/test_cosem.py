@@ -206,3 +206,12 @@ class OutOfRangeTests(unittest.TestCase):
         rows = axdr.array([axdr.structure(axdr.date_time(late), axdr.unsigned(1))])
         with self.assertRaises(FrameError):
             event_log("m", rows, [self.CLOCK, self.VALUE], ObisCode(0, 0, 99, 98, 0, 255))
+
+
+class FuzzFoundTests(unittest.TestCase):
+    def test_object_list_rights_that_are_no_array_are_a_frame_error(self) -> None:
+        # Found by the fuzzer: access rights {enum, enum} instead of two arrays raised
+        # TypeError from Data.__iter__.
+        raw = bytes.fromhex("01010204120008110009060000010000FF0202010202030F011601000F011601")
+        with self.assertRaises(FrameError):
+            decode_object_list(axdr.decode_all(raw))
