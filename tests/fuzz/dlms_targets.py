@@ -14,7 +14,13 @@ from datetime import UTC, datetime
 from fep.errors import FrameError
 from fep.model import ObisCode
 from fep.protocols.dlms import acse, apdu, axdr, cosem, hdlc, push, security, wrapper
-from fep.protocols.dlms.errors import AssociationRefused, CipheringError, ConfirmedServiceError
+from fep.protocols.dlms.client import ClientSettings, DlmsClient
+from fep.protocols.dlms.errors import (
+    AssociationRefused,
+    CipheringError,
+    ConfirmedServiceError,
+    DlmsError,
+)
 
 # Fixed test keys and titles (the Green Book's example keys): not secrets.
 KEYS = security.SecurityKeys(
@@ -233,6 +239,42 @@ def dlms_cosem_values(data: bytes) -> None:
     cosem.clock_quality(stamp)
 
 
+# The Green Book AARE (LN, no security, conformance 00501F, max PDU 01F4).
+GREEN_BOOK_AARE = bytes.fromhex(
+    "6129A109060760857405080101A203020100A305A103020100BE10040E0800065F1F040000501F01F40007"
+)
+ENERGY = apdu.AttributeDescriptor(3, ObisCode(1, 0, 1, 8, 0, 255), 2)
+DISCONNECT = apdu.MethodDescriptor(70, ObisCode(0, 0, 96, 3, 10, 255), 1)
+
+
+def dlms_client_receive(data: bytes) -> None:
+    """A DlmsClient's receive, as the session drives it: an AARE (when the input starts
+    with 61), or answers to a GET, GET-with-list, SET or ACTION (chosen by the first byte)
+    fed in pieces, until the first error: DlmsError (its subclasses) or FrameError."""
+    client = DlmsClient(ClientSettings(meter="fuzz"))
+    client.associate()
+    try:
+        if data[:1] == b"\x61":
+            client.receive(data)
+            return
+        client.receive(GREEN_BOOK_AARE)
+        if not data:
+            return
+        choice = data[0] % 4
+        if choice == 0:
+            client.get(ENERGY)
+        elif choice == 1:
+            client.get_with_list([(ENERGY, None), (ENERGY, None)])
+        elif choice == 2:
+            client.set(ENERGY, axdr.octet_string(bytes(2000)))
+        else:
+            client.action(DISCONNECT, axdr.integer(0))
+        for piece in _pieces(data[1:]):
+            client.receive(piece)
+    except (DlmsError, FrameError):
+        pass
+
+
 def dlms_gprs_identify(data: bytes) -> None:
     """The GPRS listener's DLMS identification rule (before login) on a wrapper stream:
     returns a match or nothing, raises nothing."""
@@ -260,6 +302,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
         dlms_push,
         dlms_security_unwrap,
         dlms_cosem_values,
+        dlms_client_receive,
         dlms_gprs_identify,
     )
 }

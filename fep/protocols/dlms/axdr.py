@@ -219,8 +219,9 @@ class CosemDateTime:
         return utc.replace(tzinfo=UTC)
 
     def local_zone(self) -> timezone | None:
-        """The fixed offset the meter declared, if any (UTC offset = -deviation)."""
-        if self.deviation is None:
+        """The fixed offset the meter declared, if any (UTC offset = -deviation); None too
+        for a deviation of a day or more, which no time zone has."""
+        if self.deviation is None or not -1440 < self.deviation < 1440:
             return None
         return timezone(timedelta(minutes=-self.deviation))
 

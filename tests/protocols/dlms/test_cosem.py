@@ -189,6 +189,14 @@ class OutOfRangeTests(unittest.TestCase):
         early = axdr.CosemDateTime(axdr.CosemDate(1, 1, 1), axdr.CosemTime(0, 0, 0, 0), -32767)
         self.assertIsNone(early.to_datetime())
 
+    def test_deviation_of_a_day_or_more_declares_no_zone(self) -> None:
+        # Found by the fuzzer: timezone() raised ValueError for 1 day 5 h 52 min.
+        stamp = axdr.CosemDateTime(
+            axdr.CosemDate(2026, 1, 1), axdr.CosemTime(0, 0, 0, 0), -1792, 0
+        )
+        self.assertIsNone(stamp.local_zone())
+        self.assertIsNotNone(stamp.to_datetime())
+
     def test_capture_period_out_of_the_calendar_is_a_frame_error(self) -> None:
         stamp = axdr.CosemDateTime.from_datetime(datetime(2026, 1, 1, tzinfo=UTC))
         rows = axdr.array([
