@@ -121,11 +121,9 @@ class HostilePacketBeforeLoginTests(unittest.TestCase):
         # (2 s). Before issue 14 the decoding never ended and nothing more was served.
         attacker = _Attacker()
         await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", gprs_port), attacker)
-        closed = []
-        attacker.closed.addCallback(closed.append)
 
         async def attacker_closed() -> bool:
-            return bool(closed)
+            return attacker.closed.called
 
         await wait_for(attacker_closed, 20, "the daemon to close the hostile connection",
                        every=0.1)
