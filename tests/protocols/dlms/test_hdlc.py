@@ -882,3 +882,37 @@ class JunkTests(unittest.TestCase):
         self.assertEqual(errors, [])
         self.assertEqual(decoder.skipped, 0)
         self.assertLessEqual(decoder.looked_at, 2)
+
+
+class ReassemblyCeilingTests(unittest.TestCase):
+    """Issue 14: a segmented APDU cannot grow past ``max_apdu``; the parts are dropped."""
+
+    def segments(self, kind: FrameKind, count: int, send_seq: int = 0) -> list[bytes]:
+        frames = []
+        for n in range(count):
+            frames.append(encode_frame(HdlcFrame(
+                kind, CLIENT, SERVER,
+                send_seq=(send_seq + n) % 8 if kind is FrameKind.I else 0,
+                poll_final=False, segmented=True, information=bytes(100),
+            )))
+        return frames
+
+    def test_segmented_ui_frames_past_max_apdu_are_a_frame_error(self) -> None:
+        link = HdlcClientLink(CLIENT, SERVER, max_apdu=250)
+        link.connect()
+        link.receive_data(UA_4_BYTE_SOURCE)
+        frames = self.segments(FrameKind.UI, 3)
+        self.assertEqual(link.receive_data(frames[0] + frames[1]), [])
+        with self.assertRaises(FrameError) as caught:
+            link.receive_data(frames[2])
+        self.assertEqual(caught.exception.field, "information")
+        self.assertEqual(link.frame_errors, 1)
+
+    def test_segmented_i_frames_past_max_apdu_are_a_frame_error(self) -> None:
+        link = HdlcClientLink(CLIENT, SERVER, max_apdu=250)
+        link.connect()
+        link.receive_data(UA_4_BYTE_SOURCE)
+        frames = self.segments(FrameKind.I, 3)
+        self.assertEqual(link.receive_data(frames[0] + frames[1]), [])
+        with self.assertRaises(FrameError):
+            link.receive_data(frames[2])
