@@ -518,18 +518,22 @@ def _expect(data: bytes, kind: type[_T]) -> _T:
 
 
 def decode_aarq(data: bytes) -> Aarq:
+    """An AARQ; FrameError as ``decode_acse`` raises it, or for another ACSE APDU."""
     return _expect(data, Aarq)
 
 
 def decode_aare(data: bytes) -> Aare:
+    """An AARE; FrameError as ``decode_acse`` raises it, or for another ACSE APDU."""
     return _expect(data, Aare)
 
 
 def decode_rlrq(data: bytes) -> Rlrq:
+    """An RLRQ; FrameError as ``decode_acse`` raises it, or for another ACSE APDU."""
     return _expect(data, Rlrq)
 
 
 def decode_rlre(data: bytes) -> Rlre:
+    """An RLRE; FrameError as ``decode_acse`` raises it, or for another ACSE APDU."""
     return _expect(data, Rlre)
 
 
@@ -596,6 +600,8 @@ class InitiateRequest:
 
     @classmethod
     def decode(cls, data: bytes) -> InitiateRequest:
+        """Raises FrameError for a wrong tag, truncated fields, a missing conformance block
+        or trailing bytes."""
         what = "InitiateRequest"
         if not data or data[0] != 0x01:
             raise FrameError(f"{what}: tag {data[:1].hex() or 'missing'}", offset=0, field="tag")
@@ -748,6 +754,7 @@ class ServiceError:
 
     @classmethod
     def decode(cls, data: bytes) -> ServiceError:
+        """Raises FrameError unless ``data`` is exactly ``0E service class error``."""
         what = "Confirmed-Service-Error"
         if not data or data[0] != CONFIRMED_SERVICE_ERROR_TAG:
             raise FrameError(f"{what}: tag {data[:1].hex() or 'missing'}", offset=0, field="tag")
@@ -794,6 +801,8 @@ class InitiateResponse:
 
     @classmethod
     def decode(cls, data: bytes) -> InitiateResponse:
+        """Raises FrameError for a wrong tag, truncated fields, a missing conformance block
+        or trailing bytes."""
         what = "InitiateResponse"
         if not data or data[0] != 0x08:
             raise FrameError(f"{what}: tag {data[:1].hex() or 'missing'}", offset=0, field="tag")

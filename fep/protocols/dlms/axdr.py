@@ -800,6 +800,7 @@ def as_int(data: Data, field: str = "value") -> int:
 
 
 def as_number(data: Data, field: str = "value") -> int | float:
+    """A number-typed value, or FrameError naming the field."""
     if data.type in _NUMBER_TYPES:
         number: int | float = data.value
         return number
@@ -807,6 +808,7 @@ def as_number(data: Data, field: str = "value") -> int | float:
 
 
 def as_bytes(data: Data, field: str = "value") -> bytes:
+    """An octet-string's bytes, or FrameError naming the field."""
     if data.type == DataType.OCTET_STRING:
         raw: bytes = data.value
         return raw
@@ -814,7 +816,8 @@ def as_bytes(data: Data, field: str = "value") -> bytes:
 
 
 def as_datetime(data: Data, field: str = "value") -> CosemDateTime:
-    """A date-time sent as octet-string(12) (the usual way) or as date-time."""
+    """A date-time sent as octet-string(12) (the usual way) or as date-time; FrameError
+    naming the field for anything else."""
     if data.type == DataType.DATE_TIME:
         value: CosemDateTime = data.value
         return value
