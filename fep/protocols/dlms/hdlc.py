@@ -22,8 +22,20 @@ PROTOCOL: Final = "dlms"
 
 FLAG: Final = 0x7E
 FLAG_BYTE: Final = b"\x7e"
-# A flag that may open a frame: the format field's first byte is A0..AF (type 3).
-_FRAME_START: Final = re.compile(rb"\x7e[\xa0-\xaf]")
+
+
+def _frame_start() -> re.Pattern[bytes]:
+    """A flag that may open a frame: the format field (type 3: A0..AF, then any byte), then
+    two addresses of 1, 2 or 4 bytes, each ending at its first byte with the low bit set."""
+    odd = b"[" + b"".join(re.escape(bytes((b,))) for b in range(1, 256, 2)) + b"]"
+    even = b"[" + b"".join(re.escape(bytes((b,))) for b in range(0, 256, 2)) + b"]"
+    address = b"(?:" + odd + b"|" + even + odd + b"|" + even * 3 + odd + b")"
+    return re.compile(b"\x7e[\xa0-\xaf][\x00-\xff]" + address + address)
+
+
+_FRAME_START: Final = _frame_start()
+# The longest header the search needs: flag, format (2), two 4-byte addresses.
+_LONGEST_HEADER: Final = 11
 # Frame format field: type 3 in the top nibble, then the segmentation bit and 11 length bits.
 FORMAT_TYPE_3: Final = 0xA000
 SEGMENTATION_BIT: Final = 0x0800
@@ -278,13 +290,14 @@ class HdlcFrameDecoder(StreamDecoder[HdlcFrame]):
     def _next(self) -> HdlcFrame | None:
         buf = self._buffer
         while True:
-            # The next flag followed by a type 3 format byte, found at C speed: junk, runs of
-            # idle flags and flags that open nothing cost no Python step per byte.
+            # The next flag followed by a type 3 format field and two addresses, found at C
+            # speed: junk, runs of idle flags and flags that open nothing cost no Python step
+            # per byte.
             found = _FRAME_START.search(buf)
             if found is None:
-                # A flag at the very end may open a frame whose format byte is still to come.
-                drop = len(buf) - 1 if buf and buf[-1] == FLAG else len(buf)
-                self._skip(drop)
+                # A flag near the end may open a frame whose header is still to come.
+                tail = buf.find(FLAG_BYTE, max(0, len(buf) - (_LONGEST_HEADER - 1)))
+                self._skip(len(buf) if tail < 0 else tail)
                 return None
             self._skip(found.start())
             try:

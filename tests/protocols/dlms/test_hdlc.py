@@ -875,6 +875,13 @@ class JunkTests(unittest.TestCase):
         self.assertLess(decoder.looked_at, size // 2000)
         self.assertLess(errors, size // 2000)
 
+    def test_flags_and_format_bytes_without_addresses_cost_no_python_step(self) -> None:
+        # "7E A0" again and again: flag and format byte, but never two addresses.
+        decoder = _CountingFrameDecoder()
+        frames, _ = drain(decoder, b"\x7e\xa0" * (1 << 19) + SNRM)
+        self.assertEqual([f.kind for f in frames], [FrameKind.SNRM])
+        self.assertLessEqual(decoder.looked_at, 2)
+
     def test_a_megabyte_of_idle_flags_is_one_search(self) -> None:
         decoder = _CountingFrameDecoder()
         frames, errors = drain(decoder, b"\x7e" * (1 << 20) + SNRM)
