@@ -23,19 +23,6 @@ PROTOCOL: Final = "dlms"
 FLAG: Final = 0x7E
 FLAG_BYTE: Final = b"\x7e"
 
-
-def _frame_start() -> re.Pattern[bytes]:
-    """A flag that may open a frame: the format field (type 3: A0..AF, then any byte), then
-    two addresses of 1, 2 or 4 bytes, each ending at its first byte with the low bit set."""
-    odd = b"[" + b"".join(re.escape(bytes((b,))) for b in range(1, 256, 2)) + b"]"
-    even = b"[" + b"".join(re.escape(bytes((b,))) for b in range(0, 256, 2)) + b"]"
-    address = b"(?:" + odd + b"|" + even + odd + b"|" + even * 3 + odd + b")"
-    return re.compile(b"\x7e[\xa0-\xaf][\x00-\xff]" + address + address)
-
-
-_FRAME_START: Final = _frame_start()
-# The longest header the search needs: flag, format (2), two 4-byte addresses.
-_LONGEST_HEADER: Final = 11
 # Frame format field: type 3 in the top nibble, then the segmentation bit and 11 length bits.
 FORMAT_TYPE_3: Final = 0xA000
 SEGMENTATION_BIT: Final = 0x0800
@@ -53,6 +40,20 @@ LLC_REQUEST: Final = b"\xe6\xe6\x00"
 LLC_RESPONSE: Final = b"\xe6\xe7\x00"
 
 PF_BIT: Final = 0x10
+
+
+def _frame_start() -> re.Pattern[bytes]:
+    """A flag that may open a frame: the format field (type 3: A0..AF, then any byte), then
+    two addresses of 1, 2 or 4 bytes, each ending at its first byte with the low bit set."""
+    odd = b"[" + b"".join(re.escape(bytes((b,))) for b in range(1, 256, 2)) + b"]"
+    even = b"[" + b"".join(re.escape(bytes((b,))) for b in range(0, 256, 2)) + b"]"
+    address = b"(?:" + odd + b"|" + even + odd + b"|" + even * 3 + odd + b")"
+    return re.compile(b"\x7e[\xa0-\xaf][\x00-\xff]" + address + address)
+
+
+_FRAME_START: Final = _frame_start()
+# The longest header the search needs: flag, format (2), two 4-byte addresses.
+_LONGEST_HEADER: Final = 11
 
 
 def _crc_table() -> tuple[int, ...]:
