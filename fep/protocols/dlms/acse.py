@@ -378,17 +378,85 @@ _SPECS: dict[int, tuple[str, Any]] = {
 }
 
 
+# BER as DLMS uses it: definite lengths of at most 4 bytes, tags of at most 4 bytes, a few
+# levels of nesting (an AARQ nests 3 deep). Checked before pyasn1 sees the bytes, so that a
+# hostile length or nesting never reaches it.
+MAX_BER_DEPTH = 8
+_MAX_BER_LENGTH_BYTES = 4
+_MAX_BER_TAG_BYTES = 4
+
+
+def check_ber(data: bytes, name: str = "BER") -> None:
+    """FrameError unless ``data`` is one BER TLV (with its nested TLVs) whose every length
+    fits the bytes that follow it, in definite form of at most 4 length bytes, nested at
+    most ``MAX_BER_DEPTH`` deep. Work is linear in ``len(data)``."""
+    end = _check_tlvs(data, 0, len(data), 0, name, single=True)
+    if end != len(data):
+        raise FrameError(f"{name}: {len(data) - end} bytes after it", offset=end, field=name)
+
+
+def _check_tlvs(data: bytes, pos: int, end: int, depth: int, name: str, *, single: bool) -> int:
+    if depth > MAX_BER_DEPTH:
+        raise FrameError(f"{name}: nested deeper than {MAX_BER_DEPTH}", offset=pos, field=name)
+    while pos < end:
+        start = pos
+        first = data[pos]
+        pos += 1
+        if first & 0x1F == 0x1F:  # high tag number: base-128 bytes, the last below 0x80
+            for count in range(_MAX_BER_TAG_BYTES + 1):
+                if pos >= end:
+                    raise FrameError(f"{name}: tag truncated", offset=start, field=name)
+                if count == _MAX_BER_TAG_BYTES:
+                    raise FrameError(f"{name}: tag too long", offset=start, field=name)
+                more = data[pos] & 0x80
+                pos += 1
+                if not more:
+                    break
+        if pos >= end:
+            raise FrameError(f"{name}: length truncated", offset=pos, field=name)
+        length = data[pos]
+        pos += 1
+        if length == 0x80:
+            raise FrameError(f"{name}: indefinite length", offset=pos - 1, field=name)
+        if length > 0x80:
+            size = length & 0x7F
+            if size > _MAX_BER_LENGTH_BYTES or pos + size > end:
+                raise FrameError(f"{name}: length of {size} bytes", offset=pos - 1, field=name)
+            length = int.from_bytes(data[pos : pos + size], "big")
+            pos += size
+        if length > end - pos:
+            raise FrameError(
+                f"{name}: length {length} overruns the {end - pos} bytes left",
+                offset=pos,
+                field=name,
+            )
+        if first & 0x20:  # constructed: its contents are TLVs too
+            _check_tlvs(data, pos, pos + length, depth + 1, name, single=False)
+        pos += length
+        if single:
+            return pos
+    return pos
+
+
 def decode_acse(data: bytes) -> AcseApdu:
-    """One ACSE APDU; FrameError for anything that is not a well-formed one."""
+    """One ACSE APDU (AARQ, AARE, RLRQ or RLRE).
+
+    Raises FrameError for anything that is not a well-formed one: an unknown tag, a BER
+    length that overruns the bytes or is longer than 4 bytes, nesting deeper than
+    ``MAX_BER_DEPTH``, a component pyasn1 cannot decode, an application context or mechanism
+    that is not DLMS's, trailing bytes. Nothing else escapes."""
     if not data:
         raise FrameError("empty ACSE APDU", offset=0, field="tag")
     entry = _SPECS.get(data[0])
     if entry is None:
         raise FrameError(f"tag {data[0]:#04x} is not an ACSE APDU", offset=0, field="tag")
     name, spec = entry
+    check_ber(bytes(data), name)
     try:
         seq, rest = ber_decoder.decode(bytes(data), asn1Spec=spec())
-    except (PyAsn1Error, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+    except (
+        PyAsn1Error, ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError
+    ) as e:
         raise FrameError(f"{name}: {e}", offset=0, field=name) from None
     if rest:
         raise FrameError(
@@ -424,7 +492,7 @@ def decode_acse(data: bytes) -> AcseApdu:
             reason=int(reason) if reason is not None else None,
             user_information=_optional_bytes(seq, "user-information"),
         )
-    except (PyAsn1Error, ValueError, TypeError) as e:
+    except (PyAsn1Error, ValueError, TypeError, OverflowError) as e:
         raise FrameError(f"{name}: {e}", offset=0, field=name) from None
 
 
@@ -450,18 +518,22 @@ def _expect(data: bytes, kind: type[_T]) -> _T:
 
 
 def decode_aarq(data: bytes) -> Aarq:
+    """An AARQ; FrameError as ``decode_acse`` raises it, or for another ACSE APDU."""
     return _expect(data, Aarq)
 
 
 def decode_aare(data: bytes) -> Aare:
+    """An AARE; FrameError as ``decode_acse`` raises it, or for another ACSE APDU."""
     return _expect(data, Aare)
 
 
 def decode_rlrq(data: bytes) -> Rlrq:
+    """An RLRQ; FrameError as ``decode_acse`` raises it, or for another ACSE APDU."""
     return _expect(data, Rlrq)
 
 
 def decode_rlre(data: bytes) -> Rlre:
+    """An RLRE; FrameError as ``decode_acse`` raises it, or for another ACSE APDU."""
     return _expect(data, Rlre)
 
 
@@ -528,6 +600,8 @@ class InitiateRequest:
 
     @classmethod
     def decode(cls, data: bytes) -> InitiateRequest:
+        """Raises FrameError for a wrong tag, truncated fields, a missing conformance block
+        or trailing bytes."""
         what = "InitiateRequest"
         if not data or data[0] != 0x01:
             raise FrameError(f"{what}: tag {data[:1].hex() or 'missing'}", offset=0, field="tag")
@@ -680,6 +754,7 @@ class ServiceError:
 
     @classmethod
     def decode(cls, data: bytes) -> ServiceError:
+        """Raises FrameError unless ``data`` is exactly ``0E service class error``."""
         what = "Confirmed-Service-Error"
         if not data or data[0] != CONFIRMED_SERVICE_ERROR_TAG:
             raise FrameError(f"{what}: tag {data[:1].hex() or 'missing'}", offset=0, field="tag")
@@ -726,6 +801,8 @@ class InitiateResponse:
 
     @classmethod
     def decode(cls, data: bytes) -> InitiateResponse:
+        """Raises FrameError for a wrong tag, truncated fields, a missing conformance block
+        or trailing bytes."""
         what = "InitiateResponse"
         if not data or data[0] != 0x08:
             raise FrameError(f"{what}: tag {data[:1].hex() or 'missing'}", offset=0, field="tag")

@@ -920,7 +920,11 @@ _ACSE_TAGS = {0x60: "AARQ", 0x61: "AARE", 0x62: "RLRQ", 0x63: "RLRE"}
 
 
 def decode_apdu(data: bytes) -> Apdu:
-    """One unciphered xDLMS APDU filling ``data``; FrameError otherwise."""
+    """One unciphered xDLMS APDU filling ``data``.
+
+    Raises FrameError for an empty, truncated or unknown APDU, an ACSE or ciphered tag, a
+    bad choice, a list count over the bytes left, trailing bytes, or any A-XDR error of the
+    values inside (see ``axdr.decode``). Work is linear in ``len(data)``."""
     if not data:
         raise FrameError("empty APDU", offset=0, field="tag")
     tag = data[0]
@@ -953,7 +957,8 @@ def is_plain_service(tag: int) -> bool:
 
 
 def decode_get_results(raw: bytes) -> tuple[GetResult, ...]:
-    """The count and Get-Data-Results of a long GET-with-list, reassembled from its blocks."""
+    """The count and Get-Data-Results of a long GET-with-list, reassembled from its blocks.
+    Raises FrameError as ``decode_apdu`` does."""
     reader = _Reader(raw, "get-response-with-list blocks")
     results = tuple(reader.get_result() for _ in range(reader.length("result list")))
     reader.end()

@@ -20,6 +20,12 @@ from fep.errors import FrameError
 # Nesting deeper than this is refused: no meter sends it, and hostile input must not reach
 # Python's recursion limit.
 MAX_DEPTH = 24
+# A compact-array's elements carry no tags, and null-data, arrays and structures in them take
+# no bytes: a description could make a few bytes decode to billions of values. The values a
+# compact-array decodes to are bounded by this many per byte of its contents (plus a small
+# allowance); an ordinary array or structure needs at least one byte (a tag) per value.
+MAX_COMPACT_VALUES_PER_BYTE = 16
+COMPACT_VALUES_ALLOWANCE = 256
 
 
 class DataType(enum.IntEnum):
@@ -93,6 +99,8 @@ class CosemDate:
 
     @classmethod
     def decode(cls, raw: bytes) -> CosemDate:
+        """From its 5 bytes; FrameError for any other length."""
+        _check_size(raw, 5, "CosemDate")
         year = int.from_bytes(raw[0:2], "big")
         return cls(None if year == 0xFFFF else year, _none(raw[2]), _none(raw[3]), _none(raw[4]))
 
@@ -111,6 +119,8 @@ class CosemTime:
 
     @classmethod
     def decode(cls, raw: bytes) -> CosemTime:
+        """From its 4 bytes; FrameError for any other length."""
+        _check_size(raw, 4, "CosemTime")
         return cls(_none(raw[0]), _none(raw[1]), _none(raw[2]), _none(raw[3]))
 
 
@@ -150,6 +160,8 @@ class CosemDateTime:
 
     @classmethod
     def decode(cls, raw: bytes) -> CosemDateTime:
+        """From its 12 bytes; FrameError for any other length."""
+        _check_size(raw, 12, "CosemDateTime")
         deviation = int.from_bytes(raw[9:11], "big", signed=True)
         return cls(
             CosemDate.decode(raw[0:5]),
@@ -173,7 +185,9 @@ class CosemDateTime:
         )
 
     def to_datetime(self, default_deviation: int | None = None) -> datetime | None:
-        """The instant in UTC, or None when the date or time is not fully specified.
+        """The instant in UTC, or None when the date or time is not fully specified (or
+        is no instant Python's datetime can hold, e.g. year 9999 pushed past its end by the
+        deviation).
 
         ``default_deviation`` is used when the meter leaves the deviation unspecified (its
         configured time zone); with neither, the wall time is taken as UTC.
@@ -198,14 +212,23 @@ class CosemDateTime:
         except ValueError:
             return None
         deviation = self.deviation if self.deviation is not None else default_deviation
-        utc = local + timedelta(minutes=deviation or 0)
+        try:
+            utc = local + timedelta(minutes=deviation or 0)
+        except OverflowError:
+            return None
         return utc.replace(tzinfo=UTC)
 
     def local_zone(self) -> timezone | None:
-        """The fixed offset the meter declared, if any (UTC offset = -deviation)."""
-        if self.deviation is None:
+        """The fixed offset the meter declared, if any (UTC offset = -deviation); None too
+        for a deviation of a day or more, which no time zone has."""
+        if self.deviation is None or not -1440 < self.deviation < 1440:
             return None
         return timezone(timedelta(minutes=-self.deviation))
+
+
+def _check_size(raw: bytes, size: int, what: str) -> None:
+    if len(raw) != size:
+        raise FrameError(f"{what} of {len(raw)} bytes, not {size}", field=what)
 
 
 def _ff(value: int | None) -> int:
@@ -243,6 +266,15 @@ class TypeDescription:
         if self.type == DataType.STRUCTURE:
             return sum(c.min_size() for c in self.children)
         return _FIXED_SIZES.get(self.type, 1)
+
+    def value_count(self) -> int:
+        """How many Data values one element of this description decodes to (itself and
+        every nested item)."""
+        if self.type == DataType.ARRAY:
+            return 1 + self.count * self.children[0].value_count()
+        if self.type == DataType.STRUCTURE:
+            return 1 + sum(c.value_count() for c in self.children)
+        return 1
 
 
 @attrs.frozen(slots=True)
@@ -393,7 +425,8 @@ def encode_length(n: int) -> bytes:
 
 
 def decode_length(buf: bytes, pos: int, field: str = "length") -> tuple[int, int]:
-    """(length, position after it)."""
+    """(length, position after it). Raises FrameError when truncated or when the length
+    takes more than 4 bytes (the caller checks it against the bytes left)."""
     if pos >= len(buf):
         raise FrameError(f"{field}: truncated", offset=pos, field=field)
     first = buf[pos]
@@ -491,12 +524,18 @@ def _pack_bits(bits: str) -> bytes:
 
 
 def decode(buf: bytes, pos: int = 0) -> tuple[Data, int]:
-    """One tagged value from ``buf`` at ``pos``: (value, position after it)."""
+    """One tagged value from ``buf`` at ``pos``: (value, position after it).
+
+    Raises FrameError when the bytes run out, a type tag is unknown, a length or count
+    cannot fit the bytes left, nesting is deeper than ``MAX_DEPTH``, a utf8-string is not
+    UTF-8, or a compact-array would decode to more values than its bytes allow. Work and
+    memory are linear in ``len(buf)``; nothing else escapes."""
     return _decode(buf, pos, 0)
 
 
 def decode_all(buf: bytes) -> Data:
-    """Exactly one tagged value filling ``buf``."""
+    """Exactly one tagged value filling ``buf``. Raises FrameError as ``decode`` does, and
+    for bytes after the value."""
     data, end = _decode(buf, 0, 0)
     if end != len(buf):
         raise FrameError(
@@ -682,6 +721,21 @@ def _decode_body(buf: bytes, pos: int, t: DataType, depth: int) -> tuple[Data, i
             raise FrameError(
                 "compact-array of empty elements with contents", offset=pos, field="compact-array"
             )
+        if n:
+            if n < step:
+                raise FrameError(
+                    f"compact-array contents of {n} bytes hold no element of {step} bytes",
+                    offset=pos,
+                    field="compact-array",
+                )
+            # Bounded before any element is built: values per element x most elements.
+            values = desc.value_count() * (n // step)
+            if values > MAX_COMPACT_VALUES_PER_BYTE * n + COMPACT_VALUES_ALLOWANCE:
+                raise FrameError(
+                    f"compact-array of {n} bytes would decode to {values} values",
+                    offset=pos,
+                    field="compact-array",
+                )
         elements = []
         pos = start
         bounded = buf[:end]  # an element must not read past the contents
@@ -746,6 +800,7 @@ def as_int(data: Data, field: str = "value") -> int:
 
 
 def as_number(data: Data, field: str = "value") -> int | float:
+    """A number-typed value, or FrameError naming the field."""
     if data.type in _NUMBER_TYPES:
         number: int | float = data.value
         return number
@@ -753,6 +808,7 @@ def as_number(data: Data, field: str = "value") -> int | float:
 
 
 def as_bytes(data: Data, field: str = "value") -> bytes:
+    """An octet-string's bytes, or FrameError naming the field."""
     if data.type == DataType.OCTET_STRING:
         raw: bytes = data.value
         return raw
@@ -760,7 +816,8 @@ def as_bytes(data: Data, field: str = "value") -> bytes:
 
 
 def as_datetime(data: Data, field: str = "value") -> CosemDateTime:
-    """A date-time sent as octet-string(12) (the usual way) or as date-time."""
+    """A date-time sent as octet-string(12) (the usual way) or as date-time; FrameError
+    naming the field for anything else."""
     if data.type == DataType.DATE_TIME:
         value: CosemDateTime = data.value
         return value

@@ -81,6 +81,10 @@ PROPOSED_CONFORMANCE = (
 )
 
 
+# A year of 15-minute load profile with a dozen columns is about 2 MB of A-XDR.
+MAX_REASSEMBLED = 16 * 1024 * 1024
+
+
 @attrs.frozen
 class ClientSettings:
     """How to associate with one meter. Keys and password never appear in repr."""
@@ -96,6 +100,9 @@ class ClientSettings:
     conformance: int = PROPOSED_CONFORMANCE
     meter: str | None = None
     route: str | None = None
+    # Ceiling of a long answer reassembled from GET blocks or general block transfer: a
+    # meter (or whoever answers for it) cannot make the head end buffer without end.
+    max_reassembled: int = MAX_REASSEMBLED
 
 
 @attrs.frozen
@@ -515,7 +522,18 @@ class DlmsClient:
                           title, counter)
         return Pushed(message, None, title, counter)
 
+    def _grown_over(self, buffered: bytearray, more: bytes, what: str) -> None:
+        """FrameError (the reassembly dropped) when ``more`` takes ``buffered`` over the
+        ceiling."""
+        if len(buffered) + len(more) > self.settings.max_reassembled:
+            buffered.clear()
+            self._pending = None
+            raise FrameError(
+                f"{what} grows over {self.settings.max_reassembled} bytes", field="block-transfer"
+            )
+
     def _on_gbt(self, block: GeneralBlockTransfer) -> Event:
+        self._grown_over(self._gbt, block.data, "general block transfer")
         self._gbt += block.data
         self._gbt_number = block.block_number
         if not block.last:
@@ -590,6 +608,7 @@ class DlmsClient:
                 field="block-number",
             )
         self._block_number = block.block_number
+        self._grown_over(self._blocks, block.raw, "GET with blocks")
         self._blocks += block.raw
         if not block.last:
             return Send(self._wrap(apdu.encode_apdu(GetRequestNext(block.block_number))))

@@ -233,9 +233,12 @@ class ScalerUnit:
 
     @classmethod
     def from_data(cls, data: Data, field: str = "scaler_unit") -> ScalerUnit:
+        """Raises FrameError unless ``data`` is a structure {integer8 scaler, enum unit}."""
         if data.type != DataType.STRUCTURE or len(data) != 2:
             raise FrameError(f"{field}: expected structure {{scaler, unit}}", field=field)
         scaler = axdr.as_int(data[0], f"{field} scaler")
+        if not -128 <= scaler <= 127:  # an integer (int8) in the Blue Book
+            raise FrameError(f"{field}: scaler {scaler} is not an integer8", field=field)
         code = axdr.as_int(data[1], f"{field} unit")
         try:
             unit: Unit | None = Unit.by_code(code)
@@ -256,13 +259,17 @@ NO_SCALER = ScalerUnit(0, None)
 
 def scaled_value(data: Data, scaler_unit: ScalerUnit | None) -> Value:
     """A register value with its scaler applied: numbers become Decimal (exact), strings
-    and octet-strings stay as text (octet-strings as hex), booleans stay."""
+    and octet-strings stay as text (octet-strings as hex), booleans stay. Raises FrameError
+    when the scaler cannot be applied (out of Decimal's range)."""
     t = data.type
     if axdr.is_number(data):
         raw = data.value
         number = Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw)
         scaler = scaler_unit.scaler if scaler_unit else 0
-        return number.scaleb(scaler) if scaler else number
+        try:
+            return number.scaleb(scaler) if scaler else number
+        except ArithmeticError:  # decimal.InvalidOperation, decimal.Overflow
+            raise FrameError(f"scaler {scaler} cannot be applied", field="scaler") from None
     if t == DataType.BOOLEAN:
         return bool(data.value)
     if t in (DataType.VISIBLE_STRING, DataType.UTF8_STRING):
@@ -293,7 +300,7 @@ def register_reading(
     quality: Quality = Quality.OK,
 ) -> Reading:
     """A Reading of one COSEM attribute value; the value is in the unit's base (Wh, V, ...)
-    with the scaler already applied."""
+    with the scaler already applied. Raises FrameError as ``scaled_value`` does."""
     return Reading(
         meter=meter,
         obis=obis,
@@ -340,6 +347,8 @@ class ObjectListEntry:
 
 
 def decode_object_list(data: Data) -> list[ObjectListEntry]:
+    """An Association LN's object_list. Raises FrameError when it is not an array of
+    structures {class_id, version, logical_name[, access rights]} of those types."""
     if data.type != DataType.ARRAY:
         raise FrameError("object_list: expected an array", field="object_list")
     entries = []
@@ -350,12 +359,12 @@ def decode_object_list(data: Data) -> list[ObjectListEntry]:
         rights: list[tuple[int, int]] = []
         methods: list[tuple[int, int]] = []
         if len(item) > 3 and item[3].type == DataType.STRUCTURE and len(item[3]) >= 2:
-            for right in item[3][0]:
-                if right.type == DataType.STRUCTURE and len(right) >= 2:
-                    rights.append((axdr.as_int(right[0]), axdr.as_int(right[1])))
-            for right in item[3][1]:
-                if right.type == DataType.STRUCTURE and len(right) >= 2:
-                    methods.append((axdr.as_int(right[0]), axdr.as_int(right[1])))
+            for rows, out in ((item[3][0], rights), (item[3][1], methods)):
+                if rows.type != DataType.ARRAY:
+                    raise FrameError(f"{field}: access rights are not arrays", field=field)
+                for right in rows:
+                    if right.type == DataType.STRUCTURE and len(right) >= 2:
+                        out.append((axdr.as_int(right[0]), axdr.as_int(right[1])))
         entries.append(
             ObjectListEntry(
                 axdr.as_int(item[0], f"{field} class_id"),
@@ -397,6 +406,8 @@ class CaptureObject:
 
 
 def decode_capture_objects(data: Data) -> list[CaptureObject]:
+    """A profile's capture_objects. Raises FrameError unless it is an array of structures
+    {class_id, logical_name, attribute, data_index} of those types."""
     if data.type != DataType.ARRAY:
         raise FrameError("capture_objects: expected an array", field="capture_objects")
     columns = []
@@ -456,13 +467,36 @@ def profile_blocks(
     Each row's clock column gives the end of its interval (the capture time); a null clock
     (compressed buffers) means the previous row's time plus the capture period. Rows not one
     period apart start a new block. A status column (0.x.96.10.x.255) becomes the statuses.
+
+    Raises FrameError when the buffer is not an array of rows of the columns' shape, a clock
+    cell is not a date-time (or none comes before a null one), a time steps out of the
+    calendar, or a value's scaler cannot be applied.
     """
     if rows.type not in (DataType.ARRAY, DataType.COMPACT_ARRAY):
         raise FrameError("buffer: expected an array", field="buffer")
     items = rows.value.elements if rows.type == DataType.COMPACT_ARRAY else rows.value
     if capture_period <= 0:
         raise FrameError("capture_period is 0: not an interval profile", field="capture_period")
-    period = timedelta(seconds=capture_period)
+    try:
+        return _profile_blocks(
+            meter, items, columns, timedelta(seconds=capture_period), scaler_units,
+            default_deviation,
+        )
+    except OverflowError:
+        # A capture period or a time stepped past what datetime holds (year 9999).
+        raise FrameError(
+            f"capture_period {capture_period} s leads out of the calendar", field="capture_period"
+        ) from None
+
+
+def _profile_blocks(
+    meter: str,
+    items: Sequence[Data],
+    columns: Sequence[CaptureObject],
+    period: timedelta,
+    scaler_units: dict[ObisCode, ScalerUnit],
+    default_deviation: int | None,
+) -> list[IntervalBlock]:
     clock_index = next((i for i, c in enumerate(columns) if _is_clock(c)), None)
     if clock_index is None:
         raise FrameError("the profile captures no clock column", field="capture_objects")
@@ -589,7 +623,8 @@ def event_log(
     default_deviation: int | None = None,
 ) -> list[MeterEvent]:
     """An event log profile (clock, event code[, ...]) as MeterEvents with common kinds;
-    unknown codes become ``other`` events that keep the code."""
+    unknown codes become ``other`` events that keep the code. Raises FrameError when a row
+    has the wrong shape, its time is not a date-time (or no instant), its code no integer."""
     if rows.type != DataType.ARRAY:
         raise FrameError("event log: expected an array", field="buffer")
     clock_index = next((i for i, c in enumerate(columns) if _is_clock(c)), None)

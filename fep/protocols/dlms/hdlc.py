@@ -9,6 +9,7 @@ follow h11: methods return the bytes to send and/or a list of events, never touc
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -20,6 +21,8 @@ from fep.protocols.stream import StreamDecoder
 PROTOCOL: Final = "dlms"
 
 FLAG: Final = 0x7E
+FLAG_BYTE: Final = b"\x7e"
+
 # Frame format field: type 3 in the top nibble, then the segmentation bit and 11 length bits.
 FORMAT_TYPE_3: Final = 0xA000
 SEGMENTATION_BIT: Final = 0x0800
@@ -37,6 +40,20 @@ LLC_REQUEST: Final = b"\xe6\xe6\x00"
 LLC_RESPONSE: Final = b"\xe6\xe7\x00"
 
 PF_BIT: Final = 0x10
+
+
+def _frame_start() -> re.Pattern[bytes]:
+    """A flag that may open a frame: the format field (type 3: A0..AF, then any byte), then
+    two addresses of 1, 2 or 4 bytes, each ending at its first byte with the low bit set."""
+    odd = b"[" + b"".join(re.escape(bytes((b,))) for b in range(1, 256, 2)) + b"]"
+    even = b"[" + b"".join(re.escape(bytes((b,))) for b in range(0, 256, 2)) + b"]"
+    address = b"(?:" + odd + b"|" + even + odd + b"|" + even * 3 + odd + b")"
+    return re.compile(b"\x7e[\xa0-\xaf][\x00-\xff]" + address + address)
+
+
+_FRAME_START: Final = _frame_start()
+# The longest header the search needs: flag, format (2), two 4-byte addresses.
+_LONGEST_HEADER: Final = 11
 
 
 def _crc_table() -> tuple[int, ...]:
@@ -274,23 +291,26 @@ class HdlcFrameDecoder(StreamDecoder[HdlcFrame]):
     def _next(self) -> HdlcFrame | None:
         buf = self._buffer
         while True:
-            start = buf.find(FLAG)
-            if start < 0:
-                self.skipped += len(buf)
-                self._consume(len(buf))
+            # The next flag followed by a type 3 format field and two addresses, found at C
+            # speed: junk, runs of idle flags and flags that open nothing cost no Python step
+            # per byte.
+            found = _FRAME_START.search(buf)
+            if found is None:
+                # A flag near the end may open a frame whose header is still to come.
+                tail = buf.find(FLAG_BYTE, max(0, len(buf) - (_LONGEST_HEADER - 1)))
+                self._skip(len(buf) if tail < 0 else tail)
                 return None
-            self.skipped += start
-            self._consume(start)
-            if len(buf) < 2:
-                return None
-            if buf[1] == FLAG:
-                # Idle flags between frames (or a closing flag followed by an opening one).
-                self._consume(1)
-                continue
+            self._skip(found.start())
             try:
                 return self._frame_at_head()
             except _NotAFrame:
                 self._consume(1)
+
+    def _skip(self, n: int) -> None:
+        """Drop ``n`` bytes of line garbage; flags among them are not counted as garbage."""
+        if n:
+            self.skipped += n - self._buffer.count(FLAG_BYTE, 0, n)
+            self._consume(n)
 
     def _frame_at_head(self) -> HdlcFrame | None:
         buf = self._buffer
@@ -369,7 +389,8 @@ class HdlcFrameDecoder(StreamDecoder[HdlcFrame]):
 
 
 def decode_frame(data: bytes) -> HdlcFrame:
-    """The one complete frame in ``data`` (flags included); FrameError otherwise."""
+    """The one complete frame in ``data`` (flags included). Raises FrameError when there
+    is not exactly one (bad HCS/FCS, no closing flag, unknown control byte, garbage)."""
     decoder = HdlcFrameDecoder()
     frames = decoder.receive(data)
     if len(frames) != 1 or decoder.skipped or decoder.buffered > 1:

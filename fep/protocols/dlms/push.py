@@ -125,7 +125,8 @@ def _entries(body: Data) -> list[tuple[ObisCode, Data, ScalerUnit | None]]:
 
 
 def logical_device_name(notification: DataNotification) -> bytes | None:
-    """The logical device name (0.0.42.0.0.255) a push carries, if it carries one."""
+    """The logical device name (0.0.42.0.0.255) a push carries, if it carries one.
+    Raises FrameError when the body is in none of the layouts this module knows."""
     for obis, value, _ in _entries(notification.body):
         if obis == LOGICAL_DEVICE_NAME and value.type == DataType.OCTET_STRING:
             return bytes(value.value)
@@ -138,7 +139,11 @@ def decode_push(
 ) -> PushContent:
     """The readings and events of one Data-Notification for ``meter``.
     ``default_deviation`` (Blue Book sign, minutes) places times the meter sends without a
-    deviation; ``received`` files events that carry no time at all."""
+    deviation; ``received`` files events that carry no time at all.
+
+    Raises FrameError when the body is in none of the layouts this module knows, an entry
+    has no logical name, a scaler_unit, clock or event code has the wrong type, or a scaler
+    cannot be applied. Nothing else escapes."""
     entries = _entries(notification.body)
     meter_time = (
         notification.date_time.to_datetime(default_deviation) if notification.date_time else None

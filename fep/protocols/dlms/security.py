@@ -129,8 +129,9 @@ def encrypt(
 def decrypt(
     system_title: bytes, keys: SecurityKeys, data: bytes
 ) -> tuple[SecurityControl, int, bytes]:
-    """(security control, invocation counter, plaintext) of SC || IC || body [|| tag];
-    CipheringError when the tag does not verify or the data is too short."""
+    """(security control, invocation counter, plaintext) of SC || IC || body [|| tag].
+    Raises CipheringError when the tag does not verify, the suite is not 0, the system
+    title is not 8 bytes or the data is too short."""
     _check_title(system_title)
     if len(data) < 5:
         raise CipheringError(
@@ -284,7 +285,11 @@ def decipher_apdu(
     general-ciphering header, else ``system_title`` (the peer's, from the association).
 
     Unless told otherwise, an APDU whose security control says "not authenticated" is
-    refused: flipping that bit must not turn off the tag check."""
+    refused: flipping that bit must not turn off the tag check.
+
+    Raises CipheringError for everything wrong with it (malformed header or length, unknown
+    tag, unknown peer title, tag check failed, outer tag not matching the APDU inside);
+    never FrameError."""
     if not data:
         raise CipheringError("empty APDU")
     tag = data[0]

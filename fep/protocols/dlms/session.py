@@ -149,7 +149,25 @@ class _WrapperLink(_Link):
         return [wrapper.encode_wrapper(frame)]
 
     def receive(self, data: bytes) -> tuple[list[bytes], list[bytes]]:
-        frames = self.decoder.receive(data)
+        """The APDUs ``data`` completes. Garbage is dropped and decoding goes on after it in
+        this same call (each step drops bytes, so the work is bounded by ``data``); the first
+        FrameError is raised only when no frame came, so an answer after junk is not left
+        waiting in the buffer for bytes that may never come."""
+        frames: list[wrapper.WrapperFrame] = []
+        first_error: FrameError | None = None
+        while True:
+            try:
+                got = self.decoder.receive(data)
+            except FrameError as error:
+                first_error = first_error or error
+                data = b""
+                continue
+            data = b""
+            if not got:
+                break
+            frames.extend(got)
+        if first_error is not None and not frames:
+            raise first_error
         # Answers come to our wPort; a meter's pushes go to its push destination, whatever
         # that is: they are taken too (the client tells them from answers).
         return [

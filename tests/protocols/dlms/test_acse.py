@@ -175,6 +175,29 @@ class PublishedTests(unittest.TestCase):
         with self.assertRaises(FrameError):
             acse.decode_acse(GREEN_BOOK_AARQ + b"\x00")
 
+    def test_length_of_eight_bytes_is_a_frame_error(self) -> None:
+        # Issue 14: a reason whose BER length has 8 bytes made pyasn1 raise OverflowError.
+        with self.assertRaises(FrameError) as caught:
+            acse.decode_acse(bytes.fromhex("630380888888888888880100"))
+        self.assertEqual(caught.exception.field, "RLRE")
+
+    def test_hostile_ber_is_refused_before_pyasn1(self) -> None:
+        cases = {
+            "indefinite length": "6080A1090607608574050801010000",
+            "length over the bytes": "601DA1FF",
+            "long-form length of 2^63": "6088800000000000000000",
+            "high tag of many bytes": "6208BF8181818181810000",
+        }
+        for name, hexed in cases.items():
+            with self.subTest(name), self.assertRaises(FrameError):
+                acse.decode_acse(bytes.fromhex(hexed))
+        nested = b"\x05\x00"
+        for _ in range(40):
+            nested = b"\xa2" + bytes((len(nested),)) + nested
+        with self.assertRaises(FrameError) as caught:
+            acse.decode_acse(b"\x62" + bytes((len(nested),)) + nested)
+        self.assertIn("nested deeper", str(caught.exception))
+
     def test_hls_gmac_aarq_and_aare_with_titles(self) -> None:
         aarq = Aarq(
             ApplicationContext.LN_CIPHERING,

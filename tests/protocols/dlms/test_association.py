@@ -195,6 +195,32 @@ class ServiceTests(unittest.TestCase):
         self.assertIsInstance(A.decode_apdu(answer), A.ExceptionResponseApdu)
 
 
+class ReassemblyCeilingTests(unittest.TestCase):
+    """Issue 14: a long answer in blocks has a ceiling (``max_reassembled``)."""
+
+    def test_get_blocks_past_the_ceiling_are_a_frame_error(self) -> None:
+        client, _, _ = associated(ClientSettings(max_reassembled=1000))
+        client.get(ENERGY)
+        block = bytes(400)
+        for number in (1, 2):
+            event = client.receive(A.encode_apdu(A.GetResponseBlock(False, number, raw=block)))
+            self.assertIsInstance(event, Send)
+        with self.assertRaises(FrameError) as caught:
+            client.receive(A.encode_apdu(A.GetResponseBlock(False, 3, raw=block)))
+        self.assertEqual(caught.exception.field, "block-transfer")
+
+    def test_general_block_transfer_past_the_ceiling_is_a_frame_error(self) -> None:
+        client, _, _ = associated(ClientSettings(max_reassembled=1000))
+        client.get(ENERGY)
+        for number in (1, 2):
+            client.receive(A.encode_apdu(A.GeneralBlockTransfer(False, number, 0, bytes(400))))
+        with self.assertRaises(FrameError):
+            client.receive(A.encode_apdu(A.GeneralBlockTransfer(False, 3, 0, bytes(400))))
+
+    def test_the_default_ceiling_takes_a_long_profile(self) -> None:
+        self.assertGreaterEqual(ClientSettings().max_reassembled, 8 * 1024 * 1024)
+
+
 class PushDuringSessionTests(unittest.TestCase):
     """A meter that pushes while a pull session runs over the same socket (a GPRS modem in
     transparent mode): the client tells the push from the answer in every state."""

@@ -153,6 +153,41 @@ class MalformedInputTests(unittest.TestCase):
         with self.assertRaises(FrameError):
             axdr.decode_all(bytes.fromhex("13000300000000"))
 
+    def test_compact_array_of_empty_nested_arrays_is_refused(self) -> None:
+        # Issue 14: one element of {array 65535 of array 65535 of null-data, unsigned} is
+        # 4 billion values from one byte of contents.
+        with self.assertRaises(FrameError) as caught:
+            axdr.decode_all(bytes.fromhex("13020201FFFF01FFFF00110100"))
+        self.assertEqual(caught.exception.field, "compact-array")
+
+    def test_compact_array_contents_shorter_than_one_element(self) -> None:
+        # array of 65535 long-unsigned per element, 2 bytes of contents.
+        with self.assertRaises(FrameError):
+            axdr.decode_all(bytes.fromhex("1301FFFF12020001"))
+
+    def test_compact_array_of_structures_with_a_few_nulls_decodes(self) -> None:
+        desc = TypeDescription(
+            DataType.STRUCTURE,
+            (TypeDescription(DataType.NULL_DATA), TypeDescription(DataType.UNSIGNED)),
+        )
+        value = Data(
+            DataType.COMPACT_ARRAY,
+            CompactArray(
+                desc,
+                tuple(
+                    axdr.structure(axdr.NULL, axdr.unsigned(n)) for n in range(100)
+                ),
+            ),
+        )
+        self.assertEqual(axdr.decode_all(axdr.encode(value)), value)
+
+    def test_declared_counts_of_two_to_the_32_fail_fast(self) -> None:
+        for hexed in ("0184FFFFFFFF0000", "0284FFFFFFFF0000", "0484FFFFFFFF00",
+                      "0984FFFFFFFF00", "0A84FFFFFFFF00", "0C84FFFFFFFF00",
+                      "0188FFFFFFFFFFFFFFFF00", "130184FFFF11FF"):
+            with self.subTest(hexed=hexed), self.assertRaises(FrameError):
+                axdr.decode_all(bytes.fromhex(hexed))
+
     def test_trailing_bytes(self) -> None:
         with self.assertRaises(FrameError) as caught:
             axdr.decode_all(bytes.fromhex("110100"))

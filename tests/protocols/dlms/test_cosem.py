@@ -14,12 +14,14 @@ from fep.protocols.dlms import apdu as A
 from fep.protocols.dlms import axdr
 from fep.protocols.dlms.axdr import Data, DataType
 from fep.protocols.dlms.cosem import (
+    CaptureObject,
     ScalerUnit,
     decode_capture_objects,
     decode_object_list,
     event_log,
     profile_blocks,
     register_reading,
+    scaled_value,
 )
 from fep.protocols.dlms.push import decode_push
 from fep.sim import dlms_meter as sim
@@ -161,3 +163,63 @@ class PushTests(unittest.TestCase):
             decode_push("m", A.DataNotification(axdr.structure(axdr.unsigned(1))))
         with self.assertRaises(FrameError):
             decode_push("m", A.DataNotification(Data(DataType.UNSIGNED, 1)))
+
+
+class OutOfRangeTests(unittest.TestCase):
+    """Issue 14: values a meter (or an attacker) sends that Python's Decimal or datetime
+    cannot hold are FrameErrors or unspecified times, never another exception."""
+
+    CLOCK = CaptureObject(8, ObisCode(0, 0, 1, 0, 0, 255), 2)
+    VALUE = CaptureObject(3, ObisCode(1, 0, 1, 8, 0, 255), 2)
+
+    def test_scaler_beyond_integer8_is_a_frame_error(self) -> None:
+        scaler_unit = axdr.structure(axdr.long64_unsigned(10**18), axdr.enum_value(30))
+        with self.assertRaises(FrameError):
+            ScalerUnit.from_data(scaler_unit)
+
+    def test_scaler_decimal_cannot_apply_is_a_frame_error(self) -> None:
+        with self.assertRaises(FrameError):
+            scaled_value(axdr.unsigned(5), ScalerUnit(10**18, None))
+
+    def test_date_time_past_year_9999_has_no_instant(self) -> None:
+        late = axdr.CosemDateTime(
+            axdr.CosemDate(9999, 12, 31), axdr.CosemTime(23, 59, 0, 0), 32767, 0
+        )
+        self.assertIsNone(late.to_datetime())
+        early = axdr.CosemDateTime(axdr.CosemDate(1, 1, 1), axdr.CosemTime(0, 0, 0, 0), -32767)
+        self.assertIsNone(early.to_datetime())
+
+    def test_deviation_of_a_day_or_more_declares_no_zone(self) -> None:
+        # Found by the fuzzer: timezone() raised ValueError for 1 day 5 h 52 min.
+        stamp = axdr.CosemDateTime(
+            axdr.CosemDate(2026, 1, 1), axdr.CosemTime(0, 0, 0, 0), -1792, 0
+        )
+        self.assertIsNone(stamp.local_zone())
+        self.assertIsNotNone(stamp.to_datetime())
+
+    def test_capture_period_out_of_the_calendar_is_a_frame_error(self) -> None:
+        stamp = axdr.CosemDateTime.from_datetime(datetime(2026, 1, 1, tzinfo=UTC))
+        rows = axdr.array([
+            axdr.structure(axdr.date_time(stamp), axdr.unsigned(1)),
+            axdr.structure(axdr.NULL, axdr.unsigned(2)),
+        ])
+        for period in (2**62, 10**11):
+            with self.subTest(period=period), self.assertRaises(FrameError):
+                profile_blocks("m", rows, [self.CLOCK, self.VALUE], period, {})
+
+    def test_event_log_row_past_year_9999_is_a_frame_error(self) -> None:
+        late = axdr.CosemDateTime(
+            axdr.CosemDate(9999, 12, 31), axdr.CosemTime(23, 59, 0, 0), 32767, 0
+        )
+        rows = axdr.array([axdr.structure(axdr.date_time(late), axdr.unsigned(1))])
+        with self.assertRaises(FrameError):
+            event_log("m", rows, [self.CLOCK, self.VALUE], ObisCode(0, 0, 99, 98, 0, 255))
+
+
+class FuzzFoundTests(unittest.TestCase):
+    def test_object_list_rights_that_are_no_array_are_a_frame_error(self) -> None:
+        # Found by the fuzzer: access rights {enum, enum} instead of two arrays raised
+        # TypeError from Data.__iter__.
+        raw = bytes.fromhex("01010204120008110009060000010000FF0202010202030F011601000F011601")
+        with self.assertRaises(FrameError):
+            decode_object_list(axdr.decode_all(raw))

@@ -842,3 +842,84 @@ class LinkPropertyTests(unittest.TestCase):
                     )
                     if isinstance(event, SendFrame):
                         decode_frame(event.data)
+
+
+class _CountingFrameDecoder(HdlcFrameDecoder):
+    """Counts the frame openings looked at in Python."""
+
+    looked_at = 0
+
+    def _frame_at_head(self) -> HdlcFrame | None:
+        self.looked_at += 1
+        return super()._frame_at_head()
+
+
+class JunkTests(unittest.TestCase):
+    """Issue 14: junk and idle flags are skipped at C speed (a search for a flag followed by
+    a type 3 format byte), not one Python step per byte or per flag."""
+
+    def test_twenty_megabytes_of_junk_cost_few_python_steps(self) -> None:
+        import random
+
+        size = 20 * 1024 * 1024
+        # Random bytes, then 4 KiB without flags to close whatever junk frame stays open.
+        junk = random.Random(14).randbytes(size - 4096) + b"\x00" * 4096
+        decoder = _CountingFrameDecoder()
+        errors = 0
+        for start in range(0, len(junk), 65536):
+            _, errs = drain(decoder, junk[start : start + 65536])
+            errors += len(errs)
+        frames, _ = drain(decoder, SNRM)
+        self.assertEqual([f.kind for f in frames][-1:], [FrameKind.SNRM])
+        # A flag comes once in 256 random bytes, "7E Ax" once in 4096.
+        self.assertLess(decoder.looked_at, size // 2000)
+        self.assertLess(errors, size // 2000)
+
+    def test_flags_and_format_bytes_without_addresses_cost_no_python_step(self) -> None:
+        # "7E A0" again and again: flag and format byte, but never two addresses.
+        decoder = _CountingFrameDecoder()
+        frames, _ = drain(decoder, b"\x7e\xa0" * (1 << 19) + SNRM)
+        self.assertEqual([f.kind for f in frames], [FrameKind.SNRM])
+        self.assertLessEqual(decoder.looked_at, 2)
+
+    def test_a_megabyte_of_idle_flags_is_one_search(self) -> None:
+        decoder = _CountingFrameDecoder()
+        frames, errors = drain(decoder, b"\x7e" * (1 << 20) + SNRM)
+        self.assertEqual([f.kind for f in frames], [FrameKind.SNRM])
+        self.assertEqual(errors, [])
+        self.assertEqual(decoder.skipped, 0)
+        self.assertLessEqual(decoder.looked_at, 2)
+
+
+class ReassemblyCeilingTests(unittest.TestCase):
+    """Issue 14: a segmented APDU cannot grow past ``max_apdu``; the parts are dropped."""
+
+    def segments(self, kind: FrameKind, count: int, send_seq: int = 0) -> list[bytes]:
+        frames = []
+        for n in range(count):
+            frames.append(encode_frame(HdlcFrame(
+                kind, CLIENT, SERVER,
+                send_seq=(send_seq + n) % 8 if kind is FrameKind.I else 0,
+                poll_final=False, segmented=True, information=bytes(100),
+            )))
+        return frames
+
+    def test_segmented_ui_frames_past_max_apdu_are_a_frame_error(self) -> None:
+        link = HdlcClientLink(CLIENT, SERVER, max_apdu=250)
+        link.connect()
+        link.receive_data(UA_4_BYTE_SOURCE)
+        frames = self.segments(FrameKind.UI, 3)
+        self.assertEqual(link.receive_data(frames[0] + frames[1]), [])
+        with self.assertRaises(FrameError) as caught:
+            link.receive_data(frames[2])
+        self.assertEqual(caught.exception.field, "information")
+        self.assertEqual(link.frame_errors, 1)
+
+    def test_segmented_i_frames_past_max_apdu_are_a_frame_error(self) -> None:
+        link = HdlcClientLink(CLIENT, SERVER, max_apdu=250)
+        link.connect()
+        link.receive_data(UA_4_BYTE_SOURCE)
+        frames = self.segments(FrameKind.I, 3)
+        self.assertEqual(link.receive_data(frames[0] + frames[1]), [])
+        with self.assertRaises(FrameError):
+            link.receive_data(frames[2])

@@ -369,3 +369,19 @@ class SerialLineTests(unittest.TestCase):
         readings = {str(r.obis): r for r in records}
         self.assertEqual(readings["1-0:1.8.0*255"].value, Decimal(sim.energy_wh(NOW)))
         self.assertEqual(readings["0-0:1.0.0*255"].meter_time, NOW.replace(microsecond=0))
+
+
+class WrapperLinkTests(unittest.TestCase):
+    """The session's wrapper link decodes past junk in the same call (issue 14 audit)."""
+
+    def test_answer_after_junk_in_one_read_is_delivered_at_once(self) -> None:
+        from fep.errors import FrameError
+        from fep.protocols.dlms import session, wrapper
+
+        link = session._WrapperLink(session.LinkSettings(client_address=16))
+        answer = wrapper.encode_wrapper(wrapper.WrapperFrame(1, 16, b"\xc4\x01\xc1\x00\x11\x05"))
+        apdus, _ = link.receive(b"\x12\x34\x56\x78\x9a" + answer)
+        self.assertEqual(apdus, [b"\xc4\x01\xc1\x00\x11\x05"])
+        with self.assertRaises(FrameError):
+            link.receive(b"\x12\x34\x56\x78\x9a")
+        self.assertEqual(link.decoder.buffered, 0)

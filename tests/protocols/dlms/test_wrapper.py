@@ -173,3 +173,63 @@ class PropertyTests(unittest.TestCase):
         frames, errors = drain(decoder, garbage + encode_wrapper(frame))
         self.assertEqual(frames, [frame])
         self.assertLessEqual(len(errors), 1)
+
+
+class _CountingDecoder(WrapperDecoder):
+    """Counts the header candidates looked at in Python (the work done per junk byte)."""
+
+    looked_at = 0
+
+    def _plausible_at(self, i: int) -> bool | None:
+        self.looked_at += 1
+        return super()._plausible_at(i)
+
+
+class JunkTests(unittest.TestCase):
+    """Issue 14: junk is skipped with bytes.find, not byte by byte in Python."""
+
+    JUNK_SIZE = 20 * 1024 * 1024
+
+    def test_twenty_megabytes_of_junk_cost_few_python_steps(self) -> None:
+        import random
+
+        # Random bytes, then 64 KiB without version bytes: whatever junk "frame" the random
+        # part leaves open is completed by it, and the rest is skipped.
+        junk = random.Random(14).randbytes(self.JUNK_SIZE - 65536) + b"\x07" * 65536
+        decoder = _CountingDecoder()
+        good = encode_wrapper(WrapperFrame(1, 16, b"\x61"))
+        calls = 0
+        frames: list[WrapperFrame] = []
+        # The way a session feeds it: 64 KiB reads, then until it is done.
+        for start in range(0, len(junk), 65536):
+            data = junk[start : start + 65536]
+            while True:
+                calls += 1
+                try:
+                    got = decoder.receive(data)
+                except FrameError:
+                    data = b""
+                    continue
+                data = b""
+                frames.extend(got)
+                if not got:
+                    break
+        frames.extend(drain(decoder, good)[0])
+        self.assertEqual(frames[-1], WrapperFrame(1, 16, b"\x61"))
+        # Random junk holds "00 01" about once in 64 KiB; byte by byte was 20 million steps.
+        self.assertLess(decoder.looked_at, self.JUNK_SIZE // 1000)
+        self.assertLess(calls, self.JUNK_SIZE // 1000)
+        # Every junk byte was either skipped or taken for a (junk) frame: none is left over.
+        taken = sum(8 + len(f.apdu) for f in frames[:-1])
+        self.assertEqual(decoder.skipped + taken, self.JUNK_SIZE)
+        self.assertEqual(decoder.buffered, 0)
+
+    def test_junk_of_version_bytes_still_progresses_two_bytes_a_step(self) -> None:
+        # "00 01 00 01 ..." with a zero length: every candidate is looked at, but each step
+        # drops at least two bytes.
+        junk = b"\x00\x01\x00\x00\x00\x00\x00\x00" * 20000 + b"\x07"
+        decoder = _CountingDecoder()
+        _, errors = drain(decoder, junk)
+        self.assertLessEqual(decoder.looked_at, len(junk))
+        self.assertGreater(len(errors), 0)
+        self.assertEqual(decoder.buffered, 0)
