@@ -42,6 +42,7 @@ from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.protocols.iec62056_21")
 
+
 class ReadoutSteps:
     """A ModeCClient in the session driver's shape: the step timer counts silence while
     waiting for the identification, for the readout, and between the readout's bytes."""
