@@ -374,3 +374,19 @@ class BaudSwitchTests(unittest.TestCase):
         session.connectionLost(Failure(ConnectionError("gone")))
         self.assertEqual(clock.getDelayedCalls(), [])
         self.assertIsInstance(error_of(session.done), ChannelError)
+
+
+class SeamTests(unittest.TestCase):
+    def test_protocol_sessions_leave_connect_timers_and_baud_to_the_driver(self) -> None:
+        from importlib import import_module
+        from inspect import getsource
+
+        plumbing = ("callLater", "set_baudrate", "abortConnection", "IDelayedCall",
+                    "addTimeout", "buildProtocol")
+        for name in ("iec62056_21", "dlt645", "ansi_c12"):
+            source = getsource(import_module(f"fep.protocols.{name}.session"))
+            self.assertEqual([p for p in plumbing if p in source], [], name)
+        # Modbus keeps timers of its own for the RTU frame gap only.
+        modbus = getsource(import_module("fep.protocols.modbus.session"))
+        self.assertEqual([p for p in plumbing[1:] if p in modbus and p != "IDelayedCall"], [])
+        self.assertEqual(modbus.count("callLater"), 2)  # the gap before a send, after bytes
