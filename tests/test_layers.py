@@ -69,15 +69,7 @@ LAYERS: Mapping[str, int] = {
 
 # importer -> imported edges that go upward and cannot move yet, each with the reason. The
 # check below fails once one is gone, so that it is removed from here too.
-_DRIVER = ("connect_within/run_session leave fep/channels/ for the one session driver, "
-           "fep/protocols/session.py (issue 15, built in parallel with this test)")
-KNOWN: Mapping[tuple[str, str], str] = {
-    ("fep.protocols.ansi_c12.session", "fep.channels.endpoints"): _DRIVER,
-    ("fep.protocols.dlms.session", "fep.channels.endpoints"): _DRIVER,
-    ("fep.protocols.dlt645.session", "fep.channels.endpoints"): _DRIVER,
-    ("fep.protocols.iec62056_21.session", "fep.channels.endpoints"): _DRIVER,
-    ("fep.protocols.modbus.session", "fep.channels.endpoints"): _DRIVER,
-}
+KNOWN: Mapping[tuple[str, str], str] = {}
 
 
 def module_name(path: Path) -> str:

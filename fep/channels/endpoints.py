@@ -1,5 +1,5 @@
-"""Routes to Twisted client endpoints: the one place a route string becomes a byte pipe, and
-a meter session is connected through one (with a deadline, failures naming the route).
+"""Routes to Twisted client endpoints: the one place a route string becomes a byte pipe
+(connecting a meter session through one is fep.protocols.session's ``connect_within``).
 
 A route is a Twisted endpoint string (``tcp:host=10.1.2.3:port=4059``, ``tcp:10.1.2.3:4059``,
 ``serial:/dev/ttyUSB0:baudrate=300``, ``unix:path=/run/meter.sock``).
@@ -7,88 +7,71 @@ A route is a Twisted endpoint string (``tcp:host=10.1.2.3:port=4059``, ``tcp:10.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import ClientFactory, Protocol
-from twisted.python.failure import Failure
 
-from fep.errors import ChannelError, RouteError
+from fep.errors import RouteError
 
-P = TypeVar("P", bound=Protocol)
+
+def _serial(reactor: Any, *args: str, **kwargs: str) -> IStreamClientEndpoint:
+    from fep.channels.serialport import serial_endpoint
+
+    return serial_endpoint(reactor, *args, **kwargs)
+
+
+def _rfc2217(reactor: Any, *args: str, **kwargs: str) -> IStreamClientEndpoint:
+    from fep.channels.serialserver import rfc2217_endpoint
+
+    return rfc2217_endpoint(reactor, *args, **kwargs)
+
+
+# fep's own endpoint prefixes, parsed here without Twisted's plugin discovery (which does
+# not see twisted/plugins/ of a PEP 660 editable install); the plugins in twisted/plugins/
+# stay for other users of clientFromString. Their modules are imported only when used.
+_OWN_PREFIXES: dict[str, Callable[..., IStreamClientEndpoint]] = {
+    "serial": _serial,
+    "rfc2217": _rfc2217,
+}
+
+
+def endpoint_arguments(text: str) -> tuple[list[str], dict[str, str]]:
+    """An endpoint string's arguments as ``clientFromString`` reads them: split at ``:``;
+    a part with ``=`` is a keyword (at its first ``=``); a backslash escapes the next
+    character. ``serial:/dev/ttyS0:baudrate=300`` -> (["serial", "/dev/ttyS0"],
+    {"baudrate": "300"})."""
+    parts: list[list[str]] = [[""]]
+    chars = iter(text)
+    for char in chars:
+        if char == "\\":
+            parts[-1][-1] += next(chars, "")
+        elif char == ":":
+            parts.append([""])
+        elif char == "=" and len(parts[-1]) == 1:
+            parts[-1].append("")
+        else:
+            parts[-1][-1] += char
+    args = [part[0] for part in parts if len(part) == 1]
+    kwargs = {part[0]: part[1] for part in parts if len(part) == 2}
+    return args, kwargs
 
 
 def client_endpoint(reactor: Any, route: str) -> IStreamClientEndpoint:
     """The endpoint that connects to ``route``; RouteError names the route when it is not
-    valid."""
+    valid. fep's own prefixes (``serial:``, ``rfc2217:``) first, then Twisted's."""
     route = route.strip()
     if not route or ":" not in route:
         raise RouteError(f"route {route!r}: expected an endpoint string such as "
                          "tcp:host=HOST:port=PORT or serial:/dev/ttyS0", route=route)
     try:
+        args, kwargs = endpoint_arguments(route)
+        own = _OWN_PREFIXES.get(args[0].lower())
+        if own is not None:
+            return own(reactor, *args[1:], **kwargs)
         endpoint: IStreamClientEndpoint = clientFromString(reactor, route)
     except (ValueError, TypeError, KeyError) as e:
         raise RouteError(f"route {route!r}: {e}", route=route) from None
     return endpoint
 
-
-class _OneShotFactory(ClientFactory):
-    """Hands out one already-built protocol: a meter session is one connection."""
-
-    noisy = False  # one per read: "Starting factory" lines would drown the log
-
-    def __init__(self, protocol: Protocol) -> None:
-        self.protocol_instance = protocol
-
-    def buildProtocol(self, addr: object) -> Protocol:
-        return self.protocol_instance
-
-
-def connect_within(
-    reactor: Any, endpoint: Any, protocol: P, route: str | None, timeout: float
-) -> Deferred[P]:
-    """Connect ``protocol`` through ``endpoint``; fires with it once connected. Gives up after
-    ``timeout`` seconds, or after the endpoint's own ``connect_timeout`` when that is longer
-    (a dial-up call waits for a line, dials and redials by its retry policy); every failure
-    is a ChannelError naming the route."""
-    own = getattr(endpoint, "connect_timeout", None)
-    if own is not None:
-        timeout = max(timeout, own)
-    connecting: Deferred[Any] = IStreamClientEndpoint(endpoint).connect(
-        _OneShotFactory(protocol)
-    )
-    guard = reactor.callLater(timeout, connecting.cancel)
-    result: Deferred[P] = Deferred()
-
-    def connected(_: object) -> None:
-        if guard.active():
-            guard.cancel()
-        result.callback(protocol)
-
-    def not_connected(failure: Failure) -> None:
-        if guard.active():
-            guard.cancel()
-        if failure.check(CancelledError):
-            error = ChannelError(f"no connection within {timeout:.1f} s", route=route)
-        elif isinstance(failure.value, ChannelError):
-            error = failure.value
-            if error.route is None:
-                error.route = route
-        else:
-            error = ChannelError(f"cannot connect: {failure.getErrorMessage()}", route=route)
-        result.errback(Failure(error))
-
-    connecting.addCallbacks(connected, not_connected)
-    return result
-
-
-def run_session(
-    reactor: Any, endpoint: Any, session: Any, route: str | None, timeout: float
-) -> Deferred[Any]:
-    """Connect a one-shot meter session (a protocol with a ``done`` Deferred) and fire with
-    what ``done`` fires with."""
-    d = connect_within(reactor, endpoint, session, route, timeout)
-    d.addCallback(lambda _: session.done)
-    return d

@@ -1,13 +1,108 @@
-"""What every protocol's Twisted adapter does when a one-shot meter session ends in failure:
-drop the connection at once, and say how long a timed-out step was given."""
+"""The one thin Twisted driver of every one-shot meter session: connect through an endpoint
+within a deadline, run a protocol's sans-IO steps (fep/protocols/actions.py) over the
+connection, keep the step timer, switch baud once written bytes have drained, and end with
+the result or with an error naming meter, route and protocol.
+
+A protocol's ``session.py`` subclasses ``MeterSession`` with what is its own: the steps it
+runs (``make_steps``), its notes (``note``: logs of resends, skipped noise), the result
+turned into records (``result``) and what it logs at the end (``ended``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from fep.errors import SessionTimeout
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from fep.errors import ChannelError, FepError, FrameError, ProtocolError, SessionTimeout
+from fep.interfaces import ISerialLine
+from fep.protocols.actions import (
+    Fail,
+    Finish,
+    Line,
+    Send,
+    SessionSteps,
+    SetTimer,
+    StopTimer,
+    SwitchBaud,
+)
+
+log = Logger(namespace="fep.protocols.session")
 
 E = TypeVar("E", bound=Exception)
+P = TypeVar("P", bound=Protocol)
+
+# How often to look again whether the transport's write buffer has drained before a baud
+# switch (a FileDescriptor has no "drained" callback for a writer that is not a producer).
+DRAIN_POLL = 0.005
+
+
+# ---------------------------------------------------------------------------
+# Connecting
+# ---------------------------------------------------------------------------
+
+
+class _OneShotFactory(Factory):
+    """``connectProtocol``'s factory, quiet: a meter session is one connection, and a
+    "Starting factory" line per read would drown the log."""
+
+    noisy = False
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol_instance = protocol
+
+    def buildProtocol(self, addr: object) -> Protocol:
+        return self.protocol_instance
+
+
+def connect_within(
+    reactor: Any, endpoint: Any, protocol: P, route: str | None, timeout: float
+) -> Deferred[P]:
+    """Connect ``protocol`` through ``endpoint``; fires with it once connected. Gives up after
+    ``timeout`` seconds, or after the endpoint's own ``connect_timeout`` when that is longer
+    (a dial-up call waits for a line, dials and redials by its retry policy); every failure
+    is a ChannelError naming the route."""
+    own = getattr(endpoint, "connect_timeout", None)
+    if own is not None:
+        timeout = max(timeout, own)
+    connecting: Deferred[Any] = IStreamClientEndpoint(endpoint).connect(
+        _OneShotFactory(protocol)
+    )
+    connecting.addTimeout(timeout, reactor)
+
+    def not_connected(failure: Failure) -> Failure:
+        if failure.check(TimeoutError, CancelledError):
+            error = ChannelError(f"no connection within {timeout:.1f} s", route=route)
+        elif isinstance(failure.value, ChannelError):
+            error = failure.value
+            if error.route is None:
+                error.route = route
+        else:
+            error = ChannelError(f"cannot connect: {failure.getErrorMessage()}", route=route)
+        return Failure(error)
+
+    result: Deferred[P] = connecting.addCallbacks(lambda _: protocol, not_connected)
+    return result
+
+
+def run_session(
+    reactor: Any, endpoint: Any, session: Any, route: str | None, timeout: float
+) -> Deferred[Any]:
+    """Connect a one-shot meter session (a protocol with a ``done`` Deferred) and fire with
+    what ``done`` fires with."""
+    d = connect_within(reactor, endpoint, session, route, timeout)
+    d.addCallback(lambda _: session.done)
+    return d
+
+
+# ---------------------------------------------------------------------------
+# Ending
+# ---------------------------------------------------------------------------
 
 
 def abort(transport: Any) -> None:
@@ -30,3 +125,263 @@ def within(error: E, timeout: float) -> E:
         protocol=error.protocol,
     )
     return limited
+
+
+def pending_write_bytes(transport: Any) -> int:
+    """Bytes a FileDescriptor transport still holds in user space (0 for others)."""
+    buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
+    return max(buffered, 0) + int(getattr(transport, "_tempDataLen", 0))
+
+
+# ---------------------------------------------------------------------------
+# The driver
+# ---------------------------------------------------------------------------
+
+
+class MeterSession(Protocol):
+    """Runs one protocol's steps over one connection; ``done`` fires with the result.
+
+    ``steps`` are given, or built by ``make_steps`` once the line is known (a protocol that
+    switches baud only on a serial line). Errors: a FrameError becomes a ProtocolError, and
+    every ProtocolError names the meter, route and protocol (a SessionTimeout also its step
+    timeout); a lost connection is a ChannelError naming the route and what was awaited.
+    """
+
+    # Line speed assumed on a serial line that does not say (for the wire time before a
+    # baud switch).
+    default_baudrate = 9600
+
+    def __init__(
+        self,
+        reactor: Any,
+        timeout: float,
+        *,
+        meter: str | None = None,
+        route: str | None = None,
+        protocol: str | None = None,
+        steps: SessionSteps | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.timeout = timeout
+        self.meter_id = meter
+        self.route = route
+        self.protocol_name = protocol
+        self.steps = steps
+        self.done: Deferred[Any] = Deferred()
+        self.line = Line()
+        self.baudrate = self.default_baudrate
+        self._timer: IDelayedCall | None = None
+        self._switch_call: IDelayedCall | None = None
+        # Actions waiting for a baud switch to end.
+        self._held: list[object] | None = None
+        self._ended = False
+        self._last_sent = b""
+
+    # -- what a protocol adapter overrides -----------------------------------------------------
+
+    def make_steps(self, line: Line) -> SessionSteps:
+        """The steps to run on ``line``; by default the ones given."""
+        if self.steps is None:
+            raise NotImplementedError("a MeterSession needs steps or make_steps")
+        return self.steps
+
+    def note(self, action: object) -> None:
+        """A protocol's own action (a resend, skipped noise): log or count it."""
+
+    def result(self, value: Any) -> Any:
+        """What ``done`` fires with for ``Finish(value)``."""
+        return value
+
+    def ended(self, lost: bool) -> None:
+        """The session is over (``lost``: the connection went first); stop own timers,
+        log a summary."""
+
+    def lost_while(self) -> str:
+        """What the session was doing, for the lost-connection error."""
+        waiting = self.steps.waiting_for if self.steps is not None else None
+        return f"waiting for {waiting or 'the session'}"
+
+    def write(self, data: bytes) -> None:
+        """Put ``data`` on the line (an adapter may hold it back: an RTU frame gap)."""
+        self._last_sent = data
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    # -- the driver ------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self._ended
+
+    def run(self, actions: Sequence[object]) -> None:
+        """Carry out ``actions`` in order (after any held by a baud switch under way)."""
+        if self._held is not None and self._switch_call is not None:
+            self._held += actions  # the switch's end runs them
+            return
+        queue = (self._held or []) + list(actions)
+        self._held = None
+        while queue and not self._ended:
+            action = queue.pop(0)
+            if isinstance(action, Send):
+                self.write(action.data)
+            elif isinstance(action, SetTimer):
+                self.set_timer(action.seconds)
+            elif isinstance(action, StopTimer):
+                self._disarm()
+            elif isinstance(action, SwitchBaud):
+                if self.line.serial and action.baudrate != self.baudrate:
+                    self._held = queue
+                    self._disarm()
+                    self._switch_after_drain(action.baudrate)
+                    return
+            elif isinstance(action, Finish):
+                self.finish(action.result)
+            elif isinstance(action, Fail):
+                self.fail(action.error)
+            else:
+                self.note(action)
+
+    def _call(self, step: Callable[..., Sequence[object]], *args: Any) -> Sequence[object]:
+        """A step's actions; an error it raises ends the session."""
+        try:
+            return step(*args)
+        except FepError as e:
+            return [Fail(e)]
+        except Exception as e:  # a bug in a protocol's steps must not escape into the reactor
+            log.failure("{meter}: session step failed", meter=self.meter_id, route=self.route,
+                        protocol=self.protocol_name)
+            return [Fail(ProtocolError(f"internal error: {e!r}"))]
+
+    def set_timer(self, seconds: float | None = None) -> None:
+        """(Re)start the step timer: ``seconds`` or the step timeout."""
+        self._disarm()
+        if not self._ended:
+            delay = self.timeout if seconds is None else seconds
+            self._timer = self.reactor.callLater(delay, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.steps is not None and not self._ended:
+            self.run(self._call(self.steps.timeout))
+
+    def _named(self, error: Exception) -> Exception:
+        """``error`` naming meter, route and protocol."""
+        if isinstance(error, FrameError):
+            named = ProtocolError(error.message)
+            named.__cause__ = error
+            error = named
+        error = within(error, self.timeout)
+        if isinstance(error, ProtocolError):
+            error.meter = error.meter or self.meter_id
+            error.route = error.route or self.route
+            error.protocol = error.protocol or self.protocol_name
+        return error
+
+    def _stop(self) -> None:
+        self._ended = True
+        self._disarm()
+        if self._switch_call is not None and self._switch_call.active():
+            self._switch_call.cancel()
+        self._switch_call = None
+        self._held = None
+
+    def finish(self, value: Any) -> None:
+        if self._ended:
+            return
+        self._stop()
+        self.ended(lost=False)
+        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.done.callback(self.result(value))
+
+    def fail(self, error: Exception) -> None:
+        if self._ended:
+            return
+        error = self._named(error)
+        self._stop()
+        self.ended(lost=False)
+        abort(self.transport)
+        self.done.errback(Failure(error))
+
+    # -- baud switch (serial lines) ----------------------------------------------------------------
+
+    def _switch_after_drain(self, baudrate: int) -> None:
+        """Switch once our last bytes have left: first the transport's buffer, then their
+        time on the wire at the old speed."""
+        self._switch_call = None
+        if self._ended:
+            return
+        if pending_write_bytes(self.transport) > 0:
+            self._switch_call = self.reactor.callLater(
+                DRAIN_POLL, self._switch_after_drain, baudrate
+            )
+            return
+        bits = int(getattr(self.transport, "char_bits", 10))
+        queued = int(getattr(self.transport, "out_waiting", lambda: 0)())
+        wire_time = (len(self._last_sent) + queued) * bits / self.baudrate
+        self._switch_call = self.reactor.callLater(wire_time, self._set_baud, baudrate)
+
+    def _set_baud(self, baudrate: int) -> None:
+        self._switch_call = None
+        if self._ended:
+            return
+        try:
+            ISerialLine(self.transport).set_baudrate(baudrate)
+        except (OSError, ValueError) as e:
+            self.fail(ChannelError(f"cannot set {baudrate} Bd: {e}", route=self.route))
+            return
+        self.baudrate = baudrate
+        self.run([])
+
+    # -- Protocol ----------------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        serial = bool(ISerialLine.providedBy(self.transport))
+        speed = getattr(self.transport, "baudrate", None)
+        bits = getattr(self.transport, "char_bits", None)
+        self.line = Line(
+            serial=serial,
+            baudrate=int(speed) if speed else None,
+            char_bits=float(bits) if bits else None,
+        )
+        if serial:
+            self.baudrate = int(speed or self.default_baudrate)
+        try:
+            self.steps = self.make_steps(self.line)
+        except FepError as e:
+            self.fail(e)
+            return
+        self.run(self._call(self.steps.start))
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._ended or self.steps is None:
+            return
+        self.run(self._call(self.steps.receive, data))
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        if self._ended:
+            return
+        self._stop()
+        self.ended(lost=True)
+        self.done.errback(
+            Failure(
+                ChannelError(
+                    f"connection lost {self.lost_while()}: {reason.getErrorMessage()}",
+                    route=self.route,
+                )
+            )
+        )
+
+
+__all__ = [
+    "DRAIN_POLL",
+    "MeterSession",
+    "abort",
+    "connect_within",
+    "pending_write_bytes",
+    "run_session",
+    "within",
+]

@@ -12,10 +12,10 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface import directlyProvides, implementer
 
-from fep.channels.endpoints import connect_within
 from fep.channels.routes import Channels, parse_route, resource_of
 from fep.errors import ChannelError, RouteError
 from fep.interfaces import ISerialLine
+from fep.protocols.session import connect_within
 
 
 class ParseRouteTests(unittest.TestCase):

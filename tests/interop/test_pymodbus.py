@@ -173,7 +173,7 @@ class FepReadsPymodbusTests(unittest.TestCase):
         client = ModbusClient(framing, held.UNIT, meter="counter-1", route=route)
         session: ModbusSession[dict[str, Any]] = ModbusSession(
             reactor, client, function_codes(), 5, meter="counter-1", route=route)
-        from fep.channels.endpoints import run_session
+        from fep.protocols.session import run_session
 
         out = yield run_session(reactor, client_endpoint(reactor, route), session, route, 5)
         self.assertEqual(out["coils"], held.COILS)

@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fep.channels.endpoints import client_endpoint, connect_within
+from fep.channels.endpoints import client_endpoint
 from fep.channels.modem.at import ModemProfile, ResultCode, modem_profile
 from fep.channels.modem.calls import ModemCallLog
 from fep.channels.modem.dialup import (
@@ -48,6 +48,7 @@ from fep.channels.modem.dialup import (
 from fep.channels.modem.line import IModemControl, ModemLine
 from fep.channels.modem.stats import CallOutcome, CallStats, ModemCall
 from fep.errors import ChannelError, FepError
+from fep.protocols.session import connect_within
 
 log = Logger()
 

@@ -26,7 +26,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from fep.channels.endpoints import client_endpoint, connect_within
+from fep.channels.endpoints import client_endpoint
 from fep.channels.modem.at import (
     Command,
     FinalResult,
@@ -63,6 +63,7 @@ from fep.channels.modem.sms_at import (
     text_body,
 )
 from fep.errors import ChannelError, FepError, FrameError
+from fep.protocols.session import connect_within
 
 log = Logger(namespace="fep.channels.sms")
 

@@ -2,9 +2,11 @@
 client endpoint (TCP to an optical-probe server or a modem bridge, a serial line) for
 ``fep read`` and scheduled jobs; ``C1221Protocol`` does the same for a C12.21 meter.
 
-The session's state lives in ``client.py``; this module moves bytes, runs the ACK and
-answer timers on the reactor, times a negotiated baud switch on serial lines and hands
-the records back. Settings come from the meter's metadata (``fep read -o KEY=VALUE``):
+The session's state lives in ``client.py``; this module puts it in the session driver's
+shape (``C12Steps``: how long the step timer waits for an ACK or an answer; the driver,
+fep/protocols/session.py, moves the bytes and times a negotiated baud switch on serial
+lines) and hands the records back. Settings come from the meter's metadata
+(``fep read -o KEY=VALUE``):
 
 ``c12_password``   text, or ``hex:00112233...`` for a binary password (kept out of logs)
 ``c12_password_pad`` ``nul`` (default) or ``space``: how a short password is padded
@@ -38,16 +40,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fep.channels.endpoints import run_session
-from fep.errors import ChannelError, ConfigError
-from fep.interfaces import IMeterProtocol, ISerialLine
+from fep.errors import ConfigError
+from fep.interfaces import IMeterProtocol
 from fep.model import Meter, Record, utcnow
+from fep.protocols import actions as actions_
 from fep.protocols.ansi_c12.c1221 import DEFAULT_TIMING, DES_BLOCK, Timing
 from fep.protocols.ansi_c12.client import (
     Action,
@@ -56,6 +55,7 @@ from fep.protocols.ansi_c12.client import (
     ClientSettings,
     Failed,
     Finished,
+    MeterData,
     Retransmitted,
     Send,
     SetTiming,
@@ -64,26 +64,12 @@ from fep.protocols.ansi_c12.client import (
     parse_password,
 )
 from fep.protocols.ansi_c12.tables import table_label, table_row
-from fep.protocols.session import abort, within
+from fep.protocols.session import MeterSession, run_session
 
 log = Logger(namespace="fep.protocols.ansi_c12")
 
 NAME = "ansi-c12.18"
 DEFAULT_ACK_TIMEOUT = 2.0
-# How often to look again whether the transport's write buffer has drained before a baud
-# switch (a FileDescriptor has no "drained" callback for a writer that is not a producer).
-_DRAIN_POLL = 0.005
-
-
-def _pending_write_bytes(transport: Any) -> int:
-    buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
-    return max(buffered, 0) + int(getattr(transport, "_tempDataLen", 0))
-
-
-def _is_serial(transport: Any) -> bool:
-    return bool(ISerialLine.providedBy(transport))
-
-
 def settings_for(meter: Meter, tz: tzinfo = UTC) -> ClientSettings:
     """ClientSettings from a meter's metadata; ConfigError names the key that is wrong."""
     md = meter.metadata
@@ -179,8 +165,53 @@ def table_rows(meter: str, dump: TableDump, tz: tzinfo = UTC) -> list[dict[str, 
     return rows
 
 
-class C1218Session(Protocol):
-    """Drives one C1218Client over one connection; ``done`` fires with the records."""
+class C12Steps:
+    """A C1218Client (or C1221Client) in the session driver's shape: the step timer waits
+    ``ack_timeout`` for an ACK, the read's timeout for an answer; a C12.21 timing setup
+    answer sets the ACK wait."""
+
+    def __init__(self, client: C1218Client, timeout: float, ack_timeout: float) -> None:
+        self.client = client
+        self.answer_timeout = timeout
+        self.ack_timeout = min(ack_timeout, timeout)
+
+    @property
+    def waiting_for(self) -> str | None:
+        return self.client.waiting_for
+
+    def start(self) -> list[object]:
+        return self._steps(self.client.start())
+
+    def receive(self, data: bytes) -> list[object]:
+        return self._steps(self.client.receive(data))
+
+    def timeout(self) -> list[object]:
+        return self._steps(self.client.timeout())
+
+    def _steps(self, actions: list[Action]) -> list[object]:
+        steps: list[object] = []
+        for action in actions:
+            if isinstance(action, Send):
+                steps.append(actions_.Send(action.data))
+            elif isinstance(action, SwitchBaud):
+                steps.append(actions_.SwitchBaud(action.baudrate))
+            elif isinstance(action, SetTiming):
+                # C12.21: the meter's response timeout is how long to wait for an ACK.
+                self.ack_timeout = min(float(action.timing.response or 1), self.answer_timeout)
+                steps.append(action)
+            elif isinstance(action, Finished):
+                steps.append(actions_.Finish(action.data))
+            elif isinstance(action, Failed):
+                steps.append(actions_.Fail(action.error))
+            else:
+                steps.append(action)  # Retransmitted: logged by the session
+        # Every step (a partial packet too) restarts the wait.
+        steps.append(actions_.SetTimer(self.ack_timeout if self.client.link.awaiting_ack
+                                       else None))
+        return steps
+class C1218Session(MeterSession):
+    """One C1218Client over one connection; ``done`` fires with the records (or table rows
+    for a ``--table`` session)."""
 
     def __init__(
         self,
@@ -191,91 +222,43 @@ class C1218Session(Protocol):
         ack_timeout: float = DEFAULT_ACK_TIMEOUT,
         protocol_name: str = NAME,
     ) -> None:
-        self.protocol_name = protocol_name
-        self.reactor = reactor
+        self.c12 = C12Steps(client, timeout, ack_timeout)
+        super().__init__(reactor, timeout, meter=meter.id, route=meter.route,
+                         protocol=protocol_name, steps=self.c12)
         self.meter = meter
         self.client = client
-        self.timeout = timeout
-        self.ack_timeout = min(ack_timeout, timeout)
-        # Fires with the records, or with table rows for a ``--table`` session.
-        self.done: Deferred[Any] = Deferred()
         self.retransmissions = 0
-        self._timer: IDelayedCall | None = None
-        self._switch_call: IDelayedCall | None = None
-        self._queued: list[Action] = []
-        self._finished = False
-        self._baudrate = 9600
-        self._last_sent = b""
 
-    # -- timers -------------------------------------------------------------------------------
+    @property
+    def ack_timeout(self) -> float:
+        return self.c12.ack_timeout
 
-    def _arm(self) -> None:
-        self._disarm()
-        if self._finished:
-            return
-        delay = self.ack_timeout if self.client.link.awaiting_ack else self.timeout
-        self._timer = self.reactor.callLater(delay, self._timed_out)
+    def note(self, action: object) -> None:
+        if isinstance(action, SetTiming):
+            log.info(
+                "{meter}: C12.21 timing: traffic {traffic} s, inter-character {inter} s, "
+                "response {response} s, {retries} retries",
+                meter=self.meter.id,
+                route=self.meter.route,
+                protocol=self.protocol_name,
+                traffic=action.timing.traffic,
+                inter=action.timing.inter_character,
+                response=action.timing.response,
+                retries=action.timing.retries,
+            )
+        elif isinstance(action, Retransmitted):
+            self.retransmissions += 1
+            log.info(
+                "{meter}: C12.18 packet sent again ({why}, attempt {n})",
+                meter=self.meter.id,
+                route=self.meter.route,
+                protocol=self.protocol_name,
+                why=action.why,
+                n=action.attempt,
+            )
 
-    def _disarm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        if self._switch_call is not None:
-            return  # a baud switch is under way; its end re-arms
-        self._run(self.client.timeout())
-
-    # -- actions ------------------------------------------------------------------------------
-
-    def _run(self, actions: list[Action]) -> None:
-        queue = self._queued + actions
-        self._queued = []
-        while queue and not self._finished:
-            action = queue.pop(0)
-            if isinstance(action, Send):
-                self._last_sent = action.data
-                self.transport.write(action.data)  # type: ignore[union-attr]
-            elif isinstance(action, SwitchBaud):
-                if _is_serial(self.transport) and action.baudrate != self._baudrate:
-                    # What follows waits until the line runs at the new speed.
-                    self._queued = queue
-                    self._disarm()
-                    self._switch_after_drain(action.baudrate)
-                    return
-            elif isinstance(action, SetTiming):
-                # C12.21: the meter's response timeout is how long to wait for an ACK.
-                self.ack_timeout = min(float(action.timing.response or 1), self.timeout)
-                log.info(
-                    "{meter}: C12.21 timing: traffic {traffic} s, inter-character {inter} s, "
-                    "response {response} s, {retries} retries",
-                    meter=self.meter.id,
-                    route=self.meter.route,
-                    protocol=self.protocol_name,
-                    traffic=action.timing.traffic,
-                    inter=action.timing.inter_character,
-                    response=action.timing.response,
-                    retries=action.timing.retries,
-                )
-            elif isinstance(action, Retransmitted):
-                self.retransmissions += 1
-                log.info(
-                    "{meter}: C12.18 packet sent again ({why}, attempt {n})",
-                    meter=self.meter.id,
-                    route=self.meter.route,
-                    protocol=self.protocol_name,
-                    why=action.why,
-                    n=action.attempt,
-                )
-            elif isinstance(action, Finished):
-                self._finish(action)
-            elif isinstance(action, Failed):
-                self._fail(action.error)
-        self._arm()
-
-    def _finish(self, finished: Finished) -> None:
-        data = finished.data
+    def result(self, value: Any) -> list[Record] | list[dict[str, object]]:
+        data: MeterData | TableDump = value
         for table, why in data.skipped:
             log.info(
                 "{meter}: {table} not read: {why}",
@@ -285,90 +268,9 @@ class C1218Session(Protocol):
                 table=table,
                 why=why,
             )
-        result: list[Record] | list[dict[str, object]]
         if isinstance(data, TableDump):
-            result = table_rows(self.meter.id, data, self.client.settings.tz)
-        else:
-            result = data.to_records(self.meter.id, received_time=utcnow())
-        self._finished = True
-        self._disarm()
-        self.transport.loseConnection()  # type: ignore[union-attr]
-        self.done.callback(result)
-
-    def _fail(self, error: Exception) -> None:
-        if self._finished:
-            return
-        error = within(error, self.timeout)
-        self._finished = True
-        self._disarm()
-        if self._switch_call is not None and self._switch_call.active():
-            self._switch_call.cancel()
-        abort(self.transport)
-        self.done.errback(Failure(error))
-
-    # -- baud switch (serial lines) -------------------------------------------------------------
-
-    def _switch_after_drain(self, baudrate: int) -> None:
-        """Switch once our last bytes (the ACK of the negotiate answer) have left: first
-        the transport's buffer, then their time on the wire at the old speed."""
-        self._switch_call = None
-        if self._finished:
-            return
-        if _pending_write_bytes(self.transport) > 0:
-            self._switch_call = self.reactor.callLater(
-                _DRAIN_POLL, self._switch_after_drain, baudrate
-            )
-            return
-        bits = int(getattr(self.transport, "char_bits", 10))
-        queued = int(getattr(self.transport, "out_waiting", lambda: 0)())
-        wire_time = (len(self._last_sent) + queued) * bits / self._baudrate
-        self._switch_call = self.reactor.callLater(wire_time, self._set_baud, baudrate)
-
-    def _set_baud(self, baudrate: int) -> None:
-        self._switch_call = None
-        if self._finished:
-            return
-        try:
-            ISerialLine(self.transport).set_baudrate(baudrate)
-        except (OSError, ValueError) as e:
-            self._fail(ChannelError(f"cannot set {baudrate} Bd: {e}", route=self.meter.route))
-            return
-        self._baudrate = baudrate
-        self._run([])
-
-    # -- Protocol -------------------------------------------------------------------------------
-
-    def connectionMade(self) -> None:
-        if _is_serial(self.transport):
-            self._baudrate = int(getattr(self.transport, "baudrate", 9600))
-        self._run(self.client.start())
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._finished:
-            return
-        actions = self.client.receive(data)
-        if self._switch_call is not None:
-            # Bytes during a baud switch: act on them once the switch is done.
-            self._queued += actions
-            return
-        self._run(actions)
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
-        if self._switch_call is not None and self._switch_call.active():
-            self._switch_call.cancel()
-        if not self._finished:
-            self._finished = True
-            self._disarm()
-            waiting = self.client.waiting_for or "the session"
-            self.done.errback(
-                Failure(
-                    ChannelError(
-                        f"connection lost waiting for {waiting}: {reason.getErrorMessage()}",
-                        route=self.meter.route,
-                    )
-                )
-            )
-
+            return table_rows(self.meter.id, data, self.client.settings.tz)
+        return data.to_records(self.meter.id, received_time=utcnow())
 
 
 @implementer(IMeterProtocol)

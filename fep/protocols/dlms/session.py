@@ -22,7 +22,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fep.channels.endpoints import connect_within
 from fep.errors import ConfigError, FrameError, NotSupported, ProtocolError, SessionTimeout
 from fep.interfaces import (
     IClock,
@@ -73,6 +72,7 @@ from fep.protocols.dlms.identity import (
     downgrade_event,
 )
 from fep.protocols.dlms.security import SecurityKeys
+from fep.protocols.session import connect_within
 from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.protocols.dlms")

@@ -2,8 +2,9 @@
 (TCP to a serial server or a GPRS modem in transparent mode, an RS-485 serial line) for
 ``fep read`` and scheduled jobs.
 
-The session's state lives in ``client.py``; this module moves bytes, runs the answer timer
-on the reactor, logs what was skipped and hands the records back. Settings come from the
+The session's state lives in ``client.py``; this module puts it in the session driver's
+shape (fep/protocols/session.py moves the bytes and runs the answer timer), logs what was
+skipped and hands the records back. Settings come from the
 meter's ``address`` (12 BCD digits; default ``AAAAAAAAAAAA``, the wildcard, for a
 point-to-point line) and its metadata (``fep read -o KEY=VALUE``):
 
@@ -25,16 +26,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fep.channels.endpoints import run_session
-from fep.errors import ChannelError, ConfigError, NotSupported, ProtocolError
+from fep.errors import ConfigError, NotSupported, ProtocolError
 from fep.interfaces import IClock, IMeterProtocol, IProfileReader
 from fep.model import Meter, Reading, Record
+from fep.protocols import actions as actions_
 from fep.protocols.dlt645.client import (
     CLOCK_OBIS,
     DATE_DI,
@@ -54,7 +54,7 @@ from fep.protocols.dlt645.client import (
 from fep.protocols.dlt645.dataid import DEFAULT_METER_TZ, parse_di
 from fep.protocols.dlt645.frames import WILDCARD_ADDRESS
 from fep.protocols.dlt645.services import PROTOCOL, broadcast_time_sync
-from fep.protocols.session import abort, within
+from fep.protocols.session import MeterSession, run_session
 
 log = Logger(namespace="fep.protocols.dlt645")
 
@@ -131,72 +131,75 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_METER_TZ) -> ClientSettings:
         raise ConfigError(f"meter {meter.id}: {e}", key=key) from None
 
 
-class Dlt645Session(Protocol):
-    """Drives one Dlt645Client over one connection; ``done`` fires with the records."""
+class Dlt645Steps:
+    """A Dlt645Client in the session driver's shape: the step timer counts silence after
+    each request."""
+
+    def __init__(self, client: Dlt645Client) -> None:
+        self.client = client
+
+    @property
+    def waiting_for(self) -> str | None:
+        return self.client.waiting_for
+
+    def start(self) -> list[object]:
+        return self._steps(self.client.start())
+
+    def receive(self, data: bytes) -> list[object]:
+        return self._steps(self.client.receive(data))
+
+    def timeout(self) -> list[object]:
+        return self._steps(self.client.timeout())
+
+    def _steps(self, actions: list[Action]) -> list[object]:
+        steps: list[object] = []
+        for action in actions:
+            if isinstance(action, Send):
+                steps.append(actions_.Send(action.data))
+            elif isinstance(action, Finished):
+                steps.append(actions_.Finish(list(action.records)))
+            elif isinstance(action, Failed):
+                steps.append(actions_.Fail(action.error))
+            else:
+                steps.append(action)  # Resent, Noise, Skipped: logged by the session
+        if any(isinstance(a, Send) for a in actions):
+            steps.append(actions_.SetTimer())
+        return steps
+
+
+class Dlt645Session(MeterSession):
+    """One Dlt645Client over one connection; ``done`` fires with the records."""
 
     def __init__(self, reactor: Any, meter: Meter, client: Dlt645Client, timeout: float) -> None:
-        self.reactor = reactor
+        super().__init__(reactor, timeout, meter=meter.id, route=meter.route, protocol=PROTOCOL,
+                         steps=Dlt645Steps(client))
         self.meter = meter
         self.client = client
-        self.timeout = timeout
-        self.done: Deferred[list[Record]] = Deferred()
-        self._timer: IDelayedCall | None = None
-        self._finished = False
 
     def _log_fields(self) -> dict[str, Any]:
         return {"meter": self.meter.id, "route": self.meter.route, "protocol": PROTOCOL}
 
-    # -- timer --------------------------------------------------------------------------------
+    def note(self, action: object) -> None:
+        if isinstance(action, Resent):
+            log.info(
+                "{meter}: DL/T 645 request sent again ({why}, attempt {n})",
+                why=action.why,
+                n=action.attempt,
+                **self._log_fields(),
+            )
+        elif isinstance(action, Noise):
+            log.info("{meter}: line noise skipped: {why}", why=action.why, **self._log_fields())
+        elif isinstance(action, Skipped):
+            log.info(
+                "{meter}: DI {di} not read: {why}",
+                di=action.di,
+                why=action.why,
+                **self._log_fields(),
+            )
 
-    def _arm(self) -> None:
-        self._disarm()
-        if not self._finished:
-            self._timer = self.reactor.callLater(self.timeout, self._timed_out)
-
-    def _disarm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        self._run(self.client.timeout())
-
-    # -- actions ------------------------------------------------------------------------------
-
-    def _run(self, actions: list[Action]) -> None:
-        sent = False
-        for action in actions:
-            if self._finished:
-                return
-            if isinstance(action, Send):
-                self.transport.write(action.data)  # type: ignore[union-attr]
-                sent = True
-            elif isinstance(action, Resent):
-                log.info(
-                    "{meter}: DL/T 645 request sent again ({why}, attempt {n})",
-                    why=action.why,
-                    n=action.attempt,
-                    **self._log_fields(),
-                )
-            elif isinstance(action, Noise):
-                log.info("{meter}: line noise skipped: {why}", why=action.why, **self._log_fields())
-            elif isinstance(action, Skipped):
-                log.info(
-                    "{meter}: DI {di} not read: {why}",
-                    di=action.di,
-                    why=action.why,
-                    **self._log_fields(),
-                )
-            elif isinstance(action, Finished):
-                self._finish(list(action.records))
-            elif isinstance(action, Failed):
-                self._fail(action.error)
-        if sent:
-            # The timer counts silence after each request.
-            self._arm()
-
-    def _summary(self) -> None:
+    def ended(self, lost: bool) -> None:
+        if lost:
+            return
         c = self.client
         log.info(
             "{meter}: DL/T 645 read done: {records} records, {skipped} items skipped, "
@@ -209,47 +212,6 @@ class Dlt645Session(Protocol):
             stale=c.stale,
             **self._log_fields(),
         )
-
-    def _finish(self, records: list[Record]) -> None:
-        self._finished = True
-        self._disarm()
-        self._summary()
-        self.transport.loseConnection()  # type: ignore[union-attr]
-        self.done.callback(records)
-
-    def _fail(self, error: ProtocolError) -> None:
-        if self._finished:
-            return
-        error = within(error, self.timeout)
-        self._finished = True
-        self._disarm()
-        self._summary()
-        abort(self.transport)
-        self.done.errback(Failure(error))
-
-    # -- Protocol -----------------------------------------------------------------------------
-
-    def connectionMade(self) -> None:
-        self._run(self.client.start())
-
-    def dataReceived(self, data: bytes) -> None:
-        if not self._finished:
-            self._run(self.client.receive(data))
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
-        if not self._finished:
-            self._finished = True
-            self._disarm()
-            waiting = self.client.waiting_for or "the session"
-            self.done.errback(
-                Failure(
-                    ChannelError(
-                        f"connection lost waiting for {waiting}: {reason.getErrorMessage()}",
-                        route=self.meter.route,
-                    )
-                )
-            )
-
 
 
 class _BroadcastSession(Protocol):

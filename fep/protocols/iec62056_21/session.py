@@ -1,8 +1,9 @@
 """The Twisted side of IEC 62056-21: a pull readout session over any client endpoint
 (IecReadoutProtocol) and a receiver for meters that push their readout over TCP.
 
-The state machine lives in ``client.py``; this module only moves bytes, runs the per-step
-timers on the reactor, times the baud switch on serial lines and turns results into Readings.
+The state machine lives in ``client.py``; this module puts it in the session driver's
+shape (``ReadoutSteps``: what the step timer waits for) and turns results into Readings;
+fep/protocols/session.py moves the bytes, runs the timer and times the baud switch.
 """
 
 from __future__ import annotations
@@ -15,169 +16,114 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fep.channels.endpoints import run_session
-from fep.errors import ChannelError, ConfigError, FrameError, ProtocolError, SessionTimeout
+from fep.errors import ConfigError, FrameError, SessionTimeout
 from fep.interfaces import (
     IMeterProtocol,
     IPushChannel,
     IPushHandler,
     IPushProtocol,
     IRecordSink,
-    ISerialLine,
     peer_identified,
 )
 from fep.model import Meter, Record, utcnow
+from fep.protocols.actions import Fail, Finish, Line, Send, SetTimer, SwitchBaud
 from fep.protocols.iec62056_21.client import (
     PROTOCOL,
     IdentificationReceived,
     ModeCClient,
     PushReceived,
     ReadoutReceived,
-    Send,
     State,
-    SwitchBaud,
 )
+from fep.protocols.iec62056_21.client import Send as IecSend
+from fep.protocols.iec62056_21.client import SwitchBaud as IecSwitchBaud
 from fep.protocols.iec62056_21.frames import DataBlock, FrameDecoder, Identification
 from fep.protocols.iec62056_21.readout import parse_readout, to_readings
-from fep.protocols.session import abort
+from fep.protocols.session import MeterSession, run_session
 from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.protocols.iec62056_21")
 
-# How often to look again whether the transport's write buffer has drained before a baud
-# switch (the FileDescriptor has no "drained" callback for a non-producer writer).
-_DRAIN_POLL = 0.005
+
+class ReadoutSteps:
+    """A ModeCClient in the session driver's shape: the step timer counts silence while
+    waiting for the identification, for the readout, and between the readout's bytes."""
+
+    def __init__(self, client: ModeCClient) -> None:
+        self.client = client
+        self._awaited = "identification"
+
+    @property
+    def waiting_for(self) -> str | None:
+        return self._awaited
+
+    def start(self) -> list[object]:
+        return [Send(self.client.start()), SetTimer()]
+
+    def receive(self, data: bytes) -> list[object]:
+        actions = self.client.receive_data(data)
+        steps: list[object] = []
+        if self.client.state is State.AWAIT_READOUT and not actions:
+            # A readout at 300 Bd takes a while: the step timer counts silence, not the total.
+            self._awaited = "complete readout"
+            steps.append(SetTimer())
+        identified = False
+        for action in actions:
+            if isinstance(action, IecSend):
+                steps.append(Send(action.data))
+            elif isinstance(action, IecSwitchBaud):
+                steps.append(SwitchBaud(action.baudrate))
+            elif isinstance(action, IdentificationReceived):
+                self._awaited = "readout"
+                identified = True
+                steps.append(action)
+            elif isinstance(action, PushReceived):
+                steps += [action, SetTimer()]  # handed to the channel; the wait goes on
+            elif isinstance(action, ReadoutReceived):
+                steps.append(Finish(action.readout))
+        if identified:
+            steps.append(SetTimer())  # the readout, once the option select is out
+        return steps
+
+    def timeout(self) -> list[object]:
+        return [Fail(SessionTimeout(f"no {self._awaited}"))]
 
 
-def _pending_write_bytes(transport: Any) -> int:
-    """Bytes a FileDescriptor transport still holds in user space (0 for others)."""
-    buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
-    return max(buffered, 0) + int(getattr(transport, "_tempDataLen", 0))
+class _ReadoutSession(MeterSession):
+    """One ModeCClient over one connection; ``done`` fires with the readings."""
 
-
-class _ReadoutSession(Protocol):
-    """Drives one ModeCClient over one connection; ``done`` fires with the records."""
+    default_baudrate = 300
 
     def __init__(self, reactor: Any, meter: Meter, timeout: float, tz: tzinfo) -> None:
-        self.reactor = reactor
+        super().__init__(reactor, timeout, meter=meter.id, route=meter.route, protocol=PROTOCOL)
         self.meter = meter
-        self.timeout = timeout
         self.tz = tz
-        self.done: Deferred[list[Record]] = Deferred()
-        self._timer: IDelayedCall | None = None
-        self._switch_call: IDelayedCall | None = None
-        self._finished = False
         self._client: ModeCClient | None = None
-        # Line speed we believe the serial line runs at (for the wire time of the ACK).
-        self._baudrate = 300
-        self._last_sent = b""
 
-    # -- helpers -----------------------------------------------------------------------
-
-    def _error(self, message: str, cls: type[ProtocolError] = ProtocolError) -> ProtocolError:
-        return cls(message, meter=self.meter.id, route=self.meter.route, protocol=PROTOCOL)
-
-    def _arm(self, what: str) -> None:
-        self._disarm()
-        self._timer = self.reactor.callLater(self.timeout, self._timed_out, what)
-
-    def _disarm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _timed_out(self, what: str) -> None:
-        self._timer = None
-        self._fail(self._error(f"no {what} within {self.timeout:.1f} s", SessionTimeout))
-
-    def _finish(self, result: list[Record]) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        self._disarm()
-        self.transport.loseConnection()  # type: ignore[union-attr]
-        self.done.callback(result)
-
-    def _fail(self, error: Exception) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        self._disarm()
-        if self._switch_call is not None and self._switch_call.active():
-            self._switch_call.cancel()
-        abort(self.transport)
-        self.done.errback(Failure(error))
-
-    # -- Protocol ------------------------------------------------------------------------
-
-    def connectionMade(self) -> None:
-        serial = ISerialLine.providedBy(self.transport)
-        if serial:
-            self._baudrate = int(getattr(self.transport, "baudrate", 300))
+    def make_steps(self, line: Line) -> ReadoutSteps:
         baud_char = self.meter.metadata.get("iec_baud_char") or None
         # A GPRS modem session lent to this pull also carries the meter's pushes.
         pushes = IPushChannel.providedBy(self.transport)
-        self._client = ModeCClient(
-            self.meter.address, switch_baud=serial, baud_char=baud_char, pushes=pushes
-        )
-        request = self._client.start()
-        self._write(request)
-        self._arm("identification")
+        self._client = ModeCClient(self.meter.address, switch_baud=line.serial,
+                                   baud_char=baud_char, pushes=pushes)
+        return ReadoutSteps(self._client)
 
-    def _write(self, data: bytes) -> None:
-        self._last_sent = data
-        self.transport.write(data)  # type: ignore[union-attr]
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._finished or self._client is None:
-            return
-        try:
-            actions = self._client.receive_data(data)
-        except FrameError as e:
-            error = self._error(e.message)
-            error.__cause__ = e
-            self._fail(error)
-            return
-        except ProtocolError as e:
-            self._fail(self._error(e.message))
-            return
-        if self._client.state is State.AWAIT_READOUT and not actions:
-            # A readout at 300 Bd takes a while: the step timer counts silence, not the total.
-            self._arm("complete readout")
-        for action in actions:
-            if isinstance(action, Send):
-                self._write(action.data)
-            elif isinstance(action, SwitchBaud):
-                self._switch_after_drain(action.baudrate, self._last_sent)
-            elif isinstance(action, IdentificationReceived):
-                log.debug(
-                    "identification {ident}",
-                    ident=action.identification.text,
-                    meter=self.meter.id,
-                    route=self.meter.route,
-                    protocol=PROTOCOL,
-                )
-                self._arm("readout")
-            elif isinstance(action, PushReceived):
-                self._hand_over_push(action)
-                if not self._finished:
-                    waiting = self._client.state is State.AWAIT_IDENTIFICATION
-                    self._arm("identification" if waiting else "readout")
-            elif isinstance(action, ReadoutReceived):
-                readings = to_readings(
-                    action.readout,
-                    self.meter.id,
-                    tz=self.tz,
-                    received_time=utcnow(),
-                    source=self.meter.route,
-                )
-                self._finish(list(readings))
+    def note(self, action: object) -> None:
+        if isinstance(action, PushReceived):
+            self._hand_over_push(action)
+        elif isinstance(action, IdentificationReceived):
+            log.debug(
+                "identification {ident}",
+                ident=action.identification.text,
+                meter=self.meter.id,
+                route=self.meter.route,
+                protocol=PROTOCOL,
+            )
 
     def _hand_over_push(self, push: PushReceived) -> None:
         """A readout the meter pushed while this session waited for its answer: its
@@ -209,48 +155,13 @@ class _ReadoutSession(Protocol):
 
         d.addErrback(not_stored)
 
-    def _switch_after_drain(self, baudrate: int, sent: bytes) -> None:
-        """set_baudrate once ``sent`` has left: first the FileDescriptor's buffer, then the
-        bytes' own time on the wire at the old speed."""
-        if self._finished:
-            return
-        if _pending_write_bytes(self.transport) > 0:
-            self._switch_call = self.reactor.callLater(
-                _DRAIN_POLL, self._switch_after_drain, baudrate, sent
-            )
-            return
-        bits = int(getattr(self.transport, "char_bits", 10))
-        queued = int(getattr(self.transport, "out_waiting", lambda: 0)())
-        wire_time = (len(sent) + queued) * bits / self._baudrate
-        self._switch_call = self.reactor.callLater(wire_time, self._set_baud, baudrate)
+    def result(self, value: Any) -> list[Record]:
+        return list(to_readings(
+            value, self.meter.id, tz=self.tz, received_time=utcnow(), source=self.meter.route
+        ))
 
-    def _set_baud(self, baudrate: int) -> None:
-        self._switch_call = None
-        if self._finished:
-            return
-        try:
-            ISerialLine(self.transport).set_baudrate(baudrate)
-        except (OSError, ValueError) as e:
-            self._fail(ChannelError(f"cannot set {baudrate} Bd: {e}", route=self.meter.route))
-            return
-        self._baudrate = baudrate
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
-        if self._switch_call is not None and self._switch_call.active():
-            self._switch_call.cancel()
-        if not self._finished:
-            state = self._client.state.value if self._client else "connecting"
-            self._finished = True
-            self._disarm()
-            self.done.errback(
-                Failure(
-                    ChannelError(
-                        f"connection lost while {state}: {reason.getErrorMessage()}",
-                        route=self.meter.route,
-                    )
-                )
-            )
-
+    def lost_while(self) -> str:
+        return f"while {self._client.state.value if self._client else 'connecting'}"
 
 
 @implementer(IMeterProtocol, IPushProtocol)

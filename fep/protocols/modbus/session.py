@@ -1,8 +1,8 @@
-"""The Twisted side of Modbus: ``ModbusSession`` drives a sans-IO procedure (``recorder.py``)
-through a ``ModbusClient`` over one connection, with a timer per request and, on RTU lines,
-the inter-frame silence of 3.5 characters at the line's speed; ``PulseRecorderProtocol``
-(``modbus-pulse``, alias ``modbus``) reads pulse recorders for ``fep read`` and scheduled
-jobs, and reads or sets their clocks.
+"""The Twisted side of Modbus: ``ModbusSession`` runs a sans-IO procedure (``recorder.py``)
+through a ``ModbusClient`` on the session driver (fep/protocols/session.py: a timer per
+request) and keeps, on RTU lines, the inter-frame silence of 3.5 characters at the line's
+speed; ``PulseRecorderProtocol`` (``modbus-pulse``, alias ``modbus``) reads pulse
+recorders for ``fep read`` and scheduled jobs, and reads or sets their clocks.
 
 RTU silence: before a request goes out the line must have been quiet for the frame gap
 since the last byte heard or sent (``rtu.frame_gap``: 3.5 character times, 1.75 ms above
@@ -22,21 +22,13 @@ from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fep.channels.endpoints import run_session
-from fep.errors import (
-    ChannelError,
-    ConfigError,
-    FepError,
-    NotSupported,
-    ProtocolError,
-)
+from fep.errors import ConfigError, FepError, NotSupported
 from fep.interfaces import IClock, IMeterProtocol
 from fep.model import Meter, Record
+from fep.protocols.actions import Fail, Finish, Line, Send, SetTimer, StopTimer
 from fep.protocols.modbus import rtu
 from fep.protocols.modbus.client import (
     Action,
@@ -47,9 +39,9 @@ from fep.protocols.modbus.client import (
     Noise,
     Refused,
     Resent,
-    Send,
 )
-from fep.protocols.modbus.pdu import ModbusException, Request
+from fep.protocols.modbus.client import Send as ModbusSend
+from fep.protocols.modbus.pdu import ModbusException
 from fep.protocols.modbus.recorder import (
     PROTOCOL,
     Procedure,
@@ -60,15 +52,77 @@ from fep.protocols.modbus.recorder import (
     set_clock,
     settings_for,
 )
-from fep.protocols.session import abort, within
+from fep.protocols.session import MeterSession, run_session
 
 log = Logger(namespace="fep.protocols.modbus")
 
 T = TypeVar("T")
 
 
-class ModbusSession(Protocol, Generic[T]):
-    """Runs one procedure over one connection; ``done`` fires with its result."""
+class ProcedureSteps(Generic[T]):
+    """A procedure run through a ModbusClient, in the session driver's shape: each request's
+    answer (or the unit's refusal) is sent into the procedure, whose return value is the
+    result; the step timer counts silence after each request."""
+
+    def __init__(self, client: ModbusClient, procedure: Procedure[T]) -> None:
+        self.client = client
+        self.procedure = procedure
+        self._over = False
+
+    @property
+    def waiting_for(self) -> str | None:
+        return self.client.waiting_for
+
+    def start(self) -> list[object]:
+        return self._step(None)
+
+    def receive(self, data: bytes) -> list[object]:
+        return self._steps(self.client.receive(data))
+
+    def timeout(self) -> list[object]:
+        return self._steps(self.client.timeout())
+
+    def silence(self) -> list[object]:
+        """The RTU line has been quiet for the frame gap."""
+        return self._steps(self.client.silence())
+
+    def _step(self, value: Any = None, error: BaseException | None = None) -> list[object]:
+        try:
+            if error is not None:
+                request = self.procedure.throw(error)
+            else:
+                request = self.procedure.send(value)
+        except StopIteration as stop:
+            self._over = True
+            return [Finish(stop.value)]
+        except FepError as e:
+            self._over = True
+            return [Fail(e)]
+        return self._steps(self.client.send(request))
+
+    def _steps(self, actions: list[Action]) -> list[object]:
+        steps: list[object] = []
+        for action in actions:
+            if self._over:
+                break
+            if isinstance(action, ModbusSend):
+                steps += [Send(action.data), SetTimer()]
+            elif isinstance(action, Answered):
+                steps += [StopTimer(), *self._step(action.response)]
+            elif isinstance(action, Refused):
+                steps += [StopTimer(), *self._step(error=action.error)]
+            elif isinstance(action, Failed):
+                self._over = True
+                steps.append(Fail(action.error))
+            else:
+                steps.append(action)  # Noise, Resent: logged by the session
+        return steps
+
+
+class ModbusSession(MeterSession, Generic[T]):
+    """Runs one procedure over one connection; ``done`` fires with its result. On an RTU
+    line, keeps the frame gap before each request and drops a partial frame after a
+    pause."""
 
     def __init__(
         self,
@@ -81,104 +135,87 @@ class ModbusSession(Protocol, Generic[T]):
         route: str | None = None,
         baudrate: int | None = None,
     ) -> None:
-        self.reactor = reactor
+        self.modbus: ProcedureSteps[T] = ProcedureSteps(client, procedure)
+        super().__init__(reactor, timeout, meter=meter, route=route, protocol=PROTOCOL,
+                         steps=self.modbus)
         self.client = client
         self.procedure = procedure
-        self.timeout = timeout
         self.meter = meter
-        self.route = route
-        self.baudrate = baudrate
+        self.rtu_baudrate = baudrate
         self.gap = 0.0
-        self.done: Deferred[T] = Deferred()
-        self._timer: IDelayedCall | None = None
         self._gap_timer: IDelayedCall | None = None
         self._send_timer: IDelayedCall | None = None
         self._quiet_from = 0.0
-        self._finished = False
 
     def _log_fields(self) -> dict[str, Any]:
         return {"meter": self.meter, "route": self.route, "protocol": PROTOCOL}
-
-    # -- timers -------------------------------------------------------------------------------
 
     def _cancel(self, call: IDelayedCall | None) -> None:
         if call is not None and call.active():
             call.cancel()
 
-    def _arm(self) -> None:
-        self._cancel(self._timer)
-        self._timer = self.reactor.callLater(self.timeout, self._timed_out)
+    # -- the RTU frame gap ------------------------------------------------------------------------
 
-    def _timed_out(self) -> None:
-        self._timer = None
-        self._run(self.client.timeout())
+    def make_steps(self, line: Line) -> ProcedureSteps[T]:
+        if self.client.framing is Framing.RTU:
+            baud = line.baudrate or self.rtu_baudrate
+            if baud:
+                self.rtu_baudrate = int(baud)
+                self.gap = rtu.frame_gap(self.rtu_baudrate, line.char_bits or 11)
+        # Nothing heard yet: the first request goes at once.
+        self._quiet_from = self.reactor.seconds() - self.gap
+        return self.modbus
 
-    def _line_quiet(self) -> None:
-        self._gap_timer = None
-        self._run(self.client.silence())
-
-    # -- the procedure ------------------------------------------------------------------------
-
-    def _step(self, value: Any = None, error: BaseException | None = None) -> None:
-        try:
-            if error is not None:
-                request = self.procedure.throw(error)
-            else:
-                request = self.procedure.send(value)
-        except StopIteration as stop:
-            self._finish(stop.value)
-            return
-        except FepError as e:
-            self._fail(e)
-            return
-        self._send(request)
-
-    def _send(self, request: Request) -> None:
-        self._run(self.client.send(request))
-
-    def _write(self, data: bytes) -> None:
-        if self._finished or self.transport is None:
+    def write(self, data: bytes) -> None:
+        if self.finished or self.transport is None:
             return
         wait = self._quiet_from + self.gap - self.reactor.seconds()
         if self.gap and wait > 0:
             # RTU: the line must be quiet for the frame gap before the next frame.
             self._cancel(self._send_timer)
-            self._send_timer = self.reactor.callLater(wait, self._write, data)
+            self._send_timer = self.reactor.callLater(wait, self._write_now, data)
             return
-        self.transport.write(data)
+        self._write_now(data)
+
+    def _write_now(self, data: bytes) -> None:
+        if self.finished or self.transport is None:
+            return
+        super().write(data)
         if self.gap:
             bits = float(getattr(self.transport, "char_bits", 11))
-            self._quiet_from = self.reactor.seconds() + len(data) * bits / (self.baudrate or 1)
-        self._arm()
+            self._quiet_from = (self.reactor.seconds()
+                                + len(data) * bits / (self.rtu_baudrate or 1))
+        self.set_timer()  # the answer's wait counts from the request on the line
 
-    def _run(self, actions: list[Action]) -> None:
-        for action in actions:
-            if self._finished:
-                return
-            if isinstance(action, Send):
-                self._write(action.data)
-            elif isinstance(action, Answered):
-                self._cancel(self._timer)
-                self._step(action.response)
-            elif isinstance(action, Refused):
-                self._cancel(self._timer)
-                self._step(error=action.error)
-            elif isinstance(action, Noise):
-                log.info("{meter}: line noise skipped: {why}", why=action.why,
-                         **self._log_fields())
-            elif isinstance(action, Resent):
-                log.info("{meter}: Modbus request sent again ({why}, attempt {n})",
-                         why=action.why, n=action.attempt, **self._log_fields())
-            elif isinstance(action, Failed):
-                self._fail(action.error)
+    def dataReceived(self, data: bytes) -> None:
+        if self.finished:
+            return
+        if self.gap:
+            self._quiet_from = self.reactor.seconds()
+            self._cancel(self._gap_timer)
+            self._gap_timer = self.reactor.callLater(self.gap, self._line_quiet)
+        super().dataReceived(data)
 
-    # -- the end ------------------------------------------------------------------------------
+    def _line_quiet(self) -> None:
+        self._gap_timer = None
+        self.run(self.modbus.silence())
 
-    def _stop_timers(self) -> None:
-        for call in (self._timer, self._gap_timer, self._send_timer):
-            self._cancel(call)
+    # -- notes and the end ----------------------------------------------------------------------
 
-    def _summary(self) -> None:
+    def note(self, action: object) -> None:
+        if isinstance(action, Noise):
+            log.info("{meter}: line noise skipped: {why}", why=action.why,
+                     **self._log_fields())
+        elif isinstance(action, Resent):
+            log.info("{meter}: Modbus request sent again ({why}, attempt {n})",
+                     why=action.why, n=action.attempt, **self._log_fields())
+
+    def ended(self, lost: bool) -> None:
+        self._cancel(self._gap_timer)
+        self._cancel(self._send_timer)
+        self.procedure.close()
+        if lost:
+            return
         c = self.client
         log.info(
             "{meter}: Modbus session done: {requests} requests, {answers} answers, {noise} "
@@ -186,59 +223,6 @@ class ModbusSession(Protocol, Generic[T]):
             requests=c.requests, answers=c.answers, noise=c.noise, garbage=c.line_garbage,
             stale=c.stale, resent=c.resent, **self._log_fields(),
         )
-
-    def _finish(self, result: T) -> None:
-        self._finished = True
-        self._stop_timers()
-        self._summary()
-        if self.transport is not None:
-            self.transport.loseConnection()
-        self.done.callback(result)
-
-    def _fail(self, error: FepError) -> None:
-        if self._finished:
-            return
-        error = within(error, self.timeout)
-        if isinstance(error, ProtocolError):
-            error.meter = error.meter or self.meter
-            error.route = error.route or self.route
-        self._finished = True
-        self._stop_timers()
-        self._summary()
-        self.procedure.close()
-        abort(self.transport)
-        self.done.errback(Failure(error))
-
-    # -- Protocol -----------------------------------------------------------------------------
-
-    def connectionMade(self) -> None:
-        if self.client.framing is Framing.RTU:
-            baud = getattr(self.transport, "baudrate", None) or self.baudrate
-            if baud:
-                self.baudrate = int(baud)
-                bits = float(getattr(self.transport, "char_bits", 11))
-                self.gap = rtu.frame_gap(self.baudrate, bits)
-        # Nothing heard yet: the first request goes at once.
-        self._quiet_from = self.reactor.seconds() - self.gap
-        self._step(None)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._finished:
-            return
-        if self.gap:
-            self._quiet_from = self.reactor.seconds()
-            self._cancel(self._gap_timer)
-            self._gap_timer = self.reactor.callLater(self.gap, self._line_quiet)
-        self._run(self.client.receive(data))
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
-        if not self._finished:
-            self._finished = True
-            self._stop_timers()
-            waiting = self.client.waiting_for or "the session"
-            self.done.errback(Failure(ChannelError(
-                f"connection lost waiting for {waiting}: {reason.getErrorMessage()}",
-                route=self.route)))
 
 
 def run_procedure(

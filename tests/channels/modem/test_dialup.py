@@ -13,13 +13,13 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from fep.channels.endpoints import connect_within
 from fep.channels.modem.dialup import DialFailed, DialSettings, RetryPolicy, normalise_number
 from fep.channels.modem.stats import CallOutcome
 from fep.errors import ChannelError, ConfigError, RouteError, SessionTimeout
 from fep.model import Meter, ObisCode, Reading
 from fep.protocols.dlt645.session import Dlt645Protocol
 from fep.protocols.iec62056_21.session import IecReadoutProtocol
+from fep.protocols.session import connect_within
 from fep.sim.dlt645 import Dlt645BusFactory, SimulatedDlt645Meter
 from fep.sim.hayes import Outcome, Scripted
 from fep.sim.iec62056_21 import IecMeterServerFactory, SimulatedIecMeter

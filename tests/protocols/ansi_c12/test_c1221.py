@@ -20,7 +20,6 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from fep.channels.endpoints import run_session
 from fep.errors import ConfigError, FepError, FrameError, ProtocolError
 from fep.interfaces import IMeterProtocol
 from fep.model import Meter, Reading
@@ -60,6 +59,7 @@ from fep.protocols.ansi_c12.client import (
 )
 from fep.protocols.ansi_c12.session import C1218Session, C1221Protocol, settings_for_c1221
 from fep.protocols.registry import meter_protocol
+from fep.protocols.session import run_session
 from fep.sim.ansi_c12 import C12MeterServerFactory, SimulatedC12Meter, serve_pty
 from tests.channels.test_serialport import socat_pty_pair
 from tests.protocols.ansi_c12.test_client import NOW, FakeClock, Wire, settings_
