@@ -59,6 +59,39 @@ class KeyTransferCodingTests(unittest.TestCase):
         self.assertRaises(FrameError, cosem.unwrap_key_transfer, data, bytes(16))
 
 
+class SimulatedMeterKeyChangeTests(unittest.TestCase):
+    """The simulated meter at a key change: as the standard has it (an invocation counter
+    belongs to its key) a new encryption key makes it forget the last counters it accepted
+    and count its own from 1; as many field meters, with forget_counters_on_new_key=False,
+    it keeps both."""
+
+    def factory(self, forget: bool, moved: dict[int, bytes]) -> DlmsMeterServerFactory:
+        sim = dlms_meter.SimulatedDlmsMeter(kek=KEK)
+        factory = DlmsMeterServerFactory(sim, ServerSettings(
+            system_title=TITLE, keys=SecurityKeys(EXAMPLE_EK, EXAMPLE_AK)),
+            forget_counters_on_new_key=forget)
+        factory.received_counters[b"FEP\x00\x00\x00\x00\x01"] = 20_001
+        factory.invocation_counter = 30_001
+        sim.transferred_keys.update(moved)
+        factory.association_settings()
+        return factory
+
+    def test_a_new_encryption_key_starts_new_counter_sequences(self) -> None:
+        factory = self.factory(True, {cosem.KeyId.GLOBAL_UNICAST_ENCRYPTION: bytes(16)})
+        self.assertEqual(factory.received_counters, {})
+        self.assertEqual(factory.next_counter(), 1)
+
+    def test_a_new_authentication_key_alone_keeps_them(self) -> None:
+        factory = self.factory(True, {cosem.KeyId.AUTHENTICATION: bytes(16)})
+        self.assertEqual(list(factory.received_counters.values()), [20_001])
+        self.assertEqual(factory.next_counter(), 30_001)
+
+    def test_a_field_meter_keeps_them(self) -> None:
+        factory = self.factory(False, {cosem.KeyId.GLOBAL_UNICAST_ENCRYPTION: bytes(16)})
+        self.assertEqual(list(factory.received_counters.values()), [20_001])
+        self.assertEqual(factory.next_counter(), 30_001)
+
+
 class KeyTransferCommandTests(unittest.TestCase):
     timeout = 60
 
