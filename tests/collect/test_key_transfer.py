@@ -139,7 +139,7 @@ class KeyTransferCommandTests(unittest.TestCase):
     async def ended(self, command_id: int) -> Any:
         async def settled() -> bool:
             c = await self.engine.jobs.command(command_id)
-            return c.status in (CommandStatus.DONE, CommandStatus.FAILED)
+            return c is not None and c.status in (CommandStatus.DONE, CommandStatus.FAILED)
 
         await wait_for(settled, 30, f"command {command_id} to end", every=0.05)
         return await self.engine.jobs.command(command_id)
