@@ -142,7 +142,7 @@ INPUTS: dict[Input, frozenset[SessionState]] = {
     Input.REGISTRATION_FAILED: frozenset({S.REGISTERING}),
     Input.PIPE_REQUESTED: frozenset({S.ATTACHED}),
     Input.PUSH_FINISHED: frozenset({S.WAITING}),
-    Input.PIPE_RELEASED: frozenset({S.PIPE}),
+    Input.PIPE_RELEASED: frozenset({S.PIPE, S.CLOSING}),  # closing: the job lets go
     Input.REPLACED: _LIVE | {S.CLOSING},
     Input.SEND: _LIVE,
     Input.CLOSE: frozenset(SessionState),  # closing, closed: nothing to do
@@ -531,9 +531,10 @@ class SessionMachine:
 
     def pipe_released(self) -> list[Action]:
         """The job is done with the socket (or could not take it)."""
-        if self._takes(Input.PIPE_RELEASED):
+        if self._takes(Input.PIPE_RELEASED) and self.pipe_route is not None:
             self.pipe_route = None
-            self.state = S.ATTACHED
+            if self.state is S.PIPE:
+                self.state = S.ATTACHED
             self._emit(ReleasePipe())
         return self._done()
 
