@@ -657,7 +657,7 @@ class ModemSession(Protocol):
         bytes until it closes its transport. A push under way is let finish first (at most
         PIPE_WAIT seconds, then its bytes go to the job's decoder). ChannelError when the
         modem cannot serve."""
-        pending = self.handler is not None and self.handler.pending()
+        pending = self.handler is not None and bool(self.handler.pending())
         actions = self.machine.pipe_requested(route, pending)
         refused = [a for a in actions if isinstance(a, RefusePipe)]
         if refused:
