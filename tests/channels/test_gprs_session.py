@@ -11,6 +11,10 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from fep.channels import gprs_session
@@ -49,6 +53,7 @@ from fep.channels.gprs_session import (
 from fep.channels.identify import Identity, make_rules
 from fep.channels.modem_identity import SourceNetworks, modem_secret, parse_source_networks
 from fep.model import Meter
+from tests.channels.test_gprs import Answering, ChannelTestCase
 
 IMEI = "356938035643809"
 NAME = f"imei={IMEI}"
@@ -539,3 +544,41 @@ class EndingTests(MachineTestCase):
         m.close("test")
         self.assertEqual(m.data(b"late"), [])
         self.assertEqual(m.bytes_in, len(REGISTRATION) + 4)
+
+
+class AdapterTests(ChannelTestCase):
+    """The Twisted adapter (fep.channels.gprs.ModemSession) performing the machine's
+    actions: refusals reach neither the reactor nor the caller as exceptions."""
+
+    def test_a_registration_stored_after_the_modem_left_is_refused_quietly(self) -> None:
+        self.channel.settings = GprsSettings(unknown="register")
+        self.directory.replace([])
+        stored: Deferred[int] = Deferred()
+        self.store.add_meters = lambda meters: stored  # type: ignore[method-assign]
+        session, _ = self.connect()
+        session.dataReceived(REGISTRATION)
+        self.assertIs(session.state, S.REGISTERING)
+        session.connectionLost(Failure(ConnectionDone()))
+        stored.callback(1)
+        self.assertIs(session.state, S.CLOSED)
+        self.assertEqual(self.channel.stats.refused_inputs, 1)
+        self.assertEqual(self.channel.sessions(), [])
+
+    def test_a_job_letting_go_while_the_modem_closes_is_told_at_once(self) -> None:
+        session, _ = self.connect()
+        session.dataReceived(REGISTRATION)
+        job = self.successResultOf(session.open_pipe(Factory.forProtocol(Answering), "gprs:x"))
+        assert isinstance(job, Answering)
+        session.drop("test")
+        job.transport.loseConnection()  # type: ignore[union-attr]
+        self.clock.advance(0)
+        self.assertTrue(job.lost.called)
+        job.reason.trap(ConnectionDone)
+
+    def test_a_write_after_close_is_refused_and_not_sent(self) -> None:
+        session, transport = self.connect()
+        session.dataReceived(REGISTRATION)
+        session.drop("test")
+        session.write(b"late")
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(self.channel.stats.refused_inputs, 1)
