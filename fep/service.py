@@ -220,6 +220,7 @@ class FepService(OrderedMultiService):
             # Stopped after its listeners: the sessions they accepted close.
             self.add(Step("gprs", stop=self.gprs.close_all), "gprs")
         for listener in self.listeners:
+            assert listener.name is not None  # each named where it is made
             self.add(listener, listener.name)
         if self.control is not None:
             self.add(self.control, "control")
