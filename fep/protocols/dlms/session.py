@@ -958,22 +958,6 @@ class DlmsContext:
         self.security = security if security is not None else SecurityEvents()
 
 
-# The daemon's context for the doors that still build DlmsProtocol() through the registry
-# (the console's and the API's reads, fep.operator.commands); the collection engine and the
-# GPRS channel are given theirs (fep.service). Set by fep.service, None elsewhere.
-_default_context: DlmsContext | None = None
-
-
-def set_dlms_context(context: DlmsContext | None) -> None:
-    global _default_context
-    _default_context = context
-
-
-def set_counter_store(store: Any) -> None:
-    """A context with these counters and the default system title (tests)."""
-    set_dlms_context(DlmsContext(store) if store is not None else None)
-
-
 DEFAULT_PROFILE = "1.0.99.1.0.255"
 DEFAULT_EVENT_LOGS = "0.0.99.98.0.255"
 MAX_DEMAND = ObisCode(1, 0, 1, 6, 0, 255)
@@ -998,11 +982,14 @@ class DlmsProtocol:
     commands = COMMANDS
 
     def __init__(self, context: DlmsContext | None = None) -> None:
+        # The process's DLMS context, given by whoever builds the protocol (the daemon's
+        # fep.protocols.registry.ProtocolRegistry, `fep read`); None: meters with keys are
+        # refused (no invocation counters).
         self._context = context
 
     @property
     def context(self) -> DlmsContext | None:
-        return self._context if self._context is not None else _default_context
+        return self._context
 
     def read(
         self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
