@@ -9,6 +9,7 @@ from typing import Any
 
 from twisted.application import service, strports
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -30,12 +31,6 @@ from fep.store.router import Router
 from fep.store.spool import Spool
 
 log = Logger()
-
-
-def _sleep(reactor: Any, seconds: float) -> Deferred[None]:
-    d: Deferred[None] = Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 class FepService(service.MultiService):
@@ -318,7 +313,7 @@ class FepService(service.MultiService):
             except FepError as e:
                 log.warn("store {url} not ready ({error}); retrying in {delay} s",
                          url=self.store.url, error=e, delay=delay)
-                await _sleep(self.reactor, delay)
+                await deferLater(self.reactor, delay)
                 delay = min(delay * 2, 30.0)
         if not self.running:
             return
