@@ -111,6 +111,7 @@ from fep.protocols.ansi_c12.c1221 import (
     answer_authenticate,
     ticket_feature,
 )
+from fep.sim import pty
 
 log = Logger(namespace="fep.sim.ansi_c12")
 
@@ -786,13 +787,7 @@ class C12MeterServerFactory(ServerFactory[C12MeterServerProtocol]):
 
 def serve_pty(reactor: Any, device: str, factory: C12MeterServerFactory, baud: int = 9600) -> Any:
     """Serve the factory's meter on a serial device or pty (8N1, as C12.18 lines run)."""
-    from fep.channels.serialport import FepSerialPort, SerialSettings
-
-    protocol = factory.buildProtocol(None)
-    assert protocol is not None
-    return FepSerialPort(
-        protocol, SerialSettings(device, baudrate=baud, bytesize=8, parity="N"), reactor
-    )
+    return pty.serve_pty(reactor, device, factory, baudrate=baud, frame="8N1")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

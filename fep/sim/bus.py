@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer
 
 from fep.interfaces import ISerialLine
+from fep.sim import pty
 
 log = Logger(namespace="fep.sim.bus")
 
@@ -199,12 +200,7 @@ def serve_pty(
     frame: str = "7E1",
 ) -> Any:
     """Serve the bus on a serial device or pty (line settings as the meters start)."""
-    from fep.channels.serialport import FepSerialPort, SerialSettings, parse_frame
-
-    protocol = factory.buildProtocol(None)
-    return FepSerialPort(
-        protocol, SerialSettings(device, baudrate=baudrate, **parse_frame(frame)), reactor
-    )
+    return pty.serve_pty(reactor, device, factory, baudrate=baudrate, frame=frame)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from fep.protocols.dlms import hdlc, wrapper
 from fep.protocols.dlms.cosem import KeyId
 from fep.protocols.dlms.security import SecurityKeys
 from fep.protocols.dlms.server import DlmsServer, ServerSettings
+from fep.sim import pty
 from fep.sim.dlms_meter import SimulatedDlmsMeter
 
 log = Logger(namespace="fep.sim.dlms")
@@ -239,13 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"serving DLMS meter {args.serial} ({link}) on tcp:{args.interface}:{bound}", flush=True
         )
     if args.pty:
-        from fep.channels.serialport import FepSerialPort, SerialSettings
-
-        protocol = DlmsMeterServerFactory(meter, settings, hdlc=True).buildProtocol(None)
-        FepSerialPort(
-            protocol,
-            SerialSettings(args.pty, baudrate=9600, bytesize=8, parity="N", stopbits=1),
-            reactor,
+        pty.serve_pty(
+            reactor, args.pty, DlmsMeterServerFactory(meter, settings, hdlc=True),
+            baudrate=9600, frame="8N1",
         )
         print(f"serving DLMS meter {args.serial} (hdlc) on {args.pty}", flush=True)
     if args.push:

@@ -52,6 +52,7 @@ from fep.protocols.dlt645.services import (
     Password,
     decode_bcd,
 )
+from fep.sim import pty
 
 log = Logger(namespace="fep.sim.dlt645")
 
@@ -809,13 +810,7 @@ class Dlt645BusFactory(ServerFactory[Dlt645BusProtocol]):
 
 def serve_pty(reactor: Any, device: str, factory: Dlt645BusFactory, baud: int = 2400) -> Any:
     """Serve the factory's meters on a serial device or pty (8E1, as DL/T 645 lines run)."""
-    from fep.channels.serialport import FepSerialPort, SerialSettings
-
-    protocol = factory.buildProtocol(None)
-    assert protocol is not None
-    return FepSerialPort(
-        protocol, SerialSettings(device, baudrate=baud, bytesize=8, parity="E"), reactor
-    )
+    return pty.serve_pty(reactor, device, factory, baudrate=baud, frame="8E1")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

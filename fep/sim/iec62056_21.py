@@ -34,6 +34,7 @@ from fep.protocols.iec62056_21.frames import (
     OptionSelect,
     SignOn,
 )
+from fep.sim import pty
 
 log = Logger(namespace="fep.sim.iec62056_21")
 
@@ -237,11 +238,7 @@ class IecMeterServerFactory(ServerFactory[IecMeterServerProtocol]):
 
 def serve_pty(reactor: Any, device: str, factory: IecMeterServerFactory) -> Any:
     """Serve ``factory``'s meters on a serial device or pty (300 Bd 7E1 to start)."""
-    from fep.channels.serialport import FepSerialPort, SerialSettings
-
-    protocol = factory.buildProtocol(None)
-    assert protocol is not None
-    return FepSerialPort(protocol, SerialSettings(device), reactor)
+    return pty.serve_pty(reactor, device, factory, baudrate=300, frame="7E1")
 
 
 class PushingMeterProtocol(Protocol):

@@ -46,6 +46,7 @@ from fep.protocols.modbus.pdu import (
     decode_request,
 )
 from fep.pulse import Wiring
+from fep.sim import pty
 
 log = Logger(namespace="fep.sim.pulse_recorder")
 
@@ -519,11 +520,7 @@ def serve_pty(reactor: Any, device: str, factory: RecorderServerFactory, baud: i
               parity: str = "E") -> Any:
     """Serve the recorder on a serial device or pty (RTU, 8 data bits, even parity as the
     Modbus serial line guide's default)."""
-    from fep.channels.serialport import FepSerialPort, SerialSettings
-
-    protocol = factory.buildProtocol(None)
-    return FepSerialPort(protocol, SerialSettings(device, baudrate=baud, bytesize=8,
-                                                  parity=parity), reactor)
+    return pty.serve_pty(reactor, device, factory, baudrate=baud, frame=f"8{parity}1")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
