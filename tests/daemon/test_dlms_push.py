@@ -21,8 +21,7 @@ from fep.protocols.dlms import wrapper
 from fep.protocols.dlms.security import SecurityKeys
 from fep.protocols.dlms.server import DlmsServer, ServerSettings
 from fep.sim.dlms_meter import SimulatedDlmsMeter
-from fep.store import open_store
-from tests.daemon.harness import Daemon, free_port, sleep, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, free_port, sleep, wait_for, write_config
 from tests.postgres import fresh_database
 
 EK = bytes(range(16))
@@ -86,10 +85,7 @@ class DlmsPushScenario:
     workdir: Path
 
     async def run_scenario(self, test: Any, url: str, count: Any) -> str:
-        store = open_store(url, reactor)
-        await store.open()
-        await store.add_meters([dlms_meter("dlms-1", GOOD)])
-        await store.close()
+        await add_meters(url, [dlms_meter("dlms-1", GOOD)])
         port = free_port()
         daemon = Daemon(
             write_config(

@@ -20,8 +20,7 @@ from twisted.trial import unittest
 from fep.model import Meter
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK
 from fep.sim.gprs_modem import ModemSpec, SimulatedGprsModem
-from fep.store import open_store
-from tests.daemon.harness import Daemon, free_port, sleep, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, free_port, sleep, wait_for, write_config
 
 IMEI = "356938035643809"
 TITLE = b"FEPGPRS1"
@@ -53,16 +52,13 @@ class ImpostorDaemonTests(unittest.TestCase):
         workdir = Path(self.mktemp()).resolve()
         workdir.mkdir(parents=True)
         db = workdir / "fep.sqlite"
-        store = open_store(f"sqlite:{db}", reactor)
-        await store.open()
-        await store.add_meters([Meter("dlms-1", "dlms", f"gprs:imei={IMEI}", metadata={
+        await add_meters(f"sqlite:{db}", [Meter("dlms-1", "dlms", f"gprs:imei={IMEI}", metadata={
             "dlms_server_system_title": TITLE.hex(),
             "dlms_ek": EXAMPLE_EK.hex(),
             "dlms_ak": EXAMPLE_AK.hex(),
             "dlms_auth": "low",
             "dlms_password": PASSWORD.decode(),
         })])
-        await store.close()
         gprs_port = free_port()
         config = write_config(
             workdir, f"sqlite:{db}", push_port=free_port(), period=1.0,

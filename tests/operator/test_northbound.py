@@ -23,7 +23,7 @@ from fep.protocols.dlms.security import SecurityKeys
 from fep.serialize import record_from_dict
 from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
 from fep.store import open_store
-from tests.daemon.harness import Daemon, free_port, sleep, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, free_port, sleep, wait_for, write_config
 from tests.daemon.test_dlms_push import AK, EK, GOOD, PushingMeter
 from tests.operator.helpers import sample_records
 from tests.tcpproxy import TcpProxy
@@ -95,16 +95,13 @@ class NorthboundOverRabbitMqTests(unittest.TestCase):
                                      interface="127.0.0.1")
         self.addCleanup(sim_port.stopListening)
         route = f"tcp:host=127.0.0.1:port={sim_port.getHost().port}"
-        store = open_store(f"sqlite:{db}", reactor)
-        await store.open()
-        await store.add_meters([
+        await add_meters(f"sqlite:{db}", [
             *[Meter(f"iec-{n}", "iec62056-21", route, address=s.address)
               for n, s in enumerate(sims, 1)],
             Meter("dlms-1", "dlms", "tcp:host=127.0.0.1:port=1", metadata={
                 "dlms_server_system_title": GOOD.hex(), "dlms_ek": EK.hex(),
                 "dlms_ak": AK.hex()}),
         ])
-        await store.close()
         push_port = free_port()
         config = write_config(
             workdir, f"sqlite:{db}", push_port=free_port(), period=2.0,
