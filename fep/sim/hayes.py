@@ -32,7 +32,7 @@ from zope.interface import implementer
 
 from fep.channels.modem.at import NUMERIC_OF, ResultCode
 from fep.channels.modem.line import IModemControl
-from fep.sim import pty
+from fep.sim import serve
 
 log = Logger(namespace="fep.sim.hayes")
 
@@ -507,7 +507,7 @@ class EmulatedModemControl:
 
 def serve_pty(reactor: Any, device: str, modem: HayesModem, baudrate: int = 9600) -> Any:
     """Run ``modem`` on a serial device or pty end (8N1)."""
-    return pty.serve_pty(reactor, device, modem, baudrate=baudrate, frame="8N1")
+    return serve.serve_pty(reactor, device, modem, baudrate=baudrate, frame="8N1")
 
 
 def _meter_factory(spec: str, reactor: Any) -> IProtocolFactory:
