@@ -197,11 +197,7 @@ class DaemonKilledTests(unittest.TestCase):
     timeout = 180
 
     def keys_in_store(self, db: Path) -> list[tuple[str, str, datetime]]:
-        conn = sqlite3.connect(db)
-        try:
-            rows = conn.execute("SELECT meter, obis, read_at FROM readings").fetchall()
-        finally:
-            conn.close()
+        rows = sqlite_rows(db, "SELECT meter, obis, read_at FROM readings", strict=True)
         return [(m, o, datetime.fromisoformat(t.replace("Z", "+00:00"))) for m, o, t in rows]
 
     async def test_sigkill_mid_ingest_then_restart_stores_every_accepted_reading_once(

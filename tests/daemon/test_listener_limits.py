@@ -6,7 +6,6 @@ control socket reports the counts."""
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from twisted.trial import unittest
 
 from fep.operator.control import ask
 from fep.protocols.dlms.security import SecurityKeys
-from tests.daemon.harness import Daemon, add_meters, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, free_port, sqlite_rows, wait_for, write_config
 from tests.daemon.test_dlms_push import AK, EK, GOOD, PushingMeter, dlms_meter
 
 
@@ -90,8 +89,9 @@ class ListenerLimitsDaemonTests(unittest.TestCase):
         good.push()
 
         def count() -> int:
-            with sqlite3.connect(workdir / "fep.sqlite") as db:
-                return int(db.execute("SELECT count(*) FROM readings").fetchone()[0])
+            rows = sqlite_rows(workdir / "fep.sqlite", "SELECT count(*) FROM readings",
+                               strict=True)
+            return int(rows[0][0])
 
         async def stored() -> bool:
             return count() >= 5

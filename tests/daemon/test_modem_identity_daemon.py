@@ -6,7 +6,6 @@ receives a byte (no AARQ, so never the meter's LLS password)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -20,7 +19,15 @@ from twisted.trial import unittest
 from fep.model import Meter
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK
 from fep.sim.gprs_modem import ModemSpec, SimulatedGprsModem
-from tests.daemon.harness import Daemon, add_meters, free_port, sleep, wait_for, write_config
+from tests.daemon.harness import (
+    Daemon,
+    add_meters,
+    free_port,
+    sleep,
+    sqlite_rows,
+    wait_for,
+    write_config,
+)
 
 IMEI = "356938035643809"
 TITLE = b"FEPGPRS1"
@@ -69,15 +76,9 @@ class ImpostorDaemonTests(unittest.TestCase):
         self.addCleanup(daemon.kill)
 
         def done_jobs() -> int:
-            conn = sqlite3.connect(db)
-            try:
-                (n,) = conn.execute("SELECT count(*) FROM jobs WHERE meter = 'dlms-1' AND "
-                                    "status = 'done' AND records > 0").fetchone()
-                return int(n)
-            except sqlite3.OperationalError:
-                return 0  # tables not made yet
-            finally:
-                conn.close()
+            rows = sqlite_rows(db, "SELECT count(*) FROM jobs WHERE meter = 'dlms-1' AND "
+                                   "status = 'done' AND records > 0")
+            return int(rows[0][0]) if rows else 0  # none: tables not made yet
 
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", gprs_port)
         modem = SimulatedGprsModem(reactor, endpoint, ModemSpec(

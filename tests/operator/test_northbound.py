@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,15 @@ from fep.protocols.dlms.security import SecurityKeys
 from fep.serialize import record_from_dict
 from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
 from fep.store import open_store
-from tests.daemon.harness import Daemon, add_meters, free_port, sleep, wait_for, write_config
+from tests.daemon.harness import (
+    Daemon,
+    add_meters,
+    free_port,
+    sleep,
+    sqlite_rows,
+    wait_for,
+    write_config,
+)
 from tests.daemon.test_dlms_push import AK, EK, GOOD, PushingMeter
 from tests.operator.helpers import sample_records
 from tests.tcpproxy import TcpProxy
@@ -133,11 +140,7 @@ class NorthboundOverRabbitMqTests(unittest.TestCase):
         self.addCleanup(pusher.close)
 
         def stored(sql: str) -> int:
-            conn = sqlite3.connect(db)
-            try:
-                return int(conn.execute(sql).fetchone()[0])
-            finally:
-                conn.close()
+            return int(sqlite_rows(db, sql, strict=True)[0][0])
 
         async def flowing() -> bool:
             return len(subscriber.messages) >= 4
