@@ -20,15 +20,8 @@ from fep.protocols.dlms import wrapper
 from fep.protocols.dlms.security import SecurityKeys
 from fep.protocols.dlms.server import DlmsServer, ServerSettings
 from fep.sim.dlms_meter import SimulatedDlmsMeter
-from tests.daemon.harness import (
-    Daemon,
-    add_meters,
-    free_port,
-    sleep,
-    sqlite_rows,
-    wait_for,
-    write_config,
-)
+from tests.daemon import harness
+from tests.daemon.harness import Daemon, free_port, sleep, wait_for, write_config
 from tests.postgres import fresh_database
 
 EK = bytes(range(16))
@@ -92,7 +85,7 @@ class DlmsPushScenario:
     workdir: Path
 
     async def run_scenario(self, test: Any, url: str, count: Any) -> str:
-        await add_meters(url, [dlms_meter("dlms-1", GOOD)])
+        await harness.add_meters(url, [dlms_meter("dlms-1", GOOD)])
         port = free_port()
         daemon = Daemon(
             write_config(
@@ -158,11 +151,11 @@ class DlmsPushToSqliteTests(DlmsPushScenario, unittest.TestCase):
         db = self.workdir / "fep.sqlite"
 
         def count(sql: str) -> int:
-            rows = sqlite_rows(db, sql)
+            rows = harness.sqlite_rows(db, sql)
             return int(rows[0][0]) if rows else 0
 
         await self.run_scenario(self, f"sqlite:{db}", count)
-        ((value, read_at),) = sqlite_rows(
+        ((value, read_at),) = harness.sqlite_rows(
             db, "SELECT value, read_at FROM readings WHERE obis = '1-0:32.7.0*255' "
                 "ORDER BY read_at LIMIT 1", strict=True)
         self.assertGreater(float(value), 200.0)  # volts, scaler -1 applied

@@ -21,15 +21,8 @@ from twisted.trial import unittest
 from fep.model import Meter
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK
 from fep.sim.gprs_modem import ModemSpec, SimulatedGprsModem
-from tests.daemon.harness import (
-    ROOT,
-    Daemon,
-    add_meters,
-    free_port,
-    sqlite_rows,
-    wait_for,
-    write_config,
-)
+from tests.daemon import harness
+from tests.daemon.harness import ROOT, Daemon, free_port, wait_for, write_config
 
 DLMS_IMEI = "356938035643809"
 IEC_SERIAL = "LGZ0042"
@@ -50,7 +43,7 @@ class GprsDaemonTests(unittest.TestCase):
         self.socket = short / "ctl" / "fep.sock"
 
     def rows(self, sql: str) -> list[tuple[object, ...]]:
-        return sqlite_rows(self.db, sql, strict=True)
+        return harness.sqlite_rows(self.db, sql, strict=True)
 
     async def fep(self, *args: str) -> tuple[int, str, str]:
         """The `fep` command line as a child process (the reactor keeps serving the
@@ -63,7 +56,7 @@ class GprsDaemonTests(unittest.TestCase):
         return code, out.decode(), err.decode()
 
     async def test_modems_push_are_read_and_listed_by_fep_sessions(self) -> None:
-        await add_meters(f"sqlite:{self.db}", [
+        await harness.add_meters(f"sqlite:{self.db}", [
             Meter("dlms-1", "dlms", f"gprs:imei={DLMS_IMEI}", metadata={
                 "dlms_server_system_title": TITLE.hex(),
                 "dlms_ek": EXAMPLE_EK.hex(),
@@ -194,7 +187,7 @@ class WakeUpDaemonTests(unittest.TestCase):
         workdir.mkdir(parents=True)
         db = workdir / "fep.sqlite"
         number = "+491709998877"
-        await add_meters(f"sqlite:{db}", [
+        await harness.add_meters(f"sqlite:{db}", [
             Meter("dlms-1", "dlms", f"gprs:imei={DLMS_IMEI}", metadata={
                 "dlms_server_system_title": TITLE.hex(), "dlms_ek": EXAMPLE_EK.hex(),
                 "dlms_ak": EXAMPLE_AK.hex(), "sms_number": number})])
@@ -227,7 +220,7 @@ class WakeUpDaemonTests(unittest.TestCase):
         daemon.start()
         self.addCleanup(daemon.kill)
 
-        rows = partial(sqlite_rows, db)
+        rows = partial(harness.sqlite_rows, db)
 
         async def read() -> bool:
             return bool(rows("SELECT 1 FROM jobs WHERE meter = 'dlms-1' AND status = 'done' "

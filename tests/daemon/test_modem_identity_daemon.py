@@ -19,15 +19,8 @@ from twisted.trial import unittest
 from fep.model import Meter
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK
 from fep.sim.gprs_modem import ModemSpec, SimulatedGprsModem
-from tests.daemon.harness import (
-    Daemon,
-    add_meters,
-    free_port,
-    sleep,
-    sqlite_rows,
-    wait_for,
-    write_config,
-)
+from tests.daemon import harness
+from tests.daemon.harness import Daemon, free_port, sleep, wait_for, write_config
 
 IMEI = "356938035643809"
 TITLE = b"FEPGPRS1"
@@ -59,13 +52,14 @@ class ImpostorDaemonTests(unittest.TestCase):
         workdir = Path(self.mktemp()).resolve()
         workdir.mkdir(parents=True)
         db = workdir / "fep.sqlite"
-        await add_meters(f"sqlite:{db}", [Meter("dlms-1", "dlms", f"gprs:imei={IMEI}", metadata={
-            "dlms_server_system_title": TITLE.hex(),
-            "dlms_ek": EXAMPLE_EK.hex(),
-            "dlms_ak": EXAMPLE_AK.hex(),
-            "dlms_auth": "low",
-            "dlms_password": PASSWORD.decode(),
-        })])
+        await harness.add_meters(f"sqlite:{db}", [
+            Meter("dlms-1", "dlms", f"gprs:imei={IMEI}", metadata={
+                "dlms_server_system_title": TITLE.hex(),
+                "dlms_ek": EXAMPLE_EK.hex(),
+                "dlms_ak": EXAMPLE_AK.hex(),
+                "dlms_auth": "low",
+                "dlms_password": PASSWORD.decode(),
+            })])
         gprs_port = free_port()
         config = write_config(
             workdir, f"sqlite:{db}", push_port=free_port(), period=1.0,
@@ -76,8 +70,9 @@ class ImpostorDaemonTests(unittest.TestCase):
         self.addCleanup(daemon.kill)
 
         def done_jobs() -> int:
-            rows = sqlite_rows(db, "SELECT count(*) FROM jobs WHERE meter = 'dlms-1' AND "
-                                   "status = 'done' AND records > 0")
+            rows = harness.sqlite_rows(
+                db, "SELECT count(*) FROM jobs WHERE meter = 'dlms-1' AND status = 'done' "
+                    "AND records > 0")
             return int(rows[0][0]) if rows else 0  # none: tables not made yet
 
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", gprs_port)

@@ -22,15 +22,8 @@ from fep.protocols.dlms.security import SecurityKeys
 from fep.serialize import record_from_dict
 from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
 from fep.store import open_store
-from tests.daemon.harness import (
-    Daemon,
-    add_meters,
-    free_port,
-    sleep,
-    sqlite_rows,
-    wait_for,
-    write_config,
-)
+from tests.daemon import harness
+from tests.daemon.harness import Daemon, free_port, sleep, wait_for, write_config
 from tests.daemon.test_dlms_push import AK, EK, GOOD, PushingMeter
 from tests.operator.helpers import sample_records
 from tests.tcpproxy import TcpProxy
@@ -102,7 +95,7 @@ class NorthboundOverRabbitMqTests(unittest.TestCase):
                                      interface="127.0.0.1")
         self.addCleanup(sim_port.stopListening)
         route = f"tcp:host=127.0.0.1:port={sim_port.getHost().port}"
-        await add_meters(f"sqlite:{db}", [
+        await harness.add_meters(f"sqlite:{db}", [
             *[Meter(f"iec-{n}", "iec62056-21", route, address=s.address)
               for n, s in enumerate(sims, 1)],
             Meter("dlms-1", "dlms", "tcp:host=127.0.0.1:port=1", metadata={
@@ -140,7 +133,7 @@ class NorthboundOverRabbitMqTests(unittest.TestCase):
         self.addCleanup(pusher.close)
 
         def stored(sql: str) -> int:
-            return int(sqlite_rows(db, sql, strict=True)[0][0])
+            return int(harness.sqlite_rows(db, sql, strict=True)[0][0])
 
         async def flowing() -> bool:
             return len(subscriber.messages) >= 4
