@@ -12,7 +12,8 @@ is cast to one of them where it enters fep (the composition root, a command's ``
 
 They nest so that the widest one can be passed wherever a narrower one is asked for:
 ``IFepReactor`` (the daemon's reactor) extends ``IRunningReactor`` (a command's reactor),
-which extends ``IConnectingReactor``; ``IFepReactor`` extends ``ITimeAndThreads`` too.
+which extends ``IConnectingReactor``; ``IFepReactor`` extends ``IStoreReactor`` too, which
+extends ``ITimeAndThreads``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ class ITimeAndThreads(IReactorTime, IReactorThreads):
     the invocation counters, which run blocking I/O in the reactor's pool."""
 
 
+class IStoreReactor(ITimeAndThreads, IReactorFDSet):
+    """What opens a store: SQLite works in the reactor's thread pool, PostgreSQL's connections
+    are file descriptors the reactor watches, and both time their work out."""
+
+
 class IConnectingReactor(IReactorTime, IReactorTCP, IReactorFDSet):
     """Timers, TCP, and file descriptors (serial ports): what opens a route to a meter
     (``tcp:``, ``serial:``, ``rfc2217:``, modems) and times the session on it."""
@@ -43,9 +49,11 @@ class IRunningReactor(IReactorCore, IConnectingReactor):
     listens and times."""
 
 
-class IFepReactor(IRunningReactor, ITimeAndThreads, IReactorUNIX, IReactorSSL):
+class IFepReactor(IRunningReactor, IStoreReactor, IReactorUNIX, IReactorSSL):
     """The daemon's reactor and the command line's: everything above, UNIX sockets (the
     control socket) and TLS listeners."""
 
 
-__all__ = ["IConnectingReactor", "IFepReactor", "IRunningReactor", "ITimeAndThreads"]
+__all__ = [
+    "IConnectingReactor", "IFepReactor", "IRunningReactor", "IStoreReactor", "ITimeAndThreads"
+]
