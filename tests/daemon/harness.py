@@ -4,6 +4,7 @@ simulated meters served by the test's own reactor."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,13 +24,24 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def free_port() -> int:
+    """A loopback port for a child process to listen on. Prefer ``tcp:0`` and reading the
+    bound port back (`Daemon.bound_port`) where the listener's log line names it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 async def sleep(seconds: float) -> None:
+    """A fixed wait on the wall clock: only where the time itself is under test (an outage of
+    a given length, a quiet period in which nothing may arrive); wait on an event otherwise."""
     await deferLater(reactor, seconds, lambda: None)
+
+
+def _default_sigint() -> None:
+    """In the child, before exec: SIGINT back to its default. A shell running the tests in
+    the background ignores SIGINT, the child inherits that, and twistd then installs no
+    handler for it, so `Daemon.interrupt` would wait for nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 async def wait_for(
@@ -76,11 +88,14 @@ class Daemon:
         self.workdir = workdir
         self.process: subprocess.Popen[bytes] | None = None
         self.log = workdir / "twistd.log"
+        self._log_start = 0
 
     def start(self) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         twistd = Path(sys.executable).parent / "twistd"
+        # A restarted daemon appends to the same log: wait only on what this run writes.
+        self._log_start = len(self.log_text())
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -96,6 +111,7 @@ class Daemon:
                 stderr=subprocess.STDOUT,
                 cwd=str(ROOT),
                 env=env,
+                preexec_fn=_default_sigint,
             )
 
     @property
@@ -131,6 +147,34 @@ class Daemon:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    async def logged(self, text: str, timeout: float = 60, count: int = 1) -> None:
+        """Wait until ``text`` appears ``count`` times in the daemon's log (an event the
+        test waits for instead of a fixed sleep); fails early if the daemon has exited."""
+
+        async def seen() -> bool:
+            if self.log_text()[self._log_start:].count(text) >= count:
+                return True
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(
+                    f"the daemon exited ({self.process.returncode}) before logging {text!r}:\n"
+                    + self.log_text()[-3000:])
+            return False
+
+        await wait_for(seen, timeout, f"{text!r} in the daemon's log", every=0.05)
+
+    async def bound_port(self, factory: str, timeout: float = 60) -> int:
+        """The port a listener configured as ``tcp:0`` was given, read back from Twisted's
+        ``<factory> starting on <port>`` log line (no free-port race)."""
+        pattern = re.compile(rf"\b{re.escape(factory)} starting on (\d+)")
+        await self.logged(f"{factory} starting on ", timeout)
+        found = pattern.search(self.log_text()[self._log_start:])
+        assert found is not None
+        return int(found.group(1))
+
+    async def ready(self, node: str = "test", timeout: float = 60) -> None:
+        """Wait until the daemon has started every part (its "running" log line)."""
+        await self.logged(f"fep node {node} running", timeout)
 
 
 class CountingPushProtocol(PushingMeterProtocol):
