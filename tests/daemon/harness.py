@@ -73,7 +73,8 @@ def write_config(
         f"[spool]\nmax_delay = 0.02\nflush_timeout = 20\n"
         f"[collect]\nperiod = {period}\ntimeout = 3\nenabled = {'yes' if collect else 'no'}\n"
         f"[push]\niec62056_21 = tcp:{push_port}:interface=127.0.0.1\n"
-        + (f"dlms = tcp:{dlms_push_port}:interface=127.0.0.1\n" if dlms_push_port else "")
+        + (f"dlms = tcp:{dlms_push_port}:interface=127.0.0.1\n"
+           if dlms_push_port is not None else "")
         + f"[log]\njson_file = {workdir}/fep.log.json\nlevel = debug\n"
         + extra
     )
