@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any
 
 import twisted.internet
+from twisted.internet.defer import Deferred, succeed
 
 
 @contextlib.contextmanager
@@ -100,3 +101,10 @@ def _stdin(text: str) -> Iterator[None]:
         yield
     finally:
         sys.stdin = saved
+
+
+def fep_deferred(*args: str) -> Deferred[subprocess.CompletedProcess[str]]:
+    """`fep_main` with the result in a fired Deferred: a drop-in for
+    `tests.processes.fep_command` where the meter is served by a child process (the tests'
+    reactor stands still while the command runs, so it must not serve the meter itself)."""
+    return succeed(fep_main(*args))
