@@ -4,6 +4,7 @@ simulated meters served by the test's own reactor."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -23,9 +24,33 @@ from fep.sim.iec62056_21 import PushingMeterProtocol, SimulatedIecMeter
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A loopback port for a child process to listen on. Prefer ``tcp:0`` and reading the
-    bound port back (`Daemon.bound_port`) where the listener's log line names it."""
+    """A loopback port for a child process to listen on, where the test must write the port
+    into the child's configuration before it starts. Prefer ``tcp:0`` and reading the bound
+    port back (`Daemon.bound_port`).
+
+    The port is picked at random below the kernel's ephemeral range and checked free: a port
+    that ``bind(0)`` handed out could be given again, before the child binds it, as the
+    source port of any outgoing connection (hundreds of them under load); ports outside the
+    ephemeral range are never handed out that way."""
+    low, _ = _ephemeral_range()
+    first = max(1024, low - 12000)
+    for _ in range(200):
+        port = random.randrange(first, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

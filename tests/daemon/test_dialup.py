@@ -17,7 +17,7 @@ from fep.sim.iec62056_21 import IecMeterServerFactory, SimulatedIecMeter
 from fep.store import open_store
 from tests.channels.modem.emulated import MODEM_GUARD, new_exchange, reactor
 from tests.channels.test_serialport import socat_pty_pair
-from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, wait_for, write_config
 
 
 class DialupDaemonTests(unittest.TestCase):
@@ -48,7 +48,7 @@ class DialupDaemonTests(unittest.TestCase):
         await store.close()
         modems = ("[modems]\nlines =\n" + "\n".join(lines) + "\nguard = 0.1\n"
                   "hangup_timeout = 1.0\ndial_timeout = 10\n")
-        daemon = Daemon(write_config(workdir, f"sqlite:{db}", push_port=free_port(),
+        daemon = Daemon(write_config(workdir, f"sqlite:{db}", push_port=0,
                                      period=2.0, extra=modems), workdir)
         daemon.start()
         self.addCleanup(daemon.kill)

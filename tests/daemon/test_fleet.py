@@ -18,7 +18,7 @@ from fep.sim.ansi_c12 import C12MeterServerFactory, SimulatedC12Meter
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK, DlmsMeterServerFactory
 from fep.sim.dlt645 import Dlt645BusFactory, make_meters
 from fep.store import open_store
-from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, wait_for, write_config
 
 
 class FleetTests(unittest.TestCase):
@@ -53,7 +53,7 @@ class FleetTests(unittest.TestCase):
         await store.open()
         await store.add_meters(meters)
         await store.close()
-        daemon = Daemon(write_config(workdir, f"sqlite:{db}", push_port=free_port(),
+        daemon = Daemon(write_config(workdir, f"sqlite:{db}", push_port=0,
                                      period=1.0), workdir)
         daemon.start()
         self.addCleanup(daemon.kill)

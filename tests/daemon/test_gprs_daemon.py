@@ -75,7 +75,7 @@ class GprsDaemonTests(unittest.TestCase):
         config = write_config(
             self.workdir,
             f"sqlite:{self.db}",
-            push_port=free_port(),
+            push_port=0,
             period=1.0,
             extra=(
                 f"[gprs]\nlisten = tcp:{gprs_port}:interface=127.0.0.1\n"
@@ -221,7 +221,7 @@ class WakeUpDaemonTests(unittest.TestCase):
 
         network.route(number, woken)
         config = write_config(
-            workdir, f"sqlite:{db}", push_port=free_port(), period=3600.0,
+            workdir, f"sqlite:{db}", push_port=0, period=3600.0,
             extra=(f"[gprs]\nlisten = tcp:{gprs_port}:interface=127.0.0.1\n"
                    f"[sms]\nport = serial:{b}:115200:8N1\nwakeup_text = CALL HOME\n"
                    "[control]\nenabled = no\n"))

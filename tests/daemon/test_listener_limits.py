@@ -55,7 +55,7 @@ class ListenerLimitsDaemonTests(unittest.TestCase):
         await store.close()
         port = free_port()
         config = write_config(
-            workdir, url, push_port=free_port(), collect=False, dlms_push_port=port,
+            workdir, url, push_port=0, collect=False, dlms_push_port=port,
             extra=("[listeners]\npush_dlms.max_per_source = 3\n"
                    "push_dlms.max_unidentified_bytes = 4096\n"
                    f"[control]\nsocket = {control}\n"),

@@ -15,7 +15,7 @@ from twisted.trial import unittest
 from fep.model import Meter
 from fep.sim.pulse_recorder import PulseRecorder, RecorderServerFactory
 from fep.store import open_store
-from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, wait_for, write_config
 
 
 class PulseRecorderDaemonTests(unittest.TestCase):
@@ -40,7 +40,7 @@ class PulseRecorderDaemonTests(unittest.TestCase):
         await store.open()
         await store.add_meters([meter])
         await store.close()
-        daemon = Daemon(write_config(workdir, f"sqlite:{db}", push_port=free_port(),
+        daemon = Daemon(write_config(workdir, f"sqlite:{db}", push_port=0,
                                      period=1.0), workdir)
         daemon.start()
         self.addCleanup(daemon.kill)

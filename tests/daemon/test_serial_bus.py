@@ -16,7 +16,7 @@ from fep.model import Meter
 from fep.sim.bus import mixed_bus, serve_pty
 from fep.store import open_store
 from tests.channels.test_serialport import socat_pty_pair
-from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, wait_for, write_config
 
 
 class SerialBusTests(unittest.TestCase):
@@ -43,7 +43,7 @@ class SerialBusTests(unittest.TestCase):
         await store.add_meters(meters)
         await store.close()
         # One cycle: the period is far longer than the test.
-        config = write_config(workdir, f"sqlite:{db}", push_port=free_port(), period=600)
+        config = write_config(workdir, f"sqlite:{db}", push_port=0, period=600)
         daemon = Daemon(config, workdir)
         daemon.start()
         self.addCleanup(daemon.kill)

@@ -67,7 +67,7 @@ class AlarmFromAPushTests(unittest.TestCase):
         (workdir / "alarms.ini").write_text(TABLE)
         port = free_port()
         config = write_config(
-            workdir, url, push_port=free_port(), collect=False, dlms_push_port=port,
+            workdir, url, push_port=0, collect=False, dlms_push_port=port,
             extra=(f"[alarms]\ntable = {workdir / 'alarms.ini'}\ndebounce = 600\n"
                    f"smtp_port = {sink.port}\nmail_from = fep@test\n"
                    f"[sms]\nport = serial:{b}:115200:8N1\n"))

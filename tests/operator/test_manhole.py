@@ -144,7 +144,7 @@ class ConsoleOverOpenSshTests(OpenSshClient):
         await store.close()
         port = free_port()
         config = write_config(
-            workdir, f"sqlite:{db}", push_port=free_port(), period=3600, collect=False,
+            workdir, f"sqlite:{db}", push_port=0, period=3600, collect=False,
             extra=f"[manhole]\nport = {port}\nauthorized_keys = {workdir / 'authorized_keys'}\n")
         daemon = Daemon(config, workdir)
         daemon.start()
@@ -246,7 +246,7 @@ class ConsoleRolesOverOpenSshTests(OpenSshClient):
         await store.close()
         port = free_port()
         config = write_config(
-            workdir, f"sqlite:{db}", push_port=free_port(), period=3600, collect=collect,
+            workdir, f"sqlite:{db}", push_port=0, period=3600, collect=collect,
             extra=f"[manhole]\nport = {port}\nauthorized_keys = {workdir / 'authorized_keys'}\n"
             + extra)
         daemon = Daemon(config, workdir)
