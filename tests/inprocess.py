@@ -31,13 +31,13 @@ def fresh_reactor() -> Iterator[Any]:
     saved = sys.modules["twisted.internet.reactor"]
     fresh = SelectReactor()
     fresh.run = partial(fresh.run, installSignalHandlers=False)  # type: ignore[method-assign]
-    sys.modules["twisted.internet.reactor"] = fresh  # type: ignore[assignment]
-    twisted.internet.reactor = fresh  # type: ignore[attr-defined]
+    sys.modules["twisted.internet.reactor"] = fresh
+    twisted.internet.reactor = fresh
     try:
         yield fresh
     finally:
         sys.modules["twisted.internet.reactor"] = saved
-        twisted.internet.reactor = saved  # type: ignore[attr-defined]
+        twisted.internet.reactor = saved  # type: ignore[assignment]
         fresh.removeAll()
         waker = getattr(fresh, "waker", None)
         if waker is not None:

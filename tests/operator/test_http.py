@@ -231,7 +231,12 @@ class ApiTests(unittest.TestCase):
         factory = IecMeterServerFactory(slow, reactor, answer_delay=0.3)
         reached: list[object] = []  # connections to the slow meter: the read is under way
         build = factory.buildProtocol
-        factory.buildProtocol = lambda addr: reached.append(addr) or build(addr)  # type: ignore[method-assign]
+
+        def building(addr: Any) -> Any:
+            reached.append(addr)
+            return build(addr)
+
+        factory.buildProtocol = building  # type: ignore[method-assign]
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         await self.ctx.store.add_meters([Meter(
