@@ -28,6 +28,7 @@ from fep.operator.manhole import Table, host_key, namespace_for
 from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
 from fep.store import open_store
 from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.inprocess import fep_main as run_fep
 from tests.operator.helpers import (
     OPERATOR_TOKEN,
     FakeScheduler,
@@ -37,7 +38,6 @@ from tests.operator.helpers import (
     write_tokens,
 )
 from tests.system import require_program
-from tests.test_cli import run_fep
 
 
 def ssh_binary() -> str:
