@@ -11,6 +11,7 @@ reactor stands still meanwhile and is put back afterwards. Signal handlers stay 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import subprocess
@@ -28,6 +29,8 @@ def fresh_reactor() -> Iterator[Any]:
     """``twisted.internet.reactor`` is a new, unstarted reactor inside the block."""
     from twisted.internet.selectreactor import SelectReactor
 
+    # Outside trial no reactor is installed yet: install the default one, put back after.
+    importlib.import_module("twisted.internet.reactor")
     saved = sys.modules["twisted.internet.reactor"]
     fresh = SelectReactor()
     fresh.run = partial(fresh.run, installSignalHandlers=False)  # type: ignore[method-assign]
@@ -64,23 +67,37 @@ def _environment(cwd: str | None, env_extra: dict[str, str] | None) -> Iterator[
 
 def fep_main(
     *args: str, cwd: str | None = None, env_extra: dict[str, str] | None = None,
-    stdin: str = "",
+    stdin: str = "", timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
     """``fep ARGS`` through ``fep.cli.main`` in this process: its exit status, stdout and
-    stderr, like `subprocess.run(..., capture_output=True, text=True)`."""
+    stderr, like `subprocess.run(..., capture_output=True, text=True)`. A command still
+    running after ``timeout`` seconds is stopped and fails the test (the tests' reactor,
+    and so trial's own timeout, stand still meanwhile)."""
     from fep.cli import main
+
+    expired: list[bool] = []
 
     out_bytes, err_bytes = io.BytesIO(), io.BytesIO()
     out = io.TextIOWrapper(out_bytes, encoding="utf-8", write_through=True)
     err = io.TextIOWrapper(err_bytes, encoding="utf-8", write_through=True)
     code: Any = 0
-    with (_environment(cwd, env_extra), fresh_reactor(),
+    with (_environment(cwd, env_extra), fresh_reactor() as fresh,
           contextlib.redirect_stdout(out), contextlib.redirect_stderr(err),
           _stdin(stdin)):
+        def expire() -> None:
+            expired.append(True)
+            fresh.stop()
+
+        timer = fresh.callLater(timeout, expire)
         try:
             main(list(args))
         except SystemExit as e:
             code = e.code
+        finally:
+            if timer.active():
+                timer.cancel()
+    if expired:
+        raise AssertionError(f"fep {' '.join(args)} did not finish within {timeout} s")
     out.flush()
     err.flush()
     if code is None:
