@@ -1853,12 +1853,19 @@ def decode_lp_data(
     set_index: int = 0,
     table: int = ST64_LP_DATA_SET1,
 ) -> tuple[LpBlock, ...]:
-    """ST64 (data set 1; 65-67 with ``set_index``): every block as stored."""
+    """ST64 (data set 1; 65-67 with ``set_index``): every block as stored.
+
+    Raises FrameError (and nothing else) when the bytes do not fit the layout ST0, ST61 and
+    ST62 describe. The table's length bounds the work: its size must be the one
+    ``lp_data_length`` gives before a block is decoded, and a layout whose blocks or
+    intervals take no bytes (0 channels and no status or time fields) is refused, so the
+    records built are never more than the bytes given."""
     dims = actual.sets[set_index]
     if dims is None:
         raise FrameError(f"ST61 has no data set {set_index + 1}", offset=0, field="ST61")
     reader = _Reader(data, table, config, tz)
     n_ch, n_int = dims.nbr_channels, dims.nbr_block_intervals
+    _check_lp_layout(data, config, actual, selection, set_index, table)
     blocks = []
     for _ in range(dims.nbr_blocks):
         end = reader.stime()
@@ -1892,6 +1899,46 @@ def decode_lp_data(
             field=f"ST{table}",
         )
     return tuple(blocks)
+
+
+def _check_lp_layout(
+    data: bytes,
+    config: GeneralConfig,
+    actual: ActualLoadProfile,
+    selection: LpSelection,
+    set_index: int,
+    table: int,
+) -> None:
+    dims = actual.sets[set_index]
+    assert dims is not None
+    fmt = selection.int_format
+    if dims.nbr_channels and fmt not in (*_INT_FORMATS, INT_FMT_NI1, INT_FMT_NI2):
+        raise FrameError(f"ST62 interval format {fmt} is not known", offset=0, field="ST62")
+    for ni, used in ((config.ni_format1, actual.block_end_read or fmt == INT_FMT_NI1),
+                     (config.ni_format2, fmt == INT_FMT_NI2)):  # fmt: skip
+        if used and dims.nbr_channels and ni not in NI_LENGTH:
+            raise FrameError(f"NI format {ni} is not known", offset=0, field="NI_FORMAT")
+    length = lp_data_length(config, actual, selection, set_index)
+    blocks, intervals = dims.nbr_blocks, dims.nbr_block_intervals
+    if blocks and not length:
+        raise FrameError(
+            f"ST61 data set {set_index + 1} declares {blocks} blocks of no bytes",
+            offset=0,
+            field="ST61",
+        )
+    if blocks and intervals and not dims.nbr_channels and not actual.extended_status:
+        raise FrameError(
+            f"ST61 data set {set_index + 1} declares {intervals} intervals of no bytes "
+            "(no channel, no extended status)",
+            offset=0,
+            field="ST61",
+        )
+    if len(data) != length:
+        raise FrameError(
+            f"ST{table} has {len(data)} bytes, ST61/ST62 describe {length}",
+            offset=min(len(data), length),
+            field=f"ST{table}",
+        )
 
 
 def encode_lp_data(
