@@ -512,9 +512,13 @@ NI_LENGTH: Final = {0: 8, 1: 4, 2: 12, 3: 6, 4: 4, 5: 6, 6: 4, 7: 3, 8: 4, 9: 5,
                     12: 8, 13: 21}  # fmt: skip
 
 
+# The decimal exponents an NI character float may have (a FLOAT64's range, with margin).
+_NI_MAX_EXPONENT: Final = 400
+
+
 def decode_ni(raw: bytes, fmt: int, order: Literal["little", "big"], table: int) -> Decimal:
     """One non-integer value of ``fmt``; FrameError for a value that is not a finite
-    number. Integers are two's complement; fixed BCD is read most significant digit first."""
+    number (or a character float beyond a FLOAT64's exponents). Integers are two's complement; fixed BCD is read most significant digit first."""
     field = f"ST{table}"
     if fmt in (NiFormat.FLOAT64, NiFormat.FLOAT32):
         value = struct.unpack(
@@ -531,6 +535,10 @@ def decode_ni(raw: bytes, fmt: int, order: Literal["little", "big"], table: int)
             number = Decimal("NaN")
         if not number.is_finite():
             raise FrameError(f"{field}: {text!r} is not a number", offset=0, field=field)
+        if not -_NI_MAX_EXPONENT <= number.adjusted() <= _NI_MAX_EXPONENT:
+            # 21 characters can say 1E+999999999999999: a number no meter measures, and
+            # one whose arithmetic (int(), scaling) would not end.
+            raise FrameError(f"{field}: {text!r} is out of range", offset=0, field=field)
         return number
     if fmt in (NiFormat.FIXED_BCD4, NiFormat.FIXED_BCD6, NiFormat.FIXED_BCD8):
         digits = raw.hex()

@@ -263,3 +263,23 @@ class LoadProfileBoundTests(unittest.TestCase):
         with self.assertRaises(FrameError) as caught:
             decode_lp_data(bytes(100), GeneralConfig(), actual, selection)
         self.assertIn("ST61/ST62 describe", caught.exception.message)
+
+
+class CharacterFloatBoundTests(unittest.TestCase):
+    """Issue 14 (fuzzing): a FLOAT_CHAR21 register of 1E+999999999 decoded to a Decimal whose
+    int() (the JSON of ``fep read --table``) never ends."""
+
+    def test_exponent_beyond_a_float64_is_a_frame_error(self) -> None:
+        from fep.protocols.ansi_c12.c1219 import NiFormat, decode_ni
+
+        with self.assertRaises(FrameError) as caught:
+            decode_ni(b"1e999999999".ljust(21), NiFormat.FLOAT_CHAR21, "little", 23)
+        self.assertIn("out of range", caught.exception.message)
+
+    def test_ordinary_exponents_still_decode(self) -> None:
+        from decimal import Decimal
+
+        from fep.protocols.ansi_c12.c1219 import NiFormat, decode_ni
+
+        self.assertEqual(decode_ni(b"1.5E+3".ljust(12), NiFormat.FLOAT_CHAR12, "little", 23),
+                         Decimal("1.5E+3"))
