@@ -9,6 +9,7 @@ Sans-IO: no Twisted here. Packets in, messages out; requests in, bytes out.
 from __future__ import annotations
 
 import enum
+import re
 from typing import ClassVar, Final
 
 import attrs
@@ -149,6 +150,10 @@ def packetize(
     ]
 
 
+# What may start an item after garbage: searched in C, not byte by byte (junk streams).
+_ITEM_START: Final = re.compile(b"[\xee\x06\x15]")
+
+
 class PacketDecoder(StreamDecoder[LinkItem]):
     """Turns a byte stream into Packets, Acks and Naks.
 
@@ -162,9 +167,8 @@ class PacketDecoder(StreamDecoder[LinkItem]):
 
     def _next(self) -> LinkItem | None:
         buf = self._buffer
-        skip = 0
-        while skip < len(buf) and buf[skip] not in (STP, ACK, NAK):
-            skip += 1
+        found = _ITEM_START.search(buf)
+        skip = found.start() if found is not None else len(buf)
         self.skipped += skip
         self._consume(skip)
         if not buf:

@@ -242,6 +242,10 @@ def parse_identification(line: bytes, offset: int = 0) -> Identification:
 # ---------------------------------------------------------------------------
 
 
+# What may start a frame after garbage: searched in C, not byte by byte (junk streams).
+_FRAME_START: Final = re.compile(b"[/\x02]")
+
+
 class FrameDecoder(StreamDecoder[Message]):
     """Turns a byte stream (either direction) into messages.
 
@@ -254,11 +258,8 @@ class FrameDecoder(StreamDecoder[Message]):
 
     def skip_to_frame_start(self) -> int:
         """Drop bytes up to the next ``/`` or STX; returns how many were dropped."""
-        for i, byte in enumerate(self._buffer):
-            if byte in (0x2F, STX):
-                self._consume(i)
-                return i
-        n = len(self._buffer)
+        found = _FRAME_START.search(self._buffer)
+        n = found.start() if found is not None else len(self._buffer)
         self._consume(n)
         return n
 

@@ -7,6 +7,7 @@ big-endian; the length counts the unit identifier and the PDU). Sans-IO: no Twis
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import Final
 
@@ -43,6 +44,10 @@ def encode(transaction: int, unit: int, pdu: bytes) -> bytes:
     return struct.pack(">HHHB", transaction, MODBUS_PROTOCOL_ID, len(pdu) + 1, unit) + pdu
 
 
+# Where a plausible MBAP header starts: any transaction id, protocol id 0, length 2..254.
+_HEADER: Final = re.compile(b"(?s)..\x00\x00\x00[\x02-\xfe]")
+
+
 class MbapDecoder(StreamDecoder[TcpFrame]):
     """MBAP frames from a byte stream. A header with another protocol id or a length out of
     2..254 cannot start a frame: one byte is dropped and the search goes on."""
@@ -52,9 +57,13 @@ class MbapDecoder(StreamDecoder[TcpFrame]):
         self.frames = 0
 
     def _drop(self, why: str, field: str, at: int) -> FrameError:
+        # Drop up to the next place a header could start (protocol id 0, length 2..254),
+        # found in C: a junk stream costs one error per run, not one per byte.
         offset = self._base + at
-        self._consume(1)
-        self.skipped += 1
+        found = _HEADER.search(self._buffer, 1)
+        n = found.start() if found is not None else max(1, len(self._buffer) - (MBAP_LEN - 2))
+        self._consume(n)
+        self.skipped += n
         return FrameError(why, offset=offset, field=field)
 
     def _next(self) -> TcpFrame | None:
