@@ -29,6 +29,7 @@ def control_request(data: bytes) -> None:
     server = ControlServer(None, "unused.sock")
     server.add("sessions", _sessions)
     protocol = server.factory().buildProtocol(None)
+    assert protocol is not None
     transport = StringTransport()
     protocol.makeConnection(transport)
     protocol.dataReceived(data + b"\n")

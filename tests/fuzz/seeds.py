@@ -37,9 +37,16 @@ def c12() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
     packets = _named_hex(FIXTURES / "ansi_c12" / "published_packets.txt")
     published = _named_hex(FIXTURES / "ansi_c12" / "published_tables.txt")
     meter = SimulatedC12Meter()
-    sim = {n: meter.table(n) for n in range(0, 80)}
-    sim = {n: t for n, t in sim.items() if t is not None}
-    messages = [c1218.PacketDecoder().receive(p)[0].data for p in packets.values()]
+    sim: dict[int, bytes] = {}
+    for n in range(80):
+        table_bytes = meter.table(n)
+        if table_bytes is not None:
+            sim[n] = table_bytes
+    messages = []
+    for p in packets.values():
+        packet = c1218.PacketDecoder().receive(p)[0]
+        assert isinstance(packet, c1218.Packet)
+        messages.append(packet.data)
     answers = [meter.answer(m) for m in messages] + [
         meter.answer(bytes.fromhex("3f 0040 000000 0010")),
     ]
@@ -194,7 +201,7 @@ def records() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
 
     now = datetime(2024, 1, 1, tzinfo=UTC)
     obis = ObisCode.parse("1-0:1.8.0*255")
-    records = [
+    records: list[Reading | IntervalBlock | MeterEvent] = [
         Reading("m1", obis, Decimal("12.5"), None, 0, now, now),
         IntervalBlock("m1", obis, now, timedelta(minutes=15), (Decimal(1), None), (), None, 0, now),
         MeterEvent("m1", "std-1", EventKind.POWER_OUTAGE, Severity.MAJOR, now, "down", now),

@@ -41,7 +41,10 @@ def _target_names(source: str) -> list[str]:
             and any(isinstance(t, ast.Name) and t.id == "TARGETS" for t in node.targets)
             and isinstance(node.value, ast.Dict)
         ):
-            return [k.value for k in node.value.keys if isinstance(k, ast.Constant)]
+            return [
+                k.value for k in node.value.keys
+                if isinstance(k, ast.Constant) and isinstance(k.value, str)
+            ]
     return []
 
 

@@ -518,7 +518,8 @@ _NI_MAX_EXPONENT: Final = 400
 
 def decode_ni(raw: bytes, fmt: int, order: Literal["little", "big"], table: int) -> Decimal:
     """One non-integer value of ``fmt``; FrameError for a value that is not a finite
-    number (or a character float beyond a FLOAT64's exponents). Integers are two's complement; fixed BCD is read most significant digit first."""
+    number (or a character float beyond a FLOAT64's exponents). Integers are two's
+    complement; fixed BCD is read most significant digit first."""
     field = f"ST{table}"
     if fmt in (NiFormat.FLOAT64, NiFormat.FLOAT32):
         value = struct.unpack(
