@@ -4,6 +4,12 @@ service requests and responses (identify, negotiate, logon, security, read, writ
 terminate, wait) with the C12 response codes as named errors.
 
 Sans-IO: no Twisted here. Packets in, messages out; requests in, bytes out.
+
+What decoding may raise (and nothing else, fuzzed by tests/fuzz): FrameError for bytes that
+do not form a packet, request or answer; C12ResponseError (a ProtocolError) from the answer
+decoders for the meter's error codes; ProtocolError from ``Link`` when a packet is not
+acknowledged after its retries. Work is bounded by the bytes given (a packet is at most
+MAX_DATA bytes).
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ MeterEvents). Each record also encodes back (simulators).
 Sans-IO: table bytes (from a C12.18 read answer) in, attrs records out. Decoders after ST0
 take the ``GeneralConfig`` because ST0 fixes byte order, character set, time format and
 the identifier form of every other table.
+
+Every decoder raises FrameError (and nothing else, fuzzed by tests/fuzz) for bytes that do
+not fit the layout the tables before it describe, and builds no more records than the
+table's bytes can hold: counts taken from other tables are checked against the length of
+the table they describe.
 """
 
 from __future__ import annotations

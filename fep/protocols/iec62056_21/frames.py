@@ -3,6 +3,8 @@ the readout data block with its BCC, and a streaming decoder from bytes to those
 
 Sans-IO: no Twisted here. The decoder takes bytes as they come and gives typed messages, or
 nothing yet ("need more"); a malformed frame raises FrameError naming the stream offset.
+Nothing else is raised (fuzzed by tests/fuzz); lines are at most MAX_LINE bytes and blocks
+MAX_BLOCK.
 """
 
 from __future__ import annotations
