@@ -32,6 +32,8 @@ HEADER_LEN: Final = 6
 CRC_LEN: Final = 2
 # The largest data field a 2-byte length with an 8192-byte packet allows (C12.18 5.3.2).
 MAX_DATA: Final = 8183
+# A partial read's offset is 3 bytes: no table C12.18 can read is bigger than this.
+MAX_TABLE_SIZE: Final = 1 << 24
 
 # Control field bits (C12.18 5.3.2).
 MULTI_PACKET_BIT: Final = 0x80
