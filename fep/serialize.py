@@ -121,9 +121,11 @@ def record_from_list(raw: list[Any]) -> Record:
             assert event_time is not None and received_time is not None
             return MeterEvent(meter, code, EventKind(event_kind), Severity(severity),
                               event_time, text, received_time, source)
-    except (ValueError, TypeError, KeyError, IndexError, ArithmeticError, AssertionError) as e:
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError,
+            AssertionError) as e:
         # ArithmeticError: decimal.InvalidOperation for a value that is no number,
-        # OverflowError for a period or time out of range.
+        # OverflowError for a period or time out of range; AttributeError: a number where
+        # a text is due (an OBIS code, a time).
         raise RecordDecodeError(f"not a record: {e}") from None
     raise RecordDecodeError(f"unknown record kind {raw[0]!r}")
 

@@ -33,6 +33,11 @@ class DecodeRecordsTests(unittest.TestCase):
     def test_arrays_nested_too_deep_are_refused(self) -> None:
         self.assertRefused(b"[" * 100_000)  # RecursionError before
 
+    def test_a_number_in_place_of_an_obis_code_is_refused(self) -> None:
+        # Found by `make fuzz` (spool_records): AttributeError from ObisCode.parse.
+        self.assertRefused(b'[["R","m2",900.0,["d","1"],null,0,null,'
+                           b'"2024-01-01T00:00:00+00:00",0,"",null]]')
+
     def test_a_good_record_still_decodes(self) -> None:
         (reading,) = decode_records(b"[" + READING % b'["d","1.5"]' + b"]")
         self.assertEqual(str(reading.value), "1.5")
