@@ -57,7 +57,7 @@ def _stat(log: str, name: str) -> int:
 
 def fuzz_one(
     target: str, *, seconds: int | None, runs: int | None, scratch: Path, timeout: int,
-    rss_limit_mb: int,
+    rss_limit_mb: int, max_len: int | None = None,
 ) -> Outcome:
     crashes = CRASHES / target
     crashes.mkdir(parents=True, exist_ok=True)
@@ -76,6 +76,8 @@ def fuzz_one(
         args.append(f"-max_total_time={seconds}")
     if runs is not None:
         args.append(f"-runs={runs}")
+    if max_len is not None:
+        args.append(f"-max_len={max_len}")
     log = scratch / f"{target}.log"
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path}
@@ -131,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=10,
                         help="seconds one input may take before it counts as a crash")
     parser.add_argument("--rss-limit-mb", type=int, default=1024)
+    parser.add_argument("--max-len", type=int,
+                        help="longest input tried (default: libFuzzer's guess from the corpus)")
     parser.add_argument("--scratch", type=Path, help="where new corpus entries and logs go")
     parser.add_argument("--list", action="store_true", help="print the targets and exit")
     parser.add_argument("--replay", nargs="+", metavar="ARG",
@@ -152,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def one(name: str) -> Outcome:
         outcome = fuzz_one(name, seconds=seconds, runs=args.runs, scratch=scratch,
-                           timeout=args.timeout, rss_limit_mb=args.rss_limit_mb)
+                           timeout=args.timeout, rss_limit_mb=args.rss_limit_mb,
+                           max_len=args.max_len)
         status = "ok" if not outcome.returncode else f"CRASH (see {outcome.log})"
         print(f"  {name}: {outcome.executions} executions in {outcome.seconds:.0f} s, {status}",
               flush=True)
