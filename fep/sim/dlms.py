@@ -105,9 +105,14 @@ class DlmsMeterServerFactory(Factory):
         *,
         hdlc: bool = False,
         physical_address: int | None = None,
+        forget_counters_on_new_key: bool = True,
     ) -> None:
         self.meter = meter
         self.settings = settings
+        # As the Green Book has it, an invocation counter belongs to its key: with a new
+        # global unicast encryption key the meter forgets the last counters it accepted and
+        # counts its own from 1 again. False: as many field meters do, it keeps both.
+        self.forget_counters_on_new_key = forget_counters_on_new_key
         self.hdlc = hdlc
         self.physical_address = physical_address
         self.invocation_counter = 1
@@ -126,6 +131,11 @@ class DlmsMeterServerFactory(Factory):
                 moved.pop(KeyId.GLOBAL_UNICAST_ENCRYPTION, keys.block_cipher_key),
                 moved.pop(KeyId.AUTHENTICATION, keys.authentication_key),
             ))
+            assert self.settings.keys is not None
+            if (self.forget_counters_on_new_key
+                    and self.settings.keys.block_cipher_key != keys.block_cipher_key):
+                self.received_counters.clear()  # in place: the servers share this dict
+                self.invocation_counter = 1
         if moved and KeyId.MASTER in moved:
             self.meter.kek = moved.pop(KeyId.MASTER)
         moved.clear()

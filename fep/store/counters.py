@@ -1,6 +1,14 @@
 """DLMS invocation counters: the ones fep sends with (reserved in blocks before use, so no
-counter is ever used twice) and the last one accepted from each meter's system title (so a
-replayed APDU is refused after a restart too).
+counter is ever used twice) and the last one accepted from each meter's system title and key
+(so a replayed APDU is refused after a restart too).
+
+Names: a send counter is kept per ``CLIENT_TITLE_HEX:KEY_FINGERPRINT`` and, across the keys
+of one meter, per ``CLIENT_TITLE_HEX:METER_ID`` (a floor that every reservation for the meter
+raises, so that a new key's counters continue above the old key's: meters that do not start
+their counter sequence again at a key change keep accepting us). A received counter is kept
+per ``METER_TITLE_HEX:KEY_FINGERPRINT`` (a new key starts a new sequence, as the standard
+has it); an entry of the title alone (from before) counts for the first key seen with that
+title and is ignored once the title has an entry per key.
 
 Two keepers behind one interface (``IInvocationCounters``), picked by the store's kind
 (``invocation_counters``):
@@ -50,32 +58,59 @@ class CounterStateLost(FepError):
 
 class IInvocationCounters(Interface):
     """Where DLMS invocation counters are kept. ``send`` counters are ours, by key
-    (``CLIENT_SYSTEM_TITLE_HEX:KEY_FINGERPRINT``); ``received`` ones a meter's, by its
-    system title."""
+    (``CLIENT_SYSTEM_TITLE_HEX:KEY_FINGERPRINT``, and per meter across its keys); ``received``
+    ones a meter's, by its system title and key fingerprint (``METER_TITLE_HEX:FINGERPRINT``;
+    the title alone when no fingerprint is given, as before)."""
 
     where = Attribute("where the counters are kept, for messages (a path or a store URL)")
 
     def open() -> Deferred[None]:
         """Load or connect; CounterStateLost when the counters cannot be trusted."""
 
-    def reserve(key: str, count: int = RESERVE_BLOCK, legacy_key: str | None = None
-                ) -> Deferred[int]:
+    def reserve(key: str, count: int = RESERVE_BLOCK, legacy_key: str | None = None,
+                meter_key: str | None = None) -> Deferred[int]:
         """The first of ``count`` counters that are ours to use for ``key`` (above any
-        counter of ``legacy_key``, an older name of the same key), recorded as used before
-        this fires."""
+        counter of ``legacy_key``, an older name of the same key, and of ``meter_key``, the
+        name of one meter's counters across all its keys, which the block raises), recorded
+        as used before this fires."""
 
-    def accept_received(system_title: bytes, counter: int) -> Deferred[tuple[bool, int | None]]:
+    def accept_received(system_title: bytes, counter: int, key_fingerprint: str | None = None
+                        ) -> Deferred[tuple[bool, int | None]]:
         """(accepted, the last accepted before): ``counter`` is accepted and remembered only
-        when above the last one accepted from ``system_title``."""
+        when above the last one accepted from ``system_title`` under the key of
+        ``key_fingerprint`` (a title-only entry from before counting for the first key seen)."""
 
-    def last_received(system_title: bytes) -> int | None:
-        """The last counter this process saw accepted from ``system_title``."""
+    def last_received(system_title: bytes, key_fingerprint: str | None = None) -> int | None:
+        """The last counter this process saw accepted from ``system_title`` (under the key
+        of ``key_fingerprint``)."""
 
     def close() -> Deferred[None]:
         """Write what is pending."""
 
 
 # -- the file (SQLite store, or no store) ------------------------------------------------------
+
+
+def received_name(system_title: bytes, key_fingerprint: str | None) -> str:
+    """The name a meter's received counter is kept under."""
+    title = system_title.hex()
+    return title if key_fingerprint is None else f"{title}:{key_fingerprint}"
+
+
+def _last_received(received: dict[str, int], system_title: bytes, key_fingerprint: str | None
+                   ) -> int | None:
+    """The last counter accepted from ``system_title`` under the key: its own entry, else the
+    title-only entry from before while the title has no entry of any key yet."""
+    name = received_name(system_title, key_fingerprint)
+    if name in received or key_fingerprint is None:
+        return received.get(name)
+    legacy = received.get(system_title.hex())
+    if legacy is None:
+        return None
+    prefix = system_title.hex() + ":"
+    if any(k.startswith(prefix) for k in received):
+        return None  # the old entry was taken by the key in use when it was first seen
+    return legacy
 
 
 def _empty() -> Data:
@@ -128,14 +163,17 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _reserve_in_file(path: Path, key: str, count: int, floor: int, legacy_key: str | None
-                     ) -> tuple[int, Data]:
+def _reserve_in_file(path: Path, key: str, count: int, floor: int, legacy_key: str | None,
+                     meter_key: str | None = None) -> tuple[int, Data]:
     with _locked(path):
         data = _load(path)
         start = max(data["send"].get(key, 1), floor, 1)
-        if legacy_key is not None:
-            start = max(start, data["send"].get(legacy_key, 1))
+        for other in (legacy_key, meter_key):
+            if other is not None:
+                start = max(start, data["send"].get(other, 1))
         data["send"][key] = start + count
+        if meter_key is not None:
+            data["send"][meter_key] = start + count
         _save(path, data)
         return start, data
 
@@ -246,36 +284,45 @@ class InvocationCounterFile:
         if self.marks is not None and rows:
             await self.marks.interact(_sqlite_raise_marks, rows)
 
-    def reserve(self, key: str, count: int = RESERVE_BLOCK, legacy_key: str | None = None
-                ) -> Deferred[int]:
+    def reserve(self, key: str, count: int = RESERVE_BLOCK, legacy_key: str | None = None,
+                meter_key: str | None = None) -> Deferred[int]:
         async def reserving() -> int:
-            floor = self._data["send"].get(key, 1)
+            floor = max(self._data["send"].get(key, 1),
+                        self._data["send"].get(meter_key, 1) if meter_key is not None else 1)
             start, data = await self._lock.run(
-                self._in_thread, _reserve_in_file, self.path, key, count, floor, legacy_key)
+                self._in_thread, _reserve_in_file, self.path, key, count, floor, legacy_key,
+                meter_key)
             _merge_max(self._data, data)
-            await self._raise_marks([("send", key, start + count)])
+            marks = [("send", key, start + count)]
+            if meter_key is not None:
+                marks.append(("send", meter_key, start + count))
+            await self._raise_marks(marks)
             return int(start)
 
         return Deferred.fromCoroutine(reserving())
 
-    def last_received(self, system_title: bytes) -> int | None:
-        return self._data["received"].get(system_title.hex())
+    def last_received(self, system_title: bytes, key_fingerprint: str | None = None
+                      ) -> int | None:
+        return _last_received(self._data["received"], system_title, key_fingerprint)
 
-    def accept_received(self, system_title: bytes, counter: int
-                        ) -> Deferred[tuple[bool, int | None]]:
+    def accept_received(self, system_title: bytes, counter: int,
+                        key_fingerprint: str | None = None) -> Deferred[tuple[bool, int | None]]:
         """Checked and remembered at once in memory; written within a second (a replay
         inside that second after a crash stores nothing twice anyway: readings are
         idempotent)."""
-        last = self.last_received(system_title)
+        last = self.last_received(system_title, key_fingerprint)
         if last is not None and counter <= last:
             return succeed((False, last))
-        self.accept(system_title, counter)
+        self.accept(system_title, counter, key_fingerprint)
         return succeed((True, last))
 
-    def accept(self, system_title: bytes, counter: int) -> None:
-        """Remember ``counter`` as the last accepted from ``system_title``."""
-        self._data["received"][system_title.hex()] = counter
-        self._dirty.add(system_title.hex())
+    def accept(self, system_title: bytes, counter: int, key_fingerprint: str | None = None
+               ) -> None:
+        """Remember ``counter`` as the last accepted from ``system_title`` (under the key of
+        ``key_fingerprint``)."""
+        name = received_name(system_title, key_fingerprint)
+        self._data["received"][name] = counter
+        self._dirty.add(name)
         if self._save_call is None or not self._save_call.active():
             self._save_call = self.reactor.callLater(1.0, self._flush)
 
@@ -308,20 +355,34 @@ class InvocationCounterFile:
 # -- PostgreSQL: the counters are rows of the store ---------------------------------------------
 
 
-async def _pg_reserve(cursor: Any, key: str, count: int, legacy_key: str | None) -> int:
+async def _pg_reserve(cursor: Any, key: str, count: int, legacy_key: str | None,
+                      meter_key: str | None = None) -> int:
     await cursor.execute(
-        "INSERT INTO dlms_counters (kind, key, value) VALUES ('send', %(key)s,"
-        " GREATEST(1, COALESCE((SELECT value FROM dlms_counters"
-        "  WHERE kind = 'send' AND key = %(legacy)s), 1)) + %(count)s)"
-        " ON CONFLICT (kind, key) DO UPDATE SET value = dlms_counters.value + %(count)s"
+        "WITH floor AS (SELECT GREATEST(1, COALESCE(max(value), 1)) AS value FROM dlms_counters"
+        "  WHERE kind = 'send' AND key IN (%(legacy)s, %(meter)s))"
+        " INSERT INTO dlms_counters (kind, key, value) VALUES ('send', %(key)s,"
+        " (SELECT value FROM floor) + %(count)s)"
+        " ON CONFLICT (kind, key) DO UPDATE SET"
+        " value = GREATEST(dlms_counters.value, (SELECT value FROM floor)) + %(count)s"
         " RETURNING value",
-        {"key": key, "legacy": legacy_key, "count": count},
+        {"key": key, "legacy": legacy_key, "meter": meter_key, "count": count},
     )
     (value,) = cursor.fetchone()
+    if meter_key is not None:
+        # The meter's floor across its keys: a next key's counters continue above this block.
+        await cursor.execute(
+            "INSERT INTO dlms_counters (kind, key, value) VALUES ('send', %s, %s)"
+            " ON CONFLICT (kind, key) DO UPDATE"
+            " SET value = GREATEST(dlms_counters.value, EXCLUDED.value)",
+            (meter_key, int(value)),
+        )
     return int(value) - count
 
 
-async def _pg_accept(cursor: Any, title: str, counter: int) -> tuple[bool, int | None]:
+async def _pg_accept(cursor: Any, title: str, counter: int, key_fingerprint: str | None = None
+                     ) -> tuple[bool, int | None]:
+    if key_fingerprint is not None:
+        return await _pg_accept_keyed(cursor, title, counter, key_fingerprint)
     # The sub-select sees the row as it was before the upsert (one snapshot per statement).
     await cursor.execute(
         "WITH up AS (INSERT INTO dlms_counters (kind, key, value) VALUES ('received', %s, %s)"
@@ -330,6 +391,29 @@ async def _pg_accept(cursor: Any, title: str, counter: int) -> tuple[bool, int |
         " SELECT (SELECT count(*) FROM up),"
         " (SELECT value FROM dlms_counters WHERE kind = 'received' AND key = %s)",
         (title, counter, title),
+    )
+    accepted, previous = cursor.fetchone()
+    return bool(accepted), None if previous is None else int(previous)
+
+
+async def _pg_accept_keyed(cursor: Any, title: str, counter: int, key_fingerprint: str
+                           ) -> tuple[bool, int | None]:
+    """The per-key check and upsert in one statement. The title-only row from before is the
+    floor while the title has no row of any key (then the first accepted creates one)."""
+    await cursor.execute(
+        "WITH legacy AS (SELECT value FROM dlms_counters WHERE kind = 'received'"
+        "  AND key = %(title)s AND NOT EXISTS (SELECT 1 FROM dlms_counters"
+        "  WHERE kind = 'received' AND key LIKE %(prefix)s)),"
+        " up AS (INSERT INTO dlms_counters (kind, key, value)"
+        "  SELECT 'received', %(key)s, %(counter)s"
+        "  WHERE %(counter)s > COALESCE((SELECT value FROM legacy), -1)"
+        "  ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value"
+        "  WHERE dlms_counters.value < EXCLUDED.value RETURNING value)"
+        " SELECT (SELECT count(*) FROM up),"
+        " COALESCE((SELECT value FROM dlms_counters WHERE kind = 'received' AND key = %(key)s),"
+        " (SELECT value FROM legacy))",
+        {"title": title, "prefix": f"{title}:%", "key": f"{title}:{key_fingerprint}",
+         "counter": counter},
     )
     accepted, previous = cursor.fetchone()
     return bool(accepted), None if previous is None else int(previous)
@@ -356,7 +440,7 @@ class StoreInvocationCounters:
         self.store = store
         self.where = str(getattr(store, "url", "the store"))
         self.legacy_file = Path(legacy_file) if legacy_file is not None else None
-        self._last: dict[bytes, int] = {}
+        self._last: dict[tuple[bytes, str | None], int] = {}
         # Accepts of one system title run in order (a pool of connections could swap them).
         self._locks: dict[bytes, DeferredLock] = {}
 
@@ -374,26 +458,27 @@ class StoreInvocationCounters:
 
         return Deferred.fromCoroutine(opening())
 
-    def reserve(self, key: str, count: int = RESERVE_BLOCK, legacy_key: str | None = None
-                ) -> Deferred[int]:
-        d: Deferred[int] = self.store.interact(_pg_reserve, key, count, legacy_key)
+    def reserve(self, key: str, count: int = RESERVE_BLOCK, legacy_key: str | None = None,
+                meter_key: str | None = None) -> Deferred[int]:
+        d: Deferred[int] = self.store.interact(_pg_reserve, key, count, legacy_key, meter_key)
         return d
 
-    def accept_received(self, system_title: bytes, counter: int
-                        ) -> Deferred[tuple[bool, int | None]]:
+    def accept_received(self, system_title: bytes, counter: int,
+                        key_fingerprint: str | None = None) -> Deferred[tuple[bool, int | None]]:
         lock = self._locks.setdefault(system_title, DeferredLock())
 
         def remember(result: tuple[bool, int | None]) -> tuple[bool, int | None]:
             if result[0]:
-                self._last[system_title] = counter
+                self._last[(system_title, key_fingerprint)] = counter
             return result
 
         d: Deferred[tuple[bool, int | None]] = lock.run(
-            self.store.interact, _pg_accept, system_title.hex(), counter)
+            self.store.interact, _pg_accept, system_title.hex(), counter, key_fingerprint)
         return d.addCallback(remember)
 
-    def last_received(self, system_title: bytes) -> int | None:
-        return self._last.get(system_title)
+    def last_received(self, system_title: bytes, key_fingerprint: str | None = None
+                      ) -> int | None:
+        return self._last.get((system_title, key_fingerprint))
 
     def close(self) -> Deferred[None]:
         return succeed(None)

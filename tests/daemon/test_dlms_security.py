@@ -190,3 +190,88 @@ class LostCounterFileTests(unittest.TestCase):
         self.assertIn(f"DLMS invocation counter file {workdir / FILE_NAME} is missing", log)
         self.assertNotIn("running", log.split("is missing")[-1])
         self.assertFalse((workdir / FILE_NAME).exists())  # nothing started again at 1
+
+
+class PushesAfterKeyRotationTests(unittest.TestCase):
+    """A meter given new keys counts its pushes from 1 again (the standard): the daemon takes
+    them, since the last counter accepted from a meter is kept per system title and key; a
+    replay under the new key and a push under the old one are still refused. The title-only
+    row an earlier fep left counts for the first key seen, and not for the next."""
+
+    timeout = 180
+
+    async def test_a_meter_counting_again_under_new_keys_is_taken(self) -> None:
+        workdir = Path(self.mktemp()).resolve()
+        workdir.mkdir(parents=True)
+        url = fresh_database(self)
+        await add_meter(url)
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        self.addCleanup(conn.close)
+
+        def count(sql: str) -> int:
+            with conn.cursor() as cursor:
+                try:
+                    cursor.execute(sql)
+                except psycopg2.Error:
+                    return 0
+                return int(cursor.fetchone()[0])
+
+        port = free_port()
+        config = write_config(workdir, url, push_port=free_port(), collect=False,
+                              dlms_push_port=port)
+        first = Daemon(config, workdir)
+        first.start()
+        self.addCleanup(first.kill)
+        # The store is migrated once the listener answers; then the row of an earlier fep.
+        old = PushingMeter(GOOD, SecurityKeys(EK, AK), "GOOD0001")  # counts from 100
+        await connected(old, port)
+        self.addCleanup(old.close)
+        with conn.cursor() as cursor:
+            cursor.execute("INSERT INTO dlms_counters (kind, key, value)"
+                           " VALUES ('received', %s, 50)", (GOOD.hex(),))
+        old.push()
+
+        async def readings(n: int) -> bool:
+            return count("SELECT count(*) FROM readings") >= n
+
+        await wait_for(lambda: readings(5), 30, "the old key's push")
+        self.assertEqual(await first.interrupt(), 0, first.log_text()[-3000:])
+        old.close()
+
+        # The key transfer: the meter list has the new keys, the meter counts from 1.
+        new_ek, new_ak = bytes(range(0x40, 0x50)), bytes(range(0x60, 0x70))
+        store = open_store(url, reactor)
+        await store.open()
+        rotated = keyed_meter()
+        await store.add_meters([Meter(rotated.id, rotated.protocol, rotated.route,
+                                      serial=rotated.serial, metadata={
+            **rotated.metadata, "dlms_ek": new_ek.hex(), "dlms_ak": new_ak.hex()})])
+        await store.close()
+        second = Daemon(config, workdir)
+        second.log = workdir / "twistd-2.log"
+        second.start()
+        self.addCleanup(second.kill)
+        new = PushingMeter(GOOD, SecurityKeys(new_ek, new_ak), "GOOD0001")
+        new.server.invocation_counter = 1
+        await connected(new, port)
+        self.addCleanup(new.close)
+        frame = new.push()
+        await wait_for(lambda: readings(10), 30, "the new key's first push (counter 1)")
+        new.send(frame)  # replayed under the new key
+        stale = PushingMeter(GOOD, SecurityKeys(EK, AK), "GOOD0001")
+        stale.server.invocation_counter = 5000
+        await connected(stale, port)
+        self.addCleanup(stale.close)
+        stale.push()  # the old key's, above every counter it reached
+
+        async def refused() -> bool:
+            log = second.log_text()
+            return ("DLMS push rejected (replay)" in log
+                    and "DLMS push rejected (cipher)" in log)
+
+        await wait_for(refused, 30, "the replay and the old key's push to be refused")
+        self.assertEqual(await second.interrupt(), 0, second.log_text()[-3000:])
+        self.assertEqual(count("SELECT count(*) FROM readings"), 10)
+        self.assertEqual(count("SELECT count(*) FROM dlms_counters WHERE kind = 'received'"
+                               f" AND key LIKE '{GOOD.hex()}:%'"), 2)  # one per key

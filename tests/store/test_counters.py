@@ -195,3 +195,90 @@ class PostgresCountersTests(unittest.TestCase):
         self.assertIsInstance(counters, StoreInvocationCounters)
         await counters.open()
         self.assertEqual(await counters.reserve("fep:key", 10), 301)
+
+
+class KeyChangeCases:
+    """After a meter's keys change: our counters go on above the old key's (meters that do
+    not start again at a new key still take them); the meter's own counters start a new
+    sequence per key, a title-only entry from before counting for the first key seen."""
+
+    title = bytes.fromhex("4D4D4D0000BC614E")
+
+    async def keeper(self) -> Any:
+        """A keeper of the same counters, opened (after closing the last: a restart)."""
+        raise NotImplementedError
+
+    async def test_a_new_keys_counters_continue_above_the_old_keys(self) -> None:
+        counters = await self.keeper()
+        t: Any = self
+        t.assertEqual(await counters.reserve("fep:old", 100, meter_key="fep:m1"), 1)
+        t.assertEqual(await counters.reserve("fep:old", 100, meter_key="fep:m1"), 101)
+        # The key transfer: the first block under the new key is above the old key's last.
+        t.assertEqual(await counters.reserve("fep:new", 100, meter_key="fep:m1"), 201)
+        counters = await self.keeper()
+        t.assertEqual(await counters.reserve("fep:new", 100, meter_key="fep:m1"), 301)
+        # Another meter given the same key: the key's own counter is the floor for it.
+        t.assertEqual(await counters.reserve("fep:new", 100, meter_key="fep:m2"), 401)
+        # m1 back on a key of its own: above everything it was sent.
+        t.assertEqual(await counters.reserve("fep:third", 100, meter_key="fep:m1"), 401)
+
+    async def test_the_meters_counter_from_before_keys_is_its_floor(self) -> None:
+        counters = await self.keeper()
+        await counters.reserve("fep:m1", 500)  # counters kept per meter, before per key
+        t: Any = self
+        t.assertEqual(await counters.reserve("fep:key", 10, meter_key="fep:m1"), 501)
+
+    async def test_the_meters_counters_start_again_with_a_new_key(self) -> None:
+        counters = await self.keeper()
+        t: Any = self
+        t.assertEqual(await counters.accept_received(self.title, 5000, "old"), (True, None))
+        # The meter counts from 1 again under its new key: accepted; a replay is not.
+        t.assertEqual(await counters.accept_received(self.title, 1, "new"), (True, None))
+        t.assertEqual(await counters.accept_received(self.title, 1, "new"), (False, 1))
+        t.assertEqual(await counters.accept_received(self.title, 5000, "old"), (False, 5000))
+        t.assertEqual(counters.last_received(self.title, "new"), 1)
+        counters = await self.keeper()
+        t.assertEqual(await counters.accept_received(self.title, 1, "new"), (False, 1))
+        t.assertEqual(await counters.accept_received(self.title, 2, "new"), (True, 1))
+
+    async def test_a_title_only_entry_counts_for_the_first_key_seen(self) -> None:
+        counters = await self.keeper()
+        t: Any = self
+        t.assertEqual(await counters.accept_received(self.title, 40), (True, None))  # before
+        counters = await self.keeper()
+        t.assertEqual(await counters.accept_received(self.title, 40, "k1"), (False, 40))
+        t.assertEqual(await counters.accept_received(self.title, 41, "k1"), (True, 40))
+        counters = await self.keeper()
+        # The old entry now belongs to k1: a next key starts its own sequence.
+        t.assertEqual(await counters.accept_received(self.title, 1, "k2"), (True, None))
+        t.assertEqual(await counters.accept_received(self.title, 41, "k1"), (False, 41))
+
+
+class FileKeyChangeTests(KeyChangeCases, unittest.TestCase):
+    async def keeper(self) -> Any:
+        if not hasattr(self, "workdir"):
+            self.workdir = Path(self.mktemp())
+            self.store = open_store(f"sqlite:{self.workdir / 'fep.sqlite'}", reactor)
+            await self.store.open()
+            self.addCleanup(self.store.close)
+            self.last: Any = None
+        if self.last is not None:
+            await self.last.close()
+        # With the store's high-water marks: every entry written must check against them.
+        self.last = invocation_counters(reactor, self.store, self.workdir)
+        await self.last.open()
+        self.addCleanup(self.last.close)
+        return self.last
+
+
+class PostgresKeyChangeTests(KeyChangeCases, unittest.TestCase):
+    timeout = 60
+
+    async def keeper(self) -> Any:
+        if not hasattr(self, "store"):
+            self.store = PostgresStore(fresh_database(self), reactor, pool_size=2)
+            await self.store.open()
+            self.addCleanup(self.store.close)
+        counters = StoreInvocationCounters(self.store)
+        await counters.open()
+        return counters

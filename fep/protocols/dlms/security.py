@@ -328,30 +328,35 @@ def verify_gmac(system_title: bytes, keys: SecurityKeys, challenge: bytes, reply
 
 
 class InvocationCounterGuard:
-    """The last invocation counter accepted from each system title, in memory."""
+    """The last invocation counter accepted from each system title (and key fingerprint,
+    when given: a new key starts a new sequence), in memory."""
 
     def __init__(self) -> None:
-        self._last: dict[bytes, int] = {}
+        self._last: dict[tuple[bytes, str | None], int] = {}
 
-    def last_received(self, system_title: bytes) -> int | None:
-        return self._last.get(system_title)
+    def last_received(self, system_title: bytes, key_fingerprint: str | None = None
+                      ) -> int | None:
+        return self._last.get((system_title, key_fingerprint))
 
-    def check(self, system_title: bytes, counter: int) -> None:
-        last = self._last.get(system_title)
+    def check(self, system_title: bytes, counter: int, key_fingerprint: str | None = None
+              ) -> None:
+        last = self._last.get((system_title, key_fingerprint))
         if last is not None and counter <= last:
             raise ReplayError(
                 f"invocation counter {counter} from {system_title.hex()} not above {last}"
             )
 
-    def accept(self, system_title: bytes, counter: int) -> None:
-        self.check(system_title, counter)
-        self._last[system_title] = counter
+    def accept(self, system_title: bytes, counter: int, key_fingerprint: str | None = None
+               ) -> None:
+        self.check(system_title, counter, key_fingerprint)
+        self._last[(system_title, key_fingerprint)] = counter
 
-    def accept_received(self, system_title: bytes, counter: int) -> tuple[bool, int | None]:
+    def accept_received(self, system_title: bytes, counter: int,
+                        key_fingerprint: str | None = None) -> tuple[bool, int | None]:
         """(accepted, the last accepted before), as the persistent keepers answer (theirs
         in a Deferred)."""
-        last = self._last.get(system_title)
+        last = self._last.get((system_title, key_fingerprint))
         if last is not None and counter <= last:
             return False, last
-        self._last[system_title] = counter
+        self._last[(system_title, key_fingerprint)] = counter
         return True, last

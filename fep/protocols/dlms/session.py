@@ -9,6 +9,7 @@ The protocol state lives in ``client.py`` (association, services), ``hdlc.py`` a
 from __future__ import annotations
 
 import enum
+import functools
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
@@ -70,6 +71,7 @@ from fep.protocols.dlms.identity import (
     DOWNGRADE_CODE,
     counter_key,
     downgrade_event,
+    key_fingerprint,
 )
 from fep.protocols.dlms.security import SecurityKeys
 from fep.protocols.session import connect_within
@@ -1042,6 +1044,7 @@ class DlmsProtocol:
         context = self.context
         client, link = settings_for(meter, context.system_title if context else None)
         start, limit = 1, 0x100000000
+        accept_counter: Callable[[bytes, int], Any] | None = None
         if client.ciphered or client.authentication == Authentication.HIGH_GMAC:
             if context is None or context.counters is None:
                 raise ConfigError(
@@ -1051,13 +1054,21 @@ class DlmsProtocol:
                     key="dlms_ek",
                 )
             assert client.keys is not None
-            # Never send a counter twice: take a block that is recorded as used first.
+            # Never send a counter twice: take a block that is recorded as used first. The
+            # block is also above every counter sent to this meter under its earlier keys
+            # (TITLE:METER, the name of its counters before they were kept per key, is the
+            # meter's floor across keys): a meter that does not start its counters again at
+            # a key change still takes ours after a key transfer.
             start = await context.counters.reserve(
                 counter_key(client.system_title, client.keys.block_cipher_key),
                 COUNTERS_PER_SESSION,
-                legacy_key=f"{client.system_title.hex()}:{meter.id}",
+                meter_key=f"{client.system_title.hex()}:{meter.id}",
             )
             limit = start + COUNTERS_PER_SESSION
+            # The meter's counters are kept per key too: a new key starts a new sequence.
+            accept_counter = functools.partial(
+                context.counters.accept_received,
+                key_fingerprint=key_fingerprint(client.keys.block_cipher_key))
         security = context.security if context is not None else SecurityEvents()
         session = await open_session(
             reactor,
@@ -1068,8 +1079,7 @@ class DlmsProtocol:
             invocation_counter=start,
             counter_limit=limit,
             on_downgrade=lambda detail: security.downgrade(meter.id, "pull session", detail),
-            accept_counter=(context.counters.accept_received
-                            if context is not None and context.counters is not None else None),
+            accept_counter=accept_counter,
         )
         deviation = meter.metadata.get("dlms_deviation")
         if deviation:
@@ -1387,7 +1397,10 @@ class DlmsPushDecoder:
                     self.reject("cipher", title, f"meter {meter.id} has no keys")
                     return False
                 deciphered = security.decipher_apdu(raw, keys=client.keys)
-                last = self.counters.last_received(title)
+                # Per key: a meter starts its counters again with new keys, and an APDU of
+                # the old keys does not decipher under the new ones.
+                fingerprint = key_fingerprint(client.keys.block_cipher_key)
+                last = self.counters.last_received(title, fingerprint)
                 if last is not None and deciphered.invocation_counter <= last:
                     self.reject(
                         "replay",
@@ -1400,6 +1413,7 @@ class DlmsPushDecoder:
             else:
                 meter = self.resolve(None, wport)
                 counter = None
+                fingerprint = None
                 claimed = meter if meter is not None else self._claimed_sender(raw)
                 if claimed is not None and self._keyed(claimed):
                     detail = f"unciphered push (tag {raw[0] if raw else 0:#04x})"
@@ -1431,7 +1445,7 @@ class DlmsPushDecoder:
             self._submit(meter, records)
             return True
         # The counter is taken (in the store when it is shared) before anything is stored.
-        accepting = self.counters.accept_received(title, counter)
+        accepting = self.counters.accept_received(title, counter, fingerprint)
         if not isinstance(accepting, Deferred):
             return self._counted(accepting, meter, title, counter, records)
         accepting.addCallback(self._counted, meter, title, counter, records)

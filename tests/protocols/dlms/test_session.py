@@ -248,8 +248,10 @@ class KeyedReadCommandTests(unittest.TestCase):
         counters = [c for _, c in factory.seen_counters]
         self.assertEqual(len(counters), len(set(counters)))
         saved = json.loads((workdir / "dlms-invocation-counters.json").read_text())
-        (key,) = saved["send"]
-        self.assertTrue(key.startswith(node_system_title("cli-node").hex() + ":"))
+        # Per key, and the meter's floor across its keys (TITLE:METER_ID).
+        self.assertEqual(len(saved["send"]), 2)
+        for key in saved["send"]:
+            self.assertTrue(key.startswith(node_system_title("cli-node").hex() + ":"))
 
 
 class InvocationCounterTests(unittest.TestCase):
