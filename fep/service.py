@@ -104,7 +104,7 @@ class FepService(service.MultiService):
             listener.setName("push-iec62056-21")
             self.listeners.append(listener)
         self.dlms_push: Any = None
-        from fep.protocols.dlms.session import DlmsContext, SecurityEvents
+        from fep.protocols.dlms.context import DlmsContext, SecurityEvents
         from fep.store.counters import invocation_counters
 
         # DLMS invocation counters: ours (reserved before use) and the last from each meter,
@@ -116,7 +116,7 @@ class FepService(service.MultiService):
             self.counters, config.dlms.client_system_title(config.fep.node), self.dlms_security
         )
         if config.push.dlms:
-            from fep.protocols.dlms.session import DlmsPushFactory
+            from fep.protocols.dlms.receiver import DlmsPushFactory
 
             self.dlms_push = DlmsPushFactory(
                 self.router, self._resolve_dlms_sender, self.counters,
@@ -359,7 +359,7 @@ class FepService(service.MultiService):
         # What sessions need (invocation counters, modem lines) is ready before the first
         # job starts.
         await self.counters.open()
-        from fep.protocols.dlms.session import set_dlms_context
+        from fep.protocols.dlms.context import set_dlms_context
 
         set_dlms_context(self.dlms)
         if self.modems is not None:

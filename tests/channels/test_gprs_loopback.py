@@ -23,7 +23,7 @@ from fep.channels.routes import Channels
 from fep.directory import MeterDirectory
 from fep.interfaces import IStore
 from fep.model import Meter, Reading
-from fep.protocols.dlms import session as dlms_session
+from fep.protocols.dlms import context as dlms_context
 from fep.protocols.dlms.security import InvocationCounterGuard
 from fep.protocols.registry import meter_protocol
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK
@@ -109,8 +109,8 @@ class LoopbackCase(unittest.TestCase):
         await self.directory.refresh()
         counters = InvocationCounterFile(reactor, workdir / "counters.json")
         await counters.open()
-        dlms_session.set_counter_store(counters)
-        self.addCleanup(dlms_session.set_counter_store, None)
+        dlms_context.set_counter_store(counters)
+        self.addCleanup(dlms_context.set_counter_store, None)
         self.channel = GprsChannel(
             reactor,
             settings or self.settings,
