@@ -14,13 +14,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fep.errors import ConfigError, FrameError, NotSupported, ProtocolError, SessionTimeout
+from fep.errors import ConfigError, FrameError, NotSupported, ProtocolError
 from fep.interfaces import (
     IClock,
     ICommands,
@@ -46,7 +44,6 @@ from fep.protocols.dlms.client import (
     GetDone,
     Pushed,
     Released,
-    Send,
     SetDone,
 )
 from fep.protocols.dlms.context import DlmsContext, SecurityEvents
@@ -62,7 +59,17 @@ from fep.protocols.dlms.cosem import (
     profile_blocks,
     register_reading,
 )
-from fep.protocols.dlms.errors import PROTOCOL, DataAccessError, DlmsError, DowngradeError
+from fep.protocols.dlms.errors import PROTOCOL, DataAccessError, DlmsError
+from fep.protocols.dlms.exchange import (
+    Answered,
+    DlmsSteps,
+    Downgrade,
+    LinkNoise,
+    Opened,
+    PushArrived,
+    Refused,
+    Resent,
+)
 from fep.protocols.dlms.identity import DOWNGRADE_CODE, counter_key, key_fingerprint
 from fep.protocols.dlms.link import HdlcLink, Link, LinkKind, LinkSettings, WrapperLink
 from fep.protocols.dlms.receiver import DlmsPushDecoder, DlmsPushHandler
@@ -74,7 +81,7 @@ from fep.protocols.dlms.settings import (
     parse_object,
     settings_for,
 )
-from fep.protocols.session import connect_within
+from fep.protocols.session import MeterSession, connect_within
 
 log = Logger(namespace="fep.protocols.dlms")
 
@@ -92,12 +99,15 @@ TRANSFERABLE_KEYS = {
 }
 
 
-class DlmsConnection(Protocol):
-    """One connection to one meter: opens the link, then runs one exchange at a time.
+class DlmsConnection(MeterSession):
+    """One connection to one meter on the shared session driver: opens the link, then runs
+    one exchange at a time (the steps are fep.protocols.dlms.exchange's).
 
     ``request(apdu)`` sends an APDU and fires with the client's final event for it
-    (following ``Send`` continuations itself); failures are DlmsError/FrameError/
-    SessionTimeout naming the meter.
+    (following ``Send`` continuations itself); a refused answer fails that request
+    (DlmsError/FrameError naming the meter); a silent meter or a lost connection ends the
+    session and fails what waits, with the driver's errors (SessionTimeout naming the step
+    and its time limit, ChannelError naming the route).
     """
 
     def __init__(
@@ -112,11 +122,14 @@ class DlmsConnection(Protocol):
         on_downgrade: Callable[[str], None] | None = None,
         accept_counter: Callable[[bytes, int], Any] | None = None,
     ) -> None:
-        self.reactor = reactor
+        self.exchange = DlmsSteps(client, link, retries)
+        s = client.settings
+        super().__init__(
+            reactor, timeout, meter=s.meter, route=s.route, protocol=PROTOCOL,
+            steps=self.exchange,
+        )
         self.client = client
         self.link = link
-        self.timeout = timeout
-        self.retries = retries
         self.on_push = on_push
         # Told of every unciphered APDU refused from a meter with keys (a security event).
         self.on_downgrade = on_downgrade
@@ -126,137 +139,65 @@ class DlmsConnection(Protocol):
         self.ready: Deferred[None] = Deferred()
         self.closed: Deferred[None] = Deferred()
         self._waiting: Deferred[Event] | None = None
-        self._timer: IDelayedCall | None = None
-        self._what = "link"
-        self._tries = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
+        self._dropped = False
         self.frame_errors = 0
         # Minutes local to UTC for push times the meter sends without a deviation.
         self.default_deviation: int | None = None
+        self.done.addBoth(self._session_over)
 
-    # -- plumbing -------------------------------------------------------------------------
+    # -- what the driver hands over ---------------------------------------------------------
 
-    def _meter_error(self, message: str, cls: type[ProtocolError] = ProtocolError) -> ProtocolError:
-        s = self.client.settings
-        return cls(message, meter=s.meter, route=s.route, protocol=PROTOCOL)
-
-    def _write(self, chunks: Sequence[bytes]) -> None:
-        for chunk in chunks:
-            self.bytes_out += len(chunk)
-            self.transport.write(chunk)  # type: ignore[union-attr]
-
-    def _arm(self, what: str) -> None:
-        self._disarm()
-        self._what = what
-        self._timer = self.reactor.callLater(self.timeout, self._timed_out)
-
-    def _disarm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        again = self.link.timeout()
-        if again and self._tries < self.retries:
-            self._tries += 1
-            log.debug(
-                "{meter}: no answer to {what}, repeating ({n})",
-                meter=self.client.settings.meter,
-                what=self._what,
-                n=self._tries,
-            )
-            self._write(again)
-            self._timer = self.reactor.callLater(self.timeout, self._timed_out)
-            return
-        self._fail(
-            self._meter_error(
-                f"no answer to {self._what} within {self.timeout:.1f} s", SessionTimeout
-            )
-        )
-
-    def _fail(self, error: Exception) -> None:
-        self._disarm()
-        for d in (self.ready, self._waiting):
-            if d is not None and not d.called:
-                if d is self._waiting:
-                    self._waiting = None
-                d.errback(Failure(error))
-                return
-        log.warn("{meter}: {error}", meter=self.client.settings.meter, error=str(error))
-
-    # -- Protocol -------------------------------------------------------------------------
-
-    def connectionMade(self) -> None:
-        opening = self.link.open()
-        if opening:
-            self._write(opening)
-            self._arm("SNRM")
-        else:
-            self.ready.callback(None)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.bytes_in += len(data)
-        try:
-            apdus, out = self.link.receive(data)
-        except FrameError as e:
-            self.frame_errors += 1
-            log.info(
-                "{meter}: link frame error: {error}", meter=self.client.settings.meter, error=str(e)
-            )
-            return
-        except ProtocolError as e:
-            self._fail(self._meter_error(str(e)))
-            return
-        self._write(out)
-        if not self.ready.called and self.link.is_open():
-            self._disarm()
-            self.ready.callback(None)
-        for raw in apdus:
-            self._on_apdu(raw)
-
-    def _on_apdu(self, raw: bytes) -> None:
-        try:
-            event = self.client.receive(raw)
-        except (DlmsError, FrameError) as e:
-            if isinstance(e, FrameError):
+    def note(self, action: object) -> None:
+        meter = self.client.settings.meter
+        if isinstance(action, Opened):
+            if not self.ready.called:
+                self.ready.callback(None)
+        elif isinstance(action, Answered):
+            waiting, self._waiting = self._waiting, None
+            if waiting is not None:
+                waiting.callback(action.event)
+        elif isinstance(action, Refused):
+            if isinstance(action.error, FrameError):
                 self.frame_errors += 1
-            if isinstance(e, DowngradeError) and self.on_downgrade is not None:
-                self.on_downgrade(str(e))
-            self._fail(e)
-            return
-        if isinstance(event, Pushed):
-            if event.downgrade:
-                if self.on_downgrade is not None:
-                    self.on_downgrade(event.problem or "unciphered notification")
-                else:
-                    log.error("{meter}: {why} refused", meter=self.client.settings.meter,
-                              why=event.problem, security_event=DOWNGRADE_CODE)
-                return
+            if not self._tell(Failure(action.error)):
+                log.warn("{meter}: {error}", meter=meter, error=str(action.error))
+        elif isinstance(action, PushArrived):
             if self.on_push is not None:
-                self.on_push(event)
+                self.on_push(action.pushed)
             else:
-                self._hand_over_push(event)
-            return
-        if isinstance(event, Send):
-            self._tries = 0
-            self._write(self.link.send(event.apdu))
-            self._arm(self._what)
-            return
-        self._disarm()
+                self._hand_over_push(action.pushed)
+        elif isinstance(action, Downgrade):
+            if self.on_downgrade is not None:
+                self.on_downgrade(action.detail)
+            elif action.push:
+                log.error("{meter}: {why} refused", meter=meter, why=action.detail,
+                          security_event=DOWNGRADE_CODE)
+        elif isinstance(action, LinkNoise):
+            self.frame_errors += 1
+            log.info("{meter}: link frame error: {error}", meter=meter, error=str(action.error))
+        elif isinstance(action, Resent):
+            log.debug("{meter}: no answer to {what}, repeating ({n})", meter=meter,
+                      what=action.what, n=action.n)
+
+    def _tell(self, failure: Failure) -> bool:
+        """Fail the opening or the request under way; False when nothing waits."""
+        if not self.ready.called:
+            self.ready.errback(failure)
+            return True
         waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            waiting.callback(event)
+        if waiting is None:
+            return False
+        waiting.errback(failure)
+        return True
+
+    def _session_over(self, result: object) -> None:
+        """The driver ended the session: a failure goes to what waits for it."""
+        if isinstance(result, Failure) and not self._tell(result) and not self._dropped:
+            log.warn("{meter}: {error}", meter=self.client.settings.meter,
+                     error=result.getErrorMessage())
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
-        self._disarm()
-        lost = self._meter_error(f"connection lost ({reason.getErrorMessage()})")
-        if not self.ready.called:
-            self.ready.errback(Failure(lost))
-        if self._waiting is not None:
-            waiting, self._waiting = self._waiting, None
-            waiting.errback(Failure(lost))
+        super().connectionLost(reason)
         if not self.closed.called:
             self.closed.callback(None)
 
@@ -313,22 +254,30 @@ class DlmsConnection(Protocol):
     # -- API ------------------------------------------------------------------------------
 
     def request(self, apdu: bytes, what: str) -> Deferred[Event]:
+        s = self.client.settings
         if self._waiting is not None:
-            raise self._meter_error(f"{what} while another request is outstanding")
-        self._waiting = Deferred()
-        self._tries = 0
-        self._write(self.link.send(apdu))
-        self._arm(what)
-        return self._waiting
+            raise ProtocolError(f"{what} while another request is outstanding",
+                                meter=s.meter, route=s.route, protocol=PROTOCOL)
+        if self.finished:
+            raise ProtocolError(f"{what} after the session ended", meter=s.meter,
+                                route=s.route, protocol=PROTOCOL)
+        actions = self.exchange.request(apdu, what)
+        waiting: Deferred[Event] = Deferred()
+        self._waiting = waiting
+        self.run(actions)
+        return waiting
 
     def close_link(self) -> Deferred[None]:
         """Disconnect the link (HDLC DISC) and the transport."""
-        closing = self.link.close()
-        if closing and self.transport is not None:
-            self._write(closing)
-        if self.transport is not None:
-            self.transport.loseConnection()
+        if self.transport is not None and not self.finished:
+            self.run(self.exchange.close())
+            self.finish(None)
         return self.closed
+
+    def drop(self) -> None:
+        """The work on this session failed: drop the line (nothing more is sent)."""
+        self._dropped = True
+        self.fail(ProtocolError("session abandoned"))
 
 
 class DlmsSession:
@@ -780,7 +729,7 @@ class DlmsProtocol:
                 session.default_deviation = int(deviation)
                 session.connection.default_deviation = session.default_deviation
             except ValueError:
-                session.connection.transport.loseConnection()  # type: ignore[union-attr]
+                session.connection.drop()
                 raise ConfigError(
                     f"meter {meter.id}: dlms_deviation must be minutes", key="dlms_deviation"
                 ) from None
@@ -801,7 +750,7 @@ class DlmsProtocol:
             result = await work(session)
             await session.release()
         except BaseException:
-            session.connection.transport.loseConnection()  # type: ignore[union-attr]
+            session.connection.drop()
             raise
         return result
 
