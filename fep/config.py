@@ -433,6 +433,8 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
                                       "counted over"),
         "auth_block": Option(_positive_float, 300.0, "seconds an address that failed too "
                              "often is refused (429)"),
+        "listen": Option(_text, "", "listener (Twisted server endpoint) of the web server, "
+                         "e.g. tcp:8080:interface=127.0.0.1; empty: port and interface"),
     },
     "manhole": {
         "port": Option(_port, 0, "SSH port of the operator console; 0: off"),
@@ -440,6 +442,8 @@ SCHEMA: Mapping[str, Mapping[str, Option]] = {
         "authorized_keys": Option(_text, "", "OpenSSH authorized_keys file of operators"),
         "host_key": Option(_text, "", "host key file (made at first start); empty: "
                            "DATA_DIR/manhole_host_key"),
+        "listen": Option(_text, "", "listener (Twisted server endpoint) of the console, "
+                         "e.g. tcp:2222:interface=127.0.0.1; empty: port and interface"),
     },
     "alarms": {
         "enabled": Option(_bool, True, "classify events into alarms and notify"),

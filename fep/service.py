@@ -1,5 +1,15 @@
-"""Builds the fep daemon from a Config: store, spool and router, meter directory, the
-collection engine and push listeners, started and stopped in order."""
+"""The composition root: builds every part of the fep daemon from a Config, passes each the
+parts it depends on, and makes each a named child of one service tree (fep.servicetree),
+started in dependency order (each once the one before is ready) and stopped in reverse.
+
+The tree, in start order (a part the config leaves out has no child): ``store`` (open and
+migrate, retried while it is down), ``router`` (spool replay), ``directory`` (the meter
+list), ``collection`` (the engine's tasks), ``dlms-counters``, ``modem-pool``, ``scheduler``,
+``gprs`` (the channel: its sessions close at stop), the listeners (``push-iec62056-21``,
+``push-dlms``, ``gprs LISTENER``...), ``control``, ``sms``, ``operator`` (``alarms``,
+``northbound``, ``http``, ``console``). Stop, in reverse: the operator tier and the listeners
+stop accepting, GPRS sessions close, the scheduler lets the jobs under way finish, the router
+flushes the spool to the store, and the store closes last."""
 
 from __future__ import annotations
 
@@ -8,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application import service, strports
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import deferLater
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -25,6 +36,7 @@ from fep.config import Config
 from fep.directory import MeterDirectory
 from fep.errors import FepError
 from fep.interfaces import IStore
+from fep.servicetree import OrderedMultiService, Step
 from fep.store import open_store
 from fep.store.router import Router
 from fep.store.spool import Spool
@@ -32,17 +44,13 @@ from fep.store.spool import Spool
 log = Logger()
 
 
-def _sleep(reactor: Any, seconds: float) -> Deferred[None]:
-    d: Deferred[None] = Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
-
-
-class FepService(service.MultiService):
-    """The whole daemon. Children start in dependency order (store, router, scheduler,
-    listeners) and stop in the reverse order, each waiting for the one before: listeners
+class FepService(OrderedMultiService):
+    """The whole daemon: the root of the service tree. Children start in dependency order
+    (store, router, directory, collection engine, counters, modem pool, scheduler, GPRS
+    channel, listeners, control socket, SMS channel, operator tier), each once the one before
+    it is ready, and stop in the reverse order, each waiting for the one after it: listeners
     stop accepting, sessions under way finish, the router flushes the spool to the store,
-    and the store closes last."""
+    and the store closes last. A start that fails stops the reactor (the daemon exits)."""
 
     def __init__(self, config: Config, reactor: Any = None) -> None:
         super().__init__()
@@ -58,14 +66,16 @@ class FepService(service.MultiService):
         self.reactor = reactor
         self.store: IStore = open_store(config.store.url, reactor, pool_size=config.store.pool_size)
         self.secrets = self._secret_store(config)
-        from fep.operator.service import OperatorTier
+        from fep.operator.metrics import FepMetrics, TimedStore
 
-        # The operator tier (API, status page, metrics, console, alarms, northbound).
-        self.operator = OperatorTier(config, reactor)
+        # Store latency is measured on the router's writes and the operator tier's queries;
+        # the other parts get the store itself (some look at its type).
+        self.metrics = FepMetrics.create()
+        timed_store = TimedStore(self.store, self.metrics.store_latency)
         self.spool = Spool(config.spool_directory, reactor)
         self.router = Router(
             self.spool,
-            self.store,
+            timed_store,
             reactor,
             batch_size=config.spool.batch_size,
             max_delay=config.spool.max_delay,
@@ -115,6 +125,11 @@ class FepService(service.MultiService):
         self.dlms = DlmsContext(
             self.counters, config.dlms.client_system_title(config.fep.node), self.dlms_security
         )
+        from fep.protocols.registry import ProtocolRegistry
+
+        # Every door (collection engine, GPRS channel, console and API reads) builds its
+        # protocols here: DLMS with this daemon's context.
+        self.protocols = ProtocolRegistry({"dlms": self.dlms})
         if config.push.dlms:
             from fep.protocols.dlms.receiver import DlmsPushFactory
 
@@ -151,10 +166,67 @@ class FepService(service.MultiService):
         if config.sms.port:
             self._build_sms(config)
         self._build_collection(config)
-        self.operator.attach(self)
+        self.operator = self._build_operator(config, timed_store)
         self._json_log: io.TextIOWrapper | None = None
         self._observer: ILogObserver | None = None
         self.started: Deferred[None] | None = None
+        self._build_tree(config)
+
+    def _build_operator(self, config: Config, timed_store: IStore) -> Any:
+        """The operator tier (API, status page, metrics, console, alarms, northbound) and
+        what it is given: its context of the daemon's parts, the metrics, the listener
+        limits (the web server and the console are listeners too)."""
+        from fep.collect.operator import EngineScheduler
+        from fep.operator.context import OperatorContext
+        from fep.operator.service import OperatorTier
+
+        ctx = OperatorContext(
+            store=timed_store,
+            router=self.router,
+            directory=self.directory,
+            reactor=self.reactor,
+            node=config.fep.node,
+            read_timeout=config.collect.timeout,
+            sessions=self.gprs,
+            sms=self.sms,
+            scheduler=EngineScheduler(self.collection, timed_store),
+            push_stats=self.dlms_push.stats if self.dlms_push is not None else None,
+            protocol_for=self.protocols.protocol_for,
+        )
+        # Every job's meter session is reported to the activity (sessions, success rate).
+        self.collection.observers.append(ctx.activity)
+        tier = OperatorTier(config, self.reactor, ctx, self.metrics, self.limits)
+        # The alarm engine and the northbound outbox see the records the store committed.
+        self.router.committed_hooks.extend(tier.committed_hooks)
+        return tier
+
+    def _build_tree(self, config: Config) -> None:
+        """Every part a named child, in start order (see the module's docstring)."""
+        self.add(Step("store", self._open_store, self.store.close), "store")
+        self.add(self.router, "router")
+        self.add(Step("directory", self._load_directory), "directory")
+        if config.collect.enabled:
+            self.add(Step("collection", self.collection.prepare), "collection")
+        # What sessions need (invocation counters, modem lines) is ready before the first
+        # job starts.
+        self.add(Step("dlms-counters", self.counters.open, self.counters.close),
+                 "dlms-counters")
+        if self.modems is not None:
+            modems = self.modems
+            self.add(modems, "modem-pool", ready=lambda: modems.opened)
+        if config.collect.enabled:
+            self.add(self.scheduler, "scheduler")
+        if self.gprs is not None:
+            # Stopped after its listeners: the sessions they accepted close.
+            self.add(Step("gprs", stop=self.gprs.close_all), "gprs")
+        for listener in self.listeners:
+            assert listener.name is not None  # each named where it is made
+            self.add(listener, listener.name)
+        if self.control is not None:
+            self.add(self.control, "control")
+        if self.sms is not None:
+            self.add(self.sms, "sms")
+        self.add(self.operator, "operator")
 
     def _secret_store(self, config: Config) -> Any:
         """The secret store under the configured master key; none when the default master
@@ -197,7 +269,7 @@ class FepService(service.MultiService):
             directory=self.directory,
             store=self.store,
             counters=self.counters,
-            protocol_for=self._protocol_for,
+            protocol_for=self.protocols.protocol_for,
         )
         self.channels.register_scheme("gprs", self.gprs.endpoint_for, backoff=False)
         for description in listener_names(config.gprs.listen):
@@ -282,7 +354,7 @@ class FepService(service.MultiService):
             node=config.fep.node,
             endpoint_for=self.channels,
             wakeup=wakeup,
-            protocol_for=self._protocol_for,
+            protocol_for=self.protocols.protocol_for,
             # Every dialup: route shares the modem pool's lines.
             pools={"dialup": len(config.modems.line_list())} if self.modems else None,
             firmware_dir=config.firmware_directory,
@@ -308,106 +380,63 @@ class FepService(service.MultiService):
             return None
         return self.directory.by_system_title(system_title)
 
-    def _protocol_for(self, name: str) -> Any:
-        """Meter protocols for the collection engine and the GPRS channel: DLMS with this
-        daemon's counters, client system title and security events."""
-        from fep.protocols.registry import meter_protocol
-
-        if name == "dlms":
-            from fep.protocols.dlms.session import DlmsProtocol
-
-            return DlmsProtocol(self.dlms)
-        return meter_protocol(name)
-
     def _identify_dlms_sender(self, logical_device_name: bytes) -> Any:
         """The meter an unciphered push names (logical device name: often three letters of
         the manufacturer and the serial number); only to refuse it when it has keys."""
         name = logical_device_name.decode("ascii", "replace")
         return self.directory.identify(name, name[3:])
 
-    def startService(self) -> None:
-        service.Service.startService(self)
+    def startService(self) -> Deferred[None]:
         self._start_json_log()
-        self.started = Deferred.fromCoroutine(self._start())
-        self.started.addErrback(self._start_failed)
+        started = super().startService()
+        started.addCallback(self._running)
+        started.addErrback(self._start_failed)
+        self.started = started
+        return started
+
+    def _running(self, _: object) -> None:
+        if not self.running:
+            return
+        if self.control is None and self._control_problem:
+            log.warn("no control socket (fep sessions cannot ask this daemon): {problem}",
+                     problem=self._control_problem)
+        log.info("fep node {node} running", node=self.config.fep.node)
 
     def _start_failed(self, failure: Any) -> None:
+        if failure.check(CancelledError) and not self.running:
+            return  # stopped while starting: not a failure
         log.failure("fep could not start", failure)
         if self.reactor.running:
             self.reactor.stop()
 
-    async def _start(self) -> None:
+    async def _open_store(self) -> None:
+        """Open (and migrate) the store, retried with backoff while it is down."""
         delay = 1.0
-        while self.running:
+        while True:
             try:
                 await self.store.open()
                 break
             except FepError as e:
                 log.warn("store {url} not ready ({error}); retrying in {delay} s",
                          url=self.store.url, error=e, delay=delay)
-                await _sleep(self.reactor, delay)
+                await deferLater(self.reactor, delay, lambda: None)
                 delay = min(delay * 2, 30.0)
-        if not self.running:
-            return
         log.info("store {url} open", url=self.store.url)
-        self.router.startService()
+
+    async def _load_directory(self) -> None:
         meters = await self.directory.refresh()
         log.info("{count} meters known", count=len(meters))
         await self._warn_clear_secrets()
-        if self.config.collect.enabled:
-            await self.collection.prepare()
-        # What sessions need (invocation counters, modem lines) is ready before the first
-        # job starts.
-        await self.counters.open()
-        from fep.protocols.dlms.context import set_dlms_context
-
-        set_dlms_context(self.dlms)
-        if self.modems is not None:
-            self.modems.startService()
-            assert self.modems.opened is not None
-            await self.modems.opened
-        if self.config.collect.enabled:
-            self.scheduler.startService()
-        for listener in self.listeners:
-            listener.startService()
-        if self.control is not None:
-            self.control.startService()
-        elif self._control_problem:
-            log.warn("no control socket (fep sessions cannot ask this daemon): {problem}",
-                     problem=self._control_problem)
-        if self.sms is not None:
-            self.sms.startService()
-        await self.operator.start()
-        log.info("fep node {node} running", node=self.config.fep.node)
 
     def stopService(self) -> Deferred[None]:
-        service.Service.stopService(self)
-        return Deferred.fromCoroutine(self._stop())
+        d = super().stopService()
 
-    async def _stop(self) -> None:
-        if self.started is not None and not self.started.called:
-            # Still starting: let the start sequence notice running is false.
-            pass
-        if self.control is not None and self.control.running:
-            await self.control.stopService()
-        if self.sms is not None and self.sms.running:
-            await self.sms.stopService()
-        await self.operator.stop()
-        for listener in self.listeners:
-            if listener.running:
-                await listener.stopService()
-        if self.gprs is not None:
-            self.gprs.close_all()
-        if self.scheduler.running:
-            await self.scheduler.stopService()
-        if self.modems is not None and self.modems.running:
-            await self.modems.stopService()
-        await self.counters.close()
-        if self.router.running:
-            await self.router.stopService()
-        await self.store.close()
-        log.info("fep stopped; spool depth {depth}", depth=self.spool.depth())
-        self._stop_json_log()
+        def stopped(result: object) -> object:
+            log.info("fep stopped; spool depth {depth}", depth=self.spool.depth())
+            self._stop_json_log()
+            return result
+
+        return d.addBoth(stopped)
 
     def _start_json_log(self) -> None:
         path = self.config.log.json_file

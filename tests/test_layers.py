@@ -45,6 +45,9 @@ LAYERS: Mapping[str, int] = {
     # Pulse counts -> energy and demand records: arithmetic on model records, outside any
     # protocol (the Modbus recorder's session and its simulator both use it).
     "fep.pulse": BASE,
+    # The service tree's parts (ordered start and stop, listeners): a helper of
+    # twisted.application, used by the operator tier and the composition root.
+    "fep.servicetree": BASE,
     "fep.store": STORE,
     "fep.protocols": PROTOCOLS,
     "fep.channels": CHANNELS,

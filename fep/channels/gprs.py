@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -33,22 +33,43 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fep.channels.identify import (
-    DEFAULT_REGISTRATION,
-    RULE_NAMES,
-    IdentificationError,
-    Identifier,
-    Identity,
-    make_rules,
+from fep.channels.gprs_session import (
+    MAX_HELD_BYTES,
+    PIPE_WAIT,
+    Action,
+    Attach,
+    CancelTimer,
+    Claim,
+    Close,
+    FailPipeWait,
+    Gone,
+    GprsStats,
+    Holder,
+    Identified,
+    Log,
+    LosePipe,
+    OpenPipe,
+    RefusePipe,
+    Register,
+    Release,
+    ReleasePipe,
+    Replace,
+    Send,
+    SessionMachine,
+    SessionState,
+    StartTimer,
+    Timer,
+    ToHandler,
+    ToPipe,
+    Unregister,
 )
+from fep.channels.identify import DEFAULT_REGISTRATION, RULE_NAMES, Identity, make_rules
 from fep.channels.modem_identity import (
     CONFLICT_POLICIES,
     SourceNetworks,
     certificate_names,
-    certificate_names_modem,
     modem_secret,
     parse_source_networks,
-    proof_matches,
 )
 from fep.channels.routes import Route, parse_route
 from fep.errors import ChannelError, ConfigError, FepError, RouteError
@@ -66,11 +87,22 @@ from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.channels.gprs")
 
+__all__ = [
+    "MAX_HELD_BYTES",
+    "PIPE_WAIT",
+    "GprsChannel",
+    "GprsEndpoint",
+    "GprsSettings",
+    "GprsStats",
+    "ModemSession",
+    "SessionInfo",
+    "SessionRegistry",
+    "gprs_settings",
+    "listener_names",
+    "parse_heartbeats",
+]
+
 POLICIES = ("register", "quarantine", "reject")
-# Seconds a pull job waits for a push under way to finish before it takes the socket.
-PIPE_WAIT = 5.0
-# Bytes a contested newcomer's data is kept for while its claim is decided (then dropped).
-MAX_HELD_BYTES = 1 << 16
 
 
 def parse_heartbeats(text: str) -> tuple[bytes, ...]:
@@ -209,35 +241,6 @@ class SessionInfo:
         return out
 
 
-@attrs.define
-class GprsStats:
-    """Counters of the GPRS channel (for metrics and the operator)."""
-
-    connections: int = 0
-    identified: int = 0
-    unidentified: int = 0
-    garbage_bytes: int = 0
-    registered: int = 0
-    quarantined: int = 0
-    rejected: int = 0
-    replaced: int = 0
-    idle_closed: int = 0
-    heartbeats: int = 0
-    pipes: int = 0
-    # Pushes a pull job's meter session told from its answers and handed over.
-    pipe_pushes: int = 0
-    unhandled_bytes: int = 0
-    # Modem identity (security events): connections claiming a name a live session holds,
-    # contested newcomers closed, registrations whose secret (or client certificate) did
-    # not prove the modem, connections from a network the listener does not take, and
-    # job connects refused because the session at the name changed since the job planned.
-    conflicts: int = 0
-    conflicts_closed: int = 0
-    proof_failed: int = 0
-    source_refused: int = 0
-    changed_sessions: int = 0
-
-
 class SessionRegistry:
     """The live modem sessions: every connection from accept to close, and the names
     (``imei=...``, ``serial=...``) each identified one answers to."""
@@ -251,6 +254,9 @@ class SessionRegistry:
         n = self._next_id
         self._next_id += 1
         return n
+
+    def get(self, session_id: int) -> ModemSession | None:
+        return self._sessions.get(session_id)
 
     def add(self, session: ModemSession) -> None:
         self._sessions[session.id] = session
@@ -370,18 +376,52 @@ class _Pipe:
         return self.session.pushes.pushed(records)
 
 
+class _World:
+    """What a session's machine looks up (SessionWorld), answered from the channel."""
+
+    def __init__(self, session: ModemSession) -> None:
+        self.session = session
+
+    def resolve(self, identity: Identity) -> list[Meter]:
+        return self.session.channel.resolve(identity)
+
+    def secrets(self, meters: Sequence[Meter]) -> list[str]:
+        secret_for = self.session.channel.secret_for
+        return [s for s in (secret_for(m) for m in meters) if s]
+
+    def certificate_names(self) -> set[str] | None:
+        return certificate_names(self.session.transport)
+
+    def holders(self, names: Sequence[str]) -> list[Holder]:
+        out = []
+        for held in self.session.channel.registry.holders(names, self.session):
+            fields = held.machine.log_fields()
+            out.append(Holder(held.id, held.peer, held.machine.heard, fields["meter"],
+                              fields["route"], fields["protocol"]))
+        return out
+
+    def route_names(self, route: str) -> list[str]:
+        try:
+            params = parse_route(route).params()
+        except RouteError:
+            return []
+        if not route.startswith("gprs:"):
+            return []
+        return [f"{k}={v}" for k, v in params.items()]
+
+    def frames(self) -> int:
+        return self.session.info().frames
+
+
 class ModemSession(Protocol):
-    """One inbound modem connection, from accept to close.
+    """One inbound modem connection, from accept to close: the Twisted adapter of its
+    ``SessionMachine`` (fep.channels.gprs_session), which decides; this protocol feeds it
+    bytes, timeouts and the pipe's events and performs the actions it returns (writes,
+    timers, the registry, the push decoder, the pull job's pipe, logs).
 
-    States: ``identifying`` (waiting for a registration), ``registering`` (an unknown
-    modem's meter record being stored), ``attached`` (pushes decoded, pulls possible),
-    ``quarantined`` (unknown, kept but not trusted), ``contested`` (it claimed a name a
-    live session holds: no name, no job, no data used, until the conflict policy decides),
-    ``closing``.
-
-    After identification (``_settle``): proof of identity (``_proven``), then the claim of
-    names (``_attach``, ``_quarantine``, registration) goes through ``_contested``, the one
-    place a claim meets a live holder.
+    States (``state``, a ``SessionState``): ``identifying``, ``registering``, ``attached``,
+    ``quarantined``, ``contested``, ``waiting`` (a job waits for a push under way),
+    ``pipe``, ``closing``, ``closed``.
     """
 
     transport: Any
@@ -390,44 +430,76 @@ class ModemSession(Protocol):
         self.channel = channel
         self.listener = listener
         self.id = channel.registry.new_id()
-        self.state = "identifying"
-        self.identity: Identity | None = None
         # The names (imei=..., serial=...) this session holds in the registry.
         self.names: list[str] = []
-        self.meters: list[Meter] = []
         self.handler: IPushHandler | None = None
         self.pipe: _Pipe | None = None
         self.pushes = _Pushes(self, channel.sink)
-        self._identifier = Identifier(channel.rules, max_garbage=channel.settings.max_garbage)
-        self._pending = bytearray()
+        self.machine = SessionMachine(
+            channel.settings,
+            channel.rules,
+            channel.stats,
+            _World(self),
+            clock=channel.reactor.seconds,
+            listener=listener,
+            session_id=self.id,
+        )
         self.since = utcnow()
         self.identified: datetime | None = None
         self.last_seen = self.since
         self.last_frame: datetime | None = None
-        self.bytes_in = 0
-        self.bytes_out = 0
         self.frames = 0
-        self.garbage = 0
-        self.heartbeats = 0
-        self.peer = "?"
-        self.ended = ""
-        self._pipe_wait: tuple[Deferred[IProtocol], IProtocolFactory, str, IDelayedCall] | None
-        self._pipe_wait = None
-        self._idle: IDelayedCall | None = None
-        self._identify_timer: IDelayedCall | None = None
-        # Reactor time of the last byte received (how long it has been silent).
-        self._heard: float = channel.reactor.seconds()
-        # While contested: the names claimed, the bytes kept, the policy's timer.
-        self._contest_names: list[str] = []
-        self._contest_began = 0.0
-        self._held = bytearray()
-        self._contest_timer: IDelayedCall | None = None
+        self._timers: dict[Timer, IDelayedCall] = {}
+        # The pull job asking for the socket (until its pipe opens or it fails).
+        self._job: tuple[Deferred[IProtocol], IProtocolFactory, str] | None = None
 
-    # -- what the operator sees ---------------------------------------------------------------
+    # -- the machine's view --------------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        return self.machine.state
+
+    @property
+    def identity(self) -> Identity | None:
+        return self.machine.identity
+
+    @property
+    def meters(self) -> list[Meter]:
+        return self.machine.meters
+
+    @property
+    def peer(self) -> str:
+        return self.machine.peer
 
     @property
     def name(self) -> str:
-        return self.identity.name if self.identity is not None else f"session {self.id}"
+        return self.machine.name
+
+    @property
+    def bytes_in(self) -> int:
+        return self.machine.bytes_in
+
+    @property
+    def bytes_out(self) -> int:
+        return self.machine.bytes_out
+
+    @property
+    def garbage(self) -> int:
+        return self.machine.garbage
+
+    @property
+    def heartbeats(self) -> int:
+        return self.machine.heartbeats
+
+    @property
+    def _contest_timer(self) -> IDelayedCall | None:
+        return self._timers.get(Timer.CONTEST)
+
+    def silent_for(self) -> float:
+        """Seconds since this session last received a byte (heartbeats included)."""
+        return self.machine.silent_for()
+
+    # -- what the operator sees ---------------------------------------------------------------
 
     def info(self) -> SessionInfo:
         return SessionInfo(
@@ -435,7 +507,7 @@ class ModemSession(Protocol):
             modem=self.identity.name if self.identity is not None else None,
             identity=self.identity.keys if self.identity is not None else (),
             meters=tuple(m.id for m in self.meters),
-            state="pipe" if self.pipe is not None else self.state,
+            state="pipe" if self.pipe is not None else self.machine.shown_state,
             peer=self.peer,
             listener=self.listener,
             since=self.since,
@@ -450,425 +522,133 @@ class ModemSession(Protocol):
             job=self.pipe.route if self.pipe is not None else None,
         )
 
-    def _log_fields(self) -> dict[str, Any]:
-        return {
-            "modem": self.name,
-            "peer": self.peer,
-            "meter": self.meters[0].id if self.meters else None,
-            "route": self.meters[0].route if self.meters else None,
-            "protocol": self.meters[0].protocol if self.meters else None,
-        }
-
-    # -- Protocol -----------------------------------------------------------------------------
+    # -- Protocol: the inputs ------------------------------------------------------------------
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
-        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
         keepalive = getattr(self.transport, "setTcpKeepAlive", None)
         if keepalive is not None:
             try:
                 keepalive(True)
             except OSError:
                 pass
-        self.channel.stats.connections += 1
         self.channel.registry.add(self)
-        host = str(getattr(peer, "host", "?"))
-        if not self.channel.settings.allow.allows(self.listener, host):
-            self.channel.stats.source_refused += 1
-            log.warn(
-                "security: connection from {peer} on {listener} refused: not from a network "
-                "this listener takes ([gprs] allow)",
-                peer=self.peer,
-                listener=self.listener,
-                event="gprs_source_refused",
-            )
-            self.drop("source network not allowed")
-            return
-        reactor = self.channel.reactor
-        self._identify_timer = reactor.callLater(
-            self.channel.settings.identify_timeout, self._not_identified
-        )
-        self._idle = reactor.callLater(self.channel.settings.idle_timeout, self._idle_expired)
-        log.debug("modem connected from {peer} on {listener}", peer=self.peer,
-                  listener=self.listener)
+        self._run(self.machine.connected(
+            f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}",
+            str(getattr(peer, "host", "?")),
+        ))
 
     def dataReceived(self, data: bytes) -> None:
-        self.bytes_in += len(data)
         self.last_seen = utcnow()
-        self._heard = self.channel.reactor.seconds()
-        if self._idle is not None and self._idle.active():
-            self._idle.reset(self.channel.settings.idle_timeout)
-        if self.state == "closing":
-            return
-        if self.channel.settings.heartbeats and self.state != "identifying":
-            data = self._strip_heartbeats(data)
-            if not data:
-                return
-        if self.state == "identifying":
-            self._identify(data)
-        elif self.state == "registering":
-            self._pending += data
-        elif self.state == "quarantined":
-            self._quarantined()
-        elif self.state == "contested":
-            self._hold(data)
-        else:
-            self._deliver(data)
+        self._run(self.machine.data(data))
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
-        was = self.ended or f"{reason.getErrorMessage()} ({self.state})"
-        self.state = "closing"
-        for timer in (self._idle, self._identify_timer, self._contest_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        if self.pipe is not None:
-            self._lose_pipe(f"modem connection lost ({reason.getErrorMessage()})")
-        self._fail_waiting_pipe(f"connection lost ({reason.getErrorMessage()})")
-        self.channel.registry.remove(self)
-        if self.meters:
-            self.channel.tell("modem_gone", self.meters)
-        if self.identity is not None or self.bytes_in:
-            (log if self.identity is not None else self.channel.bad_input).info(
-                "modem {modem} from {peer} gone, {why}: {bytes_in} bytes in, "
-                "{bytes_out} out, {frames} pushes",
-                why=was,
-                bytes_in=self.bytes_in,
-                bytes_out=self.bytes_out,
-                frames=self.info().frames,
-                **self._log_fields(),
-            )
-
-    # -- bytes in ---------------------------------------------------------------------------
-
-    def _strip_heartbeats(self, data: bytes) -> bytes:
-        """Heartbeat packets at the start of a chunk (a modem sends each as a packet of its
-        own) are counted and dropped."""
-        stripped = True
-        while stripped and data:
-            stripped = False
-            for beat in self.channel.settings.heartbeats:
-                if data.startswith(beat):
-                    data = data[len(beat) :]
-                    self.heartbeats += 1
-                    self.channel.stats.heartbeats += 1
-                    stripped = True
-        return data
-
-    def _identify(self, data: bytes) -> None:
-        try:
-            result = self._identifier.receive(data)
-        except IdentificationError as e:
-            self.channel.stats.unidentified += 1
-            self.channel.stats.garbage_bytes += self._identifier.received
-            self.channel.bad_input.warn("modem from {peer}: {error}; closing", peer=self.peer,
-                                        error=str(e))
-            self.drop("no registration")
-            return
-        if result is None:
-            return
-        if self._identify_timer is not None and self._identify_timer.active():
-            self._identify_timer.cancel()
-        self.garbage = result.garbage
-        self.channel.stats.garbage_bytes += result.garbage
-        self.channel.stats.identified += 1
-        self.identity = result.identity
-        self.identified = utcnow()
-        peer_identified(self.transport)
-        if result.garbage:
-            log.info(
-                "modem {modem} from {peer}: {garbage} garbage bytes before its registration",
-                garbage=result.garbage,
-                **self._log_fields(),
-            )
-        self._settle(result.data)
-
-    def _settle(self, data: bytes) -> None:
-        """The identified modem: its meters, its proof, then the policy for its claim."""
-        identity = self.identity
-        assert identity is not None
-        meters = self.channel.resolve(identity)
-        if not self._proven(meters):
-            return
-        if meters:
-            self._attach(meters, data)
-            return
-        policy = self.channel.settings.unknown
-        if policy == "register" and identity.route() is not None:
-            if self._contested(identity.unique(), data):
-                return
-            self.state = "registering"
-            self._pending += data
-            d = self.channel.register(self)
-            d.addCallbacks(self._registered, self._not_registered)
-        elif policy == "reject":
-            self.channel.stats.rejected += 1
-            log.warn("unknown modem {modem} from {peer} ({rule}) rejected",
-                     rule=identity.rule, **self._log_fields())
-            self.drop("rejected: unknown")
-        else:
-            self._quarantine()
-
-    # -- modem identity: proofs and conflicts -------------------------------------------------
-
-    def _proven(self, meters: list[Meter]) -> bool:
-        """Whether the modem proved what it claims: the secret its meters name (if any) in
-        its registration, and a TLS client certificate (if it gave one) naming it. Not
-        proven: counted, logged as a security event (never with the secret) and closed."""
-        identity = self.identity
-        assert identity is not None
-        secrets = [s for s in (self.channel.secret_for(m) for m in meters) if s]
-        why = None
-        if not proof_matches(identity.proof, secrets):
-            why = "no secret" if identity.proof is None else "a wrong secret"
-            why = f"its registration carries {why}"
-        else:
-            names = certificate_names(self.transport)
-            if names is not None and not certificate_names_modem(names, identity.keys):
-                why = "its TLS client certificate names another modem"
-        if why is None:
-            return True
-        self.channel.stats.proof_failed += 1
-        log.warn(
-            "security: modem {modem} from {peer} on {listener} did not prove its identity "
-            "({why}); closing",
-            why=why,
-            listener=self.listener,
-            event="gprs_proof_failed",
-            **self._log_fields(),
-        )
-        self.drop("identity not proven")
-        return False
-
-    def silent_for(self) -> float:
-        """Seconds since this session last received a byte (heartbeats included)."""
-        return float(self.channel.reactor.seconds() - self._heard)
-
-    def _contested(self, names: list[str], data: bytes) -> bool:
-        """Whether a live session holds any of ``names``; if so the conflict policy takes
-        over this session (it claims nothing now)."""
-        incumbents = self.channel.registry.holders(names, self)
-        if not incumbents:
-            return False
-        self._contest(incumbents, names, data)
-        return True
-
-    def _contest(self, incumbents: list[ModemSession], names: list[str], data: bytes) -> None:
-        settings = self.channel.settings
-        self.channel.stats.conflicts += 1
-        silent = min(i.silent_for() for i in incumbents)
-        for incumbent in incumbents:
-            # The meter is the incumbent's: the newcomer has none of its own yet.
-            fields = {**self._log_fields(), **{
-                k: v for k, v in incumbent._log_fields().items()
-                if k in ("meter", "route", "protocol")}}
-            log.warn(
-                "security: identity conflict: modem {modem} from {peer} on {listener} claims "
-                "a name session {incumbent} from {incumbent_peer} holds (silent {silent:.0f} s,"
-                " heartbeat window {window:g} s); policy {policy}",
-                listener=self.listener,
-                incumbent=incumbent.id,
-                incumbent_peer=incumbent.peer,
-                silent=incumbent.silent_for(),
-                window=settings.heartbeat_window,
-                policy=settings.conflict,
-                event="gprs_identity_conflict",
-                **fields,
-            )
-        replace = settings.conflict == "replace-when-silent"
-        if replace and silent >= settings.heartbeat_window:
-            for incumbent in incumbents:
-                incumbent.replaced_by(self)
-            self._settle(data)
-            return
-        self.channel.registry.release(self)
-        self.state = "contested"
-        self._contest_names = list(names)
-        self._contest_began = self.channel.reactor.seconds()
-        self._held = bytearray(data[:MAX_HELD_BYTES] if replace else b"")
-        if replace:
-            # The probe: the incumbent's heartbeat window runs out, or it answers.
-            delay = max(settings.heartbeat_window - silent, 0.0)
-            self._contest_timer = self.channel.reactor.callLater(delay, self._contest_decide)
-        else:
-            self._contest_timer = self.channel.reactor.callLater(
-                settings.conflict_quarantine, self._contest_lost)
-
-    def _hold(self, data: bytes) -> None:
-        """A contested session's bytes: kept (bounded) while it may still be let in."""
-        if self.channel.settings.conflict == "replace-when-silent":
-            room = MAX_HELD_BYTES - len(self._held)
-            if room > 0:
-                self._held += data[:room]
-
-    def _contest_decide(self) -> None:
-        """replace-when-silent: the incumbents' heartbeat window is over. Those that
-        answered keep the name (this session is closed); silent ones are replaced."""
-        self._contest_timer = None
-        if self.state != "contested":
-            return
-        incumbents = self.channel.registry.holders(self._contest_names, self)
-        # Answered: heard since the conflict began. (Not "silent_for() < window" now: in
-        # float reactor time this call can come a hair before the window's end.)
-        if any(i._heard > self._contest_began for i in incumbents):
-            self._contest_lost()
-            return
-        for incumbent in incumbents:
-            incumbent.replaced_by(self)
-        held, self._held = bytes(self._held), bytearray()
-        self._settle(held)
-
-    def _contest_lost(self) -> None:
-        self._contest_timer = None
-        if self.state != "contested":
-            return
-        self.channel.stats.conflicts_closed += 1
-        log.warn(
-            "security: modem {modem} from {peer} closed: its name is held by a live "
-            "session (policy {policy})",
-            policy=self.channel.settings.conflict,
-            event="gprs_identity_conflict_closed",
-            **self._log_fields(),
-        )
-        self.drop("identity conflict: the name is held by a live session")
-
-    def _quarantine(self) -> None:
-        assert self.identity is not None
-        if self._contested(self.identity.unique(), b""):
-            return
-        self.state = "quarantined"
-        self.channel.stats.quarantined += 1
-        for stale in self.channel.registry.claim(self, self.identity.unique()):
-            stale.replaced_by(self)
-        log.warn(
-            "unknown modem {modem} from {peer} ({identity}) quarantined: kept connected, "
-            "its data dropped until a meter names it",
-            identity=self.identity.as_dict(),
-            **self._log_fields(),
-        )
-
-    def _quarantined(self) -> None:
-        """Data from a quarantined modem is dropped; a meter added for it since lets it in."""
-        assert self.identity is not None
-        meters = self.channel.resolve(self.identity)
-        if meters:
-            log.info("quarantined modem {modem} now known", **self._log_fields())
-            self._attach(meters, b"")
-
-    def _registered(self, meter: Meter) -> None:
-        if self.state != "registering":
-            return
-        pending, self._pending = bytes(self._pending), bytearray()
-        self._attach([meter], pending)
-
-    def _not_registered(self, failure: Failure) -> None:
-        if self.state == "closing":
-            return
-        log.failure("modem {modem} from {peer}: cannot register its meter; closing", failure,
-                    **self._log_fields())
-        self.drop("registration failed")
-
-    def _attach(self, meters: list[Meter], data: bytes) -> None:
-        assert self.identity is not None
-        names = list(self.identity.unique())
-        for meter in meters:
-            try:
-                params = parse_route(meter.route).params()
-            except RouteError:
-                continue
-            if meter.route.startswith("gprs:"):
-                names += [f"{k}={v}" for k, v in params.items()]
-        if self._contested(names, data):
-            return
-        self.meters = meters
-        self.state = "attached"
-        for stale in self.channel.registry.claim(self, names):
-            stale.replaced_by(self)
-        self.handler = self.channel.push_handler(meters[0], self)
-        log.info(
-            "modem {modem} from {peer} attached to {meters} ({rule})",
-            meters=", ".join(m.id for m in meters),
-            rule=self.identity.rule,
-            **self._log_fields(),
-        )
-        self.channel.tell("modem_attached", meters)
-        if data:
-            self._deliver(data)
-
-    def _deliver(self, data: bytes) -> None:
-        if self.pipe is not None:
-            self.pipe.protocol.dataReceived(data)
-        elif self.handler is not None:
-            before = self.handler.frames
-            self.handler.data_received(data)
-            if self.handler.frames != before:
-                self.last_frame = utcnow()
-            if self._pipe_wait is not None and not self.handler.pending():
-                self._start_waiting_pipe()
-        else:
-            self.channel.stats.unhandled_bytes += len(data)
-
-    # -- bytes out and ending ------------------------------------------------------------------
+        self._run(self.machine.lost(reason.getErrorMessage()))
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and self.state != "closing":
-            self.bytes_out += len(data)
-            self.transport.write(data)
+        self._run(self.machine.send(data))
 
     def drop(self, why: str = "closed by fep") -> None:
         """Close now: abort (a half-open peer would never let a graceful close finish)."""
-        if self.state == "closing":
-            return
-        self.ended = f"{why} ({self.state})"
-        self.state = "closing"
-        if self.transport is None:
-            return
-        abort = getattr(self.transport, "abortConnection", None)
-        (abort or self.transport.loseConnection)()
+        self._run(self.machine.close(why))
 
     def replaced_by(self, newer: ModemSession) -> None:
         """The modem reconnected: this (stale, silent) session gives way to ``newer``."""
-        self.channel.stats.replaced += 1
-        log.warn(
-            "modem {modem} reconnected from {new_peer}: stale session from {peer}, silent "
-            "{silent:.0f} s, closed",
-            new_peer=newer.peer,
-            silent=self.silent_for(),
-            event="gprs_session_replaced",
-            **self._log_fields(),
-        )
-        if self.pipe is not None:
-            self._lose_pipe(f"the modem reconnected from {newer.peer}")
-        self._fail_waiting_pipe(f"the modem reconnected from {newer.peer}")
-        self.channel.registry.remove(self)
-        self.drop(f"replaced by a new session from {newer.peer}")
+        self._run(self.machine.replaced(newer.peer))
 
-    def _not_identified(self) -> None:
-        self._identify_timer = None
-        if self.state != "identifying":
-            return
-        self.channel.stats.unidentified += 1
-        self.channel.bad_input.warn(
-            "modem from {peer} sent no registration within {timeout:.0f} s "
-            "({received} bytes); closing",
-            peer=self.peer,
-            timeout=self.channel.settings.identify_timeout,
-            received=self._identifier.received,
-        )
-        self.drop("identify timeout")
+    def _timeout(self, timer: Timer) -> None:
+        self._timers.pop(timer, None)
+        self._run(self.machine.timeout(timer))
 
-    def _idle_expired(self) -> None:
-        self._idle = None
-        if self.state == "closing":
+    def _registered(self, meter: Meter) -> None:
+        self._run(self.machine.registered(meter))
+
+    def _not_registered(self, failure: Failure) -> None:
+        self._run(self.machine.registration_failed(failure))
+
+    # -- the actions ---------------------------------------------------------------------------
+
+    def _run(self, actions: list[Action]) -> None:
+        """Perform the machine's actions in order."""
+        for action in actions:
+            match action:
+                case Log():
+                    self._log(action)
+                case ToHandler(data=data):
+                    self._to_handler(data)
+                case ToPipe(data=data):
+                    if self.pipe is not None:
+                        self.pipe.protocol.dataReceived(data)
+                case StartTimer(timer=timer, delay=delay):
+                    running = self._timers.get(timer)
+                    if running is not None and running.active():
+                        running.reset(delay)
+                    else:
+                        self._timers[timer] = self.channel.reactor.callLater(
+                            delay, self._timeout, timer)
+                case CancelTimer(timer=timer):
+                    running = self._timers.pop(timer, None)
+                    if running is not None and running.active():
+                        running.cancel()
+                case Send(data=data):
+                    if self.transport is not None:
+                        self.transport.write(data)
+                case Close():
+                    if self.transport is not None:
+                        abort = getattr(self.transport, "abortConnection", None)
+                        (abort or self.transport.loseConnection)()
+                case Identified():
+                    self.identified = utcnow()
+                    peer_identified(self.transport)
+                case Register():
+                    d = self.channel.register(self)
+                    d.addCallbacks(self._registered, self._not_registered)
+                case Claim(names=names):
+                    for stale in self.channel.registry.claim(self, names):
+                        stale.replaced_by(self)
+                case Release():
+                    self.channel.registry.release(self)
+                case Unregister():
+                    self.channel.registry.remove(self)
+                case Replace(session=session_id):
+                    incumbent = self.channel.registry.get(session_id)
+                    if incumbent is not None:
+                        incumbent.replaced_by(self)
+                case Attach(meters=meters):
+                    self.handler = self.channel.push_handler(meters[0], self)
+                    self.channel.tell("modem_attached", self.meters)
+                case OpenPipe():
+                    self._open_pipe()
+                case ReleasePipe():
+                    self._release_pipe()
+                case LosePipe(why=why):
+                    self._lose_pipe(why)
+                case FailPipeWait(why=why):
+                    self._fail_job(why)
+                case RefusePipe():
+                    pass  # open_pipe answers the job
+                case Gone(meters=meters):
+                    self.channel.tell("modem_gone", list(meters))
+
+    def _log(self, action: Log) -> None:
+        if action.level == "failure":
+            log.failure(action.format, action.failure, **action.fields)
+        elif action.limited:
+            getattr(self.channel.bad_input, action.level)(action.format, **action.fields)
+        else:
+            getattr(log, action.level)(action.format, **action.fields)
+
+    def _to_handler(self, data: bytes) -> None:
+        if self.handler is None:
+            self.channel.stats.unhandled_bytes += len(data)
             return
-        self.channel.stats.idle_closed += 1
-        log.warn(
-            "modem {modem} from {peer} silent for {timeout:.0f} s (half-open?); closing",
-            timeout=self.channel.settings.idle_timeout,
-            **self._log_fields(),
-        )
-        if self.pipe is not None:
-            self._lose_pipe("the modem went silent (idle timeout)")
-        self.drop("idle timeout")
+        before = self.handler.frames
+        self.handler.data_received(data)
+        if self.handler.frames != before:
+            self.last_frame = utcnow()
+        if (self.machine.state is SessionState.WAITING and self.handler is not None
+                and not self.handler.pending()):
+            self._run(self.machine.push_finished())
 
     # -- pipe mode ------------------------------------------------------------------------------
 
@@ -877,42 +657,35 @@ class ModemSession(Protocol):
         bytes until it closes its transport. A push under way is let finish first (at most
         PIPE_WAIT seconds, then its bytes go to the job's decoder). ChannelError when the
         modem cannot serve."""
-        if self.state != "attached":
-            return fail(ChannelError(
-                f"modem {self.name} is {self.state}: no pull over it", route=route))
-        if self.pipe is not None or self._pipe_wait is not None:
-            busy = self.pipe.route if self.pipe is not None else "another job"
-            return fail(ChannelError(f"modem {self.name} is busy with {busy}", route=route))
-        if self.handler is not None and self.handler.pending():
-            d: Deferred[IProtocol] = Deferred()
-            timer = self.channel.reactor.callLater(PIPE_WAIT, self._start_waiting_pipe)
-            self._pipe_wait = (d, factory, route, timer)
-            return d
-        try:
-            return succeed(self._start_pipe(factory, route))
-        except ChannelError as e:
-            return fail(e)
+        pending = self.handler is not None and bool(self.handler.pending())
+        actions = self.machine.pipe_requested(route, pending)
+        refused = [a for a in actions if isinstance(a, RefusePipe)]
+        if refused:
+            self._run(actions)
+            return fail(ChannelError(refused[0].why, route=route))
+        d: Deferred[IProtocol] = Deferred()
+        self._job = (d, factory, route)
+        self._run(actions)
+        return d
 
-    def _start_waiting_pipe(self) -> None:
-        waiting, self._pipe_wait = self._pipe_wait, None
-        if waiting is None:
+    def _open_pipe(self) -> None:
+        job, self._job = self._job, None
+        if job is None:
             return
-        d, factory, route, timer = waiting
-        if timer.active():
-            timer.cancel()
+        d, factory, route = job
         try:
-            d.callback(self._start_pipe(factory, route))
+            protocol = self._start_pipe(factory, route)
         except ChannelError as e:
+            self._run(self.machine.pipe_released())
             d.errback(Failure(e))
-
-    def _fail_waiting_pipe(self, why: str) -> None:
-        waiting, self._pipe_wait = self._pipe_wait, None
-        if waiting is None:
             return
-        d, _, route, timer = waiting
-        if timer.active():
-            timer.cancel()
-        d.errback(Failure(ChannelError(f"modem {self.name}: {why}", route=route)))
+        d.callback(protocol)
+
+    def _fail_job(self, why: str) -> None:
+        job, self._job = self._job, None
+        if job is not None:
+            d, _, route = job
+            d.errback(Failure(ChannelError(f"modem {self.name}: {why}", route=route)))
 
     def _start_pipe(self, factory: IProtocolFactory, route: str) -> IProtocol:
         protocol = factory.buildProtocol(self.transport.getPeer())
@@ -923,7 +696,7 @@ class ModemSession(Protocol):
         self.channel.stats.pipes += 1
         leftover = self.handler.take_buffered() if self.handler is not None else b""
         log.debug("modem {modem}: pull job {job} takes the socket", job=route,
-                  **self._log_fields())
+                  **self.machine.log_fields())
         protocol.makeConnection(pipe)
         if leftover and self.pipe is pipe:
             protocol.dataReceived(leftover)
@@ -933,7 +706,12 @@ class ModemSession(Protocol):
         """The job is done with the socket: pushes go to the push handler again."""
         if self.pipe is not pipe:
             return
-        self.pipe = None
+        self._run(self.machine.pipe_released())
+
+    def _release_pipe(self) -> None:
+        pipe, self.pipe = self.pipe, None
+        if pipe is None:
+            return
         pipe.disconnecting = True
         pipe.connected = False
         if self.meters and self.handler is not None:
@@ -985,7 +763,7 @@ class GprsEndpoint:
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         session = self.channel.registry.find(self.names)
-        if session is None or session.state == "closing":
+        if session is None or session.machine.closing:
             return fail(
                 ChannelError(
                     f"modem {' '.join(self.names)} is not connected (no GPRS session)",
@@ -1078,7 +856,7 @@ class GprsChannel:
         except RouteError:
             return False
         session = self.registry.find(f"{k}={v}" for k, v in params.items())
-        return session is not None and session.state == "attached"
+        return session is not None and session.machine.serving
 
     def tell(self, event: str, *args: Any) -> None:
         """Call ``event`` on every observer; an observer's failure is logged, not raised."""

@@ -1,5 +1,6 @@
-"""Line discipline of a serial line, sans-IO: RS-485 half-duplex echo suppression and the
-inter-frame gap (the silence fep leaves on the line before it transmits).
+"""Line discipline of a serial line, sans-IO: its settings (speed, character frame, flow
+control), RS-485 half-duplex echo suppression and the inter-frame gap (the silence fep
+leaves on the line before it transmits).
 
 Times are seconds from whatever clock the caller uses (the reactor's); nothing here reads a
 clock or does I/O. The serial and RFC 2217 transports drive it.
@@ -9,11 +10,53 @@ from __future__ import annotations
 
 import math
 
+import attrs
+
 # How long after a transmission has left the wire its echo may still arrive (adapter and
 # driver latency; a USB RS-485 adapter returns the echo a few milliseconds late).
 ECHO_WINDOW = 0.5
 # Waits shorter than this are none (clock arithmetic in floats).
 _EPSILON = 1e-6
+
+PARITIES = {"N": "N", "E": "E", "O": "O", "M": "M", "S": "S"}
+BYTESIZES = (5, 6, 7, 8)
+STOPBITS = (1, 1.5, 2)
+# Longest inter-frame gap a route may ask for (seconds): more is a typo (ms for s).
+MAX_GAP = 10.0
+
+
+@attrs.frozen
+class LineSettings:
+    """How a serial line is set (IEC 62056-21 starts at 300 Bd 7E1), whether the port is
+    local (``serial:`` routes) or on a serial server (``rfc2217:`` routes). Keyword-only,
+    so that each kind of route puts its own address first."""
+
+    baudrate: int = attrs.field(default=300, kw_only=True)
+    bytesize: int = attrs.field(default=7, kw_only=True)
+    parity: str = attrs.field(default="E", kw_only=True)
+    stopbits: float = attrs.field(default=1, kw_only=True)
+    xonxoff: bool = attrs.field(default=False, kw_only=True)
+    rtscts: bool = attrs.field(default=False, kw_only=True)
+    echo: bool = attrs.field(default=False, kw_only=True)
+    gap: float = attrs.field(default=0.0, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        """ValueError naming the option when a line setting is out of range."""
+        if self.baudrate <= 0:
+            raise ValueError(f"option baudrate: bad value {self.baudrate}")
+        if self.bytesize not in BYTESIZES:
+            raise ValueError(f"option bytesize: bad value {self.bytesize} (5..8)")
+        if self.parity not in PARITIES:
+            raise ValueError(f"option parity: bad value {self.parity!r} (N, E, O, M, S)")
+        if self.stopbits not in STOPBITS:
+            raise ValueError(f"option stopbits: bad value {self.stopbits} (1, 1.5, 2)")
+        if not (0 <= self.gap <= MAX_GAP) or math.isnan(self.gap):
+            raise ValueError(f"option gap: {self.gap} s is not 0..{MAX_GAP:g} seconds")
+
+    @property
+    def char_bits(self) -> float:
+        """Bits one character takes on the wire: start + data + parity + stop."""
+        return float(1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stopbits)
 
 
 class EchoSuppressor:

@@ -18,6 +18,7 @@ import enum
 
 import attrs
 
+from fep.channels.lines import LineSettings
 from fep.errors import FrameError
 
 # Telnet commands (RFC 854).
@@ -244,24 +245,6 @@ class TelnetDecoder:
 
 
 @attrs.frozen
-class ComPortSettings:
-    """Line settings asked of the serial server (as a ``serial:`` route has them)."""
-
-    baudrate: int = 300
-    bytesize: int = 7
-    parity: str = "E"
-    stopbits: float = 1
-    xonxoff: bool = False
-    rtscts: bool = False
-
-    @property
-    def flow(self) -> int:
-        if self.rtscts:
-            return FLOW_HARDWARE
-        return FLOW_XONXOFF if self.xonxoff else FLOW_NONE
-
-
-@attrs.frozen
 class Send:
     """Bytes to write to the server."""
 
@@ -361,7 +344,7 @@ class Rfc2217Client:
     OURS = frozenset({BINARY, SGA, COM_PORT_OPTION})
     THEIRS = frozenset({BINARY, SGA})
 
-    def __init__(self, settings: ComPortSettings) -> None:
+    def __init__(self, settings: LineSettings) -> None:
         self.settings = settings
         self.decoder = TelnetDecoder()
         self._us: dict[int, _Q] = {}
@@ -419,6 +402,7 @@ class Rfc2217Client:
         return com_port(command, _encode_value(command, value))
 
     def _line_settings(self) -> bytes:
+        """The line settings asked of the server (as a ``serial:`` route has them)."""
         s = self.settings
         # RFC 2217's recommended order: speed, data size, parity, stop size.
         return b"".join(
@@ -427,7 +411,7 @@ class Rfc2217Client:
                 self._request(ComPortCommand.SET_DATASIZE, s.bytesize),
                 self._request(ComPortCommand.SET_PARITY, s.parity),
                 self._request(ComPortCommand.SET_STOPSIZE, s.stopbits),
-                self._request(ComPortCommand.SET_CONTROL, s.flow),
+                self._request(ComPortCommand.SET_CONTROL, _flow(s)),
             )
         )
 
@@ -512,3 +496,10 @@ class Rfc2217Client:
             self.ready = True
             actions.append(Ready())
         return actions
+
+
+def _flow(settings: LineSettings) -> int:
+    """The SET-CONTROL value for the line's outbound flow control."""
+    if settings.rtscts:
+        return FLOW_HARDWARE
+    return FLOW_XONXOFF if settings.xonxoff else FLOW_NONE

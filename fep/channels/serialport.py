@@ -32,17 +32,12 @@ from twisted.internet.interfaces import (
 from twisted.internet.serialport import SerialPort
 from zope.interface import implementer
 
-from fep.channels.lines import EchoSuppressor, LinePacer, wire_time
+from fep.channels.lines import EchoSuppressor, LinePacer, LineSettings, wire_time
 from fep.errors import ChannelError
 from fep.interfaces import ISerialLine
 
-PARITIES = {"N": "N", "E": "E", "O": "O", "M": "M", "S": "S"}
-BYTESIZES = (5, 6, 7, 8)
-STOPBITS = (1, 1.5, 2)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-# Longest inter-frame gap a route may ask for (seconds): more is a typo (ms for s).
-MAX_GAP = 10.0
 # When each line (device, serial-server port) last fell silent, for the gap before the next
 # session on it: sessions on one line follow each other, each with a fresh transport.
 _LINE_QUIET: dict[str, float] = {}
@@ -57,43 +52,15 @@ class SerialAddress:
 
 
 @attrs.frozen
-class SerialSettings:
-    """Line settings of a serial route (IEC 62056-21 starts at 300 Bd 7E1)."""
+class SerialSettings(LineSettings):
+    """A ``serial:`` route: the device path and how its line is set."""
 
     device: str
-    baudrate: int = 300
-    bytesize: int = 7
-    parity: str = "E"
-    stopbits: float = 1
-    xonxoff: bool = False
-    rtscts: bool = False
-    echo: bool = False
-    gap: float = 0.0
 
     def __attrs_post_init__(self) -> None:
         if not self.device:
             raise ValueError("serial route without a device path")
-        check_line_settings(self)
-
-    @property
-    def char_bits(self) -> float:
-        """Bits one character takes on the wire: start + data + parity + stop."""
-        return char_bits(self)
-
-
-def check_line_settings(s: Any) -> None:
-    """ValueError naming the option when line settings (baudrate, bytesize, parity,
-    stopbits, gap) are out of range."""
-    if s.baudrate <= 0:
-        raise ValueError(f"option baudrate: bad value {s.baudrate}")
-    if s.bytesize not in BYTESIZES:
-        raise ValueError(f"option bytesize: bad value {s.bytesize} (5..8)")
-    if s.parity not in PARITIES:
-        raise ValueError(f"option parity: bad value {s.parity!r} (N, E, O, M, S)")
-    if s.stopbits not in STOPBITS:
-        raise ValueError(f"option stopbits: bad value {s.stopbits} (1, 1.5, 2)")
-    if not (0 <= s.gap <= MAX_GAP) or math.isnan(s.gap):
-        raise ValueError(f"option gap: {s.gap} s is not 0..{MAX_GAP:g} seconds")
+        super().__attrs_post_init__()
 
 
 def is_pty(device: str) -> bool:
@@ -104,11 +71,6 @@ def is_pty(device: str) -> bool:
     except OSError:
         return False
     return 136 <= os.major(rdev) <= 143
-
-
-def char_bits(s: Any) -> float:
-    """Bits one character of line settings ``s`` takes on the wire."""
-    return float(1 + s.bytesize + (0 if s.parity == "N" else 1) + s.stopbits)
 
 
 def _flag(name: str, text: str) -> bool:

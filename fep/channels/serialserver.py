@@ -35,11 +35,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fep.channels import rfc2217
+from fep.channels.lines import LineSettings
 from fep.channels.serialport import (
     LINE_OPTIONS,
     PacedLine,
-    char_bits,
-    check_line_settings,
     parse_frame,
     parse_line_option,
     whole_stopbits,
@@ -63,20 +62,12 @@ class SerialServerAddress:
 
 
 @attrs.frozen
-class SerialServerSettings:
+class SerialServerSettings(LineSettings):
     """An ``rfc2217:`` route: where the server is and how its serial port is to be set."""
 
     host: str
     port: int
-    baudrate: int = 300
-    bytesize: int = 7
-    parity: str = "E"
-    stopbits: float = 1
-    xonxoff: bool = False
-    rtscts: bool = False
-    echo: bool = False
-    gap: float = 0.0
-    timeout: float = DEFAULT_NEGOTIATION_TIMEOUT
+    timeout: float = attrs.field(default=DEFAULT_NEGOTIATION_TIMEOUT, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         if not self.host:
@@ -85,21 +76,12 @@ class SerialServerSettings:
             raise ValueError(f"option port: {self.port} is not 1..65535")
         if not self.timeout > 0:
             raise ValueError(f"option timeout: {self.timeout} s is not positive")
-        check_line_settings(self)
-
-    @property
-    def char_bits(self) -> float:
-        return char_bits(self)
+        super().__attrs_post_init__()
 
     @property
     def route(self) -> str:
         frame = f"{self.bytesize}{self.parity}{self.stopbits:g}"
         return f"rfc2217:host={self.host}:port={self.port}:{self.baudrate}:{frame}"
-
-    def com_port(self) -> rfc2217.ComPortSettings:
-        return rfc2217.ComPortSettings(
-            self.baudrate, self.bytesize, self.parity, self.stopbits, self.xonxoff, self.rtscts
-        )
 
 
 def parse_rfc2217_args(*args: str, **kwargs: str) -> SerialServerSettings:
@@ -244,7 +226,7 @@ class _Negotiator(Protocol):
     ) -> None:
         self.reactor = reactor
         self.settings = settings
-        self.client = rfc2217.Rfc2217Client(settings.com_port())
+        self.client = rfc2217.Rfc2217Client(settings)
         self._factory = factory
         self._ready = ready
         self._timer: IDelayedCall | None = None

@@ -130,6 +130,22 @@ def _time(value: Any, key: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _not_supported(meter: Meter, what: str) -> NotSupported:
+    """The error for a job the meter's protocol cannot do (``what``: "read event logs")."""
+    return NotSupported(
+        f"meter {meter.id}: protocol {meter.protocol} cannot {what} (not supported)",
+        meter=meter.id, protocol=meter.protocol)
+
+
+def _capability(interface: Any, protocol: IMeterProtocol, meter: Meter, what: str) -> Any:
+    """``protocol`` adapted to ``interface`` (IClock, IEventReader, ...); NotSupported when
+    the protocol does not provide it."""
+    provider = interface(protocol, None)
+    if provider is None:
+        raise _not_supported(meter, what)
+    return provider
+
+
 def _with_items(meter: Meter, items: tuple[str, ...], *, poll: bool = False) -> Meter:
     """The meter as a read job's protocol sees it: the job's items as the protocol's item
     list; the meter's own profile (``dlms_profile``) only on the ``default`` task's poll,
@@ -265,11 +281,7 @@ class JobRunner:
     async def _profile(
         self, job: Job, meter: Meter, protocol: IMeterProtocol, endpoint: Any, timeout: float
     ) -> Outcome:
-        reader = IProfileReader(protocol, None)
-        if reader is None:
-            raise NotSupported(
-                f"meter {meter.id}: protocol {meter.protocol} cannot read load profiles "
-                "(not supported)", meter=meter.id, protocol=meter.protocol)
+        reader = _capability(IProfileReader, protocol, meter, "read load profiles")
         interval = _seconds(
             job.params.get("interval", meter.metadata.get("profile_period")),
             "interval", DEFAULT_INTERVAL,
@@ -304,11 +316,7 @@ class JobRunner:
     async def _events(
         self, job: Job, meter: Meter, protocol: IMeterProtocol, endpoint: Any, timeout: float
     ) -> Outcome:
-        reader = IEventReader(protocol, None)
-        if reader is None:
-            raise NotSupported(
-                f"meter {meter.id}: protocol {meter.protocol} cannot read event logs "
-                "(not supported)", meter=meter.id, protocol=meter.protocol)
+        reader = _capability(IEventReader, protocol, meter, "read event logs")
         horizon = _seconds(job.params.get("horizon"), "horizon", DEFAULT_HORIZON)
         since = self.now() - timedelta(seconds=horizon)
         records = await reader.read_events(self.reactor, endpoint, meter, since, timeout)
@@ -318,12 +326,7 @@ class JobRunner:
     # -- clock --------------------------------------------------------------------------
 
     def _clock_capability(self, meter: Meter, protocol: IMeterProtocol) -> Any:
-        clock = IClock(protocol, None)
-        if clock is None:
-            raise NotSupported(
-                f"meter {meter.id}: protocol {meter.protocol} cannot read or set the clock "
-                "(not supported)", meter=meter.id, protocol=meter.protocol)
-        return clock
+        return _capability(IClock, protocol, meter, "read or set the clock")
 
     async def _clock(
         self, job: Job, meter: Meter, protocol: IMeterProtocol, endpoint: Any, timeout: float
@@ -394,9 +397,7 @@ class JobRunner:
             return Outcome(True, result="clock set to the server's time")
         commands = ICommands(protocol, None)
         if commands is None or command.action not in commands.commands:
-            raise NotSupported(
-                f"meter {meter.id}: protocol {meter.protocol} cannot run {command.action} "
-                "(not supported)", meter=meter.id, protocol=meter.protocol)
+            raise _not_supported(meter, f"run {command.action}")
         params: dict[str, Any] = dict(command.params)
         if command.action == firmware.ACTION:  # the image it was requested with, or none
             params["image_bytes"] = await firmware.image_for(meter.id, command.id, params,

@@ -46,8 +46,25 @@ def _rate(part: int, whole: int) -> float | None:
     return None if whole == 0 else part / whole
 
 
+class _Rates:
+    """The rates of a count of ended jobs: at the first attempt, and at all."""
+
+    __slots__ = ()
+    jobs: int
+    first_ok: int
+    ok: int
+
+    @property
+    def first_pass_rate(self) -> float | None:
+        return _rate(self.first_ok, self.jobs)
+
+    @property
+    def success_rate(self) -> float | None:
+        return _rate(self.ok, self.jobs)
+
+
 @attrs.frozen
-class StatsRow:
+class StatsRow(_Rates):
     """One day's counts for one scope key. ``jobs`` counts jobs that ended (done, failed or
     missed); ``first_ok`` those that succeeded at their first attempt; ``ok`` at all."""
 
@@ -61,17 +78,9 @@ class StatsRow:
     missed: int = 0
     attempts: int = 0
 
-    @property
-    def first_pass_rate(self) -> float | None:
-        return _rate(self.first_ok, self.jobs)
-
-    @property
-    def success_rate(self) -> float | None:
-        return _rate(self.ok, self.jobs)
-
 
 @attrs.frozen
-class RunStats:
+class RunStats(_Rates):
     """How the jobs of one task run (task, due time) ended so far; ``open`` are those still
     pending, leased or running."""
 
@@ -83,14 +92,6 @@ class RunStats:
     failed: int = 0
     missed: int = 0
     open: int = 0
-
-    @property
-    def first_pass_rate(self) -> float | None:
-        return _rate(self.first_ok, self.jobs)
-
-    @property
-    def success_rate(self) -> float | None:
-        return _rate(self.ok, self.jobs)
 
 
 def total(rows: Iterable[StatsRow], scope: str = "task") -> StatsRow:

@@ -42,6 +42,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -409,9 +410,7 @@ class EmailNotifier:
                 log.warn("alarm e-mail to {to} via {host}:{port} failed ({error}); retrying in "
                          "{delay} s", to=", ".join(to), host=self.host, port=self.port,
                          error=e, delay=delay, meter=alarm.meter)
-                d: Deferred[None] = Deferred()
-                self.reactor.callLater(delay, d.callback, None)
-                await d
+                await deferLater(self.reactor, delay)
                 delay *= 4
 
 

@@ -59,7 +59,6 @@ async def read_meter(
     fep.operator.readoptions allows for the meter's protocol (refused with status 400)."""
     check("read", role, who)
     from fep.channels.endpoints import client_endpoint
-    from fep.protocols.registry import meter_protocol
 
     meter = ctx.directory.get(meter_id)
     if meter is None:
@@ -82,7 +81,7 @@ async def read_meter(
              route=meter.route, protocol=meter.protocol)
     ctx.activity.read_started(meter)
     try:
-        protocol = meter_protocol(meter.protocol)
+        protocol = ctx.protocol_for(meter.protocol)
         endpoint = client_endpoint(ctx.reactor, meter.route)
         records: Sequence[Record] = await protocol.read(
             ctx.reactor, endpoint, meter, ctx.read_timeout)

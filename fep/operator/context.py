@@ -8,15 +8,17 @@ one from fakes and the daemon builds one from its services.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
 from fep.directory import MeterDirectory
-from fep.interfaces import IRecordSink, IStore
+from fep.interfaces import IMeterProtocol, IRecordSink, IStore
 from fep.operator.activity import Activity
 from fep.operator.interfaces import IScheduler, ISessionRegistry, ISmsSender, SessionInfo
+from fep.protocols.registry import meter_protocol
 
 
 @attrs.define(eq=False)
@@ -47,6 +49,10 @@ class OperatorContext:
     northbound: Any = None
     # Seconds a meter has to answer each step of an on-demand read.
     read_timeout: float = 10.0
+    # The protocols on-demand reads are built with: the daemon's ProtocolRegistry (DLMS with
+    # its invocation counters, client system title and security events); by default a
+    # protocol without context (a DLMS meter with keys is refused).
+    protocol_for: Callable[[str], IMeterProtocol] = meter_protocol
     started: datetime = attrs.field(factory=lambda: datetime.now(UTC))
 
     def __attrs_post_init__(self) -> None:

@@ -15,9 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.application import service
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.endpoints import UNIXClientEndpoint, UNIXServerEndpoint
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -27,6 +26,7 @@ from twisted.python.failure import Failure
 from fep.channels.listeners import ListenerSet
 from fep.errors import ChannelError, ConfigError, FepError
 from fep.interfaces import peer_identified
+from fep.servicetree import Listener
 
 log = Logger(namespace="fep.operator.control")
 
@@ -83,8 +83,10 @@ class _ControlProtocol(LineOnlyReceiver):
         self.transport.loseConnection()  # type: ignore[union-attr]
 
 
-class ControlServer(service.Service):
-    """Listens on the control socket while running."""
+class ControlServer(Listener):
+    """Listens on the control socket while running: a listener of the service tree (a UNIX
+    server endpoint, mode 0600, with a lock file naming the daemon's PID, so that a stale
+    socket of a dead daemon is replaced)."""
 
     name = "control"
 
@@ -102,36 +104,27 @@ class ControlServer(service.Service):
                 key="socket",
             )
         self.commands: dict[str, Command] = {"ping": lambda request: {"pong": True}}
-        self._port: Any = None
+        super().__init__(
+            UNIXServerEndpoint(reactor, str(self.path), mode=0o600, wantPID=True),
+            self.protocol_factory,
+            lambda port: log.info("control socket {path}", path=str(self.path)),
+        )
 
     def add(self, name: str, command: Command) -> None:
         """Answer ``{"command": name, ...}`` with what ``command(request)`` returns (a dict,
         or a Deferred of one); a FepError it raises is the answer's ``error``."""
         self.commands[name] = command
 
-    def factory(self) -> IProtocolFactory:
+    def protocol_factory(self) -> IProtocolFactory:
         commands = self.commands
         factory = Factory.forProtocol(lambda: _ControlProtocol(commands))
         if self.limits is None:
             return factory
         return self.limits.wrap(factory, "control")
 
-    def startService(self) -> None:
-        super().startService()
+    def privilegedStartService(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # wantPID: a lock file next to the socket; a stale socket of a dead daemon is removed.
-        self._port = self.reactor.listenUNIX(
-            str(self.path), self.factory(), mode=0o600, wantPID=True
-        )
-        log.info("control socket {path}", path=str(self.path))
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        if self._port is not None:
-            port, self._port = self._port, None
-            d: Deferred[None] = maybeDeferred(port.stopListening)
-            return d
-        return None
+        super().privilegedStartService()
 
 
 class _ClientProtocol(LineOnlyReceiver):

@@ -35,6 +35,7 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from fep.model import IntervalBlock, MeterEvent, Reading, Record
@@ -217,7 +218,7 @@ class AmqpPublisher:
                     self._connection.transport.loseConnection()
                 self._connection = None
                 # ClientService reconnects with backoff; whenConnected waits for that.
-                await _sleep(self.reactor, 0.2)
+                await deferLater(self.reactor, 0.2)
         self.connected = False
 
     async def _publish_all(self, channel: Any) -> None:
@@ -256,9 +257,3 @@ class AmqpPublisher:
                 self._queue.popleft()
             self.outbox.release(batch_id)
             self.published += len(fresh)
-
-
-def _sleep(reactor: Any, seconds: float) -> Deferred[None]:
-    d: Deferred[None] = Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d

@@ -12,6 +12,16 @@ import attrs
 from fep.collect.settings import CollectSection
 
 
+def _endpoint(listen: str, port: int, interface: str) -> str:
+    if listen:
+        return listen
+    if not port:
+        return ""
+    # Colons and backslashes of an IPv6 interface are escaped in an endpoint string.
+    escaped = interface.replace("\\", "\\\\").replace(":", "\\:")
+    return f"tcp:{port}:interface={escaped}"
+
+
 @attrs.frozen
 class HttpSection:
     port: int
@@ -23,6 +33,13 @@ class HttpSection:
     auth_failures: int = 10
     auth_failure_window: float = 60.0
     auth_block: float = 300.0
+    # Twisted server endpoint, e.g. tcp:8080:interface=127.0.0.1; empty: port and interface.
+    listen: str = ""
+
+    def endpoint(self) -> str:
+        """Where the web server listens: ``listen``, else tcp:PORT on ``interface``; empty
+        when it is off."""
+        return _endpoint(self.listen, self.port, self.interface)
 
 
 @attrs.frozen
@@ -31,6 +48,13 @@ class ManholeSection:
     interface: str
     authorized_keys: str
     host_key: str
+    # Twisted server endpoint, e.g. tcp:2222:interface=127.0.0.1; empty: port and interface.
+    listen: str = ""
+
+    def endpoint(self) -> str:
+        """Where the console listens: ``listen``, else tcp:PORT on ``interface``; empty when
+        it is off."""
+        return _endpoint(self.listen, self.port, self.interface)
 
 
 @attrs.frozen

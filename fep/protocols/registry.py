@@ -1,8 +1,18 @@
-"""Meter protocols by name: the names used in routes, meter lists, config and the CLI."""
+"""Meter protocols by name: the names used in routes, meter lists, config and the CLI.
+
+``ProtocolRegistry`` is what the daemon's doors (the collection engine, the GPRS channel, the
+console's and the API's reads) build protocols with: each protocol that needs the process's
+shared state is built with its context (DLMS: the invocation counters, the client system
+title and the security events, a ``fep.protocols.dlms.context.DlmsContext``), given to the
+registry by fep.service, not kept in a module global. ``meter_protocol(name)`` is a protocol
+without any context (the command line's checks; a DLMS meter with keys is refused by it).
+"""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 from fep.errors import ConfigError
 from fep.interfaces import IMeterProtocol
@@ -24,8 +34,7 @@ def protocol_names() -> list[str]:
     return sorted(_PROTOCOLS)
 
 
-def meter_protocol(name: str) -> IMeterProtocol:
-    """The protocol called ``name``; ConfigError lists the known names otherwise."""
+def _protocol_class(name: str) -> Any:
     try:
         module_name, class_name = _PROTOCOLS[name]
     except KeyError:
@@ -37,5 +46,34 @@ def meter_protocol(name: str) -> IMeterProtocol:
         if e.name != module_name:
             raise
         raise ConfigError(f"protocol {name!r} is not available in this build") from None
-    protocol: IMeterProtocol = getattr(module, class_name)()
+    return getattr(module, class_name)
+
+
+def meter_protocol(name: str) -> IMeterProtocol:
+    """The protocol called ``name`` with no shared context; ConfigError lists the known
+    names otherwise."""
+    protocol: IMeterProtocol = _protocol_class(name)()
     return protocol
+
+
+class ProtocolRegistry:
+    """The meter protocols of one process: ``protocol_for(name)`` builds the protocol called
+    ``name``, with the context given for it (``contexts``: protocol name -> the object its
+    class takes, e.g. ``{"dlms": DlmsContext(...)}``)."""
+
+    def __init__(self, contexts: Mapping[str, object] | None = None) -> None:
+        self.contexts = dict(contexts or {})
+        for name in self.contexts:
+            if name not in _PROTOCOLS:
+                raise ConfigError(f"unknown protocol {name!r} (known: "
+                                  f"{', '.join(protocol_names())})")
+
+    def protocol_for(self, name: str) -> IMeterProtocol:
+        cls = _protocol_class(name)
+        context = self.contexts.get(name)
+        protocol: IMeterProtocol = cls(context) if context is not None else cls()
+        return protocol
+
+    def context(self, name: str) -> Any:
+        """The context protocols called ``name`` are built with (None: none)."""
+        return self.contexts.get(name)

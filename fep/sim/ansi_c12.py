@@ -111,6 +111,7 @@ from fep.protocols.ansi_c12.c1221 import (
     answer_authenticate,
     ticket_feature,
 )
+from fep.sim import serve
 
 log = Logger(namespace="fep.sim.ansi_c12")
 
@@ -786,13 +787,7 @@ class C12MeterServerFactory(ServerFactory[C12MeterServerProtocol]):
 
 def serve_pty(reactor: Any, device: str, factory: C12MeterServerFactory, baud: int = 9600) -> Any:
     """Serve the factory's meter on a serial device or pty (8N1, as C12.18 lines run)."""
-    from fep.channels.serialport import FepSerialPort, SerialSettings
-
-    protocol = factory.buildProtocol(None)
-    assert protocol is not None
-    return FepSerialPort(
-        protocol, SerialSettings(device, baudrate=baud, bytesize=8, parity="N"), reactor
-    )
+    return serve.serve_pty(reactor, device, factory, baudrate=baud, frame="8N1")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -835,11 +830,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(key) != 8 or not args.c1221:
             parser.error("--auth-key is 8 bytes in hex, with --c1221")
 
-    from twisted.internet import reactor as global_reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    reactor: Any = global_reactor
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    reactor = serve.command_reactor()
     meter = SimulatedC12Meter(
         serial=args.serial,
         password=args.password.encode("latin-1") or None,
@@ -852,9 +843,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     factory = C12MeterServerFactory(meter, reactor, args.delay)
     kind = "C12.21" if args.c1221 else "C12.18"
     if args.tcp is not None:
-        port = reactor.listenTCP(args.tcp, factory, interface=args.interface)
-        bound = getattr(port.getHost(), "port", args.tcp)
-        print(f"serving {kind} meter {meter.serial} on tcp:{args.interface}:{bound}", flush=True)
+        serve.serve_tcp(reactor, args.tcp, factory, args.interface, f"{kind} meter {meter.serial}")
     if args.pty:
         serve_pty(reactor, args.pty, factory)
         print(f"serving {kind} meter {meter.serial} on {args.pty}", flush=True)

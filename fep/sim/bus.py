@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer
 
 from fep.interfaces import ISerialLine
+from fep.sim import serve
 
 log = Logger(namespace="fep.sim.bus")
 
@@ -199,12 +200,7 @@ def serve_pty(
     frame: str = "7E1",
 ) -> Any:
     """Serve the bus on a serial device or pty (line settings as the meters start)."""
-    from fep.channels.serialport import FepSerialPort, SerialSettings, parse_frame
-
-    protocol = factory.buildProtocol(None)
-    return FepSerialPort(
-        protocol, SerialSettings(device, baudrate=baudrate, **parse_frame(frame)), reactor
-    )
+    return serve.serve_pty(reactor, device, factory, baudrate=baudrate, frame=frame)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -232,19 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.iec or args.dlt645 or args.dlms):
         parser.error("give at least one meter (--iec, --dlt645, --dlms)")
 
-    from twisted.internet import reactor as global_reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    reactor: Any = global_reactor
-    # Logs go to stderr; stdout keeps the one line saying what is served (scripts read it).
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    reactor = serve.command_reactor()
     factory = mixed_bus(reactor, iec=args.iec, dlt645=args.dlt645, dlms=args.dlms,
                         answer_delay=args.delay, echo=args.echo)
     names = ", ".join(m.name for m in factory.members)
     if args.tcp is not None:
-        port = reactor.listenTCP(args.tcp, factory, interface=args.interface)
-        bound = getattr(port.getHost(), "port", args.tcp)
-        print(f"serving {names} on tcp:{args.interface}:{bound}", flush=True)
+        serve.serve_tcp(reactor, args.tcp, factory, args.interface, names)
     if args.pty:
         serve_pty(reactor, args.pty, factory, baudrate=args.baud, frame=args.frame)
         print(f"serving {names} on {args.pty}", flush=True)

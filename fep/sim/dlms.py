@@ -25,6 +25,7 @@ from fep.protocols.dlms import hdlc, wrapper
 from fep.protocols.dlms.cosem import KeyId
 from fep.protocols.dlms.security import SecurityKeys
 from fep.protocols.dlms.server import DlmsServer, ServerSettings
+from fep.sim import serve
 from fep.sim.dlms_meter import SimulatedDlmsMeter
 
 log = Logger(namespace="fep.sim.dlms")
@@ -223,12 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.tcp is not None or args.pty or args.push):
         parser.error("give --tcp, --pty or --push")
 
-    from twisted.internet import reactor as global_reactor
     from twisted.internet.endpoints import clientFromString
-    from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    reactor: Any = global_reactor
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    reactor = serve.command_reactor()
     title = bytes.fromhex(args.system_title)
     keys = SecurityKeys(
         bytes.fromhex(args.ek) if args.ek else EXAMPLE_EK,
@@ -245,20 +243,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.tcp is not None:
         factory = DlmsMeterServerFactory(meter, settings, hdlc=args.hdlc)
-        port = reactor.listenTCP(args.tcp, factory, interface=args.interface)
-        bound = getattr(port.getHost(), "port", args.tcp)
         link = "hdlc" if args.hdlc else "wrapper"
-        print(
-            f"serving DLMS meter {args.serial} ({link}) on tcp:{args.interface}:{bound}", flush=True
+        serve.serve_tcp(
+            reactor, args.tcp, factory, args.interface, f"DLMS meter {args.serial} ({link})"
         )
     if args.pty:
-        from fep.channels.serialport import FepSerialPort, SerialSettings
-
-        protocol = DlmsMeterServerFactory(meter, settings, hdlc=True).buildProtocol(None)
-        FepSerialPort(
-            protocol,
-            SerialSettings(args.pty, baudrate=9600, bytesize=8, parity="N", stopbits=1),
-            reactor,
+        serve.serve_pty(
+            reactor, args.pty, DlmsMeterServerFactory(meter, settings, hdlc=True),
+            baudrate=9600, frame="8N1",
         )
         print(f"serving DLMS meter {args.serial} (hdlc) on {args.pty}", flush=True)
     if args.push:

@@ -52,6 +52,7 @@ from fep.protocols.dlt645.services import (
     Password,
     decode_bcd,
 )
+from fep.sim import serve
 
 log = Logger(namespace="fep.sim.dlt645")
 
@@ -809,13 +810,7 @@ class Dlt645BusFactory(ServerFactory[Dlt645BusProtocol]):
 
 def serve_pty(reactor: Any, device: str, factory: Dlt645BusFactory, baud: int = 2400) -> Any:
     """Serve the factory's meters on a serial device or pty (8E1, as DL/T 645 lines run)."""
-    from fep.channels.serialport import FepSerialPort, SerialSettings
-
-    protocol = factory.buildProtocol(None)
-    assert protocol is not None
-    return FepSerialPort(
-        protocol, SerialSettings(device, baudrate=baud, bytesize=8, parity="E"), reactor
-    )
+    return serve.serve_pty(reactor, device, factory, baudrate=baud, frame="8E1")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -866,12 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         parser.error(f"--address {args.address!r} is not 1..12 decimal digits")
 
-    from twisted.internet import reactor as global_reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    reactor: Any = global_reactor
-    # Logs go to stderr; stdout keeps the one line saying what is served (scripts read it).
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    reactor = serve.command_reactor()
     meters = make_meters(
         max(args.count, 1),
         args.address,
@@ -886,9 +876,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     factory.damage_answers = args.damage
     addresses = ", ".join(m.address for m in meters)
     if args.port is not None:
-        port = reactor.listenTCP(args.port, factory, interface=args.interface)
-        bound = getattr(port.getHost(), "port", args.port)
-        print(f"serving {addresses} on tcp:{args.interface}:{bound}", flush=True)
+        serve.serve_tcp(reactor, args.port, factory, args.interface, addresses)
     if args.pty:
         serve_pty(reactor, args.pty, factory, args.baud)
         print(f"serving {addresses} on {args.pty}", flush=True)

@@ -28,6 +28,7 @@ from fep.channels.identify import encode_binary_registration
 from fep.protocols.dlms import wrapper
 from fep.protocols.dlms.security import SecurityKeys
 from fep.protocols.dlms.server import ServerSettings
+from fep.sim import serve
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK, LOGICAL_DEVICE, DlmsMeterServerFactory
 from fep.sim.dlms_meter import SimulatedDlmsMeter
 from fep.sim.iec62056_21 import IecMeterServerFactory, SimulatedIecMeter
@@ -305,12 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--garbage", default="", help="text sent before the registration")
     args = parser.parse_args(argv)
 
-    from twisted.internet import reactor as global_reactor
     from twisted.internet.endpoints import clientFromString
-    from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    reactor: Any = global_reactor
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    reactor = serve.command_reactor()
     spec = ModemSpec(
         imei=args.imei,
         iccid=args.iccid,

@@ -52,6 +52,7 @@ from fep.channels.modem.pdu import (
     user_data_size,
 )
 from fep.errors import FrameError
+from fep.sim import serve
 
 log = Logger(namespace="fep.sim.gsm_modem")
 
@@ -1169,11 +1170,7 @@ class SimulatedFieldDevice:
 
 def serve_pty(reactor: Any, device: str, modem: GsmModemEmulator, baud: int = 115200) -> Any:
     """Serve ``modem`` on a serial device or pty (8N1)."""
-    from fep.channels.serialport import FepSerialPort, SerialSettings
-
-    return FepSerialPort(
-        modem, SerialSettings(device, baudrate=baud, bytesize=8, parity="N"), reactor
-    )
+    return serve.serve_pty(reactor, device, modem, baudrate=baud, frame="8N1")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1199,11 +1196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from twisted.internet import reactor as global_reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    reactor: Any = global_reactor
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    reactor = serve.command_reactor()
     network = GsmNetwork(reactor, delivery_delay=0.5)
     modem = GsmModemEmulator(args.number, capacity=args.capacity)
     network.attach(modem)

@@ -32,6 +32,7 @@ from zope.interface import implementer
 
 from fep.channels.modem.at import NUMERIC_OF, ResultCode
 from fep.channels.modem.line import IModemControl
+from fep.sim import serve
 
 log = Logger(namespace="fep.sim.hayes")
 
@@ -506,9 +507,7 @@ class EmulatedModemControl:
 
 def serve_pty(reactor: Any, device: str, modem: HayesModem, baudrate: int = 9600) -> Any:
     """Run ``modem`` on a serial device or pty end (8N1)."""
-    from fep.channels.serialport import FepSerialPort, SerialSettings
-
-    return FepSerialPort(modem, SerialSettings(device, baudrate, 8, "N"), reactor)
+    return serve.serve_pty(reactor, device, modem, baudrate=baudrate, frame="8N1")
 
 
 def _meter_factory(spec: str, reactor: Any) -> IProtocolFactory:

@@ -34,6 +34,7 @@ from fep.protocols.iec62056_21.frames import (
     OptionSelect,
     SignOn,
 )
+from fep.sim import serve
 
 log = Logger(namespace="fep.sim.iec62056_21")
 
@@ -237,11 +238,7 @@ class IecMeterServerFactory(ServerFactory[IecMeterServerProtocol]):
 
 def serve_pty(reactor: Any, device: str, factory: IecMeterServerFactory) -> Any:
     """Serve ``factory``'s meters on a serial device or pty (300 Bd 7E1 to start)."""
-    from fep.channels.serialport import FepSerialPort, SerialSettings
-
-    protocol = factory.buildProtocol(None)
-    assert protocol is not None
-    return FepSerialPort(protocol, SerialSettings(device), reactor)
+    return serve.serve_pty(reactor, device, factory, baudrate=300, frame="7E1")
 
 
 class PushingMeterProtocol(Protocol):
@@ -317,13 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.tcp is not None or args.pty or args.push):
         parser.error("give --tcp, --pty or --push")
 
-    from twisted.internet import reactor as global_reactor
     from twisted.internet.endpoints import clientFromString
-    from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    reactor: Any = global_reactor
-    # Logs to stderr; stdout stays for the one line saying what is served (scripts read it).
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    reactor = serve.command_reactor()
     meters = make_meters(max(args.meters, 1), args.corrupt_bcc, args.first_address)
     if args.readout_file:
         with open(args.readout_file, "rb") as f:
@@ -333,9 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     factory = IecMeterServerFactory(meters, reactor, args.delay)
     addresses = ", ".join(m.address for m in meters)
     if args.tcp is not None:
-        port = reactor.listenTCP(args.tcp, factory, interface=args.interface)
-        bound = getattr(port.getHost(), "port", args.tcp)
-        print(f"serving {addresses} on tcp:{args.interface}:{bound}", flush=True)
+        serve.serve_tcp(reactor, args.tcp, factory, args.interface, addresses)
     if args.pty:
         serve_pty(reactor, args.pty, factory)
         print(f"serving {addresses} on {args.pty}", flush=True)

@@ -46,6 +46,7 @@ from fep.protocols.modbus.pdu import (
     decode_request,
 )
 from fep.pulse import Wiring
+from fep.sim import serve
 
 log = Logger(namespace="fep.sim.pulse_recorder")
 
@@ -519,11 +520,7 @@ def serve_pty(reactor: Any, device: str, factory: RecorderServerFactory, baud: i
               parity: str = "E") -> Any:
     """Serve the recorder on a serial device or pty (RTU, 8 data bits, even parity as the
     Modbus serial line guide's default)."""
-    from fep.channels.serialport import FepSerialPort, SerialSettings
-
-    protocol = factory.buildProtocol(None)
-    return FepSerialPort(protocol, SerialSettings(device, baudrate=baud, bytesize=8,
-                                                  parity=parity), reactor)
+    return serve.serve_pty(reactor, device, factory, baudrate=baud, frame=f"8{parity}1")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -547,11 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.port is None and not args.pty:
         parser.error("give --port or --pty")
 
-    from twisted.internet import reactor as global_reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    reactor: Any = global_reactor
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    reactor = serve.command_reactor()
     now = time.time()
     recorder = PulseRecorder(
         inputs=(Input(RateProfile.parse(args.rate1), Wiring(args.wiring1)),
@@ -561,10 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.port is not None:
         factory = RecorderServerFactory(recorder, reactor, framing="tcp", unit=args.unit)
-        port = reactor.listenTCP(args.port, factory, interface=args.interface)
-        bound = getattr(port.getHost(), "port", args.port)
-        print(f"serving unit {args.unit} (Modbus TCP) on tcp:{args.interface}:{bound}",
-              flush=True)
+        serve.serve_tcp(reactor, args.port, factory, args.interface,
+                        f"unit {args.unit} (Modbus TCP)")
     if args.pty:
         serve_pty(reactor, args.pty,
                   RecorderServerFactory(recorder, reactor, framing="rtu", unit=args.unit),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -287,7 +288,7 @@ class Spool:
 
         async def run() -> None:
             while self._writing or self._pending:
-                await _later(self._reactor, 0.01)
+                await deferLater(self._reactor, 0.01)
             current = self._current
             if self._fd is not None:
                 fd, self._fd = self._fd, None
@@ -306,9 +307,3 @@ class Spool:
 
 async def _fail(error: Exception) -> int:
     raise error
-
-
-def _later(reactor: Any, seconds: float) -> Deferred[None]:
-    d: Deferred[None] = Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d

@@ -23,9 +23,9 @@ from fep.channels.routes import Channels
 from fep.directory import MeterDirectory
 from fep.interfaces import IStore
 from fep.model import Meter, Reading
-from fep.protocols.dlms import context as dlms_context
+from fep.protocols.dlms.context import DlmsContext
 from fep.protocols.dlms.security import InvocationCounterGuard
-from fep.protocols.registry import meter_protocol
+from fep.protocols.registry import ProtocolRegistry
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK
 from fep.sim.gprs_modem import ModemSpec, SimulatedGprsModem
 from fep.store import open_store
@@ -109,8 +109,8 @@ class LoopbackCase(unittest.TestCase):
         await self.directory.refresh()
         counters = InvocationCounterFile(reactor, workdir / "counters.json")
         await counters.open()
-        dlms_context.set_counter_store(counters)
-        self.addCleanup(dlms_context.set_counter_store, None)
+        # The DLMS context a daemon gives its doors, through its protocol registry.
+        self.protocols = ProtocolRegistry({"dlms": DlmsContext(counters)})
         self.channel = GprsChannel(
             reactor,
             settings or self.settings,
@@ -118,6 +118,7 @@ class LoopbackCase(unittest.TestCase):
             directory=self.directory,
             store=self.store,
             counters=InvocationCounterGuard(),
+            protocol_for=self.protocols.protocol_for,
         )
         self.addCleanup(self.channel.close_all)
         port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
@@ -210,7 +211,7 @@ class FiveHundredModemsTests(LoopbackCase):
 
         async def pull(meter: Meter) -> list[Any]:
             endpoint = self.channels.endpoint_for(meter.route)
-            records: list[Any] = await meter_protocol(meter.protocol).read(
+            records: list[Any] = await self.protocols.protocol_for(meter.protocol).read(
                 reactor, endpoint, meter, 10.0
             )
             return records
@@ -340,13 +341,13 @@ class HalfOpenTests(LoopbackCase):
         self.assertEqual(self.channel.stats.idle_closed, 1)
         endpoint = self.channels.endpoint_for(meter.route)
         with self.assertRaises(Exception) as caught:
-            await meter_protocol("dlms").read(reactor, endpoint, meter, 5.0)
+            await self.protocols.protocol_for("dlms").read(reactor, endpoint, meter, 5.0)
         self.assertIn("not connected", str(caught.exception))
         # It dials in again: served.
         modem.connection = None
         await modem.connect()
         await wait_for(lambda: self.states().get("attached") == 1, 10, "attach again")
-        records = await meter_protocol("dlms").read(
+        records = await self.protocols.protocol_for("dlms").read(
             reactor, self.channels.endpoint_for(meter.route), meter, 5.0
         )
         self.assertTrue(records)
@@ -410,7 +411,7 @@ class TlsListenerTests(LoopbackCase):
         await wait_for(lambda: not modem.pushing, 10, "the pushes")
         stored = await self.eventually_stored([(meter, modem)])
         self.assertEqual(sorted(stored[meter.id]), sorted(modem.pushes))
-        records = await meter_protocol(meter.protocol).read(
+        records = await self.protocols.protocol_for(meter.protocol).read(
             reactor, self.channels.endpoint_for(meter.route), meter, 5.0
         )
         self.assertEqual({r.meter for r in records}, {meter.id})

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from fep.channels import rfc2217
+from fep.channels.lines import LineSettings
 from fep.channels.rfc2217 import (
     BINARY,
     COM_PORT_OPTION,
@@ -22,7 +23,6 @@ from fep.channels.rfc2217 import (
     WILL,
     WONT,
     Acknowledged,
-    ComPortSettings,
     Data,
     Negotiation,
     Notified,
@@ -65,8 +65,8 @@ IEC_300_7E1_ACKS = b"".join((
 ))
 
 
-def ready_client(settings: ComPortSettings | None = None) -> Rfc2217Client:
-    client = Rfc2217Client(settings or ComPortSettings())
+def ready_client(settings: LineSettings | None = None) -> Rfc2217Client:
+    client = Rfc2217Client(settings or LineSettings())
     client.start()
     client.receive_data(SER2NET_OPENING)
     actions = client.receive_data(IEC_300_7E1_ACKS)
@@ -175,12 +175,12 @@ def _joined(events: list[rfc2217.TelnetEvent]) -> list[rfc2217.TelnetEvent]:
 
 class NegotiationTests(unittest.TestCase):
     def test_opening_offers_com_port_and_binary(self) -> None:
-        opening = Rfc2217Client(ComPortSettings()).start()
+        opening = Rfc2217Client(LineSettings()).start()
         self.assertEqual(opening, bytes((IAC, WILL, COM_PORT_OPTION, IAC, WILL, BINARY,
                                          IAC, DO, BINARY, IAC, DO, SGA)))
 
     def test_answers_to_the_ser2net_opening_then_the_line_settings(self) -> None:
-        client = Rfc2217Client(ComPortSettings())
+        client = Rfc2217Client(LineSettings())
         client.start()
         actions = client.receive_data(SER2NET_OPENING)
         # WILL SGA and DO BINARY/WILL BINARY/DO COM-PORT answer our own requests: no
@@ -201,7 +201,7 @@ class NegotiationTests(unittest.TestCase):
         self.assertFalse(client.ready)
 
     def test_ready_once_every_setting_is_acknowledged(self) -> None:
-        client = Rfc2217Client(ComPortSettings())
+        client = Rfc2217Client(LineSettings())
         client.start()
         client.receive_data(SER2NET_OPENING)
         actions = client.receive_data(IEC_300_7E1_ACKS[:-7])
@@ -212,7 +212,9 @@ class NegotiationTests(unittest.TestCase):
                                                "stopbits": 1, "flow control": 1})
 
     def test_8n1_2400_with_two_stop_bits_and_hardware_flow(self) -> None:
-        client = Rfc2217Client(ComPortSettings(2400, 8, "N", 2, rtscts=True))
+        client = Rfc2217Client(
+            LineSettings(baudrate=2400, bytesize=8, parity="N", stopbits=2, rtscts=True)
+        )
         client.start()
         wire = sent(client.receive_data(bytes((IAC, DO, COM_PORT_OPTION))))
         self.assertEqual(wire, b"".join((
@@ -224,7 +226,7 @@ class NegotiationTests(unittest.TestCase):
         )))
 
     def test_a_setting_the_server_changes_is_refused(self) -> None:
-        client = Rfc2217Client(ComPortSettings(baudrate=250000))
+        client = Rfc2217Client(LineSettings(baudrate=250000))
         client.start()
         client.receive_data(bytes((IAC, DO, COM_PORT_OPTION)))
         actions = client.receive_data(ack(1, (230400).to_bytes(4, "big")))
@@ -232,7 +234,7 @@ class NegotiationTests(unittest.TestCase):
         self.assertFalse(client.ready)
 
     def test_server_refusing_com_port_is_refused(self) -> None:
-        client = Rfc2217Client(ComPortSettings())
+        client = Rfc2217Client(LineSettings())
         client.start()
         actions = client.receive_data(bytes((IAC, DONT, COM_PORT_OPTION)))
         self.assertEqual(len([a for a in actions if isinstance(a, Refused)]), 1)
@@ -241,7 +243,7 @@ class NegotiationTests(unittest.TestCase):
         self.assertEqual(client.receive_data(bytes((IAC, DONT, COM_PORT_OPTION))), [])
 
     def test_unknown_options_are_refused(self) -> None:
-        client = Rfc2217Client(ComPortSettings())
+        client = Rfc2217Client(LineSettings())
         client.start()
         actions = client.receive_data(bytes((IAC, WILL, 24, IAC, DO, 31)))
         self.assertEqual(sent(actions), bytes((IAC, DONT, 24, IAC, WONT, 31)))
@@ -270,7 +272,7 @@ class DataAndSpeedTests(unittest.TestCase):
         self.assertEqual(client.receive_data(b"\x02\xff\xff\x03"), [Received(b"\x02\xff\x03")])
 
     def test_cr_goes_as_cr_nul_without_binary(self) -> None:
-        client = Rfc2217Client(ComPortSettings())
+        client = Rfc2217Client(LineSettings())
         self.assertEqual(client.encode(b"/?!\r\n"), b"/?!\r\x00\n")
         client.start()
         client.receive_data(bytes((IAC, DO, BINARY)))
@@ -289,7 +291,7 @@ class DataAndSpeedTests(unittest.TestCase):
                          [SettingRefused("baudrate", 19200, 9600)])
 
     def test_data_between_negotiations_is_kept(self) -> None:
-        client = Rfc2217Client(ComPortSettings())
+        client = Rfc2217Client(LineSettings())
         client.start()
         actions = client.receive_data(b"\xff\xfb\x00abc")
         self.assertEqual(actions, [Received(b"abc")])
@@ -297,7 +299,7 @@ class DataAndSpeedTests(unittest.TestCase):
     @given(st.binary(max_size=300))
     @settings(max_examples=300)
     def test_arbitrary_server_bytes_give_actions_or_a_frame_error(self, data: bytes) -> None:
-        client = Rfc2217Client(ComPortSettings())
+        client = Rfc2217Client(LineSettings())
         client.start()
         try:
             actions = client.receive_data(data)

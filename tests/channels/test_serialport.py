@@ -74,7 +74,10 @@ class EndpointStringTests(unittest.TestCase):
         )
         assert isinstance(endpoint, SerialEndpoint)
         self.assertTrue(verifyObject(IStreamClientEndpoint, endpoint))
-        self.assertEqual(endpoint.settings, SerialSettings("/dev/ttyUSB0", 300, 7, "E", 1))
+        self.assertEqual(
+            endpoint.settings,
+            SerialSettings("/dev/ttyUSB0", baudrate=300, bytesize=7, parity="E", stopbits=1),
+        )
 
     def test_defaults_are_iec_300_7e1(self) -> None:
         endpoint = clientFromString(reactor, "serial:/dev/ttyS0")
@@ -193,7 +196,7 @@ class LineDisciplineOnAPtyTests(unittest.TestCase):
     async def _far_side(self) -> tuple[str, _EchoingFarSide]:
         a, b = await socat_pty_pair(self)
         far = _EchoingFarSide()
-        port = FepSerialPort(far, SerialSettings(b, 9600, 8, "N"), reactor)
+        port = FepSerialPort(far, SerialSettings(b, baudrate=9600, bytesize=8, parity="N"), reactor)
         self.addCleanup(port.loseConnection)
         return a, far
 

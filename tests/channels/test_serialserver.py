@@ -210,7 +210,10 @@ class RouteTests(unittest.TestCase):
             reactor, "rfc2217:host=10.0.0.5:port=4001:baudrate=9600:bytesize=8:parity=N"
         )
         assert isinstance(endpoint, Rfc2217Endpoint)
-        self.assertEqual(endpoint.settings, SerialServerSettings("10.0.0.5", 4001, 9600, 8, "N"))
+        self.assertEqual(
+            endpoint.settings,
+            SerialServerSettings("10.0.0.5", 4001, baudrate=9600, bytesize=8, parity="N"),
+        )
 
     def test_positional_host_port_speed_and_frame(self) -> None:
         settings = parse_rfc2217_args("10.0.0.5", "4001", "2400", "8E1", echo="yes", gap="0.02")

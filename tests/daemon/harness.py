@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ from twisted.internet import reactor
 from twisted.internet.protocol import ClientFactory
 from twisted.internet.task import deferLater
 
+from fep.model import Meter
 from fep.sim.iec62056_21 import PushingMeterProtocol, SimulatedIecMeter
+from fep.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -160,3 +163,28 @@ class CountingPushFactory(ClientFactory):
         for p in self.connections:
             if p._loop is not None and p._loop.running:
                 p._loop.stop()
+
+
+async def add_meters(store_url: str, meters: Sequence[Meter]) -> None:
+    """Put ``meters`` in the store at ``store_url`` before the daemon starts on it."""
+    store = open_store(store_url, reactor)
+    await store.open()
+    try:
+        await store.add_meters(list(meters))
+    finally:
+        await store.close()
+
+
+def sqlite_rows(db: Path, sql: str, *, strict: bool = False) -> list[tuple[Any, ...]]:
+    """The rows ``sql`` selects from the daemon's SQLite store ``db``, on a connection of
+    the test's own; none while the store cannot answer (tables not made yet, a write under
+    way) unless ``strict``."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        if strict:
+            raise
+        return []
+    finally:
+        conn.close()

@@ -23,13 +23,14 @@ from fep.sim.iec62056_21 import (
     SimulatedIecMeter,
     make_meters,
 )
-from fep.store import open_store
 from fep.store.spool import Spool
 from tests.daemon.harness import (
     CountingPushFactory,
     Daemon,
+    add_meters,
     free_port,
     sleep,
+    sqlite_rows,
     wait_for,
     write_config,
 )
@@ -73,19 +74,7 @@ class DaemonOnSqliteTests(unittest.TestCase):
         self.db = self.workdir / "fep.sqlite"
 
     def rows(self, sql: str) -> list[tuple[object, ...]]:
-        conn = sqlite3.connect(self.db)
-        try:
-            return conn.execute(sql).fetchall()
-        finally:
-            conn.close()
-
-    async def add_meters(self, meters: list[Meter]) -> None:
-        store = open_store(f"sqlite:{self.db}", reactor)
-        await store.open()
-        try:
-            await store.add_meters(meters)
-        finally:
-            await store.close()
+        return sqlite_rows(self.db, sql, strict=True)
 
     async def test_polls_and_pushes_land_in_sqlite_and_sigint_flushes_the_spool(self) -> None:
         sims = make_meters(2)
@@ -93,7 +82,8 @@ class DaemonOnSqliteTests(unittest.TestCase):
                                  interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         route = f"tcp:host=127.0.0.1:port={port.getHost().port}"
-        await self.add_meters(
+        await add_meters(
+            f"sqlite:{self.db}",
             [Meter(f"m{i}", "iec62056-21", route, address=s.address, serial=s.address)
              for i, s in enumerate(sims, start=1)]
             + [Meter("pusher", "iec62056-21", "tcp:host=127.0.0.1:port=1",
@@ -155,11 +145,8 @@ class DaemonPostgresOutageTests(unittest.TestCase):
         workdir = Path(self.mktemp()).resolve()
         workdir.mkdir(parents=True)
         meters = [pushing_meter(n) for n in range(1, 11)]
-        store = open_store(url, reactor)
-        await store.open()
-        await store.add_meters([Meter(f"p{n}", "iec62056-21", "tcp:host=127.0.0.1:port=1",
-                                      serial=m.address) for n, m in enumerate(meters, 1)])
-        await store.close()
+        await add_meters(url, [Meter(f"p{n}", "iec62056-21", "tcp:host=127.0.0.1:port=1",
+                                     serial=m.address) for n, m in enumerate(meters, 1)])
 
         push_port = free_port()
         daemon = Daemon(write_config(workdir, proxied, push_port=push_port, collect=False),
@@ -210,11 +197,7 @@ class DaemonKilledTests(unittest.TestCase):
     timeout = 180
 
     def keys_in_store(self, db: Path) -> list[tuple[str, str, datetime]]:
-        conn = sqlite3.connect(db)
-        try:
-            rows = conn.execute("SELECT meter, obis, read_at FROM readings").fetchall()
-        finally:
-            conn.close()
+        rows = sqlite_rows(db, "SELECT meter, obis, read_at FROM readings", strict=True)
         return [(m, o, datetime.fromisoformat(t.replace("Z", "+00:00"))) for m, o, t in rows]
 
     async def test_sigkill_mid_ingest_then_restart_stores_every_accepted_reading_once(
@@ -224,11 +207,9 @@ class DaemonKilledTests(unittest.TestCase):
         workdir.mkdir(parents=True)
         db = workdir / "fep.sqlite"
         meters = [pushing_meter(n) for n in range(1, 11)]
-        store = open_store(f"sqlite:{db}", reactor)
-        await store.open()
-        await store.add_meters([Meter(f"p{n}", "iec62056-21", "tcp:host=127.0.0.1:port=1",
-                                      serial=m.address) for n, m in enumerate(meters, 1)])
-        await store.close()
+        await add_meters(f"sqlite:{db}", [
+            Meter(f"p{n}", "iec62056-21", "tcp:host=127.0.0.1:port=1", serial=m.address)
+            for n, m in enumerate(meters, 1)])
         push_port = free_port()
         config = write_config(workdir, f"sqlite:{db}", push_port=push_port, collect=False)
         daemon = Daemon(config, workdir)

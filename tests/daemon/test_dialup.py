@@ -5,7 +5,7 @@ call is counted in the modem_calls table."""
 
 from __future__ import annotations
 
-import sqlite3
+from functools import partial
 from pathlib import Path
 
 from twisted.trial import unittest
@@ -14,10 +14,9 @@ from fep.model import Meter
 from fep.sim.dlt645 import Dlt645BusFactory, SimulatedDlt645Meter
 from fep.sim.hayes import HayesModem, serve_pty
 from fep.sim.iec62056_21 import IecMeterServerFactory, SimulatedIecMeter
-from fep.store import open_store
 from tests.channels.modem.emulated import MODEM_GUARD, new_exchange, reactor
 from tests.channels.test_serialport import socat_pty_pair
-from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, free_port, sqlite_rows, wait_for, write_config
 
 
 class DialupDaemonTests(unittest.TestCase):
@@ -42,10 +41,7 @@ class DialupDaemonTests(unittest.TestCase):
             Meter("site-iec", "iec62056-21", "dialup:5551001", address="30000001"),
             Meter("site-dlt", "dlt645", "dialup:5551002@000000005002"),
         ]
-        store = open_store(f"sqlite:{db}", reactor)
-        await store.open()
-        await store.add_meters(meters)
-        await store.close()
+        await add_meters(f"sqlite:{db}", meters)
         modems = ("[modems]\nlines =\n" + "\n".join(lines) + "\nguard = 0.1\n"
                   "hangup_timeout = 1.0\ndial_timeout = 10\n")
         daemon = Daemon(write_config(workdir, f"sqlite:{db}", push_port=free_port(),
@@ -53,14 +49,7 @@ class DialupDaemonTests(unittest.TestCase):
         daemon.start()
         self.addCleanup(daemon.kill)
 
-        def rows(sql: str) -> list[tuple[object, ...]]:
-            conn = sqlite3.connect(db)
-            try:
-                return conn.execute(sql).fetchall()
-            except sqlite3.OperationalError:
-                return []
-            finally:
-                conn.close()
+        rows = partial(sqlite_rows, db)
 
         async def all_read() -> bool:
             found = {m for (m,) in rows("SELECT DISTINCT meter FROM readings")}

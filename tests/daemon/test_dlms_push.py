@@ -5,7 +5,6 @@ with the system title, and store nothing."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from fep.protocols.dlms import wrapper
 from fep.protocols.dlms.security import SecurityKeys
 from fep.protocols.dlms.server import DlmsServer, ServerSettings
 from fep.sim.dlms_meter import SimulatedDlmsMeter
-from fep.store import open_store
+from tests.daemon import harness
 from tests.daemon.harness import Daemon, free_port, sleep, wait_for, write_config
 from tests.postgres import fresh_database
 
@@ -86,10 +85,7 @@ class DlmsPushScenario:
     workdir: Path
 
     async def run_scenario(self, test: Any, url: str, count: Any) -> str:
-        store = open_store(url, reactor)
-        await store.open()
-        await store.add_meters([dlms_meter("dlms-1", GOOD)])
-        await store.close()
+        await harness.add_meters(url, [dlms_meter("dlms-1", GOOD)])
         port = free_port()
         daemon = Daemon(
             write_config(
@@ -155,23 +151,13 @@ class DlmsPushToSqliteTests(DlmsPushScenario, unittest.TestCase):
         db = self.workdir / "fep.sqlite"
 
         def count(sql: str) -> int:
-            conn = sqlite3.connect(db)
-            try:
-                return int(conn.execute(sql).fetchone()[0])
-            except sqlite3.OperationalError:
-                return 0
-            finally:
-                conn.close()
+            rows = harness.sqlite_rows(db, sql)
+            return int(rows[0][0]) if rows else 0
 
         await self.run_scenario(self, f"sqlite:{db}", count)
-        conn = sqlite3.connect(db)
-        try:
-            ((value, read_at),) = conn.execute(
-                "SELECT value, read_at FROM readings WHERE obis = '1-0:32.7.0*255' "
-                "ORDER BY read_at LIMIT 1"
-            ).fetchall()
-        finally:
-            conn.close()
+        ((value, read_at),) = harness.sqlite_rows(
+            db, "SELECT value, read_at FROM readings WHERE obis = '1-0:32.7.0*255' "
+                "ORDER BY read_at LIMIT 1", strict=True)
         self.assertGreater(float(value), 200.0)  # volts, scaler -1 applied
         when = datetime.fromisoformat(str(read_at).replace("Z", "+00:00"))
         self.assertLess(abs((datetime.now(UTC) - when).total_seconds()), 120)

@@ -9,12 +9,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from twisted.internet import reactor
 from twisted.trial import unittest
 
 from fep.model import Meter
-from fep.store import open_store
-from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, free_port, wait_for, write_config
 from tests.operator.helpers import OPERATOR_TOKEN, VIEWER_TOKEN, http, write_tokens
 
 
@@ -30,10 +28,8 @@ class DaemonFirmwareImageTests(unittest.TestCase):
         secret.write_bytes(b"not for meters")
         db = workdir / "fep.sqlite"
         write_tokens(workdir / "tokens")
-        store = open_store(f"sqlite:{db}", reactor)
-        await store.open()
-        await store.add_meters([Meter("m1", "dlms", f"tcp:host=127.0.0.1:port={free_port()}")])
-        await store.close()
+        await add_meters(f"sqlite:{db}",
+                         [Meter("m1", "dlms", f"tcp:host=127.0.0.1:port={free_port()}")])
         http_port = free_port()
         config = write_config(
             workdir, f"sqlite:{db}", push_port=free_port(), collect=False,

@@ -4,7 +4,7 @@ simulators on the test's reactor; their readings reach the store with units."""
 
 from __future__ import annotations
 
-import sqlite3
+from functools import partial
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -17,8 +17,7 @@ from fep.sim import dlms_meter
 from fep.sim.ansi_c12 import C12MeterServerFactory, SimulatedC12Meter
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK, DlmsMeterServerFactory
 from fep.sim.dlt645 import Dlt645BusFactory, make_meters
-from fep.store import open_store
-from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, free_port, sqlite_rows, wait_for, write_config
 
 
 class FleetTests(unittest.TestCase):
@@ -49,23 +48,13 @@ class FleetTests(unittest.TestCase):
             Meter("c12-1", "ansi-c12.18", f"tcp:host=127.0.0.1:port={c12_port}",
                   metadata={"c12_password": "s3cret"}),
         ]
-        store = open_store(f"sqlite:{db}", reactor)
-        await store.open()
-        await store.add_meters(meters)
-        await store.close()
+        await add_meters(f"sqlite:{db}", meters)
         daemon = Daemon(write_config(workdir, f"sqlite:{db}", push_port=free_port(),
                                      period=1.0), workdir)
         daemon.start()
         self.addCleanup(daemon.kill)
 
-        def rows(sql: str) -> list[tuple[object, ...]]:
-            conn = sqlite3.connect(db)
-            try:
-                return conn.execute(sql).fetchall()
-            except sqlite3.OperationalError:
-                return []
-            finally:
-                conn.close()
+        rows = partial(sqlite_rows, db)
 
         async def all_read() -> bool:
             found = {m for (m,) in rows("SELECT DISTINCT meter FROM readings")}

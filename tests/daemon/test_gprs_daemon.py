@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -21,7 +21,7 @@ from twisted.trial import unittest
 from fep.model import Meter
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK
 from fep.sim.gprs_modem import ModemSpec, SimulatedGprsModem
-from fep.store import open_store
+from tests.daemon import harness
 from tests.daemon.harness import ROOT, Daemon, free_port, wait_for, write_config
 
 DLMS_IMEI = "356938035643809"
@@ -43,11 +43,7 @@ class GprsDaemonTests(unittest.TestCase):
         self.socket = short / "ctl" / "fep.sock"
 
     def rows(self, sql: str) -> list[tuple[object, ...]]:
-        conn = sqlite3.connect(self.db)
-        try:
-            return conn.execute(sql).fetchall()
-        finally:
-            conn.close()
+        return harness.sqlite_rows(self.db, sql, strict=True)
 
     async def fep(self, *args: str) -> tuple[int, str, str]:
         """The `fep` command line as a child process (the reactor keeps serving the
@@ -60,9 +56,7 @@ class GprsDaemonTests(unittest.TestCase):
         return code, out.decode(), err.decode()
 
     async def test_modems_push_are_read_and_listed_by_fep_sessions(self) -> None:
-        store = open_store(f"sqlite:{self.db}", reactor)
-        await store.open()
-        await store.add_meters([
+        await harness.add_meters(f"sqlite:{self.db}", [
             Meter("dlms-1", "dlms", f"gprs:imei={DLMS_IMEI}", metadata={
                 "dlms_server_system_title": TITLE.hex(),
                 "dlms_ek": EXAMPLE_EK.hex(),
@@ -70,7 +64,6 @@ class GprsDaemonTests(unittest.TestCase):
             }),
             Meter("iec-1", "iec62056-21", f"gprs:serial={IEC_SERIAL}", serial=IEC_SERIAL),
         ])
-        await store.close()
         gprs_port = free_port()
         config = write_config(
             self.workdir,
@@ -194,12 +187,10 @@ class WakeUpDaemonTests(unittest.TestCase):
         workdir.mkdir(parents=True)
         db = workdir / "fep.sqlite"
         number = "+491709998877"
-        store = open_store(f"sqlite:{db}", reactor)
-        await store.open()
-        await store.add_meters([Meter("dlms-1", "dlms", f"gprs:imei={DLMS_IMEI}", metadata={
-            "dlms_server_system_title": TITLE.hex(), "dlms_ek": EXAMPLE_EK.hex(),
-            "dlms_ak": EXAMPLE_AK.hex(), "sms_number": number})])
-        await store.close()
+        await harness.add_meters(f"sqlite:{db}", [
+            Meter("dlms-1", "dlms", f"gprs:imei={DLMS_IMEI}", metadata={
+                "dlms_server_system_title": TITLE.hex(), "dlms_ek": EXAMPLE_EK.hex(),
+                "dlms_ak": EXAMPLE_AK.hex(), "sms_number": number})])
 
         a, b = await socat_pty_pair(self)
         network = GsmNetwork(reactor)
@@ -229,14 +220,7 @@ class WakeUpDaemonTests(unittest.TestCase):
         daemon.start()
         self.addCleanup(daemon.kill)
 
-        def rows(sql: str) -> list[tuple[object, ...]]:
-            conn = sqlite3.connect(db)
-            try:
-                return conn.execute(sql).fetchall()
-            except sqlite3.OperationalError:
-                return []  # tables not made yet
-            finally:
-                conn.close()
+        rows = partial(harness.sqlite_rows, db)
 
         async def read() -> bool:
             return bool(rows("SELECT 1 FROM jobs WHERE meter = 'dlms-1' AND status = 'done' "

@@ -18,8 +18,7 @@ from twisted.trial import unittest
 
 from fep.model import Meter
 from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
-from fep.store import open_store
-from tests.daemon.harness import ROOT, Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import ROOT, Daemon, add_meters, free_port, wait_for, write_config
 from tests.operator.helpers import OPERATOR_TOKEN, VIEWER_TOKEN, http, write_tokens
 
 
@@ -70,16 +69,13 @@ class DaemonApiHardeningTests(unittest.TestCase):
         sim_port = reactor.listenTCP(0, IecMeterServerFactory(sims, reactor),
                                      interface="127.0.0.1")
         self.addCleanup(sim_port.stopListening)
-        store = open_store(f"sqlite:{db}", reactor)
-        await store.open()
-        await store.add_meters([
+        await add_meters(f"sqlite:{db}", [
             Meter("iec-1", "iec62056-21",
                   f"tcp:host=127.0.0.1:port={sim_port.getHost().port}",
                   address=sims[0].address),
             Meter("pr-1", "modbus", f"tcp:host=127.0.0.1:port={free_port()}",
                   metadata={"modbus_device_map": "sim-pr2"}),
         ])
-        await store.close()
         http_port = free_port()
         config = write_config(
             workdir, f"sqlite:{db}", push_port=free_port(), collect=False,

@@ -6,7 +6,6 @@ control socket reports the counts."""
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,7 @@ from twisted.trial import unittest
 
 from fep.operator.control import ask
 from fep.protocols.dlms.security import SecurityKeys
-from fep.store import open_store
-from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, free_port, sqlite_rows, wait_for, write_config
 from tests.daemon.test_dlms_push import AK, EK, GOOD, PushingMeter, dlms_meter
 
 
@@ -49,10 +47,7 @@ class ListenerLimitsDaemonTests(unittest.TestCase):
         self.addCleanup(shutil.rmtree, sockets, True)
         control = sockets / "c.sock"
         url = f"sqlite:{workdir}/fep.sqlite"
-        store = open_store(url, reactor)
-        await store.open()
-        await store.add_meters([dlms_meter("dlms-1", GOOD)])
-        await store.close()
+        await add_meters(url, [dlms_meter("dlms-1", GOOD)])
         port = free_port()
         config = write_config(
             workdir, url, push_port=free_port(), collect=False, dlms_push_port=port,
@@ -94,8 +89,9 @@ class ListenerLimitsDaemonTests(unittest.TestCase):
         good.push()
 
         def count() -> int:
-            with sqlite3.connect(workdir / "fep.sqlite") as db:
-                return int(db.execute("SELECT count(*) FROM readings").fetchone()[0])
+            rows = sqlite_rows(workdir / "fep.sqlite", "SELECT count(*) FROM readings",
+                               strict=True)
+            return int(rows[0][0])
 
         async def stored() -> bool:
             return count() >= 5

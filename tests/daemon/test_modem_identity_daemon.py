@@ -6,7 +6,6 @@ receives a byte (no AARQ, so never the meter's LLS password)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -20,7 +19,7 @@ from twisted.trial import unittest
 from fep.model import Meter
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK
 from fep.sim.gprs_modem import ModemSpec, SimulatedGprsModem
-from fep.store import open_store
+from tests.daemon import harness
 from tests.daemon.harness import Daemon, free_port, sleep, wait_for, write_config
 
 IMEI = "356938035643809"
@@ -53,16 +52,14 @@ class ImpostorDaemonTests(unittest.TestCase):
         workdir = Path(self.mktemp()).resolve()
         workdir.mkdir(parents=True)
         db = workdir / "fep.sqlite"
-        store = open_store(f"sqlite:{db}", reactor)
-        await store.open()
-        await store.add_meters([Meter("dlms-1", "dlms", f"gprs:imei={IMEI}", metadata={
-            "dlms_server_system_title": TITLE.hex(),
-            "dlms_ek": EXAMPLE_EK.hex(),
-            "dlms_ak": EXAMPLE_AK.hex(),
-            "dlms_auth": "low",
-            "dlms_password": PASSWORD.decode(),
-        })])
-        await store.close()
+        await harness.add_meters(f"sqlite:{db}", [
+            Meter("dlms-1", "dlms", f"gprs:imei={IMEI}", metadata={
+                "dlms_server_system_title": TITLE.hex(),
+                "dlms_ek": EXAMPLE_EK.hex(),
+                "dlms_ak": EXAMPLE_AK.hex(),
+                "dlms_auth": "low",
+                "dlms_password": PASSWORD.decode(),
+            })])
         gprs_port = free_port()
         config = write_config(
             workdir, f"sqlite:{db}", push_port=free_port(), period=1.0,
@@ -73,15 +70,10 @@ class ImpostorDaemonTests(unittest.TestCase):
         self.addCleanup(daemon.kill)
 
         def done_jobs() -> int:
-            conn = sqlite3.connect(db)
-            try:
-                (n,) = conn.execute("SELECT count(*) FROM jobs WHERE meter = 'dlms-1' AND "
-                                    "status = 'done' AND records > 0").fetchone()
-                return int(n)
-            except sqlite3.OperationalError:
-                return 0  # tables not made yet
-            finally:
-                conn.close()
+            rows = harness.sqlite_rows(
+                db, "SELECT count(*) FROM jobs WHERE meter = 'dlms-1' AND status = 'done' "
+                    "AND records > 0")
+            return int(rows[0][0]) if rows else 0  # none: tables not made yet
 
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", gprs_port)
         modem = SimulatedGprsModem(reactor, endpoint, ModemSpec(

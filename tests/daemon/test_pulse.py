@@ -5,8 +5,8 @@ and the recorder's door-open event with its severity."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
+from functools import partial
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -14,8 +14,7 @@ from twisted.trial import unittest
 
 from fep.model import Meter
 from fep.sim.pulse_recorder import PulseRecorder, RecorderServerFactory
-from fep.store import open_store
-from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, free_port, sqlite_rows, wait_for, write_config
 
 
 class PulseRecorderDaemonTests(unittest.TestCase):
@@ -36,23 +35,13 @@ class PulseRecorderDaemonTests(unittest.TestCase):
                           "modbus_device_map": "sim-pr2", "pulse1_constant": "1000",
                           "pulse1_wiring": "kyz", "pulse2_constant": "500",
                           "pulse2_quantity": "reactive-import", "pulse_history": "8"})
-        store = open_store(f"sqlite:{db}", reactor)
-        await store.open()
-        await store.add_meters([meter])
-        await store.close()
+        await add_meters(f"sqlite:{db}", [meter])
         daemon = Daemon(write_config(workdir, f"sqlite:{db}", push_port=free_port(),
                                      period=1.0), workdir)
         daemon.start()
         self.addCleanup(daemon.kill)
 
-        def rows(sql: str) -> list[tuple[object, ...]]:
-            conn = sqlite3.connect(db)
-            try:
-                return conn.execute(sql).fetchall()
-            except sqlite3.OperationalError:
-                return []
-            finally:
-                conn.close()
+        rows = partial(sqlite_rows, db)
 
         async def stored() -> bool:
             return bool(rows("SELECT 1 FROM events WHERE meter = 'rec-1'")) and bool(

@@ -25,7 +25,7 @@ from fep.sim.dlms import DlmsMeterServerFactory
 from fep.sim.dlms_meter import SimulatedDlmsMeter
 from fep.store.secrets import read_sync
 from fep.vault import load_master_key, open_sealed
-from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, free_port, sqlite_rows, wait_for, write_config
 from tests.postgres import fresh_database
 from tests.processes import fep_command
 from tests.store.test_secrets import key_forms, postgres_dump
@@ -161,11 +161,7 @@ class SecretsSqliteDaemonTests(SecretsScenario, unittest.TestCase):
         db = self.workdir / "fep.sqlite"
 
         def count(sql: str) -> Any:
-            conn = sqlite3.connect(db)
-            try:
-                return conn.execute(sql).fetchone()[0]
-            finally:
-                conn.close()
+            return sqlite_rows(db, sql, strict=True)[0][0]
 
         def dump() -> bytes:
             return b"".join(Path(f"{db}{s}").read_bytes() for s in ("", "-wal", "-shm")

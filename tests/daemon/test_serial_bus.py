@@ -5,18 +5,16 @@ fourth address on the bus that nobody answers fails alone."""
 
 from __future__ import annotations
 
-import sqlite3
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 from twisted.internet import reactor
 from twisted.trial import unittest
 
 from fep.model import Meter
 from fep.sim.bus import mixed_bus, serve_pty
-from fep.store import open_store
 from tests.channels.test_serialport import socat_pty_pair
-from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, free_port, sqlite_rows, wait_for, write_config
 
 
 class SerialBusTests(unittest.TestCase):
@@ -38,24 +36,14 @@ class SerialBusTests(unittest.TestCase):
             Meter("dlms-17", "dlms", f"{line}:9600:8N1:gap=0.02@1/17",
                   metadata={"dlms_link": "hdlc"}),
         ]
-        store = open_store(f"sqlite:{db}", reactor)
-        await store.open()
-        await store.add_meters(meters)
-        await store.close()
+        await add_meters(f"sqlite:{db}", meters)
         # One cycle: the period is far longer than the test.
         config = write_config(workdir, f"sqlite:{db}", push_port=free_port(), period=600)
         daemon = Daemon(config, workdir)
         daemon.start()
         self.addCleanup(daemon.kill)
 
-        def rows(sql: str) -> list[tuple[Any, ...]]:
-            conn = sqlite3.connect(db)
-            try:
-                return conn.execute(sql).fetchall()
-            except sqlite3.OperationalError:
-                return []
-            finally:
-                conn.close()
+        rows = partial(sqlite_rows, db)
 
         def outcomes() -> dict[str, list[str]]:
             # The collection engine's job outcomes (the default task's first run is at

@@ -19,9 +19,8 @@ from fep.model import Meter
 from fep.protocols.dlms import wrapper
 from fep.protocols.dlms.security import SecurityKeys
 from fep.sim.gsm_modem import GsmModemEmulator, GsmNetwork, serve_pty
-from fep.store import open_store
 from tests.channels.test_serialport import socat_pty_pair
-from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, free_port, wait_for, write_config
 from tests.daemon.test_dlms_push import AK, EK, GOOD, PushingMeter
 from tests.operator.smtpsink import SmtpSink
 from tests.postgres import fresh_database
@@ -43,12 +42,9 @@ class AlarmFromAPushTests(unittest.TestCase):
         workdir.mkdir(parents=True)
         url = fresh_database(self)
         sink = await SmtpSink.start(self)
-        store = open_store(url, reactor)
-        await store.open()
-        await store.add_meters([Meter("dlms-1", "dlms", "tcp:host=127.0.0.1:port=1", metadata={
+        await add_meters(url, [Meter("dlms-1", "dlms", "tcp:host=127.0.0.1:port=1", metadata={
             "dlms_server_system_title": GOOD.hex(), "dlms_ek": EK.hex(), "dlms_ak": AK.hex(),
             "group": "north"})])
-        await store.close()
         listener = txpostgres.Connection()
         await listener.connect(url)
         self.addCleanup(listener.close)

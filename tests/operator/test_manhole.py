@@ -26,8 +26,7 @@ from fep.errors import ConfigError
 from fep.model import Meter
 from fep.operator.manhole import Table, host_key, namespace_for
 from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
-from fep.store import open_store
-from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, free_port, wait_for, write_config
 from tests.operator.helpers import (
     OPERATOR_TOKEN,
     FakeScheduler,
@@ -136,12 +135,9 @@ class ConsoleOverOpenSshTests(OpenSshClient):
         sim_port = reactor.listenTCP(0, IecMeterServerFactory(sims, reactor),
                                      interface="127.0.0.1")
         self.addCleanup(sim_port.stopListening)
-        store = open_store(f"sqlite:{db}", reactor)
-        await store.open()
-        await store.add_meters([Meter("iec-1", "iec62056-21",
-                                      f"tcp:host=127.0.0.1:port={sim_port.getHost().port}",
-                                      address=sims[0].address)])
-        await store.close()
+        await add_meters(f"sqlite:{db}", [Meter("iec-1", "iec62056-21",
+                                                f"tcp:host=127.0.0.1:port={sim_port.getHost().port}",
+                                                address=sims[0].address)])
         port = free_port()
         config = write_config(
             workdir, f"sqlite:{db}", push_port=free_port(), period=3600, collect=False,
@@ -238,12 +234,9 @@ class ConsoleRolesOverOpenSshTests(OpenSshClient):
                                      interface="127.0.0.1")
         self.addCleanup(sim_port.stopListening)
         db = workdir / "fep.sqlite"
-        store = open_store(f"sqlite:{db}", reactor)
-        await store.open()
-        await store.add_meters([Meter("iec-1", "iec62056-21",
-                                      f"tcp:host=127.0.0.1:port={sim_port.getHost().port}",
-                                      address=sims[0].address)])
-        await store.close()
+        await add_meters(f"sqlite:{db}", [Meter("iec-1", "iec62056-21",
+                                                f"tcp:host=127.0.0.1:port={sim_port.getHost().port}",
+                                                address=sims[0].address)])
         port = free_port()
         config = write_config(
             workdir, f"sqlite:{db}", push_port=free_port(), period=3600, collect=collect,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from fep.protocols.dlms.security import SecurityKeys
 from fep.serialize import record_from_dict
 from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
 from fep.store import open_store
+from tests.daemon import harness
 from tests.daemon.harness import Daemon, free_port, sleep, wait_for, write_config
 from tests.daemon.test_dlms_push import AK, EK, GOOD, PushingMeter
 from tests.operator.helpers import sample_records
@@ -95,16 +95,13 @@ class NorthboundOverRabbitMqTests(unittest.TestCase):
                                      interface="127.0.0.1")
         self.addCleanup(sim_port.stopListening)
         route = f"tcp:host=127.0.0.1:port={sim_port.getHost().port}"
-        store = open_store(f"sqlite:{db}", reactor)
-        await store.open()
-        await store.add_meters([
+        await harness.add_meters(f"sqlite:{db}", [
             *[Meter(f"iec-{n}", "iec62056-21", route, address=s.address)
               for n, s in enumerate(sims, 1)],
             Meter("dlms-1", "dlms", "tcp:host=127.0.0.1:port=1", metadata={
                 "dlms_server_system_title": GOOD.hex(), "dlms_ek": EK.hex(),
                 "dlms_ak": AK.hex()}),
         ])
-        await store.close()
         push_port = free_port()
         config = write_config(
             workdir, f"sqlite:{db}", push_port=free_port(), period=2.0,
@@ -136,11 +133,7 @@ class NorthboundOverRabbitMqTests(unittest.TestCase):
         self.addCleanup(pusher.close)
 
         def stored(sql: str) -> int:
-            conn = sqlite3.connect(db)
-            try:
-                return int(conn.execute(sql).fetchone()[0])
-            finally:
-                conn.close()
+            return int(harness.sqlite_rows(db, sql, strict=True)[0][0])
 
         async def flowing() -> bool:
             return len(subscriber.messages) >= 4

@@ -19,8 +19,7 @@ from fep.protocols.dlms.server import ServerSettings
 from fep.sim import dlms_meter
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK, DlmsMeterServerFactory
 from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
-from fep.store import open_store
-from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, free_port, wait_for, write_config
 from tests.operator.helpers import VIEWER_TOKEN, http, write_tokens
 from tests.system import require_program
 
@@ -66,10 +65,7 @@ class StatusPageInChromiumTests(unittest.TestCase):
             # Nobody listens there: a failing meter on its own channel.
             Meter("lost-1", "iec62056-21", f"tcp:host=127.0.0.1:port={free_port()}"),
         ]
-        store = open_store(f"sqlite:{db}", reactor)
-        await store.open()
-        await store.add_meters(meters)
-        await store.close()
+        await add_meters(f"sqlite:{db}", meters)
         http_port = free_port()
         config = write_config(
             workdir, f"sqlite:{db}", push_port=free_port(), period=2.0,

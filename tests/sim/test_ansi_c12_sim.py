@@ -48,7 +48,7 @@ from fep.protocols.ansi_c12.c1219 import (
 )
 from fep.sim.ansi_c12 import MT0_DATA, MeterState, SimulatedC12Meter
 from tests.channels.test_serialport import socat_pty_pair
-from tests.processes import fep_command, start_module
+from tests.processes import fep_command, start_module, tcp_simulator
 
 T0 = 1_700_000_000.0
 
@@ -244,11 +244,9 @@ def fep_read(*args: str) -> Deferred[subprocess.CompletedProcess[str]]:
 class CommandLineTests(unittest.TestCase):
     """The acceptance path: the simulator process, read by ``fep read``."""
 
-    @inlineCallbacks
-    def tcp_route(self, *args: str) -> Any:
-        line = yield start_simulator(self, "--tcp", "0", *args)
-        port = line.rsplit(":", 1)[1]
-        return f"tcp:host=127.0.0.1:port={port}"
+    def tcp_route(self, *args: str) -> Deferred[str]:
+        route: Deferred[str] = tcp_simulator(self, "ansi_c12", "--tcp", "0", *args)
+        return route
 
     @inlineCallbacks
     def test_fep_read_over_tcp_with_the_password(self) -> Any:

@@ -3,7 +3,6 @@ GPRS listener, registers and pushes; it stops when fep closes its session."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -22,8 +21,8 @@ from fep.interfaces import IRecordSink
 from fep.model import Meter, Record
 from fep.protocols.dlms.security import InvocationCounterGuard
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK
+from tests.processes import ROOT, child_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMEI = "356938035643809"
 
 
@@ -51,13 +50,12 @@ class ModemProgramTests(unittest.TestCase):
         port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
             channel.factory("tcp"))
         self.addCleanup(port.stopListening)
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         finished = getProcessOutputAndValue(
             sys.executable,
             ["-m", "fep.sim.gprs_modem", "--connect",
              f"tcp:host=127.0.0.1:port={port.getHost().port}", "--imei", IMEI,
              "--every", "0.1", "--count", "3", "--garbage", "AT\r\nOK\r\n"],
-            env=env, path=ROOT,
+            env=child_env(), path=str(ROOT),
         )
         deadline = time.monotonic() + 30
         while len(sink.records) < 15 and time.monotonic() < deadline:

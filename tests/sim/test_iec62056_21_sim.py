@@ -29,7 +29,7 @@ from fep.sim.iec62056_21 import (
     make_meters,
 )
 from tests.channels.test_serialport import socat_pty_pair
-from tests.processes import fep_command, start_module
+from tests.processes import fep_command, start_module, tcp_simulator
 
 reactor: Any = global_reactor
 
@@ -181,11 +181,9 @@ def fep_read(*args: str) -> Deferred[subprocess.CompletedProcess[str]]:
 class CommandLineTests(unittest.TestCase):
     """The acceptance path: the simulator process, read by the ``fep read`` command."""
 
-    @inlineCallbacks
-    def tcp_route(self, *args: str) -> Any:
-        line = yield start_simulator(self, "--tcp", "0", *args)
-        port = line.rsplit(":", 1)[1]
-        return f"tcp:host=127.0.0.1:port={port}"
+    def tcp_route(self, *args: str) -> Deferred[str]:
+        route: Deferred[str] = tcp_simulator(self, "iec62056_21", "--tcp", "0", *args)
+        return route
 
     @inlineCallbacks
     def test_fep_read_over_tcp_returns_the_simulated_values(self) -> Any:

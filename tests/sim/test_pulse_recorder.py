@@ -6,16 +6,12 @@ over TCP and a socat pty pair."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from fep.protocols.modbus import rtu, tcp
@@ -40,8 +36,8 @@ from fep.sim.pulse_recorder import (
     at,
 )
 from tests.channels.test_serialport import socat_pty_pair
+from tests.processes import fep_command, start_module
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 DAY = at("2024-03-01T00:00:00")
 
 
@@ -171,36 +167,14 @@ class ServerTests(unittest.TestCase):
         self.assertEqual(self.ask(proto, transport, factory, b"\x04\x03\x00"), b"")
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-@inlineCallbacks
-def start_simulator(case: unittest.TestCase, *args: str) -> Any:
+def start_simulator(case: unittest.TestCase, *args: str) -> Deferred[str]:
     """``python -m fep.sim.pulse_recorder ARGS``; fires with its first stdout line."""
-    proc = subprocess.Popen([sys.executable, "-m", "fep.sim.pulse_recorder", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            cwd=str(ROOT), env=_env())
-
-    def stop() -> None:
-        proc.terminate()
-        proc.wait(10)
-        assert proc.stdout is not None
-        proc.stdout.close()
-
-    case.addCleanup(stop)
-    assert proc.stdout is not None
-    line = yield deferToThread(proc.stdout.readline)
-    return line.strip()
+    line: Deferred[str] = start_module(case, "fep.sim.pulse_recorder", *args)
+    return line
 
 
 def fep_read(*args: str) -> Deferred[subprocess.CompletedProcess[str]]:
-    return deferToThread(
-        subprocess.run,
-        [sys.executable, "-m", "fep.cli", "read", "--protocol", "modbus", *args],
-        capture_output=True, text=True, timeout=60, cwd=str(ROOT), env=_env())
+    return fep_command("read", "--protocol", "modbus", *args)
 
 
 class CommandLineTests(unittest.TestCase):

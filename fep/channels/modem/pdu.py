@@ -733,8 +733,24 @@ def _byte(name: str, value: int) -> None:
         raise ValueError(f"{name} is one octet (0..255), got {value}")
 
 
+class _UserDataOf:
+    """What a message with user data (SMS-DELIVER, SMS-SUBMIT) tells of it."""
+
+    __slots__ = ()
+    dcs: int
+    user_data: UserData
+
+    @property
+    def coding(self) -> DataCoding:
+        return data_coding(self.dcs)
+
+    @property
+    def body(self) -> str | bytes:
+        return self.user_data.body
+
+
 @attrs.frozen
-class Deliver:
+class Deliver(_UserDataOf):
     """SMS-DELIVER: a short message from the network to the modem."""
 
     originator: Address
@@ -747,14 +763,6 @@ class Deliver:
     status_report: bool = False
     reply_path: bool = False
     smsc: Address | None = None
-
-    @property
-    def coding(self) -> DataCoding:
-        return data_coding(self.dcs)
-
-    @property
-    def body(self) -> str | bytes:
-        return self.user_data.body
 
     def tpdu(self) -> bytes:
         _byte("TP-PID", self.pid)
@@ -778,7 +786,7 @@ class Deliver:
 
 
 @attrs.frozen
-class Submit:
+class Submit(_UserDataOf):
     """SMS-SUBMIT: a short message from the modem to the network. ``reference`` is TP-MR
     (most modems put their own there), ``status_report`` asks for a delivery report."""
 
@@ -792,14 +800,6 @@ class Submit:
     status_report: bool = False
     reply_path: bool = False
     smsc: Address | None = None
-
-    @property
-    def coding(self) -> DataCoding:
-        return data_coding(self.dcs)
-
-    @property
-    def body(self) -> str | bytes:
-        return self.user_data.body
 
     def tpdu(self) -> bytes:
         _byte("TP-PID", self.pid)

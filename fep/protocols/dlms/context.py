@@ -72,19 +72,3 @@ class DlmsContext:
         self.counters = counters
         self.system_title = system_title
         self.security = security if security is not None else SecurityEvents()
-
-
-# The daemon's context for the doors that still build DlmsProtocol() through the registry
-# (the console's and the API's reads, fep.operator.commands); the collection engine and the
-# GPRS channel are given theirs (fep.service). Set by fep.service, None elsewhere.
-_default_context: DlmsContext | None = None
-
-
-def set_dlms_context(context: DlmsContext | None) -> None:
-    global _default_context
-    _default_context = context
-
-
-def set_counter_store(store: Any) -> None:
-    """A context with these counters and the default system title (tests)."""
-    set_dlms_context(DlmsContext(store) if store is not None else None)

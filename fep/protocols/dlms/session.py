@@ -32,7 +32,6 @@ from fep.interfaces import (
 from fep.model import Meter, MeterEvent, ObisCode, Reading, Record
 from fep.protocols.dlms import apdu as A
 from fep.protocols.dlms import axdr
-from fep.protocols.dlms import context as shared_context
 from fep.protocols.dlms.axdr import CosemDateTime, Data
 from fep.protocols.dlms.client import (
     ActionDone,
@@ -640,11 +639,14 @@ class DlmsProtocol:
     commands = COMMANDS
 
     def __init__(self, context: DlmsContext | None = None) -> None:
+        # The process's DLMS context, given by whoever builds the protocol (the daemon's
+        # fep.protocols.registry.ProtocolRegistry, `fep read`); None: meters with keys are
+        # refused (no invocation counters).
         self._context = context
 
     @property
     def context(self) -> DlmsContext | None:
-        return self._context if self._context is not None else shared_context._default_context
+        return self._context
 
     def read(
         self, reactor: Any, endpoint: Any, meter: Meter, timeout: float

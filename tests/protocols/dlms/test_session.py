@@ -263,14 +263,13 @@ class InvocationCounterTests(unittest.TestCase):
     timeout = 30
 
     async def test_consecutive_ciphered_reads_never_reuse_a_counter(self) -> None:
-        from fep.protocols.dlms import context as dlms_context
         from fep.protocols.dlms import session as dlms_session
+        from fep.protocols.dlms.context import DlmsContext
         from fep.store.counters import InvocationCounterFile
 
         store = InvocationCounterFile(reactor, Path(self.mktemp()) / "counters.json")
         await store.open()
-        dlms_context.set_counter_store(store)
-        self.addCleanup(dlms_context.set_counter_store, None)
+        context = DlmsContext(store)
         meter = sim.SimulatedDlmsMeter(now=lambda: NOW)
         factory = DlmsMeterServerFactory(
             meter, ServerSettings(system_title=TITLE, keys=SecurityKeys(EXAMPLE_EK, EXAMPLE_AK))
@@ -289,18 +288,17 @@ class InvocationCounterTests(unittest.TestCase):
         )
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
         for _ in range(3):
-            records = await DlmsProtocol().read(reactor, endpoint, record, 5)
+            records = await DlmsProtocol(context).read(reactor, endpoint, record, 5)
             self.assertEqual(len(records), 1)
         ((_title, last),) = factory.received_counters.items()
         self.assertGreater(last, 2 * dlms_session.COUNTERS_PER_SESSION)
         self.assertEqual(factory.errors, [])
         # A client that starts again from 1 (counters not kept) is refused as a replay.
-        dlms_context.set_counter_store(None)
         forgetful = InvocationCounterFile(reactor, Path(self.mktemp()) / "fresh.json")
         await forgetful.open()
-        dlms_context.set_counter_store(forgetful)
         with self.assertRaises(AssociationRefused):
-            await DlmsProtocol().read(reactor, endpoint, record, 5)
+            await DlmsProtocol(DlmsContext(forgetful)).read(
+                reactor, endpoint, record, 5)
         self.assertTrue(any("replayed" in e for e in factory.errors), factory.errors)
 
 

@@ -1,0 +1,108 @@
+"""The composition root (fep.service): every part of the daemon a named child of one service
+tree, in dependency order; stopped in reverse; a failing start stops the reactor; the
+operator tier's listeners on endpoint strings; the DLMS context through the registry."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial import unittest
+
+from fep.config import parse_config
+from fep.service import FepService
+
+
+class StopRecorder:
+    """The real reactor, except that ``stop`` is only recorded (a failing start must not
+    stop the test's reactor)."""
+
+    running = True
+
+    def __init__(self) -> None:
+        self.stopped = 0
+
+    def stop(self) -> None:
+        self.stopped += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(reactor, name)
+
+
+class ServiceTreeTests(unittest.TestCase):
+    def config(self, extra: str = "", push: str = "tcp:0:interface=127.0.0.1") -> Any:
+        # A UNIX socket path must stay short: the data directory is not the deep temp.
+        data = Path(tempfile.mkdtemp(prefix="fep-"))
+        self.addCleanup(shutil.rmtree, data, True)
+        return parse_config(
+            f"[fep]\nnode = tree\ndata_dir = {data}\n[store]\nurl = sqlite:{data}/fep.sqlite\n"
+            f"[collect]\nperiod = 3600\n[push]\niec62056_21 = {push}\n"
+            f"[http]\nlisten = tcp:0:interface=127.0.0.1\n{extra}")
+
+    def test_every_part_is_a_named_child_in_dependency_order(self) -> None:
+        daemon = FepService(self.config(), reactor)
+        self.assertEqual(
+            [child.name for child in daemon],
+            ["store", "router", "directory", "collection", "dlms-counters", "scheduler",
+             "push-iec62056-21", "control", "operator"],
+        )
+        self.assertIs(daemon.getServiceNamed("router"), daemon.router)
+        self.assertIs(daemon.getServiceNamed("operator"), daemon.operator)
+        self.assertEqual([child.name for child in daemon.operator], ["alarms", "http"])
+        for child in daemon:
+            self.assertIs(child.parent, daemon)
+
+    async def test_starts_in_order_and_stops_in_reverse(self) -> None:
+        daemon = FepService(self.config(), reactor)
+        events: list[str] = []
+        for child in daemon:
+            self.record(child, events)
+        await daemon.startService()
+        self.assertEqual(events, [f"start {child.name}" for child in daemon])
+        # The web server listens on the endpoint string, on a port of the system's choice.
+        http = daemon.operator.getServiceNamed("http")
+        self.assertNotEqual(http.port.getHost().port, 0)
+        del events[:]
+        await daemon.stopService()
+        self.assertEqual(events, [f"stop {child.name}" for child in reversed(list(daemon))])
+        self.assertFalse(any(child.running for child in daemon))
+
+    def record(self, child: Any, events: list[str]) -> None:
+        start, stop = child.startService, child.stopService
+
+        def started() -> Any:
+            events.append(f"start {child.name}")
+            return start()
+
+        def stopped() -> Any:
+            events.append(f"stop {child.name}")
+            return stop()
+
+        child.startService = started
+        child.stopService = stopped
+
+    async def test_a_failing_start_stops_the_reactor(self) -> None:
+        taken = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(taken.stopListening)
+        config = self.config(push=f"tcp:{taken.getHost().port}:interface=127.0.0.1")
+        fake = StopRecorder()
+        daemon = FepService(config, fake)
+        await daemon.startService()
+        self.assertEqual(fake.stopped, 1)
+        self.assertEqual(len(self.flushLoggedErrors()), 1)
+        # What had started stops as usual (what had not, is left alone).
+        self.assertFalse(daemon.getServiceNamed("control").running)
+        await maybeDeferred(daemon.stopService)
+        self.assertFalse(any(child.running for child in daemon))
+
+    def test_the_doors_share_one_protocol_registry_with_the_dlms_context(self) -> None:
+        daemon = FepService(self.config(), reactor)
+        protocol = daemon.operator.ctx.protocol_for("dlms")
+        self.assertIs(protocol.context, daemon.dlms)
+        self.assertIs(daemon.protocols.context("dlms"), daemon.dlms)
+        self.assertIs(daemon.collection.runner.protocol_for("dlms").context, daemon.dlms)
