@@ -1,9 +1,11 @@
-"""The Twisted side of DLMS/COSEM: a client session over any byte pipe (wrapper over TCP,
-HDLC over TCP or serial), ``DlmsProtocol`` for ``fep read`` and scheduled reads, and the
-push receiver that turns ciphered Data-Notifications into records.
+"""The Twisted side of a DLMS/COSEM pull: ``DlmsConnection`` runs one connection's steps
+(exchange.py: a link from link.py and the client) on the shared session driver
+(fep/protocols/session.py), which connects, keeps the step timer, ends and names the errors;
+``DlmsSession`` associates, reads, runs commands and releases over it; ``DlmsProtocol`` is
+what the registry names for ``fep read``, scheduled reads and collection jobs.
 
-The protocol state lives in ``client.py`` (association, services), ``hdlc.py`` and
-``wrapper.py`` (links); this module moves bytes, runs timers and turns values into records.
+Settings from a meter's record are settings.py's, the push receiver is receiver.py, what the
+sessions of a process share is context.py.
 """
 
 from __future__ import annotations
