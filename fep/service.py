@@ -114,7 +114,7 @@ class FepService(OrderedMultiService):
             listener.setName("push-iec62056-21")
             self.listeners.append(listener)
         self.dlms_push: Any = None
-        from fep.protocols.dlms.session import DlmsContext, SecurityEvents
+        from fep.protocols.dlms.context import DlmsContext, SecurityEvents
         from fep.store.counters import invocation_counters
 
         # DLMS invocation counters: ours (reserved before use) and the last from each meter,
@@ -131,7 +131,7 @@ class FepService(OrderedMultiService):
         # protocols here: DLMS with this daemon's context.
         self.protocols = ProtocolRegistry({"dlms": self.dlms})
         if config.push.dlms:
-            from fep.protocols.dlms.session import DlmsPushFactory
+            from fep.protocols.dlms.receiver import DlmsPushFactory
 
             self.dlms_push = DlmsPushFactory(
                 self.router, self._resolve_dlms_sender, self.counters,
