@@ -4,7 +4,8 @@ the identification of an inbound GPRS connection (arbitrary bytes before login).
 from __future__ import annotations
 
 from fep.channels.identify import IdentificationError, Identifier, make_rules
-from fep.channels.rfc2217 import ComPortSettings, Rfc2217Client
+from fep.channels.lines import LineSettings
+from fep.channels.rfc2217 import Rfc2217Client
 from fep.errors import FrameError
 from tests.fuzz.parts import chunks
 
@@ -15,7 +16,7 @@ _RULES = ("ascii", "binary", "iec")
 def rfc2217_stream(data: bytes) -> None:
     """The client after its opening, fed a server's bytes in pieces, a speed change in the
     middle. FrameError for a broken subnegotiation (documented)."""
-    client = Rfc2217Client(ComPortSettings(baudrate=9600, bytesize=8, parity="N"))
+    client = Rfc2217Client(LineSettings(baudrate=9600, bytesize=8, parity="N"))
     client.start()
     for n, piece in enumerate(chunks(data)):
         try:

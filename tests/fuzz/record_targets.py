@@ -28,7 +28,7 @@ def control_request(data: bytes) -> None:
     (an error answer for a bad request); nothing may escape ``dataReceived``."""
     server = ControlServer(None, "unused.sock")
     server.add("sessions", _sessions)
-    protocol = server.factory().buildProtocol(None)
+    protocol = server.protocol_factory().buildProtocol(None)
     assert protocol is not None
     transport = StringTransport()
     protocol.makeConnection(transport)
