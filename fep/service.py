@@ -187,7 +187,7 @@ class FepService(service.MultiService):
 
     def _add_gprs(self, config: Config) -> None:
         """GPRS modems that dial in: the channel, its listeners, and ``gprs:`` routes."""
-        from fep.channels.gprs import GprsChannel, gprs_settings, listener_names
+        from fep.channels.gprs import GprsChannel, gprs_settings
         from fep.channels.listeners import with_backlog
 
         self.gprs = GprsChannel(
@@ -200,7 +200,7 @@ class FepService(service.MultiService):
             protocol_for=self._protocol_for,
         )
         self.channels.register_scheme("gprs", self.gprs.endpoint_for, backoff=False)
-        for description in listener_names(config.gprs.listen):
+        for description in config.gprs.listen:
             label = ":".join(description.split(":")[:2])
             factory = self.limits.wrap(self.gprs.factory(label), "gprs", f"gprs {label}")
             if config.gprs.tls_client_ca and description.startswith("ssl:"):
@@ -240,25 +240,11 @@ class FepService(service.MultiService):
         }
     def _build_sms(self, config: Config) -> None:
         """The SMS channel, its alarm rules into the router, wake-up and notifications."""
-        from datetime import timedelta
-
-        from fep.channels.modem.sms import SmsChannel, SmsSettings
+        from fep.channels.modem.sms import SmsChannel
         from fep.collect.sms import SmsEventRouter, SmsWakeUp, parse_rules
 
         sms = config.sms
-        settings = SmsSettings(
-            sms.port,
-            mode=sms.mode,
-            pin=sms.pin or None,
-            smsc=sms.smsc or None,
-            memory=sms.memory,
-            delivery_reports=sms.delivery_reports,
-            validity=timedelta(seconds=sms.validity),
-            sweep_interval=sms.sweep_interval,
-            command_timeout=sms.command_timeout,
-            send_timeout=sms.send_timeout,
-        )
-        self.sms = SmsChannel(self.reactor, settings)
+        self.sms = SmsChannel(self.reactor, sms.channel_settings())
         self.sms.add_message_handler(
             SmsEventRouter(parse_rules(sms.rules), self.directory, self.router)
         )

@@ -45,6 +45,11 @@ LAYERS: Mapping[str, int] = {
     # Pulse counts -> energy and demand records: arithmetic on model records, outside any
     # protocol (the Modbus recorder's session and its simulator both use it).
     "fep.pulse": BASE,
+    # Configuration declarations: the Option/Section shape and the shared value parsers every
+    # subsystem declares its ini section with (fep.config applies them).
+    "fep.options": BASE,
+    # This node's own sections ([fep], [log]), read by every layer above.
+    "fep.node": BASE,
     "fep.store": STORE,
     "fep.protocols": PROTOCOLS,
     "fep.channels": CHANNELS,
