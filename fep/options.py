@@ -62,16 +62,16 @@ class Section:
                 raise ConfigError(f"bad default {option.default!r} ({e})", section=self.name,
                                   key=key) from None
         for key, raw in items or ():
-            option = self.options.get(key)
-            if option is None:
+            declared = self.options.get(key)
+            if declared is None:
                 known = ", ".join(sorted(self.options))
                 raise ConfigError(f"unknown key (known keys: {known})", file=file,
                                   section=self.name, key=key)
             try:
-                values[key] = option.value(raw)
+                values[key] = declared.value(raw)
             except (ValueError, UnicodeError, ConfigError) as e:
                 detail = e.message if isinstance(e, ConfigError) else str(e)
-                raise ConfigError(f"expected {option.expected}, got {raw!r} ({detail})",
+                raise ConfigError(f"expected {declared.expected}, got {raw!r} ({detail})",
                                   file=file, section=self.name, key=key) from None
         try:
             return self.build(**values)
