@@ -241,12 +241,12 @@ class FepService(service.MultiService):
     def _build_sms(self, config: Config) -> None:
         """The SMS channel, its alarm rules into the router, wake-up and notifications."""
         from fep.channels.modem.sms import SmsChannel
-        from fep.collect.sms import SmsEventRouter, SmsWakeUp, parse_rules
+        from fep.collect.sms import SmsEventRouter, SmsWakeUp
 
         sms = config.sms
         self.sms = SmsChannel(self.reactor, sms.channel_settings())
         self.sms.add_message_handler(
-            SmsEventRouter(parse_rules(sms.rules), self.directory, self.router)
+            SmsEventRouter(sms.event_rules, self.directory, self.router)
         )
         self.sms_wakeup = SmsWakeUp(self.sms, sms.wakeup_text)
 

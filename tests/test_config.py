@@ -139,7 +139,8 @@ class DeclarationTests(unittest.TestCase):
             "[gprs]\nlisten = tcp:4070, tcp:4071\nheartbeat = hex:A5FE\nidentify = ascii dlms\n"
             "[dlms]\nsystem_title = 4D4D4D0000BC614E\n"
             "[modems]\nlines = m1 serial:/dev/ttyS0 usrobotics\ninit = ATZ | ATE0\n"
-            "[listeners]\nssh.idle_timeout =\nhttp.max_per_source = 3\n"), "fep.ini")
+            "[listeners]\nssh.idle_timeout =\nhttp.max_per_source = 3\n"
+            "[sms]\nrules = TAMPER => cover-open\n"), "fep.ini")
         self.assertEqual(config.collect.shared_lines, {"dialup": 4, "csd": 2})
         self.assertEqual(config.collect.approval, frozenset({"disconnect"}))
         self.assertEqual(config.gprs.listen, ("tcp:4070", "tcp:4071"))
@@ -150,6 +151,7 @@ class DeclarationTests(unittest.TestCase):
         self.assertEqual(config.modems.init, ("ATZ", "ATE0"))
         self.assertEqual(config.listeners.overrides["http"]["max_per_source"], 3)
         self.assertNotIn("idle_timeout", config.listeners.overrides["ssh"])
+        self.assertEqual([rule.pattern.pattern for rule in config.sms.event_rules], ["TAMPER"])
 
     def test_a_value_checked_with_others_names_file_section_and_key(self) -> None:
         with self.assertRaises(ConfigError) as caught:

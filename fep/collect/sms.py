@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from fep.channels.modem.sms import SmsSettings
-from fep.errors import ChannelError
+from fep.errors import ChannelError, ConfigError
 from fep.interfaces import IRecordSink
 from fep.model import EventKind, Meter, MeterEvent, Severity
 from fep.options import Option, Section, choice, expects, positive_float, text, yes_no
@@ -201,10 +201,8 @@ WakeUp = Callable[[Meter], Deferred[Any]]
 
 @expects("rule lines '<pattern> => <kind> [severity] [code]'")
 def rule_lines(text: str) -> tuple[str, ...]:
-    """``[sms] rules``: the rule lines, each checked (ValueError names the rule)."""
-    lines = tuple(line.strip() for line in text.splitlines() if line.strip())
-    parse_rules(lines)
-    return lines
+    """``[sms] rules``: the rule lines (``_sms`` parses them into rules)."""
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
 @attrs.frozen
@@ -222,7 +220,9 @@ class SmsSection:
     command_timeout: float
     send_timeout: float
     wakeup_text: str
+    # the rule lines as configured, and the rules they make
     rules: tuple[str, ...]
+    event_rules: tuple[SmsRule, ...] = ()
 
     def channel_settings(self) -> SmsSettings:
         """How the SMS channel runs the modem at ``port``."""
@@ -238,6 +238,15 @@ class SmsSection:
             command_timeout=self.command_timeout,
             send_timeout=self.send_timeout,
         )
+
+
+def _sms(rules: tuple[str, ...], **values: Any) -> SmsSection:
+    try:
+        parsed = tuple(parse_rules(rules))
+    except ValueError as e:
+        raise ConfigError(f"expected rule lines '<pattern> => <kind> [severity] [code]' "
+                          f"({e})", key="rules") from None
+    return SmsSection(rules=rules, event_rules=parsed, **values)
 
 
 SMS = Section("sms", {
@@ -262,4 +271,4 @@ SMS = Section("sms", {
         "one rule a line: <regular expression> => <event kind> [severity] [code]; the first "
         "that matches a message from a meter's sms_number makes a MeterEvent",
     ),
-}, SmsSection)
+}, _sms)
