@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck unit bench bench-listeners clean system-deps
+.PHONY: demo test check lint typecheck unit bench bench-listeners clean system-deps fuzz
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,14 @@ bench-listeners: $(STAMP)
 
 clean:
 	rm -rf $(VENV) _trial_temp* var
+
+# Coverage-guided fuzzing (atheris) of every decoder, FUZZ_SECONDS per target; crashing
+# inputs go to tests/fuzz/crashes/<target>/. FUZZ_TARGETS narrows it (see --list).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+$(VENV)/.fuzz: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[fuzz]' --config-settings editable_mode=compat
+	touch $(VENV)/.fuzz
+
+fuzz: $(VENV)/.fuzz
+	$(BIN)/python -m tests.fuzz.run --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)

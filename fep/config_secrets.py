@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from fep.errors import ConfigError
+from fep.options import Option, Section, text
 from fep.vault import (
     CONFIG_SECRETS,
     MasterKey,
@@ -24,6 +25,22 @@ SECRET_PREFIX = "secret:"
 # (section, key) of the configuration values that may be ``secret:NAME``.
 CONFIG_SECRET_FIELDS = (("sms", "pin"), ("northbound", "amqp_url"))
 CONFIG_METER = "-"  # how the command line names the configuration's secrets
+
+
+@attrs.frozen
+class SecretsSection:
+    """``[secrets]``: where the secret store's master key is."""
+
+    master_key: str
+
+
+SECRETS = Section("secrets", {
+    "master_key": Option(
+        text, "", "master key of the secret store (meter keys and passwords, secret:NAME "
+        "values): file:PATH (mode 0600), env:NAME or credential:NAME (systemd "
+        "LoadCredential=); empty: file:DATA_DIR/master.key"
+    ),
+}, SecretsSection)
 
 
 def master_key_for(config: Any, *, create: bool = False) -> MasterKey:

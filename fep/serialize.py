@@ -95,6 +95,7 @@ def record_to_list(record: Record) -> list[Any]:
 
 
 def record_from_list(raw: list[Any]) -> Record:
+    """A record from its positional form; RecordDecodeError for anything else."""
     try:
         kind = raw[0]
         if kind == "R":
@@ -120,7 +121,11 @@ def record_from_list(raw: list[Any]) -> Record:
             assert event_time is not None and received_time is not None
             return MeterEvent(meter, code, EventKind(event_kind), Severity(severity),
                               event_time, text, received_time, source)
-    except (ValueError, TypeError, KeyError, AssertionError) as e:
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError,
+            AssertionError) as e:
+        # ArithmeticError: decimal.InvalidOperation for a value that is no number,
+        # OverflowError for a period or time out of range; AttributeError: a number where
+        # a text is due (an OBIS code, a time).
         raise RecordDecodeError(f"not a record: {e}") from None
     raise RecordDecodeError(f"unknown record kind {raw[0]!r}")
 
@@ -178,9 +183,12 @@ def encode_records(records: list[Record] | tuple[Record, ...]) -> bytes:
 
 
 def decode_records(data: bytes) -> list[Record]:
+    """The records of ``encode_records``; RecordDecodeError (and nothing else) for bytes
+    that are not a record list in the wire form."""
     try:
         raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        # RecursionError: arrays nested deeper than the interpreter's stack.
         raise RecordDecodeError(f"not a record list: {e}") from None
     if not isinstance(raw, list):
         raise RecordDecodeError("not a record list")

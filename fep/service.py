@@ -115,7 +115,7 @@ class FepService(OrderedMultiService):
             listener.setName("push-iec62056-21")
             self.listeners.append(listener)
         self.dlms_push: Any = None
-        from fep.protocols.dlms.session import DlmsContext, SecurityEvents
+        from fep.protocols.dlms.context import DlmsContext, SecurityEvents
         from fep.store.counters import invocation_counters
 
         # DLMS invocation counters: ours (reserved before use) and the last from each meter,
@@ -132,7 +132,7 @@ class FepService(OrderedMultiService):
         # protocols here: DLMS with this daemon's context.
         self.protocols = ProtocolRegistry({"dlms": self.dlms})
         if config.push.dlms:
-            from fep.protocols.dlms.session import DlmsPushFactory
+            from fep.protocols.dlms.receiver import DlmsPushFactory
 
             self.dlms_push = DlmsPushFactory(
                 self.router, self._resolve_dlms_sender, self.counters,
@@ -260,7 +260,7 @@ class FepService(OrderedMultiService):
 
     def _add_gprs(self, config: Config) -> None:
         """GPRS modems that dial in: the channel, its listeners, and ``gprs:`` routes."""
-        from fep.channels.gprs import GprsChannel, gprs_settings, listener_names
+        from fep.channels.gprs import GprsChannel, gprs_settings
         from fep.channels.listeners import with_backlog
 
         self.gprs = GprsChannel(
@@ -273,7 +273,7 @@ class FepService(OrderedMultiService):
             protocol_for=self.protocols.protocol_for,
         )
         self.channels.register_scheme("gprs", self.gprs.endpoint_for, backoff=False)
-        for description in listener_names(config.gprs.listen):
+        for description in config.gprs.listen:
             label = ":".join(description.split(":")[:2])
             factory = self.limits.wrap(self.gprs.factory(label), "gprs", f"gprs {label}")
             if config.gprs.tls_client_ca and description.startswith("ssl:"):
@@ -313,27 +313,13 @@ class FepService(OrderedMultiService):
         }
     def _build_sms(self, config: Config) -> None:
         """The SMS channel, its alarm rules into the router, wake-up and notifications."""
-        from datetime import timedelta
-
-        from fep.channels.modem.sms import SmsChannel, SmsSettings
-        from fep.collect.sms import SmsEventRouter, SmsWakeUp, parse_rules
+        from fep.channels.modem.sms import SmsChannel
+        from fep.collect.sms import SmsEventRouter, SmsWakeUp
 
         sms = config.sms
-        settings = SmsSettings(
-            sms.port,
-            mode=sms.mode,
-            pin=sms.pin or None,
-            smsc=sms.smsc or None,
-            memory=sms.memory,
-            delivery_reports=sms.delivery_reports,
-            validity=timedelta(seconds=sms.validity),
-            sweep_interval=sms.sweep_interval,
-            command_timeout=sms.command_timeout,
-            send_timeout=sms.send_timeout,
-        )
-        self.sms = SmsChannel(self.reactor, settings)
+        self.sms = SmsChannel(self.reactor, sms.channel_settings())
         self.sms.add_message_handler(
-            SmsEventRouter(parse_rules(sms.rules), self.directory, self.router)
+            SmsEventRouter(sms.event_rules, self.directory, self.router)
         )
         self.sms_wakeup = SmsWakeUp(self.sms, sms.wakeup_text)
 

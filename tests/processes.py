@@ -49,7 +49,9 @@ def start_module(case: unittest.TestCase, module: str, *args: str) -> Any:
 
 
 def fep_command(*args: str, timeout: float = 60) -> Deferred[subprocess.CompletedProcess[str]]:
-    """Run ``fep ARGS`` in a thread; fires with the completed process (output captured)."""
+    """Run ``fep ARGS`` in a thread; fires with the completed process (output captured).
+    For a meter served by this test's own reactor (which must keep running meanwhile);
+    otherwise `tests.inprocess.fep_deferred` runs the command in-process, much faster."""
     return deferToThread(
         subprocess.run,
         [sys.executable, "-m", "fep.cli", *args],

@@ -1,4 +1,6 @@
-"""Tests for the `fep` command line run as a real process: exit codes and messages."""
+"""Tests for the `fep` command line: exit codes and messages. Most run in-process through
+``fep.cli.main`` (`tests.inprocess.fep_main`); a few run the installed entry point as a
+real process (`run_fep`)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import sys
 from pathlib import Path
 
 from twisted.trial import unittest
+
+from tests.inprocess import fep_main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,22 +29,22 @@ def run_fep(
 
 class UsageTests(unittest.TestCase):
     def test_no_command_is_a_usage_error(self) -> None:
-        result = run_fep()
+        result = run_fep()  # the installed entry point: python -m fep.cli
         self.assertEqual(result.returncode, 2)
         self.assertIn("usage: fep", result.stderr)
 
     def test_unknown_protocol_is_a_usage_error(self) -> None:
-        result = run_fep("read", "tcp:host=127.0.0.1:port=1", "--protocol", "smoke-signals")
+        result = fep_main("read", "tcp:host=127.0.0.1:port=1", "--protocol", "smoke-signals")
         self.assertEqual(result.returncode, 2)
         self.assertIn("unknown protocol 'smoke-signals'", result.stderr)
 
     def test_bad_route_is_a_usage_error_naming_the_route(self) -> None:
-        result = run_fep("read", "carrier-pigeon", "--protocol", "iec62056-21")
+        result = fep_main("read", "carrier-pigeon", "--protocol", "iec62056-21")
         self.assertEqual(result.returncode, 2)
         self.assertIn("carrier-pigeon", result.stderr)
 
     def test_table_for_a_protocol_without_tables_is_a_usage_error(self) -> None:
-        result = run_fep("read", "tcp:host=127.0.0.1:port=1", "--protocol", "dlt645",
+        result = fep_main("read", "tcp:host=127.0.0.1:port=1", "--protocol", "dlt645",
                          "--table", "0")  # fmt: skip
         self.assertEqual(result.returncode, 2)
         self.assertIn("--table is for --protocol ansi-c12, not dlt645", result.stderr)
@@ -48,12 +52,12 @@ class UsageTests(unittest.TestCase):
     def test_bad_config_names_file_section_and_key_with_exit_2(self) -> None:
         config = Path(self.mktemp()).resolve()
         config.write_text("[fep]\n[store]\nurl = sqlite:x.db\n[collect]\nperiod = often\n")
-        result = run_fep("--config", str(config), "meters", "list")
+        result = fep_main("--config", str(config), "meters", "list")
         self.assertEqual(result.returncode, 2)
         self.assertIn(f"{config} [collect] period", result.stderr)
 
     def test_bad_obis_filter_is_a_usage_error(self) -> None:
-        result = run_fep("readings", "m1", "--obis", "not-obis")
+        result = fep_main("readings", "m1", "--obis", "not-obis")
         self.assertEqual(result.returncode, 2)
         self.assertIn("not an OBIS code", result.stderr)
 
@@ -63,25 +67,25 @@ class StoreCommandTests(unittest.TestCase):
         self.db = f"sqlite:{Path(self.mktemp()).resolve()}.sqlite"
 
     def test_db_upgrade_applies_then_reports_up_to_date(self) -> None:
-        first = run_fep("--db", self.db, "db", "upgrade")
+        first = fep_main("--db", self.db, "db", "upgrade")
         from fep.store import migrations
 
         applied = "".join(f"applied {m.name}\n" for m in migrations.load("sqlite"))
         self.assertTrue(applied.startswith("applied 0001_initial\n"))
         self.assertEqual((first.returncode, first.stdout), (0, applied))
-        again = run_fep("--db", self.db, "db", "upgrade")
+        again = fep_main("--db", self.db, "db", "upgrade")
         self.assertEqual((again.returncode, again.stdout), (0, "schema is up to date\n"))
 
     def test_meters_import_then_list_as_csv(self) -> None:
         workdir = Path(self.mktemp()).resolve()  # the master key is made in ./var
         workdir.mkdir()
-        imported = run_fep("--db", self.db, "meters", "import",
+        imported = fep_main("--db", self.db, "meters", "import",
                            str(ROOT / "etc" / "meters.example.csv"), cwd=str(workdir))
         self.assertEqual(imported.returncode, 0, imported.stderr)
         self.assertIn("5 meters imported", imported.stdout)
         self.assertIn("2 secrets in the secret store", imported.stdout)
         self.assertEqual((workdir / "var" / "master.key").stat().st_mode & 0o777, 0o600)
-        listed = run_fep("--db", self.db, "meters", "list", "--format", "csv")
+        listed = fep_main("--db", self.db, "meters", "list", "--format", "csv")
         self.assertEqual(listed.stdout.splitlines(), [
             "id,protocol,route,address,serial,credentials",
             "DLMS-0001,dlms,tcp:host=10.20.1.5:port=4059,1,KFM0001234,",
@@ -94,14 +98,14 @@ class StoreCommandTests(unittest.TestCase):
     def test_meter_csv_without_route_column_names_the_file_and_exits_2(self) -> None:
         csv_file = Path(self.mktemp()).resolve()
         csv_file.write_text("id,protocol\nm1,iec62056-21\n")
-        result = run_fep("--db", self.db, "meters", "import", str(csv_file))
+        result = fep_main("--db", self.db, "meters", "import", str(csv_file))
         self.assertEqual(result.returncode, 2)
         self.assertIn(f"{csv_file}: missing column(s) route", result.stderr)
 
     def test_meter_csv_with_unknown_protocol_names_the_line(self) -> None:
         csv_file = Path(self.mktemp()).resolve()
         csv_file.write_text("id,protocol,route\nm1,morse,tcp:host=h:port=1\n")
-        result = run_fep("--db", self.db, "meters", "import", str(csv_file))
+        result = fep_main("--db", self.db, "meters", "import", str(csv_file))
         self.assertEqual(result.returncode, 2)
         self.assertIn("line 2", result.stderr)
         self.assertIn("morse", result.stderr)
@@ -125,7 +129,7 @@ class StoreCommandTests(unittest.TestCase):
                     meter_time=t),
         ])
         await store.close()
-        result = run_fep("--db", self.db, "readings", "m1", "--format", "json")
+        result = fep_main("--db", self.db, "readings", "m1", "--format", "json")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout.splitlines(), [
             '{"meter": "m1", "obis": "1-0:1.8.0*255", "value": 1234.5, "unit": "kWh", '
@@ -133,7 +137,7 @@ class StoreCommandTests(unittest.TestCase):
             '{"meter": "m1", "obis": "1-0:32.7.0*255", "value": 230.1, "unit": "V", '
             '"meter_time": "2026-11-23T10:00:00Z"}',
         ])
-        only = run_fep("--db", self.db, "readings", "m1", "--obis", "32.7.0", "--format", "csv")
+        only = fep_main("--db", self.db, "readings", "m1", "--obis", "32.7.0", "--format", "csv")
         self.assertEqual(only.stdout.splitlines(), [
             "meter,obis,value,unit,meter_time",
             "m1,1-0:32.7.0*255,230.1,V,2026-11-23T10:00:00Z",

@@ -1,6 +1,6 @@
 """``fep read`` against the simulators when the meter itself says no: exit status 3 and one
 line on stderr naming the route, the meter and the meter's own error (issue 4 acceptance).
-The simulators and ``fep`` run as real processes."""
+The simulators run as real processes; ``fep`` runs in-process through ``fep.cli.main``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
-from tests.processes import fep_command as fep
+from tests.inprocess import fep_deferred as fep
 from tests.processes import tcp_simulator
 
 

@@ -18,8 +18,8 @@ from fep.errors import ConfigError
 from fep.operator.tokens import TokenFile
 from fep.store.secrets import read_sync
 from fep.vault import SecretError, load_master_key, open_sealed
+from tests.inprocess import fep_main as run_fep
 from tests.store.test_secrets import key_forms
-from tests.test_cli import run_fep
 
 EK = os.urandom(16).hex()
 KEK = os.urandom(16).hex()

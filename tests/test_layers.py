@@ -51,6 +51,11 @@ LAYERS: Mapping[str, int] = {
     # The service tree's parts (ordered start and stop, listeners): a helper of
     # twisted.application, used by the operator tier and the composition root.
     "fep.servicetree": BASE,
+    # Configuration declarations: the Option/Section shape and the shared value parsers every
+    # subsystem declares its ini section with (fep.config applies them).
+    "fep.options": BASE,
+    # This node's own sections ([fep], [log]), read by every layer above.
+    "fep.node": BASE,
     "fep.store": STORE,
     "fep.protocols": PROTOCOLS,
     "fep.channels": CHANNELS,

@@ -70,7 +70,6 @@ from fep.channels.modem_identity import (
     SourceNetworks,
     certificate_names,
     modem_secret,
-    parse_source_networks,
 )
 from fep.channels.routes import Route, parse_route
 from fep.errors import ChannelError, ConfigError, FepError, RouteError
@@ -168,36 +167,26 @@ class GprsSettings:
 
 
 def gprs_settings(section: Any) -> GprsSettings:
-    """GprsSettings from the config's [gprs] section; ConfigError names the key."""
-    try:
-        heartbeats = parse_heartbeats(section.heartbeat)
-    except (ValueError, UnicodeError) as e:
-        raise ConfigError(f"bad heartbeat: {e}", section="gprs", key="heartbeat") from None
-    for key in ("identify_timeout", "idle_timeout", "heartbeat_window", "conflict_quarantine"):
-        if getattr(section, key) <= 0:
-            raise ConfigError("must be positive", section="gprs", key=key)
-    try:
-        allow = parse_source_networks(section.allow)
-    except ValueError as e:
-        raise ConfigError(str(e), section="gprs", key="allow") from None
+    """GprsSettings from the config's [gprs] section (fep.channels.settings.GprsSection, its
+    values typed at load); ConfigError names the key."""
     if section.register_protocol:
         try:
             meter_protocol(section.register_protocol)
         except ConfigError as e:
             raise ConfigError(e.message, section="gprs", key="register_protocol") from None
     return GprsSettings(
-        rules=tuple(section.identify.replace(",", " ").split()),
+        rules=section.identify,
         registration=section.registration,
-        unknown=section.unknown.strip().lower(),
+        unknown=section.unknown,
         register_protocol=section.register_protocol,
         identify_timeout=section.identify_timeout,
         idle_timeout=section.idle_timeout,
-        heartbeats=heartbeats,
+        heartbeats=section.heartbeat,
         max_garbage=section.max_garbage,
-        conflict=section.conflict.strip().lower(),
+        conflict=section.conflict,
         heartbeat_window=section.heartbeat_window,
         conflict_quarantine=section.conflict_quarantine,
-        allow=allow,
+        allow=section.allow,
     )
 
 

@@ -87,7 +87,9 @@ async def _read_dlms(reactor: IStoreReactor, args: argparse.Namespace, endpoint:
     """A DLMS read. A meter with keys is read with the daemon's invocation counters and
     client system title (the store and data directory of --config, or the store of --db),
     never with counters of our own that could repeat one already sent."""
-    from fep.protocols.dlms.session import DlmsContext, DlmsProtocol, settings_for
+    from fep.protocols.dlms.context import DlmsContext
+    from fep.protocols.dlms.session import DlmsProtocol
+    from fep.protocols.dlms.settings import settings_for
 
     client, _ = settings_for(meter)
     if client.keys is None:

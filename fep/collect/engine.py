@@ -12,9 +12,8 @@ import attrs
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
-from fep.collect.commands import parse_approval
 from fep.collect.jobstore import JobStore, job_store
-from fep.collect.limits import Permits, ResourcePolicy, parse_pools
+from fep.collect.limits import Permits, ResourcePolicy
 from fep.collect.runner import JobRunner
 from fep.collect.schedule import format_duration
 from fep.collect.scheduler import Scheduler
@@ -33,11 +32,11 @@ def resource_policy(
 ) -> ResourcePolicy:
     """Resources from ``[collect] shared_lines``, on top of ``pools`` the node's channels
     bring (the dial-up modem pool's number of lines)."""
-    return ResourcePolicy(pools={**(pools or {}), **parse_pools(settings.shared_lines)})
+    return ResourcePolicy(pools={**(pools or {}), **settings.shared_lines})
 
 
 def approval_of(settings: CollectSection) -> frozenset[str]:
-    return parse_approval(settings.approval)
+    return settings.approval
 
 
 def default_task(period: float, now: float) -> Task:

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import Any, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from fep.errors import ChannelError
+from fep.channels.modem.sms import SmsSettings
+from fep.errors import ChannelError, ConfigError
 from fep.interfaces import IRecordSink
 from fep.model import EventKind, Meter, MeterEvent, Severity
+from fep.options import Option, Section, choice, expects, positive_float, text, yes_no
 
 log = Logger(namespace="fep.collect.sms")
 
@@ -195,3 +197,78 @@ class SmsWakeUp:
 
 
 WakeUp = Callable[[Meter], Deferred[Any]]
+
+
+@expects("rule lines '<pattern> => <kind> [severity] [code]'")
+def rule_lines(text: str) -> tuple[str, ...]:
+    """``[sms] rules``: the rule lines (``_sms`` parses them into rules)."""
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+@attrs.frozen
+class SmsSection:
+    """``[sms]``: the SMS modem (``channel_settings``), its rules and the wake-up text."""
+
+    port: str
+    mode: str
+    pin: str = attrs.field(repr=False)
+    smsc: str
+    memory: str
+    delivery_reports: bool
+    validity: float
+    sweep_interval: float
+    command_timeout: float
+    send_timeout: float
+    wakeup_text: str
+    # the rule lines as configured, and the rules they make
+    rules: tuple[str, ...]
+    event_rules: tuple[SmsRule, ...] = ()
+
+    def channel_settings(self) -> SmsSettings:
+        """How the SMS channel runs the modem at ``port``."""
+        return SmsSettings(
+            self.port,
+            mode=self.mode,
+            pin=self.pin or None,
+            smsc=self.smsc or None,
+            memory=self.memory,
+            delivery_reports=self.delivery_reports,
+            validity=timedelta(seconds=self.validity),
+            sweep_interval=self.sweep_interval,
+            command_timeout=self.command_timeout,
+            send_timeout=self.send_timeout,
+        )
+
+
+def _sms(rules: tuple[str, ...], **values: Any) -> SmsSection:
+    try:
+        parsed = tuple(parse_rules(rules))
+    except ValueError as e:
+        raise ConfigError(f"expected rule lines '<pattern> => <kind> [severity] [code]' "
+                          f"({e})", key="rules") from None
+    return SmsSection(rules=rules, event_rules=parsed, **values)
+
+
+SMS = Section("sms", {
+    "port": Option(
+        text,
+        "",
+        "route of the GSM modem for SMS, e.g. serial:/dev/ttyUSB2:115200:8N1; empty: no SMS",
+    ),
+    "mode": Option(choice("pdu", "text"), "pdu", "pdu (exact, any text) or text (AT+CMGF=1)"),
+    "pin": Option(text, "", "SIM PIN when the SIM asks for one (kept out of logs)"),
+    "smsc": Option(text, "", "service centre number; empty: the one stored on the SIM"),
+    "memory": Option(text, "SM", "message memory to read and store in (SM, ME, MT)"),
+    "delivery_reports": Option(yes_no, True, "ask for delivery reports of sent messages"),
+    "validity": Option(positive_float, 86400.0, "seconds the network tries to deliver"),
+    "sweep_interval": Option(positive_float, 300.0, "seconds between reads of the memory"),
+    "command_timeout": Option(positive_float, 10.0, "seconds the modem has per command"),
+    "send_timeout": Option(positive_float, 60.0, "seconds the modem has to send one part"),
+    "wakeup_text": Option(text, "WAKEUP", "text of the wake-up SMS (meter: sms_wakeup_text)"),
+    "rules": Option(
+        rule_lines,
+        "",
+        "one rule a line: <regular expression> => <event kind> [severity] [code]; the first "
+        "that matches a message from a meter's sms_number makes a MeterEvent",
+    ),
+}, _sms)

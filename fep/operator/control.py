@@ -46,7 +46,11 @@ class _ControlProtocol(LineOnlyReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         try:
-            request = json.loads(line)
+            try:
+                request = json.loads(line)
+            except RecursionError:
+                # Arrays or objects nested deeper than the interpreter's stack.
+                raise ValueError("request nested too deep") from None
             if not isinstance(request, dict):
                 raise ValueError("a request is a JSON object")
             name = request.get("command")

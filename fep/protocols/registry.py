@@ -3,7 +3,7 @@
 ``ProtocolRegistry`` is what the daemon's doors (the collection engine, the GPRS channel, the
 console's and the API's reads) build protocols with: each protocol that needs the process's
 shared state is built with its context (DLMS: the invocation counters, the client system
-title and the security events, a ``fep.protocols.dlms.session.DlmsContext``), given to the
+title and the security events, a ``fep.protocols.dlms.context.DlmsContext``), given to the
 registry by fep.service, not kept in a module global. ``meter_protocol(name)`` is a protocol
 without any context (the command line's checks; a DLMS meter with keys is refused by it).
 """

@@ -23,7 +23,7 @@ from fep.channels.routes import Channels
 from fep.directory import MeterDirectory
 from fep.interfaces import IStore
 from fep.model import Meter, Reading
-from fep.protocols.dlms import session as dlms_session
+from fep.protocols.dlms.context import DlmsContext
 from fep.protocols.dlms.security import InvocationCounterGuard
 from fep.protocols.registry import ProtocolRegistry
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK
@@ -110,7 +110,7 @@ class LoopbackCase(unittest.TestCase):
         counters = InvocationCounterFile(reactor, workdir / "counters.json")
         await counters.open()
         # The DLMS context a daemon gives its doors, through its protocol registry.
-        self.protocols = ProtocolRegistry({"dlms": dlms_session.DlmsContext(counters)})
+        self.protocols = ProtocolRegistry({"dlms": DlmsContext(counters)})
         self.channel = GprsChannel(
             reactor,
             settings or self.settings,

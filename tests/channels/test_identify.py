@@ -229,6 +229,30 @@ class IdentifierTests(unittest.TestCase):
                 identifier.receive(b"no registration here\r\n")
         self.assertEqual(caught.exception.field, "registration")
 
+    def test_small_pieces_behind_a_waiting_candidate_are_refused_in_bounded_work(self) -> None:
+        # Issue 14: an IEC identification waiting for its readout block kept the buffer, and
+        # every piece rescanned it, CRC-checking a binary candidate every 6 bytes in Python:
+        # 18 kB in 512-byte pieces cost 9 s of CPU before login.
+        import time
+
+        identifier = Identifier(make_rules(["ascii", "binary", "iec"]))
+        data = b"/ABC5METER\r\n\x02" + bytes.fromhex("A5 01 01 00 5A 00") * 11_000
+        started = time.process_time()
+        with self.assertRaises(IdentificationError) as caught:
+            for at in range(0, len(data), 512):
+                identifier.receive(data[at : at + 512])
+        self.assertIn("after scanning", caught.exception.message)
+        self.assertLess(time.process_time() - started, 2.0)
+
+    def test_a_readout_in_ordinary_pieces_is_within_the_scan_budget(self) -> None:
+        identifier = Identifier(make_rules(["iec"]))
+        block = b"\x02" + b"1.8.0(000123.456*kWh)\r\n" * 1300 + b"!\r\n\x03"
+        data = b"/ABC5METER\r\n" + block + b"\x00"
+        result = None
+        for at in range(0, len(data), 1400):
+            result = identifier.receive(data[at : at + 1400]) or result
+        self.assertIsNotNone(result)
+
     def test_unknown_rule_name(self) -> None:
         with self.assertRaises(ValueError):
             make_rules(["ascii", "smoke-signals"])

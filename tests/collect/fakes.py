@@ -1,48 +1,18 @@
-"""Test doubles for the collection engine: a MemoryReactorClock whose store thread runs work
-at once (so a real SQLite job store runs on the fake clock), and a job runner whose attempts
-the test ends by hand."""
+"""Test doubles for the collection engine: a real SQLite job store run synchronously on the
+shared fake reactor (tests/fakes.py), and a job runner whose attempts the test ends by hand."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import MemoryReactorClock
-from twisted.python.failure import Failure
 
 from fep.collect.jobstore import JobStore
 from fep.collect.tasks import Job, Outcome
 from fep.directory import MeterDirectory
 from fep.model import Meter
 from fep.store.sqlite import SqliteStore
-
-
-class SyncReactor(MemoryReactorClock):
-    """A MemoryReactorClock where callFromThread calls at once (work runs on this thread)."""
-
-    def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:
-        f(*args, **kw)
-
-
-class SyncPool:
-    """A thread pool that runs each piece of work at once, on the calling thread."""
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def callInThreadWithCallback(
-        self, on_result: Callable[[bool, Any], None], f: Callable[..., Any], *a: Any, **kw: Any
-    ) -> None:
-        try:
-            result = f(*a, **kw)
-        except BaseException:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
+from tests.fakes import SyncPool, SyncReactor, fired
 
 
 def sync_store(reactor: SyncReactor, testcase: Any) -> tuple[SqliteStore, JobStore]:
@@ -52,16 +22,6 @@ def sync_store(reactor: SyncReactor, testcase: Any) -> tuple[SqliteStore, JobSto
     assert d.called, "the synchronous store opened at once"
     testcase.addCleanup(store.close)
     return store, JobStore(store)
-
-
-def fired(d: Deferred[Any]) -> Any:
-    """The result of a Deferred that has fired (the synchronous store fires at once)."""
-    results: list[Any] = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 class ManualRunner:

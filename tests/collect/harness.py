@@ -49,8 +49,12 @@ async def engine_for(
     node: str = "test",
     collect: dict[str, str] | None = None,
     start: bool = True,
+    clock: Any = None,
 ) -> tuple[CollectionEngine, IStore]:
-    """An engine over ``meters`` (stored first); ``collect`` sets [collect] keys."""
+    """An engine over ``meters`` (stored first); ``collect`` sets [collect] keys; ``clock``
+    is the reactor the engine reads the time from (a `tests.fakes.ShiftedClock`), the real
+    one by default."""
+    clock = clock or reactor
     url = url or f"sqlite:{testcase.mktemp()}.sqlite"
     settings = {"timeout": "3", "poll": "0.1", "default_task": "no", **(collect or {})}
     config = parse_config(
@@ -63,8 +67,8 @@ async def engine_for(
     directory = MeterDirectory(store)
     await directory.refresh()
     engine = CollectionEngine(
-        reactor, store, StoreSink(store), directory, config.collect, node=node,
-        endpoint_for=Channels(reactor),
+        clock, store, StoreSink(store), directory, config.collect, node=node,
+        endpoint_for=Channels(clock),
     )
     await engine.prepare()
     if start:
@@ -72,18 +76,6 @@ async def engine_for(
         testcase.addCleanup(lambda: engine.scheduler.stopService()
                             if engine.scheduler.running else None)
     return engine, store
-
-
-async def clear_of_quarter_hour(margin: float = 20.0) -> None:
-    """Wait until a 15-minute boundary is not within ``margin`` seconds (tests that count
-    intervals must not see a new one appear half-way)."""
-    import time
-
-    from tests.daemon.harness import sleep
-
-    left = 900 - time.time() % 900
-    if left < margin:
-        await sleep(left + 1)
 
 
 async def jobs_ended(engine: CollectionEngine, count: int, timeout: float = 30,

@@ -16,13 +16,13 @@ from fep.collect.jobstore import job_store
 from fep.collect.tasks import Job, Outcome
 from fep.model import Meter
 from fep.store import open_store
+from tests.inprocess import fep_main as run_fep
 from tests.operator.helpers import (
     OPERATOR_TOKEN,
     SECOND_OPERATOR_TOKEN,
     VIEWER_TOKEN,
     write_tokens,
 )
-from tests.test_cli import run_fep
 
 NOW = 1_700_000_000.0
 

@@ -23,8 +23,9 @@ from fep.protocols.dlms.server import ServerSettings
 from fep.sim import dlms_meter
 from fep.sim.dlms import DlmsMeterServerFactory
 from fep.sim.faults import FaultyFactory
-from tests.collect.harness import clear_of_quarter_hour, engine_for, jobs_ended, listen
+from tests.collect.harness import engine_for, jobs_ended, listen
 from tests.daemon.harness import wait_for
+from tests.fakes import ShiftedClock
 
 
 class CountingMeter(dlms_meter.SimulatedDlmsMeter):
@@ -112,10 +113,11 @@ class LoadProfileTests(unittest.TestCase):
             conn.close()
 
     async def test_intervals_since_the_last_and_gaps_read_again(self) -> None:
-        await clear_of_quarter_hour()
-        sim = dlms_meter.SimulatedDlmsMeter()
+        # Five minutes into a quarter hour on every run: no new interval ends half-way.
+        clock = ShiftedClock(reactor, phase=300.0, period=900.0)
+        sim = dlms_meter.SimulatedDlmsMeter(now=clock.now)
         meter = Meter("m1", "dlms", serve(self, sim))
-        engine, store = await engine_for(self, [meter])
+        engine, store = await engine_for(self, [meter], clock=clock)
         await save(engine, Task(name="lp", kind="load-profile", schedule="every 15m",
                                 options={"horizon": "3h"}))
         await engine.scheduler.run_now("lp")

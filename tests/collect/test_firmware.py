@@ -210,7 +210,7 @@ class CommandLineTests(unittest.TestCase):
 
     async def test_a_path_exits_2_and_a_named_image_is_requested(self) -> None:
         from fep.store import open_store
-        from tests.test_cli import run_fep
+        from tests.inprocess import fep_main as run_fep
 
         workdir = Path(self.mktemp()).resolve()
         (workdir / "firmware").mkdir(parents=True)

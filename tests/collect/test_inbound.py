@@ -17,7 +17,8 @@ from fep.collect.tasks import Job, Priority, Task
 from fep.errors import ChannelError
 from fep.interfaces import IModemSessionObserver, IWakeUp
 from fep.model import Meter
-from tests.collect.fakes import ManualRunner, SyncReactor, directory_with, fired, sync_store
+from tests.collect.fakes import ManualRunner, directory_with, sync_store
+from tests.fakes import SyncReactor, fired
 
 T0 = 900.0 * 1_888_889
 MODEM = "gprs:imei=356938035643809"

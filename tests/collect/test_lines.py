@@ -24,7 +24,8 @@ from fep.collect.scheduler import Scheduler
 from fep.collect.tasks import JobStatus, Task
 from fep.model import Meter
 from fep.sim.bus import SimulatedBusFactory, mixed_bus
-from tests.collect.fakes import SyncReactor, directory_with, fired, sync_store
+from tests.collect.fakes import directory_with, sync_store
+from tests.fakes import SyncReactor, fired
 
 TIMEOUT = 5.0
 

@@ -16,7 +16,8 @@ from fep.collect.scheduler import Scheduler
 from fep.collect.tasks import Job, JobStatus, Priority, Target, Task
 from fep.interfaces import IWakeUp
 from fep.model import Meter
-from tests.collect.fakes import ManualRunner, SyncReactor, directory_with, fired, sync_store
+from tests.collect.fakes import ManualRunner, directory_with, sync_store
+from tests.fakes import SyncReactor, fired
 
 # A quarter-hour boundary.
 T0 = 900.0 * 1_888_889

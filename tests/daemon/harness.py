@@ -4,6 +4,8 @@ simulated meters served by the test's own reactor."""
 from __future__ import annotations
 
 import os
+import random
+import re
 import signal
 import socket
 import sqlite3
@@ -25,14 +27,49 @@ from fep.store import open_store
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A loopback port for a child process to listen on, where the test must write the port
+    into the child's configuration before it starts. Prefer ``tcp:0`` and reading the bound
+    port back (`Daemon.bound_port`).
+
+    The port is picked at random below the kernel's ephemeral range and checked free: a port
+    that ``bind(0)`` handed out could be given again, before the child binds it, as the
+    source port of any outgoing connection (hundreds of them under load); ports outside the
+    ephemeral range are never handed out that way."""
+    low, _ = _ephemeral_range()
+    first = max(1024, low - 12000)
+    for _ in range(200):
+        port = random.randrange(first, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 async def sleep(seconds: float) -> None:
+    """A fixed wait on the wall clock: only where the time itself is under test (an outage of
+    a given length, a quiet period in which nothing may arrive); wait on an event otherwise."""
     await deferLater(reactor, seconds, lambda: None)
+
+
+def _default_sigint() -> None:
+    """In the child, before exec: SIGINT back to its default. A shell running the tests in
+    the background ignores SIGINT, the child inherits that, and twistd then installs no
+    handler for it, so `Daemon.interrupt` would wait for nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 async def wait_for(
@@ -64,7 +101,8 @@ def write_config(
         f"[spool]\nmax_delay = 0.02\nflush_timeout = 20\n"
         f"[collect]\nperiod = {period}\ntimeout = 3\nenabled = {'yes' if collect else 'no'}\n"
         f"[push]\niec62056_21 = tcp:{push_port}:interface=127.0.0.1\n"
-        + (f"dlms = tcp:{dlms_push_port}:interface=127.0.0.1\n" if dlms_push_port else "")
+        + (f"dlms = tcp:{dlms_push_port}:interface=127.0.0.1\n"
+           if dlms_push_port is not None else "")
         + f"[log]\njson_file = {workdir}/fep.log.json\nlevel = debug\n"
         + extra
     )
@@ -79,11 +117,14 @@ class Daemon:
         self.workdir = workdir
         self.process: subprocess.Popen[bytes] | None = None
         self.log = workdir / "twistd.log"
+        self._log_start = 0
 
     def start(self) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         twistd = Path(sys.executable).parent / "twistd"
+        # A restarted daemon appends to the same log: wait only on what this run writes.
+        self._log_start = len(self.log_text())
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -99,6 +140,7 @@ class Daemon:
                 stderr=subprocess.STDOUT,
                 cwd=str(ROOT),
                 env=env,
+                preexec_fn=_default_sigint,
             )
 
     @property
@@ -134,6 +176,34 @@ class Daemon:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    async def logged(self, text: str, timeout: float = 60, count: int = 1) -> None:
+        """Wait until ``text`` appears ``count`` times in the daemon's log (an event the
+        test waits for instead of a fixed sleep); fails early if the daemon has exited."""
+
+        async def seen() -> bool:
+            if self.log_text()[self._log_start:].count(text) >= count:
+                return True
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(
+                    f"the daemon exited ({self.process.returncode}) before logging {text!r}:\n"
+                    + self.log_text()[-3000:])
+            return False
+
+        await wait_for(seen, timeout, f"{text!r} in the daemon's log", every=0.05)
+
+    async def bound_port(self, factory: str, timeout: float = 60) -> int:
+        """The port a listener configured as ``tcp:0`` was given, read back from Twisted's
+        ``<factory> starting on <port>`` log line (no free-port race)."""
+        pattern = re.compile(rf"\b{re.escape(factory)} starting on (\d+)")
+        await self.logged(f"{factory} starting on ", timeout)
+        found = pattern.search(self.log_text()[self._log_start:])
+        assert found is not None
+        return int(found.group(1))
+
+    async def ready(self, node: str = "test", timeout: float = 60) -> None:
+        """Wait until the daemon has started every part (its "running" log line)."""
+        await self.logged(f"fep node {node} running", timeout)
 
 
 class CountingPushProtocol(PushingMeterProtocol):

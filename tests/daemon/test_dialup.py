@@ -16,7 +16,7 @@ from fep.sim.hayes import HayesModem, serve_pty
 from fep.sim.iec62056_21 import IecMeterServerFactory, SimulatedIecMeter
 from tests.channels.modem.emulated import MODEM_GUARD, new_exchange, reactor
 from tests.channels.test_serialport import socat_pty_pair
-from tests.daemon.harness import Daemon, add_meters, free_port, sqlite_rows, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, sqlite_rows, wait_for, write_config
 
 
 class DialupDaemonTests(unittest.TestCase):
@@ -44,7 +44,7 @@ class DialupDaemonTests(unittest.TestCase):
         await add_meters(f"sqlite:{db}", meters)
         modems = ("[modems]\nlines =\n" + "\n".join(lines) + "\nguard = 0.1\n"
                   "hangup_timeout = 1.0\ndial_timeout = 10\n")
-        daemon = Daemon(write_config(workdir, f"sqlite:{db}", push_port=free_port(),
+        daemon = Daemon(write_config(workdir, f"sqlite:{db}", push_port=0,
                                      period=2.0, extra=modems), workdir)
         daemon.start()
         self.addCleanup(daemon.kill)

@@ -21,7 +21,7 @@ from fep.protocols.dlms.security import SecurityKeys
 from fep.protocols.dlms.server import DlmsServer, ServerSettings
 from fep.sim.dlms_meter import SimulatedDlmsMeter
 from tests.daemon import harness
-from tests.daemon.harness import Daemon, free_port, sleep, wait_for, write_config
+from tests.daemon.harness import Daemon, wait_for, write_config
 from tests.postgres import fresh_database
 
 EK = bytes(range(16))
@@ -86,15 +86,13 @@ class DlmsPushScenario:
 
     async def run_scenario(self, test: Any, url: str, count: Any) -> str:
         await harness.add_meters(url, [dlms_meter("dlms-1", GOOD)])
-        port = free_port()
         daemon = Daemon(
-            write_config(
-                self.workdir, url, push_port=free_port(), collect=False, dlms_push_port=port
-            ),
+            write_config(self.workdir, url, push_port=0, collect=False, dlms_push_port=0),
             self.workdir,
         )
         daemon.start()
         test.addCleanup(daemon.kill)
+        port = await daemon.bound_port("DlmsPushFactory")
 
         good = PushingMeter(GOOD, SecurityKeys(EK, AK), "GOOD0001")
         wrong_key = PushingMeter(GOOD, SecurityKeys(EK, bytes(16)), "GOOD0001")
@@ -112,19 +110,25 @@ class DlmsPushScenario:
             await m.connect(port)
         test.addCleanup(lambda: [m.close() for m in (good, wrong_key, stranger)])
 
+        def rejected(why: str, title: bytes) -> str:
+            return f"DLMS push rejected ({why}) from system title {title.hex()}"
+
+        def stored(n: int) -> Any:
+            async def check() -> bool:
+                return count("SELECT count(*) FROM readings WHERE meter = 'dlms-1'") >= n
+            return check
+
         first = good.push()
-        await sleep(0.2)
+        await wait_for(stored(5), 30, "the first push in the store", every=0.05)
         good.push()
         wrong_key.push()
         stranger.push()
-        await sleep(0.2)
+        await wait_for(stored(10), 30, "the pushed readings in the store", every=0.05)
+        await daemon.logged(rejected("cipher", GOOD), 30)
+        await daemon.logged(rejected("unknown", STRANGER), 30)
         good.send(first)  # a replay: its invocation counter is below the last accepted
-
-        async def stored() -> bool:
-            return count("SELECT count(*) FROM readings WHERE meter = 'dlms-1'") >= 10
-
-        await wait_for(stored, 30, "the pushed readings in the store")
-        await sleep(1.0)  # anything wrongly accepted would land now
+        # Each push has been decided (stored or refused): nothing wrongly accepted can land.
+        await daemon.logged(rejected("replay", GOOD), 30)
         test.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
         # Two good pushes of five registers each; nothing from the others or the replay.
         test.assertEqual(count("SELECT count(*) FROM readings"), 10)

@@ -32,7 +32,7 @@ class DaemonFirmwareImageTests(unittest.TestCase):
                          [Meter("m1", "dlms", f"tcp:host=127.0.0.1:port={free_port()}")])
         http_port = free_port()
         config = write_config(
-            workdir, f"sqlite:{db}", push_port=free_port(), collect=False,
+            workdir, f"sqlite:{db}", push_port=0, collect=False,
             extra=f"[http]\nport = {http_port}\ntokens_file = {workdir / 'tokens'}\n")
         daemon = Daemon(config, workdir)
         daemon.start()

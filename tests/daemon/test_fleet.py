@@ -17,7 +17,7 @@ from fep.sim import dlms_meter
 from fep.sim.ansi_c12 import C12MeterServerFactory, SimulatedC12Meter
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK, DlmsMeterServerFactory
 from fep.sim.dlt645 import Dlt645BusFactory, make_meters
-from tests.daemon.harness import Daemon, add_meters, free_port, sqlite_rows, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, sqlite_rows, wait_for, write_config
 
 
 class FleetTests(unittest.TestCase):
@@ -49,7 +49,7 @@ class FleetTests(unittest.TestCase):
                   metadata={"c12_password": "s3cret"}),
         ]
         await add_meters(f"sqlite:{db}", meters)
-        daemon = Daemon(write_config(workdir, f"sqlite:{db}", push_port=free_port(),
+        daemon = Daemon(write_config(workdir, f"sqlite:{db}", push_port=0,
                                      period=1.0), workdir)
         daemon.start()
         self.addCleanup(daemon.kill)

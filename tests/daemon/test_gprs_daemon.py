@@ -6,23 +6,21 @@ line through the control socket."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
 import tempfile
 from functools import partial
 from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
 from fep.model import Meter
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK
 from fep.sim.gprs_modem import ModemSpec, SimulatedGprsModem
 from tests.daemon import harness
-from tests.daemon.harness import ROOT, Daemon, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.inprocess import fep_main
 
 DLMS_IMEI = "356938035643809"
 IEC_SERIAL = "LGZ0042"
@@ -46,14 +44,10 @@ class GprsDaemonTests(unittest.TestCase):
         return harness.sqlite_rows(self.db, sql, strict=True)
 
     async def fep(self, *args: str) -> tuple[int, str, str]:
-        """The `fep` command line as a child process (the reactor keeps serving the
-        simulated modems meanwhile)."""
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        out, err, code = await getProcessOutputAndValue(
-            sys.executable, ["-m", "fep.cli", *args], env=env, path=str(ROOT)
-        )
-        return code, out.decode(), err.decode()
+        """The `fep` command line in-process (`fep.cli.main`): it only asks the daemon's
+        control socket, so the simulated modems on this reactor stand still for a moment."""
+        done = fep_main(*args)
+        return done.returncode, done.stdout, done.stderr
 
     async def test_modems_push_are_read_and_listed_by_fep_sessions(self) -> None:
         await harness.add_meters(f"sqlite:{self.db}", [
@@ -68,7 +62,7 @@ class GprsDaemonTests(unittest.TestCase):
         config = write_config(
             self.workdir,
             f"sqlite:{self.db}",
-            push_port=free_port(),
+            push_port=0,
             period=1.0,
             extra=(
                 f"[gprs]\nlisten = tcp:{gprs_port}:interface=127.0.0.1\n"
@@ -106,7 +100,10 @@ class GprsDaemonTests(unittest.TestCase):
             code, out, _ = await self.fep("--config", str(config), "sessions",
                                           "--format", "json")
             self.sessions = [json.loads(line) for line in out.splitlines()]
-            return code == 0 and len(self.sessions) == 3
+            # Three sessions, each modem identified (a session lists before that).
+            identified = {s["modem"] for s in self.sessions} == {
+                f"imei={DLMS_IMEI}", f"serial={IEC_SERIAL}", f"imei={STRANGER_IMEI}"}
+            return code == 0 and len(self.sessions) == 3 and identified
 
         await wait_for(listed, 30, "three sessions listed by fep sessions")
         by_modem = {s["modem"]: s for s in self.sessions}
@@ -212,7 +209,7 @@ class WakeUpDaemonTests(unittest.TestCase):
 
         network.route(number, woken)
         config = write_config(
-            workdir, f"sqlite:{db}", push_port=free_port(), period=3600.0,
+            workdir, f"sqlite:{db}", push_port=0, period=3600.0,
             extra=(f"[gprs]\nlisten = tcp:{gprs_port}:interface=127.0.0.1\n"
                    f"[sms]\nport = serial:{b}:115200:8N1\nwakeup_text = CALL HOME\n"
                    "[control]\nenabled = no\n"))

@@ -78,7 +78,7 @@ class DaemonApiHardeningTests(unittest.TestCase):
         ])
         http_port = free_port()
         config = write_config(
-            workdir, f"sqlite:{db}", push_port=free_port(), collect=False,
+            workdir, f"sqlite:{db}", push_port=0, collect=False,
             extra=(f"[http]\nport = {http_port}\ntokens_file = {workdir / 'tokens'}\n"
                    "body_limit = 65536\nauth_failures = 5\nauth_block = 600\n"))
         daemon = Daemon(config, workdir)

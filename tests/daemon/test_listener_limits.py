@@ -13,12 +13,13 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
 from fep.operator.control import ask
 from fep.protocols.dlms.security import SecurityKeys
-from tests.daemon.harness import Daemon, add_meters, free_port, sqlite_rows, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, sqlite_rows, wait_for, write_config
 from tests.daemon.test_dlms_push import AK, EK, GOOD, PushingMeter, dlms_meter
 
 
@@ -48,9 +49,8 @@ class ListenerLimitsDaemonTests(unittest.TestCase):
         control = sockets / "c.sock"
         url = f"sqlite:{workdir}/fep.sqlite"
         await add_meters(url, [dlms_meter("dlms-1", GOOD)])
-        port = free_port()
         config = write_config(
-            workdir, url, push_port=free_port(), collect=False, dlms_push_port=port,
+            workdir, url, push_port=0, collect=False, dlms_push_port=0,
             extra=("[listeners]\npush_dlms.max_per_source = 3\n"
                    "push_dlms.max_unidentified_bytes = 4096\n"
                    f"[control]\nsocket = {control}\n"),
@@ -58,6 +58,7 @@ class ListenerLimitsDaemonTests(unittest.TestCase):
         daemon = Daemon(config, workdir)
         daemon.start()
         self.addCleanup(daemon.kill)
+        port = await daemon.bound_port("DlmsPushFactory")
 
         async def listening() -> bool:
             try:
@@ -72,8 +73,14 @@ class ListenerLimitsDaemonTests(unittest.TestCase):
         held = [await connect(port) for _ in range(3)]
         self.addCleanup(lambda: [p.transport.loseConnection() for p in held  # type: ignore
                                  if p.transport is not None])
-        refused = await connect(port)
-        await refused.lost  # closed by the daemon without a byte sent
+        try:
+            refused = await connect(port)
+        except ConnectError:
+            # Reset by the daemon before the client saw its connect complete (seen under
+            # load, and now and then without): refused just the same.
+            pass
+        else:
+            await refused.lost  # closed by the daemon without a byte sent
         for p in held:
             self.assertFalse(p.lost.called)
 

@@ -62,7 +62,7 @@ class ImpostorDaemonTests(unittest.TestCase):
             })])
         gprs_port = free_port()
         config = write_config(
-            workdir, f"sqlite:{db}", push_port=free_port(), period=1.0,
+            workdir, f"sqlite:{db}", push_port=0, period=1.0,
             extra=(f"[gprs]\nlisten = tcp:{gprs_port}:interface=127.0.0.1\n"
                    "conflict_quarantine = 3\n[control]\nenabled = no\n"))
         daemon = Daemon(config, workdir)

@@ -14,7 +14,7 @@ from twisted.trial import unittest
 
 from fep.model import Meter
 from fep.sim.pulse_recorder import PulseRecorder, RecorderServerFactory
-from tests.daemon.harness import Daemon, add_meters, free_port, sqlite_rows, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, sqlite_rows, wait_for, write_config
 
 
 class PulseRecorderDaemonTests(unittest.TestCase):
@@ -36,7 +36,7 @@ class PulseRecorderDaemonTests(unittest.TestCase):
                           "pulse1_wiring": "kyz", "pulse2_constant": "500",
                           "pulse2_quantity": "reactive-import", "pulse_history": "8"})
         await add_meters(f"sqlite:{db}", [meter])
-        daemon = Daemon(write_config(workdir, f"sqlite:{db}", push_port=free_port(),
+        daemon = Daemon(write_config(workdir, f"sqlite:{db}", push_port=0,
                                      period=1.0), workdir)
         daemon.start()
         self.addCleanup(daemon.kill)

@@ -80,7 +80,7 @@ class SecretsScenario:
         self.workdir.mkdir(parents=True)
         port = self.serve_meter(test)
         self.config = write_config(
-            self.workdir, url, push_port=free_port(), period=1.0,
+            self.workdir, url, push_port=0, period=1.0,
             extra=f"[secrets]\nmaster_key = file:{self.workdir}/master.key\n")
         meters = self.workdir / "meters.csv"
         meters.write_text(

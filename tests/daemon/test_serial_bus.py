@@ -14,7 +14,7 @@ from twisted.trial import unittest
 from fep.model import Meter
 from fep.sim.bus import mixed_bus, serve_pty
 from tests.channels.test_serialport import socat_pty_pair
-from tests.daemon.harness import Daemon, add_meters, free_port, sqlite_rows, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, sqlite_rows, wait_for, write_config
 
 
 class SerialBusTests(unittest.TestCase):
@@ -38,7 +38,7 @@ class SerialBusTests(unittest.TestCase):
         ]
         await add_meters(f"sqlite:{db}", meters)
         # One cycle: the period is far longer than the test.
-        config = write_config(workdir, f"sqlite:{db}", push_port=free_port(), period=600)
+        config = write_config(workdir, f"sqlite:{db}", push_port=0, period=600)
         daemon = Daemon(config, workdir)
         daemon.start()
         self.addCleanup(daemon.kill)

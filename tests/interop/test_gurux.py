@@ -22,7 +22,8 @@ from twisted.trial import unittest
 from fep.model import IntervalBlock, Meter, ObisCode, Reading
 from fep.protocols.dlms.security import SecurityKeys
 from fep.protocols.dlms.server import ServerSettings
-from fep.protocols.dlms.session import DlmsProtocol, open_session, settings_for
+from fep.protocols.dlms.session import DlmsProtocol, open_session
+from fep.protocols.dlms.settings import settings_for
 from fep.sim import dlms_meter as sim
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK, DlmsMeterServerFactory
 
@@ -244,7 +245,7 @@ class GuruxReadsTheSimulatorTests(unittest.TestCase):
 
         # fep's own client, same meter, same link, same security: the same values.
         self.assertEqual(await self.fep_object_list(hdlc, security), theirs["objects"])
-        from fep.protocols.dlms.session import DlmsContext
+        from fep.protocols.dlms.context import DlmsContext
         from fep.store.counters import InvocationCounterFile
 
         counters = InvocationCounterFile(reactor, Path(self.mktemp()) / "counters.json")

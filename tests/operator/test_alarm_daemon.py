@@ -20,7 +20,7 @@ from fep.protocols.dlms import wrapper
 from fep.protocols.dlms.security import SecurityKeys
 from fep.sim.gsm_modem import GsmModemEmulator, GsmNetwork, serve_pty
 from tests.channels.test_serialport import socat_pty_pair
-from tests.daemon.harness import Daemon, add_meters, free_port, wait_for, write_config
+from tests.daemon.harness import Daemon, add_meters, wait_for, write_config
 from tests.daemon.test_dlms_push import AK, EK, GOOD, PushingMeter
 from tests.operator.smtpsink import SmtpSink
 from tests.postgres import fresh_database
@@ -61,15 +61,15 @@ class AlarmFromAPushTests(unittest.TestCase):
         self.addCleanup(serial.loseConnection)
 
         (workdir / "alarms.ini").write_text(TABLE)
-        port = free_port()
         config = write_config(
-            workdir, url, push_port=free_port(), collect=False, dlms_push_port=port,
+            workdir, url, push_port=0, collect=False, dlms_push_port=0,
             extra=(f"[alarms]\ntable = {workdir / 'alarms.ini'}\ndebounce = 600\n"
                    f"smtp_port = {sink.port}\nmail_from = fep@test\n"
                    f"[sms]\nport = serial:{b}:115200:8N1\n"))
         daemon = Daemon(config, workdir)
         daemon.start()
         self.addCleanup(daemon.kill)
+        port = await daemon.bound_port("DlmsPushFactory")
 
         meter = PushingMeter(GOOD, SecurityKeys(EK, AK), "GOOD0001")
         clock = [0.0]

@@ -11,13 +11,13 @@ from pathlib import Path
 
 from lxml import etree
 from twisted.internet import reactor
-from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from fep.model import IntervalBlock, Meter, Reading
 from fep.operator import cim
 from fep.operator.http import site
 from fep.operator.tokens import TokenFile
+from tests.inprocess import fep_main as run_fep
 from tests.operator.helpers import (
     DAY,
     ENERGY,
@@ -30,7 +30,6 @@ from tests.operator.helpers import (
     make_context,
     sample_records,
 )
-from tests.test_cli import run_fep
 
 NS = {"m": cim.MR_NS}
 EV = {"e": cim.EDE_NS}
@@ -153,16 +152,14 @@ class ExportFromTheStoreTests(unittest.TestCase):
 
         out = Path(self.mktemp() + ".xml").resolve()
         db = ctx.store.url
-        result = await deferToThread(
-            run_fep, "--db", db, "export", "cim", "m1", "--from", "2026-03-01",
-            "--to", "2026-03-02", "-o", str(out))
+        result = run_fep("--db", db, "export", "cim", "m1", "--from", "2026-03-01",
+                         "--to", "2026-03-02", "-o", str(out))
         self.assertEqual(result.returncode, 0, result.stderr)
         doc = validate(out.read_bytes(), "MeterReadings.xsd")
         self.assertEqual(len(doc.findall("m:MeterReading/m:Readings", NS)), 24)
-        result = await deferToThread(run_fep, "--db", db, "export", "cim", "m1", "--kind",
-                                     "events")
+        result = run_fep("--db", db, "export", "cim", "m1", "--kind", "events")
         self.assertEqual(result.returncode, 0, result.stderr)
         validate(result.stdout.encode(), "EndDeviceEvents.xsd")
-        missing = await deferToThread(run_fep, "--db", db, "export", "cim", "ghost")
+        missing = run_fep("--db", db, "export", "cim", "ghost")
         self.assertEqual(missing.returncode, 2)
         self.assertIn("ghost", missing.stderr)

@@ -102,6 +102,17 @@ class ControlSocketTests(unittest.TestCase):
         await lost
         self.assertEqual(b"".join(received).count(b"\n"), 1)
 
+    def test_request_nested_too_deep_is_answered_not_fatal(self) -> None:
+        # Issue 14 (fuzzing): json.loads raises RecursionError, not ValueError, on deep arrays.
+        from twisted.internet.testing import StringTransport
+
+        protocol = ControlServer(reactor, self.path).protocol_factory().buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"[" * 50_000 + b"\n")
+        answer = json.loads(transport.value())
+        self.assertEqual(answer, {"ok": False, "error": "request nested too deep"})
+
     def test_too_long_a_path_is_a_config_error(self) -> None:
         from fep.errors import ConfigError
 

@@ -228,8 +228,16 @@ class ApiTests(unittest.TestCase):
     async def test_a_client_that_leaves_during_a_read_still_gets_it_stored(self) -> None:
         await self.serve()
         slow = make_meters(1, first_address=20000001)
-        port = reactor.listenTCP(0, IecMeterServerFactory(slow, reactor, answer_delay=0.3),
-                                 interface="127.0.0.1")
+        factory = IecMeterServerFactory(slow, reactor, answer_delay=0.3)
+        reached: list[object] = []  # connections to the slow meter: the read is under way
+        build = factory.buildProtocol
+
+        def building(addr: Any) -> Any:
+            reached.append(addr)
+            return build(addr)
+
+        factory.buildProtocol = building  # type: ignore[method-assign]
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         await self.ctx.store.add_meters([Meter(
             "slow", "iec62056-21", f"tcp:host=127.0.0.1:port={port.getHost().port}",
@@ -240,9 +248,12 @@ class ApiTests(unittest.TestCase):
         asked = Agent(reactor).request(
             b"POST", f"{self.base}/api/v1/meters/slow/read".encode(),
             Headers({b"authorization": [b"Bearer " + OPERATOR_TOKEN.encode()]}))
-        from tests.daemon.harness import sleep, wait_for
+        from tests.daemon.harness import wait_for
 
-        await sleep(0.2)
+        async def reading() -> bool:
+            return bool(reached)
+
+        await wait_for(reading, 20, "the read of the slow meter to start", every=0.01)
         asked.cancel()
         with self.assertRaises(ResponseNeverReceived):
             await asked

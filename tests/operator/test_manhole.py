@@ -27,6 +27,7 @@ from fep.model import Meter
 from fep.operator.manhole import Table, host_key, namespace_for
 from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
 from tests.daemon.harness import Daemon, add_meters, free_port, wait_for, write_config
+from tests.inprocess import fep_main as run_fep
 from tests.operator.helpers import (
     OPERATOR_TOKEN,
     FakeScheduler,
@@ -36,7 +37,6 @@ from tests.operator.helpers import (
     write_tokens,
 )
 from tests.system import require_program
-from tests.test_cli import run_fep
 
 
 def ssh_binary() -> str:
@@ -140,7 +140,7 @@ class ConsoleOverOpenSshTests(OpenSshClient):
                                                 address=sims[0].address)])
         port = free_port()
         config = write_config(
-            workdir, f"sqlite:{db}", push_port=free_port(), period=3600, collect=False,
+            workdir, f"sqlite:{db}", push_port=0, period=3600, collect=False,
             extra=f"[manhole]\nport = {port}\nauthorized_keys = {workdir / 'authorized_keys'}\n")
         daemon = Daemon(config, workdir)
         daemon.start()
@@ -239,7 +239,7 @@ class ConsoleRolesOverOpenSshTests(OpenSshClient):
                                                 address=sims[0].address)])
         port = free_port()
         config = write_config(
-            workdir, f"sqlite:{db}", push_port=free_port(), period=3600, collect=collect,
+            workdir, f"sqlite:{db}", push_port=0, period=3600, collect=collect,
             extra=f"[manhole]\nport = {port}\nauthorized_keys = {workdir / 'authorized_keys'}\n"
             + extra)
         daemon = Daemon(config, workdir)

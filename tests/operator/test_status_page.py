@@ -68,7 +68,7 @@ class StatusPageInChromiumTests(unittest.TestCase):
         await add_meters(f"sqlite:{db}", meters)
         http_port = free_port()
         config = write_config(
-            workdir, f"sqlite:{db}", push_port=free_port(), period=2.0,
+            workdir, f"sqlite:{db}", push_port=0, period=2.0,
             extra=f"[http]\nport = {http_port}\ntokens_file = {workdir / 'tokens'}\n")
         daemon = Daemon(config, workdir)
         daemon.start()

@@ -70,12 +70,14 @@ class ReadThroughRegistryTests(unittest.TestCase):
         self.assertEqual(records, [reading])
 
     def test_no_module_global_holds_a_dlms_context(self) -> None:
+        from fep.protocols.dlms import context as dlms_context
         from fep.protocols.dlms import session
         from fep.protocols.registry import ProtocolRegistry, meter_protocol
 
-        for name in ("set_dlms_context", "set_counter_store", "_default_context"):
-            self.assertFalse(hasattr(session, name), name)
-        context = session.DlmsContext(None)
+        for module in (session, dlms_context):
+            for name in ("set_dlms_context", "set_counter_store", "_default_context"):
+                self.assertFalse(hasattr(module, name), name)
+        context = dlms_context.DlmsContext(None)
         registry = ProtocolRegistry({"dlms": context})
         self.assertIs(registry.protocol_for("dlms").context, context)  # type: ignore[attr-defined]
         # A protocol built without one has none, whatever a daemon in the process uses.

@@ -155,6 +155,25 @@ class DecoderTests(unittest.TestCase):
         self.assertEqual(decoder.skip_to_frame_start(), 1)
         self.assertEqual(decoder.receive(b""), [SignOn()])
 
+    def test_a_block_in_small_pieces_is_searched_once(self) -> None:
+        # Issue 14: each piece searched the whole pending block for its ETX again.
+        decoder = FrameDecoder()
+        decoder.receive(b"\x02")
+        searched = []
+        real_find = bytearray.find
+
+        class Counting(bytearray):
+            def find(self, sub, start=0, *rest):  # type: ignore[no-untyped-def, override]
+                searched.append(len(self) - start)
+                return real_find(self, sub, start, *rest)
+
+        decoder._buffer = Counting(decoder._buffer)
+        for _ in range(2000):
+            decoder.receive(b"1.8.0(1)\r\n")
+        (block,) = decoder.receive(b"!\r\n\x03\x00")
+        self.assertIsInstance(block, DataBlock)
+        self.assertLess(sum(searched), 4 * 2000 * 10)
+
     def test_endless_line_is_refused(self) -> None:
         with self.assertRaises(FrameError):
             FrameDecoder().receive(b"/" + b"A" * 300)

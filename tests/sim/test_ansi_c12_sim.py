@@ -48,7 +48,8 @@ from fep.protocols.ansi_c12.c1219 import (
 )
 from fep.sim.ansi_c12 import MT0_DATA, MeterState, SimulatedC12Meter
 from tests.channels.test_serialport import socat_pty_pair
-from tests.processes import fep_command, start_module, tcp_simulator
+from tests.inprocess import fep_deferred as fep_command
+from tests.processes import start_module, tcp_simulator
 
 T0 = 1_700_000_000.0
 

@@ -29,7 +29,8 @@ from fep.sim.dlt645 import (
     make_meters,
 )
 from tests.channels.test_serialport import socat_pty_pair
-from tests.processes import fep_command, start_module
+from tests.inprocess import fep_deferred as fep_command
+from tests.processes import start_module
 
 reactor: Any = global_reactor
 START = 1_709_280_000.0  # 2024-03-01 08:00:00 UTC

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
-from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 from zope.interface import implementer
@@ -21,6 +21,7 @@ from fep.serialize import decode_records
 from fep.store import open_store
 from fep.store.router import Router
 from fep.store.spool import Spool
+from tests.fakes import SyncPool, SyncReactor, advance_until, advance_while
 from tests.store.test_spool import readings
 
 
@@ -61,6 +62,9 @@ class RouterTests(unittest.TestCase):
         self.directory = Path(self.mktemp())
         self.store = FakeStore()
         self.logged: list[str] = []
+        # The fake clock, the spool's disk work done at once: timers and backoff run as fast
+        # as the test advances them, not on the wall clock.
+        self.clock = SyncReactor()
 
         def observe(event: dict[str, object]) -> None:
             fmt = event.get("log_format")
@@ -72,9 +76,9 @@ class RouterTests(unittest.TestCase):
 
     def router(self, **kwargs: object) -> Router:
         router = Router(
-            Spool(self.directory, reactor),
+            Spool(self.directory, self.clock, threadpool=SyncPool()),  # type: ignore[arg-type]
             self.store,
-            reactor,  # type: ignore[arg-type]
+            self.clock,
             **kwargs,
         )
         router.initial_backoff = 0.05
@@ -83,78 +87,83 @@ class RouterTests(unittest.TestCase):
         self.addCleanup(stop_worker, router.spool)
         return router
 
+    def wait(self, d: Deferred[Any]) -> Any:
+        """Advance the fake clock until ``d`` fires; its result."""
+        return advance_until(self.clock, d)
+
     def test_router_is_a_record_sink(self) -> None:
         self.assertTrue(
             verifyObject(IRecordSink, Router(Spool(self.directory, reactor), self.store, reactor))
         )
 
-    async def test_submit_fires_once_spooled_then_the_store_gets_the_records(self) -> None:
+    def test_submit_fires_once_spooled_then_the_store_gets_the_records(self) -> None:
         router = self.router()
-        await router.submit(readings(10))
+        self.wait(router.submit(readings(10)))
         self.assertEqual(router.spooled, 10)
-        self.assertTrue(await router.flush(5))
+        self.assertTrue(self.wait(router.flush(5)))
         self.assertEqual(self.store.rows, readings(10))
         self.assertEqual(router.spool.depth(), 0)
-        await router.stopService()
+        self.wait(router.stopService())
 
-    async def test_small_submits_are_merged_into_store_batches(self) -> None:
+    def test_small_submits_are_merged_into_store_batches(self) -> None:
         router = self.router(batch_size=100, max_delay=0.05)
-        await gatherResults([router.submit(readings(1, start=i)) for i in range(60)])
-        await router.flush(5)
+        self.wait(gatherResults([router.submit(readings(1, start=i)) for i in range(60)]))
+        self.wait(router.flush(5))
         self.assertEqual(len(self.store.rows), 60)
         self.assertLess(len(self.store.writes), 60)
         self.assertTrue(all(n <= 100 for n in self.store.writes))
-        await router.stopService()
+        self.wait(router.stopService())
 
-    async def test_store_outage_spools_retries_and_logs_each_change_once(self) -> None:
+    def test_store_outage_spools_retries_and_logs_each_change_once(self) -> None:
         self.store.down = True
         router = self.router()
         for i in range(5):
-            await router.submit(readings(10, start=10 * i))
-        await deferLater(reactor, 0.5, lambda: None)  # several retries fail meanwhile
+            self.wait(router.submit(readings(10, start=10 * i)))
+        # Several retries fail meanwhile.
+        advance_while(self.clock, lambda: router.store_failures <= 2, limit=0.5)
         self.assertGreater(router.store_failures, 2)
         self.assertEqual(self.store.rows, [])
         self.assertEqual(router.spool.depth(), 50)
         self.store.down = False
-        self.assertTrue(await router.flush(5))
+        self.assertTrue(self.wait(router.flush(5)))
         self.assertEqual(self.store.rows, readings(50))  # all, once, in order
         self.assertEqual(
             [f.split(" (")[0].split(";")[0] for f in self.logged],
             ["store {url} unavailable", "store {url} back after {seconds:.1f} s"],
         )
-        await router.stopService()
+        self.wait(router.stopService())
 
-    async def test_what_the_store_did_not_take_is_replayed_at_the_next_start(self) -> None:
+    def test_what_the_store_did_not_take_is_replayed_at_the_next_start(self) -> None:
         self.store.down = True
         router = self.router(flush_timeout=0.2)
-        await router.submit(readings(7))
-        await router.stopService()  # the store never came back
+        self.wait(router.submit(readings(7)))
+        self.wait(router.stopService())  # the store never came back
         self.assertEqual(self.store.rows, [])
         self.store.down = False
         again = self.router()
-        self.assertTrue(await again.flush(5))
+        self.assertTrue(self.wait(again.flush(5)))
         self.assertEqual(self.store.rows, readings(7))
-        await again.stopService()
+        self.wait(again.stopService())
         self.assertEqual([p for p in self.directory.iterdir() if p.stat().st_size], [])
 
 
-    async def test_a_record_the_store_refuses_is_set_aside_and_the_rest_is_stored(self) -> None:
+    def test_a_record_the_store_refuses_is_set_aside_and_the_rest_is_stored(self) -> None:
         import attrs
 
         router = self.router(batch_size=1000)
         batch = readings(40)
         poison = attrs.evolve(batch[17], source="poison")
         batch[17] = poison
-        await router.submit(batch[:25])
-        await router.submit(batch[25:])
-        self.assertTrue(await router.flush(5))
+        self.wait(router.submit(batch[:25]))
+        self.wait(router.submit(batch[25:]))
+        self.assertTrue(self.wait(router.flush(5)))
         self.assertEqual(len(self.store.rows), 39)
         self.assertNotIn(poison, self.store.rows)
         self.assertEqual(router.rejected, 1)
         self.assertEqual(router.spool.depth(), 0)
         (line,) = router.spool.rejected_path.read_bytes().splitlines()
         self.assertEqual(decode_records(line), [poison])
-        await router.stopService()
+        self.wait(router.stopService())
 
 
 class RouterSqliteTests(unittest.TestCase):

@@ -481,8 +481,8 @@ def pool_from_config(
     store: Any = None,
     on_alarm: Callable[[ModemAlarm], None] | None = None,
 ) -> ModemPool | None:
-    """The pool a ``[modems]`` section (fep.config.ModemsSection) describes, None when it
-    names no lines. Errors are ConfigErrors naming the section and key."""
+    """The pool a ``[modems]`` section (fep.channels.modem.settings.ModemsSection) describes,
+    None when it names no lines. Errors are ConfigErrors naming the section and key."""
     from fep.errors import ConfigError
 
     lines = section.line_list()

@@ -4,11 +4,18 @@ service requests and responses (identify, negotiate, logon, security, read, writ
 terminate, wait) with the C12 response codes as named errors.
 
 Sans-IO: no Twisted here. Packets in, messages out; requests in, bytes out.
+
+What decoding may raise (and nothing else, fuzzed by tests/fuzz): FrameError for bytes that
+do not form a packet, request or answer; C12ResponseError (a ProtocolError) from the answer
+decoders for the meter's error codes; ProtocolError from ``Link`` when a packet is not
+acknowledged after its retries. Work is bounded by the bytes given (a packet is at most
+MAX_DATA bytes).
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from typing import ClassVar, Final
 
 import attrs
@@ -25,6 +32,8 @@ HEADER_LEN: Final = 6
 CRC_LEN: Final = 2
 # The largest data field a 2-byte length with an 8192-byte packet allows (C12.18 5.3.2).
 MAX_DATA: Final = 8183
+# A partial read's offset is 3 bytes: no table C12.18 can read is bigger than this.
+MAX_TABLE_SIZE: Final = 1 << 24
 
 # Control field bits (C12.18 5.3.2).
 MULTI_PACKET_BIT: Final = 0x80
@@ -149,6 +158,10 @@ def packetize(
     ]
 
 
+# What may start an item after garbage: searched in C, not byte by byte (junk streams).
+_ITEM_START: Final = re.compile(b"[\xee\x06\x15]")
+
+
 class PacketDecoder(StreamDecoder[LinkItem]):
     """Turns a byte stream into Packets, Acks and Naks.
 
@@ -162,9 +175,8 @@ class PacketDecoder(StreamDecoder[LinkItem]):
 
     def _next(self) -> LinkItem | None:
         buf = self._buffer
-        skip = 0
-        while skip < len(buf) and buf[skip] not in (STP, ACK, NAK):
-            skip += 1
+        found = _ITEM_START.search(buf)
+        skip = found.start() if found is not None else len(buf)
         self.skipped += skip
         self._consume(skip)
         if not buf:

@@ -9,6 +9,11 @@ MeterEvents). Each record also encodes back (simulators).
 Sans-IO: table bytes (from a C12.18 read answer) in, attrs records out. Decoders after ST0
 take the ``GeneralConfig`` because ST0 fixes byte order, character set, time format and
 the identifier form of every other table.
+
+Every decoder raises FrameError (and nothing else, fuzzed by tests/fuzz) for bytes that do
+not fit the layout the tables before it describe, and builds no more records than the
+table's bytes can hold: counts taken from other tables are checked against the length of
+the table they describe.
 """
 
 from __future__ import annotations
@@ -512,9 +517,14 @@ NI_LENGTH: Final = {0: 8, 1: 4, 2: 12, 3: 6, 4: 4, 5: 6, 6: 4, 7: 3, 8: 4, 9: 5,
                     12: 8, 13: 21}  # fmt: skip
 
 
+# The decimal exponents an NI character float may have (a FLOAT64's range, with margin).
+_NI_MAX_EXPONENT: Final = 400
+
+
 def decode_ni(raw: bytes, fmt: int, order: Literal["little", "big"], table: int) -> Decimal:
     """One non-integer value of ``fmt``; FrameError for a value that is not a finite
-    number. Integers are two's complement; fixed BCD is read most significant digit first."""
+    number (or a character float beyond a FLOAT64's exponents). Integers are two's
+    complement; fixed BCD is read most significant digit first."""
     field = f"ST{table}"
     if fmt in (NiFormat.FLOAT64, NiFormat.FLOAT32):
         value = struct.unpack(
@@ -531,6 +541,10 @@ def decode_ni(raw: bytes, fmt: int, order: Literal["little", "big"], table: int)
             number = Decimal("NaN")
         if not number.is_finite():
             raise FrameError(f"{field}: {text!r} is not a number", offset=0, field=field)
+        if not -_NI_MAX_EXPONENT <= number.adjusted() <= _NI_MAX_EXPONENT:
+            # 21 characters can say 1E+999999999999999: a number no meter measures, and
+            # one whose arithmetic (int(), scaling) would not end.
+            raise FrameError(f"{field}: {text!r} is out of range", offset=0, field=field)
         return number
     if fmt in (NiFormat.FIXED_BCD4, NiFormat.FIXED_BCD6, NiFormat.FIXED_BCD8):
         digits = raw.hex()
@@ -1853,12 +1867,19 @@ def decode_lp_data(
     set_index: int = 0,
     table: int = ST64_LP_DATA_SET1,
 ) -> tuple[LpBlock, ...]:
-    """ST64 (data set 1; 65-67 with ``set_index``): every block as stored."""
+    """ST64 (data set 1; 65-67 with ``set_index``): every block as stored.
+
+    Raises FrameError (and nothing else) when the bytes do not fit the layout ST0, ST61 and
+    ST62 describe. The table's length bounds the work: its size must be the one
+    ``lp_data_length`` gives before a block is decoded, and a layout whose blocks or
+    intervals take no bytes (0 channels and no status or time fields) is refused, so the
+    records built are never more than the bytes given."""
     dims = actual.sets[set_index]
     if dims is None:
         raise FrameError(f"ST61 has no data set {set_index + 1}", offset=0, field="ST61")
     reader = _Reader(data, table, config, tz)
     n_ch, n_int = dims.nbr_channels, dims.nbr_block_intervals
+    _check_lp_layout(data, config, actual, selection, set_index, table)
     blocks = []
     for _ in range(dims.nbr_blocks):
         end = reader.stime()
@@ -1892,6 +1913,46 @@ def decode_lp_data(
             field=f"ST{table}",
         )
     return tuple(blocks)
+
+
+def _check_lp_layout(
+    data: bytes,
+    config: GeneralConfig,
+    actual: ActualLoadProfile,
+    selection: LpSelection,
+    set_index: int,
+    table: int,
+) -> None:
+    dims = actual.sets[set_index]
+    assert dims is not None
+    fmt = selection.int_format
+    if dims.nbr_channels and fmt not in (*_INT_FORMATS, INT_FMT_NI1, INT_FMT_NI2):
+        raise FrameError(f"ST62 interval format {fmt} is not known", offset=0, field="ST62")
+    for ni, used in ((config.ni_format1, actual.block_end_read or fmt == INT_FMT_NI1),
+                     (config.ni_format2, fmt == INT_FMT_NI2)):  # fmt: skip
+        if used and dims.nbr_channels and ni not in NI_LENGTH:
+            raise FrameError(f"NI format {ni} is not known", offset=0, field="NI_FORMAT")
+    length = lp_data_length(config, actual, selection, set_index)
+    blocks, intervals = dims.nbr_blocks, dims.nbr_block_intervals
+    if blocks and not length:
+        raise FrameError(
+            f"ST61 data set {set_index + 1} declares {blocks} blocks of no bytes",
+            offset=0,
+            field="ST61",
+        )
+    if blocks and intervals and not dims.nbr_channels and not actual.extended_status:
+        raise FrameError(
+            f"ST61 data set {set_index + 1} declares {intervals} intervals of no bytes "
+            "(no channel, no extended status)",
+            offset=0,
+            field="ST61",
+        )
+    if len(data) != length:
+        raise FrameError(
+            f"ST{table} has {len(data)} bytes, ST61/ST62 describe {length}",
+            offset=min(len(data), length),
+            field=f"ST{table}",
+        )
 
 
 def encode_lp_data(

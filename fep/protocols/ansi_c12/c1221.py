@@ -12,6 +12,9 @@ identify features ``01 <auth-type> <alg-id>`` and ``02 <auth-type> <alg-id> <tic
 ``71 <traffic> <inter-char> <resp-to> <retries>`` (seconds, seconds, seconds, count),
 answered ``ok`` and the four values the meter takes; authenticate ``53 09 <key-id>
 <DES(key, ticket)>``, answered ``ok 09 <key-id> <DES(key, DES(key, ticket))>``.
+
+The decoders raise FrameError for bytes that do not fit and C12ResponseError for the meter's
+error codes, nothing else (fuzzed by tests/fuzz).
 """
 
 from __future__ import annotations

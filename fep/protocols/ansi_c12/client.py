@@ -25,6 +25,7 @@ from fep.errors import FrameError, ProtocolError, SessionTimeout
 from fep.model import ObisCode, Reading, Record, utcnow
 from fep.protocols.ansi_c12.c1218 import (
     HEADER_LEN,
+    MAX_TABLE_SIZE,
     PROTOCOL,
     C12ResponseError,
     Identify,
@@ -519,6 +520,14 @@ class C1218Client:
         one answer."""
         meter = self.settings.meter
         assert self._negotiated is not None
+        if size > MAX_TABLE_SIZE:
+            # The size comes from the meter's own tables (ST61/62, ST71): a table declared
+            # bigger than partial reads can address is refused before any read.
+            raise FrameError(
+                f"ST{table} would be {size} bytes, more than the {MAX_TABLE_SIZE} a C12.18 "
+                "partial read can address",
+                field=f"ST{table}",
+            )
         room = self._negotiated.max_packets * (self.link.packet_size - HEADER_LEN - 2) - 4
         if size <= room or room < 1:
             data = decode_read_response((yield Read(table)), meter=meter, table=table)

@@ -2,6 +2,8 @@
 decoded with, and their contents as plain JSON values (hex for tables fep does not decode).
 
 Sans-IO: table bytes in, dictionaries out.
+``decode_table`` and ``table_size`` raise FrameError (nothing else) for bytes that do not
+fit; ``table_row`` turns that error into the row's ``decode_error``.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from pyasn1.error import PyAsn1Error
 from pyasn1.type import namedtype, tag, univ
 
 from fep.errors import FrameError
+from fep.protocols.dlms.apdu import CONFIRMED_SERVICES, SERVICE_ERROR_KINDS, Tag
 from fep.protocols.dlms.errors import AssociationRefused, ConfirmedServiceError
 
 # -- names ------------------------------------------------------------------------------------
@@ -642,87 +643,9 @@ class InitiateRequest:
         return cls(conformance, size, version, key, allowed, qos)
 
 
-# Confirmed-Service-Error (Green Book, xDLMS): which service failed, then ServiceError.
-CONFIRMED_SERVICE_ERROR_TAG = 0x0E
-_FAILED_SERVICES = {
-    1: "initiate",
-    2: "get-status",
-    3: "get-name-list",
-    4: "get-variable-attribute",
-    5: "read",
-    6: "write",
-    7: "get-data-set-attribute",
-    8: "get-ti-attribute",
-    9: "change-scope",
-    10: "start",
-    11: "stop",
-    12: "resume",
-    13: "make-usable",
-    14: "initiate-load",
-    15: "load-segment",
-    16: "terminate-load",
-    17: "initiate-upload",
-    18: "upload-segment",
-    19: "terminate-upload",
-}
-# ServiceError CHOICE: (name, names of its ENUMERATED values)
-_SERVICE_ERRORS: dict[int, tuple[str, tuple[str, ...]]] = {
-    0: (
-        "application-reference",
-        (
-            "other",
-            "time-elapsed",
-            "application-unreachable",
-            "application-reference-invalid",
-            "application-context-unsupported",
-            "provider-communication-error",
-            "deciphering-error",
-        ),
-    ),
-    1: (
-        "hardware-resource",
-        (
-            "other",
-            "memory-unavailable",
-            "processor-resource-unavailable",
-            "mass-storage-unavailable",
-            "other-resource-unavailable",
-        ),
-    ),
-    2: (
-        "vde-state-error",
-        ("other", "no-dlms-context", "loading-data-set", "status-nochange", "status-inoperable"),
-    ),
-    3: ("service", ("other", "pdu-size", "service-unsupported")),
-    4: (
-        "definition",
-        ("other", "object-undefined", "object-class-inconsistent", "object-attribute-inconsistent"),
-    ),
-    5: (
-        "access",
-        (
-            "other",
-            "scope-of-access-violated",
-            "object-access-violated",
-            "hardware-fault",
-            "object-unavailable",
-        ),
-    ),
-    6: (
-        "initiate",
-        (
-            "other",
-            "dlms-version-too-low",
-            "incompatible-conformance",
-            "pdu-size-too-short",
-            "refused-by-the-VDE-Handler",
-        ),
-    ),
-    7: ("load-data-set", ()),
-    8: ("change-scope", ()),
-    9: ("task", ()),
-    10: ("other", ()),
-}
+# Confirmed-Service-Error (Green Book, xDLMS): which service failed, then ServiceError; the
+# names are apdu.py's tables.
+CONFIRMED_SERVICE_ERROR_TAG = Tag.CONFIRMED_SERVICE_ERROR
 
 
 @attrs.frozen
@@ -736,11 +659,11 @@ class ServiceError:
 
     @property
     def service_name(self) -> str:
-        return _FAILED_SERVICES.get(self.service, f"service {self.service}")
+        return CONFIRMED_SERVICES.get(self.service, f"service {self.service}")
 
     @property
     def error_name(self) -> str:
-        class_name, values = _SERVICE_ERRORS.get(self.error_class, (None, ()))
+        class_name, values = SERVICE_ERROR_KINDS.get(self.error_class, (None, ()))
         if class_name is None:
             return f"error class {self.error_class}, value {self.error}"
         value = values[self.error] if self.error < len(values) else f"value {self.error}"

@@ -360,8 +360,9 @@ class ExceptionResponseApdu:
         return f"{state}, {service}"
 
 
-# ConfirmedServiceError: the service it concerns and the ServiceError CHOICE.
-_CSE_SERVICES = {
+# Confirmed-Service-Error (Green Book, xDLMS): the service it concerns, then the ServiceError
+# CHOICE. One table for the APDU here and for the InitiateResponse refusal in acse.py.
+CONFIRMED_SERVICES = {
     1: "initiate",
     2: "get-status",
     3: "get-name-list",
@@ -382,73 +383,63 @@ _CSE_SERVICES = {
     18: "upload-segment",
     19: "terminate-upload",
 }
-_CSE_ERROR_KINDS: dict[int, tuple[str, dict[int, str]]] = {
+# ServiceError CHOICE: its name and the names of its ENUMERATED values, by number.
+SERVICE_ERROR_KINDS: dict[int, tuple[str, tuple[str, ...]]] = {
     0: (
         "application-reference",
-        {
-            0: "other",
-            1: "time-elapsed",
-            2: "application-unreachable",
-            3: "application-reference-invalid",
-            4: "application-context-unsupported",
-            5: "provider-communication-error",
-            6: "deciphering-error",
-        },
+        (
+            "other",
+            "time-elapsed",
+            "application-unreachable",
+            "application-reference-invalid",
+            "application-context-unsupported",
+            "provider-communication-error",
+            "deciphering-error",
+        ),
     ),
     1: (
         "hardware-resource",
-        {
-            0: "other",
-            1: "memory-unavailable",
-            2: "processor-resource-unavailable",
-            3: "mass-storage-unavailable",
-            4: "other-resource-unavailable",
-        },
+        (
+            "other",
+            "memory-unavailable",
+            "processor-resource-unavailable",
+            "mass-storage-unavailable",
+            "other-resource-unavailable",
+        ),
     ),
     2: (
         "vde-state-error",
-        {
-            0: "other",
-            1: "no-dlms-context",
-            2: "loading-data-set",
-            3: "status-nochange",
-            4: "status-inoperable",
-        },
+        ("other", "no-dlms-context", "loading-data-set", "status-nochange", "status-inoperable"),
     ),
-    3: ("service", {0: "other", 1: "pdu-size", 2: "service-unsupported"}),
+    3: ("service", ("other", "pdu-size", "service-unsupported")),
     4: (
         "definition",
-        {
-            0: "other",
-            1: "object-undefined",
-            2: "object-class-inconsistent",
-            3: "object-attribute-inconsistent",
-        },
+        ("other", "object-undefined", "object-class-inconsistent", "object-attribute-inconsistent"),
     ),
     5: (
         "access",
-        {
-            0: "other",
-            1: "scope-of-access-violated",
-            2: "object-access-violated",
-            3: "hardware-fault",
-            4: "object-unavailable",
-        },
+        (
+            "other",
+            "scope-of-access-violated",
+            "object-access-violated",
+            "hardware-fault",
+            "object-unavailable",
+        ),
     ),
     6: (
         "initiate",
-        {
-            0: "other",
-            1: "dlms-version-too-low",
-            2: "incompatible-conformance",
-            3: "pdu-size-too-short",
-            4: "refused-by-the-VDE-handler",
-        },
+        (
+            "other",
+            "dlms-version-too-low",
+            "incompatible-conformance",
+            "pdu-size-too-short",
+            "refused-by-the-VDE-Handler",
+        ),
     ),
-    7: ("load-data-set", {0: "other"}),
-    8: ("change-scope", {0: "other"}),
-    9: ("task", {0: "other"}),
-    10: ("other", {}),
+    7: ("load-data-set", ("other",)),
+    8: ("change-scope", ("other",)),
+    9: ("task", ("other",)),
+    10: ("other", ()),
 }
 
 
@@ -459,9 +450,10 @@ class ConfirmedServiceErrorApdu:
     error: int
 
     def describe(self) -> str:
-        service = _CSE_SERVICES.get(self.service, f"service {self.service}")
-        kind, names = _CSE_ERROR_KINDS.get(self.error_kind, (f"error {self.error_kind}", {}))
-        return f"{service}: {kind} {names.get(self.error, str(self.error))}"
+        service = CONFIRMED_SERVICES.get(self.service, f"service {self.service}")
+        kind, names = SERVICE_ERROR_KINDS.get(self.error_kind, (f"error {self.error_kind}", ()))
+        name = names[self.error] if self.error < len(names) else str(self.error)
+        return f"{service}: {kind} {name}"
 
 
 @attrs.frozen(slots=True)

@@ -13,7 +13,10 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
+import attrs
+
 from fep.model import EventKind, MeterEvent, Severity
+from fep.options import Option, Section, expects
 
 # fep's client system title when nothing configures one (ClientSettings' default).
 DEFAULT_SYSTEM_TITLE = b"FEP\x00\x00\x00\x00\x01"
@@ -50,3 +53,31 @@ def downgrade_event(meter: str, where: str, detail: str, when: datetime) -> Mete
         text=f"unciphered APDU refused from a meter with keys ({where}): {detail}",
         source="dlms-security",
     )
+
+
+@expects("a DLMS system title (16 hex digits) or empty")
+def system_title(text: str) -> bytes:
+    """``[dlms] system_title``: 8 bytes in hex, or empty (b"")."""
+    value = text.strip()
+    if value and (len(value) != 16 or any(c not in "0123456789abcdefABCDEF" for c in value)):
+        raise ValueError("expected 8 bytes in hex (16 digits), or empty")
+    return bytes.fromhex(value)
+
+
+@attrs.frozen
+class DlmsSection:
+    """``[dlms]``: fep's client system title (empty: derived from the node name)."""
+
+    system_title: bytes
+
+    def client_system_title(self, node: str) -> bytes:
+        """The configured title, else the one derived from the node name."""
+        return self.system_title or node_system_title(node)
+
+
+DLMS = Section("dlms", {
+    "system_title": Option(
+        system_title, "", "fep's DLMS client system title (16 hex digits); empty: "
+        "FEP and 5 bytes of the SHA-256 of [fep] node, one per node"
+    ),
+}, DlmsSection)

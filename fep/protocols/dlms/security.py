@@ -14,6 +14,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from fep.errors import FrameError
+from fep.protocols.dlms.axdr import decode_length, encode_length
 from fep.protocols.dlms.errors import CipheringError, ReplayError
 
 TAG_LENGTH = 12
@@ -180,32 +181,6 @@ def decrypt(
 
 
 # -- APDU wrapping ----------------------------------------------------------------------------
-
-# BER/A-XDR lengths, kept here so this module depends on no other DLMS codec.
-
-
-def encode_length(n: int) -> bytes:
-    """One byte below 0x80, else 0x8N followed by N big-endian bytes."""
-    if n < 0x80:
-        return bytes((n,))
-    size = (n.bit_length() + 7) // 8
-    return bytes((0x80 | size,)) + n.to_bytes(size, "big")
-
-
-def decode_length(buf: bytes, pos: int, field: str = "length") -> tuple[int, int]:
-    """(length, position after it); FrameError when truncated or longer than 4 bytes."""
-    if pos >= len(buf):
-        raise FrameError(f"{field}: truncated", offset=pos, field=field)
-    first = buf[pos]
-    if first < 0x80:
-        return first, pos + 1
-    size = first & 0x7F
-    end = pos + 1 + size
-    if size == 0 or size > 4:
-        raise FrameError(f"{field}: length of {size} bytes", offset=pos, field=field)
-    if end > len(buf):
-        raise FrameError(f"{field}: truncated", offset=pos, field=field)
-    return int.from_bytes(buf[pos + 1 : end], "big"), end
 
 
 def glo_tag_for(plain_tag: int, dedicated: bool = False) -> int:
@@ -385,42 +360,3 @@ class InvocationCounterGuard:
             return False, last
         self._last[(system_title, key_fingerprint)] = counter
         return True, last
-
-
-class SendCounter:
-    """The invocation counters one sends with: strictly increasing, never reused.
-
-    Counters are handed out only inside a reserved block. The owner persists the value
-    ``reserve()`` returns before using the block, so after a crash it restarts above every
-    counter that may have gone out (skipping some is harmless, reusing one is not)."""
-
-    LIMIT = 0xFFFFFFFF
-
-    def __init__(self, start: int = 0) -> None:
-        if not 0 <= start <= self.LIMIT + 1:
-            raise ValueError(f"invocation counter {start} out of range")
-        self._next = start
-        self._reserved_until = start  # first counter not covered by the reservation
-
-    @property
-    def needs_reserve(self) -> bool:
-        """True when the next ``next()`` needs a new block reserved (and persisted) first."""
-        return self._next >= self._reserved_until
-
-    def reserve(self, count: int = 1000) -> int:
-        """Reserve ``count`` more counters; returns the value to persist as the next start."""
-        if count < 1:
-            raise ValueError("reserve at least one counter")
-        self._reserved_until = min(max(self._next, self._reserved_until) + count, self.LIMIT + 1)
-        return self._reserved_until
-
-    def next(self) -> int:
-        """The next counter; CipheringError when none is reserved or all 2**32 are used
-        (suite 0 then needs new keys)."""
-        if self._next > self.LIMIT:
-            raise CipheringError("invocation counters exhausted: the keys must be changed")
-        if self.needs_reserve:
-            raise CipheringError("no invocation counter reserved: reserve and persist first")
-        value = self._next
-        self._next += 1
-        return value

@@ -1,29 +1,26 @@
-"""The Twisted side of DLMS/COSEM: a client session over any byte pipe (wrapper over TCP,
-HDLC over TCP or serial), ``DlmsProtocol`` for ``fep read`` and scheduled reads, and the
-push receiver that turns ciphered Data-Notifications into records.
+"""The Twisted side of a DLMS/COSEM pull: ``DlmsConnection`` runs one connection's steps
+(exchange.py: a link from link.py and the client) on the shared session driver
+(fep/protocols/session.py), which connects, keeps the step timer, ends and names the errors;
+``DlmsSession`` associates, reads, runs commands and releases over it; ``DlmsProtocol`` is
+what the registry names for ``fep read``, scheduled reads and collection jobs.
 
-The protocol state lives in ``client.py`` (association, services), ``hdlc.py`` and
-``wrapper.py`` (links); this module moves bytes, runs timers and turns values into records.
+Settings from a meter's record are settings.py's, the push receiver is receiver.py, what the
+sessions of a process share is context.py.
 """
 
 from __future__ import annotations
 
-import enum
 import functools
-import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fep.errors import ConfigError, FrameError, NotSupported, ProtocolError, SessionTimeout
+from fep.errors import ConfigError, FrameError, NotSupported, ProtocolError
 from fep.interfaces import (
     IClock,
     ICommands,
@@ -31,14 +28,12 @@ from fep.interfaces import (
     IMeterProtocol,
     IProfileReader,
     IPushChannel,
-    IPushHandler,
     IPushProtocol,
     IRecordSink,
-    peer_identified,
 )
 from fep.model import Meter, MeterEvent, ObisCode, Reading, Record
 from fep.protocols.dlms import apdu as A
-from fep.protocols.dlms import axdr, hdlc, wrapper
+from fep.protocols.dlms import axdr
 from fep.protocols.dlms.axdr import CosemDateTime, Data
 from fep.protocols.dlms.client import (
     ActionDone,
@@ -50,9 +45,9 @@ from fep.protocols.dlms.client import (
     GetDone,
     Pushed,
     Released,
-    Send,
     SetDone,
 )
+from fep.protocols.dlms.context import DlmsContext, SecurityEvents
 from fep.protocols.dlms.cosem import (
     CosemClass,
     KeyId,
@@ -65,24 +60,31 @@ from fep.protocols.dlms.cosem import (
     profile_blocks,
     register_reading,
 )
-from fep.protocols.dlms.errors import PROTOCOL, DataAccessError, DlmsError, DowngradeError
-from fep.protocols.dlms.identity import (
-    DEFAULT_SYSTEM_TITLE,
-    DOWNGRADE_CODE,
-    counter_key,
-    downgrade_event,
-    key_fingerprint,
+from fep.protocols.dlms.errors import PROTOCOL, DataAccessError, DlmsError
+from fep.protocols.dlms.exchange import (
+    Answered,
+    DlmsSteps,
+    Downgrade,
+    LinkNoise,
+    Opened,
+    PushArrived,
+    Refused,
+    Resent,
 )
-from fep.protocols.dlms.security import SecurityKeys
-from fep.protocols.session import connect_within
-from fep.ratelog import RateLimitedLog
+from fep.protocols.dlms.identity import DOWNGRADE_CODE, counter_key, key_fingerprint
+from fep.protocols.dlms.link import HdlcLink, Link, LinkKind, LinkSettings, WrapperLink
+from fep.protocols.dlms.receiver import DlmsPushDecoder, DlmsPushHandler
+from fep.protocols.dlms.settings import (
+    DEFAULT_OBJECTS,
+    hex_setting,
+    metadata_time,
+    obis_setting,
+    parse_object,
+    settings_for,
+)
+from fep.protocols.session import MeterSession, connect_within
 
 log = Logger(namespace="fep.protocols.dlms")
-
-# Public client SAP (16) reads without authentication; management (1) with LLS/HLS.
-PUBLIC_CLIENT = 16
-WRAPPER_PORT_SERVER = 1
-
 
 _T = TypeVar("_T")
 
@@ -98,141 +100,22 @@ TRANSFERABLE_KEYS = {
 }
 
 
-_PUSH_FIRST_BYTES = frozenset({0x0F, 0xC2, 0xDB, 0xDC})
-
-
-class LinkKind(enum.Enum):
-    WRAPPER = "wrapper"
-    HDLC = "hdlc"
-
-
-@attrs.frozen
-class LinkSettings:
-    kind: LinkKind = LinkKind.WRAPPER
-    client_address: int = PUBLIC_CLIENT
-    server_logical: int = 1
-    server_physical: int | None = None
-    # HDLC over a slow line: how many times a silent step is repeated before giving up.
-    retries: int = 2
-
-
-class _Link:
-    """What the session needs of a link: bytes to open it, to carry an APDU, to close it,
-    and received bytes turned into APDUs and bytes to send back."""
-
-    def open(self) -> list[bytes]:
-        return []
-
-    def is_open(self) -> bool:
-        return True
-
-    def send(self, apdu: bytes) -> list[bytes]:
-        raise NotImplementedError
-
-    def receive(self, data: bytes) -> tuple[list[bytes], list[bytes]]:
-        """(APDUs received, bytes to send now)."""
-        raise NotImplementedError
-
-    def close(self) -> list[bytes]:
-        return []
-
-    def timeout(self) -> list[bytes]:
-        return []
-
-
-class _WrapperLink(_Link):
-    def __init__(self, settings: LinkSettings) -> None:
-        self.client_wport = settings.client_address
-        self.server_wport = settings.server_logical
-        self.decoder = wrapper.WrapperDecoder()
-
-    def send(self, apdu: bytes) -> list[bytes]:
-        frame = wrapper.WrapperFrame(self.client_wport, self.server_wport, apdu)
-        return [wrapper.encode_wrapper(frame)]
-
-    def receive(self, data: bytes) -> tuple[list[bytes], list[bytes]]:
-        """The APDUs ``data`` completes. Garbage is dropped and decoding goes on after it in
-        this same call (each step drops bytes, so the work is bounded by ``data``); the first
-        FrameError is raised only when no frame came, so an answer after junk is not left
-        waiting in the buffer for bytes that may never come."""
-        frames: list[wrapper.WrapperFrame] = []
-        first_error: FrameError | None = None
-        while True:
-            try:
-                got = self.decoder.receive(data)
-            except FrameError as error:
-                first_error = first_error or error
-                data = b""
-                continue
-            data = b""
-            if not got:
-                break
-            frames.extend(got)
-        if first_error is not None and not frames:
-            raise first_error
-        # Answers come to our wPort; a meter's pushes go to its push destination, whatever
-        # that is: they are taken too (the client tells them from answers).
-        return [
-            f.apdu
-            for f in frames
-            if f.destination_wport == self.client_wport
-            or (f.apdu and f.apdu[0] in _PUSH_FIRST_BYTES)
-        ], []
-
-
-class _HdlcLink(_Link):
-    def __init__(self, settings: LinkSettings) -> None:
-        self.link = hdlc.HdlcClientLink(
-            hdlc.HdlcAddress(settings.client_address),
-            hdlc.HdlcAddress(settings.server_logical, settings.server_physical),
-        )
-        self.connected = False
-
-    def open(self) -> list[bytes]:
-        return [self.link.connect()]
-
-    def is_open(self) -> bool:
-        return self.connected
-
-    def send(self, apdu: bytes) -> list[bytes]:
-        return self.link.send(apdu)
-
-    def receive(self, data: bytes) -> tuple[list[bytes], list[bytes]]:
-        apdus: list[bytes] = []
-        out: list[bytes] = []
-        for event in self.link.receive_data(data):
-            if isinstance(event, hdlc.ApduReceived):
-                apdus.append(event.apdu)
-            elif isinstance(event, hdlc.SendFrame):
-                out.append(event.data)
-            elif isinstance(event, hdlc.LinkConnected):
-                self.connected = True
-            elif isinstance(event, hdlc.LinkRefused):
-                raise ProtocolError(f"HDLC link refused: {event.reason}", protocol=PROTOCOL)
-            elif isinstance(event, hdlc.LinkDisconnected):
-                self.connected = False
-        return apdus, out
-
-    def close(self) -> list[bytes]:
-        return [self.link.disconnect()]
-
-    def timeout(self) -> list[bytes]:
-        return self.link.timeout()
-
-
-class DlmsConnection(Protocol):
-    """One connection to one meter: opens the link, then runs one exchange at a time.
+class DlmsConnection(MeterSession):
+    """One connection to one meter on the shared session driver: opens the link, then runs
+    one exchange at a time (the steps are fep.protocols.dlms.exchange's).
 
     ``request(apdu)`` sends an APDU and fires with the client's final event for it
-    (following ``Send`` continuations itself); failures are DlmsError/FrameError/
-    SessionTimeout naming the meter.
+    (following ``Send`` continuations itself); a refused answer fails that request
+    (DlmsError/FrameError naming the meter); a silent meter or a lost connection ends the
+    session and fails what waits, with the driver's errors (SessionTimeout naming the step
+    and its time limit, ChannelError naming the route).
     """
 
     def __init__(
         self,
         reactor: Any,
         client: DlmsClient,
-        link: _Link,
+        link: Link,
         *,
         timeout: float,
         retries: int = 2,
@@ -240,11 +123,14 @@ class DlmsConnection(Protocol):
         on_downgrade: Callable[[str], None] | None = None,
         accept_counter: Callable[[bytes, int], Any] | None = None,
     ) -> None:
-        self.reactor = reactor
+        self.exchange = DlmsSteps(client, link, retries)
+        s = client.settings
+        super().__init__(
+            reactor, timeout, meter=s.meter, route=s.route, protocol=PROTOCOL,
+            steps=self.exchange,
+        )
         self.client = client
         self.link = link
-        self.timeout = timeout
-        self.retries = retries
         self.on_push = on_push
         # Told of every unciphered APDU refused from a meter with keys (a security event).
         self.on_downgrade = on_downgrade
@@ -254,137 +140,65 @@ class DlmsConnection(Protocol):
         self.ready: Deferred[None] = Deferred()
         self.closed: Deferred[None] = Deferred()
         self._waiting: Deferred[Event] | None = None
-        self._timer: IDelayedCall | None = None
-        self._what = "link"
-        self._tries = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
+        self._dropped = False
         self.frame_errors = 0
         # Minutes local to UTC for push times the meter sends without a deviation.
         self.default_deviation: int | None = None
+        self.done.addBoth(self._session_over)
 
-    # -- plumbing -------------------------------------------------------------------------
+    # -- what the driver hands over ---------------------------------------------------------
 
-    def _meter_error(self, message: str, cls: type[ProtocolError] = ProtocolError) -> ProtocolError:
-        s = self.client.settings
-        return cls(message, meter=s.meter, route=s.route, protocol=PROTOCOL)
-
-    def _write(self, chunks: Sequence[bytes]) -> None:
-        for chunk in chunks:
-            self.bytes_out += len(chunk)
-            self.transport.write(chunk)  # type: ignore[union-attr]
-
-    def _arm(self, what: str) -> None:
-        self._disarm()
-        self._what = what
-        self._timer = self.reactor.callLater(self.timeout, self._timed_out)
-
-    def _disarm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        again = self.link.timeout()
-        if again and self._tries < self.retries:
-            self._tries += 1
-            log.debug(
-                "{meter}: no answer to {what}, repeating ({n})",
-                meter=self.client.settings.meter,
-                what=self._what,
-                n=self._tries,
-            )
-            self._write(again)
-            self._timer = self.reactor.callLater(self.timeout, self._timed_out)
-            return
-        self._fail(
-            self._meter_error(
-                f"no answer to {self._what} within {self.timeout:.1f} s", SessionTimeout
-            )
-        )
-
-    def _fail(self, error: Exception) -> None:
-        self._disarm()
-        for d in (self.ready, self._waiting):
-            if d is not None and not d.called:
-                if d is self._waiting:
-                    self._waiting = None
-                d.errback(Failure(error))
-                return
-        log.warn("{meter}: {error}", meter=self.client.settings.meter, error=str(error))
-
-    # -- Protocol -------------------------------------------------------------------------
-
-    def connectionMade(self) -> None:
-        opening = self.link.open()
-        if opening:
-            self._write(opening)
-            self._arm("SNRM")
-        else:
-            self.ready.callback(None)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.bytes_in += len(data)
-        try:
-            apdus, out = self.link.receive(data)
-        except FrameError as e:
-            self.frame_errors += 1
-            log.info(
-                "{meter}: link frame error: {error}", meter=self.client.settings.meter, error=str(e)
-            )
-            return
-        except ProtocolError as e:
-            self._fail(self._meter_error(str(e)))
-            return
-        self._write(out)
-        if not self.ready.called and self.link.is_open():
-            self._disarm()
-            self.ready.callback(None)
-        for raw in apdus:
-            self._on_apdu(raw)
-
-    def _on_apdu(self, raw: bytes) -> None:
-        try:
-            event = self.client.receive(raw)
-        except (DlmsError, FrameError) as e:
-            if isinstance(e, FrameError):
+    def note(self, action: object) -> None:
+        meter = self.client.settings.meter
+        if isinstance(action, Opened):
+            if not self.ready.called:
+                self.ready.callback(None)
+        elif isinstance(action, Answered):
+            waiting, self._waiting = self._waiting, None
+            if waiting is not None:
+                waiting.callback(action.event)
+        elif isinstance(action, Refused):
+            if isinstance(action.error, FrameError):
                 self.frame_errors += 1
-            if isinstance(e, DowngradeError) and self.on_downgrade is not None:
-                self.on_downgrade(str(e))
-            self._fail(e)
-            return
-        if isinstance(event, Pushed):
-            if event.downgrade:
-                if self.on_downgrade is not None:
-                    self.on_downgrade(event.problem or "unciphered notification")
-                else:
-                    log.error("{meter}: {why} refused", meter=self.client.settings.meter,
-                              why=event.problem, security_event=DOWNGRADE_CODE)
-                return
+            if not self._tell(Failure(action.error)):
+                log.warn("{meter}: {error}", meter=meter, error=str(action.error))
+        elif isinstance(action, PushArrived):
             if self.on_push is not None:
-                self.on_push(event)
+                self.on_push(action.pushed)
             else:
-                self._hand_over_push(event)
-            return
-        if isinstance(event, Send):
-            self._tries = 0
-            self._write(self.link.send(event.apdu))
-            self._arm(self._what)
-            return
-        self._disarm()
+                self._hand_over_push(action.pushed)
+        elif isinstance(action, Downgrade):
+            if self.on_downgrade is not None:
+                self.on_downgrade(action.detail)
+            elif action.push:
+                log.error("{meter}: {why} refused", meter=meter, why=action.detail,
+                          security_event=DOWNGRADE_CODE)
+        elif isinstance(action, LinkNoise):
+            self.frame_errors += 1
+            log.info("{meter}: link frame error: {error}", meter=meter, error=str(action.error))
+        elif isinstance(action, Resent):
+            log.debug("{meter}: no answer to {what}, repeating ({n})", meter=meter,
+                      what=action.what, n=action.n)
+
+    def _tell(self, failure: Failure) -> bool:
+        """Fail the opening or the request under way; False when nothing waits."""
+        if not self.ready.called:
+            self.ready.errback(failure)
+            return True
         waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            waiting.callback(event)
+        if waiting is None:
+            return False
+        waiting.errback(failure)
+        return True
+
+    def _session_over(self, result: object) -> None:
+        """The driver ended the session: a failure goes to what waits for it."""
+        if isinstance(result, Failure) and not self._tell(result) and not self._dropped:
+            log.warn("{meter}: {error}", meter=self.client.settings.meter,
+                     error=result.getErrorMessage())
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
-        self._disarm()
-        lost = self._meter_error(f"connection lost ({reason.getErrorMessage()})")
-        if not self.ready.called:
-            self.ready.errback(Failure(lost))
-        if self._waiting is not None:
-            waiting, self._waiting = self._waiting, None
-            waiting.errback(Failure(lost))
+        super().connectionLost(reason)
         if not self.closed.called:
             self.closed.callback(None)
 
@@ -441,22 +255,30 @@ class DlmsConnection(Protocol):
     # -- API ------------------------------------------------------------------------------
 
     def request(self, apdu: bytes, what: str) -> Deferred[Event]:
+        s = self.client.settings
         if self._waiting is not None:
-            raise self._meter_error(f"{what} while another request is outstanding")
-        self._waiting = Deferred()
-        self._tries = 0
-        self._write(self.link.send(apdu))
-        self._arm(what)
-        return self._waiting
+            raise ProtocolError(f"{what} while another request is outstanding",
+                                meter=s.meter, route=s.route, protocol=PROTOCOL)
+        if self.finished:
+            raise ProtocolError(f"{what} after the session ended", meter=s.meter,
+                                route=s.route, protocol=PROTOCOL)
+        actions = self.exchange.request(apdu, what)
+        waiting: Deferred[Event] = Deferred()
+        self._waiting = waiting
+        self.run(actions)
+        return waiting
 
     def close_link(self) -> Deferred[None]:
         """Disconnect the link (HDLC DISC) and the transport."""
-        closing = self.link.close()
-        if closing and self.transport is not None:
-            self._write(closing)
-        if self.transport is not None:
-            self.transport.loseConnection()
+        if self.transport is not None and not self.finished:
+            self.run(self.exchange.close())
+            self.finish(None)
         return self.closed
+
+    def drop(self) -> None:
+        """The work on this session failed: drop the line (nothing more is sent)."""
+        self._dropped = True
+        self.fail(ProtocolError("session abandoned"))
 
 
 class DlmsSession:
@@ -783,7 +605,7 @@ async def open_session(
     client = DlmsClient(
         settings, invocation_counter=invocation_counter, counter_limit=counter_limit
     )
-    link_impl: _Link = _HdlcLink(link) if link.kind == LinkKind.HDLC else _WrapperLink(link)
+    link_impl: Link = HdlcLink(link) if link.kind == LinkKind.HDLC else WrapperLink(link)
     connection = DlmsConnection(
         reactor, client, link_impl, timeout=timeout, retries=link.retries, on_push=on_push,
         on_downgrade=on_downgrade, accept_counter=accept_counter,
@@ -792,170 +614,7 @@ async def open_session(
     return DlmsSession(connection)
 
 
-# -- meter settings ---------------------------------------------------------------------------
-
-
-def _hex(meter: Meter, key: str, size: int | None = None) -> bytes | None:
-    text = meter.metadata.get(key)
-    if not text:
-        return None
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raise ConfigError(f"meter {meter.id}: {key} is not hex", key=key) from None
-    if size is not None and len(raw) != size:
-        raise ConfigError(f"meter {meter.id}: {key} must be {size} bytes", key=key)
-    return raw
-
-
-def settings_for(
-    meter: Meter, system_title: bytes | None = None
-) -> tuple[ClientSettings, LinkSettings]:
-    """The association and link settings a meter's record (metadata ``dlms_*``) asks for;
-    ``system_title`` is fep's (the node's) unless the record gives ``dlms_system_title``.
-    A meter with keys is always ciphered: ``dlms_ciphered = no`` with keys is refused."""
-    md = meter.metadata
-    try:
-        auth = Authentication(md.get("dlms_auth", "none"))
-    except ValueError:
-        raise ConfigError(
-            f"meter {meter.id}: dlms_auth must be none, low or high-gmac", key="dlms_auth"
-        ) from None
-    ek, ak = _hex(meter, "dlms_ek", 16), _hex(meter, "dlms_ak", 16)
-    keys = SecurityKeys(ek, ak) if ek and ak else None
-    ciphered_text = md.get("dlms_ciphered", "yes" if keys else "no")
-    if keys is not None and ciphered_text.lower() not in ("yes", "true", "1"):
-        raise ConfigError(
-            f"meter {meter.id}: dlms_ciphered = {ciphered_text} with keys: a meter with keys "
-            "is always ciphered (an unciphered APDU from it is refused)", key="dlms_ciphered"
-        )
-    try:
-        kind = LinkKind(md.get("dlms_link", "wrapper"))
-    except ValueError:
-        raise ConfigError(
-            f"meter {meter.id}: dlms_link must be wrapper or hdlc", key="dlms_link"
-        ) from None
-    server = md.get("dlms_server", meter.address or "1")
-    logical_text, _, physical_text = server.partition("/")
-    default_client = "1" if auth != Authentication.NONE else str(PUBLIC_CLIENT)
-    try:
-        client_address = int(md.get("dlms_client", default_client), 0)
-        logical = int(logical_text, 0)
-        physical = int(physical_text, 0) if physical_text else None
-    except ValueError:
-        raise ConfigError(
-            f"meter {meter.id}: DLMS addresses must be numbers", key="dlms_server"
-        ) from None
-    password = md.get("dlms_password")
-    client = ClientSettings(
-        authentication=auth,
-        password=password.encode() if password else None,
-        system_title=_hex(meter, "dlms_system_title", 8) or system_title or DEFAULT_SYSTEM_TITLE,
-        keys=keys,
-        ciphered=ciphered_text.lower() in ("yes", "true", "1") and keys is not None,
-        meter=meter.id,
-        route=meter.route,
-    )
-    return client, LinkSettings(kind, client_address, logical, physical)
-
-
-def _metadata_time(meter: Meter, key: str) -> datetime | None:
-    """An ISO-8601 time from the meter's metadata (UTC when no zone is given)."""
-    text = meter.metadata.get(key)
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(
-            f"meter {meter.id}: {key} is not an ISO-8601 time: {text!r}", key=key
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-DEFAULT_OBJECTS = (
-    "8/0.0.1.0.0.255/2",
-    "3/1.0.1.8.0.255/2",
-    "3/1.0.2.8.0.255/2",
-    "3/1.0.32.7.0.255/2",
-    "3/1.0.31.7.0.255/2",
-    "3/1.0.1.7.0.255/2",
-)
-
-
-def parse_object(text: str) -> A.AttributeDescriptor:
-    """``CLASS/OBIS/ATTRIBUTE``, e.g. ``3/1-0:1.8.0.255/2`` or ``3/1.0.1.8.0.255/2``."""
-    parts = text.strip().split("/")
-    if len(parts) != 3:
-        raise ConfigError(f"object {text!r} is not CLASS/OBIS/ATTRIBUTE", key="objects")
-    try:
-        obis_text = parts[1]
-        if ":" in obis_text and obis_text.count(".") == 3:
-            # 1-0:1.8.0.255 -> 1-0:1.8.0*255
-            head, _, f = obis_text.rpartition(".")
-            obis_text = f"{head}*{f}"
-        return A.AttributeDescriptor(int(parts[0]), ObisCode.parse(obis_text), int(parts[2]))
-    except ValueError as e:
-        raise ConfigError(f"object {text!r}: {e}", key="objects") from None
-
-
 COUNTERS_PER_SESSION = 10_000
-
-
-class SecurityEvents:
-    """Refused downgrades: every one counted in ``downgrades`` and logged; a MeterEvent
-    (fep.protocols.dlms.identity.downgrade_event) submitted to ``sink`` at most once per
-    meter per ``interval`` seconds (an attacker's flood stays one alarm, not a table of
-    rows)."""
-
-    def __init__(
-        self,
-        sink: IRecordSink | None = None,
-        *,
-        clock: Callable[[], float] = time.time,
-        interval: float = 60.0,
-    ) -> None:
-        self.sink = sink
-        self.clock = clock
-        self.interval = interval
-        self.downgrades = 0
-        self._last: dict[str, float] = {}
-
-    def downgrade(self, meter: str, where: str, detail: str) -> None:
-        self.downgrades += 1
-        log.error(
-            "DLMS security: unciphered APDU from meter {meter} refused ({where}): {detail}",
-            meter=meter, where=where, detail=detail, security_event=DOWNGRADE_CODE,
-        )
-        now = self.clock()
-        last = self._last.get(meter)
-        if self.sink is None or (last is not None and now - last < self.interval):
-            return
-        if len(self._last) > 10_000:
-            self._last.clear()
-        self._last[meter] = now
-        event = downgrade_event(meter, where, detail, datetime.fromtimestamp(now, UTC))
-        d = self.sink.submit([event])
-        d.addErrback(lambda f: log.failure("security event of {meter} not spooled", f,
-                                           meter=meter))
-
-
-class DlmsContext:
-    """What the DLMS sessions of a process share: the invocation counters (an
-    IInvocationCounters; None refuses meters with keys), the client system title used unless
-    a meter's ``dlms_system_title`` says otherwise, and the security events of pulls."""
-
-    def __init__(
-        self,
-        counters: Any,
-        system_title: bytes = DEFAULT_SYSTEM_TITLE,
-        security: SecurityEvents | None = None,
-    ) -> None:
-        if len(system_title) != 8:
-            raise ValueError("a DLMS system title is 8 bytes")
-        self.counters = counters
-        self.system_title = system_title
-        self.security = security if security is not None else SecurityEvents()
 
 
 DEFAULT_PROFILE = "1.0.99.1.0.255"
@@ -1074,7 +733,7 @@ class DlmsProtocol:
                 session.default_deviation = int(deviation)
                 session.connection.default_deviation = session.default_deviation
             except ValueError:
-                session.connection.transport.loseConnection()  # type: ignore[union-attr]
+                session.connection.drop()
                 raise ConfigError(
                     f"meter {meter.id}: dlms_deviation must be minutes", key="dlms_deviation"
                 ) from None
@@ -1095,7 +754,7 @@ class DlmsProtocol:
             result = await work(session)
             await session.release()
         except BaseException:
-            session.connection.transport.loseConnection()  # type: ignore[union-attr]
+            session.connection.drop()
             raise
         return result
 
@@ -1114,8 +773,8 @@ class DlmsProtocol:
             if profile:
                 records += await session.read_profile(
                     ObisCode.parse(profile),
-                    _metadata_time(meter, "dlms_from"),
-                    _metadata_time(meter, "dlms_to"),
+                    metadata_time(meter, "dlms_from"),
+                    metadata_time(meter, "dlms_to"),
                 )
             return records
 
@@ -1133,7 +792,7 @@ class DlmsProtocol:
         """The load profile (``dlms_profile``, default 1.0.99.1.0.255) by range selective
         access on its capture times: an interval ends at its capture time, so asking for
         ``[since, until]`` covers every interval starting in ``[since, until)``."""
-        profile = _obis_setting(meter, "dlms_profile", DEFAULT_PROFILE)
+        profile = obis_setting(meter, "dlms_profile", DEFAULT_PROFILE)
 
         async def work(session: DlmsSession) -> list[Record]:
             return await session.read_profile(profile, since, until)
@@ -1246,7 +905,7 @@ async def _transfer_keys(
     """``key-transfer``: ``params["new_keys"]`` (meter secret name -> hex, given in memory
     by the collection engine, never stored in the command) wrapped with the meter's
     ``dlms_kek``. Fires with the names of the keys sent, never their values."""
-    kek = _hex(meter, "dlms_kek", 16)
+    kek = hex_setting(meter, "dlms_kek", 16)
     if kek is None:
         raise ConfigError(f"meter {meter.id}: key-transfer needs the meter's master key "
                           "(dlms_kek) in the secret store", key="dlms_kek")
@@ -1259,271 +918,6 @@ async def _transfer_keys(
         pairs.append((TRANSFERABLE_KEYS[name], bytes.fromhex(value)))
     if not pairs:
         raise ConfigError(f"meter {meter.id}: key-transfer names no key", key="keys")
-    setup = _obis_setting(meter, "dlms_security_setup", str(SECURITY_SETUP))
+    setup = obis_setting(meter, "dlms_security_setup", str(SECURITY_SETUP))
     await session.transfer_keys(pairs, kek, setup)
     return {"keys": ",".join(sorted(new_keys))}
-
-
-def _obis_setting(meter: Meter, key: str, default: str) -> ObisCode:
-    text = meter.metadata.get(key) or default
-    try:
-        return ObisCode.parse(text)
-    except ValueError:
-        raise ConfigError(f"meter {meter.id}: {key} {text!r} is not an OBIS code",
-                          key=key) from None
-
-
-# -- push receiver ----------------------------------------------------------------------------
-
-
-@attrs.define
-class PushStats:
-    accepted: int = 0
-    rejected_unknown: int = 0
-    rejected_cipher: int = 0
-    rejected_replay: int = 0
-    rejected_frame: int = 0
-    # Unciphered pushes from meters with keys (each a security event).
-    rejected_plain: int = 0
-
-
-class DlmsPushDecoder:
-    """Turns pushed APDUs into records: finds the sender (by the system title of a
-    general-ciphered APDU, through ``resolve``), deciphers with its keys, refuses replayed
-    invocation counters, decodes the notification and submits the readings. Refusals are
-    counted in ``stats`` and logged with the system title; nothing is raised.
-
-    An unciphered push is refused from a meter with keys, whether ``resolve`` names it (a
-    GPRS session's meter) or ``identify`` finds it by the logical device name the push
-    carries (the push listener): counted as ``rejected_plain`` and a security event
-    (``security``, through the sink)."""
-
-    def __init__(
-        self,
-        sink: IRecordSink,
-        resolve: Callable[[bytes | None, int], Meter | None],
-        counters: Any = None,
-        stats: PushStats | None = None,
-        *,
-        identify: Callable[[bytes], Meter | None] | None = None,
-        security: SecurityEvents | None = None,
-        where: str = "push",
-    ) -> None:
-        self.sink = sink
-        self.resolve = resolve
-        if counters is None:
-            from fep.protocols.dlms.security import InvocationCounterGuard
-
-            counters = InvocationCounterGuard()
-        self.counters = counters
-        self.stats = stats if stats is not None else PushStats()
-        self.events = RateLimitedLog(log)  # strangers' junk: rate-limited logs
-        self.identify = identify
-        self.security = security if security is not None else SecurityEvents(sink)
-        self.where = where
-
-    def reject(self, why: str, system_title: bytes | None, detail: str) -> None:
-        counter = {
-            "unknown": "rejected_unknown",
-            "cipher": "rejected_cipher",
-            "replay": "rejected_replay",
-            "plain": "rejected_plain",
-        }.get(why, "rejected_frame")
-        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-        self.events.warn(
-            "DLMS push rejected ({why}) from system title {title}: {detail}",
-            why=why,
-            title=system_title.hex() if system_title else "?",
-            detail=detail,
-            kind=f"dlms push {why}",
-        )
-
-    def _claimed_sender(self, raw: bytes) -> Meter | None:
-        """The meter an unciphered push names by its logical device name (0.0.42.0.0.255,
-        often the manufacturer's three letters and the serial number)."""
-        from fep.protocols.dlms.push import logical_device_name
-
-        if self.identify is None:
-            return None
-        try:
-            message = A.decode_apdu(raw)
-            if not isinstance(message, A.DataNotification):
-                return None
-            name = logical_device_name(message)
-        except (FrameError, ValueError):
-            return None
-        return self.identify(name) if name else None
-
-    @staticmethod
-    def _keyed(meter: Meter) -> bool:
-        try:
-            client, _ = settings_for(meter)
-        except ConfigError:
-            # Keys that do not parse are still keys: nothing unciphered is taken.
-            return any(meter.metadata.get(k) for k in ("dlms_ek", "dlms_ak"))
-        return client.keys is not None
-
-    def notification(self, raw: bytes, wport: int = 0, source: str = "") -> bool:
-        """Decode and submit one pushed APDU; False when it was refused (a ciphered push is
-        submitted once its counter is accepted, which may be later)."""
-        from fep.protocols.dlms import security
-        from fep.protocols.dlms.errors import CipheringError
-        from fep.protocols.dlms.push import decode_push
-
-        title: bytes | None = None
-        try:
-            plain = raw
-            if raw and raw[0] in (0xDB, 0xDC):
-                title = security.general_system_title(raw)
-                meter = self.resolve(title, wport)
-                if meter is None:
-                    self.reject("unknown", title, "no meter with this system title")
-                    return False
-                client, _ = settings_for(meter)
-                if client.keys is None:
-                    self.reject("cipher", title, f"meter {meter.id} has no keys")
-                    return False
-                deciphered = security.decipher_apdu(raw, keys=client.keys)
-                # Per key: a meter starts its counters again with new keys, and an APDU of
-                # the old keys does not decipher under the new ones.
-                fingerprint = key_fingerprint(client.keys.block_cipher_key)
-                last = self.counters.last_received(title, fingerprint)
-                if last is not None and deciphered.invocation_counter <= last:
-                    self.reject(
-                        "replay",
-                        title,
-                        f"invocation counter {deciphered.invocation_counter} not above {last}",
-                    )
-                    return False
-                plain = deciphered.plain_apdu
-                counter = deciphered.invocation_counter
-            else:
-                meter = self.resolve(None, wport)
-                counter = None
-                fingerprint = None
-                claimed = meter if meter is not None else self._claimed_sender(raw)
-                if claimed is not None and self._keyed(claimed):
-                    detail = f"unciphered push (tag {raw[0] if raw else 0:#04x})"
-                    self.reject("plain", None, f"meter {claimed.id}: {detail}")
-                    self.security.downgrade(claimed.id, self.where, detail)
-                    return False
-                if meter is None:
-                    self.reject("unknown", None, "unciphered push from an unknown sender")
-                    return False
-            message = A.decode_apdu(plain)
-            if not isinstance(message, A.DataNotification):
-                self.reject("frame", title, f"not a Data-Notification: {type(message).__name__}")
-                return False
-            deviation = meter.metadata.get("dlms_deviation")
-            content = decode_push(
-                meter.id, message, default_deviation=int(deviation) if deviation else None
-            )
-        except CipheringError as e:
-            self.reject("cipher", title, str(e))
-            return False
-        except (FrameError, ConfigError, ValueError) as e:
-            self.reject("frame", title, str(e))
-            return False
-        readings = list(content.readings)
-        if source:
-            readings = [attrs.evolve(r, source=source) for r in readings]
-        records: list[Record] = [*readings, *content.events]
-        if counter is None or title is None:
-            self._submit(meter, records)
-            return True
-        # The counter is taken (in the store when it is shared) before anything is stored.
-        accepting = self.counters.accept_received(title, counter, fingerprint)
-        if not isinstance(accepting, Deferred):
-            return self._counted(accepting, meter, title, counter, records)
-        accepting.addCallback(self._counted, meter, title, counter, records)
-        accepting.addErrback(
-            lambda f: log.failure("push from {meter}: invocation counter not recorded; "
-                                  "push dropped", f, meter=meter.id))
-        return True
-
-    def _counted(self, result: tuple[bool, int | None], meter: Meter, title: bytes,
-                 counter: int, records: list[Record]) -> bool:
-        accepted, last = result
-        if not accepted:
-            self.reject("replay", title, f"invocation counter {counter} not above {last}")
-            return False
-        self._submit(meter, records)
-        return True
-
-    def _submit(self, meter: Meter, records: list[Record]) -> None:
-        self.stats.accepted += 1
-        d = self.sink.submit(records)
-        d.addErrback(lambda f: log.failure("push from {meter} not spooled", f, meter=meter.id))
-
-
-@implementer(IPushHandler)
-class DlmsPushHandler:
-    """Pushes on one connection: wrapper frames, each APDU through a DlmsPushDecoder."""
-
-    def __init__(self, decoder: DlmsPushDecoder, source: str = "") -> None:
-        self.decoder = decoder
-        self.source = source
-        self.wrapper = wrapper.WrapperDecoder()
-        self.frames = 0
-
-    def data_received(self, data: bytes) -> None:
-        while True:
-            try:
-                frames = self.wrapper.receive(data)
-            except FrameError as e:
-                self.decoder.reject("frame", None, str(e))
-                data = b""
-                continue
-            for frame in frames:
-                self.frames += 1
-                self.decoder.notification(frame.apdu, frame.source_wport, self.source)
-            return
-
-    def pending(self) -> int:
-        return self.wrapper.buffered
-
-    def take_buffered(self) -> bytes:
-        return self.wrapper.drain()
-
-
-class PushReceiverProtocol(Protocol):
-    """One inbound connection of a meter that pushes Data-Notifications over the wrapper."""
-
-    def __init__(self, factory: DlmsPushFactory) -> None:
-        self.factory = factory
-        self.handler = DlmsPushHandler(factory.decoder)
-
-    def dataReceived(self, data: bytes) -> None:
-        accepted = self.factory.stats.accepted
-        self.handler.data_received(data)
-        if self.factory.stats.accepted > accepted:  # a valid push: the sender is known
-            peer_identified(self.transport)
-
-
-class DlmsPushFactory(Factory):
-    """Accepts pushes, deciphers them with the sender's keys, routes the readings."""
-
-    def __init__(
-        self,
-        sink: IRecordSink,
-        resolve: Callable[[bytes | None, int], Meter | None],
-        counters: Any = None,
-        *,
-        identify: Callable[[bytes], Meter | None] | None = None,
-        security: SecurityEvents | None = None,
-    ) -> None:
-        self.decoder = DlmsPushDecoder(sink, resolve, counters, identify=identify,
-                                       security=security, where="push listener")
-        self.sink = sink
-        self.resolve = resolve
-        self.counters = self.decoder.counters
-        self.stats = self.decoder.stats
-
-    def buildProtocol(self, addr: Any) -> Protocol:
-        return PushReceiverProtocol(self)
-
-    def reject(self, why: str, system_title: bytes | None, detail: str) -> None:
-        self.decoder.reject(why, system_title, detail)
-
-    def notification(self, raw: bytes, protocol: Any = None) -> None:
-        self.decoder.notification(raw)

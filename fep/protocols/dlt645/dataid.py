@@ -13,6 +13,9 @@ C=15 (the default combination word adds forward and reverse), combined reactive 
 C=3/C=4, the four quadrants C=5..8; settlement period n back (DI0 = n) is F = 100 + n,
 the current period F = 255. Signed instantaneous reactive power keeps its sign under
 C=3/23/43/63.
+
+Decoding raises FrameError for data that do not fit the DI's format and ProtocolError for a
+DI fep has no format for, nothing else (fuzzed by tests/fuzz).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ code, the +0x33 data offset, the checksum, and a streaming decoder that resynchr
 
 The frame layout is the same in DL/T 645-1997 and DL/T 645-2007; only the function codes
 and the data identifiers differ (see ``services``). Sans-IO: no Twisted here.
+Decoding raises FrameError and nothing else (fuzzed by tests/fuzz); a frame's data is at
+most 255 bytes.
 """
 
 from __future__ import annotations

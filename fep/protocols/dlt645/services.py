@@ -3,6 +3,9 @@ services of the 1997 edition), and decoders of the meter's responses, its abnorm
 raised as named errors from the error-status bits.
 
 Sans-IO: builders return ``frames.Frame``; decoders take the Frame a ``FrameDecoder`` gave.
+The decoders raise FrameError for a payload that does not fit; ``check_response`` raises
+ProtocolError (MeterErrorResponse for the meter's error bits); nothing else escapes
+(fuzzed by tests/fuzz).
 """
 
 from __future__ import annotations

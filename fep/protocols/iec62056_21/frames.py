@@ -3,6 +3,8 @@ the readout data block with its BCC, and a streaming decoder from bytes to those
 
 Sans-IO: no Twisted here. The decoder takes bytes as they come and gives typed messages, or
 nothing yet ("need more"); a malformed frame raises FrameError naming the stream offset.
+Nothing else is raised (fuzzed by tests/fuzz); lines are at most MAX_LINE bytes and blocks
+MAX_BLOCK.
 """
 
 from __future__ import annotations
@@ -242,6 +244,10 @@ def parse_identification(line: bytes, offset: int = 0) -> Identification:
 # ---------------------------------------------------------------------------
 
 
+# What may start a frame after garbage: searched in C, not byte by byte (junk streams).
+_FRAME_START: Final = re.compile(b"[/\x02]")
+
+
 class FrameDecoder(StreamDecoder[Message]):
     """Turns a byte stream (either direction) into messages.
 
@@ -252,13 +258,15 @@ class FrameDecoder(StreamDecoder[Message]):
     STX (garbage before an identification on a push connection).
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Where the search for the ETX of the block at the head of the buffer goes on.
+        self._etx_scanned = 1
+
     def skip_to_frame_start(self) -> int:
         """Drop bytes up to the next ``/`` or STX; returns how many were dropped."""
-        for i, byte in enumerate(self._buffer):
-            if byte in (0x2F, STX):
-                self._consume(i)
-                return i
-        n = len(self._buffer)
+        found = _FRAME_START.search(self._buffer)
+        n = found.start() if found is not None else len(self._buffer)
         self._consume(n)
         return n
 
@@ -273,6 +281,18 @@ class FrameDecoder(StreamDecoder[Message]):
                 break
             messages.append(message)
         return messages
+
+    def _consume(self, n: int) -> None:
+        super()._consume(n)
+        self._etx_scanned = 1
+
+    def _find_etx(self) -> int:
+        """The ETX of the block or command at the head of the buffer, -1 while it has not
+        come; bytes already searched are not searched again (a block arriving in small
+        pieces would cost work quadratic in its length)."""
+        end = self._buffer.find(ETX, self._etx_scanned)
+        self._etx_scanned = end if end >= 0 else max(1, len(self._buffer))
+        return end
 
     def _fail(self, message: str, drop: int, field: str, at: int = 0) -> FrameError:
         error = FrameError(message, offset=self._base + at, field=field)
@@ -336,7 +356,7 @@ class FrameDecoder(StreamDecoder[Message]):
             self._consume(1)
             return Nak()
         if first == STX:
-            end = buf.find(bytes([ETX]), 1)
+            end = self._find_etx()
             if end < 0 or end + 1 >= len(buf):
                 if len(buf) > MAX_BLOCK:
                     raise self._fail(
@@ -349,7 +369,7 @@ class FrameDecoder(StreamDecoder[Message]):
             self._consume(end + 2)
             return block
         if first == SOH:
-            end = buf.find(bytes([ETX]), 1)
+            end = self._find_etx()
             if end < 0 or end + 1 >= len(buf):
                 if len(buf) > MAX_BLOCK:
                     raise self._fail("command longer than allowed", len(buf), "command")

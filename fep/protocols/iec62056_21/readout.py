@@ -3,6 +3,8 @@ meter time), and back to readout text for the simulator and round-trip tests.
 
 A data set is ``address(value*unit)`` with one or more ``(...)`` value groups; a data line
 holds one or more data sets and ends with CRLF; the readout ends with ``!`` CRLF. Sans-IO.
+``parse_readout`` raises FrameError (naming the line and offset) and nothing else;
+``to_readings`` raises nothing (fuzzed by tests/fuzz).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ big-endian, bits packed least significant first, quantities bounded (2000 bits, 
 registers to read; 1968 bits, 123 registers to write). Requests and responses are decoded
 both ways (the client decodes responses, the simulated recorder decodes requests), and
 ``pdu_length`` tells a framer how long a PDU is from its first bytes. Sans-IO: no Twisted.
+Decoding raises FrameError for a layout that is wrong (``decode_request`` also ValueError
+for a value out of range), nothing else (fuzzed by tests/fuzz).
 """
 
 from __future__ import annotations

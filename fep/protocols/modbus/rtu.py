@@ -10,6 +10,8 @@ PDU length from the function code and byte count, checks the CRC, and drops one 
 time until a frame checks; a client tells it the PDU lengths it awaits (``expected``), so
 a bogus byte count is dropped at once. The session calls ``silence()`` when the line has
 been quiet for the frame gap, which throws away a partial frame. Sans-IO: no Twisted.
+The decoder raises FrameError and nothing else (fuzzed by tests/fuzz); an ADU is at most
+MAX_ADU bytes.
 """
 
 from __future__ import annotations

@@ -14,15 +14,21 @@ from twisted.trial import unittest
 
 from fep.errors import FrameError
 from fep.model import ObisCode
+from fep.protocols.ansi_c12 import tables
 from fep.protocols.ansi_c12.c1219 import (
+    ActualLoadProfile,
     Clock,
     DeviceId,
     EdMode,
     GeneralConfig,
+    LpChannel,
+    LpSelection,
+    LpSetDims,
     ManufacturerId,
     ModeStatus,
     StdStatus,
     TimeFormat,
+    decode_lp_data,
 )
 
 # ST0: little endian, ISO 8859/1 (CHAR_FORMAT 2), TM_FORMAT 2, ID_FORM characters,
@@ -219,3 +225,61 @@ class PropertyTests(unittest.TestCase):
                 decode(raw)
             except FrameError:
                 pass
+
+
+class LoadProfileBoundTests(unittest.TestCase):
+    """Issue 14: ST64's declared length (the bytes present) bounds what is decoded."""
+
+    # ST0 with no time format, ST64 used; ST61 declaring data set 1 as 57,600 blocks of
+    # 19,200 intervals of 0 channels, no status flags; ST62 with interval format 1.
+    CONFIG = GeneralConfig(time_format=TimeFormat.NONE, dim_std_tables=9,
+                           std_tables_used=frozenset({0, 61, 62, 64}))
+    ACTUAL = ActualLoadProfile(0, 0, 0, (LpSetDims(57_600, 19_200, 0, 15), None, None, None))
+    SELECTION = LpSelection((), 1)
+
+    def test_empty_st64_declaring_a_billion_empty_intervals_is_a_frame_error(self) -> None:
+        with self.assertRaises(FrameError) as caught:
+            decode_lp_data(b"", self.CONFIG, self.ACTUAL, self.SELECTION)
+        self.assertEqual(caught.exception.field, "ST61")
+
+    def test_the_same_through_decode_table(self) -> None:
+        given = {
+            0: self.CONFIG.encode(),
+            61: self.ACTUAL.encode(self.CONFIG),
+            62: bytes([1]),
+            64: b"",
+        }
+        with self.assertRaises(FrameError):
+            tables.decode_table(64, given)
+
+    def test_intervals_need_bytes_even_when_blocks_have_a_time(self) -> None:
+        config = GeneralConfig(time_format=TimeFormat.UINT8)
+        with self.assertRaises(FrameError):
+            decode_lp_data(bytes(5 * 4), config, self.ACTUAL, self.SELECTION)
+
+    def test_a_table_shorter_than_its_layout_is_refused_before_decoding(self) -> None:
+        actual = ActualLoadProfile(0, 0, 0, (LpSetDims(60_000, 60_000, 2, 15), None, None, None))
+        selection = LpSelection((LpChannel(0), LpChannel(1)), 2)
+        with self.assertRaises(FrameError) as caught:
+            decode_lp_data(bytes(100), GeneralConfig(), actual, selection)
+        self.assertIn("ST61/ST62 describe", caught.exception.message)
+
+
+class CharacterFloatBoundTests(unittest.TestCase):
+    """Issue 14 (fuzzing): a FLOAT_CHAR21 register of 1E+999999999 decoded to a Decimal whose
+    int() (the JSON of ``fep read --table``) never ends."""
+
+    def test_exponent_beyond_a_float64_is_a_frame_error(self) -> None:
+        from fep.protocols.ansi_c12.c1219 import NiFormat, decode_ni
+
+        with self.assertRaises(FrameError) as caught:
+            decode_ni(b"1e999999999".ljust(21), NiFormat.FLOAT_CHAR21, "little", 23)
+        self.assertIn("out of range", caught.exception.message)
+
+    def test_ordinary_exponents_still_decode(self) -> None:
+        from decimal import Decimal
+
+        from fep.protocols.ansi_c12.c1219 import NiFormat, decode_ni
+
+        self.assertEqual(decode_ni(b"1.5E+3".ljust(12), NiFormat.FLOAT_CHAR12, "little", 23),
+                         Decimal("1.5E+3"))

@@ -881,6 +881,42 @@ class ProfileAndLogSessionTests(unittest.TestCase):
         self.assertEqual(parts.lp_blocks, whole.lp_blocks)
         self.assertEqual(parts.history_log, whole.history_log)
 
+    def test_a_profile_declared_beyond_what_reads_address_is_refused_unread(self) -> None:
+        # Issue 14: a meter's ST61 sizes ST64; 65,535 blocks of 65,535 intervals of 255
+        # channels would have the client reading (and holding) terabytes.
+        from fep.protocols.ansi_c12.c1218 import encode_read_response
+        from fep.protocols.ansi_c12.c1219 import (
+            ActualLoadProfile,
+            LpChannel,
+            LpSelection,
+            LpSetDims,
+            encode_lp_selection,
+        )
+
+        meter = SimulatedC12Meter(clock=FakeClock())
+        huge = ActualLoadProfile(0, meter.lp_actual.flags & ~0x40, 0,
+                                 (LpSetDims(65_535, 65_535, 255, 15), None, None, None))
+        selection = LpSelection((LpChannel(0),) * 255, 2)
+        tables = {
+            b"\x30\x00\x3d": huge.encode(meter.config),  # read ST61
+            b"\x30\x00\x3e": encode_lp_selection(  # read ST62
+                (selection, None, None, None), meter.config
+            ),
+        }
+
+        def answers(request: bytes, answer: bytes) -> bytes:
+            if request in tables:
+                return encode_read_response(tables[request])
+            return answer
+
+        client = C1218Client(settings_(password=b"secret"), now=lambda: NOW)
+        wire = Wire(client, meter, answers=answers)
+        end = wire.run()
+        self.assertIsInstance(end, Failed)
+        assert isinstance(end, Failed)
+        self.assertIn("partial read can address", str(end.error))
+        self.assertFalse([e for e in meter.log if e.startswith("read 64")])
+
     def test_profile_and_events_can_be_left_out(self) -> None:
         data, wire = read_all(profile=False, events=False)
         self.assertFalse([e for e in wire.meter.log if e.startswith(("read 6", "read 7"))])

@@ -26,6 +26,7 @@ from fep.model import EventKind, Meter, MeterEvent, Reading, Record
 from fep.protocols.dlms import acse, security, wrapper
 from fep.protocols.dlms import apdu as A
 from fep.protocols.dlms.client import Associated, ClientSettings, DlmsClient, Pushed
+from fep.protocols.dlms.context import DlmsContext, SecurityEvents
 from fep.protocols.dlms.errors import DowngradeError
 from fep.protocols.dlms.identity import (
     DOWNGRADE_CODE,
@@ -33,18 +34,12 @@ from fep.protocols.dlms.identity import (
     key_fingerprint,
     node_system_title,
 )
+from fep.protocols.dlms.link import LinkSettings, WrapperLink
+from fep.protocols.dlms.receiver import DlmsPushDecoder
 from fep.protocols.dlms.security import InvocationCounterGuard
 from fep.protocols.dlms.server import DlmsServer, ServerSettings
-from fep.protocols.dlms.session import (
-    DlmsConnection,
-    DlmsContext,
-    DlmsProtocol,
-    DlmsPushDecoder,
-    LinkSettings,
-    SecurityEvents,
-    _WrapperLink,
-    settings_for,
-)
+from fep.protocols.dlms.session import DlmsConnection, DlmsProtocol
+from fep.protocols.dlms.settings import settings_for
 from fep.sim import dlms_meter as sim
 from fep.sim.dlms import DlmsMeterServerFactory, DlmsMeterServerProtocol
 from fep.store.counters import InvocationCounterFile
@@ -313,7 +308,7 @@ class PushDuringPullTests(unittest.TestCase):
         transports = []
         for _ in range(2):
             client = DlmsClient(ClientSettings(keys=KEYS, ciphered=True, meter="m1"))
-            connection = DlmsConnection(Clock(), client, _WrapperLink(LinkSettings()),
+            connection = DlmsConnection(Clock(), client, WrapperLink(LinkSettings()),
                                         timeout=5, accept_counter=keeper.accept_received)
             transport = PushTransport()
             connection.makeConnection(transport)
@@ -325,7 +320,7 @@ class PushDuringPullTests(unittest.TestCase):
     def test_a_plain_push_during_a_keyed_pull_is_refused_and_raised(self) -> None:
         told: list[str] = []
         client = DlmsClient(ClientSettings(keys=KEYS, ciphered=True, meter="m1"))
-        connection = DlmsConnection(Clock(), client, _WrapperLink(LinkSettings()), timeout=5,
+        connection = DlmsConnection(Clock(), client, WrapperLink(LinkSettings()), timeout=5,
                                     on_downgrade=told.append)
         transport = PushTransport()
         connection.makeConnection(transport)

@@ -152,24 +152,6 @@ class GreenBookTests(unittest.TestCase):
         self.assertEqual(guard.last_received(TITLE), 6)
         self.assertIsNone(guard.last_received(b"ABCDEFGH"))
 
-    def test_send_counter_hands_out_only_reserved_counters(self) -> None:
-        counter = S.SendCounter(10)
-        self.assertTrue(counter.needs_reserve)
-        with self.assertRaises(CipheringError):
-            counter.next()
-        self.assertEqual(counter.reserve(3), 13)
-        self.assertEqual([counter.next() for _ in range(3)], [10, 11, 12])
-        self.assertTrue(counter.needs_reserve)
-        self.assertEqual(counter.reserve(2), 15)
-        self.assertEqual(counter.next(), 13)
-
-    def test_send_counter_stops_at_2_to_the_32(self) -> None:
-        counter = S.SendCounter(0xFFFFFFFE)
-        self.assertEqual(counter.reserve(1000), 0x100000000)
-        self.assertEqual((counter.next(), counter.next()), (0xFFFFFFFE, 0xFFFFFFFF))
-        with self.assertRaises(CipheringError):
-            counter.next()
-
 
 controls = st.builds(S.SecurityControl, st.just(0), st.booleans(), st.booleans())
 authenticated = st.builds(S.SecurityControl, st.just(0), st.just(True), st.booleans())

@@ -23,7 +23,8 @@ from fep.protocols.dlms import apdu as A
 from fep.protocols.dlms.errors import AssociationRefused, DataAccessError
 from fep.protocols.dlms.security import SecurityKeys
 from fep.protocols.dlms.server import ServerSettings
-from fep.protocols.dlms.session import DlmsProtocol, parse_object
+from fep.protocols.dlms.session import DlmsProtocol
+from fep.protocols.dlms.settings import parse_object
 from fep.protocols.registry import meter_protocol
 from fep.sim import dlms_meter as sim
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK, DlmsMeterServerFactory
@@ -57,7 +58,7 @@ class SessionTests(unittest.TestCase):
         return Meter("m1", "dlms", f"tcp:host=127.0.0.1:port={self.port}", metadata=metadata)
 
     async def read(self, meter: Meter, timeout: float = 5.0) -> list:
-        from fep.protocols.dlms.session import DlmsContext
+        from fep.protocols.dlms.context import DlmsContext
         from fep.store.counters import InvocationCounterFile
 
         counters = getattr(self, "counters", None)
@@ -134,7 +135,8 @@ class SessionTests(unittest.TestCase):
         self.assertEqual(list(self.by_obis(records)), ["1-0:1.8.0*255"])
 
     async def test_get_of_unknown_object_raises_data_access_error(self) -> None:
-        from fep.protocols.dlms.session import open_session, settings_for
+        from fep.protocols.dlms.session import open_session
+        from fep.protocols.dlms.settings import settings_for
 
         self.serve()
         client, link = settings_for(self.meter())
@@ -262,11 +264,12 @@ class InvocationCounterTests(unittest.TestCase):
 
     async def test_consecutive_ciphered_reads_never_reuse_a_counter(self) -> None:
         from fep.protocols.dlms import session as dlms_session
+        from fep.protocols.dlms.context import DlmsContext
         from fep.store.counters import InvocationCounterFile
 
         store = InvocationCounterFile(reactor, Path(self.mktemp()) / "counters.json")
         await store.open()
-        context = dlms_session.DlmsContext(store)
+        context = DlmsContext(store)
         meter = sim.SimulatedDlmsMeter(now=lambda: NOW)
         factory = DlmsMeterServerFactory(
             meter, ServerSettings(system_title=TITLE, keys=SecurityKeys(EXAMPLE_EK, EXAMPLE_AK))
@@ -294,7 +297,7 @@ class InvocationCounterTests(unittest.TestCase):
         forgetful = InvocationCounterFile(reactor, Path(self.mktemp()) / "fresh.json")
         await forgetful.open()
         with self.assertRaises(AssociationRefused):
-            await DlmsProtocol(dlms_session.DlmsContext(forgetful)).read(
+            await DlmsProtocol(DlmsContext(forgetful)).read(
                 reactor, endpoint, record, 5)
         self.assertTrue(any("replayed" in e for e in factory.errors), factory.errors)
 
@@ -305,7 +308,8 @@ class CommandTests(unittest.TestCase):
     timeout = 30
 
     async def test_commands(self) -> None:
-        from fep.protocols.dlms.session import open_session, settings_for
+        from fep.protocols.dlms.session import open_session
+        from fep.protocols.dlms.settings import settings_for
 
         meter = sim.SimulatedDlmsMeter(now=lambda: NOW)
         factory = DlmsMeterServerFactory(
@@ -376,9 +380,10 @@ class WrapperLinkTests(unittest.TestCase):
 
     def test_answer_after_junk_in_one_read_is_delivered_at_once(self) -> None:
         from fep.errors import FrameError
-        from fep.protocols.dlms import session, wrapper
+        from fep.protocols.dlms import link as dlms_link
+        from fep.protocols.dlms import wrapper
 
-        link = session._WrapperLink(session.LinkSettings(client_address=16))
+        link = dlms_link.WrapperLink(dlms_link.LinkSettings(client_address=16))
         answer = wrapper.encode_wrapper(wrapper.WrapperFrame(1, 16, b"\xc4\x01\xc1\x00\x11\x05"))
         apdus, _ = link.receive(b"\x12\x34\x56\x78\x9a" + answer)
         self.assertEqual(apdus, [b"\xc4\x01\xc1\x00\x11\x05"])

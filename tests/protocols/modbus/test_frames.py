@@ -283,6 +283,14 @@ class MbapTests(unittest.TestCase):
         self.assertEqual(frames[-1], tcp.TcpFrame(1, 1, good[7:]))
         self.assertGreater(errors, 0)
 
+    def test_a_run_of_junk_costs_one_error_not_one_per_byte(self) -> None:
+        # Issue 14: resynchronising dropped one byte per FrameError (0.4 MB/s of junk).
+        good = tcp.encode(1, 1, PDU_EXAMPLES["read_input_registers"][1])
+        decoder = tcp.MbapDecoder()
+        frames, errors = mbap_frames(decoder, b"\xff" * 10_000 + good)
+        self.assertEqual((frames, errors), ([tcp.TcpFrame(1, 1, good[7:])], 1))
+        self.assertEqual(decoder.skipped, 10_000)
+
     @given(st.binary(max_size=300))
     def test_arbitrary_bytes_give_frame_errors_or_frames(self, data: bytes) -> None:
         frames, _ = mbap_frames(tcp.MbapDecoder(), data)

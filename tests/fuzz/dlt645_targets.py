@@ -1,0 +1,73 @@
+"""Fuzz targets of DL/T 645: the frame stream decoder with the service answer decoders, and
+the data identifiers (readings, blocks, event records)."""
+
+from __future__ import annotations
+
+from fep.errors import FrameError, ProtocolError
+from fep.protocols.dlt645 import dataid, services
+from fep.protocols.dlt645.frames import FrameDecoder, decode_frame
+from tests.fuzz.stream import drive
+
+_REQUEST = services.read_data("000000000001", 0x00010000)
+
+
+def dlt645_frame(data: bytes) -> None:
+    """Frames from a stream in pieces, each handed to every answer decoder; a frame alone
+    through ``decode_frame``. FrameError for bad bytes; ProtocolError (MeterErrorResponse)
+    for answers that are not the normal one."""
+    for frame in drive(FrameDecoder(), data):
+        for decode in (
+            services.decode_read,
+            services.decode_read_address,
+            services.decode_change_baud,
+            services.decode_change_password,
+            lambda f: services.check_response(f, _REQUEST),
+        ):
+            try:
+                decode(frame)
+            except (FrameError, ProtocolError):
+                pass
+    try:
+        decode_frame(data)
+    except FrameError:
+        pass
+
+
+# Known identifiers, so that most inputs reach a decoder: 2007 items, 1997 items, event
+# record families (n = 1) and block identifiers.
+_DI_2007 = sorted(dataid.catalogue(2007))
+_DI_1997 = sorted(dataid.catalogue(1997))
+_EVENTS = sorted(record.base | 1 for record in dataid.EVENT_RECORDS)
+_BLOCKS = sorted({di | 0xFF for di in _DI_2007} | {di | 0xFF00 for di in _DI_2007})
+
+
+def dlt645_dataid(data: bytes) -> None:
+    """``mode, index (2 bytes), data``: mode picks the list (2007 items, 1997 items, event
+    records, block DIs, or a raw 4-byte DI). FrameError for data that do not fit the DI's
+    format, ProtocolError for a DI fep has no format for."""
+    if len(data) < 3:
+        return
+    mode, index, payload = data[0] % 5, int.from_bytes(data[1:3], "big"), data[3:]
+    edition = 2007
+    if mode == 0:
+        di = _DI_2007[index % len(_DI_2007)]
+    elif mode == 1:
+        di, edition = _DI_1997[index % len(_DI_1997)], 1997
+    elif mode == 2:
+        di = _EVENTS[index % len(_EVENTS)]
+    elif mode == 3:
+        di = _BLOCKS[index % len(_BLOCKS)]
+    else:
+        di, payload = int.from_bytes(data[1:5], "big"), data[5:]
+    try:
+        dataid.decode(di, payload, meter="fuzz", edition=edition)
+    except (FrameError, ProtocolError):
+        pass
+    if dataid.event_record(di) is not None:
+        try:
+            dataid.decode_events(di, payload, meter="fuzz")
+        except FrameError:
+            pass
+
+
+TARGETS = {"dlt645_frame": dlt645_frame, "dlt645_dataid": dlt645_dataid}

@@ -1,0 +1,238 @@
+"""Writes the seed corpus of the targets in this package from the published captures and
+fixtures in tests/ (and fep's simulators for the C12.19 table sets they lack):
+``python -m tests.fuzz.seeds``. Existing files are kept (crash regressions live beside the
+seeds); each target directory's SOURCES says where its seeds come from."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from tests.fuzz.parts import join, stream_chunks
+from tests.fuzz.targets import CORPUS
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def _named_hex(path: Path) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for line in path.read_text("utf-8").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, _, text = line.partition("=")
+        out[name.strip()] = bytes.fromhex(text)
+    return out
+
+
+def _iec(name: str) -> bytes:
+    return (FIXTURES / "iec62056_21" / name).read_bytes().partition(b"\n")[2]
+
+
+def c12() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
+    from fep.protocols.ansi_c12 import c1218, tables
+    from fep.sim.ansi_c12 import SimulatedC12Meter
+    from tests.fuzz.c12_targets import TABLES
+
+    packets = _named_hex(FIXTURES / "ansi_c12" / "published_packets.txt")
+    published = _named_hex(FIXTURES / "ansi_c12" / "published_tables.txt")
+    meter = SimulatedC12Meter()
+    sim: dict[int, bytes] = {}
+    for n in range(80):
+        table_bytes = meter.table(n)
+        if table_bytes is not None:
+            sim[n] = table_bytes
+    messages = []
+    for p in packets.values():
+        packet = c1218.PacketDecoder().receive(p)[0]
+        assert isinstance(packet, c1218.Packet)
+        messages.append(packet.data)
+    answers = [meter.answer(m) for m in messages] + [
+        meter.answer(bytes.fromhex("3f 0040 000000 0010")),
+    ]
+    table_seeds = []
+    for table in TABLES:
+        if table in sim:
+            parts = [sim[0], *(sim.get(n, b"") for n in tables.table_needs(table)), sim[table]]
+            table_seeds.append((f"sim_st{table}", bytes([TABLES.index(table)]) + join(parts)))
+    for name, data in published.items():
+        table = int(name.split("_st")[1])
+        if table in TABLES:
+            needs = [published.get(name.replace(f"st{table}", f"st{n}"), sim.get(n, b""))
+                     for n in tables.table_needs(table)]
+            table_seeds.append((name, bytes([TABLES.index(table)]) + join([sim[0], *needs, data])))
+    st64 = [("sim_st64", join([sim[0], sim[61], sim[62], sim[64]]))]
+    return {
+        "c1218_packet": ("tests/fixtures/ansi_c12/published_packets.txt",
+                         [(k, stream_chunks(v)) for k, v in packets.items()]
+                         + [("all", stream_chunks(b"".join(packets.values()), 5))]),
+        "c1218_link": ("tests/fixtures/ansi_c12/published_packets.txt (with ACKs)",
+                       [(k, stream_chunks(b"\x06" + v)) for k, v in packets.items()]),
+        "c1218_psem": ("requests in tests/fixtures/ansi_c12/published_packets.txt and the "
+                       "answers fep.sim.ansi_c12 gives them",
+                       [(f"request{i}", m) for i, m in enumerate(messages)]
+                       + [(f"answer{i}", a) for i, a in enumerate(answers)]),
+        "c1219_table": ("tables of fep.sim.ansi_c12.SimulatedC12Meter (with its ST0) and "
+                        "tests/fixtures/ansi_c12/published_tables.txt", table_seeds),
+        "c1219_st64": ("ST0/61/62/64 of fep.sim.ansi_c12.SimulatedC12Meter", st64),
+    }
+
+
+def dlt645() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
+    from fep.protocols.dlt645 import services
+    from fep.protocols.dlt645.frames import decode_frame
+
+    frames = _named_hex(FIXTURES / "dlt645" / "published_frames.txt")
+    reads = []
+    for name, raw in frames.items():
+        try:
+            frame = decode_frame(raw.lstrip(b"\xfe"))
+            result = services.decode_read(frame)
+        except Exception:
+            continue
+        reads.append((name, b"\x04" + result.di.to_bytes(4, "big") + result.data))
+    return {
+        "dlt645_frame": ("tests/fixtures/dlt645/published_frames.txt",
+                         [(k, stream_chunks(v)) for k, v in frames.items()]
+                         + [("all", stream_chunks(b"".join(frames.values()), 7))]),
+        "dlt645_dataid": ("read answers of tests/fixtures/dlt645/published_frames.txt (mode 4: "
+                          "raw DI then data)", reads),
+    }
+
+
+def iec() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
+    from fep.protocols.iec62056_21.frames import DataBlock, FrameDecoder
+
+    wires = {"iskra_mt174": _iec("iskra_mt174.txt"),
+             "landis_gyr_e350_m26": _iec("landis_gyr_e350_m26.txt")}
+    readouts = []
+    for name, wire in wires.items():
+        for message in FrameDecoder().receive(wire):
+            if isinstance(message, DataBlock):
+                readouts.append((name, message.data))
+    return {
+        "iec_frames": ("tests/fixtures/iec62056_21 (sign-on, ACK and the two readouts)",
+                       [(k, stream_chunks(v)) for k, v in wires.items()]
+                       + [("sign_on_ack", stream_chunks(b"/?!\r\n\x06050\r\n"))]),
+        "iec_readout": ("the data blocks of tests/fixtures/iec62056_21", readouts),
+    }
+
+
+def modbus() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
+    from fep.protocols.modbus import rtu, tcp
+    from tests.protocols.modbus.published import PDU_EXAMPLES, RTU_READ_HOLDING_QUERY
+
+    pdus = [(f"{k}_{w}", p) for k, pair in PDU_EXAMPLES.items()
+            for w, p in zip(("request", "response"), pair, strict=True)]
+    return {
+        "modbus_pdu": ("tests/protocols/modbus/published.py (Modbus spec V1.1b3 sections 6, 7)",
+                       pdus),
+        "modbus_rtu_stream": ("tests/protocols/modbus/published.py, framed with the RTU CRC",
+                              [("pi_mbus_300_query", b"\x00" + stream_chunks(
+                                  RTU_READ_HOLDING_QUERY))]
+                              + [(k, b"\x05" + stream_chunks(rtu.encode(17, p))) for k, p in pdus]),
+        "modbus_tcp_stream": ("tests/protocols/modbus/published.py in MBAP frames",
+                              [(k, stream_chunks(tcp.encode(1, 1, p))) for k, p in pdus]),
+    }
+
+
+def modem() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
+    published = _named_hex(FIXTURES / "sms" / "published_pdus.txt")
+    deliver = published["dreamfabric_deliver_hellohello"].hex().upper()
+    answers = [
+        ("ok", b"\x03" + stream_chunks(b"AT\r\r\nOK\r\n")),
+        ("cmgl", b"\x0b" + stream_chunks(
+            b"AT+CMGL=4\r\r\n+CMGL: 1,0,,24\r\n" + deliver.encode() + b"\r\n\r\nOK\r\n")),
+        ("cmgs", b"\x0a" + stream_chunks(b"AT+CMGS=20\r\r\n> \r\n+CMGS: 51\r\n\r\nOK\r\n")),
+        ("connect", b"\x07" + stream_chunks(
+            b"ATD+5411\r\r\nCONNECT 9600\r\nmeter data\r\n\r\nNO CARRIER\r\n")),
+        ("urc", b"\x03" + stream_chunks(
+            b"\r\n+CMTI: \"SM\",3\r\n\r\nRING\r\n\r\n+CMT: ,24\r\n" + deliver.encode()
+            + b"\r\n0\r\n4\r\n+CME ERROR: 10\r\n")),
+    ]
+    lines = [
+        ("cmgr", b"+CMGR: 0,,24\n" + deliver.encode()),
+        ("cmgr_text", b'+CMGR: "REC UNREAD","+31628870634",,"11/01/09,10:26:26+04"\nhello'),
+        ("cmgs", b"+CMGS: 51"),
+        ("cpms", b'+CPMS: "SM",3,30,"SM",3,30,"SM",3,30'),
+        ("cmti", b'"SM",3'),
+        ("cmt", b",24\n" + deliver.encode()),
+        ("cds", b"6,27,\"+31628870634\",145,\"11/01/09,10:26:26+04\",\"11/01/09,10:26:30+04\",0"),
+    ]
+    return {
+        "at_engine": ("hand-written modem answers around the SMS-DELIVER of "
+                      "tests/fixtures/sms/published_pdus.txt", answers),
+        "sms_pdu": ("tests/fixtures/sms/published_pdus.txt", list(published.items())),
+        "sms_at": ("hand-written 3GPP TS 27.005 answers (the PDU from "
+                   "tests/fixtures/sms/published_pdus.txt)", lines),
+    }
+
+
+def channels() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
+    from fep.channels.identify import encode_binary_registration
+    from fep.channels.rfc2217 import COM_PORT_OPTION, DO, DONT, ECHO, IAC, SB, SE, SGA, WILL
+
+    server = (bytes((IAC, WILL, SGA, IAC, DONT, ECHO, IAC, DO, COM_PORT_OPTION))
+              + bytes((IAC, SB, 44, 101, 0, 0, 0x25, 0x80, IAC, SE))
+              + bytes((IAC, SB, 44, 102, 8, IAC, SE)) + bytes((IAC, SB, 44, 103, 1, IAC, SE))
+              + bytes((IAC, SB, 44, 104, 1, IAC, SE)) + bytes((IAC, SB, 44, 105, 1, IAC, SE))
+              + b"meter data \xff\xff escaped")
+    registration = encode_binary_registration(imei="356938035643809", serial="M1")
+    return {
+        "rfc2217_stream": ("the server answers of tests/channels/test_rfc2217.py",
+                           [("settings", stream_chunks(server, 9)),
+                            ("whole", stream_chunks(server))]),
+        "gprs_identify": ("registrations as docs/channels/gprs.md and "
+                          "tests/channels/test_identify.py give them, the Iskra MT174 readout",
+                          [("ascii", stream_chunks(b"ID:356938035643809\r\n\x00\x01")),
+                           ("binary", stream_chunks(registration)),
+                           ("iec", stream_chunks(_iec("iskra_mt174.txt"))),
+                           ("garbage_then_ascii", stream_chunks(b"\xff" * 40
+                                                                + b"ID:1234\n", 3))]),
+    }
+
+
+def records() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+
+    from fep.model import EventKind, IntervalBlock, MeterEvent, ObisCode, Reading, Severity
+    from fep.serialize import encode_records
+
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    obis = ObisCode.parse("1-0:1.8.0*255")
+    records: list[Reading | IntervalBlock | MeterEvent] = [
+        Reading("m1", obis, Decimal("12.5"), None, 0, now, now),
+        IntervalBlock("m1", obis, now, timedelta(minutes=15), (Decimal(1), None), (), None, 0, now),
+        MeterEvent("m1", "std-1", EventKind.POWER_OUTAGE, Severity.MAJOR, now, "down", now),
+    ]
+    return {
+        "spool_records": ("fep.serialize.encode_records of one record of each kind",
+                          [("three", encode_records(records))]
+                          + [(f"one{i}", encode_records([r])) for i, r in enumerate(records)]),
+        "control_request": ("the requests docs/operators.md shows",
+                            [("sessions", b'{"command": "sessions"}'),
+                             ("ping", b'{"command": "ping"}\n{"command": 1}')]),
+    }
+
+
+def main() -> None:
+    for family in (c12, dlt645, iec, modbus, modem, channels, records):
+        for target, (source, seeds) in family().items():
+            directory = CORPUS / target
+            directory.mkdir(parents=True, exist_ok=True)
+            names = []
+            for name, data in seeds:
+                digest = hashlib.sha1(data).hexdigest()[:12]
+                path = directory / f"seed-{name}-{digest}"
+                if not any(p.name.endswith(digest) for p in directory.iterdir()):
+                    path.write_bytes(data)
+                names.append(path.name)
+            sources = directory / "SOURCES"
+            if not sources.exists():
+                sources.write_text(f"seed-*: {source}\n")
+            print(f"{target}: {len(names)} seeds")
+
+
+if __name__ == "__main__":
+    main()
