@@ -15,9 +15,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fep.model import ObisCode, Reading, Unit
+
+if TYPE_CHECKING:
+    from fep.reactors import IFepReactor, IStoreReactor
 
 OBIS = [ObisCode.parse(c) for c in ("1.8.0", "2.8.0", "1.8.1", "1.8.2", "32.7.0")]
 WH = Unit.by_code(30)
@@ -40,7 +43,7 @@ def make_readings(count: int, meters: int = 1000) -> list[Reading]:
     return out
 
 
-async def ingest_rate(reactor: Any, url: str, readings: list[Reading], batch_size: int,
+async def ingest_rate(reactor: IStoreReactor, url: str, readings: list[Reading], batch_size: int,
                       workdir: Path) -> float:
     """Readings per second from Router.submit to committed rows, spool on."""
     from twisted.internet.defer import gatherResults
@@ -169,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results: list[tuple[str, str, str]] = []
 
-    async def run(reactor: Any) -> None:
+    async def run(reactor: IFepReactor) -> None:
         workdir = Path(tempfile.mkdtemp(prefix="fep-bench-"))
         try:
             pg = postgres_url()
@@ -198,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(("IEC 62056-21 readout decode", f"E350 readout, {lines} values",
                         f"{rate:,.0f} readouts/s ({rate * lines:,.0f} values/s)"))
 
-    async def dlms_rows(reactor: Any, pg: str | None, workdir: Path) -> None:
+    async def dlms_rows(reactor: IFepReactor, pg: str | None, workdir: Path) -> None:
         from fep.bench_dlms import fep_rates, gurux_rates, push_ingest_rate
 
         ours, theirs = fep_rates(), gurux_rates()
@@ -220,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "PostgreSQL" if pg else "SQLite", f"{rate:,.0f} readings/s committed"))
         print(results[-1], flush=True)
 
-    def go(reactor: Any) -> Deferred[None]:
+    def go(reactor: IFepReactor) -> Deferred[None]:
         return Deferred.fromCoroutine(run(reactor))
 
     del global_reactor

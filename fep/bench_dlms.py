@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fep.model import Meter, ObisCode, Unit
 from fep.protocols.dlms import apdu as A
@@ -20,6 +20,9 @@ from fep.protocols.dlms import axdr, wrapper
 from fep.protocols.dlms.axdr import CosemDateTime
 from fep.protocols.dlms.cosem import ScalerUnit, profile_blocks
 from fep.protocols.dlms.push import decode_push
+
+if TYPE_CHECKING:
+    from fep.reactors import IFepReactor
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTIFICATION_CODES = (
@@ -130,7 +133,7 @@ def _fixed(at: datetime) -> Callable[[], datetime]:
 
 
 async def push_ingest_rate(
-    reactor: Any, url: str, workdir: Path, meters: int = 200, pushes: int = 50
+    reactor: IFepReactor, url: str, workdir: Path, meters: int = 200, pushes: int = 50
 ) -> float:
     """Readings per second from ciphered Data-Notifications arriving over TCP to rows
     committed in ``url`` (decipher, decode, spool, store)."""
@@ -165,7 +168,8 @@ async def push_ingest_rate(
     router = Router(spool, store, reactor, batch_size=5000, max_delay=0.01)
     router.startService()
     factory = DlmsPushFactory(router, lambda title, port: records.get(title) if title else None)
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    # listenTCP is declared with a ServerFactory; any protocol factory serves.
+    port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[arg-type]
     # Pre-build every push (each meter's clock one period further each time, so every
     # reading is new) so the sender costs nothing while measured.
     frames = []

@@ -10,6 +10,7 @@ from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IReactorTime
 
     from fep.model import IntervalBlock, Meter, MeterEvent, Reading, Record
     from fep.vault import MasterKey, SecretInfo
@@ -82,7 +83,7 @@ class IMeterProtocol(Interface):
     name = Attribute("The protocol's name in routes, config and the command line.")
 
     def read(
-        reactor: object,
+        reactor: IReactorTime,
         endpoint: object,
         meter: Meter,
         timeout: float,
@@ -96,7 +97,7 @@ class IProfileReader(Interface):
     range selective access, DL/T 645 load records since a time, ...)."""
 
     def read_profile(
-        reactor: object,
+        reactor: IReactorTime,
         endpoint: object,
         meter: Meter,
         since: datetime,
@@ -111,7 +112,8 @@ class IEventReader(Interface):
     """Optional capability: read the meter's event log."""
 
     def read_events(
-        reactor: object, endpoint: object, meter: Meter, since: datetime | None, timeout: float
+        reactor: IReactorTime, endpoint: object, meter: Meter, since: datetime | None,
+        timeout: float,
     ) -> Deferred[list[Record]]:
         """MeterEvents from the meter's logs (those at or after ``since`` when given)."""
 
@@ -120,13 +122,13 @@ class IClock(Interface):
     """Optional capability: read and set the meter's clock."""
 
     def read_clock(
-        reactor: object, endpoint: object, meter: Meter, timeout: float
+        reactor: IReactorTime, endpoint: object, meter: Meter, timeout: float
     ) -> Deferred[datetime]:
         """The meter's clock as UTC, read in one session (NotSupported when the device has
         no clock to read)."""
 
     def set_clock(
-        reactor: object, endpoint: object, meter: Meter, timeout: float
+        reactor: IReactorTime, endpoint: object, meter: Meter, timeout: float
     ) -> Deferred[Any]:
         """Set the meter's clock to the server's time at the moment it is sent (the
         reactor's clock), by a clock write or the protocol's broadcast time sync; fires
@@ -140,7 +142,7 @@ class ICommands(Interface):
     commands = Attribute("The command names this protocol can run (a collection of str).")
 
     def run_command(
-        reactor: object,
+        reactor: IReactorTime,
         endpoint: object,
         meter: Meter,
         command: str,

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import attrs
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 
 # Kinds of event remembered at once; past that, windows without suppressed events are dropped
@@ -43,7 +44,7 @@ class RateLimitedLog:
     def __init__(
         self,
         logger: Logger,
-        clock: Any = None,
+        clock: IReactorTime | None = None,
         *,
         interval: float = 60.0,
         burst: int = 5,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from twisted.application import service, strports
 from twisted.internet.defer import CancelledError, Deferred
@@ -36,6 +36,7 @@ from fep.config import Config
 from fep.directory import MeterDirectory
 from fep.errors import FepError
 from fep.interfaces import IStore
+from fep.reactors import IFepReactor
 from fep.servicetree import OrderedMultiService, Step
 from fep.store import open_store
 from fep.store.router import Router
@@ -52,12 +53,12 @@ class FepService(OrderedMultiService):
     stop accepting, sessions under way finish, the router flushes the spool to the store,
     and the store closes last. A start that fails stops the reactor (the daemon exits)."""
 
-    def __init__(self, config: Config, reactor: Any = None) -> None:
+    def __init__(self, config: Config, reactor: IFepReactor | None = None) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
-            reactor = default_reactor
+            reactor = cast(IFepReactor, default_reactor)
         from fep.config_secrets import resolve_config_secrets
 
         # secret:NAME values of the configuration, opened from the secret store.
@@ -444,6 +445,6 @@ class FepService(OrderedMultiService):
             self._json_log = None
 
 
-def make_service(config: Config, reactor: Any = None) -> FepService:
+def make_service(config: Config, reactor: IFepReactor | None = None) -> FepService:
     """The daemon's root service for ``config``."""
     return FepService(config, reactor)

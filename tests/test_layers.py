@@ -36,6 +36,9 @@ LAYERS: Mapping[str, int] = {
     # Plug points (zope interfaces) name what a layer offers and what it is given; every
     # layer implements or uses some, so they sit at the bottom and import only records.
     "fep.interfaces": BASE,
+    # What fep asks of a reactor (intersections of Twisted's reactor interfaces, for the type
+    # checker): imports only Twisted.
+    "fep.reactors": BASE,
     # The master key and the AES-GCM envelope: pure functions on bytes, no Twisted, used by
     # the store (sealing), the directory (secrets into metadata) and the command line.
     "fep.vault": BASE,

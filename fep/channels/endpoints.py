@@ -8,21 +8,21 @@ A route is a Twisted endpoint string (``tcp:host=10.1.2.3:port=4059``, ``tcp:10.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 
 from fep.errors import RouteError
+from fep.reactors import IConnectingReactor
 
 
-def _serial(reactor: Any, *args: str, **kwargs: str) -> IStreamClientEndpoint:
+def _serial(reactor: IConnectingReactor, *args: str, **kwargs: str) -> IStreamClientEndpoint:
     from fep.channels.serialport import serial_endpoint
 
     return serial_endpoint(reactor, *args, **kwargs)
 
 
-def _rfc2217(reactor: Any, *args: str, **kwargs: str) -> IStreamClientEndpoint:
+def _rfc2217(reactor: IConnectingReactor, *args: str, **kwargs: str) -> IStreamClientEndpoint:
     from fep.channels.serialserver import rfc2217_endpoint
 
     return rfc2217_endpoint(reactor, *args, **kwargs)
@@ -58,7 +58,7 @@ def endpoint_arguments(text: str) -> tuple[list[str], dict[str, str]]:
     return args, kwargs
 
 
-def client_endpoint(reactor: Any, route: str) -> IStreamClientEndpoint:
+def client_endpoint(reactor: IConnectingReactor, route: str) -> IStreamClientEndpoint:
     """The endpoint that connects to ``route``; RouteError names the route when it is not
     valid. fep's own prefixes (``serial:``, ``rfc2217:``) first, then Twisted's."""
     route = route.strip()

@@ -25,6 +25,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IProtocol,
     IProtocolFactory,
+    IReactorTime,
     IStreamClientEndpoint,
     ITransport,
 )
@@ -795,7 +796,7 @@ class GprsChannel:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         settings: GprsSettings,
         *,
         sink: IRecordSink,

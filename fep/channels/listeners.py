@@ -23,7 +23,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
-from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol, IProtocolFactory
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+)
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -265,14 +271,16 @@ class LimitedFactory(WrappingFactory[LimitedProtocol]):
         limits: ListenerLimits,
         name: str,
         *,
-        clock: Any = None,
+        clock: IReactorTime | None = None,
         identify_on_write: bool = False,
         identified_when: Callable[[IProtocol], bool] | None = None,
         events: RateLimitedLog | None = None,
     ) -> None:
         super().__init__(wrappedFactory)
         if clock is None:
-            from twisted.internet import reactor as clock
+            from twisted.internet import reactor as default_reactor
+
+            clock = default_reactor
         self.limits = limits
         self.name = name
         self.clock = clock
@@ -338,7 +346,7 @@ def with_backlog(description: str, backlog: int = GPRS_BACKLOG) -> str:
 class ListenerSet:
     """The daemon's limited listeners by name, for wrapping and for the counts."""
 
-    def __init__(self, section: Any, clock: Any) -> None:
+    def __init__(self, section: Any, clock: IReactorTime) -> None:
         self.section = section
         self.clock = clock
         self.factories: dict[str, LimitedFactory] = {}

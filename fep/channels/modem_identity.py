@@ -13,11 +13,14 @@ import hmac
 import ipaddress
 import re
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from fep.model import Meter
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorSSL
 
 # keep: the incumbent keeps the name while it lives; a newcomer is held, then closed.
 # replace-when-silent: a newcomer replaces an incumbent silent past its heartbeat window.
@@ -170,7 +173,7 @@ def _certificates(path: str) -> list[Any]:
     return [ssl.Certificate.loadPEM(block) for block in blocks]
 
 
-def client_certificate_endpoint(reactor: Any, description: str, ca_file: str) -> Any:
+def client_certificate_endpoint(reactor: IReactorSSL, description: str, ca_file: str) -> Any:
     """The server endpoint of an ``ssl:`` listener string (``ssl:4071:privateKey=...:
     certKey=...[:interface=...][:backlog=...][:extraCertChain=...]``) that requires every
     modem to present a client certificate signed by a CA of ``ca_file`` (PEM, one or

@@ -23,12 +23,18 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredLock
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
 from fep.channels.endpoints import client_endpoint
 from fep.errors import ChannelError, RouteError
+from fep.reactors import IConnectingReactor
 
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
 # A device address: decimal, hex, a DL/T 645/meter number or a DLMS ``logical/physical``
@@ -148,7 +154,9 @@ class ConnectBackoff:
     that window fails at once with a ChannelError saying when the line may be tried again.
     A successful connect clears the line's record."""
 
-    def __init__(self, reactor: Any, initial: float = 10.0, maximum: float = 600.0) -> None:
+    def __init__(
+        self, reactor: IReactorTime, initial: float = 10.0, maximum: float = 600.0
+    ) -> None:
         self.reactor = reactor
         self.initial = initial
         self.maximum = maximum
@@ -240,7 +248,9 @@ class Channels:
     """The channel layer's one entry: routes to byte pipes. Channels that are more than an
     endpoint string (GPRS sessions, the dial-up modem pool) register their scheme here."""
 
-    def __init__(self, reactor: Any, *, backoff: ConnectBackoff | None = None) -> None:
+    def __init__(
+        self, reactor: IConnectingReactor, *, backoff: ConnectBackoff | None = None
+    ) -> None:
         self.reactor = reactor
         self.backoff = backoff
         self._schemes: dict[str, EndpointFactory] = {}
@@ -291,7 +301,7 @@ class Channels:
             endpoint, self.lock_for(parsed.resource), backoff, parsed.resource, parsed.text
         )
 
-    def __call__(self, reactor: Any, route: str) -> IStreamClientEndpoint:
+    def __call__(self, reactor: IConnectingReactor, route: str) -> IStreamClientEndpoint:
         """The ``endpoint_for(reactor, route)`` signature the collection side takes."""
         return self.endpoint_for(route)
 

@@ -27,6 +27,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IProtocol,
     IProtocolFactory,
+    IReactorTime,
     IStreamClientEndpoint,
 )
 from twisted.internet.serialport import SerialPort
@@ -35,6 +36,7 @@ from zope.interface import implementer
 from fep.channels.lines import EchoSuppressor, LinePacer, LineSettings, wire_time
 from fep.errors import ChannelError
 from fep.interfaces import ISerialLine
+from fep.reactors import IConnectingReactor
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -158,7 +160,7 @@ class PacedLine:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         *,
         line: str,
         echo: bool,
@@ -279,7 +281,7 @@ class FepSerialPort(SerialPort):
     """
 
     def __init__(
-        self, protocol: IProtocol, settings: SerialSettings, reactor: Any, *,
+        self, protocol: IProtocol, settings: SerialSettings, reactor: IConnectingReactor, *,
         session: bool = False,
     ) -> None:
         self.settings = settings
@@ -373,7 +375,7 @@ class FepSerialPort(SerialPort):
 class SerialEndpoint:
     """Opens a serial port as a connection; fails with ChannelError naming the device."""
 
-    def __init__(self, reactor: Any, settings: SerialSettings) -> None:
+    def __init__(self, reactor: IConnectingReactor, settings: SerialSettings) -> None:
         self.reactor = reactor
         self.settings = settings
 
@@ -401,6 +403,6 @@ class SerialEndpoint:
         return succeed(protocol)
 
 
-def serial_endpoint(reactor: Any, *args: str, **kwargs: str) -> SerialEndpoint:
+def serial_endpoint(reactor: IConnectingReactor, *args: str, **kwargs: str) -> SerialEndpoint:
     """The endpoint for ``serial:`` route arguments (what the endpoint plugin calls)."""
     return SerialEndpoint(reactor, parse_serial_args(*args, **kwargs))

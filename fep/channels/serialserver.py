@@ -26,6 +26,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IProtocol,
     IProtocolFactory,
+    IReactorTime,
     IStreamClientEndpoint,
     ITransport,
 )
@@ -45,6 +46,7 @@ from fep.channels.serialport import (
 )
 from fep.errors import ChannelError, FrameError
 from fep.interfaces import ISerialLine
+from fep.reactors import IConnectingReactor
 
 log = Logger(namespace="fep.channels.serialserver")
 
@@ -219,7 +221,7 @@ class _Negotiator(Protocol):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         settings: SerialServerSettings,
         factory: IProtocolFactory,
         ready: Deferred[IProtocol],
@@ -342,7 +344,10 @@ class Rfc2217Endpoint:
     server; by default a HostnameEndpoint) and fires once the line is set up."""
 
     def __init__(
-        self, reactor: Any, settings: SerialServerSettings, tcp: IStreamClientEndpoint | None = None
+        self,
+        reactor: IConnectingReactor,
+        settings: SerialServerSettings,
+        tcp: IStreamClientEndpoint | None = None,
     ) -> None:
         self.reactor = reactor
         self.settings = settings
@@ -386,6 +391,8 @@ class Rfc2217Endpoint:
         return ready
 
 
-def rfc2217_endpoint(reactor: Any, *args: str, **kwargs: str) -> Rfc2217Endpoint:
+def rfc2217_endpoint(
+    reactor: IConnectingReactor, *args: str, **kwargs: str
+) -> Rfc2217Endpoint:
     """The endpoint for ``rfc2217:`` route arguments (what the endpoint plugin calls)."""
     return Rfc2217Endpoint(reactor, parse_rfc2217_args(*args, **kwargs))

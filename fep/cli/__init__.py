@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from fep.cli.arguments import DEFAULT_DB, db_url, parse_time, read_options, with_store
 from fep.cli.output import (
@@ -41,12 +41,17 @@ from fep.errors import (
 )
 from fep.model import IntervalBlock, Meter, MeterEvent, Reading
 
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+    from fep.reactors import IFepReactor, IStoreReactor
+
 # ---------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------
 
 
-async def cmd_read(reactor: Any, args: argparse.Namespace) -> int:
+async def cmd_read(reactor: IFepReactor, args: argparse.Namespace) -> int:
     from fep.channels.routes import Channels
     from fep.directory import addressed
     from fep.protocols.registry import meter_protocol
@@ -77,7 +82,7 @@ async def cmd_read(reactor: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _read_dlms(reactor: Any, args: argparse.Namespace, endpoint: Any, meter: Meter
+async def _read_dlms(reactor: IStoreReactor, args: argparse.Namespace, endpoint: Any, meter: Meter
                      ) -> list[Any]:
     """A DLMS read. A meter with keys is read with the daemon's invocation counters and
     client system title (the store and data directory of --config, or the store of --db),
@@ -129,7 +134,7 @@ TABLE_COLUMNS = ("meter", "label", "name", "size", "fields", "hex", "decode_erro
 
 
 async def _read_tables(
-    reactor: Any, args: argparse.Namespace, protocol: Any, endpoint: Any, meter: Meter
+    reactor: IReactorTime, args: argparse.Namespace, protocol: Any, endpoint: Any, meter: Meter
 ) -> int:
     """``read --table N ...`` (ANSI C12): one row per table, decoded or in hex; exit 3
     when the meter refused any of them."""
@@ -189,7 +194,7 @@ def _protocol_options(args: argparse.Namespace) -> dict[str, str]:
     return metadata
 
 
-async def cmd_readings(reactor: Any, args: argparse.Namespace) -> int:
+async def cmd_readings(reactor: IFepReactor, args: argparse.Namespace) -> int:
     since = parse_time(args.since) if args.since else None
 
     async def work(store: Any) -> int:
@@ -208,7 +213,7 @@ def _meter_row(meter: Meter) -> dict[str, object]:
     return row
 
 
-async def cmd_meters(reactor: Any, args: argparse.Namespace) -> int:
+async def cmd_meters(reactor: IFepReactor, args: argparse.Namespace) -> int:
     from fep.protocols.registry import meter_protocol
 
     async def work(store: Any) -> int:
@@ -243,7 +248,7 @@ async def cmd_meters(reactor: Any, args: argparse.Namespace) -> int:
     return await with_store(args, work)
 
 
-async def cmd_db(reactor: Any, args: argparse.Namespace) -> int:
+async def cmd_db(reactor: IFepReactor, args: argparse.Namespace) -> int:
     from fep.store import open_store
 
     store = open_store(db_url(args), reactor)
@@ -263,7 +268,7 @@ SESSION_COLUMNS = (
 )
 
 
-async def cmd_sessions(reactor: Any, args: argparse.Namespace) -> int:
+async def cmd_sessions(reactor: IFepReactor, args: argparse.Namespace) -> int:
     """The running daemon's live modem sessions, asked over its control socket."""
     from fep.operator.control import ask
 
@@ -290,7 +295,7 @@ async def cmd_sessions(reactor: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def cmd_export(reactor: Any, args: argparse.Namespace) -> int:
+async def cmd_export(reactor: IFepReactor, args: argparse.Namespace) -> int:
     """``fep export cim METER``: IEC 61968-9 MeterReadings or EndDeviceEvents XML."""
     from fep.operator import cim
 
@@ -538,7 +543,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         reactor.stop()
 
     def go() -> None:
-        d = Deferred.fromCoroutine(args.run(reactor, args))
+        d = Deferred.fromCoroutine(args.run(cast("IFepReactor", reactor), args))
         d.addBoth(finished)
 
     reactor.callWhenRunning(go)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from fep.cli.output import UsageError
 from fep.errors import ConfigError
@@ -55,9 +55,10 @@ async def with_store(
     """Open the store the command names, run ``work(store)`` on it, close it."""
     from twisted.internet import reactor
 
+    from fep.reactors import IStoreReactor
     from fep.store import open_store
 
-    store = open_store(db_url(args), reactor)
+    store = open_store(db_url(args), cast(IStoreReactor, reactor))
     await store.open()
     try:
         return await work(store)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fep.cli.arguments import parse_time, read_options, with_store
 from fep.cli.output import EXIT_OK, write_rows
@@ -32,6 +32,9 @@ from fep.collect.tasks import (
 )
 from fep.errors import ConfigError
 from fep.model import Meter
+
+if TYPE_CHECKING:
+    from fep.reactors import IFepReactor
 
 
 class NotFound(ConfigError):
@@ -133,7 +136,7 @@ def task_row(task: Task) -> dict[str, object]:
     }
 
 
-async def cmd_tasks(reactor: Any, args: argparse.Namespace) -> int:
+async def cmd_tasks(reactor: IFepReactor, args: argparse.Namespace) -> int:
     from fep.collect.jobstore import job_store
 
     now = time.time()
@@ -205,7 +208,7 @@ async def cmd_tasks(reactor: Any, args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------
 
 
-async def cmd_recollect(reactor: Any, args: argparse.Namespace) -> int:
+async def cmd_recollect(reactor: IFepReactor, args: argparse.Namespace) -> int:
     from fep.collect.jobstore import job_store
 
     since, until = parse_time(args.from_time), parse_time(args.to_time)
@@ -245,7 +248,7 @@ def _job_row(job: Job) -> dict[str, object]:
     }
 
 
-async def cmd_jobs(reactor: Any, args: argparse.Namespace) -> int:
+async def cmd_jobs(reactor: IFepReactor, args: argparse.Namespace) -> int:
     from fep.collect.jobstore import job_store
 
     async def work(store: Any) -> int:
@@ -289,7 +292,7 @@ def _run_row(run: Any) -> dict[str, object]:
     }
 
 
-async def cmd_stats(reactor: Any, args: argparse.Namespace) -> int:
+async def cmd_stats(reactor: IFepReactor, args: argparse.Namespace) -> int:
     from fep.collect.jobstore import job_store
 
     async def work(store: Any) -> int:
@@ -369,7 +372,7 @@ def cli_operator(args: argparse.Namespace, action: str) -> str:
     return f"cli:{name}"
 
 
-async def cmd_command(reactor: Any, args: argparse.Namespace) -> int:
+async def cmd_command(reactor: IFepReactor, args: argparse.Namespace) -> int:
     from fep.collect.engine import approval_of
     from fep.collect.jobstore import job_store
 

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -30,6 +30,9 @@ from fep.cli.output import EXIT_OK, UsageError, write_rows
 from fep.config_secrets import CONFIG_METER, master_key_for
 from fep.errors import ConfigError
 from fep.model import Meter
+
+if TYPE_CHECKING:
+    from fep.reactors import IFepReactor
 from fep.vault import (
     CONFIG_SECRETS,
     METER_SECRETS,
@@ -116,7 +119,7 @@ def _read_csv(path: Path) -> list[tuple[str, str, str]]:
 LIST_COLUMNS = ("id", "meter", "name", "key_id", "fingerprint", "created")
 
 
-async def cmd_keys(reactor: Any, args: argparse.Namespace) -> int:
+async def cmd_keys(reactor: IFepReactor, args: argparse.Namespace) -> int:
     from fep.store.secrets import SecretStore
 
     action = args.keys_command

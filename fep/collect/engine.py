@@ -22,6 +22,7 @@ from fep.collect.tasks import DEFAULT_TASK, Priority, Target, Task
 from fep.directory import MeterDirectory
 from fep.interfaces import IMeterProtocol, IRecordSink, IStore, IWakeUp
 from fep.protocols.registry import meter_protocol
+from fep.reactors import IConnectingReactor
 
 log = Logger()
 
@@ -59,14 +60,14 @@ class CollectionEngine:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IConnectingReactor,
         store: IStore,
         sink: IRecordSink,
         directory: MeterDirectory,
         settings: CollectSection,
         *,
         node: str,
-        endpoint_for: Callable[[Any, str], IStreamClientEndpoint],
+        endpoint_for: Callable[[IConnectingReactor, str], IStreamClientEndpoint],
         wakeup: IWakeUp | None = None,
         protocol_for: Callable[[str], IMeterProtocol] = meter_protocol,
         pools: Mapping[str, int] | None = None,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -39,7 +40,7 @@ class SessionHomes:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         jobs: IJobStore,
         scheduler: Any,
         *,
@@ -97,7 +98,7 @@ class ModemWakeUp:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         send: Callable[[Meter], Deferred[Any]],
         connected: Callable[[str], bool],
     ) -> None:

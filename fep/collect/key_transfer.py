@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from fep.errors import ConfigError, FepError
@@ -59,7 +60,7 @@ def key_names(params: Mapping[str, Any]) -> list[str]:
 async def transfer_keys(
     secrets: ISecretStore | None,
     commands: ICommands,
-    reactor: Any,
+    reactor: IReactorTime,
     endpoint: Any,
     meter: Meter,
     params: Mapping[str, Any],

@@ -57,6 +57,7 @@ from fep.model import (
     Severity,
 )
 from fep.protocols.registry import meter_protocol
+from fep.reactors import IConnectingReactor
 
 log = Logger()
 
@@ -173,12 +174,12 @@ class JobRunner:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IConnectingReactor,
         sink: IRecordSink,
         store: IStore,
         jobs: IJobStore,
         *,
-        endpoint_for: Callable[[Any, str], IStreamClientEndpoint],
+        endpoint_for: Callable[[IConnectingReactor, str], IStreamClientEndpoint],
         timeout: float = 10.0,
         node: str = "fep",
         protocol_for: Callable[[str], IMeterProtocol] = meter_protocol,
@@ -428,7 +429,7 @@ class JobRunner:
         return Outcome(True, result=f"{command.action} done" + (f": {summary}" if summary
                                                                   else ""))
 
-    async def _clock_hold(self, command: Command, meter: Meter, clock: Any, endpoint: Any,
+    async def _clock_hold(self, command: Command, meter: Meter, clock: IClock, endpoint: Any,
                           timeout: float) -> Outcome | None:
         """An unapproved time-set beyond the meter's clock policy bounds goes back to await
         approval (fep.collect.commands.clock_hold) instead of setting the clock."""

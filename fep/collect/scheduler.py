@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -169,7 +169,7 @@ class Scheduler(service.Service):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         jobs: IJobStore,
         directory: MeterDirectory,
         run_job: RunJob,

@@ -42,6 +42,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -369,7 +370,7 @@ class EmailNotifier:
 
     channel = "email"
 
-    def __init__(self, reactor: Any, host: str, port: int, sender: str, *,
+    def __init__(self, reactor: IReactorTime, host: str, port: int, sender: str, *,
                  attempts: int = 3, first_delay: float = 5.0) -> None:
         self.reactor = reactor
         self.host = host

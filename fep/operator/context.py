@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -19,6 +19,16 @@ from fep.interfaces import IMeterProtocol, IRecordSink, IStore
 from fep.operator.activity import Activity
 from fep.operator.interfaces import IScheduler, ISessionRegistry, ISmsSender, SessionInfo
 from fep.protocols.registry import meter_protocol
+from fep.reactors import IFepReactor
+
+
+def _or_global_reactor(reactor: IFepReactor | None) -> IFepReactor:
+    """The reactor given, else the global one (imported when first needed)."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        return cast(IFepReactor, default_reactor)
+    return reactor
 
 
 @attrs.define(eq=False)
@@ -35,7 +45,7 @@ class OperatorContext:
     store: IStore
     router: IRecordSink
     directory: MeterDirectory
-    reactor: Any = None
+    reactor: IFepReactor = attrs.field(default=None, converter=_or_global_reactor)
     node: str = "fep"
     activity: Activity = attrs.field(factory=Activity)
     sessions: ISessionRegistry | None = None
@@ -54,12 +64,6 @@ class OperatorContext:
     # protocol without context (a DLMS meter with keys is refused).
     protocol_for: Callable[[str], IMeterProtocol] = meter_protocol
     started: datetime = attrs.field(factory=lambda: datetime.now(UTC))
-
-    def __attrs_post_init__(self) -> None:
-        if self.reactor is None:
-            from twisted.internet import reactor
-
-            self.reactor = reactor
 
     def live_sessions(self) -> list[SessionInfo]:
         """Polls under way and live inbound sessions, oldest first."""

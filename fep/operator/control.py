@@ -17,7 +17,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import UNIXClientEndpoint, UNIXServerEndpoint
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import IProtocolFactory, IReactorUNIX
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from fep.channels.listeners import ListenerSet
 from fep.errors import ChannelError, ConfigError, FepError
 from fep.interfaces import peer_identified
+from fep.reactors import IFepReactor
 from fep.servicetree import Listener
 
 log = Logger(namespace="fep.operator.control")
@@ -94,7 +95,7 @@ class ControlServer(Listener):
 
     name = "control"
 
-    def __init__(self, reactor: Any, path: str | Path,
+    def __init__(self, reactor: IReactorUNIX, path: str | Path,
                  limits: ListenerSet | None = None) -> None:
         self.reactor = reactor
         # The connection caps and timeouts of the socket ([listeners] control.*).
@@ -151,7 +152,9 @@ class _ClientProtocol(LineOnlyReceiver):
             self.answer.errback(Failure(ChannelError("the daemon closed the control socket")))
 
 
-async def ask(reactor: Any, path: str | Path, command: str, **arguments: Any) -> dict[str, Any]:
+async def ask(
+    reactor: IFepReactor, path: str | Path, command: str, **arguments: Any
+) -> dict[str, Any]:
     """Send one command to the daemon at ``path`` and return its answer; ChannelError when
     the daemon cannot be reached or refuses the command."""
     endpoint = UNIXClientEndpoint(reactor, str(path), timeout=10)

@@ -40,6 +40,7 @@ from twisted.logger import Logger
 
 from fep.model import IntervalBlock, MeterEvent, Reading, Record
 from fep.operator.settings import OperatorConfig
+from fep.reactors import IFepReactor
 from fep.serialize import record_to_dict
 from fep.store import redact_url
 from fep.store.spool import Spool
@@ -92,7 +93,7 @@ class _AmqpFactory(Factory):
 class AmqpPublisher:
     """Publishes committed records from a durable outbox to an AMQP topic exchange."""
 
-    def __init__(self, url: str, exchange: str, outbox: Path, reactor: Any, *,
+    def __init__(self, url: str, exchange: str, outbox: Path, reactor: IFepReactor, *,
                  node: str = "fep", batch: int = 500) -> None:
         import pika
 
@@ -115,7 +116,7 @@ class AmqpPublisher:
         self.reconnects = 0
 
     @classmethod
-    def from_config(cls, config: OperatorConfig, reactor: Any) -> AmqpPublisher:
+    def from_config(cls, config: OperatorConfig, reactor: IFepReactor) -> AmqpPublisher:
         section = config.northbound
         return cls(section.amqp_url, section.exchange,
                    Path(config.fep.data_dir) / "northbound", reactor,

@@ -27,6 +27,7 @@ from fep.model import Record
 from fep.operator.context import OperatorContext
 from fep.operator.metrics import FepMetrics
 from fep.operator.settings import OperatorConfig
+from fep.reactors import IFepReactor
 from fep.servicetree import Listener, OrderedMultiService, Step
 
 log = Logger(namespace="fep.operator")
@@ -38,7 +39,7 @@ class OperatorTier(OrderedMultiService):
     def __init__(
         self,
         config: OperatorConfig,
-        reactor: Any,
+        reactor: IFepReactor,
         ctx: OperatorContext,
         metrics: FepMetrics,
         limits: ListenerSet | None = None,

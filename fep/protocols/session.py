@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -61,7 +61,7 @@ class _OneShotFactory(Factory):
 
 
 def connect_within(
-    reactor: Any, endpoint: Any, protocol: P, route: str | None, timeout: float
+    reactor: IReactorTime, endpoint: Any, protocol: P, route: str | None, timeout: float
 ) -> Deferred[P]:
     """Connect ``protocol`` through ``endpoint``; fires with it once connected. Gives up after
     ``timeout`` seconds, or after the endpoint's own ``connect_timeout`` when that is longer
@@ -91,7 +91,7 @@ def connect_within(
 
 
 def run_session(
-    reactor: Any, endpoint: Any, session: Any, route: str | None, timeout: float
+    reactor: IReactorTime, endpoint: Any, session: Any, route: str | None, timeout: float
 ) -> Deferred[Any]:
     """Connect a one-shot meter session (a protocol with a ``done`` Deferred) and fire with
     what ``done`` fires with."""
@@ -153,7 +153,7 @@ class MeterSession(Protocol):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         timeout: float,
         *,
         meter: str | None = None,

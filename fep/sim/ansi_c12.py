@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -111,6 +111,7 @@ from fep.protocols.ansi_c12.c1221 import (
     answer_authenticate,
     ticket_feature,
 )
+from fep.reactors import IConnectingReactor
 from fep.sim import serve
 
 log = Logger(namespace="fep.sim.ansi_c12")
@@ -766,7 +767,7 @@ class C12MeterServerFactory(ServerFactory[C12MeterServerProtocol]):
     def __init__(
         self,
         meter: SimulatedC12Meter | None = None,
-        reactor: Any = None,
+        reactor: IReactorTime | None = None,
         answer_delay: float = 0.0,
     ) -> None:
         if reactor is None:
@@ -785,7 +786,9 @@ class C12MeterServerFactory(ServerFactory[C12MeterServerProtocol]):
         self.connections = 0
 
 
-def serve_pty(reactor: Any, device: str, factory: C12MeterServerFactory, baud: int = 9600) -> Any:
+def serve_pty(
+    reactor: IConnectingReactor, device: str, factory: C12MeterServerFactory, baud: int = 9600
+) -> Any:
     """Serve the factory's meter on a serial device or pty (8N1, as C12.18 lines run)."""
     return serve.serve_pty(reactor, device, factory, baudrate=baud, frame="8N1")
 

@@ -17,13 +17,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
-from twisted.internet.interfaces import IAddress, IProtocol, IProtocolFactory, ITransport
+from twisted.internet.interfaces import (
+    IAddress,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    ITransport,
+)
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer
 
 from fep.interfaces import ISerialLine
+from fep.reactors import IConnectingReactor
 from fep.sim import serve
 
 log = Logger(namespace="fep.sim.bus")
@@ -149,7 +156,7 @@ class SimulatedBusFactory(ServerFactory[SimulatedBus]):
 
 
 def mixed_bus(
-    reactor: Any,
+    reactor: IReactorTime,
     *,
     iec: Sequence[str] = (),
     dlt645: Sequence[str] = (),
@@ -196,7 +203,7 @@ def mixed_bus(
 
 
 def serve_pty(
-    reactor: Any, device: str, factory: SimulatedBusFactory, *, baudrate: int = 300,
+    reactor: IConnectingReactor, device: str, factory: SimulatedBusFactory, *, baudrate: int = 300,
     frame: str = "7E1",
 ) -> Any:
     """Serve the bus on a serial device or pty (line settings as the meters start)."""

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -183,7 +184,7 @@ class PushingDlmsMeterFactory(ClientFactory):
         meter: SimulatedDlmsMeter,
         settings: ServerSettings,
         every: float,
-        reactor: Any,
+        reactor: IReactorTime,
         *,
         destination_wport: int = 1,
         invocation_counter: int = 1,

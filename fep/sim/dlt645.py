@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -52,6 +52,7 @@ from fep.protocols.dlt645.services import (
     Password,
     decode_bcd,
 )
+from fep.reactors import IConnectingReactor
 from fep.sim import serve
 
 log = Logger(namespace="fep.sim.dlt645")
@@ -779,7 +780,7 @@ class Dlt645BusFactory(ServerFactory[Dlt645BusProtocol]):
     def __init__(
         self,
         meters: Sequence[SimulatedDlt645Meter] | None = None,
-        reactor: Any = None,
+        reactor: IReactorTime | None = None,
         answer_delay: float = 0.0,
         preamble: int = 4,
     ) -> None:
@@ -808,7 +809,9 @@ class Dlt645BusFactory(ServerFactory[Dlt645BusProtocol]):
         return next((m for m in self.meters if m.address == address), None)
 
 
-def serve_pty(reactor: Any, device: str, factory: Dlt645BusFactory, baud: int = 2400) -> Any:
+def serve_pty(
+    reactor: IConnectingReactor, device: str, factory: Dlt645BusFactory, baud: int = 2400
+) -> Any:
     """Serve the factory's meters on a serial device or pty (8E1, as DL/T 645 lines run)."""
     return serve.serve_pty(reactor, device, factory, baudrate=baud, frame="8E1")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
@@ -124,7 +124,7 @@ class SimulatedGprsModem:
     push; ``start(every, count)`` pushes on a schedule. ``pushes`` lists the meter time of
     every push written whole (what the head end must end up with)."""
 
-    def __init__(self, reactor: Any, endpoint: Any, spec: ModemSpec) -> None:
+    def __init__(self, reactor: IReactorTime, endpoint: Any, spec: ModemSpec) -> None:
         self.reactor = reactor
         self.endpoint = endpoint
         self.spec = spec

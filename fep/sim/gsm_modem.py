@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import attrs
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
@@ -52,6 +53,7 @@ from fep.channels.modem.pdu import (
     user_data_size,
 )
 from fep.errors import FrameError
+from fep.reactors import IConnectingReactor
 from fep.sim import serve
 
 log = Logger(namespace="fep.sim.gsm_modem")
@@ -252,7 +254,7 @@ class GsmNetwork:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         *,
         smsc: str = "+491710760000",
         zone: timezone = UTC,
@@ -1168,7 +1170,9 @@ class SimulatedFieldDevice:
         return self.network.deliver(to, text, self.number)
 
 
-def serve_pty(reactor: Any, device: str, modem: GsmModemEmulator, baud: int = 115200) -> Any:
+def serve_pty(
+    reactor: IConnectingReactor, device: str, modem: GsmModemEmulator, baud: int = 115200
+) -> Any:
     """Serve ``modem`` on a serial device or pty (8N1)."""
     return serve.serve_pty(reactor, device, modem, baudrate=baud, frame="8N1")
 

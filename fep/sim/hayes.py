@@ -21,10 +21,16 @@ import re
 import sys
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import attrs
-from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol, IProtocolFactory
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+)
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,6 +38,7 @@ from zope.interface import implementer
 
 from fep.channels.modem.at import NUMERIC_OF, ResultCode
 from fep.channels.modem.line import IModemControl
+from fep.reactors import IConnectingReactor
 from fep.sim import serve
 
 log = Logger(namespace="fep.sim.hayes")
@@ -73,7 +80,7 @@ class Exchange:
     """The simulated telephone network shared by emulated modems."""
 
     def __init__(
-        self, reactor: Any, *, ring_time: float = 0.05, connect_text: str = "9600"
+        self, reactor: IReactorTime, *, ring_time: float = 0.05, connect_text: str = "9600"
     ) -> None:
         self.reactor = reactor
         self.ring_time = ring_time
@@ -505,12 +512,14 @@ class EmulatedModemControl:
         return self.modem.online
 
 
-def serve_pty(reactor: Any, device: str, modem: HayesModem, baudrate: int = 9600) -> Any:
+def serve_pty(
+    reactor: IConnectingReactor, device: str, modem: HayesModem, baudrate: int = 9600
+) -> Any:
     """Run ``modem`` on a serial device or pty end (8N1)."""
     return serve.serve_pty(reactor, device, modem, baudrate=baudrate, frame="8N1")
 
 
-def _meter_factory(spec: str, reactor: Any) -> IProtocolFactory:
+def _meter_factory(spec: str, reactor: IReactorTime) -> IProtocolFactory:
     """``iec:ADDRESS`` or ``dlt645:ADDRESS`` -> a simulator factory."""
     kind, _, address = spec.partition(":")
     if kind == "iec":
@@ -546,7 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         exchange.add(number, _meter_factory(spec, reactor))
     for number in args.busy:
         exchange.script(number, *[Outcome.BUSY] * 1000)
-    serve_pty(reactor, args.pty, HayesModem(exchange, guard=args.guard))
+    serve_pty(cast(IConnectingReactor, reactor), args.pty, HayesModem(exchange, guard=args.guard))
     reactor.run()
     return 0
 

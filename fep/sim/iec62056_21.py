@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -34,6 +34,7 @@ from fep.protocols.iec62056_21.frames import (
     OptionSelect,
     SignOn,
 )
+from fep.reactors import IConnectingReactor
 from fep.sim import serve
 
 log = Logger(namespace="fep.sim.iec62056_21")
@@ -217,7 +218,10 @@ class IecMeterServerFactory(ServerFactory[IecMeterServerProtocol]):
     protocol = IecMeterServerProtocol
 
     def __init__(
-        self, meters: Sequence[SimulatedIecMeter], reactor: Any = None, answer_delay: float = 0.0
+        self,
+        meters: Sequence[SimulatedIecMeter],
+        reactor: IReactorTime | None = None,
+        answer_delay: float = 0.0,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -236,7 +240,7 @@ class IecMeterServerFactory(ServerFactory[IecMeterServerProtocol]):
         return None
 
 
-def serve_pty(reactor: Any, device: str, factory: IecMeterServerFactory) -> Any:
+def serve_pty(reactor: IConnectingReactor, device: str, factory: IecMeterServerFactory) -> Any:
     """Serve ``factory``'s meters on a serial device or pty (300 Bd 7E1 to start)."""
     return serve.serve_pty(reactor, device, factory, baudrate=300, frame="7E1")
 
@@ -244,7 +248,7 @@ def serve_pty(reactor: Any, device: str, factory: IecMeterServerFactory) -> Any:
 class PushingMeterProtocol(Protocol):
     """Connects out and sends identification + readout every ``every`` seconds."""
 
-    def __init__(self, meter: SimulatedIecMeter, every: float, reactor: Any) -> None:
+    def __init__(self, meter: SimulatedIecMeter, every: float, reactor: IReactorTime) -> None:
         self.meter = meter
         self.every = every
         self.reactor = reactor
@@ -267,7 +271,7 @@ class PushingMeterProtocol(Protocol):
 
 
 class PushingMeterFactory(ClientFactory[PushingMeterProtocol]):
-    def __init__(self, meter: SimulatedIecMeter, every: float, reactor: Any) -> None:
+    def __init__(self, meter: SimulatedIecMeter, every: float, reactor: IReactorTime) -> None:
         self.meter = meter
         self.every = every
         self.reactor = reactor

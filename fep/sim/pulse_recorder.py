@@ -25,7 +25,7 @@ from fractions import Fraction
 from typing import Any, Final
 
 import attrs
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -46,6 +46,7 @@ from fep.protocols.modbus.pdu import (
     decode_request,
 )
 from fep.pulse import Wiring
+from fep.reactors import IConnectingReactor
 from fep.sim import serve
 
 log = Logger(namespace="fep.sim.pulse_recorder")
@@ -487,8 +488,8 @@ class RecorderServerFactory(ServerFactory[RecorderServerProtocol]):
 
     noisy = False
 
-    def __init__(self, recorder: PulseRecorder, reactor: Any = None, *, framing: str = "tcp",
-                 unit: int = 1, answer_delay: float = 0.0) -> None:
+    def __init__(self, recorder: PulseRecorder, reactor: IReactorTime | None = None, *,
+                 framing: str = "tcp", unit: int = 1, answer_delay: float = 0.0) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -516,8 +517,8 @@ class RecorderServerFactory(ServerFactory[RecorderServerProtocol]):
         return p
 
 
-def serve_pty(reactor: Any, device: str, factory: RecorderServerFactory, baud: int = 9600,
-              parity: str = "E") -> Any:
+def serve_pty(reactor: IConnectingReactor, device: str, factory: RecorderServerFactory,
+              baud: int = 9600, parity: str = "E") -> Any:
     """Serve the recorder on a serial device or pty (RTU, 8 data bits, even parity as the
     Modbus serial line guide's default)."""
     return serve.serve_pty(reactor, device, factory, baudrate=baud, frame=f"8{parity}1")

@@ -10,17 +10,19 @@ tests read those lines); its logs go to stderr.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
-from twisted.internet.interfaces import IListeningPort, IProtocol, IProtocolFactory
+from twisted.internet.interfaces import IListeningPort, IProtocol, IProtocolFactory, IReactorTCP
+
+from fep.reactors import IConnectingReactor, IRunningReactor
 
 if TYPE_CHECKING:
     from fep.channels.serialport import FepSerialPort
 
 
 def serve_pty(
-    reactor: Any, device: str, server: IProtocol | IProtocolFactory, *, baudrate: int,
-    frame: str,
+    reactor: IConnectingReactor, device: str, server: IProtocol | IProtocolFactory, *,
+    baudrate: int, frame: str,
 ) -> FepSerialPort:
     """Serve ``server`` (a protocol, or a factory whose one protocol answers the line) on
     ``device`` at ``baudrate`` with ``frame`` (such as ``8N1`` or ``7E1``)."""
@@ -44,21 +46,24 @@ def serve_pty(
 
 
 def serve_tcp(
-    reactor: Any, port: int, factory: IProtocolFactory, interface: str, what: str
+    reactor: IReactorTCP, port: int, factory: IProtocolFactory, interface: str, what: str
 ) -> IListeningPort:
     """Listen for ``factory`` on ``interface`` and ``port`` (0: a free one) and say
     ``serving <what> on tcp:<interface>:<port bound>`` on stdout."""
-    listening: IListeningPort = reactor.listenTCP(port, factory, interface=interface)
+    # listenTCP is declared with a ServerFactory; any protocol factory serves.
+    listening: IListeningPort = reactor.listenTCP(
+        port, factory, interface=interface  # type: ignore[arg-type]
+    )
     bound = getattr(listening.getHost(), "port", port)
     print(f"serving {what} on tcp:{interface}:{bound}", flush=True)
     return listening
 
 
-def command_reactor() -> Any:
+def command_reactor() -> IRunningReactor:
     """The global reactor for a simulator run as a command, with logs going to stderr:
     stdout keeps the lines saying what is served."""
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
-    return reactor
+    return cast(IRunningReactor, reactor)

@@ -7,11 +7,11 @@ directory; ``sqlite::memory:`` for tests) or ``postgresql://...``/``postgres://.
 from __future__ import annotations
 
 import re
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from fep.errors import ConfigError
 from fep.interfaces import IStore
+from fep.reactors import IStoreReactor
 
 # A password given as a key=value pair (libpq DSN or URL query): up to a space or '&'.
 _PASSWORD_KV = re.compile(r"(password\s*=\s*)[^\s&]+", re.IGNORECASE)
@@ -35,7 +35,7 @@ def redact_url(url: str) -> str:
     return _PASSWORD_KV.sub(r"\1***", urlunsplit(parts))
 
 
-def open_store(url: str, reactor: Any = None, *, pool_size: int = 2) -> IStore:
+def open_store(url: str, reactor: IStoreReactor | None = None, *, pool_size: int = 2) -> IStore:
     """The store a URL names (not yet open: call ``open()``)."""
     if url.startswith("sqlite:"):
         from fep.store.sqlite import SqliteStore

@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from fep.errors import FepError
+from fep.reactors import ITimeAndThreads
 
 log = Logger(namespace="fep.store.counters")
 
@@ -228,7 +229,7 @@ class InvocationCounterFile:
     is raised as a high-water mark in the store, and ``open`` refuses a file that is missing
     or below them."""
 
-    def __init__(self, reactor: Any, path: str | Path, marks: Any = None) -> None:
+    def __init__(self, reactor: ITimeAndThreads, path: str | Path, marks: Any = None) -> None:
         self.reactor = reactor
         self.path = Path(path)
         self.where = str(self.path)
@@ -484,7 +485,9 @@ class StoreInvocationCounters:
         return succeed(None)
 
 
-def invocation_counters(reactor: Any, store: Any, data_dir: str | Path) -> IInvocationCounters:
+def invocation_counters(
+    reactor: ITimeAndThreads, store: Any, data_dir: str | Path
+) -> IInvocationCounters:
     """The counter keeper for ``store``: its own rows on PostgreSQL (a counter file left in
     ``data_dir`` is taken in), else the file in ``data_dir`` with high-water marks in the
     SQLite store. Not yet open."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import psycopg2
 from twisted.internet import error
@@ -39,6 +39,7 @@ from fep.model import (
     Record,
     Severity,
 )
+from fep.reactors import IStoreReactor
 from fep.store import migrations, redact_url
 from fep.store.rows import (
     TABLES,
@@ -162,13 +163,13 @@ class _Pool(txpostgres.ConnectionPool):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IStoreReactor,
         dsn: str,
         size: int,
         connect_timeout: float,
         query_timeout: float,
     ) -> None:
-        self.reactor = reactor
+        self.reactor: IStoreReactor = reactor
         super().__init__(
             None,
             dsn,
@@ -295,7 +296,7 @@ class PostgresStore:
     def __init__(
         self,
         dsn: str,
-        reactor: Any = None,
+        reactor: IStoreReactor | None = None,
         *,
         pool_size: int = 2,
         connect_timeout: float = 5.0,
@@ -304,10 +305,10 @@ class PostgresStore:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
-            reactor = default_reactor
+            reactor = cast(IStoreReactor, default_reactor)
         self._dsn = dsn
         self.url = redact_url(dsn)
-        self._reactor = reactor
+        self._reactor: IStoreReactor = reactor
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self.query_timeout = query_timeout

@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -35,7 +36,7 @@ class Router(service.Service):
         self,
         spool: Spool,
         store: IStore,
-        reactor: Any,
+        reactor: IReactorTime,
         *,
         batch_size: int = 5000,
         max_delay: float = 0.05,

@@ -26,6 +26,7 @@ from twisted.python.threadpool import ThreadPool
 
 from fep.errors import StoreError
 from fep.model import Record
+from fep.reactors import ITimeAndThreads
 from fep.serialize import RecordDecodeError, decode_records, encode_records
 
 log = Logger()
@@ -74,7 +75,7 @@ class Spool:
     """The journal. Every disk operation runs, in order, on one worker thread."""
 
     def __init__(
-        self, directory: str | Path, reactor: Any, threadpool: ThreadPool | None = None
+        self, directory: str | Path, reactor: ITimeAndThreads, threadpool: ThreadPool | None = None
     ) -> None:
         self.directory = Path(directory)
         self._reactor = reactor

@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -37,6 +37,7 @@ from fep.model import (
     Severity,
     utcnow,
 )
+from fep.reactors import ITimeAndThreads
 from fep.store import migrations
 from fep.store.rows import (
     TABLES,
@@ -95,7 +96,7 @@ class SqliteStore:
     def __init__(
         self,
         path: str,
-        reactor: Any = None,
+        reactor: ITimeAndThreads | None = None,
         *,
         url: str | None = None,
         threadpool: ThreadPool | None = None,
@@ -103,10 +104,10 @@ class SqliteStore:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
-            reactor = default_reactor
+            reactor = cast(ITimeAndThreads, default_reactor)
         self.path = path
         self.url = url if url is not None else f"sqlite:{path}"
-        self._reactor = reactor
+        self._reactor: ITimeAndThreads = reactor
         # A given pool (tests pass one that runs work at once) is used instead of our own.
         self._given_pool = threadpool
         self._pool: ThreadPool | None = None

@@ -24,6 +24,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IProtocol,
     IProtocolFactory,
+    IReactorTime,
     IStreamClientEndpoint,
     ITransport,
 )
@@ -212,7 +213,7 @@ class DialupCall:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         line: ModemLine,
         number: str,
         settings: DialSettings,

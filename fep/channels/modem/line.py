@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -106,7 +106,7 @@ class ModemLine(Protocol):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         name: str,
         profile: ModemProfile | None = None,
         *,

@@ -49,6 +49,7 @@ from fep.channels.modem.line import IModemControl, ModemLine
 from fep.channels.modem.stats import CallOutcome, CallStats, ModemCall
 from fep.errors import ChannelError, FepError
 from fep.protocols.session import connect_within
+from fep.reactors import IConnectingReactor
 
 log = Logger()
 
@@ -109,7 +110,7 @@ class ModemPool(service.Service):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IConnectingReactor,
         lines: Sequence[LineSpec],
         *,
         dial: DialSettings | None = None,
@@ -474,7 +475,7 @@ class DialupEndpoint:
 
 
 def pool_from_config(
-    reactor: Any,
+    reactor: IConnectingReactor,
     section: Any,
     *,
     store: Any = None,

@@ -64,6 +64,7 @@ from fep.channels.modem.sms_at import (
 )
 from fep.errors import ChannelError, FepError, FrameError
 from fep.protocols.session import connect_within
+from fep.reactors import IConnectingReactor
 
 log = Logger(namespace="fep.channels.sms")
 
@@ -196,7 +197,9 @@ ReportHandler = Callable[[DeliveryReport], Awaitable[object] | object]
 class SmsChannel(service.Service):
     """One GSM modem for SMS (see the module docstring)."""
 
-    def __init__(self, reactor: Any, settings: SmsSettings, name: str = "sms") -> None:
+    def __init__(
+        self, reactor: IConnectingReactor, settings: SmsSettings, name: str = "sms"
+    ) -> None:
         self.reactor = reactor
         self.settings = settings
         self.setName(name)

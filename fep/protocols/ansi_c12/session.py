@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -215,7 +216,7 @@ class C1218Session(MeterSession):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         meter: Meter,
         client: C1218Client,
         timeout: float,
@@ -292,12 +293,13 @@ class C1218Protocol:
         return _seconds(meter, "c12_ack_timeout", DEFAULT_ACK_TIMEOUT)
 
     def read(
-        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+        self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
     ) -> Deferred[list[Record]]:
         return self._run(reactor, endpoint, meter, timeout, ())
 
     def read_tables(
-        self, reactor: Any, endpoint: Any, meter: Meter, tables: Sequence[int], timeout: float
+        self, reactor: IReactorTime, endpoint: Any, meter: Meter, tables: Sequence[int],
+        timeout: float,
     ) -> Deferred[list[dict[str, object]]]:
         """``fep read --table``: one row per table (see ``table_rows``)."""
         if not tables:
@@ -305,7 +307,8 @@ class C1218Protocol:
         return self._run(reactor, endpoint, meter, timeout, tuple(tables))
 
     def _run(
-        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float, tables: tuple[int, ...]
+        self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float,
+        tables: tuple[int, ...],
     ) -> Deferred[Any]:
         try:
             settings = attrs.evolve(self.settings(meter), tables=tables)

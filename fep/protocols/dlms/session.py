@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -113,7 +114,7 @@ class DlmsConnection(MeterSession):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         client: DlmsClient,
         link: Link,
         *,
@@ -589,7 +590,7 @@ class DlmsSession:
 
 
 async def open_session(
-    reactor: Any,
+    reactor: IReactorTime,
     endpoint: Any,
     settings: ClientSettings,
     link: LinkSettings,
@@ -626,7 +627,7 @@ COMMANDS = (
 )
 
 
-def _reactor_now(reactor: Any) -> datetime:
+def _reactor_now(reactor: IReactorTime) -> datetime:
     return datetime.fromtimestamp(reactor.seconds(), UTC)
 
 
@@ -651,7 +652,7 @@ class DlmsProtocol:
         return self._context
 
     def read(
-        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+        self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
     ) -> Deferred[list[Record]]:
         return ensureDeferred(self._read(reactor, endpoint, meter, timeout))
 
@@ -684,7 +685,7 @@ class DlmsProtocol:
             source,
         )
 
-    async def _open(self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+    async def _open(self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
                     ) -> DlmsSession:
         """A connected session (link open, not yet associated)."""
         context = self.context
@@ -741,7 +742,7 @@ class DlmsProtocol:
 
     async def _associated(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         endpoint: Any,
         meter: Meter,
         timeout: float,
@@ -759,7 +760,7 @@ class DlmsProtocol:
         return result
 
     async def _read(
-        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+        self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
     ) -> list[Record]:
         objects = [
             parse_object(t)
@@ -782,7 +783,7 @@ class DlmsProtocol:
 
     def read_profile(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         endpoint: Any,
         meter: Meter,
         since: datetime,
@@ -800,7 +801,8 @@ class DlmsProtocol:
         return ensureDeferred(self._associated(reactor, endpoint, meter, timeout, work))
 
     def read_events(
-        self, reactor: Any, endpoint: Any, meter: Meter, since: datetime | None, timeout: float
+        self, reactor: IReactorTime, endpoint: Any, meter: Meter, since: datetime | None,
+        timeout: float,
     ) -> Deferred[list[Record]]:
         """The event logs (``dlms_event_logs``, comma list; default the standard event log
         0.0.99.98.0.255), from ``since`` by range when given."""
@@ -821,7 +823,7 @@ class DlmsProtocol:
         return ensureDeferred(self._associated(reactor, endpoint, meter, timeout, work))
 
     def read_clock(
-        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+        self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
     ) -> Deferred[datetime]:
         async def work(session: DlmsSession) -> datetime:
             data = await session.get(A.AttributeDescriptor(8, CLOCK, 2))
@@ -836,7 +838,7 @@ class DlmsProtocol:
         return ensureDeferred(self._associated(reactor, endpoint, meter, timeout, work))
 
     def set_clock(
-        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+        self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
     ) -> Deferred[None]:
         """Set the clock to the reactor's time at the moment the SET is built (after the
         association), in UTC with the meter's deviation when its record gives one."""
@@ -849,7 +851,7 @@ class DlmsProtocol:
 
     def run_command(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         endpoint: Any,
         meter: Meter,
         command: str,

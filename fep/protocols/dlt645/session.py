@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -170,7 +171,9 @@ class Dlt645Steps:
 class Dlt645Session(MeterSession):
     """One Dlt645Client over one connection; ``done`` fires with the records."""
 
-    def __init__(self, reactor: Any, meter: Meter, client: Dlt645Client, timeout: float) -> None:
+    def __init__(
+        self, reactor: IReactorTime, meter: Meter, client: Dlt645Client, timeout: float
+    ) -> None:
         super().__init__(reactor, timeout, meter=meter.id, route=meter.route, protocol=PROTOCOL,
                          steps=Dlt645Steps(client))
         self.meter = meter
@@ -217,7 +220,7 @@ class Dlt645Session(MeterSession):
 class _BroadcastSession(Protocol):
     """Sends one broadcast frame (meters never answer one) and hangs up."""
 
-    def __init__(self, reactor: Any, meter: Meter, tz: tzinfo, wakeup: bool) -> None:
+    def __init__(self, reactor: IReactorTime, meter: Meter, tz: tzinfo, wakeup: bool) -> None:
         self.reactor = reactor
         self.meter = meter
         self.tz = tz
@@ -252,7 +255,7 @@ class Dlt645Protocol:
         self.tz = tz
 
     def read(
-        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+        self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
     ) -> Deferred[list[Record]]:
         try:
             settings = settings_for(meter, self.tz)
@@ -273,7 +276,7 @@ class Dlt645Protocol:
 
     def read_profile(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         endpoint: Any,
         meter: Meter,
         since: datetime,
@@ -308,7 +311,7 @@ class Dlt645Protocol:
         return Deferred.fromCoroutine(run())
 
     def read_clock(
-        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+        self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
     ) -> Deferred[datetime]:
         async def run() -> datetime:
             settings = settings_for(meter, self.tz)
@@ -325,7 +328,7 @@ class Dlt645Protocol:
         return Deferred.fromCoroutine(run())
 
     def set_clock(
-        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+        self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
     ) -> Deferred[None]:
         """Broadcast time sync (function 08) on the meter's line: every meter on the bus
         hears it; none answers."""

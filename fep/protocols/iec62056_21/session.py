@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -99,7 +100,7 @@ class _ReadoutSession(MeterSession):
 
     default_baudrate = 300
 
-    def __init__(self, reactor: Any, meter: Meter, timeout: float, tz: tzinfo) -> None:
+    def __init__(self, reactor: IReactorTime, meter: Meter, timeout: float, tz: tzinfo) -> None:
         super().__init__(reactor, timeout, meter=meter.id, route=meter.route, protocol=PROTOCOL)
         self.meter = meter
         self.tz = tz
@@ -176,7 +177,7 @@ class IecReadoutProtocol:
         self.tz = tz
 
     def read(
-        self, reactor: Any, endpoint: Any, meter: Meter, timeout: float
+        self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
     ) -> Deferred[list[Record]]:
         tz = self.tz
         zone_name = meter.metadata.get("tz")

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -126,7 +126,7 @@ class ModbusSession(MeterSession, Generic[T]):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         client: ModbusClient,
         procedure: Procedure[T],
         timeout: float,
@@ -226,7 +226,7 @@ class ModbusSession(MeterSession, Generic[T]):
 
 
 def run_procedure(
-    reactor: Any,
+    reactor: IReactorTime,
     endpoint: Any,
     meter: Meter,
     settings: RecorderSettings,
@@ -256,7 +256,7 @@ class PulseRecorderProtocol:
 
     def read(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         endpoint: Any,
         meter: Meter,
         timeout: float,
@@ -277,7 +277,7 @@ class PulseRecorderProtocol:
 
         return d.addCallback(records)
 
-    def read_clock(self, reactor: Any, endpoint: Any, meter: Meter,
+    def read_clock(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
                    timeout: float) -> Deferred[datetime]:
         """The recorder's clock as UTC; NotSupported when its map has no clock."""
         try:
@@ -296,7 +296,7 @@ class PulseRecorderProtocol:
 
         return d.addCallback(clock)
 
-    def set_clock(self, reactor: Any, endpoint: Any, meter: Meter, timeout: float,
+    def set_clock(self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float,
                   when: datetime | None = None) -> Deferred[datetime]:
         """Set the recorder's clock to ``when`` (default: the reactor's now)."""
         try:
