@@ -140,9 +140,9 @@ async def push_ingest_rate(
     from twisted.internet.endpoints import TCP4ClientEndpoint
     from twisted.internet.protocol import Factory, Protocol
 
-    from fep.protocols.dlms.receiver import DlmsPushFactory
     from fep.protocols.dlms.security import SecurityKeys
     from fep.protocols.dlms.server import DlmsServer, ServerSettings
+    from fep.protocols.dlms.session import DlmsPushFactory
     from fep.sim.dlms_meter import SimulatedDlmsMeter
     from fep.store import open_store
     from fep.store.router import Router

@@ -132,7 +132,7 @@ class FepService(OrderedMultiService):
         # protocols here: DLMS with this daemon's context.
         self.protocols = ProtocolRegistry({"dlms": self.dlms})
         if config.push.dlms:
-            from fep.protocols.dlms.receiver import DlmsPushFactory
+            from fep.protocols.dlms.session import DlmsPushFactory
 
             self.dlms_push = DlmsPushFactory(
                 self.router, self._resolve_dlms_sender, self.counters,

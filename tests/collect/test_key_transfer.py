@@ -23,10 +23,9 @@ from fep.errors import FepError
 from fep.model import Meter, Reading
 from fep.protocols.dlms import cosem
 from fep.protocols.dlms.context import DlmsContext
-from fep.protocols.dlms.receiver import DlmsPushDecoder
 from fep.protocols.dlms.security import SecurityKeys, decipher_apdu
 from fep.protocols.dlms.server import DlmsServer, ServerSettings
-from fep.protocols.dlms.session import DlmsProtocol
+from fep.protocols.dlms.session import DlmsProtocol, DlmsPushDecoder
 from fep.protocols.registry import meter_protocol
 from fep.sim import dlms_meter
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK, DlmsMeterServerFactory

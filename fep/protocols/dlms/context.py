@@ -8,19 +8,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from twisted.logger import Logger
-
 from fep.interfaces import IRecordSink
-from fep.protocols.dlms.identity import DEFAULT_SYSTEM_TITLE, DOWNGRADE_CODE, downgrade_event
-
-log = Logger(namespace="fep.protocols.dlms")
+from fep.model import MeterEvent
+from fep.protocols.dlms.identity import DEFAULT_SYSTEM_TITLE, downgrade_event
 
 
 class SecurityEvents:
-    """Refused downgrades: every one counted in ``downgrades`` and logged; a MeterEvent
-    (fep.protocols.dlms.identity.downgrade_event) submitted to ``sink`` at most once per
-    meter per ``interval`` seconds (an attacker's flood stays one alarm, not a table of
-    rows)."""
+    """Refused downgrades, sans-IO: every one counted in ``downgrades``; a MeterEvent
+    (fep.protocols.dlms.identity.downgrade_event) for ``sink`` at most once per meter per
+    ``interval`` seconds (an attacker's flood stays one alarm, not a table of rows). The
+    caller logs each refusal and submits the event (session.py's ``report_downgrade``)."""
 
     def __init__(
         self,
@@ -35,25 +32,18 @@ class SecurityEvents:
         self.downgrades = 0
         self._last: dict[str, float] = {}
 
-    def downgrade(self, meter: str, where: str, detail: str) -> None:
+    def count_downgrade(self, meter: str, where: str, detail: str) -> MeterEvent | None:
+        """Count one refused downgrade; the event to submit to ``sink``, or None (no sink,
+        or one was raised for ``meter`` within ``interval``)."""
         self.downgrades += 1
-        log.error(
-            "DLMS security: unciphered APDU from meter {meter} refused ({where}): {detail}",
-            meter=meter,
-            where=where,
-            detail=detail,
-            security_event=DOWNGRADE_CODE,
-        )
         now = self.clock()
         last = self._last.get(meter)
         if self.sink is None or (last is not None and now - last < self.interval):
-            return
+            return None
         if len(self._last) > 10_000:
             self._last.clear()
         self._last[meter] = now
-        event = downgrade_event(meter, where, detail, datetime.fromtimestamp(now, UTC))
-        d = self.sink.submit([event])
-        d.addErrback(lambda f: log.failure("security event of {meter} not spooled", f, meter=meter))
+        return downgrade_event(meter, where, detail, datetime.fromtimestamp(now, UTC))
 
 
 class DlmsContext:

@@ -5,7 +5,8 @@ A meter configured with keys never has a plain (unciphered, unauthenticated) APD
 from it: the push listener, pushes over GPRS sessions and the answers of a pull session
 refuse it, and each refusal is counted, logged and told to the alarm engine as a
 ``MeterEvent`` (code ``dlms:security:unciphered-apdu``, kind tamper, severity major) through
-the record sink, at most one event per meter per minute (``SecurityEvents`` in session.py).
+the record sink, at most one event per meter per minute (``SecurityEvents`` in context.py
+counts, session.py's ``report_downgrade`` logs and submits).
 """
 
 from __future__ import annotations

@@ -4,7 +4,11 @@
 ``DlmsSession`` associates, reads, runs commands and releases over it; ``DlmsProtocol`` is
 what the registry names for ``fep read``, scheduled reads and collection jobs.
 
-Settings from a meter's record are settings.py's, the push receiver is receiver.py, what the
+The push receiver's adapter is here too: ``DlmsPushDecoder`` (receiver.py's decisions on
+each pushed APDU carried out: the invocation counter taken, records submitted, refusals
+logged), ``DlmsPushHandler`` (a GPRS session's push connection), ``DlmsPushFactory`` (the push
+listener); and ``report_downgrade``, which logs and raises what context.py's
+``SecurityEvents`` counts. Settings from a meter's record are settings.py's, what the
 sessions of a process share is context.py.
 """
 
@@ -17,6 +21,7 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -29,12 +34,14 @@ from fep.interfaces import (
     IMeterProtocol,
     IProfileReader,
     IPushChannel,
+    IPushHandler,
     IPushProtocol,
     IRecordSink,
+    peer_identified,
 )
 from fep.model import Meter, MeterEvent, ObisCode, Reading, Record
 from fep.protocols.dlms import apdu as A
-from fep.protocols.dlms import axdr
+from fep.protocols.dlms import axdr, wrapper
 from fep.protocols.dlms.axdr import CosemDateTime, Data
 from fep.protocols.dlms.client import (
     ActionDone,
@@ -74,7 +81,13 @@ from fep.protocols.dlms.exchange import (
 )
 from fep.protocols.dlms.identity import DOWNGRADE_CODE, counter_key, key_fingerprint
 from fep.protocols.dlms.link import HdlcLink, Link, LinkKind, LinkSettings, WrapperLink
-from fep.protocols.dlms.receiver import DlmsPushDecoder, DlmsPushHandler
+from fep.protocols.dlms.receiver import (
+    PushAccepted,
+    PushCounterCheck,
+    PushRefused,
+    PushStats,
+    decide_push,
+)
 from fep.protocols.dlms.settings import (
     DEFAULT_OBJECTS,
     hex_setting,
@@ -84,6 +97,7 @@ from fep.protocols.dlms.settings import (
     settings_for,
 )
 from fep.protocols.session import MeterSession, connect_within
+from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.protocols.dlms")
 
@@ -725,7 +739,9 @@ class DlmsProtocol:
             timeout=timeout,
             invocation_counter=start,
             counter_limit=limit,
-            on_downgrade=lambda detail: security.downgrade(meter.id, "pull session", detail),
+            on_downgrade=lambda detail: report_downgrade(
+                security, meter.id, "pull session", detail
+            ),
             accept_counter=accept_counter,
         )
         deviation = meter.metadata.get("dlms_deviation")
@@ -923,3 +939,188 @@ async def _transfer_keys(
     setup = obis_setting(meter, "dlms_security_setup", str(SECURITY_SETUP))
     await session.transfer_keys(pairs, kek, setup)
     return {"keys": ",".join(sorted(new_keys))}
+
+
+# -- Refused downgrades and pushes: the Twisted side of context.py's SecurityEvents and
+# receiver.py's decisions.
+
+
+def report_downgrade(security: SecurityEvents, meter: str, where: str, detail: str) -> None:
+    """A refused downgrade: counted (``security``), logged, and raised as a MeterEvent to
+    ``security.sink`` at most once per meter per interval."""
+    event = security.count_downgrade(meter, where, detail)
+    log.error(
+        "DLMS security: unciphered APDU from meter {meter} refused ({where}): {detail}",
+        meter=meter,
+        where=where,
+        detail=detail,
+        security_event=DOWNGRADE_CODE,
+    )
+    if event is None or security.sink is None:
+        return
+    d = security.sink.submit([event])
+    d.addErrback(lambda f: log.failure("security event of {meter} not spooled", f, meter=meter))
+
+
+class DlmsPushDecoder:
+    """Turns pushed APDUs into records by receiver.py's ``decide_push`` (sender, keys,
+    replayed counters, an unciphered push from a meter with keys refused): takes the
+    invocation counter of a ciphered push (asynchronously when the counters are the store's)
+    before the records are submitted to ``sink``; refusals counted in ``stats`` and logged
+    (rate-limited) with the system title, downgrades raised through ``security``. Nothing is
+    raised."""
+
+    def __init__(
+        self,
+        sink: IRecordSink,
+        resolve: Callable[[bytes | None, int], Meter | None],
+        counters: Any = None,
+        stats: PushStats | None = None,
+        *,
+        identify: Callable[[bytes], Meter | None] | None = None,
+        security: SecurityEvents | None = None,
+        where: str = "push",
+    ) -> None:
+        self.sink = sink
+        self.resolve = resolve
+        if counters is None:
+            from fep.protocols.dlms.security import InvocationCounterGuard
+
+            counters = InvocationCounterGuard()
+        self.counters = counters
+        self.stats = stats if stats is not None else PushStats()
+        self.events = RateLimitedLog(log)  # strangers' junk: rate-limited logs
+        self.identify = identify
+        self.security = security if security is not None else SecurityEvents(sink)
+        self.where = where
+
+    def reject(self, why: str, system_title: bytes | None, detail: str) -> None:
+        self.stats.refused(why)
+        self.events.warn(
+            "DLMS push rejected ({why}) from system title {title}: {detail}",
+            why=why,
+            title=system_title.hex() if system_title else "?",
+            detail=detail,
+            kind=f"dlms push {why}",
+        )
+
+    def _refused(self, refusal: PushRefused) -> bool:
+        self.reject(refusal.why, refusal.system_title, refusal.detail)
+        if refusal.downgrade is not None:
+            meter, detail = refusal.downgrade
+            report_downgrade(self.security, meter, self.where, detail)
+        return False
+
+    def notification(self, raw: bytes, wport: int = 0, source: str = "") -> bool:
+        """Decode and submit one pushed APDU; False when it was refused (a ciphered push is
+        submitted once its counter is accepted, which may be later)."""
+        decision = decide_push(
+            raw, wport, source, resolve=self.resolve, identify=self.identify,
+            last_received=self.counters.last_received,
+        )
+        if isinstance(decision, PushRefused):
+            return self._refused(decision)
+        if isinstance(decision, PushAccepted):
+            self._submit(decision.meter, decision.records)
+            return True
+        # The counter is taken (in the store when it is shared) before anything is stored.
+        accepting = self.counters.accept_received(
+            decision.system_title, decision.counter, decision.fingerprint
+        )
+        if not isinstance(accepting, Deferred):
+            return self._counted(accepting, decision)
+        accepting.addCallback(self._counted, decision)
+        accepting.addErrback(
+            lambda f: log.failure(
+                "push from {meter}: invocation counter not recorded; push dropped",
+                f,
+                meter=decision.meter.id,
+            )
+        )
+        return True
+
+    def _counted(self, result: tuple[bool, int | None], check: PushCounterCheck) -> bool:
+        accepted, last = result
+        if not accepted:
+            return self._refused(check.refused(last))
+        self._submit(check.meter, check.records)
+        return True
+
+    def _submit(self, meter: Meter, records: Sequence[Record]) -> None:
+        self.stats.accepted += 1
+        d = self.sink.submit(list(records))
+        d.addErrback(lambda f: log.failure("push from {meter} not spooled", f, meter=meter.id))
+
+
+@implementer(IPushHandler)
+class DlmsPushHandler:
+    """Pushes on one connection: wrapper frames, each APDU through a DlmsPushDecoder."""
+
+    def __init__(self, decoder: DlmsPushDecoder, source: str = "") -> None:
+        self.decoder = decoder
+        self.source = source
+        self.wrapper = wrapper.WrapperDecoder()
+        self.frames = 0
+
+    def data_received(self, data: bytes) -> None:
+        while True:
+            try:
+                frames = self.wrapper.receive(data)
+            except FrameError as e:
+                self.decoder.reject("frame", None, str(e))
+                data = b""
+                continue
+            for frame in frames:
+                self.frames += 1
+                self.decoder.notification(frame.apdu, frame.source_wport, self.source)
+            return
+
+    def pending(self) -> int:
+        return self.wrapper.buffered
+
+    def take_buffered(self) -> bytes:
+        return self.wrapper.drain()
+
+
+class PushReceiverProtocol(Protocol):
+    """One inbound connection of a meter that pushes Data-Notifications over the wrapper."""
+
+    def __init__(self, factory: DlmsPushFactory) -> None:
+        self.factory = factory
+        self.handler = DlmsPushHandler(factory.decoder)
+
+    def dataReceived(self, data: bytes) -> None:
+        accepted = self.factory.stats.accepted
+        self.handler.data_received(data)
+        if self.factory.stats.accepted > accepted:  # a valid push: the sender is known
+            peer_identified(self.transport)
+
+
+class DlmsPushFactory(Factory):
+    """Accepts pushes, deciphers them with the sender's keys, routes the readings."""
+
+    def __init__(
+        self,
+        sink: IRecordSink,
+        resolve: Callable[[bytes | None, int], Meter | None],
+        counters: Any = None,
+        *,
+        identify: Callable[[bytes], Meter | None] | None = None,
+        security: SecurityEvents | None = None,
+    ) -> None:
+        self.decoder = DlmsPushDecoder(
+            sink, resolve, counters, identify=identify, security=security, where="push listener"
+        )
+        self.sink = sink
+        self.resolve = resolve
+        self.counters = self.decoder.counters
+        self.stats = self.decoder.stats
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return PushReceiverProtocol(self)
+
+    def reject(self, why: str, system_title: bytes | None, detail: str) -> None:
+        self.decoder.reject(why, system_title, detail)
+
+    def notification(self, raw: bytes, protocol: Any = None) -> None:
+        self.decoder.notification(raw)

@@ -35,10 +35,9 @@ from fep.protocols.dlms.identity import (
     node_system_title,
 )
 from fep.protocols.dlms.link import LinkSettings, WrapperLink
-from fep.protocols.dlms.receiver import DlmsPushDecoder
 from fep.protocols.dlms.security import InvocationCounterGuard
 from fep.protocols.dlms.server import DlmsServer, ServerSettings
-from fep.protocols.dlms.session import DlmsConnection, DlmsProtocol
+from fep.protocols.dlms.session import DlmsConnection, DlmsProtocol, DlmsPushDecoder
 from fep.protocols.dlms.settings import settings_for
 from fep.sim import dlms_meter as sim
 from fep.sim.dlms import DlmsMeterServerFactory, DlmsMeterServerProtocol
