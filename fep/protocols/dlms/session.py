@@ -1085,9 +1085,10 @@ class DlmsPushHandler:
 class PushReceiverProtocol(Protocol):
     """One inbound connection of a meter that pushes Data-Notifications over the wrapper."""
 
-    def __init__(self, factory: DlmsPushFactory) -> None:
-        self.factory = factory
-        self.handler = DlmsPushHandler(factory.decoder)
+    factory: DlmsPushFactory  # set by the factory when it makes the protocol
+
+    def connectionMade(self) -> None:
+        self.handler = DlmsPushHandler(self.factory.decoder)
 
     def dataReceived(self, data: bytes) -> None:
         accepted = self.factory.stats.accepted
@@ -1096,8 +1097,10 @@ class PushReceiverProtocol(Protocol):
             peer_identified(self.transport)
 
 
-class DlmsPushFactory(Factory):
+class DlmsPushFactory(Factory[PushReceiverProtocol]):
     """Accepts pushes, deciphers them with the sender's keys, routes the readings."""
+
+    protocol = PushReceiverProtocol
 
     def __init__(
         self,
@@ -1115,9 +1118,6 @@ class DlmsPushFactory(Factory):
         self.resolve = resolve
         self.counters = self.decoder.counters
         self.stats = self.decoder.stats
-
-    def buildProtocol(self, addr: Any) -> Protocol:
-        return PushReceiverProtocol(self)
 
     def reject(self, why: str, system_title: bytes | None, detail: str) -> None:
         self.decoder.reject(why, system_title, detail)
