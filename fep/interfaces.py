@@ -212,6 +212,11 @@ class IPushChannel(Interface):
     def pushed(records: Sequence[Record]) -> Deferred[None]:
         """Store the records of a push that arrived during the session."""
 
+    def unconsumed(data: bytes) -> None:
+        """Bytes the meter session received but did not use when it ended (the start of a
+        push after the meter's last answer): the channel's push decoder takes them, before
+        whatever comes next."""
+
 
 class IModemSessionObserver(Interface):
     """Told by the GPRS channel of its modems' sessions (the collection engine: where a

@@ -323,6 +323,9 @@ class _Pushes:
         self.session.channel.stats.pipe_pushes += 1
         return self.sink.submit(records)
 
+    def unconsumed(self, data: bytes) -> None:
+        self.session.take_back(None, data)
+
 
 @implementer(ITransport, IPushChannel)
 class _Pipe:
@@ -336,6 +339,8 @@ class _Pipe:
         self.route = route
         self.disconnecting = False
         self.connected = True
+        # What the job's session gave back undecoded: the push decoder's once it ends.
+        self.returned = bytearray()
 
     def write(self, data: bytes) -> None:
         if not self.disconnecting:
@@ -364,6 +369,9 @@ class _Pipe:
 
     def pushed(self, records: Sequence[Record]) -> Deferred[None]:
         return self.session.pushes.pushed(records)
+
+    def unconsumed(self, data: bytes) -> None:
+        self.session.take_back(self, data)
 
 
 class _World:
@@ -692,6 +700,22 @@ class ModemSession(Protocol):
             protocol.dataReceived(leftover)
         return protocol
 
+    def take_back(self, pipe: _Pipe | None, data: bytes) -> None:
+        """Bytes a job's meter session did not use (``pipe``: its pipe): while the pipe is
+        lent they wait for the fresh push decoder it gets back, else the decoder has them
+        now; with the modem gone (or another job on it) they are counted as unhandled."""
+        if not data:
+            return
+        if pipe is not None and self.pipe is pipe:
+            pipe.returned += data
+        elif self.pipe is None and self.machine.state is SessionState.ATTACHED:
+            self._to_handler(data)
+        else:
+            self.channel.stats.unhandled_bytes += len(data)
+            log.info("modem {modem}: {count} bytes a pull job left dropped ({state})",
+                     count=len(data), state=self.machine.shown_state,
+                     **self.machine.log_fields())
+
     def end_pipe(self, pipe: _Pipe, reason: str | None) -> None:
         """The job is done with the socket: pushes go to the push handler again."""
         if self.pipe is not pipe:
@@ -709,6 +733,10 @@ class ModemSession(Protocol):
             self.handler = self.channel.push_handler(self.meters[0], self, keep=self.handler)
         failure = Failure(ConnectionDone("the pull job released the modem"))
         self.channel.reactor.callLater(0, pipe.protocol.connectionLost, failure)
+        # What the job read but did not use (a push begun after its last answer) first.
+        returned, pipe.returned = bytes(pipe.returned), bytearray()
+        if returned:
+            self._to_handler(returned)
 
     def _lose_pipe(self, why: str) -> None:
         pipe, self.pipe = self.pipe, None

@@ -138,6 +138,10 @@ def pending_write_bytes(transport: Any) -> int:
 # ---------------------------------------------------------------------------
 
 
+# The actions the driver carries out itself (the rest are a protocol's notes).
+_DRIVING = (Send, SetTimer, StopTimer, SwitchBaud, Finish, Fail)
+
+
 class MeterSession(Protocol):
     """Runs one protocol's steps over one connection; ``done`` fires with the result.
 
@@ -219,8 +223,15 @@ class MeterSession(Protocol):
             return
         queue = (self._held or []) + list(actions)
         self._held = None
-        while queue and not self._ended:
+        while queue:
             action = queue.pop(0)
+            if self._ended:
+                # Over (a Finish, a Fail, or the answer the last step waited for): nothing
+                # more is sent or timed, but what the step noted after it is still told (a
+                # push that came in the same read as the meter's last answer).
+                if not isinstance(action, _DRIVING):
+                    self.note(action)
+                continue
             if isinstance(action, Send):
                 self.write(action.data)
             elif isinstance(action, SetTimer):

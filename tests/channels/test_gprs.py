@@ -633,3 +633,101 @@ class SettingsTests(unittest.TestCase):
         session.makeConnection(ModemTransport())
         row: dict[str, Any] = json.loads(json.dumps(channel.sessions()[0].as_dict()))
         self.assertEqual((row["state"], row["modem"], row["meters"]), ("identifying", None, []))
+
+
+
+class _Counters(InvocationCounterGuard):
+    """The counters a pull session reserves its own from (in memory)."""
+
+    def reserve(self, key: str, count: int, meter_key: str | None = None) -> Deferred[int]:
+        return succeed(1)
+
+
+AARQ, AARE, RLRQ, RLRE = 0x60, 0x61, 0x62, 0x63
+
+
+class DlmsPipeTests(ChannelTestCase):
+    """A DLMS pull over a modem session whose meter pushes during the pull: each push is
+    stored once, whichever answer it shares a read with (the AARE, the RLRE) and however
+    it is split around the pull's end."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        from fep.sim.dlms import DlmsMeterServerFactory
+
+        self.dlms = PushingDlmsMeter()
+        factory = DlmsMeterServerFactory(self.dlms.meter, self.dlms.server.settings)
+        self.meter_side = factory.buildProtocol(None)
+        self.meter_out = StringTransport()
+        self.meter_side.makeConnection(self.meter_out)
+        self.session, self.transport = self.connect()
+        self.session.dataReceived(f"ID:{IMEI}\r\n".encode())
+
+    def push(self) -> bytes:
+        """The next push, ciphered by the meter's server (one counter sequence)."""
+        self.dlms.ticks += 1
+        apdu = self.meter_side.server.push(self.dlms.meter.push_body())  # type: ignore[attr-defined]
+        return wrapper.encode_wrapper(wrapper.WrapperFrame(1, 102, apdu))
+
+    def pull(self, before: Any = (), after: Any = (), split: int = 0) -> list[Record]:
+        """A pull job; the meter pushes before answering the requests tagged in ``before``
+        and after answering those in ``after``, each push in the same read as the answer
+        (``split``: the last ``split`` bytes of the RLRE's read come in a read of their own
+        after the pull)."""
+        from fep.protocols.dlms.context import DlmsContext
+        from fep.protocols.dlms.session import DlmsProtocol
+
+        endpoint = self.channel.endpoint_for(parse_route(f"gprs:imei={IMEI}"))
+        d = DlmsProtocol(DlmsContext(_Counters())).read(self.clock, endpoint, self.meters[0],
+                                                        10.0)
+        rest = b""
+        for _ in range(50):
+            self.clock.advance(0)
+            request = self.transport.value()
+            if not request:
+                break
+            self.transport.clear()
+            tag = request[8]
+            chunk = self.push() if tag in before else b""
+            self.meter_side.dataReceived(request)
+            chunk += self.meter_out.value()
+            self.meter_out.clear()
+            if tag in after:
+                chunk += self.push()
+            if split and tag == RLRQ:
+                chunk, rest = chunk[:-split], chunk[-split:]
+            self.session.dataReceived(chunk)
+        records: list[Record] = self.successResultOf(d)
+        self.clock.advance(0)
+        self.session.dataReceived(rest)
+        self.assertEqual(self.session.state, "attached")
+        self.assertTrue(records)
+        self.assertEqual({r.meter for r in records}, {"dlms-1"})
+        return records
+
+    def assertPushesStored(self, pushes: int) -> None:
+        stored = sorted({r.meter_time for r in self.sink.records
+                         if isinstance(r, Reading) and r.meter_time is not None})
+        self.assertEqual(stored, [datetime(2024, 1, 1, tzinfo=UTC) + n * timedelta(minutes=15)
+                                  for n in range(1, pushes + 1)])
+        self.assertEqual(len(self.sink.records), 5 * pushes)
+
+    def test_a_push_at_the_aarq_in_the_same_read_as_the_aare(self) -> None:
+        self.pull(before={AARQ})
+        self.assertPushesStored(1)
+
+    def test_a_push_in_the_same_read_after_the_aare(self) -> None:
+        self.pull(after={AARQ})
+        self.assertPushesStored(1)
+
+    def test_a_push_in_the_same_read_after_the_rlre(self) -> None:
+        self.pull(after={RLRQ})
+        self.assertPushesStored(1)
+
+    def test_a_push_begun_in_the_read_of_the_rlre(self) -> None:
+        self.pull(after={RLRQ}, split=20)
+        self.assertPushesStored(1)
+
+    def test_pushes_around_every_answer(self) -> None:
+        self.pull(before={AARQ, RLRQ, 0xC0, 0xDB, 0xD0, 0xC8}, after={AARQ, RLRQ, 0xC0, 0xD0, 0xC8})
+        self.assertPushesStored(self.dlms.ticks)

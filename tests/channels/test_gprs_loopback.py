@@ -109,6 +109,8 @@ class LoopbackCase(unittest.TestCase):
         await self.directory.refresh()
         counters = InvocationCounterFile(reactor, workdir / "counters.json")
         await counters.open()
+        # A push a pull took in its last second leaves a write of the counters scheduled.
+        self.addCleanup(counters.close)
         # The DLMS context a daemon gives its doors, through its protocol registry.
         self.protocols = ProtocolRegistry({"dlms": DlmsContext(counters)})
         self.channel = GprsChannel(

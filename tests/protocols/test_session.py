@@ -295,6 +295,17 @@ class EndTests(unittest.TestCase):
         session, _, _ = started(Script(["resent", Send(b"?"), "noise"]))
         self.assertEqual(session.notes, ["resent", "noise"])
 
+    def test_notes_after_the_end_are_still_told(self) -> None:
+        # A push decoded in the same read as the last answer: told, though nothing more is
+        # sent or timed.
+        session, transport, clock = started(
+            Script([Send(b"?"), SetTimer()], [[Finish(1), "push", Send(b"late"), SetTimer()]]))
+        session.dataReceived(b"!push")
+        self.assertEqual(self.successResultOf(session.done), ("records", 1))
+        self.assertEqual(session.notes, ["push"])
+        self.assertEqual(transport.value(), b"?")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
 
 class BaudSwitchTests(unittest.TestCase):
     def test_steps_learn_the_line(self) -> None:

@@ -57,6 +57,11 @@ class Link:
     def timeout(self) -> list[bytes]:
         return []
 
+    def take_buffered(self) -> bytes:
+        """Hand out (and forget) the bytes received but not decoded yet (the start of a
+        push after the meter's last answer, for the channel's push decoder)."""
+        return b""
+
 
 class WrapperLink(Link):
     def __init__(self, settings: LinkSettings) -> None:
@@ -96,6 +101,9 @@ class WrapperLink(Link):
             if f.destination_wport == self.client_wport
             or (f.apdu and f.apdu[0] in _PUSH_FIRST_BYTES)
         ], []
+
+    def take_buffered(self) -> bytes:
+        return self.decoder.drain()
 
 
 class HdlcLink(Link):

@@ -217,6 +217,30 @@ class DlmsConnection(MeterSession):
         if not self.closed.called:
             self.closed.callback(None)
 
+    def ended(self, lost: bool) -> None:
+        """The bytes the link holds undecoded when the session ends (a push begun after the
+        meter's last answer) go back to a channel that carries pushes."""
+        if not lost:
+            self._give_back(self.link.take_buffered())
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.finished:
+            self._give_back(data)  # after the end: not ours (a push), if the pipe is still lent
+            return
+        super().dataReceived(data)
+
+    def _give_back(self, data: bytes) -> None:
+        if not data:
+            return
+        channel: Any = IPushChannel(self.transport, None)
+        if channel is not None:
+            channel.unconsumed(data)
+            return
+        self.frame_errors += 1
+        log.info("{meter}: {count} bytes after the session's last answer dropped",
+                 meter=self.client.settings.meter or "?", route=self.client.settings.route,
+                 count=len(data))
+
     def _hand_over_push(self, event: Pushed) -> None:
         """A push that arrived during this session: its records go to the channel when the
         channel carries pushes (a GPRS modem session), else it is logged and dropped."""
