@@ -3,22 +3,26 @@ parts it depends on, and makes each a named child of one service tree (fep.servi
 started in dependency order (each once the one before is ready) and stopped in reverse.
 
 The tree, in start order (a part the config leaves out has no child): ``store`` (open and
-migrate, retried while it is down), ``router`` (spool replay), ``directory`` (the meter
-list), ``collection`` (the engine's tasks), ``dlms-counters``, ``modem-pool``, ``scheduler``,
+migrate, retried while it is down), ``sms`` (the channel), ``alarms``, ``northbound`` (what
+consumes the router's commits), ``router`` (spool replay), ``directory`` (the meter list),
+``collection`` (the engine's tasks), ``dlms-counters``, ``modem-pool``, ``scheduler``,
 ``gprs`` (the channel: its sessions close at stop), the listeners (``push-iec62056-21``,
-``push-dlms``, ``gprs LISTENER``...), ``control``, ``sms``, ``operator`` (``alarms``,
-``northbound``, ``http``, ``console``). Stop, in reverse: the operator tier and the listeners
-stop accepting, GPRS sessions close, the scheduler lets the jobs under way finish, the router
-flushes the spool to the store, and the store closes last."""
+``push-dlms``, ``gprs LISTENER``...), ``control``, ``sms-events`` (texts from meters into the
+router), ``operator`` (``http``, ``console``). Stop, in reverse: the operator tier and the
+listeners stop accepting, GPRS sessions close, the scheduler lets the jobs under way finish,
+the router flushes the spool to the store and hands what it commits to the alarm engine and
+the northbound outbox, those two stop, the SMS channel (alarm texts) closes, and the store
+closes last."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 from twisted.application import service, strports
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.task import deferLater
 from twisted.logger import (
     FilteringLogObserver,
@@ -34,7 +38,7 @@ from fep.channels.routes import Channels, ConnectBackoff
 from fep.collect.engine import CollectionEngine
 from fep.config import Config
 from fep.directory import MeterDirectory
-from fep.errors import FepError
+from fep.errors import ChannelError, FepError
 from fep.interfaces import IStore
 from fep.reactors import IFepReactor
 from fep.servicetree import OrderedMultiService, Step
@@ -47,11 +51,13 @@ log = Logger()
 
 class FepService(OrderedMultiService):
     """The whole daemon: the root of the service tree. Children start in dependency order
-    (store, router, directory, collection engine, counters, modem pool, scheduler, GPRS
-    channel, listeners, control socket, SMS channel, operator tier), each once the one before
-    it is ready, and stop in the reverse order, each waiting for the one after it: listeners
-    stop accepting, sessions under way finish, the router flushes the spool to the store,
-    and the store closes last. A start that fails stops the reactor (the daemon exits)."""
+    (store, SMS channel, alarm engine, northbound publisher, router, directory, collection
+    engine, counters, modem pool, scheduler, GPRS channel, listeners, control socket, SMS
+    events, operator tier), each once the one before it is ready, and stop in the reverse
+    order, each waiting for the one after it: listeners stop accepting, sessions under way
+    finish, the router flushes the spool to the store (its commits still reach the alarms
+    and the northbound outbox), and the store closes last. A start that fails stops the
+    reactor (the daemon exits)."""
 
     def __init__(self, config: Config, reactor: IFepReactor | None = None) -> None:
         super().__init__()
@@ -164,6 +170,7 @@ class FepService(OrderedMultiService):
                 self.control.add("listeners", lambda request: {"listeners": self.limits.stats()})
         self.sms: Any = None
         self.sms_wakeup: Any = None
+        self.sms_events: OpenWhileRunning | None = None
         if config.sms.port:
             self._build_sms(config)
         self._build_collection(config)
@@ -204,6 +211,16 @@ class FepService(OrderedMultiService):
     def _build_tree(self, config: Config) -> None:
         """Every part a named child, in start order (see the module's docstring)."""
         self.add(Step("store", self._open_store, self.store.close), "store")
+        # What consumes the router's commits starts before the router takes records and
+        # stops only after it has flushed its spool, whose last batches the committed hooks
+        # still take: the SMS channel (the alarms send texts through it; it feeds the router
+        # only through the sms-events gate below), then the alarm engine (its NOTIFY through
+        # the store) and the northbound publisher (its durable outbox open).
+        if self.sms is not None:
+            self.add(self.sms, "sms")
+        for consumer in self.operator.consumers:
+            assert consumer.name is not None
+            self.add(consumer, consumer.name)
         self.add(self.router, "router")
         self.add(Step("directory", self._load_directory), "directory")
         if config.collect.enabled:
@@ -225,8 +242,9 @@ class FepService(OrderedMultiService):
             self.add(listener, listener.name)
         if self.control is not None:
             self.add(self.control, "control")
-        if self.sms is not None:
-            self.add(self.sms, "sms")
+        if self.sms_events is not None:
+            # Texts from meters reach the router only while it and the meter list are up.
+            self.add(self.sms_events.step("sms-events"), "sms-events")
         self.add(self.operator, "operator")
 
     def _secret_store(self, config: Config) -> Any:
@@ -318,9 +336,9 @@ class FepService(OrderedMultiService):
 
         sms = config.sms
         self.sms = SmsChannel(self.reactor, sms.channel_settings())
-        self.sms.add_message_handler(
-            SmsEventRouter(sms.event_rules, self.directory, self.router)
-        )
+        self.sms_events = OpenWhileRunning(
+            SmsEventRouter(sms.event_rules, self.directory, self.router))
+        self.sms.add_message_handler(self.sms_events)
         self.sms_wakeup = SmsWakeUp(self.sms, sms.wakeup_text)
 
     def _build_collection(self, config: Config) -> None:
@@ -443,6 +461,32 @@ class FepService(OrderedMultiService):
         if self._json_log is not None:
             self._json_log.close()
             self._json_log = None
+
+
+class OpenWhileRunning:
+    """A message handler passed on only while its ``step`` runs. The SMS channel starts
+    before the router (the alarm engine sends texts through it until it stops); the texts it
+    receives go to the router only between the router's start and its stop. Refused, a text
+    stays on the SIM and is read again later (the channel deletes only what was taken)."""
+
+    def __init__(self, handler: Callable[[Any], Any]) -> None:
+        self.handler = handler
+        self.open = False
+
+    def __call__(self, message: Any) -> Any:
+        if not self.open:
+            return fail(ChannelError("not taking texts while starting or stopping; the "
+                                     "message stays on the SIM"))
+        return self.handler(message)
+
+    def step(self, name: str) -> Step:
+        async def start() -> None:
+            self.open = True
+
+        def stop() -> None:
+            self.open = False
+
+        return Step(name, start, stop)
 
 
 def make_service(config: Config, reactor: IFepReactor | None = None) -> FepService:

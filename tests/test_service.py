@@ -16,6 +16,8 @@ from twisted.trial import unittest
 
 from fep.config import parse_config
 from fep.service import FepService
+from fep.store.spool import Spool
+from tests.operator.helpers import sample_records
 
 
 class StopRecorder:
@@ -48,12 +50,12 @@ class ServiceTreeTests(unittest.TestCase):
         daemon = FepService(self.config(), reactor)
         self.assertEqual(
             [child.name for child in daemon],
-            ["store", "router", "directory", "collection", "dlms-counters", "scheduler",
-             "push-iec62056-21", "control", "operator"],
+            ["store", "alarms", "router", "directory", "collection", "dlms-counters",
+             "scheduler", "push-iec62056-21", "control", "operator"],
         )
         self.assertIs(daemon.getServiceNamed("router"), daemon.router)
         self.assertIs(daemon.getServiceNamed("operator"), daemon.operator)
-        self.assertEqual([child.name for child in daemon.operator], ["alarms", "http"])
+        self.assertEqual([child.name for child in daemon.operator], ["http"])
         for child in daemon:
             self.assertIs(child.parent, daemon)
 
@@ -99,6 +101,41 @@ class ServiceTreeTests(unittest.TestCase):
         self.assertFalse(daemon.getServiceNamed("control").running)
         await maybeDeferred(daemon.stopService)
         self.assertFalse(any(child.running for child in daemon))
+
+    async def test_records_committed_while_the_router_flushes_reach_alarms_and_northbound(
+            self) -> None:
+        # Records still waiting in the router at stop (a long max_delay keeps them there) are
+        # committed by its flush: the alarm engine and the northbound outbox still take them.
+        nobody = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        port = nobody.getHost().port
+        await nobody.stopListening()
+        config = self.config(f"[spool]\nmax_delay = 3600\n[northbound]\n"
+                             f"amqp_url = amqp://guest:guest@127.0.0.1:{port}/%2F\n")
+        daemon = FepService(config, reactor)
+        names = [child.name for child in daemon]
+        self.assertLess(names.index("alarms"), names.index("router"))
+        self.assertLess(names.index("northbound"), names.index("router"))
+        await daemon.startService()
+        records = sample_records("m1")
+        submitted = daemon.router.submit(records)
+        await daemon.stopService()
+        await submitted
+        self.assertEqual(daemon.router.committed, len(records))
+        self.assertEqual(sum(daemon.operator.alarms.raised.values()), 2)
+        # The broker was never reached: every record waits in the outbox for the next start.
+        outbox = Spool(Path(config.fep.data_dir) / "northbound", reactor)
+        waiting = [record for _, batch in await outbox.open() for record in batch]
+        await outbox.close()
+        self.assertEqual(waiting, records)
+
+    def test_the_sms_channel_stops_after_the_alarms_that_send_texts(self) -> None:
+        daemon = FepService(self.config("[sms]\nport = serial:/dev/null:115200:8N1\n"),
+                            reactor)
+        names = [child.name for child in daemon]
+        self.assertLess(names.index("sms"), names.index("alarms"))
+        # Texts from meters reach the router only while it and the meter list are up.
+        self.assertGreater(names.index("sms-events"), names.index("directory"))
+        self.assertFalse(daemon.sms_events.open)
 
     def test_the_doors_share_one_protocol_registry_with_the_dlms_context(self) -> None:
         daemon = FepService(self.config(), reactor)

@@ -1,7 +1,10 @@
 """The operator tier inside the daemon: the web server (API, status page, metrics), the SSH
-console, the alarm engine and the northbound publisher, as the config asks, as one child of
-the daemon's service tree (its own children: ``alarms``, ``northbound``, ``http``,
-``console``), started after the store and stopped before it.
+console, the alarm engine and the northbound publisher, as the config asks. The web server
+and the console are its children (``http``, ``console``): the tier is the daemon's last
+child, so they stop accepting first. The alarm engine and the northbound publisher consume
+what the router commits: they are in ``consumers`` (``alarms``, ``northbound``), which
+fep.service places before the router, so that they take every batch the router commits while
+it flushes its spool at stop.
 
 It is given what it works with: the ``OperatorContext`` (store, router, directory, scheduler,
 sessions, SMS sender, protocols) and the metrics, both built by fep.service, and the listener
@@ -52,20 +55,22 @@ class OperatorTier(OrderedMultiService):
         self.limits = limits
         self.alarms: Any = None
         self.northbound: Any = None
+        # Not children of the tier: fep.service places them before the router.
+        self.consumers: list[Step] = []
         metrics.attach(ctx)
         if config.alarms.enabled:
             from fep.operator.alarms import AlarmEngine
 
             self.alarms = AlarmEngine.from_config(ctx, config)
             ctx.alarms = self.alarms
-            self.add(Step("alarms", self.alarms.start, self.alarms.stop), "alarms")
+            self.consumers.append(Step("alarms", self.alarms.start, self.alarms.stop))
         if config.northbound.amqp_url:
             from fep.operator.northbound import AmqpPublisher
 
             self.northbound = AmqpPublisher.from_config(config, reactor)
             ctx.northbound = self.northbound
-            self.add(Step("northbound", self.northbound.start, self.northbound.stop),
-                     "northbound")
+            self.consumers.append(
+                Step("northbound", self.northbound.start, self.northbound.stop))
         http = config.http.endpoint()
         if http:
             self.add(Listener(self._endpoint(http, "http"), self._web_factory,
