@@ -389,6 +389,10 @@ class BinaryRule(Rule):
         # A refused one stays refused (its bytes are all there); cursor.start: the first
         # candidate not refused yet.
         c = cursor if cursor is not None else Cursor()
+        if isinstance(c.memo, int) and len(buffer) < c.start + c.memo:
+            # The waiting candidate's packet is not all there yet (memo: its length).
+            c.work += 1
+            return _Partial(c.start)
         frm = c.start
         found = _BINARY_CANDIDATE.search(buffer, frm)
         while found is not None:
@@ -397,6 +401,8 @@ class BinaryRule(Rule):
             result = self._at(buffer, i, c)
             if result is not None:
                 c.at(i)
+                if isinstance(result, _Partial) and i + 4 <= len(buffer):
+                    c.memo = 4 + int.from_bytes(buffer[i + 2 : i + 4], "big") + 3
                 return result
             frm = i + 1
             found = _BINARY_CANDIDATE.search(buffer, frm)
@@ -449,6 +455,10 @@ class DlmsRule(Rule):
         # The earliest candidate that is not refused decides (a match after a waiting one
         # does not count): cursor.start is that candidate, the refused ones stay refused.
         c = cursor if cursor is not None else Cursor()
+        if isinstance(c.memo, int) and len(buffer) < c.start + c.memo:
+            # The waiting candidate's frame is not all there yet (memo: its length).
+            c.work += 1
+            return _Partial(c.start)
         frm = c.start
         i = buffer.find(b"\x00\x01", frm)
         while i >= 0:
@@ -456,6 +466,8 @@ class DlmsRule(Rule):
             result = self._at(buffer, i, c)
             if result is not None:
                 c.at(i)
+                if isinstance(result, _Partial) and i + 9 <= len(buffer):
+                    c.memo = 8 + int.from_bytes(buffer[i + 6 : i + 8], "big")
                 return result
             frm = i + 1
             i = buffer.find(b"\x00\x01", frm)
@@ -673,12 +685,15 @@ class Identifier:
     def receive(self, data: bytes) -> Identified | None:
         buf = self._buffer
         buf += data
-        pairs = zip(self.rules, self._cursors, strict=True)
-        results = [rule.scan(buf, cursor) for rule, cursor in pairs]
-        matches = [r for r in results if isinstance(r, _Match)]
-        partials = [r.start for r in results if isinstance(r, _Partial)]
-        best = min(matches, key=lambda m: m.start, default=None)
-        waiting = min(partials, default=None)
+        best: _Match | None = None
+        waiting: int | None = None
+        for rule, cursor in zip(self.rules, self._cursors, strict=True):
+            result = rule.scan(buf, cursor)
+            if isinstance(result, _Match):
+                if best is None or result.start < best.start:
+                    best = result
+            elif result is not None and (waiting is None or result.start < waiting):
+                waiting = result.start
         if best is not None and (waiting is None or best.start <= waiting):
             garbage = self._dropped + best.start
             rest = buf[best.start :] if best.keep else buf[best.end :]
