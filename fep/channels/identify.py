@@ -647,15 +647,20 @@ def make_rules(names: Iterable[str], registration: str = DEFAULT_REGISTRATION) -
 
 # How many times over its byte caps an identifier may scan before it gives up.
 SCAN_FACTOR: Final = 8
+# What one piece received costs against the scan budget, in bytes examined: the rules' work
+# per call whatever the piece's size (a peer sending one byte per TCP segment makes the
+# pieces, not the bytes, the cost).
+PIECE_COST: Final = 64
 
 
 class Identifier:
     """Feeds a connection's first bytes to every rule; the earliest complete match wins,
     unless an earlier candidate still waits for bytes. More than ``max_garbage`` bytes with
     no candidate raises IdentificationError (the connection is then closed), and so does
-    examining more than ``max_scan`` bytes in all (a backstop: each rule goes on where its
-    last scan stopped, through a Cursor, so a byte is examined a bounded number of times
-    however small the pieces). ``receive`` raises IdentificationError and nothing else."""
+    examining more than ``max_scan`` bytes in all, each piece received counting PIECE_COST
+    bytes more (each rule goes on where its last scan stopped, through a Cursor, so a byte is
+    examined a bounded number of times however small the pieces; what remains is a cost per
+    piece). ``receive`` raises IdentificationError and nothing else."""
 
     def __init__(
         self, rules: Sequence[Rule], *, max_garbage: int = 4096, max_scan: int | None = None
@@ -663,7 +668,7 @@ class Identifier:
         self.rules = list(rules)
         self.max_garbage = max_garbage
         # Past ``max_scan`` bytes examined by the rules in all (searched, checksummed,
-        # parsed), IdentificationError.
+        # parsed) and PIECE_COST per piece, IdentificationError.
         self.max_scan = (
             max_scan if max_scan is not None
             else SCAN_FACTOR * (MAX_IDENTIFYING_READOUT + max_garbage)
@@ -672,6 +677,7 @@ class Identifier:
         self._cursors = [Cursor() for _ in self.rules]
         # Bytes dropped from the front as garbage before the buffer kept now.
         self._dropped = 0
+        self._pieces = 0
 
     @property
     def received(self) -> int:
@@ -685,6 +691,7 @@ class Identifier:
     def receive(self, data: bytes) -> Identified | None:
         buf = self._buffer
         buf += data
+        self._pieces += 1
         best: _Match | None = None
         waiting: int | None = None
         for rule, cursor in zip(self.rules, self._cursors, strict=True):
@@ -701,10 +708,10 @@ class Identifier:
             for cursor in self._cursors:
                 cursor.drop(len(buf))
             return Identified(best.identity, garbage, bytes(rest))
-        if self.examined > self.max_scan:
+        if self.examined + PIECE_COST * self._pieces > self.max_scan:
             raise IdentificationError(
                 f"no registration after scanning {self.examined} bytes "
-                f"({self.received} received)",
+                f"({self.received} received in {self._pieces} pieces)",
                 offset=self._dropped,
                 field="registration",
             )

@@ -12,6 +12,7 @@ from twisted.trial import unittest
 
 from fep.channels.identify import (
     MAX_IDENTIFYING_READOUT,
+    PIECE_COST,
     AsciiRule,
     Cursor,
     DlmsRule,
@@ -291,6 +292,21 @@ class IdentifierTests(unittest.TestCase):
         for at in range(len(data)):
             identifier.receive(data[at : at + 1])
         self.assertLessEqual(identifier.examined, (2 + 263 // 6) * len(data))
+
+    def test_one_byte_pieces_behind_a_waiting_candidate_are_refused_after_a_few_thousand(
+        self,
+    ) -> None:
+        # What remains is a cost per piece (a rule call each, whatever the piece's size):
+        # the scan budget charges PIECE_COST bytes for each, so a peer sending one byte per
+        # segment behind an IEC identification waiting for its block is refused after
+        # max_scan / PIECE_COST pieces at most, not after the 68 kB the buffer may hold.
+        identifier = Identifier(make_rules(["ascii", "binary", "dlms", "iec62056-21"]))
+        data = b"/ABC5METER\r\n\x02" + b"1.8.0(000123.456*kWh)\r\n" * 3000
+        with self.assertRaises(IdentificationError) as caught:
+            for at in range(len(data)):
+                identifier.receive(data[at : at + 1])
+        self.assertIn("after scanning", caught.exception.message)
+        self.assertLess(identifier.received, identifier.max_scan // PIECE_COST)
 
     @settings(max_examples=300, deadline=None)
     @given(
