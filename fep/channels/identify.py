@@ -33,6 +33,18 @@ from typing import Final
 import attrs
 
 from fep.errors import FrameError
+from fep.protocols.dlms import apdu as A
+from fep.protocols.dlms.push import logical_device_name
+from fep.protocols.dlms.security import general_system_title
+from fep.protocols.iec62056_21.frames import (
+    ETX,
+    MAX_LINE,
+    STX,
+    DataBlock,
+    Identification,
+    parse_identification,
+)
+from fep.protocols.iec62056_21.readout import parse_readout
 
 # Identity keys in the order that makes the modem's name (the session registry's key and the
 # route of a meter registered from it): the modem's own identities before the meter's.
@@ -135,6 +147,50 @@ class _Partial:
 
 
 _Result = _Match | _Partial | None
+# What the rules read: the identifier's buffer (a bytearray that grows at its end and loses
+# garbage at its front), or bytes.
+Buffer = bytes | bytearray
+
+
+@attrs.define
+class Cursor:
+    """Where a rule goes on in a buffer that grows, so that each byte received is examined a
+    bounded number of times however small the pieces (issue 14: before login, anyone on the
+    APN sends these bytes). Kept by the identifier for each rule (rules are shared by all
+    connections), offsets relative to its buffer:
+
+    ``start``
+        no candidate of the rule starts before it any more: every earlier one was refused
+        for good (bytes that arrive later cannot change the verdict);
+    ``seen``
+        the bytes before it were already searched for what the candidate at ``start`` waits
+        for (a line end, the end of a readout block), and it is not there;
+    ``memo``
+        what the rule worked out about the candidate at ``start`` (None when nothing);
+    ``work``
+        how many bytes the rule examined in all (searched, checksummed, parsed): the
+        identifier's scan budget and the tests' measure of work."""
+
+    start: int = 0
+    seen: int = 0
+    memo: object = None
+    work: int = 0
+
+    def at(self, start: int) -> None:
+        """The rule's earliest live candidate is now at ``start``."""
+        if start != self.start:
+            self.start = start
+            self.memo = None
+        self.seen = max(self.seen, start)
+
+    def drop(self, count: int) -> None:
+        """The buffer lost ``count`` bytes from its front (garbage)."""
+        if count <= 0:
+            return
+        if self.start < count:
+            self.memo = None
+        self.start = max(self.start - count, 0)
+        self.seen = max(self.seen - count, 0)
 
 
 class Rule:
@@ -142,9 +198,11 @@ class Rule:
 
     name = "rule"
 
-    def scan(self, buffer: bytes) -> _Result:
+    def scan(self, buffer: Buffer, cursor: Cursor | None = None) -> _Result:
         """The earliest complete match, else the start of the earliest candidate that needs
-        more bytes, else None."""
+        more bytes, else None. With a ``cursor`` from an earlier scan of the same buffer (it
+        has grown since, or lost garbage from its front as ``Cursor.drop`` says), the scan
+        goes on where that one stopped: same result, in work linear in the new bytes."""
         raise NotImplementedError
 
 
@@ -172,14 +230,24 @@ class AsciiRule(Rule):
                 + (f"; unknown group(s) {', '.join(sorted(unknown))}" if unknown else "")
             )
 
-    def scan(self, buffer: bytes) -> _Result:
-        start = 0
+    def scan(self, buffer: Buffer, cursor: Cursor | None = None) -> _Result:
+        # cursor.start: the start of the line that has no end yet; cursor.seen: how far it
+        # was searched for its end. (The buffer's first byte starts a line: garbage dropped
+        # in front of an open line ends it, as it always did.)
+        c = cursor if cursor is not None else Cursor()
+        start = c.start
         while start < len(buffer):
-            nl = _line_end(buffer, start)
-            if nl < 0:
+            frm = max(start, c.seen)
+            found = _LINE_END.search(buffer, frm)
+            if found is None:
+                c.work += len(buffer) - frm
+                c.at(start)
+                c.seen = len(buffer)
                 tail = len(buffer) - start
                 return _Partial(start) if tail <= MAX_REGISTRATION_LINE else None
-            line = buffer[start:nl]
+            nl = found.start()
+            c.work += nl + 1 - frm + (nl - start)
+            line = bytes(buffer[start:nl])
             m = self.pattern.search(line)
             if m is not None:
                 keys = {
@@ -193,18 +261,13 @@ class AsciiRule(Rule):
                     identity = Identity.of(self.name, keys, proof=proof)
                     return _Match(start + m.start(), end, identity, False)
             start = nl + 1
+        c.at(start)
         return None
 
 
-def _line_end(buffer: bytes, start: int) -> int:
-    """Index of the first CR or LF at or after ``start``, -1 when none."""
-    cr = buffer.find(b"\r", start)
-    lf = buffer.find(b"\n", start)
-    if cr < 0:
-        return lf
-    if lf < 0:
-        return cr
-    return min(cr, lf)
+# The end of a line: one search (a search for CR then one for LF would each run to the end
+# of a buffer that has only the other).
+_LINE_END: Final = re.compile(rb"[\r\n]")
 
 
 # -- binary -----------------------------------------------------------------------------------
@@ -311,21 +374,43 @@ def decode_binary_body(body: bytes) -> dict[str, str]:
     return keys
 
 
+_BINARY_CANDIDATE: Final = re.compile(
+    re.escape(bytes([BINARY_START])) + b"(?:" + re.escape(bytes([BINARY_REGISTRATION])) + rb"|\Z)"
+)
+
+
 class BinaryRule(Rule):
     """The binary registration packet, found anywhere in the buffer."""
 
     name = "binary"
 
-    def scan(self, buffer: bytes) -> _Result:
-        i = buffer.find(bytes([BINARY_START]))
-        while i >= 0:
-            result = self._at(buffer, i)
+    def scan(self, buffer: Buffer, cursor: Cursor | None = None) -> _Result:
+        # Candidates: the start byte followed by the registration type, or at the very end.
+        # A refused one stays refused (its bytes are all there); cursor.start: the first
+        # candidate not refused yet.
+        c = cursor if cursor is not None else Cursor()
+        if isinstance(c.memo, int) and len(buffer) < c.start + c.memo:
+            # The waiting candidate's packet is not all there yet (memo: its length).
+            c.work += 1
+            return _Partial(c.start)
+        frm = c.start
+        found = _BINARY_CANDIDATE.search(buffer, frm)
+        while found is not None:
+            i = found.start()
+            c.work += i + 1 - frm
+            result = self._at(buffer, i, c)
             if result is not None:
+                c.at(i)
+                if isinstance(result, _Partial) and i + 4 <= len(buffer):
+                    c.memo = 4 + int.from_bytes(buffer[i + 2 : i + 4], "big") + 3
                 return result
-            i = buffer.find(bytes([BINARY_START]), i + 1)
+            frm = i + 1
+            found = _BINARY_CANDIDATE.search(buffer, frm)
+        c.work += max(len(buffer) - frm, 0)
+        c.at(len(buffer))
         return None
 
-    def _at(self, buffer: bytes, i: int) -> _Result:
+    def _at(self, buffer: Buffer, i: int, c: Cursor) -> _Result:
         if i + 4 > len(buffer):
             # Not enough to judge: a candidate unless what is there already says otherwise.
             if i + 1 < len(buffer) and buffer[i + 1] != BINARY_REGISTRATION:
@@ -341,7 +426,8 @@ class BinaryRule(Rule):
             return _Partial(i)
         if buffer[end - 1] != BINARY_END:
             return None
-        head = buffer[i + 1 : i + 4 + length]
+        head = bytes(buffer[i + 1 : i + 4 + length])
+        c.work += len(head)
         if crc16_x25(head) != int.from_bytes(buffer[end - 3 : end - 1], "little"):
             return None
         try:
@@ -365,21 +451,34 @@ class DlmsRule(Rule):
 
     name = "dlms"
 
-    def scan(self, buffer: bytes) -> _Result:
-        i = buffer.find(b"\x00\x01")
-        partial: _Partial | None = None
+    def scan(self, buffer: Buffer, cursor: Cursor | None = None) -> _Result:
+        # The earliest candidate that is not refused decides (a match after a waiting one
+        # does not count): cursor.start is that candidate, the refused ones stay refused.
+        c = cursor if cursor is not None else Cursor()
+        if isinstance(c.memo, int) and len(buffer) < c.start + c.memo:
+            # The waiting candidate's frame is not all there yet (memo: its length).
+            c.work += 1
+            return _Partial(c.start)
+        frm = c.start
+        i = buffer.find(b"\x00\x01", frm)
         while i >= 0:
-            result = self._at(buffer, i)
-            if isinstance(result, _Match):
-                return result if partial is None else partial
-            if isinstance(result, _Partial) and partial is None:
-                partial = result
-            i = buffer.find(b"\x00\x01", i + 1)
-        if partial is None and buffer.endswith(b"\x00"):
-            partial = _Partial(len(buffer) - 1)
-        return partial
+            c.work += i + 1 - frm
+            result = self._at(buffer, i, c)
+            if result is not None:
+                c.at(i)
+                if isinstance(result, _Partial) and i + 9 <= len(buffer):
+                    c.memo = 8 + int.from_bytes(buffer[i + 6 : i + 8], "big")
+                return result
+            frm = i + 1
+            i = buffer.find(b"\x00\x01", frm)
+        c.work += max(len(buffer) - frm, 0)
+        if buffer.endswith(b"\x00") and len(buffer) - 1 >= c.start:
+            c.at(len(buffer) - 1)
+            return _Partial(len(buffer) - 1)
+        c.at(max(len(buffer) - 1, c.start))
+        return None
 
-    def _at(self, buffer: bytes, i: int) -> _Result:
+    def _at(self, buffer: Buffer, i: int, c: Cursor) -> _Result:
         header = buffer[i : i + 8]
         if len(header) < 8:
             return _Partial(i)
@@ -390,7 +489,8 @@ class DlmsRule(Rule):
             return None
         if len(buffer) < i + 8 + length:
             return _Partial(i)
-        apdu = buffer[i + 8 : i + 8 + length]
+        apdu = bytes(buffer[i + 8 : i + 8 + length])
+        c.work += length
         keys = self.identify_apdu(apdu)
         if keys is None:
             return None
@@ -399,10 +499,6 @@ class DlmsRule(Rule):
 
     @staticmethod
     def identify_apdu(apdu: bytes) -> dict[str, str] | None:
-        from fep.protocols.dlms import apdu as A
-        from fep.protocols.dlms.push import logical_device_name
-        from fep.protocols.dlms.security import general_system_title
-
         try:
             if apdu[0] in (0xDB, 0xDC):
                 return {"system_title": general_system_title(apdu).hex()}
@@ -428,49 +524,94 @@ class DlmsRule(Rule):
 MAX_IDENTIFYING_READOUT: Final = 1 << 16
 
 
+@attrs.frozen
+class _IecWait:
+    """An identification line that parsed, waiting for its readout block: the line's
+    length, and how far after the candidate's start the block was searched for its end."""
+
+    ident: Identification
+    line: int
+    seen: int
+
+
 class IecRule(Rule):
     """``/XXXZident CRLF`` and the readout block after it."""
 
     name = "iec62056-21"
 
-    def scan(self, buffer: bytes) -> _Result:
-        i = buffer.find(b"/")
+    def scan(self, buffer: Buffer, cursor: Cursor | None = None) -> _Result:
+        # cursor.start: the first '/' not refused yet; cursor.seen: no CRLF before it (from
+        # cursor.start on); cursor.memo: an _IecWait for the candidate at cursor.start.
+        c = cursor if cursor is not None else Cursor()
+        n = len(buffer)
+        frm = c.start
+        i = buffer.find(b"/", frm)
+        crlf = -1  # the first CRLF at or after i, once searched for
         while i >= 0:
-            result = self._at(buffer, i)
+            c.work += i + 1 - frm
+            if crlf < i:
+                if i == c.start and isinstance(c.memo, _IecWait):
+                    crlf = i + c.memo.line
+                else:
+                    at = max(i, c.seen - 1)
+                    crlf = buffer.find(b"\r\n", at)
+                    c.work += (crlf + 2 if crlf >= 0 else n) - at
+                if crlf < 0:
+                    if n - i > MAX_LINE:
+                        # No line end after i: only a '/' within MAX_LINE of the end can
+                        # still begin a line.
+                        frm = n - MAX_LINE
+                        i = buffer.find(b"/", frm)
+                        continue
+                    c.at(i)
+                    c.seen = n
+                    return _Partial(i)
+            if crlf - i > MAX_LINE:
+                # The line that would begin here is too long, and so is every one that
+                # begins before crlf - MAX_LINE.
+                frm = crlf - MAX_LINE
+                i = buffer.find(b"/", frm)
+                continue
+            result = self._at(buffer, i, crlf, c)
             if result is not None:
                 return result
-            i = buffer.find(b"/", i + 1)
+            frm = i + 1
+            i = buffer.find(b"/", frm)
+        c.work += max(n - frm, 0)
+        c.at(n)
         return None
 
-    def _at(self, buffer: bytes, i: int) -> _Result:
-        from fep.protocols.iec62056_21.frames import (
-            ETX,
-            MAX_LINE,
-            STX,
-            DataBlock,
-            parse_identification,
-        )
-        from fep.protocols.iec62056_21.readout import parse_readout
-
-        crlf = buffer.find(b"\r\n", i)
-        if crlf < 0:
-            return _Partial(i) if len(buffer) - i <= MAX_LINE else None
-        if crlf - i > MAX_LINE:
-            return None
-        try:
-            ident = parse_identification(buffer[i:crlf])
-        except FrameError:
-            return None
+    def _at(self, buffer: Buffer, i: int, crlf: int, c: Cursor) -> _Result:
+        memo = c.memo if i == c.start and isinstance(c.memo, _IecWait) else None
+        n = len(buffer)
         stx = crlf + 2
-        if stx >= len(buffer):
+        if memo is not None:
+            ident, etx_from = memo.ident, i + memo.seen
+        else:
+            c.work += crlf - i
+            try:
+                ident = parse_identification(bytes(buffer[i:crlf]))
+            except FrameError:
+                return None
+            etx_from = stx + 1
+        if stx >= n:
+            c.at(i)
+            c.memo = _IecWait(ident, crlf - i, etx_from - i)
             return _Partial(i)
         if buffer[stx] != STX:
             return None
-        etx = buffer.find(bytes([ETX]), stx + 1)
-        if etx < 0 or etx + 1 >= len(buffer):
-            return _Partial(i) if len(buffer) - stx <= MAX_IDENTIFYING_READOUT else None
+        frm = max(etx_from, stx + 1)
+        etx = buffer.find(bytes([ETX]), frm)
+        c.work += (etx + 1 if etx >= 0 else n) - frm
+        if etx < 0 or etx + 1 >= n:
+            if n - stx > MAX_IDENTIFYING_READOUT:
+                return None
+            c.at(i)
+            c.memo = _IecWait(ident, crlf - i, (etx if etx >= 0 else n) - i)
+            return _Partial(i)
         keys = {"ident": ident.text}
-        block = DataBlock(buffer[stx + 1 : etx], buffer[etx + 1])
+        block = DataBlock(bytes(buffer[stx + 1 : etx]), buffer[etx + 1])
+        c.work += etx - stx
         if block.bcc_ok:
             try:
                 serial = parse_readout(block.data).serial()
@@ -506,70 +647,89 @@ def make_rules(names: Iterable[str], registration: str = DEFAULT_REGISTRATION) -
 
 # How many times over its byte caps an identifier may scan before it gives up.
 SCAN_FACTOR: Final = 8
+# What one piece received costs against the scan budget, in bytes examined: the rules' work
+# per call whatever the piece's size (a peer sending one byte per TCP segment makes the
+# pieces, not the bytes, the cost).
+PIECE_COST: Final = 64
 
 
 class Identifier:
     """Feeds a connection's first bytes to every rule; the earliest complete match wins,
     unless an earlier candidate still waits for bytes. More than ``max_garbage`` bytes with
     no candidate raises IdentificationError (the connection is then closed), and so does
-    scanning more than ``max_scan`` bytes in all (rescans of a buffer that grows in small
-    pieces). ``receive`` raises IdentificationError and nothing else."""
+    examining more than ``max_scan`` bytes in all, each piece received counting PIECE_COST
+    bytes more (each rule goes on where its last scan stopped, through a Cursor, so a byte is
+    examined a bounded number of times however small the pieces; what remains is a cost per
+    piece). ``receive`` raises IdentificationError and nothing else."""
 
     def __init__(
         self, rules: Sequence[Rule], *, max_garbage: int = 4096, max_scan: int | None = None
     ) -> None:
         self.rules = list(rules)
         self.max_garbage = max_garbage
-        # Every receive rescans what is buffered: bytes sent in small pieces behind a waiting
-        # candidate would cost work quadratic in their length. Past ``max_scan`` bytes
-        # scanned in all, IdentificationError.
+        # Past ``max_scan`` bytes examined by the rules in all (searched, checksummed,
+        # parsed) and PIECE_COST per piece, IdentificationError.
         self.max_scan = (
             max_scan if max_scan is not None
             else SCAN_FACTOR * (MAX_IDENTIFYING_READOUT + max_garbage)
         )
-        self._scanned = 0
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._cursors = [Cursor() for _ in self.rules]
         # Bytes dropped from the front as garbage before the buffer kept now.
         self._dropped = 0
+        self._pieces = 0
 
     @property
     def received(self) -> int:
         return self._dropped + len(self._buffer)
 
+    @property
+    def examined(self) -> int:
+        """How many bytes the rules examined in all (the work identification cost)."""
+        return sum(c.work for c in self._cursors)
+
     def receive(self, data: bytes) -> Identified | None:
-        self._buffer += data
         buf = self._buffer
-        self._scanned += len(buf)
-        if self._scanned > self.max_scan:
-            raise IdentificationError(
-                f"no registration after scanning {self._scanned} bytes "
-                f"({self.received} received)",
-                offset=self._dropped,
-                field="registration",
-            )
-        results = [rule.scan(buf) for rule in self.rules]
-        matches = [r for r in results if isinstance(r, _Match)]
-        partials = [r.start for r in results if isinstance(r, _Partial)]
-        best = min(matches, key=lambda m: m.start, default=None)
-        waiting = min(partials, default=None)
+        buf += data
+        self._pieces += 1
+        best: _Match | None = None
+        waiting: int | None = None
+        for rule, cursor in zip(self.rules, self._cursors, strict=True):
+            result = rule.scan(buf, cursor)
+            if isinstance(result, _Match):
+                if best is None or result.start < best.start:
+                    best = result
+            elif result is not None and (waiting is None or result.start < waiting):
+                waiting = result.start
         if best is not None and (waiting is None or best.start <= waiting):
             garbage = self._dropped + best.start
             rest = buf[best.start :] if best.keep else buf[best.end :]
-            self._buffer = b""
+            self._buffer = bytearray()
+            for cursor in self._cursors:
+                cursor.drop(len(buf))
             return Identified(best.identity, garbage, bytes(rest))
+        if self.examined + PIECE_COST * self._pieces > self.max_scan:
+            raise IdentificationError(
+                f"no registration after scanning {self.examined} bytes "
+                f"({self.received} received in {self._pieces} pieces)",
+                offset=self._dropped,
+                field="registration",
+            )
         # Nothing yet: what lies before the earliest candidate is garbage for sure.
         keep_from = waiting if waiting is not None else len(buf)
         self._dropped += keep_from
-        self._buffer = buf[keep_from:]
+        del buf[:keep_from]
+        for cursor in self._cursors:
+            cursor.drop(keep_from)
         if self._dropped > self.max_garbage:
             raise IdentificationError(
                 f"no registration in the first {self._dropped} bytes",
                 offset=self._dropped,
                 field="registration",
             )
-        if len(self._buffer) > MAX_IDENTIFYING_READOUT + self.max_garbage:
+        if len(buf) > MAX_IDENTIFYING_READOUT + self.max_garbage:
             raise IdentificationError(
-                f"registration candidate longer than {len(self._buffer)} bytes",
+                f"registration candidate longer than {len(buf)} bytes",
                 offset=self._dropped,
                 field="registration",
             )

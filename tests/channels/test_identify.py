@@ -11,7 +11,10 @@ from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from fep.channels.identify import (
+    MAX_IDENTIFYING_READOUT,
+    PIECE_COST,
     AsciiRule,
+    Cursor,
     DlmsRule,
     IdentificationError,
     Identifier,
@@ -252,6 +255,100 @@ class IdentifierTests(unittest.TestCase):
         for at in range(0, len(data), 1400):
             result = identifier.receive(data[at : at + 1400]) or result
         self.assertIsNotNone(result)
+
+    def test_bytes_in_one_byte_pieces_cost_work_linear_in_their_number(self) -> None:
+        # Issue 14: every piece rescanned the whole buffer with every rule, and the IEC rule
+        # searched for a CRLF from every '/': a connection sending 64 kB one byte at a time
+        # cost work quadratic in them before login. Each rule now goes on where it stopped:
+        # the bytes the rules examine in all stay a small multiple of the bytes received
+        # (four rules, each looking at a new byte and the one before it, and at a waiting
+        # candidate's few header bytes).
+        size = 1 << 16
+        cases = {
+            "slashes": b"/" * size,
+            "lines that are too long": (b"/" + b"x" * 90) * (size // 91),
+            "a readout block that does not end": b"/ABC5METER\r\n\x02"
+            + b"1.8.0(000123.456*kWh)\r\n" * (size // 23),
+            "a push that does not come": b"\x00\x01\x00\x01\x00\x66\x0f\xff\x0f"
+            + b"\n" * size,
+        }
+        for name, data in cases.items():
+            identifier = Identifier(
+                make_rules(["ascii", "binary", "dlms", "iec62056-21"]),
+                max_garbage=1 << 20, max_scan=1 << 40,
+            )
+            for at in range(len(data)):
+                self.assertIsNone(identifier.receive(data[at : at + 1]), name)
+            self.assertLessEqual(identifier.examined, 12 * len(data), name)
+            # Garbage still goes: only a candidate that can still complete is kept.
+            if name != "a readout block that does not end":
+                self.assertLess(len(identifier._buffer), MAX_IDENTIFYING_READOUT // 8, name)
+
+    def test_a_checksummed_candidate_every_few_bytes_costs_a_bounded_multiple(self) -> None:
+        # A binary candidate whose end byte fits every 6 bytes: each is CRC-checked (at most
+        # MAX_BINARY_BODY bytes), once, not once per piece.
+        data = bytes.fromhex("A5 01 01 00 5A 00") * 4000
+        identifier = Identifier(make_rules(["binary"]), max_garbage=1 << 20, max_scan=1 << 40)
+        for at in range(len(data)):
+            identifier.receive(data[at : at + 1])
+        self.assertLessEqual(identifier.examined, (2 + 263 // 6) * len(data))
+
+    def test_one_byte_pieces_behind_a_waiting_candidate_are_refused_after_a_few_thousand(
+        self,
+    ) -> None:
+        # What remains is a cost per piece (a rule call each, whatever the piece's size):
+        # the scan budget charges PIECE_COST bytes for each, so a peer sending one byte per
+        # segment behind an IEC identification waiting for its block is refused after
+        # max_scan / PIECE_COST pieces at most, not after the 68 kB the buffer may hold.
+        identifier = Identifier(make_rules(["ascii", "binary", "dlms", "iec62056-21"]))
+        data = b"/ABC5METER\r\n\x02" + b"1.8.0(000123.456*kWh)\r\n" * 3000
+        with self.assertRaises(IdentificationError) as caught:
+            for at in range(len(data)):
+                identifier.receive(data[at : at + 1])
+        self.assertIn("after scanning", caught.exception.message)
+        self.assertLess(identifier.received, identifier.max_scan // PIECE_COST)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.sampled_from([
+                b"/", b"\r\n", b"\r", b"\n", b"\x02", b"\x03", b"\xa5\x01", b"\x00\x01",
+                b"\x00\x01\x00\x01\x00\x66\x00\x10\xdb", b"/ABC5METER\r\n\x02",
+                b"1.8.0(1)\r\n", b"!\r\n\x03", f"ID:{IMEI}".encode(),
+                encode_binary_registration(imei=IMEI), b"/" * 130, b"z" * 300,
+            ]) | st.binary(max_size=8),
+            max_size=40,
+        ),
+        st.lists(st.integers(min_value=1, max_value=80), min_size=1, max_size=4),
+        st.sampled_from([16, 256, 4096]),
+    )
+    def test_going_on_where_the_last_scan_stopped_changes_no_outcome(
+        self, parts: list[bytes], sizes: list[int], max_garbage: int
+    ) -> None:
+        # The same bytes in the same pieces to an identifier whose rules rescan everything
+        # on every piece (fresh cursors, as before issue 14) and to one whose rules go on.
+        data = b"".join(parts)
+
+        def outcome(rescan: bool) -> list[object]:
+            rules = make_rules(["ascii", "binary", "dlms", "iec62056-21"])
+            identifier = Identifier(rules, max_garbage=max_garbage, max_scan=1 << 40)
+            seen: list[object] = []
+            at = n = 0
+            while at < len(data):
+                piece = data[at : at + sizes[n % len(sizes)]]
+                at, n = at + len(piece), n + 1
+                if rescan:
+                    identifier._cursors = [Cursor() for _ in rules]
+                try:
+                    result = identifier.receive(piece)
+                except IdentificationError as e:
+                    return [*seen, e.message]
+                seen.append(identifier.received)
+                if result is not None:
+                    return [*seen, result]
+            return seen
+
+        self.assertEqual(outcome(rescan=False), outcome(rescan=True))
 
     def test_unknown_rule_name(self) -> None:
         with self.assertRaises(ValueError):
