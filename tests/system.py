@@ -27,3 +27,14 @@ def require_program(*names: str, package: str) -> str:
         if found is not None:
             return found
     raise _missing(names[0], package)
+
+
+def require_service(host: str, port: int, *, what: str, package: str) -> None:
+    """A local service answering on ``host:port`` (e.g. RabbitMQ on 5672), or the test is
+    skipped naming the Debian package (failed under CI=true)."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError:
+        raise _missing(f"{what} on {host}:{port}", package) from None

@@ -26,6 +26,7 @@ from tests.daemon import harness
 from tests.daemon.harness import Daemon, sleep, wait_for, write_config
 from tests.daemon.test_dlms_push import AK, EK, GOOD, PushingMeter
 from tests.operator.helpers import sample_records
+from tests.system import require_service
 from tests.tcpproxy import TcpProxy
 
 BROKER = ("127.0.0.1", 5672)
@@ -79,6 +80,7 @@ class NorthboundOverRabbitMqTests(unittest.TestCase):
     timeout = 180
 
     async def test_subscriber_gets_every_record_as_stored_across_a_broker_outage(self) -> None:
+        require_service(*BROKER, what="RabbitMQ", package="rabbitmq-server")
         workdir = Path(self.mktemp()).resolve()
         workdir.mkdir(parents=True)
         db = workdir / "fep.sqlite"
