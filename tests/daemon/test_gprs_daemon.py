@@ -155,13 +155,23 @@ class GprsDaemonTests(unittest.TestCase):
         self.assertIn(f"imei={DLMS_IMEI}", table)
         self.assertIn("quarantined", table)
 
+        # A pull that went out may still be under way (a loaded machine): wait for both
+        # reads to be done before stopping, rather than stopping in the middle of one.
+        read_both = {("dlms-1", f"gprs:imei={DLMS_IMEI}"), ("iec-1", f"gprs:serial={IEC_SERIAL}")}
+
+        def read_over_now() -> set[tuple[str, str]]:
+            return set(self.rows(
+                "SELECT DISTINCT meter, route FROM jobs WHERE status = 'done' AND records > 0"))
+
+        async def read_both_done() -> bool:
+            return read_over_now() >= read_both
+
+        await wait_for(read_both_done, 60, "a read of each meter over its modem's session",
+                       every=0.5)
         self.assertEqual(await daemon.interrupt(), 0)
         found = {m for (m,) in self.rows("SELECT DISTINCT meter FROM readings")}
         self.assertEqual(found, {"dlms-1", "iec-1"})
-        read_over = set(self.rows(
-            "SELECT DISTINCT meter, route FROM jobs WHERE status = 'done' AND records > 0"))
-        self.assertEqual(read_over, {("dlms-1", f"gprs:imei={DLMS_IMEI}"),
-                                     ("iec-1", f"gprs:serial={IEC_SERIAL}")})
+        self.assertEqual(read_over_now(), read_both)
 
     async def test_fep_sessions_without_a_daemon_says_so(self) -> None:
         code, _, err = await self.fep("sessions", "--socket", str(self.socket))
