@@ -2,26 +2,25 @@
 invocation counters fep sends with live in the store, so even under one shared client system
 title no (title, counter) pair, the AES-GCM nonce with the meter's key, ever repeats; by
 default each node ciphers under its own title, derived from its node name. The simulated
-meters record every counter they are sent. Which node takes a run's job is forced by
-stopping the other (SIGSTOP) while the run is made."""
+meters record every counter they are sent. Which node takes a run's jobs is forced by
+pinning them to it."""
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import attrs
 import psycopg2
 from twisted.internet import reactor
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
 from fep.collect.jobstore import job_store
-from fep.collect.tasks import Task
+from fep.collect.limits import ResourcePolicy
+from fep.collect.scheduler import expand
+from fep.collect.tasks import Priority, Task
 from fep.model import Meter
 from fep.protocols.dlms.identity import node_system_title
 from fep.protocols.dlms.security import SecurityKeys
@@ -30,7 +29,7 @@ from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK, DlmsMeterServerFactory
 from fep.sim.dlms_meter import SimulatedDlmsMeter
 from fep.store import open_store
 from tests.collect.harness import listen
-from tests.daemon.harness import ROOT, Daemon, wait_for
+from tests.daemon.harness import Daemon, wait_for
 from tests.postgres import fresh_database
 
 SHARED_TITLE = "4645500000000042"
@@ -62,33 +61,29 @@ class TwoNodeCounterTests(unittest.TestCase):
         finally:
             conn.close()
 
-    async def run_now(self) -> float:
-        before = {d for (d,) in self.sql("SELECT DISTINCT due FROM jobs")}
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        _, err, code = await getProcessOutputAndValue(
-            sys.executable, ["-m", "fep.cli", "--db", self.url, "tasks", "run-now", "regs"],
-            env=env, path=str(ROOT))
-        self.assertEqual(code, 0, err.decode())
-        (due,) = [d for (d,) in self.sql("SELECT DISTINCT due FROM jobs") if d not in before]
-        return float(due)
-
-    async def run_on(self, node: str, nodes: dict[str, Daemon]) -> dict[str, tuple[str, str]]:
-        """One run of the task, taken by ``node`` (the other one is stopped meanwhile)."""
-        others = [d for name, d in nodes.items() if name != node]
-        for other in others:
-            other.signal(signal.SIGSTOP)
+    async def run_on(self, node: str) -> dict[str, tuple[str, str]]:
+        """One run of the task, taken by ``node``: its jobs are pinned to it. (Freezing the
+        other node with SIGSTOP instead could freeze it inside its lease transaction,
+        holding the lease lock, and the run would wait for it.)"""
+        store = open_store(self.url, reactor)
+        await store.open()
         try:
-            due = await self.run_now()
-
-            async def done() -> bool:
-                rows = self.sql("SELECT meter, status FROM jobs WHERE due = %s", due)
-                return len(rows) == 2 and all(s in ("done", "failed") for _, s in rows)
-
-            await wait_for(done, 60, f"node {node}'s run", every=0.1)
+            jobs = job_store(store)
+            task = await jobs.task("regs")
+            assert task is not None
+            due = time.time()
+            new = [attrs.evolve(job, pinned=node) for job in
+                   expand(task, await store.meters(), due, ResourcePolicy(),
+                          priority=Priority.ON_DEMAND)]
+            self.assertEqual(await jobs.add_jobs(new, due), 2)
         finally:
-            for other in others:
-                other.signal(signal.SIGCONT)
+            await store.close()
+
+        async def done() -> bool:
+            rows = self.sql("SELECT meter, status FROM jobs WHERE due = %s", due)
+            return len(rows) == 2 and all(s in ("done", "failed") for _, s in rows)
+
+        await wait_for(done, 60, f"node {node}'s run", every=0.1)
         rows = self.sql("SELECT meter, status, node, error FROM jobs WHERE due = %s", due)
         return {m: (s, n or "", e or "") for m, s, n, e in rows}  # type: ignore[misc]
 
@@ -128,7 +123,6 @@ class TwoNodeCounterTests(unittest.TestCase):
             daemon.log = workdir / f"{name}.twistd.log"
             daemon.start()
             self.addCleanup(daemon.kill)
-            self.addCleanup(lambda d=daemon: d.running and d.signal(signal.SIGCONT))
 
         async def both_up() -> bool:
             return all(f"fep node {name} running" in d.log_text() for name, d in nodes.items())
@@ -136,7 +130,7 @@ class TwoNodeCounterTests(unittest.TestCase):
         await wait_for(both_up, 60, "both nodes to start")
         for k in range(RUNS):
             node = "ab"[k % 2]
-            jobs = await self.run_on(node, nodes)
+            jobs = await self.run_on(node)
             self.assertEqual(jobs, {m.id: ("done", node, "") for m in meters},
                              (nodes[node].log_text()[-3000:], {k: f.errors for k, f in
                                                                sims.items()}))
