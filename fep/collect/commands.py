@@ -31,6 +31,7 @@ from fep.collect.tasks import (
 from fep.errors import ConfigError
 from fep.interfaces import IJobStore
 from fep.model import Meter
+from fep.protocols.registry import protocol_commands
 
 DEFAULT_ATTEMPTS = 3
 DEFAULT_RETRY_DELAY = 30.0
@@ -102,6 +103,35 @@ class CommandError(ConfigError):
     """A command request or approval refused (unknown command, wrong status, same person)."""
 
 
+class CommandNotSupported(CommandError):
+    """A command the meter's protocol or device does not have, refused when it is asked."""
+
+
+def meter_commands(meter: Meter) -> frozenset[str]:
+    """The commands ``meter`` can be sent: its protocol's (fep.protocols.registry.
+    protocol_commands), narrowed by the meter's ``commands`` metadata (a comma-separated
+    list) when its device has fewer (e.g. a meter without a disconnect relay)."""
+    supported = protocol_commands(meter.protocol)
+    device = str(meter.metadata.get("commands", "") or "").strip()
+    if device:
+        supported &= {n.strip().lower() for n in device.split(",") if n.strip()}
+    return supported
+
+
+def check_supported(meter: Meter, action: str) -> None:
+    """CommandNotSupported naming meter, protocol and command when ``meter`` cannot run
+    ``action``; listing what it can."""
+    supported = meter_commands(meter)
+    if action in supported:
+        return
+    why = ("its device does not have it (meter metadata commands)"
+           if action in protocol_commands(meter.protocol) else
+           f"protocol {meter.protocol} does not support it")
+    raise CommandNotSupported(
+        f"meter {meter.id}: command {action} refused: {why} (supported: "
+        f"{', '.join(sorted(supported)) or 'none'})", key="action")
+
+
 async def request(
     jobs: IJobStore,
     meter: Meter,
@@ -125,6 +155,7 @@ async def request(
         raise CommandError(f"unknown command {action!r} (known: {', '.join(COMMANDS)})")
     if not operator_of(who):
         raise CommandError("a command needs the name of who asks for it")
+    check_supported(meter, action)
     if action == firmware.ACTION:
         try:
             params = await firmware.requested_params(meter.id, params, firmware_dir)

@@ -332,8 +332,16 @@ class JobRunner:
     async def _clock(
         self, job: Job, meter: Meter, protocol: IMeterProtocol, endpoint: Any, timeout: float
     ) -> Outcome:
+        return await self._clock_within_policy(job.params, meter, protocol, endpoint, timeout)
+
+    async def _clock_within_policy(
+        self, options: Mapping[str, Any], meter: Meter, protocol: IMeterProtocol,
+        endpoint: Any, timeout: float,
+    ) -> Outcome:
+        """Read the clock and apply the clock policy (the clock task and ``time-sync``):
+        below the lower bound nothing, between the bounds set, above the upper an alarm."""
         clock = self._clock_capability(meter, protocol)
-        policy = ClockPolicy.for_meter(job.params, meter)
+        policy = ClockPolicy.for_meter(options, meter)
         meter_time: datetime = await clock.read_clock(self.reactor, endpoint, meter, timeout)
         server_time = self.now()
         deviation = (meter_time - server_time).total_seconds()
@@ -396,6 +404,9 @@ class JobRunner:
                     return held
             await clock.set_clock(self.reactor, endpoint, meter, timeout)
             return Outcome(True, result="clock set to the server's time")
+        if command.action == "time-sync":
+            return await self._clock_within_policy(command.params, meter, protocol, endpoint,
+                                                   timeout)
         commands = ICommands(protocol, None)
         if commands is None or command.action not in commands.commands:
             raise _not_supported(meter, f"run {command.action}")

@@ -285,15 +285,24 @@ class CommandStatus(enum.StrEnum):
     REJECTED = "rejected"
 
 
+# The one command vocabulary of every protocol (docs/control.md). Each protocol declares the
+# ones it runs (its ``commands``; ``time-set``/``time-sync`` for every protocol with a clock);
+# a meter's ``commands`` metadata narrows that to what its device has.
 COMMANDS = (
     "demand-reset",
     "disconnect",
     "reconnect",
+    "relay-state",
     "time-set",
+    "time-sync",
+    "event-log-clear",
+    "parameter-set",
     "firmware-upgrade",
     "push-setup",
     "key-transfer",
 )
+# Commands the engine runs through the protocol's clock (fep.interfaces.IClock).
+CLOCK_COMMANDS = ("time-set", "time-sync")
 # DLMS key rotation on the meter (security setup key_transfer): always needs approval.
 KEY_TRANSFER = "key-transfer"
 

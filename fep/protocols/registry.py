@@ -49,6 +49,19 @@ def _protocol_class(name: str) -> Any:
     return getattr(module, class_name)
 
 
+def protocol_commands(name: str) -> frozenset[str]:
+    """The commands of the vocabulary (fep.collect.tasks.COMMANDS) that the protocol called
+    ``name`` runs: its ``commands``, plus ``time-set`` and ``time-sync`` when it has a clock
+    (fep.interfaces.IClock). ConfigError for an unknown protocol."""
+    from fep.interfaces import IClock
+
+    cls = _protocol_class(name)
+    names = set(getattr(cls, "commands", ()))
+    if IClock.implementedBy(cls):
+        names |= {"time-set", "time-sync"}
+    return frozenset(names)
+
+
 def meter_protocol(name: str) -> IMeterProtocol:
     """The protocol called ``name`` with no shared context; ConfigError lists the known
     names otherwise."""

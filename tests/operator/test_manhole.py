@@ -137,7 +137,7 @@ class ConsoleOverOpenSshTests(OpenSshClient):
         self.addCleanup(sim_port.stopListening)
         await add_meters(f"sqlite:{db}", [Meter("iec-1", "iec62056-21",
                                                 f"tcp:host=127.0.0.1:port={sim_port.getHost().port}",
-                                                address=sims[0].address)])
+                                                address=sims[0].address), *more])
         port = free_port()
         config = write_config(
             workdir, f"sqlite:{db}", push_port=0, period=3600, collect=False,
@@ -220,9 +220,9 @@ class ConsoleRolesOverOpenSshTests(OpenSshClient):
     """Key types, roles and four eyes against the running daemon."""
 
     async def start(self, keys: list[tuple[str, str, str]], *, collect: bool = False,
-                    extra: str = "") -> tuple[Daemon, int]:
+                    extra: str = "", more: tuple[Meter, ...] = ()) -> tuple[Daemon, int]:
         """A daemon whose console accepts ``keys`` (file name, ssh-keygen type, comment),
-        with meter iec-1 (a simulated IEC meter) in its store."""
+        with meter iec-1 (a simulated IEC meter) and ``more`` in its store."""
         self.workdir = workdir = Path(self.mktemp()).resolve()
         workdir.mkdir(parents=True)
         for name, kind, _ in keys:
@@ -236,7 +236,7 @@ class ConsoleRolesOverOpenSshTests(OpenSshClient):
         db = workdir / "fep.sqlite"
         await add_meters(f"sqlite:{db}", [Meter("iec-1", "iec62056-21",
                                                 f"tcp:host=127.0.0.1:port={sim_port.getHost().port}",
-                                                address=sims[0].address)])
+                                                address=sims[0].address), *more])
         port = free_port()
         config = write_config(
             workdir, f"sqlite:{db}", push_port=0, period=3600, collect=collect,
@@ -291,7 +291,9 @@ class ConsoleRolesOverOpenSshTests(OpenSshClient):
             [("alice", "ed25519", "alice role=operator"), ("bob", "ecdsa", "bob role=operator"),
              ("vic", "ed25519", "vic")],
             collect=True,
-            extra=f"[http]\nport = {http_port}\ntokens_file = {tokens}\n")
+            extra=f"[http]\nport = {http_port}\ntokens_file = {tokens}\n",
+            # A meter with a disconnect relay (IEC 62056-21 meters have none).
+            more=(Meter("dlms-1", "dlms", "tcp:host=127.0.0.1:port=1"),))
         work = self.workdir
 
         async def shows(session: SshSession, text: str) -> None:
@@ -304,7 +306,7 @@ class ConsoleRolesOverOpenSshTests(OpenSshClient):
         vic = await self.console(port, work / "vic", user="admin")
         self.assertIn("(vic, viewer)", vic.text())
         vic.send("meters\r")
-        await shows(vic, "1 meters")
+        await shows(vic, "2 meters")
         for line in ('command("iec-1", "disconnect")', "command iec-1 disconnect",
                      "read iec-1"):
             vic.send(line + "\r")
@@ -321,7 +323,9 @@ class ConsoleRolesOverOpenSshTests(OpenSshClient):
 
         # alice asks for a disconnect with her key.
         alice = await self.console(port, work / "alice")
-        alice.send("command iec-1 disconnect reason=unpaid\r")
+        alice.send("command iec-1 disconnect\r")
+        await shows(alice, "command disconnect refused: protocol iec62056-21 does not support")
+        alice.send("command dlms-1 disconnect reason=unpaid\r")
         await shows(alice, "'status': 'requested'")
         self.assertIn("'requested_by': 'console:alice'", alice.text())
         await self.end(alice)
