@@ -359,13 +359,11 @@ class ProgrammingClient:
     def _identified(self, message: Identification) -> list[Action]:
         self.identification = message
         self.state = State.AWAIT_PROMPT
-        if message.baud_char not in MODE_C_BAUD:
-            raise self._error(
-                f"identification {message.text!r} is not mode C (baud character "
-                f"{message.baud_char!r}): no programming mode")
+        # The meter's proposal is echoed (some meters propose a character outside mode C's
+        # digits, e.g. ``:``, and take it back); the speed changes only for a mode C digit.
         char = self.baud_char if self.baud_char is not None else message.baud_char
         actions: list[Action] = [Send(OptionSelect(baud_char=char, mode="1").encode())]
-        if self.switch_baud and char != "0":
+        if self.switch_baud and char in MODE_C_BAUD and char != "0":
             actions.append(SwitchBaud(MODE_C_BAUD[char]))
         return actions
 
