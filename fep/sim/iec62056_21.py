@@ -92,8 +92,10 @@ class SimulatedIecMeter:
     with_clock: bool = True
     clock: Callable[[], float] = time.time
     started: float | None = None
-    # Programming mode: the password (None: none asked), the P0 operand, what a wrong
-    # password gets ("break": SOH B0 ETX, "error": (ERROR)).
+    # Programming mode (False: a readout-only meter, which NAKs ``ACK 0 Z 1``): the
+    # password (None: none asked), the P0 operand, what a wrong password gets ("break":
+    # SOH B0 ETX, "error": (ERROR)).
+    programming: bool = True
     password: str | None = "00000000"
     seed: str = "00000000"
     password_refusal: str = "break"
@@ -365,7 +367,7 @@ class IecMeterServerProtocol(Protocol):
         elif isinstance(message, OptionSelect) and self._selected is not None:
             meter = self._selected
             self._selected = None
-            if message.mode not in ("0", "1"):
+            if message.mode not in ("0", "1") or (message.mode == "1" and not meter.programming):
                 self._later(self.factory.answer_delay, self._send, b"\x15")
                 return
             baud = MODE_C_BAUD.get(message.baud_char)
@@ -395,10 +397,13 @@ class IecMeterServerProtocol(Protocol):
 
     def _data(self, meter: SimulatedIecMeter, text: str) -> None:
         block = DataBlock.build(text.encode("ascii"))
-        if meter.corrupt_answers > 0:
-            meter.corrupt_answers -= 1
-            block = DataBlock(block.data, block.received_bcc ^ 0x01)
         self._answer(block.encode())
+        if meter.corrupt_answers > 0:
+            # Damaged on the line: our NAK gets the good one (kept as the last answer).
+            meter.corrupt_answers -= 1
+            self._pending[-1].cancel()
+            damaged = DataBlock(block.data, block.received_bcc ^ 0x01).encode()
+            self._later(self.factory.answer_delay, self._send, damaged)
 
     def _program(self, meter: SimulatedIecMeter, message: object) -> None:
         if isinstance(message, Nak):

@@ -18,7 +18,7 @@ from zope.interface import implementer
 from fep.interfaces import IRecordSink
 from fep.model import Reading
 from fep.protocols.iec62056_21.client import ModeCClient, ReadoutReceived
-from fep.protocols.iec62056_21.frames import FrameDecoder
+from fep.protocols.iec62056_21.frames import Command, FrameDecoder
 from fep.protocols.iec62056_21.readout import parse_readout, to_readings
 from fep.protocols.iec62056_21.session import PushedReadoutFactory
 from fep.sim.iec62056_21 import (
@@ -118,14 +118,23 @@ class LineTests(unittest.TestCase):
         clock.advance(0.2)
         self.assertEqual(transport.value(), b"/FEP5SIM100\r\n")
 
-    def test_programming_mode_request_is_refused_with_nak(self) -> None:
-        clock, transport, proto = self.connect([SimulatedIecMeter()])
+    def test_programming_mode_request_is_refused_by_a_readout_only_meter(self) -> None:
+        clock, transport, proto = self.connect([SimulatedIecMeter(programming=False)])
         proto.dataReceived(b"/?!\r\n")
         clock.advance(0)
         transport.clear()
         proto.dataReceived(b"\x06051\r\n")
         clock.advance(0)
         self.assertEqual(transport.value(), b"\x15")
+
+    def test_programming_mode_request_gets_the_password_prompt(self) -> None:
+        clock, transport, proto = self.connect([SimulatedIecMeter(seed="4711")])
+        proto.dataReceived(b"/?!\r\n")
+        clock.advance(0)
+        transport.clear()
+        proto.dataReceived(b"\x06051\r\n")
+        clock.advance(0)
+        self.assertEqual(transport.value(), Command("P", "0", b"(4711)").encode())
 
     def test_client_and_simulator_complete_a_readout(self) -> None:
         clock, transport, proto = self.connect([SimulatedIecMeter()])

@@ -354,7 +354,7 @@ class _ProgrammingSession(MeterSession):
 
 # What the engine puts among a command's parameters besides the operator's (not parameters
 # to write).
-_ENGINE_PARAMS = frozenset({"progress", "reason", "image_bytes"})
+_ENGINE_PARAMS = frozenset({"progress", "reason", "image_bytes", "attempts", "retry_delay"})
 
 
 def _answer_sets(answer: Answer) -> tuple[DataSet, ...]:
