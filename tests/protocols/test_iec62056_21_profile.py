@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from fep.errors import FrameError
@@ -176,3 +178,21 @@ class LogbookTests(unittest.TestCase):
     def test_a_bad_stamp_is_a_frame_error(self) -> None:
         with self.assertRaises(FrameError):
             logbook_events(parse_data_sets(b"P.98(yesterday)(00)\r\n").datasets, "m1")
+
+
+class AnyAnswerTests(unittest.TestCase):
+    @given(st.lists(st.one_of(
+        st.sampled_from([b"P.01(0231201001500)(00)(15)(1)(1.5)(kW)", b"(1.0)", b"()",
+                         b"P.98(0231201010203)(80)()(0)", b"(x)", b"P.01(1)(2)(3)(4)"]),
+        st.text(alphabet="P.0198()0123456789;*kW ", max_size=30).map(str.encode)),
+        max_size=20))
+    def test_decoders_raise_only_frame_errors(self, lines: list[bytes]) -> None:
+        try:
+            datasets = parse_data_sets(b"\r\n".join(lines)).datasets
+        except FrameError:
+            return
+        for decode in (profile_blocks, logbook_events):
+            try:
+                decode(datasets, "m1")
+            except FrameError:
+                pass

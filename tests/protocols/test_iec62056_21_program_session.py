@@ -96,6 +96,21 @@ class ProgrammingSessionTests(unittest.TestCase):
         clock = await IecReadoutProtocol().read_clock(reactor, self.endpoint(meter), meter, 5)
         self.assertLess(abs((clock - datetime.now(UTC)).total_seconds() + 125), 2.0)
 
+    async def test_a_midnight_between_the_reads_keeps_the_right_day(self) -> None:
+        midnight = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
+        for before, expected in ((1.0, datetime(2026, 2, 28, 23, 59, 59, tzinfo=UTC)),
+                                 (0.7, datetime(2026, 3, 1, 0, 0, 0, tzinfo=UTC))):
+            calls = iter(range(100))
+
+            def clock(before: float = before, calls: Any = calls) -> float:
+                # The meter's clock moves 0.4 s at each look: date, time, date again.
+                return midnight - before + 0.4 * next(calls)
+
+            meter = self.serve(SimulatedIecMeter(clock=clock))
+            found = await IecReadoutProtocol().read_clock(reactor, self.endpoint(meter),
+                                                          meter, 5)
+            self.assertEqual(found, expected)
+
     async def test_clock_set_puts_the_meter_within_a_second(self) -> None:
         sim = SimulatedIecMeter(clock_offset=3 * 86400 + 400.0)
         meter = self.serve(sim)

@@ -4,6 +4,8 @@ messages and break as refusals naming meter, command and the meter's text."""
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from fep.errors import FrameError, NotSupported, ProtocolError
@@ -237,3 +239,24 @@ class NakTests(unittest.TestCase):
         client.start()
         with self.assertRaises(FrameError):
             client.receive_data(b"/\x01\x02\r\n")
+
+
+_PIECES = st.one_of(
+    st.sampled_from([ACK, NAK, DRS_P0, DRS_B0, DRS_ANSWER, IDENT,
+                     DataBlock.build(b"(ERROR)").encode(),
+                     DataBlock(b"0.9.1(1)", 0).encode()]),
+    st.binary(max_size=40),
+)
+
+
+class AnyStreamTests(unittest.TestCase):
+    @given(st.lists(_PIECES, max_size=12))
+    def test_the_client_raises_only_its_typed_errors(self, pieces: list[bytes]) -> None:
+        client = ProgrammingClient([Read("0.9.1"), Write("0.9.1", "120000")],
+                                   password="pw", meter="m1")
+        client.start()
+        try:
+            for piece in pieces:
+                client.receive_data(piece)
+        except (FrameError, ProtocolError):
+            pass

@@ -476,19 +476,19 @@ class IecReadoutProtocol:
 
         def clock(result: tuple[ProgrammingSettings, Finished]) -> datetime:
             settings, finished = result
-            sets = [_answer_sets(a) for a in finished.answers]
-            if len(sets) == 3 and sets[0] != sets[2] and sets[1]:
-                # Midnight passed: a time before noon belongs to the second date.
-                hour = sets[1][0].values[0].value.strip()[:2] if sets[1][0].values else ""
-                date_sets = sets[2] if hour < "12" else sets[0]
-            else:
-                date_sets = sets[0] if sets else ()
-            found = meter_clock(Readout((*sets[1], *date_sets)), settings.tz) \
-                if len(sets) == 3 else None
+            found: datetime | None = None
+            if len(finished.answers) == 3:
+                date_before, time_sets, date_after = (_answer_sets(a) for a in finished.answers)
+                date_sets = date_before
+                # Midnight passed between the reads: a time before noon is the new day's.
+                if (date_before != date_after and time_sets and time_sets[0].values
+                        and time_sets[0].values[0].value.strip()[:2] < "12"):
+                    date_sets = date_after
+                found = meter_clock(Readout((*time_sets, *date_sets)), settings.tz)
             if found is None:
                 raise ProtocolError(
                     f"meter {meter.id}: no clock in the answers to R{settings.read_kind} "
-                    f"0.9.1/0.9.2", meter=meter.id, route=meter.route, protocol=PROTOCOL)
+                    "0.9.1/0.9.2", meter=meter.id, route=meter.route, protocol=PROTOCOL)
             return found
 
         return self.program(reactor, endpoint, meter, operations, timeout).addCallback(clock)
