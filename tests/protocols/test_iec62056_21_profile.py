@@ -19,6 +19,7 @@ from fep.protocols.iec62056_21.profile import (
     parse_stamp,
     profile_blocks,
     range_argument,
+    status_quality,
 )
 from fep.protocols.iec62056_21.readout import parse_data_sets
 
@@ -142,6 +143,12 @@ class StampTests(unittest.TestCase):
         self.assertEqual(parse_stamp("22308231615", BERLIN),
                          datetime(2023, 8, 23, 16, 15, tzinfo=UTC))
 
+    def test_without_season_or_seconds(self) -> None:
+        self.assertEqual(parse_stamp("2308231615", UTC),
+                         datetime(2023, 8, 23, 16, 15, tzinfo=UTC))
+        self.assertEqual(parse_stamp("230823161530", UTC),
+                         datetime(2023, 8, 23, 16, 15, 30, tzinfo=UTC))
+
     def test_not_a_stamp(self) -> None:
         for text in ("", "abc", "2313011200", "12345"):
             self.assertIsNone(parse_stamp(text, UTC), text)
@@ -168,6 +175,19 @@ class LogbookTests(unittest.TestCase):
         ])
         self.assertEqual(events[0].code, "P.98:00000080")
         self.assertEqual(events[0].text, "supply voltage failure")
+
+    def test_status_bits_and_their_meaning(self) -> None:
+        data = b"P.98(0231201010203)(00006127)()(0)\r\n"
+        events = logbook_events(parse_data_sets(data).datasets, "m1", tz=UTC)
+        self.assertEqual([e.code for e in events], [
+            "P.98:00000001", "P.98:00000002", "P.98:00000004", "P.98:00000020",
+            "P.98:00000100", "P.98:00002000", "P.98:00004000"])
+        self.assertEqual([e.kind for e in events[:2]],
+                         [EventKind.METER_ERROR, EventKind.LOW_BATTERY])
+        self.assertEqual(status_quality(0x000000CA), Quality.CLOCK_INVALID | Quality.DST
+                         | Quality.POWER_DOWN)
+        self.assertEqual(status_quality(0x25), Quality.DATA_NOT_VALID
+                         | Quality.CLOCK_ADJUSTED)
 
     def test_an_entry_without_known_bits_is_kept_as_other(self) -> None:
         data = b"P.98(0231201010203)(00010000)()(1)(C.5.3)()(2)\r\n"

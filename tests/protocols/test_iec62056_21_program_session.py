@@ -91,6 +91,21 @@ class ProgrammingSessionTests(unittest.TestCase):
                          [EventKind.POWER_OUTAGE, EventKind.POWER_RESTORED])
         self.assertLess(abs(events[0].time.timestamp() - (now - 7200)), 1.0)
 
+    async def test_r1_and_plain_stamps_where_the_meter_wants_them(self) -> None:
+        meter = self.serve(SimulatedIecMeter(), iec_read_command="R1",
+                           iec_profile_stamp="plain")
+        until = datetime.now(UTC)
+        records = await IecReadoutProtocol().read_profile(
+            reactor, self.endpoint(meter), meter, until - timedelta(hours=1), until, 5)
+        self.assertTrue(records)
+        self.assertRegex(self.sim.commands_seen[1], r"^R1 P\.01\(\d{10};\d{10}\)$")
+
+    async def test_a_bad_command_setting_is_a_config_error(self) -> None:
+        meter = self.serve(SimulatedIecMeter(), iec_read_command="X5")
+        with self.assertRaises(ConfigError) as caught:
+            await IecReadoutProtocol().read_clock(reactor, self.endpoint(meter), meter, 5)
+        self.assertEqual(caught.exception.key, "iec_read_command")
+
     async def test_clock_read(self) -> None:
         meter = self.serve(SimulatedIecMeter(clock_offset=-125.0))
         clock = await IecReadoutProtocol().read_clock(reactor, self.endpoint(meter), meter, 5)
