@@ -563,6 +563,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="device address of the first meter; the others follow")
     parser.add_argument("--corrupt-bcc", action="store_true", help="send a wrong BCC")
     parser.add_argument("--readout-file", help="fixed readout text (bytes between STX and ETX)")
+    parser.add_argument("--password", default="00000000",
+                        help="programming-mode password (P1); empty: none asked")
+    parser.add_argument("--clock-offset", type=float, default=0.0,
+                        help="seconds the meters' clocks run ahead of the wall clock")
     args = parser.parse_args(argv)
     if not (args.tcp is not None or args.pty or args.push):
         parser.error("give --tcp, --pty or --push")
@@ -576,6 +580,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = f.read()
         for m in meters:
             m.readout_text = text
+    for m in meters:
+        m.password = args.password or None
+        m.clock_offset = args.clock_offset
     factory = IecMeterServerFactory(meters, reactor, args.delay)
     addresses = ", ".join(m.address for m in meters)
     if args.tcp is not None:

@@ -204,6 +204,21 @@ class CommandLineTests(unittest.TestCase):
         self.assertIn('"kWh"', result.stdout)
 
     @inlineCallbacks
+    def test_password_and_clock_offset_options(self) -> Any:
+        from datetime import UTC, datetime
+
+        from twisted.internet.endpoints import clientFromString
+
+        from fep.model import Meter
+        from fep.protocols.iec62056_21.session import IecReadoutProtocol
+
+        route = yield self.tcp_route("--password", "4711", "--clock-offset", "120")
+        meter = Meter("m1", "iec62056-21", route, metadata={"iec_password": "4711"})
+        clock = yield IecReadoutProtocol().read_clock(
+            reactor, clientFromString(reactor, route), meter, 5)
+        self.assertLess(abs((clock - datetime.now(UTC)).total_seconds() - 120), 3)
+
+    @inlineCallbacks
     def test_fep_read_with_corrupted_bcc_exits_3_naming_bcc_and_route(self) -> Any:
         route = yield self.tcp_route("--corrupt-bcc")
         result = yield fep_read(route)
