@@ -117,6 +117,20 @@ class CommandTests(unittest.TestCase):
         client.receive_data(DRS_P0)
         self.assertNotIn("secret", client.current)
 
+    def test_p2_sends_the_operand_of_the_algorithm_given(self) -> None:
+        def algorithm(seed: str, password: str) -> str:
+            return f"{int(seed) ^ int(password):08d}"
+
+        client = ProgrammingClient([], password="00001111", password_mode="P2",
+                                   p2=algorithm, meter="m1")
+        client.start()
+        client.receive_data(IDENT)
+        self.assertEqual(sends(client.receive_data(DRS_P0)),
+                         [command_bytes(b"P2", b"(00001111)")])
+        with self.assertRaises(MeterRefusal) as caught:
+            client.receive_data(DRS_B0)
+        self.assertEqual(caught.exception.command, "P2 (password)")
+
     def test_p2_is_not_supported(self) -> None:
         with self.assertRaises(NotSupported) as caught:
             ProgrammingClient([], password="x", password_mode="P2", meter="m1")
@@ -173,6 +187,13 @@ class RefusalTests(unittest.TestCase):
         with self.assertRaises(ProtocolError) as caught:
             client.receive_data(DataBlock.build(b"1.8.0(1*kWh)\r\n!\r\n").encode())
         self.assertIn("P0", caught.exception.message)
+
+    def test_a_push_in_the_middle_fails_the_session(self) -> None:
+        client = ProgrammingClient([Read("0.9.1")], password="pw", meter="m7")
+        logged_in(client)
+        with self.assertRaises(ProtocolError) as caught:
+            client.receive_data(IDENT)
+        self.assertIn("unexpected Identification", caught.exception.message)
 
     def test_error_text_leaves_ordinary_values_alone(self) -> None:
         self.assertIsNone(error_text(b"0.9.1(101500)"))

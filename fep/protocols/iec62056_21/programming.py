@@ -19,8 +19,9 @@ Faults, each a ProtocolError naming the meter and the command:
   the command and the meter's own text (a wrong password is typically a break);
 - anything else out of order raises ProtocolError; a bad frame FrameError.
 
-Only the plain password (P1) is spoken: P2, a manufacturer's algorithm over the P0 seed, is
-refused with NotSupported when asked for (``password_mode``).
+The plain password (P1) is spoken as is. P2, the operand of a manufacturer's algorithm over
+the P0 seed, is sent only with that algorithm given (``p2``: seed and password -> operand);
+fep ships none, so asking for P2 without one is refused with NotSupported.
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ class ProgrammingClient:
     """One programming-mode session running ``operations`` in order.
 
     ``password``: sent as P1 after the meter's P0 (None: no login, for meters that allow
-    reads without one). ``password_mode``: ``P1`` (plain); ``P2`` is not spoken.
+    reads without one). ``password_mode``: ``P1`` (plain) or ``P2`` with ``p2``, the
+    manufacturer's algorithm (P0 seed, password -> the P2 operand).
     ``switch_baud``/``baud_char``/``max_baudrate`` as for the readout client. ``meter``
     names the meter in errors.
     """
@@ -177,17 +179,21 @@ class ProgrammingClient:
         address: str | None = None,
         password: str | None = None,
         password_mode: str = "P1",
+        p2: Callable[[str, str], str] | None = None,
         switch_baud: bool = False,
         baud_char: str | None = None,
         retries: int = DEFAULT_RETRIES,
         meter: str | None = None,
     ) -> None:
-        if password_mode.upper() != "P1":
+        mode = password_mode.upper()
+        if mode not in ("P1", "P2") or (mode == "P2" and p2 is None):
             raise NotSupported(
                 f"{'meter ' + meter + ': ' if meter else ''}password mode "
-                f"{password_mode!r} is not supported (only P1, the plain password; P2 is "
-                "the manufacturer's algorithm over the P0 seed)",
+                f"{password_mode!r} is not supported (P1, the plain password, is; P2 needs "
+                "the manufacturer's algorithm over the P0 seed, which fep does not have)",
                 meter=meter, protocol=PROTOCOL)
+        self.password_mode = mode
+        self.p2 = p2
         self.operations = list(operations)
         self.address = address or ""
         self.password = password
@@ -213,7 +219,7 @@ class ProgrammingClient:
     def current(self) -> str:
         """The command being answered, as errors name it."""
         if self.state is State.AWAIT_LOGIN:
-            return "P1 (password)"
+            return f"{self.password_mode} (password)"
         return describe(self._last) if self._last is not None else self.state.value
 
     def _refused(self, text: str) -> MeterRefusal:
@@ -314,7 +320,12 @@ class ProgrammingClient:
                 if self.password is None:
                     return self._next()
                 self.state = State.AWAIT_LOGIN
-                return self._send(Command("P", "1", f"({self.password})".encode("ascii")))
+                operand = self.password
+                if self.password_mode == "P2":
+                    assert self.p2 is not None
+                    operand = self.p2(self.seed, self.password)
+                return self._send(Command("P", self.password_mode[1],
+                                          f"({operand})".encode("ascii")))
             if isinstance(message, DataBlock):
                 raise self._error("the meter sent data instead of the programming mode's "
                                   "password prompt (P0): it does not take programming mode")
