@@ -10,12 +10,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import attrs
 from twisted.internet import reactor as global_reactor
 from twisted.internet.endpoints import clientFromString
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from fep.errors import ConfigError, NotSupported, ProtocolError
+from fep.errors import ConfigError, NotSupported, ProtocolError, SessionTimeout
 from fep.interfaces import IClock, ICommands, IEventReader, IProfileReader
 from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, Quality
 from fep.protocols.iec62056_21.programming import MeterRefusal
@@ -235,6 +236,14 @@ class RefusalTests(unittest.TestCase):
         with self.assertRaises(ProtocolError) as caught:
             await IecReadoutProtocol().read_clock(reactor, self.endpoint(meter), meter, 5)
         self.assertIn("P1 (password): not accepted after 1 repeats", caught.exception.message)
+
+    async def test_silence_is_a_session_timeout_naming_the_step(self) -> None:
+        meter = self.serve(SimulatedIecMeter(address="1001"))
+        meter = attrs.evolve(meter, address="2002")  # nobody on the line answers this
+        with self.assertRaises(SessionTimeout) as caught:
+            await IecReadoutProtocol().read_clock(reactor, self.endpoint(meter), meter, 0.3)
+        self.assertIn("no answer while awaiting identification", caught.exception.message)
+        self.assertEqual(caught.exception.meter, "m1")
 
     async def test_p2_is_a_clear_not_supported(self) -> None:
         meter = self.serve(SimulatedIecMeter(), iec_password_mode="P2")
