@@ -166,6 +166,20 @@ class ProgrammingSessionTests(unittest.TestCase):
         self.assertIn("profile-period", caught.exception.message)
         self.assertEqual(sim.commands_seen, [])
 
+    async def test_values_that_cannot_go_in_a_data_set_are_refused(self) -> None:
+        sim = SimulatedIecMeter()
+        meter = self.serve(sim)
+        with self.assertRaises(ConfigError):
+            await IecReadoutProtocol().run_command(
+                reactor, self.endpoint(meter), meter, "parameter-set",
+                {"profile-period": "15)(0.9.1(000000"}, 5, lambda _: None)
+        bad = attrs.evolve(meter, metadata={"iec_password": "pässwort"})
+        with self.assertRaises(ConfigError) as caught:
+            await IecReadoutProtocol().read_clock(reactor, self.endpoint(bad), bad, 5)
+        self.assertEqual(caught.exception.key, "iec_password")
+        self.assertNotIn("pässwort", caught.exception.message)
+        self.assertEqual(sim.commands_seen, [])
+
     async def test_a_meters_own_parameter_list(self) -> None:
         sim = SimulatedIecMeter(parameters={"C.7.0": "0"})
         meter = self.serve(sim, iec_parameters="outage-count=C.7.0")

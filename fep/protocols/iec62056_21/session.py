@@ -269,7 +269,17 @@ def programming_settings(meter: Meter, tz: tzinfo) -> ProgrammingSettings:
             raise ConfigError(f"meter {meter.id}: iec_parameters entry {item.strip()!r} is "
                               "not name=address", key="iec_parameters")
         parameters[name.strip()] = address.strip()
+    for key in ("iec_profile", "iec_logbook"):
+        if not _data_text(md.get(key, "")):
+            raise ConfigError(f"meter {meter.id}: {key} must be printable ASCII without "
+                              "parentheses", key=key)
+    if not all(_data_text(address) for address in parameters.values()):
+        raise ConfigError(f"meter {meter.id}: iec_parameters addresses must be printable "
+                          "ASCII without parentheses", key="iec_parameters")
     password = md.get("iec_password")
+    if password and not _data_text(password):
+        raise ConfigError(f"meter {meter.id}: iec_password must be printable ASCII without "
+                          "parentheses", key="iec_password")
     return ProgrammingSettings(
         password=password if password else None,
         password_mode=md.get("iec_password_mode", "P1").strip().upper() or "P1",
@@ -283,6 +293,11 @@ def programming_settings(meter: Meter, tz: tzinfo) -> ProgrammingSettings:
         logbook=md.get("iec_logbook", profile_.LOGBOOK).strip() or profile_.LOGBOOK,
         parameters=parameters,
     )
+
+
+def _data_text(text: str) -> bool:
+    """Whether ``text`` may stand between a data set's parentheses."""
+    return all(0x20 <= ord(c) <= 0x7E and c not in "()" for c in text)
 
 
 class ProgrammingSteps:
@@ -539,6 +554,11 @@ class IecReadoutProtocol:
                     f"meter {meter.id}: parameter-set names "
                     f"{', '.join(unknown) if unknown else 'no parameter'} (known: "
                     f"{', '.join(sorted(settings.parameters))})", key="parameter")
+            bad = sorted(name for name, value in wanted.items() if not _data_text(value))
+            if bad:
+                raise ConfigError(
+                    f"meter {meter.id}: parameter-set value of {', '.join(bad)} must be "
+                    "printable ASCII without parentheses", key="parameter")
             return [Write(settings.parameters[name], value, settings.write_kind)
                     for name, value in sorted(wanted.items())]
 
