@@ -573,7 +573,12 @@ class Dlt645Protocol:
 
     def _broadcast_taken(self, reactor: IReactorTime, meter: Meter, settings: ClientSettings,
                          answers: Sequence[Frame | None]) -> None:
-        meter_time = _clock_of(answers, 3, settings)
+        try:
+            meter_time = _clock_of(answers, 3, settings)
+        except (FrameError, ProtocolError) as e:
+            raise ProtocolError(f"meter {meter.id}: time-set: the clock read back after the "
+                                f"broadcast was not understood ({e})", meter=meter.id,
+                                route=meter.route, protocol=PROTOCOL) from None
         deviation = (meter_time - datetime.fromtimestamp(reactor.seconds(), UTC)).total_seconds()
         if abs(deviation) > SET_TOLERANCE:
             raise ProtocolError(
@@ -632,7 +637,11 @@ class Dlt645Protocol:
         def state(answers: Sequence[Frame | None]) -> dict[str, Any]:
             frame = answers[-1]
             assert frame is not None
-            data = decode_read(frame, STATUS_WORD_3).data
+            try:
+                data = decode_read(frame, STATUS_WORD_3).data
+            except FrameError as e:
+                raise ProtocolError(f"meter {meter.id}: {command}: {e.message}", meter=meter.id,
+                                    route=meter.route, protocol=PROTOCOL) from None
             if len(data) < 2:
                 raise ProtocolError(f"meter {meter.id}: {command}: status word 3 is "
                                     f"{len(data)} bytes, not 2", meter=meter.id,

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -290,6 +292,51 @@ class RelayCommandTests(unittest.TestCase):
         self.assertIsInstance(failed.error, SessionTimeout)
         self.assertEqual(str(failed.error), "meter m1: relay-state: no valid answer to read of "
                                             "status word 3")
+
+
+class ArbitraryAnswerTests(unittest.TestCase):
+    """Whatever the line carries, a command gives actions, and its end is Done or a
+    ProtocolError naming the meter; the outcome of a relay-state read of any answer is a
+    state or a ProtocolError."""
+
+    def client(self) -> tuple[CommandClient, Any]:
+        meter = meter_record()
+        settings = settings_for(meter)
+        steps, outcome = Dlt645Protocol()._command_steps(Clock(), meter, settings,
+                                                         "disconnect", {})
+        return CommandClient(settings, "disconnect", steps), outcome
+
+    def check_end(self, actions: list[Any], outcome: Any) -> None:
+        for action in actions:
+            if isinstance(action, Failed):
+                self.assertIsInstance(action.error, ProtocolError)
+                self.assertIn("meter m1", str(action.error))
+            elif isinstance(action, Done):
+                try:
+                    outcome(action.answers)
+                except ProtocolError as e:
+                    self.assertEqual(e.meter, "m1")
+
+    @given(st.lists(st.binary(max_size=40), max_size=8))
+    def test_arbitrary_line_bytes_give_actions_only(self, chunks: list[bytes]) -> None:
+        client, outcome = self.client()
+        actions: list[Any] = list(client.start())
+        for chunk in chunks:
+            actions += client.receive(chunk)
+        actions += client.timeout() + client.timeout()
+        self.check_end(actions, outcome)
+
+    @given(st.lists(st.tuples(st.sampled_from([0x1C, 0x11, 0x19, 0x14]), st.booleans(),
+                              st.binary(max_size=24)), max_size=4))
+    def test_well_framed_answers_with_arbitrary_data_give_actions_only(
+        self, answers: list[tuple[int, bool, bytes]],
+    ) -> None:
+        client, outcome = self.client()
+        actions: list[Any] = list(client.start())
+        for function, error, data in answers:
+            frame = Frame(ADDRESS, function | 0x80 | (0x40 if error else 0), data)
+            actions += client.receive(frame.encode())
+        self.check_end(actions, outcome)
 
 
 class ResetTests(unittest.TestCase):
