@@ -216,6 +216,11 @@ class RelayCommandTests(unittest.TestCase):
             "status_word_3": "0000"})
         self.h.sim.relay_closed, self.h.sim.relay_command_open = False, True
         self.assertEqual(self.h.run("relay-state")["status_word_3"], "0050")
+        # A meter that trips after a delay: commanded open, the relay still closed.
+        self.h.sim.relay_closed = True
+        state = self.h.run("relay-state")
+        self.assertEqual((state["relay"], state["relay_command"], state["status_word_3"]),
+                         ("closed", "open", "0040"))
 
     def test_alarm_and_guarantee_are_parameters_and_a_guaranteed_supply_refuses_a_trip(
         self,
