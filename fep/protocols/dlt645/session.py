@@ -259,6 +259,9 @@ COMMANDS_2007: Final = (
 )
 COMMANDS_1997: Final = ("demand-reset",)
 DEFAULT_OPERATOR: Final = "00000000"
+# Command params the engine and the doors add besides the command's own (not parameters).
+_ENGINE_PARAMS: Final = frozenset({"progress", "attempts", "retry_delay", "valid", "reason",
+                                   "plan", "deadline"})
 DEFAULT_VALIDITY: Final = timedelta(minutes=15)
 # A meter takes a broadcast time only within 5 minutes of its own clock, never within
 # 5 minutes of its midnight, and once a day (DL/T 645-2007 section 6 "broadcast time").
@@ -685,8 +688,7 @@ class Dlt645Protocol:
         elif command == "parameter-set":
             names = {"alarm": (RelayAction.ALARM, RelayAction.ALARM_RELEASE),
                      "guarantee": (RelayAction.GUARANTEE, RelayAction.GUARANTEE_RELEASE)}
-            unknown = sorted(set(params) - set(names) - {"progress", "attempts",
-                                                         "retry_delay", "valid", "reason"})
+            unknown = sorted(set(params) - set(names) - _ENGINE_PARAMS)
             if unknown or not set(params) & set(names):
                 raise ConfigError(f"meter {meter.id}: DL/T 645 parameter-set takes alarm=on|off "
                                   f"and guarantee=on|off (got {', '.join(unknown) or 'none'})",
