@@ -429,6 +429,13 @@ class Edition1997Tests(unittest.TestCase):
         self.assertLess(abs(h.offset()), 1.0)
         self.assertEqual(h.sim.log[-2:], ["write C010", "write C011"])
 
+    def test_broadcast_time_on_a_1997_meter(self) -> None:
+        h = Harness(self, edition=1997, clock_offset=60)
+        h.set_clock(meter_record(dlt645_edition="1997", dlt645_password=""))
+        self.assertLess(abs(h.offset()), 1.0)
+        self.assertEqual(h.sim.log, ["read C010", "read C011", "broadcast time", "read C010",
+                                     "read C011"])
+
     def test_a_1997_meter_refuses_a_wrong_password_with_its_own_bits(self) -> None:
         h = Harness(self, edition=1997)
         with self.assertRaises(CommandUnauthorized) as caught:
