@@ -253,7 +253,9 @@ class JobRunner:
         except (NotSupported, ConfigError) as e:
             error, outcome = e, Outcome(False, error=str(e), retry=False)
         except FepError as e:
-            error, outcome = e, Outcome(False, error=str(e))
+            # A meter's refusal marked ``final`` (a wrong password, say) is not asked again:
+            # another attempt gets the same answer, and meters lock after wrong passwords.
+            error, outcome = e, Outcome(False, error=str(e), retry=not getattr(e, "final", False))
         if endpoint is not None:
             outcome = attrs.evolve(outcome, bytes_in=endpoint.bytes_in,
                                    bytes_out=endpoint.bytes_out)
