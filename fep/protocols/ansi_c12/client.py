@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Generator, Mapping
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Final
 
 import attrs
@@ -798,7 +798,8 @@ class C1218Client:
                 clock = Clock.decode(raw, config, zone)
         if not job.set_clock:
             return ClockResult(clock, received)
-        when = self.now().replace(microsecond=0)
+        # Whole seconds (LTIME_DATE has no fraction), rounded to the nearest.
+        when = (self.now() + timedelta(microseconds=500_000)).replace(microsecond=0)
         local = when.astimezone(zone)
 
         def request(seq: int) -> ProcedureRequest:

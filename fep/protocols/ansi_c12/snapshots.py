@@ -140,13 +140,14 @@ def encode_self_reads(
     head = bytes([0x04, nbr_valid, last_element]) + last_seq.to_bytes(2, order) + bytes(
         [nbr_valid]
     )
-    empty = _empty(registers)
+    empty = empty_snapshot(registers)
     return head + b"".join(
         encode_snapshot(s if s is not None else empty, config, registers, tz) for s in slots
     )
 
 
-def _empty(registers: ActualRegisters) -> Snapshot:
+def empty_snapshot(registers: ActualRegisters) -> Snapshot:
+    """A snapshot of zeros (an empty ST26 slot, an ST25 before any demand reset)."""
     from decimal import Decimal
 
     from fep.protocols.ansi_c12.c1219 import DataBlock, DemandRecord
@@ -205,6 +206,7 @@ __all__ = [
     "decode_self_reads",
     "decode_snapshot",
     "encode_self_reads",
+    "empty_snapshot",
     "encode_snapshot",
     "snapshot_readings",
 ]
