@@ -288,6 +288,8 @@ class SimulatedC12Meter:
     response: ProcedureResponse | None = None
     procedures: list[tuple[int, int]] = attrs.Factory(list)
     read_only: bool = False
+    # The last ST7 written (read back as written).
+    initiated: bytes = b""
 
     def __attrs_post_init__(self) -> None:
         if self.started is None:
@@ -451,6 +453,8 @@ class SimulatedC12Meter:
             return self.selection.encode(self.actual_registers)
         if number == 23:
             return encode_current_registers(self.current_registers(), config, self.actual_registers)
+        if number == ST7_PROC_INITIATE:
+            return self.initiated
         if number == ST8_PROC_RESPONSE:
             response = self.response or ProcedureResponse(0, 0, 0)
             return response.encode(config)
@@ -718,8 +722,9 @@ class SimulatedC12Meter:
         guarded = self.password is not None or self.auth_key is not None
         if guarded and not self.secured:
             return encode_error(ResponseCode.ISC)
-        if request.table != ST7_PROC_INITIATE or request.offset is not None:
+        if request.table != ST7_PROC_INITIATE or request.offset not in (None, 0):
             return encode_error(ResponseCode.IAR)  # no other table is writable
+        self.initiated = request.data
         config = self.config
         try:
             proc = ProcedureRequest.decode(request.data, config)
