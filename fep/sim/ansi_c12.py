@@ -1,11 +1,12 @@
 """A simulated ANSI C12.18 or C12.21 meter for tests and demos: a sans-IO meter model
 (PSEM services, session states, a password; as a C12.21 meter also timing setup and DES
 key authentication; C12.19 tables ST0/1/3/5, ST11-16 with a transformer multiplier,
-ST21-23 whose registers grow with wall time, ST25 the last demand reset's snapshot, ST26
-self-reads, ST52, the load profile ST61-64, the logs ST71/74/76 and a manufacturer table
-MT0; procedures through ST7/ST8: SP 4 reset list pointers, SP 9 remote reset (demand
-reset counter +1, maximum demand zeroed, a snapshot in ST25; a self-read in ST26), SP 10
-set date/time and MP2 (manufacturer procedure 2), a supply relay: parameter 0 open, 1
+ST21-23 whose registers grow with wall time, ST24 the registers at the last season change,
+ST25 the last demand reset's snapshot, ST26 self-reads, ST51/ST53 (zone offset 0), ST52,
+the load profile ST61-64, the logs ST71/74/76 and a manufacturer table MT0; procedures
+through ST7/ST8: SP 4 reset list pointers, SP 9 remote reset (demand reset counter +1,
+maximum demand zeroed, a snapshot in ST25; a self-read in ST26; a season change), SP 10
+set date/time and MP2 (manufacturer procedure 2, a supply relay: parameter 0 open, 1
 close, 2 report; response data the state, 0 open or 1 closed) and a Twisted server over
 TCP or a serial device/pty, with knobs for line faults (damaged packets both ways,
 silence) and procedure refusals.
@@ -77,6 +78,7 @@ from fep.protocols.ansi_c12.c1219 import (
     ActualLog,
     ActualRegisters,
     ActualSources,
+    ActualTimeTou,
     Clock,
     CurrentRegisters,
     DataBlock,
@@ -105,6 +107,7 @@ from fep.protocols.ansi_c12.c1219 import (
     StdStatus,
     TimeBase,
     TimeFormat,
+    TimeOffset,
     UomEntry,
     encode_constants,
     encode_current_registers,
@@ -141,6 +144,7 @@ from fep.protocols.ansi_c12.procedures import (
     SetDateTime,
 )
 from fep.protocols.ansi_c12.snapshots import (
+    ST24_PREV_SEASON,
     ST25_PREV_DEMAND_RESET,
     ST26_SELF_READ,
     Snapshot,
@@ -190,14 +194,16 @@ DEFAULT_UOMS: tuple[UomEntry, ...] = (
 DATA_CONTROL_IDS: tuple[bytes, ...] = (b"+A  ", b"-A  ", b"+R  ", b"+P  ", b"U1  ")
 DEMAND_MINUTES = 15
 _STD_TABLES = frozenset(
-    {0, 1, 3, 5, 7, 8, 11, 12, 13, 14, 15, 16, 21, 22, 23, 25, 26, 52, 61, 62, 63, 64, 71, 74,
-     76}
+    {0, 1, 3, 5, 7, 8, 11, 12, 13, 14, 15, 16, 21, 22, 23, 24, 25, 26, 51, 52, 53, 61, 62, 63,
+     64, 71, 74, 76}
 )
 # Procedures: SP 4 reset list pointers, SP 9 remote reset, SP 10 set date/time; MP2 the
 # supply relay.
 STD_PROCEDURES = frozenset({SP_RESET_LIST_POINTERS, SP_REMOTE_RESET, SP_SET_DATE_TIME})
 RELAY_PROCEDURE = 2
 MFG_PROCEDURES = frozenset({RELAY_PROCEDURE})
+# ST51: the meter keeps a time zone offset in ST53 (0: its clock runs in UTC).
+TIME_TOU = ActualTimeTou(time_zone_offset=True)
 # Self-reads kept in ST26 (a circular list), and the demand reset exclusion (minutes).
 SELF_READS = 4
 RESET_EXCLUSION_MINUTES = 5
@@ -289,7 +295,9 @@ class SimulatedC12Meter:
     procedures: list[tuple[int, int]] = attrs.Factory(list)
     read_only: bool = False
     # The last ST7 written (read back as written).
-    initiated: bytes = b""
+    initiated: bytes = b"\0\0\0"
+    # The registers at the last season change (ST24), None before any.
+    season_snapshot: Snapshot | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.started is None:
@@ -458,6 +466,14 @@ class SimulatedC12Meter:
         if number == ST8_PROC_RESPONSE:
             response = self.response or ProcedureResponse(0, 0, 0)
             return response.encode(config)
+        if number == ST24_PREV_SEASON:
+            registers = self.actual_registers
+            return encode_snapshot(self.season_snapshot or empty_snapshot(registers), config,
+                                   registers)
+        if number == 51:
+            return TIME_TOU.encode(config)
+        if number == 53:
+            return TimeOffset(zone_minutes=0).encode(config, TIME_TOU)
         if number == ST25_PREV_DEMAND_RESET:
             registers = self.actual_registers
             snap = self.last_reset or empty_snapshot(registers)
@@ -777,6 +793,7 @@ class SimulatedC12Meter:
             self.demand_resets = (self.demand_resets + 1) % 256
             self.demand_kw = Decimal(0)
         if action.new_season is not None:
+            self.season_snapshot = Snapshot(now, before)
             self.season = action.new_season
         return ResultCode.COMPLETED
 

@@ -978,15 +978,20 @@ class C1218Client:
         self_reads: SelfReads | None = None
         if registers is not None and s.snapshots:
             used = config.std_tables_used
+            # A meter that keeps the snapshot's time and gives none has not taken it yet.
+            def taken(snap: Snapshot) -> Snapshot | None:
+                return None if registers.date_time_field and snap.end_time is None else snap
+
             if ST24_PREV_SEASON in used:
                 raw = yield from optional(ST24_PREV_SEASON)
                 if raw is not None:
-                    season = decode_snapshot(raw, config, registers, ST24_PREV_SEASON, s.tz)
+                    season = taken(decode_snapshot(raw, config, registers, ST24_PREV_SEASON,
+                                                   s.tz))
             if ST25_PREV_DEMAND_RESET in used:
                 raw = yield from optional(ST25_PREV_DEMAND_RESET)
                 if raw is not None:
-                    demand_reset = decode_snapshot(raw, config, registers,
-                                                   ST25_PREV_DEMAND_RESET, s.tz)
+                    demand_reset = taken(decode_snapshot(raw, config, registers,
+                                                         ST25_PREV_DEMAND_RESET, s.tz))
             if ST26_SELF_READ in used and registers.nbr_self_reads:
                 raw = yield from optional(ST26_SELF_READ)
                 if raw is not None:
