@@ -93,6 +93,25 @@ class C12CommandTests(unittest.TestCase):
         self.assertIn("clock set", done.outcome)
         self.assertLess(abs(sim.clock_offset), 1)
 
+    async def test_a_time_set_beyond_the_clock_bounds_is_held_for_approval(self) -> None:
+        sim = SimulatedC12Meter(clock_offset=-900)
+        await self.engine(sim)
+        asked = await self.request("time-set")
+        self.engine_.scheduler.kick()
+
+        async def held() -> bool:
+            c = await self.engine_.jobs.command(asked.id)
+            return c.status == CommandStatus.REQUESTED
+
+        await wait_for(held, 30, "the time-set to be held", every=0.05)
+        self.assertEqual(sim.clock_offset, -900)
+        await commands.approve(self.engine_.jobs, asked.id, "bob", reactor.seconds(),
+                               self.meter, self.policy)
+        self.engine_.scheduler.kick()
+        done = await self.ended(asked.id)
+        self.assertEqual(done.status, CommandStatus.DONE, done.outcome)
+        self.assertLess(abs(sim.clock_offset), 1)
+
     async def test_relay_through_the_engine(self) -> None:
         sim = SimulatedC12Meter()
         await self.engine(sim, c12_relay_procedure="MP2")

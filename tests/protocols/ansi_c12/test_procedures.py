@@ -14,6 +14,7 @@ from twisted.trial import unittest
 
 from fep.errors import FrameError, NotSupported, ProtocolError
 from fep.model import Reading
+from fep.protocols.ansi_c12.c1218 import C12ResponseError
 from fep.protocols.ansi_c12.c1219 import (
     ActualRegisters,
     ActualTimeTou,
@@ -200,6 +201,8 @@ class SnapshotTests(unittest.TestCase):
 def run(meter: SimulatedC12Meter, job: ClockJob | CommandJob | None = None,
         now: datetime = NOW, **kw: object) -> Finished | Failed:
     kw.setdefault("password", b"secret")
+    if kw["password"] is None:
+        del kw["password"]
     client = C1218Client(settings_(job=job, **kw), now=lambda: now)
     end = Wire(client, meter).run()
     assert isinstance(end, Finished | Failed), end
@@ -282,6 +285,14 @@ class CommandSessionTests(unittest.TestCase):
             assert isinstance(error, ProcedureRefused)
             self.assertEqual(error.result_code, code)
             self.assertIn(f"result code {code} (", error.message)
+        self.assertEqual(meter.demand_resets, 3)
+
+    def test_a_refused_st7_write_names_the_meters_response_code(self) -> None:
+        meter = meter_()
+        error = self.refused(meter, CommandJob("demand-reset"), password=None)
+        self.assertIsInstance(error, C12ResponseError)
+        self.assertIn("meter m1 refused write of ST7 (demand-reset: SP9 (remote reset)): isc",
+                      str(error))
         self.assertEqual(meter.demand_resets, 3)
 
     def test_relay_by_the_manufacturer_procedure(self) -> None:
