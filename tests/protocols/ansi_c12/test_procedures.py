@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from fep.errors import FrameError, NotSupported, ProtocolError
@@ -385,3 +387,34 @@ class LocalClockMeter(SimulatedC12Meter):
     def _set_date_time(self, params: bytes) -> int:
         self.set_params = params
         return super()._set_date_time(params)
+
+
+class ArbitraryBytesTests(unittest.TestCase):
+    """Arbitrary bytes into every new decoder: a value or FrameError (ValueError for the
+    meter side's parameter decoders, which answer it with result 2), nothing else."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=64), st.sampled_from([LITTLE, BIG_BCD]))
+    def test_decoders(self, data: bytes, config: GeneralConfig) -> None:
+        registers = ActualRegisters(date_time_field=True, demand_reset_counter=True,
+                                    nbr_self_reads=2, nbr_summations=1, nbr_demands=1,
+                                    nbr_occur=1)
+        decoders = (
+            lambda: ProcedureRequest.decode(data, config),
+            lambda: ProcedureResponse.decode(data, config),
+            lambda: ActualTimeTou.decode(data, config),
+            lambda: TimeOffset.decode(data, config, ActualTimeTou(True, True, True)),
+            lambda: decode_snapshot(data, config, registers, 25),
+            lambda: decode_self_reads(data, config, registers),
+        )
+        for decode in decoders:
+            try:
+                decode()
+            except FrameError:
+                pass
+        for param_decode in (lambda: RemoteReset.decode(data),
+                             lambda: SetDateTime.decode(data, config)):
+            try:
+                param_decode()
+            except ValueError:
+                pass
