@@ -40,8 +40,8 @@ log = Logger(namespace="fep.collect.readnow")
 READ_NOW = "read_now"
 OPTIONS = "options"
 # Seconds a read-now may wait for its line (and for a slot of the engine) before it is
-# recorded as missed.
-DEFAULT_WAIT = 300.0
+# recorded as missed: with the read itself, below the HTTP API's idle timeout (300 s).
+DEFAULT_WAIT = 180.0
 # Seconds between looks at the job store for a read-now's end recorded elsewhere (its
 # deadline passed in another node's pass).
 CHECK_EVERY = 5.0
