@@ -198,6 +198,9 @@ class ReadNowOnEveryRouteTests(unittest.TestCase):
         self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
         stored = {m for (m,) in rows("SELECT DISTINCT meter FROM readings")}
         self.assertEqual(stored, set(ids))
+        # The dial-up meter's three reads were calls of the modem pool.
+        calls = rows("SELECT number, outcome FROM modem_calls")
+        self.assertEqual(calls, [("5551001", "completed")] * 3)
 
         # No daemon: `fep read --meter` reads a tcp: meter directly and says so; a gprs:
         # meter needs the daemon.
