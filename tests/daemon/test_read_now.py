@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.trial import unittest
 
@@ -138,8 +139,16 @@ class ReadNowOnEveryRouteTests(unittest.TestCase):
 
         await wait_for(modem_here, 60, "the GPRS modem's session on the daemon")
 
-        # The API.
+        # The API. First both meters of the bus at once: the second waits for the line
+        # instead of colliding with the first.
         base = f"http://127.0.0.1:{http_port}/api/v1"
+        both = await gatherResults([
+            ensureDeferred(http(f"{base}/meters/{meter}/read", method=b"POST",
+                                token=OPERATOR_TOKEN))
+            for meter in ("bus-iec", "bus-dlt")])
+        for meter, r in zip(("bus-iec", "bus-dlt"), both, strict=True):
+            self.assertEqual(r.status, 200, (meter, r.body))
+            self.assertEqual({x["meter"] for x in r.json()["readings"]}, {meter})
         for meter in ids:
             r = await http(f"{base}/meters/{meter}/read", method=b"POST", token=OPERATOR_TOKEN)
             self.assertEqual(r.status, 200, (meter, r.body))
@@ -194,13 +203,19 @@ class ReadNowOnEveryRouteTests(unittest.TestCase):
             self.assertEqual((status, priority, pinned), ("done", 0, "test"), meter)
             self.assertGreater(records, 0)
             by_meter.setdefault(meter, []).append(json.loads(params)["read_now"].split(":")[0])
-        self.assertEqual(by_meter, {m: ["api", "console", "cli"] for m in ids})
+        bus_twice = {"bus-iec", "bus-dlt"}
+        self.assertEqual(by_meter, {m: ["api"] * (m in bus_twice) + ["api", "console", "cli"]
+                                    for m in ids})
         self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
         stored = {m for (m,) in rows("SELECT DISTINCT meter FROM readings")}
         self.assertEqual(stored, set(ids))
         # The dial-up meter's three reads were calls of the modem pool.
         calls = rows("SELECT number, outcome FROM modem_calls")
         self.assertEqual(calls, [("5551001", "completed")] * 3)
+        # The two bus reads asked at once ran one after the other.
+        first, second = rows("SELECT started_at, finished_at FROM jobs WHERE meter IN "
+                             "('bus-iec', 'bus-dlt') ORDER BY started_at LIMIT 2")
+        self.assertGreaterEqual(second[0], first[1])
 
         # No daemon: `fep read --meter` reads a tcp: meter directly and says so; a gprs:
         # meter needs the daemon.
