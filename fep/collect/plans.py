@@ -71,6 +71,10 @@ class PlanError(CommandError):
     approving what they submitted."""
 
 
+class PlanNotFound(PlanError):
+    """No plan of that id."""
+
+
 class PlanStatus(enum.StrEnum):
     DRAFT = "draft"
     SUBMITTED = "submitted"
@@ -677,7 +681,10 @@ class EnginePlans:
     def step(self, plan_id: int, step: str, who: str, reason: str = ""
              ) -> Deferred[dict[str, Any]]:
         async def run() -> dict[str, Any]:
-            plan = await self.store.step(plan_id, step, who, self._now(), reason)
+            try:
+                plan = await self.store.step(plan_id, step, who, self._now(), reason)
+            except PlanNotFound:
+                raise KeyError(plan_id) from None
             self._kick()
             return plan_dict(plan)
 
