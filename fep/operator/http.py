@@ -214,7 +214,8 @@ class Api:
             (b"GET", ("plans",), self.plans),
             (b"POST", ("plans",), self.create_plan),
             (b"GET", ("plans", "*"), self.plan),
-            (b"POST", ("plans", "*", "*"), self.plan_step),
+            *[(b"POST", ("plans", "*", step), self._plan_step(step))
+              for step in commands.PLAN_STEPS],
             (b"GET", ("stats",), self.stats),
             (b"GET", ("success-rate",), self.success_rate),
             (b"GET", ("alarms",), self.alarms),
@@ -390,12 +391,16 @@ class Api:
         return await commands.create_plan(self.ctx, spec, who=f"api:{user.name}",
                                           role=user.role)
 
-    async def plan_step(self, request: Request, user: ApiUser, plan_id: str, step: str) -> Any:
-        reason = _json_body(request).get("reason", "")
-        if not isinstance(reason, str):
-            raise ApiError(400, "reason: expected text")
-        return await commands.plan_step(self.ctx, self._plan_id(plan_id), step,
-                                        who=f"api:{user.name}", role=user.role, reason=reason)
+    def _plan_step(self, step: str) -> Handler:
+        async def handler(request: Request, user: ApiUser, plan_id: str) -> Any:
+            reason = _json_body(request).get("reason", "")
+            if not isinstance(reason, str):
+                raise ApiError(400, "reason: expected text")
+            return await commands.plan_step(self.ctx, self._plan_id(plan_id), step,
+                                            who=f"api:{user.name}", role=user.role,
+                                            reason=reason)
+
+        return handler
 
     async def stats(self, request: Request, user: ApiUser) -> Any:
         stats = gather(self.ctx)

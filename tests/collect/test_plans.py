@@ -5,6 +5,7 @@ outcomes settled from the commands, the deadline, the audit trail."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from twisted.internet import reactor
@@ -78,7 +79,7 @@ class RateLimiterTests(unittest.TestCase):
         for line in ("a", "b"):
             times = [t for t, ln in got if ln == line]
             self.assertEqual(len(times), 5)
-            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+            gaps = [b - a for a, b in itertools.pairwise(times)]
             self.assertTrue(all(g >= 1.0 - limiter.slack - 1e-6 for g in gaps), gaps)
         # The lines go side by side, not one after the other.
         self.assertLess(max(t for t, _ in got), 5.0)
@@ -102,7 +103,7 @@ class RateLimiterTests(unittest.TestCase):
 
 class TargetTests(unittest.TestCase):
     def test_kinds(self) -> None:
-        meters = fleet() + [Meter("c1", "dlms", "tcp:host=h:port=1",
+        meters = [*fleet(), Meter("c1", "dlms", "tcp:host=h:port=1",
                                   metadata={"concentrator": "k9"})]
         ids = [m.id for m in resolve_target("group:north", meters)]
         self.assertEqual(ids, ["m0-0", "m0-1", "m0-2"])
@@ -205,7 +206,7 @@ class PlanStoreBehaviours:
         t.assertAlmostEqual(first.next_at, T0 + 3 - 0.1)
         t.assertEqual((await plans.tick(plan.id, T0 + 2.5, "n1")).released, 0)
         t.assertEqual((await plans.tick(plan.id, T0 + 2.95, "n1")).released, 1)
-        (second, one) = await plans.commands()
+        (_second, one) = await plans.commands()
         t.assertEqual((one.meter, one.action, one.status, one.requested_by, one.approved_by,
                        one.approval_required),
                       ("m0-0", "disconnect", CommandStatus.QUEUED, "cli:alice", "api:bob",
@@ -233,7 +234,7 @@ class PlanStoreBehaviours:
         t.assertEqual((await plans.tick(plan.id, T0 + 3, "n1")).released, 2)
 
     async def test_outcomes_settle_and_the_plan_ends(self) -> None:
-        meters = fleet(1, 3) + [Meter("nr", "dlms", "tcp:host=h:port=9",
+        meters = [*fleet(1, 3), Meter("nr", "dlms", "tcp:host=h:port=9",
                                       metadata={"commands": "demand-reset"})]
         plans = await self.plans(meters)
         plan = await self.running(plans, rate=6000)

@@ -441,7 +441,8 @@ class OpenApiTests(unittest.TestCase):
                 documented.add((m.group(1).upper(), path))
         routes = {
             (method.decode(), "/" + "/".join(
-                {"meters": "{meter}", "tasks": "{task}", "commands": "{command}"}[pattern[0]]
+                {"meters": "{meter}", "tasks": "{task}", "commands": "{command}",
+                 "plans": "{plan}"}[pattern[0]]
                 if p == "*" else p for p in pattern))
             for method, pattern, _ in Api(None).routes  # type: ignore[arg-type]
         }
