@@ -376,7 +376,8 @@ class FepService(OrderedMultiService):
         # Control plans release their meters' commands into the engine at their rate.
         self.plans = plan_store(self.store)
         self.plan_runner = PlanRunner(self.reactor, self.plans, node=config.fep.node,
-                                      released=self.scheduler.kick, poll=config.collect.poll)
+                                      released=self.scheduler.kick, poll=config.collect.poll,
+                                      capacities=self.scheduler.resources.capacities())
         if self.gprs is not None:
             self.gprs.observers.append(
                 SessionHomes(self.reactor, self.collection.jobs, self.scheduler,

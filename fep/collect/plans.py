@@ -399,10 +399,12 @@ class PlanRunner(service.Service):
 
     def __init__(self, reactor: IReactorTime, store: Any, *, node: str,
                  released: Callable[[], None] | None = None, poll: float = 1.0,
-                 busy: float = 0.25) -> None:
+                 busy: float = 0.1, capacities: Mapping[str, int] | None = None) -> None:
         self.reactor = reactor
         self.store = store
         self.node = node
+        # How many commands a line takes at once (shared pools: ResourcePolicy.capacities).
+        self.capacities = dict(capacities or {})
         self.released = released
         self.poll = poll
         self.busy = busy
@@ -469,7 +471,7 @@ class PlanRunner(service.Service):
         delay = self.poll
         try:
             for plan_id in await self.store.active(now):
-                tick = await self.store.tick(plan_id, self.now(), self.node)
+                tick = await self.store.tick(plan_id, self.now(), self.node, self.capacities)
                 if tick.released and self.released is not None:
                     self.released()
                 for line in tick.log:

@@ -11,7 +11,7 @@ release never follows a pause, and two nodes sharing the store keep one rate.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -330,33 +330,45 @@ def _release_one(plan: Plan, row: Sequence[Any], now: float, node: str) -> Op[No
             " WHERE plan = ? AND meter = ?", (command_id, now, plan.id, meter))
 
 
-def _release(plan: Plan, now: float, node: str) -> Op[tuple[int, float | None]]:
-    """Release the meters the rate allows now; (how many, when the next may go)."""
+def _busy_lines(plan_id: int) -> Op[dict[str, int]]:
+    """The plan's commands waiting for their line or on it now, per line (a meter waiting
+    for a retry does not hold its line)."""
+    rows = yield Q(
+        "SELECT pm.line, COUNT(*) FROM plan_meters pm JOIN commands c ON c.id = pm.command"
+        " JOIN jobs j ON j.id = c.job WHERE pm.plan = ? AND pm.state = 'released'"
+        " AND (j.status IN ('leased', 'running') OR (j.status = 'pending' AND j.attempts = 0))"
+        " GROUP BY pm.line", (plan_id,), fetch=True)
+    return {str(line): int(n) for line, n in rows}
+
+
+def _release(plan: Plan, now: float, node: str, capacities: Mapping[str, int]
+             ) -> Op[tuple[int, float | None]]:
+    """Release the meters the rate allows now: the first pending meter of each line that is
+    free (no command of the plan waiting for it or on it, beyond its capacity) and whose
+    rate allows, in release order, while the overall rate allows. So a line's commands
+    start when they are released, not in a heap after a slow one. Fires with (how many,
+    when the next may go: None when every line with meters left is busy)."""
     limiter = RateLimiter(plan.rate, plan.line_rate, tat=dict(plan.limiter))
-    burst = int(limiter.slack * plan.rate / 60.0) + 2
-    if plan.line_rate:
-        heads = yield Q("SELECT line, MIN(seq) FROM plan_meters WHERE plan = ? AND"
-                        " state = 'pending' GROUP BY line ORDER BY MIN(seq)", (plan.id,),
-                        fetch=True)
-        lines = [str(h[0]) for h in heads]
-        if not lines:
-            return 0, None
-        open_lines = [ln for ln in lines if limiter.line_allows(ln, now)][:500]
-        rows: list[Any] = []
-        if open_lines:
-            rows = yield Q(
-                "SELECT meter, route, line FROM plan_meters WHERE plan = ? AND state ="
-                f" 'pending' AND line IN ({_marks(len(open_lines))}) ORDER BY seq LIMIT ?",
-                (plan.id, *open_lines, burst * max(1, len(open_lines))), fetch=True)
-    else:
-        lines = []
-        rows = yield Q("SELECT meter, route, line FROM plan_meters WHERE plan = ? AND"
-                       " state = 'pending' ORDER BY seq LIMIT ?", (plan.id, burst), fetch=True)
-        if not rows:
-            return 0, None
+    heads = yield Q("SELECT line, MIN(seq) FROM plan_meters WHERE plan = ? AND"
+                    " state = 'pending' GROUP BY line ORDER BY MIN(seq)", (plan.id,),
+                    fetch=True)
+    if not heads:
+        return 0, None
+    busy = yield from _busy_lines(plan.id)
+    free = [(str(line), int(seq)) for line, seq in heads
+            if busy.get(str(line), 0) < capacities.get(str(line), 1)]
+    ready = [(line, seq) for line, seq in free if limiter.line_allows(line, now)][:500]
+    rows: list[Any] = []
+    if ready:
+        rows = yield Q(
+            "SELECT meter, route, line FROM plan_meters WHERE plan = ? AND state = 'pending'"
+            f" AND seq IN ({_marks(len(ready))}) ORDER BY seq",
+            (plan.id, *(seq for _, seq in ready)), fetch=True)
     released = 0
     for row in rows:
         if not limiter.allows(row[2], now):
+            if limiter.next_at(now) > now:
+                break  # the overall rate: no more now
             continue
         limiter.take(row[2], now)
         yield from _release_one(plan, row, now, node)
@@ -364,15 +376,20 @@ def _release(plan: Plan, now: float, node: str) -> Op[tuple[int, float | None]]:
     if released:
         yield Q("UPDATE plans SET limiter = ?, updated_at = ? WHERE id = ?",
                 (dumps(limiter.state(now)), now, plan.id))
+    waiting = [line for line, _ in free if not (released and line in {r[2] for r in rows})]
+    if not waiting and not released:
+        return 0, None
     next_at = limiter.next_at(now)
-    if plan.line_rate and lines:
+    if plan.line_rate and waiting:
         slack = limiter.slack
-        line_next = min(max(now, limiter.tat.get(f"line:{ln}", now) - slack) for ln in lines)
+        line_next = min(max(now, limiter.tat.get(f"line:{ln}", now) - slack)
+                        for ln in waiting)
         next_at = max(next_at, line_next)
     return released, next_at
 
 
-def _tick(dialect: str, plan_id: int, now: float, node: str) -> Op[Tick]:
+def _tick(dialect: str, plan_id: int, now: float, node: str,
+          capacities: Mapping[str, int]) -> Op[Tick]:
     plan = yield from _load(dialect, plan_id, lock=True)
     lines: list[str] = []
     if plan.status == PlanStatus.APPROVED and plan.starts_at is not None \
@@ -397,7 +414,7 @@ def _tick(dialect: str, plan_id: int, now: float, node: str) -> Op[Tick]:
                                   f"{int(n)} meters not released skipped")
                 lines.append(f"deadline passed: {int(n)} meters skipped")
         elif plan.starts_at is None or plan.starts_at <= now:
-            released, next_at = yield from _release(plan, now, node)
+            released, next_at = yield from _release(plan, now, node, capacities)
         else:
             next_at = plan.starts_at
     counts = yield from _counts([plan.id])
@@ -449,8 +466,11 @@ class PlanStore(js.JobStore):
     def active(self, now: float) -> Deferred[list[int]]:
         return self._do(_active, now)
 
-    def tick(self, plan_id: int, now: float, node: str) -> Deferred[Tick]:
-        return self._do(_tick, plan_id, now, node)
+    def tick(self, plan_id: int, now: float, node: str,
+             capacities: Mapping[str, int] | None = None) -> Deferred[Tick]:
+        """One pass over a running plan: settle, release (``capacities``: how many
+        commands a line takes at once, 1 when not given), end it when through."""
+        return self._do(_tick, plan_id, now, node, dict(capacities or {}))
 
 
 def plan_store(store: Any) -> PlanStore:

@@ -23,7 +23,7 @@ from fep.collect.plans import (
     resolve_target,
 )
 from fep.collect.planstore import PlanStore
-from fep.collect.tasks import CommandStatus, JobStatus
+from fep.collect.tasks import CommandStatus, JobStatus, Outcome
 from fep.model import Meter
 from fep.store.postgres import PostgresStore
 from fep.store.sqlite import SqliteStore
@@ -222,6 +222,17 @@ class PlanStoreBehaviours:
         t.assertEqual(rows["m0-0"].state, MeterState.RELEASED)
         t.assertEqual(rows["m0-0"].command, one.id)
 
+    async def run_jobs(self, plans: PlanStore, now: float) -> int:
+        """A node runs every job it can lease now, each done at once."""
+        ran = 0
+        for leased in await plans.lease("n1", now, now + 60, 100, {}, {}):
+            job = await plans.start(leased.id, "n1", now, now + 60)
+            await plans.finish(job, "n1", "done", Outcome(True, "ok"), now, None)
+            await plans.transition(job.command, ["queued"], "done", "n1", "done", "ok", now,
+                                   fields={"outcome": "disconnect done"})
+            ran += 1
+        return ran
+
     async def test_per_line_rate(self) -> None:
         plans = await self.plans()
         plan = await self.running(plans, rate=6000, line_rate=60)
@@ -230,11 +241,29 @@ class PlanStoreBehaviours:
         t.assertEqual(tick.released, 2)  # one on each line, not two on the first
         lines = {r.line for r in await plans.meters(plan.id, "released")}
         t.assertEqual(lines, {"tcp:127.0.0.1:4000", "tcp:127.0.0.1:4001"})
+        t.assertEqual(await self.run_jobs(plans, T0 + 2.2), 2)
         t.assertEqual((await plans.tick(plan.id, T0 + 2.5, "n1")).released, 0)
         t.assertEqual((await plans.tick(plan.id, T0 + 3, "n1")).released, 2)
 
+    async def test_a_busy_line_waits(self) -> None:
+        """A line with a command of the plan waiting for it or on it gets no other until
+        that one ended: its commands start as they are released, never in a heap."""
+        plans = await self.plans(fleet(1, 3))
+        plan = await self.running(plans, rate=6000)
+        t = self  # type: Any
+        first = await plans.tick(plan.id, T0 + 2, "n1")
+        t.assertEqual(first.released, 1)
+        second = await plans.tick(plan.id, T0 + 3, "n1")
+        t.assertEqual((second.released, second.next_at, second.under_way), (0, None, True))
+        t.assertEqual(await self.run_jobs(plans, T0 + 3), 1)
+        t.assertEqual((await plans.tick(plan.id, T0 + 3.1, "n1")).released, 1)
+        # A shared pool of two lines takes two at once.
+        await self.run_jobs(plans, T0 + 3.2)
+        last = await plans.tick(plan.id, T0 + 4, "n1", {"tcp:127.0.0.1:4000": 2})
+        t.assertEqual(last.released, 1)  # the last meter
+
     async def test_outcomes_settle_and_the_plan_ends(self) -> None:
-        meters = [*fleet(1, 3), Meter("nr", "dlms", "tcp:host=h:port=9",
+        meters = [*fleet(3, 1), Meter("nr", "dlms", "tcp:host=h:port=9",
                                       metadata={"commands": "demand-reset"})]
         plans = await self.plans(meters)
         plan = await self.running(plans, rate=6000)
@@ -246,10 +275,10 @@ class PlanStoreBehaviours:
         await plans.tick(plan.id, T0 + 3, "n1")
         await plans.tick(plan.id, T0 + 4, "n1")
         commands = {c.meter: c for c in await plans.commands()}
-        t.assertEqual(set(commands), {"m0-0", "m0-1", "m0-2"})
+        t.assertEqual(set(commands), {"m0-0", "m1-0", "m2-0"})
         for meter, status, outcome in (("m0-0", "done", "disconnect done"),
-                                       ("m0-1", "failed", "meter refused: 0x0B"),
-                                       ("m0-2", "failed", "missed: deadline passed")):
+                                       ("m1-0", "failed", "meter refused: 0x0B"),
+                                       ("m2-0", "failed", "missed: deadline passed")):
             await plans.transition(commands[meter].id, ["queued"], status, "n1", status,
                                    outcome, T0 + 5, fields={"outcome": outcome})
         tick = await plans.tick(plan.id, T0 + 6, "n1")
@@ -257,8 +286,8 @@ class PlanStoreBehaviours:
         done = await plans.plan(plan.id)
         t.assertEqual(done.counts, {"done": 1, "failed": 1, "skipped": 1, "not-supported": 1})
         rows = {r.meter: r for r in await plans.meters(plan.id)}
-        t.assertEqual(rows["m0-1"].reason, "meter refused: 0x0B")
-        t.assertIn("deadline passed", rows["m0-2"].reason)
+        t.assertEqual(rows["m1-0"].reason, "meter refused: 0x0B")
+        t.assertIn("deadline passed", rows["m2-0"].reason)
         t.assertEqual(done.finished_at, T0 + 6)
         t.assertEqual([a.action for a in await plans.plan_audit(plan.id)][-1], "done")
 
@@ -285,7 +314,8 @@ class PlanStoreBehaviours:
             t.assertEqual((await plans.tick(plan.id, now, "n1")).released, 0)
         resumed = await plans.step(plan.id, "start", "console:carol", T0 + 31)
         t.assertEqual(resumed.status, PlanStatus.RUNNING)
-        t.assertEqual((await plans.tick(plan.id, T0 + 31, "n1")).released, 2)
+        # The line whose command is still on: nothing more there until it ended.
+        t.assertEqual((await plans.tick(plan.id, T0 + 31, "n1")).released, 1)
         trail = [a.action for a in await plans.plan_audit(plan.id)]
         t.assertEqual(trail[-2:], ["paused", "resumed"])
 
@@ -362,7 +392,7 @@ class PlanRunnerTests(unittest.TestCase):
             async def active(self, now: float) -> list[int]:
                 return [1] if self.left else []
 
-            async def tick(self, plan_id: int, now: float, node: str) -> Any:
+            async def tick(self, plan_id: int, now: float, node: str, capacities: Any) -> Any:
                 from fep.collect.planstore import Tick
 
                 self.ticks.append(now)

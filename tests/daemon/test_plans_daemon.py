@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -29,6 +30,7 @@ from typing import Any
 
 import attrs
 from twisted.internet import reactor
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
 from fep.model import Meter
@@ -39,6 +41,7 @@ from fep.sim import dlms_meter
 from fep.sim.bus import BusMember, SimulatedBusFactory
 from fep.sim.dlms import DlmsMeterServerFactory
 from tests.daemon.harness import (
+    ROOT,
     Daemon,
     add_meters,
     free_port,
@@ -47,7 +50,6 @@ from tests.daemon.harness import (
     wait_for,
     write_config,
 )
-from tests.inprocess import fep_main as run_fep
 from tests.operator.helpers import (
     OPERATOR_TOKEN,
     SECOND_OPERATOR_TOKEN,
@@ -55,8 +57,8 @@ from tests.operator.helpers import (
     write_tokens,
 )
 
-RATE = 1200.0  # meters a minute overall: 20 a second
-LINE_RATE = 300.0  # meters a minute on each line: 5 a second
+RATE = 600.0  # meters a minute overall: 10 a second
+LINE_RATE = 150.0  # meters a minute on each line: 2.5 a second
 SLACK = 0.1  # fep.collect.plans.SLACK
 GROUP = "arrears"
 # How many meters of each protocol the plan disconnects, and on how many lines. DL/T 645 and
@@ -177,11 +179,17 @@ class PlanDaemonTests(unittest.TestCase):
             self.assertEqual(r.status, status, r.body)
             return r.json()
 
-        def fep(*args: str, token: str | None = None, code: int = 0) -> str:
-            result = run_fep("--config", str(config), *args,
-                             env_extra={"FEP_TOKEN": token} if token else {})
-            self.assertEqual(result.returncode, code, result.stderr)
-            return result.stdout if code == 0 else result.stderr
+        async def fep(*args: str, token: str | None = None, code: int = 0) -> str:
+            """`fep` as a child process: the simulators (on this reactor) go on meanwhile."""
+            env = {k: v for k, v in os.environ.items() if k != "FEP_TOKEN"}
+            env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+            if token:
+                env["FEP_TOKEN"] = token
+            out, err, status = await getProcessOutputAndValue(
+                sys.executable, ["-m", "fep.cli", "--config", str(config), *args], env=env,
+                path=str(ROOT), reactor=reactor)
+            self.assertEqual(status, code, err)
+            return (out if code == 0 else err).decode()
 
         async def up() -> bool:
             try:
@@ -210,26 +218,26 @@ class PlanDaemonTests(unittest.TestCase):
         await api(f"plans/{pid}/submit", body={})
         refused = await api(f"plans/{pid}/start", body={}, status=400)
         self.assertIn("is submitted: it cannot start", refused["error"])
-        self.assertIn("cannot start", fep("plans", "start", str(pid), code=2))
+        self.assertIn("cannot start", await fep("plans", "start", str(pid), code=2))
         # Its submitter cannot approve it, through the API or the command line.
         own = await api(f"plans/{pid}/approve", body={}, status=400)
         self.assertIn("someone else must approve it", own["error"])
         self.assertIn("someone else must approve it",
-                      fep("plans", "approve", str(pid), token=OPERATOR_TOKEN, code=2))
+                      await fep("plans", "approve", str(pid), token=OPERATOR_TOKEN, code=2))
         await sleep(1.5)  # a quiet period: nothing may happen
         self.assertEqual(disconnected(), {})
         self.assertEqual(rows("SELECT COUNT(*) FROM commands"), [(0,)])
         # bob approves (command line, his token); alice starts it (API).
         self.assertIn("approved (approve by cli:bob)",
-                      fep("plans", "approve", str(pid), token=SECOND_OPERATOR_TOKEN))
+                      await fep("plans", "approve", str(pid), token=SECOND_OPERATOR_TOKEN))
         await api(f"plans/{pid}/start", body={})
 
         async def at_least(n: int) -> bool:
             return len(disconnected()) >= n
 
-        await wait_for(at_least, 120, "100 meters disconnected", every=0.05)
+        await wait_for(partial(at_least, 100), 120, "100 meters disconnected", every=0.05)
         # A pause from the command line (on the store; the daemon is not told).
-        self.assertIn("paused", fep("plans", "pause", str(pid)))
+        self.assertIn("paused", await fep("plans", "pause", str(pid)))
         (paused_at,) = [t for (t,) in rows(
             f"SELECT at FROM plan_audit WHERE plan = {pid} AND action = 'paused'")]
         await sleep(2.5)  # the quiet period under test
@@ -239,8 +247,8 @@ class PlanDaemonTests(unittest.TestCase):
         self.assertEqual(rows(f"SELECT COUNT(*) FROM plan_meters WHERE plan = {pid}"
                               " AND state = 'released'"), [(0,)])
         # Resumed from the command line, then cancelled through the API.
-        self.assertIn("running", fep("plans", "start", str(pid)))
-        await wait_for(at_least, 120, "300 meters disconnected", every=0.05)
+        self.assertIn("running", await fep("plans", "start", str(pid)))
+        await wait_for(partial(at_least, 300), 120, "300 meters disconnected", every=0.05)
         await api(f"plans/{pid}/cancel", SECOND_OPERATOR_TOKEN, {"reason": "storm"})
         (cancelled_at,) = [t for (t,) in rows(
             f"SELECT at FROM plan_audit WHERE plan = {pid} AND action = 'cancelled'")]
@@ -288,9 +296,13 @@ class PlanDaemonTests(unittest.TestCase):
                 self.assertEqual(len(f.disconnects()[m]), 1, m)  # once each
         # The rate, from the simulators' own times.
         times = [t for m, ts in done.items() for t in ts]
-        for width in (1.0, 2.0, 5.0):
+        # Sessions take their time after their release: allow 10 % and one more per line
+        # for a hiccup of the test or the daemon (a session under way on each line).
+        lines = len(set(line_of.values()))
+        for width in (2.0, 5.0, 10.0):
             allowed = (width + SLACK) * RATE / 60 + 1
-            self.assertLessEqual(most_in_window(times, width), allowed * 1.1 + 2,
+            print("DIAG overall", width, most_in_window(times, width), allowed)
+            self.assertLessEqual(most_in_window(times, width), allowed * 1.1 + lines,
                                  f"overall, {width} s")
         per_line: dict[str, list[float]] = {}
         for m, ts in done.items():
@@ -298,7 +310,8 @@ class PlanDaemonTests(unittest.TestCase):
         self.assertGreater(len(per_line), 1)
         for line, ts in per_line.items():
             allowed = (5.0 + SLACK) * LINE_RATE / 60 + 1
-            self.assertLessEqual(most_in_window(ts, 5.0), allowed * 1.1 + 2, line)
+            print("DIAG line", line, most_in_window(ts, 5.0), allowed)
+            self.assertLessEqual(most_in_window(ts, 5.0), allowed * 1.1 + 1, line)
         # The plan's audit trail and each command's.
         trail = [(who, action) for who, action in rows(
             f"SELECT who, action FROM plan_audit WHERE plan = {pid} ORDER BY id")]
