@@ -301,7 +301,6 @@ class PlanDaemonTests(unittest.TestCase):
         lines = len(set(line_of.values()))
         for width in (2.0, 5.0, 10.0):
             allowed = (width + SLACK) * RATE / 60 + 1
-            print("DIAG overall", width, most_in_window(times, width), allowed)
             self.assertLessEqual(most_in_window(times, width), allowed * 1.1 + lines,
                                  f"overall, {width} s")
         per_line: dict[str, list[float]] = {}
@@ -310,7 +309,6 @@ class PlanDaemonTests(unittest.TestCase):
         self.assertGreater(len(per_line), 1)
         for line, ts in per_line.items():
             allowed = (5.0 + SLACK) * LINE_RATE / 60 + 1
-            print("DIAG line", line, most_in_window(ts, 5.0), allowed)
             self.assertLessEqual(most_in_window(ts, 5.0), allowed * 1.1 + 1, line)
         # The plan's audit trail and each command's.
         trail = [(who, action) for who, action in rows(
