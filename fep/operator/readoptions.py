@@ -127,7 +127,8 @@ _DLT645: Final[Mapping[str, Check]] = {
     "dlt645_profile_since": _time,
     "dlt645_profile_blocks": _whole(1, 96),
 }
-_C12: Final[Mapping[str, Check]] = {"c12_profile": _yes_no, "c12_events": _yes_no}
+_C12: Final[Mapping[str, Check]] = {"c12_profile": _yes_no, "c12_events": _yes_no,
+                                   "c12_snapshots": _yes_no}
 _MODBUS: Final[Mapping[str, Check]] = {
     "modbus_device_map": _device_map,
     "pulse_since": _time,

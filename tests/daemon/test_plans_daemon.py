@@ -163,7 +163,7 @@ class PlanDaemonTests(unittest.TestCase):
         http_port = free_port()
         config = write_config(
             workdir, f"sqlite:{db}", push_port=0, period=3600,
-            collect_extra="default_task = no\nconcurrency = 50\npoll = 0.5\n",
+            default_task=False, collect_extra="concurrency = 50\npoll = 0.5\n",
             extra=f"[http]\nport = {http_port}\ntokens_file = {tokens}\n")
         daemon = Daemon(config, workdir)
         daemon.start()

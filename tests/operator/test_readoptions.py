@@ -37,6 +37,7 @@ class WhitelistTests(unittest.TestCase):
                                             "dlt645_profile_blocks": 8}),
                          {"dlt645_items": "00010000,02010100", "dlt645_profile_blocks": "8"})
         self.assertEqual(checked("ansi-c12.21", {"c12_profile": "no"}), {"c12_profile": "no"})
+        self.assertEqual(checked("ansi-c12", {"c12_snapshots": "no"}), {"c12_snapshots": "no"})
         self.assertEqual(checked("modbus", {"modbus_device_map": "sim-pr2",
                                             "pulse_since_index": "17"}),
                          {"modbus_device_map": "sim-pr2", "pulse_since_index": "17"})
