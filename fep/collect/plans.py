@@ -48,7 +48,7 @@ from fep.collect.commands import (
 )
 from fep.collect.concentrators import concentrator_of
 from fep.collect.limits import ResourcePolicy
-from fep.collect.tasks import COMMANDS, Target
+from fep.collect.tasks import COMMANDS, KEY_TRANSFER, Target
 from fep.errors import ConfigError, FepError
 from fep.interfaces import IPlans
 from fep.model import Meter
@@ -62,6 +62,8 @@ SLACK = 0.1
 OVERALL = "*"
 DEFAULT_ATTEMPTS = 3
 DEFAULT_RETRY_DELAY = 30.0
+# Commands whose requests check more than the meter (an image, keys): per meter only.
+NOT_IN_PLANS = ("firmware-upgrade", KEY_TRANSFER)
 # Most meters one plan may name.
 MAX_METERS = 1_000_000
 
@@ -161,13 +163,13 @@ def resolve_target(
     if sep and kind == "file":
         if read_file is None:
             raise PlanError("target file: only on the command line (give meters:ID,... "
-                            "here)", key="target")
+                            "here)")
         ids = [line.split("#", 1)[0].strip() for line in read_file(rest.strip()).splitlines()]
         return _named([i for i in ids if i], meters, text)
     if sep and kind == "concentrator":
         owners = {v.strip() for v in rest.split(",") if v.strip()}
         if not owners:
-            raise PlanError(f"target {text!r} names nothing after concentrator:", key="target")
+            raise PlanError(f"target {text!r} names nothing after concentrator:")
         chosen = [m for m in meters if concentrator_of(m) in owners]
     elif sep and kind == "meters":
         return _named([v.strip() for v in rest.split(",") if v.strip()], meters, text)
@@ -177,10 +179,10 @@ def resolve_target(
         try:
             target = Target.parse(stripped)
         except ConfigError as e:
-            raise PlanError(f"target {text!r}: {_TARGET_HELP}", key="target") from e
+            raise PlanError(f"target {text!r}: {_TARGET_HELP}") from e
         chosen = [m for m in meters if target.matches(m)]
     if not chosen:
-        raise PlanError(f"target {text!r} names no meter", key="target")
+        raise PlanError(f"target {text!r} names no meter")
     return chosen
 
 
@@ -190,7 +192,7 @@ def _named(ids: Sequence[str], meters: Sequence[Meter], text: str) -> list[Meter
     if unknown:
         shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more"
                                            if len(unknown) > 10 else "")
-        raise PlanError(f"target {text[:80]!r}: unknown meter(s) {shown}", key="target")
+        raise PlanError(f"target {text[:80]!r}: unknown meter(s) {shown}")
     seen: set[str] = set()
     out = []
     for i in ids:
@@ -198,7 +200,7 @@ def _named(ids: Sequence[str], meters: Sequence[Meter], text: str) -> list[Meter
             seen.add(i)
             out.append(known[i])
     if not out:
-        raise PlanError(f"target {text[:80]!r} names no meter", key="target")
+        raise PlanError(f"target {text[:80]!r} names no meter")
     return out
 
 
@@ -275,28 +277,29 @@ def new_plan(
 ) -> Plan:
     """A draft plan, its definition checked (PlanError naming what is wrong)."""
     if action not in COMMANDS:
-        raise PlanError(f"unknown command {action!r} (known: {', '.join(COMMANDS)})",
-                        key="action")
+        raise PlanError(f"unknown command {action!r} (known: {', '.join(COMMANDS)})")
+    if action in NOT_IN_PLANS:
+        raise PlanError(f"{action} is not offered in plans (its image or keys are checked "
+                        "per command): request it per meter")
     if not operator_of(who):
         raise PlanError("a plan needs the name of who makes it")
     name = (name or "").strip() or f"{action} {target}".strip()
     if len(name) > 200:
-        raise PlanError("plan name: 200 characters at most", key="name")
+        raise PlanError("plan name: 200 characters at most")
     if not rate or rate <= 0:
-        raise PlanError("rate: meters per minute, more than 0", key="rate")
+        raise PlanError("rate: meters per minute, more than 0")
     if line_rate is not None and line_rate <= 0:
-        raise PlanError("line rate: meters per minute per line, more than 0", key="line_rate")
+        raise PlanError("line rate: meters per minute per line, more than 0")
     if attempts < 1 or attempts > 100:
-        raise PlanError("attempts: 1 to 100", key="attempts")
+        raise PlanError("attempts: 1 to 100")
     if retry_delay < 0:
-        raise PlanError("retry delay: 0 or more seconds", key="retry_delay")
+        raise PlanError("retry delay: 0 or more seconds")
     if deadline_at is not None and deadline_in is not None:
-        raise PlanError("give the deadline as a time or as a duration, not both",
-                        key="deadline")
+        raise PlanError("give the deadline as a time or as a duration, not both")
     if deadline_in is not None and deadline_in <= 0:
-        raise PlanError("deadline: a duration of more than 0", key="deadline")
+        raise PlanError("deadline: a duration of more than 0")
     if deadline_at is not None and deadline_at <= max(now, starts_at or now):
-        raise PlanError("deadline: after the start", key="deadline")
+        raise PlanError("deadline: after the start")
     return Plan(id=0, name=name, action=action, target=target.strip(), rate=float(rate),
                 params=dict(params or {}), line_rate=line_rate, attempts=attempts,
                 retry_delay=retry_delay, starts_at=starts_at, deadline_at=deadline_at,
@@ -330,7 +333,7 @@ def plan_meters(meters: Iterable[Meter], action: str, policy: ResourcePolicy
         try:
             check_supported(meter, action)
         except CommandNotSupported as e:
-            state, reason = MeterState.NOT_SUPPORTED, str(e)
+            state, reason = MeterState.NOT_SUPPORTED, e.message
         rows.append(PlanMeter(0, meter.id, seq, meter.route, policy.key(meter.route), state,
                               reason=reason))
     if len(rows) > MAX_METERS:
@@ -546,11 +549,11 @@ def _number(spec: Mapping[str, Any], key: str, default: float | None) -> float |
     if value is None or value == "":
         return default
     if isinstance(value, bool):
-        raise PlanError(f"{key}: a number", key=key)
+        raise PlanError(f"{key}: a number")
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise PlanError(f"{key}: a number, not {value!r}", key=key) from None
+        raise PlanError(f"{key}: a number, not {value!r}") from None
 
 
 def _when(spec: Mapping[str, Any], key: str) -> float | None:
@@ -562,7 +565,7 @@ def _when(spec: Mapping[str, Any], key: str) -> float | None:
     try:
         parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
-        raise PlanError(f"{key}: an ISO-8601 time, not {value!r}", key=key) from None
+        raise PlanError(f"{key}: an ISO-8601 time, not {value!r}") from None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
@@ -582,8 +585,7 @@ def _deadline(spec: Mapping[str, Any]) -> tuple[float | None, float | None]:
     try:
         return None, parse_duration(text, "deadline")
     except ConfigError as e:
-        raise PlanError(f"deadline: an ISO-8601 time or a duration (2h, 30m): {e}",
-                        key="deadline") from None
+        raise PlanError(f"deadline: an ISO-8601 time or a duration (2h, 30m): {e}") from None
 
 
 def plan_from_spec(spec: Mapping[str, Any], who: str, now: float) -> Plan:
@@ -593,20 +595,20 @@ def plan_from_spec(spec: Mapping[str, Any], who: str, now: float) -> Plan:
     ``deadline`` (ISO time or duration) or ``deadline_s``."""
     action = spec.get("action")
     if not isinstance(action, str) or not action:
-        raise PlanError('action: required, e.g. "disconnect"', key="action")
+        raise PlanError('action: required, e.g. "disconnect"')
     target = spec.get("target")
     ids = spec.get("meters")
     if ids is not None:
         if target is not None:
-            raise PlanError("give target or meters, not both", key="target")
+            raise PlanError("give target or meters, not both")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise PlanError("meters: a list of meter ids", key="meters")
+            raise PlanError("meters: a list of meter ids")
         target = "meters:" + ",".join(ids)
     if not isinstance(target, str) or not target.strip():
-        raise PlanError("target: required (" + _TARGET_HELP + ")", key="target")
+        raise PlanError("target: required (" + _TARGET_HELP + ")")
     params = spec.get("params", {})
     if not isinstance(params, Mapping):
-        raise PlanError("params: an object", key="params")
+        raise PlanError("params: an object")
     attempts = _number(spec, "attempts", DEFAULT_ATTEMPTS)
     deadline_at, deadline_in = _deadline(spec)
     return new_plan(

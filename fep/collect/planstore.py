@@ -103,7 +103,7 @@ def _load(dialect: str, plan_id: int, *, lock: bool = False) -> Op[Plan]:
     rows = yield Q(f"SELECT {PLAN_COLUMNS} FROM plans WHERE id = ?{lock_sql}", (plan_id,),
                    fetch=True)
     if not rows:
-        raise PlanNotFound(f"no plan {plan_id}", key="plan")
+        raise PlanNotFound(f"no plan {plan_id}")
     counts = yield from _counts([plan_id])
     return plan_of(rows[0], counts[plan_id])
 

@@ -108,7 +108,8 @@ class PlanDoorTests(unittest.TestCase):
                           ({"action": "disconnect"}, "target"),
                           ({"action": "disconnect", "target": "file:/etc/passwd"}, "file"),
                           ({"action": "disconnect", "meters": ["d0", "zz"]}, "zz"),
-                          ({"action": "disconnect", "target": "all", "rate": 0}, "rate")):
+                          ({"action": "disconnect", "target": "all", "rate": 0}, "rate"),
+                          ({"action": "firmware-upgrade", "target": "all"}, "per meter")):
             err = await self.api("plans", body=body, status=400)
             self.assertIn(why, err["error"])
         await self.api("plans/99", status=404)
