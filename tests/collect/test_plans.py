@@ -9,6 +9,7 @@ import itertools
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
@@ -373,6 +374,28 @@ class PostgresPlanStoreTests(PlanStoreBehaviours, unittest.TestCase):
         if not hasattr(self, "url"):
             self.url = fresh_database(self)
         return PostgresStore(self.url, reactor, pool_size=2)
+
+    async def test_two_nodes_keep_one_rate(self) -> None:
+        """Two nodes ticking the same plan at the same moments release what one would: the
+        release holds the plan's row."""
+        plans = await self.plans(fleet(4, 5))
+        other = PlanStore(self.new_store())
+        await other.store.open()
+        self.addCleanup(other.store.close)
+        plan = await self.running(plans, rate=600, line_rate=6000)
+        released = 0
+        for step in range(20):
+            now = T0 + 2 + step * 0.05
+            ticks = await gatherResults([plans.tick(plan.id, now, "n1"),
+                                         other.tick(plan.id, now, "n2")])
+            released += sum(t.released for t in ticks)
+            await self.run_jobs(plans, now)
+        # One second at 10 a second (the first at once, then every 0.1 s, 0.1 s early).
+        self.assertLessEqual(released, 11)
+        self.assertGreaterEqual(released, 9)
+        commands = await plans.commands(limit=100)
+        self.assertEqual(len(commands), released)
+        self.assertEqual(len({c.meter for c in commands}), released)
 
 
 class PlanRunnerTests(unittest.TestCase):
