@@ -324,6 +324,12 @@ class PlanDaemonTests(unittest.TestCase):
                       await fep("plans", "approve", str(pid), token=SECOND_OPERATOR_TOKEN))
         await api(f"plans/{pid}/start", body={})
 
+        def started_after(at: float) -> list[tuple[str, float]]:
+            """Jobs of the plan's commands that started after ``at``."""
+            return [(m, t) for m, t in rows(
+                "SELECT j.meter, j.started_at FROM jobs j JOIN plan_meters pm ON"
+                f" pm.command = j.command WHERE pm.plan = {pid} AND j.started_at > {at}")]
+
         async def at_least(n: int) -> bool:
             return len(disconnected()) >= n
 
@@ -338,6 +344,8 @@ class PlanDaemonTests(unittest.TestCase):
         held = len(disconnected())
         self.assertEqual(rows(f"SELECT COUNT(*) FROM plan_meters WHERE plan = {pid}"
                               " AND state = 'released'"), [(0,)])
+        # No command of the plan started after the pause (the daemon's own record).
+        self.assertEqual(started_after(paused_at), [])
         # Resumed from the command line, then cancelled through the API.
         self.assertIn("running", await fep("plans", "start", str(pid)))
         await wait_for(partial(at_least, 300), 120, "300 meters disconnected", every=0.05)
@@ -351,6 +359,7 @@ class PlanDaemonTests(unittest.TestCase):
             return bool(found) and found[0][0] == 0
 
         await wait_for(settled, 60, "every meter's outcome")
+        self.assertEqual(started_after(cancelled_at), [])
         await sleep(2.0)  # the quiet period under test
         done = disconnected()
         after = [t for ts in done.values() for t in ts if t > cancelled_at + 1.0]
