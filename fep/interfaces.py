@@ -350,6 +350,29 @@ class IScheduler(Interface):
         """Refuse a requested command."""
 
 
+class IPlans(Interface):
+    """Control plans as the operator tier (API, console, status page) sees them
+    (fep.collect.plans.EnginePlans). Plans are dicts (fep.collect.plans.plan_dict); a
+    refused step fails with a FepError naming the plan and why; an unknown plan with
+    KeyError."""
+
+    def plans(limit: int, status: str | None = None) -> Deferred[list[dict[str, Any]]]:
+        """The newest plans (of one status), newest first, with their outcome counts."""
+
+    def plan(plan_id: int) -> Deferred[dict[str, Any]]:
+        """One plan with each meter's outcome and its audit trail."""
+
+    def create(spec: dict[str, Any], who: str) -> Deferred[dict[str, Any]]:
+        """A draft plan from ``spec`` (action, target or meters, params, rate, ...)."""
+
+    def step(plan_id: int, step: str, who: str, reason: str = "") -> Deferred[dict[str, Any]]:
+        """submit, approve, reject, start, pause or cancel a plan as ``who``."""
+
+    def active() -> Deferred[list[dict[str, Any]]]:
+        """The plans the status page shows: running, paused or waiting first, then the
+        newest."""
+
+
 class IJobStore(Interface):
     """The collection engine's tables: tasks, jobs and their leases, commands and their
     audit trail, daily statistics, inbound session homes (fep.collect.jobstore).

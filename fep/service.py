@@ -5,7 +5,7 @@ started in dependency order (each once the one before is ready) and stopped in r
 The tree, in start order (a part the config leaves out has no child): ``store`` (open and
 migrate, retried while it is down), ``sms`` (the channel), ``alarms``, ``northbound`` (what
 consumes the router's commits), ``router`` (spool replay), ``directory`` (the meter list),
-``collection`` (the engine's tasks), ``dlms-counters``, ``modem-pool``, ``scheduler``,
+``collection`` (the engine's tasks), ``dlms-counters``, ``modem-pool``, ``scheduler``, ``plans``,
 ``gprs`` (the channel: its sessions close at stop), the listeners (``push-iec62056-21``,
 ``push-dlms``, ``gprs LISTENER``...), ``control``, ``sms-events`` (texts from meters into the
 router), ``operator`` (``http``, ``console``). Stop, in reverse: the operator tier and the
@@ -185,6 +185,7 @@ class FepService(OrderedMultiService):
         what it is given: its context of the daemon's parts, the metrics, the listener
         limits (the web server and the console are listeners too)."""
         from fep.collect.operator import EngineScheduler
+        from fep.collect.plans import EnginePlans
         from fep.operator.context import OperatorContext
         from fep.operator.service import OperatorTier
 
@@ -198,6 +199,9 @@ class FepService(OrderedMultiService):
             sessions=self.gprs,
             sms=self.sms,
             scheduler=EngineScheduler(self.collection, timed_store),
+            plans=EnginePlans(self.plans, self.directory, self.scheduler.resources,
+                              self.plan_runner if config.collect.enabled else None,
+                              self.reactor),
             push_stats=self.dlms_push.stats if self.dlms_push is not None else None,
             protocol_for=self.protocols.protocol_for,
             # Every door's read-now is a job of the collection engine (its channels).
@@ -242,6 +246,7 @@ class FepService(OrderedMultiService):
             self.add(modems, "modem-pool", ready=lambda: modems.opened)
         if config.collect.enabled:
             self.add(self.scheduler, "scheduler")
+            self.add(self.plan_runner, "plans")
         if self.gprs is not None:
             # Stopped after its listeners: the sessions they accepted close.
             self.add(Step("gprs", stop=self.gprs.close_all), "gprs")
@@ -373,6 +378,14 @@ class FepService(OrderedMultiService):
             firmware_dir=config.firmware_directory,
         )
         self.scheduler = self.collection.scheduler
+        from fep.collect.plans import PlanRunner
+        from fep.collect.planstore import plan_store
+
+        # Control plans release their meters' commands into the engine at their rate.
+        self.plans = plan_store(self.store)
+        self.plan_runner = PlanRunner(self.reactor, self.plans, node=config.fep.node,
+                                      released=self.scheduler.kick, poll=config.collect.poll,
+                                      capacities=self.scheduler.resources.capacities())
         if self.gprs is not None:
             self.gprs.observers.append(
                 SessionHomes(self.reactor, self.collection.jobs, self.scheduler,
