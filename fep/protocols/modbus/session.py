@@ -11,8 +11,9 @@ comes from the serial transport (``serial:`` routes) or ``modbus_baud`` (an RTU 
 a TCP serial server); with neither, no gap is kept (the serial server keeps it).
 
 History catch-up: ``read(..., since=T)`` reads the recorder's period records from the end
-of the last stored period ``T`` onward, in order (see ``recorder.py``); a job keeps ``T``
-from the store. Without it the newest ``pulse_history`` periods are read.
+of the last stored period ``T`` onward, in order (see ``recorder.py``); the collection
+engine's read jobs pass ``T``, the end of the last interval stored for ``history_channel``
+(fep.interfaces.IHistoryReader). Without it the newest ``pulse_history`` periods are read.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from fep.errors import ConfigError, FepError, NotSupported
-from fep.interfaces import IClock, IMeterProtocol
+from fep.interfaces import IClock, IHistoryReader, IMeterProtocol
 from fep.model import Meter, Record
 from fep.protocols.actions import Fail, Finish, Line, Send, SetTimer, StopTimer
 from fep.protocols.modbus import rtu
@@ -243,7 +244,7 @@ def run_procedure(
     return result
 
 
-@implementer(IMeterProtocol, IClock)
+@implementer(IMeterProtocol, IHistoryReader, IClock)
 class PulseRecorderProtocol:
     """Pulse recorders over Modbus RTU or TCP: counters, voltages and status as readings,
     the history buffer as energy and demand intervals, the event log as events; the clock
@@ -253,6 +254,16 @@ class PulseRecorderProtocol:
 
     def _settings(self, meter: Meter, since: datetime | None = None) -> RecorderSettings:
         return settings_for(meter, since)
+
+    def history_channel(self, meter: Meter) -> str | None:
+        """The energy series of the first configured input (``1-N:C.29.0``): the collection
+        engine catches the recorder up from its last stored period. None without a history
+        buffer in the map or an input with a constant."""
+        settings = self._settings(meter)
+        if settings.device.history is None or not settings.channels:
+            return None
+        first = min(settings.channels, key=int)
+        return str(settings.channels[first].energy_obis)
 
     def read(
         self,
