@@ -1,7 +1,9 @@
 """The collection engine against the simulated Modbus pulse recorder (fep/sim/pulse_recorder.py)
 over TCP: read jobs catch the recorder up from the end of the last stored period (the engine
 passes ``since``, fep.interfaces.IHistoryReader), so six hours in which the recorder cannot be
-reached are filled from its history at the next read, every period once.
+reached are filled from its history at the next read, every period once. Counter presets and
+resets are ``parameter-set NAME=VALUE`` commands of the device map's parameters; the
+simulated recorder's counters take them.
 
 The engine and the recorder share one clock: the real reactor moved to the simulated time
 (timers run on the real clock), set forward between runs.
@@ -17,13 +19,15 @@ import attrs
 from twisted.internet import reactor
 from twisted.trial import unittest
 
-from fep.collect.engine import CollectionEngine
-from fep.collect.tasks import Job, JobStatus, Task
+from fep.collect import commands
+from fep.collect.engine import CollectionEngine, approval_of, resource_policy
+from fep.collect.tasks import CommandStatus, Job, JobStatus, Task
 from fep.interfaces import IHistoryReader
 from fep.model import IntervalBlock, Meter, Quality, Record
 from fep.protocols.modbus.session import PulseRecorderProtocol
-from fep.sim.pulse_recorder import PulseRecorder, RecorderServerFactory
+from fep.sim.pulse_recorder import EVENT_CODES, PulseRecorder, RecorderServerFactory
 from tests.collect.harness import engine_for, jobs_ended, listen
+from tests.daemon.harness import wait_for
 from tests.fakes import ShiftedClock
 
 DAY = datetime(2024, 3, 1, tzinfo=UTC)
@@ -135,3 +139,65 @@ class RecorderCatchUpTests(unittest.TestCase):
             # Every job handed each period over once: each read began where the store ended.
             handed = delivered.energy_starts(obis)
             self.assertEqual(sorted(handed), starts)
+
+
+class ParameterSetTests(unittest.TestCase):
+    """``parameter-set`` through the engine's commands: the device map's parameters written,
+    the simulated recorder's counters preset and reset."""
+
+    timeout = 60
+
+    async def engine(self) -> PulseRecorder:
+        frozen = DAY.timestamp()
+        self.recorder = PulseRecorder(clock=lambda: frozen,
+                                      started=(DAY - timedelta(hours=2)).timestamp())
+        port = listen(self, RecorderServerFactory(self.recorder, reactor, unit=1))
+        self.meter = Meter("rec-1", "modbus-pulse", f"tcp:host=127.0.0.1:port={port}",
+                           metadata={"modbus_device_map": "sim-pr2"})
+        self.engine, _ = await engine_for(self, [self.meter])
+        return self.recorder
+
+    async def command(self, **params: str) -> Any:
+        engine = self.engine
+        asked = await commands.request(
+            engine.jobs, self.meter, "parameter-set", params, "alice", reactor.seconds(),
+            approval=approval_of(engine.settings), policy=resource_policy(engine.settings),
+            retry_delay=0.2)
+        if asked.status == CommandStatus.REQUESTED:
+            await commands.approve(engine.jobs, asked.id, "bob", reactor.seconds(),
+                                   self.meter, resource_policy(engine.settings))
+        engine.scheduler.kick()
+
+        async def settled() -> bool:
+            c = await engine.jobs.command(asked.id)
+            return c.status in (CommandStatus.DONE, CommandStatus.FAILED)
+
+        await wait_for(settled, 30, f"command {asked.id} to end", every=0.05)
+        return await engine.jobs.command(asked.id)
+
+    async def test_counter_preset_and_reset_change_the_recorders_counters(self) -> None:
+        recorder = await self.engine()
+        recorder.advance()  # two hours of pulses counted
+        self.assertEqual([inp.counter for inp in recorder.inputs], [4800, 1200])
+        before = len(recorder.events)
+        done = await self.command(counter1="5000", counter2_reset="on")
+        self.assertEqual(done.status, CommandStatus.DONE, done.outcome)
+        self.assertEqual(done.outcome, "parameter-set done: counter1=5000, counter2_reset=1")
+        self.assertEqual([inp.counter for inp in recorder.inputs], [5000, 0])
+        # The recorder logged both in its event log.
+        self.assertEqual([e.code for e in recorder.events[before:]],
+                         [EVENT_CODES["counter-reset"]] * 2)
+
+    async def test_a_parameter_not_in_the_device_map_is_refused_naming_it(self) -> None:
+        recorder = await self.engine()
+        recorder.advance()
+        counters = [inp.counter for inp in recorder.inputs]
+        done = await self.command(counter3="0")
+        self.assertEqual(done.status, CommandStatus.FAILED)
+        self.assertIn("meter rec-1: parameter-set counter3: device map sim-pr2 has no "
+                      "parameter 'counter3'", done.outcome)
+        self.assertIn("counter1, counter1_reset, counter2, counter2_reset", done.outcome)
+        # Refused before anything was sent: one attempt, counters untouched.
+        [job] = await self.engine.jobs.jobs(limit=None)
+        self.assertEqual(job.attempts, 1)
+        self.assertEqual([inp.counter for inp in recorder.inputs], counters)

@@ -18,6 +18,7 @@ engine's read jobs pass ``T``, the end of the last interval stored for ``history
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -27,7 +28,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from fep.errors import ConfigError, FepError, NotSupported
-from fep.interfaces import IClock, IHistoryReader, IMeterProtocol
+from fep.interfaces import IClock, ICommands, IHistoryReader, IMeterProtocol
 from fep.model import Meter, Record
 from fep.protocols.actions import Fail, Finish, Line, Send, SetTimer, StopTimer
 from fep.protocols.modbus import rtu
@@ -44,14 +45,17 @@ from fep.protocols.modbus.client import (
 from fep.protocols.modbus.client import Send as ModbusSend
 from fep.protocols.modbus.pdu import ModbusException
 from fep.protocols.modbus.recorder import (
+    PARAMETER_SET,
     PROTOCOL,
     Procedure,
     RecorderSettings,
+    parameter_values,
     read_clock,
     read_recorder,
     recorder_records,
     set_clock,
     settings_for,
+    write_parameters,
 )
 from fep.protocols.session import MeterSession, run_session
 
@@ -244,13 +248,15 @@ def run_procedure(
     return result
 
 
-@implementer(IMeterProtocol, IHistoryReader, IClock)
+@implementer(IMeterProtocol, IHistoryReader, IClock, ICommands)
 class PulseRecorderProtocol:
     """Pulse recorders over Modbus RTU or TCP: counters, voltages and status as readings,
     the history buffer as energy and demand intervals, the event log as events; the clock
-    read and set."""
+    read and set; ``parameter-set NAME=VALUE`` writes the device map's parameters (counter
+    preset and reset)."""
 
     name = PROTOCOL
+    commands = (PARAMETER_SET,)
 
     def _settings(self, meter: Meter, since: datetime | None = None) -> RecorderSettings:
         return settings_for(meter, since)
@@ -320,6 +326,39 @@ class PulseRecorderProtocol:
         except ConfigError as e:
             return fail(e)
         return run_procedure(reactor, endpoint, meter, settings, procedure, timeout)
+
+
+    def run_command(
+        self,
+        reactor: IReactorTime,
+        endpoint: Any,
+        meter: Meter,
+        command: str,
+        params: Mapping[str, Any],
+        timeout: float,
+        progress: Callable[[Mapping[str, Any]], None],
+    ) -> Deferred[Mapping[str, Any]]:
+        """``parameter-set NAME=VALUE ...``: every parameter checked against the device map
+        before connecting, then written in one session; fires with what was written."""
+        if command != PARAMETER_SET:
+            return fail(NotSupported(f"meter {meter.id}: command {command}: protocol "
+                                     f"{PROTOCOL} runs only {PARAMETER_SET}",
+                                     meter=meter.id, protocol=PROTOCOL))
+        try:
+            settings = self._settings(meter)
+            pairs = parameter_values(meter.id, settings.device, params)
+        except ConfigError as e:
+            return fail(e)
+        done: Deferred[dict[str, int]] = run_procedure(
+            reactor, endpoint, meter, settings, write_parameters(settings.device, pairs),
+            timeout)
+
+        def written(values: dict[str, int]) -> Mapping[str, Any]:
+            log.info("{meter}: parameters set: {values}", values=values,
+                     **{"meter": meter.id, "route": meter.route, "protocol": PROTOCOL})
+            return values
+
+        return done.addCallback(written)
 
 
 __all__ = ["ModbusException", "ModbusSession", "PulseRecorderProtocol", "run_procedure"]
