@@ -328,6 +328,14 @@ class PulseRecorderProtocol:
         return run_procedure(reactor, endpoint, meter, settings, procedure, timeout)
 
 
+    @staticmethod
+    def check_command(meter: Meter, command: str, params: Mapping[str, Any]) -> None:
+        """When the command is requested: a ``parameter-set`` of a parameter the meter's
+        device map lacks, or a value out of its range, is a ConfigError naming meter,
+        command and parameter."""
+        if command == PARAMETER_SET:
+            parameter_values(meter.id, settings_for(meter).device, params)
+
     def run_command(
         self,
         reactor: IReactorTime,
@@ -341,7 +349,7 @@ class PulseRecorderProtocol:
         """``parameter-set NAME=VALUE ...``: every parameter checked against the device map
         before connecting, then written in one session; fires with what was written."""
         if command != PARAMETER_SET:
-            return fail(NotSupported(f"meter {meter.id}: command {command}: protocol "
+            return fail(NotSupported(f"meter {meter.id}: {command}: protocol "
                                      f"{PROTOCOL} runs only {PARAMETER_SET}",
                                      meter=meter.id, protocol=PROTOCOL))
         try:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
-from fep.errors import ConfigError
+from fep.errors import ConfigError, NotSupported
+from fep.model import Meter
 from fep.protocols.modbus.devicemap import Register, Table, load_device_map, parse_device_map
 from fep.protocols.modbus.pdu import (
     BitsResponse,
@@ -23,6 +25,7 @@ from fep.protocols.modbus.pdu import (
     write_coil,
 )
 from fep.protocols.modbus.recorder import parameter_values, write_parameters
+from fep.protocols.modbus.session import PulseRecorderProtocol
 from fep.protocols.registry import protocol_commands
 from fep.sim.pulse_recorder import EVENT_CODES, FLAG_RESTART, PulseRecorder
 from tests.protocols.modbus.drive import drive
@@ -119,6 +122,31 @@ class WriteTests(unittest.TestCase):
         self.assertEqual(sent, [WriteRegistersRequest(200, (0x5678, 0x1234)),  # little
                                 write_coil(3, True)])
         self.assertEqual(sent[0].encode().hex(), "1000c80002045678" "1234")
+
+    def test_the_protocol_refuses_before_connecting(self) -> None:
+        # A command recorded before its meter's map lost the parameter: refused at run time
+        # too, with nothing sent.
+        connects: list[object] = []
+
+        class Endpoint:
+            def connect(self, factory: object) -> object:
+                connects.append(factory)
+                raise AssertionError("connected")
+
+        meter = Meter("r1", "modbus-pulse", "tcp:host=127.0.0.1:port=1",
+                      metadata={"modbus_device_map": "generic-counter16"})
+        protocol = PulseRecorderProtocol()
+        for command, params, error in (
+                ("parameter-set", {"counter1": "0"}, ConfigError),
+                ("disconnect", {}, NotSupported)):
+            d = protocol.run_command(MemoryReactorClock(), Endpoint(), meter, command, params,
+                                     1.0, lambda _: None)
+            failure = self.failureResultOf(d, error)
+            self.assertIn(f"meter r1: {command}", str(failure.value))
+        self.assertEqual(connects, [])
+        with self.assertRaises(ConfigError):
+            PulseRecorderProtocol.check_command(meter, "parameter-set", {"counter1": "0"})
+        PulseRecorderProtocol.check_command(meter, "time-set", {})
 
     def test_the_protocol_declares_parameter_set_and_the_clock_commands(self) -> None:
         for name in ("modbus-pulse", "modbus"):
