@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -26,9 +27,11 @@ from fep.interfaces import IHistoryReader
 from fep.model import IntervalBlock, Meter, Quality, Record
 from fep.protocols.modbus.session import PulseRecorderProtocol
 from fep.sim.pulse_recorder import EVENT_CODES, PulseRecorder, RecorderServerFactory
+from fep.store import open_store
 from tests.collect.harness import engine_for, jobs_ended, listen
 from tests.daemon.harness import wait_for
 from tests.fakes import ShiftedClock
+from tests.inprocess import fep_main as run_fep
 
 DAY = datetime(2024, 3, 1, tzinfo=UTC)
 P15 = timedelta(minutes=15)
@@ -202,3 +205,25 @@ class ParameterSetTests(unittest.TestCase):
         self.assertEqual(await self.engine.jobs.commands(), [])
         self.assertEqual(await self.engine.jobs.jobs(limit=None), [])
         self.assertEqual([inp.counter for inp in recorder.inputs], counters)
+
+
+class ParameterSetCommandLineTests(unittest.TestCase):
+    async def test_fep_command_request_parameter_set(self) -> None:
+        path = Path(self.mktemp()).resolve().with_suffix(".sqlite")
+        store = open_store(f"sqlite:{path}", reactor)
+        await store.open()
+        await store.add_meters([Meter("rec-1", "modbus-pulse", "tcp:host=10.0.0.1:port=502",
+                                      metadata={"modbus_device_map": "sim-pr2"})])
+        await store.close()
+
+        def fep(*args: str, code: int = 0) -> str:
+            result = run_fep("--db", f"sqlite:{path}", "command", "request", "rec-1",
+                             "parameter-set", *args)
+            self.assertEqual(result.returncode, code, result.stderr)
+            return result.stdout if code == 0 else result.stderr
+
+        self.assertIn("command 1: parameter-set for rec-1", fep("-p", "counter1=5000"))
+        self.assertIn("meter rec-1: parameter-set counter3: device map sim-pr2 has no "
+                      "parameter 'counter3'", fep("-p", "counter3=0", code=2))
+        self.assertIn("meter rec-1: parameter-set counter2_reset: 'maybe' is not on or off",
+                      fep("-p", "counter2_reset=maybe", code=2))
