@@ -137,7 +137,7 @@ class WriteTests(unittest.TestCase):
                       metadata={"modbus_device_map": "generic-counter16"})
         protocol = PulseRecorderProtocol()
         for command, params, error in (
-                ("parameter-set", {"counter1": "0"}, ConfigError),
+                ("parameter-set", {"counter1_reset": "on"}, ConfigError),
                 ("disconnect", {}, NotSupported)):
             d = protocol.run_command(MemoryReactorClock(), Endpoint(), meter, command, params,
                                      1.0, lambda _: None)
@@ -145,7 +145,7 @@ class WriteTests(unittest.TestCase):
             self.assertIn(f"meter r1: {command}", str(failure.value))
         self.assertEqual(connects, [])
         with self.assertRaises(ConfigError):
-            PulseRecorderProtocol.check_command(meter, "parameter-set", {"counter1": "0"})
+            PulseRecorderProtocol.check_command(meter, "parameter-set", {"counter3": "0"})
         PulseRecorderProtocol.check_command(meter, "time-set", {})
 
     def test_the_protocol_declares_parameter_set_and_the_clock_commands(self) -> None:
