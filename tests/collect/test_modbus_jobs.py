@@ -143,6 +143,35 @@ class RecorderCatchUpTests(unittest.TestCase):
             handed = delivered.energy_starts(obis)
             self.assertEqual(sorted(handed), starts)
 
+    async def test_a_load_profile_job_recollects_the_gaps_from_the_history(self) -> None:
+        clock = SimulatedTime(reactor)
+        clock.set(DAY + timedelta(hours=3, minutes=2))
+        recorder = PulseRecorder(clock=clock.seconds,
+                                 started=(DAY - timedelta(hours=1)).timestamp())
+        port = listen(self, RecorderServerFactory(recorder, reactor, unit=1))
+        meter = Meter("rec-1", "modbus-pulse", f"tcp:host=127.0.0.1:port={port}", metadata={
+            "modbus_device_map": "sim-pr2", "modbus_retries": "0",
+            "pulse1_constant": "1000", "pulse1_wiring": "kyz", "pulse2_constant": "1000"})
+        engine, store = await engine_for(self, [meter], clock=clock)
+        now = clock.seconds()
+        await engine.jobs.save_task(
+            Task(name="lp", kind="load-profile", schedule="every 1d", retries=0,
+                 options={"horizon": "2h"}, next_due=now + 30 * 86400), now)
+        await engine.scheduler.run_now("lp")
+        [job] = await jobs_ended(engine, 1)
+        self.assertEqual(job.status, JobStatus.DONE, job.error)
+        # The whole quarter hours of the last two hours: 01:15 .. 02:45.
+        self.assertEqual(job.result, "7 of 7 missing intervals read")
+        wanted = [DAY + timedelta(hours=1, minutes=15) + k * P15 for k in range(7)]
+        for obis, energy in ((ENERGY1, Decimal(300)), (ENERGY2, Decimal(150))):
+            stored = {s: (v, q) for b in await store.intervals("rec-1", obis=obis)
+                      for s, v, q in b.intervals()}
+            self.assertEqual([stored[s] for s in wanted], [(energy, Quality.OK)] * 7)
+        # Nothing missing any more: the next run reads nothing.
+        await engine.scheduler.run_now("lp")
+        ended = await jobs_ended(engine, 2)
+        self.assertEqual(max(ended, key=lambda j: j.id).result, "no interval missing")
+
 
 class ParameterSetTests(unittest.TestCase):
     """``parameter-set`` through the engine's commands: the device map's parameters written,

@@ -28,8 +28,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from fep.errors import ConfigError, FepError, NotSupported
-from fep.interfaces import IClock, ICommands, IHistoryReader, IMeterProtocol
-from fep.model import Meter, Record
+from fep.interfaces import IClock, ICommands, IHistoryReader, IMeterProtocol, IProfileReader
+from fep.model import IntervalBlock, Meter, Reading, Record
 from fep.protocols.actions import Fail, Finish, Line, Send, SetTimer, StopTimer
 from fep.protocols.modbus import rtu
 from fep.protocols.modbus.client import (
@@ -62,6 +62,8 @@ from fep.protocols.session import MeterSession, run_session
 log = Logger(namespace="fep.protocols.modbus")
 
 T = TypeVar("T")
+# Value group D of maximum demand readings (fep/pulse.py): period, block, rolling demand's.
+MAXIMUM = (6, 16, 26)
 
 
 class ProcedureSteps(Generic[T]):
@@ -248,7 +250,7 @@ def run_procedure(
     return result
 
 
-@implementer(IMeterProtocol, IHistoryReader, IClock, ICommands)
+@implementer(IMeterProtocol, IHistoryReader, IProfileReader, IClock, ICommands)
 class PulseRecorderProtocol:
     """Pulse recorders over Modbus RTU or TCP: counters, voltages and status as readings,
     the history buffer as energy and demand intervals, the event log as events; the clock
@@ -293,6 +295,21 @@ class PulseRecorderProtocol:
             return recorder_records(meter.id, settings, data, received=received)
 
         return d.addCallback(records)
+
+    def read_profile(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
+                     since: datetime, until: datetime,
+                     timeout: float) -> Deferred[list[Record]]:
+        """Load-profile jobs (gap re-collection, ``fep recollect``): the history from
+        ``since`` to the newest record, as energy and demand intervals and maximum demand
+        (the recorder reads onward from ``since``, so ``until`` only bounds what is
+        wanted)."""
+        d = self.read(reactor, endpoint, meter, timeout, since=since)
+
+        def profile(records: list[Record]) -> list[Record]:
+            return [r for r in records if isinstance(r, IntervalBlock)
+                    or (isinstance(r, Reading) and r.obis.a == 1 and r.obis.d in MAXIMUM)]
+
+        return d.addCallback(profile)
 
     def read_clock(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
                    timeout: float) -> Deferred[datetime]:
