@@ -108,6 +108,27 @@ class IProfileReader(Interface):
         ``[since, until)`` that the meter still has (it may send more)."""
 
 
+class IHistoryReader(Interface):
+    """Optional capability: the meter keeps a history buffer its read catches up from where
+    the store ends (a pulse recorder's period records). The collection engine passes
+    ``since``: the end of the last interval stored for the meter's ``history_channel``."""
+
+    def history_channel(meter: Meter) -> str | None:
+        """The OBIS code (text) of the interval series whose last stored end the next read
+        starts from; None when the meter keeps no history (read without ``since``).
+        ConfigError when the meter's settings are wrong."""
+
+    def read(
+        reactor: IReactorTime,
+        endpoint: object,
+        meter: Meter,
+        timeout: float,
+        since: datetime | None = None,
+    ) -> Deferred[list[Record]]:
+        """IMeterProtocol.read; with ``since`` every interval after it the meter still
+        holds, once, and nothing before it."""
+
+
 class IEventReader(Interface):
     """Optional capability: read the meter's event log."""
 
