@@ -5,7 +5,7 @@ Numbers are BCD sent low byte first. Signed formats keep the sign in the top bit
 last (most significant) byte. A value whose bytes are all ``EE`` is "no data" (the
 standard's fill for an item the terminal does not have) and decodes to None; None encodes
 to ``EE`` bytes. Times are the terminal's local wall clock, decoded to naive ``datetime``
-(A.1, A.15), ``date`` (A.20, A.21) or ``TimeFields`` for the partial ones; the protocol edge
+(A.15; A.1 as a ``Clock`` that keeps its weekday), ``date`` (A.20, A.21) or ``TimeFields`` for the partial ones; the protocol edge
 (fep.protocols.gw3761.records) gives them the concentrator's time zone.
 
 Decimal values keep the format's decimal places (``Decimal("1234.5600")`` for A.14), so a
@@ -29,6 +29,20 @@ import attrs
 from fep.errors import FrameError
 
 NO_DATA: Final = 0xEE
+
+
+@attrs.frozen
+class Clock:
+    """A.1: a terminal's calendar clock with the weekday it gives (1 Monday .. 7 Sunday, 0
+    not given), kept so the bytes encode back as they came."""
+
+    time: datetime
+    weekday: int = 0
+
+    @classmethod
+    def of(cls, when: datetime) -> Clock:
+        """The clock a terminal shows at ``when`` (naive local time), weekday filled in."""
+        return cls(when.replace(microsecond=0, tzinfo=None), when.isoweekday())
 
 
 @attrs.frozen
@@ -77,7 +91,7 @@ def _bcd_bytes(n: int, size: int) -> bytes:
 @attrs.frozen
 class Format:
     """One data format of appendix A: ``name`` (``"A.14"``), ``size`` in bytes, ``kind``
-    (``number``, ``signed``, ``digits``, ``time``, ``a2``, ``a3``), ``decimals`` for numbers,
+    (``number``, ``signed``, ``digits``, ``time``, ``clock``, ``a2``, ``a3``), ``decimals`` for numbers,
     ``fields`` for times (wire order, from: ``Y M D h m s W`` where ``W`` is A.1's
     weekday-and-month byte), ``unit`` as the standard prints it and its ``layout`` text."""
 
@@ -107,9 +121,13 @@ class Format:
             # copy_negate keeps -0 signed as the wire has it, so it encodes back the same.
             return value.copy_negate() if negative else value
         if self.kind == "digits":
-            return bytes(reversed(raw)).hex().upper()
+            _digits(raw, self.name, offset)  # BCD check
+            return bytes(reversed(raw)).hex()
         if self.kind == "time":
             return self._decode_time(raw, offset)
+        if self.kind == "clock":
+            when = self._decode_time(raw, offset)
+            return Clock(when, raw[4] >> 5)
         if self.kind == "a2":
             return _decode_a2(raw, offset)
         if self.kind == "a3":
@@ -139,6 +157,11 @@ class Format:
             return bytes.fromhex(text)[::-1]
         if self.kind == "time":
             return self._encode_time(value)
+        if self.kind == "clock":
+            clock = value if isinstance(value, Clock) else Clock.of(value)
+            raw = bytearray(self._encode_time(clock.time))
+            raw[4] = (raw[4] & 0x1F) | (clock.weekday & 7) << 5
+            return bytes(raw)
         if self.kind == "a2":
             return _encode_a2(Decimal(value))
         if self.kind == "a3":
@@ -183,8 +206,7 @@ class Format:
         out = bytearray()
         for field in self.fields:
             if field == "W":
-                weekday = value.isoweekday() if isinstance(value, date) else 0
-                out.append(weekday << 5 | _to_bcd(parts["M"]))
+                out.append(_to_bcd(parts["M"]))
                 continue
             if field not in parts:
                 raise ValueError(f"{self.name} needs field {field} of {value!r}")
@@ -261,7 +283,7 @@ def _encode_a3(value: Decimal) -> bytes:
 
 
 _TABLE: tuple[Format, ...] = (
-    Format("A.1", 6, "time", "ss mm hh DD (week|MM) YY", fields="smhDWY"),
+    Format("A.1", 6, "clock", "ss mm hh DD (week|MM) YY", fields="smhDWY"),
     Format("A.2", 2, "a2", "±XXX × 10^G"),
     Format("A.3", 4, "a3", "±XXXXXXX kWh (G=0) or MWh (G=1)", unit="kWh"),
     Format("A.4", 1, "signed", "±XX (S0: up 0 / down 1)", unit="%"),
@@ -309,4 +331,4 @@ def encode(name: str, value: Any) -> bytes:
     return FORMATS[name].encode(value)
 
 
-__all__ = ["FORMATS", "NO_DATA", "Format", "TimeFields", "decode", "encode", "fmt"]
+__all__ = ["FORMATS", "Clock", "NO_DATA", "Format", "TimeFields", "decode", "encode", "fmt"]
