@@ -32,7 +32,7 @@ class ExampleTests(unittest.TestCase):
         self.assertEqual(decode("A.5", bytes.fromhex("5489")), Decimal("-95.4"))
         self.assertEqual(decode("A.9", bytes.fromhex("563412")), Decimal("12.3456"))
         self.assertEqual(decode("A.25", bytes.fromhex("450381")), Decimal("-10.345"))
-        self.assertEqual(encode("A.25", Decimal("-0.25")), bytes.fromhex("502080"))
+        self.assertEqual(encode("A.25", Decimal("-0.25")), bytes.fromhex("500280"))
 
     def test_a7_voltage(self) -> None:
         self.assertEqual(decode("A.7", bytes.fromhex("0122")), Decimal("220.1"))
