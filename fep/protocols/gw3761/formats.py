@@ -5,7 +5,8 @@ Numbers are BCD sent low byte first. Signed formats keep the sign in the top bit
 last (most significant) byte. A value whose bytes are all ``EE`` is "no data" (the
 standard's fill for an item the terminal does not have) and decodes to None; None encodes
 to ``EE`` bytes. Times are the terminal's local wall clock, decoded to naive ``datetime``
-(A.15; A.1 as a ``Clock`` that keeps its weekday), ``date`` (A.20, A.21) or ``TimeFields`` for the partial ones; the protocol edge
+(A.15; A.1 as a ``Clock`` that keeps its weekday), ``date`` (A.20, A.21) or ``TimeFields``
+for the partial ones; the protocol edge
 (fep.protocols.gw3761.records) gives them the concentrator's time zone.
 
 Decimal values keep the format's decimal places (``Decimal("1234.5600")`` for A.14), so a
@@ -91,7 +92,8 @@ def _bcd_bytes(n: int, size: int) -> bytes:
 @attrs.frozen
 class Format:
     """One data format of appendix A: ``name`` (``"A.14"``), ``size`` in bytes, ``kind``
-    (``number``, ``signed``, ``digits``, ``time``, ``clock``, ``a2``, ``a3``), ``decimals`` for numbers,
+    (``number``, ``signed``, ``digits``, ``time``, ``clock``, ``a2``, ``a3``), ``decimals``
+    for numbers,
     ``fields`` for times (wire order, from: ``Y M D h m s W`` where ``W`` is A.1's
     weekday-and-month byte), ``unit`` as the standard prints it and its ``layout`` text."""
 
@@ -230,7 +232,7 @@ def _scaled(value: Any, decimals: int, name: str) -> int:
     return int(d)
 
 
-# A.2: ±XXX × 10^(4-G), G in D7-D5 of byte 2, sign in D4, hundreds in D3-D0.
+# A.2: ±XXX x 10^(4-G), G in D7-D5 of byte 2, sign in D4, hundreds in D3-D0.
 def _decode_a2(raw: bytes, offset: int) -> Decimal:
     g = raw[1] >> 5
     negative = bool(raw[1] & 0x10)
@@ -252,7 +254,7 @@ def _encode_a2(value: Decimal) -> bytes:
         n *= 10
         exponent -= 1
     if n >= 1000 or not -3 <= exponent <= 4:
-        raise ValueError(f"{value} does not fit A.2 (±XXX × 10^-3..10^4)")
+        raise ValueError(f"{value} does not fit A.2 (±XXX x 10^-3..10^4)")
     g = 4 - exponent
     return bytes([_to_bcd(n % 100), g << 5 | (0x10 if sign else 0) | n // 100])
 
@@ -284,7 +286,7 @@ def _encode_a3(value: Decimal) -> bytes:
 
 _TABLE: tuple[Format, ...] = (
     Format("A.1", 6, "clock", "ss mm hh DD (week|MM) YY", fields="smhDWY"),
-    Format("A.2", 2, "a2", "±XXX × 10^G"),
+    Format("A.2", 2, "a2", "±XXX x 10^G"),
     Format("A.3", 4, "a3", "±XXXXXXX kWh (G=0) or MWh (G=1)", unit="kWh"),
     Format("A.4", 1, "signed", "±XX (S0: up 0 / down 1)", unit="%"),
     Format("A.5", 2, "signed", "±XXX.X", decimals=1),

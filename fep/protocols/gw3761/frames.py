@@ -378,10 +378,11 @@ class FrameDecoder(StreamDecoder[Frame]):
         total = HEADER_LEN + length + TRAILER_LEN
         if len(buf) < total:
             return None
-        if buf[total - 1] != END:
+        end = buf[total - 1]
+        if end != END:
             self._consume(1)
             raise FrameError(
-                f"frame end byte is 0x{buf[total - 1]:02X}, not 16",
+                f"frame end byte is 0x{end:02X}, not 16",
                 offset=base + total - 1,
                 field="end",
             )

@@ -207,6 +207,10 @@ class EventsRequest:
     end: int
 
 
+def _frozen_fields(fields: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(fields))
+
+
 @attrs.frozen
 class EventRecord:
     """One ERC record: its code, when it happened, the point it concerns (if any), whether
@@ -217,7 +221,7 @@ class EventRecord:
     time: datetime | None
     point: int | None = None
     start: bool | None = None
-    fields: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda m: MappingProxyType(dict(m)))
+    fields: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_fields)
     raw: bytes = b""
 
 
@@ -625,7 +629,7 @@ _PARITY = {"N": 0, "E": 0x08, "O": 0x0C}
 
 
 def _timeout_byte(seconds: float) -> int:
-    if seconds >= 1.28 or seconds == int(seconds) and seconds >= 1:
+    if seconds >= 1.28 or (seconds == int(seconds) and seconds >= 1):
         return 0x80 | min(int(seconds), 127)
     return min(round(seconds * 100), 127)
 

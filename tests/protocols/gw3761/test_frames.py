@@ -56,7 +56,8 @@ class PublishedFrameTests(unittest.TestCase):
         frame = decode_frame(FRAMES["node_reset"])
         self.assertEqual(frame.pw, bytes(16))
         self.assertEqual(frame.address.master, 2)
-        self.assertEqual(frame.tp, TimeLabel(0, TimeFields(day=7, hour=13, minute=53, second=28), 5))
+        sent = TimeFields(day=7, hour=13, minute=53, second=28)
+        self.assertEqual(frame.tp, TimeLabel(0, sent, 5))
 
     def test_answer_with_acd_carries_event_counter(self) -> None:
         frame = decode_frame(FRAMES["node_reset_confirm"])
