@@ -240,3 +240,21 @@ class RecordTests(unittest.TestCase):
                          ("M1", ObisCode(1, 0, 1, 8, 0), Decimal("1234.5678"), "kWh"))  # fmt: skip
         self.assertEqual(reading.meter_time, datetime.fromisoformat("2009-07-24T06:30+00:00"))
         self.assertEqual((reading.source, reading.native_id), ("DCU1", "0C:F129"))
+
+
+class EditionTests(unittest.TestCase):
+    def test_heartbeat_with_and_without_the_terminal_clock(self) -> None:
+        beat = decode_frame(FRAMES["node_heartbeat"])
+        self.assertEqual(decode_event(beat), services.Heartbeat(beat.address))
+        clock = Clock(datetime(2018, 10, 7, 23, 20, 51), 7)
+        with_clock = attrs.evolve(beat, data=encode_unit(Afn.LINK, [0], [3], True,
+                                                         {(0, 3): clock}))  # fmt: skip
+        self.assertEqual(decode_event(decode_frame(with_clock.encode())),
+                         services.Heartbeat(beat.address, clock))  # fmt: skip
+
+    def test_address_text_forms(self) -> None:
+        self.assertEqual(Address.parse("4403:0004"), Address("4403", 4))
+        self.assertEqual(Address.parse("0200:#4660"), Address("0200", 0x1234))
+        self.assertEqual(str(Address("0200", 0x1234)), "0200:1234")
+        self.assertRaises(ValueError, Address.parse, "4403")
+        self.assertRaises(ValueError, Address.parse, "44A3:0001")

@@ -12,7 +12,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
 from fep.errors import ConfigError, SessionTimeout
-from fep.model import IntervalBlock, Meter, Reading
+from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, Reading
+from fep.protocols.gw3761 import services
 from fep.protocols.gw3761.client import (
     ClientSettings,
     Failed,
@@ -21,7 +22,16 @@ from fep.protocols.gw3761.client import (
     Send,
     parse_item,
 )
-from fep.protocols.gw3761.frames import Address, FrameDecoder
+from fep.protocols.gw3761.frames import (
+    Address,
+    Afn,
+    Control,
+    Frame,
+    FrameDecoder,
+    Function,
+    Seq,
+    decode_frame,
+)
 from fep.protocols.gw3761.session import settings_for
 from fep.protocols.registry import meter_protocol
 from fep.sim.concentrator import SimulatedConcentrator, make_concentrator
@@ -123,6 +133,22 @@ class ClientTests(unittest.TestCase):
         answers = self.sim.receive(send.data, FrameDecoder())
         self.assertIsInstance(client.receive(answers[0])[-1], Finished)
 
+    def test_reported_events_are_confirmed_and_kept(self) -> None:
+        client = Gw3761Client(ClientSettings(Address("4403", 4), (1,), ((0x0C, 2),)), now)
+        client.start()
+        events = services.Events(2, 0, 0, 1, (services.EventRecord(
+            21, datetime(2024, 3, 1, 15, 0), fields={"fault": 1}),))  # fmt: skip
+        report = Frame(Control(Function.USER_DATA, uplink=True, initiator=True),
+                       self.sim.address, Afn.CLASS3, Seq(5, con=True),
+                       services.encode_unit(Afn.CLASS3, [0], [1], True, {(0, 1): events}))
+        actions = client.receive(report.encode())
+        (confirm,) = [a for a in actions if isinstance(a, Send)]
+        self.assertIsInstance(services.decode_event(decode_frame(confirm.data)),
+                              services.Confirmed)  # fmt: skip
+        (event,) = client.records
+        assert isinstance(event, MeterEvent)
+        self.assertEqual((event.code, event.kind), ("ERC21", EventKind.METER_ERROR))
+
     def test_silence_is_resent_then_fails(self) -> None:
         self.sim.drop_answers = 5
         client = Gw3761Client(ClientSettings(Address("4403", 4), (1,), ((0x0C, 2),)), now)
@@ -158,3 +184,25 @@ class CommandLineTests(unittest.TestCase):
                          {f"1-0:1.8.{t}*255" for t in range(5)})  # fmt: skip
         # Current and yesterday's frozen values: total and four tariffs of two points.
         self.assertEqual(len(rows), 2 * 2 * 5)
+
+    @inlineCallbacks
+    def test_simulator_dials_a_master_station_and_logs_in(self) -> Any:
+        from twisted.internet import reactor
+        from twisted.internet.defer import Deferred
+        from twisted.internet.protocol import Factory, Protocol
+
+        got: Deferred[bytes] = Deferred()
+
+        class Station(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                if not got.called:
+                    got.callback(data)
+
+        port = reactor.listenTCP(0, Factory.forProtocol(Station), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        line = yield start_module(self, "fep.sim.concentrator", "--connect",
+                                  f"127.0.0.1:{port.getHost().port}", "--meters", "2")
+        self.assertTrue(line.startswith("dialling "), line)
+        data = yield got
+        (frame,) = FrameDecoder().receive(data)
+        self.assertIsInstance(services.decode_event(frame), services.Login)
