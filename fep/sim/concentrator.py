@@ -15,7 +15,8 @@ hands the DL/T 645 bytes to the meters on the port and returns what they answer.
 Faults: ``silent`` addresses (those meters answer nothing: their points have no data and
 forwarding gets an empty answer), ``archive_mismatch`` (the initial archive gives one
 point a wrong address and lacks the last meter), ``drop_answers`` (the next N answers are
-not sent), ``damage_answers`` (the next N go out with a bad checksum).
+not sent), ``damage_answers`` (the next N go out with a bad checksum), ``refuse`` (requests
+of these AFN/Fn are denied).
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ class SimulatedConcentrator:
     silent: set[str] = attrs.field(factory=set)
     drop_answers: int = 0
     damage_answers: int = 0
+    # (AFN, Fn) requests it denies (AFN 00 F2), e.g. {(5, 31)}: a terminal refusing clock sets.
+    refuse: set[tuple[int, int]] = attrs.field(factory=set)
     trips: dict[int, bool] = attrs.field(factory=dict)
     pfc: int = 0
     resets: list[int] = attrs.field(factory=list)
@@ -208,6 +211,8 @@ class SimulatedConcentrator:
         try:
             items = services.decode_units(request.afn, request.data, False)
         except (FrameError, ProtocolError):
+            return [self._deny(request)]
+        if any((request.afn, item.fn) in self.refuse for item in items):
             return [self._deny(request)]
         handlers: dict[int, Callable[[Frame, list[Item]], list[Frame]]] = {
             Afn.RESET: self._reset,
@@ -632,6 +637,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="this meter answers nothing")  # fmt: skip
     parser.add_argument("--archive-mismatch", action="store_true",
                         help="start with an archive that differs from the meters")  # fmt: skip
+    parser.add_argument("--clock-offset", type=float, default=0.0,
+                        help="seconds the terminal's clock runs ahead")  # fmt: skip
     parser.add_argument("--drop", type=int, default=0, help="drop the first N answers")
     parser.add_argument("--damage", type=int, default=0, help="spoil the first N answers")
     args = parser.parse_args(argv)
@@ -645,6 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     concentrator.silent.update(a.rjust(12, "0") for a in args.silent)
     if args.archive_mismatch:
         concentrator.mismatch_archive()
+    concentrator.clock_offset = args.clock_offset
     concentrator.drop_answers = args.drop
     concentrator.damage_answers = args.damage
     reactor = serve.command_reactor()

@@ -19,7 +19,7 @@ import attrs
 from fep.errors import FrameError, ProtocolError, SessionTimeout
 from fep.model import Record
 from fep.protocols.gw3761 import services
-from fep.protocols.gw3761.formats import TimeFields
+from fep.protocols.gw3761.formats import Clock, TimeFields
 from fep.protocols.gw3761.frames import Address, Afn, Frame, FrameDecoder, Reassembler
 from fep.protocols.gw3761.records import DEFAULT_TERMINAL_TZ, RecordMapper
 from fep.protocols.gw3761.services import (
@@ -37,6 +37,7 @@ DEFAULT_ITEMS: tuple[tuple[int, int], ...] = ((Afn.CLASS1, 2), (Afn.CLASS1, 129)
                                               (Afn.CLASS1, 25))  # fmt: skip
 # Points asked per request (several DA groups in one frame).
 POINTS_PER_REQUEST = 64
+CLOCK_SET = "05:F31 clock set"
 
 
 @attrs.frozen
@@ -106,6 +107,9 @@ class ClientSettings:
     # Tp's allowed delay in minutes (None: requests carry no time label).
     delay: int | None = None
     point_meters: tuple[tuple[int, str], ...] = ()
+    # Set the terminal's clock (AFN 05 F31) to ``now`` when the request goes out, before
+    # the reads; a denial fails the session.
+    set_clock: bool = False
 
 
 class Gw3761Client:
@@ -130,6 +134,7 @@ class Gw3761Client:
         self._frame: Frame | None = None
         self._attempt = 0
         self._done = False
+        self.clock_set: Clock | None = None
 
     @property
     def waiting_for(self) -> str | None:
@@ -175,6 +180,8 @@ class Gw3761Client:
     def _plan(self) -> list[tuple[str, int, bytes]]:
         s = self.settings
         plan: list[tuple[str, int, bytes]] = []
+        if s.set_clock:
+            plan.append((CLOCK_SET, int(Afn.CONTROL), b""))  # its data is the time it is sent
         for afn, fn in s.items:
             if afn == Afn.CLASS3 or (afn == Afn.CLASS1 and fn == 2):
                 points: Sequence[int] = (0,)
@@ -200,9 +207,13 @@ class Gw3761Client:
             return [Finished(tuple(self.records))]
         self._current = self._queue.pop(0)
         self._attempt = 0
-        _, afn, data = self._current
+        what, afn, data = self._current
         local = self._local_now()
         now = TimeFields(day=local.day, hour=local.hour, minute=local.minute, second=local.second)
+        if what == CLOCK_SET:
+            clock = Clock.of(local)
+            data = services.encode_unit(Afn.CONTROL, [0], [31], False, {(0, 31): clock})
+            self.clock_set = clock
         self._frame = self.master.request(afn, data, now=now)
         return [Send(self._frame.encode())]
 
@@ -263,6 +274,11 @@ class Gw3761Client:
         except (FrameError, ProtocolError) as e:
             self.skipped.append((what, str(e)))
             return [Skipped(what, str(e)), *self._next()]
+        if isinstance(event, Denied) and what == CLOCK_SET:
+            self._done = True
+            return [Failed(ProtocolError(
+                f"concentrator {s.address} refused the clock set",
+                meter=s.meter, route=s.route, protocol=PROTOCOL))]
         if isinstance(event, Denied):
             self.skipped.append((what, "denied: no data"))
             return [Skipped(what, "the terminal has no such data"), *self._next()]

@@ -26,14 +26,15 @@ from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from fep.errors import ConfigError
-from fep.interfaces import IMeterProtocol
-from fep.model import Meter, Record
+from fep.errors import ConfigError, ProtocolError
+from fep.interfaces import IClock, IMeterProtocol
+from fep.model import Meter, ObisCode, Reading, Record
 from fep.protocols import actions as actions_
 from fep.protocols.gw3761.client import (
     DEFAULT_ITEMS,
@@ -54,6 +55,8 @@ from fep.protocols.gw3761.services import PROTOCOL
 from fep.protocols.session import MeterSession, run_session
 
 log = Logger(namespace="fep.protocols.gw3761")
+
+CLOCK_OBIS = ObisCode(0, 0, 1, 0, 0)
 
 
 def settings_for(meter: Meter, tz: tzinfo = DEFAULT_TERMINAL_TZ) -> ClientSettings:
@@ -211,11 +214,12 @@ class Gw3761Session(MeterSession):
         )  # fmt: skip
 
 
-@implementer(IMeterProtocol)
+@implementer(IMeterProtocol, IClock)
 class Gw3761Protocol:
     """Q/GDW 1376.1 reads of a concentrator: class 1 (clock, current energy, instantaneous
     values), class 2 (daily and monthly frozen energy and demand, curves) and class 3
-    (events) of its points, in batches of points per request."""
+    (events) of its points, in batches of points per request. The clock: read from class 1
+    F2, set by AFN 05 F31 (the terminal's own clock, not its meters')."""
 
     name = PROTOCOL
     commands: frozenset[str] = frozenset()
@@ -237,6 +241,44 @@ class Gw3761Protocol:
         result: Deferred[list[Record]] = run_session(reactor, endpoint, session, meter.route,
                                                      timeout)  # fmt: skip
         return result
+
+    def _only(self, meter: Meter, **metadata: str) -> Meter:
+        return attrs.evolve(meter, metadata={**meter.metadata, **metadata})
+
+    def read_clock(self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
+                   ) -> Deferred[datetime]:  # fmt: skip
+        async def run() -> datetime:
+            records = await self.read(reactor, endpoint,
+                                      self._only(meter, gw3761_items="0C:F2"), timeout)
+            for r in records:
+                if isinstance(r, Reading) and r.obis == CLOCK_OBIS and r.meter_time:
+                    return r.meter_time
+            raise ProtocolError(f"meter {meter.id}: no terminal clock in the answer",
+                                meter=meter.id, route=meter.route, protocol=PROTOCOL)
+
+        return Deferred.fromCoroutine(run())
+
+    def set_clock(self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
+                  ) -> Deferred[Any]:  # fmt: skip
+        """AFN 05 F31 with the server's time (the reactor's clock) as the request leaves,
+        in the terminal's zone; fires with the clock sent (UTC)."""
+        try:
+            settings = attrs.evolve(settings_for(meter, self.tz), set_clock=True, items=())
+        except ConfigError as e:
+            return fail(e)
+
+        def now() -> datetime:
+            return datetime.fromtimestamp(reactor.seconds(), UTC)
+
+        client = Gw3761Client(settings, now)
+        session = Gw3761Session(reactor, meter, client, timeout)
+
+        def sent(_: object) -> datetime | None:
+            clock = client.clock_set
+            return None if clock is None else clock.time.replace(tzinfo=settings.tz).astimezone(UTC)
+
+        d: Deferred[Any] = run_session(reactor, endpoint, session, meter.route, timeout)
+        return d.addCallback(sent)
 
 
 __all__ = ["Gw3761Protocol", "Gw3761Session", "settings_for"]

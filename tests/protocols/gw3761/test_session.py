@@ -33,7 +33,7 @@ from fep.protocols.gw3761.frames import (
     decode_frame,
 )
 from fep.protocols.gw3761.session import settings_for
-from fep.protocols.registry import meter_protocol
+from fep.protocols.registry import meter_protocol, protocol_commands
 from fep.sim.concentrator import SimulatedConcentrator, make_concentrator
 from tests.inprocess import fep_deferred
 from tests.processes import start_module
@@ -149,6 +149,19 @@ class ClientTests(unittest.TestCase):
         assert isinstance(event, MeterEvent)
         self.assertEqual((event.code, event.kind), ("ERC21", EventKind.METER_ERROR))
 
+    def test_clock_set_sends_the_time_at_sending_and_a_denial_fails(self) -> None:
+        self.sim.clock_offset = 3600
+        settings = ClientSettings(Address("4403", 4), (1,), (), set_clock=True)
+        client = Gw3761Client(settings, now)
+        (end,) = run(client, self.sim)
+        self.assertIsInstance(end, Finished)
+        self.assertEqual(self.sim.now(), datetime(2024, 3, 1, 16, 0))
+        self.assertEqual(client.clock_set and client.clock_set.time, datetime(2024, 3, 1, 16, 0))
+        self.sim.refuse.add((0x05, 31))
+        (end,) = run(Gw3761Client(settings, now), self.sim)
+        assert isinstance(end, Failed)
+        self.assertIn("refused the clock set", str(end.error))
+
     def test_silence_is_resent_then_fails(self) -> None:
         self.sim.drop_answers = 5
         client = Gw3761Client(ClientSettings(Address("4403", 4), (1,), ((0x0C, 2),)), now)
@@ -184,6 +197,28 @@ class CommandLineTests(unittest.TestCase):
                          {f"1-0:1.8.{t}*255" for t in range(5)})  # fmt: skip
         # Current and yesterday's frozen values: total and four tariffs of two points.
         self.assertEqual(len(rows), 2 * 2 * 5)
+
+    @inlineCallbacks
+    def test_clock_read_and_set(self) -> Any:
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import clientFromString
+
+        line = yield start_module(self, "fep.sim.concentrator", "--port", "0", "--meters", "1",
+                                  "--clock-offset", "3600")
+        port = line.rsplit(":", 1)[1]
+        protocol = meter_protocol("gw3761")
+        meter = Meter("DCU1", "gw3761", f"tcp:host=127.0.0.1:port={port}", address="4403:0004")
+
+        def endpoint() -> Any:
+            return clientFromString(reactor, f"tcp:host=127.0.0.1:port={port}")
+
+        before = yield protocol.read_clock(reactor, endpoint(), meter, 10)
+        self.assertLess(abs((before - datetime.now(UTC)).total_seconds() - 3600), 5)
+        sent = yield protocol.set_clock(reactor, endpoint(), meter, 10)
+        self.assertLess(abs((sent - datetime.now(UTC)).total_seconds()), 5)
+        after = yield protocol.read_clock(reactor, endpoint(), meter, 10)
+        self.assertLess(abs((after - datetime.now(UTC)).total_seconds()), 5)
+        self.assertEqual(protocol_commands("gw3761"), {"time-set", "time-sync"})
 
     @inlineCallbacks
     def test_simulator_dials_a_master_station_and_logs_in(self) -> Any:
