@@ -241,3 +241,15 @@ class CommandLineTests(unittest.TestCase):
         data = yield got
         (frame,) = FrameDecoder().receive(data)
         self.assertIsInstance(services.decode_event(frame), services.Login)
+
+
+class ReadOptionTests(unittest.TestCase):
+    def test_what_to_read_passes_how_to_reach_is_refused(self) -> None:
+        from fep.operator.readoptions import ReadOptionRefused, checked
+
+        self.assertEqual(checked("gw3761", {"gw3761_points": "1, P2", "gw3761_items": "0C:F129",
+                                            "gw3761_day": "2024-02-29"}),
+                         {"gw3761_points": "1,P2", "gw3761_items": "0C:F129",
+                          "gw3761_day": "2024-02-29"})  # fmt: skip
+        for option in ("gw3761_master", "gw3761_delay", "address"):
+            self.assertRaises(ReadOptionRefused, checked, "gw3761", {option: "1"})
