@@ -115,7 +115,36 @@ def iec() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
                        [(k, stream_chunks(v)) for k, v in wires.items()]
                        + [("sign_on_ack", stream_chunks(b"/?!\r\n\x06050\r\n"))]),
         "iec_readout": ("the data blocks of tests/fixtures/iec62056_21", readouts),
+        "iec_programming": (
+            "the meter's side of the DRS110M capture and of a profile read "
+            "(tests/protocols/test_iec62056_21_programming.py)",
+            [(k, stream_chunks(v, 7)) for k, v in programming_sides().items()]),
+        "iec_profile": ("the published EMH, Metcom and LEM P.01 answers and a P.98 logbook "
+                        "(tests/protocols/test_iec62056_21_profile.py)",
+                        list(profile_answers().items())),
     }
+
+
+def programming_sides() -> dict[str, bytes]:
+    from fep.protocols.iec62056_21.frames import DataBlock
+    from tests.protocols.test_iec62056_21_profile import EMH_P01
+    from tests.protocols.test_iec62056_21_programming import DRS_IDENT, DRS_P0
+
+    ack = b"\x06"
+    return {
+        "profile_then_write": DRS_IDENT + DRS_P0 + ack + DataBlock.build(EMH_P01).encode()
+        + ack,
+        "error": DRS_IDENT + DRS_P0 + ack + DataBlock.build(b"(ERROR)").encode(),
+        "nak_break": DRS_IDENT + DRS_P0 + b"\x15" + b"\x01B0\x03q",
+    }
+
+
+def profile_answers() -> dict[str, bytes]:
+    from tests.protocols.test_iec62056_21_profile import EMH_P01, LEM_P01, METCOM_P01
+
+    return {"emh": EMH_P01, "metcom": METCOM_P01, "lem": LEM_P01,
+            "logbook": b"P.98(0231201010203)(00000080)()(0)\r\n"
+                       b"P.98(0231201011003)(000000C0)()(1)(C.5.3)()(2)\r\n"}
 
 
 def modbus() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
