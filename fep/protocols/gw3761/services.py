@@ -245,7 +245,7 @@ class ArchiveEntry:
     port: int
     address: str
     protocol: int = 30  # 1: DL/T 645-1997, 2: AC sampling, 30: DL/T 645-2007, 31: PLC
-    baud: int = 2400
+    baud: int = 2400  # 0: the port's default
     password: bytes = bytes(6)
     rates: int = 4
     integer_digits: int = 6
@@ -583,17 +583,20 @@ def _archive_entry_decode(r: Reader) -> ArchiveEntry:
     digits = r.byte("digits")
     collector = r.fmt("A.12", "collector") or "000000000000"
     user_class = r.byte("user class")
+    code = baud_port >> 5
     return ArchiveEntry(number, point, baud_port & 0x1F, address, protocol,
-                        BAUDS[baud_port >> 5], password, rates, (digits >> 2 & 3) + 4,
+                        BAUDS[code] if code else 0, password, rates, (digits >> 2 & 3) + 4,
                         (digits & 3) + 1, collector, user_class)  # fmt: skip
 
 
 def encode_archive_entry(e: ArchiveEntry) -> bytes:
-    if e.baud not in BAUDS or not 1 <= e.port <= 31:
+    # F10's baud codes 1..7 are 600..19200 (as in forwarding); 0 is "the port's default".
+    if (e.baud != 0 and e.baud not in BAUDS[1:]) or not 1 <= e.port <= 31:
         raise ValueError(f"baud {e.baud} / port {e.port} not in the standard's codes")
+    code = BAUDS.index(e.baud) if e.baud else 0
     return (
         e.number.to_bytes(2, "little") + e.point.to_bytes(2, "little")
-        + bytes([BAUDS.index(e.baud) << 5 | e.port, e.protocol])
+        + bytes([code << 5 | e.port, e.protocol])
         + formats.encode("A.12", e.address) + e.password
         + bytes([e.rates & 0x3F, (e.integer_digits - 4) << 2 | (e.decimal_digits - 1)])
         + formats.encode("A.12", e.collector) + bytes([e.user_class])

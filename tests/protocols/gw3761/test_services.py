@@ -96,6 +96,23 @@ class PublishedEventTests(unittest.TestCase):
                                                      {(0, 2): item.value}))  # fmt: skip
         self.assertEqual(rebuilt.encode(), FRAMES["lora_class1_clock_answer"])
 
+    def test_class1_f129_request_of_one_point(self) -> None:
+        request = event("wireshark_class1_f129_request")
+        assert isinstance(request, Data)
+        self.assertEqual(request.items, (Item(2, 129, None),))
+        (unit,) = services.request_units(Afn.CLASS1, [2], [129])
+        self.assertEqual(decode_frame(FRAMES["wireshark_class1_f129_request"]).data, unit)
+
+    def test_reset_with_pw_and_time_label(self) -> None:
+        frame = decode_frame(FRAMES["wireshark_reset_data_area"])
+        self.assertEqual((frame.afn, frame.pw, frame.tp),
+                         (Afn.RESET, bytes(16), TimeLabel(0xC1, TimeFields(
+                             day=17, hour=10, minute=58, second=37), 0)))  # fmt: skip
+        master = Master(frame.address, pfc=0xC1, delay=0)
+        built = master.request(Afn.RESET, encode_unit(Afn.RESET, [0], [2], False),
+                               now=TimeFields(day=17, hour=10, minute=58, second=37))
+        self.assertEqual(built.encode(), FRAMES["wireshark_reset_data_area"])
+
     def test_events_request(self) -> None:
         request = event("android_class3_events_request")
         assert isinstance(request, Data)
@@ -258,3 +275,10 @@ class EditionTests(unittest.TestCase):
         self.assertEqual(str(Address("0200", 0x1234)), "0200:1234")
         self.assertRaises(ValueError, Address.parse, "4403")
         self.assertRaises(ValueError, Address.parse, "44A3:0001")
+
+    def test_archive_baud_code_zero_is_the_ports_default(self) -> None:
+        entry = ArchiveEntry(1, 1, 31, "000000123456", baud=0)
+        raw = services.encode_archive_entry(entry)
+        self.assertEqual(raw[4], 31)
+        self.assertRaises(ValueError, services.encode_archive_entry,
+                          attrs.evolve(entry, baud=300))  # fmt: skip
