@@ -394,7 +394,7 @@ class SimulatedConcentrator:
             v["p" + s] = meter.active_power(i)
             v["q" + s] = meter.reactive_power(i)
             v["pf" + s] = (meter.power_factors[i] * 100).quantize(Decimal("0.1"))
-            v["s" + s] = (meter.active_power(i) * Decimal("1.03")).quantize(_FOUR)
+            v["s" + s] = (abs(meter.active_power(i)) * Decimal("1.03")).quantize(_FOUR)
         for i, s in enumerate(("a", "b", "c")):
             v["u" + s] = meter.voltages[i]
             v["i" + s] = meter.currents[i]

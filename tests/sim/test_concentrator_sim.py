@@ -162,6 +162,8 @@ class Class2Tests(SimTestCase):
         self.assertEqual([b.meter for b in blocks], ["M1", "M2", "M3"])
         self.assertEqual({len(b.values) for b in blocks}, {96})
         self.assertEqual(blocks[0].period, timedelta(minutes=15))
+        # The point at 00:15 closes the day's first interval, 00:00 terminal time.
+        self.assertEqual(blocks[0].start, datetime.fromisoformat("2024-02-28T16:00:00+00:00"))
         # 1.5 kWh an hour (the meter's register keeps two decimals).
         self.assertEqual(sum(blocks[0].values[8:12]), Decimal("1.5"))
 

@@ -17,8 +17,9 @@ OBIS codes (fep's choices where Q/GDW 1376.1 has none):
   factor 13/33/53/73.7.0 (a ratio, the standard's percent divided by 100), voltage
   32/52/72.7.0, current 31/51/71.7.0, neutral current 91.7.0, apparent 9/29/49/69.7.0.
 - curves: F81-F84 active power as 1/21/41/61.7.0, F89-F91 voltage, F92-F94 current, F101
-  forward active energy per interval 1.29.0, F105 power factor 13.7.0; ``values[i]`` is the
-  point the terminal stored at ``start + i x period`` (missing points: None, MISSING).
+  forward active energy per interval 1.29.0, F105 power factor 13.7.0; a point stored at
+  time t closes the interval [t - period, t) (as fep's DL/T 645 load records), so the
+  block starts one period before Td_c's first point (missing points: None, MISSING).
 - terminal clock (C1 F2): 0-0:1.0.0 with the clock's UTC time as text.
 """
 
@@ -205,12 +206,14 @@ class RecordMapper:
     def _curve(self, meter: str, fn: int, v: Curve, received: datetime,
                native: str) -> IntervalBlock:  # fmt: skip
         c, d, unit, scaler, divide = CURVES[fn]
-        minutes = DENSITY_MINUTES.get(v.density, 15)
-        start = self.utc(v.start)
-        assert start is not None
+        period = timedelta(minutes=DENSITY_MINUTES.get(v.density, 15))
+        first = self.utc(v.start)
+        assert first is not None
+        # A point closes the interval before its time (as DL/T 645 load records do).
+        start = first - period
         values = tuple(None if x is None else x / divide for x in v.values)
         statuses = tuple(Quality.MISSING if x is None else Quality.OK for x in v.values)
-        return IntervalBlock(meter, ObisCode(1, 0, c, d, 0), start, timedelta(minutes=minutes),
+        return IntervalBlock(meter, ObisCode(1, 0, c, d, 0), start, period,
                              values, statuses, unit, scaler, received,
                              source=self.concentrator)  # fmt: skip
 
