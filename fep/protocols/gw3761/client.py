@@ -110,6 +110,8 @@ class ClientSettings:
     # Set the terminal's clock (AFN 05 F31) to ``now`` when the request goes out, before
     # the reads; a denial fails the session.
     set_clock: bool = False
+    # Points without an entry in point_meters are filed as ``<meter>/P<n>``.
+    name_points: bool = False
 
 
 class Gw3761Client:
@@ -120,7 +122,8 @@ class Gw3761Client:
         self.settings = settings
         self.now = now or (lambda: datetime.now(UTC))
         name = settings.meter or str(settings.address)
-        self.mapper = RecordMapper(name, dict(settings.point_meters), settings.tz)
+        self.mapper = RecordMapper(name, dict(settings.point_meters), settings.tz,
+                                   name_points=settings.name_points)
         self.master = Master(settings.address, delay=settings.delay)
         self.decoder = FrameDecoder()
         self.joiner = Reassembler()

@@ -2,7 +2,8 @@
 IntervalBlocks and MeterEvents of the meter at that point (``source`` = the concentrator).
 
 ``points`` maps a measuring point Pn to fep's meter id; P0 (the terminal itself) and points
-without a meter are filed under the concentrator's own id. Terminal times are local wall
+without a meter are filed under the concentrator's own id (or, with ``name_points``, under
+``<concentrator>/P<n>``). Terminal times are local wall
 clock in ``tz`` (China Standard Time unless the concentrator says otherwise) and become UTC
 here. ``native_id`` keeps the protocol's name of each value (``0C:F129``, ``0D:F161``).
 
@@ -109,15 +110,22 @@ class RecordMapper:
         concentrator: str,
         points: Mapping[int, str] | None = None,
         tz: tzinfo = DEFAULT_TERMINAL_TZ,
+        *,
+        name_points: bool = False,
     ) -> None:
         self.concentrator = concentrator
         self.points = dict(points or {})
         self.tz = tz
+        # Points without a meter in ``points``: filed as ``<concentrator>/P<n>`` when set,
+        # else under the concentrator.
+        self.name_points = name_points
 
     def meter(self, point: int | None) -> str:
-        if point is None:
+        if not point:
             return self.concentrator
-        return self.points.get(point, self.concentrator)
+        if point in self.points:
+            return self.points[point]
+        return f"{self.concentrator}/P{point}" if self.name_points else self.concentrator
 
     def utc(self, local: datetime | None) -> datetime | None:
         if local is None:

@@ -33,8 +33,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from fep.errors import ConfigError, ProtocolError
-from fep.interfaces import IClock, IMeterProtocol
-from fep.model import Meter, ObisCode, Reading, Record
+from fep.interfaces import IClock, IEventReader, IMeterProtocol
+from fep.model import Meter, MeterEvent, ObisCode, Reading, Record
 from fep.protocols import actions as actions_
 from fep.protocols.gw3761.client import (
     DEFAULT_ITEMS,
@@ -137,7 +137,7 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_TERMINAL_TZ) -> ClientSettin
         route=meter.route,
         tz=zone,
         delay=number("gw3761_delay", None),
-        point_meters=tuple((p, f"{name}/P{p}") for p in chosen if p),
+        name_points=True,
     )
 
 
@@ -214,12 +214,12 @@ class Gw3761Session(MeterSession):
         )  # fmt: skip
 
 
-@implementer(IMeterProtocol, IClock)
+@implementer(IMeterProtocol, IClock, IEventReader)
 class Gw3761Protocol:
     """Q/GDW 1376.1 reads of a concentrator: class 1 (clock, current energy, instantaneous
     values), class 2 (daily and monthly frozen energy and demand, curves) and class 3
     (events) of its points, in batches of points per request. The clock: read from class 1
-    F2, set by AFN 05 F31 (the terminal's own clock, not its meters')."""
+    F2, set by AFN 05 F31 (the terminal's own clock, not its meters'). Events: AFN 0E."""
 
     name = PROTOCOL
     commands: frozenset[str] = frozenset()
@@ -244,6 +244,18 @@ class Gw3761Protocol:
 
     def _only(self, meter: Meter, **metadata: str) -> Meter:
         return attrs.evolve(meter, metadata={**meter.metadata, **metadata})
+
+    def read_events(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
+                    since: datetime | None, timeout: float) -> Deferred[list[Record]]:  # fmt: skip
+        """The terminal's important and general event records (AFN 0E F1, F2, pointers 0 to
+        255) as MeterEvents, those at or after ``since`` when given."""
+
+        def keep(records: list[Record]) -> list[Record]:
+            return [r for r in records if isinstance(r, MeterEvent)
+                    and (since is None or r.time >= since)]  # fmt: skip
+
+        d = self.read(reactor, endpoint, self._only(meter, gw3761_items="0E:F1,0E:F2"), timeout)
+        return d.addCallback(keep)
 
     def read_clock(self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
                    ) -> Deferred[datetime]:  # fmt: skip

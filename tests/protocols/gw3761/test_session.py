@@ -74,7 +74,7 @@ class SettingsTests(unittest.TestCase):
         self.assertEqual(s.points, (1, 2))
         self.assertEqual(s.items, ((0x0C, 129), (0x0D, 161)))
         self.assertEqual(s.day, date(2024, 2, 29))
-        self.assertEqual(dict(s.point_meters), {1: "DCU1/P1", 2: "DCU1/P2"})
+        self.assertTrue(s.name_points)
 
     def test_bad_settings_name_their_key(self) -> None:
         for metadata, key in (({"gw3761_items": "0C:F240"}, "gw3761_items"),
@@ -199,7 +199,7 @@ class CommandLineTests(unittest.TestCase):
         self.assertEqual(len(rows), 2 * 2 * 5)
 
     @inlineCallbacks
-    def test_clock_read_and_set(self) -> Any:
+    def test_clock_read_and_set_and_events(self) -> Any:
         from twisted.internet import reactor
         from twisted.internet.endpoints import clientFromString
 
@@ -219,6 +219,9 @@ class CommandLineTests(unittest.TestCase):
         after = yield protocol.read_clock(reactor, endpoint(), meter, 10)
         self.assertLess(abs((after - datetime.now(UTC)).total_seconds()), 5)
         self.assertEqual(protocol_commands("gw3761"), {"time-set", "time-sync"})
+        events = yield protocol.read_events(reactor, endpoint(), meter, None, 10)
+        self.assertEqual([e.code for e in events], ["ERC14", "ERC14.on", "ERC13"])
+        self.assertEqual({e.meter for e in events}, {"DCU1", "DCU1/P1"})
 
     @inlineCallbacks
     def test_simulator_dials_a_master_station_and_logs_in(self) -> Any:
