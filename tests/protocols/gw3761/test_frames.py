@@ -215,3 +215,30 @@ class ReassemblyTests(unittest.TestCase):
         whole = results[-1]
         assert whole is not None
         self.assertEqual(whole.data, b"".join(units))
+
+
+class AnyBytesTests(unittest.TestCase):
+    @given(st.binary(max_size=300), st.integers(1, 64))
+    def test_any_stream_gives_frames_or_frame_errors(self, data: bytes, size: int) -> None:
+        from tests.fuzz.gw3761_targets import gw3761_frame
+
+        gw3761_frame(bytes([size - 1]) + data)
+
+    @given(st.lists(st.sampled_from(sorted(GOOD.values())), max_size=4), st.binary(max_size=20))
+    def test_whole_frames_survive_noise_between_them(self, frames: list[bytes],
+                                                     noise: bytes) -> None:  # fmt: skip
+        decoder = FrameDecoder()
+        got = []
+        for raw in frames:
+            feed = noise + raw
+            for _ in range(len(feed) + 2):
+                try:
+                    got += decoder.receive(feed)
+                except FrameError:
+                    feed = b""
+                    continue
+                break
+        # Noise may hide a frame's start only by forming a bad frame with it; every frame
+        # that came whole and after clean bytes is found.
+        if not any(b == 0x68 for b in noise):
+            self.assertEqual([f.encode() for f in got], frames)
