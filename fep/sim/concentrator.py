@@ -204,8 +204,7 @@ class SimulatedConcentrator:
         if not self._addressed(request.address):
             return []
         self.requests += 1
-        if request.tp is not None and request.tp.delay and self._stale(request.tp.sent,
-                                                                        request.tp.delay):
+        if request.tp is not None and request.tp.stale(self.now()):
             self.stale += 1
             return []
         try:
@@ -234,17 +233,6 @@ class SimulatedConcentrator:
             return False
         return address.terminal == self.address.terminal or (
             address.group and address.terminal == 0xFFFF)
-
-    def _stale(self, sent: TimeFields, delay: int) -> bool:
-        now = self.now()
-        try:
-            when = now.replace(day=sent.day or now.day, hour=sent.hour or 0,
-                               minute=sent.minute or 0, second=sent.second or 0)  # fmt: skip
-        except ValueError:
-            return True
-        gap = abs((now - when).total_seconds())
-        gap = min(gap, abs(gap - 86400 * 30), abs(gap - 86400 * 31))  # month edge
-        return gap > delay * 60
 
     def _ec(self) -> EventCounter | None:
         if len(self.events) > self.events_read:

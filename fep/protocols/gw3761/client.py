@@ -132,6 +132,7 @@ class Gw3761Client:
         self.noise = 0
         self.resent = 0
         self.confirmed = 0
+        self.stale = 0
         self._queue: list[tuple[str, int, bytes]] = []
         self._current: tuple[str, int, bytes] | None = None
         self._frame: Frame | None = None
@@ -246,6 +247,9 @@ class Gw3761Client:
             return []
         if not frame.uplink or frame.address.key != s.address.key:
             return [Noise(f"frame of {frame.address} ignored")]
+        if frame.tp is not None and frame.tp.stale(self._local_now()):
+            self.stale += 1
+            return [Noise(f"frame past its time label's delay of {frame.tp.delay} min dropped")]
         if frame.control.initiator:
             # Login, heartbeat or data the terminal reports by itself: confirm what asks for
             # it, keep reported data, go on waiting.

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Final
 
 import attrs
@@ -223,6 +224,28 @@ class TimeLabel:
 
     def encode(self) -> bytes:
         return bytes([self.pfc & 0xFF]) + formats.encode("A.16", self.sent) + bytes([self.delay])
+
+    def age(self, now: datetime) -> float:
+        """Seconds from the send time to ``now`` (the receiver's local wall clock, naive),
+        the send time's month taken as the one that puts it nearest (the label has no
+        month); infinite when the day fits no month near ``now``."""
+        best = float("inf")
+        for months in (-1, 0, 1):
+            year, month = divmod(now.year * 12 + now.month - 1 + months, 12)
+            try:
+                sent = datetime(year, month + 1, self.sent.day or 1, self.sent.hour or 0,
+                                self.sent.minute or 0, self.sent.second or 0)  # fmt: skip
+            except ValueError:
+                continue
+            gap = (now - sent).total_seconds()
+            if abs(gap) < abs(best):
+                best = gap
+        return best
+
+    def stale(self, now: datetime) -> bool:
+        """Whether a frame with this label is past its allowed delay at ``now`` (a delay of
+        0 never is)."""
+        return self.delay > 0 and abs(self.age(now)) > self.delay * 60
 
     @classmethod
     def decode(cls, raw: bytes, offset: int = 0) -> TimeLabel:

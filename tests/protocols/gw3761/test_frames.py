@@ -3,6 +3,8 @@ resynchronisation and bounds, DA/DT group encodings and multi-frame reassembly."
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import attrs
 from hypothesis import given
 from hypothesis import strategies as st
@@ -242,3 +244,16 @@ class AnyBytesTests(unittest.TestCase):
         # that came whole and after clean bytes is found.
         if not any(b == 0x68 for b in noise):
             self.assertEqual([f.encode() for f in got], frames)
+
+
+class TimeLabelTests(unittest.TestCase):
+    def test_age_across_a_month_end(self) -> None:
+        label = TimeLabel(0, TimeFields(day=31, hour=23, minute=59, second=0), 5)
+        # Sent 2024-01-31 23:59, received 2024-02-01 00:02: three minutes.
+        self.assertEqual(label.age(datetime(2024, 2, 1, 0, 2)), 180)
+        self.assertFalse(label.stale(datetime(2024, 2, 1, 0, 2)))
+        self.assertTrue(label.stale(datetime(2024, 2, 1, 0, 5)))
+
+    def test_no_delay_is_never_stale(self) -> None:
+        label = TimeLabel(0, TimeFields(day=1, hour=0, minute=0, second=0), 0)
+        self.assertFalse(label.stale(datetime(2024, 3, 20)))

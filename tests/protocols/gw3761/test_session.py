@@ -8,6 +8,7 @@ import json
 from datetime import UTC, date, datetime
 from typing import Any
 
+import attrs
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial import unittest
 
@@ -22,6 +23,7 @@ from fep.protocols.gw3761.client import (
     Send,
     parse_item,
 )
+from fep.protocols.gw3761.formats import TimeFields
 from fep.protocols.gw3761.frames import (
     Address,
     Afn,
@@ -30,6 +32,7 @@ from fep.protocols.gw3761.frames import (
     FrameDecoder,
     Function,
     Seq,
+    TimeLabel,
     decode_frame,
 )
 from fep.protocols.gw3761.session import settings_for
@@ -161,6 +164,16 @@ class ClientTests(unittest.TestCase):
         (end,) = run(Gw3761Client(settings, now), self.sim)
         assert isinstance(end, Failed)
         self.assertIn("refused the clock set", str(end.error))
+
+    def test_a_frame_past_its_time_label_is_counted_and_dropped(self) -> None:
+        client = Gw3761Client(ClientSettings(Address("4403", 4), (1,), ((0x0C, 2),)), now)
+        client.start()
+        beat = decode_frame(self.sim.heartbeat())
+        old = attrs.evolve(beat, seq=attrs.evolve(beat.seq, tpv=True), tp=TimeLabel(
+            0, TimeFields(day=1, hour=15, minute=0, second=0), 5))  # an hour ago, 5 min
+        actions = client.receive(old.encode())
+        self.assertEqual(client.stale, 1)
+        self.assertEqual([a for a in actions if isinstance(a, Send)], [])
 
     def test_silence_is_resent_then_fails(self) -> None:
         self.sim.drop_answers = 5
