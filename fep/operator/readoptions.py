@@ -129,6 +129,14 @@ _DLT645: Final[Mapping[str, Check]] = {
 }
 _C12: Final[Mapping[str, Check]] = {"c12_profile": _yes_no, "c12_events": _yes_no,
                                    "c12_snapshots": _yes_no}
+_GW3761: Final[Mapping[str, Check]] = {
+    "gw3761_points": _items(r"[Pp]?\d{1,4}", "measuring point numbers"),
+    "gw3761_items": _items(r"(?:0[xX])?[0-9A-Fa-f]{1,2}:[Ff]?\d{1,3}", "AFN:Fn classes"),
+    "gw3761_day": _time,
+    "gw3761_from": _time,
+    "gw3761_to": _time,
+    "gw3761_density": _whole(1, 255),
+}
 _MODBUS: Final[Mapping[str, Check]] = {
     "modbus_device_map": _device_map,
     "pulse_since": _time,
@@ -141,6 +149,7 @@ _MODBUS: Final[Mapping[str, Check]] = {
 READ_OPTIONS: Final[Mapping[str, Mapping[str, Check]]] = {
     "dlms": _DLMS,
     "dlt645": _DLT645,
+    "gw3761": _GW3761,
     "ansi-c12": _C12,
     "ansi-c12.18": _C12,
     "ansi-c12.21": _C12,

@@ -261,8 +261,71 @@ def records() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
     }
 
 
+def gw3761() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
+    from datetime import date, datetime
+
+    from fep.protocols.dlt645 import services as dlt645_services
+    from fep.protocols.gw3761 import formats, services
+    from fep.protocols.gw3761.frames import Address, Afn, FrameDecoder
+    from fep.protocols.gw3761.services import (
+        CurveRequest,
+        EventsRequest,
+        ForwardRequest,
+        Master,
+    )
+    from fep.sim.concentrator import make_concentrator
+    from tests.protocols.gw3761.published import FRAMES
+
+    sim = make_concentrator(3, clock=lambda: 1_709_280_000.0)
+    sim.max_user = 200
+    master = Master(Address("4403", 4))
+    day = date(2024, 2, 29)
+    forward = dlt645_services.read_data(sim.meters[0].address, 0x00010000).encode()
+    asks = {
+        "c1_clock": (Afn.CLASS1, [0], [2], None),
+        "c1_f129": (Afn.CLASS1, [1, 2], [129], None),
+        "c1_f25_f33": (Afn.CLASS1, [1], [25, 33], None),
+        "c2_f161": (Afn.CLASS2, [1, 2], [161, 162], day),
+        "c2_f177": (Afn.CLASS2, [1], [177], date(2024, 2, 1)),
+        "c2_f185": (Afn.CLASS2, [1], [185], day),
+        "c2_curve": (Afn.CLASS2, [1], [101, 81, 89, 92, 105],
+                     CurveRequest(datetime(2024, 2, 29, 0, 15), 1, 8)),
+        "c3_events": (Afn.CLASS3, [0], [1], EventsRequest(0, 5)),
+        "archive": (Afn.QUERY_PARAMETERS, [0], [10], ()),
+        "forward": (Afn.FORWARD, [0], [1], ForwardRequest(31, forward)),
+    }
+    frames = [(k, stream_chunks(v)) for k, v in FRAMES.items()]
+    frames.append(("all", stream_chunks(b"".join(FRAMES.values()), 9)))
+    units = []
+    layouts = sorted(services.LAYOUTS)
+    for name, (afn, points, fns, value) in asks.items():
+        data = b"".join(services.request_units(afn, points, fns, value))
+        request = master.request(afn, data)
+        wire = b"".join(sim.answer_bytes(request))
+        frames.append((f"sim_{name}", stream_chunks(request.encode() + wire, 31)))
+        index = layouts.index((afn, fns[0]))
+        units.append((f"{name}_request", bytes([index * 2]) + data))
+        answer = next(f for f in FrameDecoder().receive(wire) if f.afn == afn)
+        units.append((f"{name}_answer", bytes([index * 2 + 1]) + answer.data))
+    names = sorted(formats.FORMATS)
+    samples = {"A.1": "512023071018", "A.14": "7856341200", "A.25": "450381", "A.2": "2391",
+               "A.15": "3014240709"}
+    for name, text in samples.items():
+        mode = 128 + ((names.index(name) - 128) % len(names))
+        units.append((f"format_{name}", bytes([mode]) + bytes.fromhex(text)))
+    return {
+        "gw3761_frame": ("tests/fixtures/gw3761/published_frames.txt (each, and all in 10-byte "
+                         "pieces); sim_*: a master request and fep.sim.concentrator's answer "
+                         "(200-byte frames) at 2024-03-01 16:00 terminal time", frames),
+        "gw3761_units": ("data units of the sim_* requests and answers of gw3761_frame (mode = "
+                         "layout index x 2 + uplink); format_*: the appendix A examples of "
+                         "tests/protocols/gw3761/test_formats.py (mode 128 + format index)",
+                         units),
+    }
+
+
 def main() -> None:
-    for family in (c12, dlt645, iec, modbus, modem, channels, records):
+    for family in (c12, dlt645, gw3761, iec, modbus, modem, channels, records):
         for target, (source, seeds) in family().items():
             directory = CORPUS / target
             directory.mkdir(parents=True, exist_ok=True)
