@@ -671,8 +671,8 @@ def _read_get_request(r: Reader) -> GetRequest:
         oads = tuple(read_oad(r) for _ in range(n))
         return GetRequest(GetKind.NORMAL_LIST, piid, oads, time_tag=_read_time_tag(r))
     if kind == GetKind.RECORD:
-        records = (_read_get_record(r),)
-        return GetRequest(GetKind.RECORD, piid, records=records, time_tag=_read_time_tag(r))
+        one = (_read_get_record(r),)
+        return GetRequest(GetKind.RECORD, piid, records=one, time_tag=_read_time_tag(r))
     if kind == GetKind.RECORD_LIST:
         n = r.count("records", 6)
         records = tuple(_read_get_record(r) for _ in range(n))
@@ -688,6 +688,8 @@ def _read_get_response(r: Reader) -> GetResponse:
     at = r.pos
     kind = r.byte("GET-Response")
     piid = r.byte("PIID-ACD")
+    results: tuple[ResultNormal, ...]
+    records: tuple[ResultRecord, ...]
     if kind == GetKind.NORMAL:
         results = (read_result_normal(r),)
         return GetResponse(GetKind.NORMAL, piid, results, follow_report=_read_follow_report(r),
@@ -710,8 +712,7 @@ def _read_get_response(r: Reader) -> GetResponse:
         last = r.byte("last block") != 0
         block = r.uint(2, "block")
         choice = r.byte("GET-Response-Next")
-        results: tuple[ResultNormal, ...] = ()
-        records: tuple[ResultRecord, ...] = ()
+        results, records = (), ()
         dar = None
         if choice == 0:
             dar = r.byte("DAR")

@@ -13,8 +13,8 @@ read, and why), ``Linked`` (the server's LINK request answered), and at the end
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Final
 
 import attrs
@@ -48,9 +48,9 @@ from fep.protocols.dlt698.data import CSD, OAD, RSD, TI, Data, DataType, selecto
 from fep.protocols.dlt698.frames import (
     PREAMBLE,
     START,
+    FragmentType,
     Frame,
     FrameDecoder,
-    FragmentType,
     Function,
     Reassembler,
     ServerAddress,
@@ -239,6 +239,19 @@ def link_response(request: LinkRequest, now: datetime, tz: tzinfo) -> LinkRespon
     return LinkResponse(request.piid_acd & 0x3F, trusted, request.time, stamp, stamp)
 
 
+def _merged(records: Iterable[ResultRecord]) -> tuple[ResultRecord, ...]:
+    """The pieces of a record answer sent in blocks, one record again per object."""
+    out: list[ResultRecord] = []
+    for record in records:
+        last = out[-1] if out else None
+        if (last is not None and last.oad == record.oad and last.rcsd == record.rcsd
+                and last.rows is not None and record.rows is not None):  # fmt: skip
+            out[-1] = attrs.evolve(last, rows=last.rows + record.rows)
+        else:
+            out.append(record)
+    return tuple(out)
+
+
 class _Decoder(FrameDecoder):
     """A FrameDecoder that tells FE wake-up bytes apart from other bytes it skips."""
 
@@ -387,8 +400,8 @@ class Dlt698Client:
         return frame.encode(preamble=WAKEUP_PREAMBLE if s.wakeup else 0)
 
     def _send(self, apdu: Apdu, what: str, item: object) -> list[Action]:
-        if hasattr(apdu, "piid") and not isinstance(apdu, LinkResponse | ReportResponse):
-            apdu = attrs.evolve(apdu, piid=self._next_piid())  # type: ignore[misc]
+        if isinstance(apdu, ConnectRequest | GetRequest | ReleaseRequest):
+            apdu = attrs.evolve(apdu, piid=self._next_piid())
             self._request_piid = self._piid
         self._request = self._frame(encode_apdu(apdu))
         self._what = what
@@ -529,7 +542,7 @@ class Dlt698Client:
                 self._blocks = blocks
                 return actions
             results = tuple(r for b in self._blocks for r in b.results)
-            records = tuple(r for b in self._blocks for r in b.records)
+            records = _merged(r for b in self._blocks for r in b.records)
             self._blocks = []
         else:
             results, records = response.results, response.records
