@@ -107,7 +107,7 @@ class PublishedApduTests(unittest.TestCase):
         self.assertEqual(record.rsd.selector, 5)
         ms = record.rsd.parameters[1]
         self.assertEqual(ms.choice, 3)
-        self.assertEqual([tsa_address(t) for t in ms.items][0], "0000000121")
+        self.assertEqual(next(tsa_address(t) for t in ms.items), "0000000121")
         self.assertEqual(record.rcsd[-1].road, ROAD(OAD(0x5004, 2),
                                                    (OAD(0x0010, 2), OAD(0x0020, 2))))
 
