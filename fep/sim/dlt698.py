@@ -320,8 +320,14 @@ class SimulatedDlt698Meter:
             self.log.append("connect")
             ok = self.password is None or apdu.secret == self.password.encode("latin-1")
             self.connected = ok
-            return ConnectResponse(apdu.piid, FACTORY, 0x0010, b"\xff\xff\xf8" + b"\x00" * 5,
-                                   b"\xff" * 16, 1024, 1024, 1, 2048, apdu.timeout,
+            # What both can do: the conformance bits both have, the smaller sizes.
+            protocol = bytes(a & b for a, b in zip(apdu.protocol_conformance,
+                                                   b"\xff\xff\xf8" + b"\x00" * 5, strict=True))
+            function = bytes(a & b for a, b in zip(apdu.function_conformance, b"\xff" * 16,
+                                                   strict=True))  # fmt: skip
+            return ConnectResponse(apdu.piid, FACTORY, 0x0010, protocol, function,
+                                   min(apdu.send_max, 1024), min(apdu.receive_max, 1024),
+                                   min(apdu.window, 1), min(apdu.apdu_max, 2048), apdu.timeout,
                                    0 if ok else 1)  # fmt: skip
         if isinstance(apdu, ReleaseRequest):
             self.log.append("release")

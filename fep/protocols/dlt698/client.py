@@ -40,6 +40,8 @@ from fep.protocols.dlt698.apdu import (
     ResultNormal,
     ResultRecord,
     SecurityApdu,
+    SetRequest,
+    SetResponse,
     dar_text,
     decode_apdu,
     encode_apdu,
@@ -60,6 +62,7 @@ from fep.protocols.dlt698.frames import (
     server_address,
 )
 from fep.protocols.dlt698.objects import (
+    CLOCK,
     EVENT_END,
     EVENT_NUMBER,
     EVENT_START,
@@ -93,7 +96,9 @@ EVENT_COLUMNS: Final = (EVENT_NUMBER, EVENT_START, EVENT_END)
 class RecordRead:
     """One record read: a frozen (50xx) or event (30xx) object, its columns, and the rows:
     those frozen in [since, until) (RSD selector 2 on the frozen time, every ``every``), or
-    the last ``last`` (selector 9, one request each: 1 the latest)."""
+    the last ``last`` (selector 9, one request each: 1 the latest). ``interval``: the rows
+    of a range are a profile of this interval, filed as IntervalBlocks (the minute and hour
+    frozen objects have one by default)."""
 
     oad: OAD
     columns: tuple[OAD, ...] = ()
@@ -101,6 +106,7 @@ class RecordRead:
     until: datetime | None = None
     every: TI | None = None
     last: int = 1
+    interval: timedelta | None = None
 
     def requests(self, tz: tzinfo) -> list[GetRecord]:
         columns = self.columns or (EVENT_COLUMNS if 0x3000 <= self.oad.oi < 0x3200
@@ -118,7 +124,11 @@ class RecordRead:
     def period(self) -> timedelta | None:
         """The interval of the records' rows, when they form a profile (minute and hour
         frozen objects read by time range)."""
-        if self.oad.oi not in (0x5002, 0x5003) or self.since is None:
+        if self.since is None:
+            return None
+        if self.interval is not None:
+            return self.interval
+        if self.oad.oi not in (0x5002, 0x5003):
             return None
         if self.every is not None:
             return self.every.delta()
@@ -147,6 +157,8 @@ class ClientSettings:
     # Data a server pushes during the session (REPORT-Notification) are acknowledged and
     # kept with the records.
     accept_reports: bool = True
+    # Set the meter's clock (40000200) to fep's time after the association, before reads.
+    set_clock: bool = False
 
     def __attrs_post_init__(self) -> None:
         if not 1 <= self.list_size <= 64:
@@ -284,6 +296,7 @@ class Dlt698Client:
         self.skipped: list[tuple[str, str]] = []
         self.records: list[Record] = []
         self.connect_response: ConnectResponse | None = None
+        self.clock_set = False
         self._plan: list[tuple[str, Apdu, object]] = []
         self._piid = 0
         self._request: bytes = b""
@@ -303,6 +316,8 @@ class Dlt698Client:
 
     def _build_plan(self) -> None:
         s = self.settings
+        if s.set_clock:
+            self._plan.append(("clock set", SetRequest(0, ()), "clock"))
         items = list(s.items)
         for n in range(0, len(items), s.list_size):
             group = tuple(items[n : n + s.list_size])
@@ -400,7 +415,15 @@ class Dlt698Client:
         return frame.encode(preamble=WAKEUP_PREAMBLE if s.wakeup else 0)
 
     def _send(self, apdu: Apdu, what: str, item: object) -> list[Action]:
-        if isinstance(apdu, ConnectRequest | GetRequest | ReleaseRequest):
+        if isinstance(apdu, SetRequest) and item == "clock":
+            # The time is taken when the request goes out, not when it was planned.
+            local = self.now().astimezone(self.settings.tz)
+            apdu = SetRequest(0, ((CLOCK, Data.date_time_s(local)),))
+        if isinstance(apdu, GetRequest) and apdu.kind is GetKind.NEXT:
+            # The blocks of one answer keep the PIID of the request that began it (the
+            # dlt698 package refuses a GET-Next under another one: "not in split transfer").
+            apdu = attrs.evolve(apdu, piid=self._request_piid)
+        elif isinstance(apdu, ConnectRequest | GetRequest | ReleaseRequest | SetRequest):
             apdu = attrs.evolve(apdu, piid=self._next_piid())
             self._request_piid = self._piid
         self._request = self._frame(encode_apdu(apdu))
@@ -487,6 +510,13 @@ class Dlt698Client:
             return self._finish()
         if isinstance(apdu, GetResponse):
             return self._on_get(apdu)
+        if isinstance(apdu, SetResponse) and self._item == "clock":
+            ((_, dar),) = apdu.results[:1] or ((None, 255),)
+            if dar != 0:
+                return self._fail(self._error(
+                    f"{self._who()}: clock set refused: {dar_text(dar)}"))  # fmt: skip
+            self.clock_set = True
+            return self._next_item()
         self.stale += 1
         return []
 
