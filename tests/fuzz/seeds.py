@@ -100,6 +100,48 @@ def dlt645() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
     }
 
 
+def dlt698() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
+    from fep.protocols.dlt698.apdu import GetResponse, decode_apdu
+    from fep.protocols.dlt698.data import encode_data
+    from fep.protocols.dlt698.frames import (
+        Frame,
+        ServerAddress,
+        control,
+        decode_frame,
+        split_apdu,
+    )
+
+    items = _named_hex(FIXTURES / "dlt698" / "published_frames.txt")
+    frames = {k: v for k, v in items.items() if k.startswith("frame_")}
+    apdus = {k: v for k, v in items.items() if k.startswith("apdu_")}
+    apdus.update({k: decode_frame(v).data for k, v in frames.items()})
+    big = apdus["apdu_get_record_response"]
+    address = ServerAddress("000000123456")
+    split = b"".join(Frame(control(from_server=True, split=True), address, 0, p.encode())
+                     .encode() for p in split_apdu(big, 16))  # fmt: skip
+    values = []
+    for name, raw in apdus.items():
+        apdu = decode_apdu(raw)
+        if isinstance(apdu, GetResponse):
+            for result in apdu.results:
+                if result.data is not None:
+                    values.append((name, encode_data(result.data)))
+            for record in apdu.records:
+                for row in record.rows or ():
+                    values.append((name, b"".join(encode_data(d) for d in row)))
+    return {
+        "dlt698_frame": ("tests/fixtures/dlt698/published_frames.txt (and its record "
+                         "response in split frames of 16 bytes)",
+                         [(k, stream_chunks(v)) for k, v in frames.items()]
+                         + [("all", stream_chunks(b"\xfe\xfe" + b"".join(frames.values()), 7)),
+                            ("split_record_response", stream_chunks(split, 31))]),
+        "dlt698_apdu": ("the APDUs of tests/fixtures/dlt698/published_frames.txt (alone and "
+                        "in its frames)", list(apdus.items())),
+        "dlt698_data": ("the values in the GET answers of "
+                        "tests/fixtures/dlt698/published_frames.txt", values),
+    }
+
+
 def iec() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
     from fep.protocols.iec62056_21.frames import DataBlock, FrameDecoder
 
@@ -217,7 +259,7 @@ def records() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
 
 
 def main() -> None:
-    for family in (c12, dlt645, iec, modbus, modem, channels, records):
+    for family in (c12, dlt645, dlt698, iec, modbus, modem, channels, records):
         for target, (source, seeds) in family().items():
             directory = CORPUS / target
             directory.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,83 @@
+"""Fuzz targets of DL/T 698.45: the link-frame stream decoder with split-frame reassembly
+and the APDU decoder behind it, the APDU decoder alone with the answers turned into records,
+and the typed-data decoder."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fep.errors import FrameError
+from fep.protocols.dlt698.apdu import GetResponse, ReportNotification, decode_apdu
+from fep.protocols.dlt698.data import decode_data
+from fep.protocols.dlt698.frames import (
+    FrameDecoder,
+    Reassembler,
+    decode_fragment,
+    decode_frame,
+)
+from fep.protocols.dlt698.objects import NoMapping, readings, record_records
+from tests.fuzz.stream import drive
+
+_AT = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _records(apdu: object) -> None:
+    """What the client does with an answer: readings and records (NoMapping for what fep
+    cannot file)."""
+    if not isinstance(apdu, GetResponse | ReportNotification):
+        return
+    for result in apdu.results:
+        try:
+            readings(result, meter="fuzz", tz=UTC, received=_AT)
+        except NoMapping:
+            pass
+    for record in apdu.records:
+        try:
+            record_records(record, meter="fuzz", tz=UTC, received=_AT)
+        except NoMapping:
+            pass
+
+
+def dlt698_frame(data: bytes) -> None:
+    """Frames from a stream in pieces; split frames reassembled; every APDU decoded. A
+    frame alone through ``decode_frame``. FrameError for bad bytes."""
+    reassembler = Reassembler(limit=4096)
+    for frame in drive(FrameDecoder(), data):
+        apdu = frame.data
+        if frame.split:
+            try:
+                whole = reassembler.accept(decode_fragment(frame.data))
+            except FrameError:
+                continue
+            if whole is None:
+                continue
+            apdu = whole
+        try:
+            _records(decode_apdu(apdu))
+        except FrameError:
+            pass
+    try:
+        decode_frame(data)
+    except FrameError:
+        pass
+
+
+def dlt698_apdu(data: bytes) -> None:
+    """One APDU (either direction) and the records of an answer. FrameError for bad bytes."""
+    try:
+        _records(decode_apdu(data))
+    except FrameError:
+        pass
+
+
+def dlt698_data(data: bytes) -> None:
+    """Typed data values one after the other. FrameError for bad bytes."""
+    at = 0
+    while at < len(data):
+        try:
+            _, at = decode_data(data, at)
+        except FrameError:
+            return
+
+
+TARGETS = {"dlt698_frame": dlt698_frame, "dlt698_apdu": dlt698_apdu, "dlt698_data": dlt698_data}
