@@ -91,6 +91,8 @@ class SimulatedDlt698Meter:
     minute_period: int = 15
     outages: int = 2
     clock_offset: float = 0.0
+    # Frozen times the meter lost (a power cut): its tables have no row for them.
+    holes: set[float] = attrs.field(factory=set)
     connected: bool = False
     log: list[str] = attrs.field(factory=list)
     _blocks: list[GetResponse] = attrs.field(factory=list)
@@ -172,7 +174,8 @@ class SimulatedDlt698Meter:
         if oi == 0x5002:
             step = self.minute_period * 60
             last = int(now.timestamp()) // step * step
-            return [float(last - n * step) for n in range(24 * 3600 // step - 1, -1, -1)]
+            times = [float(last - n * step) for n in range(24 * 3600 // step - 1, -1, -1)]
+            return [t for t in times if t not in self.holes]
         return []
 
     def outage_rows(self) -> list[tuple[int, float, float]]:
