@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import attrs
 from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.trial import unittest
 
 from fep.collect import gaps
 from fep.collect.tasks import JobStatus, Task
 from fep.model import Meter
+from fep.protocols.dlt698.session import Dlt698Protocol
 from fep.protocols.registry import protocol_commands
 from fep.sim.dlt698 import Dlt698MeterFactory, SimulatedDlt698Meter
 from tests.collect.harness import engine_for, jobs_ended, listen
@@ -75,6 +77,17 @@ class Dlt698JobTests(unittest.TestCase):
         self.assertIn("clock set", job.result)
         self.assertLess(abs(sim.clock_offset), 2)
         self.assertIn("set 40000200", sim.log)
+
+    async def test_events_since_a_time(self) -> None:
+        sim, meter = self.meter()
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", int(meter.route.rsplit("=", 1)[1]))
+        events = await Dlt698Protocol().read_events(reactor, endpoint, meter, None, 5.0)
+        self.assertEqual([e.kind.value for e in events],
+                         ["power-outage", "power-restored"] * sim.outages)
+        # From the start of the last outage on (date_time_s has whole seconds).
+        since = datetime.fromtimestamp(int(sim.outage_rows()[-1][1]), UTC)
+        later = await Dlt698Protocol().read_events(reactor, endpoint, meter, since, 5.0)
+        self.assertEqual([e.time >= since for e in later], [True, True])
 
     def test_the_protocol_runs_time_set_and_time_sync(self) -> None:
         self.assertEqual(protocol_commands("dlt698"), frozenset({"time-set", "time-sync"}))

@@ -104,7 +104,10 @@ class ReadTests(unittest.TestCase):
         self.assertEqual(got["200F0200"].value, Decimal("50.02"))
         clock = got["40000200"]
         self.assertEqual(clock.meter_time, NOW_DT)
+        # The 8 default items in one GET-Request-NormalList, between CONNECT and RELEASE.
+        self.assertEqual(len(sim.log), 3)
         self.assertEqual(sim.log[0], "connect")
+        self.assertEqual(len(sim.log[1].split(",")), 8)
         self.assertEqual(sim.log[-1], "release")
         self.assertEqual(client.noise, 0)
 
@@ -179,6 +182,17 @@ class RecordTests(unittest.TestCase):
         self.assertEqual(len(block.values), 8)
         assert block.unit is not None
         self.assertEqual((block.unit.symbol, block.scaler), ("Wh", 3))  # kWh
+
+    def test_more_blocks_than_allowed_skip_the_item(self) -> None:
+        sim = meter(rows_per_block=1)
+        client = Dlt698Client(settings(items=(), max_blocks=3, records=(
+            RecordRead(OAD(0x5004, 2), last=1), RecordRead(OAD(0x5002, 2), since=NOW_DT
+                                                           - timedelta(hours=2), until=NOW_DT))))
+        actions = run(client, sim)
+        skipped = [a for a in actions if isinstance(a, Skipped)]
+        self.assertEqual([s.why for s in skipped], ["more than 3 blocks"])
+        self.assertIsInstance(actions[-1], Finished)
+        self.assertIn("50040200/00100201", readings(client.records))
 
     def test_power_down_events(self) -> None:
         client = Dlt698Client(settings(items=(), records=(RecordRead(OAD(0x3011, 2), last=2),)))
