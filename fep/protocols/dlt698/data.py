@@ -589,16 +589,39 @@ def selector9(last: int) -> RSD:
     return RSD(9, (last,))
 
 
+# The fixed-size types every answer is full of, read with one struct call each: tag ->
+# (type, struct, whether the value is the struct's tuple (calendar) or its one number).
+_FIXED: Final = {
+    int(tag): (tag, struct.Struct(fmt), tag in _CALENDAR)
+    for tag, fmt in (
+        (DataType.DOUBLE_LONG, ">i"), (DataType.DOUBLE_LONG_UNSIGNED, ">I"),
+        (DataType.INTEGER, ">b"), (DataType.LONG, ">h"), (DataType.UNSIGNED, ">B"),
+        (DataType.LONG_UNSIGNED, ">H"), (DataType.LONG64, ">q"),
+        (DataType.LONG64_UNSIGNED, ">Q"), (DataType.ENUM, ">B"), (DataType.OI, ">H"),
+        (DataType.DATE_TIME, ">HBBBBBBH"), (DataType.DATE, ">HBBB"), (DataType.TIME, ">BBB"),
+        (DataType.DATE_TIME_S, ">HBBBBB"),
+    )
+}  # fmt: skip
+_TAGS: Final = {int(tag): tag for tag in DataType}
+
+
 def read_data(r: Reader, depth: int = 0) -> Data:
     """One Data (tag and value) from ``r``."""
     if depth > MAX_DEPTH:
         raise r.error(f"data nested deeper than {MAX_DEPTH}", "Data")
     at = r.pos
     raw_tag = r.byte("Data type")
-    try:
-        tag = DataType(raw_tag)
-    except ValueError:
-        raise r.error(f"unknown data type {raw_tag}", "Data type", at) from None
+    fixed = _FIXED.get(raw_tag)
+    if fixed is not None:
+        kind, layout, calendar = fixed
+        if layout.size > len(r.data) - r.pos:
+            raise r.error(f"{kind.name}: {layout.size} bytes wanted, {r.left} left", kind.name)
+        values = layout.unpack_from(r.data, r.pos)
+        r.pos += layout.size
+        return Data(kind, values if calendar else values[0])
+    tag = _TAGS.get(raw_tag)
+    if tag is None:
+        raise r.error(f"unknown data type {raw_tag}", "Data type", at)
     if tag is DataType.NULL:
         return Data(tag)
     if tag in (DataType.ARRAY, DataType.STRUCTURE):
