@@ -135,6 +135,7 @@ _DLT698: Final[Mapping[str, Check]] = {
     "dlt698_frozen_last": _whole(1, 96),
     "dlt698_events": _DLT698_OADS,
     "dlt698_events_last": _whole(1, 96),
+    "dlt698_proxy": _items(r"[0-9]{2,32}", "meter addresses (decimal digits)"),
 }
 _C12: Final[Mapping[str, Check]] = {"c12_profile": _yes_no, "c12_events": _yes_no}
 _MODBUS: Final[Mapping[str, Check]] = {

@@ -2,10 +2,12 @@
 energy registers that grow with wall time, voltages, currents, power, a clock, day and
 15-minute frozen records, power-down event records) answering LINK, CONNECT, RELEASE, GET
 Normal/NormalList/Record/RecordList/Next, and a Twisted server over TCP or a serial
-device/pty. A meter in terminal mode logs in (LINK login) as soon as it is connected.
+device/pty. A meter in terminal mode logs in (LINK login) as soon as it is connected; a concentrator
+answers PROXY reads of the meters behind it (``children``).
 
 ``python -m fep.sim.dlt698 --port 8698 --address 000000123456``
 ``python -m fep.sim.dlt698 --pty /dev/pts/5``
+``python -m fep.sim.dlt698 --port 8698 --address 000000009999 --behind 000000000001``
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from fep.protocols.dlt698.apdu import (
     LinkRequest,
     LinkResponse,
     LinkType,
+    ProxyRequest,
+    ProxyResponse,
     ReleaseRequest,
     ReleaseResponse,
     ReportResponse,
@@ -46,7 +50,7 @@ from fep.protocols.dlt698.apdu import (
     decode_apdu,
     encode_apdu,
 )
-from fep.protocols.dlt698.data import CSD, OAD, Data, DataType, integer
+from fep.protocols.dlt698.data import CSD, OAD, Data, DataType, integer, tsa_address
 from fep.protocols.dlt698.frames import (
     Fragment,
     FragmentType,
@@ -66,6 +70,7 @@ log = Logger(namespace="fep.sim.dlt698")
 METER_TZ = timezone(timedelta(hours=8), "UTC+08:00")
 DAR_UNDEFINED = 4
 DAR_REFUSED = 3
+DAR_TIMEOUT = 33
 FACTORY = b"FEPS" + b"0100" + b"261201" + b"0100" + b"261201" + b"\x00" * 8
 
 
@@ -93,6 +98,9 @@ class SimulatedDlt698Meter:
     clock_offset: float = 0.0
     # Frozen times the meter lost (a power cut): its tables have no row for them.
     holes: set[float] = attrs.field(factory=set)
+    # A concentrator: the meters behind it by address, answered through PROXY (a meter
+    # not among them times out: DAR 33).
+    children: dict[str, SimulatedDlt698Meter] = attrs.field(factory=dict)
     connected: bool = False
     log: list[str] = attrs.field(factory=list)
     _blocks: list[GetResponse] = attrs.field(factory=list)
@@ -345,6 +353,8 @@ class SimulatedDlt698Meter:
             return ErrorResponse(piid, 2)
         if isinstance(apdu, GetRequest):
             return self._get(apdu)
+        if isinstance(apdu, ProxyRequest):
+            return self._proxy(apdu)
         if isinstance(apdu, SetRequest):
             self.log.append("set " + ",".join(str(o) for o, _ in apdu.values))
             results = []
@@ -359,6 +369,31 @@ class SimulatedDlt698Meter:
             return SetResponse(apdu.piid, tuple(results), apdu.list)
         piid = getattr(apdu, "piid", 0)
         return ErrorResponse(piid, 2)
+
+    def _proxy(self, request: ProxyRequest) -> ProxyResponse:
+        if request.kind == 1:
+            meters = []
+            for target in request.targets:
+                child = self.children.get(tsa_address(target.tsa))
+                self.log.append(f"proxy {tsa_address(target.tsa)} "
+                                + ",".join(str(o) for o in target.oads))
+                results = []
+                for oad in target.oads:
+                    value = child.attribute(oad) if child is not None else None
+                    if child is None:
+                        results.append(ResultNormal(oad, dar=DAR_TIMEOUT))
+                    elif value is None:
+                        results.append(ResultNormal(oad, dar=DAR_UNDEFINED))
+                    else:
+                        results.append(ResultNormal(oad, data=value))
+                meters.append((target.tsa, tuple(results)))
+            return ProxyResponse(1, request.piid, tuple(meters))
+        assert request.record is not None
+        child = self.children.get(tsa_address(request.tsa))
+        self.log.append(f"proxy record {tsa_address(request.tsa)} {request.record.oad}")
+        record = (child.read_record(request.record) if child is not None else
+                  ResultRecord(request.record.oad, request.record.rcsd, dar=DAR_TIMEOUT))
+        return ProxyResponse(2, request.piid, tsa=request.tsa, record=record)
 
     def _get(self, request: GetRequest) -> GetResponse:
         piid = request.piid
@@ -492,6 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--password", help="the general password CONNECT must carry")
     parser.add_argument("--rows-per-block", type=int, help="record rows per GET-Next block")
     parser.add_argument("--frame-size", type=int, help="APDU bytes per split frame")
+    parser.add_argument("--behind", action="append", default=[], metavar="ADDRESS",
+                        help="a meter behind this one (a concentrator), read through PROXY")
     args = parser.parse_args(argv)
     if args.port is None and not args.pty:
         parser.error("give --port or --pty")
@@ -503,6 +540,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     meter = SimulatedDlt698Meter(args.address, require_connect=not args.no_connect,
                                  password=args.password, rows_per_block=args.rows_per_block,
                                  frame_size=args.frame_size)  # fmt: skip
+    for n, address in enumerate(args.behind, 1):
+        try:
+            ServerAddress(address)
+        except ValueError as e:
+            parser.error(f"--behind: {e}")
+        meter.children[address] = SimulatedDlt698Meter(address, start_kwh=100.0 * n)
     factory = Dlt698MeterFactory([meter], reactor, login=args.login)
     if args.port is not None:
         serve.serve_tcp(reactor, args.port, factory, args.interface, args.address)

@@ -61,6 +61,21 @@ class SimulatorCommandTests(unittest.TestCase):
         self.assertEqual(len([e for e in records if isinstance(e, MeterEvent)]), 4)
 
     @inlineCallbacks
+    def test_fep_read_of_a_concentrator_and_the_meters_behind_it(self) -> Any:
+        line = yield start_module(self, "fep.sim.dlt698", "--port", "0", "--address",
+                                  "000000009999", "--behind", "000000000001", "--behind",
+                                  "000000000002")  # fmt: skip
+        port = int(line.rsplit(":", 1)[1])
+        result = yield fep_command(
+            "read", f"tcp:host=127.0.0.1:port={port}", "--protocol", "dlt698", "--address",
+            "000000009999", "-o", "dlt698_items=00100200", "-o",
+            "dlt698_proxy=000000000001,000000000002", "--format", "json")  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        rows = json_rows(result.stdout)
+        totals = {r["meter"] for r in rows if r["obis"] == "1-0:1.8.0*255"}
+        self.assertEqual(totals, {"000000009999", "000000000001", "000000000002"})
+
+    @inlineCallbacks
     def test_no_connect_option(self) -> Any:
         port = yield self.port("--no-connect")
         records = yield Dlt698Protocol().read(

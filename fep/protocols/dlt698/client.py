@@ -33,6 +33,9 @@ from fep.protocols.dlt698.apdu import (
     LinkRequest,
     LinkResponse,
     LinkType,
+    ProxyRequest,
+    ProxyResponse,
+    ProxyTarget,
     ReleaseRequest,
     ReleaseResponse,
     ReportNotification,
@@ -46,7 +49,18 @@ from fep.protocols.dlt698.apdu import (
     decode_apdu,
     encode_apdu,
 )
-from fep.protocols.dlt698.data import CSD, OAD, RSD, TI, Data, DataType, selector2, selector9
+from fep.protocols.dlt698.data import (
+    CSD,
+    OAD,
+    RSD,
+    TI,
+    Data,
+    DataType,
+    selector2,
+    selector9,
+    tsa_address,
+    tsa_from_address,
+)
 from fep.protocols.dlt698.frames import (
     PREAMBLE,
     START,
@@ -136,6 +150,28 @@ class RecordRead:
 
 
 @attrs.frozen
+class ProxyRead:
+    """A meter behind a concentrator (the session's server), read through it with
+    PROXY-Request: its ``address`` (as its TSA holds it, most significant digit first), the
+    attributes (one GetRequestList for every proxied meter), the records (one
+    GetRequestRecord each), fep's ``meter`` id for its records (default: the address) and
+    how long the concentrator may wait for it (seconds)."""
+
+    address: str
+    items: tuple[OAD, ...] = DEFAULT_ITEMS
+    records: tuple[RecordRead, ...] = ()
+    meter: str | None = None
+    timeout: int = 30
+
+    def __attrs_post_init__(self) -> None:
+        tsa_from_address(self.address)  # ValueError for what is no address
+
+    @property
+    def tsa(self) -> bytes:
+        return tsa_from_address(self.address)
+
+
+@attrs.frozen
 class ClientSettings:
     address: ServerAddress = attrs.field(
         default=ServerAddress.wildcard(), converter=server_address
@@ -159,6 +195,8 @@ class ClientSettings:
     accept_reports: bool = True
     # Set the meter's clock (40000200) to fep's time after the association, before reads.
     set_clock: bool = False
+    # Meters behind the server (a concentrator) read through it (PROXY).
+    proxies: tuple[ProxyRead, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if not 1 <= self.list_size <= 64:
@@ -328,6 +366,17 @@ class Dlt698Client:
             for record in read.requests(s.tz):
                 self._plan.append((f"record read of {record.oad}",
                                    GetRequest(GetKind.RECORD, 0, records=(record,)), read))
+        targets = tuple(ProxyTarget(p.tsa, p.timeout, p.items) for p in s.proxies if p.items)
+        if targets:
+            longest = max(t.timeout for t in targets) * len(targets)
+            self._plan.append((f"PROXY read of {len(targets)} meters",
+                               ProxyRequest(1, 0, min(longest, 0xFFFF), targets), "proxy"))
+        for proxy in s.proxies:
+            for read in proxy.records:
+                for record in read.requests(s.tz):
+                    self._plan.append((f"PROXY record read of {record.oad} from {proxy.address}",
+                                       ProxyRequest(2, 0, proxy.timeout, tsa=proxy.tsa,
+                                                    record=record), read))  # fmt: skip
 
     # -- properties -------------------------------------------------------------------------
 
@@ -423,7 +472,8 @@ class Dlt698Client:
             # The blocks of one answer keep the PIID of the request that began it (the
             # dlt698 package refuses a GET-Next under another one: "not in split transfer").
             apdu = attrs.evolve(apdu, piid=self._request_piid)
-        elif isinstance(apdu, ConnectRequest | GetRequest | ReleaseRequest | SetRequest):
+        elif isinstance(apdu, ConnectRequest | GetRequest | ReleaseRequest | SetRequest
+                        | ProxyRequest):
             apdu = attrs.evolve(apdu, piid=self._next_piid())
             self._request_piid = self._piid
         self._request = self._frame(encode_apdu(apdu))
@@ -510,6 +560,8 @@ class Dlt698Client:
             return self._finish()
         if isinstance(apdu, GetResponse):
             return self._on_get(apdu)
+        if isinstance(apdu, ProxyResponse):
+            return self._on_proxy(apdu)
         if isinstance(apdu, SetResponse) and self._item == "clock":
             ((_, dar),) = apdu.results[:1] or ((None, 255),)
             if dar != 0:
@@ -608,6 +660,47 @@ class Dlt698Client:
                 actions.append(Skipped(item, why))
         return actions
 
+    def _proxied(self, tsa: bytes) -> ProxyRead | None:
+        return next((p for p in self.settings.proxies if p.tsa == tsa), None)
+
+    def _on_proxy(self, response: ProxyResponse) -> list[Action]:
+        s = self.settings
+        received = self.now()
+        actions: list[Action] = []
+        answers: list[tuple[bytes, Sequence[ResultNormal], Sequence[ResultRecord]]] = [
+            (tsa, results, ()) for tsa, results in response.meters]
+        if response.record is not None:
+            answers.append((response.tsa, (), (response.record,)))
+        for tsa, results, records in answers:
+            proxy = self._proxied(tsa)
+            address = tsa_address(tsa) if tsa else "?"
+            if proxy is None:
+                actions.append(Skipped(f"meter {address}", "answered but not asked"))
+                continue
+            meter = proxy.meter or proxy.address
+            for result in results:
+                try:
+                    self.records += readings(result, meter=meter, tz=s.tz, received=received)
+                except NoMapping as e:
+                    why = dar_text(result.dar) if result.dar is not None else str(e)
+                    self.skipped.append((f"{meter}/{result.oad}", why))
+                    actions.append(Skipped(f"{meter}/{result.oad}", why))
+            period = self._item.period if isinstance(self._item, RecordRead) else None
+            for record in records:
+                try:
+                    got, skipped = record_records(record, meter=meter, tz=s.tz,
+                                                  received=received, period=period)
+                except NoMapping as e:
+                    why = dar_text(record.dar) if record.dar is not None else str(e)
+                    self.skipped.append((f"{meter}/{record.oad}", why))
+                    actions.append(Skipped(f"{meter}/{record.oad}", why))
+                    continue
+                self.records += got
+                for item, why in skipped:
+                    self.skipped.append((f"{meter}/{item}", why))
+                    actions.append(Skipped(f"{meter}/{item}", why))
+        return actions + self._next_item()
+
     def _skip_item(self, why: str) -> list[Action]:
         if self._what in ("CONNECT", "RELEASE"):
             if self._what == "RELEASE":
@@ -637,6 +730,7 @@ __all__ = [
     "Finished",
     "Linked",
     "Noise",
+    "ProxyRead",
     "RecordRead",
     "Reported",
     "Resent",

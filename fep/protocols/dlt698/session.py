@@ -19,6 +19,9 @@ shape (fep/protocols/session.py) and logs what was skipped. Settings come from t
 ``dlt698_profile``   the frozen object of the load profile (default ``50020200``) and
 ``dlt698_profile_columns`` its columns (default ``00100201,00200201``),
                      ``dlt698_profile_period`` minutes (default 15)
+``dlt698_proxy``     comma list of addresses of meters behind this one (a concentrator),
+                     read through it with PROXY-Request GetRequestList (the same items);
+                     their records carry their address as the meter
 ``dlt698_connect``   ``yes`` (default): CONNECT first; ``no`` for meters read without one
 ``dlt698_password``  the general password of CONNECT (none by default)
 ``dlt698_client``    the client address CA (default 0)
@@ -44,6 +47,7 @@ from fep.interfaces import IClock, IEventReader, IMeterProtocol, IProfileReader
 from fep.model import Meter, MeterEvent, Reading, Record
 from fep.protocols import actions as actions_
 from fep.protocols.dlt698.client import (
+    DEFAULT_ITEMS,
     DEFAULT_METER_TZ,
     Action,
     ClientSettings,
@@ -52,6 +56,7 @@ from fep.protocols.dlt698.client import (
     Finished,
     Linked,
     Noise,
+    ProxyRead,
     RecordRead,
     Reported,
     Resent,
@@ -118,10 +123,19 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_METER_TZ, **overrides: Any) 
     records += [RecordRead(o, last=number("dlt698_events_last", 1))
                 for o in _oads(meter, "dlt698_events")]
     items = _oads(meter, "dlt698_items")
+    proxies = []
+    for text in md.get("dlt698_proxy", "").replace(";", ",").split(","):
+        if text.strip():
+            try:
+                proxies.append(ProxyRead(text.strip(), items or DEFAULT_ITEMS))
+            except ValueError:
+                raise ConfigError(f"meter {meter.id}: dlt698_proxy has {text.strip()!r}, not "
+                                  "a meter address", key="dlt698_proxy") from None
     values: dict[str, Any] = {
         "address": (meter.address or "").strip() or "AAAAAAAAAAAA",
         "client": number("dlt698_client", 0),
         "records": tuple(records),
+        "proxies": tuple(proxies),
         "connect": flag("dlt698_connect", True),
         "password": md.get("dlt698_password") or None,
         "wakeup": flag("dlt698_wakeup", True),

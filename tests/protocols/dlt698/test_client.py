@@ -30,6 +30,7 @@ from fep.protocols.dlt698.client import (
     Finished,
     Linked,
     Noise,
+    ProxyRead,
     RecordRead,
     Reported,
     Resent,
@@ -286,3 +287,49 @@ class ServerStartedTests(unittest.TestCase):
         (ack,) = FrameDecoder().receive(sent.data)
         self.assertEqual(decode_apdu(ack.data), ReportResponse(7, (OAD(0x0010, 2),)))
         self.assertEqual(readings(client.records)["00100201"].value, Decimal("1234.56"))
+
+
+class ProxyTests(unittest.TestCase):
+    def concentrator(self) -> tuple[SimulatedDlt698Meter, list[SimulatedDlt698Meter]]:
+        children = [SimulatedDlt698Meter(a, clock=lambda: NOW, start_kwh=k)
+                    for a, k in (("000000000001", 100.0), ("000000000002", 200.0))]
+        head = SimulatedDlt698Meter("000000009999", clock=lambda: NOW,
+                                    children={c.address: c for c in children})
+        return head, children
+
+    def test_meters_behind_a_concentrator_read_in_one_proxy_request(self) -> None:
+        head, children = self.concentrator()
+        client = Dlt698Client(ClientSettings(address=head.address, items=(), proxies=(
+            ProxyRead("000000000001", (OAD(0x0010, 2), OAD(0x2000, 2)), meter="m1"),
+            ProxyRead("000000000002", (OAD(0x0010, 2),), meter="m2"))), now=lambda: NOW_DT)
+        actions = run(client, head)
+        self.assertIsInstance(actions[-1], Finished)
+        self.assertEqual([e for e in head.log if e.startswith("proxy")],
+                         ["proxy 000000000001 00100200,20000200", "proxy 000000000002 00100200"])
+        totals = {r.meter: r.value for r in client.records
+                  if isinstance(r, Reading) and r.native_id == "00100201"}
+        self.assertEqual(totals, {"m1": Decimal(children[0].energy_raw(NOW)) / 100,
+                                  "m2": Decimal(children[1].energy_raw(NOW)) / 100})
+        self.assertEqual(len([r for r in client.records if r.meter == "m1"]), 8)
+
+    def test_a_frozen_record_of_a_meter_behind_a_concentrator(self) -> None:
+        head, children = self.concentrator()
+        client = Dlt698Client(ClientSettings(address=head.address, items=(), proxies=(
+            ProxyRead("000000000002", (), (RecordRead(OAD(0x5004, 2), last=1),)),)))
+        run(client, head)
+        (frozen,) = [r for r in client.records if isinstance(r, Reading)
+                     and r.native_id == "50040200/00100201"]  # fmt: skip
+        self.assertEqual(frozen.meter, "000000000002")
+        midnight = datetime(2026, 11, 30, tzinfo=DEFAULT_METER_TZ)
+        self.assertEqual(frozen.value, Decimal(children[1].energy_raw(midnight.timestamp())) / 100)
+
+    def test_a_meter_the_concentrator_cannot_reach_is_skipped_with_its_dar(self) -> None:
+        head, _ = self.concentrator()
+        client = Dlt698Client(ClientSettings(address=head.address, items=(), proxies=(
+            ProxyRead("000000000001", (OAD(0x2000, 2),)),
+            ProxyRead("000000000077", (OAD(0x2000, 2),)))))
+        actions = run(client, head)
+        skipped = [a for a in actions if isinstance(a, Skipped)]
+        self.assertEqual([(a.item, a.why) for a in skipped],
+                         [("000000000077/20000200", "DAR 33 (request timed out)")])
+        self.assertEqual({r.meter for r in client.records}, {"000000000001"})

@@ -4,12 +4,33 @@ address type and the scrambling flag), the CRC, typed data and the APDUs of read
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from twisted.trial import unittest
 
-from fep.protocols.dlt698.apdu import GetKind, GetRecord, GetRequest, decode_apdu, encode_apdu
-from fep.protocols.dlt698.data import CSD, OAD, Data, DataType, decode_data, encode_data, selector9
+from fep.protocols.dlt698.apdu import (
+    GetKind,
+    GetRecord,
+    GetRequest,
+    ProxyRequest,
+    ProxyResponse,
+    ProxyTarget,
+    ResultNormal,
+    ResultRecord,
+    decode_apdu,
+    encode_apdu,
+)
+from fep.protocols.dlt698.data import (
+    CSD,
+    OAD,
+    Data,
+    DataType,
+    decode_data,
+    encode_data,
+    selector9,
+    tsa_from_address,
+)
 from fep.protocols.dlt698.frames import (
     AddressType,
     Frame,
@@ -123,6 +144,26 @@ class DataAndApduTests(unittest.TestCase):
         for name, raw in APDUS.items():
             self.assertEqual(codec.encode_apdu(codec.decode_apdu(raw)), raw, name)
             self.assertEqual(encode_apdu(decode_apdu(raw)), raw, name)
+
+    def test_proxy_requests_and_responses_are_the_packages(self) -> None:
+        from dlt698 import codec
+
+        peer()
+        tsa = tsa_from_address("000000000001")
+        record = GetRecord(OAD(0x5004, 2), selector9(1), (CSD(oad=OAD(0x2021, 2)),))
+        row = (Data.date_time_s(datetime(2026, 11, 30)),)
+        for apdu in (
+            ProxyRequest(1, 1, 60, (ProxyTarget(tsa, 30, (OAD(0x0010, 2), OAD(0x2000, 2))),
+                                    ProxyTarget(tsa_from_address("000000000002"), 30,
+                                                (OAD(0x0010, 2),)))),
+            ProxyRequest(2, 2, 30, tsa=tsa, record=record),
+            ProxyResponse(1, 1, ((tsa, (ResultNormal(OAD(0x2000, 2), Data.array(
+                [Data(DataType.LONG_UNSIGNED, 2201)])), ResultNormal(OAD(0x0010, 2), dar=33))),)),
+            ProxyResponse(2, 2, tsa=tsa, record=ResultRecord(OAD(0x5004, 2), record.rcsd,
+                                                             (row,))),
+        ):
+            raw = encode_apdu(apdu)
+            self.assertEqual(codec.encode_apdu(codec.decode_apdu(raw)), raw, type(apdu))
 
     def test_a_value_fep_builds_is_the_packages(self) -> None:
         d = peer()
