@@ -302,6 +302,20 @@ class IMeterDirectory(Interface):
         """The meters behind the modem that calls itself any of ``names``."""
 
 
+class IMeterReader(Interface):
+    """Reads a known meter now for an operator's door (the API, the console, `fep read
+    --meter` through the daemon's control socket) through the collection engine: the same
+    job runner, channels, line locks, modem pool, GPRS sessions and wake-up as the
+    scheduler's jobs (fep.collect.readnow)."""
+
+    def read_now(meter: Any, *, who: str, options: Mapping[str, object] | None = None
+                 ) -> Deferred[list[Any]]:
+        """Read ``meter`` (a fep.model.Meter of the meter list) now with the per-read
+        ``options`` (meter metadata keys, already checked by the door); fires with its records
+        once they went to the router, or fails with an error naming meter, route and
+        protocol."""
+
+
 class IScheduler(Interface):
     """The collection engine's tasks and jobs as the operator tier (API, console, metrics)
     sees them (fep.collect.operator.EngineScheduler)."""
@@ -374,6 +388,9 @@ class IJobStore(Interface):
         """Insert jobs (a task run's job for a meter only once); older pending runs of the
         same task for the same meter are recorded as missed (superseded). Fires with how
         many were new."""
+
+    def add_job(job: Any) -> Deferred[int]:
+        """Insert one job (an on-demand read or command) and fire with its id."""
 
     def lease(
         node: str,

@@ -200,9 +200,17 @@ class FepService(OrderedMultiService):
             scheduler=EngineScheduler(self.collection, timed_store),
             push_stats=self.dlms_push.stats if self.dlms_push is not None else None,
             protocol_for=self.protocols.protocol_for,
+            # Every door's read-now is a job of the collection engine (its channels).
+            reader=self.collection.reader,
         )
         # Every job's meter session is reported to the activity (sessions, success rate).
         self.collection.observers.append(ctx.activity)
+        if self.control is not None:
+            from fep.operator.commands import control_read
+
+            # `fep read --meter ID` while the daemon runs: the same read-now.
+            self.control.add(
+                "read", lambda request: Deferred.fromCoroutine(control_read(ctx, request)))
         tier = OperatorTier(config, self.reactor, ctx, self.metrics, self.limits)
         # The alarm engine and the northbound outbox see the records the store committed.
         self.router.committed_hooks.extend(tier.committed_hooks)

@@ -50,6 +50,7 @@ METER_SECRETS = (
     "c12_password",  # ANSI C12.18 security password
     "c12_auth_key",  # ANSI C12.21 DES authentication key
     "dlt645_password",  # DL/T 645 password (level + 6 digits)
+    "iec_password",  # IEC 62056-21 programming-mode password (P1)
     "gprs_secret",  # a modem's registration secret (proof of identity)
     "modem_secret",  # the same, as fep.channels.modem_identity names it
     "sim_pin",  # a meter modem's SIM PIN

@@ -38,6 +38,14 @@ class UsageTests(unittest.TestCase):
         self.assertEqual(result.returncode, 2)
         self.assertIn("unknown protocol 'smoke-signals'", result.stderr)
 
+    def test_read_needs_a_route_with_its_protocol_or_a_meter_of_the_list(self) -> None:
+        result = fep_main("read")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("--meter ID", result.stderr)
+        result = fep_main("read", "tcp:host=127.0.0.1:port=1")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("--protocol is needed", result.stderr)
+
     def test_bad_route_is_a_usage_error_naming_the_route(self) -> None:
         result = fep_main("read", "carrier-pigeon", "--protocol", "iec62056-21")
         self.assertEqual(result.returncode, 2)

@@ -81,8 +81,9 @@ BUILTIN_OVERRIDES: Mapping[str, Mapping[str, float | int]] = {
     # idle_timeout: the [listeners] 300 s, above the longest API read (a woken GPRS modem).
     "http": {"max_connections": 256, "max_per_source": 64,
              "max_unidentified_bytes": 1048576},
-    # `fep sessions` asks one question and goes.
-    "control": {"max_connections": 64, "max_per_source": 64, "idle_timeout": 60.0},
+    # `fep sessions` asks one question and goes; `fep read --meter` waits for the daemon's
+    # read (its line, a woken GPRS modem).
+    "control": {"max_connections": 64, "max_per_source": 64, "idle_timeout": 600.0},
 }
 
 

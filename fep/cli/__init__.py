@@ -56,6 +56,13 @@ async def cmd_read(reactor: IFepReactor, args: argparse.Namespace) -> int:
     from fep.directory import addressed
     from fep.protocols.registry import meter_protocol
 
+    if args.route is None:
+        if not args.meter:
+            raise UsageError("give a ROUTE and --protocol, or --meter ID of the meter list")
+        return await _read_registered(reactor, args)
+    if not args.protocol:
+        raise UsageError("--protocol is needed with a ROUTE (or give only --meter ID to read "
+                         "a meter of the meter list)")
     protocol = meter_protocol(args.protocol)
     endpoint = Channels(reactor).endpoint_for(args.route)
     meter = addressed(Meter(
@@ -71,15 +78,107 @@ async def cmd_read(reactor: IFepReactor, args: argparse.Namespace) -> int:
         records = await _read_dlms(reactor, args, endpoint, meter)
     else:
         records = await protocol.read(reactor, endpoint, meter, args.timeout)
+    _write_records(records, args.format)
+    return EXIT_OK
+
+
+def _write_records(records: Sequence[Any], fmt: str) -> None:
     readings = [r for r in records if isinstance(r, Reading)]
-    write_rows([reading_row(r) for r in readings], READING_COLUMNS, args.format)
+    write_rows([reading_row(r) for r in readings], READING_COLUMNS, fmt)
     intervals = [row for r in records if isinstance(r, IntervalBlock) for row in interval_rows(r)]
     if intervals:
-        write_rows(intervals, INTERVAL_COLUMNS, args.format)
+        write_rows(intervals, INTERVAL_COLUMNS, fmt)
     events = [event_row(r) for r in records if isinstance(r, MeterEvent)]
     if events:
-        write_rows(events, EVENT_COLUMNS, args.format)
+        write_rows(events, EVENT_COLUMNS, fmt)
+
+
+def _control_socket(args: argparse.Namespace) -> str:
+    """The daemon's control socket: --socket, else the [control] socket of --config (or of
+    the default configuration)."""
+    if getattr(args, "socket", None):
+        return str(args.socket)
+    from fep.config import default_config, load_config
+
+    config = load_config(args.config) if args.config else default_config()
+    return str(config.control_socket)
+
+
+async def _read_registered(reactor: IFepReactor, args: argparse.Namespace) -> int:
+    """``fep read --meter ID``: the meter of the meter list, read by the running daemon
+    (asked on its control socket: the collection engine's read-now through its channels,
+    line locks, modem pool and GPRS sessions; the records stored as a poll's). When no
+    daemon answers, read here directly over the meter's route (nothing stored)."""
+    import getpass
+
+    from fep.operator.control import DaemonUnreachable, ask
+    from fep.serialize import record_from_list
+
+    if args.table:
+        raise UsageError("--table needs a ROUTE and --protocol")
+    options = read_options(args.option)
+    path = _control_socket(args)
+    try:
+        answer = await ask(reactor, path, "read", timeout=None, meter=args.meter,
+                           options=options, who=getpass.getuser())
+    except DaemonUnreachable:
+        print(f"fep: no daemon answers on {path}: reading meter {args.meter} directly over "
+              "its route (nothing is stored)", file=sys.stderr)
+        records = await _read_directly(reactor, args, options)
+    else:
+        records = [record_from_list(r) for r in answer.get("records") or []]
+    _write_records(records, args.format)
     return EXIT_OK
+
+
+async def _read_directly(reactor: IFepReactor, args: argparse.Namespace,
+                         options: dict[str, str]) -> list[Any]:
+    """A meter of the meter list (the store of --db or --config, its secrets from the
+    secret store when there is a master key) read over its route from this process."""
+    import attrs
+
+    from fep.channels.routes import Channels, parse_route
+    from fep.directory import MeterDirectory, addressed
+    from fep.protocols.registry import meter_protocol
+
+    async def work(store: Any) -> int:
+        found = await store.meter(args.meter)
+        if found is None:
+            raise UsageError(f"no meter {args.meter!r} in the meter list ({db_url(args)})")
+        vault = _secret_store(args, store)
+        if vault is not None:
+            found = await MeterDirectory(store, vault).resolve(found)
+        meters.append(found)
+        return EXIT_OK
+
+    meters: list[Meter] = []
+    await with_store(args, work)
+    meter = addressed(attrs.evolve(meters[0], metadata={**meters[0].metadata, **options}))
+    args.route, args.protocol = meter.route, meter.protocol  # for errors and DLMS counters
+    scheme = parse_route(meter.route).scheme
+    if scheme in ("gprs", "dialup"):
+        raise UsageError(f"meter {meter.id}: its route {meter.route} is reached through the "
+                         f"daemon's {scheme} channel, and no daemon answers")
+    endpoint = Channels(reactor).endpoint_for(meter.route)
+    if meter.protocol == "dlms":
+        return await _read_dlms(reactor, args, endpoint, meter)
+    return list(await meter_protocol(meter.protocol).read(reactor, endpoint, meter,
+                                                          args.timeout))
+
+
+def _secret_store(args: argparse.Namespace, store: Any) -> Any:
+    """The secret store under the configured master key; None when there is none (no master
+    key file yet: no secrets kept)."""
+    from fep.config import default_config, load_config
+    from fep.config_secrets import master_key_for
+    from fep.store.secrets import SecretStore
+    from fep.vault import spec_file
+
+    config = load_config(args.config) if args.config else default_config()
+    path = spec_file(config.master_key_spec)
+    if not config.secrets.master_key and path is not None and not path.exists():
+        return None
+    return SecretStore(store, master_key_for(config))
 
 
 async def _read_dlms(reactor: IStoreReactor, args: argparse.Namespace, endpoint: Any, meter: Meter
@@ -375,11 +474,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="take the store URL from this fep.ini")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    read = sub.add_parser("read", help="read a meter now and print its readings")
-    read.add_argument("route", help="endpoint string, e.g. tcp:host=127.0.0.1:port=4059")
-    read.add_argument("--protocol", required=True, help="meter protocol, e.g. iec62056-21")
+    read = sub.add_parser(
+        "read", help="read a meter now and print its readings",
+        description="Read a meter now and print its readings. With ROUTE and --protocol: "
+        "that meter, read from this process (nothing stored). With --meter ID alone: the "
+        "meter of the meter list, read by the running daemon through its control socket "
+        "(its channels: line locks, modem pool, GPRS sessions; the records are stored like "
+        "a poll's); when no daemon runs, read directly over its route from this process "
+        "(nothing stored; gprs: and dialup: routes need the daemon).")
+    read.add_argument("route", nargs="?",
+                      help="endpoint string, e.g. tcp:host=127.0.0.1:port=4059 (leave out "
+                      "with --meter ID to read a meter of the meter list)")
+    read.add_argument("--protocol", help="meter protocol, e.g. iec62056-21 (with ROUTE)")
     read.add_argument("--address", help="device address on the route")
-    read.add_argument("--meter", help="meter id to print (default: address or route)")
+    read.add_argument("--meter", help="with ROUTE: the meter id to print (default: address "
+                      "or route); alone: the meter of the meter list to read, through the "
+                      "daemon when it runs")
+    read.add_argument("--socket", help="the daemon's control socket for --meter (default: "
+                      "from --config, else var/control.sock)")
     read.add_argument("--timeout", type=float, default=10.0, help="seconds per step")
     read.add_argument("--format", choices=("json", "table"), default="json")
     read.add_argument(

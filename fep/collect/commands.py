@@ -31,7 +31,7 @@ from fep.collect.tasks import (
 from fep.errors import ConfigError
 from fep.interfaces import IJobStore
 from fep.model import Meter
-from fep.protocols.registry import protocol_commands
+from fep.protocols.registry import protocol_commands, protocol_variant
 
 DEFAULT_ATTEMPTS = 3
 DEFAULT_RETRY_DELAY = 30.0
@@ -112,6 +112,9 @@ def meter_commands(meter: Meter) -> frozenset[str]:
     protocol_commands), narrowed by the meter's ``commands`` metadata (a comma-separated
     list) when its device has fewer (e.g. a meter without a disconnect relay)."""
     supported = protocol_commands(meter.protocol)
+    variant = protocol_variant(meter)
+    if variant is not None:
+        supported &= variant[1]
     device = str(meter.metadata.get("commands", "") or "").strip()
     if device:
         supported &= {n.strip().lower() for n in device.split(",") if n.strip()}
@@ -124,9 +127,13 @@ def check_supported(meter: Meter, action: str) -> None:
     supported = meter_commands(meter)
     if action in supported:
         return
+    variant = protocol_variant(meter)
     why = ("its device does not have it (meter metadata commands)"
            if action in protocol_commands(meter.protocol) else
            f"protocol {meter.protocol} does not support it")
+    if variant is not None and action in protocol_commands(meter.protocol) and (
+            action not in variant[1]):
+        why = f"its protocol variant {variant[0]} does not have it"
     raise CommandNotSupported(
         f"meter {meter.id}: command {action} refused: {why} (supported: "
         f"{', '.join(sorted(supported)) or 'none'})", key="action")

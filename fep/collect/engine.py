@@ -14,6 +14,7 @@ from twisted.logger import Logger
 
 from fep.collect.jobstore import JobStore, job_store
 from fep.collect.limits import Permits, ResourcePolicy
+from fep.collect.readnow import ReadNow
 from fep.collect.runner import JobRunner
 from fep.collect.schedule import format_duration
 from fep.collect.scheduler import Scheduler
@@ -56,7 +57,7 @@ def default_task(period: float, now: float) -> Task:
 
 class CollectionEngine:
     """The engine's parts: ``jobs`` (the job store), ``runner``, ``scheduler`` (the
-    service to start and stop)."""
+    service to start and stop), ``reader`` (the doors' read-now, fep.collect.readnow)."""
 
     def __init__(
         self,
@@ -107,6 +108,10 @@ class CollectionEngine:
             wakeup_timeout=settings.wakeup_timeout,
             job_ended=self.runner.job_ended,
         )
+
+        # The doors' read-now (API, console, `fep read --meter`): a job of this engine.
+        self.reader = ReadNow(reactor, self.jobs, self.scheduler, self.runner.reads_now,
+                              node=node)
 
     @property
     def observers(self) -> list[Any]:

@@ -565,6 +565,11 @@ def _insert_job(job: Job) -> Op[int]:
     return int(rows[0][0])
 
 
+def _add_job(dialect: str, job: Job) -> Op[int]:
+    job_id = yield from _insert_job(job)
+    return job_id
+
+
 def _audit_line(command_id: int, now: float, who: str, action: str, detail: str) -> Q:
     return Q(
         "INSERT INTO command_audit (command, at, who, action, detail) VALUES (?, ?, ?, ?, ?)",
@@ -783,6 +788,9 @@ class JobStore:
     # jobs
     def add_jobs(self, jobs: Sequence[Job], now: float) -> Deferred[int]:
         return self._do(_add_jobs, list(jobs), now)
+
+    def add_job(self, job: Job) -> Deferred[int]:
+        return self._do(_add_job, job)
 
     def lease(
         self,

@@ -23,6 +23,7 @@ from zope.interface import implementer
 from fep.collect import firmware, gaps
 from fep.collect.clock import ClockAction, ClockPolicy
 from fep.collect.commands import clock_hold, hold
+from fep.collect.readnow import ReadsNow, is_read_now, with_options
 from fep.collect.schedule import parse_duration
 from fep.collect.tasks import (
     DEFAULT_TASK,
@@ -203,6 +204,8 @@ class JobRunner:
         # Told of every job's meter session as it starts and ends (the operator tier's
         # Activity): ``read_started(meter)``, ``read_finished(meter, error, records)``.
         self.observers: list[Any] = []
+        # The read-now jobs a door of this node waits for: their records or error.
+        self.reads_now = ReadsNow()
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.reactor.seconds(), UTC)
@@ -225,10 +228,13 @@ class JobRunner:
                 meter = await self.resolve(meter)
             outcome, error = await self._attempt(job, meter)
         except BaseException as e:
+            self.reads_now.failed(job.id, e)
             self._tell("read_finished", meter, e, 0)
             raise
         if not outcome.ok and error is None:
             error = FepError(outcome.error or "failed")
+        if error is not None:
+            self.reads_now.failed(job.id, error)
         self._tell("read_finished", meter, error, outcome.records)
         return outcome
 
@@ -253,7 +259,9 @@ class JobRunner:
         except (NotSupported, ConfigError) as e:
             error, outcome = e, Outcome(False, error=str(e), retry=False)
         except FepError as e:
-            error, outcome = e, Outcome(False, error=str(e))
+            # A meter's refusal marked ``final`` (a wrong password, say) is not asked again:
+            # another attempt gets the same answer, and meters lock after wrong passwords.
+            error, outcome = e, Outcome(False, error=str(e), retry=not getattr(e, "final", False))
         if endpoint is not None:
             outcome = attrs.evolve(outcome, bytes_in=endpoint.bytes_in,
                                    bytes_out=endpoint.bytes_out)
@@ -269,14 +277,20 @@ class JobRunner:
         self, job: Job, meter: Meter, protocol: IMeterProtocol, endpoint: Any, timeout: float
     ) -> Outcome:
         wanted = _wanted(job.items, meter)
+        # A read-now reads the meter as it is in the meter list (its own profile too), with
+        # the read's options.
+        read_now = is_read_now(job)
         records: list[Record] = await protocol.read(
             self.reactor, endpoint,
-            _with_items(meter, job.items, poll=job.task == DEFAULT_TASK and not job.items),
+            with_options(_with_items(meter, job.items, poll=read_now or (
+                job.task == DEFAULT_TASK and not job.items)), job),
             timeout,
         )
         if wanted is not None:
             records = [r for r in records if not isinstance(r, Reading) or r.obis in wanted]
         await self._submit(records)
+        if read_now:
+            self.reads_now.kept(job.id, records)
         return Outcome(True, result=f"{len(records)} records", records=len(records))
 
     async def _profile(
@@ -461,6 +475,7 @@ class JobRunner:
         return Deferred.fromCoroutine(self._job_ended(job, status, outcome))
 
     async def _job_ended(self, job: Job, status: JobStatus, outcome: Outcome) -> None:
+        self.reads_now.ended(job.id, status, outcome)
         if job.kind != JobKind.COMMAND or job.command is None:
             return
         ok = status == JobStatus.DONE

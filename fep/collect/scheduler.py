@@ -431,12 +431,15 @@ class Scheduler(service.Service):
                 outcome = Outcome(False, error=f"meter {job.meter} is not in the meter list",
                                   retry=False)
             else:
-                outcome = await self._attempt(job, addressed(meter))
+                outcome = await self.attempt(job, addressed(meter))
             await self._record(job, outcome)
         finally:
             self.permits.give(permits)
 
-    async def _attempt(self, job: Job, meter: Meter) -> Outcome:
+    async def attempt(self, job: Job, meter: Meter) -> Outcome:
+        """One attempt of ``job`` for ``meter``: its modem woken up first when it has a
+        ``gprs:`` route and is not connected, then the runner; any failure an Outcome.
+        (A read-now runs its job through here in place when no scheduler runs.)"""
         try:
             if (
                 self.wakeup is not None

@@ -11,13 +11,13 @@ their role.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.logger import Logger
 
 from fep.errors import FepError
-from fep.model import Meter, Record
+from fep.model import Record
 from fep.operator import readoptions
 from fep.operator.context import OperatorContext
 
@@ -54,20 +54,21 @@ async def read_meter(
     ctx: OperatorContext, meter_id: str, *, who: str, role: str,
     options: Mapping[str, object] | None = None,
 ) -> list[Record]:
-    """Read a known meter now over its route; its records go to the router like a poll's.
-    ``options`` are extra protocol settings for this read (meter metadata keys), only those
-    fep.operator.readoptions allows for the meter's protocol (refused with status 400)."""
+    """Read a known meter now through the collection engine (``ctx.reader``, an
+    IMeterReader): an on-demand job under the scheduler's limits, through the daemon's
+    channels (line locks, modem pool, GPRS sessions, wake-up); its records go to the router
+    like a poll's. ``options`` are extra protocol settings for this read (meter metadata
+    keys), only those fep.operator.readoptions allows for the meter's protocol (refused with
+    status 400)."""
     check("read", role, who)
-    from fep.channels.endpoints import client_endpoint
-
+    if ctx.reader is None:
+        raise CommandRefused("no collection engine is wired in to read meters", status=503)
     meter = ctx.directory.get(meter_id)
     if meter is None:
         meter = await ctx.store.meter(meter_id)
     if meter is None:
         raise CommandRefused(f"no meter {meter_id!r}", status=404)
-    resolve = getattr(ctx.directory, "resolve", None)  # its secrets, from the secret store
-    if resolve is not None:
-        meter = await resolve(meter)
+    allowed: Mapping[str, object] = {}
     if options:
         try:
             allowed = readoptions.checked(meter.protocol, options)
@@ -75,22 +76,28 @@ async def read_meter(
             log.warn("{who} refused read of meter {meter}: {error}", who=who, meter=meter.id,
                      error=str(e))
             raise CommandRefused(f"meter {meter.id}: {e}", status=400) from None
-        meter = Meter(meter.id, meter.protocol, meter.route, meter.serial, meter.address,
-                      meter.credentials, {**meter.metadata, **allowed})
-    log.info("{who} reads meter {meter} over {route}", who=who, meter=meter.id,
-             route=meter.route, protocol=meter.protocol)
-    ctx.activity.read_started(meter)
-    try:
-        protocol = ctx.protocol_for(meter.protocol)
-        endpoint = client_endpoint(ctx.reactor, meter.route)
-        records: Sequence[Record] = await protocol.read(
-            ctx.reactor, endpoint, meter, ctx.read_timeout)
-        await ctx.router.submit(list(records))
-    except Exception as e:
-        ctx.activity.read_finished(meter, e)
-        raise
-    ctx.activity.read_finished(meter, None, len(records))
-    return list(records)
+    records: list[Record] = await ctx.reader.read_now(meter, who=who, options=allowed)
+    return records
+
+
+async def control_read(ctx: OperatorContext, request: Mapping[str, Any]) -> dict[str, Any]:
+    """The control socket's ``read`` (``fep read --meter ID`` while the daemon runs):
+    ``{"command": "read", "meter": ID, "options": {...}, "who": NAME}`` reads the meter
+    through ``read_meter`` like the API and the console, and answers ``{"meter": ID,
+    "records": [...]}`` in fep.serialize's list form. Whoever can open the socket (mode
+    0600, the daemon's own user) acts as an operator, named ``cli:NAME``."""
+    from fep.serialize import record_to_list
+
+    meter = request.get("meter")
+    if not isinstance(meter, str) or not meter:
+        raise CommandRefused("read: give the meter's id (\"meter\")", status=400)
+    options = request.get("options") or {}
+    if not isinstance(options, dict):
+        raise CommandRefused("read: options is an object of protocol settings", status=400)
+    name = str(request.get("who") or "control")
+    records = await read_meter(ctx, meter, who=f"cli:{name}", role="operator",
+                               options={str(k): v for k, v in options.items()})
+    return {"meter": meter, "records": [record_to_list(r) for r in records]}
 
 
 async def run_task(ctx: OperatorContext, task: str, *, who: str, role: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any, cast
 import attrs
 
 from fep.directory import MeterDirectory
-from fep.interfaces import IMeterProtocol, IRecordSink, IStore
+from fep.interfaces import IMeterProtocol, IMeterReader, IRecordSink, IStore
 from fep.operator.activity import Activity
 from fep.operator.interfaces import IScheduler, ISessionRegistry, ISmsSender, SessionInfo
 from fep.protocols.registry import meter_protocol
@@ -52,9 +52,10 @@ class OperatorContext:
     scheduler: IScheduler | None = None
     sms: ISmsSender | None = None
     # Filled by the daemon when those parts run: the DLMS push receiver's PushStats, the
-    # collection engine, the alarm engine and the northbound publisher.
+    # collection engine's read-now (an IMeterReader: every door's read of a meter goes
+    # through it), the alarm engine and the northbound publisher.
     push_stats: Any = None
-    reader: Any = None
+    reader: IMeterReader | None = None
     alarms: Any = None
     northbound: Any = None
     # Seconds a meter has to answer each step of an on-demand read.

@@ -152,27 +152,34 @@ class _ClientProtocol(LineOnlyReceiver):
             self.answer.errback(Failure(ChannelError("the daemon closed the control socket")))
 
 
+class DaemonUnreachable(ChannelError):
+    """No daemon answers on the control socket (none runs, or another socket is its)."""
+
+
 async def ask(
-    reactor: IFepReactor, path: str | Path, command: str, **arguments: Any
+    reactor: IFepReactor, path: str | Path, command: str, *, timeout: float | None = 30,
+    **arguments: Any
 ) -> dict[str, Any]:
-    """Send one command to the daemon at ``path`` and return its answer; ChannelError when
-    the daemon cannot be reached or refuses the command."""
+    """Send one command to the daemon at ``path`` and return its answer (waiting at most
+    ``timeout`` seconds for it; None: as long as the daemon takes, e.g. a read that waits for
+    its line); DaemonUnreachable when no daemon answers there, ChannelError when it refuses
+    the command."""
     endpoint = UNIXClientEndpoint(reactor, str(path), timeout=10)
     protocol = _ClientProtocol()
     try:
         await endpoint.connect(Factory.forProtocol(lambda: protocol))
     except Exception as e:
-        raise ChannelError(
+        raise DaemonUnreachable(
             f"cannot reach the daemon's control socket {path}: {e} (is fep running, and is "
             "[control] socket the same?)"
         ) from None
     request = {"command": command, **arguments}
     protocol.sendLine(json.dumps(request).encode())
-    timer = reactor.callLater(30, protocol.answer.cancel)
+    timer = None if timeout is None else reactor.callLater(timeout, protocol.answer.cancel)
     try:
         answer = await protocol.answer
     finally:
-        if timer.active():
+        if timer is not None and timer.active():
             timer.cancel()
     if not answer.get("ok"):
         raise ChannelError(f"the daemon refused {command!r}: {answer.get('error')}")

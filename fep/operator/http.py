@@ -300,7 +300,10 @@ class Api:
             records = await commands.read_meter(self.ctx, meter_id, who=f"api:{user.name}",
                                                 role=user.role, options=options)
         except (ChannelError, ProtocolError, FrameError) as e:
-            raise ApiError(502, f"meter {meter_id}: {e}") from None
+            # The read-now's error names meter, route and protocol already.
+            text = str(e)
+            raise ApiError(502, text if text.startswith(f"meter {meter_id} ")
+                           else f"meter {meter_id}: {text}") from None
         return {
             "meter": meter_id,
             "readings": [reading_json(r) for r in records if isinstance(r, Reading)],

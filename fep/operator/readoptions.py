@@ -137,7 +137,8 @@ _DLT698: Final[Mapping[str, Check]] = {
     "dlt698_events_last": _whole(1, 96),
     "dlt698_proxy": _items(r"[0-9]{2,32}", "meter addresses (decimal digits)"),
 }
-_C12: Final[Mapping[str, Check]] = {"c12_profile": _yes_no, "c12_events": _yes_no}
+_C12: Final[Mapping[str, Check]] = {"c12_profile": _yes_no, "c12_events": _yes_no,
+                                   "c12_snapshots": _yes_no}
 _MODBUS: Final[Mapping[str, Check]] = {
     "modbus_device_map": _device_map,
     "pulse_since": _time,

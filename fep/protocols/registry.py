@@ -63,6 +63,15 @@ def protocol_commands(name: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def protocol_variant(meter: Any) -> tuple[str, frozenset[str]] | None:
+    """The protocol variant of ``meter`` (a fep.model.Meter) when it runs fewer commands than
+    its protocol (e.g. a DL/T 645-1997 meter): the variant's name and its commands, from the
+    protocol class's ``variant(meter)``; None when the protocol has no such variants."""
+    variant = getattr(_protocol_class(meter.protocol), "variant", None)
+    found: tuple[str, frozenset[str]] | None = variant(meter) if variant is not None else None
+    return found
+
+
 def meter_protocol(name: str) -> IMeterProtocol:
     """The protocol called ``name`` with no shared context; ConfigError lists the known
     names otherwise."""

@@ -1,9 +1,22 @@
 """A simulated ANSI C12.18 or C12.21 meter for tests and demos: a sans-IO meter model
 (PSEM services, session states, a password; as a C12.21 meter also timing setup and DES
 key authentication; C12.19 tables ST0/1/3/5, ST11-16 with a transformer multiplier,
-ST21-23 whose registers grow with wall time, ST52, the load profile ST61-64, the logs
-ST71/74/76 and a manufacturer table MT0) and a Twisted server over TCP or a serial
-device/pty, with knobs for line faults (damaged packets both ways, silence).
+ST21-23 whose registers grow with wall time, ST24 the registers at the last season change,
+ST25 the last demand reset's snapshot, ST26 self-reads, ST51/ST53 (zone offset 0), ST52,
+the load profile ST61-64, the logs ST71/74/76 and a manufacturer table MT0; procedures
+through ST7/ST8: SP 4 reset list pointers, SP 9 remote reset (demand reset counter +1,
+maximum demand zeroed, a snapshot in ST25; a self-read in ST26; a season change), SP 10
+set date/time and MP2 (manufacturer procedure 2, a supply relay: parameter 0 open, 1
+close, 2 report; response data the state, 0 open or 1 closed) and a Twisted server over
+TCP or a serial device/pty, with knobs for line faults (damaged packets both ways,
+silence) and procedure refusals.
+
+Procedures need the password (``password``); a session secured with ``read_password``
+may read but every procedure is answered ``no authorization`` (5). A second demand reset
+within the demand reset exclusion (ST13 RESET_EXCLUSION, 5 minutes) is answered ``timing
+constraint`` (4); bad parameters ``invalid parameter`` (2); a procedure ST0 does not list
+``unrecognized procedure`` (6); ``refusals`` (procedure number, 2048 + N for MPN -> result
+code) makes the meter answer a procedure with that code.
 
 ``python -m fep.sim.ansi_c12 --tcp 1153 --password secret``
 ``python -m fep.sim.ansi_c12 --pty /dev/pts/5``
@@ -52,6 +65,7 @@ from fep.protocols.ansi_c12.c1218 import (
     Standard,
     Terminate,
     Wait,
+    Write,
     encode_error,
     encode_ok,
     encode_read_response,
@@ -64,6 +78,7 @@ from fep.protocols.ansi_c12.c1219 import (
     ActualLog,
     ActualRegisters,
     ActualSources,
+    ActualTimeTou,
     Clock,
     CurrentRegisters,
     DataBlock,
@@ -92,6 +107,7 @@ from fep.protocols.ansi_c12.c1219 import (
     StdStatus,
     TimeBase,
     TimeFormat,
+    TimeOffset,
     UomEntry,
     encode_constants,
     encode_current_registers,
@@ -110,6 +126,31 @@ from fep.protocols.ansi_c12.c1221 import (
     TimingSetupResponse,
     answer_authenticate,
     ticket_feature,
+)
+from fep.protocols.ansi_c12.procedures import (
+    LIST_EVENT_LOG,
+    LIST_HISTORY_LOG,
+    LIST_SELF_READS,
+    SP_REMOTE_RESET,
+    SP_RESET_LIST_POINTERS,
+    SP_SET_DATE_TIME,
+    ST7_PROC_INITIATE,
+    ST8_PROC_RESPONSE,
+    ProcedureRequest,
+    ProcedureResponse,
+    RelayAction,
+    RemoteReset,
+    ResultCode,
+    SetDateTime,
+)
+from fep.protocols.ansi_c12.snapshots import (
+    ST24_PREV_SEASON,
+    ST25_PREV_DEMAND_RESET,
+    ST26_SELF_READ,
+    Snapshot,
+    empty_snapshot,
+    encode_self_reads,
+    encode_snapshot,
 )
 from fep.reactors import IConnectingReactor
 from fep.sim import serve
@@ -153,8 +194,19 @@ DEFAULT_UOMS: tuple[UomEntry, ...] = (
 DATA_CONTROL_IDS: tuple[bytes, ...] = (b"+A  ", b"-A  ", b"+R  ", b"+P  ", b"U1  ")
 DEMAND_MINUTES = 15
 _STD_TABLES = frozenset(
-    {0, 1, 3, 5, 11, 12, 13, 14, 15, 16, 21, 22, 23, 52, 61, 62, 63, 64, 71, 74, 76}
+    {0, 1, 3, 5, 7, 8, 11, 12, 13, 14, 15, 16, 21, 22, 23, 24, 25, 26, 51, 52, 53, 61, 62, 63,
+     64, 71, 74, 76}
 )
+# Procedures: SP 4 reset list pointers, SP 9 remote reset, SP 10 set date/time; MP2 the
+# supply relay.
+STD_PROCEDURES = frozenset({SP_RESET_LIST_POINTERS, SP_REMOTE_RESET, SP_SET_DATE_TIME})
+RELAY_PROCEDURE = 2
+MFG_PROCEDURES = frozenset({RELAY_PROCEDURE})
+# ST51: the meter keeps a time zone offset in ST53 (0: its clock runs in UTC).
+TIME_TOU = ActualTimeTou(time_zone_offset=True)
+# Self-reads kept in ST26 (a circular list), and the demand reset exclusion (minutes).
+SELF_READS = 4
+RESET_EXCLUSION_MINUTES = 5
 # Load profile: 15-minute intervals, 24 to a block, 4 blocks kept (a day), two channels
 # (+A and +R energy per interval, UINT16 in watt-hours: scalar 1, divisor 1000 of kWh).
 LP_MINUTES = 15
@@ -191,6 +243,8 @@ class SimulatedC12Meter:
     serial: str = "SIM0000001"
     identification: str = "FEP C12 SIMULATOR"
     password: bytes | None = attrs.field(default=b"secret", repr=False)
+    # A second password that opens the tables for reading only: procedures are refused.
+    read_password: bytes | None = attrs.field(default=None, repr=False)
     clock: Callable[[], float] = time.time
     clock_offset: float = 0.0
     started: float | None = None
@@ -224,6 +278,26 @@ class SimulatedC12Meter:
     # agreed to, for tests.
     log: list[str] = attrs.Factory(list)
     negotiated: NegotiateResponse | None = None
+    # What the procedures act on: the demand reset counter (ST23), the snapshot of the
+    # last demand reset (ST25) and when it was, the self-reads (ST26, newest last, with
+    # the last one's sequence number), the season, the supply relay, the logs cleared.
+    demand_resets: int = 3
+    last_reset: Snapshot | None = None
+    last_reset_at: float | None = None
+    self_reads: list[Snapshot] = attrs.Factory(list)
+    self_read_seq: int = 0
+    season: int = 0
+    relay_closed: bool = True
+    cleared_logs: set[int] = attrs.Factory(set)
+    refusals: dict[int, int] = attrs.Factory(dict)
+    # The last procedure's response (ST8), and each procedure run (number, result).
+    response: ProcedureResponse | None = None
+    procedures: list[tuple[int, int]] = attrs.Factory(list)
+    read_only: bool = False
+    # The last ST7 written (read back as written).
+    initiated: bytes = b"\0\0\0"
+    # The registers at the last season change (ST24), None before any.
+    season_snapshot: Snapshot | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.started is None:
@@ -245,10 +319,16 @@ class SimulatedC12Meter:
             std_version=1,
             dim_std_tables=10,
             dim_mfg_tables=1,
-            dim_std_procs=1,
+            dim_std_procs=2,
+            dim_mfg_procs=1,
             dim_mfg_status=1,  # termineter wants ST3 of at least 5 bytes
             std_tables_used=_STD_TABLES,
             mfg_tables_used=frozenset({0}),
+            std_procs_used=STD_PROCEDURES,
+            mfg_procs_used=MFG_PROCEDURES,
+            std_tables_write=frozenset({ST7_PROC_INITIATE}),
+            max_proc_parm_length=8,
+            max_resp_data_len=1,
         )
 
     @property
@@ -256,6 +336,7 @@ class SimulatedC12Meter:
         return ActualRegisters(
             date_time_field=True,
             demand_reset_counter=True,
+            nbr_self_reads=SELF_READS,
             nbr_summations=len(self.registers),
             nbr_demands=1,
             nbr_coin_values=1,
@@ -285,7 +366,8 @@ class SimulatedC12Meter:
     @property
     def demand_control(self) -> DemandControl:
         interval = DemandInterval(length=DEMAND_MINUTES)
-        return DemandControl(reset_exclusion=5, intervals=(interval,) * len(self.uoms))
+        return DemandControl(reset_exclusion=RESET_EXCLUSION_MINUTES,
+                             intervals=(interval,) * len(self.uoms))
 
     @property
     def constants(self) -> tuple[ElectricConstants, ...]:
@@ -349,7 +431,7 @@ class SimulatedC12Meter:
         # TOU tiers: the first takes 60 % of everything, the rest share the other 40 %.
         shares = [Decimal("0.6")] + [Decimal("0.4") / (self.tiers - 1)] * (self.tiers - 1)
         tiers = tuple(block(share) for share in shares[: self.tiers]) if self.tiers else ()
-        return CurrentRegisters(block(Decimal(1)), tiers, demand_resets=3)
+        return CurrentRegisters(block(Decimal(1)), tiers, demand_resets=self.demand_resets)
 
     def table(self, number: int) -> bytes | None:
         config = self.config
@@ -379,6 +461,33 @@ class SimulatedC12Meter:
             return self.selection.encode(self.actual_registers)
         if number == 23:
             return encode_current_registers(self.current_registers(), config, self.actual_registers)
+        if number == ST7_PROC_INITIATE:
+            return self.initiated
+        if number == ST8_PROC_RESPONSE:
+            response = self.response or ProcedureResponse(0, 0, 0)
+            return response.encode(config)
+        if number == ST24_PREV_SEASON:
+            registers = self.actual_registers
+            return encode_snapshot(self.season_snapshot or empty_snapshot(registers), config,
+                                   registers)
+        if number == 51:
+            return TIME_TOU.encode(config)
+        if number == 53:
+            return TimeOffset(zone_minutes=0).encode(config, TIME_TOU)
+        if number == ST25_PREV_DEMAND_RESET:
+            registers = self.actual_registers
+            snap = self.last_reset or empty_snapshot(registers)
+            return encode_snapshot(snap, config, registers)
+        if number == ST26_SELF_READ:
+            registers = self.actual_registers
+            reads = self.self_reads[-SELF_READS:]
+            slots: list[Snapshot | None] = [None] * SELF_READS
+            first = self.self_read_seq - len(reads) + 1
+            for k, snap in enumerate(reads):
+                slots[(first + k) % SELF_READS] = snap
+            last = self.self_read_seq % SELF_READS
+            return encode_self_reads(tuple(slots), len(reads), last, self.self_read_seq,
+                                     config, registers)
         if number == 52:
             return Clock(self.now(), day_of_week=(self.now().isoweekday() % 7), gmt=True).encode(
                 config
@@ -506,6 +615,9 @@ class SimulatedC12Meter:
         battery, tamper, reverse rotation) as of the meter's start, in a circular list."""
         start = datetime.fromtimestamp((self.started or 0.0) + self.clock_offset, UTC)
         start = start.replace(microsecond=0)
+        if table in self.cleared_logs:
+            empty = ListStatus(circular=True)
+            return LogData(empty, (LogEntry(None, 0),) * LOG_ENTRIES)
         if table == ST74_HISTORY_LOG:
             happened = [(-180, 1), (-175, 2), (-120, 4), (-60, 20), (-30, 7)]
         else:
@@ -603,7 +715,10 @@ class SimulatedC12Meter:
             if (self.password is None and self.auth_key is None) or (
                 self.password is not None and request.matches(self.password)
             ):
-                self.secured = True
+                self.secured, self.read_only = True, False
+                return encode_ok()
+            if self.read_password is not None and request.matches(self.read_password):
+                self.secured, self.read_only = True, True
                 return encode_ok()
             self.secured = False
             return encode_error(ResponseCode.ISC)
@@ -613,7 +728,110 @@ class SimulatedC12Meter:
             return encode_ok()
         if isinstance(request, Read):
             return self._read(request)
-        return encode_error(ResponseCode.SNS)  # writes, and identify/negotiate in session
+        if isinstance(request, Write):
+            return self._write(request)
+        return encode_error(ResponseCode.SNS)  # identify/negotiate in session
+
+    # -- procedures (ST7 written, ST8 read back) ------------------------------------------
+
+    def _write(self, request: Write) -> bytes:
+        guarded = self.password is not None or self.auth_key is not None
+        if guarded and not self.secured:
+            return encode_error(ResponseCode.ISC)
+        if request.table != ST7_PROC_INITIATE or request.offset not in (None, 0):
+            return encode_error(ResponseCode.IAR)  # no other table is writable
+        self.initiated = request.data
+        config = self.config
+        try:
+            proc = ProcedureRequest.decode(request.data, config)
+        except FrameError:
+            return encode_error(ResponseCode.IAR)
+        result, data = self._procedure(proc)
+        self.procedures.append((proc.number + (2048 if proc.mfg else 0), result))
+        self.log.append(f"procedure {proc.label}: result {result}")
+        self.response = ProcedureResponse(proc.number, proc.seq, result, data, proc.mfg,
+                                          proc.selector)
+        return encode_ok()
+
+    def _procedure(self, proc: ProcedureRequest) -> tuple[int, bytes]:
+        """Run one procedure: (RESULT_CODE, RESP_DATA)."""
+        declared = MFG_PROCEDURES if proc.mfg else STD_PROCEDURES
+        if proc.number not in declared:
+            return ResultCode.UNRECOGNIZED, b""
+        refused = self.refusals.get(proc.number + (2048 if proc.mfg else 0))
+        if refused is not None:
+            return refused, b""
+        if self.read_only:
+            return ResultCode.NO_AUTHORIZATION, b""
+        if proc.mfg:
+            return self._relay(proc.params)
+        if proc.number == SP_REMOTE_RESET:
+            return self._remote_reset(proc.params), b""
+        if proc.number == SP_SET_DATE_TIME:
+            return self._set_date_time(proc.params), b""
+        return self._reset_list(proc.params), b""
+
+    def _remote_reset(self, params: bytes) -> int:
+        try:
+            action = RemoteReset.decode(params)
+        except ValueError:
+            return ResultCode.INVALID_PARAMETER
+        if not (action.demand_reset or action.self_read or action.new_season is not None):
+            return ResultCode.INVALID_PARAMETER
+        wall = self.clock()
+        if (action.demand_reset and self.last_reset_at is not None
+                and wall - self.last_reset_at < RESET_EXCLUSION_MINUTES * 60):
+            return ResultCode.TIMING_CONSTRAINT
+        now = self.now().replace(second=0, microsecond=0)
+        before = self.current_registers()
+        if action.self_read:
+            self.self_read_seq = (self.self_read_seq + 1) % 0x10000
+            self.self_reads = [*self.self_reads[-(SELF_READS - 1):], Snapshot(now, before)]
+        if action.demand_reset:
+            self.last_reset = Snapshot(now, before)
+            self.last_reset_at = wall
+            self.demand_resets = (self.demand_resets + 1) % 256
+            self.demand_kw = Decimal(0)
+        if action.new_season is not None:
+            self.season_snapshot = Snapshot(now, before)
+            self.season = action.new_season
+        return ResultCode.COMPLETED
+
+    def _set_date_time(self, params: bytes) -> int:
+        try:
+            asked = SetDateTime.decode(params, self.config)
+        except ValueError:
+            return ResultCode.INVALID_PARAMETER
+        # The simulated meter keeps UTC (its ST52 says GMT): a local time is taken as UTC.
+        current = self.now()
+        when = asked.when
+        if not asked.mask & 0x02:  # time only: keep the date
+            when = when.replace(year=current.year, month=current.month, day=current.day)
+        if not asked.mask & 0x01:  # date only: keep the time of day
+            when = when.replace(hour=current.hour, minute=current.minute,
+                                second=current.second)
+        self.clock_offset = when.timestamp() - self.clock()
+        return ResultCode.COMPLETED
+
+    def _reset_list(self, params: bytes) -> int:
+        if len(params) != 1 or params[0] not in (LIST_EVENT_LOG, LIST_SELF_READS,
+                                                 LIST_HISTORY_LOG):
+            return ResultCode.INVALID_PARAMETER
+        if params[0] == LIST_SELF_READS:
+            self.self_reads = []
+        else:
+            self.cleared_logs.add(ST76_EVENT_LOG if params[0] == LIST_EVENT_LOG
+                                  else ST74_HISTORY_LOG)
+        return ResultCode.COMPLETED
+
+    def _relay(self, params: bytes) -> tuple[int, bytes]:
+        if len(params) != 1 or params[0] not in tuple(RelayAction):
+            return ResultCode.INVALID_PARAMETER, b""
+        if params[0] == RelayAction.OPEN:
+            self.relay_closed = False
+        elif params[0] == RelayAction.CLOSE:
+            self.relay_closed = True
+        return ResultCode.COMPLETED, bytes([int(self.relay_closed)])
 
     def _negotiate(self, request: Negotiate) -> bytes:
         size = min(request.packet_size, self.max_packet_size)
@@ -647,12 +865,15 @@ class SimulatedC12Meter:
     def _reset(self) -> None:
         self.state = MeterState.BASE
         self.secured = False
+        self.read_only = False
         self.packet_size, self.packets = DEFAULT_PACKET_SIZE, 1
         self.timing = DEFAULT_TIMING
         self.ticket = None
 
 
 def _describe(request: c1221.Request) -> str:
+    if isinstance(request, Write):
+        return f"write {request.table}"
     if isinstance(request, Read):
         if request.offset is None:
             return f"read {request.table}"
@@ -803,6 +1024,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--password", default="secret", help="security password (text; empty for none)"
     )
+    parser.add_argument(
+        "--read-password", default="", help="a second password that may read, not run procedures"
+    )
     parser.add_argument("--serial", default="SIM0000001", help="manufacturer serial (ST1)")
     parser.add_argument(
         "--clock-offset", type=float, default=0.0, help="seconds the meter's clock runs ahead"
@@ -837,6 +1061,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meter = SimulatedC12Meter(
         serial=args.serial,
         password=args.password.encode("latin-1") or None,
+        read_password=args.read_password.encode("latin-1") or None,
         clock_offset=args.clock_offset,
         multiplier=args.multiplier,
         standard=Standard.C12_21 if args.c1221 else Standard.C12_18,

@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -34,6 +34,12 @@ from fep.protocols.dlt645.client import (
     encode_load_class,
     encode_load_record,
 )
+from fep.protocols.dlt645.control import (
+    PRE_TRIP_ALARM_BIT,
+    RELAY_COMMAND_OPEN_BIT,
+    RELAY_OPEN_BIT,
+    STATUS_WORD_3,
+)
 from fep.protocols.dlt645.dataid import DEFAULT_METER_TZ, encode_event_time
 from fep.protocols.dlt645.frames import (
     BROADCAST_ADDRESS,
@@ -45,11 +51,13 @@ from fep.protocols.dlt645.frames import (
 )
 from fep.protocols.dlt645.services import (
     BAUD_BITS,
+    ControlErrorStatus,
     ErrorStatus,
     ErrorStatus1997,
     Function,
     Function1997,
     Password,
+    RelayAction,
     decode_bcd,
 )
 from fep.reactors import IConnectingReactor
@@ -62,7 +70,9 @@ _TWO = Decimal("0.01")
 # Authority each service needs (DL/T 645-2007: level 0 highest; 02 clears, 04 writes).
 WRITE_LEVEL = 4
 CLEAR_LEVEL = 2
-# A broadcast time sync may move a meter's clock by at most 5 minutes (DL/T 645-2007 6).
+RELAY_LEVEL = 2  # relay control (1C): the level 02 password, as cost-control meters ask
+# A broadcast time sync may move a meter's clock by at most 5 minutes, is not taken within
+# 5 minutes of midnight, and only once a day (DL/T 645-2007 6).
 MAX_BROADCAST_CORRECTION = 300.0
 
 
@@ -120,6 +130,15 @@ class SimulatedDlt645Meter:
     frame's data field: longer answers go out in follow-up frames. ``profile_period``
     (minutes, None for none) gives a load profile of one record per period since
     ``started``.
+
+    The state commands change: the supply relay (``relay_closed``; ``relay_command_open`` is
+    what it was last told: a trip opens it at once, close allowed leaves it open until the
+    customer presses the button, ``press_button()``, a direct close closes it; a guaranteed
+    supply refuses trips), ``alarm``, ``guarantee``, ``demand_resets`` (each zeroes the
+    maximum demand), the clock, the event records; ``operators`` lists (service, operator
+    code) of each accepted command. Relay control needs the level 2 password, writes level 4,
+    resets level 2 (4 for demand). Refused relay control answers with the two-byte error
+    word (``control_error_word``) or, like a meter in plain mode, the ERR byte 04.
     """
 
     address: str = "000000123456"
@@ -149,6 +168,14 @@ class SimulatedDlt645Meter:
     max_data: int = 200
     profile_period: int | None = 15
     baudrate: int = 2400
+    relay_closed: bool = True
+    relay_command_open: bool = False
+    alarm: bool = False
+    guarantee: bool = False
+    demand_resets: int = 0
+    control_error_word: bool = True
+    operators: list[tuple[str, str]] = attrs.Factory(list)
+    broadcast_day: date | None = None
     log: list[str] = attrs.Factory(list)
     # The answer being sent in follow-up frames: DI, the frames' data, how many went.
     _pending: tuple[int, list[bytes], int] | None = None
@@ -415,6 +442,7 @@ class SimulatedDlt645Meter:
             Function.MAX_DEMAND_RESET: self._demand_reset,
             Function.METER_RESET: self._meter_reset,
             Function.EVENT_RESET: self._event_reset,
+            Function.RELAY_CONTROL: self._relay_control,
         }
         handler = handlers.get(function)
         if handler is None:
@@ -446,6 +474,8 @@ class SimulatedDlt645Meter:
         answer: bytes | None
         if di in (PROFILE_EARLIEST, PROFILE_SINCE, PROFILE_LATEST):
             answer = self._profile_request(di, data[4:])
+        elif di == STATUS_WORD_3:
+            answer = self.status_word_3().to_bytes(2, "little")
         else:
             answer = self.data_for(di)
         if answer is None:
@@ -518,7 +548,7 @@ class SimulatedDlt645Meter:
                 target = datetime.combine(day, now.timetz())
             elif di == 0x04000102 and len(value) == 3:
                 t = datetime.strptime(decode_bcd(value), "%H%M%S").time()
-                target = now.replace(hour=t.hour, minute=t.minute, second=t.second)
+                target = now.replace(hour=t.hour, minute=t.minute, second=t.second, microsecond=0)
             else:
                 return self._refuse(request, ErrorStatus.OTHER)
         except (FrameError, ValueError):
@@ -538,10 +568,17 @@ class SimulatedDlt645Meter:
             target = datetime.strptime("20" + digits, "%Y%m%d%H%M%S").replace(tzinfo=self.tz)
         except (FrameError, ValueError):
             return
-        if abs(target.timestamp() - self.now().timestamp()) <= MAX_BROADCAST_CORRECTION:
-            self._set_clock(target)
-        else:
+        local = self.now().astimezone(self.tz)
+        minutes = local.hour * 60 + local.minute
+        if abs(target.timestamp() - self.now().timestamp()) > MAX_BROADCAST_CORRECTION:
             self.log.append("broadcast time ignored: more than 5 min off")
+        elif minutes < 5 or minutes >= 23 * 60 + 55:
+            self.log.append("broadcast time ignored: within 5 min of midnight")
+        elif self.broadcast_day == local.date():
+            self.log.append("broadcast time ignored: one a day")
+        else:
+            self._set_clock(target)
+            self.broadcast_day = target.date()
 
     def _write_address(self, request: Frame) -> Frame:
         if len(request.data) != 6:
@@ -594,6 +631,8 @@ class SimulatedDlt645Meter:
         if not self._checked(request, WRITE_LEVEL):
             return self._refuse(request, ErrorStatus.UNAUTHORIZED)
         self.demand = Decimal(0)
+        self.demand_resets += 1
+        self._operator("demand reset", request.data[4:8])
         self.log.append("demand reset")
         return self._reply(request)
 
@@ -615,7 +654,64 @@ class SimulatedDlt645Meter:
             self.events.clear()
         else:
             self.events = [e for e in self.events if e.base != di & 0xFFFFFF00]
+        self._operator("event reset", request.data[4:8])
         self.log.append(f"event reset {di:08X}")
+        return self._reply(request)
+
+    def _operator(self, what: str, raw: bytes) -> None:
+        try:
+            self.operators.append((what, decode_bcd(raw)))
+        except FrameError:
+            self.operators.append((what, raw.hex()))
+
+    def status_word_3(self) -> int:
+        """Status word 3 (04000503): relay open (bit 4), commanded open (bit 6), pre-trip
+        alarm (bit 7)."""
+        return ((RELAY_OPEN_BIT if not self.relay_closed else 0)
+                | (RELAY_COMMAND_OPEN_BIT if self.relay_command_open else 0)
+                | (PRE_TRIP_ALARM_BIT if self.alarm else 0))
+
+    def press_button(self) -> bool:
+        """The customer presses the meter's button: after close allowed, the relay closes.
+        Whether it closed."""
+        if not self.relay_command_open and not self.relay_closed:
+            self.relay_closed = True
+            self.log.append("relay closed by the button")
+            return True
+        return False
+
+    def _control_refusal(self, request: Frame, word: int) -> Frame:
+        self.log.append(f"refused 1C: {word:04X}")
+        control = control_code(request.function, response=True, error=True)
+        if self.control_error_word:
+            return Frame(self.address, control, word.to_bytes(2, "little"))
+        return Frame(self.address, control, bytes([ErrorStatus.UNAUTHORIZED]))
+
+    def _relay_control(self, request: Frame) -> Frame:
+        data = request.data
+        if len(data) != 16 or not self._checked(request, RELAY_LEVEL):
+            return self._control_refusal(request, ControlErrorStatus.UNAUTHORIZED)
+        try:
+            action = RelayAction(data[8])
+            until = datetime.strptime("20" + decode_bcd(data[10:16]), "%Y%m%d%H%M%S")
+        except (FrameError, ValueError):
+            return self._control_refusal(request, ControlErrorStatus.UNAUTHORIZED)
+        if self.now() > until.replace(tzinfo=self.tz):
+            return self._control_refusal(request, ControlErrorStatus.EXPIRED)
+        if action == RelayAction.TRIP:
+            if self.guarantee:
+                return self._control_refusal(request, ControlErrorStatus.GUARANTEED)
+            self.relay_command_open, self.relay_closed = True, False
+        elif action == RelayAction.CLOSE_ALLOWED:
+            self.relay_command_open = False  # closes when the customer presses the button
+        elif action == RelayAction.DIRECT_CLOSE:
+            self.relay_command_open, self.relay_closed = False, True
+        elif action in (RelayAction.ALARM, RelayAction.ALARM_RELEASE):
+            self.alarm = action == RelayAction.ALARM
+        else:
+            self.guarantee = action == RelayAction.GUARANTEE
+        self._operator(f"relay control {action.name.lower()}", data[4:8])
+        self.log.append(f"relay control {action.name.lower()}")
         return self._reply(request)
 
     def _answer_1997(self, request: Frame) -> Frame | None:
@@ -647,7 +743,46 @@ class SimulatedDlt645Meter:
             self._pending = (di, parts, sent + 1)
             more = sent + 1 < len(parts)
             return self._reply(request, request.data + parts[sent], follow_up=more)
+        if function == Function1997.WRITE_DATA and len(request.data) >= 6:
+            return self._write_1997(request)
+        if function == Function1997.MAX_DEMAND_RESET:
+            try:
+                password = Password.decode(request.data)
+            except FrameError:
+                return self._refuse(request, ErrorStatus1997.WRONG_PASSWORD)
+            if not self._authorised(password, WRITE_LEVEL):
+                return self._refuse(request, ErrorStatus1997.WRONG_PASSWORD)
+            self.demand = Decimal(0)
+            self.demand_resets += 1
+            self.log.append("demand reset")
+            return self._reply(request)
         return self._refuse(request, ErrorStatus1997.ILLEGAL_DATA)
+
+    def _write_1997(self, request: Frame) -> Frame:
+        data = request.data
+        di = int.from_bytes(data[:2], "little")
+        self.log.append(f"write {di:04X}")
+        try:
+            password = Password.decode(data[2:6])
+        except FrameError:
+            return self._refuse(request, ErrorStatus1997.WRONG_PASSWORD)
+        if not self._authorised(password, WRITE_LEVEL):
+            return self._refuse(request, ErrorStatus1997.WRONG_PASSWORD)
+        value = data[6:]
+        now = self.now().astimezone(self.tz)
+        try:
+            if di == 0xC010 and len(value) == 4:
+                day = datetime.strptime("20" + decode_bcd(value[1:]), "%Y%m%d").date()
+                target = datetime.combine(day, now.timetz())
+            elif di == 0xC011 and len(value) == 3:
+                t = datetime.strptime(decode_bcd(value), "%H%M%S").time()
+                target = now.replace(hour=t.hour, minute=t.minute, second=t.second, microsecond=0)
+            else:
+                return self._refuse(request, ErrorStatus1997.WRONG_DATA_IDENTIFIER)
+        except (FrameError, ValueError):
+            return self._refuse(request, ErrorStatus1997.ILLEGAL_DATA)
+        self._set_clock(target)
+        return self._reply(request)
 
 
 def make_meters(

@@ -1,5 +1,8 @@
 """A simulated IEC 62056-21 mode C meter (or a multidrop line of them) for tests and demos:
-serves readouts over TCP, over a serial pty, or pushes them to a listener.
+serves readouts over TCP, over a serial pty, or pushes them to a listener; in programming
+mode (``ACK 0 Z 1``) it prompts for its password (P0), takes it (P1: ACK, or a break for a
+wrong one), answers R1/R5 reads of its clock (0.9.1, 0.9.2), registers, settings, load
+profile (P.01) and logbook (P.98), and takes W1/W5 writes of its clock and settings.
 
 ``python -m fep.sim.iec62056_21 --tcp 4059 --meters 3``
 ``python -m fep.sim.iec62056_21 --pty /dev/pts/5``
@@ -9,10 +12,12 @@ serves readouts over TCP, over a serial pty, or pushes them to a listener.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from datetime import time as time_of_day
 from decimal import Decimal
 from typing import Any
 
@@ -26,14 +31,18 @@ from twisted.python.failure import Failure
 from fep.errors import FrameError
 from fep.interfaces import ISerialLine
 from fep.protocols.iec62056_21.frames import (
+    ACK,
     MODE_C_BAUD,
+    NAK,
     Command,
     DataBlock,
     FrameDecoder,
     Identification,
+    Nak,
     OptionSelect,
     SignOn,
 )
+from fep.protocols.iec62056_21.profile import parse_stamp
 from fep.reactors import IConnectingReactor
 from fep.sim import serve
 
@@ -83,10 +92,40 @@ class SimulatedIecMeter:
     with_clock: bool = True
     clock: Callable[[], float] = time.time
     started: float | None = None
+    # Programming mode (False: a readout-only meter, which NAKs ``ACK 0 Z 1``): the
+    # password (None: none asked), the P0 operand, what a wrong password gets ("break":
+    # SOH B0 ETX, "error": (ERROR)).
+    programming: bool = True
+    password: str | None = "00000000"
+    seed: str = "00000000"
+    password_refusal: str = "break"
+    # The meter's clock runs this many seconds ahead of ``clock``; 0.9.1/0.9.2 as
+    # hhmmss/YYMMDD ("plain") or hh:mm:ss/YY-MM-DD ("separated").
+    clock_offset: float = 0.0
+    clock_format: str = "plain"
+    # Load profile: its name, period (minutes) and how far back it reaches (seconds).
+    profile_name: str = "P.01"
+    profile_period: int = 15
+    history: float = 7 * 86400.0
+    # Logbook entries (meter time in epoch seconds, VDEW status word); by default a power
+    # failure three hours before the start and its restoration ten minutes later.
+    logbook: list[tuple[float, int]] = attrs.Factory(list)
+    parameters: dict[str, str] = attrs.Factory(lambda: {"0.8.0": "15", "0.8.4": "15"})
+    # Faults: NAK the next N commands; send the next N programming answers with a bad BCC.
+    nak_commands: int = 0
+    corrupt_answers: int = 0
+    # What happened: clock sets, wrong passwords, commands taken (for tests).
+    clock_sets: int = 0
+    refusals: int = 0
+    commands_seen: list[str] = attrs.Factory(list)
 
     def __attrs_post_init__(self) -> None:
         if self.started is None:
             self.started = self.clock()
+        if not self.logbook:
+            start = self.started if self.started is not None else self.clock()
+            self.logbook += [(start - 3 * 3600.0, 0x00000080),
+                             (start - 3 * 3600.0 + 600.0, 0x00000040)]
 
     def identification_message(self) -> Identification:
         return Identification(self.manufacturer, self.baud_char, self.identification)
@@ -98,7 +137,7 @@ class SimulatedIecMeter:
         now = self.clock()
         lines = [f"0.0.0({self.serial or self.address})"]
         if self.with_clock:
-            t = datetime.fromtimestamp(now, UTC)
+            t = datetime.fromtimestamp(now + self.clock_offset, UTC)
             lines += [f"0.9.1({t:%H:%M:%S})", f"0.9.2({t:%y-%m-%d})"]
         elapsed = now - (self.started if self.started is not None else now)
         lines += [r.text(elapsed) for r in self.registers]
@@ -111,6 +150,135 @@ class SimulatedIecMeter:
             block = DataBlock(block.data, block.received_bcc ^ 0x01)
         return block.encode()
 
+    # -- programming mode -------------------------------------------------------------
+
+    def meter_time(self) -> datetime:
+        """The meter's own clock (UTC; the simulated meter keeps UTC as its local time)."""
+        return datetime.fromtimestamp(self.clock() + self.clock_offset, UTC)
+
+    def set_meter_time(self, when: datetime) -> None:
+        """Set the meter's clock; the logbook notes it (status 0x20, device clock set)."""
+        self.clock_offset = when.timestamp() - self.clock()
+        self.logbook.append((when.timestamp(), 0x00000020))
+        self.clock_sets += 1
+
+    def _clock_text(self, address: str) -> str:
+        t = self.meter_time()
+        if self.clock_format == "separated":
+            return f"{t:%H:%M:%S}" if address == "0.9.1" else f"{t:%y-%m-%d}"
+        return f"{t:%H%M%S}" if address == "0.9.1" else f"{t:%y%m%d}"
+
+    def profile_channels(self) -> list[tuple[str, str, Decimal]]:
+        """(code, unit, mean demand) per energy register: ``1.8.0`` gives ``1.5.0`` in kW."""
+        out = []
+        for r in self.registers:
+            parts = r.address.split(".")
+            if len(parts) == 3 and parts[1] == "8":
+                out.append((f"{parts[0]}.5.0", "kW", r.per_hour))
+        return out
+
+    def profile_value(self, end: datetime, mean: Decimal) -> Decimal:
+        """A channel's demand for the interval ending at ``end``: its mean, varied by the
+        quarter of the hour (deterministic, so a value read twice is the same)."""
+        step = int(end.timestamp() // (self.profile_period * 60)) % 4
+        return (mean * (Decimal(1) + Decimal(step) / Decimal(10))).quantize(Decimal("0.001"))
+
+    def _status_between(self, start: float, end: float) -> int:
+        status = 0
+        for when, bits in self.logbook:
+            if start < when <= end:
+                status |= bits
+        return status
+
+    def profile_answer(self, argument: str) -> str:
+        """``P.01(...)`` lines for the captures in ``from;to`` (either end open)."""
+        period = self.profile_period * 60
+        now = self.meter_time().timestamp()
+        first_end = (now - self.history) // period * period + period
+        last_end = now // period * period
+        since, until = _range(argument)
+        if since is not None:
+            first_end = max(first_end, -(-since.timestamp() // period) * period)
+        if until is not None:
+            last_end = min(last_end, until.timestamp() // period * period)
+        channels = self.profile_channels()
+        lines: list[str] = []
+        previous: int | None = None
+        end = first_end
+        while end <= last_end:
+            status = self._status_between(end - period, end)
+            if status != previous:
+                stamp = "0" + datetime.fromtimestamp(end, UTC).strftime("%y%m%d%H%M%S")
+                head = f"{self.profile_name}({stamp})({status:08X})({self.profile_period})"
+                head += f"({len(channels)})" + "".join(f"({c})({u})" for c, u, _ in channels)
+                lines.append(head)
+                previous = status
+            stamp_time = datetime.fromtimestamp(end, UTC)
+            lines.append("".join(f"({self.profile_value(stamp_time, mean)})"
+                                 for _, _, mean in channels))
+            end += period
+        if not lines:
+            return "(NO DATA)"
+        return "\r\n".join(lines)
+
+    def logbook_answer(self, argument: str) -> str:
+        since, until = _range(argument)
+        lines = []
+        for when, bits in sorted(self.logbook):
+            if since is not None and when < since.timestamp():
+                continue
+            if until is not None and when > until.timestamp():
+                continue
+            stamp = "0" + datetime.fromtimestamp(when, UTC).strftime("%y%m%d%H%M%S")
+            lines.append(f"P.98({stamp})({bits:08X})()(0)")
+        if not lines:
+            return "(NO DATA)"
+        return "\r\n".join(lines)
+
+    def read_register(self, address: str, argument: str) -> str:
+        """The answer's data to ``R5 address(argument)``: ``(ERROR)`` for an address it
+        does not have."""
+        if address in ("0.9.1", "0.9.2"):
+            return f"{address}({self._clock_text(address)})"
+        if address == self.profile_name:
+            return self.profile_answer(argument)
+        if address == "P.98":
+            return self.logbook_answer(argument)
+        if address in self.parameters:
+            return f"{address}({self.parameters[address]})"
+        elapsed = self.clock() - (self.started if self.started is not None else self.clock())
+        for r in self.registers:
+            if r.address == address:
+                return r.text(elapsed)
+        return "(ERROR)"
+
+    def write_register(self, address: str, value: str) -> str | None:
+        """Apply ``W5 address(value)``: None when done, the error text otherwise."""
+        digits = re.sub(r"[^0-9]", "", value)
+        now = self.meter_time()
+        try:
+            if address == "0.9.1" and len(digits) == 6:
+                t = time_of_day(int(digits[0:2]), int(digits[2:4]), int(digits[4:6]))
+                self.set_meter_time(datetime.combine(now.date(), t, UTC))
+                return None
+            if address == "0.9.2" and len(digits) in (6, 7):
+                digits = digits[-6:]
+                d = date(2000 + int(digits[0:2]), int(digits[2:4]), int(digits[4:6]))
+                self.set_meter_time(datetime.combine(d, now.time(), UTC))
+                return None
+        except ValueError:
+            return "ERROR"
+        if address in self.parameters and value.strip():
+            self.parameters[address] = value.strip()
+            self.logbook.append((now.timestamp(), 0x00000100))
+            return None
+        return "ERROR"
+
+
+def _range(argument: str) -> tuple[datetime | None, datetime | None]:
+    start, _, end = argument.partition(";")
+    return parse_stamp(start, UTC), parse_stamp(end, UTC)
+
 
 class IecMeterServerProtocol(Protocol):
     """The meter side of one line or connection: answers sign-ons by device address."""
@@ -120,6 +288,11 @@ class IecMeterServerProtocol(Protocol):
     def __init__(self) -> None:
         self._decoder = FrameDecoder()
         self._selected: SimulatedIecMeter | None = None
+        # Programming mode: the meter in it, whether its password was given, and the last
+        # answer (sent again on our NAK).
+        self._programming: SimulatedIecMeter | None = None
+        self._logged_in = False
+        self._last_answer = b""
         self._pending: list[IDelayedCall] = []
         # Bytes heard while idle: an idle meter listens for a sign-on and nothing else, so
         # other traffic on a shared line (other protocols' frames) never wedges it.
@@ -156,7 +329,7 @@ class IecMeterServerProtocol(Protocol):
         return bytes(out)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._selected is None and not self._decoder.buffered:
+        if self._selected is None and self._programming is None and not self._decoder.buffered:
             data = self._sign_ons(data)
             if not data:
                 return
@@ -165,18 +338,26 @@ class IecMeterServerProtocol(Protocol):
             try:
                 messages = self._decoder.receive(feed)
             except FrameError as e:
+                feed = b""
+                if self._programming is not None and e.field == "BCC":
+                    self._answer(bytes([NAK]))  # a damaged command: ask for it again
+                    continue
                 # A real meter ignores what it cannot read and waits for the next sign-on.
                 log.debug("simulator ignored: {why}", why=e.message)
                 self._decoder.skip_to_frame_start()
                 self._selected = None
-                feed = b""
+                self._programming = None
                 continue
             for message in messages:
                 self._handle(message)
             return
 
     def _handle(self, message: object) -> None:
+        if self._programming is not None and not isinstance(message, SignOn):
+            self._program(self._programming, message)
+            return
         if isinstance(message, SignOn):
+            self._programming = None
             meter = self.factory.meter_for(message.address)
             self._selected = meter
             if meter is not None:
@@ -186,7 +367,7 @@ class IecMeterServerProtocol(Protocol):
         elif isinstance(message, OptionSelect) and self._selected is not None:
             meter = self._selected
             self._selected = None
-            if message.mode != "0":
+            if message.mode not in ("0", "1") or (message.mode == "1" and not meter.programming):
                 self._later(self.factory.answer_delay, self._send, b"\x15")
                 return
             baud = MODE_C_BAUD.get(message.baud_char)
@@ -196,9 +377,77 @@ class IecMeterServerProtocol(Protocol):
                 # Mode C: switch after the ACK, answer at the new speed ~200 ms later.
                 self._later(delay, serial.set_baudrate, baud)
                 delay += 0.2
+            if message.mode == "1":
+                # Programming mode: the password prompt with the operand.
+                self._programming = meter
+                self._logged_in = meter.password is None
+                prompt = Command("P", "0", f"({meter.seed})".encode("ascii")).encode()
+                self._last_answer = prompt
+                self._later(delay, self._send, prompt)
+                return
             self._later(delay, self._send, meter.readout_block())
         elif isinstance(message, Command) and message.command == "B":
             self._selected = None
+
+    # -- programming mode -------------------------------------------------------------
+
+    def _answer(self, data: bytes) -> None:
+        self._last_answer = data
+        self._later(self.factory.answer_delay, self._send, data)
+
+    def _data(self, meter: SimulatedIecMeter, text: str) -> None:
+        block = DataBlock.build(text.encode("ascii"))
+        self._answer(block.encode())
+        if meter.corrupt_answers > 0:
+            # Damaged on the line: our NAK gets the good one (kept as the last answer).
+            meter.corrupt_answers -= 1
+            self._pending[-1].cancel()
+            damaged = DataBlock(block.data, block.received_bcc ^ 0x01).encode()
+            self._later(self.factory.answer_delay, self._send, damaged)
+
+    def _program(self, meter: SimulatedIecMeter, message: object) -> None:
+        if isinstance(message, Nak):
+            self._later(self.factory.answer_delay, self._send, self._last_answer)
+            return
+        if not isinstance(message, Command):
+            return  # a meter in programming mode ignores anything else
+        if meter.nak_commands > 0:
+            meter.nak_commands -= 1
+            self._answer(bytes([NAK]))
+            return
+        name = f"{message.command}{message.command_type}"
+        data = (message.data or b"").decode("ascii", "replace")
+        meter.commands_seen.append(name if message.command == "P" else f"{name} {data}")
+        if message.command == "B":
+            self._programming = None
+            return
+        if message.command == "P" and message.command_type == "1":
+            if data == f"({meter.password})" or meter.password is None:
+                self._logged_in = True
+                self._answer(bytes([ACK]))
+                return
+            meter.refusals += 1
+            if meter.password_refusal == "error":
+                self._data(meter, "(ERROR)")
+                return
+            self._programming = None
+            self._answer(Command("B", "0").encode())
+            return
+        if not self._logged_in:
+            self._data(meter, "(NO ACCESS)")
+            return
+        address, _, rest = data.partition("(")
+        argument = rest[:-1] if rest.endswith(")") else rest
+        if message.command == "R" and message.command_type in ("1", "5"):
+            self._data(meter, meter.read_register(address.strip(), argument))
+        elif message.command == "W" and message.command_type in ("1", "5"):
+            refused = meter.write_register(address.strip(), argument)
+            if refused is None:
+                self._answer(bytes([ACK]))
+            else:
+                self._data(meter, f"({refused})")
+        else:
+            self._data(meter, "(ERROR)")
 
     def _send(self, data: bytes) -> None:
         if self.transport is not None:
@@ -314,6 +563,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="device address of the first meter; the others follow")
     parser.add_argument("--corrupt-bcc", action="store_true", help="send a wrong BCC")
     parser.add_argument("--readout-file", help="fixed readout text (bytes between STX and ETX)")
+    parser.add_argument("--password", default="00000000",
+                        help="programming-mode password (P1); empty: none asked")
+    parser.add_argument("--clock-offset", type=float, default=0.0,
+                        help="seconds the meters' clocks run ahead of the wall clock")
     args = parser.parse_args(argv)
     if not (args.tcp is not None or args.pty or args.push):
         parser.error("give --tcp, --pty or --push")
@@ -327,6 +580,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = f.read()
         for m in meters:
             m.readout_text = text
+    for m in meters:
+        m.password = args.password or None
+        m.clock_offset = args.clock_offset
     factory = IecMeterServerFactory(meters, reactor, args.delay)
     addresses = ", ".join(m.address for m in meters)
     if args.tcp is not None:

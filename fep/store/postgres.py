@@ -156,6 +156,17 @@ class _Connection(txpostgres.Connection):
         return result
 
 
+def _server_side_deadline(dsn: str, query_timeout: float) -> dict[str, str]:
+    """The server's half of the transaction deadline: a session left idle inside a
+    transaction for as long as our own deadline (its process frozen, its VM paused) is
+    ended by PostgreSQL, so the locks it holds (the job lease lock among them) do not stall
+    every other node. Not when the URL sets its own server options."""
+    if "options" in dsn:
+        return {}
+    ms = max(1000, int(query_timeout * 1000))
+    return {"options": f"-c idle_in_transaction_session_timeout={ms}"}
+
+
 class _Pool(txpostgres.ConnectionPool):
     """txpostgres's pool with a health check at checkout and deadlines on every use."""
 
@@ -182,6 +193,7 @@ class _Pool(txpostgres.ConnectionPool):
             keepalives_interval=10,
             keepalives_count=3,
             application_name="fep",
+            **_server_side_deadline(dsn, query_timeout),
         )
         self.connect_timeout = connect_timeout
         self.query_timeout = query_timeout

@@ -75,6 +75,19 @@ class JobStoreBehaviours:
         self.assertFalse(await jobs.claim_run("t", NOW, NOW + 900, NOW))
         self.assertEqual((await jobs.task("t")).next_due, NOW + 900)
 
+    async def test_one_on_demand_job_is_added_with_its_id(self) -> None:
+        jobs = await self.jobs_store()
+        asked = job("a", task=None, priority=Priority.ON_DEMAND, pinned="n1",
+                    params={"read_now": "api:alice", "options": {"dlms_objects": "x"}})
+        first = await jobs.add_job(asked)
+        second = await jobs.add_job(asked)  # no task run: never one per meter
+        self.assertNotEqual(first, second)
+        got = await jobs.job(first)
+        self.assertEqual((got.meter, got.task, got.pinned, got.priority, got.status),
+                         ("a", None, "n1", Priority.ON_DEMAND, JobStatus.PENDING))
+        self.assertEqual(got.params["read_now"], "api:alice")
+        self.assertEqual(dict(got.params["options"]), {"dlms_objects": "x"})
+
     async def test_a_task_run_has_one_job_per_meter(self) -> None:
         jobs = await self.jobs_store()
         self.assertEqual(await jobs.add_jobs([job("a"), job("b")], NOW), 2)

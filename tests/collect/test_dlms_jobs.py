@@ -203,7 +203,7 @@ class EventAndRegisterTests(unittest.TestCase):
         self.assertEqual(obis, ["1-0:14.7.0*255", "1-0:32.7.0*255"])
 
     async def test_a_capability_the_protocol_lacks_fails_at_once(self) -> None:
-        meter = Meter("iec", "iec62056-21", "tcp:host=127.0.0.1:port=9")
+        meter = Meter("c12", "ansi-c12", "tcp:host=127.0.0.1:port=9")
         engine, _ = await engine_for(self, [meter])
         await save(engine, Task(name="lp", kind="load-profile", schedule="every 15m",
                                 retries=3, retry_delay=0.1))

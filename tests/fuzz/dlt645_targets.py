@@ -1,7 +1,10 @@
-"""Fuzz targets of DL/T 645: the frame stream decoder with the service answer decoders, and
+"""Fuzz targets of DL/T 645: the frame stream decoder with the service answer decoders (a
+read's and relay control's abnormal answers among them), and
 the data identifiers (readings, blocks, event records)."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from fep.errors import FrameError, ProtocolError
 from fep.protocols.dlt645 import dataid, services
@@ -9,6 +12,9 @@ from fep.protocols.dlt645.frames import FrameDecoder, decode_frame
 from tests.fuzz.stream import drive
 
 _REQUEST = services.read_data("000000000001", 0x00010000)
+_RELAY = services.relay_control("000000000001", services.RelayAction.TRIP,
+                                services.Password(2, "123456"), "00000000",
+                                datetime(2024, 3, 1, 16, 15))
 
 
 def dlt645_frame(data: bytes) -> None:
@@ -22,6 +28,7 @@ def dlt645_frame(data: bytes) -> None:
             services.decode_change_baud,
             services.decode_change_password,
             lambda f: services.check_response(f, _REQUEST),
+            lambda f: services.check_response(f, _RELAY),
         ):
             try:
                 decode(frame)

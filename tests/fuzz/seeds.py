@@ -31,8 +31,9 @@ def _iec(name: str) -> bytes:
 
 def c12() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
     from fep.protocols.ansi_c12 import c1218, tables
+    from fep.protocols.ansi_c12.procedures import ProcedureRequest, RemoteReset
     from fep.sim.ansi_c12 import SimulatedC12Meter
-    from tests.fuzz.c12_targets import TABLES
+    from tests.fuzz.c12_targets import CONTROL_TABLES, TABLES
 
     packets = _named_hex(FIXTURES / "ansi_c12" / "published_packets.txt")
     published = _named_hex(FIXTURES / "ansi_c12" / "published_tables.txt")
@@ -62,6 +63,19 @@ def c12() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
                      for n in tables.table_needs(table)]
             table_seeds.append((name, bytes([TABLES.index(table)]) + join([sim[0], *needs, data])))
     st64 = [("sim_st64", join([sim[0], sim[61], sim[62], sim[64]]))]
+    # The control tables after a demand reset with a self-read (ST7, ST8, ST25, ST26 full).
+    meter.answer(bytes.fromhex("20"))
+    meter.answer(bytes.fromhex("60 0400 08"))
+    meter.answer(bytes.fromhex("50 0002") + b"fep".ljust(10))
+    meter.answer(b"\x51" + b"secret".ljust(20, b"\0"))
+    initiate = ProcedureRequest(9, 42, RemoteReset(True, True).encode()).encode(meter.config)
+    meter.answer(bytes(c1218.Write(7, initiate).encode()))
+    control = {n: meter.table(n) for n in CONTROL_TABLES}
+    control_seeds = [
+        (f"sim_st{table}", bytes([CONTROL_TABLES.index(table)])
+         + join([sim[0], *(sim.get(n, b"") for n in tables.table_needs(table)), data]))
+        for table, data in control.items() if data is not None
+    ]
     return {
         "c1218_packet": ("tests/fixtures/ansi_c12/published_packets.txt",
                          [(k, stream_chunks(v)) for k, v in packets.items()]
@@ -75,6 +89,8 @@ def c12() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
         "c1219_table": ("tables of fep.sim.ansi_c12.SimulatedC12Meter (with its ST0) and "
                         "tests/fixtures/ansi_c12/published_tables.txt", table_seeds),
         "c1219_st64": ("ST0/61/62/64 of fep.sim.ansi_c12.SimulatedC12Meter", st64),
+        "c1219_control": ("ST7/8/25/26 of fep.sim.ansi_c12.SimulatedC12Meter after a demand "
+                          "reset with a self-read", control_seeds),
     }
 
 
@@ -157,7 +173,36 @@ def iec() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
                        [(k, stream_chunks(v)) for k, v in wires.items()]
                        + [("sign_on_ack", stream_chunks(b"/?!\r\n\x06050\r\n"))]),
         "iec_readout": ("the data blocks of tests/fixtures/iec62056_21", readouts),
+        "iec_programming": (
+            "the meter's side of the DRS110M capture and of a profile read "
+            "(tests/protocols/test_iec62056_21_programming.py)",
+            [(k, stream_chunks(v, 7)) for k, v in programming_sides().items()]),
+        "iec_profile": ("the published EMH, Metcom and LEM P.01 answers and a P.98 logbook "
+                        "(tests/protocols/test_iec62056_21_profile.py)",
+                        list(profile_answers().items())),
     }
+
+
+def programming_sides() -> dict[str, bytes]:
+    from fep.protocols.iec62056_21.frames import DataBlock
+    from tests.protocols.test_iec62056_21_profile import EMH_P01
+    from tests.protocols.test_iec62056_21_programming import DRS_IDENT, DRS_P0
+
+    ack = b"\x06"
+    return {
+        "profile_then_write": DRS_IDENT + DRS_P0 + ack + DataBlock.build(EMH_P01).encode()
+        + ack,
+        "error": DRS_IDENT + DRS_P0 + ack + DataBlock.build(b"(ERROR)").encode(),
+        "nak_break": DRS_IDENT + DRS_P0 + b"\x15" + b"\x01B0\x03q",
+    }
+
+
+def profile_answers() -> dict[str, bytes]:
+    from tests.protocols.test_iec62056_21_profile import EMH_P01, LEM_P01, METCOM_P01
+
+    return {"emh": EMH_P01, "metcom": METCOM_P01, "lem": LEM_P01,
+            "logbook": b"P.98(0231201010203)(00000080)()(0)\r\n"
+                       b"P.98(0231201011003)(000000C0)()(1)(C.5.3)()(2)\r\n"}
 
 
 def modbus() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:

@@ -144,8 +144,24 @@ async def make_context(case: unittest.TestCase, meters: list[Meter]) -> Operator
     case.addCleanup(router.stopService)
     directory = MeterDirectory(store)
     await directory.refresh()
-    return OperatorContext(store=store, router=router, directory=directory, reactor=reactor,
-                           node="test-node", read_timeout=3.0)
+    ctx = OperatorContext(store=store, router=router, directory=directory, reactor=reactor,
+                          node="test-node", read_timeout=3.0)
+    # The doors read through a collection engine as in the daemon (its scheduler not
+    # started: each read-now runs in place, through the same runner and channels).
+    from fep.channels.routes import Channels
+    from fep.collect.engine import CollectionEngine
+    from fep.config import parse_config
+
+    settings = parse_config(f"[fep]\n[store]\n[collect]\ntimeout = {ctx.read_timeout}\n")
+    engine = CollectionEngine(
+        reactor, store, router, directory, settings.collect, node=ctx.node,
+        endpoint_for=Channels(reactor),
+        # Looked up at each read: a test may give the context other protocols.
+        protocol_for=lambda name: ctx.protocol_for(name),
+    )
+    engine.observers.append(ctx.activity)
+    ctx.reader = engine.reader
+    return ctx
 
 
 @attrs.frozen

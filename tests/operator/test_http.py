@@ -270,7 +270,8 @@ class ApiTests(unittest.TestCase):
         r = await http(f"{self.base}/api/v1/meters/m2/read", method=b"POST",
                        token=OPERATOR_TOKEN)
         self.assertEqual(r.status, 502)
-        self.assertIn("m2", r.json()["error"])
+        self.assertIn("meter m2 (route tcp:host=127.0.0.1:port=1, protocol iec62056-21): ",
+                      r.json()["error"])
         self.assertEqual(self.ctx.activity.last["m2"].ok, False)
 
     async def test_read_with_options_and_bad_bodies(self) -> None:

@@ -137,7 +137,7 @@ class ConsoleOverOpenSshTests(OpenSshClient):
         self.addCleanup(sim_port.stopListening)
         await add_meters(f"sqlite:{db}", [Meter("iec-1", "iec62056-21",
                                                 f"tcp:host=127.0.0.1:port={sim_port.getHost().port}",
-                                                address=sims[0].address), *more])
+                                                address=sims[0].address)])
         port = free_port()
         config = write_config(
             workdir, f"sqlite:{db}", push_port=0, period=3600, collect=False,

@@ -42,6 +42,7 @@ class WhitelistTests(unittest.TestCase):
                          {"dlt698_items": "00100200,40000200", "dlt698_frozen": "50040200",
                           "dlt698_frozen_last": "3"})
         self.assertEqual(checked("ansi-c12.21", {"c12_profile": "no"}), {"c12_profile": "no"})
+        self.assertEqual(checked("ansi-c12", {"c12_snapshots": "no"}), {"c12_snapshots": "no"})
         self.assertEqual(checked("modbus", {"modbus_device_map": "sim-pr2",
                                             "pulse_since_index": "17"}),
                          {"modbus_device_map": "sim-pr2", "pulse_since_index": "17"})

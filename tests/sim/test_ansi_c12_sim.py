@@ -144,7 +144,8 @@ class TableTests(unittest.TestCase):
         self.assertEqual(
             self.config.std_tables_used,
             frozenset(
-                {0, 1, 3, 5, 11, 12, 13, 14, 15, 16, 21, 22, 23, 52, 61, 62, 63, 64, 71, 74, 76}
+                {0, 1, 3, 5, 7, 8, 11, 12, 13, 14, 15, 16, 21, 22, 23, 24, 25, 26, 51, 52, 53,
+                 61, 62, 63, 64, 71, 74, 76}
             ),
         )
         mfg = ManufacturerId.decode(read(self.meter, 1), self.config)

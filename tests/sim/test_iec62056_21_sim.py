@@ -18,7 +18,7 @@ from zope.interface import implementer
 from fep.interfaces import IRecordSink
 from fep.model import Reading
 from fep.protocols.iec62056_21.client import ModeCClient, ReadoutReceived
-from fep.protocols.iec62056_21.frames import FrameDecoder
+from fep.protocols.iec62056_21.frames import Command, FrameDecoder
 from fep.protocols.iec62056_21.readout import parse_readout, to_readings
 from fep.protocols.iec62056_21.session import PushedReadoutFactory
 from fep.sim.iec62056_21 import (
@@ -118,14 +118,23 @@ class LineTests(unittest.TestCase):
         clock.advance(0.2)
         self.assertEqual(transport.value(), b"/FEP5SIM100\r\n")
 
-    def test_programming_mode_request_is_refused_with_nak(self) -> None:
-        clock, transport, proto = self.connect([SimulatedIecMeter()])
+    def test_programming_mode_request_is_refused_by_a_readout_only_meter(self) -> None:
+        clock, transport, proto = self.connect([SimulatedIecMeter(programming=False)])
         proto.dataReceived(b"/?!\r\n")
         clock.advance(0)
         transport.clear()
         proto.dataReceived(b"\x06051\r\n")
         clock.advance(0)
         self.assertEqual(transport.value(), b"\x15")
+
+    def test_programming_mode_request_gets_the_password_prompt(self) -> None:
+        clock, transport, proto = self.connect([SimulatedIecMeter(seed="4711")])
+        proto.dataReceived(b"/?!\r\n")
+        clock.advance(0)
+        transport.clear()
+        proto.dataReceived(b"\x06051\r\n")
+        clock.advance(0)
+        self.assertEqual(transport.value(), Command("P", "0", b"(4711)").encode())
 
     def test_client_and_simulator_complete_a_readout(self) -> None:
         clock, transport, proto = self.connect([SimulatedIecMeter()])
@@ -193,6 +202,21 @@ class CommandLineTests(unittest.TestCase):
         self.assertIn('"1-0:0.0.0*255"', result.stdout)
         self.assertIn('"10000003"', result.stdout)
         self.assertIn('"kWh"', result.stdout)
+
+    @inlineCallbacks
+    def test_password_and_clock_offset_options(self) -> Any:
+        from datetime import UTC, datetime
+
+        from twisted.internet.endpoints import clientFromString
+
+        from fep.model import Meter
+        from fep.protocols.iec62056_21.session import IecReadoutProtocol
+
+        route = yield self.tcp_route("--password", "4711", "--clock-offset", "120")
+        meter = Meter("m1", "iec62056-21", route, metadata={"iec_password": "4711"})
+        clock = yield IecReadoutProtocol().read_clock(
+            reactor, clientFromString(reactor, route), meter, 5)
+        self.assertLess(abs((clock - datetime.now(UTC)).total_seconds() - 120), 3)
 
     @inlineCallbacks
     def test_fep_read_with_corrupted_bcc_exits_3_naming_bcc_and_route(self) -> Any:

@@ -12,6 +12,7 @@ import time
 
 import psycopg2
 from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from fep.errors import StoreError
@@ -236,3 +237,70 @@ class HarnessTests(unittest.TestCase):
     def test_the_environment_variable_wins(self) -> None:
         os.environ["FEP_TEST_POSTGRES"] = "postgresql://someone@db.example/x"
         self.assertEqual(self.harness.postgres_server(), "postgresql://someone@db.example/x")
+
+
+FROZEN_NODE = """
+import os, signal, sys
+from twisted.internet import task
+from fep.collect.jobstore import LEASE_LOCK
+from fep.store.postgres import PostgresStore
+
+async def main(reactor):
+    store = PostgresStore(sys.argv[1], reactor, query_timeout=2)
+    await store.open()
+
+    async def lease(cursor):
+        await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (LEASE_LOCK,))
+        print("locked", flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)  # frozen inside the lease transaction
+
+    await store.interact(lease)
+
+task.react(lambda reactor: __import__("twisted.internet.defer").internet.defer
+           .Deferred.fromCoroutine(main(reactor)))
+"""
+
+
+class FrozenNodeTests(unittest.TestCase):
+    """A node frozen inside a transaction (SIGSTOP, a paused VM) does not keep its locks
+    for ever: PostgreSQL ends its session after the store's own transaction deadline, so
+    the job lease lock it held goes to the other nodes."""
+
+    timeout = 120
+
+    async def test_a_frozen_node_loses_the_lease_lock_after_its_deadline(self) -> None:
+        import signal
+        import subprocess
+        import sys
+
+        from fep.collect.jobstore import LEASE_LOCK
+
+        url = fresh_database(self)
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = root + os.pathsep + os.environ.get("PYTHONPATH", "")
+        node = subprocess.Popen([sys.executable, "-c", FROZEN_NODE, url], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(node.wait)
+        self.addCleanup(node.kill)
+        assert node.stdout is not None
+        line = await deferToThread(node.stdout.readline)
+        if line.strip() != b"locked":
+            node.kill()
+            self.fail(f"the frozen node did not start: {node.communicate()[1]!r}")
+
+        def take() -> float:
+            conn = psycopg2.connect(url)
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute("SET lock_timeout = '60s'")
+                    started = time.monotonic()
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", (LEASE_LOCK,))
+                    return time.monotonic() - started
+            finally:
+                conn.close()
+
+        waited = await deferToThread(take)
+        # The frozen node's session ends about 2 s (its deadline) after it went idle.
+        self.assertLess(waited, 50)
+        os.kill(node.pid, signal.SIGCONT)

@@ -43,7 +43,9 @@ ST0_GENERAL_CONFIG: Final = 0
 ST1_MANUFACTURER_ID: Final = 1
 ST3_MODE_STATUS: Final = 3
 ST5_DEVICE_ID: Final = 5
+ST51_ACTUAL_TIME_TOU: Final = 51
 ST52_CLOCK: Final = 52
+ST53_TIME_OFFSET: Final = 53
 
 SOURCE: Final = "ansi-c12"
 _T = TypeVar("_T")
@@ -427,6 +429,98 @@ class Clock:
         )
 
 
+@attrs.frozen
+class ActualTimeTou:
+    """ST51 ACT_TIME_TOU_TBL, the flags that lay out ST53: CAP_DST_AUTO_FLAG (ST53 has
+    DST_TIME_EFF and DST_TIME_AMT) and CAP_TM_ZN_OFFSET_FLAG (ST53 has TIME_ZONE_OFFSET)."""
+
+    func1: int = 0
+    dst_auto: bool = False
+    time_zone_offset: bool = False
+    func2_rest: int = 0
+    calendar_func: int = 0
+    nbr_non_recurr_dates: int = 0
+    nbr_recurr_dates: int = 0
+    nbr_tier_switches: int = 0
+    calendar_tbl_size: int = 0
+
+    @classmethod
+    def decode(cls, data: bytes, config: GeneralConfig) -> ActualTimeTou:
+        _need(data, 9, 51)
+        order = config.byte_order
+        f2 = data[1]
+        return cls(data[0], bool(f2 & 0x01), bool(f2 & 0x10), f2 & 0xEE, data[2], data[3],
+                   data[4], int.from_bytes(data[5:7], order), int.from_bytes(data[7:9], order))
+
+    def encode(self, config: GeneralConfig) -> bytes:
+        order = config.byte_order
+        f2 = int(self.dst_auto) | int(self.time_zone_offset) << 4 | self.func2_rest
+        return (bytes([self.func1, f2, self.calendar_func, self.nbr_non_recurr_dates,
+                       self.nbr_recurr_dates])
+                + self.nbr_tier_switches.to_bytes(2, order)
+                + self.calendar_tbl_size.to_bytes(2, order))
+
+
+# The TIME (time of day) of TM_FORMAT 1 (BCD) and 2 (UINT8): hh mm ss.
+_TOD_LENGTH: Final = {1: 3, 2: 3}
+
+
+@attrs.frozen
+class TimeOffset:
+    """ST53 TIME_OFFSET_TBL laid out by ST51: when DST changes take effect (time of day,
+    seconds after midnight) and by how many minutes, and the zone's offset from GMT in
+    minutes (east positive). fep reads it for TM_FORMAT 1 and 2 (a 3-byte TIME)."""
+
+    dst_time_eff: int | None = None
+    dst_minutes: int | None = None
+    zone_minutes: int | None = None
+
+    @classmethod
+    def decode(cls, data: bytes, config: GeneralConfig, actual: ActualTimeTou) -> TimeOffset:
+        at = 0
+        eff = amount = zone = None
+        if actual.dst_auto:
+            size = _TOD_LENGTH.get(config.time_format)
+            if size is None:
+                raise FrameError(f"ST53: no TIME layout for TM_FORMAT {config.time_format}",
+                                 offset=0, field="ST53")
+            _need(data, size + 1, 53)
+            raw = data[:size]
+            parts = ([_bcd_byte(b, i, 53) for i, b in enumerate(raw)]
+                     if config.time_format == TimeFormat.BCD else list(raw))
+            eff = parts[0] * 3600 + parts[1] * 60 + parts[2]
+            amount = data[size]
+            at = size + 1
+        if actual.time_zone_offset:
+            _need(data, at + 2, 53)
+            zone = int.from_bytes(data[at : at + 2], config.byte_order, signed=True)
+        return cls(eff, amount, zone)
+
+    def encode(self, config: GeneralConfig, actual: ActualTimeTou) -> bytes:
+        out = b""
+        if actual.dst_auto:
+            eff = self.dst_time_eff or 0
+            parts = [eff // 3600, eff // 60 % 60, eff % 60]
+            if config.time_format == TimeFormat.BCD:
+                out += bytes(int(f"{p:02d}", 16) for p in parts)
+            else:
+                out += bytes(parts)
+            out += bytes([self.dst_minutes or 0])
+        if actual.time_zone_offset:
+            out += (self.zone_minutes or 0).to_bytes(2, config.byte_order, signed=True)
+        return out
+
+    def zone(self, dst: bool) -> tzinfo | None:
+        """The meter's zone as a fixed offset (plus the DST amount when ``dst``), or
+        None when ST53 gives no offset."""
+        if self.zone_minutes is None:
+            return None
+        from datetime import timezone
+
+        minutes = self.zone_minutes + ((self.dst_minutes or 0) if dst else 0)
+        return timezone(timedelta(minutes=minutes))
+
+
 def decode_ltime(data: bytes, config: GeneralConfig, tz: tzinfo, table: int) -> datetime:
     """An LTIME_DATE in the layout ST0's TM_FORMAT gives, as an aware datetime in ``tz``."""
     fmt = config.time_format
@@ -747,12 +841,30 @@ def _encode_stime(when: datetime | None, config: GeneralConfig, tz: tzinfo) -> b
     return value.to_bytes(4, config.byte_order)
 
 
+# For the tables laid out like ST23 (fep.protocols.ansi_c12.snapshots).
+TableReader = _Reader
+encode_stime = _encode_stime
+
+
 def decode_current_registers(
     data: bytes, config: GeneralConfig, registers: ActualRegisters, tz: tzinfo = UTC
 ) -> CurrentRegisters:
     """ST23 laid out by ST0 (formats) and ST21 (counts and optional fields); ``tz`` is the
     meter's zone for demand times."""
     reader = _Reader(data, 23, config, tz)
+    current = read_register_data(reader, registers)
+    if reader.at != len(data):
+        raise FrameError(
+            f"ST23 has {len(data) - reader.at} bytes more than ST21 describes",
+            offset=reader.at,
+            field="ST23",
+        )
+    return current
+
+
+def read_register_data(reader: _Reader, registers: ActualRegisters) -> CurrentRegisters:
+    """One REGISTER_DATA_RCD (ST23, and each snapshot of ST24-26) from ``reader``."""
+    config = reader.config
     resets = reader.take(1)[0] if registers.demand_reset_counter else None
 
     def block() -> DataBlock:
@@ -774,12 +886,6 @@ def decode_current_registers(
 
     total = block()
     tiers = tuple(block() for _ in range(registers.nbr_tiers))
-    if reader.at != len(data):
-        raise FrameError(
-            f"ST23 has {len(data) - reader.at} bytes more than ST21 describes",
-            offset=reader.at,
-            field="ST23",
-        )
     return CurrentRegisters(total, tiers, resets)
 
 

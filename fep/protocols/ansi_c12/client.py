@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Generator, Mapping
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Final
 
 import attrs
 
-from fep.errors import FrameError, ProtocolError, SessionTimeout
+from fep.errors import FrameError, NotSupported, ProtocolError, SessionTimeout
 from fep.model import ObisCode, Reading, Record, utcnow
 from fep.protocols.ansi_c12.c1218 import (
     HEADER_LEN,
@@ -43,6 +43,7 @@ from fep.protocols.ansi_c12.c1218 import (
     ServiceNotSupported,
     Standard,
     Terminate,
+    Write,
     decode_ok,
     decode_read_response,
 )
@@ -61,7 +62,9 @@ from fep.protocols.ansi_c12.c1219 import (
     ST21_ACTUAL_REGISTERS,
     ST22_DATA_SELECTION,
     ST23_CURRENT_REGISTERS,
+    ST51_ACTUAL_TIME_TOU,
     ST52_CLOCK,
+    ST53_TIME_OFFSET,
     ST61_ACTUAL_LOAD_PROFILE,
     ST62_LP_SELECTION,
     ST63_LP_STATUS,
@@ -73,6 +76,7 @@ from fep.protocols.ansi_c12.c1219 import (
     ActualLog,
     ActualRegisters,
     ActualSources,
+    ActualTimeTou,
     Clock,
     ConstantsSelector,
     CurrentRegisters,
@@ -89,6 +93,7 @@ from fep.protocols.ansi_c12.c1219 import (
     ModeStatus,
     SourceLink,
     SourceSet,
+    TimeOffset,
     UomEntry,
     decode_constants,
     decode_current_registers,
@@ -116,6 +121,33 @@ from fep.protocols.ansi_c12.c1221 import (
     auth_service,
     authenticate_request,
     check_authentication,
+)
+from fep.protocols.ansi_c12.procedures import (
+    LIST_EVENT_LOG,
+    LIST_HISTORY_LOG,
+    SP_REMOTE_RESET,
+    SP_RESET_LIST_POINTERS,
+    SP_SET_DATE_TIME,
+    ST7_PROC_INITIATE,
+    ST8_PROC_RESPONSE,
+    ProcedureRequest,
+    ProcedureResponse,
+    RelayAction,
+    RemoteReset,
+    SetDateTime,
+    procedure_label,
+    relay_state,
+    reset_list,
+)
+from fep.protocols.ansi_c12.snapshots import (
+    ST24_PREV_SEASON,
+    ST25_PREV_DEMAND_RESET,
+    ST26_SELF_READ,
+    SelfReads,
+    Snapshot,
+    decode_self_reads,
+    decode_snapshot,
+    snapshot_readings,
 )
 from fep.protocols.ansi_c12.tables import table_label, table_needs, table_size
 
@@ -161,12 +193,12 @@ class Retransmitted:
 
 @attrs.frozen
 class Finished:
-    data: MeterData | TableDump
+    data: MeterData | TableDump | ClockResult | CommandResult
 
 
 @attrs.frozen
 class Failed:
-    error: ProtocolError | FrameError
+    error: ProtocolError | FrameError | NotSupported
 
 
 Action = Send | SwitchBaud | SetTiming | Retransmitted | Finished | Failed
@@ -175,6 +207,36 @@ Action = Send | SwitchBaud | SetTiming | Retransmitted | Finished | Failed
 # ---------------------------------------------------------------------------
 # Settings and results
 # ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ClockJob:
+    """Read the clock (ST52, with ST53's zone for a local clock); with ``set_clock`` also
+    set it to our time by SP 10 (built when it is sent)."""
+
+    set_clock: bool = False
+
+
+# The commands of fep's vocabulary a C12 session runs (fep.collect.tasks.COMMANDS).
+C12_COMMANDS: Final = ("demand-reset", "event-log-clear", "disconnect", "reconnect",
+                       "relay-state")
+RELAY_COMMANDS: Final = {"disconnect": RelayAction.OPEN, "reconnect": RelayAction.CLOSE,
+                         "relay-state": RelayAction.STATE}
+
+
+@attrs.frozen
+class CommandJob:
+    """One command of the vocabulary by procedures (ST7/ST8): ``demand-reset`` (SP 9,
+    ``self_read`` also asks for a self-read, ``season`` a season change), ``event-log-clear``
+    (SP 4 on the event and history logs, or ``log`` = ``event``/``history``),
+    ``disconnect``/``reconnect``/``relay-state`` (the manufacturer relay procedure
+    ``relay_procedure``, when the meter has one)."""
+
+    command: str
+    self_read: bool = False
+    season: int | None = None
+    log: str = "all"
+    relay_procedure: int | None = None
 
 
 @attrs.frozen
@@ -204,6 +266,13 @@ class ClientSettings:
     timing: Timing | None = None
     auth_key: bytes | None = attrs.field(default=None, repr=False)
     auth_key_id: int = 0
+    # Instead of a read: the clock (read or set) or a command by procedures.
+    job: ClockJob | CommandJob | None = None
+    # Whether ``tz`` was given (metadata ``tz``): if not, a meter whose clock is local
+    # gives its own zone offset in ST53.
+    tz_given: bool = False
+    # Read the snapshots (ST24-26) when ST0 lists them.
+    snapshots: bool = True
 
     def __attrs_post_init__(self) -> None:
         if not MIN_PACKET_SIZE <= self.packet_size <= 8192:
@@ -244,6 +313,10 @@ class MeterData:
     log_actual: ActualLog | None = None
     history_log: LogData | None = None
     event_log: LogData | None = None
+    # ST24 previous season, ST25 previous demand reset, ST26 self-reads.
+    season_snapshot: Snapshot | None = None
+    demand_reset_snapshot: Snapshot | None = None
+    self_reads: SelfReads | None = None
     tables: Mapping[int, bytes] = attrs.field(factory=dict, eq=False, repr=False)
     skipped: tuple[tuple[str, str], ...] = ()
 
@@ -329,7 +402,47 @@ class MeterData:
         for table, log in ((ST74_HISTORY_LOG, self.history_log), (ST76_EVENT_LOG, self.event_log)):
             if log is not None:
                 records.extend(log_events(meter, log, table, received_time=received))
+        if self.registers is not None:
+            snaps: list[tuple[int, Snapshot]] = []
+            if self.season_snapshot is not None:
+                snaps.append((ST24_PREV_SEASON, self.season_snapshot))
+            if self.demand_reset_snapshot is not None:
+                snaps.append((ST25_PREV_DEMAND_RESET, self.demand_reset_snapshot))
+            if self.self_reads is not None:
+                snaps.extend((ST26_SELF_READ, s) for s in self.self_reads.reads)
+            for table, snap in snaps:
+                records.extend(
+                    snapshot_readings(meter, snap, table, self.registers, self.selection,
+                                      sources=self.sources if self.sources is not None
+                                      else SourceSet(uoms=self.uoms),
+                                      received_time=received)
+                )
         return records
+
+
+@attrs.frozen
+class ClockResult:
+    """A clock session: the meter's clock as read (``received`` by our clock) and, when
+    it was set, the time it was set to (UTC)."""
+
+    clock: Clock
+    received: datetime
+    set_to: datetime | None = None
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def deviation(self) -> float:
+        """Seconds the meter's clock was ahead of ours when read (negative: behind)."""
+        return (self.clock.time - self.received).total_seconds()
+
+
+@attrs.frozen
+class CommandResult:
+    """What a command did, as JSON-able values (the meter's procedure answers)."""
+
+    command: str
+    done: Mapping[str, object]
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -403,8 +516,11 @@ class C1218Client:
             meter=settings.meter,
         )
         self.waiting_for: str | None = None
-        self._conversation: Generator[_Step, bytes, MeterData | TableDump] | None = None
-        self._error: ProtocolError | FrameError | None = None
+        self._conversation: Generator[
+            _Step, bytes, MeterData | TableDump | ClockResult | CommandResult] | None = None
+        self._error: ProtocolError | FrameError | NotSupported | None = None
+        # Procedure sequence numbers (ST7 SEQ_NBR): from our clock, then counting.
+        self._seq = int(now().timestamp()) % 254 + 1
         self._negotiated: NegotiateResponse | None = None
         self._config: GeneralConfig | None = None
         self._tables: dict[int, bytes] = {}
@@ -416,7 +532,9 @@ class C1218Client:
 
     # -- errors -----------------------------------------------------------------------------
 
-    def _named(self, error: ProtocolError | FrameError) -> ProtocolError | FrameError:
+    def _named(
+        self, error: ProtocolError | FrameError | NotSupported
+    ) -> ProtocolError | FrameError | NotSupported:
         if isinstance(error, ProtocolError):
             if error.meter is None:
                 error.meter = self.settings.meter
@@ -474,7 +592,7 @@ class C1218Client:
             return [Send(data), Retransmitted(self.link.attempt, "no ACK")]
         return self._fail(self._error or SessionTimeout(f"{self._who()}: no answer to {what}"))
 
-    def _fail(self, error: ProtocolError | FrameError) -> list[Action]:
+    def _fail(self, error: ProtocolError | FrameError | NotSupported) -> list[Action]:
         self.state = State.DONE
         self.waiting_for = None
         return [Failed(self._named(error))]
@@ -494,20 +612,22 @@ class C1218Client:
             self.state = State.DONE
             actions.append(Finished(stop.value))
             return actions
-        except (ProtocolError, FrameError) as e:
+        except (ProtocolError, FrameError, NotSupported) as e:
             return actions + self._close_with(e)
         return actions + self._request(step)
 
     def _request(self, request: Request | TimingSetup | Authenticate) -> list[Action]:
         self.waiting_for = (
-            f"read of table {request.table}" if isinstance(request, Read) else request.name
+            f"read of table {request.table}" if isinstance(request, Read)
+            else f"write of table {request.table}" if isinstance(request, Write)
+            else request.name
         )
         try:
             return [Send(self.link.send(request.encode()))]
         except (ProtocolError, ValueError) as e:
             return self._fail(ProtocolError(f"C12.18: cannot send {self.waiting_for}: {e}"))
 
-    def _close_with(self, error: ProtocolError | FrameError) -> list[Action]:
+    def _close_with(self, error: ProtocolError | FrameError | NotSupported) -> list[Action]:
         """Tell the meter ``terminate``, then fail with ``error`` whatever it answers."""
         self._error = self._named(error)
         self.state = State.CLOSING
@@ -618,10 +738,17 @@ class C1218Client:
             decode_ok((yield Security(s.password, s.password_pad)), "security", meter=s.meter)
         return identification, negotiated
 
-    def _talk(self) -> Generator[_Step, bytes, MeterData | TableDump]:
+    def _talk(
+        self,
+    ) -> Generator[_Step, bytes, MeterData | TableDump | ClockResult | CommandResult]:
         identification, negotiated = yield from self._open()
-        result: MeterData | TableDump
-        if self.settings.tables:
+        result: MeterData | TableDump | ClockResult | CommandResult
+        job = self.settings.job
+        if isinstance(job, ClockJob):
+            result = yield from self._clock_job(job)
+        elif isinstance(job, CommandJob):
+            result = yield from self._command_job(job)
+        elif self.settings.tables:
             result = yield from self._read_tables(identification, negotiated)
         else:
             result = yield from self._read_meter(identification, negotiated)
@@ -632,6 +759,130 @@ class C1218Client:
             except _OPTIONAL_ERRORS as e:
                 self._skipped.append((request.name, e.message))
         return attrs.evolve(result, skipped=tuple(self._skipped))
+
+    # -- clock and commands -------------------------------------------------------------
+
+    def _config_read(self) -> Generator[_Step, bytes, GeneralConfig]:
+        config = GeneralConfig.decode((yield from self._read(ST0_GENERAL_CONFIG)))
+        self._config = config
+        return config
+
+    def _meter_zone(self, config: GeneralConfig, clock_dst: bool) -> Generator[
+            _Step, bytes, tzinfo]:
+        """The zone of a meter whose clock is local: ``tz`` when given, else ST53's offset
+        (ST51 lays it out) when the meter has them, else ``tz`` (UTC)."""
+        s = self.settings
+        if s.tz_given or not {ST51_ACTUAL_TIME_TOU, ST53_TIME_OFFSET} <= config.std_tables_used:
+            return s.tz
+        raw = yield from self._optional(ST51_ACTUAL_TIME_TOU)
+        if raw is None:
+            return s.tz
+        actual = ActualTimeTou.decode(raw, config)
+        raw = yield from self._optional(ST53_TIME_OFFSET)
+        if raw is None:
+            return s.tz
+        zone = TimeOffset.decode(raw, config, actual).zone(clock_dst)
+        return zone if zone is not None else s.tz
+
+    def _clock_job(self, job: ClockJob) -> Generator[_Step, bytes, ClockResult]:
+        """ST0, ST52 (and ST51/53 for a local clock's zone); with ``set_clock`` then SP 10
+        with our clock's time at the moment the procedure is built."""
+        config = yield from self._config_read()
+        raw = yield from self._read(ST52_CLOCK)
+        received = self.now()
+        clock = Clock.decode(raw, config, self.settings.tz)
+        zone: tzinfo = UTC
+        if not clock.gmt:
+            zone = yield from self._meter_zone(config, clock.dst)
+            if zone is not self.settings.tz:
+                clock = Clock.decode(raw, config, zone)
+        if not job.set_clock:
+            return ClockResult(clock, received)
+        # Whole seconds (LTIME_DATE has no fraction), rounded to the nearest.
+        when = (self.now() + timedelta(microseconds=500_000)).replace(microsecond=0)
+        local = when.astimezone(zone)
+
+        def request(seq: int) -> ProcedureRequest:
+            params = SetDateTime(local, day_of_week=local.isoweekday() % 7,
+                                 gmt=clock.gmt, dst=clock.dst)
+            return ProcedureRequest(SP_SET_DATE_TIME, seq, params.encode(config))
+
+        yield from self._procedure(request, "time-set", config)
+        return ClockResult(clock, received, when)
+
+    def _procedure(
+        self,
+        build: Callable[[int], ProcedureRequest],
+        command: str,
+        config: GeneralConfig,
+    ) -> Generator[_Step, bytes, bytes]:
+        """Run one procedure: ST0 must list it as used; write ST7, read ST8, check that
+        ST8 answers it and that it completed. Fires with its response data."""
+        s = self.settings
+        request = build(self._seq)
+        self._seq = self._seq % 254 + 1
+        used = config.mfg_procs_used if request.mfg else config.std_procs_used
+        if request.number not in used:
+            raise NotSupported(
+                f"{self._who()}: {command} needs {request.label}, which the meter's ST0 does "
+                "not list as used",
+                meter=s.meter,
+                protocol=PROTOCOL,
+            )
+        decode_ok(
+            (yield Write(ST7_PROC_INITIATE, request.encode(config))),
+            f"write of ST7 ({command}: {request.label})",
+            meter=s.meter,
+        )
+        answer = ProcedureResponse.decode((yield from self._read(ST8_PROC_RESPONSE)), config)
+        return answer.check(request, command=command, meter=s.meter, route=s.route)
+
+    def _command_job(self, job: CommandJob) -> Generator[_Step, bytes, CommandResult]:
+        config = yield from self._config_read()
+        command = job.command
+        done: dict[str, object] = {}
+        if command == "demand-reset":
+            action = RemoteReset(True, job.self_read, job.season)
+            data = yield from self._procedure(
+                lambda seq: ProcedureRequest(SP_REMOTE_RESET, seq, action.encode()),
+                command, config)
+            done["procedure"] = procedure_label(SP_REMOTE_RESET, False)
+            if data:
+                done["response"] = data.hex()
+            # The meter's demand reset counter after it (ST23), when it keeps one.
+            if {ST21_ACTUAL_REGISTERS, ST23_CURRENT_REGISTERS} <= config.std_tables_used:
+                raw = yield from self._optional(ST21_ACTUAL_REGISTERS)
+                registers = ActualRegisters.decode(raw) if raw is not None else None
+                if registers is not None and registers.demand_reset_counter:
+                    raw = yield from self._optional(ST23_CURRENT_REGISTERS)
+                    if raw is not None:
+                        current = decode_current_registers(raw, config, registers,
+                                                           self.settings.tz)
+                        done["demand_resets"] = current.demand_resets
+        elif command == "event-log-clear":
+            lists = {"event": (LIST_EVENT_LOG,), "history": (LIST_HISTORY_LOG,),
+                     "all": (LIST_EVENT_LOG, LIST_HISTORY_LOG)}[job.log]
+            for which in lists:
+                yield from self._procedure(_reset_list_request(which), command, config)
+            done["procedure"] = procedure_label(SP_RESET_LIST_POINTERS, False)
+            done["lists"] = ",".join("event" if w == LIST_EVENT_LOG else "history"
+                                     for w in lists)
+        elif command in RELAY_COMMANDS:
+            number = job.relay_procedure
+            if number is None:
+                raise NotSupported(
+                    f"{self._who()}: {command} needs the meter's relay procedure "
+                    "(c12_relay_procedure); none is configured",
+                    meter=self.settings.meter, protocol=PROTOCOL)
+            relay = bytes([RELAY_COMMANDS[command]])
+            data = yield from self._procedure(
+                lambda seq: ProcedureRequest(number, seq, relay, mfg=True), command, config)
+            done["procedure"] = procedure_label(number, True)
+            done["relay"] = relay_state(data, meter=self.settings.meter).name.lower()
+        else:
+            raise NotSupported(f"{self._who()}: ANSI C12 cannot run {command}",
+                               meter=self.settings.meter, protocol=PROTOCOL)
+        return CommandResult(command, done)
 
     def _read_tables(
         self, identification: IdentifyResponse, negotiated: NegotiateResponse
@@ -722,6 +973,30 @@ class C1218Client:
                 if raw is not None:
                     lp_blocks = decode_lp_data(raw, config, lp_actual, lp_selection, s.tz)
 
+        season: Snapshot | None = None
+        demand_reset: Snapshot | None = None
+        self_reads: SelfReads | None = None
+        if registers is not None and s.snapshots:
+            used = config.std_tables_used
+            # A meter that keeps the snapshot's time and gives none has not taken it yet.
+            def taken(snap: Snapshot) -> Snapshot | None:
+                return None if registers.date_time_field and snap.end_time is None else snap
+
+            if ST24_PREV_SEASON in used:
+                raw = yield from optional(ST24_PREV_SEASON)
+                if raw is not None:
+                    season = taken(decode_snapshot(raw, config, registers, ST24_PREV_SEASON,
+                                                   s.tz))
+            if ST25_PREV_DEMAND_RESET in used:
+                raw = yield from optional(ST25_PREV_DEMAND_RESET)
+                if raw is not None:
+                    demand_reset = taken(decode_snapshot(raw, config, registers,
+                                                         ST25_PREV_DEMAND_RESET, s.tz))
+            if ST26_SELF_READ in used and registers.nbr_self_reads:
+                raw = yield from optional(ST26_SELF_READ)
+                if raw is not None:
+                    self_reads = decode_self_reads(raw, config, registers, s.tz)
+
         log_actual: ActualLog | None = None
         logs: dict[int, LogData] = {}
         if s.events and ST71_ACTUAL_LOG in config.std_tables_used:
@@ -760,8 +1035,18 @@ class C1218Client:
             log_actual=log_actual,
             history_log=logs.get(ST74_HISTORY_LOG),
             event_log=logs.get(ST76_EVENT_LOG),
+            season_snapshot=season,
+            demand_reset_snapshot=demand_reset,
+            self_reads=self_reads,
             tables=self._tables,
         )
+
+
+def _reset_list_request(which: int) -> Callable[[int], ProcedureRequest]:
+    def build(seq: int) -> ProcedureRequest:
+        return ProcedureRequest(SP_RESET_LIST_POINTERS, seq, reset_list(which))
+
+    return build
 
 
 class C1221Client(C1218Client):

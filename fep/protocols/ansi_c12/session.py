@@ -17,7 +17,13 @@ lines) and hands the records back. Settings come from the meter's metadata
                    read's timeout, which bounds the wait for each answer)
 ``c12_profile``, ``c12_events``  ``no`` leaves out the load profile (ST61-64) or the
                    history and event logs (ST71/74/76); read when ST0 lists them
-``tz``             the meter's zone for local clocks (default UTC)
+``tz``             the meter's zone for local clocks (default: ST53's offset when the
+                   meter has it, else UTC)
+``c12_snapshots``  ``no`` leaves out the snapshots (ST24 previous season, ST25 previous
+                   demand reset, ST26 self-reads); read when ST0 lists them
+``c12_relay_procedure`` the manufacturer procedure that works the supply relay
+                   (``MP2`` or ``2``: fep's simulator's; see docs/protocols/ansi-c12.md);
+                   without it ``disconnect``/``reconnect``/``relay-state`` are refused
 The meter's ``address`` (0..255), when given, is the C12.18 identity byte.
 
 ``C1221Protocol`` (``ansi-c12.21``, a meter on a telephone line: the dial-up channel hands
@@ -33,7 +39,7 @@ it an ordinary byte pipe) adds:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -44,16 +50,21 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from fep.errors import ConfigError
-from fep.interfaces import IMeterProtocol
+from fep.errors import ConfigError, NotSupported
+from fep.interfaces import IClock, ICommands, IMeterProtocol
 from fep.model import Meter, Record, utcnow
 from fep.protocols import actions as actions_
 from fep.protocols.ansi_c12.c1221 import DEFAULT_TIMING, DES_BLOCK, Timing
 from fep.protocols.ansi_c12.client import (
+    C12_COMMANDS,
     Action,
     C1218Client,
     C1221Client,
     ClientSettings,
+    ClockJob,
+    ClockResult,
+    CommandJob,
+    CommandResult,
     Failed,
     Finished,
     MeterData,
@@ -141,6 +152,8 @@ def settings_for(meter: Meter, tz: tzinfo = UTC) -> ClientSettings:
             tz=zone,
             profile=flag("c12_profile"),
             events=flag("c12_events"),
+            snapshots=flag("c12_snapshots"),
+            tz_given=bool(md.get("tz")),
         )
     except ValueError as e:
         raise ConfigError(f"meter {meter.id}: {e}") from None
@@ -258,8 +271,8 @@ class C1218Session(MeterSession):
                 n=action.attempt,
             )
 
-    def result(self, value: Any) -> list[Record] | list[dict[str, object]]:
-        data: MeterData | TableDump = value
+    def result(self, value: Any) -> Any:
+        data: MeterData | TableDump | ClockResult | CommandResult = value
         for table, why in data.skipped:
             log.info(
                 "{meter}: {table} not read: {why}",
@@ -271,14 +284,60 @@ class C1218Session(MeterSession):
             )
         if isinstance(data, TableDump):
             return table_rows(self.meter.id, data, self.client.settings.tz)
+        if isinstance(data, ClockResult | CommandResult):
+            return data
         return data.to_records(self.meter.id, received_time=utcnow())
 
 
-@implementer(IMeterProtocol)
+def relay_procedure(meter: Meter) -> int | None:
+    """The manufacturer procedure number of ``c12_relay_procedure`` (``MP2`` or ``2``),
+    or None; ConfigError naming the key otherwise."""
+    text = meter.metadata.get("c12_relay_procedure", "").strip().upper()
+    if not text:
+        return None
+    digits = text[2:] if text.startswith("MP") else text
+    if not digits.isdigit() or int(digits) > 2047:
+        raise ConfigError(
+            f"meter {meter.id}: c12_relay_procedure is a manufacturer procedure MP0..MP2047",
+            key="c12_relay_procedure",
+        )
+    return int(digits)
+
+
+def command_job(meter: Meter, command: str, params: Mapping[str, Any]) -> CommandJob:
+    """The CommandJob for ``command`` with the request's parameters (``self-read=yes``,
+    ``season=N`` for demand-reset; ``log=event|history|all`` for event-log-clear)."""
+    if command not in C12_COMMANDS:
+        raise NotSupported(f"meter {meter.id}: ANSI C12 cannot run {command}",
+                           meter=meter.id, protocol=meter.protocol)
+    self_read = str(params.get("self-read", params.get("self_read", "no"))).strip().lower()
+    if self_read not in ("yes", "no", "true", "false", "1", "0"):
+        raise ConfigError(f"meter {meter.id}: self-read is yes or no", key="self-read")
+    season_text = str(params.get("season", "") or "").strip()
+    season = None
+    if season_text:
+        if not season_text.isdigit() or int(season_text) > 15:
+            raise ConfigError(f"meter {meter.id}: season is 0..15", key="season")
+        season = int(season_text)
+    log_name = str(params.get("log", "all") or "all").strip().lower()
+    if log_name not in ("all", "event", "history"):
+        raise ConfigError(f"meter {meter.id}: log is event, history or all", key="log")
+    return CommandJob(
+        command,
+        self_read=self_read in ("yes", "true", "1"),
+        season=season,
+        log=log_name,
+        relay_procedure=relay_procedure(meter),
+    )
+
+
+@implementer(IMeterProtocol, IClock, ICommands)
 class C1218Protocol:
-    """ANSI C12.18 (PSEM) table reads: identification, status, clock and registers."""
+    """ANSI C12.18 (PSEM) table reads: identification, status, clock and registers; the
+    clock read (ST52) and set (SP 10) and commands by procedures (ST7/ST8)."""
 
     name = NAME
+    commands = C12_COMMANDS
 
     def __init__(self, tz: tzinfo = UTC) -> None:
         self.tz = tz
@@ -306,12 +365,51 @@ class C1218Protocol:
             return fail(ConfigError("no tables to read", key="--table"))
         return self._run(reactor, endpoint, meter, timeout, tuple(tables))
 
+    def read_clock(
+        self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
+    ) -> Deferred[datetime]:
+        """The meter's clock (ST52) in UTC."""
+        d = self._run(reactor, endpoint, meter, timeout, (), ClockJob())
+        return d.addCallback(lambda result: result.clock.time)
+
+    def set_clock(
+        self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
+    ) -> Deferred[Any]:
+        """SP 10 with the reactor's time when the procedure is built (after ST0 and ST52
+        are read); fires with what was done (JSON-able)."""
+        d = self._run(reactor, endpoint, meter, timeout, (), ClockJob(set_clock=True))
+
+        def done(result: ClockResult) -> dict[str, object]:
+            assert result.set_to is not None
+            return {"set_to": result.set_to.isoformat(),
+                    "deviation_before": round(result.deviation, 3)}
+
+        return d.addCallback(done)
+
+    def run_command(
+        self,
+        reactor: IReactorTime,
+        endpoint: Any,
+        meter: Meter,
+        command: str,
+        params: Mapping[str, Any],
+        timeout: float,
+        progress: Callable[[Mapping[str, Any]], None],
+    ) -> Deferred[Mapping[str, Any]]:
+        """One command of ``commands`` by procedures (see ``command_job``)."""
+        try:
+            job = command_job(meter, command, params)
+        except (ConfigError, NotSupported) as e:
+            return fail(e)
+        d = self._run(reactor, endpoint, meter, timeout, (), job)
+        return d.addCallback(lambda result: dict(result.done))
+
     def _run(
         self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float,
-        tables: tuple[int, ...],
+        tables: tuple[int, ...], job: ClockJob | CommandJob | None = None,
     ) -> Deferred[Any]:
         try:
-            settings = attrs.evolve(self.settings(meter), tables=tables)
+            settings = attrs.evolve(self.settings(meter), tables=tables, job=job)
             ack_timeout = self.ack_timeout(meter)
         except ConfigError as e:
             return fail(e)
@@ -391,7 +489,7 @@ def _flag(meter: Meter, key: str) -> bool:
     return text in ("yes", "true", "1", "on")
 
 
-@implementer(IMeterProtocol)
+@implementer(IMeterProtocol, IClock, ICommands)
 class C1221Protocol(C1218Protocol):
     """ANSI C12.21: the C12.18 table reads over a dial-up (or any) byte pipe, with timing
     setup and key authentication. The ACK wait is ``c12_response_timeout`` (4 s) until

@@ -22,6 +22,7 @@ from fep.protocols.ansi_c12.c1219 import (
     ActualLog,
     ActualRegisters,
     ActualSources,
+    ActualTimeTou,
     Clock,
     DataSelection,
     DemandControl,
@@ -29,6 +30,7 @@ from fep.protocols.ansi_c12.c1219 import (
     GeneralConfig,
     ManufacturerId,
     ModeStatus,
+    TimeOffset,
     decode_constants,
     decode_current_registers,
     decode_data_control,
@@ -42,6 +44,8 @@ from fep.protocols.ansi_c12.c1219 import (
     log_data_length,
     lp_data_length,
 )
+from fep.protocols.ansi_c12.procedures import ProcedureRequest, ProcedureResponse
+from fep.protocols.ansi_c12.snapshots import decode_self_reads, decode_snapshot
 
 # Manufacturer table N is table number 2048 + N (bit 11 of the C12.18 table id).
 MFG_TABLE_BASE: Final = 2048
@@ -51,6 +55,8 @@ TABLE_NAMES: Final[dict[int, str]] = {
     1: "GENERAL_MFG_ID_TBL",
     3: "ED_MODE_STATUS_TBL",
     5: "DEVICE_IDENT_TBL",
+    7: "PROC_INITIATE_TBL",
+    8: "PROC_RESPONSE_TBL",
     11: "ACT_SOURCES_LIM_TBL",
     12: "UOM_ENTRY_TBL",
     13: "DEMAND_CONTROL_TBL",
@@ -60,7 +66,12 @@ TABLE_NAMES: Final[dict[int, str]] = {
     21: "ACT_REGS_TBL",
     22: "DATA_SELECTION_TBL",
     23: "CURRENT_REG_DATA_TBL",
+    24: "PREVIOUS_SEASON_DATA_TBL",
+    25: "PREVIOUS_DEMAND_RESET_DATA_TBL",
+    26: "SELF_READ_DATA_TBL",
+    51: "ACTUAL_TIME_TOU_TBL",
     52: "CLOCK_TBL",
+    53: "TIME_OFFSET_TBL",
     61: "ACT_LP_TBL",
     62: "LP_SELECT_TBL",
     63: "LP_STATUS_TBL",
@@ -78,6 +89,10 @@ _NEEDS: Final[dict[int, tuple[int, ...]]] = {
     16: (11,),
     22: (21,),
     23: (21,),
+    24: (21,),
+    25: (21,),
+    26: (21,),
+    53: (51,),
     62: (61,),
     63: (61,),
     64: (61, 62),
@@ -136,11 +151,14 @@ def decode_table(table: int, tables: Mapping[int, bytes], tz: tzinfo = UTC) -> o
         1: lambda: ManufacturerId.decode(data, config),
         3: lambda: ModeStatus.decode(data, config),
         5: lambda: DeviceId.decode(data, config),
+        7: lambda: ProcedureRequest.decode(data, config),
+        8: lambda: ProcedureResponse.decode(data, config),
         11: lambda: ActualSources.decode(data),
         12: lambda: [
             {**_fields(u), "text": describe_uom(u)} for u in decode_uom_entries(data, config)
         ],
         21: lambda: ActualRegisters.decode(data),
+        51: lambda: ActualTimeTou.decode(data, config),
         52: lambda: Clock.decode(data, config, tz),
         61: lambda: ActualLoadProfile.decode(data, config),
         71: lambda: ActualLog.decode(data, config),
@@ -161,11 +179,17 @@ def decode_table(table: int, tables: Mapping[int, bytes], tz: tzinfo = UTC) -> o
             16: lambda: decode_source_links(data, sources),
         }
         return by_table[table]()
-    if table in (22, 23):
+    if table in (22, 23, 24, 25, 26):
         registers = ActualRegisters.decode(tables[21])
         if table == 22:
             return DataSelection.decode(data, registers)
+        if table in (24, 25):
+            return decode_snapshot(data, config, registers, table, tz)
+        if table == 26:
+            return decode_self_reads(data, config, registers, tz)
         return decode_current_registers(data, config, registers, tz)
+    if table == 53:
+        return TimeOffset.decode(data, config, ActualTimeTou.decode(tables[51], config))
     if table in (62, 63, 64):
         lp = ActualLoadProfile.decode(tables[61], config)
         if table == 62:

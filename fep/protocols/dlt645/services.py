@@ -44,6 +44,7 @@ class Function(enum.IntEnum):
     MAX_DEMAND_RESET = 0x19
     METER_RESET = 0x1A
     EVENT_RESET = 0x1B
+    RELAY_CONTROL = 0x1C
 
 
 class Function1997(enum.IntEnum):
@@ -72,6 +73,32 @@ class ErrorStatus(enum.IntFlag):
     TARIFFS_EXCEEDED = 0x40
 
 
+class RelayAction(enum.IntEnum):
+    """N1 of relay control (1C): what the meter is told to do with its supply relay, its
+    alarm and its guarantee (a guaranteed supply refuses trips)."""
+
+    TRIP = 0x1A
+    CLOSE_ALLOWED = 0x1B  # the customer closes it (the meter's button)
+    DIRECT_CLOSE = 0x1C
+    ALARM = 0x2A
+    ALARM_RELEASE = 0x2B
+    GUARANTEE = 0x3A
+    GUARANTEE_RELEASE = 0x3B
+
+
+class ControlErrorStatus(enum.IntFlag):
+    """The two-byte error word of an abnormal answer to relay control (1C), as State Grid
+    cost-control meters give it (a one-byte answer is the ordinary ErrorStatus). Bits 0-5;
+    later bits differ between meter generations and are named by number."""
+
+    SUSPENDED = 0x0001  # the meter is suspended (too many MAC errors)
+    MAC_ERROR = 0x0002
+    UNAUTHORIZED = 0x0004  # wrong password or not authorised
+    AUTH_TIMEOUT = 0x0008  # identity authentication timed out (or never done)
+    EXPIRED = 0x0010  # the command's validity time has passed
+    GUARANTEED = 0x0020  # trip refused: the supply is guaranteed
+
+
 class ErrorStatus1997(enum.IntFlag):
     """The error-status byte of a DL/T 645-1997 abnormal response."""
 
@@ -91,6 +118,14 @@ _ERROR_TEXT: Final[dict[int, str]] = {
     ErrorStatus.YEAR_ZONES_EXCEEDED: "too many year time zones",
     ErrorStatus.DAY_PERIODS_EXCEEDED: "too many daily periods",
     ErrorStatus.TARIFFS_EXCEEDED: "too many tariffs",
+}
+_CONTROL_ERROR_TEXT: Final[dict[int, str]] = {
+    ControlErrorStatus.SUSPENDED: "meter suspended",
+    ControlErrorStatus.MAC_ERROR: "MAC error",
+    ControlErrorStatus.UNAUTHORIZED: "wrong password or unauthorised",
+    ControlErrorStatus.AUTH_TIMEOUT: "identity authentication timed out",
+    ControlErrorStatus.EXPIRED: "command validity time passed",
+    ControlErrorStatus.GUARANTEED: "trip refused: supply guaranteed",
 }
 _ERROR_TEXT_1997: Final[dict[int, str]] = {
     ErrorStatus1997.ILLEGAL_DATA: "illegal data",
@@ -115,17 +150,31 @@ class MeterErrorResponse(ProtocolError):
         edition: int,
         meter: str | None = None,
         route: str | None = None,
+        control_word: bool = False,
     ) -> None:
         super().__init__(message, meter=meter, route=route, protocol=PROTOCOL)
         self.status = status
         self.function = function
         self.edition = edition
+        # The two-byte error word of relay control (ControlErrorStatus), not the ERR byte.
+        self.control_word = control_word
 
     @property
     def reasons(self) -> list[str]:
         table = _ERROR_TEXT if self.edition == 2007 else _ERROR_TEXT_1997
+        if self.control_word:
+            table = _CONTROL_ERROR_TEXT
         names = [text for bit, text in table.items() if self.status & bit]
+        known = sum(table)
+        names += [f"bit {n}" for n in range(16) if self.status & ~known & (1 << n)]
         return names or [f"unknown error 0x{self.status:02X}"]
+
+    @property
+    def code(self) -> str:
+        """The meter's own code as it sent it: ``0x04``, or ``0x0020`` for a two-byte word."""
+        if self.control_word:
+            return f"0x{self.status:04X}"
+        return f"0x{self.status:02X}"
 
 
 class NoRequestedData(MeterErrorResponse):
@@ -331,6 +380,36 @@ def event_reset(
     return Frame(address, control_code(Function.EVENT_RESET), data)
 
 
+def relay_control(
+    address: str,
+    action: RelayAction,
+    password: Password,
+    operator: str,
+    valid_until: datetime,
+) -> Frame:
+    """Relay control (1C): ``PA P0P1P2 C0..C3 N1 N2 N3..N8``: the action (N1), a reserved
+    byte (N2, 00) and the time after which the meter must not act on the command
+    (``ssmmhhDDMMYY`` of its local wall clock)."""
+    data = (
+        password.encode()
+        + encode_operator(operator)
+        + bytes([RelayAction(action), 0])
+        + encode_bcd(valid_until.strftime("%y%m%d%H%M%S"), 6)
+    )
+    return Frame(address, control_code(Function.RELAY_CONTROL), data)
+
+
+def write_data_1997(address: str, di: int, value: bytes, password: Password) -> Frame:
+    """DL/T 645-1997 write data (04): ``DI0 DI1 PA P0P1P2 data`` (no operator code)."""
+    data = encode_di(di, 2) + password.encode() + value
+    return Frame(address, control_code(Function1997.WRITE_DATA), data)
+
+
+def max_demand_reset_1997(address: str, password: Password) -> Frame:
+    """DL/T 645-1997 maximum demand reset (10): the password ``PA P0P1P2``."""
+    return Frame(address, control_code(Function1997.MAX_DEMAND_RESET), password.encode())
+
+
 def read_data_1997(address: str, di: int) -> Frame:
     """DL/T 645-1997 read data (01): a 2-byte data identifier."""
     return Frame(address, control_code(Function1997.READ_DATA), encode_di(di, 2))
@@ -390,6 +469,9 @@ def error_response(
     who = meter or frame.address
     edition = edition_of(frame.function)
     status = frame.data[0] if frame.data else 0
+    word = frame.function == Function.RELAY_CONTROL and len(frame.data) >= 2
+    if word:
+        status = int.from_bytes(frame.data[:2], "little")
     no_data: int
     unauthorized: int
     if edition == 2007:
@@ -402,10 +484,11 @@ def error_response(
         cls = Unauthorized
     elif status & no_data:
         cls = NoRequestedData
-    probe = MeterErrorResponse("", status=status, function=frame.function, edition=edition)
+    probe = MeterErrorResponse("", status=status, function=frame.function, edition=edition,
+                               control_word=word)
     message = (
         f"meter {who} refused {_function_name(frame.function)}: "
-        f"{', '.join(probe.reasons)} (error status 0x{status:02X})"
+        f"{', '.join(probe.reasons)} (error status {probe.code})"
     )
     return cls(
         message,
@@ -414,6 +497,7 @@ def error_response(
         edition=edition,
         meter=who,
         route=route,
+        control_word=word,
     )
 
 

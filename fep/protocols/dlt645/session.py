@@ -16,32 +16,43 @@ point-to-point line) and its metadata (``fep read -o KEY=VALUE``):
 ``dlt645_profile_since``   start of a DI 06000001 read, ISO time (default: the last blocks)
 ``dlt645_profile_period``  minutes between load records (default 15)
 ``tz``               the meter's zone for its local clock (default UTC+8)
+``dlt645_password``  (a secret) the password for commands and clock writes: its level and six
+                     digits, ``02123456`` or ``02:123456`` (level 02, password 123456)
+``dlt645_operator``  the operator code (8 digits) commands carry (default ``00000000``)
+``dlt645_clock_set`` ``write`` (04000101/04000102 with the password; the default when the
+                     meter has a password) or ``broadcast`` (broadcast time, 08)
+
+Commands (``run_command``; fep.collect.tasks.COMMANDS): ``disconnect`` (relay control
+trip), ``reconnect`` (close allowed; ``mode=direct`` for direct close), ``relay-state``
+(status word 3), ``demand-reset``, ``event-log-clear`` (``di=`` one event family, default
+all), ``parameter-set`` (``alarm=on|off``, ``guarantee=on|off``); relay control takes
+``valid=MINUTES`` (how long the meter may act on it, default 15). DL/T 645-1997 meters
+(``dlt645_edition = 1997``) have only ``demand-reset`` and the clock.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fep.errors import ConfigError, NotSupported, ProtocolError
-from fep.interfaces import IClock, IMeterProtocol, IProfileReader
+from fep.errors import ConfigError, FrameError, NotSupported, ProtocolError
+from fep.interfaces import IClock, ICommands, IMeterProtocol, IProfileReader
 from fep.model import Meter, Reading, Record
 from fep.protocols import actions as actions_
+from fep.protocols.dlt645 import dataid
 from fep.protocols.dlt645.client import (
     CLOCK_OBIS,
     DATE_DI,
     PROFILE_SINCE,
     TIME_DI,
-    WAKEUP_PREAMBLE,
     Action,
     ClientSettings,
     Dlt645Client,
@@ -51,10 +62,33 @@ from fep.protocols.dlt645.client import (
     Resent,
     Send,
     Skipped,
+    di_text,
+)
+from fep.protocols.dlt645.control import (
+    STATUS_WORD_3,
+    CommandClient,
+    Done,
+    Step,
+    relay_state,
 )
 from fep.protocols.dlt645.dataid import DEFAULT_METER_TZ, parse_di
-from fep.protocols.dlt645.frames import WILDCARD_ADDRESS
-from fep.protocols.dlt645.services import PROTOCOL, broadcast_time_sync
+from fep.protocols.dlt645.frames import WILDCARD_ADDRESS, Frame
+from fep.protocols.dlt645.services import (
+    ALL_EVENTS,
+    PROTOCOL,
+    Password,
+    RelayAction,
+    broadcast_time_sync,
+    decode_read,
+    event_reset,
+    max_demand_reset,
+    max_demand_reset_1997,
+    read_data,
+    read_data_1997,
+    relay_control,
+    write_data,
+    write_data_1997,
+)
 from fep.protocols.session import MeterSession, run_session
 
 log = Logger(namespace="fep.protocols.dlt645")
@@ -217,31 +251,143 @@ class Dlt645Session(MeterSession):
         )
 
 
-class _BroadcastSession(Protocol):
-    """Sends one broadcast frame (meters never answer one) and hangs up."""
+# -- commands ---------------------------------------------------------------------------
 
-    def __init__(self, reactor: IReactorTime, meter: Meter, tz: tzinfo, wakeup: bool) -> None:
-        self.reactor = reactor
+COMMANDS_2007: Final = (
+    "disconnect", "reconnect", "relay-state", "demand-reset", "event-log-clear",
+    "parameter-set",
+)
+COMMANDS_1997: Final = ("demand-reset",)
+DEFAULT_OPERATOR: Final = "00000000"
+# Command params the engine and the doors add besides the command's own (not parameters).
+_ENGINE_PARAMS: Final = frozenset({"progress", "attempts", "retry_delay", "valid", "reason",
+                                   "plan", "deadline"})
+DEFAULT_VALIDITY: Final = timedelta(minutes=15)
+# A meter takes a broadcast time only within 5 minutes of its own clock, never within
+# 5 minutes of its midnight, and once a day (DL/T 645-2007 section 6 "broadcast time").
+BROADCAST_LIMIT: Final = 300.0
+# How near the set time a clock must be read back to count as set.
+SET_TOLERANCE: Final = 2.0
+
+
+def password_for(meter: Meter) -> Password | None:
+    """The meter's ``dlt645_password`` (level and six digits), None when it has none."""
+    text = (meter.metadata.get("dlt645_password") or "").strip().replace(":", "")
+    if not text:
+        return None
+    if len(text) != 8 or not text.isdigit():
+        # Never the value in the message: it is a secret.
+        raise ConfigError(f"meter {meter.id}: dlt645_password is its level and six digits "
+                          "(e.g. 02 and 123456: 02123456)", key="dlt645_password")
+    return Password(int(text[:2]), text[2:])
+
+
+def operator_for(meter: Meter) -> str:
+    text = (meter.metadata.get("dlt645_operator") or DEFAULT_OPERATOR).strip()
+    if len(text) > 8 or not text.isdigit():
+        raise ConfigError(f"meter {meter.id}: dlt645_operator is up to 8 digits, not {text!r}",
+                          key="dlt645_operator")
+    return text.rjust(8, "0")
+
+
+def _needs_password(meter: Meter, what: str) -> Password:
+    password = password_for(meter)
+    if password is None:
+        raise ConfigError(f"meter {meter.id}: {what} needs the meter's password "
+                          "(dlt645_password in the secret store)", key="dlt645_password")
+    return password
+
+
+def _on_off(meter: Meter, name: str, text: Any) -> bool:
+    value = str(text).strip().lower()
+    if value in _YES:
+        return True
+    if value in _NO:
+        return False
+    raise ConfigError(f"meter {meter.id}: parameter-set {name}= is on or off, not {text!r}",
+                      key=name)
+
+
+class CommandSteps:
+    """A CommandClient in the session driver's shape."""
+
+    def __init__(self, client: CommandClient) -> None:
+        self.client = client
+
+    @property
+    def waiting_for(self) -> str | None:
+        return self.client.waiting_for
+
+    def start(self) -> list[object]:
+        return self._steps(self.client.start())
+
+    def receive(self, data: bytes) -> list[object]:
+        return self._steps(self.client.receive(data))
+
+    def timeout(self) -> list[object]:
+        return self._steps(self.client.timeout())
+
+    def _steps(self, actions: Sequence[object]) -> list[object]:
+        steps: list[object] = []
+        waits = False
+        for action in actions:
+            if isinstance(action, Send):
+                steps.append(actions_.Send(action.data))
+                waits = True
+            elif isinstance(action, Done):
+                steps.append(actions_.Finish(action.answers))
+                waits = False
+            elif isinstance(action, Failed):
+                steps.append(actions_.Fail(action.error))
+                waits = False
+            else:
+                steps.append(action)
+        if waits:
+            steps.append(actions_.SetTimer())
+        return steps
+
+
+class Dlt645CommandSession(MeterSession):
+    """One CommandClient over one connection; ``done`` fires with the answer frames."""
+
+    def __init__(self, reactor: IReactorTime, meter: Meter, client: CommandClient,
+                 timeout: float) -> None:
+        super().__init__(reactor, timeout, meter=meter.id, route=meter.route, protocol=PROTOCOL,
+                         steps=CommandSteps(client))
         self.meter = meter
-        self.tz = tz
-        self.wakeup = wakeup
-        self.done: Deferred[None] = Deferred()
+        self.client = client
 
-    def connectionMade(self) -> None:
-        now = datetime.fromtimestamp(self.reactor.seconds(), UTC).astimezone(self.tz)
-        frame = broadcast_time_sync(now.replace(tzinfo=None))
-        assert self.transport is not None
-        self.transport.write(frame.encode(preamble=WAKEUP_PREAMBLE if self.wakeup else 0))
-        log.info("{meter}: broadcast time {at} sent", at=now.isoformat(),
-                 meter=self.meter.id, route=self.meter.route, protocol=PROTOCOL)
-        self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
-        if not self.done.called:
-            self.done.callback(None)
+    def note(self, action: object) -> None:
+        fields = {"meter": self.meter.id, "route": self.meter.route, "protocol": PROTOCOL}
+        if isinstance(action, Resent):
+            log.info("{meter}: DL/T 645 {command} request sent again ({why}, attempt {n})",
+                     command=self.client.command, why=action.why, n=action.attempt, **fields)
+        elif isinstance(action, Noise):
+            log.info("{meter}: line noise skipped: {why}", why=action.why, **fields)
 
 
-@implementer(IMeterProtocol, IProfileReader, IClock)
+def _local_now(reactor: IReactorTime, tz: tzinfo, ahead: float = 0.0) -> datetime:
+    """The meter's wall clock time now (naive), to the nearest second."""
+    when = datetime.fromtimestamp(round(reactor.seconds() + ahead), UTC)
+    return when.astimezone(tz).replace(tzinfo=None)
+
+
+def _clock_of(answers: Sequence[Frame | None], at: int, settings: ClientSettings) -> datetime:
+    """The meter's clock (UTC) from the answers to a date read and a time read at ``at``."""
+    edition = settings.edition
+    parts: list[Any] = []
+    for frame, di in ((answers[at], DATE_DI[edition]), (answers[at + 1], TIME_DI[edition])):
+        if frame is None:
+            raise ValueError("no clock answer")
+        data = decode_read(frame, di).data
+        (reading,) = dataid.decode(di, data, meter=settings.meter or settings.address,
+                                   edition=edition, tz=settings.tz)
+        parts.append(reading.value)
+    local = datetime.fromisoformat(f"{parts[0]}T{parts[1]}")
+    return local.replace(tzinfo=settings.tz).astimezone(UTC)
+
+
+@implementer(IMeterProtocol, IProfileReader, IClock, ICommands)
 class Dlt645Protocol:
     """DL/T 645-2007 (and 1997) reads: energy, instantaneous values, the clock, event
     records and load profile, one data identifier at a time. For the collection engine
@@ -250,6 +396,7 @@ class Dlt645Protocol:
     within 5 minutes of their own clock)."""
 
     name = PROTOCOL
+    commands = COMMANDS_2007
 
     def __init__(self, tz: tzinfo = DEFAULT_METER_TZ) -> None:
         self.tz = tz
@@ -330,15 +477,246 @@ class Dlt645Protocol:
     def set_clock(
         self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
     ) -> Deferred[None]:
-        """Broadcast time sync (function 08) on the meter's line: every meter on the bus
-        hears it; none answers."""
-        try:
+        """Set the meter's clock to the reactor's time: by writing its date and time
+        (04000101 then 04000102; 1997: C010, C011) with the meter's password, or by
+        broadcast time (``dlt645_clock_set = broadcast``, or no password), which every meter
+        on the line hears. A broadcast is sent only within its limits (the meter's clock
+        within 5 minutes, not within 5 minutes of its midnight); the clock is read back
+        after it, and a meter that did not take it (one broadcast a day) is an error."""
+
+        async def run() -> None:
             settings = settings_for(meter, self.tz)
-        except ConfigError as e:
-            return fail(e)
-        session = _BroadcastSession(reactor, meter, settings.tz, settings.wakeup)
-        result: Deferred[None] = run_session(reactor, endpoint, session, meter.route, timeout)
-        return result
+            mode = (meter.metadata.get("dlt645_clock_set") or "").strip().lower()
+            if mode not in ("", "write", "broadcast"):
+                raise ConfigError(f"meter {meter.id}: dlt645_clock_set is write or broadcast, "
+                                  f"not {mode!r}", key="dlt645_clock_set")
+            password = password_for(meter)
+            if mode == "write" and password is None:
+                _needs_password(meter, "a clock write")
+            if mode == "broadcast" or (not mode and password is None):
+                await self._exchange(reactor, endpoint, meter, settings, "time-set",
+                                     self._broadcast_steps(reactor, settings), timeout)
+                return
+            assert password is not None
+            await self._exchange(reactor, endpoint, meter, settings, "time-set",
+                                 self._clock_write_steps(reactor, meter, settings, password),
+                                 timeout)
+
+        return Deferred.fromCoroutine(run())
+
+    def _clock_write_steps(self, reactor: IReactorTime, meter: Meter,
+                           settings: ClientSettings, password: Password) -> list[Step]:
+        edition = settings.edition
+        catalogue = dataid.catalogue(edition)
+        operator = operator_for(meter)
+
+        def write(di: int, value: Callable[[datetime], str]) -> Callable[..., Frame]:
+            def build(_: Sequence[Frame | None]) -> Frame:
+                data = catalogue[di].encode(value(_local_now(reactor, settings.tz)))
+                if edition == 1997:
+                    return write_data_1997(settings.address, di, data, password)
+                return write_data(settings.address, di, data, password, operator)
+            return build
+
+        return [
+            Step(f"write of the date (DI {di_text(DATE_DI[edition], edition)})",
+                 write(DATE_DI[edition], lambda t: t.date().isoformat())),
+            Step(f"write of the time (DI {di_text(TIME_DI[edition], edition)})",
+                 write(TIME_DI[edition], lambda t: t.time().isoformat())),
+        ]
+
+    def _broadcast_steps(self, reactor: IReactorTime, settings: ClientSettings) -> list[Step]:
+        edition = settings.edition
+        address = settings.address
+
+        def read(di: int) -> Callable[..., Frame]:
+            def build(_: Sequence[Frame | None]) -> Frame:
+                if edition == 1997:
+                    return read_data_1997(address, di)
+                return read_data(address, di)
+            return build
+
+        def broadcast(answers: Sequence[Frame | None]) -> Frame:
+            try:
+                meter_time = _clock_of(answers, 0, settings)
+            except (FrameError, ProtocolError) as e:
+                raise ValueError(f"its clock was not understood ({e})") from None
+            now = datetime.fromtimestamp(reactor.seconds(), UTC)
+            deviation = (meter_time - now).total_seconds()
+            if abs(deviation) > BROADCAST_LIMIT:
+                raise ValueError(
+                    f"its clock is {deviation:+.0f} s off, and a meter takes a broadcast time "
+                    f"only within {BROADCAST_LIMIT:g} s: write the clock with the meter's "
+                    "password (dlt645_clock_set = write)")
+            local = meter_time.astimezone(settings.tz)
+            minutes = local.hour * 60 + local.minute
+            if minutes < 5 or minutes >= 23 * 60 + 55:
+                raise ValueError(f"its clock reads {local:%H:%M}, and meters take no broadcast "
+                                 "time within 5 minutes of midnight")
+            return broadcast_time_sync(_local_now(reactor, settings.tz))
+
+        return [
+            Step("read of the date", read(DATE_DI[edition])),
+            Step("read of the time", read(TIME_DI[edition])),
+            Step("broadcast time", broadcast, answered=False),
+            Step("read of the date after the broadcast", read(DATE_DI[edition])),
+            Step("read of the time after the broadcast", read(TIME_DI[edition])),
+        ]
+
+    async def _exchange(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
+                        settings: ClientSettings, command: str, steps: Sequence[Step],
+                        timeout: float) -> tuple[Frame | None, ...]:
+        client = CommandClient(settings, command, steps)
+        session = Dlt645CommandSession(reactor, meter, client, timeout)
+        answers: tuple[Frame | None, ...] = await run_session(
+            reactor, endpoint, session, meter.route, timeout)
+        if command == "time-set" and any(s.what == "broadcast time" for s in steps):
+            self._broadcast_taken(reactor, meter, settings, answers)
+        return answers
+
+    def _broadcast_taken(self, reactor: IReactorTime, meter: Meter, settings: ClientSettings,
+                         answers: Sequence[Frame | None]) -> None:
+        try:
+            meter_time = _clock_of(answers, 3, settings)
+        except (FrameError, ProtocolError) as e:
+            raise ProtocolError(f"meter {meter.id}: time-set: the clock read back after the "
+                                f"broadcast was not understood ({e})", meter=meter.id,
+                                route=meter.route, protocol=PROTOCOL) from None
+        deviation = (meter_time - datetime.fromtimestamp(reactor.seconds(), UTC)).total_seconds()
+        if abs(deviation) > SET_TOLERANCE:
+            raise ProtocolError(
+                f"meter {meter.id}: time-set: the meter did not take the broadcast time (its "
+                f"clock is still {deviation:+.0f} s off; a meter takes one broadcast time a "
+                "day): write the clock with the meter's password (dlt645_clock_set = write)",
+                meter=meter.id, route=meter.route, protocol=PROTOCOL)
+        log.info("{meter}: broadcast time taken (clock now {deviation:+.1f} s off)",
+                 deviation=deviation, meter=meter.id, route=meter.route, protocol=PROTOCOL)
+
+    # -- commands -----------------------------------------------------------------------------
+
+    @staticmethod
+    def variant(meter: Meter) -> tuple[str, frozenset[str]] | None:
+        """The meter's protocol variant when it has fewer commands than the protocol: a
+        DL/T 645-1997 meter (``dlt645_edition = 1997``) has no relay control and no event
+        reset (the 1997 edition has neither service)."""
+        if (meter.metadata.get("dlt645_edition") or "").strip() == "1997":
+            return "DL/T 645-1997", frozenset({*COMMANDS_1997, "time-set", "time-sync"})
+        return None
+
+    def run_command(
+        self,
+        reactor: IReactorTime,
+        endpoint: Any,
+        meter: Meter,
+        command: str,
+        params: Mapping[str, Any],
+        timeout: float,
+        progress: Callable[[Mapping[str, Any]], None],
+    ) -> Deferred[Mapping[str, Any]]:
+        async def run() -> Mapping[str, Any]:
+            settings = settings_for(meter, self.tz)
+            variant = self.variant(meter)
+            if command not in self.commands or (
+                    variant is not None and command not in variant[1]):
+                where = variant[0] if variant is not None else "DL/T 645"
+                raise NotSupported(f"meter {meter.id}: {where} has no {command}",
+                                   meter=meter.id, protocol=PROTOCOL)
+            steps, outcome = self._command_steps(reactor, meter, settings, command, params)
+            answers = await self._exchange(reactor, endpoint, meter, settings, command, steps,
+                                           timeout)
+            return outcome(answers)
+
+        return Deferred.fromCoroutine(run())
+
+    def _command_steps(
+        self, reactor: IReactorTime, meter: Meter, settings: ClientSettings, command: str,
+        params: Mapping[str, Any],
+    ) -> tuple[list[Step], Callable[[Sequence[Frame | None]], Mapping[str, Any]]]:
+        address = settings.address
+
+        def status_read(_: Sequence[Frame | None]) -> Frame:
+            return read_data(address, STATUS_WORD_3)
+
+        def state(answers: Sequence[Frame | None]) -> dict[str, Any]:
+            frame = answers[-1]
+            assert frame is not None
+            try:
+                data = decode_read(frame, STATUS_WORD_3).data
+            except FrameError as e:
+                raise ProtocolError(f"meter {meter.id}: {command}: {e.message}", meter=meter.id,
+                                    route=meter.route, protocol=PROTOCOL) from None
+            if len(data) < 2:
+                raise ProtocolError(f"meter {meter.id}: {command}: status word 3 is "
+                                    f"{len(data)} bytes, not 2", meter=meter.id,
+                                    route=meter.route, protocol=PROTOCOL)
+            word = int.from_bytes(data[:2], "little")
+            return {**relay_state(word), "status_word_3": f"{word:04X}"}
+
+        read_state = Step("read of status word 3 (DI 04000503)", status_read)
+        if command == "relay-state":
+            return [read_state], state
+        if command == "demand-reset":
+            password = _needs_password(meter, command)
+            if settings.edition == 1997:
+                frame = max_demand_reset_1997(address, password)
+            else:
+                frame = max_demand_reset(address, password, operator_for(meter))
+            return [Step("maximum demand reset", lambda _: frame)], lambda _: {"reset": "yes"}
+        if command == "event-log-clear":
+            password = _needs_password(meter, command)
+            di = ALL_EVENTS
+            if params.get("di"):
+                try:
+                    di = parse_di(str(params["di"]))
+                except ValueError:
+                    raise ConfigError(f"meter {meter.id}: event-log-clear di= is a data "
+                                      f"identifier in hex, not {params['di']!r}",
+                                      key="di") from None
+            frame = event_reset(address, password, operator_for(meter), di)
+            return ([Step(f"event reset (DI {di:08X})", lambda _: frame)],
+                    lambda _: {"cleared": f"{di:08X}"})
+        actions: list[RelayAction] = []
+        if command == "disconnect":
+            actions = [RelayAction.TRIP]
+        elif command == "reconnect":
+            mode = str(params.get("mode", "close-allowed")).strip().lower()
+            if mode not in ("close-allowed", "direct"):
+                raise ConfigError(f"meter {meter.id}: reconnect mode= is close-allowed or "
+                                  f"direct, not {mode!r}", key="mode")
+            actions = [RelayAction.DIRECT_CLOSE if mode == "direct"
+                       else RelayAction.CLOSE_ALLOWED]
+        elif command == "parameter-set":
+            names = {"alarm": (RelayAction.ALARM, RelayAction.ALARM_RELEASE),
+                     "guarantee": (RelayAction.GUARANTEE, RelayAction.GUARANTEE_RELEASE)}
+            unknown = sorted(set(params) - set(names) - _ENGINE_PARAMS)
+            if unknown or not set(params) & set(names):
+                raise ConfigError(f"meter {meter.id}: DL/T 645 parameter-set takes alarm=on|off "
+                                  f"and guarantee=on|off (got {', '.join(unknown) or 'none'})",
+                                  key="parameter-set")
+            for name, (on, off) in names.items():
+                if name in params:
+                    actions.append(on if _on_off(meter, name, params[name]) else off)
+        password = _needs_password(meter, command)
+        operator = operator_for(meter)
+        try:
+            validity = timedelta(minutes=float(params.get("valid", 0) or 0)) or DEFAULT_VALIDITY
+        except (TypeError, ValueError):
+            raise ConfigError(f"meter {meter.id}: valid= is minutes, not {params['valid']!r}",
+                              key="valid") from None
+
+        def control(action: RelayAction) -> Step:
+            def build(_: Sequence[Frame | None]) -> Frame:
+                until = _local_now(reactor, settings.tz, validity.total_seconds())
+                return relay_control(address, action, password, operator, until)
+            name = action.name.lower().replace("_", " ")
+            return Step(f"relay control ({name})", build)
+
+        def outcome(answers: Sequence[Frame | None]) -> Mapping[str, Any]:
+            done = ", ".join(a.name.lower().replace("_", "-") for a in actions)
+            return {"relay_control": done, **state(answers)}
+
+        return [*(control(a) for a in actions), read_state], outcome
 
 
-__all__ = ["Dlt645Protocol", "Dlt645Session", "settings_for"]
+__all__ = ["Dlt645CommandSession", "Dlt645Protocol", "Dlt645Session", "operator_for",
+           "password_for", "settings_for"]

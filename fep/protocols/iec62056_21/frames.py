@@ -258,10 +258,13 @@ class FrameDecoder(StreamDecoder[Message]):
     STX (garbage before an identification on a push connection).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, lone_ack: bool = False) -> None:
         super().__init__()
         # Where the search for the ETX of the block at the head of the buffer goes on.
         self._etx_scanned = 1
+        # The programming-mode client's side: the meter sends lone ACKs (a password or a
+        # write accepted) and never an option select, so an ACK is complete at once.
+        self.lone_ack = lone_ack
 
     def skip_to_frame_start(self) -> int:
         """Drop bytes up to the next ``/`` or STX; returns how many were dropped."""
@@ -334,6 +337,9 @@ class FrameDecoder(StreamDecoder[Message]):
             self._consume(len(line) + 2)
             return msg
         if first == ACK:
+            if self.lone_ack:
+                self._consume(1)
+                return Ack()
             if len(buf) == 1:
                 # A lone ACK, or the start of an option select still on its way. The
                 # readout client never receives either, the meter side waits for CRLF.

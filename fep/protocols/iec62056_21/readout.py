@@ -100,6 +100,19 @@ def _line_error(message: str, line_no: int, offset: int) -> FrameError:
 def parse_readout(data: bytes) -> Readout:
     """Parse the bytes between STX and ETX. Lines end with CRLF (a bare LF is tolerated);
     the ``!`` end line is required. Offsets in errors count from the first byte after STX."""
+    return _parse_lines(data, require_end=True)
+
+
+def parse_data_sets(data: bytes) -> Readout:
+    """Parse a programming-mode answer (the bytes between STX and ETX): data lines as in a
+    readout, without the ``!`` end line (tolerated when present); the last line may lack
+    its CRLF."""
+    if data and not data.endswith(b"\n"):
+        data += b"\r\n"
+    return _parse_lines(data, require_end=False)
+
+
+def _parse_lines(data: bytes, *, require_end: bool) -> Readout:
     datasets: list[DataSet] = []
     pos = 0
     line_no = 0
@@ -120,7 +133,7 @@ def parse_readout(data: bytes) -> Readout:
         elif line:
             datasets.extend(_parse_line(line, line_no, pos))
         pos = end + 1
-    if not ended:
+    if require_end and not ended:
         raise _line_error("readout has no end line '!'", max(line_no, 1), n)
     return Readout(tuple(datasets))
 
@@ -187,7 +200,9 @@ def parse_timestamp(text: str, tz: tzinfo = UTC) -> datetime | None:
     return _local(naive, tz)
 
 
-def _meter_clock(readout: Readout, tz: tzinfo) -> datetime | None:
+def meter_clock(readout: Readout, tz: tzinfo) -> datetime | None:
+    """The meter clock from 0.9.1 (time) and 0.9.2 (date) in ``tz`` as UTC; None when the
+    readout lacks either or they cannot be read."""
     t = readout.find(CLOCK_TIME)
     d = readout.find(CLOCK_DATE)
     if t is None or d is None or not t.values or not d.values:
@@ -242,7 +257,7 @@ def to_readings(
     are read in ``tz`` and kept in UTC.
     """
     received = received_time or utcnow()
-    clock = _meter_clock(readout, tz)
+    clock = meter_clock(readout, tz)
     readings: list[Reading] = []
     for ds in readout.datasets:
         obis = ds.obis

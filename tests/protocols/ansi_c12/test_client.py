@@ -191,8 +191,8 @@ class ConversationTests(unittest.TestCase):
             ["identify", "negotiate", "logon", "security", "read 0", "read 1", "read 5",
              "read 3", "read 52", "read 21", "read 11", "read 12", "read 13", "read 14",
              "read 15", "read 16", "read 22", "read 23", "read 61",
-             "read 62", "read 63", "read 64", "read 71", "read 74", "read 76", "logoff",
-             "terminate"],
+             "read 62", "read 63", "read 64", "read 24", "read 25", "read 26", "read 71",
+             "read 74", "read 76", "logoff", "terminate"],
         )  # fmt: skip
 
     def test_requests_are_the_c1218_encodings(self) -> None:

@@ -98,10 +98,12 @@ class TermineterTests(unittest.TestCase):
         self.assertEqual(general["std_version"], 1)
         self.assertEqual(general["nameplate"], "Electric")
         self.assertEqual(general["char_format"], "ISO/IEC 646 (7-bit)")
-        # termineter skips bit 7 of each set byte, so it cannot see ST15, ST23, ST63, ST71.
+        # termineter skips bit 7 of each set byte, so it cannot see ST7, ST15, ST23, ST63,
+        # ST71.
         self.assertEqual(
             general["tables_used"],
-            [0, 1, 3, 5, 11, 12, 13, 14, 16, 21, 22, 52, 61, 62, 64, 74, 76],
+            [0, 1, 3, 5, 8, 11, 12, 13, 14, 16, 21, 22, 24, 25, 26, 51, 52, 53, 61, 62, 64, 74,
+             76],
         )
         self.assertEqual((general["ed_mode"], general["std_status"]), (1, 0))
 
@@ -204,3 +206,122 @@ class TermineterLogTests(unittest.TestCase):
         self.assertEqual(logs[0]["Time"], "MAR 1 2024 9:0:5")
         self.assertEqual(logs[3]["Time"], "MAR 1 2024 11:0:5")
         self.assertEqual(logs[1]["Arguments"], b"\x01\x00")
+
+
+class ModuleFramework:
+    """The part of termineter's framework its modules use: the connection and what the
+    module prints."""
+
+    def __init__(self, conn: Any) -> None:
+        from types import SimpleNamespace
+
+        self.serial_connection = conn
+        self.directories = SimpleNamespace(data_path="", user_data="")
+        self.said: list[tuple[str, str]] = []
+
+    def print_status(self, text: str) -> None:
+        self.said.append(("status", text))
+
+    def print_good(self, text: str) -> None:
+        self.said.append(("good", text))
+
+    def print_error(self, text: str) -> None:
+        self.said.append(("error", text))
+
+    def print_exception(self, error: Exception) -> None:
+        self.said.append(("exception", str(error)))
+
+    def print_hexdump(self, data: bytes) -> None:
+        self.said.append(("hexdump", bytes(data).hex()))
+
+
+def termineter_module(
+    url: str, password: str, module: str, options: dict[str, str],
+    advanced: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run one of termineter's own modules (``termineter.modules.<module>``) against the
+    meter at ``url`` after a logon (in a thread); what it printed and ST8 afterwards."""
+    import importlib
+
+    from c1218.connection import Connection
+
+    conn = Connection(url, c1218_settings={"pktsize": 128, "nbrpkts": 4}, enable_cache=False)
+    conn.serial_h.timeout = 5
+    try:
+        assert conn.start() and conn.login(username="0000", userid=2, password=password)
+        frmwk = ModuleFramework(conn)
+        instance = importlib.import_module(f"termineter.modules.{module}").Module(frmwk)
+        for name, value in options.items():
+            instance.options.set_option_value(name, value)
+        for name, value in (advanced or {}).items():
+            instance.advanced_options.set_option_value(name, value)
+        instance.run()
+        st8 = bytes(conn.get_table_data(8))
+        conn.logoff()
+        return {"said": frmwk.said, "st8": st8}
+    finally:
+        conn.serial_h.close()
+
+
+class TermineterProcedureTests(unittest.TestCase):
+    """termineter's procedure and table-write modules against the simulated meter: the
+    procedures the simulator runs are the ones C12.19 defines, as termineter writes them
+    (ST7 with its own C1219ProcedureInit, ST8 read back and matched by procedure and
+    sequence number)."""
+
+    def setUp(self) -> None:
+        self.meter = SimulatedC12Meter(password=b"secret", read_password=b"reader")
+        port = reactor.listenTCP(0, C12MeterServerFactory(self.meter, reactor),
+                                 interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.url = f"socket://127.0.0.1:{port.getHost().port}"
+
+    @inlineCallbacks
+    def test_remote_reset_module_resets_demand_and_self_reads(self) -> Any:
+        out = yield deferToThread(termineter_module, self.url, "secret", "remote_reset",
+                                  {"DEMAND": "true", "SELF_READ": "true"})
+        self.assertIn(("good", "Successfully Reset The Meter"), out["said"])
+        self.assertEqual((self.meter.demand_resets, self.meter.demand_kw), (4, 0))
+        self.assertEqual(len(self.meter.self_reads), 1)
+        # ST8: SP9, termineter's sequence number, result 0 (completed).
+        self.assertEqual((out["st8"][0], out["st8"][1], out["st8"][3]), (9, 0, 0))
+        self.assertEqual(out["st8"][2], self.meter.initiated[2])
+
+    @inlineCallbacks
+    def test_run_procedure_module_sets_the_clock(self) -> Any:
+        # SP10 parameters as C12.19 lays them out for TM_FORMAT 2 (UINT8): SET_MASK (time
+        # and date), YY MM DD hh mm ss, TIME_DATE_QUAL (GMT, Sunday).
+        params = "03" + bytes([24, 3, 3, 12, 0, 5]).hex() + "10"
+        out = yield deferToThread(termineter_module, self.url, "secret", "run_procedure",
+                                  {"PROC_NUMBER": "10", "PARAMS": params})
+        self.assertIn(("status", "Received response from procedure: Procedure completed"),
+                      out["said"])
+        moved = (self.meter.now() - datetime(2024, 3, 3, 12, 0, 5, tzinfo=UTC)).total_seconds()
+        self.assertTrue(0 <= moved < 5, moved)
+
+    @inlineCallbacks
+    def test_write_table_module_initiates_a_procedure_through_st7(self) -> Any:
+        # A raw ST7 record: TBL_PROC_NBR 9 (little-endian, standard, selector 0),
+        # SEQ_NBR 0x2A, ACTION_FLAG demand reset.
+        out = yield deferToThread(termineter_module, self.url, "secret", "write_table",
+                                  {"TABLE_ID": "7", "DATA": "09002a01"})
+        self.assertIn(("status", "Successfully Wrote Data"), out["said"])
+        self.assertIn(("status", "Table Write Verification Passed"), out["said"])
+        self.assertEqual(out["st8"], bytes.fromhex("09002a00"))
+        self.assertEqual(self.meter.demand_resets, 4)
+
+    @inlineCallbacks
+    def test_refusals_reach_termineter_as_result_codes(self) -> Any:
+        out = yield deferToThread(termineter_module, self.url, "reader", "run_procedure",
+                                  {"PROC_NUMBER": "9", "PARAMS": "01"})
+        self.assertIn(("status", "Received response from procedure: No authorization for "
+                       "requested procedure, procedure was ignored"), out["said"])
+        self.assertEqual(self.meter.demand_resets, 3)
+        out = yield deferToThread(termineter_module, self.url, "secret", "run_procedure",
+                                  {"PROC_NUMBER": "30", "PARAMS": "00"})
+        self.assertIn(("status", "Received response from procedure: Unrecognized procedure, "
+                       "procedure was ignored"), out["said"])
+        out = yield deferToThread(termineter_module, self.url, "secret", "run_procedure",
+                                  {"PROC_NUMBER": "10", "PARAMS": "0018030300000000"})
+        self.assertIn(("status", "Received response from procedure: Invalid parameter for "
+                       "known procedure, procedure was ignored"), out["said"])

@@ -14,11 +14,16 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from fep.errors import ChannelError, ConfigError, SessionTimeout
-from fep.interfaces import IMeterProtocol
+from fep.errors import ChannelError, ConfigError, NotSupported, SessionTimeout
+from fep.interfaces import IClock, ICommands, IMeterProtocol
 from fep.model import IntervalBlock, Meter, MeterEvent, Reading
 from fep.protocols.ansi_c12.c1218 import InsufficientSecurityClearance, NegotiateResponse
-from fep.protocols.ansi_c12.session import C1218Protocol, settings_for
+from fep.protocols.ansi_c12.session import (
+    C1218Protocol,
+    command_job,
+    relay_procedure,
+    settings_for,
+)
 from fep.protocols.registry import meter_protocol
 from fep.sim.ansi_c12 import C12MeterServerFactory, SimulatedC12Meter, serve_pty
 from tests.channels.test_serialport import socat_pty_pair
@@ -62,6 +67,26 @@ class LoopbackTests(unittest.TestCase):
         events = {r.code for r in records if isinstance(r, MeterEvent)}
         self.assertEqual(events, {"std-1", "std-2", "std-4", "std-20", "std-7", "std-44",
                                   "std-47", "std-48"})  # fmt: skip
+
+    @inlineCallbacks
+    def test_commands_and_the_clock_over_tcp(self) -> Any:
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.number)
+        meter = meter_for(self.number, c12_relay_procedure="MP2")
+        sim = self.factory.meter
+        sim.clock_offset = 30
+        protocol = C1218Protocol()
+        when = yield protocol.read_clock(reactor, endpoint, meter, 5.0)
+        self.assertLess(abs((when - sim.now()).total_seconds()), 1.5)
+        done = yield protocol.set_clock(reactor, endpoint, meter, 5.0)
+        self.assertLess(abs(sim.clock_offset), 1)
+        self.assertGreater(done["deviation_before"], 28)
+        done = yield protocol.run_command(reactor, endpoint, meter, "disconnect", {}, 5.0,
+                                          lambda _: None)
+        self.assertEqual((done["relay"], sim.relay_closed), ("open", False))
+        done = yield protocol.run_command(reactor, endpoint, meter, "demand-reset", {}, 5.0,
+                                          lambda _: None)
+        self.assertEqual((done["demand_resets"], sim.demand_resets), (4, 4))
+        self.assertEqual(sim.log[-2:], ["logoff", "terminate"])
 
     @inlineCallbacks
     def test_clock_deviation_reaches_the_reading(self) -> Any:
@@ -187,7 +212,30 @@ class SettingsTests(unittest.TestCase):
         protocol = meter_protocol("ansi-c12.18")
         self.assertIsInstance(protocol, C1218Protocol)
         self.assertTrue(verifyObject(IMeterProtocol, protocol))
+        self.assertTrue(verifyObject(IClock, protocol))
+        self.assertTrue(verifyObject(ICommands, protocol))
         self.assertEqual(protocol.name, "ansi-c12.18")
+        c1221 = meter_protocol("ansi-c12.21")
+        self.assertTrue(verifyObject(IClock, c1221) and verifyObject(ICommands, c1221))
+
+    def test_command_parameters_and_the_relay_procedure(self) -> None:
+        meter = self.meter(c12_relay_procedure="MP2")
+        job = command_job(meter, "demand-reset", {"self-read": "yes", "season": "2"})
+        self.assertEqual((job.self_read, job.season, job.relay_procedure), (True, 2, 2))
+        self.assertEqual(command_job(self.meter(c12_relay_procedure="7"), "disconnect", {})
+                         .relay_procedure, 7)
+        self.assertIsNone(relay_procedure(self.meter()))
+        for bad, key in (({"season": "16"}, "season"), ({"self-read": "maybe"}, "self-read"),
+                         ({"log": "all-of-them"}, "log")):
+            action = "event-log-clear" if "log" in bad else "demand-reset"
+            with self.assertRaises(ConfigError) as cm:
+                command_job(meter, action, bad)
+            self.assertEqual(cm.exception.key, key)
+        with self.assertRaises(ConfigError) as cm:
+            relay_procedure(self.meter(c12_relay_procedure="SP9"))
+        self.assertEqual(cm.exception.key, "c12_relay_procedure")
+        with self.assertRaises(NotSupported):
+            command_job(meter, "firmware-upgrade", {})
 
     def test_metadata_becomes_settings(self) -> None:
         s = settings_for(
@@ -202,6 +250,7 @@ class SettingsTests(unittest.TestCase):
                 c12_baud="9600",
                 c12_retries="5",
                 c12_profile="no",
+                c12_snapshots="no",
                 tz="America/Chicago",
             )
         )
@@ -211,7 +260,7 @@ class SettingsTests(unittest.TestCase):
         )
         self.assertEqual((s.packet_size, s.max_packets, s.baud, s.retries), (512, 2, 9600, 5))
         self.assertEqual(str(s.tz), "America/Chicago")
-        self.assertEqual((s.profile, s.events), (False, True))
+        self.assertEqual((s.profile, s.events, s.snapshots, s.tz_given), (False, True, False, True))
         self.assertNotIn("0102", repr(s))
 
     def test_bad_settings_name_their_key(self) -> None:

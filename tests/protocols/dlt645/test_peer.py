@@ -34,8 +34,11 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from fep.model import EventKind, Meter, MeterEvent, ObisCode, Reading, Record
+from fep.protocols.dlt645 import services
+from fep.protocols.dlt645.control import CommandRefused
 from fep.protocols.dlt645.dataid import DEFAULT_METER_TZ
-from fep.protocols.dlt645.services import ErrorStatus, MeterErrorResponse
+from fep.protocols.dlt645.frames import Frame
+from fep.protocols.dlt645.services import ErrorStatus, MeterErrorResponse, Password
 from fep.protocols.dlt645.session import Dlt645Protocol
 from fep.sim.dlt645 import Dlt645BusFactory, SimulatedDlt645Meter, make_meters, serve_pty
 from tests.channels.test_serialport import socat_pty_pair
@@ -297,3 +300,122 @@ class FepReadsPackageMeterTests(unittest.TestCase):
         self.assertEqual(error.status, ErrorStatus.OTHER)
         self.assertEqual(error.meter, "pkg")
         self.assertIn("other error", str(error))
+
+
+def sent_by(client: Any, call: Any) -> bytes:
+    """The bytes the package's client wrote for one call (its own message capture)."""
+    client.enable_message_capture()
+    client.clear_captured_messages()
+    try:
+        call()
+    finally:
+        client.disconnect()
+    (record,) = client.get_captured_tx_messages()
+    return bytes(record.data)
+
+
+class PackageControlFramesTests(unittest.TestCase):
+    """The package's control frames (its client, 3.2.0) against fep's, byte for byte, sent
+    to fep's simulated meter so that the meter's state shows who understood whom.
+
+    The package builds broadcast time (08), maximum demand reset (19), event reset (1B) and
+    write data (14); it has no relay control (1C): its ``CtrlCode`` ends at 1B and no
+    client method builds a 1C frame, so fep's relay control is checked against a published
+    frame instead (tests/protocols/dlt645/test_control.py). The package takes passwords and
+    operator codes in wire order (low byte first after the level), as it takes addresses:
+    ``"02563412"`` is fep's level 02 password 123456.
+    """
+
+    def setUp(self) -> None:
+        self.meter = SimulatedDlt645Meter(clock=fixed_clock, started=NOW - 3600)
+        self.factory = Dlt645BusFactory([self.meter], reactor)
+        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+
+    def client(self) -> Any:
+        client = MeterClientService.new_tcp_client("127.0.0.1", self.port.getHost().port,
+                                                   timeout=2.0)
+        client.set_address(WIRE_ADDRESS)
+        return client
+
+    @inlineCallbacks
+    def test_event_reset_is_the_same_frame_and_the_meter_clears_its_events(self) -> Any:
+        client = self.client()
+        sent = yield deferToThread(sent_by, client, lambda: client.clear_event(
+            "02563412", "01032420", 0xFFFFFFFF))
+        fep = services.event_reset(ADDRESS, Password(2, "123456"), "20240301")
+        self.assertEqual(sent, fep.encode(preamble=4))
+        self.assertEqual(self.meter.events, [])
+        self.assertEqual(self.meter.operators, [("event reset", "20240301")])
+
+    @inlineCallbacks
+    def test_clock_write_is_the_same_frame(self) -> Any:
+        client = self.client()
+        sent = yield deferToThread(sent_by, client, lambda: client.write_04(
+            0x04000102, "153000", "04000000"))
+        fep = services.write_data(ADDRESS, 0x04000102, bytes.fromhex("003015"),
+                                  Password(4, "000000"))
+        self.assertEqual(sent, fep.encode(preamble=4))
+        self.assertEqual(self.meter.now().astimezone(DEFAULT_METER_TZ).strftime("%H:%M:%S"),
+                         "15:30:00")
+
+    @inlineCallbacks
+    def test_broadcast_time_differs_only_in_the_order_of_its_time_field(self) -> Any:
+        client = self.client()
+        when = datetime(2024, 3, 1, 16, 2, 3)
+        sent = yield deferToThread(sent_by, client, lambda: client.broadcast_time_sync(when))
+        fep = services.broadcast_time_sync(when)
+        self.assertEqual(fep.data, bytes.fromhex("030216010324"))  # ss mm hh DD MM YY
+        # Same address, control code, length and checksum rule; the package writes the six
+        # BCD bytes most significant first (YY MM DD hh mm ss).
+        self.assertEqual(sent, Frame(fep.address, fep.control, fep.data[::-1]).encode(4))
+        self.assertEqual(self.meter.clock_offset, 0.0)  # fep's meter reads no valid time
+
+    @inlineCallbacks
+    def test_demand_reset_differs_in_its_data_field_and_fep_meter_refuses_it(self) -> Any:
+        client = self.client()
+        sent = yield deferToThread(sent_by, client, lambda: client.clear_demand(
+            0x01010000, "04000000"))
+        fep = services.max_demand_reset(ADDRESS, Password(4, "000000"), "00000000")
+        self.assertEqual(fep.data, bytes.fromhex("04000000 00000000"))  # PA P0P1P2 C0..C3
+        # The package sends DI then password, 8 bytes too: the same frame but its data.
+        self.assertEqual(sent, Frame(fep.address, fep.control,
+                                     bytes.fromhex("00000101 04000000")).encode(4))
+        # fep's meter reads the DI as the password and refuses it.
+        self.assertEqual((self.meter.demand_resets, self.meter.log[-1]), (0, "refused 19: 04"))
+
+
+class FepCommandsOnPackageServerTests(unittest.TestCase):
+    """fep's commands to the package's simulated meter (``MeterServerService``)."""
+
+    def setUp(self) -> None:
+        server = MeterServerService.new_tcp_server("127.0.0.1", 0, 5.0)
+        server.set_address(WIRE_ADDRESS)
+        server.set_password("02563412")  # level 02, 123456 (wire order)
+        self.assertTrue(server.start())
+        self.addCleanup(server.stop)
+        self.server = server
+        self.endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", server.server.port)
+
+    def meter(self) -> Meter:
+        return Meter(id="pkg", protocol="dlt645", route="tcp:127.0.0.1", address=ADDRESS,
+                     metadata={"dlt645_password": "02123456", "dlt645_operator": "20240301"})
+
+    @inlineCallbacks
+    def test_event_log_clear_is_taken_with_its_operator_code(self) -> Any:
+        done = yield Dlt645Protocol().run_command(reactor, self.endpoint, self.meter(),
+                                                  "event-log-clear", {}, 3.0, lambda _: None)
+        self.assertEqual(done, {"cleared": "FFFFFFFF"})
+        record = self.server.get_data_item(0x03300201)
+        codes = [item.value.event for item in record if "操作者代码" in item.name]
+        self.assertEqual(codes, ["20240301"])
+
+    @inlineCallbacks
+    def test_demand_reset_is_refused_naming_meter_command_and_code(self) -> Any:
+        # The package's server reads a DI where DL/T 645-2007 puts the password (see
+        # docs/protocols/dlt645.md), so it refuses fep's frame with "other error".
+        d = Dlt645Protocol().run_command(reactor, self.endpoint, self.meter(), "demand-reset",
+                                         {}, 3.0, lambda _: None)
+        error = yield self.assertFailure(d, CommandRefused)
+        self.assertEqual(str(error), "meter pkg: demand-reset refused by the meter (maximum "
+                                     "demand reset): other error (error status 0x01)")
