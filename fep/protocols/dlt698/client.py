@@ -273,7 +273,8 @@ def date_time_of(when: datetime) -> tuple[int, ...]:
 
 
 def link_response(request: LinkRequest, now: datetime, tz: tzinfo) -> LinkResponse:
-    """fep's answer to a LINK request: success, with the request's time and fep's own time
+    """fep's answer to a LINK request (its PIID: the request's, without the ACD bit):
+    success, with the request's time and fep's own time
     (in the meter's zone) as received and sent time. Bit 7 (the server's clock is
     trusted) is set when the server's clock is within 5 minutes of fep's."""
     local = now.astimezone(tz)
@@ -286,7 +287,7 @@ def link_response(request: LinkRequest, now: datetime, tz: tzinfo) -> LinkRespon
     except ValueError:
         pass
     stamp = date_time_of(local)
-    return LinkResponse(request.piid_acd & 0x3F, trusted, request.time, stamp, stamp)
+    return LinkResponse(request.piid_acd & 0xBF, trusted, request.time, stamp, stamp)
 
 
 def _merged(records: Iterable[ResultRecord]) -> tuple[ResultRecord, ...]:
@@ -606,7 +607,7 @@ class Dlt698Client:
             except NoMapping as e:
                 self.skipped.append((str(rec.oad), str(e)))
         oads = tuple(r.oad for r in report.results) or tuple(r.oad for r in report.records)
-        answer = ReportResponse(report.piid_acd & 0x3F, oads, report.kind)
+        answer = ReportResponse(report.piid_acd & 0xBF, oads, report.kind)
         data = self._frame(encode_apdu(answer), started=False)
         return [Send(data), Reported(len(self.records) - before)]
 

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from fep.errors import SessionTimeout
@@ -333,3 +335,22 @@ class ProxyTests(unittest.TestCase):
         self.assertEqual([(a.item, a.why) for a in skipped],
                          [("000000000077/20000200", "DAR 33 (request timed out)")])
         self.assertEqual({r.meter for r in client.records}, {"000000000001"})
+
+
+class RobustnessTests(unittest.TestCase):
+    @given(st.lists(st.binary(max_size=120), max_size=6))
+    def test_no_bytes_from_the_line_raise_out_of_the_client(self, pieces: list[bytes]) -> None:
+        client = Dlt698Client(settings(items=(OAD(0x2000, 2),)))
+        client.start()
+        for piece in pieces:
+            client.receive(piece)
+        client.timeout()
+
+    @given(st.binary(max_size=200), st.sampled_from([0xC3, 0x81, 0xE3, 0x83]))
+    def test_any_apdu_in_a_good_frame_is_counted_not_raised(self, apdu: bytes,
+                                                             ctrl: int) -> None:  # fmt: skip
+        client = Dlt698Client(settings(items=(OAD(0x2000, 2),)))
+        client.start()
+        frame = Frame(ctrl, ServerAddress("000000123456"), 0, apdu)
+        actions = client.receive(frame.encode())
+        self.assertTrue(all(not isinstance(a, Finished) for a in actions))
