@@ -164,6 +164,8 @@ class ProxyRead:
     timeout: int = 30
 
     def __attrs_post_init__(self) -> None:
+        if not self.address.isdigit():
+            raise ValueError(f"a meter address is decimal digits, not {self.address!r}")
         tsa_from_address(self.address)  # ValueError for what is no address
 
     @property
