@@ -30,7 +30,6 @@ from fep.protocols.dlt698.data import (
     RSD,
     TI,
     Data,
-    DataType,
     Reader,
     encode_data,
     encode_length,
@@ -1005,14 +1004,6 @@ def _encode_get_response(apdu: GetResponse) -> bytes:
             out += b"\x01" + encode_length(len(apdu.results)) + b"".join(
                 encode_result_normal(x) for x in apdu.results)  # fmt: skip
     return out + _server_trailer(apdu)
-
-
-def date_time_fields(value: Data) -> DateTime:
-    """The 8 fields of a date_time Data."""
-    if value.tag is not DataType.DATE_TIME:
-        raise ValueError("not a date_time")
-    fields: DateTime = value.value
-    return fields
 
 
 __all__ = [

@@ -157,7 +157,7 @@ def server_address(address: str | ServerAddress) -> ServerAddress:
     return ServerAddress(text, kind)
 
 
-def decode_server_address(raw: bytes, offset: int = 0) -> ServerAddress:
+def decode_server_address(raw: bytes) -> ServerAddress:
     """SA and its address bytes (``raw`` exactly those bytes)."""
     sa = raw[0]
     wire = raw[1:]
@@ -362,7 +362,7 @@ class FrameDecoder(StreamDecoder[Frame]):
             )
         self._consume(total)
         control_field = frame_bytes[3]
-        server = decode_server_address(frame_bytes[4 : header - 1], base + 4)
+        server = decode_server_address(frame_bytes[4 : header - 1])
         data = frame_bytes[header + 2 : -3]
         if control_field & SCRAMBLE_BIT:
             data = unscramble(data)
@@ -463,9 +463,6 @@ class Reassembler:
                 f"split frame {fragment.sequence} out of sequence (expected {expected})",
                 field="fragment",
             )
-        if fragment.type is FragmentType.FIRST and fragment.sequence != 0:
-            # Some devices number from 1; keep going from what they said.
-            pass
         self._size += len(fragment.data)
         if self._size > self.limit:
             self.reset()
