@@ -42,6 +42,7 @@ from fep.protocols.dlt698.apdu import (
     ProxyResponse,
     ReleaseRequest,
     ReleaseResponse,
+    ReportNotification,
     ReportResponse,
     ResultNormal,
     ResultRecord,
@@ -102,6 +103,10 @@ class SimulatedDlt698Meter:
     # not among them times out: DAR 33).
     children: dict[str, SimulatedDlt698Meter] = attrs.field(factory=dict)
     connected: bool = False
+    # Event reports (REPORT-Notification) the meter pushes after its next answer, and the
+    # OADs the client acknowledged (REPORT-Response).
+    reports: list[ReportNotification] = attrs.field(factory=list)
+    acknowledged: list[OAD] = attrs.field(factory=list)
     log: list[str] = attrs.field(factory=list)
     _blocks: list[GetResponse] = attrs.field(factory=list)
     _fragments: list[Fragment] = attrs.field(factory=list)
@@ -303,7 +308,26 @@ class SimulatedDlt698Meter:
         response = self.respond(apdu)
         if response is None:
             return []
-        return self._reply(frame, response)
+        out = self._reply(frame, response)
+        while self.reports and not self._fragments:
+            report = self.reports.pop(0)
+            out.append(Frame(control(Function.USER_DATA, from_server=True,
+                                     client_started=False),
+                             self.server, frame.client, encode_apdu(report)))  # fmt: skip
+        return out
+
+    def report_outage(self, piid: int = 1) -> ReportNotification:
+        """Queue a report of the latest power-down event (sent after the next answer)."""
+        number, start, end = self.outage_rows()[-1]
+        columns = (OAD(0x2022, 2), OAD(0x201E, 2), OAD(0x2020, 2))
+        rcsd = tuple(CSD(oad=c) for c in columns)
+        row = (integer(DataType.DOUBLE_LONG_UNSIGNED, number),
+               Data.date_time_s(datetime.fromtimestamp(start, self.tz)),
+               Data.date_time_s(datetime.fromtimestamp(end, self.tz)))  # fmt: skip
+        report = ReportNotification(piid, records=(ResultRecord(OAD(0x3011, 2), rcsd,
+                                                                (row,)),))  # fmt: skip
+        self.reports.append(report)
+        return report
 
     def _reply(self, request: Frame, apdu: Apdu) -> list[Frame]:
         data = encode_apdu(apdu)
@@ -346,6 +370,8 @@ class SimulatedDlt698Meter:
             return ReleaseResponse(apdu.piid, 0)
         if isinstance(apdu, LinkResponse | ReportResponse):
             self.log.append(type(apdu).__name__)
+            if isinstance(apdu, ReportResponse):
+                self.acknowledged += apdu.oads
             return None
         if self.require_connect and not self.connected:
             piid = getattr(apdu, "piid", 0)

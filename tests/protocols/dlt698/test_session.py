@@ -1,12 +1,15 @@
 """The Twisted DL/T 698.45 session: settings from the meter's metadata, the step timer and
-errors on a MemoryReactorClock, and the protocol's capabilities."""
+errors on a MemoryReactorClock, the protocol's capabilities, and a pushed report taken in
+a read over loopback TCP."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import reactor as global_reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -16,11 +19,14 @@ from zope.interface.verify import verifyObject
 
 from fep.errors import ConfigError, SessionTimeout
 from fep.interfaces import IClock, IEventReader, IMeterProtocol, IProfileReader
-from fep.model import Meter
+from fep.model import EventKind, Meter, MeterEvent, Reading
 from fep.protocols.dlt698.data import OAD
 from fep.protocols.dlt698.frames import FrameDecoder
 from fep.protocols.dlt698.session import Dlt698Protocol, settings_for
 from fep.protocols.registry import meter_protocol
+from fep.sim.dlt698 import Dlt698MeterFactory, SimulatedDlt698Meter
+
+reactor: Any = global_reactor
 
 ROUTE = "tcp:host=10.0.0.7:port=8698"
 
@@ -99,3 +105,20 @@ class SessionTests(unittest.TestCase):
         d = Dlt698Protocol().read(MemoryReactorClock(), endpoint, meter(dlt698_items="zz"), 5.0)
         self.assertIsInstance(error_of(d), ConfigError)
         self.assertIsNone(endpoint.protocol)
+
+
+class LoopbackTests(unittest.TestCase):
+    @inlineCallbacks
+    def test_a_report_pushed_during_a_read_is_acknowledged_and_kept(self) -> Any:
+        sim = SimulatedDlt698Meter("000000123456")
+        sim.report_outage(piid=5)
+        port = reactor.listenTCP(0, Dlt698MeterFactory([sim], reactor), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        records = yield Dlt698Protocol().read(reactor, endpoint, meter(
+            dlt698_items="20000200"), 5.0)
+        events = [r for r in records if isinstance(r, MeterEvent)]
+        self.assertEqual([e.kind for e in events],
+                         [EventKind.POWER_OUTAGE, EventKind.POWER_RESTORED])
+        self.assertEqual(sim.acknowledged, [OAD(0x3011, 2)])
+        self.assertEqual(len([r for r in records if isinstance(r, Reading)]), 3)
