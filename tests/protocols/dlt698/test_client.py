@@ -354,3 +354,25 @@ class RobustnessTests(unittest.TestCase):
         frame = Frame(ctrl, ServerAddress("000000123456"), 0, apdu)
         actions = client.receive(frame.encode())
         self.assertTrue(all(not isinstance(a, Finished) for a in actions))
+
+
+class SimulatorSelectorTests(unittest.TestCase):
+    def test_record_selectors_the_simulator_answers(self) -> None:
+        from fep.protocols.dlt698.apdu import GetRecord
+        from fep.protocols.dlt698.data import CSD, MS, RSD, selector1
+
+        sim = meter()
+        rcsd = (CSD(oad=OAD(0x2021, 2)),)
+        midnight = datetime(2026, 11, 30, tzinfo=DEFAULT_METER_TZ)
+
+        def rows(rsd: RSD) -> int:
+            result = sim.read_record(GetRecord(OAD(0x5004, 2), rsd, rcsd))
+            assert result.rows is not None
+            return len(result.rows)
+
+        self.assertEqual(rows(RSD(0)), 7)  # all
+        self.assertEqual(rows(selector1(OAD(0x2021, 2), Data.date_time_s(midnight))), 1)
+        self.assertEqual(rows(RSD(10, (3, MS(1)))), 3)  # the last 3
+        self.assertEqual(rows(RSD(9, (8,))), 0)  # the 8th last of 7
+        refused = sim.read_record(GetRecord(OAD(0x5004, 2), RSD(6, ()), rcsd))
+        self.assertEqual(refused.dar, 3)
