@@ -62,6 +62,7 @@ from fep.protocols.dlt698.data import (
     tsa_from_address,
 )
 from fep.protocols.dlt698.frames import (
+    MAX_FRAME,
     PREAMBLE,
     START,
     FragmentType,
@@ -192,6 +193,9 @@ class ClientSettings:
     route: str | None = None
     max_blocks: int = 255
     max_apdu: int = 65536
+    # The longest frame taken from the meter (meters send 512 to 2048 bytes; the length
+    # field allows 16 385): longer ones are line noise.
+    max_frame: int = 8192
     # Data a server pushes during the session (REPORT-Notification) are acknowledged and
     # kept with the records.
     accept_reports: bool = True
@@ -308,8 +312,8 @@ def _merged(records: Iterable[ResultRecord]) -> tuple[ResultRecord, ...]:
 class _Decoder(FrameDecoder):
     """A FrameDecoder that tells FE wake-up bytes apart from other bytes it skips."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        super().__init__(max_frame)
         self.wakeup_bytes = 0
 
     def _skip_garbage(self) -> None:
@@ -326,7 +330,7 @@ class Dlt698Client:
         self.settings = settings
         self.now = now
         self.state = State.IDLE
-        self.decoder = _Decoder()
+        self.decoder = _Decoder(settings.max_frame)
         self.reassembler = Reassembler(settings.max_apdu)
         self.noise = 0
         self.stale = 0

@@ -270,7 +270,8 @@ def decode_frame(raw: bytes) -> Frame:
     return frames[0]
 
 
-def _header(buf: bytearray | bytes, base: int) -> tuple[int, int] | None:
+def _header(buf: bytearray | bytes, base: int, max_frame: int = MAX_FRAME
+            ) -> tuple[int, int] | None:  # fmt: skip
     """(frame length, header length up to HCS) of the frame at the head of ``buf``, None
     when more bytes are needed; FrameError when the header cannot be a frame's."""
     if len(buf) < 5:
@@ -283,6 +284,12 @@ def _header(buf: bytearray | bytes, base: int) -> tuple[int, int] | None:
             field="length",
         )
     total = length_field + 2
+    if total > max_frame:
+        raise FrameError(
+            f"frame of {total} bytes is longer than the {max_frame} this line takes",
+            offset=base + 1,
+            field="length",
+        )
     control_field = buf[3]
     if control_field & 0x10 or (control_field & FUNCTION_MASK) not in (1, 3):
         raise FrameError(
@@ -310,7 +317,15 @@ class FrameDecoder(StreamDecoder[Frame]):
     next 68 (``bytes.find``), so junk is crossed in time linear in its length. A frame whose
     FCS or end byte is wrong raises FrameError (offset from the start of the stream), its
     first byte already dropped.
+
+    ``max_frame`` (default: what the length field allows) makes longer frames no frames:
+    a header whose HCS happens to hold in line noise then costs at most that many bytes of
+    FCS work before the search goes on.
     """
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        super().__init__()
+        self.max_frame = max_frame
 
     def _skip_garbage(self) -> None:
         at = self._buffer.find(START)
@@ -324,7 +339,7 @@ class FrameDecoder(StreamDecoder[Frame]):
             buf = self._buffer
             base = self._base
             try:
-                found = _header(buf, base)
+                found = _header(buf, base, self.max_frame)
             except FrameError:
                 # Not a frame's header: a 68 in line noise. Go on from the next byte.
                 self.skipped += 1

@@ -168,6 +168,14 @@ class StreamTests(unittest.TestCase):
             self.assertLessEqual(decoder.buffered, 24)  # at most one header waits for its HCS
 
 
+    def test_frames_longer_than_the_line_takes_are_noise(self) -> None:
+        raw = FRAMES["frame_peer_connect_response"]  # 87 bytes
+        self.assertEqual(FrameDecoder(max_frame=87).receive(raw)[0].encode(), raw)
+        decoder = FrameDecoder(max_frame=86)
+        self.assertEqual(decoder.receive(raw), [])
+        self.assertEqual(decoder.skipped, len(raw))
+
+
 class SplitFrameTests(unittest.TestCase):
     def test_fragment_header_encoding(self) -> None:
         self.assertEqual(Fragment(0, FragmentType.FIRST, b"x").encode(), b"\x00\x00x")
