@@ -1,6 +1,6 @@
 """Fuzz targets of DL/T 698.45: the link-frame stream decoder with split-frame reassembly
 and the APDU decoder behind it, the APDU decoder alone with the answers turned into records,
-and the typed-data decoder."""
+the typed-data decoder, and the read client taking a meter's side of a session."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 from fep.errors import FrameError
 from fep.protocols.dlt698.apdu import GetResponse, ReportNotification, decode_apdu
-from fep.protocols.dlt698.data import decode_data
+from fep.protocols.dlt698.client import ClientSettings, Dlt698Client, ProxyRead, RecordRead
+from fep.protocols.dlt698.data import OAD, decode_data
 from fep.protocols.dlt698.frames import (
     FrameDecoder,
     Reassembler,
@@ -16,6 +17,7 @@ from fep.protocols.dlt698.frames import (
     decode_frame,
 )
 from fep.protocols.dlt698.objects import NoMapping, readings, record_records
+from tests.fuzz.parts import chunks
 from tests.fuzz.stream import drive
 
 _AT = datetime(2024, 1, 1, tzinfo=UTC)
@@ -80,4 +82,20 @@ def dlt698_data(data: bytes) -> None:
             return
 
 
-TARGETS = {"dlt698_frame": dlt698_frame, "dlt698_apdu": dlt698_apdu, "dlt698_data": dlt698_data}
+def dlt698_client(data: bytes) -> None:
+    """The read client (sans-IO) fed a meter's side of a session in pieces, with a timeout
+    after each: nothing may raise out of it (it counts, skips or fails)."""
+    client = Dlt698Client(ClientSettings(
+        address="000000123456", items=(OAD(0x0010, 2), OAD(0x2000, 2)),
+        records=(RecordRead(OAD(0x5004, 2), last=1),),
+        proxies=(ProxyRead("000000000001", (OAD(0x0010, 2),)),)), now=lambda: _AT)
+    client.start()
+    for piece in chunks(data):
+        if client.done:
+            break
+        client.receive(piece)
+    client.timeout()
+
+
+TARGETS = {"dlt698_frame": dlt698_frame, "dlt698_apdu": dlt698_apdu, "dlt698_data": dlt698_data,
+           "dlt698_client": dlt698_client}

@@ -155,7 +155,46 @@ def dlt698() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
                         "in its frames)", list(apdus.items())),
         "dlt698_data": ("the values in the GET answers of "
                         "tests/fixtures/dlt698/published_frames.txt", values),
+        "dlt698_client": ("a session of fep.sim.dlt698 (with a login and a concentrator), "
+                          "the meter's side", [("sim_session", stream_chunks(_session()))]),
     }
+
+
+def _session() -> bytes:
+    """What fep's simulated concentrator sends in the session the dlt698_client target
+    runs: a login, then its answers to the client's requests."""
+    from datetime import UTC, datetime
+
+    from fep.protocols.dlt698.client import (
+        ClientSettings,
+        Dlt698Client,
+        ProxyRead,
+        RecordRead,
+        Send,
+    )
+    from fep.protocols.dlt698.data import OAD
+    from fep.protocols.dlt698.frames import FrameDecoder
+    from fep.sim.dlt698 import SimulatedDlt698Meter
+
+    at = datetime(2024, 1, 1, tzinfo=UTC)
+    child = SimulatedDlt698Meter("000000000001", clock=at.timestamp)
+    sim = SimulatedDlt698Meter("000000123456", clock=at.timestamp,
+                               children={child.address: child})
+    client = Dlt698Client(ClientSettings(
+        address="000000123456", items=(OAD(0x0010, 2), OAD(0x2000, 2)),
+        records=(RecordRead(OAD(0x5004, 2), last=1),),
+        proxies=(ProxyRead("000000000001", (OAD(0x0010, 2),)),)), now=lambda: at)
+    wire = sim.login()
+    pending = list(client.start()) + list(client.receive(wire))
+    while not client.done and pending:
+        out = b""
+        for action in pending:
+            if isinstance(action, Send):
+                for frame in FrameDecoder().receive(action.data):
+                    out += b"".join(a.encode() for a in sim.answer(frame))
+        wire += out
+        pending = list(client.receive(out)) if out else []
+    return wire
 
 
 def iec() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
