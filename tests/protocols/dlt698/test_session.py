@@ -59,13 +59,15 @@ class SettingsTests(unittest.TestCase):
         s = settings_for(meter(dlt698_items="00100200, 20000200", dlt698_frozen="50040200",
                                dlt698_frozen_last="3", dlt698_connect="no",
                                dlt698_password="secret", dlt698_client="0x10",
-                               dlt698_proxy="000000000001"))  # fmt: skip
+                               dlt698_proxy="000000000001", dlt698_wakeup="no",
+                               dlt698_retries="3"))  # fmt: skip
         self.assertEqual(s.items, (OAD(0x0010, 2), OAD(0x2000, 2)))
         self.assertEqual([(r.oad, r.last) for r in s.records], [(OAD(0x5004, 2), 3)])
         self.assertEqual((s.connect, s.password, s.client), (False, "secret", 0x10))
         self.assertEqual(s.address.address, "000000123456")
         self.assertEqual([p.address for p in s.proxies], ["000000000001"])
         self.assertEqual((s.meter, s.route), ("m1", ROUTE))
+        self.assertEqual((s.wakeup, s.retries), (False, 3))
 
     def test_no_address_is_the_wildcard(self) -> None:
         self.assertEqual(settings_for(meter(None)).address.address, "AAAAAAAAAAAA")
