@@ -230,14 +230,32 @@ class COMDCB:
     flow: int
 
 
-@attrs.frozen
 class Data:
     """One typed value: ``tag`` and the value as Python holds it (tuple of Data for array
     and structure, int, bool, bytes, str, float, a tuple of calendar fields, a
-    descriptor)."""
+    descriptor).
 
-    tag: DataType
-    value: Any = None
+    A plain slotted class, not an attrs one (as fep.protocols.dlms.axdr.Data): a record
+    answer makes hundreds of these and an attrs frozen __init__ costs three times as much.
+    Treat instances as immutable.
+    """
+
+    __slots__ = ("tag", "value")
+
+    def __init__(self, tag: DataType, value: Any = None) -> None:
+        self.tag = tag
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Data(tag={self.tag!r}, value={self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Data):
+            return NotImplemented
+        return self.tag == other.tag and self.value == other.value
+
+    def __hash__(self) -> int:
+        return hash((self.tag, self.value))
 
     # -- constructors used by simulators and tests -----------------------------------------
 
