@@ -17,6 +17,7 @@ from fep.protocols.dlt698.frames import (
     decode_frame,
 )
 from fep.protocols.dlt698.objects import NoMapping, readings, record_records
+from fep.protocols.dlt698.terminal import TerminalLink
 from tests.fuzz.parts import chunks
 from tests.fuzz.stream import drive
 
@@ -97,5 +98,13 @@ def dlt698_client(data: bytes) -> None:
     client.timeout()
 
 
+def dlt698_terminal(data: bytes) -> None:
+    """A terminal's own traffic (logins, heartbeats, reports) in pieces: nothing may raise
+    out of TerminalLink (bad bytes are Noise)."""
+    link = TerminalLink(tz=UTC, now=lambda: _AT)
+    for piece in chunks(data):
+        link.receive(piece)
+
+
 TARGETS = {"dlt698_frame": dlt698_frame, "dlt698_apdu": dlt698_apdu, "dlt698_data": dlt698_data,
-           "dlt698_client": dlt698_client}
+           "dlt698_client": dlt698_client, "dlt698_terminal": dlt698_terminal}

@@ -157,7 +157,24 @@ def dlt698() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
                         "tests/fixtures/dlt698/published_frames.txt", values),
         "dlt698_client": ("a session of fep.sim.dlt698 (with a login and a concentrator), "
                           "the meter's side", [("sim_session", stream_chunks(_session()))]),
+        "dlt698_terminal": ("the logins of tests/fixtures/dlt698/published_frames.txt and a "
+                            "power-down report of fep.sim.dlt698",
+                            [("logins_and_report", stream_chunks(_terminal()))]),
     }
+
+
+def _terminal() -> bytes:
+    from datetime import UTC, datetime
+
+    from fep.protocols.dlt698.apdu import encode_apdu
+    from fep.protocols.dlt698.frames import Frame, control
+    from fep.sim.dlt698 import SimulatedDlt698Meter
+
+    items = _named_hex(FIXTURES / "dlt698" / "published_frames.txt")
+    sim = SimulatedDlt698Meter("000000123456", clock=datetime(2024, 1, 1, tzinfo=UTC).timestamp)
+    report = Frame(control(from_server=True, client_started=False), sim.server, 0,
+                   encode_apdu(sim.report_outage()))
+    return items["frame_peer_login"] + sim.login() + report.encode()
 
 
 def _session() -> bytes:

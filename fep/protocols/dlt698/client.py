@@ -31,7 +31,6 @@ from fep.protocols.dlt698.apdu import (
     GetRequest,
     GetResponse,
     LinkRequest,
-    LinkResponse,
     LinkType,
     ProxyRequest,
     ProxyResponse,
@@ -39,7 +38,6 @@ from fep.protocols.dlt698.apdu import (
     ReleaseRequest,
     ReleaseResponse,
     ReportNotification,
-    ReportResponse,
     ResultNormal,
     ResultRecord,
     SecurityApdu,
@@ -87,6 +85,13 @@ from fep.protocols.dlt698.objects import (
     NoMapping,
     readings,
     record_records,
+)
+from fep.protocols.dlt698.terminal import (
+    ReportReceived,
+    date_time_of,
+    link_answer,
+    link_response,
+    report_received,
 )
 
 # Chinese meters keep local time: UTC+8.
@@ -196,9 +201,6 @@ class ClientSettings:
     # The longest frame taken from the meter (meters send 512 to 2048 bytes; the length
     # field allows 16 385): longer ones are line noise.
     max_frame: int = 8192
-    # Data a server pushes during the session (REPORT-Notification) are acknowledged and
-    # kept with the records.
-    accept_reports: bool = True
     # Set the meter's clock (40000200) to fep's time after the association, before reads.
     set_clock: bool = False
     # Meters behind the server (a concentrator) read through it (PROXY).
@@ -247,13 +249,6 @@ class Linked:
 
 
 @attrs.frozen
-class Reported:
-    """A REPORT-Notification was acknowledged; its records are among the session's."""
-
-    count: int
-
-
-@attrs.frozen
 class Finished:
     records: tuple[Record, ...]
 
@@ -263,37 +258,13 @@ class Failed:
     error: ProtocolError
 
 
-Action = Send | Resent | Noise | Skipped | Linked | Reported | Finished | Failed
+Action = Send | Resent | Noise | Skipped | Linked | ReportReceived | Finished | Failed
 
 
 class State(enum.Enum):
     IDLE = "idle"
     WAITING = "waiting for an answer"
     DONE = "done"
-
-
-def date_time_of(when: datetime) -> tuple[int, ...]:
-    """The 8 date_time fields of a datetime (weekday 0 = Sunday)."""
-    return (when.year, when.month, when.day, when.isoweekday() % 7, when.hour, when.minute,
-            when.second, when.microsecond // 1000)  # fmt: skip
-
-
-def link_response(request: LinkRequest, now: datetime, tz: tzinfo) -> LinkResponse:
-    """fep's answer to a LINK request (its PIID: the request's, without the ACD bit):
-    success, with the request's time and fep's own time
-    (in the meter's zone) as received and sent time. Bit 7 (the server's clock is
-    trusted) is set when the server's clock is within 5 minutes of fep's."""
-    local = now.astimezone(tz)
-    trusted = 0
-    try:
-        y, mo, d, _, h, mi, s, _ = request.time
-        theirs = datetime(y, mo, d, h, mi, s, tzinfo=tz)
-        if abs((theirs - local).total_seconds()) <= 300:
-            trusted = 0x80
-    except ValueError:
-        pass
-    stamp = date_time_of(local)
-    return LinkResponse(request.piid_acd & 0xBF, trusted, request.time, stamp, stamp)
 
 
 def _merged(records: Iterable[ResultRecord]) -> tuple[ResultRecord, ...]:
@@ -581,8 +552,9 @@ class Dlt698Client:
 
     def _on_link(self, frame: Frame, request: LinkRequest) -> list[Action]:
         self.links += 1
-        answer = link_response(request, self.now(), self.settings.tz)
-        data = self._frame(encode_apdu(answer), started=False, function=Function.LINK)
+        data = link_answer(Frame(frame.control, self.settings.address, self.settings.client),
+                           request, self.now(), self.settings.tz,
+                           WAKEUP_PREAMBLE if self.settings.wakeup else 0)  # fmt: skip
         actions: list[Action] = [Send(data), Linked(request.type.name.lower(),
                                                     frame.server.address)]
         if self._what == "CONNECT" and request.type is LinkType.LOGIN:
@@ -592,30 +564,16 @@ class Dlt698Client:
         return actions
 
     def _on_report(self, frame: Frame, report: ReportNotification) -> list[Action]:
-        if not self.settings.accept_reports:
-            return []
+        """A report is handed over, not acknowledged: its records must be kept before the
+        acknowledgement goes (nothing acknowledged is lost), which a read session cannot
+        promise before it ends; unacknowledged, the terminal sends it again to the path
+        that keeps it (``ReportReceived.ack``)."""
         self.reports += 1
-        before = len(self.records)
-        received = self.now()
-        meter = self.settings.meter or frame.server.address
-        for result in report.results:
-            try:
-                self.records += readings(result, meter=meter, tz=self.settings.tz,
-                                         received=received)  # fmt: skip
-            except NoMapping as e:
-                self.skipped.append((str(result.oad), str(e)))
-        for rec in report.records:
-            try:
-                got, skipped = record_records(rec, meter=meter, tz=self.settings.tz,
-                                              received=received)  # fmt: skip
-                self.records += got
-                self.skipped += skipped
-            except NoMapping as e:
-                self.skipped.append((str(rec.oad), str(e)))
-        oads = tuple(r.oad for r in report.results) or tuple(r.oad for r in report.records)
-        answer = ReportResponse(report.piid_acd & 0xBF, oads, report.kind)
-        data = self._frame(encode_apdu(answer), started=False)
-        return [Send(data), Reported(len(self.records) - before)]
+        s = self.settings
+        return [report_received(Frame(frame.control, s.address, s.client), report,
+                                meter=s.meter or frame.server.address, tz=s.tz,
+                                received=self.now(),
+                                preamble=WAKEUP_PREAMBLE if s.wakeup else 0)]  # fmt: skip
 
     def _on_get(self, response: GetResponse) -> list[Action]:
         if response.kind is GetKind.NEXT:
@@ -739,7 +697,7 @@ __all__ = [
     "Noise",
     "ProxyRead",
     "RecordRead",
-    "Reported",
+    "ReportReceived",
     "Resent",
     "Send",
     "Skipped",

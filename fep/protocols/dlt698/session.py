@@ -58,7 +58,7 @@ from fep.protocols.dlt698.client import (
     Noise,
     ProxyRead,
     RecordRead,
-    Reported,
+    ReportReceived,
     Resent,
     Send,
     Skipped,
@@ -215,9 +215,11 @@ class Dlt698Session(MeterSession):
         elif isinstance(action, Linked):
             log.info("{meter}: LINK {kind} from {address} answered", kind=action.kind,
                      address=action.address, **self._fields())
-        elif isinstance(action, Reported):
-            log.info("{meter}: report of {count} records acknowledged", count=action.count,
-                     **self._fields())
+        elif isinstance(action, ReportReceived):
+            # Not acknowledged here: the terminal sends it again to the path that keeps it
+            # before acknowledging (nothing acknowledged is lost).
+            log.info("{meter}: report of {count} records left unacknowledged",
+                     count=len(action.records), **self._fields())
 
     def ended(self, lost: bool) -> None:
         if lost:

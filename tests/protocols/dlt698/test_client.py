@@ -34,7 +34,7 @@ from fep.protocols.dlt698.client import (
     Noise,
     ProxyRead,
     RecordRead,
-    Reported,
+    ReportReceived,
     Resent,
     Send,
     Skipped,
@@ -275,20 +275,22 @@ class ServerStartedTests(unittest.TestCase):
         request = LinkRequest(1, LinkType.HEARTBEAT, 60, (2020, 1, 1, 3, 0, 0, 0, 0))
         self.assertEqual(link_response(request, NOW_DT, DEFAULT_METER_TZ).result, 0)
 
-    def test_a_report_is_acknowledged_and_its_values_kept(self) -> None:
+    def test_a_report_is_handed_over_with_its_acknowledgement_not_acknowledged(self) -> None:
         client = Dlt698Client(settings(items=(OAD(0x2000, 2),)), now=lambda: NOW_DT)
         client.start()
         report = ReportNotification(7, (ResultNormal(OAD(0x0010, 2), Data.array(
             [Data(DataType.DOUBLE_LONG_UNSIGNED, 123456)])),))  # fmt: skip
         frame = Frame(control(from_server=True, client_started=False),
                       ServerAddress("000000123456"), 0, encode_apdu(report))
-        actions = client.receive(frame.encode())
-        sent = actions[0]
-        assert isinstance(sent, Send)
-        self.assertEqual(actions[1], Reported(1))
-        (ack,) = FrameDecoder().receive(sent.data)
+        (received,) = client.receive(frame.encode())
+        assert isinstance(received, ReportReceived)
+        # Nothing is sent: the records must be kept before the acknowledgement goes.
+        self.assertEqual(received.records[0].value, Decimal("1234.56"))
+        self.assertEqual(client.records, [])
+        (ack,) = FrameDecoder().receive(received.ack)
         self.assertEqual(decode_apdu(ack.data), ReportResponse(7, (OAD(0x0010, 2),)))
-        self.assertEqual(readings(client.records)["00100201"].value, Decimal("1234.56"))
+        self.assertTrue(ack.function == Function.USER_DATA and not ack.client_started)
+        self.assertEqual(client.waiting_for, "CONNECT")
 
 
 class ProxyTests(unittest.TestCase):
