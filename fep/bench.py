@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write", help="also write the results as markdown to this file")
     parser.add_argument("--listeners", default="gprs,push_dlms,push_iec62056_21,http,ssh,control",
                         help="with --only listeners: which listeners get the junk")
-    parser.add_argument("--only", choices=("ingest", "dlms", "listeners"),
+    parser.add_argument("--only", choices=("ingest", "dlms", "dlt698", "listeners"),
                         help="run one group of benchmarks (default: all but listeners)")
     args = parser.parse_args(argv)
     if args.only == "listeners":
@@ -211,6 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tempfile.mkdtemp(prefix="fep-bench-"))
         try:
             pg = postgres_server()
+            if args.only in (None, "dlt698"):
+                dlt698_rows()
+            if args.only == "dlt698":
+                return
             if args.only != "ingest":
                 await dlms_rows(reactor, pg, workdir)
             if args.only == "dlms":
@@ -220,11 +224,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              postgres=pg))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        if args.only == "dlms":
+        if args.only in ("dlms", "dlt698"):
             return
         rate, lines = iec_decode_rate()
         results.append(("IEC 62056-21 readout decode", f"E350 readout, {lines} values",
                         f"{rate:,.0f} readouts/s ({rate * lines:,.0f} values/s)"))
+
+    def dlt698_rows() -> None:
+        from fep.bench_dlt698 import fep_rates, peer_rates
+
+        ours, theirs = fep_rates(), peer_rates()
+        for key, case in (("normal", "GET-Response-NormalList, the 8 default items"),
+                          ("record", "GET-Response-Record, 96 rows of 15-minute frozen")):
+            versus = (f"; dlt698 package (C++) {theirs[key]:,.0f}/s, fep "
+                      f"{ours[key] / theirs[key]:.2f}x" if theirs else
+                      "; dlt698 package not installed")
+            results.append(("DL/T 698.45 decode (frame to values)", case,
+                            f"{ours[key]:,.0f}/s{versus}"))
+            print(results[-1], flush=True)
+            results.append(("DL/T 698.45 decode to records", case,
+                            f"{ours[key + '_records']:,.0f}/s"))
+            print(results[-1], flush=True)
 
     async def dlms_rows(reactor: IFepReactor, pg: str | None, workdir: Path) -> None:
         from fep.bench_dlms import fep_rates, gurux_rates, push_ingest_rate

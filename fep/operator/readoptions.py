@@ -127,6 +127,16 @@ _DLT645: Final[Mapping[str, Check]] = {
     "dlt645_profile_since": _time,
     "dlt645_profile_blocks": _whole(1, 96),
 }
+_DLT698_OADS = _items(r"[0-9A-Fa-f]{8}", "OADs (8 hex digits)")
+_DLT698: Final[Mapping[str, Check]] = {
+    "dlt698_items": _DLT698_OADS,
+    "dlt698_frozen": _DLT698_OADS,
+    "dlt698_frozen_columns": _DLT698_OADS,
+    "dlt698_frozen_last": _whole(1, 96),
+    "dlt698_events": _DLT698_OADS,
+    "dlt698_events_last": _whole(1, 96),
+    "dlt698_proxy": _items(r"[0-9]{2,32}", "meter addresses (decimal digits)"),
+}
 _C12: Final[Mapping[str, Check]] = {"c12_profile": _yes_no, "c12_events": _yes_no,
                                    "c12_snapshots": _yes_no}
 _GW3761: Final[Mapping[str, Check]] = {
@@ -150,6 +160,7 @@ READ_OPTIONS: Final[Mapping[str, Mapping[str, Check]]] = {
     "dlms": _DLMS,
     "dlt645": _DLT645,
     "gw3761": _GW3761,
+    "dlt698": _DLT698,
     "ansi-c12": _C12,
     "ansi-c12.18": _C12,
     "ansi-c12.21": _C12,

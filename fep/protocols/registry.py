@@ -28,6 +28,7 @@ _PROTOCOLS: dict[str, tuple[str, str]] = {
     "dlms": ("fep.protocols.dlms.session", "DlmsProtocol"),
     "dlt645": ("fep.protocols.dlt645.session", "Dlt645Protocol"),
     "gw3761": ("fep.protocols.gw3761.session", "Gw3761Protocol"),
+    "dlt698": ("fep.protocols.dlt698.session", "Dlt698Protocol"),
     "iec62056-21": ("fep.protocols.iec62056_21.session", "IecReadoutProtocol"),
     "modbus": ("fep.protocols.modbus.session", "PulseRecorderProtocol"),
     "modbus-pulse": ("fep.protocols.modbus.session", "PulseRecorderProtocol"),

@@ -116,6 +116,104 @@ def dlt645() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
     }
 
 
+def dlt698() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
+    from fep.protocols.dlt698.apdu import GetResponse, decode_apdu
+    from fep.protocols.dlt698.data import encode_data
+    from fep.protocols.dlt698.frames import (
+        Frame,
+        ServerAddress,
+        control,
+        decode_frame,
+        split_apdu,
+    )
+
+    items = _named_hex(FIXTURES / "dlt698" / "published_frames.txt")
+    frames = {k: v for k, v in items.items() if k.startswith("frame_")}
+    apdus = {k: v for k, v in items.items() if k.startswith("apdu_")}
+    apdus.update({k: decode_frame(v).data for k, v in frames.items()})
+    big = apdus["apdu_get_record_response"]
+    address = ServerAddress("000000123456")
+    split = b"".join(Frame(control(from_server=True, split=True), address, 0, p.encode())
+                     .encode() for p in split_apdu(big, 16))  # fmt: skip
+    values = []
+    for name, raw in apdus.items():
+        apdu = decode_apdu(raw)
+        if isinstance(apdu, GetResponse):
+            for result in apdu.results:
+                if result.data is not None:
+                    values.append((name, encode_data(result.data)))
+            for record in apdu.records:
+                for row in record.rows or ():
+                    values.append((name, b"".join(encode_data(d) for d in row)))
+    return {
+        "dlt698_frame": ("tests/fixtures/dlt698/published_frames.txt (and its record "
+                         "response in split frames of 16 bytes)",
+                         [(k, stream_chunks(v)) for k, v in frames.items()]
+                         + [("all", stream_chunks(b"\xfe\xfe" + b"".join(frames.values()), 7)),
+                            ("split_record_response", stream_chunks(split, 31))]),
+        "dlt698_apdu": ("the APDUs of tests/fixtures/dlt698/published_frames.txt (alone and "
+                        "in its frames)", list(apdus.items())),
+        "dlt698_data": ("the values in the GET answers of "
+                        "tests/fixtures/dlt698/published_frames.txt", values),
+        "dlt698_client": ("a session of fep.sim.dlt698 (with a login and a concentrator), "
+                          "the meter's side", [("sim_session", stream_chunks(_session()))]),
+        "dlt698_terminal": ("the logins of tests/fixtures/dlt698/published_frames.txt and a "
+                            "power-down report of fep.sim.dlt698",
+                            [("logins_and_report", stream_chunks(_terminal()))]),
+    }
+
+
+def _terminal() -> bytes:
+    from datetime import UTC, datetime
+
+    from fep.protocols.dlt698.apdu import encode_apdu
+    from fep.protocols.dlt698.frames import Frame, control
+    from fep.sim.dlt698 import SimulatedDlt698Meter
+
+    items = _named_hex(FIXTURES / "dlt698" / "published_frames.txt")
+    sim = SimulatedDlt698Meter("000000123456", clock=datetime(2024, 1, 1, tzinfo=UTC).timestamp)
+    report = Frame(control(from_server=True, client_started=False), sim.server, 0,
+                   encode_apdu(sim.report_outage()))
+    return items["frame_peer_login"] + sim.login() + report.encode()
+
+
+def _session() -> bytes:
+    """What fep's simulated concentrator sends in the session the dlt698_client target
+    runs: a login, then its answers to the client's requests."""
+    from datetime import UTC, datetime
+
+    from fep.protocols.dlt698.client import (
+        ClientSettings,
+        Dlt698Client,
+        ProxyRead,
+        RecordRead,
+        Send,
+    )
+    from fep.protocols.dlt698.data import OAD
+    from fep.protocols.dlt698.frames import FrameDecoder
+    from fep.sim.dlt698 import SimulatedDlt698Meter
+
+    at = datetime(2024, 1, 1, tzinfo=UTC)
+    child = SimulatedDlt698Meter("000000000001", clock=at.timestamp)
+    sim = SimulatedDlt698Meter("000000123456", clock=at.timestamp,
+                               children={child.address: child})
+    client = Dlt698Client(ClientSettings(
+        address="000000123456", items=(OAD(0x0010, 2), OAD(0x2000, 2)),
+        records=(RecordRead(OAD(0x5004, 2), last=1),),
+        proxies=(ProxyRead("000000000001", (OAD(0x0010, 2),)),)), now=lambda: at)
+    wire = sim.login()
+    pending = list(client.start()) + list(client.receive(wire))
+    while not client.done and pending:
+        out = b""
+        for action in pending:
+            if isinstance(action, Send):
+                for frame in FrameDecoder().receive(action.data):
+                    out += b"".join(a.encode() for a in sim.answer(frame))
+        wire += out
+        pending = list(client.receive(out)) if out else []
+    return wire
+
+
 def iec() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
     from fep.protocols.iec62056_21.frames import DataBlock, FrameDecoder
 
@@ -325,7 +423,7 @@ def gw3761() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
 
 
 def main() -> None:
-    for family in (c12, dlt645, gw3761, iec, modbus, modem, channels, records):
+    for family in (c12, dlt645, dlt698, gw3761, iec, modbus, modem, channels, records):
         for target, (source, seeds) in family().items():
             directory = CORPUS / target
             directory.mkdir(parents=True, exist_ok=True)
