@@ -1,0 +1,236 @@
+"""The analysis jobs: validate and estimate a day (``run_vee``), balance areas over a day
+(``run_balance``). Thin: they read from the store, call the pure functions of
+fep.analysis and write the results back; the command line (``fep vee run``, ``fep balance``)
+runs them, and so can a scheduled task later.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from fep.analysis import estimate, rules
+from fep.analysis.areas import Network
+from fep.analysis.balance import BalanceRow, balance, out_of_band
+from fep.analysis.estimate import Estimate
+from fep.analysis.rules import Finding
+from fep.analysis.series import Point, consumption, day_bounds, grid, is_cumulative, total
+from fep.analysis.settings import RuleSet, VeeSettings
+from fep.analysis.store import AnalysisStore
+from fep.interfaces import IRecordSink
+from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, Severity
+
+LOSS_ALARM = "analysis:line-loss"
+
+
+@attrs.frozen
+class VeeResult:
+    day: date
+    meters: int
+    findings: Mapping[str, int]
+    estimates: Mapping[str, int]
+
+
+def _midnight(t: datetime) -> datetime:
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _by_day(usage: Mapping[datetime, Point]) -> dict[datetime, dict[datetime, Point]]:
+    days: dict[datetime, dict[datetime, Point]] = {}
+    for t, p in usage.items():
+        days.setdefault(_midnight(t), {})[t] = p
+    return days
+
+
+def _nearest(readings: Sequence[Point], at: datetime, within: timedelta) -> Decimal | None:
+    near = [p for p in readings if p.value is not None and abs(p.start - at) <= within]
+    if not near:
+        return None
+    return min(near, key=lambda p: abs(p.start - at)).value
+
+
+def validate_meter(
+    meter: str,
+    rule_set: RuleSet,
+    settings: VeeSettings,
+    day: date,
+    raw: Sequence[Point],
+    registers: Sequence[Point] = (),
+) -> tuple[list[Finding], list[Estimate]]:
+    """The findings and estimates of one meter's day, from its channel's points over the
+    history window (``raw``) and its register readings around the day's bounds."""
+    obis, period = str(settings.channel), settings.period
+    since, until = day_bounds(day)
+    cumulative = is_cumulative(settings.channel)
+    usage = consumption(raw, period, cumulative=cumulative, modulus=settings.modulus)
+    today = {t: p for t, p in usage.items() if since <= t < until}
+    history = {t: p for t, p in usage.items() if t < since}
+    raw_today = [p for p in raw if since <= p.start < until]
+    on = rule_set.rules
+    found: list[Finding] = []
+    if "missing" in on:
+        found += rules.missing(meter, obis, raw_today, since, until, period)
+    if "limits" in on:
+        found += rules.limits(meter, obis, today.values(), period, high=rule_set.high,
+                              low=rule_set.low)
+    if "spike" in on:
+        found += rules.spikes(meter, obis, today.values(), period, history=history.values(),
+                              factor=rule_set.spike_factor, floor=rule_set.spike_floor)
+    days = _by_day(usage)
+    expected = len(grid(since, until, period))
+    if "history" in on and len(today) == expected:
+        totals = [total(s) for d, s in days.items() if d < since and len(s) == expected]
+        found += rules.history_limits(meter, obis, day, total(today), history_totals=totals,
+                                      high_factor=rule_set.history_high,
+                                      low_factor=rule_set.history_low)
+    if "zero" in on:
+        daily: dict[date, Decimal | None] = {
+            d.date(): total(s) if len(s) == expected else None for d, s in days.items()}
+        found += [f for f in rules.zero_consumption(meter, obis, daily,
+                                                    days=rule_set.zero_days)
+                  if f.until > since]
+    if "reverse" in on:
+        found += rules.reverse_energy(meter, obis, today.values(), period)
+    if "rollover" in on and cumulative and settings.modulus is not None:
+        found += [f for f in rules.rollovers(meter, obis, raw, period,
+                                             modulus=settings.modulus) if f.since >= since]
+    if "register" in on and registers:
+        start = _nearest(registers, since, period / 2)
+        end = _nearest(registers, until, period / 2)
+        if start is not None and end is not None and len(today) == expected:
+            found += rules.register_advance(
+                meter, obis, since, until, start_reading=start, end_reading=end,
+                interval_sum=total(today), tolerance=rule_set.register_tolerance,
+                tolerance_abs=rule_set.register_tolerance_abs)
+    if "duplicates" in on:
+        found += rules.duplicates_and_shifts(meter, [
+            IntervalBlock(meter, settings.channel, p.start, period, (p.value,))
+            for p in raw_today])
+    if "status" in on:
+        found += rules.status_flags(meter, obis, raw_today, period)
+    return found, _estimates(meter, settings, day, usage, raw, registers)
+
+
+def _estimates(meter: str, settings: VeeSettings, day: date, usage: Mapping[datetime, Point],
+               raw: Sequence[Point], registers: Sequence[Point]) -> list[Estimate]:
+    obis, period = str(settings.channel), settings.period
+    since, until = day_bounds(day)
+    starts = grid(since, until, period)
+    today = {t: p for t, p in usage.items() if since <= t < until}
+    days = {d: s for d, s in _by_day(usage).items() if d < since}
+    similar = estimate.similar_days(since, days, settings.similar_days)
+    history = {d: days[d] for d in similar}
+    advances: dict[tuple[datetime, datetime], Decimal] = {}
+    gaps = estimate.gaps(starts, {t for t, p in today.items() if p.value is not None}, period)
+    if is_cumulative(settings.channel):
+        by_start = {p.start: p.value for p in raw if p.value is not None}
+        for gap in gaps:
+            before, after = by_start.get(gap[0] - period), by_start.get(gap[-1])
+            if before is not None and after is not None:
+                advances[(gap[0], gap[-1])] = after - before
+    elif len(gaps) == 1 and registers:
+        start = _nearest(registers, since, period / 2)
+        end = _nearest(registers, until, period / 2)
+        if start is not None and end is not None:
+            advances[(gaps[0][0], gaps[0][-1])] = end - start - total(today)
+    return estimate.fill(meter, obis, starts, today, period,
+                         max_interpolate=settings.max_interpolate, history=history,
+                         advances=advances)
+
+
+async def run_vee(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
+                  analysis: AnalysisStore | None = None) -> VeeResult:
+    """Validate and estimate one day of the channel of every meter (of ``area`` and the
+    areas below it when given): findings and flags replace the day's earlier ones, and the
+    estimates replace the day's earlier ones (so a value re-collected since is no longer
+    estimated)."""
+    analysis = analysis or AnalysisStore(store)
+    meters: dict[str, Meter | None] = {m.id: m for m in await store.meters()}
+    if area is not None:
+        network = await analysis.network()
+        ids = sorted({m.meter for a in network.subtree(area) for m in network.meters
+                      if m.area == a.id})
+        meters = {m: meters.get(m) for m in ids}
+    ids = sorted(meters)
+    obis, period = str(settings.channel), settings.period
+    since, until = day_bounds(day)
+    window = since - timedelta(days=settings.history_days) - period
+    raw = await analysis.intervals(ids, obis, window, until)
+    registers = await analysis.registers(ids, str(settings.register), since - period,
+                                         until + period)
+    findings: list[Finding] = []
+    estimates: list[Estimate] = []
+    for meter in ids:
+        found, made = validate_meter(meter, settings.rule_set(meters[meter]), settings, day,
+                                     raw[meter], registers[meter])
+        findings += found
+        estimates += made
+    flags = rules.flags_by_interval(findings, period)
+    await analysis.save_validation(ids, obis, since, until, findings, flags)
+    await analysis.save_estimates(ids, obis, since, until, period, estimates)
+    return VeeResult(day, len(ids), dict(Counter(f.rule for f in findings)),
+                     dict(Counter(e.method for e in estimates)))
+
+
+@attrs.frozen
+class AreaBalance:
+    day: BalanceRow
+    intervals: list[BalanceRow]
+    alarm: str | None
+
+
+async def area_balance(analysis: AnalysisStore, network: Network, settings: VeeSettings,
+                       area: str, since: datetime, until: datetime) -> AreaBalance:
+    """The balance of one area over ``[since, until)``, estimates filling what the store
+    lacks (a real value always wins)."""
+    obis, period = str(settings.channel), settings.period
+    summary = network.summary(area)
+    members = [m.meter for m in network.members(area)]
+    ids = sorted({m.meter for m in summary} | set(members))
+    raw = await analysis.intervals(ids, obis, since - period, until)
+    made = await analysis.estimates(ids, obis, since, until)
+    usage = {}
+    for meter in ids:
+        real = consumption(raw[meter], period, cumulative=is_cumulative(settings.channel),
+                           modulus=settings.modulus)
+        usage[meter] = estimate.merge({t: p for t, p in real.items() if since <= t < until},
+                                      made.get(meter, []))
+    rows, day = balance(area, grid(since, until, period), period,
+                        {m.meter: (m.direction, usage[m.meter]) for m in summary},
+                        {m: usage[m] for m in members})
+    return AreaBalance(day, rows, out_of_band(day, settings.band_for(area)))
+
+
+async def run_balance(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
+                      sink: IRecordSink | None = None, analysis: AnalysisStore | None = None
+                      ) -> list[AreaBalance]:
+    """Balance each area with summary meters (or ``area`` alone) over ``day``; store the
+    day rows and raise an alarm (a MeterEvent on the area's first summary meter, through
+    ``sink`` or else written to the store) for each area whose loss rate left its band."""
+    analysis = analysis or AnalysisStore(store)
+    network = await analysis.network()
+    if area is not None and network.area(area) is None:
+        raise LookupError(f"no area {area!r}")
+    names = [area] if area is not None else [
+        a.id for a in network.areas if network.summary(a.id)]
+    since, until = day_bounds(day)
+    results = [await area_balance(analysis, network, settings, name, since, until)
+               for name in names]
+    await analysis.save_balances([r.day for r in results])
+    events = [
+        MeterEvent(meter=network.summary(r.day.area)[0].meter, code=LOSS_ALARM,
+                   kind=EventKind.OTHER, severity=Severity.MAJOR, time=r.day.since,
+                   text=r.alarm, source="analysis")
+        for r in results if r.alarm is not None and network.summary(r.day.area)]
+    if events:
+        if sink is not None:
+            await sink.submit(events)
+        else:
+            await store.write(events)
+    return results
+
