@@ -127,7 +127,7 @@ def _typed(keys: Mapping[str, Any], section: configparser.SectionProxy, file: st
 
 
 def parse(text: str, file: str = "<vee.ini>") -> VeeSettings:
-    parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"),
+    parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"), interpolation=None,
                                        default_section="\x00none")
     try:
         parser.read_string(text, source=file)
