@@ -8,7 +8,7 @@ from decimal import Decimal as D
 from twisted.trial import unittest
 
 from fep.analysis.areas import Direction
-from fep.analysis.balance import Band, BalanceRow, balance, out_of_band
+from fep.analysis.balance import BalanceRow, Band, balance, out_of_band
 from fep.analysis.series import Point
 from fep.model import Quality
 
