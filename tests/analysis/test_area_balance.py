@@ -127,7 +127,7 @@ class AreaBalanceBehaviours:
         self.assertEqual([(e.code, e.time) for e in events],
                          [(jobs.LOSS_ALARM, midnight(BYPASS_DAY))])
         stored = await analysis.balances(midnight(DAYS[0]), midnight(DAYS[-1]) + timedelta(1))
-        self.assertEqual([r.since.date() for r in stored], DAYS[:2] + [BYPASS_DAY])
+        self.assertEqual([r.since.date() for r in stored], [*DAYS[:2], BYPASS_DAY])
 
     async def test_estimates_fill_gaps_until_the_real_values_come(self) -> None:
         store, analysis, load = await self.loaded()
