@@ -145,17 +145,23 @@ def _estimates(meter: str, settings: VeeSettings, day: date, usage: Mapping[date
 
 async def run_vee(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
                   analysis: AnalysisStore | None = None) -> VeeResult:
-    """Validate and estimate one day of the channel of every meter (of ``area`` and the
-    areas below it when given): findings and flags replace the day's earlier ones, and the
-    estimates replace the day's earlier ones (so a value re-collected since is no longer
-    estimated)."""
+    """Validate and estimate one day of the channel of every meter (the meter list's and
+    the areas'; or those of ``area`` and the areas below it): findings and flags replace
+    the day's earlier ones, and so do the estimates (a value re-collected since is no
+    longer estimated)."""
     analysis = analysis or AnalysisStore(store)
     meters: dict[str, Meter | None] = {m.id: m for m in await store.meters()}
+    network = await analysis.network()
     if area is not None:
-        network = await analysis.network()
+        if network.area(area) is None:
+            raise LookupError(f"no area {area!r}")
         ids = sorted({m.meter for a in network.subtree(area) for m in network.meters
                       if m.area == a.id})
         meters = {m: meters.get(m) for m in ids}
+    else:
+        # The meter list and every meter an area names (a summary meter may be read by
+        # another system and only imported).
+        meters.update({m.meter: None for m in network.meters if m.meter not in meters})
     ids = sorted(meters)
     obis, period = str(settings.channel), settings.period
     since, until = day_bounds(day)
