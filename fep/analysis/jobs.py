@@ -144,7 +144,7 @@ def _estimates(meter: str, settings: VeeSettings, day: date, usage: Mapping[date
 
 
 async def run_vee(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
-                  analysis: AnalysisStore | None = None) -> VeeResult:
+                  analysis: AnalysisStore | None = None, batch: int = 200) -> VeeResult:
     """Validate and estimate one day of the channel of every meter (the meter list's and
     the areas'; or those of ``area`` and the areas below it): findings and flags replace
     the day's earlier ones, and so do the estimates (a value re-collected since is no
@@ -166,21 +166,28 @@ async def run_vee(store: Any, settings: VeeSettings, day: date, *, area: str | N
     obis, period = str(settings.channel), settings.period
     since, until = day_bounds(day)
     window = since - timedelta(days=settings.history_days) - period
-    raw = await analysis.intervals(ids, obis, window, until)
-    registers = await analysis.registers(ids, str(settings.register), since - period,
-                                         until + period)
-    findings: list[Finding] = []
-    estimates: list[Estimate] = []
-    for meter in ids:
-        found, made = validate_meter(meter, settings.rule_set(meters[meter]), settings, day,
-                                     raw[meter], registers[meter])
-        findings += found
-        estimates += made
-    flags = rules.flags_by_interval(findings, period)
-    await analysis.save_validation(ids, obis, since, until, findings, flags)
-    await analysis.save_estimates(ids, obis, since, until, period, estimates)
-    return VeeResult(day, len(ids), dict(Counter(f.rule for f in findings)),
-                     dict(Counter(e.method for e in estimates)))
+    found_by_rule: Counter[str] = Counter()
+    made_by_method: Counter[str] = Counter()
+    # A batch of meters at a time: its history read in one query, its results written in
+    # one transaction, and no more than a batch's history held in memory.
+    for first in range(0, len(ids), batch):
+        chunk = ids[first:first + batch]
+        raw = await analysis.intervals(chunk, obis, window, until)
+        registers = await analysis.registers(chunk, str(settings.register), since - period,
+                                             until + period)
+        findings: list[Finding] = []
+        estimates: list[Estimate] = []
+        for meter in chunk:
+            found, made = validate_meter(meter, settings.rule_set(meters[meter]), settings,
+                                         day, raw[meter], registers[meter])
+            findings += found
+            estimates += made
+        flags = rules.flags_by_interval(findings, period)
+        await analysis.save_validation(chunk, obis, since, until, findings, flags)
+        await analysis.save_estimates(chunk, obis, since, until, period, estimates)
+        found_by_rule.update(f.rule for f in findings)
+        made_by_method.update(e.method for e in estimates)
+    return VeeResult(day, len(ids), dict(found_by_rule), dict(made_by_method))
 
 
 @attrs.frozen

@@ -60,6 +60,14 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
+# Meters bound per statement: well below SQLite's limit of host parameters.
+CHUNK = 500
+
+
+def _chunks(meters: Sequence[str]) -> list[Sequence[str]]:
+    return [meters[i:i + CHUNK] for i in range(0, len(meters), CHUNK)]
+
+
 # ---------------------------------------------------------------------------
 # Areas
 # ---------------------------------------------------------------------------
@@ -97,32 +105,30 @@ def _save_network(d: _Dialect, network: Network) -> Op[int]:
 def _intervals(d: _Dialect, meters: Sequence[str], obis: str, since: datetime,
                until: datetime) -> Op[dict[str, list[Point]]]:
     out: dict[str, list[Point]] = {m: [] for m in meters}
-    if not meters:
-        return out
-    rows = yield Q(
-        "SELECT meter, start_time, value, value_text, value_type, status FROM intervals"
-        f" WHERE obis = ? AND start_time >= ? AND start_time < ?"
-        f" AND meter IN ({_marks(len(meters))}) ORDER BY meter, start_time",
-        (obis, d.time(since), d.time(until), *meters), fetch=True)
-    for r in rows:
-        out[r[0]].append(Point(d.time_of(r[1]), decimal(decode_value(r[2], r[3], r[4])),
-                               Quality(r[5])))
+    for chunk in _chunks(meters):
+        rows = yield Q(
+            "SELECT meter, start_time, value, value_text, value_type, status FROM intervals"
+            " WHERE obis = ? AND start_time >= ? AND start_time < ?"
+            f" AND meter IN ({_marks(len(chunk))}) ORDER BY meter, start_time",
+            (obis, d.time(since), d.time(until), *chunk), fetch=True)
+        for r in rows:
+            out[r[0]].append(Point(d.time_of(r[1]), decimal(decode_value(r[2], r[3], r[4])),
+                                   Quality(r[5])))
     return out
 
 
 def _registers(d: _Dialect, meters: Sequence[str], obis: str, since: datetime,
                until: datetime) -> Op[dict[str, list[Point]]]:
     out: dict[str, list[Point]] = {m: [] for m in meters}
-    if not meters:
-        return out
-    rows = yield Q(
-        "SELECT meter, read_at, value, value_text, value_type, quality FROM readings"
-        f" WHERE obis = ? AND read_at >= ? AND read_at <= ?"
-        f" AND meter IN ({_marks(len(meters))}) ORDER BY meter, read_at",
-        (obis, d.time(since), d.time(until), *meters), fetch=True)
-    for r in rows:
-        out[r[0]].append(Point(d.time_of(r[1]), decimal(decode_value(r[2], r[3], r[4])),
-                               Quality(r[5])))
+    for chunk in _chunks(meters):
+        rows = yield Q(
+            "SELECT meter, read_at, value, value_text, value_type, quality FROM readings"
+            " WHERE obis = ? AND read_at >= ? AND read_at <= ?"
+            f" AND meter IN ({_marks(len(chunk))}) ORDER BY meter, read_at",
+            (obis, d.time(since), d.time(until), *chunk), fetch=True)
+        for r in rows:
+            out[r[0]].append(Point(d.time_of(r[1]), decimal(decode_value(r[2], r[3], r[4])),
+                                   Quality(r[5])))
     return out
 
 
@@ -136,14 +142,14 @@ def _save_validation(d: _Dialect, meters: Sequence[str], obis: str, since: datet
                      flags: Mapping[tuple[str, str, datetime], Quality], now: datetime
                      ) -> Op[int]:
     """Replace the meters' findings and flags of ``[since, until)`` by a new run's."""
-    if meters:
-        marks = _marks(len(meters))
-        yield Q(f"DELETE FROM validation_exceptions WHERE obis = ? AND since >= ?"
+    for chunk in _chunks(meters):
+        marks = _marks(len(chunk))
+        yield Q("DELETE FROM validation_exceptions WHERE obis = ? AND since >= ?"
                 f" AND since < ? AND meter IN ({marks})",
-                (obis, d.time(since), d.time(until), *meters))
-        yield Q(f"DELETE FROM interval_flags WHERE obis = ? AND start_time >= ?"
+                (obis, d.time(since), d.time(until), *chunk))
+        yield Q("DELETE FROM interval_flags WHERE obis = ? AND start_time >= ?"
                 f" AND start_time < ? AND meter IN ({marks})",
-                (obis, d.time(since), d.time(until), *meters))
+                (obis, d.time(since), d.time(until), *chunk))
     if findings:
         yield Q("INSERT INTO validation_exceptions (meter, obis, rule, since, until, flag,"
                 " details, found_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -192,10 +198,10 @@ def _save_estimates(d: _Dialect, meters: Sequence[str], obis: str, since: dateti
                     now: datetime) -> Op[int]:
     """Replace the meters' estimates of ``[since, until)`` by a new run's (estimates that a
     re-collected real value made needless are so removed)."""
-    if meters:
-        yield Q(f"DELETE FROM estimates WHERE obis = ? AND start_time >= ? AND start_time < ?"
-                f" AND meter IN ({_marks(len(meters))})",
-                (obis, d.time(since), d.time(until), *meters))
+    for chunk in _chunks(meters):
+        yield Q("DELETE FROM estimates WHERE obis = ? AND start_time >= ? AND start_time < ?"
+                f" AND meter IN ({_marks(len(chunk))})",
+                (obis, d.time(since), d.time(until), *chunk))
     if estimates:
         yield Q("INSERT INTO estimates (meter, obis, start_time, period_s, value, method,"
                 " source, made_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -210,16 +216,15 @@ def _save_estimates(d: _Dialect, meters: Sequence[str], obis: str, since: dateti
 def _estimates(d: _Dialect, meters: Sequence[str], obis: str, since: datetime,
                until: datetime) -> Op[dict[str, list[Estimate]]]:
     out: dict[str, list[Estimate]] = defaultdict(list)
-    if not meters:
-        return out
-    rows = yield Q("SELECT meter, obis, start_time, value, method, source FROM estimates"
-                   " WHERE obis = ? AND start_time >= ? AND start_time < ?"
-                   f" AND meter IN ({_marks(len(meters))}) ORDER BY meter, start_time",
-                   (obis, d.time(since), d.time(until), *meters), fetch=True)
-    for r in rows:
-        value = d.number_of(r[3])
-        assert value is not None
-        out[r[0]].append(Estimate(r[0], r[1], d.time_of(r[2]), value, r[4], r[5]))
+    for chunk in _chunks(meters):
+        rows = yield Q("SELECT meter, obis, start_time, value, method, source FROM estimates"
+                       " WHERE obis = ? AND start_time >= ? AND start_time < ?"
+                       f" AND meter IN ({_marks(len(chunk))}) ORDER BY meter, start_time",
+                       (obis, d.time(since), d.time(until), *chunk), fetch=True)
+        for r in rows:
+            value = d.number_of(r[3])
+            assert value is not None
+            out[r[0]].append(Estimate(r[0], r[1], d.time_of(r[2]), value, r[4], r[5]))
     return out
 
 

@@ -68,6 +68,10 @@ class AreaCsvTests(unittest.TestCase):
             areas.read_csv("area,parent\nA,B\nB,A\n")
         with self.assertRaisesRegex(ConfigError, "no area 'Z'"):
             areas.read_csv("area,meter\nZ,M1\n")
+        with self.assertRaisesRegex(ConfigError, "listed twice"):
+            areas.read_csv("area,meter\nA,\nA,M1\nA,M1\n")
+        with self.assertRaisesRegex(ConfigError, "declared twice"):
+            areas.read_csv("area\nA\nA\n")
         with self.assertRaisesRegex(ConfigError, "phase 'D'"):
             areas.read_csv("area,meter,phase\nA,,\nA,M1,D\n")
 

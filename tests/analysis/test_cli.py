@@ -93,6 +93,31 @@ class AnalysisCliTests(unittest.TestCase):
         self.assertIn("alarm: area T1: loss", balance.stderr)
         self.assertIn("above 3 %", balance.stderr)
 
+    def test_import_merges_by_area_unless_replace(self) -> None:
+        """A file naming only T2 adds T2 and keeps F1 and T1; with --replace it is the whole
+        network."""
+        more = Path(self.mktemp() + ".csv")
+        more.write_text("area,meter,role\nT2,,\nT2,C,member\n", encoding="utf-8")
+        self.assertEqual(fep_main("--db", self.db, "areas", "import", str(more)).returncode, 0)
+        listed = fep_main("--db", self.db, "areas", "list", "--format", "csv")
+        self.assertEqual([line.split(",")[0] for line in listed.stdout.splitlines()[1:]],
+                         ["F1", "T1", "T2"])
+        self.assertEqual(fep_main("--db", self.db, "areas", "import", str(more),
+                                  "--replace").returncode, 0)
+        listed = fep_main("--db", self.db, "areas", "list", "--format", "csv")
+        self.assertEqual([line.split(",")[0] for line in listed.stdout.splitlines()[1:]],
+                         ["T2"])
+
+    def test_balance_per_interval(self) -> None:
+        """--intervals: one row per interval; interval 2 has no value of B and no estimate
+        yet (no vee run): consumption 50, loss 50 = 50 %, complete 50 %."""
+        result = fep_main("--db", self.db, "balance", "--day", "2026-12-01", "--intervals",
+                          "--format", "csv")
+        rows = result.stdout.splitlines()[1:]
+        self.assertEqual(len(rows), 96)
+        self.assertEqual(rows[0].split(",")[3:9], ["100", "96", "4", "4.000", "2", "100.000"])
+        self.assertEqual(rows[2].split(",")[3:9], ["100", "50", "50", "50.000", "2", "50.000"])
+
     def test_bad_day_is_a_usage_error(self) -> None:
         result = fep_main("--db", self.db, "balance", "--day", "yesterday")
         self.assertEqual(result.returncode, 2)
