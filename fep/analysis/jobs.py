@@ -23,7 +23,7 @@ from fep.analysis.series import Point, consumption, day_bounds, grid, is_cumulat
 from fep.analysis.settings import RuleSet, VeeSettings
 from fep.analysis.store import AnalysisStore
 from fep.interfaces import IRecordSink
-from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, Severity
+from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, Quality, Severity
 
 LOSS_ALARM = "analysis:line-loss"
 
@@ -188,6 +188,48 @@ async def run_vee(store: Any, settings: VeeSettings, day: date, *, area: str | N
         found_by_rule.update(f.rule for f in findings)
         made_by_method.update(e.method for e in estimates)
     return VeeResult(day, len(ids), dict(found_by_rule), dict(made_by_method))
+
+
+@attrs.frozen
+class SeriesRow:
+    """One interval of a meter's channel as the analysis sees it: the real consumption (its
+    status OR-ed with the validation flags), else the estimate (ESTIMATED, with method and
+    source), else nothing (MISSING)."""
+
+    start: datetime
+    value: Decimal | None
+    quality: Quality
+    method: str = ""
+    source: str = ""
+
+
+async def validated_series(store: Any, settings: VeeSettings, meter: str, day: date, *,
+                           analysis: AnalysisStore | None = None) -> list[SeriesRow]:
+    """A meter's day of consumption with its quality: real values always win over estimates
+    (a value re-collected after estimation shows as real at once)."""
+    analysis = analysis or AnalysisStore(store)
+    obis, period = str(settings.channel), settings.period
+    since, until = day_bounds(day)
+    raw = await analysis.intervals([meter], obis, since - period, until)
+    made = {e.start: e for e in (await analysis.estimates([meter], obis, since, until)).get(
+        meter, [])}
+    flags = await analysis.flags(meter, obis, since, until)
+    usage = consumption(raw[meter], period, cumulative=is_cumulative(settings.channel),
+                        modulus=settings.modulus)
+    rows = []
+    for t in grid(since, until, period):
+        p = usage.get(t)
+        if p is not None and p.value is not None:
+            # Re-collected since validation: no longer missing.
+            rows.append(SeriesRow(t, p.value, p.status | (flags.get(t, Quality.OK)
+                                                          & ~Quality.MISSING)))
+        elif t in made:
+            e = made[t]
+            rows.append(SeriesRow(t, e.value, Quality.ESTIMATED | flags.get(t, Quality.OK),
+                                  e.method, e.source))
+        else:
+            rows.append(SeriesRow(t, None, Quality.MISSING | flags.get(t, Quality.OK)))
+    return rows
 
 
 @attrs.frozen

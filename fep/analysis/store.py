@@ -150,6 +150,8 @@ def _save_validation(d: _Dialect, meters: Sequence[str], obis: str, since: datet
         yield Q("DELETE FROM interval_flags WHERE obis = ? AND start_time >= ?"
                 f" AND start_time < ? AND meter IN ({marks})",
                 (obis, d.time(since), d.time(until), *chunk))
+    # One row per (meter, channel, rule, since): a statement may not update a row twice.
+    findings = list({(f.meter, f.obis, f.rule, f.since): f for f in findings}.values())
     if findings:
         yield Q("INSERT INTO validation_exceptions (meter, obis, rule, since, until, flag,"
                 " details, found_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

@@ -23,6 +23,13 @@ LINK_COLUMNS = ("area", "meter", "role", "direction", "phase")
 BALANCE_COLUMNS = ("area", "since", "until", "input", "consumption", "loss", "loss_rate",
                    "members", "complete", "estimated", "intervals")
 FINDING_COLUMNS = ("meter", "obis", "rule", "since", "until", "flag", "details")
+SERIES_COLUMNS = ("start", "value", "quality", "method", "source")
+
+
+def _quality(flags: Any) -> str:
+    """``OK`` or the flag names joined by ``|`` (``ESTIMATED|SUSPECT``)."""
+    names = [f.name for f in type(flags) if f and f in flags and f.name]
+    return "|".join(names) if names else "OK"
 
 
 def _day(text: str) -> date:
@@ -100,11 +107,16 @@ async def cmd_vee(reactor: IFepReactor, args: argparse.Namespace) -> int:
             made = ", ".join(f"{k} {v}" for k, v in sorted(result.estimates.items())) or "none"
             print(f"{day}: {result.meters} meters validated; findings: {found}; "
                   f"estimates: {made}")
+        elif args.vee_command == "series":
+            rows = await jobs.validated_series(store, settings, args.meter, day)
+            write_rows([{"start": r.start, "value": r.value, "quality": _quality(r.quality),
+                         "method": r.method, "source": r.source} for r in rows],
+                       SERIES_COLUMNS, args.format)
         else:
             since, until = day_bounds(day)
             findings = await AnalysisStore(store).findings(since, until, args.meter)
             write_rows([{"meter": f.meter, "obis": f.obis, "rule": f.rule, "since": f.since,
-                         "until": f.until, "flag": f.flag.name,
+                         "until": f.until, "flag": _quality(f.flag),
                          "details": " ".join(f"{k}={v}" for k, v in sorted(f.details.items()))}
                         for f in findings], FINDING_COLUMNS, args.format)
         return EXIT_OK
@@ -167,6 +179,12 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     exc.add_argument("--meter")
     exc.add_argument("--vee", **vee_file)
     exc.add_argument("--format", **fmt)
+    series = vsub.add_parser("series", help="a meter's day as analysed: real values, else "
+                             "estimates, with their quality")
+    series.add_argument("--meter", required=True)
+    series.add_argument("--day", required=True, help="YYYY-MM-DD (UTC)")
+    series.add_argument("--vee", **vee_file)
+    series.add_argument("--format", **fmt)
     vee.set_defaults(run=cmd_vee)
 
     balance = sub.add_parser("balance", help="energy balance and line loss of areas for a day")

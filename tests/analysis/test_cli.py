@@ -11,6 +11,7 @@ from decimal import Decimal as D
 from pathlib import Path
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
 from fep.model import IntervalBlock, ObisCode
@@ -84,6 +85,34 @@ class AnalysisCliTests(unittest.TestCase):
                          "T1,2026-12-01T00:00:00Z,2026-12-02T00:00:00Z,9600,9216.000,384.000,"
                          "4.000,2,50.000,1.042,96")
         self.assertEqual(balance.stderr, "")
+
+    def test_vee_series_real_then_estimated_then_real_again(self) -> None:
+        """B's intervals 2 and 3 are missing: before the run they show MISSING, after it
+        estimated (46 on the line between 46 and 46) and still flagged missing from the
+        meter; once re-collected the real value shows, no longer missing."""
+        def series() -> list[str]:
+            result = fep_main("--db", self.db, "vee", "series", "--meter", "B", "--day",
+                              "2026-12-01", "--format", "csv")
+            self.assertEqual(result.returncode, 0, result.stderr)
+            return result.stdout.splitlines()[1:5]
+
+        self.assertEqual(series(), [
+            "2026-12-01T00:00:00Z,46,OK,,", "2026-12-01T00:15:00Z,46,OK,,",
+            "2026-12-01T00:30:00Z,,MISSING,,", "2026-12-01T00:45:00Z,,MISSING,,"])
+        fep_main("--db", self.db, "vee", "run", "--day", "2026-12-01")
+        estimated = series()
+        self.assertTrue(estimated[2].startswith(
+            "2026-12-01T00:30:00Z,46.000,ESTIMATED|MISSING,interpolate,"), estimated[2])
+
+        async def recollect() -> None:
+            store = SqliteStore(self.db[len("sqlite:"):], reactor)
+            await store.open()
+            await store.write([IntervalBlock("B", CHANNEL, DAY + 2 * Q15, Q15,
+                                             (D(47), D(45)))])
+            await store.close()
+
+        return Deferred.fromCoroutine(recollect()).addCallback(lambda _: self.assertEqual(
+            series()[2:], ["2026-12-01T00:30:00Z,47,OK,,", "2026-12-01T00:45:00Z,45,OK,,"]))
 
     def test_a_band_from_the_vee_file_raises_the_alarm(self) -> None:
         vee = Path(self.mktemp() + ".ini")
