@@ -23,7 +23,7 @@ from fep.analysis import areas, jobs
 from fep.analysis.balance import Band
 from fep.analysis.settings import RuleSet, VeeSettings
 from fep.analysis.store import AnalysisStore
-from fep.model import IntervalBlock, Meter, ObisCode
+from fep.model import IntervalBlock, Meter, ObisCode, Reading
 from fep.store.postgres import PostgresStore
 from fep.store.sqlite import SqliteStore
 from tests.postgres import fresh_database
@@ -86,8 +86,10 @@ def network() -> areas.Network:
     return areas.read_csv("\n".join(rows) + "\n")
 
 
+# Members: at most 1 kWh per interval; the summary meter (group "summary") has no upper limit.
 SETTINGS = VeeSettings(
-    rule_sets={"default": RuleSet(high=D(1000), spike_factor=D(10), spike_floor=D(1000))},
+    rule_sets={"default": RuleSet(high=D(1000), spike_factor=D(10), spike_floor=D(1000)),
+               "summary": RuleSet(name="summary", high=None)},
     band=Band(D(2), D(5)), max_interpolate=4, similar_days=2)
 
 
@@ -101,7 +103,8 @@ class AreaBalanceBehaviours:
         store = self.new_store()
         await store.open()
         self.addCleanup(store.close)
-        await store.add_meters([Meter(m, "dlms", f"tcp:host=10.0.0.1:port={n + 4000}")
+        await store.add_meters([Meter(m, "dlms", f"tcp:host=10.0.0.1:port={n + 4000}",
+                                      metadata={"group": "summary"} if m == "SUM" else {})
                                 for n, m in enumerate(["SUM", *MEMBERS])])
         analysis = AnalysisStore(store)
         await analysis.save_network(network())
@@ -134,7 +137,7 @@ class AreaBalanceBehaviours:
         since, until = midnight(GAP_DAY), midnight(GAP_DAY) + timedelta(days=1)
         result = await jobs.run_vee(store, SETTINGS, GAP_DAY)
         self.assertEqual(result.meters, 51)
-        self.assertEqual(result.findings.get("missing"), 2)
+        self.assertEqual(result.findings, {"missing": 2})
         made = await analysis.estimates(["M05", "M06"], str(CHANNEL), since, until)
         self.assertEqual({e.method for e in made["M05"]}, {"interpolate"})
         self.assertEqual(len(made["M05"]), 3)
@@ -164,6 +167,29 @@ class AreaBalanceBehaviours:
         self.assertNotIn("missing", again.findings)
         left = await analysis.estimates(["M05", "M06"], str(CHANNEL), since, until)
         self.assertEqual(dict(left), {})
+
+    async def test_register_advance_against_the_stored_intervals(self) -> None:
+        """The summary meter's register read at both midnights of the first day: advance =
+        the day's intervals + 5000 Wh, beyond 0.5 % of about 500 kWh (about 2600 Wh): one
+        register-advance finding, on SUM only."""
+        store, analysis, load = await self.loaded()
+        day, since = DAYS[0], midnight(DAYS[0])
+        intervals = sum(round(sum(load[(m, day)][i] for m in MEMBERS) / D("0.96"))
+                        for i in range(96))
+        register = ObisCode(1, 0, 1, 8, 0)
+        await store.write([
+            Reading("SUM", register, D(1000000), meter_time=since),
+            Reading("SUM", register, D(1000000 + intervals + 5000),
+                    meter_time=since + timedelta(days=1))])
+        found = await analysis.registers(["SUM", "M01"], str(register), since,
+                                         since + timedelta(days=1))
+        self.assertEqual([p.value for p in found["SUM"]],
+                         [D(1000000), D(1000000 + intervals + 5000)])
+        self.assertEqual(found["M01"], [])
+        result = await jobs.run_vee(store, SETTINGS, day)
+        self.assertEqual(result.findings, {"register-advance": 1})
+        (finding,) = await analysis.findings(since, since + timedelta(days=1))
+        self.assertEqual((finding.meter, finding.details["difference"]), ("SUM", "5000"))
 
     async def test_network_round_trips_through_the_store(self) -> None:
         _store, analysis, _load = await self.loaded()
