@@ -131,12 +131,17 @@ def _estimates(meter: str, settings: VeeSettings, day: date, usage: Mapping[date
         by_start = {p.start: p.value for p in raw if p.value is not None}
         for gap in gaps:
             before, after = by_start.get(gap[0] - period), by_start.get(gap[-1])
-            if before is not None and after is not None:
-                advances[(gap[0], gap[-1])] = after - before
+            if before is None or after is None:
+                continue
+            advance = after - before
+            if advance < 0 and settings.modulus is not None and -advance > settings.modulus / 2:
+                advance += settings.modulus  # the register rolled over inside the gap
+            if advance >= 0:
+                advances[(gap[0], gap[-1])] = advance
     elif len(gaps) == 1 and registers:
         start = _nearest(registers, since, period / 2)
         end = _nearest(registers, until, period / 2)
-        if start is not None and end is not None:
+        if start is not None and end is not None and end - start - total(today) >= 0:
             advances[(gaps[0][0], gaps[0][-1])] = end - start - total(today)
     return estimate.fill(meter, obis, starts, today, period,
                          max_interpolate=settings.max_interpolate, history=history,

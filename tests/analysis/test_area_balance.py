@@ -23,7 +23,7 @@ from fep.analysis import areas, jobs
 from fep.analysis.balance import Band
 from fep.analysis.settings import RuleSet, VeeSettings
 from fep.analysis.store import AnalysisStore
-from fep.model import IntervalBlock, Meter, ObisCode, Reading
+from fep.model import IntervalBlock, Meter, ObisCode, Quality, Reading
 from fep.store.postgres import PostgresStore
 from fep.store.sqlite import SqliteStore
 from tests.postgres import fresh_database
@@ -135,7 +135,13 @@ class AreaBalanceBehaviours:
     async def test_estimates_fill_gaps_until_the_real_values_come(self) -> None:
         store, analysis, load = await self.loaded()
         since, until = midnight(GAP_DAY), midnight(GAP_DAY) + timedelta(days=1)
+        stored_before = await store.intervals("M05")
         result = await jobs.run_vee(store, SETTINGS, GAP_DAY)
+        # What the meters sent is left as it was; the flags are kept beside it.
+        self.assertEqual(await store.intervals("M05"), stored_before)
+        flags = await analysis.flags("M06", str(CHANNEL), since, until)
+        self.assertEqual(sorted(flags), [since + i * Q15 for i in LONG_GAP[1]])
+        self.assertEqual(set(flags.values()), {Quality.MISSING})
         self.assertEqual(result.meters, 51)
         self.assertEqual(result.findings, {"missing": 2})
         made = await analysis.estimates(["M05", "M06"], str(CHANNEL), since, until)

@@ -49,6 +49,26 @@ class CumulativeChannelTests(unittest.TestCase):
         self.assertIn("register advance 40", estimates[0].source)
 
 
+    def test_rollover_inside_a_gap(self) -> None:
+        """reg(i) = (99910 + 10 i) mod 100000 for i = -1..95 passes 99990 -> 0 at i = 9.
+        Readings 8..10 are lost: the advance across the gap reg(11) - reg(7) = 20 - 99980
+        is negative, plus the modulus 40: consumption 8..11 gets 10 each."""
+        settings = VeeSettings(channel=ObisCode(1, 0, 1, 8, 0), modulus=D(100000))
+        raw = [Point(t(i), D((99910 + 10 * i) % 100000)) for i in range(-1, 96)
+               if i not in (8, 9, 10)]
+        _findings, estimates = jobs.validate_meter("m", RuleSet(), settings, DAY, raw)
+        self.assertEqual([(e.start, e.value) for e in estimates],
+                         [(t(i), D(10)) for i in range(8, 12)])
+
+    def test_a_register_going_back_across_a_gap_is_not_prorated(self) -> None:
+        """Readings 100, (lost), 90: the register went back; no advance to share, and with
+        no neighbours on both sides of consumption and no history nothing is estimated."""
+        settings = VeeSettings(channel=ObisCode(1, 0, 1, 8, 0))
+        raw = [Point(t(-1), D(100)), Point(t(1), D(90))]
+        _findings, estimates = jobs.validate_meter("m", RuleSet(), settings, DAY, raw)
+        self.assertEqual(estimates, [])
+
+
 class IntervalChannelTests(unittest.TestCase):
     settings = VeeSettings()
     rule_set = RuleSet(register_tolerance=D("0.005"))
