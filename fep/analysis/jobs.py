@@ -47,6 +47,10 @@ def _by_day(usage: Mapping[datetime, Point]) -> dict[datetime, dict[datetime, Po
     return days
 
 
+def _complete(series: Mapping[datetime, Point], expected: int) -> bool:
+    return sum(1 for p in series.values() if p.value is not None) == expected
+
+
 def _nearest(readings: Sequence[Point], at: datetime, within: timedelta) -> Decimal | None:
     near = [p for p in readings if p.value is not None and abs(p.start - at) <= within]
     if not near:
@@ -83,14 +87,14 @@ def validate_meter(
                               factor=rule_set.spike_factor, floor=rule_set.spike_floor)
     days = _by_day(usage)
     expected = len(grid(since, until, period))
-    if "history" in on and len(today) == expected:
-        totals = [total(s) for d, s in days.items() if d < since and len(s) == expected]
+    if "history" in on and _complete(today, expected):
+        totals = [total(s) for d, s in days.items() if d < since and _complete(s, expected)]
         found += rules.history_limits(meter, obis, day, total(today), history_totals=totals,
                                       high_factor=rule_set.history_high,
                                       low_factor=rule_set.history_low)
     if "zero" in on:
         daily: dict[date, Decimal | None] = {
-            d.date(): total(s) if len(s) == expected else None for d, s in days.items()}
+            d.date(): total(s) if _complete(s, expected) else None for d, s in days.items()}
         found += [f for f in rules.zero_consumption(meter, obis, daily,
                                                     days=rule_set.zero_days)
                   if f.until > since]
@@ -102,7 +106,7 @@ def validate_meter(
     if "register" in on and registers:
         start = _nearest(registers, since, period / 2)
         end = _nearest(registers, until, period / 2)
-        if start is not None and end is not None and len(today) == expected:
+        if start is not None and end is not None and _complete(today, expected):
             found += rules.register_advance(
                 meter, obis, since, until, start_reading=start, end_reading=end,
                 interval_sum=total(today), tolerance=rule_set.register_tolerance,
