@@ -139,3 +139,31 @@ def out_of_band(row: BalanceRow, band: Band) -> str | None:
     if row.loss_rate < band.low:
         return f"area {row.area}: loss {row.loss_rate} % below {band.low} %"
     return None
+
+
+@attrs.frozen
+class Rank:
+    """An area's place by loss: its loss rate, the rate of the period before and the change."""
+
+    area: str
+    loss_rate: Decimal | None
+    before: Decimal | None
+    change: Decimal | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"area": self.area, "loss_rate": self.loss_rate, "before": self.before,
+                "change": self.change}
+
+
+def rank(rows: Sequence[BalanceRow], before: Sequence[BalanceRow], *, by: str = "loss"
+         ) -> list[Rank]:
+    """Areas ordered by loss rate (``by="loss"``) or by its rise since the period before
+    (``by="change"``), highest first; areas without a rate (or a change) come last."""
+    previous = {r.area: r.loss_rate for r in before}
+    ranks = []
+    for r in rows:
+        old = previous.get(r.area)
+        change = None if r.loss_rate is None or old is None else r.loss_rate - old
+        ranks.append(Rank(r.area, r.loss_rate, old, change))
+    key = (lambda x: x.loss_rate) if by == "loss" else (lambda x: x.change)
+    return sorted(ranks, key=lambda x: (key(x) is None, -(key(x) or 0), x.area))

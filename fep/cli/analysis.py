@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ BALANCE_COLUMNS = ("area", "since", "until", "input", "consumption", "loss", "lo
                    "members", "complete", "estimated", "intervals")
 FINDING_COLUMNS = ("meter", "obis", "rule", "since", "until", "flag", "details")
 SERIES_COLUMNS = ("start", "value", "quality", "method", "source")
+RANK_COLUMNS = ("area", "loss_rate", "before", "change")
 
 
 def _quality(flags: Any) -> str:
@@ -135,9 +136,19 @@ async def cmd_balance(reactor: IFepReactor, args: argparse.Namespace) -> int:
             results = await jobs.run_balance(store, settings, day, area=args.area)
         except LookupError as e:
             raise UsageError(str(e.args[0])) from None
-        rows = [r.day for r in results] if not args.intervals else [
-            row for r in results for row in r.intervals]
-        write_rows([r.as_dict() for r in rows], BALANCE_COLUMNS, args.format)
+        if args.rank:
+            from fep.analysis.balance import rank
+            from fep.analysis.series import day_bounds
+            from fep.analysis.store import AnalysisStore
+
+            since, _until = day_bounds(day)
+            before = await AnalysisStore(store).balances(since - timedelta(days=1), since)
+            ranked = rank([r.day for r in results], before, by=args.rank)
+            write_rows([r.as_dict() for r in ranked], RANK_COLUMNS, args.format)
+        else:
+            rows = [r.day for r in results] if not args.intervals else [
+                row for r in results for row in r.intervals]
+            write_rows([r.as_dict() for r in rows], BALANCE_COLUMNS, args.format)
         for r in results:
             if r.alarm:
                 print(f"alarm: {r.alarm}", file=sys.stderr)
@@ -191,6 +202,9 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     balance.add_argument("--day", required=True, help="YYYY-MM-DD (UTC)")
     balance.add_argument("--area", help="one area (default: every area with summary meters)")
     balance.add_argument("--intervals", action="store_true", help="one row per interval")
+    balance.add_argument("--rank", choices=("loss", "change"),
+                         help="the areas ranked by loss rate, or by its change since the day "
+                         "before (as stored by its own balance run)")
     balance.add_argument("--vee", **vee_file)
     balance.add_argument("--format", **fmt)
     balance.set_defaults(run=cmd_balance)

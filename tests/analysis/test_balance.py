@@ -8,7 +8,7 @@ from decimal import Decimal as D
 from twisted.trial import unittest
 
 from fep.analysis.areas import Direction
-from fep.analysis.balance import BalanceRow, Band, balance, out_of_band
+from fep.analysis.balance import BalanceRow, Band, balance, out_of_band, rank
 from fep.analysis.series import Point
 from fep.model import Quality
 
@@ -73,3 +73,22 @@ class BandTests(unittest.TestCase):
         self.assertIn("above 6 %", out_of_band(self.row("6.5"), band) or "")
         self.assertIn("below 1 %", out_of_band(self.row("0.5"), band) or "")
         self.assertIn("negative loss", out_of_band(self.row("-0.1"), band) or "")
+
+
+def day_row(area: str, rate: str | None) -> BalanceRow:
+    return BalanceRow(area, t(0), t(96), D(100), D(100), D(0),
+                      None if rate is None else D(rate), 1, D(100), D(0), 96)
+
+
+class RankTests(unittest.TestCase):
+    def test_by_loss_and_by_change(self) -> None:
+        """Today T1 4 %, T2 9 %, T3 6 %, T4 no rate; the day before T1 1 %, T2 8.5 %, T3 6 %.
+        By loss: T2, T3, T1, then T4. Changes: T1 +3, T2 +0.5, T3 0, T4 none: by change
+        T1, T2, T3, T4."""
+        today = [day_row("T1", "4"), day_row("T2", "9"), day_row("T3", "6"),
+                 day_row("T4", None)]
+        before = [day_row("T1", "1"), day_row("T2", "8.5"), day_row("T3", "6")]
+        self.assertEqual([r.area for r in rank(today, before)], ["T2", "T3", "T1", "T4"])
+        by_change = rank(today, before, by="change")
+        self.assertEqual([(r.area, r.change) for r in by_change],
+                         [("T1", D(3)), ("T2", D("0.5")), ("T3", D(0)), ("T4", None)])

@@ -147,6 +147,17 @@ class AnalysisCliTests(unittest.TestCase):
         self.assertEqual(rows[0].split(",")[3:9], ["100", "96", "4", "4.000", "2", "100.000"])
         self.assertEqual(rows[2].split(",")[3:9], ["100", "50", "50", "50.000", "2", "50.000"])
 
+    def test_rank_against_the_day_before(self) -> None:
+        """The day before has no data: its stored balance has no rate, so the change is
+        empty. T1's loss today without estimates (no vee run; B's two gaps count as zero):
+        input 9600, consumption 4800 + 94 x 46 = 9124, loss 476 = 4.958 %."""
+        fep_main("--db", self.db, "balance", "--day", "2026-11-30")
+        ranked = fep_main("--db", self.db, "balance", "--day", "2026-12-01", "--rank", "loss",
+                          "--format", "csv")
+        self.assertEqual(ranked.returncode, 0, ranked.stderr)
+        self.assertEqual(ranked.stdout.splitlines(), ["area,loss_rate,before,change",
+                                                      "T1,4.958,,"])
+
     def test_bad_day_is_a_usage_error(self) -> None:
         result = fep_main("--db", self.db, "balance", "--day", "yesterday")
         self.assertEqual(result.returncode, 2)
