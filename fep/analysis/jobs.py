@@ -26,6 +26,7 @@ from fep.interfaces import IRecordSink
 from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, Quality, Severity
 
 LOSS_ALARM = "analysis:line-loss"
+_DAY = timedelta(days=1)
 
 
 @attrs.frozen
@@ -271,11 +272,12 @@ async def area_balance(analysis: AnalysisStore, network: Network, settings: VeeS
 
 
 async def run_balance(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
-                      sink: IRecordSink | None = None, analysis: AnalysisStore | None = None
-                      ) -> list[AreaBalance]:
-    """Balance each area with summary meters (or ``area`` alone) over ``day``; store the
-    day rows and raise an alarm (a MeterEvent on the area's first summary meter, through
-    ``sink`` or else written to the store) for each area whose loss rate left its band."""
+                      end: date | None = None, sink: IRecordSink | None = None,
+                      analysis: AnalysisStore | None = None) -> list[AreaBalance]:
+    """Balance each area with summary meters (or ``area`` alone) over ``day`` (or the days
+    ``[day, end)``, e.g. a month) and store the rows. For a single day, raise an alarm (a
+    MeterEvent on the area's first summary meter, through ``sink`` or else written to the
+    store) for each area whose loss rate left its band."""
     analysis = analysis or AnalysisStore(store)
     network = await analysis.network()
     if area is not None and network.area(area) is None:
@@ -283,6 +285,10 @@ async def run_balance(store: Any, settings: VeeSettings, day: date, *, area: str
     names = [area] if area is not None else [
         a.id for a in network.areas if network.summary(a.id)]
     since, until = day_bounds(day)
+    if end is not None:
+        until = day_bounds(end)[0]
+        if until <= since:
+            raise ValueError(f"the period {day}..{end} is empty")
     results = [await area_balance(analysis, network, settings, name, since, until)
                for name in names]
     await analysis.save_balances([r.day for r in results])
@@ -290,7 +296,8 @@ async def run_balance(store: Any, settings: VeeSettings, day: date, *, area: str
         MeterEvent(meter=network.summary(r.day.area)[0].meter, code=LOSS_ALARM,
                    kind=EventKind.OTHER, severity=Severity.MAJOR, time=r.day.since,
                    text=r.alarm, source="analysis")
-        for r in results if r.alarm is not None and network.summary(r.day.area)]
+        for r in results
+        if r.alarm is not None and network.summary(r.day.area) and until - since == _DAY]
     if events:
         if sink is not None:
             await sink.submit(events)

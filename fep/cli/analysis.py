@@ -125,15 +125,29 @@ async def cmd_vee(reactor: IFepReactor, args: argparse.Namespace) -> int:
     return await with_store(args, work)
 
 
+def _month(text: str) -> tuple[date, date]:
+    """The first day of a month ``YYYY-MM`` and of the month after it."""
+    try:
+        first = date.fromisoformat(text + "-01")
+    except ValueError:
+        raise UsageError(f"not a month (YYYY-MM): {text!r}") from None
+    after = date(first.year + (first.month == 12), first.month % 12 + 1, 1)
+    return first, after
+
+
 async def cmd_balance(reactor: IFepReactor, args: argparse.Namespace) -> int:
     from fep.analysis import jobs
 
     settings = _settings(args)
-    day = _day(args.day)
+    if (args.day is None) == (args.month is None):
+        raise UsageError("give --day YYYY-MM-DD or --month YYYY-MM")
+    day, end = (_day(args.day), None) if args.day else _month(args.month)
+    if args.rank and end is not None:
+        raise UsageError("--rank is for a --day")
 
     async def work(store: Any) -> int:
         try:
-            results = await jobs.run_balance(store, settings, day, area=args.area)
+            results = await jobs.run_balance(store, settings, day, area=args.area, end=end)
         except LookupError as e:
             raise UsageError(str(e.args[0])) from None
         if args.rank:
@@ -142,7 +156,8 @@ async def cmd_balance(reactor: IFepReactor, args: argparse.Namespace) -> int:
             from fep.analysis.store import AnalysisStore
 
             since, _until = day_bounds(day)
-            before = await AnalysisStore(store).balances(since - timedelta(days=1), since)
+            before = [r for r in await AnalysisStore(store).balances(
+                since - timedelta(days=1), since) if r.until == since]
             ranked = rank([r.day for r in results], before, by=args.rank)
             write_rows([r.as_dict() for r in ranked], RANK_COLUMNS, args.format)
         else:
@@ -199,7 +214,8 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     vee.set_defaults(run=cmd_vee)
 
     balance = sub.add_parser("balance", help="energy balance and line loss of areas for a day")
-    balance.add_argument("--day", required=True, help="YYYY-MM-DD (UTC)")
+    balance.add_argument("--day", help="YYYY-MM-DD (UTC)")
+    balance.add_argument("--month", help="YYYY-MM (UTC): the month's balance, no alarm")
     balance.add_argument("--area", help="one area (default: every area with summary meters)")
     balance.add_argument("--intervals", action="store_true", help="one row per interval")
     balance.add_argument("--rank", choices=("loss", "change"),

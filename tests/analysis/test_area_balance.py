@@ -12,18 +12,22 @@ another 2 % (one member of 50) and leaves its band of 2..5 %.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from fep.analysis import areas, jobs
 from fep.analysis.balance import Band
 from fep.analysis.settings import RuleSet, VeeSettings
 from fep.analysis.store import AnalysisStore
-from fep.model import IntervalBlock, Meter, ObisCode, Quality, Reading
+from fep.interfaces import IRecordSink
+from fep.model import IntervalBlock, Meter, ObisCode, Quality, Reading, Record
 from fep.store.postgres import PostgresStore
 from fep.store.sqlite import SqliteStore
 from tests.postgres import fresh_database
@@ -132,6 +136,24 @@ class AreaBalanceBehaviours:
         stored = await analysis.balances(midnight(DAYS[0]), midnight(DAYS[-1]) + timedelta(1))
         self.assertEqual([r.since.date() for r in stored], [*DAYS[:2], BYPASS_DAY])
 
+    async def test_month_is_the_sum_of_its_days(self) -> None:
+        """December holds three of the four days (1..3 Dec): the month's input, consumption
+        and loss are the sums of those days' (288 intervals), and a month raises no alarm
+        even though the bypass day does."""
+        store, _analysis, _load = await self.loaded()
+        days = [(await jobs.run_balance(store, SETTINGS, day, sink=Sink()))[0].day
+                for day in DAYS[1:]]
+        sink = Sink()
+        (month,) = await jobs.run_balance(store, SETTINGS, date(2026, 12, 1),
+                                          end=date(2027, 1, 1), sink=sink)
+        self.assertEqual(month.day.intervals, 288)
+        self.assertEqual((month.day.input, month.day.consumption, month.day.loss),
+                         (sum(d.input for d in days), sum(d.consumption for d in days),
+                          sum(d.loss for d in days)))
+        self.assertEqual((month.day.since, month.day.until),
+                         (midnight(date(2026, 12, 1)), midnight(date(2027, 1, 1))))
+        self.assertEqual(sink.records, [])
+
     async def test_estimates_fill_gaps_until_the_real_values_come(self) -> None:
         store, analysis, load = await self.loaded()
         since, until = midnight(GAP_DAY), midnight(GAP_DAY) + timedelta(days=1)
@@ -202,6 +224,16 @@ class AreaBalanceBehaviours:
         stored = await analysis.network()
         self.assertEqual(stored.areas, network().areas)
         self.assertEqual(set(stored.meters), set(network().meters))
+
+
+@implementer(IRecordSink)
+class Sink:
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def submit(self, records: Sequence[Record]) -> Deferred[None]:
+        self.records += records
+        return succeed(None)
 
 
 class SqliteAreaBalanceTests(AreaBalanceBehaviours, unittest.TestCase):

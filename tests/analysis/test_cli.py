@@ -158,6 +158,22 @@ class AnalysisCliTests(unittest.TestCase):
         self.assertEqual(ranked.stdout.splitlines(), ["area,loss_rate,before,change",
                                                       "T1,4.958,,"])
 
+    def test_month(self) -> None:
+        """December has only 1 Dec in the store: the month's row is that day's numbers over
+        the whole month."""
+        month = fep_main("--db", self.db, "balance", "--month", "2026-12", "--format", "csv")
+        self.assertEqual(month.returncode, 0, month.stderr)
+        self.assertEqual(month.stdout.splitlines()[1].split(",")[:7], [
+            "T1", "2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z", "9600", "9124", "476",
+            "4.958"])
+        for argv, message in ((("--month", "2026-13"), "not a month"),
+                              ((), "give --day YYYY-MM-DD or --month YYYY-MM"),
+                              (("--month", "2026-12", "--day", "2026-12-01"), "or --month"),
+                              (("--month", "2026-12", "--rank", "loss"), "--rank is for")):
+            result = fep_main("--db", self.db, "balance", *argv)
+            self.assertEqual(result.returncode, 2, argv)
+            self.assertIn(message, result.stderr)
+
     def test_bad_day_is_a_usage_error(self) -> None:
         result = fep_main("--db", self.db, "balance", "--day", "yesterday")
         self.assertEqual(result.returncode, 2)
