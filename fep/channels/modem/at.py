@@ -76,7 +76,10 @@ class ModemError(ChannelError):
 
 
 class ModemTimeout(ModemError):
-    """A command's deadline passed without a final result code."""
+    """A command's deadline passed without a final result code; ``body_sent`` when an
+    AT+CMGS body had been typed (the modem may have sent the text)."""
+
+    body_sent: bool = False
 
 
 class ResultCode(enum.Enum):
@@ -272,8 +275,12 @@ class Response:
 
 @attrs.frozen
 class TimedOut:
+    """A command's deadline passed. ``body_sent``: a body command (AT+CMGS) had typed its
+    body already, so the modem may have acted on it (a text may have gone)."""
+
     command: Command
     lines: tuple[str, ...] = ()
+    body_sent: bool = False
 
 
 @attrs.frozen
@@ -444,7 +451,9 @@ class AtEngine:
             return []
         if self.state is State.COMMAND and command.final_optional is not None and self._lines:
             return self._finish(FinalResult(ResultCode.OK, "", implied=True))
-        out: list[Output] = [TimedOut(command, tuple(self._lines))]
+        out: list[Output] = [
+            TimedOut(command, tuple(self._lines), body_sent=self.state is State.BODY)
+        ]
         if self.state is State.ESCAPING:
             self.state = State.ONLINE
             self._current = None

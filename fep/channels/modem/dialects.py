@@ -183,3 +183,56 @@ BUSY_CMS: Final = frozenset({314, 515})
 # "SIM PIN required" as +CME (27.007) and +CMS (27.005).
 PIN_CME: Final = frozenset({11})
 PIN_CMS: Final = frozenset({311})
+
+
+def _values(group: str) -> frozenset[int]:
+    """``0-3`` / ``0,2,3`` / ``1`` -> the numbers."""
+    found: set[int] = set()
+    for item in group.split(","):
+        item = item.strip()
+        low, dash, high = item.partition("-")
+        if not low.strip().isdigit() or (dash and not high.strip().isdigit()):
+            continue
+        first = int(low)
+        last = int(high) if dash else first
+        if 0 <= first <= last <= 9:
+            found.update(range(first, last + 1))
+    return frozenset(found)
+
+
+def offered_indications(lines: Sequence[str]) -> list[frozenset[int]] | None:
+    """``+CNMI: (0-3),(0,1),(0,2,3),(0,2),(1)`` (AT+CNMI=?) -> the values offered for
+    <mode>, <mt>, <bm>, <ds>, <bfr>; None when the answer has no ``+CNMI:`` line."""
+    for line in lines:
+        text = line.strip()
+        if text.upper().startswith("+CNMI:"):
+            return [_values(group) for group in _GROUP.findall(text[6:])][:5]
+    return None
+
+
+def choose_indications(offered: Sequence[frozenset[int]], reports: bool) -> str | None:
+    """The ``AT+CNMI`` to send from what the modem offers: new messages stored and announced
+    (<mt> 1, +CMTI; else 2, routed as +CMT), delivery reports announced when wanted (<ds> 2,
+    +CDSI; else 1, +CDS), no cell broadcasts, buffered codes flushed (<bfr> 0, else what is
+    offered: Cinterion MC75i offers only 1). None when <mode> or <mt> offer nothing usable."""
+    preferences: tuple[tuple[int, ...], ...] = (
+        (2, 1, 3),
+        (1, 2),
+        (0,),
+        (2, 1, 0) if reports else (0,),
+        (0, 1),
+    )
+    chosen: list[int] = []
+    for i, wanted in enumerate(preferences):
+        if i >= len(offered):
+            break
+        values = offered[i]
+        pick = next((v for v in wanted if v in values), None)
+        if pick is None:
+            if i < 2 or not values:
+                return None if i < 2 else "AT+CNMI=" + ",".join(map(str, chosen))
+            pick = min(values)
+        chosen.append(pick)
+    if len(chosen) < 2:
+        return None
+    return "AT+CNMI=" + ",".join(map(str, chosen))

@@ -296,6 +296,7 @@ class ModemLine(Protocol):
             f"{timed_out.command.timeout:g} s",
             line=self.name, command=timed_out.command.text, route=self.route,
         )
+        error.body_sent = timed_out.body_sent
         if timed_out.command.text == "+++" and self._escaping is not None:
             escaping, self._escaping = self._escaping, None
             escaping.errback(Failure(error))

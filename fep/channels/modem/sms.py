@@ -43,9 +43,11 @@ from fep.channels.modem.dialects import (
     PIN_CME,
     PIN_CMS,
     ModemDialect,
+    choose_indications,
     choose_memories,
     dialect_for,
     identification,
+    offered_indications,
     offered_memories,
     radio_off,
 )
@@ -285,6 +287,7 @@ class SmsChannel(service.Service):
             "handler_failures": 0,
             "busy_retries": 0,
             "timeouts": 0,
+            "send_retries": 0,
         }
 
     @property
@@ -356,14 +359,16 @@ class SmsChannel(service.Service):
         await self._initialise()
         self.is_ready = True
         log.info(
-            "SMS modem on {route} ready ({mode} mode, memory {memory})",
+            "SMS modem {modem} ready ({mode} mode, memory {memory})",
+            modem=self.modem,
             route=self.route,
             mode=self.settings.mode,
-            memory=self.settings.memory,
+            memory=self._memory or "none",
         )
         waiters, self._ready = self._ready, []
         for d in waiters:
-            d.callback(None)
+            if not d.called:  # a waiter may have given up (cancelled)
+                d.callback(None)
         if self._memory is None:
             pass  # nothing to sweep
         elif self.settings.sweep_interval > 0 and self.running:
@@ -467,11 +472,13 @@ class SmsChannel(service.Service):
                 # A late answer would be taken for the next command's: start afresh.
                 if self._line is line:
                     _close(line)
-                raise ModemTimeout(
+                silent = ModemTimeout(
                     f"SMS modem {self.modem}: no answer to {_shown(command)} within "
                     f"{command.timeout:g} s", line=line.name, command=_shown(command),
                     route=self.route,
-                ) from None
+                )
+                silent.body_sent = error.body_sent
+                raise silent from None
             raise ChannelError(f"SMS modem {self.modem}: {message}", route=self.route) from None
         if not response.ok:
             raise SmsCommandError(
@@ -527,7 +534,14 @@ class SmsChannel(service.Service):
         if self._memory is None:
             return
         ds = 2 if self.settings.delivery_reports else 0
-        for cnmi in (f"AT+CNMI=2,1,0,{ds},0", f"AT+CNMI=2,1,0,{min(ds, 1)},0", "AT+CNMI=1,1"):
+        candidates = [f"AT+CNMI=2,1,0,{ds},0", f"AT+CNMI=2,1,0,{min(ds, 1)},0", "AT+CNMI=1,1"]
+        offered = await self._optional("AT+CNMI=?")
+        ranges = offered_indications(offered.lines) if offered is not None else None
+        if ranges is not None:
+            chosen = choose_indications(ranges, self.settings.delivery_reports)
+            if chosen is not None:
+                candidates.insert(0, chosen)
+        for cnmi in candidates:
             if await self._optional(cnmi) is not None:
                 break
         else:
@@ -671,28 +685,40 @@ class SmsChannel(service.Service):
         destination = Address.parse(number)
         wanted = self.settings.delivery_reports if report is None else report
         references: list[int] = []
-        try:
-            await self._lock.acquire()
+        attempt = 1
+        while True:
             try:
-                body = text_body(text) if self.text_mode and not flash else None
-                if body is not None:
-                    references.append(await self._send_text(destination, body, wanted))
-                else:
-                    references += await self._send_pdus(destination, text, flash, wanted)
-            finally:
-                self._lock.release()
-        except (FepError, ValueError) as error:
-            self.stats["send_failures"] += 1
-            log.warn(
-                "SMS to {number} via {route} failed after {sent} part(s): {error}",
-                number=number,
-                route=self.route,
-                sent=len(references),
-                error=error,
-            )
-            if isinstance(error, FepError):
-                raise
-            raise ChannelError(str(error), route=self.route)
+                await self._send_once(destination, text, flash, wanted, references)
+                break
+            except (FepError, ValueError) as error:
+                maybe = isinstance(error, ModemTimeout) and error.body_sent
+                untouched = not references and not maybe and isinstance(error, ChannelError) \
+                    and not isinstance(error, SmsCommandError)
+                if untouched and attempt < 2 and self.running:
+                    # Nothing reached the modem (it stopped answering before the text, or
+                    # the line was down): once more when the line is back.
+                    attempt += 1
+                    self.stats["send_retries"] += 1
+                    log.warn(
+                        "SMS to {number} via {modem} not sent ({error}); sending again "
+                        "once the modem is back", number=number, modem=self.modem,
+                        error=error, route=self.route,
+                    )
+                    if await self._back(self.settings.send_timeout):
+                        continue
+                self.stats["send_failures"] += 1
+                log.warn(
+                    "SMS to {number} via {modem} failed after {sent} part(s){maybe}: {error}",
+                    number=number,
+                    modem=self.modem,
+                    route=self.route,
+                    sent=len(references),
+                    maybe=" (the last part may have gone: its answer was lost)" if maybe else "",
+                    error=error,
+                )
+                if isinstance(error, FepError):
+                    raise
+                raise ChannelError(str(error), route=self.route)
         self.stats["sent"] += 1
         outgoing = OutgoingSms(str(destination), text, references, wanted)
         if wanted:
@@ -708,6 +734,33 @@ class SmsChannel(service.Service):
             references=references,
         )
         return outgoing
+
+    async def _send_once(
+        self, destination: Address, text: str, flash: bool, wanted: bool, references: list[int]
+    ) -> None:
+        await self._lock.acquire()
+        try:
+            body = text_body(text) if self.text_mode and not flash else None
+            if body is not None:
+                references.append(await self._send_text(destination, body, wanted))
+            else:
+                await self._send_pdus(destination, text, flash, wanted, references)
+        finally:
+            self._lock.release()
+
+    async def _back(self, within: float) -> bool:
+        """Wait until the modem is set up again; False when it is not within ``within``."""
+        if self.is_ready and self._line is not None:
+            return True
+        ready = self.ready()
+        timer = self.reactor.callLater(within, ready.cancel)
+        try:
+            await ready
+        except Exception:
+            return False
+        if timer.active():
+            timer.cancel()
+        return True
 
     async def _send_text(self, destination: Address, body: bytes, report: bool) -> int:
         first = 0x01 | (0x20 if report else 0)
@@ -725,8 +778,9 @@ class SmsChannel(service.Service):
         return sent_reference(response.lines)
 
     async def _send_pdus(
-        self, destination: Address, text: str, flash: bool, report: bool
-    ) -> list[int]:
+        self, destination: Address, text: str, flash: bool, report: bool,
+        references: list[int],
+    ) -> None:
         self._concat_reference = (self._concat_reference + 1) & 0xFF
         parts = submit_parts(
             destination,
@@ -736,7 +790,6 @@ class SmsChannel(service.Service):
             validity=self.settings.validity,
             status_report=report,
         )
-        references: list[int] = []
         if self.text_mode:
             await self._command("AT+CMGF=0")
         try:
@@ -749,9 +802,8 @@ class SmsChannel(service.Service):
                 )
                 references.append(sent_reference(response.lines))
         finally:
-            if self.text_mode:
+            if self.text_mode and self._line is not None:
                 await self._command("AT+CMGF=1")
-        return references
 
     # -- receiving
 
