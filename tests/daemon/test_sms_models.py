@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from twisted.internet import reactor
 from twisted.trial import unittest

@@ -470,8 +470,8 @@ class SmsChannel(service.Service):
                     route=self.route,
                 )
                 # A late answer would be taken for the next command's: start afresh.
-                if self._line is line:
-                    _close(line)
+                self._lost(line)
+                _close(line)
                 silent = ModemTimeout(
                     f"SMS modem {self.modem}: no answer to {_shown(command)} within "
                     f"{command.timeout:g} s", line=line.name, command=_shown(command),
