@@ -91,7 +91,7 @@ class DialInTests(unittest.TestCase):
 
     async def test_without_caller_id_the_second_ring_is_answered(self) -> None:
         exchange = new_exchange()
-        pool, (modem,) = await self.pool(exchange)
+        _pool, (modem,) = await self.pool(exchange)
         modem.clip = False  # a line without caller id presentation
         meter = CallingMeter(b"/ABC5METER01\r\n")
         exchange.call_in("+49301111", modem, meter)
@@ -136,7 +136,7 @@ class DialInTests(unittest.TestCase):
 
     async def test_a_line_busy_in_a_call_is_busy_for_a_caller(self) -> None:
         exchange = new_exchange()
-        pool, (modem,) = await self.pool(exchange)
+        _pool, (modem,) = await self.pool(exchange)
         first = CallingMeter(b"ALARM 1\r\n")
         exchange.call_in(CALLER, modem, first)
         await until(lambda: bool(self.calls), 10)
