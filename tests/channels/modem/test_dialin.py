@@ -144,3 +144,13 @@ class DialInTests(unittest.TestCase):
         self.assertEqual(exchange.incoming[-1], ("+4930999", "m1", "busy"))
         first.hang_up()
         await self.calls[0].ended
+
+    async def test_a_line_leased_for_a_dial_out_job_is_not_answered(self) -> None:
+        exchange = new_exchange()
+        pool, (modem,) = await self.pool(exchange)
+        line = await pool.lease()  # a dial-out job holds the line, not yet dialling
+        exchange.call_in(CALLER, modem, CallingMeter(b"ALARM 9\r\n"), rings=3)
+        await until(lambda: exchange.incoming == [(CALLER, "m1", "no answer")], 10)
+        self.assertNotIn("ATA", modem.commands)
+        self.assertEqual(self.calls, [])
+        pool._release(line)
