@@ -169,7 +169,7 @@ def radio_off(lines: Sequence[str]) -> bool:
     answer in another shape (ZTE K3565-Z lists ranges: ``+CFUN: (0-1,4-7),(0-1)``) is not
     taken for off."""
     for line in lines:
-        m = re.fullmatch(r"\+CFUN:\s*(\d+)(?:\s*,.*)?", line.strip(), re.IGNORECASE)
+        m = re.fullmatch(r"\+CFUN:\s*([0-9]{1,3})(?:\s*,.*)?", line.strip(), re.IGNORECASE)
         if m is not None:
             return int(m.group(1)) != 1
     return False
@@ -185,13 +185,18 @@ PIN_CME: Final = frozenset({11})
 PIN_CMS: Final = frozenset({311})
 
 
+def _small(text: str) -> bool:
+    """ASCII digits, at most three (``str.isdigit`` also takes superscripts ``int`` refuses)."""
+    return 0 < len(text) <= 3 and text.isascii() and text.isdecimal()
+
+
 def _values(group: str) -> frozenset[int]:
     """``0-3`` / ``0,2,3`` / ``1`` -> the numbers."""
     found: set[int] = set()
     for item in group.split(","):
         item = item.strip()
-        low, dash, high = item.partition("-")
-        if not low.strip().isdigit() or (dash and not high.strip().isdigit()):
+        low, dash, high = (part.strip() for part in item.partition("-"))
+        if not _small(low) or (dash and not _small(high)):
             continue
         first = int(low)
         last = int(high) if dash else first
