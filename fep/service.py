@@ -148,6 +148,10 @@ class FepService(OrderedMultiService):
                                         self.limits.wrap(self.dlms_push, "push_dlms"))
             listener.setName("push-dlms")
             self.listeners.append(listener)
+        if self.modems is not None and config.modems.answer == "yes":
+            # Meters that call in: identified by caller id (or their own identification),
+            # their bytes taken like a push.
+            self.modems.on_incoming = self._incoming_call
         self.gprs: Any = None
         if config.gprs.listen:
             self._add_gprs(config)
@@ -391,6 +395,50 @@ class FepService(OrderedMultiService):
                 SessionHomes(self.reactor, self.collection.jobs, self.scheduler,
                              node=config.fep.node, connected=self.gprs.is_connected)
             )
+
+    def _caller_meter(self, caller: str | None) -> Any:
+        """The meter a caller id belongs to: its ``dialup:`` route or ``caller_id`` metadata
+        (digits compared, leading zeros and ``+`` ignored)."""
+        import re
+
+        def key(number: str) -> str:
+            return re.sub(r"\D", "", number).lstrip("0")
+
+        if not caller or not key(caller):
+            return None
+        wanted = key(caller)
+        for meter in self.directory.all():
+            numbers = [str(meter.metadata.get("caller_id", ""))]
+            if meter.route.startswith("dialup:"):
+                numbers.append(meter.route[7:])
+            if any(n and key(n) == wanted for n in numbers):
+                return meter
+        return None
+
+    def _incoming_call(self, incoming: Any) -> Any:
+        """A meter called in on a modem line: connect the push receiver of its protocol
+        (DLMS: Data-Notifications; otherwise IEC 62056-21 identification and readout)."""
+        meter = self._caller_meter(incoming.caller)
+        protocol = meter.protocol if meter is not None else "iec62056_21"
+        log.info("call in from {caller} on modem {line}: {who}", caller=incoming.caller or
+                 "unknown", line=incoming.line, who=f"meter {meter.id}" if meter is not None
+                 else "caller not known, waiting for its identification",
+                 meter=meter.id if meter is not None else None, route=incoming.route)
+        factory: Any
+        if protocol == "dlms":
+            if self.dlms_push is None:
+                from fep.protocols.dlms.session import DlmsPushFactory
+
+                self.dlms_push = DlmsPushFactory(
+                    self.router, self._resolve_dlms_sender, self.counters,
+                    identify=self._identify_dlms_sender, security=self.dlms_security,
+                )
+            factory = self.dlms_push
+        else:
+            from fep.protocols.iec62056_21.session import PushedReadoutFactory
+
+            factory = PushedReadoutFactory(self.router, self._resolve_pushing_meter)
+        return incoming.endpoint.connect(factory)
 
     def _resolve_pushing_meter(self, identification: str, serial: str | None) -> str | None:
         meter = self.directory.identify(serial, identification)

@@ -302,7 +302,16 @@ def modem() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
         ("cmt", b",24\n" + deliver.encode()),
         ("cds", b"6,27,\"+31628870634\",145,\"11/01/09,10:26:26+04\",\"11/01/09,10:26:30+04\",0"),
     ]
+    recorded = []
+    for script in sorted((FIXTURES / "modems").glob("*.txt")):
+        answers = [line[2:] for line in script.read_text("utf-8").splitlines()
+                   if line.startswith("< ")]
+        recorded.append((script.stem, "\n".join(answers).encode("latin-1")))
+    recorded.append(("mc75i_cnmi", b'+CNMI: (0-3),(0,1),(0,2,3),(0,2),(1)\n'
+                                   b'+CPMS: ("ME","SM","MT"),("ME","SM","MT"),("SM","MT")'))
     return {
+        "modem_dialect": ("the recorded answers of tests/fixtures/modems/*.txt (sources named "
+                          "there) and gammu pull request #1207 (Cinterion MC75i)", recorded),
         "at_engine": ("hand-written modem answers around the SMS-DELIVER of "
                       "tests/fixtures/sms/published_pdus.txt", answers),
         "sms_pdu": ("tests/fixtures/sms/published_pdus.txt", list(published.items())),
