@@ -465,6 +465,7 @@ class DlmsSession:
                     scaler_unit,
                     class_id=d.class_id,
                     attribute=d.attribute,
+                    default_deviation=self.default_deviation,
                 )
             )
         return readings
