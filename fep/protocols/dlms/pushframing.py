@@ -53,6 +53,18 @@ class FramingProblem:
 PushItem = PushedApdu | FramingProblem
 
 
+# The first byte of a pushed APDU sent without an LLC header: Data-Notification,
+# Event-Notification, glo-Event-Notification, general-glo/ded ciphering, general-ciphering,
+# general-signing.
+_PUSH_TAGS: Final = frozenset({0x0F, 0xC2, 0xCA, 0xDB, 0xDC, 0xDD, 0xDF})
+
+
+def _begins_apdu(information: bytes) -> bool:
+    return bool(information) and (
+        any(information.startswith(h) for h in LLC_HEADERS) or information[0] in _PUSH_TAGS
+    )
+
+
 def strip_llc(information: bytes) -> bytes:
     """The APDU of an HDLC information field: after the LLC header when there is one."""
     for header in LLC_HEADERS:
@@ -106,7 +118,9 @@ class HdlcPushDecoder:
                 continue
             for frame in frames:
                 items.extend(self._frame(frame))
-            return items
+            if not frames:
+                return items
+            data = b""  # an error held back behind the frames comes next
 
     def _frame(self, frame: hdlc.HdlcFrame) -> list[PushItem]:
         source = f"hdlc:{frame.source}"
@@ -118,8 +132,11 @@ class HdlcPushDecoder:
             source != self._source or any(info.startswith(h) for h in LLC_HEADERS)
         ):
             items.append(self._broken("a new APDU began"))
-        if not self._parts and not info:
-            return [FramingProblem("HDLC frame with an empty information field", source)]
+        if not self._parts and not _begins_apdu(info):
+            # The rest of an APDU whose start was lost (a bad frame, a truncated sequence).
+            return [FramingProblem(
+                f"HDLC frame of {len(info)} bytes that begins no APDU (its start was lost)",
+                source)]
         self._source = source
         self._size += len(info)
         if self._size > MAX_PUSH_APDU + len(hdlc.LLC_RESPONSE):
@@ -167,7 +184,9 @@ class WrapperPushDecoder:
                 PushedApdu(f.apdu, f"wport:{f.source_wport}", f.source_wport, "wrapper")
                 for f in frames
             )
-            return items
+            if not frames:
+                return items
+            data = b""  # an error held back behind the frames comes next
 
     def close(self) -> list[PushItem]:
         return []
