@@ -46,14 +46,14 @@ def published_apdu(name: str) -> bytes:
 
 
 def segments(apdu: bytes, size: int, *, llc: bytes = hdlc.LLC_RESPONSE,
-             source: int = 0x41 >> 1) -> bytes:
+             source: hdlc.HdlcAddress | None = None) -> bytes:
     """``apdu`` as a meter segments it: UI frames of ``size`` information bytes, the
     segmentation bit on all but the last."""
     payload = llc + apdu
     parts = [payload[i : i + size] for i in range(0, len(payload), size)]
     return b"".join(
         hdlc.encode_frame(hdlc.HdlcFrame(
-            hdlc.FrameKind.UI, hdlc.HdlcAddress(16), hdlc.HdlcAddress(source),
+            hdlc.FrameKind.UI, hdlc.HdlcAddress(16), source or hdlc.HdlcAddress(32),
             segmented=n < len(parts) - 1, information=part))
         for n, part in enumerate(parts)
     )
