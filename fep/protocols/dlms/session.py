@@ -160,6 +160,8 @@ class DlmsConnection(MeterSession):
         self.frame_errors = 0
         # Minutes local to UTC for push times the meter sends without a deviation.
         self.default_deviation: int | None = None
+        # The push list layouts (layouts.LayoutTable) of pushes arriving during the session.
+        self.layouts: Any = None
         self.done.addBoth(self._session_over)
 
     # -- what the driver hands over ---------------------------------------------------------
@@ -267,7 +269,8 @@ class DlmsConnection(MeterSession):
 
         try:
             content = decode_push(
-                meter, event.notification, default_deviation=self.default_deviation
+                meter, event.notification, default_deviation=self.default_deviation,
+                layouts=self.layouts,
             )
         except FrameError as e:
             log.warn("{meter}: push during the session not decoded: {error}",
@@ -772,6 +775,8 @@ class DlmsProtocol:
             ),
             accept_counter=accept_counter,
         )
+        if context is not None:
+            session.connection.layouts = context.layouts
         deviation = meter.metadata.get("dlms_deviation")
         if deviation:
             try:
