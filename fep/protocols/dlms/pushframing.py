@@ -154,8 +154,20 @@ class HdlcPushDecoder:
         return items
 
     def close(self) -> list[PushItem]:
-        """The connection ended: a segment sequence still open is a problem."""
-        return [self._broken("the connection ended")] if self._parts else []
+        """The connection ended: a frame cut short and a segment sequence still open are
+        problems; complete frames held behind a frame cut short (its length field made the
+        decoder wait for them) are read once more and kept."""
+        rest = self.frames.drain()
+        items: list[PushItem] = []
+        if rest:
+            items.append(FramingProblem(f"HDLC frame cut short: {len(rest)} bytes left",
+                                        self._source))
+            self.frames = hdlc.HdlcFrameDecoder()
+            items += self.receive(rest[1:])
+            self.frames.drain()
+        if self._parts:
+            items.append(self._broken("the connection ended"))
+        return items
 
 
 class WrapperPushDecoder:

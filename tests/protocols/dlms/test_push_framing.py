@@ -130,9 +130,10 @@ class SegmentationTests(unittest.TestCase):
         stream = PushStream()
         data = segments(published_apdu(AIDON_SE), 200)
         self.assertEqual(apdus(stream.receive(data[:-10])), [])
-        (problem,) = stream.close()
-        assert isinstance(problem, FramingProblem)
-        self.assertIn("connection ended", problem.detail)
+        cut_short, broken = stream.close()
+        assert isinstance(cut_short, FramingProblem) and isinstance(broken, FramingProblem)
+        self.assertIn("cut short", cut_short.detail)
+        self.assertIn("connection ended", broken.detail)
 
     def test_a_bad_frame_among_segments_breaks_the_apdu_off(self) -> None:
         data = bytearray(segments(published_apdu(AIDON_SE), 200))
