@@ -202,3 +202,24 @@ class PushFramingDaemonTests(unittest.TestCase):
         broken = [line for line in log.splitlines() if "broken off after 200" in line]
         self.assertIn("(device meter kaifa-gprs", broken[0])
         self.assertEqual(await daemon.interrupt(), 0, log[-3000:])
+
+    async def test_a_han_modem_without_registration_is_identified_by_its_hdlc_push(
+        self,
+    ) -> None:
+        gprs_port = free_port()
+        # The Kaifa meter's route names the serial its lists carry (gprs:serial=...).
+        daemon = await self.start(
+            extra=f"[gprs]\nlisten = tcp:{gprs_port}:interface=127.0.0.1\n"
+                  "identify = ascii dlms-hdlc\nunknown = reject\nidle_timeout = 300\n",
+            dlms_push=False,
+            more=(Meter("kaifa-han", "dlms", "gprs:serial=7340157011253544",
+                        metadata={"dlms_deviation": "-120"}),))
+        await daemon.ready()
+        modem = await connect(gprs_port)
+        self.protocols.append(modem)
+        send(modem, hex_fixture(KAIFA_LIST3))  # identifies the session, and is its 1st push
+        send(modem, hex_fixture(KAIFA_LIST1))
+        await self.stored("kaifa-han", 18)
+        self.assertEqual(self.reading("kaifa-han", "1-0:32.7.0*255")[:3],
+                         ("226.6", 35, "2023-09-04T14:52:00.000000Z"))
+        self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])

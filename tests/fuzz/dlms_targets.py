@@ -307,14 +307,14 @@ def dlms_client_receive(data: bytes) -> None:
 
 
 def dlms_gprs_identify(data: bytes) -> None:
-    """The GPRS listener's DLMS identification rule (before login) on a wrapper stream:
-    returns a match or nothing, raises nothing."""
-    from fep.channels.identify import DlmsRule
+    """The GPRS listener's DLMS identification rules (before login) on a wrapper or HDLC
+    stream (``dlms``, ``dlms-hdlc``): returns a match or nothing, raises nothing."""
+    from fep.channels.identify import DlmsHdlcRule, DlmsRule
 
-    rule = DlmsRule()
-    rule.scan(data)
-    if data:
-        rule.identify_apdu(data)
+    for rule in (DlmsRule(), DlmsHdlcRule()):
+        rule.scan(data)
+        if data:
+            rule.identify_apdu(data)
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
