@@ -201,7 +201,12 @@ class PushFramingDaemonTests(unittest.TestCase):
         log = daemon.log_text()
         broken = [line for line in log.splitlines() if "broken off after 200" in line]
         self.assertIn("(device meter kaifa-gprs", broken[0])
-        self.assertEqual(await daemon.interrupt(), 0, log[-3000:])
+        # Segments left open when the modem hangs up are counted too.
+        send(modem, first_segment_only(published_apdu(AIDON_SE)))
+        assert modem.transport is not None
+        modem.transport.loseConnection()
+        await daemon.logged("broken off after 200 bytes: the connection ended", 30)
+        self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
 
     async def test_a_han_modem_without_registration_is_identified_by_its_hdlc_push(
         self,
