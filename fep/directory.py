@@ -120,6 +120,12 @@ class MeterDirectory:
                 return meter
         return None
 
+    def by_metadata(self, key: str, value: str) -> Meter | None:
+        """The one meter whose ``key`` metadata is ``value`` (None when none or several:
+        a value two meters share names neither)."""
+        found = [m for m in self._by_id.values() if m.metadata.get(key) == value]
+        return found[0] if len(found) == 1 else None
+
     def by_system_title(self, system_title: bytes) -> Meter | None:
         """The DLMS meter whose record gives this system title (``dlms_server_system_title``)."""
         return self._by_system_title.get(system_title)

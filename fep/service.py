@@ -129,8 +129,12 @@ class FepService(OrderedMultiService):
         # become security events through the router.
         self.counters = invocation_counters(reactor, self.store, config.fep.data_dir)
         self.dlms_security = SecurityEvents(self.router)
+        from fep.protocols.dlms.layouts import load_layouts
+
+        # Push list layouts: the shipped etc/push-layouts, then the user's directories.
         self.dlms = DlmsContext(
-            self.counters, config.dlms.client_system_title(config.fep.node), self.dlms_security
+            self.counters, config.dlms.client_system_title(config.fep.node), self.dlms_security,
+            layouts=load_layouts(config.dlms.push_layouts),
         )
         from fep.protocols.registry import ProtocolRegistry
 
@@ -143,6 +147,8 @@ class FepService(OrderedMultiService):
             self.dlms_push = DlmsPushFactory(
                 self.router, self._resolve_dlms_sender, self.counters,
                 identify=self._identify_dlms_sender, security=self.dlms_security,
+                sender=self._dlms_plain_sender, plain=config.push.dlms_plain,
+                layouts=self.dlms.layouts,
             )
             listener = strports.service(with_backlog(config.push.dlms),
                                         self.limits.wrap(self.dlms_push, "push_dlms"))
@@ -459,6 +465,17 @@ class FepService(OrderedMultiService):
         the manufacturer and the serial number); only to refuse it when it has keys."""
         name = logical_device_name.decode("ascii", "replace")
         return self.directory.identify(name, name[3:])
+
+    def _dlms_plain_sender(self, way: str, value: str) -> Any:
+        """The meter an unciphered push claims to be by ``way`` (receiver.PLAIN_WAYS): its
+        link address (the meter list's ``dlms_push_address``), its logical device name (as
+        meter id or serial, or its serial after three letters of the manufacturer) or the
+        serial number in its list."""
+        if way == "address":
+            return self.directory.by_metadata("dlms_push_address", value)
+        if way == "ldn":
+            return self.directory.identify(value, value[3:])
+        return self.directory.identify(value)
 
     def startService(self) -> Deferred[None]:
         self._start_json_log()

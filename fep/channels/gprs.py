@@ -541,6 +541,10 @@ class ModemSession(Protocol):
         self._run(self.machine.data(data))
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        # A push decoder that counts what the end cut short (DLMS: HDLC segments left open).
+        ended = getattr(self.handler, "connection_lost", None)
+        if callable(ended):
+            ended()
         self._run(self.machine.lost(reason.getErrorMessage()))
 
     def write(self, data: bytes) -> None:

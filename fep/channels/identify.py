@@ -15,6 +15,10 @@ Rules (docs/channels/gprs.md):
     A DLMS/COSEM wrapper frame carrying a Data- or Event-Notification: the system title of a
     general-glo/ded-ciphered one, or the logical device name (0.0.42.0.0.255) of a plain
     one, and the wrapper's source wPort. Kept: the frame is also the first push.
+``dlms-hdlc``
+    An HDLC frame carrying a push (HAN ports): the system title of a ciphered one, the
+    logical device name of a plain one, else the serial number its list carries (by the
+    shipped push list layouts). Kept: the frame is also the first push.
 ``iec62056-21``
     An IEC 62056-21 identification line ``/XXXZident`` and the readout block after it (the
     meter's serial number from 0.0.0 / C.1.0 / 96.1.0). Kept: it is also the first push.
@@ -34,7 +38,9 @@ import attrs
 
 from fep.errors import FrameError
 from fep.protocols.dlms import apdu as A
-from fep.protocols.dlms.push import logical_device_name
+from fep.protocols.dlms import hdlc
+from fep.protocols.dlms.push import decode_push, logical_device_name
+from fep.protocols.dlms.pushframing import strip_llc
 from fep.protocols.dlms.security import general_system_title
 from fep.protocols.iec62056_21.frames import (
     ETX,
@@ -52,7 +58,7 @@ KEY_ORDER: Final = ("imei", "iccid", "imsi", "serial", "system_title", "ldn", "i
 # Keys that name one device: a session holding one of these replaces another holding it.
 # (An IEC identification text names a meter model, a wPort a logical device number.)
 UNIQUE_KEYS: Final = frozenset({"imei", "iccid", "imsi", "serial", "system_title", "ldn"})
-RULE_NAMES: Final = ("ascii", "binary", "dlms", "iec62056-21")
+RULE_NAMES: Final = ("ascii", "binary", "dlms", "dlms-hdlc", "iec62056-21")
 
 DEFAULT_REGISTRATION: Final = (
     r"ID:(?P<imei>[0-9]{15})(?:[;,]ICCID[:=](?P<iccid>[0-9]{18,20}F?))?"
@@ -519,6 +525,77 @@ class DlmsRule(Rule):
         return {"ldn": text}
 
 
+# -- dlms-hdlc ---------------------------------------------------------------------------------
+
+
+class DlmsHdlcRule(Rule):
+    """An HDLC frame (I or UI, LLC header or none, not segmented) carrying a push, as HAN
+    ports and the modems on them send: identified by the system title of a ciphered one, the
+    logical device name of a plain one, else the serial number its list carries
+    (push.SERIAL_NUMBERS, through the shipped list layouts)."""
+
+    name = "dlms-hdlc"
+
+    def scan(self, buffer: Buffer, cursor: Cursor | None = None) -> _Result:
+        c = cursor if cursor is not None else Cursor()
+        if isinstance(c.memo, int) and len(buffer) < c.start + c.memo:
+            # The waiting candidate's frame is not all there yet (memo: its length).
+            c.work += 1
+            return _Partial(c.start)
+        frm = c.start
+        i = buffer.find(b"\x7e", frm)
+        while i >= 0:
+            c.work += i + 1 - frm
+            result = self._at(buffer, i, c)
+            if result is not None:
+                c.at(i)
+                if isinstance(result, _Partial) and i + 3 <= len(buffer):
+                    c.memo = 2 + (int.from_bytes(buffer[i + 1 : i + 3], "big") & 0x07FF)
+                return result
+            frm = i + 1
+            i = buffer.find(b"\x7e", frm)
+        c.work += max(len(buffer) - frm, 0)
+        c.at(max(len(buffer), c.start))
+        return None
+
+    def _at(self, buffer: Buffer, i: int, c: Cursor) -> _Result:
+        if len(buffer) < i + 3:
+            return _Partial(i)
+        fmt = int.from_bytes(buffer[i + 1 : i + 3], "big")
+        length = fmt & hdlc.LENGTH_MASK
+        if fmt & 0xF000 != hdlc.FORMAT_TYPE_3 or fmt & hdlc.SEGMENTATION_BIT or length < 9:
+            return None
+        if len(buffer) < i + length + 2:
+            return _Partial(i)
+        c.work += length
+        try:
+            frame = hdlc.decode_frame(bytes(buffer[i : i + length + 2]))
+        except FrameError:
+            return None
+        if frame.kind not in (hdlc.FrameKind.I, hdlc.FrameKind.UI):
+            return None
+        keys = self.identify_apdu(strip_llc(frame.information))
+        if keys is None:
+            return None
+        return _Match(i, i + length + 2, Identity.of(self.name, keys, "dlms"), True)
+
+    @staticmethod
+    def identify_apdu(apdu: bytes) -> dict[str, str] | None:
+        keys = DlmsRule.identify_apdu(apdu)
+        if keys is not None:
+            return keys
+        try:
+            message = A.decode_apdu(apdu)
+            if not isinstance(message, A.DataNotification):
+                return None
+            serial = decode_push("?", message).serial
+        except (FrameError, ValueError, IndexError):
+            return None
+        if serial is None or not _ROUTE_SAFE.match(serial):
+            return None
+        return {"serial": serial}
+
+
 # -- iec62056-21 ------------------------------------------------------------------------------
 
 MAX_IDENTIFYING_READOUT: Final = 1 << 16
@@ -635,6 +712,8 @@ def make_rules(names: Iterable[str], registration: str = DEFAULT_REGISTRATION) -
             rules.append(BinaryRule())
         elif name == "dlms":
             rules.append(DlmsRule())
+        elif name == "dlms-hdlc":
+            rules.append(DlmsHdlcRule())
         elif name in ("iec62056-21", "iec"):
             rules.append(IecRule())
         else:

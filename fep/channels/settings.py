@@ -137,6 +137,16 @@ class PushSection:
     iec62056_21: str
     dlms: str
     accept_unknown: bool
+    dlms_plain: tuple[str, ...] = ()
+
+
+@expects("address, ldn and/or serial, separated by spaces or commas")
+def plain_ways(text: str) -> tuple[str, ...]:
+    ways = words(text)
+    for way in ways:
+        if way not in ("address", "ldn", "serial"):
+            raise ValueError(f"{way!r} is not address, ldn or serial")
+    return ways
 
 
 PUSH = Section("push", {
@@ -154,6 +164,12 @@ PUSH = Section("push", {
     ),
     "accept_unknown": Option(
         yes_no, False, "store readouts from meters that are not in the meter list"
+    ),
+    "dlms_plain": Option(
+        plain_ways, "", "how the DLMS push listener may identify a meter without keys "
+        "that pushes unciphered: address (HDLC address or wrapper wPort, the meter list's "
+        "dlms_push_address), ldn (logical device name), serial (serial number in the list); "
+        "empty: unciphered pushes are refused"
     ),
 }, PushSection)
 

@@ -13,7 +13,17 @@ from datetime import UTC, datetime
 
 from fep.errors import FrameError
 from fep.model import ObisCode
-from fep.protocols.dlms import acse, apdu, axdr, cosem, hdlc, push, security, wrapper
+from fep.protocols.dlms import (
+    acse,
+    apdu,
+    axdr,
+    cosem,
+    hdlc,
+    push,
+    pushframing,
+    security,
+    wrapper,
+)
 from fep.protocols.dlms.client import ClientSettings, DlmsClient
 from fep.protocols.dlms.errors import (
     AssociationRefused,
@@ -166,6 +176,27 @@ def dlms_push(data: bytes) -> None:
         pass
 
 
+def dlms_push_stream(data: bytes) -> None:
+    """pushframing.PushStream fed in pieces (framing detected, HDLC segments joined, bounded
+    reassembly), each pushed APDU through decode_apdu and decode_push with the shipped
+    layouts: FrameError from those; the stream itself raises nothing."""
+    stream = pushframing.PushStream()
+    items: list[pushframing.PushItem] = []
+    for piece in _pieces(data):
+        items += stream.receive(piece)
+        if stream.buffered > pushframing.MAX_PUSH_APDU + 3 * 0x800 + 0x10000:
+            raise AssertionError(f"push stream holds {stream.buffered} bytes")
+    items += stream.close()
+    for item in items:
+        if isinstance(item, pushframing.PushedApdu):
+            try:
+                message = apdu.decode_apdu(item.apdu)
+                if isinstance(message, apdu.DataNotification):
+                    push.decode_push("fuzz", message, default_deviation=-60)
+            except FrameError:
+                pass
+
+
 def dlms_security_unwrap(data: bytes) -> None:
     """security.decipher_apdu with fixed test keys (general and service-specific ciphering)
     and general_system_title: CipheringError (also for malformed headers), FrameError from
@@ -276,14 +307,14 @@ def dlms_client_receive(data: bytes) -> None:
 
 
 def dlms_gprs_identify(data: bytes) -> None:
-    """The GPRS listener's DLMS identification rule (before login) on a wrapper stream:
-    returns a match or nothing, raises nothing."""
-    from fep.channels.identify import DlmsRule
+    """The GPRS listener's DLMS identification rules (before login) on a wrapper or HDLC
+    stream (``dlms``, ``dlms-hdlc``): returns a match or nothing, raises nothing."""
+    from fep.channels.identify import DlmsHdlcRule, DlmsRule
 
-    rule = DlmsRule()
-    rule.scan(data)
-    if data:
-        rule.identify_apdu(data)
+    for rule in (DlmsRule(), DlmsHdlcRule()):
+        rule.scan(data)
+        if data:
+            rule.identify_apdu(data)
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
@@ -300,6 +331,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
         dlms_hdlc_parameters,
         dlms_hdlc_link,
         dlms_push,
+        dlms_push_stream,
         dlms_security_unwrap,
         dlms_cosem_values,
         dlms_client_receive,

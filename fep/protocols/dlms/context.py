@@ -56,9 +56,12 @@ class DlmsContext:
         counters: Any,
         system_title: bytes = DEFAULT_SYSTEM_TITLE,
         security: SecurityEvents | None = None,
+        layouts: Any = None,
     ) -> None:
         if len(system_title) != 8:
             raise ValueError("a DLMS system title is 8 bytes")
         self.counters = counters
         self.system_title = system_title
         self.security = security if security is not None else SecurityEvents()
+        # The push list layouts (layouts.LayoutTable; None: the shipped ones).
+        self.layouts = layouts

@@ -288,6 +288,18 @@ def scaled_value(data: Data, scaler_unit: ScalerUnit | None) -> Value:
     return str(data.native())
 
 
+# (class id, attribute) whose value is a date-time, sent as date-time or as an octet-string
+# of 12: the clock's time, an extended register's capture time, a demand register's capture
+# time and start of the current period.
+DATE_TIME_ATTRIBUTES = frozenset({(8, 2), (4, 5), (5, 6), (5, 7)})
+
+
+def is_date_time(value: Data) -> bool:
+    """Whether ``value`` can be a COSEM date-time (the type, or an octet-string of 12)."""
+    return value.type == DataType.DATE_TIME or (
+        value.type == DataType.OCTET_STRING and len(value.value) == 12)
+
+
 def register_reading(
     meter: str,
     obis: ObisCode,
@@ -298,9 +310,33 @@ def register_reading(
     class_id: int = CosemClass.REGISTER,
     attribute: int = 2,
     quality: Quality = Quality.OK,
+    date_time: bool = False,
+    default_deviation: int | None = None,
 ) -> Reading:
     """A Reading of one COSEM attribute value; the value is in the unit's base (Wh, V, ...)
-    with the scaler already applied. Raises FrameError as ``scaled_value`` does."""
+    with the scaler already applied. A date-time (``date_time``, the attribute is one of
+    ``DATE_TIME_ATTRIBUTES``, or the value's type says so) becomes its instant in UTC (ISO
+    8601; its deviation applied, ``default_deviation`` where the meter sends none), its
+    clock status in the quality, never hex. Raises FrameError as ``scaled_value`` does,
+    or for a date-time that is none."""
+    if value.type == DataType.DATE_TIME or (
+        (date_time or (class_id, attribute) in DATE_TIME_ATTRIBUTES) and is_date_time(value)
+    ):
+        stamp = axdr.as_datetime(value, f"{obis} date-time")
+        when = stamp.to_datetime(default_deviation)
+        return Reading(
+            meter=meter,
+            obis=obis,
+            value=when.isoformat() if when else None,
+            meter_time=meter_time if meter_time is not None else when,
+            quality=quality | clock_quality(stamp),
+            source="dlms",
+            native_id=f"{class_id}/{obis.a}.{obis.b}.{obis.c}.{obis.d}.{obis.e}.{obis.f}/"
+                      f"{attribute}",
+        )
+    if date_time:
+        raise FrameError(f"{obis}: expected a date-time, got {value.type.name}",
+                         field="date-time")
     return Reading(
         meter=meter,
         obis=obis,

@@ -17,7 +17,7 @@ from datetime import datetime
 import attrs
 
 from fep.model import EventKind, MeterEvent, Severity
-from fep.options import Option, Section, expects
+from fep.options import Option, Section, expects, words
 
 # fep's client system title when nothing configures one (ClientSettings' default).
 DEFAULT_SYSTEM_TITLE = b"FEP\x00\x00\x00\x00\x01"
@@ -70,6 +70,8 @@ class DlmsSection:
     """``[dlms]``: fep's client system title (empty: derived from the node name)."""
 
     system_title: bytes
+    # Directories of the user's own push list layouts (*.ini), read after the shipped ones.
+    push_layouts: tuple[str, ...] = ()
 
     def client_system_title(self, node: str) -> bytes:
         """The configured title, else the one derived from the node name."""
@@ -80,5 +82,10 @@ DLMS = Section("dlms", {
     "system_title": Option(
         system_title, "", "fep's DLMS client system title (16 hex digits); empty: "
         "FEP and 5 bytes of the SHA-256 of [fep] node, one per node"
+    ),
+    "push_layouts": Option(
+        words, "", "directories of push list layouts (*.ini, docs/protocols/dlms-push.md), "
+        "read after the shipped etc/push-layouts; a section of the same name replaces a "
+        "shipped one"
     ),
 }, DlmsSection)

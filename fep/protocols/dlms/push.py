@@ -5,8 +5,11 @@ configuration:
 - a list of structures ``{logical name, value[, scaler_unit]}`` (Aidon HAN, fep's simulator,
   many IDIS push setups that capture registers with their scaler and unit);
 - a flat structure of ``logical name, value`` pairs, optionally after a list identifier
-  (Kamstrup HAN): the unit is taken from the OBIS code's quantity (scaler 0), since the
-  meter does not send one.
+  (Kamstrup HAN): the unit and scaler from the list's layout (layouts.py), else the unit
+  of the OBIS code's quantity (scaler 0), since the meter does not send one;
+- bare values in the fixed order of a layout (layouts.py) found by the list identifier at
+  the head of the list (Kaifa HAN ``KFM_001``) or by the list's length.
+A value the layout marks as a date-time is decoded as one (a 12-byte octet-string).
 A clock entry (0.0.1.0.0.255) or the notification's date-time gives the readings' meter
 time; the logical device name (0.0.42.0.0.255) identifies the meter when nothing else does.
 An event object (0.0.96.11.e.255, the code of the event just logged in event log
@@ -26,9 +29,15 @@ from fep.protocols.dlms import axdr
 from fep.protocols.dlms.apdu import DataNotification
 from fep.protocols.dlms.axdr import Data, DataType
 from fep.protocols.dlms.cosem import STANDARD_EVENTS, ScalerUnit, register_reading
+from fep.protocols.dlms.layouts import LayoutTable, shipped_layouts
 
 CLOCK = ObisCode(0, 0, 1, 0, 0, 255)
 LOGICAL_DEVICE_NAME = ObisCode(0, 0, 42, 0, 0, 255)
+# Where pushed lists carry the meter's serial number: the device ID 1 (0-0:96.1.0, Aidon and
+# Kaifa HAN), its manufacturing number (0-0:96.1.1) and the meter ID (1-1:0.0.5, Kamstrup).
+SERIAL_NUMBERS = frozenset({
+    ObisCode(0, 0, 96, 1, 0, 255), ObisCode(0, 0, 96, 1, 1, 255), ObisCode(1, 1, 0, 0, 5, 255),
+})
 
 
 @attrs.frozen
@@ -39,6 +48,9 @@ class PushContent:
     meter_time: datetime | None
     logical_device_name: bytes | None
     events: tuple[MeterEvent, ...] = ()
+    # The meter's serial number as the list gives it (SERIAL_NUMBERS), its identifier.
+    serial: str | None = None
+    list_identifier: str | None = None
 
 
 def _is_event_object(obis: ObisCode) -> bool:
@@ -76,19 +88,60 @@ def _conventional_unit(obis: ObisCode) -> ScalerUnit | None:
     return None
 
 
-# Scalers of meters that push name/value pairs without scaler_unit, by the list identifier
-# they send first: (C, D) of the OBIS code -> scaler. Kamstrup HAN (Norway) documents
-# currents in 0.01 A and energies in 0.01 kWh.
-_KAMSTRUP = {(31, 7): -2, (51, 7): -2, (71, 7): -2, (1, 8): 1, (2, 8): 1, (3, 8): 1, (4, 8): 1}
-_LIST_SCALERS: dict[str, dict[tuple[int, int], int]] = {
-    "Kamstrup_V0001": _KAMSTRUP,
-}
+Entry = tuple[ObisCode, Data, ScalerUnit | None, bool]
 
 
-def _entries(body: Data) -> list[tuple[ObisCode, Data, ScalerUnit | None]]:
+def _text(data: Data) -> str | None:
+    """A list identifier's text (visible or octet string of printable ASCII)."""
+    if data.type in (DataType.VISIBLE_STRING, DataType.UTF8_STRING):
+        return str(data.value)
+    if data.type == DataType.OCTET_STRING:
+        raw: bytes = data.value
+        if raw and all(32 <= b < 127 for b in raw):
+            return raw.decode("ascii")
+    return None
+
+
+def _is_list_id(obis: ObisCode) -> bool:
+    return (obis.c, obis.d, obis.e) == (0, 2, 129)
+
+
+def list_identifier(body: Data) -> str | None:
+    """The identifier a pushed list carries: the text or OBIS code at its head, or the
+    value of its 0.2.129 (list version identifier) entry."""
     items = list(body) if body.type in (DataType.ARRAY, DataType.STRUCTURE) else []
+    if not items:
+        return None
+    head = items[0]
+    if head.type == DataType.STRUCTURE and len(head) >= 2:
+        obis = _obis_of(head[0])
+        return _text(head[1]) if obis is not None and _is_list_id(obis) else None
+    obis = _obis_of(head)
+    if obis is not None:
+        if _is_list_id(obis) and len(items) > 1:
+            return _text(items[1])
+        return str(obis)
+    return _text(head)
+
+
+def _layout_unit(
+    layouts: LayoutTable, identifier: str | None, obis: ObisCode
+) -> tuple[ScalerUnit | None, bool]:
+    item = layouts.item_for(identifier, obis)
+    if item is None:
+        return None, False
+    if item.date_time:
+        return None, True
+    return (ScalerUnit(item.scaler, item.unit) if item.unit is not None else None), False
+
+
+def _entries(body: Data, layouts: LayoutTable | None = None) -> list[Entry]:
+    if layouts is None:
+        layouts = shipped_layouts()
+    items = list(body) if body.type in (DataType.ARRAY, DataType.STRUCTURE) else []
+    identifier = list_identifier(body)
     if items and all(i.type == DataType.STRUCTURE and len(i) >= 2 for i in items):
-        entries = []
+        entries: list[Entry] = []
         for n, item in enumerate(items):
             obis = _obis_of(item[0])
             if obis is None:
@@ -98,36 +151,65 @@ def _entries(body: Data) -> list[tuple[ObisCode, Data, ScalerUnit | None]]:
                 if len(item) >= 3 and item[2].type == DataType.STRUCTURE
                 else None
             )
-            entries.append((obis, item[1], scaler_unit))
+            from_layout, date_time = _layout_unit(layouts, identifier, obis)
+            entries.append((obis, item[1], scaler_unit or from_layout, date_time))
         return entries
-    # Flat pairs, possibly after leading identifiers (list version, list id).
     start = next((i for i, item in enumerate(items) if _obis_of(item) is not None), None)
+    pairs_shape = (
+        start is not None and start <= 1 and (len(items) - start) % 2 == 0
+        and all(_obis_of(item) is not None for item in items[start::2])
+    )
+    # Bare values in the order of a layout, found by the list's identifier and length.
+    layout = layouts.for_bare_list(identifier, len(items)) if items and not pairs_shape else None
+    if layout is None and items and identifier is None:
+        layout = layouts.for_bare_list(None, len(items))
+    if layout is not None:
+        return [
+            (item.obis, value,
+             ScalerUnit(item.scaler, item.unit) if item.unit is not None else None,
+             item.date_time)
+            for item, value in zip(layout.items, items, strict=True)
+        ]
+    # Flat pairs, possibly after leading identifiers (list version, list id).
     if start is None or (len(items) - start) % 2:
+        known = layouts.named(identifier)
+        if known:
+            lengths = ", ".join(str(len(k.items)) for k in known)
+            raise FrameError(
+                f"list {identifier!r} of {len(items)} values matches none of its layouts "
+                f"({lengths} values)", field="notification-body")
         raise FrameError(
-            "push body is neither {name, value} structures nor name/value pairs",
+            "push body is neither {name, value} structures nor name/value pairs, and no "
+            f"push layout is known for it (identifier {identifier!r}, {len(items)} values)",
             field="notification-body",
         )
-    pairs: list[tuple[ObisCode, Data, ScalerUnit | None]] = []
-    overrides = _LIST_SCALERS.get(
-        items[0].value if items[0].type == DataType.VISIBLE_STRING else "", {}
-    )
+    pairs: list[Entry] = []
     for k in range(start, len(items), 2):
         obis = _obis_of(items[k])
         if obis is None:
             raise FrameError(f"push item {k}: expected a logical name", field="notification-body")
-        scaler = overrides.get((obis.c, obis.d))
-        conventional = _conventional_unit(obis)
-        if scaler is not None and conventional is not None:
-            pairs.append((obis, items[k + 1], ScalerUnit(scaler, conventional.unit)))
-        else:
-            pairs.append((obis, items[k + 1], conventional))
+        from_layout, date_time = _layout_unit(layouts, identifier, obis)
+        pairs.append((obis, items[k + 1], from_layout or _conventional_unit(obis), date_time))
     return pairs
 
 
-def logical_device_name(notification: DataNotification) -> bytes | None:
+def _is_clock(obis: ObisCode) -> bool:
+    """The clock (0-b:1.0.0.255; Kamstrup HAN sends it as 0-1:1.0.0.255)."""
+    return (obis.a, obis.c, obis.d, obis.e, obis.f) == (0, 1, 0, 0, 255)
+
+
+def _serial_of(obis: ObisCode, value: Data) -> str | None:
+    if obis in SERIAL_NUMBERS:
+        return _text(value)
+    return None
+
+
+def logical_device_name(
+    notification: DataNotification, layouts: LayoutTable | None = None
+) -> bytes | None:
     """The logical device name (0.0.42.0.0.255) a push carries, if it carries one.
     Raises FrameError when the body is in none of the layouts this module knows."""
-    for obis, value, _ in _entries(notification.body):
+    for obis, value, _, _ in _entries(notification.body, layouts):
         if obis == LOGICAL_DEVICE_NAME and value.type == DataType.OCTET_STRING:
             return bytes(value.value)
     return None
@@ -135,31 +217,36 @@ def logical_device_name(notification: DataNotification) -> bytes | None:
 
 def decode_push(
     meter: str, notification: DataNotification, *, default_deviation: int | None = None,
-    received: datetime | None = None,
+    received: datetime | None = None, layouts: LayoutTable | None = None,
 ) -> PushContent:
     """The readings and events of one Data-Notification for ``meter``.
     ``default_deviation`` (Blue Book sign, minutes) places times the meter sends without a
-    deviation; ``received`` files events that carry no time at all.
+    deviation; ``received`` files events that carry no time at all; ``layouts`` read lists
+    of bare values and give units and scalers the list does not carry.
 
-    Raises FrameError when the body is in none of the layouts this module knows, an entry
-    has no logical name, a scaler_unit, clock or event code has the wrong type, or a scaler
-    cannot be applied. Nothing else escapes."""
-    entries = _entries(notification.body)
+    Raises FrameError when the body is in none of the layouts this module knows (or its
+    identifier's layouts do not fit it), an entry has no logical name, a scaler_unit, clock,
+    date-time or event code has the wrong type, or a scaler cannot be applied. Nothing else
+    escapes."""
+    entries = _entries(notification.body, layouts)
     meter_time = (
         notification.date_time.to_datetime(default_deviation) if notification.date_time else None
     )
     device_name: bytes | None = None
-    for obis, value, _ in entries:
-        if obis == CLOCK:
+    serial: str | None = None
+    for obis, value, _, _ in entries:
+        if _is_clock(obis):
             stamp = axdr.as_datetime(value, "push clock").to_datetime(default_deviation)
             if stamp is not None:
                 meter_time = stamp
         elif obis == LOGICAL_DEVICE_NAME and value.type == DataType.OCTET_STRING:
             device_name = value.value
+        elif serial is None:
+            serial = _serial_of(obis, value)
     readings = []
     events = []
-    for obis, value, scaler_unit in entries:
-        if obis in (CLOCK, LOGICAL_DEVICE_NAME):
+    for obis, value, scaler_unit, date_time in entries:
+        if _is_clock(obis) or obis == LOGICAL_DEVICE_NAME:
             continue
         if _is_event_object(obis):
             code = axdr.as_int(value, f"push event object {obis}")
@@ -170,5 +257,8 @@ def decode_push(
                 time=meter_time or received or datetime.now(UTC), text=text,
                 source="dlms-push"))
             continue
-        readings.append(register_reading(meter, obis, value, scaler_unit, meter_time=meter_time))
-    return PushContent(tuple(readings), meter_time, device_name, tuple(events))
+        readings.append(register_reading(
+            meter, obis, value, scaler_unit, meter_time=meter_time, date_time=date_time,
+            default_deviation=default_deviation))
+    return PushContent(tuple(readings), meter_time, device_name, tuple(events), serial,
+                       list_identifier(notification.body))

@@ -10,7 +10,7 @@ listener (``DlmsPushFactory``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import attrs
 
@@ -18,6 +18,7 @@ from fep.errors import ConfigError, FrameError
 from fep.model import Meter, Record
 from fep.protocols.dlms import apdu as A
 from fep.protocols.dlms.identity import key_fingerprint
+from fep.protocols.dlms.layouts import LayoutTable
 from fep.protocols.dlms.settings import settings_for
 
 # The PushStats counter of each reason for a refusal; any other reason is a bad frame.
@@ -88,7 +89,8 @@ PushDecision = PushRefused | PushAccepted | PushCounterCheck
 
 
 def claimed_sender(
-    raw: bytes, identify: Callable[[bytes], Meter | None] | None
+    raw: bytes, identify: Callable[[bytes], Meter | None] | None,
+    layouts: LayoutTable | None = None,
 ) -> Meter | None:
     """The meter an unciphered push names by its logical device name (0.0.42.0.0.255,
     often the manufacturer's three letters and the serial number)."""
@@ -100,7 +102,7 @@ def claimed_sender(
         message = A.decode_apdu(raw)
         if not isinstance(message, A.DataNotification):
             return None
-        name = logical_device_name(message)
+        name = logical_device_name(message, layouts)
     except (FrameError, ValueError):
         return None
     return identify(name) if name else None
@@ -116,6 +118,30 @@ def keyed(meter: Meter) -> bool:
     return client.keys is not None
 
 
+# The ways an unciphered push may name a meter without keys (``[push] dlms_plain``): the
+# link address it came from (``hdlc:16``, ``wport:1``; the meter list's dlms_push_address),
+# the logical device name it carries, the serial number in its list.
+PLAIN_WAYS = ("address", "ldn", "serial")
+
+
+def plain_claims(
+    message: A.DataNotification, address: str | None, layouts: LayoutTable | None
+) -> list[tuple[str, str]]:
+    """What an unciphered push says about its sender, as (way, value) pairs; FrameError
+    when its body is in no layout known."""
+    from fep.protocols.dlms.push import decode_push
+
+    content = decode_push("?", message, layouts=layouts)
+    claims = []
+    if address:
+        claims.append(("address", address))
+    if content.logical_device_name:
+        claims.append(("ldn", content.logical_device_name.decode("latin-1")))
+    if content.serial:
+        claims.append(("serial", content.serial))
+    return claims
+
+
 def decide_push(
     raw: bytes,
     wport: int = 0,
@@ -124,22 +150,31 @@ def decide_push(
     resolve: Callable[[bytes | None, int], Meter | None],
     last_received: Callable[[bytes, str], int | None],
     identify: Callable[[bytes], Meter | None] | None = None,
+    address: str | None = None,
+    sender: Callable[[str, str], Meter | None] | None = None,
+    plain: Collection[str] = (),
+    layouts: LayoutTable | None = None,
 ) -> PushDecision:
     """What one pushed APDU comes to. The sender is found by the system title of a
     general-ciphered APDU (through ``resolve``), deciphered with its keys, refused when its
     invocation counter is not above ``last_received(title, key fingerprint)``; the
-    notification decoded into records (their source ``source`` when given).
+    notification decoded into records (their source ``source`` when given) with
+    ``layouts``.
 
     An unciphered push is refused from a meter with keys, whether ``resolve`` names it (a
-    GPRS session's meter) or ``identify`` finds it by the logical device name the push
-    carries (the push listener). Bad input is a refusal; nothing is raised."""
+    GPRS session's meter), ``identify`` finds it by the logical device name the push
+    carries, or ``sender(way, value)`` finds it by any of its claims (``plain_claims``:
+    the link ``address`` it came from, its logical device name, the serial number in its
+    list). Otherwise it is taken as ``resolve``'s meter, or (the push listener) as the meter
+    the first of the ``plain`` ways finds; else refused as unknown. Bad input is a refusal;
+    nothing is raised."""
     from fep.protocols.dlms import security
     from fep.protocols.dlms.errors import CipheringError
     from fep.protocols.dlms.push import decode_push
 
     title: bytes | None = None
     try:
-        plain = raw
+        plain_apdu = raw
         if raw and raw[0] in (0xDB, 0xDC):
             title = security.general_system_title(raw)
             meter = resolve(title, wport)
@@ -159,29 +194,54 @@ def decide_push(
                     title,
                     f"invocation counter {deciphered.invocation_counter} not above {last}",
                 )
-            plain = deciphered.plain_apdu
+            plain_apdu = deciphered.plain_apdu
             counter: int | None = deciphered.invocation_counter
             fingerprint: str | None = key_name
         else:
-            meter = resolve(None, wport)
+            resolved = resolve(None, wport)
             counter = None
             fingerprint = None
-            claimed = meter if meter is not None else claimed_sender(raw, identify)
-            if claimed is not None and keyed(claimed):
-                detail = f"unciphered push (tag {raw[0] if raw else 0:#04x})"
-                return PushRefused(
-                    "plain", None, f"meter {claimed.id}: {detail}", downgrade=(claimed.id, detail)
-                )
+            claims: list[tuple[str, str]] = []
+            found: dict[str, Meter] = {}
+            undecoded: Exception | None = None
+            try:
+                message0 = A.decode_apdu(raw)
+                if isinstance(message0, A.DataNotification):
+                    claims = plain_claims(message0, address, layouts)
+            except (FrameError, ValueError) as e:
+                undecoded = e
+                claims = [("address", address)] if address else []
+            if sender is not None:
+                for way, value in claims:
+                    candidate = sender(way, value)
+                    if candidate is not None:
+                        found.setdefault(way, candidate)
+            named = [resolved, claimed_sender(raw, identify, layouts), *found.values()]
+            for claimed in named:
+                if claimed is not None and keyed(claimed):
+                    detail = f"unciphered push (tag {raw[0] if raw else 0:#04x})"
+                    return PushRefused(
+                        "plain", None, f"meter {claimed.id}: {detail}",
+                        downgrade=(claimed.id, detail),
+                    )
+            meter = resolved
             if meter is None:
-                return PushRefused("unknown", None, "unciphered push from an unknown sender")
-        message = A.decode_apdu(plain)
+                meter = next((found[w] for w in plain if w in found), None)
+            if meter is None:
+                said = ", ".join(f"{w} {v}" for w, v in claims) or "nothing"
+                return PushRefused(
+                    "unknown", None, f"unciphered push from an unknown sender ({said})")
+            if undecoded is not None:
+                raise undecoded
+        message = A.decode_apdu(plain_apdu)
         if not isinstance(message, A.DataNotification):
             return PushRefused(
                 "frame", title, f"not a Data-Notification: {type(message).__name__}"
             )
         deviation = meter.metadata.get("dlms_deviation")
         content = decode_push(
-            meter.id, message, default_deviation=int(deviation) if deviation else None
+            meter.id, message, default_deviation=int(deviation) if deviation else None,
+            layouts=layouts,
         )
     except CipheringError as e:
         return PushRefused("cipher", title, str(e))

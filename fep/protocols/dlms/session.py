@@ -41,7 +41,7 @@ from fep.interfaces import (
 )
 from fep.model import Meter, MeterEvent, ObisCode, Reading, Record
 from fep.protocols.dlms import apdu as A
-from fep.protocols.dlms import axdr, wrapper
+from fep.protocols.dlms import axdr
 from fep.protocols.dlms.axdr import CosemDateTime, Data
 from fep.protocols.dlms.client import (
     ActionDone,
@@ -88,6 +88,7 @@ from fep.protocols.dlms.exchange import (
 )
 from fep.protocols.dlms.identity import DOWNGRADE_CODE, counter_key, key_fingerprint
 from fep.protocols.dlms.link import HdlcLink, Link, LinkKind, LinkSettings, WrapperLink
+from fep.protocols.dlms.pushframing import FramingProblem, PushItem, PushStream
 from fep.protocols.dlms.receiver import (
     PushAccepted,
     PushCounterCheck,
@@ -166,6 +167,8 @@ class DlmsConnection(MeterSession):
         self.frame_errors = 0
         # Minutes local to UTC for push times the meter sends without a deviation.
         self.default_deviation: int | None = None
+        # The push list layouts (layouts.LayoutTable) of pushes arriving during the session.
+        self.layouts: Any = None
         self.done.addBoth(self._session_over)
 
     # -- what the driver hands over ---------------------------------------------------------
@@ -273,7 +276,8 @@ class DlmsConnection(MeterSession):
 
         try:
             content = decode_push(
-                meter, event.notification, default_deviation=self.default_deviation
+                meter, event.notification, default_deviation=self.default_deviation,
+                layouts=self.layouts,
             )
         except FrameError as e:
             log.warn("{meter}: push during the session not decoded: {error}",
@@ -472,6 +476,7 @@ class DlmsSession:
                     scaler_unit,
                     class_id=d.class_id,
                     attribute=d.attribute,
+                    default_deviation=self.default_deviation,
                 )
             )
         return readings
@@ -726,8 +731,10 @@ class DlmsProtocol:
         security = (context.security if context is not None and context.security.sink is not None
                     else SecurityEvents(sink))
         return DlmsPushHandler(
-            DlmsPushDecoder(sink, resolve, counters, security=security, where=source or "push"),
+            DlmsPushDecoder(sink, resolve, counters, security=security, where=source or "push",
+                            layouts=context.layouts if context is not None else None),
             source,
+            device=f"meter {meter.id}",
         )
 
     async def _open(self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float
@@ -775,6 +782,8 @@ class DlmsProtocol:
             ),
             accept_counter=accept_counter,
         )
+        if context is not None:
+            session.connection.layouts = context.layouts
         deviation = meter.metadata.get("dlms_deviation")
         if deviation:
             try:
@@ -1018,8 +1027,14 @@ class DlmsPushDecoder:
         identify: Callable[[bytes], Meter | None] | None = None,
         security: SecurityEvents | None = None,
         where: str = "push",
+        sender: Callable[[str, str], Meter | None] | None = None,
+        plain: Sequence[str] = (),
+        layouts: Any = None,
     ) -> None:
         self.sink = sink
+        self.sender = sender
+        self.plain = tuple(plain)
+        self.layouts = layouts
         self.resolve = resolve
         if counters is None:
             from fep.protocols.dlms.security import InvocationCounterGuard
@@ -1032,32 +1047,40 @@ class DlmsPushDecoder:
         self.security = security if security is not None else SecurityEvents(sink)
         self.where = where
 
-    def reject(self, why: str, system_title: bytes | None, detail: str) -> None:
+    def reject(
+        self, why: str, system_title: bytes | None, detail: str, device: str = "?"
+    ) -> None:
         self.stats.refused(why)
         self.events.warn(
-            "DLMS push rejected ({why}) from system title {title}: {detail}",
+            "DLMS push rejected ({why}) from system title {title}: {detail} (device {device})",
             why=why,
             title=system_title.hex() if system_title else "?",
             detail=detail,
+            device=device,
             kind=f"dlms push {why}",
         )
 
-    def _refused(self, refusal: PushRefused) -> bool:
-        self.reject(refusal.why, refusal.system_title, refusal.detail)
+    def _refused(self, refusal: PushRefused, device: str = "?") -> bool:
+        self.reject(refusal.why, refusal.system_title, refusal.detail, device)
         if refusal.downgrade is not None:
             meter, detail = refusal.downgrade
             report_downgrade(self.security, meter, self.where, detail)
         return False
 
-    def notification(self, raw: bytes, wport: int = 0, source: str = "") -> bool:
-        """Decode and submit one pushed APDU; False when it was refused (a ciphered push is
+    def notification(
+        self, raw: bytes, wport: int = 0, source: str = "", address: str | None = None,
+        device: str = "?",
+    ) -> bool:
+        """Decode and submit one pushed APDU (``address``: the link address it came from,
+        ``device`` names the sender in logs); False when it was refused (a ciphered push is
         submitted once its counter is accepted, which may be later)."""
         decision = decide_push(
             raw, wport, source, resolve=self.resolve, identify=self.identify,
-            last_received=self.counters.last_received,
+            last_received=self.counters.last_received, address=address,
+            sender=self.sender, plain=self.plain, layouts=self.layouts,
         )
         if isinstance(decision, PushRefused):
-            return self._refused(decision)
+            return self._refused(decision, device)
         if isinstance(decision, PushAccepted):
             self._submit(decision.meter, decision.records)
             return True
@@ -1092,47 +1115,64 @@ class DlmsPushDecoder:
 
 @implementer(IPushHandler)
 class DlmsPushHandler:
-    """Pushes on one connection: wrapper frames, each APDU through a DlmsPushDecoder."""
+    """Pushes on one connection, in the framing its first bytes show (pushframing.py:
+    wrapper or HDLC frames), each APDU through a DlmsPushDecoder. Framing problems (bad
+    frames, truncated HDLC segments) are refused as ``frame``, logged with ``device``."""
 
-    def __init__(self, decoder: DlmsPushDecoder, source: str = "") -> None:
+    def __init__(self, decoder: DlmsPushDecoder, source: str = "", device: str = "?") -> None:
         self.decoder = decoder
         self.source = source
-        self.wrapper = wrapper.WrapperDecoder()
+        self.device = device
+        self.stream = PushStream()
         self.frames = 0
 
-    def data_received(self, data: bytes) -> None:
-        while True:
-            try:
-                frames = self.wrapper.receive(data)
-            except FrameError as e:
-                self.decoder.reject("frame", None, str(e))
-                data = b""
+    def _items(self, items: Sequence[PushItem]) -> None:
+        for item in items:
+            if isinstance(item, FramingProblem):
+                device = f"{self.device} {item.address}" if item.address else self.device
+                self.decoder.reject("frame", None, item.detail, device)
                 continue
-            for frame in frames:
-                self.frames += 1
-                self.decoder.notification(frame.apdu, frame.source_wport, self.source)
-            return
+            self.frames += 1
+            self.decoder.notification(
+                item.apdu, item.wport, self.source, item.address,
+                f"{self.device} {item.address}",
+            )
+
+    def data_received(self, data: bytes) -> None:
+        self._items(self.stream.receive(data))
+
+    def connection_lost(self) -> None:
+        """The connection ended: an HDLC segment sequence left open is counted."""
+        self._items(self.stream.close())
 
     def pending(self) -> int:
-        return self.wrapper.buffered
+        return self.stream.buffered
 
     def take_buffered(self) -> bytes:
-        return self.wrapper.drain()
+        return self.stream.drain()
 
 
 class PushReceiverProtocol(Protocol):
-    """One inbound connection of a meter that pushes Data-Notifications over the wrapper."""
+    """One inbound connection of a meter that pushes Data-Notifications (wrapper or HDLC
+    frames)."""
 
     factory: DlmsPushFactory  # set by the factory when it makes the protocol
 
     def connectionMade(self) -> None:
-        self.handler = DlmsPushHandler(self.factory.decoder)
+        peer: Any = self.transport.getPeer() if self.transport is not None else None
+        device = f"{peer.host}:{peer.port}" if hasattr(peer, "host") else "?"
+        self.handler = DlmsPushHandler(self.factory.decoder, device=device)
 
     def dataReceived(self, data: bytes) -> None:
         accepted = self.factory.stats.accepted
         self.handler.data_received(data)
         if self.factory.stats.accepted > accepted:  # a valid push: the sender is known
             peer_identified(self.transport)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        handler = getattr(self, "handler", None)
+        if handler is not None:
+            handler.connection_lost()
 
 
 class DlmsPushFactory(Factory[PushReceiverProtocol]):
@@ -1148,9 +1188,13 @@ class DlmsPushFactory(Factory[PushReceiverProtocol]):
         *,
         identify: Callable[[bytes], Meter | None] | None = None,
         security: SecurityEvents | None = None,
+        sender: Callable[[str, str], Meter | None] | None = None,
+        plain: Sequence[str] = (),
+        layouts: Any = None,
     ) -> None:
         self.decoder = DlmsPushDecoder(
-            sink, resolve, counters, identify=identify, security=security, where="push listener"
+            sink, resolve, counters, identify=identify, security=security,
+            where="push listener", sender=sender, plain=plain, layouts=layouts,
         )
         self.sink = sink
         self.resolve = resolve

@@ -23,6 +23,7 @@ from fep.protocols.dlms.cosem import (
     register_reading,
     scaled_value,
 )
+from fep.protocols.dlms.layouts import LayoutTable
 from fep.protocols.dlms.push import decode_push
 from fep.sim import dlms_meter as sim
 from tests.protocols.dlms.fixtures import hex_fixture
@@ -159,8 +160,10 @@ class PushTests(unittest.TestCase):
         self.assertEqual(voltage.value, Decimal(2301 + NOW.minute % 7) / 10)
 
     def test_body_without_names_is_a_frame_error(self) -> None:
+        # Without layouts (a single bare value is Kaifa's list 1 by the shipped ones).
         with self.assertRaises(FrameError):
-            decode_push("m", A.DataNotification(axdr.structure(axdr.unsigned(1))))
+            decode_push("m", A.DataNotification(axdr.structure(axdr.unsigned(1))),
+                        layouts=LayoutTable())
         with self.assertRaises(FrameError):
             decode_push("m", A.DataNotification(Data(DataType.UNSIGNED, 1)))
 
