@@ -149,8 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write", help="also write the results as markdown to this file")
     parser.add_argument("--listeners", default="gprs,push_dlms,push_iec62056_21,http,ssh,control",
                         help="with --only listeners: which listeners get the junk")
-    parser.add_argument("--only", choices=("ingest", "dlms", "listeners"),
-                        help="run one group of benchmarks (default: all but listeners)")
+    parser.add_argument("--only", choices=("ingest", "dlms", "decode", "listeners"),
+                        help="run one group of benchmarks (default: all but listeners); "
+                        "decode: the decoders alone (DLMS, AARE, IEC), no store")
     args = parser.parse_args(argv)
     if args.only == "listeners":
         # The junk-load bench of every listener against the real daemon (its own process).
@@ -175,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def run(reactor: IFepReactor) -> None:
         workdir = Path(tempfile.mkdtemp(prefix="fep-bench-"))
         try:
+            if args.only == "decode":
+                decode_rows()
+                return
             pg = postgres_url()
             if args.only != "ingest":
                 await dlms_rows(reactor, pg, workdir)
@@ -195,16 +199,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(results[-1], flush=True)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        if args.only == "dlms":
+        if args.only in ("dlms", "decode"):
             return
+        iec_row()
+
+    def iec_row() -> None:
         rate, lines = iec_decode_rate()
         results.append(("IEC 62056-21 readout decode", f"E350 readout, {lines} values",
                         f"{rate:,.0f} readouts/s ({rate * lines:,.0f} values/s)"))
+        print(results[-1], flush=True)
 
-    async def dlms_rows(reactor: IFepReactor, pg: str | None, workdir: Path) -> None:
-        from fep.bench_dlms import fep_rates, gurux_rates, push_ingest_rate
+    def decode_rows() -> None:
+        from fep.bench_dlms import fep_rates, gurux_rates
 
         ours, theirs = fep_rates(), gurux_rates()
+        versus = (f"; gurux-dlms {theirs['aare']:,.0f}/s, fep {ours['aare'] / theirs['aare']:.1f}x"
+                  if theirs else "; gurux-dlms not installed")
+        results.append(("DLMS AARE decode (ACSE, result, InitiateResponse)",
+                        "Green Book AARE, LN", f"{ours['aare']:,.0f}/s{versus}"))
+        print(results[-1], flush=True)
         for key, case in (("notification", "Data-Notification, 13 registers"),
                           ("profile", "GET response, 96-row load profile")):
             versus = (f"; gurux-dlms {theirs[key]:,.0f}/s, fep {ours[key] / theirs[key]:.1f}x"
@@ -212,9 +225,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(("DLMS decode (frame to values)", case,
                             f"{ours[key]:,.0f}/s{versus}"))
             print(results[-1], flush=True)
-            results.append(("DLMS decode to records", case,
-                            f"{ours[key + '_records']:,.0f}/s"))
+            records = ours[key + "_records"]
+            versus = (f"; {records / theirs[key]:.1f}x gurux-dlms to values" if theirs else "")
+            results.append(("DLMS decode to records", case, f"{records:,.0f}/s{versus}"))
             print(results[-1], flush=True)
+        if args.only == "decode":
+            iec_row()
+
+    async def dlms_rows(reactor: IFepReactor, pg: str | None, workdir: Path) -> None:
+        from fep.bench_dlms import push_ingest_rate
+
+        decode_rows()
         if pg:
             empty_postgres(pg)
         target = pg or f"sqlite:{workdir / 'dlms-push.sqlite'}"

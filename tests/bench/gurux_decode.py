@@ -1,5 +1,6 @@
 """gurux-dlms decoding the benchmark's frames (test-only: fep never imports gurux). Reads
-{"notification": hex, "profile": hex} on stdin, prints decodes per second as JSON."""
+{"notification": hex, "profile": hex, "aare": hex} on stdin (wrapper frames, and an AARE's
+bytes), prints decodes per second as JSON."""
 
 from __future__ import annotations
 
@@ -26,7 +27,20 @@ def main() -> None:
 
         return decode
 
-    print(json.dumps({name: rate(decoder(frame)) for name, frame in frames.items()}))
+    def association(aare: bytes):  # type: ignore[no-untyped-def]
+        def decode() -> object:
+            # ACSE, the result and the InitiateResponse in user-information.
+            client.parseAareResponse(GXByteBuffer(aare))
+            assert client.maxReceivePDUSize == 500
+            return client
+
+        return decode
+
+    aare = frames.pop("aare", None)
+    rates = {name: rate(decoder(frame)) for name, frame in frames.items()}
+    if aare is not None:
+        rates["aare"] = rate(association(aare))
+    print(json.dumps(rates))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ type tag or nesting deeper than ``MAX_DEPTH`` is a FrameError naming the offset 
 from __future__ import annotations
 
 import enum
+import operator
 import struct
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, timezone
@@ -591,6 +592,8 @@ def _octet_string(buf: bytes, pos: int, depth: int) -> tuple[Data, int]:
 
 
 def _sequence_handler(t: DataType) -> _Handler:
+    rows = t == DataType.ARRAY  # an array of structures: rows of one shape, see _rows
+
     def handler(buf: bytes, pos: int, depth: int) -> tuple[Data, int]:
         if depth >= MAX_DEPTH:
             raise FrameError("data nested too deep", offset=pos, field="data")
@@ -601,6 +604,10 @@ def _sequence_handler(t: DataType) -> _Handler:
             n, pos = decode_length(buf, pos, t.name.lower())
         if n > len(buf) - pos:  # every item takes at least one byte (its tag)
             raise _truncated(t, pos)
+        if rows and n > 1 and buf[pos] == 2:
+            template = _row_template(buf, pos, depth + 1)
+            if template is not None:
+                return _rows(buf, pos, n, depth + 1, template)
         items: list[Data] = []
         append = items.append
         handlers = _HANDLERS
@@ -641,6 +648,159 @@ def _sequence_handler(t: DataType) -> _Handler:
         return Data(t, tuple(items)), pos
 
     return handler
+
+
+# -- arrays of rows ----------------------------------------------------------------------------
+# A profile buffer or a push's register list is an array of structures that all have the same
+# shape: the same tags, counts and octet-string lengths, only the values differ. The first
+# row's shape becomes a template: one struct format reading a whole row (its tags and lengths
+# too) and a generated function building its Data. Each row whose tags and lengths are the
+# template's is read in one unpack; any other row (or one running past the bytes) goes through
+# the general path, which decodes it or raises the FrameError it always did.
+
+_ROW_CODES: dict[int, str] = {
+    DataType.DOUBLE_LONG: "i",
+    DataType.DOUBLE_LONG_UNSIGNED: "I",
+    DataType.BCD: "B",
+    DataType.INTEGER: "b",
+    DataType.LONG: "h",
+    DataType.UNSIGNED: "B",
+    DataType.LONG_UNSIGNED: "H",
+    DataType.LONG64: "q",
+    DataType.LONG64_UNSIGNED: "Q",
+    DataType.ENUM: "B",
+    DataType.FLOAT32: "f",
+    DataType.FLOAT64: "d",
+    DataType.BOOLEAN: "?",
+}
+_ROW_SIZES = {t: struct.calcsize(">" + c) for t, c in _ROW_CODES.items()}
+# A row of more values than this is read by the general path (templates are for rows).
+_MAX_ROW_VALUES = 64
+# Templates by row shape; a bounded memo (cleared when full), not state.
+_MAX_TEMPLATES = 256
+_TEMPLATES: dict[tuple[int, ...], _RowTemplate | None] = {}
+
+
+@attrs.frozen(slots=True)
+class _RowTemplate:
+    size: int
+    unpack: Callable[[bytes, int], tuple[Any, ...]]
+    header: Callable[[tuple[Any, ...]], tuple[int, ...]]
+    expected: tuple[int, ...]
+    build: Callable[[tuple[Any, ...]], Data]
+
+
+def _row_shape(buf: bytes, pos: int, depth: int) -> tuple[int, ...] | None:
+    """The shape of the structure at ``pos``, decoded at ``depth``, as flat ints (2 count,
+    a number's tag, 9 length, 0), or None unless it holds only numbers, booleans, short
+    octet-strings, null-data and structures with short counts, within the bytes and depth."""
+    shape: list[int] = []
+    size = len(buf)
+    remaining = [1]  # items left at each open structure
+    while remaining:
+        if remaining[-1] == 0:
+            remaining.pop()
+            continue
+        remaining[-1] -= 1
+        if pos + 1 >= size or len(shape) > _MAX_ROW_VALUES:
+            return None
+        tag = buf[pos]
+        if tag == 2:
+            count = buf[pos + 1]
+            if count >= 0x80 or depth + len(remaining) - 1 >= MAX_DEPTH:
+                return None
+            shape += (2, count)
+            remaining.append(count)
+            pos += 2
+        elif tag in _ROW_SIZES:
+            shape.append(tag)
+            pos += 1 + _ROW_SIZES[tag]
+        elif tag == 9:
+            length = buf[pos + 1]
+            if length >= 0x80:
+                return None
+            shape += (9, length)
+            pos += 2 + length
+        elif tag == 0:
+            shape.append(0)
+            pos += 1
+        else:
+            return None
+    return tuple(shape) if pos <= size else None
+
+
+def _compile_row(shape: tuple[int, ...]) -> _RowTemplate:
+    codes = [">"]
+    header: list[int] = []
+    expected: list[int] = []
+    names: dict[str, Any] = {"D": Data}
+    fields = iter(shape)
+    index = 0
+
+    def field(code: str, value: int | None) -> int:
+        nonlocal index
+        codes.append(code)
+        if value is not None:
+            header.append(index)
+            expected.append(value)
+        index += 1
+        return index - 1
+
+    def expression() -> str:
+        tag = next(fields)
+        field("B", tag)
+        names[f"T{tag}"] = DataType(tag)
+        if tag == 2:
+            count = next(fields)
+            field("B", count)
+            return f"D(T2, ({''.join(expression() + ', ' for _ in range(count))}))"
+        if tag == 0:
+            return "D(T0)"
+        if tag == 9:
+            length = next(fields)
+            field("B", length)
+            return f"D(T9, v[{field(f'{length}s', None)}])"
+        return f"D(T{tag}, v[{field(_ROW_CODES[tag], None)}])"
+
+    source = f"def build(v):\n    return {expression()}\n"
+    exec(source, names)  # the source holds ints (tags, counts, lengths), no input text
+    layout = struct.Struct("".join(codes))
+    getter = operator.itemgetter(*header)  # a row is a structure: two header fields at least
+    return _RowTemplate(layout.size, layout.unpack_from, getter, tuple(expected), names["build"])
+
+
+def _row_template(buf: bytes, pos: int, depth: int) -> _RowTemplate | None:
+    shape = _row_shape(buf, pos, depth)
+    if shape is None:
+        return None
+    key = (depth, *shape)  # the depth decides whether nested rows are too deep
+    template = _TEMPLATES.get(key)
+    if template is None and key not in _TEMPLATES:
+        if len(_TEMPLATES) >= _MAX_TEMPLATES:
+            _TEMPLATES.clear()
+        template = _TEMPLATES[key] = _compile_row(shape)
+    return template
+
+
+def _rows(buf: bytes, pos: int, n: int, depth: int, template: _RowTemplate) -> tuple[Data, int]:
+    """An array's ``n`` elements from ``pos``, decoded at ``depth``: rows of the template's
+    shape in one unpack each, any other element through the general path."""
+    size = len(buf)
+    width, unpack, header, expected, build = (
+        template.size, template.unpack, template.header, template.expected, template.build
+    )
+    items: list[Data] = []
+    append = items.append
+    for _ in range(n):
+        if pos + width <= size:
+            values = unpack(buf, pos)
+            if header(values) == expected:
+                append(build(values))
+                pos += width
+                continue
+        item, pos = _decode(buf, pos, depth)
+        append(item)
+    return Data(DataType.ARRAY, tuple(items)), pos
 
 
 def _general_handler(t: DataType) -> _Handler:

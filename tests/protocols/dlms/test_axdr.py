@@ -22,7 +22,7 @@ from fep.protocols.dlms.axdr import (
     TypeDescription,
 )
 from tests.protocols.dlms.fixtures import hex_fixture
-from tests.protocols.dlms.strategies import compact_arrays, data_values
+from tests.protocols.dlms.strategies import compact_arrays, data_values, row_arrays
 
 
 def _same(a: Data, b: Data) -> bool:
@@ -225,3 +225,59 @@ class RoundTripTests(unittest.TestCase):
     def test_length_round_trips(self, n: int) -> None:
         encoded = axdr.encode_length(n)
         self.assertEqual(axdr.decode_length(encoded, 0), (n, len(encoded)))
+
+
+def _decoded(buf: bytes) -> object:
+    try:
+        data, end = axdr.decode(buf)
+    except FrameError as e:
+        return ("FrameError", str(e), e.offset, e.field)
+    return (axdr.encode(data), repr(data), end)
+
+
+class RowTemplateTests(unittest.TestCase):
+    """Arrays of structures read through row templates give exactly what the general path
+    gives: the same values, end and FrameError (message, offset, field)."""
+
+    def _general(self, buf: bytes) -> object:
+        self.patch(axdr, "_row_template", lambda buf, pos, depth: None)
+        try:
+            return _decoded(buf)
+        finally:
+            self.patch(axdr, "_row_template", _ROW_TEMPLATE)
+
+    @settings(max_examples=400)
+    @given(row_arrays())
+    def test_rows_agree_with_the_general_path(self, buf: bytes) -> None:
+        self.assertEqual(_decoded(buf), self._general(buf), buf.hex())
+
+    def test_profile_rows_use_the_template(self) -> None:
+        row = axdr.structure(
+            axdr.octet_string(bytes(12)), axdr.unsigned(8), axdr.double_long_unsigned(5), axdr.NULL
+        )
+        buf = axdr.encode(axdr.array([row] * 4))
+        self.assertIsNotNone(axdr._row_template(buf, 2, 1))
+        self.assertEqual(axdr.decode_all(buf), axdr.array([row] * 4))
+
+    def test_a_different_row_goes_the_general_way(self) -> None:
+        a = axdr.structure(axdr.unsigned(1), axdr.octet_string(b"ab"))
+        b = axdr.structure(axdr.long_unsigned(1), axdr.octet_string(b"abc"))
+        buf = axdr.encode(axdr.array([a, b, a]))
+        self.assertEqual(axdr.decode_all(buf), axdr.array([a, b, a]))
+        with self.assertRaises(FrameError) as caught:
+            axdr.decode_all(buf[:-1])
+        self.assertEqual(caught.exception.field, "octet-string")
+
+    def test_rows_nested_too_deep_are_refused_as_before(self) -> None:
+        inner = axdr.unsigned(1)
+        for _ in range(axdr.MAX_DEPTH):
+            inner = axdr.structure(inner)
+            buf = axdr.encode(axdr.array([inner, inner]))
+            self.assertEqual(_decoded(buf), self._general(buf))
+        # The array is depth 0: its rows' innermost structure is at MAX_DEPTH.
+        with self.assertRaises(FrameError) as caught:
+            axdr.decode_all(buf)
+        self.assertIn("nested too deep", str(caught.exception))
+
+
+_ROW_TEMPLATE = axdr._row_template
