@@ -449,6 +449,67 @@ def amr_status_quality(status: int) -> Quality:
     return quality
 
 
+# The quality of every status byte, and the types a status byte comes as.
+_AMR_QUALITIES = tuple(amr_status_quality(code) for code in range(256))
+_STATUS_TYPES = frozenset(
+    (DataType.UNSIGNED, DataType.LONG_UNSIGNED, DataType.DOUBLE_LONG_UNSIGNED, DataType.ENUM)
+)
+_INTEGER_TYPES = frozenset(
+    (
+        DataType.DOUBLE_LONG,
+        DataType.DOUBLE_LONG_UNSIGNED,
+        DataType.INTEGER,
+        DataType.LONG,
+        DataType.UNSIGNED,
+        DataType.LONG_UNSIGNED,
+        DataType.LONG64,
+        DataType.LONG64_UNSIGNED,
+        DataType.ENUM,
+        DataType.BCD,
+    )
+)
+
+
+def _scaled_column(cells: list[Data], scaler_unit: ScalerUnit | None) -> tuple[Value, ...]:
+    """``scaled_value`` of every cell of a column: integers inline, the rest through it."""
+    scaler = scaler_unit.scaler if scaler_unit else 0
+    out: list[Value] = []
+    append = out.append
+    for cell in cells:
+        if cell.type in _INTEGER_TYPES:
+            number = Decimal(cell.value)
+            if scaler:
+                try:
+                    number = number.scaleb(scaler)
+                except ArithmeticError:
+                    number = scaled_value(cell, scaler_unit)  # raises its FrameError
+            append(number)
+        else:
+            append(scaled_value(cell, scaler_unit))
+    return tuple(out)
+
+
+def _next_stamp(
+    raw: bytes, previous_raw: bytes, previous: datetime, period: timedelta, step: int | None
+) -> datetime | None:
+    """``previous + period`` when ``raw`` is the clock one period after ``previous_raw``, on
+    the same day with the same deviation (the usual profile row), else None (decode it)."""
+    if (
+        step is None
+        or raw[:5] != previous_raw[:5]
+        or raw[8:11] != previous_raw[8:11]
+        or previous.year >= 9999
+    ):
+        return None
+    hour, minute, second = raw[5], raw[6], raw[7]
+    if hour > 23 or minute > 59 or (second > 59 and second != 0xFF):
+        return None
+    before = previous_raw[5] * 3600 + previous_raw[6] * 60 + (previous_raw[7] % 0xFF)
+    if hour * 3600 + minute * 60 + second % 0xFF - before != step:
+        return None
+    return previous + period
+
+
 def _is_status(column: CaptureObject) -> bool:
     return column.logical_name.c == 96 and column.logical_name.d == 10
 
@@ -506,31 +567,53 @@ def _profile_blocks(
     stamps: list[datetime] = []
     statuses: list[Quality] = []
     previous: datetime | None = None
+    previous_raw: bytes | None = None  # the previous row's clock octets, if it sent them
+    step = int(period.total_seconds()) if period.microseconds == 0 else None
+    width = len(columns)
     table: list[tuple[Data, ...]] = []
     for n, row in enumerate(items):
-        if row.type != DataType.STRUCTURE or len(row) != len(columns):
+        if row.type != DataType.STRUCTURE or len(row.value) != width:
             raise FrameError(
-                f"buffer row {n}: expected a structure of {len(columns)}", field="buffer"
+                f"buffer row {n}: expected a structure of {width}", field="buffer"
             )
-        cell = row[clock_index]
+        cells = row.value
+        cell = cells[clock_index]
+        raw = cell.value
         if cell.type == DataType.NULL_DATA:
             if previous is None:
                 raise FrameError(f"buffer row {n}: no time and none before", field="buffer")
             stamp = previous + period
+            previous_raw = None
+        elif cell.type == DataType.OCTET_STRING and len(raw) == 12:
+            stamp_or_none = None
+            if previous_raw is not None and previous is not None:
+                stamp_or_none = _next_stamp(raw, previous_raw, previous, period, step)
+            if stamp_or_none is None:
+                stamp_or_none = CosemDateTime.datetime_from_octets(raw, default_deviation)
+            if stamp_or_none is None:
+                raise FrameError(f"buffer row {n}: clock not specified", field="buffer")
+            stamp = stamp_or_none
+            previous_raw = raw
         else:
             decoded = axdr.as_datetime(cell, f"buffer row {n} clock").to_datetime(default_deviation)
             if decoded is None:
                 raise FrameError(f"buffer row {n}: clock not specified", field="buffer")
             stamp = decoded
+            previous_raw = None
         previous = stamp
         stamps.append(stamp)
         status = Quality.OK
         if status_index is not None:
-            status_cell = row[status_index]
-            if axdr.is_number(status_cell):
+            status_cell = cells[status_index]
+            if status_cell.type in _STATUS_TYPES:
+                code = status_cell.value
+                status = (
+                    _AMR_QUALITIES[code] if 0 <= code < 256 else amr_status_quality(int(code))
+                )
+            elif axdr.is_number(status_cell):
                 status = amr_status_quality(int(status_cell.value))
         statuses.append(status)
-        table.append(tuple(row.value))
+        table.append(cells)
     blocks: list[IntervalBlock] = []
     for i in value_columns:
         column = columns[i]
@@ -538,7 +621,7 @@ def _profile_blocks(
         run_start = 0
         for n in range(1, len(stamps) + 1):
             if n == len(stamps) or stamps[n] - stamps[n - 1] != period:
-                values = tuple(scaled_value(table[k][i], unit_scaler) for k in range(run_start, n))
+                values = _scaled_column([table[k][i] for k in range(run_start, n)], unit_scaler)
                 blocks.append(
                     IntervalBlock(
                         meter=meter,

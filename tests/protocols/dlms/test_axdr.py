@@ -22,7 +22,7 @@ from fep.protocols.dlms.axdr import (
     TypeDescription,
 )
 from tests.protocols.dlms.fixtures import hex_fixture
-from tests.protocols.dlms.strategies import compact_arrays, data_values, row_arrays
+from tests.protocols.dlms.strategies import compact_arrays, data_values, date_times, row_arrays
 
 
 def _same(a: Data, b: Data) -> bool:
@@ -281,3 +281,19 @@ class RowTemplateTests(unittest.TestCase):
 
 
 _ROW_TEMPLATE = axdr._row_template
+
+
+class DateTimeFromOctetsTests(unittest.TestCase):
+    @settings(max_examples=2000)
+    @given(
+        st.one_of(
+            st.binary(min_size=12, max_size=12),
+            date_times.map(lambda d: d.encode()),
+        ),
+        st.one_of(st.none(), st.integers(-1500, 1500), st.integers(-(10**12), 10**12)),
+    )
+    def test_same_as_the_records(self, raw: bytes, default: int | None) -> None:
+        self.assertEqual(
+            CosemDateTime.datetime_from_octets(raw, default),
+            CosemDateTime.decode(raw).to_datetime(default),
+        )
