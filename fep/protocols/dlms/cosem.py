@@ -482,7 +482,8 @@ def _scaled_column(cells: list[Data], scaler_unit: ScalerUnit | None) -> tuple[V
                 try:
                     number = number.scaleb(scaler)
                 except ArithmeticError:
-                    number = scaled_value(cell, scaler_unit)  # raises its FrameError
+                    scaled_value(cell, scaler_unit)  # raises its FrameError
+                    raise
             append(number)
         else:
             append(scaled_value(cell, scaler_unit))
