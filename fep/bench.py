@@ -89,15 +89,15 @@ def iec_decode_rate(seconds: float = 2.0) -> tuple[float, int]:
         block = meter.identification_message().encode() + meter.readout_block()
     count = 0
     lines_per = 0
-    started = time.perf_counter()
-    while time.perf_counter() - started < seconds:
+    started = time.process_time()  # CPU time: the machine is shared
+    while time.process_time() - started < seconds:
         decoder = FrameDecoder()
         for message in decoder.receive(block):
             if isinstance(message, DataBlock):
                 readings = to_readings(parse_readout(message.data), "bench")
                 lines_per = len(readings)
         count += 1
-    return count / (time.perf_counter() - started), lines_per
+    return count / (time.process_time() - started), lines_per
 
 
 def machine() -> str:
