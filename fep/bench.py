@@ -210,9 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(results[-1], flush=True)
 
     def decode_rows() -> None:
-        from fep.bench_dlms import fep_rates, gurux_rates
+        from fep.bench_dlms import side_by_side
 
-        ours, theirs = fep_rates(), gurux_rates()
+        ours, theirs = side_by_side()
         versus = (f"; gurux-dlms {theirs['aare']:,.0f}/s, fep {ours['aare'] / theirs['aare']:.1f}x"
                   if theirs else "; gurux-dlms not installed")
         results.append(("DLMS AARE decode (ACSE, result, InitiateResponse)",

@@ -96,7 +96,7 @@ def _apdu(frame: bytes) -> A.Apdu:
     return A.decode_apdu(decoded.apdu)
 
 
-def fep_rates() -> dict[str, float]:
+def fep_rates(seconds: float = 2.0) -> dict[str, float]:
     from fep.protocols.dlms import acse
     from fep.sim import dlms_meter as sim
 
@@ -123,15 +123,36 @@ def fep_rates() -> dict[str, float]:
         return acse.decode_initiate_response(decoded.user_information or b"")
 
     return {
-        "aare": rate(association),
-        "notification": rate(lambda: _apdu(note)),
-        "notification_records": rate(note_records),
-        "profile": rate(lambda: _apdu(profile)),
-        "profile_records": rate(profile_records),
+        "aare": rate(association, seconds),
+        "notification": rate(lambda: _apdu(note), seconds),
+        "notification_records": rate(note_records, seconds),
+        "profile": rate(lambda: _apdu(profile), seconds),
+        "profile_records": rate(profile_records, seconds),
     }
 
 
-def gurux_rates() -> dict[str, float] | None:
+def side_by_side(
+    rounds: int = 3, seconds: float = 1.0
+) -> tuple[dict[str, float], dict[str, float] | None]:
+    """fep's and gurux-dlms's rates, measured in turns (fep, gurux, fep, gurux, ...), the
+    best of the rounds for each: on a shared machine the load changes between runs, and the
+    best of a few turns is the figure least disturbed by it."""
+    ours: dict[str, float] = {}
+    theirs: dict[str, float] | None = {}
+    for _ in range(rounds):
+        for key, value in fep_rates(seconds).items():
+            ours[key] = max(ours.get(key, 0.0), value)
+        if theirs is not None:
+            measured = gurux_rates(seconds)
+            if measured is None:
+                theirs = None
+            else:
+                for key, value in measured.items():
+                    theirs[key] = max(theirs.get(key, 0.0), value)
+    return ours, theirs
+
+
+def gurux_rates(seconds: float = 2.0) -> dict[str, float] | None:
     """gurux-dlms's rates on the same frames, from a child process (None if not installed)."""
     done = subprocess.run(
         [sys.executable, "-m", "tests.bench.gurux_decode"],
@@ -140,6 +161,7 @@ def gurux_rates() -> dict[str, float] | None:
                 "notification": notification_frame().hex(),
                 "profile": profile_frame().hex(),
                 "aare": aare_bytes().hex(),
+                "seconds": seconds,
             }
         ),
         capture_output=True,

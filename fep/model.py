@@ -36,7 +36,7 @@ def _obis_group(value: int) -> int:
     return value
 
 
-@attrs.frozen(order=True)
+@attrs.frozen(order=True, cache_hash=True)
 class ObisCode:
     """A six-group OBIS code ``A-B:C.D.E*F`` (each group 0..255)."""
 
@@ -292,6 +292,8 @@ class Quality(enum.IntFlag):
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
+    if value.tzinfo is UTC:  # already UTC (astimezone would return it unchanged)
+        return value
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}: fep keeps times in UTC")
     return value.astimezone(UTC)

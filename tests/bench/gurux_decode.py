@@ -1,6 +1,6 @@
 """gurux-dlms decoding the benchmark's frames (test-only: fep never imports gurux). Reads
-{"notification": hex, "profile": hex, "aare": hex} on stdin (wrapper frames, and an AARE's
-bytes), prints decodes per second as JSON."""
+{"notification": hex, "profile": hex, "aare": hex, "seconds": s} on stdin (wrapper frames,
+an AARE's bytes, seconds of CPU time per case), prints decodes per second as JSON."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from fep.bench_dlms import rate
 
 
 def main() -> None:
-    frames = {k: bytes.fromhex(v) for k, v in json.load(sys.stdin).items()}
+    given = json.load(sys.stdin)
+    seconds = float(given.pop("seconds", 2.0))
+    frames = {k: bytes.fromhex(v) for k, v in given.items()}
     client = GXDLMSClient(True, 16, 1, Authentication.NONE, None, InterfaceType.WRAPPER)
 
     def decoder(frame: bytes):  # type: ignore[no-untyped-def]
@@ -37,9 +39,9 @@ def main() -> None:
         return decode
 
     aare = frames.pop("aare", None)
-    rates = {name: rate(decoder(frame)) for name, frame in frames.items()}
+    rates = {name: rate(decoder(frame), seconds) for name, frame in frames.items()}
     if aare is not None:
-        rates["aare"] = rate(association(aare))
+        rates["aare"] = rate(association(aare), seconds)
     print(json.dumps(rates))
 
 

@@ -5,6 +5,7 @@ profile buffers as IntervalBlocks, event logs as MeterEvents, the object list, t
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -234,12 +235,25 @@ class ScalerUnit:
     @classmethod
     def from_data(cls, data: Data, field: str = "scaler_unit") -> ScalerUnit:
         """Raises FrameError unless ``data`` is a structure {integer8 scaler, enum unit}."""
-        if data.type != DataType.STRUCTURE or len(data) != 2:
+        if data.type != DataType.STRUCTURE or len(data.value) != 2:
             raise FrameError(f"{field}: expected structure {{scaler, unit}}", field=field)
-        scaler = axdr.as_int(data[0], f"{field} scaler")
+        first, second = data.value
+        usual = first.type == DataType.INTEGER and second.type == DataType.ENUM
+        if usual:
+            known = _SCALER_UNITS.get((first.value, second.value))
+            if known is not None:
+                return known
+        decoded = cls._from_pair(first, second, field)
+        if usual and len(_SCALER_UNITS) < _MAX_SCALER_UNITS:
+            _SCALER_UNITS[(first.value, second.value)] = decoded
+        return decoded
+
+    @classmethod
+    def _from_pair(cls, first: Data, second: Data, field: str) -> ScalerUnit:
+        scaler = axdr.as_int(first, f"{field} scaler")
         if not -128 <= scaler <= 127:  # an integer (int8) in the Blue Book
             raise FrameError(f"{field}: scaler {scaler} is not an integer8", field=field)
-        code = axdr.as_int(data[1], f"{field} unit")
+        code = axdr.as_int(second, f"{field} unit")
         try:
             unit: Unit | None = Unit.by_code(code)
         except (KeyError, ValueError):
@@ -255,6 +269,9 @@ class ScalerUnit:
 
 
 NO_SCALER = ScalerUnit(0, None)
+# {integer scaler, enum unit} pairs already decoded: a bounded memo of a pure function.
+_SCALER_UNITS: dict[tuple[int, int], ScalerUnit] = {}
+_MAX_SCALER_UNITS = 4096
 
 
 def scaled_value(data: Data, scaler_unit: ScalerUnit | None) -> Value:
@@ -262,6 +279,16 @@ def scaled_value(data: Data, scaler_unit: ScalerUnit | None) -> Value:
     and octet-strings stay as text (octet-strings as hex), booleans stay. Raises FrameError
     when the scaler cannot be applied (out of Decimal's range)."""
     t = data.type
+    if t in _INTEGER_TYPES:  # the usual case first: an integer, scaled exactly
+        number = Decimal(data.value)
+        if not scaler_unit or not scaler_unit.scaler:
+            return number
+        try:
+            return number.scaleb(scaler_unit.scaler)
+        except ArithmeticError:  # decimal.InvalidOperation, decimal.Overflow
+            raise FrameError(
+                f"scaler {scaler_unit.scaler} cannot be applied", field="scaler"
+            ) from None
     if axdr.is_number(data):
         raw = data.value
         number = Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw)
@@ -310,8 +337,13 @@ def register_reading(
         meter_time=meter_time,
         quality=quality,
         source="dlms",
-        native_id=f"{class_id}/{obis.a}.{obis.b}.{obis.c}.{obis.d}.{obis.e}.{obis.f}/{attribute}",
+        native_id=_native_id(class_id, obis, attribute),
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _native_id(class_id: int, obis: ObisCode, attribute: int) -> str:
+    return f"{class_id}/{obis.a}.{obis.b}.{obis.c}.{obis.d}.{obis.e}.{obis.f}/{attribute}"
 
 
 # -- object list ------------------------------------------------------------------------------
