@@ -163,10 +163,12 @@ class CosemDateTime:
     def decode(cls, raw: bytes) -> CosemDateTime:
         """From its 12 bytes; FrameError for any other length."""
         _check_size(raw, 12, "CosemDateTime")
-        deviation = int.from_bytes(raw[9:11], "big", signed=True)
+        deviation = (raw[9] << 8 | raw[10]) - ((raw[9] & 0x80) << 9)
+        year = raw[0] << 8 | raw[1]
+        b = tuple(None if byte == 0xFF else byte for byte in raw[2:9])
         return cls(
-            CosemDate.decode(raw[0:5]),
-            CosemTime.decode(raw[5:9]),
+            CosemDate(None if year == 0xFFFF else year, b[0], b[1], b[2]),
+            CosemTime(b[3], b[4], b[5], b[6]),
             None if deviation == -0x8000 else deviation,
             _none(raw[11]),
         )
@@ -713,11 +715,13 @@ _ROW_SIZES = {t: struct.calcsize(">" + c) for t, c in _ROW_CODES.items()}
 _MAX_ROW_VALUES = 64
 # Templates by row shape; a bounded memo (cleared when full), not state.
 _MAX_TEMPLATES = 256
-_TEMPLATES: dict[tuple[int, ...], _RowTemplate | None] = {}
+_TEMPLATES: dict[tuple[int, ...], _RowTemplate] = {}
+_LAST_TEMPLATE: list[_RowTemplate | None] = [None]
 
 
 @attrs.frozen(slots=True)
 class _RowTemplate:
+    depth: int
     size: int
     unpack: Callable[[bytes, int], tuple[Any, ...]]
     header: Callable[[tuple[Any, ...]], tuple[int, ...]]
@@ -764,7 +768,7 @@ def _row_shape(buf: bytes, pos: int, depth: int) -> tuple[int, ...] | None:
     return tuple(shape) if pos <= size else None
 
 
-def _compile_row(shape: tuple[int, ...]) -> _RowTemplate:
+def _compile_row(shape: tuple[int, ...], depth: int) -> _RowTemplate:
     codes = [">"]
     header: list[int] = []
     expected: list[int] = []
@@ -801,19 +805,32 @@ def _compile_row(shape: tuple[int, ...]) -> _RowTemplate:
     exec(source, names)  # the source holds ints (tags, counts, lengths), no input text
     layout = struct.Struct("".join(codes))
     getter = operator.itemgetter(*header)  # a row is a structure: two header fields at least
-    return _RowTemplate(layout.size, layout.unpack_from, getter, tuple(expected), names["build"])
+    return _RowTemplate(
+        depth, layout.size, layout.unpack_from, getter, tuple(expected), names["build"]
+    )
 
 
 def _row_template(buf: bytes, pos: int, depth: int) -> _RowTemplate | None:
+    # The template used last fits most arrays (the same meter, the same profile again): its
+    # unpack checks every tag, count and length of the first row, i.e. its whole shape.
+    last = _LAST_TEMPLATE[0]
+    if (
+        last is not None
+        and last.depth == depth
+        and pos + last.size <= len(buf)
+        and last.header(last.unpack(buf, pos)) == last.expected
+    ):
+        return last
     shape = _row_shape(buf, pos, depth)
     if shape is None:
         return None
     key = (depth, *shape)  # the depth decides whether nested rows are too deep
     template = _TEMPLATES.get(key)
-    if template is None and key not in _TEMPLATES:
+    if template is None:
         if len(_TEMPLATES) >= _MAX_TEMPLATES:
             _TEMPLATES.clear()
-        template = _TEMPLATES[key] = _compile_row(shape)
+        template = _TEMPLATES[key] = _compile_row(shape, depth)
+    _LAST_TEMPLATE[0] = template
     return template
 
 
