@@ -359,22 +359,32 @@ class Data:
             return [item.native() for item in self.value.elements]
         return self.value
 
+    # The sequence methods run for every item a COSEM layer looks at: the type is checked by
+    # identity first (decoded values hold the DataType members), by value only after.
     def __iter__(self) -> Any:
         """Arrays and structures iterate over their items."""
-        if self.type not in (DataType.ARRAY, DataType.STRUCTURE):
-            raise TypeError(f"{self.type.name} is not a sequence")
-        return iter(self.value)
+        t = self.type
+        if t is _STRUCTURE or t is _ARRAY or t in _SEQUENCE_TAGS:
+            return iter(self.value)
+        raise TypeError(f"{self.type.name} is not a sequence")
 
     def __len__(self) -> int:
-        if self.type not in (DataType.ARRAY, DataType.STRUCTURE):
-            raise TypeError(f"{self.type.name} is not a sequence")
-        return len(self.value)
+        t = self.type
+        if t is _STRUCTURE or t is _ARRAY or t in _SEQUENCE_TAGS:
+            return len(self.value)
+        raise TypeError(f"{self.type.name} is not a sequence")
 
     def __getitem__(self, index: int) -> Data:
-        if self.type not in (DataType.ARRAY, DataType.STRUCTURE):
-            raise TypeError(f"{self.type.name} is not a sequence")
-        item: Data = self.value[index]
-        return item
+        t = self.type
+        if t is _STRUCTURE or t is _ARRAY or t in _SEQUENCE_TAGS:
+            item: Data = self.value[index]
+            return item
+        raise TypeError(f"{self.type.name} is not a sequence")
+
+
+_STRUCTURE = DataType.STRUCTURE
+_ARRAY = DataType.ARRAY
+_SEQUENCE_TAGS = frozenset((DataType.ARRAY, DataType.STRUCTURE))
 
 
 _FIXED_SIZES: dict[int, int] = {
