@@ -1,6 +1,10 @@
 """ACSE APDUs of a DLMS association (AARQ, AARE, RLRQ, RLRE: ISO 8650 as profiled by IEC
-62056-5-3), BER-encoded with pyasn1, and the xDLMS InitiateRequest/InitiateResponse they carry
-in user-information (A-XDR).
+62056-5-3) in BER, and the xDLMS InitiateRequest/InitiateResponse they carry in
+user-information (A-XDR).
+
+A direct BER codec reads and writes the layouts meters and fep use (every association passes
+through it); pyasn1 decodes whatever else arrives (constructed strings, other OIDs, malformed
+input) and is the reference the direct codec agrees with, byte for byte, in the tests.
 """
 
 from __future__ import annotations
@@ -298,7 +302,7 @@ def _mechanism_from(oid: Any) -> Mechanism:
 _AUTHENTICATION_REQUIRED = "'1'B"
 
 
-def encode_aarq(aarq: Aarq) -> bytes:
+def _encode_aarq_pyasn1(aarq: Aarq) -> bytes:
     seq = _AARQ()
     seq["application-context-name"] = _context_oid(aarq.application_context)
     if aarq.calling_ap_title is not None:
@@ -314,7 +318,7 @@ def encode_aarq(aarq: Aarq) -> bytes:
     return bytes(ber_encoder.encode(seq))
 
 
-def encode_aare(aare: Aare) -> bytes:
+def _encode_aare_pyasn1(aare: Aare) -> bytes:
     seq = _AARE()
     seq["application-context-name"] = _context_oid(aare.application_context)
     seq["result"] = aare.result
@@ -333,7 +337,7 @@ def encode_aare(aare: Aare) -> bytes:
     return bytes(ber_encoder.encode(seq))
 
 
-def encode_rlrq(rlrq: Rlrq) -> bytes:
+def _encode_rlrq_pyasn1(rlrq: Rlrq) -> bytes:
     seq = _RLRQ()
     if rlrq.reason is not None:
         seq["reason"] = rlrq.reason
@@ -342,7 +346,7 @@ def encode_rlrq(rlrq: Rlrq) -> bytes:
     return bytes(ber_encoder.encode(seq))
 
 
-def encode_rlre(rlre: Rlre) -> bytes:
+def _encode_rlre_pyasn1(rlre: Rlre) -> bytes:
     seq = _RLRE()
     if rlre.reason is not None:
         seq["reason"] = rlre.reason
@@ -691,6 +695,101 @@ def decode_acse_pyasn1(data: bytes) -> AcseApdu:
         )
     except (PyAsn1Error, ValueError, TypeError, OverflowError) as e:
         raise FrameError(f"{name}: {e}", offset=0, field=name) from None
+
+
+def encode_acse_pyasn1(apdu: AcseApdu) -> bytes:
+    """``encode_acse`` through pyasn1: the reference the direct encoder agrees with."""
+    if isinstance(apdu, Aarq):
+        return _encode_aarq_pyasn1(apdu)
+    if isinstance(apdu, Aare):
+        return _encode_aare_pyasn1(apdu)
+    if isinstance(apdu, Rlrq):
+        return _encode_rlrq_pyasn1(apdu)
+    return _encode_rlre_pyasn1(apdu)
+
+
+# -- direct BER encoder ------------------------------------------------------------------------
+# The same bytes as pyasn1's DER-like output for these layouts (definite minimal lengths,
+# minimal integers, components in schema order), checked by the tests.
+
+
+def _ber(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    if n < 0x80:
+        return bytes((tag, n)) + body
+    size = (n.bit_length() + 7) // 8
+    return bytes((tag, 0x80 | size)) + n.to_bytes(size, "big") + body
+
+
+def _ber_integer(tag: int, value: int) -> bytes:
+    # pyasn1's width: the magnitude's bits, one more when they fill whole bytes (so -128 is
+    # FF80, not the shorter 80); both are valid BER, and the bytes stay what fep always sent.
+    bits = value.bit_length()
+    bits += bits % 8 == 0
+    return _ber(tag, value.to_bytes((bits + 7) // 8, "big", signed=True))
+
+
+def _oid(prefix: bytes, last: int) -> bytes:
+    return prefix + bytes((last,))  # DLMS's last arcs are all below 128
+
+
+_AUTHENTICATION_REQUIREMENTS = b"\x02\x07\x80"  # BIT STRING '1'B: length, unused bits, bits
+
+
+def _mechanism_components(requirements_tag: int, name_tag: int, mechanism: Mechanism) -> bytes:
+    return (
+        bytes((requirements_tag,))
+        + _AUTHENTICATION_REQUIREMENTS
+        + _ber(name_tag, _oid(_MECHANISM_PREFIX, int(mechanism)))
+    )
+
+
+def encode_aarq(aarq: Aarq) -> bytes:
+    parts = [_ber(0xA1, _ber(0x06, _oid(_CONTEXT_PREFIX, int(aarq.application_context))))]
+    if aarq.calling_ap_title is not None:
+        parts.append(_ber(0xA6, _ber(0x04, aarq.calling_ap_title)))
+    if aarq.mechanism is not None and aarq.mechanism != Mechanism.LOWEST:
+        parts.append(_mechanism_components(0x8A, 0x8B, aarq.mechanism))
+    if aarq.authentication_value is not None:
+        parts.append(_ber(0xAC, _ber(0x80, aarq.authentication_value)))
+    if aarq.user_information is not None:
+        parts.append(_ber(0xBE, _ber(0x04, aarq.user_information)))
+    return _ber(0x60, b"".join(parts))
+
+
+def encode_aare(aare: Aare) -> bytes:
+    source = 0xA1 if aare.diagnostic_source == "user" else 0xA2
+    parts = [
+        _ber(0xA1, _ber(0x06, _oid(_CONTEXT_PREFIX, int(aare.application_context)))),
+        _ber(0xA2, _ber_integer(0x02, aare.result)),
+        _ber(0xA3, _ber(source, _ber_integer(0x02, aare.diagnostic))),
+    ]
+    if aare.responding_ap_title is not None:
+        parts.append(_ber(0xA4, _ber(0x04, aare.responding_ap_title)))
+    if aare.mechanism is not None and aare.mechanism != Mechanism.LOWEST:
+        parts.append(_mechanism_components(0x88, 0x89, aare.mechanism))
+    if aare.authentication_value is not None:
+        parts.append(_ber(0xAA, _ber(0x80, aare.authentication_value)))
+    if aare.user_information is not None:
+        parts.append(_ber(0xBE, _ber(0x04, aare.user_information)))
+    return _ber(0x61, b"".join(parts))
+
+
+def _encode_release(tag: int, reason: int | None, user_information: bytes | None) -> bytes:
+    parts = []
+    if reason is not None:
+        parts.append(_ber_integer(0x80, reason))
+    if user_information is not None:
+        parts.append(_ber(0xBE, _ber(0x04, user_information)))
+    return _ber(tag, b"".join(parts))
+
+
+def encode_rlrq(rlrq: Rlrq) -> bytes:
+    return _encode_release(0x62, rlrq.reason, rlrq.user_information)
+
+
+def encode_rlre(rlre: Rlre) -> bytes:
+    return _encode_release(0x63, rlre.reason, rlre.user_information)
 
 
 def encode_acse(apdu: AcseApdu) -> bytes:

@@ -486,3 +486,54 @@ class DirectDecoderTests(unittest.TestCase):
 
         count()
         self.assertGreater(sum(read), len(read) // 10)
+
+
+_OPTIONAL_BYTES = st.one_of(st.none(), st.binary(max_size=300))
+_ANY_INT = st.one_of(st.integers(-300, 300), st.integers(-(2**70), 2**70))
+
+
+class DirectEncoderTests(unittest.TestCase):
+    """The direct BER encoder writes pyasn1's bytes for every record."""
+
+    @settings(max_examples=500)
+    @given(
+        st.sampled_from(list(ApplicationContext)),
+        st.one_of(st.none(), st.sampled_from(list(Mechanism))),
+        _OPTIONAL_BYTES, _OPTIONAL_BYTES, _OPTIONAL_BYTES,
+    )
+    def test_aarq(self, context, mechanism, title, value, user) -> None:
+        aarq = Aarq(context, mechanism, title, value, user)
+        self.assertEqual(acse.encode_aarq(aarq), acse.encode_acse_pyasn1(aarq))
+
+    @settings(max_examples=500)
+    @given(
+        st.sampled_from(list(ApplicationContext)), _ANY_INT,
+        st.sampled_from(["user", "provider"]), _ANY_INT, _OPTIONAL_BYTES,
+        st.one_of(st.none(), st.sampled_from(list(Mechanism))), _OPTIONAL_BYTES, _OPTIONAL_BYTES,
+    )
+    def test_aare(self, context, result, source, diagnostic, title, mechanism, value, user) -> None:
+        aare = Aare(context, result, source, diagnostic, title, mechanism, value, user)
+        self.assertEqual(acse.encode_aare(aare), acse.encode_acse_pyasn1(aare))
+
+    @given(
+        st.sampled_from([acse.Rlrq, acse.Rlre]), st.one_of(st.none(), _ANY_INT), _OPTIONAL_BYTES
+    )
+    def test_release(self, kind, reason, user) -> None:
+        apdu = kind(reason, user)
+        self.assertEqual(acse.encode_acse(apdu), acse.encode_acse_pyasn1(apdu))
+
+    def test_long_lengths(self) -> None:
+        for size in (127, 128, 255, 256, 65535, 65536, 70000):
+            aarq = Aarq(ApplicationContext.LN, user_information=bytes(size))
+            self.assertEqual(acse.encode_aarq(aarq), acse.encode_acse_pyasn1(aarq), size)
+
+    def test_published_bytes(self) -> None:
+        for data in PUBLISHED:
+            self.assertEqual(acse.encode_acse(acse.decode_acse(data)), data)
+
+    def test_integer_widths(self) -> None:
+        for reason in (0, 1, -1, 127, 128, -128, -129, 255, 256, -256, -32768, 32767, 2**63):
+            for kind in (acse.Rlrq, acse.Rlre):
+                apdu = kind(reason)
+                self.assertEqual(acse.encode_acse(apdu), acse.encode_acse_pyasn1(apdu), reason)
+                self.assertEqual(acse.decode_acse(acse.encode_acse(apdu)), apdu)
