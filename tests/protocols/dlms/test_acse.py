@@ -459,10 +459,13 @@ class DirectDecoderTests(unittest.TestCase):
             _agrees(self, path.read_bytes())
 
     def test_unusual_layouts_go_to_pyasn1(self) -> None:
+        # Each is decoded (or refused) by pyasn1 alone: the direct decoder returns None.
         cases = {
             "constructed user-information": "6011A109060760857405080101BE0424020400",
             "bitstring authentication value": "6011A109060760857405080101AC0481020041",
             "trailing byte": GREEN_BOOK_AARQ.hex() + "00",
+            "length in 3 bytes": "608300000BA109060760857405080101",
+            "length in 3 bytes, inner": "600EA183000009060760857405080101",
             "empty": "",
         }
         for name, hexed in cases.items():
