@@ -54,7 +54,8 @@ async def ingest_rate(reactor: IStoreReactor, url: str, readings: list[Reading],
 
     store = open_store(url, reactor)
     await store.open()
-    spool_dir = workdir / f"spool-{batch_size}"
+    # A spool of its own: a run never replays what another run left.
+    spool_dir = Path(tempfile.mkdtemp(prefix=f"spool-{batch_size}-", dir=workdir))
     spool = Spool(spool_dir, reactor)
     router = Router(spool, store, reactor, batch_size=batch_size, max_delay=0.01)
     router.startService()
@@ -113,33 +114,67 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}")
 
 
-def postgres_url() -> str | None:
+BENCH_DATABASE = "fep_bench"
+
+
+def postgres_server() -> str | None:
+    """The PostgreSQL server the benchmark may create its database on (``FEP_BENCH_POSTGRES``,
+    default the local one), or None when none answers."""
     url = os.environ.get("FEP_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
     try:
         import psycopg2
 
-        conn = psycopg2.connect(url, connect_timeout=3)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("DROP DATABASE IF EXISTS fep_bench WITH (FORCE)")
-            cur.execute("CREATE DATABASE fep_bench")
-        conn.close()
+        psycopg2.connect(url, connect_timeout=3).close()
     except Exception as e:  # any failure means: no PostgreSQL rows in the benchmark
         print(f"bench: no PostgreSQL ({e}); skipping its rows", file=sys.stderr)
         return None
-    return url.rsplit("/", 1)[0] + "/fep_bench"
+    return url
 
 
-def empty_postgres(url: str) -> None:
-    """Drop fep's tables so the next run starts from an empty schema."""
+def fresh_postgres(server: str, name: str = BENCH_DATABASE) -> str:
+    """A database ``name`` on ``server``, dropped and created again, so a run starts from an
+    empty schema whatever the migrations put there (readings, the job store's tasks and
+    jobs, ...); its URL."""
     import psycopg2
 
-    conn = psycopg2.connect(url)
+    conn = psycopg2.connect(server, connect_timeout=10)
     conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS readings, intervals, events, meters, "
-                    "schema_migrations CASCADE")
-    conn.close()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            cur.execute(f"CREATE DATABASE {name}")
+    finally:
+        conn.close()
+    return server.rsplit("/", 1)[0] + "/" + name
+
+
+async def ingest_rows(
+    reactor: IStoreReactor,
+    readings: list[Reading],
+    batch_sizes: Sequence[int],
+    workdir: Path,
+    *,
+    sqlite: bool = True,
+    postgres: str | None = None,
+    database: str = BENCH_DATABASE,
+) -> list[tuple[str, str, str]]:
+    """The ingest rows: per batch size, SQLite (a new file) and PostgreSQL (on the server
+    ``postgres``, a new database ``database`` for each batch size)."""
+    rows: list[tuple[str, str, str]] = []
+    for batch in batch_sizes:
+        if sqlite:
+            db = workdir / f"bench-{batch}.sqlite"
+            rate = await ingest_rate(reactor, f"sqlite:{db}", readings, batch, workdir)
+            rows.append(("ingest SQLite (spool on)", f"batch {batch}",
+                         f"{rate:,.0f} readings/s"))
+            print(rows[-1], flush=True)
+        if postgres:
+            url = fresh_postgres(postgres, database)
+            rate = await ingest_rate(reactor, url, readings, batch, workdir)
+            rows.append(("ingest PostgreSQL (spool on)", f"batch {batch}",
+                         f"{rate:,.0f} readings/s"))
+            print(rows[-1], flush=True)
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write", help="also write the results as markdown to this file")
     parser.add_argument("--listeners", default="gprs,push_dlms,push_iec62056_21,http,ssh,control",
                         help="with --only listeners: which listeners get the junk")
-    parser.add_argument("--only", choices=("ingest", "dlms", "decode", "listeners"),
+    parser.add_argument("--only", choices=("ingest", "dlms", "dlt698", "decode", "listeners"),
                         help="run one group of benchmarks (default: all but listeners); "
                         "decode: the decoders alone (DLMS, AARE, IEC), no store")
     args = parser.parse_args(argv)
@@ -179,27 +214,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.only == "decode":
                 decode_rows()
                 return
-            pg = postgres_url()
+            pg = postgres_server()
+            if args.only in (None, "dlt698"):
+                dlt698_rows()
+            if args.only == "dlt698":
+                return
             if args.only != "ingest":
                 await dlms_rows(reactor, pg, workdir)
             if args.only == "dlms":
                 return
             readings = make_readings(args.readings)
-            for batch in batch_sizes:
-                db = workdir / f"bench-{batch}.sqlite"
-                rate = await ingest_rate(reactor, f"sqlite:{db}", readings, batch, workdir)
-                results.append(("ingest SQLite (spool on)", f"batch {batch}",
-                                f"{rate:,.0f} readings/s"))
-                print(results[-1], flush=True)
-                if pg:
-                    empty_postgres(pg)
-                    rate = await ingest_rate(reactor, pg, readings, batch, workdir)
-                    results.append(("ingest PostgreSQL (spool on)", f"batch {batch}",
-                                    f"{rate:,.0f} readings/s"))
-                    print(results[-1], flush=True)
+            results.extend(await ingest_rows(reactor, readings, batch_sizes, workdir,
+                                             postgres=pg))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        if args.only in ("dlms", "decode"):
+        if args.only in ("dlms", "dlt698", "decode"):
             return
         iec_row()
 
@@ -208,6 +237,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(("IEC 62056-21 readout decode", f"E350 readout, {lines} values",
                         f"{rate:,.0f} readouts/s ({rate * lines:,.0f} values/s)"))
         print(results[-1], flush=True)
+
+    def dlt698_rows() -> None:
+        from fep.bench_dlt698 import fep_rates, peer_rates
+
+        ours, theirs = fep_rates(), peer_rates()
+        for key, case in (("normal", "GET-Response-NormalList, the 8 default items"),
+                          ("record", "GET-Response-Record, 96 rows of 15-minute frozen")):
+            versus = (f"; dlt698 package (C++) {theirs[key]:,.0f}/s, fep "
+                      f"{ours[key] / theirs[key]:.2f}x" if theirs else
+                      "; dlt698 package not installed")
+            results.append(("DL/T 698.45 decode (frame to values)", case,
+                            f"{ours[key]:,.0f}/s{versus}"))
+            print(results[-1], flush=True)
+            results.append(("DL/T 698.45 decode to records", case,
+                            f"{ours[key + '_records']:,.0f}/s"))
+            print(results[-1], flush=True)
 
     def decode_rows() -> None:
         from fep.bench_dlms import side_by_side
@@ -236,9 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fep.bench_dlms import push_ingest_rate
 
         decode_rows()
-        if pg:
-            empty_postgres(pg)
-        target = pg or f"sqlite:{workdir / 'dlms-push.sqlite'}"
+        target = fresh_postgres(pg) if pg else f"sqlite:{workdir / 'dlms-push.sqlite'}"
         rate = await push_ingest_rate(reactor, target, workdir)
         results.append(("DLMS pushes end to end (ciphered, TCP, spool on)",
                         "PostgreSQL" if pg else "SQLite", f"{rate:,.0f} readings/s committed"))

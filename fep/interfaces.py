@@ -108,6 +108,27 @@ class IProfileReader(Interface):
         ``[since, until)`` that the meter still has (it may send more)."""
 
 
+class IHistoryReader(Interface):
+    """Optional capability: the meter keeps a history buffer its read catches up from where
+    the store ends (a pulse recorder's period records). The collection engine passes
+    ``since``: the end of the last interval stored for the meter's ``history_channel``."""
+
+    def history_channel(meter: Meter) -> str | None:
+        """The OBIS code (text) of the interval series whose last stored end the next read
+        starts from; None when the meter keeps no history (read without ``since``).
+        ConfigError when the meter's settings are wrong."""
+
+    def read(
+        reactor: IReactorTime,
+        endpoint: object,
+        meter: Meter,
+        timeout: float,
+        since: datetime | None = None,
+    ) -> Deferred[list[Record]]:
+        """IMeterProtocol.read; with ``since`` every interval after it the meter still
+        holds, once, and nothing before it."""
+
+
 class IEventReader(Interface):
     """Optional capability: read the meter's event log."""
 
@@ -348,6 +369,29 @@ class IScheduler(Interface):
 
     def reject_command(command_id: int, who: str, reason: str) -> Deferred[dict[str, Any]]:
         """Refuse a requested command."""
+
+
+class IPlans(Interface):
+    """Control plans as the operator tier (API, console, status page) sees them
+    (fep.collect.plans.EnginePlans). Plans are dicts (fep.collect.plans.plan_dict); a
+    refused step fails with a FepError naming the plan and why; an unknown plan with
+    KeyError."""
+
+    def plans(limit: int, status: str | None = None) -> Deferred[list[dict[str, Any]]]:
+        """The newest plans (of one status), newest first, with their outcome counts."""
+
+    def plan(plan_id: int) -> Deferred[dict[str, Any]]:
+        """One plan with each meter's outcome and its audit trail."""
+
+    def create(spec: dict[str, Any], who: str) -> Deferred[dict[str, Any]]:
+        """A draft plan from ``spec`` (action, target or meters, params, rate, ...)."""
+
+    def step(plan_id: int, step: str, who: str, reason: str = "") -> Deferred[dict[str, Any]]:
+        """submit, approve, reject, start, pause or cancel a plan as ``who``."""
+
+    def active() -> Deferred[list[dict[str, Any]]]:
+        """The plans the status page shows: running, paused or waiting first, then the
+        newest."""
 
 
 class IJobStore(Interface):

@@ -287,6 +287,8 @@ class Quality(enum.IntFlag):
     MISSING = 64
     DATA_NOT_VALID = 128
     COUNTER_RESET = 256
+    # Set by validation (fep.analysis), never by a meter: the value failed a rule.
+    SUSPECT = 512
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -5,7 +5,7 @@ started in dependency order (each once the one before is ready) and stopped in r
 The tree, in start order (a part the config leaves out has no child): ``store`` (open and
 migrate, retried while it is down), ``sms`` (the channel), ``alarms``, ``northbound`` (what
 consumes the router's commits), ``router`` (spool replay), ``directory`` (the meter list),
-``collection`` (the engine's tasks), ``dlms-counters``, ``modem-pool``, ``scheduler``,
+``collection`` (the engine's tasks), ``dlms-counters``, ``modem-pool``, ``scheduler``, ``plans``,
 ``gprs`` (the channel: its sessions close at stop), the listeners (``push-iec62056-21``,
 ``push-dlms``, ``gprs LISTENER``...), ``control``, ``sms-events`` (texts from meters into the
 router), ``operator`` (``http``, ``console``). Stop, in reverse: the operator tier and the
@@ -148,6 +148,10 @@ class FepService(OrderedMultiService):
                                         self.limits.wrap(self.dlms_push, "push_dlms"))
             listener.setName("push-dlms")
             self.listeners.append(listener)
+        if self.modems is not None and config.modems.answer == "yes":
+            # Meters that call in: identified by caller id (or their own identification),
+            # their bytes taken like a push.
+            self.modems.on_incoming = self._incoming_call
         self.gprs: Any = None
         if config.gprs.listen:
             self._add_gprs(config)
@@ -185,6 +189,7 @@ class FepService(OrderedMultiService):
         what it is given: its context of the daemon's parts, the metrics, the listener
         limits (the web server and the console are listeners too)."""
         from fep.collect.operator import EngineScheduler
+        from fep.collect.plans import EnginePlans
         from fep.operator.context import OperatorContext
         from fep.operator.service import OperatorTier
 
@@ -198,6 +203,9 @@ class FepService(OrderedMultiService):
             sessions=self.gprs,
             sms=self.sms,
             scheduler=EngineScheduler(self.collection, timed_store),
+            plans=EnginePlans(self.plans, self.directory, self.scheduler.resources,
+                              self.plan_runner if config.collect.enabled else None,
+                              self.reactor),
             push_stats=self.dlms_push.stats if self.dlms_push is not None else None,
             protocol_for=self.protocols.protocol_for,
             # Every door's read-now is a job of the collection engine (its channels).
@@ -242,6 +250,7 @@ class FepService(OrderedMultiService):
             self.add(modems, "modem-pool", ready=lambda: modems.opened)
         if config.collect.enabled:
             self.add(self.scheduler, "scheduler")
+            self.add(self.plan_runner, "plans")
         if self.gprs is not None:
             # Stopped after its listeners: the sessions they accepted close.
             self.add(Step("gprs", stop=self.gprs.close_all), "gprs")
@@ -373,11 +382,63 @@ class FepService(OrderedMultiService):
             firmware_dir=config.firmware_directory,
         )
         self.scheduler = self.collection.scheduler
+        from fep.collect.plans import PlanRunner
+        from fep.collect.planstore import plan_store
+
+        # Control plans release their meters' commands into the engine at their rate.
+        self.plans = plan_store(self.store)
+        self.plan_runner = PlanRunner(self.reactor, self.plans, node=config.fep.node,
+                                      released=self.scheduler.kick, poll=config.collect.poll,
+                                      capacities=self.scheduler.resources.capacities())
         if self.gprs is not None:
             self.gprs.observers.append(
                 SessionHomes(self.reactor, self.collection.jobs, self.scheduler,
                              node=config.fep.node, connected=self.gprs.is_connected)
             )
+
+    def _caller_meter(self, caller: str | None) -> Any:
+        """The meter a caller id belongs to: its ``dialup:`` route or ``caller_id`` metadata
+        (digits compared, leading zeros and ``+`` ignored)."""
+        import re
+
+        def key(number: str) -> str:
+            return re.sub(r"\D", "", number).lstrip("0")
+
+        if not caller or not key(caller):
+            return None
+        wanted = key(caller)
+        for meter in self.directory.all():
+            numbers = [str(meter.metadata.get("caller_id", ""))]
+            if meter.route.startswith("dialup:"):
+                numbers.append(meter.route[7:])
+            if any(n and key(n) == wanted for n in numbers):
+                return meter
+        return None
+
+    def _incoming_call(self, incoming: Any) -> Any:
+        """A meter called in on a modem line: connect the push receiver of its protocol
+        (DLMS: Data-Notifications; otherwise IEC 62056-21 identification and readout)."""
+        meter = self._caller_meter(incoming.caller)
+        protocol = meter.protocol if meter is not None else "iec62056_21"
+        log.info("call in from {caller} on modem {line}: {who}", caller=incoming.caller or
+                 "unknown", line=incoming.line, who=f"meter {meter.id}" if meter is not None
+                 else "caller not known, waiting for its identification",
+                 meter=meter.id if meter is not None else None, route=incoming.route)
+        factory: Any
+        if protocol == "dlms":
+            if self.dlms_push is None:
+                from fep.protocols.dlms.session import DlmsPushFactory
+
+                self.dlms_push = DlmsPushFactory(
+                    self.router, self._resolve_dlms_sender, self.counters,
+                    identify=self._identify_dlms_sender, security=self.dlms_security,
+                )
+            factory = self.dlms_push
+        else:
+            from fep.protocols.iec62056_21.session import PushedReadoutFactory
+
+            factory = PushedReadoutFactory(self.router, self._resolve_pushing_meter)
+        return incoming.endpoint.connect(factory)
 
     def _resolve_pushing_meter(self, identification: str, serial: str | None) -> str | None:
         meter = self.directory.identify(serial, identification)

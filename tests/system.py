@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import Any
 
 from twisted.trial.unittest import SkipTest
 
@@ -38,3 +39,17 @@ def require_service(host: str, port: int, *, what: str, package: str) -> None:
         socket.create_connection((host, port), timeout=3).close()
     except OSError:
         raise _missing(f"{what} on {host}:{port}", package) from None
+
+
+def require_module(name: str, *, pip: str) -> Any:
+    """The Python module ``name`` (a third-party peer the tests check fep against), or the
+    test is skipped naming the PyPI package of the ``test`` extra (failed under CI=true)."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        reason = f"the Python package {pip} is needed: pip install '{pip}' (the test extra)"
+        if os.environ.get("CI"):
+            raise AssertionError(reason) from None
+        raise SkipTest(reason) from None

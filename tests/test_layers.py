@@ -75,6 +75,7 @@ LAYERS: Mapping[str, int] = {
     # Benchmarks: programs that drive simulators, protocols and the store.
     "fep.bench": TOP,
     "fep.bench_dlms": TOP,
+    "fep.bench_dlt698": TOP,
     "fep.bench_listeners": TOP,
 }
 

@@ -51,7 +51,7 @@ class ServiceTreeTests(unittest.TestCase):
         self.assertEqual(
             [child.name for child in daemon],
             ["store", "alarms", "router", "directory", "collection", "dlms-counters",
-             "scheduler", "push-iec62056-21", "control", "operator"],
+             "scheduler", "plans", "push-iec62056-21", "control", "operator"],
         )
         self.assertIs(daemon.getServiceNamed("router"), daemon.router)
         self.assertIs(daemon.getServiceNamed("operator"), daemon.operator)

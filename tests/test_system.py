@@ -9,7 +9,7 @@ import socket
 from twisted.trial import unittest
 from twisted.trial.unittest import SkipTest
 
-from tests.system import require_program, require_service
+from tests.system import require_module, require_program, require_service
 
 
 class MissingTests(unittest.TestCase):
@@ -45,3 +45,15 @@ class MissingTests(unittest.TestCase):
         os.environ["CI"] = "true"
         with self.assertRaises(AssertionError):
             require_service("127.0.0.1", port, what="a broker", package="rabbitmq-server")
+
+    def test_a_missing_python_package_skips_naming_it_or_fails_under_ci(self) -> None:
+        os.environ.pop("CI", None)
+        with self.assertRaises(SkipTest) as caught:
+            require_module("fep_no_such_module", pip="fep-no-such-package")
+        self.assertIn("pip install 'fep-no-such-package'", str(caught.exception))
+        os.environ["CI"] = "true"
+        with self.assertRaises(AssertionError):
+            require_module("fep_no_such_module", pip="fep-no-such-package")
+
+    def test_a_present_python_package_is_imported(self) -> None:
+        self.assertEqual(require_module("json", pip="json").__name__, "json")

@@ -276,6 +276,10 @@ def _protocol_options(args: argparse.Namespace) -> dict[str, str]:
     """The protocol options given on the command line, as meter metadata."""
     if args.protocol == "dlt645":
         return {"dlt645_items": ",".join(args.di)} if args.di else {}
+    if args.protocol == "gw3761":
+        gw = {"gw3761_points": ",".join(args.point), "gw3761_items": ",".join(args.fn),
+              "gw3761_from": args.from_time or "", "gw3761_to": args.to_time or ""}
+        return {k: v for k, v in gw.items() if v}
     if args.protocol in ("modbus", "modbus-pulse"):
         modbus = {"modbus_device_map": args.device_map,
                   "modbus_unit": None if args.unit_id is None else str(args.unit_id)}
@@ -511,6 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DI",
         help="data identifier to read, hex (repeatable), e.g. --di 00010000",
     )
+    gw3761 = read.add_argument_group("Q/GDW 1376.1 concentrators (--protocol gw3761, "
+                                     "--address A1:A2)")
+    gw3761.add_argument("--point", action="append", default=[], metavar="N",
+                        help="measuring point to read (repeatable; default 1)")
+    gw3761.add_argument("--fn", action="append", default=[], metavar="AFN:Fn",
+                        help="class to read (repeatable), e.g. 0C:F129, 0D:F161, 0D:F101; "
+                        "--from/--to (below) give the curves' range, terminal time when naive")
     modbus = read.add_argument_group("Modbus pulse recorders (--protocol modbus)")
     modbus.add_argument("--device-map", metavar="NAME",
                         help="register map: etc/devices/NAME.ini or a path, e.g. sim-pr2")
@@ -604,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fep.cli import keys
 
     keys.add_commands(sub, _Parser)
+    from fep.cli import analysis
+
+    analysis.add_commands(sub, _Parser)
     return parser
 
 

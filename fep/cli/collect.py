@@ -429,6 +429,95 @@ async def cmd_command(reactor: IFepReactor, args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------
+# control plans
+# ---------------------------------------------------------------------------
+
+PLAN_COLUMNS = ("id", "name", "action", "status", "meters", "done", "failed",
+                "not-supported", "skipped", "pending", "released", "created_by",
+                "approved_by")
+
+
+def _plan_row(p: Any) -> dict[str, object]:
+    counts = {str(k): int(v) for k, v in p.counts.items()}
+    return {
+        "id": p.id, "name": p.name, "action": p.action, "status": str(p.status),
+        "meters": p.total, "done": counts.get("done", 0), "failed": counts.get("failed", 0),
+        "not-supported": counts.get("not-supported", 0), "skipped": counts.get("skipped", 0),
+        "pending": counts.get("pending", 0), "released": counts.get("released", 0),
+        "created_by": p.created_by, "approved_by": p.approved_by or "",
+    }
+
+
+def _read_ids(path: str) -> str:
+    return Path(path).expanduser().read_text(encoding="utf-8")
+
+
+async def cmd_plans(reactor: IFepReactor, args: argparse.Namespace) -> int:
+    from fep.collect import plans as pl
+    from fep.collect.planstore import plan_store
+
+    action = args.plans_command
+    who = ""
+    if action in ("create", *pl.STEPS):
+        who = cli_operator(args, "plan_create" if action == "create" else f"plan_{action}")
+
+    async def work(store: Any) -> int:
+        plans = plan_store(store)
+        now = time.time()
+        if action == "create":
+            spec: dict[str, Any] = {
+                "name": args.name or "", "action": args.action, "target": args.target,
+                "params": _options(args.param), "rate": args.rate,
+                "line_rate": args.line_rate, "attempts": args.attempts,
+                "retry_delay": parse_duration(args.retry_delay, "--retry-delay"),
+                "start": args.start, "deadline": args.deadline,
+            }
+            made = await pl.create(plans, spec, who, now, await store.meters(),
+                                   _policy(args), read_file=_read_ids)
+            print(f"plan {made.id}: {made.action} on {made.total} meters, draft "
+                  f"({made.counts.get('not-supported', 0)} not supported); "
+                  f"fep plans submit {made.id}")
+        elif action in pl.STEPS:
+            try:
+                p = await plans.step(args.id, action, who, now, getattr(args, "reason", ""))
+            except pl.PlanNotFound:
+                raise NotFound(f"no plan {args.id}") from None
+            print(f"plan {p.id} {p.status} ({action} by {who})")
+        elif action == "list":
+            found = await plans.plans(status=args.status, limit=args.limit)
+            write_rows([_plan_row(p) for p in found], PLAN_COLUMNS, args.format)
+        elif action == "show":
+            one = await plans.plan(args.id)
+            if one is None:
+                raise NotFound(f"no plan {args.id}")
+            for key, value in pl.plan_dict(one).items():
+                if key != "counts":
+                    print(f"{key:13} {'' if value is None else value}")
+            print(f"{'counts':13} " + ", ".join(f"{n} {s}" for s, n in sorted(
+                one.counts.items())))
+            rows = await plans.meters(one.id)
+            if args.meters:
+                print()
+                write_rows([pl.meter_dict(r) for r in rows],
+                           ("meter", "state", "attempts", "command", "reason"), "table")
+            else:
+                problems = [pl.meter_dict(r) for r in rows
+                            if r.state in ("failed", "not-supported")]
+                if problems:
+                    print()
+                    write_rows(problems, ("meter", "state", "attempts", "reason"), "table")
+            print()
+            trail: list[dict[str, object]] = [
+                {"at": _iso(a.at), "who": a.who, "action": a.action, "detail": a.detail}
+                for a in await plans.plan_audit(one.id)
+            ]
+            write_rows(trail, ("at", "who", "action", "detail"), "table")
+        return EXIT_OK
+
+    return await with_store(args, work)
+
+
+# ---------------------------------------------------------------------------
 # Parsers
 # ---------------------------------------------------------------------------
 
@@ -525,3 +614,44 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     lst.add_argument("--format", **fmt)
     csub.add_parser("show", help="a command and its audit trail").add_argument("id", type=int)
     command.set_defaults(run=cmd_command)
+
+    plans = sub.add_parser("plans", help="control plans: a command over a group of meters, "
+                           "approved by someone else, run at a rate")
+    psub = plans.add_subparsers(dest="plans_command", required=True, parser_class=parser_class)
+    make = psub.add_parser("create", help="make a draft plan")
+    make.add_argument("--name", help="what the plan is for (default: action and target)")
+    make.add_argument("--action", required=True, choices=COMMANDS)
+    make.add_argument("--target", required=True,
+                      help="all, meters:ID,..., group:NAME (tag:NAME), protocol:NAME, "
+                      "route:PREFIX, concentrator:ID, file:PATH (one meter id a line)")
+    make.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                      help="the command's parameters")
+    make.add_argument("--rate", type=float, default=60.0, help="meters a minute (default 60)")
+    make.add_argument("--line-rate", type=float,
+                      help="meters a minute on each line (bus, modem, port)")
+    make.add_argument("--attempts", type=int, default=3, help="attempts per meter")
+    make.add_argument("--retry-delay", default="30s", help="between attempts (default 30s)")
+    make.add_argument("--start", help="ISO-8601 time it starts by itself once approved")
+    make.add_argument("--deadline", help="no command starts after it: ISO-8601 time, or a "
+                      "duration after the start (2h)")
+    make.add_argument("--by", help="only your own identity (OS user or FEP_TOKEN's name)")
+    for name, text in (("submit", "submit a draft plan for approval"),
+                       ("approve", "approve a plan someone else submitted"),
+                       ("reject", "reject a plan someone else submitted"),
+                       ("start", "start an approved plan (or resume a paused one)"),
+                       ("pause", "pause a running plan: commands not yet started are "
+                        "withheld"),
+                       ("cancel", "cancel a plan: the meters not yet done are skipped")):
+        step = psub.add_parser(name, help=text)
+        step.add_argument("id", type=int)
+        step.add_argument("--by", help="only your own identity (OS user or FEP_TOKEN's name)")
+        if name in ("reject", "cancel"):
+            step.add_argument("--reason", default="")
+    plst = psub.add_parser("list", help="list plans with their outcome counts")
+    plst.add_argument("--status")
+    plst.add_argument("--limit", type=int, default=50)
+    plst.add_argument("--format", **fmt)
+    pshow = psub.add_parser("show", help="a plan, its failed meters and its audit trail")
+    pshow.add_argument("id", type=int)
+    pshow.add_argument("--meters", action="store_true", help="every meter's outcome")
+    plans.set_defaults(run=cmd_plans)

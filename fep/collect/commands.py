@@ -31,7 +31,7 @@ from fep.collect.tasks import (
 from fep.errors import ConfigError
 from fep.interfaces import IJobStore
 from fep.model import Meter
-from fep.protocols.registry import protocol_commands, protocol_variant
+from fep.protocols.registry import protocol_command_check, protocol_commands, protocol_variant
 
 DEFAULT_ATTEMPTS = 3
 DEFAULT_RETRY_DELAY = 30.0
@@ -139,6 +139,19 @@ def check_supported(meter: Meter, action: str) -> None:
         f"{', '.join(sorted(supported)) or 'none'})", key="action")
 
 
+def check_params(meter: Meter, action: str, params: Mapping[str, Any]) -> None:
+    """CommandError when the meter's protocol finds the command's parameters wrong for the
+    meter (fep.protocols.registry.protocol_command_check: a Modbus ``parameter-set`` of a
+    parameter its device map lacks), naming meter, command and parameter."""
+    check = protocol_command_check(meter.protocol)
+    if check is None:
+        return
+    try:
+        check(meter, action, params)
+    except ConfigError as e:
+        raise CommandError(str(e)) from None
+
+
 async def request(
     jobs: IJobStore,
     meter: Meter,
@@ -163,6 +176,7 @@ async def request(
     if not operator_of(who):
         raise CommandError("a command needs the name of who asks for it")
     check_supported(meter, action)
+    check_params(meter, action, params)
     if action == firmware.ACTION:
         try:
             params = await firmware.requested_params(meter.id, params, firmware_dir)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -40,6 +40,7 @@ from fep.interfaces import (
     IClock,
     ICommands,
     IEventReader,
+    IHistoryReader,
     IJobStore,
     IMeterProtocol,
     IProfileReader,
@@ -280,18 +281,35 @@ class JobRunner:
         # A read-now reads the meter as it is in the meter list (its own profile too), with
         # the read's options.
         read_now = is_read_now(job)
-        records: list[Record] = await protocol.read(
-            self.reactor, endpoint,
-            with_options(_with_items(meter, job.items, poll=read_now or (
-                job.task == DEFAULT_TASK and not job.items)), job),
-            timeout,
-        )
+        as_read = with_options(_with_items(meter, job.items, poll=read_now or (
+            job.task == DEFAULT_TASK and not job.items)), job)
+        history = cast("IHistoryReader | None", IHistoryReader(protocol, None))
+        if history is not None:
+            since = await self._history_end(job, meter, history)
+            records: list[Record] = await history.read(self.reactor, endpoint, as_read,
+                                                       timeout, since=since)
+        else:
+            records = await protocol.read(self.reactor, endpoint, as_read, timeout)
         if wanted is not None:
             records = [r for r in records if not isinstance(r, Reading) or r.obis in wanted]
         await self._submit(records)
         if read_now:
             self.reads_now.kept(job.id, records)
         return Outcome(True, result=f"{len(records)} records", records=len(records))
+
+    async def _history_end(self, job: Job, meter: Meter,
+                           history: IHistoryReader) -> datetime | None:
+        """Where a meter with a history buffer is caught up from: the end of the last
+        interval stored for its history channel within the job's ``horizon`` (default 7
+        days); None (the protocol reads its newest periods) when there is none."""
+        channel = history.history_channel(meter)
+        if channel is None:
+            return None
+        horizon = _seconds(job.params.get("horizon"), "horizon", DEFAULT_HORIZON)
+        blocks = await self.store.intervals(meter.id, obis=channel,
+                                            since=self.now() - timedelta(seconds=horizon))
+        ends = [b.start + len(b.values) * b.period for b in blocks]
+        return max(ends) if ends else None
 
     async def _profile(
         self, job: Job, meter: Meter, protocol: IMeterProtocol, endpoint: Any, timeout: float

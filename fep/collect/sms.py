@@ -222,6 +222,7 @@ class SmsSection:
     wakeup_text: str
     # the rule lines as configured, and the rules they make
     rules: tuple[str, ...]
+    sim_wait: float = 60.0
     event_rules: tuple[SmsRule, ...] = ()
 
     def channel_settings(self) -> SmsSettings:
@@ -237,6 +238,7 @@ class SmsSection:
             sweep_interval=self.sweep_interval,
             command_timeout=self.command_timeout,
             send_timeout=self.send_timeout,
+            sim_wait=self.sim_wait,
         )
 
 
@@ -264,6 +266,8 @@ SMS = Section("sms", {
     "sweep_interval": Option(positive_float, 300.0, "seconds between reads of the memory"),
     "command_timeout": Option(positive_float, 10.0, "seconds the modem has per command"),
     "send_timeout": Option(positive_float, 60.0, "seconds the modem has to send one part"),
+    "sim_wait": Option(positive_float, 60.0,
+                       "seconds a busy or not-ready SIM is waited for (after a SIM change)"),
     "wakeup_text": Option(text, "WAKEUP", "text of the wake-up SMS (meter: sms_wakeup_text)"),
     "rules": Option(
         rule_lines,

@@ -27,6 +27,10 @@ ROLES = ("viewer", "operator", "admin")
 # command -> least role allowed to run it
 APPROVAL: dict[str, str] = {"read": "operator", "run": "operator", "command": "operator",
                              "approve": "operator", "reject": "operator"}
+# Control plans: looking needs a viewer, every step an operator (fep.collect.plans; the
+# approver must be another operator than the submitter, whatever the door).
+PLAN_STEPS = ("submit", "approve", "reject", "start", "pause", "cancel")
+APPROVAL.update({"plan_create": "operator", **{f"plan_{s}": "operator" for s in PLAN_STEPS}})
 
 
 class CommandRefused(FepError):
@@ -146,3 +150,54 @@ async def reject_command(ctx: OperatorContext, command_id: int, reason: str, *, 
     log.info("{who} rejects command {id}: {reason}", who=who, id=command_id, reason=reason)
     result: dict[str, Any] = await scheduler.reject_command(command_id, who, reason)
     return result
+
+
+# -- control plans --------------------------------------------------------------------------
+
+
+def _plans(ctx: OperatorContext) -> Any:
+    if ctx.plans is None:
+        raise CommandRefused("no control plans in this daemon", status=503)
+    return ctx.plans
+
+
+async def list_plans(ctx: OperatorContext, *, who: str, role: str, limit: int = 100,
+                     status: str | None = None) -> list[dict[str, Any]]:
+    check("plans", role, who)
+    found: list[dict[str, Any]] = await _plans(ctx).plans(limit, status)
+    return found
+
+
+async def show_plan(ctx: OperatorContext, plan_id: int, *, who: str, role: str
+                    ) -> dict[str, Any]:
+    check("plan", role, who)
+    try:
+        found: dict[str, Any] = await _plans(ctx).plan(plan_id)
+    except KeyError:
+        raise CommandRefused(f"no plan {plan_id}", status=404) from None
+    return found
+
+
+async def create_plan(ctx: OperatorContext, spec: dict[str, Any], *, who: str, role: str
+                      ) -> dict[str, Any]:
+    """A draft plan: a command over a group of meters, at a rate (fep.collect.plans)."""
+    check("plan_create", role, who)
+    log.info("{who} makes a plan: {action} on {target}", who=who, action=spec.get("action"),
+             target=spec.get("target") or f"{len(spec.get('meters') or [])} meters")
+    made: dict[str, Any] = await _plans(ctx).create(spec, who)
+    return made
+
+
+async def plan_step(ctx: OperatorContext, plan_id: int, step: str, *, who: str, role: str,
+                    reason: str = "") -> dict[str, Any]:
+    """submit, approve, reject, start, pause or cancel a plan, as ``who``."""
+    if step not in PLAN_STEPS:
+        raise CommandRefused(f"no plan step {step!r} (known: {', '.join(PLAN_STEPS)})",
+                             status=404)
+    check(f"plan_{step}", role, who)
+    log.info("{who}: plan {id} {step}", who=who, id=plan_id, step=step, reason=reason)
+    try:
+        done: dict[str, Any] = await _plans(ctx).step(plan_id, step, who, reason)
+    except KeyError:
+        raise CommandRefused(f"no plan {plan_id}", status=404) from None
+    return done

@@ -51,6 +51,8 @@ class OperatorContext:
     sessions: ISessionRegistry | None = None
     scheduler: IScheduler | None = None
     sms: ISmsSender | None = None
+    # Control plans (fep.interfaces.IPlans: fep.collect.plans.EnginePlans), when collecting.
+    plans: Any = None
     # Filled by the daemon when those parts run: the DLMS push receiver's PushStats, the
     # collection engine's read-now (an IMeterReader: every door's read of a meter goes
     # through it), the alarm engine and the northbound publisher.

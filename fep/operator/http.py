@@ -211,6 +211,11 @@ class Api:
             (b"POST", ("meters", "*", "commands"), self.request_command),
             (b"POST", ("commands", "*", "approve"), self.approve_command),
             (b"POST", ("commands", "*", "reject"), self.reject_command),
+            (b"GET", ("plans",), self.plans),
+            (b"POST", ("plans",), self.create_plan),
+            (b"GET", ("plans", "*"), self.plan),
+            *[(b"POST", ("plans", "*", step), self._plan_step(step))
+              for step in commands.PLAN_STEPS],
             (b"GET", ("stats",), self.stats),
             (b"GET", ("success-rate",), self.success_rate),
             (b"GET", ("alarms",), self.alarms),
@@ -366,8 +371,45 @@ class Api:
         return await commands.reject_command(self.ctx, self._command_id(command_id), reason,
                                              who=f"api:{user.name}", role=user.role)
 
+    def _plan_id(self, text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ApiError(404, f"no plan {text!r}") from None
+
+    async def plans(self, request: Request, user: ApiUser) -> Any:
+        limit = int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        return {"plans": await commands.list_plans(
+            self.ctx, who=f"api:{user.name}", role=user.role, limit=limit,
+            status=_arg(request, "status"))}
+
+    async def plan(self, request: Request, user: ApiUser, plan_id: str) -> Any:
+        return await commands.show_plan(self.ctx, self._plan_id(plan_id),
+                                        who=f"api:{user.name}", role=user.role)
+
+    async def create_plan(self, request: Request, user: ApiUser) -> Any:
+        spec = _json_body(request)
+        if "target" in spec and str(spec["target"]).strip().lower().startswith("file:"):
+            raise ApiError(400, "target file: only on the command line; give meters: [...]")
+        return await commands.create_plan(self.ctx, spec, who=f"api:{user.name}",
+                                          role=user.role)
+
+    def _plan_step(self, step: str) -> Handler:
+        async def handler(request: Request, user: ApiUser, plan_id: str) -> Any:
+            reason = _json_body(request).get("reason", "")
+            if not isinstance(reason, str):
+                raise ApiError(400, "reason: expected text")
+            return await commands.plan_step(self.ctx, self._plan_id(plan_id), step,
+                                            who=f"api:{user.name}", role=user.role,
+                                            reason=reason)
+
+        return handler
+
     async def stats(self, request: Request, user: ApiUser) -> Any:
-        return gather(self.ctx)
+        stats = gather(self.ctx)
+        if self.ctx.plans is not None:
+            stats["plans"] = await self.ctx.plans.active()
+        return stats
 
     async def success_rate(self, request: Request, user: ApiUser) -> Any:
         minutes = int_arg(request, "minutes", 60, 1, 24 * 60)

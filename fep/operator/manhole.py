@@ -258,6 +258,90 @@ class OperatorCommands:
         return Deferred.fromCoroutine(commands.reject_command(
             self.ctx, int(command_id), reason, who=self.who, role=self.role))
 
+    # -- control plans ------------------------------------------------------------------
+
+    def plans(self, status: str | None = None, limit: int = 20) -> Deferred[Table]:
+        """Control plans, newest first, with their progress (status: running, ...)."""
+        self._log("plans()", status=status)
+
+        async def run() -> Table:
+            found = await commands.list_plans(self.ctx, who=self.who, role=self.role,
+                                              limit=int(limit), status=status)
+            rows = [_plan_row(p) for p in found]
+            return Table(rows, PLAN_COLUMNS, f"{len(rows)} plans")
+
+        return Deferred.fromCoroutine(run())
+
+    def plan(self, plan_id: int) -> Deferred[Table]:
+        """One plan: its definition, outcome counts, failed meters and audit trail."""
+        self._log("plan()", plan_id=plan_id)
+
+        async def run() -> Table:
+            p = await commands.show_plan(self.ctx, int(plan_id), who=self.who, role=self.role)
+            rows: list[dict[str, Any]] = [{"name": k, "value": p[k]} for k in (
+                "name", "action", "params", "target", "status", "rate", "line_rate",
+                "attempts", "retry_delay", "starts_at", "deadline_at", "created_by",
+                "submitted_by", "approved_by", "reason", "started_at", "finished_at")]
+            rows.append({"name": "progress", "value": _bar(p)})
+            rows += [{"name": f"meters {state}", "value": n}
+                     for state, n in p["counts"].items() if n]
+            rows += [{"name": f"  {o['meter']}", "value": f"{o['state']}: {o['reason']}"}
+                     for o in p["outcomes"] if o["state"] in ("failed", "not-supported")][:50]
+            rows += [{"name": f"{a['at']} {a['who']}", "value": f"{a['action']} {a['detail']}"}
+                     for a in p["audit"]]
+            return Table(rows, ["name", "value"], f"plan {p['id']}")
+
+        return Deferred.fromCoroutine(run())
+
+    def plan_create(self, action: str, target: str, rate: float = 60, **spec: Any
+                    ) -> Deferred[Table]:
+        """Make a draft plan, e.g. plan_create("disconnect", "group:unpaid", rate=120,
+        line_rate=10, attempts=3, retry_delay=60, deadline="2h", start="...", name="...");
+        params of the command as params={...}."""
+        self._log("plan_create()", action=action, target=target)
+
+        async def run() -> Table:
+            made = await commands.create_plan(
+                self.ctx, {**spec, "action": action, "target": target, "rate": rate},
+                who=self.who, role=self.role)
+            return Table([_plan_row(made)], PLAN_COLUMNS, f"plan {made['id']} made (draft)")
+
+        return Deferred.fromCoroutine(run())
+
+    def _plan_step(self, step: str, plan_id: int, reason: str = "") -> Deferred[Table]:
+        self._log(f"plan_{step}()", plan_id=plan_id)
+
+        async def run() -> Table:
+            p = await commands.plan_step(self.ctx, int(plan_id), step, who=self.who,
+                                         role=self.role, reason=str(reason))
+            return Table([_plan_row(p)], PLAN_COLUMNS, f"plan {p['id']} {p['status']}")
+
+        return Deferred.fromCoroutine(run())
+
+    def plan_submit(self, plan_id: int) -> Deferred[Table]:
+        """Submit a draft plan for approval."""
+        return self._plan_step("submit", plan_id)
+
+    def plan_approve(self, plan_id: int) -> Deferred[Table]:
+        """Approve a plan someone else submitted."""
+        return self._plan_step("approve", plan_id)
+
+    def plan_reject(self, plan_id: int, reason: str = "") -> Deferred[Table]:
+        """Reject a plan someone else submitted."""
+        return self._plan_step("reject", plan_id, reason)
+
+    def plan_start(self, plan_id: int) -> Deferred[Table]:
+        """Start an approved plan, or resume a paused one."""
+        return self._plan_step("start", plan_id)
+
+    def plan_pause(self, plan_id: int) -> Deferred[Table]:
+        """Pause a running plan (commands not yet started are withheld)."""
+        return self._plan_step("pause", plan_id)
+
+    def plan_cancel(self, plan_id: int, reason: str = "") -> Deferred[Table]:
+        """Cancel a plan (the meters not yet done are skipped)."""
+        return self._plan_step("cancel", plan_id, reason)
+
     def stats(self) -> Table:
         """Counters: meters, reads, router and spool, pushes, alarms, northbound."""
         self._log("stats()")
@@ -297,7 +381,30 @@ class OperatorCommands:
 
 
 NAMES = ("help", "sessions", "meters", "read", "events", "tasks", "run", "commands", "command",
-         "approve", "reject", "stats", "spool", "alarms")
+         "approve", "reject", "stats", "spool", "alarms", "plans", "plan", "plan_create",
+         "plan_submit", "plan_approve", "plan_reject", "plan_start", "plan_pause",
+         "plan_cancel")
+
+PLAN_COLUMNS = ["id", "name", "action", "status", "meters", "progress", "done", "failed",
+                "not-supported", "skipped", "by", "approved_by"]
+
+
+def _bar(plan: dict[str, Any], width: int = 20) -> str:
+    """A text progress bar: ``[#####.....] 12/40``."""
+    total = int(plan["meters"])
+    ended = total - plan["counts"].get("pending", 0) - plan["counts"].get("released", 0)
+    filled = round(width * ended / total) if total else 0
+    return f"[{'#' * filled}{'.' * (width - filled)}] {ended}/{total}"
+
+
+def _plan_row(plan: dict[str, Any]) -> dict[str, Any]:
+    counts = plan["counts"]
+    return {"id": plan["id"], "name": plan["name"], "action": plan["action"],
+            "status": plan["status"], "meters": plan["meters"], "progress": _bar(plan, 10),
+            "done": counts.get("done", 0), "failed": counts.get("failed", 0),
+            "not-supported": counts.get("not-supported", 0),
+            "skipped": counts.get("skipped", 0), "by": plan["created_by"],
+            "approved_by": plan["approved_by"]}
 
 
 def namespace_for(ctx: OperatorContext, operator: str, fingerprint: str,

@@ -127,8 +127,26 @@ _DLT645: Final[Mapping[str, Check]] = {
     "dlt645_profile_since": _time,
     "dlt645_profile_blocks": _whole(1, 96),
 }
+_DLT698_OADS = _items(r"[0-9A-Fa-f]{8}", "OADs (8 hex digits)")
+_DLT698: Final[Mapping[str, Check]] = {
+    "dlt698_items": _DLT698_OADS,
+    "dlt698_frozen": _DLT698_OADS,
+    "dlt698_frozen_columns": _DLT698_OADS,
+    "dlt698_frozen_last": _whole(1, 96),
+    "dlt698_events": _DLT698_OADS,
+    "dlt698_events_last": _whole(1, 96),
+    "dlt698_proxy": _items(r"[0-9]{2,32}", "meter addresses (decimal digits)"),
+}
 _C12: Final[Mapping[str, Check]] = {"c12_profile": _yes_no, "c12_events": _yes_no,
                                    "c12_snapshots": _yes_no}
+_GW3761: Final[Mapping[str, Check]] = {
+    "gw3761_points": _items(r"[Pp]?\d{1,4}", "measuring point numbers"),
+    "gw3761_items": _items(r"(?:0[xX])?[0-9A-Fa-f]{1,2}:[Ff]?\d{1,3}", "AFN:Fn classes"),
+    "gw3761_day": _time,
+    "gw3761_from": _time,
+    "gw3761_to": _time,
+    "gw3761_density": _whole(1, 255),
+}
 _MODBUS: Final[Mapping[str, Check]] = {
     "modbus_device_map": _device_map,
     "pulse_since": _time,
@@ -141,6 +159,8 @@ _MODBUS: Final[Mapping[str, Check]] = {
 READ_OPTIONS: Final[Mapping[str, Mapping[str, Check]]] = {
     "dlms": _DLMS,
     "dlt645": _DLT645,
+    "gw3761": _GW3761,
+    "dlt698": _DLT698,
     "ansi-c12": _C12,
     "ansi-c12.18": _C12,
     "ansi-c12.21": _C12,

@@ -11,11 +11,14 @@ without any context (the command line's checks; a DLMS meter with keys is refuse
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from fep.errors import ConfigError
 from fep.interfaces import IMeterProtocol
+
+if TYPE_CHECKING:
+    from fep.model import Meter
 
 # name -> (module, class); imported on first use so the command line stays quick.
 _PROTOCOLS: dict[str, tuple[str, str]] = {
@@ -24,6 +27,8 @@ _PROTOCOLS: dict[str, tuple[str, str]] = {
     "ansi-c12.21": ("fep.protocols.ansi_c12.session", "C1221Protocol"),
     "dlms": ("fep.protocols.dlms.session", "DlmsProtocol"),
     "dlt645": ("fep.protocols.dlt645.session", "Dlt645Protocol"),
+    "gw3761": ("fep.protocols.gw3761.session", "Gw3761Protocol"),
+    "dlt698": ("fep.protocols.dlt698.session", "Dlt698Protocol"),
     "iec62056-21": ("fep.protocols.iec62056_21.session", "IecReadoutProtocol"),
     "modbus": ("fep.protocols.modbus.session", "PulseRecorderProtocol"),
     "modbus-pulse": ("fep.protocols.modbus.session", "PulseRecorderProtocol"),
@@ -69,6 +74,14 @@ def protocol_variant(meter: Any) -> tuple[str, frozenset[str]] | None:
     variant = getattr(_protocol_class(meter.protocol), "variant", None)
     found: tuple[str, frozenset[str]] | None = variant(meter) if variant is not None else None
     return found
+
+
+def protocol_command_check(name: str) -> Callable[[Meter, str, Mapping[str, Any]], None] | None:
+    """The protocol's ``check_command(meter, command, params)``, a static method raising
+    ConfigError for parameters the meter cannot take (a Modbus device map's parameters),
+    run when a command is requested; None when the protocol has none."""
+    check = getattr(_protocol_class(name), "check_command", None)
+    return check if callable(check) else None
 
 
 def meter_protocol(name: str) -> IMeterProtocol:

@@ -10,6 +10,12 @@ per number gives the next calls' outcomes (``BUSY``, ``NO ANSWER``, ``NO CARRIER
 ``&D2`` (through ``EmulatedModemControl``, since a pty has no DTR) and ``drop_carrier()`` on
 demand. A modem whose ``dialtone`` is off answers every dial with NO DIALTONE (a line fault).
 
+Calls in: ``Exchange.call_in(caller, modem, protocol)`` rings an emulated modem (``RING``
+every ``ring_time``, with ``+CLIP: "<caller>",145`` after ``AT+CLIP=1``); ``ATA`` (or
+S0 rings with ``ATS0=n``) answers and connects the caller's protocol (a simulated meter that
+dials the master station); a modem busy in a call or a dial is ``BUSY`` for the caller, and
+a call nobody answers within ``rings`` rings is given up.
+
 ``python -m fep.sim.hayes --pty /dev/pts/7 --number 5551001=iec:10000001`` serves one modem.
 """
 
@@ -88,6 +94,19 @@ class Exchange:
         self.subscribers: dict[str, IProtocolFactory] = {}
         self.scripts: dict[str, deque[Scripted]] = {}
         self.calls: list[CallLog] = []
+        # Calls in: (caller, modem name, outcome), outcome "connect", "busy" or "no answer".
+        self.incoming: list[tuple[str, str, str]] = []
+
+    def call_in(
+        self, caller: str, modem: HayesModem, protocol: IProtocol, *, rings: int = 10
+    ) -> bool:
+        """``caller`` dials the line of ``modem``; ``protocol`` (the caller's side) is
+        connected once the modem answers. False (BUSY) when the modem is in a call or a dial.
+        """
+        if not modem.ring(caller, protocol, rings):
+            self.incoming.append((caller, modem.name, "busy"))
+            return False
+        return True
 
     def add(self, number: str, factory: IProtocolFactory) -> None:
         self.subscribers[_digits(number)] = factory
@@ -195,6 +214,10 @@ class HayesModem(Protocol):
         self._last_rx = 0.0
         self._plus = 0
         self._escape_check: IDelayedCall | None = None
+        self.clip = False
+        self._caller: tuple[str, IProtocol] | None = None
+        self._rings = 0
+        self._rings_left = 0
 
     # -- settings
 
@@ -383,7 +406,10 @@ class HayesModem(Protocol):
             self._result(ResultCode.CONNECT, self.exchange.connect_text)
             return None
         elif name == "A":
-            self._result(ResultCode.NO_CARRIER)  # nobody is calling in
+            if self._caller is None:
+                self._result(ResultCode.NO_CARRIER)  # nobody is calling in
+            else:
+                self._answer()
             return None
         else:
             return False
@@ -399,6 +425,8 @@ class HayesModem(Protocol):
             self._info("Hayes emulator")
         elif upper in ("+GCAP",):
             self._info("+GCAP: +MS")
+        elif upper.startswith("+CLIP="):
+            self.clip = upper[6:].strip() == "1"
         elif self.strict:
             return False
         return True
@@ -408,8 +436,8 @@ class HayesModem(Protocol):
     def _dial(self, rest: str) -> None:
         voice = rest.rstrip().endswith(";")
         dialled = "".join(_DIAL_CHARS.findall(rest.split(";")[0].lstrip("TtPp")))
-        if self.online:
-            self._result(ResultCode.ERROR)
+        if self.online or self._caller is not None:
+            self._result(ResultCode.ERROR if self.online else ResultCode.BUSY)
             return
         if not dialled:
             self._result(ResultCode.ERROR)
@@ -458,6 +486,51 @@ class HayesModem(Protocol):
         meter.makeConnection(_MeterSide(self, number))  # type: ignore[arg-type]
         if script.drop_after is not None:
             self._later(script.drop_after, self.drop_carrier)
+
+    # -- calls in
+
+    def ring(self, caller: str, protocol: IProtocol, rings: int = 10) -> bool:
+        """A call from ``caller`` arrives: ring (False when busy in a call or a dial)."""
+        if self._state is not _State.COMMAND or self._caller is not None:
+            return False
+        self._caller = (caller, protocol)
+        self._rings = 0
+        self._rings_left = rings
+        self._ring()
+        return True
+
+    def _ring(self) -> None:
+        if self._caller is None or self._state is not _State.COMMAND:
+            return
+        if self._rings_left <= 0:
+            caller, protocol = self._caller
+            self._caller = None
+            self.exchange.incoming.append((caller, self.name, "no answer"))
+            protocol.connectionLost(Failure(ConnectionError("no answer")))
+            return
+        self._rings_left -= 1
+        self._rings += 1
+        self._result(ResultCode.RING)
+        if self.clip:
+            self._info(f'+CLIP: "{self._caller[0]}",145')
+        if self.s[0] and self._rings >= self.s[0]:
+            self._answer()
+            return
+        self._later(self.exchange.ring_time * 4, self._ring)
+
+    def _answer(self) -> None:
+        assert self._caller is not None
+        caller, protocol = self._caller
+        self._caller = None
+        self._cancel_pending()
+        self.exchange.incoming.append((caller, self.name, "connect"))
+        self._state = _State.ONLINE
+        self._number = caller
+        self._last_rx = self.reactor.seconds()
+        self._plus = 0
+        self._result(ResultCode.CONNECT, self.exchange.connect_text)
+        self._meter = protocol
+        protocol.makeConnection(_MeterSide(self, caller))  # type: ignore[arg-type]
 
     def meter_wrote(self, data: bytes) -> None:
         if self._state is _State.ONLINE:

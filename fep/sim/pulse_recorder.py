@@ -33,6 +33,8 @@ from twisted.python.failure import Failure
 from fep.errors import FrameError
 from fep.protocols.modbus import rtu, tcp
 from fep.protocols.modbus.pdu import (
+    COIL_ON,
+    BitsResponse,
     ExceptionResponse,
     Function,
     ReadRequest,
@@ -64,6 +66,8 @@ HR_CLOCK: Final = 0
 HR_PERIOD: Final = 2
 HR_HISTORY_SELECT: Final = 16
 HR_EVENT_SELECT: Final = 18
+HR_COUNTER_PRESET: Final = 20  # 20-21 input 1, 22-23 input 2: the counter, u32, writable
+COIL_COUNTER_RESET: Final = 0  # coil 0 resets input 1's counter, coil 1 input 2's
 HISTORY_PER_WINDOW: Final = 12
 HISTORY_RECORD: Final = 9
 EVENTS_PER_WINDOW: Final = 20
@@ -72,6 +76,7 @@ EVENT_RECORD: Final = 5
 EVENT_CODES: Final = {
     "power-loss": 1, "power-restore": 2, "door-open": 3, "door-close": 4, "key-on": 5,
     "key-off": 6, "tamper": 7, "low-battery": 8, "battery-ok": 9, "clock-set": 10,
+    "counter-reset": 11,
 }
 STATUS_BITS: Final = {"door": 0, "key": 1, "tamper": 2, "power_fail": 3, "low_battery": 4}
 # What a scheduled event does to the status bits: (bit, set).
@@ -324,12 +329,15 @@ class PulseRecorder:
             HR_HISTORY_SELECT + 1: self.history_select & 0xFFFF,
             HR_EVENT_SELECT: self.event_select >> 16,
             HR_EVENT_SELECT + 1: self.event_select & 0xFFFF,
+            **{HR_COUNTER_PRESET + 2 * i + k: w for i, inp in enumerate(self.inputs)
+               for k, w in enumerate(_u32(inp.counter))},
         }
 
     def write(self, address: int, values: Sequence[int]) -> None:
         span = set(range(address, address + len(values)))
+        presets = set(range(HR_COUNTER_PRESET, HR_COUNTER_PRESET + 2 * len(self.inputs)))
         writable = {HR_CLOCK, HR_CLOCK + 1, HR_HISTORY_SELECT, HR_HISTORY_SELECT + 1,
-                    HR_EVENT_SELECT, HR_EVENT_SELECT + 1}
+                    HR_EVENT_SELECT, HR_EVENT_SELECT + 1} | presets
         if not span <= writable:
             raise IllegalAddress(f"holding {sorted(span - writable)} not writable")
         regs = self.holding_registers()
@@ -343,6 +351,30 @@ class PulseRecorder:
             self.history_select = regs[HR_HISTORY_SELECT] << 16 | regs[HR_HISTORY_SELECT + 1]
         if span & {HR_EVENT_SELECT, HR_EVENT_SELECT + 1}:
             self.event_select = regs[HR_EVENT_SELECT] << 16 | regs[HR_EVENT_SELECT + 1]
+        for i in range(len(self.inputs)):
+            pair = {HR_COUNTER_PRESET + 2 * i, HR_COUNTER_PRESET + 2 * i + 1}
+            if span & pair:
+                if not pair <= span:
+                    raise IllegalValue("a counter is preset as both registers")
+                at = HR_COUNTER_PRESET + 2 * i
+                self.preset_counter(i, regs[at] << 16 | regs[at + 1])
+
+    def preset_counter(self, index: int, value: int) -> None:
+        """Set input ``index``'s counter (0: a reset); the recorder logs a counter reset,
+        and a reset to 0 flags the next period record as a restart (the counts before it
+        in that period are lost)."""
+        self.advance()
+        inp = self.inputs[index]
+        if value >= 1 << inp.width:
+            raise IllegalValue(f"{value} does not fit a {inp.width}-bit counter")
+        inp.counter = value
+        if value == 0:
+            self._restarted = True
+        self._log("counter-reset", self.clock())
+
+    def coils(self) -> dict[int, int]:
+        """The counter reset coils: they read off (a reset is done when written)."""
+        return {COIL_COUNTER_RESET + i: 0 for i in range(len(self.inputs))}
 
     def answer(self, request: Request) -> Response:
         """The recorder's answer to one request (an exception response when refused)."""
@@ -353,6 +385,12 @@ class PulseRecorder:
                     bank = self.input_registers()
                 elif request.function == Function.READ_HOLDING_REGISTERS:
                     bank = self.holding_registers()
+                elif request.function == Function.READ_COILS:
+                    coils = self.coils()
+                    span = range(request.address, request.address + request.count)
+                    if any(a not in coils for a in span):
+                        raise IllegalAddress(f"no coil in {span}")
+                    return BitsResponse(request.function, tuple(bool(coils[a]) for a in span))
                 else:
                     return ExceptionResponse(request.function, 1)
                 span = range(request.address, request.address + request.count)
@@ -365,6 +403,13 @@ class PulseRecorder:
             if isinstance(request, WriteSingleRequest) and (
                     request.function == Function.WRITE_SINGLE_REGISTER):
                 self.write(request.address, [request.value])
+                return WriteResponse(request.function, request.address, request.value)
+            if isinstance(request, WriteSingleRequest) and (
+                    request.function == Function.WRITE_SINGLE_COIL):
+                if request.address not in self.coils():
+                    raise IllegalAddress(f"no coil {request.address}")
+                if request.value == COIL_ON:
+                    self.preset_counter(request.address - COIL_COUNTER_RESET, 0)
                 return WriteResponse(request.function, request.address, request.value)
             return ExceptionResponse(request.function, 1)
         except IllegalAddress:

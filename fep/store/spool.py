@@ -89,6 +89,7 @@ class Spool:
         self._writing = False
         self._depth = 0
         self._opened = False
+        self._rolling = False  # a roll to a new segment file is under way on the worker
         self._closing = False
         self.appended_batches = 0
         self.fsyncs = 0
@@ -274,21 +275,29 @@ class Spool:
         self._segments[new.number] = new
         self._current = new
         self._opened = False  # appends wait until the new file is open
-        d = self._in_thread(self._roll, self._fd, old.path, new.path)
+        # The worker closes the old file: nothing here may use (or close) it again.
+        old_fd, self._fd = self._fd, None
+        self._rolling = True
+        d = self._in_thread(self._roll, old_fd, old.path, new.path)
 
         def opened(fd: int) -> None:
+            self._rolling = False
             self._fd = fd
             self._opened = True
             self._kick()
 
-        return d.addCallback(opened)
+        def failed(failure: Any) -> Any:
+            self._rolling = False
+            return failure
+
+        return d.addCallbacks(opened, failed)
 
     def close(self) -> Deferred[None]:
         """Finish pending writes, remove drained files, stop the worker."""
         self._closing = True
 
         async def run() -> None:
-            while self._writing or self._pending:
+            while self._writing or self._pending or self._rolling:
                 await deferLater(self._reactor, 0.01)
             current = self._current
             if self._fd is not None:
@@ -299,7 +308,7 @@ class Spool:
             if self._own_pool:
                 self._pool.stop()
 
-        if not self._opened and self._fd is None:
+        if not self._opened and self._fd is None and not self._rolling:
             if self._own_pool and self._pool.started:
                 self._pool.stop()
             return succeed(None)

@@ -18,6 +18,7 @@ from fep.collect import commands
 from fep.collect.engine import approval_of, resource_policy
 from fep.collect.tasks import CommandStatus, JobStatus, Target, Task
 from fep.model import EventKind, Meter, Quality
+from fep.protocols.dlms.apdu import DataAccessResult
 from fep.protocols.dlms.cosem import ControlState
 from fep.protocols.dlms.server import ServerSettings
 from fep.sim import dlms_meter
@@ -261,6 +262,25 @@ class CommandTests(unittest.TestCase):
         trail = [(a.who, a.action) for a in await self.engine.jobs.audit(asked.id)]
         self.assertEqual(trail, [("alice", "requested"), ("bob", "approved"),
                                  ("test", "started"), ("test", "done")])
+
+    async def test_a_refusal_names_meter_command_and_the_meters_code(self) -> None:
+        class Refusing(dlms_meter.SimulatedDlmsMeter):
+            def action(self, method: Any, parameters: Any) -> Any:
+                if method.instance == dlms_meter.DISCONNECT:
+                    return DataAccessResult.HARDWARE_FAULT, None
+                return super().action(method, parameters)
+
+        sim = Refusing()
+        await self.engine(sim)
+        asked = await self.request("disconnect")
+        await commands.approve(self.engine.jobs, asked.id, "bob", reactor.seconds(),
+                               self.meter, self.policy)
+        self.engine.scheduler.kick()
+        done = await self.ended(asked.id)
+        self.assertEqual(done.status, CommandStatus.FAILED)
+        self.assertIn(f"meter {self.meter.id}: disconnect refused by the meter", done.outcome)
+        self.assertIn("hardware-fault (1)", done.outcome)
+        self.assertEqual(sim.control_state, ControlState.CONNECTED)
 
     async def test_a_rejected_command_never_runs(self) -> None:
         sim = dlms_meter.SimulatedDlmsMeter()

@@ -94,6 +94,7 @@ def write_config(
     extra: str = "",
     dlms_push_port: int | None = None,
     default_task: bool = True,
+    collect_extra: str = "",
 ) -> Path:
     config = workdir / "fep.ini"
     config.write_text(
@@ -102,7 +103,8 @@ def write_config(
         f"[spool]\nmax_delay = 0.02\nflush_timeout = 20\n"
         f"[collect]\nperiod = {period}\ntimeout = 3\nenabled = {'yes' if collect else 'no'}\n"
         f"default_task = {'yes' if default_task else 'no'}\n"
-        f"[push]\niec62056_21 = tcp:{push_port}:interface=127.0.0.1\n"
+        + collect_extra
+        + f"[push]\niec62056_21 = tcp:{push_port}:interface=127.0.0.1\n"
         + (f"dlms = tcp:{dlms_push_port}:interface=127.0.0.1\n"
            if dlms_push_port is not None else "")
         + f"[log]\njson_file = {workdir}/fep.log.json\nlevel = debug\n"

@@ -3,7 +3,7 @@ PDU codec and the SMS command answers and indications."""
 
 from __future__ import annotations
 
-from fep.channels.modem import pdu
+from fep.channels.modem import dialects, pdu
 from fep.channels.modem import sms_at as commands
 from fep.channels.modem.at import AtEngine, Command, Response, Unsolicited, split_params
 from fep.errors import FrameError
@@ -92,4 +92,26 @@ def sms_at(data: bytes) -> None:
             pass
 
 
-TARGETS = {"at_engine": at_engine, "sms_pdu": sms_pdu, "sms_at": sms_at}
+def modem_dialect(data: bytes) -> None:
+    """The readers of answers that differ between modem models (AT+CPMS=?, AT+CNMI=?,
+    AT+CGMI/AT+CGMM, AT+CFUN?) and the quirks-table look-up, on text lines; they never
+    raise (documented: an answer they cannot read gives None or nothing)."""
+    lines = data.decode("latin-1").split("\n")
+    offered = dialects.offered_memories(lines)
+    if offered is not None:
+        dialects.choose_memories(offered, lines[0][:4])
+    ranges = dialects.offered_indications(lines)
+    if ranges is not None:
+        dialects.choose_indications(ranges, True)
+        dialects.choose_indications(ranges, False)
+    name = dialects.identification(lines, "+CGMI")
+    dialects.dialect_for(name, dialects.identification(lines[1:], "+CGMM"))
+    dialects.radio_off(lines)
+
+
+TARGETS = {
+    "at_engine": at_engine,
+    "sms_pdu": sms_pdu,
+    "sms_at": sms_at,
+    "modem_dialect": modem_dialect,
+}

@@ -116,6 +116,104 @@ def dlt645() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
     }
 
 
+def dlt698() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
+    from fep.protocols.dlt698.apdu import GetResponse, decode_apdu
+    from fep.protocols.dlt698.data import encode_data
+    from fep.protocols.dlt698.frames import (
+        Frame,
+        ServerAddress,
+        control,
+        decode_frame,
+        split_apdu,
+    )
+
+    items = _named_hex(FIXTURES / "dlt698" / "published_frames.txt")
+    frames = {k: v for k, v in items.items() if k.startswith("frame_")}
+    apdus = {k: v for k, v in items.items() if k.startswith("apdu_")}
+    apdus.update({k: decode_frame(v).data for k, v in frames.items()})
+    big = apdus["apdu_get_record_response"]
+    address = ServerAddress("000000123456")
+    split = b"".join(Frame(control(from_server=True, split=True), address, 0, p.encode())
+                     .encode() for p in split_apdu(big, 16))  # fmt: skip
+    values = []
+    for name, raw in apdus.items():
+        apdu = decode_apdu(raw)
+        if isinstance(apdu, GetResponse):
+            for result in apdu.results:
+                if result.data is not None:
+                    values.append((name, encode_data(result.data)))
+            for record in apdu.records:
+                for row in record.rows or ():
+                    values.append((name, b"".join(encode_data(d) for d in row)))
+    return {
+        "dlt698_frame": ("tests/fixtures/dlt698/published_frames.txt (and its record "
+                         "response in split frames of 16 bytes)",
+                         [(k, stream_chunks(v)) for k, v in frames.items()]
+                         + [("all", stream_chunks(b"\xfe\xfe" + b"".join(frames.values()), 7)),
+                            ("split_record_response", stream_chunks(split, 31))]),
+        "dlt698_apdu": ("the APDUs of tests/fixtures/dlt698/published_frames.txt (alone and "
+                        "in its frames)", list(apdus.items())),
+        "dlt698_data": ("the values in the GET answers of "
+                        "tests/fixtures/dlt698/published_frames.txt", values),
+        "dlt698_client": ("a session of fep.sim.dlt698 (with a login and a concentrator), "
+                          "the meter's side", [("sim_session", stream_chunks(_session()))]),
+        "dlt698_terminal": ("the logins of tests/fixtures/dlt698/published_frames.txt and a "
+                            "power-down report of fep.sim.dlt698",
+                            [("logins_and_report", stream_chunks(_terminal()))]),
+    }
+
+
+def _terminal() -> bytes:
+    from datetime import UTC, datetime
+
+    from fep.protocols.dlt698.apdu import encode_apdu
+    from fep.protocols.dlt698.frames import Frame, control
+    from fep.sim.dlt698 import SimulatedDlt698Meter
+
+    items = _named_hex(FIXTURES / "dlt698" / "published_frames.txt")
+    sim = SimulatedDlt698Meter("000000123456", clock=datetime(2024, 1, 1, tzinfo=UTC).timestamp)
+    report = Frame(control(from_server=True, client_started=False), sim.server, 0,
+                   encode_apdu(sim.report_outage()))
+    return items["frame_peer_login"] + sim.login() + report.encode()
+
+
+def _session() -> bytes:
+    """What fep's simulated concentrator sends in the session the dlt698_client target
+    runs: a login, then its answers to the client's requests."""
+    from datetime import UTC, datetime
+
+    from fep.protocols.dlt698.client import (
+        ClientSettings,
+        Dlt698Client,
+        ProxyRead,
+        RecordRead,
+        Send,
+    )
+    from fep.protocols.dlt698.data import OAD
+    from fep.protocols.dlt698.frames import FrameDecoder
+    from fep.sim.dlt698 import SimulatedDlt698Meter
+
+    at = datetime(2024, 1, 1, tzinfo=UTC)
+    child = SimulatedDlt698Meter("000000000001", clock=at.timestamp)
+    sim = SimulatedDlt698Meter("000000123456", clock=at.timestamp,
+                               children={child.address: child})
+    client = Dlt698Client(ClientSettings(
+        address="000000123456", items=(OAD(0x0010, 2), OAD(0x2000, 2)),
+        records=(RecordRead(OAD(0x5004, 2), last=1),),
+        proxies=(ProxyRead("000000000001", (OAD(0x0010, 2),)),)), now=lambda: at)
+    wire = sim.login()
+    pending = list(client.start()) + list(client.receive(wire))
+    while not client.done and pending:
+        out = b""
+        for action in pending:
+            if isinstance(action, Send):
+                for frame in FrameDecoder().receive(action.data):
+                    out += b"".join(a.encode() for a in sim.answer(frame))
+        wire += out
+        pending = list(client.receive(out)) if out else []
+    return wire
+
+
 def iec() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
     from fep.protocols.iec62056_21.frames import DataBlock, FrameDecoder
 
@@ -204,7 +302,16 @@ def modem() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
         ("cmt", b",24\n" + deliver.encode()),
         ("cds", b"6,27,\"+31628870634\",145,\"11/01/09,10:26:26+04\",\"11/01/09,10:26:30+04\",0"),
     ]
+    recorded = []
+    for script in sorted((FIXTURES / "modems").glob("*.txt")):
+        answers = [line[2:] for line in script.read_text("utf-8").splitlines()
+                   if line.startswith("< ")]
+        recorded.append((script.stem, "\n".join(answers).encode("latin-1")))
+    recorded.append(("mc75i_cnmi", b'+CNMI: (0-3),(0,1),(0,2,3),(0,2),(1)\n'
+                                   b'+CPMS: ("ME","SM","MT"),("ME","SM","MT"),("SM","MT")'))
     return {
+        "modem_dialect": ("the recorded answers of tests/fixtures/modems/*.txt (sources named "
+                          "there) and gammu pull request #1207 (Cinterion MC75i)", recorded),
         "at_engine": ("hand-written modem answers around the SMS-DELIVER of "
                       "tests/fixtures/sms/published_pdus.txt", answers),
         "sms_pdu": ("tests/fixtures/sms/published_pdus.txt", list(published.items())),
@@ -261,8 +368,71 @@ def records() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
     }
 
 
+def gw3761() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
+    from datetime import date, datetime
+
+    from fep.protocols.dlt645 import services as dlt645_services
+    from fep.protocols.gw3761 import formats, services
+    from fep.protocols.gw3761.frames import Address, Afn, FrameDecoder
+    from fep.protocols.gw3761.services import (
+        CurveRequest,
+        EventsRequest,
+        ForwardRequest,
+        Master,
+    )
+    from fep.sim.concentrator import make_concentrator
+    from tests.protocols.gw3761.published import FRAMES
+
+    sim = make_concentrator(3, clock=lambda: 1_709_280_000.0)
+    sim.max_user = 200
+    master = Master(Address("4403", 4))
+    day = date(2024, 2, 29)
+    forward = dlt645_services.read_data(sim.meters[0].address, 0x00010000).encode()
+    asks = {
+        "c1_clock": (Afn.CLASS1, [0], [2], None),
+        "c1_f129": (Afn.CLASS1, [1, 2], [129], None),
+        "c1_f25_f33": (Afn.CLASS1, [1], [25, 33], None),
+        "c2_f161": (Afn.CLASS2, [1, 2], [161, 162], day),
+        "c2_f177": (Afn.CLASS2, [1], [177], date(2024, 2, 1)),
+        "c2_f185": (Afn.CLASS2, [1], [185], day),
+        "c2_curve": (Afn.CLASS2, [1], [101, 81, 89, 92, 105],
+                     CurveRequest(datetime(2024, 2, 29, 0, 15), 1, 8)),
+        "c3_events": (Afn.CLASS3, [0], [1], EventsRequest(0, 5)),
+        "archive": (Afn.QUERY_PARAMETERS, [0], [10], ()),
+        "forward": (Afn.FORWARD, [0], [1], ForwardRequest(31, forward)),
+    }
+    frames = [(k, stream_chunks(v)) for k, v in FRAMES.items()]
+    frames.append(("all", stream_chunks(b"".join(FRAMES.values()), 9)))
+    units = []
+    layouts = sorted(services.LAYOUTS)
+    for name, (afn, points, fns, value) in asks.items():
+        data = b"".join(services.request_units(afn, points, fns, value))
+        request = master.request(afn, data)
+        wire = b"".join(sim.answer_bytes(request))
+        frames.append((f"sim_{name}", stream_chunks(request.encode() + wire, 31)))
+        index = layouts.index((afn, fns[0]))
+        units.append((f"{name}_request", bytes([index * 2]) + data))
+        answer = next(f for f in FrameDecoder().receive(wire) if f.afn == afn)
+        units.append((f"{name}_answer", bytes([index * 2 + 1]) + answer.data))
+    names = sorted(formats.FORMATS)
+    samples = {"A.1": "512023071018", "A.14": "7856341200", "A.25": "450381", "A.2": "2391",
+               "A.15": "3014240709"}
+    for name, text in samples.items():
+        mode = 128 + ((names.index(name) - 128) % len(names))
+        units.append((f"format_{name}", bytes([mode]) + bytes.fromhex(text)))
+    return {
+        "gw3761_frame": ("tests/fixtures/gw3761/published_frames.txt (each, and all in 10-byte "
+                         "pieces); sim_*: a master request and fep.sim.concentrator's answer "
+                         "(200-byte frames) at 2024-03-01 16:00 terminal time", frames),
+        "gw3761_units": ("data units of the sim_* requests and answers of gw3761_frame (mode = "
+                         "layout index x 2 + uplink); format_*: the appendix A examples of "
+                         "tests/protocols/gw3761/test_formats.py (mode 128 + format index)",
+                         units),
+    }
+
+
 def main() -> None:
-    for family in (c12, dlt645, iec, modbus, modem, channels, records):
+    for family in (c12, dlt645, dlt698, gw3761, iec, modbus, modem, channels, records):
         for target, (source, seeds) in family().items():
             directory = CORPUS / target
             directory.mkdir(parents=True, exist_ok=True)

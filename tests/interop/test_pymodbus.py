@@ -169,6 +169,23 @@ class FepReadsPymodbusTests(unittest.TestCase):
         self.assertEqual(clock, when)
 
     @inlineCallbacks
+    def test_counter_preset_over_tcp(self) -> Any:
+        port = free_port()
+        proc = yield start_pymodbus(self, "tcp", str(port))
+        meter = counter_meter(f"tcp:host=127.0.0.1:port={port}")
+        protocol = PulseRecorderProtocol()
+        done = yield protocol.run_command(reactor, client_endpoint(reactor, meter.route), meter,
+                                          "parameter-set", {"counter2": "4321"}, 5,
+                                          lambda _: None)
+        self.assertEqual(done, {"counter2": 4321})
+        line = yield deferToThread(proc.stdout.readline)
+        self.assertEqual(line.strip(), "write 16 101 [4321]")  # function 16 at holding 101
+        records = yield protocol.read(reactor, client_endpoint(reactor, meter.route), meter, 5)
+        counters = {r.native_id: r.value for r in records if isinstance(r, Reading)
+                    and r.native_id in ("counter.1", "counter.2")}
+        self.assertEqual(counters, {"counter.1": held.COUNTERS[0], "counter.2": 4321})
+
+    @inlineCallbacks
     def check_function_codes(self, framing: Framing, route: str) -> Any:
         client = ModbusClient(framing, held.UNIT, meter="counter-1", route=route)
         session: ModbusSession[dict[str, Any]] = ModbusSession(

@@ -44,6 +44,10 @@ ENDPOINTS = [
     (b"POST", "meters/m1/commands"),
     (b"POST", "commands/1/approve"),
     (b"POST", "commands/1/reject"),
+    (b"GET", "plans"),
+    (b"POST", "plans"),
+    (b"GET", "plans/1"),
+    (b"POST", "plans/1/approve"),
     (b"GET", "stats"),
     (b"GET", "success-rate"),
     (b"GET", "alarms"),
@@ -438,7 +442,8 @@ class OpenApiTests(unittest.TestCase):
                 documented.add((m.group(1).upper(), path))
         routes = {
             (method.decode(), "/" + "/".join(
-                {"meters": "{meter}", "tasks": "{task}", "commands": "{command}"}[pattern[0]]
+                {"meters": "{meter}", "tasks": "{task}", "commands": "{command}",
+                 "plans": "{plan}"}[pattern[0]]
                 if p == "*" else p for p in pattern))
             for method, pattern, _ in Api(None).routes  # type: ignore[arg-type]
         }

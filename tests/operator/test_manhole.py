@@ -378,7 +378,9 @@ class CommandNamespaceTests(unittest.TestCase):
         self.assertEqual(set(space) - {"ctx", "console"},
                          {"help", "sessions", "meters", "read", "events", "tasks", "run",
                           "commands", "command", "approve", "reject", "stats", "spool",
-                          "alarms"})
+                          "alarms", "plans", "plan", "plan_create", "plan_submit",
+                          "plan_approve", "plan_reject", "plan_start", "plan_pause",
+                          "plan_cancel"})
         asked = await space["command"]("m1", "disconnect")
         self.assertEqual((asked["status"], asked["requested_by"]),
                          ("requested", "console:bob"))

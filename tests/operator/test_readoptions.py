@@ -36,6 +36,11 @@ class WhitelistTests(unittest.TestCase):
         self.assertEqual(checked("dlt645", {"dlt645_items": "00010000,02010100",
                                             "dlt645_profile_blocks": 8}),
                          {"dlt645_items": "00010000,02010100", "dlt645_profile_blocks": "8"})
+        self.assertEqual(checked("dlt698", {"dlt698_items": "00100200,40000200",
+                                            "dlt698_frozen": "50040200",
+                                            "dlt698_frozen_last": 3}),
+                         {"dlt698_items": "00100200,40000200", "dlt698_frozen": "50040200",
+                          "dlt698_frozen_last": "3"})
         self.assertEqual(checked("ansi-c12.21", {"c12_profile": "no"}), {"c12_profile": "no"})
         self.assertEqual(checked("ansi-c12", {"c12_snapshots": "no"}), {"c12_snapshots": "no"})
         self.assertEqual(checked("modbus", {"modbus_device_map": "sim-pr2",

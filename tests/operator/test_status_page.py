@@ -4,6 +4,7 @@ after the page's scripts ran) and a screenshot is saved in the test's temp dir."
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,13 @@ from fep.sim import dlms_meter
 from fep.sim.dlms import EXAMPLE_AK, EXAMPLE_EK, DlmsMeterServerFactory
 from fep.sim.iec62056_21 import IecMeterServerFactory, make_meters
 from tests.daemon.harness import Daemon, add_meters, free_port, wait_for, write_config
-from tests.operator.helpers import VIEWER_TOKEN, http, write_tokens
+from tests.operator.helpers import (
+    OPERATOR_TOKEN,
+    SECOND_OPERATOR_TOKEN,
+    VIEWER_TOKEN,
+    http,
+    write_tokens,
+)
 from tests.system import require_program
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
@@ -39,6 +46,28 @@ async def run_chromium(*args: str) -> tuple[bytes, bytes, int]:
 
 class StatusPageInChromiumTests(unittest.TestCase):
     timeout = 180
+
+    async def plan(self, base: str, spec: dict[str, object]) -> int:
+        """Run a control plan to its end through the API (alice makes it, bob approves)."""
+        async def post(path: str, token: str, body: object) -> dict[str, object]:
+            r = await http(f"{base}/api/v1/{path}", method=b"POST", token=token,
+                           body=json.dumps(body).encode())
+            self.assertEqual(r.status, 200, r.body)
+            answer: dict[str, object] = r.json()
+            return answer
+
+        made = await post("plans", OPERATOR_TOKEN, spec)
+        pid = int(str(made["id"]))
+        await post(f"plans/{pid}/submit", OPERATOR_TOKEN, {})
+        await post(f"plans/{pid}/approve", SECOND_OPERATOR_TOKEN, {})
+        await post(f"plans/{pid}/start", OPERATOR_TOKEN, {})
+
+        async def done() -> bool:
+            r = await http(f"{base}/api/v1/plans/{pid}", token=VIEWER_TOKEN)
+            return bool(r.json()["status"] == "done")
+
+        await wait_for(done, 60, f"plan {pid} to end")
+        return pid
 
     def listen(self, factory: object) -> int:
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
@@ -85,6 +114,10 @@ class StatusPageInChromiumTests(unittest.TestCase):
                         and stats["router"]["spool_depth"] == 0)
 
         await wait_for(fleet_read, 60, "the fleet to be read through the daemon")
+        # A control plan, run to its end: a demand reset of the fleet (the IEC meters' protocol
+        # has none).
+        plan = await self.plan(base, {"name": "monthly", "action": "demand-reset",
+                                      "target": "all", "rate": 600})
 
         page = await http(f"{base}/status")
         self.assertIn(b"script-src 'self'",
@@ -122,6 +155,13 @@ class StatusPageInChromiumTests(unittest.TestCase):
         self.assertIn('<b id="meters">4</b>', html)
         self.assertIn('<b id="meters-failing">1</b>', html)
         self.assertIn(f"<td>tcp:127.0.0.1:{iec_port}</td>", html)
+        # The plan's progress bar and outcome counts.
+        row = re.search(rf'<tr><td>{plan} monthly</td>(.*?)</tr>', html, re.S)
+        assert row is not None, html[-3000:]
+        self.assertIn("<td>demand-reset</td><td>done</td>", row.group(0))
+        self.assertRegex(row.group(1), rf'<progress max="4" value="4" data-plan="{plan}">'
+                         r'</progress> 4/4</td><td>1</td><td>0</td><td>3</td><td>0</td>'
+                         r'<td>0</td><td>api:alice</td><td>api:bob</td>')
 
         screenshot = workdir / "status.png"
         _, err, code = await run_chromium("--virtual-time-budget=15000",

@@ -394,7 +394,7 @@ class SeamTests(unittest.TestCase):
 
         plumbing = ("callLater", "set_baudrate", "abortConnection", "IDelayedCall",
                     "addTimeout", "buildProtocol")
-        for name in ("iec62056_21", "dlt645", "ansi_c12", "dlms"):
+        for name in ("iec62056_21", "dlt645", "dlt698", "ansi_c12", "dlms"):
             source = getsource(import_module(f"fep.protocols.{name}.session"))
             self.assertEqual([p for p in plumbing if p in source], [], name)
         # Modbus keeps timers of its own for the RTU frame gap only.

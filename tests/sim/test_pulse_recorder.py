@@ -110,8 +110,11 @@ class RecorderModelTests(unittest.TestCase):
         self.assertEqual(rec.answer(read_input_registers(7, 1)), ExceptionResponse(4, 2))
         self.assertEqual(rec.answer(WriteRegistersRequest(2, [60])), ExceptionResponse(16, 2))
         self.assertEqual(rec.answer(WriteRegistersRequest(1, [0])), ExceptionResponse(16, 3))
-        self.assertEqual(rec.answer(ReadRequest(Function.READ_COILS, 0, 1)),
-                         ExceptionResponse(1, 1))
+        # No discrete inputs; coils 0 and 1 only (the counter resets).
+        self.assertEqual(rec.answer(ReadRequest(Function.READ_DISCRETE_INPUTS, 0, 1)),
+                         ExceptionResponse(2, 1))
+        self.assertEqual(rec.answer(ReadRequest(Function.READ_COILS, 1, 2)),
+                         ExceptionResponse(1, 2))
 
 
 class ServerTests(unittest.TestCase):

@@ -10,10 +10,12 @@ from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.task import deferLater
 from twisted.python.threadpool import ThreadPool
 from twisted.trial import unittest
 
 from fep.model import ObisCode, Reading, Unit
+from fep.store import spool as spool_module
 from fep.store.spool import SUFFIX, Spool
 
 
@@ -137,3 +139,19 @@ class SpoolTests(unittest.TestCase):
         await again.close()
         await spool.close()
         self.assertEqual(self.files(), [])
+
+    async def test_closing_while_a_full_segment_rolls_over(self) -> None:
+        # The segment is full and drained: the release starts the roll to a new file on the
+        # worker thread, and close comes before it is done (make bench's DLMS push run
+        # stopped here with EBADF: close closed the file the roll had closed already).
+        self.patch(spool_module, "ROLL_BYTES", 1)
+        spool, _ = await self.opened()
+        batch = await spool.append(readings(3))
+        await deferLater(reactor, 0, lambda: None)  # the write is over (as the store commits)
+        spool.release(batch)
+        await spool.close()
+        self.assertIsNone(spool._fd)  # the new segment's file is not left open
+        self.assertEqual(self.files(), [])
+        again = Spool(self.directory, reactor)
+        self.assertEqual(await again.open(), [])
+        await again.close()

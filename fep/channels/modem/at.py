@@ -27,6 +27,11 @@ AT+CMGW) waits for the ``> `` prompt, then sends the body ended by Ctrl-Z (ESC c
 timeout). ``escape()`` sends ``+++`` while online (the caller keeps the guard time before it);
 its OK is the ``Response`` of the pseudo-command ``ESCAPE``.
 
+Dialects: an answer some modems end without a final result code is finished by
+``Command.final_optional`` (an implied OK, ``FinalResult.implied``); ``urc_names`` takes a
+modem's own unsolicited codes; ``COMMAND NOT SUPPORT`` (ZTE, Huawei) is an ERROR. The
+per-model table is ``fep.channels.modem.dialects``.
+
 Limit: an answer that comes after its command timed out is taken for the next command's
 (modems give no command ids); callers reset the modem (ATZ) after a timeout.
 """
@@ -71,7 +76,10 @@ class ModemError(ChannelError):
 
 
 class ModemTimeout(ModemError):
-    """A command's deadline passed without a final result code."""
+    """A command's deadline passed without a final result code; ``body_sent`` when an
+    AT+CMGS body had been typed (the modem may have sent the text)."""
+
+    body_sent: bool = False
 
 
 class ResultCode(enum.Enum):
@@ -129,7 +137,8 @@ URC_NAMES: Final[frozenset[str]] = frozenset({
     "+CBM", "+CBMI", "+CREG", "+CGREG", "+CEREG", "+CUSD", "+CIEV", "+CPIN", "+CGEV",
     "+CSQN", "^RSSI", "^BOOT", "^MODE", "^SRVST", "^SIMST", "^HCSQ", "RDY", "CALL READY",
     "SMS READY", "+PDP", "+CFUN", "+WIND", "^ORIG", "^CONF", "^CONN", "^CEND", "+ZDONR",
-    "+ZPASR",
+    "+ZPASR", "^SMMEMFULL", "^SYSSTART", "+QIND", "+QUSIM", "+CTZV", "+CTZE", "*PSUTTZ",
+    "DST", "+STIN", "#QSS", "+CPINR", "+SIM READY", "+ZUSIMR",
 })
 # URCs whose next line belongs to them (27.005 3.4.1: +CMT, +CBM, +CDS in PDU mode).
 _TWO_LINE: Final = frozenset({"+CMT", "+CBM"})
@@ -170,6 +179,10 @@ class Command:
     text: str
     timeout: float = 5.0
     body: bytes | None = None
+    # Some modems end some answers without a final result code (Wavecom: ``AT+CPIN?`` ->
+    # ``+CPIN: READY`` and nothing more). When set, the answer also ends this many seconds
+    # after its first information line (0: at once) with an implied OK.
+    final_optional: float | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.text.strip():
@@ -182,6 +195,8 @@ class Command:
             raise ValueError(f"AT command {self.text!r}: timeout must be positive")
         if self.body is not None and (CTRL_Z in self.body or ESC in self.body):
             raise ValueError(f"AT command {self.text!r}: body contains Ctrl-Z or ESC")
+        if self.final_optional is not None and self.final_optional < 0:
+            raise ValueError(f"AT command {self.text!r}: final_optional must not be negative")
 
     def encode(self) -> bytes:
         return self.text.encode("ascii") + b"\r"
@@ -194,12 +209,15 @@ ESCAPE: Final = Command("+++", timeout=3.0)
 @attrs.frozen
 class FinalResult:
     """A final result code as received: the code, the line, the text after CONNECT
-    (``"9600/V.32"``) or after +CME/+CMS ERROR, and the error number when there is one."""
+    (``"9600/V.32"``) or after +CME/+CMS ERROR, and the error number when there is one.
+    ``implied`` is true for the OK of an answer the modem ended without one (see
+    ``Command.final_optional``)."""
 
     code: ResultCode
     line: str
     detail: str | None = None
     error: int | None = None
+    implied: bool = False
 
     @property
     def speed(self) -> int | None:
@@ -257,8 +275,12 @@ class Response:
 
 @attrs.frozen
 class TimedOut:
+    """A command's deadline passed. ``body_sent``: a body command (AT+CMGS) had typed its
+    body already, so the modem may have acted on it (a text may have gone)."""
+
     command: Command
     lines: tuple[str, ...] = ()
+    body_sent: bool = False
 
 
 @attrs.frozen
@@ -427,7 +449,11 @@ class AtEngine:
         command = self._current
         if command is None:
             return []
-        out: list[Output] = [TimedOut(command, tuple(self._lines))]
+        if self.state is State.COMMAND and command.final_optional is not None and self._lines:
+            return self._finish(FinalResult(ResultCode.OK, "", implied=True))
+        out: list[Output] = [
+            TimedOut(command, tuple(self._lines), body_sent=self.state is State.BODY)
+        ]
         if self.state is State.ESCAPING:
             self.state = State.ONLINE
             self._current = None
@@ -561,8 +587,14 @@ class AtEngine:
                 return []
             return [urc]
         if command is not None:
+            first = not self._answered
             self._answered = True
             self._lines.append(text)
+            if command.final_optional is not None and self.state is State.COMMAND:
+                if command.final_optional == 0:
+                    return self._finish(FinalResult(ResultCode.OK, "", implied=True))
+                if first:
+                    return [Deadline(command.final_optional)]
             return []
         return [self._noise(text.encode("latin-1"), "line outside any command")]
 

@@ -220,10 +220,20 @@ class DialupCall:
         *,
         site: str | None = None,
         route: str | None = None,
+        incoming: bool = False,
     ) -> None:
         self.reactor = reactor
         self.line = line
-        self.number = normalise_number(number)
+        # A call in: ``number`` is the caller id (``unknown`` when the line gave none).
+        self.incoming = incoming
+        if incoming:
+            try:
+                number = normalise_number(number)
+            except RouteError:
+                number = "unknown"
+            self.number = number
+        else:
+            self.number = normalise_number(number)
         self.settings = settings
         self.site = site or self.number
         self.route = route or f"dialup:{self.number}"
@@ -262,6 +272,21 @@ class DialupCall:
             return fail(e)
         log.info("modem {line}: dialling {number}", line=self.line.name, number=self.number,
                  route=self.route)
+        return self._start(text)
+
+    def answer(self) -> Deferred[FinalResult]:
+        """A call in (RING): send ATA; fires with its final result (CONNECT: the call is up,
+        the caller's bytes go to the protocol attached with ``endpoint()``)."""
+        if self.state != "new":
+            return fail(ChannelError(f"call from {self.number} already {self.state}",
+                                     route=self.route))
+        self.state = "dialing"
+        self.line.route = self.route
+        log.info("modem {line}: answering a call from {number}", line=self.line.name,
+                 number=self.number, route=self.route)
+        return self._start("ATA")
+
+    def _start(self, text: str) -> Deferred[FinalResult]:
         atd = self.line.command(text, self.settings.dial_timeout, expect_ok=False)
 
         def cancel(_: Deferred[FinalResult]) -> None:
@@ -328,6 +353,13 @@ class DialupCall:
         if self.state == "hanging up":
             return  # the hang-up's own NO CARRIER
         if self.state != "connected":
+            return
+        if self.incoming:
+            # The caller hung up: the normal end of a call in.
+            log.info("modem {line}: {number} hung up ({why})", line=self.line.name,
+                     number=self.number, why=why, route=self.route)
+            self._end(CallOutcome.COMPLETED, self.result.line if self.result else "")
+            self._tell_protocol(Failure(ConnectionDone("the caller hung up")))
             return
         self.carrier_lost = why
         error = ChannelError(

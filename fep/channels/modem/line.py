@@ -176,12 +176,16 @@ class ModemLine(Protocol):
         body: bytes | None = None,
         *,
         expect_ok: bool = True,
+        final_optional: float | None = None,
     ) -> Deferred[Response]:
-        """Queue an AT command; fires with its Response."""
+        """Queue an AT command; fires with its Response. ``final_optional``: see
+        ``Command``."""
         if not self._open:
             return _failed(ChannelError(f"modem {self.name}: port not open", route=self.route))
         try:
-            command = Command(text, timeout or self.profile.command_timeout, body)
+            command = Command(
+                text, timeout or self.profile.command_timeout, body, final_optional
+            )
         except ValueError as e:
             return _failed(ModemError(str(e), line=self.name, route=self.route))
         d: Deferred[Response] = Deferred()
@@ -292,6 +296,7 @@ class ModemLine(Protocol):
             f"{timed_out.command.timeout:g} s",
             line=self.name, command=timed_out.command.text, route=self.route,
         )
+        error.body_sent = timed_out.body_sent
         if timed_out.command.text == "+++" and self._escaping is not None:
             escaping, self._escaping = self._escaping, None
             escaping.errback(Failure(error))

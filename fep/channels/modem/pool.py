@@ -17,6 +17,12 @@ Two ways in:
 
 A line whose dial gets NO DIALTONE (or that cannot be hung up, or whose port closes) leaves
 the pool with a ``ModemAlarm``; the site is called again at once on another line.
+
+Calls in (``on_incoming`` set): the lines ask for caller ids (``AT+CLIP=1``); a free line
+that rings is answered (``ATA``) at its ``+CLIP`` (or its second RING when the line gives no
+caller id), held busy (a dial-out job waiting for a line waits for the call to end) and
+handed to ``on_incoming`` as an ``IncomingCall``; the call lasts until the caller hangs up,
+or ``call_time`` seconds. A line that rings while busy is not answered.
 """
 
 from __future__ import annotations
@@ -36,13 +42,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fep.channels.endpoints import client_endpoint
-from fep.channels.modem.at import ModemProfile, ResultCode, modem_profile
+from fep.channels.modem.at import ModemProfile, ResultCode, Unsolicited, modem_profile
 from fep.channels.modem.calls import ModemCallLog
 from fep.channels.modem.dialup import (
     DialFailed,
     DialSettings,
     DialupCall,
     RetryPolicy,
+    _chained,
     normalise_number,
 )
 from fep.channels.modem.line import IModemControl, ModemLine
@@ -80,6 +87,20 @@ class ModemAlarm:
     number: str | None = None
 
 
+@attrs.frozen
+class IncomingCall:
+    """A call in, answered: the caller id (None when the line gave none), the modem line,
+    the call's route (``dialup:<caller>``), the endpoint that connects a protocol to it,
+    ``ended`` (fires with the call record when the call is over) and ``hang_up``."""
+
+    caller: str | None
+    line: str
+    route: str
+    endpoint: IStreamClientEndpoint
+    ended: Deferred[ModemCall]
+    hang_up: Callable[[], Deferred[ModemCall]]
+
+
 class PoolLine:
     """A line's place in the pool."""
 
@@ -91,6 +112,11 @@ class PoolLine:
         self.busy = False
         self.fault: str | None = None
         self.stats = CallStats(spec.name)
+        # Calls in: rings counted in the current burst, its caller id, an answer under way.
+        self.rings = 0
+        self.last_ring = float("-inf")
+        self.caller: str | None = None
+        self.answering = False
 
 
 @attrs.define
@@ -120,6 +146,8 @@ class ModemPool(service.Service):
         on_alarm: Callable[[ModemAlarm], None] | None = None,
         open_timeout: float = 10.0,
         keep_calls: int = 1000,
+        on_incoming: Callable[[IncomingCall], Deferred[Any] | None] | None = None,
+        call_time: float = 300.0,
     ) -> None:
         names = [spec.name for spec in lines]
         if len(set(names)) != len(names):
@@ -135,6 +163,9 @@ class ModemPool(service.Service):
         self.on_alarm = on_alarm
         self.open_timeout = open_timeout
         self.keep_calls = keep_calls
+        self.on_incoming = on_incoming
+        self.call_time = call_time
+        self.incoming_calls = 0
         self.alarms: list[ModemAlarm] = []
         self.calls: deque[ModemCall] = deque(maxlen=keep_calls)
         self.sites: dict[str, CallStats] = {}
@@ -212,6 +243,12 @@ class ModemPool(service.Service):
             endpoint = client_endpoint(self.reactor, spec.route)
             await connect_within(self.reactor, endpoint, modem, spec.route, self.open_timeout)
             await modem.initialise()
+            if self.on_incoming is not None:
+                clip = await modem.command("AT+CLIP=1", expect_ok=False)
+                if not clip.ok:
+                    log.info("modem {line}: no caller ids ({result})", line=spec.name,
+                             result=clip.result.describe(), route=spec.route)
+                modem.on_unsolicited = lambda urc: self._unsolicited(line, urc)
         except FepError as e:
             if modem.transport is not None:
                 modem.transport.loseConnection()
@@ -223,6 +260,78 @@ class ModemPool(service.Service):
         modem.closed.addCallback(lambda _: self._port_closed(line))
         log.info("modem {line} on {port}: ready", line=spec.name, port=spec.route)
         self._release(line)
+
+    # -- calls in
+
+    def _unsolicited(self, line: PoolLine, urc: Unsolicited) -> None:
+        name = urc.name.upper()
+        if name not in ("RING", "+CRING", "+CLIP") or self.on_incoming is None:
+            return
+        now = self.reactor.seconds()
+        if now - line.last_ring > 15.0:  # a new burst of rings
+            line.rings, line.caller = 0, None
+        line.last_ring = now
+        if name == "+CLIP":
+            params = urc.params
+            line.caller = params[0] if params and params[0] else None
+            ready = True
+        else:
+            line.rings += 1
+            ready = line.rings >= 2
+        if not ready or line.answering or not line.in_service or not self.running:
+            return
+        if line.busy:
+            if line.rings <= 1:
+                log.info("modem {line}: a call from {caller} while the line is busy; not "
+                         "answered", line=line.name, caller=line.caller or "unknown",
+                         route=line.spec.route)
+            return
+        line.busy = True
+        line.answering = True
+        self._active(+1)
+        caller, line.caller, line.rings = line.caller, None, 0
+        d = Deferred.fromCoroutine(self._answer(line, caller))
+        d.addErrback(lambda f: log.failure("modem {line}: call in failed", f, line=line.name))
+
+    async def _answer(self, line: PoolLine, caller: str | None) -> None:
+        assert line.modem is not None and self.on_incoming is not None
+        call = DialupCall(self.reactor, line.modem, caller or "", self.dial, incoming=True)
+        call.route = f"dialup:{call.number}"
+        ending: Deferred[None] = Deferred()
+        self._ending[id(call)] = ending
+        call.finished.addCallback(self._ended, line, call)
+        try:
+            result = await call.answer()
+        except ChannelError as e:
+            line.answering = False
+            log.warn("modem {line}: answering {caller} failed: {error}", line=line.name,
+                     caller=call.number, error=e, route=line.spec.route)
+            return
+        finally:
+            line.answering = False
+        if result.code is not ResultCode.CONNECT:
+            log.info("modem {line}: the call from {caller} went before it was answered ({result})",
+                     line=line.name, caller=call.number, result=result.line,
+                     route=line.spec.route)
+            return
+        self.incoming_calls += 1
+        incoming = IncomingCall(
+            caller=None if call.number == "unknown" else call.number, line=line.name,
+            route=call.route, endpoint=call.endpoint(), ended=_chained(call.finished),
+            hang_up=call.hang_up,
+        )
+        limit = self.reactor.callLater(self.call_time, call.hang_up)
+        try:
+            handled = self.on_incoming(incoming)
+            if handled is not None:
+                await handled
+        except Exception as e:
+            log.warn("modem {line}: the call from {caller} was not taken: {error}",
+                     line=line.name, caller=call.number, error=e, route=call.route)
+            call.hang_up()
+        await _chained(call.finished)
+        if limit.active():
+            limit.cancel()
 
     def _port_closed(self, line: PoolLine) -> None:
         if line.in_service and self.running:
@@ -512,4 +621,5 @@ def pool_from_config(
     except ConfigError as e:
         raise ConfigError(e.message, file=e.file, section="modems", key=e.key) from None
     return ModemPool(reactor, specs, dial=dial, policy=policy, store=store,
-                     on_alarm=on_alarm, open_timeout=section.open_timeout)
+                     on_alarm=on_alarm, open_timeout=section.open_timeout,
+                     call_time=section.call_time)

@@ -70,6 +70,8 @@ class ModemsSection:
     backoff_max: float
     retries: int
     open_timeout: float
+    answer: str = "no"
+    call_time: float = 300.0
 
     @property
     def init_commands(self) -> tuple[str, ...] | None:
@@ -101,4 +103,7 @@ MODEMS = Section("modems", {
     "backoff_max": Option(non_negative_float, 1800.0, "longest back-off in seconds"),
     "retries": Option(non_negative_int, 2, "times a site is called again after back-off"),
     "open_timeout": Option(positive_float, 10.0, "seconds to open a modem's port"),
+    "answer": Option(choice("no", "yes"), "no",
+                     "yes: answer meters that call in (RING, caller id, ATA)"),
+    "call_time": Option(positive_float, 300.0, "longest a call in may last, seconds"),
 }, ModemsSection)

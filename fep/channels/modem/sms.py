@@ -22,7 +22,7 @@ import attrs
 from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -30,9 +30,26 @@ from fep.channels.endpoints import client_endpoint
 from fep.channels.modem.at import (
     Command,
     FinalResult,
+    ModemTimeout,
     Response,
     ResultCode,
     Unsolicited,
+    split_params,
+)
+from fep.channels.modem.dialects import (
+    BUSY_CME,
+    BUSY_CMS,
+    GENERIC,
+    PIN_CME,
+    PIN_CMS,
+    ModemDialect,
+    choose_indications,
+    choose_memories,
+    dialect_for,
+    identification,
+    offered_indications,
+    offered_memories,
+    radio_off,
 )
 from fep.channels.modem.line import ModemLine
 from fep.channels.modem.pdu import (
@@ -97,6 +114,9 @@ class SmsSettings:
     reassembly_timeout: float = 3600.0
     reconnect_delay: float = 30.0
     init: tuple[str, ...] = ("ATZ", "ATE0V1", "AT+CMEE=1")
+    # Seconds a busy SIM or modem (after a SIM change, a PIN, the radio switched on) is
+    # waited for: commands answered "SIM busy"/"busy" are asked again within it.
+    sim_wait: float = 60.0
 
     def __attrs_post_init__(self) -> None:
         if self.mode not in MODES:
@@ -174,6 +194,31 @@ class OutgoingSms:
         return done
 
 
+def _busy(result: FinalResult) -> bool:
+    if result.error is None:
+        return False
+    if result.code is ResultCode.CME_ERROR:
+        return result.error in BUSY_CME
+    return result.code is ResultCode.CMS_ERROR and result.error in BUSY_CMS
+
+
+def _pin_needed(result: FinalResult) -> bool:
+    if result.error is None:
+        return False
+    if result.code is ResultCode.CME_ERROR:
+        return result.error in PIN_CME
+    return result.code is ResultCode.CMS_ERROR and result.error in PIN_CMS
+
+
+def _sim_status(lines: tuple[str, ...]) -> str:
+    """``+CPIN: READY`` -> ``READY`` (``SIM PIN``, ``SIM PUK``, ``NOT READY``...)."""
+    for line in lines:
+        head, colon, rest = line.strip().partition(":")
+        if colon and head.strip().upper() == "+CPIN":
+            return rest.strip().strip('"').upper()
+    return ""
+
+
 def _shown(command: Command) -> str:
     text = command.text
     if text.upper().startswith("AT+CPIN="):
@@ -213,6 +258,13 @@ class SmsChannel(service.Service):
         self._held: dict[tuple[str, int, int, bool], set[tuple[str, int]]] = {}
         self._outgoing: dict[tuple[str, int], OutgoingSms] = {}
         self._mem1 = settings.memory
+        # The memory read and swept (what AT+CPMS=? offers), None when the modem offers none.
+        self._memory: str | None = settings.memory
+        # What the modem said it is (AT+CGMI, AT+CGMM) and its dialect.
+        self.manufacturer = ""
+        self.model = ""
+        self.dialect: ModemDialect = GENERIC
+        self._smsc_on_sim: str | None = None
         # Slots being read and handed over (a +CMTI and a sweep may name the same one).
         self._reading: set[tuple[str, int]] = set()
         self._smsfull: int | None = None
@@ -233,11 +285,20 @@ class SmsChannel(service.Service):
             "sweeps": 0,
             "storage_full": 0,
             "handler_failures": 0,
+            "busy_retries": 0,
+            "timeouts": 0,
+            "send_retries": 0,
         }
 
     @property
     def text_mode(self) -> bool:
         return self.settings.mode == "text"
+
+    @property
+    def modem(self) -> str:
+        """The modem and its port, for errors and logs: ``huawei E1752 on serial:...``."""
+        name = " ".join(part for part in (self.manufacturer, self.model) if part)
+        return f"{name} on {self.route}" if name else self.route
 
     def add_message_handler(self, handler: MessageHandler) -> None:
         """Call ``handler`` with every whole received message; a Deferred/awaitable it
@@ -298,15 +359,19 @@ class SmsChannel(service.Service):
         await self._initialise()
         self.is_ready = True
         log.info(
-            "SMS modem on {route} ready ({mode} mode, memory {memory})",
+            "SMS modem {modem} ready ({mode} mode, memory {memory})",
+            modem=self.modem,
             route=self.route,
             mode=self.settings.mode,
-            memory=self.settings.memory,
+            memory=self._memory or "none",
         )
         waiters, self._ready = self._ready, []
         for d in waiters:
-            d.callback(None)
-        if self.settings.sweep_interval > 0 and self.running:
+            if not d.called:  # a waiter may have given up (cancelled)
+                d.callback(None)
+        if self._memory is None:
+            pass  # nothing to sweep
+        elif self.settings.sweep_interval > 0 and self.running:
             self._sweeper = LoopingCall(self._periodic_sweep)
             self._sweeper.clock = self.reactor
             self._sweeper.start(self.settings.sweep_interval, now=True)
@@ -348,25 +413,76 @@ class SmsChannel(service.Service):
     # -- commands
 
     async def _command(
-        self, text: str, timeout: float | None = None, body: bytes | None = None
+        self,
+        text: str,
+        timeout: float | None = None,
+        body: bytes | None = None,
+        *,
+        final_optional: float | None = None,
+    ) -> Response:
+        """One command; asked again while the modem answers "busy" (within ``sim_wait``)."""
+        delay = 0.5
+        deadline = self.reactor.seconds() + self.settings.sim_wait
+        while True:
+            try:
+                return await self._command_once(text, timeout, body, final_optional)
+            except SmsCommandError as error:
+                if not _busy(error.result) or self.reactor.seconds() + delay > deadline:
+                    raise
+                self.stats["busy_retries"] += 1
+                log.info(
+                    "SMS modem {modem} busy ({error}); asking again in {delay} s",
+                    modem=self.modem, error=error.result.describe(), delay=delay,
+                    route=self.route,
+                )
+                await deferLater(self.reactor, delay, lambda: None)
+                delay = min(delay * 2, 5.0)
+
+    async def _command_once(
+        self, text: str, timeout: float | None, body: bytes | None,
+        final_optional: float | None,
     ) -> Response:
         line = self._line
         if line is None:
-            raise ChannelError("the SMS modem is not connected", route=self.route)
+            raise ChannelError(f"SMS modem {self.modem} is not connected", route=self.route)
         command = Command(text, timeout or self.settings.command_timeout, body)
+        if final_optional is None and self.dialect.answers_without_final(text):
+            final_optional = 0.0
         try:
             response = await self._next_turn(
-                line.command(command.text, command.timeout, body, expect_ok=False)
+                line.command(
+                    command.text, command.timeout, body, expect_ok=False,
+                    final_optional=final_optional,
+                )
             )
         except ChannelError as error:
+            message = str(error)
             pin = self.settings.pin
-            if pin and pin in str(error):
+            if pin:
                 # The line's errors quote the command: never the PIN.
-                raise ChannelError(str(error).replace(pin, "<pin>"), route=self.route) from None
-            raise
+                message = message.replace(pin, "<pin>")
+            if isinstance(error, ModemTimeout):
+                self.stats["timeouts"] += 1
+                log.warn(
+                    "SMS modem {modem} did not answer {command} within {timeout} s; "
+                    "reopening the line",
+                    modem=self.modem, command=_shown(command), timeout=command.timeout,
+                    route=self.route,
+                )
+                # A late answer would be taken for the next command's: start afresh.
+                self._lost(line)
+                _close(line)
+                silent = ModemTimeout(
+                    f"SMS modem {self.modem}: no answer to {_shown(command)} within "
+                    f"{command.timeout:g} s", line=line.name, command=_shown(command),
+                    route=self.route,
+                )
+                silent.body_sent = error.body_sent
+                raise silent from None
+            raise ChannelError(f"SMS modem {self.modem}: {message}", route=self.route) from None
         if not response.ok:
             raise SmsCommandError(
-                f"{_shown(command)}: {response.result.describe()}",
+                f"SMS modem {self.modem}: {_shown(command)} -> {response.result.describe()}",
                 route=self.route,
                 result=response.result,
             )
@@ -394,13 +510,17 @@ class SmsChannel(service.Service):
             return None
 
     async def _initialise(self) -> None:
+        self.manufacturer = self.model = ""
+        self.dialect = GENERIC
         for text in self.settings.init:
-            await self._command(text)
-        pin = await self._optional("AT+CPIN?")
-        if pin is not None and any("SIM PIN" in line.upper() for line in pin.lines):
-            if not self.settings.pin:
-                raise ChannelError("the SIM asks for a PIN; set [sms] pin", route=self.route)
-            await self._command(f'AT+CPIN="{self.settings.pin}"')
+            await self._unlocked(text)
+        await self._identify()
+        await self._unlock()
+        cfun = await self._optional("AT+CFUN?")
+        if cfun is not None and radio_off(cfun.lines):
+            log.info("SMS modem {modem}: radio off; switching it on", modem=self.modem,
+                     route=self.route)
+            await self._command("AT+CFUN=1", max(self.settings.command_timeout, 30.0))
         await self._command(f"AT+CMGF={1 if self.text_mode else 0}")
         if self.text_mode:
             await self._command('AT+CSCS="GSM"')
@@ -408,16 +528,26 @@ class SmsChannel(service.Service):
         if self.settings.smsc:
             smsc = Address.parse(self.settings.smsc)
             await self._command(f'AT+CSCA="{smsc}",{smsc.type_octet}')
-        memory = self.settings.memory
-        await self._command(f'AT+CPMS="{memory}","{memory}","{memory}"')
-        self._mem1 = memory
+        elif self.dialect.csmp_clears_smsc:
+            self._smsc_on_sim = await self._sim_smsc()
+        await self._choose_memories()
+        if self._memory is None:
+            return
         ds = 2 if self.settings.delivery_reports else 0
-        for cnmi in (f"AT+CNMI=2,1,0,{ds},0", f"AT+CNMI=2,1,0,{min(ds, 1)},0", "AT+CNMI=1,1"):
+        candidates = [f"AT+CNMI=2,1,0,{ds},0", f"AT+CNMI=2,1,0,{min(ds, 1)},0", "AT+CNMI=1,1"]
+        offered = await self._optional("AT+CNMI=?")
+        ranges = offered_indications(offered.lines) if offered is not None else None
+        if ranges is not None:
+            chosen = choose_indications(ranges, self.settings.delivery_reports)
+            if chosen is not None:
+                candidates.insert(0, chosen)
+        for cnmi in candidates:
             if await self._optional(cnmi) is not None:
                 break
         else:
             log.warn(
-                "SMS modem on {route} refuses new-message indications; relying on sweeps",
+                "SMS modem {modem} refuses new-message indications; relying on sweeps",
+                modem=self.modem,
                 route=self.route,
             )
         indicators = await self._optional("AT+CIND=?")
@@ -425,6 +555,121 @@ class SmsChannel(service.Service):
             self._smsfull = indicator_index(indicators.lines, "smsfull")
             if self._smsfull is not None:
                 await self._optional("AT+CMER=3,0,0,1")
+
+    async def _unlocked(self, text: str) -> Response:
+        """A command some modems refuse until the SIM is unlocked (``+CME ERROR: 11``)."""
+        try:
+            return await self._command(text)
+        except SmsCommandError as error:
+            if not _pin_needed(error.result):
+                raise
+        await self._unlock()
+        return await self._command(text)
+
+    async def _identify(self) -> None:
+        """AT+CGMI and AT+CGMM: the modem's name in logs and errors, and its dialect."""
+        for text, name in (("AT+CGMI", "+CGMI"), ("AT+CGMM", "+CGMM")):
+            try:
+                answer = await self._unlocked(text)
+            except SmsCommandError:
+                continue
+            value = identification(answer.lines, name)
+            if name == "+CGMI":
+                self.manufacturer = value
+            else:
+                self.model = value
+        self.dialect = dialect_for(self.manufacturer, self.model)
+        log.info(
+            "SMS modem {modem}: dialect {dialect}", modem=self.modem, dialect=self.dialect.name,
+            route=self.route,
+        )
+        if self.dialect.urcs and self._line is not None:
+            engine = self._line.engine
+            engine.urc_names = engine.urc_names | {u.upper() for u in self.dialect.urcs}
+        for text in self.dialect.init:
+            await self._optional(text)
+
+    async def _unlock(self) -> None:
+        """Wait for the SIM (``+CPIN: NOT READY``, "SIM busy" after a SIM change) and give the
+        PIN when it asks for one."""
+        deadline = self.reactor.seconds() + self.settings.sim_wait
+        entered = False
+        while True:
+            # Wavecom ends this answer without OK: a short grace when the dialect is unknown.
+            answer = await self._command(
+                "AT+CPIN?", final_optional=0.0 if "AT+CPIN?" in self.dialect.no_final else 1.0
+            )
+            status = _sim_status(answer.lines)
+            if status == "READY" or not status:
+                return
+            if status == "SIM PIN" and not entered:
+                if not self.settings.pin:
+                    raise ChannelError(
+                        f"SMS modem {self.modem}: the SIM asks for a PIN; set [sms] pin",
+                        route=self.route,
+                    )
+                await self._command(f'AT+CPIN="{self.settings.pin}"')
+                entered = True
+                continue
+            if status in ("SIM PUK", "SIM PIN2", "SIM PUK2", "PH-SIM PIN") or (
+                status == "SIM PIN" and entered
+            ):
+                raise ChannelError(
+                    f"SMS modem {self.modem}: the SIM is locked ({status}); unlock it by hand",
+                    route=self.route,
+                )
+            if self.reactor.seconds() + 1.0 > deadline:
+                raise ChannelError(
+                    f"SMS modem {self.modem}: the SIM is not ready after "
+                    f"{self.settings.sim_wait:g} s ({status})",
+                    route=self.route,
+                )
+            await deferLater(self.reactor, 1.0, lambda: None)
+
+    async def _sim_smsc(self) -> str | None:
+        answer = await self._optional("AT+CSCA?")
+        if answer is None:
+            return None
+        for line in answer.lines:
+            head, colon, rest = line.strip().partition(":")
+            if colon and head.strip().upper() == "+CSCA":
+                params = split_params(rest)
+                if params and params[0]:
+                    return params[0]
+        return None
+
+    async def _choose_memories(self) -> None:
+        """Set the message memories from what ``AT+CPMS=?`` offers."""
+        wanted = self.settings.memory
+        answer = await self._optional("AT+CPMS=?")
+        offered = offered_memories(answer.lines) if answer is not None else None
+        if offered is None:
+            # No list: the configured memory for all three, or for <mem1> alone.
+            for text in (f'AT+CPMS="{wanted}","{wanted}","{wanted}"', f'AT+CPMS="{wanted}"'):
+                if await self._optional(text) is not None:
+                    self._memory = self._mem1 = wanted
+                    return
+            raise ChannelError(
+                f"SMS modem {self.modem}: refuses message memory {wanted}", route=self.route
+            )
+        chosen = choose_memories(offered, wanted)
+        if chosen is None:
+            self._memory = None
+            log.warn(
+                "SMS modem {modem} offers no message memory (AT+CPMS=? {offered}): it can "
+                "send, but fep cannot read what it receives",
+                modem=self.modem,
+                offered=answer.lines if answer is not None else (),
+                route=self.route,
+            )
+            return
+        if chosen[0] != wanted.upper():
+            log.warn(
+                "SMS modem {modem} does not offer memory {wanted}; using {chosen}",
+                modem=self.modem, wanted=wanted, chosen=chosen[0], route=self.route,
+            )
+        await self._command("AT+CPMS=" + ",".join(f'"{m}"' for m in chosen))
+        self._memory = self._mem1 = chosen[0]
 
     # -- sending
 
@@ -440,28 +685,40 @@ class SmsChannel(service.Service):
         destination = Address.parse(number)
         wanted = self.settings.delivery_reports if report is None else report
         references: list[int] = []
-        try:
-            await self._lock.acquire()
+        attempt = 1
+        while True:
             try:
-                body = text_body(text) if self.text_mode and not flash else None
-                if body is not None:
-                    references.append(await self._send_text(destination, body, wanted))
-                else:
-                    references += await self._send_pdus(destination, text, flash, wanted)
-            finally:
-                self._lock.release()
-        except (FepError, ValueError) as error:
-            self.stats["send_failures"] += 1
-            log.warn(
-                "SMS to {number} via {route} failed after {sent} part(s): {error}",
-                number=number,
-                route=self.route,
-                sent=len(references),
-                error=error,
-            )
-            if isinstance(error, FepError):
-                raise
-            raise ChannelError(str(error), route=self.route)
+                await self._send_once(destination, text, flash, wanted, references)
+                break
+            except (FepError, ValueError) as error:
+                maybe = isinstance(error, ModemTimeout) and error.body_sent
+                untouched = not references and not maybe and isinstance(error, ChannelError) \
+                    and not isinstance(error, SmsCommandError)
+                if untouched and attempt < 2 and self.running:
+                    # Nothing reached the modem (it stopped answering before the text, or
+                    # the line was down): once more when the line is back.
+                    attempt += 1
+                    self.stats["send_retries"] += 1
+                    log.warn(
+                        "SMS to {number} via {modem} not sent ({error}); sending again "
+                        "once the modem is back", number=number, modem=self.modem,
+                        error=error, route=self.route,
+                    )
+                    if await self._back(self.settings.send_timeout):
+                        continue
+                self.stats["send_failures"] += 1
+                log.warn(
+                    "SMS to {number} via {modem} failed after {sent} part(s){maybe}: {error}",
+                    number=number,
+                    modem=self.modem,
+                    route=self.route,
+                    sent=len(references),
+                    maybe=" (the last part may have gone: its answer was lost)" if maybe else "",
+                    error=error,
+                )
+                if isinstance(error, FepError):
+                    raise
+                raise ChannelError(str(error), route=self.route)
         self.stats["sent"] += 1
         outgoing = OutgoingSms(str(destination), text, references, wanted)
         if wanted:
@@ -478,6 +735,33 @@ class SmsChannel(service.Service):
         )
         return outgoing
 
+    async def _send_once(
+        self, destination: Address, text: str, flash: bool, wanted: bool, references: list[int]
+    ) -> None:
+        await self._lock.acquire()
+        try:
+            body = text_body(text) if self.text_mode and not flash else None
+            if body is not None:
+                references.append(await self._send_text(destination, body, wanted))
+            else:
+                await self._send_pdus(destination, text, flash, wanted, references)
+        finally:
+            self._lock.release()
+
+    async def _back(self, within: float) -> bool:
+        """Wait until the modem is set up again; False when it is not within ``within``."""
+        if self.is_ready and self._line is not None:
+            return True
+        ready = self.ready()
+        timer = self.reactor.callLater(within, ready.cancel)
+        try:
+            await ready
+        except Exception:
+            return False
+        if timer.active():
+            timer.cancel()
+        return True
+
     async def _send_text(self, destination: Address, body: bytes, report: bool) -> int:
         first = 0x01 | (0x20 if report else 0)
         vp = 0
@@ -485,14 +769,18 @@ class SmsChannel(service.Service):
             first |= 0x10
             vp = relative_validity_octet(self.settings.validity)
         await self._command(f"AT+CSMP={first},{vp},0,0")
+        if self.dialect.csmp_clears_smsc and (self.settings.smsc or self._smsc_on_sim):
+            smsc = Address.parse(self.settings.smsc or self._smsc_on_sim or "")
+            await self._command(f'AT+CSCA="{smsc}",{smsc.type_octet}')
         response = await self._command(
             f"AT+CMGS={quoted_number(destination)}", self.settings.send_timeout, body
         )
         return sent_reference(response.lines)
 
     async def _send_pdus(
-        self, destination: Address, text: str, flash: bool, report: bool
-    ) -> list[int]:
+        self, destination: Address, text: str, flash: bool, report: bool,
+        references: list[int],
+    ) -> None:
         self._concat_reference = (self._concat_reference + 1) & 0xFF
         parts = submit_parts(
             destination,
@@ -502,7 +790,6 @@ class SmsChannel(service.Service):
             validity=self.settings.validity,
             status_report=report,
         )
-        references: list[int] = []
         if self.text_mode:
             await self._command("AT+CMGF=0")
         try:
@@ -515,9 +802,8 @@ class SmsChannel(service.Service):
                 )
                 references.append(sent_reference(response.lines))
         finally:
-            if self.text_mode:
+            if self.text_mode and self._line is not None:
                 await self._command("AT+CMGF=1")
-        return references
 
     # -- receiving
 
@@ -721,8 +1007,10 @@ class SmsChannel(service.Service):
         return d.addCallback(lambda _: None)
 
     async def _sweep(self) -> int:
+        memory = self._memory
+        if memory is None:
+            return 0  # the modem keeps no messages fep can read
         self.stats["sweeps"] += 1
-        memory = self.settings.memory
         await self._lock.acquire()
         try:
             await self._select(memory)

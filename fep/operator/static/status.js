@@ -69,6 +69,30 @@
       $("meters-never").textContent = s.meters_never_read;
       $("sessions-count").textContent = s.sessions;
       $("spool").textContent = s.router.spool_depth;
+      fillPlans(s.plans || []);
+    });
+  }
+
+  // Control plans: a progress bar (meters that ended of all) and the outcome counts.
+  function fillPlans(plans) {
+    fill("plans", plans, [
+      function (p) { return p.id + " " + p.name; }, "action", "status",
+      function () { return ""; },
+      function (p) { return p.counts.done; }, function (p) { return p.counts.failed; },
+      function (p) { return p.counts["not-supported"]; },
+      function (p) { return p.counts.skipped; },
+      function (p) { return p.counts.pending + p.counts.released; },
+      "created_by", "approved_by"]);
+    var rows = $("plans").querySelectorAll("tbody tr");
+    plans.forEach(function (p, i) {
+      var td = rows[i].children[3];
+      var bar = document.createElement("progress");
+      var ended = p.meters - p.counts.pending - p.counts.released;
+      bar.setAttribute("max", String(p.meters));
+      bar.setAttribute("value", String(ended));
+      bar.setAttribute("data-plan", String(p.id));
+      td.appendChild(bar);
+      td.appendChild(document.createTextNode(" " + ended + "/" + p.meters));
     });
   }
 

@@ -64,6 +64,20 @@ class DataAccessError(DlmsError):
         )
 
 
+class CommandRefusedByMeter(DlmsError):
+    """A command's GET/SET/ACTION refused by the meter: names the meter, the command and the
+    meter's own code (``refusal``, the DataAccessError, ExceptionResponse or
+    ConfirmedServiceError it answered with)."""
+
+    def __init__(self, command: str, refusal: DlmsError, *, meter: str,
+                 route: str | None = None) -> None:
+        self.command = command
+        self.refusal = refusal
+        self.result = getattr(refusal, "result", None)
+        super().__init__(f"meter {meter}: {command} refused by the meter: {refusal}",
+                         meter=meter, route=route)
+
+
 class ExceptionResponse(DlmsError):
     """The meter answered with an Exception-Response (state error and service error)."""
 

@@ -68,7 +68,14 @@ from fep.protocols.dlms.cosem import (
     profile_blocks,
     register_reading,
 )
-from fep.protocols.dlms.errors import PROTOCOL, DataAccessError, DlmsError
+from fep.protocols.dlms.errors import (
+    PROTOCOL,
+    CommandRefusedByMeter,
+    ConfirmedServiceError,
+    DataAccessError,
+    DlmsError,
+    ExceptionResponse,
+)
 from fep.protocols.dlms.exchange import (
     Answered,
     DlmsSteps,
@@ -938,7 +945,14 @@ class DlmsProtocol:
             raise NotSupported(f"meter {meter.id}: DLMS cannot run {command}",
                                meter=meter.id, protocol=PROTOCOL)
 
-        return ensureDeferred(self._associated(reactor, endpoint, meter, timeout, work))
+        async def named() -> Mapping[str, Any]:
+            try:
+                return await self._associated(reactor, endpoint, meter, timeout, work)
+            except (DataAccessError, ExceptionResponse, ConfirmedServiceError) as e:
+                raise CommandRefusedByMeter(command, e, meter=meter.id,
+                                            route=meter.route) from e
+
+        return ensureDeferred(named())
 
 
 async def _transfer_keys(

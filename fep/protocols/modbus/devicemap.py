@@ -144,6 +144,22 @@ class EventCode:
 
 
 @attrs.frozen
+class Parameter:
+    """A value ``parameter-set NAME=VALUE`` writes (a counter preset, a counter reset coil):
+    holding registers of ``register.type`` (function 16) or one coil (function 5, VALUE
+    on/off), VALUE within ``lo``..``hi``."""
+
+    name: str
+    register: Register
+    lo: int
+    hi: int
+
+
+TYPE_RANGE: Final = {"u16": (0, 0xFFFF), "s16": (-0x8000, 0x7FFF), "u32": (0, 0xFFFFFFFF),
+                     "s32": (-0x80000000, 0x7FFFFFFF)}
+
+
+@attrs.frozen
 class DeviceMap:
     name: str
     model: str
@@ -164,6 +180,7 @@ class DeviceMap:
     events: RecordBuffer | None
     event_codes: Mapping[int, EventCode]
     source: str = ""
+    parameters: Mapping[str, Parameter] = attrs.field(factory=dict)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -321,7 +338,7 @@ def parse_device_map(text: str, *, name: str = "", file: str = "<text>") -> Devi
         raise ConfigError("has no [device] section", file=file)
     known = {"device", "clock", "period", "status", "history", "events", "event.codes"}
     for s in sections:
-        if s not in known and not s.startswith(("counter.", "value.")):
+        if s not in known and not s.startswith(("counter.", "value.", "parameter.")):
             raise ConfigError("is not a known section", file=file, section=s)
     dev = section("device")
     model = dev.text("model")
@@ -396,6 +413,27 @@ def parse_device_map(text: str, *, name: str = "", file: str = "<text>") -> Devi
             v.check_unused()
     if not counters:
         raise ConfigError("has no [counter.N] section", file=file)
+
+    parameters: dict[str, Parameter] = {}
+    for s in sorted(sections):
+        if s.startswith("parameter."):
+            pm = section(s)
+            pname = s.partition(".")[2].lower()
+            if not pname or not all(ch.isalnum() or ch in "_.-" for ch in pname):
+                raise pm.error(None, "a parameter name is letters, digits, '_', '.' or '-'")
+            table = pm.table()
+            if table not in (Table.HOLDING, Table.COILS):
+                raise pm.error("table", "a parameter is written to holding registers or coils")
+            if table is Table.COILS:
+                reg = Register(table, pm.integer("address"))
+                lo, hi = 0, 1
+            else:
+                reg = pm.register()
+                lo, hi = TYPE_RANGE[reg.type]
+                lo = pm.integer("min", lo, lo, hi)
+                hi = pm.integer("max", hi, lo, hi)
+            pm.check_unused()
+            parameters[pname] = Parameter(pname, reg, lo, hi)
 
     status = None
     if "status" in sections:
@@ -481,6 +519,7 @@ def parse_device_map(text: str, *, name: str = "", file: str = "<text>") -> Devi
         events=events,
         event_codes=codes,
         source=file,
+        parameters=parameters,
     )
 
 
@@ -524,6 +563,7 @@ __all__ = [
     "ScaledValue",
     "StatusBits",
     "Table",
+    "Parameter",
     "find_device_map",
     "load_device_map",
     "parse_device_map",

@@ -42,6 +42,7 @@ from fep.protocols.modbus.client import Framing
 from fep.protocols.modbus.devicemap import (
     STATUS_NAMES,
     DeviceMap,
+    Parameter,
     RecordBuffer,
     Register,
     Table,
@@ -56,6 +57,7 @@ from fep.protocols.modbus.pdu import (
     Request,
     Response,
     WriteRegistersRequest,
+    write_coil,
 )
 from fep.pulse import CounterSample, DemandSettings, PulseChannel, Quantity, Wiring, channel_records
 
@@ -473,6 +475,67 @@ def set_clock(dmap: DeviceMap, when: datetime) -> Procedure[datetime]:
 
 
 # ---------------------------------------------------------------------------
+# Parameters (counter preset and reset)
+# ---------------------------------------------------------------------------
+
+PARAMETER_SET: Final = "parameter-set"
+# What the collection engine puts into every command's parameters: not device parameters.
+ENGINE_PARAMS: Final = frozenset({"attempts", "retry_delay", "progress"})
+_ON: Final = {"1": 1, "on": 1, "yes": 1, "true": 1, "0": 0, "off": 0, "no": 0, "false": 0}
+
+
+def parameter_values(meter: str, dmap: DeviceMap,
+                     params: Mapping[str, Any]) -> list[tuple[Parameter, int]]:
+    """The ``NAME=VALUE`` pairs of a ``parameter-set`` command, checked against the device
+    map before anything is sent: a name the map has no ``[parameter.NAME]`` for, or a value
+    out of its range, is a ConfigError naming meter, command and parameter."""
+    pairs: list[tuple[Parameter, int]] = []
+    for key, raw in params.items():
+        if key in ENGINE_PARAMS or key.startswith("_"):
+            continue
+        name = key.strip().lower()
+        parameter = dmap.parameters.get(name)
+        if parameter is None:
+            known = ", ".join(sorted(dmap.parameters)) or "none"
+            raise ConfigError(
+                f"meter {meter}: {PARAMETER_SET} {key}: device map {dmap.name or dmap.source} "
+                f"has no parameter {key!r} (its parameters: {known})")
+        text = str(raw).strip().lower()
+        try:
+            value = _ON[text] if parameter.register.table is Table.COILS else int(text, 0)
+        except (KeyError, ValueError):
+            want = "on or off" if parameter.register.table is Table.COILS else "a whole number"
+            raise ConfigError(
+                f"meter {meter}: {PARAMETER_SET} {key}: {raw!r} is not {want}") from None
+        if not parameter.lo <= value <= parameter.hi:
+            raise ConfigError(f"meter {meter}: {PARAMETER_SET} {key}: {value} is out of "
+                              f"{parameter.lo}..{parameter.hi}")
+        pairs.append((parameter, value))
+    if not pairs:
+        known = ", ".join(sorted(dmap.parameters)) or "none"
+        raise ConfigError(f"meter {meter}: {PARAMETER_SET} names no parameter: give "
+                          f"NAME=VALUE (device map {dmap.name or dmap.source}: {known})")
+    return pairs
+
+
+def write_parameters(dmap: DeviceMap,
+                     pairs: Sequence[tuple[Parameter, int]]) -> Procedure[dict[str, int]]:
+    """Write each parameter in order: holding registers by function 16, a coil by function
+    5. Returns what was written, by name."""
+    done: dict[str, int] = {}
+    for parameter, value in pairs:
+        reg = parameter.register
+        if reg.table is Table.COILS:
+            yield write_coil(reg.address, bool(value))
+        else:
+            raw = value & (0xFFFF if reg.count == 1 else 0xFFFFFFFF)
+            words = (raw,) if reg.count == 1 else split32(raw, dmap.word_order)
+            yield WriteRegistersRequest(reg.address, words)
+        done[parameter.name] = value
+    return done
+
+
+# ---------------------------------------------------------------------------
 # Settings from a meter
 # ---------------------------------------------------------------------------
 
@@ -701,10 +764,13 @@ __all__ = [
     "EventRecord",
     "HistoryRecord",
     "Image",
+    "ENGINE_PARAMS",
+    "PARAMETER_SET",
     "ReadSettings",
     "RecorderData",
     "RecorderSettings",
     "counter_obis",
+    "parameter_values",
     "plan_reads",
     "read_clock",
     "read_events",
@@ -715,4 +781,5 @@ __all__ = [
     "set_clock",
     "settings_for",
     "status_obis",
+    "write_parameters",
 ]

@@ -11,12 +11,14 @@ comes from the serial transport (``serial:`` routes) or ``modbus_baud`` (an RTU 
 a TCP serial server); with neither, no gap is kept (the serial server keeps it).
 
 History catch-up: ``read(..., since=T)`` reads the recorder's period records from the end
-of the last stored period ``T`` onward, in order (see ``recorder.py``); a job keeps ``T``
-from the store. Without it the newest ``pulse_history`` periods are read.
+of the last stored period ``T`` onward, in order (see ``recorder.py``); the collection
+engine's read jobs pass ``T``, the end of the last interval stored for ``history_channel``
+(fep.interfaces.IHistoryReader). Without it the newest ``pulse_history`` periods are read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -26,8 +28,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from fep.errors import ConfigError, FepError, NotSupported
-from fep.interfaces import IClock, IMeterProtocol
-from fep.model import Meter, Record
+from fep.interfaces import IClock, ICommands, IHistoryReader, IMeterProtocol, IProfileReader
+from fep.model import IntervalBlock, Meter, Reading, Record
 from fep.protocols.actions import Fail, Finish, Line, Send, SetTimer, StopTimer
 from fep.protocols.modbus import rtu
 from fep.protocols.modbus.client import (
@@ -43,20 +45,25 @@ from fep.protocols.modbus.client import (
 from fep.protocols.modbus.client import Send as ModbusSend
 from fep.protocols.modbus.pdu import ModbusException
 from fep.protocols.modbus.recorder import (
+    PARAMETER_SET,
     PROTOCOL,
     Procedure,
     RecorderSettings,
+    parameter_values,
     read_clock,
     read_recorder,
     recorder_records,
     set_clock,
     settings_for,
+    write_parameters,
 )
 from fep.protocols.session import MeterSession, run_session
 
 log = Logger(namespace="fep.protocols.modbus")
 
 T = TypeVar("T")
+# Value group D of maximum demand readings (fep/pulse.py): period, block, rolling demand's.
+MAXIMUM = (6, 16, 26)
 
 
 class ProcedureSteps(Generic[T]):
@@ -243,16 +250,28 @@ def run_procedure(
     return result
 
 
-@implementer(IMeterProtocol, IClock)
+@implementer(IMeterProtocol, IHistoryReader, IProfileReader, IClock, ICommands)
 class PulseRecorderProtocol:
     """Pulse recorders over Modbus RTU or TCP: counters, voltages and status as readings,
     the history buffer as energy and demand intervals, the event log as events; the clock
-    read and set."""
+    read and set; ``parameter-set NAME=VALUE`` writes the device map's parameters (counter
+    preset and reset)."""
 
     name = PROTOCOL
+    commands = (PARAMETER_SET,)
 
     def _settings(self, meter: Meter, since: datetime | None = None) -> RecorderSettings:
         return settings_for(meter, since)
+
+    def history_channel(self, meter: Meter) -> str | None:
+        """The energy series of the first configured input (``1-N:C.29.0``): the collection
+        engine catches the recorder up from its last stored period. None without a history
+        buffer in the map or an input with a constant."""
+        settings = self._settings(meter)
+        if settings.device.history is None or not settings.channels:
+            return None
+        first = min(settings.channels, key=int)
+        return str(settings.channels[first].energy_obis)
 
     def read(
         self,
@@ -276,6 +295,21 @@ class PulseRecorderProtocol:
             return recorder_records(meter.id, settings, data, received=received)
 
         return d.addCallback(records)
+
+    def read_profile(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
+                     since: datetime, until: datetime,
+                     timeout: float) -> Deferred[list[Record]]:
+        """Load-profile jobs (gap re-collection, ``fep recollect``): the history from
+        ``since`` to the newest record, as energy and demand intervals and maximum demand
+        (the recorder reads onward from ``since``, so ``until`` only bounds what is
+        wanted)."""
+        d = self.read(reactor, endpoint, meter, timeout, since=since)
+
+        def profile(records: list[Record]) -> list[Record]:
+            return [r for r in records if isinstance(r, IntervalBlock)
+                    or (isinstance(r, Reading) and r.obis.a == 1 and r.obis.d in MAXIMUM)]
+
+        return d.addCallback(profile)
 
     def read_clock(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
                    timeout: float) -> Deferred[datetime]:
@@ -309,6 +343,47 @@ class PulseRecorderProtocol:
         except ConfigError as e:
             return fail(e)
         return run_procedure(reactor, endpoint, meter, settings, procedure, timeout)
+
+
+    @staticmethod
+    def check_command(meter: Meter, command: str, params: Mapping[str, Any]) -> None:
+        """When the command is requested: a ``parameter-set`` of a parameter the meter's
+        device map lacks, or a value out of its range, is a ConfigError naming meter,
+        command and parameter."""
+        if command == PARAMETER_SET:
+            parameter_values(meter.id, settings_for(meter).device, params)
+
+    def run_command(
+        self,
+        reactor: IReactorTime,
+        endpoint: Any,
+        meter: Meter,
+        command: str,
+        params: Mapping[str, Any],
+        timeout: float,
+        progress: Callable[[Mapping[str, Any]], None],
+    ) -> Deferred[Mapping[str, Any]]:
+        """``parameter-set NAME=VALUE ...``: every parameter checked against the device map
+        before connecting, then written in one session; fires with what was written."""
+        if command != PARAMETER_SET:
+            return fail(NotSupported(f"meter {meter.id}: {command}: protocol "
+                                     f"{PROTOCOL} runs only {PARAMETER_SET}",
+                                     meter=meter.id, protocol=PROTOCOL))
+        try:
+            settings = self._settings(meter)
+            pairs = parameter_values(meter.id, settings.device, params)
+        except ConfigError as e:
+            return fail(e)
+        done: Deferred[dict[str, int]] = run_procedure(
+            reactor, endpoint, meter, settings, write_parameters(settings.device, pairs),
+            timeout)
+
+        def written(values: dict[str, int]) -> Mapping[str, Any]:
+            log.info("{meter}: parameters set: {values}", values=values,
+                     **{"meter": meter.id, "route": meter.route, "protocol": PROTOCOL})
+            return values
+
+        return done.addCallback(written)
 
 
 __all__ = ["ModbusException", "ModbusSession", "PulseRecorderProtocol", "run_procedure"]

@@ -34,6 +34,7 @@ async def emulated_pool(
     store: Any = None,
     dtr: bool = True,
     models: Sequence[str] | None = None,
+    on_incoming: Any = None,
 ) -> tuple[ModemPool, list[HayesModem]]:
     """``count`` emulated modems (m1, m2, ...) behind a started ModemPool; stopped (ports
     closed, socat ended) when the test ends. ``dtr=False`` gives the pool no DTR to drop."""
@@ -59,6 +60,7 @@ async def emulated_pool(
         policy=policy or RetryPolicy(busy_delay=0.05, backoff=0.1, backoff_factor=2.0),
         store=store,
         control_for=control_for if dtr else _no_control,
+        on_incoming=on_incoming,
     )
     pool.startService()
     case.addCleanup(_stop, pool)

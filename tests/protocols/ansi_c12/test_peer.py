@@ -241,6 +241,7 @@ def termineter_module(
 ) -> dict[str, Any]:
     """Run one of termineter's own modules (``termineter.modules.<module>``) against the
     meter at ``url`` after a logon (in a thread); what it printed and ST8 afterwards."""
+    import builtins
     import importlib
 
     from c1218.connection import Connection
@@ -250,7 +251,14 @@ def termineter_module(
     try:
         assert conn.start() and conn.login(username="0000", userid=2, password=password)
         frmwk = ModuleFramework(conn)
-        instance = importlib.import_module(f"termineter.modules.{module}").Module(frmwk)
+        # Importing termineter's modules installs pluginbase's import hook in place of the
+        # interpreter's __import__, process wide: put it back, or trial's worker cannot
+        # load the test modules that come after this one.
+        original_import = builtins.__import__
+        try:
+            instance = importlib.import_module(f"termineter.modules.{module}").Module(frmwk)
+        finally:
+            builtins.__import__ = original_import
         for name, value in options.items():
             instance.options.set_option_value(name, value)
         for name, value in (advanced or {}).items():

@@ -1,0 +1,307 @@
+"""The analysis jobs: validate and estimate a day (``run_vee``), balance areas over a day
+(``run_balance``). Thin: they read from the store, call the pure functions of
+fep.analysis and write the results back; the command line (``fep vee run``, ``fep balance``)
+runs them, and so can a scheduled task later.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from fep.analysis import estimate, rules
+from fep.analysis.areas import Network
+from fep.analysis.balance import BalanceRow, balance, out_of_band
+from fep.analysis.estimate import Estimate
+from fep.analysis.rules import Finding
+from fep.analysis.series import Point, consumption, day_bounds, grid, is_cumulative, total
+from fep.analysis.settings import RuleSet, VeeSettings
+from fep.analysis.store import AnalysisStore
+from fep.interfaces import IRecordSink
+from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, Quality, Severity
+
+LOSS_ALARM = "analysis:line-loss"
+_DAY = timedelta(days=1)
+
+
+@attrs.frozen
+class VeeResult:
+    day: date
+    meters: int
+    findings: Mapping[str, int]
+    estimates: Mapping[str, int]
+
+
+def _midnight(t: datetime) -> datetime:
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _by_day(usage: Mapping[datetime, Point]) -> dict[datetime, dict[datetime, Point]]:
+    days: dict[datetime, dict[datetime, Point]] = {}
+    for t, p in usage.items():
+        days.setdefault(_midnight(t), {})[t] = p
+    return days
+
+
+def _complete(series: Mapping[datetime, Point], expected: int) -> bool:
+    return sum(1 for p in series.values() if p.value is not None) == expected
+
+
+def _nearest(readings: Sequence[Point], at: datetime, within: timedelta) -> Decimal | None:
+    near = [p for p in readings if p.value is not None and abs(p.start - at) <= within]
+    if not near:
+        return None
+    return min(near, key=lambda p: abs(p.start - at)).value
+
+
+def validate_meter(
+    meter: str,
+    rule_set: RuleSet,
+    settings: VeeSettings,
+    day: date,
+    raw: Sequence[Point],
+    registers: Sequence[Point] = (),
+) -> tuple[list[Finding], list[Estimate]]:
+    """The findings and estimates of one meter's day, from its channel's points over the
+    history window (``raw``) and its register readings around the day's bounds."""
+    obis, period = str(settings.channel), settings.period
+    since, until = day_bounds(day)
+    cumulative = is_cumulative(settings.channel)
+    usage = consumption(raw, period, cumulative=cumulative, modulus=settings.modulus)
+    today = {t: p for t, p in usage.items() if since <= t < until}
+    history = {t: p for t, p in usage.items() if t < since}
+    raw_today = [p for p in raw if since <= p.start < until]
+    on = rule_set.rules
+    found: list[Finding] = []
+    if "missing" in on:
+        found += rules.missing(meter, obis, raw_today, since, until, period)
+    if "limits" in on:
+        found += rules.limits(meter, obis, today.values(), period, high=rule_set.high,
+                              low=rule_set.low)
+    if "spike" in on:
+        found += rules.spikes(meter, obis, today.values(), period, history=history.values(),
+                              factor=rule_set.spike_factor, floor=rule_set.spike_floor)
+    days = _by_day(usage)
+    expected = len(grid(since, until, period))
+    if "history" in on and _complete(today, expected):
+        totals = [total(s) for d, s in days.items() if d < since and _complete(s, expected)]
+        found += rules.history_limits(meter, obis, day, total(today), history_totals=totals,
+                                      high_factor=rule_set.history_high,
+                                      low_factor=rule_set.history_low)
+    if "zero" in on:
+        daily: dict[date, Decimal | None] = {
+            d.date(): total(s) if _complete(s, expected) else None for d, s in days.items()}
+        found += [f for f in rules.zero_consumption(meter, obis, daily,
+                                                    days=rule_set.zero_days)
+                  if f.until > since]
+    if "reverse" in on:
+        found += rules.reverse_energy(meter, obis, today.values(), period)
+    if "rollover" in on and cumulative and settings.modulus is not None:
+        found += [f for f in rules.rollovers(meter, obis, raw, period,
+                                             modulus=settings.modulus) if f.since >= since]
+    if "register" in on and registers:
+        start = _nearest(registers, since, period / 2)
+        end = _nearest(registers, until, period / 2)
+        if start is not None and end is not None and _complete(today, expected):
+            found += rules.register_advance(
+                meter, obis, since, until, start_reading=start, end_reading=end,
+                interval_sum=total(today), tolerance=rule_set.register_tolerance,
+                tolerance_abs=rule_set.register_tolerance_abs)
+    if "duplicates" in on:
+        found += rules.duplicates_and_shifts(meter, [
+            IntervalBlock(meter, settings.channel, p.start, period, (p.value,))
+            for p in raw_today])
+    if "status" in on:
+        found += rules.status_flags(meter, obis, raw_today, period)
+    return found, _estimates(meter, settings, day, usage, raw, registers)
+
+
+def _estimates(meter: str, settings: VeeSettings, day: date, usage: Mapping[datetime, Point],
+               raw: Sequence[Point], registers: Sequence[Point]) -> list[Estimate]:
+    obis, period = str(settings.channel), settings.period
+    since, until = day_bounds(day)
+    starts = grid(since, until, period)
+    today = {t: p for t, p in usage.items() if since <= t < until}
+    days = {d: s for d, s in _by_day(usage).items() if d < since}
+    similar = estimate.similar_days(since, days, settings.similar_days)
+    history = {d: days[d] for d in similar}
+    advances: dict[tuple[datetime, datetime], Decimal] = {}
+    gaps = estimate.gaps(starts, {t for t, p in today.items() if p.value is not None}, period)
+    if is_cumulative(settings.channel):
+        by_start = {p.start: p.value for p in raw if p.value is not None}
+        for gap in gaps:
+            before, after = by_start.get(gap[0] - period), by_start.get(gap[-1])
+            if before is None or after is None:
+                continue
+            advance = after - before
+            if advance < 0 and settings.modulus is not None and -advance > settings.modulus / 2:
+                advance += settings.modulus  # the register rolled over inside the gap
+            if advance >= 0:
+                advances[(gap[0], gap[-1])] = advance
+    elif len(gaps) == 1 and registers:
+        start = _nearest(registers, since, period / 2)
+        end = _nearest(registers, until, period / 2)
+        if start is not None and end is not None and end - start - total(today) >= 0:
+            advances[(gaps[0][0], gaps[0][-1])] = end - start - total(today)
+    return estimate.fill(meter, obis, starts, today, period,
+                         max_interpolate=settings.max_interpolate, history=history,
+                         advances=advances)
+
+
+async def run_vee(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
+                  analysis: AnalysisStore | None = None, batch: int = 200) -> VeeResult:
+    """Validate and estimate one day of the channel of every meter (the meter list's and
+    the areas'; or those of ``area`` and the areas below it): findings and flags replace
+    the day's earlier ones, and so do the estimates (a value re-collected since is no
+    longer estimated)."""
+    analysis = analysis or AnalysisStore(store)
+    meters: dict[str, Meter | None] = {m.id: m for m in await store.meters()}
+    network = await analysis.network()
+    if area is not None:
+        if network.area(area) is None:
+            raise LookupError(f"no area {area!r}")
+        ids = sorted({m.meter for a in network.subtree(area) for m in network.meters
+                      if m.area == a.id})
+        meters = {m: meters.get(m) for m in ids}
+    else:
+        # The meter list and every meter an area names (a summary meter may be read by
+        # another system and only imported).
+        meters.update({m.meter: None for m in network.meters if m.meter not in meters})
+    ids = sorted(meters)
+    obis, period = str(settings.channel), settings.period
+    since, until = day_bounds(day)
+    window = since - timedelta(days=settings.history_days) - period
+    found_by_rule: Counter[str] = Counter()
+    made_by_method: Counter[str] = Counter()
+    # A batch of meters at a time: its history read in one query, its results written in
+    # one transaction, and no more than a batch's history held in memory.
+    for first in range(0, len(ids), batch):
+        chunk = ids[first:first + batch]
+        raw = await analysis.intervals(chunk, obis, window, until)
+        registers = await analysis.registers(chunk, str(settings.register), since - period,
+                                             until + period)
+        findings: list[Finding] = []
+        estimates: list[Estimate] = []
+        for meter in chunk:
+            found, made = validate_meter(meter, settings.rule_set(meters[meter]), settings,
+                                         day, raw[meter], registers[meter])
+            findings += found
+            estimates += made
+        flags = rules.flags_by_interval(findings, period)
+        await analysis.save_validation(chunk, obis, since, until, findings, flags)
+        await analysis.save_estimates(chunk, obis, since, until, period, estimates)
+        found_by_rule.update(f.rule for f in findings)
+        made_by_method.update(e.method for e in estimates)
+    return VeeResult(day, len(ids), dict(found_by_rule), dict(made_by_method))
+
+
+@attrs.frozen
+class SeriesRow:
+    """One interval of a meter's channel as the analysis sees it: the real consumption (its
+    status OR-ed with the validation flags), else the estimate (ESTIMATED, with method and
+    source), else nothing (MISSING)."""
+
+    start: datetime
+    value: Decimal | None
+    quality: Quality
+    method: str = ""
+    source: str = ""
+
+
+async def validated_series(store: Any, settings: VeeSettings, meter: str, day: date, *,
+                           analysis: AnalysisStore | None = None) -> list[SeriesRow]:
+    """A meter's day of consumption with its quality: real values always win over estimates
+    (a value re-collected after estimation shows as real at once)."""
+    analysis = analysis or AnalysisStore(store)
+    obis, period = str(settings.channel), settings.period
+    since, until = day_bounds(day)
+    raw = await analysis.intervals([meter], obis, since - period, until)
+    made = {e.start: e for e in (await analysis.estimates([meter], obis, since, until)).get(
+        meter, [])}
+    flags = await analysis.flags(meter, obis, since, until)
+    usage = consumption(raw[meter], period, cumulative=is_cumulative(settings.channel),
+                        modulus=settings.modulus)
+    rows = []
+    for t in grid(since, until, period):
+        p = usage.get(t)
+        if p is not None and p.value is not None:
+            # Re-collected since validation: no longer missing.
+            rows.append(SeriesRow(t, p.value, p.status | (flags.get(t, Quality.OK)
+                                                          & ~Quality.MISSING)))
+        elif t in made:
+            e = made[t]
+            rows.append(SeriesRow(t, e.value, Quality.ESTIMATED | flags.get(t, Quality.OK),
+                                  e.method, e.source))
+        else:
+            rows.append(SeriesRow(t, None, Quality.MISSING | flags.get(t, Quality.OK)))
+    return rows
+
+
+@attrs.frozen
+class AreaBalance:
+    day: BalanceRow
+    intervals: list[BalanceRow]
+    alarm: str | None
+
+
+async def area_balance(analysis: AnalysisStore, network: Network, settings: VeeSettings,
+                       area: str, since: datetime, until: datetime) -> AreaBalance:
+    """The balance of one area over ``[since, until)``, estimates filling what the store
+    lacks (a real value always wins)."""
+    obis, period = str(settings.channel), settings.period
+    summary = network.summary(area)
+    members = [m.meter for m in network.members(area)]
+    ids = sorted({m.meter for m in summary} | set(members))
+    raw = await analysis.intervals(ids, obis, since - period, until)
+    made = await analysis.estimates(ids, obis, since, until)
+    usage = {}
+    for meter in ids:
+        real = consumption(raw[meter], period, cumulative=is_cumulative(settings.channel),
+                           modulus=settings.modulus)
+        usage[meter] = estimate.merge({t: p for t, p in real.items() if since <= t < until},
+                                      made.get(meter, []))
+    rows, day = balance(area, grid(since, until, period), period,
+                        {m.meter: (m.direction, usage[m.meter]) for m in summary},
+                        {m: usage[m] for m in members})
+    return AreaBalance(day, rows, out_of_band(day, settings.band_for(area)))
+
+
+async def run_balance(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
+                      end: date | None = None, sink: IRecordSink | None = None,
+                      analysis: AnalysisStore | None = None) -> list[AreaBalance]:
+    """Balance each area with summary meters (or ``area`` alone) over ``day`` (or the days
+    ``[day, end)``, e.g. a month) and store the rows. For a single day, raise an alarm (a
+    MeterEvent on the area's first summary meter, through ``sink`` or else written to the
+    store) for each area whose loss rate left its band."""
+    analysis = analysis or AnalysisStore(store)
+    network = await analysis.network()
+    if area is not None and network.area(area) is None:
+        raise LookupError(f"no area {area!r}")
+    names = [area] if area is not None else [
+        a.id for a in network.areas if network.summary(a.id)]
+    since, until = day_bounds(day)
+    if end is not None:
+        until = day_bounds(end)[0]
+        if until <= since:
+            raise ValueError(f"the period {day}..{end} is empty")
+    results = [await area_balance(analysis, network, settings, name, since, until)
+               for name in names]
+    await analysis.save_balances([r.day for r in results])
+    events = [
+        MeterEvent(meter=network.summary(r.day.area)[0].meter, code=LOSS_ALARM,
+                   kind=EventKind.OTHER, severity=Severity.MAJOR, time=r.day.since,
+                   text=r.alarm, source="analysis")
+        for r in results
+        if r.alarm is not None and network.summary(r.day.area) and until - since == _DAY]
+    if events:
+        if sink is not None:
+            await sink.submit(events)
+        else:
+            await store.write(events)
+    return results
+

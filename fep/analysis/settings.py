@@ -1,0 +1,172 @@
+"""etc/vee.ini: the channel analysed, the rule sets per meter group, estimation and the loss
+band of the balance.
+
+``[vee]`` names the channel and the estimation limits; ``[rules:default]`` the rule set of
+every meter; ``[rules:GROUP]`` overrides some of its keys for the meters whose ``group``
+(the meter list's column, comma-separated groups allowed) names GROUP; the first group of a
+meter that has a section wins. ``[balance]`` holds the loss band (``[balance:AREA]``
+overrides it for one area). Every error is a ConfigError naming the file, section and key.
+"""
+
+from __future__ import annotations
+
+import configparser
+from collections.abc import Mapping
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from fep.analysis.balance import Band
+from fep.errors import ConfigError
+from fep.model import Meter, ObisCode
+
+RULE_NAMES = ("missing", "limits", "spike", "history", "zero", "reverse", "register",
+              "duplicates", "rollover", "status")
+
+
+@attrs.frozen
+class RuleSet:
+    """Which rules run for a meter and their parameters (energy in the channel's unit)."""
+
+    name: str = "default"
+    rules: frozenset[str] = frozenset(RULE_NAMES)
+    high: Decimal | None = None
+    low: Decimal | None = Decimal(0)
+    spike_factor: Decimal = Decimal(10)
+    spike_floor: Decimal = Decimal(0)
+    history_high: Decimal = Decimal(3)
+    history_low: Decimal = Decimal("0.2")
+    zero_days: int = 3
+    register_tolerance: Decimal = Decimal("0.005")
+    register_tolerance_abs: Decimal = Decimal(0)
+
+
+@attrs.frozen
+class VeeSettings:
+    channel: ObisCode = attrs.field(factory=lambda: ObisCode(1, 0, 1, 29, 0))
+    register: ObisCode = attrs.field(factory=lambda: ObisCode(1, 0, 1, 8, 0))
+    period: timedelta = timedelta(minutes=15)
+    modulus: Decimal | None = None
+    history_days: int = 14
+    similar_days: int = 4
+    max_interpolate: int = 4
+    rule_sets: Mapping[str, RuleSet] = attrs.field(factory=lambda: {"default": RuleSet()})
+    band: Band = attrs.field(factory=Band)
+    area_bands: Mapping[str, Band] = attrs.field(factory=dict)
+
+    def rule_set(self, meter: Meter | None) -> RuleSet:
+        groups = [] if meter is None else [
+            g.strip() for g in meter.metadata.get("group", "").split(",") if g.strip()]
+        for group in groups:
+            if group in self.rule_sets:
+                return self.rule_sets[group]
+        return self.rule_sets["default"]
+
+    def band_for(self, area: str) -> Band:
+        return self.area_bands.get(area, self.band)
+
+
+def _decimal(text: str) -> Decimal:
+    text = text.strip()
+    percent = text.endswith("%")
+    try:
+        value = Decimal(text.rstrip("%").strip())
+    except InvalidOperation:
+        raise ValueError(f"not a number: {text!r}") from None
+    return value / 100 if percent else value
+
+
+def _optional_decimal(text: str) -> Decimal | None:
+    return None if text.strip().lower() in ("", "none", "off") else _decimal(text)
+
+
+def _duration(text: str) -> timedelta:
+    text = text.strip()
+    units = {"s": 1, "m": 60, "h": 3600}
+    if text and text[-1] in units:
+        return timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    return timedelta(seconds=int(text))
+
+
+def _rules(text: str) -> frozenset[str]:
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    unknown = sorted(names - set(RULE_NAMES))
+    if unknown:
+        raise ValueError(f"unknown rule(s) {', '.join(unknown)} (known: {', '.join(RULE_NAMES)})")
+    return names
+
+
+_RULE_KEYS: Mapping[str, Any] = {
+    "rules": _rules, "high": _optional_decimal, "low": _optional_decimal,
+    "spike_factor": _decimal, "spike_floor": _decimal, "history_high": _decimal,
+    "history_low": _decimal, "zero_days": int, "register_tolerance": _decimal,
+    "register_tolerance_abs": _decimal,
+}
+_VEE_KEYS: Mapping[str, Any] = {
+    "channel": ObisCode.parse, "register": ObisCode.parse, "period": _duration,
+    "modulus": _optional_decimal, "history_days": int, "similar_days": int,
+    "max_interpolate": int,
+}
+
+
+def _typed(keys: Mapping[str, Any], section: configparser.SectionProxy, file: str
+           ) -> dict[str, Any]:
+    out = {}
+    for key, text in section.items():
+        if key not in keys:
+            raise ConfigError(f"unknown key (known: {', '.join(keys)})", file=file,
+                              section=section.name, key=key)
+        try:
+            out[key] = keys[key](text)
+        except ValueError as e:
+            raise ConfigError(str(e), file=file, section=section.name, key=key) from None
+    return out
+
+
+def parse(text: str, file: str = "<vee.ini>") -> VeeSettings:
+    parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"), interpolation=None,
+                                       default_section="\x00none")
+    try:
+        parser.read_string(text, source=file)
+    except configparser.Error as e:
+        raise ConfigError(str(e).splitlines()[0], file=file) from None
+    vee = _typed(_VEE_KEYS, parser["vee"], file) if parser.has_section("vee") else {}
+    default = attrs.evolve(RuleSet(), **_typed(
+        _RULE_KEYS, parser["rules:default"], file)) if parser.has_section(
+        "rules:default") else RuleSet()
+    sets = {"default": default}
+    bands: dict[str, Band] = {}
+    band = Band()
+    for name in parser.sections():
+        if name.startswith("rules:") and name != "rules:default":
+            group = name.partition(":")[2]
+            sets[group] = attrs.evolve(default, name=group, **_typed(_RULE_KEYS, parser[name],
+                                                                     file))
+        elif name == "balance" or name.startswith("balance:"):
+            values = _typed({"low": _decimal, "high": _decimal}, parser[name], file)
+            if name == "balance":
+                band = Band(**values)
+            else:
+                bands[name.partition(":")[2]] = Band(**values)
+        elif name not in ("vee", "rules:default"):
+            raise ConfigError("unknown section (vee, rules:NAME, balance, balance:AREA)",
+                              file=file, section=name)
+    bands = {area: attrs.evolve(band, **{k: getattr(b, k) for k in ("low", "high")
+                                         if parser.has_option(f"balance:{area}", k)})
+             for area, b in bands.items()}
+    return VeeSettings(**vee, rule_sets=sets, band=band, area_bands=bands)
+
+
+def load(path: str | Path | None) -> VeeSettings:
+    """The settings of a vee.ini file, or the defaults when no file is given."""
+    if path is None:
+        return VeeSettings()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", file=str(path)) from None
+    return parse(text, str(path))
+

@@ -1,0 +1,356 @@
+"""The analysis store: areas, validation exceptions and flags, estimates and balances
+(sql/*/0011_analysis.sql) on the store's own connection, SQLite or PostgreSQL.
+
+Written like the job store (fep.collect.jobstore): each operation a generator of queries
+(``Q``) run in one transaction by the dialect's driver. Times are bound as the dialect keeps
+them (UTC text for SQLite, aware datetimes for PostgreSQL), energy as decimal text or
+numeric, so the tables sit beside ``intervals`` and compare with it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+
+from fep.analysis.areas import Area, AreaKind, AreaMeter, Direction, Network, Role
+from fep.analysis.balance import BalanceRow
+from fep.analysis.estimate import Estimate
+from fep.analysis.rules import Finding
+from fep.analysis.series import Point, decimal
+from fep.collect import jobstore
+from fep.collect.jobstore import Op, Q
+from fep.model import Quality, utcnow
+from fep.store.rows import decode_value, parse_time, text_time
+
+T = TypeVar("T")
+
+
+class _Dialect:
+    """How values are bound and read back in one dialect."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def time(self, value: datetime) -> Any:
+        return text_time(value.astimezone(UTC)) if self.name == "sqlite" else value
+
+    def number(self, value: Decimal | None) -> Any:
+        if value is None:
+            return None
+        return str(value) if self.name == "sqlite" else value
+
+    @staticmethod
+    def time_of(value: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value.astimezone(UTC)
+        return parse_time(value)
+
+    @staticmethod
+    def number_of(value: Any) -> Decimal | None:
+        return None if value is None else Decimal(str(value))
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+# Meters bound per statement: well below SQLite's limit of host parameters.
+CHUNK = 500
+
+
+def _chunks(meters: Sequence[str]) -> list[Sequence[str]]:
+    return [meters[i:i + CHUNK] for i in range(0, len(meters), CHUNK)]
+
+
+# ---------------------------------------------------------------------------
+# Areas
+# ---------------------------------------------------------------------------
+
+
+def _network(d: _Dialect) -> Op[Network]:
+    areas = yield Q("SELECT id, name, kind, parent FROM areas ORDER BY id", fetch=True)
+    links = yield Q("SELECT area, meter, role, direction, phase FROM area_meters"
+                    " ORDER BY area, role DESC, meter", fetch=True)
+    return Network(
+        tuple(Area(r[0], r[1], AreaKind(r[2]), r[3]) for r in areas),
+        tuple(AreaMeter(r[0], r[1], Role(r[2]), Direction(r[3]), r[4]) for r in links))
+
+
+def _save_network(d: _Dialect, network: Network) -> Op[int]:
+    """Replace the whole network with ``network`` (already merged and checked)."""
+    yield Q("DELETE FROM area_meters")
+    yield Q("DELETE FROM areas")
+    if network.areas:
+        yield Q("INSERT INTO areas (id, name, kind, parent) VALUES (?, ?, ?, ?)",
+                many=[(a.id, a.name, str(a.kind), a.parent) for a in network.areas])
+    if network.meters:
+        yield Q("INSERT INTO area_meters (area, meter, role, direction, phase)"
+                " VALUES (?, ?, ?, ?, ?)",
+                many=[(m.area, m.meter, str(m.role), str(m.direction), m.phase)
+                      for m in network.meters])
+    return len(network.areas)
+
+
+# ---------------------------------------------------------------------------
+# Intervals and registers (read only: the store's own tables)
+# ---------------------------------------------------------------------------
+
+
+def _intervals(d: _Dialect, meters: Sequence[str], obis: str, since: datetime,
+               until: datetime) -> Op[dict[str, list[Point]]]:
+    out: dict[str, list[Point]] = {m: [] for m in meters}
+    for chunk in _chunks(meters):
+        rows = yield Q(
+            "SELECT meter, start_time, value, value_text, value_type, status FROM intervals"
+            " WHERE obis = ? AND start_time >= ? AND start_time < ?"
+            f" AND meter IN ({_marks(len(chunk))}) ORDER BY meter, start_time",
+            (obis, d.time(since), d.time(until), *chunk), fetch=True)
+        for r in rows:
+            out[r[0]].append(Point(d.time_of(r[1]), decimal(decode_value(r[2], r[3], r[4])),
+                                   Quality(r[5])))
+    return out
+
+
+def _registers(d: _Dialect, meters: Sequence[str], obis: str, since: datetime,
+               until: datetime) -> Op[dict[str, list[Point]]]:
+    out: dict[str, list[Point]] = {m: [] for m in meters}
+    for chunk in _chunks(meters):
+        rows = yield Q(
+            "SELECT meter, read_at, value, value_text, value_type, quality FROM readings"
+            " WHERE obis = ? AND read_at >= ? AND read_at <= ?"
+            f" AND meter IN ({_marks(len(chunk))}) ORDER BY meter, read_at",
+            (obis, d.time(since), d.time(until), *chunk), fetch=True)
+        for r in rows:
+            out[r[0]].append(Point(d.time_of(r[1]), decimal(decode_value(r[2], r[3], r[4])),
+                                   Quality(r[5])))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Validation results
+# ---------------------------------------------------------------------------
+
+
+def _save_validation(d: _Dialect, meters: Sequence[str], obis: str, since: datetime,
+                     until: datetime, findings: Sequence[Finding],
+                     flags: Mapping[tuple[str, str, datetime], Quality], now: datetime
+                     ) -> Op[int]:
+    """Replace the meters' findings and flags of ``[since, until)`` by a new run's."""
+    for chunk in _chunks(meters):
+        marks = _marks(len(chunk))
+        yield Q("DELETE FROM validation_exceptions WHERE obis = ? AND since >= ?"
+                f" AND since < ? AND meter IN ({marks})",
+                (obis, d.time(since), d.time(until), *chunk))
+        yield Q("DELETE FROM interval_flags WHERE obis = ? AND start_time >= ?"
+                f" AND start_time < ? AND meter IN ({marks})",
+                (obis, d.time(since), d.time(until), *chunk))
+    # One row per (meter, channel, rule, since): a statement may not update a row twice.
+    findings = list({(f.meter, f.obis, f.rule, f.since): f for f in findings}.values())
+    if findings:
+        yield Q("INSERT INTO validation_exceptions (meter, obis, rule, since, until, flag,"
+                " details, found_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (meter, obis, rule, since) DO UPDATE SET until = excluded.until,"
+                " flag = excluded.flag, details = excluded.details,"
+                " found_at = excluded.found_at",
+                many=[(f.meter, f.obis, f.rule, d.time(f.since), d.time(f.until), int(f.flag),
+                       json.dumps(dict(f.details), sort_keys=True), d.time(now))
+                      for f in findings])
+    if flags:
+        yield Q("INSERT INTO interval_flags (meter, obis, start_time, flags)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (meter, obis, start_time)"
+                " DO UPDATE SET flags = excluded.flags",
+                many=[(m, o, d.time(t), int(q)) for (m, o, t), q in sorted(flags.items())])
+    return len(findings)
+
+
+def _findings(d: _Dialect, meter: str | None, since: datetime, until: datetime
+              ) -> Op[list[Finding]]:
+    sql = ("SELECT rule, meter, obis, since, until, flag, details FROM validation_exceptions"
+           " WHERE since < ? AND until > ?")
+    params: list[Any] = [d.time(until), d.time(since)]
+    if meter is not None:
+        sql += " AND meter = ?"
+        params.append(meter)
+    rows = yield Q(sql + " ORDER BY meter, since, rule", params, fetch=True)
+    return [Finding(r[0], r[1], r[2], d.time_of(r[3]), d.time_of(r[4]), Quality(r[5]),
+                    json.loads(r[6])) for r in rows]
+
+
+def _flags(d: _Dialect, meter: str, obis: str, since: datetime, until: datetime
+           ) -> Op[dict[datetime, Quality]]:
+    rows = yield Q("SELECT start_time, flags FROM interval_flags WHERE meter = ? AND obis = ?"
+                   " AND start_time >= ? AND start_time < ? ORDER BY start_time",
+                   (meter, obis, d.time(since), d.time(until)), fetch=True)
+    return {d.time_of(r[0]): Quality(r[1]) for r in rows}
+
+
+# ---------------------------------------------------------------------------
+# Estimates
+# ---------------------------------------------------------------------------
+
+
+def _save_estimates(d: _Dialect, meters: Sequence[str], obis: str, since: datetime,
+                    until: datetime, period: timedelta, estimates: Sequence[Estimate],
+                    now: datetime) -> Op[int]:
+    """Replace the meters' estimates of ``[since, until)`` by a new run's (estimates that a
+    re-collected real value made needless are so removed)."""
+    for chunk in _chunks(meters):
+        yield Q("DELETE FROM estimates WHERE obis = ? AND start_time >= ? AND start_time < ?"
+                f" AND meter IN ({_marks(len(chunk))})",
+                (obis, d.time(since), d.time(until), *chunk))
+    if estimates:
+        yield Q("INSERT INTO estimates (meter, obis, start_time, period_s, value, method,"
+                " source, made_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (meter, obis, start_time) DO UPDATE SET value = excluded.value,"
+                " method = excluded.method, source = excluded.source,"
+                " made_at = excluded.made_at",
+                many=[(e.meter, e.obis, d.time(e.start), int(period.total_seconds()),
+                       d.number(e.value), e.method, e.source, d.time(now)) for e in estimates])
+    return len(estimates)
+
+
+def _estimates(d: _Dialect, meters: Sequence[str], obis: str, since: datetime,
+               until: datetime) -> Op[dict[str, list[Estimate]]]:
+    out: dict[str, list[Estimate]] = defaultdict(list)
+    for chunk in _chunks(meters):
+        rows = yield Q("SELECT meter, obis, start_time, value, method, source FROM estimates"
+                       " WHERE obis = ? AND start_time >= ? AND start_time < ?"
+                       f" AND meter IN ({_marks(len(chunk))}) ORDER BY meter, start_time",
+                       (obis, d.time(since), d.time(until), *chunk), fetch=True)
+        for r in rows:
+            value = d.number_of(r[3])
+            assert value is not None
+            out[r[0]].append(Estimate(r[0], r[1], d.time_of(r[2]), value, r[4], r[5]))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Balances
+# ---------------------------------------------------------------------------
+
+_BALANCE_COLUMNS = ("area, since, until, input, consumption, loss, loss_rate, members,"
+                    " complete, estimated, intervals")
+
+
+def _save_balances(d: _Dialect, rows: Sequence[BalanceRow], now: datetime) -> Op[int]:
+    if rows:
+        yield Q(f"INSERT INTO balances ({_BALANCE_COLUMNS}, computed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (area, since, until) DO UPDATE SET input = excluded.input,"
+                " consumption = excluded.consumption, loss = excluded.loss,"
+                " loss_rate = excluded.loss_rate, members = excluded.members,"
+                " complete = excluded.complete, estimated = excluded.estimated,"
+                " intervals = excluded.intervals, computed_at = excluded.computed_at",
+                many=[(r.area, d.time(r.since), d.time(r.until), d.number(r.input),
+                       d.number(r.consumption), d.number(r.loss), d.number(r.loss_rate),
+                       r.members, d.number(r.complete), d.number(r.estimated), r.intervals,
+                       d.time(now)) for r in rows])
+    return len(rows)
+
+
+def _balances(d: _Dialect, area: str | None, since: datetime, until: datetime
+              ) -> Op[list[BalanceRow]]:
+    sql = f"SELECT {_BALANCE_COLUMNS} FROM balances WHERE since >= ? AND since < ?"
+    params: list[Any] = [d.time(since), d.time(until)]
+    if area is not None:
+        sql += " AND area = ?"
+        params.append(area)
+    rows = yield Q(sql + " ORDER BY area, since", params, fetch=True)
+
+    def n(value: Any) -> Decimal:
+        found = d.number_of(value)
+        assert found is not None
+        return found
+
+    return [BalanceRow(r[0], d.time_of(r[1]), d.time_of(r[2]), n(r[3]), n(r[4]), n(r[5]),
+                       d.number_of(r[6]), int(r[7]), n(r[8]), n(r[9]), int(r[10]))
+            for r in rows]
+
+
+# ---------------------------------------------------------------------------
+# The store object
+# ---------------------------------------------------------------------------
+
+
+class AnalysisStore:
+    """The analysis tables on an open SqliteStore or PostgresStore (sharing its connection,
+    thread or pool, like the job store)."""
+
+    def __init__(self, store: Any, now: Callable[[], datetime] = utcnow) -> None:
+        from fep.store.postgres import PostgresStore
+
+        self.store = store
+        self._now = now
+        self.dialect = _Dialect("postgresql" if isinstance(store, PostgresStore) else "sqlite")
+
+    def _do(self, make: Callable[..., Op[T]], *args: Any) -> Deferred[T]:
+        d = self.dialect
+        if d.name == "postgresql":
+
+            async def interaction(cursor: Any) -> T:
+                return await jobstore._run_postgres(cursor, make(d, *args))
+
+            result: Deferred[T] = self.store.interact(interaction)
+            return result
+
+        def work(conn: Any) -> T:
+            return jobstore._run_sqlite(conn, make(d, *args))
+
+        done: Deferred[T] = self.store.interact(work)
+        return done
+
+    # areas
+    def network(self) -> Deferred[Network]:
+        return self._do(_network)
+
+    def save_network(self, network: Network) -> Deferred[int]:
+        return self._do(_save_network, network)
+
+    # data
+    def intervals(self, meters: Sequence[str], obis: str, since: datetime, until: datetime
+                  ) -> Deferred[dict[str, list[Point]]]:
+        return self._do(_intervals, list(meters), obis, since, until)
+
+    def registers(self, meters: Sequence[str], obis: str, since: datetime, until: datetime
+                  ) -> Deferred[dict[str, list[Point]]]:
+        return self._do(_registers, list(meters), obis, since, until)
+
+    # validation
+    def save_validation(self, meters: Sequence[str], obis: str, since: datetime,
+                        until: datetime, findings: Sequence[Finding],
+                        flags: Mapping[tuple[str, str, datetime], Quality]) -> Deferred[int]:
+        return self._do(_save_validation, list(meters), obis, since, until, list(findings),
+                        dict(flags), self._now())
+
+    def findings(self, since: datetime, until: datetime, meter: str | None = None
+                 ) -> Deferred[list[Finding]]:
+        return self._do(_findings, meter, since, until)
+
+    def flags(self, meter: str, obis: str, since: datetime, until: datetime
+              ) -> Deferred[dict[datetime, Quality]]:
+        return self._do(_flags, meter, obis, since, until)
+
+    # estimates
+    def save_estimates(self, meters: Sequence[str], obis: str, since: datetime,
+                       until: datetime, period: timedelta, estimates: Iterable[Estimate]
+                       ) -> Deferred[int]:
+        return self._do(_save_estimates, list(meters), obis, since, until, period,
+                        list(estimates), self._now())
+
+    def estimates(self, meters: Sequence[str], obis: str, since: datetime, until: datetime
+                  ) -> Deferred[dict[str, list[Estimate]]]:
+        return self._do(_estimates, list(meters), obis, since, until)
+
+    # balances
+    def save_balances(self, rows: Sequence[BalanceRow]) -> Deferred[int]:
+        return self._do(_save_balances, list(rows), self._now())
+
+    def balances(self, since: datetime, until: datetime, area: str | None = None
+                 ) -> Deferred[list[BalanceRow]]:
+        return self._do(_balances, area, since, until)

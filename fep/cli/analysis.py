@@ -1,0 +1,227 @@
+"""`fep areas`, `fep vee` and `fep balance`: the network model, validation and estimation of a
+day, and the energy balance of areas (fep.analysis)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fep.cli.arguments import with_store
+from fep.cli.output import EXIT_OK, UsageError, write_rows
+from fep.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fep.analysis.settings import VeeSettings
+    from fep.reactors import IFepReactor
+
+DEFAULT_VEE = Path("etc/vee.ini")
+AREA_COLUMNS = ("area", "name", "kind", "parent", "summary", "members")
+LINK_COLUMNS = ("area", "meter", "role", "direction", "phase")
+BALANCE_COLUMNS = ("area", "since", "until", "input", "consumption", "loss", "loss_rate",
+                   "members", "complete", "estimated", "intervals")
+FINDING_COLUMNS = ("meter", "obis", "rule", "since", "until", "flag", "details")
+SERIES_COLUMNS = ("start", "value", "quality", "method", "source")
+RANK_COLUMNS = ("area", "loss_rate", "before", "change")
+
+
+def _quality(flags: Any) -> str:
+    """``OK`` or the flag names joined by ``|`` (``ESTIMATED|SUSPECT``)."""
+    names = [f.name for f in type(flags) if f and f in flags and f.name]
+    return "|".join(names) if names else "OK"
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"not a day (YYYY-MM-DD): {text!r}") from None
+
+
+def _settings(args: argparse.Namespace) -> VeeSettings:
+    from fep.analysis.settings import load
+
+    if args.vee:
+        return load(args.vee)
+    return load(DEFAULT_VEE if DEFAULT_VEE.exists() else None)
+
+
+async def cmd_areas(reactor: IFepReactor, args: argparse.Namespace) -> int:
+    from fep.analysis import areas
+    from fep.analysis.store import AnalysisStore
+
+    async def work(store: Any) -> int:
+        analysis = AnalysisStore(store)
+        network = await analysis.network()
+        if args.areas_command == "import":
+            try:
+                text = Path(args.file).read_text(encoding="utf-8-sig")
+            except OSError as e:
+                raise ConfigError(f"cannot read: {e.strerror}", file=args.file) from None
+            new = areas.read_csv(text, args.file)
+            merged = new if args.replace else areas.merge(network, new)
+            await analysis.save_network(merged)
+            print(f"{len(new.areas)} areas and {len(new.meters)} meters imported from "
+                  f"{args.file}")
+        elif args.areas_command == "export":
+            sys.stdout.write(areas.write_csv(network))
+        elif args.areas_command == "list":
+            if args.tree:
+                print("\n".join(areas.tree_lines(network)))
+            else:
+                write_rows([{"area": a.id, "name": a.name, "kind": str(a.kind),
+                             "parent": a.parent, "summary": len(network.summary(a.id)),
+                             "members": len(network.members(a.id))} for a in network.areas],
+                           AREA_COLUMNS, args.format)
+        else:
+            area = network.area(args.area)
+            if area is None:
+                raise UsageError(f"no area {args.area!r}")
+            path = " / ".join(a.id for a in network.path(area.id))
+            print(f"{area.id} ({area.kind}) {area.name}: {path}")
+            links = network.summary(area.id) + network.members(area.id)
+            write_rows([{"area": m.area, "meter": m.meter, "role": str(m.role),
+                         "direction": str(m.direction) if m.role == "summary" else "",
+                         "phase": m.phase} for m in links], LINK_COLUMNS, args.format)
+        return EXIT_OK
+
+    return await with_store(args, work)
+
+
+async def cmd_vee(reactor: IFepReactor, args: argparse.Namespace) -> int:
+    from fep.analysis import jobs
+    from fep.analysis.series import day_bounds
+    from fep.analysis.store import AnalysisStore
+
+    settings = _settings(args)
+    day = _day(args.day)
+
+    async def work(store: Any) -> int:
+        if args.vee_command == "run":
+            try:
+                result = await jobs.run_vee(store, settings, day, area=args.area)
+            except LookupError as e:
+                raise UsageError(str(e.args[0])) from None
+            found = ", ".join(f"{k} {v}" for k, v in sorted(result.findings.items())) or "none"
+            made = ", ".join(f"{k} {v}" for k, v in sorted(result.estimates.items())) or "none"
+            print(f"{day}: {result.meters} meters validated; findings: {found}; "
+                  f"estimates: {made}")
+        elif args.vee_command == "series":
+            rows = await jobs.validated_series(store, settings, args.meter, day)
+            write_rows([{"start": r.start, "value": r.value, "quality": _quality(r.quality),
+                         "method": r.method, "source": r.source} for r in rows],
+                       SERIES_COLUMNS, args.format)
+        else:
+            since, until = day_bounds(day)
+            findings = await AnalysisStore(store).findings(since, until, args.meter)
+            write_rows([{"meter": f.meter, "obis": f.obis, "rule": f.rule, "since": f.since,
+                         "until": f.until, "flag": _quality(f.flag),
+                         "details": " ".join(f"{k}={v}" for k, v in sorted(f.details.items()))}
+                        for f in findings], FINDING_COLUMNS, args.format)
+        return EXIT_OK
+
+    return await with_store(args, work)
+
+
+def _month(text: str) -> tuple[date, date]:
+    """The first day of a month ``YYYY-MM`` and of the month after it."""
+    try:
+        first = date.fromisoformat(text + "-01")
+    except ValueError:
+        raise UsageError(f"not a month (YYYY-MM): {text!r}") from None
+    after = date(first.year + (first.month == 12), first.month % 12 + 1, 1)
+    return first, after
+
+
+async def cmd_balance(reactor: IFepReactor, args: argparse.Namespace) -> int:
+    from fep.analysis import jobs
+
+    settings = _settings(args)
+    if (args.day is None) == (args.month is None):
+        raise UsageError("give --day YYYY-MM-DD or --month YYYY-MM")
+    day, end = (_day(args.day), None) if args.day else _month(args.month)
+    if args.rank and end is not None:
+        raise UsageError("--rank is for a --day")
+
+    async def work(store: Any) -> int:
+        try:
+            results = await jobs.run_balance(store, settings, day, area=args.area, end=end)
+        except LookupError as e:
+            raise UsageError(str(e.args[0])) from None
+        if args.rank:
+            from fep.analysis.balance import rank
+            from fep.analysis.series import day_bounds
+            from fep.analysis.store import AnalysisStore
+
+            since, _until = day_bounds(day)
+            before = [r for r in await AnalysisStore(store).balances(
+                since - timedelta(days=1), since) if r.until == since]
+            ranked = rank([r.day for r in results], before, by=args.rank)
+            write_rows([r.as_dict() for r in ranked], RANK_COLUMNS, args.format)
+        else:
+            rows = [r.day for r in results] if not args.intervals else [
+                row for r in results for row in r.intervals]
+            write_rows([r.as_dict() for r in rows], BALANCE_COLUMNS, args.format)
+        for r in results:
+            if r.alarm:
+                print(f"alarm: {r.alarm}", file=sys.stderr)
+        return EXIT_OK
+
+    return await with_store(args, work)
+
+
+def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    """Register areas, vee and balance with the `fep` parser."""
+    fmt = {"choices": ("json", "csv", "table"), "default": "table"}
+    vee_file = {"help": f"the vee.ini (default: {DEFAULT_VEE} when present, else built-in "
+                        "defaults)"}
+
+    areas = sub.add_parser("areas", help="the network model: areas and their meters")
+    asub = areas.add_subparsers(dest="areas_command", required=True, parser_class=parser_class)
+    imp = asub.add_parser("import", help="add or replace areas from a CSV file "
+                          "(area,name,kind,parent,meter,role,direction,phase)")
+    imp.add_argument("file")
+    imp.add_argument("--replace", action="store_true",
+                     help="the file is the whole network (default: merge by area)")
+    asub.add_parser("export", help="the network as CSV (the import format)")
+    lst = asub.add_parser("list", help="list the areas")
+    lst.add_argument("--tree", action="store_true", help="as an indented tree")
+    lst.add_argument("--format", **fmt)
+    show = asub.add_parser("show", help="an area's place in the tree and its meters")
+    show.add_argument("area")
+    show.add_argument("--format", **fmt)
+    areas.set_defaults(run=cmd_areas)
+
+    vee = sub.add_parser("vee", help="validation and estimation of interval data")
+    vsub = vee.add_subparsers(dest="vee_command", required=True, parser_class=parser_class)
+    run = vsub.add_parser("run", help="validate and estimate one day")
+    run.add_argument("--day", required=True, help="YYYY-MM-DD (UTC)")
+    run.add_argument("--area", help="only the meters of this area and the areas below it")
+    run.add_argument("--vee", **vee_file)
+    exc = vsub.add_parser("exceptions", help="the validation exceptions of a day")
+    exc.add_argument("--day", required=True, help="YYYY-MM-DD (UTC)")
+    exc.add_argument("--meter")
+    exc.add_argument("--vee", **vee_file)
+    exc.add_argument("--format", **fmt)
+    series = vsub.add_parser("series", help="a meter's day as analysed: real values, else "
+                             "estimates, with their quality")
+    series.add_argument("--meter", required=True)
+    series.add_argument("--day", required=True, help="YYYY-MM-DD (UTC)")
+    series.add_argument("--vee", **vee_file)
+    series.add_argument("--format", **fmt)
+    vee.set_defaults(run=cmd_vee)
+
+    balance = sub.add_parser("balance", help="energy balance and line loss of areas for a day")
+    balance.add_argument("--day", help="YYYY-MM-DD (UTC)")
+    balance.add_argument("--month", help="YYYY-MM (UTC): the month's balance, no alarm")
+    balance.add_argument("--area", help="one area (default: every area with summary meters)")
+    balance.add_argument("--intervals", action="store_true", help="one row per interval")
+    balance.add_argument("--rank", choices=("loss", "change"),
+                         help="the areas ranked by loss rate, or by its change since the day "
+                         "before (as stored by its own balance run)")
+    balance.add_argument("--vee", **vee_file)
+    balance.add_argument("--format", **fmt)
+    balance.set_defaults(run=cmd_balance)
+

@@ -1,0 +1,58 @@
+"""`make bench`'s PostgreSQL ingest rows with two tiny batch sizes: each batch size gets a
+database of its own, so the second one no longer stops at ``relation "tasks" already
+exists`` (the first run's migrations had made the job store's tables, which the old
+"drop fep's tables" step did not know)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from twisted.internet import reactor as global_reactor
+from twisted.trial import unittest
+
+from fep.bench import ingest_rows, make_readings
+from tests.postgres import postgres_server
+
+reactor: Any = global_reactor
+
+
+def _drop(server: str, name: str) -> None:
+    conn = psycopg2.connect(server, connect_timeout=10)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        conn.close()
+
+
+class PostgresIngestRowsTests(unittest.TestCase):
+    timeout = 60
+
+    async def test_two_batch_sizes_each_run_on_a_fresh_database(self) -> None:
+        server = postgres_server()
+        name = f"fep_test_bench_{secrets.token_hex(4)}"
+        self.addCleanup(_drop, server, name)
+        workdir = Path(self.mktemp())
+        workdir.mkdir(parents=True)
+        readings = make_readings(60, meters=5)
+
+        rows = await ingest_rows(reactor, readings, [20, 30], workdir, sqlite=False,
+                                 postgres=server, database=name)
+
+        self.assertEqual([(a, b) for a, b, _ in rows], [
+            ("ingest PostgreSQL (spool on)", "batch 20"),
+            ("ingest PostgreSQL (spool on)", "batch 30"),
+        ])
+        self.assertTrue(all(c.endswith("readings/s") for _, _, c in rows))
+        # The database left is the last run's alone: its rows, not both runs'.
+        conn = psycopg2.connect(server.rsplit("/", 1)[0] + "/" + name, connect_timeout=10)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM readings")
+                self.assertEqual(cur.fetchone(), (60,))
+        finally:
+            conn.close()

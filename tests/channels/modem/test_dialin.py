@@ -1,0 +1,156 @@
+"""Meters that call in over PSTN: the pool's lines answer a ringing line (caller id from
++CLIP, or none), hand the connected call over, record it, and keep a dial-out job waiting
+until the call in has ended; emulated modems on socat ptys (fep/sim/hayes.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from fep.channels.modem.pool import IncomingCall
+from fep.channels.modem.stats import CallOutcome
+from fep.sim.iec62056_21 import IecMeterServerFactory, SimulatedIecMeter
+from tests.channels.modem.emulated import emulated_pool, new_exchange, reactor
+from tests.channels.modem.test_sms import until
+
+CALLER = "+493012345678"
+SITE = "+541140001234"
+
+
+class CallingMeter(Protocol):
+    """A meter's modem after it dialled the master station: sends its alarm, then hangs up
+    when told (``hang_up``)."""
+
+    def __init__(self, message: bytes) -> None:
+        self.message = message
+        self.connected = False
+        self.lost: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.connected = True
+        assert self.transport is not None
+        self.transport.write(self.message)
+
+    def hang_up(self) -> None:
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        if not self.lost.called:
+            self.lost.callback(None)
+
+
+class Collect(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.closed = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        self.closed = True
+
+
+class DialInTests(unittest.TestCase):
+    timeout = 60
+
+    async def pool(self, exchange: Any) -> Any:
+        self.calls: list[IncomingCall] = []
+        self.collected: list[Collect] = []
+
+        def incoming(call: IncomingCall) -> Deferred[Any]:
+            self.calls.append(call)
+            collect = Collect()
+            self.collected.append(collect)
+            return call.endpoint.connect(Factory.forProtocol(lambda: collect))
+
+        return await emulated_pool(self, exchange, 1, on_incoming=incoming)
+
+    async def test_a_ringing_line_is_answered_with_its_caller_id_and_recorded(self) -> None:
+        exchange = new_exchange()
+        pool, (modem,) = await self.pool(exchange)
+        self.assertTrue(modem.clip)  # AT+CLIP=1 at start
+        meter = CallingMeter(b"ALARM 17 COVER OPEN\r\n")
+        self.assertTrue(exchange.call_in(CALLER, modem, meter))
+        await until(lambda: bool(self.collected) and b"COVER OPEN" in self.collected[0].data,
+                    10)
+        [call] = self.calls
+        self.assertEqual((call.caller, call.line, call.route), (CALLER, "m1", f"dialup:{CALLER}"))
+        self.assertIn("ATA", modem.commands)
+        meter.hang_up()
+        record = await call.ended
+        self.assertEqual((record.number, record.outcome), (CALLER, CallOutcome.COMPLETED))
+        await until(lambda: self.collected[0].closed and pool.active == 0, 10)
+        self.assertEqual(exchange.incoming, [(CALLER, "m1", "connect")])
+        self.assertEqual(pool.incoming_calls, 1)
+
+    async def test_without_caller_id_the_second_ring_is_answered(self) -> None:
+        exchange = new_exchange()
+        _pool, (modem,) = await self.pool(exchange)
+        modem.clip = False  # a line without caller id presentation
+        meter = CallingMeter(b"/ABC5METER01\r\n")
+        exchange.call_in("+49301111", modem, meter)
+        await until(lambda: bool(self.calls), 10)
+        self.assertIsNone(self.calls[0].caller)
+        self.assertEqual(self.calls[0].route, "dialup:unknown")
+        meter.hang_up()
+        await self.calls[0].ended
+
+    async def test_a_dial_out_job_waits_for_the_call_in_to_end(self) -> None:
+        exchange = new_exchange()
+        exchange.add(SITE, IecMeterServerFactory([SimulatedIecMeter(address="20000001")],
+                                                 reactor))
+        pool, (modem,) = await self.pool(exchange)
+        meter = CallingMeter(b"ALARM 3\r\n")
+        exchange.call_in(CALLER, modem, meter)
+        await until(lambda: bool(self.calls), 10)
+        order: list[str] = []
+
+        async def session(endpoint: Any) -> str:
+            order.append("dial-out session")
+            collect = Collect()
+            protocol = await endpoint.connect(Factory.forProtocol(lambda: collect))
+            protocol.transport.write(b"/?20000001!\r\n")
+            await until(lambda: b"\r\n" in collect.data, 10)
+            return collect.data.decode("latin-1")
+
+        job = Deferred.fromCoroutine(self._call(pool, session))
+        # The only line is busy with the call in: the job waits, nothing is dialled.
+        await until(lambda: len(pool._waiters) == 1, 10)  # queued for the line
+        self.assertEqual(exchange.calls, [])
+        self.assertFalse(job.called)
+        order.append("caller hangs up")
+        meter.hang_up()
+        identification = await job
+        self.assertTrue(identification.startswith("/"))
+        self.assertEqual(order, ["caller hangs up", "dial-out session"])
+        self.assertEqual([c.number for c in exchange.calls], [SITE])
+
+    async def _call(self, pool: Any, session: Any) -> Any:
+        return await pool.call(SITE, lambda endpoint: Deferred.fromCoroutine(session(endpoint)))
+
+    async def test_a_line_busy_in_a_call_is_busy_for_a_caller(self) -> None:
+        exchange = new_exchange()
+        _pool, (modem,) = await self.pool(exchange)
+        first = CallingMeter(b"ALARM 1\r\n")
+        exchange.call_in(CALLER, modem, first)
+        await until(lambda: bool(self.calls), 10)
+        self.assertFalse(exchange.call_in("+4930999", modem, CallingMeter(b"ALARM 2\r\n")))
+        self.assertEqual(exchange.incoming[-1], ("+4930999", "m1", "busy"))
+        first.hang_up()
+        await self.calls[0].ended
+
+    async def test_a_line_leased_for_a_dial_out_job_is_not_answered(self) -> None:
+        exchange = new_exchange()
+        pool, (modem,) = await self.pool(exchange)
+        line = await pool.lease()  # a dial-out job holds the line, not yet dialling
+        exchange.call_in(CALLER, modem, CallingMeter(b"ALARM 9\r\n"), rings=3)
+        await until(lambda: exchange.incoming == [(CALLER, "m1", "no answer")], 10)
+        self.assertNotIn("ATA", modem.commands)
+        self.assertEqual(self.calls, [])
+        pool._release(line)

@@ -1,0 +1,68 @@
+"""Fuzz targets of Q/GDW 1376.1: the frame stream decoder with multi-frame reassembly, the
+service decoders and the record mapping; the data units of every AFN/Fn layout and the
+appendix A data formats."""
+
+from __future__ import annotations
+
+from fep.errors import FrameError, ProtocolError
+from fep.protocols.gw3761 import formats, services
+from fep.protocols.gw3761.frames import FrameDecoder, Reassembler, decode_frame
+from fep.protocols.gw3761.records import RecordMapper
+from tests.fuzz.stream import drive
+
+_MAPPER = RecordMapper("fuzz", {1: "m1", 2: "m2"})
+
+
+def gw3761_frame(data: bytes) -> None:
+    """Frames from a stream in pieces, joined by the reassembler, decoded into events and
+    mapped to records. FrameError for bad bytes, ProtocolError (UnknownFn) for an AFN/Fn
+    without a layout; the mapping raises nothing."""
+    joiner = Reassembler(max_frames=16)
+    for frame in drive(FrameDecoder(), data):
+        try:
+            whole = joiner.add(frame)
+        except FrameError:
+            continue
+        if whole is None:
+            continue
+        try:
+            event = services.decode_event(whole)
+        except (FrameError, ProtocolError):
+            continue
+        if isinstance(event, services.Data):
+            _MAPPER.records(event)
+    try:
+        decode_frame(data)
+    except FrameError:
+        pass
+
+
+_LAYOUTS = sorted(services.LAYOUTS)
+_FORMATS = sorted(formats.FORMATS)
+
+
+def gw3761_units(data: bytes) -> None:
+    """``mode, data``: mode 0..127 picks an (AFN, Fn) layout and a direction and decodes
+    ``data`` as that AFN's data units; 128..255 decodes the head of ``data`` as an appendix
+    A format and encodes the value back. FrameError for bytes that do not fit, UnknownFn
+    for classes without a layout."""
+    if not data:
+        return
+    mode, payload = data[0], data[1:]
+    if mode < 128:
+        afn, _ = _LAYOUTS[mode // 2 % len(_LAYOUTS)]
+        try:
+            items = services.decode_units(afn, payload, bool(mode & 1))
+        except (FrameError, ProtocolError):
+            return
+        _MAPPER.records(services.Data(services.Address("0000", 1), afn, tuple(items)))
+        return
+    f = formats.FORMATS[_FORMATS[mode % len(_FORMATS)]]
+    try:
+        value = f.decode(payload[: f.size])
+    except FrameError:
+        return
+    f.encode(value)
+
+
+TARGETS = {"gw3761_frame": gw3761_frame, "gw3761_units": gw3761_units}
