@@ -96,7 +96,8 @@ def _apdu(frame: bytes) -> A.Apdu:
     return A.decode_apdu(decoded.apdu)
 
 
-def fep_rates(seconds: float = 2.0) -> dict[str, float]:
+def fep_cases() -> dict[str, Callable[[], object]]:
+    """What is measured, by name: decoding the frames to values, and to records."""
     from fep.protocols.dlms import acse
     from fep.sim import dlms_meter as sim
 
@@ -123,57 +124,84 @@ def fep_rates(seconds: float = 2.0) -> dict[str, float]:
         return acse.decode_initiate_response(decoded.user_information or b"")
 
     return {
-        "aare": rate(association, seconds),
-        "notification": rate(lambda: _apdu(note), seconds),
-        "notification_records": rate(note_records, seconds),
-        "profile": rate(lambda: _apdu(profile), seconds),
-        "profile_records": rate(profile_records, seconds),
+        "aare": association,
+        "notification": lambda: _apdu(note),
+        "notification_records": note_records,
+        "profile": lambda: _apdu(profile),
+        "profile_records": profile_records,
     }
 
 
+def fep_rates(seconds: float = 2.0) -> dict[str, float]:
+    return {name: rate(work, seconds) for name, work in fep_cases().items()}
+
+
+# The gurux-dlms case each fep case is set beside (its decode to values).
+GURUX_CASE = {
+    "aare": "aare",
+    "notification": "notification",
+    "notification_records": "notification",
+    "profile": "profile",
+    "profile_records": "profile",
+}
+
+
 def side_by_side(
-    rounds: int = 3, seconds: float = 1.0
+    rounds: int = 5, seconds: float = 0.5
 ) -> tuple[dict[str, float], dict[str, float] | None]:
-    """fep's and gurux-dlms's rates, measured in turns (fep, gurux, fep, gurux, ...), the
-    best of the rounds for each: on a shared machine the load changes between runs, and the
-    best of a few turns is the figure least disturbed by it."""
+    """fep's rates and gurux-dlms's, measured in turns case by case (fep, then gurux-dlms in
+    its child process, ``rounds`` times), the best turn of each: on a shared machine the
+    load changes from second to second, and turns close in time see the same load."""
+    cases = fep_cases()
     ours: dict[str, float] = {}
-    theirs: dict[str, float] | None = {}
-    for _ in range(rounds):
-        for key, value in fep_rates(seconds).items():
-            ours[key] = max(ours.get(key, 0.0), value)
-        if theirs is not None:
-            measured = gurux_rates(seconds)
-            if measured is None:
-                theirs = None
-            else:
-                for key, value in measured.items():
-                    theirs[key] = max(theirs.get(key, 0.0), value)
+    child = _gurux_child()
+    theirs: dict[str, float] | None = {} if child is not None else None
+    try:
+        for _ in range(rounds):
+            for name, work in cases.items():
+                ours[name] = max(ours.get(name, 0.0), rate(work, seconds))
+                gurux = GURUX_CASE[name]
+                if child is not None and theirs is not None and name == gurux:
+                    assert child.stdin is not None and child.stdout is not None
+                    child.stdin.write(json.dumps({"case": gurux, "seconds": seconds}) + "\n")
+                    child.stdin.flush()
+                    measured = json.loads(child.stdout.readline())["rate"]
+                    theirs[gurux] = max(theirs.get(gurux, 0.0), measured)
+    finally:
+        if child is not None:
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait(timeout=60)
     return ours, theirs
 
 
-def gurux_rates(seconds: float = 2.0) -> dict[str, float] | None:
-    """gurux-dlms's rates on the same frames, from a child process (None if not installed)."""
-    done = subprocess.run(
+def _gurux_child() -> subprocess.Popen[str] | None:
+    """gurux-dlms ready to decode the same frames in a child process (None if it cannot)."""
+    child = subprocess.Popen(
         [sys.executable, "-m", "tests.bench.gurux_decode"],
-        input=json.dumps(
-            {
-                "notification": notification_frame().hex(),
-                "profile": profile_frame().hex(),
-                "aare": aare_bytes().hex(),
-                "seconds": seconds,
-            }
-        ),
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        timeout=120,
     )
-    if done.returncode != 0:
-        print(f"bench: gurux-dlms not measured: {done.stderr.strip()[-300:]}", file=sys.stderr)
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    frames = {
+        "notification": notification_frame().hex(),
+        "profile": profile_frame().hex(),
+        "aare": aare_bytes().hex(),
+    }
+    try:
+        child.stdin.write(json.dumps(frames) + "\n")
+        child.stdin.flush()
+    except BrokenPipeError:
+        pass
+    if child.stdout.readline().strip() != "ready":
+        child.kill()
+        _, errors = child.communicate(timeout=60)
+        print(f"bench: gurux-dlms not measured: {errors.strip()[-300:]}", file=sys.stderr)
         return None
-    result: dict[str, float] = json.loads(done.stdout)
-    return result
+    return child
 
 
 def _fixed(at: datetime) -> Callable[[], datetime]:

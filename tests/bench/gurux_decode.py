@@ -1,6 +1,10 @@
-"""gurux-dlms decoding the benchmark's frames (test-only: fep never imports gurux). Reads
-{"notification": hex, "profile": hex, "aare": hex, "seconds": s} on stdin (wrapper frames,
-an AARE's bytes, seconds of CPU time per case), prints decodes per second as JSON."""
+"""gurux-dlms decoding the benchmark's frames (test-only: fep never imports gurux).
+
+Reads one line of JSON {"notification": hex, "profile": hex, "aare": hex} (wrapper frames and
+an AARE's bytes) and answers "ready"; then, for each line {"case": name, "seconds": s}, decodes
+that case for ``s`` seconds of CPU time and answers {"rate": decodes per second}. The bench
+asks for fep's rate and this one's in turns, case by case, so both see the same load.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,7 @@ from fep.bench_dlms import rate
 
 
 def main() -> None:
-    given = json.load(sys.stdin)
-    seconds = float(given.pop("seconds", 2.0))
-    frames = {k: bytes.fromhex(v) for k, v in given.items()}
+    frames = {k: bytes.fromhex(v) for k, v in json.loads(sys.stdin.readline()).items()}
     client = GXDLMSClient(True, 16, 1, Authentication.NONE, None, InterfaceType.WRAPPER)
 
     def decoder(frame: bytes):  # type: ignore[no-untyped-def]
@@ -38,11 +40,16 @@ def main() -> None:
 
         return decode
 
-    aare = frames.pop("aare", None)
-    rates = {name: rate(decoder(frame), seconds) for name, frame in frames.items()}
-    if aare is not None:
-        rates["aare"] = rate(association(aare), seconds)
-    print(json.dumps(rates))
+    cases = {
+        name: association(frame) if name == "aare" else decoder(frame)
+        for name, frame in frames.items()
+    }
+    for case in cases.values():
+        case()  # each case decodes before the bench relies on it
+    print("ready", flush=True)
+    for line in sys.stdin:
+        asked = json.loads(line)
+        print(json.dumps({"rate": rate(cases[asked["case"]], asked["seconds"])}), flush=True)
 
 
 if __name__ == "__main__":
