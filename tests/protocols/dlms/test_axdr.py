@@ -297,3 +297,14 @@ class DateTimeFromOctetsTests(unittest.TestCase):
             CosemDateTime.datetime_from_octets(raw, default),
             CosemDateTime.decode(raw).to_datetime(default),
         )
+
+
+class RowTemplateLimitTests(unittest.TestCase):
+    def test_rows_of_more_than_64_values_go_the_general_way(self) -> None:
+        wide = axdr.structure(*[axdr.unsigned(n) for n in range(axdr._MAX_ROW_VALUES + 2)])
+        buf = axdr.encode(axdr.array([wide, wide]))
+        self.assertIsNone(axdr._row_shape(buf, 2, 1))
+        self.assertEqual(axdr.decode_all(buf), axdr.array([wide, wide]))
+        narrow = axdr.structure(*[axdr.unsigned(n) for n in range(20)])
+        buf = axdr.encode(axdr.array([narrow, narrow]))
+        self.assertIsNotNone(axdr._row_shape(buf, 2, 1))
