@@ -578,13 +578,16 @@ def decode(buf: bytes, pos: int = 0) -> tuple[Data, int]:
     cannot fit the bytes left, nesting is deeper than ``MAX_DEPTH``, a utf8-string is not
     UTF-8, or a compact-array would decode to more values than its bytes allow. Work and
     memory are linear in ``len(buf)``; nothing else escapes."""
-    return _decode(buf, pos, 0)
+    data, end = _decode(buf, pos, 0)
+    _earn(end - pos)
+    return data, end
 
 
 def decode_all(buf: bytes) -> Data:
     """Exactly one tagged value filling ``buf``. Raises FrameError as ``decode`` does, and
     for bytes after the value."""
     data, end = _decode(buf, 0, 0)
+    _earn(end)
     if end != len(buf):
         raise FrameError(
             f"{len(buf) - end} bytes after the value", offset=end, field="trailing bytes"
@@ -727,6 +730,16 @@ _MAX_ROW_VALUES = 64
 _MAX_TEMPLATES = 256
 _TEMPLATES: dict[tuple[int, ...], _RowTemplate] = {}
 _LAST_TEMPLATE: list[_RowTemplate | None] = [None]
+# Bytes decoded (by decode/decode_all), spent on compiling templates: a compile costs about
+# as much CPU as decoding _COMPILE_COST bytes the general way; the credit is capped.
+_COMPILE_COST = 4096
+_MAX_COMPILE_CREDIT = 256 * 1024
+_COMPILE_CREDIT = [_MAX_COMPILE_CREDIT]
+
+
+def _earn(decoded: int) -> None:
+    credit = _COMPILE_CREDIT[0] + decoded
+    _COMPILE_CREDIT[0] = credit if credit < _MAX_COMPILE_CREDIT else _MAX_COMPILE_CREDIT
 
 
 @attrs.frozen(slots=True)
@@ -837,6 +850,12 @@ def _row_template(buf: bytes, pos: int, depth: int) -> _RowTemplate | None:
     key = (depth, *shape)  # the depth decides whether nested rows are too deep
     template = _TEMPLATES.get(key)
     if template is None:
+        # Compiling costs as much as decoding a few KiB: it is paid from the bytes decoded
+        # before, so that input made of ever new shapes is not decoded slower than by the
+        # general path by more than a small factor.
+        if _COMPILE_CREDIT[0] < _COMPILE_COST:
+            return None
+        _COMPILE_CREDIT[0] -= _COMPILE_COST
         if len(_TEMPLATES) >= _MAX_TEMPLATES:
             _TEMPLATES.clear()
         template = _TEMPLATES[key] = _compile_row(shape, depth)

@@ -308,3 +308,47 @@ class RowTemplateLimitTests(unittest.TestCase):
         narrow = axdr.structure(*[axdr.unsigned(n) for n in range(20)])
         buf = axdr.encode(axdr.array([narrow, narrow]))
         self.assertIsNotNone(axdr._row_shape(buf, 2, 1))
+
+
+def _shapes_buffer(count: int) -> bytes:
+    """An array of ``count`` arrays, each of two rows of a shape no other one has."""
+    kinds = [axdr.unsigned(1), axdr.long_unsigned(2), axdr.double_long(3), axdr.NULL,
+             axdr.octet_string(b"x"), axdr.boolean(True)]
+    arrays = []
+    for n in range(count):
+        items, k = [], n + 1
+        while k:
+            k, digit = divmod(k, len(kinds))
+            items.append(kinds[digit])
+        arrays.append(axdr.array([axdr.structure(*items)] * 2))
+    return axdr.encode(axdr.array(arrays))
+
+
+class TemplateCompileCreditTests(unittest.TestCase):
+    """Compiling a row template costs what decoding some KiB costs: it is paid from bytes
+    decoded before, so ever new shapes cannot make decoding much slower than the general
+    path (issue 14's bound: the work stays proportional to the bytes)."""
+
+    def test_without_credit_nothing_is_compiled(self) -> None:
+        self.patch(axdr, "_COMPILE_CREDIT", [0])
+        self.patch(axdr, "_TEMPLATES", {})
+        buf = _shapes_buffer(50)
+        general = RowTemplateTests._general(self, buf)  # type: ignore[arg-type]
+        self.assertEqual(_decoded(buf), general)
+        self.assertEqual(axdr._TEMPLATES, {})
+
+    def test_compiles_are_paid_from_decoded_bytes(self) -> None:
+        self.patch(axdr, "_COMPILE_CREDIT", [3 * axdr._COMPILE_COST])
+        self.patch(axdr, "_TEMPLATES", {})
+        axdr.decode(_shapes_buffer(200))
+        self.assertLessEqual(len(axdr._TEMPLATES), 3)
+        self.assertGreater(len(axdr._TEMPLATES), 0)
+
+    def test_credit_grows_with_decoded_bytes_up_to_a_cap(self) -> None:
+        self.patch(axdr, "_COMPILE_CREDIT", [0])
+        buf = axdr.encode(axdr.octet_string(bytes(1000)))
+        axdr.decode_all(buf)
+        self.assertEqual(axdr._COMPILE_CREDIT[0], len(buf))
+        for _ in range(400):
+            axdr.decode(buf)
+        self.assertEqual(axdr._COMPILE_CREDIT[0], axdr._MAX_COMPILE_CREDIT)
