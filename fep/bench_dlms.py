@@ -70,13 +70,25 @@ def profile_frame() -> bytes:
     return wrapper.encode_wrapper(wrapper.WrapperFrame(1, 16, apdu))
 
 
+def aare_bytes() -> bytes:
+    """The Green Book AARE accepting an LN association (InitiateResponse: max PDU 500)."""
+    from fep.protocols.dlms import acse
+
+    response = acse.InitiateResponse(acse.Conformance(0x00501F), 500)
+    return acse.encode_aare(
+        acse.Aare(acse.ApplicationContext.LN, 0, user_information=response.encode())
+    )
+
+
 def rate(work: Callable[[], object], seconds: float = 2.0) -> float:
+    """Calls of ``work`` per second of this process's CPU time (the machine is shared: CPU
+    time counts the work, not the waits for a core)."""
     count = 0
-    started = time.perf_counter()
-    while time.perf_counter() - started < seconds:
+    started = time.process_time()
+    while time.process_time() - started < seconds:
         work()
         count += 1
-    return count / (time.perf_counter() - started)
+    return count / (time.process_time() - started)
 
 
 def _apdu(frame: bytes) -> A.Apdu:
@@ -84,7 +96,9 @@ def _apdu(frame: bytes) -> A.Apdu:
     return A.decode_apdu(decoded.apdu)
 
 
-def fep_rates() -> dict[str, float]:
+def fep_cases() -> dict[str, Callable[[], object]]:
+    """What is measured, by name: decoding the frames to values, and to records."""
+    from fep.protocols.dlms import acse
     from fep.sim import dlms_meter as sim
 
     note, profile = notification_frame(), profile_frame()
@@ -101,31 +115,93 @@ def fep_rates() -> dict[str, float]:
         assert isinstance(message, A.GetResponse) and message.result.data is not None
         return profile_blocks("m", message.result.data, columns, 900, units)
 
+    aare = aare_bytes()
+
+    def association() -> object:
+        # What the client does with a meter's AARE: ACSE, the verdict, the InitiateResponse.
+        decoded = acse.decode_aare(aare)
+        acse.check_aare(decoded)
+        return acse.decode_initiate_response(decoded.user_information or b"")
+
     return {
-        "notification": rate(lambda: _apdu(note)),
-        "notification_records": rate(note_records),
-        "profile": rate(lambda: _apdu(profile)),
-        "profile_records": rate(profile_records),
+        "aare": association,
+        "notification": lambda: _apdu(note),
+        "notification_records": note_records,
+        "profile": lambda: _apdu(profile),
+        "profile_records": profile_records,
     }
 
 
-def gurux_rates() -> dict[str, float] | None:
-    """gurux-dlms's rates on the same frames, from a child process (None if not installed)."""
-    done = subprocess.run(
+def fep_rates(seconds: float = 2.0) -> dict[str, float]:
+    return {name: rate(work, seconds) for name, work in fep_cases().items()}
+
+
+# The gurux-dlms case each fep case is set beside (its decode to values).
+GURUX_CASE = {
+    "aare": "aare",
+    "notification": "notification",
+    "notification_records": "notification",
+    "profile": "profile",
+    "profile_records": "profile",
+}
+
+
+def side_by_side(
+    rounds: int = 5, seconds: float = 0.5
+) -> tuple[dict[str, float], dict[str, float] | None]:
+    """fep's rates and gurux-dlms's, measured in turns case by case (fep, then gurux-dlms in
+    its child process, ``rounds`` times), the best turn of each: on a shared machine the
+    load changes from second to second, and turns close in time see the same load."""
+    cases = fep_cases()
+    ours: dict[str, float] = {}
+    child = _gurux_child()
+    theirs: dict[str, float] | None = {} if child is not None else None
+    try:
+        for _ in range(rounds):
+            for name, work in cases.items():
+                ours[name] = max(ours.get(name, 0.0), rate(work, seconds))
+                gurux = GURUX_CASE[name]
+                if child is not None and theirs is not None and name == gurux:
+                    assert child.stdin is not None and child.stdout is not None
+                    child.stdin.write(json.dumps({"case": gurux, "seconds": seconds}) + "\n")
+                    child.stdin.flush()
+                    measured = json.loads(child.stdout.readline())["rate"]
+                    theirs[gurux] = max(theirs.get(gurux, 0.0), measured)
+    finally:
+        if child is not None:
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait(timeout=60)
+    return ours, theirs
+
+
+def _gurux_child() -> subprocess.Popen[str] | None:
+    """gurux-dlms ready to decode the same frames in a child process (None if it cannot)."""
+    child = subprocess.Popen(
         [sys.executable, "-m", "tests.bench.gurux_decode"],
-        input=json.dumps(
-            {"notification": notification_frame().hex(), "profile": profile_frame().hex()}
-        ),
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        timeout=120,
     )
-    if done.returncode != 0:
-        print(f"bench: gurux-dlms not measured: {done.stderr.strip()[-300:]}", file=sys.stderr)
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    frames = {
+        "notification": notification_frame().hex(),
+        "profile": profile_frame().hex(),
+        "aare": aare_bytes().hex(),
+    }
+    try:
+        child.stdin.write(json.dumps(frames) + "\n")
+        child.stdin.flush()
+    except BrokenPipeError:
+        pass
+    if child.stdout.readline().strip() != "ready":
+        child.kill()
+        _, errors = child.communicate(timeout=60)
+        print(f"bench: gurux-dlms not measured: {errors.strip()[-300:]}", file=sys.stderr)
         return None
-    result: dict[str, float] = json.loads(done.stdout)
-    return result
+    return child
 
 
 def _fixed(at: datetime) -> Callable[[], datetime]:

@@ -8,6 +8,7 @@ values are already scaled at decode (``value`` is in ``10**scaler`` units of ``u
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -35,7 +36,7 @@ def _obis_group(value: int) -> int:
     return value
 
 
-@attrs.frozen(order=True)
+@attrs.frozen(order=True, cache_hash=True)
 class ObisCode:
     """A six-group OBIS code ``A-B:C.D.E*F`` (each group 0..255)."""
 
@@ -51,7 +52,14 @@ class ObisCode:
         """Parse ``A-B:C.D.E*F``, ``A-B:C.D.E``, the readout short form ``C.D.E`` (``a``,
         ``b``, ``f`` fill the missing groups), ``C.D.E*F``/``C.D.E&F``, ``C.D``
         (E = 0, as in the ``F.F`` error register) and the dotted six groups ``A.B.C.D.E.F``;
-        letters C, F, L, P stand for 96..99."""
+        letters C, F, L, P stand for 96..99. Codes are immutable: the parse of a short text is
+        kept (a readout names the same codes again and again)."""
+        if cls is ObisCode and len(text) <= _OBIS_CACHED_TEXT:
+            return _parse_obis_cached(text, a, b, f)
+        return cls._parse(text, a, b, f)
+
+    @classmethod
+    def _parse(cls, text: str, a: int, b: int, f: int) -> ObisCode:
         dotted = text.strip().split(".")
         if len(dotted) == 6 and all(group.isdigit() for group in dotted):
             # The six-group dotted form of DLMS tools: 1.0.1.8.0.255
@@ -79,6 +87,8 @@ class ObisCode:
         """The 6-byte form used in COSEM logical names."""
         if len(data) != 6:
             raise ValueError(f"an OBIS code is 6 bytes, got {len(data)}")
+        if cls is ObisCode and type(data) is bytes:
+            return _obis_from_bytes_cached(data)
         return cls(*data)
 
     def to_bytes(self) -> bytes:
@@ -86,6 +96,21 @@ class ObisCode:
 
     def __str__(self) -> str:
         return f"{self.a}-{self.b}:{self.c}.{self.d}.{self.e}*{self.f}"
+
+
+# Parsed codes, kept: bounded caches of pure functions (texts longer than any OBIS code's
+# are parsed each time, so a hostile line cannot fill the cache with large keys).
+_OBIS_CACHED_TEXT = 32
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_obis_cached(text: str, a: int, b: int, f: int) -> ObisCode:
+    return ObisCode._parse(text, a, b, f)
+
+
+@functools.lru_cache(maxsize=4096)
+def _obis_from_bytes_cached(data: bytes) -> ObisCode:
+    return ObisCode(*data)
 
 
 # ---------------------------------------------------------------------------
@@ -269,6 +294,8 @@ class Quality(enum.IntFlag):
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
+    if value.tzinfo is UTC:  # already UTC (astimezone would return it unchanged)
+        return value
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}: fep keeps times in UTC")
     return value.astimezone(UTC)

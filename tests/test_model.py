@@ -168,3 +168,32 @@ class MeterSecretsTests(unittest.TestCase):
         self.assertNotIn("000102", text)
         self.assertNotIn("hunter2", text)
         self.assertIn("hdlc", text)
+
+
+class ObisCacheTests(unittest.TestCase):
+    """ObisCode.parse and from_bytes keep what they parsed: a readout names the same codes
+    line after line (issue 20); the kept codes are the codes parsed afresh."""
+
+    def test_parse_is_kept_and_equal_to_a_fresh_parse(self) -> None:
+        for text in ("1.8.0", "1-0:1.8.0*255", "C.1.0", "F.F", "0.9.1", "1.0.1.8.0.255"):
+            kept = ObisCode.parse(text)
+            self.assertIs(ObisCode.parse(text), kept)
+            self.assertEqual(kept, ObisCode._parse(text, 1, 0, 255))
+        self.assertEqual(ObisCode.parse("1.8.0", a=0, f=1), ObisCode(0, 0, 1, 8, 0, 1))
+        self.assertNotEqual(ObisCode.parse("1.8.0", a=0), ObisCode.parse("1.8.0"))
+
+    def test_errors_are_not_kept(self) -> None:
+        for _ in range(2):
+            with self.assertRaises(ValueError):
+                ObisCode.parse("1.8.x")
+
+    def test_long_text_is_parsed_each_time(self) -> None:
+        text = " " * 40 + "1.8.0"
+        self.assertEqual(ObisCode.parse(text), ObisCode(1, 0, 1, 8, 0))
+
+    def test_from_bytes_is_kept(self) -> None:
+        raw = bytes((1, 0, 1, 8, 0, 255))
+        self.assertIs(ObisCode.from_bytes(raw), ObisCode.from_bytes(raw))
+        self.assertEqual(ObisCode.from_bytes(bytearray(raw)), ObisCode(1, 0, 1, 8, 0))
+        with self.assertRaises(ValueError):
+            ObisCode.from_bytes(raw[:5])

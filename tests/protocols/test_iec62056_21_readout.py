@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
@@ -187,3 +188,67 @@ class RoundTripTests(unittest.TestCase):
         except FrameError:
             return
         to_readings(readout, "m")
+
+
+# -- the data-line scanner against the byte-by-byte one it replaced ----------------------------
+
+from fep.protocols.iec62056_21 import readout as _readout  # noqa: E402
+
+
+def _reference_parse_line(line: bytes, line_no: int, base: int) -> list[DataSet]:
+    """readout._parse_line as it was: every address and value byte checked in Python."""
+    sets: list[DataSet] = []
+    i = 0
+    n = len(line)
+    while i < n:
+        start = i
+        while i < n and line[i] != 0x28:
+            if line[i] not in _readout._ADDRESS_CHARS:
+                raise _readout._line_error(
+                    f"unexpected byte 0x{line[i]:02X} in address", line_no, base + i
+                )
+            i += 1
+        address = line[start:i].decode("ascii").strip()
+        if i >= n:
+            raise _readout._line_error(f"expected '(' after address {address!r}", line_no, base + i)
+        values = []
+        while i < n and line[i] == 0x28:
+            close = line.find(b")", i + 1)
+            if close < 0:
+                raise _readout._line_error("value without closing ')'", line_no, base + i)
+            raw = line[i + 1 : close]
+            bad = next((k for k, b in enumerate(raw) if b < 0x20 or b > 0x7E or b == 0x28), None)
+            if bad is not None:
+                raise _readout._line_error(
+                    f"unexpected byte 0x{raw[bad]:02X} in value", line_no, base + i + 1 + bad
+                )
+            value, star, unit = raw.decode("ascii").partition("*")
+            values.append(_readout.DataValue(value, unit if star else None))
+            i = close + 1
+        sets.append(DataSet(address, tuple(values), line_no))
+    return sets
+
+
+def _line_outcome(parse: Any, line: bytes) -> object:
+    try:
+        return parse(line, 3, 100)
+    except FrameError as e:
+        return str(e), e.offset, e.field
+
+
+class LineScannerTests(unittest.TestCase):
+    @settings(max_examples=1500)
+    @given(
+        st.lists(
+            st.one_of(
+                st.sampled_from([b"1.8.0", b"0.9.1", b"C.1.0", b"1-0:1.8.1*01", b" ", b"(", b")",
+                                 b"(12345.6*kWh)", b"*", b"()", b"\x00", b"\x7f", b"\xff", b"|"]),
+                st.binary(max_size=4),
+            ),
+            max_size=12,
+        ).map(b"".join)
+    )
+    def test_same_data_sets_and_errors(self, line: bytes) -> None:
+        self.assertEqual(
+            _line_outcome(_readout._parse_line, line), _line_outcome(_reference_parse_line, line)
+        )

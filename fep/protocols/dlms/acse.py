@@ -1,6 +1,10 @@
 """ACSE APDUs of a DLMS association (AARQ, AARE, RLRQ, RLRE: ISO 8650 as profiled by IEC
-62056-5-3), BER-encoded with pyasn1, and the xDLMS InitiateRequest/InitiateResponse they carry
-in user-information (A-XDR).
+62056-5-3) in BER, and the xDLMS InitiateRequest/InitiateResponse they carry in
+user-information (A-XDR).
+
+A direct BER codec reads and writes the layouts meters and fep use (every association passes
+through it); pyasn1 decodes whatever else arrives (constructed strings, other OIDs, malformed
+input) and is the reference the direct codec agrees with, byte for byte, in the tests.
 """
 
 from __future__ import annotations
@@ -298,7 +302,7 @@ def _mechanism_from(oid: Any) -> Mechanism:
 _AUTHENTICATION_REQUIRED = "'1'B"
 
 
-def encode_aarq(aarq: Aarq) -> bytes:
+def _encode_aarq_pyasn1(aarq: Aarq) -> bytes:
     seq = _AARQ()
     seq["application-context-name"] = _context_oid(aarq.application_context)
     if aarq.calling_ap_title is not None:
@@ -314,7 +318,7 @@ def encode_aarq(aarq: Aarq) -> bytes:
     return bytes(ber_encoder.encode(seq))
 
 
-def encode_aare(aare: Aare) -> bytes:
+def _encode_aare_pyasn1(aare: Aare) -> bytes:
     seq = _AARE()
     seq["application-context-name"] = _context_oid(aare.application_context)
     seq["result"] = aare.result
@@ -333,7 +337,7 @@ def encode_aare(aare: Aare) -> bytes:
     return bytes(ber_encoder.encode(seq))
 
 
-def encode_rlrq(rlrq: Rlrq) -> bytes:
+def _encode_rlrq_pyasn1(rlrq: Rlrq) -> bytes:
     seq = _RLRQ()
     if rlrq.reason is not None:
         seq["reason"] = rlrq.reason
@@ -342,7 +346,7 @@ def encode_rlrq(rlrq: Rlrq) -> bytes:
     return bytes(ber_encoder.encode(seq))
 
 
-def encode_rlre(rlre: Rlre) -> bytes:
+def _encode_rlre_pyasn1(rlre: Rlre) -> bytes:
     seq = _RLRE()
     if rlre.reason is not None:
         seq["reason"] = rlre.reason
@@ -439,13 +443,209 @@ def _check_tlvs(data: bytes, pos: int, end: int, depth: int, name: str, *, singl
     return pos
 
 
+# -- direct BER decoder ------------------------------------------------------------------------
+# The AARQ/AARE/RLRQ/RLRE layouts of IEC 62056-5-3 as meters and fep encode them: one-byte
+# tags, definite lengths of at most 2 bytes, primitive strings, components in schema order,
+# DLMS's own OIDs. It never raises: what it does not recognise returns None and pyasn1
+# decodes it (or names what is wrong). Work is linear in the bytes, nesting 3 deep at most.
+
+
+class _Unusual(Exception):
+    """Not a layout the direct decoder reads: pyasn1 decides."""
+
+
+_UNUSUAL = _Unusual()
+
+# Component kinds: how the contents of a component's TLV are read.
+_BITS = 0  # implicit BIT STRING (protocol-version, acse-requirements): checked, not kept
+_CONTEXT = 1  # [1] EXPLICIT OBJECT IDENTIFIER, DLMS's application context
+_MECHANISM = 2  # IMPLICIT OBJECT IDENTIFIER, DLMS's mechanism name
+_INT_EXPLICIT = 3  # [n] EXPLICIT INTEGER
+_INT = 4  # IMPLICIT INTEGER
+_OCTETS_EXPLICIT = 5  # [n] EXPLICIT OCTET STRING (AP titles, user-information)
+_OCTETS = 6  # IMPLICIT OCTET STRING (implementation-information)
+_AUTH = 7  # [n] EXPLICIT Authentication-value, its charstring [0] choice
+_DIAGNOSTIC = 8  # [3] EXPLICIT CHOICE of [1]/[2] EXPLICIT INTEGER
+
+_CONTEXT_PREFIX = bytes((0x60, 0x85, 0x74, 0x05, 0x08, 0x01))  # 2.16.756.5.8.1
+_MECHANISM_PREFIX = bytes((0x60, 0x85, 0x74, 0x05, 0x08, 0x02))  # 2.16.756.5.8.2
+_CONTEXTS = {int(c): c for c in ApplicationContext}
+_MECHANISMS = {int(m): m for m in Mechanism}
+
+# Per APDU tag: its record and its components in order, as (tag, kind, record field or None
+# for a component checked but not kept, required).
+_Component = tuple[int, int, str | None, bool]
+_RELEASE: tuple[_Component, ...] = (
+    (0x80, _INT, "reason", False),
+    (0xBE, _OCTETS_EXPLICIT, "user_information", False),
+)
+_DIRECT: dict[int, tuple[type[Aarq] | type[Aare] | type[Rlrq] | type[Rlre], tuple[_Component, ...]]]
+_DIRECT = {
+    0x60: (
+        Aarq,
+        (
+            (0x80, _BITS, None, False),
+            (0xA1, _CONTEXT, "application_context", True),
+            (0xA2, _OCTETS_EXPLICIT, None, False),
+            (0xA6, _OCTETS_EXPLICIT, "calling_ap_title", False),
+            (0xA9, _INT_EXPLICIT, None, False),
+            (0x8A, _BITS, None, False),
+            (0x8B, _MECHANISM, "mechanism", False),
+            (0xAC, _AUTH, "authentication_value", False),
+            (0x9D, _OCTETS, None, False),
+            (0xBE, _OCTETS_EXPLICIT, "user_information", False),
+        ),
+    ),
+    0x61: (
+        Aare,
+        (
+            (0x80, _BITS, None, False),
+            (0xA1, _CONTEXT, "application_context", True),
+            (0xA2, _INT_EXPLICIT, "result", True),
+            (0xA3, _DIAGNOSTIC, "diagnostic", True),
+            (0xA4, _OCTETS_EXPLICIT, "responding_ap_title", False),
+            (0xA7, _INT_EXPLICIT, None, False),
+            (0x88, _BITS, None, False),
+            (0x89, _MECHANISM, "mechanism", False),
+            (0xAA, _AUTH, "authentication_value", False),
+            (0x9D, _OCTETS, None, False),
+            (0xBE, _OCTETS_EXPLICIT, "user_information", False),
+        ),
+    ),
+    0x62: (Rlrq, _RELEASE),
+    0x63: (Rlre, _RELEASE),
+}
+
+
+def _tlv(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """The tag, contents start and contents end of the TLV at ``pos`` (ending by ``end``)."""
+    if pos + 2 > end:
+        raise _UNUSUAL
+    first = data[pos]
+    length = data[pos + 1]
+    pos += 2
+    if length & 0x80:
+        if length == 0x81 and pos < end:
+            length = data[pos]
+            pos += 1
+        elif length == 0x82 and pos + 2 <= end:
+            length = data[pos] << 8 | data[pos + 1]
+            pos += 2
+        else:
+            raise _UNUSUAL
+    stop = pos + length
+    if stop > end:
+        raise _UNUSUAL
+    return first, pos, stop
+
+
+def _only(data: bytes, start: int, stop: int, expected: int) -> tuple[int, int]:
+    """The contents of the one TLV, tagged ``expected``, that fills ``start:stop``."""
+    inner, s, e = _tlv(data, start, stop)
+    if inner != expected or e != stop:
+        raise _UNUSUAL
+    return s, e
+
+
+def _component(data: bytes, kind: int, start: int, stop: int) -> Any:
+    if kind == _OCTETS_EXPLICIT:
+        s, e = _only(data, start, stop, 0x04)
+        return data[s:e]
+    if kind == _CONTEXT:
+        s, e = _only(data, start, stop, 0x06)
+        if e - s != 7 or data[s : e - 1] != _CONTEXT_PREFIX or data[e - 1] not in _CONTEXTS:
+            raise _UNUSUAL
+        return _CONTEXTS[data[e - 1]]
+    if kind == _MECHANISM:
+        if stop - start != 7 or data[start : stop - 1] != _MECHANISM_PREFIX:
+            raise _UNUSUAL
+        mechanism = _MECHANISMS.get(data[stop - 1])
+        if mechanism is None:
+            raise _UNUSUAL
+        return mechanism
+    if kind == _BITS:
+        # pyasn1: at least the unused-bits byte, at most 7 unused, none without bits.
+        if stop == start or data[start] > 7 or (stop - start == 1 and data[start]):
+            raise _UNUSUAL
+        return None
+    if kind == _INT_EXPLICIT:
+        s, e = _only(data, start, stop, 0x02)
+        return int.from_bytes(data[s:e], "big", signed=True)
+    if kind == _INT:
+        return int.from_bytes(data[start:stop], "big", signed=True)
+    if kind == _AUTH:
+        s, e = _only(data, start, stop, 0x80)
+        return data[s:e]
+    if kind == _OCTETS:
+        return data[start:stop]
+    # _DIAGNOSTIC
+    which, s, e = _tlv(data, start, stop)
+    if e != stop or which not in (0xA1, 0xA2):
+        raise _UNUSUAL
+    s, e = _only(data, s, e, 0x02)
+    return ("user" if which == 0xA1 else "provider", int.from_bytes(data[s:e], "big", signed=True))
+
+
+def _decode_direct(data: bytes) -> AcseApdu | None:
+    """``data`` decoded if it is one of the usual layouts, else None (never raises)."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    entry = _DIRECT.get(data[0]) if data else None
+    if entry is None:
+        return None
+    cls, components = entry
+    fields: dict[str, Any] = {"reason": None} if data[0] >= 0x62 else {}
+    try:
+        _, pos, end = _tlv(data, 0, len(data))
+        if end != len(data):
+            return None
+        index = 0
+        count = len(components)
+        while pos < end:
+            tag_, start, stop = _tlv(data, pos, end)
+            while index < count and components[index][0] != tag_:
+                if components[index][3]:
+                    return None
+                index += 1
+            if index == count:
+                return None
+            _, kind, name, _ = components[index]
+            value = _component(data, kind, start, stop)
+            if name == "diagnostic":
+                fields["diagnostic_source"], fields["diagnostic"] = value
+            elif name is not None:
+                fields[name] = value
+            index += 1
+            pos = stop
+        while index < count:
+            if components[index][3]:
+                return None
+            index += 1
+    except _Unusual:
+        return None
+    return cls(**fields)
+
+
 def decode_acse(data: bytes) -> AcseApdu:
     """One ACSE APDU (AARQ, AARE, RLRQ or RLRE).
 
     Raises FrameError for anything that is not a well-formed one: an unknown tag, a BER
     length that overruns the bytes or is longer than 4 bytes, nesting deeper than
     ``MAX_BER_DEPTH``, a component pyasn1 cannot decode, an application context or mechanism
-    that is not DLMS's, trailing bytes. Nothing else escapes."""
+    that is not DLMS's, trailing bytes. Nothing else escapes.
+
+    The layouts DLMS meters and fep send are read by a direct BER decoder (``_decode_direct``);
+    anything it does not recognise, well-formed or not, goes to pyasn1, which has the last
+    word (``decode_acse_pyasn1``: the same results, checked by the tests)."""
+    decoded = _decode_direct(data)
+    if decoded is not None:
+        return decoded
+    return decode_acse_pyasn1(data)
+
+
+def decode_acse_pyasn1(data: bytes) -> AcseApdu:
+    """``decode_acse`` through pyasn1 only: the reference the direct decoder agrees with,
+    and the decoder of unusual layouts (constructed strings, other OIDs, errors)."""
     if not data:
         raise FrameError("empty ACSE APDU", offset=0, field="tag")
     entry = _SPECS.get(data[0])
@@ -495,6 +695,101 @@ def decode_acse(data: bytes) -> AcseApdu:
         )
     except (PyAsn1Error, ValueError, TypeError, OverflowError) as e:
         raise FrameError(f"{name}: {e}", offset=0, field=name) from None
+
+
+def encode_acse_pyasn1(apdu: AcseApdu) -> bytes:
+    """``encode_acse`` through pyasn1: the reference the direct encoder agrees with."""
+    if isinstance(apdu, Aarq):
+        return _encode_aarq_pyasn1(apdu)
+    if isinstance(apdu, Aare):
+        return _encode_aare_pyasn1(apdu)
+    if isinstance(apdu, Rlrq):
+        return _encode_rlrq_pyasn1(apdu)
+    return _encode_rlre_pyasn1(apdu)
+
+
+# -- direct BER encoder ------------------------------------------------------------------------
+# The same bytes as pyasn1's DER-like output for these layouts (definite minimal lengths,
+# minimal integers, components in schema order), checked by the tests.
+
+
+def _ber(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    if n < 0x80:
+        return bytes((tag, n)) + body
+    size = (n.bit_length() + 7) // 8
+    return bytes((tag, 0x80 | size)) + n.to_bytes(size, "big") + body
+
+
+def _ber_integer(tag: int, value: int) -> bytes:
+    # pyasn1's width: the magnitude's bits, one more when they fill whole bytes (so -128 is
+    # FF80, not the shorter 80); both are valid BER, and the bytes stay what fep always sent.
+    bits = value.bit_length()
+    bits += bits % 8 == 0
+    return _ber(tag, value.to_bytes((bits + 7) // 8, "big", signed=True))
+
+
+def _oid(prefix: bytes, last: int) -> bytes:
+    return prefix + bytes((last,))  # DLMS's last arcs are all below 128
+
+
+_AUTHENTICATION_REQUIREMENTS = b"\x02\x07\x80"  # BIT STRING '1'B: length, unused bits, bits
+
+
+def _mechanism_components(requirements_tag: int, name_tag: int, mechanism: Mechanism) -> bytes:
+    return (
+        bytes((requirements_tag,))
+        + _AUTHENTICATION_REQUIREMENTS
+        + _ber(name_tag, _oid(_MECHANISM_PREFIX, int(mechanism)))
+    )
+
+
+def encode_aarq(aarq: Aarq) -> bytes:
+    parts = [_ber(0xA1, _ber(0x06, _oid(_CONTEXT_PREFIX, int(aarq.application_context))))]
+    if aarq.calling_ap_title is not None:
+        parts.append(_ber(0xA6, _ber(0x04, aarq.calling_ap_title)))
+    if aarq.mechanism is not None and aarq.mechanism != Mechanism.LOWEST:
+        parts.append(_mechanism_components(0x8A, 0x8B, aarq.mechanism))
+    if aarq.authentication_value is not None:
+        parts.append(_ber(0xAC, _ber(0x80, aarq.authentication_value)))
+    if aarq.user_information is not None:
+        parts.append(_ber(0xBE, _ber(0x04, aarq.user_information)))
+    return _ber(0x60, b"".join(parts))
+
+
+def encode_aare(aare: Aare) -> bytes:
+    source = 0xA1 if aare.diagnostic_source == "user" else 0xA2
+    parts = [
+        _ber(0xA1, _ber(0x06, _oid(_CONTEXT_PREFIX, int(aare.application_context)))),
+        _ber(0xA2, _ber_integer(0x02, aare.result)),
+        _ber(0xA3, _ber(source, _ber_integer(0x02, aare.diagnostic))),
+    ]
+    if aare.responding_ap_title is not None:
+        parts.append(_ber(0xA4, _ber(0x04, aare.responding_ap_title)))
+    if aare.mechanism is not None and aare.mechanism != Mechanism.LOWEST:
+        parts.append(_mechanism_components(0x88, 0x89, aare.mechanism))
+    if aare.authentication_value is not None:
+        parts.append(_ber(0xAA, _ber(0x80, aare.authentication_value)))
+    if aare.user_information is not None:
+        parts.append(_ber(0xBE, _ber(0x04, aare.user_information)))
+    return _ber(0x61, b"".join(parts))
+
+
+def _encode_release(tag: int, reason: int | None, user_information: bytes | None) -> bytes:
+    parts = []
+    if reason is not None:
+        parts.append(_ber_integer(0x80, reason))
+    if user_information is not None:
+        parts.append(_ber(0xBE, _ber(0x04, user_information)))
+    return _ber(tag, b"".join(parts))
+
+
+def encode_rlrq(rlrq: Rlrq) -> bytes:
+    return _encode_release(0x62, rlrq.reason, rlrq.user_information)
+
+
+def encode_rlre(rlre: Rlre) -> bytes:
+    return _encode_release(0x63, rlre.reason, rlre.user_information)
 
 
 def encode_acse(apdu: AcseApdu) -> bytes:

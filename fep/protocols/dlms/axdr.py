@@ -8,6 +8,7 @@ type tag or nesting deeper than ``MAX_DEPTH`` is a FrameError naming the offset 
 from __future__ import annotations
 
 import enum
+import operator
 import struct
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, timezone
@@ -162,10 +163,12 @@ class CosemDateTime:
     def decode(cls, raw: bytes) -> CosemDateTime:
         """From its 12 bytes; FrameError for any other length."""
         _check_size(raw, 12, "CosemDateTime")
-        deviation = int.from_bytes(raw[9:11], "big", signed=True)
+        deviation = (raw[9] << 8 | raw[10]) - ((raw[9] & 0x80) << 9)
+        year = raw[0] << 8 | raw[1]
+        b = tuple(None if byte == 0xFF else byte for byte in raw[2:9])
         return cls(
-            CosemDate.decode(raw[0:5]),
-            CosemTime.decode(raw[5:9]),
+            CosemDate(None if year == 0xFFFF else year, b[0], b[1], b[2]),
+            CosemTime(b[3], b[4], b[5], b[6]),
             None if deviation == -0x8000 else deviation,
             _none(raw[11]),
         )
@@ -212,6 +215,41 @@ class CosemDateTime:
         except ValueError:
             return None
         deviation = self.deviation if self.deviation is not None else default_deviation
+        try:
+            utc = local + timedelta(minutes=deviation or 0)
+        except OverflowError:
+            return None
+        return utc.replace(tzinfo=UTC)
+
+    @staticmethod
+    def datetime_from_octets(
+        raw: bytes, default_deviation: int | None = None
+    ) -> datetime | None:
+        """``CosemDateTime.decode(raw).to_datetime(default_deviation)`` for 12 bytes, without
+        the three records in between (a profile decodes one per row)."""
+        year = raw[0] << 8 | raw[1]
+        month, day, hour, minute = raw[2], raw[3], raw[5], raw[6]
+        if year == 0xFFFF or month == 0xFF or day == 0xFF or hour == 0xFF or minute == 0xFF:
+            return None
+        if month > 12 or day > 31:
+            return None
+        second = raw[7]
+        hundredths = raw[8]
+        try:
+            local = datetime(
+                year,
+                month,
+                day,
+                hour,
+                minute,
+                0 if second == 0xFF else second,
+                hundredths * 10000 if hundredths < 100 else 0,
+            )
+        except ValueError:
+            return None
+        deviation: int | None = (raw[9] << 8 | raw[10]) - ((raw[9] & 0x80) << 9)
+        if deviation == -0x8000:
+            deviation = default_deviation
         try:
             utc = local + timedelta(minutes=deviation or 0)
         except OverflowError:
@@ -321,22 +359,32 @@ class Data:
             return [item.native() for item in self.value.elements]
         return self.value
 
+    # The sequence methods run for every item a COSEM layer looks at: the type is checked by
+    # identity first (decoded values hold the DataType members), by value only after.
     def __iter__(self) -> Any:
         """Arrays and structures iterate over their items."""
-        if self.type not in (DataType.ARRAY, DataType.STRUCTURE):
-            raise TypeError(f"{self.type.name} is not a sequence")
-        return iter(self.value)
+        t = self.type
+        if t is _STRUCTURE or t is _ARRAY or t in _SEQUENCE_TAGS:
+            return iter(self.value)
+        raise TypeError(f"{self.type.name} is not a sequence")
 
     def __len__(self) -> int:
-        if self.type not in (DataType.ARRAY, DataType.STRUCTURE):
-            raise TypeError(f"{self.type.name} is not a sequence")
-        return len(self.value)
+        t = self.type
+        if t is _STRUCTURE or t is _ARRAY or t in _SEQUENCE_TAGS:
+            return len(self.value)
+        raise TypeError(f"{self.type.name} is not a sequence")
 
     def __getitem__(self, index: int) -> Data:
-        if self.type not in (DataType.ARRAY, DataType.STRUCTURE):
-            raise TypeError(f"{self.type.name} is not a sequence")
-        item: Data = self.value[index]
-        return item
+        t = self.type
+        if t is _STRUCTURE or t is _ARRAY or t in _SEQUENCE_TAGS:
+            item: Data = self.value[index]
+            return item
+        raise TypeError(f"{self.type.name} is not a sequence")
+
+
+_STRUCTURE = DataType.STRUCTURE
+_ARRAY = DataType.ARRAY
+_SEQUENCE_TAGS = frozenset((DataType.ARRAY, DataType.STRUCTURE))
 
 
 _FIXED_SIZES: dict[int, int] = {
@@ -530,13 +578,16 @@ def decode(buf: bytes, pos: int = 0) -> tuple[Data, int]:
     cannot fit the bytes left, nesting is deeper than ``MAX_DEPTH``, a utf8-string is not
     UTF-8, or a compact-array would decode to more values than its bytes allow. Work and
     memory are linear in ``len(buf)``; nothing else escapes."""
-    return _decode(buf, pos, 0)
+    data, end = _decode(buf, pos, 0)
+    _earn(end - pos)
+    return data, end
 
 
 def decode_all(buf: bytes) -> Data:
     """Exactly one tagged value filling ``buf``. Raises FrameError as ``decode`` does, and
     for bytes after the value."""
     data, end = _decode(buf, 0, 0)
+    _earn(end)
     if end != len(buf):
         raise FrameError(
             f"{len(buf) - end} bytes after the value", offset=end, field="trailing bytes"
@@ -591,6 +642,8 @@ def _octet_string(buf: bytes, pos: int, depth: int) -> tuple[Data, int]:
 
 
 def _sequence_handler(t: DataType) -> _Handler:
+    rows = t == DataType.ARRAY  # an array of structures: rows of one shape, see _rows
+
     def handler(buf: bytes, pos: int, depth: int) -> tuple[Data, int]:
         if depth >= MAX_DEPTH:
             raise FrameError("data nested too deep", offset=pos, field="data")
@@ -601,6 +654,10 @@ def _sequence_handler(t: DataType) -> _Handler:
             n, pos = decode_length(buf, pos, t.name.lower())
         if n > len(buf) - pos:  # every item takes at least one byte (its tag)
             raise _truncated(t, pos)
+        if rows and n > 1 and buf[pos] == 2:
+            template = _row_template(buf, pos, depth + 1)
+            if template is not None:
+                return _rows(buf, pos, n, depth + 1, template)
         items: list[Data] = []
         append = items.append
         handlers = _HANDLERS
@@ -641,6 +698,190 @@ def _sequence_handler(t: DataType) -> _Handler:
         return Data(t, tuple(items)), pos
 
     return handler
+
+
+# -- arrays of rows ----------------------------------------------------------------------------
+# A profile buffer or a push's register list is an array of structures that all have the same
+# shape: the same tags, counts and octet-string lengths, only the values differ. The first
+# row's shape becomes a template: one struct format reading a whole row (its tags and lengths
+# too) and a generated function building its Data. Each row whose tags and lengths are the
+# template's is read in one unpack; any other row (or one running past the bytes) goes through
+# the general path, which decodes it or raises the FrameError it always did.
+
+_ROW_CODES: dict[int, str] = {
+    DataType.DOUBLE_LONG: "i",
+    DataType.DOUBLE_LONG_UNSIGNED: "I",
+    DataType.BCD: "B",
+    DataType.INTEGER: "b",
+    DataType.LONG: "h",
+    DataType.UNSIGNED: "B",
+    DataType.LONG_UNSIGNED: "H",
+    DataType.LONG64: "q",
+    DataType.LONG64_UNSIGNED: "Q",
+    DataType.ENUM: "B",
+    DataType.FLOAT32: "f",
+    DataType.FLOAT64: "d",
+    DataType.BOOLEAN: "?",
+}
+_ROW_SIZES = {t: struct.calcsize(">" + c) for t, c in _ROW_CODES.items()}
+# A row of more values than this is read by the general path (templates are for rows).
+_MAX_ROW_VALUES = 64
+# Templates by row shape; a bounded memo (cleared when full), not state.
+_MAX_TEMPLATES = 256
+_TEMPLATES: dict[tuple[int, ...], _RowTemplate] = {}
+_LAST_TEMPLATE: list[_RowTemplate | None] = [None]
+# Bytes decoded (by decode/decode_all), spent on compiling templates: a compile costs about
+# as much CPU as decoding _COMPILE_COST bytes the general way; the credit is capped.
+_COMPILE_COST = 4096
+_MAX_COMPILE_CREDIT = 256 * 1024
+_COMPILE_CREDIT = [_MAX_COMPILE_CREDIT]
+
+
+def _earn(decoded: int) -> None:
+    credit = _COMPILE_CREDIT[0] + decoded
+    _COMPILE_CREDIT[0] = credit if credit < _MAX_COMPILE_CREDIT else _MAX_COMPILE_CREDIT
+
+
+@attrs.frozen(slots=True)
+class _RowTemplate:
+    depth: int
+    size: int
+    unpack: Callable[[bytes, int], tuple[Any, ...]]
+    header: Callable[[tuple[Any, ...]], tuple[int, ...]]
+    expected: tuple[int, ...]
+    build: Callable[[tuple[Any, ...]], Data]
+
+
+def _row_shape(buf: bytes, pos: int, depth: int) -> tuple[int, ...] | None:
+    """The shape of the structure at ``pos``, decoded at ``depth``, as flat ints (2 count,
+    a number's tag, 9 length, 0), or None unless it holds only numbers, booleans, short
+    octet-strings, null-data and structures with short counts, within the bytes and depth."""
+    shape: list[int] = []
+    size = len(buf)
+    remaining = [1]  # items left at each open structure
+    while remaining:
+        if remaining[-1] == 0:
+            remaining.pop()
+            continue
+        remaining[-1] -= 1
+        if pos + 1 >= size or len(shape) > _MAX_ROW_VALUES:
+            return None
+        tag = buf[pos]
+        if tag == 2:
+            count = buf[pos + 1]
+            if count >= 0x80 or depth + len(remaining) - 1 >= MAX_DEPTH:
+                return None
+            shape += (2, count)
+            remaining.append(count)
+            pos += 2
+        elif tag in _ROW_SIZES:
+            shape.append(tag)
+            pos += 1 + _ROW_SIZES[tag]
+        elif tag == 9:
+            length = buf[pos + 1]
+            if length >= 0x80:
+                return None
+            shape += (9, length)
+            pos += 2 + length
+        elif tag == 0:
+            shape.append(0)
+            pos += 1
+        else:
+            return None
+    return tuple(shape) if pos <= size else None
+
+
+def _compile_row(shape: tuple[int, ...], depth: int) -> _RowTemplate:
+    codes = [">"]
+    header: list[int] = []
+    expected: list[int] = []
+    names: dict[str, Any] = {"D": Data}
+    fields = iter(shape)
+    index = 0
+
+    def field(code: str, value: int | None) -> int:
+        nonlocal index
+        codes.append(code)
+        if value is not None:
+            header.append(index)
+            expected.append(value)
+        index += 1
+        return index - 1
+
+    def expression() -> str:
+        tag = next(fields)
+        field("B", tag)
+        names[f"T{tag}"] = DataType(tag)
+        if tag == 2:
+            count = next(fields)
+            field("B", count)
+            return f"D(T2, ({''.join(expression() + ', ' for _ in range(count))}))"
+        if tag == 0:
+            return "D(T0)"
+        if tag == 9:
+            length = next(fields)
+            field("B", length)
+            return f"D(T9, v[{field(f'{length}s', None)}])"
+        return f"D(T{tag}, v[{field(_ROW_CODES[tag], None)}])"
+
+    source = f"def build(v):\n    return {expression()}\n"
+    exec(source, names)  # the source holds ints (tags, counts, lengths), no input text
+    layout = struct.Struct("".join(codes))
+    getter = operator.itemgetter(*header)  # a row is a structure: two header fields at least
+    return _RowTemplate(
+        depth, layout.size, layout.unpack_from, getter, tuple(expected), names["build"]
+    )
+
+
+def _row_template(buf: bytes, pos: int, depth: int) -> _RowTemplate | None:
+    # The template used last fits most arrays (the same meter, the same profile again): its
+    # unpack checks every tag, count and length of the first row, i.e. its whole shape.
+    last = _LAST_TEMPLATE[0]
+    if (
+        last is not None
+        and last.depth == depth
+        and pos + last.size <= len(buf)
+        and last.header(last.unpack(buf, pos)) == last.expected
+    ):
+        return last
+    shape = _row_shape(buf, pos, depth)
+    if shape is None:
+        return None
+    key = (depth, *shape)  # the depth decides whether nested rows are too deep
+    template = _TEMPLATES.get(key)
+    if template is None:
+        # Compiling costs as much as decoding a few KiB: it is paid from the bytes decoded
+        # before, so that input made of ever new shapes is not decoded slower than by the
+        # general path by more than a small factor.
+        if _COMPILE_CREDIT[0] < _COMPILE_COST:
+            return None
+        _COMPILE_CREDIT[0] -= _COMPILE_COST
+        if len(_TEMPLATES) >= _MAX_TEMPLATES:
+            _TEMPLATES.clear()
+        template = _TEMPLATES[key] = _compile_row(shape, depth)
+    _LAST_TEMPLATE[0] = template
+    return template
+
+
+def _rows(buf: bytes, pos: int, n: int, depth: int, template: _RowTemplate) -> tuple[Data, int]:
+    """An array's ``n`` elements from ``pos``, decoded at ``depth``: rows of the template's
+    shape in one unpack each, any other element through the general path."""
+    size = len(buf)
+    width, unpack, header, expected, build = (
+        template.size, template.unpack, template.header, template.expected, template.build
+    )
+    items: list[Data] = []
+    append = items.append
+    for _ in range(n):
+        if pos + width <= size:
+            values = unpack(buf, pos)
+            if header(values) == expected:
+                append(build(values))
+                pos += width
+                continue
+        item, pos = _decode(buf, pos, depth)
+        append(item)
+    return Data(DataType.ARRAY, tuple(items)), pos
 
 
 def _general_handler(t: DataType) -> _Handler:

@@ -5,6 +5,7 @@ profile buffers as IntervalBlocks, event logs as MeterEvents, the object list, t
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -234,12 +235,25 @@ class ScalerUnit:
     @classmethod
     def from_data(cls, data: Data, field: str = "scaler_unit") -> ScalerUnit:
         """Raises FrameError unless ``data`` is a structure {integer8 scaler, enum unit}."""
-        if data.type != DataType.STRUCTURE or len(data) != 2:
+        if data.type != DataType.STRUCTURE or len(data.value) != 2:
             raise FrameError(f"{field}: expected structure {{scaler, unit}}", field=field)
-        scaler = axdr.as_int(data[0], f"{field} scaler")
+        first, second = data.value
+        usual = first.type == DataType.INTEGER and second.type == DataType.ENUM
+        if usual:
+            known = _SCALER_UNITS.get((first.value, second.value))
+            if known is not None:
+                return known
+        decoded = cls._from_pair(first, second, field)
+        if usual and len(_SCALER_UNITS) < _MAX_SCALER_UNITS:
+            _SCALER_UNITS[(first.value, second.value)] = decoded
+        return decoded
+
+    @classmethod
+    def _from_pair(cls, first: Data, second: Data, field: str) -> ScalerUnit:
+        scaler = axdr.as_int(first, f"{field} scaler")
         if not -128 <= scaler <= 127:  # an integer (int8) in the Blue Book
             raise FrameError(f"{field}: scaler {scaler} is not an integer8", field=field)
-        code = axdr.as_int(data[1], f"{field} unit")
+        code = axdr.as_int(second, f"{field} unit")
         try:
             unit: Unit | None = Unit.by_code(code)
         except (KeyError, ValueError):
@@ -255,6 +269,9 @@ class ScalerUnit:
 
 
 NO_SCALER = ScalerUnit(0, None)
+# {integer scaler, enum unit} pairs already decoded: a bounded memo of a pure function.
+_SCALER_UNITS: dict[tuple[int, int], ScalerUnit] = {}
+_MAX_SCALER_UNITS = 4096
 
 
 def scaled_value(data: Data, scaler_unit: ScalerUnit | None) -> Value:
@@ -262,6 +279,16 @@ def scaled_value(data: Data, scaler_unit: ScalerUnit | None) -> Value:
     and octet-strings stay as text (octet-strings as hex), booleans stay. Raises FrameError
     when the scaler cannot be applied (out of Decimal's range)."""
     t = data.type
+    if t in _INTEGER_TYPES:  # the usual case first: an integer, scaled exactly
+        number = Decimal(data.value)
+        if not scaler_unit or not scaler_unit.scaler:
+            return number
+        try:
+            return number.scaleb(scaler_unit.scaler)
+        except ArithmeticError:  # decimal.InvalidOperation, decimal.Overflow
+            raise FrameError(
+                f"scaler {scaler_unit.scaler} cannot be applied", field="scaler"
+            ) from None
     if axdr.is_number(data):
         raw = data.value
         number = Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw)
@@ -346,8 +373,13 @@ def register_reading(
         meter_time=meter_time,
         quality=quality,
         source="dlms",
-        native_id=f"{class_id}/{obis.a}.{obis.b}.{obis.c}.{obis.d}.{obis.e}.{obis.f}/{attribute}",
+        native_id=_native_id(class_id, obis, attribute),
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _native_id(class_id: int, obis: ObisCode, attribute: int) -> str:
+    return f"{class_id}/{obis.a}.{obis.b}.{obis.c}.{obis.d}.{obis.e}.{obis.f}/{attribute}"
 
 
 # -- object list ------------------------------------------------------------------------------
@@ -485,6 +517,68 @@ def amr_status_quality(status: int) -> Quality:
     return quality
 
 
+# The quality of every status byte, and the types a status byte comes as.
+_AMR_QUALITIES = tuple(amr_status_quality(code) for code in range(256))
+_STATUS_TYPES = frozenset(
+    (DataType.UNSIGNED, DataType.LONG_UNSIGNED, DataType.DOUBLE_LONG_UNSIGNED, DataType.ENUM)
+)
+_INTEGER_TYPES = frozenset(
+    (
+        DataType.DOUBLE_LONG,
+        DataType.DOUBLE_LONG_UNSIGNED,
+        DataType.INTEGER,
+        DataType.LONG,
+        DataType.UNSIGNED,
+        DataType.LONG_UNSIGNED,
+        DataType.LONG64,
+        DataType.LONG64_UNSIGNED,
+        DataType.ENUM,
+        DataType.BCD,
+    )
+)
+
+
+def _scaled_column(cells: list[Data], scaler_unit: ScalerUnit | None) -> tuple[Value, ...]:
+    """``scaled_value`` of every cell of a column: integers inline, the rest through it."""
+    scaler = scaler_unit.scaler if scaler_unit else 0
+    out: list[Value] = []
+    append = out.append
+    for cell in cells:
+        if cell.type in _INTEGER_TYPES:
+            number = Decimal(cell.value)
+            if scaler:
+                try:
+                    number = number.scaleb(scaler)
+                except ArithmeticError:
+                    scaled_value(cell, scaler_unit)  # raises its FrameError
+                    raise
+            append(number)
+        else:
+            append(scaled_value(cell, scaler_unit))
+    return tuple(out)
+
+
+def _next_stamp(
+    raw: bytes, previous_raw: bytes, previous: datetime, period: timedelta, step: int | None
+) -> datetime | None:
+    """``previous + period`` when ``raw`` is the clock one period after ``previous_raw``, on
+    the same day with the same deviation (the usual profile row), else None (decode it)."""
+    if (
+        step is None
+        or raw[:5] != previous_raw[:5]
+        or raw[8:11] != previous_raw[8:11]
+        or previous.year >= 9999
+    ):
+        return None
+    hour, minute, second = raw[5], raw[6], raw[7]
+    if hour > 23 or minute > 59 or (second > 59 and second != 0xFF):
+        return None
+    before = previous_raw[5] * 3600 + previous_raw[6] * 60 + (previous_raw[7] % 0xFF)
+    if hour * 3600 + minute * 60 + second % 0xFF - before != step:
+        return None
+    return previous + period
+
+
 def _is_status(column: CaptureObject) -> bool:
     return column.logical_name.c == 96 and column.logical_name.d == 10
 
@@ -542,31 +636,53 @@ def _profile_blocks(
     stamps: list[datetime] = []
     statuses: list[Quality] = []
     previous: datetime | None = None
+    previous_raw: bytes | None = None  # the previous row's clock octets, if it sent them
+    step = int(period.total_seconds()) if period.microseconds == 0 else None
+    width = len(columns)
     table: list[tuple[Data, ...]] = []
     for n, row in enumerate(items):
-        if row.type != DataType.STRUCTURE or len(row) != len(columns):
+        if row.type != DataType.STRUCTURE or len(row.value) != width:
             raise FrameError(
-                f"buffer row {n}: expected a structure of {len(columns)}", field="buffer"
+                f"buffer row {n}: expected a structure of {width}", field="buffer"
             )
-        cell = row[clock_index]
+        cells = row.value
+        cell = cells[clock_index]
+        raw = cell.value
         if cell.type == DataType.NULL_DATA:
             if previous is None:
                 raise FrameError(f"buffer row {n}: no time and none before", field="buffer")
             stamp = previous + period
+            previous_raw = None
+        elif cell.type == DataType.OCTET_STRING and len(raw) == 12:
+            stamp_or_none = None
+            if previous_raw is not None and previous is not None:
+                stamp_or_none = _next_stamp(raw, previous_raw, previous, period, step)
+            if stamp_or_none is None:
+                stamp_or_none = CosemDateTime.datetime_from_octets(raw, default_deviation)
+            if stamp_or_none is None:
+                raise FrameError(f"buffer row {n}: clock not specified", field="buffer")
+            stamp = stamp_or_none
+            previous_raw = raw
         else:
             decoded = axdr.as_datetime(cell, f"buffer row {n} clock").to_datetime(default_deviation)
             if decoded is None:
                 raise FrameError(f"buffer row {n}: clock not specified", field="buffer")
             stamp = decoded
+            previous_raw = None
         previous = stamp
         stamps.append(stamp)
         status = Quality.OK
         if status_index is not None:
-            status_cell = row[status_index]
-            if axdr.is_number(status_cell):
+            status_cell = cells[status_index]
+            if status_cell.type in _STATUS_TYPES:
+                code = status_cell.value
+                status = (
+                    _AMR_QUALITIES[code] if 0 <= code < 256 else amr_status_quality(int(code))
+                )
+            elif axdr.is_number(status_cell):
                 status = amr_status_quality(int(status_cell.value))
         statuses.append(status)
-        table.append(tuple(row.value))
+        table.append(cells)
     blocks: list[IntervalBlock] = []
     for i in value_columns:
         column = columns[i]
@@ -574,7 +690,7 @@ def _profile_blocks(
         run_start = 0
         for n in range(1, len(stamps) + 1):
             if n == len(stamps) or stamps[n] - stamps[n - 1] != period:
-                values = tuple(scaled_value(table[k][i], unit_scaler) for k in range(run_start, n))
+                values = _scaled_column([table[k][i] for k in range(run_start, n)], unit_scaler)
                 blocks.append(
                     IntervalBlock(
                         meter=meter,

@@ -22,6 +22,9 @@ from fep.model import ObisCode, Quality, Reading, Unit, utcnow
 # Characters the standard allows in an address (OBIS short forms, ``*F``/``&F`` billing
 # period suffixes, manufacturer codes such as ``C.1.0`` or ``P.01``).
 _ADDRESS_CHARS = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.:-*&_ ")
+_ADDRESS_BYTES = bytes(sorted(_ADDRESS_CHARS))
+# The bytes a value group may hold: printable ASCII but '('.
+_VALUE_BYTES = bytes(b for b in range(0x20, 0x7F) if b != 0x28)
 _NUMBER_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
 # YYMMDDhhmm or YYMMDDhhmmss, with the DSMR season letter (S summer, W winter) optional.
 _STAMP_RE = re.compile(r"^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})?([SW])?$")
@@ -73,10 +76,10 @@ class Readout:
 
     def find(self, *codes: ObisCode) -> DataSet | None:
         """The first data set whose address is one of ``codes`` (F ignored)."""
-        wanted = {c.to_bytes()[:5] for c in codes}
+        wanted = {(c.a, c.b, c.c, c.d, c.e) for c in codes}
         for ds in self.datasets:
             obis = ds.obis
-            if obis is not None and obis.to_bytes()[:5] in wanted:
+            if obis is not None and (obis.a, obis.b, obis.c, obis.d, obis.e) in wanted:
                 return ds
         return None
 
@@ -144,10 +147,11 @@ def _parse_line(line: bytes, line_no: int, base: int) -> list[DataSet]:
     n = len(line)
     while i < n:
         start = i
-        while i < n and line[i] != 0x28:  # '('
-            if line[i] not in _ADDRESS_CHARS:
-                raise _line_error(f"unexpected byte 0x{line[i]:02X} in address", line_no, base + i)
-            i += 1
+        paren = line.find(b"(", i)
+        i = n if paren < 0 else paren
+        if line[start:i].translate(None, _ADDRESS_BYTES):  # a byte no address has
+            bad = next(k for k in range(start, i) if line[k] not in _ADDRESS_CHARS)
+            raise _line_error(f"unexpected byte 0x{line[bad]:02X} in address", line_no, base + bad)
         address = line[start:i].decode("ascii").strip()
         if i >= n:
             raise _line_error(f"expected '(' after address {address!r}", line_no, base + i)
@@ -157,8 +161,8 @@ def _parse_line(line: bytes, line_no: int, base: int) -> list[DataSet]:
             if close < 0:
                 raise _line_error("value without closing ')'", line_no, base + i)
             raw = line[i + 1 : close]
-            bad = next((k for k, b in enumerate(raw) if b < 0x20 or b > 0x7E or b == 0x28), None)
-            if bad is not None:
+            if raw.translate(None, _VALUE_BYTES):  # a control byte, '(' or above 0x7E
+                bad = next(k for k, b in enumerate(raw) if b < 0x20 or b > 0x7E or b == 0x28)
                 raise _line_error(
                     f"unexpected byte 0x{raw[bad]:02X} in value", line_no, base + i + 1 + bad
                 )

@@ -170,3 +170,44 @@ apdus = st.one_of(
         st.integers(0, 63),
     ),
 )
+
+
+# -- arrays of rows (what the A-XDR row templates read) -----------------------------------------
+
+_ROW_SCALARS = [
+    DataType.DOUBLE_LONG, DataType.DOUBLE_LONG_UNSIGNED, DataType.BCD, DataType.INTEGER,
+    DataType.LONG, DataType.UNSIGNED, DataType.LONG_UNSIGNED, DataType.LONG64,
+    DataType.LONG64_UNSIGNED, DataType.ENUM, DataType.FLOAT32, DataType.FLOAT64,
+    DataType.BOOLEAN, DataType.NULL_DATA, DataType.OCTET_STRING, DataType.VISIBLE_STRING,
+]
+# A row's shape: scalar types (octet-strings with their length) as tuples, structures as lists.
+_row_shapes = st.recursive(
+    st.tuples(st.sampled_from(_ROW_SCALARS), st.integers(0, 14)),
+    lambda children: st.lists(children, max_size=5),
+    max_leaves=12,
+)
+
+
+def _row_of(shape: object) -> st.SearchStrategy[Data]:
+    if isinstance(shape, tuple):
+        t, length = shape
+        if t == DataType.OCTET_STRING:
+            return st.binary(min_size=length, max_size=length).map(lambda v: Data(t, v))
+        return _scalar(t)
+    assert isinstance(shape, list)
+    return st.tuples(*[_row_of(child) for child in shape]).map(lambda items: axdr.structure(*items))
+
+
+@st.composite
+def row_arrays(draw: st.DrawFn) -> bytes:
+    """The A-XDR bytes of an array of structures, most of one shape (a profile buffer, a
+    push's register list), some rows of another, the bytes sometimes cut or one flipped."""
+    shape = draw(_row_shapes.filter(lambda s: isinstance(s, list)))
+    rows = st.one_of(_row_of(shape), _row_of(shape), _row_of(shape), data_values)
+    raw = bytearray(axdr.encode(axdr.array(draw(st.lists(rows, max_size=12)))))
+    mangle = draw(st.integers(0, 5))
+    if mangle == 0:
+        del raw[draw(st.integers(0, len(raw) - 1)) :]
+    elif mangle == 1:
+        raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
+    return bytes(raw)

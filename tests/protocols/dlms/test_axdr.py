@@ -22,7 +22,7 @@ from fep.protocols.dlms.axdr import (
     TypeDescription,
 )
 from tests.protocols.dlms.fixtures import hex_fixture
-from tests.protocols.dlms.strategies import compact_arrays, data_values
+from tests.protocols.dlms.strategies import compact_arrays, data_values, date_times, row_arrays
 
 
 def _same(a: Data, b: Data) -> bool:
@@ -225,3 +225,130 @@ class RoundTripTests(unittest.TestCase):
     def test_length_round_trips(self, n: int) -> None:
         encoded = axdr.encode_length(n)
         self.assertEqual(axdr.decode_length(encoded, 0), (n, len(encoded)))
+
+
+def _decoded(buf: bytes) -> object:
+    try:
+        data, end = axdr.decode(buf)
+    except FrameError as e:
+        return ("FrameError", str(e), e.offset, e.field)
+    return (axdr.encode(data), repr(data), end)
+
+
+class RowTemplateTests(unittest.TestCase):
+    """Arrays of structures read through row templates give exactly what the general path
+    gives: the same values, end and FrameError (message, offset, field)."""
+
+    def _general(self, buf: bytes) -> object:
+        self.patch(axdr, "_row_template", lambda buf, pos, depth: None)
+        try:
+            return _decoded(buf)
+        finally:
+            self.patch(axdr, "_row_template", _ROW_TEMPLATE)
+
+    @settings(max_examples=400)
+    @given(row_arrays())
+    def test_rows_agree_with_the_general_path(self, buf: bytes) -> None:
+        self.assertEqual(_decoded(buf), self._general(buf), buf.hex())
+
+    def test_profile_rows_use_the_template(self) -> None:
+        row = axdr.structure(
+            axdr.octet_string(bytes(12)), axdr.unsigned(8), axdr.double_long_unsigned(5), axdr.NULL
+        )
+        buf = axdr.encode(axdr.array([row] * 4))
+        self.assertIsNotNone(axdr._row_template(buf, 2, 1))
+        self.assertEqual(axdr.decode_all(buf), axdr.array([row] * 4))
+
+    def test_a_different_row_goes_the_general_way(self) -> None:
+        a = axdr.structure(axdr.unsigned(1), axdr.octet_string(b"ab"))
+        b = axdr.structure(axdr.long_unsigned(1), axdr.octet_string(b"abc"))
+        buf = axdr.encode(axdr.array([a, b, a]))
+        self.assertEqual(axdr.decode_all(buf), axdr.array([a, b, a]))
+        with self.assertRaises(FrameError) as caught:
+            axdr.decode_all(buf[:-1])
+        self.assertEqual(caught.exception.field, "octet-string")
+
+    def test_rows_nested_too_deep_are_refused_as_before(self) -> None:
+        inner = axdr.unsigned(1)
+        for _ in range(axdr.MAX_DEPTH):
+            inner = axdr.structure(inner)
+            buf = axdr.encode(axdr.array([inner, inner]))
+            self.assertEqual(_decoded(buf), self._general(buf))
+        # The array is depth 0: its rows' innermost structure is at MAX_DEPTH.
+        with self.assertRaises(FrameError) as caught:
+            axdr.decode_all(buf)
+        self.assertIn("nested too deep", str(caught.exception))
+
+
+_ROW_TEMPLATE = axdr._row_template
+
+
+class DateTimeFromOctetsTests(unittest.TestCase):
+    @settings(max_examples=2000)
+    @given(
+        st.one_of(
+            st.binary(min_size=12, max_size=12),
+            date_times.map(lambda d: d.encode()),
+        ),
+        st.one_of(st.none(), st.integers(-1500, 1500), st.integers(-(10**12), 10**12)),
+    )
+    def test_same_as_the_records(self, raw: bytes, default: int | None) -> None:
+        self.assertEqual(
+            CosemDateTime.datetime_from_octets(raw, default),
+            CosemDateTime.decode(raw).to_datetime(default),
+        )
+
+
+class RowTemplateLimitTests(unittest.TestCase):
+    def test_rows_of_more_than_64_values_go_the_general_way(self) -> None:
+        wide = axdr.structure(*[axdr.unsigned(n) for n in range(axdr._MAX_ROW_VALUES + 2)])
+        buf = axdr.encode(axdr.array([wide, wide]))
+        self.assertIsNone(axdr._row_shape(buf, 2, 1))
+        self.assertEqual(axdr.decode_all(buf), axdr.array([wide, wide]))
+        narrow = axdr.structure(*[axdr.unsigned(n) for n in range(20)])
+        buf = axdr.encode(axdr.array([narrow, narrow]))
+        self.assertIsNotNone(axdr._row_shape(buf, 2, 1))
+
+
+def _shapes_buffer(count: int) -> bytes:
+    """An array of ``count`` arrays, each of two rows of a shape no other one has."""
+    kinds = [axdr.unsigned(1), axdr.long_unsigned(2), axdr.double_long(3), axdr.NULL,
+             axdr.octet_string(b"x"), axdr.boolean(True)]
+    arrays = []
+    for n in range(count):
+        items, k = [], n + 1
+        while k:
+            k, digit = divmod(k, len(kinds))
+            items.append(kinds[digit])
+        arrays.append(axdr.array([axdr.structure(*items)] * 2))
+    return axdr.encode(axdr.array(arrays))
+
+
+class TemplateCompileCreditTests(unittest.TestCase):
+    """Compiling a row template costs what decoding some KiB costs: it is paid from bytes
+    decoded before, so ever new shapes cannot make decoding much slower than the general
+    path (issue 14's bound: the work stays proportional to the bytes)."""
+
+    def test_without_credit_nothing_is_compiled(self) -> None:
+        self.patch(axdr, "_COMPILE_CREDIT", [0])
+        self.patch(axdr, "_TEMPLATES", {})
+        buf = _shapes_buffer(50)
+        general = RowTemplateTests._general(self, buf)  # type: ignore[arg-type]
+        self.assertEqual(_decoded(buf), general)
+        self.assertEqual(axdr._TEMPLATES, {})
+
+    def test_compiles_are_paid_from_decoded_bytes(self) -> None:
+        self.patch(axdr, "_COMPILE_CREDIT", [3 * axdr._COMPILE_COST])
+        self.patch(axdr, "_TEMPLATES", {})
+        axdr.decode(_shapes_buffer(200))
+        self.assertLessEqual(len(axdr._TEMPLATES), 3)
+        self.assertGreater(len(axdr._TEMPLATES), 0)
+
+    def test_credit_grows_with_decoded_bytes_up_to_a_cap(self) -> None:
+        self.patch(axdr, "_COMPILE_CREDIT", [0])
+        buf = axdr.encode(axdr.octet_string(bytes(1000)))
+        axdr.decode_all(buf)
+        self.assertEqual(axdr._COMPILE_CREDIT[0], len(buf))
+        for _ in range(400):
+            axdr.decode(buf)
+        self.assertEqual(axdr._COMPILE_CREDIT[0], axdr._MAX_COMPILE_CREDIT)
