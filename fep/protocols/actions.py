@@ -11,7 +11,7 @@ protocol modules import this freely.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -90,8 +90,58 @@ class SessionSteps(Protocol):
     def timeout(self) -> Sequence[object]: ...
 
 
+def _records(finished: Any) -> object:
+    return list(finished.records)
+
+
+class ClientSteps:
+    """A protocol client that speaks in actions of its own (its request bytes, its end with
+    a result or an error), in the session driver's shape: each of the client's ``send``
+    actions becomes ``Send(action.data)``, each ``finished`` one ``Finish(getattr(action,
+    result))`` (a list when it is a sequence), each ``failed`` one ``Fail(action.error)``;
+    any other object passes on as a protocol note. The step timer restarts after a request
+    unless the same answer ended the session."""
+
+    def __init__(self, client: Any, *, send: type, finished: type, failed: type,
+                 result: Callable[[Any], object] = _records) -> None:
+        self.client = client
+        self._send, self._finished, self._failed = send, finished, failed
+        self._result = result
+
+    @property
+    def waiting_for(self) -> str | None:
+        waiting: str | None = self.client.waiting_for
+        return waiting
+
+    def start(self) -> list[object]:
+        return self._steps(self.client.start())
+
+    def receive(self, data: bytes) -> list[object]:
+        return self._steps(self.client.receive(data))
+
+    def timeout(self) -> list[object]:
+        return self._steps(self.client.timeout())
+
+    def _translate(self, action: object) -> object:
+        if isinstance(action, self._send):
+            return Send(action.data)  # type: ignore[attr-defined]
+        if isinstance(action, self._finished):
+            return Finish(self._result(action))
+        if isinstance(action, self._failed):
+            return Fail(action.error)  # type: ignore[attr-defined]
+        return action
+
+    def _steps(self, actions: Sequence[object]) -> list[object]:
+        steps = [self._translate(a) for a in actions]
+        if any(isinstance(s, Send) for s in steps) and not any(
+                isinstance(s, Finish | Fail) for s in steps):  # fmt: skip
+            steps.append(SetTimer())
+        return steps
+
+
 __all__ = [
     "Action",
+    "ClientSteps",
     "Fail",
     "Finish",
     "Line",

@@ -53,7 +53,6 @@ from fep.protocols.dlt645.client import (
     DATE_DI,
     PROFILE_SINCE,
     TIME_DI,
-    Action,
     ClientSettings,
     Dlt645Client,
     Failed,
@@ -166,41 +165,6 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_METER_TZ) -> ClientSettings:
         raise ConfigError(f"meter {meter.id}: {e}", key=key) from None
 
 
-class Dlt645Steps:
-    """A Dlt645Client in the session driver's shape: the step timer counts silence after
-    each request."""
-
-    def __init__(self, client: Dlt645Client) -> None:
-        self.client = client
-
-    @property
-    def waiting_for(self) -> str | None:
-        return self.client.waiting_for
-
-    def start(self) -> list[object]:
-        return self._steps(self.client.start())
-
-    def receive(self, data: bytes) -> list[object]:
-        return self._steps(self.client.receive(data))
-
-    def timeout(self) -> list[object]:
-        return self._steps(self.client.timeout())
-
-    def _steps(self, actions: list[Action]) -> list[object]:
-        steps: list[object] = []
-        for action in actions:
-            if isinstance(action, Send):
-                steps.append(actions_.Send(action.data))
-            elif isinstance(action, Finished):
-                steps.append(actions_.Finish(list(action.records)))
-            elif isinstance(action, Failed):
-                steps.append(actions_.Fail(action.error))
-            else:
-                steps.append(action)  # Resent, Noise, Skipped: logged by the session
-        if any(isinstance(a, Send) for a in actions):
-            steps.append(actions_.SetTimer())
-        return steps
-
 
 class Dlt645Session(MeterSession):
     """One Dlt645Client over one connection; ``done`` fires with the records."""
@@ -209,7 +173,8 @@ class Dlt645Session(MeterSession):
         self, reactor: IReactorTime, meter: Meter, client: Dlt645Client, timeout: float
     ) -> None:
         super().__init__(reactor, timeout, meter=meter.id, route=meter.route, protocol=PROTOCOL,
-                         steps=Dlt645Steps(client))
+                         steps=actions_.ClientSteps(client, send=Send, finished=Finished,
+                                                   failed=Failed))
         self.meter = meter
         self.client = client
 
@@ -308,44 +273,6 @@ def _on_off(meter: Meter, name: str, text: Any) -> bool:
                       key=name)
 
 
-class CommandSteps:
-    """A CommandClient in the session driver's shape."""
-
-    def __init__(self, client: CommandClient) -> None:
-        self.client = client
-
-    @property
-    def waiting_for(self) -> str | None:
-        return self.client.waiting_for
-
-    def start(self) -> list[object]:
-        return self._steps(self.client.start())
-
-    def receive(self, data: bytes) -> list[object]:
-        return self._steps(self.client.receive(data))
-
-    def timeout(self) -> list[object]:
-        return self._steps(self.client.timeout())
-
-    def _steps(self, actions: Sequence[object]) -> list[object]:
-        steps: list[object] = []
-        waits = False
-        for action in actions:
-            if isinstance(action, Send):
-                steps.append(actions_.Send(action.data))
-                waits = True
-            elif isinstance(action, Done):
-                steps.append(actions_.Finish(action.answers))
-                waits = False
-            elif isinstance(action, Failed):
-                steps.append(actions_.Fail(action.error))
-                waits = False
-            else:
-                steps.append(action)
-        if waits:
-            steps.append(actions_.SetTimer())
-        return steps
-
 
 class Dlt645CommandSession(MeterSession):
     """One CommandClient over one connection; ``done`` fires with the answer frames."""
@@ -353,7 +280,8 @@ class Dlt645CommandSession(MeterSession):
     def __init__(self, reactor: IReactorTime, meter: Meter, client: CommandClient,
                  timeout: float) -> None:
         super().__init__(reactor, timeout, meter=meter.id, route=meter.route, protocol=PROTOCOL,
-                         steps=CommandSteps(client))
+                         steps=actions_.ClientSteps(client, send=Send, finished=Done,
+                                                   failed=Failed, result=lambda done: done.answers))
         self.meter = meter
         self.client = client
 

@@ -49,7 +49,6 @@ from fep.protocols import actions as actions_
 from fep.protocols.dlt698.client import (
     DEFAULT_ITEMS,
     DEFAULT_METER_TZ,
-    Action,
     ClientSettings,
     Dlt698Client,
     Failed,
@@ -154,41 +153,6 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_METER_TZ, **overrides: Any) 
         raise ConfigError(f"meter {meter.id}: {e}", key=key) from None
 
 
-class Dlt698Steps:
-    """A Dlt698Client in the session driver's shape: the step timer counts silence after
-    each request."""
-
-    def __init__(self, client: Dlt698Client) -> None:
-        self.client = client
-
-    @property
-    def waiting_for(self) -> str | None:
-        return self.client.waiting_for
-
-    def start(self) -> list[object]:
-        return self._steps(self.client.start())
-
-    def receive(self, data: bytes) -> list[object]:
-        return self._steps(self.client.receive(data))
-
-    def timeout(self) -> list[object]:
-        return self._steps(self.client.timeout())
-
-    def _steps(self, actions: list[Action]) -> list[object]:
-        steps: list[object] = []
-        for action in actions:
-            if isinstance(action, Send):
-                steps.append(actions_.Send(action.data))
-            elif isinstance(action, Finished):
-                steps.append(actions_.Finish(list(action.records)))
-            elif isinstance(action, Failed):
-                steps.append(actions_.Fail(action.error))
-            else:
-                steps.append(action)
-        if any(isinstance(a, Send) for a in actions) and not self.client.done:
-            steps.append(actions_.SetTimer())
-        return steps
-
 
 class Dlt698Session(MeterSession):
     """One Dlt698Client over one connection; ``done`` fires with the records."""
@@ -196,7 +160,8 @@ class Dlt698Session(MeterSession):
     def __init__(self, reactor: IReactorTime, meter: Meter, client: Dlt698Client,
                  timeout: float) -> None:  # fmt: skip
         super().__init__(reactor, timeout, meter=meter.id, route=meter.route, protocol=PROTOCOL,
-                         steps=Dlt698Steps(client))
+                         steps=actions_.ClientSteps(client, send=Send, finished=Finished,
+                                                   failed=Failed))
         self.meter = meter
         self.client = client
 

@@ -38,7 +38,6 @@ from fep.model import Meter, MeterEvent, ObisCode, Reading, Record
 from fep.protocols import actions as actions_
 from fep.protocols.gw3761.client import (
     DEFAULT_ITEMS,
-    Action,
     ClientSettings,
     Failed,
     Finished,
@@ -141,42 +140,6 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_TERMINAL_TZ) -> ClientSettin
     )
 
 
-class Gw3761Steps:
-    """A Gw3761Client in the session driver's shape: the step timer counts silence after
-    each request."""
-
-    def __init__(self, client: Gw3761Client) -> None:
-        self.client = client
-
-    @property
-    def waiting_for(self) -> str | None:
-        return self.client.waiting_for
-
-    def start(self) -> list[object]:
-        return self._steps(self.client.start())
-
-    def receive(self, data: bytes) -> list[object]:
-        return self._steps(self.client.receive(data))
-
-    def timeout(self) -> list[object]:
-        return self._steps(self.client.timeout())
-
-    def _steps(self, actions: list[Action]) -> list[object]:
-        steps: list[object] = []
-        for action in actions:
-            if isinstance(action, Send):
-                steps.append(actions_.Send(action.data))
-            elif isinstance(action, Finished):
-                steps.append(actions_.Finish(list(action.records)))
-            elif isinstance(action, Failed):
-                steps.append(actions_.Fail(action.error))
-            else:
-                steps.append(action)
-        if any(isinstance(a, Send) for a in actions) and not any(
-                isinstance(a, Finished | Failed) for a in actions):  # fmt: skip
-            steps.append(actions_.SetTimer())
-        return steps
-
 
 class Gw3761Session(MeterSession):
     """One Gw3761Client over one connection; ``done`` fires with the records."""
@@ -184,7 +147,8 @@ class Gw3761Session(MeterSession):
     def __init__(self, reactor: IReactorTime, meter: Meter, client: Gw3761Client,
                  timeout: float) -> None:  # fmt: skip
         super().__init__(reactor, timeout, meter=meter.id, route=meter.route, protocol=PROTOCOL,
-                         steps=Gw3761Steps(client))  # fmt: skip
+                         steps=actions_.ClientSteps(client, send=Send, finished=Finished,
+                                                   failed=Failed))  # fmt: skip
         self.meter = meter
         self.client = client
 
