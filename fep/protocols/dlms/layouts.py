@@ -75,6 +75,9 @@ class LayoutTable:
     """Every layout known, found by identifier and length."""
 
     layouts: tuple[PushLayout, ...] = ()
+    # units_of's answers by identifier (only identifiers this table has layouts for).
+    _units: dict[str, dict[ObisCode, LayoutItem]] = attrs.field(
+        factory=dict, init=False, eq=False, repr=False)
 
     def named(self, identifier: str | None) -> list[PushLayout]:
         return [layout for layout in self.layouts if layout.identifier == identifier]
@@ -95,8 +98,27 @@ class LayoutTable:
                 return item
         return None
 
+    def units_of(self, identifier: str | None) -> dict[ObisCode, LayoutItem]:
+        """``item_for`` of every OBIS code at once: the item each code finds in the layouts
+        of ``identifier`` (kept per identifier; empty for one without layouts)."""
+        if identifier is None:
+            return _NO_UNITS
+        known = self._units.get(identifier)
+        if known is None:
+            known = {}
+            for layout in self.named(identifier):
+                for item in layout.items:
+                    known.setdefault(item.obis, item)
+            if not known:
+                return _NO_UNITS
+            self._units[identifier] = known
+        return known
+
     def __len__(self) -> int:
         return len(self.layouts)
+
+
+_NO_UNITS: dict[ObisCode, LayoutItem] = {}
 
 
 EMPTY = LayoutTable()

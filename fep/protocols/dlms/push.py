@@ -20,16 +20,24 @@ under the same code as when that log is read (``dlms:99.98.e:CODE``).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import attrs
 
 from fep.errors import FrameError
-from fep.model import EventKind, MeterEvent, ObisCode, Reading, Severity, Unit
+from fep.model import EventKind, MeterEvent, ObisCode, Quality, Reading, Severity, Unit
 from fep.protocols.dlms import axdr
 from fep.protocols.dlms.apdu import DataNotification
 from fep.protocols.dlms.axdr import Data, DataType
-from fep.protocols.dlms.cosem import STANDARD_EVENTS, ScalerUnit, register_reading
-from fep.protocols.dlms.layouts import LayoutTable, shipped_layouts
+from fep.protocols.dlms.cosem import (
+    _INTEGER_TYPES,
+    _SCALER_UNITS,
+    STANDARD_EVENTS,
+    CosemClass,
+    ScalerUnit,
+    register_reading,
+)
+from fep.protocols.dlms.layouts import LayoutItem, LayoutTable, shipped_layouts
 
 CLOCK = ObisCode(0, 0, 1, 0, 0, 255)
 LOGICAL_DEVICE_NAME = ObisCode(0, 0, 42, 0, 0, 255)
@@ -88,9 +96,6 @@ def _conventional_unit(obis: ObisCode) -> ScalerUnit | None:
     return None
 
 
-Entry = tuple[ObisCode, Data, ScalerUnit | None, bool]
-
-
 def _text(data: Data) -> str | None:
     """A list identifier's text (visible or octet string of printable ASCII)."""
     if data.type in (DataType.VISIBLE_STRING, DataType.UTF8_STRING):
@@ -124,10 +129,65 @@ def list_identifier(body: Data) -> str | None:
     return _text(head)
 
 
-def _layout_unit(
-    layouts: LayoutTable, identifier: str | None, obis: ObisCode
-) -> tuple[ScalerUnit | None, bool]:
-    item = layouts.item_for(identifier, obis)
+class _Name:
+    """What a logical name is to a push, worked out once per 6-byte name: its OBIS code, its
+    role (a register, the clock, the logical device name, an event object, a serial number),
+    the unit its quantity is conventionally in and a register's native id."""
+
+    __slots__ = ("conventional", "native_id", "obis", "role")
+
+    def __init__(self, obis: ObisCode) -> None:
+        self.obis = obis
+        if _is_clock(obis):
+            self.role = _CLOCK
+        elif obis == LOGICAL_DEVICE_NAME:
+            self.role = _DEVICE_NAME
+        elif _is_event_object(obis):
+            self.role = _EVENT
+        elif obis in SERIAL_NUMBERS:
+            self.role = _SERIAL
+        else:
+            self.role = _REGISTER
+        self.conventional = _conventional_unit(obis)
+        self.native_id = (
+            f"{int(CosemClass.REGISTER)}/{obis.a}.{obis.b}.{obis.c}.{obis.d}.{obis.e}.{obis.f}/2")
+
+
+_REGISTER, _CLOCK, _DEVICE_NAME, _EVENT, _SERIAL = range(5)
+# Names already worked out: a bounded memo of a pure function of the six bytes.
+_NAMES: dict[bytes, _Name] = {}
+_MAX_NAMES = 4096
+
+
+def _name_of(data: Data) -> _Name | None:
+    """The logical name ``data`` is (an octet-string of 6), else None."""
+    if data.type != _OCTET_STRING:
+        return None
+    raw = data.value
+    if len(raw) != 6:
+        return None
+    if type(raw) is not bytes:
+        raw = bytes(raw)
+    name = _NAMES.get(raw)
+    if name is None:
+        name = _Name(ObisCode.from_bytes(raw))
+        if len(_NAMES) < _MAX_NAMES:
+            _NAMES[raw] = name
+    return name
+
+
+_OCTET_STRING = DataType.OCTET_STRING
+_STRUCTURE = DataType.STRUCTURE
+_SEQUENCES = (DataType.ARRAY, DataType.STRUCTURE)
+_INTEGER = DataType.INTEGER
+_ENUM = DataType.ENUM
+
+# A list's entry: its name, value, scaler and unit (None: none known), and whether the
+# value is a date-time by its layout.
+Entry = tuple[_Name, Data, ScalerUnit | None, bool]
+
+
+def _layout_unit(item: LayoutItem | None) -> tuple[ScalerUnit | None, bool]:
     if item is None:
         return None, False
     if item.date_time:
@@ -135,29 +195,39 @@ def _layout_unit(
     return (ScalerUnit(item.scaler, item.unit) if item.unit is not None else None), False
 
 
-def _entries(body: Data, layouts: LayoutTable | None = None) -> list[Entry]:
+def _entries(body: Data, identifier: str | None, layouts: LayoutTable | None = None
+             ) -> list[Entry]:
+    """The entries of a pushed list (``identifier``: its ``list_identifier``), one pass
+    over its items for each layout tried."""
     if layouts is None:
         layouts = shipped_layouts()
-    items = list(body) if body.type in (DataType.ARRAY, DataType.STRUCTURE) else []
-    identifier = list_identifier(body)
-    if items and all(i.type == DataType.STRUCTURE and len(i) >= 2 for i in items):
-        entries: list[Entry] = []
+    items: list[Data] = list(body.value) if body.type in _SEQUENCES else []
+    units = layouts.units_of(identifier)
+    entries: list[Entry] = []
+    if items and all(i.type == _STRUCTURE and len(i.value) >= 2 for i in items):
         for n, item in enumerate(items):
-            obis = _obis_of(item[0])
-            if obis is None:
+            fields = item.value
+            name = _name_of(fields[0])
+            if name is None:
                 raise FrameError(f"push entry {n}: no logical name", field="notification-body")
-            scaler_unit = (
-                ScalerUnit.from_data(item[2], f"push entry {n} scaler_unit")
-                if len(item) >= 3 and item[2].type == DataType.STRUCTURE
-                else None
-            )
-            from_layout, date_time = _layout_unit(layouts, identifier, obis)
-            entries.append((obis, item[1], scaler_unit or from_layout, date_time))
+            scaler_unit: ScalerUnit | None = None
+            if len(fields) >= 3:
+                pair = fields[2]
+                if pair.type is _STRUCTURE or pair.type == _STRUCTURE:
+                    scaler_unit = _scaler_unit(pair, n)
+            if scaler_unit is None and units:
+                scaler_unit, date_time = _layout_unit(units.get(name.obis))
+            elif units:
+                date_time = _layout_unit(units.get(name.obis))[1]
+            else:
+                date_time = False
+            entries.append((name, fields[1], scaler_unit, date_time))
         return entries
-    start = next((i for i, item in enumerate(items) if _obis_of(item) is not None), None)
+    names = [_name_of(item) for item in items]
+    start = next((i for i, name in enumerate(names) if name is not None), None)
     pairs_shape = (
         start is not None and start <= 1 and (len(items) - start) % 2 == 0
-        and all(_obis_of(item) is not None for item in items[start::2])
+        and all(name is not None for name in names[start::2])
     )
     # Bare values in the order of a layout, found by the list's identifier and length.
     layout = layouts.for_bare_list(identifier, len(items)) if items and not pairs_shape else None
@@ -165,7 +235,7 @@ def _entries(body: Data, layouts: LayoutTable | None = None) -> list[Entry]:
         layout = layouts.for_bare_list(None, len(items))
     if layout is not None:
         return [
-            (item.obis, value,
+            (_layout_name(item.obis), value,
              ScalerUnit(item.scaler, item.unit) if item.unit is not None else None,
              item.date_time)
             for item, value in zip(layout.items, items, strict=True)
@@ -183,14 +253,36 @@ def _entries(body: Data, layouts: LayoutTable | None = None) -> list[Entry]:
             f"push layout is known for it (identifier {identifier!r}, {len(items)} values)",
             field="notification-body",
         )
-    pairs: list[Entry] = []
     for k in range(start, len(items), 2):
-        obis = _obis_of(items[k])
-        if obis is None:
+        name = names[k]
+        if name is None:
             raise FrameError(f"push item {k}: expected a logical name", field="notification-body")
-        from_layout, date_time = _layout_unit(layouts, identifier, obis)
-        pairs.append((obis, items[k + 1], from_layout or _conventional_unit(obis), date_time))
-    return pairs
+        from_layout, date_time = _layout_unit(units.get(name.obis))
+        entries.append((name, items[k + 1], from_layout or name.conventional, date_time))
+    return entries
+
+
+def _scaler_unit(pair: Data, n: int) -> ScalerUnit:
+    """An entry's {scaler, unit}: the usual pair from ScalerUnit's memo, else decoded."""
+    fields = pair.value
+    if len(fields) == 2:
+        scaler, unit = fields
+        if scaler.type is _INTEGER and unit.type is _ENUM:
+            known = _SCALER_UNITS.get((scaler.value, unit.value))
+            if known is not None:
+                return known
+    return ScalerUnit.from_data(pair, f"push entry {n} scaler_unit")
+
+
+def _layout_name(obis: ObisCode) -> _Name:
+    """The name of a layout's item (layouts are few and fixed: every name is kept)."""
+    raw = obis.to_bytes()
+    name = _NAMES.get(raw)
+    if name is None:
+        name = _Name(obis)
+        if len(_NAMES) < _MAX_NAMES:
+            _NAMES[raw] = name
+    return name
 
 
 def _is_clock(obis: ObisCode) -> bool:
@@ -209,8 +301,9 @@ def logical_device_name(
 ) -> bytes | None:
     """The logical device name (0.0.42.0.0.255) a push carries, if it carries one.
     Raises FrameError when the body is in none of the layouts this module knows."""
-    for obis, value, _, _ in _entries(notification.body, layouts):
-        if obis == LOGICAL_DEVICE_NAME and value.type == DataType.OCTET_STRING:
+    body = notification.body
+    for name, value, _, _ in _entries(body, list_identifier(body), layouts):
+        if name.role == _DEVICE_NAME and value.type == DataType.OCTET_STRING:
             return bytes(value.value)
     return None
 
@@ -228,27 +321,39 @@ def decode_push(
     identifier's layouts do not fit it), an entry has no logical name, a scaler_unit, clock,
     date-time or event code has the wrong type, or a scaler cannot be applied. Nothing else
     escapes."""
-    entries = _entries(notification.body, layouts)
+    body = notification.body
+    identifier = list_identifier(body)
+    entries = _entries(body, identifier, layouts)
     meter_time = (
         notification.date_time.to_datetime(default_deviation) if notification.date_time else None
     )
     device_name: bytes | None = None
     serial: str | None = None
-    for obis, value, _, _ in entries:
-        if _is_clock(obis):
+    # The clock, device name and serial first: the clock's time is every reading's.
+    for name, value, _, _ in entries:
+        role = name.role
+        if not role or role == _EVENT:  # a register (role 0) or an event
+            continue
+        if role == _CLOCK:
             stamp = axdr.as_datetime(value, "push clock").to_datetime(default_deviation)
             if stamp is not None:
                 meter_time = stamp
-        elif obis == LOGICAL_DEVICE_NAME and value.type == DataType.OCTET_STRING:
-            device_name = value.value
+        elif role == _DEVICE_NAME:
+            if value.type == DataType.OCTET_STRING:
+                device_name = value.value
         elif serial is None:
-            serial = _serial_of(obis, value)
+            serial = _text(value)
     readings = []
     events = []
-    for obis, value, scaler_unit, date_time in entries:
-        if _is_clock(obis) or obis == LOGICAL_DEVICE_NAME:
+    # The readings of one push share the time it was received (register_reading would ask
+    # the clock once per reading).
+    now: datetime | None = None
+    for name, value, scaler_unit, date_time in entries:
+        role = name.role
+        if role in (_CLOCK, _DEVICE_NAME):
             continue
-        if _is_event_object(obis):
+        obis = name.obis
+        if role == _EVENT:
             code = axdr.as_int(value, f"push event object {obis}")
             kind, severity, text = STANDARD_EVENTS.get(
                 code, (EventKind.OTHER, Severity.INFO, f"event {code}"))
@@ -257,8 +362,23 @@ def decode_push(
                 time=meter_time or received or datetime.now(UTC), text=text,
                 source="dlms-push"))
             continue
+        if value.type in _INTEGER_TYPES and not date_time:
+            # The usual register: an integer, scaled exactly (register_reading's first case).
+            number = Decimal(value.value)
+            if scaler_unit is not None and scaler_unit.scaler:
+                try:
+                    number = number.scaleb(scaler_unit.scaler)
+                except ArithmeticError:  # decimal.InvalidOperation, decimal.Overflow
+                    raise FrameError(f"scaler {scaler_unit.scaler} cannot be applied",
+                                     field="scaler") from None
+            if now is None:
+                now = datetime.now(UTC)
+            readings.append(Reading(
+                meter, obis, number, scaler_unit.unit if scaler_unit is not None else None, 0,
+                meter_time, now, Quality.OK, "dlms", name.native_id))
+            continue
         readings.append(register_reading(
             meter, obis, value, scaler_unit, meter_time=meter_time, date_time=date_time,
             default_deviation=default_deviation))
     return PushContent(tuple(readings), meter_time, device_name, tuple(events), serial,
-                       list_identifier(notification.body))
+                       identifier)
