@@ -145,3 +145,12 @@ def reference_decode_push(
             default_deviation=default_deviation))
     return PushContent(tuple(readings), meter_time, device_name, tuple(events), serial,
                        list_identifier(notification.body))
+
+
+def reference_logical_device_name(
+    notification: DataNotification, layouts: LayoutTable | None = None
+) -> bytes | None:
+    for obis, value, _, _ in _entries(notification.body, layouts):
+        if obis == LOGICAL_DEVICE_NAME and value.type == DataType.OCTET_STRING:
+            return bytes(value.value)
+    return None
