@@ -205,6 +205,9 @@ def _entries(body: Data, identifier: str | None, layouts: LayoutTable | None = N
     units = layouts.units_of(identifier)
     entries: list[Entry] = []
     if items and all(i.type == _STRUCTURE and len(i.value) >= 2 for i in items):
+        usual = _usual_entries(items, units)
+        if usual is not None:
+            return usual
         for n, item in enumerate(items):
             fields = item.value
             name = _name_of(fields[0])
@@ -259,6 +262,50 @@ def _entries(body: Data, identifier: str | None, layouts: LayoutTable | None = N
             raise FrameError(f"push item {k}: expected a logical name", field="notification-body")
         from_layout, date_time = _layout_unit(units.get(name.obis))
         entries.append((name, items[k + 1], from_layout or name.conventional, date_time))
+    return entries
+
+
+def _usual_entries(items: list[Data], units: dict[ObisCode, LayoutItem]) -> list[Entry] | None:
+    """The entries of a list of structures as meters usually send it (logical names seen
+    before, scaler_units decoded before or none) with no call per entry; None at the first
+    entry that is not usual (the general loop then decodes the list, or raises)."""
+    entries: list[Entry] = []
+    append = entries.append
+    names = _NAMES
+    scaler_units = _SCALER_UNITS
+    for item in items:
+        fields = item.value
+        first = fields[0]
+        raw = first.value
+        if first.type is not _OCTET_STRING or type(raw) is not bytes:
+            return None
+        name = names.get(raw)
+        if name is None:
+            return None
+        scaler_unit: ScalerUnit | None = None
+        if len(fields) >= 3:
+            pair = fields[2]
+            if pair.type is _STRUCTURE:
+                scaler_and_unit = pair.value
+                if len(scaler_and_unit) != 2:
+                    return None
+                scaler, unit = scaler_and_unit
+                if scaler.type is not _INTEGER or unit.type is not _ENUM:
+                    return None
+                scaler_unit = scaler_units.get((scaler.value, unit.value))
+                if scaler_unit is None:
+                    return None
+            elif pair.type == _STRUCTURE:
+                return None
+        date_time = False
+        if units:
+            item_unit = units.get(name.obis)
+            if item_unit is not None:
+                if item_unit.date_time:
+                    date_time = True
+                elif scaler_unit is None and item_unit.unit is not None:
+                    scaler_unit = ScalerUnit(item_unit.scaler, item_unit.unit)
+        append((name, fields[1], scaler_unit, date_time))
     return entries
 
 
