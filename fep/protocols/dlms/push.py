@@ -204,10 +204,10 @@ def _entries(body: Data, identifier: str | None, layouts: LayoutTable | None = N
     items: list[Data] = list(body.value) if body.type in _SEQUENCES else []
     units = layouts.units_of(identifier)
     entries: list[Entry] = []
+    usual = _usual_entries(items, units) if items else None
+    if usual is not None:
+        return usual
     if items and all(i.type == _STRUCTURE and len(i.value) >= 2 for i in items):
-        usual = _usual_entries(items, units)
-        if usual is not None:
-            return usual
         for n, item in enumerate(items):
             fields = item.value
             name = _name_of(fields[0])
@@ -266,15 +266,20 @@ def _entries(body: Data, identifier: str | None, layouts: LayoutTable | None = N
 
 
 def _usual_entries(items: list[Data], units: dict[ObisCode, LayoutItem]) -> list[Entry] | None:
-    """The entries of a list of structures as meters usually send it (logical names seen
-    before, scaler_units decoded before or none) with no call per entry; None at the first
-    entry that is not usual (the general loop then decodes the list, or raises)."""
+    """The entries of a list of structures as meters usually send it ({logical name, value
+    [, scaler_unit]}, names seen before, scaler_units decoded before or none) with no call
+    per entry; None at the first item that is not usual (the general code then decodes the
+    list, or raises)."""
     entries: list[Entry] = []
     append = entries.append
     names = _NAMES
     scaler_units = _SCALER_UNITS
     for item in items:
+        if item.type is not _STRUCTURE:
+            return None
         fields = item.value
+        if len(fields) < 2:
+            return None
         first = fields[0]
         raw = first.value
         if first.type is not _OCTET_STRING or type(raw) is not bytes:
@@ -390,42 +395,46 @@ def decode_push(
                 device_name = value.value
         elif serial is None:
             serial = _text(value)
-    readings = []
+    readings: list[Reading] = []
+    append = readings.append
     events = []
     # The readings of one push share the time it was received (register_reading would ask
     # the clock once per reading).
-    now: datetime | None = None
+    now = datetime.now(UTC)
+    ok = Quality.OK
     for name, value, scaler_unit, date_time in entries:
         role = name.role
-        if role in (_CLOCK, _DEVICE_NAME):
-            continue
-        obis = name.obis
-        if role == _EVENT:
-            code = axdr.as_int(value, f"push event object {obis}")
-            kind, severity, text = STANDARD_EVENTS.get(
-                code, (EventKind.OTHER, Severity.INFO, f"event {code}"))
-            events.append(MeterEvent(
-                meter=meter, code=f"dlms:99.98.{obis.e}:{code}", kind=kind, severity=severity,
-                time=meter_time or received or datetime.now(UTC), text=text,
-                source="dlms-push"))
-            continue
+        if role:
+            if role in (_CLOCK, _DEVICE_NAME):
+                continue
+            if role == _EVENT:
+                obis = name.obis
+                code = axdr.as_int(value, f"push event object {obis}")
+                kind, severity, text = STANDARD_EVENTS.get(
+                    code, (EventKind.OTHER, Severity.INFO, f"event {code}"))
+                events.append(MeterEvent(
+                    meter=meter, code=f"dlms:99.98.{obis.e}:{code}", kind=kind,
+                    severity=severity, time=meter_time or received or datetime.now(UTC),
+                    text=text, source="dlms-push"))
+                continue
         if value.type in _INTEGER_TYPES and not date_time:
             # The usual register: an integer, scaled exactly (register_reading's first case).
             number = Decimal(value.value)
-            if scaler_unit is not None and scaler_unit.scaler:
+            if scaler_unit is None:
+                append(Reading(meter, name.obis, number, None, 0, meter_time, now, ok, "dlms",
+                               name.native_id))
+                continue
+            if scaler_unit.scaler:
                 try:
                     number = number.scaleb(scaler_unit.scaler)
                 except ArithmeticError:  # decimal.InvalidOperation, decimal.Overflow
                     raise FrameError(f"scaler {scaler_unit.scaler} cannot be applied",
                                      field="scaler") from None
-            if now is None:
-                now = datetime.now(UTC)
-            readings.append(Reading(
-                meter, obis, number, scaler_unit.unit if scaler_unit is not None else None, 0,
-                meter_time, now, Quality.OK, "dlms", name.native_id))
+            append(Reading(meter, name.obis, number, scaler_unit.unit, 0, meter_time, now, ok,
+                           "dlms", name.native_id))
             continue
-        readings.append(register_reading(
-            meter, obis, value, scaler_unit, meter_time=meter_time, date_time=date_time,
+        append(register_reading(
+            meter, name.obis, value, scaler_unit, meter_time=meter_time, date_time=date_time,
             default_deviation=default_deviation))
     return PushContent(tuple(readings), meter_time, device_name, tuple(events), serial,
                        identifier)
