@@ -398,8 +398,8 @@ def decode_push(
     readings: list[Reading] = []
     append = readings.append
     events = []
-    # The readings of one push share the time it was received (register_reading would ask
-    # the clock once per reading).
+    # The integer registers of one push share the time it was received (register_reading,
+    # for the other values, asks the clock once per reading).
     now = datetime.now(UTC)
     ok = Quality.OK
     for name, value, scaler_unit, date_time in entries:

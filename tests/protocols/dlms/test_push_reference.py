@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import partial
 
 import attrs
@@ -186,3 +187,27 @@ class GeneratedListTests(unittest.TestCase, Compare):
             units = table.units_of(identifier)
             for obis in NAMES + [i.obis for layout in table.layouts for i in layout.items]:
                 self.assertEqual(units.get(obis), table.item_for(identifier, obis))
+
+
+class SharedStateTests(unittest.TestCase):
+    def test_a_push_s_integer_registers_share_one_received_time(self) -> None:
+        for name in PUBLISHED:
+            content = decode_push("m", notification(name), default_deviation=-60)
+            numbers = [r for r in content.readings if isinstance(r.value, Decimal)]
+            self.assertGreater(len(numbers), 0, name)
+            self.assertEqual(len({r.received_time for r in numbers}), 1, name)
+
+    def test_the_names_memo_is_bounded(self) -> None:
+        from fep.protocols.dlms import push
+
+        self.patch(push, "_NAMES", {})
+        body = axdr.array([
+            axdr.structure(axdr.octet_string(n.to_bytes(6, "big")), axdr.unsigned(1))
+            for n in range(push._MAX_NAMES + 100)
+        ])
+        content = decode_push("m", A.DataNotification(body, None))
+        self.assertEqual(len(content.readings), push._MAX_NAMES + 100)
+        self.assertEqual(len(push._NAMES), push._MAX_NAMES)
+        # The same list again: the names kept and the names not kept, decoded alike.
+        self.assertEqual(_outcome(partial(decode_push, "m", A.DataNotification(body, None))),
+                         _outcome(lambda: content))
