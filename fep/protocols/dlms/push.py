@@ -342,12 +342,6 @@ def _is_clock(obis: ObisCode) -> bool:
     return (obis.a, obis.c, obis.d, obis.e, obis.f) == (0, 1, 0, 0, 255)
 
 
-def _serial_of(obis: ObisCode, value: Data) -> str | None:
-    if obis in SERIAL_NUMBERS:
-        return _text(value)
-    return None
-
-
 def logical_device_name(
     notification: DataNotification, layouts: LayoutTable | None = None
 ) -> bytes | None:

@@ -15,16 +15,23 @@ from fep.protocols.dlms.cosem import STANDARD_EVENTS, ScalerUnit, register_readi
 from fep.protocols.dlms.layouts import LayoutTable, shipped_layouts
 from fep.protocols.dlms.push import (
     LOGICAL_DEVICE_NAME,
+    SERIAL_NUMBERS,
     PushContent,
     _conventional_unit,
     _is_clock,
     _is_event_object,
     _obis_of,
-    _serial_of,
+    _text,
     list_identifier,
 )
 
 Entry = tuple[ObisCode, Data, ScalerUnit | None, bool]
+
+
+def _serial_of(obis: ObisCode, value: Data) -> str | None:
+    if obis in SERIAL_NUMBERS:
+        return _text(value)
+    return None
 
 
 def _layout_unit(
