@@ -106,3 +106,16 @@ class OutagesCliTests(unittest.TestCase):
         result = fep_main("--db", self.db, "outages", "--day", "2026-12-01", "--area", "T9")
         self.assertEqual(result.returncode, 2)
         self.assertIn("no area 'T9'", result.stderr)
+
+    def test_csv_the_three_tables_and_a_higher_share(self) -> None:
+        """With --share 70% the 30 of 50 (60 %) out at once are no area outage; csv prints
+        the three tables one after the other, each with its header."""
+        result = fep_main("--db", self.db, "outages", "--day", "2026-12-01", "--share", "70%",
+                          "--format", "csv")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.splitlines()
+        self.assertEqual(lines[0], "meter,since,until,minutes,source,cut")
+        self.assertEqual(lines[33], "area,since,until,minutes,out,peak,members,meters")
+        self.assertEqual(lines[34], "customers,sustained,momentary,customer_minutes,saifi,"
+                         "saidi,caidi,maifi")
+        self.assertEqual(lines[35], "50,32,0,1232.000,0.640,24.640,38.500,0.000")
