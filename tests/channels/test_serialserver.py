@@ -109,6 +109,14 @@ class EndpointTests(unittest.TestCase):
         server.protocol.dataReceived(b"\x02\xff\xff\x03")
         self.assertEqual(session.data, b"\x02\xff\x03")
 
+    def test_a_broken_subnegotiation_keeps_the_session_and_the_data_after_it(self) -> None:
+        session, server, _clock = _connected()
+        server.protocol.dataReceived(b"\x02" + bytes.fromhex("fffa2c6b30") + b"\x03end")
+        self.assertEqual(session.data, b"\x02\x03end")
+        self.assertEqual(server.protocol.bad_telnet, 1)
+        self.assertFalse(server.transport.disconnecting)
+        self.assertIsNone(session.lost)
+
     def test_bytes_before_the_line_is_set_up_are_dropped(self) -> None:
         endpoint, server, _clock = _endpoint()
         session = _Session()
