@@ -18,6 +18,16 @@ from fep.analysis import estimate, rules
 from fep.analysis.areas import Network
 from fep.analysis.balance import BalanceRow, balance, out_of_band
 from fep.analysis.estimate import Estimate
+from fep.analysis.outages import (
+    DEFAULT_AREA_SHARE,
+    DEFAULT_MOMENTARY,
+    AreaOutage,
+    Indices,
+    Outage,
+    area_outages,
+    indices,
+    meter_outages,
+)
 from fep.analysis.rules import Finding
 from fep.analysis.series import Point, consumption, day_bounds, grid, is_cumulative, total
 from fep.analysis.settings import RuleSet, VeeSettings
@@ -305,3 +315,48 @@ async def run_balance(store: Any, settings: VeeSettings, day: date, *, area: str
             await store.write(events)
     return results
 
+
+
+@attrs.frozen
+class OutageReport:
+    """A period's outages: per meter, per area, and the indices over the customers."""
+
+    outages: list[Outage]
+    areas: list[AreaOutage]
+    indices: Indices
+
+
+async def run_outages(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
+                      momentary: timedelta = DEFAULT_MOMENTARY,
+                      share: Decimal = DEFAULT_AREA_SHARE,
+                      analysis: AnalysisStore | None = None, batch: int = 200) -> OutageReport:
+    """The outages of one day: each customer meter's (from its power events, else the
+    power-down flags of its channel's intervals), the area outages of every area with
+    members (or of ``area`` and the areas below it) and the indices over the customers.
+    Customers are the members of ``area`` and the areas below it; without ``area``, the
+    meter list and every area member, less the summary meters (they serve no customer)."""
+    analysis = analysis or AnalysisStore(store)
+    network = await analysis.network()
+    if area is not None:
+        if network.area(area) is None:
+            raise LookupError(f"no area {area!r}")
+        scope = [a.id for a in network.subtree(area)]
+        customers = sorted({m.meter for a in scope for m in network.members(a)})
+    else:
+        scope = [a.id for a in network.areas]
+        summary = {m.meter for m in network.meters if m.role == "summary"}
+        members = {m.meter for m in network.meters if m.role == "member"}
+        listed = {m.id for m in await store.meters()}
+        customers = sorted(members | (listed - summary))
+    since, until = day_bounds(day)
+    obis, period = str(settings.channel), settings.period
+    found: list[Outage] = []
+    for first in range(0, len(customers), batch):
+        chunk = customers[first:first + batch]
+        events = await analysis.power_events(chunk, since, until)
+        raw = await analysis.intervals(chunk, obis, since, until)
+        for meter in chunk:
+            found += meter_outages(meter, events[meter], raw[meter], since, until, period)
+    by_area = [a for name in scope for a in area_outages(
+        name, [m.meter for m in network.members(name)], found, share=share, until=until)]
+    return OutageReport(found, by_area, indices(found, customers, momentary=momentary))

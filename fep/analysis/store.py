@@ -25,7 +25,7 @@ from fep.analysis.rules import Finding
 from fep.analysis.series import Point, decimal
 from fep.collect import jobstore
 from fep.collect.jobstore import Op, Q
-from fep.model import Quality, utcnow
+from fep.model import EventKind, MeterEvent, Quality, Severity, utcnow
 from fep.store.rows import decode_value, parse_time, text_time
 
 T = TypeVar("T")
@@ -129,6 +129,33 @@ def _registers(d: _Dialect, meters: Sequence[str], obis: str, since: datetime,
         for r in rows:
             out[r[0]].append(Point(d.time_of(r[1]), decimal(decode_value(r[2], r[3], r[4])),
                                    Quality(r[5])))
+    return out
+
+
+def _power_events(d: _Dialect, meters: Sequence[str], since: datetime, until: datetime
+                  ) -> Op[dict[str, list[MeterEvent]]]:
+    """Each meter's power-outage and power-restored events in ``[since, until)`` and its last
+    one before ``since`` (whether it was already out)."""
+    out: dict[str, list[MeterEvent]] = {m: [] for m in meters}
+    kinds = (str(EventKind.POWER_OUTAGE), str(EventKind.POWER_RESTORED))
+    columns = "e.meter, e.code, e.kind, e.severity, e.time, e.text, e.source"
+    for chunk in _chunks(meters):
+        marks = _marks(len(chunk))
+        rows = yield Q(
+            f"SELECT {columns} FROM events e WHERE e.kind IN (?, ?) AND e.time >= ?"
+            f" AND e.time < ? AND e.meter IN ({marks})",
+            (*kinds, d.time(since), d.time(until), *chunk), fetch=True)
+        before = yield Q(
+            f"SELECT {columns} FROM events e JOIN (SELECT meter, MAX(time) AS last"
+            f" FROM events WHERE kind IN (?, ?) AND time < ? AND meter IN ({marks})"
+            " GROUP BY meter) b ON e.meter = b.meter AND e.time = b.last"
+            " WHERE e.kind IN (?, ?)",
+            (*kinds, d.time(since), *chunk, *kinds), fetch=True)
+        for r in list(before) + list(rows):
+            out[r[0]].append(MeterEvent(r[0], r[1], EventKind(r[2]), Severity(r[3]),
+                                        d.time_of(r[4]), r[5], source=r[6]))
+    for events in out.values():
+        events.sort(key=lambda e: e.time)
     return out
 
 
@@ -320,6 +347,10 @@ class AnalysisStore:
     def registers(self, meters: Sequence[str], obis: str, since: datetime, until: datetime
                   ) -> Deferred[dict[str, list[Point]]]:
         return self._do(_registers, list(meters), obis, since, until)
+
+    def power_events(self, meters: Sequence[str], since: datetime, until: datetime
+                     ) -> Deferred[dict[str, list[MeterEvent]]]:
+        return self._do(_power_events, list(meters), since, until)
 
     # validation
     def save_validation(self, meters: Sequence[str], obis: str, since: datetime,

@@ -19,7 +19,6 @@ import enum
 import attrs
 
 from fep.channels.lines import LineSettings
-from fep.errors import FrameError
 
 # Telnet commands (RFC 854).
 SE = 240
@@ -65,6 +64,23 @@ class ComPortCommand(enum.IntEnum):
 
 
 SERVER_OFFSET = 100
+
+# Value bytes of each RFC 2217 command (either way; the server's code is the command's + 100);
+# the signature's text has no fixed length.
+COM_PORT_VALUE_LENGTHS: dict[int, int] = {
+    ComPortCommand.SET_BAUDRATE: 4,
+    ComPortCommand.SET_DATASIZE: 1,
+    ComPortCommand.SET_PARITY: 1,
+    ComPortCommand.SET_STOPSIZE: 1,
+    ComPortCommand.SET_CONTROL: 1,
+    ComPortCommand.NOTIFY_LINESTATE: 1,
+    ComPortCommand.NOTIFY_MODEMSTATE: 1,
+    ComPortCommand.FLOWCONTROL_SUSPEND: 0,
+    ComPortCommand.FLOWCONTROL_RESUME: 0,
+    ComPortCommand.SET_LINESTATE_MASK: 1,
+    ComPortCommand.SET_MODEMSTATE_MASK: 1,
+    ComPortCommand.PURGE_DATA: 1,
+}
 
 PARITY_CODES = {"N": 1, "O": 2, "E": 3, "M": 4, "S": 5}
 STOPSIZE_CODES = {1: 1, 2: 2, 1.5: 3}
@@ -130,7 +146,17 @@ class Command:
     code: int
 
 
-TelnetEvent = Data | Negotiation | Subnegotiation | Command
+@attrs.frozen
+class BrokenSubnegotiation:
+    """A subnegotiation given up (no IAC SE within its bound, or another command inside):
+    what it held so far, and why."""
+
+    option: int
+    payload: bytes
+    why: str
+
+
+TelnetEvent = Data | Negotiation | Subnegotiation | Command | BrokenSubnegotiation
 
 
 class _In(enum.Enum):
@@ -145,7 +171,15 @@ class _In(enum.Enum):
 
 class TelnetDecoder:
     """Received telnet bytes -> events. With ``binary`` off (the server did not agree to
-    send binary), CR NUL is CR, as RFC 854 has it."""
+    send binary), CR NUL is CR, as RFC 854 has it.
+
+    A subnegotiation is bounded: an RFC 2217 one by the length its command has (4 value
+    bytes for a speed, 1 for a data size, none for a flow-control request, ...), any other
+    (a signature, another option) by MAX_SUBNEGOTIATION. One that does not end with IAC SE
+    within its bound, or that an IAC with another command breaks, is given up
+    (``BrokenSubnegotiation``, counted in ``broken``) and what follows is read as it would
+    be outside: data as data, the command that broke it as a command (as BSD telnet does),
+    never swallowed."""
 
     def __init__(self) -> None:
         self.binary = False
@@ -153,7 +187,9 @@ class TelnetDecoder:
         self._verb = 0
         self._option = 0
         self._sb = bytearray()
+        self._limit = MAX_SUBNEGOTIATION
         self.ignored = 0
+        self.broken = 0
 
     def receive(self, data: bytes) -> list[TelnetEvent]:
         events: list[TelnetEvent] = []
@@ -164,13 +200,47 @@ class TelnetDecoder:
                 events.append(Data(bytes(out)))
                 out.clear()
 
-        for offset, byte in enumerate(data):
+        def give_up(why: str) -> None:
+            flush()
+            self.broken += 1
+            events.append(BrokenSubnegotiation(self._option, bytes(self._sb), why))
+            self._sb.clear()
+
+        for byte in data:
             state = self._state
             if state is _In.CR:
                 self._state = _In.DATA
                 if byte == 0:
                     continue  # CR NUL: the CR is already out
                 state = _In.DATA
+            elif state is _In.SB:
+                if byte == IAC:
+                    self._state = _In.SB_IAC
+                    continue
+                if len(self._sb) < self._sb_limit():
+                    self._sb.append(byte)
+                    continue
+                give_up(f"no IAC SE after {len(self._sb)} bytes")
+                state = self._state = _In.DATA  # the byte is data
+            elif state is _In.SB_IAC:
+                if byte == SE:
+                    flush()
+                    events.append(Subnegotiation(self._option, bytes(self._sb)))
+                    self._sb.clear()
+                    self._state = _In.DATA
+                    continue
+                if byte == IAC and len(self._sb) < self._sb_limit():
+                    self._sb.append(IAC)
+                    self._state = _In.SB
+                    continue
+                give_up(f"broken by IAC {byte}" if byte != IAC else
+                        f"no IAC SE after {len(self._sb)} bytes")
+                state = self._state = _In.IAC  # IAC IAC is data, IAC WILL a negotiation, ...
+            elif state is _In.SB_OPTION:
+                self._option = byte
+                self._sb.clear()
+                self._state = _In.SB
+                continue
             if state is _In.DATA:
                 if byte == IAC:
                     self._state = _In.IAC
@@ -198,47 +268,17 @@ class TelnetDecoder:
                 flush()
                 events.append(Negotiation(self._verb, byte))
                 self._state = _In.DATA
-            elif state is _In.SB_OPTION:
-                self._option = byte
-                self._sb.clear()
-                self._state = _In.SB
-            elif state is _In.SB:
-                if byte == IAC:
-                    self._state = _In.SB_IAC
-                else:
-                    self._sb_append(byte, offset)
-            elif state is _In.SB_IAC:
-                if byte == SE:
-                    flush()
-                    events.append(Subnegotiation(self._option, bytes(self._sb)))
-                    self._sb.clear()
-                    self._state = _In.DATA
-                elif byte == IAC:
-                    self._sb_append(IAC, offset)
-                    self._state = _In.SB
-                else:
-                    self._state = _In.DATA
-                    self._sb.clear()
-                    raise FrameError(
-                        f"telnet subnegotiation of option {self._option} broken by "
-                        f"IAC {byte}",
-                        offset=offset,
-                        field="subnegotiation",
-                    )
         flush()
         return events
 
-    def _sb_append(self, byte: int, offset: int) -> None:
-        if len(self._sb) >= MAX_SUBNEGOTIATION:
-            self._state = _In.DATA
-            self._sb.clear()
-            raise FrameError(
-                f"telnet subnegotiation of option {self._option} longer than "
-                f"{MAX_SUBNEGOTIATION} bytes",
-                offset=offset,
-                field="subnegotiation",
-            )
-        self._sb.append(byte)
+    def _sb_limit(self) -> int:
+        """The most payload bytes the subnegotiation under way may have: its command's
+        length for RFC 2217 (known once its first byte is in), else MAX_SUBNEGOTIATION."""
+        if self._option != COM_PORT_OPTION or not self._sb:
+            return MAX_SUBNEGOTIATION
+        value = COM_PORT_VALUE_LENGTHS.get(self._sb[0] % SERVER_OFFSET
+                                           if self._sb[0] >= SERVER_OFFSET else self._sb[0])
+        return MAX_SUBNEGOTIATION if value is None else 1 + value
 
 
 # -- the RFC 2217 client -------------------------------------------------------------------
@@ -295,7 +335,16 @@ class Notified:
     value: bytes
 
 
-Action = Send | Received | Ready | Acknowledged | SettingRefused | Refused | Notified
+@attrs.frozen
+class BadTelnet:
+    """The server broke the telnet rules (a subnegotiation given up); the bytes around it
+    were read on (fep.channels.serialserver logs it)."""
+
+    why: str
+
+
+Action = (Send | Received | Ready | Acknowledged | SettingRefused | Refused | Notified
+          | BadTelnet)
 
 
 class _Q(enum.Enum):
@@ -418,7 +467,8 @@ class Rfc2217Client:
     # -- what the server sends --------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> list[Action]:
-        """Actions for ``data`` from the server; FrameError for a broken subnegotiation."""
+        """Actions for ``data`` from the server (``BadTelnet`` for a broken subnegotiation,
+        the data after it kept)."""
         self.decoder.binary = self.him(BINARY)
         actions: list[Action] = []
         for event in self.decoder.receive(data):
@@ -429,6 +479,9 @@ class Rfc2217Client:
                 self.decoder.binary = self.him(BINARY)
             elif isinstance(event, Subnegotiation):
                 actions += self._subnegotiation(event)
+            elif isinstance(event, BrokenSubnegotiation):
+                actions.append(BadTelnet(f"telnet subnegotiation of option {event.option} "
+                                         f"given up: {event.why}"))
         return actions
 
     def _negotiate(self, verb: int, option: int) -> list[Action]:

@@ -44,7 +44,7 @@ from fep.channels.serialport import (
     parse_line_option,
     whole_stopbits,
 )
-from fep.errors import ChannelError, FrameError
+from fep.errors import ChannelError
 from fep.interfaces import ISerialLine
 from fep.reactors import IConnectingReactor
 
@@ -236,6 +236,7 @@ class _Negotiator(Protocol):
         self.session_transport: SerialServerTransport | None = None
         self._error: ChannelError | None = None
         self.dropped = 0  # serial bytes that came before the line was set up
+        self.bad_telnet = 0  # subnegotiations given up (the bytes after them read on)
 
     @property
     def route(self) -> str:
@@ -266,13 +267,7 @@ class _Negotiator(Protocol):
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def dataReceived(self, data: bytes) -> None:
-        try:
-            actions = self.client.receive_data(data)
-        except FrameError as e:
-            self._abort(ChannelError(f"serial server sent bad telnet: {e.message}",
-                                     route=self.route))
-            return
-        for action in actions:
+        for action in self.client.receive_data(data):
             if isinstance(action, rfc2217.Send):
                 assert self.transport is not None
                 self.transport.write(action.data)
@@ -290,6 +285,10 @@ class _Negotiator(Protocol):
                     route=self.route,
                 ))
                 return
+            elif isinstance(action, rfc2217.BadTelnet):
+                self.bad_telnet += 1
+                log.warn("{route}: serial server sent bad telnet: {why}", route=self.route,
+                         why=action.why)
             elif isinstance(action, rfc2217.Refused):
                 self._abort(ChannelError(f"{action.why}", route=self.route))
                 return

@@ -1,5 +1,5 @@
-"""`fep areas`, `fep vee` and `fep balance`: the network model, validation and estimation of a
-day, and the energy balance of areas (fep.analysis)."""
+"""`fep areas`, `fep vee`, `fep balance` and `fep outages`: the network model, validation and
+estimation of a day, the energy balance of areas and the outages (fep.analysis)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ BALANCE_COLUMNS = ("area", "since", "until", "input", "consumption", "loss", "lo
 FINDING_COLUMNS = ("meter", "obis", "rule", "since", "until", "flag", "details")
 SERIES_COLUMNS = ("start", "value", "quality", "method", "source")
 RANK_COLUMNS = ("area", "loss_rate", "before", "change")
+OUTAGE_COLUMNS = ("meter", "since", "until", "minutes", "source", "cut")
+AREA_OUTAGE_COLUMNS = ("area", "since", "until", "minutes", "out", "peak", "members", "meters")
+INDEX_COLUMNS = ("customers", "sustained", "momentary", "customer_minutes", "saifi", "saidi",
+                 "caidi", "maifi")
 
 
 def _quality(flags: Any) -> str:
@@ -172,6 +176,46 @@ async def cmd_balance(reactor: IFepReactor, args: argparse.Namespace) -> int:
     return await with_store(args, work)
 
 
+async def cmd_outages(reactor: IFepReactor, args: argparse.Namespace) -> int:
+    from fep.analysis import jobs
+    from fep.analysis.settings import _decimal, _duration
+
+    settings = _settings(args)
+    day = _day(args.day)
+    try:
+        momentary = _duration(args.momentary)
+        share = _decimal(args.share)
+    except ValueError as e:
+        raise UsageError(f"--momentary 5m or --share 50 %: {e}") from None
+    if not 0 < share <= 1:
+        raise UsageError(f"--share must be above 0 and at most 100 %: {args.share!r}")
+
+    async def work(store: Any) -> int:
+        try:
+            report = await jobs.run_outages(store, settings, day, area=args.area,
+                                            momentary=momentary, share=share)
+        except LookupError as e:
+            raise UsageError(str(e.args[0])) from None
+        sections = (
+            ("outage", "outages per meter", [o.as_dict() for o in report.outages],
+             OUTAGE_COLUMNS),
+            ("area-outage", "area outages", [a.as_dict() for a in report.areas],
+             AREA_OUTAGE_COLUMNS),
+            ("indices", f"indices (momentary: {args.momentary} or less)",
+             [report.indices.as_dict()], INDEX_COLUMNS))
+        if args.format == "json":
+            write_rows([{"record": record, **row} for record, _title, rows, _c in sections
+                        for row in rows], ("record",), "json")
+            return EXIT_OK
+        for n, (_record, title, rows, columns) in enumerate(sections):
+            if args.format == "table":
+                print(("\n" if n else "") + f"{title}:")
+            write_rows(rows, columns, args.format)
+        return EXIT_OK
+
+    return await with_store(args, work)
+
+
 def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     """Register areas, vee and balance with the `fep` parser."""
     fmt = {"choices": ("json", "csv", "table"), "default": "table"}
@@ -224,4 +268,17 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     balance.add_argument("--vee", **vee_file)
     balance.add_argument("--format", **fmt)
     balance.set_defaults(run=cmd_balance)
+
+    outages = sub.add_parser("outages", help="outages of a day per meter and per area, and "
+                             "the indices SAIFI, SAIDI, CAIDI, MAIFI")
+    outages.add_argument("--day", required=True, help="YYYY-MM-DD (UTC)")
+    outages.add_argument("--area", help="only the members of this area and the areas below it")
+    outages.add_argument("--momentary", default="5m",
+                         help="the longest momentary interruption (default 5m; IEEE 1366)")
+    outages.add_argument("--share", default="50 %",
+                         help="the share of an area's members out at once that makes an "
+                         "area outage (default 50 %%)")
+    outages.add_argument("--vee", **vee_file)
+    outages.add_argument("--format", **fmt)
+    outages.set_defaults(run=cmd_outages)
 

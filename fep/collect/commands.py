@@ -103,6 +103,16 @@ class CommandError(ConfigError):
     """A command request or approval refused (unknown command, wrong status, same person)."""
 
 
+class SameOperator(CommandError):
+    """Four eyes: the operator who asked for a command (or made or submitted a plan) may not
+    approve or reject it himself; someone else must (the API answers 403)."""
+
+
+class WrongState(CommandError):
+    """A command (or plan) whose status does not allow the step asked for: already approved,
+    rejected, changed meanwhile (the API answers 409)."""
+
+
 class CommandNotSupported(CommandError):
     """A command the meter's protocol or device does not have, refused when it is asked."""
 
@@ -210,11 +220,11 @@ async def approve(
     if command.meter != meter.id:
         raise CommandError(f"command {command_id} is for meter {command.meter}, not {meter.id}")
     if command.status != CommandStatus.REQUESTED:
-        raise CommandError(f"command {command_id} is {command.status}, not awaiting approval")
+        raise WrongState(f"command {command_id} is {command.status}, not awaiting approval")
     if not operator_of(who):
         raise CommandError("an approval needs the name of who approves")
     if operator_of(who) == operator_of(command.requested_by):
-        raise CommandError(
+        raise SameOperator(
             f"command {command_id} was requested by {command.requested_by}, the same operator "
             f"({operator_of(who)}) as {who}: someone else must approve it"
         )
@@ -231,7 +241,7 @@ async def approve(
         "queued for execution", now, job=job, fields={"approved_by": who, "approved_at": now},
     )
     if done is None:
-        raise CommandError(f"command {command_id} changed meanwhile; look again")
+        raise WrongState(f"command {command_id} changed meanwhile; look again")
     result: Command = done
     return result
 
@@ -264,6 +274,6 @@ async def reject(jobs: IJobStore, command_id: int, who: str, reason: str, now: f
         reason, now, fields={"outcome": f"rejected: {reason}", "finished_at": now},
     )
     if done is None:
-        raise CommandError(f"command {command_id} is not awaiting approval")
+        raise WrongState(f"command {command_id} is not awaiting approval")
     result: Command = done
     return result

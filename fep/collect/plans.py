@@ -43,6 +43,8 @@ from zope.interface import implementer
 from fep.collect.commands import (
     CommandError,
     CommandNotSupported,
+    SameOperator,
+    WrongState,
     check_supported,
     operator_of,
 )
@@ -71,6 +73,14 @@ MAX_METERS = 1_000_000
 class PlanError(CommandError):
     """A plan refused: a bad definition, a step its status does not allow, the same operator
     approving what they submitted."""
+
+
+class PlanSameOperator(PlanError, SameOperator):
+    """Four eyes: the plan's creator or submitter approving or rejecting it."""
+
+
+class PlanWrongState(PlanError, WrongState):
+    """A step the plan's status does not allow (approve a draft, start a submitted plan)."""
 
 
 class PlanNotFound(PlanError):
@@ -126,15 +136,15 @@ def check_step(plan: Plan, step: str, who: str) -> PlanStatus:
         raise PlanError(f"unknown plan step {step!r} (known: {', '.join(STEPS)})")
     allowed, to = TRANSITIONS[step]
     if plan.status not in allowed:
-        raise PlanError(f"plan {plan.id} is {plan.status}: it cannot {step} "
-                        f"(only when {' or '.join(str(s) for s in allowed)})")
+        raise PlanWrongState(f"plan {plan.id} is {plan.status}: it cannot {step} "
+                             f"(only when {' or '.join(str(s) for s in allowed)})")
     operator = operator_of(who)
     if not operator:
         raise PlanError(f"plan {plan.id}: {step} needs the name of who does it")
     if step in FOUR_EYES:
         for role, by in (("submitted", plan.submitted_by), ("created", plan.created_by)):
             if by and operator_of(by) == operator:
-                raise PlanError(
+                raise PlanSameOperator(
                     f"plan {plan.id} was {role} by {by}, the same operator ({operator}) as "
                     f"{who}: someone else must {step} it")
     return to

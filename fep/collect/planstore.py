@@ -26,6 +26,7 @@ from fep.collect.plans import (
     PlanMeter,
     PlanNotFound,
     PlanStatus,
+    PlanWrongState,
     RateLimiter,
     check_step,
 )
@@ -237,7 +238,7 @@ def _step(dialect: str, plan_id: int, step: str, who: str, now: float, reason: s
             if plan.deadline_in is not None and plan.deadline_at is None:
                 sets["deadline_at"] = max(now, plan.starts_at or now) + plan.deadline_in
         if plan.deadline_at is not None and now > plan.deadline_at:
-            raise PlanError(f"plan {plan.id}: its deadline has passed; cancel it")
+            raise PlanWrongState(f"plan {plan.id}: its deadline has passed; cancel it")
         if plan.starts_at is not None and plan.starts_at > now:
             detail = f"releases from its start time, {plan.starts_at:.0f}"
     elif step == "pause":

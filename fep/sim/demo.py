@@ -5,8 +5,9 @@ IEC 62056-21 meters (polled over TCP, and one that pushes its readouts by itself
 meters (one polled over the TCP wrapper with HLS-GMAC and suite-0 ciphering, one pushing
 ciphered Data-Notifications, one behind a GPRS modem that dials in, registers by IMEI, pushes
 and is read over the same connection), an ANSI C12.18 meter, a DL/T 645 meter, a Modbus pulse
-recorder, and two legacy sites called by dial-up through an emulated Hayes modem on a socat
-pty (left out without socat); registers
+recorder, a DL/T 698.45 meter, a Q/GDW 1376.1 concentrator with 20 DL/T 645 meters behind it
+(its point 1 read), and two legacy sites called by dial-up through an emulated Hayes modem on
+a socat pty (left out without socat); registers
 them with `fep meters import`, runs `twistd -n fep` with its status page, and prints the newest
 stored readings
 every few seconds with `fep readings`. Ctrl-C stops the daemon cleanly (sessions finish, the
@@ -43,6 +44,8 @@ DLT645_ADDRESS = "000000123456"
 GPRS_IMEI = "356938035643809"
 GPRS_TITLE = "4645505349000003"
 # Legacy sites reached by dial-up through an emulated Hayes modem (needs socat for the pty).
+DLT698_ADDRESS = "000000123456"
+DCU_ADDRESS = "4403:0004"
 DIALUP_SITES = (("5551001", "iec", "30000001"), ("5551002", "dlt645", "000000005002"))
 
 
@@ -94,7 +97,8 @@ def write_config(workdir: Path, push_port: int, period: float, dlms_push_port: i
 
 
 def write_meters(workdir: Path, sim_port: int, dlms_port: int, c12_port: int,
-                 dlt645_port: int, modbus_port: int, dialup: bool) -> Path:
+                 dlt645_port: int, modbus_port: int, dialup: bool, dlt698_port: int = 1,
+                 dcu_port: int = 1) -> Path:
     csv = workdir / "meters.csv"
     rows = ["id,protocol,route,address,serial,site,dlms_auth,dlms_ek,dlms_ak,"
             "dlms_server_system_title,dlms_objects,c12_password,modbus_device_map"]
@@ -130,6 +134,14 @@ def write_meters(workdir: Path, sim_port: int, dlms_port: int, c12_port: int,
     rows.append(
         f"PULSE-0001,modbus-pulse,tcp:host=127.0.0.1:port={modbus_port},1,,pulse recorder,"
         ",,,,,,sim-pr2")
+    # A DL/T 698.45 meter over TCP, and a Q/GDW 1376.1 concentrator (its measuring point 1,
+    # a DL/T 645 meter behind it).
+    rows.append(
+        f"D698-0001,dlt698,tcp:host=127.0.0.1:port={dlt698_port},{DLT698_ADDRESS},,"
+        "dl/t 698.45 meter,,,,,,,")
+    rows.append(
+        f"DCU-0001,gw3761,tcp:host=127.0.0.1:port={dcu_port},{DCU_ADDRESS},,"
+        "concentrator,,,,,,,")
     if dialup:
         for number, kind, address in DIALUP_SITES:
             protocol = "iec62056-21" if kind == "iec" else "dlt645"
@@ -200,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     modem_pty = _modem_line(workdir, start)
     config = write_config(workdir, push_port, args.period, dlms_push_port, gprs_port,
                           modem_pty)
+    dlt698_port, dcu_port = _free_port(), _free_port()
     meters_csv = write_meters(workdir, sim_port, dlms_port, c12_port, dlt645_port,
-                              modbus_port, modem_pty is not None)
+                              modbus_port, modem_pty is not None, dlt698_port, dcu_port)
     # The operator web server (status page, API, metrics; docs/operators.md), loopback only.
     http_port, token = _free_port(), secrets.token_hex(16)
     from fep.operator.tokens import token_line
@@ -226,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
            "--address", DLT645_ADDRESS])
     start([sys.executable, "-m", "fep.sim.pulse_recorder", "--port", str(modbus_port),
            "--interface", "127.0.0.1"])
+    start([sys.executable, "-m", "fep.sim.dlt698", "--port", str(dlt698_port),
+           "--interface", "127.0.0.1", "--address", DLT698_ADDRESS])
+    start([sys.executable, "-m", "fep.sim.concentrator", "--port", str(dcu_port),
+           "--interface", "127.0.0.1", "--address", DCU_ADDRESS, "--meters", "20"])
     subprocess.run([*fep, "db", "upgrade"], check=True, env=env)
     subprocess.run([*fep, "meters", "import", str(meters_csv)], check=True, env=env)
     daemon = start([_bin("twistd"), "--nodaemon", "--pidfile=", "--logfile=-", "fep",

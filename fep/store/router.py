@@ -10,17 +10,21 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from fep.errors import FepError, RecordRejected
+from fep.errors import FepError, RecordRejected, StoreError
 from fep.interfaces import IRecordSink, IStore
 from fep.model import Record
 from fep.store.spool import Spool
 
 log = Logger()
+
+
+class RouterStopped(StoreError):
+    """Records submitted after the router stopped: refused at once, never taken to be lost."""
 
 
 @implementer(IRecordSink)
@@ -74,11 +78,15 @@ class Router(service.Service):
         self.spooled = 0
         self.committed = 0
         self.store_failures = 0
+        # Set once stopping has drained what was accepted: the spool closes, nothing more
+        # can be written, so ``submit`` refuses (RouterStopped) until the next start.
+        self._stopped = False
 
     # -- lifecycle -----------------------------------------------------------
 
     def startService(self) -> None:
         super().startService()
+        self._stopped = False
 
         async def start() -> None:
             replay = await self.spool.open()
@@ -96,6 +104,7 @@ class Router(service.Service):
             if self._ready is not None:
                 await self._ready
             drained = await self.flush(self.flush_timeout)
+            self._stopped = True
             if not drained:
                 log.warn(
                     "store did not take everything within {timeout} s; {depth} records "
@@ -112,8 +121,14 @@ class Router(service.Service):
     # -- IRecordSink ---------------------------------------------------------
 
     def submit(self, records: Sequence[Record]) -> Deferred[None]:
+        """Records accepted into the spool (see IRecordSink); RouterStopped when the router
+        has stopped (its spool closed): they would never be written."""
         if not records:
             return succeed(None)
+        if self._stopped:
+            return fail(RouterStopped(
+                f"the router is stopped (its spool is closed): {len(records)} records "
+                "refused, neither spooled nor stored"))
         self.submitted += len(records)
         d: Deferred[None] = Deferred()
         self._incoming.extend(records)

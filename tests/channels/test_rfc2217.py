@@ -23,6 +23,8 @@ from fep.channels.rfc2217 import (
     WILL,
     WONT,
     Acknowledged,
+    BadTelnet,
+    BrokenSubnegotiation,
     Data,
     Negotiation,
     Notified,
@@ -35,7 +37,6 @@ from fep.channels.rfc2217 import (
     Subnegotiation,
     TelnetDecoder,
 )
-from fep.errors import FrameError
 
 # What Debian's ser2net 4.3.11 sends first on its `telnet(rfc2217)` accepter, captured on
 # this machine: WILL SGA, DO SGA, WILL ECHO, DONT ECHO, DO BINARY, WILL BINARY,
@@ -121,28 +122,75 @@ class TelnetDecoderTests(unittest.TestCase):
         self.assertEqual(TelnetDecoder().receive(bytes((IAC, rfc2217.NOP, IAC, rfc2217.GA))),
                          [rfc2217.Command(rfc2217.NOP), rfc2217.Command(rfc2217.GA)])
 
-    def test_broken_subnegotiation_is_a_frame_error_and_decoding_goes_on(self) -> None:
+    def test_a_subnegotiation_without_iac_se_gives_back_the_data_after_it(self) -> None:
+        # NOTIFY-MODEMSTATE (107) has one value byte: what comes after it without IAC SE
+        # is the meter's data, not more of the subnegotiation.
+        wire = b"ab" + bytes((IAC, SB, COM_PORT_OPTION, 107, 0x30)) + b"/ISk5MT174\r\n"
         decoder = TelnetDecoder()
-        with self.assertRaises(FrameError) as caught:
-            decoder.receive(bytes((IAC, SB, COM_PORT_OPTION, 1, IAC, WILL)))
-        self.assertEqual(caught.exception.field, "subnegotiation")
-        self.assertEqual(decoder.receive(b"ok"), [Data(b"ok")])
+        decoder.binary = True
+        self.assertEqual(decoder.receive(wire), [
+            Data(b"ab"),
+            BrokenSubnegotiation(COM_PORT_OPTION, b"\x6b\x30", "no IAC SE after 2 bytes"),
+            Data(b"/ISk5MT174\r\n"),
+        ])
+        self.assertEqual(decoder.broken, 1)
+        self.assertEqual(decoder.receive(SER2NET_MODEMSTATE + b"ok"),
+                         [Subnegotiation(COM_PORT_OPTION, b"\x6b\x00"), Data(b"ok")])
+        # The same, however the reads are split.
+        bytewise = TelnetDecoder()
+        bytewise.binary = True
+        got: list[rfc2217.TelnetEvent] = []
+        for i in range(len(wire)):
+            got += bytewise.receive(wire[i : i + 1])
+        self.assertEqual(b"".join(e.data for e in got if isinstance(e, Data)),
+                         b"ab/ISk5MT174\r\n")
 
-    def test_overlong_subnegotiation_is_a_frame_error(self) -> None:
+    def test_each_rfc2217_answer_is_bounded_by_its_commands_length(self) -> None:
+        for code, length in ((101, 4), (102, 1), (108, 0), (112, 1), (5, 1)):
+            wire = bytes((IAC, SB, COM_PORT_OPTION, code)) + bytes(length) + b"data"
+            events = TelnetDecoder().receive(wire)
+            self.assertEqual(events[-1], Data(b"data"), code)
+            self.assertIsInstance(events[0], BrokenSubnegotiation)
+        # A signature has no fixed length: ser2net's is one subnegotiation.
+        signature = ack(0, b"ser2net 4.3.11")
+        self.assertEqual(TelnetDecoder().receive(signature),
+                         [Subnegotiation(COM_PORT_OPTION, b"\x64ser2net 4.3.11")])
+
+    def test_a_subnegotiation_broken_by_a_command_gives_back_the_command_and_the_data(
+        self,
+    ) -> None:
         decoder = TelnetDecoder()
-        with self.assertRaises(FrameError):
-            decoder.receive(bytes((IAC, SB, COM_PORT_OPTION)) + b"x" * 600)
+        events = decoder.receive(bytes((IAC, SB, COM_PORT_OPTION, 101, 0, 0, IAC, WILL, ECHO))
+                                 + b"ok")
+        self.assertEqual(events, [
+            BrokenSubnegotiation(COM_PORT_OPTION, b"\x65\x00\x00", "broken by IAC 251"),
+            Negotiation(WILL, ECHO),
+            Data(b"ok"),
+        ])
+        # A doubled IAC past the command's length is a data byte 0xFF.
+        events = decoder.receive(bytes((IAC, SB, COM_PORT_OPTION, 107, 0, IAC, IAC)) + b"x")
+        self.assertEqual(events[1:], [Data(b"\xffx")])
+        self.assertEqual(decoder.broken, 2)
+
+    def test_overlong_subnegotiation_is_given_up_and_what_follows_is_data(self) -> None:
+        decoder = TelnetDecoder()
+        events = decoder.receive(bytes((IAC, SB, 99)) + b"x" * 600)
+        self.assertEqual(events, [
+            BrokenSubnegotiation(99, b"x" * rfc2217.MAX_SUBNEGOTIATION,
+                                 f"no IAC SE after {rfc2217.MAX_SUBNEGOTIATION} bytes"),
+            Data(b"x" * (600 - rfc2217.MAX_SUBNEGOTIATION)),
+        ])
 
     @given(st.binary(max_size=300))
     @settings(max_examples=300)
-    def test_arbitrary_bytes_give_events_or_a_frame_error(self, data: bytes) -> None:
+    def test_arbitrary_bytes_give_events(self, data: bytes) -> None:
         decoder = TelnetDecoder()
-        try:
-            events = decoder.receive(data)
-        except FrameError:
-            return
+        events = decoder.receive(data)
         for event in events:
-            self.assertIsInstance(event, Data | Negotiation | Subnegotiation | rfc2217.Command)
+            self.assertIsInstance(event, Data | Negotiation | Subnegotiation | rfc2217.Command
+                                  | BrokenSubnegotiation)
+        self.assertEqual(decoder.broken,
+                         sum(isinstance(e, BrokenSubnegotiation) for e in events))
 
     @given(st.binary(max_size=200), st.lists(st.integers(1, 50), max_size=10))
     def test_escaped_data_decodes_to_itself_however_split(
@@ -296,15 +344,22 @@ class DataAndSpeedTests(unittest.TestCase):
         actions = client.receive_data(b"\xff\xfb\x00abc")
         self.assertEqual(actions, [Received(b"abc")])
 
+    def test_a_broken_notification_is_reported_and_the_meters_data_kept(self) -> None:
+        client = ready_client()
+        actions = client.receive_data(b"/ISk" + bytes((IAC, SB, COM_PORT_OPTION, 107, 0x30))
+                                      + b"5MT174\r\n")
+        self.assertEqual(actions, [
+            Received(b"/ISk"),
+            BadTelnet(f"telnet subnegotiation of option {COM_PORT_OPTION} given up: no IAC "
+                      "SE after 2 bytes"),
+            Received(b"5MT174\r\n"),
+        ])
+
     @given(st.binary(max_size=300))
     @settings(max_examples=300)
-    def test_arbitrary_server_bytes_give_actions_or_a_frame_error(self, data: bytes) -> None:
+    def test_arbitrary_server_bytes_give_actions(self, data: bytes) -> None:
         client = Rfc2217Client(LineSettings())
         client.start()
-        try:
-            actions = client.receive_data(data)
-        except FrameError:
-            return
-        for action in actions:
+        for action in client.receive_data(data):
             self.assertIsInstance(action, Send | Received | Ready | Acknowledged
-                                  | SettingRefused | Refused | Notified)
+                                  | SettingRefused | Refused | Notified | BadTelnet)

@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint, ITransport
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, LoopingCall
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 from zope.interface import implementer
@@ -108,6 +109,17 @@ class EndpointTests(unittest.TestCase):
         self.assertEqual(server.take(), b"\x7e\xff\xff\x7e")
         server.protocol.dataReceived(b"\x02\xff\xff\x03")
         self.assertEqual(session.data, b"\x02\xff\x03")
+
+    def test_a_broken_subnegotiation_keeps_the_session_and_the_data_after_it(self) -> None:
+        session, server, _clock = _connected()
+        with capturedLogs() as logged:
+            server.protocol.dataReceived(b"\x02" + bytes.fromhex("fffa2c6b30") + b"\x03end")
+        self.assertEqual(session.data, b"\x02\x03end")
+        self.assertEqual(server.protocol.bad_telnet, 1)
+        self.assertIn("serial server sent bad telnet: telnet subnegotiation of option 44 "
+                      "given up", "\n".join(str(formatEvent(e)) for e in logged))
+        self.assertFalse(server.transport.disconnecting)
+        self.assertIsNone(session.lost)
 
     def test_bytes_before_the_line_is_set_up_are_dropped(self) -> None:
         endpoint, server, _clock = _endpoint()

@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from fep.collect.commands import CommandError
+from fep.collect.commands import SameOperator, WrongState
 from fep.collect.operator import EngineScheduler
 from fep.collect.tasks import Task
 from fep.errors import FepError
@@ -98,12 +98,18 @@ class EngineInOperatorTierTests(unittest.TestCase):
                                                 "api:alice")
         self.assertEqual((asked["status"], asked["requested_by"], asked["params"]["reason"]),
                          ("requested", "api:alice", "debt"))
-        with self.assertRaises(CommandError) as same:
+        with self.assertRaises(SameOperator) as same:  # the API answers 403
             await self.plug.approve_command(asked["id"], "api:alice")
         self.assertIn("someone else", str(same.exception))
         approved = await self.plug.approve_command(asked["id"], "api:bob")
         self.assertEqual((approved["status"], approved["approved_by"]), ("queued", "api:bob"))
         self.assertIsNotNone(approved["job"])
+        # Approved already: a second approval or a rejection conflicts with its state (409).
+        with self.assertRaises(WrongState) as twice:
+            await self.plug.approve_command(asked["id"], "api:carol")
+        self.assertIn("not awaiting approval", str(twice.exception))
+        with self.assertRaises(WrongState):
+            await self.plug.reject_command(asked["id"], "api:carol", "late")
 
         async def done() -> bool:
             return bool((await self.plug.commands(1))[0]["status"] == "done")

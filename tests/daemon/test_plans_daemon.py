@@ -306,13 +306,13 @@ class PlanDaemonTests(unittest.TestCase):
         self.assertEqual((plan["meters"], plan["counts"]["not-supported"]),
                          (len(meters), 1))
         # It cannot run unapproved.
-        await api(f"plans/{pid}/start", body={}, status=400)
+        await api(f"plans/{pid}/start", body={}, status=409)
         await api(f"plans/{pid}/submit", body={})
-        refused = await api(f"plans/{pid}/start", body={}, status=400)
+        refused = await api(f"plans/{pid}/start", body={}, status=409)
         self.assertIn("is submitted: it cannot start", refused["error"])
         self.assertIn("cannot start", await fep("plans", "start", str(pid), code=2))
         # Its submitter cannot approve it, through the API or the command line.
-        own = await api(f"plans/{pid}/approve", body={}, status=400)
+        own = await api(f"plans/{pid}/approve", body={}, status=403)
         self.assertIn("someone else must approve it", own["error"])
         self.assertIn("someone else must approve it",
                       await fep("plans", "approve", str(pid), token=OPERATOR_TOKEN, code=2))

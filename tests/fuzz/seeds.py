@@ -304,9 +304,9 @@ def modem() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
     ]
     recorded = []
     for script in sorted((FIXTURES / "modems").glob("*.txt")):
-        answers = [line[2:] for line in script.read_text("utf-8").splitlines()
-                   if line.startswith("< ")]
-        recorded.append((script.stem, "\n".join(answers).encode("latin-1")))
+        said = [line[2:] for line in script.read_text("utf-8").splitlines()
+                if line.startswith("< ")]
+        recorded.append((script.stem, "\n".join(said).encode("latin-1")))
     recorded.append(("mc75i_cnmi", b'+CNMI: (0-3),(0,1),(0,2,3),(0,2),(1)\n'
                                    b'+CPMS: ("ME","SM","MT"),("ME","SM","MT"),("SM","MT")'))
     return {

@@ -115,20 +115,29 @@ class FakeScheduler:
         return succeed(dict(command))
 
     def approve_command(self, command_id: int, who: str) -> Deferred[dict[str, Any]]:
-        command = self.command_list[command_id - 1]
-        from fep.collect.commands import operator_of
+        command = self._awaiting(command_id)
+        from fep.collect.commands import SameOperator, operator_of
 
         if operator_of(who) == operator_of(command["requested_by"]):
-            raise ConfigError(f"command {command_id} was requested by {who}: someone else "
-                              "must approve it")
+            raise SameOperator(f"command {command_id} was requested by {who}: someone else "
+                               "must approve it")
         command.update(status="queued", approved_by=who)
         return succeed(dict(command))
 
     def reject_command(self, command_id: int, who: str,
                        reason: str) -> Deferred[dict[str, Any]]:
-        command = self.command_list[command_id - 1]
+        command = self._awaiting(command_id)
         command.update(status="rejected", rejected_by=who, reason=reason)
         return succeed(dict(command))
+
+    def _awaiting(self, command_id: int) -> dict[str, Any]:
+        from fep.collect.commands import WrongState
+
+        command = self.command_list[command_id - 1]
+        if command["status"] != "requested":
+            raise WrongState(f"command {command_id} is {command['status']}, not awaiting "
+                             "approval")
+        return command
 
 
 async def make_context(case: unittest.TestCase, meters: list[Meter]) -> OperatorContext:

@@ -333,19 +333,31 @@ class ApiTests(unittest.TestCase):
         # Four eyes: the requester cannot approve her own command; another operator can.
         r = await http(f"{self.base}/api/v1/commands/{asked['id']}/approve", method=b"POST",
                        token=OPERATOR_TOKEN)
-        self.assertEqual(r.status, 400)
+        self.assertEqual(r.status, 403)  # forbidden to this operator, not a bad request
         self.assertIn("someone else", r.json()["error"])
         approved = await self.get(f"commands/{asked['id']}/approve", method=b"POST",
                                   token=SECOND_OPERATOR_TOKEN)
         self.assertEqual((approved["status"], approved["approved_by"]), ("queued", "api:bob"))
+        # Approved already: approving or rejecting it again is a conflict with its state.
+        for step in ("approve", "reject"):
+            r = await http(f"{self.base}/api/v1/commands/{asked['id']}/{step}", method=b"POST",
+                           token=SECOND_OPERATOR_TOKEN)
+            self.assertEqual(r.status, 409, step)
+            self.assertIn("not awaiting approval", r.json()["error"])
         queued = await self.get("meters/m1/commands", token=OPERATOR_TOKEN, method=b"POST",
                                 body=b'{"action": "reconnect"}')
         self.assertEqual(queued["status"], "queued")
-        rejected = await self.get(f"commands/{queued['id']}/reject", method=b"POST",
+        again = await self.get("meters/m1/commands", token=OPERATOR_TOKEN, method=b"POST",
+                               body=b'{"action": "disconnect"}')
+        rejected = await self.get(f"commands/{again['id']}/reject", method=b"POST",
                                   token=SECOND_OPERATOR_TOKEN, body=b'{"reason": "not now"}')
         self.assertEqual((rejected["status"], rejected["reason"]), ("rejected", "not now"))
+        r = await http(f"{self.base}/api/v1/commands/{again['id']}/approve", method=b"POST",
+                       token=SECOND_OPERATOR_TOKEN)
+        self.assertEqual(r.status, 409)
+        self.assertIn("is rejected, not awaiting approval", r.json()["error"])
         listed = await self.get("commands?limit=5")
-        self.assertEqual([c["id"] for c in listed["commands"]], [2, 1])
+        self.assertEqual([c["id"] for c in listed["commands"]], [3, 2, 1])
         for body, why in ((b'{"action": "explode"}', "unknown command"),
                           (b"{}", "action"), (b"[1]", "JSON object"),
                           (b'{"action": "reconnect", "params": 3}', "params")):

@@ -338,7 +338,7 @@ class ConsoleRolesOverOpenSshTests(OpenSshClient):
         # Nor can alice's API token, nor the CLI with alice's token.
         r = await http(f"http://127.0.0.1:{http_port}/api/v1/commands/1/approve",
                        method=b"POST", token=OPERATOR_TOKEN)
-        self.assertEqual(r.status, 400)
+        self.assertEqual(r.status, 403)
         self.assertIn("someone else must approve it", r.json()["error"])
         cli = run_fep("--config", str(work / "fep.ini"), "command", "approve", "1",
                       env_extra={"FEP_TOKEN": OPERATOR_TOKEN})

@@ -74,11 +74,11 @@ class PlanDoorTests(unittest.TestCase):
         self.assertEqual(made["counts"]["not-supported"], 1)  # the IEC meter has no relay
         self.assertEqual(made["deadline_in"], 7200)
         pid = made["id"]
-        await self.api(f"plans/{pid}/approve", OPERATOR_TOKEN, {}, status=400)  # a draft
+        await self.api(f"plans/{pid}/approve", OPERATOR_TOKEN, {}, status=409)  # a draft
         await self.api(f"plans/{pid}/submit", body={})
-        own = await self.api(f"plans/{pid}/approve", OPERATOR_TOKEN, {}, status=400)
+        own = await self.api(f"plans/{pid}/approve", OPERATOR_TOKEN, {}, status=403)
         self.assertIn("someone else must approve it", own["error"])
-        own = await self.api(f"plans/{pid}/reject", OPERATOR_TOKEN, {}, status=400)
+        own = await self.api(f"plans/{pid}/reject", OPERATOR_TOKEN, {}, status=403)
         self.assertIn("someone else must reject it", own["error"])
         await self.api(f"plans/{pid}/approve", VIEWER_TOKEN, {}, status=403)
         approved = await self.api(f"plans/{pid}/approve", SECOND_OPERATOR_TOKEN, {})

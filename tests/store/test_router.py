@@ -19,7 +19,7 @@ from fep.interfaces import IRecordSink, IStore
 from fep.model import Record
 from fep.serialize import decode_records
 from fep.store import open_store
-from fep.store.router import Router
+from fep.store.router import Router, RouterStopped
 from fep.store.spool import Spool
 from tests.fakes import SyncPool, SyncReactor, advance_until, advance_while
 from tests.store.test_spool import readings
@@ -104,6 +104,31 @@ class RouterTests(unittest.TestCase):
         self.assertEqual(self.store.rows, readings(10))
         self.assertEqual(router.spool.depth(), 0)
         self.wait(router.stopService())
+
+    def test_submit_after_stop_fails_at_once_naming_the_records(self) -> None:
+        router = self.router()
+        self.wait(router.submit(readings(3)))
+        self.wait(router.stopService())
+        failure = self.failureResultOf(router.submit(readings(4, start=3)), RouterStopped)
+        self.assertIsInstance(failure.value, StoreError)
+        self.assertIn("the router is stopped", str(failure.value))
+        self.assertIn("4 records refused", str(failure.value))
+        self.assertEqual((router.submitted, router.spooled), (3, 3))
+        self.assertEqual(self.store.rows, readings(3))
+        self.clock.advance(10)  # nothing was left to be written later
+        self.assertEqual(self.store.rows, readings(3))
+        self.successResultOf(router.submit([]))
+
+    def test_submit_while_stopping_is_still_written(self) -> None:
+        self.store.down = True
+        router = self.router(flush_timeout=5)
+        self.wait(router.submit(readings(2)))
+        stopped = router.stopService()  # draining: waits for the store
+        accepted = router.submit(readings(5, start=2))
+        self.store.down = False
+        self.wait(stopped)
+        self.successResultOf(accepted)
+        self.assertEqual(sorted(self.store.rows, key=repr), sorted(readings(7), key=repr))
 
     def test_small_submits_are_merged_into_store_batches(self) -> None:
         router = self.router(batch_size=100, max_delay=0.05)
