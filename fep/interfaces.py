@@ -218,11 +218,14 @@ class IPushProtocol(Interface):
         counters: object,
         source: str,
         close: Callable[[], None],
+        reply: Callable[[bytes], None] | None = None,
     ) -> IPushHandler:
         """The decoder for pushes of ``meter`` (the connection's meter, the fallback when a
         push does not name its sender); ``directory`` finds other senders (a
         MeterDirectory), ``counters`` is the replay guard of ciphered pushes, ``source``
-        names the connection in records and logs, ``close()`` drops the connection."""
+        names the connection in records and logs, ``close()`` drops the connection,
+        ``reply(bytes)`` writes to the sender (a concentrator's login or report is confirmed
+        on its own connection; None where the connection cannot answer)."""
 
 
 class IPushChannel(Interface):

@@ -984,6 +984,7 @@ class GprsChannel:
             counters=self.counters,
             source=f"gprs:{session.name}",
             close=session.drop,
+            reply=session.write,
         )
         if keep is not None:
             # Carry the count over: the operator sees one number per session.

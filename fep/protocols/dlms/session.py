@@ -715,6 +715,7 @@ class DlmsProtocol:
         counters: Any,
         source: str,
         close: Callable[[], None],
+        reply: Callable[[bytes], None] | None = None,
     ) -> DlmsPushHandler:
         """Pushes on ``meter``'s connection: a ciphered push is deciphered with the keys of
         the meter its system title names (``meter`` when the title is not in the meter

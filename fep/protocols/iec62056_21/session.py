@@ -576,6 +576,7 @@ class IecReadoutProtocol:
         counters: Any,
         source: str,
         close: Callable[[], None],
+        reply: Callable[[bytes], None] | None = None,
     ) -> IecPushHandler:
         """Readouts pushed on ``meter``'s connection: a readout naming another known meter
         (by serial number or identification) goes to that meter, any other to ``meter``."""
