@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import IReactorTime
 
-    from fep.model import IntervalBlock, Meter, MeterEvent, Reading, Record
+    from fep.model import IntervalBlock, Meter, MeterEvent, PointRead, PointsRead, Reading, Record
     from fep.vault import MasterKey, SecretInfo
 
 
@@ -561,3 +561,30 @@ class ISecretStore(Interface):
     def rotate_master(new: MasterKey) -> Deferred[int]:
         """Re-wrap every data key under a new MasterKey (one transaction); fires with the
         count. The store seals under the new key afterwards."""
+
+
+class IConcentratorReader(Interface):
+    """Optional capability of a concentrator's protocol: read the meters behind it by their
+    measuring points, several points per request, over one session; their records filed
+    under each meter's own id (``source``: the concentrator). The collection engine's
+    concentrator jobs use it (fep.collect.runner)."""
+
+    def curve_channels(concentrator: Meter) -> tuple[str, ...]:
+        """The OBIS codes (text) of the interval series a read of ``ranges`` stores for
+        each meter behind ``concentrator`` (what the engine's gap logic looks at)."""
+
+    def daily_times(concentrator: Meter, since: datetime, until: datetime) -> list[datetime]:
+        """The UTC times the daily frozen values of the days in ``[since, until)`` are filed
+        at (the concentrator's days are in its own zone)."""
+
+    def read_points(
+        reactor: IReactorTime,
+        endpoint: object,
+        concentrator: Meter,
+        reads: Sequence[PointRead],
+        timeout: float,
+    ) -> Deferred[PointsRead]:
+        """Connect through ``endpoint`` once and read what ``reads`` ask. Fires with a
+        PointsRead even when the session fails midway (its ``error`` set, the records read
+        until then kept, the points not reached ``unanswered``); fails only for settings
+        that cannot work (ConfigError naming the key)."""

@@ -455,3 +455,63 @@ class Meter:
     metadata: Mapping[str, str] = attrs.field(
         factory=dict, converter=_frozen_mapping, eq=False, hash=False, repr=_redacted
     )
+
+
+# ---------------------------------------------------------------------------
+# Reads of the meters behind a concentrator (fep.interfaces.IConcentratorReader)
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class PointRead:
+    """What a concentrator job asks of one meter behind the concentrator: the meter's id
+    (its records are filed under it), its measuring point at the concentrator, and what to
+    read: its current values (``current``), its daily frozen values filed at the UTC times
+    ``daily``, the intervals of ``period`` starting in the UTC ranges ``ranges``
+    (``[since, until)``). ``items`` are the concentrator protocol's own names of what to
+    read for ``current`` (empty: its defaults)."""
+
+    meter: str
+    point: int
+    current: bool = False
+    daily: tuple[datetime, ...] = ()
+    ranges: tuple[tuple[datetime, datetime], ...] = ()
+    period: timedelta = timedelta(minutes=15)
+    items: tuple[str, ...] = ()
+
+
+class PointStatus(enum.StrEnum):
+    """How the read of one point ended."""
+
+    READ = "read"  # every request for it was answered with its data
+    NO_DATA = "no-data"  # answered, but without its data (the meter did not answer it)
+    DENIED = "denied"  # the concentrator denied the request (no such data)
+    NO_ANSWER = "no-answer"  # a request for it got no answer after its resends
+    UNANSWERED = "unanswered"  # the session ended before its requests were answered
+
+    @property
+    def ok(self) -> bool:
+        return self is PointStatus.READ
+
+
+@attrs.frozen
+class PointOutcome:
+    """The outcome of one PointRead: its status, how many records it gave, and why it
+    failed (``error``) when it did."""
+
+    meter: str
+    point: int
+    status: PointStatus = attrs.field(converter=PointStatus)
+    records: int = 0
+    error: str | None = None
+
+
+@attrs.frozen
+class PointsRead:
+    """What one session with a concentrator gave: every record read (filed under the meters
+    behind it), one outcome per PointRead, and the error that ended the session early
+    (None when it ran to its end). Records read before such an error are kept here."""
+
+    records: tuple[Record, ...] = ()
+    outcomes: tuple[PointOutcome, ...] = ()
+    error: Exception | None = None

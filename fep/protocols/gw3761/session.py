@@ -22,6 +22,7 @@ and events) under the meter id; ``source`` is the meter id.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,12 +31,14 @@ import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from fep.errors import ConfigError, ProtocolError
-from fep.interfaces import IClock, IEventReader, IMeterProtocol
-from fep.model import Meter, MeterEvent, ObisCode, Reading, Record
+from fep.errors import ConfigError, FepError, ProtocolError
+from fep.interfaces import IClock, IConcentratorReader, IEventReader, IMeterProtocol
+from fep.model import Meter, MeterEvent, ObisCode, PointRead, PointsRead, Reading, Record
 from fep.protocols import actions as actions_
+from fep.protocols.gw3761 import points as points_
 from fep.protocols.gw3761.client import (
     DEFAULT_ITEMS,
     ClientSettings,
@@ -178,7 +181,7 @@ class Gw3761Session(MeterSession):
         )  # fmt: skip
 
 
-@implementer(IMeterProtocol, IClock, IEventReader)
+@implementer(IMeterProtocol, IClock, IEventReader, IConcentratorReader)
 class Gw3761Protocol:
     """Q/GDW 1376.1 reads of a concentrator: class 1 (clock, current energy, instantaneous
     values), class 2 (daily and monthly frozen energy and demand, curves) and class 3
@@ -255,6 +258,47 @@ class Gw3761Protocol:
 
         d: Deferred[Any] = run_session(reactor, endpoint, session, meter.route, timeout)
         return d.addCallback(sent)
+
+    # -- the meters behind it (IConcentratorReader) -----------------------------------------
+
+    def curve_channels(self, concentrator: Meter) -> tuple[str, ...]:
+        return (points_.curve_channel(),)
+
+    def daily_times(self, concentrator: Meter, since: datetime, until: datetime
+                    ) -> list[datetime]:  # fmt: skip
+        return points_.daily_times(settings_for(concentrator, self.tz).tz, since, until)
+
+    def read_points(self, reactor: IReactorTime, endpoint: Any, concentrator: Meter,
+                    reads: Sequence[PointRead], timeout: float
+                    ) -> Deferred[PointsRead]:  # fmt: skip
+        """The points of ``reads`` in one session (fep.protocols.gw3761.points); a session
+        that fails midway still fires with what it read, and the error."""
+        try:
+            settings = settings_for(concentrator, self.tz)
+            for read in reads:
+                minutes = read.period.total_seconds() / 60
+                if read.ranges and minutes not in points_.DENSITIES:
+                    raise ConfigError(
+                        f"meter {concentrator.id}: no curve density of {minutes:g} min "
+                        f"(one of {sorted(points_.DENSITIES)})", key="interval")
+        except ConfigError as e:
+            return fail(e)
+
+        def now() -> datetime:
+            return datetime.fromtimestamp(reactor.seconds(), UTC)
+
+        client = points_.PointsClient(settings, reads, now)
+        session = Gw3761Session(reactor, concentrator, client, timeout)
+
+        def ended(outcome: object) -> Any:
+            if isinstance(outcome, Failure):
+                if not isinstance(outcome.value, FepError):
+                    return outcome
+                return client.result(outcome.value)
+            return client.result()
+
+        d: Deferred[Any] = run_session(reactor, endpoint, session, concentrator.route, timeout)
+        return d.addBoth(ended)
 
 
 __all__ = ["Gw3761Protocol", "Gw3761Session", "settings_for"]
