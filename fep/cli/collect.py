@@ -183,11 +183,12 @@ async def cmd_tasks(reactor: IFepReactor, args: argparse.Namespace) -> int:
             found = await jobs.task(args.name)
             if found is None:
                 raise NotFound(f"no task {args.name!r}")
-            meters = await store.meters()
+            meters = everyone = await store.meters()
             if args.meter:
                 wanted = set(args.meter)
                 meters = [m for m in meters if m.id in wanted]
-            new = expand(found, meters, now, _policy(args), priority=Priority.ON_DEMAND)
+            new = expand(found, meters, now, _policy(args), priority=Priority.ON_DEMAND,
+                         known=everyone)
             added = await jobs.add_jobs(new, now)
             print(f"task {found.name}: {added} jobs to run now")
         elif action in ("enable", "disable"):

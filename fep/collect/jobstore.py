@@ -286,7 +286,8 @@ _INSERT_JOB = (
 _INSERT_ENDED = (
     "INSERT INTO jobs (task, meter, kind, route, resource, items, params, command, pinned,"
     " priority, due, run_at, deadline, max_attempts, retry_delay, backoff, status, error,"
-    f" finished_at) VALUES ({_marks(19)}) ON CONFLICT DO NOTHING"
+    " finished_at, result, records, attempts, first_ok, started_at)"
+    f" VALUES ({_marks(24)}) ON CONFLICT DO NOTHING"
 )
 
 
@@ -316,14 +317,17 @@ def _add_jobs(dialect: str, jobs: Sequence[Job], now: float) -> Op[int]:
     new = 0
     if waiting:
         new = yield Q(_INSERT_JOB, many=[_job_row(j) for j in waiting])
-    # Jobs born ended (a meter whose concentrator failed, a meter record in error): one by
-    # one, so that only those really inserted are counted.
+    # Jobs born ended (a meter whose concentrator failed, a meter record in error, the
+    # meters a concentrator read by point, with their outcome): one by one, so that only
+    # those really inserted are counted.
     ended: list[Job] = []
     for job in jobs:
         if job.status.final:
+            first_ok = None if job.first_ok is None else int(job.first_ok)
             rows = yield Q(
                 _INSERT_ENDED + f" RETURNING {JOB_COLUMNS}",
-                (*_job_row(job), str(job.status), job.error, job.finished_at),
+                (*_job_row(job), str(job.status), job.error, job.finished_at, job.result,
+                 job.records, job.attempts, first_ok, job.started_at),
                 fetch=True,
             )
             ended += [job_of(r) for r in rows]

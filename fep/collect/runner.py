@@ -23,6 +23,7 @@ from zope.interface import implementer
 from fep.collect import firmware, gaps
 from fep.collect.clock import ClockAction, ClockPolicy
 from fep.collect.commands import clock_hold, hold
+from fep.collect.concentrators import CHILDREN
 from fep.collect.readnow import ReadsNow, is_read_now, with_options
 from fep.collect.schedule import parse_duration
 from fep.collect.tasks import (
@@ -39,6 +40,7 @@ from fep.errors import ConfigError, FepError, NotSupported
 from fep.interfaces import (
     IClock,
     ICommands,
+    IConcentratorReader,
     IEventReader,
     IHistoryReader,
     IJobStore,
@@ -54,6 +56,9 @@ from fep.model import (
     Meter,
     MeterEvent,
     ObisCode,
+    PointRead,
+    PointsRead,
+    PointStatus,
     Reading,
     Record,
     Severity,
@@ -207,6 +212,9 @@ class JobRunner:
         self.observers: list[Any] = []
         # The read-now jobs a door of this node waits for: their records or error.
         self.reads_now = ReadsNow()
+        # Concentrator jobs under way: the meters behind it settled by earlier attempts
+        # (meter id -> its details), until the job ends.
+        self._settled: dict[int, dict[str, dict[str, Any]]] = {}
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.reactor.seconds(), UTC)
@@ -256,6 +264,8 @@ class JobRunner:
                 JobKind.CLOCK: self._clock,
                 JobKind.COMMAND: self._command,
             }[job.kind]
+            if job.params.get(CHILDREN):
+                work = self._points
             outcome = await work(job, meter, protocol, endpoint, timeout)
         except (NotSupported, ConfigError) as e:
             error, outcome = e, Outcome(False, error=str(e), retry=False)
@@ -315,19 +325,7 @@ class JobRunner:
         self, job: Job, meter: Meter, protocol: IMeterProtocol, endpoint: Any, timeout: float
     ) -> Outcome:
         reader = _capability(IProfileReader, protocol, meter, "read load profiles")
-        interval = _seconds(
-            job.params.get("interval", meter.metadata.get("profile_period")),
-            "interval", DEFAULT_INTERVAL,
-        )
-        period = timedelta(seconds=interval)
-        if "since" in job.params or "until" in job.params:
-            since = _time(job.params.get("since", 0), "since")
-            until = _time(job.params["until"], "until") if "until" in job.params else self.now()
-        else:
-            until = self.now()
-            since = until - timedelta(
-                seconds=_seconds(job.params.get("horizon"), "horizon", DEFAULT_HORIZON)
-            )
+        period, since, until = self._window(job, meter)
         stored = await self.store.intervals(meter.id, since=gaps.floor_to(since, period))
         stored = [b for b in stored if b.period == period]
         missing = gaps.missing(stored, since, until, period)
@@ -345,6 +343,101 @@ class JobRunner:
             result += f"; {len(still)} the meter did not give"
         return Outcome(True, result=result, records=len(records),
                        details={"missing": len(missing), "still_missing": len(still)})
+
+    def _window(self, job: Job, meter: Meter) -> tuple[timedelta, datetime, datetime]:
+        """A load-profile job's interval period and ``[since, until)``: the job's ``since``
+        and ``until``, or its ``horizon`` (default 7 days) up to now."""
+        interval = _seconds(
+            job.params.get("interval", meter.metadata.get("profile_period")),
+            "interval", DEFAULT_INTERVAL,
+        )
+        period = timedelta(seconds=interval)
+        if "since" in job.params or "until" in job.params:
+            since = _time(job.params.get("since", 0), "since")
+            until = _time(job.params["until"], "until") if "until" in job.params else self.now()
+        else:
+            until = self.now()
+            since = until - timedelta(
+                seconds=_seconds(job.params.get("horizon"), "horizon", DEFAULT_HORIZON)
+            )
+        return period, since, until
+
+    # -- the meters behind a concentrator ---------------------------------------------------
+
+    async def _points(
+        self, job: Job, meter: Meter, protocol: IMeterProtocol, endpoint: Any, timeout: float
+    ) -> Outcome:
+        """A concentrator's job for the meters behind it (``CHILDREN``: id -> point): what
+        each still lacks is read by point over one session (IConcentratorReader), its records
+        filed under its own id, and each gets an outcome in ``details["children"]`` (the
+        scheduler records their jobs when this one ends). Meters settled by an earlier
+        attempt of the job are not asked again; for load profiles, what the store already
+        holds (daily values, intervals: the gap logic) is not asked either, so a retry after
+        a lost session reads only what is left and nothing is stored twice."""
+        reader = _capability(IConcentratorReader, protocol, meter, "read the meters behind it")
+        children = {str(k): int(v) for k, v in dict(job.params[CHILDREN]).items()}
+        settled = self._settled.setdefault(job.id, {})
+        details: dict[str, dict[str, Any]] = {}
+        reads: list[PointRead] = []
+        for child, point in children.items():
+            if child in settled:
+                details[child] = settled[child]
+                continue
+            read = await self._point_read(job, meter, reader, child, point)
+            if read is None:
+                details[child] = settled[child] = {
+                    "status": "stored", "text": "nothing missing (already stored)",
+                    "records": 0, "attempt": job.attempts}
+            else:
+                reads.append(read)
+        result = PointsRead()
+        if reads:
+            result = await reader.read_points(self.reactor, endpoint, meter, reads, timeout)
+            await self._submit(list(result.records))
+        for o in result.outcomes:
+            text = o.error or f"read through concentrator {meter.id}: {o.records} records"
+            detail = {"status": str(o.status), "text": text, "records": o.records,
+                      "attempt": job.attempts}
+            details[o.meter] = detail
+            if o.status != PointStatus.UNANSWERED:
+                settled[o.meter] = detail
+        ok = sum(1 for d in details.values() if d["status"] in ("read", "stored"))
+        left = sum(1 for d in details.values() if d["status"] == str(PointStatus.UNANSWERED))
+        failed = len(details) - ok - left
+        summary = f"{ok} of {len(children)} meters behind it read"
+        if failed:
+            summary += f", {failed} failed"
+        kept = {"children": details, "read": ok, "failed": failed, "left": left}
+        if result.error is not None and left:
+            fields = {"meter": meter.id, "route": meter.route, "protocol": meter.protocol}
+            log.info("{meter}: session ended with {left} meters behind it not read: {error}",
+                     left=left, error=result.error, **fields)
+            return Outcome(False, result=summary, records=len(result.records),
+                           error=f"{result.error}; {left} of {len(children)} meters behind "
+                                 "it not read yet", details=kept)  # fmt: skip
+        return Outcome(True, result=summary, records=len(result.records), details=kept)
+
+    async def _point_read(self, job: Job, meter: Meter, reader: IConcentratorReader,
+                          child: str, point: int) -> PointRead | None:  # fmt: skip
+        """What to ask of one meter behind ``meter``; None when it has it all already."""
+        if job.kind != JobKind.LOAD_PROFILE:
+            return PointRead(child, point, current=True, items=job.items)
+        period, since, until = self._window(job, meter)
+        stored: list[IntervalBlock] = []
+        for channel in reader.curve_channels(meter):
+            stored += await self.store.intervals(child, obis=channel,
+                                                 since=gaps.floor_to(since, period))
+        missing = gaps.missing([b for b in stored if b.period == period], since, until, period)
+        daily: tuple[datetime, ...] = ()
+        times = reader.daily_times(meter, since, until)
+        if times:
+            have = {r.meter_time for r in await self.store.readings(child, since=min(times))
+                    if r.source == meter.id}  # fmt: skip
+            daily = tuple(t for t in times if t not in have)
+        if not missing and not daily:
+            return None
+        return PointRead(child, point, daily=daily, ranges=tuple(gaps.ranges(missing, period)),
+                         period=period)  # fmt: skip
 
     async def _events(
         self, job: Job, meter: Meter, protocol: IMeterProtocol, endpoint: Any, timeout: float
@@ -494,6 +587,7 @@ class JobRunner:
 
     async def _job_ended(self, job: Job, status: JobStatus, outcome: Outcome) -> None:
         self.reads_now.ended(job.id, status, outcome)
+        self._settled.pop(job.id, None)
         if job.kind != JobKind.COMMAND or job.command is None:
             return
         ok = status == JobStatus.DONE

@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from fep.collect.concentrators import line_order
+from fep.collect.concentrators import CHILDREN, THROUGH_KINDS, line_order, point_groups
 from fep.collect.limits import Permits, ResourcePolicy
 from fep.collect.schedule import Every
 from fep.collect.tasks import Job, JobKind, JobStatus, Outcome, Priority, Task
@@ -85,19 +85,34 @@ def expand(
     *,
     priority: int | None = None,
     deadline: float | None = None,
+    known: Sequence[Meter] | None = None,
 ) -> list[Job]:
     """The jobs of a task run due at ``due``: one per target meter, in meter-list order per
     line, except the meters of a concentrator that is in the run too: their jobs are made
     when the concentrator's job ends (``OWNED``), read after it, or recorded as missed when
     it failed. A meter whose ``concentrator`` setting is wrong gets a failed job naming
-    the error."""
-    lines: dict[str, list[Meter]] = {}
-    for m in meters:
-        if task.target.matches(m):
-            lines.setdefault(policy.key(m.route), []).append(m)
+    the error. The meters behind a concentrator that reads them by point are read by one
+    job of that concentrator (``CHILDREN``; for registers and load profiles), in the run
+    even when the task does not name the concentrator itself; their own jobs are recorded
+    when it ends (``children_jobs``). ``known``: every meter (default ``meters``)."""
+    everyone = list(meters if known is None else known)
+    targets = [m for m in meters if task.target.matches(m)]
     jobs: list[Job] = []
+    if str(task.kind) in THROUGH_KINDS:
+        groups, targets, refused = point_groups(targets, everyone)
+        for group in groups:
+            children = {m.id: point for m, point in group.children}
+            jobs.append(job_for(task, group.concentrator, due, policy, priority=priority,
+                                deadline=deadline, params={CHILDREN: children}))
+        for meter, error in refused:
+            job = job_for(task, meter, due, policy, priority=priority, deadline=deadline)
+            jobs.append(attrs.evolve(job, status=JobStatus.FAILED, error=str(error),
+                                     finished_at=due))
+    lines: dict[str, list[Meter]] = {}
+    for m in targets:
+        lines.setdefault(policy.key(m.route), []).append(m)
     for on_line in lines.values():
-        steps, bad = line_order(on_line, meters)
+        steps, bad = line_order(on_line, everyone)
         for step in steps:
             params = {OWNED: [m.id for m in step.owned]} if step.owned else None
             jobs.append(job_for(task, step.meter, due, policy, priority=priority,
@@ -139,6 +154,54 @@ def owned_jobs(concentrator: Job, status: JobStatus, meters: Sequence[Meter],
         )
         for m in meters
     ]
+
+
+def children_jobs(concentrator: Job, status: JobStatus, outcome: Outcome,
+                  meters: Callable[[str], Meter | None], policy: ResourcePolicy,
+                  now: float) -> list[Job]:  # fmt: skip
+    """The jobs of the meters a concentrator's job read by point (``CHILDREN``), ended as
+    if each had been read: done or failed as the outcome of its point says (the runner's
+    ``details["children"]``), missed or failed with the concentrator's error when the job
+    ended without one for it."""
+    params = {k: v for k, v in concentrator.params.items() if k != CHILDREN}
+    said = outcome.details.get("children") or {}
+    out = []
+    for meter_id in concentrator.params.get(CHILDREN) or {}:
+        meter = meters(meter_id)
+        route = meter.route if meter is not None else concentrator.route
+        detail = said.get(meter_id)
+        result = error = None
+        records, attempts = 0, concentrator.attempts
+        if detail is None:
+            ended = JobStatus.MISSED if status == JobStatus.MISSED else JobStatus.FAILED
+            error = (f"concentrator {concentrator.meter} {status}: "
+                     f"{outcome.error or 'not read'}")  # fmt: skip
+        else:
+            attempts = int(detail.get("attempt") or attempts)
+            records = int(detail.get("records") or 0)
+            text = detail.get("text") or ""
+            ok = detail.get("status") in CHILD_OK
+            ended = JobStatus.DONE if ok else JobStatus.FAILED
+            if ok:
+                result = text
+            else:
+                error = f"through concentrator {concentrator.meter}: {text}"
+        out.append(Job(
+            id=0, task=concentrator.task, meter=meter_id, kind=concentrator.kind, route=route,
+            resource=policy.key(route), items=concentrator.items, params=params,
+            priority=concentrator.priority, due=concentrator.due, run_at=now,
+            deadline=concentrator.deadline, max_attempts=concentrator.max_attempts,
+            retry_delay=concentrator.retry_delay, backoff=concentrator.backoff, status=ended,
+            attempts=attempts, started_at=concentrator.started_at, finished_at=now,
+            result=result, error=error, records=records,
+            first_ok=ended == JobStatus.DONE and attempts <= 1,
+        ))  # fmt: skip
+    return out
+
+
+# The point statuses of a concentrator job's details that make a meter's job done: read
+# now, or nothing missing (already stored).
+CHILD_OK = ("read", "stored")
 
 
 def latest_run(task: Task, due: float, now: float) -> tuple[float, int, float]:
@@ -471,6 +534,7 @@ class Scheduler(service.Service):
                     False, result=outcome.result, error=f"{outcome.error} (no time left to "
                     "retry before the deadline)", bytes_in=outcome.bytes_in,
                     bytes_out=outcome.bytes_out, records=outcome.records, retry=False,
+                    details=outcome.details,
                 )
                 run_at = None
             else:
@@ -502,6 +566,14 @@ class Scheduler(service.Service):
             await self._ended(job, status, outcome)
 
     async def _ended(self, job: Job, status: JobStatus, outcome: Outcome) -> None:
+        if job.params.get(CHILDREN):
+            children = children_jobs(job, status, outcome, self.directory.get,
+                                     self.resources, self.now())  # fmt: skip
+            try:
+                await self.jobs.add_jobs(children, self.now())
+            except FepError as e:
+                log.warn("concentrator {meter}: outcomes of the meters behind it not "
+                         "recorded: {error}", meter=job.meter, route=job.route, error=e)
         owned = job.params.get(OWNED)
         if owned:
             meters = [m for m in (self.directory.get(i) for i in owned) if m is not None]
@@ -535,11 +607,13 @@ class Scheduler(service.Service):
             raise FepError(f"no task {task_name!r}")
         now = self.now()
         candidates = await self._meters(now, force=True)
+        everyone = list(candidates)
         if meters is not None:
             wanted = set(meters)
             candidates = [m for m in candidates if m.id in wanted]
         new = expand(task, candidates, now, self.resources,
-                     priority=Priority.ON_DEMAND if priority is None else priority)
+                     priority=Priority.ON_DEMAND if priority is None else priority,
+                     known=everyone)
         added = await self.jobs.add_jobs(new, now)
         self.kick()
         return added

@@ -112,3 +112,13 @@ class ProtocolRegistry:
     def context(self, name: str) -> Any:
         """The context protocols called ``name`` are built with (None: none)."""
         return self.contexts.get(name)
+
+
+def protocol_provides(name: str, interface: Any) -> bool:
+    """Whether the protocol called ``name`` implements ``interface`` (a capability of
+    fep.interfaces); False for an unknown protocol."""
+    try:
+        cls = _protocol_class(name)
+    except ConfigError:
+        return False
+    return bool(interface.implementedBy(cls))

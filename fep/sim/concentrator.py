@@ -16,7 +16,8 @@ Faults: ``silent`` addresses (those meters answer nothing: their points have no 
 forwarding gets an empty answer), ``archive_mismatch`` (the initial archive gives one
 point a wrong address and lacks the last meter), ``drop_answers`` (the next N answers are
 not sent), ``damage_answers`` (the next N go out with a bad checksum), ``refuse`` (requests
-of these AFN/Fn are denied).
+of these AFN/Fn are denied); the connection's ``hang_up_after`` (``--hang-up-after``: closed
+once, after answering that many requests: a session lost midway).
 """
 
 from __future__ import annotations
@@ -571,11 +572,20 @@ class ConcentratorProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         f = self.factory
+        before = f.concentrator.requests
         for answer in f.concentrator.receive(data, self._decoder):
             if f.answer_delay:
                 f.reactor.callLater(f.answer_delay, self.send, answer)
             else:
                 self.send(answer)
+        if f.hang_up_after > 0:
+            f.hang_up_after -= f.concentrator.requests - before
+            if f.hang_up_after <= 0:
+                # The fault of a session lost midway: once, after that many answers.
+                f.hang_up_after = 0
+                f.hang_ups += 1
+                if self.transport is not None:
+                    self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         if self._beat is not None and self._beat.active():
@@ -593,7 +603,7 @@ class ConcentratorFactory(Factory[ConcentratorProtocol]):
 
     def __init__(self, concentrator: SimulatedConcentrator, reactor: IReactorTime | None = None,
                  *, dials: bool = False, heartbeat: float = 60.0,
-                 answer_delay: float = 0.0) -> None:  # fmt: skip
+                 answer_delay: float = 0.0, hang_up_after: int = 0) -> None:  # fmt: skip
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
@@ -603,6 +613,9 @@ class ConcentratorFactory(Factory[ConcentratorProtocol]):
         self.dials = dials
         self.heartbeat = heartbeat
         self.answer_delay = answer_delay
+        # Fault: the connection is closed once, after answering this many more requests.
+        self.hang_up_after = hang_up_after
+        self.hang_ups = 0
         self.connections = 0
         self.heartbeats = 0
         self.protocols: list[ConcentratorProtocol] = []
@@ -629,6 +642,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds the terminal's clock runs ahead")  # fmt: skip
     parser.add_argument("--drop", type=int, default=0, help="drop the first N answers")
     parser.add_argument("--damage", type=int, default=0, help="spoil the first N answers")
+    parser.add_argument("--hang-up-after", type=int, default=0, metavar="N",
+                        help="close the connection once, after answering N requests")
     args = parser.parse_args(argv)
     if args.port is None and not args.connect:
         parser.error("give --port or --connect")
@@ -646,7 +661,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     reactor = serve.command_reactor()
     what = f"concentrator {concentrator.address} with {len(concentrator.meters)} meters"
     if args.port is not None:
-        factory = ConcentratorFactory(concentrator, reactor, heartbeat=args.heartbeat)
+        factory = ConcentratorFactory(concentrator, reactor, heartbeat=args.heartbeat,
+                                      hang_up_after=args.hang_up_after)
         serve.serve_tcp(reactor, args.port, factory, args.interface, what)
     if args.connect:
         from twisted.application.internet import ClientService
@@ -654,7 +670,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         host, _, port = args.connect.rpartition(":")
         dialer = ConcentratorFactory(concentrator, reactor, dials=True,
-                                     heartbeat=args.heartbeat)  # fmt: skip
+                                     heartbeat=args.heartbeat,
+                                     hang_up_after=args.hang_up_after)  # fmt: skip
         endpoint = clientFromString(reactor, f"tcp:{host}:{port}")
         ClientService(endpoint, dialer).startService()
         print(f"dialling {args.connect} as {what}", flush=True)

@@ -1,0 +1,204 @@
+"""Concentrator jobs against simulated Q/GDW 1376.1 concentrators listening on TCP: one
+cycle of a load-profile task stores every meter's daily frozen energy and 96-point curve of
+the day exactly once over one session per concentrator; each meter behind a concentrator
+gets its own job outcome and statistics; a session dropped midway is finished on the retry
+without asking again what was read; a meter that gave nothing is re-collected by the next
+run; register tasks read the current values by point.
+
+The acceptance figure is 5 concentrators with 200 meters each (``CONCENTRATORS`` x
+``METERS``); it runs in a few seconds on two idle cores.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+from twisted.internet import reactor
+from twisted.trial import unittest
+
+from fep.collect.tasks import JobStatus, Task
+from fep.model import Meter
+from fep.protocols.gw3761.records import DEFAULT_TERMINAL_TZ
+from fep.sim.concentrator import ConcentratorFactory, SimulatedConcentrator, make_concentrator
+from tests.collect.harness import engine_for, jobs_ended, listen
+from tests.postgres import fresh_database
+
+CONCENTRATORS = 5
+METERS = 200
+# Daily values per meter: the total and four tariffs of forward active energy.
+TARIFFS = 5
+INTERVALS = 96
+
+
+def the_day() -> tuple[datetime, datetime]:
+    """Yesterday in the concentrators' zone (UTC+8), as UTC [since, until): a day they have
+    whole, whatever the time of day the test runs."""
+    today = datetime.now(DEFAULT_TERMINAL_TZ).date()
+    start = datetime.combine(today - timedelta(days=1), datetime.min.time(),
+                             DEFAULT_TERMINAL_TZ)  # fmt: skip
+    return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
+
+
+class Fleet:
+    """Simulated concentrators on loopback and the meter list naming them and their
+    meters (``DCU<i>``, ``DCU<i>-M<point>``)."""
+
+    def __init__(self, testcase: unittest.TestCase, concentrators: int, meters: int,
+                 **factory: Any) -> None:  # fmt: skip
+        self.sims: list[SimulatedConcentrator] = []
+        self.factories: list[ConcentratorFactory] = []
+        self.meters: list[Meter] = []
+        for i in range(1, concentrators + 1):
+            sim = make_concentrator(meters, f"4403:{i:04X}", first_meter=f"{i * 1000:012d}")
+            f = ConcentratorFactory(sim, reactor, **factory.get(f"DCU{i}", {}))
+            port = listen(testcase, f)
+            self.sims.append(sim)
+            self.factories.append(f)
+            dcu = f"DCU{i}"
+            self.meters.append(Meter(dcu, "gw3761", f"tcp:host=127.0.0.1:port={port}",
+                                     address=f"4403:{i:04X}"))  # fmt: skip
+            for point, m in enumerate(sim.meters, 1):
+                self.meters.append(Meter(f"{dcu}-M{point}", "dlt645", f"gw3761:{dcu}",
+                                         address=m.address,
+                                         metadata={"concentrator": dcu, "point": str(point)}))
+
+    @property
+    def children(self) -> list[Meter]:
+        return [m for m in self.meters if m.protocol == "dlt645"]
+
+
+async def save(engine: Any, task: Task) -> None:
+    now = reactor.seconds()
+    await engine.jobs.save_task(attrs.evolve(task, next_due=now + 3600), now)
+
+
+def day_task(name: str = "daily", **kw: Any) -> Task:
+    since, until = the_day()
+    return Task(name=name, kind="load-profile", schedule="every 1d", retry_delay=0.2,
+                options={"since": since.isoformat(), "until": until.isoformat()}, **kw)
+
+
+class ConcentratorJobTests(unittest.TestCase):
+    timeout = 120
+    url: str | None = None
+    concentrators = CONCENTRATORS
+    meters = METERS
+
+    async def cycle(self, engine: Any, name: str, jobs: int) -> list[Any]:
+        await engine.scheduler.run_now(name)
+        return await jobs_ended(engine, jobs, timeout=90, task=name)
+
+    async def test_one_cycle_stores_every_meters_day_once_over_one_session_each(self) -> None:
+        fleet = Fleet(self, self.concentrators, self.meters)
+        engine, store = await engine_for(self, fleet.meters, url=self.url)
+        await save(engine, day_task())
+        started = time.monotonic()
+        total = self.concentrators * (self.meters + 1)
+        jobs = await self.cycle(engine, "daily", total)
+        took = time.monotonic() - started
+        by_meter = {j.meter: j for j in jobs}
+        self.assertEqual(len(by_meter), total)
+        failed = [(j.meter, j.error) for j in jobs if j.status != JobStatus.DONE]
+        self.assertEqual(failed, [])
+        children = self.concentrators * self.meters
+        self.assertEqual(await store.count("intervals"), children * INTERVALS)
+        self.assertEqual(await store.count("readings"), children * TARIFFS)
+        # One session per concentrator, no connection per meter.
+        self.assertEqual([f.connections for f in fleet.factories], [1] * self.concentrators)
+        # Each meter behind a concentrator: its own job, done at the first attempt, its
+        # records counted; the concentrator's job says how many it read.
+        child = by_meter["DCU1-M7"]
+        self.assertEqual((child.attempts, child.first_ok, child.records), (1, True, 1 + 5))
+        self.assertEqual(child.route, "gw3761:DCU1")
+        self.assertIn("read through concentrator DCU1", child.result)
+        self.assertIn(f"{self.meters} of {self.meters} meters behind it read",
+                      by_meter["DCU1"].result)  # fmt: skip
+        stats = {r.key: r for r in await engine.jobs.stats("2000-01-01", "meter")}
+        self.assertEqual((stats["DCU1-M7"].jobs, stats["DCU1-M7"].ok), (1, 1))
+        self.assertEqual((stats["DCU1"].jobs, stats["DCU1"].ok), (1, 1))
+        (task_row,) = await engine.jobs.stats("2000-01-01", "task")
+        self.assertEqual((task_row.jobs, task_row.ok, task_row.first_ok), (total,) * 3)
+        blocks = await store.intervals("DCU2-M200")
+        since, until = the_day()
+        self.assertEqual([(b.start, len(b.values)) for b in blocks], [(since, INTERVALS)])
+        self.assertEqual({b.source for b in blocks}, {"DCU2"})
+        # The next cycle finds nothing missing: nothing asked, nothing stored again.
+        asked = [s.requests for s in fleet.sims]
+        await save(engine, day_task("again"))
+        again = await self.cycle(engine, "again", total)
+        self.assertEqual({j.status for j in again}, {JobStatus.DONE})
+        self.assertEqual([s.requests for s in fleet.sims], asked)
+        self.assertEqual(await store.count("intervals"), children * INTERVALS)
+        self.assertEqual(await store.count("readings"), children * TARIFFS)
+        self.assertIn("already stored", {j.meter: j for j in again}["DCU3-M1"].result)
+        self.assertLess(took, 60)
+
+    async def test_a_session_dropped_midway_is_finished_on_the_retry(self) -> None:
+        # DCU2 hangs up after its second answer: the first 64 points' daily values and curves.
+        fleet = Fleet(self, 2, self.meters, DCU2={"hang_up_after": 2})
+        engine, store = await engine_for(self, fleet.meters, url=self.url)
+        await save(engine, day_task(retries=2))
+        jobs = await self.cycle(engine, "daily", 2 * (self.meters + 1))
+        by_meter = {j.meter: j for j in jobs}
+        self.assertEqual({j.status for j in jobs}, {JobStatus.DONE},
+                         [(j.meter, j.error) for j in jobs if j.status != JobStatus.DONE])
+        dcu = by_meter["DCU2"]
+        self.assertEqual((dcu.attempts, dcu.first_ok), (2, False))
+        self.assertEqual([f.connections for f in fleet.factories], [1, 2])
+        self.assertEqual(fleet.factories[1].hang_ups, 1)
+        # The retry asked only what was left: as many requests as one clean cycle.
+        self.assertEqual(fleet.sims[1].requests, fleet.sims[0].requests)
+        self.assertEqual((by_meter["DCU2-M64"].attempts, by_meter["DCU2-M64"].first_ok),
+                         (1, True))  # fmt: skip
+        self.assertEqual((by_meter["DCU2-M65"].attempts, by_meter["DCU2-M65"].first_ok),
+                         (2, False))  # fmt: skip
+        children = 2 * self.meters
+        self.assertEqual(await store.count("intervals"), children * INTERVALS)
+        self.assertEqual(await store.count("readings"), children * TARIFFS)
+
+    async def test_a_meter_that_gave_nothing_fails_and_is_recollected_next_run(self) -> None:
+        fleet = Fleet(self, 1, 10)
+        sim = fleet.sims[0]
+        sim.silent.add(sim.meters[2].address)
+        engine, store = await engine_for(self, fleet.meters, url=self.url)
+        await save(engine, day_task())
+        jobs = {j.meter: j for j in await self.cycle(engine, "daily", 11)}
+        self.assertEqual(jobs["DCU1-M3"].status, JobStatus.FAILED)
+        self.assertIn("through concentrator DCU1", jobs["DCU1-M3"].error)
+        self.assertIn("no data for P3", jobs["DCU1-M3"].error)
+        self.assertEqual(jobs["DCU1"].status, JobStatus.DONE)
+        self.assertIn("9 of 10 meters behind it read, 1 failed", jobs["DCU1"].result)
+        self.assertEqual(await store.intervals("DCU1-M3"), [])
+        # The meter answers again: the next run asks only for it (the gap logic).
+        sim.silent.clear()
+        asked = sim.requests
+        await save(engine, day_task("again"))
+        again = {j.meter: j for j in await self.cycle(engine, "again", 11)}
+        self.assertEqual({j.status for j in again.values()}, {JobStatus.DONE})
+        self.assertEqual(sim.requests - asked, 2)
+        self.assertIn("read through", again["DCU1-M3"].result)
+        self.assertIn("already stored", again["DCU1-M4"].result)
+        self.assertEqual(await store.count("intervals"), 10 * INTERVALS)
+
+    async def test_a_register_task_reads_current_values_by_point(self) -> None:
+        fleet = Fleet(self, 1, 20)
+        engine, store = await engine_for(self, fleet.meters, url=self.url)
+        await save(engine, Task(name="regs", kind="registers", schedule="every 1d",
+                                items=("0C:F129",)))  # fmt: skip
+        jobs = {j.meter: j for j in await self.cycle(engine, "regs", 21)}
+        self.assertEqual({j.status for j in jobs.values()}, {JobStatus.DONE})
+        readings = await store.readings("DCU1-M20")
+        self.assertEqual({r.native_id for r in readings}, {"0C:F129"})
+        self.assertEqual({r.source for r in readings}, {"DCU1"})
+        self.assertEqual(fleet.factories[0].connections, 1)
+        self.assertEqual(fleet.sims[0].requests, 1)
+
+
+class PostgresConcentratorJobTests(ConcentratorJobTests):
+    """The same on PostgreSQL (the production store)."""
+
+    def setUp(self) -> None:
+        self.url = fresh_database(self)
