@@ -81,7 +81,9 @@ def day_task(name: str = "daily", **kw: Any) -> Task:
                 options={"since": since.isoformat(), "until": until.isoformat()}, **kw)
 
 
-class ConcentratorJobTests(unittest.TestCase):
+class Acceptance:
+    """The acceptance: SQLite (ConcentratorJobTests) and PostgreSQL (the last class)."""
+
     timeout = 120
     url: str | None = None
     concentrators = CONCENTRATORS
@@ -122,7 +124,7 @@ class ConcentratorJobTests(unittest.TestCase):
         (task_row,) = await engine.jobs.stats("2000-01-01", "task")
         self.assertEqual((task_row.jobs, task_row.ok, task_row.first_ok), (total,) * 3)
         blocks = await store.intervals("DCU2-M200")
-        since, until = the_day()
+        since, _ = the_day()
         self.assertEqual([(b.start, len(b.values)) for b in blocks], [(since, INTERVALS)])
         self.assertEqual({b.source for b in blocks}, {"DCU2"})
         # The next cycle finds nothing missing: nothing asked, nothing stored again.
@@ -159,6 +161,9 @@ class ConcentratorJobTests(unittest.TestCase):
         self.assertEqual(await store.count("intervals"), children * INTERVALS)
         self.assertEqual(await store.count("readings"), children * TARIFFS)
 
+
+
+class ConcentratorJobTests(Acceptance, unittest.TestCase):
     async def test_a_meter_that_gave_nothing_fails_and_is_recollected_next_run(self) -> None:
         fleet = Fleet(self, 1, 10)
         sim = fleet.sims[0]
@@ -197,7 +202,7 @@ class ConcentratorJobTests(unittest.TestCase):
         self.assertEqual(fleet.sims[0].requests, 1)
 
 
-class PostgresConcentratorJobTests(ConcentratorJobTests):
+class PostgresConcentratorJobTests(Acceptance, unittest.TestCase):
     """The same on PostgreSQL (the production store)."""
 
     def setUp(self) -> None:
