@@ -574,6 +574,8 @@ class Scheduler(service.Service):
             except FepError as e:
                 log.warn("concentrator {meter}: outcomes of the meters behind it not "
                          "recorded: {error}", meter=job.meter, route=job.route, error=e)
+            else:
+                self.finished.update(j.status for j in children)
         owned = job.params.get(OWNED)
         if owned:
             meters = [m for m in (self.directory.get(i) for i in owned) if m is not None]

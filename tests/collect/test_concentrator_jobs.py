@@ -19,6 +19,7 @@ import attrs
 from twisted.internet import reactor
 from twisted.trial import unittest
 
+from fep.collect.operator import EngineScheduler
 from fep.collect.tasks import JobStatus, Task
 from fep.model import Meter
 from fep.protocols.gw3761.records import DEFAULT_TERMINAL_TZ
@@ -123,6 +124,12 @@ class Acceptance:
         self.assertEqual((stats["DCU1"].jobs, stats["DCU1"].ok), (1, 1))
         (task_row,) = await engine.jobs.stats("2000-01-01", "task")
         self.assertEqual((task_row.jobs, task_row.ok, task_row.first_ok), (total,) * 3)
+        # The operator tier (status page, API, console) sees them as jobs of their own.
+        seen = EngineScheduler(engine, store)
+        shown = {j["meter"]: j for j in await seen.jobs(total)}
+        self.assertEqual(shown["DCU5-M200"]["state"], "done")
+        self.assertIn("read through concentrator DCU5", shown["DCU5-M200"]["outcome"])
+        self.assertEqual(seen.job_outcomes(), {"done": total})
         blocks = await store.intervals("DCU2-M200")
         since, _ = the_day()
         self.assertEqual([(b.start, len(b.values)) for b in blocks], [(since, INTERVALS)])
