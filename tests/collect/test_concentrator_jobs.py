@@ -11,8 +11,10 @@ The acceptance figure is 5 concentrators with 200 meters each (``CONCENTRATORS``
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -25,6 +27,7 @@ from fep.model import Meter
 from fep.protocols.gw3761.records import DEFAULT_TERMINAL_TZ
 from fep.sim.concentrator import ConcentratorFactory, SimulatedConcentrator, make_concentrator
 from tests.collect.harness import engine_for, jobs_ended, listen
+from tests.inprocess import fep_main
 from tests.postgres import fresh_database
 
 CONCENTRATORS = 5
@@ -197,7 +200,8 @@ class ConcentratorJobTests(Acceptance, unittest.TestCase):
 
     async def test_a_register_task_reads_current_values_by_point(self) -> None:
         fleet = Fleet(self, 1, 20)
-        engine, store = await engine_for(self, fleet.meters, url=self.url)
+        url = f"sqlite:{Path(self.mktemp()).resolve()}.sqlite"
+        engine, store = await engine_for(self, fleet.meters, url=url)
         await save(engine, Task(name="regs", kind="registers", schedule="every 1d",
                                 items=("0C:F129",)))  # fmt: skip
         jobs = {j.meter: j for j in await self.cycle(engine, "regs", 21)}
@@ -207,6 +211,20 @@ class ConcentratorJobTests(Acceptance, unittest.TestCase):
         self.assertEqual({r.source for r in readings}, {"DCU1"})
         self.assertEqual(fleet.factories[0].connections, 1)
         self.assertEqual(fleet.sims[0].requests, 1)
+        # The command line shows the meter's own job and statistics.
+        shown = fep_main("--db", url, "jobs", "--meter", "DCU1-M20", "--format", "json")
+        (row,) = [json.loads(line) for line in shown.stdout.splitlines()]
+        self.assertEqual((row["meter"], row["status"]), ("DCU1-M20", "done"))
+        stats = fep_main("--db", url, "stats", "--by", "meter", "--format", "json")
+        rows = {r["key"]: r for r in map(json.loads, stats.stdout.splitlines())}
+        self.assertEqual((rows["DCU1-M20"]["jobs"], rows["DCU1"]["jobs"]), (1, 1))
+        # run-now of one meter behind it: a job of the concentrator for that meter.
+        now = fep_main("--db", url, "tasks", "run-now", "regs", "--meter", "DCU1-M3")
+        self.assertIn("1 jobs to run now", now.stdout)
+        (queued,) = [j for j in await engine.jobs.jobs(task="regs", limit=None)
+                     if not JobStatus(j.status).final]  # fmt: skip
+        self.assertEqual((queued.meter, dict(queued.params)),
+                         ("DCU1", {"children": {"DCU1-M3": 3}}))
 
 
 class PostgresConcentratorJobTests(Acceptance, unittest.TestCase):

@@ -13,12 +13,12 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from fep.collect.concentrators import CHILDREN, check_owner, point_groups
+from fep.collect.concentrators import CHILDREN, check_owner, point_groups, point_of
 from fep.collect.limits import ResourcePolicy
 from fep.collect.runner import JobRunner
 from fep.collect.scheduler import Scheduler, children_jobs, expand
 from fep.collect.tasks import Job, JobStatus, Outcome, Target, Task
-from fep.errors import ChannelError
+from fep.errors import ChannelError, ConfigError
 from fep.interfaces import IConcentratorReader, IMeterProtocol
 from fep.model import (
     IntervalBlock,
@@ -76,6 +76,15 @@ class ExpandTests(unittest.TestCase):
         self.assertIn("needs its measuring point", failed["M3"])
         self.assertIn("point 2 of concentrator DCU1 is meter M2's", failed["M4"])
         self.assertEqual(dict(jobs[0].params), {CHILDREN: {"M1": 1, "M2": 2}})
+
+    def test_points_are_1_to_2040_with_or_without_p(self) -> None:
+        self.assertEqual(point_of(child(1, point="P7")), 7)
+        self.assertEqual(point_of(child(1, point="2040")), 2040)
+        for bad in ("0", "2041", "x", ""):
+            with self.assertRaises(ConfigError) as caught:
+                point_of(child(1, point=bad))
+            self.assertEqual(caught.exception.key, "point")
+            self.assertIn("meter M1", str(caught.exception))
 
     def test_events_and_clock_jobs_stay_the_meters_own(self) -> None:
         for kind in ("events", "clock"):
