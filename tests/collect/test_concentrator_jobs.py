@@ -219,6 +219,7 @@ class ConcentratorJobTests(Acceptance, unittest.TestCase):
         rows = {r["key"]: r for r in map(json.loads, stats.stdout.splitlines())}
         self.assertEqual((rows["DCU1-M20"]["jobs"], rows["DCU1"]["jobs"]), (1, 1))
         # run-now of one meter behind it: a job of the concentrator for that meter.
+        await engine.scheduler.stopService()
         now = fep_main("--db", url, "tasks", "run-now", "regs", "--meter", "DCU1-M3")
         self.assertIn("1 jobs to run now", now.stdout)
         (queued,) = [j for j in await engine.jobs.jobs(task="regs", limit=None)
