@@ -98,3 +98,36 @@ class PointsClientTests(unittest.TestCase):
         self.assertEqual(daily_times(TZ, DAY, NEXT), [DAY])
         self.assertEqual(daily_times(TZ, DAY + timedelta(hours=1), NEXT), [])
         self.assertEqual(daily_times(TZ, DAY, NEXT + timedelta(seconds=1)), [DAY, NEXT])
+
+
+class HangUpFaultTests(unittest.TestCase):
+    """The simulator's fault of a session lost midway: closed once, after N answers."""
+
+    def test_the_connection_is_closed_once_after_n_answers(self) -> None:
+        from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+        from fep.sim.concentrator import ConcentratorFactory
+
+        sim = make_concentrator(3, clock=lambda: START)
+        factory = ConcentratorFactory(sim, MemoryReactorClock(), hang_up_after=2)
+        c = client(reads(3, current=True))
+        (send,) = [a for a in c.start() if isinstance(a, Send)]
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(send.data)
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(send.data)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual((factory.hang_ups, factory.hang_up_after), (1, 0))
+
+    def test_the_command_line_offers_it(self) -> None:
+        import contextlib
+        import io
+
+        from fep.sim.concentrator import main
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), self.assertRaises(SystemExit):
+            main(["--help"])
+        self.assertIn("--hang-up-after N", out.getvalue())
