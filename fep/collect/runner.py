@@ -413,8 +413,9 @@ class JobRunner:
             log.info("{meter}: session ended with {left} meters behind it not read: {error}",
                      left=left, error=result.error, **fields)
             return Outcome(False, result=summary, records=len(result.records),
-                           error=f"{result.error}; {left} of {len(children)} meters behind "
-                                 "it not read yet", details=kept)  # fmt: skip
+                           error=f"{str(result.error).rstrip('.')}; {left} of "
+                                 f"{len(children)} meters behind it not read yet",
+                           details=kept)  # fmt: skip
         return Outcome(True, result=summary, records=len(result.records), details=kept)
 
     async def _point_read(self, job: Job, meter: Meter, reader: IConcentratorReader,

@@ -27,6 +27,7 @@ from fep.model import Meter
 from fep.protocols.gw3761.records import DEFAULT_TERMINAL_TZ
 from fep.sim.concentrator import ConcentratorFactory, SimulatedConcentrator, make_concentrator
 from tests.collect.harness import engine_for, jobs_ended, listen
+from tests.daemon.harness import free_port
 from tests.inprocess import fep_main
 from tests.postgres import fresh_database
 
@@ -197,6 +198,21 @@ class ConcentratorJobTests(Acceptance, unittest.TestCase):
         self.assertIn("read through", again["DCU1-M3"].result)
         self.assertIn("already stored", again["DCU1-M4"].result)
         self.assertEqual(await store.count("intervals"), 10 * INTERVALS)
+
+    async def test_an_unreachable_concentrator_fails_its_meters_with_the_reason(self) -> None:
+        fleet = Fleet(self, 1, 3)
+        closed = free_port()
+        meters = [attrs.evolve(m, route=f"tcp:host=127.0.0.1:port={closed}")
+                  if m.id == "DCU1" else m for m in fleet.meters]  # fmt: skip
+        engine, _ = await engine_for(self, meters, url=self.url)
+        await save(engine, day_task(retries=0))
+        jobs = {j.meter: j for j in await self.cycle(engine, "daily", 4)}
+        self.assertEqual({j.status for j in jobs.values()}, {JobStatus.FAILED},
+                         [(j.meter, j.result, j.error) for j in jobs.values()])
+        self.assertIn("cannot connect", jobs["DCU1"].error)
+        self.assertIn("3 of 3 meters behind it not read yet", jobs["DCU1"].error)
+        self.assertIn("through concentrator DCU1: not read: ", jobs["DCU1-M2"].error)
+        self.assertIn("cannot connect", jobs["DCU1-M2"].error)
 
     async def test_a_register_task_reads_current_values_by_point(self) -> None:
         fleet = Fleet(self, 1, 20)

@@ -126,6 +126,8 @@ class PointsClient(Gw3761Client):
         self._asked: dict[str, tuple[int, ...]] = {}
         self._pending: Counter[int] = Counter()
         self._failure: dict[int, tuple[PointStatus, str]] = {}
+        # The requests were made (the session connected and started).
+        self.started = False
 
     # -- the requests -----------------------------------------------------------------------
 
@@ -168,6 +170,7 @@ class PointsClient(Gw3761Client):
         return out
 
     def _plan(self) -> list[tuple[str, int, bytes]]:
+        self.started = True
         groups: dict[_Group, list[int]] = {}
         for read in self.reads:
             groups.setdefault(self._group_of(read), []).append(read.point)
@@ -228,7 +231,7 @@ class PointsClient(Gw3761Client):
         counts = Counter(r.meter for r in self.records)
         outcomes = []
         for read in self.reads:
-            if self._pending[read.point] > 0:
+            if self._pending[read.point] > 0 or not self.started:
                 why = f"not read: {error}" if error is not None else "not read"
                 status, text = PointStatus.UNANSWERED, why
             elif read.point in self._failure:

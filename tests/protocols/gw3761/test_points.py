@@ -94,6 +94,12 @@ class PointsClientTests(unittest.TestCase):
         self.assertIs(result.error, lost)
         self.assertEqual(len(result.records), 64 * 5)
 
+    def test_a_session_that_never_started_reads_nothing(self) -> None:
+        refused = ChannelError("cannot connect", route="tcp:x")
+        result = client(reads(2, current=True)).result(refused)
+        self.assertEqual([o.status for o in result.outcomes], [PointStatus.UNANSWERED] * 2)
+        self.assertEqual(result.outcomes[0].error, "not read: cannot connect")
+
     def test_daily_times_are_local_midnights(self) -> None:
         self.assertEqual(daily_times(TZ, DAY, NEXT), [DAY])
         self.assertEqual(daily_times(TZ, DAY + timedelta(hours=1), NEXT), [])
