@@ -138,6 +138,11 @@ def _time(value: Any, key: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+# Point statuses another attempt of a concentrator job asks again (``stored`` is the
+# engine's own: nothing was missing).
+_TRY_AGAIN = (str(PointStatus.UNANSWERED), str(PointStatus.NO_ANSWER))
+
+
 def _not_supported(meter: Meter, what: str) -> NotSupported:
     """The error for a job the meter's protocol cannot do (``what``: "read event logs")."""
     return NotSupported(
@@ -399,23 +404,26 @@ class JobRunner:
             detail = {"status": str(o.status), "text": text, "records": o.records,
                       "attempt": job.attempts}
             details[o.meter] = detail
-            if o.status != PointStatus.UNANSWERED:
+            if o.status not in _TRY_AGAIN:
                 settled[o.meter] = detail
         ok = sum(1 for d in details.values() if d["status"] in ("read", "stored"))
-        left = sum(1 for d in details.values() if d["status"] == str(PointStatus.UNANSWERED))
+        left = sum(1 for d in details.values() if d["status"] in _TRY_AGAIN)
         failed = len(details) - ok - left
         summary = f"{ok} of {len(children)} meters behind it read"
         if failed:
             summary += f", {failed} failed"
         kept = {"children": details, "read": ok, "failed": failed, "left": left}
-        if result.error is not None and left:
+        if left:
+            # The session ended early, or requests went unanswered: another attempt asks
+            # those meters again (the last one fails them with the reason).
+            why = ("requests for them went unanswered" if result.error is None
+                   else str(result.error).rstrip("."))  # fmt: skip
             fields = {"meter": meter.id, "route": meter.route, "protocol": meter.protocol}
-            log.info("{meter}: session ended with {left} meters behind it not read: {error}",
-                     left=left, error=result.error, **fields)
+            log.info("{meter}: {left} meters behind it not read: {error}", left=left,
+                     error=why, **fields)  # fmt: skip
             return Outcome(False, result=summary, records=len(result.records),
-                           error=f"{str(result.error).rstrip('.')}; {left} of "
-                                 f"{len(children)} meters behind it not read yet",
-                           details=kept)  # fmt: skip
+                           error=f"{why}; {left} of {len(children)} meters behind it not "
+                                 "read yet", details=kept)  # fmt: skip
         return Outcome(True, result=summary, records=len(result.records), details=kept)
 
     async def _point_read(self, job: Job, meter: Meter, reader: IConcentratorReader,

@@ -251,6 +251,27 @@ class RunnerTests(unittest.TestCase):
         fired(self.runner.job_ended(self.job("registers"), JobStatus.DONE, second))
         self.assertEqual(self.runner._settled, {})
 
+    def test_requests_without_an_answer_are_tried_again_data_refused_is_not(self) -> None:
+        self.fake.answers = [
+            PointsRead((), (PointOutcome("M1", 1, PointStatus.READ, 2),
+                            PointOutcome("M2", 2, PointStatus.NO_ANSWER, 0, "#2: no answer"),
+                            PointOutcome("M3", 3, PointStatus.DENIED, 0, "#3: denied"))),
+            PointsRead((), (PointOutcome("M2", 2, PointStatus.NO_ANSWER, 0, "#1: no answer"),)),
+        ]
+        first = fired(self.runner.run(self.job("registers"), DCU))
+        self.assertEqual((first.ok, first.retry), (False, True))
+        self.assertEqual(first.error, "requests for them went unanswered; 1 of 3 meters behind "
+                                      "it not read yet")  # fmt: skip
+        last = fired(self.runner.run(self.job("registers", attempts=2), DCU))
+        self.assertEqual([r.meter for r in self.fake.asked[1]], ["M2"])
+        self.assertFalse(last.ok)
+        # Its last attempt: the scheduler fails the job, and M2's with the reason.
+        (m2,) = [j for j in children_jobs(self.job("registers", attempts=2), JobStatus.FAILED,
+                                          last, lambda _: None, ResourcePolicy(), T0)
+                 if j.meter == "M2"]  # fmt: skip
+        self.assertEqual((m2.status, m2.error),
+                         (JobStatus.FAILED, "through concentrator DCU1: #1: no answer"))
+
     def test_load_profile_asks_what_the_store_lacks(self) -> None:
         until = DAY + timedelta(days=1)
         fired(self.store.write([
