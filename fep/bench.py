@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fep.model import ObisCode, Reading, Unit
 
@@ -71,6 +71,86 @@ async def ingest_rate(reactor: IStoreReactor, url: str, readings: list[Reading],
     if stored != len(readings):
         raise RuntimeError(f"{url}: {stored} rows stored, {len(readings)} submitted")
     return len(readings) / elapsed
+
+
+# Rows one meter's day gives through a concentrator: the daily frozen forward active energy
+# (total and four tariffs) and its 96-point curve.
+CONCENTRATOR_ROWS = 5 + 96
+
+
+async def concentrator_rate(reactor: IFepReactor, url: str, workdir: Path,
+                            meters: int = 200) -> float:  # fmt: skip
+    """Meters' daily data stored per second through one concentrator session: a collection
+    engine's load-profile job for the ``meters`` behind a simulated Q/GDW 1376.1 concentrator
+    on loopback TCP (each meter's daily frozen energy and 96-point curve of yesterday), the
+    records through the router with the spool on, timed from the run to the last row
+    committed."""
+    import attrs
+    from twisted.internet.task import deferLater
+
+    from fep.channels.routes import Channels
+    from fep.collect.engine import CollectionEngine
+    from fep.collect.tasks import JobStatus, Task
+    from fep.config import parse_config
+    from fep.directory import MeterDirectory
+    from fep.model import Meter
+    from fep.protocols.gw3761.records import DEFAULT_TERMINAL_TZ
+    from fep.sim.concentrator import ConcentratorFactory, make_concentrator
+    from fep.store import open_store
+    from fep.store.router import Router
+    from fep.store.spool import Spool
+
+    store = open_store(url, reactor)
+    await store.open()
+    sim = make_concentrator(meters)
+    factory: Any = ConcentratorFactory(sim, reactor)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    route = f"tcp:host=127.0.0.1:port={port.getHost().port}"  # type: ignore[attr-defined]
+    await store.add_meters([Meter("DCU1", "gw3761", route, address="4403:0004"), *(
+        Meter(f"DCU1-M{p}", "dlt645", "gw3761:DCU1", address=m.address,
+              metadata={"concentrator": "DCU1", "point": str(p)})
+        for p, m in enumerate(sim.meters, 1))])  # fmt: skip
+    spool = Spool(Path(tempfile.mkdtemp(prefix="spool-gw3761-", dir=workdir)), reactor)
+    router = Router(spool, store, reactor, batch_size=5000, max_delay=0.01)
+    router.startService()
+    directory = MeterDirectory(store)
+    await directory.refresh()
+    settings = parse_config("[fep]\n[store]\n[collect]\ndefault_task = no\npoll = 0.05\n"
+                            "timeout = 10\n").collect  # fmt: skip
+    engine = CollectionEngine(reactor, store, router, directory, settings, node="bench",
+                              endpoint_for=Channels(reactor))  # fmt: skip
+    await engine.prepare()
+    today = datetime.now(DEFAULT_TERMINAL_TZ).date()
+    since = datetime.combine(today - timedelta(days=1), datetime.min.time(),
+                             DEFAULT_TERMINAL_TZ).astimezone(UTC)  # fmt: skip
+    now = reactor.seconds()
+    task = Task(name="daily", kind="load-profile", schedule="every 1d", retries=0,
+                options={"since": since.isoformat(),
+                         "until": (since + timedelta(days=1)).isoformat()})  # fmt: skip
+    await engine.jobs.save_task(attrs.evolve(task, next_due=now + 86400), now)
+    engine.scheduler.startService()
+    try:
+        started = time.perf_counter()
+        await engine.scheduler.run_now("daily")
+        while True:
+            (job,) = await engine.jobs.jobs(meter="DCU1", limit=1)
+            if JobStatus(job.status).final:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        await router.flush(600)
+        elapsed = time.perf_counter() - started
+        stored = await store.count("intervals") + await store.count("readings")
+    finally:
+        await engine.scheduler.stopService()
+        await router.stopService()
+        stopping = port.stopListening()
+        if stopping is not None:
+            await stopping
+        await store.close()
+    if job.status != JobStatus.DONE or stored != meters * CONCENTRATOR_ROWS:
+        raise RuntimeError(f"{url}: concentrator job {job.status} ({job.error}), {stored} rows "
+                           f"stored, {meters * CONCENTRATOR_ROWS} expected")
+    return meters / elapsed
 
 
 def iec_decode_rate(seconds: float = 2.0) -> tuple[float, int]:
@@ -184,7 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write", help="also write the results as markdown to this file")
     parser.add_argument("--listeners", default="gprs,push_dlms,push_iec62056_21,http,ssh,control",
                         help="with --only listeners: which listeners get the junk")
-    parser.add_argument("--only", choices=("ingest", "dlms", "dlt698", "decode", "listeners"),
+    parser.add_argument("--only", choices=("ingest", "dlms", "dlt698", "decode", "listeners",
+                                           "gw3761"),
                         help="run one group of benchmarks (default: all but listeners); "
                         "decode: the decoders alone (DLMS, AARE, IEC), no store")
     args = parser.parse_args(argv)
@@ -219,6 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dlt698_rows()
             if args.only == "dlt698":
                 return
+            if args.only in (None, "gw3761"):
+                await gw3761_rows(reactor, pg, workdir)
+            if args.only == "gw3761":
+                return
             if args.only != "ingest":
                 await dlms_rows(reactor, pg, workdir)
             if args.only == "dlms":
@@ -228,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              postgres=pg))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        if args.only in ("dlms", "dlt698", "decode"):
+        if args.only in ("dlms", "dlt698", "decode", "gw3761"):
             return
         iec_row()
 
@@ -252,6 +337,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(results[-1], flush=True)
             results.append(("DL/T 698.45 decode to records", case,
                             f"{ours[key + '_records']:,.0f}/s"))
+            print(results[-1], flush=True)
+
+    async def gw3761_rows(reactor: IFepReactor, pg: str | None, workdir: Path) -> None:
+        targets = [("SQLite", f"sqlite:{workdir / 'gw3761.sqlite'}")]
+        if pg:
+            targets.append(("PostgreSQL", fresh_postgres(pg, BENCH_DATABASE + "_gw3761")))
+        for name, url in targets:
+            rate = await concentrator_rate(reactor, url, workdir)
+            results.append(("Q/GDW 1376.1 concentrator cycle (one session, spool on)",
+                            f"200 meters' daily frozen energy and 96-point curve, {name}",
+                            f"{rate:,.1f} meters/s ({rate * CONCENTRATOR_ROWS:,.0f} rows/s)"))
             print(results[-1], flush=True)
 
     def decode_rows() -> None:
