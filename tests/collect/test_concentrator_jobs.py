@@ -6,13 +6,12 @@ without asking again what was read; a meter that gave nothing is re-collected by
 run; register tasks read the current values by point.
 
 The acceptance figure is 5 concentrators with 200 meters each (``CONCENTRATORS`` x
-``METERS``); it runs in a few seconds on two idle cores.
+``METERS``); it ran in 6 to 11 s on two busy cores (SQLite).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -102,10 +101,8 @@ class Acceptance:
         fleet = Fleet(self, self.concentrators, self.meters)
         engine, store = await engine_for(self, fleet.meters, url=self.url)
         await save(engine, day_task())
-        started = time.monotonic()
         total = self.concentrators * (self.meters + 1)
         jobs = await self.cycle(engine, "daily", total)
-        took = time.monotonic() - started
         by_meter = {j.meter: j for j in jobs}
         self.assertEqual(len(by_meter), total)
         failed = [(j.meter, j.error) for j in jobs if j.status != JobStatus.DONE]
@@ -147,7 +144,6 @@ class Acceptance:
         self.assertEqual(await store.count("intervals"), children * INTERVALS)
         self.assertEqual(await store.count("readings"), children * TARIFFS)
         self.assertIn("already stored", {j.meter: j for j in again}["DCU3-M1"].result)
-        self.assertLess(took, 60)
 
     async def test_a_session_dropped_midway_is_finished_on_the_retry(self) -> None:
         # DCU2 hangs up after its second answer: the first 64 points' daily values and curves.
