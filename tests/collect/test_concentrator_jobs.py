@@ -12,6 +12,7 @@ The acceptance figure is 5 concentrators with 200 meters each (``CONCENTRATORS``
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,15 @@ METERS = 200
 # Daily values per meter: the total and four tariffs of forward active energy.
 TARIFFS = 5
 INTERVALS = 96
+# The moment the day of the tests is taken from (the module's import).
+DAY_OF_TESTS = time.time()
 
 
 def the_day() -> tuple[datetime, datetime]:
     """Yesterday in the concentrators' zone (UTC+8), as UTC [since, until): a day they have
-    whole, whatever the time of day the test runs."""
-    today = datetime.now(DEFAULT_TERMINAL_TZ).date()
+    whole, whatever the time of day the test runs (taken once per test: the same day for
+    all its cycles even when midnight passes meanwhile)."""
+    today = datetime.fromtimestamp(DAY_OF_TESTS, DEFAULT_TERMINAL_TZ).date()
     start = datetime.combine(today - timedelta(days=1), datetime.min.time(),
                              DEFAULT_TERMINAL_TZ)  # fmt: skip
     return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
