@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from fep.cli.arguments import parse_time, read_options, with_store
 from fep.cli.output import EXIT_OK, write_rows
 from fep.collect import commands as cmd
+from fep.collect.concentrators import CHILDREN, concentrator_of, point_of, reads_points
 from fep.collect.limits import ResourcePolicy
 from fep.collect.schedule import format_duration, parse_duration
 from fep.collect.scheduler import expand
@@ -85,21 +86,27 @@ def recollect_job(
     policy: ResourcePolicy,
     *,
     interval: float | None = None,
+    concentrator: Meter | None = None,
 ) -> Job:
     """The on-demand load-profile job that reads ``[since, until)`` of a meter again (only
-    the intervals the store lacks)."""
+    the intervals the store lacks); for a meter behind a ``concentrator`` that reads by
+    point, that concentrator's job for it (from the concentrator's storage)."""
     if until <= since:
         raise ConfigError("--to must be after --from", key="--to")
     params: dict[str, Any] = {"since": since.isoformat(), "until": until.isoformat()}
     if interval is not None:
         params["interval"] = interval
+    target = meter
+    if concentrator is not None:
+        params[CHILDREN] = {meter.id: point_of(meter)}
+        target = concentrator
     return Job(
         id=0,
         task=None,
-        meter=meter.id,
+        meter=target.id,
         kind=JobKind.LOAD_PROFILE,
-        route=meter.route,
-        resource=policy.key(meter.route),
+        route=target.route,
+        resource=policy.key(target.route),
         params=params,
         priority=Priority.ON_DEMAND,
         due=now,
@@ -220,10 +227,15 @@ async def cmd_recollect(reactor: IFepReactor, args: argparse.Namespace) -> int:
         if meter is None:
             raise NotFound(f"no meter {args.meter!r}")
         now = time.time()
-        job = recollect_job(meter, since, until, now, _policy(args), interval=interval)
+        owner_id = concentrator_of(meter)
+        owner = await store.meter(owner_id) if owner_id else None
+        through = owner if reads_points(owner) else None
+        job = recollect_job(meter, since, until, now, _policy(args), interval=interval,
+                            concentrator=through)  # fmt: skip
         await job_store(store).add_jobs([job], now)
         print(f"meter {meter.id}: intervals missing between {_iso(since.timestamp())} and "
-              f"{_iso(until.timestamp())} will be read again")
+              f"{_iso(until.timestamp())} will be read again"
+              + (f" through concentrator {through.id}" if through is not None else ""))
         return EXIT_OK
 
     return await with_store(args, work)

@@ -27,7 +27,7 @@ from fep.model import Meter
 from fep.protocols.gw3761.records import DEFAULT_TERMINAL_TZ
 from fep.sim.concentrator import ConcentratorFactory, SimulatedConcentrator, make_concentrator
 from tests.collect.harness import engine_for, jobs_ended, listen
-from tests.daemon.harness import free_port
+from tests.daemon.harness import free_port, wait_for
 from tests.inprocess import fep_main
 from tests.postgres import fresh_database
 
@@ -198,6 +198,35 @@ class ConcentratorJobTests(Acceptance, unittest.TestCase):
         self.assertIn("read through", again["DCU1-M3"].result)
         self.assertIn("already stored", again["DCU1-M4"].result)
         self.assertEqual(await store.count("intervals"), 10 * INTERVALS)
+
+    async def test_fep_recollect_of_a_meter_behind_asks_its_concentrator(self) -> None:
+        fleet = Fleet(self, 1, 5)
+        sim = fleet.sims[0]
+        sim.silent.add(sim.meters[2].address)
+        url = f"sqlite:{Path(self.mktemp()).resolve()}.sqlite"
+        engine, store = await engine_for(self, fleet.meters, url=url)
+        await save(engine, day_task())
+        await self.cycle(engine, "daily", 6)
+        self.assertEqual(await store.intervals("DCU1-M3"), [])
+        sim.silent.clear()
+        asked = sim.requests
+        since, until = the_day()
+        done = fep_main("--db", url, "recollect", "DCU1-M3", "--from", since.isoformat(),
+                        "--to", until.isoformat())  # fmt: skip
+        self.assertIn("will be read again through concentrator DCU1", done.stdout, done.stderr)
+        engine.scheduler.kick()
+
+        async def read_again() -> bool:
+            jobs = await engine.jobs.jobs(meter="DCU1-M3", limit=None)
+            return any(j.task is None and JobStatus(j.status).final for j in jobs)
+
+        await wait_for(read_again, 30, "the re-collection of DCU1-M3", every=0.05)
+        (job,) = [j for j in await engine.jobs.jobs(meter="DCU1-M3", limit=None)
+                  if j.task is None]  # fmt: skip
+        self.assertEqual(job.status, JobStatus.DONE, job.error)
+        self.assertEqual(sim.requests - asked, 2)  # its daily value and its curve
+        self.assertEqual([len(b.values) for b in await store.intervals("DCU1-M3")],
+                         [INTERVALS])  # fmt: skip
 
     async def test_an_unreachable_concentrator_fails_its_meters_with_the_reason(self) -> None:
         fleet = Fleet(self, 1, 3)
