@@ -72,7 +72,17 @@ class Resent:
     attempt: int
 
 
-Action = Send | Finished | Failed | Noise | Skipped | Resent
+@attrs.frozen
+class Reported:
+    """Data the terminal reported by itself during the read (PRM = 1), handed over (the
+    client's ``hand_over``: the channel carries the terminal's reports and stores them);
+    ``confirm`` is the confirmation to write once they are stored (None: CON not set)."""
+
+    records: tuple[Record, ...]
+    confirm: bytes | None = None
+
+
+Action = Send | Finished | Failed | Noise | Skipped | Resent | Reported
 
 
 def parse_item(text: str) -> tuple[int, int]:
@@ -139,6 +149,9 @@ class Gw3761Client:
         self._attempt = 0
         self._done = False
         self.clock_set: Clock | None = None
+        # Data the terminal reports by itself go out as Reported (not into this read's
+        # records), confirmed only once stored: set when the channel stores them.
+        self.hand_over = False
 
     @property
     def waiting_for(self) -> str | None:
@@ -254,6 +267,8 @@ class Gw3761Client:
             # Login, heartbeat or data the terminal reports by itself: confirm what asks for
             # it, keep reported data, go on waiting.
             out: list[Action] = []
+            if self.hand_over and frame.afn != Afn.LINK:
+                return self._reported(frame)
             if frame.seq.con:
                 self.confirmed += 1
                 out.append(Send(self.master.confirm(frame).encode()))
@@ -293,6 +308,21 @@ class Gw3761Client:
             self.records += self.mapper.records(event, self.now())
         return self._next()
 
+    def _reported(self, frame: Frame) -> list[Action]:
+        """A report during the read, handed over: its records go to the channel, which
+        confirms it once they are stored; a report that does not decode is not confirmed
+        (the terminal sends it again, after the read)."""
+        try:
+            event = services.decode_event(frame)
+        except (FrameError, ProtocolError) as e:
+            return [Noise(f"reported frame not decoded: {e}")]
+        confirm = None
+        if frame.seq.con:
+            self.confirmed += 1
+            confirm = self.master.confirm(frame).encode()
+        records = self.mapper.records(event, self.now()) if isinstance(event, Data) else []
+        return [Reported(tuple(records), confirm)]
+
     def timeout(self) -> list[Action]:
         if self._done or self._current is None or self._frame is None:
             return []
@@ -317,6 +347,7 @@ __all__ = [
     "Finished",
     "Gw3761Client",
     "Noise",
+    "Reported",
     "Resent",
     "Send",
     "Skipped",
