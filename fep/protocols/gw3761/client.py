@@ -74,12 +74,11 @@ class Resent:
 
 @attrs.frozen
 class Reported:
-    """Data the terminal reported by itself during the read (PRM = 1), handed over (the
-    client's ``hand_over``: the channel carries the terminal's reports and stores them);
-    ``confirm`` is the confirmation to write once they are stored (None: CON not set)."""
+    """A frame the terminal started during the read (PRM = 1, not a link test), handed over
+    whole (the client's ``hand_over``: the channel carries the terminal's reports; its
+    report handler stores and confirms it once this read has the line no more)."""
 
-    records: tuple[Record, ...]
-    confirm: bytes | None = None
+    frame: bytes
 
 
 Action = Send | Finished | Failed | Noise | Skipped | Resent | Reported
@@ -149,8 +148,8 @@ class Gw3761Client:
         self._attempt = 0
         self._done = False
         self.clock_set: Clock | None = None
-        # Data the terminal reports by itself go out as Reported (not into this read's
-        # records), confirmed only once stored: set when the channel stores them.
+        # Frames the terminal starts by itself (reports) go out as Reported, not into this
+        # read's records: set when the channel has a report handler (a GPRS session).
         self.hand_over = False
 
     @property
@@ -309,19 +308,10 @@ class Gw3761Client:
         return self._next()
 
     def _reported(self, frame: Frame) -> list[Action]:
-        """A report during the read, handed over: its records go to the channel, which
-        confirms it once they are stored; a report that does not decode is not confirmed
-        (the terminal sends it again, after the read)."""
-        try:
-            event = services.decode_event(frame)
-        except (FrameError, ProtocolError) as e:
-            return [Noise(f"reported frame not decoded: {e}")]
-        confirm = None
-        if frame.seq.con:
-            self.confirmed += 1
-            confirm = self.master.confirm(frame).encode()
-        records = self.mapper.records(event, self.now()) if isinstance(event, Data) else []
-        return [Reported(tuple(records), confirm)]
+        """A report during the read, handed over to the channel's report handler, which
+        files its data under the meters behind the concentrator, stores it and confirms
+        it (when it asked) after this read."""
+        return [Reported(frame.encode())]
 
     def timeout(self) -> list[Action]:
         if self._done or self._current is None or self._frame is None:

@@ -70,10 +70,12 @@ class Linked:
 
 @attrs.frozen
 class Bad:
-    """Bad input of ``kind`` (one of BAD_KINDS), dropped: ``why``."""
+    """Bad input of ``kind`` (one of BAD_KINDS), dropped: ``why``; ``total``: bad input on
+    this connection so far, this one included."""
 
     kind: str
     why: str
+    total: int = 0
 
 
 Action = Reply | Store | Linked | Bad
@@ -199,7 +201,7 @@ class ConcentratorLink:
 
     def _bad(self, kind: str, why: str) -> Bad:
         self.stats.bad[kind] += 1
-        return Bad(kind, why)
+        return Bad(kind, why, self.stats.bad_total)
 
     def _frame(self, frame: Frame) -> list[Action]:
         if not frame.uplink:

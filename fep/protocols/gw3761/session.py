@@ -171,7 +171,7 @@ class Gw3761Session(MeterSession):
 
     def make_steps(self, line: Line) -> Any:
         # A GPRS session lent to this read also carries the terminal's reports: they go
-        # to the channel as they come (stored even if the read fails), confirmed once stored.
+        # to the channel's report handler (stored and confirmed after the read).
         self.client.hand_over = bool(IPushChannel.providedBy(self.transport))
         return super().make_steps(line)
 
@@ -199,29 +199,12 @@ class Gw3761Session(MeterSession):
                      n=action.attempt, **self._fields())  # fmt: skip
 
     def _hand_over(self, report: Reported) -> None:
-        """Data the terminal reported during the read: stored through the channel, then
-        confirmed (when it asked)."""
-        channel: Any = IPushChannel(self.transport, None)
-        fields = self._fields()
-        if channel is None:
-            return
-        if not report.records:
-            if report.confirm is not None:
-                self.write(report.confirm)
-            return
-        d = channel.pushed(list(report.records))
-
-        def stored(_: object) -> None:
-            log.info("{meter}: {count} records the concentrator reported during the read "
-                     "stored", count=len(report.records), **fields)
-            if report.confirm is not None and self.transport is not None:
-                self.transport.write(report.confirm)
-
-        def not_stored(failure: Failure) -> None:
-            log.failure("{meter}: records reported during the read not stored (not "
-                        "confirmed: the concentrator sends them again)", failure, **fields)
-
-        d.addCallbacks(stored, not_stored)
+        """A report the terminal sent during the read: its frame goes to the channel, whose
+        report handler takes it once this read is done (stored under the meters behind
+        the concentrator, then confirmed)."""
+        log.info("{meter}: a report during the read handed to the session's report handler",
+                 **self._fields())  # fmt: skip
+        self._give_back(report.frame)
 
     def ended(self, lost: bool) -> None:
         if lost:
@@ -308,7 +291,7 @@ class Gw3761PushHandler:
                 "concentrator {meter} ({address}): bad input dropped ({bad_kind}): {why}; "
                 "{bad} bad frames on this session, the session goes on",
                 kind=f"gw3761:{action.kind}", bad_kind=action.kind, why=action.why,
-                bad=self.link.stats.bad_total, event="gw3761_bad_input", **fields)
+                bad=action.total, event="gw3761_bad_input", **fields)
 
     def _store(self, action: Store) -> None:
         fields = self._fields()
