@@ -1,0 +1,212 @@
+"""Concentrators (Q/GDW 1376.1) that dial in, through the GPRS channel with a Clock and
+in-memory transports: found by the address of their login, login/heartbeat/report confirmed
+on the connection, reports stored under the meters behind them, bad input counted with the
+session kept, a pull over the session with a heartbeat and a report in its middle, a second
+login of the same address contested, a DTU registration in front of the login, an unknown
+concentrator quarantined."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.trial import unittest
+
+from fep.channels.gprs import GprsChannel, GprsSettings, ModemSession, concentrators_at
+from fep.channels.routes import parse_route
+from fep.directory import MeterDirectory
+from fep.model import Meter, MeterEvent, Reading, Record
+from fep.protocols.gw3761.frames import Address, FrameDecoder
+from fep.protocols.gw3761.services import EventRecord
+from fep.protocols.gw3761.session import Gw3761Protocol, Gw3761PushHandler
+from fep.sim.concentrator import SimulatedConcentrator, make_concentrator
+from tests.channels.test_gprs import IMEI, ModemTransport, Sink, Store
+
+ROUTE = "gprs:dcu=4403-0004"
+
+
+def dcu(route: str = ROUTE, address: str | None = "4403:4") -> Meter:
+    return Meter("DCU1", "gw3761", route, address=address,
+                 metadata={"gw3761_items": "0C:F129", "gw3761_points": "1"})
+
+
+def child(meter_id: str, point: str) -> Meter:
+    return Meter(meter_id, "dlt645", "tcp:host=127.0.0.1:port=1",
+                 metadata={"concentrator": "DCU1", "point": point})
+
+
+class _ChannelCase(unittest.TestCase):
+    meters: tuple[Meter, ...] = (dcu(), child("m1", "P1"), child("m2", "P2"))
+
+    def setUp(self) -> None:
+        from twisted.internet.task import Clock
+
+        self.clock = Clock()
+        self.sink = Sink()
+        self.store = Store()
+        self.directory = MeterDirectory(self.store)  # type: ignore[arg-type]
+        self.directory.replace(list(self.meters))
+        self.channel = GprsChannel(
+            self.clock, GprsSettings(rules=("ascii", "gw3761"), identify_timeout=30.0,
+                                     idle_timeout=600.0),
+            sink=self.sink, directory=self.directory, store=self.store)
+        self.factory = self.channel.factory("tcp:4070")
+        self.sim = make_concentrator(2, "4403:0004")
+        self.decoder = FrameDecoder()
+
+    def connect(self, port: int = 40001) -> tuple[ModemSession, ModemTransport]:
+        from twisted.internet.address import IPv4Address
+
+        session = self.factory.buildProtocol(IPv4Address("TCP", "10.1.2.3", port))
+        assert isinstance(session, ModemSession)
+        transport = ModemTransport(port)
+        session.makeConnection(transport)
+        return session, transport
+
+    def to_sim(self, transport: ModemTransport) -> list[bytes]:
+        """What fep wrote, given to the simulated concentrator; its answers."""
+        data = transport.value()
+        transport.clear()
+        return self.sim.receive(data, self.decoder)
+
+
+class ConcentratorChannelTests(_ChannelCase):
+    def test_a_login_attaches_by_address_and_is_confirmed(self) -> None:
+        session, transport = self.connect()
+        session.dataReceived(self.sim.login())
+        self.assertEqual(session.state, "attached")
+        (info,) = self.channel.sessions()
+        self.assertEqual((info.modem, info.meters), ("gw3761=4403:0004", ("DCU1",)))
+        self.assertIsInstance(session.handler, Gw3761PushHandler)
+        self.to_sim(transport)
+        self.assertEqual(self.sim.confirmations, [0])
+        session.dataReceived(self.sim.heartbeat() + self.sim.heartbeat())
+        self.to_sim(transport)
+        self.assertEqual(self.sim.confirmations, [0, 1, 2])
+        # The session holds its meter's route: a job for DCU1 finds it.
+        self.assertTrue(self.channel.is_connected(ROUTE))
+        self.assertEqual(session.info().frames, 3)
+
+    def test_a_report_is_stored_under_the_point_meter_then_confirmed(self) -> None:
+        session, transport = self.connect()
+        session.dataReceived(self.sim.login())
+        self.to_sim(transport)
+        self.sim.events_read = len(self.sim.events)
+        session.handler.link.known_events = len(self.sim.events)  # type: ignore[union-attr]
+        when = self.sim.now()
+        raw = self.sim.report_event(EventRecord(13, when, 2, True, {"flags": 8}))
+        session.dataReceived(raw)
+        (event,) = self.sink.records
+        assert isinstance(event, MeterEvent)
+        self.assertEqual((event.meter, event.code, event.source), ("m2", "ERC13", "DCU1"))
+        self.to_sim(transport)
+        self.assertEqual(self.sim.confirmations, [0, raw[13] & 0x0F])
+        self.assertEqual(self.sim.events_read, len(self.sim.events))
+
+    def test_a_report_not_stored_is_not_confirmed(self) -> None:
+        session, transport = self.connect()
+        failing: Deferred[None] = Deferred()
+        self.sink.submit = lambda records: failing  # type: ignore[method-assign]
+        session.dataReceived(self.sim.login())
+        self.to_sim(transport)
+        raw = self.sim.report_event(EventRecord(13, self.sim.now(), 2, True, {"flags": 8}))
+        session.dataReceived(raw)
+        written = transport.value()
+        failing.errback(RuntimeError("store down"))
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(transport.value(), written)
+        frames = FrameDecoder().receive(written)
+        # Only the event fetch (ACD: events not read) went out, no confirmation.
+        self.assertEqual([f.afn for f in frames], [0x0E])
+
+    def test_bad_input_is_counted_and_the_session_stays(self) -> None:
+        session, transport = self.connect()
+        session.dataReceived(self.sim.login())
+        beat = bytearray(self.sim.heartbeat())
+        beat[-2] ^= 0xFF
+        # A bad checksum; a header whose length puts the end byte on a 00.
+        session.dataReceived(bytes(beat) + b"\x68\x32\x00\x32\x00\x68" + b"\x00" * 14)
+        handler = session.handler
+        assert isinstance(handler, Gw3761PushHandler)
+        self.assertEqual(handler.stats.bad["checksum"], 1)
+        self.assertEqual(handler.stats.bad["length"], 1)
+        session.dataReceived(self.sim.heartbeat())
+        self.to_sim(transport)
+        self.assertEqual(len(self.sim.confirmations), 2)
+        self.assertEqual(session.state, "attached")
+        self.assertFalse(transport.disconnecting)
+
+    def test_a_pull_over_the_session_with_a_heartbeat_and_a_report_in_its_middle(
+        self,
+    ) -> None:
+        session, transport = self.connect()
+        session.dataReceived(self.sim.login())
+        self.to_sim(transport)
+        self.sim.events_read = len(self.sim.events)
+        session.handler.link.known_events = len(self.sim.events)  # type: ignore[union-attr]
+        endpoint = self.channel.endpoint_for(parse_route(ROUTE))
+        read = Gw3761Protocol().read(self.clock, endpoint, dcu(), 10.0)
+        self.assertEqual(session.info().state, "pipe")
+        request = transport.value()
+        transport.clear()
+        # The concentrator beats its heart and reports an event before it answers.
+        report = self.sim.report_event(EventRecord(13, self.sim.now(), 1, True, {"flags": 8}))
+        session.dataReceived(self.sim.heartbeat() + report)
+        # The heartbeat is confirmed by the read; the report waits for the report handler.
+        self.to_sim(transport)
+        self.assertEqual(len(self.sim.confirmations), 2)
+        self.assertEqual(self.sink.records, [])
+        for answer in self.sim.receive(request, self.decoder):
+            session.dataReceived(answer)
+        records: list[Record] = self.successResultOf(read)
+        self.assertTrue(any(isinstance(r, Reading) and r.meter == "DCU1/P1" for r in records))
+        self.clock.advance(0)
+        self.assertEqual(session.info().state, "attached")
+        # After the read: the report stored under m1 once, then confirmed.
+        (event,) = self.sink.records
+        self.assertEqual((event.meter, event.code), ("m1", "ERC13"))  # type: ignore[union-attr]
+        self.to_sim(transport)
+        self.assertEqual(self.sim.confirmations[-1], report[13] & 0x0F)
+        self.assertEqual(self.sim.events_read, len(self.sim.events))
+
+    def test_a_second_login_of_the_same_address_is_contested(self) -> None:
+        first, _ = self.connect()
+        first.dataReceived(self.sim.login())
+        second, transport = self.connect(40002)
+        second.dataReceived(SimulatedConcentrator(Address("4403", 4)).login())
+        self.assertEqual(second.state, "contested")
+        self.assertEqual(transport.value(), b"")  # not confirmed
+        self.clock.advance(self.channel.settings.conflict_quarantine + 1)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(first.state, "attached")
+
+    def test_an_unknown_concentrator_is_quarantined_and_not_confirmed(self) -> None:
+        session, transport = self.connect()
+        session.dataReceived(SimulatedConcentrator(Address("4403", 9)).login())
+        self.assertEqual(session.state, "quarantined")
+        self.assertEqual(transport.value(), b"")
+
+
+class DtuInFrontTests(_ChannelCase):
+    """A DTU that registers (ID:<imei>) before the concentrator's login: the meter is found
+    by its route, the login goes to the report handler and is confirmed."""
+
+    meters = (dcu(f"gprs:imei={IMEI}", address="4403:0004"),)
+
+    def test_registration_then_login(self) -> None:
+        session, transport = self.connect()
+        session.dataReceived(f"ID:{IMEI}\r\n".encode() + self.sim.login())
+        self.assertEqual(session.state, "attached")
+        self.assertEqual([m.id for m in session.meters], ["DCU1"])
+        self.to_sim(transport)
+        self.assertEqual(self.sim.confirmations, [0])
+
+
+class ConcentratorsAtTests(unittest.TestCase):
+    def test_by_normalised_address_and_protocol(self) -> None:
+        meters = [dcu(address="4403:4"), Meter("DCU2", "gw3761", ROUTE, address="4403:#4"),
+                  Meter("x", "dlt645", ROUTE, address="4403:0004"),
+                  Meter("bad", "gw3761", ROUTE, address="nonsense"),
+                  Meter("none", "gw3761", ROUTE)]
+        found: list[Any] = concentrators_at(meters, "4403:0004")
+        self.assertEqual([m.id for m in found], ["DCU1", "DCU2"])
