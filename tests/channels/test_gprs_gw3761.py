@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
@@ -169,6 +171,31 @@ class ConcentratorChannelTests(_ChannelCase):
         self.assertEqual(self.sim.confirmations[-1], report[13] & 0x0F)
         self.assertEqual(self.sim.events_read, len(self.sim.events))
 
+    def test_frames_in_the_chunk_of_the_last_answer_go_to_the_handler_in_order(
+        self,
+    ) -> None:
+        session, transport = self.connect()
+        session.dataReceived(self.sim.login())
+        self.to_sim(transport)
+        self.sim.events_read = len(self.sim.events)
+        session.handler.link.known_events = len(self.sim.events)  # type: ignore[union-attr]
+        endpoint = self.channel.endpoint_for(parse_route(ROUTE))
+        read = Gw3761Protocol().read(self.clock, endpoint, dcu(), 10.0)
+        request = transport.value()
+        transport.clear()
+        answers = b"".join(self.sim.receive(request, self.decoder))
+        beat = self.sim.heartbeat()
+        report = self.sim.report_event(EventRecord(13, self.sim.now(), 2, True, {"flags": 8}))
+        # The last answer, a heartbeat and the first half of a report in one chunk.
+        session.dataReceived(answers + beat + report[:9])
+        self.assertTrue(self.successResultOf(read))
+        self.clock.advance(0)
+        session.dataReceived(report[9:])
+        self.assertEqual([r.meter for r in self.sink.records], ["m2"])
+        self.to_sim(transport)
+        self.assertEqual(self.sim.confirmations[-2:], [beat[13] & 0x0F, report[13] & 0x0F])
+        self.assertEqual(session.handler.stats.bad_total, 0)  # type: ignore[union-attr]
+
     def test_a_second_login_of_the_same_address_is_contested(self) -> None:
         first, _ = self.connect()
         first.dataReceived(self.sim.login())
@@ -210,3 +237,16 @@ class ConcentratorsAtTests(unittest.TestCase):
                   Meter("none", "gw3761", ROUTE)]
         found: list[Any] = concentrators_at(meters, "4403:0004")
         self.assertEqual([m.id for m in found], ["DCU1", "DCU2"])
+
+
+class RegisterPolicyTests(_ChannelCase):
+    """Under ``unknown = register`` a login no meter's address matches cannot make a route
+    (its address holds a colon): quarantined, nothing registered."""
+
+    def test_an_unknown_concentrator_is_quarantined_under_register(self) -> None:
+        self.channel.settings = attrs.evolve(self.channel.settings, unknown="register")
+        session, transport = self.connect()
+        session.dataReceived(SimulatedConcentrator(Address("4403", 9)).login())
+        self.assertEqual(session.state, "quarantined")
+        self.assertEqual(self.store.meters, [])
+        self.assertEqual(transport.value(), b"")

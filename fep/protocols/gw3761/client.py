@@ -74,9 +74,10 @@ class Resent:
 
 @attrs.frozen
 class Reported:
-    """A frame the terminal started during the read (PRM = 1, not a link test), handed over
-    whole (the client's ``hand_over``: the channel carries the terminal's reports; its
-    report handler stores and confirms it once this read has the line no more)."""
+    """A frame the terminal started during the read (PRM = 1, not a link test), or bytes
+    that came after the read's last answer, handed over whole (the client's ``hand_over``:
+    the channel carries the terminal's reports; its report handler stores and confirms them
+    once this read has the line no more)."""
 
     frame: bytes
 
@@ -251,12 +252,18 @@ class Gw3761Client:
             break
         for frame in frames:
             actions += self._frame_in(frame)
+        if self._done and self.hand_over:
+            # The read ended within these bytes: what came after its last answer (whole
+            # frames above, then the start of the next) is the channel's, in order.
+            rest = self.decoder.drain()
+            if rest:
+                actions.append(Reported(rest))
         return actions
 
     def _frame_in(self, frame: Frame) -> list[Action]:
         s = self.settings
         if self._done:
-            return []
+            return [Reported(frame.encode())] if self.hand_over else []
         if not frame.uplink or frame.address.key != s.address.key:
             return [Noise(f"frame of {frame.address} ignored")]
         if frame.tp is not None and frame.tp.stale(self._local_now()):

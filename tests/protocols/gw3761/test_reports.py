@@ -183,6 +183,37 @@ class LinkTests(unittest.TestCase):
         self.assertEqual(len(confirms(actions)), 3)  # each frame asked
 
 
+class ReportedDataTests(unittest.TestCase):
+    def reported(self, c: SimulatedConcentrator, afn: int, points: list[int], fn: int,
+                 value: object = None) -> bytes:
+        """The simulator's answer to a request, sent as a report (PRM = 1, CON)."""
+        master = services.Master(c.address)
+        request = master.request(afn, b"".join(services.request_units(afn, points, [fn],
+                                                                      value)))
+        (answer,) = c.answer(request)
+        return attrs.evolve(answer, control=Control(Function.USER_DATA, uplink=True,
+                                                    initiator=True),
+                            seq=Seq(9, con=True), ec=None).encode()
+
+    def test_class1_data_of_a_named_point_and_of_another(self) -> None:
+        c = sim()
+        handler, _ = link(points={1: "m1"})
+        (store,) = handler.receive(self.reported(c, Afn.CLASS1, [1, 2], 129))
+        assert isinstance(store, Store)
+        meters = {r.meter for r in store.records}
+        self.assertEqual(meters, {"m1", "DCU1/P2"})
+        self.assertIsNotNone(store.confirm)
+
+    def test_a_report_of_another_afn_is_denied(self) -> None:
+        c = sim()
+        handler, _ = link()
+        actions = handler.receive(self.reported(c, Afn.QUERY_PARAMETERS, [0], 10, (1,)))
+        self.assertEqual([a.kind for a in actions if isinstance(a, Bad)], ["unknown"])
+        (denial,) = confirms(actions)
+        self.assertIsInstance(services.decode_event(denial), services.Denied)
+        self.assertEqual(handler.stats.reports, 0)
+
+
 class BadInputTests(unittest.TestCase):
     def kinds(self, handler: ConcentratorLink, data: bytes) -> list[str]:
         return [a.kind for a in handler.receive(data) if isinstance(a, Bad)]
