@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-
 from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
