@@ -154,6 +154,11 @@ class Gw3761Client:
         self.hand_over = False
 
     @property
+    def done(self) -> bool:
+        """The read is over (finished or failed)."""
+        return self._done
+
+    @property
     def waiting_for(self) -> str | None:
         return None if self._current is None else f"the answer to {self._current[0]}"
 
@@ -252,7 +257,7 @@ class Gw3761Client:
             break
         for frame in frames:
             actions += self._frame_in(frame)
-        if self._done and self.hand_over:
+        if self.hand_over and self.done:
             # The read ended within these bytes: what came after its last answer (whole
             # frames above, then the start of the next) is the channel's, in order.
             rest = self.decoder.drain()
