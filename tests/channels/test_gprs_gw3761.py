@@ -195,6 +195,29 @@ class ConcentratorChannelTests(_ChannelCase):
         self.assertEqual(self.sim.confirmations[-2:], [beat[13] & 0x0F, report[13] & 0x0F])
         self.assertEqual(session.handler.stats.bad_total, 0)  # type: ignore[union-attr]
 
+    def test_a_pull_waits_for_an_event_fetch_and_ignores_its_late_answer(self) -> None:
+        self.sim.acd_on_link = True
+        session, transport = self.connect()
+        session.dataReceived(self.sim.login())  # ACD: two events not read: fetched
+        fetch = [f for f in FrameDecoder().receive(transport.value()) if f.afn == 0x0E]
+        self.assertEqual(len(fetch), 1)
+        self.assertEqual(fetch[0].seq.seq, 8)
+        transport.clear()
+        endpoint = self.channel.endpoint_for(parse_route(ROUTE))
+        read = Gw3761Protocol().read(self.clock, endpoint, dcu(), 10.0)
+        self.assertEqual(session.info().state, "attached")  # waiting for the fetch
+        self.clock.advance(5.0)  # PIPE_WAIT: the fetch did not come back in time
+        self.assertEqual(session.info().state, "pipe")
+        request = transport.value()
+        transport.clear()
+        late = b"".join(self.sim.receive(fetch[0].encode(), FrameDecoder()))
+        answers = b"".join(self.sim.receive(request, self.decoder))
+        session.dataReceived(late)
+        session.dataReceived(answers)
+        records: list[Record] = self.successResultOf(read)
+        self.assertTrue(records)
+        self.assertFalse(any(isinstance(r, MeterEvent) for r in records))
+
     def test_a_second_login_of_the_same_address_is_contested(self) -> None:
         first, _ = self.connect()
         first.dataReceived(self.sim.login())

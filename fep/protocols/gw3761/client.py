@@ -294,6 +294,11 @@ class Gw3761Client:
         # count on (the reassembler checks the run).
         if self._frame is None or (frame.seq.fir and frame.seq.seq != self._frame.seq.seq):
             return [Noise(f"answer with RSEQ {frame.seq.seq} to no open request")]
+        if frame.afn not in (self._frame.afn, Afn.CONFIRM):
+            # Another exchange's answer (an event fetch of the session's report handler
+            # answered late) that happens to carry this request's sequence number.
+            return [Noise(f"answer of AFN {frame.afn:02X} to a request of AFN "
+                          f"{self._frame.afn:02X} ignored")]
         try:
             whole = self.joiner.add(frame)
         except FrameError as e:

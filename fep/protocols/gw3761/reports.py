@@ -38,6 +38,8 @@ from fep.protocols.gw3761.services import (
 
 # Seconds an event fetch (AFN 0E F1) waits for its answer before another may go out.
 FETCH_WAIT: Final = 30.0
+# The first PFC of the handler's own requests (PSEQ 8 on).
+FETCH_PFC: Final = 8
 # The kinds of bad input counted (``LinkStats.bad``).
 BAD_KINDS: Final = ("checksum", "length", "frame", "multi-frame", "unknown", "stale",
                     "address", "unexpected")
@@ -223,8 +225,10 @@ class ConcentratorLink:
     def _master_of(self) -> Master:
         if self._master is None:
             assert self.address is not None
+            # PFC from 8: an event fetch's PSEQ differs from a pull's first requests (each
+            # read counts from 0), should its answer come late, during a pull.
             self._master = Master(attrs.evolve(self.address, master=self.master_address,
-                                               group=False))  # fmt: skip
+                                               group=False), pfc=FETCH_PFC)  # fmt: skip
         return self._master
 
     def _confirm(self, frame: Frame) -> bytes:
