@@ -272,3 +272,29 @@ class RegisterPolicyTests(_ChannelCase):
         self.assertEqual(session.state, "quarantined")
         self.assertEqual(self.store.meters, [])
         self.assertEqual(transport.value(), b"")
+
+
+class PushHandlerLogTests(unittest.TestCase):
+    def test_bad_input_is_logged_rate_limited_with_the_address(self) -> None:
+        from twisted.logger import Logger
+
+        from fep.model import utcnow
+        from fep.protocols.gw3761.reports import ConcentratorLink
+        from fep.ratelog import RateLimitedLog
+
+        events: list[dict[str, Any]] = []
+        sim = make_concentrator(0, "4403:0004")
+        link = ConcentratorLink("DCU1", Address("4403", 4), now=utcnow, clock=lambda: 0.0)
+        written: list[bytes] = []
+        handler = Gw3761PushHandler(link, Sink(), reply=written.append, source="gprs:x",
+                                    events=RateLimitedLog(Logger(observer=events.append)))
+        beat = bytearray(sim.heartbeat())
+        beat[-2] ^= 0xFF
+        for _ in range(7):
+            handler.data_received(bytes(beat))
+        self.assertEqual(link.stats.bad["checksum"], 7)
+        self.assertEqual(len(events), 5)  # then counted, summed up when the window ends
+        self.assertEqual((events[0]["meter"], events[0]["address"], events[0]["bad_kind"]),
+                         ("DCU1", "4403:0004", "checksum"))
+        handler.data_received(sim.heartbeat())
+        self.assertEqual(len(written), 1)
