@@ -1000,6 +1000,11 @@ class GprsChannel:
         if keep is not None:
             # Carry the count over: the operator sees one number per session.
             session.frames += keep.frames
+            # A handler that keeps state for the session (a concentrator's event counter)
+            # takes it from the one it replaces.
+            inherit = getattr(handler, "inherit", None)
+            if callable(inherit):
+                inherit(keep)
         return handler
 
 

@@ -169,6 +169,9 @@ class ConcentratorChannelTests(_ChannelCase):
         self.to_sim(transport)
         self.assertEqual(self.sim.confirmations[-1], report[13] & 0x0F)
         self.assertEqual(self.sim.events_read, len(self.sim.events))
+        # The session's new handler kept the event counter read.
+        self.assertEqual(session.handler.link.known_events,  # type: ignore[union-attr]
+                         len(self.sim.events))
 
     def test_frames_in_the_chunk_of_the_last_answer_go_to_the_handler_in_order(
         self,

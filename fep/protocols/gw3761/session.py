@@ -263,6 +263,17 @@ class Gw3761PushHandler:
     def pending(self) -> int:
         return self.link.pending()
 
+    def inherit(self, older: object) -> None:
+        """Take over from the handler this one replaces on the same session (after a pull):
+        the event counter read, the address, the rate-limited log."""
+        if not isinstance(older, Gw3761PushHandler):
+            return
+        if self.link.known_events is None:
+            self.link.known_events = older.link.known_events
+        if self.link.address is None:
+            self.link.address = older.link.address
+        self.events = older.events
+
     def take_buffered(self) -> bytes:
         return self.link.take_buffered()
 
