@@ -198,6 +198,27 @@ class ConcentratorChannelTests(_ChannelCase):
         self.assertEqual(self.sim.confirmations[-2:], [beat[13] & 0x0F, report[13] & 0x0F])
         self.assertEqual(session.handler.stats.bad_total, 0)  # type: ignore[union-attr]
 
+    def test_acd_on_a_pulls_answers_makes_the_handler_fetch_the_events(self) -> None:
+        session, transport = self.connect()
+        session.dataReceived(self.sim.login())  # the login has no ACD: nothing fetched
+        self.to_sim(transport)
+        endpoint = self.channel.endpoint_for(parse_route(ROUTE))
+        read = Gw3761Protocol().read(self.clock, endpoint, dcu(), 10.0)
+        for answer in self.to_sim(transport):  # the answers carry ACD, EC = 2
+            session.dataReceived(answer)
+        records: list[Record] = self.successResultOf(read)
+        self.assertFalse(any(isinstance(r, MeterEvent) for r in records))
+        self.clock.advance(0)
+        # After the read the session's handler asks AFN 0E F1 from 0 to 2.
+        for answer in self.to_sim(transport):
+            session.dataReceived(answer)
+        codes = sorted((r.meter, r.code) for r in self.sink.records)  # type: ignore[attr-defined]
+        self.assertEqual(codes, [("DCU1", "ERC14"), ("DCU1", "ERC14.on"), ("m1", "ERC13")])
+        handler = session.handler
+        assert isinstance(handler, Gw3761PushHandler)
+        self.assertEqual((handler.link.known_events, handler.stats.bad_total), (2, 0))
+        self.assertEqual(self.sim.events_read, 2)
+
     def test_a_pull_waits_for_an_event_fetch_and_ignores_its_late_answer(self) -> None:
         self.sim.acd_on_link = True
         session, transport = self.connect()

@@ -74,10 +74,11 @@ class Resent:
 
 @attrs.frozen
 class Reported:
-    """A frame the terminal started during the read (PRM = 1, not a link test), or bytes
-    that came after the read's last answer, handed over whole (the client's ``hand_over``:
-    the channel carries the terminal's reports; its report handler stores and confirms them
-    once this read has the line no more)."""
+    """A frame the terminal started during the read (PRM = 1, not a link test), bytes that
+    came after the read's last answer, or the last answer with ACD set (its EC, without its
+    data), handed over whole (the client's ``hand_over``: the channel carries the terminal's
+    reports; its report handler stores and confirms them, and fetches the events ACD says are
+    there, once this read has the line no more)."""
 
     frame: bytes
 
@@ -152,6 +153,9 @@ class Gw3761Client:
         # Frames the terminal starts by itself (reports) go out as Reported, not into this
         # read's records: set when the channel has a report handler (a GPRS session).
         self.hand_over = False
+        # The last answer with ACD set (events not read yet, its EC): handed over when the
+        # read ends, so that the report handler fetches them.
+        self._acd: Frame | None = None
 
     @property
     def done(self) -> bool:
@@ -263,6 +267,12 @@ class Gw3761Client:
             rest = self.decoder.drain()
             if rest:
                 actions.append(Reported(rest))
+            acd, self._acd = self._acd, None
+            if acd is not None:
+                # Events not read: the answer's EC (without its data) for the handler.
+                actions.append(Reported(attrs.evolve(
+                    acd, data=b"", seq=attrs.evolve(acd.seq, fir=True, fin=True,
+                                                    con=False)).encode()))
         return actions
 
     def _frame_in(self, frame: Frame) -> list[Action]:
@@ -299,6 +309,8 @@ class Gw3761Client:
             # answered late) that happens to carry this request's sequence number.
             return [Noise(f"answer of AFN {frame.afn:02X} to a request of AFN "
                           f"{self._frame.afn:02X} ignored")]
+        if frame.ec is not None:
+            self._acd = frame
         try:
             whole = self.joiner.add(frame)
         except FrameError as e:

@@ -95,6 +95,8 @@ class LinkStats:
     reports: int = 0
     records: int = 0
     fetches: int = 0
+    # Answers to a read that came with ACD: their EC taken, their data not.
+    answers_for_ec: int = 0
     bad: Counter[str] = attrs.field(factory=Counter)
 
     @property
@@ -293,6 +295,11 @@ class ConcentratorLink:
         """A frame answering (PRM = 0): only the event fetch's answer is expected here."""
         fetch = self._fetch
         if fetch is None or (frame.seq.fir and frame.seq.seq != fetch.seq.seq):
+            if frame.ec is not None:
+                # An answer to a read (handed over when the read ended, or late): only its
+                # event counter is taken.
+                self.stats.answers_for_ec += 1
+                return []
             return [self._bad("unexpected", f"an answer (RSEQ {frame.seq.seq}, AFN "
                                             f"{frame.afn:02X}) to no open request")]  # fmt: skip
         try:

@@ -199,11 +199,13 @@ class Gw3761Session(MeterSession):
                      n=action.attempt, **self._fields())  # fmt: skip
 
     def _hand_over(self, report: Reported) -> None:
-        """A report the terminal sent during the read: its frame goes to the channel, whose
-        report handler takes it once this read is done (stored under the meters behind
-        the concentrator, then confirmed)."""
-        log.info("{meter}: a report during the read handed to the session's report handler",
-                 **self._fields())  # fmt: skip
+        """A report the terminal sent during the read (or what came after the last answer,
+        or the last answer's EC): its bytes go to the channel, whose report handler takes
+        them once this read is done (stored under the meters behind the concentrator, then
+        confirmed; events ACD says are there fetched)."""
+        log.debug("{meter}: {count} bytes the concentrator sent by itself during the read "
+                  "handed to the session's report handler", count=len(report.frame),
+                  **self._fields())  # fmt: skip
         self._give_back(report.frame)
 
     def ended(self, lost: bool) -> None:

@@ -31,6 +31,7 @@ def now() -> datetime:
 class HandOverTests(unittest.TestCase):
     def setUp(self) -> None:
         self.sim = make_concentrator(2, "4403:0004", clock=lambda: START)
+        self.sim.events_read = len(self.sim.events)  # no ACD unless a test says so
         self.client = Gw3761Client(ClientSettings(Address("4403", 4), points=(1,),
                                                   items=((Afn.CLASS1, 129),)), now)
         self.client.hand_over = True
@@ -48,9 +49,11 @@ class HandOverTests(unittest.TestCase):
         self.assertIn(Reported(report), actions)
         self.assertEqual(self.client.records, [])
         answers = b"".join(self.sim.receive(self.request, self.decoder))
-        (done,) = self.client.receive(answers)
+        # (The reported event is not read yet: the answer has ACD, handed over after it.)
+        done, acd = self.client.receive(answers)
         assert isinstance(done, Finished)
         self.assertTrue(done.records)
+        self.assertIsInstance(acd, Reported)
 
     def test_bytes_after_the_last_answer_are_handed_over_in_order(self) -> None:
         answers = b"".join(self.sim.receive(self.request, self.decoder))
@@ -74,3 +77,15 @@ class HandOverTests(unittest.TestCase):
         answers = b"".join(self.sim.receive(self.request, self.decoder))
         (done,) = self.client.receive(answers)
         self.assertIsInstance(done, Finished)
+
+    def test_the_last_answer_with_acd_is_handed_over_without_its_data(self) -> None:
+        self.sim.events_read = 0  # two events not read: every answer has ACD and EC
+        answers = b"".join(self.sim.receive(self.request, self.decoder))
+        done, acd = self.client.receive(answers)
+        assert isinstance(done, Finished) and isinstance(acd, Reported)
+        self.assertTrue(done.records)
+        frame = decode_frame(acd.frame)
+        self.assertEqual((frame.afn, frame.data, frame.control.initiator), (Afn.CLASS1, b"",
+                                                                            False))
+        assert frame.ec is not None
+        self.assertEqual(frame.ec.important, 2)

@@ -161,6 +161,20 @@ class LinkTests(unittest.TestCase):
         self.assertFalse(handler.fetching)
         self.assertEqual(handler.stats.fetches, 2)
 
+    def test_an_answer_to_a_read_with_acd_gives_its_ec_only(self) -> None:
+        c = sim()  # two events not read
+        handler, _ = link(points={1: "m1"}, known=None)
+        master = services.Master(c.address)
+        request = master.request(Afn.CLASS1, b"".join(services.request_units(
+            Afn.CLASS1, [1], [129])))
+        (answer,) = c.answer(request)
+        actions = handler.receive(answer.encode())
+        self.assertFalse([a for a in actions if isinstance(a, Bad | Store)])
+        (fetch,) = [decode_frame(a.data) for a in actions if isinstance(a, Reply)]
+        (item,) = services.decode_units(Afn.CLASS3, fetch.data, False)
+        self.assertEqual(item.value, services.EventsRequest(0, 2))
+        self.assertEqual(handler.stats.answers_for_ec, 1)
+
     def test_a_multi_frame_report_is_joined(self) -> None:
         c = sim()
         records = tuple(EventRecord(13, datetime(2024, 3, 1, 11, m), 1, True, {"flags": 8})
