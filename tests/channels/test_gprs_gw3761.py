@@ -219,6 +219,31 @@ class ConcentratorChannelTests(_ChannelCase):
         self.assertEqual((handler.link.known_events, handler.stats.bad_total), (2, 0))
         self.assertEqual(self.sim.events_read, 2)
 
+    def test_junk_during_a_pull_is_logged_rate_limited_and_the_read_goes_on(self) -> None:
+        from twisted.logger import globalLogPublisher
+
+        seen: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        session, transport = self.connect()
+        session.dataReceived(self.sim.login())
+        self.to_sim(transport)
+        self.sim.events_read = len(self.sim.events)
+        endpoint = self.channel.endpoint_for(parse_route(ROUTE))
+        read = Gw3761Protocol().read(self.clock, endpoint, dcu(), 10.0)
+        request = transport.value()
+        beat = bytearray(self.sim.heartbeat())
+        beat[-2] ^= 0xFF
+        for _ in range(8):
+            session.dataReceived(bytes(beat))
+        for answer in self.sim.receive(request, self.decoder):
+            session.dataReceived(answer)
+        self.assertTrue(self.successResultOf(read))
+        noise = [e for e in seen if e.get("log_format", "").startswith("{meter} ({address})")]
+        self.assertEqual(len(noise), 5)
+        self.assertEqual((noise[0]["meter"], noise[0]["address"]), ("DCU1", "4403:0004"))
+        self.assertEqual(session.state, "attached")
+
     def test_a_pull_waits_for_an_event_fetch_and_ignores_its_late_answer(self) -> None:
         self.sim.acd_on_link = True
         session, transport = self.connect()

@@ -165,6 +165,10 @@ class Gw3761Session(MeterSession):
                                                    failed=Failed))  # fmt: skip
         self.meter = meter
         self.client = client
+        # Bad frames during the read: logged rate-limited (a concentrator sending junk in a
+        # long read does not fill the log), with its address; counted in client.noise.
+        self.noise_log = RateLimitedLog(log)
+        self.noise_seen = 0
 
     def _fields(self) -> dict[str, Any]:
         return {"meter": self.meter.id, "route": self.meter.route, "protocol": PROTOCOL}
@@ -190,7 +194,12 @@ class Gw3761Session(MeterSession):
         if isinstance(action, Reported):
             self._hand_over(action)
         elif isinstance(action, Noise):
-            log.info("{meter}: {why}", why=action.why, **self._fields())
+            self.noise_seen += 1
+            self.noise_log.info("{meter} ({address}): {why} ({noise} bad frames in this read)",
+                                kind="gw3761-read:noise", why=action.why,
+                                address=str(self.client.settings.address),
+                                noise=self.noise_seen,
+                                **self._fields())  # fmt: skip
         elif isinstance(action, Skipped):
             log.info("{meter}: {what} not read: {why}", what=action.what, why=action.why,
                      **self._fields())  # fmt: skip
