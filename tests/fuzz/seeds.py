@@ -436,11 +436,13 @@ def gw3761() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
         ("garbage_login_junk", b"\x02AT\r\n" + login + bytes(damaged) + beat),
         ("fetch_answer", b"\x1f" + login + report + fetch_answer),
         ("published_login", b"\x00" + FRAMES["iteye_login"] + FRAMES["node_login"]),
+        ("answer_with_ec", b"\x05" + login + b"".join(dial.answer_bytes(master.request(
+            Afn.CLASS1, b"".join(services.request_units(Afn.CLASS1, [1], [129])))))),
     ]
     return {
         "gw3761_dialin": ("fep.sim.concentrator: a login (byte 0: piece size - 1), heartbeats "
                           "with ACD, an event report, a damaged heartbeat, an event fetch's "
-                          "answer; the published logins", dialin),
+                          "answer, a read's answer with EC; the published logins", dialin),
         "gw3761_frame": ("tests/fixtures/gw3761/published_frames.txt (each, and all in 10-byte "
                          "pieces); sim_*: a master request and fep.sim.concentrator's answer "
                          "(200-byte frames) at 2024-03-01 16:00 terminal time", frames),
