@@ -310,9 +310,9 @@ class ConcentratorsAtTests(unittest.TestCase):
         self.assertEqual([m.id for m in found], ["DCU1", "DCU2"])
 
 
-class RegisterPolicyTests(_ChannelCase):
+class UnknownPolicyTests(_ChannelCase):
     """Under ``unknown = register`` a login no meter's address matches cannot make a route
-    (its address holds a colon): quarantined, nothing registered."""
+    (its address holds a colon): quarantined, nothing registered; under ``reject`` closed."""
 
     def test_an_unknown_concentrator_is_quarantined_under_register(self) -> None:
         self.channel.settings = attrs.evolve(self.channel.settings, unknown="register")
@@ -320,6 +320,13 @@ class RegisterPolicyTests(_ChannelCase):
         session.dataReceived(SimulatedConcentrator(Address("4403", 9)).login())
         self.assertEqual(session.state, "quarantined")
         self.assertEqual(self.store.meters, [])
+        self.assertEqual(transport.value(), b"")
+
+    def test_an_unknown_concentrator_is_closed_under_reject(self) -> None:
+        self.channel.settings = attrs.evolve(self.channel.settings, unknown="reject")
+        session, transport = self.connect()
+        session.dataReceived(SimulatedConcentrator(Address("4403", 9)).login())
+        self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value(), b"")
 
 
