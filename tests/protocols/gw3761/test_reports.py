@@ -305,6 +305,32 @@ class BadInputTests(unittest.TestCase):
         self.assertEqual(len(handler.receive(login.encode())), 2)
 
 
+class LinkDetailTests(unittest.TestCase):
+    def test_a_heartbeat_without_con_is_confirmed_too(self) -> None:
+        handler, _ = link()
+        beat = Frame(Control(Function.LINK_TEST, uplink=True, initiator=True), ADDRESS,
+                     Afn.LINK, Seq(6), services.encode_unit(Afn.LINK, [0], [3], True))
+        (confirm,) = confirms(handler.receive(beat.encode()))
+        self.assertEqual(confirm.seq.seq, 6)
+
+    def test_the_fetch_wraps_past_255(self) -> None:
+        handler, _ = link(known=250)
+        beat = Frame(Control(Function.LINK_TEST, uplink=True, initiator=True, fcb_acd=True),
+                     ADDRESS, Afn.LINK, Seq(6, con=True),
+                     services.encode_unit(Afn.LINK, [0], [3], True), None, EventCounter(3, 0))
+        replies = [decode_frame(a.data) for a in handler.receive(beat.encode())
+                   if isinstance(a, Reply)]
+        (item,) = services.decode_units(Afn.CLASS3, replies[1].data, False)
+        self.assertEqual(item.value, services.EventsRequest(250, 3))
+        # The simulator reads Pm > Pn as the records from 250 round to 2.
+        c = sim()
+        c.events = [EventRecord(13, datetime(2024, 3, 1, 10, 0), 1, True, {"flags": 8})
+                    for _ in range(259)]
+        answer = decode_frame(b"".join(c.answer_bytes(replies[1])))
+        (events,) = services.decode_units(Afn.CLASS3, answer.data, True)
+        self.assertEqual(len(events.value.records), 9)  # 250..255, 0..2
+
+
 class PointMetersTests(unittest.TestCase):
     def test_children_by_point(self) -> None:
         meters = {
