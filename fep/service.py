@@ -161,6 +161,10 @@ class FepService(OrderedMultiService):
         self.gprs: Any = None
         if config.gprs.listen:
             self._add_gprs(config)
+        from fep.collect.forwarding import add_forwarding
+
+        # gw3761:DCU1:port=N routes: through the concentrator DCU1 of the meter list.
+        add_forwarding(self.channels, self.directory.get)
         self.control: Any = None
         self._control_problem: str | None = None
         if config.control.enabled:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
+from fep.channels.forwarding import concentrator_id
 from fep.channels.routes import resource_of
 from fep.errors import ConfigError, FepError
 from fep.model import Meter
@@ -42,6 +43,8 @@ def check_owner(meter: Meter, known: Mapping[str, Meter]) -> None:
         raise ConfigError(
             f"meter {meter.id}: concentrator {owner_id!r} cannot itself be behind a "
             "concentrator", key=CONCENTRATOR_KEY)
+    if concentrator_id(meter.route) == owner.id:
+        return  # forwarded through it (gw3761:OWNER:port=N)
     try:
         same_line = resource_of(meter.route) == resource_of(owner.route)
     except FepError as e:
