@@ -235,9 +235,9 @@ class ForwardingEndpoint:
             try:
                 await self.inner.connect(_Once(relay))
             except ChannelError as e:
-                raise ChannelError(
-                    f"concentrator {self.concentrator.id} ({self.concentrator.route}): "
-                    f"{e.message}", route=self.route) from None
+                raise self._named(e.message) from None
+            except Exception as e:
+                raise self._named(f"cannot connect: {e}") from None
             outer = protocolFactory.buildProtocol(
                 ForwardedAddress(self.concentrator.id, self.settings.port))
             if outer is None:
@@ -247,6 +247,10 @@ class ForwardingEndpoint:
             return outer
 
         return Deferred.fromCoroutine(run())
+
+    def _named(self, why: str) -> ChannelError:
+        c = self.concentrator
+        return ChannelError(f"concentrator {c.id} ({c.route}): {why}", route=self.route)
 
 
 class ForwardingChannel:
