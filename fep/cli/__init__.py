@@ -137,7 +137,9 @@ async def _read_directly(reactor: IFepReactor, args: argparse.Namespace,
     secret store when there is a master key) read over its route from this process."""
     import attrs
 
+    from fep.channels.forwarding import concentrator_id
     from fep.channels.routes import Channels, parse_route
+    from fep.collect.forwarding import add_forwarding
     from fep.directory import MeterDirectory, addressed
     from fep.protocols.registry import meter_protocol
 
@@ -149,17 +151,27 @@ async def _read_directly(reactor: IFepReactor, args: argparse.Namespace,
         if vault is not None:
             found = await MeterDirectory(store, vault).resolve(found)
         meters.append(found)
+        # A meter behind a concentrator (gw3761:DCU1:port=N): the concentrator's record too.
+        owner = concentrator_id(found.route)
+        if owner is not None:
+            concentrator = await store.meter(owner)
+            if concentrator is not None:
+                known[owner] = concentrator
         return EXIT_OK
 
     meters: list[Meter] = []
+    known: dict[str, Meter] = {}
     await with_store(args, work)
     meter = addressed(attrs.evolve(meters[0], metadata={**meters[0].metadata, **options}))
     args.route, args.protocol = meter.route, meter.protocol  # for errors and DLMS counters
-    scheme = parse_route(meter.route).scheme
-    if scheme in ("gprs", "dialup"):
-        raise UsageError(f"meter {meter.id}: its route {meter.route} is reached through the "
-                         f"daemon's {scheme} channel, and no daemon answers")
-    endpoint = Channels(reactor).endpoint_for(meter.route)
+    for route in (meter.route, *(m.route for m in known.values())):
+        scheme = parse_route(route).scheme
+        if scheme in ("gprs", "dialup"):
+            raise UsageError(f"meter {meter.id}: its route {meter.route} is reached through "
+                             f"the daemon's {scheme} channel, and no daemon answers")
+    channels = Channels(reactor)
+    add_forwarding(channels, known.get)
+    endpoint = channels.endpoint_for(meter.route)
     if meter.protocol == "dlms":
         return await _read_dlms(reactor, args, endpoint, meter)
     return list(await meter_protocol(meter.protocol).read(reactor, endpoint, meter,
