@@ -130,6 +130,8 @@ class LoopbackTests(unittest.TestCase):
         self.assertFalse(self.meter.relay_closed)
         await command(self.through, "reconnect")
         self.assertTrue(self.meter.relay_closed)
+        await command(self.through, "demand-reset")
+        self.assertEqual((self.meter.demand_resets, self.meter.demand), (1, 0))
 
     async def test_a_meter_that_does_not_answer_names_concentrator_port_and_meter(self) -> None:
         self.sim.silent.add(self.meter.address)

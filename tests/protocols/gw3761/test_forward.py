@@ -46,10 +46,12 @@ class PublishedTests(unittest.TestCase):
         self.assertEqual((ours.afn, ours.seq.seq, ours.control.to_byte()),
                          (Afn.FORWARD, 0, published.control.to_byte()))
         self.assertEqual(forwarder.target, "151230011061")
+        self.assertEqual(ours.pw, bytes(16))
         (answer,) = forwarder.receive(FRAMES["node_forward_read_answer"])
         assert isinstance(answer, Answer)
         self.assertEqual(decode_dlt645(answer.payload).address, "151230011061")
         self.assertFalse(forwarder.waiting)
+        self.assertEqual(decode_frame(forwarder.wrap(meter_request)).seq.seq, 1)  # PSEQ counts
 
 
 class SimulatorTests(unittest.TestCase):
