@@ -627,6 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fep.cli import keys
 
     keys.add_commands(sub, _Parser)
+    from fep.cli import concentrators
+
+    concentrators.add_commands(sub, _Parser)
     from fep.cli import analysis
 
     analysis.add_commands(sub, _Parser)

@@ -22,6 +22,7 @@ and events) under the meter id; ``source`` is the meter id.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -36,6 +37,11 @@ from fep.errors import ConfigError, ProtocolError
 from fep.interfaces import IClock, IEventReader, IMeterProtocol
 from fep.model import Meter, MeterEvent, ObisCode, Reading, Record
 from fep.protocols import actions as actions_
+from fep.protocols.gw3761.archive import MAX_NUMBER, ArchiveSync, SyncReport
+from fep.protocols.gw3761.archive import Failed as ArchiveFailed
+from fep.protocols.gw3761.archive import Finished as ArchiveFinished
+from fep.protocols.gw3761.archive import Noise as ArchiveNoise
+from fep.protocols.gw3761.archive import Send as ArchiveSend
 from fep.protocols.gw3761.client import (
     DEFAULT_ITEMS,
     ClientSettings,
@@ -50,7 +56,7 @@ from fep.protocols.gw3761.client import (
 )
 from fep.protocols.gw3761.frames import Address
 from fep.protocols.gw3761.records import DEFAULT_TERMINAL_TZ
-from fep.protocols.gw3761.services import PROTOCOL
+from fep.protocols.gw3761.services import PROTOCOL, ArchiveEntry
 from fep.protocols.session import MeterSession, run_session
 
 log = Logger(namespace="fep.protocols.gw3761")
@@ -255,6 +261,37 @@ class Gw3761Protocol:
 
         d: Deferred[Any] = run_session(reactor, endpoint, session, meter.route, timeout)
         return d.addCallback(sent)
+
+    def sync_archive(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
+                     wanted: Sequence[ArchiveEntry], timeout: float, *,
+                     repair: bool = True) -> Deferred[SyncReport]:  # fmt: skip
+        """Read the concentrator's meter archive (AFN 0A F10, entry numbers 1 to its
+        ``gw3761_archive_size``, default 2040), compare it with ``wanted``, write what
+        differs (AFN 04 F10; ``repair=False`` only reports) and read it back."""
+        try:
+            settings = settings_for(meter, self.tz)
+            size = int(meter.metadata.get("gw3761_archive_size") or MAX_NUMBER)
+            client = ArchiveSync(settings.address, wanted, size=size, repair=repair,
+                                 retries=settings.retries, meter=meter.id,
+                                 route=meter.route)  # fmt: skip
+        except ConfigError as e:
+            return fail(e)
+        except ValueError as e:
+            return fail(ConfigError(f"meter {meter.id}: {e}", key="gw3761_archive_size"))
+        steps = actions_.ClientSteps(client, send=ArchiveSend, finished=ArchiveFinished,
+                                     failed=ArchiveFailed, result=lambda a: a.report)  # fmt: skip
+        session = _ArchiveSession(reactor, timeout, meter=meter.id, route=meter.route,
+                                  protocol=PROTOCOL, steps=steps)  # fmt: skip
+        result: Deferred[SyncReport] = run_session(reactor, endpoint, session, meter.route,
+                                                   timeout)  # fmt: skip
+        return result
+
+
+class _ArchiveSession(MeterSession):
+    def note(self, action: object) -> None:
+        if isinstance(action, ArchiveNoise):
+            log.info("{meter}: {why}", why=action.why, meter=self.meter_id, route=self.route,
+                     protocol=PROTOCOL)  # fmt: skip
 
 
 __all__ = ["Gw3761Protocol", "Gw3761Session", "settings_for"]
