@@ -221,7 +221,7 @@ class Api:
             (b"GET", ("success-rate",), self.success_rate),
             (b"GET", ("alarms",), self.alarms),
             (b"GET", ("export", "cim"), self.export_cim),
-            (b"POST", ("concentrators", "*", "sync"), self.sync_concentrator),
+            (b"POST", ("meters", "*", "archive-sync"), self.sync_concentrator),
         ]
 
     def find(self, method: bytes, path: list[str]) -> tuple[Handler, list[str]]:
