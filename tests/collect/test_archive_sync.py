@@ -42,7 +42,11 @@ class WantedArchiveTests(unittest.TestCase):
             child(1, 1),
             child(2, 12, port=2),
             attrs.evolve(child(3, 3), route="gw3761:DCU1:port=3:baud=9600"),
-            child(4, 4, dlt645_edition="1997"),
+            attrs.evolve(child(4, 4, dlt645_edition="1997"),
+                         metadata={"concentrator": "DCU1", "point": "P4",
+                                   "dlt645_edition": "1997"}),
+            attrs.evolve(child(10, 10), address="12345"),  # padded to 12 digits
+            attrs.evolve(child(11, 11), address="ABC"),
             Meter("M5", "dlt645", "serial:/dev/ttyS1@000000000005",
                   metadata={"concentrator": "DCU1", "point": "5", "gw3761_port": "4"}),
             child(6, 1),  # point 1 taken
@@ -58,9 +62,12 @@ class WantedArchiveTests(unittest.TestCase):
             ArchiveEntry(3, 3, 3, "000000000003", baud=9600),
             ArchiveEntry(4, 4, 31, "000000000004", protocol=1),
             ArchiveEntry(5, 5, 4, "000000000005"),
+            ArchiveEntry(10, 10, 31, "000000012345"),
             ArchiveEntry(12, 12, 2, "000000000002"),
         ])
         self.assertEqual(problems, [
+            Problem("M11", "meter M11: address '000000000ABC' is not a 12-digit DL/T 645 "
+                           "address"),
             Problem("M6", "meter M6: point 1 is meter M1's"),
             Problem("M7", "meter M7: point '' is not a point number 1..2040"),
             Problem("M8", "meter M8: protocol dlms: fep writes DL/T 645 meters to an archive"),
