@@ -79,7 +79,7 @@ def forwarding_target(route: Route) -> tuple[str, ForwardSettings]:
             port=int(params["port"]),
             baud=int(params.get("baud", "2400")),
             parity=params.get("parity", "E").upper(),
-            timeout=float(params.get("timeout", "10")),
+            timeout=float(params.get("timeout", "5")),
         )
     except ValueError as e:
         raise bad(str(e)) from None

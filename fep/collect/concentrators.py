@@ -71,7 +71,9 @@ def line_order(meters: Sequence[Meter], known: Iterable[Meter] = ()) -> tuple[
     list[LineStep], list[tuple[Meter, ConfigError]]
 ]:
     """The read order of the meters of one line: in list order, each concentrator with
-    the meters it owns right after it. Also the meters that cannot be read (a bad
+    the meters it owns right after it (a meter forwarded through it, route
+    ``gw3761:OWNER:...``, is on its line but read on its own: the concentrator's job may
+    be one its protocol does not do). Also the meters that cannot be read (a bad
     ``concentrator``) and why. ``known`` adds meters not on this line (for the error)."""
     by_id = {m.id: m for m in known}
     by_id.update({m.id: m for m in meters})
@@ -84,7 +86,7 @@ def line_order(meters: Sequence[Meter], known: Iterable[Meter] = ()) -> tuple[
             bad.append((meter, e))
             continue
         owner_id = concentrator_of(meter)
-        if owner_id is not None:
+        if owner_id is not None and concentrator_id(meter.route) != owner_id:
             owned.setdefault(owner_id, []).append(meter)
     refused = {m.id for m, _ in bad}
     steps: list[LineStep] = []
@@ -93,7 +95,8 @@ def line_order(meters: Sequence[Meter], known: Iterable[Meter] = ()) -> tuple[
         if meter.id in refused:
             continue
         owner_id = concentrator_of(meter)
-        if owner_id is not None and owner_id in on_line:
+        if owner_id is not None and owner_id in on_line and (
+                concentrator_id(meter.route) != owner_id):
             continue  # read after its concentrator
         steps.append(LineStep(meter, tuple(owned.get(meter.id, ()))))
     return steps, bad

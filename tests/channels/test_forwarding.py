@@ -39,7 +39,7 @@ class RouteTests(unittest.TestCase):
     def test_form_and_errors(self) -> None:
         name, settings = forwarding_target(parse_route("gw3761:DCU1:port=2:baud=9600:parity=N"))
         self.assertEqual((name, settings.port, settings.baud, settings.parity, settings.timeout),
-                         ("DCU1", 2, 9600, "N", 10.0))
+                         ("DCU1", 2, 9600, "N", 5.0))
         for route, why in (
             ("gw3761:DCU1", "needs port=N"),
             ("gw3761:port=2", "expected gw3761:CONCENTRATOR:port=N"),

@@ -54,7 +54,7 @@ class ForwardedDoorsTests(unittest.TestCase):
 
     async def test_a_registers_task_reads_it_as_directly(self) -> None:
         await self.setup()
-        # Behind its concentrator: on the concentrator's line, read after it.
+        # Behind its concentrator: on the concentrator's line, one session at a time.
         self.assertEqual(self.policy.key("gw3761:DCU1:port=2"),
                          self.policy.key(self.fleet["DCU1"].route))
         now = reactor.seconds()
@@ -66,12 +66,26 @@ class ForwardedDoorsTests(unittest.TestCase):
         self.assertEqual({m: j.status for m, j in jobs.items()},
                          dict.fromkeys(("DCU1", "M2", "D2"), JobStatus.DONE),
                          [j.error for j in jobs.values()])
-        self.assertLessEqual(jobs["DCU1"].finished_at, jobs["M2"].started_at)
+        first, then = sorted((jobs["DCU1"], jobs["M2"]), key=lambda j: j.started_at)
+        self.assertLessEqual(first.finished_at, then.started_at)
         forwarded = await self.store.readings("M2")
         direct = await self.store.readings("D2")
         self.assertTrue(forwarded)
         self.assertEqual(values(forwarded), values(direct))
         self.assertGreater(self.sim.forwarded, 0)
+
+    async def test_a_load_profile_task_reads_it_though_the_concentrator_cannot(self) -> None:
+        await self.setup(clock=time.time)
+        now = reactor.seconds()
+        await self.engine.jobs.save_task(
+            Task(name="lp", kind="load-profile", schedule="every 15m", target=Target(),
+                 options={"horizon": "1h"}, next_due=now + 3600), now)
+        await self.engine.scheduler.run_now("lp")
+        jobs = {j.meter: j for j in await jobs_ended(self.engine, 3)}
+        self.assertEqual(jobs["DCU1"].status, JobStatus.FAILED)  # gw3761: no load profile
+        self.assertEqual((jobs["M2"].status, jobs["D2"].status),
+                         (JobStatus.DONE, JobStatus.DONE), [j.error for j in jobs.values()])
+        self.assertTrue(await self.store.intervals("M2", obis="1.8.0"))
 
     async def test_read_now_reads_it_as_directly(self) -> None:
         await self.setup()

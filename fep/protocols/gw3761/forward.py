@@ -35,7 +35,7 @@ class ForwardSettings:
     parity: str = "E"
     data_bits: int = 8
     stop_bits: int = 1
-    timeout: float = 10.0
+    timeout: float = 5.0
     byte_timeout: float = 0.1
 
     def __attrs_post_init__(self) -> None:
