@@ -57,6 +57,15 @@ class ForwardedReadTests(unittest.TestCase):
         rows = [json.loads(row) for row in done.stdout.splitlines() if row.strip()]
         self.assertEqual({r["meter"] for r in rows}, {"M2"})
         self.assertIn("1-0:1.8.0*255", {r["obis"] for r in rows})
+        # The route itself, as for other routes (the concentrator from the meter list).
+        done = self.fep("read", "gw3761:DCU1:port=31@000000000001", "--protocol", "dlt645",
+                        "--meter", "try-1")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        rows = [json.loads(row) for row in done.stdout.splitlines() if row.strip()]
+        self.assertIn("1-0:1.8.0*255", {r["obis"] for r in rows})
+        done = self.fep("read", "gw3761:DCU9:port=31@000000000001", "--protocol", "dlt645")
+        self.assertEqual(done.returncode, 2, done.stderr)
+        self.assertIn("concentrator 'DCU9' is not a meter of the meter list", done.stderr)
         # A meter that does not answer: exit 3, the concentrator, port and meter named.
         done = self.fep("read", "--meter", "M3")
         self.assertEqual(done.returncode, 3, done.stderr)
