@@ -66,6 +66,13 @@ class ForwardedReadTests(unittest.TestCase):
         done = self.fep("read", "gw3761:DCU9:port=31@000000000001", "--protocol", "dlt645")
         self.assertEqual(done.returncode, 2, done.stderr)
         self.assertIn("concentrator 'DCU9' is not a meter of the meter list", done.stderr)
+        done = self.fep("meters", "add", "DCU2", "--protocol", "gw3761", "--route",
+                        "gprs:imei=356938035643809", "--address", "4403:0005")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        done = self.fep("read", "gw3761:DCU2:port=31@000000000001", "--protocol", "dlt645")
+        self.assertEqual(done.returncode, 2, done.stderr)
+        self.assertIn("concentrator DCU2: its route gprs:imei=356938035643809 is reached "
+                      "through the daemon's channels", done.stderr)
         # A meter that does not answer: exit 3, the concentrator, port and meter named.
         done = self.fep("read", "--meter", "M3")
         self.assertEqual(done.returncode, 3, done.stderr)
