@@ -132,6 +132,21 @@ class ForwardedDoorsTests(unittest.TestCase):
         self.assertLess(abs(self.meter.now().timestamp() - reactor.seconds()), 1.5)
         self.assertEqual(self.sim.meters[0].clock_offset, 0.0)  # written, not broadcast
 
+    async def test_the_clock_task_sets_it_by_a_forwarded_broadcast(self) -> None:
+        await self.setup(clock=time.time)
+        self.meter.clock_offset = 90.0
+        now = reactor.seconds()
+        await self.engine.jobs.save_task(
+            Task(name="clock", kind="clock", schedule="every 1d", target=Target.parse(
+                "meters:M2"), options={"lower": "10s", "upper": "5m"}, next_due=now + 3600),
+            now)
+        await self.engine.scheduler.run_now("clock")
+        (job,) = await jobs_ended(self.engine, 1)
+        self.assertEqual(job.status, JobStatus.DONE, job.error)
+        self.assertIn("clock set", job.result)
+        # A broadcast on the concentrator's port: every meter there took the time.
+        self.assertLess(abs(self.meter.clock_offset), 2)
+
     async def test_a_silent_meter_fails_its_job_naming_the_concentrator(self) -> None:
         await self.setup()
         self.sim.silent.add(self.meter.address)
