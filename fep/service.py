@@ -161,6 +161,15 @@ class FepService(OrderedMultiService):
         self.gprs: Any = None
         if config.gprs.listen:
             self._add_gprs(config)
+        from fep.collect.archive_sync import ArchiveSyncDoor
+        from fep.collect.forwarding import add_forwarding
+
+        # gw3761:DCU1:port=N routes: through the concentrator DCU1 of the meter list; its
+        # archive kept in step with the list (`fep concentrators sync`, the API).
+        add_forwarding(self.channels, self.directory.get)
+        self.concentrator_sync = ArchiveSyncDoor(reactor, self.channels.endpoint_for,
+                                                 self.protocols.protocol_for, self.directory,
+                                                 config.collect.timeout)
         self.control: Any = None
         self._control_problem: str | None = None
         if config.control.enabled:
@@ -178,6 +187,7 @@ class FepService(OrderedMultiService):
             else:
                 self.control.add("sessions", self._sessions_command)
                 self.control.add("listeners", lambda request: {"listeners": self.limits.stats()})
+                self.control.add("concentrator-sync", self._concentrator_sync_command)
         self.sms: Any = None
         self.sms_wakeup: Any = None
         self.sms_events: OpenWhileRunning | None = None
@@ -216,6 +226,7 @@ class FepService(OrderedMultiService):
             protocol_for=self.protocols.protocol_for,
             # Every door's read-now is a job of the collection engine (its channels).
             reader=self.collection.reader,
+            concentrator_sync=self.concentrator_sync,
         )
         # Every job's meter session is reported to the activity (sessions, success rate).
         self.collection.observers.append(ctx.activity)
@@ -344,6 +355,13 @@ class FepService(OrderedMultiService):
         """The live modem sessions (fep.channels.gprs.SessionInfo snapshots, oldest first)
         for the operator tier; empty without a [gprs] listener."""
         return self.gprs.sessions() if self.gprs is not None else []
+
+    def _concentrator_sync_command(self, request: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        """``fep concentrators sync ID`` while the daemon runs."""
+        d = self.concentrator_sync(str(request.get("concentrator", "")),
+                                   bool(request.get("repair", True)),
+                                   f"cli:{request.get('who') or 'unknown'}")
+        return d.addCallback(lambda report: {"report": report})
 
     def _sessions_command(self, request: dict[str, Any]) -> dict[str, Any]:
         sessions = self.sessions()

@@ -58,6 +58,9 @@ class OperatorContext:
     # through it), the alarm engine and the northbound publisher.
     push_stats: Any = None
     reader: IMeterReader | None = None
+    # A concentrator's archive synchronisation by id (fep.collect.archive_sync
+    # .ArchiveSyncDoor: ``(id, repair, who) -> Deferred[report]``), when the daemon has one.
+    concentrator_sync: Any = None
     alarms: Any = None
     northbound: Any = None
     # Seconds a meter has to answer each step of an on-demand read.

@@ -35,6 +35,7 @@ ENDPOINTS = [
     (b"GET", "meters/m1/profile"),
     (b"GET", "meters/m1/events"),
     (b"POST", "meters/m1/read"),
+    (b"POST", "meters/m1/archive-sync"),
     (b"GET", "sessions"),
     (b"GET", "channels"),
     (b"GET", "tasks"),

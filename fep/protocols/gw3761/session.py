@@ -47,6 +47,11 @@ from fep.interfaces import (
 )
 from fep.model import Meter, MeterEvent, ObisCode, Reading, Record, utcnow
 from fep.protocols import actions as actions_
+from fep.protocols.gw3761.archive import MAX_NUMBER, ArchiveSync, SyncReport
+from fep.protocols.gw3761.archive import Failed as ArchiveFailed
+from fep.protocols.gw3761.archive import Finished as ArchiveFinished
+from fep.protocols.gw3761.archive import Noise as ArchiveNoise
+from fep.protocols.gw3761.archive import Send as ArchiveSend
 from fep.protocols.gw3761.client import (
     DEFAULT_ITEMS,
     ClientSettings,
@@ -63,7 +68,7 @@ from fep.protocols.gw3761.client import (
 from fep.protocols.gw3761.frames import Address
 from fep.protocols.gw3761.records import DEFAULT_TERMINAL_TZ
 from fep.protocols.gw3761.reports import Bad, ConcentratorLink, Linked, Reply, Store, point_meters
-from fep.protocols.gw3761.services import PROTOCOL
+from fep.protocols.gw3761.services import PROTOCOL, ArchiveEntry
 from fep.protocols.session import Line, MeterSession, run_session
 from fep.ratelog import RateLimitedLog
 
@@ -442,6 +447,37 @@ class Gw3761Protocol:
 
         d: Deferred[Any] = run_session(reactor, endpoint, session, meter.route, timeout)
         return d.addCallback(sent)
+
+    def sync_archive(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
+                     wanted: Sequence[ArchiveEntry], timeout: float, *,
+                     repair: bool = True) -> Deferred[SyncReport]:  # fmt: skip
+        """Read the concentrator's meter archive (AFN 0A F10, entry numbers 1 to its
+        ``gw3761_archive_size``, default 2040), compare it with ``wanted``, write what
+        differs (AFN 04 F10; ``repair=False`` only reports) and read it back."""
+        try:
+            settings = settings_for(meter, self.tz)
+            size = int(meter.metadata.get("gw3761_archive_size") or MAX_NUMBER)
+            client = ArchiveSync(settings.address, wanted, size=size, repair=repair,
+                                 retries=settings.retries, meter=meter.id,
+                                 route=meter.route)  # fmt: skip
+        except ConfigError as e:
+            return fail(e)
+        except ValueError as e:
+            return fail(ConfigError(f"meter {meter.id}: {e}", key="gw3761_archive_size"))
+        steps = actions_.ClientSteps(client, send=ArchiveSend, finished=ArchiveFinished,
+                                     failed=ArchiveFailed, result=lambda a: a.report)  # fmt: skip
+        session = _ArchiveSession(reactor, timeout, meter=meter.id, route=meter.route,
+                                  protocol=PROTOCOL, steps=steps)  # fmt: skip
+        result: Deferred[SyncReport] = run_session(reactor, endpoint, session, meter.route,
+                                                   timeout)  # fmt: skip
+        return result
+
+
+class _ArchiveSession(MeterSession):
+    def note(self, action: object) -> None:
+        if isinstance(action, ArchiveNoise):
+            log.info("{meter}: {why}", why=action.why, meter=self.meter_id, route=self.route,
+                     protocol=PROTOCOL)  # fmt: skip
 
 
 __all__ = ["Gw3761Protocol", "Gw3761PushHandler", "Gw3761Session", "settings_for"]
