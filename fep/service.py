@@ -185,6 +185,7 @@ class FepService(OrderedMultiService):
             self._build_sms(config)
         self._build_collection(config)
         self.operator = self._build_operator(config, timed_store)
+        self.analysis = self._build_analysis(config)
         self._json_log: io.TextIOWrapper | None = None
         self._observer: ILogObserver | None = None
         self.started: Deferred[None] | None = None
@@ -268,7 +269,22 @@ class FepService(OrderedMultiService):
         if self.sms_events is not None:
             # Texts from meters reach the router only while it and the meter list are up.
             self.add(self.sms_events.step("sms-events"), "sms-events")
+        if self.analysis is not None:
+            # Its alarms go through the router: stopped before it.
+            self.add(self.analysis, "analysis")
         self.add(self.operator, "operator")
+
+    def _build_analysis(self, config: Config) -> Any:
+        """The analysis service ([analysis]): the day's VEE, balance, outages and
+        communication analysis on a schedule, its alarms through the router."""
+        if not config.analysis.enabled:
+            return None
+        from fep.analysis.daemon import AnalysisService
+        from fep.analysis.settings import load
+
+        vee = config.analysis.vee or ("etc/vee.ini" if Path("etc/vee.ini").exists() else None)
+        return AnalysisService(self.reactor, self.store, config.analysis, load(vee),
+                               self.router)
 
     def _secret_store(self, config: Config) -> Any:
         """The secret store under the configured master key; none when the default master

@@ -17,6 +17,7 @@ import attrs
 from fep.analysis import estimate, rules
 from fep.analysis.areas import Network
 from fep.analysis.balance import BalanceRow, balance, out_of_band
+from fep.analysis.comms import DEFAULT_TARGET, CommsReport, SilentArea, analyse, silent_areas
 from fep.analysis.estimate import Estimate
 from fep.analysis.outages import (
     DEFAULT_AREA_SHARE,
@@ -31,7 +32,8 @@ from fep.analysis.outages import (
 from fep.analysis.rules import Finding
 from fep.analysis.series import Point, consumption, day_bounds, grid, is_cumulative, total
 from fep.analysis.settings import RuleSet, VeeSettings
-from fep.analysis.store import AnalysisStore
+from fep.analysis.store import AnalysisStore, StoredOutage
+from fep.collect.concentrators import concentrator_of
 from fep.interfaces import IRecordSink
 from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, Quality, Severity
 
@@ -164,11 +166,12 @@ def _estimates(meter: str, settings: VeeSettings, day: date, usage: Mapping[date
 
 
 async def run_vee(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
+                  groups: Sequence[str] | None = None,
                   analysis: AnalysisStore | None = None, batch: int = 200) -> VeeResult:
     """Validate and estimate one day of the channel of every meter (the meter list's and
-    the areas'; or those of ``area`` and the areas below it): findings and flags replace
-    the day's earlier ones, and so do the estimates (a value re-collected since is no
-    longer estimated)."""
+    the areas'; or those of ``area`` and the areas below it; with ``groups``, only the
+    meters of the meter list in one of them): findings and flags replace the day's earlier
+    ones, and so do the estimates (a value re-collected since is no longer estimated)."""
     analysis = analysis or AnalysisStore(store)
     meters: dict[str, Meter | None] = {m.id: m for m in await store.meters()}
     network = await analysis.network()
@@ -182,6 +185,10 @@ async def run_vee(store: Any, settings: VeeSettings, day: date, *, area: str | N
         # The meter list and every meter an area names (a summary meter may be read by
         # another system and only imported).
         meters.update({m.meter: None for m in network.meters if m.meter not in meters})
+    if groups:
+        wanted = set(groups)
+        meters = {k: m for k, m in meters.items() if m is not None and wanted & {
+            g.strip() for g in m.metadata.get("group", "").split(",")}}
     ids = sorted(meters)
     obis, period = str(settings.channel), settings.period
     since, until = day_bounds(day)
@@ -360,3 +367,48 @@ async def run_outages(store: Any, settings: VeeSettings, day: date, *, area: str
     by_area = [a for name in scope for a in area_outages(
         name, [m.meter for m in network.members(name)], found, share=share, until=until)]
     return OutageReport(found, by_area, indices(found, customers, momentary=momentary))
+
+
+async def run_comms(store: Any, since: datetime, until: datetime, *, area: str | None = None,
+                    target: Decimal = DEFAULT_TARGET,
+                    analysis: AnalysisStore | None = None) -> CommsReport:
+    """The communication analysis of the jobs that ended in ``[since, until)`` (of the
+    meters of ``area`` and the areas below it, or of every meter)."""
+    analysis = analysis or AnalysisStore(store)
+    network = await analysis.network()
+    outcomes = await analysis.job_outcomes(since, until)
+    if area is not None:
+        if network.area(area) is None:
+            raise LookupError(f"no area {area!r}")
+        scope = {a.id for a in network.subtree(area)}
+        mine = {m.meter for m in network.meters if m.area in scope}
+        outcomes = [o for o in outcomes if o.meter in mine]
+    owners = {m.id: owner for m in await store.meters()
+              if (owner := concentrator_of(m)) is not None}
+    return analyse(outcomes, network=network, concentrators=owners, target=target)
+
+
+COMMS_LOOKBACK = timedelta(days=1)
+
+
+async def run_silent_areas(store: Any, since: datetime, until: datetime, *,
+                           lookback: timedelta = COMMS_LOOKBACK,
+                           analysis: AnalysisStore | None = None) -> list[SilentArea]:
+    """The suspected outages from communication loss of the cycles that ended in
+    ``[since - lookback, until)`` (the lookback finds one already going at ``since``) and
+    store them (kind ``comms``): one found again is updated (closed once they answered)."""
+    analysis = analysis or AnalysisStore(store)
+    network = await analysis.network()
+    outcomes = await analysis.job_outcomes(since - lookback, until)
+    found = silent_areas(outcomes, network)
+    # One going on since before the lookback keeps the start it was stored with.
+    known = {o.subject: o for o in await analysis.outages(since - lookback, until, "comms")}
+    for n, s in enumerate(found):
+        old = known.get(s.area)
+        if old is not None and old.since < s.since and (old.until is None
+                                                        or old.until >= s.since):
+            found[n] = attrs.evolve(s, since=old.since)
+    await analysis.save_outages(("comms",), None, None, [
+        StoredOutage("comms", s.area, s.since, s.until, "communication", s.meters,
+                     {"cycles": s.cycles}) for s in found])
+    return found
