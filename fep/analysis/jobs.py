@@ -38,6 +38,9 @@ from fep.interfaces import IRecordSink
 from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, Quality, Severity
 
 LOSS_ALARM = "analysis:line-loss"
+# How far back communication outcomes are read to find a suspected outage going at a
+# period's start.
+COMMS_LOOKBACK = timedelta(days=1)
 _DAY = timedelta(days=1)
 
 
@@ -326,11 +329,13 @@ async def run_balance(store: Any, settings: VeeSettings, day: date, *, area: str
 
 @attrs.frozen
 class OutageReport:
-    """A period's outages: per meter, per area, and the indices over the customers."""
+    """A period's outages: per meter, per area, and the indices over the customers; and the
+    suspected outages from communication loss (which no index counts)."""
 
     outages: list[Outage]
     areas: list[AreaOutage]
     indices: Indices
+    suspected: list[SilentArea] = attrs.field(factory=list)
 
 
 async def run_outages(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
@@ -366,7 +371,14 @@ async def run_outages(store: Any, settings: VeeSettings, day: date, *, area: str
             found += meter_outages(meter, events[meter], raw[meter], since, until, period)
     by_area = [a for name in scope for a in area_outages(
         name, [m.meter for m in network.members(name)], found, share=share, until=until)]
-    return OutageReport(found, by_area, indices(found, customers, momentary=momentary))
+    # Suspected outages from communication loss: the cycles of the day, and of the day
+    # before for one already going at its start.
+    in_scope = set(scope)
+    suspected = [s for s in silent_areas(await analysis.job_outcomes(since - COMMS_LOOKBACK,
+                                                                      until), network)
+                 if s.area in in_scope and (s.until is None or s.until > since)]
+    return OutageReport(found, by_area, indices(found, customers, momentary=momentary),
+                        suspected)
 
 
 async def run_comms(store: Any, since: datetime, until: datetime, *, area: str | None = None,
@@ -386,9 +398,6 @@ async def run_comms(store: Any, since: datetime, until: datetime, *, area: str |
     owners = {m.id: owner for m in await store.meters()
               if (owner := concentrator_of(m)) is not None}
     return analyse(outcomes, network=network, concentrators=owners, target=target)
-
-
-COMMS_LOOKBACK = timedelta(days=1)
 
 
 async def run_silent_areas(store: Any, since: datetime, until: datetime, *,
