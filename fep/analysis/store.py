@@ -423,7 +423,9 @@ class AnalysisStore:
 
         self.store = store
         self._now = now
-        self.dialect = _Dialect("postgresql" if isinstance(store, PostgresStore) else "sqlite")
+        # A wrapper (the operator tier's timed store) passes interact on: its store decides.
+        base = getattr(store, "wrapped", store)
+        self.dialect = _Dialect("postgresql" if isinstance(base, PostgresStore) else "sqlite")
 
     def _do(self, make: Callable[..., Op[T]], *args: Any) -> Deferred[T]:
         d = self.dialect

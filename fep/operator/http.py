@@ -222,6 +222,10 @@ class Api:
             (b"GET", ("alarms",), self.alarms),
             (b"GET", ("export", "cim"), self.export_cim),
         ]
+        from fep.operator.http_analysis import AnalysisApi
+
+        # The analysis tier's endpoints (fep/operator/http_analysis.py).
+        self.routes += AnalysisApi(ctx, _arg, time_arg, ApiError).routes()
 
     def find(self, method: bytes, path: list[str]) -> tuple[Handler, list[str]]:
         allowed = False
