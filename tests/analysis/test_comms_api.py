@@ -66,3 +66,41 @@ class CommsApiTests(unittest.TestCase):
             r = await http(self.base + "comms?" + query, token=VIEWER_TOKEN)
             self.assertEqual(r.status, status, query)
             self.assertIn("error", r.json())
+
+
+class StatusPanelTests(unittest.TestCase):
+    """The status page's communication panel: fepcomms.js (run by node, it has no DOM)
+    shapes the API's real answer into the panel's rows; the page has the panel's tables
+    and its script asks the API for the last 24 hours."""
+
+    async def test_the_panel_rows_from_the_api_answer(self) -> None:
+        import json
+        import shutil
+        from importlib import resources
+
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        node = shutil.which("node") or shutil.which("nodejs")
+        if node is None:
+            raise unittest.SkipTest("node (Debian nodejs) is not installed")
+        await CommsApiTests.setUp(self)  # type: ignore[arg-type]
+        body = (await http(self.base + "comms?from=2026-12-01", token=VIEWER_TOKEN)).body
+        static = resources.files("fep.operator").joinpath("static")
+        script = (static.joinpath("fepcomms.js").read_text() + "\nvar body = "
+                  + body.decode() + ";\nprocess.stdout.write(JSON.stringify("
+                  "[FepComms.summary(body), FepComms.below(body, 2)]));\n")
+        out, err, code = await getProcessOutputAndValue(node, ["-e", script], reactor=reactor)
+        self.assertEqual(code, 0, err)
+        summary, below = json.loads(out)
+        self.assertEqual(summary, [["all", "all", 12, 4, "33.33", "below"],
+                                   ["area", "T1", 12, 4, "33.33", "below"],
+                                   ["channel", "tcp", 12, 4, "33.33", "below"]])
+        self.assertEqual(below, [["A", 4, 1, "25.00", "2026-12-01 04:05:00Z", "timeout"],
+                                 ["S", 4, 1, "25.00", "2026-12-01 04:05:00Z", "timeout"]])
+        page = static.joinpath("status.html").read_text()
+        self.assertIn('<script src="/static/fepcomms.js"></script>', page)
+        self.assertIn('<table id="comms">', page)
+        self.assertIn('<table id="comms-below">', page)
+        code_js = static.joinpath("status.js").read_text()
+        self.assertIn('api("comms?from=" + encodeURIComponent(since))', code_js)
+        self.assertIn("Date.now() - 86400000", code_js)
