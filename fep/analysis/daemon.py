@@ -94,6 +94,7 @@ class AnalysisSection:
     vee: str
     vee_alarms: tuple[str, ...]
     target: Decimal
+    edit_approval: bool
 
 
 ANALYSIS = Section("analysis", {
@@ -110,6 +111,8 @@ ANALYSIS = Section("analysis", {
     "vee_alarms": Option(rule_names, "reverse, register", "VEE rules whose findings "
                          "raise an alarm (analysis:vee:FINDING)"),
     "target": Option(share, "98 %", "the collection success-rate target"),
+    "edit_approval": Option(yes_no, False, "operators' edits of values wait for another "
+                            "operator's approval (four eyes)"),
 }, AnalysisSection)
 
 

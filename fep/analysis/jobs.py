@@ -18,6 +18,8 @@ from fep.analysis import estimate, rules
 from fep.analysis.areas import Network
 from fep.analysis.balance import BalanceRow, balance, out_of_band
 from fep.analysis.comms import DEFAULT_TARGET, CommsReport, SilentArea, analyse, silent_areas
+from fep.analysis.edits import apply as apply_edits
+from fep.analysis.edits import latest_applied
 from fep.analysis.estimate import Estimate
 from fep.analysis.outages import (
     DEFAULT_AREA_SHARE,
@@ -244,22 +246,37 @@ async def validated_series(store: Any, settings: VeeSettings, meter: str, day: d
     made = {e.start: e for e in (await analysis.estimates([meter], obis, since, until)).get(
         meter, [])}
     flags = await analysis.flags(meter, obis, since, until)
+    edited = latest_applied(await analysis.edits(meter=meter, obis=obis, since=since,
+                                                 until=until, status="applied"))
     usage = consumption(raw[meter], period, cumulative=is_cumulative(settings.channel),
                         modulus=settings.modulus)
     rows = []
     for t in grid(since, until, period):
         p = usage.get(t)
-        if p is not None and p.value is not None:
-            # Re-collected since validation: no longer missing.
-            rows.append(SeriesRow(t, p.value, p.status | (flags.get(t, Quality.OK)
-                                                          & ~Quality.MISSING)))
-        elif t in made:
-            e = made[t]
-            rows.append(SeriesRow(t, e.value, Quality.ESTIMATED | flags.get(t, Quality.OK),
-                                  e.method, e.source))
-        else:
-            rows.append(SeriesRow(t, None, Quality.MISSING | flags.get(t, Quality.OK)))
+        edit = edited.get((meter, t))
+        if edit is not None and edit.action == "replace":
+            rows.append(SeriesRow(t, edit.after, Quality.OK, "edited",
+                                  f"edit {edit.id} by {edit.requested_by}: {edit.reason}"))
+            continue
+        row = _analysed(t, p, made, flags)
+        if edit is not None:  # accepted as it is: no longer suspect
+            row = attrs.evolve(row, quality=row.quality & ~Quality.SUSPECT, method="accepted",
+                               source=f"edit {edit.id} by {edit.requested_by}: {edit.reason}")
+        rows.append(row)
     return rows
+
+
+def _analysed(t: datetime, p: Point | None, made: Mapping[datetime, Estimate],
+              flags: Mapping[datetime, Quality]) -> SeriesRow:
+    if p is not None and p.value is not None:
+        # Re-collected since validation: no longer missing.
+        return SeriesRow(t, p.value, p.status | (flags.get(t, Quality.OK)
+                                                 & ~Quality.MISSING))
+    if t in made:
+        e = made[t]
+        return SeriesRow(t, e.value, Quality.ESTIMATED | flags.get(t, Quality.OK),
+                         e.method, e.source)
+    return SeriesRow(t, None, Quality.MISSING | flags.get(t, Quality.OK))
 
 
 @attrs.frozen
@@ -279,12 +296,16 @@ async def area_balance(analysis: AnalysisStore, network: Network, settings: VeeS
     ids = sorted({m.meter for m in summary} | set(members))
     raw = await analysis.intervals(ids, obis, since - period, until)
     made = await analysis.estimates(ids, obis, since, until)
+    # Operators' replacements win over real values and estimates.
+    edited = latest_applied(await analysis.edits(meters=ids, obis=obis, since=since,
+                                                 until=until, status="applied"))
     usage = {}
     for meter in ids:
         real = consumption(raw[meter], period, cumulative=is_cumulative(settings.channel),
                            modulus=settings.modulus)
-        usage[meter] = estimate.merge({t: p for t, p in real.items() if since <= t < until},
-                                      made.get(meter, []))
+        usage[meter] = apply_edits(
+            estimate.merge({t: p for t, p in real.items() if since <= t < until},
+                           made.get(meter, [])), edited, meter, period)
     rows, day = balance(area, grid(since, until, period), period,
                         {m.meter: (m.direction, usage[m.meter]) for m in summary},
                         {m: usage[m] for m in members})

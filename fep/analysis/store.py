@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred
 from fep.analysis.areas import Area, AreaKind, AreaMeter, Direction, Network, Role
 from fep.analysis.balance import BalanceRow
 from fep.analysis.comms import JobOutcome
+from fep.analysis.edits import Edit
 from fep.analysis.estimate import Estimate
 from fep.analysis.rules import Finding
 from fep.analysis.series import Point, decimal
@@ -410,6 +411,63 @@ def _outages(d: _Dialect, since: datetime, until: datetime, kind: str | None
 
 
 # ---------------------------------------------------------------------------
+# Edits (sql/*/0012_analysis_runs.sql)
+# ---------------------------------------------------------------------------
+
+_EDIT_COLUMNS = ("id, meter, obis, start_time, action, value_before, value_after, reason,"
+                 " requested_by, requested_at, status, decided_by, decided_at, note")
+
+
+def _edit_of(d: _Dialect, r: Sequence[Any]) -> Edit:
+    return Edit(int(r[0]), r[1], r[2], d.time_of(r[3]), r[4], d.number_of(r[5]),
+                d.number_of(r[6]), r[7], r[8], d.time_of(r[9]), r[10], r[11],
+                None if r[12] is None else d.time_of(r[12]), r[13])
+
+
+def _add_edit(d: _Dialect, e: Edit) -> Op[Edit]:
+    rows = yield Q("INSERT INTO interval_edits (meter, obis, start_time, action, value_before,"
+                   " value_after, reason, requested_by, requested_at, status, decided_by,"
+                   " decided_at, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                   f" RETURNING {_EDIT_COLUMNS}",
+                   (e.meter, e.obis, d.time(e.start), e.action, d.number(e.before),
+                    d.number(e.after), e.reason, e.requested_by, d.time(e.requested_at),
+                    e.status, e.decided_by,
+                    None if e.decided_at is None else d.time(e.decided_at), e.note),
+                   fetch=True)
+    return _edit_of(d, rows[0])
+
+
+def _decide_edit(d: _Dialect, edit_id: int, status: str, who: str, at: datetime, note: str
+                 ) -> Op[Edit | None]:
+    rows = yield Q("UPDATE interval_edits SET status = ?, decided_by = ?, decided_at = ?,"
+                   f" note = ? WHERE id = ? AND status = 'pending' RETURNING {_EDIT_COLUMNS}",
+                   (status, who, d.time(at), note, edit_id), fetch=True)
+    return _edit_of(d, rows[0]) if rows else None
+
+
+def _edits(d: _Dialect, edit_id: int | None, meters: Sequence[str] | None, obis: str | None,
+           since: datetime | None, until: datetime | None, status: str | None
+           ) -> Op[list[Edit]]:
+    where: list[str] = []
+    params: list[Any] = []
+    for clause, value in (("id = ?", edit_id), ("obis = ?", obis), ("status = ?", status),
+                          ("start_time >= ?", None if since is None else d.time(since)),
+                          ("start_time < ?", None if until is None else d.time(until))):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    out: list[Edit] = []
+    for chunk in _chunks(list(meters)) if meters is not None else [None]:
+        extra = [] if chunk is None else [f"meter IN ({_marks(len(chunk))})"]
+        sql = f"SELECT {_EDIT_COLUMNS} FROM interval_edits"
+        if where or extra:
+            sql += " WHERE " + " AND ".join(where + extra)
+        rows = yield Q(sql + " ORDER BY id DESC", [*params, *(chunk or [])], fetch=True)
+        out += [_edit_of(d, r) for r in rows]
+    return sorted(out, key=lambda e: -e.id)
+
+
+# ---------------------------------------------------------------------------
 # The store object
 # ---------------------------------------------------------------------------
 
@@ -515,3 +573,22 @@ class AnalysisStore:
     def outages(self, since: datetime, until: datetime, kind: str | None = None
                 ) -> Deferred[list[StoredOutage]]:
         return self._do(_outages, since, until, kind)
+
+    # edits
+    def add_edit(self, edit: Edit) -> Deferred[Edit]:
+        return self._do(_add_edit, edit)
+
+    def decide_edit(self, edit_id: int, status: str, who: str, at: datetime, note: str
+                    ) -> Deferred[Edit | None]:
+        return self._do(_decide_edit, edit_id, status, who, at, note)
+
+    async def edit(self, edit_id: int) -> Edit | None:
+        found = await self._do(_edits, edit_id, None, None, None, None, None)
+        return found[0] if found else None
+
+    def edits(self, *, meter: str | None = None, meters: Sequence[str] | None = None,
+              obis: str | None = None, since: datetime | None = None,
+              until: datetime | None = None, status: str | None = None
+              ) -> Deferred[list[Edit]]:
+        chosen = list(meters) if meters is not None else ([meter] if meter else None)
+        return self._do(_edits, None, chosen, obis, since, until, status)
