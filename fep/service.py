@@ -217,6 +217,7 @@ class FepService(OrderedMultiService):
             protocol_for=self.protocols.protocol_for,
             # Every door's read-now is a job of the collection engine (its channels).
             reader=self.collection.reader,
+            edits=self._editor(config, timed_store),
         )
         # Every job's meter session is reported to the activity (sessions, success rate).
         self.collection.observers.append(ctx.activity)
@@ -274,17 +275,30 @@ class FepService(OrderedMultiService):
             self.add(self.analysis, "analysis")
         self.add(self.operator, "operator")
 
+    @staticmethod
+    def _vee_settings(config: Config) -> Any:
+        from fep.analysis.settings import load
+
+        return load(config.analysis.vee or (
+            "etc/vee.ini" if Path("etc/vee.ini").exists() else None))
+
+    def _editor(self, config: Config, store: IStore) -> Any:
+        """Operators' edits of values for the API and the console ([analysis]
+        edit_approval: four eyes)."""
+        from fep.analysis.edits import Editor
+
+        return Editor(store, self._vee_settings(config),
+                      approval=config.analysis.edit_approval)
+
     def _build_analysis(self, config: Config) -> Any:
         """The analysis service ([analysis]): the day's VEE, balance, outages and
         communication analysis on a schedule, its alarms through the router."""
         if not config.analysis.enabled:
             return None
         from fep.analysis.daemon import AnalysisService
-        from fep.analysis.settings import load
 
-        vee = config.analysis.vee or ("etc/vee.ini" if Path("etc/vee.ini").exists() else None)
-        return AnalysisService(self.reactor, self.store, config.analysis, load(vee),
-                               self.router)
+        return AnalysisService(self.reactor, self.store, config.analysis,
+                               self._vee_settings(config), self.router)
 
     def _secret_store(self, config: Config) -> Any:
         """The secret store under the configured master key; none when the default master

@@ -31,6 +31,8 @@ APPROVAL: dict[str, str] = {"read": "operator", "run": "operator", "command": "o
 # approver must be another operator than the submitter, whatever the door).
 PLAN_STEPS = ("submit", "approve", "reject", "start", "pause", "cancel")
 APPROVAL.update({"plan_create": "operator", **{f"plan_{s}": "operator" for s in PLAN_STEPS}})
+# Edits of interval values (fep.operator.edit_commands): asking, approving, rejecting.
+APPROVAL.update({"edit": "operator", "edit_approve": "operator", "edit_reject": "operator"})
 
 
 class CommandRefused(FepError):
