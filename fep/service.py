@@ -8,7 +8,8 @@ consumes the router's commits), ``router`` (spool replay), ``directory`` (the me
 ``collection`` (the engine's tasks), ``dlms-counters``, ``modem-pool``, ``scheduler``, ``plans``,
 ``gprs`` (the channel: its sessions close at stop), the listeners (``push-iec62056-21``,
 ``push-dlms``, ``gprs LISTENER``...), ``control``, ``sms-events`` (texts from meters into the
-router), ``operator`` (``http``, ``console``). Stop, in reverse: the operator tier and the
+router), ``analysis`` (the day's analyses; its alarms through the router), ``operator``
+(``http``, ``console``). Stop, in reverse: the operator tier and the
 listeners stop accepting, GPRS sessions close, the scheduler lets the jobs under way finish,
 the router flushes the spool to the store and hands what it commits to the alarm engine and
 the northbound outbox, those two stop, the SMS channel (alarm texts) closes, and the store

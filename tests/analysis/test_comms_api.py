@@ -104,3 +104,4 @@ class StatusPanelTests(unittest.TestCase):
         code_js = static.joinpath("status.js").read_text()
         self.assertIn('api("comms?from=" + encodeURIComponent(since))', code_js)
         self.assertIn("Date.now() - 86400000", code_js)
+        self.assertIn("FepComms.below(r, 20)", code_js)

@@ -35,7 +35,7 @@ from fep.analysis.store import AnalysisStore
 from fep.config import parse_config
 from fep.errors import ConfigError
 from fep.interfaces import IRecordSink
-from fep.model import EventKind, IntervalBlock, MeterEvent, ObisCode, Record, Severity
+from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, ObisCode, Record, Severity
 from fep.store.postgres import PostgresStore
 from fep.store.sqlite import SqliteStore
 from tests.postgres import fresh_database
@@ -124,9 +124,11 @@ class ServiceBehaviours:
         self.assertEqual(by_name["outages"]["outages"], 1)
         (balance,) = await analysis.balances(T0, T0 + timedelta(days=1))
         self.assertEqual(balance.loss_rate, D("10.104"))
-        self.assertEqual(sorted((e.meter, e.code) for e in sink.records  # type: ignore[union-attr]
-                                if isinstance(e, MeterEvent)),
-                         [("B", "analysis:vee:reverse-energy"), ("S", "analysis:line-loss")])
+        self.assertEqual(sorted((e.meter, e.code, e.severity, e.time)
+                                for e in sink.records if isinstance(e, MeterEvent)),
+                         [("B", "analysis:vee:reverse-energy", Severity.MINOR,
+                           T0 + timedelta(hours=10)),
+                          ("S", "analysis:line-loss", Severity.MAJOR, T0)])
         ten, ten40 = T0 + timedelta(hours=10), T0 + timedelta(hours=10, minutes=40)
         self.assertEqual(
             [(o.kind, o.subject, o.since, o.until, o.meters)
@@ -177,6 +179,30 @@ class ServiceBehaviours:
             (DAY, "vee", False, "LookupError: no area 'NOPE'")])
         self.assertEqual(len(self.flushLoggedErrors(LookupError)), 4)  # type: ignore[attr-defined]
         self.assertEqual(len(clock.getDelayedCalls()), 1)
+        await service.stopService()
+
+
+    async def test_areas_and_groups(self) -> None:
+        """areas = T1 and groups = north, where the meter list puts S and A in the group
+        north and B in none: VEE validates S and A only (no reverse finding of B, no VEE
+        alarm), the balance of T1 runs."""
+        store = await self.area_day()
+        await store.add_meters([Meter("S", "dlms", "tcp:x:1", metadata={"group": "north"}),
+                                Meter("A", "dlms", "tcp:x:1", metadata={"group": "north"}),
+                                Meter("B", "dlms", "tcp:x:1")])
+        clock = Clock()
+        clock.advance(datetime(2026, 12, 2, 2, 0, tzinfo=UTC).timestamp() - 1)
+        sink = Sink()
+        service = AnalysisService(clock, store, settings(areas="T1", groups="north",
+                                                         analyses="vee, balance"), VEE, sink)
+        await service.startService()
+        clock.advance(1)
+        await wait_for(lambda: service.runs == 1 and service._running is None)
+        runs = {r.analysis: r.summary
+                for r in await AnalysisStore(store).runs(DAY, DAY + timedelta(days=1))}
+        self.assertEqual((runs["vee"]["meters"], runs["vee"]["findings"], runs["vee"]["alarms"]),
+                         (2, {}, 0))
+        self.assertEqual(runs["balance"], {"areas": 1, "alarms": 1})
         await service.stopService()
 
 

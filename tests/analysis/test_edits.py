@@ -82,6 +82,9 @@ class EditBehaviours:
         self.assertEqual(balance.day.consumption, D(8640))
         (listed,) = await editor.edits(meter="A")
         self.assertEqual(listed, edit)
+        # A later applied edit of the same interval is the one that counts.
+        await editor.request("A", t(5), value=D(95), reason="better figure", who="cli:bob")
+        self.assertEqual((await self.row(store, 5)).value, D(95))
 
     async def test_accept_keeps_the_value_and_clears_suspect(self) -> None:
         store = await self.open()
