@@ -126,8 +126,8 @@ def vee_alarm(finding: Any) -> MeterEvent:
 
 
 class AnalysisService(service.Service):
-    """Runs the analyses each day at ``settings.at`` on ``clock``; stops once a run under
-    way ended."""
+    """Runs the analyses each day at ``settings.at`` on ``clock``; stops once the analysis
+    under way ended (the others of the run are left for the next)."""
 
     def __init__(self, clock: IReactorTime, store: Any, settings: AnalysisSection,
                  vee: VeeSettings, sink: IRecordSink) -> None:
@@ -195,11 +195,16 @@ class AnalysisService(service.Service):
         return succeed(None)
 
     async def run(self, today: date) -> None:
-        """Analyse the ``days`` days before ``today``, the oldest first."""
+        """Analyse the ``days`` days before ``today``, the oldest first. Stopped meanwhile,
+        the analysis under way ends and the rest wait for the next run."""
         self.runs += 1
         for back in range(self.settings.days, 0, -1):
             day = today - timedelta(days=back)
             for name in self.settings.analyses:
+                if not self.running:
+                    log.info("analysis stopped before {analysis} of {day}", analysis=name,
+                             day=day)
+                    return
                 await self._one(day, name, getattr(self, f"_{name}"))
 
     async def _one(self, day: date, name: str,

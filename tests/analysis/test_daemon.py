@@ -206,6 +206,33 @@ class ServiceBehaviours:
         await service.stopService()
 
 
+    async def test_a_stop_waits_for_the_analysis_under_way_only(self) -> None:
+        """Stopped while vee runs: the stop waits for vee to end, then balance is not
+        started; only vee is recorded."""
+        store = await self.area_day()
+        clock = Clock()
+        clock.advance(datetime(2026, 12, 2, 2, 0, tzinfo=UTC).timestamp() - 1)
+        service = AnalysisService(clock, store, settings(analyses="vee, balance"), VEE,
+                                  Sink())
+        blocker: Deferred[None] = Deferred()
+
+        async def slow_vee(day: date) -> dict[str, Any]:
+            await blocker
+            return {"slow": True}
+
+        service._vee = slow_vee  # type: ignore[method-assign]
+        await service.startService()
+        clock.advance(1)
+        stopped = service.stopService()
+        self.assertFalse(stopped.called)
+        blocker.callback(None)
+        await stopped
+        await wait_for(lambda: service._running is None)
+        runs = await AnalysisStore(store).runs(DAY, DAY + timedelta(days=1))
+        self.assertEqual([(r.analysis, r.summary) for r in runs], [("vee", {"slow": True})])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
 class SqliteServiceTests(ServiceBehaviours, unittest.TestCase):
     def new_store(self) -> SqliteStore:
         return SqliteStore(self.mktemp() + ".sqlite", reactor)
