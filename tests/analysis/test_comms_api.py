@@ -105,3 +105,45 @@ class StatusPanelTests(unittest.TestCase):
         self.assertIn('api("comms?from=" + encodeURIComponent(since))', code_js)
         self.assertIn("Date.now() - 86400000", code_js)
         self.assertIn("FepComms.below(r, 20)", code_js)
+
+
+class StatusPageScriptTests(unittest.TestCase):
+    async def test_status_js_fills_the_panel_from_the_api(self) -> None:
+        """status.js itself (with fepcomms.js) run by node on a minimal DOM
+        (tests/analysis/status_dom.js) and the real API's answers: the page loads, the
+        comms tables hold the summary rows and the meters below the target."""
+        import json
+        import shutil
+        from importlib import resources
+        from pathlib import Path
+
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        node = shutil.which("node") or shutil.which("nodejs")
+        if node is None:
+            raise unittest.SkipTest("node (Debian nodejs) is not installed")
+        await CommsApiTests.setUp(self)  # type: ignore[arg-type]
+        answers = {}
+        for path in ("stats", "success-rate", "channels", "sessions", "alarms", "meters"):
+            r = await http(self.base + path, token=VIEWER_TOKEN)
+            self.assertEqual(r.status, 200, path)
+            answers[path] = r.json()
+        answers["comms"] = (await http(self.base + "comms?from=2026-12-01",
+                                       token=VIEWER_TOKEN)).json()
+        answers["profile"] = {"blocks": []}
+        given = Path(self.mktemp() + ".json")
+        given.write_text(json.dumps(answers))
+        static = str(resources.files("fep.operator").joinpath("static"))
+        script = str(Path(__file__).with_name("status_dom.js"))
+        out, err, code = await getProcessOutputAndValue(node, [script, str(given), static],
+                                                        reactor=reactor)
+        self.assertEqual(code, 0, err)
+        page = json.loads(out)
+        self.assertEqual((page["loaded"], page["error"], page["target"]),
+                         ("yes", "", "target 98.00 %"))
+        self.assertEqual(page["comms"], [["all", "all", "12", "4", "33.33", "below"],
+                                         ["area", "T1", "12", "4", "33.33", "below"],
+                                         ["channel", "tcp", "12", "4", "33.33", "below"]])
+        self.assertEqual([row[:4] for row in page["below"]],
+                         [["A", "4", "1", "25.00"], ["S", "4", "1", "25.00"],
+                          ["B", "4", "2", "50.00"]])
