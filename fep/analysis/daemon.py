@@ -158,7 +158,11 @@ class AnalysisService(service.Service):
         last = now.date() - timedelta(days=1)
         today_at = datetime.combine(now.date(), self.settings.at, tzinfo=UTC)
         if now >= today_at:
-            done = {r.analysis for r in await self.analysis.runs(last, now.date())}
+            try:
+                done = {r.analysis for r in await self.analysis.runs(last, now.date())}
+            except Exception:  # the daemon starts all the same; the next run is on time
+                log.failure("analysis: cannot tell whether {day} was analysed", day=last)
+                done = set(self.settings.analyses)
             if not set(self.settings.analyses) <= done:
                 log.info("analysis of {day} not run yet: running it now", day=last)
                 self._call = self.clock.callLater(0, self._fire)

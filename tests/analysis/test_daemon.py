@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.trial import unittest
 from zope.interface import implementer
@@ -33,7 +33,7 @@ from fep.analysis.daemon import ANALYSIS, AnalysisService
 from fep.analysis.settings import VeeSettings
 from fep.analysis.store import AnalysisStore
 from fep.config import parse_config
-from fep.errors import ConfigError
+from fep.errors import ConfigError, StoreError
 from fep.interfaces import IRecordSink
 from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, ObisCode, Record, Severity
 from fep.store.postgres import PostgresStore
@@ -231,6 +231,26 @@ class ServiceBehaviours:
         runs = await AnalysisStore(store).runs(DAY, DAY + timedelta(days=1))
         self.assertEqual([(r.analysis, r.summary) for r in runs], [("vee", {"slow": True})])
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+    async def test_a_start_that_cannot_read_its_runs_still_starts(self) -> None:
+        """Started at 03:00 while the runs cannot be read: logged, and the next run is at
+        02:00 the day after (the daemon is not stopped)."""
+        store = await self.area_day()
+        clock = Clock()
+        clock.advance(datetime(2026, 12, 2, 3, 0, tzinfo=UTC).timestamp())
+        service = AnalysisService(clock, store, settings(), VEE, Sink())
+
+        def broken(since: date, until: date) -> Deferred[Any]:
+            return fail(StoreError("store down"))
+
+        service.analysis.runs = broken  # type: ignore[method-assign]
+        await service.startService()
+        (call,) = clock.getDelayedCalls()
+        self.assertEqual(datetime.fromtimestamp(call.getTime(), UTC),
+                         datetime(2026, 12, 3, 2, 0, tzinfo=UTC))
+        self.assertEqual(len(self.flushLoggedErrors(StoreError)), 1)  # type: ignore[attr-defined]
+        await service.stopService()
 
 
 class SqliteServiceTests(ServiceBehaviours, unittest.TestCase):
