@@ -36,6 +36,10 @@ class EditRefused(CommandError):
     accept, no such edit."""
 
 
+class NoSuchEdit(EditRefused):
+    """No edit has this id (the API answers 404)."""
+
+
 @attrs.frozen
 class Edit:
     id: int
@@ -111,7 +115,7 @@ class Editor:
         requester."""
         found = await self.analysis.edit(edit_id)
         if found is None:
-            raise EditRefused(f"no edit {edit_id}")
+            raise NoSuchEdit(f"no edit {edit_id}")
         if found.status != "pending":
             raise WrongState(f"edit {edit_id} is {found.status}, not pending")
         if operator_of(who) == operator_of(found.requested_by):

@@ -70,6 +70,11 @@ async def list_edits(ctx: OperatorContext, *, who: str, role: str, meter: str | 
 async def decide_edit(ctx: OperatorContext, edit_id: int, *, approve: bool, who: str,
                       role: str, reason: str = "") -> dict[str, Any]:
     """Approve or reject a pending edit (another operator than its requester)."""
+    from fep.analysis.edits import NoSuchEdit
+
     commands.check("edit_approve" if approve else "edit_reject", role, who)
-    edit = await _editor(ctx).decide(int(edit_id), approve=approve, who=who, note=reason)
+    try:
+        edit = await _editor(ctx).decide(int(edit_id), approve=approve, who=who, note=reason)
+    except NoSuchEdit as e:
+        raise commands.CommandRefused(str(e), status=404) from None
     return dict(edit.as_dict())

@@ -144,6 +144,10 @@ class ApiAndConsoleEditTests(unittest.TestCase):
         self.assertEqual((ok.status, ok.json()["decided_by"]), (200, "api:bob"))
         self.assertEqual((await self.post(f"edits/{made['id']}/reject", SECOND_OPERATOR_TOKEN,
                                           {"reason": "x"})).status, 409)
+        self.assertEqual((await self.post("edits/99/approve", SECOND_OPERATOR_TOKEN,
+                                          {})).status, 404)
+        self.assertEqual((await self.post("edits/x/approve", SECOND_OPERATOR_TOKEN,
+                                          {})).status, 404)
         listed = (await http(self.base + "edits?meter=A&status=applied",
                              token=VIEWER_TOKEN)).json()
         self.assertEqual([e["id"] for e in listed["edits"]], [made["id"]])
