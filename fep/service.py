@@ -8,7 +8,8 @@ consumes the router's commits), ``router`` (spool replay), ``directory`` (the me
 ``collection`` (the engine's tasks), ``dlms-counters``, ``modem-pool``, ``scheduler``, ``plans``,
 ``gprs`` (the channel: its sessions close at stop), the listeners (``push-iec62056-21``,
 ``push-dlms``, ``gprs LISTENER``...), ``control``, ``sms-events`` (texts from meters into the
-router), ``operator`` (``http``, ``console``). Stop, in reverse: the operator tier and the
+router), ``analysis`` (the day's analyses; its alarms through the router), ``operator``
+(``http``, ``console``). Stop, in reverse: the operator tier and the
 listeners stop accepting, GPRS sessions close, the scheduler lets the jobs under way finish,
 the router flushes the spool to the store and hands what it commits to the alarm engine and
 the northbound outbox, those two stop, the SMS channel (alarm texts) closes, and the store
@@ -195,6 +196,7 @@ class FepService(OrderedMultiService):
             self._build_sms(config)
         self._build_collection(config)
         self.operator = self._build_operator(config, timed_store)
+        self.analysis = self._build_analysis(config)
         self._json_log: io.TextIOWrapper | None = None
         self._observer: ILogObserver | None = None
         self.started: Deferred[None] | None = None
@@ -227,6 +229,7 @@ class FepService(OrderedMultiService):
             # Every door's read-now is a job of the collection engine (its channels).
             reader=self.collection.reader,
             concentrator_sync=self.concentrator_sync,
+            edits=self._editor(config, timed_store),
         )
         # Every job's meter session is reported to the activity (sessions, success rate).
         self.collection.observers.append(ctx.activity)
@@ -279,7 +282,35 @@ class FepService(OrderedMultiService):
         if self.sms_events is not None:
             # Texts from meters reach the router only while it and the meter list are up.
             self.add(self.sms_events.step("sms-events"), "sms-events")
+        if self.analysis is not None:
+            # Its alarms go through the router: stopped before it.
+            self.add(self.analysis, "analysis")
         self.add(self.operator, "operator")
+
+    @staticmethod
+    def _vee_settings(config: Config) -> Any:
+        from fep.analysis.settings import load
+
+        return load(config.analysis.vee or (
+            "etc/vee.ini" if Path("etc/vee.ini").exists() else None))
+
+    def _editor(self, config: Config, store: IStore) -> Any:
+        """Operators' edits of values for the API and the console ([analysis]
+        edit_approval: four eyes)."""
+        from fep.analysis.edits import Editor
+
+        return Editor(store, self._vee_settings(config),
+                      approval=config.analysis.edit_approval)
+
+    def _build_analysis(self, config: Config) -> Any:
+        """The analysis service ([analysis]): the day's VEE, balance, outages and
+        communication analysis on a schedule, its alarms through the router."""
+        if not config.analysis.enabled:
+            return None
+        from fep.analysis.daemon import AnalysisService
+
+        return AnalysisService(self.reactor, self.store, config.analysis,
+                               self._vee_settings(config), self.router)
 
     def _secret_store(self, config: Config) -> Any:
         """The secret store under the configured master key; none when the default master

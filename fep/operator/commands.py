@@ -33,6 +33,8 @@ PLAN_STEPS = ("submit", "approve", "reject", "start", "pause", "cancel")
 APPROVAL.update({"plan_create": "operator", **{f"plan_{s}": "operator" for s in PLAN_STEPS}})
 # A concentrator's meter archive written from the meter list (fep.collect.archive_sync).
 APPROVAL["concentrator_sync"] = "operator"
+# Edits of interval values (fep.operator.edit_commands): asking, approving, rejecting.
+APPROVAL.update({"edit": "operator", "edit_approve": "operator", "edit_reject": "operator"})
 
 
 class CommandRefused(FepError):

@@ -223,6 +223,10 @@ class Api:
             (b"GET", ("export", "cim"), self.export_cim),
             (b"POST", ("meters", "*", "archive-sync"), self.sync_concentrator),
         ]
+        from fep.operator.http_analysis import AnalysisApi
+
+        # The analysis tier's endpoints (fep/operator/http_analysis.py).
+        self.routes += AnalysisApi(ctx, _arg, time_arg, ApiError, _json_body).routes()
 
     def find(self, method: bytes, path: list[str]) -> tuple[Handler, list[str]]:
         allowed = False

@@ -462,7 +462,7 @@ class OpenApiTests(unittest.TestCase):
         routes = {
             (method.decode(), "/" + "/".join(
                 {"meters": "{meter}", "tasks": "{task}", "commands": "{command}",
-                 "plans": "{plan}"}[pattern[0]]
+                 "plans": "{plan}", "edits": "{edit}"}[pattern[0]]
                 if p == "*" else p for p in pattern))
             for method, pattern, _ in Api(None).routes  # type: ignore[arg-type]
         }
