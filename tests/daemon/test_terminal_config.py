@@ -1,7 +1,7 @@
 """Acceptance (issue 17, remote configuration of GPRS terminals): the running daemon
 (`twistd -n fep`, two GPRS listeners, an SMS modem on a pty) changes a simulated terminal's
 master-station port by SMS and then over its own TCP session (AT pass-through), each time a
-`terminal-config` command asked and approved by two operators on the command line; each time
+`terminal-config` command asked and approved by two operators (command line, API); each time
 the terminal reconnects to the new listener and its registration is seen there (`fep
 sessions`). With a wrong password the terminal refuses, by SMS and by TCP, and the command is
 recorded as failed with the terminal's answer; the password never reaches the daemon's log."""
@@ -26,7 +26,7 @@ from tests.channels.test_serialport import socat_pty_pair
 from tests.daemon import harness
 from tests.daemon.harness import Daemon, free_port, wait_for, write_config
 from tests.inprocess import fep_main
-from tests.operator.helpers import OPERATOR_TOKEN, SECOND_OPERATOR_TOKEN, write_tokens
+from tests.operator.helpers import OPERATOR_TOKEN, SECOND_OPERATOR_TOKEN, http, write_tokens
 
 IMEI = "356938035649001"
 MODEM = "+491700000001"
@@ -61,6 +61,23 @@ class TerminalConfigDaemonTests(unittest.TestCase):
         code, out, err = self.fep("command", "approve", str(command_id),
                                   token=SECOND_OPERATOR_TOKEN)
         self.assertEqual(code, 0, out + err)
+        return command_id
+
+    async def api_command(self, **params: str) -> int:
+        """The same through the API: asked by alice, approved by bob."""
+
+        async def post(path: str, token: str, body: object) -> dict[str, object]:
+            r = await http(f"{self.base}/{path}", token=token, method=b"POST",
+                           body=json.dumps(body).encode())
+            self.assertEqual(r.status, 200, r.body)
+            answer: dict[str, object] = r.json()
+            return answer
+
+        asked = await post("meters/dtu-1/commands", OPERATOR_TOKEN,
+                           {"action": "terminal-config", "params": params})
+        self.assertEqual(asked["status"], "requested")
+        command_id = int(str(asked["id"]))
+        await post(f"commands/{command_id}/approve", SECOND_OPERATOR_TOKEN, {})
         return command_id
 
     async def ended(self, command_id: int) -> tuple[str, str]:
@@ -105,13 +122,15 @@ class TerminalConfigDaemonTests(unittest.TestCase):
         self.addCleanup(serial.loseConnection)
 
         tokens = write_tokens(self.workdir / "tokens")
+        http_port = free_port()
+        self.base = f"http://127.0.0.1:{http_port}/api/v1"
         self.config = write_config(
             self.workdir, f"sqlite:{self.db}", push_port=0, period=3600.0,
             default_task=False, collect_extra="poll = 0.2\n",
             extra=(f"[gprs]\nlisten = tcp:{first}:interface=127.0.0.1 "
                    f"tcp:{second}:interface=127.0.0.1\nunknown = quarantine\n"
                    f"[sms]\nport = serial:{b}:115200:8N1\nsweep_interval = 600\n"
-                   f"[http]\ntokens_file = {tokens}\n"
+                   f"[http]\nport = {http_port}\ntokens_file = {tokens}\n"
                    f"[control]\nsocket = {self.socket}\n"))
         daemon = Daemon(self.config, self.workdir)
         daemon.start()
@@ -141,8 +160,9 @@ class TerminalConfigDaemonTests(unittest.TestCase):
         [text] = [m for m in network.messages if m.destination == TERMINAL]
         self.assertEqual(text.text, f"{PASSWORD},AT+SERVER=127.0.0.1,{second};AT+RESET")
 
-        # By TCP (AT pass-through on its session): back to the first listener.
-        tcp_command = self.command(host="127.0.0.1", port=str(first), via="tcp")
+        # By TCP (AT pass-through on its session), asked through the API: back to the
+        # first listener.
+        tcp_command = await self.api_command(host="127.0.0.1", port=str(first), via="tcp")
         status, outcome = await self.ended(tcp_command)
         self.assertEqual(status, "done", outcome)
         self.assertIn(f"port={first} by tcp", outcome)
@@ -157,7 +177,7 @@ class TerminalConfigDaemonTests(unittest.TestCase):
         status, outcome = await self.ended(refused)
         self.assertEqual(status, "failed")
         self.assertIn("refused the configuration: 'PASSWORD ERROR'", outcome)
-        refused = self.command(host="127.0.0.1", port=str(second), via="tcp")
+        refused = await self.api_command(host="127.0.0.1", port=str(second), via="tcp")
         status, outcome = await self.ended(refused)
         self.assertEqual(status, "failed")
         self.assertIn(f"refused host=127.0.0.1, port={second} by tcp (login): ERROR", outcome)
