@@ -71,6 +71,15 @@ def parse_approval(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def job_params(action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """What a command's job carries for the scheduler: a terminal-config by SMS does not
+    wait for the terminal's GPRS session (``wake_up`` False: a terminal set to a wrong
+    master station never dials in; the text is what brings it back)."""
+    if action == TERMINAL_CONFIG and str(params.get("via", "sms")).strip().lower() == "sms":
+        return {"wake_up": False}
+    return {}
+
+
 def command_job(
     command: Command,
     meter: Meter,
@@ -90,6 +99,7 @@ def command_job(
         route=meter.route,
         resource=policy.key(meter.route),
         command=command.id,
+        params=job_params(command.action, command.params),
         priority=Priority.ON_DEMAND,
         due=now,
         run_at=now,

@@ -94,12 +94,17 @@ class TerminalConfigDaemonTests(unittest.TestCase):
         status, outcome = row[0]
         return str(status), str(outcome)
 
-    async def on_listener(self, port: int) -> None:
-        """Wait until the terminal's session is attached on the listener at ``port``."""
+    async def on_listener(self, port: int | None) -> None:
+        """Wait until the terminal's session is attached on the listener at ``port`` (None:
+        until it has no session)."""
 
         async def there() -> bool:
             code, out, _ = self.fep("sessions", "--format", "json")
-            sessions = [json.loads(line) for line in out.splitlines()] if code == 0 else []
+            if code != 0:
+                return False
+            sessions = [json.loads(line) for line in out.splitlines()]
+            if port is None:
+                return not any(s["modem"] == f"imei={IMEI}" for s in sessions)
             return any(s["modem"] == f"imei={IMEI}" and s["meters"] == ["dtu-1"]
                        and s["listener"] == f"tcp:{port}" for s in sessions)
 
@@ -190,6 +195,18 @@ class TerminalConfigDaemonTests(unittest.TestCase):
             "ORDER BY at, rowid")
         self.assertEqual([a for _, a in trail],
                          ["requested", "approved", "started", "failed"])
+
+        # A terminal that is not connected (gone from its master station) is set by SMS at
+        # once: no wake-up text first, no wait for a session it cannot open.
+        terminal.password = PASSWORD
+        modem.close()
+        await self.on_listener(None)  # its session gone
+        offline = self.command(host="127.0.0.1", port=str(second), via="sms")
+        status, outcome = await self.ended(offline)
+        self.assertEqual(status, "done", outcome)
+        await self.on_listener(second)
+        self.assertEqual(terminal.restarts, 3)
+        self.assertNotIn("waking it up", daemon.log_text())
 
         self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
         self.assertNotIn(PASSWORD, daemon.log_text())
