@@ -199,6 +199,8 @@ class PassThroughTests(unittest.TestCase):
             self.assertEqual(session.terminal.restarts, 0)
             self.assertEqual(session.terminal.settings["apn"], "internet")
             self.assertEqual(session.terminal.refused, [("tcp", "wrong password")])
+            # After a refusal fep leaves configuration mode (AT+ENTM): the meter is reached.
+            self.assertFalse(session.terminal._config_mode)
 
     def test_silence_times_out_naming_the_step(self) -> None:
         session = Session(self, "generic-at-sms", "s3cret", answering=False)
@@ -242,3 +244,33 @@ class SmsTextTests(unittest.TestCase):
         self.assertEqual(replies, ["PASSWORD ERROR"])
         self.assertEqual((terminal.applied, terminal.restarts), ([], 0))
         self.assertIs(at.sms and at.sms.verdict(replies[0]), False)
+
+
+class DialTests(unittest.TestCase):
+    def test_the_second_master_station_when_the_first_does_not_answer(self) -> None:
+        clock = Clock()
+        modem = SimulatedGprsModem(clock, None, ModemSpec("356938035649004"))
+        dialled: list[tuple[str, int]] = []
+
+        def endpoint(host: str, port: int) -> Any:
+            dialled.append((host, port))
+            return _Refusing() if port == 4071 else _Nowhere()
+
+        terminal = SimulatedTerminal(clock, modem, shipped_profiles()["generic-at-sms"],
+                                     "s3cret", endpoint_for=endpoint)
+        terminal._reply = lambda to, text: None  # type: ignore[method-assign]
+        [body] = shipped_profiles()["generic-at-sms"].sms_texts(
+            TerminalChange(host="10.0.0.1", port=4071, host2="10.0.0.2", port2=4072), "s3cret")
+        terminal._text(SentMessage("+4917000", "+4915100", body, ()))
+        clock.advance(1)
+        self.assertEqual(dialled, [("10.0.0.1", 4071), ("10.0.0.2", 4072)])
+        self.assertEqual(terminal.dialled, dialled)
+
+
+class _Refusing:
+    def connect(self, factory: Any) -> Deferred[Any]:
+        from twisted.internet.error import ConnectionRefusedError
+
+        d: Deferred[Any] = Deferred()
+        d.errback(ConnectionRefusedError())
+        return d

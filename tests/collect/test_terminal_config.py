@@ -189,3 +189,35 @@ class ConfiguratorTests(unittest.TestCase):
         failure = self.failureResultOf(self.run_sms("OK", dtu("d1", terminal="acme-x9")),
                                        ConfigError)
         self.assertIn("no terminal profile 'acme-x9'", str(failure.value))
+
+
+class ConsoleDoorTests(unittest.TestCase):
+    async def test_the_console_asks_and_another_operator_approves(self) -> None:
+        from fep.channels.routes import Channels
+        from fep.collect.engine import CollectionEngine
+        from fep.collect.operator import EngineScheduler
+        from fep.config import parse_config
+        from fep.operator.manhole import OperatorCommands
+        from tests.operator.helpers import make_context
+
+        ctx = await make_context(self, [dtu("d1"), Meter("m2", "dlms",
+                                                         "tcp:host=127.0.0.1:port=1")])
+        settings = parse_config("[fep]\n[store]\n[collect]\napproval =\n")
+        engine = CollectionEngine(reactor, ctx.store, ctx.router, ctx.directory,
+                                  settings.collect, node="n1", endpoint_for=Channels(reactor))
+        ctx.scheduler = EngineScheduler(engine, ctx.store)
+        alice = OperatorCommands(ctx, "alice", "SHA256:a", "operator")
+        bob = OperatorCommands(ctx, "bob", "SHA256:b", "operator")
+        asked = await alice.command("d1", "terminal-config", host="10.0.0.1", port=4071,
+                                    via="tcp")
+        self.assertEqual((asked["status"], asked["requested_by"]),
+                         ("requested", "console:alice"))
+        approved = await bob.approve(asked["id"])
+        self.assertEqual((approved["status"], approved["approved_by"]),
+                         ("queued", "console:bob"))
+        with self.assertRaises(CommandError) as caught:
+            await alice.command("m2", "terminal-config", apn="x")
+        self.assertIn("names no GPRS terminal profile", str(caught.exception))
+        with self.assertRaises(CommandError) as caught:
+            await alice.command("d1", "terminal-config", host="10.0.0.1", via="tcp")
+        self.assertIn("give port too", str(caught.exception))
