@@ -45,7 +45,7 @@ class PassThrough(Protocol):
     with TerminalRefused (an ERROR) or ChannelError (no answer, session lost early)."""
 
     def __init__(self, reactor: IReactorTime, session: TcpSession, password: str,
-                 lines: list[str], route: str) -> None:
+                 lines: list[str], route: str, *, restarts: bool = True) -> None:
         self.reactor = reactor
         self.session = session
         self.password = password
@@ -55,7 +55,8 @@ class PassThrough(Protocol):
         if session.login is not None:
             self.steps.append((session.login.render({"password": password}), "login"))
         self.steps += [(line, f"command {n + 1}") for n, line in enumerate(lines)]
-        self.restart_step = len(self.steps) - 1
+        # The last line restarts the terminal: its session may end instead of an answer.
+        self.restart_step = len(self.steps) - 1 if restarts else -2
         self.done: Deferred[list[str]] = Deferred()
         self.answers: list[str] = []
         self._buffer = b""
@@ -181,7 +182,7 @@ class PassThrough(Protocol):
         self._cancel()
         if self.done.called:
             return
-        if self._step == self.restart_step and self.steps:
+        if self._step == self.restart_step:
             # The terminal restarted before (or instead of) answering the restart.
             self.answers.append("(session closed: restarting)")
             self.done.callback(self.answers)
@@ -202,11 +203,11 @@ class _Once(Factory):
 
 
 async def pass_through(reactor: IReactorTime, endpoint: IStreamClientEndpoint,
-                       session: TcpSession, password: str, lines: list[str], route: str
-                       ) -> list[str]:
-    """Run the configuration ``lines`` (restart last) over ``endpoint`` (the terminal's
-    session); the terminal's answers, one per step."""
-    protocol = PassThrough(reactor, session, password, lines, route)
+                       session: TcpSession, password: str, lines: list[str], route: str,
+                       *, restarts: bool = True) -> list[str]:
+    """Run the configuration ``lines`` (the restart last, when ``restarts``) over
+    ``endpoint`` (the terminal's session); the terminal's answers, one per step."""
+    protocol = PassThrough(reactor, session, password, lines, route, restarts=restarts)
     await endpoint.connect(_Once(protocol))
     answers: list[str] = await protocol.done
     return answers

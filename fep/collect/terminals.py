@@ -115,14 +115,17 @@ class TerminalConfigurator:
         else:
             assert profile.tcp is not None
             try:
-                answers = await pass_through(self.reactor, endpoint(), profile.tcp, password,
-                                             profile.tcp_lines(change, password), meter.route)
+                answers = await pass_through(
+                    self.reactor, endpoint(), profile.tcp, password,
+                    profile.tcp_lines(change, password), meter.route,
+                    restarts=profile.restart_tcp is not None)
             except TerminalRefused as e:
                 raise TerminalRefused(f"meter {meter.id}: terminal {profile.name} refused "
                                       f"{change} by tcp ({e.step}): {e.answer}", e.answer,
                                       route=meter.route, step=e.step) from None
             result = (f"terminal {profile.name} on {meter.route} set {change} by tcp; it "
-                      f"answered {answers[-1]!r} to the restart")
+                      f"answered {answers[-1]!r}" + (" to the restart" if profile.restart_tcp
+                                                     else ""))
         log.info("terminal of {meter} ({terminal}): {result}", result=result, **fields)
         return Outcome(True, result=result, details={"terminal": profile.name, "via": via,
                                                      **change.values()})

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.test import iosim
 from twisted.trial import unittest
@@ -167,6 +168,17 @@ class Session:
         return protocol.done
 
 
+class _Abrupt(Protocol):
+    """Answers OK to everything and closes its session at AT+RESET without a word."""
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        if b"AT+RESET" in data:
+            self.transport.loseConnection()
+        else:
+            self.transport.write(b"\r\nOK\r\n")
+
+
 class _Nowhere:
     def connect(self, factory: Any) -> Deferred[Any]:
         return Deferred()  # never answers: the test looks at where it dialled
@@ -201,6 +213,27 @@ class PassThroughTests(unittest.TestCase):
             self.assertEqual(session.terminal.refused, [("tcp", "wrong password")])
             # After a refusal fep leaves configuration mode (AT+ENTM): the meter is reached.
             self.assertFalse(session.terminal._config_mode)
+
+    def test_a_terminal_that_restarts_without_answering_is_done(self) -> None:
+        clock = Clock()
+        profile = shipped_profiles()["generic-at-sms"]
+        assert profile.tcp is not None
+        for restarts, ends in ((True, "done"), (False, "failed")):
+            fep = PassThrough(clock, profile.tcp, "pw", ["AT+HEART=60", "AT+RESET"], "gprs:x",
+                              restarts=restarts)
+            dtu = _Abrupt()
+            pump = iosim.connect(dtu, iosim.FakeTransport(dtu, isServer=True), fep,
+                                 iosim.FakeTransport(fep, isServer=False), greet=False)
+            for _ in range(20):
+                pump.flush()
+                clock.advance(0.25)
+            if ends == "done":
+                self.assertEqual(self.successResultOf(fep.done),
+                                 ["OK", "OK", "(session closed: restarting)"])
+            else:
+                failure = self.failureResultOf(fep.done, ChannelError)
+                self.assertIn("session ended while waiting for command 2",
+                              str(failure.value))
 
     def test_silence_times_out_naming_the_step(self) -> None:
         session = Session(self, "generic-at-sms", "s3cret", answering=False)
