@@ -4,7 +4,8 @@ master-station port by SMS and then over its own TCP session (AT pass-through), 
 `terminal-config` command asked and approved by two operators (command line, API); each time
 the terminal reconnects to the new listener and its registration is seen there (`fep
 sessions`). With a wrong password the terminal refuses, by SMS and by TCP, and the command is
-recorded as failed with the terminal's answer; the password never reaches the daemon's log."""
+recorded as failed with the terminal's answer. The password is a meter secret (`fep keys
+import`): it is in neither the store's file nor the daemon's logs."""
 
 from __future__ import annotations
 
@@ -113,8 +114,7 @@ class TerminalConfigDaemonTests(unittest.TestCase):
     async def test_port_change_by_sms_then_by_tcp_and_a_wrong_password(self) -> None:
         await harness.add_meters(f"sqlite:{self.db}", [
             Meter("dtu-1", "dlms", f"gprs:imei={IMEI}", metadata={
-                "terminal": "generic-at-sms", "sms_number": TERMINAL,
-                "terminal_password": PASSWORD}),
+                "terminal": "generic-at-sms", "sms_number": TERMINAL}),
         ])
         first, second = free_port(), free_port()
         while second == first:
@@ -136,7 +136,13 @@ class TerminalConfigDaemonTests(unittest.TestCase):
                    f"tcp:{second}:interface=127.0.0.1\nunknown = quarantine\n"
                    f"[sms]\nport = serial:{b}:115200:8N1\nsweep_interval = 600\n"
                    f"[http]\nport = {http_port}\ntokens_file = {tokens}\n"
-                   f"[control]\nsocket = {self.socket}\n"))
+                   f"[control]\nsocket = {self.socket}\n"
+                   f"[secrets]\nmaster_key = file:{self.workdir}/master.key\n"))
+        # The terminal's password is a meter secret, sealed in the store.
+        for args in (("keys", "init"), ("keys", "import", "dtu-1", "terminal_password",
+                                        PASSWORD)):
+            code, out, err = self.fep(*args)
+            self.assertEqual(code, 0, out + err)
         daemon = Daemon(self.config, self.workdir)
         daemon.start()
         self.addCleanup(daemon.kill)
@@ -211,3 +217,5 @@ class TerminalConfigDaemonTests(unittest.TestCase):
         self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
         self.assertNotIn(PASSWORD, daemon.log_text())
         self.assertNotIn(PASSWORD, (self.workdir / "fep.log.json").read_text())
+        for path in self.workdir.glob("fep.sqlite*"):
+            self.assertNotIn(PASSWORD.encode(), path.read_bytes(), path)
