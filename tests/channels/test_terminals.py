@@ -307,3 +307,34 @@ class _Refusing:
         d: Deferred[Any] = Deferred()
         d.errback(ConnectionRefusedError())
         return d
+
+
+class AnswerFuzzTests(unittest.TestCase):
+    """Whatever a terminal sends, the dialogue neither raises nor keeps more than its bound."""
+
+    def test_any_bytes(self) -> None:
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+        from twisted.internet.testing import StringTransport
+
+        from fep.channels.terminal_session import MAX_BUFFER
+
+        profile = shipped_profiles()["generic-at-sms"]
+        assert profile.tcp is not None
+        tcp = profile.tcp
+
+        @settings(max_examples=200, deadline=None)
+        @given(st.lists(st.binary(max_size=3000), max_size=8))
+        def run(chunks: list[bytes]) -> None:
+            clock = Clock()
+            fep = PassThrough(clock, tcp, "pw", ["AT+HEART=60", "AT+RESET"], "gprs:x")
+            fep.makeConnection(StringTransport())
+            clock.advance(tcp.guard)
+            for chunk in chunks:
+                fep.dataReceived(chunk)
+                self.assertLessEqual(len(fep._buffer), MAX_BUFFER)
+            clock.advance(tcp.answer_timeout * 10)
+            self.assertTrue(fep.done.called)
+            fep.done.addErrback(lambda f: f.trap(ChannelError))
+
+        run()
