@@ -221,3 +221,19 @@ class ConsoleDoorTests(unittest.TestCase):
         with self.assertRaises(CommandError) as caught:
             await alice.command("d1", "terminal-config", host="10.0.0.1", via="tcp")
         self.assertIn("give port too", str(caught.exception))
+
+
+class OneAtATimeTests(unittest.TestCase):
+    def test_a_second_configuration_waiting_on_one_number_fails_to_be_retried(self) -> None:
+        clock = Clock()
+        configurator = TerminalConfigurator(clock, shipped_profiles())
+        configurator.sms = FakeSms(clock, configurator, reply=None)
+        first = Deferred.fromCoroutine(configurator.run(dtu("d1"), {"apn": "a"}, _no_endpoint))
+        second = Deferred.fromCoroutine(configurator.run(dtu("d2"), {"apn": "b"},
+                                                         _no_endpoint))
+        failure = self.failureResultOf(second, ChannelError)
+        self.assertIn("already waiting for its answer", str(failure.value))
+        self.assertFalse(getattr(failure.value, "final", False))
+        self.assertNoResult(first)
+        configurator.sms_received(_Incoming("+491510000077", "OK"))
+        self.assertTrue(self.successResultOf(first).ok)
