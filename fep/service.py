@@ -435,6 +435,7 @@ class FepService(OrderedMultiService):
             # Every dialup: route shares the modem pool's lines.
             pools={"dialup": len(config.modems.line_list())} if self.modems else None,
             firmware_dir=config.firmware_directory,
+            terminals=self._terminals(config),
         )
         self.scheduler = self.collection.scheduler
         from fep.collect.plans import PlanRunner
@@ -450,6 +451,18 @@ class FepService(OrderedMultiService):
                 SessionHomes(self.reactor, self.collection.jobs, self.scheduler,
                              node=config.fep.node, connected=self.gprs.is_connected)
             )
+
+    def _terminals(self, config: Config) -> Any:
+        """terminal-config: the terminal profiles (etc/terminals and [gprs]
+        terminal_profiles), texts through the SMS channel, replies taken from it."""
+        from fep.channels.terminals import load_profiles
+        from fep.collect.terminals import TerminalConfigurator
+
+        terminals = TerminalConfigurator(
+            self.reactor, load_profiles(config.gprs.terminal_profiles), self.sms)
+        if self.sms is not None:
+            self.sms.add_message_handler(terminals.sms_received)
+        return terminals
 
     def _caller_meter(self, caller: str | None) -> Any:
         """The meter a caller id belongs to: its ``dialup:`` route or ``caller_id`` metadata

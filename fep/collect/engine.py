@@ -90,6 +90,7 @@ class CollectionEngine:
         protocol_for: Callable[[str], IMeterProtocol] = meter_protocol,
         pools: Mapping[str, int] | None = None,
         firmware_dir: Path | None = None,
+        terminals: Any = None,
     ) -> None:
         self.reactor = reactor
         self.settings = settings
@@ -113,6 +114,7 @@ class CollectionEngine:
             firmware_dir=self.firmware_dir,
             resolve=directory.resolve if directory.secrets is not None else None,
             secrets=directory.secrets,
+            terminals=terminals,
         )
         self.scheduler = Scheduler(
             reactor,
