@@ -37,6 +37,17 @@ CHILDREN = "children"
 # Task kinds the meters behind a point-reading concentrator are read through it for; the
 # others (events, clock, commands) are their own jobs on their own (forwarding) route.
 THROUGH_KINDS = frozenset({"registers", "instantaneous", "objects", "load-profile"})
+# Task option: ``via = points`` (the default) reads the meters behind a point-reading
+# concentrator through its job; ``via = forward`` gives each its own job on its own route
+# (AFN 10 forwarding to the meter with its own protocol).
+VIA_KEY = "via"
+
+
+def through_points(kind: str, options: Mapping[str, object]) -> bool:
+    """Whether a task of ``kind`` with ``options`` reads the meters behind point-reading
+    concentrators through them: yes unless ``via`` is ``forward``."""
+    via = str(options.get(VIA_KEY) or "points").strip().lower()
+    return kind in THROUGH_KINDS and via != "forward"
 
 
 def concentrator_of(meter: Meter) -> str | None:

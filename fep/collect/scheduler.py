@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from fep.collect.concentrators import CHILDREN, THROUGH_KINDS, line_order, point_groups
+from fep.collect.concentrators import CHILDREN, line_order, point_groups, through_points
 from fep.collect.limits import Permits, ResourcePolicy
 from fep.collect.schedule import Every
 from fep.collect.tasks import Job, JobKind, JobStatus, Outcome, Priority, Task
@@ -92,13 +92,14 @@ def expand(
     when the concentrator's job ends (``OWNED``), read after it, or recorded as missed when
     it failed. A meter whose ``concentrator`` setting is wrong gets a failed job naming
     the error. The meters behind a concentrator that reads them by point are read by one
-    job of that concentrator (``CHILDREN``; for registers and load profiles), in the run
-    even when the task does not name the concentrator itself; their own jobs are recorded
-    when it ends (``children_jobs``). ``known``: every meter (default ``meters``)."""
+    job of that concentrator (``CHILDREN``; for registers and load profiles, unless the
+    task says ``via = forward``), in the run even when the task does not name the
+    concentrator itself; their own jobs are recorded when it ends (``children_jobs``).
+    ``known``: every meter (default ``meters``)."""
     everyone = list(meters if known is None else known)
     targets = [m for m in meters if task.target.matches(m)]
     jobs: list[Job] = []
-    if str(task.kind) in THROUGH_KINDS:
+    if through_points(str(task.kind), task.options):
         groups, targets, refused = point_groups(targets, everyone)
         for group in groups:
             children = {m.id: point for m, point in group.children}

@@ -86,6 +86,16 @@ class ExpandTests(unittest.TestCase):
             self.assertEqual(caught.exception.key, "point")
             self.assertIn("meter M1", str(caught.exception))
 
+    def test_via_forward_gives_each_meter_its_own_job(self) -> None:
+        for via in ("forward", "FORWARD "):
+            jobs = expand(Task(name="r", kind="registers", schedule="every 1d",
+                               options={"via": via}), fleet(), T0, self.policy)  # fmt: skip
+            self.assertEqual(sorted(j.meter for j in jobs), ["DCU1", "M1", "M2", "M3"])
+            self.assertEqual({dict(j.params).get(CHILDREN) for j in jobs}, {None})
+        (job,) = expand(Task(name="r", kind="registers", schedule="every 1d",
+                             options={"via": "points"}), fleet(), T0, self.policy)  # fmt: skip
+        self.assertEqual(job.meter, "DCU1")
+
     def test_events_and_clock_jobs_stay_the_meters_own(self) -> None:
         for kind in ("events", "clock"):
             jobs = expand(Task(name="e", kind=kind, schedule="every 1d"), fleet(), T0,

@@ -58,9 +58,11 @@ class ForwardedDoorsTests(unittest.TestCase):
         self.assertEqual(self.policy.key("gw3761:DCU1:port=2"),
                          self.policy.key(self.fleet["DCU1"].route))
         now = reactor.seconds()
+        # via=forward: each meter behind a concentrator its own job on its own route (by
+        # default the concentrator's job reads them by point: test_concentrator_jobs).
         await self.engine.jobs.save_task(
             Task(name="regs", kind="registers", schedule="every 1d", target=Target(),
-                 next_due=now + 3600), now)
+                 options={"via": "forward"}, next_due=now + 3600), now)
         await self.engine.scheduler.run_now("regs")
         jobs = {j.meter: j for j in await jobs_ended(self.engine, 3)}
         self.assertEqual({m: j.status for m, j in jobs.items()},
@@ -79,7 +81,7 @@ class ForwardedDoorsTests(unittest.TestCase):
         now = reactor.seconds()
         await self.engine.jobs.save_task(
             Task(name="lp", kind="load-profile", schedule="every 15m", target=Target(),
-                 options={"horizon": "1h"}, next_due=now + 3600), now)
+                 options={"horizon": "1h", "via": "forward"}, next_due=now + 3600), now)
         await self.engine.scheduler.run_now("lp")
         jobs = {j.meter: j for j in await jobs_ended(self.engine, 3)}
         self.assertEqual(jobs["DCU1"].status, JobStatus.FAILED)  # gw3761: no load profile
