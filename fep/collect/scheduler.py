@@ -29,14 +29,17 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from fep.channels.forwarding import forwarding_target
+from fep.channels.routes import parse_route
 from fep.collect.concentrators import CHILDREN, line_order, point_groups, through_points
 from fep.collect.limits import Permits, ResourcePolicy
 from fep.collect.schedule import Every
 from fep.collect.tasks import Job, JobKind, JobStatus, Outcome, Priority, Task
 from fep.directory import MeterDirectory, addressed
-from fep.errors import FepError
-from fep.interfaces import IJobStore, IWakeUp
+from fep.errors import FepError, RouteError
+from fep.interfaces import IJobStore, IProfileReader, IWakeUp
 from fep.model import Meter
+from fep.protocols.registry import protocol_provides
 
 log = Logger()
 
@@ -173,6 +176,17 @@ def children_jobs(concentrator: Job, status: JobStatus, outcome: Outcome,
         detail = said.get(meter_id)
         result = error = None
         records, attempts = 0, concentrator.attempts
+        if meter is not None and detail is not None and forwarded_second(
+                concentrator, meter, str(detail.get("status"))):
+            # Not in the concentrator's storage: its own job reads it by forwarding.
+            out.append(Job(
+                id=0, task=concentrator.task, meter=meter_id, kind=concentrator.kind,
+                route=route, resource=policy.key(route), params=params,
+                priority=concentrator.priority, due=concentrator.due, run_at=now,
+                deadline=concentrator.deadline, max_attempts=concentrator.max_attempts,
+                retry_delay=concentrator.retry_delay, backoff=concentrator.backoff,
+            ))  # fmt: skip
+            continue
         if detail is None:
             ended = JobStatus.MISSED if status == JobStatus.MISSED else JobStatus.FAILED
             error = (f"concentrator {concentrator.meter} {status}: "
@@ -203,6 +217,21 @@ def children_jobs(concentrator: Job, status: JobStatus, outcome: Outcome,
 # The point statuses of a concentrator job's details that make a meter's job done: read
 # now, or nothing missing (already stored).
 CHILD_OK = ("read", "stored")
+# The statuses of a load-profile point the concentrator's storage could not give.
+NOT_STORED = ("no-data", "denied")
+
+
+def forwarded_second(concentrator: Job, meter: Meter, status: str) -> bool:
+    """Whether a meter the concentrator's job of a load profile could not give from its
+    storage is read again by forwarding: its route forwards through that concentrator
+    (``gw3761:DCU1:port=N``) and its protocol reads load profiles."""
+    if concentrator.kind != JobKind.LOAD_PROFILE or status not in NOT_STORED:
+        return False
+    try:
+        through, _ = forwarding_target(parse_route(meter.route))
+    except RouteError:
+        return False  # no port: the concentrator cannot forward to it
+    return through == concentrator.meter and protocol_provides(meter.protocol, IProfileReader)
 
 
 def latest_run(task: Task, due: float, now: float) -> tuple[float, int, float]:
@@ -577,7 +606,8 @@ class Scheduler(service.Service):
                 log.warn("concentrator {meter}: outcomes of the meters behind it not "
                          "recorded: {error}", meter=job.meter, route=job.route, error=e)
             else:
-                self.finished.update(j.status for j in children)
+                self.finished.update(j.status for j in children if j.status.final)
+            self.kick()
         owned = job.params.get(OWNED)
         if owned:
             meters = [m for m in (self.directory.get(i) for i in owned) if m is not None]

@@ -55,7 +55,7 @@ class Fleet:
     meters (``DCU<i>``, ``DCU<i>-M<point>``)."""
 
     def __init__(self, testcase: unittest.TestCase, concentrators: int, meters: int,
-                 **factory: Any) -> None:  # fmt: skip
+                 forward_port: int | None = None, **factory: Any) -> None:  # fmt: skip
         self.sims: list[SimulatedConcentrator] = []
         self.factories: list[ConcentratorFactory] = []
         self.meters: list[Meter] = []
@@ -69,7 +69,8 @@ class Fleet:
             self.meters.append(Meter(dcu, "gw3761", f"tcp:host=127.0.0.1:port={port}",
                                      address=f"4403:{i:04X}"))  # fmt: skip
             for point, m in enumerate(sim.meters, 1):
-                self.meters.append(Meter(f"{dcu}-M{point}", "dlt645", f"gw3761:{dcu}",
+                route = f"gw3761:{dcu}" + (f":port={forward_port}" if forward_port else "")
+                self.meters.append(Meter(f"{dcu}-M{point}", "dlt645", route,
                                          address=m.address,
                                          metadata={"concentrator": dcu, "point": str(point)}))
 
@@ -198,6 +199,30 @@ class ConcentratorJobTests(Acceptance, unittest.TestCase):
         self.assertIn("read through", again["DCU1-M3"].result)
         self.assertIn("already stored", again["DCU1-M4"].result)
         self.assertEqual(await store.count("intervals"), 10 * INTERVALS)
+
+    async def test_what_the_concentrators_storage_lacks_is_read_by_forwarding(self) -> None:
+        # Meter 2 is on the concentrator's port 31 but not in its archive: the concentrator
+        # has no data for point 2, the meter answers forwarded DL/T 645 requests.
+        fleet = Fleet(self, 1, 3, forward_port=31)
+        sim = fleet.sims[0]
+        del sim.archive[2]
+        engine, store = await engine_for(self, fleet.meters, url=self.url)
+        await save(engine, day_task())
+        jobs = {j.meter: j for j in await self.cycle(engine, "daily", 4)}
+        self.assertEqual({m: j.status for m, j in jobs.items()},
+                         dict.fromkeys(("DCU1", "DCU1-M1", "DCU1-M2", "DCU1-M3"),
+                                       JobStatus.DONE),
+                         [(j.route, j.error) for j in jobs.values()])  # fmt: skip
+        self.assertIn("read through concentrator DCU1", jobs["DCU1-M1"].result)
+        second = jobs["DCU1-M2"]
+        self.assertEqual(second.route, "gw3761:DCU1:port=31")
+        self.assertIn("missing intervals read", second.result)
+        self.assertGreater(sim.forwarded, 0)
+        blocks = await store.intervals("DCU1-M2")
+        self.assertTrue(blocks)
+        self.assertEqual({b.source for b in blocks} & {"DCU1"}, set())
+        self.assertEqual(await store.intervals("DCU1-M1", obis="1.8.0"), [])
+        self.assertEqual(len((await store.intervals("DCU1-M1"))[0].values), INTERVALS)
 
     async def test_fep_recollect_of_a_meter_behind_asks_its_concentrator(self) -> None:
         fleet = Fleet(self, 1, 5)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial import unittest
 from zope.interface import implementer
@@ -135,6 +136,28 @@ class ChildrenJobsTests(unittest.TestCase):
                                    "the answer")  # fmt: skip
         self.assertEqual((m3.route, m3.task, m3.due), ("gw3761:DCU1", "lp", T0))
         self.assertNotIn(CHILDREN, m3.params)
+
+    def test_what_its_storage_lacks_is_read_by_forwarding_when_the_route_allows(self) -> None:
+        forwarded = {m.id: m for m in fleet()}
+        forwarded["M3"] = Meter("M3", "dlt645", "gw3761:DCU1:port=2", address="3")
+        forwarded["M2"] = Meter("M2", "dlt645", "gw3761:DCU1:port=2", address="2")
+        out = {j.meter: j for j in children_jobs(self.job, JobStatus.DONE, outcome_of(
+            M1=("no-data", "no data", 0, 2), M2=("denied", "denied", 0, 2),
+            M3=("no-answer", "no answer", 0, 2)), forwarded.get, ResourcePolicy(),
+            T0 + 5)}  # fmt: skip
+        # M1 has no port to forward to; M3's concentrator did not answer: both failed.
+        self.assertEqual({m: j.status for m, j in out.items()},
+                         {"M1": JobStatus.FAILED, "M2": JobStatus.PENDING,
+                          "M3": JobStatus.FAILED})  # fmt: skip
+        m2 = out["M2"]
+        self.assertEqual((m2.route, m2.kind, m2.attempts, m2.task, m2.due),
+                         ("gw3761:DCU1:port=2", "load-profile", 0, "lp", T0))
+        self.assertNotIn(CHILDREN, m2.params)
+        registers = attrs.evolve(self.job, kind="registers")
+        (m2,) = [j for j in children_jobs(registers, JobStatus.DONE, outcome_of(
+            M2=("no-data", "no data", 0, 1)), forwarded.get, ResourcePolicy(), T0)
+            if j.meter == "M2"]  # fmt: skip
+        self.assertEqual(m2.status, JobStatus.FAILED)
 
     def test_without_a_word_for_them_they_share_the_concentrators_end(self) -> None:
         for status, expected in ((JobStatus.MISSED, JobStatus.MISSED),
