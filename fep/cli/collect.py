@@ -560,7 +560,8 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     add.add_argument("--end", help="no runs after this ISO-8601 time")
     add.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                      help="kind options: horizon=7d, interval=15m, lower=10s, upper=5m, "
-                     "on_register=yes, timeout=20")
+                     "on_register=yes, timeout=20, via=forward (meters behind a concentrator: "
+                     "their own forwarded jobs)")
     add.add_argument("--disabled", action="store_true")
     lst = tsub.add_parser("list", help="list the tasks")
     lst.add_argument("--format", **fmt)
