@@ -21,6 +21,7 @@ from fep.protocols.dlms import axdr, hdlc
 from tests.daemon import harness
 from tests.daemon.harness import Daemon, free_port, wait_for, write_config
 from tests.protocols.dlms.fixtures import hex_fixture
+from tests.protocols.dlms.test_push_austria import TINETZ_KEY, TINETZ_MBUS, TINETZ_TITLE
 from tests.protocols.dlms.test_push_framing import (
     AIDON_LIST2,
     AIDON_SE,
@@ -228,3 +229,36 @@ class PushFramingDaemonTests(unittest.TestCase):
         self.assertEqual(self.reading("kaifa-han", "1-0:32.7.0*255")[:3],
                          ("226.6", 35, "2023-09-04T14:52:00.000000Z"))
         self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
+
+    async def test_an_austrian_mbus_push_ciphered_with_the_customer_key(self) -> None:
+        # The published TINETZ Kaifa MA309 push: M-Bus frames, encryption only (suite 1),
+        # the one customer key; after a segment sequence cut short on the same connection.
+        ma309 = Meter("ma309", "dlms", "tcp:host=127.0.0.1:port=1", metadata={
+            "dlms_server_system_title": TINETZ_TITLE, "dlms_ek": TINETZ_KEY,
+            "dlms_push_security": "encryption-only"})
+        daemon = await self.start(more=(ma309,))
+        port = await daemon.bound_port("DlmsPushFactory")
+        await daemon.ready()
+        meter = await connect(port)
+        self.protocols.append(meter)
+        data = hex_fixture(TINETZ_MBUS)
+        send(meter, data[: 0xFA + 6])  # the first segment alone, then the whole push
+        for i in range(0, len(data), 11):
+            send(meter, data[i : i + 11])
+        await self.stored("ma309", 9)
+        await daemon.logged("M-Bus segments of an APDU broken off after 245 bytes", 30)
+        self.assertEqual(self.reading("ma309", "1-0:1.8.0*255")[:3],
+                         ("9108", 30, "2021-07-19T13:46:35.000000Z"))
+        self.assertEqual(self.reading("ma309", "1-0:32.7.0*255")[:2], ("230.8", 35))
+        self.assertEqual(self.reading("ma309", "1-0:4.8.0*255")[:2], ("9", 32))
+        # The same push again is a replay of its invocation counter: stored once.
+        send(meter, data)
+        await daemon.logged("DLMS push rejected (replay)", 30)
+        log = daemon.log_text()
+        broken = [line for line in log.splitlines() if "M-Bus segments of an APDU" in line]
+        self.assertIn("(device 127.0.0.1:", broken[0])
+        self.assertIn("mbus:255)", broken[0])
+        self.assertNotIn(TINETZ_KEY, log)
+        self.assertEqual(await daemon.interrupt(), 0, log[-3000:])
+        self.assertEqual(self.rows("SELECT count(*) FROM readings WHERE meter = 'ma309'"),
+                         [(9,)])
