@@ -8,9 +8,12 @@ complete pushes around them are stored."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -18,8 +21,11 @@ from twisted.trial import unittest
 
 from fep.model import Meter
 from fep.protocols.dlms import axdr, hdlc
+from fep.protocols.dlms.security import SecurityKeys
 from tests.daemon import harness
 from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.test_dlms_push import AK, EK, PushingMeter, dlms_meter
+from tests.postgres import fresh_database
 from tests.protocols.dlms.fixtures import hex_fixture
 from tests.protocols.dlms.test_push_austria import TINETZ_KEY, TINETZ_MBUS, TINETZ_TITLE
 from tests.protocols.dlms.test_push_framing import (
@@ -36,6 +42,7 @@ from tests.protocols.dlms.test_push_framing import (
 KEYS = {"dlms_ek": "00" * 16, "dlms_ak": "11" * 16,
         "dlms_server_system_title": "4d4d4d0000bc614e"}
 IMEI = "356938035643809"
+WRAPPED = bytes.fromhex("4D4D4D0000000A01")
 
 
 def meters() -> list[Meter]:
@@ -262,3 +269,107 @@ class PushFramingDaemonTests(unittest.TestCase):
         self.assertEqual(await daemon.interrupt(), 0, log[-3000:])
         self.assertEqual(self.rows("SELECT count(*) FROM readings WHERE meter = 'ma309'"),
                          [(9,)])
+
+
+class PushFramingPostgresTests(unittest.TestCase):
+    """The push listener's framings with the PostgreSQL store: HDLC (plain, published
+    captures; segmented), the wrapper (ciphered, simulated meter) and M-Bus (ciphered,
+    the published Austrian capture) on one daemon; every accepted push is stored once
+    (exact row counts), a replayed ciphered push and a keyed meter's plain push not at all,
+    truncated segments and a list no layout fits are counted and the pushes around them
+    kept."""
+
+    timeout = 120
+
+    async def test_every_framing_stored_once_in_postgresql(self) -> None:
+        workdir = Path(self.mktemp()).resolve()
+        workdir.mkdir(parents=True)
+        url = fresh_database(self)
+        ma309 = Meter("ma309", "dlms", "tcp:host=127.0.0.1:port=1", metadata={
+            "dlms_server_system_title": TINETZ_TITLE, "dlms_ek": TINETZ_KEY,
+            "dlms_push_security": "encryption-only"})
+        # The simulated meter's own title (the keyed Kamstrup has the simulator's default).
+        await harness.add_meters(url, [*meters(), ma309, dlms_meter("dlms-1", WRAPPED)])
+        config = write_config(workdir, url, push_port=0, collect=False, dlms_push_port=0)
+        config.write_text(config.read_text().replace(
+            "[push]\n", "[push]\ndlms_plain = address serial\n"))
+        daemon = Daemon(config, workdir)
+        daemon.start()
+        self.addCleanup(daemon.kill)
+        port = await daemon.bound_port("DlmsPushFactory")
+        await daemon.ready()
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        self.addCleanup(conn.close)
+
+        def rows(sql: str) -> list[tuple[Any, ...]]:
+            with conn.cursor() as cursor:
+                cursor.execute(sql)
+                return list(cursor.fetchall())
+
+        def count(meter: str) -> int:
+            return int(rows(f"SELECT count(*) FROM readings WHERE meter = '{meter}'")[0][0])
+
+        protocols: list[Protocol] = []
+        self.addCleanup(lambda: [p.transport.loseConnection() for p in protocols
+                                 if p.transport is not None])
+        kaifa, aidon, kamstrup, keyed, austrian, bad = [await connect(port) for _ in range(6)]
+        protocols += [kaifa, aidon, kamstrup, keyed, austrian, bad]
+        send(kaifa, hex_fixture(KAIFA_LIST3))
+        send(aidon, hex_fixture(AIDON_LIST2))
+        send(aidon, segments(published_apdu(AIDON_SE), 200, source=hdlc.HdlcAddress(4, 65)))
+        data = hex_fixture(KAMSTRUP_LIST1)
+        for i in range(0, len(data), 7):
+            send(kamstrup, data[i : i + 7])
+        send(keyed, hex_fixture(KAMSTRUP_SE))
+        send(austrian, hex_fixture(TINETZ_MBUS))
+        send(bad, first_segment_only(published_apdu(AIDON_SE)))
+        send(bad, kfm001_of_the_wrong_length())
+        send(bad, hex_fixture(KAIFA_LIST1))
+        wrapped = PushingMeter(WRAPPED, SecurityKeys(EK, AK), "WRAPPED1")
+        await wrapped.connect(port)
+        self.addCleanup(wrapped.close)
+        first = wrapped.push()
+
+        wanted = {"kaifa-1": 18, "aidon-1": 35, "kamstrup-1": 12, "ma309": 9, "dlms-1": 5}
+
+        async def all_stored() -> bool:
+            return all(count(m) >= n for m, n in wanted.items())
+
+        await wait_for(all_stored, 60, "every accepted push in PostgreSQL", every=0.1)
+        # Replays of the ciphered pushes (wrapper and M-Bus): refused, nothing stored.
+        wrapped.send(first)
+        send(austrian, hex_fixture(TINETZ_MBUS))
+        await daemon.logged("DLMS push rejected (replay) from system title "
+                            f"{WRAPPED.hex()}", 30)
+        await daemon.logged(f"DLMS push rejected (replay) from system title {TINETZ_TITLE}",
+                            30)
+        await daemon.logged("DLMS push rejected (plain)", 30)
+        await daemon.logged("broken off after 200 bytes", 30)
+        await daemon.logged("'KFM_001' of 6 values matches none of its layouts", 30)
+        log = daemon.log_text()
+        self.assertEqual(await daemon.interrupt(), 0, log[-3000:])
+        # Once each: list 3 (17) and list 1 (1); Aidon lists 2 (9) and the Swedish (26);
+        # Kamstrup list 1 (12); the Austrian list (9); the simulated meter's push (5).
+        self.assertEqual(
+            rows("SELECT meter, count(*) FROM readings GROUP BY meter ORDER BY meter"),
+            [("aidon-1", 35), ("dlms-1", 5), ("kaifa-1", 18), ("kamstrup-1", 12),
+             ("ma309", 9)])
+        self.assertEqual(rows(
+            "SELECT count(*) FROM (SELECT meter, obis, meter_time FROM readings "
+            "GROUP BY meter, obis, meter_time "
+            "HAVING count(*) > 1) doubled"), [(0,)])
+        when = datetime(2023, 9, 4, 14, 52, tzinfo=UTC)
+        self.assertEqual(rows(
+            "SELECT value, unit_code, meter_time FROM readings WHERE meter = 'kaifa-1' "
+            "AND obis = '1-0:31.7.0*255'"), [(Decimal("2.191"), 33, when)])
+        self.assertEqual(rows(
+            "SELECT value, unit_code, meter_time FROM readings WHERE meter = 'ma309' "
+            "AND obis = '1-0:1.8.0*255'"),
+            [(Decimal(9108), 30, datetime(2021, 7, 19, 13, 46, 35, tzinfo=UTC))])
+        self.assertEqual(rows(
+            "SELECT value, unit_code FROM readings WHERE meter = 'kamstrup-1' "
+            "AND obis = '1-1:31.7.0*255'"), [(Decimal("5.64"), 33)])
+        self.assertEqual(rows(
+            "SELECT count(*) FROM readings WHERE meter = 'dlms-1' AND unit_code = 35"),
+            [(1,)])
