@@ -187,6 +187,49 @@ class CallTransport:
         return DialupAddress(self._call.number, self._call.line.name)
 
 
+@implementer(ITransport)
+class PipeTransport:
+    """The transport of a read over a call in (``DialupCall.open_pipe``): ``loseConnection``
+    gives the call back to the protocol that took the call (it does not hang up)."""
+
+    def __init__(self, call: DialupCall) -> None:
+        self._call = call
+        self.disconnecting = False
+
+    def write(self, data: bytes) -> None:
+        if not self.disconnecting:
+            self._call.write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        if not self.disconnecting:
+            self.disconnecting = True
+            self._call.release_pipe(self)
+
+    def abortConnection(self) -> None:
+        self.loseConnection()
+
+    def getPeer(self) -> DialupAddress:
+        return DialupAddress(self._call.number, self._call.line.name)
+
+    def getHost(self) -> DialupAddress:
+        return DialupAddress(self._call.number, self._call.line.name)
+
+
+@implementer(IStreamClientEndpoint)
+class PipeEndpoint:
+    """Connects a meter session to a call in that is up, beside the protocol that took the
+    call (``DialupCall.open_pipe``)."""
+
+    def __init__(self, call: DialupCall) -> None:
+        self.call = call
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        return self.call.open_pipe(protocolFactory)
+
+
 @implementer(IStreamClientEndpoint)
 class CallEndpoint:
     """Connects a protocol to an already connected call (once)."""
@@ -243,6 +286,10 @@ class DialupCall:
         self.carrier_lost: str | None = None
         self.error: str | None = None
         self.protocol: IProtocol | None = None
+        # A read over a call in: its protocol gets the caller's bytes while it runs.
+        self.pipe: IProtocol | None = None
+        self._pipe_transport: PipeTransport | None = None
+        self.pipes = 0
         self.finished: Deferred[ModemCall] = Deferred()
         self._early = bytearray()
         self._started = datetime.now(UTC)
@@ -340,10 +387,48 @@ class DialupCall:
             protocol.dataReceived(early)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.protocol is None:
+        if self.pipe is not None:
+            if self.state == "connected":
+                self.pipe.dataReceived(data)
+        elif self.protocol is None:
             self._early += data
         elif self.state == "connected":
             self.protocol.dataReceived(data)
+
+    # -- reads over a call in
+
+    def open_pipe(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        """Connect a meter session (a pull read) to this call in while it is up: the
+        caller's bytes go to it instead of the protocol that took the call until its
+        transport's ``loseConnection``, which gives the call back (no hang-up). One read at
+        a time; ChannelError when the call is not up or a read is under way."""
+        if self.state != "connected":
+            return fail(ChannelError(
+                f"call from {self.number} on modem {self.line.name} is {self.state}",
+                route=self.route))
+        if self.pipe is not None:
+            return fail(ChannelError(
+                f"call from {self.number} on modem {self.line.name}: a read is under way",
+                route=self.route))
+        protocol = protocolFactory.buildProtocol(DialupAddress(self.number, self.line.name))
+        if protocol is None:
+            return fail(ChannelError("factory refused the connection", route=self.route))
+        transport = PipeTransport(self)
+        self.pipe, self._pipe_transport = protocol, transport
+        self.pipes += 1
+        log.info("modem {line}: a read over the call from {number}", line=self.line.name,
+                 number=self.number, route=self.route)
+        protocol.makeConnection(transport)
+        return succeed(protocol)
+
+    def release_pipe(self, transport: PipeTransport) -> None:
+        """The read over the call is done: the call goes back to the protocol that took it."""
+        if self._pipe_transport is not transport or self.pipe is None:
+            return
+        pipe, self.pipe, self._pipe_transport = self.pipe, None, None
+        log.info("modem {line}: the read over the call from {number} is done",
+                 line=self.line.name, number=self.number, route=self.route)
+        pipe.connectionLost(Failure(ConnectionDone("the read over the call in is done")))
 
     def write(self, data: bytes) -> None:
         if self.state == "connected":
@@ -433,6 +518,9 @@ class DialupCall:
     # -- end
 
     def _tell_protocol(self, reason: Failure) -> None:
+        if self.pipe is not None:
+            pipe, self.pipe, self._pipe_transport = self.pipe, None, None
+            pipe.connectionLost(reason)
         if self.protocol is not None and not self._protocol_told:
             self._protocol_told = True
             self.protocol.connectionLost(reason)

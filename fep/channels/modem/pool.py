@@ -23,10 +23,17 @@ that rings is answered (``ATA``) at its ``+CLIP`` (or its second RING when the l
 caller id), held busy (a dial-out job waiting for a line waits for the call to end) and
 handed to ``on_incoming`` as an ``IncomingCall``; the call lasts until the caller hangs up,
 or ``call_time`` seconds. A line that rings while busy is not answered.
+
+Reads over a call in: while a call in is up, the endpoint of a ``dialup:`` route whose
+number is the caller's (digits compared, leading zeros and ``+`` ignored; or a number
+``IncomingCall.reachable_as`` named) connects the read to that call instead of dialling
+(``DialupCall.open_pipe``): the caller's bytes go to the read until it is done, then back to
+the protocol that took the call; the call goes on.
 """
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -61,6 +68,12 @@ from fep.reactors import IConnectingReactor
 log = Logger()
 
 T = TypeVar("T")
+
+
+def _number_key(number: str) -> str:
+    """A telephone number as calls in are matched to routes: its digits, leading zeros
+    dropped (``+49 30 1234`` and ``004930 1234`` are one)."""
+    return re.sub(r"\D", "", number).lstrip("0")
 
 
 @attrs.frozen
@@ -99,6 +112,9 @@ class IncomingCall:
     endpoint: IStreamClientEndpoint
     ended: Deferred[ModemCall]
     hang_up: Callable[[], Deferred[ModemCall]]
+    # Reads of ``dialup:NUMBER`` routes go over this call while it is up (the caller id's
+    # number is one already); for a meter whose route number differs from its caller id.
+    reachable_as: Callable[[str], None] = lambda number: None
 
 
 class PoolLine:
@@ -176,6 +192,8 @@ class ModemPool(service.Service):
         self._unsaved: list[ModemCall] = []
         # Calls started and not yet recorded (hung up): a stop waits for them.
         self._ending: dict[int, Deferred[None]] = {}
+        # Calls in that are up, by their number's digits: reads of their routes go over them.
+        self._inbound: dict[str, DialupCall] = {}
         self._saving: Deferred[None] = succeed(None)
         self._opening = False
 
@@ -315,10 +333,21 @@ class ModemPool(service.Service):
                      route=line.spec.route)
             return
         self.incoming_calls += 1
+        keys: list[str] = []
+
+        def reachable_as(number: str) -> None:
+            key = _number_key(number)
+            if key and call.state == "connected":
+                self._inbound[key] = call
+                keys.append(key)
+
+        if call.number != "unknown":
+            reachable_as(call.number)
+        call.finished.addBoth(self._forget_inbound, keys, call)
         incoming = IncomingCall(
             caller=None if call.number == "unknown" else call.number, line=line.name,
             route=call.route, endpoint=call.endpoint(), ended=_chained(call.finished),
-            hang_up=call.hang_up,
+            hang_up=call.hang_up, reachable_as=reachable_as,
         )
         limit = self.reactor.callLater(self.call_time, call.hang_up)
         try:
@@ -332,6 +361,17 @@ class ModemPool(service.Service):
         await _chained(call.finished)
         if limit.active():
             limit.cancel()
+
+    def _forget_inbound(self, result: Any, keys: list[str], call: DialupCall) -> Any:
+        for key in keys:
+            if self._inbound.get(key) is call:
+                del self._inbound[key]
+        return result
+
+    def inbound_call(self, number: str) -> DialupCall | None:
+        """The call in that is up from ``number`` (a ``dialup:`` route's number), if any."""
+        call = self._inbound.get(_number_key(number))
+        return call if call is not None and call.state == "connected" else None
 
     def _port_closed(self, line: PoolLine) -> None:
         if line.in_service and self.running:
@@ -572,6 +612,11 @@ class DialupEndpoint:
         )
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        inbound = self.pool.inbound_call(self.number)
+        if inbound is not None:
+            # The meter is on the line now (it called in): read it over its call.
+            return inbound.open_pipe(protocolFactory)
+
         async def run() -> IProtocol:
             call = await self.pool._connect(self.number, None, self.route, _Tries())
             try:
