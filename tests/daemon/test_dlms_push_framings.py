@@ -270,6 +270,28 @@ class PushFramingDaemonTests(unittest.TestCase):
         self.assertEqual(self.rows("SELECT count(*) FROM readings WHERE meter = 'ma309'"),
                          [(9,)])
 
+    async def test_an_austrian_mbus_push_over_a_gprs_session(self) -> None:
+        gprs_port = free_port()
+        daemon = await self.start(
+            extra=f"[gprs]\nlisten = tcp:{gprs_port}:interface=127.0.0.1\n"
+                  "unknown = reject\nidle_timeout = 300\n", dlms_push=False,
+            more=(Meter("ma309-gprs", "dlms", f"gprs:imei={IMEI}", metadata={
+                "dlms_server_system_title": TINETZ_TITLE, "dlms_ek": TINETZ_KEY,
+                "dlms_push_security": "encryption-only"}),))
+        await daemon.ready()
+        modem = await connect(gprs_port)
+        self.protocols.append(modem)
+        send(modem, f"ID:{IMEI}\r\n".encode())
+        await daemon.logged(f"imei={IMEI}", 30)
+        data = hex_fixture(TINETZ_MBUS)
+        send(modem, data[:100])
+        send(modem, data[100:])
+        await self.stored("ma309-gprs", 9)
+        value, unit, meter_time, source = self.reading("ma309-gprs", "1-0:1.8.0*255")
+        self.assertEqual((value, unit, meter_time), ("9108", 30, "2021-07-19T13:46:35.000000Z"))
+        self.assertEqual(source, f"gprs:imei={IMEI}")
+        self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
+
 
 class PushFramingPostgresTests(unittest.TestCase):
     """The push listener's framings with the PostgreSQL store: HDLC (plain, published
