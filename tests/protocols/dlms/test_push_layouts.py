@@ -171,3 +171,38 @@ class PlainPushTests(unittest.TestCase):
             last_received=lambda title, key: None)
         assert isinstance(decision, PushAccepted)
         self.assertEqual(decision.meter.id, "aidon")
+
+
+class DanishKamstrupListTests(unittest.TestCase):
+    """The Danish Kamstrup OMNIPOWER list ("DLMS push 1", Kamstrup 5512-2584 A2 11-2019,
+    section 5.2) carries the Norwegian identifier Kamstrup_V0001: no Danish layout is
+    shipped, the shipped Kamstrup layout gives the codes both lists share their scalers, the
+    others are stored in their quantity's unit with scaler 0 (a list built in the order of
+    the specification, not a capture: none complete was found published)."""
+
+    def test_a_danish_list_without_a_layout_of_its_own(self) -> None:
+        def pair(obis: str, value: axdr.Data) -> list[axdr.Data]:
+            from fep.model import ObisCode
+
+            return [axdr.octet_string(ObisCode.parse(obis).to_bytes()), value]
+
+        body = axdr.structure(
+            axdr.visible_string("Kamstrup_V0001"),
+            *pair("1-1:1.8.0.255", axdr.double_long_unsigned(1234567)),
+            *pair("1-1:0.0.1.255", axdr.double_long_unsigned(57065672)),
+            *pair("1-1:31.7.0.255", axdr.double_long_unsigned(140)),
+            *pair("1-1:21.7.0.255", axdr.double_long_unsigned(543)),
+            *pair("1-1:33.7.0.255", axdr.long_unsigned(98)),
+            *pair("1-1:22.8.0.255", axdr.double_long_unsigned(42)),
+        )
+        self.assertEqual(shipped_layouts().named("Kamstrup_V0001")[0].name, "kamstrup-v0001")
+        content = decode_push("dk", A.DataNotification(body))
+        got = {str(r.obis): (r.value, r.unit_text) for r in content.readings}
+        # Shared with the Norwegian list: its scalers (energy 0.01 kWh, current 0.01 A).
+        self.assertEqual(got["1-1:1.8.0*255"], (Decimal(12345670), "Wh"))
+        self.assertEqual(got["1-1:31.7.0*255"], (Decimal("1.40"), "A"))
+        # Only in the Danish list: the quantity's unit, scaler 0; a power factor has none.
+        self.assertEqual(got["1-1:21.7.0*255"], (Decimal(543), "W"))
+        self.assertEqual(got["1-1:22.8.0*255"], (Decimal(42), "Wh"))
+        self.assertEqual(got["1-1:33.7.0*255"][0], Decimal(98))
+        self.assertFalse(got["1-1:33.7.0*255"][1])
