@@ -119,7 +119,10 @@ def keyed(meter: Meter) -> bool:
     except ConfigError:
         # Keys that do not parse are still keys: nothing unciphered is taken.
         return any(meter.metadata.get(k) for k in ("dlms_ek", "dlms_ak"))
-    return client.keys is not None or encryption_only(meter)
+    try:
+        return client.keys is not None or encryption_only(meter)
+    except ConfigError:
+        return bool(meter.metadata.get("dlms_ek"))
 
 
 # ``dlms_push_security = encryption-only``: the meter pushes APDUs that are encrypted but
@@ -128,9 +131,17 @@ def keyed(meter: Meter) -> bool:
 ENCRYPTION_ONLY = "encryption-only"
 
 
+PUSH_SECURITY = ("", "authenticated", ENCRYPTION_ONLY)
+
+
 def encryption_only(meter: Meter) -> bool:
-    """Whether ``meter`` pushes encryption-only APDUs (with its ``dlms_ek``)."""
+    """Whether ``meter`` pushes encryption-only APDUs (with its ``dlms_ek``). ConfigError
+    for a value that is none of PUSH_SECURITY (its pushes are then refused, naming it)."""
     mode = str(meter.metadata.get("dlms_push_security", "")).strip().lower()
+    if mode not in PUSH_SECURITY:
+        raise ConfigError(
+            f"meter {meter.id}: dlms_push_security = {mode} (authenticated or "
+            f"{ENCRYPTION_ONLY})", key="dlms_push_security")
     return mode == ENCRYPTION_ONLY and bool(meter.metadata.get("dlms_ek"))
 
 

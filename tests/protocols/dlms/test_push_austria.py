@@ -171,3 +171,17 @@ class AustrianListTests(unittest.TestCase):
             last_received=lambda title, key: None)
         assert isinstance(decision, PushRefused)
         self.assertEqual(decision.why, "plain")
+
+    def test_a_mistyped_setting_is_refused_naming_it(self) -> None:
+        meter = tinetz_meter(dlms_push_security="encryption_only")
+        decision = decide_push(
+            published_ciphered_apdu(), resolve=lambda title, wport: meter,
+            last_received=lambda title, key: None)
+        assert isinstance(decision, PushRefused)
+        self.assertIn("dlms_push_security = encryption_only", decision.detail)
+        # Still keyed: its unciphered pushes are not taken either.
+        plain = decide_push(
+            hex_fixture(TINETZ_PLAIN), resolve=lambda title, wport: meter,
+            last_received=lambda title, key: None)
+        assert isinstance(plain, PushRefused)
+        self.assertEqual(plain.why, "plain")
