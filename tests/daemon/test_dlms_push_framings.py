@@ -38,6 +38,7 @@ from tests.protocols.dlms.test_push_framing import (
     published_apdu,
     segments,
 )
+from tests.protocols.dlms.test_push_layouts import DK_CT_LAYOUT, KAMSTRUP_DK
 
 KEYS = {"dlms_ek": "00" * 16, "dlms_ak": "11" * 16,
         "dlms_server_system_title": "4d4d4d0000bc614e"}
@@ -290,6 +291,30 @@ class PushFramingDaemonTests(unittest.TestCase):
         value, unit, meter_time, source = self.reading("ma309-gprs", "1-0:1.8.0*255")
         self.assertEqual((value, unit, meter_time), ("9108", 30, "2021-07-19T13:46:35.000000Z"))
         self.assertEqual(source, f"gprs:imei={IMEI}")
+        self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
+
+    async def test_a_danish_list_with_the_meter_s_own_layout(self) -> None:
+        # The published Danish Kamstrup list (Kamstrup_V0001 like the Norwegian, scalers of
+        # the meter's configuration): read with the layout its meter names, from the
+        # user's layout directory ([dlms] push_layouts).
+        layouts = self.workdir / "layouts"
+        layouts.mkdir()
+        (layouts / "dk.ini").write_text(DK_CT_LAYOUT)
+        dk = Meter("kamstrup-dk", "dlms", "tcp:host=127.0.0.1:port=1", metadata={
+            "dlms_push_address": "hdlc:16", "dlms_deviation": "-60",
+            "dlms_push_layout": "dk-ct"})
+        daemon = await self.start(extra=f"[dlms]\npush_layouts = {layouts}\n", more=(dk,))
+        port = await daemon.bound_port("DlmsPushFactory")
+        await daemon.ready()
+        meter = await connect(port)
+        self.protocols.append(meter)
+        send(meter, hex_fixture(KAMSTRUP_DK))
+        await self.stored("kamstrup-dk", 31)
+        self.assertEqual(self.reading("kamstrup-dk", "1-1:1.8.0*255")[:3],
+                         ("12767600", 30, "2022-02-01T08:17:20.000000Z"))
+        self.assertEqual(self.reading("kamstrup-dk", "1-1:31.7.0*255")[:2], ("90.999", 33))
+        self.assertEqual(self.reading("kamstrup-dk", "1-1:33.7.0*255")[:2], ("0.02", None))
+        self.assertEqual(self.reading("kamstrup-dk", "1-1:62.7.0*255")[:2], ("1004", 27))
         self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
 
 

@@ -194,7 +194,15 @@ def _layout_unit(item: LayoutItem | None) -> tuple[ScalerUnit | None, bool]:
         return None, False
     if item.date_time:
         return None, True
-    return (ScalerUnit(item.scaler, item.unit) if item.unit is not None else None), False
+    return _item_scaler_unit(item), False
+
+
+def _item_scaler_unit(item: LayoutItem) -> ScalerUnit | None:
+    """A layout item's scaler and unit (None: it gives neither); a scaler alone applies to a
+    quantity without unit (a power factor)."""
+    if item.unit is None and not item.scaler:
+        return None
+    return ScalerUnit(item.scaler, item.unit)
 
 
 def _entries(body: Data, identifier: str | None, layouts: LayoutTable | None = None
@@ -229,7 +237,7 @@ def _entries(body: Data, identifier: str | None, layouts: LayoutTable | None = N
     if layout is not None:
         return [
             (_layout_name(item.obis), value,
-             ScalerUnit(item.scaler, item.unit) if item.unit is not None else None,
+             _item_scaler_unit(item),
              item.date_time)
             for item, value in zip(layout.items, items, strict=True)
         ]
@@ -348,8 +356,8 @@ def _usual_entries(items: list[Data], units: dict[ObisCode, LayoutItem]) -> list
             if item_unit is not None:
                 if item_unit.date_time:
                     date_time = True
-                elif scaler_unit is None and item_unit.unit is not None:
-                    scaler_unit = ScalerUnit(item_unit.scaler, item_unit.unit)
+                elif scaler_unit is None:
+                    scaler_unit = _item_scaler_unit(item_unit)
         append((name, fields[1], scaler_unit, date_time))
     return entries
 

@@ -187,6 +187,22 @@ def plain_claims(
     return claims
 
 
+def layouts_for(meter: Meter, layouts: LayoutTable | None) -> LayoutTable | None:
+    """The layouts ``meter``'s pushes are read with: ``layouts`` (None: the shipped ones),
+    with the layout its ``dlms_push_layout`` names first. ConfigError when no layout has
+    that name."""
+    name = str(meter.metadata.get("dlms_push_layout", "")).strip()
+    if not name:
+        return layouts
+    from fep.protocols.dlms.layouts import shipped_layouts
+
+    table = (layouts if layouts is not None else shipped_layouts()).preferring(name)
+    if table is None:
+        raise ConfigError(f"meter {meter.id}: dlms_push_layout = {name}: no push layout of "
+                          "that name", key="dlms_push_layout")
+    return table
+
+
 def decide_push(
     raw: bytes,
     wport: int = 0,
@@ -288,7 +304,7 @@ def decide_push(
         deviation = meter.metadata.get("dlms_deviation")
         content = decode_push(
             meter.id, message, default_deviation=int(deviation) if deviation else None,
-            layouts=layouts,
+            layouts=layouts_for(meter, layouts),
         )
     except CipheringError as e:
         return PushRefused("cipher", title, str(e))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fep.errors import FrameError
-from fep.model import EventKind, MeterEvent, ObisCode, Severity
+from fep.model import EventKind, MeterEvent, ObisCode, Severity, Unit
 from fep.protocols.dlms import axdr
 from fep.protocols.dlms.apdu import DataNotification
 from fep.protocols.dlms.axdr import Data, DataType
@@ -43,7 +43,12 @@ def _layout_unit(
         return None, False
     if item.date_time:
         return None, True
-    return (ScalerUnit(item.scaler, item.unit) if item.unit is not None else None), False
+    return _scaled(item.scaler, item.unit), False
+
+
+def _scaled(scaler: int, unit: Unit | None) -> ScalerUnit | None:
+    # Issue 17: a layout item's scaler applies without a unit too (a power factor).
+    return ScalerUnit(scaler, unit) if unit is not None or scaler else None
 
 
 
@@ -78,7 +83,7 @@ def _entries(body: Data, layouts: LayoutTable | None = None) -> list[Entry]:
     if layout is not None:
         return [
             (item.obis, value,
-             ScalerUnit(item.scaler, item.unit) if item.unit is not None else None,
+             _scaled(item.scaler, item.unit),
              item.date_time)
             for item, value in zip(layout.items, items, strict=True)
         ]

@@ -185,3 +185,48 @@ class AustrianListTests(unittest.TestCase):
             last_received=lambda title, key: None)
         assert isinstance(plain, PushRefused)
         self.assertEqual(plain.why, "plain")
+
+
+POLISH_MBUS = "kaifa_ma309_pl_mbus.hex"
+POLISH_KEY = "39436f513777354c4d466f4c5333674a"
+VORARLBERG_PLAIN = "vorarlberg_kaifa_ma309_plain.hex"
+
+
+class MoreMa309CapturesTests(unittest.TestCase):
+    """Two more published Kaifa MA309 customer-interface captures: a Polish one, M-Bus framed
+    and ciphered like the Austrian, with its key; a Vorarlberger Energienetze list as the
+    reader logged it deciphered."""
+
+    def test_the_polish_mbus_capture_deciphers_with_its_key(self) -> None:
+        stream = PushStream()
+        (pushed,) = apdus(stream.receive(hex_fixture(POLISH_MBUS)))
+        self.assertEqual((stream.framing, pushed.address), ("mbus", "mbus:255"))
+        meter = Meter("pl", "dlms", "tcp:host=x:port=1", metadata={
+            "dlms_server_system_title": "4b464d1020029802", "dlms_ek": POLISH_KEY,
+            "dlms_push_security": "encryption-only"})
+        decision = decide_push(pushed.apdu, resolve=lambda title, wport: meter,
+                               last_received=lambda title, key: None)
+        assert isinstance(decision, PushCounterCheck), decision
+        self.assertEqual(decision.counter, 0x00000A28)
+        values = {str(r.obis): (r.value, r.unit_text) for r in decision.records}
+        self.assertEqual(len(values), 13)
+        self.assertEqual(values["0-0:96.1.0*255"][0], "1KFM0200169986")
+        self.assertEqual(values["1-0:32.7.0*255"], (Decimal("227.1"), "V"))
+        self.assertEqual(values["1-0:31.7.0*255"], (Decimal("12.41"), "A"))
+        self.assertEqual(values["1-0:1.7.0*255"], (Decimal(2867), "W"))
+        self.assertEqual(values["1-0:1.8.0*255"], (Decimal(278041), "Wh"))
+        self.assertEqual(values["1-0:4.8.0*255"], (Decimal(38584), "varh"))
+        times = {r.meter_time for r in decision.records}
+        self.assertEqual(times, {datetime(2021, 9, 27, 18, 56, tzinfo=UTC)})
+
+    def test_the_vorarlberg_list(self) -> None:
+        message = A.decode_apdu(hex_fixture(VORARLBERG_PLAIN))
+        assert isinstance(message, A.DataNotification)
+        content = decode_push("vkw", message)
+        values = {str(r.obis): (r.value, r.unit_text) for r in content.readings}
+        self.assertEqual(content.meter_time, datetime(2023, 4, 25, 8, 59, 30, tzinfo=UTC))
+        self.assertEqual(content.logical_device_name, b"KFM1200200182517")
+        self.assertEqual(values["1-0:52.7.0*255"], (Decimal("232.5"), "V"))
+        self.assertEqual(values["1-0:71.7.0*255"], (Decimal("0.81"), "A"))
+        self.assertEqual(values["1-0:2.8.0*255"], (Decimal(1103174), "Wh"))
+        self.assertEqual(len(values), 13)
