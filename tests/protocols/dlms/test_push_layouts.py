@@ -257,3 +257,35 @@ class DanishKamstrupListTests(unittest.TestCase):
         with self.assertRaises(ConfigError) as caught:
             parse_layouts(DK_CT_LAYOUT.replace("select = meter", "select = all"), "dk.ini")
         self.assertIn("dk.ini [dk-ct]: select must be identifier or meter", str(caught.exception))
+
+    def test_a_meter_s_own_layout_is_tried_first_for_a_bare_list(self) -> None:
+        # A KFM_001 list 3 (three-phase, 18 values) with the meter's own scalers for the
+        # currents; another meter's list 3 still takes the shipped layout's.
+        shipped = shipped_layouts().named("KFM_001")
+        three = next(layout for layout in shipped if len(layout.items) == 18)
+        lines = []
+        for item in three.items:
+            if item.obis.c in (31, 51, 71):
+                lines.append(f"    {item.obis.a}-{item.obis.b}:{item.obis.c}.{item.obis.d}."
+                             f"{item.obis.e}.{item.obis.f}  A  -2")
+            elif item.date_time:
+                lines.append(f"    {str(item.obis).replace('*', '.')}  date-time")
+            else:
+                unit = f"  {item.unit.symbol}  {item.scaler}" if item.unit is not None else ""
+                lines.append(f"    {str(item.obis).replace('*', '.')}{unit}")
+        own = parse_layouts("[kaifa-own]\nidentifier = KFM_001\nselect = meter\nitems =\n"
+                            + "\n".join(lines) + "\n", "own.ini")
+        table = table_of([*shipped_layouts().layouts, *own])
+        mine = Meter("mine", "dlms", "tcp:host=x:port=1", metadata={"dlms_push_layout":
+                                                                    "kaifa-own"})
+        other = Meter("other", "dlms", "tcp:host=x:port=1")
+
+        def current(meter: Meter) -> Decimal:
+            decision = decide_push(
+                published_apdu(KAIFA_LIST3), resolve=lambda title, wport: meter,
+                last_received=lambda title, key: None, layouts=table)
+            assert isinstance(decision, PushAccepted), decision
+            return next(r.value for r in decision.records if str(r.obis) == "1-0:31.7.0*255")
+
+        self.assertEqual(current(other), Decimal("2.191"))
+        self.assertEqual(current(mine), Decimal("21.91"))
