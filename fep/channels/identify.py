@@ -36,12 +36,14 @@ from typing import Final
 
 import attrs
 
-from fep.errors import FrameError
+from fep.errors import FrameError, ProtocolError
 from fep.protocols.dlms import apdu as A
 from fep.protocols.dlms import hdlc
 from fep.protocols.dlms.push import decode_push, logical_device_name
 from fep.protocols.dlms.pushframing import strip_llc
 from fep.protocols.dlms.security import general_system_title
+from fep.protocols.gw3761 import frames as gw_frames
+from fep.protocols.gw3761 import services as gw_services
 from fep.protocols.iec62056_21.frames import (
     ETX,
     MAX_LINE,
@@ -699,6 +701,87 @@ class IecRule(Rule):
         return _Match(i, etx + 2, Identity.of(self.name, keys, "iec62056-21"), True)
 
 
+# -- gw3761 -----------------------------------------------------------------------------------
+
+# The identity key of a concentrator's login: its address A1:A2 as the meter list writes it
+# (``4403:0004``, A2 in hex). Not a route argument (it holds a colon): the GPRS channel finds
+# the concentrator's meter by its address (protocol gw3761) and the session then holds the
+# names of that meter's ``gprs:`` route.
+GW3761_KEY: Final = "gw3761"
+# User data bytes a login frame may have for the rule to wait for it (a login is 12 bytes,
+# with a time label 18, with a 2013 edition's extras a few more).
+MAX_IDENTIFYING_LOGIN: Final = 255
+
+
+class Gw3761Rule(Rule):
+    """A Q/GDW 1376.1 login frame (``68 L L 68``, uplink, PRM = 1, AFN 02 F1, a good
+    checksum): identified by the terminal's address A1:A2. Kept: the session's handler
+    sees the login and confirms it."""
+
+    name = "gw3761"
+
+    def scan(self, buffer: Buffer, cursor: Cursor | None = None) -> _Result:
+        # cursor.start: the first 68 not refused yet; cursor.memo: the frame length of the
+        # candidate there once its header is known good.
+        c = cursor if cursor is not None else Cursor()
+        if isinstance(c.memo, int) and len(buffer) < c.start + c.memo:
+            c.work += 1
+            return _Partial(c.start)
+        frm = c.start
+        i = buffer.find(b"\x68", frm)
+        while i >= 0:
+            c.work += i + 1 - frm
+            result = self._at(buffer, i, c)
+            if result is not None:
+                c.at(i)
+                if isinstance(result, _Partial) and i + 6 <= len(buffer):
+                    c.memo = 8 + (int.from_bytes(buffer[i + 1 : i + 3], "little") >> 2)
+                return result
+            frm = i + 1
+            i = buffer.find(b"\x68", frm)
+        c.work += max(len(buffer) - frm, 0)
+        c.at(max(len(buffer), c.start))
+        return None
+
+    @staticmethod
+    def _header(head: Buffer) -> bool:
+        """Whether ``head`` (up to six bytes from a 68) can begin a login frame."""
+        if len(head) >= 2 and (head[1] & 0x03) not in gw_frames.PROTOCOL_IDS:
+            return False
+        if len(head) >= 3:
+            length = (head[1] | head[2] << 8) >> 2
+            if not gw_frames.MIN_USER <= length <= MAX_IDENTIFYING_LOGIN:
+                return False
+        if len(head) >= 4 and head[3] != head[1]:
+            return False
+        if len(head) >= 5 and head[4] != head[2]:
+            return False
+        return len(head) < 6 or head[5] == gw_frames.START
+
+    def _at(self, buffer: Buffer, i: int, c: Cursor) -> _Result:
+        head = buffer[i : i + 6]
+        if not self._header(head):
+            return None
+        if len(head) < 6:
+            return _Partial(i)
+        total = 8 + ((head[1] | head[2] << 8) >> 2)
+        if len(buffer) < i + total:
+            return _Partial(i)
+        c.work += total
+        try:
+            frame = gw_frames.decode_frame(bytes(buffer[i : i + total]))
+            if not (frame.uplink and frame.control.initiator
+                    and frame.afn == gw_frames.Afn.LINK):
+                return None
+            event = gw_services.decode_event(frame)
+        except (FrameError, ProtocolError, ValueError):
+            return None
+        if not isinstance(event, gw_services.Login):
+            return None
+        identity = Identity(self.name, ((GW3761_KEY, frame.address.key),), "gw3761")
+        return _Match(i, i + total, identity, True)
+
+
 # -- the identifier ---------------------------------------------------------------------------
 
 
@@ -716,6 +799,8 @@ def make_rules(names: Iterable[str], registration: str = DEFAULT_REGISTRATION) -
             rules.append(DlmsHdlcRule())
         elif name in ("iec62056-21", "iec"):
             rules.append(IecRule())
+        elif name == "gw3761":
+            rules.append(Gw3761Rule())
         else:
             known = ", ".join(RULE_NAMES)
             raise ValueError(f"unknown identification rule {name!r} (known: {known})")

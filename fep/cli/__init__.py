@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 
 async def cmd_read(reactor: IFepReactor, args: argparse.Namespace) -> int:
-    from fep.channels.routes import Channels
     from fep.directory import addressed
     from fep.protocols.registry import meter_protocol
 
@@ -64,7 +63,7 @@ async def cmd_read(reactor: IFepReactor, args: argparse.Namespace) -> int:
         raise UsageError("--protocol is needed with a ROUTE (or give only --meter ID to read "
                          "a meter of the meter list)")
     protocol = meter_protocol(args.protocol)
-    endpoint = Channels(reactor).endpoint_for(args.route)
+    endpoint = (await _channels_for(reactor, args, args.route)).endpoint_for(args.route)
     meter = addressed(Meter(
         id=args.meter or args.address or args.route,
         protocol=args.protocol,
@@ -80,6 +79,36 @@ async def cmd_read(reactor: IFepReactor, args: argparse.Namespace) -> int:
         records = await protocol.read(reactor, endpoint, meter, args.timeout)
     _write_records(records, args.format)
     return EXIT_OK
+
+
+async def _channels_for(reactor: IFepReactor, args: argparse.Namespace, route: str) -> Any:
+    """The channels a read from this process uses: with a route through a concentrator
+    (``gw3761:DCU1:port=N``), the concentrator's record from the meter list (--db or
+    --config's store)."""
+    from fep.channels.forwarding import concentrator_id
+    from fep.channels.routes import Channels
+    from fep.collect.forwarding import add_forwarding
+
+    channels = Channels(reactor)
+    owner = concentrator_id(route)
+    if owner is None:
+        return channels
+    known: dict[str, Meter] = {}
+
+    async def work(store: Any) -> int:
+        found = await store.meter(owner)
+        if found is not None:
+            known[owner] = found
+        return EXIT_OK
+
+    await with_store(args, work)
+    for meter in known.values():
+        if meter.route.partition(":")[0].lower() in ("gprs", "dialup"):
+            raise UsageError(f"concentrator {meter.id}: its route {meter.route} is reached "
+                             "through the daemon's channels; read this meter with --meter "
+                             "while the daemon runs")  # fmt: skip
+    add_forwarding(channels, known.get)
+    return channels
 
 
 def _write_records(records: Sequence[Any], fmt: str) -> None:
@@ -137,7 +166,7 @@ async def _read_directly(reactor: IFepReactor, args: argparse.Namespace,
     secret store when there is a master key) read over its route from this process."""
     import attrs
 
-    from fep.channels.routes import Channels, parse_route
+    from fep.channels.routes import parse_route
     from fep.directory import MeterDirectory, addressed
     from fep.protocols.registry import meter_protocol
 
@@ -159,7 +188,7 @@ async def _read_directly(reactor: IFepReactor, args: argparse.Namespace,
     if scheme in ("gprs", "dialup"):
         raise UsageError(f"meter {meter.id}: its route {meter.route} is reached through the "
                          f"daemon's {scheme} channel, and no daemon answers")
-    endpoint = Channels(reactor).endpoint_for(meter.route)
+    endpoint = (await _channels_for(reactor, args, meter.route)).endpoint_for(meter.route)
     if meter.protocol == "dlms":
         return await _read_dlms(reactor, args, endpoint, meter)
     return list(await meter_protocol(meter.protocol).read(reactor, endpoint, meter,
@@ -615,6 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fep.cli import keys
 
     keys.add_commands(sub, _Parser)
+    from fep.cli import concentrators
+
+    concentrators.add_commands(sub, _Parser)
     from fep.cli import analysis
 
     analysis.add_commands(sub, _Parser)

@@ -28,6 +28,7 @@ from fep.collect.schedule import parse_duration
 from fep.collect.tasks import (
     DEFAULT_TASK,
     KEY_TRANSFER,
+    TERMINAL_CONFIG,
     Command,
     CommandStatus,
     Job,
@@ -188,8 +189,11 @@ class JobRunner:
         firmware_dir: Path | None = None,
         resolve: Callable[[Meter], Awaitable[Meter]] | None = None,
         secrets: ISecretStore | None = None,
+        terminals: Any = None,
     ) -> None:
         self.reactor = reactor
+        # terminal-config commands (fep.collect.terminals.TerminalConfigurator), or None.
+        self.terminals = terminals
         self.firmware_dir = firmware_dir  # firmware-upgrade images, by name
         # The meter with its secrets, from the secret store at the start of each attempt
         # (MeterDirectory.resolve); the secret store itself for key transfers.
@@ -439,6 +443,12 @@ class JobRunner:
         if command.action == "time-sync":
             return await self._clock_within_policy(command.params, meter, protocol, endpoint,
                                                    timeout)
+        if command.action == TERMINAL_CONFIG:
+            if self.terminals is None:
+                raise _not_supported(meter, "configure its GPRS terminal here")
+            terminal_outcome: Outcome = await self.terminals.run(meter, command.params,
+                                                                 lambda: endpoint)
+            return terminal_outcome
         commands = ICommands(protocol, None)
         if commands is None or command.action not in commands.commands:
             raise _not_supported(meter, f"run {command.action}")

@@ -35,6 +35,7 @@ ENDPOINTS = [
     (b"GET", "meters/m1/profile"),
     (b"GET", "meters/m1/events"),
     (b"POST", "meters/m1/read"),
+    (b"POST", "meters/m1/archive-sync"),
     (b"GET", "sessions"),
     (b"GET", "channels"),
     (b"GET", "tasks"),
@@ -461,7 +462,7 @@ class OpenApiTests(unittest.TestCase):
         routes = {
             (method.decode(), "/" + "/".join(
                 {"meters": "{meter}", "tasks": "{task}", "commands": "{command}",
-                 "plans": "{plan}"}[pattern[0]]
+                 "plans": "{plan}", "edits": "{edit}"}[pattern[0]]
                 if p == "*" else p for p in pattern))
             for method, pattern, _ in Api(None).routes  # type: ignore[arg-type]
         }
