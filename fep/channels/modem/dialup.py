@@ -219,18 +219,6 @@ class PipeTransport:
 
 
 @implementer(IStreamClientEndpoint)
-class PipeEndpoint:
-    """Connects a meter session to a call in that is up, beside the protocol that took the
-    call (``DialupCall.open_pipe``)."""
-
-    def __init__(self, call: DialupCall) -> None:
-        self.call = call
-
-    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
-        return self.call.open_pipe(protocolFactory)
-
-
-@implementer(IStreamClientEndpoint)
 class CallEndpoint:
     """Connects a protocol to an already connected call (once)."""
 
@@ -289,7 +277,6 @@ class DialupCall:
         # A read over a call in: its protocol gets the caller's bytes while it runs.
         self.pipe: IProtocol | None = None
         self._pipe_transport: PipeTransport | None = None
-        self.pipes = 0
         self.finished: Deferred[ModemCall] = Deferred()
         self._early = bytearray()
         self._started = datetime.now(UTC)
@@ -415,7 +402,6 @@ class DialupCall:
             return fail(ChannelError("factory refused the connection", route=self.route))
         transport = PipeTransport(self)
         self.pipe, self._pipe_transport = protocol, transport
-        self.pipes += 1
         log.info("modem {line}: a read over the call from {number}", line=self.line.name,
                  number=self.number, route=self.route)
         protocol.makeConnection(transport)
