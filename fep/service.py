@@ -159,6 +159,7 @@ class FepService(OrderedMultiService):
             # Meters that call in: identified by caller id (or their own identification),
             # their bytes taken like a push.
             self.modems.on_incoming = self._incoming_call
+            self.modems.push_sink = self.router
         self.gprs: Any = None
         if config.gprs.listen:
             self._add_gprs(config)

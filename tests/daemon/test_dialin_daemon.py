@@ -134,7 +134,8 @@ class DialInDaemonTests(unittest.TestCase):
 class CallingAndAnsweringDlmsMeter(CallingDlmsMeter):
     """A calling meter that is also read during its call: after its pushes, the requests
     fep sends over the call are answered by the simulated meter's DLMS server (wrapper,
-    HLS-GMAC), its invocation counters above the pushes'."""
+    HLS-GMAC), its invocation counters above the pushes'; at the read's first request it
+    sends a register push first."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -143,12 +144,17 @@ class CallingAndAnsweringDlmsMeter(CallingDlmsMeter):
                                                allow_lowest=False))
         factory.invocation_counter = 1000
         self.server = factory.buildProtocol(None)
+        self.pushed_during_read = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.server.makeConnection(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
+        if not self.pushed_during_read:
+            # The read's first request: a register push first (the meter's schedule came).
+            self.pushed_during_read = True
+            self.push_again()
         self.server.dataReceived(data)
 
     def push_again(self) -> None:
@@ -159,8 +165,9 @@ class CallingAndAnsweringDlmsMeter(CallingDlmsMeter):
 
 class ReadDuringCallInDaemonTests(unittest.TestCase):
     """A meter that called in is read during its call: `fep read --meter` of its dialup:
-    route goes over the call (nothing dialled), the register read is stored, and the push
-    receiver gets the call back (a push after the read is stored too)."""
+    route goes over the call (nothing dialled), the register read is stored, a push the
+    meter sends during the read is told from the answers and stored, and the push receiver
+    gets the call back (a push after the read is stored too)."""
 
     timeout = 240
 
@@ -206,7 +213,17 @@ class ReadDuringCallInDaemonTests(unittest.TestCase):
             return pushed() > 0 and bool(rows("SELECT 1 FROM events WHERE meter = 'dlms-1'"))
 
         await wait_for(first_push, 60, "the caller's alarm and readout in the store")
-        before = pushed()
+
+        def energies() -> int:
+            found = rows("SELECT count(*) FROM readings WHERE meter = 'dlms-1' "
+                         "AND obis = '1-0:1.8.0*255'")
+            return int(found[0][0]) if found else 0
+
+        async def energy_rows(n: int) -> None:
+            async def enough() -> bool:
+                return energies() >= n
+
+            await wait_for(enough, 60, f"{n} energy readings of dlms-1")
 
         # Read while the meter is on the line: over its call, nothing dialled.
         done = await fep_command("--config", str(config), "read", "--meter", "dlms-1",
@@ -217,14 +234,12 @@ class ReadDuringCallInDaemonTests(unittest.TestCase):
         await daemon.logged(f"a read over the call from {CALLER}", 30)
         await daemon.logged(f"the read over the call from {CALLER} is done", 30)
         self.assertFalse(meter.lost)  # the read does not hang up
+        await energy_rows(3)  # the first push, the push during the read, the read
 
         # The push receiver has the call back: the next push is stored as well.
         meter.push_again()
 
-        async def second_push() -> bool:
-            return pushed() > before
-
-        await wait_for(second_push, 60, "the push after the read in the store")
+        await energy_rows(4)
         meter.hang_up()
         await daemon.logged(f"{CALLER} hung up", 60)
         self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
@@ -236,7 +251,7 @@ class ReadDuringCallInDaemonTests(unittest.TestCase):
         energy = [int(v) for (v,) in rows(
             "SELECT value FROM readings WHERE meter = 'dlms-1' AND obis = '1-0:1.8.0*255' "
             "ORDER BY read_at")]
-        self.assertEqual(len(energy), 3)  # push, read, push
+        self.assertEqual(len(energy), 4)  # push, push during the read, read, push
         self.assertEqual(energy, sorted(energy))  # the meter's register, never back
         calls = rows("SELECT line, number, outcome FROM modem_calls ORDER BY started")
         self.assertEqual(calls, [("m1", CALLER, "completed")])

@@ -14,6 +14,7 @@ in command mode and free for the next call.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,8 +38,13 @@ from fep.channels.modem.at import FinalResult, ModemError, ModemTimeout, Respons
 from fep.channels.modem.line import ModemLine
 from fep.channels.modem.stats import CallOutcome, ModemCall
 from fep.errors import ChannelError, ConfigError, RouteError
+from fep.interfaces import IPushChannel, IRecordSink
+from fep.model import Record
 
 log = Logger()
+
+# Bytes a read over a call in may give back unread (the start of a push).
+MAX_RETURNED = 1 << 16
 
 _NUMBER = re.compile(r"\+?[0-9*#]+")
 _PREFIX = re.compile(r"[0-9*#,W!@]*", re.IGNORECASE)
@@ -187,14 +193,28 @@ class CallTransport:
         return DialupAddress(self._call.number, self._call.line.name)
 
 
-@implementer(ITransport)
+@implementer(ITransport, IPushChannel)
 class PipeTransport:
     """The transport of a read over a call in (``DialupCall.open_pipe``): ``loseConnection``
-    gives the call back to the protocol that took the call (it does not hang up)."""
+    gives the call back to the protocol that took the call (it does not hang up). Pushes the
+    read's session tells from its answers are stored through ``pushed`` (the call's
+    ``push_sink``); bytes it leaves unread go back to the protocol that took the call."""
 
     def __init__(self, call: DialupCall) -> None:
         self._call = call
         self.disconnecting = False
+
+    def pushed(self, records: Sequence[Record]) -> Deferred[None]:
+        sink = self._call.push_sink
+        if sink is None:
+            log.info("modem {line}: a push during the read over the call from {number} "
+                     "dropped: no sink", line=self._call.line.name, number=self._call.number,
+                     route=self._call.route)
+            return succeed(None)
+        return sink.submit(records)
+
+    def unconsumed(self, data: bytes) -> None:
+        self._call.take_back(data)
 
     def write(self, data: bytes) -> None:
         if not self.disconnecting:
@@ -274,9 +294,13 @@ class DialupCall:
         self.carrier_lost: str | None = None
         self.error: str | None = None
         self.protocol: IProtocol | None = None
-        # A read over a call in: its protocol gets the caller's bytes while it runs.
+        # A read over a call in: its protocol gets the caller's bytes while it runs; pushes
+        # it tells from its answers go to ``push_sink``; bytes it leaves unread wait in
+        # ``_returned`` for the protocol that took the call.
         self.pipe: IProtocol | None = None
         self._pipe_transport: PipeTransport | None = None
+        self.push_sink: IRecordSink | None = None
+        self._returned = bytearray()
         self.finished: Deferred[ModemCall] = Deferred()
         self._early = bytearray()
         self._started = datetime.now(UTC)
@@ -407,14 +431,27 @@ class DialupCall:
         protocol.makeConnection(transport)
         return succeed(protocol)
 
+    def take_back(self, data: bytes) -> None:
+        """Bytes the read over the call did not use (the start of a push after the meter's
+        last answer): the protocol that took the call gets them first when the read ends."""
+        if self.pipe is not None and len(self._returned) + len(data) <= MAX_RETURNED:
+            self._returned += data
+
     def release_pipe(self, transport: PipeTransport) -> None:
-        """The read over the call is done: the call goes back to the protocol that took it."""
+        """The read over the call is done: the call goes back to the protocol that took it
+        (with the bytes the read left unread first)."""
         if self._pipe_transport is not transport or self.pipe is None:
             return
         pipe, self.pipe, self._pipe_transport = self.pipe, None, None
         log.info("modem {line}: the read over the call from {number} is done",
                  line=self.line.name, number=self.number, route=self.route)
         pipe.connectionLost(Failure(ConnectionDone("the read over the call in is done")))
+        returned, self._returned = bytes(self._returned), bytearray()
+        if returned and self.state == "connected":
+            if self.protocol is None:
+                self._early[:0] = returned
+            else:
+                self.protocol.dataReceived(returned)
 
     def write(self, data: bytes) -> None:
         if self.state == "connected":

@@ -62,6 +62,7 @@ from fep.channels.modem.dialup import (
 from fep.channels.modem.line import IModemControl, ModemLine
 from fep.channels.modem.stats import CallOutcome, CallStats, ModemCall
 from fep.errors import ChannelError, FepError
+from fep.interfaces import IRecordSink
 from fep.protocols.session import connect_within
 from fep.reactors import IConnectingReactor
 
@@ -180,6 +181,8 @@ class ModemPool(service.Service):
         self.open_timeout = open_timeout
         self.keep_calls = keep_calls
         self.on_incoming = on_incoming
+        # Where pushes a read over a call in tells from its answers are stored.
+        self.push_sink: IRecordSink | None = None
         self.call_time = call_time
         self.incoming_calls = 0
         self.alarms: list[ModemAlarm] = []
@@ -314,6 +317,7 @@ class ModemPool(service.Service):
     async def _answer(self, line: PoolLine, caller: str | None) -> None:
         assert line.modem is not None and self.on_incoming is not None
         call = DialupCall(self.reactor, line.modem, caller or "", self.dial, incoming=True)
+        call.push_sink = self.push_sink
         call.route = f"dialup:{call.number}"
         ending: Deferred[None] = Deferred()
         self._ending[id(call)] = ending

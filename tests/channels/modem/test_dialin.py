@@ -182,6 +182,17 @@ class ReadOverCallInTests(unittest.TestCase):
 
         exchange = new_exchange()
         pool, (modem,) = await self.pool(exchange)
+        sunk: list[Any] = []
+        self.sunk = sunk
+
+        class Sink:
+            def submit(self, records: Any) -> Deferred[None]:
+                sunk.append(list(records))
+                d: Deferred[None] = Deferred()
+                d.callback(None)
+                return d
+
+        pool.push_sink = Sink()
         meter = AnsweringMeter(b"ALARM 7\r\n")
         exchange.call_in(CALLER, modem, meter)
         await until(lambda: bool(self.collected) and b"ALARM 7" in self.collected[0].data, 10)
@@ -199,11 +210,20 @@ class ReadOverCallInTests(unittest.TestCase):
         # One read at a time on a call.
         with self.assertRaises(ChannelError):
             await pool.endpoint(CALLER).connect(Factory.forProtocol(Collect))
+        # Pushes the read tells from its answers go to the pool's sink; bytes it leaves
+        # unread go back to the protocol that took the call, before what comes next.
+        from fep.interfaces import IPushChannel
+
+        channel = IPushChannel(read.transport)
+        await channel.pushed(["a record"])  # type: ignore[list-item]
+        self.assertEqual(self.sunk, [["a record"]])
+        channel.unconsumed(b"ALARM 7b ")
         # Done: the call goes back to the protocol that took it, and goes on.
         read.transport.loseConnection()
         self.assertTrue(read.closed)
         meter.say(b"ALARM 8\r\n")
         await until(lambda: b"ALARM 8" in taker.data, 10)
+        self.assertIn(b"ALARM 7b ALARM 8", taker.data)
         self.assertFalse(taker.closed)
         # A second read; the caller hangs up during it: the read's connection is lost.
         second = Collect()
