@@ -93,7 +93,29 @@ class MbusFramingTests(unittest.TestCase):
         items = PushStream().receive(bytes(data) + hex_fixture(TINETZ_MBUS))
         details = [p.detail for p in problems(items)]
         self.assertTrue(any("bad M-Bus frame (checksum)" in d for d in details), details)
+        self.assertTrue(any("bytes outside M-Bus frames dropped" in d for d in details),
+                        details)
         self.assertEqual([p.apdu for p in apdus(items)], [published_ciphered_apdu()])
+
+    def test_a_segment_out_of_order_or_from_another_sender_breaks_the_apdu_off(
+        self,
+    ) -> None:
+        apdu = published_ciphered_apdu()
+        three = encode_mbus(0xFF, apdu, 100)  # segments 0, 1, 2 (the last)
+        first = three[: 100 + 11]
+        rest = three[100 + 11 :]
+        second = rest[: 100 + 11]
+        last = rest[100 + 11 :]
+        # Segment 2 after segment 0; then segment 0 from another address.
+        items = PushStream().receive(first + last + first + encode_mbus(1, apdu, 100)[:111]
+                                     + three)
+        details = [p.detail for p in problems(items)]
+        self.assertIn("M-Bus segments of an APDU broken off after 100 bytes: segment 2 came "
+                      "after 0", details)
+        self.assertIn("M-Bus segments of an APDU broken off after 100 bytes: a new APDU began",
+                      details)
+        self.assertEqual([p.apdu for p in apdus(items)], [apdu])
+        self.assertEqual(len(second), 111)
 
     def test_segments_left_open_at_the_end_are_a_problem(self) -> None:
         stream = PushStream()
