@@ -60,7 +60,7 @@ KEY_ORDER: Final = ("imei", "iccid", "imsi", "serial", "system_title", "ldn", "i
 # Keys that name one device: a session holding one of these replaces another holding it.
 # (An IEC identification text names a meter model, a wPort a logical device number.)
 UNIQUE_KEYS: Final = frozenset({"imei", "iccid", "imsi", "serial", "system_title", "ldn"})
-RULE_NAMES: Final = ("ascii", "binary", "dlms", "dlms-hdlc", "iec62056-21")
+RULE_NAMES: Final = ("ascii", "binary", "dlms", "dlms-hdlc", "iec62056-21", "gw3761")
 
 DEFAULT_REGISTRATION: Final = (
     r"ID:(?P<imei>[0-9]{15})(?:[;,]ICCID[:=](?P<iccid>[0-9]{18,20}F?))?"
