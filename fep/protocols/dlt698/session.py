@@ -32,6 +32,8 @@ shape (fep/protocols/session.py) and logs what was skipped. Settings come from t
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -43,7 +45,16 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from fep.errors import ConfigError, ProtocolError
-from fep.interfaces import IClock, IEventReader, IMeterProtocol, IProfileReader
+from fep.interfaces import (
+    IClock,
+    IEventReader,
+    IMeterProtocol,
+    IProfileReader,
+    IPushChannel,
+    IPushHandler,
+    IPushProtocol,
+    IRecordSink,
+)
 from fep.model import Meter, MeterEvent, Reading, Record
 from fep.protocols import actions as actions_
 from fep.protocols.dlt698.client import (
@@ -64,7 +75,17 @@ from fep.protocols.dlt698.client import (
 )
 from fep.protocols.dlt698.data import OAD
 from fep.protocols.dlt698.objects import CLOCK, CLOCK_OBIS, FROZEN_TIME, PROTOCOL
+from fep.protocols.dlt698.terminal import (
+    Heartbeat,
+    LoggedIn,
+    LoggedOut,
+    TerminalLink,
+    Unexpected,
+)
+from fep.protocols.dlt698.terminal import Noise as LinkNoise
+from fep.protocols.dlt698.terminal import Send as LinkSend
 from fep.protocols.session import MeterSession, run_session
+from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.protocols.dlt698")
 
@@ -181,10 +202,30 @@ class Dlt698Session(MeterSession):
             log.info("{meter}: LINK {kind} from {address} answered", kind=action.kind,
                      address=action.address, **self._fields())
         elif isinstance(action, ReportReceived):
-            # Not acknowledged here: the terminal sends it again to the path that keeps it
-            # before acknowledging (nothing acknowledged is lost).
-            log.info("{meter}: report of {count} records left unacknowledged",
-                     count=len(action.records), **self._fields())
+            self._report(action)
+
+    def _report(self, report: ReportReceived) -> None:
+        """A REPORT-Notification during the read: on a channel that carries pushes (a GPRS
+        session lent to this job) its records are stored as a push's and the terminal is
+        acknowledged once they are; elsewhere it is left unacknowledged, and the terminal
+        sends it again to the path that keeps it (nothing acknowledged is lost)."""
+        channel: Any = IPushChannel(self.transport, None)
+        if channel is None:
+            log.info("{meter}: report of {count} records left unacknowledged (this channel "
+                     "carries no pushes)", count=len(report.records), **self._fields())
+            return
+        transport = self.transport
+
+        def kept(_: object) -> None:
+            if transport is not None and getattr(transport, "connected", True):
+                transport.write(report.ack)
+            log.info("{meter}: report of {count} records during the read kept and "
+                     "acknowledged", count=len(report.records), **self._fields())
+
+        d = channel.pushed(list(report.records))
+        d.addCallbacks(kept, lambda f: log.failure(
+            "{meter}: report during the read not kept (not acknowledged)", f,
+            **self._fields()))
 
     def ended(self, lost: bool) -> None:
         if lost:
@@ -196,7 +237,159 @@ class Dlt698Session(MeterSession):
                  garbage=c.line_garbage, resent=c.resent, **self._fields())
 
 
-@implementer(IMeterProtocol, IProfileReader, IEventReader, IClock)
+# A report sent again (its acknowledgement lost) is acknowledged, not stored again: the
+# last reports taken on a connection are remembered by their content.
+REMEMBERED_REPORTS = 32
+
+
+def _report_key(frame_data: bytes) -> bytes:
+    """A report's content without its PIID (a terminal may number a repeat anew)."""
+    return frame_data[:2] + frame_data[3:] if len(frame_data) > 2 else frame_data
+
+
+@implementer(IPushHandler)
+class Dlt698PushHandler:
+    """What a DL/T 698.45 terminal sends on its own connection (a GPRS session): LINK
+    login, heartbeat and logout answered at once with fep's time (``reply``);
+    REPORT-Notifications stored (the terminal's records, or the meter's whose address the
+    frame names) and acknowledged once the sink has them, a repeat acknowledged again and
+    not stored twice; bad input counted (``bad``) and logged, rate-limited, with the
+    terminal's address; the connection stays up."""
+
+    def __init__(
+        self,
+        meter: Meter,
+        sink: IRecordSink,
+        *,
+        tz: tzinfo,
+        source: str,
+        reply: Callable[[bytes], None] | None,
+        meter_for: Callable[[str], str | None],
+        now: Callable[[], datetime] | None = None,
+        events: RateLimitedLog | None = None,
+    ) -> None:
+        self.meter = meter
+        self.sink = sink
+        self.source = source
+        self.reply = reply
+        kwargs: dict[str, Any] = {"now": now} if now is not None else {}
+        self.link = TerminalLink(tz=tz, meters=meter_for, **kwargs)
+        self.events = events if events is not None else RateLimitedLog(log)
+        self.frames = 0
+        self.bad = 0
+        self.stored = 0
+        self.repeats = 0
+        # Reports taken (True) or being kept (their Deferred), by content.
+        self._reports: OrderedDict[bytes, Deferred[None] | bool] = OrderedDict()
+
+    @property
+    def address(self) -> str:
+        if self.link.address is not None:
+            return self.link.address.address
+        return self.meter.address or "?"
+
+    def _fields(self) -> dict[str, Any]:
+        return {"meter": self.meter.id, "route": self.meter.route, "protocol": PROTOCOL,
+                "address": self.address, "source": self.source}
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            actions = self.link.receive(data)
+        except Exception as e:  # a decoder's bug must not reach the reactor
+            self.bad += 1
+            self.link.decoder.drain()
+            self.events.warn("{meter}: terminal {address}: input dropped: {why}",
+                             why=repr(e), kind="dlt698-push-bug", **self._fields())
+            return
+        for action in actions:
+            self._act(action)
+
+    def pending(self) -> int:
+        return self.link.decoder.buffered
+
+    def take_buffered(self) -> bytes:
+        return self.link.decoder.drain()
+
+    def _send(self, data: bytes) -> None:
+        if self.reply is not None:
+            self.reply(data)
+        else:
+            self.events.info("{meter}: terminal {address}: no way to answer on this "
+                             "connection", kind="dlt698-no-reply", **self._fields())
+
+    def _act(self, action: object) -> None:
+        if isinstance(action, LinkSend):
+            self._send(action.data)
+        elif isinstance(action, LoggedIn):
+            log.info("{meter}: terminal {address} logged in (heartbeat every {heartbeat} s)",
+                     heartbeat=action.heartbeat, **self._fields())
+        elif isinstance(action, Heartbeat):
+            log.debug("{meter}: terminal {address} heartbeat answered", **self._fields())
+        elif isinstance(action, LoggedOut):
+            log.info("{meter}: terminal {address} logged out", **self._fields())
+        elif isinstance(action, ReportReceived):
+            self._report(action)
+        elif isinstance(action, LinkNoise):
+            self.bad += 1
+            self.events.warn("{meter}: terminal {address}: bad input: {why}", why=action.why,
+                             kind="dlt698-push-noise", **self._fields())
+        elif isinstance(action, Unexpected):
+            self.bad += 1
+            self.events.info("{meter}: terminal {address}: unexpected frame (control "
+                             "0x{control:02X}) dropped", control=action.frame.control,
+                             kind="dlt698-push-unexpected", **self._fields())
+
+    def _report(self, report: ReportReceived) -> None:
+        self.frames += 1
+        key = (report.meter.encode() + b"\x00" + _report_key(report.apdu)) if report.apdu \
+            else b""
+        known = self._reports.get(key) if key else None
+        if known is True:
+            self.repeats += 1
+            log.info("{meter}: terminal {address} sent a report again: acknowledged, not "
+                     "stored twice", **self._fields())
+            self._send(report.ack)
+            return
+        if isinstance(known, Deferred):
+            self.repeats += 1
+            known.addCallback(lambda _: self._send(report.ack))
+            return
+        for item, why in report.skipped:
+            self.events.info("{meter}: terminal {address}: report item {item} not kept: "
+                             "{why}", item=item, why=why, kind="dlt698-report-item",
+                             **self._fields())
+        d: Deferred[None] = (self.sink.submit(list(report.records)) if report.records
+                             else _done())
+        if key:
+            self._reports[key] = d
+            while len(self._reports) > REMEMBERED_REPORTS:
+                self._reports.popitem(last=False)
+
+        def kept(_: object) -> None:
+            if key and key in self._reports:
+                self._reports[key] = True
+            self.stored += len(report.records)
+            log.info("{meter}: report from terminal {address}: {count} records of {of} "
+                     "kept and acknowledged", count=len(report.records), of=report.meter,
+                     **self._fields())
+            self._send(report.ack)
+
+        def lost(failure: Any) -> None:
+            self._reports.pop(key, None)
+            log.failure("{meter}: report from terminal {address} not kept (not "
+                        "acknowledged: the terminal sends it again)", failure,
+                        **self._fields())
+
+        d.addCallbacks(kept, lost)
+
+
+def _done() -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    d.callback(None)
+    return d
+
+
+@implementer(IMeterProtocol, IProfileReader, IEventReader, IClock, IPushProtocol)
 class Dlt698Protocol:
     """DL/T 698.45 reads: attributes (GET NormalList), frozen and event records (GET
     Record), the load profile by time range (the minute-frozen object), the clock read
@@ -280,8 +473,48 @@ class Dlt698Protocol:
         d = self._run(reactor, endpoint, meter, timeout, items=(), records=(), set_clock=True)
         return d.addCallback(lambda _: None)
 
+    def push_handler(
+        self,
+        meter: Meter,
+        sink: IRecordSink,
+        *,
+        directory: Any,
+        counters: Any,
+        source: str,
+        close: Callable[[], None],
+        reply: Callable[[bytes], None] | None = None,
+    ) -> Dlt698PushHandler:
+        """The traffic of ``meter``'s terminal on its own connection (a GPRS session): a
+        report is filed under the meter of the meter list whose address its frame names
+        (the terminal or a meter behind it: ``concentrator = ID``), else the terminal."""
+        try:
+            tz = settings_for(meter, self.tz).tz
+        except ConfigError as e:
+            log.warn("meter {meter}: {error}; reports read in UTC+8", meter=meter.id,
+                     error=str(e))
+            tz = self.tz
+        known: dict[str, str] | None = None
+
+        def meter_for(address: str) -> str | None:
+            nonlocal known
+            if known is None:
+                known = {}
+                mine = [m for m in (directory.all() if directory is not None else [])
+                        if m.protocol == PROTOCOL and (
+                            m.id == meter.id
+                            or m.metadata.get("concentrator", "").strip() == meter.id)]
+                for m in mine:
+                    if m.address:
+                        known.setdefault(m.address.strip(), m.id)
+            if address == (meter.address or "").strip():
+                return meter.id
+            return known.get(address, meter.id)
+
+        return Dlt698PushHandler(meter, sink, tz=tz, source=source, reply=reply,
+                                 meter_for=meter_for)
+
     def with_metadata(self, meter: Meter, **metadata: str) -> Meter:
         return attrs.evolve(meter, metadata={**meter.metadata, **metadata})
 
 
-__all__ = ["Dlt698Protocol", "Dlt698Session", "settings_for"]
+__all__ = ["Dlt698Protocol", "Dlt698PushHandler", "Dlt698Session", "settings_for"]

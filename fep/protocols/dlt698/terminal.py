@@ -49,6 +49,8 @@ class ReportReceived:
     records: tuple[Record, ...]
     skipped: tuple[tuple[str, str], ...]
     ack: bytes
+    # The report's APDU as received (a repeat of it is known by its content).
+    apdu: bytes = attrs.field(default=b"", repr=False)
 
 
 @attrs.frozen
@@ -140,7 +142,8 @@ def report_received(frame: Frame, report: ReportNotification, *, meter: str, tz:
     answer = ReportResponse(report.piid_acd & 0xBF, oads, report.kind)
     reply = Frame(control(client_started=False), frame.server, frame.client,
                   encode_apdu(answer))
-    return ReportReceived(meter, tuple(records), tuple(skipped), reply.encode(preamble))
+    return ReportReceived(meter, tuple(records), tuple(skipped), reply.encode(preamble),
+                          frame.data)
 
 
 class TerminalLink:
