@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from fep.channels.routes import resource_of
+from fep.collect.dlt698_route import terminal_id
 from fep.errors import ConfigError, FepError
 from fep.model import Meter
 
@@ -42,6 +43,14 @@ def check_owner(meter: Meter, known: Mapping[str, Meter]) -> None:
         raise ConfigError(
             f"meter {meter.id}: concentrator {owner_id!r} cannot itself be behind a "
             "concentrator", key=CONCENTRATOR_KEY)
+    via = terminal_id(meter.route)
+    if via is not None:
+        # Read through its concentrator's own route (a DL/T 698.45 terminal's PROXY).
+        if via != owner.id:
+            raise ConfigError(f"meter {meter.id}: route {meter.route!r} reads through {via}, "
+                              f"not through its concentrator {owner_id!r}",
+                              key=CONCENTRATOR_KEY)
+        return
     try:
         same_line = resource_of(meter.route) == resource_of(owner.route)
     except FepError as e:

@@ -92,6 +92,7 @@ class CollectionEngine:
             firmware_dir=self.firmware_dir,
             resolve=directory.resolve if directory.secrets is not None else None,
             secrets=directory.secrets,
+            meter_of=directory.get,
         )
         self.scheduler = Scheduler(
             reactor,

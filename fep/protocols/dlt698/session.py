@@ -22,6 +22,9 @@ shape (fep/protocols/session.py) and logs what was skipped. Settings come from t
 ``dlt698_proxy``     comma list of addresses of meters behind this one (a concentrator),
                      read through it with PROXY-Request GetRequestList (the same items);
                      their records carry their address as the meter
+``dlt698_terminal``  the server address of the terminal this meter is read through (set
+                     for a job by fep.collect.dlt698_route from the route ``dlt698:ID``):
+                     the session is the terminal's, the meter's reads go in PROXY-Requests
 ``dlt698_connect``   ``yes`` (default): CONNECT first; ``no`` for meters read without one
 ``dlt698_password``  the general password of CONNECT (none by default)
 ``dlt698_client``    the client address CA (default 0)
@@ -167,12 +170,37 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_METER_TZ, **overrides: Any) 
     if items:
         values["items"] = items
     values.update(overrides)
+    terminal = md.get("dlt698_terminal", "").strip()
+    if terminal:
+        values = _through_terminal(meter, terminal, values)
     try:
         return ClientSettings(**values)
     except ValueError as e:
         key = "address" if "address" in str(e) else None
         raise ConfigError(f"meter {meter.id}: {e}", key=key) from None
 
+
+
+def _through_terminal(meter: Meter, terminal: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a read of ``meter`` through the terminal at ``terminal`` (its server
+    address; route ``dlt698:TERMINAL``, fep.collect.dlt698_route): the session is with the
+    terminal, and what would be read of the meter goes in PROXY-Requests to it (attributes
+    in one GetRequestList, each record in a GetRequestRecord)."""
+    if values.get("set_clock"):
+        raise ConfigError(f"meter {meter.id}: its clock is not set through terminal "
+                          f"{terminal}'s PROXY (PROXY-SetRequest is not built)",
+                          key="dlt698_terminal")
+    if values.get("proxies"):
+        raise ConfigError(f"meter {meter.id}: a meter read through a terminal has no meters "
+                          "behind it (dlt698_proxy)", key="dlt698_proxy")
+    address = values["address"]
+    try:
+        proxy = ProxyRead(address, tuple(values.get("items", DEFAULT_ITEMS)),
+                          tuple(values.get("records", ())), meter=meter.id)
+    except ValueError:
+        raise ConfigError(f"meter {meter.id}: address {address!r} is not a meter address "
+                          "a terminal's PROXY can name", key="address") from None
+    return {**values, "address": terminal, "items": (), "records": (), "proxies": (proxy,)}
 
 
 class Dlt698Session(MeterSession):
