@@ -285,10 +285,14 @@ class SimulatedDlt698Meter:
 
     def login(self, piid: int = 0, heartbeat: int = 300) -> bytes:
         """The LINK login a terminal sends when it comes on line."""
+        return self.link(LinkType.LOGIN, piid, heartbeat)
+
+    def link(self, kind: LinkType, piid: int = 0, heartbeat: int = 300) -> bytes:
+        """A LINK request (login, heartbeat, logout) of this terminal."""
         when = datetime.fromtimestamp(self.now(), self.tz)
         fields = (when.year, when.month, when.day, when.isoweekday() % 7, when.hour,
                   when.minute, when.second, when.microsecond // 1000)  # fmt: skip
-        apdu = LinkRequest(piid, LinkType.LOGIN, heartbeat, fields)
+        apdu = LinkRequest(piid, kind, heartbeat, fields)
         frame = Frame(control(Function.LINK, from_server=True, client_started=False),
                       self.server, 0, encode_apdu(apdu))
         return frame.encode()
@@ -509,6 +513,24 @@ class Dlt698MeterProtocol(Protocol):
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         for meter in self.factory.meters:
             meter.connected = False
+
+    def send_report(self, report: ReportNotification, meter: SimulatedDlt698Meter | None = None,
+                    address: str | None = None) -> None:  # fmt: skip
+        """A terminal's REPORT-Notification sent now (not after an answer), in a frame from
+        ``address`` (default: the meter's own: a terminal reporting a meter behind it
+        names that meter)."""
+        sender = meter or self.factory.meters[0]
+        server = ServerAddress(address) if address is not None else sender.server
+        frame = Frame(control(Function.USER_DATA, from_server=True, client_started=False),
+                      server, 0, encode_apdu(report))
+        if self.transport is not None:
+            self.transport.write(frame.encode(preamble=self.factory.preamble))
+
+    def heartbeat(self, meter: SimulatedDlt698Meter | None = None) -> None:
+        """A LINK heartbeat sent now."""
+        sender = meter or self.factory.meters[0]
+        if self.transport is not None:
+            self.transport.write(sender.link(LinkType.HEARTBEAT))
 
 
 class Dlt698MeterFactory(ServerFactory[Dlt698MeterProtocol]):

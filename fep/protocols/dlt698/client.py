@@ -60,12 +60,8 @@ from fep.protocols.dlt698.data import (
     tsa_from_address,
 )
 from fep.protocols.dlt698.frames import (
-    MAX_FRAME,
-    PREAMBLE,
-    START,
     FragmentType,
     Frame,
-    FrameDecoder,
     Function,
     Reassembler,
     ServerAddress,
@@ -87,6 +83,7 @@ from fep.protocols.dlt698.objects import (
     record_records,
 )
 from fep.protocols.dlt698.terminal import (
+    LinkDecoder,
     ReportReceived,
     date_time_of,
     link_answer,
@@ -280,17 +277,7 @@ def _merged(records: Iterable[ResultRecord]) -> tuple[ResultRecord, ...]:
     return tuple(out)
 
 
-class _Decoder(FrameDecoder):
-    """A FrameDecoder that tells FE wake-up bytes apart from other bytes it skips."""
-
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
-        super().__init__(max_frame)
-        self.wakeup_bytes = 0
-
-    def _skip_garbage(self) -> None:
-        at = self._buffer.find(START)
-        self.wakeup_bytes += self._buffer[: len(self._buffer) if at < 0 else at].count(PREAMBLE)
-        super()._skip_garbage()
+_Decoder = LinkDecoder
 
 
 class Dlt698Client:

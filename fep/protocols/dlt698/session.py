@@ -305,6 +305,7 @@ class Dlt698PushHandler:
         self.events = events if events is not None else RateLimitedLog(log)
         self.frames = 0
         self.bad = 0
+        self.garbage = 0  # bytes that were no frame (FE wake-up bytes are not counted)
         self.stored = 0
         self.repeats = 0
         # Reports taken (True) or being kept (their Deferred), by content.
@@ -331,6 +332,13 @@ class Dlt698PushHandler:
             return
         for action in actions:
             self._act(action)
+        garbage = self.link.decoder.garbage
+        if garbage > self.garbage:
+            skipped, self.garbage = garbage - self.garbage, garbage
+            self.bad += 1
+            self.events.info("{meter}: terminal {address}: bad input: {count} bytes that are "
+                             "no frame skipped", count=skipped, kind="dlt698-push-garbage",
+                             **self._fields())
 
     def pending(self) -> int:
         return self.link.decoder.buffered

@@ -146,9 +146,17 @@ class PushHandlerTests(unittest.TestCase):
         self.handler.data_received(good[:7])
         self.assertEqual(self.handler.pending(), 7)
         self.handler.data_received(good[7:])
-        self.assertEqual(self.handler.bad, 2)
+        # The damaged frame (and the rest of its bytes, skipped) and the unknown APDU.
+        self.assertEqual(self.handler.bad, 3)
+        garbage = self.handler.garbage
+        self.assertEqual(garbage, len(bad_fcs) - 1)
+        # Line noise is bad input too; FE wake-up bytes are not.
+        self.handler.data_received(b"\xfe\xfe\xfe\xfe" + link(LinkType.HEARTBEAT, TERMINAL))
+        self.assertEqual((self.handler.bad, self.handler.garbage), (3, garbage))
+        self.handler.data_received(b"noise" + link(LinkType.HEARTBEAT, TERMINAL))
+        self.assertEqual((self.handler.bad, self.handler.garbage), (4, garbage + 5))
         self.assertEqual(self.closed, 0)
-        self.assertEqual([type(a) for a in answers(self.written)], [LinkResponse] * 2)
+        self.assertEqual([type(a) for a in answers(self.written)], [LinkResponse] * 4)
 
     def test_bytes_of_an_unfinished_frame_are_handed_to_a_pull(self) -> None:
         good = link(LinkType.HEARTBEAT, TERMINAL)
