@@ -280,6 +280,8 @@ def _protocol_options(args: argparse.Namespace) -> dict[str, str]:
         gw = {"gw3761_points": ",".join(args.point), "gw3761_items": ",".join(args.fn),
               "gw3761_from": args.from_time or "", "gw3761_to": args.to_time or ""}
         return {k: v for k, v in gw.items() if v}
+    if args.protocol == "dlt698":
+        return _dlt698_options(args)
     if args.protocol in ("modbus", "modbus-pulse"):
         modbus = {"modbus_device_map": args.device_map,
                   "modbus_unit": None if args.unit_id is None else str(args.unit_id)}
@@ -295,6 +297,23 @@ def _protocol_options(args: argparse.Namespace) -> dict[str, str]:
     if getattr(args, "objects", None):
         metadata["dlms_objects"] = ",".join(args.objects)
     return metadata
+
+
+def _dlt698_options(args: argparse.Namespace) -> dict[str, str]:
+    """``--oad``, ``--frozen`` and ``--from``/``--to`` as a DL/T 698.45 meter's metadata
+    (fep.protocols.dlt698.session); only the frozen records are read when no --oad is
+    given with --frozen."""
+    if (args.from_time or args.to_time) and not args.frozen:
+        raise UsageError("--from/--to give the range of --frozen records (dlt698)")
+    options = {"dlt698_items": ",".join(args.oad), "dlt698_frozen": ",".join(args.frozen)}
+    if args.frozen and not args.oad:
+        options["dlt698_items"] = "none"
+    if args.from_time or args.to_time:
+        if not (args.from_time and args.to_time):
+            raise UsageError("--frozen with a range needs both --from and --to")
+        options["dlt698_from"] = parse_time(args.from_time).isoformat()
+        options["dlt698_to"] = parse_time(args.to_time).isoformat()
+    return {k: v for k, v in options.items() if v}
 
 
 async def cmd_readings(reactor: IFepReactor, args: argparse.Namespace) -> int:
@@ -522,6 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
     gw3761.add_argument("--fn", action="append", default=[], metavar="AFN:Fn",
                         help="class to read (repeatable), e.g. 0C:F129, 0D:F161, 0D:F101; "
                         "--from/--to (below) give the curves' range, terminal time when naive")
+    dlt698 = read.add_argument_group("DL/T 698.45 (--protocol dlt698, --address ADDR)")
+    dlt698.add_argument("--oad", action="append", default=[], metavar="OAD",
+                        help="attribute to read, 8 hex digits (repeatable), e.g. 00100200")
+    dlt698.add_argument("--frozen", action="append", default=[], metavar="OAD",
+                        help="frozen record to read (repeatable), e.g. 50040200: its rows "
+                        "frozen in --from/--to (below), else its latest row")
     modbus = read.add_argument_group("Modbus pulse recorders (--protocol modbus)")
     modbus.add_argument("--device-map", metavar="NAME",
                         help="register map: etc/devices/NAME.ini or a path, e.g. sim-pr2")

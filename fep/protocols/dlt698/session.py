@@ -9,11 +9,13 @@ shape (fep/protocols/session.py) and logs what was skipped. Settings come from t
 ``AAAAAAAAAAAA``) and its metadata (``fep read -o KEY=VALUE``):
 
 ``dlt698_items``     comma list of OADs in hex (default: energy, voltages, currents, power,
-                     power factor, frequency, clock)
+                     power factor, frequency, clock; ``none``: no attributes)
 ``dlt698_frozen``    comma list of frozen record OADs read for their last rows
                      (e.g. ``50040200``), ``dlt698_frozen_last`` rows each (default 1),
                      ``dlt698_frozen_columns`` their columns (default ``20210200,00100200,
-                     00200200``: frozen time, forward and reverse active energy)
+                     00200200``: frozen time, forward and reverse active energy);
+                     with ``dlt698_from`` and ``dlt698_to`` (ISO-8601, UTC when naive)
+                     the rows frozen in that range instead
 ``dlt698_events``    comma list of event record OADs (e.g. ``30110200``),
                      ``dlt698_events_last`` records each (default 1)
 ``dlt698_profile``   the frozen object of the load profile (default ``50020200``) and
@@ -140,12 +142,32 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_METER_TZ, **overrides: Any) 
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"meter {meter.id}: tz names no known time zone ({md['tz']!r})",
                               key="tz") from None
+    def when(key: str) -> datetime | None:
+        text = md.get(key, "").strip()
+        if not text:
+            return None
+        try:
+            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"meter {meter.id}: {key} {text!r} is not an ISO-8601 time",
+                              key=key) from None
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
     frozen_columns = _oads(meter, "dlt698_frozen_columns")
-    records = [RecordRead(o, frozen_columns, last=number("dlt698_frozen_last", 1))
-               for o in _oads(meter, "dlt698_frozen")]
+    since, until = when("dlt698_from"), when("dlt698_to")
+    if (since is None) != (until is None):
+        raise ConfigError(f"meter {meter.id}: dlt698_from and dlt698_to go together",
+                          key="dlt698_from" if since is None else "dlt698_to")
+    if since is not None and until is not None:
+        records = [RecordRead(o, frozen_columns, since=since, until=until)
+                   for o in _oads(meter, "dlt698_frozen")]
+    else:
+        records = [RecordRead(o, frozen_columns, last=number("dlt698_frozen_last", 1))
+                   for o in _oads(meter, "dlt698_frozen")]
     records += [RecordRead(o, last=number("dlt698_events_last", 1))
                 for o in _oads(meter, "dlt698_events")]
-    items = _oads(meter, "dlt698_items")
+    no_items = md.get("dlt698_items", "").strip().lower() == "none"
+    items = () if no_items else _oads(meter, "dlt698_items")
     proxies = []
     for text in md.get("dlt698_proxy", "").replace(";", ",").split(","):
         if text.strip():
@@ -167,7 +189,7 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_METER_TZ, **overrides: Any) 
         "meter": meter.id,
         "route": meter.route,
     }
-    if items:
+    if items or no_items:
         values["items"] = items
     values.update(overrides)
     terminal = md.get("dlt698_terminal", "").strip()
