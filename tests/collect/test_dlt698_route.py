@@ -130,3 +130,42 @@ class EngineTests(unittest.TestCase):
         self.assertEqual(job.status, JobStatus.FAILED)
         self.assertIn("terminal 'T9' is not a meter of the meter list", job.error or "")
         self.assertEqual(job.attempts, 1)
+
+
+class DocumentedTests(unittest.TestCase):
+    """docs/routes.md, "Meters behind a DL/T 698.45 terminal": its meter list and errors."""
+
+    def section(self) -> str:
+        from pathlib import Path
+
+        text = (Path(__file__).resolve().parents[2] / "docs" / "routes.md").read_text()
+        return text.split("## Meters behind a DL/T 698.45 terminal")[1]
+
+    def test_the_meter_list_example(self) -> None:
+        from pathlib import Path
+
+        from fep.cli import read_meter_csv
+
+        csv_text = self.section().split("```\n")[1]
+        path = Path(self.mktemp())
+        path.write_text(csv_text)
+        meters = {m.id: m for m in read_meter_csv(path)}
+        steps, bad = line_order([meters["M1"], meters["M2"]], meters.values())
+        self.assertEqual((len(steps), bad), (2, []))
+        route, seen = through_terminal(meters["M1"], meters.get) or ("", meters["M1"])
+        self.assertEqual((route, seen.metadata["dlt698_terminal"]),
+                         ("gprs:dlt698=000000009999", "000000009999"))
+
+    def test_the_documented_errors(self) -> None:
+        rows = [line for line in self.section().splitlines() if line.startswith("| `dlt698:")]
+        self.assertEqual(len(rows), 4)
+        known = {"T1": T1, "T2": attrs.evolve(T1, id="T2"), "M2": behind(2)}
+        cases = [behind(1, route="dlt698:T9"), behind(1, route="dlt698:M2"),
+                 behind(1, route="dlt698:")]
+        for meter, row in zip(cases, rows, strict=False):
+            with self.assertRaises(ConfigError) as caught:
+                through_terminal(meter, known.get)
+            self.assertIn(f"`{caught.exception.message}`", row)
+        with self.assertRaises(ConfigError) as caught:
+            check_owner(behind(1, route="dlt698:T2"), known)
+        self.assertIn(f"`{caught.exception.message}`", rows[3])
