@@ -27,6 +27,9 @@ from twisted.python.failure import Failure
 
 from fep.errors import FrameError
 from fep.protocols.dlt698.apdu import (
+    ActionRequest,
+    ActionResponse,
+    ActionResult,
     Apdu,
     ConnectRequest,
     ConnectResponse,
@@ -51,7 +54,7 @@ from fep.protocols.dlt698.apdu import (
     decode_apdu,
     encode_apdu,
 )
-from fep.protocols.dlt698.data import CSD, OAD, Data, DataType, integer, tsa_address
+from fep.protocols.dlt698.data import CSD, OAD, OMD, Data, DataType, integer, tsa_address
 from fep.protocols.dlt698.frames import (
     Fragment,
     FragmentType,
@@ -103,6 +106,13 @@ class SimulatedDlt698Meter:
     # not among them times out: DAR 33).
     children: dict[str, SimulatedDlt698Meter] = attrs.field(factory=dict)
     connected: bool = False
+    # Remote control (8000) and device (4300) methods: the relay's state ("closed", "open",
+    # "close allowed"), demand and event initialisations done, and the DAR every ACTION
+    # gets instead (3: refused, as a meter that asks for ESAM security does).
+    relay: str = "closed"
+    demand_resets: int = 0
+    event_clears: int = 0
+    action_dar: int = 0
     # Event reports (REPORT-Notification) the meter pushes after its next answer, and the
     # OADs the client acknowledged (REPORT-Response).
     reports: list[ReportNotification] = attrs.field(factory=list)
@@ -385,6 +395,10 @@ class SimulatedDlt698Meter:
             return self._get(apdu)
         if isinstance(apdu, ProxyRequest):
             return self._proxy(apdu)
+        if isinstance(apdu, ActionRequest):
+            return ActionResponse(apdu.piid, tuple(ActionResult(omd, self._act(omd, value))
+                                                   for omd, value in apdu.methods),
+                                  apdu.list)  # fmt: skip
         if isinstance(apdu, SetRequest):
             self.log.append("set " + ",".join(str(o) for o, _ in apdu.values))
             results = []
@@ -399,6 +413,26 @@ class SimulatedDlt698Meter:
             return SetResponse(apdu.piid, tuple(results), apdu.list)
         piid = getattr(apdu, "piid", 0)
         return ErrorResponse(piid, 2)
+
+    def _act(self, omd: OMD, value: Data) -> int:
+        """One ACTION method: its DAR."""
+        self.log.append(f"action {omd}")
+        if self.action_dar:
+            return self.action_dar
+        relays = value.items if value.tag is DataType.ARRAY else ()
+        if (omd.oi, omd.method) == (0x8000, 129) and relays:
+            self.relay = "open"
+        elif (omd.oi, omd.method) == (0x8000, 130) and relays:
+            command = relays[0].items[1].value if len(relays[0].items) > 1 else 0
+            self.relay = "closed" if command == 1 else "close allowed"
+        elif (omd.oi, omd.method) == (0x4300, 6):
+            self.demand_resets += 1
+        elif (omd.oi, omd.method) == (0x4300, 5):
+            self.event_clears += 1
+            self.outages = 0
+        else:
+            return DAR_UNDEFINED
+        return 0
 
     def _proxy(self, request: ProxyRequest) -> ProxyResponse:
         if request.kind == 1:

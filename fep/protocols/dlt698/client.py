@@ -22,6 +22,8 @@ import attrs
 from fep.errors import FrameError, ProtocolError, SessionTimeout
 from fep.model import Record, utcnow
 from fep.protocols.dlt698.apdu import (
+    ActionRequest,
+    ActionResponse,
     Apdu,
     ConnectRequest,
     ConnectResponse,
@@ -50,6 +52,7 @@ from fep.protocols.dlt698.apdu import (
 from fep.protocols.dlt698.data import (
     CSD,
     OAD,
+    OMD,
     RSD,
     TI,
     Data,
@@ -202,6 +205,9 @@ class ClientSettings:
     set_clock: bool = False
     # Meters behind the server (a concentrator) read through it (PROXY).
     proxies: tuple[ProxyRead, ...] = ()
+    # Methods run with ACTION-Request-Normal after the association, before reads, each
+    # once (a command: fep.protocols.dlt698.control); a DAR other than 0 fails the session.
+    actions: tuple[tuple[OMD, Data], ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if not 1 <= self.list_size <= 64:
@@ -243,6 +249,12 @@ class Linked:
 
     kind: str
     address: str
+
+
+class ActionRefused(ProtocolError):
+    """The meter refused an ACTION (its DAR): the same request gets the same answer."""
+
+    final = True
 
 
 @attrs.frozen
@@ -300,6 +312,8 @@ class Dlt698Client:
         self.records: list[Record] = []
         self.connect_response: ConnectResponse | None = None
         self.clock_set = False
+        # The ACTION methods the meter ran (OMDs in hex).
+        self.actions_done: list[str] = []
         self._plan: list[tuple[str, Apdu, object]] = []
         self._piid = 0
         self._request: bytes = b""
@@ -321,6 +335,9 @@ class Dlt698Client:
         s = self.settings
         if s.set_clock:
             self._plan.append(("clock set", SetRequest(0, ()), "clock"))
+        for omd, parameter in s.actions:
+            self._plan.append((f"ACTION {omd}", ActionRequest(0, ((omd, parameter),)),
+                               ("action", omd)))
         items = list(s.items)
         for n in range(0, len(items), s.list_size):
             group = tuple(items[n : n + s.list_size])
@@ -438,7 +455,7 @@ class Dlt698Client:
             # dlt698 package refuses a GET-Next under another one: "not in split transfer").
             apdu = attrs.evolve(apdu, piid=self._request_piid)
         elif isinstance(apdu, ConnectRequest | GetRequest | ReleaseRequest | SetRequest
-                        | ProxyRequest):
+                        | ProxyRequest | ActionRequest):
             apdu = attrs.evolve(apdu, piid=self._next_piid())
             self._request_piid = self._piid
         self._request = self._frame(encode_apdu(apdu))
@@ -527,6 +544,15 @@ class Dlt698Client:
             return self._on_get(apdu)
         if isinstance(apdu, ProxyResponse):
             return self._on_proxy(apdu)
+        if isinstance(apdu, ActionResponse) and isinstance(self._item, tuple) \
+                and self._item[0] == "action":
+            ((omd_done, dar, _),) = [(r.omd, r.dar, r.data) for r in apdu.results[:1]] or \
+                [(self._item[1], 255, None)]
+            if dar != 0:
+                return self._fail(self._error(
+                    f"{self._who()}: {self._what} refused: {dar_text(dar)}", ActionRefused))
+            self.actions_done.append(str(omd_done))
+            return self._next_item()
         if isinstance(apdu, SetResponse) and self._item == "clock":
             ((_, dar),) = apdu.results[:1] or ((None, 255),)
             if dar != 0:
@@ -654,6 +680,9 @@ class Dlt698Client:
         return actions + self._next_item()
 
     def _skip_item(self, why: str) -> list[Action]:
+        if isinstance(self._item, tuple) and self._item[0] == "action":
+            return self._fail(self._error(f"{self._who()}: {self._what} refused: {why}",
+                                          ActionRefused))
         if self._what in ("CONNECT", "RELEASE"):
             if self._what == "RELEASE":
                 return self._finish()
@@ -674,6 +703,7 @@ class Dlt698Client:
 
 __all__ = [
     "DEFAULT_ITEMS",
+    "ActionRefused",
     "DEFAULT_METER_TZ",
     "Action",
     "ClientSettings",

@@ -38,7 +38,7 @@ shape (fep/protocols/session.py) and logs what was skipped. Settings come from t
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -49,9 +49,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from fep.errors import ConfigError, ProtocolError
+from fep.errors import ConfigError, NotSupported, ProtocolError
 from fep.interfaces import (
     IClock,
+    ICommands,
     IEventReader,
     IMeterProtocol,
     IProfileReader,
@@ -78,6 +79,7 @@ from fep.protocols.dlt698.client import (
     Send,
     Skipped,
 )
+from fep.protocols.dlt698.control import COMMANDS, command_methods
 from fep.protocols.dlt698.data import OAD
 from fep.protocols.dlt698.objects import CLOCK, CLOCK_OBIS, FROZEN_TIME, PROTOCOL
 from fep.protocols.dlt698.terminal import (
@@ -208,6 +210,10 @@ def _through_terminal(meter: Meter, terminal: str, values: dict[str, Any]) -> di
     address; route ``dlt698:TERMINAL``, fep.collect.dlt698_route): the session is with the
     terminal, and what would be read of the meter goes in PROXY-Requests to it (attributes
     in one GetRequestList, each record in a GetRequestRecord)."""
+    if values.get("actions"):
+        raise ConfigError(f"meter {meter.id}: commands are not sent through terminal "
+                          f"{terminal}'s PROXY (PROXY-ActionRequest is not built)",
+                          key="dlt698_terminal")
     if values.get("set_clock"):
         raise ConfigError(f"meter {meter.id}: its clock is not set through terminal "
                           f"{terminal}'s PROXY (PROXY-SetRequest is not built)",
@@ -447,23 +453,28 @@ def _done() -> Deferred[None]:
     return d
 
 
-@implementer(IMeterProtocol, IProfileReader, IEventReader, IClock, IPushProtocol)
+@implementer(IMeterProtocol, IProfileReader, IEventReader, IClock, IPushProtocol, ICommands)
 class Dlt698Protocol:
     """DL/T 698.45 reads: attributes (GET NormalList), frozen and event records (GET
     Record), the load profile by time range (the minute-frozen object), the clock read
     (40000200) and set (SET-Request of 40000200)."""
 
     name = PROTOCOL
+    commands = COMMANDS
 
     def __init__(self, tz: tzinfo = DEFAULT_METER_TZ) -> None:
         self.tz = tz
 
     def _run(self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float,
              **overrides: Any) -> Deferred[Any]:  # fmt: skip
+        return self._client_run(reactor, endpoint, meter, timeout, **overrides)[0]
+
+    def _client_run(self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float,
+                    **overrides: Any) -> tuple[Deferred[Any], Dlt698Client | None]:  # fmt: skip
         try:
             settings = settings_for(meter, self.tz, **overrides)
         except ConfigError as e:
-            return fail(e)
+            return fail(e), None
 
         def now() -> datetime:
             return datetime.fromtimestamp(reactor.seconds(), UTC)
@@ -471,7 +482,51 @@ class Dlt698Protocol:
         client = Dlt698Client(settings, now=now)
         session = Dlt698Session(reactor, meter, client, timeout)
         result: Deferred[Any] = run_session(reactor, endpoint, session, meter.route, timeout)
-        return result
+        return result, client
+
+    # -- commands (fep.protocols.dlt698.control) ----------------------------------------------
+
+    @staticmethod
+    def check_command(meter: Meter, command: str, params: Mapping[str, Any]) -> None:
+        """ConfigError, when a command is asked, for parameters the meter cannot take or a
+        meter behind a terminal (commands do not go through PROXY yet)."""
+        if command not in COMMANDS:
+            return
+        if meter.route.strip().lower().startswith("dlt698:"):
+            raise ConfigError(f"meter {meter.id}: {command} is not sent through a terminal's "
+                              "PROXY (PROXY-ActionRequest is not built)", key="route")
+        try:
+            command_methods(command, params, meter.metadata.get("dlt698_relay"))
+        except ConfigError as e:
+            raise ConfigError(f"meter {meter.id}: {command}: {e.message}", key=e.key) from None
+
+    def run_command(
+        self,
+        reactor: IReactorTime,
+        endpoint: Any,
+        meter: Meter,
+        command: str,
+        params: Mapping[str, Any],
+        timeout: float,
+        progress: Callable[[Mapping[str, Any]], None],
+    ) -> Deferred[Mapping[str, Any]]:
+        """One command in one session: CONNECT, its ACTION method(s), RELEASE; the meter's
+        refusal (its DAR) fails it at once (``ActionRefused``, not retried)."""
+        if command not in self.commands:
+            return fail(NotSupported(f"meter {meter.id}: DL/T 698.45 has no {command} here",
+                                     meter=meter.id, protocol=PROTOCOL))
+        try:
+            methods = command_methods(command, params, meter.metadata.get("dlt698_relay"))
+        except ConfigError as e:
+            return fail(ConfigError(f"meter {meter.id}: {command}: {e.message}", key=e.key))
+        d, client = self._client_run(reactor, endpoint, meter, timeout, items=(), records=(),
+                                     actions=methods)
+
+        def done(_: object) -> Mapping[str, Any]:
+            assert client is not None
+            return {"methods": ",".join(client.actions_done)}
+
+        return d.addCallback(done)
 
     def read(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
              timeout: float) -> Deferred[list[Record]]:  # fmt: skip
