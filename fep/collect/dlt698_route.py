@@ -65,3 +65,21 @@ def through_terminal(meter: Meter, meter_of: Callable[[str], Meter | None]
     if terminal.metadata.get("tz") and not metadata.get("tz"):
         metadata["tz"] = terminal.metadata["tz"]  # the terminal's clock zone, read through it
     return terminal.route, attrs.evolve(meter, metadata=metadata)
+
+
+def line_through_terminal(meter_of: Callable[[str], Meter | None],
+                          key: Callable[[str], str]) -> Callable[[str], str]:  # fmt: skip
+    """A resource key (``key``: a ResourcePolicy's) that puts a ``dlt698:TERMINAL`` route on
+    its terminal's resource: a meter behind the terminal is read one job at a time with the
+    terminal's own jobs, after them in a task's run (fep.collect.concentrators), and on the
+    node that holds the terminal's GPRS session (session homes)."""
+
+    def line(route: str) -> str:
+        tid = terminal_id(route)
+        if tid is not None:
+            terminal = meter_of(tid)
+            if terminal is not None and terminal_id(terminal.route) is None:
+                return key(terminal.route)
+        return key(route)
+
+    return line

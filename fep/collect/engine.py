@@ -12,6 +12,7 @@ import attrs
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
+from fep.collect.dlt698_route import line_through_terminal
 from fep.collect.jobstore import JobStore, job_store
 from fep.collect.limits import Permits, ResourcePolicy
 from fep.collect.readnow import ReadNow
@@ -34,6 +35,12 @@ def resource_policy(
     """Resources from ``[collect] shared_lines``, on top of ``pools`` the node's channels
     bring (the dial-up modem pool's number of lines)."""
     return ResourcePolicy(pools={**(pools or {}), **settings.shared_lines})
+
+
+def _through_terminals(policy: ResourcePolicy, directory: MeterDirectory) -> ResourcePolicy:
+    """``policy`` with a meter behind a DL/T 698.45 terminal (``dlt698:ID``) on the
+    terminal's resource (fep.collect.dlt698_route)."""
+    return attrs.evolve(policy, line_of=line_through_terminal(directory.get, policy.key))
 
 
 def approval_of(settings: CollectSection) -> frozenset[str]:
@@ -103,7 +110,7 @@ class CollectionEngine:
             concurrency=settings.concurrency,
             lease=settings.lease,
             poll=settings.poll,
-            resources=resource_policy(settings, pools),
+            resources=_through_terminals(resource_policy(settings, pools), directory),
             permits=Permits({"cell": settings.cell_permits, "apn": settings.apn_permits}),
             wakeup=wakeup,
             wakeup_timeout=settings.wakeup_timeout,

@@ -75,6 +75,22 @@ class RouteTests(unittest.TestCase):
         self.assertEqual(([s.meter.id for s in steps], bad), (["M1", "M2"], []))
 
 
+class ResourceTests(unittest.TestCase):
+    def test_a_meter_behind_is_on_its_terminals_resource(self) -> None:
+        from fep.collect.dlt698_route import line_through_terminal
+        from fep.collect.limits import ResourcePolicy
+
+        policy = ResourcePolicy(pools={"dialup": 2})
+        dialled = attrs.evolve(T1, id="T2", route="dialup:5551001")
+        key = line_through_terminal({"T1": T1, "T2": dialled, "M2": behind(2)}.get,
+                                    policy.key)
+        self.assertEqual(key("dlt698:T1"), "gprs:dlt698=000000009999")
+        self.assertEqual(key("dlt698:T2"), "dialup:*")
+        self.assertEqual(key("dlt698:T9"), "dlt698:T9")  # unknown: its own
+        self.assertEqual(key("dlt698:M2"), "dlt698:M2")  # no terminal: its own
+        self.assertEqual(key("tcp:host=h:port=1"), "tcp:h:1")
+
+
 class EngineTests(unittest.TestCase):
     timeout = 60
 
@@ -101,6 +117,11 @@ class EngineTests(unittest.TestCase):
             readings = await store.readings(meter)
             self.assertTrue(readings, meter)
             self.assertEqual({r.meter for r in readings}, {meter})
+        # On the terminal's resource, read after it (the concentrator's meters follow it).
+        self.assertEqual({jobs[m].resource for m in ("T1", "M1", "M2", "M3")},
+                         {f"tcp:127.0.0.1:{terminal.route.rsplit('=', 1)[1]}"})
+        for meter in ("M1", "M2", "M3"):
+            self.assertGreaterEqual(jobs[meter].started_at, jobs["T1"].finished_at)
         # A meter the terminal does not have: the terminal says so (timeout, DAR 33), read
         # with nothing to keep.
         self.assertEqual(jobs["M3"].records, 0)

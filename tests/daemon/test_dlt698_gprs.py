@@ -88,9 +88,13 @@ class Dlt698TerminalOverGprsTests(unittest.TestCase):
             self.assertGreaterEqual(float(energy[0]["value"]), 100.0 * n)
             self.assertIn(f"proxy {address} 00100200,20000200", sim.log)
         self.assertEqual(factory.connections, 1)
-        rows = harness.sqlite_rows(db, "SELECT meter, status, records FROM jobs ORDER BY id",
+        rows = harness.sqlite_rows(db, "SELECT meter, status, resource FROM jobs ORDER BY id",
                                    strict=True)
-        self.assertEqual([(m, s) for m, s, _ in rows], [("M1", "done"), ("M2", "done")])
+        # Jobs on the terminal's session: its resource, at the node that holds it.
+        self.assertEqual(rows, [("M1", "done", f"gprs:dlt698={TERMINAL}"),
+                                ("M2", "done", f"gprs:dlt698={TERMINAL}")])
+        self.assertEqual(harness.sqlite_rows(db, "SELECT resource, node FROM session_homes"),
+                         [(f"gprs:dlt698={TERMINAL}", "test")])
         stored = {m for (m,) in harness.sqlite_rows(db, "SELECT DISTINCT meter FROM readings")}
         self.assertEqual(stored, {"M1", "M2"})
 
