@@ -138,6 +138,7 @@ async def _read_directly(reactor: IFepReactor, args: argparse.Namespace,
     import attrs
 
     from fep.channels.routes import Channels, parse_route
+    from fep.collect.dlt698_route import terminal_id, through_terminal
     from fep.directory import MeterDirectory, addressed
     from fep.protocols.registry import meter_protocol
 
@@ -149,17 +150,28 @@ async def _read_directly(reactor: IFepReactor, args: argparse.Namespace,
         if vault is not None:
             found = await MeterDirectory(store, vault).resolve(found)
         meters.append(found)
+        # A meter behind a DL/T 698.45 terminal (dlt698:ID) is read through the terminal.
+        via = terminal_id(found.route)
+        terminal = await store.meter(via) if via is not None else None
+        if terminal is not None:
+            if vault is not None:
+                terminal = await MeterDirectory(store, vault).resolve(terminal)
+            meters.append(terminal)
         return EXIT_OK
 
     meters: list[Meter] = []
     await with_store(args, work)
     meter = addressed(attrs.evolve(meters[0], metadata={**meters[0].metadata, **options}))
-    args.route, args.protocol = meter.route, meter.protocol  # for errors and DLMS counters
-    scheme = parse_route(meter.route).scheme
+    route = meter.route
+    through = through_terminal(meter, {m.id: m for m in meters[1:]}.get)
+    if through is not None:
+        route, meter = through
+    args.route, args.protocol = route, meter.protocol  # for errors and DLMS counters
+    scheme = parse_route(route).scheme
     if scheme in ("gprs", "dialup"):
-        raise UsageError(f"meter {meter.id}: its route {meter.route} is reached through the "
+        raise UsageError(f"meter {meter.id}: its route {route} is reached through the "
                          f"daemon's {scheme} channel, and no daemon answers")
-    endpoint = Channels(reactor).endpoint_for(meter.route)
+    endpoint = Channels(reactor).endpoint_for(route)
     if meter.protocol == "dlms":
         return await _read_dlms(reactor, args, endpoint, meter)
     return list(await meter_protocol(meter.protocol).read(reactor, endpoint, meter,

@@ -77,3 +77,29 @@ class RangeSettingsTests(unittest.TestCase):
                 settings_for(Meter("m1", "dlt698", "tcp:x:1", address=ADDRESS,
                                    metadata={**meter.metadata, key: value}))
             self.assertIn(caught.exception.key, ("dlt698_from", "dlt698_to"))
+
+
+class DirectReadTests(unittest.TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_a_meter_behind_a_terminal_read_directly_through_it(self) -> Any:
+        from twisted.internet.defer import ensureDeferred
+
+        from fep.model import Meter
+        from tests.daemon.harness import add_meters
+
+        route = yield tcp_simulator(self, "dlt698", "--port", "0", "--address",
+                                    "000000009999", "--behind", "000000000001")
+        db = f"sqlite:{self.mktemp()}.sqlite"
+        yield ensureDeferred(add_meters(db, [
+            Meter("T1", "dlt698", route, address="000000009999"),
+            Meter("M1", "dlt698", "dlt698:T1", address="000000000001",
+                  metadata={"concentrator": "T1"})]))
+        result = yield fep_deferred("--db", db, "read", "--meter", "M1", "--socket",
+                                    f"{self.mktemp()}.sock", "-o", "dlt698_items=00100200")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("directly", result.stderr)
+        rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+        self.assertEqual({r["meter"] for r in rows}, {"M1"})
+        self.assertIn("1-0:1.8.0*255", {r["obis"] for r in rows})
