@@ -95,7 +95,10 @@ class DirectReadTests(unittest.TestCase):
         yield ensureDeferred(add_meters(db, [
             Meter("T1", "dlt698", route, address="000000009999"),
             Meter("M1", "dlt698", "dlt698:T1", address="000000000001",
-                  metadata={"concentrator": "T1"})]))
+                  metadata={"concentrator": "T1"}),
+            Meter("T2", "dlt698", "gprs:dlt698=000000008888", address="000000008888"),
+            Meter("M2", "dlt698", "dlt698:T2", address="000000000002",
+                  metadata={"concentrator": "T2"})]))
         result = yield fep_deferred("--db", db, "read", "--meter", "M1", "--socket",
                                     f"{self.mktemp()}.sock", "-o", "dlt698_items=00100200")
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -103,3 +106,9 @@ class DirectReadTests(unittest.TestCase):
         rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
         self.assertEqual({r["meter"] for r in rows}, {"M1"})
         self.assertIn("1-0:1.8.0*255", {r["obis"] for r in rows})
+        # A terminal that logs in over GPRS needs the daemon.
+        result = yield fep_deferred("--db", db, "read", "--meter", "M2", "--socket",
+                                    f"{self.mktemp()}.sock")
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertIn("gprs:dlt698=000000008888 is reached through the daemon's gprs channel",
+                      result.stderr)
