@@ -19,6 +19,7 @@ from zope.interface import alsoProvides, implementer
 from fep.errors import ConfigError
 from fep.interfaces import IPushChannel
 from fep.model import IntervalBlock, Meter, MeterEvent, Reading, Record
+from fep.protocols.dlt698.apdu import LinkType
 from fep.protocols.dlt698.frames import FrameDecoder
 from fep.protocols.dlt698.session import Dlt698Protocol, settings_for
 from fep.sim.dlt698 import Dlt698MeterFactory, SimulatedDlt698Meter
@@ -121,6 +122,7 @@ class PushChannel:
 
 class ReportDuringAReadTests(unittest.TestCase):
     def test_a_report_on_a_push_carrying_channel_is_kept_then_acknowledged(self) -> None:
+        # (And a LINK heartbeat during the read is answered.)
         clock = MemoryReactorClock()
         clock.advance(1_765_000_000)
         sim = concentrator(clock=clock.seconds)
@@ -133,6 +135,8 @@ class ReportDuringAReadTests(unittest.TestCase):
         d = Dlt698Protocol().read(clock, endpoint, child(dlt698_items="20000200"), 5.0)
         transport: StringTransport = endpoint.transport
         decoder = FrameDecoder()
+        # A heartbeat arrives as the read begins: answered on the borrowed session.
+        endpoint.protocol.dataReceived(sim.link(LinkType.HEARTBEAT))
         for _ in range(20):
             sent = transport.value()
             transport.clear()
@@ -142,6 +146,7 @@ class ReportDuringAReadTests(unittest.TestCase):
                 for answer in sim.answer(frame):
                     endpoint.protocol.dataReceived(answer.encode())
         records = self.successResultOf(d)
+        self.assertEqual(sim.log.count("LinkResponse"), 1)
         self.assertEqual({r.meter for r in records}, {"m-1"})
         # The terminal's report went to the channel as a push, not into the read.
         (pushed,) = channel.pushes
