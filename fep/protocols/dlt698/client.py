@@ -314,6 +314,8 @@ class Dlt698Client:
         self.clock_set = False
         # The ACTION methods the meter ran (OMDs in hex).
         self.actions_done: list[str] = []
+        # Whole frames decoded after the session's end (see ``unconsumed``).
+        self.leftover = b""
         self._plan: list[tuple[str, Apdu, object]] = []
         self._piid = 0
         self._request: bytes = b""
@@ -361,6 +363,13 @@ class Dlt698Client:
                                                     record=record), read))  # fmt: skip
 
     # -- properties -------------------------------------------------------------------------
+
+    def unconsumed(self) -> bytes:
+        """What the session received but did not use once it is over (frames after its last
+        answer, the start of one), handed out once: a channel that carries pushes gives
+        them to its push decoder."""
+        out, self.leftover = self.leftover + self.decoder.drain(), b""
+        return out
 
     @property
     def done(self) -> bool:
@@ -418,9 +427,12 @@ class Dlt698Client:
             feed = b""
             if not frames:
                 break
-            for frame in frames:
+            for n, frame in enumerate(frames):
                 actions += self._on_frame(frame)
                 if not self.waiting():
+                    # Frames after the session's last answer are not its own (a terminal's
+                    # heartbeat or report): kept for whoever takes the line next.
+                    self.leftover += b"".join(f.encode() for f in frames[n + 1 :])
                     break
         if (self.waiting() and self._damaged and self.decoder.buffered == 0
                 and self._attempt < self.settings.retries):  # fmt: skip

@@ -283,9 +283,28 @@ class Dlt698Session(MeterSession):
             "{meter}: report during the read not kept (not acknowledged)", f,
             **self._fields()))
 
+    def dataReceived(self, data: bytes) -> None:
+        if self.finished:
+            self._give_back(data)  # after the end: not ours (a heartbeat, a report)
+            return
+        super().dataReceived(data)
+
+    def _give_back(self, data: bytes) -> None:
+        """Bytes after the session's last answer go back to a channel that carries pushes
+        (its push handler answers or keeps them); elsewhere they are dropped and logged."""
+        if not data:
+            return
+        channel: Any = IPushChannel(self.transport, None)
+        if channel is not None:
+            channel.unconsumed(data)
+            return
+        log.info("{meter}: {count} bytes after the session's last answer dropped",
+                 count=len(data), **self._fields())
+
     def ended(self, lost: bool) -> None:
         if lost:
             return
+        self._give_back(self.client.unconsumed())
         c = self.client
         log.info("{meter}: DL/T 698.45 read done: {records} records, {skipped} items skipped, "
                  "{noise} damaged frames, {garbage} garbage bytes, {resent} requests resent",

@@ -109,6 +109,7 @@ class PushChannel:
     def __init__(self) -> None:
         self.pushes: list[list[Record]] = []
         self.kept: list[Deferred[None]] = []
+        self.returned: list[bytes] = []
 
     def pushed(self, records: Sequence[Record]) -> Deferred[None]:
         self.pushes.append(list(records))
@@ -117,7 +118,7 @@ class PushChannel:
         return d
 
     def unconsumed(self, data: bytes) -> None:
-        pass
+        self.returned.append(data)
 
 
 class ReportDuringAReadTests(unittest.TestCase):
@@ -158,3 +159,31 @@ class ReportDuringAReadTests(unittest.TestCase):
         for frame in decoder.receive(transport.value()):
             sim.answer(frame)
         self.assertEqual([str(o) for o in sim.acknowledged], ["30110200"])
+
+    def test_frames_after_the_last_answer_go_back_to_the_channel(self) -> None:
+        clock = MemoryReactorClock()
+        sim = concentrator(clock=clock.seconds)
+        endpoint = FakeEndpoint()
+        channel = PushChannel()
+        alsoProvides(endpoint.transport, IPushChannel)
+        endpoint.transport.pushed = channel.pushed  # type: ignore[attr-defined]
+        endpoint.transport.unconsumed = channel.unconsumed  # type: ignore[attr-defined]
+        d = Dlt698Protocol().read(clock, endpoint, child(dlt698_items="20000200"), 5.0)
+        transport: StringTransport = endpoint.transport
+        decoder = FrameDecoder()
+        heartbeat = sim.link(LinkType.HEARTBEAT)
+        for _ in range(20):
+            sent = transport.value()
+            transport.clear()
+            if not sent:
+                break
+            for frame in decoder.receive(sent):
+                answers = b"".join(a.encode() for a in sim.answer(frame))
+                if "release" in sim.log[-1:]:
+                    # The terminal's heartbeat in the same segment as the last answer,
+                    # and the start of another after it.
+                    answers += heartbeat + heartbeat[:5]
+                endpoint.protocol.dataReceived(answers)
+        self.successResultOf(d)
+        endpoint.protocol.dataReceived(heartbeat[5:])
+        self.assertEqual(b"".join(channel.returned), heartbeat + heartbeat)
