@@ -113,6 +113,10 @@ class WrongState(CommandError):
     rejected, changed meanwhile (the API answers 409)."""
 
 
+class NoSuchCommand(CommandError):
+    """A command id that names no command (the API answers 404)."""
+
+
 class CommandNotSupported(CommandError):
     """A command the meter's protocol or device does not have, refused when it is asked."""
 
@@ -216,7 +220,7 @@ async def approve(
     """Approve a requested command (by someone other than its requester) and queue it."""
     command = await jobs.command(command_id)
     if command is None:
-        raise CommandError(f"no command {command_id}")
+        raise NoSuchCommand(f"no command {command_id}")
     if command.meter != meter.id:
         raise CommandError(f"command {command_id} is for meter {command.meter}, not {meter.id}")
     if command.status != CommandStatus.REQUESTED:
@@ -274,6 +278,8 @@ async def reject(jobs: IJobStore, command_id: int, who: str, reason: str, now: f
         reason, now, fields={"outcome": f"rejected: {reason}", "finished_at": now},
     )
     if done is None:
+        if await jobs.command(command_id) is None:
+            raise NoSuchCommand(f"no command {command_id}")
         raise WrongState(f"command {command_id} is not awaiting approval")
     result: Command = done
     return result

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.server import Request
 
-from fep.collect.commands import SameOperator, WrongState
+from fep.collect.commands import NoSuchCommand, SameOperator, WrongState
 from fep.errors import ChannelError, FepError, FrameError, ProtocolError, StoreError
 from fep.model import IntervalBlock, Meter, MeterEvent, ObisCode, Reading, is_secret
 from fep.operator import commands
@@ -542,6 +542,8 @@ class ApiResource(resource.Resource):
             status, body = e.status, {"error": e.message}
         except commands.CommandRefused as e:
             status, body = e.status, {"error": str(e)}
+        except NoSuchCommand as e:
+            status, body = 404, {"error": str(e)}
         except SameOperator as e:  # four eyes: forbidden to this operator, not a bad request
             status, body = 403, {"error": str(e)}
         except WrongState as e:  # already approved, rejected, changed meanwhile

@@ -367,6 +367,12 @@ class ApiTests(unittest.TestCase):
         r = await http(f"{self.base}/api/v1/commands/x/approve", method=b"POST",
                        token=OPERATOR_TOKEN)
         self.assertEqual(r.status, 400)
+        # A command id that names no command: not found, whichever step.
+        for step in ("approve", "reject"):
+            r = await http(f"{self.base}/api/v1/commands/999/{step}", method=b"POST",
+                           token=SECOND_OPERATOR_TOKEN, body=b'{"reason": "x"}')
+            self.assertEqual(r.status, 404, step)
+            self.assertIn("no command 999", r.json()["error"])
 
     async def test_tasks_without_a_scheduler_answer_503(self) -> None:
         await self.serve(scheduler=False)
