@@ -190,3 +190,17 @@ class DocumentedTests(unittest.TestCase):
         with self.assertRaises(ConfigError) as caught:
             check_owner(behind(1, route="dlt698:T2"), known)
         self.assertIn(f"`{caught.exception.message}`", rows[3])
+
+
+class ReadNowTests(unittest.TestCase):
+    async def test_a_meter_behind_a_terminal_on_another_node_is_refused_at_once(self) -> None:
+        from fep.errors import ChannelError
+
+        engine, _ = await engine_for(self, [T1, behind(1)])
+        resource = engine.scheduler.resources.key("dlt698:T1")
+        self.assertEqual(resource, T1.route)
+        await engine.jobs.set_home(resource, "b", reactor.seconds())
+        with self.assertRaises(ChannelError) as caught:
+            await engine.reader.read_now(behind(1), who="api:alice")
+        self.assertIn("meter M1 (route dlt698:T1", str(caught.exception))
+        self.assertIn("connected to node b", str(caught.exception))
