@@ -23,6 +23,7 @@ from fep.collect.settings import CollectSection
 from fep.collect.tasks import DEFAULT_TASK, Priority, Target, Task
 from fep.directory import MeterDirectory
 from fep.interfaces import IMeterProtocol, IRecordSink, IStore, IWakeUp
+from fep.model import Meter
 from fep.protocols.registry import meter_protocol
 from fep.reactors import IConnectingReactor
 
@@ -37,10 +38,11 @@ def resource_policy(
     return ResourcePolicy(pools={**(pools or {}), **settings.shared_lines})
 
 
-def _through_terminals(policy: ResourcePolicy, directory: MeterDirectory) -> ResourcePolicy:
+def through_terminals(policy: ResourcePolicy,
+                      meter_of: Callable[[str], Meter | None]) -> ResourcePolicy:  # fmt: skip
     """``policy`` with a meter behind a DL/T 698.45 terminal (``dlt698:ID``) on the
-    terminal's resource (fep.collect.dlt698_route)."""
-    return attrs.evolve(policy, line_of=line_through_terminal(directory.get, policy.key))
+    terminal's resource (fep.collect.dlt698_route); ``meter_of``: the meter list by id."""
+    return attrs.evolve(policy, line_of=line_through_terminal(meter_of, policy.key))
 
 
 def approval_of(settings: CollectSection) -> frozenset[str]:
@@ -110,7 +112,7 @@ class CollectionEngine:
             concurrency=settings.concurrency,
             lease=settings.lease,
             poll=settings.poll,
-            resources=_through_terminals(resource_policy(settings, pools), directory),
+            resources=through_terminals(resource_policy(settings, pools), directory.get),
             permits=Permits({"cell": settings.cell_permits, "apn": settings.apn_permits}),
             wakeup=wakeup,
             wakeup_timeout=settings.wakeup_timeout,

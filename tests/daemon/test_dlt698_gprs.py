@@ -1,7 +1,8 @@
 """Acceptance (issue 19, terminals that log in): a simulated DL/T 698.45 terminal logs in
 to the running daemon (`twistd -n fep`) over GPRS and is answered with fep's time; the
 meters behind it (route ``dlt698:T1``) are read now through its PROXY, over that one
-session, by `fep read --meter`; a REPORT-Notification it sends is acknowledged and stored
+session, by `fep read --meter`, and by a registers task after the terminal's own read; a
+REPORT-Notification it sends is acknowledged and stored
 once, a repeat of it (its acknowledgement lost) acknowledged and not stored again; a
 heartbeat after the reads is answered and bad bytes are counted while the session stays."""
 
@@ -23,6 +24,7 @@ from fep.protocols.dlt698.data import OAD
 from fep.sim.dlt698 import Dlt698MeterFactory, Dlt698MeterProtocol, SimulatedDlt698Meter
 from tests.daemon import harness
 from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.inprocess import fep_main
 from tests.processes import fep_command
 
 TERMINAL = "000000009999"
@@ -98,12 +100,43 @@ class Dlt698TerminalOverGprsTests(unittest.TestCase):
         stored = {m for (m,) in harness.sqlite_rows(db, "SELECT DISTINCT meter FROM readings")}
         self.assertEqual(stored, {"M1", "M2"})
 
+        # A scheduled task of every meter's registers, run now: the terminal's own read
+        # first, then its meters' through its PROXY, one after the other on its session.
+        for argv in (("tasks", "add", "regs", "--kind", "registers", "--schedule",
+                      "every 1d"), ("tasks", "run-now", "regs")):
+            done = fep_main("--config", str(config), *argv)
+            self.assertEqual(done.returncode, 0, done.stderr)
+
+        def task_jobs() -> list[Any]:
+            return harness.sqlite_rows(db, "SELECT meter, status, resource, started_at, "
+                                       "finished_at FROM jobs WHERE task = 'regs'")
+
+        async def task_done() -> bool:
+            rows = task_jobs()
+            return len(rows) == 3 and all(r[1] in ("done", "failed", "missed") for r in rows)
+
+        await wait_for(task_done, 60, "the task's three jobs")
+        by_meter = {r[0]: r for r in task_jobs()}
+        self.assertEqual({m: r[1] for m, r in by_meter.items()},
+                         {"T1": "done", "M1": "done", "M2": "done"})
+        self.assertEqual({r[2] for r in by_meter.values()}, {f"gprs:dlt698={TERMINAL}"})
+        for meter in ("M1", "M2"):
+            self.assertGreaterEqual(by_meter[meter][3], by_meter["T1"][4])
+        self.assertIn("get 00100200,00200200,20000200,20010200,20040200,200A0200,200F0200,"
+                      "40000200", sim.log)  # the terminal's own registers
+        self.assertEqual(factory.connections, 1)
+
         # The session is still the terminal's (one session, attached to T1).
         done = await fep_command("--config", str(config), "sessions", "--format", "json")
         (session,) = [json.loads(line) for line in done.stdout.splitlines()]
         self.assertEqual((session["modem"], session["meters"]),
                          (f"dlt698={TERMINAL}", ["T1"]))
 
+        def t1_rows() -> list[Any]:
+            return harness.sqlite_rows(db, "SELECT obis, read_at, value FROM readings WHERE "
+                                       "meter = 'T1' ORDER BY obis, read_at", strict=True)
+
+        before = t1_rows()
         # A report of the terminal's energy: acknowledged once stored.
         energy_oad = OAD(0x0010, 2)
         value = sim.attribute(energy_oad)
@@ -115,12 +148,8 @@ class Dlt698TerminalOverGprsTests(unittest.TestCase):
 
         await wait_for(lambda: acknowledged(1), 30, "the report acknowledged")
 
-        def t1_rows() -> list[Any]:
-            return harness.sqlite_rows(db, "SELECT obis, value FROM readings WHERE meter = "
-                                       "'T1' ORDER BY obis", strict=True)
-
         first = t1_rows()
-        self.assertEqual(len(first), 5, first)  # the total and four tariffs
+        self.assertEqual(len(first) - len(before), 5, first)  # the total and four tariffs
         # Sent again (as after a lost acknowledgement, with a new PIID): acknowledged,
         # not stored twice.
         terminal.send_report(ReportNotification(8, (ResultNormal(energy_oad, data=value),)))
