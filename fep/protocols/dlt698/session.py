@@ -434,8 +434,14 @@ class Dlt698PushHandler:
             self._send(report.ack)
             return
         if isinstance(known, Deferred):
+            # Acknowledged with the first once that is kept (not when it is refused).
             self.repeats += 1
-            known.addCallback(lambda _: self._send(report.ack))
+
+            def then(_: object) -> None:
+                if self._reports.get(key) is True:
+                    self._send(report.ack)
+
+            known.addCallback(then)
             return
         for item, why in report.skipped:
             self.events.info("{meter}: terminal {address}: report item {item} not kept: "

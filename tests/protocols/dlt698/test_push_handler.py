@@ -125,6 +125,8 @@ class PushHandlerTests(unittest.TestCase):
 
     def test_a_report_the_sink_refuses_is_not_acknowledged(self) -> None:
         self.handler.data_received(report_frame(SimulatedDlt698Meter(TERMINAL), 5))
+        # A repeat while it is being kept is not acknowledged either when it is refused.
+        self.handler.data_received(report_frame(SimulatedDlt698Meter(TERMINAL), 4))
         self.sink.pending[0].errback(RuntimeError("store full"))
         self.flushLoggedErrors(RuntimeError)
         self.assertEqual(self.written, [])
