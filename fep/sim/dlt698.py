@@ -435,6 +435,17 @@ class SimulatedDlt698Meter:
         return 0
 
     def _proxy(self, request: ProxyRequest) -> ProxyResponse:
+        if request.kind == 5:
+            answers = []
+            for action in request.actions:
+                child = self.children.get(tsa_address(action.tsa))
+                self.log.append(f"proxy action {tsa_address(action.tsa)} "
+                                + ",".join(str(omd) for omd, _ in action.methods))
+                answers.append((action.tsa, tuple(
+                    ActionResult(omd, child._act(omd, value) if child is not None
+                                 else DAR_TIMEOUT)
+                    for omd, value in action.methods)))  # fmt: skip
+            return ProxyResponse(5, request.piid, actions=tuple(answers))
         if request.kind == 1:
             meters = []
             for target in request.targets:

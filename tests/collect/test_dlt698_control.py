@@ -1,8 +1,9 @@
 """DL/T 698.45 commands through the control vocabulary (fep.protocols.dlt698.control):
 remote control trip and close (ACTION 8000 methods 129 and 130), demand reset and event
 clear (4300 methods 6 and 5), from request through four-eyes approval to the simulated
-meter's state; a refusal fails at once naming meter, command and DAR; wrong parameters
-and meters behind a terminal are refused when asked."""
+meter's state, and to a meter behind a terminal through its PROXY ActionRequestList; a
+refusal fails at once naming meter, command and DAR; wrong parameters are refused when
+asked."""
 
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ class CommandJobTests(unittest.TestCase):
 
     async def setup(self, **sim: Any) -> None:
         self.sim = SimulatedDlt698Meter(ADDRESS, **sim)
+        self.child = self.sim.children["000000000001"] = SimulatedDlt698Meter(
+            "000000000001", **sim)
         port = listen(self, Dlt698MeterFactory([self.sim], reactor))
         self.meters = {
             "m1": Meter("m1", "dlt698", f"tcp:host=127.0.0.1:port={port}", address=ADDRESS),
@@ -77,10 +80,30 @@ class CommandJobTests(unittest.TestCase):
         await wait_for(ended, 30, f"command {command_id} to end", every=0.05)
         return await self.engine.jobs.command(command_id)
 
-    async def approved(self, asked: Any) -> Any:
+    async def approved(self, asked: Any, meter: str = "m1") -> Any:
         await commands.approve(self.engine.jobs, asked.id, "bob", reactor.seconds(),
-                               self.meters["m1"], self.policy)
+                               self.meters[meter], self.policy)
         return await self.settled(asked.id)
+
+    async def test_a_meter_behind_a_terminal_through_proxy(self) -> None:
+        await self.setup()
+        done = await self.approved(await self.ask("behind", "disconnect"), "behind")
+        self.assertEqual(done.status, CommandStatus.DONE, done.outcome)
+        self.assertIn("methods=80008100", done.outcome)
+        # The meter behind trips; the terminal itself does not.
+        self.assertEqual((self.child.relay, self.sim.relay), ("open", "closed"))
+        self.assertIn("proxy action 000000000001 80008100", self.sim.log)
+        done = await self.settled((await self.ask("behind", "demand-reset")).id)
+        self.assertEqual((done.status, self.child.demand_resets, self.sim.demand_resets),
+                         (CommandStatus.DONE, 1, 0))
+        # The meter behind refuses (its DAR through the terminal): failed at once.
+        self.child.action_dar = 3
+        done = await self.settled((await self.ask("behind", "demand-reset")).id)
+        self.assertEqual(done.status, CommandStatus.FAILED)
+        self.assertIn("meter behind: PROXY ACTION 43000600 of 000000000001 refused: DAR 3",
+                      done.outcome)
+        (job,) = [j for j in await self.engine.jobs.jobs() if j.command == done.id]
+        self.assertEqual(job.attempts, 1)
 
     async def test_trip_waits_for_a_second_operator_then_opens_the_relay(self) -> None:
         await self.setup()
@@ -121,13 +144,14 @@ class CommandJobTests(unittest.TestCase):
         (job,) = [j for j in await self.engine.jobs.jobs() if j.command == done.id]
         self.assertEqual((job.status, job.attempts), (JobStatus.FAILED, 1))  # never retried
 
-    async def test_wrong_parameters_and_meters_behind_a_terminal_are_refused_when_asked(
+    async def test_wrong_parameters_are_refused_when_asked(
             self) -> None:  # fmt: skip
         await self.setup()
         for meter, action, params, text in (
             ("m1", "disconnect", {"limit": "forever"}, "limit is a whole number"),
             ("m1", "reconnect", {"mode": "maybe"}, "mode is allowed or direct"),
-            ("behind", "demand-reset", {}, "not sent through a terminal's PROXY"),
+            ("behind", "disconnect", {"auto": "perhaps"}, "auto is yes or no"),
+            ("behind", "time-set", {}, "not set through a terminal's PROXY"),
         ):
             with self.assertRaises(commands.CommandError) as caught:
                 await self.ask(meter, action, **params)

@@ -34,6 +34,7 @@ from fep.protocols.dlt698.apdu import (
     GetResponse,
     LinkRequest,
     LinkType,
+    ProxyAction,
     ProxyRequest,
     ProxyResponse,
     ProxyTarget,
@@ -168,6 +169,9 @@ class ProxyRead:
     records: tuple[RecordRead, ...] = ()
     meter: str | None = None
     timeout: int = 30
+    # Methods run on the meter (a command) with PROXY ActionRequestList, before its reads;
+    # a DAR other than 0 fails the session.
+    actions: tuple[tuple[OMD, Data], ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if not self.address.isdigit():
@@ -350,6 +354,13 @@ class Dlt698Client:
             for record in read.requests(s.tz):
                 self._plan.append((f"record read of {record.oad}",
                                    GetRequest(GetKind.RECORD, 0, records=(record,)), read))
+        for proxy in s.proxies:
+            if proxy.actions:
+                what = ", ".join(str(omd) for omd, _ in proxy.actions)
+                request = ProxyRequest(5, 0, proxy.timeout, actions=(
+                    ProxyAction(proxy.tsa, proxy.timeout, proxy.actions),))
+                self._plan.append((f"PROXY ACTION {what} of {proxy.address}", request,
+                                   ("proxy-action", proxy)))
         targets = tuple(ProxyTarget(p.tsa, p.timeout, p.items) for p in s.proxies if p.items)
         if targets:
             longest = max(t.timeout for t in targets) * len(targets)
@@ -653,7 +664,27 @@ class Dlt698Client:
     def _proxied(self, tsa: bytes) -> ProxyRead | None:
         return next((p for p in self.settings.proxies if p.tsa == tsa), None)
 
+    def _on_proxy_action(self, response: ProxyResponse) -> list[Action]:
+        item = self._item
+        assert isinstance(item, tuple) and isinstance(item[1], ProxyRead)
+        proxy: ProxyRead = item[1]
+        results = next((done for tsa, done in response.actions if tsa == proxy.tsa), None)
+        if not results:
+            return self._fail(self._error(
+                f"{self._who()}: {self._what}: the terminal gave no result for meter "
+                f"{proxy.address}", ActionRefused))  # fmt: skip
+        for result in results:
+            if result.dar != 0:
+                return self._fail(self._error(
+                    f"{self._who()}: {self._what} refused: {dar_text(result.dar)}",
+                    ActionRefused))  # fmt: skip
+            self.actions_done.append(str(result.omd))
+        return self._next_item()
+
     def _on_proxy(self, response: ProxyResponse) -> list[Action]:
+        if response.kind == 5 and isinstance(self._item, tuple) \
+                and self._item[0] == "proxy-action":
+            return self._on_proxy_action(response)
         s = self.settings
         received = self.now()
         actions: list[Action] = []
@@ -692,7 +723,7 @@ class Dlt698Client:
         return actions + self._next_item()
 
     def _skip_item(self, why: str) -> list[Action]:
-        if isinstance(self._item, tuple) and self._item[0] == "action":
+        if isinstance(self._item, tuple) and self._item[0] in ("action", "proxy-action"):
             return self._fail(self._error(f"{self._who()}: {self._what} refused: {why}",
                                           ActionRefused))
         if self._what in ("CONNECT", "RELEASE"):

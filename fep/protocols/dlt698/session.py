@@ -210,10 +210,6 @@ def _through_terminal(meter: Meter, terminal: str, values: dict[str, Any]) -> di
     address; route ``dlt698:TERMINAL``, fep.collect.dlt698_route): the session is with the
     terminal, and what would be read of the meter goes in PROXY-Requests to it (attributes
     in one GetRequestList, each record in a GetRequestRecord)."""
-    if values.get("actions"):
-        raise ConfigError(f"meter {meter.id}: commands are not sent through terminal "
-                          f"{terminal}'s PROXY (PROXY-ActionRequest is not built)",
-                          key="dlt698_terminal")
     if values.get("set_clock"):
         raise ConfigError(f"meter {meter.id}: its clock is not set through terminal "
                           f"{terminal}'s PROXY (PROXY-SetRequest is not built)",
@@ -224,11 +220,13 @@ def _through_terminal(meter: Meter, terminal: str, values: dict[str, Any]) -> di
     address = values["address"]
     try:
         proxy = ProxyRead(address, tuple(values.get("items", DEFAULT_ITEMS)),
-                          tuple(values.get("records", ())), meter=meter.id)
+                          tuple(values.get("records", ())), meter=meter.id,
+                          actions=tuple(values.get("actions", ())))
     except ValueError:
         raise ConfigError(f"meter {meter.id}: address {address!r} is not a meter address "
                           "a terminal's PROXY can name", key="address") from None
-    return {**values, "address": terminal, "items": (), "records": (), "proxies": (proxy,)}
+    return {**values, "address": terminal, "items": (), "records": (), "actions": (),
+            "proxies": (proxy,)}
 
 
 class Dlt698Session(MeterSession):
@@ -513,13 +511,14 @@ class Dlt698Protocol:
 
     @staticmethod
     def check_command(meter: Meter, command: str, params: Mapping[str, Any]) -> None:
-        """ConfigError, when a command is asked, for parameters the meter cannot take or a
-        meter behind a terminal (commands do not go through PROXY yet)."""
+        """ConfigError, when a command is asked, for parameters the meter cannot take, and
+        for a clock set of a meter behind a terminal (route ``dlt698:ID``: no
+        PROXY-SetRequest yet)."""
+        if command == "time-set" and meter.route.strip().lower().startswith("dlt698:"):
+            raise ConfigError(f"meter {meter.id}: time-set: its clock is not set through a "
+                              "terminal's PROXY (PROXY-SetRequest is not built)", key="route")
         if command not in COMMANDS:
             return
-        if meter.route.strip().lower().startswith("dlt698:"):
-            raise ConfigError(f"meter {meter.id}: {command} is not sent through a terminal's "
-                              "PROXY (PROXY-ActionRequest is not built)", key="route")
         try:
             command_methods(command, params, meter.metadata.get("dlt698_relay"))
         except ConfigError as e:
