@@ -144,6 +144,38 @@ class CommandJobTests(unittest.TestCase):
         (job,) = [j for j in await self.engine.jobs.jobs() if j.command == done.id]
         self.assertEqual((job.status, job.attempts), (JobStatus.FAILED, 1))  # never retried
 
+    async def test_a_plan_trips_a_meter_and_one_behind_a_terminal_once_approved(self) -> None:
+        from fep.collect.plans import PlanError, PlanRunner, PlanStatus, create
+        from fep.collect.planstore import PlanStore
+
+        await self.setup()
+        plans = PlanStore(self.engine.jobs.store)
+        now = reactor.seconds()
+        plan = await create(plans, {"action": "disconnect", "target": "meters:m1,behind",
+                                    "rate": 600}, "cli:alice", now,
+                            list(self.meters.values()), self.policy)
+        runner = PlanRunner(reactor, plans, node="test", released=self.engine.scheduler.kick,
+                            poll=0.05, busy=0.05)
+        runner.startService()
+        self.addCleanup(runner.stopService)
+        await plans.step(plan.id, "submit", "cli:alice", now)
+        with self.assertRaises(PlanError):  # the creator cannot approve it
+            await plans.step(plan.id, "approve", "api:alice", now)
+        self.assertEqual((self.sim.relay, self.child.relay), ("closed", "closed"))
+        await plans.step(plan.id, "approve", "api:bob", now)
+        await plans.step(plan.id, "start", "api:bob", now)
+        runner.kick()
+
+        async def ended() -> bool:
+            found = await plans.plan(plan.id)
+            return found is not None and found.status == PlanStatus.DONE
+
+        await wait_for(ended, 30, "the plan to end", every=0.05)
+        self.assertEqual((self.sim.relay, self.child.relay), ("open", "open"))
+        done = await plans.plan(plan.id)
+        assert done is not None
+        self.assertEqual(done.counts, {"done": 2})
+
     async def test_wrong_parameters_are_refused_when_asked(
             self) -> None:  # fmt: skip
         await self.setup()
