@@ -1,7 +1,11 @@
 """The Twisted side of DL/T 698.45: ``Dlt698Protocol`` reads a meter (or a terminal read as
 a meter) over any client endpoint (TCP, a serial server, an RS-485 line) for ``fep read``
 and scheduled jobs: attributes, frozen records by time range (the profile the engine
-re-collects gaps of), event records, the clock read and set.
+re-collects gaps of), event records, the clock read and set, the control commands
+(fep.protocols.dlt698.control), and the same for a meter behind a terminal through the
+terminal's PROXY (``dlt698_terminal``). ``Dlt698PushHandler`` (the protocol's
+``push_handler``) takes what a terminal sends on its own connection (a GPRS session):
+its logins, heartbeats and reports.
 
 The session's state lives in ``client.py``; this module puts it in the session driver's
 shape (fep/protocols/session.py) and logs what was skipped. Settings come from the meter's
@@ -44,7 +48,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -446,7 +450,7 @@ class Dlt698PushHandler:
                              "{why}", item=item, why=why, kind="dlt698-report-item",
                              **self._fields())
         d: Deferred[None] = (self.sink.submit(list(report.records)) if report.records
-                             else _done())
+                             else succeed(None))
         if key:
             self._reports[key] = d
             while len(self._reports) > REMEMBERED_REPORTS:
@@ -468,12 +472,6 @@ class Dlt698PushHandler:
                         **self._fields())
 
         d.addCallbacks(kept, lost)
-
-
-def _done() -> Deferred[None]:
-    d: Deferred[None] = Deferred()
-    d.callback(None)
-    return d
 
 
 @implementer(IMeterProtocol, IProfileReader, IEventReader, IClock, IPushProtocol, ICommands)
