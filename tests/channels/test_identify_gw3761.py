@@ -56,6 +56,7 @@ class Gw3761RuleTests(unittest.TestCase):
 
         rules = parse_config("[fep]\n[store]\n").gprs.identify
         self.assertIn("gw3761", rules)
+        self.assertIn("dlt698", rules)
         result = identify(FRAMES["iteye_login"], *rules)
         assert result is not None
         self.assertEqual(result.identity.rule, "gw3761")

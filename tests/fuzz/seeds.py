@@ -160,6 +160,18 @@ def dlt698() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
         "dlt698_terminal": ("the logins of tests/fixtures/dlt698/published_frames.txt and a "
                             "power-down report of fep.sim.dlt698",
                             [("logins_and_report", stream_chunks(_terminal()))]),
+        "dlt698_push": ("the logins of tests/fixtures/dlt698/published_frames.txt and a "
+                        "power-down report of fep.sim.dlt698, twice (a repeat), with line "
+                        "noise and wake-up bytes",
+                        [("logins_and_report", stream_chunks(_terminal())),
+                         ("repeat_and_noise", stream_chunks(b"\xfe\xfe" + _terminal()
+                                                            + b"noise\x68\x16"
+                                                            + _terminal(), 5))]),
+        "dlt698_identify": ("the logins of tests/fixtures/dlt698/published_frames.txt and of "
+                            "fep.sim.dlt698, after modem chatter and wake-up bytes",
+                            [("peer_login", stream_chunks(items["frame_peer_login"])),
+                             ("chatter_then_login", stream_chunks(
+                                 b"AT+CIPSTART\r\n\xfe\xfe\xfe\xfe" + _terminal(), 3))]),
     }
 
 
