@@ -55,6 +55,16 @@ class Dlt698RuleTests(unittest.TestCase):
         self.assertEqual(result.data, login)
         self.assertEqual(result.garbage, 0)
 
+    def test_the_daemons_default_rules_take_a_terminals_login(self) -> None:
+        # A terminal logs in to a daemon whose [gprs] identify is left at its default.
+        from fep.config import parse_config
+
+        rules = parse_config("[fep]\n[store]\n").gprs.identify
+        result = identify(SimulatedDlt698Meter(ADDRESS).login(), *rules)
+        assert result is not None
+        self.assertEqual((result.identity.rule, result.identity.get("dlt698")),
+                         ("dlt698", ADDRESS))
+
     def test_a_heartbeat_identifies_too_a_logout_does_not(self) -> None:
         result = identify(link(LinkType.HEARTBEAT))
         assert result is not None
