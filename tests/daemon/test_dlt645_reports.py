@@ -21,6 +21,7 @@ from fep.protocols.dlt645.frames import Frame
 from fep.protocols.dlt645.services import encode_di, read_data
 from fep.sim.dlt645 import Dlt645DtuFactory, make_meters
 from tests.daemon.harness import Daemon, add_meters, free_port, sqlite_rows, wait_for, write_config
+from tests.operator.helpers import OPERATOR_TOKEN, http, write_tokens
 
 IMEI = "356938035640645"
 ROUTE = f"gprs:imei={IMEI}"
@@ -45,10 +46,12 @@ class DtuReportTests(unittest.TestCase):
             Meter("m2", "dlt645", ROUTE, address=second.address,
                   metadata={"dlt645_password": "02123456"}),
         ])
-        gprs_port = free_port()
+        write_tokens(workdir / "tokens")
+        http_port, gprs_port = free_port(), free_port()
         config = write_config(
             workdir, f"sqlite:{db}", push_port=0, period=3600, default_task=False,
-            extra=(f"[gprs]\nlisten = tcp:{gprs_port}:interface=127.0.0.1\n"
+            extra=(f"[http]\nport = {http_port}\ntokens_file = {workdir / 'tokens'}\n"
+                   f"[gprs]\nlisten = tcp:{gprs_port}:interface=127.0.0.1\n"
                    "unknown = reject\nidle_timeout = 300\n[control]\nenabled = no\n"))
         daemon = Daemon(config, workdir)
         daemon.start()
@@ -91,6 +94,23 @@ class DtuReportTests(unittest.TestCase):
         self.assertEqual(rows("SELECT count(*) FROM events WHERE meter = 'm2' AND code = "
                               "'03300D00'"), [(1,)])
         self.assertEqual(first.report_resets, 0)
+
+        # Read now through the API over the DTU's session; the second meter's report sent in
+        # the middle of it is not lost: handed over by the read (or taken by the handler if it
+        # came before or after), its event stored and its bit reset.
+        second.raise_event(COVER, opened + timedelta(seconds=40))
+        reactor.callLater(0.05, dtu.report, second.address)
+        r = await http(f"http://127.0.0.1:{http_port}/api/v1/meters/m1/read", method=b"POST",
+                       token=OPERATOR_TOKEN)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual({x["meter"] for x in r.json()["readings"]}, {"m1"})
+
+        async def mid_read_reset() -> bool:
+            return second.report_resets >= 2
+
+        await wait_for(mid_read_reset, 30, "the mid-read report's reset", every=0.05)
+        self.assertEqual(rows("SELECT count(*) FROM events WHERE meter = 'm2' AND code = "
+                              "'03300D00'"), [(2,)])
 
         # Junk on the session: each counted and logged with the meter and the DTU.
         good = second.report().encode()
