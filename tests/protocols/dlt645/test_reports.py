@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from fep.errors import FrameError
-from fep.model import EventKind, MeterEvent, Reading, Severity
+from fep.model import EventKind, IntervalBlock, MeterEvent, Reading, Severity
 from fep.protocols.dlt645.client import (
     ClientSettings,
     Dlt645Client,
@@ -231,6 +231,7 @@ class ExchangeTests(unittest.TestCase):
         meter = meter_at(A1)
         meter.raise_event(COVER, NOW - timedelta(minutes=3))
         first = link.receive(meter.report().encode())
+        self.assertEqual([a.wait for a in first if isinstance(a, Reply)], [10.0])
         again = link.timeout()
         self.assertEqual(sent(again), sent(first))
         gone = link.timeout()
@@ -290,6 +291,22 @@ class ExchangeTests(unittest.TestCase):
         self.assertEqual(link.stats.repeats, 1)
         clock.t += 1000
         self.assertEqual(len(link.receive(energy.encode())), 1)
+
+    def test_load_records_and_event_records_reported(self) -> None:
+        link, _ = make_link()
+        meter = SimulatedDlt645Meter(address=A1, clock=lambda: NOW.timestamp(),
+                                     started=NOW.timestamp() - 3600)
+        profile = meter.answer(read_data(A1, 0x06000002, blocks=2))
+        record = meter.answer(read_data(A1, 0x03110001))
+        assert profile is not None and record is not None
+        stores = [a for a in link.receive(profile.encode() + record.encode())
+                  if isinstance(a, Store)]
+        self.assertEqual(len(stores), 2)
+        self.assertTrue(stores[0].records)
+        self.assertTrue(all(isinstance(r, IntervalBlock) for r in stores[0].records))
+        self.assertEqual({r.kind for r in stores[1].records if isinstance(r, MeterEvent)},
+                         {EventKind.POWER_OUTAGE, EventKind.POWER_RESTORED})
+        self.assertEqual(sent([]), [])
 
     def test_junk_is_counted_and_the_link_goes_on(self) -> None:
         link, _ = make_link()
@@ -364,3 +381,45 @@ class PullTellsReportsTests(unittest.TestCase):
         actions = client.receive(energy.encode())
         self.assertTrue(client.done)
         self.assertFalse([a for a in actions if isinstance(a, Reported)])
+
+
+class DtuMetersTests(unittest.TestCase):
+    def test_meters_on_the_dtus_route_with_their_reset_password(self) -> None:
+        from fep.model import Meter
+        from fep.protocols.dlt645.reports import RESET_PASSWORD
+        from fep.protocols.dlt645.session import dtu_meters
+
+        route = "gprs:imei=1"
+        meters = [
+            Meter("m1", "dlt645", route, address=A1),
+            Meter("m2", "dlt645", route, address=A2,
+                  metadata={"dlt645_password": "02123456", "dlt645_operator": "42"}),
+            Meter("elsewhere", "dlt645", "gprs:imei=2", address="000000000103"),
+            Meter("dlms", "dlms", route, address="000000000104"),
+            Meter("bad", "dlt645", route, address="12X"),
+        ]
+        found = dtu_meters(meters[0], meters, UTC)
+        self.assertEqual(set(found), {A1, A2})
+        self.assertEqual(found[A1].password, RESET_PASSWORD)
+        self.assertEqual((found[A2].id, found[A2].password, found[A2].operator),
+                         ("m2", Password(2, "123456"), "00000042"))
+
+    def test_handler_of_a_dtu_with_one_meter_takes_the_wildcard_address(self) -> None:
+        from fep.model import Meter
+        from fep.protocols.dlt645.session import Dlt645Protocol
+
+        meter = Meter("only", "dlt645", "gprs:imei=1", address=A1)
+
+        class Directory:
+            def all(self) -> list[Meter]:
+                return [meter]
+
+        written: list[bytes] = []
+        handler = Dlt645Protocol().push_handler(
+            meter, None, directory=Directory(), counters=None,  # type: ignore[arg-type]
+            source="gprs:imei=1", close=lambda: None, reply=written.append)
+        self.addCleanup(handler.connection_lost)
+        handler.data_received(report_frame("AAAAAAAAAAAA", {10: 1}).encode())
+        self.assertEqual([decode_frame(w).data[:4] for w in written],
+                         [encode_di(REPORT_STATUS)])
+        self.assertEqual(handler.frames, 1)
