@@ -416,6 +416,16 @@ class ReportLink:
     def take_buffered(self) -> bytes:
         return self.decoder.drain()
 
+    def adopt(self, older: ReportLink) -> None:
+        """Carry on from ``older`` (the same session's link before a pull): its exchange
+        under way, the meters waiting for one, the repeats and bits seen, the counts."""
+        self._exchange = older._exchange
+        self._queue = older._queue
+        self._tickets = older._tickets
+        self._recent = older._recent
+        self._first_seen = older._first_seen
+        self.stats = older.stats
+
     @property
     def busy(self) -> bool:
         return self._exchange is not None or bool(self._queue)

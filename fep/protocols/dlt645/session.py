@@ -383,6 +383,8 @@ class Dlt645PushHandler:
         self.reactor = reactor
         self.events = events if events is not None else RateLimitedLog(log)
         self.frames = 0
+        # Frames the link took before this handler had it (a predecessor's, see inherit).
+        self._frames_before = 0
         self._timer: Any = None
         self._gone = False
 
@@ -396,21 +398,26 @@ class Dlt645PushHandler:
 
     def data_received(self, data: bytes) -> None:
         self._perform(self.link.receive(data))
-        self.frames = self.link.stats.frames
+        self.frames = self.link.stats.frames - self._frames_before
 
     def pending(self) -> int:
         return self.link.pending()
 
     def take_buffered(self) -> bytes:
+        # A pull takes the session: no request of the exchange is sent again meanwhile (its
+        # successor, given the session back, carries the exchange on).
+        self._cancel()
         return self.link.take_buffered()
 
     def inherit(self, older: object) -> None:
         """Take over from the handler this one replaces on the same session (after a pull):
-        its exchange under way, repeats seen, the rate-limited log."""
+        the exchange under way and the meters waiting for one, repeats and bits seen, the
+        counts, the rate-limited log."""
         if not isinstance(older, Dlt645PushHandler):
             return
         older._cancel()
-        self.link = older.link
+        self.link.adopt(older.link)
+        self._frames_before = self.link.stats.frames
         self.events = older.events
         if self.link.busy:
             # Its timer died with it: give the exchange its answer time again.

@@ -423,3 +423,51 @@ class DtuMetersTests(unittest.TestCase):
         self.assertEqual([decode_frame(w).data[:4] for w in written],
                          [encode_di(REPORT_STATUS)])
         self.assertEqual(handler.frames, 1)
+
+    def test_the_handler_after_a_pull_carries_the_exchange_on(self) -> None:
+        from fep.model import Meter
+        from fep.protocols.dlt645.session import Dlt645Protocol
+
+        meters = [Meter("m1", "dlt645", "gprs:imei=1", address=A1),
+                  Meter("m2", "dlt645", "gprs:imei=1", address=A2)]
+
+        class Directory:
+            def all(self) -> list[Meter]:
+                return meters
+
+        class Sink:
+            def __init__(self) -> None:
+                self.records: list[object] = []
+
+            def submit(self, records: list[object]) -> object:
+                from twisted.internet.defer import succeed
+
+                self.records += records
+                return succeed(None)
+
+        sim = meter_at(A2)
+        sim.raise_event(COVER, NOW - timedelta(minutes=3))
+        written: list[bytes] = []
+        sink = Sink()
+
+        def handler() -> object:
+            made = Dlt645Protocol().push_handler(
+                meters[0], sink, directory=Directory(), counters=None,  # type: ignore[arg-type]
+                source="gprs:imei=1", close=lambda: None, reply=written.append)
+            self.addCleanup(made.connection_lost)
+            return made
+
+        first = handler()
+        first.data_received(sim.report().encode())  # type: ignore[attr-defined]
+        self.assertEqual(first.pending(), 1)  # type: ignore[attr-defined]
+        first.take_buffered()  # type: ignore[attr-defined]  # a pull takes the session
+        second = handler()
+        second.inherit(first)  # type: ignore[attr-defined]
+        while written:
+            answer = sim.answer(decode_frame(written.pop(0)))
+            if answer is not None:
+                second.data_received(answer.encode())  # type: ignore[attr-defined]
+        self.assertEqual(sim.report_counts, {})
+        self.assertEqual([e.code for e in sink.records], ["03300D00"])  # type: ignore[attr-defined]
+        self.assertEqual((first.frames, second.frames), (1, 3))  # type: ignore[attr-defined]
+        self.assertEqual(second.pending(), 0)  # type: ignore[attr-defined]
