@@ -22,10 +22,13 @@ bit to reset). Bits with no record family become one event each, timed when the 
 saw the bit. A store that fails resets nothing: the meter reports again (or resets itself
 after its own delay).
 
-``ReportLink.receive(bytes)`` and ``timeout()`` give actions: ``Reply(bytes)`` (write now;
-``wait`` seconds for its answer: arm the timer), ``Store(records, what, ticket)`` (store,
+``ReportLink.receive(bytes)`` gives actions: ``Reply(bytes)`` (write now; ``wait`` seconds
+for its answer), ``Store(records, what, ticket)`` (store,
 then call ``stored(ticket)`` or ``not_stored(ticket)``), ``Done(what)`` (for the log) and
-``Bad`` (bad input, for the rate-limited log). Nothing here raises on input.
+``Bad`` (bad input, for the rate-limited log). Nothing here raises on input. There is no
+timer: a request unanswered past its wait is sent again (or the exchange given up) with the
+next bytes from the DTU, and no longer holds a pull back (``pending``); ``timeout()`` does
+it at once.
 """
 
 from __future__ import annotations
@@ -315,6 +318,7 @@ class _Exchange:
     address: str
     step: str = "status"  # status, records, storing, reset
     request: Frame | None = None
+    sent_at: float = 0.0
     attempt: int = 0
     reads: list[int] = attrs.Factory(list)
     bits: tuple[int, ...] = ()
@@ -371,7 +375,15 @@ class ReportLink:
             break
         for frame in frames:
             out += self._frame(frame)
-        return out + self._next()
+        out += self._next()
+        if self._overdue():
+            out += self.timeout()
+        return out
+
+    def _overdue(self) -> bool:
+        ex = self._exchange
+        return (ex is not None and ex.request is not None and ex.step != "storing"
+                and self.clock() - ex.sent_at >= self.answer_wait)  # fmt: skip
 
     def timeout(self) -> list[Action]:
         """The answer timer ran out: the request again while retries last, else the exchange
@@ -381,7 +393,8 @@ class ReportLink:
             return []
         if ex.attempt < self.retries:
             ex.attempt += 1
-            return [Reply(ex.request.encode(), self.answer_wait)]
+            ex.sent_at = self.clock()
+            return [Reply(ex.request.encode(preamble=4), self.answer_wait)]
         self._exchange = None
         out: list[Action] = [self._bad("silent", f"no answer to the {_step_text(ex)}; nothing "
                                                  "reset", ex.address)]  # fmt: skip
@@ -409,9 +422,11 @@ class ReportLink:
         return self._next()
 
     def pending(self) -> int:
-        """Bytes of a frame not complete yet, plus one while an exchange is under way (a pull
-        waits for it, at most its channel's limit)."""
-        return self.decoder.buffered + (1 if self._exchange is not None else 0)
+        """Bytes of a frame not complete yet, plus one while an exchange waits for an answer
+        within its time, or for its store (a pull waits for it, at most its channel's
+        limit)."""
+        waiting = self._exchange is not None and not self._overdue()
+        return self.decoder.buffered + (1 if waiting else 0)
 
     def take_buffered(self) -> bytes:
         return self.decoder.drain()
@@ -551,6 +566,7 @@ class ReportLink:
     def _send(self, ex: _Exchange, request: Frame) -> list[Action]:
         ex.request = request
         ex.attempt = 0
+        ex.sent_at = self.clock()
         return [Reply(request.encode(preamble=4), self.answer_wait)]
 
     def _answer(self, ex: _Exchange, frame: Frame) -> list[Action]:

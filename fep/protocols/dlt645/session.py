@@ -32,6 +32,7 @@ all), ``parameter-set`` (``alarm=on|off``, ``guarantee=on|off``); relay control 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
@@ -373,19 +374,16 @@ class Dlt645PushHandler:
         *,
         reply: Callable[[bytes], None] | None,
         source: str,
-        reactor: IReactorTime,
         events: RateLimitedLog | None = None,
     ) -> None:
         self.link = link
         self.sink = sink
         self.reply = reply
         self.source = source
-        self.reactor = reactor
         self.events = events if events is not None else RateLimitedLog(log)
         self.frames = 0
         # Frames the link took before this handler had it (a predecessor's, see inherit).
         self._frames_before = 0
-        self._timer: Any = None
         self._gone = False
 
     @property
@@ -404,9 +402,6 @@ class Dlt645PushHandler:
         return self.link.pending()
 
     def take_buffered(self) -> bytes:
-        # A pull takes the session: no request of the exchange is sent again meanwhile (its
-        # successor, given the session back, carries the exchange on).
-        self._cancel()
         return self.link.take_buffered()
 
     def inherit(self, older: object) -> None:
@@ -415,31 +410,12 @@ class Dlt645PushHandler:
         counts, the rate-limited log."""
         if not isinstance(older, Dlt645PushHandler):
             return
-        older._cancel()
         self.link.adopt(older.link)
         self._frames_before = self.link.stats.frames
         self.events = older.events
-        if self.link.busy:
-            # Its timer died with it: give the exchange its answer time again.
-            self._arm(self.link.answer_wait)
 
     def connection_lost(self) -> None:
         self._gone = True
-        self._cancel()
-
-    def _cancel(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _arm(self, wait: float) -> None:
-        self._cancel()
-        if not self._gone:
-            self._timer = self.reactor.callLater(wait, self._timed_out)
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        self._perform(self.link.timeout())
 
     def _perform(self, actions: Sequence[object]) -> None:
         for action in actions:
@@ -451,34 +427,24 @@ class Dlt645PushHandler:
 
     def _do(self, action: object) -> None:
         if isinstance(action, Reply):
-            if self.reply is not None:
+            if self.reply is not None and not self._gone:
                 self.reply(action.data)
-            self._arm(action.wait)
         elif isinstance(action, ReportDone):
             log.info("meter {meter} ({address}) behind {route}: {what}", what=action.what,
                      **self._fields(action.meter, action.address))  # fmt: skip
-            if not self.link.busy:
-                self._cancel()
         elif isinstance(action, Store):
             self._store(action)
         elif isinstance(action, Bad):
-            meter = ""
             found = self.link.meters.get(action.address)
-            if found is not None:
-                meter = found.id
             self.events.warn(
                 "DL/T 645 meter {meter} ({address}) behind {route}: bad input dropped "
                 "({bad_kind}): {why}; {bad} bad frames on this session, the session goes on",
                 kind=f"dlt645:{action.kind}", bad_kind=action.kind, why=action.why,
                 bad=action.total, event="dlt645_bad_input",
-                **self._fields(meter, action.address))
-            if not self.link.busy:
-                self._cancel()
+                **self._fields(found.id if found is not None else "", action.address))
 
     def _store(self, action: Store) -> None:
         fields = self._fields(action.meter)
-        if action.ticket is not None:
-            self._cancel()  # no answer is awaited while the records are stored
         if not action.records:
             if action.ticket is not None:
                 self._perform(self.link.stored(action.ticket))
@@ -570,14 +536,11 @@ class Dlt645Protocol:
         """The handler of a DTU that dialled in with ``meter`` behind it: the DL/T 645 meters
         on its route (``directory``) by address; a frame with the wildcard address is
         ``meter``'s."""
-        from twisted.internet import reactor as default_reactor
-
-        clock: IReactorTime = default_reactor
         meters: Sequence[Meter] = directory.all() if directory is not None else ()
         known = dtu_meters(meter, meters, self.tz)
         fallback = next(iter(known.values())) if len(known) == 1 else None
-        link = ReportLink(known, now=utcnow, clock=clock.seconds, fallback=fallback)
-        return Dlt645PushHandler(link, sink, reply=reply, source=source, reactor=clock)
+        link = ReportLink(known, now=utcnow, clock=time.monotonic, fallback=fallback)
+        return Dlt645PushHandler(link, sink, reply=reply, source=source)
 
     def read_profile(
         self,

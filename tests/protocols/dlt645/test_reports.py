@@ -240,6 +240,24 @@ class ExchangeTests(unittest.TestCase):
         self.assertFalse(link.busy)
         self.assertEqual(link.timeout(), [])
 
+    def test_overdue_requests_go_again_with_the_next_bytes(self) -> None:
+        link, clock = make_link(retries=1)
+        meter = meter_at(A1)
+        meter.raise_event(COVER, NOW - timedelta(minutes=3))
+        first = link.receive(meter.report().encode())
+        self.assertEqual(link.pending(), 1)
+        clock.t += 10
+        self.assertEqual(link.pending(), 0)  # a pull is not held back by a silent meter
+        junk = Frame("000000009999", 0x91, encode_di(0x00010000) + bytes(4)).encode()
+        again = link.receive(junk)
+        self.assertEqual(sent(again), sent(first))
+        self.assertEqual(link.pending(), 1)
+        clock.t += 10
+        gone = link.receive(b"")
+        self.assertEqual([a.kind for a in gone if isinstance(a, Bad)], ["silent"])
+        self.assertFalse(link.busy)
+        self.assertEqual(meter.report_counts, {10: 1})
+
     def test_reset_refused_is_counted(self) -> None:
         link, _ = make_link()
         meter = meter_at(A1)
