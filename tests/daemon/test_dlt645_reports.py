@@ -140,6 +140,11 @@ class DtuReportTests(unittest.TestCase):
         self.assertEqual(dtu.connections, 1)
         self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
 
+        async def dtu_gone() -> bool:
+            return all(p.transport is None or not p.transport.connected for p in dtu.protocols)
+
+        await wait_for(dtu_gone, 30, "the DTU's connection closed by the daemon", every=0.05)
+
 
 async def _true(value: bool) -> bool:
     return value
