@@ -159,6 +159,7 @@ class FepService(OrderedMultiService):
             # Meters that call in: identified by caller id (or their own identification),
             # their bytes taken like a push.
             self.modems.on_incoming = self._incoming_call
+            self.modems.push_sink = self.router
         self.gprs: Any = None
         if config.gprs.listen:
             self._add_gprs(config)
@@ -485,13 +486,17 @@ class FepService(OrderedMultiService):
 
     def _incoming_call(self, incoming: Any) -> Any:
         """A meter called in on a modem line: connect the push receiver of its protocol
-        (DLMS: Data-Notifications; otherwise IEC 62056-21 identification and readout)."""
+        (DLMS: Data-Notifications; otherwise IEC 62056-21 identification and readout).
+        Reads of the meter's ``dialup:`` route go over the call while it is up."""
         meter = self._caller_meter(incoming.caller)
         protocol = meter.protocol if meter is not None else "iec62056_21"
         log.info("call in from {caller} on modem {line}: {who}", caller=incoming.caller or
                  "unknown", line=incoming.line, who=f"meter {meter.id}" if meter is not None
                  else "caller not known, waiting for its identification",
                  meter=meter.id if meter is not None else None, route=incoming.route)
+        if meter is not None and meter.route.startswith("dialup:"):
+            # A read of the meter while it is on the line goes over its call.
+            incoming.reachable_as(meter.route[7:])
         factory: Any
         if protocol == "dlms":
             if self.dlms_push is None:

@@ -18,6 +18,8 @@ from fep.cli.arguments import parse_time, read_options, with_store
 from fep.cli.output import EXIT_OK, write_rows
 from fep.collect import commands as cmd
 from fep.collect.concentrators import CHILDREN, concentrator_of, point_of, reads_points
+from fep.collect.dlt698_route import terminal_id
+from fep.collect.engine import through_terminals
 from fep.collect.limits import ResourcePolicy
 from fep.collect.schedule import format_duration, parse_duration
 from fep.collect.scheduler import expand
@@ -194,8 +196,9 @@ async def cmd_tasks(reactor: IFepReactor, args: argparse.Namespace) -> int:
             if args.meter:
                 wanted = set(args.meter)
                 meters = [m for m in meters if m.id in wanted]
-            new = expand(found, meters, now, _policy(args), priority=Priority.ON_DEMAND,
-                         known=everyone)
+            known = {m.id: m for m in everyone}
+            new = expand(found, meters, now, through_terminals(_policy(args), known.get),
+                         priority=Priority.ON_DEMAND, known=everyone)
             added = await jobs.add_jobs(new, now)
             print(f"task {found.name}: {added} jobs to run now")
         elif action in ("enable", "disable"):
@@ -230,8 +233,10 @@ async def cmd_recollect(reactor: IFepReactor, args: argparse.Namespace) -> int:
         owner_id = concentrator_of(meter)
         owner = await store.meter(owner_id) if owner_id else None
         through = owner if reads_points(owner) else None
-        job = recollect_job(meter, since, until, now, _policy(args), interval=interval,
-                            concentrator=through)  # fmt: skip
+        known = {m.id: m for m in await store.meters()} if terminal_id(meter.route) else {}
+        job = recollect_job(meter, since, until, now, through_terminals(_policy(args),
+                                                                         known.get),
+                            interval=interval, concentrator=through)  # fmt: skip
         await job_store(store).add_jobs([job], now)
         print(f"meter {meter.id}: intervals missing between {_iso(since.timestamp())} and "
               f"{_iso(until.timestamp())} will be read again"
