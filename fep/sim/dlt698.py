@@ -49,8 +49,11 @@ from fep.protocols.dlt698.apdu import (
     ReportResponse,
     ResultNormal,
     ResultRecord,
+    SecurityRequest,
+    SecurityResponse,
     SetRequest,
     SetResponse,
+    Verification,
     decode_apdu,
     encode_apdu,
 )
@@ -75,6 +78,10 @@ METER_TZ = timezone(timedelta(hours=8), "UTC+08:00")
 DAR_UNDEFINED = 4
 DAR_REFUSED = 3
 DAR_TIMEOUT = 33
+DAR_SECURITY_MISMATCH = 20
+# The MAC the simulated meter's "ESAM" puts on its plaintext answers (a fixed one: the
+# simulator holds no keys).
+SIM_MAC = bytes.fromhex("0A0B0C0D")
 FACTORY = b"FEPS" + b"0100" + b"261201" + b"0100" + b"261201" + b"\x00" * 8
 
 
@@ -113,6 +120,13 @@ class SimulatedDlt698Meter:
     demand_resets: int = 0
     event_clears: int = 0
     action_dar: int = 0
+    # Security: ``require_security`` refuses plain GETs (DAR 20), as a meter whose security
+    # mode parameter asks for plaintext + MAC does; a GET in a SECURITY-Request (plaintext,
+    # RN) is answered in a SECURITY-Response in plaintext with ``mac`` (None: no MAC);
+    # ciphertext is refused (DAR 22). The random numbers received are kept in ``rns``.
+    require_security: bool = False
+    mac: bytes | None = SIM_MAC
+    rns: list[bytes] = attrs.field(factory=list)
     # Event reports (REPORT-Notification) the meter pushes after its next answer, and the
     # OADs the client acknowledged (REPORT-Response).
     reports: list[ReportNotification] = attrs.field(factory=list)
@@ -391,7 +405,12 @@ class SimulatedDlt698Meter:
             piid = getattr(apdu, "piid", 0)
             self.log.append("refused: no association")
             return ErrorResponse(piid, 2)
+        if isinstance(apdu, SecurityRequest):
+            return self._secured(apdu)
         if isinstance(apdu, GetRequest):
+            if self.require_security:
+                self.log.append("refused: plain GET")
+                return self._refused_get(apdu, DAR_SECURITY_MISMATCH)
             return self._get(apdu)
         if isinstance(apdu, ProxyRequest):
             return self._proxy(apdu)
@@ -413,6 +432,35 @@ class SimulatedDlt698Meter:
             return SetResponse(apdu.piid, tuple(results), apdu.list)
         piid = getattr(apdu, "piid", 0)
         return ErrorResponse(piid, 2)
+
+    def _secured(self, request: SecurityRequest) -> SecurityResponse:
+        """A SECURITY-Request: a plaintext GET with an RN is answered in plaintext + MAC."""
+        if request.ciphered or request.verification not in (Verification.RN,
+                                                            Verification.RN_MAC):
+            self.log.append("refused: secured request not plaintext + RN")
+            return SecurityResponse(dar=22)
+        try:
+            inner = decode_apdu(request.data)
+        except FrameError:
+            return SecurityResponse(dar=255)
+        if not isinstance(inner, GetRequest):
+            self.log.append(f"refused: secured {type(inner).__name__}")
+            return SecurityResponse(dar=3)
+        self.rns.append(request.rn)
+        self.log.append("secured")
+        answer = self._get(inner) if self.connected or not self.require_connect \
+            else ErrorResponse(inner.piid, 2)
+        return SecurityResponse(encode_apdu(answer), mac=self.mac)
+
+    def _refused_get(self, request: GetRequest, dar: int) -> GetResponse:
+        if request.kind in (GetKind.NORMAL, GetKind.NORMAL_LIST):
+            return GetResponse(request.kind, request.piid, tuple(
+                ResultNormal(o, dar=dar) for o in request.oads))  # fmt: skip
+        if request.kind in (GetKind.RECORD, GetKind.RECORD_LIST):
+            return GetResponse(request.kind, request.piid, records=tuple(
+                ResultRecord(r.oad, r.rcsd, dar=dar) for r in request.records))  # fmt: skip
+        return GetResponse(GetKind.NEXT, request.piid, last=True, block=request.block + 1,
+                           dar=dar)  # fmt: skip
 
     def _act(self, omd: OMD, value: Data) -> int:
         """One ACTION method: its DAR."""
@@ -620,6 +668,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--password", help="the general password CONNECT must carry")
     parser.add_argument("--rows-per-block", type=int, help="record rows per GET-Next block")
     parser.add_argument("--frame-size", type=int, help="APDU bytes per split frame")
+    parser.add_argument("--secured", action="store_true",
+                        help="refuse plain GETs; answer GETs in SECURITY-Requests (plaintext"
+                        " + RN) in plaintext with a fixed MAC")
     parser.add_argument("--behind", action="append", default=[], metavar="ADDRESS",
                         help="a meter behind this one (a concentrator), read through PROXY")
     args = parser.parse_args(argv)
@@ -632,7 +683,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     reactor = serve.command_reactor()
     meter = SimulatedDlt698Meter(args.address, require_connect=not args.no_connect,
                                  password=args.password, rows_per_block=args.rows_per_block,
-                                 frame_size=args.frame_size)  # fmt: skip
+                                 frame_size=args.frame_size,
+                                 require_security=args.secured)  # fmt: skip
     for n, address in enumerate(args.behind, 1):
         try:
             ServerAddress(address)

@@ -6,8 +6,9 @@ security, general password, and the symmetric/signature mechanisms carried as by
 RELEASE-Request/Response/Notification, GET-Request/Response (Normal, NormalList, Record,
 RecordList, Next), SET-Request/Response (Normal, NormalList), ACTION-Request/Response
 (Normal, NormalList), REPORT-Notification (list, record list) and REPORT-Response,
-PROXY-Request/Response (GetRequestList, GetRequestRecord), ERROR-Response. SECURITY-Request
-/Response (ESAM) are recognised and refused (``SecurityApdu``: fep has no ESAM).
+PROXY-Request/Response (GetRequestList, GetRequestRecord), ERROR-Response, SECURITY-Request
+/Response (plaintext or ciphertext, every data verification choice; the ciphertext is
+carried, never deciphered: fep has no ESAM).
 
 Server APDUs end with FollowReport OPTIONAL and TimeTag OPTIONAL, client APDUs with TimeTag
 OPTIONAL, LINK APDUs with neither; both are kept so encoding gives back the bytes decoded.
@@ -537,20 +538,49 @@ class ErrorResponse:
     time_tag: TimeTag | None = None
 
 
-@attrs.frozen
-class SecurityApdu:
-    """A SECURITY-Request/Response (ESAM-protected APDU), kept whole: fep does not decipher
-    it."""
+class Verification(enum.IntEnum):
+    """The data verification choice of a SECURITY-Request."""
 
-    tag: int
-    raw: bytes
+    SID_MAC = 0
+    RN = 1
+    RN_MAC = 2
+    SID = 3
+
+
+@attrs.frozen
+class SecurityRequest:
+    """SECURITY-Request: an APDU in plaintext (``ciphered`` False) or ESAM ciphertext, and
+    its data verification: SID_MAC (``sid``, ``sid_data``, ``mac``), RN (``rn``), RN_MAC
+    (``rn``, ``mac``) or SID (``sid``, ``sid_data``). fep builds the plaintext + RN kind
+    only; the others are decoded and encoded, not deciphered."""
+
+    data: bytes
+    verification: Verification = Verification.RN
+    ciphered: bool = False
+    rn: bytes = b""
+    mac: bytes = b""
+    sid: int = 0
+    sid_data: bytes = b""
+
+
+@attrs.frozen
+class SecurityResponse:
+    """SECURITY-Response: the answer in plaintext (``ciphered`` False), ESAM ciphertext, or
+    a DAR (``dar``: the meter refused the protected request), and its MAC when there is one
+    (``sid``: verification choice SID_MAC instead of MAC)."""
+
+    data: bytes = b""
+    ciphered: bool = False
+    dar: int | None = None
+    mac: bytes | None = None
+    sid: tuple[int, bytes] | None = None
 
 
 Apdu = (
     LinkRequest | LinkResponse | ConnectRequest | ConnectResponse | ReleaseRequest
     | ReleaseResponse | ReleaseNotification | GetRequest | GetResponse | SetRequest
     | SetResponse | ActionRequest | ActionResponse | ReportNotification | ReportResponse
-    | ProxyRequest | ProxyResponse | ErrorResponse | SecurityApdu
+    | ProxyRequest | ProxyResponse | ErrorResponse | SecurityRequest | SecurityResponse
 )  # fmt: skip
 
 
@@ -617,8 +647,10 @@ def decode_apdu(raw: bytes) -> Apdu:
     elif tag == Tag.ERROR_RESPONSE:
         piid, kind = r.byte("PIID-ACD"), r.byte("error type")
         apdu = ErrorResponse(piid, kind, _read_follow_report(r), _read_time_tag(r))
-    elif tag in (Tag.SECURITY_REQUEST, Tag.SECURITY_RESPONSE):
-        return SecurityApdu(tag, raw)
+    elif tag == Tag.SECURITY_REQUEST:
+        apdu = _read_security_request(r)
+    elif tag == Tag.SECURITY_RESPONSE:
+        apdu = _read_security_response(r)
     else:
         raise FrameError(f"unknown APDU tag 0x{tag:02X}", offset=at, field="APDU tag")
     if r.left:
@@ -884,6 +916,58 @@ def _read_proxy_response(r: Reader) -> ProxyResponse:
     raise r.error(f"PROXY-Response choice {kind} not built", "PROXY-Response", r.pos - 2)
 
 
+def _octets(r: Reader, field: str) -> bytes:
+    return r.take(r.length(field), field)
+
+
+def _read_sid(r: Reader) -> tuple[int, bytes]:
+    return r.uint(4, "SID identifier"), _octets(r, "SID data")
+
+
+def _read_security_request(r: Reader) -> SecurityRequest:
+    kind = r.byte("SECURITY-Request")
+    if kind > 1:
+        raise r.error(f"SECURITY-Request choice {kind}", "SECURITY-Request", r.pos - 1)
+    data = _octets(r, "secured APDU")
+    at = r.pos
+    choice = r.byte("data verification")
+    if choice == Verification.SID_MAC:
+        sid, extra = _read_sid(r)
+        return SecurityRequest(data, Verification.SID_MAC, kind == 1, mac=_octets(r, "MAC"),
+                               sid=sid, sid_data=extra)  # fmt: skip
+    if choice == Verification.RN:
+        return SecurityRequest(data, Verification.RN, kind == 1, rn=_octets(r, "RN"))
+    if choice == Verification.RN_MAC:
+        rn = _octets(r, "RN")
+        return SecurityRequest(data, Verification.RN_MAC, kind == 1, rn=rn,
+                               mac=_octets(r, "MAC"))  # fmt: skip
+    if choice == Verification.SID:
+        sid, extra = _read_sid(r)
+        return SecurityRequest(data, Verification.SID, kind == 1, sid=sid, sid_data=extra)
+    raise r.error(f"data verification choice {choice}", "data verification", at)
+
+
+def _read_security_response(r: Reader) -> SecurityResponse:
+    kind = r.byte("SECURITY-Response")
+    if kind == 2:
+        response = SecurityResponse(dar=r.byte("DAR"))
+    elif kind in (0, 1):
+        response = SecurityResponse(_octets(r, "secured APDU"), kind == 1)
+    else:
+        raise r.error(f"SECURITY-Response choice {kind}", "SECURITY-Response", r.pos - 1)
+    if r.optional("data verification"):
+        at = r.pos
+        choice = r.byte("data verification")
+        if choice == 0:
+            response = attrs.evolve(response, mac=_octets(r, "MAC"))
+        elif choice == 1:
+            sid = _read_sid(r)
+            response = attrs.evolve(response, sid=sid, mac=_octets(r, "MAC"))
+        else:
+            raise r.error(f"data verification choice {choice}", "data verification", at)
+    return response
+
+
 # ---------------------------------------------------------------------------
 # Encoding
 # ---------------------------------------------------------------------------
@@ -1007,8 +1091,33 @@ def encode_apdu(apdu: Apdu) -> bytes:
         return out + _server_trailer(apdu)
     if isinstance(apdu, ErrorResponse):
         return bytes([Tag.ERROR_RESPONSE, apdu.piid_acd, apdu.kind]) + _server_trailer(apdu)
-    assert isinstance(apdu, SecurityApdu)
-    return apdu.raw
+    if isinstance(apdu, SecurityRequest):
+        out = (bytes([Tag.SECURITY_REQUEST, 1 if apdu.ciphered else 0])
+               + _encode_octets(apdu.data) + bytes([apdu.verification]))
+        sid = apdu.sid.to_bytes(4, "big") + _encode_octets(apdu.sid_data)
+        if apdu.verification is Verification.SID_MAC:
+            return out + sid + _encode_octets(apdu.mac)
+        if apdu.verification is Verification.RN:
+            return out + _encode_octets(apdu.rn)
+        if apdu.verification is Verification.RN_MAC:
+            return out + _encode_octets(apdu.rn) + _encode_octets(apdu.mac)
+        return out + sid
+    assert isinstance(apdu, SecurityResponse)
+    if apdu.dar is not None:
+        out = bytes([Tag.SECURITY_RESPONSE, 2, apdu.dar])
+    else:
+        out = (bytes([Tag.SECURITY_RESPONSE, 1 if apdu.ciphered else 0])
+               + _encode_octets(apdu.data))
+    if apdu.mac is None:
+        return out + b"\x00"
+    if apdu.sid is not None:
+        return (out + b"\x01\x01" + apdu.sid[0].to_bytes(4, "big")
+                + _encode_octets(apdu.sid[1]) + _encode_octets(apdu.mac))
+    return out + b"\x01\x00" + _encode_octets(apdu.mac)
+
+
+def _encode_octets(data: bytes) -> bytes:
+    return encode_length(len(data)) + data
 
 
 def _encode_action_result(result: ActionResult) -> bytes:
@@ -1085,11 +1194,13 @@ __all__ = [
     "ReportResponse",
     "ResultNormal",
     "ResultRecord",
-    "SecurityApdu",
+    "SecurityRequest",
+    "SecurityResponse",
     "SetRequest",
     "SetResponse",
     "Tag",
     "TimeTag",
+    "Verification",
     "dar_text",
     "decode_apdu",
     "encode_apdu",

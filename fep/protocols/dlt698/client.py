@@ -43,7 +43,8 @@ from fep.protocols.dlt698.apdu import (
     ReportNotification,
     ResultNormal,
     ResultRecord,
-    SecurityApdu,
+    SecurityRequest,
+    SecurityResponse,
     SetRequest,
     SetResponse,
     dar_text,
@@ -85,6 +86,13 @@ from fep.protocols.dlt698.objects import (
     NoMapping,
     readings,
     record_records,
+)
+from fep.protocols.dlt698.security import (
+    PLAIN,
+    REFUSE_UNVERIFIED,
+    SECURITY_MODES,
+    IDlt698Esam,
+    NoEsam,
 )
 from fep.protocols.dlt698.terminal import (
     LinkDecoder,
@@ -212,8 +220,15 @@ class ClientSettings:
     # Methods run with ACTION-Request-Normal after the association, before reads, each
     # once (a command: fep.protocols.dlt698.control); a DAR other than 0 fails the session.
     actions: tuple[tuple[OMD, Data], ...] = ()
+    # GETs in SECURITY-Requests (plaintext + RN) and the answers' MACs handed to ``esam``
+    # (fep.protocols.dlt698.security): plain, plaintext-rn or refuse-unverified.
+    security: str = PLAIN
+    esam: IDlt698Esam = attrs.field(factory=NoEsam)
 
     def __attrs_post_init__(self) -> None:
+        if self.security not in SECURITY_MODES:
+            raise ValueError(f"security {self.security!r} is not one of "
+                             f"{', '.join(SECURITY_MODES)}")
         if not 1 <= self.list_size <= 64:
             raise ValueError(f"list size {self.list_size} is not 1..64")
         if not 0 <= self.retries <= 10:
@@ -318,6 +333,10 @@ class Dlt698Client:
         self.clock_set = False
         # The ACTION methods the meter ran (OMDs in hex).
         self.actions_done: list[str] = []
+        # Secured answers whose MAC the ESAM service verified, and those nobody could.
+        self.macs_verified = 0
+        self.unverified = 0
+        self._rn = b""
         # Whole frames decoded after the session's end (see ``unconsumed``).
         self.leftover = b""
         self._plan: list[tuple[str, Apdu, object]] = []
@@ -396,6 +415,9 @@ class Dlt698Client:
     @property
     def line_garbage(self) -> int:
         return self.decoder.skipped - self.decoder.wakeup_bytes
+
+    def _meter_id(self) -> str:
+        return self.settings.meter or self.settings.address.address
 
     def _who(self) -> str:
         return f"meter {self.settings.meter or self.settings.address.address}"
@@ -481,7 +503,13 @@ class Dlt698Client:
                         | ProxyRequest | ActionRequest):
             apdu = attrs.evolve(apdu, piid=self._next_piid())
             self._request_piid = self._piid
-        self._request = self._frame(encode_apdu(apdu))
+        self._rn = b""
+        if isinstance(apdu, GetRequest) and self.settings.security != PLAIN:
+            self._rn = self.settings.esam.random(self._meter_id())
+            self._request = self._frame(encode_apdu(SecurityRequest(encode_apdu(apdu),
+                                                                    rn=self._rn)))
+        else:
+            self._request = self._frame(encode_apdu(apdu))
         self._what = what
         self._item = item
         self._attempt = 0
@@ -543,10 +571,70 @@ class Dlt698Client:
             return self._on_link(frame, apdu)
         if isinstance(apdu, ReportNotification):
             return self._on_report(frame, apdu)
-        if isinstance(apdu, SecurityApdu):
+        if isinstance(apdu, SecurityRequest):
+            self.stale += 1
+            return []
+        if isinstance(apdu, SecurityResponse):
+            return self._on_secured(frame, apdu)
+        if self._rn and isinstance(apdu, GetResponse) \
+                and (apdu.piid_acd & 0x3F) == self._request_piid:
+            # A plain answer to a secured request: nothing to verify.
+            refused = self._unverified("answered in plain, without a MAC")
+            if refused:
+                return refused
+        return self._on_answer(apdu)
+
+    def _unverified(self, why: str) -> list[Action]:
+        """An answer to a secured request that no ESAM service verified: counted, or the
+        read's end under refuse-unverified."""
+        if self.settings.security == REFUSE_UNVERIFIED:
             return self._fail(self._error(
-                f"{self._who()}: answered with a SECURITY APDU (ESAM-protected); fep does "
-                "not hold an ESAM"))  # fmt: skip
+                f"{self._who()}: {self._what}: {why}; {self.settings.esam.name} "
+                "(dlt698_security = refuse-unverified)"))  # fmt: skip
+        self.unverified += 1
+        return []
+
+    def _on_secured(self, frame: Frame, response: SecurityResponse) -> list[Action]:
+        if not self._rn:
+            return self._fail(self._error(
+                f"{self._who()}: answered with a SECURITY APDU (ESAM-protected) to a plain "
+                "request; fep does not hold an ESAM (dlt698_security is plain)"))
+        if response.dar is not None:
+            return self._skip_item(f"secured request refused: {dar_text(response.dar)}")
+        if response.ciphered:
+            return self._fail(self._error(
+                f"{self._who()}: answered in ESAM ciphertext; fep does not hold an ESAM "
+                "(only plaintext + MAC answers are taken)"))  # fmt: skip
+        try:
+            inner = decode_apdu(response.data)
+        except FrameError as e:
+            self.noise += 1
+            return [Noise(f"secured APDU not understood: {e.message}")]
+        if isinstance(inner, SecurityRequest | SecurityResponse | LinkRequest
+                      | ReportNotification):
+            self.noise += 1
+            return [Noise(f"secured APDU is a {type(inner).__name__}")]
+        piid = getattr(inner, "piid_acd", None)
+        if piid is not None and (piid & 0x3F) != self._request_piid:
+            self.stale += 1
+            return []
+        if response.mac is None:
+            refused = self._unverified("answered without a MAC")
+        else:
+            verdict = self.settings.esam.verify(self._meter_id(), self._rn, response.data,
+                                                response.mac)
+            if verdict is False:
+                return self._fail(self._error(
+                    f"{self._who()}: {self._what}: the answer's MAC does not verify "
+                    f"({self.settings.esam.name})"))  # fmt: skip
+            if verdict:
+                self.macs_verified += 1
+                refused = []
+            else:
+                refused = self._unverified("its MAC not verified")
+        return refused or self._on_answer(inner)
+
+    def _on_answer(self, apdu: Apdu) -> list[Action]:
         piid = getattr(apdu, "piid_acd", None)
         if piid is not None and (piid & 0x3F) != self._request_piid and not isinstance(
                 apdu, ErrorResponse):  # fmt: skip

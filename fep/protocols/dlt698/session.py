@@ -36,6 +36,9 @@ shape (fep/protocols/session.py) and logs what was skipped. Settings come from t
 ``dlt698_client``    the client address CA (default 0)
 ``dlt698_wakeup``    ``yes`` (default): FE FE FE FE before each frame
 ``dlt698_retries``   requests sent again after silence or a damaged answer (default 1)
+``dlt698_security``  ``plain`` (default), ``plaintext-rn`` or ``refuse-unverified``: GETs in
+                     SECURITY-Requests with a random number, the answers' MACs handed to
+                     the protocol's ESAM service (fep.protocols.dlt698.security)
 ``tz``               the meter's zone (default UTC+8)
 """
 
@@ -86,6 +89,7 @@ from fep.protocols.dlt698.client import (
 from fep.protocols.dlt698.control import COMMANDS, command_methods
 from fep.protocols.dlt698.data import OAD
 from fep.protocols.dlt698.objects import CLOCK, CLOCK_OBIS, FROZEN_TIME, PROTOCOL
+from fep.protocols.dlt698.security import PLAIN, SECURITY_MODES, IDlt698Esam, NoEsam
 from fep.protocols.dlt698.terminal import (
     Heartbeat,
     LoggedIn,
@@ -159,6 +163,11 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_METER_TZ, **overrides: Any) 
                               key=key) from None
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
+    security = (md.get("dlt698_security", "") or PLAIN).strip().lower()
+    if security not in SECURITY_MODES:
+        raise ConfigError(f"meter {meter.id}: dlt698_security is one of "
+                          f"{', '.join(SECURITY_MODES)}, not {security!r}",
+                          key="dlt698_security")
     frozen_columns = _oads(meter, "dlt698_frozen_columns")
     since, until = when("dlt698_from"), when("dlt698_to")
     if (since is None) != (until is None):
@@ -191,6 +200,7 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_METER_TZ, **overrides: Any) 
         "password": md.get("dlt698_password") or None,
         "wakeup": flag("dlt698_wakeup", True),
         "retries": number("dlt698_retries", 1),
+        "security": security,
         "tz": zone,
         "meter": meter.id,
         "route": meter.route,
@@ -312,6 +322,10 @@ class Dlt698Session(MeterSession):
                  "{noise} damaged frames, {garbage} garbage bytes, {resent} requests resent",
                  records=len(c.records), skipped=len(c.skipped), noise=c.noise,
                  garbage=c.line_garbage, resent=c.resent, **self._fields())
+        if c.unverified:
+            log.info("{meter}: {count} secured answers taken with their MAC not verified "
+                     "({esam})", count=c.unverified, esam=c.settings.esam.name,
+                     **self._fields())
 
 
 # A report sent again (its acknowledgement lost) is acknowledged, not stored again: the
@@ -483,8 +497,10 @@ class Dlt698Protocol:
     name = PROTOCOL
     commands = COMMANDS
 
-    def __init__(self, tz: tzinfo = DEFAULT_METER_TZ) -> None:
+    def __init__(self, tz: tzinfo = DEFAULT_METER_TZ, esam: IDlt698Esam | None = None) -> None:
         self.tz = tz
+        # The ESAM service of secured reads (dlt698_security): none shipped verifies.
+        self.esam: IDlt698Esam = esam if esam is not None else NoEsam()
 
     def _run(self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float,
              **overrides: Any) -> Deferred[Any]:  # fmt: skip
@@ -496,6 +512,7 @@ class Dlt698Protocol:
             settings = settings_for(meter, self.tz, **overrides)
         except ConfigError as e:
             return fail(e), None
+        settings = attrs.evolve(settings, esam=self.esam)
 
         def now() -> datetime:
             return datetime.fromtimestamp(reactor.seconds(), UTC)
