@@ -6,7 +6,8 @@ security, general password, and the symmetric/signature mechanisms carried as by
 RELEASE-Request/Response/Notification, GET-Request/Response (Normal, NormalList, Record,
 RecordList, Next), SET-Request/Response (Normal, NormalList), ACTION-Request/Response
 (Normal, NormalList), REPORT-Notification (list, record list) and REPORT-Response,
-PROXY-Request/Response (GetRequestList, GetRequestRecord), ERROR-Response, SECURITY-Request
+PROXY-Request/Response (every kind: get list, get record, set, set-then-get, action,
+action-then-get, transparent forwarding), ERROR-Response, SECURITY-Request
 /Response (plaintext or ciphertext, every data verification choice; the ciphertext is
 carried, never deciphered: fep has no ESAM).
 
@@ -25,6 +26,7 @@ import attrs
 
 from fep.errors import FrameError
 from fep.protocols.dlt698.data import (
+    COMDCB,
     CSD,
     OAD,
     OMD,
@@ -437,9 +439,13 @@ class ActionRequest:
 
 @attrs.frozen
 class ActionResult:
+    """A method's result; ``read``: in a PROXY ActionThenGet answer, the attribute read
+    after it."""
+
     omd: OMD
     dar: int
     data: Data | None = None
+    read: ResultNormal | None = None
 
 
 @attrs.frozen
@@ -489,17 +495,58 @@ class ProxyTarget:
 @attrs.frozen
 class ProxyAction:
     """One meter behind a concentrator in a PROXY ActionRequestList: its TSA, its own
-    timeout in seconds and the methods (OMD and parameter) asked of it."""
+    timeout in seconds and the methods (OMD and parameter) asked of it; in an
+    ActionThenGetRequestList (kind 6) ``then`` holds, per method, the attribute read after
+    it and the delay (seconds) before."""
 
     tsa: bytes
     timeout: int
     methods: tuple[tuple[OMD, Data], ...]
+    then: tuple[tuple[OAD, int], ...] = ()
+
+
+@attrs.frozen
+class ProxySet:
+    """One meter behind a concentrator in a PROXY SetRequestList (kind 3): its TSA, its own
+    timeout and the (OAD, value) pairs set; in a SetThenGetRequestList (kind 4) ``then``
+    holds, for each pair, the attribute read after it and the delay (seconds) before."""
+
+    tsa: bytes
+    timeout: int
+    values: tuple[tuple[OAD, Data], ...]
+    then: tuple[tuple[OAD, int], ...] = ()
+
+
+@attrs.frozen
+class ProxySetResult:
+    """One attribute set through PROXY: its DAR, and (kind 4) the attribute read after."""
+
+    oad: OAD
+    dar: int
+    read: ResultNormal | None = None
+
+
+@attrs.frozen
+class ProxyTransparent:
+    """PROXY TransCommandRequest (kind 7): ``command`` bytes sent as they are on the
+    terminal's port ``port`` (an OAD of F2xx, e.g. F2010201 the first RS-485) with
+    ``comdcb``, the answer awaited ``answer_timeout`` seconds, ``byte_timeout`` ms between
+    its bytes."""
+
+    port: OAD
+    comdcb: COMDCB
+    answer_timeout: int
+    byte_timeout: int
+    command: bytes
 
 
 @attrs.frozen
 class ProxyRequest:
     """PROXY-Request GetRequestList (kind 1: ``targets``), GetRequestRecord (kind 2:
-    ``tsa`` and ``record``) or ActionRequestList (kind 5: ``actions``)."""
+    ``tsa`` and ``record``), SetRequestList (kind 3: ``sets``), SetThenGetRequestList (kind
+    4: ``sets`` with ``then``), ActionRequestList (kind 5: ``actions``),
+    ActionThenGetRequestList (kind 6: ``actions`` with ``then``) or TransCommandRequest
+    (kind 7: ``transparent``; it has no overall timeout)."""
 
     kind: int
     piid: int
@@ -509,13 +556,17 @@ class ProxyRequest:
     record: GetRecord | None = None
     time_tag: TimeTag | None = None
     actions: tuple[ProxyAction, ...] = ()
+    sets: tuple[ProxySet, ...] = ()
+    transparent: ProxyTransparent | None = None
 
 
 @attrs.frozen
 class ProxyResponse:
     """PROXY-Response GetResponseList (kind 1: per meter, its results), GetResponseRecord
-    (kind 2: one meter's record) or ActionResponseList (kind 5: per meter, its methods'
-    results)."""
+    (kind 2: one meter's record), SetResponseList and SetThenGetResponseList (kinds 3, 4:
+    per meter, ``sets``), ActionResponseList and ActionThenGetResponseList (kinds 5, 6: per
+    meter, its methods' results, with ``read`` in kind 6) or TransCommandResponse (kind 7:
+    ``port`` and the answer ``command``, or ``dar``)."""
 
     kind: int
     piid_acd: int
@@ -525,6 +576,10 @@ class ProxyResponse:
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     actions: tuple[tuple[bytes, tuple[ActionResult, ...]], ...] = ()
+    sets: tuple[tuple[bytes, tuple[ProxySetResult, ...]], ...] = ()
+    port: OAD | None = None
+    command: bytes | None = None
+    dar: int | None = None
 
 
 @attrs.frozen
@@ -852,10 +907,36 @@ def _read_report_notification(r: Reader) -> ReportNotification:
                   r.pos - 2)  # fmt: skip
 
 
+def _read_comdcb(r: Reader) -> COMDCB:
+    return COMDCB(*r.take(5, "COMDCB"))
+
+
 def _read_proxy_request(r: Reader) -> ProxyRequest:
     kind = r.byte("PROXY-Request")
     piid = r.byte("PIID")
+    if kind == 7:
+        port = read_oad(r)
+        comdcb = _read_comdcb(r)
+        answer, each = r.uint(2, "answer timeout"), r.uint(2, "byte timeout")
+        command = r.take(r.length("command"), "command")
+        return ProxyRequest(7, piid, 0, transparent=ProxyTransparent(
+            port, comdcb, answer, each, command), time_tag=_read_time_tag(r))  # fmt: skip
     timeout = r.uint(2, "proxy timeout")
+    if kind in (3, 4):
+        n = r.count("proxy sets", 4)
+        sets = []
+        for _ in range(n):
+            tsa = read_tsa(r)
+            each = r.uint(2, "proxy timeout")
+            m = r.count("values", 5 if kind == 3 else 10)
+            values, then = [], []
+            for _ in range(m):
+                oad = read_oad(r)
+                values.append((oad, read_data(r)))
+                if kind == 4:
+                    then.append((read_oad(r), r.byte("delay")))
+            sets.append(ProxySet(tsa, each, tuple(values), tuple(then)))
+        return ProxyRequest(kind, piid, timeout, sets=tuple(sets), time_tag=_read_time_tag(r))
     if kind == 1:
         n = r.count("proxy targets", 4)
         targets = []
@@ -870,19 +951,21 @@ def _read_proxy_request(r: Reader) -> ProxyRequest:
         record = _read_get_record(r)
         return ProxyRequest(2, piid, timeout, tsa=tsa, record=record,
                             time_tag=_read_time_tag(r))  # fmt: skip
-    if kind == 5:
+    if kind in (5, 6):
         n = r.count("proxy actions", 4)
         actions = []
         for _ in range(n):
             tsa = read_tsa(r)
             each = r.uint(2, "proxy timeout")
-            m = r.count("methods", 5)
-            methods = []
+            m = r.count("methods", 5 if kind == 5 else 10)
+            methods, reads = [], []
             for _ in range(m):
                 omd = read_omd(r)
                 methods.append((omd, read_data(r)))
-            actions.append(ProxyAction(tsa, each, tuple(methods)))
-        return ProxyRequest(5, piid, timeout, actions=tuple(actions),
+                if kind == 6:
+                    reads.append((read_oad(r), r.byte("delay")))
+            actions.append(ProxyAction(tsa, each, tuple(methods), tuple(reads)))
+        return ProxyRequest(kind, piid, timeout, actions=tuple(actions),
                             time_tag=_read_time_tag(r))  # fmt: skip
     raise r.error(f"PROXY-Request choice {kind} not built", "PROXY-Request", r.pos - 4)
 
@@ -904,14 +987,47 @@ def _read_proxy_response(r: Reader) -> ProxyResponse:
         record = read_result_record(r)
         return ProxyResponse(2, piid, tsa=tsa, record=record,
                              follow_report=_read_follow_report(r), time_tag=_read_time_tag(r))
-    if kind == 5:
+    if kind in (3, 4):
+        n = r.count("proxy set results", 3)
+        sets = []
+        for _ in range(n):
+            tsa = read_tsa(r)
+            m = r.count("set results", 5 if kind == 3 else 11)
+            results = []
+            for _ in range(m):
+                oad, dar = read_oad(r), r.byte("DAR")
+                results.append(ProxySetResult(oad, dar, read_result_normal(r) if kind == 4
+                                              else None))  # fmt: skip
+            sets.append((tsa, tuple(results)))
+        return ProxyResponse(kind, piid, sets=tuple(sets), follow_report=_read_follow_report(r),
+                             time_tag=_read_time_tag(r))  # fmt: skip
+    if kind in (5, 6):
         n = r.count("proxy action results", 3)
         answers = []
         for _ in range(n):
             tsa = read_tsa(r)
-            m = r.count("action results", 6)
-            answers.append((tsa, tuple(_read_action_result(r) for _ in range(m))))
-        return ProxyResponse(5, piid, actions=tuple(answers),
+            m = r.count("action results", 6 if kind == 5 else 12)
+            done = []
+            for _ in range(m):
+                result = _read_action_result(r)
+                if kind == 6:
+                    result = attrs.evolve(result, read=read_result_normal(r))
+                done.append(result)
+            answers.append((tsa, tuple(done)))
+        return ProxyResponse(kind, piid, actions=tuple(answers),
+                             follow_report=_read_follow_report(r), time_tag=_read_time_tag(r))
+    if kind == 7:
+        port = read_oad(r)
+        choice = r.byte("TransCommand result")
+        if choice == 0:
+            refused: int | None = r.byte("DAR")
+            command = None
+        elif choice == 1:
+            refused, command = None, r.take(r.length("command"), "command")
+        else:
+            raise r.error(f"TransCommand result choice {choice}", "TransCommand result",
+                          r.pos - 1)  # fmt: skip
+        return ProxyResponse(7, piid, port=port, command=command, dar=refused,
                              follow_report=_read_follow_report(r), time_tag=_read_time_tag(r))
     raise r.error(f"PROXY-Response choice {kind} not built", "PROXY-Response", r.pos - 2)
 
@@ -1057,18 +1173,41 @@ def encode_apdu(apdu: Apdu) -> bytes:
                 + encode_length(len(apdu.oads)) + b"".join(o.encode() for o in apdu.oads)
                 + _encode_time_tag(apdu.time_tag))  # fmt: skip
     if isinstance(apdu, ProxyRequest):
-        out = bytes([Tag.PROXY_REQUEST, apdu.kind, apdu.piid]) + apdu.timeout.to_bytes(2, "big")
-        if apdu.kind == 1:
+        out = bytes([Tag.PROXY_REQUEST, apdu.kind, apdu.piid])
+        if apdu.kind == 7:
+            tr = apdu.transparent
+            assert tr is not None
+            c = tr.comdcb
+            return (out + tr.port.encode() + bytes([c.baud, c.parity, c.data_bits, c.stop_bits,
+                                                    c.flow])
+                    + tr.answer_timeout.to_bytes(2, "big") + tr.byte_timeout.to_bytes(2, "big")
+                    + _encode_octets(tr.command) + _encode_time_tag(apdu.time_tag))
+        out += apdu.timeout.to_bytes(2, "big")
+        if apdu.kind in (3, 4):
+            out += encode_length(len(apdu.sets))
+            for ps in apdu.sets:
+                out += (encode_tsa(ps.tsa) + ps.timeout.to_bytes(2, "big")
+                        + encode_length(len(ps.values)))
+                for n, (oad, value) in enumerate(ps.values):
+                    out += oad.encode() + encode_data(value)
+                    if apdu.kind == 4:
+                        read, delay = ps.then[n]
+                        out += read.encode() + bytes([delay])
+        elif apdu.kind == 1:
             out += encode_length(len(apdu.targets))
             for t in apdu.targets:
                 out += (encode_tsa(t.tsa) + t.timeout.to_bytes(2, "big")
                         + encode_length(len(t.oads)) + b"".join(o.encode() for o in t.oads))
-        elif apdu.kind == 5:
+        elif apdu.kind in (5, 6):
             out += encode_length(len(apdu.actions))
             for a in apdu.actions:
                 out += (encode_tsa(a.tsa) + a.timeout.to_bytes(2, "big")
-                        + encode_length(len(a.methods))
-                        + b"".join(omd.encode() + encode_data(d) for omd, d in a.methods))
+                        + encode_length(len(a.methods)))
+                for n, (omd, d) in enumerate(a.methods):
+                    out += omd.encode() + encode_data(d)
+                    if apdu.kind == 6:
+                        read, delay = a.then[n]
+                        out += read.encode() + bytes([delay])
         else:
             assert apdu.record is not None
             out += encode_tsa(apdu.tsa) + _encode_get_record(apdu.record)
@@ -1080,11 +1219,31 @@ def encode_apdu(apdu: Apdu) -> bytes:
             for tsa, results in apdu.meters:
                 out += encode_tsa(tsa) + encode_length(len(results)) + b"".join(
                     encode_result_normal(x) for x in results)  # fmt: skip
-        elif apdu.kind == 5:
+        elif apdu.kind in (5, 6):
             out += encode_length(len(apdu.actions))
             for tsa, done in apdu.actions:
-                out += encode_tsa(tsa) + encode_length(len(done)) + b"".join(
-                    _encode_action_result(x) for x in done)  # fmt: skip
+                out += encode_tsa(tsa) + encode_length(len(done))
+                for x in done:
+                    out += _encode_action_result(x)
+                    if apdu.kind == 6:
+                        assert x.read is not None
+                        out += encode_result_normal(x.read)
+        elif apdu.kind in (3, 4):
+            out += encode_length(len(apdu.sets))
+            for tsa, set_results in apdu.sets:
+                out += encode_tsa(tsa) + encode_length(len(set_results))
+                for sr in set_results:
+                    out += sr.oad.encode() + bytes([sr.dar])
+                    if apdu.kind == 4:
+                        assert sr.read is not None
+                        out += encode_result_normal(sr.read)
+        elif apdu.kind == 7:
+            assert apdu.port is not None
+            out += apdu.port.encode()
+            if apdu.command is not None:
+                out += b"\x01" + _encode_octets(apdu.command)
+            else:
+                out += bytes([0, apdu.dar if apdu.dar is not None else 255])
         else:
             assert apdu.record is not None
             out += encode_tsa(apdu.tsa) + encode_result_record(apdu.record)
@@ -1186,7 +1345,10 @@ __all__ = [
     "ProxyAction",
     "ProxyRequest",
     "ProxyResponse",
+    "ProxySet",
+    "ProxySetResult",
     "ProxyTarget",
+    "ProxyTransparent",
     "ReleaseNotification",
     "ReleaseRequest",
     "ReleaseResponse",

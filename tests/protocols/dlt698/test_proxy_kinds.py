@@ -1,0 +1,86 @@
+"""PROXY kinds 3, 4, 6 and 7 (set, set-then-get, action-then-get, transparent forwarding):
+the codec byte for byte with the dlt698 package's ``encode_apdu`` (the fixtures below are
+its bytes, dlt698 1.0.1), the client and the simulated terminal."""
+
+from __future__ import annotations
+
+from twisted.trial import unittest
+
+from fep.errors import FrameError
+from fep.protocols.dlt698.apdu import (
+    ActionResult,
+    ProxyAction,
+    ProxyRequest,
+    ProxyResponse,
+    ProxySet,
+    ProxySetResult,
+    ProxyTransparent,
+    ResultNormal,
+    decode_apdu,
+    encode_apdu,
+)
+from fep.protocols.dlt698.data import COMDCB, OAD, OMD, Data, DataType, integer
+from tests.system import require_module
+
+TSA = bytes.fromhex("05000000000001")
+CLOCK = OAD(0x4000, 2)
+RELAY = OAD(0xF205, 2, 1)
+FIVE = integer(DataType.LONG_UNSIGNED, 5)
+TRIP = OMD(0x8000, 129)
+PORT = OAD(0xF201, 2, 1)
+
+# dlt698 1.0.1 encode_apdu(ProxyRequest(piid=1, timeout_seconds=60, payload=[...]))
+PEER = {
+    "3req": ("090301003c010705000000000001001e014000020012000500",
+             ProxyRequest(3, 1, 60, sets=(ProxySet(TSA, 30, ((CLOCK, FIVE),)),))),
+    "4req": ("090401003c010705000000000001001e0140000200120005400002000300",
+             ProxyRequest(4, 1, 60, sets=(ProxySet(TSA, 30, ((CLOCK, FIVE),),
+                                                   ((CLOCK, 3),)),))),
+    "6req": ("090601003c010705000000000001001e018000810000f20502010200",
+             ProxyRequest(6, 1, 60, actions=(ProxyAction(TSA, 30, ((TRIP, Data.null()),),
+                                                         ((RELAY, 2),)),))),
+    "7req": ("090701f20102010302080100000a01f402681600",
+             ProxyRequest(7, 1, 0, transparent=ProxyTransparent(
+                 PORT, COMDCB(3, 2, 8, 1, 0), 10, 500, b"\x68\x16"))),
+    "3resp": ("8903010107050000000000010140000200000000",
+              ProxyResponse(3, 1, sets=((TSA, (ProxySetResult(CLOCK, 0),)),))),
+    "4resp": ("89040101070500000000000101400002000040000200011200050000",
+              ProxyResponse(4, 1, sets=((TSA, (ProxySetResult(
+                  CLOCK, 0, ResultNormal(CLOCK, data=FIVE)),)),))),
+    "6resp": ("89060101070500000000000101800081000000f20502010116010000",
+              ProxyResponse(6, 1, actions=((TSA, (ActionResult(
+                  TRIP, 0, None, ResultNormal(RELAY, data=integer(DataType.ENUM, 1))),)),))),
+    "6resp_data": ("890601010705000000000001018000810000011103f20502010116010000",
+                   ProxyResponse(6, 1, actions=((TSA, (ActionResult(
+                       TRIP, 0, integer(DataType.UNSIGNED, 3),
+                       ResultNormal(RELAY, data=integer(DataType.ENUM, 1))),)),))),
+    "7resp": ("890701f2010201010268160000",
+              ProxyResponse(7, 1, port=PORT, command=b"\x68\x16")),
+    "7resp_dar": ("890701f201020100210000", ProxyResponse(7, 1, port=PORT, dar=33)),
+}
+
+
+class CodecTests(unittest.TestCase):
+    def test_the_peers_bytes_round_trip(self) -> None:
+        for name, (text, apdu) in PEER.items():
+            raw = bytes.fromhex(text)
+            self.assertEqual(decode_apdu(raw), apdu, name)
+            self.assertEqual(encode_apdu(apdu), raw, name)
+
+    def test_truncations_are_frame_errors(self) -> None:
+        for name, (text, _) in PEER.items():
+            raw = bytes.fromhex(text)
+            for n in range(len(raw)):
+                with self.assertRaises(FrameError, msg=f"{name}[:{n}]"):
+                    decode_apdu(raw[:n])
+        with self.assertRaises(FrameError):
+            decode_apdu(bytes.fromhex("890701f201020102"))  # result choice 2
+
+    def test_the_peer_decodes_fep_bytes_back_to_the_same(self) -> None:
+        require_module("dlt698", pip="dlt698")
+        from dlt698 import codec
+
+        for name, (text, apdu) in PEER.items():
+            raw = encode_apdu(apdu)
+            self.assertEqual(codec.encode_apdu(codec.decode_apdu(raw)), raw, name)
+            self.assertEqual(raw.hex(), text)
