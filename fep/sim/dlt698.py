@@ -43,6 +43,7 @@ from fep.protocols.dlt698.apdu import (
     LinkType,
     ProxyRequest,
     ProxyResponse,
+    ProxySetResult,
     ReleaseRequest,
     ReleaseResponse,
     ReportNotification,
@@ -127,6 +128,9 @@ class SimulatedDlt698Meter:
     require_security: bool = False
     mac: bytes | None = SIM_MAC
     rns: list[bytes] = attrs.field(factory=list)
+    # A terminal's ports for PROXY transparent forwarding (TransCommand): by port OAD
+    # (F2010201, the first RS-485), what answers the bytes forwarded (None: silence, DAR 33).
+    ports: dict[OAD, Callable[[bytes], bytes | None]] = attrs.field(factory=dict)
     # Event reports (REPORT-Notification) the meter pushes after its next answer, and the
     # OADs the client acknowledged (REPORT-Response).
     reports: list[ReportNotification] = attrs.field(factory=list)
@@ -197,6 +201,13 @@ class SimulatedDlt698Meter:
             return Data(DataType.OCTET_STRING, bytes.fromhex(self.address))
         if key == (0x2021, 2):
             return Data.date_time_s(datetime.fromtimestamp(at, self.tz))
+        if key == (0xF205, 2):
+            # The relay output: descriptor, current state (0 not output: closed; 1 output:
+            # tripped, open until closed), switch kind (1 latching), wiring (0 connected).
+            state = 0 if self.relay == "closed" else 1
+            return Data.array([Data.structure((
+                Data(DataType.VISIBLE_STRING, "relay 1"), integer(DataType.ENUM, state),
+                integer(DataType.ENUM, 1), integer(DataType.ENUM, 0)))])
         return None
 
     # -- records ---------------------------------------------------------------------------
@@ -420,18 +431,24 @@ class SimulatedDlt698Meter:
                                   apdu.list)  # fmt: skip
         if isinstance(apdu, SetRequest):
             self.log.append("set " + ",".join(str(o) for o, _ in apdu.values))
-            results = []
-            for oad, value in apdu.values:
-                if (oad.oi, oad.number) == (0x4000, 2) and value.tag is DataType.DATE_TIME_S:
-                    when = value.to_datetime(self.tz)
-                    if when is not None:
-                        self.clock_offset = when.timestamp() - self.clock()
-                        results.append((oad, 0))
-                        continue
-                results.append((oad, DAR_REFUSED))
-            return SetResponse(apdu.piid, tuple(results), apdu.list)
+            return SetResponse(apdu.piid, tuple((oad, self.set(oad, value))
+                                                for oad, value in apdu.values), apdu.list)
         piid = getattr(apdu, "piid", 0)
         return ErrorResponse(piid, 2)
+
+    def set(self, oad: OAD, value: Data) -> int:
+        """One attribute set: its DAR (the clock, 40000200, is the one settable)."""
+        if (oad.oi, oad.number) == (0x4000, 2) and value.tag is DataType.DATE_TIME_S:
+            when = value.to_datetime(self.tz)
+            if when is not None:
+                self.clock_offset = when.timestamp() - self.clock()
+                return 0
+        return DAR_REFUSED
+
+    def _read_after(self, oad: OAD) -> ResultNormal:
+        value = self.attribute(oad)
+        return ResultNormal(oad, data=value) if value is not None else \
+            ResultNormal(oad, dar=DAR_UNDEFINED)
 
     def _secured(self, request: SecurityRequest) -> SecurityResponse:
         """A SECURITY-Request: a plaintext GET with an RN is answered in plaintext + MAC."""
@@ -483,17 +500,49 @@ class SimulatedDlt698Meter:
         return 0
 
     def _proxy(self, request: ProxyRequest) -> ProxyResponse:
-        if request.kind == 5:
+        if request.kind in (5, 6):
             answers = []
             for action in request.actions:
                 child = self.children.get(tsa_address(action.tsa))
                 self.log.append(f"proxy action {tsa_address(action.tsa)} "
                                 + ",".join(str(omd) for omd, _ in action.methods))
-                answers.append((action.tsa, tuple(
-                    ActionResult(omd, child._act(omd, value) if child is not None
-                                 else DAR_TIMEOUT)
-                    for omd, value in action.methods)))  # fmt: skip
-            return ProxyResponse(5, request.piid, actions=tuple(answers))
+                done = []
+                for n, (omd, parameter) in enumerate(action.methods):
+                    dar = child._act(omd, parameter) if child is not None else DAR_TIMEOUT
+                    read = None
+                    if request.kind == 6:
+                        oad = action.then[n][0]
+                        read = child._read_after(oad) if child is not None else \
+                            ResultNormal(oad, dar=DAR_TIMEOUT)
+                    done.append(ActionResult(omd, dar, None, read))
+                answers.append((action.tsa, tuple(done)))
+            return ProxyResponse(request.kind, request.piid, actions=tuple(answers))
+        if request.kind in (3, 4):
+            sets: list[tuple[bytes, tuple[ProxySetResult, ...]]] = []
+            for ps in request.sets:
+                child = self.children.get(tsa_address(ps.tsa))
+                self.log.append(f"proxy set {tsa_address(ps.tsa)} "
+                                + ",".join(str(oad) for oad, _ in ps.values))
+                set_results: list[ProxySetResult] = []
+                for n, (oad, new) in enumerate(ps.values):
+                    dar = child.set(oad, new) if child is not None else DAR_TIMEOUT
+                    read = None
+                    if request.kind == 4:
+                        after = ps.then[n][0]
+                        read = child._read_after(after) if child is not None else \
+                            ResultNormal(after, dar=DAR_TIMEOUT)
+                    set_results.append(ProxySetResult(oad, dar, read))
+                sets.append((ps.tsa, tuple(set_results)))
+            return ProxyResponse(request.kind, request.piid, sets=tuple(sets))
+        if request.kind == 7:
+            forward = request.transparent
+            assert forward is not None
+            self.log.append(f"proxy forward {forward.port} {forward.command.hex()}")
+            port = self.ports.get(forward.port)
+            answer = port(forward.command) if port is not None else None
+            if answer is None:
+                return ProxyResponse(7, request.piid, port=forward.port, dar=DAR_TIMEOUT)
+            return ProxyResponse(7, request.piid, port=forward.port, command=answer)
         if request.kind == 1:
             meters = []
             for target in request.targets:

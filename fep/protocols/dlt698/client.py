@@ -37,7 +37,9 @@ from fep.protocols.dlt698.apdu import (
     ProxyAction,
     ProxyRequest,
     ProxyResponse,
+    ProxySet,
     ProxyTarget,
+    ProxyTransparent,
     ReleaseRequest,
     ReleaseResponse,
     ReportNotification,
@@ -180,8 +182,22 @@ class ProxyRead:
     # Methods run on the meter (a command) with PROXY ActionRequestList, before its reads;
     # a DAR other than 0 fails the session.
     actions: tuple[tuple[OMD, Data], ...] = ()
+    # Attributes set on the meter with PROXY SetRequestList, before its actions and reads
+    # (``set_clock``: its clock, 40000200, to fep's time when the request goes out); a DAR
+    # other than 0 fails the session.
+    sets: tuple[tuple[OAD, Data], ...] = ()
+    set_clock: bool = False
+    # Per set (SetThenGetRequestList) or per method (ActionThenGetRequestList): the
+    # attribute the terminal reads after it and the delay in seconds before; kept in the
+    # client's ``read_back``.
+    read_after: tuple[tuple[OAD, int], ...] = ()
 
     def __attrs_post_init__(self) -> None:
+        if self.read_after and self.actions and (self.sets or self.set_clock):
+            raise ValueError("reads after both sets and actions of one meter")
+        done = len(self.actions) if self.actions else len(self.sets) + int(self.set_clock)
+        if self.read_after and len(self.read_after) != done:
+            raise ValueError("one read after each set or method")
         if not self.address.isdigit():
             raise ValueError(f"a meter address is decimal digits, not {self.address!r}")
         tsa_from_address(self.address)  # ValueError for what is no address
@@ -224,6 +240,12 @@ class ClientSettings:
     # (fep.protocols.dlt698.security): plain, plaintext-rn or refuse-unverified.
     security: str = PLAIN
     esam: IDlt698Esam = attrs.field(factory=NoEsam)
+    # Attributes read after the actions (a relay's state after a trip or close), kept in
+    # the client's ``read_back``, not filed as records.
+    read_back: tuple[OAD, ...] = ()
+    # Frames forwarded as they are through the terminal's ports (PROXY TransCommand), after
+    # everything else; the answers kept in the client's ``forwarded``.
+    transparent: tuple[ProxyTransparent, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if self.security not in SECURITY_MODES:
@@ -335,6 +357,11 @@ class Dlt698Client:
         self.actions_done: list[str] = []
         # Secured answers whose MAC the ESAM service verified, and those nobody could.
         self.macs_verified = 0
+        # Attributes read back after commands: (meter, result); answers of transparent
+        # forwarding: (port, answer bytes or None, DAR or None); attributes set (OADs).
+        self.read_back: list[tuple[str, ResultNormal]] = []
+        self.forwarded: list[tuple[str, bytes | None, int | None]] = []
+        self.sets_done: list[str] = []
         self.unverified = 0
         self._rn = b""
         # Whole frames decoded after the session's end (see ``unconsumed``).
@@ -363,6 +390,10 @@ class Dlt698Client:
         for omd, parameter in s.actions:
             self._plan.append((f"ACTION {omd}", ActionRequest(0, ((omd, parameter),)),
                                ("action", omd)))
+        if s.read_back and s.actions:
+            kind = GetKind.NORMAL if len(s.read_back) == 1 else GetKind.NORMAL_LIST
+            self._plan.append((f"GET of {', '.join(map(str, s.read_back))} (read back)",
+                               GetRequest(kind, 0, s.read_back), "read-back"))  # fmt: skip
         items = list(s.items)
         for n in range(0, len(items), s.list_size):
             group = tuple(items[n : n + s.list_size])
@@ -374,10 +405,20 @@ class Dlt698Client:
                 self._plan.append((f"record read of {record.oad}",
                                    GetRequest(GetKind.RECORD, 0, records=(record,)), read))
         for proxy in s.proxies:
+            if proxy.sets or proxy.set_clock:
+                values: tuple[tuple[OAD, Data], ...] = (
+                    ((CLOCK, Data.null()),) if proxy.set_clock else ()) + proxy.sets
+                then = () if proxy.actions else proxy.read_after
+                what = ", ".join(str(oad) for oad, _ in values)
+                request = ProxyRequest(4 if then else 3, 0, proxy.timeout, sets=(
+                    ProxySet(proxy.tsa, proxy.timeout, values, then),))
+                self._plan.append((f"PROXY SET {what} of {proxy.address}", request,
+                                   ("proxy-set", proxy)))
             if proxy.actions:
                 what = ", ".join(str(omd) for omd, _ in proxy.actions)
-                request = ProxyRequest(5, 0, proxy.timeout, actions=(
-                    ProxyAction(proxy.tsa, proxy.timeout, proxy.actions),))
+                then = proxy.read_after
+                request = ProxyRequest(6 if then else 5, 0, proxy.timeout, actions=(
+                    ProxyAction(proxy.tsa, proxy.timeout, proxy.actions, then),))
                 self._plan.append((f"PROXY ACTION {what} of {proxy.address}", request,
                                    ("proxy-action", proxy)))
         targets = tuple(ProxyTarget(p.tsa, p.timeout, p.items) for p in s.proxies if p.items)
@@ -391,6 +432,10 @@ class Dlt698Client:
                     self._plan.append((f"PROXY record read of {record.oad} from {proxy.address}",
                                        ProxyRequest(2, 0, proxy.timeout, tsa=proxy.tsa,
                                                     record=record), read))  # fmt: skip
+        for forward in s.transparent:
+            self._plan.append((f"PROXY forwarding on port {forward.port}",
+                               ProxyRequest(7, 0, 0, transparent=forward),
+                               ("transparent", forward)))
 
     # -- properties -------------------------------------------------------------------------
 
@@ -495,6 +540,12 @@ class Dlt698Client:
             # The time is taken when the request goes out, not when it was planned.
             local = self.now().astimezone(self.settings.tz)
             apdu = SetRequest(0, ((CLOCK, Data.date_time_s(local)),))
+        if isinstance(apdu, ProxyRequest) and apdu.kind in (3, 4) and isinstance(item, tuple) \
+                and item[1].set_clock:
+            local = self.now().astimezone(self.settings.tz)
+            ps = apdu.sets[0]
+            values = ((CLOCK, Data.date_time_s(local)), *ps.values[1:])
+            apdu = attrs.evolve(apdu, sets=(attrs.evolve(ps, values=values),))
         if isinstance(apdu, GetRequest) and apdu.kind is GetKind.NEXT:
             # The blocks of one answer keep the PIID of the request that began it (the
             # dlt698 package refuses a GET-Next under another one: "not in split transfer").
@@ -717,6 +768,10 @@ class Dlt698Client:
             self._blocks = []
         else:
             results, records = response.results, response.records
+        if self._item == "read-back":
+            meter = self._meter_id()
+            self.read_back += [(meter, r) for r in results]
+            return self._next_item()
         actions = self._take(results, records)
         return actions + self._next_item()
 
@@ -767,12 +822,55 @@ class Dlt698Client:
                     f"{self._who()}: {self._what} refused: {dar_text(result.dar)}",
                     ActionRefused))  # fmt: skip
             self.actions_done.append(str(result.omd))
+            if result.read is not None:
+                self.read_back.append((proxy.meter or proxy.address, result.read))
         return self._next_item()
 
+    def _on_proxy_set(self, response: ProxyResponse) -> list[Action]:
+        item = self._item
+        assert isinstance(item, tuple) and isinstance(item[1], ProxyRead)
+        proxy: ProxyRead = item[1]
+        results = next((done for tsa, done in response.sets if tsa == proxy.tsa), None)
+        if not results:
+            return self._fail(self._error(
+                f"{self._who()}: {self._what}: the terminal gave no result for meter "
+                f"{proxy.address}", ActionRefused))  # fmt: skip
+        meter = proxy.meter or proxy.address
+        for result in results:
+            if result.dar != 0:
+                return self._fail(self._error(
+                    f"{self._who()}: {self._what} refused: {dar_text(result.dar)}",
+                    ActionRefused))  # fmt: skip
+            self.sets_done.append(str(result.oad))
+            if result.read is not None:
+                self.read_back.append((meter, result.read))
+        if proxy.set_clock:
+            self.clock_set = True
+        return self._next_item()
+
+    def _on_transparent(self, response: ProxyResponse) -> list[Action]:
+        item = self._item
+        assert isinstance(item, tuple) and isinstance(item[1], ProxyTransparent)
+        port = str(item[1].port)
+        self.forwarded.append((port, response.command, response.dar))
+        actions: list[Action] = []
+        if response.dar is not None:
+            why = dar_text(response.dar)
+            self.skipped.append((self._what, why))
+            actions.append(Skipped(self._what, why))
+        return actions + self._next_item()
+
     def _on_proxy(self, response: ProxyResponse) -> list[Action]:
-        if response.kind == 5 and isinstance(self._item, tuple) \
-                and self._item[0] == "proxy-action":
+        kind = self._item[0] if isinstance(self._item, tuple) else None
+        if response.kind in (5, 6) and kind == "proxy-action":
             return self._on_proxy_action(response)
+        if response.kind in (3, 4) and kind == "proxy-set":
+            return self._on_proxy_set(response)
+        if response.kind == 7 and kind == "transparent":
+            return self._on_transparent(response)
+        if response.kind not in (1, 2):
+            self.stale += 1
+            return []
         s = self.settings
         received = self.now()
         actions: list[Action] = []
@@ -811,7 +909,8 @@ class Dlt698Client:
         return actions + self._next_item()
 
     def _skip_item(self, why: str) -> list[Action]:
-        if isinstance(self._item, tuple) and self._item[0] in ("action", "proxy-action"):
+        if isinstance(self._item, tuple) and self._item[0] in ("action", "proxy-action",
+                                                               "proxy-set"):
             return self._fail(self._error(f"{self._who()}: {self._what} refused: {why}",
                                           ActionRefused))
         if self._what in ("CONNECT", "RELEASE"):

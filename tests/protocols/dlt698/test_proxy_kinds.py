@@ -4,6 +4,9 @@ its bytes, dlt698 1.0.1), the client and the simulated terminal."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import attrs
 from twisted.trial import unittest
 
 from fep.errors import FrameError
@@ -19,7 +22,18 @@ from fep.protocols.dlt698.apdu import (
     decode_apdu,
     encode_apdu,
 )
+from fep.protocols.dlt698.client import (
+    ActionRefused,
+    ClientSettings,
+    Dlt698Client,
+    Failed,
+    Finished,
+    ProxyRead,
+    Skipped,
+)
 from fep.protocols.dlt698.data import COMDCB, OAD, OMD, Data, DataType, integer
+from fep.sim.dlt698 import SimulatedDlt698Meter
+from tests.protocols.dlt698.test_client import NOW, NOW_DT, meter, run
 from tests.system import require_module
 
 TSA = bytes.fromhex("05000000000001")
@@ -84,3 +98,93 @@ class CodecTests(unittest.TestCase):
             raw = encode_apdu(apdu)
             self.assertEqual(codec.encode_apdu(codec.decode_apdu(raw)), raw, name)
             self.assertEqual(raw.hex(), text)
+
+
+def terminal_with(*addresses: str) -> SimulatedDlt698Meter:
+    sim = meter(address="000000009999")
+    for n, address in enumerate(addresses, 1):
+        sim.children[address] = meter(address=address, start_kwh=100.0 * n)
+    return sim
+
+
+def through(*proxies: ProxyRead, **kw: object) -> Dlt698Client:
+    return Dlt698Client(ClientSettings(address="000000009999", items=(), proxies=proxies,
+                                       **kw), now=lambda: NOW_DT)  # type: ignore[arg-type]
+
+
+class ClientTests(unittest.TestCase):
+    def test_a_clock_set_through_the_terminal(self) -> None:
+        sim = terminal_with("000000000001")
+        client = through(ProxyRead("000000000001", items=(), set_clock=True))
+        client.now = lambda: NOW_DT + timedelta(minutes=7)
+        self.assertIsInstance(run(client, sim)[-1], Finished)
+        self.assertTrue(client.clock_set)
+        self.assertEqual(client.sets_done, ["40000200"])
+        self.assertEqual(sim.children["000000000001"].clock_offset, 420.0)
+        self.assertIn("proxy set 000000000001 40000200", sim.log)
+
+    def test_set_then_get_reads_the_attribute_back(self) -> None:
+        sim = terminal_with("000000000001")
+        client = through(ProxyRead("000000000001", items=(), set_clock=True,
+                                   read_after=((CLOCK, 0),)))
+        self.assertIsInstance(run(client, sim)[-1], Finished)
+        ((who, result),) = client.read_back
+        self.assertEqual((who, result.oad), ("000000000001", CLOCK))
+        assert result.data is not None
+        self.assertEqual(result.data.tag, DataType.DATE_TIME_S)
+
+    def test_a_set_the_meter_refuses_fails_naming_its_dar(self) -> None:
+        sim = terminal_with("000000000001")
+        client = through(ProxyRead("000000000001", items=(), sets=((OAD(0x4001, 2),
+                                                                     FIVE),)))
+        failed = run(client, sim)[-1]
+        assert isinstance(failed, Failed)
+        self.assertIsInstance(failed.error, ActionRefused)
+        self.assertIn("DAR 3 (read/write refused)", str(failed.error))
+        client = through(ProxyRead("000000000002", items=(), set_clock=True))
+        failed = run(client, sim)[-1]
+        assert isinstance(failed, Failed)
+        self.assertIn("DAR 33 (request timed out)", str(failed.error))
+
+    def test_action_then_get_reads_the_relay_after_a_trip(self) -> None:
+        sim = terminal_with("000000000001")
+        client = through(ProxyRead("000000000001", items=(), actions=(
+            (TRIP, Data.array([Data.structure((Data(DataType.OAD, RELAY),
+                                               integer(DataType.UNSIGNED, 0),
+                                               integer(DataType.LONG_UNSIGNED, 0),
+                                               Data(DataType.BOOL, False)))]),),),
+            read_after=((RELAY, 0),)))
+        self.assertIsInstance(run(client, sim)[-1], Finished)
+        self.assertEqual(sim.children["000000000001"].relay, "open")
+        ((_, result),) = client.read_back
+        assert result.data is not None
+        self.assertEqual(result.data.items[1], integer(DataType.ENUM, 1))
+
+    def test_transparent_forwarding_of_a_dlt645_read(self) -> None:
+        from fep.protocols.dlt645 import frames as f645
+        from fep.sim.dlt645 import SimulatedDlt645Meter
+
+        m645 = SimulatedDlt645Meter(address="000000000645", clock=lambda: NOW)
+
+        def rs485(data: bytes) -> bytes | None:
+            answer = m645.answer(f645.decode_frame(data))
+            return answer.encode() if answer is not None else None
+
+        sim = terminal_with()
+        sim.ports[PORT] = rs485
+        request = f645.Frame("000000000645", f645.control_code(0x11),
+                             bytes.fromhex("00000100")).encode(preamble=4)
+        forward = ProxyTransparent(PORT, COMDCB(3, 2, 8, 1, 0), 10, 500, request)
+        silent = attrs.evolve(forward, port=OAD(0xF201, 2, 2))
+        client = through(transparent=(forward, silent))
+        actions = run(client, sim)
+        self.assertIsInstance(actions[-1], Finished)
+        (port, answer, dar), (port2, none, dar2) = client.forwarded
+        self.assertEqual((port, dar), ("F2010201", None))
+        assert answer is not None
+        reply = f645.decode_frame(answer)
+        self.assertTrue(reply.is_response)
+        self.assertEqual(reply.address, "000000000645")
+        self.assertEqual((port2, none, dar2), ("F2010202", None, 33))
+        self.assertIn(Skipped("PROXY forwarding on port F2010202", "DAR 33 (request timed "
+                                                                     "out)"), actions)
