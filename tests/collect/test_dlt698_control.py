@@ -90,9 +90,15 @@ class CommandJobTests(unittest.TestCase):
         done = await self.approved(await self.ask("behind", "disconnect"), "behind")
         self.assertEqual(done.status, CommandStatus.DONE, done.outcome)
         self.assertIn("methods=80008100", done.outcome)
-        # The meter behind trips; the terminal itself does not.
+        # The meter behind trips; the terminal itself does not. The terminal read the
+        # meter's relay after the trip (PROXY ActionThenGet): the outcome gives its state.
         self.assertEqual((self.child.relay, self.sim.relay), ("open", "closed"))
         self.assertIn("proxy action 000000000001 80008100", self.sim.log)
+        self.assertIn("relay=open", done.outcome)
+        done = await self.approved(await self.ask("behind", "reconnect", mode="direct"),
+                                   "behind")
+        self.assertEqual((done.status, self.child.relay), (CommandStatus.DONE, "closed"))
+        self.assertIn("relay=closed", done.outcome)
         done = await self.settled((await self.ask("behind", "demand-reset")).id)
         self.assertEqual((done.status, self.child.demand_resets, self.sim.demand_resets),
                          (CommandStatus.DONE, 1, 0))
@@ -119,10 +125,16 @@ class CommandJobTests(unittest.TestCase):
         self.assertEqual(done.status, CommandStatus.DONE, done.outcome)
         self.assertIn("methods=80008100", done.outcome)
         self.assertEqual(self.sim.relay, "open")
+        # The relay's state read back after the ACTION (GET of F2050201).
+        self.assertIn("relay=open", done.outcome)
+        self.assertIn("get F2050201", self.sim.log)
         done = await self.approved(await self.ask("m1", "reconnect"))
         self.assertEqual((done.status, self.sim.relay), (CommandStatus.DONE, "close allowed"))
+        # Close allowed: still open until the customer presses the button.
+        self.assertIn("relay=open", done.outcome)
         done = await self.approved(await self.ask("m1", "reconnect", mode="direct"))
         self.assertEqual((done.status, self.sim.relay), (CommandStatus.DONE, "closed"))
+        self.assertIn("relay=closed", done.outcome)
 
     async def test_demand_reset_and_event_clear_need_no_approval(self) -> None:
         await self.setup()
@@ -176,6 +188,16 @@ class CommandJobTests(unittest.TestCase):
         assert done is not None
         self.assertEqual(done.counts, {"done": 2})
 
+    async def test_time_set_of_a_meter_behind_a_terminal_through_proxy_set(self) -> None:
+        await self.setup()
+        self.child.clock_offset = -40.0  # within the clock policy: no approval needed
+        done = await self.settled((await self.ask("behind", "time-set")).id)
+        self.assertEqual(done.status, CommandStatus.DONE, done.outcome)
+        # PROXY SetRequestList of 40000200 through the terminal: the meter's clock is fep's.
+        self.assertIn("proxy set 000000000001 40000200", self.sim.log)
+        self.assertLess(abs(self.child.clock_offset), 5)
+        self.assertEqual(self.sim.clock_offset, 0.0)
+
     async def test_wrong_parameters_are_refused_when_asked(
             self) -> None:  # fmt: skip
         await self.setup()
@@ -183,7 +205,6 @@ class CommandJobTests(unittest.TestCase):
             ("m1", "disconnect", {"limit": "forever"}, "limit is a whole number"),
             ("m1", "reconnect", {"mode": "maybe"}, "mode is allowed or direct"),
             ("behind", "disconnect", {"auto": "perhaps"}, "auto is yes or no"),
-            ("behind", "time-set", {}, "not set through a terminal's PROXY"),
         ):
             with self.assertRaises(commands.CommandError) as caught:
                 await self.ask(meter, action, **params)

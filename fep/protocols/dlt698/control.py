@@ -10,6 +10,11 @@ methods it sends (docs/control.md, "DL/T 698.45").
                     (``mode=direct``, 1)
 ``demand-reset``    electrical device (4300) method 6, demand initialisation
 ``event-log-clear`` 4300 method 5, event initialisation
+
+After ``disconnect`` and ``reconnect`` the first relay's OAD is read back (directly: a GET
+after the ACTION; through a terminal: PROXY ActionThenGet) and its current state, the
+second element of the relay output's structure (0 not output, 1 output), is the outcome's
+``relay``: ``closed`` or ``open``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from fep.errors import ConfigError
+from fep.protocols.dlt698.apdu import ResultNormal, dar_text
 from fep.protocols.dlt698.data import OAD, OMD, Data, DataType, integer
 
 REMOTE_CONTROL: Final = 0x8000
@@ -42,6 +48,29 @@ def _number(params: Mapping[str, Any], key: str, limit: int, default: int = 0) -
         raise ConfigError(f"{key} is a whole number of minutes 0..{limit}, not {text!r}",
                           key=key)
     return value
+
+
+RELAY_COMMANDS: Final = frozenset({"disconnect", "reconnect"})
+
+
+def relay_oads(relay: str | None) -> tuple[OAD, ...]:
+    """The relay output OADs of a meter's ``dlt698_relay`` (default F2050201)."""
+    return _relays(relay)
+
+
+def relay_state(result: ResultNormal) -> str:
+    """``closed``/``open`` from a relay output read back (its structure's current state:
+    0 not output, 1 output), or what was read instead."""
+    if result.data is None:
+        return f"unknown ({dar_text(result.dar) if result.dar is not None else 'no value'})"
+    value = result.data
+    items = value.items if value.tag in (DataType.ARRAY, DataType.STRUCTURE) else ()
+    if value.tag is DataType.ARRAY and len(items) == 1:
+        value = items[0]
+        items = value.items if value.tag is DataType.STRUCTURE else ()
+    if len(items) >= 2 and items[1].tag is DataType.ENUM and items[1].value in (0, 1):
+        return "open" if items[1].value == 1 else "closed"
+    return f"unknown ({value.tag.name.lower()} value)"
 
 
 def _relays(relay: str | None) -> tuple[OAD, ...]:
@@ -87,5 +116,5 @@ def command_methods(command: str, params: Mapping[str, Any], relay: str | None =
     raise NotImplementedError(command)
 
 
-__all__ = ["CLOSE", "COMMANDS", "DEFAULT_RELAY", "DEMAND_INIT", "EVENT_INIT", "TRIP",
-           "command_methods"]
+__all__ = ["CLOSE", "COMMANDS", "DEFAULT_RELAY", "DEMAND_INIT", "EVENT_INIT", "RELAY_COMMANDS",
+           "TRIP", "command_methods", "relay_oads", "relay_state"]

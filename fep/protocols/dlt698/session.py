@@ -86,7 +86,13 @@ from fep.protocols.dlt698.client import (
     Send,
     Skipped,
 )
-from fep.protocols.dlt698.control import COMMANDS, command_methods
+from fep.protocols.dlt698.control import (
+    COMMANDS,
+    RELAY_COMMANDS,
+    command_methods,
+    relay_oads,
+    relay_state,
+)
 from fep.protocols.dlt698.data import OAD
 from fep.protocols.dlt698.objects import CLOCK, CLOCK_OBIS, FROZEN_TIME, PROTOCOL
 from fep.protocols.dlt698.security import PLAIN, SECURITY_MODES, IDlt698Esam, NoEsam
@@ -224,23 +230,25 @@ def _through_terminal(meter: Meter, terminal: str, values: dict[str, Any]) -> di
     address; route ``dlt698:TERMINAL``, fep.collect.dlt698_route): the session is with the
     terminal, and what would be read of the meter goes in PROXY-Requests to it (attributes
     in one GetRequestList, each record in a GetRequestRecord)."""
-    if values.get("set_clock"):
-        raise ConfigError(f"meter {meter.id}: its clock is not set through terminal "
-                          f"{terminal}'s PROXY (PROXY-SetRequest is not built)",
-                          key="dlt698_terminal")
     if values.get("proxies"):
         raise ConfigError(f"meter {meter.id}: a meter read through a terminal has no meters "
                           "behind it (dlt698_proxy)", key="dlt698_proxy")
     address = values["address"]
     try:
+        actions = tuple(values.get("actions", ()))
+        # A relay read back after a command: the terminal reads it after each method
+        # (PROXY ActionThenGetRequestList).
+        back = tuple(values.get("read_back", ()))
+        read_after = tuple((back[0], 0) for _ in actions) if back and actions else ()
         proxy = ProxyRead(address, tuple(values.get("items", DEFAULT_ITEMS)),
                           tuple(values.get("records", ())), meter=meter.id,
-                          actions=tuple(values.get("actions", ())))
+                          actions=actions, set_clock=bool(values.get("set_clock")),
+                          read_after=read_after)
     except ValueError:
         raise ConfigError(f"meter {meter.id}: address {address!r} is not a meter address "
                           "a terminal's PROXY can name", key="address") from None
     return {**values, "address": terminal, "items": (), "records": (), "actions": (),
-            "proxies": (proxy,)}
+            "set_clock": False, "read_back": (), "proxies": (proxy,)}
 
 
 class Dlt698Session(MeterSession):
@@ -526,12 +534,7 @@ class Dlt698Protocol:
 
     @staticmethod
     def check_command(meter: Meter, command: str, params: Mapping[str, Any]) -> None:
-        """ConfigError, when a command is asked, for parameters the meter cannot take, and
-        for a clock set of a meter behind a terminal (route ``dlt698:ID``: no
-        PROXY-SetRequest yet)."""
-        if command == "time-set" and meter.route.strip().lower().startswith("dlt698:"):
-            raise ConfigError(f"meter {meter.id}: time-set: its clock is not set through a "
-                              "terminal's PROXY (PROXY-SetRequest is not built)", key="route")
+        """ConfigError, when a command is asked, for parameters the meter cannot take."""
         if command not in COMMANDS:
             return
         try:
@@ -558,12 +561,19 @@ class Dlt698Protocol:
             methods = command_methods(command, params, meter.metadata.get("dlt698_relay"))
         except ConfigError as e:
             return fail(ConfigError(f"meter {meter.id}: {command}: {e.message}", key=e.key))
+        relay = relay_oads(meter.metadata.get("dlt698_relay"))[0]
+        back = (relay,) if command in RELAY_COMMANDS else ()
         d, client = self._client_run(reactor, endpoint, meter, timeout, items=(), records=(),
-                                     actions=methods)
+                                     actions=methods, read_back=back)
 
         def done(_: object) -> Mapping[str, Any]:
             assert client is not None
-            return {"methods": ",".join(client.actions_done)}
+            outcome = {"methods": ",".join(client.actions_done)}
+            if back:
+                # The relay's state read after the method (its OAD's current state).
+                results = [r for _, r in client.read_back if r.oad == relay]
+                outcome["relay"] = relay_state(results[0]) if results else "unknown (not read)"
+            return outcome
 
         return d.addCallback(done)
 

@@ -188,3 +188,23 @@ class ClientTests(unittest.TestCase):
         self.assertEqual((port2, none, dar2), ("F2010202", None, 33))
         self.assertIn(Skipped("PROXY forwarding on port F2010202", "DAR 33 (request timed "
                                                                      "out)"), actions)
+
+
+class RelayStateTests(unittest.TestCase):
+    def test_the_relay_state_of_what_is_read_back(self) -> None:
+        from fep.protocols.dlt698.control import relay_state
+
+        def unit(state: int) -> Data:
+            return Data.structure((Data(DataType.VISIBLE_STRING, "relay 1"),
+                                   integer(DataType.ENUM, state), integer(DataType.ENUM, 1),
+                                   integer(DataType.ENUM, 0)))
+
+        self.assertEqual(relay_state(ResultNormal(RELAY, data=unit(1))), "open")
+        self.assertEqual(relay_state(ResultNormal(RELAY, data=unit(0))), "closed")
+        # The whole attribute (an array of one relay) reads the same.
+        self.assertEqual(relay_state(ResultNormal(OAD(0xF205, 2),
+                                                  data=Data.array([unit(1)]))), "open")
+        self.assertEqual(relay_state(ResultNormal(RELAY, dar=4)),
+                         "unknown (DAR 4 (object undefined))")
+        self.assertEqual(relay_state(ResultNormal(RELAY, data=FIVE)),
+                         "unknown (long_unsigned value)")
