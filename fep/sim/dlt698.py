@@ -105,6 +105,7 @@ class SimulatedDlt698Meter:
     rows_per_block: int | None = None
     frame_size: int | None = None
     frozen_days: int = 7
+    frozen_months: int = 3
     minute_period: int = 15
     outages: int = 2
     clock_offset: float = 0.0
@@ -217,8 +218,18 @@ class SimulatedDlt698Meter:
         now = datetime.fromtimestamp(self.now(), self.tz)
         if oi == 0x5004:
             midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-            return [(midnight - timedelta(days=n)).timestamp()
+            days = [(midnight - timedelta(days=n)).timestamp()
                     for n in range(self.frozen_days - 1, -1, -1)]  # fmt: skip
+            return [t for t in days if t not in self.holes]
+        if oi == 0x5006:
+            # Frozen at 00:00 on the first of each month (the meter's zone).
+            months = []
+            year, month = now.year, now.month
+            for _ in range(self.frozen_months):
+                months.append(now.replace(year=year, month=month, day=1, hour=0, minute=0,
+                                          second=0, microsecond=0).timestamp())
+                year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+            return [t for t in reversed(months) if t not in self.holes]
         if oi == 0x5002:
             step = self.minute_period * 60
             last = int(now.timestamp()) // step * step

@@ -94,7 +94,17 @@ from fep.protocols.dlt698.control import (
     relay_state,
 )
 from fep.protocols.dlt698.data import OAD
-from fep.protocols.dlt698.objects import CLOCK, CLOCK_OBIS, FROZEN_TIME, PROTOCOL
+from fep.protocols.dlt698.objects import (
+    CLOCK,
+    CLOCK_OBIS,
+    DAY_SERIES,
+    FROZEN_TIME,
+    MONTH_SERIES,
+    PROTOCOL,
+    add_months,
+    frozen_boundaries,
+    frozen_series,
+)
 from fep.protocols.dlt698.security import PLAIN, SECURITY_MODES, IDlt698Esam, NoEsam
 from fep.protocols.dlt698.terminal import (
     Heartbeat,
@@ -581,25 +591,72 @@ class Dlt698Protocol:
              timeout: float) -> Deferred[list[Record]]:  # fmt: skip
         return self._run(reactor, endpoint, meter, timeout)
 
+    def _profile_of(self, meter: Meter) -> tuple[OAD, tuple[OAD, ...], str | None]:
+        """The meter's profile object, its columns, and "day"/"month" for the day- (5004) and
+        month-frozen (5006) objects (None: a profile of ``dlt698_profile_period``)."""
+        profile = _oads(meter, "dlt698_profile") or (DEFAULT_PROFILE,)
+        columns = _oads(meter, "dlt698_profile_columns") or DEFAULT_PROFILE_COLUMNS
+        kind = {0x5004: "day", 0x5006: "month"}.get(profile[0].oi)
+        return profile[0], columns, kind
+
     def read_profile(self, reactor: IReactorTime, endpoint: Any, meter: Meter, since: datetime,
                      until: datetime, timeout: float) -> Deferred[list[Record]]:  # fmt: skip
         """The load profile's rows frozen in (since, until] (a row closes the interval
-        before it), as IntervalBlocks."""
+        before it), as IntervalBlocks; of the day- and month-frozen objects, the days and
+        months starting in [since, until) (``profile_plan``)."""
         md = meter.metadata
         try:
-            profile = _oads(meter, "dlt698_profile") or (DEFAULT_PROFILE,)
-            columns = _oads(meter, "dlt698_profile_columns") or DEFAULT_PROFILE_COLUMNS
+            profile, columns, kind = self._profile_of(meter)
             minutes = int(md.get("dlt698_profile_period", "15") or 15)
+            tz = settings_for(meter, self.tz).tz
         except (ConfigError, ValueError) as e:
             return fail(e if isinstance(e, ConfigError) else ConfigError(
                 f"meter {meter.id}: dlt698_profile_period must be a whole number",
                 key="dlt698_profile_period"))  # fmt: skip
+        if kind is not None:
+            # Rows frozen at the ends of the days (months) that start in [since, until).
+            starts = frozen_boundaries(kind, since, until + (timedelta(days=1) if kind == "day"
+                                                             else timedelta(days=31)), tz)
+            starts = [t for t in starts if t < until]
+            if not starts:
+                return succeed([])
+            first = starts[0].astimezone(tz)
+            last = starts[-1].astimezone(tz)
+            if kind == "day":
+                lo, hi = first + timedelta(days=1), last + timedelta(days=2)
+            else:
+                lo, hi = add_months(first, 1), add_months(last, 2)
+            read = RecordRead(profile, (FROZEN_TIME, *columns), since=lo, until=hi)
+            d = self._run(reactor, endpoint, meter, timeout, items=(), records=(read,))
+            series: str = kind
+
+            def blocks(records: list[Record]) -> list[Record]:
+                return list(frozen_series(records, series, tz))
+
+            return d.addCallback(blocks)
         period = timedelta(minutes=minutes)
         # No interval in the selector (every row in the range): the dlt698 package refuses
         # one ("read/write refused"), and a profile has one row per interval anyway.
-        read = RecordRead(profile[0], (FROZEN_TIME, *columns), since=since + period,
+        read = RecordRead(profile, (FROZEN_TIME, *columns), since=since + period,
                           until=until + period, interval=period)  # fmt: skip
         return self._run(reactor, endpoint, meter, timeout, items=(), records=(read,))
+
+    def profile_plan(self, meter: Meter, since: datetime, until: datetime
+                     ) -> tuple[list[datetime], timedelta, int] | None:  # fmt: skip
+        """For the collection engine's load-profile job (fep.collect.runner): the interval
+        starts a day- or month-frozen profile has in [since, until) (local midnights, the
+        firsts of the months), the longest period (to join gaps into ranges) and the OBIS F
+        group of its series; None for the others (their epoch grid of one period)."""
+        try:
+            _, _, kind = self._profile_of(meter)
+            tz = settings_for(meter, self.tz).tz
+        except ConfigError:
+            return None
+        if kind is None:
+            return None
+        longest = timedelta(days=1) if kind == "day" else timedelta(days=31)
+        return (frozen_boundaries(kind, since, until, tz), longest,
+                DAY_SERIES if kind == "day" else MONTH_SERIES)
 
     def read_events(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
                     since: datetime | None, timeout: float) -> Deferred[list[Record]]:  # fmt: skip
