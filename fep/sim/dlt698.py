@@ -132,6 +132,10 @@ class SimulatedDlt698Meter:
     # A terminal's ports for PROXY transparent forwarding (TransCommand): by port OAD
     # (F2010201, the first RS-485), what answers the bytes forwarded (None: silence, DAR 33).
     ports: dict[OAD, Callable[[bytes], bytes | None]] = attrs.field(factory=dict)
+    # Attributes SET may write (besides the clock), of the type they hold: the asset
+    # management code (4103) by default.
+    parameters: dict[OAD, Data] = attrs.field(factory=lambda: {
+        OAD(0x4103, 2): Data(DataType.VISIBLE_STRING, "SIM-ASSET-0001")})
     # Event reports (REPORT-Notification) the meter pushes after its next answer, and the
     # OADs the client acknowledged (REPORT-Response).
     reports: list[ReportNotification] = attrs.field(factory=list)
@@ -178,6 +182,8 @@ class SimulatedDlt698Meter:
         return None
 
     def _attribute(self, oad: OAD, at: float) -> Data | None:
+        if oad in self.parameters:
+            return self.parameters[oad]
         u32, u16, i32, i16 = (DataType.DOUBLE_LONG_UNSIGNED, DataType.LONG_UNSIGNED,
                               DataType.DOUBLE_LONG, DataType.LONG)  # fmt: skip
         key = (oad.oi, oad.number)
@@ -454,6 +460,12 @@ class SimulatedDlt698Meter:
             if when is not None:
                 self.clock_offset = when.timestamp() - self.clock()
                 return 0
+        held = self.parameters.get(oad)
+        if held is not None:
+            if held.tag is not value.tag:
+                return 7  # type mismatch
+            self.parameters[oad] = value
+            return 0
         return DAR_REFUSED
 
     def _read_after(self, oad: OAD) -> ResultNormal:

@@ -240,8 +240,11 @@ class ClientSettings:
     # (fep.protocols.dlt698.security): plain, plaintext-rn or refuse-unverified.
     security: str = PLAIN
     esam: IDlt698Esam = attrs.field(factory=NoEsam)
-    # Attributes read after the actions (a relay's state after a trip or close), kept in
-    # the client's ``read_back``, not filed as records.
+    # Attributes written with SET-Request after the association (a command; a DAR other
+    # than 0 fails the session).
+    sets: tuple[tuple[OAD, Data], ...] = ()
+    # Attributes read after the sets and actions (a relay's state after a trip or close,
+    # the attributes set), kept in the client's ``read_back``, not filed as records.
     read_back: tuple[OAD, ...] = ()
     # Frames forwarded as they are through the terminal's ports (PROXY TransCommand), after
     # everything else; the answers kept in the client's ``forwarded``.
@@ -387,10 +390,13 @@ class Dlt698Client:
         s = self.settings
         if s.set_clock:
             self._plan.append(("clock set", SetRequest(0, ()), "clock"))
+        if s.sets:
+            self._plan.append((f"SET of {', '.join(str(o) for o, _ in s.sets)}",
+                               SetRequest(0, s.sets, len(s.sets) > 1), ("set", s.sets)))
         for omd, parameter in s.actions:
             self._plan.append((f"ACTION {omd}", ActionRequest(0, ((omd, parameter),)),
                                ("action", omd)))
-        if s.read_back and s.actions:
+        if s.read_back and (s.actions or s.sets):
             kind = GetKind.NORMAL if len(s.read_back) == 1 else GetKind.NORMAL_LIST
             self._plan.append((f"GET of {', '.join(map(str, s.read_back))} (read back)",
                                GetRequest(kind, 0, s.read_back), "read-back"))  # fmt: skip
@@ -715,6 +721,15 @@ class Dlt698Client:
                     f"{self._who()}: {self._what} refused: {dar_text(dar)}", ActionRefused))
             self.actions_done.append(str(omd_done))
             return self._next_item()
+        if isinstance(apdu, SetResponse) and isinstance(self._item, tuple) \
+                and self._item[0] == "set":
+            for oad, dar in apdu.results:
+                if dar != 0:
+                    return self._fail(self._error(
+                        f"{self._who()}: SET of {oad} refused: {dar_text(dar)}",
+                        ActionRefused))  # fmt: skip
+                self.sets_done.append(str(oad))
+            return self._next_item()
         if isinstance(apdu, SetResponse) and self._item == "clock":
             ((_, dar),) = apdu.results[:1] or ((None, 255),)
             if dar != 0:
@@ -910,7 +925,7 @@ class Dlt698Client:
 
     def _skip_item(self, why: str) -> list[Action]:
         if isinstance(self._item, tuple) and self._item[0] in ("action", "proxy-action",
-                                                               "proxy-set"):
+                                                               "proxy-set", "set"):
             return self._fail(self._error(f"{self._who()}: {self._what} refused: {why}",
                                           ActionRefused))
         if self._what in ("CONNECT", "RELEASE"):

@@ -10,6 +10,8 @@ methods it sends (docs/control.md, "DL/T 698.45").
                     (``mode=direct``, 1)
 ``demand-reset``    electrical device (4300) method 6, demand initialisation
 ``event-log-clear`` 4300 method 5, event initialisation
+``parameter-set``   SET of the attributes named ``OAD=TYPE:VALUE`` (no method), each read
+                    back after it
 
 After ``disconnect`` and ``reconnect`` the first relay's OAD is read back (directly: a GET
 after the ACTION; through a terminal: PROXY ActionThenGet) and its current state, the
@@ -33,7 +35,21 @@ CLOSE: Final = OMD(REMOTE_CONTROL, 130)
 EVENT_INIT: Final = OMD(DEVICE, 5)
 DEMAND_INIT: Final = OMD(DEVICE, 6)
 DEFAULT_RELAY: Final = OAD(0xF205, 2, 1)
-COMMANDS: Final = frozenset({"disconnect", "reconnect", "demand-reset", "event-log-clear"})
+COMMANDS: Final = frozenset({"disconnect", "reconnect", "demand-reset", "event-log-clear",
+                             "parameter-set"})
+# parameter-set OAD=TYPE:VALUE: the types a value can be given as.
+SET_TYPES: Final = {
+    "bool": DataType.BOOL,
+    "integer": DataType.INTEGER,
+    "long": DataType.LONG,
+    "double-long": DataType.DOUBLE_LONG,
+    "unsigned": DataType.UNSIGNED,
+    "long-unsigned": DataType.LONG_UNSIGNED,
+    "double-long-unsigned": DataType.DOUBLE_LONG_UNSIGNED,
+    "enum": DataType.ENUM,
+    "visible-string": DataType.VISIBLE_STRING,
+    "octet-string": DataType.OCTET_STRING,
+}
 _YES = ("yes", "y", "true", "1", "on")
 _NO = ("no", "n", "false", "0", "off")
 
@@ -85,6 +101,43 @@ def _relays(relay: str | None) -> tuple[OAD, ...]:
     return tuple(out) or (DEFAULT_RELAY,)
 
 
+def parameter_values(params: Mapping[str, Any]) -> tuple[tuple[OAD, Data], ...]:
+    """The attributes ``parameter-set`` writes: each parameter named by its OAD (8 hex
+    digits) with ``TYPE:VALUE`` (a type of SET_TYPES; octet-string in hex, bool yes/no);
+    other parameters (the engine's own) are not values. ConfigError names a bad one."""
+    out = []
+    for key, raw in params.items():
+        try:
+            oad = OAD.parse(str(key))
+        except ValueError:
+            continue
+        text = str(raw).strip()
+        kind, sep, value = text.partition(":")
+        tag = SET_TYPES.get(kind.strip().lower())
+        if not sep or tag is None:
+            raise ConfigError(f"{key} is TYPE:VALUE with a TYPE of {', '.join(SET_TYPES)}, "
+                              f"not {text!r}", key=str(key))
+        try:
+            if tag is DataType.BOOL:
+                if value.strip().lower() not in _YES + _NO:
+                    raise ValueError(value)
+                data = Data(tag, value.strip().lower() in _YES)
+            elif tag is DataType.VISIBLE_STRING:
+                data = Data(tag, value)
+            elif tag is DataType.OCTET_STRING:
+                data = Data(tag, bytes.fromhex(value))
+            else:
+                data = integer(tag, int(value, 0))
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{key}: {value!r} is no {kind.strip().lower()} value",
+                              key=str(key)) from None
+        out.append((oad, data))
+    if not out:
+        raise ConfigError("parameter-set names the attributes it writes as OAD=TYPE:VALUE "
+                          "(40010200=octet-string:000000123456)", key="parameter-set")
+    return tuple(out)
+
+
 def command_methods(command: str, params: Mapping[str, Any], relay: str | None = None
                     ) -> tuple[tuple[OMD, Data], ...]:  # fmt: skip
     """The ACTION methods and parameters of ``command`` (``relay``: the meter's
@@ -113,8 +166,11 @@ def command_methods(command: str, params: Mapping[str, Any], relay: str | None =
         return ((DEMAND_INIT, Data.null()),)
     if command == "event-log-clear":
         return ((EVENT_INIT, Data.null()),)
+    if command == "parameter-set":
+        return ()  # no method: SET (parameter_values)
     raise NotImplementedError(command)
 
 
 __all__ = ["CLOSE", "COMMANDS", "DEFAULT_RELAY", "DEMAND_INIT", "EVENT_INIT", "RELAY_COMMANDS",
-           "TRIP", "command_methods", "relay_oads", "relay_state"]
+           "SET_TYPES", "TRIP", "command_methods", "parameter_values", "relay_oads",
+           "relay_state"]

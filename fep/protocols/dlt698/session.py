@@ -90,10 +90,11 @@ from fep.protocols.dlt698.control import (
     COMMANDS,
     RELAY_COMMANDS,
     command_methods,
+    parameter_values,
     relay_oads,
     relay_state,
 )
-from fep.protocols.dlt698.data import OAD
+from fep.protocols.dlt698.data import OAD, Data
 from fep.protocols.dlt698.objects import (
     CLOCK,
     CLOCK_OBIS,
@@ -249,16 +250,23 @@ def _through_terminal(meter: Meter, terminal: str, values: dict[str, Any]) -> di
         # A relay read back after a command: the terminal reads it after each method
         # (PROXY ActionThenGetRequestList).
         back = tuple(values.get("read_back", ()))
-        read_after = tuple((back[0], 0) for _ in actions) if back and actions else ()
+        sets = tuple(values.get("sets", ()))
+        if back and actions:
+            read_after = tuple((back[0], 0) for _ in actions)
+        elif back and sets:
+            # Each attribute set is read back by the terminal (PROXY SetThenGet).
+            read_after = tuple((oad, 0) for oad in back)
+        else:
+            read_after = ()
         proxy = ProxyRead(address, tuple(values.get("items", DEFAULT_ITEMS)),
                           tuple(values.get("records", ())), meter=meter.id,
                           actions=actions, set_clock=bool(values.get("set_clock")),
-                          read_after=read_after)
+                          sets=sets, read_after=read_after)
     except ValueError:
         raise ConfigError(f"meter {meter.id}: address {address!r} is not a meter address "
                           "a terminal's PROXY can name", key="address") from None
     return {**values, "address": terminal, "items": (), "records": (), "actions": (),
-            "set_clock": False, "read_back": (), "proxies": (proxy,)}
+            "set_clock": False, "read_back": (), "sets": (), "proxies": (proxy,)}
 
 
 class Dlt698Session(MeterSession):
@@ -549,6 +557,8 @@ class Dlt698Protocol:
             return
         try:
             command_methods(command, params, meter.metadata.get("dlt698_relay"))
+            if command == "parameter-set":
+                parameter_values(params)
         except ConfigError as e:
             raise ConfigError(f"meter {meter.id}: {command}: {e.message}", key=e.key) from None
 
@@ -569,9 +579,12 @@ class Dlt698Protocol:
                                      meter=meter.id, protocol=PROTOCOL))
         try:
             methods = command_methods(command, params, meter.metadata.get("dlt698_relay"))
+            sets = parameter_values(params) if command == "parameter-set" else ()
+            relay = relay_oads(meter.metadata.get("dlt698_relay"))[0]
         except ConfigError as e:
             return fail(ConfigError(f"meter {meter.id}: {command}: {e.message}", key=e.key))
-        relay = relay_oads(meter.metadata.get("dlt698_relay"))[0]
+        if sets:
+            return self._parameter_set(reactor, endpoint, meter, sets, timeout)
         back = (relay,) if command in RELAY_COMMANDS else ()
         d, client = self._client_run(reactor, endpoint, meter, timeout, items=(), records=(),
                                      actions=methods, read_back=back)
@@ -584,6 +597,25 @@ class Dlt698Protocol:
                 results = [r for _, r in client.read_back if r.oad == relay]
                 outcome["relay"] = relay_state(results[0]) if results else "unknown (not read)"
             return outcome
+
+        return d.addCallback(done)
+
+    def _parameter_set(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
+                       sets: tuple[tuple[OAD, Data], ...], timeout: float
+                       ) -> Deferred[Mapping[str, Any]]:  # fmt: skip
+        """``parameter-set``: SET-Request of the attributes (through a terminal: PROXY
+        SetThenGet), each read back; the outcome names them and whether the meter holds
+        what was written (``verified``)."""
+        oads = tuple(oad for oad, _ in sets)
+        d, client = self._client_run(reactor, endpoint, meter, timeout, items=(), records=(),
+                                     sets=sets, read_back=oads)
+
+        def done(_: object) -> Mapping[str, Any]:
+            assert client is not None
+            held = {r.oad: r.data for _, r in client.read_back}
+            differ = [str(oad) for oad, value in sets if held.get(oad) != value]
+            return {"set": ",".join(client.sets_done),
+                    "verified": "yes" if not differ else f"no ({', '.join(differ)})"}
 
         return d.addCallback(done)
 
