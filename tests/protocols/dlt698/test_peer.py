@@ -168,6 +168,19 @@ class FepReadsPeerServerTests(unittest.TestCase):
         ])
 
     @inlineCallbacks
+    def test_the_peer_server_leaves_a_secured_get_unanswered(self) -> Any:
+        # dlt698 1.0.1's server has no security service: a GET in a SECURITY-Request
+        # (plaintext + RN) gets no answer, so fep's secured reads are tested against fep's
+        # simulator, and the SECURITY bytes against the package's codec.
+        from fep.errors import SessionTimeout
+
+        endpoint = self.server()
+        with self.assertRaises(SessionTimeout):
+            yield Dlt698Protocol().read(reactor, endpoint, meter(
+                dlt698_items="00100200", dlt698_security="plaintext-rn", dlt698_retries="0"),
+                1.0)
+
+    @inlineCallbacks
     def test_fep_answers_a_terminal_login_then_reads(self) -> Any:
         endpoint = self.server(profile="remote_public")
         records = yield Dlt698Protocol().read(reactor, endpoint, meter(

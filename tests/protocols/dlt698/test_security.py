@@ -12,12 +12,13 @@ SID [3] } }; SECURITY-Response ::= SEQUENCE { CHOICE { plaintext [0], ciphertext
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from twisted.trial import unittest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from fep.errors import ConfigError, FrameError
+from fep.errors import ConfigError, FrameError, ProtocolError
 from fep.model import Meter, Reading
 from fep.protocols.dlt698.apdu import (
     GetKind,
@@ -249,3 +250,43 @@ class SettingTests(unittest.TestCase):
             settings_for(self._meter(dlt698_security="ciphertext"))
         self.assertEqual(e.exception.key, "dlt698_security")
 
+
+
+class LoopbackTests(unittest.TestCase):
+    """The setting through the protocol, over TCP, against the simulated meter that
+    requires plaintext + MAC."""
+
+    def endpoint(self, sim: Any) -> Any:
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+
+        from fep.sim.dlt698 import Dlt698MeterFactory
+
+        port = reactor.listenTCP(0, Dlt698MeterFactory([sim], reactor), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+
+    def meter(self, sim: Any, **md: str) -> Meter:
+        return Meter(id="m1", protocol="dlt698", route="tcp:host=127.0.0.1:port=1",
+                     address=sim.address, metadata={"dlt698_items": "00100200", **md})
+
+    async def test_a_secured_read_over_tcp_with_the_protocols_esam_service(self) -> None:
+        from twisted.internet import reactor
+
+        from fep.protocols.dlt698.session import Dlt698Protocol
+        from fep.sim.dlt698 import SimulatedDlt698Meter
+
+        sim = SimulatedDlt698Meter(require_security=True)
+        endpoint = self.endpoint(sim)
+        records = await Dlt698Protocol().read(reactor, endpoint, self.meter(
+            sim, dlt698_security="plaintext-rn"), 5.0)
+        self.assertEqual(len(records), 5)
+        self.assertEqual(len(sim.rns), 1)
+        esam = FakeEsam(SIM_MAC)
+        records = await Dlt698Protocol(esam=esam).read(reactor, endpoint, self.meter(
+            sim, dlt698_security="refuse-unverified"), 5.0)
+        self.assertEqual((len(records), len(esam.asked)), (5, 1))
+        with self.assertRaises(ProtocolError) as caught:
+            await Dlt698Protocol().read(reactor, endpoint, self.meter(
+                sim, dlt698_security="refuse-unverified"), 5.0)
+        self.assertIn("no ESAM service (MACs not verified)", str(caught.exception))
