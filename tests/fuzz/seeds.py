@@ -153,8 +153,9 @@ def dlt698() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
                          + [("all", stream_chunks(b"\xfe\xfe" + b"".join(frames.values()), 7)),
                             ("split_record_response", stream_chunks(split, 31))]),
         "dlt698_apdu": ("the APDUs of tests/fixtures/dlt698/published_frames.txt (alone and "
-                        "in its frames), and the SECURITY APDUs of "
-                        "tests/protocols/dlt698/test_security.py (the dlt698 package's bytes)",
+                        "in its frames), and the SECURITY and PROXY APDUs of "
+                        "tests/protocols/dlt698/test_security.py and test_proxy_kinds.py (the "
+                        "dlt698 package's bytes)",
                         list(apdus.items())),
         "dlt698_data": ("the values in the GET answers of "
                         "tests/fixtures/dlt698/published_frames.txt", values),
@@ -181,11 +182,14 @@ def dlt698() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
 def _more_apdus() -> dict[str, bytes]:
     """The SECURITY-Request/Response fixtures (the dlt698 package's bytes) and the PROXY
     kinds the tests build."""
+    from tests.protocols.dlt698 import test_proxy_kinds as proxy
     from tests.protocols.dlt698 import test_security as sec
 
-    return {f"security_{n}": getattr(sec, n) for n in (
+    out = {f"security_{n}": getattr(sec, n) for n in (
         "PLAIN_RN", "PLAIN_MAC", "DAR_ONLY", "CIPHER_RN_MAC", "CIPHER_SID_MAC", "PLAIN_SID",
         "CIPHER_SID_MAC_RESPONSE")}
+    out.update({f"proxy_{name}": bytes.fromhex(text) for name, (text, _) in proxy.PEER.items()})
+    return out
 
 
 def _terminal() -> bytes:
