@@ -272,16 +272,27 @@ class LoopbackTests(unittest.TestCase):
 
     async def test_a_secured_read_over_tcp_with_the_protocols_esam_service(self) -> None:
         from twisted.internet import reactor
+        from twisted.logger import formatEvent, globalLogPublisher
 
         from fep.protocols.dlt698.session import Dlt698Protocol
         from fep.sim.dlt698 import SimulatedDlt698Meter
 
         sim = SimulatedDlt698Meter(require_security=True)
         endpoint = self.endpoint(sim)
+        seen: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            seen.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
         records = await Dlt698Protocol().read(reactor, endpoint, self.meter(
             sim, dlt698_security="plaintext-rn"), 5.0)
         self.assertEqual(len(records), 5)
         self.assertEqual(len(sim.rns), 1)
+        # The read's log says the MAC was not verified, naming the service.
+        self.assertIn("m1: 1 secured answers taken with their MAC not verified (no ESAM "
+                      "service (MACs not verified))", seen)
         esam = FakeEsam(SIM_MAC)
         records = await Dlt698Protocol(esam=esam).read(reactor, endpoint, self.meter(
             sim, dlt698_security="refuse-unverified"), 5.0)
