@@ -23,7 +23,7 @@ from zope.interface import implementer
 from fep.collect import firmware, gaps
 from fep.collect.clock import ClockAction, ClockPolicy
 from fep.collect.commands import clock_hold, hold
-from fep.collect.dlt698_route import through_terminal
+from fep.collect.dlt698_route import forwarding, through_terminal
 from fep.collect.readnow import ReadsNow, is_read_now, with_options
 from fep.collect.schedule import parse_duration
 from fep.collect.tasks import (
@@ -267,7 +267,8 @@ class JobRunner:
         try:
             protocol = self.protocol_for(meter.protocol)
             route, meter = self._connected_route(meter)
-            endpoint = CountingEndpoint(self.endpoint_for(self.reactor, route))
+            endpoint = CountingEndpoint(forwarding(self.endpoint_for(self.reactor, route),
+                                                   meter))
             timeout = _seconds(job.params.get("timeout"), "timeout", self.timeout)
             work = {
                 JobKind.REGISTERS: self._read,

@@ -720,6 +720,28 @@ class Dlt698MeterFactory(ServerFactory[Dlt698MeterProtocol]):
         self.bad_requests = 0
 
 
+RS485_1 = OAD(0xF201, 2, 1)
+
+
+def dlt645_on_port(address: str) -> Callable[[bytes], bytes | None]:
+    """A simulated DL/T 645 meter as a terminal's port answers for it: the frame forwarded
+    in, its answer's bytes out (None: not addressed or not understood, the port is
+    silent)."""
+    from fep.protocols.dlt645 import frames as f645
+    from fep.sim.dlt645 import SimulatedDlt645Meter
+
+    meter = SimulatedDlt645Meter(address=address)
+
+    def port(data: bytes) -> bytes | None:
+        try:
+            answer = meter.answer(f645.decode_frame(data))
+        except FrameError:
+            return None
+        return answer.encode() if answer is not None else None
+
+    return port
+
+
 def serve_pty(reactor: IConnectingReactor, device: str, factory: Dlt698MeterFactory,
               baud: int = 9600) -> Any:  # fmt: skip
     """Serve the factory's meters on a serial device or pty (8E1, as RS-485 lines run)."""
@@ -743,6 +765,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--secured", action="store_true",
                         help="refuse plain GETs; answer GETs in SECURITY-Requests (plaintext"
                         " + RN) in plaintext with a fixed MAC")
+    parser.add_argument("--rs485", metavar="ADDRESS",
+                        help="a simulated DL/T 645 meter on the terminal's RS-485 port "
+                        "(F2010201), reached by PROXY transparent forwarding")
     parser.add_argument("--behind", action="append", default=[], metavar="ADDRESS",
                         help="a meter behind this one (a concentrator), read through PROXY")
     args = parser.parse_args(argv)
@@ -763,6 +788,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as e:
             parser.error(f"--behind: {e}")
         meter.children[address] = SimulatedDlt698Meter(address, start_kwh=100.0 * n)
+    if args.rs485:
+        meter.ports[RS485_1] = dlt645_on_port(args.rs485)
     factory = Dlt698MeterFactory([meter], reactor, login=args.login)
     if args.port is not None:
         serve.serve_tcp(reactor, args.port, factory, args.interface, args.address)
@@ -778,7 +805,9 @@ if __name__ == "__main__":
 
 
 __all__ = [
+    "RS485_1",
     "Dlt698MeterFactory",
+    "dlt645_on_port",
     "Dlt698MeterProtocol",
     "SimulatedDlt698Meter",
     "serve_pty",

@@ -208,3 +208,55 @@ class RelayStateTests(unittest.TestCase):
                          "unknown (DAR 4 (object undefined))")
         self.assertEqual(relay_state(ResultNormal(RELAY, data=FIVE)),
                          "unknown (long_unsigned value)")
+
+
+class ForwardLinkTests(unittest.TestCase):
+    """fep.protocols.dlt698.forward against the simulated terminal, bytes alone."""
+
+    def exchange(self, sim: SimulatedDlt698Meter, data: bytes) -> bytes:
+        from fep.protocols.dlt698.frames import FrameDecoder
+
+        return b"".join(a.encode() for f in FrameDecoder().receive(data) for a in sim.answer(f))
+
+    def test_association_forwarding_a_silent_port_and_a_heartbeat(self) -> None:
+        from fep.protocols.dlt698.forward import (
+            Answer,
+            ForwardLink,
+            ForwardSettings,
+            Ready,
+            Refused,
+            Reply,
+        )
+
+        sim = terminal_with()
+        sim.ports[PORT] = lambda data: b"\x68" + data[::-1]
+        link = ForwardLink(ForwardSettings("000000009999", PORT, 9600))
+        first = link.start()
+        assert first is not None
+        self.assertEqual(link.receive(self.exchange(sim, first)), [Ready()])
+        answer = self.exchange(sim, link.wrap(b"\x01\x02"))
+        self.assertEqual(link.receive(answer), [Answer(b"\x68\x02\x01")])
+        # 9600 bit/s (code 6), even parity, 8 data bits, 1 stop bit, no flow control.
+        self.assertEqual(link.settings.comdcb, COMDCB(6, 2, 8, 1, 0))
+        self.assertIn("proxy forward F2010201 0102", sim.log)
+        silent = ForwardLink(ForwardSettings("000000009999", OAD(0xF201, 2, 2), connect=False))
+        self.assertIsNone(silent.start())
+        (refused,) = silent.receive(self.exchange(sim, silent.wrap(b"\x01")))
+        self.assertEqual(refused, Refused("terminal 000000009999: port F2010202: DAR 33 "
+                                          "(request timed out)"))
+        (reply,) = link.receive(sim.login())
+        self.assertIsInstance(reply, Reply)
+        self.assertEqual(link.receive(b"\x68\x00garbage"), [])
+        with self.assertRaises(ValueError):
+            ForwardSettings("000000009999", PORT, 1234)
+
+    def test_a_refused_connect(self) -> None:
+        from fep.protocols.dlt698.forward import ForwardLink, ForwardSettings, Refused
+
+        sim = terminal_with()
+        sim.password = "secret"
+        link = ForwardLink(ForwardSettings("000000009999", PORT, password="wrong"))
+        first = link.start()
+        assert first is not None
+        self.assertEqual(link.receive(self.exchange(sim, first)),
+                         [Refused("terminal 000000009999: CONNECT refused (result 1)")])
