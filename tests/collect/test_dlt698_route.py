@@ -252,6 +252,28 @@ class ForwardedTests(unittest.TestCase):
         self.assertEqual(sim.log[-1], "release")
         self.assertEqual(job.resource, f"tcp:127.0.0.1:{terminal.route.rsplit('=', 1)[1]}")
 
+    async def test_a_silent_port_and_a_refused_association_fail_the_job(self) -> None:
+        sim, _, terminal, meter = self.setup(dlt698_password="wrong")
+        sim.password = "123456"
+        silent = attrs.evolve(meter, id="E2", route="dlt698:T1:port=F2010202")
+        engine, _ = await engine_for(self, [terminal, meter, silent])
+        now = reactor.seconds()
+        await engine.jobs.save_task(Task(name="regs", kind="registers", schedule="every 1d",
+                                         target=Target.parse("meters:E1"), retries=0,
+                                         next_due=now + 3600), now)
+        await engine.scheduler.run_now("regs")
+        (job,) = await jobs_ended(engine, 1)
+        self.assertEqual(job.status, JobStatus.FAILED)
+        self.assertIn("CONNECT refused", job.error)
+        sim.password = None
+        await engine.jobs.save_task(Task(name="silent", kind="registers", schedule="every 1d",
+                                         target=Target.parse("meters:E2"), retries=0,
+                                         options={"timeout": "2s"}, next_due=now + 3600), now)
+        await engine.scheduler.run_now("silent")
+        (job,) = await jobs_ended(engine, 1, task="silent")
+        self.assertEqual(job.status, JobStatus.FAILED)
+        self.assertTrue(any(line.startswith("proxy forward F2010202") for line in sim.log))
+
     def test_route_options(self) -> None:
         _, _, terminal, meter = self.setup()
         route, read = through_terminal(meter, {"T1": terminal}.get) or ("", meter)
