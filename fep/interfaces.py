@@ -403,7 +403,8 @@ class IJobStore(Interface):
 
     Times are POSIX seconds given by the caller (the engine's reactor clock), never the
     database's own clock, so every node and every test agrees on them. Every method returns
-    a Deferred and runs in one transaction.
+    a Deferred and runs in one transaction, except ``start`` and ``finish``: their changes
+    are committed in batches, many to a transaction (``flush``).
     """
 
     dialect = Attribute("sqlite or postgresql")
@@ -470,6 +471,14 @@ class IJobStore(Interface):
 
     def expire(now: float) -> Deferred[list[Any]]:
         """Record pending jobs whose deadline passed as missed; fires with them."""
+
+    def flush() -> Deferred[None]:
+        """Commit the job starts and finishes queued so far (they are recorded in batches,
+        one transaction per batch); fires once they are."""
+
+    def settle() -> Deferred[None]:
+        """Like ``flush`` but with one try, forgetting what could not be committed: what
+        the engine calls as it stops (those jobs' leases expire and they run again)."""
 
     def jobs(
         meter: str | None = None,
