@@ -256,3 +256,38 @@ class JobStoreBehaviours:
         self.assertEqual([(a.who, a.action) for a in trail],
                          [("alice", "requested"), ("bob", "approved")])
         self.assertEqual([c.id for c in await jobs.commands(meter="m1")], [asked.id])
+
+    async def test_bookkeeping_in_batches_answered_at_once(self) -> None:
+        from twisted.internet import reactor
+
+        store = self.new_store()
+        await store.open()
+        self.addCleanup(store.close)
+        jobs = JobStore(store, reactor=reactor, interval=0.01, write_behind=True)
+        await jobs.add_jobs([job(f"m{n}", due=NOW - n) for n in range(250)], NOW)
+        leased = await jobs.lease("n1", NOW, NOW + 60, 250, {}, {})
+        self.assertEqual(len(leased), 250)
+        started = []
+        for j in leased:
+            d = jobs.start(j.id, "n1", NOW + 1, NOW + 61)
+            self.assertTrue(d.called)  # from the lease, not the database
+            started.append(await d)
+        for j in started[:200]:
+            self.assertTrue(await jobs.finish(j, "n1", "done",
+                                              Outcome(True, result="ok", records=3),
+                                              NOW + 2, None))
+        for j in started[200:]:
+            await jobs.finish(j, "n1", "pending", Outcome(False, error="silence"), NOW + 2,
+                              NOW + 30)
+        await jobs.flush()
+        self.assertLessEqual(jobs.bookkeeping.batches, 3)
+        stored = await jobs.jobs(limit=None)
+        done = [j for j in stored if j.status == JobStatus.DONE]
+        waiting = [j for j in stored if j.status == JobStatus.PENDING]
+        self.assertEqual((len(done), len(waiting)), (200, 50))
+        self.assertEqual({(j.attempts, j.records, j.first_ok, j.node, j.started_at)
+                          for j in done}, {(1, 3, True, "n1", NOW + 1)})
+        self.assertEqual({(j.attempts, j.run_at, j.node, j.first_ok) for j in waiting},
+                         {(1, NOW + 30, None, False)})
+        (row,) = await jobs.stats("2000-01-01", "task")
+        self.assertEqual((row.jobs, row.ok, row.attempts), (200, 200, 200))
