@@ -11,13 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial import unittest
 
 from fep.collect.jobstore import (
     BOOKKEEPING_INTERVAL,
     FINISH,
     START,
+    Bookkeeping,
     Change,
     JobStore,
     _groups,
@@ -272,6 +273,49 @@ class BookkeepingTests(unittest.TestCase):
         self.assertFalse(finished.called)
         self.clock.advance(INTERVAL)
         self.assertTrue(fired(finished))
+
+
+class BatchLimitTests(unittest.TestCase):
+    """Bookkeeping alone, on a fake clock, with a fake transaction."""
+
+    def setUp(self) -> None:
+        self.clock = SyncReactor()
+        self.batches: list[list[int]] = []
+        self.failing = False
+
+    def run_batch(self, changes: Any) -> Deferred[list[Any]]:
+        if self.failing:
+            return fail(StoreError("down"))
+        self.batches.append([c.job_id for c in changes])
+        return succeed([True] * len(changes))
+
+    def test_a_full_batch_leaves_at_once(self) -> None:
+        self.assertEqual(Bookkeeping(self.run_batch, self.clock, INTERVAL).max_batch, 1000)
+        book = Bookkeeping(self.run_batch, self.clock, INTERVAL, max_batch=3)
+        for n in range(7):
+            book.add(start_change(n, "n", NOW, NOW))
+        self.assertEqual(self.batches, [[0, 1, 2], [3, 4, 5]])
+        self.clock.advance(INTERVAL)
+        self.assertEqual(self.batches, [[0, 1, 2], [3, 4, 5], [6]])
+
+    def test_retries_wait_longer_each_time_up_to_thirty_seconds(self) -> None:
+        book = Bookkeeping(self.run_batch, self.clock, INTERVAL)
+        change = start_change(1, "n", NOW, NOW)
+        change.retry = True  # its caller was answered already
+        book.add(change)
+        self.failing = True
+        self.clock.advance(INTERVAL)
+        delays = []
+        for _ in range(12):
+            (call,) = self.clock.getDelayedCalls()
+            delays.append(round(call.getTime() - self.clock.seconds(), 3))
+            self.clock.advance(delays[-1])
+        self.assertEqual(delays[:4], [0.1, 0.2, 0.4, 0.8])
+        self.assertEqual(delays[-3:], [30.0, 30.0, 30.0])
+        self.failing = False
+        self.clock.advance(30)
+        self.assertEqual(self.batches, [[1]])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class GroupTests(unittest.TestCase):
