@@ -457,14 +457,17 @@ class IJobStore(Interface):
         """Extend the leases ``node`` still holds."""
 
     def start(job_id: int, node: str, now: float, until: float) -> Deferred[Any]:
-        """Mark an attempt started (attempts + 1); the job, or None if the lease is lost."""
+        """Mark an attempt started (attempts + 1); the job, or None if the lease is lost.
+        A store writing behind (the engine's) answers at once for a job it leased, from
+        the lease, and finds a lost lease when the batch commits."""
 
     def finish(
         job: Any, node: str, status: str, outcome: Any, now: float, run_at: float | None
     ) -> Deferred[bool]:
         """Record an attempt's outcome: a final status (done, failed, missed; counted in the
         statistics) or pending again with ``run_at`` for a retry. False if the lease was
-        lost (another node took the job)."""
+        lost (another node took the job). A store writing behind answers True at once for
+        a job it started (not for a command's job, whose answer waits for the commit)."""
 
     def release(node: str, ids: Sequence[int]) -> Deferred[int]:
         """Give back leased jobs that were not started (shutdown)."""
