@@ -967,7 +967,7 @@ class Bookkeeping:
             if len(self.queue) < self.max_batch or self.failures:
                 return
             self._timer.cancel()
-        elif self.interval > 0 and len(self.queue) < self.max_batch:
+        elif self.interval > 0 and len(self.queue) < self.max_batch and not self._waiters:
             self._timer = self._clock().callLater(self.interval, self._commit)
             return
         self._timer = None

@@ -148,6 +148,29 @@ class BookkeepingTests(unittest.TestCase):
         self.assertEqual(sorted(str(j.status) for j in self.stored().values()),
                          ["done", "running"])
 
+    def test_a_flush_during_a_batch_commits_the_rest_right_after_it(self) -> None:
+        leased = self.lease(2)
+        held: list[Deferred[Any]] = []
+        real = self.counting.real
+
+        def slow(work: Any, *args: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            held.append(d)
+            d.addCallback(lambda _: fired(real(work, *args)))
+            return d
+
+        self.counting.real = slow
+        fired(self.jobs.start(leased[0].id, "n1", NOW, NOW + 60))
+        self.clock.advance(INTERVAL)
+        fired(self.jobs.start(leased[1].id, "n1", NOW, NOW + 60))
+        flushed = self.jobs.flush()
+        self.assertFalse(flushed.called)
+        self.counting.real = real
+        held[0].callback(None)  # the first batch commits; the second leaves at once
+        self.assertIsNone(fired(flushed))
+        self.assertEqual(self.jobs.bookkeeping.batches, 2)
+        self.assertEqual({j.status for j in self.stored().values()}, {JobStatus.RUNNING})
+
     def test_a_failed_batch_is_tried_again_without_losing_or_doubling(self) -> None:
         leased = self.lease(3)
         started = [fired(self.jobs.start(j.id, "n1", NOW, NOW + 60)) for j in leased]
