@@ -6,17 +6,21 @@ their results; a small driver per dialect runs it in one transaction: on the SQL
 thread (``BEGIN IMMEDIATE``: one writer, so a single node needs no more) or in a txpostgres
 interaction. SQL is written with ``?`` placeholders and turned into ``%s`` for psycopg2.
 
-Leasing on PostgreSQL, where several fep nodes share the tables: the leasing transaction
-picks candidates by priority and time, takes an advisory lock per line (resource) it means
-to lease on, without waiting (``pg_try_advisory_xact_lock``: a line another node is leasing
-at that moment is skipped this time), then locks the candidates ``FOR UPDATE SKIP LOCKED``
-(rows another transaction is finishing or renewing are skipped, not waited for) checking
-again, in that statement's fresh snapshot, that no other node holds a lease on their line,
-and marks them leased until a time. Nodes lease at once on different lines; "no other node
-is using this line" holds because two nodes can never both be leasing on one line and each
-sees the other's committed leases. A node renews the leases of
-jobs it holds; a node that dies stops renewing, its leases expire, and the jobs are leased
-again by the others. A finish from a node whose lease was taken over is refused.
+Leasing on PostgreSQL, where several fep nodes share the tables, takes no global lock: the
+leasing transaction picks candidates by priority and time (each line's capacity at most),
+locks their rows ``FOR UPDATE SKIP LOCKED`` with a LIMIT (rows another node's leasing
+transaction holds are passed over, and another round looks past them), takes a lock of each
+line it leases on without waiting (``pg_try_advisory_xact_lock``: a line another node is
+leasing on at that moment is passed over), and marks the jobs leased in an UPDATE that
+checks each again, in a snapshot taken after those locks, against the leases committed
+meanwhile: nodes lease at the same time on different lines, never two on one line. A node
+renews the leases of jobs it holds; a node that dies stops renewing, its leases expire, and
+the jobs are leased again by the others. A finish from a node whose lease was taken over is
+refused.
+
+Job starts and finishes are recorded in batches (``Bookkeeping``: one transaction per short
+interval, a multi-row UPDATE per kind); the engine's job store answers them at once from its
+leases (``write_behind``) and never waits for them.
 """
 
 from __future__ import annotations
@@ -546,7 +550,6 @@ def _groups(changes: Sequence[Change]) -> list[tuple[str, list[Change]]]:
     after every group holding a change of the same job (a job's changes keep their order;
     a job appears at most once per group); otherwise it opens a new group."""
     groups: list[tuple[str, list[Change]]] = []
-    ids: list[set[int]] = []
     last: dict[int, int] = {}
     for change in changes:
         after = last.get(change.job_id, -1)
@@ -555,10 +558,8 @@ def _groups(changes: Sequence[Change]) -> list[tuple[str, list[Change]]]:
                 break
         else:
             groups.append((change.kind, []))
-            ids.append(set())
             i = len(groups) - 1
         groups[i][1].append(change)
-        ids[i].add(change.job_id)
         last[change.job_id] = i
     return groups
 
