@@ -246,20 +246,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fep.bench_collect import collection_rate
 
         meters = min(args.meters, 300) if args.quick else args.meters
-        targets = [("SQLite", f"sqlite:{workdir / 'collect.sqlite'}")]
-        if pg:
-            targets.append(("PostgreSQL", fresh_postgres(pg)))
-        rates: dict[str, float] = {}
-        for name, url in targets:
-            rates[name] = await collection_rate(reactor, url, workdir, meters)
-            results.append(("DLMS register collection (one engine, concurrency 50)",
-                            f"{name}, {meters} meters", f"{rates[name]:,.0f} meters/s"))
-            print(results[-1], flush=True)
-        if len(rates) == 2:
-            ratio = rates["PostgreSQL"] / rates["SQLite"]
-            results.append(("DLMS register collection", "PostgreSQL / SQLite, same run",
-                            f"{ratio:.2f}"))
-            print(results[-1], flush=True)
+        stores = ["SQLite", "PostgreSQL"] if pg else ["SQLite"]
+        for protocol, label in (("dlms", "DLMS"), ("dlt645", "DL/T 645")):
+            rates: dict[str, float] = {}
+            for name in stores:
+                url = (fresh_postgres(pg) if pg and name == "PostgreSQL"
+                       else f"sqlite:{workdir / f'collect-{protocol}.sqlite'}")
+                rates[name] = await collection_rate(reactor, url, workdir, meters,
+                                                    protocol=protocol)
+                results.append((f"{label} register collection (one engine, concurrency 50)",
+                                f"{name}, {meters} meters", f"{rates[name]:,.0f} meters/s"))
+                print(results[-1], flush=True)
+            if len(rates) == 2:
+                ratio = rates["PostgreSQL"] / rates["SQLite"]
+                results.append((f"{label} register collection", "PostgreSQL / SQLite, same run",
+                                f"{ratio:.2f}"))
+                print(results[-1], flush=True)
 
     def iec_row() -> None:
         rate, lines = iec_decode_rate()

@@ -1,9 +1,9 @@
-"""The collection row of `make bench`: register collection in meters per second, SQLite and
-PostgreSQL in the same run. Simulated DLMS meters each listen on a loopback TCP port of
-their own (one resource each); one collection engine as the daemon builds it (job store on
-the store's database, records through the spool and router) reads every meter's registers
-once; the rate is meters over the seconds from the run falling due to the last job's end
-committed in the job store."""
+"""The collection rows of `make bench`: register collection in meters per second, SQLite and
+PostgreSQL in the same run. Simulated DLMS or DL/T 645-2007 meters each listen on a loopback
+TCP port of their own (one line each); one collection engine as the daemon builds it (job
+store on the store's database, records through the spool and router) reads every meter's
+registers once; the rate is meters over the seconds from the run falling due to the last
+job's end committed in the job store."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ if TYPE_CHECKING:
 
 
 async def collection_rate(
-    reactor: IFepReactor, url: str, workdir: Path, meters: int = 1000, concurrency: int = 50
+    reactor: IFepReactor, url: str, workdir: Path, meters: int = 1000, concurrency: int = 50,
+    protocol: str = "dlms",
 ) -> float:
-    """Meters per second: ``meters`` simulated DLMS meters read once (registers) by one
-    engine on the store ``url`` (an empty database)."""
+    """Meters per second: ``meters`` simulated meters (``protocol`` dlms or dlt645) read
+    once (registers) by one engine on the store ``url`` (an empty database)."""
     from twisted.internet.task import deferLater
 
     from fep.channels.routes import Channels
@@ -31,6 +32,7 @@ async def collection_rate(
     from fep.protocols.dlms.server import ServerSettings
     from fep.sim import dlms_meter
     from fep.sim.dlms import DlmsMeterServerFactory
+    from fep.sim.dlt645 import Dlt645BusFactory, make_meters
     from fep.store import open_store
     from fep.store.router import Router
     from fep.store.spool import Spool
@@ -38,12 +40,20 @@ async def collection_rate(
     ports: list[Any] = []
     fleet: list[Meter] = []
     for n in range(meters):
-        sim = dlms_meter.SimulatedDlmsMeter(serial=f"FEP{n:07d}")
-        factory: Any = DlmsMeterServerFactory(sim, ServerSettings())
+        factory: Any
+        if protocol == "dlt645":
+            (sim645,) = make_meters(1, first_address=f"{n + 1:012d}")
+            factory = Dlt645BusFactory([sim645], reactor)
+            address, metadata = f"@{sim645.address}", {"dlt645_retries": "0"}
+        else:
+            sim = dlms_meter.SimulatedDlmsMeter(serial=f"FEP{n:07d}")
+            factory = DlmsMeterServerFactory(sim, ServerSettings())
+            address, metadata = "", {}
         port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")
         ports.append(port)
-        fleet.append(Meter(f"bench-{n:05d}", "dlms",
-                           f"tcp:host=127.0.0.1:port={port.getHost().port}"))
+        fleet.append(Meter(f"bench-{n:05d}", protocol,
+                           f"tcp:host=127.0.0.1:port={port.getHost().port}{address}",
+                           metadata=metadata))
     store = open_store(url, reactor)
     await store.open()
     spool = Spool(workdir / f"spool-collect-{time.monotonic_ns()}", reactor)

@@ -1,5 +1,6 @@
 """`make bench`'s collection rows on a handful of meters: every simulated meter read once,
-its job's end committed, on SQLite and on PostgreSQL (a database of its own)."""
+its job's end committed, on SQLite and on PostgreSQL (a database of its own), DLMS and
+DL/T 645."""
 
 from __future__ import annotations
 
@@ -48,4 +49,10 @@ class CollectionRateTests(unittest.TestCase):
         self.addCleanup(_drop, server, name)
         rate = await collection_rate(reactor, fresh_postgres(server, name), self.workdir(),
                                      meters=6)
+        self.assertGreater(rate, 0)
+
+    async def test_dlt645_sqlite(self) -> None:
+        workdir = self.workdir()
+        rate = await collection_rate(reactor, f"sqlite:{workdir / 'c.sqlite'}", workdir,
+                                     meters=6, protocol="dlt645")
         self.assertGreater(rate, 0)
