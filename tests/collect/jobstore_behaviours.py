@@ -264,7 +264,9 @@ class JobStoreBehaviours:
         await store.open()
         self.addCleanup(store.close)
         jobs = JobStore(store, reactor=reactor, interval=0.01, write_behind=True)
-        await jobs.add_jobs([job(f"m{n}", due=NOW - n) for n in range(250)], NOW)
+        lines = [f"tcp:host=10.0.3.1:port={n + 1}" for n in range(250)]  # one line each
+        await jobs.add_jobs([job(f"m{n}", due=NOW - n, route=lines[n], resource=lines[n])
+                             for n in range(250)], NOW)
         leased = await jobs.lease("n1", NOW, NOW + 60, 250, {}, {})
         self.assertEqual(len(leased), 250)
         started = []

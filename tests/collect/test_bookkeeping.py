@@ -76,7 +76,9 @@ class BookkeepingTests(unittest.TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [], "a batch left waiting")
 
     def lease(self, count: int, node: str = "n1") -> list[Job]:
-        fired(self.jobs.add_jobs([job(f"m{n}", due=NOW - n) for n in range(count)], NOW))
+        lines = [f"tcp:host=10.0.4.1:port={n + 1}" for n in range(count)]  # one line each
+        fired(self.jobs.add_jobs([job(f"m{n}", due=NOW - n, route=lines[n], resource=lines[n])
+                                  for n in range(count)], NOW))
         leased: list[Job] = fired(self.jobs.lease(node, NOW, NOW + 60, count, {}, {}))
         self.assertEqual(len(leased), count)
         return leased
