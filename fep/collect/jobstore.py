@@ -31,7 +31,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -1011,7 +1011,7 @@ class Bookkeeping:
             return
         batch, self.queue = self.queue[: self.max_batch], self.queue[self.max_batch :]
         self.in_flight = batch
-        self.run(batch).addCallbacks(
+        maybeDeferred(self.run, batch).addCallbacks(
             lambda answers: self._committed(batch, answers),
             lambda failure: self._failed(batch, failure),
         )

@@ -343,6 +343,25 @@ class BatchLimitTests(unittest.TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
+    def test_a_batch_that_raises_is_a_failed_batch(self) -> None:
+        raised = []
+
+        def broken(changes: Any) -> Deferred[list[Any]]:
+            if not raised:
+                raised.append(True)
+                raise StoreError("cannot even start")
+            return self.run_batch(changes)
+
+        book = Bookkeeping(broken, self.clock, INTERVAL)
+        change = start_change(1, "n", NOW, NOW)
+        change.retry = True
+        book.add(change)
+        self.clock.advance(INTERVAL)
+        self.assertEqual((book.failures, book.pending), (1, 1))
+        self.clock.advance(0.1)
+        self.assertEqual((self.batches, book.pending), ([[1]], 0))
+
+
 class GroupTests(unittest.TestCase):
     """Which changes share a statement: a job's changes keep their order."""
 
