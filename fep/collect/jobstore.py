@@ -506,7 +506,7 @@ class Change:
     bytes out, records, first_ok, run_at, node kept). ``now`` is the caller's time (the
     statistics day of a final finish); ``done`` fires with the committed answer."""
 
-    __slots__ = ("done", "final", "job_id", "kind", "now", "params", "retry", "seq")
+    __slots__ = ("done", "final", "job_id", "kind", "now", "params", "retry", "seq", "tries")
 
     def __init__(self, kind: str, job_id: int, params: tuple[Any, ...], now: float,
                  final: bool = False) -> None:
@@ -519,6 +519,9 @@ class Change:
         # The caller was answered already (write-behind): tried again until it commits.
         self.retry = False
         self.seq = 0
+        # Batches it was in: after a failed one its refusal may be its own earlier commit
+        # whose answer was lost.
+        self.tries = 0
 
 
 def start_change(job_id: int, node: str, now: float, until: float) -> Change:
@@ -1039,6 +1042,8 @@ class Bookkeeping:
             self.queue = []
             self._release()
             return
+        for change in batch:
+            change.tries += 1
         self.queue[:0] = kept
         self._release()
         if not self.queue:
@@ -1178,16 +1183,20 @@ class JobStore:
         done = self.bookkeeping.add(change)
         if not change.retry or leased is None:
             return done
-        done.addCallback(self._start_recorded, job_id)
+        done.addCallback(self._start_recorded, change)
         return succeed(attrs.evolve(leased, status=JobStatus.RUNNING,
                                     attempts=leased.attempts + 1, started_at=now,
                                     lease_until=until))
 
-    def _start_recorded(self, job: Job | None, job_id: int) -> None:
-        if job is None:
-            self._refused.add(job_id)
+    def _start_recorded(self, job: Job | None, change: Change) -> None:
+        if job is None and change.tries:
+            log.info("job {job}: its start, tried again after a failed batch, changed "
+                     "nothing (recorded by the try whose answer was lost, or the lease was "
+                     "lost)", job=change.job_id)
+        elif job is None:
+            self._refused.add(change.job_id)
             log.warn("job {job}: its start was refused (the lease was lost); its outcome "
-                     "will not be recorded by this node", job=job_id)
+                     "will not be recorded by this node", job=change.job_id)
 
     def finish(
         self,
@@ -1205,11 +1214,15 @@ class JobStore:
         done = self.bookkeeping.add(change)
         if not change.retry:
             return done
-        done.addCallback(self._finish_recorded, job)
+        done.addCallback(self._finish_recorded, job, change)
         return succeed(True)
 
-    def _finish_recorded(self, recorded: bool, job: Job) -> None:
-        if not recorded:
+    def _finish_recorded(self, recorded: bool, job: Job, change: Change) -> None:
+        if not recorded and change.tries:
+            log.info("job {job} for {meter}: its outcome, tried again after a failed batch, "
+                     "changed nothing (recorded by the try whose answer was lost, or the "
+                     "lease was lost)", job=job.id, meter=job.meter)
+        elif not recorded:
             log.warn("job {job} for {meter}: its outcome was refused (the lease was lost "
                      "while it ran; another node has it)", job=job.id, meter=job.meter)
 

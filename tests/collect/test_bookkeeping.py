@@ -205,6 +205,8 @@ class BookkeepingTests(unittest.TestCase):
         self.assertEqual({(j.status, j.attempts, j.records) for j in self.stored().values()},
                          {(JobStatus.DONE, 1, 7)})
         self.assertEqual(self.ok_stats(), (2, 2))
+        # Not taken for lost leases: a later finish of these jobs would not wait for it.
+        self.assertEqual(self.jobs._refused, set())
 
     def test_a_retry_keeps_its_order_with_the_next_attempt(self) -> None:
         (leased,) = self.lease(1)
