@@ -25,10 +25,13 @@ from fep.collect.jobstore import (
     finish_change,
     start_change,
 )
+from fep.collect.scheduler import Scheduler
 from fep.collect.stats import day_of
 from fep.collect.tasks import Job, JobStatus, Outcome
 from fep.errors import StoreError
+from fep.model import Meter
 from fep.store.sqlite import SqliteStore
+from tests.collect.fakes import ManualRunner, directory_with
 from tests.collect.jobstore_behaviours import NOW, job
 from tests.fakes import SyncPool, SyncReactor, fired
 
@@ -300,6 +303,53 @@ class BookkeepingTests(unittest.TestCase):
         self.assertFalse(finished.called)
         self.clock.advance(INTERVAL)
         self.assertTrue(fired(finished))
+
+
+class SchedulerBookkeepingTests(unittest.TestCase):
+    """The scheduler on a write-behind job store: jobs run back to back without waiting for
+    their bookkeeping, which is committed in batches and once more when it stops."""
+
+    def setUp(self) -> None:
+        self.clock = SyncReactor()
+        self.clock.advance(NOW)
+        self.store = SqliteStore(":memory:", self.clock,  # type: ignore[arg-type]
+                                 threadpool=SyncPool())  # type: ignore[arg-type]
+        fired(self.store.open())
+        self.addCleanup(self.store.close)
+        self.jobs = JobStore(self.store, reactor=self.clock, interval=INTERVAL,
+                             write_behind=True)
+        self.counting = Counting(self.store)
+        self.runner = ManualRunner()
+
+    def test_jobs_run_back_to_back_and_stopping_commits_their_ends(self) -> None:
+        line = "tcp:host=10.0.5.1:port=4059"
+        fleet = [Meter(f"m{n}", "dlms", f"{line}@{n}") for n in range(3)]
+        scheduler = Scheduler(self.clock, self.jobs, directory_with(self.store, fleet),
+                              self.runner, node="n1", poll=1.0)
+        scheduler.startService()
+        fired(self.jobs.add_jobs([
+            Job(id=0, meter=m.id, kind="registers", route=m.route, resource=line,
+                due=NOW - n, run_at=NOW - n) for n, m in enumerate(fleet)], NOW))
+        scheduler.kick()
+        self.clock.advance(0)
+        for meter in ("m2", "m1"):
+            self.assertEqual(self.runner.running(), [meter])
+            self.runner.succeed(meter)
+            self.clock.advance(0)  # the next job of the line at once, nothing committed
+        self.assertEqual(self.runner.running(), ["m0"])
+        self.assertEqual(self.jobs.bookkeeping.batches, 0)
+        self.clock.advance(INTERVAL)
+        self.assertEqual(self.jobs.bookkeeping.batches, 1)
+        self.assertEqual(sorted(str(j.status) for j in fired(self.jobs.jobs())),
+                         ["done", "done", "running"])
+        stopping = scheduler.stopService()
+        self.runner.succeed("m0")
+        fired(stopping)  # without the clock moving: stopping committed the last end
+        self.assertEqual({j.status for j in fired(self.jobs.jobs())}, {JobStatus.DONE})
+        self.assertEqual(self.ok_stats(), 3)
+
+    def ok_stats(self) -> int:
+        return sum(r.ok for r in fired(self.jobs.stats(day_of(NOW), "task")))
 
 
 class BatchLimitTests(unittest.TestCase):
