@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck unit bench bench-listeners clean system-deps fuzz
+.PHONY: demo test check lint typecheck unit test-full bench bench-listeners clean system-deps fuzz
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ unit: $(STAMP) system-deps
 	$(BIN)/trial --jobs=2 tests
 
 test: lint typecheck unit
+
+# The acceptance-scale tests at the issues' full figures (tests/scale.py): slower.
+test-full: $(STAMP) system-deps
+	FEP_TEST_SCALE=full $(BIN)/trial --jobs=2 tests
 
 demo: $(STAMP)
 	$(BIN)/python -m fep.sim.demo

@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from fep.analysis.daemon import ANALYSIS, AnalysisSection
 from fep.channels.modem.settings import MODEMS, ModemsSection
 from fep.channels.settings import (
     GPRS,
@@ -50,7 +51,7 @@ from fep.store.settings import SPOOL, STORE, SpoolSection, StoreSection
 # is imported from above). Config has one attribute per section, of the same name.
 SECTIONS: tuple[Section, ...] = (
     FEP, STORE, SPOOL, COLLECT, PUSH, DLMS, MODEMS, GPRS, CONTROL, SMS, HTTP, MANHOLE, ALARMS,
-    NORTHBOUND, SECRETS, LISTENER_LIMITS, LOG,
+    NORTHBOUND, SECRETS, LISTENER_LIMITS, LOG, ANALYSIS,
 )
 # section -> key -> Option: every option's one declaration.
 SCHEMA: Mapping[str, Mapping[str, Option]] = {s.name: s.options for s in SECTIONS}
@@ -78,6 +79,7 @@ class Config:
     northbound: NorthboundSection
     secrets: SecretsSection
     listeners: ListenersSection
+    analysis: AnalysisSection
     source: str = "<defaults>"
 
     @property

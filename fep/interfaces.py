@@ -497,6 +497,9 @@ class IJobStore(Interface):
     def set_home(resource: str, node: str | None, now: float) -> Deferred[None]:
         """Say an inbound session for ``resource`` is connected to ``node`` (None: gone)."""
 
+    def home(resource: str) -> Deferred[str | None]:
+        """The node an inbound session for ``resource`` is connected to, or None."""
+
     # -- statistics -----------------------------------------------------------------------
 
     def stats(since_day: str, scope: str | None = None) -> Deferred[list[Any]]:

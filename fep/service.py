@@ -8,7 +8,8 @@ consumes the router's commits), ``router`` (spool replay), ``directory`` (the me
 ``collection`` (the engine's tasks), ``dlms-counters``, ``modem-pool``, ``scheduler``, ``plans``,
 ``gprs`` (the channel: its sessions close at stop), the listeners (``push-iec62056-21``,
 ``push-dlms``, ``gprs LISTENER``...), ``control``, ``sms-events`` (texts from meters into the
-router), ``operator`` (``http``, ``console``). Stop, in reverse: the operator tier and the
+router), ``analysis`` (the day's analyses; its alarms through the router), ``operator``
+(``http``, ``console``). Stop, in reverse: the operator tier and the
 listeners stop accepting, GPRS sessions close, the scheduler lets the jobs under way finish,
 the router flushes the spool to the store and hands what it commits to the alarm engine and
 the northbound outbox, those two stop, the SMS channel (alarm texts) closes, and the store
@@ -158,9 +159,19 @@ class FepService(OrderedMultiService):
             # Meters that call in: identified by caller id (or their own identification),
             # their bytes taken like a push.
             self.modems.on_incoming = self._incoming_call
+            self.modems.push_sink = self.router
         self.gprs: Any = None
         if config.gprs.listen:
             self._add_gprs(config)
+        from fep.collect.archive_sync import ArchiveSyncDoor
+        from fep.collect.forwarding import add_forwarding
+
+        # gw3761:DCU1:port=N routes: through the concentrator DCU1 of the meter list; its
+        # archive kept in step with the list (`fep concentrators sync`, the API).
+        add_forwarding(self.channels, self.directory.get)
+        self.concentrator_sync = ArchiveSyncDoor(reactor, self.channels.endpoint_for,
+                                                 self.protocols.protocol_for, self.directory,
+                                                 config.collect.timeout)
         self.control: Any = None
         self._control_problem: str | None = None
         if config.control.enabled:
@@ -178,6 +189,7 @@ class FepService(OrderedMultiService):
             else:
                 self.control.add("sessions", self._sessions_command)
                 self.control.add("listeners", lambda request: {"listeners": self.limits.stats()})
+                self.control.add("concentrator-sync", self._concentrator_sync_command)
         self.sms: Any = None
         self.sms_wakeup: Any = None
         self.sms_events: OpenWhileRunning | None = None
@@ -185,6 +197,7 @@ class FepService(OrderedMultiService):
             self._build_sms(config)
         self._build_collection(config)
         self.operator = self._build_operator(config, timed_store)
+        self.analysis = self._build_analysis(config)
         self._json_log: io.TextIOWrapper | None = None
         self._observer: ILogObserver | None = None
         self.started: Deferred[None] | None = None
@@ -216,6 +229,8 @@ class FepService(OrderedMultiService):
             protocol_for=self.protocols.protocol_for,
             # Every door's read-now is a job of the collection engine (its channels).
             reader=self.collection.reader,
+            concentrator_sync=self.concentrator_sync,
+            edits=self._editor(config, timed_store),
         )
         # Every job's meter session is reported to the activity (sessions, success rate).
         self.collection.observers.append(ctx.activity)
@@ -268,7 +283,35 @@ class FepService(OrderedMultiService):
         if self.sms_events is not None:
             # Texts from meters reach the router only while it and the meter list are up.
             self.add(self.sms_events.step("sms-events"), "sms-events")
+        if self.analysis is not None:
+            # Its alarms go through the router: stopped before it.
+            self.add(self.analysis, "analysis")
         self.add(self.operator, "operator")
+
+    @staticmethod
+    def _vee_settings(config: Config) -> Any:
+        from fep.analysis.settings import load
+
+        return load(config.analysis.vee or (
+            "etc/vee.ini" if Path("etc/vee.ini").exists() else None))
+
+    def _editor(self, config: Config, store: IStore) -> Any:
+        """Operators' edits of values for the API and the console ([analysis]
+        edit_approval: four eyes)."""
+        from fep.analysis.edits import Editor
+
+        return Editor(store, self._vee_settings(config),
+                      approval=config.analysis.edit_approval)
+
+    def _build_analysis(self, config: Config) -> Any:
+        """The analysis service ([analysis]): the day's VEE, balance, outages and
+        communication analysis on a schedule, its alarms through the router."""
+        if not config.analysis.enabled:
+            return None
+        from fep.analysis.daemon import AnalysisService
+
+        return AnalysisService(self.reactor, self.store, config.analysis,
+                               self._vee_settings(config), self.router)
 
     def _secret_store(self, config: Config) -> Any:
         """The secret store under the configured master key; none when the default master
@@ -345,6 +388,13 @@ class FepService(OrderedMultiService):
         for the operator tier; empty without a [gprs] listener."""
         return self.gprs.sessions() if self.gprs is not None else []
 
+    def _concentrator_sync_command(self, request: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        """``fep concentrators sync ID`` while the daemon runs."""
+        d = self.concentrator_sync(str(request.get("concentrator", "")),
+                                   bool(request.get("repair", True)),
+                                   f"cli:{request.get('who') or 'unknown'}")
+        return d.addCallback(lambda report: {"report": report})
+
     def _sessions_command(self, request: dict[str, Any]) -> dict[str, Any]:
         sessions = self.sessions()
         return {
@@ -386,6 +436,7 @@ class FepService(OrderedMultiService):
             # Every dialup: route shares the modem pool's lines.
             pools={"dialup": len(config.modems.line_list())} if self.modems else None,
             firmware_dir=config.firmware_directory,
+            terminals=self._terminals(config),
         )
         self.scheduler = self.collection.scheduler
         from fep.collect.plans import PlanRunner
@@ -401,6 +452,18 @@ class FepService(OrderedMultiService):
                 SessionHomes(self.reactor, self.collection.jobs, self.scheduler,
                              node=config.fep.node, connected=self.gprs.is_connected)
             )
+
+    def _terminals(self, config: Config) -> Any:
+        """terminal-config: the terminal profiles (etc/terminals and [gprs]
+        terminal_profiles), texts through the SMS channel, replies taken from it."""
+        from fep.channels.terminals import load_profiles
+        from fep.collect.terminals import TerminalConfigurator
+
+        terminals = TerminalConfigurator(
+            self.reactor, load_profiles(config.gprs.terminal_profiles), self.sms)
+        if self.sms is not None:
+            self.sms.add_message_handler(terminals.sms_received)
+        return terminals
 
     def _caller_meter(self, caller: str | None) -> Any:
         """The meter a caller id belongs to: its ``dialup:`` route or ``caller_id`` metadata
@@ -423,13 +486,17 @@ class FepService(OrderedMultiService):
 
     def _incoming_call(self, incoming: Any) -> Any:
         """A meter called in on a modem line: connect the push receiver of its protocol
-        (DLMS: Data-Notifications; otherwise IEC 62056-21 identification and readout)."""
+        (DLMS: Data-Notifications; otherwise IEC 62056-21 identification and readout).
+        Reads of the meter's ``dialup:`` route go over the call while it is up."""
         meter = self._caller_meter(incoming.caller)
         protocol = meter.protocol if meter is not None else "iec62056_21"
         log.info("call in from {caller} on modem {line}: {who}", caller=incoming.caller or
                  "unknown", line=incoming.line, who=f"meter {meter.id}" if meter is not None
                  else "caller not known, waiting for its identification",
                  meter=meter.id if meter is not None else None, route=incoming.route)
+        if meter is not None and meter.route.startswith("dialup:"):
+            # A read of the meter while it is on the line goes over its call.
+            incoming.reachable_as(meter.route[7:])
         factory: Any
         if protocol == "dlms":
             if self.dlms_push is None:

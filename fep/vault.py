@@ -54,6 +54,7 @@ METER_SECRETS = (
     "gprs_secret",  # a modem's registration secret (proof of identity)
     "modem_secret",  # the same, as fep.channels.modem_identity names it
     "sim_pin",  # a meter modem's SIM PIN
+    "terminal_password",  # a GPRS terminal's configuration password (terminal-config)
 )
 
 # The meter id under which secrets of the configuration (``secret:NAME``) are kept.

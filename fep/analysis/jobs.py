@@ -17,6 +17,9 @@ import attrs
 from fep.analysis import estimate, rules
 from fep.analysis.areas import Network
 from fep.analysis.balance import BalanceRow, balance, out_of_band
+from fep.analysis.comms import DEFAULT_TARGET, CommsReport, SilentArea, analyse, silent_areas
+from fep.analysis.edits import apply as apply_edits
+from fep.analysis.edits import latest_applied
 from fep.analysis.estimate import Estimate
 from fep.analysis.outages import (
     DEFAULT_AREA_SHARE,
@@ -31,11 +34,15 @@ from fep.analysis.outages import (
 from fep.analysis.rules import Finding
 from fep.analysis.series import Point, consumption, day_bounds, grid, is_cumulative, total
 from fep.analysis.settings import RuleSet, VeeSettings
-from fep.analysis.store import AnalysisStore
+from fep.analysis.store import AnalysisStore, StoredOutage
+from fep.collect.concentrators import concentrator_of
 from fep.interfaces import IRecordSink
 from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, Quality, Severity
 
 LOSS_ALARM = "analysis:line-loss"
+# How far back communication outcomes are read to find a suspected outage going at a
+# period's start.
+COMMS_LOOKBACK = timedelta(days=1)
 _DAY = timedelta(days=1)
 
 
@@ -164,11 +171,12 @@ def _estimates(meter: str, settings: VeeSettings, day: date, usage: Mapping[date
 
 
 async def run_vee(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
+                  groups: Sequence[str] | None = None,
                   analysis: AnalysisStore | None = None, batch: int = 200) -> VeeResult:
     """Validate and estimate one day of the channel of every meter (the meter list's and
-    the areas'; or those of ``area`` and the areas below it): findings and flags replace
-    the day's earlier ones, and so do the estimates (a value re-collected since is no
-    longer estimated)."""
+    the areas'; or those of ``area`` and the areas below it; with ``groups``, only the
+    meters of the meter list in one of them): findings and flags replace the day's earlier
+    ones, and so do the estimates (a value re-collected since is no longer estimated)."""
     analysis = analysis or AnalysisStore(store)
     meters: dict[str, Meter | None] = {m.id: m for m in await store.meters()}
     network = await analysis.network()
@@ -182,6 +190,10 @@ async def run_vee(store: Any, settings: VeeSettings, day: date, *, area: str | N
         # The meter list and every meter an area names (a summary meter may be read by
         # another system and only imported).
         meters.update({m.meter: None for m in network.meters if m.meter not in meters})
+    if groups:
+        wanted = set(groups)
+        meters = {k: m for k, m in meters.items() if m is not None and wanted & {
+            g.strip() for g in m.metadata.get("group", "").split(",")}}
     ids = sorted(meters)
     obis, period = str(settings.channel), settings.period
     since, until = day_bounds(day)
@@ -234,22 +246,37 @@ async def validated_series(store: Any, settings: VeeSettings, meter: str, day: d
     made = {e.start: e for e in (await analysis.estimates([meter], obis, since, until)).get(
         meter, [])}
     flags = await analysis.flags(meter, obis, since, until)
+    edited = latest_applied(await analysis.edits(meter=meter, obis=obis, since=since,
+                                                 until=until, status="applied"))
     usage = consumption(raw[meter], period, cumulative=is_cumulative(settings.channel),
                         modulus=settings.modulus)
     rows = []
     for t in grid(since, until, period):
         p = usage.get(t)
-        if p is not None and p.value is not None:
-            # Re-collected since validation: no longer missing.
-            rows.append(SeriesRow(t, p.value, p.status | (flags.get(t, Quality.OK)
-                                                          & ~Quality.MISSING)))
-        elif t in made:
-            e = made[t]
-            rows.append(SeriesRow(t, e.value, Quality.ESTIMATED | flags.get(t, Quality.OK),
-                                  e.method, e.source))
-        else:
-            rows.append(SeriesRow(t, None, Quality.MISSING | flags.get(t, Quality.OK)))
+        edit = edited.get((meter, t))
+        if edit is not None and edit.action == "replace":
+            rows.append(SeriesRow(t, edit.after, Quality.OK, "edited",
+                                  f"edit {edit.id} by {edit.requested_by}: {edit.reason}"))
+            continue
+        row = _analysed(t, p, made, flags)
+        if edit is not None:  # accepted as it is: no longer suspect
+            row = attrs.evolve(row, quality=row.quality & ~Quality.SUSPECT, method="accepted",
+                               source=f"edit {edit.id} by {edit.requested_by}: {edit.reason}")
+        rows.append(row)
     return rows
+
+
+def _analysed(t: datetime, p: Point | None, made: Mapping[datetime, Estimate],
+              flags: Mapping[datetime, Quality]) -> SeriesRow:
+    if p is not None and p.value is not None:
+        # Re-collected since validation: no longer missing.
+        return SeriesRow(t, p.value, p.status | (flags.get(t, Quality.OK)
+                                                 & ~Quality.MISSING))
+    if t in made:
+        e = made[t]
+        return SeriesRow(t, e.value, Quality.ESTIMATED | flags.get(t, Quality.OK),
+                         e.method, e.source)
+    return SeriesRow(t, None, Quality.MISSING | flags.get(t, Quality.OK))
 
 
 @attrs.frozen
@@ -269,12 +296,16 @@ async def area_balance(analysis: AnalysisStore, network: Network, settings: VeeS
     ids = sorted({m.meter for m in summary} | set(members))
     raw = await analysis.intervals(ids, obis, since - period, until)
     made = await analysis.estimates(ids, obis, since, until)
+    # Operators' replacements win over real values and estimates.
+    edited = latest_applied(await analysis.edits(meters=ids, obis=obis, since=since,
+                                                 until=until, status="applied"))
     usage = {}
     for meter in ids:
         real = consumption(raw[meter], period, cumulative=is_cumulative(settings.channel),
                            modulus=settings.modulus)
-        usage[meter] = estimate.merge({t: p for t, p in real.items() if since <= t < until},
-                                      made.get(meter, []))
+        usage[meter] = apply_edits(
+            estimate.merge({t: p for t, p in real.items() if since <= t < until},
+                           made.get(meter, [])), edited, meter, period)
     rows, day = balance(area, grid(since, until, period), period,
                         {m.meter: (m.direction, usage[m.meter]) for m in summary},
                         {m: usage[m] for m in members})
@@ -319,11 +350,13 @@ async def run_balance(store: Any, settings: VeeSettings, day: date, *, area: str
 
 @attrs.frozen
 class OutageReport:
-    """A period's outages: per meter, per area, and the indices over the customers."""
+    """A period's outages: per meter, per area, and the indices over the customers; and the
+    suspected outages from communication loss (which no index counts)."""
 
     outages: list[Outage]
     areas: list[AreaOutage]
     indices: Indices
+    suspected: list[SilentArea] = attrs.field(factory=list)
 
 
 async def run_outages(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
@@ -359,4 +392,53 @@ async def run_outages(store: Any, settings: VeeSettings, day: date, *, area: str
             found += meter_outages(meter, events[meter], raw[meter], since, until, period)
     by_area = [a for name in scope for a in area_outages(
         name, [m.meter for m in network.members(name)], found, share=share, until=until)]
-    return OutageReport(found, by_area, indices(found, customers, momentary=momentary))
+    # Suspected outages from communication loss: the cycles of the day, and of the day
+    # before for one already going at its start.
+    in_scope = set(scope)
+    suspected = [s for s in silent_areas(await analysis.job_outcomes(since - COMMS_LOOKBACK,
+                                                                      until), network)
+                 if s.area in in_scope and (s.until is None or s.until > since)]
+    return OutageReport(found, by_area, indices(found, customers, momentary=momentary),
+                        suspected)
+
+
+async def run_comms(store: Any, since: datetime, until: datetime, *, area: str | None = None,
+                    target: Decimal = DEFAULT_TARGET,
+                    analysis: AnalysisStore | None = None) -> CommsReport:
+    """The communication analysis of the jobs that ended in ``[since, until)`` (of the
+    meters of ``area`` and the areas below it, or of every meter)."""
+    analysis = analysis or AnalysisStore(store)
+    network = await analysis.network()
+    outcomes = await analysis.job_outcomes(since, until)
+    if area is not None:
+        if network.area(area) is None:
+            raise LookupError(f"no area {area!r}")
+        scope = {a.id for a in network.subtree(area)}
+        mine = {m.meter for m in network.meters if m.area in scope}
+        outcomes = [o for o in outcomes if o.meter in mine]
+    owners = {m.id: owner for m in await store.meters()
+              if (owner := concentrator_of(m)) is not None}
+    return analyse(outcomes, network=network, concentrators=owners, target=target)
+
+
+async def run_silent_areas(store: Any, since: datetime, until: datetime, *,
+                           lookback: timedelta = COMMS_LOOKBACK,
+                           analysis: AnalysisStore | None = None) -> list[SilentArea]:
+    """The suspected outages from communication loss of the cycles that ended in
+    ``[since - lookback, until)`` (the lookback finds one already going at ``since``) and
+    store them (kind ``comms``): one found again is updated (closed once they answered)."""
+    analysis = analysis or AnalysisStore(store)
+    network = await analysis.network()
+    outcomes = await analysis.job_outcomes(since - lookback, until)
+    found = silent_areas(outcomes, network)
+    # One going on since before the lookback keeps the start it was stored with.
+    known = {o.subject: o for o in await analysis.outages(since - lookback, until, "comms")}
+    for n, s in enumerate(found):
+        old = known.get(s.area)
+        if old is not None and old.since < s.since and (old.until is None
+                                                        or old.until >= s.since):
+            found[n] = attrs.evolve(s, since=old.since)
+    await analysis.save_outages(("comms",), None, None, [
+        StoredOutage("comms", s.area, s.since, s.until, "communication", s.meters,
+                     {"cycles": s.cycles}) for s in found])
+    return found

@@ -12,14 +12,17 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import attrs
 from twisted.internet.defer import Deferred
 
 from fep.analysis.areas import Area, AreaKind, AreaMeter, Direction, Network, Role
 from fep.analysis.balance import BalanceRow
+from fep.analysis.comms import JobOutcome
+from fep.analysis.edits import Edit
 from fep.analysis.estimate import Estimate
 from fep.analysis.rules import Finding
 from fep.analysis.series import Point, decimal
@@ -301,6 +304,170 @@ def _balances(d: _Dialect, area: str | None, since: datetime, until: datetime
 
 
 # ---------------------------------------------------------------------------
+# Job outcomes (read only: the collection engine's table, sql/*/0002_collect.sql)
+# ---------------------------------------------------------------------------
+
+
+def _job_outcomes(d: _Dialect, since: datetime, until: datetime) -> Op[list[JobOutcome]]:
+    """The jobs that ended in ``[since, until)``, commands' jobs left out."""
+    rows = yield Q("SELECT meter, route, task, due, finished_at, status, error FROM jobs"
+                   " WHERE command IS NULL AND status IN ('done', 'failed', 'missed')"
+                   " AND finished_at >= ? AND finished_at < ? ORDER BY finished_at, id",
+                   (since.timestamp(), until.timestamp()), fetch=True)
+    return [JobOutcome(r[0], r[1], r[2], datetime.fromtimestamp(float(r[3]), UTC),
+                       datetime.fromtimestamp(float(r[4]), UTC), r[5] == "done", r[5], r[6])
+            for r in rows]
+
+
+# ---------------------------------------------------------------------------
+# The analysis service's runs and stored outages (sql/*/0012_analysis_runs.sql)
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class RunRecord:
+    day: date
+    analysis: str
+    started_at: datetime
+    finished_at: datetime | None
+    ok: bool
+    summary: Mapping[str, Any]
+    error: str | None
+
+
+def _save_run(d: _Dialect, run: RunRecord) -> Op[None]:
+    yield Q("INSERT INTO analysis_runs (day, analysis, started_at, finished_at, ok, summary,"
+            " error) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, analysis) DO UPDATE SET"
+            " started_at = excluded.started_at, finished_at = excluded.finished_at,"
+            " ok = excluded.ok, summary = excluded.summary, error = excluded.error",
+            (run.day.isoformat(), run.analysis, d.time(run.started_at),
+             None if run.finished_at is None else d.time(run.finished_at), int(run.ok),
+             json.dumps(dict(run.summary), sort_keys=True, default=str), run.error))
+
+
+def _runs(d: _Dialect, since: date, until: date) -> Op[list[RunRecord]]:
+    rows = yield Q("SELECT day, analysis, started_at, finished_at, ok, summary, error"
+                   " FROM analysis_runs WHERE day >= ? AND day < ? ORDER BY day, analysis",
+                   (since.isoformat(), until.isoformat()), fetch=True)
+    return [RunRecord(date.fromisoformat(r[0]), r[1], d.time_of(r[2]),
+                      None if r[3] is None else d.time_of(r[3]), bool(r[4]), json.loads(r[5]),
+                      r[6]) for r in rows]
+
+
+@attrs.frozen
+class StoredOutage:
+    """An outage as stored: ``kind`` meter, area or comms; ``subject`` the meter or area;
+    ``until`` None while open."""
+
+    kind: str
+    subject: str
+    since: datetime
+    until: datetime | None
+    source: str = ""
+    meters: tuple[str, ...] = ()
+    details: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "subject": self.subject, "since": self.since,
+                "until": self.until, "source": self.source, "meters": " ".join(self.meters),
+                "details": dict(self.details)}
+
+
+def _save_outages(d: _Dialect, kinds: Sequence[str], since: datetime | None,
+                  until: datetime | None, outages: Sequence[StoredOutage], now: datetime
+                  ) -> Op[int]:
+    """Replace the outages of ``kinds`` starting in ``[since, until)`` by ``outages`` (with
+    no period: add or update them, by kind, subject and start)."""
+    if since is not None and until is not None:
+        for kind in kinds:
+            yield Q("DELETE FROM outages WHERE kind = ? AND since >= ? AND since < ?",
+                    (kind, d.time(since), d.time(until)))
+    if outages:
+        yield Q("INSERT INTO outages (kind, subject, since, until, source, meters, details,"
+                " found_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (kind, subject, since) DO UPDATE SET until = excluded.until,"
+                " source = excluded.source, meters = excluded.meters,"
+                " details = excluded.details, found_at = excluded.found_at",
+                many=[(o.kind, o.subject, d.time(o.since),
+                       None if o.until is None else d.time(o.until), o.source,
+                       " ".join(o.meters), json.dumps(dict(o.details), sort_keys=True,
+                                                      default=str), d.time(now))
+                      for o in outages])
+    return len(outages)
+
+
+def _outages(d: _Dialect, since: datetime, until: datetime, kind: str | None
+             ) -> Op[list[StoredOutage]]:
+    """The stored outages overlapping ``[since, until)`` (open ones included)."""
+    sql = ("SELECT kind, subject, since, until, source, meters, details FROM outages"
+           " WHERE since < ? AND (until IS NULL OR until > ?)")
+    params: list[Any] = [d.time(until), d.time(since)]
+    if kind is not None:
+        sql += " AND kind = ?"
+        params.append(kind)
+    rows = yield Q(sql + " ORDER BY since, kind, subject", params, fetch=True)
+    return [StoredOutage(r[0], r[1], d.time_of(r[2]), None if r[3] is None else d.time_of(r[3]),
+                         r[4], tuple(r[5].split()), json.loads(r[6])) for r in rows]
+
+
+# ---------------------------------------------------------------------------
+# Edits (sql/*/0012_analysis_runs.sql)
+# ---------------------------------------------------------------------------
+
+_EDIT_COLUMNS = ("id, meter, obis, start_time, action, value_before, value_after, reason,"
+                 " requested_by, requested_at, status, decided_by, decided_at, note")
+
+
+def _edit_of(d: _Dialect, r: Sequence[Any]) -> Edit:
+    return Edit(int(r[0]), r[1], r[2], d.time_of(r[3]), r[4], d.number_of(r[5]),
+                d.number_of(r[6]), r[7], r[8], d.time_of(r[9]), r[10], r[11],
+                None if r[12] is None else d.time_of(r[12]), r[13])
+
+
+def _add_edit(d: _Dialect, e: Edit) -> Op[Edit]:
+    rows = yield Q("INSERT INTO interval_edits (meter, obis, start_time, action, value_before,"
+                   " value_after, reason, requested_by, requested_at, status, decided_by,"
+                   " decided_at, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                   f" RETURNING {_EDIT_COLUMNS}",
+                   (e.meter, e.obis, d.time(e.start), e.action, d.number(e.before),
+                    d.number(e.after), e.reason, e.requested_by, d.time(e.requested_at),
+                    e.status, e.decided_by,
+                    None if e.decided_at is None else d.time(e.decided_at), e.note),
+                   fetch=True)
+    return _edit_of(d, rows[0])
+
+
+def _decide_edit(d: _Dialect, edit_id: int, status: str, who: str, at: datetime, note: str
+                 ) -> Op[Edit | None]:
+    rows = yield Q("UPDATE interval_edits SET status = ?, decided_by = ?, decided_at = ?,"
+                   f" note = ? WHERE id = ? AND status = 'pending' RETURNING {_EDIT_COLUMNS}",
+                   (status, who, d.time(at), note, edit_id), fetch=True)
+    return _edit_of(d, rows[0]) if rows else None
+
+
+def _edits(d: _Dialect, edit_id: int | None, meters: Sequence[str] | None, obis: str | None,
+           since: datetime | None, until: datetime | None, status: str | None
+           ) -> Op[list[Edit]]:
+    where: list[str] = []
+    params: list[Any] = []
+    for clause, value in (("id = ?", edit_id), ("obis = ?", obis), ("status = ?", status),
+                          ("start_time >= ?", None if since is None else d.time(since)),
+                          ("start_time < ?", None if until is None else d.time(until))):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    out: list[Edit] = []
+    for chunk in _chunks(list(meters)) if meters is not None else [None]:
+        extra = [] if chunk is None else [f"meter IN ({_marks(len(chunk))})"]
+        sql = f"SELECT {_EDIT_COLUMNS} FROM interval_edits"
+        if where or extra:
+            sql += " WHERE " + " AND ".join(where + extra)
+        rows = yield Q(sql + " ORDER BY id DESC", [*params, *(chunk or [])], fetch=True)
+        out += [_edit_of(d, r) for r in rows]
+    return sorted(out, key=lambda e: -e.id)
+
+
+# ---------------------------------------------------------------------------
 # The store object
 # ---------------------------------------------------------------------------
 
@@ -314,7 +481,9 @@ class AnalysisStore:
 
         self.store = store
         self._now = now
-        self.dialect = _Dialect("postgresql" if isinstance(store, PostgresStore) else "sqlite")
+        # A wrapper (the operator tier's timed store) passes interact on: its store decides.
+        base = getattr(store, "wrapped", store)
+        self.dialect = _Dialect("postgresql" if isinstance(base, PostgresStore) else "sqlite")
 
     def _do(self, make: Callable[..., Op[T]], *args: Any) -> Deferred[T]:
         d = self.dialect
@@ -385,3 +554,41 @@ class AnalysisStore:
     def balances(self, since: datetime, until: datetime, area: str | None = None
                  ) -> Deferred[list[BalanceRow]]:
         return self._do(_balances, area, since, until)
+
+    # communication analysis
+    def job_outcomes(self, since: datetime, until: datetime) -> Deferred[list[JobOutcome]]:
+        return self._do(_job_outcomes, since, until)
+
+    # the analysis service
+    def save_run(self, run: RunRecord) -> Deferred[None]:
+        return self._do(_save_run, run)
+
+    def runs(self, since: date, until: date) -> Deferred[list[RunRecord]]:
+        return self._do(_runs, since, until)
+
+    def save_outages(self, kinds: Sequence[str], since: datetime | None,
+                     until: datetime | None, outages: Iterable[StoredOutage]) -> Deferred[int]:
+        return self._do(_save_outages, list(kinds), since, until, list(outages), self._now())
+
+    def outages(self, since: datetime, until: datetime, kind: str | None = None
+                ) -> Deferred[list[StoredOutage]]:
+        return self._do(_outages, since, until, kind)
+
+    # edits
+    def add_edit(self, edit: Edit) -> Deferred[Edit]:
+        return self._do(_add_edit, edit)
+
+    def decide_edit(self, edit_id: int, status: str, who: str, at: datetime, note: str
+                    ) -> Deferred[Edit | None]:
+        return self._do(_decide_edit, edit_id, status, who, at, note)
+
+    async def edit(self, edit_id: int) -> Edit | None:
+        found = await self._do(_edits, edit_id, None, None, None, None, None)
+        return found[0] if found else None
+
+    def edits(self, *, meter: str | None = None, meters: Sequence[str] | None = None,
+              obis: str | None = None, since: datetime | None = None,
+              until: datetime | None = None, status: str | None = None
+              ) -> Deferred[list[Edit]]:
+        chosen = list(meters) if meters is not None else ([meter] if meter else None)
+        return self._do(_edits, None, chosen, obis, since, until, status)

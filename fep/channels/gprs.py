@@ -64,7 +64,13 @@ from fep.channels.gprs_session import (
     ToPipe,
     Unregister,
 )
-from fep.channels.identify import DEFAULT_REGISTRATION, RULE_NAMES, Identity, make_rules
+from fep.channels.identify import (
+    DEFAULT_REGISTRATION,
+    GW3761_KEY,
+    RULE_NAMES,
+    Identity,
+    make_rules,
+)
 from fep.channels.modem_identity import (
     CONFLICT_POLICIES,
     SourceNetworks,
@@ -82,6 +88,7 @@ from fep.interfaces import (
     peer_identified,
 )
 from fep.model import Meter, Record, utcnow
+from fep.protocols.gw3761.frames import Address
 from fep.protocols.registry import meter_protocol
 from fep.ratelog import RateLimitedLog
 
@@ -897,11 +904,15 @@ class GprsChannel:
 
     def resolve(self, identity: Identity) -> list[Meter]:
         """The meters of the modem with this identity: those whose ``gprs:`` route names
-        any of its keys, else the meter whose system title, serial number or id it gave."""
+        any of its keys, else the concentrator (protocol gw3761) at the address its login
+        gave, else the meter whose system title, serial number or id it gave."""
         names = [f"{k}={v}" for k, v in identity.keys]
         meters: list[Meter] = list(self.directory.by_modem(*names))
         if meters:
             return meters
+        address = identity.get(GW3761_KEY)
+        if address:
+            return concentrators_at(self.directory.all(), address)
         title = identity.get("system_title")
         if title:
             found = self.directory.by_system_title(bytes.fromhex(title))
@@ -989,7 +1000,28 @@ class GprsChannel:
         if keep is not None:
             # Carry the count over: the operator sees one number per session.
             session.frames += keep.frames
+            # A handler that keeps state for the session (a concentrator's event counter)
+            # takes it from the one it replaces.
+            inherit = getattr(handler, "inherit", None)
+            if callable(inherit):
+                inherit(keep)
         return handler
+
+
+def concentrators_at(meters: Iterable[Meter], address: str) -> list[Meter]:
+    """The Q/GDW 1376.1 concentrators (protocol gw3761) of ``meters`` whose address is
+    ``address`` (``A1:A2``, A2 in hex; ``4403:4`` and ``4403:#4`` name ``4403:0004`` too)."""
+    found = []
+    for meter in meters:
+        if meter.protocol != "gw3761" or not meter.address:
+            continue
+        try:
+            key = Address.parse(meter.address).key
+        except ValueError:
+            continue
+        if key == address:
+            found.append(meter)
+    return found
 
 
 def listener_names(text: str) -> list[str]:

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 # Seconds a pull job waits for a push under way to finish before it takes the socket.
 PIPE_WAIT = 5.0
-# Bytes a contested newcomer's data is kept for while its claim is decided (then dropped).
+# Bytes a contested newcomer's (or a registering modem's) data is kept for while its claim is
+# decided or its meter record stored (the rest is dropped, counted).
 MAX_HELD_BYTES = 1 << 16
 
 
@@ -462,7 +463,7 @@ class SessionMachine:
             case S.IDENTIFYING:
                 self._identify(data)
             case S.REGISTERING:
-                self._pending += data
+                self._keep_pending(data)
             case S.QUARANTINED:
                 self._quarantined()
             case S.CONTESTED:
@@ -730,7 +731,7 @@ class SessionMachine:
             if self._contested(identity.unique(), data):
                 return
             self.state = S.REGISTERING
-            self._pending += data
+            self._keep_pending(data)
             self._emit(Register())
         elif policy == "reject":
             self.stats.rejected += 1
@@ -826,6 +827,20 @@ class SessionMachine:
             self._emit(StartTimer(Timer.CONTEST, delay))
         else:
             self._emit(StartTimer(Timer.CONTEST, settings.conflict_quarantine))
+
+    def _keep_pending(self, data: bytes) -> None:
+        """Bytes of a modem whose meter record is being stored: kept for the meter's handler,
+        bounded (storing takes milliseconds; a stranger streaming meanwhile is not buffered
+        without end): what does not fit is dropped, counted and logged."""
+        room = MAX_HELD_BYTES - len(self._pending)
+        if room > 0:
+            self._pending += data[:room]
+        dropped = len(data) - max(room, 0)
+        if dropped > 0:
+            self.stats.unhandled_bytes += dropped
+            self._log("warn", "modem {modem} from {peer}: {dropped} bytes dropped while its "
+                      "meter registers (more than {limit} held)", limited=True,
+                      dropped=dropped, limit=MAX_HELD_BYTES, **self.log_fields())
 
     def _hold(self, data: bytes) -> None:
         """A contested session's bytes: kept (bounded) while it may still be let in."""

@@ -77,6 +77,12 @@ class Route:
             port = params.get("port") or (positional[1] if len(positional) > 1 else "")
             if host and port:
                 return f"{self.scheme}:{host.lower()}:{port}"
+        elif self.scheme == "gw3761":
+            # Forwarding through a concentrator: all of its ports (fep.channels.forwarding
+            # resolves this to the concentrator's own line where it knows the concentrator).
+            positional = self.positional()
+            if positional:
+                return f"gw3761:{positional[0]}"
         return self.line
 
     def positional(self) -> list[str]:
@@ -256,16 +262,37 @@ class Channels:
         self._schemes: dict[str, EndpointFactory] = {}
         self._locks: dict[str, DeferredLock] = {}
         self._no_backoff: set[str] = set()
+        self._unleased: set[str] = set()
+        self._resources: dict[str, Callable[[Route], str]] = {}
 
     def register_scheme(
-        self, scheme: str, factory: EndpointFactory, *, backoff: bool = True
+        self,
+        scheme: str,
+        factory: EndpointFactory,
+        *,
+        backoff: bool = True,
+        leased: bool = True,
+        resource: Callable[[Route], str] | None = None,
     ) -> None:
         """``factory`` gives the endpoints of ``scheme`` routes. ``backoff=False`` for
         channels whose connect failures say nothing about the next attempt (a GPRS session
-        that is not there yet may dial in any moment)."""
+        that is not there yet may dial in any moment). ``leased=False`` for endpoints that
+        hold a line themselves (forwarding through a concentrator holds the concentrator's);
+        ``resource`` gives the resource of a route when it is not the route's own."""
         self._schemes[scheme] = factory
         if not backoff:
             self._no_backoff.add(scheme)
+        if not leased:
+            self._unleased.add(scheme)
+        if resource is not None:
+            self._resources[scheme] = resource
+
+    def resource_of(self, route: str) -> str:
+        """The resource a session on ``route`` occupies, as this node's channels see it (a
+        forwarding route: its concentrator's line); RouteError for a route not valid."""
+        parsed = parse_route(route)
+        hook = self._resources.get(parsed.scheme)
+        return hook(parsed) if hook is not None else parsed.resource
 
     def schemes(self) -> list[str]:
         return sorted(self._schemes)
@@ -289,7 +316,9 @@ class Channels:
         factory = self._schemes.get(parsed.scheme)
         if factory is not None:
             endpoint = factory(parsed)
-        elif parsed.scheme in ("gprs", "dialup"):
+            if parsed.scheme in self._unleased:
+                return endpoint
+        elif parsed.scheme in ("gprs", "dialup", "gw3761"):
             raise RouteError(
                 f"route {route!r}: no {parsed.scheme} channel is configured on this node",
                 route=route,

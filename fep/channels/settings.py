@@ -58,6 +58,7 @@ class GprsSection:
     conflict_quarantine: float
     allow: SourceNetworks
     tls_client_ca: str
+    terminal_profiles: tuple[str, ...] = ()
 
 
 def _gprs(**values: Any) -> GprsSection:
@@ -76,7 +77,7 @@ GPRS = Section("gprs", {
     ),
     "identify": Option(
         words,
-        "ascii binary dlms iec62056-21",
+        "ascii binary dlms iec62056-21 gw3761 dlt698",
         "identification rules tried on a new connection's first bytes",
     ),
     "registration": Option(
@@ -128,6 +129,11 @@ GPRS = Section("gprs", {
     "tls_client_ca": Option(
         text, "", "CA certificates (PEM) that sign the modems' client certificates: every "
         "ssl: listener then requires one naming the modem; empty: none asked"
+    ),
+    "terminal_profiles": Option(
+        words, "", "directories of GPRS terminal profiles (NAME.ini, docs/channels/"
+        "terminals.md), read after the shipped etc/terminals; a profile of the same name "
+        "replaces a shipped one"
     ),
 }, _gprs)
 

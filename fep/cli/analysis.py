@@ -1,11 +1,13 @@
-"""`fep areas`, `fep vee`, `fep balance` and `fep outages`: the network model, validation and
-estimation of a day, the energy balance of areas and the outages (fep.analysis)."""
+"""`fep areas`, `fep vee`, `fep balance`, `fep outages` and `fep comms`: the network model,
+validation and estimation of a day, the energy balance of areas, the outages and the
+communication analysis (fep.analysis)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,11 @@ SERIES_COLUMNS = ("start", "value", "quality", "method", "source")
 RANK_COLUMNS = ("area", "loss_rate", "before", "change")
 OUTAGE_COLUMNS = ("meter", "since", "until", "minutes", "source", "cut")
 AREA_OUTAGE_COLUMNS = ("area", "since", "until", "minutes", "out", "peak", "members", "meters")
+EDIT_COLUMNS = ("id", "meter", "obis", "start", "action", "before", "after", "status",
+                "requested_by", "requested_at", "decided_by", "decided_at", "reason", "note")
+SUSPECTED_COLUMNS = ("area", "since", "until", "cycles", "meters")
+COMMS_COLUMNS = ("scope", "key", "jobs", "ok", "failed", "rate", "below")
+BELOW_COLUMNS = ("meter", "jobs", "ok", "rate", "last_failed", "last_error")
 INDEX_COLUMNS = ("customers", "sustained", "momentary", "customer_minutes", "saifi", "saidi",
                  "caidi", "maifi")
 
@@ -100,6 +107,8 @@ async def cmd_vee(reactor: IFepReactor, args: argparse.Namespace) -> int:
     from fep.analysis.store import AnalysisStore
 
     settings = _settings(args)
+    if args.vee_command in ("edit", "edits", "approve", "reject"):
+        return await _edits(args, settings)
     day = _day(args.day)
 
     async def work(store: Any) -> int:
@@ -124,6 +133,45 @@ async def cmd_vee(reactor: IFepReactor, args: argparse.Namespace) -> int:
                          "until": f.until, "flag": _quality(f.flag),
                          "details": " ".join(f"{k}={v}" for k, v in sorted(f.details.items()))}
                         for f in findings], FINDING_COLUMNS, args.format)
+        return EXIT_OK
+
+    return await with_store(args, work)
+
+
+async def _edits(args: argparse.Namespace, settings: VeeSettings) -> int:
+    """``fep vee edit|edits|approve|reject``: as the invoking operator (OS user, or the
+    API token in FEP_TOKEN), four eyes when ``--config``'s ``[analysis] edit_approval``."""
+    from fep.analysis.edits import Editor
+    from fep.cli.arguments import parse_time
+    from fep.cli.collect import cli_operator
+    from fep.config import default_config, load_config
+
+    config = load_config(args.config) if args.config else default_config()
+    step = {"edit": "edit", "approve": "edit_approve", "reject": "edit_reject"}.get(
+        args.vee_command)
+    who = cli_operator(args, step) if step else ""
+    value = None
+    if args.vee_command == "edit":
+        if (args.value is None) == (not args.accept):
+            raise UsageError("give --value V to replace, or --accept")
+        if args.value is not None:
+            try:
+                value = Decimal(args.value)
+            except InvalidOperation:
+                raise UsageError(f"--value: not a number: {args.value!r}") from None
+
+    async def work(store: Any) -> int:
+        editor = Editor(store, settings, approval=config.analysis.edit_approval)
+        if args.vee_command == "edit":
+            done = [await editor.request(args.meter, parse_time(args.start),
+                                         reason=args.reason, who=who, value=value,
+                                         accept=args.accept)]
+        elif args.vee_command == "edits":
+            done = await editor.edits(meter=args.meter, status=args.status)
+        else:
+            done = [await editor.decide(args.id, approve=args.vee_command == "approve",
+                                        who=who, note=getattr(args, "reason", "") or "")]
+        write_rows([e.as_dict() for e in done], EDIT_COLUMNS, args.format)
         return EXIT_OK
 
     return await with_store(args, work)
@@ -202,7 +250,9 @@ async def cmd_outages(reactor: IFepReactor, args: argparse.Namespace) -> int:
             ("area-outage", "area outages", [a.as_dict() for a in report.areas],
              AREA_OUTAGE_COLUMNS),
             ("indices", f"indices (momentary: {args.momentary} or less)",
-             [report.indices.as_dict()], INDEX_COLUMNS))
+             [report.indices.as_dict()], INDEX_COLUMNS),
+            ("suspected-outage", "suspected outages (communication loss)",
+             [s.as_dict() for s in report.suspected], SUSPECTED_COLUMNS))
         if args.format == "json":
             write_rows([{"record": record, **row} for record, _title, rows, _c in sections
                         for row in rows], ("record",), "json")
@@ -211,6 +261,51 @@ async def cmd_outages(reactor: IFepReactor, args: argparse.Namespace) -> int:
             if args.format == "table":
                 print(("\n" if n else "") + f"{title}:")
             write_rows(rows, columns, args.format)
+        return EXIT_OK
+
+    return await with_store(args, work)
+
+
+def _period(args: argparse.Namespace) -> tuple[datetime, datetime]:
+    """``--from``/``--to`` (a day YYYY-MM-DD or an ISO time, UTC); by default yesterday
+    (UTC); ``--to`` defaults to a day after ``--from``."""
+    from fep.cli.arguments import parse_time
+
+    def when(text: str) -> datetime:
+        if len(text) == 10:
+            return datetime.combine(_day(text), time(0), tzinfo=UTC)
+        return parse_time(text)
+
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    since = when(args.since) if args.since else today - timedelta(days=1)
+    until = when(args.until) if args.until else since + timedelta(days=1)
+    if until <= since:
+        raise UsageError(f"the period {since:%Y-%m-%dT%H:%M}Z..{until:%Y-%m-%dT%H:%M}Z is "
+                         "empty")
+    return since, until
+
+
+async def cmd_comms(reactor: IFepReactor, args: argparse.Namespace) -> int:
+    from fep.analysis import jobs
+    from fep.analysis.daemon import share
+
+    since, until = _period(args)
+    try:
+        target = share(args.target)
+    except ValueError as e:
+        raise UsageError(f"--target: {e}") from None
+
+    async def work(store: Any) -> int:
+        try:
+            report = await jobs.run_comms(store, since, until, area=args.area, target=target)
+        except LookupError as e:
+            raise UsageError(str(e.args[0])) from None
+        if args.below:
+            write_rows([m.as_dict() for m in report.below], BELOW_COLUMNS, args.format)
+        else:
+            write_rows([r.as_dict() for r in report.rows
+                        if args.scope is None or r.scope == args.scope], COMMS_COLUMNS,
+                       args.format)
         return EXIT_OK
 
     return await with_store(args, work)
@@ -255,6 +350,31 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     series.add_argument("--day", required=True, help="YYYY-MM-DD (UTC)")
     series.add_argument("--vee", **vee_file)
     series.add_argument("--format", **fmt)
+    edit = vsub.add_parser("edit", help="replace or accept an interval's value, with a "
+                           "reason (audited; approved by another operator when [analysis] "
+                           "edit_approval)")
+    edit.add_argument("--meter", required=True)
+    edit.add_argument("--start", required=True, help="the interval's start (ISO, UTC)")
+    edit.add_argument("--value", help="the new value")
+    edit.add_argument("--accept", action="store_true", help="accept the value as it is")
+    edit.add_argument("--reason", required=True)
+    edit.add_argument("--by", help="only your own identity (OS user or FEP_TOKEN's name)")
+    edit.add_argument("--vee", **vee_file)
+    edit.add_argument("--format", **fmt)
+    edits = vsub.add_parser("edits", help="operators' edits, newest first")
+    edits.add_argument("--meter")
+    edits.add_argument("--status", choices=("pending", "applied", "rejected"))
+    edits.add_argument("--vee", **vee_file)
+    edits.add_argument("--format", **fmt)
+    for name, helptext in (("approve", "approve an edit someone else asked for"),
+                           ("reject", "reject an edit someone else asked for")):
+        step = vsub.add_parser(name, help=helptext)
+        step.add_argument("id", type=int)
+        if name == "reject":
+            step.add_argument("--reason", required=True)
+        step.add_argument("--by", help="only your own identity (OS user or FEP_TOKEN's name)")
+        step.add_argument("--vee", **vee_file)
+        step.add_argument("--format", **fmt)
     vee.set_defaults(run=cmd_vee)
 
     balance = sub.add_parser("balance", help="energy balance and line loss of areas for a day")
@@ -281,4 +401,20 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     outages.add_argument("--vee", **vee_file)
     outages.add_argument("--format", **fmt)
     outages.set_defaults(run=cmd_outages)
+
+    comms = sub.add_parser("comms", help="collection success rate per meter, area, channel "
+                           "and concentrator against the target, from the jobs' outcomes")
+    comms.add_argument("--from", dest="since",
+                       help="YYYY-MM-DD or ISO time, UTC (default: yesterday)")
+    comms.add_argument("--to", dest="until", help="YYYY-MM-DD or ISO time, UTC, excluded "
+                       "(default: a day after --from)")
+    comms.add_argument("--area", help="only the meters of this area and the areas below it")
+    comms.add_argument("--below", action="store_true",
+                       help="the meters below the target, worst first, with their last error")
+    comms.add_argument("--scope", choices=("all", "area", "channel", "concentrator", "meter"),
+                       help="only the rows of one scope")
+    comms.add_argument("--target", default="98 %",
+                       help="the success-rate target (default 98 %%)")
+    comms.add_argument("--format", **fmt)
+    comms.set_defaults(run=cmd_comms)
 

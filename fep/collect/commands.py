@@ -22,6 +22,7 @@ from fep.collect.limits import ResourcePolicy
 from fep.collect.tasks import (
     COMMANDS,
     KEY_TRANSFER,
+    TERMINAL_CONFIG,
     Command,
     CommandStatus,
     Job,
@@ -35,9 +36,9 @@ from fep.protocols.registry import protocol_command_check, protocol_commands, pr
 
 DEFAULT_ATTEMPTS = 3
 DEFAULT_RETRY_DELAY = 30.0
-# Commands that need approval whatever ``[collect] approval`` says: pointing pushes at a
-# host, and a meter key rotation.
-ALWAYS_APPROVED = frozenset({"push-setup", KEY_TRANSFER})
+# Commands that need approval whatever ``[collect] approval`` says: pointing pushes (or a
+# terminal) at a host, and a meter key rotation.
+ALWAYS_APPROVED = frozenset({"push-setup", KEY_TRANSFER, TERMINAL_CONFIG})
 # The doors an operator comes through; ``who`` is ``DOOR:OPERATOR`` (or a bare operator).
 DOORS = ("console", "api", "cli")
 
@@ -70,6 +71,15 @@ def parse_approval(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def job_params(action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """What a command's job carries for the scheduler: a terminal-config by SMS does not
+    wait for the terminal's GPRS session (``wake_up`` False: a terminal set to a wrong
+    master station never dials in; the text is what brings it back)."""
+    if action == TERMINAL_CONFIG and str(params.get("via", "sms")).strip().lower() == "sms":
+        return {"wake_up": False}
+    return {}
+
+
 def command_job(
     command: Command,
     meter: Meter,
@@ -89,6 +99,7 @@ def command_job(
         route=meter.route,
         resource=policy.key(meter.route),
         command=command.id,
+        params=job_params(command.action, command.params),
         priority=Priority.ON_DEMAND,
         due=now,
         run_at=now,
@@ -113,6 +124,10 @@ class WrongState(CommandError):
     rejected, changed meanwhile (the API answers 409)."""
 
 
+class NoSuchCommand(CommandError):
+    """A command id that names no command (the API answers 404)."""
+
+
 class CommandNotSupported(CommandError):
     """A command the meter's protocol or device does not have, refused when it is asked."""
 
@@ -128,6 +143,9 @@ def meter_commands(meter: Meter) -> frozenset[str]:
     device = str(meter.metadata.get("commands", "") or "").strip()
     if device:
         supported &= {n.strip().lower() for n in device.split(",") if n.strip()}
+    if str(meter.metadata.get("terminal", "") or "").strip():
+        # A meter-list entry naming its GPRS terminal's profile (fep.collect.terminals).
+        supported |= {TERMINAL_CONFIG}
     return supported
 
 
@@ -144,6 +162,8 @@ def check_supported(meter: Meter, action: str) -> None:
     if variant is not None and action in protocol_commands(meter.protocol) and (
             action not in variant[1]):
         why = f"its protocol variant {variant[0]} does not have it"
+    if action == TERMINAL_CONFIG:
+        why = "it names no GPRS terminal profile (meter metadata terminal)"
     raise CommandNotSupported(
         f"meter {meter.id}: command {action} refused: {why} (supported: "
         f"{', '.join(sorted(supported)) or 'none'})", key="action")
@@ -152,7 +172,16 @@ def check_supported(meter: Meter, action: str) -> None:
 def check_params(meter: Meter, action: str, params: Mapping[str, Any]) -> None:
     """CommandError when the meter's protocol finds the command's parameters wrong for the
     meter (fep.protocols.registry.protocol_command_check: a Modbus ``parameter-set`` of a
-    parameter its device map lacks), naming meter, command and parameter."""
+    parameter its device map lacks), naming meter, command and parameter. A terminal-config
+    is checked against the meter's terminal profile (fep.collect.terminals.check_request)."""
+    if action == TERMINAL_CONFIG:
+        from fep.collect.terminals import check_request
+
+        try:
+            check_request(meter, params)
+        except ConfigError as e:
+            raise CommandError(f"meter {meter.id}: {action}: {e}") from None
+        return
     check = protocol_command_check(meter.protocol)
     if check is None:
         return
@@ -216,7 +245,7 @@ async def approve(
     """Approve a requested command (by someone other than its requester) and queue it."""
     command = await jobs.command(command_id)
     if command is None:
-        raise CommandError(f"no command {command_id}")
+        raise NoSuchCommand(f"no command {command_id}")
     if command.meter != meter.id:
         raise CommandError(f"command {command_id} is for meter {command.meter}, not {meter.id}")
     if command.status != CommandStatus.REQUESTED:
@@ -274,6 +303,8 @@ async def reject(jobs: IJobStore, command_id: int, who: str, reason: str, now: f
         reason, now, fields={"outcome": f"rejected: {reason}", "finished_at": now},
     )
     if done is None:
+        if await jobs.command(command_id) is None:
+            raise NoSuchCommand(f"no command {command_id}")
         raise WrongState(f"command {command_id} is not awaiting approval")
     result: Command = done
     return result

@@ -15,7 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
+from fep.channels.forwarding import concentrator_id
 from fep.channels.routes import resource_of
+from fep.collect.dlt698_route import terminal_id
 from fep.errors import ConfigError, FepError
 from fep.model import Meter
 
@@ -42,6 +44,16 @@ def check_owner(meter: Meter, known: Mapping[str, Meter]) -> None:
         raise ConfigError(
             f"meter {meter.id}: concentrator {owner_id!r} cannot itself be behind a "
             "concentrator", key=CONCENTRATOR_KEY)
+    if concentrator_id(meter.route) == owner.id:
+        return  # forwarded through it (gw3761:OWNER:port=N)
+    via = terminal_id(meter.route)
+    if via is not None:
+        # Read through its concentrator's own route (a DL/T 698.45 terminal's PROXY).
+        if via != owner.id:
+            raise ConfigError(f"meter {meter.id}: route {meter.route!r} reads through {via}, "
+                              f"not through its concentrator {owner_id!r}",
+                              key=CONCENTRATOR_KEY)
+        return
     try:
         same_line = resource_of(meter.route) == resource_of(owner.route)
     except FepError as e:
@@ -68,7 +80,9 @@ def line_order(meters: Sequence[Meter], known: Iterable[Meter] = ()) -> tuple[
     list[LineStep], list[tuple[Meter, ConfigError]]
 ]:
     """The read order of the meters of one line: in list order, each concentrator with
-    the meters it owns right after it. Also the meters that cannot be read (a bad
+    the meters it owns right after it (a meter forwarded through it, route
+    ``gw3761:OWNER:...``, is on its line but read on its own: the concentrator's job may
+    be one its protocol does not do). Also the meters that cannot be read (a bad
     ``concentrator``) and why. ``known`` adds meters not on this line (for the error)."""
     by_id = {m.id: m for m in known}
     by_id.update({m.id: m for m in meters})
@@ -81,7 +95,7 @@ def line_order(meters: Sequence[Meter], known: Iterable[Meter] = ()) -> tuple[
             bad.append((meter, e))
             continue
         owner_id = concentrator_of(meter)
-        if owner_id is not None:
+        if owner_id is not None and concentrator_id(meter.route) != owner_id:
             owned.setdefault(owner_id, []).append(meter)
     refused = {m.id for m, _ in bad}
     steps: list[LineStep] = []
@@ -90,7 +104,8 @@ def line_order(meters: Sequence[Meter], known: Iterable[Meter] = ()) -> tuple[
         if meter.id in refused:
             continue
         owner_id = concentrator_of(meter)
-        if owner_id is not None and owner_id in on_line:
+        if owner_id is not None and owner_id in on_line and (
+                concentrator_id(meter.route) != owner_id):
             continue  # read after its concentrator
         steps.append(LineStep(meter, tuple(owned.get(meter.id, ()))))
     return steps, bad

@@ -12,8 +12,9 @@ import attrs
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
+from fep.collect.dlt698_route import line_through_terminal
 from fep.collect.jobstore import BOOKKEEPING_INTERVAL, JobStore, job_store
-from fep.collect.limits import Permits, ResourcePolicy
+from fep.collect.limits import Permits, ResourcePolicy, resource_of
 from fep.collect.readnow import ReadNow
 from fep.collect.runner import JobRunner
 from fep.collect.schedule import format_duration
@@ -21,7 +22,9 @@ from fep.collect.scheduler import Scheduler
 from fep.collect.settings import CollectSection
 from fep.collect.tasks import DEFAULT_TASK, Priority, Target, Task
 from fep.directory import MeterDirectory
+from fep.errors import FepError
 from fep.interfaces import IMeterProtocol, IRecordSink, IStore, IWakeUp
+from fep.model import Meter
 from fep.protocols.registry import meter_protocol
 from fep.reactors import IConnectingReactor
 
@@ -29,11 +32,34 @@ log = Logger()
 
 
 def resource_policy(
-    settings: CollectSection, pools: Mapping[str, int] | None = None
+    settings: CollectSection, pools: Mapping[str, int] | None = None,
+    line_of: Callable[[str], str] | None = None,
 ) -> ResourcePolicy:
     """Resources from ``[collect] shared_lines``, on top of ``pools`` the node's channels
-    bring (the dial-up modem pool's number of lines)."""
-    return ResourcePolicy(pools={**(pools or {}), **settings.shared_lines})
+    bring (the dial-up modem pool's number of lines); ``line_of`` the channels' resource of
+    a route (a forwarding route's is its concentrator's line)."""
+    policy = ResourcePolicy(pools={**(pools or {}), **settings.shared_lines})
+    return policy if line_of is None else attrs.evolve(policy, line_of=line_of)
+
+
+def _safe(line_of: Callable[[str], str]) -> Callable[[str], str]:
+    """``line_of``, falling back to the route's own resource when it fails (a route that
+    does not parse, a concentrator not known yet)."""
+
+    def key(route: str) -> str:
+        try:
+            return line_of(route)
+        except FepError:
+            return resource_of(route)
+
+    return key
+
+
+def through_terminals(policy: ResourcePolicy,
+                      meter_of: Callable[[str], Meter | None]) -> ResourcePolicy:  # fmt: skip
+    """``policy`` with a meter behind a DL/T 698.45 terminal (``dlt698:ID``) on the
+    terminal's resource (fep.collect.dlt698_route); ``meter_of``: the meter list by id."""
+    return attrs.evolve(policy, line_of=line_through_terminal(meter_of, policy.key))
 
 
 def approval_of(settings: CollectSection) -> frozenset[str]:
@@ -73,6 +99,7 @@ class CollectionEngine:
         protocol_for: Callable[[str], IMeterProtocol] = meter_protocol,
         pools: Mapping[str, int] | None = None,
         firmware_dir: Path | None = None,
+        terminals: Any = None,
     ) -> None:
         self.reactor = reactor
         self.settings = settings
@@ -82,6 +109,10 @@ class CollectionEngine:
         # Job starts and ends recorded in batches, the engine not waiting for them.
         self.jobs: JobStore = job_store(store, reactor=reactor, interval=BOOKKEEPING_INTERVAL,
                                         write_behind=True)
+        # The channel layer's resource of a route when it knows one (Channels.resource_of:
+        # a route through a concentrator occupies the concentrator's line).
+        channel_line = getattr(endpoint_for, "resource_of", None)
+        line_of = None if channel_line is None else _safe(channel_line)
         self.runner = JobRunner(
             reactor,
             sink,
@@ -94,6 +125,8 @@ class CollectionEngine:
             firmware_dir=self.firmware_dir,
             resolve=directory.resolve if directory.secrets is not None else None,
             secrets=directory.secrets,
+            terminals=terminals,
+            meter_of=directory.get,
         )
         self.scheduler = Scheduler(
             reactor,
@@ -104,7 +137,7 @@ class CollectionEngine:
             concurrency=settings.concurrency,
             lease=settings.lease,
             poll=settings.poll,
-            resources=resource_policy(settings, pools),
+            resources=through_terminals(resource_policy(settings, pools, line_of), directory.get),
             permits=Permits({"cell": settings.cell_permits, "apn": settings.apn_permits}),
             wakeup=wakeup,
             wakeup_timeout=settings.wakeup_timeout,

@@ -694,6 +694,11 @@ def _set_home(dialect: str, resource: str, node: str | None, now: float) -> Op[N
         )
 
 
+def _home(dialect: str, resource: str) -> Op[str | None]:
+    rows = yield Q("SELECT node FROM session_homes WHERE resource = ?", (resource,), fetch=True)
+    return str(rows[0][0]) if rows else None
+
+
 def _stats(dialect: str, since_day: str, scope: str | None) -> Op[list[StatsRow]]:
     sql = (
         "SELECT day, scope, key, jobs, first_ok, ok, failed, missed, attempts"
@@ -1259,6 +1264,9 @@ class JobStore:
 
     def set_home(self, resource: str, node: str | None, now: float) -> Deferred[None]:
         return self._do(_set_home, resource, node, now)
+
+    def home(self, resource: str) -> Deferred[str | None]:
+        return self._do(_home, resource)
 
     # statistics
     def stats(self, since_day: str, scope: str | None = None) -> Deferred[list[StatsRow]]:

@@ -184,7 +184,7 @@ class EngineScheduler:
         async def run() -> dict[str, Any]:
             asked = await self.jobs_store.command(command_id)
             if asked is None:
-                raise cmd.CommandError(f"no command {command_id}")
+                raise cmd.NoSuchCommand(f"no command {command_id}")
             command = await cmd.approve(
                 self.jobs_store, command_id, who, self._now(), await self._meter(asked.meter),
                 self.scheduler.resources,

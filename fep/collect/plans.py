@@ -40,6 +40,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from fep.channels.terminals import parse_change
 from fep.collect.commands import (
     CommandError,
     CommandNotSupported,
@@ -50,7 +51,7 @@ from fep.collect.commands import (
 )
 from fep.collect.concentrators import concentrator_of
 from fep.collect.limits import ResourcePolicy
-from fep.collect.tasks import COMMANDS, KEY_TRANSFER, Target
+from fep.collect.tasks import COMMANDS, KEY_TRANSFER, TERMINAL_CONFIG, Target
 from fep.errors import ConfigError, FepError
 from fep.interfaces import IPlans
 from fep.model import Meter
@@ -293,6 +294,11 @@ def new_plan(
                         "per command): request it per meter")
     if not operator_of(who):
         raise PlanError("a plan needs the name of who makes it")
+    if action == TERMINAL_CONFIG:  # the same change for every terminal: checked now
+        try:
+            parse_change(params or {})
+        except ConfigError as e:
+            raise PlanError(f"{action}: {e}") from None
     name = (name or "").strip() or f"{action} {target}".strip()
     if len(name) > 200:
         raise PlanError("plan name: 200 characters at most")

@@ -18,6 +18,7 @@ import attrs
 from twisted.internet.defer import Deferred
 
 from fep.collect import jobstore as js
+from fep.collect.commands import job_params
 from fep.collect.jobstore import Op, Q
 from fep.collect.plans import (
     MeterState,
@@ -320,7 +321,8 @@ def _release_one(plan: Plan, row: Sequence[Any], now: float, node: str) -> Op[No
     yield js._audit_line(command_id, now, plan.decided_by or "", "approved",
                          f"approved via plan {plan.id}")
     job = Job(id=0, task=None, meter=meter, kind=JobKind.COMMAND, route=route, resource=line,
-              command=command_id, priority=Priority.ON_DEMAND, due=now, run_at=now,
+              command=command_id, params=job_params(plan.action, plan.params),
+              priority=Priority.ON_DEMAND, due=now, run_at=now,
               deadline=plan.deadline_at, max_attempts=plan.attempts,
               retry_delay=plan.retry_delay, backoff=1.0)
     job_id = yield from js._insert_job(job)

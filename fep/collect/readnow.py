@@ -42,6 +42,7 @@ OPTIONS = "options"
 # Seconds a read-now may wait for its line (and for a slot of the engine) before it is
 # recorded as missed: with the read itself, below the HTTP API's idle timeout (300 s).
 DEFAULT_WAIT = 180.0
+GPRS = "gprs:"
 # Seconds between looks at the job store for a read-now's end recorded elsewhere (its
 # deadline passed in another node's pass).
 CHECK_EVERY = 5.0
@@ -190,6 +191,18 @@ class ReadNow:
                            options=options, wait=self.wait)
         fields = {"who": who, "meter": meter.id, "route": meter.route,
                   "protocol": meter.protocol}
+        if self.scheduler.running and job.resource.startswith(GPRS):
+            # (The resource: a meter read through a terminal that logs in, dlt698:ID, is on
+            # its terminal's gprs: session too.)
+            # A modem is connected to one node; only that node can lend its session, and
+            # the records are kept for the door on the node that read them. A read asked on
+            # another node is refused at once, naming the node to ask (not missed 180 s on).
+            home = await self.jobs.home(job.resource)
+            if home is not None and home != self.node:
+                raise ChannelError(
+                    f"meter {meter.id} (route {meter.route}, protocol {meter.protocol}): "
+                    f"its modem is connected to node {home}, not to this node "
+                    f"({self.node}): read it through node {home}", route=meter.route)
         if not self.scheduler.running:
             self._local -= 1
             job = attrs.evolve(job, id=self._local)

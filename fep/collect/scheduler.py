@@ -445,6 +445,7 @@ class Scheduler(service.Service):
         try:
             if (
                 self.wakeup is not None
+                and job.params.get("wake_up", True)
                 and meter.route.startswith("gprs:")
                 and not self.wakeup.is_connected(meter.route)
             ):

@@ -300,11 +300,15 @@ COMMANDS = (
     "firmware-upgrade",
     "push-setup",
     "key-transfer",
+    "terminal-config",
 )
 # Commands the engine runs through the protocol's clock (fep.interfaces.IClock).
 CLOCK_COMMANDS = ("time-set", "time-sync")
 # DLMS key rotation on the meter (security setup key_transfer): always needs approval.
 KEY_TRANSFER = "key-transfer"
+# A GPRS terminal's (DTU's) APN, master stations, heartbeat, mode (fep.collect.terminals):
+# commands of the meter's terminal profile, not of its protocol; always needs approval.
+TERMINAL_CONFIG = "terminal-config"
 
 
 @attrs.frozen

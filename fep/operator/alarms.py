@@ -33,7 +33,7 @@ from __future__ import annotations
 import configparser
 import fnmatch
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -399,20 +399,14 @@ class EmailNotifier:
         from twisted.mail.smtp import sendmail
 
         data = self.message(alarm, to)
-        delay = self.first_delay
-        for attempt in range(1, self.attempts + 1):
-            try:
-                await sendmail(self.host, self.sender, to, data, port=self.port,
-                               requireAuthentication=False, requireTransportSecurity=False)
-                return
-            except Exception as e:
-                if attempt == self.attempts:
-                    raise
-                log.warn("alarm e-mail to {to} via {host}:{port} failed ({error}); retrying in "
-                         "{delay} s", to=", ".join(to), host=self.host, port=self.port,
-                         error=e, delay=delay, meter=alarm.meter)
-                await deferLater(self.reactor, delay)
-                delay *= 4
+
+        async def once() -> None:
+            await sendmail(self.host, self.sender, to, data, port=self.port,
+                           requireAuthentication=False, requireTransportSecurity=False)
+
+        await _with_retries(self.reactor, once, attempts=self.attempts,
+                            first_delay=self.first_delay, meter=alarm.meter,
+                            what=f"alarm e-mail to {', '.join(to)} via {self.host}:{self.port}")
 
 
 @implementer(INotifier)
@@ -421,17 +415,56 @@ class SmsNotifier:
 
     channel = "sms"
 
-    def __init__(self, sender: Any) -> None:
+    def __init__(self, sender: Any, reactor: IReactorTime | None = None, *,
+                 attempts: int = 3, first_delay: float = 30.0) -> None:
+        # Without a reactor to wait on, one attempt (the caller retries, if anyone).
         self.sender = sender
+        self.reactor = reactor
+        self.attempts = attempts if reactor is not None else 1
+        self.first_delay = first_delay
 
     def notify(self, event: object, to: Sequence[str] = ()) -> Deferred[None]:
         assert isinstance(event, Alarm)
 
         async def send() -> None:
+            # Each number on its own: one that keeps failing does not stop the others; the
+            # first failure is raised once every number had its attempts.
+            failures: list[BaseException] = []
             for number in to:
-                await self.sender.send(number, event.sms_text())
+                async def once(number: str = number) -> None:
+                    await self.sender.send(number, event.sms_text())
+
+                try:
+                    await _with_retries(self.reactor, once, attempts=self.attempts,
+                                        first_delay=self.first_delay, meter=event.meter,
+                                        what=f"alarm text message to {number}")
+                except Exception as e:
+                    failures.append(e)
+            if failures:
+                raise failures[0]
 
         return Deferred.fromCoroutine(send())
+
+
+async def _with_retries(reactor: IReactorTime | None, once: Callable[[], Awaitable[None]], *,
+                        attempts: int, first_delay: float, meter: str | None,
+                        what: str) -> None:
+    """``once()`` until it succeeds, at most ``attempts`` times, waiting ``first_delay``
+    seconds (four times longer each time) between; the last failure is raised. A relay or a
+    modem that is busy for a minute must not cost an operator a critical alarm."""
+    delay = first_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            await once()
+            return
+        except Exception as e:
+            if attempt == attempts or reactor is None:
+                raise
+            log.warn("{what} failed ({error}); retrying in {delay} s (attempt {attempt} of "
+                     "{attempts})", what=what, error=e, delay=delay, attempt=attempt,
+                     attempts=attempts, meter=meter)
+            await deferLater(reactor, delay)
+            delay *= 4
 
 
 # -- the engine ---------------------------------------------------------------------------------
@@ -564,7 +597,7 @@ class AlarmEngine:
                 for number in numbers:
                     self._record(alarm, "sms", number, "unavailable", "no SMS channel")
             else:
-                notifier = SmsNotifier(self.ctx.sms)
+                notifier = SmsNotifier(self.ctx.sms, self.ctx.reactor)
                 for number in numbers:
                     self._send(alarm, notifier, "sms", [number], number)
 

@@ -31,6 +31,10 @@ APPROVAL: dict[str, str] = {"read": "operator", "run": "operator", "command": "o
 # approver must be another operator than the submitter, whatever the door).
 PLAN_STEPS = ("submit", "approve", "reject", "start", "pause", "cancel")
 APPROVAL.update({"plan_create": "operator", **{f"plan_{s}": "operator" for s in PLAN_STEPS}})
+# A concentrator's meter archive written from the meter list (fep.collect.archive_sync).
+APPROVAL["concentrator_sync"] = "operator"
+# Edits of interval values (fep.operator.edit_commands): asking, approving, rejecting.
+APPROVAL.update({"edit": "operator", "edit_approve": "operator", "edit_reject": "operator"})
 
 
 class CommandRefused(FepError):
@@ -201,3 +205,18 @@ async def plan_step(ctx: OperatorContext, plan_id: int, step: str, *, who: str, 
     except KeyError:
         raise CommandRefused(f"no plan {plan_id}", status=404) from None
     return done
+
+
+async def sync_concentrator(ctx: OperatorContext, concentrator_id: str, *, who: str, role: str,
+                            repair: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Put a concentrator's meter archive in step with the meter list (or, ``repair`` off,
+    report how it differs) through the daemon's channels; the report as JSON."""
+    check("concentrator_sync", role, who)
+    if ctx.concentrator_sync is None:
+        raise CommandRefused("no concentrator synchronisation is wired in", status=503)
+    meter = ctx.directory.get(concentrator_id)
+    if meter is None or meter.protocol != "gw3761":
+        raise CommandRefused(f"no concentrator {concentrator_id!r} (a gw3761 meter)",
+                             status=404)  # fmt: skip
+    report: dict[str, Any] = await ctx.concentrator_sync(concentrator_id, repair, who)
+    return report

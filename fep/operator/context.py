@@ -58,8 +58,14 @@ class OperatorContext:
     # through it), the alarm engine and the northbound publisher.
     push_stats: Any = None
     reader: IMeterReader | None = None
+    # A concentrator's archive synchronisation by id (fep.collect.archive_sync
+    # .ArchiveSyncDoor: ``(id, repair, who) -> Deferred[report]``), when the daemon has one.
+    concentrator_sync: Any = None
     alarms: Any = None
     northbound: Any = None
+    # Operators' edits of interval values (fep.analysis.edits.Editor) for the API and the
+    # console, with the daemon's [analysis] edit_approval.
+    edits: Any = None
     # Seconds a meter has to answer each step of an on-demand read.
     read_timeout: float = 10.0
     # The protocols on-demand reads are built with: the daemon's ProtocolRegistry (DLMS with

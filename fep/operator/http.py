@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.server import Request
 
-from fep.collect.commands import SameOperator, WrongState
+from fep.collect.commands import NoSuchCommand, SameOperator, WrongState
 from fep.errors import ChannelError, FepError, FrameError, ProtocolError, StoreError
 from fep.model import IntervalBlock, Meter, MeterEvent, ObisCode, Reading, is_secret
 from fep.operator import commands
@@ -221,7 +221,12 @@ class Api:
             (b"GET", ("success-rate",), self.success_rate),
             (b"GET", ("alarms",), self.alarms),
             (b"GET", ("export", "cim"), self.export_cim),
+            (b"POST", ("meters", "*", "archive-sync"), self.sync_concentrator),
         ]
+        from fep.operator.http_analysis import AnalysisApi
+
+        # The analysis tier's endpoints (fep/operator/http_analysis.py).
+        self.routes += AnalysisApi(ctx, _arg, time_arg, ApiError, _json_body).routes()
 
     def find(self, method: bytes, path: list[str]) -> tuple[Handler, list[str]]:
         allowed = False
@@ -316,6 +321,18 @@ class Api:
             "profile": [block_json(b) for b in records if isinstance(b, IntervalBlock)],
             "events": [event_json(e) for e in records if isinstance(e, MeterEvent)],
         }
+
+    async def sync_concentrator(self, request: Request, user: ApiUser, meter_id: str) -> Any:
+        check = _json_body(request).get("check", False)
+        if not isinstance(check, bool):
+            raise ApiError(400, "check: expected true or false")
+        try:
+            return await commands.sync_concentrator(self.ctx, meter_id, who=f"api:{user.name}",
+                                                    role=user.role, repair=not check)
+        except (ChannelError, ProtocolError, FrameError) as e:
+            text = str(e)
+            raise ApiError(502, text if text.startswith(f"meter {meter_id} ")
+                           else f"concentrator {meter_id}: {text}") from None
 
     async def sessions(self, request: Request, user: ApiUser) -> Any:
         return {"sessions": [s.as_dict() for s in self.ctx.live_sessions()],
@@ -542,6 +559,8 @@ class ApiResource(resource.Resource):
             status, body = e.status, {"error": e.message}
         except commands.CommandRefused as e:
             status, body = e.status, {"error": str(e)}
+        except NoSuchCommand as e:
+            status, body = 404, {"error": str(e)}
         except SameOperator as e:  # four eyes: forbidden to this operator, not a bad request
             status, body = 403, {"error": str(e)}
         except WrongState as e:  # already approved, rejected, changed meanwhile

@@ -148,7 +148,8 @@ class MeterSession(Protocol):
     ``steps`` are given, or built by ``make_steps`` once the line is known (a protocol that
     switches baud only on a serial line). Errors: a FrameError becomes a ProtocolError, and
     every ProtocolError names the meter, route and protocol (a SessionTimeout also its step
-    timeout); a lost connection is a ChannelError naming the route and what was awaited.
+    timeout); a lost connection is a ChannelError naming the route and what was awaited
+    (the channel's own ChannelError, when it ended the connection with one).
     """
 
     # Line speed assumed on a serial line that does not say (for the wire time before a
@@ -377,14 +378,13 @@ class MeterSession(Protocol):
             return
         self._stop()
         self.ended(lost=True)
-        self.done.errback(
-            Failure(
-                ChannelError(
-                    f"connection lost {self.lost_while()}: {reason.getErrorMessage()}",
-                    route=self.route,
-                )
-            )
-        )
+        if isinstance(reason.value, ChannelError):
+            # The channel ended the pipe and says why (a concentrator that forwarded to a
+            # meter which did not answer).
+            message = f"{reason.value.message} ({self.lost_while()})"
+        else:
+            message = f"connection lost {self.lost_while()}: {reason.getErrorMessage()}"
+        self.done.errback(Failure(ChannelError(message, route=self.route)))
 
 
 __all__ = [

@@ -116,6 +116,16 @@ class SimulatedConcentrator:
     stale: int = 0
     denied: int = 0
     forwarded: int = 0
+    # Set ACD and EC on its login, heartbeat and logout too while events are unread (the
+    # standard allows ACD on any uplink frame; many terminals set it only on answers).
+    acd_on_link: bool = False
+    # The master's confirmations of frames it started, by their sequence number (PSEQ),
+    # and denials (AFN 00 F2) of them.
+    confirmations: list[int] = attrs.field(factory=list)
+    denials: list[int] = attrs.field(factory=list)
+    # Reports sent and not confirmed yet: PSEQ -> the important event count they bring the
+    # master up to.
+    _reports: dict[int, int] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         if not self.archive:
@@ -148,10 +158,48 @@ class SimulatedConcentrator:
 
     def _link(self, fn: int) -> bytes:
         pfc, self.pfc = self.pfc, (self.pfc + 1) & 0xFF
-        frame = Frame(Control(Function.LINK_TEST, uplink=True, initiator=True), self.address,
+        ec = self._ec() if self.acd_on_link else None
+        frame = Frame(Control(Function.LINK_TEST, uplink=True, initiator=True,
+                              fcb_acd=ec is not None), self.address,
                       Afn.LINK, Seq(pfc & 0x0F, con=True),
-                      services.encode_unit(Afn.LINK, [0], [fn], True))  # fmt: skip
+                      services.encode_unit(Afn.LINK, [0], [fn], True), None, ec)  # fmt: skip
         return frame.encode()
+
+    def report_event(self, record: EventRecord, *, con: bool = True) -> bytes:
+        """The frame reporting a new important event by itself (PRM = 1, AFN 0E F1 with
+        the record at its pointer, CON set, ACD and EC); the event counts as read once the
+        master confirms it."""
+        self.events.append(record)
+        count = len(self.events)
+        pointer = (count - 1) & 0xFF
+        pfc, self.pfc = self.pfc, (self.pfc + 1) & 0xFF
+        ec = self._ec()
+        data = Events(count & 0xFF, len(self.general_events) & 0xFF, pointer,
+                      (pointer + 1) & 0xFF, (record,))
+        frame = Frame(Control(Function.USER_DATA, uplink=True, initiator=True,
+                              fcb_acd=ec is not None), self.address,
+                      Afn.CLASS3, Seq(pfc & 0x0F, con=con),
+                      services.encode_unit(Afn.CLASS3, [0], [1], True, {(0, 1): data}),
+                      None, ec)  # fmt: skip
+        if con and self.events_read == count - 1:
+            self._reports[pfc & 0x0F] = count
+        return frame.encode()
+
+    def _confirmed(self, frame: Frame) -> None:
+        """The master's confirmation (or denial) of a frame this terminal started."""
+        try:
+            items = services.decode_units(frame.afn, frame.data, False)
+        except (FrameError, ProtocolError):
+            return
+        fns = {item.fn for item in items}
+        if fns == {1}:
+            self.confirmations.append(frame.seq.seq)
+            count = self._reports.pop(frame.seq.seq, None)
+            if count is not None:
+                self.events_read = max(self.events_read, count)
+        elif fns == {2}:
+            self.denials.append(frame.seq.seq)
+            self._reports.pop(frame.seq.seq, None)
 
     def login(self) -> bytes:
         return self._link(1)
@@ -199,8 +247,13 @@ class SimulatedConcentrator:
 
     def answer(self, request: Frame) -> list[Frame]:
         """The frames answering one request (none for what a terminal ignores)."""
-        if request.uplink or not request.control.initiator:
-            return []  # confirmations of its own login/heartbeat, or another terminal
+        if request.uplink:
+            return []  # another terminal
+        if not request.control.initiator:
+            # Confirmations of its own login, heartbeat, reports.
+            if request.afn == Afn.CONFIRM and self._addressed(request.address):
+                self._confirmed(request)
+            return []
         if not self._addressed(request.address):
             return []
         self.requests += 1
@@ -471,8 +524,10 @@ class SimulatedConcentrator:
             count = len(store)
             start, end = ask.start, ask.end
             # Pointers count records modulo 256; the newest 255 are kept.
+            # Pm > Pn: the pointers wrap past 255.
             wanted = [i for i in range(max(0, count - 255), count)
-                      if start <= (i & 0xFF) < end]  # fmt: skip
+                      if (start <= (i & 0xFF) < end if start <= end
+                          else (i & 0xFF) >= start or (i & 0xFF) < end)]  # fmt: skip
             records = tuple(store[i] for i in wanted)
             if item.fn == 1:
                 self.events_read = max(self.events_read, count)

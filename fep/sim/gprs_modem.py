@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -98,6 +98,8 @@ class ModemConnection(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.mute or self.inner is None:
             return
+        if self.modem.intercept is not None and self.modem.intercept(self, data):
+            return  # the DTU's own configuration mode took it (fep.sim.terminal)
         self.modem.pulled(data)
         if self.modem.spec.push_on_pull and _is_aarq(data):
             self.modem.push()
@@ -133,6 +135,9 @@ class SimulatedGprsModem:
         self.connection: ModemConnection | None = None
         self.stale: list[ModemConnection] = []
         self.pulls = 0
+        # What the DTU itself takes before its meter sees it (its AT pass-through): called
+        # with the connection and the bytes, True when it took them.
+        self.intercept: Callable[[ModemConnection, bytes], bool] | None = None
         self._busy_until = 0.0
         self._loop: IDelayedCall | None = None
         self._remaining = 0

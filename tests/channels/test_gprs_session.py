@@ -332,6 +332,22 @@ class UnknownModemTests(MachineTestCase):
         self.assertIs(m.state, S.ATTACHED)
         self.assertIn(ToHandler(b"ab"), actions)
 
+    def test_what_comes_while_registering_is_bounded(self) -> None:
+        # A stranger streaming while its meter record is stored is not buffered without end:
+        # the first MAX_HELD_BYTES reach the handler, the rest is dropped, counted, logged.
+        m = self.connected(GprsSettings(unknown="register"))
+        m.data(REGISTRATION)
+        limit = gprs_session.MAX_HELD_BYTES
+        m.data(b"x" * (limit - 10))
+        actions = m.data(b"y" * 30)
+        self.assertEqual(self.stats.unhandled_bytes, 20)
+        (warning,) = [a for a in logs(actions) if a.level == "warn"]
+        self.assertTrue(warning.limited)
+        m.data(b"z" * 1000)
+        self.assertEqual(self.stats.unhandled_bytes, 1020)
+        actions = m.registered(METER)
+        self.assertIn(ToHandler(b"x" * (limit - 10) + b"y" * 10), actions)
+
     def test_a_failed_registration_closes_with_the_failure_logged(self) -> None:
         m = self.connected(GprsSettings(unknown="register"))
         m.data(REGISTRATION)

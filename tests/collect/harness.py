@@ -13,6 +13,7 @@ from zope.interface import implementer
 
 from fep.channels.routes import Channels
 from fep.collect.engine import CollectionEngine
+from fep.collect.forwarding import add_forwarding
 from fep.collect.tasks import Job, JobStatus
 from fep.config import parse_config
 from fep.directory import MeterDirectory
@@ -66,9 +67,11 @@ async def engine_for(
     await store.add_meters(list(meters))
     directory = MeterDirectory(store)
     await directory.refresh()
+    channels = Channels(clock)
+    add_forwarding(channels, directory.get)  # gw3761:DCU:port=N routes
     engine = CollectionEngine(
         clock, store, StoreSink(store), directory, config.collect, node=node,
-        endpoint_for=Channels(clock),
+        endpoint_for=channels,
     )
     await engine.prepare()
     if start:

@@ -179,11 +179,14 @@ class JobStoreBehaviours:
         jobs = await self.jobs_store()
         await jobs.add_jobs([job("pinned", pinned="n2"), job("gprs", resource="gprs:imei=1")],
                             NOW)
+        self.assertIsNone(await jobs.home("gprs:imei=1"))
         await jobs.set_home("gprs:imei=1", "n2", NOW)
+        self.assertEqual(await jobs.home("gprs:imei=1"), "n2")
         self.assertEqual(await jobs.lease("n1", NOW, NOW + 30, 5, {}, {}), [])
         leased = await jobs.lease("n2", NOW, NOW + 30, 5, {}, {})
         self.assertEqual(sorted(j.meter for j in leased), ["gprs", "pinned"])
         await jobs.set_home("gprs:imei=1", None, NOW)
+        self.assertIsNone(await jobs.home("gprs:imei=1"))
 
     async def test_retry_then_statistics(self) -> None:
         jobs = await self.jobs_store()

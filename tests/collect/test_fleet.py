@@ -1,5 +1,6 @@
-"""A simulated fleet of 1,000 meters: 500 DLMS meters each on its own TCP port and 500
-DL/T 645-2007 meters on ten buses of fifty behind UNIX sockets, 15-minute load profiles,
+"""A simulated fleet of 1,000 meters (under ``FEP_TEST_SCALE=full``; 200 in ``make test``,
+tests/scale.py): 500 DLMS meters each on its own TCP port and 500 DL/T 645-2007 meters on
+ten buses of fifty behind UNIX sockets (100 and two buses), 15-minute load profiles,
 with 2% of sessions failing at random (silence, dropped connections, corrupt frames, drawn
 by fep.sim.faults from a fixed seed). One scheduled cycle reports its first-pass success
 rate; re-collection cycles then fill every gap (the meters that failed, and holes punched
@@ -29,9 +30,11 @@ from fep.sim.dlms import DlmsMeterServerFactory
 from fep.sim.dlt645 import Dlt645BusFactory, make_meters
 from fep.sim.faults import FaultyFactory
 from tests.collect.harness import engine_for, jobs_ended, listen
+from tests.scale import scaled
 
-DLMS_METERS = 500
-BUSES = 10
+# A thousand meters under FEP_TEST_SCALE=full (make test-full), two hundred in make test.
+DLMS_METERS = scaled(500, 100)
+BUSES = scaled(10, 2)
 PER_BUS = 50
 FAULT_RATE = 0.02
 HORIZON = timedelta(hours=2)
@@ -77,7 +80,7 @@ class FleetTests(unittest.TestCase):
         finally:
             conn.close()
 
-    async def test_a_thousand_meters_first_pass_then_every_interval_once(self) -> None:
+    async def test_a_fleet_first_pass_then_every_interval_once(self) -> None:
         fleet = self.fleet()
         engine, store = await engine_for(self, fleet, collect={"timeout": "1",
                                                                   "concurrency": "60"})

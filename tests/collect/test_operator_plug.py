@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from fep.collect.commands import SameOperator, WrongState
+from fep.collect.commands import NoSuchCommand, SameOperator, WrongState
 from fep.collect.operator import EngineScheduler
 from fep.collect.tasks import Task
 from fep.errors import FepError
@@ -126,5 +126,8 @@ class EngineInOperatorTierTests(unittest.TestCase):
             with self.assertRaises(FepError) as refused:
                 await self.plug.request_command(meter, action, {}, "api:alice")
             self.assertIn(why, str(refused.exception))
-        with self.assertRaises(FepError):
+        # An id that names no command is not found (the API answers 404), whichever step.
+        with self.assertRaises(NoSuchCommand):
             await self.plug.approve_command(999, "api:bob")
+        with self.assertRaises(NoSuchCommand):
+            await self.plug.reject_command(999, "api:bob", "x")

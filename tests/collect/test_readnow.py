@@ -215,6 +215,27 @@ class ReadNowTests(unittest.TestCase):
         records = self.protocol.answer("g1")
         self.assertEqual(advance_until(self.reactor, done), records)
 
+    def test_a_gprs_meter_whose_modem_is_on_another_node_is_refused_at_once(self) -> None:
+        # Its modem's session lives on node b: only b can lend it. The door on a is told
+        # so at once, naming the node, instead of a job that would be missed minutes later.
+        engine = self.engine()
+        g1 = self.meter("g1")
+        resource = engine.scheduler.resources.key(g1.route)
+        fired(engine.jobs.set_home(resource, "b", self.reactor.seconds()))
+        done = engine.reader.read_now(g1, who="api:alice")
+        self.settle()
+        failure = self.failureResultOf(done, ChannelError)
+        self.assertIn("meter g1 (route gprs:imei=356938035643809", str(failure.value))
+        self.assertIn("connected to node b", str(failure.value))
+        self.assertEqual(fired(engine.jobs.jobs()), [])
+        self.assertEqual(self.protocol.reading(), [])
+        # Its home here (or nowhere known): read as usual.
+        fired(engine.jobs.set_home(resource, "a", self.reactor.seconds()))
+        done = engine.reader.read_now(g1, who="api:alice")
+        self.settle()
+        records = self.protocol.answer("g1")
+        self.assertEqual(advance_until(self.reactor, done), records)
+
     def test_with_no_scheduler_running_the_same_job_runs_in_place(self) -> None:
         engine = self.engine(start=False)
         done = engine.reader.read_now(self.meter("m1"), who="api:alice",

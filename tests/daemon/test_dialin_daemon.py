@@ -19,6 +19,8 @@ from twisted.trial import unittest
 from fep.model import Meter
 from fep.protocols.dlms import wrapper
 from fep.protocols.dlms.security import SecurityKeys
+from fep.protocols.dlms.server import ServerSettings
+from fep.sim.dlms import DlmsMeterServerFactory
 from fep.sim.hayes import HayesModem
 from fep.sim.hayes import serve_pty as serve_modem_pty
 from fep.sim.iec62056_21 import IecMeterServerFactory, SimulatedIecMeter
@@ -127,3 +129,129 @@ class DialInDaemonTests(unittest.TestCase):
         self.assertTrue(rows("SELECT 1 FROM readings WHERE meter = 'dialup-1'"))
         calls = rows("SELECT line, number, outcome FROM modem_calls ORDER BY started")
         self.assertEqual(calls, [("m1", CALLER, "completed"), ("m1", SITE, "completed")])
+
+
+class CallingAndAnsweringDlmsMeter(CallingDlmsMeter):
+    """A calling meter that is also read during its call: after its pushes, the requests
+    fep sends over the call are answered by the simulated meter's DLMS server (wrapper,
+    HLS-GMAC), its invocation counters above the pushes'; at the read's first request it
+    sends a register push first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        factory = DlmsMeterServerFactory(
+            self.pushing.meter, ServerSettings(system_title=GOOD, keys=SecurityKeys(EK, AK),
+                                               allow_lowest=False))
+        factory.invocation_counter = 1000
+        self.server = factory.buildProtocol(None)
+        self.pushed_during_read = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.server.makeConnection(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.pushed_during_read:
+            # The read's first request: a register push first (the meter's schedule came).
+            self.pushed_during_read = True
+            self.push_again()
+        self.server.dataReceived(data)
+
+    def push_again(self) -> None:
+        assert self.transport is not None
+        self.transport.write(wrapper.encode_wrapper(wrapper.WrapperFrame(
+            1, 1, self.pushing.server.push(self.pushing.meter.push_body()))))
+
+
+class ReadDuringCallInDaemonTests(unittest.TestCase):
+    """A meter that called in is read during its call: `fep read --meter` of its dialup:
+    route goes over the call (nothing dialled), the register read is stored, a push the
+    meter sends during the read is told from the answers and stored, and the push receiver
+    gets the call back (a push after the read is stored too)."""
+
+    timeout = 240
+
+    async def test_a_meter_that_called_in_is_read_over_its_call(self) -> None:
+        workdir = Path(self.mktemp()).resolve()
+        workdir.mkdir(parents=True)
+        short = Path(tempfile.mkdtemp(prefix="fep-"))
+        self.addCleanup(shutil.rmtree, short, True)
+        socket = short / "ctl" / "fep.sock"
+        db = workdir / "fep.sqlite"
+        await add_meters(f"sqlite:{db}", [
+            Meter("dlms-1", "dlms", f"dialup:{CALLER}", metadata={
+                "dlms_server_system_title": GOOD.hex(), "dlms_ek": EK.hex(),
+                "dlms_ak": AK.hex(), "dlms_auth": "high-gmac", "dlms_client": "1",
+                "dlms_objects": "3/1.0.1.8.0.255/2"}),
+        ])
+        exchange = new_exchange()
+        modem_end, line = await socat_pty_pair(self)
+        modem = HayesModem(exchange, "m1", guard=MODEM_GUARD)
+        served = serve_modem_pty(reactor, modem_end, modem)
+        self.addCleanup(served.loseConnection)
+        config = write_config(
+            workdir, f"sqlite:{db}", push_port=0, period=3600, default_task=False,
+            extra=(f"[control]\nsocket = {socket}\n"
+                   f"[modems]\nlines =\n    m1 serial:{line}:9600:8N1\nanswer = yes\n"
+                   "guard = 0.1\nhangup_timeout = 1.0\ndial_timeout = 10\n"))
+        daemon = Daemon(config, workdir)
+        daemon.start()
+        self.addCleanup(daemon.kill)
+        rows = partial(harness.sqlite_rows, db)
+        await daemon.logged("modem m1 on", timeout=90)
+
+        meter = CallingAndAnsweringDlmsMeter()
+        self.addCleanup(lambda: None if meter.lost else meter.hang_up())
+        self.assertTrue(exchange.call_in(CALLER, modem, meter))
+
+        def pushed() -> int:
+            found = rows("SELECT count(*) FROM readings WHERE meter = 'dlms-1' "
+                         "AND obis <> '1-0:1.8.0*255'")
+            return int(found[0][0]) if found else 0
+
+        async def first_push() -> bool:
+            return pushed() > 0 and bool(rows("SELECT 1 FROM events WHERE meter = 'dlms-1'"))
+
+        await wait_for(first_push, 60, "the caller's alarm and readout in the store")
+
+        def energies() -> int:
+            found = rows("SELECT count(*) FROM readings WHERE meter = 'dlms-1' "
+                         "AND obis = '1-0:1.8.0*255'")
+            return int(found[0][0]) if found else 0
+
+        async def energy_rows(n: int) -> None:
+            async def enough() -> bool:
+                return energies() >= n
+
+            await wait_for(enough, 60, f"{n} energy readings of dlms-1")
+
+        # Read while the meter is on the line: over its call, nothing dialled.
+        done = await fep_command("--config", str(config), "read", "--meter", "dlms-1",
+                                 timeout=120)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertIn("1-0:1.8.0", done.stdout)
+        self.assertEqual(exchange.calls, [])
+        await daemon.logged(f"a read over the call from {CALLER}", 30)
+        await daemon.logged(f"the read over the call from {CALLER} is done", 30)
+        self.assertFalse(meter.lost)  # the read does not hang up
+        await energy_rows(3)  # the first push, the push during the read, the read
+
+        # The push receiver has the call back: the next push is stored as well.
+        meter.push_again()
+
+        await energy_rows(4)
+        meter.hang_up()
+        await daemon.logged(f"{CALLER} hung up", 60)
+        self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
+        self.assertEqual(exchange.calls, [])
+        self.assertEqual(exchange.incoming, [(CALLER, "m1", "connect")])
+        # The read is a job of the meter's route, done; its register between the pushes'.
+        self.assertEqual(rows("SELECT route, status FROM jobs WHERE meter = 'dlms-1'"),
+                         [(f"dialup:{CALLER}", "done")])
+        energy = [int(v) for (v,) in rows(
+            "SELECT value FROM readings WHERE meter = 'dlms-1' AND obis = '1-0:1.8.0*255' "
+            "ORDER BY read_at")]
+        self.assertEqual(len(energy), 4)  # push, push during the read, read, push
+        self.assertEqual(energy, sorted(energy))  # the meter's register, never back
+        calls = rows("SELECT line, number, outcome FROM modem_calls ORDER BY started")
+        self.assertEqual(calls, [("m1", CALLER, "completed")])

@@ -8,9 +8,12 @@ complete pushes around them are stored."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -18,9 +21,13 @@ from twisted.trial import unittest
 
 from fep.model import Meter
 from fep.protocols.dlms import axdr, hdlc
+from fep.protocols.dlms.security import SecurityKeys
 from tests.daemon import harness
 from tests.daemon.harness import Daemon, free_port, wait_for, write_config
+from tests.daemon.test_dlms_push import AK, EK, PushingMeter, dlms_meter
+from tests.postgres import fresh_database
 from tests.protocols.dlms.fixtures import hex_fixture
+from tests.protocols.dlms.test_push_austria import TINETZ_KEY, TINETZ_MBUS, TINETZ_TITLE
 from tests.protocols.dlms.test_push_framing import (
     AIDON_LIST2,
     AIDON_SE,
@@ -31,10 +38,12 @@ from tests.protocols.dlms.test_push_framing import (
     published_apdu,
     segments,
 )
+from tests.protocols.dlms.test_push_layouts import DK_CT_LAYOUT, KAMSTRUP_DK
 
 KEYS = {"dlms_ek": "00" * 16, "dlms_ak": "11" * 16,
         "dlms_server_system_title": "4d4d4d0000bc614e"}
 IMEI = "356938035643809"
+WRAPPED = bytes.fromhex("4D4D4D0000000A01")
 
 
 def meters() -> list[Meter]:
@@ -228,3 +237,186 @@ class PushFramingDaemonTests(unittest.TestCase):
         self.assertEqual(self.reading("kaifa-han", "1-0:32.7.0*255")[:3],
                          ("226.6", 35, "2023-09-04T14:52:00.000000Z"))
         self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
+
+    async def test_an_austrian_mbus_push_ciphered_with_the_customer_key(self) -> None:
+        # The published TINETZ Kaifa MA309 push: M-Bus frames, encryption only (suite 1),
+        # the one customer key; after a segment sequence cut short on the same connection.
+        ma309 = Meter("ma309", "dlms", "tcp:host=127.0.0.1:port=1", metadata={
+            "dlms_server_system_title": TINETZ_TITLE, "dlms_ek": TINETZ_KEY,
+            "dlms_push_security": "encryption-only"})
+        daemon = await self.start(more=(ma309,))
+        port = await daemon.bound_port("DlmsPushFactory")
+        await daemon.ready()
+        meter = await connect(port)
+        self.protocols.append(meter)
+        data = hex_fixture(TINETZ_MBUS)
+        send(meter, data[: 0xFA + 6])  # the first segment alone, then the whole push
+        for i in range(0, len(data), 11):
+            send(meter, data[i : i + 11])
+        await self.stored("ma309", 9)
+        await daemon.logged("M-Bus segments of an APDU broken off after 245 bytes", 30)
+        self.assertEqual(self.reading("ma309", "1-0:1.8.0*255")[:3],
+                         ("9108", 30, "2021-07-19T13:46:35.000000Z"))
+        self.assertEqual(self.reading("ma309", "1-0:32.7.0*255")[:2], ("230.8", 35))
+        self.assertEqual(self.reading("ma309", "1-0:4.8.0*255")[:2], ("9", 32))
+        # The same push again is a replay of its invocation counter: stored once.
+        send(meter, data)
+        await daemon.logged("DLMS push rejected (replay)", 30)
+        log = daemon.log_text()
+        broken = [line for line in log.splitlines() if "M-Bus segments of an APDU" in line]
+        self.assertIn("(device 127.0.0.1:", broken[0])
+        self.assertIn("mbus:255)", broken[0])
+        self.assertNotIn(TINETZ_KEY, log)
+        self.assertEqual(await daemon.interrupt(), 0, log[-3000:])
+        self.assertEqual(self.rows("SELECT count(*) FROM readings WHERE meter = 'ma309'"),
+                         [(9,)])
+
+    async def test_an_austrian_mbus_push_over_a_gprs_session(self) -> None:
+        gprs_port = free_port()
+        daemon = await self.start(
+            extra=f"[gprs]\nlisten = tcp:{gprs_port}:interface=127.0.0.1\n"
+                  "unknown = reject\nidle_timeout = 300\n", dlms_push=False,
+            more=(Meter("ma309-gprs", "dlms", f"gprs:imei={IMEI}", metadata={
+                "dlms_server_system_title": TINETZ_TITLE, "dlms_ek": TINETZ_KEY,
+                "dlms_push_security": "encryption-only"}),))
+        await daemon.ready()
+        modem = await connect(gprs_port)
+        self.protocols.append(modem)
+        send(modem, f"ID:{IMEI}\r\n".encode())
+        await daemon.logged(f"imei={IMEI}", 30)
+        data = hex_fixture(TINETZ_MBUS)
+        send(modem, data[:100])
+        send(modem, data[100:])
+        await self.stored("ma309-gprs", 9)
+        value, unit, meter_time, source = self.reading("ma309-gprs", "1-0:1.8.0*255")
+        self.assertEqual((value, unit, meter_time), ("9108", 30, "2021-07-19T13:46:35.000000Z"))
+        self.assertEqual(source, f"gprs:imei={IMEI}")
+        self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
+
+    async def test_a_danish_list_with_the_meter_s_own_layout(self) -> None:
+        # The published Danish Kamstrup list (Kamstrup_V0001 like the Norwegian, scalers of
+        # the meter's configuration): read with the layout its meter names, from the
+        # user's layout directory ([dlms] push_layouts).
+        layouts = self.workdir / "layouts"
+        layouts.mkdir()
+        (layouts / "dk.ini").write_text(DK_CT_LAYOUT)
+        dk = Meter("kamstrup-dk", "dlms", "tcp:host=127.0.0.1:port=1", metadata={
+            "dlms_push_address": "hdlc:16", "dlms_deviation": "-60",
+            "dlms_push_layout": "dk-ct"})
+        daemon = await self.start(extra=f"[dlms]\npush_layouts = {layouts}\n", more=(dk,))
+        port = await daemon.bound_port("DlmsPushFactory")
+        await daemon.ready()
+        meter = await connect(port)
+        self.protocols.append(meter)
+        send(meter, hex_fixture(KAMSTRUP_DK))
+        await self.stored("kamstrup-dk", 31)
+        self.assertEqual(self.reading("kamstrup-dk", "1-1:1.8.0*255")[:3],
+                         ("12767600", 30, "2022-02-01T08:17:20.000000Z"))
+        self.assertEqual(self.reading("kamstrup-dk", "1-1:31.7.0*255")[:2], ("90.999", 33))
+        self.assertEqual(self.reading("kamstrup-dk", "1-1:33.7.0*255")[:2], ("0.02", None))
+        self.assertEqual(self.reading("kamstrup-dk", "1-1:62.7.0*255")[:2], ("1004", 27))
+        self.assertEqual(await daemon.interrupt(), 0, daemon.log_text()[-3000:])
+
+
+class PushFramingPostgresTests(unittest.TestCase):
+    """The push listener's framings with the PostgreSQL store: HDLC (plain, published
+    captures; segmented), the wrapper (ciphered, simulated meter) and M-Bus (ciphered,
+    the published Austrian capture) on one daemon; every accepted push is stored once
+    (exact row counts), a replayed ciphered push and a keyed meter's plain push not at all,
+    truncated segments and a list no layout fits are counted and the pushes around them
+    kept."""
+
+    timeout = 120
+
+    async def test_every_framing_stored_once_in_postgresql(self) -> None:
+        workdir = Path(self.mktemp()).resolve()
+        workdir.mkdir(parents=True)
+        url = fresh_database(self)
+        ma309 = Meter("ma309", "dlms", "tcp:host=127.0.0.1:port=1", metadata={
+            "dlms_server_system_title": TINETZ_TITLE, "dlms_ek": TINETZ_KEY,
+            "dlms_push_security": "encryption-only"})
+        # The simulated meter's own title (the keyed Kamstrup has the simulator's default).
+        await harness.add_meters(url, [*meters(), ma309, dlms_meter("dlms-1", WRAPPED)])
+        config = write_config(workdir, url, push_port=0, collect=False, dlms_push_port=0)
+        config.write_text(config.read_text().replace(
+            "[push]\n", "[push]\ndlms_plain = address serial\n"))
+        daemon = Daemon(config, workdir)
+        daemon.start()
+        self.addCleanup(daemon.kill)
+        port = await daemon.bound_port("DlmsPushFactory")
+        await daemon.ready()
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        self.addCleanup(conn.close)
+
+        def rows(sql: str) -> list[tuple[Any, ...]]:
+            with conn.cursor() as cursor:
+                cursor.execute(sql)
+                return list(cursor.fetchall())
+
+        def count(meter: str) -> int:
+            return int(rows(f"SELECT count(*) FROM readings WHERE meter = '{meter}'")[0][0])
+
+        protocols: list[Protocol] = []
+        self.addCleanup(lambda: [p.transport.loseConnection() for p in protocols
+                                 if p.transport is not None])
+        kaifa, aidon, kamstrup, keyed, austrian, bad = [await connect(port) for _ in range(6)]
+        protocols += [kaifa, aidon, kamstrup, keyed, austrian, bad]
+        send(kaifa, hex_fixture(KAIFA_LIST3))
+        send(aidon, hex_fixture(AIDON_LIST2))
+        send(aidon, segments(published_apdu(AIDON_SE), 200, source=hdlc.HdlcAddress(4, 65)))
+        data = hex_fixture(KAMSTRUP_LIST1)
+        for i in range(0, len(data), 7):
+            send(kamstrup, data[i : i + 7])
+        send(keyed, hex_fixture(KAMSTRUP_SE))
+        send(austrian, hex_fixture(TINETZ_MBUS))
+        send(bad, first_segment_only(published_apdu(AIDON_SE)))
+        send(bad, kfm001_of_the_wrong_length())
+        send(bad, hex_fixture(KAIFA_LIST1))
+        wrapped = PushingMeter(WRAPPED, SecurityKeys(EK, AK), "WRAPPED1")
+        await wrapped.connect(port)
+        self.addCleanup(wrapped.close)
+        first = wrapped.push()
+
+        wanted = {"kaifa-1": 18, "aidon-1": 35, "kamstrup-1": 12, "ma309": 9, "dlms-1": 5}
+
+        async def all_stored() -> bool:
+            return all(count(m) >= n for m, n in wanted.items())
+
+        await wait_for(all_stored, 60, "every accepted push in PostgreSQL", every=0.1)
+        # Replays of the ciphered pushes (wrapper and M-Bus): refused, nothing stored.
+        wrapped.send(first)
+        send(austrian, hex_fixture(TINETZ_MBUS))
+        await daemon.logged("DLMS push rejected (replay) from system title "
+                            f"{WRAPPED.hex()}", 30)
+        await daemon.logged(f"DLMS push rejected (replay) from system title {TINETZ_TITLE}",
+                            30)
+        await daemon.logged("DLMS push rejected (plain)", 30)
+        await daemon.logged("broken off after 200 bytes", 30)
+        await daemon.logged("'KFM_001' of 6 values matches none of its layouts", 30)
+        log = daemon.log_text()
+        self.assertEqual(await daemon.interrupt(), 0, log[-3000:])
+        # Once each: list 3 (17) and list 1 (1); Aidon lists 2 (9) and the Swedish (26);
+        # Kamstrup list 1 (12); the Austrian list (9); the simulated meter's push (5).
+        self.assertEqual(
+            rows("SELECT meter, count(*) FROM readings GROUP BY meter ORDER BY meter"),
+            [("aidon-1", 35), ("dlms-1", 5), ("kaifa-1", 18), ("kamstrup-1", 12),
+             ("ma309", 9)])
+        self.assertEqual(rows(
+            "SELECT count(*) FROM (SELECT meter, obis, meter_time FROM readings "
+            "GROUP BY meter, obis, meter_time "
+            "HAVING count(*) > 1) doubled"), [(0,)])
+        when = datetime(2023, 9, 4, 14, 52, tzinfo=UTC)
+        self.assertEqual(rows(
+            "SELECT value, unit_code, meter_time FROM readings WHERE meter = 'kaifa-1' "
+            "AND obis = '1-0:31.7.0*255'"), [(Decimal("2.191"), 33, when)])
+        self.assertEqual(rows(
+            "SELECT value, unit_code, meter_time FROM readings WHERE meter = 'ma309' "
+            "AND obis = '1-0:1.8.0*255'"),
+            [(Decimal(9108), 30, datetime(2021, 7, 19, 13, 46, 35, tzinfo=UTC))])
+        self.assertEqual(rows(
+            "SELECT value, unit_code FROM readings WHERE meter = 'kamstrup-1' "
+            "AND obis = '1-1:31.7.0*255'"), [(Decimal("5.64"), 33)])
+        self.assertEqual(rows(
+            "SELECT count(*) FROM readings WHERE meter = 'dlms-1' AND unit_code = 35"),
+            [(1,)])

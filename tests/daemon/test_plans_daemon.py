@@ -1,4 +1,5 @@
-"""A control plan disconnecting 500 simulated meters of mixed protocols (DLMS over HDLC and
+"""A control plan disconnecting 500 simulated meters (under ``FEP_TEST_SCALE=full``; 120 in
+``make test``, tests/scale.py) of mixed protocols (DLMS over HDLC and
 DL/T 645 on a few simulated buses, TCP ports standing in for serial servers, one line each;
 ANSI C12.18 meters each on its own line) through the real daemon (`twistd -n fep` as a
 child), the simulators served by the test's reactor:
@@ -59,14 +60,22 @@ from tests.operator.helpers import (
     http,
     write_tokens,
 )
+from tests.scale import scaled
 
-RATE = 600.0  # meters a minute overall: 10 a second
-LINE_RATE = 150.0  # meters a minute on each line: 2.5 a second
+# Sizes: 500 meters under FEP_TEST_SCALE=full (make test-full), 120 in make test
+# (tests/scale.py), at half the rate so that what is left after the cancel point still takes
+# as long (a command-line call between two points may take seconds on a loaded machine).
+RATE = float(scaled(600, 300))  # meters a minute overall: 10 (5) a second
+LINE_RATE = float(scaled(150, 75))  # meters a minute on each line: 2.5 (1.25) a second
 SLACK = 0.1  # fep.collect.plans.SLACK
 GROUP = "arrears"
 # How many meters of each protocol the plan disconnects, and on how many lines (buses; a C12
 # meter is alone on its line).
-MIX = {"dlms": (200, 2), "dlt645": (150, 2), "ansi-c12": (150, 150)}
+MIX = {"dlms": (scaled(200, 48), 2), "dlt645": (scaled(150, 36), 2),
+       "ansi-c12": (scaled(150, 36), scaled(150, 36))}
+# The plan is paused after this many meters are disconnected, and cancelled after that many.
+PAUSE_AT = scaled(100, 12)
+CANCEL_AT = scaled(300, 36)
 
 
 @attrs.define
@@ -333,7 +342,8 @@ class PlanDaemonTests(unittest.TestCase):
         async def at_least(n: int) -> bool:
             return len(disconnected()) >= n
 
-        await wait_for(partial(at_least, 100), 120, "100 meters disconnected", every=0.05)
+        await wait_for(partial(at_least, PAUSE_AT), 120, f"{PAUSE_AT} meters disconnected",
+                       every=0.05)
         # A pause from the command line (on the store; the daemon is not told).
         self.assertIn("paused", await fep("plans", "pause", str(pid)))
         (paused_at,) = [t for (t,) in rows(
@@ -348,7 +358,8 @@ class PlanDaemonTests(unittest.TestCase):
         self.assertEqual(started_after(paused_at), [])
         # Resumed from the command line, then cancelled through the API.
         self.assertIn("running", await fep("plans", "start", str(pid)))
-        await wait_for(partial(at_least, 300), 120, "300 meters disconnected", every=0.05)
+        await wait_for(partial(at_least, CANCEL_AT), 120, f"{CANCEL_AT} meters disconnected",
+                       every=0.05)
         await api(f"plans/{pid}/cancel", SECOND_OPERATOR_TOKEN, {"reason": "storm"})
         (cancelled_at,) = [t for (t,) in rows(
             f"SELECT at FROM plan_audit WHERE plan = {pid} AND action = 'cancelled'")]
@@ -426,7 +437,13 @@ class PlanDaemonTests(unittest.TestCase):
                                  f"releases on {line}")
             allowed = (5.0 + max(lag, 0.0) + SLACK) * LINE_RATE / 60 + 1
             self.assertLessEqual(most_in_window(ts, 5.0), allowed, line)
-        # The plan's audit trail and each command's.
+        # The plan's audit trail and each command's. Its last line is written by the
+        # node's next plan pass after every meter ended: waited for, not assumed.
+        async def ended_line() -> bool:
+            return bool(rows(f"SELECT 1 FROM plan_audit WHERE plan = {pid}"
+                             " AND action = 'ended'"))
+
+        await wait_for(ended_line, 60, "the plan's ended line in its audit trail")
         trail = [(who, action) for who, action in rows(
             f"SELECT who, action FROM plan_audit WHERE plan = {pid} ORDER BY id")]
         self.assertEqual(trail, [

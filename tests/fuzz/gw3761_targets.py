@@ -1,13 +1,18 @@
 """Fuzz targets of Q/GDW 1376.1: the frame stream decoder with multi-frame reassembly, the
 service decoders and the record mapping; the data units of every AFN/Fn layout and the
-appendix A data formats."""
+appendix A data formats; a concentrator dialling in (the ``gw3761`` identification rule, then
+the report handler of its session)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from fep.channels.identify import Gw3761Rule, IdentificationError, Identifier
 from fep.errors import FrameError, ProtocolError
 from fep.protocols.gw3761 import formats, services
 from fep.protocols.gw3761.frames import FrameDecoder, Reassembler, decode_frame
 from fep.protocols.gw3761.records import RecordMapper
+from fep.protocols.gw3761.reports import ConcentratorLink
 from tests.fuzz.stream import drive
 
 _MAPPER = RecordMapper("fuzz", {1: "m1", 2: "m2"})
@@ -65,4 +70,35 @@ def gw3761_units(data: bytes) -> None:
     f.encode(value)
 
 
-TARGETS = {"gw3761_frame": gw3761_frame, "gw3761_units": gw3761_units}
+_NOW = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
+
+
+def gw3761_dialin(data: bytes) -> None:
+    """A connection's bytes in pieces (the first byte sets the piece size): identified by a
+    login (IdentificationError, a FrameError, when none comes), then the rest to the
+    session's report handler, which raises nothing (bad input is counted)."""
+    if not data:
+        return
+    size, stream = data[0] % 32 + 1, data[1:]
+    identifier = Identifier([Gw3761Rule()], max_garbage=512)
+    link: ConcentratorLink | None = None
+    for at in range(0, len(stream), size):
+        piece = stream[at : at + size]
+        if link is not None:
+            link.receive(piece)
+            continue
+        try:
+            found = identifier.receive(piece)
+        except IdentificationError:
+            return
+        if found is not None:
+            link = ConcentratorLink("fuzz", None, now=lambda: _NOW, clock=lambda: 0.0,
+                                    points={1: "m1"})  # fmt: skip
+            link.receive(found.data)
+    if link is not None:
+        link.pending()
+        link.take_buffered()
+
+
+TARGETS = {"gw3761_frame": gw3761_frame, "gw3761_units": gw3761_units,
+           "gw3761_dialin": gw3761_dialin}

@@ -160,6 +160,18 @@ def dlt698() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
         "dlt698_terminal": ("the logins of tests/fixtures/dlt698/published_frames.txt and a "
                             "power-down report of fep.sim.dlt698",
                             [("logins_and_report", stream_chunks(_terminal()))]),
+        "dlt698_push": ("the logins of tests/fixtures/dlt698/published_frames.txt and a "
+                        "power-down report of fep.sim.dlt698, twice (a repeat), with line "
+                        "noise and wake-up bytes",
+                        [("logins_and_report", stream_chunks(_terminal())),
+                         ("repeat_and_noise", stream_chunks(b"\xfe\xfe" + _terminal()
+                                                            + b"noise\x68\x16"
+                                                            + _terminal(), 5))]),
+        "dlt698_identify": ("the logins of tests/fixtures/dlt698/published_frames.txt and of "
+                            "fep.sim.dlt698, after modem chatter and wake-up bytes",
+                            [("peer_login", stream_chunks(items["frame_peer_login"])),
+                             ("chatter_then_login", stream_chunks(
+                                 b"AT+CIPSTART\r\n\xfe\xfe\xfe\xfe" + _terminal(), 3))]),
     }
 
 
@@ -420,7 +432,29 @@ def gw3761() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
     for name, text in samples.items():
         mode = 128 + ((names.index(name) - 128) % len(names))
         units.append((f"format_{name}", bytes([mode]) + bytes.fromhex(text)))
+    from fep.protocols.gw3761.services import EventRecord
+
+    dial = make_concentrator(2, clock=lambda: 1_709_280_000.0, acd_on_link=True)
+    now = dial.now()
+    login, beat = dial.login(), dial.heartbeat()
+    report = dial.report_event(EventRecord(13, now, 1, True, {"flags": 8}))
+    damaged = bytearray(beat)
+    damaged[-2] ^= 1
+    fetch_answer = b"".join(dial.answer_bytes(master.request(Afn.CLASS3, b"".join(
+        services.request_units(Afn.CLASS3, [0], [1], EventsRequest(0, 3))))))
+    dialin = [
+        ("login", b"\x07" + login),
+        ("login_beat_report", b"\x0c" + login + beat + report),
+        ("garbage_login_junk", b"\x02AT\r\n" + login + bytes(damaged) + beat),
+        ("fetch_answer", b"\x1f" + login + report + fetch_answer),
+        ("published_login", b"\x00" + FRAMES["iteye_login"] + FRAMES["node_login"]),
+        ("answer_with_ec", b"\x05" + login + b"".join(dial.answer_bytes(master.request(
+            Afn.CLASS1, b"".join(services.request_units(Afn.CLASS1, [1], [129])))))),
+    ]
     return {
+        "gw3761_dialin": ("fep.sim.concentrator: a login (byte 0: piece size - 1), heartbeats "
+                          "with ACD, an event report, a damaged heartbeat, an event fetch's "
+                          "answer, a read's answer with EC; the published logins", dialin),
         "gw3761_frame": ("tests/fixtures/gw3761/published_frames.txt (each, and all in 10-byte "
                          "pieces); sim_*: a master request and fep.sim.concentrator's answer "
                          "(200-byte frames) at 2024-03-01 16:00 terminal time", frames),

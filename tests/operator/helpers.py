@@ -131,8 +131,10 @@ class FakeScheduler:
         return succeed(dict(command))
 
     def _awaiting(self, command_id: int) -> dict[str, Any]:
-        from fep.collect.commands import WrongState
+        from fep.collect.commands import NoSuchCommand, WrongState
 
+        if not 0 < command_id <= len(self.command_list):
+            raise NoSuchCommand(f"no command {command_id}")
         command = self.command_list[command_id - 1]
         if command["status"] != "requested":
             raise WrongState(f"command {command_id} is {command['status']}, not awaiting "

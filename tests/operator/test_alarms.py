@@ -10,16 +10,17 @@ from typing import Any
 
 import attrs
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 from txpostgres import txpostgres
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from fep.errors import ConfigError
+from fep.errors import ChannelError, ConfigError
 from fep.interfaces import INotifier
 from fep.model import EventKind, Meter, MeterEvent, Severity
-from fep.operator.alarms import AlarmEngine, AlarmTable, EmailNotifier, SmsNotifier
+from fep.operator.alarms import Alarm, AlarmEngine, AlarmTable, EmailNotifier, SmsNotifier
 from fep.operator.interfaces import ISmsSender
 from fep.store import open_store
 from tests.daemon.harness import wait_for
@@ -65,6 +66,23 @@ class FakeSms:
     sent: list[tuple[str, str]] = attrs.Factory(list)
 
     def send(self, number: str, text: str) -> Deferred[None]:
+        self.sent.append((number, text))
+        return succeed(None)
+
+
+@attrs.define
+class FlakySms:
+    """An SMS channel that refuses each number's first ``failures[number]`` messages."""
+
+    failures: dict[str, int]
+    route: str = "fake:modem"
+    tries: dict[str, int] = attrs.Factory(dict)
+    sent: list[tuple[str, str]] = attrs.Factory(list)
+
+    def send(self, number: str, text: str) -> Deferred[None]:
+        self.tries[number] = self.tries.get(number, 0) + 1
+        if self.tries[number] <= self.failures.get(number, 0):
+            return fail(ChannelError(f"modem refused the message to {number}"))
         self.sent.append((number, text))
         return succeed(None)
 
@@ -201,6 +219,25 @@ class AlarmEngineTests(unittest.TestCase):
         self.assertEqual(alarm.meter, "m-north")
         self.assertEqual(alarm.group, "north-1")
         self.assertEqual(len(await self.ctx.store.events("m-north")), 1)
+
+    def test_a_text_message_that_fails_is_sent_again(self) -> None:
+        # The SMS channel refuses twice (a busy modem) then takes it: the alarm still goes
+        # out, after 30 s and 120 s more; a number that keeps failing does not stop the next.
+        clock = Clock()
+        sender = FlakySms(failures={"+1": 2, "+2": 5})
+        notifier = SmsNotifier(sender, clock)
+        alarm = Alarm("m", EventKind.POWER_OUTAGE, Severity.CRITICAL, "PWR", T0, "down")
+        d = notifier.notify(alarm, ["+2", "+1"])
+        self.assertEqual(sender.tries, {"+2": 1})
+        clock.advance(30)
+        clock.advance(120)
+        self.assertEqual(sender.tries, {"+2": 3, "+1": 1})
+        self.assertNoResult(d)
+        clock.advance(30)
+        clock.advance(120)
+        self.assertEqual(sender.tries, {"+2": 3, "+1": 3})
+        self.assertEqual(sender.sent, [("+1", alarm.sms_text())])
+        self.failureResultOf(d, ChannelError)
 
     def test_notifiers_provide_inotifier(self) -> None:
         self.assertTrue(verifyObject(INotifier, EmailNotifier(reactor, "h", 25, "f@x")))

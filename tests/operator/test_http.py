@@ -35,6 +35,7 @@ ENDPOINTS = [
     (b"GET", "meters/m1/profile"),
     (b"GET", "meters/m1/events"),
     (b"POST", "meters/m1/read"),
+    (b"POST", "meters/m1/archive-sync"),
     (b"GET", "sessions"),
     (b"GET", "channels"),
     (b"GET", "tasks"),
@@ -367,6 +368,12 @@ class ApiTests(unittest.TestCase):
         r = await http(f"{self.base}/api/v1/commands/x/approve", method=b"POST",
                        token=OPERATOR_TOKEN)
         self.assertEqual(r.status, 400)
+        # A command id that names no command: not found, whichever step.
+        for step in ("approve", "reject"):
+            r = await http(f"{self.base}/api/v1/commands/999/{step}", method=b"POST",
+                           token=SECOND_OPERATOR_TOKEN, body=b'{"reason": "x"}')
+            self.assertEqual(r.status, 404, step)
+            self.assertIn("no command 999", r.json()["error"])
 
     async def test_tasks_without_a_scheduler_answer_503(self) -> None:
         await self.serve(scheduler=False)
@@ -455,7 +462,7 @@ class OpenApiTests(unittest.TestCase):
         routes = {
             (method.decode(), "/" + "/".join(
                 {"meters": "{meter}", "tasks": "{task}", "commands": "{command}",
-                 "plans": "{plan}"}[pattern[0]]
+                 "plans": "{plan}", "edits": "{edit}"}[pattern[0]]
                 if p == "*" else p for p in pattern))
             for method, pattern, _ in Api(None).routes  # type: ignore[arg-type]
         }

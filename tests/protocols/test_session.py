@@ -286,6 +286,14 @@ class EndTests(unittest.TestCase):
         self.assertEqual(session.ends, [True])
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_a_channel_that_says_why_it_ended_is_heard(self) -> None:
+        session, _, _ = started(Script([Send(b"?"), SetTimer()]))
+        session.connectionLost(Failure(ChannelError("the meter did not answer", route="x")))
+        error = error_of(session.done)
+        assert isinstance(error, ChannelError)
+        self.assertEqual((error.message, error.route),
+                         ("the meter did not answer (waiting for the answer)", ROUTE))
+
     def test_lost_connection_after_the_end_changes_nothing(self) -> None:
         session, _, _ = started(Script([Finish(1)]))
         session.connectionLost(Failure(ConnectionError("gone")))

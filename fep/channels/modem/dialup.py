@@ -14,6 +14,7 @@ in command mode and free for the next call.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,8 +38,13 @@ from fep.channels.modem.at import FinalResult, ModemError, ModemTimeout, Respons
 from fep.channels.modem.line import ModemLine
 from fep.channels.modem.stats import CallOutcome, ModemCall
 from fep.errors import ChannelError, ConfigError, RouteError
+from fep.interfaces import IPushChannel, IRecordSink
+from fep.model import Record
 
 log = Logger()
+
+# Bytes a read over a call in may give back unread (the start of a push).
+MAX_RETURNED = 1 << 16
 
 _NUMBER = re.compile(r"\+?[0-9*#]+")
 _PREFIX = re.compile(r"[0-9*#,W!@]*", re.IGNORECASE)
@@ -187,6 +193,51 @@ class CallTransport:
         return DialupAddress(self._call.number, self._call.line.name)
 
 
+@implementer(ITransport, IPushChannel)
+class PipeTransport:
+    """The transport of a read over a call in (``DialupCall.open_pipe``): ``loseConnection``
+    gives the call back to the protocol that took the call (it does not hang up). Pushes the
+    read's session tells from its answers are stored through ``pushed`` (the call's
+    ``push_sink``); bytes it leaves unread go back to the protocol that took the call."""
+
+    def __init__(self, call: DialupCall) -> None:
+        self._call = call
+        self.disconnecting = False
+
+    def pushed(self, records: Sequence[Record]) -> Deferred[None]:
+        sink = self._call.push_sink
+        if sink is None:
+            log.info("modem {line}: a push during the read over the call from {number} "
+                     "dropped: no sink", line=self._call.line.name, number=self._call.number,
+                     route=self._call.route)
+            return succeed(None)
+        return sink.submit(records)
+
+    def unconsumed(self, data: bytes) -> None:
+        self._call.take_back(data)
+
+    def write(self, data: bytes) -> None:
+        if not self.disconnecting:
+            self._call.write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        if not self.disconnecting:
+            self.disconnecting = True
+            self._call.release_pipe(self)
+
+    def abortConnection(self) -> None:
+        self.loseConnection()
+
+    def getPeer(self) -> DialupAddress:
+        return DialupAddress(self._call.number, self._call.line.name)
+
+    def getHost(self) -> DialupAddress:
+        return DialupAddress(self._call.number, self._call.line.name)
+
+
 @implementer(IStreamClientEndpoint)
 class CallEndpoint:
     """Connects a protocol to an already connected call (once)."""
@@ -243,6 +294,13 @@ class DialupCall:
         self.carrier_lost: str | None = None
         self.error: str | None = None
         self.protocol: IProtocol | None = None
+        # A read over a call in: its protocol gets the caller's bytes while it runs; pushes
+        # it tells from its answers go to ``push_sink``; bytes it leaves unread wait in
+        # ``_returned`` for the protocol that took the call.
+        self.pipe: IProtocol | None = None
+        self._pipe_transport: PipeTransport | None = None
+        self.push_sink: IRecordSink | None = None
+        self._returned = bytearray()
         self.finished: Deferred[ModemCall] = Deferred()
         self._early = bytearray()
         self._started = datetime.now(UTC)
@@ -340,10 +398,60 @@ class DialupCall:
             protocol.dataReceived(early)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.protocol is None:
+        if self.pipe is not None:
+            if self.state == "connected":
+                self.pipe.dataReceived(data)
+        elif self.protocol is None:
             self._early += data
         elif self.state == "connected":
             self.protocol.dataReceived(data)
+
+    # -- reads over a call in
+
+    def open_pipe(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        """Connect a meter session (a pull read) to this call in while it is up: the
+        caller's bytes go to it instead of the protocol that took the call until its
+        transport's ``loseConnection``, which gives the call back (no hang-up). One read at
+        a time; ChannelError when the call is not up or a read is under way."""
+        if self.state != "connected":
+            return fail(ChannelError(
+                f"call from {self.number} on modem {self.line.name} is {self.state}",
+                route=self.route))
+        if self.pipe is not None:
+            return fail(ChannelError(
+                f"call from {self.number} on modem {self.line.name}: a read is under way",
+                route=self.route))
+        protocol = protocolFactory.buildProtocol(DialupAddress(self.number, self.line.name))
+        if protocol is None:
+            return fail(ChannelError("factory refused the connection", route=self.route))
+        transport = PipeTransport(self)
+        self.pipe, self._pipe_transport = protocol, transport
+        log.info("modem {line}: a read over the call from {number}", line=self.line.name,
+                 number=self.number, route=self.route)
+        protocol.makeConnection(transport)
+        return succeed(protocol)
+
+    def take_back(self, data: bytes) -> None:
+        """Bytes the read over the call did not use (the start of a push after the meter's
+        last answer): the protocol that took the call gets them first when the read ends."""
+        if self.pipe is not None and len(self._returned) + len(data) <= MAX_RETURNED:
+            self._returned += data
+
+    def release_pipe(self, transport: PipeTransport) -> None:
+        """The read over the call is done: the call goes back to the protocol that took it
+        (with the bytes the read left unread first)."""
+        if self._pipe_transport is not transport or self.pipe is None:
+            return
+        pipe, self.pipe, self._pipe_transport = self.pipe, None, None
+        log.info("modem {line}: the read over the call from {number} is done",
+                 line=self.line.name, number=self.number, route=self.route)
+        pipe.connectionLost(Failure(ConnectionDone("the read over the call in is done")))
+        returned, self._returned = bytes(self._returned), bytearray()
+        if returned and self.state == "connected":
+            if self.protocol is None:
+                self._early[:0] = returned
+            else:
+                self.protocol.dataReceived(returned)
 
     def write(self, data: bytes) -> None:
         if self.state == "connected":
@@ -433,6 +541,9 @@ class DialupCall:
     # -- end
 
     def _tell_protocol(self, reason: Failure) -> None:
+        if self.pipe is not None:
+            pipe, self.pipe, self._pipe_transport = self.pipe, None, None
+            pipe.connectionLost(reason)
         if self.protocol is not None and not self._protocol_told:
             self._protocol_told = True
             self.protocol.connectionLost(reason)

@@ -23,10 +23,17 @@ that rings is answered (``ATA``) at its ``+CLIP`` (or its second RING when the l
 caller id), held busy (a dial-out job waiting for a line waits for the call to end) and
 handed to ``on_incoming`` as an ``IncomingCall``; the call lasts until the caller hangs up,
 or ``call_time`` seconds. A line that rings while busy is not answered.
+
+Reads over a call in: while a call in is up, the endpoint of a ``dialup:`` route whose
+number is the caller's (digits compared, leading zeros and ``+`` ignored; or a number
+``IncomingCall.reachable_as`` named) connects the read to that call instead of dialling
+(``DialupCall.open_pipe``): the caller's bytes go to the read until it is done, then back to
+the protocol that took the call; the call goes on.
 """
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -55,12 +62,19 @@ from fep.channels.modem.dialup import (
 from fep.channels.modem.line import IModemControl, ModemLine
 from fep.channels.modem.stats import CallOutcome, CallStats, ModemCall
 from fep.errors import ChannelError, FepError
+from fep.interfaces import IRecordSink
 from fep.protocols.session import connect_within
 from fep.reactors import IConnectingReactor
 
 log = Logger()
 
 T = TypeVar("T")
+
+
+def _number_key(number: str) -> str:
+    """A telephone number as calls in are matched to routes: its digits, leading zeros
+    dropped (``+49 30 1234`` and ``004930 1234`` are one)."""
+    return re.sub(r"\D", "", number).lstrip("0")
 
 
 @attrs.frozen
@@ -99,6 +113,9 @@ class IncomingCall:
     endpoint: IStreamClientEndpoint
     ended: Deferred[ModemCall]
     hang_up: Callable[[], Deferred[ModemCall]]
+    # Reads of ``dialup:NUMBER`` routes go over this call while it is up (the caller id's
+    # number is one already); for a meter whose route number differs from its caller id.
+    reachable_as: Callable[[str], None] = lambda number: None
 
 
 class PoolLine:
@@ -164,6 +181,8 @@ class ModemPool(service.Service):
         self.open_timeout = open_timeout
         self.keep_calls = keep_calls
         self.on_incoming = on_incoming
+        # Where pushes a read over a call in tells from its answers are stored.
+        self.push_sink: IRecordSink | None = None
         self.call_time = call_time
         self.incoming_calls = 0
         self.alarms: list[ModemAlarm] = []
@@ -176,6 +195,8 @@ class ModemPool(service.Service):
         self._unsaved: list[ModemCall] = []
         # Calls started and not yet recorded (hung up): a stop waits for them.
         self._ending: dict[int, Deferred[None]] = {}
+        # Calls in that are up, by their number's digits: reads of their routes go over them.
+        self._inbound: dict[str, DialupCall] = {}
         self._saving: Deferred[None] = succeed(None)
         self._opening = False
 
@@ -296,6 +317,7 @@ class ModemPool(service.Service):
     async def _answer(self, line: PoolLine, caller: str | None) -> None:
         assert line.modem is not None and self.on_incoming is not None
         call = DialupCall(self.reactor, line.modem, caller or "", self.dial, incoming=True)
+        call.push_sink = self.push_sink
         call.route = f"dialup:{call.number}"
         ending: Deferred[None] = Deferred()
         self._ending[id(call)] = ending
@@ -315,10 +337,21 @@ class ModemPool(service.Service):
                      route=line.spec.route)
             return
         self.incoming_calls += 1
+        keys: list[str] = []
+
+        def reachable_as(number: str) -> None:
+            key = _number_key(number)
+            if key and call.state == "connected":
+                self._inbound[key] = call
+                keys.append(key)
+
+        if call.number != "unknown":
+            reachable_as(call.number)
+        call.finished.addBoth(self._forget_inbound, keys, call)
         incoming = IncomingCall(
             caller=None if call.number == "unknown" else call.number, line=line.name,
             route=call.route, endpoint=call.endpoint(), ended=_chained(call.finished),
-            hang_up=call.hang_up,
+            hang_up=call.hang_up, reachable_as=reachable_as,
         )
         limit = self.reactor.callLater(self.call_time, call.hang_up)
         try:
@@ -332,6 +365,17 @@ class ModemPool(service.Service):
         await _chained(call.finished)
         if limit.active():
             limit.cancel()
+
+    def _forget_inbound(self, result: Any, keys: list[str], call: DialupCall) -> Any:
+        for key in keys:
+            if self._inbound.get(key) is call:
+                del self._inbound[key]
+        return result
+
+    def inbound_call(self, number: str) -> DialupCall | None:
+        """The call in that is up from ``number`` (a ``dialup:`` route's number), if any."""
+        call = self._inbound.get(_number_key(number))
+        return call if call is not None and call.state == "connected" else None
 
     def _port_closed(self, line: PoolLine) -> None:
         if line.in_service and self.running:
@@ -572,6 +616,11 @@ class DialupEndpoint:
         )
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        inbound = self.pool.inbound_call(self.number)
+        if inbound is not None:
+            # The meter is on the line now (it called in): read it over its call.
+            return inbound.open_pipe(protocolFactory)
+
         async def run() -> IProtocol:
             call = await self.pool._connect(self.number, None, self.route, _Tries())
             try:

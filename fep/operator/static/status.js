@@ -1,5 +1,6 @@
 /* fep status page: reads the JSON API with the operator's token and draws the fleet,
- * channels, live sessions, success rate, recent alarms and a meter's load profile.
+ * channels, live sessions, success rate, recent alarms, the communication analysis and a
+ * meter's load profile.
  * The token comes from the address's fragment (#token=...) or the form, and is kept in
  * sessionStorage for this tab only. */
 (function () {
@@ -124,6 +125,22 @@
     ]);
   }
 
+  // Communication analysis of the last 24 hours (fepcomms.js shapes the rows).
+  function refreshComms() {
+    var since = new Date(Date.now() - 86400000).toISOString();
+    return api("comms?from=" + encodeURIComponent(since)).then(function (r) {
+      $("comms-target").textContent = "target " + r.target + " %";
+      fillCells("comms", FepComms.summary(r));
+      fillCells("comms-below", FepComms.below(r, 20));
+    });
+  }
+
+  function fillCells(tableId, rows) {
+    fill(tableId, rows, [0, 1, 2, 3, 4, 5].map(function (i) {
+      return function (row) { return row[i]; };
+    }));
+  }
+
   function refreshMeters() {
     return api("meters").then(function (r) {
       var select = $("profile-meter");
@@ -174,7 +191,7 @@
 
   function refresh() {
     if (!token) { showLogin(); return; }
-    Promise.all([refreshStats(), refreshSuccess(), refreshTables(),
+    Promise.all([refreshStats(), refreshSuccess(), refreshTables(), refreshComms(),
                  refreshMeters().then(refreshProfile)])
       .then(function () {
         $("error").textContent = "";

@@ -16,6 +16,10 @@ push_layouts`` names), one section per list variant::
         1-0:31.7.0.255  A  -3
         0-0:1.0.0.255   date-time
 
+``select = meter`` makes a layout one that only the meters naming it (their
+``dlms_push_layout`` metadata) use, first, for their lists of its identifier (meters of one
+identifier configured with other scalers); without it a layout serves every list of its
+identifier.
 ``identifier`` is the text (visible or octet string) or OBIS code the list carries at its
 head, or at 0.2.129 (any A and B) as a name/value pair or structure; empty for a list that
 carries none (then the list's length alone selects the layout). Each item is an OBIS code,
@@ -62,6 +66,9 @@ class PushLayout:
     items: tuple[LayoutItem, ...]
     source: str = ""
     origin: str = ""
+    # ``select = meter``: used only for the meters whose ``dlms_push_layout`` names it, never
+    # for a list by its identifier alone (meters of one identifier configured differently).
+    meter_only: bool = False
 
     def item_for(self, obis: ObisCode) -> LayoutItem | None:
         for item in self.items:
@@ -78,9 +85,30 @@ class LayoutTable:
     # units_of's answers by identifier (only identifiers this table has layouts for).
     _units: dict[str, dict[ObisCode, LayoutItem]] = attrs.field(
         factory=dict, init=False, eq=False, repr=False)
+    # preferring()'s tables by layout name.
+    _preferred: dict[str, LayoutTable] = attrs.field(
+        factory=dict, init=False, eq=False, repr=False)
 
     def named(self, identifier: str | None) -> list[PushLayout]:
-        return [layout for layout in self.layouts if layout.identifier == identifier]
+        return [layout for layout in self.layouts
+                if layout.identifier == identifier and not layout.meter_only]
+
+    def preferring(self, name: str) -> LayoutTable | None:
+        """This table with the layout of section ``name`` first, for one meter's lists (its
+        ``dlms_push_layout``): tried first for a bare list of its identifier, and its items
+        give units and scalers before the identifier's other layouts. None when no layout
+        has that name. Kept per name."""
+        known = self._preferred.get(name)
+        if known is not None:
+            return known
+        chosen = next((layout for layout in self.layouts if layout.name == name), None)
+        if chosen is None:
+            return None
+        rest = tuple(layout for layout in self.layouts if layout is not chosen)
+        table = LayoutTable((attrs.evolve(chosen, meter_only=False), *rest))
+        if len(self._preferred) < 256:
+            self._preferred[name] = table
+        return table
 
     def for_bare_list(self, identifier: str | None, length: int) -> PushLayout | None:
         for layout in self.named(identifier):
@@ -170,7 +198,7 @@ def parse_layouts(text: str, origin: str = "<layouts>") -> list[PushLayout]:
     for name in parser.sections():
         section = parser[name]
         where = f"{origin} [{name}]"
-        unknown = set(section) - {"identifier", "items", "source"}
+        unknown = set(section) - {"identifier", "items", "source", "select"}
         if unknown:
             raise ConfigError(f"{where}: unknown keys {', '.join(sorted(unknown))}",
                               section=name)
@@ -181,8 +209,12 @@ def parse_layouts(text: str, origin: str = "<layouts>") -> list[PushLayout]:
                               section=name, key="items")
         items = tuple(_item(line, f"{where} item {n + 1}") for n, line in enumerate(lines))
         identifier = section.get("identifier", "").strip() or None
+        select = section.get("select", "identifier").strip().lower()
+        if select not in ("identifier", "meter"):
+            raise ConfigError(f"{where}: select must be identifier or meter, not {select!r}",
+                              section=name, key="select")
         layouts.append(PushLayout(name, identifier, items, section.get("source", "").strip(),
-                                  origin))
+                                  origin, meter_only=select == "meter"))
     return layouts
 
 

@@ -8,7 +8,9 @@ configuration:
   (Kamstrup HAN): the unit and scaler from the list's layout (layouts.py), else the unit
   of the OBIS code's quantity (scaler 0), since the meter does not send one;
 - bare values in the fixed order of a layout (layouts.py) found by the list identifier at
-  the head of the list (Kaifa HAN ``KFM_001``) or by the list's length.
+  the head of the list (Kaifa HAN ``KFM_001``) or by the list's length;
+- structures and name/value pairs mixed in one list (the Austrian Kaifa MA309 customer
+  interface: the clock as a pair, then structures with their scaler_unit).
 A value the layout marks as a date-time is decoded as one (a 12-byte octet-string).
 A clock entry (0.0.1.0.0.255) or the notification's date-time gives the readings' meter
 time; the logical device name (0.0.42.0.0.255) identifies the meter when nothing else does.
@@ -192,7 +194,15 @@ def _layout_unit(item: LayoutItem | None) -> tuple[ScalerUnit | None, bool]:
         return None, False
     if item.date_time:
         return None, True
-    return (ScalerUnit(item.scaler, item.unit) if item.unit is not None else None), False
+    return _item_scaler_unit(item), False
+
+
+def _item_scaler_unit(item: LayoutItem) -> ScalerUnit | None:
+    """A layout item's scaler and unit (None: it gives neither); a scaler alone applies to a
+    quantity without unit (a power factor)."""
+    if item.unit is None and not item.scaler:
+        return None
+    return ScalerUnit(item.scaler, item.unit)
 
 
 def _entries(body: Data, identifier: str | None, layouts: LayoutTable | None = None
@@ -209,22 +219,10 @@ def _entries(body: Data, identifier: str | None, layouts: LayoutTable | None = N
         return usual
     if items and all(i.type == _STRUCTURE and len(i.value) >= 2 for i in items):
         for n, item in enumerate(items):
-            fields = item.value
-            name = _name_of(fields[0])
-            if name is None:
+            entry = _structure_entry(item, n, units)
+            if entry is None:
                 raise FrameError(f"push entry {n}: no logical name", field="notification-body")
-            scaler_unit: ScalerUnit | None = None
-            if len(fields) >= 3:
-                pair = fields[2]
-                if pair.type is _STRUCTURE or pair.type == _STRUCTURE:
-                    scaler_unit = _scaler_unit(pair, n)
-            if scaler_unit is None and units:
-                scaler_unit, date_time = _layout_unit(units.get(name.obis))
-            elif units:
-                date_time = _layout_unit(units.get(name.obis))[1]
-            else:
-                date_time = False
-            entries.append((name, fields[1], scaler_unit, date_time))
+            entries.append(entry)
         return entries
     names = [_name_of(item) for item in items]
     start = next((i for i, name in enumerate(names) if name is not None), None)
@@ -239,10 +237,16 @@ def _entries(body: Data, identifier: str | None, layouts: LayoutTable | None = N
     if layout is not None:
         return [
             (_layout_name(item.obis), value,
-             ScalerUnit(item.scaler, item.unit) if item.unit is not None else None,
+             _item_scaler_unit(item),
              item.date_time)
             for item, value in zip(layout.items, items, strict=True)
         ]
+    # Structures with name/value pairs among them (the Austrian Kaifa MA309 list: the
+    # clock as a bare pair, then {name, value[, scaler_unit]} structures).
+    if not pairs_shape and any(i.type == _STRUCTURE for i in items):
+        mixed = _mixed_entries(items, units)
+        if mixed is not None:
+            return mixed
     # Flat pairs, possibly after leading identifiers (list version, list id).
     if start is None or (len(items) - start) % 2:
         known = layouts.named(identifier)
@@ -262,6 +266,50 @@ def _entries(body: Data, identifier: str | None, layouts: LayoutTable | None = N
             raise FrameError(f"push item {k}: expected a logical name", field="notification-body")
         from_layout, date_time = _layout_unit(units.get(name.obis))
         entries.append((name, items[k + 1], from_layout or name.conventional, date_time))
+    return entries
+
+
+def _structure_entry(item: Data, n: int, units: dict[ObisCode, LayoutItem]) -> Entry | None:
+    """The entry of one ``{logical name, value[, scaler_unit]}`` structure (None: its first
+    field is no logical name); the layouts' unit where it sends no scaler_unit."""
+    fields = item.value
+    name = _name_of(fields[0])
+    if name is None:
+        return None
+    scaler_unit: ScalerUnit | None = None
+    if len(fields) >= 3:
+        pair = fields[2]
+        if pair.type is _STRUCTURE or pair.type == _STRUCTURE:
+            scaler_unit = _scaler_unit(pair, n)
+    if scaler_unit is None and units:
+        scaler_unit, date_time = _layout_unit(units.get(name.obis))
+    elif units:
+        date_time = _layout_unit(units.get(name.obis))[1]
+    else:
+        date_time = False
+    return (name, fields[1], scaler_unit, date_time)
+
+
+def _mixed_entries(items: list[Data], units: dict[ObisCode, LayoutItem]) -> list[Entry] | None:
+    """The entries of a list whose items are each either a ``{name, value[, scaler_unit]}``
+    structure or a bare logical name followed by its value; None when it is not one."""
+    entries: list[Entry] = []
+    k = 0
+    while k < len(items):
+        item = items[k]
+        if item.type == _STRUCTURE and len(item.value) >= 2:
+            entry = _structure_entry(item, k, units)
+            if entry is None:
+                return None
+            entries.append(entry)
+            k += 1
+            continue
+        name = _name_of(item)
+        if name is None or k + 1 >= len(items):
+            return None
+        from_layout, date_time = _layout_unit(units.get(name.obis))
+        entries.append((name, items[k + 1], from_layout or name.conventional, date_time))
+        k += 2
     return entries
 
 
@@ -308,8 +356,8 @@ def _usual_entries(items: list[Data], units: dict[ObisCode, LayoutItem]) -> list
             if item_unit is not None:
                 if item_unit.date_time:
                     date_time = True
-                elif scaler_unit is None and item_unit.unit is not None:
-                    scaler_unit = ScalerUnit(item_unit.scaler, item_unit.unit)
+                elif scaler_unit is None:
+                    scaler_unit = _item_scaler_unit(item_unit)
         append((name, fields[1], scaler_unit, date_time))
     return entries
 

@@ -1,10 +1,12 @@
-"""The framings pushed Data-Notifications arrive in, sans-IO: wrapper frames (IEC 62056-47)
-or HDLC frames (IEC 62056-46: I or UI frames, with or without the LLC header, an APDU
-segmented over several frames by the segmentation bit), told apart per connection by its
-first bytes (``7E`` opens an HDLC frame, ``00 01`` a wrapper frame).
+"""The framings pushed Data-Notifications arrive in, sans-IO: wrapper frames (IEC 62056-47),
+HDLC frames (IEC 62056-46: I or UI frames, with or without the LLC header, an APDU
+segmented over several frames by the segmentation bit) or M-Bus long frames (EN 13757-2
+framing as the Austrian customer interfaces send DLMS: ``68 L L 68 C A CI STSAP DTSAP``,
+the APDU segmented by the CI field), told apart per connection by its first bytes (``7E``
+opens an HDLC frame, ``00 01`` a wrapper frame, ``68 L L 68`` an M-Bus frame).
 
 ``PushStream.receive(bytes)`` gives the pushed APDUs (``PushedApdu``: the APDU and the
-address that sent it, ``hdlc:SOURCE`` or ``wport:N``) and the problems met on the way
+address that sent it, ``hdlc:SOURCE``, ``wport:N`` or ``mbus:A``) and the problems met on the way
 (``FramingProblem``: a bad frame, a truncated segment sequence, an APDU over the bound),
 in the order they came. Nothing is raised; every APDU completed before a problem is kept.
 Work and memory are bounded by the input: the HDLC and wrapper decoders are, and a segmented
@@ -204,20 +206,162 @@ class WrapperPushDecoder:
         return []
 
 
+# M-Bus long frames carrying DLMS (the Austrian customer interfaces): start 68, L twice, 68,
+# then L bytes (C, A, CI, STSAP, DTSAP, the APDU's segment), the checksum of those L bytes
+# and the stop byte 16. CI 0x00-0x0F: a segment (its number in the low nibble) with more to
+# follow; 0x10-0x1F: the last segment.
+MBUS_START: Final = 0x68
+MBUS_STOP: Final = 0x16
+_MBUS_HEADER: Final = 5  # C, A, CI, STSAP, DTSAP
+
+
+def mbus_frame_at(data: bytes | bytearray, i: int) -> bool:
+    """Whether an M-Bus long frame's start (68 L L 68) is at ``i``."""
+    return (len(data) >= i + 4 and data[i] == MBUS_START and data[i + 3] == MBUS_START
+            and data[i + 1] == data[i + 2] and data[i + 1] >= _MBUS_HEADER)
+
+
+def encode_mbus(address: int, apdu: bytes, size: int = 245, *, control: int = 0x53,
+                stsap: int = 0x01, dtsap: int = 0x67) -> bytes:
+    """``apdu`` in M-Bus long frames of at most ``size`` APDU bytes each, as a customer
+    interface sends it (for tests and simulators)."""
+    parts = [apdu[i : i + size] for i in range(0, len(apdu), size)] or [b""]
+    out = bytearray()
+    for n, part in enumerate(parts):
+        ci = (n & 0x0F) | (0x10 if n == len(parts) - 1 else 0)
+        body = bytes((control, address, ci, stsap, dtsap)) + part
+        out += bytes((MBUS_START, len(body), len(body), MBUS_START)) + body
+        out += bytes((sum(body) & 0xFF, MBUS_STOP))
+    return bytes(out)
+
+
+class MbusPushDecoder:
+    """Pushed APDUs from a stream of M-Bus long frames: segments joined in the order of
+    their CI numbers until the last. A bad frame (checksum, stop byte) is a problem and the
+    decoder looks for the next frame start; a segment sequence broken off (a segment out of
+    order, a new first segment, another sender, the connection ends) is a problem; the
+    APDUs completed before it are kept."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._next = 0
+        self._source: str | None = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer) + self._size
+
+    def drain(self) -> bytes:
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        self._reset()
+        return rest
+
+    def _reset(self) -> None:
+        self._parts, self._size, self._next, self._source = [], 0, 0, None
+
+    def _broken(self, why: str) -> FramingProblem:
+        problem = FramingProblem(
+            f"M-Bus segments of an APDU broken off after {self._size} bytes: {why}",
+            self._source,
+        )
+        self._reset()
+        return problem
+
+    def receive(self, data: bytes) -> list[PushItem]:
+        self._buffer += data
+        buffer = self._buffer
+        items: list[PushItem] = []
+        while buffer:
+            if buffer[0] != MBUS_START or (len(buffer) >= 4 and not mbus_frame_at(buffer, 0)):
+                skip = buffer.find(MBUS_START, 1)
+                skip = len(buffer) if skip < 0 else skip
+                del buffer[:skip]
+                items.append(FramingProblem(f"{skip} bytes outside M-Bus frames dropped",
+                                            self._source))
+                continue
+            if len(buffer) < 4:
+                break
+            length = buffer[1]
+            total = length + 6
+            if len(buffer) < total:
+                break
+            frame = bytes(buffer[:total])
+            body = frame[4 : 4 + length]
+            if frame[-1] != MBUS_STOP or sum(body) & 0xFF != frame[-2]:
+                del buffer[:1]
+                why = "no stop byte" if frame[-1] != MBUS_STOP else "checksum"
+                if self._parts:
+                    items.append(self._broken(f"bad M-Bus frame ({why})"))
+                else:
+                    items.append(FramingProblem(f"bad M-Bus frame ({why})", self._source))
+                continue
+            del buffer[:total]
+            items.extend(self._frame(body))
+        return items
+
+    def _frame(self, body: bytes) -> list[PushItem]:
+        address, ci = body[1], body[2]
+        source = f"mbus:{address}"
+        if ci > 0x1F:
+            return [FramingProblem(f"M-Bus frame with CI {ci:#04x} carries no DLMS push",
+                                   source)]
+        number, last = ci & 0x0F, bool(ci & 0x10)
+        items: list[PushItem] = []
+        if self._parts and (source != self._source or number != self._next):
+            items.append(self._broken("a new APDU began" if number == 0 else
+                                      f"segment {number} came after {self._next - 1}"))
+        if not self._parts and number != 0:
+            items.append(FramingProblem(
+                f"M-Bus segment {number} that begins no APDU (its start was lost)", source))
+            return items
+        self._source = source
+        segment = body[_MBUS_HEADER:]
+        self._size += len(segment)
+        if self._size > MAX_PUSH_APDU:
+            items.append(self._broken(f"over {MAX_PUSH_APDU} bytes"))
+            return items
+        self._parts.append(segment)
+        self._next = (number + 1) & 0x0F
+        if not last:
+            return items
+        apdu = b"".join(self._parts)
+        self._reset()
+        if not apdu:
+            items.append(FramingProblem("M-Bus frame without an APDU", source))
+        else:
+            items.append(PushedApdu(apdu, source, 0, "mbus"))
+        return items
+
+    def close(self) -> list[PushItem]:
+        items: list[PushItem] = []
+        if self._buffer:
+            items.append(FramingProblem(f"M-Bus frame cut short: {len(self._buffer)} bytes "
+                                        "left", self._source))
+            self._buffer.clear()
+        if self._parts:
+            items.append(self._broken("the connection ended"))
+        return items
+
+
 class PushStream:
     """The pushes of one connection in whichever framing it uses, decided by its first
-    bytes: ``7E`` HDLC, ``00 01`` the wrapper (bytes before either are dropped, counted in
-    ``skipped``). ``framing`` is None until decided."""
+    bytes: ``7E`` HDLC, ``00 01`` the wrapper, ``68 L L 68`` M-Bus (bytes before any are
+    dropped, counted in ``skipped``). ``framing`` is None until decided."""
 
     def __init__(self) -> None:
         self._head = bytearray()
-        self.decoder: HdlcPushDecoder | WrapperPushDecoder | None = None
+        self.decoder: HdlcPushDecoder | WrapperPushDecoder | MbusPushDecoder | None = None
         self.skipped = 0
 
     @property
     def framing(self) -> str | None:
         if self.decoder is None:
             return None
+        if isinstance(self.decoder, MbusPushDecoder):
+            return "mbus"
         return "hdlc" if isinstance(self.decoder, HdlcPushDecoder) else "wrapper"
 
     @property
@@ -238,10 +382,14 @@ class PushStream:
         head = self._head
         flag = head.find(hdlc.FLAG_BYTE)
         version = head.find(b"\x00\x01")
-        starts = [i for i in (flag, version) if i >= 0]
+        mbus = next((i for i in range(len(head) - 3) if mbus_frame_at(head, i)), -1)
+        starts = [i for i in (flag, version, mbus) if i >= 0]
         if not starts:
-            # Keep a last 00 (it may be the start of 00 01); drop the rest, bounded.
-            keep = 1 if head.endswith(b"\x00") else 0
+            # Keep a last 00 (it may be the start of 00 01) or the last three bytes when an
+            # M-Bus start (68) is among them; drop the rest, bounded.
+            tail = head[-3:]
+            keep = len(tail) - tail.find(MBUS_START) if MBUS_START in tail else 0
+            keep = max(keep, 1 if head.endswith(b"\x00") else 0)
             dropped = len(head) - keep
             if dropped > 0:
                 self.skipped += dropped
@@ -253,7 +401,12 @@ class PushStream:
             return []
         start = min(starts)
         self.skipped += start
-        self.decoder = HdlcPushDecoder() if start == flag else WrapperPushDecoder()
+        if start == flag:
+            self.decoder = HdlcPushDecoder()
+        elif start == mbus:
+            self.decoder = MbusPushDecoder()
+        else:
+            self.decoder = WrapperPushDecoder()
         rest = bytes(head[start:])
         self._head.clear()
         return self.decoder.receive(rest)

@@ -11,6 +11,7 @@ listener (``DlmsPushFactory``)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -19,7 +20,10 @@ from fep.model import Meter, Record
 from fep.protocols.dlms import apdu as A
 from fep.protocols.dlms.identity import key_fingerprint
 from fep.protocols.dlms.layouts import LayoutTable
-from fep.protocols.dlms.settings import settings_for
+from fep.protocols.dlms.settings import hex_setting, settings_for
+
+if TYPE_CHECKING:
+    from fep.protocols.dlms.security import SecurityKeys
 
 # The PushStats counter of each reason for a refusal; any other reason is a bad frame.
 REFUSAL_COUNTERS = {
@@ -115,7 +119,48 @@ def keyed(meter: Meter) -> bool:
     except ConfigError:
         # Keys that do not parse are still keys: nothing unciphered is taken.
         return any(meter.metadata.get(k) for k in ("dlms_ek", "dlms_ak"))
-    return client.keys is not None
+    try:
+        return client.keys is not None or encryption_only(meter)
+    except ConfigError:
+        return bool(meter.metadata.get("dlms_ek"))
+
+
+# ``dlms_push_security = encryption-only``: the meter pushes APDUs that are encrypted but
+# carry no authentication tag (security control 0x20/0x21, as the Austrian customer
+# interfaces do, with the one customer key the grid operator gives: ``dlms_ek``).
+ENCRYPTION_ONLY = "encryption-only"
+
+
+PUSH_SECURITY = ("", "authenticated", ENCRYPTION_ONLY)
+
+
+def encryption_only(meter: Meter) -> bool:
+    """Whether ``meter`` pushes encryption-only APDUs (with its ``dlms_ek``). ConfigError
+    for a value that is none of PUSH_SECURITY (its pushes are then refused, naming it)."""
+    mode = str(meter.metadata.get("dlms_push_security", "")).strip().lower()
+    if mode not in PUSH_SECURITY:
+        raise ConfigError(
+            f"meter {meter.id}: dlms_push_security = {mode} (authenticated or "
+            f"{ENCRYPTION_ONLY})", key="dlms_push_security")
+    return mode == ENCRYPTION_ONLY and bool(meter.metadata.get("dlms_ek"))
+
+
+def push_keys(meter: Meter) -> tuple[SecurityKeys | None, bool]:
+    """The keys a ciphered push of ``meter`` is deciphered with (None: it has none) and
+    whether encryption-only APDUs (security suite 0 or 1, no tag) are taken from it. An
+    encryption-only meter needs only ``dlms_ek``; without the setting, only authenticated
+    APDUs of suite 0 are taken."""
+    from fep.protocols.dlms.security import SecurityKeys
+
+    client, _ = settings_for(meter)
+    if not encryption_only(meter):
+        return client.keys, False
+    if client.keys is not None:
+        return client.keys, True
+    # No authentication key is needed: an encryption-only push has no tag to check.
+    ek = hex_setting(meter, "dlms_ek", 16)
+    assert ek is not None  # encryption_only() saw it set
+    return SecurityKeys(ek, bytes(16)), True
 
 
 # The ways an unciphered push may name a meter without keys (``[push] dlms_plain``): the
@@ -140,6 +185,22 @@ def plain_claims(
     if content.serial:
         claims.append(("serial", content.serial))
     return claims
+
+
+def layouts_for(meter: Meter, layouts: LayoutTable | None) -> LayoutTable | None:
+    """The layouts ``meter``'s pushes are read with: ``layouts`` (None: the shipped ones),
+    with the layout its ``dlms_push_layout`` names first. ConfigError when no layout has
+    that name."""
+    name = str(meter.metadata.get("dlms_push_layout", "")).strip()
+    if not name:
+        return layouts
+    from fep.protocols.dlms.layouts import shipped_layouts
+
+    table = (layouts if layouts is not None else shipped_layouts()).preferring(name)
+    if table is None:
+        raise ConfigError(f"meter {meter.id}: dlms_push_layout = {name}: no push layout of "
+                          "that name", key="dlms_push_layout")
+    return table
 
 
 def decide_push(
@@ -180,13 +241,15 @@ def decide_push(
             meter = resolve(title, wport)
             if meter is None:
                 return PushRefused("unknown", title, "no meter with this system title")
-            client, _ = settings_for(meter)
-            if client.keys is None:
+            keys, unauthenticated = push_keys(meter)
+            if keys is None:
                 return PushRefused("cipher", title, f"meter {meter.id} has no keys")
-            deciphered = security.decipher_apdu(raw, keys=client.keys)
+            deciphered = security.decipher_apdu(
+                raw, keys=keys, require_authentication=not unauthenticated,
+                suites=(0, 1) if unauthenticated else (0,))
             # Per key: a meter starts its counters again with new keys, and an APDU of
             # the old keys does not decipher under the new ones.
-            key_name = key_fingerprint(client.keys.block_cipher_key)
+            key_name = key_fingerprint(keys.block_cipher_key)
             last = last_received(title, key_name)
             if last is not None and deciphered.invocation_counter <= last:
                 return PushRefused(
@@ -241,7 +304,7 @@ def decide_push(
         deviation = meter.metadata.get("dlms_deviation")
         content = decode_push(
             meter.id, message, default_deviation=int(deviation) if deviation else None,
-            layouts=layouts,
+            layouts=layouts_for(meter, layouts),
         )
     except CipheringError as e:
         return PushRefused("cipher", title, str(e))

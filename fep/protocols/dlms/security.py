@@ -128,11 +128,12 @@ def encrypt(
 
 
 def decrypt(
-    system_title: bytes, keys: SecurityKeys, data: bytes
+    system_title: bytes, keys: SecurityKeys, data: bytes, *, suites: tuple[int, ...] = (0,)
 ) -> tuple[SecurityControl, int, bytes]:
     """(security control, invocation counter, plaintext) of SC || IC || body [|| tag].
-    Raises CipheringError when the tag does not verify, the suite is not 0, the system
-    title is not 8 bytes or the data is too short."""
+    Raises CipheringError when the tag does not verify, the suite is not one of ``suites``
+    (suite 1 ciphers APDUs with the same AES-GCM-128 as suite 0: the push receiver takes it
+    from meters configured so), the system title is not 8 bytes or the data is too short."""
     _check_title(system_title)
     if len(data) < 5:
         raise CipheringError(
@@ -140,7 +141,7 @@ def decrypt(
             f"(system title {system_title.hex()})"
         )
     control = SecurityControl.from_byte(data[0])
-    if control.suite != 0:
+    if control.suite not in suites:
         raise CipheringError(
             f"security suite {control.suite} from {system_title.hex()} is not supported"
         )
@@ -255,6 +256,7 @@ def decipher_apdu(
     keys: SecurityKeys,
     system_title: bytes | None = None,
     require_authentication: bool = True,
+    suites: tuple[int, ...] = (0,),
 ) -> DecipheredApdu:
     """The plain APDU inside a ciphered one. The system title is the one in a
     general-ciphering header, else ``system_title`` (the peer's, from the association).
@@ -286,7 +288,7 @@ def decipher_apdu(
         raise CipheringError(f"ciphered APDU length {n} does not match its {len(data) - pos} bytes")
     if require_authentication and content and not content[0] & 0x10:
         raise CipheringError(f"unauthenticated APDU from system title {title.hex()} refused")
-    control, counter, plain = decrypt(title, keys, content)
+    control, counter, plain = decrypt(title, keys, content, suites=suites)
     # The outer tag is not covered by the GCM tag: a service-specific one must name the
     # APDU inside, so that relabelling it (get-request as get-response, say) is refused.
     if tag in _PLAIN and (not plain or plain[0] != _PLAIN[tag]):

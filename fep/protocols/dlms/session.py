@@ -1090,8 +1090,8 @@ class DlmsPushDecoder:
             decision.system_title, decision.counter, decision.fingerprint
         )
         if not isinstance(accepting, Deferred):
-            return self._counted(accepting, decision)
-        accepting.addCallback(self._counted, decision)
+            return self._counted(accepting, decision, device)
+        accepting.addCallback(self._counted, decision, device)
         accepting.addErrback(
             lambda f: log.failure(
                 "push from {meter}: invocation counter not recorded; push dropped",
@@ -1101,10 +1101,12 @@ class DlmsPushDecoder:
         )
         return True
 
-    def _counted(self, result: tuple[bool, int | None], check: PushCounterCheck) -> bool:
+    def _counted(
+        self, result: tuple[bool, int | None], check: PushCounterCheck, device: str = "?"
+    ) -> bool:
         accepted, last = result
         if not accepted:
-            return self._refused(check.refused(last))
+            return self._refused(check.refused(last), device)
         self._submit(check.meter, check.records)
         return True
 
@@ -1117,8 +1119,9 @@ class DlmsPushDecoder:
 @implementer(IPushHandler)
 class DlmsPushHandler:
     """Pushes on one connection, in the framing its first bytes show (pushframing.py:
-    wrapper or HDLC frames), each APDU through a DlmsPushDecoder. Framing problems (bad
-    frames, truncated HDLC segments) are refused as ``frame``, logged with ``device``."""
+    wrapper, HDLC or M-Bus frames), each APDU through a DlmsPushDecoder. Framing problems
+    (bad frames, truncated HDLC or M-Bus segments) are refused as ``frame``, logged with
+    ``device``."""
 
     def __init__(self, decoder: DlmsPushDecoder, source: str = "", device: str = "?") -> None:
         self.decoder = decoder

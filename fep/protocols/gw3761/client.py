@@ -72,7 +72,18 @@ class Resent:
     attempt: int
 
 
-Action = Send | Finished | Failed | Noise | Skipped | Resent
+@attrs.frozen
+class Reported:
+    """A frame the terminal started during the read (PRM = 1, not a link test), bytes that
+    came after the read's last answer, or the last answer with ACD set (its EC, without its
+    data), handed over whole (the client's ``hand_over``: the channel carries the terminal's
+    reports; its report handler stores and confirms them, and fetches the events ACD says are
+    there, once this read has the line no more)."""
+
+    frame: bytes
+
+
+Action = Send | Finished | Failed | Noise | Skipped | Resent | Reported
 
 
 def parse_item(text: str) -> tuple[int, int]:
@@ -139,6 +150,17 @@ class Gw3761Client:
         self._attempt = 0
         self._done = False
         self.clock_set: Clock | None = None
+        # Frames the terminal starts by itself (reports) go out as Reported, not into this
+        # read's records: set when the channel has a report handler (a GPRS session).
+        self.hand_over = False
+        # The last answer with ACD set (events not read yet, its EC): handed over when the
+        # read ends, so that the report handler fetches them.
+        self._acd: Frame | None = None
+
+    @property
+    def done(self) -> bool:
+        """The read is over (finished or failed)."""
+        return self._done
 
     @property
     def waiting_for(self) -> str | None:
@@ -239,12 +261,24 @@ class Gw3761Client:
             break
         for frame in frames:
             actions += self._frame_in(frame)
+        if self.hand_over and self.done:
+            # The read ended within these bytes: what came after its last answer (whole
+            # frames above, then the start of the next) is the channel's, in order.
+            rest = self.decoder.drain()
+            if rest:
+                actions.append(Reported(rest))
+            acd, self._acd = self._acd, None
+            if acd is not None:
+                # Events not read: the answer's EC (without its data) for the handler.
+                actions.append(Reported(attrs.evolve(
+                    acd, data=b"", seq=attrs.evolve(acd.seq, fir=True, fin=True,
+                                                    con=False)).encode()))
         return actions
 
     def _frame_in(self, frame: Frame) -> list[Action]:
         s = self.settings
         if self._done:
-            return []
+            return [Reported(frame.encode())] if self.hand_over else []
         if not frame.uplink or frame.address.key != s.address.key:
             return [Noise(f"frame of {frame.address} ignored")]
         if frame.tp is not None and frame.tp.stale(self._local_now()):
@@ -254,6 +288,8 @@ class Gw3761Client:
             # Login, heartbeat or data the terminal reports by itself: confirm what asks for
             # it, keep reported data, go on waiting.
             out: list[Action] = []
+            if self.hand_over and frame.afn != Afn.LINK:
+                return self._reported(frame)
             if frame.seq.con:
                 self.confirmed += 1
                 out.append(Send(self.master.confirm(frame).encode()))
@@ -268,6 +304,13 @@ class Gw3761Client:
         # count on (the reassembler checks the run).
         if self._frame is None or (frame.seq.fir and frame.seq.seq != self._frame.seq.seq):
             return [Noise(f"answer with RSEQ {frame.seq.seq} to no open request")]
+        if frame.afn not in (self._frame.afn, Afn.CONFIRM):
+            # Another exchange's answer (an event fetch of the session's report handler
+            # answered late) that happens to carry this request's sequence number.
+            return [Noise(f"answer of AFN {frame.afn:02X} to a request of AFN "
+                          f"{self._frame.afn:02X} ignored")]
+        if frame.ec is not None:
+            self._acd = frame
         try:
             whole = self.joiner.add(frame)
         except FrameError as e:
@@ -293,6 +336,12 @@ class Gw3761Client:
             self.records += self.mapper.records(event, self.now())
         return self._next()
 
+    def _reported(self, frame: Frame) -> list[Action]:
+        """A report during the read, handed over to the channel's report handler, which
+        files its data under the meters behind the concentrator, stores it and confirms
+        it (when it asked) after this read."""
+        return [Reported(frame.encode())]
+
     def timeout(self) -> list[Action]:
         if self._done or self._current is None or self._frame is None:
             return []
@@ -317,6 +366,7 @@ __all__ = [
     "Finished",
     "Gw3761Client",
     "Noise",
+    "Reported",
     "Resent",
     "Send",
     "Skipped",

@@ -22,6 +22,8 @@ and events) under the meter id; ``source`` is the meter id.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,12 +32,26 @@ import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fep.errors import ConfigError, ProtocolError
-from fep.interfaces import IClock, IEventReader, IMeterProtocol
-from fep.model import Meter, MeterEvent, ObisCode, Reading, Record
+from fep.interfaces import (
+    IClock,
+    IEventReader,
+    IMeterProtocol,
+    IPushChannel,
+    IPushHandler,
+    IPushProtocol,
+    IRecordSink,
+)
+from fep.model import Meter, MeterEvent, ObisCode, Reading, Record, utcnow
 from fep.protocols import actions as actions_
+from fep.protocols.gw3761.archive import MAX_NUMBER, ArchiveSync, SyncReport
+from fep.protocols.gw3761.archive import Failed as ArchiveFailed
+from fep.protocols.gw3761.archive import Finished as ArchiveFinished
+from fep.protocols.gw3761.archive import Noise as ArchiveNoise
+from fep.protocols.gw3761.archive import Send as ArchiveSend
 from fep.protocols.gw3761.client import (
     DEFAULT_ITEMS,
     ClientSettings,
@@ -43,6 +59,7 @@ from fep.protocols.gw3761.client import (
     Finished,
     Gw3761Client,
     Noise,
+    Reported,
     Resent,
     Send,
     Skipped,
@@ -50,8 +67,10 @@ from fep.protocols.gw3761.client import (
 )
 from fep.protocols.gw3761.frames import Address
 from fep.protocols.gw3761.records import DEFAULT_TERMINAL_TZ
-from fep.protocols.gw3761.services import PROTOCOL
-from fep.protocols.session import MeterSession, run_session
+from fep.protocols.gw3761.reports import Bad, ConcentratorLink, Linked, Reply, Store, point_meters
+from fep.protocols.gw3761.services import PROTOCOL, ArchiveEntry
+from fep.protocols.session import Line, MeterSession, run_session
+from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.protocols.gw3761")
 
@@ -151,13 +170,41 @@ class Gw3761Session(MeterSession):
                                                    failed=Failed))  # fmt: skip
         self.meter = meter
         self.client = client
+        # Bad frames during the read: logged rate-limited (a concentrator sending junk in a
+        # long read does not fill the log), with its address; counted in client.noise.
+        self.noise_log = RateLimitedLog(log)
+        self.noise_seen = 0
 
     def _fields(self) -> dict[str, Any]:
         return {"meter": self.meter.id, "route": self.meter.route, "protocol": PROTOCOL}
 
+    def make_steps(self, line: Line) -> Any:
+        # A GPRS session lent to this read also carries the terminal's reports: they go
+        # to the channel's report handler (stored and confirmed after the read).
+        self.client.hand_over = bool(IPushChannel.providedBy(self.transport))
+        return super().make_steps(line)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.finished:
+            self._give_back(data)  # after the last answer: a heartbeat or report, not ours
+            return
+        super().dataReceived(data)
+
+    def _give_back(self, data: bytes) -> None:
+        channel: Any = IPushChannel(self.transport, None)
+        if data and channel is not None:
+            channel.unconsumed(data)
+
     def note(self, action: object) -> None:
-        if isinstance(action, Noise):
-            log.info("{meter}: {why}", why=action.why, **self._fields())
+        if isinstance(action, Reported):
+            self._hand_over(action)
+        elif isinstance(action, Noise):
+            self.noise_seen += 1
+            self.noise_log.info("{meter} ({address}): {why} ({noise} bad frames in this read)",
+                                kind="gw3761-read:noise", why=action.why,
+                                address=str(self.client.settings.address),
+                                noise=self.noise_seen,
+                                **self._fields())  # fmt: skip
         elif isinstance(action, Skipped):
             log.info("{meter}: {what} not read: {why}", what=action.what, why=action.why,
                      **self._fields())  # fmt: skip
@@ -165,9 +212,20 @@ class Gw3761Session(MeterSession):
             log.info("{meter}: {what} sent again (attempt {n})", what=action.what,
                      n=action.attempt, **self._fields())  # fmt: skip
 
+    def _hand_over(self, report: Reported) -> None:
+        """A report the terminal sent during the read (or what came after the last answer,
+        or the last answer's EC): its bytes go to the channel, whose report handler takes
+        them once this read is done (stored under the meters behind the concentrator, then
+        confirmed; events ACD says are there fetched)."""
+        log.debug("{meter}: {count} bytes the concentrator sent by itself during the read "
+                  "handed to the session's report handler", count=len(report.frame),
+                  **self._fields())  # fmt: skip
+        self._give_back(report.frame)
+
     def ended(self, lost: bool) -> None:
         if lost:
             return
+        self._give_back(self.client.decoder.drain())
         c = self.client
         log.info(
             "{meter}: Q/GDW 1376.1 read done: {records} records, {skipped} items skipped, "
@@ -178,7 +236,114 @@ class Gw3761Session(MeterSession):
         )  # fmt: skip
 
 
-@implementer(IMeterProtocol, IClock, IEventReader)
+@implementer(IPushHandler)
+class Gw3761PushHandler:
+    """A dialled-in concentrator's frames outside pulls (``reports.ConcentratorLink``):
+    login, heartbeat and logout confirmed, reports stored and then confirmed, events
+    pending fetched; bad input counted and logged (rate-limited) with the concentrator's
+    meter id and address, the frame dropped, the session kept."""
+
+    def __init__(
+        self,
+        link: ConcentratorLink,
+        sink: IRecordSink,
+        *,
+        reply: Callable[[bytes], None] | None,
+        source: str,
+        events: RateLimitedLog | None = None,
+    ) -> None:
+        self.link = link
+        self.sink = sink
+        self.reply = reply
+        self.source = source
+        self.events = events if events is not None else RateLimitedLog(log)
+        self.frames = 0
+
+    @property
+    def stats(self) -> Any:
+        return self.link.stats
+
+    def _fields(self) -> dict[str, Any]:
+        return {"meter": self.link.concentrator, "address": str(self.link.address or "?"),
+                "route": self.source, "protocol": PROTOCOL}  # fmt: skip
+
+    def data_received(self, data: bytes) -> None:
+        for action in self.link.receive(data):
+            try:
+                self._do(action)
+            except Exception:  # a bug must not escape into the reactor
+                log.failure("{meter}: handling {action} failed", action=type(action).__name__,
+                            **self._fields())  # fmt: skip
+        self.frames = self.link.stats.frames
+
+    def pending(self) -> int:
+        return self.link.pending()
+
+    def inherit(self, older: object) -> None:
+        """Take over from the handler this one replaces on the same session (after a pull):
+        the event counter read, the address, the rate-limited log."""
+        if not isinstance(older, Gw3761PushHandler):
+            return
+        if self.link.known_events is None:
+            self.link.known_events = older.link.known_events
+        if self.link.address is None:
+            self.link.address = older.link.address
+        self.events = older.events
+
+    def take_buffered(self) -> bytes:
+        return self.link.take_buffered()
+
+    def connection_lost(self) -> None:
+        if self.link.joiner.pending():
+            self.link.stats.bad["multi-frame"] += 1
+            self.events.warn("concentrator {meter} ({address}): a multi-frame report cut "
+                             "short by the end of the connection", kind="gw3761:cut",
+                             **self._fields())  # fmt: skip
+
+    def _write(self, data: bytes) -> None:
+        if self.reply is not None:
+            self.reply(data)
+
+    def _do(self, action: object) -> None:
+        fields = self._fields()
+        if isinstance(action, Reply):
+            self._write(action.data)
+        elif isinstance(action, Linked):
+            log.info("concentrator {meter} ({address}): {what} confirmed", what=action.what,
+                     **fields)  # fmt: skip
+        elif isinstance(action, Store):
+            self._store(action)
+        elif isinstance(action, Bad):
+            self.events.warn(
+                "concentrator {meter} ({address}): bad input dropped ({bad_kind}): {why}; "
+                "{bad} bad frames on this session, the session goes on",
+                kind=f"gw3761:{action.kind}", bad_kind=action.kind, why=action.why,
+                bad=action.total, event="gw3761_bad_input", **fields)
+
+    def _store(self, action: Store) -> None:
+        fields = self._fields()
+        if not action.records:
+            if action.confirm is not None:
+                self._write(action.confirm)
+            return
+        d = self.sink.submit(list(action.records))
+
+        def stored(_: object) -> None:
+            log.info("concentrator {meter} ({address}): {what}: {count} records stored"
+                     + (", confirmed" if action.confirm is not None else ""),
+                     what=action.what, count=len(action.records), **fields)
+            if action.confirm is not None:
+                self._write(action.confirm)
+
+        def not_stored(failure: Failure) -> None:
+            log.failure("concentrator {meter} ({address}): {what} not stored (not "
+                        "confirmed: the concentrator sends it again)", failure,
+                        what=action.what, **fields)  # fmt: skip
+
+        d.addCallbacks(stored, not_stored)
+
+
+@implementer(IMeterProtocol, IClock, IEventReader, IPushProtocol)
 class Gw3761Protocol:
     """Q/GDW 1376.1 reads of a concentrator: class 1 (clock, current energy, instantaneous
     values), class 2 (daily and monthly frozen energy and demand, curves) and class 3
@@ -205,6 +370,33 @@ class Gw3761Protocol:
         result: Deferred[list[Record]] = run_session(reactor, endpoint, session, meter.route,
                                                      timeout)  # fmt: skip
         return result
+
+    def push_handler(
+        self,
+        meter: Meter,
+        sink: IRecordSink,
+        *,
+        directory: Any,
+        counters: Any,
+        source: str,
+        close: Callable[[], None],
+        reply: Callable[[bytes], None] | None = None,
+    ) -> Gw3761PushHandler:
+        """The handler of a concentrator that dialled in (``meter``, protocol gw3761): its
+        address from the meter list (else the login's), the meters behind it by point
+        (``concentrator = <meter id>``, ``point = Pn``) from ``directory``."""
+        try:
+            settings = settings_for(meter, self.tz)
+            address, tz, master = settings.address, settings.tz, settings.address.master
+        except ConfigError as e:
+            log.warn("{meter}: {error}; the concentrator's own address is taken",
+                     meter=meter.id, error=str(e), protocol=PROTOCOL)  # fmt: skip
+            address, tz, master = None, self.tz, 0
+        meters: Sequence[Meter] = directory.all() if directory is not None else ()
+        points = point_meters(meter.id, {m.id: m.metadata for m in meters})
+        link = ConcentratorLink(meter.id, address, now=utcnow, clock=time.monotonic,
+                                points=points, tz=tz, master=master)  # fmt: skip
+        return Gw3761PushHandler(link, sink, reply=reply, source=source)
 
     def _only(self, meter: Meter, **metadata: str) -> Meter:
         return attrs.evolve(meter, metadata={**meter.metadata, **metadata})
@@ -256,5 +448,36 @@ class Gw3761Protocol:
         d: Deferred[Any] = run_session(reactor, endpoint, session, meter.route, timeout)
         return d.addCallback(sent)
 
+    def sync_archive(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
+                     wanted: Sequence[ArchiveEntry], timeout: float, *,
+                     repair: bool = True) -> Deferred[SyncReport]:  # fmt: skip
+        """Read the concentrator's meter archive (AFN 0A F10, entry numbers 1 to its
+        ``gw3761_archive_size``, default 2040), compare it with ``wanted``, write what
+        differs (AFN 04 F10; ``repair=False`` only reports) and read it back."""
+        try:
+            settings = settings_for(meter, self.tz)
+            size = int(meter.metadata.get("gw3761_archive_size") or MAX_NUMBER)
+            client = ArchiveSync(settings.address, wanted, size=size, repair=repair,
+                                 retries=settings.retries, meter=meter.id,
+                                 route=meter.route)  # fmt: skip
+        except ConfigError as e:
+            return fail(e)
+        except ValueError as e:
+            return fail(ConfigError(f"meter {meter.id}: {e}", key="gw3761_archive_size"))
+        steps = actions_.ClientSteps(client, send=ArchiveSend, finished=ArchiveFinished,
+                                     failed=ArchiveFailed, result=lambda a: a.report)  # fmt: skip
+        session = _ArchiveSession(reactor, timeout, meter=meter.id, route=meter.route,
+                                  protocol=PROTOCOL, steps=steps)  # fmt: skip
+        result: Deferred[SyncReport] = run_session(reactor, endpoint, session, meter.route,
+                                                   timeout)  # fmt: skip
+        return result
 
-__all__ = ["Gw3761Protocol", "Gw3761Session", "settings_for"]
+
+class _ArchiveSession(MeterSession):
+    def note(self, action: object) -> None:
+        if isinstance(action, ArchiveNoise):
+            log.info("{meter}: {why}", why=action.why, meter=self.meter_id, route=self.route,
+                     protocol=PROTOCOL)  # fmt: skip
+
+
+__all__ = ["Gw3761Protocol", "Gw3761PushHandler", "Gw3761Session", "settings_for"]

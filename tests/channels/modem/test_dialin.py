@@ -154,3 +154,83 @@ class DialInTests(unittest.TestCase):
         self.assertNotIn("ATA", modem.commands)
         self.assertEqual(self.calls, [])
         pool._release(line)
+
+
+class AnsweringMeter(CallingMeter):
+    """A calling meter that also answers a request on its call: ``/?!`` gets its
+    identification; anything else is ignored."""
+
+    def dataReceived(self, data: bytes) -> None:
+        if b"/?" in data:
+            assert self.transport is not None
+            self.transport.write(b"/ABC5METER01\r\n")
+
+    def say(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+
+class ReadOverCallInTests(unittest.TestCase):
+    """A read of the calling meter's route while its call is up goes over that call (no
+    dial, no line), beside the protocol that took the call, which gets the call back."""
+
+    timeout = 60
+    pool = DialInTests.pool
+
+    async def test_a_read_of_the_caller_goes_over_its_call(self) -> None:
+        from fep.errors import ChannelError
+
+        exchange = new_exchange()
+        pool, (modem,) = await self.pool(exchange)
+        sunk: list[Any] = []
+        self.sunk = sunk
+
+        class Sink:
+            def submit(self, records: Any) -> Deferred[None]:
+                sunk.append(list(records))
+                d: Deferred[None] = Deferred()
+                d.callback(None)
+                return d
+
+        pool.push_sink = Sink()
+        meter = AnsweringMeter(b"ALARM 7\r\n")
+        exchange.call_in(CALLER, modem, meter)
+        await until(lambda: bool(self.collected) and b"ALARM 7" in self.collected[0].data, 10)
+        taker = self.collected[0]
+        # The route as the meter list writes it (digits compared: 0049... is +49...).
+        read = Collect()
+        protocol = await pool.endpoint("0049 30 12345678").connect(
+            Factory.forProtocol(lambda: read))
+        self.assertIs(protocol, read)
+        assert read.transport is not None
+        read.transport.write(b"/?!\r\n")
+        await until(lambda: b"METER01" in read.data, 10)
+        self.assertNotIn(b"METER01", taker.data)
+        self.assertEqual(exchange.calls, [])  # nothing dialled
+        # One read at a time on a call.
+        with self.assertRaises(ChannelError):
+            await pool.endpoint(CALLER).connect(Factory.forProtocol(Collect))
+        # Pushes the read tells from its answers go to the pool's sink; bytes it leaves
+        # unread go back to the protocol that took the call, before what comes next.
+        from fep.interfaces import IPushChannel
+
+        channel = IPushChannel(read.transport)
+        await channel.pushed(["a record"])  # type: ignore[list-item]
+        self.assertEqual(self.sunk, [["a record"]])
+        channel.unconsumed(b"ALARM 7b ")
+        # Done: the call goes back to the protocol that took it, and goes on.
+        read.transport.loseConnection()
+        self.assertTrue(read.closed)
+        meter.say(b"ALARM 8\r\n")
+        await until(lambda: b"ALARM 8" in taker.data, 10)
+        self.assertIn(b"ALARM 7b ALARM 8", taker.data)
+        self.assertFalse(taker.closed)
+        # A second read; the caller hangs up during it: the read's connection is lost.
+        second = Collect()
+        await pool.endpoint(CALLER).connect(Factory.forProtocol(lambda: second))
+        meter.hang_up()
+        record = await self.calls[0].ended
+        self.assertEqual(record.outcome, CallOutcome.COMPLETED)
+        await until(lambda: second.closed and taker.closed, 10)
+        self.assertIsNone(pool.inbound_call(CALLER))
+        self.assertEqual(exchange.calls, [])

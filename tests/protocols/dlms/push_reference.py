@@ -1,5 +1,6 @@
 """The push decoder as it was before issue 20's rework (fep/protocols/dlms/push.py at
-1f3c4e5): the reference the reworked single-pass decoder is compared with
+1f3c4e5), plus issue 17's lists that mix name/value pairs with structures (the Austrian
+Kaifa MA309 list): the reference the reworked single-pass decoder is compared with
 (test_push_reference.py). Test-only; not maintained for speed."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fep.errors import FrameError
-from fep.model import EventKind, MeterEvent, ObisCode, Severity
+from fep.model import EventKind, MeterEvent, ObisCode, Severity, Unit
 from fep.protocols.dlms import axdr
 from fep.protocols.dlms.apdu import DataNotification
 from fep.protocols.dlms.axdr import Data, DataType
@@ -42,7 +43,12 @@ def _layout_unit(
         return None, False
     if item.date_time:
         return None, True
-    return (ScalerUnit(item.scaler, item.unit) if item.unit is not None else None), False
+    return _scaled(item.scaler, item.unit), False
+
+
+def _scaled(scaler: int, unit: Unit | None) -> ScalerUnit | None:
+    # Issue 17: a layout item's scaler applies without a unit too (a power factor).
+    return ScalerUnit(scaler, unit) if unit is not None or scaler else None
 
 
 
@@ -77,10 +83,15 @@ def _entries(body: Data, layouts: LayoutTable | None = None) -> list[Entry]:
     if layout is not None:
         return [
             (item.obis, value,
-             ScalerUnit(item.scaler, item.unit) if item.unit is not None else None,
+             _scaled(item.scaler, item.unit),
              item.date_time)
             for item, value in zip(layout.items, items, strict=True)
         ]
+    # Structures and name/value pairs mixed (issue 17).
+    if not pairs_shape and any(item.type == DataType.STRUCTURE for item in items):
+        mixed = _mixed(items, layouts, identifier)
+        if mixed is not None:
+            return mixed
     # Flat pairs, possibly after leading identifiers (list version, list id).
     if start is None or (len(items) - start) % 2:
         known = layouts.named(identifier)
@@ -103,6 +114,36 @@ def _entries(body: Data, layouts: LayoutTable | None = None) -> list[Entry]:
         pairs.append((obis, items[k + 1], from_layout or _conventional_unit(obis), date_time))
     return pairs
 
+
+
+def _mixed(items: list[Data], layouts: LayoutTable, identifier: str | None
+           ) -> list[Entry] | None:
+    """Each item a {name, value[, scaler_unit]} structure or a name followed by its value;
+    None when the list is not that."""
+    entries: list[Entry] = []
+    k = 0
+    while k < len(items):
+        item = items[k]
+        if item.type == DataType.STRUCTURE and len(item) >= 2:
+            obis = _obis_of(item[0])
+            if obis is None:
+                return None
+            scaler_unit = (
+                ScalerUnit.from_data(item[2], f"push entry {k} scaler_unit")
+                if len(item) >= 3 and item[2].type == DataType.STRUCTURE
+                else None
+            )
+            from_layout, date_time = _layout_unit(layouts, identifier, obis)
+            entries.append((obis, item[1], scaler_unit or from_layout, date_time))
+            k += 1
+            continue
+        obis = _obis_of(item)
+        if obis is None or k + 1 >= len(items):
+            return None
+        from_layout, date_time = _layout_unit(layouts, identifier, obis)
+        entries.append((obis, items[k + 1], from_layout or _conventional_unit(obis), date_time))
+        k += 2
+    return entries
 
 
 def reference_decode_push(

@@ -171,3 +171,121 @@ class PlainPushTests(unittest.TestCase):
             last_received=lambda title, key: None)
         assert isinstance(decision, PushAccepted)
         self.assertEqual(decision.meter.id, "aidon")
+
+
+
+KAMSTRUP_DK = "kamstrup_dk_push1.hex"
+# A grid operator's scalers for its Danish Kamstrup meters with current transformers (an
+# example of a user's own layout, not a published fact: Kamstrup's specification leaves the
+# scalers to each meter's configuration).
+DK_CT_LAYOUT = """
+[dk-ct]
+source = example: the grid operator's configuration of its CT meters
+identifier = Kamstrup_V0001
+select = meter
+items =
+    1-1:1.8.0.255   Wh
+    1-1:2.8.0.255   Wh
+    1-1:31.7.0.255  A  -3
+    1-1:51.7.0.255  A  -3
+    1-1:71.7.0.255  A  -3
+    1-1:33.7.0.255  -2
+"""
+
+
+class DanishKamstrupListTests(unittest.TestCase):
+    """The Danish Kamstrup OMNIPOWER list ("DLMS push 1", Kamstrup 5512-2584 A2 11-2019,
+    section 5.2; the published capture kamstrup_dk_push1.hex) carries the Norwegian
+    identifier Kamstrup_V0001 and no scalers. No Danish layout is shipped: the shipped
+    Kamstrup layout gives the codes both lists share their scalers, the others are stored in
+    their quantity's unit with scaler 0; a meter's own layout (``select = meter``, named by
+    its ``dlms_push_layout``) comes first for that meter only."""
+
+    def decided(self, meter: Meter, layouts: object = None) -> dict[str, object]:
+        decision = decide_push(
+            published_apdu(KAMSTRUP_DK), resolve=lambda title, wport: meter,
+            last_received=lambda title, key: None, layouts=layouts)  # type: ignore[arg-type]
+        assert isinstance(decision, PushAccepted), decision
+        return {str(r.obis): (r.value, r.unit_text, r.meter_time) for r in decision.records}
+
+    def test_the_danish_capture_with_the_shipped_layouts(self) -> None:
+        from datetime import UTC, datetime
+
+        meter = Meter("dk", "dlms", "tcp:host=x:port=1", metadata={"dlms_deviation": "-60"})
+        got = self.decided(meter)
+        self.assertEqual(len(got), 31)  # 32 pairs, one the clock
+        when = datetime(2022, 2, 1, 8, 17, 20, tzinfo=UTC)  # 09:17:20 CET
+        # Shared with the Norwegian list: its scalers (energy 0.01 kWh, current 0.01 A).
+        self.assertEqual(got["1-1:1.8.0*255"], (Decimal(127676000), "Wh", when))
+        self.assertEqual(got["1-1:31.7.0*255"][:2], (Decimal("909.99"), "A"))
+        self.assertEqual(got["1-1:32.7.0*255"][:2], (Decimal(233), "V"))
+        # Only in the Danish list: the quantity's unit, scaler 0; a power factor has none.
+        self.assertEqual(got["1-1:22.7.0*255"][:2], (Decimal(448), "W"))
+        self.assertEqual(got["1-1:61.8.0*255"][:2], (Decimal(6451436), "Wh"))
+        self.assertEqual(got["1-1:0.0.1*255"][:2], (Decimal(26733640), None))
+        self.assertEqual(got["1-1:33.7.0*255"][:2], (Decimal(2), None))
+
+    def test_a_meter_s_own_layout_comes_first_for_that_meter_only(self) -> None:
+        table = table_of([*shipped_layouts().layouts, *parse_layouts(DK_CT_LAYOUT, "dk.ini")])
+        dk = Meter("dk", "dlms", "tcp:host=x:port=1",
+                   metadata={"dlms_deviation": "-60", "dlms_push_layout": "dk-ct"})
+        got = self.decided(dk, table)
+        self.assertEqual(got["1-1:1.8.0*255"][:2], (Decimal(12767600), "Wh"))
+        self.assertEqual(got["1-1:31.7.0*255"][:2], (Decimal("90.999"), "A"))
+        self.assertEqual(got["1-1:33.7.0*255"][:2], (Decimal("0.02"), None))
+        self.assertEqual(got["1-1:32.7.0*255"][:2], (Decimal(233), "V"))  # shipped: V
+        # Another Kamstrup_V0001 meter is read with the shipped layout as before.
+        other = decide_push(
+            published_apdu(KAMSTRUP_LIST1), resolve=lambda title, wport: Meter(
+                "no", "dlms", "tcp:host=x:port=1"),
+            last_received=lambda title, key: None, layouts=table)
+        assert isinstance(other, PushAccepted)
+        values = {str(r.obis): r.value for r in other.records}
+        self.assertEqual(values["1-1:31.7.0*255"], Decimal("5.64"))
+        self.assertEqual(table.named("Kamstrup_V0001")[0].name, "kamstrup-v0001")
+
+    def test_a_layout_name_that_is_none_refuses_naming_the_setting(self) -> None:
+        meter = Meter("dk", "dlms", "tcp:host=x:port=1", metadata={"dlms_push_layout": "nope"})
+        decision = decide_push(
+            published_apdu(KAMSTRUP_DK), resolve=lambda title, wport: meter,
+            last_received=lambda title, key: None)
+        assert isinstance(decision, PushRefused)
+        self.assertEqual(decision.why, "frame")
+        self.assertIn("dlms_push_layout = nope", decision.detail)
+
+    def test_select_must_be_identifier_or_meter(self) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            parse_layouts(DK_CT_LAYOUT.replace("select = meter", "select = all"), "dk.ini")
+        self.assertIn("dk.ini [dk-ct]: select must be identifier or meter", str(caught.exception))
+
+    def test_a_meter_s_own_layout_is_tried_first_for_a_bare_list(self) -> None:
+        # A KFM_001 list 3 (three-phase, 18 values) with the meter's own scalers for the
+        # currents; another meter's list 3 still takes the shipped layout's.
+        shipped = shipped_layouts().named("KFM_001")
+        three = next(layout for layout in shipped if len(layout.items) == 18)
+        lines = []
+        for item in three.items:
+            if item.obis.c in (31, 51, 71):
+                lines.append(f"    {item.obis.a}-{item.obis.b}:{item.obis.c}.{item.obis.d}."
+                             f"{item.obis.e}.{item.obis.f}  A  -2")
+            elif item.date_time:
+                lines.append(f"    {str(item.obis).replace('*', '.')}  date-time")
+            else:
+                unit = f"  {item.unit.symbol}  {item.scaler}" if item.unit is not None else ""
+                lines.append(f"    {str(item.obis).replace('*', '.')}{unit}")
+        own = parse_layouts("[kaifa-own]\nidentifier = KFM_001\nselect = meter\nitems =\n"
+                            + "\n".join(lines) + "\n", "own.ini")
+        table = table_of([*shipped_layouts().layouts, *own])
+        mine = Meter("mine", "dlms", "tcp:host=x:port=1", metadata={"dlms_push_layout":
+                                                                    "kaifa-own"})
+        other = Meter("other", "dlms", "tcp:host=x:port=1")
+
+        def current(meter: Meter) -> Decimal:
+            decision = decide_push(
+                published_apdu(KAIFA_LIST3), resolve=lambda title, wport: meter,
+                last_received=lambda title, key: None, layouts=table)
+            assert isinstance(decision, PushAccepted), decision
+            return next(r.value for r in decision.records if str(r.obis) == "1-0:31.7.0*255")
+
+        self.assertEqual(current(other), Decimal("2.191"))
+        self.assertEqual(current(mine), Decimal("21.91"))

@@ -1,0 +1,149 @@
+"""GET /api/v1/comms over real HTTP on a real SQLite store (behind the timed store, as in the
+daemon): the figures of tests.analysis.test_comms_cli (T1: S, A, B read each hour; 12 jobs, 4
+ok on 2026-12-01), a token needed, bad arguments refused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from twisted.internet import reactor
+from twisted.trial import unittest
+
+from fep.analysis import areas
+from fep.analysis.store import AnalysisStore
+from fep.collect.jobstore import JobStore
+from fep.model import Meter
+from fep.operator.http import site
+from fep.operator.metrics import FepMetrics, TimedStore
+from fep.operator.tokens import TokenFile
+from tests.analysis.test_comms_cli import job
+from tests.operator.helpers import TOKENS, VIEWER_TOKEN, http, make_context
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+class CommsApiTests(unittest.TestCase):
+    async def setUp(self) -> None:
+        ctx = await make_context(self, [Meter(m, "dlms", "tcp:10.0.0.1:4059") for m in "SAB"])
+        jobs = [job(m, 1, True) for m in "SAB"]
+        jobs += [job(m, h, False) for h in (2, 3) for m in "SAB"]
+        jobs += [job("S", 4, False), job("A", 4, False), job("B", 4, True)]
+        await JobStore(ctx.store).add_jobs(jobs, T0.timestamp())
+        await AnalysisStore(ctx.store).save_network(areas.read_csv(
+            "area,meter,role\nT1,,\nT1,S,summary\nT1,A,member\nT1,B,member\n"))
+        metrics = FepMetrics.create()
+        ctx.store = TimedStore(ctx.store, metrics.store_latency)
+        port = reactor.listenTCP(0, site(ctx, TokenFile.parse(TOKENS), metrics),
+                                 interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.base = f"http://127.0.0.1:{port.getHost().port}/api/v1/"
+
+    async def test_rates_and_the_meters_below(self) -> None:
+        r = await http(self.base + "comms?from=2026-12-01", token=VIEWER_TOKEN)
+        self.assertEqual(r.status, 200, r.body)
+        body = r.json()
+        self.assertEqual((body["from"], body["to"], body["target"]),
+                         ("2026-12-01T00:00:00+00:00", "2026-12-02T00:00:00+00:00", "98.00"))
+        rows = {(x["scope"], x["key"]): (x["jobs"], x["ok"], x["rate"]) for x in body["rows"]}
+        self.assertEqual(rows[("all", "all")], (12, 4, "33.33"))
+        self.assertEqual(rows[("area", "T1")], (12, 4, "33.33"))
+        self.assertEqual([(m["meter"], m["rate"], m["last_error"]) for m in body["below"]],
+                         [("A", "25.00", "timeout"), ("S", "25.00", "timeout"),
+                          ("B", "50.00", "timeout")])
+        only = (await http(self.base + "comms?from=2026-12-01&below=yes&target=30%25",
+                           token=VIEWER_TOKEN)).json()
+        self.assertNotIn("rows", only)
+        self.assertEqual([m["meter"] for m in only["below"]], ["A", "S"])
+        later = (await http(self.base + "comms?from=2026-12-01T04:00:00Z&area=T1",
+                            token=VIEWER_TOKEN)).json()
+        self.assertEqual(later["to"], (T0 + timedelta(days=1, hours=4)).isoformat())
+        self.assertEqual(later["rows"][0]["jobs"], 3)
+
+    async def test_errors(self) -> None:
+        self.assertEqual((await http(self.base + "comms")).status, 401)
+        for query, status in (("area=T9", 404), ("target=150%25", 400),
+                              ("from=2026-12-02&to=2026-12-01", 400), ("from=soon", 400)):
+            r = await http(self.base + "comms?" + query, token=VIEWER_TOKEN)
+            self.assertEqual(r.status, status, query)
+            self.assertIn("error", r.json())
+
+
+class StatusPanelTests(unittest.TestCase):
+    """The status page's communication panel: fepcomms.js (run by node, it has no DOM)
+    shapes the API's real answer into the panel's rows; the page has the panel's tables
+    and its script asks the API for the last 24 hours."""
+
+    async def test_the_panel_rows_from_the_api_answer(self) -> None:
+        import json
+        import shutil
+        from importlib import resources
+
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        node = shutil.which("node") or shutil.which("nodejs")
+        if node is None:
+            raise unittest.SkipTest("node (Debian nodejs) is not installed")
+        await CommsApiTests.setUp(self)  # type: ignore[arg-type]
+        body = (await http(self.base + "comms?from=2026-12-01", token=VIEWER_TOKEN)).body
+        static = resources.files("fep.operator").joinpath("static")
+        script = (static.joinpath("fepcomms.js").read_text() + "\nvar body = "
+                  + body.decode() + ";\nprocess.stdout.write(JSON.stringify("
+                  "[FepComms.summary(body), FepComms.below(body, 2)]));\n")
+        out, err, code = await getProcessOutputAndValue(node, ["-e", script], reactor=reactor)
+        self.assertEqual(code, 0, err)
+        summary, below = json.loads(out)
+        self.assertEqual(summary, [["all", "all", 12, 4, "33.33", "below"],
+                                   ["area", "T1", 12, 4, "33.33", "below"],
+                                   ["channel", "tcp", 12, 4, "33.33", "below"]])
+        self.assertEqual(below, [["A", 4, 1, "25.00", "2026-12-01 04:05:00Z", "timeout"],
+                                 ["S", 4, 1, "25.00", "2026-12-01 04:05:00Z", "timeout"]])
+        page = static.joinpath("status.html").read_text()
+        self.assertIn('<script src="/static/fepcomms.js"></script>', page)
+        self.assertIn('<table id="comms">', page)
+        self.assertIn('<table id="comms-below">', page)
+        code_js = static.joinpath("status.js").read_text()
+        self.assertIn('api("comms?from=" + encodeURIComponent(since))', code_js)
+        self.assertIn("Date.now() - 86400000", code_js)
+        self.assertIn("FepComms.below(r, 20)", code_js)
+
+
+class StatusPageScriptTests(unittest.TestCase):
+    async def test_status_js_fills_the_panel_from_the_api(self) -> None:
+        """status.js itself (with fepcomms.js) run by node on a minimal DOM
+        (tests/analysis/status_dom.js) and the real API's answers: the page loads, the
+        comms tables hold the summary rows and the meters below the target."""
+        import json
+        import shutil
+        from importlib import resources
+        from pathlib import Path
+
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        node = shutil.which("node") or shutil.which("nodejs")
+        if node is None:
+            raise unittest.SkipTest("node (Debian nodejs) is not installed")
+        await CommsApiTests.setUp(self)  # type: ignore[arg-type]
+        answers = {}
+        for path in ("stats", "success-rate", "channels", "sessions", "alarms", "meters"):
+            r = await http(self.base + path, token=VIEWER_TOKEN)
+            self.assertEqual(r.status, 200, path)
+            answers[path] = r.json()
+        answers["comms"] = (await http(self.base + "comms?from=2026-12-01",
+                                       token=VIEWER_TOKEN)).json()
+        answers["profile"] = {"blocks": []}
+        given = Path(self.mktemp() + ".json")
+        given.write_text(json.dumps(answers))
+        static = str(resources.files("fep.operator").joinpath("static"))
+        script = str(Path(__file__).with_name("status_dom.js"))
+        out, err, code = await getProcessOutputAndValue(node, [script, str(given), static],
+                                                        reactor=reactor)
+        self.assertEqual(code, 0, err)
+        page = json.loads(out)
+        self.assertEqual((page["loaded"], page["error"], page["target"]),
+                         ("yes", "", "target 98.00 %"))
+        self.assertEqual(page["comms"], [["all", "all", "12", "4", "33.33", "below"],
+                                         ["area", "T1", "12", "4", "33.33", "below"],
+                                         ["channel", "tcp", "12", "4", "33.33", "below"]])
+        self.assertEqual([row[:4] for row in page["below"]],
+                         [["A", "4", "1", "25.00"], ["S", "4", "1", "25.00"],
+                          ["B", "4", "2", "50.00"]])

@@ -1,0 +1,308 @@
+"""The analysis service (fep.analysis.daemon): the day's analyses run by the daemon on a
+schedule, with a fake clock (twisted.internet.task.Clock) and the real store (SQLite and
+PostgreSQL; the store's own threads and connections run on the real reactor).
+
+The day 2026-12-01 of area T1: summary S 100 Wh every interval, member A 85, member B 5
+except at 10:00, where it is -5 (reverse energy). Input 9600, consumption 85 x 96 + 5 x 95 -
+5 = 8630, loss 970 = 10.104 %, above the band's 8 %: a line-loss alarm on S. B's reverse
+interval is a finding ``reverse-energy`` of the rule ``reverse``, which ``vee_alarms``
+names: an alarm ``analysis:vee:reverse-energy`` on B (it is below the low limit 0 too: a
+finding ``low-limit``, of a rule ``vee_alarms`` does not name). A lost power from 10:00 to
+10:40: one stored meter outage and, one of the two members being half of them (the default
+share), an area outage of T1."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal as D
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock, deferLater
+from twisted.trial import unittest
+from zope.interface import implementer
+
+from fep.analysis import areas
+from fep.analysis.balance import Band
+from fep.analysis.daemon import ANALYSIS, AnalysisService
+from fep.analysis.settings import VeeSettings
+from fep.analysis.store import AnalysisStore
+from fep.config import parse_config
+from fep.errors import ConfigError, StoreError
+from fep.interfaces import IRecordSink
+from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, ObisCode, Record, Severity
+from fep.store.postgres import PostgresStore
+from fep.store.sqlite import SqliteStore
+from tests.postgres import fresh_database
+
+Q15 = timedelta(minutes=15)
+DAY = date(2026, 12, 1)
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+CHANNEL = ObisCode(1, 0, 1, 29, 0)
+
+
+@implementer(IRecordSink)
+class Sink:
+    """The router as the service sees it: what it submits is recorded."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def submit(self, records: Sequence[Record]) -> Deferred[None]:
+        self.records += records
+        return succeed(None)
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll the real reactor (the store's thread answers on it) until ``condition``."""
+    waited = 0.0
+    while not condition():
+        if waited > timeout:
+            raise AssertionError("condition not met in time")
+        await deferLater(reactor, 0.01, lambda: None)
+        waited += 0.01
+
+
+def settings(**changes: Any) -> Any:
+    items = [(k, v) for k, v in {"enabled": "yes", "days": "1", **changes}.items()]
+    return ANALYSIS.read(items)
+
+
+VEE = VeeSettings(band=Band(D(0), D(8)))
+
+
+class ServiceBehaviours:
+    def new_store(self) -> Any:
+        raise NotImplementedError
+
+    async def area_day(self) -> Any:
+        store = self.new_store()
+        await store.open()
+        self.addCleanup(store.close)  # type: ignore[attr-defined]
+        b = [D(5)] * 96
+        b[40] = D(-5)
+        await store.write([
+            IntervalBlock("S", CHANNEL, T0, Q15, (D(100),) * 96),
+            IntervalBlock("A", CHANNEL, T0, Q15, (D(85),) * 96),
+            IntervalBlock("B", CHANNEL, T0, Q15, tuple(b)),
+            MeterEvent("A", "down", EventKind.POWER_OUTAGE, Severity.MAJOR,
+                       T0 + timedelta(hours=10)),
+            MeterEvent("A", "up", EventKind.POWER_RESTORED, Severity.INFO,
+                       T0 + timedelta(hours=10, minutes=40)),
+        ])
+        await AnalysisStore(store).save_network(areas.read_csv(
+            "area,meter,role\nT1,,\nT1,S,summary\nT1,A,member\nT1,B,member\n"))
+        return store
+
+    async def test_runs_the_days_analyses_at_the_configured_time(self) -> None:
+        store = await self.area_day()
+        clock = Clock()
+        clock.advance(datetime(2026, 12, 2, 1, 0, tzinfo=UTC).timestamp())
+        sink = Sink()
+        service = AnalysisService(clock, store, settings(), VEE, sink)
+        await service.startService()
+        # 01:00: the next run is at 02:00, an hour away; nothing ran yet.
+        (call,) = clock.getDelayedCalls()
+        self.assertEqual(call.getTime() - clock.seconds(), 3600)  # type: ignore[attr-defined]
+        self.assertEqual(service.runs, 0)
+        clock.advance(3600)
+        await wait_for(lambda: service.runs == 1 and service._running is None)
+        analysis = AnalysisStore(store)
+        runs = await analysis.runs(DAY, DAY + timedelta(days=1))
+        self.assertEqual([(r.analysis, r.ok, r.error) for r in runs],  # type: ignore[attr-defined]
+                         [("balance", True, None), ("comms", True, None),
+                          ("outages", True, None), ("vee", True, None)])
+        by_name = {r.analysis: r.summary for r in runs}
+        self.assertEqual(by_name["balance"], {"areas": 1, "alarms": 1})
+        self.assertEqual(by_name["vee"]["findings"], {"low-limit": 1, "reverse-energy": 1})
+        self.assertEqual(by_name["vee"]["alarms"], 1)
+        self.assertEqual(by_name["outages"]["outages"], 1)
+        (balance,) = await analysis.balances(T0, T0 + timedelta(days=1))
+        self.assertEqual(balance.loss_rate, D("10.104"))
+        self.assertEqual(sorted((e.meter, e.code, e.severity, e.time)
+                                for e in sink.records if isinstance(e, MeterEvent)),
+                         [("B", "analysis:vee:reverse-energy", Severity.MINOR,
+                           T0 + timedelta(hours=10)),
+                          ("S", "analysis:line-loss", Severity.MAJOR, T0)])
+        ten, ten40 = T0 + timedelta(hours=10), T0 + timedelta(hours=10, minutes=40)
+        self.assertEqual(
+            [(o.kind, o.subject, o.since, o.until, o.meters)
+             for o in await analysis.outages(T0, T0 + timedelta(days=1))],
+            [("area", "T1", ten, ten40, ("A",)), ("meter", "A", ten, ten40, ("A",))])
+        # The next run is tomorrow at 02:00.
+        (call,) = clock.getDelayedCalls()
+        self.assertEqual(datetime.fromtimestamp(call.getTime(), UTC),
+                         datetime(2026, 12, 3, 2, 0, tzinfo=UTC))
+        await service.stopService()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    async def test_a_daemon_started_late_runs_the_missed_day_at_once(self) -> None:
+        """Started at 03:00 with no run of 2026-12-01 recorded: it runs at once; started
+        again at 03:30, the day is done: the next run is the next day's."""
+        store = await self.area_day()
+        clock = Clock()
+        clock.advance(datetime(2026, 12, 2, 3, 0, tzinfo=UTC).timestamp())
+        service = AnalysisService(clock, store, settings(analyses="balance"), VEE, Sink())
+        await service.startService()
+        clock.advance(0)
+        await wait_for(lambda: service.runs == 1 and service._running is None)
+        await service.stopService()
+        clock.advance(1800)
+        again = AnalysisService(clock, store, settings(analyses="balance"), VEE, Sink())
+        await again.startService()
+        (call,) = clock.getDelayedCalls()
+        self.assertEqual(datetime.fromtimestamp(call.getTime(), UTC),
+                         datetime(2026, 12, 3, 2, 0, tzinfo=UTC))
+        await again.stopService()
+
+    async def test_days_are_analysed_oldest_first_and_a_failure_is_recorded(self) -> None:
+        """days = 2: 2026-11-30 then 2026-12-01. An unknown area fails each analysis with
+        its error recorded; the service carries on to the next run."""
+        store = await self.area_day()
+        clock = Clock()
+        clock.advance(datetime(2026, 12, 2, 2, 0, tzinfo=UTC).timestamp() - 1)
+        service = AnalysisService(clock, store, settings(days="2", areas="NOPE",
+                                                         analyses="vee, balance"), VEE, Sink())
+        await service.startService()
+        clock.advance(1)
+        await wait_for(lambda: service.runs == 1 and service._running is None)
+        runs = await AnalysisStore(store).runs(DAY - timedelta(days=1), DAY + timedelta(days=1))
+        self.assertEqual([(r.day, r.analysis, r.ok, r.error) for r in runs], [
+            (DAY - timedelta(days=1), "balance", False, "LookupError: no area 'NOPE'"),
+            (DAY - timedelta(days=1), "vee", False, "LookupError: no area 'NOPE'"),
+            (DAY, "balance", False, "LookupError: no area 'NOPE'"),
+            (DAY, "vee", False, "LookupError: no area 'NOPE'")])
+        self.assertEqual(len(self.flushLoggedErrors(LookupError)), 4)  # type: ignore[attr-defined]
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        await service.stopService()
+
+
+    async def test_areas_and_groups(self) -> None:
+        """areas = T1 and groups = north, where the meter list puts S and A in the group
+        north and B in none: VEE validates S and A only (no reverse finding of B, no VEE
+        alarm), the balance of T1 runs."""
+        store = await self.area_day()
+        await store.add_meters([Meter("S", "dlms", "tcp:x:1", metadata={"group": "north"}),
+                                Meter("A", "dlms", "tcp:x:1", metadata={"group": "north"}),
+                                Meter("B", "dlms", "tcp:x:1")])
+        clock = Clock()
+        clock.advance(datetime(2026, 12, 2, 2, 0, tzinfo=UTC).timestamp() - 1)
+        sink = Sink()
+        service = AnalysisService(clock, store, settings(areas="T1", groups="north",
+                                                         analyses="vee, balance"), VEE, sink)
+        await service.startService()
+        clock.advance(1)
+        await wait_for(lambda: service.runs == 1 and service._running is None)
+        runs = {r.analysis: r.summary
+                for r in await AnalysisStore(store).runs(DAY, DAY + timedelta(days=1))}
+        self.assertEqual((runs["vee"]["meters"], runs["vee"]["findings"], runs["vee"]["alarms"]),
+                         (2, {}, 0))
+        self.assertEqual(runs["balance"], {"areas": 1, "alarms": 1})
+        await service.stopService()
+
+
+    async def test_a_stop_waits_for_the_analysis_under_way_only(self) -> None:
+        """Stopped while vee runs: the stop waits for vee to end, then balance is not
+        started; only vee is recorded."""
+        store = await self.area_day()
+        clock = Clock()
+        clock.advance(datetime(2026, 12, 2, 2, 0, tzinfo=UTC).timestamp() - 1)
+        service = AnalysisService(clock, store, settings(analyses="vee, balance"), VEE,
+                                  Sink())
+        blocker: Deferred[None] = Deferred()
+
+        async def slow_vee(day: date) -> dict[str, Any]:
+            await blocker
+            return {"slow": True}
+
+        service._vee = slow_vee  # type: ignore[method-assign]
+        await service.startService()
+        clock.advance(1)
+        stopped = service.stopService()
+        self.assertFalse(stopped.called)
+        blocker.callback(None)
+        await stopped
+        await wait_for(lambda: service._running is None)
+        runs = await AnalysisStore(store).runs(DAY, DAY + timedelta(days=1))
+        self.assertEqual([(r.analysis, r.summary) for r in runs], [("vee", {"slow": True})])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+    async def test_a_start_that_cannot_read_its_runs_still_starts(self) -> None:
+        """Started at 03:00 while the runs cannot be read: logged, and the next run is at
+        02:00 the day after (the daemon is not stopped)."""
+        store = await self.area_day()
+        clock = Clock()
+        clock.advance(datetime(2026, 12, 2, 3, 0, tzinfo=UTC).timestamp())
+        service = AnalysisService(clock, store, settings(), VEE, Sink())
+
+        def broken(since: date, until: date) -> Deferred[Any]:
+            return fail(StoreError("store down"))
+
+        service.analysis.runs = broken  # type: ignore[method-assign]
+        await service.startService()
+        (call,) = clock.getDelayedCalls()
+        self.assertEqual(datetime.fromtimestamp(call.getTime(), UTC),
+                         datetime(2026, 12, 3, 2, 0, tzinfo=UTC))
+        self.assertEqual(len(self.flushLoggedErrors(StoreError)), 1)  # type: ignore[attr-defined]
+        await service.stopService()
+
+
+class SqliteServiceTests(ServiceBehaviours, unittest.TestCase):
+    def new_store(self) -> SqliteStore:
+        return SqliteStore(self.mktemp() + ".sqlite", reactor)
+
+
+class PostgresServiceTests(ServiceBehaviours, unittest.TestCase):
+    def setUp(self) -> None:
+        self.url = fresh_database(self)
+
+    def new_store(self) -> PostgresStore:
+        return PostgresStore(self.url, reactor)
+
+
+class SectionTests(unittest.TestCase):
+    def test_defaults(self) -> None:
+        s = ANALYSIS.read(None)
+        self.assertEqual((s.enabled, s.at, s.days, s.analyses, s.areas, s.vee_alarms,
+                          s.target),
+                         (False, time(2, 0), 2, ("vee", "balance", "outages", "comms"), (),
+                          ("reverse", "register"), D("0.98")))
+
+    def test_errors_name_the_key(self) -> None:
+        for key, value in (("at", "2am"), ("analyses", "vee, load"),
+                           ("vee_alarms", "sparks"), ("target", "120 %")):
+            with self.assertRaises(ConfigError) as caught:
+                ANALYSIS.read([(key, value)], "fep.ini")
+            self.assertEqual((caught.exception.section, caught.exception.key),
+                             ("analysis", key))
+
+
+class CompositionTests(unittest.TestCase):
+    def test_the_service_is_a_named_child_before_the_operator_tier(self) -> None:
+        """Enabled, ``analysis`` is a child of the daemon after the router (it stops
+        before the router, which takes its alarms) and before the operator tier; its sink
+        is the daemon's router, its store the daemon's."""
+        from fep.service import FepService
+
+        data = Path(tempfile.mkdtemp(prefix="fep-"))
+        self.addCleanup(shutil.rmtree, data, True)
+        config = parse_config(
+            f"[fep]\nnode = a\ndata_dir = {data}\n[store]\nurl = sqlite:{data}/fep.sqlite\n"
+            "[collect]\nperiod = 3600\n[analysis]\nenabled = yes\n")
+        daemon = FepService(config, reactor)
+        names = [child.name for child in daemon]
+        self.assertEqual(names[-2:], ["analysis", "operator"])
+        self.assertLess(names.index("router"), names.index("analysis"))
+        service = daemon.getServiceNamed("analysis")
+        self.assertIs(service.sink, daemon.router)
+        self.assertIs(service.store, daemon.store)
+        off = FepService(parse_config(
+            f"[fep]\nnode = a\ndata_dir = {data}\n[store]\nurl = sqlite:{data}/fep.sqlite\n"),
+            reactor)
+        self.assertNotIn("analysis", [child.name for child in off])
