@@ -458,8 +458,8 @@ class IJobStore(Interface):
 
     def start(job_id: int, node: str, now: float, until: float) -> Deferred[Any]:
         """Mark an attempt started (attempts + 1); the job, or None if the lease is lost.
-        A store writing behind (the engine's) answers at once for a job it leased, from
-        the lease, and finds a lost lease when the batch commits."""
+        A store writing behind (the engine's) answers at once for a job it leased (not a
+        command's), from the lease, and finds a lost lease when the batch commits."""
 
     def finish(
         job: Any, node: str, status: str, outcome: Any, now: float, run_at: float | None

@@ -1184,7 +1184,9 @@ class JobStore:
     def start(self, job_id: int, node: str, now: float, until: float) -> Deferred[Job | None]:
         leased = self._leased.pop(job_id, None)
         change = start_change(job_id, node, now, until)
-        change.retry = leased is not None and leased.node == node
+        # A command's job starts only once its start is committed: a plan's pause or cancel
+        # withdraws the command jobs the database has as not started.
+        change.retry = leased is not None and leased.node == node and leased.command is None
         done = self.bookkeeping.add(change)
         if not change.retry or leased is None:
             return done

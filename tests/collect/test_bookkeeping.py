@@ -296,9 +296,15 @@ class BookkeepingTests(unittest.TestCase):
         self.assertEqual(self.stored()[leased.id].status, JobStatus.LEASED)
 
     def test_commands_wait_for_their_commit(self) -> None:
+        # A plan's pause or cancel withdraws the command jobs the database has as not
+        # started: a command's job starts only once its start is committed.
         fired(self.jobs.add_jobs([job("c", task=None, command=7, kind="command")], NOW))
         (leased,) = fired(self.jobs.lease("n1", NOW, NOW + 60, 1, {}, {}))
-        started = fired(self.jobs.start(leased.id, "n1", NOW, NOW + 60))
+        starting = self.jobs.start(leased.id, "n1", NOW, NOW + 60)
+        self.assertFalse(starting.called)
+        self.clock.advance(INTERVAL)
+        started = fired(starting)
+        self.assertEqual(self.stored()[leased.id].status, JobStatus.RUNNING)
         finished = self.jobs.finish(started, "n1", "done", Outcome(True), NOW, None)
         self.assertFalse(finished.called)
         self.clock.advance(INTERVAL)
