@@ -467,7 +467,8 @@ class IJobStore(Interface):
         """Record an attempt's outcome: a final status (done, failed, missed; counted in the
         statistics) or pending again with ``run_at`` for a retry. False if the lease was
         lost (another node took the job). A store writing behind answers True at once for
-        a job it started (not for a command's job, whose answer waits for the commit)."""
+        a job it started (not for a command's or a read-now's job: their answer waits for
+        the commit)."""
 
     def release(node: str, ids: Sequence[int]) -> Deferred[int]:
         """Give back leased jobs that were not started (shutdown)."""

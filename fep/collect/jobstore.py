@@ -37,6 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from fep.collect.readnow import READ_NOW
 from fep.collect.stats import RunStats, StatsRow, day_of, scope_keys
 from fep.collect.tasks import (
     AuditEntry,
@@ -1215,7 +1216,10 @@ class JobStore:
         run_at: float | None,
     ) -> Deferred[bool]:
         change = finish_change(job, node, status, outcome, now, run_at)
+        # A command's or a read-now's end is answered once committed: what the door then
+        # says (done, the readings) the database says too.
         change.retry = (self.write_behind and job.command is None
+                        and READ_NOW not in job.params
                         and job.id not in self._refused and job.node == node)
         self._refused.discard(job.id)
         done = self.bookkeeping.add(change)

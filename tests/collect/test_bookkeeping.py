@@ -25,6 +25,7 @@ from fep.collect.jobstore import (
     finish_change,
     start_change,
 )
+from fep.collect.readnow import READ_NOW
 from fep.collect.scheduler import Scheduler
 from fep.collect.stats import day_of
 from fep.collect.tasks import Job, JobStatus, Outcome
@@ -309,6 +310,18 @@ class BookkeepingTests(unittest.TestCase):
         self.assertFalse(finished.called)
         self.clock.advance(INTERVAL)
         self.assertTrue(fired(finished))
+
+
+    def test_a_read_now_end_waits_for_its_commit(self) -> None:
+        # The door answers with the readings once the job is recorded done.
+        fired(self.jobs.add_jobs([job("r", task=None, params={READ_NOW: "api:alice"})], NOW))
+        (leased,) = fired(self.jobs.lease("n1", NOW, NOW + 60, 1, {}, {}))
+        started = fired(self.jobs.start(leased.id, "n1", NOW, NOW + 60))
+        finished = self.jobs.finish(started, "n1", "done", Outcome(True), NOW, None)
+        self.assertFalse(finished.called)
+        self.clock.advance(INTERVAL)
+        self.assertTrue(fired(finished))
+        self.assertEqual(self.stored()[leased.id].status, JobStatus.DONE)
 
 
 class SchedulerBookkeepingTests(unittest.TestCase):

@@ -16,7 +16,6 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.trial import unittest
 
 from fep.collect.engine import CollectionEngine
-from fep.collect.jobstore import BOOKKEEPING_INTERVAL
 from fep.collect.readnow import OPTIONS, READ_NOW
 from fep.collect.tasks import Job, JobStatus, Priority
 from fep.config import parse_config
@@ -141,7 +140,6 @@ class ReadNowTests(unittest.TestCase):
         self.assertEqual(advance_until(self.reactor, done), records)
         self.assertEqual(self.sink.records, records)  # to the router once
         self.assertEqual(self.observer.told, [("started", "m1"), ("finished", "m1")])
-        self.reactor.advance(BOOKKEEPING_INTERVAL)  # the job's end committed with its batch
         [job] = fired(engine.jobs.jobs())
         self.assertEqual((job.status, job.priority, job.pinned, job.task, job.records),
                          (JobStatus.DONE, Priority.ON_DEMAND, "a", None, 1))
@@ -181,7 +179,6 @@ class ReadNowTests(unittest.TestCase):
             self.assertIn(part, text)
         self.assertEqual(caught.exception.meter, "m2")
         self.assertEqual(self.observer.told, [("started", "m2"), ("failed", "m2")])
-        self.reactor.advance(BOOKKEEPING_INTERVAL)
         [job] = fired(engine.jobs.jobs())
         self.assertEqual((job.status, job.attempts), (JobStatus.FAILED, 1))  # no retry
 
