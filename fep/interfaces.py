@@ -532,11 +532,13 @@ class IJobStore(Interface):
         now: float,
         job: Any = None,
         fields: Mapping[str, Any] | None = None,
+        of_job: int | None = None,
     ) -> Deferred[Any]:
         """Move a command from one of ``expected`` statuses to ``status``, with an audit
         line, the job that will run it (inserted here) and other ``fields`` (approved_by,
         outcome, progress, finished_at). Fires with the command, or None when it was not in
-        an expected status."""
+        an expected status (or, with ``of_job``, when another job carries it now: a job's
+        end settles only the command it still carries)."""
 
     def command_progress(command_id: int, progress: Mapping[str, Any]) -> Deferred[None]:
         """Keep what a command has done so far (for a resumed attempt)."""

@@ -811,6 +811,7 @@ def _transition(
     now: float,
     job: Job | None,
     fields: Mapping[str, Any] | None,
+    of_job: int | None = None,
 ) -> Op[Command | None]:
     sets = ["status = ?"]
     params: list[Any] = [status]
@@ -819,10 +820,11 @@ def _transition(
             raise StoreError(f"commands has no settable field {key!r}")
         sets.append(f"{key} = ?")
         params.append(dumps(value) if key == "progress" else value)
+    carried = "" if of_job is None else " AND (job IS NULL OR job = ?)"
     n = yield Q(
         f"UPDATE commands SET {', '.join(sets)} WHERE id = ?"
-        f" AND status IN ({_marks(len(expected))})",
-        (*params, command_id, *expected),
+        f" AND status IN ({_marks(len(expected))}){carried}",
+        (*params, command_id, *expected, *(() if of_job is None else (of_job,))),
     )
     if not n:
         return None
@@ -1305,10 +1307,11 @@ class JobStore:
         now: float,
         job: Job | None = None,
         fields: Mapping[str, Any] | None = None,
+        of_job: int | None = None,
     ) -> Deferred[Command | None]:
         return self._do(
             _transition, command_id, list(expected), status, who, action, detail, now, job,
-            dict(fields or {}),
+            dict(fields or {}), of_job,
         )
 
     def command_progress(self, command_id: int, progress: Mapping[str, Any]) -> Deferred[None]:

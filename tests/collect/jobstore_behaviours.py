@@ -260,6 +260,26 @@ class JobStoreBehaviours:
                          [("alice", "requested"), ("bob", "approved")])
         self.assertEqual([c.id for c in await jobs.commands(meter="m1")], [asked.id])
 
+    async def test_a_job_settles_only_the_command_it_still_carries(self) -> None:
+        jobs = await self.jobs_store()
+        asked = await jobs.add_command(
+            Command(id=0, meter="m1", action="time-set", params={}, requested_by="alice",
+                    requested_at=NOW),
+            job("m1", task=None, kind="command"),
+        )
+        first = asked.job
+        # Held for approval, approved: a new job carries it.
+        await jobs.transition(asked.id, ["queued"], "requested", "fep", "held", "", NOW)
+        approved = await jobs.transition(asked.id, ["requested"], "queued", "bob", "approved",
+                                         "", NOW + 1, job=job("m1", task=None, kind="command"))
+        self.assertNotEqual(approved.job, first)
+        # The held job's end comes late: it does not settle the approved command.
+        self.assertIsNone(await jobs.transition(asked.id, ["queued", "running"], "done",
+                                                "n1", "done", "held", NOW + 2, of_job=first))
+        done = await jobs.transition(asked.id, ["queued", "running"], "done", "n1", "done",
+                                     "clock set", NOW + 3, of_job=approved.job)
+        self.assertEqual(done.status, CommandStatus.DONE)
+
     async def test_bookkeeping_in_batches_answered_at_once(self) -> None:
         from twisted.internet import reactor
 
