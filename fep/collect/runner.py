@@ -559,6 +559,9 @@ class JobRunner:
             text or "",
             self.reactor.seconds(),
             fields={"outcome": text, "finished_at": self.reactor.seconds()},
+            # Only by the job that carries it now: a time-set held for approval and approved
+            # since has a new job, and the held job's end says nothing about it.
+            of_job=job.id,
         )
 
 
