@@ -4,7 +4,8 @@ sessions take.
 ``sessions`` modems connect (in-memory transports: the bench measures what fep holds per
 session, not the kernel's socket buffers or Twisted's transport object), each sends a binary
 registration naming the IMEI of a DLMS meter of the list and is attached (identity, meters,
-push decoder, idle timeout). tracemalloc counts the bytes allocated from before the first
+push decoder, idle timeout), DLMS built with a context shared by the sessions as the daemon
+builds it. tracemalloc counts the bytes allocated from before the first
 connection to after the last (less what is freed), divided by the sessions. Then the reactor
 runs ``idle_seconds`` with every session idle: the CPU time this process takes meanwhile, and
 the reactor's delayed calls (how many the sessions hold).
@@ -79,7 +80,9 @@ async def idle_sessions(
     from fep.channels.identify import encode_binary_registration
     from fep.directory import MeterDirectory
     from fep.model import Meter
+    from fep.protocols.dlms.context import DlmsContext, SecurityEvents
     from fep.protocols.dlms.security import InvocationCounterGuard
+    from fep.protocols.registry import ProtocolRegistry
 
     keys = {"dlms_ek": "000102030405060708090A0B0C0D0E0F",
             "dlms_ak": "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"}
@@ -89,8 +92,12 @@ async def idle_sessions(
               for n, imei in enumerate(imeis)]
     directory = MeterDirectory(None)  # type: ignore[arg-type]
     directory.replace(meters)
-    channel = GprsChannel(reactor, GprsSettings(), sink=_Sink(), directory=directory,
-                          counters=InvocationCounterGuard())
+    sink = _Sink()
+    counters = InvocationCounterGuard()
+    # As the daemon builds it (fep/service.py): DLMS with a context shared by every session.
+    protocols = ProtocolRegistry({"dlms": DlmsContext(counters, security=SecurityEvents(sink))})
+    channel = GprsChannel(reactor, GprsSettings(), sink=sink, directory=directory,
+                          counters=counters, protocol_for=protocols.protocol_for)
     factory = channel.factory("tcp:4059")
     registrations = [encode_binary_registration(imei=imei) for imei in imeis]
     transports = [_Transport(IPv4Address("TCP", "10.0.0.1", 1024 + n % 60_000))
