@@ -319,6 +319,8 @@ class _Pushes:
     """What a session's push handler and a pipe's meter session submit through: the sink,
     with the session's frame count and last-frame time kept up to date."""
 
+    __slots__ = ("session", "sink")
+
     def __init__(self, session: ModemSession, sink: IRecordSink) -> None:
         self.session = session
         self.sink = sink
@@ -386,6 +388,8 @@ class _Pipe:
 class _World:
     """What a session's machine looks up (SessionWorld), answered from the channel."""
 
+    __slots__ = ("session",)
+
     def __init__(self, session: ModemSession) -> None:
         self.session = session
 
@@ -447,7 +451,7 @@ class ModemSession(Protocol):
             channel.rules,
             channel.stats,
             _World(self),
-            clock=channel.reactor.seconds,
+            clock=channel.clock,
             listener=listener,
             session_id=self.id,
         )
@@ -968,6 +972,8 @@ class GprsChannel:
         secret_for: Callable[[Meter], str | None] = modem_secret,
     ) -> None:
         self.reactor = reactor
+        # The sessions' clock: one bound method for all of them.
+        self.clock = reactor.seconds
         # The secret a meter's modem proves itself with (modem_identity.modem_secret).
         self.secret_for = secret_for
         self.settings = settings
