@@ -184,8 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write", help="also write the results as markdown to this file")
     parser.add_argument("--listeners", default="gprs,push_dlms,push_iec62056_21,http,ssh,control",
                         help="with --only listeners: which listeners get the junk")
+    parser.add_argument("--sessions", type=int, default=15_000,
+                        help="idle GPRS sessions held for the memory row")
     parser.add_argument("--only", choices=("ingest", "dlms", "dlt698", "decode", "listeners",
-                                           "collect"),
+                                           "collect", "gprs"),
                         help="run one group of benchmarks (default: all but listeners); "
                         "decode: the decoders alone (DLMS, AARE, IEC), no store; "
                         "collect: register collection, meters/s, SQLite and PostgreSQL")
@@ -219,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.only == "decode":
                 decode_rows()
+                return
+            if args.only in (None, "gprs"):
+                await gprs_row(reactor)
+            if args.only == "gprs":
                 return
             pg = postgres_server()
             if args.only in (None, "collect"):
@@ -262,6 +268,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.append((f"{label} register collection", "PostgreSQL / SQLite, same run",
                                 f"{ratio:.2f}"))
                 print(results[-1], flush=True)
+
+    async def gprs_row(reactor: IFepReactor) -> None:
+        from fep.bench_gprs import idle_sessions
+
+        idle = await idle_sessions(reactor, args.sessions)
+        results.append((
+            "idle GPRS sessions (attached DLMS modems, in-memory transports)",
+            f"{idle.sessions:,} sessions",
+            f"{idle.bytes_per_session:,.0f} bytes/session (tracemalloc); "
+            f"{idle.delayed_calls:,} reactor calls held; {idle.idle_cpu:.1%} CPU over "
+            f"{idle.idle_seconds:g} s idle",
+        ))
+        print(results[-1], flush=True)
 
     def iec_row() -> None:
         rate, lines = iec_decode_rate()
