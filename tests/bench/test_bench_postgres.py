@@ -47,7 +47,9 @@ class PostgresIngestRowsTests(unittest.TestCase):
             ("ingest PostgreSQL (spool on)", "batch 20"),
             ("ingest PostgreSQL (spool on)", "batch 30"),
         ])
-        self.assertTrue(all(c.endswith("readings/s") for _, _, c in rows))
+        # fep's rate next to a plain COPY of the same rows in the same run, and the ratio.
+        for _, _, c in rows:
+            self.assertRegex(c, r"^[\d,]+ readings/s; plain COPY [\d,]+/s; ratio \d+\.\d\d$")
         # The database left is the last run's alone: its rows, not both runs'.
         conn = psycopg2.connect(server.rsplit("/", 1)[0] + "/" + name, connect_timeout=10)
         try:
