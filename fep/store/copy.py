@@ -6,12 +6,16 @@ store's pool) whose threads each use a synchronous psycopg2 connection of their 
 reactor only hands a batch over and gets the count of new rows back (``deferToThreadPool``),
 it never waits on the database.
 
-One batch is one transaction: each kind of row goes by ``COPY ... FROM STDIN`` (text format)
-into a temporary staging table of the connection, then ``INSERT INTO <table> SELECT ... FROM
-<staging> ORDER BY <unique key> ON CONFLICT DO NOTHING`` moves the rows that are new (a
-replayed batch, or a retry after a commit whose answer was lost, adds nothing), then COMMIT;
-the staging tables empty themselves at commit (``ON COMMIT DELETE ROWS``). Rows go in key
-order so two writers holding overlapping batches take their locks in the same order.
+One batch is one transaction, COMMIT at its end. Each kind of row goes first by ``COPY
+<table> FROM STDIN`` (text format) straight into its table under a savepoint: when every row
+is new, that is all. When the table's unique key refuses a row (a replayed batch, a retry
+after a commit whose answer was lost, a re-read load profile), the savepoint undoes the whole
+COPY and the batch takes the staging path: COPY into a temporary staging table of the
+connection, then ``INSERT INTO <table> SELECT ... FROM <staging> ORDER BY <unique key> ON
+CONFLICT DO NOTHING`` moves the rows that are new; the staging tables empty themselves at
+commit (``ON COMMIT DELETE ROWS``). After such a conflict the next few batches of that table
+go through staging directly. Either way a row is stored once: the direct COPY stores all of
+a batch's rows or none, the staging path only the new ones.
 
 The COPY text is built once from the records, in the worker thread, one line per row. A
 connection that fails is closed and the error goes back as StoreError (the router retries
@@ -30,6 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -58,6 +63,10 @@ TABLES = (
     ("intervals", "fep_copy_intervals", INTERVAL_COLUMNS, "meter, obis, start_time"),
     ("events", "fep_copy_events", EVENT_COLUMNS, "meter, code, time"),
 )
+
+# After a batch met rows already stored, this many more batches of that table go through
+# staging before a direct COPY is tried again.
+STAGED_AFTER_CONFLICT = 8
 
 _SPECIAL = re.compile(r"[\\\t\n\r\x00]")
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -198,7 +207,12 @@ class CopyWriter:
         self._busy: set[Deferred[None]] = set()  # fire as writes under way end
         self._closed = False
         self._threads.start()
+        # Tables whose next batches go through staging, and how many more (a dict the
+        # threads share: a lost update only changes which path a batch takes).
+        self._staged_next: dict[str, int] = {}
         self.connects = 0  # connections made (tests look at it)
+        self.direct_batches = 0  # table batches copied straight in / through staging
+        self.staged_batches = 0
 
     # -- reactor side --------------------------------------------------------------------
 
@@ -346,12 +360,24 @@ class CopyWriter:
                 for (table, staging, columns, key), text in zip(TABLES, texts, strict=True):
                     if not text:
                         continue
+                    if self._staged_next.get(table, 0) <= 0:
+                        copied = self._direct(cur, table, columns, text)
+                        if copied is not None:
+                            new += copied
+                            continue
+                        # A row of the batch is stored already: the next few batches of
+                        # this table go straight to staging (a re-read profile tends to
+                        # come with more).
+                        self._staged_next[table] = STAGED_AFTER_CONFLICT
+                    else:
+                        self._staged_next[table] -= 1
                     self._copy(cur, f"COPY {staging} ({columns}) FROM STDIN", text)
                     cur.execute(
                         f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging}"
                         f" ORDER BY {key} ON CONFLICT DO NOTHING"
                     )
                     new += cur.rowcount
+                    self.staged_batches += 1
             conn.commit()
         except BaseException:
             if not conn.closed:
@@ -361,3 +387,18 @@ class CopyWriter:
                     pass
             raise
         return new
+
+    def _direct(self, cur: Any, table: str, columns: str, text: str) -> int | None:
+        """COPY straight into the table under a savepoint: every row is new (the usual
+        case), or the table's unique key refuses one and the savepoint undoes the lot
+        (None: the caller goes through staging)."""
+        cur.execute("SAVEPOINT fep_copy")
+        try:
+            self._copy(cur, f"COPY {table} ({columns}) FROM STDIN", text)
+        except (psycopg2.errors.UniqueViolation, psycopg2.errors.DeadlockDetected):
+            cur.execute("ROLLBACK TO SAVEPOINT fep_copy")
+            return None
+        copied = int(cur.rowcount) if cur.rowcount >= 0 else text.count("\n")
+        cur.execute("RELEASE SAVEPOINT fep_copy")
+        self.direct_batches += 1
+        return copied

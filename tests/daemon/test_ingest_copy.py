@@ -23,7 +23,7 @@ ROW_DELAY = 0.003
 ACTIVE_COPY_TRANSACTION = (
     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
     " AND state = 'active' AND application_name = 'fep'"
-    " AND query LIKE 'INSERT INTO readings %FROM fep_copy_readings%'"
+    " AND (query LIKE 'COPY readings %' OR query LIKE 'INSERT INTO readings %')"
 )
 
 
