@@ -135,6 +135,15 @@ class PostgresStoreTests(StoreBehaviours, unittest.TestCase):
         self.assertEqual(await store.count("readings"), 502)
         self.assertEqual(await store.count("intervals"), 50 * 96)
         self.assertEqual(await store.count("events"), 50)
+        # The COPY connections carry the store's deadlines.
+        (conn,) = writer._idle
+        with conn.cursor() as cur:
+            cur.execute("SHOW statement_timeout")
+            self.assertEqual(cur.fetchone(), ("1min",))
+            cur.execute("SHOW idle_in_transaction_session_timeout")
+            self.assertEqual(cur.fetchone(), ("1min",))
+        conn.rollback()
+        self.assertEqual(conn.get_dsn_parameters()["tcp_user_timeout"], "60000")
 
     def fep_connections(self) -> int:
         name = self.url.rsplit("/", 1)[1]
@@ -265,6 +274,10 @@ class CopyOutageTests(ProxiedStore):
         self.addCleanup(router.stopService)
         await router.submit(records)
         self.assertTrue(await router.flush(30))
+        writer = self.store._copy
+        assert writer is not None
+        # At most pool_size COPY connections, whatever the retries.
+        self.assertLessEqual(len(writer._all), self.store.pool_size)
         return router
 
     async def assert_exactly_once(self) -> None:
