@@ -162,6 +162,8 @@ class CompactSchemaTests(unittest.TestCase):
     """Migration 0014: readings, intervals and events as WITHOUT ROWID tables keyed on their
     unique key, no second index, every row kept."""
 
+    timeout = 120 if MIGRATION_ROWS <= 100_000 else 3600
+
     def setUp(self) -> None:
         self.path = os.path.join(self.mktemp(), "fep.sqlite")
         os.makedirs(os.path.dirname(self.path))
