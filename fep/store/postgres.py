@@ -343,6 +343,15 @@ class PostgresStore:
             pool.close()
             raise
         self._pool = pool
+        # Record batches: COPY on worker threads with connections of their own (made on
+        # first use, so a store only queried never opens them).
+        self._copy = CopyWriter(
+            self._reactor,
+            self._dsn,
+            size=self.pool_size,
+            connect_timeout=self.connect_timeout,
+            query_timeout=self.query_timeout,
+        )
 
     async def _migrate(self) -> list[str]:
         assert self._pool is not None
@@ -363,14 +372,6 @@ class PostgresStore:
 
         async def opening() -> None:
             await self._upgrade()
-            if self._copy is None:
-                self._copy = CopyWriter(
-                    self._reactor,
-                    self._dsn,
-                    size=self.pool_size,
-                    connect_timeout=self.connect_timeout,
-                    query_timeout=self.query_timeout,
-                )
 
         return Deferred.fromCoroutine(opening()).addErrback(self._failed)
 
