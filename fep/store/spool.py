@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import pickletools
 import struct
 import zlib
 from collections.abc import Sequence
@@ -126,6 +127,44 @@ class _Unpickler(pickle.Unpickler):
         raise RecordDecodeError("persistent ids have no place in a spool frame")
 
 
+# The pickle opcodes a batch may hold: plain values only. The encoder emits a subset of
+# these; anything else (a class, a call, a buffer, a bytearray) is refused before unpickling.
+_PLAIN_OPCODES = frozenset({
+    "PROTO", "FRAME", "STOP", "MARK", "EMPTY_LIST", "APPEND", "APPENDS", "EMPTY_TUPLE",
+    "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "NONE", "NEWTRUE", "NEWFALSE", "BININT",
+    "BININT1", "BININT2", "LONG1", "LONG4", "BINFLOAT", "SHORT_BINUNICODE", "BINUNICODE",
+    "BINUNICODE8", "MEMOIZE", "BINPUT", "LONG_BINPUT", "BINGET", "LONG_BINGET",
+})
+
+
+def _check_opcodes(body: bytes) -> None:
+    """Walk the pickle's opcodes (each argument read within the payload's length) and
+    refuse any that is not a plain value's. Replays alone pay this, never the hot path."""
+    try:
+        for opcode, _arg, _pos in pickletools.genops(body):
+            if opcode.name not in _PLAIN_OPCODES:
+                raise RecordDecodeError(
+                    f"pickle opcode {opcode.name} has no place in a spool frame"
+                )
+    except RecordDecodeError:
+        raise
+    except Exception as e:
+        raise RecordDecodeError(f"not a binary record list: {e}") from None
+
+
+class _Reader:
+    """The payload as the unpickler's input, with ``read`` and ``readline`` only: without a
+    ``readinto`` the unpickler copies what it reads, and never lends a buffer that a
+    truncated frame could leave dangling (CPython 3.11 reports that as a SystemError)."""
+
+    __slots__ = ("read", "readline")
+
+    def __init__(self, data: bytes) -> None:
+        stream = io.BytesIO(data)
+        self.read = stream.read
+        self.readline = stream.readline
+
+
 _obis_cache: dict[str, ObisCode] = {}
 
 
@@ -165,7 +204,9 @@ def decode_batch(payload: bytes) -> list[Record]:
         raise RecordDecodeError(f"unknown value tag {tag!r}")
 
     try:
-        raw = _Unpickler(io.BytesIO(memoryview(payload)[len(BINARY_MARK):])).load()
+        body = payload[len(BINARY_MARK):]
+        _check_opcodes(body)
+        raw = _Unpickler(_Reader(body)).load()
         if not isinstance(raw, list):
             raise RecordDecodeError("not a record list")
         records: list[Record] = []

@@ -220,6 +220,11 @@ class BinaryFormTests(unittest.TestCase):
         evil = spool_module.BINARY_MARK + pickle.dumps([os.system], protocol=5)
         with self.assertRaises(RecordDecodeError):
             spool_module.decode_batch(evil)
+        # A buffer or bytearray (never written by fep) is refused before unpickling.
+        for kind in (bytearray(b"xy"), pickle.PickleBuffer(b"xy")):
+            with self.assertRaises(RecordDecodeError):
+                spool_module.decode_batch(
+                    spool_module.BINARY_MARK + pickle.dumps([kind], protocol=5))
         for junk in (b"", b"\x80\x05", pickle.dumps({"a": 1}), pickle.dumps([(9, "x")])):
             with self.assertRaises(RecordDecodeError):
                 spool_module.decode_batch(spool_module.BINARY_MARK + junk)
