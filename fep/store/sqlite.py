@@ -8,9 +8,9 @@ commit costs no fsync until checkpoint. Each ``write()`` is one transaction with
 ``executemany`` of ``INSERT OR IGNORE`` per record kind, its rows sorted by the table's key
 (readings, intervals and events are WITHOUT ROWID tables keyed on (meter, quantity, time)
 since migration 0014, so sorted rows land on neighbouring pages). The page cache is
-``CACHE_KIB``; every ``CHECKPOINT_EVERY`` writes the store runs a passive WAL checkpoint
-(besides SQLite's own automatic ones), and the WAL file is cut back to
-``WAL_LIMIT_BYTES`` after checkpoints.
+``CACHE_KIB``; SQLite checkpoints by itself at ``WAL_AUTOCHECKPOINT_PAGES``, the store
+runs a passive WAL checkpoint every ``CHECKPOINT_EVERY`` writes as well, and the WAL file is
+cut back to ``WAL_LIMIT_BYTES`` after checkpoints.
 """
 
 from __future__ import annotations
@@ -71,6 +71,9 @@ CACHE_KIB = 64 * 1024
 # A passive WAL checkpoint after this many writes; the WAL file is cut back to this size.
 CHECKPOINT_EVERY = 100
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
+# SQLite checkpoints by itself once the WAL holds this many pages (its default is 1,000):
+# a page that several commits changed is then written back to the database once.
+WAL_AUTOCHECKPOINT_PAGES = 16384
 
 # The unique keys of the rows of fep.store.rows.record_rows.
 _READING_KEY = itemgetter(0, 1, 8)  # meter, obis, read_at
@@ -180,6 +183,7 @@ class SqliteStore:
             conn.execute("PRAGMA busy_timeout=10000")
             conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             self._conn = conn
         return self._conn
 

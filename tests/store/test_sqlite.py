@@ -245,8 +245,9 @@ class CompactSchemaTests(unittest.TestCase):
         self.assertEqual(await store.count("readings"), 600)
         pragmas = await store._call(lambda conn: (
             conn.execute("PRAGMA cache_size").fetchone()[0],
-            conn.execute("PRAGMA journal_size_limit").fetchone()[0]))
-        self.assertEqual(pragmas, (-sqlite_module.CACHE_KIB, sqlite_module.WAL_LIMIT_BYTES))
+            conn.execute("PRAGMA journal_size_limit").fetchone()[0],
+            conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]))
+        self.assertEqual(pragmas, (-65536, 64 * 1024 * 1024, 16384))
         # Rows sorted by key before the INSERT: seen through a connection that traces them.
         seen: list[str] = []
 
