@@ -183,6 +183,18 @@ def _options(dsn: str, query_timeout: float) -> dict[str, Any]:
     return {"options": f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}"}
 
 
+def _daemon_thread(**kwargs: Any) -> threading.Thread:
+    return threading.Thread(daemon=True, **kwargs)
+
+
+class _Threads(ThreadPool):
+    """Worker threads that never hold a process open at exit (a store left unclosed by a
+    command that ends anyway): a COPY cut short there was never committed, and the spool
+    still holds its batch."""
+
+    threadFactory = staticmethod(_daemon_thread)  # type: ignore[assignment]
+
+
 class CopyWriter:
     """Batches to PostgreSQL by COPY, on ``size`` worker threads each with a synchronous
     psycopg2 connection of its own (made on first use, kept while it works)."""
@@ -200,7 +212,7 @@ class CopyWriter:
         self._dsn = dsn
         self.connect_timeout = connect_timeout
         self.query_timeout = query_timeout
-        self._threads = ThreadPool(0, max(1, size), name="fep-pg-copy")
+        self._threads = _Threads(0, max(1, size), name="fep-pg-copy")
         self._lock = threading.Lock()
         self._idle: list[Any] = []  # connections not in use (guarded by _lock)
         self._all: set[Any] = set()

@@ -297,8 +297,11 @@ class CopyOutageTests(ProxiedStore):
         cuts: list[str] = []
         on_reactor = threading.get_ident()
 
+        threads: set[tuple[int, bool]] = set()
+
         def copy(cur: Any, sql: str, text: str) -> None:
-            self.assertNotEqual(threading.get_ident(), on_reactor)  # never on the reactor
+            current = threading.current_thread()
+            threads.add((current.ident or 0, current.daemon))
             if cuts:
                 return original(cur, sql, text)
 
@@ -320,6 +323,9 @@ class CopyOutageTests(ProxiedStore):
         writer._copy = copy  # type: ignore[method-assign]
         router = await self.route(copy_heavy_batch(self.N))
         self.assertEqual(len(cuts), 1)
+        # Never on the reactor's thread; daemon threads (never holding a process open).
+        self.assertNotIn(on_reactor, {ident for ident, _ in threads})
+        self.assertTrue(all(daemon for _, daemon in threads))
         self.assertIn("COPY readings", cuts[0])
         self.assertGreaterEqual(router.store_failures, 1)
         await self.assert_exactly_once()
