@@ -58,3 +58,16 @@ class PostgresIngestRowsTests(unittest.TestCase):
                 self.assertEqual(cur.fetchone(), (60,))
         finally:
             conn.close()
+
+
+class SqliteIngestRowsTests(unittest.TestCase):
+    async def test_the_sqlite_row_gives_the_bytes_per_stored_reading(self) -> None:
+        workdir = Path(self.mktemp())
+        workdir.mkdir(parents=True)
+        rows = await ingest_rows(reactor, make_readings(60, meters=5), [20], workdir)
+        ((name, case, result),) = rows
+        self.assertEqual((name, case), ("ingest SQLite (spool on)", "batch 20"))
+        self.assertRegex(result, r"^[\d,]+ readings/s; [\d,]+ bytes per stored reading$")
+        # Measured on the closed file: its WAL was checkpointed into it and removed.
+        self.assertTrue((workdir / "bench-20.sqlite").exists())
+        self.assertFalse((workdir / "bench-20.sqlite-wal").exists())
