@@ -21,6 +21,14 @@ from fep.analysis.comms import DEFAULT_TARGET, CommsReport, SilentArea, analyse,
 from fep.analysis.edits import apply as apply_edits
 from fep.analysis.edits import latest_applied
 from fep.analysis.estimate import Estimate
+from fep.analysis.load import (
+    DayLoad,
+    ProfilePoint,
+    area_series,
+    day_load,
+    phase_series,
+    typical_day,
+)
 from fep.analysis.outages import (
     DEFAULT_AREA_SHARE,
     DEFAULT_MOMENTARY,
@@ -279,21 +287,11 @@ def _analysed(t: datetime, p: Point | None, made: Mapping[datetime, Estimate],
     return SeriesRow(t, None, Quality.MISSING | flags.get(t, Quality.OK))
 
 
-@attrs.frozen
-class AreaBalance:
-    day: BalanceRow
-    intervals: list[BalanceRow]
-    alarm: str | None
-
-
-async def area_balance(analysis: AnalysisStore, network: Network, settings: VeeSettings,
-                       area: str, since: datetime, until: datetime) -> AreaBalance:
-    """The balance of one area over ``[since, until)``, estimates filling what the store
-    lacks (a real value always wins)."""
+async def analysed_usage(analysis: AnalysisStore, settings: VeeSettings, ids: Sequence[str],
+                         since: datetime, until: datetime) -> dict[str, dict[datetime, Point]]:
+    """The consumption of each meter's intervals in ``[since, until)`` as the analysis sees
+    it: the operators' applied replacements, else the real values, else the estimates."""
     obis, period = str(settings.channel), settings.period
-    summary = network.summary(area)
-    members = [m.meter for m in network.members(area)]
-    ids = sorted({m.meter for m in summary} | set(members))
     raw = await analysis.intervals(ids, obis, since - period, until)
     made = await analysis.estimates(ids, obis, since, until)
     # Operators' replacements win over real values and estimates.
@@ -306,6 +304,25 @@ async def area_balance(analysis: AnalysisStore, network: Network, settings: VeeS
         usage[meter] = apply_edits(
             estimate.merge({t: p for t, p in real.items() if since <= t < until},
                            made.get(meter, [])), edited, meter, period)
+    return usage
+
+
+@attrs.frozen
+class AreaBalance:
+    day: BalanceRow
+    intervals: list[BalanceRow]
+    alarm: str | None
+
+
+async def area_balance(analysis: AnalysisStore, network: Network, settings: VeeSettings,
+                       area: str, since: datetime, until: datetime) -> AreaBalance:
+    """The balance of one area over ``[since, until)``, estimates filling what the store
+    lacks (a real value always wins)."""
+    period = settings.period
+    summary = network.summary(area)
+    members = [m.meter for m in network.members(area)]
+    ids = sorted({m.meter for m in summary} | set(members))
+    usage = await analysed_usage(analysis, settings, ids, since, until)
     rows, day = balance(area, grid(since, until, period), period,
                         {m.meter: (m.direction, usage[m.meter]) for m in summary},
                         {m: usage[m] for m in members})
@@ -442,3 +459,56 @@ async def run_silent_areas(store: Any, since: datetime, until: datetime, *,
         StoredOutage("comms", s.area, s.since, s.until, "communication", s.meters,
                      {"cycles": s.cycles}) for s in found])
     return found
+
+
+@attrs.frozen
+class LoadReport:
+    """The daily load of each meter or area asked for, and their typical days."""
+
+    days: list[DayLoad]
+    profile: list[ProfilePoint] = attrs.field(factory=list)
+
+
+async def run_load(store: Any, settings: VeeSettings, day: date, end: date | None = None, *,
+                   area: str | None = None, meter: str | None = None, profile: bool = False,
+                   analysis: AnalysisStore | None = None) -> LoadReport:
+    """The load of the days ``[day, end)`` (one day without ``end``): of ``meter``; or of
+    ``area`` and each area below it; or of every area. Read only: nothing is stored."""
+    analysis = analysis or AnalysisStore(store)
+    network = await analysis.network()
+    since = day_bounds(day)[0]
+    until = day_bounds(end)[0] if end is not None else since + _DAY
+    if until <= since:
+        raise ValueError(f"the period {day}..{end} is empty")
+    period = settings.period
+    days = [since + n * _DAY for n in range((until - since) // _DAY)]
+    found: list[DayLoad] = []
+    shapes: list[ProfilePoint] = []
+
+    def each_day(subject: str, kind: str, series: Mapping[datetime, Point], *,
+                 capacity: Decimal | None = None,
+                 phases: Mapping[str, Mapping[datetime, Decimal]] | None = None) -> None:
+        for first in days:
+            found.append(day_load(subject, kind, first.date(), grid(first, first + _DAY, period),
+                                  period, series, capacity=capacity, kw=settings.load_kw,
+                                  power_factor=settings.power_factor, phases=phases))
+        if profile:
+            shapes.extend(typical_day(subject, series, period))
+
+    if meter is not None:
+        usage = await analysed_usage(analysis, settings, [meter], since, until)
+        each_day(meter, "meter", usage[meter])
+        return LoadReport(found, shapes)
+    if area is not None and network.area(area) is None:
+        raise LookupError(f"no area {area!r}")
+    scope = network.subtree(area) if area is not None else list(network.areas)
+    starts = grid(since, until, period)
+    for a in scope:
+        summary, members = network.summary(a.id), network.members(a.id)
+        ids = sorted({m.meter for m in summary} | {m.meter for m in members})
+        usage = await analysed_usage(analysis, settings, ids, since, until)
+        series = area_series(starts, {m.meter: (m.direction, usage[m.meter]) for m in summary},
+                             {m.meter: usage[m.meter] for m in members})
+        phases = phase_series(starts, {m.meter: (m.phase, usage[m.meter]) for m in members})
+        each_day(a.id, "area", series, capacity=a.capacity, phases=phases)
+    return LoadReport(found, shapes)

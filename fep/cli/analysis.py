@@ -34,6 +34,10 @@ EDIT_COLUMNS = ("id", "meter", "obis", "start", "action", "before", "after", "st
 SUSPECTED_COLUMNS = ("area", "since", "until", "cycles", "meters")
 COMMS_COLUMNS = ("scope", "key", "jobs", "ok", "failed", "rate", "below")
 BELOW_COLUMNS = ("meter", "jobs", "ok", "rate", "last_failed", "last_error")
+LOAD_COLUMNS = ("subject", "kind", "day", "intervals", "energy", "peak", "peak_time", "base",
+                "average", "load_factor", "capacity", "loading", "overload_minutes", "phase_a",
+                "phase_b", "phase_c", "imbalance", "imbalance_peak", "imbalance_time")
+PROFILE_COLUMNS = ("subject", "days", "time", "demand", "count")
 INDEX_COLUMNS = ("customers", "sustained", "momentary", "customer_minutes", "saifi", "saidi",
                  "caidi", "maifi")
 
@@ -311,6 +315,40 @@ async def cmd_comms(reactor: IFepReactor, args: argparse.Namespace) -> int:
     return await with_store(args, work)
 
 
+def load_days(since: str | None, until: str | None) -> tuple[date, date]:
+    """``--from``/``--to`` as days (``--to`` excluded): yesterday (UTC) by default, a day
+    after ``--from`` without ``--to``."""
+    today = datetime.now(UTC).date()
+    first = _day(since) if since else today - timedelta(days=1)
+    end = _day(until) if until else first + timedelta(days=1)
+    if end <= first:
+        raise UsageError(f"the period {first}..{end} is empty")
+    return first, end
+
+
+async def cmd_load(reactor: IFepReactor, args: argparse.Namespace) -> int:
+    from fep.analysis import jobs
+
+    settings = _settings(args)
+    if args.area and args.meter:
+        raise UsageError("give --area or --meter, not both")
+    first, end = load_days(args.since, args.until)
+
+    async def work(store: Any) -> int:
+        try:
+            report = await jobs.run_load(store, settings, first, end, area=args.area,
+                                         meter=args.meter, profile=args.profile)
+        except LookupError as e:
+            raise UsageError(str(e.args[0])) from None
+        if args.profile:
+            write_rows([p.as_dict() for p in report.profile], PROFILE_COLUMNS, args.format)
+        else:
+            write_rows([d.as_dict() for d in report.days], LOAD_COLUMNS, args.format)
+        return EXIT_OK
+
+    return await with_store(args, work)
+
+
 def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     """Register areas, vee and balance with the `fep` parser."""
     fmt = {"choices": ("json", "csv", "table"), "default": "table"}
@@ -417,4 +455,17 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
                        help="the success-rate target (default 98 %%)")
     comms.add_argument("--format", **fmt)
     comms.set_defaults(run=cmd_comms)
+
+    load = sub.add_parser("load", help="daily load of meters and areas: peak, base, load "
+                          "factor, transformer loading, phase imbalance, typical day")
+    load.add_argument("--from", dest="since", help="YYYY-MM-DD (UTC; default: yesterday)")
+    load.add_argument("--to", dest="until",
+                      help="YYYY-MM-DD, excluded (default: a day after --from)")
+    load.add_argument("--area", help="this area and each area below it (default: every area)")
+    load.add_argument("--meter", help="one meter")
+    load.add_argument("--profile", action="store_true",
+                      help="the typical day (weekday and weekend) instead of the days")
+    load.add_argument("--vee", **vee_file)
+    load.add_argument("--format", **fmt)
+    load.set_defaults(run=cmd_load)
 
