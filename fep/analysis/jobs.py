@@ -329,15 +329,14 @@ async def area_balance(analysis: AnalysisStore, network: Network, settings: VeeS
     return AreaBalance(day, rows, out_of_band(day, settings.band_for(area)))
 
 
-async def run_balance(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
-                      end: date | None = None, sink: IRecordSink | None = None,
-                      analysis: AnalysisStore | None = None) -> list[AreaBalance]:
-    """Balance each area with summary meters (or ``area`` alone) over ``day`` (or the days
-    ``[day, end)``, e.g. a month) and store the rows. For a single day, raise an alarm (a
-    MeterEvent on the area's first summary meter, through ``sink`` or else written to the
-    store) for each area whose loss rate left its band."""
+async def balance_report(store: Any, settings: VeeSettings, day: date, *,
+                         area: str | None = None, end: date | None = None,
+                         analysis: AnalysisStore | None = None,
+                         network: Network | None = None) -> list[AreaBalance]:
+    """The balance of each area with summary meters (or of ``area``) over ``day`` (or the
+    days ``[day, end)``), computed and returned only: nothing stored, no alarm raised."""
     analysis = analysis or AnalysisStore(store)
-    network = await analysis.network()
+    network = network or await analysis.network()
     if area is not None and network.area(area) is None:
         raise LookupError(f"no area {area!r}")
     names = [area] if area is not None else [
@@ -347,8 +346,24 @@ async def run_balance(store: Any, settings: VeeSettings, day: date, *, area: str
         until = day_bounds(end)[0]
         if until <= since:
             raise ValueError(f"the period {day}..{end} is empty")
-    results = [await area_balance(analysis, network, settings, name, since, until)
-               for name in names]
+    return [await area_balance(analysis, network, settings, name, since, until)
+            for name in names]
+
+
+async def run_balance(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
+                      end: date | None = None, sink: IRecordSink | None = None,
+                      analysis: AnalysisStore | None = None) -> list[AreaBalance]:
+    """Balance each area with summary meters (or ``area`` alone) over ``day`` (or the days
+    ``[day, end)``, e.g. a month) and store the rows. For a single day, raise an alarm (a
+    MeterEvent on the area's first summary meter, through ``sink`` or else written to the
+    store) for each area whose loss rate left its band."""
+    analysis = analysis or AnalysisStore(store)
+    network = await analysis.network()
+    since, until = day_bounds(day)
+    if end is not None:
+        until = day_bounds(end)[0]
+    results = await balance_report(store, settings, day, area=area, end=end,
+                                   analysis=analysis, network=network)
     await analysis.save_balances([r.day for r in results])
     events = [
         MeterEvent(meter=network.summary(r.day.area)[0].meter, code=LOSS_ALARM,
