@@ -134,3 +134,14 @@ class AnalysisApiTests(unittest.TestCase):
             await viewer.load("2026-12-01", area="T9")
         with self.assertRaises(CommandRefused):
             await viewer.balance("yesterday")
+
+    def test_the_settings_are_the_editors(self) -> None:
+        """The doors use the vee.ini the daemon's editor has ([analysis] vee), else the
+        defaults."""
+        from fep.analysis.edits import Editor
+        from fep.operator.console_analysis import settings_of
+
+        self.assertEqual(settings_of(self.ctx), VeeSettings())
+        mine = VeeSettings(power_factor=D("0.9"))
+        self.ctx.edits = Editor(self.ctx.store, mine)
+        self.assertIs(settings_of(self.ctx), mine)
