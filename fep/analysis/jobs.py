@@ -314,18 +314,61 @@ class AreaBalance:
     alarm: str | None
 
 
+def children_counted(network: Network, area: str) -> list[str]:
+    """The child areas whose delivered energy counts as the consumption of ``area``: every
+    child, less one whose summary meter ``area`` lists among its own summary meters (the
+    parent then measures it itself, e.g. as energy ``out``)."""
+    own = {m.meter for m in network.summary(area)}
+    return [c.id for c in network.children(area)
+            if not own & {m.meter for m in network.summary(c.id)}]
+
+
+def _delivery_meters(network: Network, area: str) -> set[str]:
+    """The meters whose values give what ``area`` delivers (see ``_delivered``)."""
+    summary = network.summary(area)
+    if summary:
+        return {m.meter for m in summary}
+    out = {m.meter for m in network.members(area)}
+    for child in children_counted(network, area):
+        out |= _delivery_meters(network, child)
+    return out
+
+
+def _delivered(network: Network, area: str, starts: Sequence[datetime],
+               usage: Mapping[str, Mapping[datetime, Point]]) -> dict[datetime, Point]:
+    """What an area takes from its parent: its summary meters' input, or, without summary
+    meters, its members' consumption and what its children take, summed."""
+    summary = network.summary(area)
+    if summary:
+        return area_series(starts, {m.meter: (m.direction, usage[m.meter]) for m in summary},
+                           {})
+    parts: dict[str, Mapping[datetime, Point]] = {
+        m.meter: usage[m.meter] for m in network.members(area)}
+    for child in children_counted(network, area):
+        parts[f"area:{child}"] = _delivered(network, child, starts, usage)
+    return area_series(starts, {}, parts)
+
+
 async def area_balance(analysis: AnalysisStore, network: Network, settings: VeeSettings,
                        area: str, since: datetime, until: datetime) -> AreaBalance:
     """The balance of one area over ``[since, until)``, estimates filling what the store
-    lacks (a real value always wins)."""
+    lacks (a real value always wins). A feeder or substation with child areas counts what
+    each child takes (``_delivered``) as the consumption of one member beside its own
+    members."""
     period = settings.period
     summary = network.summary(area)
     members = [m.meter for m in network.members(area)]
-    ids = sorted({m.meter for m in summary} | set(members))
-    usage = await analysed_usage(analysis, settings, ids, since, until)
-    rows, day = balance(area, grid(since, until, period), period,
-                        {m.meter: (m.direction, usage[m.meter]) for m in summary},
-                        {m: usage[m] for m in members})
+    children = children_counted(network, area)
+    ids = {m.meter for m in summary} | set(members)
+    for child in children:
+        ids |= _delivery_meters(network, child)
+    usage = await analysed_usage(analysis, settings, sorted(ids), since, until)
+    starts = grid(since, until, period)
+    consumers: dict[str, Mapping[datetime, Point]] = {m: usage[m] for m in members}
+    for child in children:
+        consumers[f"area:{child}"] = _delivered(network, child, starts, usage)
+    rows, day = balance(area, starts, period,
+                        {m.meter: (m.direction, usage[m.meter]) for m in summary}, consumers)
     return AreaBalance(day, rows, out_of_band(day, settings.band_for(area)))
 
 
@@ -339,8 +382,10 @@ async def balance_report(store: Any, settings: VeeSettings, day: date, *,
     network = network or await analysis.network()
     if area is not None and network.area(area) is None:
         raise LookupError(f"no area {area!r}")
-    names = [area] if area is not None else [
-        a.id for a in network.areas if network.summary(a.id)]
+    # An area named is balanced with each area below it that has summary meters (depth
+    # first: the tree); without one, every area with summary meters.
+    names = [area] + [a.id for a in network.subtree(area)[1:] if network.summary(a.id)] \
+        if area is not None else [a.id for a in network.areas if network.summary(a.id)]
     since, until = day_bounds(day)
     if end is not None:
         until = day_bounds(end)[0]

@@ -44,6 +44,7 @@ import attrs
 
 from fep.analysis.areas import Direction
 from fep.analysis.series import Point
+from fep.model import Quality
 
 _Q = Decimal("0.001")
 _PCT = Decimal("0.01")
@@ -119,10 +120,12 @@ def imbalance(values: Sequence[Decimal]) -> Decimal | None:
 def area_series(starts: Iterable[datetime],
                 summary: Mapping[str, tuple[Direction, Series]],
                 members: Mapping[str, Series]) -> dict[datetime, Point]:
-    """An area's load per interval: its summary meters' input, else its members' sum."""
+    """An area's load per interval: its summary meters' input, else its members' sum (the
+    statuses OR-ed: a sum with an estimate in it is estimated)."""
     out: dict[datetime, Point] = {}
     for t in starts:
         total = Decimal(0)
+        status = Quality.OK
         if summary:
             whole = True
             for direction, series in summary.values():
@@ -131,13 +134,17 @@ def area_series(starts: Iterable[datetime],
                     whole = False
                     break
                 total += p.value if direction == Direction.IN else -p.value
+                status |= p.status
             if whole:
-                out[t] = Point(t, total)
+                out[t] = Point(t, total, status)
             continue
-        values = [p.value for s in members.values() if (p := s.get(t)) is not None
-                  and p.value is not None]
-        if values:
-            out[t] = Point(t, sum(values, Decimal(0)))
+        present = [p for s in members.values() if (p := s.get(t)) is not None
+                   and p.value is not None]
+        if present:
+            for p in present:
+                status |= p.status
+            out[t] = Point(t, sum((p.value for p in present if p.value is not None),
+                                  Decimal(0)), status)
     return out
 
 

@@ -219,7 +219,17 @@ async def cmd_balance(reactor: IFepReactor, args: argparse.Namespace) -> int:
         else:
             rows = [r.day for r in results] if not args.intervals else [
                 row for r in results for row in r.intervals]
-            write_rows([r.as_dict() for r in rows], BALANCE_COLUMNS, args.format)
+            shown = [r.as_dict() for r in rows]
+            if args.area and args.format == "table":
+                # The tree below --area: each area indented by its depth under it.
+                from fep.analysis.store import AnalysisStore
+
+                network = await AnalysisStore(store).network()
+                top = len(network.path(args.area))
+                for row in shown:
+                    depth = len(network.path(str(row["area"]))) - top
+                    row["area"] = "  " * depth + str(row["area"])
+            write_rows(shown, BALANCE_COLUMNS, args.format)
         for r in results:
             if r.alarm:
                 print(f"alarm: {r.alarm}", file=sys.stderr)
@@ -418,7 +428,8 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     balance = sub.add_parser("balance", help="energy balance and line loss of areas for a day")
     balance.add_argument("--day", help="YYYY-MM-DD (UTC)")
     balance.add_argument("--month", help="YYYY-MM (UTC): the month's balance, no alarm")
-    balance.add_argument("--area", help="one area (default: every area with summary meters)")
+    balance.add_argument("--area", help="one area and each area below it with summary meters, "
+                         "as a tree (default: every area with summary meters)")
     balance.add_argument("--intervals", action="store_true", help="one row per interval")
     balance.add_argument("--rank", choices=("loss", "change"),
                          help="the areas ranked by loss rate, or by its change since the day "
