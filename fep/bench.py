@@ -177,6 +177,40 @@ async def ingest_rows(
     return rows
 
 
+async def analysis_bench_rows(
+    reactor: IStoreReactor,
+    meters: int,
+    workdir: Path,
+    *,
+    sqlite: bool = True,
+    postgres: str | None = None,
+    database: str = BENCH_DATABASE,
+    area_size: int = 100,
+) -> list[tuple[str, str, str]]:
+    """The analysis rows (fep.bench_analysis): a day of 96 intervals of ``meters`` meters
+    validated and estimated, then balanced, on SQLite (a new file) and PostgreSQL (a new
+    database ``database`` on the server ``postgres``), in interval rows per second."""
+    from fep.bench_analysis import analysis_rate
+
+    rows: list[tuple[str, str, str]] = []
+    targets = ([("SQLite", f"sqlite:{workdir / 'analysis.sqlite'}")] if sqlite else [])
+    if postgres:
+        targets.append(("PostgreSQL", ""))
+    for name, url in targets:
+        url = url or fresh_postgres(postgres or "", database)
+        r = await analysis_rate(reactor, url, meters, area_size=area_size)
+        case = (f"{meters:,} meters x 96 intervals, {r.areas:,} areas, {r.estimates:,} "
+                "estimates")
+        rows.append((f"analysis {name}: validate + estimate a day (fep vee run)", case,
+                     f"{r.vee_rate:,.0f} rows/s ({r.vee_seconds:,.1f} s)"))
+        rows.append((f"analysis {name}: balance a day (fep balance)", case,
+                     f"{r.balance_rate:,.0f} rows/s ({r.balance_seconds:,.1f} s)"))
+        rows.append((f"analysis {name}: both", case, f"{r.both_rate:,.0f} rows/s"))
+        for row in rows[-3:]:
+            print(row, flush=True)
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fep.bench", description=__doc__)
     parser.add_argument("--readings", type=int, default=200_000)
@@ -184,9 +218,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write", help="also write the results as markdown to this file")
     parser.add_argument("--listeners", default="gprs,push_dlms,push_iec62056_21,http,ssh,control",
                         help="with --only listeners: which listeners get the junk")
-    parser.add_argument("--only", choices=("ingest", "dlms", "dlt698", "decode", "listeners"),
+    parser.add_argument("--only", choices=("ingest", "dlms", "dlt698", "decode", "listeners",
+                                           "analysis"),
                         help="run one group of benchmarks (default: all but listeners); "
-                        "decode: the decoders alone (DLMS, AARE, IEC), no store")
+                        "decode: the decoders alone (DLMS, AARE, IEC), no store; analysis: "
+                        "validating and balancing a day of 96 intervals")
+    parser.add_argument("--meters", type=int, default=100_000,
+                        help="the analysis rows' fleet (default 100,000 meters)")
+    parser.add_argument("--quick", action="store_true",
+                        help="the analysis rows with 2,000 meters")
     args = parser.parse_args(argv)
     if args.only == "listeners":
         # The junk-load bench of every listener against the real daemon (its own process).
@@ -215,6 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 decode_rows()
                 return
             pg = postgres_server()
+            if args.only == "analysis":
+                await analysis_rows(reactor, pg, workdir)
+                return
             if args.only in (None, "dlt698"):
                 dlt698_rows()
             if args.only == "dlt698":
@@ -226,11 +269,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             readings = make_readings(args.readings)
             results.extend(await ingest_rows(reactor, readings, batch_sizes, workdir,
                                              postgres=pg))
+            if args.only is None:
+                await analysis_rows(reactor, pg, workdir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        if args.only in ("dlms", "dlt698", "decode"):
+        if args.only in ("dlms", "dlt698", "decode", "analysis"):
             return
         iec_row()
+
+    async def analysis_rows(reactor: IFepReactor, pg: str | None, workdir: Path) -> None:
+        meters = 2_000 if args.quick else args.meters
+        results.extend(await analysis_bench_rows(reactor, meters, workdir, postgres=pg))
 
     def iec_row() -> None:
         rate, lines = iec_decode_rate()
