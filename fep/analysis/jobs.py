@@ -48,6 +48,7 @@ from fep.interfaces import IRecordSink
 from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, Quality, Severity
 
 LOSS_ALARM = "analysis:line-loss"
+COMMS_ALARM = "analysis:comms-rate"
 # How far back communication outcomes are read to find a suspected outage going at a
 # period's start.
 COMMS_LOOKBACK = timedelta(days=1)
@@ -572,3 +573,21 @@ async def run_load(store: Any, settings: VeeSettings, day: date, end: date | Non
         phases = phase_series(starts, {m.meter: (m.phase, usage[m.meter]) for m in members})
         each_day(a.id, "area", series, capacity=a.capacity, phases=phases)
     return LoadReport(found, shapes)
+
+
+def comms_alarms(report: CommsReport, network: Network, since: datetime) -> list[MeterEvent]:
+    """An alarm (``analysis:comms-rate``, minor, at ``since``) on the first summary meter of
+    each area whose success rate is below the report's target; an area without a summary
+    meter has none to carry it and raises none."""
+    events = []
+    for row in report.rows:
+        summary = network.summary(row.key) if row.scope == "area" else []
+        if not row.below or not summary:
+            continue
+        d = row.as_dict()
+        events.append(MeterEvent(
+            meter=summary[0].meter, code=COMMS_ALARM, kind=EventKind.OTHER,
+            severity=Severity.MINOR, time=since, source="analysis",
+            text=f"area {row.key}: collection success {d['rate']} % below the target "
+                 f"{report.as_dict()['target']} % ({row.ok} of {row.jobs} jobs ok)"))
+    return events
