@@ -399,8 +399,9 @@ async def balance_report(store: Any, settings: VeeSettings, day: date, *,
 async def run_balance(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
                       end: date | None = None, sink: IRecordSink | None = None,
                       analysis: AnalysisStore | None = None) -> list[AreaBalance]:
-    """Balance each area with summary meters (or ``area`` alone) over ``day`` (or the days
-    ``[day, end)``, e.g. a month) and store the rows. For a single day, raise an alarm (a
+    """Balance each area with summary meters (or ``area`` and each area below it with
+    summary meters) over ``day`` (or the days ``[day, end)``, e.g. a month) and store the
+    rows. For a single day, raise an alarm (a
     MeterEvent on the area's first summary meter, through ``sink`` or else written to the
     store) for each area whose loss rate left its band."""
     analysis = analysis or AnalysisStore(store)
