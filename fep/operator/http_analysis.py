@@ -150,8 +150,8 @@ class AnalysisApi:
     async def balance(self, request: Request, user: Any) -> Any:
         """The balance of ``day`` (default yesterday) or ``month`` (YYYY-MM) of every area
         with summary meters, or of ``area``; ``intervals=yes`` adds each interval's balance
-        (``rows``).
-        Computed when asked: nothing stored, no alarm raised."""
+        (``rows``). Computed when asked: nothing stored, no alarm raised; ``stored=yes``
+        gives the balances as stored instead (cheap: the status page's panel)."""
         from fep.analysis import jobs
 
         month = self._arg(request, "month")
@@ -164,6 +164,8 @@ class AnalysisApi:
             end = date(day.year + (day.month == 12), day.month % 12 + 1, 1)
         else:
             day = self._day(request, "day", self._yesterday())
+        if (self._arg(request, "stored") or "").lower() in ("1", "yes", "true"):
+            return await self._stored_balance(day, end, self._arg(request, "area") or None)
         try:
             results = await jobs.balance_report(self.ctx.store, self._settings(), day,
                                                 area=self._arg(request, "area") or None,
@@ -177,6 +179,23 @@ class AnalysisApi:
                            **({"rows": [i.as_dict() for i in r.intervals]}
                               if with_intervals else {})}
                           for r in results]}
+
+    async def _stored_balance(self, day: date, end: date | None, area: str | None) -> Any:
+        """The balances of the period as stored (by ``fep balance`` or the analysis
+        service), each with the alarm text its band gives; cheap enough for a status page."""
+        from fep.analysis.balance import out_of_band
+        from fep.analysis.series import day_bounds
+        from fep.analysis.store import AnalysisStore
+
+        since = day_bounds(day)[0]
+        until = day_bounds(end)[0] if end is not None else since + timedelta(days=1)
+        settings = self._settings()
+        rows = [r for r in await AnalysisStore(self.ctx.store).balances(since, until, area)
+                if r.since == since and r.until == until]
+        return {"day": day.isoformat(), "end": end.isoformat() if end else None,
+                "stored": True,
+                "areas": [{**r.as_dict(), "alarm": out_of_band(r, settings.band_for(r.area))
+                           if end is None else None} for r in rows]}
 
     async def outages(self, request: Request, user: Any) -> Any:
         """The outages of ``day`` (default yesterday) per meter and per area, the indices,

@@ -145,3 +145,17 @@ class AnalysisApiTests(unittest.TestCase):
         mine = VeeSettings(power_factor=D("0.9"))
         self.ctx.edits = Editor(self.ctx.store, mine)
         self.assertIs(settings_of(self.ctx), mine)
+
+    async def test_stored_balances(self) -> None:
+        """stored=yes reads what fep balance or the service stored (none yet), with the
+        alarm text of the area's band."""
+        self.assertEqual((await self.get("balance?stored=yes&day=2026-12-01"))["areas"], [])
+        from fep.analysis.balance import Band
+
+        await jobs.run_balance(self.ctx.store, VeeSettings(), DAY.date())
+        body = await self.get("balance?stored=yes&day=2026-12-01")
+        self.assertEqual([(a["area"], a["loss_rate"], a["alarm"]) for a in body["areas"]],
+                         [("T1", "0.902", None)])
+        self.ctx.edits = type("Editor", (), {"vee": VeeSettings(band=Band(D(2), D(8)))})()
+        body = await self.get("balance?stored=yes&day=2026-12-01&area=T1")
+        self.assertEqual(body["areas"][0]["alarm"], "area T1: loss 0.902 % below 2 %")
