@@ -533,9 +533,11 @@ class LoadReport:
 
 async def run_load(store: Any, settings: VeeSettings, day: date, end: date | None = None, *,
                    area: str | None = None, meter: str | None = None, profile: bool = False,
+                   members: bool = False,
                    analysis: AnalysisStore | None = None) -> LoadReport:
     """The load of the days ``[day, end)`` (one day without ``end``): of ``meter``; or of
-    ``area`` and each area below it; or of every area. Read only: nothing is stored."""
+    ``area`` and each area below it; or of every area; with ``members``, each area's row is
+    followed by its member meters'. Read only: nothing is stored."""
     analysis = analysis or AnalysisStore(store)
     network = await analysis.network()
     since = day_bounds(day)[0]
@@ -566,13 +568,16 @@ async def run_load(store: Any, settings: VeeSettings, day: date, end: date | Non
     scope = network.subtree(area) if area is not None else list(network.areas)
     starts = grid(since, until, period)
     for a in scope:
-        summary, members = network.summary(a.id), network.members(a.id)
-        ids = sorted({m.meter for m in summary} | {m.meter for m in members})
+        summary, links = network.summary(a.id), network.members(a.id)
+        ids = sorted({m.meter for m in summary} | {m.meter for m in links})
         usage = await analysed_usage(analysis, settings, ids, since, until)
         series = area_series(starts, {m.meter: (m.direction, usage[m.meter]) for m in summary},
-                             {m.meter: usage[m.meter] for m in members})
-        phases = phase_series(starts, {m.meter: (m.phase, usage[m.meter]) for m in members})
+                             {m.meter: usage[m.meter] for m in links})
+        phases = phase_series(starts, {m.meter: (m.phase, usage[m.meter]) for m in links})
         each_day(a.id, "area", series, capacity=a.capacity, phases=phases)
+        if members:
+            for m in links:
+                each_day(m.meter, "meter", usage[m.meter])
     return LoadReport(found, shapes)
 
 

@@ -347,7 +347,8 @@ async def cmd_load(reactor: IFepReactor, args: argparse.Namespace) -> int:
     async def work(store: Any) -> int:
         try:
             report = await jobs.run_load(store, settings, first, end, area=args.area,
-                                         meter=args.meter, profile=args.profile)
+                                         meter=args.meter, profile=args.profile,
+                                         members=args.members)
         except LookupError as e:
             raise UsageError(str(e.args[0])) from None
         if args.profile:
@@ -474,6 +475,8 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
                       help="YYYY-MM-DD, excluded (default: a day after --from)")
     load.add_argument("--area", help="this area and each area below it (default: every area)")
     load.add_argument("--meter", help="one meter")
+    load.add_argument("--members", action="store_true",
+                      help="each area's member meters too, after the area's row")
     load.add_argument("--profile", action="store_true",
                       help="the typical day (weekday and weekend) instead of the days")
     load.add_argument("--vee", **vee_file)

@@ -229,8 +229,8 @@ class AnalysisApi:
 
     async def load(self, request: Request, user: Any) -> Any:
         """The daily load of the days [``from``, ``to``) (default yesterday) of ``meter``, or
-        of ``area`` and the areas below it, or of every area; ``profile=yes`` adds the
-        typical day."""
+        of ``area`` and the areas below it, or of every area; ``members=yes`` adds each
+        area's member meters, ``profile=yes`` the typical day."""
         from fep.analysis import jobs
 
         first = self._day(request, "from", self._yesterday())
@@ -241,9 +241,11 @@ class AnalysisApi:
         if area and meter:
             raise self._error(400, "area or meter, not both")
         profile = (self._arg(request, "profile") or "").lower() in ("1", "yes", "true")
+        members = (self._arg(request, "members") or "").lower() in ("1", "yes", "true")
         try:
             report = await jobs.run_load(self.ctx.store, self._settings(), first, end,
-                                         area=area, meter=meter, profile=profile)
+                                         area=area, meter=meter, profile=profile,
+                                         members=members)
         except LookupError as e:
             raise self._error(404, str(e.args[0])) from None
         body: dict[str, Any] = {"from": first.isoformat(), "to": end.isoformat(),

@@ -235,6 +235,13 @@ class LoadCliTests(unittest.TestCase):
                          "2026-12-02", "--meter", "M", "--format", "json")
         self.assertEqual(meter.returncode, 0, meter.stderr)
         self.assertIn('"load_factor": 20.67,', meter.stdout)
+        members = fep_main("--db", self.db, "load", "--from", "2026-12-01", "--area", "T1",
+                           "--members", "--format", "csv").stdout.splitlines()
+        self.assertEqual([line.split(",")[:5] for line in members[1:]], [
+            ["T1", "area", "2026-12-01", "96", "24400"],
+            ["A", "meter", "2026-12-01", "96", "9600"],
+            ["B", "meter", "2026-12-01", "96", "5940"],
+            ["C", "meter", "2026-12-01", "96", "8640"]])
         profile = fep_main("--db", self.db, "load", "--from", "2026-12-01", "--meter", "M",
                            "--profile", "--format", "csv")
         self.assertIn("M,weekday,18:00,2000.000,1", profile.stdout.splitlines())
