@@ -184,12 +184,13 @@ async def analysis_bench_rows(
     *,
     sqlite: bool = True,
     postgres: str | None = None,
-    database: str = BENCH_DATABASE,
+    database: str = BENCH_DATABASE + "_analysis",
     area_size: int = 100,
 ) -> list[tuple[str, str, str]]:
     """The analysis rows (fep.bench_analysis): a day of 96 intervals of ``meters`` meters
     validated and estimated, then balanced, on SQLite (a new file) and PostgreSQL (a new
-    database ``database`` on the server ``postgres``), in interval rows per second."""
+    database ``database`` on the server ``postgres``, not the ingest rows' own: a bench of
+    those running meanwhile does not drop it), in interval rows per second."""
     from fep.bench_analysis import analysis_rate
 
     rows: list[tuple[str, str, str]] = []
