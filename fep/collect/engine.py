@@ -12,7 +12,8 @@ import attrs
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
-from fep.collect.jobstore import JobStore, job_store
+from fep.collect.dlt698_route import line_through_terminal
+from fep.collect.jobstore import BOOKKEEPING_INTERVAL, JobStore, job_store
 from fep.collect.limits import Permits, ResourcePolicy, resource_of
 from fep.collect.readnow import ReadNow
 from fep.collect.runner import JobRunner
@@ -23,6 +24,7 @@ from fep.collect.tasks import DEFAULT_TASK, Priority, Target, Task
 from fep.directory import MeterDirectory
 from fep.errors import FepError
 from fep.interfaces import IMeterProtocol, IRecordSink, IStore, IWakeUp
+from fep.model import Meter
 from fep.protocols.registry import meter_protocol
 from fep.reactors import IConnectingReactor
 
@@ -51,6 +53,13 @@ def _safe(line_of: Callable[[str], str]) -> Callable[[str], str]:
             return resource_of(route)
 
     return key
+
+
+def through_terminals(policy: ResourcePolicy,
+                      meter_of: Callable[[str], Meter | None]) -> ResourcePolicy:  # fmt: skip
+    """``policy`` with a meter behind a DL/T 698.45 terminal (``dlt698:ID``) on the
+    terminal's resource (fep.collect.dlt698_route); ``meter_of``: the meter list by id."""
+    return attrs.evolve(policy, line_of=line_through_terminal(meter_of, policy.key))
 
 
 def approval_of(settings: CollectSection) -> frozenset[str]:
@@ -97,7 +106,9 @@ class CollectionEngine:
         # firmware-upgrade images: the daemon's Config.firmware_directory, else the setting
         self.firmware_dir = firmware_dir or (
             Path(settings.firmware_dir) if settings.firmware_dir else None)
-        self.jobs: JobStore = job_store(store)
+        # Job starts and ends recorded in batches, the engine not waiting for them.
+        self.jobs: JobStore = job_store(store, reactor=reactor, interval=BOOKKEEPING_INTERVAL,
+                                        write_behind=True)
         # The channel layer's resource of a route when it knows one (Channels.resource_of:
         # a route through a concentrator occupies the concentrator's line).
         channel_line = getattr(endpoint_for, "resource_of", None)
@@ -115,6 +126,7 @@ class CollectionEngine:
             resolve=directory.resolve if directory.secrets is not None else None,
             secrets=directory.secrets,
             terminals=terminals,
+            meter_of=directory.get,
         )
         self.scheduler = Scheduler(
             reactor,
@@ -125,7 +137,7 @@ class CollectionEngine:
             concurrency=settings.concurrency,
             lease=settings.lease,
             poll=settings.poll,
-            resources=resource_policy(settings, pools, line_of),
+            resources=through_terminals(resource_policy(settings, pools, line_of), directory.get),
             permits=Permits({"cell": settings.cell_permits, "apn": settings.apn_permits}),
             wakeup=wakeup,
             wakeup_timeout=settings.wakeup_timeout,

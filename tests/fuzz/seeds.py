@@ -107,7 +107,29 @@ def dlt645() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
         except Exception:
             continue
         reads.append((name, b"\x04" + result.di.to_bytes(4, "big") + result.data))
+    from datetime import UTC, datetime, timedelta
+
+    from fep.sim.dlt645 import SimulatedDlt645Meter
+
+    now = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
+    meter = SimulatedDlt645Meter(address="000000000102", clock=now.timestamp, events=[])
+    meter.raise_event(0x03300D00, now - timedelta(minutes=5), now - timedelta(minutes=4))
+    report = meter.report().encode(preamble=2)
+    status = meter.answer(services.read_data(meter.address, 0x04001501))
+    record = meter.answer(services.read_data(meter.address, 0x03300D01))
+    reset = meter.answer(services.write_data(meter.address, 0x04001503, bytes(12),
+                                             services.Password(2, "000000")))
+    energy = meter.answer(services.read_data(meter.address, 0x00010000))
+    exchange = report + b"".join(f.encode() for f in (status, record, reset) if f is not None)
+    junk = report[:-2] + bytes([report[-2] ^ 1]) + report[-1:]
+    reports = [("report_exchange", b"\x07" + exchange),
+               ("report_twice_energy_junk", b"\x1f" + report + report
+                + (energy.encode() if energy is not None else b"") + junk)]
     return {
+        "dlt645_reports": ("fep.sim.dlt645: a meter's status word report, its answers to the "
+                           "04001501 and 03300D01 reads and the 04001503 reset (byte 0: piece "
+                           "size - 1); the report twice, an energy report, a damaged report",
+                           reports),
         "dlt645_frame": ("tests/fixtures/dlt645/published_frames.txt",
                          [(k, stream_chunks(v)) for k, v in frames.items()]
                          + [("all", stream_chunks(b"".join(frames.values()), 7))]),
@@ -131,6 +153,7 @@ def dlt698() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
     frames = {k: v for k, v in items.items() if k.startswith("frame_")}
     apdus = {k: v for k, v in items.items() if k.startswith("apdu_")}
     apdus.update({k: decode_frame(v).data for k, v in frames.items()})
+    apdus.update(_more_apdus())
     big = apdus["apdu_get_record_response"]
     address = ServerAddress("000000123456")
     split = b"".join(Frame(control(from_server=True, split=True), address, 0, p.encode())
@@ -152,7 +175,10 @@ def dlt698() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
                          + [("all", stream_chunks(b"\xfe\xfe" + b"".join(frames.values()), 7)),
                             ("split_record_response", stream_chunks(split, 31))]),
         "dlt698_apdu": ("the APDUs of tests/fixtures/dlt698/published_frames.txt (alone and "
-                        "in its frames)", list(apdus.items())),
+                        "in its frames), and the SECURITY and PROXY APDUs of "
+                        "tests/protocols/dlt698/test_security.py and test_proxy_kinds.py (the "
+                        "dlt698 package's bytes)",
+                        list(apdus.items())),
         "dlt698_data": ("the values in the GET answers of "
                         "tests/fixtures/dlt698/published_frames.txt", values),
         "dlt698_client": ("a session of fep.sim.dlt698 (with a login and a concentrator), "
@@ -160,7 +186,32 @@ def dlt698() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
         "dlt698_terminal": ("the logins of tests/fixtures/dlt698/published_frames.txt and a "
                             "power-down report of fep.sim.dlt698",
                             [("logins_and_report", stream_chunks(_terminal()))]),
+        "dlt698_push": ("the logins of tests/fixtures/dlt698/published_frames.txt and a "
+                        "power-down report of fep.sim.dlt698, twice (a repeat), with line "
+                        "noise and wake-up bytes",
+                        [("logins_and_report", stream_chunks(_terminal())),
+                         ("repeat_and_noise", stream_chunks(b"\xfe\xfe" + _terminal()
+                                                            + b"noise\x68\x16"
+                                                            + _terminal(), 5))]),
+        "dlt698_identify": ("the logins of tests/fixtures/dlt698/published_frames.txt and of "
+                            "fep.sim.dlt698, after modem chatter and wake-up bytes",
+                            [("peer_login", stream_chunks(items["frame_peer_login"])),
+                             ("chatter_then_login", stream_chunks(
+                                 b"AT+CIPSTART\r\n\xfe\xfe\xfe\xfe" + _terminal(), 3))]),
     }
+
+
+def _more_apdus() -> dict[str, bytes]:
+    """The SECURITY-Request/Response fixtures (the dlt698 package's bytes) and the PROXY
+    kinds the tests build."""
+    from tests.protocols.dlt698 import test_proxy_kinds as proxy
+    from tests.protocols.dlt698 import test_security as sec
+
+    out = {f"security_{n}": getattr(sec, n) for n in (
+        "PLAIN_RN", "PLAIN_MAC", "DAR_ONLY", "CIPHER_RN_MAC", "CIPHER_SID_MAC", "PLAIN_SID",
+        "CIPHER_SID_MAC_RESPONSE")}
+    out.update({f"proxy_{name}": bytes.fromhex(text) for name, (text, _) in proxy.PEER.items()})
+    return out
 
 
 def _terminal() -> bytes:
@@ -350,6 +401,7 @@ def records() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
 
     from fep.model import EventKind, IntervalBlock, MeterEvent, ObisCode, Reading, Severity
     from fep.serialize import encode_records
+    from fep.store.spool import encode_batch
 
     now = datetime(2024, 1, 1, tzinfo=UTC)
     obis = ObisCode.parse("1-0:1.8.0*255")
@@ -362,6 +414,9 @@ def records() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
         "spool_records": ("fep.serialize.encode_records of one record of each kind",
                           [("three", encode_records(records))]
                           + [(f"one{i}", encode_records([r])) for i, r in enumerate(records)]),
+        "spool_batch": ("fep.store.spool.encode_batch of one record of each kind",
+                        [("three", encode_batch(records))]
+                        + [(f"one{i}", encode_batch([r])) for i, r in enumerate(records)]),
         "control_request": ("the requests docs/operators.md shows",
                             [("sessions", b'{"command": "sessions"}'),
                              ("ping", b'{"command": "ping"}\n{"command": 1}')]),
