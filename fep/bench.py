@@ -343,6 +343,41 @@ async def ingest_rows(
     return rows
 
 
+async def analysis_bench_rows(
+    reactor: IStoreReactor,
+    meters: int,
+    workdir: Path,
+    *,
+    sqlite: bool = True,
+    postgres: str | None = None,
+    database: str = BENCH_DATABASE + "_analysis",
+    area_size: int = 100,
+) -> list[tuple[str, str, str]]:
+    """The analysis rows (fep.bench_analysis): a day of 96 intervals of ``meters`` meters
+    validated and estimated, then balanced, on SQLite (a new file) and PostgreSQL (a new
+    database ``database`` on the server ``postgres``, not the ingest rows' own: a bench of
+    those running meanwhile does not drop it), in interval rows per second."""
+    from fep.bench_analysis import analysis_rate
+
+    rows: list[tuple[str, str, str]] = []
+    targets = ([("SQLite", f"sqlite:{workdir / 'analysis.sqlite'}")] if sqlite else [])
+    if postgres:
+        targets.append(("PostgreSQL", ""))
+    for name, url in targets:
+        url = url or fresh_postgres(postgres or "", database)
+        r = await analysis_rate(reactor, url, meters, area_size=area_size)
+        case = (f"{meters:,} meters x 96 intervals, {r.areas:,} areas, {r.estimates:,} "
+                "estimates")
+        rows.append((f"analysis {name}: validate + estimate a day (fep vee run)", case,
+                     f"{r.vee_rate:,.0f} rows/s ({r.vee_seconds:,.1f} s)"))
+        rows.append((f"analysis {name}: balance a day (fep balance)", case,
+                     f"{r.balance_rate:,.0f} rows/s ({r.balance_seconds:,.1f} s)"))
+        rows.append((f"analysis {name}: both", case, f"{r.both_rate:,.0f} rows/s"))
+        for row in rows[-3:]:
+            print(row, flush=True)
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fep.bench", description=__doc__)
     parser.add_argument("--readings", type=int, default=200_000)
@@ -356,15 +391,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=15_000,
                         help="idle GPRS sessions held for the memory row")
     parser.add_argument("--only", choices=("ingest", "dlms", "dlt698", "decode", "listeners",
-                                           "collect", "gprs", "gw3761"),
+                                           "collect", "gprs", "gw3761", "analysis"),
                         help="run one group of benchmarks (default: all but listeners); "
                         "decode: the decoders alone (DLMS, AARE, IEC), no store; "
                         "collect: register collection, meters/s, SQLite and PostgreSQL; "
-                        "gw3761: a concentrator's cycle through one session")
+                        "gw3761: a concentrator's cycle through one session; "
+                        "analysis: validating and balancing a day of 96 intervals")
     parser.add_argument("--meters", type=int, default=1000,
                         help="simulated DLMS meters of the collection row")
+    parser.add_argument("--analysis-meters", type=int, default=100_000,
+                        help="the analysis rows' fleet (default 100,000 meters)")
     parser.add_argument("--quick", action="store_true",
-                        help="smaller runs (the collection row: 300 meters)")
+                        help="smaller runs (the collection row: 300 meters; the analysis "
+                        "rows: 2,000 meters)")
     args = parser.parse_args(argv)
     if args.only == "listeners":
         # The junk-load bench of every listener against the real daemon (its own process).
@@ -397,6 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.only == "gprs":
                 return
             pg = postgres_server()
+            if args.only == "analysis":
+                await analysis_rows(reactor, pg, workdir)
+                return
             if args.only in (None, "collect"):
                 await collect_rows(reactor, pg, workdir)
             if args.only == "collect":
@@ -416,11 +458,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             readings = make_readings(args.readings)
             results.extend(await ingest_rows(reactor, readings, batch_sizes, workdir,
                                              postgres=pg, repeat=args.repeat))
+            if args.only is None:
+                await analysis_rows(reactor, pg, workdir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        if args.only in ("dlms", "dlt698", "decode", "collect", "gw3761"):
+        if args.only in ("dlms", "dlt698", "decode", "collect", "gw3761", "analysis"):
             return
         iec_row()
+
+    async def analysis_rows(reactor: IFepReactor, pg: str | None, workdir: Path) -> None:
+        meters = 2_000 if args.quick else args.analysis_meters
+        results.extend(await analysis_bench_rows(reactor, meters, workdir, postgres=pg))
 
     async def collect_rows(reactor: IFepReactor, pg: str | None, workdir: Path) -> None:
         from fep.bench_collect import collection_rate

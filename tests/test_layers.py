@@ -79,6 +79,7 @@ LAYERS: Mapping[str, int] = {
     "fep.bench_dlt698": TOP,
     "fep.bench_gprs": TOP,
     "fep.bench_listeners": TOP,
+    "fep.bench_analysis": TOP,
 }
 
 # importer -> imported edges that go upward and cannot move yet, each with the reason. The

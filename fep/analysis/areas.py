@@ -10,7 +10,8 @@ A member meter measures a consumer inside the area, on a phase (``A``, ``B``, ``
 The CSV form (``fep areas import|list``) is one file, one row per area or per meter of an
 area, with the header ``area,name,kind,parent,meter,role,direction,phase``: a row with no
 meter declares the area (name, kind, parent); a row with a meter links the meter to the
-area (role, direction for summary meters, phase for members).
+area (role, direction for summary meters, phase for members). An optional column
+``capacity`` on an area's row gives its transformer's rated capacity in kVA (load analysis).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import csv
 import enum
 import io
 from collections.abc import Iterable, Sequence
+from decimal import Decimal, InvalidOperation
 
 import attrs
 
@@ -52,6 +54,8 @@ class Area:
     name: str = ""
     kind: AreaKind = AreaKind.TRANSFORMER
     parent: str | None = None
+    # The rated capacity of the area's transformer in kVA (load analysis), when given.
+    capacity: Decimal | None = None
 
 
 @attrs.frozen
@@ -135,6 +139,22 @@ def check(network: Network) -> None:
 
 
 COLUMNS = ("area", "name", "kind", "parent", "meter", "role", "direction", "phase")
+# Written only when an area has a capacity (the import takes it either way).
+CAPACITY = "capacity"
+
+
+def _capacity(text: str, line: int) -> Decimal | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal(-1)
+    if not value.is_finite() or value <= 0:
+        raise ConfigError(f"line {line}: capacity {text!r} is not a positive number of kVA",
+                          key=CAPACITY)
+    return value
 
 
 def _enum(kind: type[enum.StrEnum], text: str, default: enum.StrEnum, line: int,
@@ -165,7 +185,8 @@ def read_csv(text: str, file: str = "<areas>") -> Network:
             if not meter:
                 kind = _enum(AreaKind, row.get("kind") or "", AreaKind.TRANSFORMER, line, "kind")
                 areas.append(Area(area_id, (row.get("name") or "").strip(), AreaKind(kind),
-                                  (row.get("parent") or "").strip() or None))
+                                  (row.get("parent") or "").strip() or None,
+                                  _capacity(row.get(CAPACITY) or "", line)))
                 continue
             role = _enum(Role, row.get("role") or "", Role.MEMBER, line, "role")
             direction = _enum(Direction, row.get("direction") or "", Direction.IN, line,
@@ -183,17 +204,23 @@ def read_csv(text: str, file: str = "<areas>") -> Network:
 
 
 def write_csv(network: Network) -> str:
-    """The CSV form ``read_csv`` reads back: each area's row, then its meters' rows."""
+    """The CSV form ``read_csv`` reads back: each area's row, then its meters' rows (with
+    the column ``capacity`` when an area has one)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    capacities = any(a.capacity is not None for a in network.areas)
+    writer.writerow(COLUMNS + ((CAPACITY,) if capacities else ()))
     for area in network.areas:
-        writer.writerow((area.id, area.name, str(area.kind), area.parent or "", "", "", "", ""))
+        extra: tuple[str, ...] = ()
+        if capacities:
+            extra = ("" if area.capacity is None else format(area.capacity, "f"),)
+        writer.writerow((area.id, area.name, str(area.kind), area.parent or "", "", "", "", "",
+                         *extra))
         for link in network.meters:
             if link.area == area.id:
                 writer.writerow((link.area, "", "", "", link.meter, str(link.role),
                                  str(link.direction) if link.role == Role.SUMMARY else "",
-                                 link.phase))
+                                 link.phase) + (("",) if capacities else ()))
     return out.getvalue()
 
 

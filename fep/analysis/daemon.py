@@ -294,6 +294,12 @@ class AnalysisService(service.Service):
                                         analysis=self.analysis)
                    for area in self._areas()]
         silent = await jobs.run_silent_areas(self.store, since, until, analysis=self.analysis)
+        # An alarm per area below the target (once, however many configured areas hold it).
+        network = await self.analysis.network()
+        alarms = {e.text: e for rep in reports
+                  for e in jobs.comms_alarms(rep, network, since)}
+        if alarms:
+            await self.sink.submit(list(alarms.values()))
         overall = [r for rep in reports for r in rep.rows if r.scope == "all"]
         jobs_count = sum(r.jobs for r in overall)
         ok = sum(r.ok for r in overall)
@@ -301,4 +307,4 @@ class AnalysisService(service.Service):
         return {"jobs": jobs_count, "ok": ok, "rate": str(percent(rate)),
                 "target": str(percent(target or DEFAULT_TARGET)),
                 "below": sum(len(rep.below) for rep in reports),
-                "silent_areas": len(silent)}
+                "silent_areas": len(silent), "alarms": len(alarms)}

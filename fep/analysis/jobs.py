@@ -21,6 +21,14 @@ from fep.analysis.comms import DEFAULT_TARGET, CommsReport, SilentArea, analyse,
 from fep.analysis.edits import apply as apply_edits
 from fep.analysis.edits import latest_applied
 from fep.analysis.estimate import Estimate
+from fep.analysis.load import (
+    DayLoad,
+    ProfilePoint,
+    area_series,
+    day_load,
+    phase_series,
+    typical_day,
+)
 from fep.analysis.outages import (
     DEFAULT_AREA_SHARE,
     DEFAULT_MOMENTARY,
@@ -40,6 +48,7 @@ from fep.interfaces import IRecordSink
 from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, Quality, Severity
 
 LOSS_ALARM = "analysis:line-loss"
+COMMS_ALARM = "analysis:comms-rate"
 # How far back communication outcomes are read to find a suspected outage going at a
 # period's start.
 COMMS_LOOKBACK = timedelta(days=1)
@@ -279,21 +288,11 @@ def _analysed(t: datetime, p: Point | None, made: Mapping[datetime, Estimate],
     return SeriesRow(t, None, Quality.MISSING | flags.get(t, Quality.OK))
 
 
-@attrs.frozen
-class AreaBalance:
-    day: BalanceRow
-    intervals: list[BalanceRow]
-    alarm: str | None
-
-
-async def area_balance(analysis: AnalysisStore, network: Network, settings: VeeSettings,
-                       area: str, since: datetime, until: datetime) -> AreaBalance:
-    """The balance of one area over ``[since, until)``, estimates filling what the store
-    lacks (a real value always wins)."""
+async def analysed_usage(analysis: AnalysisStore, settings: VeeSettings, ids: Sequence[str],
+                         since: datetime, until: datetime) -> dict[str, dict[datetime, Point]]:
+    """The consumption of each meter's intervals in ``[since, until)`` as the analysis sees
+    it: the operators' applied replacements, else the real values, else the estimates."""
     obis, period = str(settings.channel), settings.period
-    summary = network.summary(area)
-    members = [m.meter for m in network.members(area)]
-    ids = sorted({m.meter for m in summary} | set(members))
     raw = await analysis.intervals(ids, obis, since - period, until)
     made = await analysis.estimates(ids, obis, since, until)
     # Operators' replacements win over real values and estimates.
@@ -306,32 +305,112 @@ async def area_balance(analysis: AnalysisStore, network: Network, settings: VeeS
         usage[meter] = apply_edits(
             estimate.merge({t: p for t, p in real.items() if since <= t < until},
                            made.get(meter, [])), edited, meter, period)
-    rows, day = balance(area, grid(since, until, period), period,
-                        {m.meter: (m.direction, usage[m.meter]) for m in summary},
-                        {m: usage[m] for m in members})
+    return usage
+
+
+@attrs.frozen
+class AreaBalance:
+    day: BalanceRow
+    intervals: list[BalanceRow]
+    alarm: str | None
+
+
+def children_counted(network: Network, area: str) -> list[str]:
+    """The child areas whose delivered energy counts as the consumption of ``area``: every
+    child, less one whose summary meter ``area`` lists among its own summary meters (the
+    parent then measures it itself, e.g. as energy ``out``)."""
+    own = {m.meter for m in network.summary(area)}
+    return [c.id for c in network.children(area)
+            if not own & {m.meter for m in network.summary(c.id)}]
+
+
+def _delivery_meters(network: Network, area: str) -> set[str]:
+    """The meters whose values give what ``area`` delivers (see ``_delivered``)."""
+    summary = network.summary(area)
+    if summary:
+        return {m.meter for m in summary}
+    out = {m.meter for m in network.members(area)}
+    for child in children_counted(network, area):
+        out |= _delivery_meters(network, child)
+    return out
+
+
+def _delivered(network: Network, area: str, starts: Sequence[datetime],
+               usage: Mapping[str, Mapping[datetime, Point]]) -> dict[datetime, Point]:
+    """What an area takes from its parent: its summary meters' input, or, without summary
+    meters, its members' consumption and what its children take, summed."""
+    summary = network.summary(area)
+    if summary:
+        return area_series(starts, {m.meter: (m.direction, usage[m.meter]) for m in summary},
+                           {})
+    parts: dict[str, Mapping[datetime, Point]] = {
+        m.meter: usage[m.meter] for m in network.members(area)}
+    for child in children_counted(network, area):
+        parts[f"area:{child}"] = _delivered(network, child, starts, usage)
+    return area_series(starts, {}, parts)
+
+
+async def area_balance(analysis: AnalysisStore, network: Network, settings: VeeSettings,
+                       area: str, since: datetime, until: datetime) -> AreaBalance:
+    """The balance of one area over ``[since, until)``, estimates filling what the store
+    lacks (a real value always wins). A feeder or substation with child areas counts what
+    each child takes (``_delivered``) as the consumption of one member beside its own
+    members."""
+    period = settings.period
+    summary = network.summary(area)
+    members = [m.meter for m in network.members(area)]
+    children = children_counted(network, area)
+    ids = {m.meter for m in summary} | set(members)
+    for child in children:
+        ids |= _delivery_meters(network, child)
+    usage = await analysed_usage(analysis, settings, sorted(ids), since, until)
+    starts = grid(since, until, period)
+    consumers: dict[str, Mapping[datetime, Point]] = {m: usage[m] for m in members}
+    for child in children:
+        consumers[f"area:{child}"] = _delivered(network, child, starts, usage)
+    rows, day = balance(area, starts, period,
+                        {m.meter: (m.direction, usage[m.meter]) for m in summary}, consumers)
     return AreaBalance(day, rows, out_of_band(day, settings.band_for(area)))
 
 
-async def run_balance(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
-                      end: date | None = None, sink: IRecordSink | None = None,
-                      analysis: AnalysisStore | None = None) -> list[AreaBalance]:
-    """Balance each area with summary meters (or ``area`` alone) over ``day`` (or the days
-    ``[day, end)``, e.g. a month) and store the rows. For a single day, raise an alarm (a
-    MeterEvent on the area's first summary meter, through ``sink`` or else written to the
-    store) for each area whose loss rate left its band."""
+async def balance_report(store: Any, settings: VeeSettings, day: date, *,
+                         area: str | None = None, end: date | None = None,
+                         analysis: AnalysisStore | None = None,
+                         network: Network | None = None) -> list[AreaBalance]:
+    """The balance of each area with summary meters (or of ``area``) over ``day`` (or the
+    days ``[day, end)``), computed and returned only: nothing stored, no alarm raised."""
     analysis = analysis or AnalysisStore(store)
-    network = await analysis.network()
+    network = network or await analysis.network()
     if area is not None and network.area(area) is None:
         raise LookupError(f"no area {area!r}")
-    names = [area] if area is not None else [
-        a.id for a in network.areas if network.summary(a.id)]
+    # An area named is balanced with each area below it that has summary meters (depth
+    # first: the tree); without one, every area with summary meters.
+    names = [area] + [a.id for a in network.subtree(area)[1:] if network.summary(a.id)] \
+        if area is not None else [a.id for a in network.areas if network.summary(a.id)]
     since, until = day_bounds(day)
     if end is not None:
         until = day_bounds(end)[0]
         if until <= since:
             raise ValueError(f"the period {day}..{end} is empty")
-    results = [await area_balance(analysis, network, settings, name, since, until)
-               for name in names]
+    return [await area_balance(analysis, network, settings, name, since, until)
+            for name in names]
+
+
+async def run_balance(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
+                      end: date | None = None, sink: IRecordSink | None = None,
+                      analysis: AnalysisStore | None = None) -> list[AreaBalance]:
+    """Balance each area with summary meters (or ``area`` and each area below it with
+    summary meters) over ``day`` (or the days ``[day, end)``, e.g. a month) and store the
+    rows. For a single day, raise an alarm (a
+    MeterEvent on the area's first summary meter, through ``sink`` or else written to the
+    store) for each area whose loss rate left its band."""
+    analysis = analysis or AnalysisStore(store)
+    network = await analysis.network()
+    since, until = day_bounds(day)
+    if end is not None:
+        until = day_bounds(end)[0]
+    results = await balance_report(store, settings, day, area=area, end=end,
+                                   analysis=analysis, network=network)
     await analysis.save_balances([r.day for r in results])
     events = [
         MeterEvent(meter=network.summary(r.day.area)[0].meter, code=LOSS_ALARM,
@@ -442,3 +521,79 @@ async def run_silent_areas(store: Any, since: datetime, until: datetime, *,
         StoredOutage("comms", s.area, s.since, s.until, "communication", s.meters,
                      {"cycles": s.cycles}) for s in found])
     return found
+
+
+@attrs.frozen
+class LoadReport:
+    """The daily load of each meter or area asked for, and their typical days."""
+
+    days: list[DayLoad]
+    profile: list[ProfilePoint] = attrs.field(factory=list)
+
+
+async def run_load(store: Any, settings: VeeSettings, day: date, end: date | None = None, *,
+                   area: str | None = None, meter: str | None = None, profile: bool = False,
+                   members: bool = False,
+                   analysis: AnalysisStore | None = None) -> LoadReport:
+    """The load of the days ``[day, end)`` (one day without ``end``): of ``meter``; or of
+    ``area`` and each area below it; or of every area; with ``members``, each area's row is
+    followed by its member meters'. Read only: nothing is stored."""
+    analysis = analysis or AnalysisStore(store)
+    network = await analysis.network()
+    since = day_bounds(day)[0]
+    until = day_bounds(end)[0] if end is not None else since + _DAY
+    if until <= since:
+        raise ValueError(f"the period {day}..{end} is empty")
+    period = settings.period
+    days = [since + n * _DAY for n in range((until - since) // _DAY)]
+    found: list[DayLoad] = []
+    shapes: list[ProfilePoint] = []
+
+    def each_day(subject: str, kind: str, series: Mapping[datetime, Point], *,
+                 capacity: Decimal | None = None,
+                 phases: Mapping[str, Mapping[datetime, Decimal]] | None = None) -> None:
+        for first in days:
+            found.append(day_load(subject, kind, first.date(), grid(first, first + _DAY, period),
+                                  period, series, capacity=capacity, kw=settings.load_kw,
+                                  power_factor=settings.power_factor, phases=phases))
+        if profile:
+            shapes.extend(typical_day(subject, series, period))
+
+    if meter is not None:
+        usage = await analysed_usage(analysis, settings, [meter], since, until)
+        each_day(meter, "meter", usage[meter])
+        return LoadReport(found, shapes)
+    if area is not None and network.area(area) is None:
+        raise LookupError(f"no area {area!r}")
+    scope = network.subtree(area) if area is not None else list(network.areas)
+    starts = grid(since, until, period)
+    for a in scope:
+        summary, links = network.summary(a.id), network.members(a.id)
+        ids = sorted({m.meter for m in summary} | {m.meter for m in links})
+        usage = await analysed_usage(analysis, settings, ids, since, until)
+        series = area_series(starts, {m.meter: (m.direction, usage[m.meter]) for m in summary},
+                             {m.meter: usage[m.meter] for m in links})
+        phases = phase_series(starts, {m.meter: (m.phase, usage[m.meter]) for m in links})
+        each_day(a.id, "area", series, capacity=a.capacity, phases=phases)
+        if members:
+            for m in links:
+                each_day(m.meter, "meter", usage[m.meter])
+    return LoadReport(found, shapes)
+
+
+def comms_alarms(report: CommsReport, network: Network, since: datetime) -> list[MeterEvent]:
+    """An alarm (``analysis:comms-rate``, minor, at ``since``) on the first summary meter of
+    each area whose success rate is below the report's target; an area without a summary
+    meter has none to carry it and raises none."""
+    events = []
+    for row in report.rows:
+        summary = network.summary(row.key) if row.scope == "area" else []
+        if not row.below or not summary:
+            continue
+        d = row.as_dict()
+        events.append(MeterEvent(
+            meter=summary[0].meter, code=COMMS_ALARM, kind=EventKind.OTHER,
+            severity=Severity.MINOR, time=since, source="analysis",
+            text=f"area {row.key}: collection success {d['rate']} % below the target "
+                 f"{report.as_dict()['target']} % ({row.ok} of {row.jobs} jobs ok)"))
+    return events

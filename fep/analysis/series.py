@@ -33,6 +33,12 @@ class Point:
     status: Quality = Quality.OK
 
 
+def quality_text(flags: Quality) -> str:
+    """``OK`` or the flag names joined by ``|`` (``ESTIMATED|SUSPECT``)."""
+    names = [f.name for f in Quality if f and f in flags and f.name]
+    return "|".join(names) if names else "OK"
+
+
 def is_cumulative(obis: ObisCode) -> bool:
     return obis.d in CUMULATIVE_D
 

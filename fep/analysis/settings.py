@@ -56,6 +56,10 @@ class VeeSettings:
     rule_sets: Mapping[str, RuleSet] = attrs.field(factory=lambda: {"default": RuleSet()})
     band: Band = attrs.field(factory=Band)
     area_bands: Mapping[str, Band] = attrs.field(factory=dict)
+    # [load]: the channel's energy unit as kW per unit per hour (Wh: 0.001, kWh: 1) and the
+    # power factor taking active power to apparent power for transformer loading.
+    load_kw: Decimal = Decimal("0.001")
+    power_factor: Decimal = Decimal(1)
 
     def rule_set(self, meter: Meter | None) -> RuleSet:
         groups = [] if meter is None else [
@@ -105,6 +109,22 @@ _RULE_KEYS: Mapping[str, Any] = {
     "history_low": _decimal, "zero_days": int, "register_tolerance": _decimal,
     "register_tolerance_abs": _decimal,
 }
+def _energy_unit(text: str) -> Decimal:
+    units = {"wh": Decimal("0.001"), "kwh": Decimal(1), "mwh": Decimal(1000)}
+    try:
+        return units[text.strip().lower()]
+    except KeyError:
+        raise ValueError(f"not an energy unit (Wh, kWh, MWh): {text!r}") from None
+
+
+def _power_factor(text: str) -> Decimal:
+    value = _decimal(text)
+    if not 0 < value <= 1:
+        raise ValueError(f"a power factor is above 0 and at most 1: {text!r}")
+    return value
+
+
+_LOAD_KEYS: Mapping[str, Any] = {"unit": _energy_unit, "power_factor": _power_factor}
 _VEE_KEYS: Mapping[str, Any] = {
     "channel": ObisCode.parse, "register": ObisCode.parse, "period": _duration,
     "modulus": _optional_decimal, "history_days": int, "similar_days": int,
@@ -140,6 +160,7 @@ def parse(text: str, file: str = "<vee.ini>") -> VeeSettings:
     sets = {"default": default}
     bands: dict[str, Band] = {}
     band = Band()
+    load_keys: dict[str, Any] = {}
     for name in parser.sections():
         if name.startswith("rules:") and name != "rules:default":
             group = name.partition(":")[2]
@@ -151,13 +172,17 @@ def parse(text: str, file: str = "<vee.ini>") -> VeeSettings:
                 band = Band(**values)
             else:
                 bands[name.partition(":")[2]] = Band(**values)
+        elif name == "load":
+            values = _typed(_LOAD_KEYS, parser[name], file)
+            load_keys = {"load_kw": values.get("unit", Decimal("0.001")),
+                         "power_factor": values.get("power_factor", Decimal(1))}
         elif name not in ("vee", "rules:default"):
-            raise ConfigError("unknown section (vee, rules:NAME, balance, balance:AREA)",
+            raise ConfigError("unknown section (vee, rules:NAME, balance, balance:AREA, load)",
                               file=file, section=name)
     bands = {area: attrs.evolve(band, **{k: getattr(b, k) for k in ("low", "high")
                                          if parser.has_option(f"balance:{area}", k)})
              for area, b in bands.items()}
-    return VeeSettings(**vee, rule_sets=sets, band=band, area_bands=bands)
+    return VeeSettings(**vee, rule_sets=sets, band=band, area_bands=bands, **load_keys)
 
 
 def load(path: str | Path | None) -> VeeSettings:

@@ -77,11 +77,12 @@ def _chunks(meters: Sequence[str]) -> list[Sequence[str]]:
 
 
 def _network(d: _Dialect) -> Op[Network]:
-    areas = yield Q("SELECT id, name, kind, parent FROM areas ORDER BY id", fetch=True)
+    areas = yield Q("SELECT id, name, kind, parent, capacity FROM areas ORDER BY id",
+                    fetch=True)
     links = yield Q("SELECT area, meter, role, direction, phase FROM area_meters"
                     " ORDER BY area, role DESC, meter", fetch=True)
     return Network(
-        tuple(Area(r[0], r[1], AreaKind(r[2]), r[3]) for r in areas),
+        tuple(Area(r[0], r[1], AreaKind(r[2]), r[3], d.number_of(r[4])) for r in areas),
         tuple(AreaMeter(r[0], r[1], Role(r[2]), Direction(r[3]), r[4]) for r in links))
 
 
@@ -90,8 +91,9 @@ def _save_network(d: _Dialect, network: Network) -> Op[int]:
     yield Q("DELETE FROM area_meters")
     yield Q("DELETE FROM areas")
     if network.areas:
-        yield Q("INSERT INTO areas (id, name, kind, parent) VALUES (?, ?, ?, ?)",
-                many=[(a.id, a.name, str(a.kind), a.parent) for a in network.areas])
+        yield Q("INSERT INTO areas (id, name, kind, parent, capacity) VALUES (?, ?, ?, ?, ?)",
+                many=[(a.id, a.name, str(a.kind), a.parent, d.number(a.capacity))
+                      for a in network.areas])
     if network.meters:
         yield Q("INSERT INTO area_meters (area, meter, role, direction, phase)"
                 " VALUES (?, ?, ?, ?, ?)",

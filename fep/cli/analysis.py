@@ -34,6 +34,10 @@ EDIT_COLUMNS = ("id", "meter", "obis", "start", "action", "before", "after", "st
 SUSPECTED_COLUMNS = ("area", "since", "until", "cycles", "meters")
 COMMS_COLUMNS = ("scope", "key", "jobs", "ok", "failed", "rate", "below")
 BELOW_COLUMNS = ("meter", "jobs", "ok", "rate", "last_failed", "last_error")
+LOAD_COLUMNS = ("subject", "kind", "day", "intervals", "energy", "peak", "peak_time", "base",
+                "average", "load_factor", "capacity", "loading", "overload_minutes", "phase_a",
+                "phase_b", "phase_c", "imbalance", "imbalance_peak", "imbalance_time")
+PROFILE_COLUMNS = ("subject", "days", "time", "demand", "count")
 INDEX_COLUMNS = ("customers", "sustained", "momentary", "customer_minutes", "saifi", "saidi",
                  "caidi", "maifi")
 
@@ -215,7 +219,17 @@ async def cmd_balance(reactor: IFepReactor, args: argparse.Namespace) -> int:
         else:
             rows = [r.day for r in results] if not args.intervals else [
                 row for r in results for row in r.intervals]
-            write_rows([r.as_dict() for r in rows], BALANCE_COLUMNS, args.format)
+            shown = [r.as_dict() for r in rows]
+            if args.area and args.format == "table":
+                # The tree below --area: each area indented by its depth under it.
+                from fep.analysis.store import AnalysisStore
+
+                network = await AnalysisStore(store).network()
+                top = len(network.path(args.area))
+                for row in shown:
+                    depth = len(network.path(str(row["area"]))) - top
+                    row["area"] = "  " * depth + str(row["area"])
+            write_rows(shown, BALANCE_COLUMNS, args.format)
         for r in results:
             if r.alarm:
                 print(f"alarm: {r.alarm}", file=sys.stderr)
@@ -311,6 +325,41 @@ async def cmd_comms(reactor: IFepReactor, args: argparse.Namespace) -> int:
     return await with_store(args, work)
 
 
+def load_days(since: str | None, until: str | None) -> tuple[date, date]:
+    """``--from``/``--to`` as days (``--to`` excluded): yesterday (UTC) by default, a day
+    after ``--from`` without ``--to``."""
+    today = datetime.now(UTC).date()
+    first = _day(since) if since else today - timedelta(days=1)
+    end = _day(until) if until else first + timedelta(days=1)
+    if end <= first:
+        raise UsageError(f"the period {first}..{end} is empty")
+    return first, end
+
+
+async def cmd_load(reactor: IFepReactor, args: argparse.Namespace) -> int:
+    from fep.analysis import jobs
+
+    settings = _settings(args)
+    if args.area and args.meter:
+        raise UsageError("give --area or --meter, not both")
+    first, end = load_days(args.since, args.until)
+
+    async def work(store: Any) -> int:
+        try:
+            report = await jobs.run_load(store, settings, first, end, area=args.area,
+                                         meter=args.meter, profile=args.profile,
+                                         members=args.members)
+        except LookupError as e:
+            raise UsageError(str(e.args[0])) from None
+        if args.profile:
+            write_rows([p.as_dict() for p in report.profile], PROFILE_COLUMNS, args.format)
+        else:
+            write_rows([d.as_dict() for d in report.days], LOAD_COLUMNS, args.format)
+        return EXIT_OK
+
+    return await with_store(args, work)
+
+
 def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     """Register areas, vee and balance with the `fep` parser."""
     fmt = {"choices": ("json", "csv", "table"), "default": "table"}
@@ -380,7 +429,8 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     balance = sub.add_parser("balance", help="energy balance and line loss of areas for a day")
     balance.add_argument("--day", help="YYYY-MM-DD (UTC)")
     balance.add_argument("--month", help="YYYY-MM (UTC): the month's balance, no alarm")
-    balance.add_argument("--area", help="one area (default: every area with summary meters)")
+    balance.add_argument("--area", help="one area and each area below it with summary meters, "
+                         "as a tree (default: every area with summary meters)")
     balance.add_argument("--intervals", action="store_true", help="one row per interval")
     balance.add_argument("--rank", choices=("loss", "change"),
                          help="the areas ranked by loss rate, or by its change since the day "
@@ -417,4 +467,19 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
                        help="the success-rate target (default 98 %%)")
     comms.add_argument("--format", **fmt)
     comms.set_defaults(run=cmd_comms)
+
+    load = sub.add_parser("load", help="daily load of meters and areas: peak, base, load "
+                          "factor, transformer loading, phase imbalance, typical day")
+    load.add_argument("--from", dest="since", help="YYYY-MM-DD (UTC; default: yesterday)")
+    load.add_argument("--to", dest="until",
+                      help="YYYY-MM-DD, excluded (default: a day after --from)")
+    load.add_argument("--area", help="this area and each area below it (default: every area)")
+    load.add_argument("--meter", help="one meter")
+    load.add_argument("--members", action="store_true",
+                      help="each area's member meters too, after the area's row")
+    load.add_argument("--profile", action="store_true",
+                      help="the typical day (weekday and weekend) instead of the days")
+    load.add_argument("--vee", **vee_file)
+    load.add_argument("--format", **fmt)
+    load.set_defaults(run=cmd_load)
 

@@ -13,20 +13,38 @@ argument(2).tou.cpp.consumptionTier.phases.multiplier.unit.currency), derived fr
 code's quantity (C) and processing (D) groups, the unit and the interval length.
 EndDeviceEventType refs are ``type.domain.subDomain.eventOrAction`` codes (Annex E) by common
 event kind.
+
+Each interval value carries its quality as ReadingQualities, each a ReadingQualityType code
+``systemId.categorization.index`` of IEC 61968-9 (Annex D, the reading quality code scheme):
+system 1 for what the meter flagged (the end device), 2 for what fep's analysis found or
+made (the metering system); ``1.0.0`` for a valid value with nothing to say (``quality_codes``
+has the table). The analysed channel (the vee.ini's ``[vee] channel``, an interval channel)
+is exported as the analysis sees it: the real value, else the estimate (``2.8.0``, its method
+and source in the quality's comment), an operator's replacement (``2.7.0``) or acceptance
+(``2.10.1``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from xml.etree import ElementTree as ET
 
 import attrs
 
-from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, ObisCode, Reading, Unit
+from fep.model import (
+    EventKind,
+    IntervalBlock,
+    Meter,
+    MeterEvent,
+    ObisCode,
+    Quality,
+    Reading,
+    Unit,
+)
 
 MR_NS = "http://iec.ch/TC57/2011/MeterReadings#"
 EDE_NS = "http://iec.ch/TC57/2011/EndDeviceEvents#"
@@ -146,6 +164,68 @@ EVENT_TYPES: dict[EventKind, str] = {
 }
 
 
+# IEC 61968-9 ReadingQualityType codes (systemId.categorization.index). Systems: 1 the end
+# device (the meter's own flags), 2 the metering system (fep's validation, estimation and
+# editing). Categories: 0 valid, 1 diagnostics, 2 power quality, 4 data collection,
+# 5 reasonability, 6 validation, 7 edited, 8 estimated, 10 questionable.
+VALID = "1.0.0"  # data valid
+METER_CODES: dict[Quality, str] = {
+    Quality.ESTIMATED: "1.8.0",  # estimated (by the meter)
+    Quality.OVERFLOW: "1.4.1",  # overflow condition detected
+    Quality.CLOCK_INVALID: "1.1.9",  # clock error
+    Quality.CLOCK_ADJUSTED: "1.4.9",  # clock changed
+    Quality.DST: "1.4.16",  # daylight saving time in effect
+    Quality.POWER_DOWN: "1.2.32",  # power fail
+    Quality.DATA_NOT_VALID: "1.5.257",  # the device reported an error code
+    Quality.COUNTER_RESET: "1.4.8",  # reset occurred
+}
+FAILED_VALIDATION = "2.6.0"  # failed validation, generic (fep's rules: SUSPECT)
+ESTIMATED = "2.8.0"  # estimated, generic (fep's estimation; the method in the comment)
+EDITED = "2.7.0"  # manually edited, generic (an operator's replacement)
+ACCEPTED = "2.10.1"  # questionable, accepted (an operator accepted the value as it is)
+KNOWN_MISSING = "2.5.259"  # a known missing read (nothing to export in its place)
+
+
+@attrs.frozen
+class QualityCode:
+    """One ReadingQuality of a value: its ReadingQualityType code and a comment."""
+
+    code: str
+    comment: str = ""
+
+
+def quality_codes(status: Quality, method: str = "", source: str = "") -> list[QualityCode]:
+    """The ReadingQualities of a value with ``status`` (and, for fep's estimates and
+    operators' edits, the ``method`` and ``source`` of the analysed series)."""
+    comment = f"{method}: {source}" if source else method
+    if method == "edited":
+        return [QualityCode(EDITED, source)]
+    codes: list[QualityCode] = []
+    if status & Quality.ESTIMATED and method:
+        codes.append(QualityCode(ESTIMATED, comment))
+    elif status & Quality.ESTIMATED:
+        codes.append(QualityCode(METER_CODES[Quality.ESTIMATED]))
+    codes += [QualityCode(code) for flag, code in METER_CODES.items()
+              if flag != Quality.ESTIMATED and status & flag]
+    if status & Quality.SUSPECT:
+        codes.append(QualityCode(FAILED_VALIDATION))
+    if method == "accepted":
+        codes.append(QualityCode(ACCEPTED, source))
+    return codes or [QualityCode(VALID)]
+
+
+@attrs.frozen
+class AnalysedPoint:
+    """One interval of the analysed channel: its value and quality as the analysis sees it
+    (fep.analysis.jobs.SeriesRow)."""
+
+    start: datetime
+    value: Decimal | None
+    quality: Quality
+    method: str = ""
+    source: str = ""
+
+
 def _time(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
@@ -177,28 +257,69 @@ def _meter(parent: ET.Element, meter: Meter) -> None:
     _names(element, meter.id, *([meter.serial] if meter.serial else []))
 
 
+def _decimal(value: Any) -> Decimal | None:
+    text = _number(value)
+    return None if text is None else Decimal(text)
+
+
+def _interval_block(mr: ET.Element, rtype: ReadingType, period: timedelta,
+                    points: Sequence[tuple[datetime, str | None, list[QualityCode]]]) -> None:
+    element = _sub(mr, "IntervalBlocks")
+    for start, text, qualities in points:
+        interval = _sub(element, "IntervalReadings")
+        # An interval value is stamped with the end of its interval.
+        _sub(interval, "timeStamp", _time(start + period))
+        _sub(interval, "value", text)
+        for q in qualities:
+            quality = _sub(interval, "ReadingQualities")
+            if q.comment:
+                _sub(quality, "comment", q.comment)
+            _sub(quality, "ReadingQualityType", ref=q.code)
+    _sub(element, "ReadingType", ref=rtype.mrid)
+
+
 def meter_readings(meter: Meter, readings: Iterable[Reading], blocks: Iterable[IntervalBlock],
-                   since: datetime | None = None, until: datetime | None = None) -> bytes:
-    """A MeterReadings message for one meter."""
+                   since: datetime | None = None, until: datetime | None = None, *,
+                   analysed: Mapping[ObisCode, Sequence[AnalysedPoint]] | None = None
+                   ) -> bytes:
+    """A MeterReadings message for one meter; ``analysed`` gives a channel's intervals as
+    the analysis sees them (estimates and edits included), exported instead of its stored
+    values."""
     root = ET.Element("MeterReadings", xmlns=MR_NS)
     mr = _sub(root, "MeterReading")
     types: dict[str, ReadingType] = {}
     blocks = list(blocks)
+    analysed = analysed or {}
+    merged: dict[ObisCode, tuple[IntervalBlock, dict[datetime, AnalysedPoint]]] = {}
     for block in blocks:
+        if block.obis in analysed:
+            # The analysed channel: one IntervalBlocks of the stored values as analysed, and
+            # the estimates and edits between them.
+            first, points_of = merged.setdefault(block.obis, (block, {}))
+            for start, value, status in block.intervals():
+                points_of.setdefault(start, AnalysedPoint(start, _decimal(value), status))
+            continue
         rtype = reading_type(block.obis, block.unit, block.scaler, block.period)
-        points = [(start, _number(value)) for start, value, _ in block.intervals()
+        points = [(start, _number(value), quality_codes(status))
+                  for start, value, status in block.intervals()
                   if (since is None or start >= since) and (until is None or start < until)]
-        points = [(start, text) for start, text in points if text is not None]
+        points = [(start, text, q) for start, text, q in points if text is not None]
         if not points:
             continue
         types[rtype.mrid] = rtype
-        element = _sub(mr, "IntervalBlocks")
-        for start, text in points:
-            interval = _sub(element, "IntervalReadings")
-            # An interval value is stamped with the end of its interval.
-            _sub(interval, "timeStamp", _time(start + block.period))
-            _sub(interval, "value", text)
-        _sub(element, "ReadingType", ref=rtype.mrid)
+        _interval_block(mr, rtype, block.period, points)
+    for obis, (first, points_of) in merged.items():
+        for p in analysed[obis]:
+            if p.value is not None or p.method:
+                points_of[p.start] = p
+        rtype = reading_type(obis, first.unit, first.scaler, first.period)
+        rows = [(t, _number(p.value), quality_codes(p.quality, p.method, p.source))
+                for t, p in sorted(points_of.items())
+                if (since is None or t >= since) and (until is None or t < until)]
+        rows = [(t, text, q) for t, text, q in rows if text is not None]
+        if rows:
+            types[rtype.mrid] = rtype
+            _interval_block(mr, rtype, first.period, rows)
     _meter(mr, meter)
     for reading in readings:
         if (since is not None and reading.time < since) or (until is not None
@@ -277,11 +398,32 @@ def _bytes(root: ET.Element) -> bytes:
     return data
 
 
+# The most days of the analysed channel an export looks up.
+MAX_ANALYSED_DAYS = 62
+
+
 async def export_readings(store: Any, meter: Meter, since: datetime | None,
-                          until: datetime | None) -> bytes:
+                          until: datetime | None, *, vee: Any = None) -> bytes:
+    """A meter's readings and intervals; the analysed channel of ``vee`` (VeeSettings; the
+    defaults when None) as the analysis sees it, on the days it has stored values."""
+    from fep.analysis.jobs import validated_series
+    from fep.analysis.series import is_cumulative
+    from fep.analysis.settings import VeeSettings
+
+    vee = vee or VeeSettings()
     readings = await store.readings(meter.id, since=since)
     blocks = await store.intervals(meter.id, since=since)
-    return meter_readings(meter, readings, blocks, since, until)
+    analysed: dict[ObisCode, list[AnalysedPoint]] = {}
+    if not is_cumulative(vee.channel):
+        days: set[date] = {start.date() for b in blocks if b.obis == vee.channel
+                           for start, _v, _s in b.intervals()
+                           if (since is None or start >= since)
+                           and (until is None or start < until)}
+        for day in sorted(days)[:MAX_ANALYSED_DAYS]:
+            rows = await validated_series(store, vee, meter.id, day)
+            analysed.setdefault(vee.channel, []).extend(
+                AnalysedPoint(r.start, r.value, r.quality, r.method, r.source) for r in rows)
+    return meter_readings(meter, readings, blocks, since, until, analysed=analysed)
 
 
 async def export_events(store: Any, meter: Meter, since: datetime | None,

@@ -454,7 +454,10 @@ class Api:
         if kind not in ("readings", "events"):
             raise ApiError(400, "kind: readings or events")
         if kind == "readings":
-            xml = await cim_export.export_readings(self.ctx.store, meter, since, until)
+            from fep.operator.console_analysis import settings_of
+
+            xml = await cim_export.export_readings(self.ctx.store, meter, since, until,
+                                                   vee=settings_of(self.ctx))
         else:
             xml = await cim_export.export_events(self.ctx.store, meter, since, until)
         return (b"application/xml; charset=utf-8", xml)

@@ -1,12 +1,15 @@
 """The analysis tier's part of the JSON API (fep.analysis): communication analysis
-(``GET /api/v1/comms``) and operators' edits of interval values (``/api/v1/edits``,
-``POST /api/v1/meters/{meter}/edits``). docs/openapi.yaml describes them; fep.operator.http
-dispatches to them like to its own handlers."""
+(``GET /api/v1/comms``), operators' edits of interval values (``/api/v1/edits``,
+``POST /api/v1/meters/{meter}/edits``), and, read only, the validation exceptions
+(``GET /api/v1/vee/exceptions``), the energy balance (``GET /api/v1/balance``), the outages
+(``GET /api/v1/outages``) and the load (``GET /api/v1/load``) of a period.
+docs/openapi.yaml describes them; fep.operator.http dispatches to them like to its own
+handlers."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from twisted.web.server import Request
@@ -32,6 +35,10 @@ class AnalysisApi:
 
     def routes(self) -> list[tuple[bytes, tuple[str, ...], Handler]]:
         return [(b"GET", ("comms",), self.comms),
+                (b"GET", ("vee", "exceptions"), self.vee_exceptions),
+                (b"GET", ("balance",), self.balance),
+                (b"GET", ("outages",), self.outages),
+                (b"GET", ("load",), self.load),
                 (b"GET", ("edits",), self.edits),
                 (b"POST", ("meters", "*", "edits"), self.request_edit),
                 (b"POST", ("edits", "*", "approve"), self.approve_edit),
@@ -102,3 +109,147 @@ class AnalysisApi:
         return await edit_commands.decide_edit(self.ctx, self._edit_id(edit), approve=False,
                                                who=f"api:{user.name}", role=user.role,
                                                reason=reason)
+
+    # -- read-only analyses of a period ------------------------------------------------
+
+    def _settings(self) -> Any:
+        """The daemon's vee.ini (the editor's), else the built-in defaults."""
+        from fep.operator.console_analysis import settings_of
+
+        return settings_of(self.ctx)
+
+    def _day(self, request: Request, name: str, default: date | None = None) -> date:
+        text = self._arg(request, name)
+        if not text:
+            if default is None:
+                raise self._error(400, f"{name}: required (YYYY-MM-DD)")
+            return default
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            raise self._error(400, f"{name}: not a day (YYYY-MM-DD): {text!r}") from None
+
+    @staticmethod
+    def _yesterday() -> date:
+        return datetime.now(UTC).date() - timedelta(days=1)
+
+    async def vee_exceptions(self, request: Request, user: Any) -> Any:
+        """The validation exceptions stored for ``day`` (default yesterday), of ``meter``."""
+        from fep.analysis.series import day_bounds, quality_text
+        from fep.analysis.store import AnalysisStore
+
+        day = self._day(request, "day", self._yesterday())
+        since, until = day_bounds(day)
+        found = await AnalysisStore(self.ctx.store).findings(since, until,
+                                                             self._arg(request, "meter"))
+        return {"day": day.isoformat(), "exceptions": [
+            {"meter": f.meter, "obis": f.obis, "rule": f.rule, "since": f.since,
+             "until": f.until, "flag": quality_text(f.flag), "details": dict(f.details)}
+            for f in found]}
+
+    async def balance(self, request: Request, user: Any) -> Any:
+        """The balance of ``day`` (default yesterday) or ``month`` (YYYY-MM) of every area
+        with summary meters, or of ``area``; ``intervals=yes`` adds each interval's balance
+        (``rows``). Computed when asked: nothing stored, no alarm raised; ``stored=yes``
+        gives the balances as stored instead (cheap: the status page's panel)."""
+        from fep.analysis import jobs
+
+        month = self._arg(request, "month")
+        end = None
+        if month:
+            try:
+                day = date.fromisoformat(month + "-01")
+            except ValueError:
+                raise self._error(400, f"month: not a month (YYYY-MM): {month!r}") from None
+            end = date(day.year + (day.month == 12), day.month % 12 + 1, 1)
+        else:
+            day = self._day(request, "day", self._yesterday())
+        if (self._arg(request, "stored") or "").lower() in ("1", "yes", "true"):
+            return await self._stored_balance(day, end, self._arg(request, "area") or None)
+        try:
+            results = await jobs.balance_report(self.ctx.store, self._settings(), day,
+                                                area=self._arg(request, "area") or None,
+                                                end=end)
+        except LookupError as e:
+            raise self._error(404, str(e.args[0])) from None
+        with_intervals = (self._arg(request, "intervals") or "").lower() in ("1", "yes",
+                                                                             "true")
+        return {"day": day.isoformat(), "end": end.isoformat() if end else None,
+                "areas": [{**r.day.as_dict(), "alarm": r.alarm if end is None else None,
+                           **({"rows": [i.as_dict() for i in r.intervals]}
+                              if with_intervals else {})}
+                          for r in results]}
+
+    async def _stored_balance(self, day: date, end: date | None, area: str | None) -> Any:
+        """The balances of the period as stored (by ``fep balance`` or the analysis
+        service), each with the alarm text its band gives; cheap enough for a status page."""
+        from fep.analysis.balance import out_of_band
+        from fep.analysis.series import day_bounds
+        from fep.analysis.store import AnalysisStore
+
+        since = day_bounds(day)[0]
+        until = day_bounds(end)[0] if end is not None else since + timedelta(days=1)
+        settings = self._settings()
+        rows = [r for r in await AnalysisStore(self.ctx.store).balances(since, until, area)
+                if r.since == since and r.until == until]
+        return {"day": day.isoformat(), "end": end.isoformat() if end else None,
+                "stored": True,
+                "areas": [{**r.as_dict(), "alarm": out_of_band(r, settings.band_for(r.area))
+                           if end is None else None} for r in rows]}
+
+    async def outages(self, request: Request, user: Any) -> Any:
+        """The outages of ``day`` (default yesterday) per meter and per area, the indices,
+        and the suspected outages from communication loss: ``area``, ``momentary`` (5m),
+        ``share`` (50 %)."""
+        from fep.analysis import jobs
+        from fep.analysis.settings import _decimal, _duration
+
+        day = self._day(request, "day", self._yesterday())
+        try:
+            momentary = _duration(self._arg(request, "momentary") or "5m")
+        except ValueError as e:
+            raise self._error(400, f"momentary: {e}") from None
+        try:
+            share = _decimal(self._arg(request, "share") or "50 %")
+        except ValueError as e:
+            raise self._error(400, f"share: {e}") from None
+        if not 0 < share <= 1:
+            raise self._error(400, "share: above 0 and at most 100 %")
+        try:
+            report = await jobs.run_outages(self.ctx.store, self._settings(), day,
+                                            area=self._arg(request, "area") or None,
+                                            momentary=momentary, share=share)
+        except LookupError as e:
+            raise self._error(404, str(e.args[0])) from None
+        return {"day": day.isoformat(),
+                "outages": [o.as_dict() for o in report.outages],
+                "areas": [a.as_dict() for a in report.areas],
+                "indices": report.indices.as_dict(),
+                "suspected": [x.as_dict() for x in report.suspected]}
+
+    async def load(self, request: Request, user: Any) -> Any:
+        """The daily load of the days [``from``, ``to``) (default yesterday) of ``meter``, or
+        of ``area`` and the areas below it, or of every area; ``members=yes`` adds each
+        area's member meters, ``profile=yes`` the typical day."""
+        from fep.analysis import jobs
+
+        first = self._day(request, "from", self._yesterday())
+        end = self._day(request, "to", first + timedelta(days=1))
+        if end <= first:
+            raise self._error(400, "to: must be after from")
+        area, meter = self._arg(request, "area") or None, self._arg(request, "meter") or None
+        if area and meter:
+            raise self._error(400, "area or meter, not both")
+        profile = (self._arg(request, "profile") or "").lower() in ("1", "yes", "true")
+        members = (self._arg(request, "members") or "").lower() in ("1", "yes", "true")
+        try:
+            report = await jobs.run_load(self.ctx.store, self._settings(), first, end,
+                                         area=area, meter=meter, profile=profile,
+                                         members=members)
+        except LookupError as e:
+            raise self._error(404, str(e.args[0])) from None
+        body: dict[str, Any] = {"from": first.isoformat(), "to": end.isoformat(),
+                                "days": [d.as_dict() for d in report.days]}
+        if profile:
+            body["profile"] = [p.as_dict() for p in report.profile]
+        return body

@@ -35,6 +35,8 @@ from zope.interface import implementer
 from fep.errors import ConfigError
 from fep.model import IntervalBlock, MeterEvent, Reading
 from fep.operator import commands
+from fep.operator.console_analysis import NAMES as ANALYSIS_NAMES
+from fep.operator.console_analysis import AnalysisCommands
 from fep.operator.console_edits import NAMES as EDIT_NAMES
 from fep.operator.console_edits import EditCommands
 from fep.operator.console_keys import (
@@ -113,8 +115,9 @@ def _pairs(data: dict[str, Any], title: str) -> Table:
 # -- the command namespace -----------------------------------------------------------------------
 
 
-class OperatorCommands(EditCommands):
-    """The named commands of one console login (the edits' from fep.operator.console_edits)."""
+class OperatorCommands(EditCommands, AnalysisCommands):
+    """The named commands of one console login (the edits' from fep.operator.console_edits,
+    the analyses' from fep.operator.console_analysis)."""
 
     def __init__(self, ctx: OperatorContext, operator: str, fingerprint: str,
                  role: str = "viewer") -> None:
@@ -385,7 +388,7 @@ class OperatorCommands(EditCommands):
 NAMES = ("help", "sessions", "meters", "read", "events", "tasks", "run", "commands", "command",
          "approve", "reject", "stats", "spool", "alarms", "plans", "plan", "plan_create",
          "plan_submit", "plan_approve", "plan_reject", "plan_start", "plan_pause",
-         "plan_cancel", *EDIT_NAMES)
+         "plan_cancel", *EDIT_NAMES, *ANALYSIS_NAMES)
 
 PLAN_COLUMNS = ["id", "name", "action", "status", "meters", "progress", "done", "failed",
                 "not-supported", "skipped", "by", "approved_by"]

@@ -67,6 +67,7 @@ function cells(id) {
 setTimeout(function () {
   process.stdout.write(JSON.stringify({
     loaded: body.attributes["data-loaded"] || null, error: elements.error.textContent,
-    target: elements["comms-target"].textContent, comms: cells("comms"), below: cells("comms-below")
+    target: elements["comms-target"].textContent, comms: cells("comms"), below: cells("comms-below"),
+    balance: cells("balance")
   }));
 }, 200);

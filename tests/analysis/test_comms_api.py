@@ -33,6 +33,7 @@ class CommsApiTests(unittest.TestCase):
             "area,meter,role\nT1,,\nT1,S,summary\nT1,A,member\nT1,B,member\n"))
         metrics = FepMetrics.create()
         ctx.store = TimedStore(ctx.store, metrics.store_latency)
+        self.ctx = ctx
         port = reactor.listenTCP(0, site(ctx, TokenFile.parse(TOKENS), metrics),
                                  interface="127.0.0.1")
         self.addCleanup(port.stopListening)
@@ -130,6 +131,17 @@ class StatusPageScriptTests(unittest.TestCase):
             answers[path] = r.json()
         answers["comms"] = (await http(self.base + "comms?from=2026-12-01",
                                        token=VIEWER_TOKEN)).json()
+        # The area balance panel: a day's balance as stored (T1 of the load tests' figures:
+        # input 24400, consumption 24180, loss 220 = 0.902 %).
+        from decimal import Decimal as D
+
+        from fep.analysis.balance import BalanceRow
+
+        await AnalysisStore(self.ctx.store).save_balances([BalanceRow(
+            "T1", T0, T0 + timedelta(days=1), D(24400), D(24180), D(220), D("0.902"), 2,
+            D(100), D(0), 96)])
+        answers["balance"] = (await http(self.base + "balance?stored=yes&day=2026-12-01",
+                                         token=VIEWER_TOKEN)).json()
         answers["profile"] = {"blocks": []}
         given = Path(self.mktemp() + ".json")
         given.write_text(json.dumps(answers))
@@ -147,3 +159,10 @@ class StatusPageScriptTests(unittest.TestCase):
         self.assertEqual([row[:4] for row in page["below"]],
                          [["A", "4", "1", "25.00"], ["S", "4", "1", "25.00"],
                           ["B", "4", "2", "50.00"]])
+        self.assertEqual(page["balance"], [["T1", "24400", "24180", "220", "0.902", "100",
+                                            ""]])
+        page_html = resources.files("fep.operator").joinpath("static", "status.html")
+        self.assertIn('<table id="balance">', page_html.read_text())
+        self.assertIn('api("balance?stored=yes&day=" + day)',
+                      resources.files("fep.operator").joinpath("static", "status.js")
+                      .read_text())

@@ -380,7 +380,8 @@ class CommandNamespaceTests(unittest.TestCase):
                           "commands", "command", "approve", "reject", "stats", "spool",
                           "alarms", "plans", "plan", "plan_create", "plan_submit",
                           "plan_approve", "plan_reject", "plan_start", "plan_pause",
-                          "plan_cancel", "edits", "edit", "edit_approve", "edit_reject"})
+                          "plan_cancel", "edits", "edit", "edit_approve", "edit_reject",
+                          "vee_exceptions", "balance", "outages", "load"})
         asked = await space["command"]("m1", "disconnect")
         self.assertEqual((asked["status"], asked["requested_by"]),
                          ("requested", "console:bob"))

@@ -135,6 +135,16 @@
     });
   }
 
+  // Yesterday's (UTC) area balances as stored: no balance is computed for the page.
+  function refreshBalance() {
+    var day = new Date(Date.now() - 86400000).toISOString().slice(0, 10);
+    return api("balance?stored=yes&day=" + day).then(function (r) {
+      fill("balance", r.areas, ["area", "input", "consumption", "loss",
+        function (a) { return a.loss_rate === null ? "" : a.loss_rate; }, "complete",
+        function (a) { return a.alarm || ""; }]);
+    });
+  }
+
   function fillCells(tableId, rows) {
     fill(tableId, rows, [0, 1, 2, 3, 4, 5].map(function (i) {
       return function (row) { return row[i]; };
@@ -192,7 +202,7 @@
   function refresh() {
     if (!token) { showLogin(); return; }
     Promise.all([refreshStats(), refreshSuccess(), refreshTables(), refreshComms(),
-                 refreshMeters().then(refreshProfile)])
+                 refreshBalance(), refreshMeters().then(refreshProfile)])
       .then(function () {
         $("error").textContent = "";
         $("updated").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC";
