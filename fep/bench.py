@@ -1,6 +1,8 @@
 """The benchmarks behind `make bench`: ingest throughput from the router to committed rows
-(SQLite and PostgreSQL, several batch sizes, spool on) and the IEC 62056-21 readout decode
-rate. Prints a table; `--write docs/benchmarks.md` keeps it with the machine it ran on."""
+(SQLite and PostgreSQL, several batch sizes, spool on), meters' daily data stored per second
+through one Q/GDW 1376.1 concentrator session (``--only gw3761``, ``--quick``: 50 meters
+instead of 500) and the IEC 62056-21 readout decode rate. Prints a table; `--write
+docs/benchmarks.md` keeps it with the machine it ran on."""
 
 from __future__ import annotations
 
@@ -184,7 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write", help="also write the results as markdown to this file")
     parser.add_argument("--listeners", default="gprs,push_dlms,push_iec62056_21,http,ssh,control",
                         help="with --only listeners: which listeners get the junk")
-    parser.add_argument("--only", choices=("ingest", "dlms", "dlt698", "decode", "listeners"),
+    parser.add_argument("--concentrator-meters", type=int, default=500,
+                        help="meters behind the simulated concentrator (gw3761 row)")
+    parser.add_argument("--quick", action="store_true",
+                        help="the gw3761 row with 50 meters behind the concentrator")
+    parser.add_argument("--only", choices=("ingest", "dlms", "dlt698", "decode", "listeners",
+                                           "gw3761"),
                         help="run one group of benchmarks (default: all but listeners); "
                         "decode: the decoders alone (DLMS, AARE, IEC), no store")
     args = parser.parse_args(argv)
@@ -215,6 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 decode_rows()
                 return
             pg = postgres_server()
+            if args.only in (None, "gw3761"):
+                await gw3761_rows(reactor, pg, workdir)
+            if args.only == "gw3761":
+                return
             if args.only in (None, "dlt698"):
                 dlt698_rows()
             if args.only == "dlt698":
@@ -228,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              postgres=pg))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        if args.only in ("dlms", "dlt698", "decode"):
+        if args.only in ("dlms", "dlt698", "decode", "gw3761"):
             return
         iec_row()
 
@@ -237,6 +248,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(("IEC 62056-21 readout decode", f"E350 readout, {lines} values",
                         f"{rate:,.0f} readouts/s ({rate * lines:,.0f} values/s)"))
         print(results[-1], flush=True)
+
+    async def gw3761_rows(reactor: IFepReactor, pg: str | None, workdir: Path) -> None:
+        from fep.bench_gw3761 import concentrator_rate
+
+        meters = 50 if args.quick else args.concentrator_meters
+        targets = [("SQLite", f"sqlite:{workdir / 'gw3761.sqlite'}")]
+        if pg:
+            targets.append(("PostgreSQL", fresh_postgres(pg)))
+        for name, url in targets:
+            run = await concentrator_rate(reactor, url, workdir, meters)
+            results.append((
+                "Q/GDW 1376.1 concentrator: meters' daily data stored per second, one session",
+                f"{meters} meters, daily frozen F161 + 96-point curve F101, {name}",
+                f"{run.meters_per_second:,.0f} meters/s ({run.seconds:.2f} s; "
+                f"{run.readings:,} readings, {run.intervals:,} intervals, "
+                f"{run.bytes_in:,} bytes in)"))
+            print(results[-1], flush=True)
 
     def dlt698_rows() -> None:
         from fep.bench_dlt698 import fep_rates, peer_rates
