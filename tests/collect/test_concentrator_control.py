@@ -101,6 +101,9 @@ class ConcentratorControlTests(unittest.TestCase):
             "F2": Meter("F2", "dlt645", "gw3761:DCU1:port=2", address=self.meter.address,
                         metadata={"concentrator": "DCU1", "point": "2", **PASSWORD}),
         }
+        # afn05 on a route that does not forward (the concentrator's own).
+        self.fleet["D2"] = Meter("D2", "dlt645", self.fleet["DCU1"].route,
+                                 address=self.meter.address, metadata=self.fleet["M2"].metadata)
         self.engine, self.store = await engine_for(self, list(self.fleet.values()),
                                                    collect={"approval": "disconnect"})
         self.policy = self.engine.scheduler.resources
@@ -140,6 +143,21 @@ class ConcentratorControlTests(unittest.TestCase):
         self.assertIn("request=05:F2 allow closing", done.outcome)
         self.assertEqual(self.sim.trips, {2: False})
         self.assertFalse(self.meter.relay_command_open)  # the customer may close it now
+
+    async def test_wrong_control_settings_are_refused_when_asked(self) -> None:
+        for metadata, why in (({"gw3761_control": "afn10"}, "gw3761_control='afn10'"),
+                              ({"gw3761_control": "afn05", "point": ""}, "needs its point")):
+            self.fleet["X"] = Meter("X", "dlt645", "gw3761:DCU1:port=2",
+                                    address=self.meter.address,
+                                    metadata={**self.fleet["M2"].metadata, **metadata})
+            with self.assertRaises(commands.CommandError) as caught:
+                await self.ask("X", "reconnect")
+            self.assertIn(why, str(caught.exception))
+
+    async def test_afn05_on_a_route_that_does_not_forward_fails_at_once(self) -> None:
+        done = await self.run_command("D2", "reconnect")
+        self.assertEqual(done.status, CommandStatus.FAILED)
+        self.assertIn("needs a route through the concentrator", done.outcome)
 
     async def test_forward_is_the_default(self) -> None:
         done = await self.run_command("F2", "disconnect")

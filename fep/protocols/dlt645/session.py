@@ -571,6 +571,13 @@ class Dlt645Protocol:
     # -- commands -----------------------------------------------------------------------------
 
     @staticmethod
+    def check_command(meter: Meter, command: str, params: Mapping[str, Any]) -> None:
+        """When a disconnect or reconnect is asked: ConfigError for a ``gw3761_control`` that
+        is neither ``forward`` nor ``afn05``, or ``afn05`` without the meter's point."""
+        if command in ("disconnect", "reconnect") and control_mode(meter) == "afn05":
+            meter_point(meter)
+
+    @staticmethod
     def variant(meter: Meter) -> tuple[str, frozenset[str]] | None:
         """The meter's protocol variant when it has fewer commands than the protocol: a
         DL/T 645-1997 meter (``dlt645_edition = 1997``) has no relay control and no event
