@@ -751,7 +751,7 @@ def _stations_decode(r: Reader) -> MasterStations:
 
 
 def _stations_encode(v: MasterStations) -> bytes:
-    apn = v.apn.encode("ascii")
+    apn = v.apn.encode("ascii", errors="replace")  # what was read is written back as it can
     if len(apn) > 16:
         raise ValueError(f"APN {v.apn!r} is longer than 16 characters")
     return (_ip_encode(v.host, v.port) + _ip_encode(v.host2, v.port2)
