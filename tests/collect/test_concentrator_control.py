@@ -71,6 +71,17 @@ class LayoutTests(unittest.TestCase):
         self.assertEqual(control.parse_fns({"fn": "F3"}), (3,))
         self.assertEqual(control.reset_fn({"kind": "parameters"}), 3)
 
+    def test_a_plan_checks_a_resets_kind_when_it_is_made(self) -> None:
+        from fep.collect.plans import PlanError, new_plan
+
+        plan = new_plan("", "terminal-reset", "protocol:gw3761", who="alice", now=START,
+                        rate=10, params={"kind": "data"})
+        self.assertEqual(plan.params, {"kind": "data"})
+        with self.assertRaises(PlanError) as caught:
+            new_plan("", "terminal-reset", "protocol:gw3761", who="alice", now=START, rate=10,
+                     params={"kind": "factory"})
+        self.assertIn("terminal-reset: terminal-reset kind='factory'", str(caught.exception))
+
     def test_an_exchange_resends_then_fails_naming_the_concentrator(self) -> None:
         exchange = control.Exchange(Address("4403", 4), control.reset_steps({"kind": "data"}),
                                     retries=1, meter="DCU1")
