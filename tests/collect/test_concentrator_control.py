@@ -26,9 +26,11 @@ from fep.collect.engine import approval_of
 from fep.collect.tasks import CommandStatus
 from fep.model import Meter
 from fep.protocols.gw3761 import control
-from fep.protocols.gw3761.frames import Address, Afn
+from fep.protocols.gw3761.forward import Controlled, Forwarder, ForwardSettings, Noise
+from fep.protocols.gw3761.frames import Address, Afn, FrameDecoder, decode_frame
 from fep.protocols.gw3761.services import (
     MasterStations,
+    Trip,
     UplinkParameters,
     decode_units,
     encode_unit,
@@ -92,6 +94,42 @@ class LayoutTests(unittest.TestCase):
         (failed,) = exchange.timeout()
         self.assertIsInstance(failed, control.Failed)
         self.assertIn("4403:0004 did not answer 01:F2 reset", str(failed.error))
+
+
+class ForwarderControlTests(unittest.TestCase):
+    """The AFN 05 remote control on a forwarding connection, sans-IO."""
+
+    def setUp(self) -> None:
+        self.sim = make_concentrator(3, clock=lambda: START)
+        self.forwarder = Forwarder(self.sim.address, ForwardSettings(port=31))
+
+    def exchange(self, request: bytes) -> list[Any]:
+        return [a for b in self.sim.receive(request, FrameDecoder())
+                for a in self.forwarder.receive(b)]
+
+    def test_trip_and_allow_closing_of_a_point(self) -> None:
+        frame = decode_frame(self.forwarder.control(3, True))
+        self.assertEqual((frame.afn, frame.address.key, len(frame.pw or b"")),
+                         (Afn.CONTROL, "4403:0004", 16))
+        (item,) = decode_units(Afn.CONTROL, frame.data, False)
+        self.assertEqual((item.point, item.fn, item.value), (3, 1, Trip(0, 0)))
+        self.assertEqual(self.exchange(frame.encode()), [Controlled(3, True)])
+        self.assertFalse(self.sim.meters[2].relay_closed)
+        self.assertEqual(self.exchange(self.forwarder.control(3, False)),
+                         [Controlled(3, False)])
+        self.assertFalse(self.sim.meters[2].relay_command_open)
+        self.assertFalse(self.forwarder.waiting)
+
+    def test_a_denial_and_a_stray_answer(self) -> None:
+        self.sim.refuse.add((Afn.CONTROL, 2))
+        self.assertEqual(self.exchange(self.forwarder.control(1, False)), [Controlled(
+            1, False, "the concentrator denied the remote control (AFN 00 F2)")])
+        # A forwarding's answer while a control waits is not its confirmation.
+        wrapped = self.forwarder.wrap(b"\x68")
+        self.forwarder.control(1, True)
+        actions = [a for b in self.sim.receive(wrapped, FrameDecoder())
+                   for a in self.forwarder.receive(b)]
+        self.assertTrue(all(isinstance(a, Noise) for a in actions), actions)
 
 
 class ConcentratorControlTests(unittest.TestCase):
