@@ -22,6 +22,12 @@ Rules (docs/channels/gprs.md):
 ``iec62056-21``
     An IEC 62056-21 identification line ``/XXXZident`` and the readout block after it (the
     meter's serial number from 0.0.0 / C.1.0 / 96.1.0). Kept: it is also the first push.
+``gw3761``
+    A Q/GDW 1376.1 concentrator's login frame (AFN 02 F1, uplink, good checksum): its address
+    A1:A2 (key ``gw3761``, e.g. ``gw3761=4403:0004``). Kept: the push handler confirms it.
+``dlt698``
+    A DL/T 698.45 terminal's LINK-Request (login or heartbeat) frame: its server address
+    (key ``dlt698``, e.g. ``dlt698=000000009999``). Kept: the push handler answers it.
 
 Bytes before the identifying message are line garbage (modem chatter, AT echoes, noise):
 they are dropped and counted. Bytes after it are the session's data.
@@ -42,6 +48,8 @@ from fep.protocols.dlms import hdlc
 from fep.protocols.dlms.push import decode_push, logical_device_name
 from fep.protocols.dlms.pushframing import strip_llc
 from fep.protocols.dlms.security import general_system_title
+from fep.protocols.dlt698.apdu import LinkRequest, LinkType, decode_apdu
+from fep.protocols.dlt698.frames import AddressType, crc16, decode_frame
 from fep.protocols.gw3761 import frames as gw_frames
 from fep.protocols.gw3761 import services as gw_services
 from fep.protocols.iec62056_21.frames import (
@@ -56,11 +64,13 @@ from fep.protocols.iec62056_21.readout import parse_readout
 
 # Identity keys in the order that makes the modem's name (the session registry's key and the
 # route of a meter registered from it): the modem's own identities before the meter's.
-KEY_ORDER: Final = ("imei", "iccid", "imsi", "serial", "system_title", "ldn", "ident", "wport")
+KEY_ORDER: Final = ("imei", "iccid", "imsi", "serial", "system_title", "ldn", "ident", "wport",
+                    "dlt698")
 # Keys that name one device: a session holding one of these replaces another holding it.
 # (An IEC identification text names a meter model, a wPort a logical device number.)
-UNIQUE_KEYS: Final = frozenset({"imei", "iccid", "imsi", "serial", "system_title", "ldn"})
-RULE_NAMES: Final = ("ascii", "binary", "dlms", "dlms-hdlc", "iec62056-21")
+UNIQUE_KEYS: Final = frozenset({"imei", "iccid", "imsi", "serial", "system_title", "ldn",
+                                "dlt698"})
+RULE_NAMES: Final = ("ascii", "binary", "dlms", "dlms-hdlc", "iec62056-21", "gw3761", "dlt698")
 
 DEFAULT_REGISTRATION: Final = (
     r"ID:(?P<imei>[0-9]{15})(?:[;,]ICCID[:=](?P<iccid>[0-9]{18,20}F?))?"
@@ -782,6 +792,91 @@ class Gw3761Rule(Rule):
         return _Match(i, i + total, identity, True)
 
 
+# -- dlt698 -----------------------------------------------------------------------------------
+
+# A LINK-Request frame is some 30 bytes; a longer candidate is no login.
+MAX_IDENTIFYING_LINK: Final = 512
+# Control field of a LINK-Request: sent by the server (DIR 1), started by it (PRM 0), not
+# split, not scrambled, function 1 (link management).
+_LINK_REQUEST_CONTROL: Final = 0x81
+# At most this many FE wake-up bytes are taken as the login's own.
+MAX_WAKEUP: Final = 16
+
+
+class Dlt698Rule(Rule):
+    """A DL/T 698.45 LINK-Request (login or heartbeat) from a terminal: identified by its
+    server address (single, not a wildcard)."""
+
+    name = "dlt698"
+
+    def scan(self, buffer: Buffer, cursor: Cursor | None = None) -> _Result:
+        # cursor.start: the earliest 68 not refused; cursor.memo: that candidate's length
+        # once its header held (it waits for the rest of its frame).
+        c = cursor if cursor is not None else Cursor()
+        if isinstance(c.memo, int) and len(buffer) < c.start + c.memo:
+            c.work += 1
+            return _Partial(c.start)
+        frm = c.start
+        i = buffer.find(b"\x68", frm)
+        while i >= 0:
+            c.work += i + 1 - frm
+            result, total = self._at(buffer, i, c)
+            if result is not None:
+                c.at(i)
+                if isinstance(result, _Partial) and total:
+                    c.memo = total
+                return result
+            frm = i + 1
+            i = buffer.find(b"\x68", frm)
+        c.work += max(len(buffer) - frm, 0)
+        c.at(max(len(buffer), c.start))
+        return None
+
+    def _at(self, buffer: Buffer, i: int, c: Cursor) -> tuple[_Result, int]:
+        n = len(buffer)
+        if n < i + 5:
+            if n > i + 3 and buffer[i + 3] != _LINK_REQUEST_CONTROL:
+                return None, 0
+            return _Partial(i), 0
+        length = int.from_bytes(buffer[i + 1 : i + 3], "little")
+        total = length + 2
+        if length & 0xC000 or total > MAX_IDENTIFYING_LINK:
+            return None, 0
+        if buffer[i + 3] != _LINK_REQUEST_CONTROL:
+            return None, 0
+        header = 6 + (buffer[i + 4] & 0x0F) + 1  # 68, L L, C, SA, address, CA
+        if total < header + 2 + 2 + 1:
+            return None, 0
+        if n < i + header + 2:
+            return _Partial(i), 0
+        c.work += header
+        if crc16(buffer[i + 1 : i + header]) != int.from_bytes(
+                buffer[i + header : i + header + 2], "little"):
+            return None, 0
+        if n < i + total:
+            return _Partial(i), total
+        c.work += total
+        try:
+            frame = decode_frame(bytes(buffer[i : i + total]))
+            apdu = decode_apdu(frame.data)
+        except FrameError:
+            return None, 0
+        if not isinstance(apdu, LinkRequest) or apdu.type is LinkType.LOGOUT:
+            return None, 0
+        address = frame.server.address
+        if frame.server.type is not AddressType.SINGLE or not _ROUTE_SAFE.match(address):
+            return None, 0
+        identity = Identity.of(self.name, {"dlt698": address}, "dlt698")
+        # The FE wake-up bytes in front belong to the frame (not garbage): the match starts
+        # with them, where a registration line that has no end yet starts too, so that
+        # the ascii rule's waiting candidate does not hold the login back.
+        start = i
+        while start > max(i - MAX_WAKEUP, 0) and buffer[start - 1] == 0xFE:
+            start -= 1
+        c.work += i - start
+        return _Match(start, i + total, identity, True), total
+
+
 # -- the identifier ---------------------------------------------------------------------------
 
 
@@ -801,6 +896,8 @@ def make_rules(names: Iterable[str], registration: str = DEFAULT_REGISTRATION) -
             rules.append(IecRule())
         elif name == "gw3761":
             rules.append(Gw3761Rule())
+        elif name == "dlt698":
+            rules.append(Dlt698Rule())
         else:
             known = ", ".join(RULE_NAMES)
             raise ValueError(f"unknown identification rule {name!r} (known: {known})")

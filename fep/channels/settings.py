@@ -77,7 +77,7 @@ GPRS = Section("gprs", {
     ),
     "identify": Option(
         words,
-        "ascii binary dlms iec62056-21",
+        "ascii binary dlms iec62056-21 gw3761 dlt698",
         "identification rules tried on a new connection's first bytes",
     ),
     "registration": Option(

@@ -167,6 +167,7 @@ async def _read_directly(reactor: IFepReactor, args: argparse.Namespace,
     import attrs
 
     from fep.channels.routes import parse_route
+    from fep.collect.dlt698_route import terminal_id, through_terminal
     from fep.directory import MeterDirectory, addressed
     from fep.protocols.registry import meter_protocol
 
@@ -178,17 +179,28 @@ async def _read_directly(reactor: IFepReactor, args: argparse.Namespace,
         if vault is not None:
             found = await MeterDirectory(store, vault).resolve(found)
         meters.append(found)
+        # A meter behind a DL/T 698.45 terminal (dlt698:ID) is read through the terminal.
+        via = terminal_id(found.route)
+        terminal = await store.meter(via) if via is not None else None
+        if terminal is not None:
+            if vault is not None:
+                terminal = await MeterDirectory(store, vault).resolve(terminal)
+            meters.append(terminal)
         return EXIT_OK
 
     meters: list[Meter] = []
     await with_store(args, work)
     meter = addressed(attrs.evolve(meters[0], metadata={**meters[0].metadata, **options}))
-    args.route, args.protocol = meter.route, meter.protocol  # for errors and DLMS counters
-    scheme = parse_route(meter.route).scheme
+    route = meter.route
+    through = through_terminal(meter, {m.id: m for m in meters[1:]}.get)
+    if through is not None:
+        route, meter = through
+    args.route, args.protocol = route, meter.protocol  # for errors and DLMS counters
+    scheme = parse_route(route).scheme
     if scheme in ("gprs", "dialup"):
-        raise UsageError(f"meter {meter.id}: its route {meter.route} is reached through the "
+        raise UsageError(f"meter {meter.id}: its route {route} is reached through the "
                          f"daemon's {scheme} channel, and no daemon answers")
-    endpoint = (await _channels_for(reactor, args, meter.route)).endpoint_for(meter.route)
+    endpoint = (await _channels_for(reactor, args, route)).endpoint_for(route)
     if meter.protocol == "dlms":
         return await _read_dlms(reactor, args, endpoint, meter)
     return list(await meter_protocol(meter.protocol).read(reactor, endpoint, meter,
@@ -309,6 +321,8 @@ def _protocol_options(args: argparse.Namespace) -> dict[str, str]:
         gw = {"gw3761_points": ",".join(args.point), "gw3761_items": ",".join(args.fn),
               "gw3761_from": args.from_time or "", "gw3761_to": args.to_time or ""}
         return {k: v for k, v in gw.items() if v}
+    if args.protocol == "dlt698":
+        return _dlt698_options(args)
     if args.protocol in ("modbus", "modbus-pulse"):
         modbus = {"modbus_device_map": args.device_map,
                   "modbus_unit": None if args.unit_id is None else str(args.unit_id)}
@@ -324,6 +338,23 @@ def _protocol_options(args: argparse.Namespace) -> dict[str, str]:
     if getattr(args, "objects", None):
         metadata["dlms_objects"] = ",".join(args.objects)
     return metadata
+
+
+def _dlt698_options(args: argparse.Namespace) -> dict[str, str]:
+    """``--oad``, ``--frozen`` and ``--from``/``--to`` as a DL/T 698.45 meter's metadata
+    (fep.protocols.dlt698.session); only the frozen records are read when no --oad is
+    given with --frozen."""
+    if (args.from_time or args.to_time) and not args.frozen:
+        raise UsageError("--from/--to give the range of --frozen records (dlt698)")
+    options = {"dlt698_items": ",".join(args.oad), "dlt698_frozen": ",".join(args.frozen)}
+    if args.frozen and not args.oad:
+        options["dlt698_items"] = "none"
+    if args.from_time or args.to_time:
+        if not (args.from_time and args.to_time):
+            raise UsageError("--frozen with a range needs both --from and --to")
+        options["dlt698_from"] = parse_time(args.from_time).isoformat()
+        options["dlt698_to"] = parse_time(args.to_time).isoformat()
+    return {k: v for k, v in options.items() if v}
 
 
 async def cmd_readings(reactor: IFepReactor, args: argparse.Namespace) -> int:
@@ -551,6 +582,12 @@ def build_parser() -> argparse.ArgumentParser:
     gw3761.add_argument("--fn", action="append", default=[], metavar="AFN:Fn",
                         help="class to read (repeatable), e.g. 0C:F129, 0D:F161, 0D:F101; "
                         "--from/--to (below) give the curves' range, terminal time when naive")
+    dlt698 = read.add_argument_group("DL/T 698.45 (--protocol dlt698, --address ADDR)")
+    dlt698.add_argument("--oad", action="append", default=[], metavar="OAD",
+                        help="attribute to read, 8 hex digits (repeatable), e.g. 00100200")
+    dlt698.add_argument("--frozen", action="append", default=[], metavar="OAD",
+                        help="frozen record to read (repeatable), e.g. 50040200: its rows "
+                        "frozen in --from/--to (below), else its latest row")
     modbus = read.add_argument_group("Modbus pulse recorders (--protocol modbus)")
     modbus.add_argument("--device-map", metavar="NAME",
                         help="register map: etc/devices/NAME.ini or a path, e.g. sim-pr2")

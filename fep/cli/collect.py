@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from fep.cli.arguments import parse_time, read_options, with_store
 from fep.cli.output import EXIT_OK, write_rows
 from fep.collect import commands as cmd
+from fep.collect.dlt698_route import terminal_id
+from fep.collect.engine import through_terminals
 from fep.collect.limits import ResourcePolicy
 from fep.collect.schedule import format_duration, parse_duration
 from fep.collect.scheduler import expand
@@ -187,7 +189,9 @@ async def cmd_tasks(reactor: IFepReactor, args: argparse.Namespace) -> int:
             if args.meter:
                 wanted = set(args.meter)
                 meters = [m for m in meters if m.id in wanted]
-            new = expand(found, meters, now, _policy(args), priority=Priority.ON_DEMAND)
+            known = {m.id: m for m in await store.meters()}
+            new = expand(found, meters, now, through_terminals(_policy(args), known.get),
+                         priority=Priority.ON_DEMAND)
             added = await jobs.add_jobs(new, now)
             print(f"task {found.name}: {added} jobs to run now")
         elif action in ("enable", "disable"):
@@ -219,7 +223,10 @@ async def cmd_recollect(reactor: IFepReactor, args: argparse.Namespace) -> int:
         if meter is None:
             raise NotFound(f"no meter {args.meter!r}")
         now = time.time()
-        job = recollect_job(meter, since, until, now, _policy(args), interval=interval)
+        known = {m.id: m for m in await store.meters()} if terminal_id(meter.route) else {}
+        job = recollect_job(meter, since, until, now, through_terminals(_policy(args),
+                                                                         known.get),
+                            interval=interval)
         await job_store(store).add_jobs([job], now)
         print(f"meter {meter.id}: intervals missing between {_iso(since.timestamp())} and "
               f"{_iso(until.timestamp())} will be read again")

@@ -17,6 +17,7 @@ import attrs
 
 from fep.channels.forwarding import concentrator_id
 from fep.channels.routes import resource_of
+from fep.collect.dlt698_route import terminal_id
 from fep.errors import ConfigError, FepError
 from fep.model import Meter
 
@@ -45,6 +46,14 @@ def check_owner(meter: Meter, known: Mapping[str, Meter]) -> None:
             "concentrator", key=CONCENTRATOR_KEY)
     if concentrator_id(meter.route) == owner.id:
         return  # forwarded through it (gw3761:OWNER:port=N)
+    via = terminal_id(meter.route)
+    if via is not None:
+        # Read through its concentrator's own route (a DL/T 698.45 terminal's PROXY).
+        if via != owner.id:
+            raise ConfigError(f"meter {meter.id}: route {meter.route!r} reads through {via}, "
+                              f"not through its concentrator {owner_id!r}",
+                              key=CONCENTRATOR_KEY)
+        return
     try:
         same_line = resource_of(meter.route) == resource_of(owner.route)
     except FepError as e:

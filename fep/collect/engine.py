@@ -12,6 +12,7 @@ import attrs
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
+from fep.collect.dlt698_route import line_through_terminal
 from fep.collect.jobstore import JobStore, job_store
 from fep.collect.limits import Permits, ResourcePolicy, resource_of
 from fep.collect.readnow import ReadNow
@@ -23,6 +24,7 @@ from fep.collect.tasks import DEFAULT_TASK, Priority, Target, Task
 from fep.directory import MeterDirectory
 from fep.errors import FepError
 from fep.interfaces import IMeterProtocol, IRecordSink, IStore, IWakeUp
+from fep.model import Meter
 from fep.protocols.registry import meter_protocol
 from fep.reactors import IConnectingReactor
 
@@ -51,6 +53,13 @@ def _safe(line_of: Callable[[str], str]) -> Callable[[str], str]:
             return resource_of(route)
 
     return key
+
+
+def through_terminals(policy: ResourcePolicy,
+                      meter_of: Callable[[str], Meter | None]) -> ResourcePolicy:  # fmt: skip
+    """``policy`` with a meter behind a DL/T 698.45 terminal (``dlt698:ID``) on the
+    terminal's resource (fep.collect.dlt698_route); ``meter_of``: the meter list by id."""
+    return attrs.evolve(policy, line_of=line_through_terminal(meter_of, policy.key))
 
 
 def approval_of(settings: CollectSection) -> frozenset[str]:
@@ -115,6 +124,7 @@ class CollectionEngine:
             resolve=directory.resolve if directory.secrets is not None else None,
             secrets=directory.secrets,
             terminals=terminals,
+            meter_of=directory.get,
         )
         self.scheduler = Scheduler(
             reactor,
@@ -125,7 +135,7 @@ class CollectionEngine:
             concurrency=settings.concurrency,
             lease=settings.lease,
             poll=settings.poll,
-            resources=resource_policy(settings, pools, line_of),
+            resources=through_terminals(resource_policy(settings, pools, line_of), directory.get),
             permits=Permits({"cell": settings.cell_permits, "apn": settings.apn_permits}),
             wakeup=wakeup,
             wakeup_timeout=settings.wakeup_timeout,

@@ -191,7 +191,9 @@ class ReadNow:
                            options=options, wait=self.wait)
         fields = {"who": who, "meter": meter.id, "route": meter.route,
                   "protocol": meter.protocol}
-        if self.scheduler.running and meter.route.startswith(GPRS):
+        if self.scheduler.running and job.resource.startswith(GPRS):
+            # (The resource: a meter read through a terminal that logs in, dlt698:ID, is on
+            # its terminal's gprs: session too.)
             # A modem is connected to one node; only that node can lend its session, and
             # the records are kept for the door on the node that read them. A read asked on
             # another node is refused at once, naming the node to ask (not missed 180 s on).

@@ -23,6 +23,7 @@ from zope.interface import implementer
 from fep.collect import firmware, gaps
 from fep.collect.clock import ClockAction, ClockPolicy
 from fep.collect.commands import clock_hold, hold
+from fep.collect.dlt698_route import through_terminal
 from fep.collect.readnow import ReadsNow, is_read_now, with_options
 from fep.collect.schedule import parse_duration
 from fep.collect.tasks import (
@@ -190,10 +191,14 @@ class JobRunner:
         resolve: Callable[[Meter], Awaitable[Meter]] | None = None,
         secrets: ISecretStore | None = None,
         terminals: Any = None,
+        meter_of: Callable[[str], Meter | None] | None = None,
     ) -> None:
         self.reactor = reactor
         # terminal-config commands (fep.collect.terminals.TerminalConfigurator), or None.
         self.terminals = terminals
+        # The meter list by id (the directory's ``get``): the terminal a ``dlt698:ID``
+        # route reads through (fep.collect.dlt698_route).
+        self.meter_of = meter_of
         self.firmware_dir = firmware_dir  # firmware-upgrade images, by name
         # The meter with its secrets, from the secret store at the start of each attempt
         # (MeterDirectory.resolve); the secret store itself for key transfers.
@@ -249,7 +254,8 @@ class JobRunner:
         error: FepError | None = None
         try:
             protocol = self.protocol_for(meter.protocol)
-            endpoint = CountingEndpoint(self.endpoint_for(self.reactor, meter.route))
+            route, meter = self._connected_route(meter)
+            endpoint = CountingEndpoint(self.endpoint_for(self.reactor, route))
             timeout = _seconds(job.params.get("timeout"), "timeout", self.timeout)
             work = {
                 JobKind.REGISTERS: self._read,
@@ -271,6 +277,13 @@ class JobRunner:
             outcome = attrs.evolve(outcome, bytes_in=endpoint.bytes_in,
                                    bytes_out=endpoint.bytes_out)
         return outcome, error
+
+    def _connected_route(self, meter: Meter) -> tuple[str, Meter]:
+        """The route a job's session connects over and the meter as its protocol reads it:
+        the meter's own, except for a meter read through another (a DL/T 698.45 terminal's
+        PROXY: fep.collect.dlt698_route)."""
+        via = through_terminal(meter, self.meter_of or (lambda _: None))
+        return via if via is not None else (meter.route, meter)
 
     async def _submit(self, records: list[Record]) -> None:
         if records:

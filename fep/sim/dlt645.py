@@ -49,6 +49,14 @@ from fep.protocols.dlt645.frames import (
     decode_address,
     encode_address,
 )
+from fep.protocols.dlt645.reports import (
+    REPORT_RESET,
+    REPORT_STATUS,
+    bit_of_record,
+    encode_status,
+    report_frame,
+    reset_bits,
+)
 from fep.protocols.dlt645.services import (
     BAUD_BITS,
     ControlErrorStatus,
@@ -177,6 +185,11 @@ class SimulatedDlt645Meter:
     operators: list[tuple[str, str]] = attrs.Factory(list)
     broadcast_day: date | None = None
     log: list[str] = attrs.Factory(list)
+    # Active reporting: status bit -> new events since the last reset; the bits as the
+    # last read of 04001501 gave them (a reset takes only bits that were read); resets done.
+    report_counts: dict[int, int] = attrs.Factory(dict)
+    report_read: frozenset[int] | None = None
+    report_resets: int = 0
     # The answer being sent in follow-up frames: DI, the frames' data, how many went.
     _pending: tuple[int, list[bytes], int] | None = None
 
@@ -365,6 +378,37 @@ class SimulatedDlt645Meter:
         # Energy snapshots meters append after the times (fep does not decode them).
         return bytes(data) + bytes(8)
 
+    # -- active reporting -------------------------------------------------------------------
+
+    def raise_event(self, base: int, start: datetime, end: datetime | None = None) -> int:
+        """Record an event of family ``base`` (an EVENT_RECORDS base DI) and set its bit of
+        the active-reporting status word; returns the bit."""
+        bit = bit_of_record(base)
+        if bit is None:
+            raise ValueError(f"no status bit reports event family {base:08X}")
+        self.events.append(SimEvent(base, start, end))
+        self.report_counts[bit] = self.report_counts.get(bit, 0) + 1
+        return bit
+
+    def report(self) -> Frame:
+        """The frame the meter sends by itself: its status word (04001501) with the new
+        event counts."""
+        return report_frame(self.address, self.report_counts)
+
+    def _reset_report(self, request: Frame, word: bytes) -> Frame:
+        """04001503: reset the bits that are 0 in ``word``; refused (ERR 01) when a bit to
+        reset is set but was not read first, or nothing was read. No password check, as
+        meters do."""
+        wanted = reset_bits(word)
+        read = self.report_read
+        if read is None or any(b in self.report_counts and b not in read for b in wanted):
+            return self._refuse(request, ErrorStatus.OTHER)
+        for bit in wanted & read:
+            self.report_counts.pop(bit, None)
+        self.report_read = None
+        self.report_resets += 1
+        return self._reply(request)
+
     # -- load profile ------------------------------------------------------------------------
 
     def profile_times(self) -> list[datetime]:
@@ -476,6 +520,9 @@ class SimulatedDlt645Meter:
             answer = self._profile_request(di, data[4:])
         elif di == STATUS_WORD_3:
             answer = self.status_word_3().to_bytes(2, "little")
+        elif di == REPORT_STATUS and self.edition == 2007:
+            answer = encode_status(self.report_counts)
+            self.report_read = frozenset(self.report_counts)
         else:
             answer = self.data_for(di)
         if answer is None:
@@ -533,6 +580,10 @@ class SimulatedDlt645Meter:
             return self._refuse(request, ErrorStatus.OTHER)
         di = int.from_bytes(data[:4], "little")
         self.log.append(f"write {di:08X}")
+        if di == REPORT_RESET:
+            if len(data) != 24:
+                return self._refuse(request, ErrorStatus.OTHER)
+            return self._reset_report(request, data[12:])
         try:
             password = Password.decode(data[4:8])
         except FrameError:
@@ -833,6 +884,9 @@ class Dlt645BusProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.factory.connections += 1
+        register = getattr(self.factory, "registration", None)
+        if register is not None and self.transport is not None:
+            self.transport.write(register())
 
     def dataReceived(self, data: bytes) -> None:
         f = self.factory
@@ -942,6 +996,43 @@ class Dlt645BusFactory(ServerFactory[Dlt645BusProtocol]):
 
     def meter(self, address: str) -> SimulatedDlt645Meter | None:
         return next((m for m in self.meters if m.address == address), None)
+
+
+class Dlt645DtuFactory(Dlt645BusFactory):
+    """A DTU (GPRS terminal in transparent mode) with meters on its RS-485 port that dials
+    in: it sends its registration line (``ID:<imei>``) once connected, then passes the
+    master's requests to its meters and their answers back; ``report(address)`` sends what a
+    meter reports by itself (its status word), ``send(bytes)`` anything."""
+
+    def __init__(self, imei: str, meters: Sequence[SimulatedDlt645Meter] | None = None,
+                 reactor: IReactorTime | None = None, answer_delay: float = 0.0,
+                 preamble: int = 4) -> None:
+        super().__init__(meters, reactor, answer_delay, preamble)
+        self.imei = imei
+        self.protocols: list[Dlt645BusProtocol] = []
+
+    def buildProtocol(self, addr: Any) -> Dlt645BusProtocol | None:
+        protocol = super().buildProtocol(addr)
+        if protocol is not None:
+            self.protocols.append(protocol)
+        return protocol
+
+    def registration(self) -> bytes:
+        return f"ID:{self.imei}\r\n".encode("ascii")
+
+    def send(self, data: bytes) -> None:
+        live = [p for p in self.protocols if p.transport is not None]
+        if live:
+            live[-1].transport.write(data)  # type: ignore[union-attr]
+
+    def report(self, address: str) -> bytes:
+        """Send meter ``address``'s report of its status word; returns the bytes sent."""
+        meter = self.meter(address)
+        if meter is None:
+            raise KeyError(address)
+        data = meter.report().encode(preamble=self.preamble)
+        self.send(data)
+        return data
 
 
 def serve_pty(

@@ -27,6 +27,9 @@ from twisted.python.failure import Failure
 
 from fep.errors import FrameError
 from fep.protocols.dlt698.apdu import (
+    ActionRequest,
+    ActionResponse,
+    ActionResult,
     Apdu,
     ConnectRequest,
     ConnectResponse,
@@ -51,7 +54,7 @@ from fep.protocols.dlt698.apdu import (
     decode_apdu,
     encode_apdu,
 )
-from fep.protocols.dlt698.data import CSD, OAD, Data, DataType, integer, tsa_address
+from fep.protocols.dlt698.data import CSD, OAD, OMD, Data, DataType, integer, tsa_address
 from fep.protocols.dlt698.frames import (
     Fragment,
     FragmentType,
@@ -103,6 +106,13 @@ class SimulatedDlt698Meter:
     # not among them times out: DAR 33).
     children: dict[str, SimulatedDlt698Meter] = attrs.field(factory=dict)
     connected: bool = False
+    # Remote control (8000) and device (4300) methods: the relay's state ("closed", "open",
+    # "close allowed"), demand and event initialisations done, and the DAR every ACTION
+    # gets instead (3: refused, as a meter that asks for ESAM security does).
+    relay: str = "closed"
+    demand_resets: int = 0
+    event_clears: int = 0
+    action_dar: int = 0
     # Event reports (REPORT-Notification) the meter pushes after its next answer, and the
     # OADs the client acknowledged (REPORT-Response).
     reports: list[ReportNotification] = attrs.field(factory=list)
@@ -285,10 +295,14 @@ class SimulatedDlt698Meter:
 
     def login(self, piid: int = 0, heartbeat: int = 300) -> bytes:
         """The LINK login a terminal sends when it comes on line."""
+        return self.link(LinkType.LOGIN, piid, heartbeat)
+
+    def link(self, kind: LinkType, piid: int = 0, heartbeat: int = 300) -> bytes:
+        """A LINK request (login, heartbeat, logout) of this terminal."""
         when = datetime.fromtimestamp(self.now(), self.tz)
         fields = (when.year, when.month, when.day, when.isoweekday() % 7, when.hour,
                   when.minute, when.second, when.microsecond // 1000)  # fmt: skip
-        apdu = LinkRequest(piid, LinkType.LOGIN, heartbeat, fields)
+        apdu = LinkRequest(piid, kind, heartbeat, fields)
         frame = Frame(control(Function.LINK, from_server=True, client_started=False),
                       self.server, 0, encode_apdu(apdu))
         return frame.encode()
@@ -381,6 +395,10 @@ class SimulatedDlt698Meter:
             return self._get(apdu)
         if isinstance(apdu, ProxyRequest):
             return self._proxy(apdu)
+        if isinstance(apdu, ActionRequest):
+            return ActionResponse(apdu.piid, tuple(ActionResult(omd, self._act(omd, value))
+                                                   for omd, value in apdu.methods),
+                                  apdu.list)  # fmt: skip
         if isinstance(apdu, SetRequest):
             self.log.append("set " + ",".join(str(o) for o, _ in apdu.values))
             results = []
@@ -396,7 +414,38 @@ class SimulatedDlt698Meter:
         piid = getattr(apdu, "piid", 0)
         return ErrorResponse(piid, 2)
 
+    def _act(self, omd: OMD, value: Data) -> int:
+        """One ACTION method: its DAR."""
+        self.log.append(f"action {omd}")
+        if self.action_dar:
+            return self.action_dar
+        relays = value.items if value.tag is DataType.ARRAY else ()
+        if (omd.oi, omd.method) == (0x8000, 129) and relays:
+            self.relay = "open"
+        elif (omd.oi, omd.method) == (0x8000, 130) and relays:
+            command = relays[0].items[1].value if len(relays[0].items) > 1 else 0
+            self.relay = "closed" if command == 1 else "close allowed"
+        elif (omd.oi, omd.method) == (0x4300, 6):
+            self.demand_resets += 1
+        elif (omd.oi, omd.method) == (0x4300, 5):
+            self.event_clears += 1
+            self.outages = 0
+        else:
+            return DAR_UNDEFINED
+        return 0
+
     def _proxy(self, request: ProxyRequest) -> ProxyResponse:
+        if request.kind == 5:
+            answers = []
+            for action in request.actions:
+                child = self.children.get(tsa_address(action.tsa))
+                self.log.append(f"proxy action {tsa_address(action.tsa)} "
+                                + ",".join(str(omd) for omd, _ in action.methods))
+                answers.append((action.tsa, tuple(
+                    ActionResult(omd, child._act(omd, value) if child is not None
+                                 else DAR_TIMEOUT)
+                    for omd, value in action.methods)))  # fmt: skip
+            return ProxyResponse(5, request.piid, actions=tuple(answers))
         if request.kind == 1:
             meters = []
             for target in request.targets:
@@ -509,6 +558,24 @@ class Dlt698MeterProtocol(Protocol):
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         for meter in self.factory.meters:
             meter.connected = False
+
+    def send_report(self, report: ReportNotification, meter: SimulatedDlt698Meter | None = None,
+                    address: str | None = None) -> None:  # fmt: skip
+        """A terminal's REPORT-Notification sent now (not after an answer), in a frame from
+        ``address`` (default: the meter's own: a terminal reporting a meter behind it
+        names that meter)."""
+        sender = meter or self.factory.meters[0]
+        server = ServerAddress(address) if address is not None else sender.server
+        frame = Frame(control(Function.USER_DATA, from_server=True, client_started=False),
+                      server, 0, encode_apdu(report))
+        if self.transport is not None:
+            self.transport.write(frame.encode(preamble=self.factory.preamble))
+
+    def heartbeat(self, meter: SimulatedDlt698Meter | None = None) -> None:
+        """A LINK heartbeat sent now."""
+        sender = meter or self.factory.meters[0]
+        if self.transport is not None:
+            self.transport.write(sender.link(LinkType.HEARTBEAT))
 
 
 class Dlt698MeterFactory(ServerFactory[Dlt698MeterProtocol]):

@@ -50,6 +50,17 @@ class Gw3761RuleTests(unittest.TestCase):
         self.assertEqual(result.identity.unique(), [])
         self.assertIsNone(result.identity.route())
 
+    def test_the_daemons_default_rules_take_a_concentrators_login(self) -> None:
+        # A concentrator dials in to a daemon whose [gprs] identify is left at its default.
+        from fep.config import parse_config
+
+        rules = parse_config("[fep]\n[store]\n").gprs.identify
+        self.assertIn("gw3761", rules)
+        self.assertIn("dlt698", rules)
+        result = identify(FRAMES["iteye_login"], *rules)
+        assert result is not None
+        self.assertEqual(result.identity.rule, "gw3761")
+
     def test_the_address_is_the_meter_lists_text_form(self) -> None:
         result = identify(FRAMES["node_login"])
         assert result is not None

@@ -90,4 +90,5 @@ class Dlt698JobTests(unittest.TestCase):
         self.assertEqual([e.time >= since for e in later], [True, True])
 
     def test_the_protocol_runs_time_set_and_time_sync(self) -> None:
-        self.assertEqual(protocol_commands("dlt698"), frozenset({"time-set", "time-sync"}))
+        # With the control commands (tests/collect/test_dlt698_control.py).
+        self.assertLessEqual({"time-set", "time-sync"}, protocol_commands("dlt698"))

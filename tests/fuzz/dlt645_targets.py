@@ -4,11 +4,12 @@ the data identifiers (readings, blocks, event records)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from fep.errors import FrameError, ProtocolError
 from fep.protocols.dlt645 import dataid, services
 from fep.protocols.dlt645.frames import FrameDecoder, decode_frame
+from fep.protocols.dlt645.reports import ReportLink, ReportMeter, Store
 from tests.fuzz.stream import drive
 
 _REQUEST = services.read_data("000000000001", 0x00010000)
@@ -77,4 +78,28 @@ def dlt645_dataid(data: bytes) -> None:
             pass
 
 
-TARGETS = {"dlt645_frame": dlt645_frame, "dlt645_dataid": dlt645_dataid}
+_NOW = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
+
+
+def dlt645_reports(data: bytes) -> None:
+    """A DTU session's bytes in pieces (the first byte sets the piece size) to the active
+    reporting link of two meters (000000000101, 000000000102), every Store confirmed and
+    the timer run out after each piece: nothing raises (bad input is counted)."""
+    if not data:
+        return
+    size, stream = data[0] % 32 + 1, data[1:]
+    link = ReportLink({"000000000101": ReportMeter("m1"), "000000000102": ReportMeter("m2")},
+                      now=lambda: _NOW, clock=lambda: 0.0)
+    for at in range(0, len(stream), size):
+        actions = link.receive(stream[at : at + size])
+        if at // size % 3 == 2:
+            actions += link.timeout()
+        for action in actions:
+            if isinstance(action, Store) and action.ticket is not None:
+                link.stored(action.ticket)
+    link.pending()
+    link.take_buffered()
+
+
+TARGETS = {"dlt645_frame": dlt645_frame, "dlt645_dataid": dlt645_dataid,
+           "dlt645_reports": dlt645_reports}

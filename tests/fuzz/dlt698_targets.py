@@ -106,5 +106,50 @@ def dlt698_terminal(data: bytes) -> None:
         link.receive(piece)
 
 
+def dlt698_push(data: bytes) -> None:
+    """A terminal's traffic on a GPRS session (the protocol's push handler) in pieces: the
+    answers written, reports kept and acknowledged; nothing may raise out of it (bad bytes
+    are counted)."""
+    from twisted.internet.defer import succeed
+
+    from fep.model import Meter
+    from fep.protocols.dlt698.session import Dlt698Protocol
+
+    class Sink:
+        def submit(self, records: object) -> object:
+            return succeed(None)
+
+    class Directory:
+        def all(self) -> list[Meter]:
+            return [Meter("M1", "dlt698", "dlt698:T1", address="000000000001",
+                          metadata={"concentrator": "T1"})]
+
+    written: list[bytes] = []
+    handler = Dlt698Protocol().push_handler(
+        Meter("T1", "dlt698", "gprs:dlt698=000000123456", address="000000123456"), Sink(),
+        directory=Directory(), counters=None, source="fuzz", close=lambda: None,
+        reply=written.append)
+    for piece in chunks(data):
+        handler.data_received(piece)
+        if len(written) > 64:
+            written.clear()
+    handler.take_buffered()
+
+
+def dlt698_identify(data: bytes) -> None:
+    """The dlt698 identification rule (beside the ascii one, as the defaults run it) over
+    a connection's first bytes in pieces, until identified or refused."""
+    from fep.channels.identify import IdentificationError, Identifier, make_rules
+
+    identifier = Identifier(make_rules(("ascii", "dlt698")), max_garbage=1024)
+    for piece in chunks(data):
+        try:
+            if identifier.receive(piece) is not None:
+                return
+        except IdentificationError:
+            return
+
+
 TARGETS = {"dlt698_frame": dlt698_frame, "dlt698_apdu": dlt698_apdu, "dlt698_data": dlt698_data,
-           "dlt698_client": dlt698_client, "dlt698_terminal": dlt698_terminal}
+           "dlt698_client": dlt698_client, "dlt698_terminal": dlt698_terminal,
+           "dlt698_push": dlt698_push, "dlt698_identify": dlt698_identify}

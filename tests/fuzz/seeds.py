@@ -107,7 +107,29 @@ def dlt645() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
         except Exception:
             continue
         reads.append((name, b"\x04" + result.di.to_bytes(4, "big") + result.data))
+    from datetime import UTC, datetime, timedelta
+
+    from fep.sim.dlt645 import SimulatedDlt645Meter
+
+    now = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
+    meter = SimulatedDlt645Meter(address="000000000102", clock=now.timestamp, events=[])
+    meter.raise_event(0x03300D00, now - timedelta(minutes=5), now - timedelta(minutes=4))
+    report = meter.report().encode(preamble=2)
+    status = meter.answer(services.read_data(meter.address, 0x04001501))
+    record = meter.answer(services.read_data(meter.address, 0x03300D01))
+    reset = meter.answer(services.write_data(meter.address, 0x04001503, bytes(12),
+                                             services.Password(2, "000000")))
+    energy = meter.answer(services.read_data(meter.address, 0x00010000))
+    exchange = report + b"".join(f.encode() for f in (status, record, reset) if f is not None)
+    junk = report[:-2] + bytes([report[-2] ^ 1]) + report[-1:]
+    reports = [("report_exchange", b"\x07" + exchange),
+               ("report_twice_energy_junk", b"\x1f" + report + report
+                + (energy.encode() if energy is not None else b"") + junk)]
     return {
+        "dlt645_reports": ("fep.sim.dlt645: a meter's status word report, its answers to the "
+                           "04001501 and 03300D01 reads and the 04001503 reset (byte 0: piece "
+                           "size - 1); the report twice, an energy report, a damaged report",
+                           reports),
         "dlt645_frame": ("tests/fixtures/dlt645/published_frames.txt",
                          [(k, stream_chunks(v)) for k, v in frames.items()]
                          + [("all", stream_chunks(b"".join(frames.values()), 7))]),
@@ -160,6 +182,18 @@ def dlt698() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
         "dlt698_terminal": ("the logins of tests/fixtures/dlt698/published_frames.txt and a "
                             "power-down report of fep.sim.dlt698",
                             [("logins_and_report", stream_chunks(_terminal()))]),
+        "dlt698_push": ("the logins of tests/fixtures/dlt698/published_frames.txt and a "
+                        "power-down report of fep.sim.dlt698, twice (a repeat), with line "
+                        "noise and wake-up bytes",
+                        [("logins_and_report", stream_chunks(_terminal())),
+                         ("repeat_and_noise", stream_chunks(b"\xfe\xfe" + _terminal()
+                                                            + b"noise\x68\x16"
+                                                            + _terminal(), 5))]),
+        "dlt698_identify": ("the logins of tests/fixtures/dlt698/published_frames.txt and of "
+                            "fep.sim.dlt698, after modem chatter and wake-up bytes",
+                            [("peer_login", stream_chunks(items["frame_peer_login"])),
+                             ("chatter_then_login", stream_chunks(
+                                 b"AT+CIPSTART\r\n\xfe\xfe\xfe\xfe" + _terminal(), 3))]),
     }
 
 

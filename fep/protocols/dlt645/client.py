@@ -45,6 +45,7 @@ from fep.protocols.dlt645.dataid import (
     W,
 )
 from fep.protocols.dlt645.frames import (
+    BROADCAST_ADDRESS,
     PREAMBLE,
     START,
     WILDCARD_ADDRESS,
@@ -96,6 +97,8 @@ DEFAULT_ITEMS_1997: Final[tuple[int, ...]] = (
 DATE_DI: Final = {2007: 0x04000101, 1997: 0xC010}
 TIME_DI: Final = {2007: 0x04000102, 1997: 0xC011}
 CLOCK_OBIS: Final = ObisCode(0, 0, 1, 0, 0)
+# The active-reporting status word (fep.protocols.dlt645.reports): a meter sends it by itself.
+REPORT_STATUS_DI: Final = 0x04001501
 
 # Load profile (DL/T 645-2007 A.7): the earliest / given-time / latest record block(s).
 PROFILE_EARLIEST: Final = 0x06000000
@@ -151,6 +154,18 @@ class Noise:
 
 
 @attrs.frozen
+class Reported:
+    """A frame a meter sent by itself during the read (an active report: its status word
+    04001501, or any answer from another meter of the DTU), told from the answer by its
+    address and data identifier and set aside: ``frame`` its bytes, for the session's report
+    handler."""
+
+    frame: bytes
+    address: str
+    why: str
+
+
+@attrs.frozen
 class Skipped:
     """An item not read: the meter has no such data, or its answer could not be decoded."""
 
@@ -168,7 +183,7 @@ class Failed:
     error: ProtocolError
 
 
-Action = Send | Resent | Noise | Skipped | Finished | Failed
+Action = Send | Resent | Noise | Reported | Skipped | Finished | Failed
 
 
 # ---------------------------------------------------------------------------
@@ -279,6 +294,10 @@ class Dlt645Client:
         self._seq = 0
         self._answered: set[tuple[int, int, int | None]] = set()
         self._clock_parts: dict[int, Reading] = {}
+        # Set by the session when its pipe also carries reports (a GPRS session): answers
+        # from other addresses are reports then, not errors. Reports seen, in order.
+        self.hand_over = False
+        self.reports: list[Reported] = []
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -428,6 +447,11 @@ class Dlt645Client:
             return []
         di = self.current_di
         assert di is not None
+        report = self._report_why(frame, request, di)
+        if report is not None:
+            reported = Reported(frame.encode(), frame.address, report)
+            self.reports.append(reported)
+            return [reported]
         key = self._answer_key(frame)
         if key is not None and key in self._answered:
             self.stale += 1  # a second answer to a request we sent twice
@@ -474,6 +498,22 @@ class Dlt645Client:
             return self._send(follow, f"follow-up frame {self._seq} of DI {self._di(di)}")
         skipped = self._decode_item(di, bytes(self._data))
         return [*skipped, *self._next_item()]
+
+    def _report_why(self, frame: Frame, request: Frame, di: int) -> str | None:
+        """Why ``frame`` is a report the meter sent by itself rather than the answer to
+        ``request`` (None: it is taken as the answer)."""
+        if self.settings.edition != 2007:
+            return None
+        if (self.hand_over and request.address not in (WILDCARD_ADDRESS, BROADCAST_ADDRESS)
+                and frame.address != request.address):
+            return f"a frame of address {frame.address}"
+        if frame.function != Function.READ_DATA or frame.is_error or len(frame.data) < 4:
+            return None
+        echoed = int.from_bytes(frame.data[:4], "little")
+        if echoed == REPORT_STATUS_DI and (di != REPORT_STATUS_DI
+                                           or request.function != Function.READ_DATA):
+            return "its active-reporting status word (04001501)"
+        return None
 
     def _answer_key(self, frame: Frame) -> tuple[int, int, int | None] | None:
         """(function, DI, follow-up number) of a normal read answer, to know it again."""

@@ -32,6 +32,7 @@ all), ``parameter-set`` (``alarm=on|off``, ``guarantee=on|off``); relay control 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
@@ -42,11 +43,22 @@ from twisted.internet.defer import Deferred, TimeoutError, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fep.errors import ConfigError, FrameError, NotSupported, ProtocolError
-from fep.interfaces import IClock, ICommands, IConcentratorPipe, IMeterProtocol, IProfileReader
-from fep.model import Meter, Reading, Record
+from fep.interfaces import (
+    IClock,
+    ICommands,
+    IConcentratorPipe,
+    IMeterProtocol,
+    IProfileReader,
+    IPushChannel,
+    IPushHandler,
+    IPushProtocol,
+    IRecordSink,
+)
+from fep.model import Meter, Reading, Record, utcnow
 from fep.protocols import actions as actions_
 from fep.protocols.dlt645 import dataid
 from fep.protocols.dlt645.client import (
@@ -59,6 +71,7 @@ from fep.protocols.dlt645.client import (
     Failed,
     Finished,
     Noise,
+    Reported,
     Resent,
     Send,
     Skipped,
@@ -73,6 +86,15 @@ from fep.protocols.dlt645.control import (
 )
 from fep.protocols.dlt645.dataid import DEFAULT_METER_TZ, parse_di
 from fep.protocols.dlt645.frames import WILDCARD_ADDRESS, Frame
+from fep.protocols.dlt645.reports import (
+    RESET_PASSWORD,
+    Bad,
+    Reply,
+    ReportLink,
+    ReportMeter,
+    Store,
+)
+from fep.protocols.dlt645.reports import Done as ReportDone
 from fep.protocols.dlt645.services import (
     ALL_EVENTS,
     PROTOCOL,
@@ -89,7 +111,8 @@ from fep.protocols.dlt645.services import (
     write_data,
     write_data_1997,
 )
-from fep.protocols.session import MeterSession, abort, connect_within, run_session
+from fep.protocols.session import Line, MeterSession, abort, connect_within, run_session
+from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.protocols.dlt645")
 
@@ -182,8 +205,30 @@ class Dlt645Session(MeterSession):
     def _log_fields(self) -> dict[str, Any]:
         return {"meter": self.meter.id, "route": self.meter.route, "protocol": PROTOCOL}
 
+    def make_steps(self, line: Line) -> Any:
+        # A GPRS session lent to this read also carries what the DTU's meters report by
+        # themselves: those frames go to the session's report handler after the read.
+        self.client.hand_over = bool(IPushChannel.providedBy(self.transport))
+        return super().make_steps(line)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.finished:
+            self._give_back(data)  # after the last answer: a report, not ours
+            return
+        super().dataReceived(data)
+
+    def _give_back(self, data: bytes) -> None:
+        channel: Any = IPushChannel(self.transport, None)
+        if data and channel is not None:
+            channel.unconsumed(data)
+
     def note(self, action: object) -> None:
-        if isinstance(action, Resent):
+        if isinstance(action, Reported):
+            log.info("{meter}: a frame meter {address} sent by itself during the read ({why}) "
+                     "handed to the session's report handler", address=action.address,
+                     why=action.why, **self._log_fields())  # fmt: skip
+            self._give_back(action.frame)
+        elif isinstance(action, Resent):
             log.info(
                 "{meter}: DL/T 645 request sent again ({why}, attempt {n})",
                 why=action.why,
@@ -203,6 +248,7 @@ class Dlt645Session(MeterSession):
     def ended(self, lost: bool) -> None:
         if lost:
             return
+        self._give_back(self.client.decoder.drain())
         c = self.client
         log.info(
             "{meter}: DL/T 645 read done: {records} records, {skipped} items skipped, "
@@ -363,7 +409,135 @@ class _ConcentratorControl(Protocol):
         abort(self.transport)
 
 
-@implementer(IMeterProtocol, IProfileReader, IClock, ICommands)
+@implementer(IPushHandler)
+class Dlt645PushHandler:
+    """What the meters behind a dialled-in DTU send by themselves (``reports.ReportLink``):
+    reports stored under the meter the frame's address names, the status word's events read,
+    stored and only then reset; bad input counted and logged (rate-limited) with the meter
+    and the DTU, the frame dropped, the session kept."""
+
+    def __init__(
+        self,
+        link: ReportLink,
+        sink: IRecordSink,
+        *,
+        reply: Callable[[bytes], None] | None,
+        source: str,
+        events: RateLimitedLog | None = None,
+    ) -> None:
+        self.link = link
+        self.sink = sink
+        self.reply = reply
+        self.source = source
+        self.events = events if events is not None else RateLimitedLog(log)
+        self.frames = 0
+        # Frames the link took before this handler had it (a predecessor's, see inherit).
+        self._frames_before = 0
+        self._gone = False
+
+    @property
+    def stats(self) -> Any:
+        return self.link.stats
+
+    def _fields(self, meter: str = "", address: str = "") -> dict[str, Any]:
+        return {"meter": meter or "?", "address": address or "?", "route": self.source,
+                "protocol": PROTOCOL}  # fmt: skip
+
+    def data_received(self, data: bytes) -> None:
+        self._perform(self.link.receive(data))
+        self.frames = self.link.stats.frames - self._frames_before
+
+    def pending(self) -> int:
+        return self.link.pending()
+
+    def take_buffered(self) -> bytes:
+        return self.link.take_buffered()
+
+    def inherit(self, older: object) -> None:
+        """Take over from the handler this one replaces on the same session (after a pull):
+        the exchange under way and the meters waiting for one, repeats and bits seen, the
+        counts, the rate-limited log."""
+        if not isinstance(older, Dlt645PushHandler):
+            return
+        self.link.adopt(older.link)
+        self._frames_before = self.link.stats.frames
+        self.events = older.events
+
+    def connection_lost(self) -> None:
+        self._gone = True
+
+    def _perform(self, actions: Sequence[object]) -> None:
+        for action in actions:
+            try:
+                self._do(action)
+            except Exception:  # a bug must not escape into the reactor
+                log.failure("DL/T 645 report handling of {action} failed",
+                            action=type(action).__name__, **self._fields())  # fmt: skip
+
+    def _do(self, action: object) -> None:
+        if isinstance(action, Reply):
+            if self.reply is not None and not self._gone:
+                self.reply(action.data)
+        elif isinstance(action, ReportDone):
+            log.info("meter {meter} ({address}) behind {route}: {what}", what=action.what,
+                     **self._fields(action.meter, action.address))  # fmt: skip
+        elif isinstance(action, Store):
+            self._store(action)
+        elif isinstance(action, Bad):
+            found = self.link.meters.get(action.address)
+            self.events.warn(
+                "DL/T 645 meter {meter} ({address}) behind {route}: bad input dropped "
+                "({bad_kind}): {why}; {bad} bad frames on this session, the session goes on",
+                kind=f"dlt645:{action.kind}", bad_kind=action.kind, why=action.why,
+                bad=action.total, event="dlt645_bad_input",
+                **self._fields(found.id if found is not None else "", action.address))
+
+    def _store(self, action: Store) -> None:
+        fields = self._fields(action.meter)
+        if not action.records:
+            if action.ticket is not None:
+                self._perform(self.link.stored(action.ticket))
+            return
+        d = self.sink.submit(list(action.records))
+
+        def stored(_: object) -> None:
+            log.info("meter {meter} behind {route}: {what}: {count} records stored",
+                     what=action.what, count=len(action.records), **fields)  # fmt: skip
+            if action.ticket is not None and not self._gone:
+                self._perform(self.link.stored(action.ticket))
+
+        def not_stored(failure: Failure) -> None:
+            log.failure("meter {meter} behind {route}: {what} not stored (nothing reset: the "
+                        "meter reports it again)", failure, what=action.what,
+                        **fields)  # fmt: skip
+            if action.ticket is not None and not self._gone:
+                self._perform(self.link.not_stored(action.ticket))
+
+        d.addCallbacks(stored, not_stored)
+
+
+def dtu_meters(meter: Meter, meters: Sequence[Meter], tz: tzinfo) -> dict[str, ReportMeter]:
+    """The DL/T 645 meters behind ``meter``'s DTU by address: those of the meter list on the
+    same route (the DTU's), with their reset password and operator code. A meter whose
+    address or password is not understood is left out (logged)."""
+    found: dict[str, ReportMeter] = {}
+    for m in [meter, *meters]:
+        if m.protocol != PROTOCOL or m.route != meter.route or not (m.address or "").strip():
+            continue
+        try:
+            settings = settings_for(m, tz)
+            password = password_for(m) or RESET_PASSWORD
+            entry = ReportMeter(m.id, password, operator_for(m), settings.tz)
+        except ConfigError as e:
+            log.warn("{meter}: {error}; its reports are not taken", meter=m.id, error=str(e),
+                     protocol=PROTOCOL)  # fmt: skip
+            continue
+        if settings.address != WILDCARD_ADDRESS:
+            found.setdefault(settings.address, entry)
+    return found
+
+
+@implementer(IMeterProtocol, IProfileReader, IClock, ICommands, IPushProtocol)
 class Dlt645Protocol:
     """DL/T 645-2007 (and 1997) reads: energy, instantaneous values, the clock, event
     records and load profile, one data identifier at a time. For the collection engine
@@ -396,6 +570,26 @@ class Dlt645Protocol:
 
     def _with(self, meter: Meter, **metadata: str) -> Meter:
         return attrs.evolve(meter, metadata={**meter.metadata, **metadata})
+
+    def push_handler(
+        self,
+        meter: Meter,
+        sink: IRecordSink,
+        *,
+        directory: Any,
+        counters: Any,
+        source: str,
+        close: Callable[[], None],
+        reply: Callable[[bytes], None] | None = None,
+    ) -> Dlt645PushHandler:
+        """The handler of a DTU that dialled in with ``meter`` behind it: the DL/T 645 meters
+        on its route (``directory``) by address; a frame with the wildcard address is
+        ``meter``'s."""
+        meters: Sequence[Meter] = directory.all() if directory is not None else ()
+        known = dtu_meters(meter, meters, self.tz)
+        fallback = next(iter(known.values())) if len(known) == 1 else None
+        link = ReportLink(known, now=utcnow, clock=time.monotonic, fallback=fallback)
+        return Dlt645PushHandler(link, sink, reply=reply, source=source)
 
     def read_profile(
         self,

@@ -486,9 +486,19 @@ class ProxyTarget:
 
 
 @attrs.frozen
+class ProxyAction:
+    """One meter behind a concentrator in a PROXY ActionRequestList: its TSA, its own
+    timeout in seconds and the methods (OMD and parameter) asked of it."""
+
+    tsa: bytes
+    timeout: int
+    methods: tuple[tuple[OMD, Data], ...]
+
+
+@attrs.frozen
 class ProxyRequest:
-    """PROXY-Request GetRequestList (kind 1: ``targets``) or GetRequestRecord (kind 2:
-    ``tsa`` and ``record``)."""
+    """PROXY-Request GetRequestList (kind 1: ``targets``), GetRequestRecord (kind 2:
+    ``tsa`` and ``record``) or ActionRequestList (kind 5: ``actions``)."""
 
     kind: int
     piid: int
@@ -497,12 +507,14 @@ class ProxyRequest:
     tsa: bytes = b""
     record: GetRecord | None = None
     time_tag: TimeTag | None = None
+    actions: tuple[ProxyAction, ...] = ()
 
 
 @attrs.frozen
 class ProxyResponse:
-    """PROXY-Response GetResponseList (kind 1: per meter, its results) or GetResponseRecord
-    (kind 2: one meter's record)."""
+    """PROXY-Response GetResponseList (kind 1: per meter, its results), GetResponseRecord
+    (kind 2: one meter's record) or ActionResponseList (kind 5: per meter, its methods'
+    results)."""
 
     kind: int
     piid_acd: int
@@ -511,6 +523,7 @@ class ProxyResponse:
     record: ResultRecord | None = None
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
+    actions: tuple[tuple[bytes, tuple[ActionResult, ...]], ...] = ()
 
 
 @attrs.frozen
@@ -825,6 +838,20 @@ def _read_proxy_request(r: Reader) -> ProxyRequest:
         record = _read_get_record(r)
         return ProxyRequest(2, piid, timeout, tsa=tsa, record=record,
                             time_tag=_read_time_tag(r))  # fmt: skip
+    if kind == 5:
+        n = r.count("proxy actions", 4)
+        actions = []
+        for _ in range(n):
+            tsa = read_tsa(r)
+            each = r.uint(2, "proxy timeout")
+            m = r.count("methods", 5)
+            methods = []
+            for _ in range(m):
+                omd = read_omd(r)
+                methods.append((omd, read_data(r)))
+            actions.append(ProxyAction(tsa, each, tuple(methods)))
+        return ProxyRequest(5, piid, timeout, actions=tuple(actions),
+                            time_tag=_read_time_tag(r))  # fmt: skip
     raise r.error(f"PROXY-Request choice {kind} not built", "PROXY-Request", r.pos - 4)
 
 
@@ -844,6 +871,15 @@ def _read_proxy_response(r: Reader) -> ProxyResponse:
         tsa = read_tsa(r)
         record = read_result_record(r)
         return ProxyResponse(2, piid, tsa=tsa, record=record,
+                             follow_report=_read_follow_report(r), time_tag=_read_time_tag(r))
+    if kind == 5:
+        n = r.count("proxy action results", 3)
+        answers = []
+        for _ in range(n):
+            tsa = read_tsa(r)
+            m = r.count("action results", 6)
+            answers.append((tsa, tuple(_read_action_result(r) for _ in range(m))))
+        return ProxyResponse(5, piid, actions=tuple(answers),
                              follow_report=_read_follow_report(r), time_tag=_read_time_tag(r))
     raise r.error(f"PROXY-Response choice {kind} not built", "PROXY-Response", r.pos - 2)
 
@@ -921,8 +957,7 @@ def encode_apdu(apdu: Apdu) -> bytes:
         if apdu.list:
             out += encode_length(len(apdu.results))
         for result in apdu.results:
-            out += result.omd.encode() + bytes([result.dar])
-            out += b"\x00" if result.data is None else b"\x01" + encode_data(result.data)
+            out += _encode_action_result(result)
         return out + _server_trailer(apdu)
     if isinstance(apdu, ReportNotification):
         out = bytes([Tag.REPORT_NOTIFICATION, apdu.kind, apdu.piid_acd])
@@ -944,6 +979,12 @@ def encode_apdu(apdu: Apdu) -> bytes:
             for t in apdu.targets:
                 out += (encode_tsa(t.tsa) + t.timeout.to_bytes(2, "big")
                         + encode_length(len(t.oads)) + b"".join(o.encode() for o in t.oads))
+        elif apdu.kind == 5:
+            out += encode_length(len(apdu.actions))
+            for a in apdu.actions:
+                out += (encode_tsa(a.tsa) + a.timeout.to_bytes(2, "big")
+                        + encode_length(len(a.methods))
+                        + b"".join(omd.encode() + encode_data(d) for omd, d in a.methods))
         else:
             assert apdu.record is not None
             out += encode_tsa(apdu.tsa) + _encode_get_record(apdu.record)
@@ -955,6 +996,11 @@ def encode_apdu(apdu: Apdu) -> bytes:
             for tsa, results in apdu.meters:
                 out += encode_tsa(tsa) + encode_length(len(results)) + b"".join(
                     encode_result_normal(x) for x in results)  # fmt: skip
+        elif apdu.kind == 5:
+            out += encode_length(len(apdu.actions))
+            for tsa, done in apdu.actions:
+                out += encode_tsa(tsa) + encode_length(len(done)) + b"".join(
+                    _encode_action_result(x) for x in done)  # fmt: skip
         else:
             assert apdu.record is not None
             out += encode_tsa(apdu.tsa) + encode_result_record(apdu.record)
@@ -963,6 +1009,11 @@ def encode_apdu(apdu: Apdu) -> bytes:
         return bytes([Tag.ERROR_RESPONSE, apdu.piid_acd, apdu.kind]) + _server_trailer(apdu)
     assert isinstance(apdu, SecurityApdu)
     return apdu.raw
+
+
+def _encode_action_result(result: ActionResult) -> bytes:
+    out = result.omd.encode() + bytes([result.dar])
+    return out + (b"\x00" if result.data is None else b"\x01" + encode_data(result.data))
 
 
 def _encode_get_request(apdu: GetRequest) -> bytes:
@@ -1023,6 +1074,7 @@ __all__ = [
     "LinkRequest",
     "LinkResponse",
     "LinkType",
+    "ProxyAction",
     "ProxyRequest",
     "ProxyResponse",
     "ProxyTarget",

@@ -22,6 +22,8 @@ import attrs
 from fep.errors import FrameError, ProtocolError, SessionTimeout
 from fep.model import Record, utcnow
 from fep.protocols.dlt698.apdu import (
+    ActionRequest,
+    ActionResponse,
     Apdu,
     ConnectRequest,
     ConnectResponse,
@@ -32,6 +34,7 @@ from fep.protocols.dlt698.apdu import (
     GetResponse,
     LinkRequest,
     LinkType,
+    ProxyAction,
     ProxyRequest,
     ProxyResponse,
     ProxyTarget,
@@ -50,6 +53,7 @@ from fep.protocols.dlt698.apdu import (
 from fep.protocols.dlt698.data import (
     CSD,
     OAD,
+    OMD,
     RSD,
     TI,
     Data,
@@ -60,12 +64,8 @@ from fep.protocols.dlt698.data import (
     tsa_from_address,
 )
 from fep.protocols.dlt698.frames import (
-    MAX_FRAME,
-    PREAMBLE,
-    START,
     FragmentType,
     Frame,
-    FrameDecoder,
     Function,
     Reassembler,
     ServerAddress,
@@ -87,6 +87,7 @@ from fep.protocols.dlt698.objects import (
     record_records,
 )
 from fep.protocols.dlt698.terminal import (
+    LinkDecoder,
     ReportReceived,
     date_time_of,
     link_answer,
@@ -168,6 +169,9 @@ class ProxyRead:
     records: tuple[RecordRead, ...] = ()
     meter: str | None = None
     timeout: int = 30
+    # Methods run on the meter (a command) with PROXY ActionRequestList, before its reads;
+    # a DAR other than 0 fails the session.
+    actions: tuple[tuple[OMD, Data], ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if not self.address.isdigit():
@@ -205,6 +209,9 @@ class ClientSettings:
     set_clock: bool = False
     # Meters behind the server (a concentrator) read through it (PROXY).
     proxies: tuple[ProxyRead, ...] = ()
+    # Methods run with ACTION-Request-Normal after the association, before reads, each
+    # once (a command: fep.protocols.dlt698.control); a DAR other than 0 fails the session.
+    actions: tuple[tuple[OMD, Data], ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if not 1 <= self.list_size <= 64:
@@ -248,6 +255,12 @@ class Linked:
     address: str
 
 
+class ActionRefused(ProtocolError):
+    """The meter refused an ACTION (its DAR): the same request gets the same answer."""
+
+    final = True
+
+
 @attrs.frozen
 class Finished:
     records: tuple[Record, ...]
@@ -280,17 +293,7 @@ def _merged(records: Iterable[ResultRecord]) -> tuple[ResultRecord, ...]:
     return tuple(out)
 
 
-class _Decoder(FrameDecoder):
-    """A FrameDecoder that tells FE wake-up bytes apart from other bytes it skips."""
-
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
-        super().__init__(max_frame)
-        self.wakeup_bytes = 0
-
-    def _skip_garbage(self) -> None:
-        at = self._buffer.find(START)
-        self.wakeup_bytes += self._buffer[: len(self._buffer) if at < 0 else at].count(PREAMBLE)
-        super()._skip_garbage()
+_Decoder = LinkDecoder
 
 
 class Dlt698Client:
@@ -313,6 +316,10 @@ class Dlt698Client:
         self.records: list[Record] = []
         self.connect_response: ConnectResponse | None = None
         self.clock_set = False
+        # The ACTION methods the meter ran (OMDs in hex).
+        self.actions_done: list[str] = []
+        # Whole frames decoded after the session's end (see ``unconsumed``).
+        self.leftover = b""
         self._plan: list[tuple[str, Apdu, object]] = []
         self._piid = 0
         self._request: bytes = b""
@@ -334,6 +341,9 @@ class Dlt698Client:
         s = self.settings
         if s.set_clock:
             self._plan.append(("clock set", SetRequest(0, ()), "clock"))
+        for omd, parameter in s.actions:
+            self._plan.append((f"ACTION {omd}", ActionRequest(0, ((omd, parameter),)),
+                               ("action", omd)))
         items = list(s.items)
         for n in range(0, len(items), s.list_size):
             group = tuple(items[n : n + s.list_size])
@@ -344,6 +354,13 @@ class Dlt698Client:
             for record in read.requests(s.tz):
                 self._plan.append((f"record read of {record.oad}",
                                    GetRequest(GetKind.RECORD, 0, records=(record,)), read))
+        for proxy in s.proxies:
+            if proxy.actions:
+                what = ", ".join(str(omd) for omd, _ in proxy.actions)
+                request = ProxyRequest(5, 0, proxy.timeout, actions=(
+                    ProxyAction(proxy.tsa, proxy.timeout, proxy.actions),))
+                self._plan.append((f"PROXY ACTION {what} of {proxy.address}", request,
+                                   ("proxy-action", proxy)))
         targets = tuple(ProxyTarget(p.tsa, p.timeout, p.items) for p in s.proxies if p.items)
         if targets:
             longest = max(t.timeout for t in targets) * len(targets)
@@ -357,6 +374,13 @@ class Dlt698Client:
                                                     record=record), read))  # fmt: skip
 
     # -- properties -------------------------------------------------------------------------
+
+    def unconsumed(self) -> bytes:
+        """What the session received but did not use once it is over (frames after its last
+        answer, the start of one), handed out once: a channel that carries pushes gives
+        them to its push decoder."""
+        out, self.leftover = self.leftover + self.decoder.drain(), b""
+        return out
 
     @property
     def done(self) -> bool:
@@ -414,9 +438,12 @@ class Dlt698Client:
             feed = b""
             if not frames:
                 break
-            for frame in frames:
+            for n, frame in enumerate(frames):
                 actions += self._on_frame(frame)
                 if not self.waiting():
+                    # Frames after the session's last answer are not its own (a terminal's
+                    # heartbeat or report): kept for whoever takes the line next.
+                    self.leftover += b"".join(f.encode() for f in frames[n + 1 :])
                     break
         if (self.waiting() and self._damaged and self.decoder.buffered == 0
                 and self._attempt < self.settings.retries):  # fmt: skip
@@ -451,7 +478,7 @@ class Dlt698Client:
             # dlt698 package refuses a GET-Next under another one: "not in split transfer").
             apdu = attrs.evolve(apdu, piid=self._request_piid)
         elif isinstance(apdu, ConnectRequest | GetRequest | ReleaseRequest | SetRequest
-                        | ProxyRequest):
+                        | ProxyRequest | ActionRequest):
             apdu = attrs.evolve(apdu, piid=self._next_piid())
             self._request_piid = self._piid
         self._request = self._frame(encode_apdu(apdu))
@@ -540,6 +567,15 @@ class Dlt698Client:
             return self._on_get(apdu)
         if isinstance(apdu, ProxyResponse):
             return self._on_proxy(apdu)
+        if isinstance(apdu, ActionResponse) and isinstance(self._item, tuple) \
+                and self._item[0] == "action":
+            ((omd_done, dar, _),) = [(r.omd, r.dar, r.data) for r in apdu.results[:1]] or \
+                [(self._item[1], 255, None)]
+            if dar != 0:
+                return self._fail(self._error(
+                    f"{self._who()}: {self._what} refused: {dar_text(dar)}", ActionRefused))
+            self.actions_done.append(str(omd_done))
+            return self._next_item()
         if isinstance(apdu, SetResponse) and self._item == "clock":
             ((_, dar),) = apdu.results[:1] or ((None, 255),)
             if dar != 0:
@@ -628,7 +664,27 @@ class Dlt698Client:
     def _proxied(self, tsa: bytes) -> ProxyRead | None:
         return next((p for p in self.settings.proxies if p.tsa == tsa), None)
 
+    def _on_proxy_action(self, response: ProxyResponse) -> list[Action]:
+        item = self._item
+        assert isinstance(item, tuple) and isinstance(item[1], ProxyRead)
+        proxy: ProxyRead = item[1]
+        results = next((done for tsa, done in response.actions if tsa == proxy.tsa), None)
+        if not results:
+            return self._fail(self._error(
+                f"{self._who()}: {self._what}: the terminal gave no result for meter "
+                f"{proxy.address}", ActionRefused))  # fmt: skip
+        for result in results:
+            if result.dar != 0:
+                return self._fail(self._error(
+                    f"{self._who()}: {self._what} refused: {dar_text(result.dar)}",
+                    ActionRefused))  # fmt: skip
+            self.actions_done.append(str(result.omd))
+        return self._next_item()
+
     def _on_proxy(self, response: ProxyResponse) -> list[Action]:
+        if response.kind == 5 and isinstance(self._item, tuple) \
+                and self._item[0] == "proxy-action":
+            return self._on_proxy_action(response)
         s = self.settings
         received = self.now()
         actions: list[Action] = []
@@ -667,6 +723,9 @@ class Dlt698Client:
         return actions + self._next_item()
 
     def _skip_item(self, why: str) -> list[Action]:
+        if isinstance(self._item, tuple) and self._item[0] in ("action", "proxy-action"):
+            return self._fail(self._error(f"{self._who()}: {self._what} refused: {why}",
+                                          ActionRefused))
         if self._what in ("CONNECT", "RELEASE"):
             if self._what == "RELEASE":
                 return self._finish()
@@ -687,6 +746,7 @@ class Dlt698Client:
 
 __all__ = [
     "DEFAULT_ITEMS",
+    "ActionRefused",
     "DEFAULT_METER_TZ",
     "Action",
     "ClientSettings",

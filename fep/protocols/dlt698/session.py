@@ -1,7 +1,11 @@
 """The Twisted side of DL/T 698.45: ``Dlt698Protocol`` reads a meter (or a terminal read as
 a meter) over any client endpoint (TCP, a serial server, an RS-485 line) for ``fep read``
 and scheduled jobs: attributes, frozen records by time range (the profile the engine
-re-collects gaps of), event records, the clock read and set.
+re-collects gaps of), event records, the clock read and set, the control commands
+(fep.protocols.dlt698.control), and the same for a meter behind a terminal through the
+terminal's PROXY (``dlt698_terminal``). ``Dlt698PushHandler`` (the protocol's
+``push_handler``) takes what a terminal sends on its own connection (a GPRS session):
+its logins, heartbeats and reports.
 
 The session's state lives in ``client.py``; this module puts it in the session driver's
 shape (fep/protocols/session.py) and logs what was skipped. Settings come from the meter's
@@ -9,11 +13,13 @@ shape (fep/protocols/session.py) and logs what was skipped. Settings come from t
 ``AAAAAAAAAAAA``) and its metadata (``fep read -o KEY=VALUE``):
 
 ``dlt698_items``     comma list of OADs in hex (default: energy, voltages, currents, power,
-                     power factor, frequency, clock)
+                     power factor, frequency, clock; ``none``: no attributes)
 ``dlt698_frozen``    comma list of frozen record OADs read for their last rows
                      (e.g. ``50040200``), ``dlt698_frozen_last`` rows each (default 1),
                      ``dlt698_frozen_columns`` their columns (default ``20210200,00100200,
-                     00200200``: frozen time, forward and reverse active energy)
+                     00200200``: frozen time, forward and reverse active energy);
+                     with ``dlt698_from`` and ``dlt698_to`` (ISO-8601, UTC when naive)
+                     the rows frozen in that range instead
 ``dlt698_events``    comma list of event record OADs (e.g. ``30110200``),
                      ``dlt698_events_last`` records each (default 1)
 ``dlt698_profile``   the frozen object of the load profile (default ``50020200``) and
@@ -22,6 +28,9 @@ shape (fep/protocols/session.py) and logs what was skipped. Settings come from t
 ``dlt698_proxy``     comma list of addresses of meters behind this one (a concentrator),
                      read through it with PROXY-Request GetRequestList (the same items);
                      their records carry their address as the meter
+``dlt698_terminal``  the server address of the terminal this meter is read through (set
+                     for a job by fep.collect.dlt698_route from the route ``dlt698:ID``):
+                     the session is the terminal's, the meter's reads go in PROXY-Requests
 ``dlt698_connect``   ``yes`` (default): CONNECT first; ``no`` for meters read without one
 ``dlt698_password``  the general password of CONNECT (none by default)
 ``dlt698_client``    the client address CA (default 0)
@@ -32,18 +41,30 @@ shape (fep/protocols/session.py) and logs what was skipped. Settings come from t
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from fep.errors import ConfigError, ProtocolError
-from fep.interfaces import IClock, IEventReader, IMeterProtocol, IProfileReader
+from fep.errors import ConfigError, NotSupported, ProtocolError
+from fep.interfaces import (
+    IClock,
+    ICommands,
+    IEventReader,
+    IMeterProtocol,
+    IProfileReader,
+    IPushChannel,
+    IPushHandler,
+    IPushProtocol,
+    IRecordSink,
+)
 from fep.model import Meter, MeterEvent, Reading, Record
 from fep.protocols import actions as actions_
 from fep.protocols.dlt698.client import (
@@ -62,9 +83,20 @@ from fep.protocols.dlt698.client import (
     Send,
     Skipped,
 )
+from fep.protocols.dlt698.control import COMMANDS, command_methods
 from fep.protocols.dlt698.data import OAD
 from fep.protocols.dlt698.objects import CLOCK, CLOCK_OBIS, FROZEN_TIME, PROTOCOL
+from fep.protocols.dlt698.terminal import (
+    Heartbeat,
+    LoggedIn,
+    LoggedOut,
+    TerminalLink,
+    Unexpected,
+)
+from fep.protocols.dlt698.terminal import Noise as LinkNoise
+from fep.protocols.dlt698.terminal import Send as LinkSend
 from fep.protocols.session import MeterSession, run_session
+from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.protocols.dlt698")
 
@@ -116,12 +148,32 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_METER_TZ, **overrides: Any) 
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"meter {meter.id}: tz names no known time zone ({md['tz']!r})",
                               key="tz") from None
+    def when(key: str) -> datetime | None:
+        text = md.get(key, "").strip()
+        if not text:
+            return None
+        try:
+            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"meter {meter.id}: {key} {text!r} is not an ISO-8601 time",
+                              key=key) from None
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
     frozen_columns = _oads(meter, "dlt698_frozen_columns")
-    records = [RecordRead(o, frozen_columns, last=number("dlt698_frozen_last", 1))
-               for o in _oads(meter, "dlt698_frozen")]
+    since, until = when("dlt698_from"), when("dlt698_to")
+    if (since is None) != (until is None):
+        raise ConfigError(f"meter {meter.id}: dlt698_from and dlt698_to go together",
+                          key="dlt698_from" if since is None else "dlt698_to")
+    if since is not None and until is not None:
+        records = [RecordRead(o, frozen_columns, since=since, until=until)
+                   for o in _oads(meter, "dlt698_frozen")]
+    else:
+        records = [RecordRead(o, frozen_columns, last=number("dlt698_frozen_last", 1))
+                   for o in _oads(meter, "dlt698_frozen")]
     records += [RecordRead(o, last=number("dlt698_events_last", 1))
                 for o in _oads(meter, "dlt698_events")]
-    items = _oads(meter, "dlt698_items")
+    no_items = md.get("dlt698_items", "").strip().lower() == "none"
+    items = () if no_items else _oads(meter, "dlt698_items")
     proxies = []
     for text in md.get("dlt698_proxy", "").replace(";", ",").split(","):
         if text.strip():
@@ -143,15 +195,42 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_METER_TZ, **overrides: Any) 
         "meter": meter.id,
         "route": meter.route,
     }
-    if items:
+    if items or no_items:
         values["items"] = items
     values.update(overrides)
+    terminal = md.get("dlt698_terminal", "").strip()
+    if terminal:
+        values = _through_terminal(meter, terminal, values)
     try:
         return ClientSettings(**values)
     except ValueError as e:
         key = "address" if "address" in str(e) else None
         raise ConfigError(f"meter {meter.id}: {e}", key=key) from None
 
+
+
+def _through_terminal(meter: Meter, terminal: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a read of ``meter`` through the terminal at ``terminal`` (its server
+    address; route ``dlt698:TERMINAL``, fep.collect.dlt698_route): the session is with the
+    terminal, and what would be read of the meter goes in PROXY-Requests to it (attributes
+    in one GetRequestList, each record in a GetRequestRecord)."""
+    if values.get("set_clock"):
+        raise ConfigError(f"meter {meter.id}: its clock is not set through terminal "
+                          f"{terminal}'s PROXY (PROXY-SetRequest is not built)",
+                          key="dlt698_terminal")
+    if values.get("proxies"):
+        raise ConfigError(f"meter {meter.id}: a meter read through a terminal has no meters "
+                          "behind it (dlt698_proxy)", key="dlt698_proxy")
+    address = values["address"]
+    try:
+        proxy = ProxyRead(address, tuple(values.get("items", DEFAULT_ITEMS)),
+                          tuple(values.get("records", ())), meter=meter.id,
+                          actions=tuple(values.get("actions", ())))
+    except ValueError:
+        raise ConfigError(f"meter {meter.id}: address {address!r} is not a meter address "
+                          "a terminal's PROXY can name", key="address") from None
+    return {**values, "address": terminal, "items": (), "records": (), "actions": (),
+            "proxies": (proxy,)}
 
 
 class Dlt698Session(MeterSession):
@@ -181,14 +260,53 @@ class Dlt698Session(MeterSession):
             log.info("{meter}: LINK {kind} from {address} answered", kind=action.kind,
                      address=action.address, **self._fields())
         elif isinstance(action, ReportReceived):
-            # Not acknowledged here: the terminal sends it again to the path that keeps it
-            # before acknowledging (nothing acknowledged is lost).
-            log.info("{meter}: report of {count} records left unacknowledged",
-                     count=len(action.records), **self._fields())
+            self._report(action)
+
+    def _report(self, report: ReportReceived) -> None:
+        """A REPORT-Notification during the read: on a channel that carries pushes (a GPRS
+        session lent to this job) its records are stored as a push's and the terminal is
+        acknowledged once they are; elsewhere it is left unacknowledged, and the terminal
+        sends it again to the path that keeps it (nothing acknowledged is lost)."""
+        channel: Any = IPushChannel(self.transport, None)
+        if channel is None:
+            log.info("{meter}: report of {count} records left unacknowledged (this channel "
+                     "carries no pushes)", count=len(report.records), **self._fields())
+            return
+        transport = self.transport
+
+        def kept(_: object) -> None:
+            if transport is not None and getattr(transport, "connected", True):
+                transport.write(report.ack)
+            log.info("{meter}: report of {count} records during the read kept and "
+                     "acknowledged", count=len(report.records), **self._fields())
+
+        d = channel.pushed(list(report.records))
+        d.addCallbacks(kept, lambda f: log.failure(
+            "{meter}: report during the read not kept (not acknowledged)", f,
+            **self._fields()))
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.finished:
+            self._give_back(data)  # after the end: not ours (a heartbeat, a report)
+            return
+        super().dataReceived(data)
+
+    def _give_back(self, data: bytes) -> None:
+        """Bytes after the session's last answer go back to a channel that carries pushes
+        (its push handler answers or keeps them); elsewhere they are dropped and logged."""
+        if not data:
+            return
+        channel: Any = IPushChannel(self.transport, None)
+        if channel is not None:
+            channel.unconsumed(data)
+            return
+        log.info("{meter}: {count} bytes after the session's last answer dropped",
+                 count=len(data), **self._fields())
 
     def ended(self, lost: bool) -> None:
         if lost:
             return
+        self._give_back(self.client.unconsumed())
         c = self.client
         log.info("{meter}: DL/T 698.45 read done: {records} records, {skipped} items skipped, "
                  "{noise} damaged frames, {garbage} garbage bytes, {resent} requests resent",
@@ -196,23 +314,188 @@ class Dlt698Session(MeterSession):
                  garbage=c.line_garbage, resent=c.resent, **self._fields())
 
 
-@implementer(IMeterProtocol, IProfileReader, IEventReader, IClock)
+# A report sent again (its acknowledgement lost) is acknowledged, not stored again: the
+# last reports taken on a connection are remembered by their content.
+REMEMBERED_REPORTS = 32
+
+
+def _report_key(frame_data: bytes) -> bytes:
+    """A report's content without its PIID (a terminal may number a repeat anew)."""
+    return frame_data[:2] + frame_data[3:] if len(frame_data) > 2 else frame_data
+
+
+@implementer(IPushHandler)
+class Dlt698PushHandler:
+    """What a DL/T 698.45 terminal sends on its own connection (a GPRS session): LINK
+    login, heartbeat and logout answered at once with fep's time (``reply``);
+    REPORT-Notifications stored (the terminal's records, or the meter's whose address the
+    frame names) and acknowledged once the sink has them, a repeat acknowledged again and
+    not stored twice; bad input counted (``bad``) and logged, rate-limited, with the
+    terminal's address; the connection stays up."""
+
+    def __init__(
+        self,
+        meter: Meter,
+        sink: IRecordSink,
+        *,
+        tz: tzinfo,
+        source: str,
+        reply: Callable[[bytes], None] | None,
+        meter_for: Callable[[str], str | None],
+        now: Callable[[], datetime] | None = None,
+        events: RateLimitedLog | None = None,
+    ) -> None:
+        self.meter = meter
+        self.sink = sink
+        self.source = source
+        self.reply = reply
+        kwargs: dict[str, Any] = {"now": now} if now is not None else {}
+        self.link = TerminalLink(tz=tz, meters=meter_for, **kwargs)
+        self.events = events if events is not None else RateLimitedLog(log)
+        self.frames = 0
+        self.bad = 0
+        self.garbage = 0  # bytes that were no frame (FE wake-up bytes are not counted)
+        self.stored = 0
+        self.repeats = 0
+        # Reports taken (True) or being kept (their Deferred), by content.
+        self._reports: OrderedDict[bytes, Deferred[None] | bool] = OrderedDict()
+
+    @property
+    def address(self) -> str:
+        if self.link.address is not None:
+            return self.link.address.address
+        return self.meter.address or "?"
+
+    def _fields(self) -> dict[str, Any]:
+        return {"meter": self.meter.id, "route": self.meter.route, "protocol": PROTOCOL,
+                "address": self.address, "source": self.source}
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            actions = self.link.receive(data)
+        except Exception as e:  # a decoder's bug must not reach the reactor
+            self.bad += 1
+            self.link.decoder.drain()
+            self.events.warn("{meter}: terminal {address}: input dropped: {why}",
+                             why=repr(e), kind="dlt698-push-bug", **self._fields())
+            return
+        for action in actions:
+            self._act(action)
+        garbage = self.link.decoder.garbage
+        if garbage > self.garbage:
+            skipped, self.garbage = garbage - self.garbage, garbage
+            self.bad += 1
+            self.events.info("{meter}: terminal {address}: bad input: {count} bytes that are "
+                             "no frame skipped", count=skipped, kind="dlt698-push-garbage",
+                             **self._fields())
+
+    def pending(self) -> int:
+        return self.link.decoder.buffered
+
+    def take_buffered(self) -> bytes:
+        return self.link.decoder.drain()
+
+    def _send(self, data: bytes) -> None:
+        if self.reply is not None:
+            self.reply(data)
+        else:
+            self.events.info("{meter}: terminal {address}: no way to answer on this "
+                             "connection", kind="dlt698-no-reply", **self._fields())
+
+    def _act(self, action: object) -> None:
+        if isinstance(action, LinkSend):
+            self._send(action.data)
+        elif isinstance(action, LoggedIn):
+            log.info("{meter}: terminal {address} logged in (heartbeat every {heartbeat} s)",
+                     heartbeat=action.heartbeat, **self._fields())
+        elif isinstance(action, Heartbeat):
+            log.debug("{meter}: terminal {address} heartbeat answered", **self._fields())
+        elif isinstance(action, LoggedOut):
+            log.info("{meter}: terminal {address} logged out", **self._fields())
+        elif isinstance(action, ReportReceived):
+            self._report(action)
+        elif isinstance(action, LinkNoise):
+            self.bad += 1
+            self.events.warn("{meter}: terminal {address}: bad input: {why}", why=action.why,
+                             kind="dlt698-push-noise", **self._fields())
+        elif isinstance(action, Unexpected):
+            self.bad += 1
+            self.events.info("{meter}: terminal {address}: unexpected frame (control "
+                             "0x{control:02X}) dropped", control=action.frame.control,
+                             kind="dlt698-push-unexpected", **self._fields())
+
+    def _report(self, report: ReportReceived) -> None:
+        self.frames += 1
+        key = (report.meter.encode() + b"\x00" + _report_key(report.apdu)) if report.apdu \
+            else b""
+        known = self._reports.get(key) if key else None
+        if known is True:
+            self.repeats += 1
+            log.info("{meter}: terminal {address} sent a report again: acknowledged, not "
+                     "stored twice", **self._fields())
+            self._send(report.ack)
+            return
+        if isinstance(known, Deferred):
+            # Acknowledged with the first once that is kept (not when it is refused).
+            self.repeats += 1
+
+            def then(_: object) -> None:
+                if self._reports.get(key) is True:
+                    self._send(report.ack)
+
+            known.addCallback(then)
+            return
+        for item, why in report.skipped:
+            self.events.info("{meter}: terminal {address}: report item {item} not kept: "
+                             "{why}", item=item, why=why, kind="dlt698-report-item",
+                             **self._fields())
+        d: Deferred[None] = (self.sink.submit(list(report.records)) if report.records
+                             else succeed(None))
+        if key:
+            self._reports[key] = d
+            while len(self._reports) > REMEMBERED_REPORTS:
+                self._reports.popitem(last=False)
+
+        def kept(_: object) -> None:
+            if key and key in self._reports:
+                self._reports[key] = True
+            self.stored += len(report.records)
+            log.info("{meter}: report from terminal {address}: {count} records of {of} "
+                     "kept and acknowledged", count=len(report.records), of=report.meter,
+                     **self._fields())
+            self._send(report.ack)
+
+        def lost(failure: Any) -> None:
+            self._reports.pop(key, None)
+            log.failure("{meter}: report from terminal {address} not kept (not "
+                        "acknowledged: the terminal sends it again)", failure,
+                        **self._fields())
+
+        d.addCallbacks(kept, lost)
+
+
+@implementer(IMeterProtocol, IProfileReader, IEventReader, IClock, IPushProtocol, ICommands)
 class Dlt698Protocol:
     """DL/T 698.45 reads: attributes (GET NormalList), frozen and event records (GET
     Record), the load profile by time range (the minute-frozen object), the clock read
     (40000200) and set (SET-Request of 40000200)."""
 
     name = PROTOCOL
+    commands = COMMANDS
 
     def __init__(self, tz: tzinfo = DEFAULT_METER_TZ) -> None:
         self.tz = tz
 
     def _run(self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float,
              **overrides: Any) -> Deferred[Any]:  # fmt: skip
+        return self._client_run(reactor, endpoint, meter, timeout, **overrides)[0]
+
+    def _client_run(self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float,
+                    **overrides: Any) -> tuple[Deferred[Any], Dlt698Client | None]:  # fmt: skip
         try:
             settings = settings_for(meter, self.tz, **overrides)
         except ConfigError as e:
-            return fail(e)
+            return fail(e), None
 
         def now() -> datetime:
             return datetime.fromtimestamp(reactor.seconds(), UTC)
@@ -220,7 +503,52 @@ class Dlt698Protocol:
         client = Dlt698Client(settings, now=now)
         session = Dlt698Session(reactor, meter, client, timeout)
         result: Deferred[Any] = run_session(reactor, endpoint, session, meter.route, timeout)
-        return result
+        return result, client
+
+    # -- commands (fep.protocols.dlt698.control) ----------------------------------------------
+
+    @staticmethod
+    def check_command(meter: Meter, command: str, params: Mapping[str, Any]) -> None:
+        """ConfigError, when a command is asked, for parameters the meter cannot take, and
+        for a clock set of a meter behind a terminal (route ``dlt698:ID``: no
+        PROXY-SetRequest yet)."""
+        if command == "time-set" and meter.route.strip().lower().startswith("dlt698:"):
+            raise ConfigError(f"meter {meter.id}: time-set: its clock is not set through a "
+                              "terminal's PROXY (PROXY-SetRequest is not built)", key="route")
+        if command not in COMMANDS:
+            return
+        try:
+            command_methods(command, params, meter.metadata.get("dlt698_relay"))
+        except ConfigError as e:
+            raise ConfigError(f"meter {meter.id}: {command}: {e.message}", key=e.key) from None
+
+    def run_command(
+        self,
+        reactor: IReactorTime,
+        endpoint: Any,
+        meter: Meter,
+        command: str,
+        params: Mapping[str, Any],
+        timeout: float,
+        progress: Callable[[Mapping[str, Any]], None],
+    ) -> Deferred[Mapping[str, Any]]:
+        """One command in one session: CONNECT, its ACTION method(s), RELEASE; the meter's
+        refusal (its DAR) fails it at once (``ActionRefused``, not retried)."""
+        if command not in self.commands:
+            return fail(NotSupported(f"meter {meter.id}: DL/T 698.45 has no {command} here",
+                                     meter=meter.id, protocol=PROTOCOL))
+        try:
+            methods = command_methods(command, params, meter.metadata.get("dlt698_relay"))
+        except ConfigError as e:
+            return fail(ConfigError(f"meter {meter.id}: {command}: {e.message}", key=e.key))
+        d, client = self._client_run(reactor, endpoint, meter, timeout, items=(), records=(),
+                                     actions=methods)
+
+        def done(_: object) -> Mapping[str, Any]:
+            assert client is not None
+            return {"methods": ",".join(client.actions_done)}
+
+        return d.addCallback(done)
 
     def read(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
              timeout: float) -> Deferred[list[Record]]:  # fmt: skip
@@ -280,8 +608,48 @@ class Dlt698Protocol:
         d = self._run(reactor, endpoint, meter, timeout, items=(), records=(), set_clock=True)
         return d.addCallback(lambda _: None)
 
+    def push_handler(
+        self,
+        meter: Meter,
+        sink: IRecordSink,
+        *,
+        directory: Any,
+        counters: Any,
+        source: str,
+        close: Callable[[], None],
+        reply: Callable[[bytes], None] | None = None,
+    ) -> Dlt698PushHandler:
+        """The traffic of ``meter``'s terminal on its own connection (a GPRS session): a
+        report is filed under the meter of the meter list whose address its frame names
+        (the terminal or a meter behind it: ``concentrator = ID``), else the terminal."""
+        try:
+            tz = settings_for(meter, self.tz).tz
+        except ConfigError as e:
+            log.warn("meter {meter}: {error}; reports read in UTC+8", meter=meter.id,
+                     error=str(e))
+            tz = self.tz
+        known: dict[str, str] | None = None
+
+        def meter_for(address: str) -> str | None:
+            nonlocal known
+            if known is None:
+                known = {}
+                mine = [m for m in (directory.all() if directory is not None else [])
+                        if m.protocol == PROTOCOL and (
+                            m.id == meter.id
+                            or m.metadata.get("concentrator", "").strip() == meter.id)]
+                for m in mine:
+                    if m.address:
+                        known.setdefault(m.address.strip(), m.id)
+            if address == (meter.address or "").strip():
+                return meter.id
+            return known.get(address, meter.id)
+
+        return Dlt698PushHandler(meter, sink, tz=tz, source=source, reply=reply,
+                                 meter_for=meter_for)
+
     def with_metadata(self, meter: Meter, **metadata: str) -> Meter:
         return attrs.evolve(meter, metadata={**meter.metadata, **metadata})
 
 
-__all__ = ["Dlt698Protocol", "Dlt698Session", "settings_for"]
+__all__ = ["Dlt698Protocol", "Dlt698PushHandler", "Dlt698Session", "settings_for"]

@@ -31,6 +31,8 @@ from fep.protocols.dlt698.apdu import (
 )
 from fep.protocols.dlt698.frames import (
     MAX_FRAME,
+    PREAMBLE,
+    START,
     Frame,
     FrameDecoder,
     Function,
@@ -49,6 +51,8 @@ class ReportReceived:
     records: tuple[Record, ...]
     skipped: tuple[tuple[str, str], ...]
     ack: bytes
+    # The report's APDU as received (a repeat of it is known by its content).
+    apdu: bytes = attrs.field(default=b"", repr=False)
 
 
 @attrs.frozen
@@ -140,7 +144,26 @@ def report_received(frame: Frame, report: ReportNotification, *, meter: str, tz:
     answer = ReportResponse(report.piid_acd & 0xBF, oads, report.kind)
     reply = Frame(control(client_started=False), frame.server, frame.client,
                   encode_apdu(answer))
-    return ReportReceived(meter, tuple(records), tuple(skipped), reply.encode(preamble))
+    return ReportReceived(meter, tuple(records), tuple(skipped), reply.encode(preamble),
+                          frame.data)
+
+
+class LinkDecoder(FrameDecoder):
+    """A FrameDecoder that tells FE wake-up bytes apart from other bytes it skips
+    (``garbage``: the line noise, bad input to count)."""
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        super().__init__(max_frame)
+        self.wakeup_bytes = 0
+
+    @property
+    def garbage(self) -> int:
+        return self.skipped - self.wakeup_bytes
+
+    def _skip_garbage(self) -> None:
+        at = self._buffer.find(START)
+        self.wakeup_bytes += self._buffer[: len(self._buffer) if at < 0 else at].count(PREAMBLE)
+        super()._skip_garbage()
 
 
 class TerminalLink:
@@ -154,7 +177,7 @@ class TerminalLink:
         self.tz = tz
         self.now = now
         self.meters = meters
-        self.decoder = FrameDecoder(min(max_frame, MAX_FRAME))
+        self.decoder = LinkDecoder(min(max_frame, MAX_FRAME))
         self.address: ServerAddress | None = None
         self.logins = 0
         self.heartbeats = 0
@@ -212,6 +235,7 @@ class TerminalLink:
 __all__ = [
     "Action",
     "Heartbeat",
+    "LinkDecoder",
     "LoggedIn",
     "LoggedOut",
     "Noise",

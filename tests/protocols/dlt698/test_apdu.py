@@ -183,6 +183,23 @@ class ApduEncodingTests(unittest.TestCase):
         self.check(ProxyRequest(2, 2, 60, tsa=tsa, record=record))
         self.check(ProxyResponse(1, 1, ((tsa, (ResultNormal(OAD(0x0010, 2), dar=33),)),)))
 
+    def test_proxy_action_list(self) -> None:
+        # PROXY ActionRequestList (choice 5): timeout, then per meter its TSA, timeout and
+        # methods with parameters; the response per meter its methods' results.
+        from fep.protocols.dlt698.apdu import ActionResult, ProxyAction
+        from fep.protocols.dlt698.data import OMD
+
+        tsa = tsa_from_address("000000000001")
+        request = ProxyRequest(5, 3, 60, actions=(ProxyAction(tsa, 30, (
+            (OMD(0x4300, 6), Data.null()),)),))
+        self.assertEqual(encode_apdu(request).hex(),
+                         "090503003c" "01" "0705000000000001" "001e" "01" "43000600" "00"
+                         "00")
+        self.check(request)
+        self.check(ProxyResponse(5, 3, actions=((tsa, (ActionResult(OMD(0x4300, 6), 0),
+                                                       ActionResult(OMD(0x8000, 129), 3,
+                                                                    Data.null()))),)))
+
     def test_security_apdus_are_kept_whole_not_deciphered(self) -> None:
         raw = bytes.fromhex("10 01 0a 05 01 01 40 01 02 00 00")
         self.assertEqual(decode_apdu(raw), SecurityApdu(0x10, raw))
