@@ -188,12 +188,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="with --only listeners: which listeners get the junk")
     parser.add_argument("--concentrator-meters", type=int, default=500,
                         help="meters behind the simulated concentrator (gw3761 row)")
-    parser.add_argument("--quick", action="store_true",
-                        help="the gw3761 row with 50 meters behind the concentrator")
     parser.add_argument("--only", choices=("ingest", "dlms", "dlt698", "decode", "listeners",
-                                           "gw3761"),
+                                           "collect", "gw3761"),
                         help="run one group of benchmarks (default: all but listeners); "
-                        "decode: the decoders alone (DLMS, AARE, IEC), no store")
+                        "decode: the decoders alone (DLMS, AARE, IEC), no store; "
+                        "collect: register collection, meters/s, SQLite and PostgreSQL")
+    parser.add_argument("--meters", type=int, default=1000,
+                        help="simulated DLMS meters of the collection row")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller runs (the collection row: 300 meters; the gw3761 "
+                        "row: 50 meters behind the concentrator)")
     args = parser.parse_args(argv)
     if args.only == "listeners":
         # The junk-load bench of every listener against the real daemon (its own process).
@@ -222,6 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 decode_rows()
                 return
             pg = postgres_server()
+            if args.only in (None, "collect"):
+                await collect_rows(reactor, pg, workdir)
+            if args.only == "collect":
+                return
             if args.only in (None, "gw3761"):
                 await gw3761_rows(reactor, pg, workdir)
             if args.only == "gw3761":
@@ -239,9 +247,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              postgres=pg))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        if args.only in ("dlms", "dlt698", "decode", "gw3761"):
+        if args.only in ("dlms", "dlt698", "decode", "collect", "gw3761"):
             return
         iec_row()
+
+    async def collect_rows(reactor: IFepReactor, pg: str | None, workdir: Path) -> None:
+        from fep.bench_collect import collection_rate
+
+        meters = min(args.meters, 300) if args.quick else args.meters
+        stores = ["SQLite", "PostgreSQL"] if pg else ["SQLite"]
+        for protocol, label in (("dlms", "DLMS"), ("dlt645", "DL/T 645")):
+            rates: dict[str, float] = {}
+            for name in stores:
+                url = (fresh_postgres(pg) if pg and name == "PostgreSQL"
+                       else f"sqlite:{workdir / f'collect-{protocol}.sqlite'}")
+                rates[name] = await collection_rate(reactor, url, workdir, meters,
+                                                    protocol=protocol)
+                results.append((f"{label} register collection (one engine, concurrency 50)",
+                                f"{name}, {meters} meters", f"{rates[name]:,.0f} meters/s"))
+                print(results[-1], flush=True)
+            if len(rates) == 2:
+                ratio = rates["PostgreSQL"] / rates["SQLite"]
+                results.append((f"{label} register collection", "PostgreSQL / SQLite, same run",
+                                f"{ratio:.2f}"))
+                print(results[-1], flush=True)
 
     def iec_row() -> None:
         rate, lines = iec_decode_rate()

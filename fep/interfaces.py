@@ -414,7 +414,8 @@ class IJobStore(Interface):
 
     Times are POSIX seconds given by the caller (the engine's reactor clock), never the
     database's own clock, so every node and every test agrees on them. Every method returns
-    a Deferred and runs in one transaction.
+    a Deferred and runs in one transaction, except ``start`` and ``finish``: their changes
+    are committed in batches, many to a transaction (``flush``).
     """
 
     dialect = Attribute("sqlite or postgresql")
@@ -467,20 +468,32 @@ class IJobStore(Interface):
         """Extend the leases ``node`` still holds."""
 
     def start(job_id: int, node: str, now: float, until: float) -> Deferred[Any]:
-        """Mark an attempt started (attempts + 1); the job, or None if the lease is lost."""
+        """Mark an attempt started (attempts + 1); the job, or None if the lease is lost.
+        A store writing behind (the engine's) answers at once for a job it leased (not a
+        command's), from the lease, and finds a lost lease when the batch commits."""
 
     def finish(
         job: Any, node: str, status: str, outcome: Any, now: float, run_at: float | None
     ) -> Deferred[bool]:
         """Record an attempt's outcome: a final status (done, failed, missed; counted in the
         statistics) or pending again with ``run_at`` for a retry. False if the lease was
-        lost (another node took the job)."""
+        lost (another node took the job). A store writing behind answers True at once for
+        a job it started (not for a command's or a read-now's job: their answer waits for
+        the commit)."""
 
     def release(node: str, ids: Sequence[int]) -> Deferred[int]:
         """Give back leased jobs that were not started (shutdown)."""
 
     def expire(now: float) -> Deferred[list[Any]]:
         """Record pending jobs whose deadline passed as missed; fires with them."""
+
+    def flush() -> Deferred[None]:
+        """Commit the job starts and finishes queued so far (they are recorded in batches,
+        one transaction per batch); fires once they are."""
+
+    def settle() -> Deferred[None]:
+        """Like ``flush`` but with one try, forgetting what could not be committed: what
+        the engine calls as it stops (those jobs' leases expire and they run again)."""
 
     def jobs(
         meter: str | None = None,
@@ -530,11 +543,13 @@ class IJobStore(Interface):
         now: float,
         job: Any = None,
         fields: Mapping[str, Any] | None = None,
+        of_job: int | None = None,
     ) -> Deferred[Any]:
         """Move a command from one of ``expected`` statuses to ``status``, with an audit
         line, the job that will run it (inserted here) and other ``fields`` (approved_by,
         outcome, progress, finished_at). Fires with the command, or None when it was not in
-        an expected status."""
+        an expected status (or, with ``of_job``, when another job carries it now: a job's
+        end settles only the command it still carries)."""
 
     def command_progress(command_id: int, progress: Mapping[str, Any]) -> Deferred[None]:
         """Keep what a command has done so far (for a resumed attempt)."""

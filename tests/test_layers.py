@@ -74,6 +74,7 @@ LAYERS: Mapping[str, int] = {
     "fep.cli": TOP,
     # Benchmarks: programs that drive simulators, protocols and the store.
     "fep.bench": TOP,
+    "fep.bench_collect": TOP,
     "fep.bench_dlms": TOP,
     "fep.bench_dlt698": TOP,
     "fep.bench_gw3761": TOP,

@@ -167,7 +167,7 @@ async def _read_directly(reactor: IFepReactor, args: argparse.Namespace,
     import attrs
 
     from fep.channels.routes import parse_route
-    from fep.collect.dlt698_route import terminal_id, through_terminal
+    from fep.collect.dlt698_route import forwarding, terminal_id, through_terminal
     from fep.directory import MeterDirectory, addressed
     from fep.protocols.registry import meter_protocol
 
@@ -200,7 +200,8 @@ async def _read_directly(reactor: IFepReactor, args: argparse.Namespace,
     if scheme in ("gprs", "dialup"):
         raise UsageError(f"meter {meter.id}: its route {route} is reached through the "
                          f"daemon's {scheme} channel, and no daemon answers")
-    endpoint = (await _channels_for(reactor, args, route)).endpoint_for(route)
+    endpoint = forwarding((await _channels_for(reactor, args, route)).endpoint_for(route),
+                          meter)
     if meter.protocol == "dlms":
         return await _read_dlms(reactor, args, endpoint, meter)
     return list(await meter_protocol(meter.protocol).read(reactor, endpoint, meter,

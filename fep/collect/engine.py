@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
 from fep.collect.dlt698_route import line_through_terminal
-from fep.collect.jobstore import JobStore, job_store
+from fep.collect.jobstore import BOOKKEEPING_INTERVAL, JobStore, job_store
 from fep.collect.limits import Permits, ResourcePolicy, resource_of
 from fep.collect.readnow import ReadNow
 from fep.collect.runner import JobRunner
@@ -106,7 +106,9 @@ class CollectionEngine:
         # firmware-upgrade images: the daemon's Config.firmware_directory, else the setting
         self.firmware_dir = firmware_dir or (
             Path(settings.firmware_dir) if settings.firmware_dir else None)
-        self.jobs: JobStore = job_store(store)
+        # Job starts and ends recorded in batches, the engine not waiting for them.
+        self.jobs: JobStore = job_store(store, reactor=reactor, interval=BOOKKEEPING_INTERVAL,
+                                        write_behind=True)
         # The channel layer's resource of a route when it knows one (Channels.resource_of:
         # a route through a concentrator occupies the concentrator's line).
         channel_line = getattr(endpoint_for, "resource_of", None)

@@ -49,10 +49,12 @@ def stored_starts(blocks: Iterable[IntervalBlock]) -> dict[str, set[datetime]]:
 
 
 def missing(
-    blocks: Iterable[IntervalBlock], since: datetime, until: datetime, period: timedelta
+    blocks: Iterable[IntervalBlock], since: datetime, until: datetime, period: timedelta,
+    expected: Sequence[datetime] | None = None,
 ) -> list[datetime]:
-    """Starts of the grid intervals in ``[since, until)`` some channel lacks."""
-    expected = grid(since, until, period)
+    """Starts of the grid intervals in ``[since, until)`` some channel lacks (``expected``:
+    the starts instead of the epoch grid, for a profile of local days or calendar months)."""
+    expected = grid(since, until, period) if expected is None else list(expected)
     series = stored_starts(blocks)
     if not series:
         return expected

@@ -6,13 +6,21 @@ their results; a small driver per dialect runs it in one transaction: on the SQL
 thread (``BEGIN IMMEDIATE``: one writer, so a single node needs no more) or in a txpostgres
 interaction. SQL is written with ``?`` placeholders and turned into ``%s`` for psycopg2.
 
-Leasing on PostgreSQL, where several fep nodes share the tables: the leasing transaction
-takes an advisory lock (leases are handed out one node at a time, so "no other node is using
-this resource" holds when it is checked), picks candidates by priority and time, then locks
-them ``FOR UPDATE SKIP LOCKED`` (rows another transaction is finishing or renewing are
-skipped, not waited for) and marks them leased until a time. A node renews the leases of
-jobs it holds; a node that dies stops renewing, its leases expire, and the jobs are leased
-again by the others. A finish from a node whose lease was taken over is refused.
+Leasing on PostgreSQL, where several fep nodes share the tables, takes no global lock: the
+leasing transaction picks candidates by priority and time (each line's capacity at most),
+locks their rows ``FOR UPDATE SKIP LOCKED`` with a LIMIT (rows another node's leasing
+transaction holds are passed over, and another round looks past them), takes a lock of each
+line it leases on without waiting (``pg_try_advisory_xact_lock``: a line another node is
+leasing on at that moment is passed over), and marks the jobs leased in an UPDATE that
+checks each again, in a snapshot taken after those locks, against the leases committed
+meanwhile: nodes lease at the same time on different lines, never two on one line. A node
+renews the leases of jobs it holds; a node that dies stops renewing, its leases expire, and
+the jobs are leased again by the others. A finish from a node whose lease was taken over is
+refused.
+
+Job starts and finishes are recorded in batches (``Bookkeeping``: one transaction per short
+interval, a multi-row UPDATE per kind); the engine's job store answers them at once from its
+leases (``write_behind``) and never waits for them.
 """
 
 from __future__ import annotations
@@ -20,12 +28,16 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from fep.collect.readnow import READ_NOW
 from fep.collect.stats import RunStats, StatsRow, day_of, scope_keys
 from fep.collect.tasks import (
     AuditEntry,
@@ -42,8 +54,10 @@ from fep.errors import StoreError
 from fep.interfaces import IJobStore
 
 T = TypeVar("T")
+log = Logger()
 
-# Serialises leasing across nodes (any number, the same on every node).
+# The class of the per-line advisory locks leasing takes on PostgreSQL (the line's hash is
+# the other half of the key); any number that fits 32 bits, the same on every node.
 LEASE_LOCK = 0x6665_7002
 _PG_INSERT_CHUNK = 200
 
@@ -239,7 +253,10 @@ def _stats_rows(jobs: Sequence[Job], now: float) -> list[tuple[Any, ...]]:
 
 
 def _count_ended(jobs: Sequence[Job], now: float) -> Op[None]:
-    rows = _stats_rows(jobs, now)
+    yield from _count_rows(_stats_rows(jobs, now))
+
+
+def _count_rows(rows: Sequence[tuple[Any, ...]]) -> Op[None]:
     if rows:
         yield Q(
             "INSERT INTO collect_stats (day, scope, key, jobs, first_ok, ok, failed, missed,"
@@ -345,6 +362,13 @@ def _runnable(alias: str) -> str:
     )
 
 
+# Candidate rounds of one lease on PostgreSQL (a round whose candidates other nodes' leasing
+# transactions hold at that moment is followed by one past them), and how many candidates
+# a round looks at per job it still wants.
+_LEASE_ROUNDS = 4
+_LEASE_OVERFETCH = 3
+
+
 def _lease(
     dialect: str,
     node: str,
@@ -354,46 +378,95 @@ def _lease(
     in_use: Mapping[str, int],
     capacities: Mapping[str, int],
 ) -> Op[list[Job]]:
+    """Lease up to ``limit`` jobs (see IJobStore.lease). On PostgreSQL each round takes its
+    candidates' rows ``FOR UPDATE SKIP LOCKED`` with a LIMIT (rows another node's leasing
+    transaction holds are passed over, the next round looks past them), then a lock of
+    each line it leases on, without waiting (a line another node is leasing on at this
+    moment is passed over). The closing UPDATE checks every row again, in a snapshot taken
+    after all those locks, against the leases committed meanwhile: two nodes never hold
+    leases on one line."""
     if limit <= 0:
         return []
-    if dialect == "postgresql":
-        yield Q("SELECT pg_advisory_xact_lock(?)", (LEASE_LOCK,), fetch=True)
     room = {r: capacities.get(r, 1) - n for r, n in in_use.items()}
-    full = sorted(r for r, left in room.items() if left <= 0)
     cap = max([1, *capacities.values()])
     runnable_params = (now, now, now, node, node, now, node)
-    exclude = f" AND j.resource NOT IN ({_marks(len(full))})" if full else ""
-    rows = yield Q(
-        "SELECT id, resource FROM (SELECT j.id, j.resource, j.priority, j.run_at,"
-        " ROW_NUMBER() OVER (PARTITION BY j.resource ORDER BY j.priority, j.run_at, j.id)"
-        f" AS rn FROM jobs j WHERE {_runnable('j')}{exclude}) c"
-        " WHERE rn <= ? ORDER BY priority, run_at, id LIMIT ?",
-        (*runnable_params, *full, cap, limit),
-        fetch=True,
-    )
+    pg = dialect == "postgresql"
     chosen: list[int] = []
     taken: dict[str, int] = defaultdict(int)
-    for job_id, resource in rows:
-        left = room.get(resource, capacities.get(resource, 1)) - taken[resource]
-        if left > 0:
-            taken[resource] += 1
-            chosen.append(int(job_id))
-    if not chosen:
-        return []
-    if dialect == "postgresql":
-        locked = yield Q(
-            f"SELECT j.id FROM jobs j WHERE j.id IN ({_marks(len(chosen))})"
-            f" AND {_runnable('j')} FOR UPDATE SKIP LOCKED",
-            (*chosen, *runnable_params),
+    # Rows and lines other nodes' leasing transactions hold (PostgreSQL), passed over.
+    held_rows: set[int] = set()
+    held_lines: set[str] = set()
+    locked_lines: set[str] = set()
+
+    def left(resource: str) -> int:
+        return room.get(resource, capacities.get(resource, 1)) - taken[resource]
+
+    for _ in range(_LEASE_ROUNDS if pg else 1):
+        want = limit - len(chosen)
+        if want <= 0:
+            break
+        no_lines = sorted({r for r in (*room, *taken) if left(r) <= 0} | held_lines)
+        no_ids = sorted({*chosen, *held_rows})
+        exclude = f" AND j.resource NOT IN ({_marks(len(no_lines))})" if no_lines else ""
+        if no_ids:
+            exclude += f" AND j.id NOT IN ({_marks(len(no_ids))})"
+        rows = yield Q(
+            "SELECT id, resource FROM (SELECT j.id, j.resource, j.priority, j.run_at,"
+            " ROW_NUMBER() OVER (PARTITION BY j.resource ORDER BY j.priority, j.run_at, j.id)"
+            f" AS rn FROM jobs j WHERE {_runnable('j')}{exclude}) c"
+            " WHERE rn <= ? ORDER BY priority, run_at, id LIMIT ?",
+            (*runnable_params, *no_lines, *no_ids, cap, want * _LEASE_OVERFETCH if pg else want),
             fetch=True,
         )
-        chosen = [int(r[0]) for r in locked]
-        if not chosen:
-            return []
+        picks: dict[int, str] = {}
+        picked: dict[str, int] = defaultdict(int)
+        for job_id, resource in rows:
+            if left(resource) - picked[resource] > 0:
+                picked[resource] += 1
+                picks[int(job_id)] = resource
+        if not picks:
+            break
+        collided = False
+        if pg:
+            locked = yield Q(
+                f"SELECT j.id FROM jobs j WHERE j.id IN ({_marks(len(picks))})"
+                f" AND {_runnable('j')} ORDER BY j.priority, j.run_at, j.id LIMIT ?"
+                " FOR UPDATE SKIP LOCKED",
+                (*picks, *runnable_params, want),
+                fetch=True,
+            )
+            got = [int(r[0]) for r in locked]
+            if len(got) < want:
+                held_rows |= set(picks) - set(got)
+                collided = len(got) < len(picks)
+            lines = sorted({picks[i] for i in got} - locked_lines)
+            busy: list[Any] = []
+            if lines:
+                busy = yield Q(
+                    "SELECT r FROM unnest(CAST(? AS text[])) AS r"
+                    " WHERE NOT pg_try_advisory_xact_lock(?, hashtext(r))",
+                    (lines, LEASE_LOCK),
+                    fetch=True,
+                )
+            if busy:
+                held_lines |= {r[0] for r in busy}
+                collided = True
+            locked_lines |= set(lines) - held_lines
+            picks = {i: picks[i] for i in got if picks[i] not in held_lines}
+        else:
+            picks = dict(list(picks.items())[:want])
+        for job_id, resource in picks.items():
+            taken[resource] += 1
+            chosen.append(job_id)
+        if not collided:
+            break
+    if not chosen:
+        return []
     leased = yield Q(
         f"UPDATE jobs SET status = 'leased', node = ?, lease_until = ?"
-        f" WHERE id IN ({_marks(len(chosen))}) RETURNING {JOB_COLUMNS}",
-        (node, until, *chosen),
+        f" WHERE id IN ({_marks(len(chosen))}) AND {_runnable('jobs')}"
+        f" RETURNING {JOB_COLUMNS}",
+        (node, until, *chosen, *runnable_params),
         fetch=True,
     )
     jobs = [job_of(r) for r in leased]
@@ -412,55 +485,151 @@ def _renew(dialect: str, node: str, ids: Sequence[int], until: float) -> Op[int]
     return int(n)
 
 
-def _start(dialect: str, job_id: int, node: str, now: float, until: float) -> Op[Job | None]:
-    rows = yield Q(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?,"
-        f" lease_until = ? WHERE id = ? AND node = ? AND status = 'leased'"
-        f" RETURNING {JOB_COLUMNS}",
-        (now, until, job_id, node),
-        fetch=True,
-    )
-    return job_of(rows[0]) if rows else None
+# -- bookkeeping: job starts and finishes, many to a transaction --------------------------
+
+START = "start"
+FINISH = "finish"
+# Rows per multi-row UPDATE statement.
+_BOOK_CHUNK = 200
+# Cast names per dialect, for the first row of a VALUES list (the other rows follow it).
+_CASTS = {
+    "sqlite": {"int": "INTEGER", "text": "TEXT", "real": "REAL"},
+    "postgresql": {"int": "bigint", "text": "text", "real": "double precision"},
+}
+_START_TYPES = ("int", "text", "real", "real")
+_FINISH_TYPES = ("int", "text", "text", "real", "text", "text", "int", "int", "int", "int",
+                 "real", "text")
 
 
-def _finish(
-    dialect: str,
-    job: Job,
-    node: str,
-    status: str,
-    outcome: Outcome,
-    now: float,
-    run_at: float | None,
-) -> Op[bool]:
+class Change:
+    """One job state change waiting for its batch: a start (params: job id, node, now,
+    lease until) or a finish (job id, node, status, finished_at, result, error, bytes in,
+    bytes out, records, first_ok, run_at, node kept). ``now`` is the caller's time (the
+    statistics day of a final finish); ``done`` fires with the committed answer."""
+
+    __slots__ = ("done", "final", "job_id", "kind", "now", "params", "retry", "seq", "tries")
+
+    def __init__(self, kind: str, job_id: int, params: tuple[Any, ...], now: float,
+                 final: bool = False) -> None:
+        self.kind = kind
+        self.job_id = job_id
+        self.params = params
+        self.now = now
+        self.final = final
+        self.done: Deferred[Any] = Deferred()
+        # The caller was answered already (write-behind): tried again until it commits.
+        self.retry = False
+        self.seq = 0
+        # Batches it was in: after a failed one its refusal may be its own earlier commit
+        # whose answer was lost.
+        self.tries = 0
+
+
+def start_change(job_id: int, node: str, now: float, until: float) -> Change:
+    return Change(START, job_id, (job_id, node, now, until), now)
+
+
+def finish_change(job: Job, node: str, status: str, outcome: Outcome, now: float,
+                  run_at: float | None) -> Change:
     first_ok = (1 if outcome.ok else 0) if job.attempts <= 1 else None
     final = JobStatus(status).final
-    rows = yield Q(
-        "UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ?,"
-        " bytes_in = bytes_in + ?, bytes_out = bytes_out + ?, records = records + ?,"
-        " first_ok = COALESCE(first_ok, ?), run_at = COALESCE(?, run_at),"
-        " node = ?, lease_until = NULL"
-        f" WHERE id = ? AND node = ? AND status = 'running' RETURNING {JOB_COLUMNS}",
-        (
-            status,
-            now if final else None,
-            outcome.result or None,
-            outcome.error,
-            outcome.bytes_in,
-            outcome.bytes_out,
-            outcome.records,
-            first_ok,
-            run_at,
-            node if final else None,
-            job.id,
-            node,
-        ),
-        fetch=True,
+    return Change(FINISH, job.id, (
+        job.id,
+        node,
+        status,
+        now if final else None,
+        outcome.result or None,
+        outcome.error,
+        outcome.bytes_in,
+        outcome.bytes_out,
+        outcome.records,
+        first_ok,
+        run_at,
+        node if final else None,
+    ), now, final)
+
+
+def _groups(changes: Sequence[Change]) -> list[tuple[str, list[Change]]]:
+    """Changes in statements: each change joins the earliest group of its kind that comes
+    after every group holding a change of the same job (a job's changes keep their order;
+    a job appears at most once per group); otherwise it opens a new group."""
+    groups: list[tuple[str, list[Change]]] = []
+    last: dict[int, int] = {}
+    for change in changes:
+        after = last.get(change.job_id, -1)
+        for i in range(after + 1, len(groups)):
+            if groups[i][0] == change.kind:
+                break
+        else:
+            groups.append((change.kind, []))
+            i = len(groups) - 1
+        groups[i][1].append(change)
+        last[change.job_id] = i
+    return groups
+
+
+def _values(dialect: str, types: Sequence[str], rows: int) -> str:
+    casts = _CASTS[dialect]
+    first = "(" + ", ".join(f"CAST(? AS {casts[t]})" for t in types) + ")"
+    return ", ".join([first] + ["(" + _marks(len(types)) + ")"] * (rows - 1))
+
+
+def _start_sql(dialect: str, rows: int) -> str:
+    return (
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1,"
+        " started_at = v.column3, lease_until = v.column4"
+        f" FROM (VALUES {_values(dialect, _START_TYPES, rows)}) AS v"
+        " WHERE jobs.id = v.column1 AND jobs.node = v.column2 AND jobs.status = 'leased'"
+        f" RETURNING {JOB_COLUMNS}"
     )
-    if not rows:
-        return False
-    if final:
-        yield from _count_ended([job_of(rows[0])], now)
-    return True
+
+
+def _finish_sql(dialect: str, rows: int) -> str:
+    return (
+        "UPDATE jobs SET status = v.column3, finished_at = v.column4, result = v.column5,"
+        " error = v.column6, bytes_in = bytes_in + v.column7,"
+        " bytes_out = bytes_out + v.column8, records = records + v.column9,"
+        " first_ok = COALESCE(first_ok, v.column10), run_at = COALESCE(v.column11, run_at),"
+        " node = v.column12, lease_until = NULL"
+        f" FROM (VALUES {_values(dialect, _FINISH_TYPES, rows)}) AS v"
+        " WHERE jobs.id = v.column1 AND jobs.node = v.column2 AND jobs.status = 'running'"
+        f" RETURNING {JOB_COLUMNS}"
+    )
+
+
+def _bookkeep(dialect: str, changes: Sequence[Change]) -> Op[list[Any]]:
+    """Apply starts and finishes in one transaction, each job's in the order given: a
+    multi-row UPDATE per group of the same kind. Fires with each change's answer: a start's
+    Job (None: not leased to that node any more), a finish's True (False: refused, the
+    job is not running on that node). Jobs that ended are counted in the statistics by the
+    day of their finish. Replaying a batch that did commit changes nothing: a start needs
+    the job leased, a finish needs it running."""
+    answers: dict[int, Any] = {}
+    ended: list[tuple[Job, float]] = []
+    for kind, members in _groups(changes):
+        for i in range(0, len(members), _BOOK_CHUNK):
+            chunk = members[i : i + _BOOK_CHUNK]
+            make = _start_sql if kind == START else _finish_sql
+            rows = yield Q(make(dialect, len(chunk)), [p for c in chunk for p in c.params],
+                           fetch=True)
+            updated = {j.id: j for j in (job_of(r) for r in rows)}
+            for change in chunk:
+                job = updated.get(change.job_id)
+                if kind == START:
+                    answers[id(change)] = job
+                else:
+                    answers[id(change)] = job is not None
+                    if job is not None and change.final:
+                        ended.append((job, change.now))
+    rows_by_day: list[tuple[Any, ...]] = []
+    days: dict[str, list[tuple[Job, float]]] = defaultdict(list)
+    for job, now in ended:
+        days[day_of(now)].append((job, now))
+    for pairs in days.values():
+        rows_by_day += _stats_rows([j for j, _ in pairs], pairs[0][1])
+    if rows_by_day:
+        yield from _count_rows(sorted(rows_by_day))
+    return [answers[id(c)] for c in changes]
 
 
 def _release(dialect: str, node: str, ids: Sequence[int]) -> Op[int]:
@@ -642,6 +811,7 @@ def _transition(
     now: float,
     job: Job | None,
     fields: Mapping[str, Any] | None,
+    of_job: int | None = None,
 ) -> Op[Command | None]:
     sets = ["status = ?"]
     params: list[Any] = [status]
@@ -650,10 +820,11 @@ def _transition(
             raise StoreError(f"commands has no settable field {key!r}")
         sets.append(f"{key} = ?")
         params.append(dumps(value) if key == "progress" else value)
+    carried = "" if of_job is None else " AND (job IS NULL OR job = ?)"
     n = yield Q(
         f"UPDATE commands SET {', '.join(sets)} WHERE id = ?"
-        f" AND status IN ({_marks(len(expected))})",
-        (*params, command_id, *expected),
+        f" AND status IN ({_marks(len(expected))}){carried}",
+        (*params, command_id, *expected, *(() if of_job is None else (of_job,))),
     )
     if not n:
         return None
@@ -743,15 +914,209 @@ async def _run_postgres(cursor: Any, op: Op[T]) -> T:
             result = cursor.fetchall() if q.fetch else cursor.rowcount
 
 
+class Bookkeeping:
+    """Group commit of job starts and finishes: changes queue here and go to the database
+    together, one transaction per batch (``_bookkeep``), one batch at a time so a job's
+    changes keep their order. A batch leaves ``interval`` seconds after the first change
+    of it was queued (at once when 0, or when ``max_batch`` changes wait); changes queued
+    while a batch commits go in the next one.
+
+    A batch whose transaction fails: a change whose caller is waiting for the answer fails
+    with the error (as a transaction of its own would have); a change whose caller was
+    answered already (``retry``) goes back to the head of the queue and is tried again
+    after a growing delay (up to ``max_retry`` seconds). Nothing is lost and nothing is
+    applied twice: nothing of a failed transaction stays, a start needs the job leased
+    and a finish needs it running."""
+
+    def __init__(
+        self,
+        run: Callable[[Sequence[Change]], Deferred[list[Any]]],
+        reactor: IReactorTime | None,
+        interval: float = 0.0,
+        *,
+        max_batch: int = 1000,
+        max_retry: float = 30.0,
+    ) -> None:
+        self.run = run
+        self.reactor = reactor
+        self.interval = interval
+        self.max_batch = max_batch
+        self.max_retry = max_retry
+        self.queue: list[Change] = []
+        self.in_flight: list[Change] | None = None
+        self.failures = 0
+        self.batches = 0
+        self.dropped = 0
+        self._timer: IDelayedCall | None = None
+        self._giving_up = False
+        # Every change gets the next number; flush() waits for the numbers below its own.
+        self._added = 0
+        self._waiters: list[tuple[int, Deferred[None]]] = []
+
+    def _clock(self) -> IReactorTime:
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            self.reactor = cast(IReactorTime, reactor)
+        return self.reactor
+
+    def add(self, change: Change) -> Deferred[Any]:
+        change.seq = self._added
+        self._added += 1
+        self.queue.append(change)
+        self._schedule()
+        return change.done
+
+    @property
+    def pending(self) -> int:
+        """Changes not committed yet (queued or in the batch under way)."""
+        return len(self.queue) + len(self.in_flight or ())
+
+    def _schedule(self) -> None:
+        if self.in_flight is not None or not self.queue:
+            return
+        if self._timer is not None and self._timer.active():
+            if len(self.queue) < self.max_batch or self.failures:
+                return
+            self._timer.cancel()
+        elif self.interval > 0 and len(self.queue) < self.max_batch and not self._waiters:
+            self._timer = self._clock().callLater(self.interval, self._commit)
+            return
+        self._timer = None
+        self._commit()
+
+    def flush(self) -> Deferred[None]:
+        """Commit what is queued now (without waiting for the interval); fires once every
+        change queued before the call is committed (or has failed to its caller)."""
+        if not self.pending:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append((self._added, waiter))
+        if self.in_flight is None and not self.failures:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._commit()
+        return waiter
+
+    def settle(self) -> Deferred[None]:
+        """Flush with one try: what cannot be committed now is forgotten (logged)."""
+        if self.failures:
+            self._drop(self.queue)
+            self.queue = []
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+            self._release()
+            return succeed(None)
+        self._giving_up = True
+
+        def done(result: object) -> object:
+            self._giving_up = False
+            return result
+
+        return self.flush().addBoth(done)
+
+    def _commit(self) -> None:
+        self._timer = None
+        if self.in_flight is not None or not self.queue:
+            return
+        batch, self.queue = self.queue[: self.max_batch], self.queue[self.max_batch :]
+        self.in_flight = batch
+        maybeDeferred(self.run, batch).addCallbacks(
+            lambda answers: self._committed(batch, answers),
+            lambda failure: self._failed(batch, failure),
+        )
+
+    def _committed(self, batch: list[Change], answers: list[Any]) -> None:
+        self.in_flight = None
+        self.batches += 1
+        if self.failures:
+            log.info("job bookkeeping recorded again after {failures} failed tries",
+                     failures=self.failures)
+        self.failures = 0
+        for change, answer in zip(batch, answers, strict=True):
+            change.done.callback(answer)
+        self._release()
+        self._schedule()
+
+    def _failed(self, batch: list[Change], failure: Failure) -> None:
+        self.in_flight = None
+        kept = [c for c in batch if c.retry]
+        for change in batch:
+            if not change.retry:
+                change.done.errback(failure)
+        if self._giving_up:
+            self._drop(kept + self.queue)
+            self.queue = []
+            self._release()
+            return
+        for change in batch:
+            change.tries += 1
+        self.queue[:0] = kept
+        self._release()
+        if not self.queue:
+            return
+        self.failures += 1
+        delay = min(self.max_retry, max(self.interval, 0.1) * 2 ** (self.failures - 1))
+        if self.failures & (self.failures - 1) == 0:  # 1st, 2nd, 4th, 8th... failure
+            log.warn("job bookkeeping: {count} job starts and ends not recorded yet "
+                     "({error}); trying again in {delay:.1f} s", count=len(self.queue),
+                     error=failure.getErrorMessage(), delay=delay, failures=self.failures)
+        self._timer = self._clock().callLater(delay, self._commit)
+
+    def _drop(self, changes: Sequence[Change]) -> None:
+        if changes:
+            self.dropped += len(changes)
+            log.warn("job bookkeeping: {count} job starts and ends not recorded; their jobs "
+                     "run again once their leases expire", count=len(changes))
+
+    def _release(self) -> None:
+        """Fire the flush() waiters whose changes are all settled."""
+        waiting = [c.seq for c in (*(self.in_flight or ()), *self.queue)]
+        oldest = min(waiting) if waiting else self._added
+        ready = [d for upto, d in self._waiters if upto <= oldest]
+        self._waiters = [(upto, d) for upto, d in self._waiters if upto > oldest]
+        for d in ready:
+            d.callback(None)
+
+
+# Seconds between two batches of job starts and finishes in the collection engine.
+BOOKKEEPING_INTERVAL = 0.05
+
+
 @implementer(IJobStore)
 class JobStore:
-    """IJobStore on an open SqliteStore or PostgresStore (it shares their connection)."""
+    """IJobStore on an open SqliteStore or PostgresStore (it shares their connection).
 
-    def __init__(self, store: Any) -> None:
+    Job starts and finishes go to the database in batches (``Bookkeeping``), every
+    ``interval`` seconds. With ``write_behind`` (the collection engine's), a start or
+    finish of a job this store leased answers at once from what the lease said, before
+    its batch commits: the engine never waits for its bookkeeping. A process that dies
+    before a batch commits leaves those jobs leased in the database; the leases expire
+    and the jobs run again (their records are idempotent). Without ``write_behind`` each
+    answer comes from the committed batch.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        reactor: IReactorTime | None = None,
+        interval: float = 0.0,
+        write_behind: bool = False,
+    ) -> None:
         from fep.store.postgres import PostgresStore
 
         self.store = store
         self.dialect = "postgresql" if isinstance(store, PostgresStore) else "sqlite"
+        self.write_behind = write_behind
+        self.bookkeeping = Bookkeeping(self._book, reactor, interval)
+        # write_behind: jobs leased here, not started yet; jobs whose start was refused.
+        self._leased: dict[int, Job] = {}
+        self._refused: set[int] = set()
+
+    def _book(self, changes: Sequence[Change]) -> Deferred[list[Any]]:
+        return self._do(_bookkeep, list(changes))
 
     def _do(self, make: Callable[..., Op[T]], *args: Any) -> Deferred[T]:
         if self.dialect == "postgresql":
@@ -806,13 +1171,42 @@ class JobStore:
         in_use: Mapping[str, int],
         capacities: Mapping[str, int],
     ) -> Deferred[list[Job]]:
-        return self._do(_lease, node, now, until, limit, dict(in_use), dict(capacities))
+        d = self._do(_lease, node, now, until, limit, dict(in_use), dict(capacities))
+        if self.write_behind:
+            d.addCallback(self._remember, node)
+        return d
+
+    def _remember(self, jobs: list[Job], node: str) -> list[Job]:
+        for job in jobs:
+            self._leased[job.id] = job
+        return jobs
 
     def renew(self, node: str, ids: Sequence[int], until: float) -> Deferred[int]:
         return self._do(_renew, node, list(ids), until)
 
     def start(self, job_id: int, node: str, now: float, until: float) -> Deferred[Job | None]:
-        return self._do(_start, job_id, node, now, until)
+        leased = self._leased.pop(job_id, None)
+        change = start_change(job_id, node, now, until)
+        # A command's job starts only once its start is committed: a plan's pause or cancel
+        # withdraws the command jobs the database has as not started.
+        change.retry = leased is not None and leased.node == node and leased.command is None
+        done = self.bookkeeping.add(change)
+        if not change.retry or leased is None:
+            return done
+        done.addCallback(self._start_recorded, change)
+        return succeed(attrs.evolve(leased, status=JobStatus.RUNNING,
+                                    attempts=leased.attempts + 1, started_at=now,
+                                    lease_until=until))
+
+    def _start_recorded(self, job: Job | None, change: Change) -> None:
+        if job is None and change.tries:
+            log.info("job {job}: its start, tried again after a failed batch, changed "
+                     "nothing (recorded by the try whose answer was lost, or the lease was "
+                     "lost)", job=change.job_id)
+        elif job is None:
+            self._refused.add(change.job_id)
+            log.warn("job {job}: its start was refused (the lease was lost); its outcome "
+                     "will not be recorded by this node", job=change.job_id)
 
     def finish(
         self,
@@ -823,9 +1217,41 @@ class JobStore:
         now: float,
         run_at: float | None,
     ) -> Deferred[bool]:
-        return self._do(_finish, job, node, status, outcome, now, run_at)
+        change = finish_change(job, node, status, outcome, now, run_at)
+        # A command's or a read-now's end is answered once committed: what the door then
+        # says (done, the readings) the database says too.
+        change.retry = (self.write_behind and job.command is None
+                        and READ_NOW not in job.params
+                        and job.id not in self._refused and job.node == node)
+        self._refused.discard(job.id)
+        done = self.bookkeeping.add(change)
+        if not change.retry:
+            return done
+        done.addCallback(self._finish_recorded, job, change)
+        return succeed(True)
+
+    def _finish_recorded(self, recorded: bool, job: Job, change: Change) -> None:
+        if not recorded and change.tries:
+            log.info("job {job} for {meter}: its outcome, tried again after a failed batch, "
+                     "changed nothing (recorded by the try whose answer was lost, or the "
+                     "lease was lost)", job=job.id, meter=job.meter)
+        elif not recorded:
+            log.warn("job {job} for {meter}: its outcome was refused (the lease was lost "
+                     "while it ran; another node has it)", job=job.id, meter=job.meter)
+
+    def flush(self) -> Deferred[None]:
+        """Commit the job starts and finishes queued so far; fires once they are."""
+        return self.bookkeeping.flush()
+
+    def settle(self) -> Deferred[None]:
+        """Commit what is queued, with one try (none while the database is failing), and
+        forget what could not be committed (the engine is stopping; those jobs run again
+        once their leases expire). The job store stays usable."""
+        return self.bookkeeping.settle()
 
     def release(self, node: str, ids: Sequence[int]) -> Deferred[int]:
+        for job_id in ids:
+            self._leased.pop(job_id, None)
         return self._do(_release, node, list(ids))
 
     def expire(self, now: float) -> Deferred[list[Job]]:
@@ -881,10 +1307,11 @@ class JobStore:
         now: float,
         job: Job | None = None,
         fields: Mapping[str, Any] | None = None,
+        of_job: int | None = None,
     ) -> Deferred[Command | None]:
         return self._do(
             _transition, command_id, list(expected), status, who, action, detail, now, job,
-            dict(fields or {}),
+            dict(fields or {}), of_job,
         )
 
     def command_progress(self, command_id: int, progress: Mapping[str, Any]) -> Deferred[None]:
@@ -894,6 +1321,7 @@ class JobStore:
         return self._do(_audit, command_id)
 
 
-def job_store(store: Any) -> JobStore:
-    """The job store sharing ``store`` (an open SqliteStore or PostgresStore)."""
-    return JobStore(store)
+def job_store(store: Any, **options: Any) -> JobStore:
+    """The job store sharing ``store`` (an open SqliteStore or PostgresStore); ``options``
+    as JobStore takes them (reactor, interval, write_behind)."""
+    return JobStore(store, **options)

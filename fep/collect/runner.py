@@ -23,7 +23,7 @@ from zope.interface import implementer
 from fep.collect import firmware, gaps
 from fep.collect.clock import ClockAction, ClockPolicy
 from fep.collect.commands import clock_hold, hold
-from fep.collect.dlt698_route import through_terminal
+from fep.collect.dlt698_route import forwarding, through_terminal
 from fep.collect.readnow import ReadsNow, is_read_now, with_options
 from fep.collect.schedule import parse_duration
 from fep.collect.tasks import (
@@ -71,6 +71,9 @@ DEFAULT_HORIZON = 7 * 86400.0
 # Where each protocol takes a job's item list from (meter metadata); for the others the
 # items are OBIS codes and the readings are filtered to them.
 ITEM_KEYS = {"dlms": "dlms_objects", "dlt645": "dlt645_items"}
+# A load-profile task's items name the profile object read (DL/T 698.45: 50040200 the
+# day-frozen, 50060200 the month-frozen object).
+PROFILE_KEYS = {"dlt698": "dlt698_profile"}
 
 
 class _CountingProtocol(ProtocolWrapper):
@@ -160,6 +163,15 @@ def _with_items(meter: Meter, items: tuple[str, ...], *, poll: bool = False) -> 
     if items and key is not None:
         metadata[key] = ",".join(items)
     return attrs.evolve(meter, metadata=metadata)
+
+
+def _with_profile(meter: Meter, items: tuple[str, ...]) -> Meter:
+    """The meter as a load-profile job's protocol sees it: the job's items, where the
+    protocol names its profile object by them (PROFILE_KEYS), as that object."""
+    key = PROFILE_KEYS.get(meter.protocol)
+    if not items or key is None:
+        return meter
+    return attrs.evolve(meter, metadata={**meter.metadata, key: ",".join(items)})
 
 
 def _wanted(items: tuple[str, ...], meter: Meter) -> set[ObisCode] | None:
@@ -255,7 +267,8 @@ class JobRunner:
         try:
             protocol = self.protocol_for(meter.protocol)
             route, meter = self._connected_route(meter)
-            endpoint = CountingEndpoint(self.endpoint_for(self.reactor, route))
+            endpoint = CountingEndpoint(forwarding(self.endpoint_for(self.reactor, route),
+                                                   meter))
             timeout = _seconds(job.params.get("timeout"), "timeout", self.timeout)
             work = {
                 JobKind.REGISTERS: self._read,
@@ -345,9 +358,21 @@ class JobRunner:
             since = until - timedelta(
                 seconds=_seconds(job.params.get("horizon"), "horizon", DEFAULT_HORIZON)
             )
-        stored = await self.store.intervals(meter.id, since=gaps.floor_to(since, period))
-        stored = [b for b in stored if b.period == period]
-        missing = gaps.missing(stored, since, until, period)
+        meter = _with_profile(meter, job.items)
+        # A profile of local days or calendar months (DL/T 698.45 day- and month-frozen
+        # objects): the protocol gives its interval starts, the period that joins gaps into
+        # ranges and the OBIS F group of its series.
+        plan_of = getattr(reader, "profile_plan", None)
+        plan = plan_of(meter, since, until) if plan_of is not None else None
+        expected: list[datetime] | None = None
+        if plan is not None:
+            expected, period, series = plan
+            stored = await self.store.intervals(meter.id, since=since - period)
+            stored = [b for b in stored if b.obis.f == series]
+        else:
+            stored = await self.store.intervals(meter.id, since=gaps.floor_to(since, period))
+            stored = [b for b in stored if b.period == period]
+        missing = gaps.missing(stored, since, until, period, expected)
         if not missing:
             return Outcome(True, result="no interval missing")
         records: list[Record] = []
@@ -356,7 +381,9 @@ class JobRunner:
             records += got
         await self._submit(records)
         fresh = [b for b in records if isinstance(b, IntervalBlock)]
-        still = gaps.missing([*stored, *fresh], since, until, period)
+        if plan is not None:
+            fresh = [b for b in fresh if b.obis.f == plan[2]]
+        still = gaps.missing([*stored, *fresh], since, until, period, expected)
         result = f"{len(missing) - len(still)} of {len(missing)} missing intervals read"
         if still:
             result += f"; {len(still)} the meter did not give"
@@ -532,6 +559,9 @@ class JobRunner:
             text or "",
             self.reactor.seconds(),
             fields={"outcome": text, "finished_at": self.reactor.seconds()},
+            # Only by the job that carries it now: a time-set held for approval and approved
+            # since has a new job, and the held job's end says nothing about it.
+            of_job=job.id,
         )
 
 

@@ -248,6 +248,8 @@ class Scheduler(service.Service):
                              error=e)
             # Jobs under way finish (their records are worth keeping) and are recorded.
             await DeferredList(list(self.active.values()))
+            # ... their ends committed (the job store records them in batches).
+            await self.jobs.settle()
             if self._renewer is not None and self._renewer.running:
                 self._renewer.stop()
 

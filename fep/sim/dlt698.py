@@ -43,14 +43,18 @@ from fep.protocols.dlt698.apdu import (
     LinkType,
     ProxyRequest,
     ProxyResponse,
+    ProxySetResult,
     ReleaseRequest,
     ReleaseResponse,
     ReportNotification,
     ReportResponse,
     ResultNormal,
     ResultRecord,
+    SecurityRequest,
+    SecurityResponse,
     SetRequest,
     SetResponse,
+    Verification,
     decode_apdu,
     encode_apdu,
 )
@@ -75,6 +79,10 @@ METER_TZ = timezone(timedelta(hours=8), "UTC+08:00")
 DAR_UNDEFINED = 4
 DAR_REFUSED = 3
 DAR_TIMEOUT = 33
+DAR_SECURITY_MISMATCH = 20
+# The MAC the simulated meter's "ESAM" puts on its plaintext answers (a fixed one: the
+# simulator holds no keys).
+SIM_MAC = bytes.fromhex("0A0B0C0D")
 FACTORY = b"FEPS" + b"0100" + b"261201" + b"0100" + b"261201" + b"\x00" * 8
 
 
@@ -97,6 +105,7 @@ class SimulatedDlt698Meter:
     rows_per_block: int | None = None
     frame_size: int | None = None
     frozen_days: int = 7
+    frozen_months: int = 3
     minute_period: int = 15
     outages: int = 2
     clock_offset: float = 0.0
@@ -113,6 +122,20 @@ class SimulatedDlt698Meter:
     demand_resets: int = 0
     event_clears: int = 0
     action_dar: int = 0
+    # Security: ``require_security`` refuses plain GETs (DAR 20), as a meter whose security
+    # mode parameter asks for plaintext + MAC does; a GET in a SECURITY-Request (plaintext,
+    # RN) is answered in a SECURITY-Response in plaintext with ``mac`` (None: no MAC);
+    # ciphertext is refused (DAR 22). The random numbers received are kept in ``rns``.
+    require_security: bool = False
+    mac: bytes | None = SIM_MAC
+    rns: list[bytes] = attrs.field(factory=list)
+    # A terminal's ports for PROXY transparent forwarding (TransCommand): by port OAD
+    # (F2010201, the first RS-485), what answers the bytes forwarded (None: silence, DAR 33).
+    ports: dict[OAD, Callable[[bytes], bytes | None]] = attrs.field(factory=dict)
+    # Attributes SET may write (besides the clock), of the type they hold: the asset
+    # management code (4103) by default.
+    parameters: dict[OAD, Data] = attrs.field(factory=lambda: {
+        OAD(0x4103, 2): Data(DataType.VISIBLE_STRING, "SIM-ASSET-0001")})
     # Event reports (REPORT-Notification) the meter pushes after its next answer, and the
     # OADs the client acknowledged (REPORT-Response).
     reports: list[ReportNotification] = attrs.field(factory=list)
@@ -159,6 +182,8 @@ class SimulatedDlt698Meter:
         return None
 
     def _attribute(self, oad: OAD, at: float) -> Data | None:
+        if oad in self.parameters:
+            return self.parameters[oad]
         u32, u16, i32, i16 = (DataType.DOUBLE_LONG_UNSIGNED, DataType.LONG_UNSIGNED,
                               DataType.DOUBLE_LONG, DataType.LONG)  # fmt: skip
         key = (oad.oi, oad.number)
@@ -183,6 +208,13 @@ class SimulatedDlt698Meter:
             return Data(DataType.OCTET_STRING, bytes.fromhex(self.address))
         if key == (0x2021, 2):
             return Data.date_time_s(datetime.fromtimestamp(at, self.tz))
+        if key == (0xF205, 2):
+            # The relay output: descriptor, current state (0 not output: closed; 1 output:
+            # tripped, open until closed), switch kind (1 latching), wiring (0 connected).
+            state = 0 if self.relay == "closed" else 1
+            return Data.array([Data.structure((
+                Data(DataType.VISIBLE_STRING, "relay 1"), integer(DataType.ENUM, state),
+                integer(DataType.ENUM, 1), integer(DataType.ENUM, 0)))])
         return None
 
     # -- records ---------------------------------------------------------------------------
@@ -192,8 +224,18 @@ class SimulatedDlt698Meter:
         now = datetime.fromtimestamp(self.now(), self.tz)
         if oi == 0x5004:
             midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-            return [(midnight - timedelta(days=n)).timestamp()
+            days = [(midnight - timedelta(days=n)).timestamp()
                     for n in range(self.frozen_days - 1, -1, -1)]  # fmt: skip
+            return [t for t in days if t not in self.holes]
+        if oi == 0x5006:
+            # Frozen at 00:00 on the first of each month (the meter's zone).
+            months = []
+            year, month = now.year, now.month
+            for _ in range(self.frozen_months):
+                months.append(now.replace(year=year, month=month, day=1, hour=0, minute=0,
+                                          second=0, microsecond=0).timestamp())
+                year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+            return [t for t in reversed(months) if t not in self.holes]
         if oi == 0x5002:
             step = self.minute_period * 60
             last = int(now.timestamp()) // step * step
@@ -391,7 +433,12 @@ class SimulatedDlt698Meter:
             piid = getattr(apdu, "piid", 0)
             self.log.append("refused: no association")
             return ErrorResponse(piid, 2)
+        if isinstance(apdu, SecurityRequest):
+            return self._secured(apdu)
         if isinstance(apdu, GetRequest):
+            if self.require_security:
+                self.log.append("refused: plain GET")
+                return self._refused_get(apdu, DAR_SECURITY_MISMATCH)
             return self._get(apdu)
         if isinstance(apdu, ProxyRequest):
             return self._proxy(apdu)
@@ -401,18 +448,59 @@ class SimulatedDlt698Meter:
                                   apdu.list)  # fmt: skip
         if isinstance(apdu, SetRequest):
             self.log.append("set " + ",".join(str(o) for o, _ in apdu.values))
-            results = []
-            for oad, value in apdu.values:
-                if (oad.oi, oad.number) == (0x4000, 2) and value.tag is DataType.DATE_TIME_S:
-                    when = value.to_datetime(self.tz)
-                    if when is not None:
-                        self.clock_offset = when.timestamp() - self.clock()
-                        results.append((oad, 0))
-                        continue
-                results.append((oad, DAR_REFUSED))
-            return SetResponse(apdu.piid, tuple(results), apdu.list)
+            return SetResponse(apdu.piid, tuple((oad, self.set(oad, value))
+                                                for oad, value in apdu.values), apdu.list)
         piid = getattr(apdu, "piid", 0)
         return ErrorResponse(piid, 2)
+
+    def set(self, oad: OAD, value: Data) -> int:
+        """One attribute set: its DAR (the clock, 40000200, is the one settable)."""
+        if (oad.oi, oad.number) == (0x4000, 2) and value.tag is DataType.DATE_TIME_S:
+            when = value.to_datetime(self.tz)
+            if when is not None:
+                self.clock_offset = when.timestamp() - self.clock()
+                return 0
+        held = self.parameters.get(oad)
+        if held is not None:
+            if held.tag is not value.tag:
+                return 7  # type mismatch
+            self.parameters[oad] = value
+            return 0
+        return DAR_REFUSED
+
+    def _read_after(self, oad: OAD) -> ResultNormal:
+        value = self.attribute(oad)
+        return ResultNormal(oad, data=value) if value is not None else \
+            ResultNormal(oad, dar=DAR_UNDEFINED)
+
+    def _secured(self, request: SecurityRequest) -> SecurityResponse:
+        """A SECURITY-Request: a plaintext GET with an RN is answered in plaintext + MAC."""
+        if request.ciphered or request.verification not in (Verification.RN,
+                                                            Verification.RN_MAC):
+            self.log.append("refused: secured request not plaintext + RN")
+            return SecurityResponse(dar=22)
+        try:
+            inner = decode_apdu(request.data)
+        except FrameError:
+            return SecurityResponse(dar=255)
+        if not isinstance(inner, GetRequest):
+            self.log.append(f"refused: secured {type(inner).__name__}")
+            return SecurityResponse(dar=3)
+        self.rns.append(request.rn)
+        self.log.append("secured")
+        answer = self._get(inner) if self.connected or not self.require_connect \
+            else ErrorResponse(inner.piid, 2)
+        return SecurityResponse(encode_apdu(answer), mac=self.mac)
+
+    def _refused_get(self, request: GetRequest, dar: int) -> GetResponse:
+        if request.kind in (GetKind.NORMAL, GetKind.NORMAL_LIST):
+            return GetResponse(request.kind, request.piid, tuple(
+                ResultNormal(o, dar=dar) for o in request.oads))  # fmt: skip
+        if request.kind in (GetKind.RECORD, GetKind.RECORD_LIST):
+            return GetResponse(request.kind, request.piid, records=tuple(
+                ResultRecord(r.oad, r.rcsd, dar=dar) for r in request.records))  # fmt: skip
+        return GetResponse(GetKind.NEXT, request.piid, last=True, block=request.block + 1,
+                           dar=dar)  # fmt: skip
 
     def _act(self, omd: OMD, value: Data) -> int:
         """One ACTION method: its DAR."""
@@ -435,17 +523,49 @@ class SimulatedDlt698Meter:
         return 0
 
     def _proxy(self, request: ProxyRequest) -> ProxyResponse:
-        if request.kind == 5:
+        if request.kind in (5, 6):
             answers = []
             for action in request.actions:
                 child = self.children.get(tsa_address(action.tsa))
                 self.log.append(f"proxy action {tsa_address(action.tsa)} "
                                 + ",".join(str(omd) for omd, _ in action.methods))
-                answers.append((action.tsa, tuple(
-                    ActionResult(omd, child._act(omd, value) if child is not None
-                                 else DAR_TIMEOUT)
-                    for omd, value in action.methods)))  # fmt: skip
-            return ProxyResponse(5, request.piid, actions=tuple(answers))
+                done = []
+                for n, (omd, parameter) in enumerate(action.methods):
+                    dar = child._act(omd, parameter) if child is not None else DAR_TIMEOUT
+                    read = None
+                    if request.kind == 6:
+                        oad = action.then[n][0]
+                        read = child._read_after(oad) if child is not None else \
+                            ResultNormal(oad, dar=DAR_TIMEOUT)
+                    done.append(ActionResult(omd, dar, None, read))
+                answers.append((action.tsa, tuple(done)))
+            return ProxyResponse(request.kind, request.piid, actions=tuple(answers))
+        if request.kind in (3, 4):
+            sets: list[tuple[bytes, tuple[ProxySetResult, ...]]] = []
+            for ps in request.sets:
+                child = self.children.get(tsa_address(ps.tsa))
+                self.log.append(f"proxy set {tsa_address(ps.tsa)} "
+                                + ",".join(str(oad) for oad, _ in ps.values))
+                set_results: list[ProxySetResult] = []
+                for n, (oad, new) in enumerate(ps.values):
+                    dar = child.set(oad, new) if child is not None else DAR_TIMEOUT
+                    read = None
+                    if request.kind == 4:
+                        after = ps.then[n][0]
+                        read = child._read_after(after) if child is not None else \
+                            ResultNormal(after, dar=DAR_TIMEOUT)
+                    set_results.append(ProxySetResult(oad, dar, read))
+                sets.append((ps.tsa, tuple(set_results)))
+            return ProxyResponse(request.kind, request.piid, sets=tuple(sets))
+        if request.kind == 7:
+            forward = request.transparent
+            assert forward is not None
+            self.log.append(f"proxy forward {forward.port} {forward.command.hex()}")
+            port = self.ports.get(forward.port)
+            answer = port(forward.command) if port is not None else None
+            if answer is None:
+                return ProxyResponse(7, request.piid, port=forward.port, dar=DAR_TIMEOUT)
+            return ProxyResponse(7, request.piid, port=forward.port, command=answer)
         if request.kind == 1:
             meters = []
             for target in request.targets:
@@ -600,6 +720,28 @@ class Dlt698MeterFactory(ServerFactory[Dlt698MeterProtocol]):
         self.bad_requests = 0
 
 
+RS485_1 = OAD(0xF201, 2, 1)
+
+
+def dlt645_on_port(address: str) -> Callable[[bytes], bytes | None]:
+    """A simulated DL/T 645 meter as a terminal's port answers for it: the frame forwarded
+    in, its answer's bytes out (None: not addressed or not understood, the port is
+    silent)."""
+    from fep.protocols.dlt645 import frames as f645
+    from fep.sim.dlt645 import SimulatedDlt645Meter
+
+    meter = SimulatedDlt645Meter(address=address)
+
+    def port(data: bytes) -> bytes | None:
+        try:
+            answer = meter.answer(f645.decode_frame(data))
+        except FrameError:
+            return None
+        return answer.encode() if answer is not None else None
+
+    return port
+
+
 def serve_pty(reactor: IConnectingReactor, device: str, factory: Dlt698MeterFactory,
               baud: int = 9600) -> Any:  # fmt: skip
     """Serve the factory's meters on a serial device or pty (8E1, as RS-485 lines run)."""
@@ -620,6 +762,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--password", help="the general password CONNECT must carry")
     parser.add_argument("--rows-per-block", type=int, help="record rows per GET-Next block")
     parser.add_argument("--frame-size", type=int, help="APDU bytes per split frame")
+    parser.add_argument("--secured", action="store_true",
+                        help="refuse plain GETs; answer GETs in SECURITY-Requests (plaintext"
+                        " + RN) in plaintext with a fixed MAC")
+    parser.add_argument("--rs485", metavar="ADDRESS",
+                        help="a simulated DL/T 645 meter on the terminal's RS-485 port "
+                        "(F2010201), reached by PROXY transparent forwarding")
     parser.add_argument("--behind", action="append", default=[], metavar="ADDRESS",
                         help="a meter behind this one (a concentrator), read through PROXY")
     args = parser.parse_args(argv)
@@ -632,13 +780,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     reactor = serve.command_reactor()
     meter = SimulatedDlt698Meter(args.address, require_connect=not args.no_connect,
                                  password=args.password, rows_per_block=args.rows_per_block,
-                                 frame_size=args.frame_size)  # fmt: skip
+                                 frame_size=args.frame_size,
+                                 require_security=args.secured)  # fmt: skip
     for n, address in enumerate(args.behind, 1):
         try:
             ServerAddress(address)
         except ValueError as e:
             parser.error(f"--behind: {e}")
         meter.children[address] = SimulatedDlt698Meter(address, start_kwh=100.0 * n)
+    if args.rs485:
+        meter.ports[RS485_1] = dlt645_on_port(args.rs485)
     factory = Dlt698MeterFactory([meter], reactor, login=args.login)
     if args.port is not None:
         serve.serve_tcp(reactor, args.port, factory, args.interface, args.address)
@@ -654,7 +805,9 @@ if __name__ == "__main__":
 
 
 __all__ = [
+    "RS485_1",
     "Dlt698MeterFactory",
+    "dlt645_on_port",
     "Dlt698MeterProtocol",
     "SimulatedDlt698Meter",
     "serve_pty",

@@ -159,7 +159,7 @@ class _Connection(txpostgres.Connection):
 def _server_side_deadline(dsn: str, query_timeout: float) -> dict[str, str]:
     """The server's half of the transaction deadline: a session left idle inside a
     transaction for as long as our own deadline (its process frozen, its VM paused) is
-    ended by PostgreSQL, so the locks it holds (the job lease lock among them) do not stall
+    ended by PostgreSQL, so the locks it holds (a line's lease lock among them) do not stall
     every other node. Not when the URL sets its own server options."""
     if "options" in dsn:
         return {}

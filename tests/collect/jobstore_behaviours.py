@@ -259,3 +259,60 @@ class JobStoreBehaviours:
         self.assertEqual([(a.who, a.action) for a in trail],
                          [("alice", "requested"), ("bob", "approved")])
         self.assertEqual([c.id for c in await jobs.commands(meter="m1")], [asked.id])
+
+    async def test_a_job_settles_only_the_command_it_still_carries(self) -> None:
+        jobs = await self.jobs_store()
+        asked = await jobs.add_command(
+            Command(id=0, meter="m1", action="time-set", params={}, requested_by="alice",
+                    requested_at=NOW),
+            job("m1", task=None, kind="command"),
+        )
+        first = asked.job
+        # Held for approval, approved: a new job carries it.
+        await jobs.transition(asked.id, ["queued"], "requested", "fep", "held", "", NOW)
+        approved = await jobs.transition(asked.id, ["requested"], "queued", "bob", "approved",
+                                         "", NOW + 1, job=job("m1", task=None, kind="command"))
+        self.assertNotEqual(approved.job, first)
+        # The held job's end comes late: it does not settle the approved command.
+        self.assertIsNone(await jobs.transition(asked.id, ["queued", "running"], "done",
+                                                "n1", "done", "held", NOW + 2, of_job=first))
+        done = await jobs.transition(asked.id, ["queued", "running"], "done", "n1", "done",
+                                     "clock set", NOW + 3, of_job=approved.job)
+        self.assertEqual(done.status, CommandStatus.DONE)
+
+    async def test_bookkeeping_in_batches_answered_at_once(self) -> None:
+        from twisted.internet import reactor
+
+        store = self.new_store()
+        await store.open()
+        self.addCleanup(store.close)
+        jobs = JobStore(store, reactor=reactor, interval=0.01, write_behind=True)
+        lines = [f"tcp:host=10.0.3.1:port={n + 1}" for n in range(250)]  # one line each
+        await jobs.add_jobs([job(f"m{n}", due=NOW - n, route=lines[n], resource=lines[n])
+                             for n in range(250)], NOW)
+        leased = await jobs.lease("n1", NOW, NOW + 60, 250, {}, {})
+        self.assertEqual(len(leased), 250)
+        started = []
+        for j in leased:
+            d = jobs.start(j.id, "n1", NOW + 1, NOW + 61)
+            self.assertTrue(d.called)  # from the lease, not the database
+            started.append(await d)
+        for j in started[:200]:
+            self.assertTrue(await jobs.finish(j, "n1", "done",
+                                              Outcome(True, result="ok", records=3),
+                                              NOW + 2, None))
+        for j in started[200:]:
+            await jobs.finish(j, "n1", "pending", Outcome(False, error="silence"), NOW + 2,
+                              NOW + 30)
+        await jobs.flush()
+        self.assertLessEqual(jobs.bookkeeping.batches, 3)
+        stored = await jobs.jobs(limit=None)
+        done = [j for j in stored if j.status == JobStatus.DONE]
+        waiting = [j for j in stored if j.status == JobStatus.PENDING]
+        self.assertEqual((len(done), len(waiting)), (200, 50))
+        self.assertEqual({(j.attempts, j.records, j.first_ok, j.node, j.started_at)
+                          for j in done}, {(1, 3, True, "n1", NOW + 1)})
+        self.assertEqual({(j.attempts, j.run_at, j.node, j.first_ok) for j in waiting},
+                         {(1, NOW + 30, None, False)})
+        (row,) = await jobs.stats("2000-01-01", "task")
+        self.assertEqual((row.jobs, row.ok, row.attempts), (200, 200, 200))

@@ -18,6 +18,7 @@ from fep.collect.tasks import CommandStatus, JobStatus
 from fep.model import Meter
 from fep.protocols.dlt698.apdu import ActionRequest, encode_apdu
 from fep.protocols.dlt698.control import command_methods
+from fep.protocols.dlt698.data import OAD
 from fep.protocols.registry import protocol_commands
 from fep.sim.dlt698 import Dlt698MeterFactory, SimulatedDlt698Meter
 from tests.collect.harness import engine_for, listen
@@ -44,8 +45,27 @@ class MethodTests(unittest.TestCase):
 
     def test_the_protocol_runs_the_vocabulary(self) -> None:
         self.assertEqual(protocol_commands("dlt698"), {
-            "disconnect", "reconnect", "demand-reset", "event-log-clear", "time-set",
-            "time-sync"})
+            "disconnect", "reconnect", "demand-reset", "event-log-clear", "parameter-set",
+            "time-set", "time-sync"})
+
+    def test_parameter_values(self) -> None:
+        from fep.errors import ConfigError
+        from fep.protocols.dlt698.control import parameter_values
+        from fep.protocols.dlt698.data import OAD, Data, DataType, integer
+
+        self.assertEqual(parameter_values({"41030200": "visible-string:A-1",
+                                           "40010200": "octet-string:000000000001",
+                                           "41160200": "long-unsigned:0x0102",
+                                           "progress": {}}), (
+            (OAD(0x4103, 2), Data(DataType.VISIBLE_STRING, "A-1")),
+            (OAD(0x4001, 2), Data(DataType.OCTET_STRING, bytes.fromhex("000000000001"))),
+            (OAD(0x4116, 2), integer(DataType.LONG_UNSIGNED, 0x0102))))
+        for params, key in (({"41030200": "A-1"}, "41030200"),
+                            ({"41160200": "unsigned:300"}, "41160200"),
+                            ({"41160200": "float:1"}, "41160200"), ({}, "parameter-set")):
+            with self.assertRaises(ConfigError) as caught:
+                parameter_values(params)
+            self.assertEqual(caught.exception.key, key)
 
 
 class CommandJobTests(unittest.TestCase):
@@ -90,9 +110,15 @@ class CommandJobTests(unittest.TestCase):
         done = await self.approved(await self.ask("behind", "disconnect"), "behind")
         self.assertEqual(done.status, CommandStatus.DONE, done.outcome)
         self.assertIn("methods=80008100", done.outcome)
-        # The meter behind trips; the terminal itself does not.
+        # The meter behind trips; the terminal itself does not. The terminal read the
+        # meter's relay after the trip (PROXY ActionThenGet): the outcome gives its state.
         self.assertEqual((self.child.relay, self.sim.relay), ("open", "closed"))
         self.assertIn("proxy action 000000000001 80008100", self.sim.log)
+        self.assertIn("relay=open", done.outcome)
+        done = await self.approved(await self.ask("behind", "reconnect", mode="direct"),
+                                   "behind")
+        self.assertEqual((done.status, self.child.relay), (CommandStatus.DONE, "closed"))
+        self.assertIn("relay=closed", done.outcome)
         done = await self.settled((await self.ask("behind", "demand-reset")).id)
         self.assertEqual((done.status, self.child.demand_resets, self.sim.demand_resets),
                          (CommandStatus.DONE, 1, 0))
@@ -119,10 +145,16 @@ class CommandJobTests(unittest.TestCase):
         self.assertEqual(done.status, CommandStatus.DONE, done.outcome)
         self.assertIn("methods=80008100", done.outcome)
         self.assertEqual(self.sim.relay, "open")
+        # The relay's state read back after the ACTION (GET of F2050201).
+        self.assertIn("relay=open", done.outcome)
+        self.assertIn("get F2050201", self.sim.log)
         done = await self.approved(await self.ask("m1", "reconnect"))
         self.assertEqual((done.status, self.sim.relay), (CommandStatus.DONE, "close allowed"))
+        # Close allowed: still open until the customer presses the button.
+        self.assertIn("relay=open", done.outcome)
         done = await self.approved(await self.ask("m1", "reconnect", mode="direct"))
         self.assertEqual((done.status, self.sim.relay), (CommandStatus.DONE, "closed"))
+        self.assertIn("relay=closed", done.outcome)
 
     async def test_demand_reset_and_event_clear_need_no_approval(self) -> None:
         await self.setup()
@@ -176,6 +208,43 @@ class CommandJobTests(unittest.TestCase):
         assert done is not None
         self.assertEqual(done.counts, {"done": 2})
 
+    async def test_time_set_of_a_meter_behind_a_terminal_through_proxy_set(self) -> None:
+        await self.setup()
+        self.child.clock_offset = -40.0  # within the clock policy: no approval needed
+        done = await self.settled((await self.ask("behind", "time-set")).id)
+        self.assertEqual(done.status, CommandStatus.DONE, done.outcome)
+        # PROXY SetRequestList of 40000200 through the terminal: the meter's clock is fep's.
+        self.assertIn("proxy set 000000000001 40000200", self.sim.log)
+        self.assertLess(abs(self.child.clock_offset), 5)
+        self.assertEqual(self.sim.clock_offset, 0.0)
+
+    async def ask_done(self, meter: str, action: str, **params: Any) -> Any:
+        asked = await self.ask(meter, action, **params)
+        if asked.status == CommandStatus.REQUESTED:
+            return await self.approved(asked, meter)
+        return await self.settled(asked.id)
+
+    async def test_parameter_set_directly_and_through_the_terminal(self) -> None:
+        await self.setup()
+        done = await self.ask_done("m1", "parameter-set", **{"41030200": "visible-string:NEW-1"})
+        self.assertEqual(done.status, CommandStatus.DONE, done.outcome)
+        self.assertIn("set=41030200", done.outcome)
+        self.assertIn("verified=yes", done.outcome)
+        asset = OAD(0x4103, 2)
+        self.assertEqual(self.sim.parameters[asset].value, "NEW-1")
+        # Behind the terminal: PROXY SetThenGet, the meter's own attribute.
+        done = await self.ask_done("behind", "parameter-set",
+                                   **{"41030200": "visible-string:NEW-2"})
+        self.assertEqual(done.status, CommandStatus.DONE, done.outcome)
+        self.assertIn("verified=yes", done.outcome)
+        self.assertEqual((self.child.parameters[asset].value, self.sim.parameters[asset].value),
+                         ("NEW-2", "NEW-1"))
+        self.assertIn("proxy set 000000000001 41030200", self.sim.log)
+        # A value the meter refuses (its DAR): failed at once.
+        done = await self.ask_done("m1", "parameter-set", **{"41030200": "unsigned:5"})
+        self.assertEqual(done.status, CommandStatus.FAILED)
+        self.assertIn("SET of 41030200 refused: DAR 7 (type mismatch)", done.outcome)
+
     async def test_wrong_parameters_are_refused_when_asked(
             self) -> None:  # fmt: skip
         await self.setup()
@@ -183,7 +252,7 @@ class CommandJobTests(unittest.TestCase):
             ("m1", "disconnect", {"limit": "forever"}, "limit is a whole number"),
             ("m1", "reconnect", {"mode": "maybe"}, "mode is allowed or direct"),
             ("behind", "disconnect", {"auto": "perhaps"}, "auto is yes or no"),
-            ("behind", "time-set", {}, "not set through a terminal's PROXY"),
+            ("m1", "parameter-set", {"41030200": "nothing"}, "is TYPE:VALUE"),
         ):
             with self.assertRaises(commands.CommandError) as caught:
                 await self.ask(meter, action, **params)

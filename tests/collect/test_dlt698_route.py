@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import Any
 
 import attrs
 from twisted.internet import reactor
@@ -204,3 +205,92 @@ class ReadNowTests(unittest.TestCase):
             await engine.reader.read_now(behind(1), who="api:alice")
         self.assertIn("meter M1 (route dlt698:T1", str(caught.exception))
         self.assertIn("connected to node b", str(caught.exception))
+
+
+class ForwardedTests(unittest.TestCase):
+    """``dlt698:T1:port=F2010201``: a DL/T 645 meter on the terminal's RS-485 port, read by
+    the DL/T 645 protocol through PROXY transparent forwarding."""
+
+    timeout = 60
+
+    def setup(self, **terminal_md: str) -> tuple[SimulatedDlt698Meter, Any, Meter, Meter]:
+        from fep.protocols.dlt645 import frames as f645
+        from fep.protocols.dlt698.data import OAD
+        from fep.sim.dlt645 import SimulatedDlt645Meter
+
+        sim = SimulatedDlt698Meter(TERMINAL, started=time.time() - 86400)
+        m645 = SimulatedDlt645Meter(address="000000000645")
+
+        def rs485(data: bytes) -> bytes | None:
+            answer = m645.answer(f645.decode_frame(data))
+            return answer.encode() if answer is not None else None
+
+        sim.ports[OAD(0xF201, 2, 1)] = rs485
+        port = listen(self, Dlt698MeterFactory([sim], reactor))
+        terminal = Meter("T1", "dlt698", f"tcp:host=127.0.0.1:port={port}", address=TERMINAL,
+                         metadata=terminal_md)
+        meter = Meter("E1", "dlt645", "dlt698:T1:port=F2010201:baud=2400",
+                      address="000000000645", metadata={"concentrator": "T1"})
+        return sim, m645, terminal, meter
+
+    async def test_a_dlt645_meter_on_the_terminals_port_read_by_the_engine(self) -> None:
+        sim, _, terminal, meter = self.setup()
+        engine, store = await engine_for(self, [terminal, meter])
+        now = reactor.seconds()
+        await engine.jobs.save_task(Task(name="regs", kind="registers", schedule="every 1d",
+                                         target=Target.parse("meters:E1"),
+                                         next_due=now + 3600), now)
+        await engine.scheduler.run_now("regs")
+        (job,) = await jobs_ended(engine, 1)
+        self.assertEqual(job.status, JobStatus.DONE, job.error)
+        readings = await store.readings("E1")
+        self.assertTrue(any(str(r.obis) == "1-0:1.8.0*255" for r in readings),
+                        [str(r.obis) for r in readings])
+        # CONNECT with the terminal, the DL/T 645 frames through its port, RELEASE.
+        self.assertEqual(sim.log[0], "connect")
+        self.assertTrue(any(line.startswith("proxy forward F2010201 ") for line in sim.log))
+        self.assertEqual(sim.log[-1], "release")
+        self.assertEqual(job.resource, f"tcp:127.0.0.1:{terminal.route.rsplit('=', 1)[1]}")
+
+    async def test_a_silent_port_and_a_refused_association_fail_the_job(self) -> None:
+        sim, _, terminal, meter = self.setup(dlt698_password="wrong")
+        sim.password = "123456"
+        silent = attrs.evolve(meter, id="E2", route="dlt698:T1:port=F2010202")
+        engine, _ = await engine_for(self, [terminal, meter, silent])
+        now = reactor.seconds()
+        await engine.jobs.save_task(Task(name="regs", kind="registers", schedule="every 1d",
+                                         target=Target.parse("meters:E1"), retries=0,
+                                         next_due=now + 3600), now)
+        await engine.scheduler.run_now("regs")
+        (job,) = await jobs_ended(engine, 1)
+        self.assertEqual(job.status, JobStatus.FAILED)
+        self.assertIn("CONNECT refused", job.error)
+        sim.password = None
+        await engine.jobs.save_task(Task(name="silent", kind="registers", schedule="every 1d",
+                                         target=Target.parse("meters:E2"), retries=0,
+                                         options={"timeout": "2s"}, next_due=now + 3600), now)
+        await engine.scheduler.run_now("silent")
+        (job,) = await jobs_ended(engine, 1, task="silent")
+        self.assertEqual(job.status, JobStatus.FAILED)
+        self.assertTrue(any(line.startswith("proxy forward F2010202") for line in sim.log))
+
+    def test_route_options(self) -> None:
+        _, _, terminal, meter = self.setup()
+        route, read = through_terminal(meter, {"T1": terminal}.get) or ("", meter)
+        self.assertEqual(route, terminal.route)
+        self.assertEqual(read.metadata["dlt698_forward_port"], "F2010201")
+        self.assertEqual(terminal_id(meter.route), "T1")
+        known = {"T1": terminal}.get
+        for route_text, text in (
+            ("dlt698:T1:port=F2010201:baud=1234", "baud 1234"),
+            ("dlt698:T1:port=nothing", "route"),
+            ("dlt698:T1:speed=9600", "options are port= and baud="),
+            ("dlt698:T1:port", "is not KEY=VALUE"),
+        ):
+            with self.assertRaises(ConfigError) as caught:
+                through_terminal(attrs.evolve(meter, route=route_text), known)
+            self.assertEqual(caught.exception.key, "route")
+            self.assertIn(text, str(caught.exception))
+        with self.assertRaises(ConfigError) as caught:
+            through_terminal(behind(1, route="dlt698:T1:port=F2010201"), known)
+        self.assertIn("through its PROXY, not its port", str(caught.exception))

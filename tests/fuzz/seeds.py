@@ -153,6 +153,7 @@ def dlt698() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
     frames = {k: v for k, v in items.items() if k.startswith("frame_")}
     apdus = {k: v for k, v in items.items() if k.startswith("apdu_")}
     apdus.update({k: decode_frame(v).data for k, v in frames.items()})
+    apdus.update(_more_apdus())
     big = apdus["apdu_get_record_response"]
     address = ServerAddress("000000123456")
     split = b"".join(Frame(control(from_server=True, split=True), address, 0, p.encode())
@@ -174,7 +175,10 @@ def dlt698() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
                          + [("all", stream_chunks(b"\xfe\xfe" + b"".join(frames.values()), 7)),
                             ("split_record_response", stream_chunks(split, 31))]),
         "dlt698_apdu": ("the APDUs of tests/fixtures/dlt698/published_frames.txt (alone and "
-                        "in its frames)", list(apdus.items())),
+                        "in its frames), and the SECURITY and PROXY APDUs of "
+                        "tests/protocols/dlt698/test_security.py and test_proxy_kinds.py (the "
+                        "dlt698 package's bytes)",
+                        list(apdus.items())),
         "dlt698_data": ("the values in the GET answers of "
                         "tests/fixtures/dlt698/published_frames.txt", values),
         "dlt698_client": ("a session of fep.sim.dlt698 (with a login and a concentrator), "
@@ -195,6 +199,19 @@ def dlt698() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
                              ("chatter_then_login", stream_chunks(
                                  b"AT+CIPSTART\r\n\xfe\xfe\xfe\xfe" + _terminal(), 3))]),
     }
+
+
+def _more_apdus() -> dict[str, bytes]:
+    """The SECURITY-Request/Response fixtures (the dlt698 package's bytes) and the PROXY
+    kinds the tests build."""
+    from tests.protocols.dlt698 import test_proxy_kinds as proxy
+    from tests.protocols.dlt698 import test_security as sec
+
+    out = {f"security_{n}": getattr(sec, n) for n in (
+        "PLAIN_RN", "PLAIN_MAC", "DAR_ONLY", "CIPHER_RN_MAC", "CIPHER_SID_MAC", "PLAIN_SID",
+        "CIPHER_SID_MAC_RESPONSE")}
+    out.update({f"proxy_{name}": bytes.fromhex(text) for name, (text, _) in proxy.PEER.items()})
+    return out
 
 
 def _terminal() -> bytes:

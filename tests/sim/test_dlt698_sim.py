@@ -83,6 +83,19 @@ class SimulatorCommandTests(unittest.TestCase):
             _meter(dlt698_connect="no", dlt698_items="200F0200"), 5.0)
         self.assertEqual([r.native_id for r in records], ["200F0200"])
 
+    @inlineCallbacks
+    def test_secured_option(self) -> Any:
+        port = yield self.port("--secured")
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        # Plain GETs refused (DAR 20), plaintext + RN answered in plaintext with a MAC.
+        records = yield Dlt698Protocol().read(reactor, endpoint,
+                                              _meter(dlt698_items="200F0200"), 5.0)
+        self.assertEqual(records, [])
+        records = yield Dlt698Protocol().read(
+            reactor, endpoint, _meter(dlt698_items="200F0200", dlt698_security="plaintext-rn"),
+            5.0)
+        self.assertEqual([r.native_id for r in records], ["200F0200"])
+
 
 def _meter(**metadata: str) -> Any:
     from fep.model import Meter

@@ -6,8 +6,10 @@ security, general password, and the symmetric/signature mechanisms carried as by
 RELEASE-Request/Response/Notification, GET-Request/Response (Normal, NormalList, Record,
 RecordList, Next), SET-Request/Response (Normal, NormalList), ACTION-Request/Response
 (Normal, NormalList), REPORT-Notification (list, record list) and REPORT-Response,
-PROXY-Request/Response (GetRequestList, GetRequestRecord), ERROR-Response. SECURITY-Request
-/Response (ESAM) are recognised and refused (``SecurityApdu``: fep has no ESAM).
+PROXY-Request/Response (every kind: get list, get record, set, set-then-get, action,
+action-then-get, transparent forwarding), ERROR-Response, SECURITY-Request
+/Response (plaintext or ciphertext, every data verification choice; the ciphertext is
+carried, never deciphered: fep has no ESAM).
 
 Server APDUs end with FollowReport OPTIONAL and TimeTag OPTIONAL, client APDUs with TimeTag
 OPTIONAL, LINK APDUs with neither; both are kept so encoding gives back the bytes decoded.
@@ -24,6 +26,7 @@ import attrs
 
 from fep.errors import FrameError
 from fep.protocols.dlt698.data import (
+    COMDCB,
     CSD,
     OAD,
     OMD,
@@ -436,9 +439,13 @@ class ActionRequest:
 
 @attrs.frozen
 class ActionResult:
+    """A method's result; ``read``: in a PROXY ActionThenGet answer, the attribute read
+    after it."""
+
     omd: OMD
     dar: int
     data: Data | None = None
+    read: ResultNormal | None = None
 
 
 @attrs.frozen
@@ -488,17 +495,58 @@ class ProxyTarget:
 @attrs.frozen
 class ProxyAction:
     """One meter behind a concentrator in a PROXY ActionRequestList: its TSA, its own
-    timeout in seconds and the methods (OMD and parameter) asked of it."""
+    timeout in seconds and the methods (OMD and parameter) asked of it; in an
+    ActionThenGetRequestList (kind 6) ``then`` holds, per method, the attribute read after
+    it and the delay (seconds) before."""
 
     tsa: bytes
     timeout: int
     methods: tuple[tuple[OMD, Data], ...]
+    then: tuple[tuple[OAD, int], ...] = ()
+
+
+@attrs.frozen
+class ProxySet:
+    """One meter behind a concentrator in a PROXY SetRequestList (kind 3): its TSA, its own
+    timeout and the (OAD, value) pairs set; in a SetThenGetRequestList (kind 4) ``then``
+    holds, for each pair, the attribute read after it and the delay (seconds) before."""
+
+    tsa: bytes
+    timeout: int
+    values: tuple[tuple[OAD, Data], ...]
+    then: tuple[tuple[OAD, int], ...] = ()
+
+
+@attrs.frozen
+class ProxySetResult:
+    """One attribute set through PROXY: its DAR, and (kind 4) the attribute read after."""
+
+    oad: OAD
+    dar: int
+    read: ResultNormal | None = None
+
+
+@attrs.frozen
+class ProxyTransparent:
+    """PROXY TransCommandRequest (kind 7): ``command`` bytes sent as they are on the
+    terminal's port ``port`` (an OAD of F2xx, e.g. F2010201 the first RS-485) with
+    ``comdcb``, the answer awaited ``answer_timeout`` seconds, ``byte_timeout`` ms between
+    its bytes."""
+
+    port: OAD
+    comdcb: COMDCB
+    answer_timeout: int
+    byte_timeout: int
+    command: bytes
 
 
 @attrs.frozen
 class ProxyRequest:
     """PROXY-Request GetRequestList (kind 1: ``targets``), GetRequestRecord (kind 2:
-    ``tsa`` and ``record``) or ActionRequestList (kind 5: ``actions``)."""
+    ``tsa`` and ``record``), SetRequestList (kind 3: ``sets``), SetThenGetRequestList (kind
+    4: ``sets`` with ``then``), ActionRequestList (kind 5: ``actions``),
+    ActionThenGetRequestList (kind 6: ``actions`` with ``then``) or TransCommandRequest
+    (kind 7: ``transparent``; it has no overall timeout)."""
 
     kind: int
     piid: int
@@ -508,13 +556,17 @@ class ProxyRequest:
     record: GetRecord | None = None
     time_tag: TimeTag | None = None
     actions: tuple[ProxyAction, ...] = ()
+    sets: tuple[ProxySet, ...] = ()
+    transparent: ProxyTransparent | None = None
 
 
 @attrs.frozen
 class ProxyResponse:
     """PROXY-Response GetResponseList (kind 1: per meter, its results), GetResponseRecord
-    (kind 2: one meter's record) or ActionResponseList (kind 5: per meter, its methods'
-    results)."""
+    (kind 2: one meter's record), SetResponseList and SetThenGetResponseList (kinds 3, 4:
+    per meter, ``sets``), ActionResponseList and ActionThenGetResponseList (kinds 5, 6: per
+    meter, its methods' results, with ``read`` in kind 6) or TransCommandResponse (kind 7:
+    ``port`` and the answer ``command``, or ``dar``)."""
 
     kind: int
     piid_acd: int
@@ -524,6 +576,10 @@ class ProxyResponse:
     follow_report: FollowReport | None = None
     time_tag: TimeTag | None = None
     actions: tuple[tuple[bytes, tuple[ActionResult, ...]], ...] = ()
+    sets: tuple[tuple[bytes, tuple[ProxySetResult, ...]], ...] = ()
+    port: OAD | None = None
+    command: bytes | None = None
+    dar: int | None = None
 
 
 @attrs.frozen
@@ -537,20 +593,49 @@ class ErrorResponse:
     time_tag: TimeTag | None = None
 
 
-@attrs.frozen
-class SecurityApdu:
-    """A SECURITY-Request/Response (ESAM-protected APDU), kept whole: fep does not decipher
-    it."""
+class Verification(enum.IntEnum):
+    """The data verification choice of a SECURITY-Request."""
 
-    tag: int
-    raw: bytes
+    SID_MAC = 0
+    RN = 1
+    RN_MAC = 2
+    SID = 3
+
+
+@attrs.frozen
+class SecurityRequest:
+    """SECURITY-Request: an APDU in plaintext (``ciphered`` False) or ESAM ciphertext, and
+    its data verification: SID_MAC (``sid``, ``sid_data``, ``mac``), RN (``rn``), RN_MAC
+    (``rn``, ``mac``) or SID (``sid``, ``sid_data``). fep builds the plaintext + RN kind
+    only; the others are decoded and encoded, not deciphered."""
+
+    data: bytes
+    verification: Verification = Verification.RN
+    ciphered: bool = False
+    rn: bytes = b""
+    mac: bytes = b""
+    sid: int = 0
+    sid_data: bytes = b""
+
+
+@attrs.frozen
+class SecurityResponse:
+    """SECURITY-Response: the answer in plaintext (``ciphered`` False), ESAM ciphertext, or
+    a DAR (``dar``: the meter refused the protected request), and its MAC when there is one
+    (``sid``: verification choice SID_MAC instead of MAC)."""
+
+    data: bytes = b""
+    ciphered: bool = False
+    dar: int | None = None
+    mac: bytes | None = None
+    sid: tuple[int, bytes] | None = None
 
 
 Apdu = (
     LinkRequest | LinkResponse | ConnectRequest | ConnectResponse | ReleaseRequest
     | ReleaseResponse | ReleaseNotification | GetRequest | GetResponse | SetRequest
     | SetResponse | ActionRequest | ActionResponse | ReportNotification | ReportResponse
-    | ProxyRequest | ProxyResponse | ErrorResponse | SecurityApdu
+    | ProxyRequest | ProxyResponse | ErrorResponse | SecurityRequest | SecurityResponse
 )  # fmt: skip
 
 
@@ -617,8 +702,10 @@ def decode_apdu(raw: bytes) -> Apdu:
     elif tag == Tag.ERROR_RESPONSE:
         piid, kind = r.byte("PIID-ACD"), r.byte("error type")
         apdu = ErrorResponse(piid, kind, _read_follow_report(r), _read_time_tag(r))
-    elif tag in (Tag.SECURITY_REQUEST, Tag.SECURITY_RESPONSE):
-        return SecurityApdu(tag, raw)
+    elif tag == Tag.SECURITY_REQUEST:
+        apdu = _read_security_request(r)
+    elif tag == Tag.SECURITY_RESPONSE:
+        apdu = _read_security_response(r)
     else:
         raise FrameError(f"unknown APDU tag 0x{tag:02X}", offset=at, field="APDU tag")
     if r.left:
@@ -820,10 +907,36 @@ def _read_report_notification(r: Reader) -> ReportNotification:
                   r.pos - 2)  # fmt: skip
 
 
+def _read_comdcb(r: Reader) -> COMDCB:
+    return COMDCB(*r.take(5, "COMDCB"))
+
+
 def _read_proxy_request(r: Reader) -> ProxyRequest:
     kind = r.byte("PROXY-Request")
     piid = r.byte("PIID")
+    if kind == 7:
+        port = read_oad(r)
+        comdcb = _read_comdcb(r)
+        answer, each = r.uint(2, "answer timeout"), r.uint(2, "byte timeout")
+        command = r.take(r.length("command"), "command")
+        return ProxyRequest(7, piid, 0, transparent=ProxyTransparent(
+            port, comdcb, answer, each, command), time_tag=_read_time_tag(r))  # fmt: skip
     timeout = r.uint(2, "proxy timeout")
+    if kind in (3, 4):
+        n = r.count("proxy sets", 4)
+        sets = []
+        for _ in range(n):
+            tsa = read_tsa(r)
+            each = r.uint(2, "proxy timeout")
+            m = r.count("values", 5 if kind == 3 else 10)
+            values, then = [], []
+            for _ in range(m):
+                oad = read_oad(r)
+                values.append((oad, read_data(r)))
+                if kind == 4:
+                    then.append((read_oad(r), r.byte("delay")))
+            sets.append(ProxySet(tsa, each, tuple(values), tuple(then)))
+        return ProxyRequest(kind, piid, timeout, sets=tuple(sets), time_tag=_read_time_tag(r))
     if kind == 1:
         n = r.count("proxy targets", 4)
         targets = []
@@ -838,19 +951,21 @@ def _read_proxy_request(r: Reader) -> ProxyRequest:
         record = _read_get_record(r)
         return ProxyRequest(2, piid, timeout, tsa=tsa, record=record,
                             time_tag=_read_time_tag(r))  # fmt: skip
-    if kind == 5:
+    if kind in (5, 6):
         n = r.count("proxy actions", 4)
         actions = []
         for _ in range(n):
             tsa = read_tsa(r)
             each = r.uint(2, "proxy timeout")
-            m = r.count("methods", 5)
-            methods = []
+            m = r.count("methods", 5 if kind == 5 else 10)
+            methods, reads = [], []
             for _ in range(m):
                 omd = read_omd(r)
                 methods.append((omd, read_data(r)))
-            actions.append(ProxyAction(tsa, each, tuple(methods)))
-        return ProxyRequest(5, piid, timeout, actions=tuple(actions),
+                if kind == 6:
+                    reads.append((read_oad(r), r.byte("delay")))
+            actions.append(ProxyAction(tsa, each, tuple(methods), tuple(reads)))
+        return ProxyRequest(kind, piid, timeout, actions=tuple(actions),
                             time_tag=_read_time_tag(r))  # fmt: skip
     raise r.error(f"PROXY-Request choice {kind} not built", "PROXY-Request", r.pos - 4)
 
@@ -872,16 +987,101 @@ def _read_proxy_response(r: Reader) -> ProxyResponse:
         record = read_result_record(r)
         return ProxyResponse(2, piid, tsa=tsa, record=record,
                              follow_report=_read_follow_report(r), time_tag=_read_time_tag(r))
-    if kind == 5:
+    if kind in (3, 4):
+        n = r.count("proxy set results", 3)
+        sets = []
+        for _ in range(n):
+            tsa = read_tsa(r)
+            m = r.count("set results", 5 if kind == 3 else 11)
+            results = []
+            for _ in range(m):
+                oad, dar = read_oad(r), r.byte("DAR")
+                results.append(ProxySetResult(oad, dar, read_result_normal(r) if kind == 4
+                                              else None))  # fmt: skip
+            sets.append((tsa, tuple(results)))
+        return ProxyResponse(kind, piid, sets=tuple(sets), follow_report=_read_follow_report(r),
+                             time_tag=_read_time_tag(r))  # fmt: skip
+    if kind in (5, 6):
         n = r.count("proxy action results", 3)
         answers = []
         for _ in range(n):
             tsa = read_tsa(r)
-            m = r.count("action results", 6)
-            answers.append((tsa, tuple(_read_action_result(r) for _ in range(m))))
-        return ProxyResponse(5, piid, actions=tuple(answers),
+            m = r.count("action results", 6 if kind == 5 else 12)
+            done = []
+            for _ in range(m):
+                result = _read_action_result(r)
+                if kind == 6:
+                    result = attrs.evolve(result, read=read_result_normal(r))
+                done.append(result)
+            answers.append((tsa, tuple(done)))
+        return ProxyResponse(kind, piid, actions=tuple(answers),
+                             follow_report=_read_follow_report(r), time_tag=_read_time_tag(r))
+    if kind == 7:
+        port = read_oad(r)
+        choice = r.byte("TransCommand result")
+        if choice == 0:
+            refused: int | None = r.byte("DAR")
+            command = None
+        elif choice == 1:
+            refused, command = None, r.take(r.length("command"), "command")
+        else:
+            raise r.error(f"TransCommand result choice {choice}", "TransCommand result",
+                          r.pos - 1)  # fmt: skip
+        return ProxyResponse(7, piid, port=port, command=command, dar=refused,
                              follow_report=_read_follow_report(r), time_tag=_read_time_tag(r))
     raise r.error(f"PROXY-Response choice {kind} not built", "PROXY-Response", r.pos - 2)
+
+
+def _octets(r: Reader, field: str) -> bytes:
+    return r.take(r.length(field), field)
+
+
+def _read_sid(r: Reader) -> tuple[int, bytes]:
+    return r.uint(4, "SID identifier"), _octets(r, "SID data")
+
+
+def _read_security_request(r: Reader) -> SecurityRequest:
+    kind = r.byte("SECURITY-Request")
+    if kind > 1:
+        raise r.error(f"SECURITY-Request choice {kind}", "SECURITY-Request", r.pos - 1)
+    data = _octets(r, "secured APDU")
+    at = r.pos
+    choice = r.byte("data verification")
+    if choice == Verification.SID_MAC:
+        sid, extra = _read_sid(r)
+        return SecurityRequest(data, Verification.SID_MAC, kind == 1, mac=_octets(r, "MAC"),
+                               sid=sid, sid_data=extra)  # fmt: skip
+    if choice == Verification.RN:
+        return SecurityRequest(data, Verification.RN, kind == 1, rn=_octets(r, "RN"))
+    if choice == Verification.RN_MAC:
+        rn = _octets(r, "RN")
+        return SecurityRequest(data, Verification.RN_MAC, kind == 1, rn=rn,
+                               mac=_octets(r, "MAC"))  # fmt: skip
+    if choice == Verification.SID:
+        sid, extra = _read_sid(r)
+        return SecurityRequest(data, Verification.SID, kind == 1, sid=sid, sid_data=extra)
+    raise r.error(f"data verification choice {choice}", "data verification", at)
+
+
+def _read_security_response(r: Reader) -> SecurityResponse:
+    kind = r.byte("SECURITY-Response")
+    if kind == 2:
+        response = SecurityResponse(dar=r.byte("DAR"))
+    elif kind in (0, 1):
+        response = SecurityResponse(_octets(r, "secured APDU"), kind == 1)
+    else:
+        raise r.error(f"SECURITY-Response choice {kind}", "SECURITY-Response", r.pos - 1)
+    if r.optional("data verification"):
+        at = r.pos
+        choice = r.byte("data verification")
+        if choice == 0:
+            response = attrs.evolve(response, mac=_octets(r, "MAC"))
+        elif choice == 1:
+            sid = _read_sid(r)
+            response = attrs.evolve(response, sid=sid, mac=_octets(r, "MAC"))
+        else:
+            raise r.error(f"data verification choice {choice}", "data verification", at)
+    return response
 
 
 # ---------------------------------------------------------------------------
@@ -973,18 +1173,41 @@ def encode_apdu(apdu: Apdu) -> bytes:
                 + encode_length(len(apdu.oads)) + b"".join(o.encode() for o in apdu.oads)
                 + _encode_time_tag(apdu.time_tag))  # fmt: skip
     if isinstance(apdu, ProxyRequest):
-        out = bytes([Tag.PROXY_REQUEST, apdu.kind, apdu.piid]) + apdu.timeout.to_bytes(2, "big")
-        if apdu.kind == 1:
+        out = bytes([Tag.PROXY_REQUEST, apdu.kind, apdu.piid])
+        if apdu.kind == 7:
+            tr = apdu.transparent
+            assert tr is not None
+            c = tr.comdcb
+            return (out + tr.port.encode() + bytes([c.baud, c.parity, c.data_bits, c.stop_bits,
+                                                    c.flow])
+                    + tr.answer_timeout.to_bytes(2, "big") + tr.byte_timeout.to_bytes(2, "big")
+                    + _encode_octets(tr.command) + _encode_time_tag(apdu.time_tag))
+        out += apdu.timeout.to_bytes(2, "big")
+        if apdu.kind in (3, 4):
+            out += encode_length(len(apdu.sets))
+            for ps in apdu.sets:
+                out += (encode_tsa(ps.tsa) + ps.timeout.to_bytes(2, "big")
+                        + encode_length(len(ps.values)))
+                for n, (oad, value) in enumerate(ps.values):
+                    out += oad.encode() + encode_data(value)
+                    if apdu.kind == 4:
+                        read, delay = ps.then[n]
+                        out += read.encode() + bytes([delay])
+        elif apdu.kind == 1:
             out += encode_length(len(apdu.targets))
             for t in apdu.targets:
                 out += (encode_tsa(t.tsa) + t.timeout.to_bytes(2, "big")
                         + encode_length(len(t.oads)) + b"".join(o.encode() for o in t.oads))
-        elif apdu.kind == 5:
+        elif apdu.kind in (5, 6):
             out += encode_length(len(apdu.actions))
             for a in apdu.actions:
                 out += (encode_tsa(a.tsa) + a.timeout.to_bytes(2, "big")
-                        + encode_length(len(a.methods))
-                        + b"".join(omd.encode() + encode_data(d) for omd, d in a.methods))
+                        + encode_length(len(a.methods)))
+                for n, (omd, d) in enumerate(a.methods):
+                    out += omd.encode() + encode_data(d)
+                    if apdu.kind == 6:
+                        read, delay = a.then[n]
+                        out += read.encode() + bytes([delay])
         else:
             assert apdu.record is not None
             out += encode_tsa(apdu.tsa) + _encode_get_record(apdu.record)
@@ -996,19 +1219,64 @@ def encode_apdu(apdu: Apdu) -> bytes:
             for tsa, results in apdu.meters:
                 out += encode_tsa(tsa) + encode_length(len(results)) + b"".join(
                     encode_result_normal(x) for x in results)  # fmt: skip
-        elif apdu.kind == 5:
+        elif apdu.kind in (5, 6):
             out += encode_length(len(apdu.actions))
             for tsa, done in apdu.actions:
-                out += encode_tsa(tsa) + encode_length(len(done)) + b"".join(
-                    _encode_action_result(x) for x in done)  # fmt: skip
+                out += encode_tsa(tsa) + encode_length(len(done))
+                for x in done:
+                    out += _encode_action_result(x)
+                    if apdu.kind == 6:
+                        assert x.read is not None
+                        out += encode_result_normal(x.read)
+        elif apdu.kind in (3, 4):
+            out += encode_length(len(apdu.sets))
+            for tsa, set_results in apdu.sets:
+                out += encode_tsa(tsa) + encode_length(len(set_results))
+                for sr in set_results:
+                    out += sr.oad.encode() + bytes([sr.dar])
+                    if apdu.kind == 4:
+                        assert sr.read is not None
+                        out += encode_result_normal(sr.read)
+        elif apdu.kind == 7:
+            assert apdu.port is not None
+            out += apdu.port.encode()
+            if apdu.command is not None:
+                out += b"\x01" + _encode_octets(apdu.command)
+            else:
+                out += bytes([0, apdu.dar if apdu.dar is not None else 255])
         else:
             assert apdu.record is not None
             out += encode_tsa(apdu.tsa) + encode_result_record(apdu.record)
         return out + _server_trailer(apdu)
     if isinstance(apdu, ErrorResponse):
         return bytes([Tag.ERROR_RESPONSE, apdu.piid_acd, apdu.kind]) + _server_trailer(apdu)
-    assert isinstance(apdu, SecurityApdu)
-    return apdu.raw
+    if isinstance(apdu, SecurityRequest):
+        out = (bytes([Tag.SECURITY_REQUEST, 1 if apdu.ciphered else 0])
+               + _encode_octets(apdu.data) + bytes([apdu.verification]))
+        sid = apdu.sid.to_bytes(4, "big") + _encode_octets(apdu.sid_data)
+        if apdu.verification is Verification.SID_MAC:
+            return out + sid + _encode_octets(apdu.mac)
+        if apdu.verification is Verification.RN:
+            return out + _encode_octets(apdu.rn)
+        if apdu.verification is Verification.RN_MAC:
+            return out + _encode_octets(apdu.rn) + _encode_octets(apdu.mac)
+        return out + sid
+    assert isinstance(apdu, SecurityResponse)
+    if apdu.dar is not None:
+        out = bytes([Tag.SECURITY_RESPONSE, 2, apdu.dar])
+    else:
+        out = (bytes([Tag.SECURITY_RESPONSE, 1 if apdu.ciphered else 0])
+               + _encode_octets(apdu.data))
+    if apdu.mac is None:
+        return out + b"\x00"
+    if apdu.sid is not None:
+        return (out + b"\x01\x01" + apdu.sid[0].to_bytes(4, "big")
+                + _encode_octets(apdu.sid[1]) + _encode_octets(apdu.mac))
+    return out + b"\x01\x00" + _encode_octets(apdu.mac)
+
+
+def _encode_octets(data: bytes) -> bytes:
+    return encode_length(len(data)) + data
 
 
 def _encode_action_result(result: ActionResult) -> bytes:
@@ -1077,7 +1345,10 @@ __all__ = [
     "ProxyAction",
     "ProxyRequest",
     "ProxyResponse",
+    "ProxySet",
+    "ProxySetResult",
     "ProxyTarget",
+    "ProxyTransparent",
     "ReleaseNotification",
     "ReleaseRequest",
     "ReleaseResponse",
@@ -1085,11 +1356,13 @@ __all__ = [
     "ReportResponse",
     "ResultNormal",
     "ResultRecord",
-    "SecurityApdu",
+    "SecurityRequest",
+    "SecurityResponse",
     "SetRequest",
     "SetResponse",
     "Tag",
     "TimeTag",
+    "Verification",
     "dar_text",
     "decode_apdu",
     "encode_apdu",

@@ -37,13 +37,16 @@ from fep.protocols.dlt698.apdu import (
     ProxyAction,
     ProxyRequest,
     ProxyResponse,
+    ProxySet,
     ProxyTarget,
+    ProxyTransparent,
     ReleaseRequest,
     ReleaseResponse,
     ReportNotification,
     ResultNormal,
     ResultRecord,
-    SecurityApdu,
+    SecurityRequest,
+    SecurityResponse,
     SetRequest,
     SetResponse,
     dar_text,
@@ -85,6 +88,13 @@ from fep.protocols.dlt698.objects import (
     NoMapping,
     readings,
     record_records,
+)
+from fep.protocols.dlt698.security import (
+    PLAIN,
+    REFUSE_UNVERIFIED,
+    SECURITY_MODES,
+    IDlt698Esam,
+    NoEsam,
 )
 from fep.protocols.dlt698.terminal import (
     LinkDecoder,
@@ -172,8 +182,22 @@ class ProxyRead:
     # Methods run on the meter (a command) with PROXY ActionRequestList, before its reads;
     # a DAR other than 0 fails the session.
     actions: tuple[tuple[OMD, Data], ...] = ()
+    # Attributes set on the meter with PROXY SetRequestList, before its actions and reads
+    # (``set_clock``: its clock, 40000200, to fep's time when the request goes out); a DAR
+    # other than 0 fails the session.
+    sets: tuple[tuple[OAD, Data], ...] = ()
+    set_clock: bool = False
+    # Per set (SetThenGetRequestList) or per method (ActionThenGetRequestList): the
+    # attribute the terminal reads after it and the delay in seconds before; kept in the
+    # client's ``read_back``.
+    read_after: tuple[tuple[OAD, int], ...] = ()
 
     def __attrs_post_init__(self) -> None:
+        if self.read_after and self.actions and (self.sets or self.set_clock):
+            raise ValueError("reads after both sets and actions of one meter")
+        done = len(self.actions) if self.actions else len(self.sets) + int(self.set_clock)
+        if self.read_after and len(self.read_after) != done:
+            raise ValueError("one read after each set or method")
         if not self.address.isdigit():
             raise ValueError(f"a meter address is decimal digits, not {self.address!r}")
         tsa_from_address(self.address)  # ValueError for what is no address
@@ -212,8 +236,24 @@ class ClientSettings:
     # Methods run with ACTION-Request-Normal after the association, before reads, each
     # once (a command: fep.protocols.dlt698.control); a DAR other than 0 fails the session.
     actions: tuple[tuple[OMD, Data], ...] = ()
+    # GETs in SECURITY-Requests (plaintext + RN) and the answers' MACs handed to ``esam``
+    # (fep.protocols.dlt698.security): plain, plaintext-rn or refuse-unverified.
+    security: str = PLAIN
+    esam: IDlt698Esam = attrs.field(factory=NoEsam)
+    # Attributes written with SET-Request after the association (a command; a DAR other
+    # than 0 fails the session).
+    sets: tuple[tuple[OAD, Data], ...] = ()
+    # Attributes read after the sets and actions (a relay's state after a trip or close,
+    # the attributes set), kept in the client's ``read_back``, not filed as records.
+    read_back: tuple[OAD, ...] = ()
+    # Frames forwarded as they are through the terminal's ports (PROXY TransCommand), after
+    # everything else; the answers kept in the client's ``forwarded``.
+    transparent: tuple[ProxyTransparent, ...] = ()
 
     def __attrs_post_init__(self) -> None:
+        if self.security not in SECURITY_MODES:
+            raise ValueError(f"security {self.security!r} is not one of "
+                             f"{', '.join(SECURITY_MODES)}")
         if not 1 <= self.list_size <= 64:
             raise ValueError(f"list size {self.list_size} is not 1..64")
         if not 0 <= self.retries <= 10:
@@ -318,6 +358,15 @@ class Dlt698Client:
         self.clock_set = False
         # The ACTION methods the meter ran (OMDs in hex).
         self.actions_done: list[str] = []
+        # Secured answers whose MAC the ESAM service verified, and those nobody could.
+        self.macs_verified = 0
+        # Attributes read back after commands: (meter, result); answers of transparent
+        # forwarding: (port, answer bytes or None, DAR or None); attributes set (OADs).
+        self.read_back: list[tuple[str, ResultNormal]] = []
+        self.forwarded: list[tuple[str, bytes | None, int | None]] = []
+        self.sets_done: list[str] = []
+        self.unverified = 0
+        self._rn = b""
         # Whole frames decoded after the session's end (see ``unconsumed``).
         self.leftover = b""
         self._plan: list[tuple[str, Apdu, object]] = []
@@ -341,9 +390,16 @@ class Dlt698Client:
         s = self.settings
         if s.set_clock:
             self._plan.append(("clock set", SetRequest(0, ()), "clock"))
+        if s.sets:
+            self._plan.append((f"SET of {', '.join(str(o) for o, _ in s.sets)}",
+                               SetRequest(0, s.sets, len(s.sets) > 1), ("set", s.sets)))
         for omd, parameter in s.actions:
             self._plan.append((f"ACTION {omd}", ActionRequest(0, ((omd, parameter),)),
                                ("action", omd)))
+        if s.read_back and (s.actions or s.sets):
+            kind = GetKind.NORMAL if len(s.read_back) == 1 else GetKind.NORMAL_LIST
+            self._plan.append((f"GET of {', '.join(map(str, s.read_back))} (read back)",
+                               GetRequest(kind, 0, s.read_back), "read-back"))  # fmt: skip
         items = list(s.items)
         for n in range(0, len(items), s.list_size):
             group = tuple(items[n : n + s.list_size])
@@ -355,10 +411,20 @@ class Dlt698Client:
                 self._plan.append((f"record read of {record.oad}",
                                    GetRequest(GetKind.RECORD, 0, records=(record,)), read))
         for proxy in s.proxies:
+            if proxy.sets or proxy.set_clock:
+                values: tuple[tuple[OAD, Data], ...] = (
+                    ((CLOCK, Data.null()),) if proxy.set_clock else ()) + proxy.sets
+                then = () if proxy.actions else proxy.read_after
+                what = ", ".join(str(oad) for oad, _ in values)
+                request = ProxyRequest(4 if then else 3, 0, proxy.timeout, sets=(
+                    ProxySet(proxy.tsa, proxy.timeout, values, then),))
+                self._plan.append((f"PROXY SET {what} of {proxy.address}", request,
+                                   ("proxy-set", proxy)))
             if proxy.actions:
                 what = ", ".join(str(omd) for omd, _ in proxy.actions)
-                request = ProxyRequest(5, 0, proxy.timeout, actions=(
-                    ProxyAction(proxy.tsa, proxy.timeout, proxy.actions),))
+                then = proxy.read_after
+                request = ProxyRequest(6 if then else 5, 0, proxy.timeout, actions=(
+                    ProxyAction(proxy.tsa, proxy.timeout, proxy.actions, then),))
                 self._plan.append((f"PROXY ACTION {what} of {proxy.address}", request,
                                    ("proxy-action", proxy)))
         targets = tuple(ProxyTarget(p.tsa, p.timeout, p.items) for p in s.proxies if p.items)
@@ -372,6 +438,10 @@ class Dlt698Client:
                     self._plan.append((f"PROXY record read of {record.oad} from {proxy.address}",
                                        ProxyRequest(2, 0, proxy.timeout, tsa=proxy.tsa,
                                                     record=record), read))  # fmt: skip
+        for forward in s.transparent:
+            self._plan.append((f"PROXY forwarding on port {forward.port}",
+                               ProxyRequest(7, 0, 0, transparent=forward),
+                               ("transparent", forward)))
 
     # -- properties -------------------------------------------------------------------------
 
@@ -396,6 +466,9 @@ class Dlt698Client:
     @property
     def line_garbage(self) -> int:
         return self.decoder.skipped - self.decoder.wakeup_bytes
+
+    def _meter_id(self) -> str:
+        return self.settings.meter or self.settings.address.address
 
     def _who(self) -> str:
         return f"meter {self.settings.meter or self.settings.address.address}"
@@ -473,6 +546,12 @@ class Dlt698Client:
             # The time is taken when the request goes out, not when it was planned.
             local = self.now().astimezone(self.settings.tz)
             apdu = SetRequest(0, ((CLOCK, Data.date_time_s(local)),))
+        if isinstance(apdu, ProxyRequest) and apdu.kind in (3, 4) and isinstance(item, tuple) \
+                and item[1].set_clock:
+            local = self.now().astimezone(self.settings.tz)
+            ps = apdu.sets[0]
+            values = ((CLOCK, Data.date_time_s(local)), *ps.values[1:])
+            apdu = attrs.evolve(apdu, sets=(attrs.evolve(ps, values=values),))
         if isinstance(apdu, GetRequest) and apdu.kind is GetKind.NEXT:
             # The blocks of one answer keep the PIID of the request that began it (the
             # dlt698 package refuses a GET-Next under another one: "not in split transfer").
@@ -481,7 +560,13 @@ class Dlt698Client:
                         | ProxyRequest | ActionRequest):
             apdu = attrs.evolve(apdu, piid=self._next_piid())
             self._request_piid = self._piid
-        self._request = self._frame(encode_apdu(apdu))
+        self._rn = b""
+        if isinstance(apdu, GetRequest) and self.settings.security != PLAIN:
+            self._rn = self.settings.esam.random(self._meter_id())
+            self._request = self._frame(encode_apdu(SecurityRequest(encode_apdu(apdu),
+                                                                    rn=self._rn)))
+        else:
+            self._request = self._frame(encode_apdu(apdu))
         self._what = what
         self._item = item
         self._attempt = 0
@@ -543,10 +628,70 @@ class Dlt698Client:
             return self._on_link(frame, apdu)
         if isinstance(apdu, ReportNotification):
             return self._on_report(frame, apdu)
-        if isinstance(apdu, SecurityApdu):
+        if isinstance(apdu, SecurityRequest):
+            self.stale += 1
+            return []
+        if isinstance(apdu, SecurityResponse):
+            return self._on_secured(frame, apdu)
+        if self._rn and isinstance(apdu, GetResponse) \
+                and (apdu.piid_acd & 0x3F) == self._request_piid:
+            # A plain answer to a secured request: nothing to verify.
+            refused = self._unverified("answered in plain, without a MAC")
+            if refused:
+                return refused
+        return self._on_answer(apdu)
+
+    def _unverified(self, why: str) -> list[Action]:
+        """An answer to a secured request that no ESAM service verified: counted, or the
+        read's end under refuse-unverified."""
+        if self.settings.security == REFUSE_UNVERIFIED:
             return self._fail(self._error(
-                f"{self._who()}: answered with a SECURITY APDU (ESAM-protected); fep does "
-                "not hold an ESAM"))  # fmt: skip
+                f"{self._who()}: {self._what}: {why}; {self.settings.esam.name} "
+                "(dlt698_security = refuse-unverified)"))  # fmt: skip
+        self.unverified += 1
+        return []
+
+    def _on_secured(self, frame: Frame, response: SecurityResponse) -> list[Action]:
+        if not self._rn:
+            return self._fail(self._error(
+                f"{self._who()}: answered with a SECURITY APDU (ESAM-protected) to a plain "
+                "request; fep does not hold an ESAM (dlt698_security is plain)"))
+        if response.dar is not None:
+            return self._skip_item(f"secured request refused: {dar_text(response.dar)}")
+        if response.ciphered:
+            return self._fail(self._error(
+                f"{self._who()}: answered in ESAM ciphertext; fep does not hold an ESAM "
+                "(only plaintext + MAC answers are taken)"))  # fmt: skip
+        try:
+            inner = decode_apdu(response.data)
+        except FrameError as e:
+            self.noise += 1
+            return [Noise(f"secured APDU not understood: {e.message}")]
+        if isinstance(inner, SecurityRequest | SecurityResponse | LinkRequest
+                      | ReportNotification):
+            self.noise += 1
+            return [Noise(f"secured APDU is a {type(inner).__name__}")]
+        piid = getattr(inner, "piid_acd", None)
+        if piid is not None and (piid & 0x3F) != self._request_piid:
+            self.stale += 1
+            return []
+        if response.mac is None:
+            refused = self._unverified("answered without a MAC")
+        else:
+            verdict = self.settings.esam.verify(self._meter_id(), self._rn, response.data,
+                                                response.mac)
+            if verdict is False:
+                return self._fail(self._error(
+                    f"{self._who()}: {self._what}: the answer's MAC does not verify "
+                    f"({self.settings.esam.name})"))  # fmt: skip
+            if verdict:
+                self.macs_verified += 1
+                refused = []
+            else:
+                refused = self._unverified("its MAC not verified")
+        return refused or self._on_answer(inner)
+
+    def _on_answer(self, apdu: Apdu) -> list[Action]:
         piid = getattr(apdu, "piid_acd", None)
         if piid is not None and (piid & 0x3F) != self._request_piid and not isinstance(
                 apdu, ErrorResponse):  # fmt: skip
@@ -575,6 +720,15 @@ class Dlt698Client:
                 return self._fail(self._error(
                     f"{self._who()}: {self._what} refused: {dar_text(dar)}", ActionRefused))
             self.actions_done.append(str(omd_done))
+            return self._next_item()
+        if isinstance(apdu, SetResponse) and isinstance(self._item, tuple) \
+                and self._item[0] == "set":
+            for oad, dar in apdu.results:
+                if dar != 0:
+                    return self._fail(self._error(
+                        f"{self._who()}: SET of {oad} refused: {dar_text(dar)}",
+                        ActionRefused))  # fmt: skip
+                self.sets_done.append(str(oad))
             return self._next_item()
         if isinstance(apdu, SetResponse) and self._item == "clock":
             ((_, dar),) = apdu.results[:1] or ((None, 255),)
@@ -629,6 +783,10 @@ class Dlt698Client:
             self._blocks = []
         else:
             results, records = response.results, response.records
+        if self._item == "read-back":
+            meter = self._meter_id()
+            self.read_back += [(meter, r) for r in results]
+            return self._next_item()
         actions = self._take(results, records)
         return actions + self._next_item()
 
@@ -679,12 +837,55 @@ class Dlt698Client:
                     f"{self._who()}: {self._what} refused: {dar_text(result.dar)}",
                     ActionRefused))  # fmt: skip
             self.actions_done.append(str(result.omd))
+            if result.read is not None:
+                self.read_back.append((proxy.meter or proxy.address, result.read))
         return self._next_item()
 
+    def _on_proxy_set(self, response: ProxyResponse) -> list[Action]:
+        item = self._item
+        assert isinstance(item, tuple) and isinstance(item[1], ProxyRead)
+        proxy: ProxyRead = item[1]
+        results = next((done for tsa, done in response.sets if tsa == proxy.tsa), None)
+        if not results:
+            return self._fail(self._error(
+                f"{self._who()}: {self._what}: the terminal gave no result for meter "
+                f"{proxy.address}", ActionRefused))  # fmt: skip
+        meter = proxy.meter or proxy.address
+        for result in results:
+            if result.dar != 0:
+                return self._fail(self._error(
+                    f"{self._who()}: {self._what} refused: {dar_text(result.dar)}",
+                    ActionRefused))  # fmt: skip
+            self.sets_done.append(str(result.oad))
+            if result.read is not None:
+                self.read_back.append((meter, result.read))
+        if proxy.set_clock:
+            self.clock_set = True
+        return self._next_item()
+
+    def _on_transparent(self, response: ProxyResponse) -> list[Action]:
+        item = self._item
+        assert isinstance(item, tuple) and isinstance(item[1], ProxyTransparent)
+        port = str(item[1].port)
+        self.forwarded.append((port, response.command, response.dar))
+        actions: list[Action] = []
+        if response.dar is not None:
+            why = dar_text(response.dar)
+            self.skipped.append((self._what, why))
+            actions.append(Skipped(self._what, why))
+        return actions + self._next_item()
+
     def _on_proxy(self, response: ProxyResponse) -> list[Action]:
-        if response.kind == 5 and isinstance(self._item, tuple) \
-                and self._item[0] == "proxy-action":
+        kind = self._item[0] if isinstance(self._item, tuple) else None
+        if response.kind in (5, 6) and kind == "proxy-action":
             return self._on_proxy_action(response)
+        if response.kind in (3, 4) and kind == "proxy-set":
+            return self._on_proxy_set(response)
+        if response.kind == 7 and kind == "transparent":
+            return self._on_transparent(response)
+        if response.kind not in (1, 2):
+            self.stale += 1
+            return []
         s = self.settings
         received = self.now()
         actions: list[Action] = []
@@ -723,7 +924,8 @@ class Dlt698Client:
         return actions + self._next_item()
 
     def _skip_item(self, why: str) -> list[Action]:
-        if isinstance(self._item, tuple) and self._item[0] in ("action", "proxy-action"):
+        if isinstance(self._item, tuple) and self._item[0] in ("action", "proxy-action",
+                                                               "proxy-set", "set"):
             return self._fail(self._error(f"{self._who()}: {self._what} refused: {why}",
                                           ActionRefused))
         if self._what in ("CONNECT", "RELEASE"):

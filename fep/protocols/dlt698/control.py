@@ -10,6 +10,13 @@ methods it sends (docs/control.md, "DL/T 698.45").
                     (``mode=direct``, 1)
 ``demand-reset``    electrical device (4300) method 6, demand initialisation
 ``event-log-clear`` 4300 method 5, event initialisation
+``parameter-set``   SET of the attributes named ``OAD=TYPE:VALUE`` (no method), each read
+                    back after it
+
+After ``disconnect`` and ``reconnect`` the first relay's OAD is read back (directly: a GET
+after the ACTION; through a terminal: PROXY ActionThenGet) and its current state, the
+second element of the relay output's structure (0 not output, 1 output), is the outcome's
+``relay``: ``closed`` or ``open``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from fep.errors import ConfigError
+from fep.protocols.dlt698.apdu import ResultNormal, dar_text
 from fep.protocols.dlt698.data import OAD, OMD, Data, DataType, integer
 
 REMOTE_CONTROL: Final = 0x8000
@@ -27,7 +35,21 @@ CLOSE: Final = OMD(REMOTE_CONTROL, 130)
 EVENT_INIT: Final = OMD(DEVICE, 5)
 DEMAND_INIT: Final = OMD(DEVICE, 6)
 DEFAULT_RELAY: Final = OAD(0xF205, 2, 1)
-COMMANDS: Final = frozenset({"disconnect", "reconnect", "demand-reset", "event-log-clear"})
+COMMANDS: Final = frozenset({"disconnect", "reconnect", "demand-reset", "event-log-clear",
+                             "parameter-set"})
+# parameter-set OAD=TYPE:VALUE: the types a value can be given as.
+SET_TYPES: Final = {
+    "bool": DataType.BOOL,
+    "integer": DataType.INTEGER,
+    "long": DataType.LONG,
+    "double-long": DataType.DOUBLE_LONG,
+    "unsigned": DataType.UNSIGNED,
+    "long-unsigned": DataType.LONG_UNSIGNED,
+    "double-long-unsigned": DataType.DOUBLE_LONG_UNSIGNED,
+    "enum": DataType.ENUM,
+    "visible-string": DataType.VISIBLE_STRING,
+    "octet-string": DataType.OCTET_STRING,
+}
 _YES = ("yes", "y", "true", "1", "on")
 _NO = ("no", "n", "false", "0", "off")
 
@@ -44,6 +66,29 @@ def _number(params: Mapping[str, Any], key: str, limit: int, default: int = 0) -
     return value
 
 
+RELAY_COMMANDS: Final = frozenset({"disconnect", "reconnect"})
+
+
+def relay_oads(relay: str | None) -> tuple[OAD, ...]:
+    """The relay output OADs of a meter's ``dlt698_relay`` (default F2050201)."""
+    return _relays(relay)
+
+
+def relay_state(result: ResultNormal) -> str:
+    """``closed``/``open`` from a relay output read back (its structure's current state:
+    0 not output, 1 output), or what was read instead."""
+    if result.data is None:
+        return f"unknown ({dar_text(result.dar) if result.dar is not None else 'no value'})"
+    value = result.data
+    items = value.items if value.tag in (DataType.ARRAY, DataType.STRUCTURE) else ()
+    if value.tag is DataType.ARRAY and len(items) == 1:
+        value = items[0]
+        items = value.items if value.tag is DataType.STRUCTURE else ()
+    if len(items) >= 2 and items[1].tag is DataType.ENUM and items[1].value in (0, 1):
+        return "open" if items[1].value == 1 else "closed"
+    return f"unknown ({value.tag.name.lower()} value)"
+
+
 def _relays(relay: str | None) -> tuple[OAD, ...]:
     out = []
     for text in (relay or "").replace(";", ",").split(","):
@@ -54,6 +99,43 @@ def _relays(relay: str | None) -> tuple[OAD, ...]:
                 raise ConfigError(f"dlt698_relay has {text.strip()!r}, not an OAD of 8 hex "
                                   "digits", key="dlt698_relay") from None
     return tuple(out) or (DEFAULT_RELAY,)
+
+
+def parameter_values(params: Mapping[str, Any]) -> tuple[tuple[OAD, Data], ...]:
+    """The attributes ``parameter-set`` writes: each parameter named by its OAD (8 hex
+    digits) with ``TYPE:VALUE`` (a type of SET_TYPES; octet-string in hex, bool yes/no);
+    other parameters (the engine's own) are not values. ConfigError names a bad one."""
+    out = []
+    for key, raw in params.items():
+        try:
+            oad = OAD.parse(str(key))
+        except ValueError:
+            continue
+        text = str(raw).strip()
+        kind, sep, value = text.partition(":")
+        tag = SET_TYPES.get(kind.strip().lower())
+        if not sep or tag is None:
+            raise ConfigError(f"{key} is TYPE:VALUE with a TYPE of {', '.join(SET_TYPES)}, "
+                              f"not {text!r}", key=str(key))
+        try:
+            if tag is DataType.BOOL:
+                if value.strip().lower() not in _YES + _NO:
+                    raise ValueError(value)
+                data = Data(tag, value.strip().lower() in _YES)
+            elif tag is DataType.VISIBLE_STRING:
+                data = Data(tag, value)
+            elif tag is DataType.OCTET_STRING:
+                data = Data(tag, bytes.fromhex(value))
+            else:
+                data = integer(tag, int(value, 0))
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{key}: {value!r} is no {kind.strip().lower()} value",
+                              key=str(key)) from None
+        out.append((oad, data))
+    if not out:
+        raise ConfigError("parameter-set names the attributes it writes as OAD=TYPE:VALUE "
+                          "(40010200=octet-string:000000123456)", key="parameter-set")
+    return tuple(out)
 
 
 def command_methods(command: str, params: Mapping[str, Any], relay: str | None = None
@@ -84,8 +166,11 @@ def command_methods(command: str, params: Mapping[str, Any], relay: str | None =
         return ((DEMAND_INIT, Data.null()),)
     if command == "event-log-clear":
         return ((EVENT_INIT, Data.null()),)
+    if command == "parameter-set":
+        return ()  # no method: SET (parameter_values)
     raise NotImplementedError(command)
 
 
-__all__ = ["CLOSE", "COMMANDS", "DEFAULT_RELAY", "DEMAND_INIT", "EVENT_INIT", "TRIP",
-           "command_methods"]
+__all__ = ["CLOSE", "COMMANDS", "DEFAULT_RELAY", "DEMAND_INIT", "EVENT_INIT", "RELAY_COMMANDS",
+           "SET_TYPES", "TRIP", "command_methods", "parameter_values", "relay_oads",
+           "relay_state"]

@@ -401,6 +401,66 @@ def record_records(
     return list(_blocks(out, period, received)), skipped
 
 
+# Day- and month-frozen values filed as interval series carry their own OBIS F group (the
+# minute-frozen profile keeps 255), so the three series of one register never share an
+# interval start in the store.
+DAY_SERIES: Final = 1
+MONTH_SERIES: Final = 2
+
+
+def month_start(t: datetime) -> datetime:
+    """00:00 on the first of ``t``'s month (``t``'s zone)."""
+    return t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def add_months(t: datetime, n: int) -> datetime:
+    """``t`` (a month start) ``n`` calendar months later, in its zone."""
+    index = t.year * 12 + t.month - 1 + n
+    return t.replace(year=index // 12, month=index % 12 + 1)
+
+
+def frozen_boundaries(kind: str, since: datetime, until: datetime, tz: tzinfo) -> list[datetime]:
+    """The starts (UTC) of the whole day (``kind`` "day": local midnights) or month
+    ("month": the first of each month, local) intervals in [since, until) that have ended
+    by ``until``."""
+    local = since.astimezone(tz)
+    if kind == "day":
+        t = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        step = (lambda x: (x + timedelta(days=1)).astimezone(tz))  # noqa: E731
+    else:
+        t = month_start(local)
+        step = (lambda x: add_months(x, 1))  # noqa: E731
+    if t < local:
+        t = step(t)
+    out = []
+    while step(t) <= until:
+        out.append(t.astimezone(UTC))
+        t = step(t)
+    return out
+
+
+def frozen_series(readings_: Iterable[Record], kind: str, tz: tzinfo) -> list[IntervalBlock]:
+    """Day- or month-frozen rows (Readings at their frozen time) as one-interval blocks: a
+    row frozen at local midnight (the first of a month) closes the day (month) before it;
+    the blocks' OBIS carry F = DAY_SERIES or MONTH_SERIES."""
+    series = DAY_SERIES if kind == "day" else MONTH_SERIES
+    out = []
+    for r in readings_:
+        if not isinstance(r, Reading) or r.meter_time is None \
+                or not isinstance(r.value, Decimal | int):
+            continue
+        end = r.time.astimezone(tz)
+        start = end - timedelta(days=1) if kind == "day" else add_months(month_start(end), -1)
+        start_utc = start.astimezone(UTC)
+        if kind == "month" and end != month_start(end):
+            continue  # not frozen at a month's start: no month it closes
+        out.append(IntervalBlock(
+            meter=r.meter, obis=attrs.evolve(r.obis, f=series), start=start_utc,
+            period=r.time - start_utc, values=(r.value,), statuses=(Quality.OK,),
+            unit=r.unit, scaler=r.scaler, received_time=r.received_time, source=PROTOCOL))
+    return out
+
+
 def _blocks(readings_: Iterable[Reading], period: timedelta,
             received: datetime) -> list[IntervalBlock]:  # fmt: skip
     """Runs of readings ``period`` apart, one block per quantity and run."""

@@ -36,6 +36,9 @@ shape (fep/protocols/session.py) and logs what was skipped. Settings come from t
 ``dlt698_client``    the client address CA (default 0)
 ``dlt698_wakeup``    ``yes`` (default): FE FE FE FE before each frame
 ``dlt698_retries``   requests sent again after silence or a damaged answer (default 1)
+``dlt698_security``  ``plain`` (default), ``plaintext-rn`` or ``refuse-unverified``: GETs in
+                     SECURITY-Requests with a random number, the answers' MACs handed to
+                     the protocol's ESAM service (fep.protocols.dlt698.security)
 ``tz``               the meter's zone (default UTC+8)
 """
 
@@ -49,8 +52,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fep.errors import ConfigError, NotSupported, ProtocolError
@@ -65,7 +70,7 @@ from fep.interfaces import (
     IPushProtocol,
     IRecordSink,
 )
-from fep.model import Meter, MeterEvent, Reading, Record
+from fep.model import Meter, MeterEvent, Reading, Record, utcnow
 from fep.protocols import actions as actions_
 from fep.protocols.dlt698.client import (
     DEFAULT_ITEMS,
@@ -83,9 +88,32 @@ from fep.protocols.dlt698.client import (
     Send,
     Skipped,
 )
-from fep.protocols.dlt698.control import COMMANDS, command_methods
-from fep.protocols.dlt698.data import OAD
-from fep.protocols.dlt698.objects import CLOCK, CLOCK_OBIS, FROZEN_TIME, PROTOCOL
+from fep.protocols.dlt698.control import (
+    COMMANDS,
+    RELAY_COMMANDS,
+    command_methods,
+    parameter_values,
+    relay_oads,
+    relay_state,
+)
+from fep.protocols.dlt698.data import OAD, Data
+from fep.protocols.dlt698.forward import Answer as ForwardAnswer
+from fep.protocols.dlt698.forward import ForwardLink, ForwardSettings
+from fep.protocols.dlt698.forward import Ready as ForwardReady
+from fep.protocols.dlt698.forward import Refused as ForwardRefused
+from fep.protocols.dlt698.forward import Reply as ForwardReply
+from fep.protocols.dlt698.objects import (
+    CLOCK,
+    CLOCK_OBIS,
+    DAY_SERIES,
+    FROZEN_TIME,
+    MONTH_SERIES,
+    PROTOCOL,
+    add_months,
+    frozen_boundaries,
+    frozen_series,
+)
+from fep.protocols.dlt698.security import PLAIN, SECURITY_MODES, IDlt698Esam, NoEsam
 from fep.protocols.dlt698.terminal import (
     Heartbeat,
     LoggedIn,
@@ -159,6 +187,11 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_METER_TZ, **overrides: Any) 
                               key=key) from None
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
+    security = (md.get("dlt698_security", "") or PLAIN).strip().lower()
+    if security not in SECURITY_MODES:
+        raise ConfigError(f"meter {meter.id}: dlt698_security is one of "
+                          f"{', '.join(SECURITY_MODES)}, not {security!r}",
+                          key="dlt698_security")
     frozen_columns = _oads(meter, "dlt698_frozen_columns")
     since, until = when("dlt698_from"), when("dlt698_to")
     if (since is None) != (until is None):
@@ -191,6 +224,7 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_METER_TZ, **overrides: Any) 
         "password": md.get("dlt698_password") or None,
         "wakeup": flag("dlt698_wakeup", True),
         "retries": number("dlt698_retries", 1),
+        "security": security,
         "tz": zone,
         "meter": meter.id,
         "route": meter.route,
@@ -214,23 +248,156 @@ def _through_terminal(meter: Meter, terminal: str, values: dict[str, Any]) -> di
     address; route ``dlt698:TERMINAL``, fep.collect.dlt698_route): the session is with the
     terminal, and what would be read of the meter goes in PROXY-Requests to it (attributes
     in one GetRequestList, each record in a GetRequestRecord)."""
-    if values.get("set_clock"):
-        raise ConfigError(f"meter {meter.id}: its clock is not set through terminal "
-                          f"{terminal}'s PROXY (PROXY-SetRequest is not built)",
-                          key="dlt698_terminal")
     if values.get("proxies"):
         raise ConfigError(f"meter {meter.id}: a meter read through a terminal has no meters "
                           "behind it (dlt698_proxy)", key="dlt698_proxy")
     address = values["address"]
     try:
+        actions = tuple(values.get("actions", ()))
+        # A relay read back after a command: the terminal reads it after each method
+        # (PROXY ActionThenGetRequestList).
+        back = tuple(values.get("read_back", ()))
+        sets = tuple(values.get("sets", ()))
+        if back and actions:
+            read_after = tuple((back[0], 0) for _ in actions)
+        elif back and sets:
+            # Each attribute set is read back by the terminal (PROXY SetThenGet).
+            read_after = tuple((oad, 0) for oad in back)
+        else:
+            read_after = ()
         proxy = ProxyRead(address, tuple(values.get("items", DEFAULT_ITEMS)),
                           tuple(values.get("records", ())), meter=meter.id,
-                          actions=tuple(values.get("actions", ())))
+                          actions=actions, set_clock=bool(values.get("set_clock")),
+                          sets=sets, read_after=read_after)
     except ValueError:
         raise ConfigError(f"meter {meter.id}: address {address!r} is not a meter address "
                           "a terminal's PROXY can name", key="address") from None
     return {**values, "address": terminal, "items": (), "records": (), "actions": (),
-            "proxies": (proxy,)}
+            "set_clock": False, "read_back": (), "sets": (), "proxies": (proxy,)}
+
+
+class _ForwardedTransport:
+    """The transport the other protocol's session writes to: each write goes through the
+    terminal's port as one PROXY TransCommandRequest."""
+
+    def __init__(self, outer: _ForwardingProtocol) -> None:
+        self.outer = outer
+        self.connected = True
+
+    def write(self, data: bytes) -> None:
+        transport = self.outer.transport
+        if transport is not None and data:
+            transport.write(self.outer.link.wrap(data))
+
+    def writeSequence(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        self.connected = False
+        self.outer.release()
+
+    abortConnection = loseConnection
+
+    def getPeer(self) -> Any:
+        return self.outer.transport.getPeer() if self.outer.transport is not None else None
+
+    def getHost(self) -> Any:
+        return self.outer.transport.getHost() if self.outer.transport is not None else None
+
+
+class _ForwardingProtocol(Protocol):
+    """The connection to the terminal: its association first, then the other protocol's
+    session (``inner``) over the terminal's port (fep.protocols.dlt698.forward)."""
+
+    def __init__(self, link: ForwardLink, inner: Any, ready: Deferred[Any],
+                 fields: dict[str, Any]) -> None:  # fmt: skip
+        self.link = link
+        self.inner = inner
+        self.ready = ready
+        self.fields = fields
+        self.started = False
+
+    def connectionMade(self) -> None:
+        first = self.link.start()
+        if first is None:
+            self._start()
+        else:
+            assert self.transport is not None
+            self.transport.write(first)
+
+    def _start(self) -> None:
+        self.started = True
+        self.inner.makeConnection(_ForwardedTransport(self))
+        if not self.ready.called:
+            self.ready.callback(self.inner)
+
+    def dataReceived(self, data: bytes) -> None:
+        for event in self.link.receive(data):
+            if isinstance(event, ForwardReady):
+                self._start()
+            elif isinstance(event, ForwardAnswer):
+                if self.started:
+                    self.inner.dataReceived(event.data)
+            elif isinstance(event, ForwardReply):
+                if self.transport is not None:
+                    self.transport.write(event.data)
+            elif isinstance(event, ForwardRefused):
+                log.info("{meter}: forwarding through the terminal: {why}", why=event.why,
+                         **self.fields)
+                if not self.started and not self.ready.called:
+                    self.ready.errback(ProtocolError(event.why, protocol=PROTOCOL,
+                                                     meter=self.fields.get("meter")))
+                    if self.transport is not None:
+                        self.transport.loseConnection()
+
+    def release(self) -> None:
+        if self.transport is None:
+            return
+        if self.link.settings.connect:
+            self.transport.write(self.link.release())
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.started:
+            self.inner.connectionLost(reason)
+        elif not self.ready.called:
+            self.ready.errback(reason)
+
+
+@implementer(IStreamClientEndpoint)
+class ForwardingEndpoint:
+    """An endpoint for another protocol's session (a DL/T 645 meter on a DL/T 698.45
+    terminal's RS-485 port): connects through ``endpoint`` (the terminal's route), makes
+    the association with the terminal, then the session's frames go through the port by
+    PROXY TransCommandRequest and the port's answers come back to it."""
+
+    def __init__(self, endpoint: Any, settings: ForwardSettings, *, meter: str | None = None,
+                 now: Callable[[], datetime] = utcnow) -> None:  # fmt: skip
+        self.endpoint = endpoint
+        self.settings = settings
+        self.meter = meter
+        self.now = now
+        connect_timeout = getattr(endpoint, "connect_timeout", None)
+        if connect_timeout is not None:
+            self.connect_timeout = connect_timeout
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        inner = protocolFactory.buildProtocol(None)
+        ready: Deferred[Any] = Deferred()
+        fields = {"meter": self.meter, "protocol": PROTOCOL}
+        outer = _ForwardingProtocol(ForwardLink(self.settings, now=self.now), inner, ready,
+                                    fields)
+        connecting = self.endpoint.connect(_OneFactory(outer))
+        connecting.addErrback(lambda f: ready.errback(f) if not ready.called else None)
+        return ready
+
+
+class _OneFactory(Factory):
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol_ = protocol
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return self.protocol_
 
 
 class Dlt698Session(MeterSession):
@@ -312,6 +479,10 @@ class Dlt698Session(MeterSession):
                  "{noise} damaged frames, {garbage} garbage bytes, {resent} requests resent",
                  records=len(c.records), skipped=len(c.skipped), noise=c.noise,
                  garbage=c.line_garbage, resent=c.resent, **self._fields())
+        if c.unverified:
+            log.info("{meter}: {count} secured answers taken with their MAC not verified "
+                     "({esam})", count=c.unverified, esam=c.settings.esam.name,
+                     **self._fields())
 
 
 # A report sent again (its acknowledgement lost) is acknowledged, not stored again: the
@@ -483,8 +654,10 @@ class Dlt698Protocol:
     name = PROTOCOL
     commands = COMMANDS
 
-    def __init__(self, tz: tzinfo = DEFAULT_METER_TZ) -> None:
+    def __init__(self, tz: tzinfo = DEFAULT_METER_TZ, esam: IDlt698Esam | None = None) -> None:
         self.tz = tz
+        # The ESAM service of secured reads (dlt698_security): none shipped verifies.
+        self.esam: IDlt698Esam = esam if esam is not None else NoEsam()
 
     def _run(self, reactor: IReactorTime, endpoint: Any, meter: Meter, timeout: float,
              **overrides: Any) -> Deferred[Any]:  # fmt: skip
@@ -496,6 +669,7 @@ class Dlt698Protocol:
             settings = settings_for(meter, self.tz, **overrides)
         except ConfigError as e:
             return fail(e), None
+        settings = attrs.evolve(settings, esam=self.esam)
 
         def now() -> datetime:
             return datetime.fromtimestamp(reactor.seconds(), UTC)
@@ -509,16 +683,13 @@ class Dlt698Protocol:
 
     @staticmethod
     def check_command(meter: Meter, command: str, params: Mapping[str, Any]) -> None:
-        """ConfigError, when a command is asked, for parameters the meter cannot take, and
-        for a clock set of a meter behind a terminal (route ``dlt698:ID``: no
-        PROXY-SetRequest yet)."""
-        if command == "time-set" and meter.route.strip().lower().startswith("dlt698:"):
-            raise ConfigError(f"meter {meter.id}: time-set: its clock is not set through a "
-                              "terminal's PROXY (PROXY-SetRequest is not built)", key="route")
+        """ConfigError, when a command is asked, for parameters the meter cannot take."""
         if command not in COMMANDS:
             return
         try:
             command_methods(command, params, meter.metadata.get("dlt698_relay"))
+            if command == "parameter-set":
+                parameter_values(params)
         except ConfigError as e:
             raise ConfigError(f"meter {meter.id}: {command}: {e.message}", key=e.key) from None
 
@@ -539,14 +710,43 @@ class Dlt698Protocol:
                                      meter=meter.id, protocol=PROTOCOL))
         try:
             methods = command_methods(command, params, meter.metadata.get("dlt698_relay"))
+            sets = parameter_values(params) if command == "parameter-set" else ()
+            relay = relay_oads(meter.metadata.get("dlt698_relay"))[0]
         except ConfigError as e:
             return fail(ConfigError(f"meter {meter.id}: {command}: {e.message}", key=e.key))
+        if sets:
+            return self._parameter_set(reactor, endpoint, meter, sets, timeout)
+        back = (relay,) if command in RELAY_COMMANDS else ()
         d, client = self._client_run(reactor, endpoint, meter, timeout, items=(), records=(),
-                                     actions=methods)
+                                     actions=methods, read_back=back)
 
         def done(_: object) -> Mapping[str, Any]:
             assert client is not None
-            return {"methods": ",".join(client.actions_done)}
+            outcome = {"methods": ",".join(client.actions_done)}
+            if back:
+                # The relay's state read after the method (its OAD's current state).
+                results = [r for _, r in client.read_back if r.oad == relay]
+                outcome["relay"] = relay_state(results[0]) if results else "unknown (not read)"
+            return outcome
+
+        return d.addCallback(done)
+
+    def _parameter_set(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
+                       sets: tuple[tuple[OAD, Data], ...], timeout: float
+                       ) -> Deferred[Mapping[str, Any]]:  # fmt: skip
+        """``parameter-set``: SET-Request of the attributes (through a terminal: PROXY
+        SetThenGet), each read back; the outcome names them and whether the meter holds
+        what was written (``verified``)."""
+        oads = tuple(oad for oad, _ in sets)
+        d, client = self._client_run(reactor, endpoint, meter, timeout, items=(), records=(),
+                                     sets=sets, read_back=oads)
+
+        def done(_: object) -> Mapping[str, Any]:
+            assert client is not None
+            held = {r.oad: r.data for _, r in client.read_back}
+            differ = [str(oad) for oad, value in sets if held.get(oad) != value]
+            return {"set": ",".join(client.sets_done),
+                    "verified": "yes" if not differ else f"no ({', '.join(differ)})"}
 
         return d.addCallback(done)
 
@@ -554,25 +754,72 @@ class Dlt698Protocol:
              timeout: float) -> Deferred[list[Record]]:  # fmt: skip
         return self._run(reactor, endpoint, meter, timeout)
 
+    def _profile_of(self, meter: Meter) -> tuple[OAD, tuple[OAD, ...], str | None]:
+        """The meter's profile object, its columns, and "day"/"month" for the day- (5004) and
+        month-frozen (5006) objects (None: a profile of ``dlt698_profile_period``)."""
+        profile = _oads(meter, "dlt698_profile") or (DEFAULT_PROFILE,)
+        columns = _oads(meter, "dlt698_profile_columns") or DEFAULT_PROFILE_COLUMNS
+        kind = {0x5004: "day", 0x5006: "month"}.get(profile[0].oi)
+        return profile[0], columns, kind
+
     def read_profile(self, reactor: IReactorTime, endpoint: Any, meter: Meter, since: datetime,
                      until: datetime, timeout: float) -> Deferred[list[Record]]:  # fmt: skip
         """The load profile's rows frozen in (since, until] (a row closes the interval
-        before it), as IntervalBlocks."""
+        before it), as IntervalBlocks; of the day- and month-frozen objects, the days and
+        months starting in [since, until) (``profile_plan``)."""
         md = meter.metadata
         try:
-            profile = _oads(meter, "dlt698_profile") or (DEFAULT_PROFILE,)
-            columns = _oads(meter, "dlt698_profile_columns") or DEFAULT_PROFILE_COLUMNS
+            profile, columns, kind = self._profile_of(meter)
             minutes = int(md.get("dlt698_profile_period", "15") or 15)
+            tz = settings_for(meter, self.tz).tz
         except (ConfigError, ValueError) as e:
             return fail(e if isinstance(e, ConfigError) else ConfigError(
                 f"meter {meter.id}: dlt698_profile_period must be a whole number",
                 key="dlt698_profile_period"))  # fmt: skip
+        if kind is not None:
+            # Rows frozen at the ends of the days (months) that start in [since, until).
+            starts = frozen_boundaries(kind, since, until + (timedelta(days=1) if kind == "day"
+                                                             else timedelta(days=31)), tz)
+            starts = [t for t in starts if t < until]
+            if not starts:
+                return succeed([])
+            first = starts[0].astimezone(tz)
+            last = starts[-1].astimezone(tz)
+            if kind == "day":
+                lo, hi = first + timedelta(days=1), last + timedelta(days=2)
+            else:
+                lo, hi = add_months(first, 1), add_months(last, 2)
+            read = RecordRead(profile, (FROZEN_TIME, *columns), since=lo, until=hi)
+            d = self._run(reactor, endpoint, meter, timeout, items=(), records=(read,))
+            series: str = kind
+
+            def blocks(records: list[Record]) -> list[Record]:
+                return list(frozen_series(records, series, tz))
+
+            return d.addCallback(blocks)
         period = timedelta(minutes=minutes)
         # No interval in the selector (every row in the range): the dlt698 package refuses
         # one ("read/write refused"), and a profile has one row per interval anyway.
-        read = RecordRead(profile[0], (FROZEN_TIME, *columns), since=since + period,
+        read = RecordRead(profile, (FROZEN_TIME, *columns), since=since + period,
                           until=until + period, interval=period)  # fmt: skip
         return self._run(reactor, endpoint, meter, timeout, items=(), records=(read,))
+
+    def profile_plan(self, meter: Meter, since: datetime, until: datetime
+                     ) -> tuple[list[datetime], timedelta, int] | None:  # fmt: skip
+        """For the collection engine's load-profile job (fep.collect.runner): the interval
+        starts a day- or month-frozen profile has in [since, until) (local midnights, the
+        firsts of the months), the longest period (to join gaps into ranges) and the OBIS F
+        group of its series; None for the others (their epoch grid of one period)."""
+        try:
+            _, _, kind = self._profile_of(meter)
+            tz = settings_for(meter, self.tz).tz
+        except ConfigError:
+            return None
+        if kind is None:
+            return None
+        longest = timedelta(days=1) if kind == "day" else timedelta(days=31)
+        return (frozen_boundaries(kind, since, until, tz), longest,
+                DAY_SERIES if kind == "day" else MONTH_SERIES)
 
     def read_events(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
                     since: datetime | None, timeout: float) -> Deferred[list[Record]]:  # fmt: skip
@@ -652,4 +899,5 @@ class Dlt698Protocol:
         return attrs.evolve(meter, metadata={**meter.metadata, **metadata})
 
 
-__all__ = ["Dlt698Protocol", "Dlt698PushHandler", "Dlt698Session", "settings_for"]
+__all__ = ["Dlt698Protocol", "Dlt698PushHandler", "Dlt698Session", "ForwardingEndpoint",
+           "settings_for"]

@@ -31,7 +31,7 @@ from fep.protocols.dlt698.apdu import (
     ReportResponse,
     ResultNormal,
     ResultRecord,
-    SecurityApdu,
+    SecurityRequest,
     SetRequest,
     TimeTag,
     decode_apdu,
@@ -200,9 +200,11 @@ class ApduEncodingTests(unittest.TestCase):
                                                        ActionResult(OMD(0x8000, 129), 3,
                                                                     Data.null()))),)))
 
-    def test_security_apdus_are_kept_whole_not_deciphered(self) -> None:
-        raw = bytes.fromhex("10 01 0a 05 01 01 40 01 02 00 00")
-        self.assertEqual(decode_apdu(raw), SecurityApdu(0x10, raw))
+    def test_security_apdus_carry_their_ciphertext_not_deciphered(self) -> None:
+        raw = bytes.fromhex("10 01 08 05 01 01 40 01 02 00 00 01 02 aa bb")
+        self.assertEqual(decode_apdu(raw), SecurityRequest(
+            bytes.fromhex("0501014001020000"), ciphered=True, rn=b"\xaa\xbb"))
+        self.check(decode_apdu(raw))
 
     def test_bytes_after_an_apdu_are_refused(self) -> None:
         with self.assertRaises(FrameError):

@@ -83,6 +83,27 @@ class DirectReadTests(unittest.TestCase):
     timeout = 60
 
     @inlineCallbacks
+    def test_a_dlt645_meter_on_a_terminals_port_read_directly_through_it(self) -> Any:
+        from twisted.internet.defer import ensureDeferred
+
+        from fep.model import Meter
+        from tests.daemon.harness import add_meters
+
+        route = yield tcp_simulator(self, "dlt698", "--port", "0", "--address",
+                                    "000000009999", "--rs485", "000000000645")
+        db = f"sqlite:{self.mktemp()}.sqlite"
+        yield ensureDeferred(add_meters(db, [
+            Meter("T1", "dlt698", route, address="000000009999"),
+            Meter("E1", "dlt645", "dlt698:T1:port=F2010201", address="000000000645",
+                  metadata={"concentrator": "T1"})]))
+        result = yield fep_deferred("--db", db, "read", "--meter", "E1", "--socket",
+                                    f"{self.mktemp()}.sock")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+        self.assertEqual({r["meter"] for r in rows}, {"E1"})
+        self.assertIn("1-0:1.8.0*255", {r["obis"] for r in rows})
+
+    @inlineCallbacks
     def test_a_meter_behind_a_terminal_read_directly_through_it(self) -> Any:
         from twisted.internet.defer import ensureDeferred
 

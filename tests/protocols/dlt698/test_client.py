@@ -244,7 +244,7 @@ class LineTests(unittest.TestCase):
         client = Dlt698Client(settings())
         client.start()
         frame = Frame(control(from_server=True), ServerAddress("000000123456"), 0,
-                      bytes.fromhex("90 00 01 02 03"))
+                      bytes.fromhex("90 00 01 02 00"))
         (failed,) = client.receive(frame.encode())
         assert isinstance(failed, Failed)
         self.assertIn("ESAM", str(failed.error))

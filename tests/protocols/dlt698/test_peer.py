@@ -28,8 +28,9 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from fep.channels.serialport import SerialEndpoint, SerialSettings
-from fep.model import Meter, Reading, Record
+from fep.model import Meter, ObisCode, Reading, Record
 from fep.protocols.dlt698.client import DEFAULT_METER_TZ
+from fep.protocols.dlt698.objects import DAY_SERIES
 from fep.protocols.dlt698.session import Dlt698Protocol
 from fep.sim.dlt698 import Dlt698MeterFactory, SimulatedDlt698Meter, serve_pty
 from tests.channels.test_serialport import socat_pty_pair
@@ -167,6 +168,19 @@ class FepReadsPeerServerTests(unittest.TestCase):
         ])
 
     @inlineCallbacks
+    def test_the_peer_server_leaves_a_secured_get_unanswered(self) -> Any:
+        # dlt698 1.0.1's server has no security service: a GET in a SECURITY-Request
+        # (plaintext + RN) gets no answer, so fep's secured reads are tested against fep's
+        # simulator, and the SECURITY bytes against the package's codec.
+        from fep.errors import SessionTimeout
+
+        endpoint = self.server()
+        with self.assertRaises(SessionTimeout):
+            yield Dlt698Protocol().read(reactor, endpoint, meter(
+                dlt698_items="00100200", dlt698_security="plaintext-rn", dlt698_retries="0"),
+                1.0)
+
+    @inlineCallbacks
     def test_fep_answers_a_terminal_login_then_reads(self) -> Any:
         endpoint = self.server(profile="remote_public")
         records = yield Dlt698Protocol().read(reactor, endpoint, meter(
@@ -183,12 +197,14 @@ class FepReadsPeerServerTests(unittest.TestCase):
                                      dlt698_profile_period="1440"),
             start - timedelta(days=1), start + timedelta(days=14), 5.0)  # fmt: skip
         # The package projects whole attributes only (00100200, not its element 00100201):
-        # a block per element, the total first.
-        block = records[0]
-        self.assertEqual(len(records), 5)
-        self.assertEqual(block.period, timedelta(days=1))
-        self.assertEqual(block.values, tuple(Decimal(1000 + day) for day in range(3, 18)))
-        self.assertEqual(block.start, start - timedelta(days=1))
+        # of each element one block a day (the day-frozen series, OBIS F 1), 15 days.
+        self.assertEqual(len(records), 5 * 15)
+        total = sorted((b for b in records if b.obis == ObisCode(1, 0, 1, 8, 0, DAY_SERIES)),
+                       key=lambda b: b.start)
+        self.assertEqual([b.period for b in total], [timedelta(days=1)] * 15)
+        self.assertEqual([b.values for b in total],
+                         [(Decimal(1000 + day),) for day in range(3, 18)])
+        self.assertEqual(total[0].start, start - timedelta(days=1))
 
     @inlineCallbacks
     def test_fep_reads_the_peer_clock(self) -> Any:

@@ -52,10 +52,20 @@ class SettingsTests(unittest.TestCase):
         self.assertEqual((proxy.address, proxy.meter), (CHILDREN[0], "m-1"))
         self.assertEqual([str(o) for o in proxy.items], ["00100200", "20000200"])
 
+    def test_a_clock_set_and_a_relay_read_back_go_in_proxy_requests(self) -> None:
+        s = settings_for(child(), set_clock=True)
+        self.assertFalse(s.set_clock)
+        (proxy,) = s.proxies
+        self.assertTrue(proxy.set_clock)
+        from fep.protocols.dlt698.control import DEFAULT_RELAY, command_methods
+
+        methods = command_methods("disconnect", {})
+        s = settings_for(child(), actions=methods, read_back=(DEFAULT_RELAY,))
+        (proxy,) = s.proxies
+        self.assertEqual((proxy.actions, proxy.read_after, s.read_back),
+                         (methods, ((DEFAULT_RELAY, 0),), ()))
+
     def test_what_cannot_go_through_a_terminal_names_the_key(self) -> None:
-        with self.assertRaises(ConfigError) as caught:
-            settings_for(child(), set_clock=True)
-        self.assertEqual(caught.exception.key, "dlt698_terminal")
         with self.assertRaises(ConfigError) as caught:
             settings_for(child(dlt698_proxy="000000000003"))
         self.assertEqual(caught.exception.key, "dlt698_proxy")

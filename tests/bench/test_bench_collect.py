@@ -1,0 +1,58 @@
+"""`make bench`'s collection rows on a handful of meters: every simulated meter read once,
+its job's end committed, on SQLite and on PostgreSQL (a database of its own), DLMS and
+DL/T 645."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from twisted.internet import reactor as global_reactor
+from twisted.trial import unittest
+
+from fep.bench import fresh_postgres
+from fep.bench_collect import collection_rate
+from tests.postgres import postgres_server
+
+reactor: Any = global_reactor
+
+
+def _drop(server: str, name: str) -> None:
+    conn = psycopg2.connect(server, connect_timeout=10)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        conn.close()
+
+
+class CollectionRateTests(unittest.TestCase):
+    timeout = 120
+
+    def workdir(self) -> Path:
+        path = Path(self.mktemp())
+        path.mkdir(parents=True)
+        return path
+
+    async def test_sqlite(self) -> None:
+        workdir = self.workdir()
+        rate = await collection_rate(reactor, f"sqlite:{workdir / 'c.sqlite'}", workdir,
+                                     meters=6)
+        self.assertGreater(rate, 0)
+
+    async def test_postgres(self) -> None:
+        server = postgres_server()
+        name = f"fep_test_bench_{secrets.token_hex(4)}"
+        self.addCleanup(_drop, server, name)
+        rate = await collection_rate(reactor, fresh_postgres(server, name), self.workdir(),
+                                     meters=6)
+        self.assertGreater(rate, 0)
+
+    async def test_dlt645_sqlite(self) -> None:
+        workdir = self.workdir()
+        rate = await collection_rate(reactor, f"sqlite:{workdir / 'c.sqlite'}", workdir,
+                                     meters=6, protocol="dlt645")
+        self.assertGreater(rate, 0)
