@@ -75,6 +75,75 @@ async def ingest_rate(reactor: IStoreReactor, url: str, readings: list[Reading],
     return len(readings) / elapsed
 
 
+def copy_text(readings: Sequence[Reading]) -> str:
+    """The readings as the text of a plain ``COPY readings (...) FROM STDIN``: what a bulk
+    loader that owns the rows would send (the bench's reference for the database's limit)."""
+    from fep.store.rows import encode_value, text_time
+
+    lines = []
+    for r in readings:
+        value, _text, kind = encode_value(r.value)
+        received = text_time(r.received_time)
+        meter_time = text_time(r.meter_time) if r.meter_time else "\\N"
+        read_at = received if r.meter_time is None else meter_time
+        unit = "\\N" if r.unit is None else str(r.unit.code)
+        lines.append(f"{r.meter}\t{r.obis}\t{value}\t\\N\t{kind}\t{unit}\t{r.scaler}\t"
+                     f"{meter_time}\t{read_at}\t{received}\t{int(r.quality)}\t{r.source}"
+                     "\t\\N\n")
+    return "".join(lines)
+
+
+COPY_READINGS = (
+    "COPY readings (meter, obis, value, value_text, value_type, unit_code, scaler, meter_time,"
+    " read_at, received_time, quality, source, native_id) FROM STDIN"
+)
+
+
+def plain_copy_rate(url: str, readings: Sequence[Reading], connections: int = 2) -> float:
+    """Readings per second a plain COPY reaches on ``url`` (fep's schema, empty tables):
+    the rows are formatted before the clock starts, then ``connections`` psycopg2
+    connections, one thread each, COPY a share each and commit. The reference fep's ingest
+    is measured against, in the same run."""
+    import io
+    import threading
+
+    import psycopg2
+
+    share = -(-len(readings) // connections)
+    texts = [copy_text(readings[i:i + share]) for i in range(0, len(readings), share)]
+    conns = [psycopg2.connect(url, connect_timeout=10) for _ in texts]
+    errors: list[BaseException] = []
+
+    def load(conn: object, text: str) -> None:
+        try:
+            with conn.cursor() as cur:  # type: ignore[attr-defined]
+                cur.copy_expert(COPY_READINGS, io.StringIO(text))
+            conn.commit()  # type: ignore[attr-defined]
+        except BaseException as e:  # reported below, on the caller's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=load, args=(c, t)) for c, t in zip(conns, texts,
+                                                                          strict=True)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    try:
+        if errors:
+            raise RuntimeError(f"plain COPY failed: {errors[0]}")
+        with conns[0].cursor() as cur:
+            cur.execute("SELECT count(*) FROM readings")
+            (stored,) = cur.fetchone()
+        if stored != len(readings):
+            raise RuntimeError(f"plain COPY: {stored} rows stored, {len(readings)} sent")
+    finally:
+        for c in conns:
+            c.close()
+    return len(readings) / elapsed
+
+
 def iec_decode_rate(seconds: float = 2.0) -> tuple[float, int]:
     """Readouts/s parsed from the published E350 fixture (block framing, BCC, data lines,
     records), and the number of data lines per readout."""
@@ -159,6 +228,7 @@ async def ingest_rows(
     sqlite: bool = True,
     postgres: str | None = None,
     database: str = BENCH_DATABASE,
+    repeat: int = 1,
 ) -> list[tuple[str, str, str]]:
     """The ingest rows: per batch size, SQLite (a new file) and PostgreSQL (on the server
     ``postgres``, a new database ``database`` for each batch size)."""
@@ -167,14 +237,30 @@ async def ingest_rows(
         if sqlite:
             db = workdir / f"bench-{batch}.sqlite"
             rate = await ingest_rate(reactor, f"sqlite:{db}", readings, batch, workdir)
+            # Closed, so its WAL is checkpointed into the file: what a reading costs on disk.
+            size = db.stat().st_size / len(readings)
             rows.append(("ingest SQLite (spool on)", f"batch {batch}",
-                         f"{rate:,.0f} readings/s"))
+                         f"{rate:,.0f} readings/s; {size:,.0f} bytes per stored reading"))
             print(rows[-1], flush=True)
         if postgres:
-            url = fresh_postgres(postgres, database)
-            rate = await ingest_rate(reactor, url, readings, batch, workdir)
+            # fep, then the reference (same rows, same run: a fresh database with fep's
+            # schema, then a plain two-connection COPY into it), ``repeat`` times in turn;
+            # the best of each, so a moment of load from elsewhere weighs on neither.
+            from fep.store import open_store
+
+            rate = copy = 0.0
+            for _ in range(repeat):
+                url = fresh_postgres(postgres, database)
+                rate = max(rate, await ingest_rate(reactor, url, readings, batch, workdir))
+                url = fresh_postgres(postgres, database)
+                store = open_store(url, reactor)
+                await store.open()
+                await store.close()
+                copy = max(copy, plain_copy_rate(url, readings))
+            best = f" (best of {repeat})" if repeat > 1 else ""
             rows.append(("ingest PostgreSQL (spool on)", f"batch {batch}",
-                         f"{rate:,.0f} readings/s"))
+                         f"{rate:,.0f} readings/s; plain COPY {copy:,.0f}/s; "
+                         f"ratio {rate / copy:.2f}{best}"))
             print(rows[-1], flush=True)
     return rows
 
@@ -184,12 +270,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--readings", type=int, default=200_000)
     parser.add_argument("--batch-sizes", default="1000,5000,20000")
     parser.add_argument("--write", help="also write the results as markdown to this file")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="PostgreSQL ingest: fep and the plain COPY this many times in "
+                        "turn, the best of each")
     parser.add_argument("--listeners", default="gprs,push_dlms,push_iec62056_21,http,ssh,control",
                         help="with --only listeners: which listeners get the junk")
     parser.add_argument("--concentrator-meters", type=int, default=500,
                         help="meters behind the simulated concentrator (gw3761 row)")
+    parser.add_argument("--sessions", type=int, default=15_000,
+                        help="idle GPRS sessions held for the memory row")
     parser.add_argument("--only", choices=("ingest", "dlms", "dlt698", "decode", "listeners",
-                                           "collect", "gw3761"),
+                                           "collect", "gprs", "gw3761"),
                         help="run one group of benchmarks (default: all but listeners); "
                         "decode: the decoders alone (DLMS, AARE, IEC), no store; "
                         "collect: register collection, meters/s, SQLite and PostgreSQL")
@@ -225,6 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.only == "decode":
                 decode_rows()
                 return
+            if args.only in (None, "gprs"):
+                await gprs_row(reactor)
+            if args.only == "gprs":
+                return
             pg = postgres_server()
             if args.only in (None, "collect"):
                 await collect_rows(reactor, pg, workdir)
@@ -244,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return
             readings = make_readings(args.readings)
             results.extend(await ingest_rows(reactor, readings, batch_sizes, workdir,
-                                             postgres=pg))
+                                             postgres=pg, repeat=args.repeat))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         if args.only in ("dlms", "dlt698", "decode", "collect", "gw3761"):
@@ -271,6 +366,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.append((f"{label} register collection", "PostgreSQL / SQLite, same run",
                                 f"{ratio:.2f}"))
                 print(results[-1], flush=True)
+
+    async def gprs_row(reactor: IFepReactor) -> None:
+        from fep.bench_gprs import idle_sessions
+
+        idle = await idle_sessions(reactor, args.sessions)
+        results.append((
+            "idle GPRS sessions (attached DLMS modems, in-memory transports)",
+            f"{idle.sessions:,} sessions",
+            f"{idle.bytes_per_session:,.0f} bytes/session (tracemalloc); "
+            f"{idle.delayed_calls:,} reactor calls held; {idle.idle_cpu:.1%} CPU over "
+            f"{idle.idle_seconds:g} s idle",
+        ))
+        print(results[-1], flush=True)
 
     def iec_row() -> None:
         rate, lines = iec_decode_rate()

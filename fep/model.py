@@ -10,10 +10,11 @@ from __future__ import annotations
 import enum
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
+from typing import Any
 
 import attrs
 
@@ -339,6 +340,32 @@ class Reading:
     @property
     def unit_text(self) -> str | None:
         return unit_text(self.unit, self.scaler)
+
+
+def _trusted_constructor(cls: type) -> Any:
+    """A function building ``cls`` (an attrs slotted class) from every field's value,
+    positionally in field order, with no converter, validator or default: each slot set
+    through its descriptor. For decoders only, with values of the types the class's
+    converters would give unchanged (times UTC-aware, ``tzinfo is UTC``, or None)."""
+    names = [f.name for f in attrs.fields(cls)]
+    scope: dict[str, object] = {"_new": object.__new__, "_cls": cls}
+    for name in names:
+        scope[f"_set_{name}"] = cls.__dict__[name].__set__
+    body = "".join(f"    _set_{n}(self, {n})\n" for n in names)
+    code = f"def trusted({', '.join(names)}):\n    self = _new(_cls)\n{body}    return self\n"
+    exec(code, scope)  # fixed text made from the class's own field names
+    return scope["trusted"]
+
+
+# Reading(...) without its converters (about 40 % cheaper), for decoders that already hold
+# UTC times (``tzinfo is UTC``) or None and a Quality: every field, positionally, in order
+# (meter, obis, value, unit, scaler, meter_time, received_time, quality, source, native_id).
+# The result equals the Reading(...) of the same values. tests/test_model.py checks both.
+trusted_reading: Callable[
+    [str, ObisCode, Value, Unit | None, int, datetime | None, datetime, Quality, str,
+     str | None],
+    Reading,
+] = _trusted_constructor(Reading)
 
 
 @attrs.frozen

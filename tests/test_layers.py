@@ -77,6 +77,7 @@ LAYERS: Mapping[str, int] = {
     "fep.bench_collect": TOP,
     "fep.bench_dlms": TOP,
     "fep.bench_dlt698": TOP,
+    "fep.bench_gprs": TOP,
     "fep.bench_gw3761": TOP,
     "fep.bench_listeners": TOP,
 }

@@ -197,3 +197,33 @@ class ObisCacheTests(unittest.TestCase):
         self.assertEqual(ObisCode.from_bytes(bytearray(raw)), ObisCode(1, 0, 1, 8, 0))
         with self.assertRaises(ValueError):
             ObisCode.from_bytes(raw[:5])
+
+
+class TrustedReadingTests(unittest.TestCase):
+    """trusted_reading (for decoders) builds the same Reading as Reading(...) does."""
+
+    def test_equals_reading_built_with_the_converters(self) -> None:
+        from fep.model import trusted_reading
+
+        obis, now = ObisCode.parse("1.8.0"), datetime.now(UTC)
+        for meter_time, native in ((None, None), (datetime(2024, 1, 1, tzinfo=UTC), "0.0")):
+            values = ("m1", obis, Decimal("1.5"), UNITS[30], 3, meter_time, now,
+                      Quality.MISSING, "dlms", native)
+            fast, usual = trusted_reading(*values), Reading(*values)
+            self.assertIs(type(fast), Reading)
+            self.assertEqual(fast, usual)
+            self.assertEqual(hash(fast), hash(usual))
+            self.assertEqual(repr(fast), repr(usual))
+            self.assertEqual(fast.time, usual.time)
+
+    def test_takes_every_field_and_stays_frozen(self) -> None:
+        import attrs
+
+        from fep.model import trusted_reading
+
+        names = [f.name for f in attrs.fields(Reading)]
+        self.assertEqual(trusted_reading.__code__.co_varnames[:len(names)], tuple(names))
+        reading = trusted_reading("m1", ObisCode.parse("1.8.0"), 1, None, 0, None,
+                                  datetime.now(UTC), Quality.OK, "", None)
+        with self.assertRaises(attrs.exceptions.FrozenInstanceError):
+            reading.value = 2  # type: ignore[misc]

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from heapq import heapify, heappop, heappush
+from itertools import count
 from typing import Any
 
 import attrs
@@ -317,6 +319,8 @@ class _Pushes:
     """What a session's push handler and a pipe's meter session submit through: the sink,
     with the session's frame count and last-frame time kept up to date."""
 
+    __slots__ = ("session", "sink")
+
     def __init__(self, session: ModemSession, sink: IRecordSink) -> None:
         self.session = session
         self.sink = sink
@@ -384,6 +388,8 @@ class _Pipe:
 class _World:
     """What a session's machine looks up (SessionWorld), answered from the channel."""
 
+    __slots__ = ("session",)
+
     def __init__(self, session: ModemSession) -> None:
         self.session = session
 
@@ -445,7 +451,7 @@ class ModemSession(Protocol):
             channel.rules,
             channel.stats,
             _World(self),
-            clock=channel.reactor.seconds,
+            clock=channel.clock,
             listener=listener,
             session_id=self.id,
         )
@@ -454,7 +460,13 @@ class ModemSession(Protocol):
         self.last_seen = self.since
         self.last_frame: datetime | None = None
         self.frames = 0
-        self._timers: dict[Timer, IDelayedCall] = {}
+        # The identify, contest and pipe-wait timers (short-lived; made when one starts).
+        # The idle timer is no DelayedCall of its own: a deadline in the channel's
+        # IdleDeadlines (one reactor call for all the sessions), pushed back by bytes
+        # without any reactor work.
+        self._timers: dict[Timer, IDelayedCall] | None = None
+        self._idle_at: float | None = None
+        self._idle_entry: tuple[float, int, ModemSession] | None = None
         # The pull job asking for the socket (until its pipe opens or it fails).
         self._job: tuple[Deferred[IProtocol], IProtocolFactory, str] | None = None
 
@@ -498,7 +510,7 @@ class ModemSession(Protocol):
 
     @property
     def _contest_timer(self) -> IDelayedCall | None:
-        return self._timers.get(Timer.CONTEST)
+        return self._timers.get(Timer.CONTEST) if self._timers else None
 
     def silent_for(self) -> float:
         """Seconds since this session last received a byte (heartbeats included)."""
@@ -566,8 +578,15 @@ class ModemSession(Protocol):
         self._run(self.machine.replaced(newer.peer))
 
     def _timeout(self, timer: Timer) -> None:
-        self._timers.pop(timer, None)
+        if self._timers:
+            self._timers.pop(timer, None)
+            if not self._timers:
+                self._timers = None
         self._run(self.machine.timeout(timer))
+
+    def _idle_timeout(self) -> None:
+        """The idle deadline passed with no byte since (IdleDeadlines calls this)."""
+        self._run(self.machine.timeout(Timer.IDLE))
 
     def _registered(self, meter: Meter) -> None:
         self._run(self.machine.registered(meter))
@@ -589,6 +608,11 @@ class ModemSession(Protocol):
                     if self.pipe is not None:
                         self.pipe.protocol.dataReceived(data)
                 case StartTimer(timer=timer, delay=delay):
+                    if timer is Timer.IDLE:
+                        self.channel.idle.arm(self, delay)
+                        continue
+                    if self._timers is None:
+                        self._timers = {}
                     running = self._timers.get(timer)
                     if running is not None and running.active():
                         running.reset(delay)
@@ -596,9 +620,14 @@ class ModemSession(Protocol):
                         self._timers[timer] = self.channel.reactor.callLater(
                             delay, self._timeout, timer)
                 case CancelTimer(timer=timer):
-                    running = self._timers.pop(timer, None)
+                    if timer is Timer.IDLE:
+                        self.channel.idle.disarm(self)
+                        continue
+                    running = self._timers.pop(timer, None) if self._timers else None
                     if running is not None and running.active():
                         running.cancel()
+                    if not self._timers:
+                        self._timers = None  # an idle session keeps no empty dict
                 case Send(data=data):
                     if self.transport is not None:
                         self.transport.write(data)
@@ -760,6 +789,103 @@ class ModemSession(Protocol):
         )
 
 
+class IdleDeadlines:
+    """The idle timeouts of every session of a channel, on one reactor call.
+
+    A session's deadline (``ModemSession._idle_at``) moves later with each byte it receives
+    at the cost of a float: the heap keeps an entry per armed session at the deadline it had
+    when the entry was made, and the one reactor call runs at the earliest entry. An entry
+    that comes due is checked against the session's deadline now: later (bytes came since),
+    it goes back in at that deadline; passed, the session's idle timeout fires; disarmed or
+    superseded, it is dropped. An idle session costs one heap entry and no CPU until its
+    deadline; entries of sessions disarmed meanwhile are swept when they outnumber the live
+    ones."""
+
+    def __init__(self, reactor: IReactorTime) -> None:
+        self.reactor = reactor
+        self._heap: list[tuple[float, int, ModemSession]] = []
+        self._armed = 0
+        # Ties in time are broken by the order entries were made (never by session).
+        self._order = count()
+        self._call: IDelayedCall | None = None
+
+    def __len__(self) -> int:
+        """Sessions armed now."""
+        return self._armed
+
+    def arm(self, session: ModemSession, delay: float) -> None:
+        """(Re)start ``session``'s idle timeout: ``delay`` seconds from now."""
+        at = self.reactor.seconds() + delay
+        if session._idle_at is None:
+            self._armed += 1
+        session._idle_at = at
+        entry = session._idle_entry
+        if entry is not None and entry[0] <= at:
+            return  # the entry comes due first and finds the later deadline
+        entry = (at, next(self._order), session)
+        session._idle_entry = entry
+        heappush(self._heap, entry)
+        self._schedule()
+
+    def disarm(self, session: ModemSession) -> None:
+        if session._idle_at is None:
+            return
+        self._armed -= 1
+        session._idle_at = None
+        session._idle_entry = None
+        heap = self._heap
+        if not self._armed:
+            # No session left to time out: no entry, no reactor call.
+            heap.clear()
+            self._schedule()
+        elif len(heap) > 2 * self._armed + 64:
+            # Mostly entries of sessions gone: keep the live ones only.
+            self._heap = [e for e in heap if e[2]._idle_entry is e]
+            heapify(self._heap)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        heap = self._heap
+        call = self._call
+        if not heap:
+            if call is not None and call.active():
+                call.cancel()
+            self._call = None
+            return
+        first = heap[0][0]
+        if call is not None and call.active():
+            if call.getTime() <= first:
+                return  # runs first and reschedules for the rest
+            call.cancel()
+        self._call = self.reactor.callLater(
+            max(first - self.reactor.seconds(), 0.0), self._due)
+
+    def _due(self) -> None:
+        self._call = None
+        heap = self._heap
+        now = self.reactor.seconds()
+        due: list[ModemSession] = []
+        while heap and heap[0][0] <= now:
+            entry = heappop(heap)
+            session = entry[2]
+            if session._idle_entry is not entry:
+                continue  # disarmed, or superseded by an earlier entry
+            at = session._idle_at
+            assert at is not None
+            if at > now:
+                entry = (at, next(self._order), session)
+                session._idle_entry = entry
+                heappush(heap, entry)
+                continue
+            session._idle_at = None
+            session._idle_entry = None
+            self._armed -= 1
+            due.append(session)
+        self._schedule()
+        for session in due:
+            session._idle_timeout()
+
+
 class _ListenerFactory(ServerFactory):
     noisy = False
 
@@ -846,6 +972,8 @@ class GprsChannel:
         secret_for: Callable[[Meter], str | None] = modem_secret,
     ) -> None:
         self.reactor = reactor
+        # The sessions' clock: one bound method for all of them.
+        self.clock = reactor.seconds
         # The secret a meter's modem proves itself with (modem_identity.modem_secret).
         self.secret_for = secret_for
         self.settings = settings
@@ -857,6 +985,8 @@ class GprsChannel:
         self.protocol_for = protocol_for
         self.registry = SessionRegistry()
         self.stats = GprsStats()
+        # The sessions' idle timeouts: one reactor call for all of them.
+        self.idle = IdleDeadlines(reactor)
         self.bad_input = RateLimitedLog(log, reactor)  # strangers' junk: rate-limited logs
         # Told of sessions attaching and ending and of meters registered (the collection
         # engine's session homes and wake-up).

@@ -150,6 +150,10 @@ INPUTS: dict[Input, frozenset[SessionState]] = {
     Input.LOST: frozenset(SessionState) - {S.CLOSED},
 }
 
+# Shared empty defaults of every session (never mutated: replaced when something is added).
+_NONE_REPLACED: frozenset[int] = frozenset()
+_NO_ACTIONS: list[Action] = []
+
 _TIMEOUTS = {
     Timer.IDENTIFY: Input.TIMEOUT_IDENTIFY,
     Timer.IDLE: Input.TIMEOUT_IDLE,
@@ -345,6 +349,35 @@ class SessionMachine:
     ``pipe_requested``, ``push_finished``, ``pipe_released``, ``replaced``, ``send``,
     ``close``, ``lost``. Each returns the actions to perform, in order; none raises."""
 
+    # Thousands of idle sessions each hold one: no instance dict.
+    __slots__ = (
+        "_held",
+        "_identifier",
+        "_out",
+        "_pending",
+        "_replacing",
+        "bytes_in",
+        "bytes_out",
+        "clock",
+        "contest_began",
+        "contest_names",
+        "ended",
+        "garbage",
+        "heard",
+        "heartbeats",
+        "id",
+        "identity",
+        "listener",
+        "meters",
+        "peer",
+        "pipe_route",
+        "settings",
+        "state",
+        "stats",
+        "waiting_route",
+        "world",
+    )
+
     def __init__(
         self,
         settings: GprsSettings,
@@ -376,15 +409,20 @@ class SessionMachine:
         # The job holding (pipe) or waiting for (waiting) the socket.
         self.pipe_route: str | None = None
         self.waiting_route: str | None = None
-        self._identifier = Identifier(rules, max_garbage=settings.max_garbage)
-        self._pending = bytearray()
+        # The identifier (and its rule cursors) lives while the session identifies: dropped
+        # once the modem said who it is (an idle session keeps no identification state).
+        self._identifier: Identifier | None = Identifier(
+            rules, max_garbage=settings.max_garbage)
+        # Bytes kept while the meter registers / while contested: made when first needed.
+        self._pending: bytearray | None = None
         # While contested: the names claimed, when, the bytes kept.
-        self.contest_names: list[str] = []
+        self.contest_names: Sequence[str] = ()
         self.contest_began = 0.0
-        self._held = bytearray()
-        # Incumbents this input replaces (still in the registry until the actions run).
-        self._replacing: set[int] = set()
-        self._out: list[Action] = []
+        self._held: bytearray | None = None
+        # Incumbents this input replaces (still in the registry until the actions run);
+        # the shared empty set until an input replaces one.
+        self._replacing: frozenset[int] | set[int] = _NONE_REPLACED
+        self._out: list[Action] = _NO_ACTIONS
 
     # -- what the operator sees ----------------------------------------------------------------
 
@@ -492,7 +530,7 @@ class SessionMachine:
     def registered(self, meter: Meter) -> list[Action]:
         """The unknown modem's meter record is stored."""
         if self._takes(Input.REGISTERED):
-            pending, self._pending = bytes(self._pending), bytearray()
+            pending, self._pending = bytes(self._pending or b""), None
             self._attach([meter], pending)
         return self._done()
 
@@ -603,7 +641,8 @@ class SessionMachine:
     def _takes(self, what: Input) -> bool:
         """Whether the state takes ``what``; if not, the refusal is counted and logged."""
         self._out = []
-        self._replacing = set()
+        if self._replacing:
+            self._replacing = _NONE_REPLACED
         if self.state in INPUTS[what]:
             return True
         self.stats.refused_inputs += 1
@@ -620,10 +659,12 @@ class SessionMachine:
         return False
 
     def _done(self) -> list[Action]:
-        out, self._out = self._out, []
+        out, self._out = self._out, _NO_ACTIONS
         return out
 
     def _emit(self, action: Action) -> None:
+        if self._out is _NO_ACTIONS:
+            self._out = []
         self._out.append(action)
 
     def _log(self, level: str, format: str, *, limited: bool = False, **fields: Any) -> None:
@@ -667,17 +708,22 @@ class SessionMachine:
         return data
 
     def _identify(self, data: bytes) -> None:
+        identifier = self._identifier
+        if identifier is None:  # identified already (a state that identifies only once)
+            return
         try:
-            result = self._identifier.receive(data)
+            result = identifier.receive(data)
         except IdentificationError as e:
+            self._identifier = None
             self.stats.unidentified += 1
-            self.stats.garbage_bytes += self._identifier.received
+            self.stats.garbage_bytes += identifier.received
             self._log("warn", "modem from {peer}: {error}; closing", limited=True,
                       peer=self.peer, error=str(e))
             self._close("no registration")
             return
         if result is None:
             return
+        self._identifier = None
         self._emit(CancelTimer(Timer.IDENTIFY))
         self.garbage = result.garbage
         self.stats.garbage_bytes += result.garbage
@@ -699,7 +745,7 @@ class SessionMachine:
             limited=True,
             peer=self.peer,
             timeout=self.settings.identify_timeout,
-            received=self._identifier.received,
+            received=self._identifier.received if self._identifier is not None else 0,
         )
         self._close("identify timeout")
 
@@ -776,7 +822,10 @@ class SessionMachine:
         return [h for h in self.world.holders(names) if h.id not in self._replacing]
 
     def _replace(self, incumbents: list[Holder]) -> None:
+        if incumbents and not self._replacing:
+            self._replacing = set()
         for incumbent in incumbents:
+            assert isinstance(self._replacing, set)
             self._replacing.add(incumbent.id)
             self._emit(Replace(incumbent.id))
 
@@ -832,6 +881,8 @@ class SessionMachine:
         """Bytes of a modem whose meter record is being stored: kept for the meter's handler,
         bounded (storing takes milliseconds; a stranger streaming meanwhile is not buffered
         without end): what does not fit is dropped, counted and logged."""
+        if self._pending is None:
+            self._pending = bytearray()
         room = MAX_HELD_BYTES - len(self._pending)
         if room > 0:
             self._pending += data[:room]
@@ -845,6 +896,8 @@ class SessionMachine:
     def _hold(self, data: bytes) -> None:
         """A contested session's bytes: kept (bounded) while it may still be let in."""
         if self.settings.conflict == "replace-when-silent":
+            if self._held is None:
+                self._held = bytearray()
             room = MAX_HELD_BYTES - len(self._held)
             if room > 0:
                 self._held += data[:room]
@@ -863,7 +916,7 @@ class SessionMachine:
             self._contest_lost()
             return
         self._replace(incumbents)
-        held, self._held = bytes(self._held), bytearray()
+        held, self._held = bytes(self._held or b""), None
         self._settle(held)
 
     def _contest_lost(self) -> None:

@@ -1,9 +1,10 @@
-"""The PostgreSQL store: a txpostgres connection pool, one unnest INSERT per record kind per
-batch, and reconnection after the server goes away.
+"""The PostgreSQL store: a txpostgres connection pool for queries and every other module's
+tables, record batches by COPY on worker threads (``fep.store.copy``), and reconnection after
+the server goes away.
 
-txpostgres cannot COPY (psycopg2 async mode), so a batch is sent as one
-``INSERT ... SELECT FROM unnest(%s::text[], ...) ON CONFLICT DO NOTHING`` per record kind:
-each column goes as one array, and the statement's row count is the number of new rows.
+txpostgres cannot COPY (psycopg2 async mode), so record batches do not go through it: each
+batch is one transaction of COPY into staging tables and ``INSERT ... SELECT ... ON CONFLICT
+DO NOTHING`` on a synchronous connection of a worker thread (see ``fep.store.copy``).
 
 txpostgres does not reconnect by itself. Here every use of a pooled connection checks it
 first: a connection found closed (the server went away, a query failed on a dead socket, a
@@ -41,6 +42,7 @@ from fep.model import (
 )
 from fep.reactors import IStoreReactor
 from fep.store import migrations, redact_url
+from fep.store.copy import CopyWriter
 from fep.store.rows import (
     TABLES,
     IntervalRow,
@@ -48,7 +50,6 @@ from fep.store.rows import (
     interval_blocks,
     obis_filter,
     obis_of,
-    record_rows,
     unit_of,
     utc,
 )
@@ -61,28 +62,6 @@ T = TypeVar("T")
 # `fep db upgrade` / open() runs on one database.
 MIGRATION_LOCK = 0x6665_7001
 
-INSERT_READINGS = (
-    "INSERT INTO readings (meter, obis, value, value_text, value_type, unit_code, scaler,"
-    " meter_time, read_at, received_time, quality, source, native_id)"
-    " SELECT * FROM unnest(%s::text[], %s::text[], %s::numeric[], %s::text[], %s::text[],"
-    " %s::int[], %s::int[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[],"
-    " %s::int[], %s::text[], %s::text[])"
-    " ON CONFLICT DO NOTHING"
-)
-INSERT_INTERVALS = (
-    "INSERT INTO intervals (meter, obis, start_time, period_s, value, value_text, value_type,"
-    " status, unit_code, scaler, received_time, source)"
-    " SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::int[],"
-    " %s::numeric[], %s::text[], %s::text[], %s::int[], %s::int[], %s::int[],"
-    " %s::timestamptz[], %s::text[])"
-    " ON CONFLICT DO NOTHING"
-)
-INSERT_EVENTS = (
-    "INSERT INTO events (meter, code, kind, severity, time, text, received_time, source)"
-    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
-    " %s::timestamptz[], %s::text[], %s::timestamptz[], %s::text[])"
-    " ON CONFLICT DO NOTHING"
-)
 UPSERT_METERS = (
     "INSERT INTO meters (id, protocol, route, serial, address, credentials, metadata)"
     " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
@@ -325,6 +304,7 @@ class PostgresStore:
         self.connect_timeout = connect_timeout
         self.query_timeout = query_timeout
         self._pool: _Pool | None = None
+        self._copy: CopyWriter | None = None
         self._starting: Deferred[None] | None = None
 
     # -- plumbing ------------------------------------------------------------------------
@@ -363,6 +343,15 @@ class PostgresStore:
             pool.close()
             raise
         self._pool = pool
+        # Record batches: COPY on worker threads with connections of their own (made on
+        # first use, so a store only queried never opens them).
+        self._copy = CopyWriter(
+            self._reactor,
+            self._dsn,
+            size=self.pool_size,
+            connect_timeout=self.connect_timeout,
+            query_timeout=self.query_timeout,
+        )
 
     async def _migrate(self) -> list[str]:
         assert self._pool is not None
@@ -404,24 +393,19 @@ class PostgresStore:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+        copy, self._copy = self._copy, None
+        if copy is not None:
+            return copy.close()
         return succeed(None)
 
     # -- writes --------------------------------------------------------------------------
 
     def write(self, records: Sequence[Record]) -> Deferred[int]:
-        """Commit a batch in one transaction; fires with how many rows were new."""
-        try:
-            readings, intervals, events = record_rows(records)
-            if not (readings or intervals or events):
-                return succeed(0) if self._pool is not None else self._run(_nothing)
-            columns = (
-                _columns(readings, _READING_TEXT),
-                _columns(intervals, _INTERVAL_TEXT),
-                _columns(events, _EVENT_TEXT),
-            )
-        except StoreError as e:
-            return fail(type(e)(f"{self.url}: {e}"))
-        return self._run(_insert, *columns)
+        """Commit a batch in one transaction (COPY on a worker thread, see
+        ``fep.store.copy``); fires with how many rows were new."""
+        if self._copy is None or self._pool is None:
+            return fail(StoreError(f"{self.url}: store is not open"))
+        return self._copy.write(records).addErrback(self._failed)
 
     def add_meters(self, meters: Sequence[Meter]) -> Deferred[int]:
         rows = [
@@ -629,24 +613,7 @@ def _columns(rows: Sequence[tuple[Any, ...]], text: Sequence[bool]) -> list[str]
     return literals
 
 
-# Which columns of record_rows() hold free text (quoted in array literals).
-_READING_TEXT = (
-    True,
-    False,
-    False,
-    True,
-    False,
-    False,
-    False,
-    False,
-    False,
-    False,
-    False,
-    True,
-    True,
-)
-_INTERVAL_TEXT = (True, False, False, False, False, True, False, False, False, False, False, True)
-_EVENT_TEXT = (True, True, True, True, False, True, False, True)
+# Which columns of a meter row hold free text (quoted in array literals): all.
 _METER_TEXT = (True,) * 7
 
 
@@ -660,29 +627,6 @@ def _meter(row: Sequence[Any]) -> Meter:
         credentials=row[5],
         metadata=json.loads(row[6]) if row[6] else {},
     )
-
-
-async def _nothing(cursor: Any) -> int:
-    return 0
-
-
-async def _insert(
-    cursor: Any,
-    readings: list[str],
-    intervals: list[str],
-    events: list[str],
-) -> int:
-    new = 0
-    for sql, columns in (
-        (INSERT_READINGS, readings),
-        (INSERT_INTERVALS, intervals),
-        (INSERT_EVENTS, events),
-    ):
-        if columns:
-            await cursor.execute(sql, columns)
-            # ON CONFLICT DO NOTHING reports only the rows it inserted.
-            new += cursor.rowcount
-    return new
 
 
 async def _apply_next_migration(cursor: Any) -> str | None:

@@ -25,7 +25,7 @@ class SpoolSection:
 STORE = Section("store", {
     "url": Option(text, "sqlite:var/fep.sqlite",
                   "sqlite:PATH (embedded default) or postgresql://user@host:port/db"),
-    "pool_size": Option(positive_int, 2, "PostgreSQL connections kept open"),
+    "pool_size": Option(positive_int, 2, "PostgreSQL connections kept open (and as many for COPY)"),
 }, StoreSection, required=True)
 
 SPOOL = Section("spool", {

@@ -2,7 +2,11 @@
 group-committed) before a batch counts as accepted, released once the store has committed it.
 
 Files: ``DIR/<segment number>.spool``, each a run of frames ``length (4) | crc32 (4) |
-batch id (8) | payload`` where the payload is ``fep.serialize.encode_records``. New batches go
+batch id (8) | payload``. The payload is the batch's compact binary form (``encode_batch``:
+a marker, then a pickle of one tuple of plain values per record, read back by an unpickler
+that builds nothing but plain values); payloads written by earlier
+versions (the JSON of ``fep.serialize.encode_records``) are still read, so an upgrade with a
+non-empty spool loses nothing. New batches go
 to the current segment; a segment is deleted once every batch in it is released (the current
 one too, when it is drained), so a drained spool leaves no data on disk. At open, every frame
 of the segments present is read back as unreleased: a replay may repeat a batch the store had
@@ -11,10 +15,15 @@ already committed just before a crash, which the store's unique keys absorb.
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
+import pickletools
 import struct
 import zlib
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +34,17 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from fep.errors import StoreError
-from fep.model import Record
+from fep.model import (
+    EventKind,
+    IntervalBlock,
+    MeterEvent,
+    ObisCode,
+    Quality,
+    Reading,
+    Record,
+    Severity,
+    Unit,
+)
 from fep.reactors import ITimeAndThreads
 from fep.serialize import RecordDecodeError, decode_records, encode_records
 
@@ -35,6 +54,193 @@ _HEADER = struct.Struct(">IIQ")
 SUFFIX = ".spool"
 # A drained current segment larger than this is replaced by a fresh file.
 ROLL_BYTES = 4 * 1024 * 1024
+
+
+# The binary payload starts with this (a JSON payload of old never starts with a NUL).
+BINARY_MARK = b"\x00fep1"
+_READING, _INTERVALS, _EVENT = 0, 1, 2
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def encode_batch(records: Sequence[Record]) -> bytes:
+    """The compact binary payload of a batch: one tuple of plain values per record (times as
+    integer microseconds since 1970 UTC, decimals as their text tagged ``d``, other values
+    as they are tagged ``v``, OBIS codes as text, enums as their values), pickled; times and
+    OBIS codes repeat within a batch and are converted once each."""
+    obis_text: dict[ObisCode, str] = {}
+    times: dict[datetime, int] = {}
+    out: list[tuple[object, ...]] = []
+    append = out.append
+
+    def us(t: datetime) -> int:
+        n = times.get(t)
+        if n is None:
+            n = times[t] = (t - _EPOCH) // _US
+        return n
+
+    for r in records:
+        kind = type(r)
+        if kind is Reading:
+            assert isinstance(r, Reading)
+            o = obis_text.get(r.obis)
+            if o is None:
+                o = obis_text[r.obis] = str(r.obis)
+            unit = r.unit
+            value = r.value
+            mt = r.meter_time
+            if type(value) is Decimal:
+                append((_READING, r.meter, o, "d", str(value),
+                        None if unit is None else unit.code, r.scaler,
+                        None if mt is None else us(mt), us(r.received_time), int(r.quality),
+                        r.source, r.native_id))
+            else:
+                append((_READING, r.meter, o, "v", value, None if unit is None else unit.code,
+                        r.scaler, None if mt is None else us(mt), us(r.received_time),
+                        int(r.quality), r.source, r.native_id))
+        elif kind is IntervalBlock:
+            assert isinstance(r, IntervalBlock)
+            unit = r.unit
+            tags = "".join("d" if type(v) is Decimal else "v" for v in r.values)
+            values = tuple(str(v) if type(v) is Decimal else v for v in r.values)
+            append((_INTERVALS, r.meter, str(r.obis), us(r.start), r.period // _US, tags,
+                    values, tuple(int(s) for s in r.statuses),
+                    None if unit is None else unit.code, r.scaler, us(r.received_time),
+                    r.source))
+        elif kind is MeterEvent:
+            assert isinstance(r, MeterEvent)
+            append((_EVENT, r.meter, r.code, r.kind.value, r.severity.value, us(r.time), r.text,
+                    us(r.received_time), r.source))
+        else:
+            raise StoreError(f"cannot spool a {kind.__name__}")
+    return BINARY_MARK + pickle.dumps(out, protocol=5)
+
+
+class _Unpickler(pickle.Unpickler):
+    """Builds plain values only (tuples, lists, str, int, bool, None): a frame naming any
+    class or callable is refused."""
+
+    def find_class(self, module: str, name: str) -> object:
+        raise RecordDecodeError(f"{module}.{name} has no place in a spool frame")
+
+    def persistent_load(self, pid: object) -> object:
+        raise RecordDecodeError("persistent ids have no place in a spool frame")
+
+
+# The pickle opcodes a batch may hold: plain values only. The encoder emits a subset of
+# these; anything else (a class, a call, a buffer, a bytearray) is refused before unpickling.
+_PLAIN_OPCODES = frozenset({
+    "PROTO", "FRAME", "STOP", "MARK", "EMPTY_LIST", "APPEND", "APPENDS", "EMPTY_TUPLE",
+    "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "NONE", "NEWTRUE", "NEWFALSE", "BININT",
+    "BININT1", "BININT2", "LONG1", "LONG4", "BINFLOAT", "SHORT_BINUNICODE", "BINUNICODE",
+    "BINUNICODE8", "MEMOIZE", "BINPUT", "LONG_BINPUT", "BINGET", "LONG_BINGET",
+})
+
+
+def _check_opcodes(body: bytes) -> None:
+    """Walk the pickle's opcodes (each argument read within the payload's length) and
+    refuse any that is not a plain value's. Replays alone pay this, never the hot path."""
+    try:
+        for opcode, _arg, _pos in pickletools.genops(body):
+            if opcode.name not in _PLAIN_OPCODES:
+                raise RecordDecodeError(
+                    f"pickle opcode {opcode.name} has no place in a spool frame"
+                )
+    except RecordDecodeError:
+        raise
+    except Exception as e:
+        raise RecordDecodeError(f"not a binary record list: {e}") from None
+
+
+class _Reader:
+    """The payload as the unpickler's input, with ``read`` and ``readline`` only: without a
+    ``readinto`` the unpickler copies what it reads, and never lends a buffer that a
+    truncated frame could leave dangling (CPython 3.11 reports that as a SystemError)."""
+
+    __slots__ = ("read", "readline")
+
+    def __init__(self, data: bytes) -> None:
+        stream = io.BytesIO(data)
+        self.read = stream.read
+        self.readline = stream.readline
+
+
+_obis_cache: dict[str, ObisCode] = {}
+
+
+def _obis(text: str) -> ObisCode:
+    code = _obis_cache.get(text)
+    if code is None:
+        code = ObisCode.parse(text)
+        if len(_obis_cache) < 4096:
+            _obis_cache[text] = code
+    return code
+
+
+def _unit(code: int | None) -> Unit | None:
+    return None if code is None else Unit.by_code(code)
+
+
+def decode_batch(payload: bytes) -> list[Record]:
+    """The records of a frame payload, binary or (written by an earlier version) JSON;
+    RecordDecodeError, and nothing else, for anything that is not."""
+    if not payload.startswith(BINARY_MARK):
+        return decode_records(payload)
+    times: dict[int, datetime] = {}
+
+    def when(n: int) -> datetime:
+        t = times.get(n)
+        if t is None:
+            if type(n) is not int:
+                raise RecordDecodeError(f"not a time: {n!r}")
+            t = times[n] = _EPOCH + timedelta(microseconds=n)
+        return t
+
+    def value(tag: str, v: Any) -> Any:
+        if tag == "d":
+            return Decimal(v)
+        if tag == "v":
+            return v
+        raise RecordDecodeError(f"unknown value tag {tag!r}")
+
+    try:
+        body = payload[len(BINARY_MARK):]
+        _check_opcodes(body)
+        raw = _Unpickler(_Reader(body)).load()
+        if not isinstance(raw, list):
+            raise RecordDecodeError("not a record list")
+        records: list[Record] = []
+        for item in raw:
+            kind = item[0]
+            if kind == _READING:
+                (_, meter, obis, tag, v, unit, scaler, meter_time, received, quality, source,
+                 native_id) = item
+                records.append(Reading(meter, _obis(obis), value(tag, v), _unit(unit), scaler,
+                                       None if meter_time is None else when(meter_time),
+                                       when(received), Quality(quality), source, native_id))
+            elif kind == _INTERVALS:
+                (_, meter, obis, start, period, tags, values, statuses, unit, scaler, received,
+                 source) = item
+                if len(tags) != len(values):
+                    raise RecordDecodeError("value tags and values differ in number")
+                records.append(IntervalBlock(
+                    meter, _obis(obis), when(start), timedelta(microseconds=period),
+                    tuple(value(t, v) for t, v in zip(tags, values, strict=True)),
+                    tuple(Quality(s) for s in statuses), _unit(unit), scaler, when(received),
+                    source))
+            elif kind == _EVENT:
+                _, meter, code, event_kind, severity, time, text, received, source = item
+                records.append(MeterEvent(meter, code, EventKind(event_kind),
+                                          Severity(severity), when(time), text, when(received),
+                                          source))
+            else:
+                raise RecordDecodeError(f"unknown record kind {kind!r}")
+        return records
+    except RecordDecodeError:
+        raise
+    except Exception as e:
+        # A frame passed its CRC, so this is a bug or a hand-edited file: say so, never crash.
+        raise RecordDecodeError(f"not a binary record list: {type(e).__name__}: {e}") from None
 
 
 class _Segment:
@@ -64,7 +270,7 @@ def _read_segment(path: Path) -> tuple[list[tuple[int, list[Record]]], str | Non
         if zlib.crc32(payload) != crc:
             return batches, f"CRC mismatch in the frame at byte {offset}"
         try:
-            batches.append((batch_id, decode_records(payload)))
+            batches.append((batch_id, decode_batch(payload)))
         except RecordDecodeError as e:
             return batches, f"undecodable frame at byte {offset}: {e}"
         offset = start + length
@@ -191,7 +397,10 @@ class Spool:
             return Deferred.fromCoroutine(_fail(StoreError("the spool is closed")))
         batch_id = self._next_batch
         self._next_batch += 1
-        payload = encode_records(list(records))
+        try:
+            payload = encode_batch(records)
+        except Exception as e:
+            return Deferred.fromCoroutine(_fail(StoreError(f"cannot spool the batch: {e}")))
         d: Deferred[int] = Deferred()
         self._pending.append((batch_id, payload, len(records), d))
         self._depth += len(records)

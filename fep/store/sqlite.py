@@ -5,7 +5,12 @@ Every sqlite3 call runs on the store's own worker thread (a ThreadPool of one, s
 connection is only ever used by one thread. The file is in WAL mode with
 ``synchronous=NORMAL``: readers (the ``fep`` command) do not block the daemon's writes, and a
 commit costs no fsync until checkpoint. Each ``write()`` is one transaction with one
-``executemany`` of ``INSERT OR IGNORE`` per record kind.
+``executemany`` of ``INSERT OR IGNORE`` per record kind, its rows sorted by the table's key
+(readings, intervals and events are WITHOUT ROWID tables keyed on (meter, quantity, time)
+since migration 0014, so sorted rows land on neighbouring pages). The page cache is
+``CACHE_KIB``; SQLite checkpoints by itself at ``WAL_AUTOCHECKPOINT_PAGES``, the store
+runs a passive WAL checkpoint every ``CHECKPOINT_EVERY`` writes as well, and the WAL file is
+cut back to ``WAL_LIMIT_BYTES`` after checkpoints.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -59,6 +65,20 @@ log = Logger()
 T = TypeVar("T")
 
 MEMORY = ":memory:"
+
+# The page cache of the store's connection, KiB (SQLite's default is 2 MiB).
+CACHE_KIB = 64 * 1024
+# A passive WAL checkpoint after this many writes; the WAL file is cut back to this size.
+CHECKPOINT_EVERY = 100
+WAL_LIMIT_BYTES = 64 * 1024 * 1024
+# SQLite checkpoints by itself once the WAL holds this many pages (its default is 1,000):
+# a page that several commits changed is then written back to the database once.
+WAL_AUTOCHECKPOINT_PAGES = 16384
+
+# The unique keys of the rows of fep.store.rows.record_rows.
+_READING_KEY = itemgetter(0, 1, 8)  # meter, obis, read_at
+_INTERVAL_KEY = itemgetter(0, 1, 2)  # meter, obis, start_time
+_EVENT_KEY = itemgetter(0, 1, 4)  # meter, code, time
 
 INSERT_READING = (
     "INSERT OR IGNORE INTO readings (meter, obis, value, value_text, value_type, unit_code,"
@@ -113,6 +133,8 @@ class SqliteStore:
         self._pool: ThreadPool | None = None
         self._conn: sqlite3.Connection | None = None
         self._migrated = False
+        self._writes = 0  # writes since the last checkpoint (store thread only)
+        self.checkpoints = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -159,6 +181,9 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             # Another process (the `fep` command) may hold the write lock for a moment.
             conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             self._conn = conn
         return self._conn
 
@@ -209,7 +234,18 @@ class SqliteStore:
 
     def write(self, records: Sequence[Record]) -> Deferred[int]:
         """Commit a batch in one transaction; fires with how many rows were new."""
-        return self._call(_write, records)
+        return self._call(self._write, records)
+
+    def _write(self, conn: sqlite3.Connection, records: Sequence[Record]) -> int:
+        new = _write(conn, records)
+        self._writes += 1
+        if self._writes >= CHECKPOINT_EVERY:
+            self._writes = 0
+            # PASSIVE: never waits for a reader (the `fep` command); what it cannot copy
+            # back now, the next one will.
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self.checkpoints += 1
+        return new
 
     def add_meters(self, meters: Sequence[Meter]) -> Deferred[int]:
         return self._call(_add_meters, meters)
@@ -317,6 +353,10 @@ def _only_comments(text: str) -> bool:
 
 def _write(conn: sqlite3.Connection, records: Sequence[Record]) -> int:
     readings, intervals, events = record_rows(records)
+    # Key order: each row goes next to the previous one in the table's B-tree.
+    readings.sort(key=_READING_KEY)
+    intervals.sort(key=_INTERVAL_KEY)
+    events.sort(key=_EVENT_KEY)
     before = conn.total_changes
     conn.execute("BEGIN")
     try:

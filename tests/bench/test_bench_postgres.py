@@ -41,13 +41,16 @@ class PostgresIngestRowsTests(unittest.TestCase):
         readings = make_readings(60, meters=5)
 
         rows = await ingest_rows(reactor, readings, [20, 30], workdir, sqlite=False,
-                                 postgres=server, database=name)
+                                 postgres=server, database=name, repeat=2)
 
         self.assertEqual([(a, b) for a, b, _ in rows], [
             ("ingest PostgreSQL (spool on)", "batch 20"),
             ("ingest PostgreSQL (spool on)", "batch 30"),
         ])
-        self.assertTrue(all(c.endswith("readings/s") for _, _, c in rows))
+        # fep's rate next to a plain COPY of the same rows in the same run, and the ratio.
+        for _, _, c in rows:
+            self.assertRegex(
+                c, r"^[\d,]+ readings/s; plain COPY [\d,]+/s; ratio \d+\.\d\d \(best of 2\)$")
         # The database left is the last run's alone: its rows, not both runs'.
         conn = psycopg2.connect(server.rsplit("/", 1)[0] + "/" + name, connect_timeout=10)
         try:
@@ -56,3 +59,16 @@ class PostgresIngestRowsTests(unittest.TestCase):
                 self.assertEqual(cur.fetchone(), (60,))
         finally:
             conn.close()
+
+
+class SqliteIngestRowsTests(unittest.TestCase):
+    async def test_the_sqlite_row_gives_the_bytes_per_stored_reading(self) -> None:
+        workdir = Path(self.mktemp())
+        workdir.mkdir(parents=True)
+        rows = await ingest_rows(reactor, make_readings(60, meters=5), [20], workdir)
+        ((name, case, result),) = rows
+        self.assertEqual((name, case), ("ingest SQLite (spool on)", "batch 20"))
+        self.assertRegex(result, r"^[\d,]+ readings/s; [\d,]+ bytes per stored reading$")
+        # Measured on the closed file: its WAL was checkpointed into it and removed.
+        self.assertTrue((workdir / "bench-20.sqlite").exists())
+        self.assertFalse((workdir / "bench-20.sqlite-wal").exists())

@@ -1,5 +1,5 @@
-"""Fuzz targets of the text fep reads back or is sent: the spool's record wire form and the
-control socket's request line."""
+"""Fuzz targets of the text fep reads back or is sent: the spool's record wire form, its
+binary frame payload and the control socket's request line."""
 
 from __future__ import annotations
 
@@ -9,12 +9,22 @@ from twisted.internet.testing import StringTransport
 
 from fep.operator.control import ControlServer
 from fep.serialize import RecordDecodeError, decode_records
+from fep.store.spool import decode_batch
 
 
 def spool_records(data: bytes) -> None:
     """A spool record list (JSON) back to records; RecordDecodeError for anything else."""
     try:
         decode_records(data)
+    except RecordDecodeError:
+        pass
+
+
+def spool_batch(data: bytes) -> None:
+    """A spool frame's payload (the binary form, or the JSON of earlier versions) back to
+    records; RecordDecodeError for anything else."""
+    try:
+        decode_batch(data)
     except RecordDecodeError:
         pass
 
@@ -37,4 +47,8 @@ def control_request(data: bytes) -> None:
         raise AssertionError("a request line got no answer")
 
 
-TARGETS = {"spool_records": spool_records, "control_request": control_request}
+TARGETS = {
+    "spool_records": spool_records,
+    "spool_batch": spool_batch,
+    "control_request": control_request,
+}

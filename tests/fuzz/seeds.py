@@ -401,6 +401,7 @@ def records() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
 
     from fep.model import EventKind, IntervalBlock, MeterEvent, ObisCode, Reading, Severity
     from fep.serialize import encode_records
+    from fep.store.spool import encode_batch
 
     now = datetime(2024, 1, 1, tzinfo=UTC)
     obis = ObisCode.parse("1-0:1.8.0*255")
@@ -413,6 +414,9 @@ def records() -> dict[str, tuple[str, Iterable[tuple[str, bytes]]]]:
         "spool_records": ("fep.serialize.encode_records of one record of each kind",
                           [("three", encode_records(records))]
                           + [(f"one{i}", encode_records([r])) for i, r in enumerate(records)]),
+        "spool_batch": ("fep.store.spool.encode_batch of one record of each kind",
+                        [("three", encode_batch(records))]
+                        + [(f"one{i}", encode_batch([r])) for i, r in enumerate(records)]),
         "control_request": ("the requests docs/operators.md shows",
                             [("sessions", b'{"command": "sessions"}'),
                              ("ping", b'{"command": "ping"}\n{"command": 1}')]),

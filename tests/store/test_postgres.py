@@ -7,8 +7,14 @@ and the server: the shared server itself is never stopped.
 
 from __future__ import annotations
 
+import io
 import os
+import threading
 import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import psycopg2
 from twisted.internet import reactor
@@ -16,8 +22,11 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from fep.errors import StoreError
+from fep.model import EventKind, IntervalBlock, MeterEvent, ObisCode, Severity
 from fep.store import migrations, open_store
 from fep.store.postgres import PostgresStore
+from fep.store.router import Router
+from fep.store.spool import Spool
 from tests.postgres import fresh_database, with_database
 from tests.store.behaviours import StoreBehaviours, reading
 from tests.tcpproxy import TcpProxy
@@ -107,6 +116,35 @@ class PostgresStoreTests(StoreBehaviours, unittest.TestCase):
             time.sleep(0.02)
         self.assertEqual(self.fep_connections(), 0)
 
+    async def test_new_rows_are_copied_straight_in_and_stored_ones_go_through_staging(
+        self,
+    ) -> None:
+        store = await self.opened()
+        writer = store._copy
+        assert writer is not None
+        batch = copy_heavy_batch(500)
+        self.assertEqual(await store.write(batch[:300]), 300)
+        self.assertEqual((writer.direct_batches, writer.staged_batches), (1, 0))
+        # Half stored already, half new: the direct COPY is undone, staging keeps the new.
+        self.assertEqual(await store.write(batch[150:]), 200 + 50 * 96 + 50)
+        self.assertEqual(writer.staged_batches, 1)
+        self.assertEqual(writer.direct_batches, 3)  # the intervals and events were all new
+        # A batch repeating a row within itself is stored once too.
+        twice = [reading(meter="dup"), reading(meter="dup"), reading(meter="dup2")]
+        self.assertEqual(await store.write(twice), 2)
+        self.assertEqual(await store.count("readings"), 502)
+        self.assertEqual(await store.count("intervals"), 50 * 96)
+        self.assertEqual(await store.count("events"), 50)
+        # The COPY connections carry the store's deadlines.
+        (conn,) = writer._idle
+        with conn.cursor() as cur:
+            cur.execute("SHOW statement_timeout")
+            self.assertEqual(cur.fetchone(), ("1min",))
+            cur.execute("SHOW idle_in_transaction_session_timeout")
+            self.assertEqual(cur.fetchone(), ("1min",))
+        conn.rollback()
+        self.assertEqual(conn.get_dsn_parameters()["tcp_user_timeout"], "60000")
+
     def fep_connections(self) -> int:
         name = self.url.rsplit("/", 1)[1]
         ((n,),) = self.sql(
@@ -135,7 +173,7 @@ class PostgresUrlTests(unittest.TestCase):
             await store.close()
 
 
-class PostgresOutageTests(unittest.TestCase):
+class ProxiedStore(unittest.TestCase):
     """The store between a TcpProxy and the server: the test cuts and restores the proxy."""
 
     async def setUp(self) -> None:  # type: ignore[override]
@@ -154,6 +192,8 @@ class PostgresOutageTests(unittest.TestCase):
         await self.store.open()
         self.addCleanup(self.store.close)
 
+
+class PostgresOutageTests(ProxiedStore):
     async def assert_write_fails(self) -> StoreError:
         started = reactor.seconds()
         try:
@@ -201,6 +241,132 @@ class PostgresOutageTests(unittest.TestCase):
         self.assertIn("longer than", str(error))
 
 
+def copy_heavy_batch(n: int) -> list[Any]:
+    """``n`` readings of 50 meters, a load profile of each and an event of each: every kind
+    of row, with text that COPY has to escape."""
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    records: list[Any] = [
+        reading(Decimal(i) / 10, meter=f"m{i % 50}\t\\x",
+                meter_time=base + timedelta(minutes=15 * (i // 50)), source="copy\ntest")
+        for i in range(n)
+    ]
+    for m in range(50):
+        records.append(IntervalBlock(f"m{m}", ObisCode.parse("1.8.0"), base,
+                                     timedelta(minutes=15), tuple(Decimal(v) for v in range(96)),
+                                     received_time=base))
+        records.append(MeterEvent(f"m{m}", "7", EventKind.POWER_OUTAGE, Severity.MAJOR, base,
+                                  "power\\down\r", base, "dlms"))
+    return records
+
+
+class CopyOutageTests(ProxiedStore):
+    """Record batches go by COPY on worker threads: a connection lost in the middle of a
+    COPY, or just after a COMMIT whose answer never came, costs a retry, never a row or a
+    double."""
+
+    N = 3000
+
+    async def route(self, records: list[Any]) -> Router:
+        router = Router(Spool(Path(self.mktemp()), reactor), self.store, reactor,
+                        batch_size=10_000, max_delay=0.01)
+        router.initial_backoff = 0.05
+        router.startService()
+        self.addCleanup(router.stopService)
+        await router.submit(records)
+        self.assertTrue(await router.flush(30))
+        writer = self.store._copy
+        assert writer is not None
+        # At most pool_size COPY connections, whatever the retries.
+        self.assertLessEqual(len(writer._all), self.store.pool_size)
+        return router
+
+    async def assert_exactly_once(self) -> None:
+        self.assertEqual(await self.store.count("readings"), self.N)
+        self.assertEqual(await self.store.count("intervals"), 50 * 96)
+        self.assertEqual(await self.store.count("events"), 50)
+        got = await self.store.readings("m7\t\\x")
+        self.assertEqual(len(got), self.N // 50)
+        self.assertEqual(got[0].source, "copy\ntest")
+        (event,) = await self.store.events("m7")
+        self.assertEqual(event.text, "power\\down\r")
+
+    async def test_a_connection_cut_mid_copy_is_retried_without_loss_or_doubles(self) -> None:
+        writer = self.store._copy
+        assert writer is not None
+        original = writer._copy
+        cuts: list[str] = []
+        on_reactor = threading.get_ident()
+
+        threads: set[tuple[int, bool]] = set()
+
+        def copy(cur: Any, sql: str, text: str) -> None:
+            current = threading.current_thread()
+            threads.add((current.ident or 0, current.daemon))
+            if cuts:
+                return original(cur, sql, text)
+
+            class CutAfterFirstChunk(io.StringIO):
+                def read(self, size: int = -1) -> str:
+                    chunk = super().read(size)
+                    if chunk and not cuts:
+                        # The proxy drops the connection while the COPY streams its rows.
+                        cut = threading.Event()
+                        reactor.callFromThread(lambda: (self_.proxy.drop_connections(),
+                                                        cut.set()))
+                        cut.wait(10)
+                        cuts.append(sql)
+                    return chunk
+
+            self_ = self
+            cur.copy_expert(sql, CutAfterFirstChunk(text), size=8192)
+
+        writer._copy = copy  # type: ignore[method-assign]
+        router = await self.route(copy_heavy_batch(self.N))
+        self.assertEqual(len(cuts), 1)
+        # Never on the reactor's thread; daemon threads (never holding a process open).
+        self.assertNotIn(on_reactor, {ident for ident, _ in threads})
+        self.assertTrue(all(daemon for _, daemon in threads))
+        self.assertIn("COPY readings", cuts[0])
+        self.assertGreaterEqual(router.store_failures, 1)
+        await self.assert_exactly_once()
+        self.flushLoggedErrors()
+
+    async def test_a_commit_whose_answer_is_lost_is_retried_without_doubles(self) -> None:
+        writer = self.store._copy
+        assert writer is not None
+        original = writer._transaction
+        lost: list[int] = []
+
+        def transaction(conn: Any, texts: Any) -> int:
+            new = original(conn, texts)
+            if not lost:
+                # Committed, and then the connection went before the answer came back.
+                lost.append(new)
+                conn.close()
+                raise psycopg2.OperationalError("server closed the connection unexpectedly")
+            return new
+
+        writer._transaction = transaction  # type: ignore[method-assign]
+        records = copy_heavy_batch(self.N)
+        router = await self.route(records)
+        self.assertEqual(lost, [self.N + 50 * 96 + 50])
+        self.assertGreaterEqual(router.store_failures, 1)
+        await self.assert_exactly_once()
+        # And the same batch once more (a replay after a crash): nothing new.
+        self.assertEqual(await self.store.write(records), 0)
+        await self.assert_exactly_once()
+        self.flushLoggedErrors()
+
+    async def test_a_copy_connection_dropped_while_idle_is_replaced_at_once(self) -> None:
+        writer = self.store._copy
+        assert writer is not None
+        self.assertEqual(await self.store.write([reading()]), 1)
+        self.proxy.drop_connections()
+        # The pooled COPY connection is dead; the write notices, reconnects and succeeds.
+        self.assertEqual(await self.store.write([reading(meter="m2")]), 1)
+        self.assertEqual(writer.connects, 2)
+
+
 class HarnessTests(unittest.TestCase):
     """tests.postgres when no server can be had: skip on a user's machine, fail under CI."""
 
@@ -244,6 +410,8 @@ import os, signal, sys
 from twisted.internet import task
 from fep.collect.jobstore import LEASE_LOCK
 from fep.store.postgres import PostgresStore
+from fep.store.router import Router
+from fep.store.spool import Spool
 
 async def main(reactor):
     store = PostgresStore(sys.argv[1], reactor, query_timeout=2)

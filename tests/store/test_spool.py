@@ -3,8 +3,12 @@ and leave nothing behind once released."""
 
 from __future__ import annotations
 
+import os
+import pickle
+import struct
 import threading
-from datetime import UTC, datetime
+import zlib
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,7 +18,18 @@ from twisted.internet.task import deferLater
 from twisted.python.threadpool import ThreadPool
 from twisted.trial import unittest
 
-from fep.model import ObisCode, Reading, Unit
+from fep.model import (
+    EventKind,
+    IntervalBlock,
+    MeterEvent,
+    ObisCode,
+    Quality,
+    Reading,
+    Record,
+    Severity,
+    Unit,
+)
+from fep.serialize import RecordDecodeError, encode_records
 from fep.store import spool as spool_module
 from fep.store.spool import SUFFIX, Spool
 
@@ -155,3 +170,84 @@ class SpoolTests(unittest.TestCase):
         again = Spool(self.directory, reactor)
         self.assertEqual(await again.open(), [])
         await again.close()
+
+
+def mixed_records() -> list[Record]:
+    """Every record kind and value type the spool must give back exactly."""
+    t = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    obis = ObisCode.parse("1-0:1.8.0*255")
+    return [
+        Reading("m1", obis, Decimal("12.3450"), Unit.by_code(30), 3, meter_time=t,
+                received_time=t, quality=Quality.ESTIMATED, source="iec", native_id="1.8.0"),
+        Reading("m1", obis, 7, received_time=t),
+        Reading("m1", obis, True, received_time=t),
+        Reading("m1", obis, False, received_time=t),
+        Reading("m1", obis, None, received_time=t),
+        Reading("m1", obis, "12.5", received_time=t),  # a text that looks like a number
+        Reading("m\u00e9ter\t\n\\", obis, "text \u20ac\x00", received_time=t),
+        IntervalBlock("m2", ObisCode.parse("1.8.0"), t, timedelta(minutes=15),
+                      (Decimal("1.5"), None, 3, "x", Decimal("-0")),
+                      (Quality.OK, Quality.ESTIMATED, Quality.OK, Quality.OK, Quality.OK),
+                      Unit.by_code(30), -1, t, "dlms"),
+        IntervalBlock("m2", ObisCode.parse("2.8.0"), t, timedelta(seconds=1.5),
+                      (Decimal(1),), received_time=t),
+        MeterEvent("m3", "power-down", EventKind.POWER_OUTAGE, Severity.MAJOR,
+                   datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC), "off", t, "dlms"),
+    ]
+
+
+class BinaryFormTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp())
+
+    def test_every_kind_and_value_type_round_trips_exactly(self) -> None:
+        records = mixed_records()
+        back = spool_module.decode_batch(spool_module.encode_batch(records))
+        self.assertEqual(back, records)
+        # Types survive too (7 is not 7.0 nor Decimal 7, True is not 1, "12.5" is text).
+        self.assertEqual([type(getattr(r, "value", None)) for r in back],
+                         [type(getattr(r, "value", None)) for r in records])
+        self.assertEqual([type(v) for v in back[7].values],  # type: ignore[union-attr]
+                         [Decimal, type(None), int, str, Decimal])
+
+    def test_the_binary_form_is_not_json_and_is_smaller(self) -> None:
+        batch = readings(200)
+        binary = spool_module.encode_batch(batch)
+        self.assertTrue(binary.startswith(spool_module.BINARY_MARK))
+        self.assertLess(len(binary), len(encode_records(batch)) * 0.7)
+
+    def test_a_frame_naming_a_class_is_refused(self) -> None:
+        evil = spool_module.BINARY_MARK + pickle.dumps([os.system], protocol=5)
+        with self.assertRaises(RecordDecodeError):
+            spool_module.decode_batch(evil)
+        # A buffer or bytearray (never written by fep) is refused before unpickling.
+        for kind in (bytearray(b"xy"), pickle.PickleBuffer(b"xy")):
+            with self.assertRaises(RecordDecodeError):
+                spool_module.decode_batch(
+                    spool_module.BINARY_MARK + pickle.dumps([kind], protocol=5))
+        for junk in (b"", b"\x80\x05", pickle.dumps({"a": 1}), pickle.dumps([(9, "x")])):
+            with self.assertRaises(RecordDecodeError):
+                spool_module.decode_batch(spool_module.BINARY_MARK + junk)
+
+    async def test_json_frames_of_an_earlier_version_are_replayed(self) -> None:
+        # An upgrade with a non-empty spool: the old process wrote JSON payloads.
+        self.directory.mkdir(parents=True)
+        old = mixed_records()
+        frames = b""
+        for batch_id, batch in ((1, old[:4]), (2, old[4:])):
+            payload = encode_records(batch)
+            frames += struct.pack(">IIQ", len(payload), zlib.crc32(payload), batch_id) + payload
+        (self.directory / f"{1:08d}{SUFFIX}").write_bytes(frames)
+        spool = Spool(self.directory, reactor)
+        replay = await spool.open()
+        self.assertEqual([records for _, records in replay], [old[:4], old[4:]])
+        # New batches go to a new segment in the binary form; both replay after a crash.
+        await spool.append(readings(2))
+        again = Spool(self.directory, reactor)
+        replay = await again.open()
+        self.assertEqual([records for _, records in replay], [old[:4], old[4:], readings(2)])
+        new_segment = sorted(self.directory.glob("*" + SUFFIX))[1].read_bytes()
+        self.assertEqual(new_segment[16:16 + len(spool_module.BINARY_MARK)],
+                         spool_module.BINARY_MARK)
+        await again.close()
+        await spool.close()

@@ -558,27 +558,6 @@ def _scaled_column(cells: list[Data], scaler_unit: ScalerUnit | None) -> tuple[V
     return tuple(out)
 
 
-def _next_stamp(
-    raw: bytes, previous_raw: bytes, previous: datetime, period: timedelta, step: int | None
-) -> datetime | None:
-    """``previous + period`` when ``raw`` is the clock one period after ``previous_raw``, on
-    the same day with the same deviation (the usual profile row), else None (decode it)."""
-    if (
-        step is None
-        or raw[:5] != previous_raw[:5]
-        or raw[8:11] != previous_raw[8:11]
-        or previous.year >= 9999
-    ):
-        return None
-    hour, minute, second = raw[5], raw[6], raw[7]
-    if hour > 23 or minute > 59 or (second > 59 and second != 0xFF):
-        return None
-    before = previous_raw[5] * 3600 + previous_raw[6] * 60 + (previous_raw[7] % 0xFF)
-    if hour * 3600 + minute * 60 + second % 0xFF - before != step:
-        return None
-    return previous + period
-
-
 def _is_status(column: CaptureObject) -> bool:
     return column.logical_name.c == 96 and column.logical_name.d == 10
 
@@ -632,79 +611,96 @@ def _profile_blocks(
         raise FrameError("the profile captures no clock column", field="capture_objects")
     status_index = next((i for i, c in enumerate(columns) if _is_status(c)), None)
     value_columns = [i for i, c in enumerate(columns) if i != clock_index and i != status_index]
-    # Interval end times and, per row, the values.
+    # Interval end times and, per row, the values; the rows where a run of rows one period
+    # apart breaks (a row whose time is not its predecessor's plus the period).
     stamps: list[datetime] = []
     statuses: list[Quality] = []
+    breaks: list[int] = []
     previous: datetime | None = None
     previous_raw: bytes | None = None  # the previous row's clock octets, if it sent them
     step = int(period.total_seconds()) if period.microseconds == 0 else None
     width = len(columns)
     table: list[tuple[Data, ...]] = []
+    structure, null, octets = DataType.STRUCTURE, DataType.NULL_DATA, DataType.OCTET_STRING
+    status_types, qualities, ok = _STATUS_TYPES, _AMR_QUALITIES, Quality.OK
+    from_octets = CosemDateTime.datetime_from_octets
     for n, row in enumerate(items):
-        if row.type != DataType.STRUCTURE or len(row.value) != width:
+        cells = row.value
+        if row.type is not structure or len(cells) != width:
             raise FrameError(
                 f"buffer row {n}: expected a structure of {width}", field="buffer"
             )
-        cells = row.value
         cell = cells[clock_index]
+        kind = cell.type
         raw = cell.value
-        if cell.type == DataType.NULL_DATA:
+        stamp: datetime | None = None
+        if kind is null:
             if previous is None:
                 raise FrameError(f"buffer row {n}: no time and none before", field="buffer")
             stamp = previous + period
             previous_raw = None
-        elif cell.type == DataType.OCTET_STRING and len(raw) == 12:
-            stamp_or_none = None
-            if previous_raw is not None and previous is not None:
-                stamp_or_none = _next_stamp(raw, previous_raw, previous, period, step)
-            if stamp_or_none is None:
-                stamp_or_none = CosemDateTime.datetime_from_octets(raw, default_deviation)
-            if stamp_or_none is None:
-                raise FrameError(f"buffer row {n}: clock not specified", field="buffer")
-            stamp = stamp_or_none
+        elif kind is octets and len(raw) == 12:
+            # The usual row: the clock one period after the previous row's, on the same day
+            # with the same deviation: its time is the previous one's plus the period
+            # (_next_stamp, inline).
+            if (
+                previous_raw is not None and previous is not None and step is not None
+                and raw[:5] == previous_raw[:5] and raw[8:11] == previous_raw[8:11]
+                and previous.year < 9999
+            ):
+                hour, minute, second = raw[5], raw[6], raw[7]
+                if (hour <= 23 and minute <= 59 and (second <= 59 or second == 0xFF)
+                        and hour * 3600 + minute * 60 + second % 0xFF
+                        - (previous_raw[5] * 3600 + previous_raw[6] * 60
+                           + previous_raw[7] % 0xFF) == step):
+                    stamp = previous + period
+            if stamp is None:
+                stamp = from_octets(raw, default_deviation)
+                if stamp is None:
+                    raise FrameError(f"buffer row {n}: clock not specified", field="buffer")
+                if n and (previous is None or stamp - previous != period):
+                    breaks.append(n)
             previous_raw = raw
         else:
-            decoded = axdr.as_datetime(cell, f"buffer row {n} clock").to_datetime(default_deviation)
-            if decoded is None:
+            stamp = axdr.as_datetime(cell, f"buffer row {n} clock").to_datetime(default_deviation)
+            if stamp is None:
                 raise FrameError(f"buffer row {n}: clock not specified", field="buffer")
-            stamp = decoded
+            if n and (previous is None or stamp - previous != period):
+                breaks.append(n)
             previous_raw = None
         previous = stamp
         stamps.append(stamp)
-        status = Quality.OK
+        status = ok
         if status_index is not None:
             status_cell = cells[status_index]
-            if status_cell.type in _STATUS_TYPES:
+            if status_cell.type in status_types:
                 code = status_cell.value
-                status = (
-                    _AMR_QUALITIES[code] if 0 <= code < 256 else amr_status_quality(int(code))
-                )
+                status = qualities[code] if 0 <= code < 256 else amr_status_quality(int(code))
             elif axdr.is_number(status_cell):
                 status = amr_status_quality(int(status_cell.value))
         statuses.append(status)
         table.append(cells)
+    runs = list(zip([0, *breaks], [*breaks, len(stamps)], strict=True)) if stamps else []
     blocks: list[IntervalBlock] = []
     for i in value_columns:
         column = columns[i]
         unit_scaler = scaler_units.get(column.logical_name)
-        run_start = 0
-        for n in range(1, len(stamps) + 1):
-            if n == len(stamps) or stamps[n] - stamps[n - 1] != period:
-                values = _scaled_column([table[k][i] for k in range(run_start, n)], unit_scaler)
-                blocks.append(
-                    IntervalBlock(
-                        meter=meter,
-                        obis=column.logical_name,
-                        start=stamps[run_start] - period,
-                        period=period,
-                        values=values,
-                        statuses=tuple(statuses[run_start:n]),
-                        unit=unit_scaler.unit if unit_scaler else None,
-                        scaler=0,
-                        source="dlms",
-                    )
+        for run_start, run_end in runs:
+            values = _scaled_column([table[k][i] for k in range(run_start, run_end)],
+                                    unit_scaler)
+            blocks.append(
+                IntervalBlock(
+                    meter=meter,
+                    obis=column.logical_name,
+                    start=stamps[run_start] - period,
+                    period=period,
+                    values=values,
+                    statuses=tuple(statuses[run_start:run_end]),
+                    unit=unit_scaler.unit if unit_scaler else None,
+                    scaler=0,
+                    source="dlms",
                 )
-                run_start = n
+            )
     return blocks
 
 

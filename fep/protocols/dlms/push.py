@@ -27,7 +27,16 @@ from decimal import Decimal
 import attrs
 
 from fep.errors import FrameError
-from fep.model import EventKind, MeterEvent, ObisCode, Quality, Reading, Severity, Unit
+from fep.model import (
+    EventKind,
+    MeterEvent,
+    ObisCode,
+    Quality,
+    Reading,
+    Severity,
+    Unit,
+    trusted_reading,
+)
 from fep.protocols.dlms import axdr
 from fep.protocols.dlms.apdu import DataNotification
 from fep.protocols.dlms.axdr import Data, DataType
@@ -444,6 +453,10 @@ def decode_push(
     # for the other values, asks the clock once per reading).
     now = datetime.now(UTC)
     ok = Quality.OK
+    # The usual registers are built without Reading's converters when the push's time is
+    # already what they would make of it (UTC or none); else through Reading itself.
+    build = (trusted_reading if meter_time is None or meter_time.tzinfo is UTC
+             else Reading)
     for name, value, scaler_unit, date_time in entries:
         role = name.role
         if role:
@@ -463,8 +476,8 @@ def decode_push(
             # The usual register: an integer, scaled exactly (register_reading's first case).
             number = Decimal(value.value)
             if scaler_unit is None:
-                append(Reading(meter, name.obis, number, None, 0, meter_time, now, ok, "dlms",
-                               name.native_id))
+                append(build(meter, name.obis, number, None, 0, meter_time, now, ok, "dlms",
+                             name.native_id))
                 continue
             if scaler_unit.scaler:
                 try:
@@ -472,8 +485,8 @@ def decode_push(
                 except ArithmeticError:  # decimal.InvalidOperation, decimal.Overflow
                     raise FrameError(f"scaler {scaler_unit.scaler} cannot be applied",
                                      field="scaler") from None
-            append(Reading(meter, name.obis, number, scaler_unit.unit, 0, meter_time, now, ok,
-                           "dlms", name.native_id))
+            append(build(meter, name.obis, number, scaler_unit.unit, 0, meter_time, now, ok,
+                         "dlms", name.native_id))
             continue
         append(register_reading(
             meter, name.obis, value, scaler_unit, meter_time=meter_time, date_time=date_time,

@@ -351,6 +351,9 @@ class PushStream:
     bytes: ``7E`` HDLC, ``00 01`` the wrapper, ``68 L L 68`` M-Bus (bytes before any are
     dropped, counted in ``skipped``). ``framing`` is None until decided."""
 
+    # One per pushing connection (thousands of idle GPRS sessions): no instance dict.
+    __slots__ = ("_head", "decoder", "skipped")
+
     def __init__(self) -> None:
         self._head = bytearray()
         self.decoder: HdlcPushDecoder | WrapperPushDecoder | MbusPushDecoder | None = None

@@ -721,13 +721,7 @@ class DlmsProtocol:
         the meter its system title names (``meter`` when the title is not in the meter
         list); an unciphered one is taken as ``meter``'s."""
 
-        def resolve(title: bytes | None, wport: int) -> Meter | None:
-            if title is not None and directory is not None:
-                found: Meter | None = directory.by_system_title(title)
-                if found is not None:
-                    return found
-            return meter
-
+        resolve = _TitleOrMeter(directory, meter)
         context = self.context
         security = (context.security if context is not None and context.security.sink is not None
                     else SecurityEvents(sink))
@@ -1116,12 +1110,33 @@ class DlmsPushDecoder:
         d.addErrback(lambda f: log.failure("push from {meter} not spooled", f, meter=meter.id))
 
 
+class _TitleOrMeter:
+    """The meter a push's system title names (in ``directory``), else ``meter``: a push
+    handler's ``resolve`` (a small object rather than a closure: one per GPRS session)."""
+
+    __slots__ = ("directory", "meter")
+
+    def __init__(self, directory: Any, meter: Meter) -> None:
+        self.directory = directory
+        self.meter = meter
+
+    def __call__(self, title: bytes | None, wport: int) -> Meter | None:
+        if title is not None and self.directory is not None:
+            found: Meter | None = self.directory.by_system_title(title)
+            if found is not None:
+                return found
+        return self.meter
+
+
 @implementer(IPushHandler)
 class DlmsPushHandler:
     """Pushes on one connection, in the framing its first bytes show (pushframing.py:
     wrapper, HDLC or M-Bus frames), each APDU through a DlmsPushDecoder. Framing problems
     (bad frames, truncated HDLC or M-Bus segments) are refused as ``frame``, logged with
     ``device``."""
+
+    # One per pushing connection (thousands of idle GPRS sessions): no instance dict.
+    __slots__ = ("decoder", "device", "frames", "source", "stream")
 
     def __init__(self, decoder: DlmsPushDecoder, source: str = "", device: str = "?") -> None:
         self.decoder = decoder

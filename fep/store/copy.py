@@ -1,0 +1,416 @@
+"""PostgreSQL batch writes by COPY, on worker threads of their own.
+
+txpostgres drives psycopg2 in asynchronous mode, which cannot COPY. So the PostgreSQL store
+writes record batches here: a small thread pool (one thread per connection, as many as the
+store's pool) whose threads each use a synchronous psycopg2 connection of their own; the
+reactor only hands a batch over and gets the count of new rows back (``deferToThreadPool``),
+it never waits on the database.
+
+One batch is one transaction, COMMIT at its end. Each kind of row goes first by ``COPY
+<table> FROM STDIN`` (text format) straight into its table under a savepoint: when every row
+is new, that is all. When the table's unique key refuses a row (a replayed batch, a retry
+after a commit whose answer was lost, a re-read load profile), the savepoint undoes the whole
+COPY and the batch takes the staging path: COPY into a temporary staging table of the
+connection, then ``INSERT INTO <table> SELECT ... FROM <staging> ORDER BY <unique key> ON
+CONFLICT DO NOTHING`` moves the rows that are new; the staging tables empty themselves at
+commit (``ON COMMIT DELETE ROWS``). After such a conflict the next few batches of that table
+go through staging directly. Either way a row is stored once: the direct COPY stores all of
+a batch's rows or none, the staging path only the new ones.
+
+The COPY text is built once from the records, in the worker thread, one line per row. A
+connection that fails is closed and the error goes back as StoreError (the router retries
+the batch with backoff); a pooled connection found dead at its next use (the server went
+away while it was idle) is replaced and the batch tried once more at once.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from fep.errors import RecordRejected, StoreError
+from fep.model import IntervalBlock, MeterEvent, ObisCode, Reading, Record
+from fep.reactors import ITimeAndThreads
+from fep.store.rows import encode_value, period_seconds, text_time
+
+log = Logger()
+
+READING_COLUMNS = (
+    "meter, obis, value, value_text, value_type, unit_code, scaler, meter_time, read_at,"
+    " received_time, quality, source, native_id"
+)
+INTERVAL_COLUMNS = (
+    "meter, obis, start_time, period_s, value, value_text, value_type, status, unit_code,"
+    " scaler, received_time, source"
+)
+EVENT_COLUMNS = "meter, code, kind, severity, time, text, received_time, source"
+
+# (table, staging table, columns, unique key)
+TABLES = (
+    ("readings", "fep_copy_readings", READING_COLUMNS, "meter, obis, read_at"),
+    ("intervals", "fep_copy_intervals", INTERVAL_COLUMNS, "meter, obis, start_time"),
+    ("events", "fep_copy_events", EVENT_COLUMNS, "meter, code, time"),
+)
+
+# After a batch met rows already stored, this many more batches of that table go through
+# staging before a direct COPY is tried again.
+STAGED_AFTER_CONFLICT = 8
+
+_SPECIAL = re.compile(r"[\\\t\n\r\x00]")
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+NULL = "\\N"
+
+
+def _text(value: str | None, meter: str, column: str) -> str:
+    """A free-text field of COPY's text format: escaped, NUL refused naming the record."""
+    if value is None:
+        return NULL
+    if _SPECIAL.search(value) is None:
+        return value
+    if "\x00" in value:
+        # PostgreSQL text cannot hold NUL (SQLite can): say which record, clearly, rather
+        # than fail the whole batch with a bare error.
+        raise RecordRejected(
+            f"meter {meter}: text with a NUL character in column {column} ({value!r});"
+            " PostgreSQL text cannot hold NUL"
+        )
+    return value.translate(_ESCAPES)
+
+
+def copy_texts(records: Sequence[Record]) -> tuple[str, str, str]:
+    """The COPY text of the readings, intervals and events of a batch, built in one pass
+    (times, OBIS codes and meter ids repeat within a batch and are formatted once each)."""
+    readings: list[str] = []
+    intervals: list[str] = []
+    events: list[str] = []
+    times: dict[datetime, str] = {}
+    codes: dict[ObisCode, str] = {}
+    meters: dict[str, str] = {}
+
+    def when(value: datetime) -> str:
+        text = times.get(value)
+        if text is None:
+            text = times[value] = text_time(value)
+        return text
+
+    def meter_of(meter: str) -> str:
+        text = meters.get(meter)
+        if text is None:
+            text = meters[meter] = _text(meter, meter, "meter")
+        return text
+
+    for r in records:
+        kind = type(r)
+        if kind is Reading:
+            assert isinstance(r, Reading)
+            value = r.value
+            if type(value) is Decimal:
+                number, text, value_type = str(value), NULL, "D"
+            else:
+                encoded = encode_value(value)
+                number = NULL if encoded[0] is None else encoded[0]
+                text = _text(encoded[1], r.meter, "value_text")
+                value_type = encoded[2]
+            obis = codes.get(r.obis)
+            if obis is None:
+                obis = codes[r.obis] = str(r.obis)
+            received = when(r.received_time)
+            meter_time = NULL if r.meter_time is None else when(r.meter_time)
+            unit = r.unit
+            source = r.source
+            readings.append(
+                f"{meter_of(r.meter)}\t{obis}\t{number}\t{text}\t{value_type}\t"
+                f"{NULL if unit is None else unit.code}\t{r.scaler}\t{meter_time}\t"
+                f"{received if r.meter_time is None else meter_time}\t{received}\t"
+                f"{int(r.quality)}\t"
+                f"{source if _SPECIAL.search(source) is None else _text(source, r.meter, 'source')}"
+                f"\t{_text(r.native_id, r.meter, 'native_id')}\n"
+            )
+        elif kind is IntervalBlock:
+            assert isinstance(r, IntervalBlock)
+            meter = meter_of(r.meter)
+            obis = str(r.obis)
+            period = period_seconds(r.period, r)
+            unit_text = NULL if r.unit is None else str(r.unit.code)
+            received = when(r.received_time)
+            source = _text(r.source, r.meter, "source")
+            head = f"{meter}\t{obis}\t"
+            tail = f"\t{unit_text}\t{r.scaler}\t{received}\t{source}\n"
+            for start, v, status in r.intervals():
+                if type(v) is Decimal:
+                    number, text, value_type = str(v), NULL, "D"
+                else:
+                    encoded = encode_value(v)
+                    number = NULL if encoded[0] is None else encoded[0]
+                    text = _text(encoded[1], r.meter, "value_text")
+                    value_type = encoded[2]
+                intervals.append(
+                    f"{head}{when(start)}\t{period}\t{number}\t{text}\t{value_type}\t"
+                    f"{int(status)}{tail}"
+                )
+        elif kind is MeterEvent:
+            assert isinstance(r, MeterEvent)
+            events.append(
+                f"{meter_of(r.meter)}\t{_text(r.code, r.meter, 'code')}\t"
+                f"{_text(str(r.kind), r.meter, 'kind')}\t"
+                f"{_text(str(r.severity), r.meter, 'severity')}\t{when(r.time)}\t"
+                f"{_text(r.text, r.meter, 'text')}\t{when(r.received_time)}\t"
+                f"{_text(r.source, r.meter, 'source')}\n"
+            )
+        else:
+            raise StoreError(f"cannot store a {kind.__name__}")
+    return "".join(readings), "".join(intervals), "".join(events)
+
+
+def _options(dsn: str, query_timeout: float) -> dict[str, Any]:
+    """Server-side deadlines for the COPY connections (unless the URL sets its own options):
+    a statement, or a transaction left idle, ends after ``query_timeout``."""
+    if "options" in dsn:
+        return {}
+    ms = max(1000, int(query_timeout * 1000))
+    return {"options": f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}"}
+
+
+def _daemon_thread(**kwargs: Any) -> threading.Thread:
+    return threading.Thread(daemon=True, **kwargs)
+
+
+class _Threads(ThreadPool):
+    """Worker threads that never hold a process open at exit (a store left unclosed by a
+    command that ends anyway): a COPY cut short there was never committed, and the spool
+    still holds its batch."""
+
+    threadFactory = staticmethod(_daemon_thread)  # type: ignore[assignment]
+
+
+class CopyWriter:
+    """Batches to PostgreSQL by COPY, on ``size`` worker threads each with a synchronous
+    psycopg2 connection of its own (made on first use, kept while it works)."""
+
+    def __init__(
+        self,
+        reactor: ITimeAndThreads,
+        dsn: str,
+        *,
+        size: int,
+        connect_timeout: float,
+        query_timeout: float,
+    ) -> None:
+        self._reactor = reactor
+        self._dsn = dsn
+        self.connect_timeout = connect_timeout
+        self.query_timeout = query_timeout
+        self._threads = _Threads(0, max(1, size), name="fep-pg-copy")
+        self._lock = threading.Lock()
+        self._idle: list[Any] = []  # connections not in use (guarded by _lock)
+        self._all: set[Any] = set()
+        self._busy: set[Deferred[None]] = set()  # fire as writes under way end
+        self._closed = False
+        self._threads.start()
+        # Tables whose next batches go through staging, and how many more (a dict the
+        # threads share: a lost update only changes which path a batch takes).
+        self._staged_next: dict[str, int] = {}
+        self.connects = 0  # connections made (tests look at it)
+        self.direct_batches = 0  # table batches copied straight in / through staging
+        self.staged_batches = 0
+
+    # -- reactor side --------------------------------------------------------------------
+
+    def write(self, records: Sequence[Record]) -> Deferred[int]:
+        """Commit a batch in one transaction on a worker thread; fires with how many rows
+        were new."""
+        d: Deferred[int] = deferToThreadPool(self._reactor, self._threads, self._write, records)
+        finished: Deferred[None] = Deferred()
+        self._busy.add(finished)
+
+        def done(result: Any) -> Any:
+            self._busy.discard(finished)
+            # Not from inside this chain: close() resuming here would see the caller's
+            # Deferred half run.
+            self._reactor.callLater(0, finished.callback, None)
+            return result
+
+        return d.addBoth(done)
+
+    def close(self) -> Deferred[None]:
+        """Let writes under way finish (they are bounded by the deadlines), then close every
+        connection and stop the threads."""
+        self._closed = True
+
+        async def run() -> None:
+            if self._busy:
+                await DeferredList(list(self._busy))
+            self._threads.stop()  # idle now: returns at once
+            with self._lock:
+                connections, self._idle = list(self._all), []
+                self._all.clear()
+            for conn in connections:
+                try:
+                    conn.close()
+                except psycopg2.Error:
+                    pass
+
+        return Deferred.fromCoroutine(run())
+
+    # -- thread side ---------------------------------------------------------------------
+
+    def closing(self) -> bool:
+        return self._closed
+
+    def _connect(self) -> Any:
+        if self._closed:
+            raise StoreError("the store is closed")
+        try:
+            conn = psycopg2.connect(
+                self._dsn,
+                # libpq counts whole seconds, at least 2.
+                connect_timeout=max(2, int(self.connect_timeout + 0.999)),
+                keepalives=1,
+                keepalives_idle=30,
+                keepalives_interval=10,
+                keepalives_count=3,
+                # A peer gone silent mid-COPY fails the send after the deadline.
+                tcp_user_timeout=max(1000, int(self.query_timeout * 1000)),
+                application_name="fep",
+                **_options(self._dsn, self.query_timeout),
+            )
+        except psycopg2.OperationalError as e:
+            if "timeout expired" in str(e):
+                raise StoreError(
+                    f"connecting took longer than {self.connect_timeout:g} s"
+                ) from None
+            raise
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET TIME ZONE 'UTC'")
+                for table, staging, _, _ in TABLES:
+                    cur.execute(
+                        f"CREATE TEMPORARY TABLE {staging} (LIKE {table} INCLUDING DEFAULTS)"
+                        " ON COMMIT DELETE ROWS"
+                    )
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        with self._lock:
+            self._all.add(conn)
+            self.connects += 1
+            if self.closing():  # close() may have run meanwhile
+                self._all.discard(conn)
+                conn.close()
+                raise StoreError("the store is closed")
+        return conn
+
+    def _put_back(self, conn: Any) -> None:
+        with self._lock:
+            if self._closed or conn.closed:
+                self._all.discard(conn)
+                conn.close()
+            else:
+                self._idle.append(conn)
+
+    def _discard(self, conn: Any) -> None:
+        with self._lock:
+            self._all.discard(conn)
+        try:
+            conn.close()
+        except psycopg2.Error:
+            pass
+
+    def _write(self, records: Sequence[Record]) -> int:
+        texts = copy_texts(records)  # RecordRejected before any connection is used
+        if not any(texts):
+            return 0
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        fresh = conn is None
+        if conn is None:
+            conn = self._connect()
+        try:
+            new = self._transaction(conn, texts)
+        except psycopg2.Error as e:
+            dead = bool(conn.closed)
+            self._discard(conn)
+            if fresh or not dead:
+                raise
+            # A pooled connection that died while idle (the server restarted, a proxy
+            # dropped it): one retry on a new connection. At worst the first attempt did
+            # commit, and the retry finds its rows present (never doubled).
+            log.info("PostgreSQL COPY connection was stale ({error}); reconnecting",
+                     error=str(e).strip())
+            conn = self._connect()
+            try:
+                new = self._transaction(conn, texts)
+            except BaseException:
+                self._discard(conn)
+                raise
+        except BaseException:
+            self._discard(conn)
+            raise
+        self._put_back(conn)
+        return new
+
+    def _copy(self, cur: Any, sql: str, text: str) -> None:
+        cur.copy_expert(sql, io.StringIO(text), size=65536)
+
+    def _transaction(self, conn: Any, texts: tuple[str, str, str]) -> int:
+        new = 0
+        try:
+            with conn.cursor() as cur:
+                for (table, staging, columns, key), text in zip(TABLES, texts, strict=True):
+                    if not text:
+                        continue
+                    if self._staged_next.get(table, 0) <= 0:
+                        copied = self._direct(cur, table, columns, text)
+                        if copied is not None:
+                            new += copied
+                            continue
+                        # A row of the batch is stored already: the next few batches of
+                        # this table go straight to staging (a re-read profile tends to
+                        # come with more).
+                        self._staged_next[table] = STAGED_AFTER_CONFLICT
+                    else:
+                        self._staged_next[table] -= 1
+                    self._copy(cur, f"COPY {staging} ({columns}) FROM STDIN", text)
+                    cur.execute(
+                        f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging}"
+                        f" ORDER BY {key} ON CONFLICT DO NOTHING"
+                    )
+                    new += cur.rowcount
+                    self.staged_batches += 1
+            conn.commit()
+        except BaseException:
+            if not conn.closed:
+                try:
+                    conn.rollback()
+                except psycopg2.Error:
+                    pass
+            raise
+        return new
+
+    def _direct(self, cur: Any, table: str, columns: str, text: str) -> int | None:
+        """COPY straight into the table under a savepoint: every row is new (the usual
+        case), or the table's unique key refuses one and the savepoint undoes the lot
+        (None: the caller goes through staging)."""
+        cur.execute("SAVEPOINT fep_copy")
+        try:
+            self._copy(cur, f"COPY {table} ({columns}) FROM STDIN", text)
+        except (psycopg2.errors.UniqueViolation, psycopg2.errors.DeadlockDetected):
+            cur.execute("ROLLBACK TO SAVEPOINT fep_copy")
+            return None
+        copied = int(cur.rowcount) if cur.rowcount >= 0 else text.count("\n")
+        cur.execute("RELEASE SAVEPOINT fep_copy")
+        self.direct_batches += 1
+        return copied
