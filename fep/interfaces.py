@@ -177,6 +177,17 @@ class ICommands(Interface):
         ChannelError naming the meter and route."""
 
 
+class IConcentratorPipe(Interface):
+    """The transport of a meter session run through a data concentrator (a ``gw3761:``
+    forwarding route, fep.channels.forwarding): besides carrying the meter's bytes, it asks
+    the concentrator itself to act on a measuring point (Q/GDW 1376.1 AFN 05)."""
+
+    def concentrator_control(point: int, trip: bool) -> Deferred[Mapping[str, Any]]:
+        """Remote control of ``point`` by the concentrator: trip (AFN 05 F1) or allow
+        closing (F2). Fires with what was sent once the concentrator confirms; fails with
+        ChannelError naming the concentrator when it denies."""
+
+
 class IWakeUp(Interface):
     """Wakes a GPRS meter whose modem is not connected (a wake-up SMS, a ring) and waits for
     it to dial in. The collection engine asks before a job for a ``gprs:`` route; the SMS

@@ -78,6 +78,7 @@ LAYERS: Mapping[str, int] = {
     "fep.bench_dlms": TOP,
     "fep.bench_dlt698": TOP,
     "fep.bench_gprs": TOP,
+    "fep.bench_gw3761": TOP,
     "fep.bench_listeners": TOP,
     "fep.bench_analysis": TOP,
 }

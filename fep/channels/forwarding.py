@@ -15,11 +15,11 @@ route) while the meter session runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import (
     IAddress,
     IProtocol,
@@ -34,6 +34,7 @@ from zope.interface import implementer
 
 from fep.channels.routes import Channels, Route, parse_route
 from fep.errors import ChannelError, RouteError
+from fep.interfaces import IConcentratorPipe
 from fep.protocols.gw3761 import forward
 from fep.protocols.gw3761.forward import Forwarder, ForwardSettings
 from fep.protocols.gw3761.frames import Address
@@ -108,9 +109,10 @@ class ForwardedAddress:
     port: int
 
 
-@implementer(ITransport)
+@implementer(ITransport, IConcentratorPipe)
 class _Pipe:
-    """The meter session's transport: writes become forwardings."""
+    """The meter session's transport: writes become forwardings; ``concentrator_control``
+    asks the concentrator for a remote control of a point (AFN 05)."""
 
     def __init__(self, relay: _Relay) -> None:
         self._relay = relay
@@ -121,6 +123,9 @@ class _Pipe:
 
     def writeSequence(self, data: Any) -> None:
         self.write(b"".join(data))
+
+    def concentrator_control(self, point: int, trip: bool) -> Deferred[Mapping[str, Any]]:
+        return self._relay.control(point, trip)
 
     def loseConnection(self) -> None:
         self.disconnecting = True
@@ -152,6 +157,7 @@ class _Relay(Protocol):
         self._noise = noise
         self._told = False
         self._closed = False
+        self._control: Deferred[Mapping[str, Any]] | None = None
 
     def attach(self, outer: IProtocol) -> None:
         self.outer = outer
@@ -161,6 +167,17 @@ class _Relay(Protocol):
         if self._closed or self.transport is None:
             return
         self.transport.write(self.forwarder.wrap(data))
+
+    def control(self, point: int, trip: bool) -> Deferred[Mapping[str, Any]]:
+        """AFN 05 F1 (trip) or F2 (allow closing) of ``point``, sent on the concentrator's
+        line; fires once it confirms, fails with a ChannelError naming it when it denies or
+        the line ends first."""
+        if self._closed or self.transport is None or self._control is not None:
+            return fail(ChannelError(f"concentrator {self.concentrator.id}: no line for a "
+                                     "remote control", route=self.route))  # fmt: skip
+        self._control = Deferred()
+        self.transport.write(self.forwarder.control(point, trip))
+        return self._control
 
     def close(self, abort: bool = False) -> None:
         if self._closed:
@@ -192,6 +209,20 @@ class _Relay(Protocol):
                 log.info("{route}: {why}", route=self.route, why=self.error.message)
                 self.close(abort=True)
                 return
+            elif isinstance(action, forward.Controlled):
+                waiting, self._control = self._control, None
+                if waiting is None:
+                    continue
+                c = self.concentrator
+                if action.denied is not None:
+                    waiting.errback(ChannelError(
+                        f"concentrator {c.id} ({c.address}) point {action.point}: "
+                        f"{action.denied}", route=self.route))
+                else:
+                    waiting.callback({
+                        "request": "05:F1 remote trip" if action.trip else
+                        "05:F2 allow closing",
+                        "concentrator": c.id, "point": action.point})
             elif isinstance(action, forward.Noise):
                 self._noise.info("{route}: concentrator {concentrator}: {why}",
                                  kind=f"forward-noise {self.concentrator.id}",
@@ -200,6 +231,11 @@ class _Relay(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         self._closed = True
+        waiting, self._control = self._control, None
+        if waiting is not None:
+            waiting.errback(ChannelError(f"concentrator {self.concentrator.id}: the line "
+                                         "ended before the remote control was confirmed",
+                                         route=self.route))  # fmt: skip
         if self.outer is not None and not self._told:
             self._told = True
             self.outer.connectionLost(Failure(self.error) if self.error is not None else reason)

@@ -23,6 +23,7 @@ from fep.collect.tasks import (
     COMMANDS,
     KEY_TRANSFER,
     TERMINAL_CONFIG,
+    TERMINAL_RESET,
     Command,
     CommandStatus,
     Job,
@@ -37,8 +38,8 @@ from fep.protocols.registry import protocol_command_check, protocol_commands, pr
 DEFAULT_ATTEMPTS = 3
 DEFAULT_RETRY_DELAY = 30.0
 # Commands that need approval whatever ``[collect] approval`` says: pointing pushes (or a
-# terminal) at a host, and a meter key rotation.
-ALWAYS_APPROVED = frozenset({"push-setup", KEY_TRANSFER, TERMINAL_CONFIG})
+# terminal) at a host, a meter key rotation, and a concentrator's reset.
+ALWAYS_APPROVED = frozenset({"push-setup", KEY_TRANSFER, TERMINAL_CONFIG, TERMINAL_RESET})
 # The doors an operator comes through; ``who`` is ``DOOR:OPERATOR`` (or a bare operator).
 DOORS = ("console", "api", "cli")
 
@@ -55,6 +56,17 @@ def operator_of(who: str) -> str:
 def needs_approval(action: str, approval: Collection[str]) -> bool:
     """Whether a command waits for approval before it is queued."""
     return action in approval or action in ALWAYS_APPROVED
+
+
+# A concentrator's parameters that point it at a master station (Q/GDW 1376.1 AFN 04 F3).
+_STATION_PARAMETERS = frozenset({"host", "port", "host2", "port2", "apn"})
+
+
+def redirects(meter: Meter, action: str, params: Mapping[str, Any]) -> bool:
+    """A ``parameter-set`` that points a gw3761 concentrator at another master station: it
+    always needs approval, as a terminal-config does."""
+    return (action == "parameter-set" and meter.protocol == "gw3761"
+            and bool(set(params) & _STATION_PARAMETERS))  # fmt: skip
 
 
 def parse_approval(text: str) -> frozenset[str]:
@@ -221,7 +233,7 @@ async def request(
             params = await firmware.requested_params(meter.id, params, firmware_dir)
         except firmware.ImageRefused as e:
             raise CommandError(str(e)) from None
-    needs = needs_approval(action, approval)
+    needs = needs_approval(action, approval) or redirects(meter, action, params)
     command = Command(
         id=0,
         meter=meter.id,

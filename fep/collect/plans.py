@@ -51,7 +51,7 @@ from fep.collect.commands import (
 )
 from fep.collect.concentrators import concentrator_of
 from fep.collect.limits import ResourcePolicy
-from fep.collect.tasks import COMMANDS, KEY_TRANSFER, TERMINAL_CONFIG, Target
+from fep.collect.tasks import COMMANDS, KEY_TRANSFER, TERMINAL_CONFIG, TERMINAL_RESET, Target
 from fep.errors import ConfigError, FepError
 from fep.interfaces import IPlans
 from fep.model import Meter
@@ -299,6 +299,13 @@ def new_plan(
             parse_change(params or {})
         except ConfigError as e:
             raise PlanError(f"{action}: {e}") from None
+    if action in (TERMINAL_RESET, "parameter-read"):  # concentrators' own: checked now
+        from fep.protocols.gw3761 import control
+
+        try:
+            control.check(action, params or {})
+        except ConfigError as e:
+            raise PlanError(f"{action}: {e.message}") from None
     name = (name or "").strip() or f"{action} {target}".strip()
     if len(name) > 200:
         raise PlanError("plan name: 200 characters at most")

@@ -301,6 +301,8 @@ COMMANDS = (
     "push-setup",
     "key-transfer",
     "terminal-config",
+    "terminal-reset",
+    "parameter-read",
 )
 # Commands the engine runs through the protocol's clock (fep.interfaces.IClock).
 CLOCK_COMMANDS = ("time-set", "time-sync")
@@ -309,6 +311,9 @@ KEY_TRANSFER = "key-transfer"
 # A GPRS terminal's (DTU's) APN, master stations, heartbeat, mode (fep.collect.terminals):
 # commands of the meter's terminal profile, not of its protocol; always needs approval.
 TERMINAL_CONFIG = "terminal-config"
+# A concentrator's reset (Q/GDW 1376.1 AFN 01: hardware, data, parameters): always needs
+# approval.
+TERMINAL_RESET = "terminal-reset"
 
 
 @attrs.frozen

@@ -68,6 +68,8 @@ from fep.protocols.gw3761.services import (
     Indications,
     Instantaneous,
     Item,
+    MasterStations,
+    UplinkParameters,
 )
 from fep.sim import serve
 from fep.sim.dlt645 import SimulatedDlt645Meter, make_meters
@@ -109,6 +111,10 @@ class SimulatedConcentrator:
     # (AFN, Fn) requests it denies (AFN 00 F2), e.g. {(5, 31)}: a terminal refusing clock sets.
     refuse: set[tuple[int, int]] = attrs.field(factory=set)
     trips: dict[int, bool] = attrs.field(factory=dict)
+    # Its parameters (AFN 04 / 0A): F1 upstream communication, F3 master stations.
+    uplink: UplinkParameters = attrs.field(factory=UplinkParameters)
+    stations: MasterStations = attrs.field(
+        factory=lambda: MasterStations("10.0.0.1", 9760, "10.0.0.2", 9760, "cmnet"))
     pfc: int = 0
     resets: list[int] = attrs.field(factory=list)
     # Counters a test or the demo reads.
@@ -335,7 +341,13 @@ class SimulatedConcentrator:
     def _set_parameters(self, request: Frame, items: list[Item]) -> list[Frame]:
         results = []
         for item in items:
-            if item.fn == 10 and item.point == 0:
+            if item.fn == 1 and item.point == 0 and isinstance(item.value, UplinkParameters):
+                self.uplink = item.value
+                results.append(ConfirmItem(0, 1, 0))
+            elif item.fn == 3 and item.point == 0 and isinstance(item.value, MasterStations):
+                self.stations = item.value
+                results.append(ConfirmItem(0, 3, 0))
+            elif item.fn == 10 and item.point == 0:
                 for entry in item.value:
                     if entry.point == 0:
                         self.archive.pop(entry.number, None)  # point 0 deletes the entry
@@ -362,15 +374,26 @@ class SimulatedConcentrator:
                 if target is None:
                     return [self._deny(request)]
                 self.clock_offset = self._utc(target).timestamp() - self.clock()
-            elif item.fn == 1:
-                self.trips[item.point] = True
-            elif item.fn == 2:
-                self.trips[item.point] = False
+            elif item.fn in (1, 2):
+                # Remote trip / allow closing: the control of the meter at that point (its
+                # relay opens; allowed to close, the customer closes it).
+                self.trips[item.point] = item.fn == 1
+                meter = self.meter_at(item.point)
+                if meter is not None:
+                    meter.relay_command_open = item.fn == 1
+                    if item.fn == 1:
+                        meter.relay_closed = False
         return [self._confirm(request)]
 
     def _query_parameters(self, request: Frame, items: list[Item]) -> list[Frame]:
         out = []
         for item in items:
+            if item.fn == 1:
+                out.append(Item(0, 1, self.uplink))
+                continue
+            if item.fn == 3:
+                out.append(Item(0, 3, self.stations))
+                continue
             if item.fn != 10:
                 continue
             numbers = item.value or sorted(self.archive)

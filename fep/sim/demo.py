@@ -6,7 +6,9 @@ meters (one polled over the TCP wrapper with HLS-GMAC and suite-0 ciphering, one
 ciphered Data-Notifications, one behind a GPRS modem that dials in, registers by IMEI, pushes
 and is read over the same connection), an ANSI C12.18 meter, a DL/T 645 meter, a Modbus pulse
 recorder, a DL/T 698.45 meter, a Q/GDW 1376.1 concentrator with 20 DL/T 645 meters behind it
-(its point 1 read), and two legacy sites called by dial-up through an emulated Hayes modem on
+(its point 1 read as the concentrator's, and each of the 20 read as a meter of its own
+through the concentrator's AFN 10 forwarding, route gw3761:DCU-0001:port=31), and two
+legacy sites called by dial-up through an emulated Hayes modem on
 a socat pty (left out without socat); registers
 them with `fep meters import`, runs `twistd -n fep` with its status page, and prints the newest
 stored readings
@@ -46,6 +48,9 @@ GPRS_TITLE = "4645505349000003"
 # Legacy sites reached by dial-up through an emulated Hayes modem (needs socat for the pty).
 DLT698_ADDRESS = "000000123456"
 DCU_ADDRESS = "4403:0004"
+# The DL/T 645 meters behind the concentrator (its PLC port 31, points 1..20), read as meters.
+DCU_METERS = 20
+DCU_PORT = 31
 DIALUP_SITES = (("5551001", "iec", "30000001"), ("5551002", "dlt645", "000000005002"))
 
 
@@ -101,7 +106,8 @@ def write_meters(workdir: Path, sim_port: int, dlms_port: int, c12_port: int,
                  dcu_port: int = 1) -> Path:
     csv = workdir / "meters.csv"
     rows = ["id,protocol,route,address,serial,site,dlms_auth,dlms_ek,dlms_ak,"
-            "dlms_server_system_title,dlms_objects,c12_password,modbus_device_map"]
+            "dlms_server_system_title,dlms_objects,c12_password,modbus_device_map,"
+            "concentrator,point"]
     for i in range(POLLED):
         address = f"{10000000 + i + 1}"
         rows.append(
@@ -142,6 +148,10 @@ def write_meters(workdir: Path, sim_port: int, dlms_port: int, c12_port: int,
     rows.append(
         f"DCU-0001,gw3761,tcp:host=127.0.0.1:port={dcu_port},{DCU_ADDRESS},,"
         "concentrator,,,,,,,")
+    # The meters behind it, each read as a meter through the concentrator's forwarding.
+    for n in range(1, DCU_METERS + 1):
+        rows.append(f"{dcu_meter_id(n)},dlt645,gw3761:DCU-0001:port={DCU_PORT},{n:012d},,"
+                    f"behind the concentrator,,,,,,,,DCU-0001,{n}")
     if dialup:
         for number, kind, address in DIALUP_SITES:
             protocol = "iec62056-21" if kind == "iec" else "dlt645"
@@ -149,6 +159,11 @@ def write_meters(workdir: Path, sim_port: int, dlms_port: int, c12_port: int,
                         f"dial-up site,,,,,,,")
     csv.write_text("\n".join(rows) + "\n")
     return csv
+
+
+def dcu_meter_id(n: int) -> str:
+    """The id of the demo's meter at point ``n`` of its concentrator."""
+    return f"DCU-M{n:02d}"
 
 
 def _modem_line(workdir: Path, start: Any) -> str | None:
@@ -242,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     start([sys.executable, "-m", "fep.sim.dlt698", "--port", str(dlt698_port),
            "--interface", "127.0.0.1", "--address", DLT698_ADDRESS])
     start([sys.executable, "-m", "fep.sim.concentrator", "--port", str(dcu_port),
-           "--interface", "127.0.0.1", "--address", DCU_ADDRESS, "--meters", "20"])
+           "--interface", "127.0.0.1", "--address", DCU_ADDRESS, "--meters", str(DCU_METERS)])
     subprocess.run([*fep, "db", "upgrade"], check=True, env=env)
     subprocess.run([*fep, "meters", "import", str(meters_csv)], check=True, env=env)
     daemon = start([_bin("twistd"), "--nodaemon", "--pidfile=", "--logfile=-", "fep",
@@ -272,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     next_show = started + args.show_every
     meter_ids = [f"LGZ-{i + 1:04d}" for i in range(POLLED)] + [
         "PUSH-0001", "DLMS-0001", "DLMS-PUSH", "C12-0001", "DLT-0001", "GPRS-0001",
-        "PULSE-0001"]
+        "PULSE-0001", dcu_meter_id(1), dcu_meter_id(DCU_METERS)]
     if modem_pty:
         meter_ids += [f"DIAL-{number[-4:]}" for number, _, _ in DIALUP_SITES]
     while not stop and daemon.poll() is None:

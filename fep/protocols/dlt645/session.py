@@ -39,8 +39,9 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, TimeoutError, fail
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -49,6 +50,7 @@ from fep.errors import ConfigError, FrameError, NotSupported, ProtocolError
 from fep.interfaces import (
     IClock,
     ICommands,
+    IConcentratorPipe,
     IMeterProtocol,
     IProfileReader,
     IPushChannel,
@@ -109,7 +111,7 @@ from fep.protocols.dlt645.services import (
     write_data,
     write_data_1997,
 )
-from fep.protocols.session import Line, MeterSession, run_session
+from fep.protocols.session import Line, MeterSession, abort, connect_within, run_session
 from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.protocols.dlt645")
@@ -358,6 +360,53 @@ def _clock_of(answers: Sequence[Frame | None], at: int, settings: ClientSettings
         parts.append(reading.value)
     local = datetime.fromisoformat(f"{parts[0]}T{parts[1]}")
     return local.replace(tzinfo=settings.tz).astimezone(UTC)
+
+
+CONTROL_MODES = ("forward", "afn05")
+
+
+def control_mode(meter: Meter) -> str:
+    """How a meter behind a Q/GDW 1376.1 concentrator is disconnected and reconnected
+    (metadata ``gw3761_control``): ``forward`` (the default: a DL/T 645 relay command
+    forwarded to it) or ``afn05`` (the concentrator's own remote control of its point)."""
+    mode = str(meter.metadata.get("gw3761_control", "") or "forward").strip().lower()
+    if mode not in CONTROL_MODES:
+        raise ConfigError(f"meter {meter.id}: gw3761_control={mode!r}: forward or afn05",
+                          key="gw3761_control")  # fmt: skip
+    return mode
+
+
+def meter_point(meter: Meter) -> int:
+    """The meter's measuring point on its concentrator (metadata ``point``: ``5`` or
+    ``P5``, 1..2040)."""
+    text = str(meter.metadata.get("point", "") or "").strip().upper().removeprefix("P")
+    if not text.isdigit() or not 1 <= int(text) <= 2040:
+        raise ConfigError(f"meter {meter.id}: gw3761_control = afn05 needs its point on the "
+                          f"concentrator (metadata point = 1..2040, not {text!r})",
+                          key="point")  # fmt: skip
+    return int(text)
+
+
+class _ConcentratorControl(Protocol):
+    """Asks the concentrator pipe (fep.interfaces.IConcentratorPipe) for one remote
+    control; ``done`` fires with what the concentrator confirmed."""
+
+    def __init__(self, point: int, trip: bool) -> None:
+        self.point = point
+        self.trip = trip
+        self.done: Deferred[Mapping[str, Any]] = Deferred()
+
+    def connectionMade(self) -> None:
+        pipe: Any = IConcentratorPipe(self.transport, None)
+        if pipe is None:
+            self.done.errback(ConfigError(
+                "gw3761_control = afn05 needs a route through the concentrator "
+                "(gw3761:CONCENTRATOR:port=N)", key="gw3761_control"))
+            return
+        pipe.concentrator_control(self.point, self.trip).chainDeferred(self.done)
+
+    def close(self) -> None:
+        abort(self.transport)
 
 
 @implementer(IPushHandler)
@@ -716,6 +765,13 @@ class Dlt645Protocol:
     # -- commands -----------------------------------------------------------------------------
 
     @staticmethod
+    def check_command(meter: Meter, command: str, params: Mapping[str, Any]) -> None:
+        """When a disconnect or reconnect is asked: ConfigError for a ``gw3761_control`` that
+        is neither ``forward`` nor ``afn05``, or ``afn05`` without the meter's point."""
+        if command in ("disconnect", "reconnect") and control_mode(meter) == "afn05":
+            meter_point(meter)
+
+    @staticmethod
     def variant(meter: Meter) -> tuple[str, frozenset[str]] | None:
         """The meter's protocol variant when it has fewer commands than the protocol: a
         DL/T 645-1997 meter (``dlt645_edition = 1997``) has no relay control and no event
@@ -742,12 +798,34 @@ class Dlt645Protocol:
                 where = variant[0] if variant is not None else "DL/T 645"
                 raise NotSupported(f"meter {meter.id}: {where} has no {command}",
                                    meter=meter.id, protocol=PROTOCOL)
+            if command in ("disconnect", "reconnect") and control_mode(meter) == "afn05":
+                return await self._concentrator_control(reactor, endpoint, meter,
+                                                        command == "disconnect", timeout)
             steps, outcome = self._command_steps(reactor, meter, settings, command, params)
             answers = await self._exchange(reactor, endpoint, meter, settings, command, steps,
                                            timeout)
             return outcome(answers)
 
         return Deferred.fromCoroutine(run())
+
+    async def _concentrator_control(self, reactor: IReactorTime, endpoint: Any, meter: Meter,
+                                    trip: bool, timeout: float) -> Mapping[str, Any]:
+        """``gw3761_control = afn05``: the concentrator the meter's route goes through trips
+        (AFN 05 F1) or allows closing (F2) at the meter's ``point``, instead of a DL/T 645
+        relay command forwarded to the meter."""
+        point = meter_point(meter)
+        session = _ConcentratorControl(point, trip)
+        await connect_within(reactor, endpoint, session, meter.route, timeout)
+        session.done.addTimeout(timeout, reactor)
+        try:
+            result: Mapping[str, Any] = await session.done
+        except TimeoutError:
+            raise ProtocolError(f"meter {meter.id}: the concentrator did not confirm the remote "
+                                f"control of point {point} within {timeout:.1f} s",
+                                meter=meter.id, route=meter.route, protocol=PROTOCOL) from None
+        finally:
+            session.close()
+        return result
 
     def _command_steps(
         self, reactor: IReactorTime, meter: Meter, settings: ClientSettings, command: str,

@@ -17,7 +17,15 @@ from fep.errors import FrameError, ProtocolError
 from fep.protocols.dlt645 import frames as dlt645_frames
 from fep.protocols.gw3761 import services
 from fep.protocols.gw3761.frames import Address, Afn, Frame, FrameDecoder, Reassembler
-from fep.protocols.gw3761.services import Data, Denied, ForwardAnswer, ForwardRequest, Master
+from fep.protocols.gw3761.services import (
+    Confirmed,
+    Data,
+    Denied,
+    ForwardAnswer,
+    ForwardRequest,
+    Master,
+    Trip,
+)
 
 # The standard's frame timeout byte holds up to 127 s; the line settings AFN 10 F1 can say.
 MAX_TIMEOUT = 127
@@ -77,7 +85,17 @@ class Noise:
     why: str
 
 
-Action = Send | Answer | Refused | Noise
+@attrs.frozen
+class Controlled:
+    """The concentrator confirmed a remote control (AFN 05 F1 trip / F2 allow closing) of
+    ``point``; ``denied`` says why not when it did not."""
+
+    point: int
+    trip: bool
+    denied: str | None = None
+
+
+Action = Send | Answer | Refused | Noise | Controlled
 
 
 def dlt645_address(payload: bytes) -> str | None:
@@ -100,6 +118,8 @@ class Forwarder:
         self.joiner = Reassembler()
         self._open: Frame | None = None
         self._target: str | None = None
+        # The remote control waiting for its confirmation: (point, trip).
+        self._control: tuple[int, bool] | None = None
         self.forwarded = 0
         self.noise = 0
         self.confirmed = 0
@@ -123,6 +143,20 @@ class Forwarder:
         self._target = dlt645_address(payload)
         self.joiner.reset()
         self.forwarded += 1
+        return frame.encode()
+
+    def control(self, point: int, trip: bool) -> bytes:
+        """AFN 05 remote control of ``point`` (Q/GDW 1376.1-2013, control commands: F1 remote
+        trip, no alarm delay, until allowed to close; F2 allow closing), with PW; its
+        confirmation comes back as ``Controlled``."""
+        fn = 1 if trip else 2
+        unit = services.encode_unit(Afn.CONTROL, [point], [fn], False,
+                                    {(point, fn): Trip()} if trip else None)  # fmt: skip
+        frame = self.master.request(Afn.CONTROL, unit)
+        self._open = frame
+        self._target = None
+        self._control = (point, trip)
+        self.joiner.reset()
         return frame.encode()
 
     def receive(self, data: bytes) -> list[Action]:
@@ -168,6 +202,15 @@ class Forwarder:
         except (FrameError, ProtocolError) as e:
             self._open = None
             return [Refused(f"its answer does not decode: {e}")]
+        if self._control is not None:
+            point, trip = self._control
+            if isinstance(event, Confirmed | Denied):
+                self._open = self._control = None
+                why = ("the concentrator denied the remote control (AFN 00 F2)"
+                       if isinstance(event, Denied) else None)  # fmt: skip
+                return [Controlled(point, trip, why)]
+            self.noise += 1
+            return [Noise(f"AFN {whole.afn:02X} answer to a remote control dropped")]
         if isinstance(event, Denied):
             self._open = None
             return [Refused("the concentrator denied the forwarding (AFN 00 F2)")]
@@ -187,6 +230,7 @@ class Forwarder:
 
 __all__ = [
     "Answer",
+    "Controlled",
     "ForwardSettings",
     "Forwarder",
     "Noise",

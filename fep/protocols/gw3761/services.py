@@ -13,7 +13,9 @@ Covered (clause numbers of Q/GDW 1376.1-2013, the same Fn in Q/GDW 376.1-2009):
 - AFN 00 confirmation/denial: F1 all confirmed, F2 all denied, F3 item by item (AFN, then
   DA DT ERR per item).
 - AFN 01 reset F1..F4; AFN 02 link test F1 login, F2 logout, F3 heartbeat.
-- AFN 04 F10 / AFN 0A F10: the meter archive (measuring point parameters, 27 bytes each).
+- AFN 04 F10 / AFN 0A F10: the meter archive (measuring point parameters, 27 bytes each);
+  AFN 04 / 0A F1 upstream communication parameters, F3 master station IP addresses, ports
+  and APN.
 - AFN 05 F31 clock set (A.1), F1 remote trip (alarm delay and limit time), F2 allow close.
 - AFN 0C class 1: F2 terminal clock, F25 instantaneous power/voltage/current, F33 forward
   energy indications (active, reactive, quadrants I and IV), F129 forward active and F130
@@ -299,6 +301,34 @@ class Trip:
 
     alarm_delay: int = 0
     limit_half_hours: int = 0
+
+
+@attrs.frozen
+class UplinkParameters:
+    """AFN 04 / 0A F1, the terminal's upstream communication port parameters: the data
+    set's RTS delay (20 ms units, 0..255), the delay it may take to send as initiator
+    (minutes, 0..255), its answer timeout (seconds, 0..4095) and resends (0..3) as
+    initiator, the services it wants confirmed (flags: D0 class 1 data, D1 class 2, D2
+    class 3 events) and its heartbeat period (minutes, 0..255)."""
+
+    rts: int = 0
+    delay: int = 0
+    timeout: int = 30
+    retries: int = 3
+    confirm: int = 0
+    heartbeat: int = 15
+
+
+@attrs.frozen
+class MasterStations:
+    """AFN 04 / 0A F3: the main and backup master stations (IPv4 address and port) and
+    the APN (16 ASCII bytes, NUL padded)."""
+
+    host: str = "0.0.0.0"
+    port: int = 0
+    host2: str = "0.0.0.0"
+    port2: int = 0
+    apn: str = ""
 
 
 # ---------------------------------------------------------------------------
@@ -686,6 +716,48 @@ def _confirm_items_encode(v: ItemConfirmation) -> bytes:
     )
 
 
+def _uplink_decode(r: Reader) -> UplinkParameters:
+    rts, delay = r.byte("RTS delay"), r.byte("initiator delay")
+    word = r.u16("timeout and resends")
+    confirm, heartbeat = r.byte("confirmed services"), r.byte("heartbeat")
+    return UplinkParameters(rts, delay, word & 0x0FFF, (word >> 12) & 0x03, confirm, heartbeat)
+
+
+def _uplink_encode(v: UplinkParameters) -> bytes:
+    word = (v.timeout & 0x0FFF) | (v.retries & 0x03) << 12
+    return bytes([v.rts & 0xFF, v.delay & 0xFF]) + word.to_bytes(2, "little") + bytes(
+        [v.confirm & 0xFF, v.heartbeat & 0xFF])
+
+
+def _ip_decode(r: Reader, field: str) -> tuple[str, int]:
+    ip = ".".join(str(b) for b in r.take(4, field))
+    return ip, r.u16(f"{field} port")
+
+
+def _ip_encode(host: str, port: int) -> bytes:
+    parts = [int(p) for p in host.split(".")]
+    if len(parts) != 4 or any(not 0 <= p <= 255 for p in parts):
+        raise ValueError(f"{host!r} is not an IPv4 address")
+    if not 0 <= port <= 0xFFFF:
+        raise ValueError(f"port {port} is not 0..65535")
+    return bytes(parts) + port.to_bytes(2, "little")
+
+
+def _stations_decode(r: Reader) -> MasterStations:
+    host, port = _ip_decode(r, "main master station")
+    host2, port2 = _ip_decode(r, "backup master station")
+    apn = r.take(16, "APN").rstrip(b"\x00").decode("ascii", errors="replace")
+    return MasterStations(host, port, host2, port2, apn)
+
+
+def _stations_encode(v: MasterStations) -> bytes:
+    apn = v.apn.encode("ascii", errors="replace")  # what was read is written back as it can
+    if len(apn) > 16:
+        raise ValueError(f"APN {v.apn!r} is longer than 16 characters")
+    return (_ip_encode(v.host, v.port) + _ip_encode(v.host2, v.port2)
+            + apn.ljust(16, b"\x00"))  # fmt: skip
+
+
 def _trip_decode(r: Reader) -> Trip:
     b = r.byte("trip")
     return Trip(b >> 4, b & 0x0F)
@@ -725,6 +797,14 @@ LAYOUTS: Mapping[tuple[int, int], tuple[Layout, Layout]] = MappingProxyType({
     (Afn.LINK, 1): (EMPTY, EMPTY),
     (Afn.LINK, 2): (EMPTY, EMPTY),
     (Afn.LINK, 3): (EMPTY, Layout("heartbeat", _heartbeat_decode, _heartbeat_encode)),
+    (Afn.SET_PARAMETERS, 1): (Layout("uplink parameters", _uplink_decode, _uplink_encode),
+                              EMPTY),
+    (Afn.SET_PARAMETERS, 3): (Layout("master stations", _stations_decode, _stations_encode),
+                              EMPTY),
+    (Afn.QUERY_PARAMETERS, 1): (EMPTY, Layout("uplink parameters", _uplink_decode,
+                                              _uplink_encode)),
+    (Afn.QUERY_PARAMETERS, 3): (EMPTY, Layout("master stations", _stations_decode,
+                                              _stations_encode)),
     (Afn.SET_PARAMETERS, 10): (Layout("archive", _archive_decode, _archive_encode), EMPTY),
     (Afn.QUERY_PARAMETERS, 10): (
         Layout("archive numbers", _archive_query_decode, _archive_query_encode),
@@ -981,8 +1061,10 @@ __all__ = [
     "Login",
     "Logout",
     "Master",
+    "MasterStations",
     "Trip",
     "UnknownFn",
+    "UplinkParameters",
     "answer_frame",
     "decode_event",
     "decode_units",

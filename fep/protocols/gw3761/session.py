@@ -38,6 +38,7 @@ from zope.interface import implementer
 from fep.errors import ConfigError, FepError, ProtocolError
 from fep.interfaces import (
     IClock,
+    ICommands,
     IConcentratorReader,
     IEventReader,
     IMeterProtocol,
@@ -57,6 +58,7 @@ from fep.model import (
     utcnow,
 )
 from fep.protocols import actions as actions_
+from fep.protocols.gw3761 import control
 from fep.protocols.gw3761 import points as points_
 from fep.protocols.gw3761.archive import MAX_NUMBER, ArchiveSync, SyncReport
 from fep.protocols.gw3761.archive import Failed as ArchiveFailed
@@ -354,15 +356,75 @@ class Gw3761PushHandler:
         d.addCallbacks(stored, not_stored)
 
 
-@implementer(IMeterProtocol, IClock, IEventReader, IPushProtocol, IConcentratorReader)
+@implementer(IMeterProtocol, IClock, IEventReader, IPushProtocol, IConcentratorReader,
+             ICommands)
 class Gw3761Protocol:
     """Q/GDW 1376.1 reads of a concentrator: class 1 (clock, current energy, instantaneous
     values), class 2 (daily and monthly frozen energy and demand, curves) and class 3
     (events) of its points, in batches of points per request. The clock: read from class 1
-    F2, set by AFN 05 F31 (the terminal's own clock, not its meters'). Events: AFN 0E."""
+    F2, set by AFN 05 F31 (the terminal's own clock, not its meters'). Events: AFN 0E.
+    Commands to the concentrator itself (fep.protocols.gw3761.control): ``terminal-reset``
+    (AFN 01), ``parameter-read`` (AFN 0A F1, F3) and ``parameter-set`` (AFN 04 F1, F3)."""
 
     name = PROTOCOL
-    commands: frozenset[str] = frozenset()
+    commands: frozenset[str] = control.COMMANDS
+
+    @staticmethod
+    def check_command(meter: Meter, command: str, params: Any) -> None:
+        """ConfigError naming the meter for a command's wrong parameters (when asked)."""
+        try:
+            control.check(command, params)
+        except ConfigError as e:
+            raise ConfigError(f"meter {meter.id}: {command}: {e.message}", key=e.key) from None
+
+    def run_command(self, reactor: IReactorTime, endpoint: Any, meter: Meter, command: str,
+                    params: Any, timeout: float, progress: Callable[[Any], None]
+                    ) -> Deferred[Any]:  # fmt: skip
+        """One command to the concentrator in one session; fires with what it did."""
+        try:
+            settings = settings_for(meter, self.tz)
+            then = None
+            if command == control.RESET:
+                steps = control.reset_steps(params)
+            elif command == control.READ:
+                steps = control.read_steps(control.parse_fns(params))
+            elif command == control.WRITE:
+                changes = control.parse_changes(params)
+                steps = control.read_steps(sorted(changes))
+                then = control.write_steps(changes)
+            else:
+                raise ConfigError(f"meter {meter.id}: gw3761 has no command {command}",
+                                  key="action")  # fmt: skip
+        except ConfigError as e:
+            return fail(e)
+        client = control.Exchange(settings.address, steps, then=then, retries=settings.retries,
+                                  meter=meter.id, route=meter.route)  # fmt: skip
+        steps_ = actions_.ClientSteps(client, send=control.Send, finished=control.Finished,
+                                      failed=control.Failed,
+                                      result=lambda a: a.values)  # fmt: skip
+        session = _ArchiveSession(reactor, timeout, meter=meter.id, route=meter.route,
+                                  protocol=PROTOCOL, steps=steps_)  # fmt: skip
+
+        def done(values: Any) -> dict[str, Any]:
+            if command == control.RESET:
+                kind = str(params.get("kind")).strip().lower()
+                return {"reset": kind, "request": f"01:F{control.RESET_KINDS[kind]}"}
+            read = control.flat(values)
+            if command == control.WRITE:
+                changes = control.parse_changes(params)
+                wrong = [f"F{fn}.{k}" for fn, change in changes.items()
+                         for k, v in change.items() if read.get(f"F{fn}.{k}") != v]
+                if wrong:
+                    raise ProtocolError(
+                        f"concentrator {meter.id}: {', '.join(wrong)} read back as "
+                        f"{', '.join(str(read.get(w)) for w in wrong)} after the write",
+                        meter=meter.id, route=meter.route, protocol=PROTOCOL)
+                return {f"F{fn}.{k}": v for fn, change in sorted(changes.items())
+                        for k, v in change.items()}
+            return read
+
+        d: Deferred[Any] = run_session(reactor, endpoint, session, meter.route, timeout)
+        return d.addCallback(done)
 
     def __init__(self, tz: tzinfo = DEFAULT_TERMINAL_TZ) -> None:
         self.tz = tz
@@ -527,7 +589,7 @@ class Gw3761Protocol:
 
 class _ArchiveSession(MeterSession):
     def note(self, action: object) -> None:
-        if isinstance(action, ArchiveNoise):
+        if isinstance(action, ArchiveNoise | control.Noise):
             log.info("{meter}: {why}", why=action.why, meter=self.meter_id, route=self.route,
                      protocol=PROTOCOL)  # fmt: skip
 

@@ -231,7 +231,8 @@ class CommandLineTests(unittest.TestCase):
         self.assertLess(abs((sent - datetime.now(UTC)).total_seconds()), 5)
         after = yield protocol.read_clock(reactor, endpoint(), meter, 10)
         self.assertLess(abs((after - datetime.now(UTC)).total_seconds()), 5)
-        self.assertEqual(protocol_commands("gw3761"), {"time-set", "time-sync"})
+        self.assertEqual(protocol_commands("gw3761"), {"time-set", "time-sync", "terminal-reset",
+                                                       "parameter-read", "parameter-set"})
         events = yield protocol.read_events(reactor, endpoint(), meter, None, 10)
         self.assertEqual([e.code for e in events], ["ERC14", "ERC14.on", "ERC13"])
         self.assertEqual({e.meter for e in events}, {"DCU1", "DCU1/P1"})
