@@ -105,7 +105,7 @@ class DlmsPushScenario:
                 return False
             return True
 
-        await wait_for(connected, 30, "the daemon's DLMS push listener")
+        await wait_for(connected, 120, "the daemon's DLMS push listener")
         for m in (wrong_key, stranger):
             await m.connect(port)
         test.addCleanup(lambda: [m.close() for m in (good, wrong_key, stranger)])

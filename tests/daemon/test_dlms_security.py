@@ -44,7 +44,7 @@ async def connected(meter: PushingMeter, port: int) -> None:
             return False
         return True
 
-    await wait_for(up, 30, "the daemon's DLMS push listener")
+    await wait_for(up, 120, "the daemon's DLMS push listener")
 
 
 class UncipheredPushTests(unittest.TestCase):

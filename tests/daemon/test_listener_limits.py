@@ -67,7 +67,7 @@ class ListenerLimitsDaemonTests(unittest.TestCase):
                 return False
             return True
 
-        await wait_for(listening, 30, "the daemon's DLMS push listener")
+        await wait_for(listening, 120, "the daemon's DLMS push listener")
         await wait_for(self._no_open(control), 10, "the probe connection to be gone")
 
         held = [await connect(port) for _ in range(3)]

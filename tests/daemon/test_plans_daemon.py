@@ -356,8 +356,10 @@ class PlanDaemonTests(unittest.TestCase):
                               " AND state = 'released'"), [(0,)])
         # No command of the plan started after the pause (the daemon's own record).
         self.assertEqual(started_after(paused_at), [])
-        # Resumed from the command line, then cancelled through the API.
-        self.assertIn("running", await fep("plans", "start", str(pid)))
+        # Resumed and then cancelled through the API (a command-line call, a new process,
+        # can take longer on a loaded machine than what is left of the plan after the
+        # cancel point; the command line's start is tested above and in test_plan_doors).
+        await api(f"plans/{pid}/start", body={})
         await wait_for(partial(at_least, CANCEL_AT), 120, f"{CANCEL_AT} meters disconnected",
                        every=0.05)
         await api(f"plans/{pid}/cancel", SECOND_OPERATOR_TOKEN, {"reason": "storm"})
@@ -448,7 +450,7 @@ class PlanDaemonTests(unittest.TestCase):
             f"SELECT who, action FROM plan_audit WHERE plan = {pid} ORDER BY id")]
         self.assertEqual(trail, [
             ("api:alice", "created"), ("api:alice", "submitted"), ("cli:bob", "approved"),
-            ("api:alice", "started"), (f"cli:{me}", "paused"), (f"cli:{me}", "resumed"),
+            ("api:alice", "started"), (f"cli:{me}", "paused"), ("api:alice", "resumed"),
             ("api:bob", "cancelled"), ("test", "ended")])
         some = sorted(by_state["done"])[0]
         ((command,),) = rows(f"SELECT command FROM plan_meters WHERE plan = {pid}"

@@ -196,7 +196,7 @@ class SessionTests(unittest.TestCase):
             "3/1.0.32.7.0.255/2",
         ]
         done = await deferToThread(
-            subprocess.run, cmd, capture_output=True, text=True, cwd=ROOT, timeout=20
+            subprocess.run, cmd, capture_output=True, text=True, cwd=ROOT, timeout=120
         )
         self.assertEqual(done.returncode, 0, done.stderr)
         rows = [json.loads(line) for line in done.stdout.splitlines()]
