@@ -196,6 +196,12 @@ class Task:
         if self.retry_delay < 0:
             raise ConfigError(f"task {self.name}: retry delay must be 0 or more",
                               key="retry_delay")
+        via = str(self.options.get("via", "points")).strip().lower()
+        if via not in ("points", "forward"):
+            # fep.collect.concentrators.through_points: how meters behind a concentrator
+            # are read; a typo must not silently read them the other way.
+            raise ConfigError(f"task {self.name}: via must be points or forward, not {via!r}",
+                              key="via")
 
     def parsed_schedule(self) -> Schedule:
         return parse_schedule(self.schedule)

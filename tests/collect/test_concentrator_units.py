@@ -97,6 +97,13 @@ class ExpandTests(unittest.TestCase):
                              options={"via": "points"}), fleet(), T0, self.policy)  # fmt: skip
         self.assertEqual(job.meter, "DCU1")
 
+    def test_an_unknown_via_is_refused_when_the_task_is_made(self) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            Task(name="r", kind="registers", schedule="every 1d", options={"via": "fowrard"})
+        self.assertEqual(caught.exception.key, "via")
+        self.assertIn("task r: via must be points or forward, not 'fowrard'",
+                      str(caught.exception))
+
     def test_events_and_clock_jobs_stay_the_meters_own(self) -> None:
         for kind in ("events", "clock"):
             jobs = expand(Task(name="e", kind=kind, schedule="every 1d"), fleet(), T0,
