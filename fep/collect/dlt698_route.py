@@ -11,7 +11,7 @@ terminal's server address; the association settings are the terminal's).
 
 ``dlt698:TERMINAL:port=F2010201[:baud=2400]`` names a meter of another protocol (a DL/T
 645 meter) on the terminal's port: its session's frames go through the port by PROXY
-transparent forwarding (``forwarding``: fep.protocols.dlt698.session.ForwardingEndpoint)."""
+transparent forwarding (``forwarding``: fep.channels.dlt698_forwarding.ForwardingEndpoint)."""
 
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ def forwarding(endpoint: Any, meter: Meter, now: Callable[[], datetime] | None =
     settings = forward_settings(meter)
     if settings is None:
         return endpoint
-    from fep.protocols.dlt698.session import ForwardingEndpoint
+    from fep.channels.dlt698_forwarding import ForwardingEndpoint
 
     return ForwardingEndpoint(endpoint, settings, meter=meter.id,
                               **({"now": now} if now is not None else {}))

@@ -100,6 +100,21 @@ def run_session(
     return d
 
 
+def run_session_within(
+    reactor: IReactorTime, endpoint: Any, session: Any, route: str | None, timeout: float
+) -> Deferred[Any]:
+    """``run_session`` with ``done`` bounded too: TimeoutError when it has not fired
+    ``timeout`` seconds after the connection (for a session that keeps no step timer of its
+    own, e.g. one request handed to a concentrator's pipe)."""
+
+    def bounded(_: object) -> Deferred[Any]:
+        done: Deferred[Any] = session.done
+        done.addTimeout(timeout, reactor)
+        return done
+
+    return connect_within(reactor, endpoint, session, route, timeout).addCallback(bounded)
+
+
 # ---------------------------------------------------------------------------
 # Ending
 # ---------------------------------------------------------------------------

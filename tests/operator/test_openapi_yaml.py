@@ -1,4 +1,4 @@
-"""docs/openapi.yaml is valid YAML: parsed with yaml.safe_load when PyYAML is installed, and
+"""docs/openapi.yaml is valid YAML: parsed with yaml.safe_load (PyYAML, a test dependency), and
 always held to a small check of the mistake that broke it before (a plain, unquoted scalar
 holding ": ", which YAML reads as a nested mapping)."""
 
@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 
 from twisted.trial import unittest
+
+from tests.system import require_module
 
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 # "key: value" with a plain value: not quoted, not a flow collection, not a block scalar.
@@ -43,10 +45,7 @@ class OpenApiYamlTests(unittest.TestCase):
                                       "      description: \"quoted: fine\"\n"), [4])
 
     def test_it_parses_as_yaml(self) -> None:
-        try:
-            import yaml  # type: ignore[import-untyped]
-        except ImportError:
-            raise unittest.SkipTest("PyYAML is not installed (the small check above ran)")
+        yaml = require_module("yaml", pip="PyYAML")
         document = yaml.safe_load(OPENAPI.read_text(encoding="utf-8"))
         for path in ("/vee/exceptions", "/balance", "/outages", "/load", "/comms"):
             self.assertIn("get", document["paths"][path])

@@ -111,7 +111,7 @@ from fep.protocols.dlt645.services import (
     write_data,
     write_data_1997,
 )
-from fep.protocols.session import Line, MeterSession, abort, connect_within, run_session
+from fep.protocols.session import Line, MeterSession, abort, run_session, run_session_within
 from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.protocols.dlt645")
@@ -815,10 +815,9 @@ class Dlt645Protocol:
         relay command forwarded to the meter."""
         point = meter_point(meter)
         session = _ConcentratorControl(point, trip)
-        await connect_within(reactor, endpoint, session, meter.route, timeout)
-        session.done.addTimeout(timeout, reactor)
         try:
-            result: Mapping[str, Any] = await session.done
+            result: Mapping[str, Any] = await run_session_within(
+                reactor, endpoint, session, meter.route, timeout)
         except TimeoutError:
             raise ProtocolError(f"meter {meter.id}: the concentrator did not confirm the remote "
                                 f"control of point {point} within {timeout:.1f} s",
