@@ -129,11 +129,14 @@ class _Unpickler(pickle.Unpickler):
 
 # The pickle opcodes a batch may hold: plain values only. The encoder emits a subset of
 # these; anything else (a class, a call, a buffer, a bytearray) is refused before unpickling.
+# BINPUT and LONG_BINPUT are refused too: they store at an index the input chooses, and the
+# C unpickler grows its memo to that index (a 5-byte LONG_BINPUT asked for gigabytes; the
+# encoder's protocol 5 memoizes with MEMOIZE, whose index only grows one at a time).
 _PLAIN_OPCODES = frozenset({
     "PROTO", "FRAME", "STOP", "MARK", "EMPTY_LIST", "APPEND", "APPENDS", "EMPTY_TUPLE",
     "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "NONE", "NEWTRUE", "NEWFALSE", "BININT",
     "BININT1", "BININT2", "LONG1", "LONG4", "BINFLOAT", "SHORT_BINUNICODE", "BINUNICODE",
-    "BINUNICODE8", "MEMOIZE", "BINPUT", "LONG_BINPUT", "BINGET", "LONG_BINGET",
+    "BINUNICODE8", "MEMOIZE", "BINGET", "LONG_BINGET",
 })
 
 

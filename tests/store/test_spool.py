@@ -229,6 +229,15 @@ class BinaryFormTests(unittest.TestCase):
             with self.assertRaises(RecordDecodeError):
                 spool_module.decode_batch(spool_module.BINARY_MARK + junk)
 
+    def test_a_memo_index_the_input_chooses_is_refused(self) -> None:
+        # Found by the fuzzer (tests/fuzz/crashes/spool_batch/oom-...): LONG_BINPUT with an
+        # index of 680 million made the C unpickler grow its memo to gigabytes.
+        for opcode in (b"r\x05t\x94(", b"q\xff"):
+            frame = b"\x80\x05]\x94(K\x01" + opcode + b"e."
+            with self.assertRaises(RecordDecodeError) as caught:
+                spool_module.decode_batch(spool_module.BINARY_MARK + frame)
+            self.assertIn("BINPUT", str(caught.exception))
+
     async def test_json_frames_of_an_earlier_version_are_replayed(self) -> None:
         # An upgrade with a non-empty spool: the old process wrote JSON payloads.
         self.directory.mkdir(parents=True)
