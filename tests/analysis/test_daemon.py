@@ -23,7 +23,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 from zope.interface import implementer
 
@@ -38,6 +38,7 @@ from fep.interfaces import IRecordSink
 from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, ObisCode, Record, Severity
 from fep.store.postgres import PostgresStore
 from fep.store.sqlite import SqliteStore
+from tests.daemon.harness import wait_for as harness_wait_for
 from tests.postgres import fresh_database
 
 Q15 = timedelta(minutes=15)
@@ -59,13 +60,13 @@ class Sink:
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll the real reactor (the store's thread answers on it) until ``condition``."""
-    waited = 0.0
-    while not condition():
-        if waited > timeout:
-            raise AssertionError("condition not met in time")
-        await deferLater(reactor, 0.01, lambda: None)
-        waited += 0.01
+    """Until ``condition`` holds (the store's thread answers on the real reactor): the
+    daemon tests' event wait, with a deadline on the clock."""
+
+    async def holds() -> bool:
+        return condition()
+
+    await harness_wait_for(holds, timeout, "the analysis run to end", every=0.01)
 
 
 def settings(**changes: Any) -> Any:
