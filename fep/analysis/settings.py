@@ -83,6 +83,12 @@ def _decimal(text: str) -> Decimal:
     return value / 100 if percent else value
 
 
+def _rate(text: str) -> Decimal:
+    """A loss rate in %, the unit of `Band`: ``8`` and ``8 %`` are both 8 % (not a share:
+    ``8 %`` read as the share 0.08 would make a band of 0.08 %)."""
+    return _decimal(text.strip().rstrip("%"))
+
+
 def _optional_decimal(text: str) -> Decimal | None:
     return None if text.strip().lower() in ("", "none", "off") else _decimal(text)
 
@@ -167,7 +173,7 @@ def parse(text: str, file: str = "<vee.ini>") -> VeeSettings:
             sets[group] = attrs.evolve(default, name=group, **_typed(_RULE_KEYS, parser[name],
                                                                      file))
         elif name == "balance" or name.startswith("balance:"):
-            values = _typed({"low": _decimal, "high": _decimal}, parser[name], file)
+            values = _typed({"low": _rate, "high": _rate}, parser[name], file)
             if name == "balance":
                 band = Band(**values)
             else:

@@ -107,6 +107,19 @@ class VeeIniTests(unittest.TestCase):
         self.assertEqual((loaded.band_for("T1").low, loaded.band_for("T1").high), (D(1), D(6)))
         self.assertEqual((loaded.band_for("T9").low, loaded.band_for("T9").high), (D(1), D(12)))
 
+    def test_balance_band_is_in_percent_with_or_without_the_sign(self) -> None:
+        """``high = 8 %`` is 8 % like ``high = 8``, not the share 0.08 (a band of 0.08 %,
+        which would flag every area)."""
+        signed = settings.parse("[balance]\nlow = 2 %\nhigh = 8 %\n[balance:T9]\nhigh = 12%\n")
+        plain = settings.parse("[balance]\nlow = 2\nhigh = 8\n[balance:T9]\nhigh = 12\n")
+        for loaded in (signed, plain):
+            self.assertEqual((loaded.band_for("T1").low, loaded.band_for("T1").high),
+                             (D(2), D(8)))
+            self.assertEqual(loaded.band_for("T9").high, D(12))
+        with self.assertRaises(ConfigError) as e:
+            settings.parse("[balance]\nhigh = lots %\n")
+        self.assertEqual((e.exception.section, e.exception.key), ("balance", "high"))
+
     def test_errors_name_section_and_key(self) -> None:
         with self.assertRaises(ConfigError) as e:
             settings.parse("[rules:default]\nrules = missing, telepathy\n", "v.ini")
