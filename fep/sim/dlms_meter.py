@@ -4,7 +4,8 @@ control, image transfer, push and security setup. Sans-IO: the server in
 ``fep.protocols.dlms.server`` calls ``get``/``set``/``action``; ``fep.sim.dlms`` serves it.
 
 Every value is a function of the clock, so tests can compute what a read must return:
-``energy_wh(t)`` is the import register at time ``t``.
+``energy_wh(t)`` is the import register at time ``t``. A meter given an ``IntervalTable``
+serves that table as its load profile instead (a given load, intervals it did not record).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ MAX_DEMAND = O("1.0.1.6.0.255")
 DEMAND = O("1.0.1.4.0.255")
 AMR_STATUS = O("0.0.96.10.1.255")
 LOAD_PROFILE = O("1.0.99.1.0.255")
+# Active energy imported in the last interval (OBIS D = 29): an IntervalTable's column.
+INTERVAL_IMPORT = O("1.0.1.29.0.255")
 EVENT_CODE = O("0.0.96.11.0.255")
 EVENT_LOG = O("0.0.99.98.0.255")
 ASSOCIATION = O("0.0.40.0.0.255")
@@ -109,6 +112,22 @@ LOAD_PROFILE_COLUMNS = (
 EVENT_LOG_COLUMNS = (CaptureObject(8, CLOCK, 2), CaptureObject(1, EVENT_CODE, 2))
 
 
+@attrs.frozen
+class IntervalTable:
+    """A load profile given as a table instead of the simulated registers: ``energy(start)``
+    is the active energy (Wh) of the interval that starts at ``start``, captured in register
+    ``obis`` (class 3, scaler 0), or None where the meter recorded nothing (no row in the
+    buffer for it). The function may change its answers between reads (a meter that gives
+    intervals it withheld before)."""
+
+    energy: Callable[[datetime], int | None]
+    obis: ObisCode = INTERVAL_IMPORT
+
+    def columns(self) -> tuple[CaptureObject, ...]:
+        return (CaptureObject(8, CLOCK, 2), CaptureObject(1, AMR_STATUS, 2),
+                CaptureObject(3, self.obis, 2))
+
+
 @attrs.define
 class SimulatedDlmsMeter:
     """One simulated meter's COSEM objects.
@@ -136,6 +155,8 @@ class SimulatedDlmsMeter:
     # the keys so received, by key_id: the meter uses them from its next association.
     kek: bytes | None = attrs.field(default=None, repr=False)
     transferred_keys: dict[int, bytes] = attrs.field(factory=dict, repr=False)
+    # The load profile served from a table instead of the registers (None: the registers).
+    intervals: IntervalTable | None = None
 
     # -- time -----------------------------------------------------------------------------
 
@@ -162,6 +183,8 @@ class SimulatedDlmsMeter:
             entries.append(
                 ObjectListEntry(reg.class_id, 0, obis, tuple((i, 1) for i in range(1, count + 1)))
             )
+        if self.intervals is not None and self.intervals.obis not in REGISTERS:
+            entries.append(ObjectListEntry(3, 0, self.intervals.obis, ((1, 1), (2, 1), (3, 1))))
         entries += [
             ObjectListEntry(7, 1, LOAD_PROFILE, tuple((i, 1) for i in range(1, 9))),
             ObjectListEntry(7, 1, EVENT_LOG, tuple((i, 1) for i in range(1, 9))),
@@ -201,9 +224,21 @@ class SimulatedDlmsMeter:
         while t <= hi:
             times.append(t)
             t += period
+        if self.intervals is not None:
+            # A table's meter has a row only for the intervals it recorded.
+            energy = self.intervals.energy
+            times = [t for t in times if energy(t - period) is not None]
         return times
 
+    def profile_columns(self) -> tuple[CaptureObject, ...]:
+        """The load profile's capture objects: the table's when one is given."""
+        return LOAD_PROFILE_COLUMNS if self.intervals is None else self.intervals.columns()
+
     def load_profile_row(self, t: datetime) -> Data:
+        if self.intervals is not None:
+            value = self.intervals.energy(t - timedelta(seconds=self.capture_period))
+            return axdr.structure(self._stamp(t), axdr.unsigned(0),
+                                  axdr.double_long_unsigned(value or 0))
         # A power cut flagged on the interval ending at 03:00 every day, to test statuses.
         status = 0x80 if (t.hour == 3 and t.minute == 0) else 0
         return axdr.structure(
@@ -249,6 +284,8 @@ class SimulatedDlmsMeter:
         if index == 1:
             return axdr.octet_string(name.to_bytes())
         now = self.meter_time()
+        if self.intervals is not None and name == self.intervals.obis:
+            return self._interval_register(attribute, now)
         reg = REGISTERS.get(name)
         if reg is not None:
             if attribute.class_id != reg.class_id:
@@ -293,7 +330,7 @@ class SimulatedDlmsMeter:
         if name == LOAD_PROFILE:
             profile = {
                 2: lambda: self._buffer(access),
-                3: lambda: axdr.array(c.to_data() for c in LOAD_PROFILE_COLUMNS),
+                3: lambda: axdr.array(c.to_data() for c in self.profile_columns()),
                 4: lambda: axdr.double_long_unsigned(self.capture_period),
                 5: lambda: axdr.enum_value(1),
                 6: lambda: axdr.structure(
@@ -365,6 +402,19 @@ class SimulatedDlmsMeter:
                 4: axdr.array([]),
             }
             return push.get(index, DataAccessResult.OBJECT_UNDEFINED)
+        return DataAccessResult.OBJECT_UNDEFINED
+
+    def _interval_register(self, attribute: AttributeDescriptor, now: datetime) -> Data | int:
+        """The table's register: the energy of the last interval ended (0 if unrecorded)."""
+        if attribute.class_id != CosemClass.REGISTER:
+            return DataAccessResult.OBJECT_CLASS_INCONSISTENT
+        assert self.intervals is not None
+        period = timedelta(seconds=self.capture_period)
+        last = EPOCH + ((now - EPOCH) // period) * period - period
+        if attribute.attribute == 2:
+            return axdr.double_long_unsigned(self.intervals.energy(last) or 0)
+        if attribute.attribute == 3:
+            return ScalerUnit(0, WH).to_data()
         return DataAccessResult.OBJECT_UNDEFINED
 
     def set(self, attribute: AttributeDescriptor, value: Data) -> int:
