@@ -55,16 +55,24 @@ def true_load() -> dict[tuple[str, date], list[int]]:
             for m in MEMBERS}
 
 
+def recorded(load: dict[tuple[str, date], list[int]], meter: str, day: date) -> list[int]:
+    """What ``meter`` records for ``day`` (Wh per interval): the summary meter what the
+    members took plus the loss, the bypassed member nothing (zeros) on the bypass day."""
+    if meter == "SUM":
+        return [round(sum(load[(m, day)][i] for m in MEMBERS) / D("0.96")) for i in range(96)]
+    if meter == BYPASSED and day == BYPASS_DAY:
+        return [0] * 96
+    return load[(meter, day)]
+
+
 def blocks(load: dict[tuple[str, date], list[int]], *, removed: bool) -> list[IntervalBlock]:
     out = []
     for day in DAYS:
         start = midnight(day)
-        summary = [round(sum(load[(m, day)][i] for m in MEMBERS) / D("0.96"))
-                   for i in range(96)]
-        out.append(IntervalBlock("SUM", CHANNEL, start, Q15, tuple(D(v) for v in summary)))
+        out.append(IntervalBlock("SUM", CHANNEL, start, Q15,
+                                 tuple(D(v) for v in recorded(load, "SUM", day))))
         for m in MEMBERS:
-            values = [D(0) if (m == BYPASSED and day == BYPASS_DAY) else D(v)
-                      for v in load[(m, day)]]
+            values = [D(v) for v in recorded(load, m, day)]
             gaps = [g for (meter, g) in (SHORT_GAP, LONG_GAP) if meter == m]
             if removed and day == GAP_DAY and gaps:
                 # Stored as the runs around the gap, as a meter read in pieces would be.
@@ -83,11 +91,16 @@ def blocks(load: dict[tuple[str, date], list[int]], *, removed: bool) -> list[In
     return out
 
 
-def network() -> areas.Network:
+def areas_csv() -> str:
+    """The area as `fep areas import` takes it: T1 with SUM (in) and the 50 members."""
     rows = ["area,name,kind,parent,meter,role,direction,phase",
             "T1,Transformer 1,transformer,,,,,", "T1,,,,SUM,summary,in,"]
     rows += [f"T1,,,,{m},member,,{'ABC'[n % 3]}" for n, m in enumerate(MEMBERS)]
-    return areas.read_csv("\n".join(rows) + "\n")
+    return "\n".join(rows) + "\n"
+
+
+def network() -> areas.Network:
+    return areas.read_csv(areas_csv())
 
 
 # Members: at most 1 kWh per interval; the summary meter (group "summary") has no upper limit.
