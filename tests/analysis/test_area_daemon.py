@@ -156,11 +156,13 @@ class AreaThroughTheDaemonBehaviours:
         self.vee.write_text(VEE_INI)
         self.fep("meters", "import", str(workdir / "meters.csv"))
         self.fep("areas", "import", str(workdir / "areas.csv"))
-        # Run on demand only (its first run is far off); its window is the four days.
+        # Run on demand only (its first run is far off); its window is the four days. The
+        # meters answer from this process's reactor, which stands still while a `fep`
+        # command of the test runs: a step timeout well above such a pause.
         self.fep("tasks", "add", "profile", "--kind", "load-profile", "--schedule", "every 1d",
                  "--start", "2200-01-01T00:00Z", "--retries", "2", "--retry-delay", "1",
                  "--deadline", "1h", "-o", f"since={SINCE.isoformat()}",
-                 "-o", f"until={UNTIL.isoformat()}")
+                 "-o", f"until={UNTIL.isoformat()}", "-o", "timeout=20")
         write_tokens(workdir / "tokens")
         config = write_config(
             workdir, self.url, push_port=0, period=3600, default_task=False,
