@@ -400,7 +400,11 @@ class JobRunner:
             job.params.get("interval", meter.metadata.get("profile_period")),
             "interval", DEFAULT_INTERVAL,
         )
-        period = timedelta(seconds=interval)
+        return timedelta(seconds=interval), *self._span(job)
+
+    def _span(self, job: Job) -> tuple[datetime, datetime]:
+        """A job's ``[since, until)``: its ``since`` and ``until`` (a fixed period, read
+        again), or its ``horizon`` (default 7 days) up to now."""
         if "since" in job.params or "until" in job.params:
             since = _time(job.params.get("since", 0), "since")
             until = _time(job.params["until"], "until") if "until" in job.params else self.now()
@@ -409,7 +413,7 @@ class JobRunner:
             since = until - timedelta(
                 seconds=_seconds(job.params.get("horizon"), "horizon", DEFAULT_HORIZON)
             )
-        return period, since, until
+        return since, until
 
     # -- the meters behind a concentrator ---------------------------------------------------
 
@@ -495,10 +499,13 @@ class JobRunner:
     async def _events(
         self, job: Job, meter: Meter, protocol: IMeterProtocol, endpoint: Any, timeout: float
     ) -> Outcome:
+        """The meter's events of the job's window (`_span`); without ``until``, every event
+        since ``since`` (a meter's clock may be ahead of the server's)."""
         reader = _capability(IEventReader, protocol, meter, "read event logs")
-        horizon = _seconds(job.params.get("horizon"), "horizon", DEFAULT_HORIZON)
-        since = self.now() - timedelta(seconds=horizon)
+        since, until = self._span(job)
         records = await reader.read_events(self.reactor, endpoint, meter, since, timeout)
+        if "until" in job.params:
+            records = [r for r in records if not isinstance(r, MeterEvent) or r.time < until]
         await self._submit(records)
         return Outcome(True, result=f"{len(records)} events", records=len(records))
 

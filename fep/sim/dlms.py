@@ -59,6 +59,10 @@ class DlmsMeterServerProtocol(Protocol):
         )
 
     def dataReceived(self, data: bytes) -> None:
+        if not self.factory.meter.powered:
+            # Without power the meter's modem is off: the connection is gone.
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
         if self.hdlc_link is not None:
             self._hdlc(data)
         else:
@@ -149,7 +153,9 @@ class DlmsMeterServerFactory(Factory):
         self.invocation_counter += 10_000
         return start
 
-    def buildProtocol(self, addr: Any) -> Protocol:
+    def buildProtocol(self, addr: Any) -> Protocol | None:
+        if not self.meter.powered:
+            return None  # a meter without power answers nothing: the connection is closed
         return DlmsMeterServerProtocol(self)
 
 

@@ -1,6 +1,7 @@
 """The COSEM object model of a simulated DLMS meter: clock, registers that advance with time,
 a load profile with history, an event log, the association's object list, disconnect
-control, image transfer, push and security setup. Sans-IO: the server in
+control, image transfer, push and security setup, and its power supply (`power_down`,
+`power_up`). Sans-IO: the server in
 ``fep.protocols.dlms.server`` calls ``get``/``set``/``action``; ``fep.sim.dlms`` serves it.
 
 Every value is a function of the clock, so tests can compute what a read must return:
@@ -157,6 +158,13 @@ class SimulatedDlmsMeter:
     transferred_keys: dict[int, bytes] = attrs.field(factory=dict, repr=False)
     # The load profile served from a table instead of the registers (None: the registers).
     intervals: IntervalTable | None = None
+    # The supply: while not ``powered`` the meter neither answers nor captures; the spans
+    # it was without power, (down, up), up None while still down.
+    powered: bool = True
+    power_cuts: list[tuple[datetime, datetime | None]] = attrs.field(factory=list)
+    # The interval ending at 03:00 each day flagged power down with no event logged (a fixed
+    # status for tests of interval flags); False: flags only from `power_cuts`.
+    daily_power_flag: bool = True
 
     # -- time -----------------------------------------------------------------------------
 
@@ -165,6 +173,36 @@ class SimulatedDlmsMeter:
 
     def _stamp(self, t: datetime) -> Data:
         return axdr.date_time(CosemDateTime.from_datetime(t, deviation=self.deviation))
+
+    # -- power supply ---------------------------------------------------------------------
+
+    def power_down(self) -> None:
+        """The supply fails at the meter's time: it logs the standard event 1 (power down),
+        stops answering and capturing until `power_up`."""
+        if self.powered:
+            when = self.meter_time()
+            self.powered = False
+            self.events.append((when, 1))
+            self.power_cuts.append((when, None))
+
+    def power_up(self) -> None:
+        """The supply is back: the meter logs the standard event 2 (power up), answers again,
+        and its first load profile entry after the cut has the power-down status bit."""
+        if not self.powered:
+            when = self.meter_time()
+            self.powered = True
+            self.events.append((when, 2))
+            down, _ = self.power_cuts[-1]
+            self.power_cuts[-1] = (down, when)
+
+    def _unpowered(self, t: datetime) -> bool:
+        return any(down <= t and (up is None or t < up) for down, up in self.power_cuts)
+
+    def _power_failed_before(self, t: datetime) -> bool:
+        """Whether the capture period ending at ``t`` saw the supply come back (IDIS status
+        bit 7, PDN: a power down in the capture period)."""
+        period = timedelta(seconds=self.capture_period)
+        return any(up is not None and t - period < up <= t for _, up in self.power_cuts)
 
     # -- object list ----------------------------------------------------------------------
 
@@ -222,7 +260,9 @@ class SimulatedDlmsMeter:
         t = EPOCH + k * period
         times = []
         while t <= hi:
-            times.append(t)
+            # Nothing is captured while the meter is without power.
+            if not self._unpowered(t):
+                times.append(t)
             t += period
         if self.intervals is not None:
             # A table's meter has a row only for the intervals it recorded.
@@ -239,8 +279,10 @@ class SimulatedDlmsMeter:
             value = self.intervals.energy(t - timedelta(seconds=self.capture_period))
             return axdr.structure(self._stamp(t), axdr.unsigned(0),
                                   axdr.double_long_unsigned(value or 0))
-        # A power cut flagged on the interval ending at 03:00 every day, to test statuses.
-        status = 0x80 if (t.hour == 3 and t.minute == 0) else 0
+        # A power cut flagged on the interval ending at 03:00 every day (to test statuses),
+        # and on the first interval after a power cut of the simulated supply.
+        daily = self.daily_power_flag and t.hour == 3 and t.minute == 0
+        status = 0x80 if daily or self._power_failed_before(t) else 0
         return axdr.structure(
             self._stamp(t),
             axdr.unsigned(status),

@@ -192,6 +192,24 @@ class EventAndRegisterTests(unittest.TestCase):
         self.assertEqual([e.time for e in events], [now - timedelta(hours=2),
                                                     now - timedelta(hours=1)])
 
+    async def test_event_logs_of_a_fixed_period(self) -> None:
+        """Options ``since`` and ``until`` read the events of a period of the past, as they
+        do for a load profile: those at or after ``since`` and before ``until``."""
+        day = datetime(2025, 3, 4, tzinfo=UTC)
+        sim = dlms_meter.SimulatedDlmsMeter(events=[
+            (day - timedelta(minutes=1), 1), (day + timedelta(hours=10), 1),
+            (day + timedelta(hours=10, minutes=40), 2), (day + timedelta(days=1), 1)])
+        engine, store = await engine_for(self, [Meter("m1", "dlms", serve(self, sim))])
+        await save(engine, Task(name="ev", kind="events", schedule="every 1h", options={
+            "since": day.isoformat(), "until": (day + timedelta(days=1)).isoformat()}))
+        await engine.scheduler.run_now("ev")
+        (job,) = await jobs_ended(engine, 1)
+        self.assertEqual((job.status, job.result), (JobStatus.DONE, "2 events"))
+        events = await store.events("m1", since=day - timedelta(days=1))
+        self.assertEqual([(e.time, e.kind) for e in events],
+                         [(day + timedelta(hours=10), EventKind.POWER_OUTAGE),
+                          (day + timedelta(hours=10, minutes=40), EventKind.POWER_RESTORED)])
+
     async def test_a_custom_object_list(self) -> None:
         sim = dlms_meter.SimulatedDlmsMeter()
         engine, store = await engine_for(self, [Meter("m1", "dlms", serve(self, sim))])
