@@ -164,6 +164,56 @@ def _power_events(d: _Dialect, meters: Sequence[str], since: datetime, until: da
     return out
 
 
+_JOB_LATENESS = timedelta(days=1)
+
+
+def _clock_evidence(d: _Dialect, meters: Sequence[str], since: datetime, until: datetime
+                    ) -> Op[dict[str, tuple[list[tuple[datetime, str]], list[MeterEvent]]]]:
+    """Each meter's clock checks in ``[since, until)``: the results of its clock jobs that
+    ended done (the clock task's and ``time-sync`` commands': fep.collect.clock's text,
+    with the time the job ended) and its clock-set and clock-deviation events."""
+    out: dict[str, tuple[list[tuple[datetime, str]], list[MeterEvent]]] = {
+        m: ([], []) for m in meters}
+    kinds = (str(EventKind.CLOCK_SET), str(EventKind.CLOCK_DEVIATION))
+    # A job ends after it is due, and within a day of it (jobs_meter index on due).
+    for chunk in _chunks(meters):
+        marks = _marks(len(chunk))
+        jobs = yield Q(
+            "SELECT meter, finished_at, result FROM jobs WHERE status = 'done'"
+            f" AND meter IN ({marks}) AND due >= ? AND due < ? AND finished_at >= ?"
+            " AND finished_at < ? AND result LIKE 'clock deviation %' ORDER BY finished_at, id",
+            (*chunk, (since - _JOB_LATENESS).timestamp(), until.timestamp(), since.timestamp(),
+             until.timestamp()), fetch=True)
+        for r in jobs:
+            out[r[0]][0].append((datetime.fromtimestamp(float(r[1]), UTC), r[2]))
+        events = yield Q(
+            "SELECT meter, code, kind, severity, time, text, source FROM events"
+            f" WHERE kind IN (?, ?) AND time >= ? AND time < ? AND meter IN ({marks})"
+            " ORDER BY meter, time",
+            (*kinds, d.time(since), d.time(until), *chunk), fetch=True)
+        for r in events:
+            out[r[0]][1].append(MeterEvent(r[0], r[1], EventKind(r[2]), Severity(r[3]),
+                                           d.time_of(r[4]), r[5], source=r[6]))
+    return out
+
+
+def _serials(d: _Dialect, meters: Sequence[str], obis: str, since: datetime, until: datetime
+             ) -> Op[dict[str, list[tuple[datetime, str]]]]:
+    """The serial numbers each meter reported (readings of ``obis``) in ``[since, until]``."""
+    out: dict[str, list[tuple[datetime, str]]] = {m: [] for m in meters}
+    for chunk in _chunks(meters):
+        rows = yield Q(
+            "SELECT meter, read_at, value, value_text, value_type FROM readings"
+            " WHERE obis = ? AND read_at >= ? AND read_at <= ?"
+            f" AND meter IN ({_marks(len(chunk))}) ORDER BY meter, read_at",
+            (obis, d.time(since), d.time(until), *chunk), fetch=True)
+        for r in rows:
+            value = decode_value(r[2], r[3], r[4])
+            if value is not None:
+                out[r[0]].append((d.time_of(r[1]), str(value).strip()))
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Validation results
 # ---------------------------------------------------------------------------
@@ -524,6 +574,15 @@ class AnalysisStore:
         return self._do(_power_events, list(meters), since, until)
 
     # validation
+    def clock_evidence(self, meters: Sequence[str], since: datetime, until: datetime
+                       ) -> Deferred[dict[str, tuple[list[tuple[datetime, str]],
+                                                     list[MeterEvent]]]]:
+        return self._do(_clock_evidence, meters, since, until)
+
+    def serials(self, meters: Sequence[str], obis: str, since: datetime, until: datetime
+                ) -> Deferred[dict[str, list[tuple[datetime, str]]]]:
+        return self._do(_serials, meters, obis, since, until)
+
     def save_validation(self, meters: Sequence[str], obis: str, since: datetime,
                         until: datetime, findings: Sequence[Finding],
                         flags: Mapping[tuple[str, str, datetime], Quality]) -> Deferred[int]:
