@@ -175,7 +175,9 @@ def validate_meter(
             for p in raw_today])
     if "status" in on:
         found += rules.status_flags(meter, obis, raw_today, period)
-    return found, _estimates(meter, settings, day, usage, raw, registers,
+    # Across a meter change the day's register advance is no energy to prorate.
+    return found, _estimates(meter, settings, day, usage, raw,
+                             () if register_changes else registers,
                              {c.after.start - period for c in channel_changes})
 
 
