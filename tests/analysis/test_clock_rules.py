@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from twisted.trial import unittest
 
 from fep.analysis import clock
 from fep.analysis.rules import CLOCK_DEVIATION, TIME_CHANGE
+from fep.analysis.settings import load, parse
 from fep.collect.clock import ClockAction, ClockPolicy, outcome_text, read_outcome
+from fep.errors import ConfigError
 from fep.model import EventKind, MeterEvent, Quality, Severity
 
 Q15 = timedelta(minutes=15)
@@ -157,3 +160,29 @@ class TimeChangeTests(unittest.TestCase):
             event(EventKind.CLOCK_SET, at(9, 31), "clock adjusted (new date/time)"),
         ])
         self.assertEqual(findings(evidence), [(CLOCK_DEVIATION, at(0), at(9, 45))])
+
+
+class SettingsTests(unittest.TestCase):
+    def test_the_vee_ini_keys(self) -> None:
+        """``clock_tolerance`` (a duration) per rule set, ``[vee] serial`` the OBIS code
+        of the reported serial number, and the rule names ``clock`` and ``meter-change``."""
+        settings = parse("[vee]\nserial = 1-0:96.1.0\n[rules:default]\nrules = clock, "
+                         "meter-change\nclock_tolerance = 2m\n[rules:tight]\n"
+                         "clock_tolerance = 20s\n")
+        self.assertEqual(str(settings.serial), "1-0:96.1.0*255")
+        self.assertEqual(settings.rule_sets["default"].rules,
+                         frozenset({"clock", "meter-change"}))
+        self.assertEqual(settings.rule_sets["default"].clock_tolerance, timedelta(minutes=2))
+        self.assertEqual(settings.rule_sets["tight"].clock_tolerance, timedelta(seconds=20))
+        self.assertEqual(parse("").rule_sets["default"].clock_tolerance, TOLERANCE)
+        self.assertEqual(str(parse("").serial), "0-0:96.1.0*255")
+
+    def test_a_negative_tolerance_is_refused(self) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            parse("[rules:default]\nclock_tolerance = -5s\n", "vee.ini")
+        self.assertIn("clock_tolerance", str(caught.exception))
+
+    def test_the_example_file_runs_both(self) -> None:
+        loaded = load(Path(__file__).parents[2] / "etc" / "vee.example.ini")
+        self.assertLessEqual({"clock", "meter-change"}, loaded.rule_sets["default"].rules)
+        self.assertEqual(loaded.rule_sets["default"].clock_tolerance, TOLERANCE)
