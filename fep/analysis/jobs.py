@@ -289,11 +289,12 @@ async def run_vee(store: Any, settings: VeeSettings, day: date, *, area: str | N
         registers = await analysis.registers(chunk, str(settings.register), since - period,
                                              until + period)
         sets = {m: settings.rule_set(meters[m]) for m in chunk}
-        # The serials the meters reported and their clock checks over the history window:
-        # a change or a spell of a wrong clock may have started before the day.
+        # The serials the meters reported around the day's register readings (and the
+        # last before), and their clock checks over the history window: a spell of a
+        # wrong clock may have started before the day.
         serials: Mapping[str, Sequence[tuple[datetime, str]]] = {}
         if any("meter-change" in r.rules for r in sets.values()):
-            serials = await analysis.serials(chunk, str(settings.serial), window,
+            serials = await analysis.serials(chunk, str(settings.serial), since - period,
                                              until + period)
         evidence: Mapping[str, tuple[list[tuple[datetime, str]], list[MeterEvent]]] = {}
         if any("clock" in r.rules for r in sets.values()):

@@ -199,15 +199,22 @@ def _clock_evidence(d: _Dialect, meters: Sequence[str], since: datetime, until: 
 
 def _serials(d: _Dialect, meters: Sequence[str], obis: str, since: datetime, until: datetime
              ) -> Op[dict[str, list[tuple[datetime, str]]]]:
-    """The serial numbers each meter reported (readings of ``obis``) in ``[since, until]``."""
+    """The serial numbers each meter reported (readings of ``obis``) in ``[since, until]``,
+    and the last one it reported before ``since`` (which meter was there at the start)."""
     out: dict[str, list[tuple[datetime, str]]] = {m: [] for m in meters}
+    columns = "r.meter, r.read_at, r.value, r.value_text, r.value_type"
     for chunk in _chunks(meters):
+        marks = _marks(len(chunk))
+        before = yield Q(
+            f"SELECT {columns} FROM readings r JOIN (SELECT meter, MAX(read_at) AS last"
+            f" FROM readings WHERE obis = ? AND read_at < ? AND meter IN ({marks})"
+            " GROUP BY meter) b ON r.meter = b.meter AND r.read_at = b.last WHERE r.obis = ?",
+            (obis, d.time(since), *chunk, obis), fetch=True)
         rows = yield Q(
-            "SELECT meter, read_at, value, value_text, value_type FROM readings"
-            " WHERE obis = ? AND read_at >= ? AND read_at <= ?"
-            f" AND meter IN ({_marks(len(chunk))}) ORDER BY meter, read_at",
+            f"SELECT {columns} FROM readings r WHERE r.obis = ? AND r.read_at >= ?"
+            f" AND r.read_at <= ? AND r.meter IN ({marks}) ORDER BY r.meter, r.read_at",
             (obis, d.time(since), d.time(until), *chunk), fetch=True)
-        for r in rows:
+        for r in list(before) + list(rows):
             value = decode_value(r[2], r[3], r[4])
             if value is not None:
                 out[r[0]].append((d.time_of(r[1]), str(value).strip()))

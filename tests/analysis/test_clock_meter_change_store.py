@@ -126,6 +126,22 @@ class ClockAndMeterChangeStoreBehaviours:
                          | Quality.CLOCK_ADJUSTED)
         self.assertEqual(dict(result.estimates), {"interpolate": 1})
 
+    async def test_serials_of_the_day_and_the_last_before(self) -> None:
+        """R reported A100 on 29 Nov and 30 Nov 12:00 and B200 at 10:15: read for the day,
+        the last before it (30 Nov 12:00, A100) and B200; X reported nothing."""
+        store = self.new_store()
+        await store.open()
+        try:
+            await store.write([Reading("R", SERIAL, "A100", meter_time=at(0, day=-2)),
+                               Reading("R", SERIAL, "A100", meter_time=at(12, day=-1)),
+                               Reading("R", SERIAL, "B200", meter_time=at(10, 15))])
+            found = await AnalysisStore(store).serials(["R", "X"], str(SERIAL), T0 - Q15,
+                                                       at(24) + Q15)
+        finally:
+            await store.close()
+        self.assertEqual(found, {"R": [(at(12, day=-1), "A100"), (at(10, 15), "B200")],
+                                 "X": []})
+
 
 class SqliteClockAndMeterChangeTests(ClockAndMeterChangeStoreBehaviours, unittest.TestCase):
     def new_store(self) -> SqliteStore:
