@@ -9,8 +9,9 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from fep.analysis import clock
+from fep.analysis.daemon import FINDINGS_OF
 from fep.analysis.rules import CLOCK_DEVIATION, TIME_CHANGE
-from fep.analysis.settings import load, parse
+from fep.analysis.settings import RULE_NAMES, load, parse
 from fep.collect.clock import ClockAction, ClockPolicy, outcome_text, read_outcome
 from fep.errors import ConfigError
 from fep.model import EventKind, MeterEvent, Quality, Severity
@@ -186,3 +187,9 @@ class SettingsTests(unittest.TestCase):
         loaded = load(Path(__file__).parents[2] / "etc" / "vee.example.ini")
         self.assertLessEqual({"clock", "meter-change"}, loaded.rule_sets["default"].rules)
         self.assertEqual(loaded.rule_sets["default"].clock_tolerance, TOLERANCE)
+
+    def test_the_analysis_service_can_alarm_on_both(self) -> None:
+        """``vee_alarms`` takes every rule name: the new ones name their findings."""
+        self.assertEqual(set(FINDINGS_OF), set(RULE_NAMES))
+        self.assertEqual(FINDINGS_OF["clock"], (CLOCK_DEVIATION, TIME_CHANGE))
+        self.assertEqual(FINDINGS_OF["meter-change"], ("meter-change",))
