@@ -9,8 +9,8 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from fep.analysis import clock
-from fep.analysis.daemon import FINDINGS_OF
-from fep.analysis.rules import CLOCK_DEVIATION, TIME_CHANGE
+from fep.analysis.daemon import FINDINGS_OF, vee_alarm
+from fep.analysis.rules import CLOCK_DEVIATION, TIME_CHANGE, Finding
 from fep.analysis.settings import RULE_NAMES, load, parse
 from fep.collect.clock import ClockAction, ClockPolicy, outcome_text, read_outcome
 from fep.errors import ConfigError
@@ -193,3 +193,6 @@ class SettingsTests(unittest.TestCase):
         self.assertEqual(set(FINDINGS_OF), set(RULE_NAMES))
         self.assertEqual(FINDINGS_OF["clock"], (CLOCK_DEVIATION, TIME_CHANGE))
         self.assertEqual(FINDINGS_OF["meter-change"], ("meter-change",))
+        finding = Finding("meter-change", "M", OBIS, at(10), at(10, 15), Quality.COUNTER_RESET,
+                          {"old_serial": "A100", "new_serial": "B200"})
+        self.assertEqual(vee_alarm(finding).code, "analysis:vee:meter-change")
