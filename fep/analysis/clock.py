@@ -31,7 +31,7 @@ import attrs
 
 from fep.analysis.rules import CLOCK_DEVIATION, TIME_CHANGE, Finding
 from fep.analysis.series import EPOCH
-from fep.collect.clock import ClockAction, read_outcome
+from fep.collect.clock import TIME_SET_RESULT, ClockAction, read_outcome
 from fep.model import EventKind, MeterEvent, Quality
 
 # A clock-set event naming one of these is a change of the meter's local time rule, not of
@@ -78,7 +78,8 @@ def evidence(results: Iterable[tuple[datetime, str]], events: Iterable[MeterEven
     job ended, its result text) and its clock events.
 
     A check that set the clock (``clock set``, deviation d at time t) is also a time
-    change from t + d (where the meter's clock was) to t. Clock-set events come as an
+    change from t + d (where the meter's clock was) to t; an operator's ``time-set``
+    command is a time change of unknown size. Clock-set events come as an
     old/new pair (DLMS 4/5, ANSI C12.19 3/4: the texts name ``old`` and ``new``); each old
     one is paired with the nearest new one; any other clock-set event is a change of
     unknown size, and one naming daylight saving or summer/winter time is no change at
@@ -87,6 +88,9 @@ def evidence(results: Iterable[tuple[datetime, str]], events: Iterable[MeterEven
     checks: list[ClockCheck] = []
     changes: list[TimeChange] = []
     for at, text in results:
+        if text == TIME_SET_RESULT:  # an operator's time-set: set, by an unknown amount
+            changes.append(TimeChange(at, None, "time-set command"))
+            continue
         read = read_outcome(text)
         if read is None:
             continue

@@ -27,6 +27,7 @@ from fep.analysis.estimate import Estimate
 from fep.analysis.rules import Finding
 from fep.analysis.series import Point, decimal
 from fep.collect import jobstore
+from fep.collect.clock import TIME_SET_RESULT
 from fep.collect.jobstore import Op, Q
 from fep.model import EventKind, MeterEvent, Quality, Severity, utcnow
 from fep.store.rows import decode_value, parse_time, text_time
@@ -170,8 +171,9 @@ _JOB_LATENESS = timedelta(days=1)
 def _clock_evidence(d: _Dialect, meters: Sequence[str], since: datetime, until: datetime
                     ) -> Op[dict[str, tuple[list[tuple[datetime, str]], list[MeterEvent]]]]:
     """Each meter's clock checks in ``[since, until)``: the results of its clock jobs that
-    ended done (the clock task's and ``time-sync`` commands': fep.collect.clock's text,
-    with the time the job ended) and its clock-set and clock-deviation events."""
+    ended done (the clock task's and ``time-sync`` and ``time-set`` commands':
+    fep.collect.clock's texts, with the time the job ended) and its clock-set and
+    clock-deviation events."""
     out: dict[str, tuple[list[tuple[datetime, str]], list[MeterEvent]]] = {
         m: ([], []) for m in meters}
     kinds = (str(EventKind.CLOCK_SET), str(EventKind.CLOCK_DEVIATION))
@@ -181,9 +183,10 @@ def _clock_evidence(d: _Dialect, meters: Sequence[str], since: datetime, until: 
         jobs = yield Q(
             "SELECT meter, finished_at, result FROM jobs WHERE status = 'done'"
             f" AND meter IN ({marks}) AND due >= ? AND due < ? AND finished_at >= ?"
-            " AND finished_at < ? AND result LIKE 'clock deviation %' ORDER BY finished_at, id",
+            " AND finished_at < ? AND (result LIKE 'clock deviation %' OR result = ?)"
+            " ORDER BY finished_at, id",
             (*chunk, (since - _JOB_LATENESS).timestamp(), until.timestamp(), since.timestamp(),
-             until.timestamp()), fetch=True)
+             until.timestamp(), TIME_SET_RESULT), fetch=True)
         for r in jobs:
             out[r[0]][0].append((datetime.fromtimestamp(float(r[1]), UTC), r[2]))
         events = yield Q(

@@ -76,6 +76,10 @@ _OUTCOME = re.compile(r"clock deviation ([+-]?\d+(?:\.\d+)?) s \(bounds [^)]*\)"
                       r"(?:: (clock set|alarm, not corrected|within bounds))?")
 
 
+# The result of a ``time-set`` command's job: the clock set, its deviation not read.
+TIME_SET_RESULT = "clock set to the server's time"
+
+
 def deviation_text(deviation: float, policy: ClockPolicy) -> str:
     """``clock deviation +12.0 s (bounds 10 s, 300 s)``: a check's deviation and bounds."""
     return (f"clock deviation {deviation:+.1f} s (bounds {policy.lower:g} s, "

@@ -21,7 +21,13 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
 from fep.collect import firmware, gaps
-from fep.collect.clock import ClockAction, ClockPolicy, deviation_text, outcome_text
+from fep.collect.clock import (
+    TIME_SET_RESULT,
+    ClockAction,
+    ClockPolicy,
+    deviation_text,
+    outcome_text,
+)
 from fep.collect.commands import clock_hold, hold
 from fep.collect.concentrators import CHILDREN
 from fep.collect.dlt698_route import forwarding, through_terminal
@@ -575,7 +581,7 @@ class JobRunner:
                 if held is not None:
                     return held
             await clock.set_clock(self.reactor, endpoint, meter, timeout)
-            return Outcome(True, result="clock set to the server's time")
+            return Outcome(True, result=TIME_SET_RESULT)
         if command.action == "time-sync":
             return await self._clock_within_policy(command.params, meter, protocol, endpoint,
                                                    timeout)

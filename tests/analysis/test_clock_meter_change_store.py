@@ -27,7 +27,7 @@ from twisted.trial import unittest
 from fep.analysis import jobs
 from fep.analysis.settings import load
 from fep.analysis.store import AnalysisStore
-from fep.collect.clock import ClockAction, ClockPolicy, outcome_text
+from fep.collect.clock import TIME_SET_RESULT, ClockAction, ClockPolicy, outcome_text
 from fep.collect.jobstore import JobStore
 from fep.collect.tasks import Job
 from fep.model import (
@@ -125,6 +125,35 @@ class ClockAndMeterChangeStoreBehaviours:
         self.assertEqual(flags_c[t(24)], Quality.SUSPECT | Quality.CLOCK_INVALID
                          | Quality.CLOCK_ADJUSTED)
         self.assertEqual(dict(result.estimates), {"interpolate": 1})
+
+    async def test_clock_evidence_of_the_period(self) -> None:
+        """C's two clock task results, an operator's time-set at 16:05 (a command's job),
+        a registers job's result (not a clock check) and the two clock events; the clock
+        job of 30 Nov 23:00 is before the period asked and not read."""
+        store = self.new_store()
+        await store.open()
+        try:
+            await fill(store)
+            due = at(16).timestamp()
+            await JobStore(store).add_jobs([
+                Job(id=0, meter="C", kind="command", route="tcp:10.0.0.1:4059",
+                    resource="C", due=due, run_at=due, status="done",
+                    finished_at=at(16, 5).timestamp(), result=TIME_SET_RESULT),
+                Job(id=0, meter="C", kind="registers", route="tcp:10.0.0.1:4059",
+                    resource="C", due=due, run_at=due, task="daily", status="done",
+                    finished_at=at(16, 1).timestamp(), result="12 readings"),
+            ], T0.timestamp())
+            found = await AnalysisStore(store).clock_evidence(["C", "R"], T0, at(24))
+        finally:
+            await store.close()
+        results, events = found["C"]
+        self.assertEqual(results, [(at(6, 7), outcome_text(95, ClockPolicy(10, 300),
+                                                           ClockAction.SET)),
+                                   (at(16, 5), TIME_SET_RESULT)])
+        self.assertEqual([(e.time, e.text) for e in events],
+                         [(at(15, 10), "clock adjusted (new date/time)"),
+                          (at(15, 40), "clock adjusted (old date/time)")])
+        self.assertEqual(found["R"], ([], []))
 
     async def test_serials_of_the_day_and_the_last_before(self) -> None:
         """R reported A100 on 29 Nov and 30 Nov 12:00 and B200 at 10:15: read for the day,

@@ -12,7 +12,7 @@ from fep.analysis import clock
 from fep.analysis.daemon import FINDINGS_OF, vee_alarm
 from fep.analysis.rules import CLOCK_DEVIATION, TIME_CHANGE, Finding
 from fep.analysis.settings import RULE_NAMES, load, parse
-from fep.collect.clock import ClockAction, ClockPolicy, outcome_text, read_outcome
+from fep.collect.clock import TIME_SET_RESULT, ClockAction, ClockPolicy, outcome_text, read_outcome
 from fep.errors import ConfigError
 from fep.model import EventKind, MeterEvent, Quality, Severity
 
@@ -90,6 +90,17 @@ class DeviationTests(unittest.TestCase):
         evidence = clock.evidence([(at(8), result(3, ClockAction.NONE)),
                                    (at(14, 20), result(400, ClockAction.ALARM))], [alarm])
         self.assertEqual(findings(evidence), [(CLOCK_DEVIATION, at(8), END)])
+
+    def test_an_operators_time_set_ends_the_spell(self) -> None:
+        """08:00 +3 s (good), 14:20 +400 s: alarm, not corrected; an operator's time-set
+        command sets the clock at 16:05 (by an amount it did not read): the spell is
+        [08:00, 16:15), and the time-set a time change of unknown size in its interval
+        [16:00, 16:15)."""
+        evidence = clock.evidence([(at(8), result(3, ClockAction.NONE)),
+                                   (at(14, 20), result(400, ClockAction.ALARM)),
+                                   (at(16, 5), TIME_SET_RESULT)], [])
+        self.assertEqual(findings(evidence), [(CLOCK_DEVIATION, at(8), at(16, 15)),
+                                              (TIME_CHANGE, at(16), at(16, 15))])
 
     def test_within_the_tolerance_nothing(self) -> None:
         """10:00 +45 s, clock set (45 > the task's lower bound 10 s, so set): 45 <= 60, no
