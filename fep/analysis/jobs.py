@@ -342,8 +342,11 @@ async def validated_series(store: Any, settings: VeeSettings, meter: str, day: d
     flags = await analysis.flags(meter, obis, since, until)
     edited = latest_applied(await analysis.edits(meter=meter, obis=obis, since=since,
                                                  until=until, status="applied"))
-    usage = consumption(raw[meter], period, cumulative=is_cumulative(settings.channel),
-                        modulus=settings.modulus)
+    cumulative = is_cumulative(settings.channel)
+    usage = consumption(raw[meter], period, cumulative=cumulative, modulus=settings.modulus)
+    if cumulative:  # a meter change's interval: the readings of two meters, no energy
+        usage = {t: p for t, p in usage.items()
+                 if not flags.get(t, Quality.OK) & Quality.COUNTER_RESET}
     rows = []
     for t in grid(since, until, period):
         p = usage.get(t)
@@ -383,10 +386,15 @@ async def analysed_usage(analysis: AnalysisStore, settings: VeeSettings, ids: Se
     # Operators' replacements win over real values and estimates.
     edited = latest_applied(await analysis.edits(meters=ids, obis=obis, since=since,
                                                  until=until, status="applied"))
+    cumulative = is_cumulative(settings.channel)
+    # On a cumulative channel the interval of a meter change (flagged by the rule) holds the
+    # readings of two meters, no energy: its estimate stands in for it.
+    changed = await analysis.flagged(ids, obis, since, until, Quality.COUNTER_RESET) \
+        if cumulative else set()
     usage = {}
     for meter in ids:
-        real = consumption(raw[meter], period, cumulative=is_cumulative(settings.channel),
-                           modulus=settings.modulus)
+        real = consumption(raw[meter], period, cumulative=cumulative, modulus=settings.modulus)
+        real = {t: p for t, p in real.items() if (meter, t) not in changed}
         usage[meter] = apply_edits(
             estimate.merge({t: p for t, p in real.items() if since <= t < until},
                            made.get(meter, [])), edited, meter, period)

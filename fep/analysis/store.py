@@ -282,6 +282,20 @@ def _flags(d: _Dialect, meter: str, obis: str, since: datetime, until: datetime
     return {d.time_of(r[0]): Quality(r[1]) for r in rows}
 
 
+
+def _flagged(d: _Dialect, meters: Sequence[str], obis: str, since: datetime, until: datetime,
+             flag: Quality) -> Op[set[tuple[str, datetime]]]:
+    """The intervals (meter, start) of ``[since, until)`` whose flags include ``flag``."""
+    out: set[tuple[str, datetime]] = set()
+    for chunk in _chunks(meters):
+        rows = yield Q("SELECT meter, start_time FROM interval_flags WHERE obis = ?"
+                       " AND start_time >= ? AND start_time < ? AND (flags & ?) <> 0"
+                       f" AND meter IN ({_marks(len(chunk))})",
+                       (obis, d.time(since), d.time(until), int(flag), *chunk), fetch=True)
+        out |= {(r[0], d.time_of(r[1])) for r in rows}
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Estimates
 # ---------------------------------------------------------------------------
@@ -606,6 +620,10 @@ class AnalysisStore:
     def flags(self, meter: str, obis: str, since: datetime, until: datetime
               ) -> Deferred[dict[datetime, Quality]]:
         return self._do(_flags, meter, obis, since, until)
+
+    def flagged(self, meters: Sequence[str], obis: str, since: datetime, until: datetime,
+                flag: Quality) -> Deferred[set[tuple[str, datetime]]]:
+        return self._do(_flagged, meters, obis, since, until, flag)
 
     # estimates
     def save_estimates(self, meters: Sequence[str], obis: str, since: datetime,

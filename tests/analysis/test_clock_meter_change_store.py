@@ -25,7 +25,7 @@ from twisted.internet import reactor
 from twisted.trial import unittest
 
 from fep.analysis import jobs
-from fep.analysis.settings import load
+from fep.analysis.settings import VeeSettings, load
 from fep.analysis.store import AnalysisStore
 from fep.collect.clock import TIME_SET_RESULT, ClockAction, ClockPolicy, outcome_text
 from fep.collect.jobstore import JobStore
@@ -125,6 +125,38 @@ class ClockAndMeterChangeStoreBehaviours:
         self.assertEqual(flags_c[t(24)], Quality.SUSPECT | Quality.CLOCK_INVALID
                          | Quality.CLOCK_ADJUSTED)
         self.assertEqual(dict(result.estimates), {"interpolate": 1})
+
+    async def test_a_cumulative_channels_change_is_estimated_in_the_analysed_series(self
+                                                                                    ) -> None:
+        """Meter K's channel is its register (1-0:1.8.0, modulus 10000): 5000 at 00:00, +15
+        an interval to 5600 at 10:00 (A100), 3 at 10:15 (B200), +10 an interval to 553.
+        The consumption of 10:00-10:15 (3 - 5600) is no energy: run_vee flags it
+        COUNTER_RESET and interpolates 12.5 (15, 10); the analysed series and the usage the
+        balance and load read show the estimate, not the readings' difference: the day
+        is 40 x 15 + 12.5 + 55 x 10 = 1162.5 Wh."""
+        settings = VeeSettings(channel=REGISTER, modulus=D(10000))
+        values = [D(5000 + 15 * i) for i in range(41)] + [D(3 + 10 * i) for i in range(56)]
+        store = self.new_store()
+        await store.open()
+        try:
+            await store.add_meters([Meter("K", "dlms", "tcp:10.0.0.1:4059")])
+            await store.write([IntervalBlock("K", REGISTER, t(-1), Q15, tuple(values)),
+                               Reading("K", SERIAL, "A100", meter_time=t(0)),
+                               Reading("K", SERIAL, "B200", meter_time=t(41))])
+            result = await jobs.run_vee(store, settings, DAY)
+            analysis = AnalysisStore(store)
+            series = await jobs.validated_series(store, settings, "K", DAY)
+            usage = await jobs.analysed_usage(analysis, settings, ["K"], T0, at(24))
+        finally:
+            await store.close()
+        self.assertEqual(dict(result.findings), {"meter-change": 1})
+        self.assertEqual((series[40].value, series[40].quality, series[40].method),
+                         (D("12.5"), Quality.ESTIMATED | Quality.COUNTER_RESET,
+                          "interpolate"))
+        self.assertEqual((series[39].value, series[41].value), (D(15), D(10)))
+        self.assertEqual(usage["K"][t(40)].value, D("12.5"))
+        self.assertEqual(sum((p.value for p in usage["K"].values() if p.value is not None),
+                             D(0)), D("1162.5"))
 
     async def test_clock_evidence_of_the_period(self) -> None:
         """C's two clock task results, an operator's time-set at 16:05 (a command's job),
