@@ -24,6 +24,7 @@ Pure functions: the store reads the checks and events (fep.analysis.store), the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -37,6 +38,9 @@ from fep.model import EventKind, MeterEvent, Quality
 # A clock-set event naming one of these is a change of the meter's local time rule, not of
 # its clock: UTC (what fep keeps) goes on unchanged.
 _SEASON_WORDS = ("daylight", "summer", "winter", "season")
+# The halves of a pair: "clock adjusted (old date/time)", "time changed (new time)".
+_OLD = re.compile(r"\bold\b")
+_NEW = re.compile(r"\bnew\b")
 
 
 @attrs.frozen
@@ -110,9 +114,9 @@ def evidence(results: Iterable[tuple[datetime, str]], events: Iterable[MeterEven
                                          source=e.code))
         elif e.kind != EventKind.CLOCK_SET or any(w in text for w in _SEASON_WORDS):
             continue
-        elif "old" in text:
+        elif _OLD.search(text):
             olds.append(e)
-        elif "new" in text:
+        elif _NEW.search(text):
             news.append(e)
         else:
             changes.append(TimeChange(e.time, None, e.code))
