@@ -46,6 +46,7 @@ FINDINGS_OF = {
     "reverse": (rules.REVERSE,), "register": (rules.REGISTER,),
     "duplicates": (rules.DUPLICATE, rules.SHIFTED), "rollover": (rules.ROLLOVER,),
     "status": (rules.POWER_DOWN, rules.CLOCK_INVALID),
+    "clock": (rules.CLOCK_DEVIATION, rules.TIME_CHANGE), "meter-change": (rules.METER_CHANGE,),
 }
 
 

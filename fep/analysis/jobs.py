@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from fep.analysis import estimate, rules
+from fep.analysis import clock, estimate, rules
 from fep.analysis.areas import Network
 from fep.analysis.balance import BalanceRow, balance, out_of_band
 from fep.analysis.comms import DEFAULT_TARGET, CommsReport, SilentArea, analyse, silent_areas
@@ -40,7 +40,15 @@ from fep.analysis.outages import (
     meter_outages,
 )
 from fep.analysis.rules import Finding
-from fep.analysis.series import Point, consumption, day_bounds, grid, is_cumulative, total
+from fep.analysis.series import (
+    EPOCH,
+    Point,
+    consumption,
+    day_bounds,
+    grid,
+    is_cumulative,
+    total,
+)
 from fep.analysis.settings import RuleSet, VeeSettings
 from fep.analysis.store import AnalysisStore, StoredOutage
 from fep.collect.concentrators import concentrator_of
@@ -92,18 +100,44 @@ def validate_meter(
     day: date,
     raw: Sequence[Point],
     registers: Sequence[Point] = (),
+    serials: Sequence[tuple[datetime, str]] = (),
+    clock_evidence: clock.ClockEvidence | None = None,
 ) -> tuple[list[Finding], list[Estimate]]:
     """The findings and estimates of one meter's day, from its channel's points over the
-    history window (``raw``) and its register readings around the day's bounds."""
+    history window (``raw``), its register readings in the day, the serial numbers it
+    reported and what is known of its clock."""
     obis, period = str(settings.channel), settings.period
     since, until = day_bounds(day)
     cumulative = is_cumulative(settings.channel)
     usage = consumption(raw, period, cumulative=cumulative, modulus=settings.modulus)
+    on = rule_set.rules
+    # Meter changes: on the register readings, and on a cumulative channel's own readings
+    # (each point the register at its interval's end). The interval whose consumption
+    # spans a change has none (the new meter's reading less the old one's is not energy).
+    register_changes: list[rules.MeterChange] = []
+    channel_changes: list[rules.MeterChange] = []
+    if "meter-change" in on and serials:
+        register_changes = rules.meter_changes(registers, serials)
+        if cumulative:
+            channel_changes = rules.meter_changes(
+                [Point(p.start + period, p.value) for p in raw], serials)
+            usage = dict(usage)
+            for c in channel_changes:
+                t = c.after.start - period
+                if t in usage:
+                    usage[t] = Point(t, None, usage[t].status)
     today = {t: p for t, p in usage.items() if since <= t < until}
     history = {t: p for t, p in usage.items() if t < since}
     raw_today = [p for p in raw if since <= p.start < until]
-    on = rule_set.rules
     found: list[Finding] = []
+    for c in register_changes:
+        found += rules.meter_change(meter, obis, c, since, until, period,
+                                    register=str(settings.register))
+    for c in channel_changes:
+        found += rules.meter_change(meter, obis, c, since, until, period, register=obis)
+    if "clock" in on and clock_evidence is not None:
+        found += clock.clock_findings(meter, obis, clock_evidence, since, until, period,
+                                      tolerance=rule_set.clock_tolerance)
     if "missing" in on:
         found += rules.missing(meter, obis, raw_today, since, until, period)
     if "limits" in on:
@@ -128,27 +162,65 @@ def validate_meter(
     if "reverse" in on:
         found += rules.reverse_energy(meter, obis, today.values(), period)
     if "rollover" in on and cumulative and settings.modulus is not None:
+        changed = {c.after.start - period for c in channel_changes}
         found += [f for f in rules.rollovers(meter, obis, raw, period,
-                                             modulus=settings.modulus) if f.since >= since]
+                                             modulus=settings.modulus)
+                  if f.since >= since and f.since not in changed]
     if "register" in on and registers:
-        start = _nearest(registers, since, period / 2)
-        end = _nearest(registers, until, period / 2)
-        if start is not None and end is not None and _complete(today, expected):
-            found += rules.register_advance(
-                meter, obis, since, until, start_reading=start, end_reading=end,
-                interval_sum=total(today), tolerance=rule_set.register_tolerance,
-                tolerance_abs=rule_set.register_tolerance_abs)
+        found += _register_rule(meter, obis, rule_set, period, since, until, today,
+                                registers, register_changes)
     if "duplicates" in on:
         found += rules.duplicates_and_shifts(meter, [
             IntervalBlock(meter, settings.channel, p.start, period, (p.value,))
             for p in raw_today])
     if "status" in on:
         found += rules.status_flags(meter, obis, raw_today, period)
-    return found, _estimates(meter, settings, day, usage, raw, registers)
+    # Across a meter change the day's register advance is no energy to prorate.
+    return found, _estimates(meter, settings, day, usage, raw,
+                             () if register_changes else registers,
+                             {c.after.start - period for c in channel_changes})
+
+
+def _register_rule(meter: str, obis: str, rule_set: RuleSet, period: timedelta,
+                   since: datetime, until: datetime, today: Mapping[datetime, Point],
+                   registers: Sequence[Point], changes: Sequence[rules.MeterChange]
+                   ) -> list[Finding]:
+    """The register advance over the day against the sum of its intervals, on a complete
+    day. Across a meter change in the day, the old meter's advance (to its last reading)
+    and the new one's (from its first) against the intervals of those two spans, each
+    complete; the intervals between the two readings (the meter being replaced) are left
+    out."""
+    start = _nearest(registers, since, period / 2)
+    end = _nearest(registers, until, period / 2)
+    if start is None or end is None:
+        return []
+    change = next((c for c in changes if since - period / 2 <= c.before.start
+                   and c.after.start <= until + period / 2), None)
+    spans = [(since, until)] if change is None else [
+        (since, max(since, _grid_floor(change.before.start, period))),
+        (min(until, _grid_ceil(change.after.start, period)), until)]
+    starts = [t for a, b in spans for t in grid(a, b, period)]
+    counted = {t: today[t] for t in starts if t in today}
+    if not _complete(counted, len(starts)):
+        return []
+    return rules.register_advance(
+        meter, obis, since, until, start_reading=start, end_reading=end,
+        interval_sum=total(counted), tolerance=rule_set.register_tolerance,
+        tolerance_abs=rule_set.register_tolerance_abs, change=change)
+
+
+def _grid_floor(t: datetime, period: timedelta) -> datetime:
+    return t - (t - EPOCH) % period
+
+
+def _grid_ceil(t: datetime, period: timedelta) -> datetime:
+    floor = _grid_floor(t, period)
+    return floor if floor == t else floor + period
 
 
 def _estimates(meter: str, settings: VeeSettings, day: date, usage: Mapping[datetime, Point],
-               raw: Sequence[Point], registers: Sequence[Point]) -> list[Estimate]:
+               raw: Sequence[Point], registers: Sequence[Point],
+               changed: frozenset[datetime] | set[datetime] = frozenset()) -> list[Estimate]:
     obis, period = str(settings.channel), settings.period
     since, until = day_bounds(day)
     starts = grid(since, until, period)
@@ -162,8 +234,8 @@ def _estimates(meter: str, settings: VeeSettings, day: date, usage: Mapping[date
         by_start = {p.start: p.value for p in raw if p.value is not None}
         for gap in gaps:
             before, after = by_start.get(gap[0] - period), by_start.get(gap[-1])
-            if before is None or after is None:
-                continue
+            if before is None or after is None or changed & set(gap):
+                continue  # across a meter change the readings are two meters''
             advance = after - before
             if advance < 0 and settings.modulus is not None and -advance > settings.modulus / 2:
                 advance += settings.modulus  # the register rolled over inside the gap
@@ -216,11 +288,24 @@ async def run_vee(store: Any, settings: VeeSettings, day: date, *, area: str | N
         raw = await analysis.intervals(chunk, obis, window, until)
         registers = await analysis.registers(chunk, str(settings.register), since - period,
                                              until + period)
+        sets = {m: settings.rule_set(meters[m]) for m in chunk}
+        # The serials the meters reported around the day's register readings (and the
+        # last before), and their clock checks over the history window: a spell of a
+        # wrong clock may have started before the day.
+        serials: Mapping[str, Sequence[tuple[datetime, str]]] = {}
+        if any("meter-change" in r.rules for r in sets.values()):
+            serials = await analysis.serials(chunk, str(settings.serial), since - period,
+                                             until + period)
+        evidence: Mapping[str, tuple[list[tuple[datetime, str]], list[MeterEvent]]] = {}
+        if any("clock" in r.rules for r in sets.values()):
+            evidence = await analysis.clock_evidence(chunk, window, until)
         findings: list[Finding] = []
         estimates: list[Estimate] = []
         for meter in chunk:
-            found, made = validate_meter(meter, settings.rule_set(meters[meter]), settings,
-                                         day, raw[meter], registers[meter])
+            results, events = evidence.get(meter, ([], []))
+            found, made = validate_meter(meter, sets[meter], settings, day, raw[meter],
+                                         registers[meter], serials.get(meter, ()),
+                                         clock.evidence(results, events))
             findings += found
             estimates += made
         flags = rules.flags_by_interval(findings, period)
@@ -257,8 +342,11 @@ async def validated_series(store: Any, settings: VeeSettings, meter: str, day: d
     flags = await analysis.flags(meter, obis, since, until)
     edited = latest_applied(await analysis.edits(meter=meter, obis=obis, since=since,
                                                  until=until, status="applied"))
-    usage = consumption(raw[meter], period, cumulative=is_cumulative(settings.channel),
-                        modulus=settings.modulus)
+    cumulative = is_cumulative(settings.channel)
+    usage = consumption(raw[meter], period, cumulative=cumulative, modulus=settings.modulus)
+    if cumulative:  # a meter change's interval: the readings of two meters, no energy
+        usage = {t: p for t, p in usage.items()
+                 if not flags.get(t, Quality.OK) & Quality.COUNTER_RESET}
     rows = []
     for t in grid(since, until, period):
         p = usage.get(t)
@@ -298,10 +386,15 @@ async def analysed_usage(analysis: AnalysisStore, settings: VeeSettings, ids: Se
     # Operators' replacements win over real values and estimates.
     edited = latest_applied(await analysis.edits(meters=ids, obis=obis, since=since,
                                                  until=until, status="applied"))
+    cumulative = is_cumulative(settings.channel)
+    # On a cumulative channel the interval of a meter change (flagged by the rule) holds the
+    # readings of two meters, no energy: its estimate stands in for it.
+    changed = await analysis.flagged(ids, obis, since, until, Quality.COUNTER_RESET) \
+        if cumulative else set()
     usage = {}
     for meter in ids:
-        real = consumption(raw[meter], period, cumulative=is_cumulative(settings.channel),
-                           modulus=settings.modulus)
+        real = consumption(raw[meter], period, cumulative=cumulative, modulus=settings.modulus)
+        real = {t: p for t, p in real.items() if (meter, t) not in changed}
         usage[meter] = apply_edits(
             estimate.merge({t: p for t, p in real.items() if since <= t < until},
                            made.get(meter, [])), edited, meter, period)

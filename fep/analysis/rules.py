@@ -34,9 +34,13 @@ SHIFTED = "shifted"
 ROLLOVER = "rollover"
 POWER_DOWN = "power-down"
 CLOCK_INVALID = "clock-invalid"
+CLOCK_DEVIATION = "clock-deviation"
+TIME_CHANGE = "time-change"
+METER_CHANGE = "meter-change"
 
 RULES = (MISSING, HIGH, LOW, SPIKE, HISTORY_HIGH, HISTORY_LOW, ZERO, REVERSE, REGISTER,
-         DUPLICATE, SHIFTED, ROLLOVER, POWER_DOWN, CLOCK_INVALID)
+         DUPLICATE, SHIFTED, ROLLOVER, POWER_DOWN, CLOCK_INVALID, CLOCK_DEVIATION, TIME_CHANGE,
+         METER_CHANGE)
 
 
 @attrs.frozen
@@ -224,18 +228,97 @@ def rollovers(meter: str, obis: str, registers: Iterable[Point], period: timedel
 
 def register_advance(meter: str, obis: str, since: datetime, until: datetime, *,
                      start_reading: Decimal, end_reading: Decimal, interval_sum: Decimal,
-                     tolerance: Decimal, tolerance_abs: Decimal) -> list[Finding]:
+                     tolerance: Decimal, tolerance_abs: Decimal,
+                     change: MeterChange | None = None) -> list[Finding]:
     """The register's advance over ``[since, until)`` (its readings at both ends) and the
     sum of the intervals of that range differ by more than ``tolerance`` (a fraction of the
-    advance) and more than ``tolerance_abs``: a finding over the range, flagged SUSPECT."""
-    advance = end_reading - start_reading
+    advance) and more than ``tolerance_abs``: a finding over the range, flagged SUSPECT.
+
+    Across a meter ``change`` the advance is the old meter's (its last reading less the
+    start reading) plus the new one's (the end reading less its first reading); the caller
+    sums only the intervals those two spans cover."""
+    extra: dict[str, str] = {}
+    if change is None:
+        advance = end_reading - start_reading
+    else:
+        before = change.before_value - start_reading
+        after = end_reading - change.after_value
+        advance = before + after
+        extra = {"advance_before": _text(before), "advance_after": _text(after)}
     difference = advance - interval_sum
     allowed = max(abs(advance) * tolerance, tolerance_abs)
     if abs(difference) <= allowed:
         return []
     return [Finding(REGISTER, meter, obis, since, until, Quality.SUSPECT, {
         "advance": _text(advance), "intervals": _text(interval_sum),
-        "difference": _text(difference), "allowed": _text(allowed)})]
+        "difference": _text(difference), "allowed": _text(allowed), **extra})]
+
+
+# ---------------------------------------------------------------------------
+# Meter change: a register reset together with a new serial number
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class MeterChange:
+    """The meter at a metering point was replaced between two register readings: the old
+    meter's last (``before``) and the new one's first (``after``), each a Point at the time
+    the register was read, with the serial numbers the meters reported."""
+
+    before: Point
+    after: Point
+    old_serial: str
+    new_serial: str
+
+    @property
+    def before_value(self) -> Decimal:
+        assert self.before.value is not None
+        return self.before.value
+
+    @property
+    def after_value(self) -> Decimal:
+        assert self.after.value is not None
+        return self.after.value
+
+
+def meter_changes(readings: Iterable[Point], serials: Iterable[tuple[datetime, str]]
+                  ) -> list[MeterChange]:
+    """Each fall of a register between two readings (a reset, near zero or not) where the
+    serial number the meter reported last at or before the first reading differs from the
+    one it reported first at or after the second: a meter change, neither a rollover nor
+    reverse energy. A fall without a serial on both sides is not one (the other rules judge
+    it)."""
+    ordered = sorted((p for p in readings if p.value is not None), key=lambda p: p.start)
+    known = sorted(serials)
+    out = []
+    for before, after in itertools.pairwise(ordered):
+        assert before.value is not None and after.value is not None
+        if after.value >= before.value:
+            continue
+        old = [s for t, s in known if t <= before.start]
+        new = [s for t, s in known if t >= after.start]
+        if old and new and old[-1] != new[0]:
+            out.append(MeterChange(before, after, old[-1], new[0]))
+    return out
+
+
+def meter_change(meter: str, obis: str, change: MeterChange, since: datetime,
+                 until: datetime, period: timedelta, *, register: str) -> list[Finding]:
+    """The finding of one meter ``change`` of ``register``: over the intervals between its
+    two readings (when the meter was replaced) cut to ``[since, until)``, flagged
+    COUNTER_RESET, with the serials and readings on both sides."""
+    first = change.before.start - (change.before.start - EPOCH) % period
+    last = change.after.start - (change.after.start - EPOCH) % period
+    end = last + period if change.after.start > last or last == first else last
+    first, end = max(first, since), min(end, until)
+    if first >= end:
+        return []
+    return [Finding(METER_CHANGE, meter, obis, first, end, Quality.COUNTER_RESET, {
+        "register": register, "old_serial": change.old_serial,
+        "new_serial": change.new_serial, "last_old": _text(change.before_value),
+        "first_new": _text(change.after_value),
+        "removed": change.before.start.isoformat(),
+        "installed": change.after.start.isoformat()})]
 
 
 # ---------------------------------------------------------------------------

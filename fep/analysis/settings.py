@@ -24,7 +24,7 @@ from fep.errors import ConfigError
 from fep.model import Meter, ObisCode
 
 RULE_NAMES = ("missing", "limits", "spike", "history", "zero", "reverse", "register",
-              "duplicates", "rollover", "status")
+              "duplicates", "rollover", "status", "clock", "meter-change")
 
 
 @attrs.frozen
@@ -42,12 +42,17 @@ class RuleSet:
     zero_days: int = 3
     register_tolerance: Decimal = Decimal("0.005")
     register_tolerance_abs: Decimal = Decimal(0)
+    # A meter clock off (or set) by more than this makes its intervals suspect.
+    clock_tolerance: timedelta = timedelta(seconds=60)
 
 
 @attrs.frozen
 class VeeSettings:
     channel: ObisCode = attrs.field(factory=lambda: ObisCode(1, 0, 1, 29, 0))
     register: ObisCode = attrs.field(factory=lambda: ObisCode(1, 0, 1, 8, 0))
+    # Where meters report their serial number (device ID 1): a new one with a register
+    # reset is a meter change.
+    serial: ObisCode = attrs.field(factory=lambda: ObisCode(0, 0, 96, 1, 0))
     period: timedelta = timedelta(minutes=15)
     modulus: Decimal | None = None
     history_days: int = 14
@@ -101,6 +106,13 @@ def _duration(text: str) -> timedelta:
     return timedelta(seconds=int(text))
 
 
+def _tolerance(text: str) -> timedelta:
+    value = _duration(text)
+    if value < timedelta(0):
+        raise ValueError(f"a tolerance is not negative: {text!r}")
+    return value
+
+
 def _rules(text: str) -> frozenset[str]:
     names = frozenset(n.strip() for n in text.split(",") if n.strip())
     unknown = sorted(names - set(RULE_NAMES))
@@ -113,7 +125,7 @@ _RULE_KEYS: Mapping[str, Any] = {
     "rules": _rules, "high": _optional_decimal, "low": _optional_decimal,
     "spike_factor": _decimal, "spike_floor": _decimal, "history_high": _decimal,
     "history_low": _decimal, "zero_days": int, "register_tolerance": _decimal,
-    "register_tolerance_abs": _decimal,
+    "register_tolerance_abs": _decimal, "clock_tolerance": _tolerance,
 }
 def _energy_unit(text: str) -> Decimal:
     units = {"wh": Decimal("0.001"), "kwh": Decimal(1), "mwh": Decimal(1000)}
@@ -132,7 +144,8 @@ def _power_factor(text: str) -> Decimal:
 
 _LOAD_KEYS: Mapping[str, Any] = {"unit": _energy_unit, "power_factor": _power_factor}
 _VEE_KEYS: Mapping[str, Any] = {
-    "channel": ObisCode.parse, "register": ObisCode.parse, "period": _duration,
+    "channel": ObisCode.parse, "register": ObisCode.parse, "serial": ObisCode.parse,
+    "period": _duration,
     "modulus": _optional_decimal, "history_days": int, "similar_days": int,
     "max_interpolate": int,
 }

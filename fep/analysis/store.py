@@ -27,6 +27,7 @@ from fep.analysis.estimate import Estimate
 from fep.analysis.rules import Finding
 from fep.analysis.series import Point, decimal
 from fep.collect import jobstore
+from fep.collect.clock import TIME_SET_RESULT
 from fep.collect.jobstore import Op, Q
 from fep.model import EventKind, MeterEvent, Quality, Severity, utcnow
 from fep.store.rows import decode_value, parse_time, text_time
@@ -164,6 +165,65 @@ def _power_events(d: _Dialect, meters: Sequence[str], since: datetime, until: da
     return out
 
 
+_JOB_LATENESS = timedelta(days=1)
+
+
+def _clock_evidence(d: _Dialect, meters: Sequence[str], since: datetime, until: datetime
+                    ) -> Op[dict[str, tuple[list[tuple[datetime, str]], list[MeterEvent]]]]:
+    """Each meter's clock checks in ``[since, until)``: the results of its clock jobs that
+    ended done (the clock task's and ``time-sync`` and ``time-set`` commands':
+    fep.collect.clock's texts, with the time the job ended) and its clock-set and
+    clock-deviation events."""
+    out: dict[str, tuple[list[tuple[datetime, str]], list[MeterEvent]]] = {
+        m: ([], []) for m in meters}
+    kinds = (str(EventKind.CLOCK_SET), str(EventKind.CLOCK_DEVIATION))
+    # A job ends after it is due, and within a day of it (jobs_meter index on due).
+    for chunk in _chunks(meters):
+        marks = _marks(len(chunk))
+        jobs = yield Q(
+            "SELECT meter, finished_at, result FROM jobs WHERE status = 'done'"
+            f" AND meter IN ({marks}) AND due >= ? AND due < ? AND finished_at >= ?"
+            " AND finished_at < ? AND (result LIKE 'clock deviation %' OR result = ?)"
+            " ORDER BY finished_at, id",
+            (*chunk, (since - _JOB_LATENESS).timestamp(), until.timestamp(), since.timestamp(),
+             until.timestamp(), TIME_SET_RESULT), fetch=True)
+        for r in jobs:
+            out[r[0]][0].append((datetime.fromtimestamp(float(r[1]), UTC), r[2]))
+        events = yield Q(
+            "SELECT meter, code, kind, severity, time, text, source FROM events"
+            f" WHERE kind IN (?, ?) AND time >= ? AND time < ? AND meter IN ({marks})"
+            " ORDER BY meter, time",
+            (*kinds, d.time(since), d.time(until), *chunk), fetch=True)
+        for r in events:
+            out[r[0]][1].append(MeterEvent(r[0], r[1], EventKind(r[2]), Severity(r[3]),
+                                           d.time_of(r[4]), r[5], source=r[6]))
+    return out
+
+
+def _serials(d: _Dialect, meters: Sequence[str], obis: str, since: datetime, until: datetime
+             ) -> Op[dict[str, list[tuple[datetime, str]]]]:
+    """The serial numbers each meter reported (readings of ``obis``) in ``[since, until]``,
+    and the last one it reported before ``since`` (which meter was there at the start)."""
+    out: dict[str, list[tuple[datetime, str]]] = {m: [] for m in meters}
+    columns = "r.meter, r.read_at, r.value, r.value_text, r.value_type"
+    for chunk in _chunks(meters):
+        marks = _marks(len(chunk))
+        before = yield Q(
+            f"SELECT {columns} FROM readings r JOIN (SELECT meter, MAX(read_at) AS last"
+            f" FROM readings WHERE obis = ? AND read_at < ? AND meter IN ({marks})"
+            " GROUP BY meter) b ON r.meter = b.meter AND r.read_at = b.last WHERE r.obis = ?",
+            (obis, d.time(since), *chunk, obis), fetch=True)
+        rows = yield Q(
+            f"SELECT {columns} FROM readings r WHERE r.obis = ? AND r.read_at >= ?"
+            f" AND r.read_at <= ? AND r.meter IN ({marks}) ORDER BY r.meter, r.read_at",
+            (obis, d.time(since), d.time(until), *chunk), fetch=True)
+        for r in list(before) + list(rows):
+            value = decode_value(r[2], r[3], r[4])
+            if value is not None:
+                out[r[0]].append((d.time_of(r[1]), str(value).strip()))
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Validation results
 # ---------------------------------------------------------------------------
@@ -220,6 +280,20 @@ def _flags(d: _Dialect, meter: str, obis: str, since: datetime, until: datetime
                    " AND start_time >= ? AND start_time < ? ORDER BY start_time",
                    (meter, obis, d.time(since), d.time(until)), fetch=True)
     return {d.time_of(r[0]): Quality(r[1]) for r in rows}
+
+
+
+def _flagged(d: _Dialect, meters: Sequence[str], obis: str, since: datetime, until: datetime,
+             flag: Quality) -> Op[set[tuple[str, datetime]]]:
+    """The intervals (meter, start) of ``[since, until)`` whose flags include ``flag``."""
+    out: set[tuple[str, datetime]] = set()
+    for chunk in _chunks(meters):
+        rows = yield Q("SELECT meter, start_time FROM interval_flags WHERE obis = ?"
+                       " AND start_time >= ? AND start_time < ? AND (flags & ?) <> 0"
+                       f" AND meter IN ({_marks(len(chunk))})",
+                       (obis, d.time(since), d.time(until), int(flag), *chunk), fetch=True)
+        out |= {(r[0], d.time_of(r[1])) for r in rows}
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -524,6 +598,15 @@ class AnalysisStore:
         return self._do(_power_events, list(meters), since, until)
 
     # validation
+    def clock_evidence(self, meters: Sequence[str], since: datetime, until: datetime
+                       ) -> Deferred[dict[str, tuple[list[tuple[datetime, str]],
+                                                     list[MeterEvent]]]]:
+        return self._do(_clock_evidence, meters, since, until)
+
+    def serials(self, meters: Sequence[str], obis: str, since: datetime, until: datetime
+                ) -> Deferred[dict[str, list[tuple[datetime, str]]]]:
+        return self._do(_serials, meters, obis, since, until)
+
     def save_validation(self, meters: Sequence[str], obis: str, since: datetime,
                         until: datetime, findings: Sequence[Finding],
                         flags: Mapping[tuple[str, str, datetime], Quality]) -> Deferred[int]:
@@ -537,6 +620,10 @@ class AnalysisStore:
     def flags(self, meter: str, obis: str, since: datetime, until: datetime
               ) -> Deferred[dict[datetime, Quality]]:
         return self._do(_flags, meter, obis, since, until)
+
+    def flagged(self, meters: Sequence[str], obis: str, since: datetime, until: datetime,
+                flag: Quality) -> Deferred[set[tuple[str, datetime]]]:
+        return self._do(_flagged, meters, obis, since, until, flag)
 
     # estimates
     def save_estimates(self, meters: Sequence[str], obis: str, since: datetime,

@@ -12,6 +12,7 @@ alone. Bounds come from the clock task's options (``lower``, ``upper``, as durat
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,3 +65,38 @@ class ClockPolicy:
         if size <= self.upper:
             return ClockAction.SET
         return ClockAction.ALARM
+
+
+# What a clock check's job keeps as its result (the jobs table's ``result``): the deviation
+# and what was done about it. fep.analysis reads it back (``read_outcome``) to validate the
+# intervals a deviating clock stamped, so the text is made and read here only.
+OUTCOMES = {ClockAction.SET: "clock set", ClockAction.ALARM: "alarm, not corrected",
+            ClockAction.NONE: "within bounds"}
+_OUTCOME = re.compile(r"clock deviation ([+-]?\d+(?:\.\d+)?) s \(bounds [^)]*\)"
+                      r"(?:: (clock set|alarm, not corrected|within bounds))?")
+
+
+# The result of a ``time-set`` command's job: the clock set, its deviation not read.
+TIME_SET_RESULT = "clock set to the server's time"
+
+
+def deviation_text(deviation: float, policy: ClockPolicy) -> str:
+    """``clock deviation +12.0 s (bounds 10 s, 300 s)``: a check's deviation and bounds."""
+    return (f"clock deviation {deviation:+.1f} s (bounds {policy.lower:g} s, "
+            f"{policy.upper:g} s)")
+
+
+def outcome_text(deviation: float, policy: ClockPolicy, action: ClockAction) -> str:
+    """The result a clock check's job keeps: its deviation, bounds and action."""
+    return f"{deviation_text(deviation, policy)}: {OUTCOMES[action]}"
+
+
+def read_outcome(text: str | None) -> tuple[float, ClockAction | None] | None:
+    """The deviation (meter minus server, seconds) and action of a clock check's result
+    (None for the text of the alarm event, which says no action); None for any other
+    text."""
+    found = _OUTCOME.search(text or "")
+    if found is None:
+        return None
+    actions = {v: k for k, v in OUTCOMES.items()}
+    return float(found.group(1)), actions.get(found.group(2) or "")

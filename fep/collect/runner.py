@@ -21,7 +21,13 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
 from fep.collect import firmware, gaps
-from fep.collect.clock import ClockAction, ClockPolicy
+from fep.collect.clock import (
+    TIME_SET_RESULT,
+    ClockAction,
+    ClockPolicy,
+    deviation_text,
+    outcome_text,
+)
 from fep.collect.commands import clock_hold, hold
 from fep.collect.concentrators import CHILDREN
 from fep.collect.dlt698_route import forwarding, through_terminal
@@ -531,16 +537,12 @@ class JobRunner:
         server_time = self.now()
         deviation = (meter_time - server_time).total_seconds()
         action = policy.decide(deviation)
-        text = (
-            f"clock deviation {deviation:+.1f} s (bounds {policy.lower:g} s, "
-            f"{policy.upper:g} s)"
-        )
+        text = deviation_text(deviation, policy)
         fields = {"meter": meter.id, "route": meter.route, "protocol": meter.protocol,
                   "deviation": deviation}
         if action == ClockAction.SET:
             await clock.set_clock(self.reactor, endpoint, meter, timeout)
             log.info("{meter}: {text}: clock set", text=text, **fields)
-            result = f"{text}: clock set"
         elif action == ClockAction.ALARM:
             log.warn("{meter}: {text}: alarm, clock not corrected", text=text, **fields)
             await self._submit([
@@ -554,10 +556,8 @@ class JobRunner:
                     source="fep",
                 )
             ])
-            result = f"{text}: alarm, not corrected"
-        else:
-            result = f"{text}: within bounds"
-        return Outcome(True, result=result, records=1 if action == ClockAction.ALARM else 0,
+        return Outcome(True, result=outcome_text(deviation, policy, action),
+                       records=1 if action == ClockAction.ALARM else 0,
                        details={"deviation": deviation, "action": str(action)})
 
     # -- commands -----------------------------------------------------------------------
@@ -588,7 +588,7 @@ class JobRunner:
                 if held is not None:
                     return held
             await clock.set_clock(self.reactor, endpoint, meter, timeout)
-            return Outcome(True, result="clock set to the server's time")
+            return Outcome(True, result=TIME_SET_RESULT)
         if command.action == "time-sync":
             return await self._clock_within_policy(command.params, meter, protocol, endpoint,
                                                    timeout)
