@@ -1,0 +1,277 @@
+"""What the status page charts: the loss of each area over time (GET /api/v1/balance/history),
+the outage map (GET /api/v1/outages/map) and the quality share of each day's intervals (GET
+/api/v1/vee/quality), over real HTTP on a real SQLite store, from stored rows only; the
+quality counts run_vee leaves also on PostgreSQL.
+
+The network: substation S1 > feeder F1 (member E) > T1 (summary SUM1, members A, B) and T2
+(members C, D).
+
+Quality of 2026-12-01 (run_vee of T1: SUM1, A, B): A sends 96 intervals of 10 Wh, one of them
+(03:00) -5 Wh (reverse energy: suspect), and an operator replaced 05:00 (edited): 94 valid.
+B lacks 01:00-02:00 (4 intervals, interpolated: estimated) and 10:00-20:00 (40 intervals, no
+history to estimate them from: missing): 52 valid. SUM1 sent nothing: 96 missing. The day:
+3 meters, 288 intervals, 146 valid, 1 suspect, 4 estimated, 1 edited, 136 missing. A run of
+T2 then adds C and D (192 missing): 5 meters; B's intervals re-collected and T1 run again:
+B 96 valid, not counted twice.
+
+Outages stored of 2026-11-29 to 2026-12-01 (the map's `from=2026-11-29&to=2026-12-02`): A
+10:00-10:40 on 1 Dec; C 08:00-09:00 on 30 Nov and 23:00 to the day's end (cut end: still out);
+D 23:30 to the day's end; area T2 23:30 to the end (C, D); T1 suspected from communication
+loss since 02:00, still open; B's of 25 Nov is before the period. S1 and F1: 5 members, 2 out
+(C, D), 4 outages of 3 meters; T1: 2 members, 1 outage, a suspected outage open (alert); T2:
+2 members, 2 out, 3 outages of 2 meters, 1 area outage (alert).
+
+Loss over time: T1 4.000 % on 29 Nov, 12.500 % on 30 Nov (above the default band 0-10 %),
+no rate on 1 Dec (no input); its month row is left out; T2 -1.000 % on 1 Dec.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal as D
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.trial import unittest
+
+from fep.analysis import areas, jobs, quality
+from fep.analysis.balance import BalanceRow
+from fep.analysis.edits import Edit
+from fep.analysis.outage_map import outage_map
+from fep.analysis.settings import VeeSettings
+from fep.analysis.store import AnalysisStore, StoredOutage
+from fep.model import IntervalBlock, Meter, ObisCode, Quality
+from fep.operator.http import site
+from fep.operator.metrics import FepMetrics
+from fep.operator.tokens import TokenFile
+from fep.store.postgres import PostgresStore
+from fep.store.sqlite import SqliteStore
+from tests.operator.helpers import TOKENS, VIEWER_TOKEN, http, make_context
+from tests.postgres import fresh_database
+
+CHANNEL = ObisCode(1, 0, 1, 29, 0)
+Q15 = timedelta(minutes=15)
+H = timedelta(hours=1)
+DAY = datetime(2026, 12, 1, tzinfo=UTC)
+NETWORK = """area,name,kind,parent,meter,role,direction,phase
+S1,North,substation,,,,,
+F1,Feeder 1,feeder,S1,,,,
+T1,Transformer 1,transformer,F1,,,,
+T2,Transformer 2,transformer,F1,,,,
+T1,,,,SUM1,summary,in,
+T1,,,,A,member,,
+T1,,,,B,member,,
+T2,,,,C,member,,
+T2,,,,D,member,,
+F1,,,,E,member,,
+"""
+
+
+def a_blocks() -> list[IntervalBlock]:
+    values = [D(10)] * 96
+    values[12] = D(-5)  # 03:00
+    return [IntervalBlock("A", CHANNEL, DAY, Q15, tuple(values))]
+
+
+def b_blocks(gaps: bool = True) -> list[IntervalBlock]:
+    if not gaps:
+        return [IntervalBlock("B", CHANNEL, DAY, Q15, (D(20),) * 96)]
+    return [IntervalBlock("B", CHANNEL, DAY, Q15, (D(20),) * 4),  # 00:00-01:00
+            IntervalBlock("B", CHANNEL, DAY + 2 * H, Q15, (D(20),) * 32),  # 02:00-10:00
+            IntervalBlock("B", CHANNEL, DAY + 20 * H, Q15, (D(20),) * 16)]  # 20:00-24:00
+
+
+def replaced_at_five() -> Edit:
+    return Edit(0, "A", str(CHANNEL), DAY + 5 * H, "replace", D(10), D(12), "meter swap",
+                "api:alice", DAY + 30 * H, "applied", "api:alice", DAY + 30 * H)
+
+
+def stored_outages() -> list[StoredOutage]:
+    end = DAY + 24 * H
+    return [StoredOutage("meter", "A", DAY + 10 * H, DAY + 10 * H + timedelta(minutes=40)),
+            StoredOutage("meter", "C", DAY - 16 * H, DAY - 15 * H),
+            StoredOutage("meter", "C", DAY + 23 * H, end, details={"cut": "end"}),
+            StoredOutage("meter", "D", DAY + 23.5 * H, end, details={"cut": "end"}),
+            StoredOutage("area", "T2", DAY + 23.5 * H, end, "meters", ("C", "D")),
+            StoredOutage("comms", "T1", DAY + 2 * H, None, "communication", ("SUM1", "A", "B")),
+            StoredOutage("meter", "B", DAY - 6 * 24 * H, DAY - 6 * 24 * H + H)]
+
+
+def day_balance(area: str, day: datetime, rate: str | None, days: int = 1) -> BalanceRow:
+    loss = D(rate or 0) * 10
+    return BalanceRow(area, day, day + timedelta(days=days), D(1000) if rate else D(0),
+                      D(1000) - loss, loss, D(rate) if rate else None, 2, D(100), D(0), 96)
+
+
+class ClassifyTests(unittest.TestCase):
+    def test_each_interval_in_the_first_class_that_applies(self) -> None:
+        t = [DAY + n * Q15 for n in range(6)]
+        counts = quality.classify(
+            t, real={t[0], t[1], t[2]}, flags={t[1]: Quality.SUSPECT, t[0]: Quality.MISSING},
+            estimated={t[3]}, edited={t[2], t[4]})
+        # t0 real (MISSING is no suspicion), t1 suspect, t2 edited (over real), t3
+        # estimated, t4 edited (a replaced missing value), t5 missing.
+        self.assertEqual(counts, {"valid": 1, "suspect": 1, "estimated": 1, "edited": 2,
+                                  "missing": 1})
+
+    def test_the_day_is_the_sum_of_its_meters(self) -> None:
+        day = DAY.date()
+        found = quality.total(day, [quality.DayQuality(day, 1, 96, valid=90, missing=6),
+                                    quality.DayQuality(day, 1, 96, estimated=96)])
+        self.assertEqual(found, quality.DayQuality(day, 2, 192, 90, 0, 96, 0, 6))
+
+
+class OutageMapTests(unittest.TestCase):
+    def test_the_tree_with_its_counts(self) -> None:
+        network = areas.read_csv(NETWORK)
+        rows = outage_map(network, [o for o in stored_outages() if o.subject != "B"],
+                          DAY + 24 * H)
+        self.assertEqual([(r.area, r.depth, r.members, r.out, r.outages, r.meters,
+                           r.area_outages, r.suspected, r.suspected_open, r.alert)
+                          for r in rows],
+                         [("S1", 0, 5, 2, 4, 3, 0, 0, False, False),
+                          ("F1", 1, 5, 2, 4, 3, 0, 0, False, False),
+                          ("T1", 2, 2, 0, 1, 1, 0, 1, True, True),
+                          ("T2", 2, 2, 2, 3, 2, 1, 0, False, True)])
+
+    def test_an_outage_that_ended_before_the_period_end_is_not_out(self) -> None:
+        network = areas.read_csv(NETWORK)
+        [_, _, _, t2] = outage_map(network, stored_outages()[1:4], DAY + 25 * H)
+        self.assertEqual((t2.out, t2.outages), (0, 3))
+
+
+class QualityStoreBehaviours:
+    """run_vee's counts, on both stores."""
+
+    def new_store(self) -> Any:
+        raise NotImplementedError
+
+    async def test_the_days_counts_as_runs_leave_them(self) -> None:
+        store = self.new_store()
+        await store.open()
+        self.addCleanup(store.close)  # type: ignore[attr-defined]
+        analysis = AnalysisStore(store)
+        await analysis.save_network(areas.read_csv(NETWORK))
+        await store.write([*a_blocks(), *b_blocks()])
+        await analysis.add_edit(replaced_at_five())
+        settings, day = VeeSettings(), DAY.date()
+        obis, nxt = str(CHANNEL), day + timedelta(days=1)
+
+        await jobs.run_vee(store, settings, day, area="T1")
+        self.assertEqual(await analysis.quality_days(obis, day, nxt),
+                         [quality.DayQuality(day, 3, 288, 146, 1, 4, 1, 136)])
+        await jobs.run_vee(store, settings, day, area="T2")
+        [both] = await analysis.quality_days(obis, day, nxt)
+        self.assertEqual((both.meters, both.intervals, both.valid, both.missing),
+                         (5, 480, 146, 136 + 192))
+        await store.write(b_blocks(gaps=False))  # re-collected: the store keeps the first
+        await jobs.run_vee(store, settings, day, area="T1")
+        [again] = await analysis.quality_days(obis, day, nxt)
+        self.assertEqual((again.meters, again.valid, again.estimated, again.missing),
+                         (5, 94 + 96, 0, 96 + 192))
+        self.assertEqual(await analysis.quality_days(obis, nxt, nxt + timedelta(days=1)), [])
+
+
+class SqliteQualityStoreTests(QualityStoreBehaviours, unittest.TestCase):
+    def new_store(self) -> SqliteStore:
+        return SqliteStore(self.mktemp() + ".sqlite", reactor)
+
+
+class PostgresQualityStoreTests(QualityStoreBehaviours, unittest.TestCase):
+    def setUp(self) -> None:
+        self.url = fresh_database(self)
+
+    def new_store(self) -> PostgresStore:
+        return PostgresStore(self.url, reactor)
+
+
+async def serve(case: unittest.TestCase) -> tuple[Any, str]:
+    """A context on a real SQLite store holding the network, the intervals of A and B, the
+    stored outages and balances and T1's VEE run; the API on a loopback port."""
+    ctx = await make_context(case, [Meter(m, "dlms", "tcp:10.0.0.1:4059")
+                                    for m in ("SUM1", "A", "B", "C", "D", "E")])
+    analysis = AnalysisStore(ctx.store)
+    await analysis.save_network(areas.read_csv(NETWORK))
+    await ctx.store.write([*a_blocks(), *b_blocks()])
+    await analysis.add_edit(replaced_at_five())
+    await jobs.run_vee(ctx.store, VeeSettings(), DAY.date(), area="T1")
+    await analysis.save_outages((), None, None, stored_outages())
+    await analysis.save_balances([
+        day_balance("T1", DAY - 3 * 24 * H, "9.000"),  # 28 Nov: before the range asked
+        day_balance("T1", DAY - 2 * 24 * H, "4.000"),
+        day_balance("T1", DAY - 24 * H, "12.500"),
+        day_balance("T1", DAY, None),
+        day_balance("T1", DAY, "3.000", days=31),  # the month: no day of the chart
+        day_balance("T2", DAY, "-1.000")])
+    port = reactor.listenTCP(0, site(ctx, TokenFile.parse(TOKENS), FepMetrics.create()),
+                             interface="127.0.0.1")
+    case.addCleanup(port.stopListening)
+    return ctx, f"http://127.0.0.1:{port.getHost().port}/api/v1/"
+
+
+class StatusChartsApiTests(unittest.TestCase):
+    async def setUp(self) -> None:
+        self.ctx, self.base = await serve(self)
+
+    async def get(self, path: str, status: int = 200) -> Any:
+        r = await http(self.base + path, token=VIEWER_TOKEN)
+        self.assertEqual(r.status, status, (path, r.body))
+        return r.json()
+
+    async def test_loss_over_time_with_the_band(self) -> None:
+        body = await self.get("balance/history?from=2026-11-29&to=2026-12-02")
+        self.assertEqual((body["from"], body["to"]), ("2026-11-29", "2026-12-02"))
+        self.assertEqual([(a["area"], a["low"], a["high"],
+                           [(d["day"], d["loss_rate"]) for d in a["days"]])
+                          for a in body["areas"]],
+                         [("T1", "0", "10", [("2026-11-29", "4.000"),
+                                             ("2026-11-30", "12.500"),
+                                             ("2026-12-01", None)]),
+                          ("T2", "0", "10", [("2026-12-01", "-1.000")])])
+        only = await self.get("balance/history?from=2026-11-29&to=2026-12-02&area=T2")
+        self.assertEqual([a["area"] for a in only["areas"]], ["T2"])
+
+    async def test_the_default_range_is_the_30_days_before_today(self) -> None:
+        before = datetime.now(UTC).date()
+        answers = [await self.get(p) for p in ("balance/history", "vee/quality",
+                                                "outages/map")]
+        # (today as the server saw it: the test may run across midnight)
+        today = date.fromisoformat(answers[0]["to"])
+        self.assertIn(today, (before, datetime.now(UTC).date()))
+        self.assertEqual([(a["from"], a["to"]) for a in answers],
+                         [((today - timedelta(days=n)).isoformat(), today.isoformat())
+                          for n in (30, 30, 7)])
+
+    async def test_the_outage_map(self) -> None:
+        body = await self.get("outages/map?from=2026-11-29&to=2026-12-02")
+        self.assertEqual(body["until"], "2026-12-02T00:00:00+00:00")
+        self.assertEqual([(a["area"], a["parent"], a["depth"], a["members"], a["out"],
+                           a["outages"], a["area_outages"], a["suspected_open"], a["alert"])
+                          for a in body["areas"]],
+                         [("S1", None, 0, 5, 2, 4, 0, False, False),
+                          ("F1", "S1", 1, 5, 2, 4, 0, False, False),
+                          ("T1", "F1", 2, 2, 0, 1, 0, True, True),
+                          ("T2", "F1", 2, 2, 2, 3, 1, False, True)])
+        # A period after the outages: only the suspected outage still open is found.
+        later = await self.get("outages/map?from=2026-12-05&to=2026-12-06")
+        self.assertEqual([(a["area"], a["outages"], a["suspected"]) for a in later["areas"]],
+                         [("S1", 0, 0), ("F1", 0, 0), ("T1", 0, 1), ("T2", 0, 0)])
+
+    async def test_the_quality_share(self) -> None:
+        body = await self.get("vee/quality?from=2026-11-29&to=2026-12-02")
+        self.assertEqual((body["channel"], body["classes"]),
+                         ("1-0:1.29.0*255", ["valid", "suspect", "estimated", "edited",
+                                              "missing"]))
+        self.assertEqual(body["days"], [{"day": "2026-12-01", "meters": 3, "intervals": 288,
+                                         "valid": 146, "suspect": 1, "estimated": 4,
+                                         "edited": 1, "missing": 136}])
+
+    async def test_errors(self) -> None:
+        self.assertEqual((await http(self.base + "vee/quality")).status, 401)
+        for path, status in (("balance/history?area=T9", 404),
+                             ("balance/history?from=2026-12-02&to=2026-12-01", 400),
+                             ("outages/map?from=2025-01-01&to=2026-12-01", 400),
+                             ("vee/quality?to=soon", 400)):
+            body = await self.get(path, status)
+            self.assertIn("error", body)
+
