@@ -200,6 +200,11 @@ class StatusPageScriptTests(unittest.TestCase):
             "2026-12-01", "3", "288", "50.7", "0.3", "1.4", "0.3", "47.2",
             "valid 101.4, suspect 0.7, estimated 2.8, edited 0.7, missing 94.4"]}])
         self.assertIn("1-0:1.29.0*255", page["qualityChannel"])
+        # Read again every 5 minutes, not at each refresh; at most 12 loss charts.
+        code_js = resources.files("fep.operator").joinpath("static", "status.js").read_text()
+        self.assertIn("var ANALYSIS_MS = 300000;", code_js)
+        self.assertIn("if (analysisRead && Date.now() - analysisRead < ANALYSIS_MS)", code_js)
+        self.assertIn("var LOSS_CHARTS = 12;", code_js)
         page_html = resources.files("fep.operator").joinpath("static", "status.html")
         self.assertIn('<table id="balance">', page_html.read_text())
         self.assertIn('api("balance?stored=yes&day=" + day)',
