@@ -67,34 +67,34 @@ F1,,,,E,member,,
 """
 
 
-def a_blocks() -> list[IntervalBlock]:
+def a_blocks(day: datetime = DAY) -> list[IntervalBlock]:
     values = [D(10)] * 96
     values[12] = D(-5)  # 03:00
-    return [IntervalBlock("A", CHANNEL, DAY, Q15, tuple(values))]
+    return [IntervalBlock("A", CHANNEL, day, Q15, tuple(values))]
 
 
-def b_blocks(gaps: bool = True) -> list[IntervalBlock]:
+def b_blocks(gaps: bool = True, day: datetime = DAY) -> list[IntervalBlock]:
     if not gaps:
-        return [IntervalBlock("B", CHANNEL, DAY, Q15, (D(20),) * 96)]
-    return [IntervalBlock("B", CHANNEL, DAY, Q15, (D(20),) * 4),  # 00:00-01:00
-            IntervalBlock("B", CHANNEL, DAY + 2 * H, Q15, (D(20),) * 32),  # 02:00-10:00
-            IntervalBlock("B", CHANNEL, DAY + 20 * H, Q15, (D(20),) * 16)]  # 20:00-24:00
+        return [IntervalBlock("B", CHANNEL, day, Q15, (D(20),) * 96)]
+    return [IntervalBlock("B", CHANNEL, day, Q15, (D(20),) * 4),  # 00:00-01:00
+            IntervalBlock("B", CHANNEL, day + 2 * H, Q15, (D(20),) * 32),  # 02:00-10:00
+            IntervalBlock("B", CHANNEL, day + 20 * H, Q15, (D(20),) * 16)]  # 20:00-24:00
 
 
-def replaced_at_five() -> Edit:
-    return Edit(0, "A", str(CHANNEL), DAY + 5 * H, "replace", D(10), D(12), "meter swap",
-                "api:alice", DAY + 30 * H, "applied", "api:alice", DAY + 30 * H)
+def replaced_at_five(day: datetime = DAY) -> Edit:
+    return Edit(0, "A", str(CHANNEL), day + 5 * H, "replace", D(10), D(12), "meter swap",
+                "api:alice", day + 30 * H, "applied", "api:alice", day + 30 * H)
 
 
-def stored_outages() -> list[StoredOutage]:
-    end = DAY + 24 * H
-    return [StoredOutage("meter", "A", DAY + 10 * H, DAY + 10 * H + timedelta(minutes=40)),
-            StoredOutage("meter", "C", DAY - 16 * H, DAY - 15 * H),
-            StoredOutage("meter", "C", DAY + 23 * H, end, details={"cut": "end"}),
-            StoredOutage("meter", "D", DAY + 23.5 * H, end, details={"cut": "end"}),
-            StoredOutage("area", "T2", DAY + 23.5 * H, end, "meters", ("C", "D")),
-            StoredOutage("comms", "T1", DAY + 2 * H, None, "communication", ("SUM1", "A", "B")),
-            StoredOutage("meter", "B", DAY - 6 * 24 * H, DAY - 6 * 24 * H + H)]
+def stored_outages(day: datetime = DAY) -> list[StoredOutage]:
+    end = day + 24 * H
+    return [StoredOutage("meter", "A", day + 10 * H, day + 10 * H + timedelta(minutes=40)),
+            StoredOutage("meter", "C", day - 16 * H, day - 15 * H),
+            StoredOutage("meter", "C", day + 23 * H, end, details={"cut": "end"}),
+            StoredOutage("meter", "D", day + 23.5 * H, end, details={"cut": "end"}),
+            StoredOutage("area", "T2", day + 23.5 * H, end, "meters", ("C", "D")),
+            StoredOutage("comms", "T1", day + 2 * H, None, "communication", ("SUM1", "A", "B")),
+            StoredOutage("meter", "B", day - 6 * 24 * H, day - 6 * 24 * H + H)]
 
 
 def day_balance(area: str, day: datetime, rate: str | None, days: int = 1) -> BalanceRow:
@@ -185,24 +185,25 @@ class PostgresQualityStoreTests(QualityStoreBehaviours, unittest.TestCase):
         return PostgresStore(self.url, reactor)
 
 
-async def serve(case: unittest.TestCase) -> tuple[Any, str]:
+async def serve(case: unittest.TestCase, day: datetime = DAY) -> tuple[Any, str]:
     """A context on a real SQLite store holding the network, the intervals of A and B, the
-    stored outages and balances and T1's VEE run; the API on a loopback port."""
+    stored outages and balances and T1's VEE run (of ``day``, by default 1 Dec 2026); the
+    API on a loopback port."""
     ctx = await make_context(case, [Meter(m, "dlms", "tcp:10.0.0.1:4059")
                                     for m in ("SUM1", "A", "B", "C", "D", "E")])
     analysis = AnalysisStore(ctx.store)
     await analysis.save_network(areas.read_csv(NETWORK))
-    await ctx.store.write([*a_blocks(), *b_blocks()])
-    await analysis.add_edit(replaced_at_five())
-    await jobs.run_vee(ctx.store, VeeSettings(), DAY.date(), area="T1")
-    await analysis.save_outages((), None, None, stored_outages())
+    await ctx.store.write([*a_blocks(day), *b_blocks(day=day)])
+    await analysis.add_edit(replaced_at_five(day))
+    await jobs.run_vee(ctx.store, VeeSettings(), day.date(), area="T1")
+    await analysis.save_outages((), None, None, stored_outages(day))
     await analysis.save_balances([
-        day_balance("T1", DAY - 3 * 24 * H, "9.000"),  # 28 Nov: before the range asked
-        day_balance("T1", DAY - 2 * 24 * H, "4.000"),
-        day_balance("T1", DAY - 24 * H, "12.500"),
-        day_balance("T1", DAY, None),
-        day_balance("T1", DAY, "3.000", days=31),  # the month: no day of the chart
-        day_balance("T2", DAY, "-1.000")])
+        day_balance("T1", day - 3 * 24 * H, "9.000"),  # 28 Nov: before the range asked
+        day_balance("T1", day - 2 * 24 * H, "4.000"),
+        day_balance("T1", day - 24 * H, "12.500"),
+        day_balance("T1", day, None),
+        day_balance("T1", day, "3.000", days=31),  # the month: no day of the chart
+        day_balance("T2", day, "-1.000")])
     port = reactor.listenTCP(0, site(ctx, TokenFile.parse(TOKENS), FepMetrics.create()),
                              interface="127.0.0.1")
     case.addCleanup(port.stopListening)
@@ -275,3 +276,41 @@ class StatusChartsApiTests(unittest.TestCase):
             body = await self.get(path, status)
             self.assertIn("error", body)
 
+
+
+class StatusChartsInChromiumTests(unittest.TestCase):
+    """A real browser (Debian's headless Chromium) loads the status page from the API above,
+    its figures two days before today (the page asks for the days before today): the three
+    panels are drawn, under the page's Content-Security-Policy."""
+
+    timeout = 120
+
+    async def test_the_charts_are_drawn_in_a_browser(self) -> None:
+        import re
+
+        from fep.operator.http import status_url
+        from tests.operator.test_status_page import run_chromium
+
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        _, base = await serve(self, today - 2 * 24 * H)
+        url = status_url(base.removesuffix("/api/v1/"), VIEWER_TOKEN)
+        dom, err, code = await run_chromium("--virtual-time-budget=10000", "--dump-dom",
+                                            "--enable-logging=stderr", "--v=0", url)
+        self.assertEqual(code, 0, err.decode(errors="replace")[-2000:])
+        html = dom.decode()
+        self.assertEqual([line for line in err.decode(errors="replace").splitlines()
+                          if "Content Security Policy" in line], [])
+        self.assertIn('data-loaded="yes"', html, html[-3000:])
+        loss = html[html.index('<div id="loss-charts"'):html.index('<table id="outage-map"')]
+        self.assertEqual(re.findall(r'<div class="small-chart[^"]*" data-area="(\w+)"', loss),
+                         ["T2", "T1"])
+        self.assertEqual(loss.count('<g class="fep-chart-band" data-low="0" data-high="10">'),
+                         2)
+        self.assertIn("<polyline", loss)  # T1's days with a rate
+        outage_map = html[html.index('<table id="outage-map"'):html.index('<table id="quality"')]
+        self.assertEqual(re.findall(r'<tr class="alert"><td class="depth-2">(\w+)', outage_map),
+                         ["T1", "T2"])
+        quality_table = html[html.index('<table id="quality"'):]
+        self.assertRegex(quality_table, r'<svg class="fep-bar" width="200"')
+        self.assertEqual(re.findall(r'data-class="(\w+)"', quality_table),
+                         ["valid", "suspect", "estimated", "edited", "missing"])

@@ -10,6 +10,7 @@
  *       suspect %, estimated %, edited %, missing %], shares: [...]}, ...] from
  *       GET /api/v1/vee/quality.
  *   FepAnalysis.stackedBar(document, shares, width) -> an <svg> of one stacked bar.
+ *   FepAnalysis.legend(document, element) -> fills element with the classes' colours.
  *
  * Pure functions of the answers (but stackedBar): node runs them in the tests.
  */
@@ -81,6 +82,24 @@
     return svg;
   }
 
+  function legend(doc, element) {
+    while (element.firstChild) element.removeChild(element.firstChild);
+    CLASSES.forEach(function (c) {
+      var svg = doc.createElementNS(NS, "svg");
+      svg.setAttribute("width", "10");
+      svg.setAttribute("height", "10");
+      svg.setAttribute("class", "fep-legend-key");
+      var r = doc.createElementNS(NS, "rect");
+      r.setAttribute("width", "10");
+      r.setAttribute("height", "10");
+      r.setAttribute("fill", COLORS[c]);
+      svg.appendChild(r);
+      element.appendChild(svg);
+      element.appendChild(doc.createTextNode(" " + c + " "));
+    });
+  }
+
   global.FepAnalysis = {lossAreas: lossAreas, mapRows: mapRows, qualityRows: qualityRows,
-                        stackedBar: stackedBar, CLASSES: CLASSES, COLORS: COLORS};
+                        stackedBar: stackedBar, legend: legend, CLASSES: CLASSES,
+                        COLORS: COLORS};
 })(typeof window !== "undefined" ? window : globalThis);

@@ -56,7 +56,7 @@
     var opts = options || {};
     var width = opts.width || element.clientWidth || 600;
     var height = opts.height || 220;
-    var m = {top: 12, right: 12, bottom: 28, left: 52};
+    var m = {top: 12, right: opts.days ? 20 : 12, bottom: 28, left: 52};
     var series = (opts.series || []).map(function (s, i) {
       var pts = (s.points || []).map(function (p) {
         var t = p[0] instanceof Date ? p[0].getTime() : typeof p[0] === "string" ? Date.parse(p[0]) : p[0];

@@ -206,6 +206,7 @@
 
   function drawQuality(body) {
     $("quality-channel").textContent = "(channel " + body.channel + ", as each day's VEE run left it)";
+    FepAnalysis.legend(document, $("quality-legend"));
     var tbody = tableBody("quality");
     FepAnalysis.qualityRows(body).forEach(function (row) {
       var tr = document.createElement("tr");
