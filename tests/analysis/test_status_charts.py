@@ -231,6 +231,14 @@ class StatusChartsApiTests(unittest.TestCase):
                           ("T2", "0", "10", [("2026-12-01", "-1.000")])])
         only = await self.get("balance/history?from=2026-11-29&to=2026-12-02&area=T2")
         self.assertEqual([a["area"] for a in only["areas"]], ["T2"])
+        # The band is the area's own ([balance:T2]) where it has one.
+        from fep.analysis.balance import Band
+
+        self.ctx.edits = type("Editor", (), {"vee": VeeSettings(
+            area_bands={"T2": Band(D(2), D(8))})})()
+        body = await self.get("balance/history?from=2026-11-29&to=2026-12-02")
+        self.assertEqual([(a["area"], a["low"], a["high"]) for a in body["areas"]],
+                         [("T1", "0", "10"), ("T2", "2", "8")])
 
     async def test_the_default_range_is_the_30_days_before_today(self) -> None:
         before = datetime.now(UTC).date()
@@ -257,6 +265,9 @@ class StatusChartsApiTests(unittest.TestCase):
         later = await self.get("outages/map?from=2026-12-05&to=2026-12-06")
         self.assertEqual([(a["area"], a["outages"], a["suspected"]) for a in later["areas"]],
                          [("S1", 0, 0), ("F1", 0, 0), ("T1", 0, 1), ("T2", 0, 0)])
+        # One that began more than 7 days before the period is not read.
+        too_late = await self.get("outages/map?from=2026-12-09&to=2026-12-10")
+        self.assertEqual([a["suspected"] for a in too_late["areas"]], [0, 0, 0, 0])
 
     async def test_the_quality_share(self) -> None:
         body = await self.get("vee/quality?from=2026-11-29&to=2026-12-02")
@@ -314,3 +325,35 @@ class StatusChartsInChromiumTests(unittest.TestCase):
         self.assertRegex(quality_table, r'<svg class="fep-bar" width="200"')
         self.assertEqual(re.findall(r'data-class="(\w+)"', quality_table),
                          ["valid", "suspect", "estimated", "edited", "missing"])
+
+
+class OutageMapRowsTests(unittest.TestCase):
+    async def test_quiet_areas_are_folded_in_a_large_tree(self) -> None:
+        """fepanalysis.js (run by node): with more areas than the page shows (200), the
+        transformer areas with nothing out and no outage are left out, and counted."""
+        import json
+        import shutil
+        from importlib import resources
+
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        node = shutil.which("node") or shutil.which("nodejs")
+        if node is None:
+            raise unittest.SkipTest("node (Debian nodejs) is not installed")
+        network = areas.read_csv(NETWORK)
+        body = {"areas": [r.as_dict() for r in outage_map(
+            network, [o for o in stored_outages() if o.subject not in ("T1", "A", "B")],
+            DAY + 24 * H)]}
+        # Without the outages of A and B and the suspected one T1 is quiet, T2 is not; S1
+        # and F1 (above the transformer areas) are always shown.
+        static = resources.files("fep.operator").joinpath("static")
+        script = (static.joinpath("fepanalysis.js").read_text() + "\nvar body = "
+                  + json.dumps(body, default=str) + ";\nprocess.stdout.write(JSON.stringify("
+                  "[FepAnalysis.mapRows(body, 3), FepAnalysis.mapRows(body, 4)]));\n")
+        out, err, code = await getProcessOutputAndValue(node, ["-e", script], reactor=reactor)
+        self.assertEqual(code, 0, err)
+        folded, whole = json.loads(out)
+        self.assertEqual([r["cells"][0] for r in folded],
+                         ["S1 North", "F1 Feeder 1", "T2 Transformer 2",
+                          "1 quiet areas not shown"])
+        self.assertEqual(len(whole), 4)

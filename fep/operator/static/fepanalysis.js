@@ -4,8 +4,10 @@
  *       from GET /api/v1/balance/history: the n areas to chart, those whose last loss rate
  *       is out of their band first, then the highest last rate; points [[day, rate], ...]
  *       (null where a day has no rate).
- *   FepAnalysis.mapRows(body)       -> [{cells: [area, kind, members, out, outages,
- *       meters, area outages, suspected], depth, alert}, ...] from GET /api/v1/outages/map.
+ *   FepAnalysis.mapRows(body, max)  -> [{cells: [area, kind, members, out, outages,
+ *       meters, area outages, suspected], depth, alert}, ...] from GET /api/v1/outages/map;
+ *       with more than max areas, the quiet ones (nothing out, no outage) below the
+ *       feeders are left out and a last row says how many.
  *   FepAnalysis.qualityRows(body)   -> [{cells: [day, meters, intervals, valid %,
  *       suspect %, estimated %, edited %, missing %], shares: [...]}, ...] from
  *       GET /api/v1/vee/quality.
@@ -40,13 +42,19 @@
     return areas.slice(0, n);
   }
 
-  function mapRows(body) {
-    return body.areas.map(function (a) {
+  function quiet(a) { return a.depth >= 2 && !a.out && !a.outages && !a.area_outages && !a.suspected; }
+
+  function mapRows(body, max) {
+    var shown = body.areas.length > max ? body.areas.filter(function (a) { return !quiet(a); }) : body.areas;
+    var rows = shown.map(function (a) {
       var suspected = a.suspected ? a.suspected + (a.suspected_open ? " (open)" : "") : 0;
       return {depth: a.depth, alert: a.alert,
               cells: [a.area + (a.name ? " " + a.name : ""), a.kind, a.members, a.out,
                       a.outages, a.meters, a.area_outages, suspected]};
     });
+    var left = body.areas.length - shown.length;
+    if (left) rows.push({depth: 0, alert: false, cells: [left + " quiet areas not shown"]});
+    return rows;
   }
 
   function percent(part, whole) { return whole ? (100 * part / whole).toFixed(1) : ""; }

@@ -10,6 +10,7 @@
   // The analysis charts change once a day: read again every 5 minutes, not every refresh.
   var ANALYSIS_MS = 300000;
   var LOSS_CHARTS = 12;
+  var MAP_ROWS = 200;
   var analysisRead = 0;
   var token = null;
   var chosenMeter = null;
@@ -195,7 +196,7 @@
 
   function drawOutageMap(body) {
     var tbody = tableBody("outage-map");
-    FepAnalysis.mapRows(body).forEach(function (row) {
+    FepAnalysis.mapRows(body, MAP_ROWS).forEach(function (row) {
       var tr = document.createElement("tr");
       if (row.alert) tr.className = "alert";
       row.cells.forEach(function (v, i) { cell(tr, v, i === 0 && row.depth ? "depth-" + Math.min(row.depth, 3) : null); });
