@@ -176,6 +176,19 @@ class SqliteQualityStoreTests(QualityStoreBehaviours, unittest.TestCase):
     def new_store(self) -> SqliteStore:
         return SqliteStore(self.mktemp() + ".sqlite", reactor)
 
+    async def test_the_loss_over_time_reads_its_days_by_the_index(self) -> None:
+        """Migration 0015's index on balances (since): a range of days, no table scan."""
+        store = self.new_store()
+        await store.open()
+        self.addCleanup(store.close)
+
+        def plan(conn: Any) -> str:
+            rows = conn.execute("EXPLAIN QUERY PLAN SELECT area FROM balances"
+                                " WHERE since >= ? AND since < ?", ("a", "b")).fetchall()
+            return " ".join(str(r[-1]) for r in rows)
+
+        self.assertIn("USING INDEX balances_since", await store.interact(plan))
+
 
 class PostgresQualityStoreTests(QualityStoreBehaviours, unittest.TestCase):
     def setUp(self) -> None:
