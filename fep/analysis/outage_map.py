@@ -74,22 +74,28 @@ def outage_map(network: Network, outages: Iterable[Any], until: datetime) -> lis
             suspected[o.subject] += 1
             if o.until is None:
                 still_open.add(o.subject)
+    below: dict[str, set[str]] = {}
+
+    def members_of(area: Any) -> set[str]:
+        found = set(own[area.id])
+        for child in children[area.id]:
+            found |= members_of(child)
+        below[area.id] = found
+        return found
+
     rows: list[MapRow] = []
 
-    def walk(area: Any, depth: int) -> set[str]:
-        at = len(rows)
-        rows.append(None)  # type: ignore[arg-type]  # filled once the subtree is known
-        members = set(own[area.id])
-        for child in children[area.id]:
-            members |= walk(child, depth + 1)
+    def walk(area: Any, depth: int) -> None:
+        members = below[area.id]
         hit = [m for m in members if meter_outages[m]]
-        rows[at] = MapRow(area.id, area.name, str(area.kind), area.parent, depth,
-                          len(members), len(members & out),
-                          sum(meter_outages[m] for m in hit), len(hit),
-                          area_outages[area.id], suspected[area.id],
-                          area.id in still_open)
-        return members
+        rows.append(MapRow(area.id, area.name, str(area.kind), area.parent, depth,
+                           len(members), len(members & out),
+                           sum(meter_outages[m] for m in hit), len(hit),
+                           area_outages[area.id], suspected[area.id], area.id in still_open))
+        for child in children[area.id]:
+            walk(child, depth + 1)
 
     for root in children[None]:
+        members_of(root)
         walk(root, 0)
     return rows
