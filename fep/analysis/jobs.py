@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from fep.analysis import clock, estimate, rules
+from fep.analysis import clock, estimate, quality, rules
 from fep.analysis.areas import Network
 from fep.analysis.balance import BalanceRow, balance, out_of_band
 from fep.analysis.comms import DEFAULT_TARGET, CommsReport, SilentArea, analyse, silent_areas
@@ -311,9 +311,43 @@ async def run_vee(store: Any, settings: VeeSettings, day: date, *, area: str | N
         flags = rules.flags_by_interval(findings, period)
         await analysis.save_validation(chunk, obis, since, until, findings, flags)
         await analysis.save_estimates(chunk, obis, since, until, period, estimates)
+        edited = latest_applied(await analysis.edits(meters=chunk, obis=obis, since=since,
+                                                     until=until, status="applied"))
+        await analysis.save_quality(obis, day, _day_quality(
+            settings, day, chunk, raw, flags, estimates, edited))
         found_by_rule.update(f.rule for f in findings)
         made_by_method.update(e.method for e in estimates)
+    await analysis.sum_quality(obis, day)
     return VeeResult(day, len(ids), dict(found_by_rule), dict(made_by_method))
+
+
+def _day_quality(settings: VeeSettings, day: date, meters: Sequence[str],
+                 raw: Mapping[str, Sequence[Point]],
+                 flags: Mapping[tuple[str, str, datetime], Quality],
+                 estimates: Sequence[Estimate], edited: Mapping[tuple[str, datetime], Any]
+                 ) -> dict[str, quality.DayQuality]:
+    """Each meter's day by quality class, as the run leaves it (fep.analysis.quality)."""
+    period = settings.period
+    since, until = day_bounds(day)
+    starts = grid(since, until, period)
+    made: dict[str, set[datetime]] = {m: set() for m in meters}
+    for e in estimates:
+        made[e.meter].add(e.start)
+    flagged: dict[str, dict[datetime, Quality]] = {m: {} for m in meters}
+    for (m, _, t), q in flags.items():
+        flagged.setdefault(m, {})[t] = q
+    changed: dict[str, set[datetime]] = {m: set() for m in meters}
+    for m, t in edited:
+        changed.setdefault(m, set()).add(t)
+    out = {}
+    for meter in meters:
+        usage = consumption([p for p in raw[meter] if p.start >= since - period], period,
+                            cumulative=is_cumulative(settings.channel),
+                            modulus=settings.modulus)
+        real = {t for t, p in usage.items() if since <= t < until and p.value is not None}
+        out[meter] = quality.meter_day(
+            day, starts, real, flagged[meter], made[meter], changed[meter])
+    return out
 
 
 @attrs.frozen

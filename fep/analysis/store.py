@@ -24,6 +24,7 @@ from fep.analysis.balance import BalanceRow
 from fep.analysis.comms import JobOutcome
 from fep.analysis.edits import Edit
 from fep.analysis.estimate import Estimate
+from fep.analysis.quality import DayQuality
 from fep.analysis.rules import Finding
 from fep.analysis.series import Point, decimal
 from fep.collect import jobstore
@@ -380,6 +381,51 @@ def _balances(d: _Dialect, area: str | None, since: datetime, until: datetime
 
 
 # ---------------------------------------------------------------------------
+# Interval quality (sql/*/0017_interval_quality.sql)
+# ---------------------------------------------------------------------------
+
+_QUALITY_COUNTS = "intervals, valid, suspect, estimated, edited, missing"
+
+
+def _save_quality(d: _Dialect, obis: str, day: date, meters: Sequence[DayQuality],
+                  ids: Sequence[str], now: datetime) -> Op[int]:
+    """Replace the day's counts of the meters ``ids`` by ``meters`` (one per meter, in the
+    order of ``ids``)."""
+    for chunk in _chunks(ids):
+        yield Q("DELETE FROM interval_quality WHERE obis = ? AND day = ?"
+                f" AND meter IN ({_marks(len(chunk))})", (obis, day.isoformat(), *chunk))
+    if meters:
+        yield Q(f"INSERT INTO interval_quality (meter, obis, day, {_QUALITY_COUNTS},"
+                " computed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                many=[(m, obis, day.isoformat(), q.intervals, q.valid, q.suspect,
+                       q.estimated, q.edited, q.missing, d.time(now))
+                      for m, q in zip(ids, meters, strict=True)])
+    return len(meters)
+
+
+def _sum_quality(d: _Dialect, obis: str, day: date, now: datetime) -> Op[DayQuality]:
+    """Write the day's sum over its meters' counts (one day's rows: read once per run)."""
+    rows = yield Q("SELECT COUNT(*), SUM(intervals), SUM(valid), SUM(suspect),"
+                   " SUM(estimated), SUM(edited), SUM(missing) FROM interval_quality"
+                   " WHERE obis = ? AND day = ?", (obis, day.isoformat()), fetch=True)
+    found = DayQuality(day, *(int(v or 0) for v in rows[0]))
+    yield Q("DELETE FROM interval_quality_days WHERE obis = ? AND day = ?",
+            (obis, day.isoformat()))
+    yield Q(f"INSERT INTO interval_quality_days (obis, day, meters, {_QUALITY_COUNTS},"
+            " computed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (obis, day.isoformat(), found.meters, found.intervals, found.valid,
+             found.suspect, found.estimated, found.edited, found.missing, d.time(now)))
+    return found
+
+
+def _quality_days(d: _Dialect, obis: str, since: date, until: date) -> Op[list[DayQuality]]:
+    rows = yield Q(f"SELECT day, meters, {_QUALITY_COUNTS} FROM interval_quality_days"
+                   " WHERE obis = ? AND day >= ? AND day < ? ORDER BY day",
+                   (obis, since.isoformat(), until.isoformat()), fetch=True)
+    return [DayQuality(date.fromisoformat(r[0]), *(int(v) for v in r[1:])) for r in rows]
+
+
+# ---------------------------------------------------------------------------
 # Job outcomes (read only: the collection engine's table, sql/*/0002_collect.sql)
 # ---------------------------------------------------------------------------
 
@@ -472,12 +518,16 @@ def _save_outages(d: _Dialect, kinds: Sequence[str], since: datetime | None,
     return len(outages)
 
 
-def _outages(d: _Dialect, since: datetime, until: datetime, kind: str | None
-             ) -> Op[list[StoredOutage]]:
-    """The stored outages overlapping ``[since, until)`` (open ones included)."""
+def _outages(d: _Dialect, since: datetime, until: datetime, kind: str | None,
+             started: datetime | None = None) -> Op[list[StoredOutage]]:
+    """The stored outages overlapping ``[since, until)`` (open ones included); with
+    ``started``, only those that began at or after it (a range of the index on since)."""
     sql = ("SELECT kind, subject, since, until, source, meters, details FROM outages"
            " WHERE since < ? AND (until IS NULL OR until > ?)")
     params: list[Any] = [d.time(until), d.time(since)]
+    if started is not None:
+        sql += " AND since >= ?"
+        params.append(d.time(started))
     if kind is not None:
         sql += " AND kind = ?"
         params.append(kind)
@@ -644,6 +694,21 @@ class AnalysisStore:
                  ) -> Deferred[list[BalanceRow]]:
         return self._do(_balances, area, since, until)
 
+    # interval quality
+    def save_quality(self, obis: str, day: date, meters: Mapping[str, DayQuality]
+                     ) -> Deferred[int]:
+        """Replace the day's counts of these meters (a VEE run's batch)."""
+        ids = sorted(meters)
+        return self._do(_save_quality, obis, day, [meters[m] for m in ids], ids, self._now())
+
+    def sum_quality(self, obis: str, day: date) -> Deferred[DayQuality]:
+        """Store (and return) the day's sum over every meter counted for it."""
+        return self._do(_sum_quality, obis, day, self._now())
+
+    def quality_days(self, obis: str, since: date, until: date) -> Deferred[list[DayQuality]]:
+        """The days' sums in ``[since, until)`` as stored (one row a day)."""
+        return self._do(_quality_days, obis, since, until)
+
     # communication analysis
     def job_outcomes(self, since: datetime, until: datetime) -> Deferred[list[JobOutcome]]:
         return self._do(_job_outcomes, since, until)
@@ -659,9 +724,9 @@ class AnalysisStore:
                      until: datetime | None, outages: Iterable[StoredOutage]) -> Deferred[int]:
         return self._do(_save_outages, list(kinds), since, until, list(outages), self._now())
 
-    def outages(self, since: datetime, until: datetime, kind: str | None = None
-                ) -> Deferred[list[StoredOutage]]:
-        return self._do(_outages, since, until, kind)
+    def outages(self, since: datetime, until: datetime, kind: str | None = None, *,
+                started: datetime | None = None) -> Deferred[list[StoredOutage]]:
+        return self._do(_outages, since, until, kind, started)
 
     # edits
     def add_edit(self, edit: Edit) -> Deferred[Edit]:

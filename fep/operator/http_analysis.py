@@ -2,7 +2,9 @@
 (``GET /api/v1/comms``), operators' edits of interval values (``/api/v1/edits``,
 ``POST /api/v1/meters/{meter}/edits``), and, read only, the validation exceptions
 (``GET /api/v1/vee/exceptions``), the energy balance (``GET /api/v1/balance``), the outages
-(``GET /api/v1/outages``) and the load (``GET /api/v1/load``) of a period.
+(``GET /api/v1/outages``) and the load (``GET /api/v1/load``) of a period, and what the
+status page charts (``/balance/history``, ``/outages/map``, ``/vee/quality``: stored rows
+over a range of days only).
 docs/openapi.yaml describes them; fep.operator.http dispatches to them like to its own
 handlers."""
 
@@ -39,6 +41,9 @@ class AnalysisApi:
                 (b"GET", ("balance",), self.balance),
                 (b"GET", ("outages",), self.outages),
                 (b"GET", ("load",), self.load),
+                (b"GET", ("balance", "history"), self.balance_history),
+                (b"GET", ("outages", "map"), self.outage_map),
+                (b"GET", ("vee", "quality"), self.vee_quality),
                 (b"GET", ("edits",), self.edits),
                 (b"POST", ("meters", "*", "edits"), self.request_edit),
                 (b"POST", ("edits", "*", "approve"), self.approve_edit),
@@ -253,3 +258,77 @@ class AnalysisApi:
         if profile:
             body["profile"] = [p.as_dict() for p in report.profile]
         return body
+
+    # -- the status page's charts: stored rows over a range of days --------------------
+
+    def _range(self, request: Request, default_days: int) -> tuple[date, date]:
+        """``from`` and ``to`` (excluded) days; without them the ``default_days`` before
+        today (UTC); at most CHART_DAYS days."""
+        today = datetime.now(UTC).date()
+        end = self._day(request, "to", today)
+        first = self._day(request, "from", end - timedelta(days=default_days))
+        if end <= first:
+            raise self._error(400, "to: must be after from")
+        if (end - first).days > CHART_DAYS:
+            raise self._error(400, f"from, to: at most {CHART_DAYS} days")
+        return first, end
+
+    async def balance_history(self, request: Request, user: Any) -> Any:
+        """Each area's stored day balances over the days [``from``, ``to``) (default the 30
+        days before today), with its band: the loss over time."""
+        from fep.analysis.series import day_bounds
+        from fep.analysis.store import AnalysisStore
+
+        first, end = self._range(request, 30)
+        area = self._arg(request, "area") or None
+        analysis = AnalysisStore(self.ctx.store)
+        if area is not None and (await analysis.network()).area(area) is None:
+            raise self._error(404, f"no area {area!r}")
+        settings = self._settings()
+        rows = await analysis.balances(day_bounds(first)[0], day_bounds(end)[0], area)
+        by_area: dict[str, list[Any]] = {}
+        for r in rows:
+            if r.until - r.since == timedelta(days=1):  # days, not months
+                by_area.setdefault(r.area, []).append(r)
+        areas = []
+        for name in sorted(by_area):
+            band = settings.band_for(name)
+            areas.append({"area": name, "low": band.low, "high": band.high, "days": [
+                {"day": r.since.date().isoformat(), "loss_rate": r.loss_rate,
+                 "input": r.input, "loss": r.loss, "complete": r.complete,
+                 "estimated": r.estimated} for r in by_area[name]]})
+        return {"from": first.isoformat(), "to": end.isoformat(), "areas": areas}
+
+    async def outage_map(self, request: Request, user: Any) -> Any:
+        """The area tree with, per area, its members out at the end of the days [``from``,
+        ``to``) (default the 7 days before today) and the stored outages of the period."""
+        from fep.analysis.outage_map import outage_map
+        from fep.analysis.series import day_bounds
+        from fep.analysis.store import AnalysisStore
+
+        first, end = self._range(request, 7)
+        since, until = day_bounds(first)[0], day_bounds(end)[0]
+        analysis = AnalysisStore(self.ctx.store)
+        network = await analysis.network()
+        stored = await analysis.outages(since, until, started=since - MAP_LOOKBACK)
+        return {"from": first.isoformat(), "to": end.isoformat(), "until": until,
+                "areas": [r.as_dict() for r in outage_map(network, stored, until)]}
+
+    async def vee_quality(self, request: Request, user: Any) -> Any:
+        """Per day of [``from``, ``to``) (default the 30 days before today), the analysed
+        channel's intervals by class as the day's last VEE run left them."""
+        from fep.analysis.quality import CLASSES
+        from fep.analysis.store import AnalysisStore
+
+        first, end = self._range(request, 30)
+        channel = str(self._settings().channel)
+        days = await AnalysisStore(self.ctx.store).quality_days(channel, first, end)
+        return {"from": first.isoformat(), "to": end.isoformat(), "channel": channel,
+                "classes": list(CLASSES), "days": [d.as_dict() for d in days]}
+
+
+# The longest range of days a chart's query covers.
+CHART_DAYS = 366
+# How long before a period an outage it overlaps may have begun and still be found (a
+# stored day's outages begin in their day; a suspected outage keeps its first start).
+MAP_LOOKBACK = timedelta(days=7)

@@ -1,7 +1,9 @@
 // A minimal DOM and fetch for running the status page's scripts in node
 // (tests/analysis/test_comms_api.py): enough of document, elements, sessionStorage,
-// location and fetch for status.js; FepChart is stubbed. Argument: a JSON file mapping
-// API paths (before "?") to answers. Prints the comms tables' cells and data-loaded.
+// location and fetch for status.js; FepChart is stubbed (its calls with a band are kept).
+// Arguments: a JSON file mapping API paths (before "?") to answers, and the static folder.
+// Prints data-loaded, the tables' cells, the loss charts and the outage map's and quality
+// table's rows.
 "use strict";
 var fs = require("fs");
 var vm = require("vm");
@@ -30,10 +32,13 @@ var document = {
   body: body,
   getElementById: function (id) { if (!elements[id]) elements[id] = new Element("div"); return elements[id]; },
   createElement: function (tag) { return new Element(tag); },
+  createElementNS: function (ns, tag) { var e = new Element(tag); e.namespaceURI = ns; return e; },
   createTextNode: function (t) { var e = new Element("#text"); e.textContent = t; return e; },
   addEventListener: function (ev, f) { docListeners[ev] = f; }
 };
 var storage = {"fep-token": "t"};
+var bandCharts = [];
+var asked = [];
 var sandbox = {
   document: document, console: console, Promise: Promise, Date: Date, JSON: JSON,
   encodeURIComponent: encodeURIComponent, decodeURIComponent: decodeURIComponent,
@@ -42,8 +47,9 @@ var sandbox = {
   sessionStorage: {getItem: function (k) { return storage[k] || null; },
                    setItem: function (k, v) { storage[k] = v; }},
   setInterval: function () {},
-  FepChart: {line: function () {}},
+  FepChart: {line: function (element, opts) { if (opts.band) bandCharts.push(opts); }},
   fetch: function (url) {
+    asked.push(url);
     var path = url.replace("/api/v1/", "").split("?")[0];
     var known = Object.prototype.hasOwnProperty.call(answers, path);
     if (!known && /^meters\/[^/]+\/profile$/.test(path)) { path = "profile"; known = true; }
@@ -55,7 +61,7 @@ var sandbox = {
 };
 sandbox.window = sandbox;
 vm.createContext(sandbox);
-["fepcomms.js", "status.js"].forEach(function (name) {
+["fepcomms.js", "fepanalysis.js", "status.js"].forEach(function (name) {
   vm.runInContext(fs.readFileSync(staticDir + "/" + name, "utf8"), sandbox, {filename: name});
 });
 docListeners.DOMContentLoaded();
@@ -64,10 +70,31 @@ function cells(id) {
   var tb = elements[id] && elements[id].tbody;
   return tb ? tb.children.map(function (tr) { return tr.children.map(function (td) { return td.textContent; }); }) : null;
 }
+function rows(id) {
+  var tb = elements[id] && elements[id].tbody;
+  return tb ? tb.children.map(function (tr) {
+    return {className: tr.className || "", cells: tr.children.map(function (td) {
+      var svg = td.children[0];
+      if (svg && svg.tagName === "svg") {
+        return svg.children.map(function (r) { return r.attributes["data-class"] + " " + r.attributes.width; }).join(", ");
+      }
+      return (td.className ? "[" + td.className + "] " : "") + td.textContent;
+    })};
+  }) : null;
+}
 setTimeout(function () {
   process.stdout.write(JSON.stringify({
     loaded: body.attributes["data-loaded"] || null, error: elements.error.textContent,
     target: elements["comms-target"].textContent, comms: cells("comms"), below: cells("comms-below"),
-    balance: cells("balance")
+    balance: cells("balance"),
+    asked: asked.filter(function (u) { return /history|map|quality/.test(u); }),
+    lossCharts: elements["loss-charts"].children.map(function (div) {
+      return {area: div.attributes["data-area"], className: div.className,
+              title: div.children[0].textContent};
+    }),
+    bands: bandCharts.map(function (o) { return {band: o.band, points: o.series[0].points}; }),
+    outageMap: rows("outage-map"),
+    quality: rows("quality"),
+    qualityChannel: elements["quality-channel"].textContent
   }));
 }, 200);

@@ -143,6 +143,16 @@ class StatusPageScriptTests(unittest.TestCase):
         answers["balance"] = (await http(self.base + "balance?stored=yes&day=2026-12-01",
                                          token=VIEWER_TOKEN)).json()
         answers["profile"] = {"blocks": []}
+        # The analysis charts: the answers of tests.analysis.test_status_charts's store
+        # (loss of T1 and T2, the outage map of S1 > F1 > T1, T2, the quality of 1 Dec).
+        from tests.analysis.test_status_charts import serve
+
+        _, charts = await serve(self)
+        for path in ("balance/history", "outages/map", "vee/quality"):
+            r = await http(charts + path + "?from=2026-11-29&to=2026-12-02",
+                           token=VIEWER_TOKEN)
+            self.assertEqual(r.status, 200, path)
+            answers[path] = r.json()
         given = Path(self.mktemp() + ".json")
         given.write_text(json.dumps(answers))
         static = str(resources.files("fep.operator").joinpath("static"))
@@ -161,6 +171,40 @@ class StatusPageScriptTests(unittest.TestCase):
                           ["B", "4", "2", "50.00"]])
         self.assertEqual(page["balance"], [["T1", "24400", "24180", "220", "0.902", "100",
                                             ""]])
+        self.assertEqual(len(page["asked"]), 3)
+        for url in page["asked"]:
+            self.assertRegex(url, r"\?from=\d{4}-\d\d-\d\d&to=\d{4}-\d\d-\d\d$")
+        # Area loss over time: T1 first (its last day has no rate, T2's -1 % is out of
+        # band), each chart with its band and its days.
+        self.assertEqual(page["lossCharts"], [
+            {"area": "T2", "className": "small-chart out-of-band",
+             "title": "T2: -1 % (band 0\u201310 %)"},
+            {"area": "T1", "className": "small-chart", "title": "T1 (band 0\u201310 %)"}])
+        self.assertEqual(page["bands"], [
+            {"band": {"low": 0, "high": 10}, "points": [["2026-12-01", -1]]},
+            {"band": {"low": 0, "high": 10},
+             "points": [["2026-11-29", 4], ["2026-11-30", 12.5], ["2026-12-01", None]]}])
+        # The outage map: the tree indented, the areas with an area or suspected outage
+        # highlighted.
+        self.assertEqual(page["outageMap"], [
+            {"className": "", "cells": ["S1 North", "substation", "5", "2", "4", "3", "0",
+                                        "0"]},
+            {"className": "", "cells": ["[depth-1] F1 Feeder 1", "feeder", "5", "2", "4",
+                                        "3", "0", "0"]},
+            {"className": "alert", "cells": ["[depth-2] T1 Transformer 1", "transformer",
+                                             "2", "0", "1", "1", "0", "1 (open)"]},
+            {"className": "alert", "cells": ["[depth-2] T2 Transformer 2", "transformer",
+                                             "2", "2", "3", "2", "1", "0"]}])
+        # Interval quality: the shares of 288 intervals and the stacked bar (200 px).
+        self.assertEqual(page["quality"], [{"className": "", "cells": [
+            "2026-12-01", "3", "288", "50.7", "0.3", "1.4", "0.3", "47.2",
+            "valid 101.4, suspect 0.7, estimated 2.8, edited 0.7, missing 94.4"]}])
+        self.assertIn("1-0:1.29.0*255", page["qualityChannel"])
+        # Read again every 5 minutes, not at each refresh; at most 12 loss charts.
+        code_js = resources.files("fep.operator").joinpath("static", "status.js").read_text()
+        self.assertIn("var ANALYSIS_MS = 300000;", code_js)
+        self.assertIn("if (analysisRead && Date.now() - analysisRead < ANALYSIS_MS)", code_js)
+        self.assertIn("var LOSS_CHARTS = 12;", code_js)
         page_html = resources.files("fep.operator").joinpath("static", "status.html")
         self.assertIn('<table id="balance">', page_html.read_text())
         self.assertIn('api("balance?stored=yes&day=" + day)',

@@ -47,5 +47,6 @@ class OpenApiYamlTests(unittest.TestCase):
     def test_it_parses_as_yaml(self) -> None:
         yaml = require_module("yaml", pip="PyYAML")
         document = yaml.safe_load(OPENAPI.read_text(encoding="utf-8"))
-        for path in ("/vee/exceptions", "/balance", "/outages", "/load", "/comms"):
+        for path in ("/vee/exceptions", "/balance", "/outages", "/load", "/comms",
+                     "/balance/history", "/outages/map", "/vee/quality"):
             self.assertIn("get", document["paths"][path])

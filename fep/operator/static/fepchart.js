@@ -2,12 +2,15 @@
  *
  *   FepChart.line(element, {
  *     series: [{name: "kWh", points: [[Date or ms, number], ...], color: "#2a6f97"}],
- *     yLabel: "kWh", yMin: 0, yMax: null, kind: "line" | "bars"
+ *     yLabel: "kWh", yMin: 0, yMax: null, kind: "line" | "bars",
+ *     band: {low: 2, high: 5}, days: false
  *   });
  *
  * Draws into `element` (replacing what it holds) an <svg class="fep-chart"> with time on x,
  * values on y, ticks on both, one polyline (or bar run) per series and a legend. The svg's
- * data-points attribute says how many points were drawn; data-series how many series.
+ * data-points attribute says how many points were drawn; data-series how many series. A
+ * band is drawn as a shaded strip between its low and high values (g.fep-chart-band, with
+ * data-low and data-high; the y range includes it); days: the time axis shows dates only.
  * No dependencies, no build step.
  */
 (function (global) {
@@ -41,8 +44,9 @@
 
   function pad(n) { return (n < 10 ? "0" : "") + n; }
 
-  function fmtTime(ms, span) {
+  function fmtTime(ms, span, days) {
     var d = new Date(ms);
+    if (days) return pad(d.getUTCDate()) + "/" + pad(d.getUTCMonth() + 1);
     var hm = pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes());
     if (span < 2 * 86400000) return hm;
     return pad(d.getUTCDate()) + "/" + pad(d.getUTCMonth() + 1) + " " + hm;
@@ -52,7 +56,7 @@
     var opts = options || {};
     var width = opts.width || element.clientWidth || 600;
     var height = opts.height || 220;
-    var m = {top: 12, right: 12, bottom: 28, left: 52};
+    var m = {top: 12, right: opts.days ? 20 : 12, bottom: 28, left: 52};
     var series = (opts.series || []).map(function (s, i) {
       var pts = (s.points || []).map(function (p) {
         var t = p[0] instanceof Date ? p[0].getTime() : typeof p[0] === "string" ? Date.parse(p[0]) : p[0];
@@ -78,6 +82,8 @@
     if (t1 === t0) { t0 -= 60000; t1 += 60000; }
     var y0 = opts.yMin !== undefined && opts.yMin !== null ? opts.yMin : Math.min(0, Math.min.apply(null, all.map(function (p) { return p[1]; })));
     var y1 = opts.yMax !== undefined && opts.yMax !== null ? opts.yMax : Math.max.apply(null, all.map(function (p) { return p[1]; }));
+    var band = opts.band && opts.band.low !== null && opts.band.high !== null ? opts.band : null;
+    if (band) { y0 = Math.min(y0, band.low); y1 = Math.max(y1, band.high); }
     if (y1 === y0) { y1 = y0 + 1; }
     if (opts.yMax === undefined || opts.yMax === null) { y1 += (y1 - y0) * 0.1; }
     var pw = width - m.left - m.right, ph = height - m.top - m.bottom;
@@ -94,10 +100,20 @@
     var tstep = niceStep(t1 - t0, 5);
     var units = [60000, 300000, 900000, 3600000, 3 * 3600000, 6 * 3600000, 86400000];
     for (var u = 0; u < units.length; u++) { if (units[u] >= tstep) { tstep = units[u]; break; } }
+    if (opts.days) tstep = Math.max(1, Math.round(tstep / 86400000)) * 86400000;
     for (var tv = Math.ceil(t0 / tstep) * tstep; tv <= t1; tv += tstep) {
       el("line", {x1: X(tv), x2: X(tv), y1: m.top + ph, y2: m.top + ph + 4, stroke: "#888"}, grid);
       var xl = el("text", {x: X(tv), y: height - 8, "text-anchor": "middle", "font-size": 11, fill: "#555"}, grid);
-      xl.textContent = fmtTime(tv, t1 - t0);
+      xl.textContent = fmtTime(tv, t1 - t0, opts.days);
+    }
+    if (band) {
+      var bg = el("g", {"class": "fep-chart-band", "data-low": String(band.low), "data-high": String(band.high)}, svg);
+      el("rect", {x: m.left, y: Y(band.high), width: pw, height: Math.max(Y(band.low) - Y(band.high), 0.5),
+                  fill: "#2a7f3f", "fill-opacity": 0.1}, bg);
+      [band.low, band.high].forEach(function (v) {
+        el("line", {x1: m.left, x2: width - m.right, y1: Y(v), y2: Y(v), stroke: "#2a7f3f",
+                    "stroke-dasharray": "4 3"}, bg);
+      });
     }
     el("line", {x1: m.left, x2: width - m.right, y1: m.top + ph, y2: m.top + ph, stroke: "#888"}, svg);
     el("line", {x1: m.left, x2: m.left, y1: m.top, y2: m.top + ph, stroke: "#888"}, svg);

@@ -1,11 +1,17 @@
 /* fep status page: reads the JSON API with the operator's token and draws the fleet,
- * channels, live sessions, success rate, recent alarms, the communication analysis and a
- * meter's load profile.
+ * channels, live sessions, success rate, recent alarms, the communication analysis, the
+ * analysis charts (area loss over time, the outage map, interval quality) and a meter's
+ * load profile.
  * The token comes from the address's fragment (#token=...) or the form, and is kept in
  * sessionStorage for this tab only. */
 (function () {
   "use strict";
   var REFRESH_MS = 5000;
+  // The analysis charts change once a day: read again every 5 minutes, not every refresh.
+  var ANALYSIS_MS = 300000;
+  var LOSS_CHARTS = 12;
+  var MAP_ROWS = 200;
+  var analysisRead = 0;
   var token = null;
   var chosenMeter = null;
 
@@ -145,6 +151,75 @@
     });
   }
 
+  function day(offset) { return new Date(Date.now() + offset * 86400000).toISOString().slice(0, 10); }
+
+  // The analysis charts, from stored rows only (balances, outages, interval quality).
+  function refreshAnalysis() {
+    if (analysisRead && Date.now() - analysisRead < ANALYSIS_MS) return null;
+    var to = day(0);
+    return Promise.all([
+      api("balance/history?from=" + day(-30) + "&to=" + to).then(drawLoss),
+      api("outages/map?from=" + day(-7) + "&to=" + to).then(drawOutageMap),
+      api("vee/quality?from=" + day(-30) + "&to=" + to).then(drawQuality)
+    ]).then(function () { analysisRead = Date.now(); });
+  }
+
+  function drawLoss(body) {
+    var box = $("loss-charts");
+    while (box.firstChild) box.removeChild(box.firstChild);
+    var areas = FepAnalysis.lossAreas(body, LOSS_CHARTS);
+    if (!areas.length) { box.appendChild(document.createTextNode("no balance stored")); return; }
+    areas.forEach(function (a) {
+      var div = document.createElement("div");
+      div.className = "small-chart" + (a.outOfBand ? " out-of-band" : "");
+      div.setAttribute("data-area", a.area);
+      var h = document.createElement("h3");
+      h.textContent = a.area + (a.last === null ? "" : ": " + a.last + " %") +
+        " (band " + a.low + "\u2013" + a.high + " %)";
+      div.appendChild(h);
+      var chart = document.createElement("div");
+      div.appendChild(chart);
+      box.appendChild(div);
+      FepChart.line(chart, {width: 300, height: 140, days: true, yLabel: "loss %",
+                            band: {low: a.low, high: a.high},
+                            series: [{name: a.area, color: a.outOfBand ? "#b3261e" : "#2a6f97",
+                                      points: a.points}],
+                            emptyText: "no loss rate"});
+    });
+  }
+
+  function tableBody(id) {
+    var body = $(id).querySelector("tbody");
+    while (body.firstChild) body.removeChild(body.firstChild);
+    return body;
+  }
+
+  function drawOutageMap(body) {
+    var tbody = tableBody("outage-map");
+    FepAnalysis.mapRows(body, MAP_ROWS).forEach(function (row) {
+      var tr = document.createElement("tr");
+      if (row.alert) tr.className = "alert";
+      row.cells.forEach(function (v, i) { cell(tr, v, i === 0 && row.depth ? "depth-" + Math.min(row.depth, 3) : null); });
+      tbody.appendChild(tr);
+    });
+    if (!body.areas.length) { var tr = document.createElement("tr"); cell(tr, "no areas"); tbody.appendChild(tr); }
+  }
+
+  function drawQuality(body) {
+    $("quality-channel").textContent = "(channel " + body.channel + ", as each day's VEE run left it)";
+    FepAnalysis.legend(document, $("quality-legend"));
+    var tbody = tableBody("quality");
+    FepAnalysis.qualityRows(body).forEach(function (row) {
+      var tr = document.createElement("tr");
+      row.cells.forEach(function (v) { cell(tr, v); });
+      var td = document.createElement("td");
+      td.appendChild(FepAnalysis.stackedBar(document, row.shares, 200));
+      tr.appendChild(td);
+      tbody.appendChild(tr);
+    });
+    if (!body.days.length) { var tr = document.createElement("tr"); cell(tr, "no VEE run stored"); tbody.appendChild(tr); }
+  }
+
   function fillCells(tableId, rows) {
     fill(tableId, rows, [0, 1, 2, 3, 4, 5].map(function (i) {
       return function (row) { return row[i]; };
@@ -202,7 +277,7 @@
   function refresh() {
     if (!token) { showLogin(); return; }
     Promise.all([refreshStats(), refreshSuccess(), refreshTables(), refreshComms(),
-                 refreshBalance(), refreshMeters().then(refreshProfile)])
+                 refreshBalance(), refreshAnalysis(), refreshMeters().then(refreshProfile)])
       .then(function () {
         $("error").textContent = "";
         $("updated").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC";
