@@ -19,7 +19,14 @@ import attrs
 
 from fep.errors import FrameError, ProtocolError, SessionTimeout
 from fep.protocols.gw3761.formats import TimeFields
-from fep.protocols.gw3761.frames import Address, Afn, Frame, FrameDecoder, Reassembler
+from fep.protocols.gw3761.frames import (
+    Address,
+    Afn,
+    Frame,
+    FrameDecoder,
+    Reassembler,
+    TimeLabel,
+)
 from fep.protocols.gw3761.services import PROTOCOL, Event, Master, decode_event
 
 
@@ -97,6 +104,10 @@ class MasterExchange:
         frame's time label is not checked."""
         return None
 
+    def _stale(self, tp: TimeLabel) -> bool:
+        local = self._local_now()
+        return local is not None and tp.stale(local)
+
     def _error(self, why: str) -> ProtocolError:
         return ProtocolError(f"concentrator {self.address}: {why}", meter=self.meter,
                              route=self.route, protocol=PROTOCOL)  # fmt: skip
@@ -166,8 +177,7 @@ class MasterExchange:
             return self._after_end(frame)
         if not frame.uplink or frame.address.key != self.address.key:
             return self._dropped(f"frame of {frame.address} ignored")
-        local = self._local_now()
-        if frame.tp is not None and local is not None and frame.tp.stale(local):
+        if frame.tp is not None and self._stale(frame.tp):
             self.stale += 1
             return [Noise(f"frame past its time label's delay of {frame.tp.delay} min dropped")]
         if frame.control.initiator:
