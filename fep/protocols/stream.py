@@ -4,6 +4,7 @@ the error is raised by the next call, the bad bytes already dropped, so decoding
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from fep.errors import FrameError
@@ -61,3 +62,21 @@ class StreamDecoder(Generic[T]):
                 break
             items.append(item)
         return items
+
+    def decode_all(self, data: bytes) -> Iterator[T | FrameError]:
+        """Every item and every error ``data`` completes, in stream order, until more bytes
+        are needed: an error is handed out (not raised) and decoding goes on behind it, so
+        a good frame after a bad one is not left waiting for the next bytes (the loop each
+        protocol's ``receive`` would write for itself)."""
+        feed = data
+        while True:
+            try:
+                items = self.receive(feed)
+            except FrameError as error:
+                feed = b""
+                yield error
+                continue
+            feed = b""
+            if not items:
+                return
+            yield from items

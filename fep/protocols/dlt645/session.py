@@ -43,7 +43,6 @@ from twisted.internet.defer import Deferred, TimeoutError, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from fep.errors import ConfigError, FrameError, NotSupported, ProtocolError
@@ -111,6 +110,7 @@ from fep.protocols.dlt645.services import (
     write_data,
     write_data_1997,
 )
+from fep.protocols.push import LinkPushHandler
 from fep.protocols.session import Line, MeterSession, abort, run_session, run_session_within
 from fep.ratelog import RateLimitedLog
 
@@ -410,48 +410,24 @@ class _ConcentratorControl(Protocol):
 
 
 @implementer(IPushHandler)
-class Dlt645PushHandler:
+class Dlt645PushHandler(LinkPushHandler):
     """What the meters behind a dialled-in DTU send by themselves (``reports.ReportLink``):
     reports stored under the meter the frame's address names, the status word's events read,
     stored and only then reset; bad input counted and logged (rate-limited) with the meter
     and the DTU, the frame dropped, the session kept."""
 
-    def __init__(
-        self,
-        link: ReportLink,
-        sink: IRecordSink,
-        *,
-        reply: Callable[[bytes], None] | None,
-        source: str,
-        events: RateLimitedLog | None = None,
-    ) -> None:
-        self.link = link
-        self.sink = sink
-        self.reply = reply
-        self.source = source
-        self.events = events if events is not None else RateLimitedLog(log)
-        self.frames = 0
-        # Frames the link took before this handler had it (a predecessor's, see inherit).
-        self._frames_before = 0
-        self._gone = False
+    logger = log
+    link: ReportLink
 
-    @property
-    def stats(self) -> Any:
-        return self.link.stats
+    def __init__(self, link: ReportLink, sink: IRecordSink, *,
+                 reply: Callable[[bytes], None] | None, source: str,
+                 events: RateLimitedLog | None = None) -> None:  # fmt: skip
+        super().__init__(link, sink, reply=reply, source=source, events=events)
+        self._gone = False
 
     def _fields(self, meter: str = "", address: str = "") -> dict[str, Any]:
         return {"meter": meter or "?", "address": address or "?", "route": self.source,
                 "protocol": PROTOCOL}  # fmt: skip
-
-    def data_received(self, data: bytes) -> None:
-        self._perform(self.link.receive(data))
-        self.frames = self.link.stats.frames - self._frames_before
-
-    def pending(self) -> int:
-        return self.link.pending()
-
-    def take_buffered(self) -> bytes:
-        return self.link.take_buffered()
 
     def inherit(self, older: object) -> None:
         """Take over from the handler this one replaces on the same session (after a pull):
@@ -466,14 +442,6 @@ class Dlt645PushHandler:
     def connection_lost(self) -> None:
         self._gone = True
 
-    def _perform(self, actions: Sequence[object]) -> None:
-        for action in actions:
-            try:
-                self._do(action)
-            except Exception:  # a bug must not escape into the reactor
-                log.failure("DL/T 645 report handling of {action} failed",
-                            action=type(action).__name__, **self._fields())  # fmt: skip
-
     def _do(self, action: object) -> None:
         if isinstance(action, Reply):
             if self.reply is not None and not self._gone:
@@ -482,7 +450,7 @@ class Dlt645PushHandler:
             log.info("meter {meter} ({address}) behind {route}: {what}", what=action.what,
                      **self._fields(action.meter, action.address))  # fmt: skip
         elif isinstance(action, Store):
-            self._store(action)
+            self._stored(action)
         elif isinstance(action, Bad):
             found = self.link.meters.get(action.address)
             self.events.warn(
@@ -492,28 +460,23 @@ class Dlt645PushHandler:
                 bad=action.total, event="dlt645_bad_input",
                 **self._fields(found.id if found is not None else "", action.address))
 
-    def _store(self, action: Store) -> None:
-        fields = self._fields(action.meter)
-        if not action.records:
-            if action.ticket is not None:
-                self._perform(self.link.stored(action.ticket))
-            return
-        d = self.sink.submit(list(action.records))
+    def _stored(self, action: Store) -> None:
+        ticket = action.ticket
 
-        def stored(_: object) -> None:
-            log.info("meter {meter} behind {route}: {what}: {count} records stored",
-                     what=action.what, count=len(action.records), **fields)  # fmt: skip
-            if action.ticket is not None and not self._gone:
-                self._perform(self.link.stored(action.ticket))
+        def then() -> None:  # the link goes on (resets what was stored) while it is there
+            if ticket is not None and not self._gone:
+                self._perform(self.link.stored(ticket))
 
-        def not_stored(failure: Failure) -> None:
-            log.failure("meter {meter} behind {route}: {what} not stored (nothing reset: the "
-                        "meter reports it again)", failure, what=action.what,
-                        **fields)  # fmt: skip
-            if action.ticket is not None and not self._gone:
-                self._perform(self.link.not_stored(action.ticket))
+        def otherwise() -> None:
+            if ticket is not None and not self._gone:
+                self._perform(self.link.not_stored(ticket))
 
-        d.addCallbacks(stored, not_stored)
+        self._store(
+            action.records, what=action.what, fields=self._fields(action.meter),
+            then=then, otherwise=otherwise,
+            stored="meter {meter} behind {route}: {what}: {count} records stored",
+            not_stored="meter {meter} behind {route}: {what} not stored (nothing reset: the "
+                       "meter reports it again)")  # fmt: skip
 
 
 def dtu_meters(meter: Meter, meters: Sequence[Meter], tz: tzinfo) -> dict[str, ReportMeter]:

@@ -190,20 +190,13 @@ class TerminalLink:
 
     def receive(self, data: bytes) -> list[Action]:
         actions: list[Action] = []
-        feed = data
-        while True:
-            try:
-                frames = self.decoder.receive(feed)
-            except FrameError as e:
+        for item in self.decoder.decode_all(data):
+            if isinstance(item, FrameError):
                 self.noise += 1
-                actions.append(Noise(e.message))
-                feed = b""
-                continue
-            feed = b""
-            if not frames:
-                return actions
-            for frame in frames:
-                actions += self._on_frame(frame)
+                actions.append(Noise(item.message))
+            else:
+                actions += self._on_frame(item)
+        return actions
 
     def _on_frame(self, frame: Frame) -> list[Action]:
         if not frame.from_server or frame.client_started or frame.split:

@@ -14,15 +14,13 @@ from typing import Any
 
 import attrs
 
-from fep.errors import FrameError, ProtocolError, SessionTimeout
-from fep.protocols.gw3761.frames import Address, Afn, Frame, FrameDecoder, Reassembler
+from fep.protocols.gw3761.exchange import Failed, MasterExchange, Noise, Send, Step
+from fep.protocols.gw3761.frames import Address, Afn, Frame
 from fep.protocols.gw3761.services import (
     ArchiveEntry,
     Confirmed,
     Data,
     Denied,
-    Master,
-    decode_event,
     encode_unit,
 )
 
@@ -125,29 +123,14 @@ def entry_dict(e: ArchiveEntry) -> dict[str, Any]:
 
 
 @attrs.frozen
-class Send:
-    data: bytes
-
-
-@attrs.frozen
 class Finished:
     report: SyncReport
-
-
-@attrs.frozen
-class Failed:
-    error: Exception
-
-
-@attrs.frozen
-class Noise:
-    why: str
 
 
 Action = Send | Finished | Failed | Noise
 
 
-class ArchiveSync:
+class ArchiveSync(MasterExchange):
     """Reads a terminal's archive (AFN 0A F10, numbers 1..``size``, 30 to a request),
     compares it with ``wanted``, writes what differs (AFN 04 F10) unless ``repair`` is
     off, and reads it back to report what differs after. One request at a time; silence
@@ -156,56 +139,31 @@ class ArchiveSync:
     def __init__(self, address: Address, wanted: Sequence[ArchiveEntry], *,
                  size: int = MAX_NUMBER, repair: bool = True, retries: int = 1,
                  meter: str | None = None, route: str | None = None) -> None:  # fmt: skip
-        self.address = address
+        super().__init__(address, retries=retries, meter=meter, route=route)
         self.wanted = list(wanted)
         compare(self.wanted, [])  # ValueError now for a number wanted twice
         self.size = max(min(size, MAX_NUMBER), max((e.number for e in self.wanted), default=0))
         self.repair = repair
-        self.retries = retries
-        self.meter = meter
-        self.route = route
-        self.master = Master(address)
-        self.decoder = FrameDecoder()
-        self.joiner = Reassembler()
-        self.noise = 0
-        self.resent = 0
-        self._queue: list[tuple[str, int, bytes]] = []
-        self._current: tuple[str, int, bytes] | None = None
-        self._frame: Frame | None = None
-        self._attempt = 0
+        self._queue: list[Step] = []
         self._phase = "read"
         self._held: list[ArchiveEntry] = []
         self._before: ArchiveDiff | None = None
         self._held_before = 0
         self._written = 0
-        self._done = False
 
-    @property
-    def waiting_for(self) -> str | None:
-        return None if self._current is None else f"the answer to {self._current[0]}"
-
-    def _reads(self) -> list[tuple[str, int, bytes]]:
-        return [(f"0A:F10 entries {at}..{min(at + 29, self.size)}",
-                 int(Afn.QUERY_PARAMETERS), read_unit(range(at, min(at + 30, self.size + 1))))
+    def _reads(self) -> list[Step]:
+        return [Step(f"0A:F10 entries {at}..{min(at + 29, self.size)}",
+                     int(Afn.QUERY_PARAMETERS), read_unit(range(at, min(at + 30, self.size + 1))))
                 for at in range(1, self.size + 1, 30)]  # fmt: skip
 
     def start(self) -> list[Action]:
         self._queue = self._reads()
         return self._next()
 
-    def _error(self, why: str) -> ProtocolError:
-        return ProtocolError(f"concentrator {self.address}: {why}", meter=self.meter,
-                             route=self.route, protocol="gw3761")  # fmt: skip
-
     def _next(self) -> list[Action]:
         if not self._queue:
             return self._phase_done()
-        self._current = self._queue.pop(0)
-        self._attempt = 0
-        _, afn, data = self._current
-        self._frame = self.master.request(afn, data)
-        self.joiner.reset()
-        return [Send(self._frame.encode())]
+        return self._ask(self._queue.pop(0))
 
     def _phase_done(self) -> list[Action]:
         diff = compare(self.wanted, self._held)
@@ -217,8 +175,8 @@ class ArchiveSync:
             writes = diff.writes()
             self._written = len(writes)
             self._phase = "write"
-            self._queue = [(f"04:F10 writing {len(writes)} entries", int(Afn.SET_PARAMETERS),
-                            unit) for unit in write_units(writes)]  # fmt: skip
+            self._queue = [Step(f"04:F10 writing {len(writes)} entries", int(Afn.SET_PARAMETERS),
+                                unit) for unit in write_units(writes)]  # fmt: skip
             return self._next()
         if self._phase == "write":
             self._phase = "verify"
@@ -235,77 +193,22 @@ class ArchiveSync:
                                     self._before,
                                     self._written, after))]  # fmt: skip
 
-    def receive(self, data: bytes) -> list[Action]:
-        if self._done:
-            return []
-        actions: list[Action] = []
-        feed = data
-        while True:
-            try:
-                frames = self.decoder.receive(feed)
-            except FrameError as e:
-                self.noise += 1
-                actions.append(Noise(e.message))
-                feed = b""
-                continue
-            break
-        for frame in frames:
-            actions += self._frame_in(frame)
-        return actions
-
-    def _frame_in(self, frame: Frame) -> list[Action]:
-        if self._done:
-            return []
-        if not frame.uplink or frame.address.key != self.address.key:
-            self.noise += 1
-            return [Noise(f"frame of {frame.address} ignored")]
-        if frame.control.initiator:
-            if frame.seq.con:
-                return [Send(self.master.confirm(frame).encode())]
-            return []
-        if self._frame is None or (frame.seq.fir and frame.seq.seq != self._frame.seq.seq):
-            self.noise += 1
-            return [Noise(f"answer with RSEQ {frame.seq.seq} to no open request")]
-        try:
-            whole = self.joiner.add(frame)
-        except FrameError as e:
-            self.noise += 1
-            return [Noise(e.message)]
-        if whole is None:
-            return []
+    def _answered(self, whole: Frame) -> list[Action]:
         assert self._current is not None
-        what = self._current[0]
-        try:
-            event = decode_event(whole)
-        except (FrameError, ProtocolError) as e:
-            self._done = True
-            return [Failed(self._error(f"answer to {what} not decoded: {e}"))]
+        what = self._current.what
+        event = self._event(whole)
+        if isinstance(event, Failed):
+            return [event]
         if isinstance(event, Denied):
             if self._phase == "write":
-                self._done = True
-                return [Failed(self._error(f"denied {what}"))]
+                return [self._failed(f"denied {what}")]
             return self._next()  # no such entries
         if isinstance(event, Data) and event.afn == Afn.QUERY_PARAMETERS:
             self._held += [e for item in event.items if item.fn == 10
                            for e in (item.value or ())]  # fmt: skip
         elif not isinstance(event, Confirmed):
-            self.noise += 1
-            return [Noise(f"AFN {whole.afn:02X} answer to {what} dropped")]
+            return self._dropped(f"AFN {whole.afn:02X} answer to {what} dropped")
         return self._next()
-
-    def timeout(self) -> list[Action]:
-        if self._done or self._current is None or self._frame is None:
-            return []
-        what = self._current[0]
-        if self._attempt < self.retries:
-            self._attempt += 1
-            self.resent += 1
-            self.joiner.reset()
-            return [Send(self._frame.encode())]
-        self._done = True
-        return [Failed(SessionTimeout(f"concentrator {self.address} did not answer {what}",
-                                      meter=self.meter, route=self.route,
-                                      protocol="gw3761"))]  # fmt: skip
 
 
 __all__ = [
@@ -313,6 +216,10 @@ __all__ = [
     "MAX_NUMBER",
     "ArchiveDiff",
     "ArchiveSync",
+    "Failed",
+    "Finished",
+    "Noise",
+    "Send",
     "SyncReport",
     "compare",
     "entry_dict",

@@ -16,11 +16,12 @@ from typing import Any
 
 import attrs
 
-from fep.errors import FrameError, ProtocolError, SessionTimeout
+from fep.errors import FrameError, ProtocolError
 from fep.model import Record
 from fep.protocols.gw3761 import services
+from fep.protocols.gw3761.exchange import Failed, MasterExchange, Noise, Send, Step
 from fep.protocols.gw3761.formats import Clock, TimeFields
-from fep.protocols.gw3761.frames import Address, Afn, Frame, FrameDecoder, Reassembler
+from fep.protocols.gw3761.frames import Address, Afn, Frame
 from fep.protocols.gw3761.records import DEFAULT_TERMINAL_TZ, RecordMapper
 from fep.protocols.gw3761.services import (
     PROTOCOL,
@@ -28,7 +29,6 @@ from fep.protocols.gw3761.services import (
     Data,
     Denied,
     EventsRequest,
-    Master,
 )
 
 # The classes read when none are named: the terminal's clock, current forward active
@@ -41,23 +41,8 @@ CLOCK_SET = "05:F31 clock set"
 
 
 @attrs.frozen
-class Send:
-    data: bytes
-
-
-@attrs.frozen
 class Finished:
     records: tuple[Record, ...]
-
-
-@attrs.frozen
-class Failed:
-    error: Exception
-
-
-@attrs.frozen
-class Noise:
-    why: str
 
 
 @attrs.frozen
@@ -125,46 +110,31 @@ class ClientSettings:
     name_points: bool = False
 
 
-class Gw3761Client:
+class Gw3761Client(MasterExchange):
     """Reads what ``settings`` name, one request at a time."""
+
+    # A read's noise counts the bytes that are no frame; frames it drops are noted only.
+    counts_dropped = False
+    checks_afn = True
 
     def __init__(self, settings: ClientSettings, now: Callable[[], datetime] | None = None
                  ) -> None:  # fmt: skip
+        super().__init__(settings.address, retries=settings.retries, meter=settings.meter,
+                         route=settings.route, delay=settings.delay)  # fmt: skip
         self.settings = settings
         self.now = now or (lambda: datetime.now(UTC))
         name = settings.meter or str(settings.address)
         self.mapper = RecordMapper(name, dict(settings.point_meters), settings.tz,
                                    name_points=settings.name_points)
-        self.master = Master(settings.address, delay=settings.delay)
-        self.decoder = FrameDecoder()
-        self.joiner = Reassembler()
         self.records: list[Record] = []
         self.skipped: list[tuple[str, str]] = []
-        self.noise = 0
-        self.resent = 0
-        self.confirmed = 0
-        self.stale = 0
-        self._queue: list[tuple[str, int, bytes]] = []
-        self._current: tuple[str, int, bytes] | None = None
-        self._frame: Frame | None = None
-        self._attempt = 0
-        self._done = False
+        self._queue: list[Step] = []
         self.clock_set: Clock | None = None
         # Frames the terminal starts by itself (reports) go out as Reported, not into this
-        # read's records: set when the channel has a report handler (a GPRS session).
-        self.hand_over = False
-        # The last answer with ACD set (events not read yet, its EC): handed over when the
+        # read's records: set when the channel has a report handler (a GPRS session). The
+        # last answer with ACD set (events not read yet, its EC) is handed over when the
         # read ends, so that the report handler fetches them.
-        self._acd: Frame | None = None
-
-    @property
-    def done(self) -> bool:
-        """The read is over (finished or failed)."""
-        return self._done
-
-    @property
-    def waiting_for(self) -> str | None:
-        return None if self._current is None else f"the answer to {self._current[0]}"
+        self.hand_over = False
 
     # -- the requests -----------------------------------------------------------------------
 
@@ -183,7 +153,7 @@ class Gw3761Client:
             return EventsRequest(0, 0xFF)
         return None
 
-    def _curves(self, fn: int, points: Sequence[int]) -> list[tuple[str, int, bytes]]:
+    def _curves(self, fn: int, points: Sequence[int]) -> list[Step]:
         s = self.settings
         today = self._local_now().date()
         minutes = services.DENSITY_MINUTES.get(s.density, 15)
@@ -198,16 +168,16 @@ class Gw3761Client:
                 break
             units = services.request_units(Afn.CLASS2, points, [fn],
                                            CurveRequest(start, s.density, count))  # fmt: skip
-            out.append((f"0D:F{fn} from {start.isoformat()}", int(Afn.CLASS2),
-                        b"".join(units)))
+            out.append(Step(f"0D:F{fn} from {start.isoformat()}", int(Afn.CLASS2),
+                            b"".join(units)))
             start += count * step
         return out
 
-    def _plan(self) -> list[tuple[str, int, bytes]]:
+    def _plan(self) -> list[Step]:
         s = self.settings
-        plan: list[tuple[str, int, bytes]] = []
+        plan: list[Step] = []
         if s.set_clock:
-            plan.append((CLOCK_SET, int(Afn.CONTROL), b""))  # its data is the time it is sent
+            plan.append(Step(CLOCK_SET, int(Afn.CONTROL), b""))  # its data is the time it is sent
         for afn, fn in s.items:
             if afn == Afn.CLASS3 or (afn == Afn.CLASS1 and fn == 2):
                 points: Sequence[int] = (0,)
@@ -219,7 +189,7 @@ class Gw3761Client:
                     plan += self._curves(fn, chunk)
                     continue
                 units = services.request_units(afn, chunk, [fn], self._value(afn, fn))
-                plan.append((f"{afn:02X}:F{fn}", afn, b"".join(units)))
+                plan.append(Step(f"{afn:02X}:F{fn}", afn, b"".join(units)))
         return plan
 
     def start(self) -> list[Action]:
@@ -231,36 +201,22 @@ class Gw3761Client:
             self._done = True
             self._current = None
             return [Finished(tuple(self.records))]
-        self._current = self._queue.pop(0)
-        self._attempt = 0
-        what, afn, data = self._current
+        step = self._queue.pop(0)
         local = self._local_now()
         now = TimeFields(day=local.day, hour=local.hour, minute=local.minute, second=local.second)
-        if what == CLOCK_SET:
+        if step.what == CLOCK_SET:
             clock = Clock.of(local)
-            data = services.encode_unit(Afn.CONTROL, [0], [31], False, {(0, 31): clock})
+            step = attrs.evolve(step, data=services.encode_unit(Afn.CONTROL, [0], [31], False,
+                                                                {(0, 31): clock}))  # fmt: skip
             self.clock_set = clock
-        self._frame = self.master.request(afn, data, now=now)
-        return [Send(self._frame.encode())]
+        return self._ask(step, now=now)
 
     # -- the answers ------------------------------------------------------------------------
 
     def receive(self, data: bytes) -> list[Action]:
         if self._done:
             return []
-        actions: list[Action] = []
-        feed = data
-        while True:
-            try:
-                frames = self.decoder.receive(feed)
-            except FrameError as e:
-                self.noise += 1
-                actions.append(Noise(e.message))
-                feed = b""
-                continue
-            break
-        for frame in frames:
-            actions += self._frame_in(frame)
+        actions: list[Action] = super().receive(data)
         if self.hand_over and self.done:
             # The read ended within these bytes: what came after its last answer (whole
             # frames above, then the start of the next) is the channel's, in order.
@@ -275,50 +231,29 @@ class Gw3761Client:
                                                     con=False)).encode()))
         return actions
 
-    def _frame_in(self, frame: Frame) -> list[Action]:
-        s = self.settings
-        if self._done:
-            return [Reported(frame.encode())] if self.hand_over else []
-        if not frame.uplink or frame.address.key != s.address.key:
-            return [Noise(f"frame of {frame.address} ignored")]
-        if frame.tp is not None and frame.tp.stale(self._local_now()):
-            self.stale += 1
-            return [Noise(f"frame past its time label's delay of {frame.tp.delay} min dropped")]
-        if frame.control.initiator:
-            # Login, heartbeat or data the terminal reports by itself: confirm what asks for
-            # it, keep reported data, go on waiting.
-            out: list[Action] = []
-            if self.hand_over and frame.afn != Afn.LINK:
-                return self._reported(frame)
-            if frame.seq.con:
-                self.confirmed += 1
-                out.append(Send(self.master.confirm(frame).encode()))
-            try:
-                event = services.decode_event(frame)
-            except (FrameError, ProtocolError) as e:
-                return [*out, Noise(f"reported frame not decoded: {e}")]
-            if isinstance(event, Data):
-                self.records += self.mapper.records(event, self.now())
-            return out
-        # An answer's first frame carries the request's PSEQ as RSEQ; the frames after it
-        # count on (the reassembler checks the run).
-        if self._frame is None or (frame.seq.fir and frame.seq.seq != self._frame.seq.seq):
-            return [Noise(f"answer with RSEQ {frame.seq.seq} to no open request")]
-        if frame.afn not in (self._frame.afn, Afn.CONFIRM):
-            # Another exchange's answer (an event fetch of the session's report handler
-            # answered late) that happens to carry this request's sequence number.
-            return [Noise(f"answer of AFN {frame.afn:02X} to a request of AFN "
-                          f"{self._frame.afn:02X} ignored")]
-        if frame.ec is not None:
-            self._acd = frame
+    def _after_end(self, frame: Frame) -> list[Action]:
+        return [Reported(frame.encode())] if self.hand_over else []
+
+    def _initiated(self, frame: Frame) -> list[Action]:
+        # Login, heartbeat or data the terminal reports by itself: confirm what asks for
+        # it, keep reported data, go on waiting; with a report handler, a report is its
+        # (it files the data under the meters behind the concentrator, stores them and
+        # confirms them, when asked, after this read).
+        if self.hand_over and frame.afn != Afn.LINK:
+            return [Reported(frame.encode())]
+        out: list[Action] = super()._initiated(frame)
         try:
-            whole = self.joiner.add(frame)
-        except FrameError as e:
-            return [Noise(e.message)]
-        if whole is None:
-            return []
+            event = services.decode_event(frame)
+        except (FrameError, ProtocolError) as e:
+            return [*out, Noise(f"reported frame not decoded: {e}")]
+        if isinstance(event, Data):
+            self.records += self.mapper.records(event, self.now())
+        return out
+
+    def _answered(self, whole: Frame) -> list[Action]:
+        s = self.settings
         assert self._current is not None
-        what = self._current[0]
+        what = self._current.what
         try:
             event = services.decode_event(whole)
         except (FrameError, ProtocolError) as e:
@@ -336,28 +271,14 @@ class Gw3761Client:
             self.records += self.mapper.records(event, self.now())
         return self._next()
 
-    def _reported(self, frame: Frame) -> list[Action]:
-        """A report during the read, handed over to the channel's report handler, which
-        files its data under the meters behind the concentrator, stores it and confirms
-        it (when it asked) after this read."""
-        return [Reported(frame.encode())]
+    def _resending(self, step: Step, attempt: int) -> list[Action]:
+        return [Resent(step.what, attempt)]
 
-    def timeout(self) -> list[Action]:
-        if self._done or self._current is None or self._frame is None:
-            return []
-        what = self._current[0]
-        if self._attempt < self.settings.retries:
-            self._attempt += 1
-            self.resent += 1
-            self.joiner.reset()
-            return [Resent(what, self._attempt), Send(self._frame.encode())]
+    def _unanswered(self, step: Step) -> list[Action]:
         if not self.records and not self._queue:
-            self._done = True
-            return [Failed(SessionTimeout(
-                f"concentrator {self.settings.address} did not answer {what}",
-                meter=self.settings.meter, route=self.settings.route, protocol=PROTOCOL))]
-        self.skipped.append((what, "no answer"))
-        return [Skipped(what, "no answer"), *self._next()]
+            return super()._unanswered(step)
+        self.skipped.append((step.what, "no answer"))
+        return [Skipped(step.what, "no answer"), *self._next()]
 
 
 __all__ = [

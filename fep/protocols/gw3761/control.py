@@ -24,16 +24,15 @@ from typing import Any
 
 import attrs
 
-from fep.errors import ConfigError, FrameError, ProtocolError, SessionTimeout
-from fep.protocols.gw3761.frames import Address, Afn, Frame, FrameDecoder, Reassembler
+from fep.errors import ConfigError
+from fep.protocols.gw3761.exchange import Failed, MasterExchange, Noise, Send, Step
+from fep.protocols.gw3761.frames import Address, Afn, Frame
 from fep.protocols.gw3761.services import (
     Confirmed,
     Data,
     Denied,
-    Master,
     MasterStations,
     UplinkParameters,
-    decode_event,
     encode_unit,
 )
 
@@ -151,30 +150,8 @@ def flat(values: Mapping[int, Any]) -> dict[str, Any]:
 
 
 @attrs.frozen
-class Step:
-    what: str
-    afn: int
-    data: bytes
-
-
-@attrs.frozen
-class Send:
-    data: bytes
-
-
-@attrs.frozen
 class Finished:
     values: Mapping[int, Any]
-
-
-@attrs.frozen
-class Failed:
-    error: Exception
-
-
-@attrs.frozen
-class Noise:
-    why: str
 
 
 Action = Send | Finished | Failed | Noise
@@ -208,7 +185,7 @@ def write_steps(changes: Mapping[int, Mapping[str, Any]]
     return then
 
 
-class Exchange:
+class Exchange(MasterExchange):
     """Runs ``steps`` one request at a time, then the steps ``then`` makes of the values
     read (AFN 0A answers, by Fn). A denial or a request left unanswered after ``retries``
     resends fails it, naming the concentrator and the step."""
@@ -217,30 +194,10 @@ class Exchange:
                  then: Callable[[Mapping[int, Any]], list[Step]] | None = None,
                  retries: int = 1, meter: str | None = None,
                  route: str | None = None) -> None:  # fmt: skip
-        self.address = address
-        self.retries = retries
-        self.meter = meter
-        self.route = route
-        self.master = Master(address)
-        self.decoder = FrameDecoder()
-        self.joiner = Reassembler()
+        super().__init__(address, retries=retries, meter=meter, route=route)
         self.values: dict[int, Any] = {}
-        self.noise = 0
-        self.resent = 0
         self._queue = list(steps)
         self._then = then
-        self._current: Step | None = None
-        self._frame: Frame | None = None
-        self._attempt = 0
-        self._done = False
-
-    @property
-    def waiting_for(self) -> str | None:
-        return None if self._current is None else f"the answer to {self._current.what}"
-
-    def _error(self, why: str) -> ProtocolError:
-        return ProtocolError(f"concentrator {self.address}: {why}", meter=self.meter,
-                             route=self.route, protocol="gw3761")  # fmt: skip
 
     def start(self) -> list[Action]:
         return self._next()
@@ -253,81 +210,22 @@ class Exchange:
             self._done = True
             self._current = None
             return [Finished(dict(self.values))]
-        self._current = self._queue.pop(0)
-        self._attempt = 0
-        self._frame = self.master.request(self._current.afn, self._current.data)
-        self.joiner.reset()
-        return [Send(self._frame.encode())]
+        return self._ask(self._queue.pop(0))
 
-    def receive(self, data: bytes) -> list[Action]:
-        if self._done:
-            return []
-        actions: list[Action] = []
-        feed = data
-        while True:
-            try:
-                frames = self.decoder.receive(feed)
-            except FrameError as e:
-                self.noise += 1
-                actions.append(Noise(e.message))
-                feed = b""
-                continue
-            break
-        for frame in frames:
-            actions += self._frame_in(frame)
-        return actions
-
-    def _frame_in(self, frame: Frame) -> list[Action]:
-        if self._done:
-            return []
-        if not frame.uplink or frame.address.key != self.address.key:
-            self.noise += 1
-            return [Noise(f"frame of {frame.address} ignored")]
-        if frame.control.initiator:
-            if frame.seq.con:
-                return [Send(self.master.confirm(frame).encode())]
-            return []
-        if self._frame is None or (frame.seq.fir and frame.seq.seq != self._frame.seq.seq):
-            self.noise += 1
-            return [Noise(f"answer with RSEQ {frame.seq.seq} to no open request")]
-        try:
-            whole = self.joiner.add(frame)
-        except FrameError as e:
-            self.noise += 1
-            return [Noise(e.message)]
-        if whole is None:
-            return []
+    def _answered(self, whole: Frame) -> list[Action]:
         assert self._current is not None
         what = self._current.what
-        try:
-            event = decode_event(whole)
-        except (FrameError, ProtocolError) as e:
-            self._done = True
-            return [Failed(self._error(f"answer to {what} not decoded: {e}"))]
+        event = self._event(whole)
+        if isinstance(event, Failed):
+            return [event]
         if isinstance(event, Denied):
-            self._done = True
-            return [Failed(self._error(f"denied {what} (AFN 00 F2)"))]
+            return [self._failed(f"denied {what} (AFN 00 F2)")]
         if isinstance(event, Data) and event.afn == Afn.QUERY_PARAMETERS == self._current.afn:
             for item in event.items:
                 self.values[item.fn] = item.value
         elif not isinstance(event, Confirmed) or self._current.afn == Afn.QUERY_PARAMETERS:
-            self.noise += 1
-            return [Noise(f"AFN {whole.afn:02X} answer to {what} dropped")]
+            return self._dropped(f"AFN {whole.afn:02X} answer to {what} dropped")
         return self._next()
-
-    def timeout(self) -> list[Action]:
-        if self._done or self._current is None or self._frame is None:
-            return []
-        what = self._current.what
-        if self._attempt < self.retries:
-            self._attempt += 1
-            self.resent += 1
-            self.joiner.reset()
-            return [Send(self._frame.encode())]
-        self._done = True
-        return [Failed(SessionTimeout(f"concentrator {self.address} did not answer {what}",
-                                      meter=self.meter, route=self.route,
-                                      protocol="gw3761"))]  # fmt: skip
 
 
 __all__ = [

@@ -16,14 +16,14 @@ import attrs
 from fep.errors import FrameError, ProtocolError
 from fep.protocols.dlt645 import frames as dlt645_frames
 from fep.protocols.gw3761 import services
-from fep.protocols.gw3761.frames import Address, Afn, Frame, FrameDecoder, Reassembler
+from fep.protocols.gw3761.exchange import MasterExchange, Noise, Send
+from fep.protocols.gw3761.frames import Address, Afn, Frame
 from fep.protocols.gw3761.services import (
     Confirmed,
     Data,
     Denied,
     ForwardAnswer,
     ForwardRequest,
-    Master,
     Trip,
 )
 
@@ -66,22 +66,12 @@ class ForwardSettings:
 
 
 @attrs.frozen
-class Send:
-    data: bytes
-
-
-@attrs.frozen
 class Answer:
     payload: bytes
 
 
 @attrs.frozen
 class Refused:
-    why: str
-
-
-@attrs.frozen
-class Noise:
     why: str
 
 
@@ -107,22 +97,19 @@ def dlt645_address(payload: bytes) -> str | None:
     return found[0].address if found else None
 
 
-class Forwarder:
-    """One forwarding at a time to ``settings.port`` of the concentrator at ``address``."""
+class Forwarder(MasterExchange):
+    """One forwarding at a time to ``settings.port`` of the concentrator at ``address``
+    (the meter session above resends: a resend is a new forwarding)."""
+
+    asks = "forwarding"
 
     def __init__(self, address: Address, settings: ForwardSettings) -> None:
-        self.address = address
+        super().__init__(address)
         self.settings = settings
-        self.master = Master(address)
-        self.decoder = FrameDecoder()
-        self.joiner = Reassembler()
-        self._open: Frame | None = None
         self._target: str | None = None
         # The remote control waiting for its confirmation: (point, trip).
         self._control: tuple[int, bool] | None = None
         self.forwarded = 0
-        self.noise = 0
-        self.confirmed = 0
 
     @property
     def waiting(self) -> bool:
@@ -138,10 +125,8 @@ class Forwarder:
         is dropped as noise."""
         unit = services.encode_unit(Afn.FORWARD, [0], [1], False,
                                     {(0, 1): self.settings.request(payload)})  # fmt: skip
-        frame = self.master.request(Afn.FORWARD, unit)
-        self._open = frame
+        frame = self._request(Afn.FORWARD, unit)
         self._target = dlt645_address(payload)
-        self.joiner.reset()
         self.forwarded += 1
         return frame.encode()
 
@@ -152,51 +137,12 @@ class Forwarder:
         fn = 1 if trip else 2
         unit = services.encode_unit(Afn.CONTROL, [point], [fn], False,
                                     {(point, fn): Trip()} if trip else None)  # fmt: skip
-        frame = self.master.request(Afn.CONTROL, unit)
-        self._open = frame
+        frame = self._request(Afn.CONTROL, unit)
         self._target = None
         self._control = (point, trip)
-        self.joiner.reset()
         return frame.encode()
 
-    def receive(self, data: bytes) -> list[Action]:
-        actions: list[Action] = []
-        feed = data
-        while True:
-            try:
-                frames = self.decoder.receive(feed)
-            except FrameError as e:
-                self.noise += 1
-                actions.append(Noise(e.message))
-                feed = b""
-                continue
-            break
-        for frame in frames:
-            actions += self._frame_in(frame)
-        return actions
-
-    def _frame_in(self, frame: Frame) -> list[Action]:
-        if not frame.uplink or frame.address.key != self.address.key:
-            self.noise += 1
-            return [Noise(f"frame of {frame.address} ignored")]
-        if frame.control.initiator:
-            # Login, heartbeat or reported data on the concentrator's connection: confirm
-            # what asks for it; the data are not the forwarding's.
-            if frame.seq.con:
-                self.confirmed += 1
-                return [Send(self.master.confirm(frame).encode())]
-            return []
-        request = self._open
-        if request is None or (frame.seq.fir and frame.seq.seq != request.seq.seq):
-            self.noise += 1
-            return [Noise(f"answer with RSEQ {frame.seq.seq} to no open forwarding")]
-        try:
-            whole = self.joiner.add(frame)
-        except FrameError as e:
-            self.noise += 1
-            return [Noise(e.message)]
-        if whole is None:
-            return []
+    def _answered(self, whole: Frame) -> list[Action]:
         try:
             event = services.decode_event(whole)
         except (FrameError, ProtocolError) as e:
@@ -209,16 +155,14 @@ class Forwarder:
                 why = ("the concentrator denied the remote control (AFN 00 F2)"
                        if isinstance(event, Denied) else None)  # fmt: skip
                 return [Controlled(point, trip, why)]
-            self.noise += 1
-            return [Noise(f"AFN {whole.afn:02X} answer to a remote control dropped")]
+            return self._dropped(f"AFN {whole.afn:02X} answer to a remote control dropped")
         if isinstance(event, Denied):
             self._open = None
             return [Refused("the concentrator denied the forwarding (AFN 00 F2)")]
         answers = [i.value for i in event.items if isinstance(i.value, ForwardAnswer)] if (
             isinstance(event, Data) and event.afn == Afn.FORWARD) else []
         if not answers:
-            self.noise += 1
-            return [Noise(f"AFN {whole.afn:02X} answer to a forwarding dropped")]
+            return self._dropped(f"AFN {whole.afn:02X} answer to a forwarding dropped")
         self._open = None
         payload = b"".join(a.payload for a in answers)
         if not payload:

@@ -39,6 +39,7 @@ from fep.protocols.gw3761.client import (
     Gw3761Client,
     parse_item,
 )
+from fep.protocols.gw3761.exchange import Step
 from fep.protocols.gw3761.frames import Afn
 from fep.protocols.gw3761.records import CURVES, RecordMapper
 from fep.protocols.gw3761.services import CurveRequest, Item
@@ -146,15 +147,14 @@ class PointsClient(Gw3761Client):
         items = current_items(read.items) if read.current else ()
         return _Group(read.current, items, days, tuple(ranges), density or 1)
 
-    def _request(self, what: str, afn: int, units: list[bytes], points: Sequence[int]
-                 ) -> tuple[str, int, bytes]:  # fmt: skip
+    def _step(self, what: str, afn: int, units: list[bytes], points: Sequence[int]) -> Step:
         what = f"#{len(self._asked) + 1} {what}"
         self._asked[what] = tuple(points)
         self._pending.update(points)
-        return what, afn, b"".join(units)
+        return Step(what, afn, b"".join(units))
 
     def _curve_requests(self, fn: int, points: Sequence[int], first: datetime, end: datetime,
-                        density: int) -> list[tuple[str, int, bytes]]:  # fmt: skip
+                        density: int) -> list[Step]:  # fmt: skip
         step = timedelta(minutes=services.DENSITY_MINUTES[density])
         out = []
         start = first
@@ -164,17 +164,17 @@ class PointsClient(Gw3761Client):
                 break
             units = services.request_units(Afn.CLASS2, points, [fn],
                                            CurveRequest(start, density, count))  # fmt: skip
-            out.append(self._request(f"0D:F{fn} P{points[0]}.. from {start.isoformat()}",
-                                     int(Afn.CLASS2), units, points))  # fmt: skip
+            out.append(self._step(f"0D:F{fn} P{points[0]}.. from {start.isoformat()}",
+                                  int(Afn.CLASS2), units, points))  # fmt: skip
             start += count * step
         return out
 
-    def _plan(self) -> list[tuple[str, int, bytes]]:
+    def _plan(self) -> list[Step]:
         self.started = True
         groups: dict[_Group, list[int]] = {}
         for read in self.reads:
             groups.setdefault(self._group_of(read), []).append(read.point)
-        plan: list[tuple[str, int, bytes]] = []
+        plan: list[Step] = []
         for group, all_points in groups.items():
             ordered = sorted(set(all_points))
             for at in range(0, len(ordered), POINTS_PER_REQUEST):
@@ -184,12 +184,12 @@ class PointsClient(Gw3761Client):
                         plan += self._curve_requests(fn, points, *self._yesterday(), 1)
                         continue
                     units = services.request_units(afn, points, [fn], self._value(afn, fn))
-                    plan.append(self._request(f"{afn:02X}:F{fn} P{points[0]}..", afn, units,
-                                              points))  # fmt: skip
+                    plan.append(self._step(f"{afn:02X}:F{fn} P{points[0]}..", afn, units,
+                                           points))  # fmt: skip
                 for day in group.days:
                     units = services.request_units(Afn.CLASS2, points, [DAILY_FN], day)
-                    plan.append(self._request(f"0D:F{DAILY_FN} P{points[0]}.. of {day}",
-                                              int(Afn.CLASS2), units, points))  # fmt: skip
+                    plan.append(self._step(f"0D:F{DAILY_FN} P{points[0]}.. of {day}",
+                                           int(Afn.CLASS2), units, points))  # fmt: skip
                 for first, end in group.ranges:
                     plan += self._curve_requests(CURVE_FN, points, first, end, group.density)
         return plan
@@ -203,8 +203,8 @@ class PointsClient(Gw3761Client):
     # -- keeping count ----------------------------------------------------------------------
 
     def _next(self) -> list[Action]:
-        if self._current is not None and self._current[0] != CLOCK_SET:
-            self._ended_request(self._current[0])
+        if self._current is not None and self._current.what != CLOCK_SET:
+            self._ended_request(self._current.what)
         self.seen.seen.clear()
         return super()._next()
 

@@ -82,6 +82,7 @@ from fep.protocols.gw3761.frames import Address
 from fep.protocols.gw3761.records import DEFAULT_TERMINAL_TZ
 from fep.protocols.gw3761.reports import Bad, ConcentratorLink, Linked, Reply, Store, point_meters
 from fep.protocols.gw3761.services import PROTOCOL, ArchiveEntry
+from fep.protocols.push import LinkPushHandler
 from fep.protocols.session import Line, MeterSession, run_session
 from fep.ratelog import RateLimitedLog
 
@@ -250,47 +251,18 @@ class Gw3761Session(MeterSession):
 
 
 @implementer(IPushHandler)
-class Gw3761PushHandler:
+class Gw3761PushHandler(LinkPushHandler):
     """A dialled-in concentrator's frames outside pulls (``reports.ConcentratorLink``):
     login, heartbeat and logout confirmed, reports stored and then confirmed, events
     pending fetched; bad input counted and logged (rate-limited) with the concentrator's
     meter id and address, the frame dropped, the session kept."""
 
-    def __init__(
-        self,
-        link: ConcentratorLink,
-        sink: IRecordSink,
-        *,
-        reply: Callable[[bytes], None] | None,
-        source: str,
-        events: RateLimitedLog | None = None,
-    ) -> None:
-        self.link = link
-        self.sink = sink
-        self.reply = reply
-        self.source = source
-        self.events = events if events is not None else RateLimitedLog(log)
-        self.frames = 0
-
-    @property
-    def stats(self) -> Any:
-        return self.link.stats
+    logger = log
+    link: ConcentratorLink
 
     def _fields(self) -> dict[str, Any]:
         return {"meter": self.link.concentrator, "address": str(self.link.address or "?"),
                 "route": self.source, "protocol": PROTOCOL}  # fmt: skip
-
-    def data_received(self, data: bytes) -> None:
-        for action in self.link.receive(data):
-            try:
-                self._do(action)
-            except Exception:  # a bug must not escape into the reactor
-                log.failure("{meter}: handling {action} failed", action=type(action).__name__,
-                            **self._fields())  # fmt: skip
-        self.frames = self.link.stats.frames
-
-    def pending(self) -> int:
-        return self.link.pending()
 
     def inherit(self, older: object) -> None:
         """Take over from the handler this one replaces on the same session (after a pull):
@@ -302,9 +274,6 @@ class Gw3761PushHandler:
         if self.link.address is None:
             self.link.address = older.link.address
         self.events = older.events
-
-    def take_buffered(self) -> bytes:
-        return self.link.take_buffered()
 
     def connection_lost(self) -> None:
         if self.link.joiner.pending():
@@ -325,7 +294,7 @@ class Gw3761PushHandler:
             log.info("concentrator {meter} ({address}): {what} confirmed", what=action.what,
                      **fields)  # fmt: skip
         elif isinstance(action, Store):
-            self._store(action)
+            self._stored(action)
         elif isinstance(action, Bad):
             self.events.warn(
                 "concentrator {meter} ({address}): bad input dropped ({bad_kind}): {why}; "
@@ -333,27 +302,15 @@ class Gw3761PushHandler:
                 kind=f"gw3761:{action.kind}", bad_kind=action.kind, why=action.why,
                 bad=action.total, event="gw3761_bad_input", **fields)
 
-    def _store(self, action: Store) -> None:
-        fields = self._fields()
-        if not action.records:
-            if action.confirm is not None:
-                self._write(action.confirm)
-            return
-        d = self.sink.submit(list(action.records))
-
-        def stored(_: object) -> None:
-            log.info("concentrator {meter} ({address}): {what}: {count} records stored"
-                     + (", confirmed" if action.confirm is not None else ""),
-                     what=action.what, count=len(action.records), **fields)
-            if action.confirm is not None:
-                self._write(action.confirm)
-
-        def not_stored(failure: Failure) -> None:
-            log.failure("concentrator {meter} ({address}): {what} not stored (not "
-                        "confirmed: the concentrator sends it again)", failure,
-                        what=action.what, **fields)  # fmt: skip
-
-        d.addCallbacks(stored, not_stored)
+    def _stored(self, action: Store) -> None:
+        confirm = action.confirm
+        self._store(
+            action.records, what=action.what, fields=self._fields(),
+            then=None if confirm is None else lambda: self._write(confirm),
+            stored="concentrator {meter} ({address}): {what}: {count} records stored"
+                   + (", confirmed" if confirm is not None else ""),
+            not_stored="concentrator {meter} ({address}): {what} not stored (not confirmed: "
+                       "the concentrator sends it again)")  # fmt: skip
 
 
 @implementer(IMeterProtocol, IClock, IEventReader, IPushProtocol, IConcentratorReader,
