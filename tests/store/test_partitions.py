@@ -424,3 +424,61 @@ class KeeperTests(unittest.TestCase):
         self.assertEqual(keeper.runs, 2)
         # The fake clock's month (January 1970) and the next, for each table.
         self.assertEqual(len(keeper.changes), 6)
+
+
+class RetentionCommandTests(unittest.TestCase):
+    """`fep db retention` in-process (tests.inprocess)."""
+
+    async def test_lists_then_drops_the_old_partitions_per_table(self) -> None:
+        from tests.inprocess import fep_main
+
+        url = fresh_database(self)
+        store = PostgresStore(url, reactor)
+        await store.open()
+        for month in (datetime(2001, 1, 1, tzinfo=UTC), datetime(2001, 2, 1, tzinfo=UTC)):
+            for table, (column, _) in TABLES.items():
+                await store.interact(create_partition, table, column, month)
+            await store.write([reading(meter="m1", meter_time=month + timedelta(days=1))])
+        await store.close()
+
+        dry = fep_main("--db", url, "db", "retention", "--keep", "12", "--dry-run")
+        self.assertEqual(dry.returncode, 0, dry.stderr)
+        self.assertIn("readings: would detach readings_p2001_01 (2001-01-01 .. 2001-02-01)\n",
+                      dry.stdout)
+        self.assertIn("events: would detach events_p2001_02 (2001-02-01 .. 2001-03-01)\n",
+                      dry.stdout)
+        conn = connect(url)
+        self.addCleanup(conn.close)
+        self.assertEqual(query(conn, "SELECT count(*) FROM readings"), [(2,)])
+
+        config = os.path.join(self.mktemp() + ".ini")
+        with open(config, "w") as f:
+            f.write(f"[fep]\n[store]\nurl = {url}\nretention = 1 year\nretention_action = drop\n")
+        done = fep_main("--config", config, "db", "retention")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertIn("keeping 12 months and this one", done.stdout)
+        self.assertIn("intervals: dropped intervals_p2001_01 (2001-01-01 .. 2001-02-01)\n",
+                      done.stdout)
+        self.assertEqual(query(conn, "SELECT count(*) FROM readings"), [(0,)])
+        self.assertEqual(query(conn, "SELECT to_regclass('readings_p2001_02')"), [(None,)])
+        again = fep_main("--db", url, "db", "retention", "--keep", "12", "--detach")
+        self.assertIn("readings: nothing wholly before", again.stdout)
+
+    def test_without_a_retention_it_is_a_usage_error(self) -> None:
+        from tests.inprocess import fep_main
+
+        url = "postgresql://fep@127.0.0.1:1/fep"  # refused before connecting
+        result = fep_main("--db", url, "db", "retention")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("give --keep N", result.stderr)
+        zero = fep_main("--db", url, "db", "retention", "--keep", "0")
+        self.assertEqual(zero.returncode, 2)
+
+    def test_on_sqlite_it_is_not_supported(self) -> None:
+        from tests.inprocess import fep_main
+
+        db = f"sqlite:{os.path.abspath(self.mktemp())}.sqlite"
+        result = fep_main("--db", db, "db", "retention", "--keep", "3", "--drop")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("retention is not supported on SQLite", result.stderr)
+        self.assertFalse(os.path.exists(db[len("sqlite:"):]))  # nothing opened or made
