@@ -434,7 +434,7 @@ async def _db_retention(reactor: IFepReactor, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from fep.store import open_store
-    from fep.store.partitions import apply_retention, retention_cutoff
+    from fep.store.partitions import apply_retention, default_rows, retention_cutoff
     from fep.store.postgres import PostgresStore
 
     settings = None
@@ -456,6 +456,7 @@ async def _db_retention(reactor: IFepReactor, args: argparse.Namespace) -> int:
     await store.open()
     try:
         changes = await apply_retention(store, cutoff, action, dry_run=args.dry_run)
+        waiting = {table: await store.interact(default_rows, table) for table in changes}
     finally:
         await store.close()
     print(f"keeping {keep} months and this one: partitions wholly before "
@@ -465,6 +466,9 @@ async def _db_retention(reactor: IFepReactor, args: argparse.Namespace) -> int:
             print(change.describe())
         if not done:
             print(f"{table}: nothing wholly before {cutoff:%Y-%m-%d}")
+        if waiting[table]:
+            print(f"{table}: {waiting[table]} rows in {table}_default (times outside the "
+                  "monthly partitions; retention leaves them)")
     return EXIT_OK
 
 

@@ -132,6 +132,22 @@ async def partitions_of(cursor: Any, table: str) -> list[Partition]:
     return [parse_partition(table, name, bound) for name, bound in cursor.fetchall()]
 
 
+async def default_rows(cursor: Any, table: str) -> int:
+    """How many rows of ``table`` wait in its DEFAULT partition (times no monthly partition
+    covers: wrong clocks, months not made); retention never removes them."""
+    await cursor.execute(
+        "SELECT partdefid::regclass::text FROM pg_partitioned_table"
+        " WHERE partrelid = %s::regclass AND partdefid <> 0",
+        (table,),
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return 0
+    await cursor.execute(f"SELECT count(*) FROM {row[0]}")
+    (n,) = cursor.fetchone()
+    return int(n)
+
+
 async def _lock(cursor: Any) -> None:
     await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
     await cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")

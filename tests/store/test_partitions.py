@@ -233,6 +233,17 @@ class QueryPlanTests(unittest.TestCase):
             self.assertNotIn(f"{table}_default", text)
             if "FEP_SHOW_PLANS" in os.environ:
                 print(f"\n{text}")
+        # The analysis's shape (fep.analysis.store): a quantity of many meters over a range.
+        meters = [f"m{m}" for m in range(0, 500, 25)]
+        registers = plan(conn, "SELECT meter, read_at, value FROM readings WHERE obis = %s"
+                         " AND read_at >= %s AND read_at <= %s AND meter IN %s"
+                         " ORDER BY meter, read_at",
+                         ("1-0:1.8.0*255", since, until - timedelta(seconds=1), tuple(meters)))
+        self.assertNotIn("Seq Scan", registers)
+        self.assertIn(f"readings_p{since:%Y_%m}_meter_obis_read_at_key", registers)
+        self.assertNotIn(f"readings_p{until:%Y_%m}", registers)
+        if "FEP_SHOW_PLANS" in os.environ:
+            print(f"\n{registers}")
 
 
 class PartitionUnitTests(unittest.TestCase):
@@ -439,6 +450,7 @@ class RetentionCommandTests(unittest.TestCase):
             for table, (column, _) in TABLES.items():
                 await store.interact(create_partition, table, column, month)
             await store.write([reading(meter="m1", meter_time=month + timedelta(days=1))])
+        await store.write([reading(meter="m1", meter_time=WRONG_CLOCKS[0])])
         await store.close()
 
         dry = fep_main("--db", url, "db", "retention", "--keep", "12", "--dry-run")
@@ -449,7 +461,9 @@ class RetentionCommandTests(unittest.TestCase):
                       dry.stdout)
         conn = connect(url)
         self.addCleanup(conn.close)
-        self.assertEqual(query(conn, "SELECT count(*) FROM readings"), [(2,)])
+        self.assertEqual(query(conn, "SELECT count(*) FROM readings"), [(3,)])
+        self.assertIn("readings: 1 rows in readings_default (times outside the monthly "
+                      "partitions; retention leaves them)\n", dry.stdout)
 
         config = os.path.join(self.mktemp() + ".ini")
         with open(config, "w") as f:
@@ -459,7 +473,7 @@ class RetentionCommandTests(unittest.TestCase):
         self.assertIn("keeping 12 months and this one", done.stdout)
         self.assertIn("intervals: dropped intervals_p2001_01 (2001-01-01 .. 2001-02-01)\n",
                       done.stdout)
-        self.assertEqual(query(conn, "SELECT count(*) FROM readings"), [(0,)])
+        self.assertEqual(query(conn, "SELECT count(*) FROM readings"), [(1,)])  # DEFAULT's
         self.assertEqual(query(conn, "SELECT to_regclass('readings_p2001_02')"), [(None,)])
         again = fep_main("--db", url, "db", "retention", "--keep", "12", "--detach")
         self.assertIn("readings: nothing wholly before", again.stdout)
