@@ -21,6 +21,7 @@ from twisted.trial import unittest
 from fep.errors import StoreError
 from fep.model import EventKind, IntervalBlock, MeterEvent, ObisCode, Reading, Record, Severity
 from fep.store import migrations
+from fep.store import partitions as partitions_module
 from fep.store.copy import EVENT_COLUMNS, INTERVAL_COLUMNS, READING_COLUMNS, copy_texts
 from fep.store.partitions import (
     Partition,
@@ -339,6 +340,23 @@ class PartitionStoreTests(unittest.TestCase):
         (p,) = [p for p in await self.store.interact(partitions_of, "events")
                 if p.name == "events_p2063_01"]
         self.assertEqual((p.lower, p.upper), (month, datetime(2063, 2, 1, tzinfo=UTC)))
+
+    async def test_a_partition_change_gives_up_when_its_locks_are_not_had_in_time(
+        self,
+    ) -> None:
+        self.patch(partitions_module, "LOCK_TIMEOUT", "200ms")
+        reader = psycopg2.connect(self.url)  # a long query under way on DEFAULT
+        self.addCleanup(reader.close)
+        with reader.cursor() as cur:
+            cur.execute("SELECT count(*) FROM readings_default")
+        month = datetime(2064, 2, 1, tzinfo=UTC)
+        with self.assertRaises(StoreError) as caught:
+            await self.store.interact(create_partition, "readings", "read_at", month)
+        self.assertIn("lock timeout", str(caught.exception))
+        self.assertNotIn("readings_p2064_02", self.names("readings"))
+        reader.rollback()
+        self.assertEqual(
+            await self.store.interact(create_partition, "readings", "read_at", month), 0)
 
     async def old_months(self) -> list[datetime]:
         months = [datetime(2001, m, 1, tzinfo=UTC) for m in (1, 2, 3)]
