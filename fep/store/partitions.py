@@ -158,11 +158,18 @@ async def create_partition(cursor: Any, table: str, column: str, month: datetime
     that month out of DEFAULT into it and returns how many."""
     await _lock(cursor)
     name = partition_name(table, month)
-    await cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))
-    (exists,) = cursor.fetchone()
+    await cursor.execute(
+        "SELECT to_regclass(%(name)s) IS NOT NULL, EXISTS (SELECT 1 FROM pg_inherits"
+        " WHERE inhrelid = to_regclass(%(name)s) AND inhparent = %(table)s::regclass)",
+        {"name": name, "table": table},
+    )
+    exists, attached = cursor.fetchone()
     if exists:
-        # Made already (by another node, or earlier); a detached partition of the same name
-        # is left alone too (rows of that month stay in DEFAULT).
+        # Made already (by another node, or earlier). A table of that name that is not a
+        # partition (one detached by hand) is left alone: the month's rows stay in DEFAULT.
+        if not attached:
+            log.warn("partitions: {name} exists but is not a partition of {table}; rows of "
+                     "that month stay in {table}'s DEFAULT partition", name=name, table=table)
         return None
     await cursor.execute(
         "SELECT partdefid::regclass::text FROM pg_partitioned_table"

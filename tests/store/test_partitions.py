@@ -15,7 +15,8 @@ from typing import Any
 import psycopg2
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from fep.errors import StoreError
@@ -340,6 +341,11 @@ class PartitionStoreTests(unittest.TestCase):
         (p,) = [p for p in await self.store.interact(partitions_of, "events")
                 if p.name == "events_p2063_01"]
         self.assertEqual((p.lower, p.upper), (month, datetime(2063, 2, 1, tzinfo=UTC)))
+        # Detached by hand: left alone, said in the log (that month's rows go to DEFAULT).
+        query(self.conn, "ALTER TABLE events DETACH PARTITION events_p2063_01")
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.assertIsNone(await self.store.interact(create_partition, "events", "time", month))
+        self.assertEqual([e["name"] for e in events if "name" in e], ["events_p2063_01"])
 
     async def test_a_partition_change_gives_up_when_its_locks_are_not_had_in_time(
         self,
