@@ -29,9 +29,11 @@ WH = Unit.by_code(30)
 
 
 def make_readings(count: int, meters: int = 1000) -> list[Reading]:
-    """``count`` distinct readings spread over ``meters`` meters, 15-minute clock steps."""
-    base = datetime(2026, 1, 1, tzinfo=UTC)
+    """``count`` distinct readings spread over ``meters`` meters, 15-minute clock steps from
+    the first of this UTC month (on PostgreSQL a month whose partition the schema has made,
+    as a live node's readings are)."""
     received = datetime.now(UTC)
+    base = datetime(received.year, received.month, 1, tzinfo=UTC)
     out = []
     for i in range(count):
         meter, rest = i % meters, i // meters

@@ -3,7 +3,8 @@ parts it depends on, and makes each a named child of one service tree (fep.servi
 started in dependency order (each once the one before is ready) and stopped in reverse.
 
 The tree, in start order (a part the config leaves out has no child): ``store`` (open and
-migrate, retried while it is down), ``sms`` (the channel), ``alarms``, ``northbound`` (what
+migrate, retried while it is down), ``partitions`` (PostgreSQL: monthly partitions made
+ahead and retention, at start and daily), ``sms`` (the channel), ``alarms``, ``northbound`` (what
 consumes the router's commits), ``router`` (spool replay), ``directory`` (the meter list),
 ``collection`` (the engine's tasks), ``dlms-counters``, ``modem-pool``, ``scheduler``, ``plans``,
 ``gprs`` (the channel: its sessions close at stop), the listeners (``push-iec62056-21``,
@@ -248,6 +249,11 @@ class FepService(OrderedMultiService):
     def _build_tree(self, config: Config) -> None:
         """Every part a named child, in start order (see the module's docstring)."""
         self.add(Step("store", self._open_store, self.store.close), "store")
+        keeper = self._partition_keeper(config)
+        if keeper is not None:
+            # Partitions ahead and retention (PostgreSQL): at start, without holding it up,
+            # and daily; stopped before the store closes.
+            self.add(keeper, "partitions")
         # What consumes the router's commits starts before the router takes records and
         # stops only after it has flushed its spool, whose last batches the committed hooks
         # still take: the SMS channel (the alarms send texts through it; it feeds the router
@@ -287,6 +293,20 @@ class FepService(OrderedMultiService):
             # Its alarms go through the router: stopped before it.
             self.add(self.analysis, "analysis")
         self.add(self.operator, "operator")
+
+    def _partition_keeper(self, config: Config) -> Any:
+        """The PostgreSQL record tables' monthly partitions kept ahead, and retention
+        ([store] partitions_ahead, retention, retention_action); none on SQLite."""
+        from fep.store.postgres import PostgresStore
+
+        if not isinstance(self.store, PostgresStore):
+            return None
+        from fep.store.partitions import PartitionKeeper
+
+        return PartitionKeeper(self.reactor, self.store,
+                               months_ahead=config.store.partitions_ahead,
+                               retention_months=config.store.retention,
+                               retention_action=config.store.retention_action)
 
     @staticmethod
     def _vee_settings(config: Config) -> Any:

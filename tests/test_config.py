@@ -31,6 +31,24 @@ class ConfigTests(unittest.TestCase):
         self.assertEqual(config.collect.concurrency, 3)
         self.assertFalse(config.collect.enabled)
 
+    def test_store_retention_is_read_in_months_and_empty_keeps_everything(self) -> None:
+        pg = "[fep]\n[store]\nurl = postgresql://fep@db/fep\n"
+        self.assertIsNone(parse_config(pg, "fep.ini").store.retention)
+        self.assertEqual(parse_config(pg + "retention = 24 months\n", "fep.ini").store.retention,
+                         24)
+        config = parse_config(pg + "retention = 2 years\npartitions_ahead = 6\n", "fep.ini")
+        self.assertEqual((config.store.retention, config.store.partitions_ahead), (24, 6))
+        for bad in ("24", "0 months", "two years", "3 weeks"):
+            with self.assertRaises(ConfigError) as caught:
+                parse_config(pg + f"retention = {bad}\n", "fep.ini")
+            self.assertEqual(caught.exception.key, "retention")
+
+    def test_store_retention_on_sqlite_is_an_error_naming_the_key(self) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            parse_config(MINIMAL + "retention = 12 months\n", "fep.ini")
+        self.assertEqual((caught.exception.section, caught.exception.key), ("store", "retention"))
+        self.assertIn("not supported on SQLite", str(caught.exception))
+
     def test_missing_section_is_named(self) -> None:
         with self.assertRaises(ConfigError) as caught:
             parse_config("[fep]\n", "etc/site.ini")

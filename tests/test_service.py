@@ -59,6 +59,23 @@ class ServiceTreeTests(unittest.TestCase):
         for child in daemon:
             self.assertIs(child.parent, daemon)
 
+    def test_on_postgresql_the_partition_keeper_follows_the_store(self) -> None:
+        from fep.store.partitions import PartitionKeeper
+
+        url = "postgresql://fep@127.0.0.1:1/fep"  # never connected: the tree is only built
+        daemon = FepService(parse_config(
+            f"[fep]\nnode = tree\ndata_dir = {self.mktemp()}\n[store]\nurl = {url}\n"
+            "partitions_ahead = 5\nretention = 2 years\nretention_action = drop\n"
+            "[collect]\nenabled = no\n"), reactor)
+        names = [child.name for child in daemon]
+        self.assertEqual(names[:2], ["store", "partitions"])
+        keeper = daemon.getServiceNamed("partitions")
+        self.assertIsInstance(keeper, PartitionKeeper)
+        self.assertEqual((keeper.months_ahead, keeper.retention_months,
+                          keeper.retention_action), (5, 24, "drop"))
+        self.assertIs(keeper.store, daemon.store)
+        self.assertNotIn("partitions", [c.name for c in FepService(self.config(), reactor)])
+
     async def test_starts_in_order_and_stops_in_reverse(self) -> None:
         daemon = FepService(self.config(), reactor)
         events: list[str] = []

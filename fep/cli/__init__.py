@@ -415,6 +415,8 @@ async def cmd_meters(reactor: IFepReactor, args: argparse.Namespace) -> int:
 async def cmd_db(reactor: IFepReactor, args: argparse.Namespace) -> int:
     from fep.store import open_store
 
+    if args.db_command == "retention":
+        return await _db_retention(reactor, args)
     store = open_store(db_url(args), reactor)
     applied = await store.upgrade()
     await store.close()
@@ -423,6 +425,50 @@ async def cmd_db(reactor: IFepReactor, args: argparse.Namespace) -> int:
             print(f"applied {name}")
     else:
         print("schema is up to date")
+    return EXIT_OK
+
+
+async def _db_retention(reactor: IFepReactor, args: argparse.Namespace) -> int:
+    """`fep db retention`: detach or drop the record tables' partitions wholly older than
+    the cutoff (PostgreSQL only)."""
+    from datetime import UTC, datetime
+
+    from fep.store import open_store
+    from fep.store.partitions import apply_retention, default_rows, retention_cutoff
+    from fep.store.postgres import PostgresStore
+
+    settings = None
+    if args.config:
+        from fep.config import load_config
+
+        settings = load_config(args.config).store
+    store = open_store(db_url(args), reactor)
+    if not isinstance(store, PostgresStore):
+        raise UsageError("retention is not supported on SQLite: its records are not "
+                         "partitioned (retention drops PostgreSQL's monthly partitions)")
+    if args.keep is not None and args.keep < 1:
+        raise UsageError("--keep must be at least 1 (month)")
+    keep = args.keep if args.keep is not None else (settings and settings.retention)
+    if not keep:
+        raise UsageError("give --keep N (months) or set [store] retention")
+    action = args.action or (settings.retention_action if settings else "detach")
+    cutoff = retention_cutoff(datetime.fromtimestamp(reactor.seconds(), UTC), keep)
+    await store.open()
+    try:
+        changes = await apply_retention(store, cutoff, action, dry_run=args.dry_run)
+        waiting = {table: await store.interact(default_rows, table) for table in changes}
+    finally:
+        await store.close()
+    print(f"keeping {keep} months and this one: partitions wholly before "
+          f"{cutoff:%Y-%m-%d} go ({'dry run, ' if args.dry_run else ''}{action})")
+    for table, done in changes.items():
+        for change in done:
+            print(change.describe())
+        if not done:
+            print(f"{table}: nothing wholly before {cutoff:%Y-%m-%d}")
+        if waiting[table]:
+            print(f"{table}: {waiting[table]} rows in {table}_default (times outside the "
+                  "monthly partitions; retention leaves them)")
     return EXIT_OK
 
 
@@ -674,6 +720,18 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="the store's schema")
     dsub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
     dsub.add_parser("upgrade", help="apply pending schema migrations")
+    retention = dsub.add_parser(
+        "retention", help="detach or drop the record partitions older than the retention "
+        "(PostgreSQL)")
+    retention.add_argument("--keep", type=int, metavar="N",
+                           help="months kept before this one (default: [store] retention)")
+    what = retention.add_mutually_exclusive_group()
+    what.add_argument("--detach", dest="action", action="store_const", const="detach",
+                      help="detach old partitions, keeping them as plain tables")
+    what.add_argument("--drop", dest="action", action="store_const", const="drop",
+                      help="drop old partitions")
+    retention.add_argument("--dry-run", action="store_true",
+                           help="only list what would be detached or dropped")
     db.set_defaults(run=cmd_db)
 
     from fep.cli.collect import add_commands

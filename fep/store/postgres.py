@@ -61,6 +61,9 @@ T = TypeVar("T")
 # Any number will do as long as every fep node uses the same one: it serialises concurrent
 # `fep db upgrade` / open() runs on one database.
 MIGRATION_LOCK = 0x6665_7001
+# Seconds one migration may take (its transaction's deadline): a day, for a migration that
+# copies every record of a large database.
+MIGRATION_TIMEOUT = 86400.0
 
 UPSERT_METERS = (
     "INSERT INTO meters (id, protocol, route, serial, address, credentials, metadata)"
@@ -238,23 +241,30 @@ class _Pool(txpostgres.ConnectionPool):
         for c in self._all:
             c.close()
 
-    def run(self, interaction: Interaction[T], *args: Any) -> Deferred[T]:
-        """Run ``interaction(cursor, *args)`` in a transaction on a healthy connection."""
-        result: Deferred[T] = self._semaphore.run(self._checkout, interaction, *args)
+    def run(
+        self, interaction: Interaction[T], *args: Any, timeout: float | None = None
+    ) -> Deferred[T]:
+        """Run ``interaction(cursor, *args)`` in a transaction on a healthy connection,
+        within ``timeout`` seconds (default: the pool's query deadline)."""
+        result: Deferred[T] = self._semaphore.run(
+            self._checkout, interaction, args, timeout or self.query_timeout
+        )
         return result
 
-    def _checkout(self, interaction: Interaction[T], *args: Any) -> Deferred[T]:
+    def _checkout(self, interaction: Interaction[T], args: Any, timeout: float) -> Deferred[T]:
         c = self.connections.pop()
-        d = Deferred.fromCoroutine(self._use(c, interaction, args))
+        d = Deferred.fromCoroutine(self._use(c, interaction, args, timeout))
         return d.addBoth(self._putBackAndPassthrough, c)
 
-    async def _use(self, c: _Connection, interaction: Interaction[T], args: Any) -> T:
+    async def _use(
+        self, c: _Connection, interaction: Interaction[T], args: Any, timeout: float
+    ) -> T:
         fresh = not c.is_open()
         if fresh:
             c.close()
             await self._connect(c)
         try:
-            return await self._transact(c, interaction, args)
+            return await self._transact(c, interaction, args, timeout)
         except _DATABASE_ERRORS as e:
             if fresh or c.is_open():
                 raise
@@ -267,14 +277,14 @@ class _Pool(txpostgres.ConnectionPool):
             )
             c.close()
             await self._connect(c)
-            return await self._transact(c, interaction, args)
+            return await self._transact(c, interaction, args, timeout)
 
     def _transact(
-        self, c: _Connection, interaction: Interaction[T], args: Any
+        self, c: _Connection, interaction: Interaction[T], args: Any, timeout: float
     ) -> Coroutine[Any, Any, T]:
         return self._within(
             c,
-            self.query_timeout,
+            timeout,
             "the transaction",
             Deferred.fromCoroutine(c.transact(interaction, *args)),
         )
@@ -320,10 +330,12 @@ class PostgresStore:
             return Failure(StoreError(f"{self.url}: {message}"))
         return f
 
-    def _run(self, interaction: Interaction[T], *args: Any) -> Deferred[T]:
+    def _run(
+        self, interaction: Interaction[T], *args: Any, timeout: float | None = None
+    ) -> Deferred[T]:
         if self._pool is None:
             return fail(StoreError(f"{self.url}: store is not open"))
-        return self._pool.run(interaction, *args).addErrback(self._failed)
+        return self._pool.run(interaction, *args, timeout=timeout).addErrback(self._failed)
 
     def interact(self, interaction: Interaction[T], *args: Any) -> Deferred[T]:
         """Run ``interaction(cursor, *args)`` in one transaction on a pooled connection: how
@@ -359,7 +371,9 @@ class PostgresStore:
         # One transaction per migration, each re-reading what is applied under the lock, so
         # two nodes starting together apply each file once.
         while True:
-            name = await self._run(_apply_next_migration)
+            # A migration rewrites tables (0015 copies every record): it has its own,
+            # much longer deadline than a query.
+            name = await self._run(_apply_next_migration, timeout=MIGRATION_TIMEOUT)
             if name is None:
                 return names
             log.info("store {url}: applied migration {name}", url=self.url, name=name)

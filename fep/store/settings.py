@@ -3,15 +3,54 @@ journal in front of it), declared with their options (fep.options)."""
 
 from __future__ import annotations
 
+import re
+
 import attrs
 
-from fep.options import Option, Section, positive_float, positive_int, text
+from fep.errors import ConfigError
+from fep.options import (
+    Option,
+    Section,
+    choice,
+    expects,
+    positive_float,
+    positive_int,
+    text,
+)
+
+_RETENTION = re.compile(r"^(?P<n>\d+)\s*(?P<unit>months?|years?)$")
+
+
+@expects("N months or N years, or empty (keep everything)")
+def retention(value: str) -> int | None:
+    """``24 months`` / ``2 years`` as a number of months; empty: keep everything (None)."""
+    value = value.strip().lower()
+    if not value:
+        return None
+    m = _RETENTION.match(value)
+    if m is None:
+        raise ValueError("expected N months or N years")
+    months = int(m["n"]) * (12 if m["unit"].startswith("year") else 1)
+    if months < 1:
+        raise ValueError("retention must keep at least one month")
+    return months
 
 
 @attrs.frozen
 class StoreSection:
     url: str
     pool_size: int
+    partitions_ahead: int = 3
+    retention: int | None = None  # months kept, None: everything
+    retention_action: str = "detach"
+
+
+def _store(url: str, pool_size: int, partitions_ahead: int, retention: int | None,
+           retention_action: str) -> StoreSection:
+    if retention is not None and url.startswith("sqlite:"):
+        raise ConfigError("retention works by PostgreSQL partitions; it is not supported on "
+                          "SQLite (leave it empty)", key="retention")
+    return StoreSection(url, pool_size, partitions_ahead, retention, retention_action)
 
 
 @attrs.frozen
@@ -26,7 +65,13 @@ STORE = Section("store", {
     "url": Option(text, "sqlite:var/fep.sqlite",
                   "sqlite:PATH (embedded default) or postgresql://user@host:port/db"),
     "pool_size": Option(positive_int, 2, "PostgreSQL connections kept open (and as many for COPY)"),
-}, StoreSection, required=True)
+    "partitions_ahead": Option(positive_int, 3,
+                               "PostgreSQL: months of record partitions made ahead"),
+    "retention": Option(retention, "",
+                        "PostgreSQL: months of records kept (e.g. 24 months); empty: all"),
+    "retention_action": Option(choice("detach", "drop"), "detach",
+                               "PostgreSQL: what retention does to an old partition"),
+}, _store, required=True)
 
 SPOOL = Section("spool", {
     "directory": Option(text, "", "journal directory; empty means DATA_DIR/spool"),

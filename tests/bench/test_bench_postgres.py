@@ -57,6 +57,9 @@ class PostgresIngestRowsTests(unittest.TestCase):
             with conn.cursor() as cur:
                 cur.execute("SELECT count(*) FROM readings")
                 self.assertEqual(cur.fetchone(), (60,))
+                # In this month's partition, as a live node's readings are, not in DEFAULT.
+                cur.execute("SELECT count(*) FROM readings_default")
+                self.assertEqual(cur.fetchone(), (0,))
         finally:
             conn.close()
 
