@@ -174,6 +174,16 @@ class LoadSettingsTests(unittest.TestCase):
                          ((L1V, L2V, L3V), (L1I, L2I, L3I), (L1P, L2P, L3P)))
         self.assertEqual(s.voltage_limits, VoltageLimits(D(230), D(10), D(10)))
 
+    def test_the_example_file_gives_the_defaults(self) -> None:
+        from fep.analysis.settings import load
+
+        example = load(Path(__file__).parents[2] / "etc" / "vee.example.ini")
+        s = VeeSettings()
+        self.assertEqual((example.voltage_channels, example.current_channels,
+                          example.power_channels, example.voltage_limits),
+                         (s.voltage_channels, s.current_channels, s.power_channels,
+                          s.voltage_limits))
+
     def test_the_keys_of_the_load_section(self) -> None:
         s = parse("[load]\nvoltage = 1-0:32.24.0, 1-0:52.24.0, 1-0:72.24.0\n"
                   "currents = 1-0:31.24.0\npowers = 1-0:22.7.0, 1-0:42.7.0\n"
@@ -244,12 +254,12 @@ class MeasuredStoreBehaviours:
     def new_store(self) -> Any:
         raise NotImplementedError
 
-    async def load_of(self, **kw: Any) -> list[DayLoad]:
+    async def load_of(self, network: str = AREAS, **kw: Any) -> list[DayLoad]:
         store = self.new_store()
         await store.open()
         try:
             await store.write([*blocks(), *measured_blocks()])
-            await AnalysisStore(store).save_network(areas.read_csv(AREAS))
+            await AnalysisStore(store).save_network(areas.read_csv(network))
             report = await jobs.run_load(store, VeeSettings(), date(2026, 12, 1), **kw)
         finally:
             await store.close()
@@ -283,6 +293,13 @@ class MeasuredStoreBehaviours:
         # Member B's own row: its L1, 15 minutes under; no phases of its own.
         self.assertEqual((by["B"]["under_voltage_a"], by["B"]["under_voltage_b"],
                           by["B"]["imbalance_source"]), (15, 0, None))
+
+
+    async def test_an_area_whose_summary_meter_is_no_input_is_estimated(self) -> None:
+        """S as energy out of T1: its currents are not the area's; the members' estimate."""
+        [t1] = await self.load_of(AREAS.replace("S,summary,in", "S,summary,out"), area="T1")
+        self.assertEqual((t1.imbalance_source, t1.imbalance, t1.imbalance_network),
+                         ("network", D("64.27"), None))
 
 
 class SqliteMeasuredTests(MeasuredStoreBehaviours, unittest.TestCase):
@@ -387,3 +404,10 @@ class MeasuredDoorsTests(unittest.TestCase):
                           row["over_voltage_minutes"], row["under_voltage_minutes"],
                           row["voltage_within"]),
                          (D("23.26"), "current", 20, 20, D("98.61")))
+
+    def test_docs_openapi_lists_every_field(self) -> None:
+        text = (Path(__file__).parents[2] / "docs" / "openapi.yaml").read_text()
+        start = text.index("\n  /load:")
+        load = text[start:text.index("\n                  profile:", start)]
+        row = DayLoad("M", "meter", DAY.date(), 0, D(0), None, None, None, None, None)
+        self.assertEqual([k for k in row.as_dict() if f" {k}: " not in load], [])
