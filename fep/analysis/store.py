@@ -130,7 +130,7 @@ def _samples(d: _Dialect, meters: Sequence[str], codes: Sequence[str], since: da
              until: datetime) -> Op[dict[str, dict[str, list[Sample]]]]:
     """The intervals of ``codes`` (measured quantities: voltage, current, power) of each
     meter, each with its own length and the stored scaler applied; values the meter marked
-    not valid or missing are left out."""
+    not valid or missing, and values that are no finite number, are left out."""
     out: dict[str, dict[str, list[Sample]]] = {m: {} for m in meters}
     if not codes:
         return out
@@ -143,7 +143,8 @@ def _samples(d: _Dialect, meters: Sequence[str], codes: Sequence[str], since: da
             (*codes, d.time(since), d.time(until), *chunk), fetch=True)
         for r in rows:
             value = decimal(decode_value(r[4], r[5], r[6]))
-            if value is None or Quality(r[7]) & _UNUSABLE or int(r[3]) <= 0:
+            if (value is None or not value.is_finite() or Quality(r[7]) & _UNUSABLE
+                    or int(r[3]) <= 0):
                 continue
             out[r[0]].setdefault(r[1], []).append(Sample(
                 d.time_of(r[2]), timedelta(seconds=int(r[3])), value.scaleb(int(r[8] or 0))))

@@ -475,7 +475,8 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     comms.set_defaults(run=cmd_comms)
 
     load = sub.add_parser("load", help="daily load of meters and areas: peak, base, load "
-                          "factor, transformer loading, phase imbalance, typical day")
+                          "factor, transformer loading, phase imbalance (measured or "
+                          "estimated), over- and under-voltage minutes, typical day")
     load.add_argument("--from", dest="since", help="YYYY-MM-DD (UTC; default: yesterday)")
     load.add_argument("--to", dest="until",
                       help="YYYY-MM-DD, excluded (default: a day after --from)")

@@ -220,6 +220,9 @@ def measured_blocks() -> list[IntervalBlock]:
         block("V", L1V, v1, Q10, statuses=tuple(bad)),
         block("V", L2V, V2, Q10),
         block("V", L3V, [v / 1000 for v in V3], Q10, unit=VOLT, scaler=3),
+        # W: one interval no number, one marked missing (both left out), one None.
+        block("W", L1V, ["NaN", "n/a", D(300), None, *[D(230)] * 140], Q10,
+              statuses=(Quality.OK, Quality.OK, Quality.MISSING, *[Quality.OK] * 141)),
         block("P", L1I, I1, Q15), block("P", L2I, I2, Q15), block("P", L3I, I3, Q15),
         block("P", L1P, thousand, Q15), block("P", L2P, thousand, Q15),
         block("P", L3P, thousand, Q15),
@@ -274,6 +277,12 @@ class MeasuredStoreBehaviours:
                           d["voltage_min"], d["voltage_within"]),
                          (1440, 20, 40, 20, 30, 10, D("254.0"), D("205.5"), D("97.92")))
         self.assertEqual((v.intervals, v.imbalance_source), (0, None))
+
+    async def test_values_that_are_no_voltage_are_left_out(self) -> None:
+        [w] = await self.load_of(meter="W")
+        assert w.voltage is not None
+        self.assertEqual((w.voltage.minutes, w.voltage.over_minutes, w.voltage.highest),
+                         (1400, 0, D(230)))
 
     async def test_a_meters_own_phases(self) -> None:
         [p] = await self.load_of(meter="P")
