@@ -15,18 +15,26 @@ from typing import Any
 import attrs
 
 from fep.analysis import clock, estimate, quality, rules
-from fep.analysis.areas import Network
+from fep.analysis.areas import Direction, Network
 from fep.analysis.balance import BalanceRow, balance, out_of_band
 from fep.analysis.comms import DEFAULT_TARGET, CommsReport, SilentArea, analyse, silent_areas
 from fep.analysis.edits import apply as apply_edits
 from fep.analysis.edits import latest_applied
 from fep.analysis.estimate import Estimate
 from fep.analysis.load import (
+    PHASES,
     DayLoad,
+    PhaseImbalance,
     ProfilePoint,
+    Sample,
     area_series,
     day_load,
+    day_voltage,
+    measured_imbalance,
+    phase_of,
     phase_series,
+    phase_values,
+    summed_phases,
     typical_day,
 )
 from fep.analysis.outages import (
@@ -658,13 +666,31 @@ class LoadReport:
     profile: list[ProfilePoint] = attrs.field(factory=list)
 
 
+# The quantities a meter may measure per phase, in the order the imbalance prefers them.
+MEASURED = ("current", "power")
+PhaseSamples = Mapping[str, Sequence[Sample]]
+
+
+def _measured_kinds(settings: VeeSettings) -> dict[str, tuple[str, str]]:
+    """Stored obis -> (quantity, phase) of the per-phase channels in the settings."""
+    out = {}
+    for kind, codes in (("voltage", settings.voltage_channels),
+                        ("current", settings.current_channels),
+                        ("power", settings.power_channels)):
+        for code in codes:
+            out[str(code)] = (kind, phase_of(code))
+    return out
+
+
 async def run_load(store: Any, settings: VeeSettings, day: date, end: date | None = None, *,
                    area: str | None = None, meter: str | None = None, profile: bool = False,
                    members: bool = False,
                    analysis: AnalysisStore | None = None) -> LoadReport:
     """The load of the days ``[day, end)`` (one day without ``end``): of ``meter``; or of
     ``area`` and each area below it; or of every area; with ``members``, each area's row is
-    followed by its member meters'. Read only: nothing is stored."""
+    followed by its member meters'. With them, the voltage and the phase imbalance the
+    meters measured themselves (``[load]`` of vee.ini names the channels). Read only:
+    nothing is stored."""
     analysis = analysis or AnalysisStore(store)
     network = await analysis.network()
     since = day_bounds(day)[0]
@@ -675,20 +701,51 @@ async def run_load(store: Any, settings: VeeSettings, day: date, end: date | Non
     days = [since + n * _DAY for n in range((until - since) // _DAY)]
     found: list[DayLoad] = []
     shapes: list[ProfilePoint] = []
+    kinds = _measured_kinds(settings)
+
+    async def measured(ids: Sequence[str]) -> dict[str, dict[str, dict[str, list[Sample]]]]:
+        """meter -> quantity -> phase -> samples."""
+        stored = await analysis.samples(ids, list(kinds), since, until)
+        out: dict[str, dict[str, dict[str, list[Sample]]]] = {}
+        for m, codes in stored.items():
+            for code, samples in codes.items():
+                kind, phase = kinds[code]
+                out.setdefault(m, {}).setdefault(kind, {p: [] for p in PHASES})[
+                    phase].extend(samples)
+        return out
 
     def each_day(subject: str, kind: str, series: Mapping[datetime, Point], *,
                  capacity: Decimal | None = None,
-                 phases: Mapping[str, Mapping[datetime, Decimal]] | None = None) -> None:
+                 phases: Mapping[str, Mapping[datetime, Decimal]] | None = None,
+                 volts: PhaseSamples | None = None,
+                 quantities: Mapping[str, Sequence[PhaseSamples]] | None = None) -> None:
         for first in days:
-            found.append(day_load(subject, kind, first.date(), grid(first, first + _DAY, period),
+            last = first + _DAY
+            voltage = day_voltage(volts, first, last, settings.voltage_limits) if volts else None
+            own: PhaseImbalance | None = None
+            for source in MEASURED:
+                meters = (quantities or {}).get(source)
+                if meters:
+                    own = measured_imbalance(source, summed_phases(
+                        [phase_values(x, first, last) for x in meters]))
+                if own is not None:
+                    break
+            found.append(day_load(subject, kind, first.date(), grid(first, last, period),
                                   period, series, capacity=capacity, kw=settings.load_kw,
-                                  power_factor=settings.power_factor, phases=phases))
+                                  power_factor=settings.power_factor, phases=phases,
+                                  measured=own, voltage=voltage))
         if profile:
             shapes.extend(typical_day(subject, series, period))
 
+    def own_day(m: str, series: Mapping[datetime, Point],
+                by: Mapping[str, Mapping[str, PhaseSamples]]) -> None:
+        mine = by.get(m, {})
+        each_day(m, "meter", series, volts=mine.get("voltage"),
+                 quantities={q: [mine[q]] for q in MEASURED if q in mine})
+
     if meter is not None:
         usage = await analysed_usage(analysis, settings, [meter], since, until)
-        each_day(meter, "meter", usage[meter])
+        own_day(meter, usage[meter], await measured([meter]))
         return LoadReport(found, shapes)
     if area is not None and network.area(area) is None:
         raise LookupError(f"no area {area!r}")
@@ -698,13 +755,26 @@ async def run_load(store: Any, settings: VeeSettings, day: date, end: date | Non
         summary, links = network.summary(a.id), network.members(a.id)
         ids = sorted({m.meter for m in summary} | {m.meter for m in links})
         usage = await analysed_usage(analysis, settings, ids, since, until)
+        by = await measured(ids)
         series = area_series(starts, {m.meter: (m.direction, usage[m.meter]) for m in summary},
                              {m.meter: usage[m.meter] for m in links})
         phases = phase_series(starts, {m.meter: (m.phase, usage[m.meter]) for m in links})
-        each_day(a.id, "area", series, capacity=a.capacity, phases=phases)
+        # The area's voltage: of every meter of it, a single-phase member's on the phase
+        # it is connected to (whatever channel it records); its measured imbalance: its
+        # summary meters' phases summed, when each of them is an input that measures them.
+        volts: dict[str, list[Sample]] = {p: [] for p in PHASES}
+        on = {m.meter: m.phase for m in links if m.phase in PHASES}
+        for one in ids:
+            for p, samples in by.get(one, {}).get("voltage", {}).items():
+                volts[on.get(one, p)].extend(samples)
+        inputs = bool(summary) and all(m.direction == Direction.IN for m in summary)
+        quantities = {q: [by.get(m.meter, {}).get(q, {}) for m in summary]
+                      for q in MEASURED} if inputs else {}
+        each_day(a.id, "area", series, capacity=a.capacity, phases=phases, volts=volts,
+                 quantities=quantities)
         if members:
             for m in links:
-                each_day(m.meter, "meter", usage[m.meter])
+                own_day(m.meter, usage[m.meter], by)
     return LoadReport(found, shapes)
 
 

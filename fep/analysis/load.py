@@ -30,6 +30,22 @@ largest deviation from their mean over the mean (the NEMA definition)::
     imbalance    = max |E_p - mean(E)| / mean(E) x 100 %          (none when the mean is 0)
     imbalance_peak, imbalance_time: the highest imbalance of an interval and its start
 
+Phase imbalance measured by the meters themselves (``measured_imbalance``): where a meter
+records a quantity of each phase per interval (current 1-0:31/51/71.x, active power
+1-0:21/41/61.x), the imbalance of each interval with the three phases present and of the
+day's means; an area's from its summary meters (each ``in``, the phases summed), else the
+estimate from its members' place. ``imbalance_source`` says which: ``current``, ``power``
+or ``network``.
+
+Voltage (``day_voltage``): each interval of a phase voltage channel (1-0:32/52/72.x) stands
+for its whole length; a value above ``nominal x (1 + over)`` or below ``nominal x (1 -
+under)`` puts its minutes over or under (the minutes of an area: of any of its meters). A
+phase's share within limits is its minutes within over its minutes measured; ``within`` is
+the lowest phase's (EN 50160 asks 95 % of each phase's 10-minute means within +-10 %)::
+
+    over_voltage_minutes   the minutes during which some phase was over (the union)
+    voltage_within         min over the phases of (measured - over - under) / measured x 100 %
+
 The typical day: per time of day, the mean demand over the period's working days (Monday to
 Friday) and over its weekend days, each from the days with a value at that time.
 """
@@ -44,13 +60,14 @@ import attrs
 
 from fep.analysis.areas import Direction
 from fep.analysis.series import Point
-from fep.model import Quality
+from fep.model import ObisCode, Quality
 
 _Q = Decimal("0.001")
 _PCT = Decimal("0.01")
 PHASES = ("A", "B", "C")
 
 Series = Mapping[datetime, Point]
+PhaseValues = Mapping[str, Mapping[datetime, Decimal]]
 
 
 def _q(value: Decimal | None, quantum: Decimal = _Q) -> Decimal | None:
@@ -80,11 +97,88 @@ class DayLoad:
     imbalance: Decimal | None = None
     imbalance_peak: Decimal | None = None
     imbalance_time: datetime | None = None
+    imbalance_source: str | None = None
+    imbalance_network: Decimal | None = None
+    voltage: DayVoltage | None = None
 
     def as_dict(self) -> dict[str, object]:
-        out = {f.name: getattr(self, f.name) for f in attrs.fields(type(self))}
+        out = {f.name: getattr(self, f.name) for f in attrs.fields(type(self))
+               if f.name != "voltage"}
         out["day"] = self.day.isoformat()
+        out.update(self.voltage.as_dict() if self.voltage is not None else dict.fromkeys(
+            VOLTAGE_FIELDS))
         return out
+
+
+VOLTAGE_FIELDS = ("voltage_minutes", "over_voltage_minutes", "under_voltage_minutes",
+                  "over_voltage_a", "over_voltage_b", "over_voltage_c", "under_voltage_a",
+                  "under_voltage_b", "under_voltage_c", "voltage_max", "voltage_max_time",
+                  "voltage_min", "voltage_min_time", "voltage_within")
+
+
+@attrs.frozen
+class Sample:
+    """One stored interval of a measured quantity: its start, length and value (V, A, W)."""
+
+    start: datetime
+    period: timedelta
+    value: Decimal
+
+
+@attrs.frozen
+class VoltageLimits:
+    """The voltage band: ``over`` and ``under`` in % of ``nominal`` (V); EN 50160: 230 V
+    +-10 %, 207 to 253 V."""
+
+    nominal: Decimal = Decimal(230)
+    over: Decimal = Decimal(10)
+    under: Decimal = Decimal(10)
+
+    @property
+    def high(self) -> Decimal:
+        return self.nominal * (100 + self.over) / 100
+
+    @property
+    def low(self) -> Decimal:
+        return self.nominal * (100 - self.under) / 100
+
+
+@attrs.frozen
+class DayVoltage:
+    """One day's voltage of a meter or an area: minutes measured, over and under the limits
+    (in all and per phase), the highest and lowest value and the share within limits."""
+
+    minutes: int
+    over_minutes: int
+    under_minutes: int
+    over: tuple[int, int, int]  # phases A, B, C
+    under: tuple[int, int, int]
+    highest: Decimal
+    highest_time: datetime
+    lowest: Decimal
+    lowest_time: datetime
+    within: Decimal
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(zip(VOLTAGE_FIELDS, (
+            self.minutes, self.over_minutes, self.under_minutes, *self.over, *self.under,
+            self.highest, self.highest_time, self.lowest, self.lowest_time, self.within),
+            strict=True))
+
+
+@attrs.frozen
+class PhaseImbalance:
+    """The three phases' day values, the day's imbalance and the highest of an interval, and
+    where they come from (``network``: energy per phase from the members' place;
+    ``current``: mean A, ``power``: mean W, as the meters measured them)."""
+
+    source: str
+    phase_a: Decimal
+    phase_b: Decimal
+    phase_c: Decimal
+    imbalance: Decimal | None
+    peak: Decimal | None
+    peak_time: datetime | None
 
 
 @attrs.frozen
@@ -100,6 +194,11 @@ class ProfilePoint:
     def as_dict(self) -> dict[str, object]:
         return {"subject": self.subject, "days": self.days, "time": self.time,
                 "demand": self.demand, "count": self.count}
+
+
+def phase_of(code: ObisCode) -> str:
+    """The phase of a per-phase OBIS quantity (C 21-40: ``A``, 41-60: ``B``, 61-80: ``C``)."""
+    return PHASES[(code.c - 21) // 20]
 
 
 def demand(value: Decimal, period: timedelta) -> Decimal:
@@ -165,11 +264,133 @@ def phase_series(starts: Iterable[datetime], members: Mapping[str, tuple[str, Se
     return out
 
 
+def network_imbalance(starts: Sequence[datetime], phases: PhaseValues
+                      ) -> PhaseImbalance | None:
+    """The imbalance of the day's energy per phase from the members' place (``phase_series``)
+    and the highest of an interval; none without a member on a phase."""
+    if not any(phases.get(p) for p in PHASES):
+        return None
+    a, b, c = totals = [sum(phases.get(p, {}).values(), Decimal(0)) for p in PHASES]
+    peak = peak_time = None
+    for t in starts:
+        if not any(t in phases.get(p, {}) for p in PHASES):
+            continue
+        x = imbalance([phases.get(p, {}).get(t, Decimal(0)) for p in PHASES])
+        if x is not None and (peak is None or x > peak):
+            peak, peak_time = x, t
+    return PhaseImbalance("network", a, b, c, imbalance(totals), peak, peak_time)
+
+
+def measured_imbalance(source: str, phases: PhaseValues) -> PhaseImbalance | None:
+    """The imbalance of a quantity a meter measures on each phase (``source``: ``current``
+    or ``power``): of the means and of each interval, over the intervals that have all three
+    phases; none without such an interval."""
+    full = sorted(t for t in phases.get("A", {}) if all(t in phases.get(p, {})
+                                                       for p in PHASES[1:]))
+    if not full:
+        return None
+    means = [sum((phases[p][t] for t in full), Decimal(0)) / len(full) for p in PHASES]
+    peak = peak_time = None
+    for t in full:
+        x = imbalance([phases[p][t] for p in PHASES])
+        if x is not None and (peak is None or x > peak):
+            peak, peak_time = x, t
+    a, b, c = (m.quantize(_Q) for m in means)
+    return PhaseImbalance(source, a, b, c, imbalance(means), peak, peak_time)
+
+
+def phase_values(samples: Mapping[str, Sequence[Sample]], since: datetime, until: datetime
+                 ) -> dict[str, dict[datetime, Decimal]]:
+    """Each phase's values by interval start in ``[since, until)``."""
+    return {p: {x.start: x.value for x in samples.get(p, ()) if since <= x.start < until}
+            for p in PHASES}
+
+
+def summed_phases(meters: Sequence[PhaseValues]) -> dict[str, dict[datetime, Decimal]]:
+    """Each phase's sum over ``meters`` (an area's summary meters) at the times every one of
+    them has all three phases; nothing without meters."""
+    out: dict[str, dict[datetime, Decimal]] = {p: {} for p in PHASES}
+    if not meters:
+        return out
+    times = set.intersection(*(set.intersection(*(set(m.get(p, {})) for p in PHASES))
+                               for m in meters))
+    for t in times:
+        for p in PHASES:
+            out[p][t] = sum((m[p][t] for m in meters), Decimal(0))
+    return out
+
+
+def _union(spans: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    out: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            if end > out[-1][1]:
+                out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+def _seconds(spans: Iterable[tuple[datetime, datetime]]) -> int:
+    return int(sum(((e - s).total_seconds() for s, e in _union(spans)), 0.0))
+
+
+def _minutes(spans: Iterable[tuple[datetime, datetime]]) -> int:
+    return _seconds(spans) // 60
+
+
+def day_voltage(phases: Mapping[str, Sequence[Sample]], since: datetime, until: datetime,
+                limits: VoltageLimits = VoltageLimits()) -> DayVoltage | None:
+    """The voltage of ``[since, until)`` from the samples of each phase (``A``, ``B``, ``C``;
+    an area's: of all its meters), each standing for its interval (cut at ``until``); none
+    without a sample."""
+    high, low = limits.high, limits.low
+    measured: dict[str, list[tuple[datetime, datetime]]] = {p: [] for p in PHASES}
+    over: dict[str, list[tuple[datetime, datetime]]] = {p: [] for p in PHASES}
+    under: dict[str, list[tuple[datetime, datetime]]] = {p: [] for p in PHASES}
+    every: list[Sample] = []
+    for p in PHASES:
+        for x in phases.get(p, ()):
+            if not since <= x.start < until:
+                continue
+            span = (x.start, min(x.start + x.period, until))
+            measured[p].append(span)
+            every.append(x)
+            if x.value > high:
+                over[p].append(span)
+            elif x.value < low:
+                under[p].append(span)
+    if not every:
+        return None
+    shares = []
+    for p in PHASES:
+        seen = _seconds(measured[p])
+        if seen:
+            out = _seconds(over[p] + under[p])
+            shares.append((Decimal(seen - out) / seen * 100).quantize(_PCT))
+    top = max(every, key=lambda x: (x.value, -x.start.timestamp()))
+    bottom = min(every, key=lambda x: (x.value, x.start.timestamp()))
+
+    def each(spans: Mapping[str, list[tuple[datetime, datetime]]]) -> tuple[int, int, int]:
+        a, b, c = (_minutes(spans[p]) for p in PHASES)
+        return a, b, c
+
+    return DayVoltage(
+        _minutes(s for p in PHASES for s in measured[p]),
+        _minutes(s for p in PHASES for s in over[p]),
+        _minutes(s for p in PHASES for s in under[p]),
+        each(over), each(under), top.value, top.start, bottom.value, bottom.start,
+        min(shares))
+
+
 def day_load(subject: str, kind: str, day: date, starts: Sequence[datetime],
              period: timedelta, series: Series, *, capacity: Decimal | None = None,
              kw: Decimal = Decimal("0.001"), power_factor: Decimal = Decimal(1),
-             phases: Mapping[str, Mapping[datetime, Decimal]] | None = None) -> DayLoad:
-    """The load of one day (``starts``: its interval starts) of a series."""
+             phases: PhaseValues | None = None, measured: PhaseImbalance | None = None,
+             voltage: DayVoltage | None = None) -> DayLoad:
+    """The load of one day (``starts``: its interval starts) of a series; the phase
+    imbalance ``measured`` by the meters wins over the estimate from ``phases`` (then kept
+    as ``imbalance_network``)."""
     points = [(t, p.value) for t in starts if (p := series.get(t)) is not None
               and p.value is not None]
     energy = sum((v for _t, v in points), Decimal(0))
@@ -190,21 +411,17 @@ def day_load(subject: str, kind: str, day: date, starts: Sequence[datetime],
             loading = load_of(peak).quantize(_PCT)
             minutes = int(period.total_seconds() // 60)
             overload = sum(minutes for _t, d in demands if load_of(d) > 100)
+    network = network_imbalance(starts, phases) if phases is not None else None
+    chosen = measured or network
+    kept = network.imbalance if measured is not None and network is not None else None
     a = b = c = imb = imb_peak = None
     imb_time = None
-    if phases is not None and any(phases.get(p) for p in PHASES):
-        totals = [sum(phases.get(p, {}).values(), Decimal(0)) for p in PHASES]
-        a, b, c = totals
-        imb = imbalance(totals)
-        for t in starts:
-            if not any(t in phases.get(p, {}) for p in PHASES):
-                continue
-            x = imbalance([phases.get(p, {}).get(t, Decimal(0)) for p in PHASES])
-            if x is not None and (imb_peak is None or x > imb_peak):
-                imb_peak, imb_time = x, t
+    if chosen is not None:
+        a, b, c = chosen.phase_a, chosen.phase_b, chosen.phase_c
+        imb, imb_peak, imb_time = chosen.imbalance, chosen.peak, chosen.peak_time
     return DayLoad(subject, kind, day, len(points), energy, _q(peak), peak_time, _q(base),
                    _q(average), factor, capacity, loading, overload, a, b, c, imb, imb_peak,
-                   imb_time)
+                   imb_time, None if chosen is None else chosen.source, kept, voltage)
 
 
 def typical_day(subject: str, series: Series, period: timedelta) -> list[ProfilePoint]:

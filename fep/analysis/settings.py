@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from fep.analysis.balance import Band
+from fep.analysis.load import VoltageLimits
 from fep.errors import ConfigError
 from fep.model import Meter, ObisCode
 
@@ -65,6 +66,12 @@ class VeeSettings:
     # power factor taking active power to apparent power for transformer loading.
     load_kw: Decimal = Decimal("0.001")
     power_factor: Decimal = Decimal(1)
+    # [load]: the meters' own per-phase channels (the phase from OBIS C: 21-40 L1, 41-60 L2,
+    # 61-80 L3) and the voltage band.
+    voltage_channels: tuple[ObisCode, ...] = attrs.field(factory=lambda: _phase_codes(32))
+    current_channels: tuple[ObisCode, ...] = attrs.field(factory=lambda: _phase_codes(31))
+    power_channels: tuple[ObisCode, ...] = attrs.field(factory=lambda: _phase_codes(21))
+    voltage_limits: VoltageLimits = attrs.field(factory=VoltageLimits)
 
     def rule_set(self, meter: Meter | None) -> RuleSet:
         groups = [] if meter is None else [
@@ -76,6 +83,37 @@ class VeeSettings:
 
     def band_for(self, area: str) -> Band:
         return self.area_bands.get(area, self.band)
+
+
+def _phase_codes(c: int) -> tuple[ObisCode, ...]:
+    """The instantaneous-value channels (D = 7) of L1, L2 and L3 of the L1 quantity ``c``."""
+    return tuple(ObisCode(1, 0, c + n, 7, 0) for n in (0, 20, 40))
+
+
+def _phase_channels(l1: tuple[int, ...]) -> Any:
+    def parse_codes(text: str) -> tuple[ObisCode, ...]:
+        codes = tuple(ObisCode.parse(t.strip()) for t in text.split(",") if t.strip())
+        for code in codes:
+            if not 21 <= code.c <= 80 or (code.c - 1) % 20 + 1 not in l1:
+                raise ValueError(f"{code} is not a per-phase channel of this quantity "
+                                 f"(OBIS C {', '.join(str(c) for c in l1)} for L1, +20 for "
+                                 "L2, +40 for L3)")
+        return codes
+    return parse_codes
+
+
+def _volts(text: str) -> Decimal:
+    value = _decimal(text.strip().removesuffix("V").strip())
+    if value <= 0:
+        raise ValueError(f"a nominal voltage is above 0: {text!r}")
+    return value
+
+
+def _band_rate(text: str) -> Decimal:
+    value = _rate(text)
+    if not 0 <= value < 100:
+        raise ValueError(f"a voltage band is 0 to 100 %: {text!r}")
+    return value
 
 
 def _decimal(text: str) -> Decimal:
@@ -142,7 +180,12 @@ def _power_factor(text: str) -> Decimal:
     return value
 
 
-_LOAD_KEYS: Mapping[str, Any] = {"unit": _energy_unit, "power_factor": _power_factor}
+_LOAD_KEYS: Mapping[str, Any] = {
+    "unit": _energy_unit, "power_factor": _power_factor,
+    "voltage": _phase_channels((12,)), "currents": _phase_channels((11,)),
+    "powers": _phase_channels((1, 2, 9, 10)),
+    "nominal_voltage": _volts, "over_voltage": _band_rate, "under_voltage": _band_rate,
+}
 _VEE_KEYS: Mapping[str, Any] = {
     "channel": ObisCode.parse, "register": ObisCode.parse, "serial": ObisCode.parse,
     "period": _duration,
@@ -195,6 +238,15 @@ def parse(text: str, file: str = "<vee.ini>") -> VeeSettings:
             values = _typed(_LOAD_KEYS, parser[name], file)
             load_keys = {"load_kw": values.get("unit", Decimal("0.001")),
                          "power_factor": values.get("power_factor", Decimal(1))}
+            for key, field in (("voltage", "voltage_channels"),
+                               ("currents", "current_channels"),
+                               ("powers", "power_channels")):
+                if key in values:
+                    load_keys[field] = values[key]
+            load_keys["voltage_limits"] = VoltageLimits(
+                values.get("nominal_voltage", Decimal(230)),
+                values.get("over_voltage", Decimal(10)),
+                values.get("under_voltage", Decimal(10)))
         elif name not in ("vee", "rules:default"):
             raise ConfigError("unknown section (vee, rules:NAME, balance, balance:AREA, load)",
                               file=file, section=name)

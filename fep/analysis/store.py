@@ -24,6 +24,7 @@ from fep.analysis.balance import BalanceRow
 from fep.analysis.comms import JobOutcome
 from fep.analysis.edits import Edit
 from fep.analysis.estimate import Estimate
+from fep.analysis.load import Sample
 from fep.analysis.quality import DayQuality
 from fep.analysis.rules import Finding
 from fep.analysis.series import Point, decimal
@@ -121,6 +122,34 @@ def _intervals(d: _Dialect, meters: Sequence[str], obis: str, since: datetime,
         for r in rows:
             out[r[0]].append(Point(d.time_of(r[1]), decimal(decode_value(r[2], r[3], r[4])),
                                    Quality(r[5])))
+    return out
+
+
+_UNUSABLE = Quality.DATA_NOT_VALID | Quality.MISSING
+
+
+def _samples(d: _Dialect, meters: Sequence[str], codes: Sequence[str], since: datetime,
+             until: datetime) -> Op[dict[str, dict[str, list[Sample]]]]:
+    """The intervals of ``codes`` (measured quantities: voltage, current, power) of each
+    meter, each with its own length and the stored scaler applied; values the meter marked
+    not valid or missing, and values that are no finite number, are left out."""
+    out: dict[str, dict[str, list[Sample]]] = {m: {} for m in meters}
+    if not codes:
+        return out
+    for chunk in _chunks(meters):
+        rows = yield Q(
+            "SELECT meter, obis, start_time, period_s, value, value_text, value_type, status,"
+            " scaler FROM intervals"
+            f" WHERE obis IN ({_marks(len(codes))}) AND start_time >= ? AND start_time < ?"
+            f" AND meter IN ({_marks(len(chunk))}) ORDER BY meter, obis, start_time",
+            (*codes, d.time(since), d.time(until), *chunk), fetch=True)
+        for r in rows:
+            value = decimal(decode_value(r[4], r[5], r[6]))
+            if (value is None or not value.is_finite() or Quality(r[7]) & _UNUSABLE
+                    or int(r[3]) <= 0):
+                continue
+            out[r[0]].setdefault(r[1], []).append(Sample(
+                d.time_of(r[2]), timedelta(seconds=int(r[3])), value.scaleb(int(r[8] or 0))))
     return out
 
 
@@ -638,6 +667,10 @@ class AnalysisStore:
     def intervals(self, meters: Sequence[str], obis: str, since: datetime, until: datetime
                   ) -> Deferred[dict[str, list[Point]]]:
         return self._do(_intervals, list(meters), obis, since, until)
+
+    def samples(self, meters: Sequence[str], codes: Sequence[str], since: datetime,
+                until: datetime) -> Deferred[dict[str, dict[str, list[Sample]]]]:
+        return self._do(_samples, list(meters), list(codes), since, until)
 
     def registers(self, meters: Sequence[str], obis: str, since: datetime, until: datetime
                   ) -> Deferred[dict[str, list[Point]]]:

@@ -36,7 +36,13 @@ COMMS_COLUMNS = ("scope", "key", "jobs", "ok", "failed", "rate", "below")
 BELOW_COLUMNS = ("meter", "jobs", "ok", "rate", "last_failed", "last_error")
 LOAD_COLUMNS = ("subject", "kind", "day", "intervals", "energy", "peak", "peak_time", "base",
                 "average", "load_factor", "capacity", "loading", "overload_minutes", "phase_a",
-                "phase_b", "phase_c", "imbalance", "imbalance_peak", "imbalance_time")
+                "phase_b", "phase_c", "imbalance", "imbalance_peak", "imbalance_time",
+                "imbalance_source", "imbalance_network",
+                # fep.analysis.load.VOLTAGE_FIELDS (spelt out: the analysis loads lazily)
+                "voltage_minutes", "over_voltage_minutes", "under_voltage_minutes",
+                "over_voltage_a", "over_voltage_b", "over_voltage_c", "under_voltage_a",
+                "under_voltage_b", "under_voltage_c", "voltage_max", "voltage_max_time",
+                "voltage_min", "voltage_min_time", "voltage_within")
 PROFILE_COLUMNS = ("subject", "days", "time", "demand", "count")
 INDEX_COLUMNS = ("customers", "sustained", "momentary", "customer_minutes", "saifi", "saidi",
                  "caidi", "maifi")
@@ -469,7 +475,8 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     comms.set_defaults(run=cmd_comms)
 
     load = sub.add_parser("load", help="daily load of meters and areas: peak, base, load "
-                          "factor, transformer loading, phase imbalance, typical day")
+                          "factor, transformer loading, phase imbalance (measured or "
+                          "estimated), over- and under-voltage minutes, typical day")
     load.add_argument("--from", dest="since", help="YYYY-MM-DD (UTC; default: yesterday)")
     load.add_argument("--to", dest="until",
                       help="YYYY-MM-DD, excluded (default: a day after --from)")

@@ -113,7 +113,8 @@ class AnalysisCommands:
 
     def load(self, day: str | None = None, area: str | None = None,
              meter: str | None = None) -> Deferred[Any]:
-        """A day's load: peak, base, load factor, transformer loading, phase imbalance."""
+        """A day's load: peak, base, load factor, transformer loading, phase imbalance (and
+        its source), over- and under-voltage minutes and the share within limits."""
         from fep.analysis import jobs
 
         self._log("load()", day=day, area=area, meter=meter)
@@ -123,7 +124,9 @@ class AnalysisCommands:
                                          area=area, meter=meter)
             rows = [d.as_dict() for d in report.days]
             return _table(rows, ["subject", "kind", "energy", "peak", "peak_time", "base",
-                                 "load_factor", "loading", "overload_minutes", "imbalance"],
+                                 "load_factor", "loading", "overload_minutes", "imbalance",
+                                 "imbalance_source", "over_voltage_minutes",
+                                 "under_voltage_minutes", "voltage_within"],
                           f"load of {len(rows)}")
 
         return self._run(work())

@@ -228,9 +228,13 @@ class LoadCliTests(unittest.TestCase):
         self.assertEqual(result.stdout.splitlines(), [
             "subject,kind,day,intervals,energy,peak,peak_time,base,average,load_factor,"
             "capacity,loading,overload_minutes,phase_a,phase_b,phase_c,imbalance,"
-            "imbalance_peak,imbalance_time",
+            "imbalance_peak,imbalance_time,imbalance_source,imbalance_network,"
+            "voltage_minutes,over_voltage_minutes,under_voltage_minutes,over_voltage_a,"
+            "over_voltage_b,over_voltage_c,under_voltage_a,under_voltage_b,under_voltage_c,"
+            "voltage_max,voltage_max_time,voltage_min,voltage_min_time,voltage_within",
             "T1,area,2026-12-01,96,24400,1800.000,2026-12-01T18:00:00Z,1000.000,1016.667,"
-            "56.48,1.5,120.00,30,12480,8820,2880,64.27,88.37,2026-12-01T12:00:00Z"])
+            "56.48,1.5,120.00,30,12480,8820,2880,64.27,88.37,2026-12-01T12:00:00Z,network"
+            + "," * 15])
         meter = fep_main("--db", self.db, "load", "--from", "2026-12-01", "--to",
                          "2026-12-02", "--meter", "M", "--format", "json")
         self.assertEqual(meter.returncode, 0, meter.stderr)
