@@ -262,6 +262,14 @@ def _decimal(value: Any) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
+def _qualities(parent: ET.Element, qualities: Iterable[QualityCode]) -> None:
+    for q in qualities:
+        quality = _sub(parent, "ReadingQualities")
+        if q.comment:
+            _sub(quality, "comment", q.comment)
+        _sub(quality, "ReadingQualityType", ref=q.code)
+
+
 def _interval_block(mr: ET.Element, rtype: ReadingType, period: timedelta,
                     points: Sequence[tuple[datetime, str | None, list[QualityCode]]]) -> None:
     element = _sub(mr, "IntervalBlocks")
@@ -270,21 +278,60 @@ def _interval_block(mr: ET.Element, rtype: ReadingType, period: timedelta,
         # An interval value is stamped with the end of its interval.
         _sub(interval, "timeStamp", _time(start + period))
         _sub(interval, "value", text)
-        for q in qualities:
-            quality = _sub(interval, "ReadingQualities")
-            if q.comment:
-                _sub(quality, "comment", q.comment)
-            _sub(quality, "ReadingQualityType", ref=q.code)
+        _qualities(interval, qualities)
     _sub(element, "ReadingType", ref=rtype.mrid)
+
+
+def register_checks(findings: Iterable[Any], register: ObisCode, times: Iterable[datetime],
+                    within: timedelta) -> dict[tuple[ObisCode, datetime], list[QualityCode]]:
+    """fep's validation of the readings of ``register`` taken at ``times``, as
+    ReadingQualities to add to the meter's own: a register-advance finding (the register's
+    advance over a day against the sum of its intervals) fails the two readings it compared,
+    those nearest its range's bounds within ``within`` (as the rule picks them); a meter
+    change fails the old meter's last reading and the new meter's first. Each is ``2.6.0``
+    failed validation with the rule and its figures in the comment."""
+    from fep.analysis.rules import METER_CHANGE, REGISTER
+
+    ordered = sorted(set(times))
+
+    def nearest(at: datetime) -> datetime | None:
+        close = [t for t in ordered if abs(t - at) <= within]
+        return min(close, key=lambda t: abs(t - at)) if close else None
+
+    out: dict[tuple[ObisCode, datetime], list[QualityCode]] = {}
+    for f in findings:
+        d = f.details
+        if f.rule == REGISTER:
+            comment = (f"{REGISTER}: advance {d.get('advance')}, intervals "
+                       f"{d.get('intervals')}, difference {d.get('difference')} (allowed "
+                       f"{d.get('allowed')})")
+            marked = [nearest(f.since), nearest(f.until)]
+        elif f.rule == METER_CHANGE and str(d.get("register")) == str(register):
+            comment = (f"{METER_CHANGE}: serial {d.get('old_serial')} -> "
+                       f"{d.get('new_serial')}, last {d.get('last_old')}, first "
+                       f"{d.get('first_new')}")
+            marked = [datetime.fromisoformat(str(d[k])) for k in ("removed", "installed")
+                      if d.get(k)]
+        else:
+            continue
+        for t in marked:
+            if t is None:
+                continue
+            codes = out.setdefault((register, t), [])
+            if all(c.comment != comment for c in codes):
+                codes.append(QualityCode(FAILED_VALIDATION, comment))
+    return out
 
 
 def meter_readings(meter: Meter, readings: Iterable[Reading], blocks: Iterable[IntervalBlock],
                    since: datetime | None = None, until: datetime | None = None, *,
-                   analysed: Mapping[ObisCode, Sequence[AnalysedPoint]] | None = None
-                   ) -> bytes:
+                   analysed: Mapping[ObisCode, Sequence[AnalysedPoint]] | None = None,
+                   checks: Mapping[tuple[ObisCode, datetime], Sequence[QualityCode]]
+                   | None = None) -> bytes:
     """A MeterReadings message for one meter; ``analysed`` gives a channel's intervals as
     the analysis sees them (estimates and edits included), exported instead of its stored
-    values."""
+    values; ``checks`` adds fep's validation to register readings (by channel and time),
+    beside the meter's own quality of each."""
     root = ET.Element("MeterReadings", xmlns=MR_NS)
     mr = _sub(root, "MeterReading")
     types: dict[str, ReadingType] = {}
@@ -335,6 +382,11 @@ def meter_readings(meter: Meter, readings: Iterable[Reading], blocks: Iterable[I
         _sub(element, "source", reading.source or "fep")
         _sub(element, "timeStamp", _time(reading.time))
         _sub(element, "value", text)
+        extra = list((checks or {}).get((reading.obis, reading.time), ()))
+        qualities = quality_codes(reading.quality)
+        if extra and [q.code for q in qualities] == [VALID]:
+            qualities = []  # failed validation: no longer "data valid"
+        _qualities(element, qualities + extra)
         _sub(element, "ReadingType", ref=rtype.mrid)
     if since is not None or until is not None:
         interval = _sub(mr, "valuesInterval")
@@ -409,6 +461,7 @@ async def export_readings(store: Any, meter: Meter, since: datetime | None,
     from fep.analysis.jobs import validated_series
     from fep.analysis.series import is_cumulative
     from fep.analysis.settings import VeeSettings
+    from fep.analysis.store import AnalysisStore
 
     vee = vee or VeeSettings()
     readings = await store.readings(meter.id, since=since)
@@ -423,7 +476,16 @@ async def export_readings(store: Any, meter: Meter, since: datetime | None,
             rows = await validated_series(store, vee, meter.id, day)
             analysed.setdefault(vee.channel, []).extend(
                 AnalysedPoint(r.start, r.value, r.quality, r.method, r.source) for r in rows)
-    return meter_readings(meter, readings, blocks, since, until, analysed=analysed)
+    checks: dict[tuple[ObisCode, datetime], list[QualityCode]] = {}
+    times = [r.time for r in readings if r.obis == vee.register
+             and (until is None or r.time < until)]
+    if times:
+        # The register's days around its readings: a finding's range is a day.
+        low, high = min(times) - timedelta(days=1), max(times) + timedelta(days=1)
+        findings = await AnalysisStore(store).findings(low, high, meter.id)
+        checks = register_checks(findings, vee.register, times, vee.period / 2)
+    return meter_readings(meter, readings, blocks, since, until, analysed=analysed,
+                          checks=checks)
 
 
 async def export_events(store: Any, meter: Meter, since: datetime | None,

@@ -21,7 +21,7 @@ from twisted.trial import unittest
 from fep.analysis import jobs
 from fep.analysis.edits import Editor
 from fep.analysis.settings import VeeSettings
-from fep.model import IntervalBlock, Meter, ObisCode, Quality, Unit
+from fep.model import IntervalBlock, Meter, ObisCode, Quality, Reading, Unit
 from fep.operator import cim
 from fep.operator.cim import QualityCode, quality_codes
 from fep.store.sqlite import SqliteStore
@@ -96,3 +96,75 @@ class ExportTests(unittest.TestCase):
         value, qualities = at(180)
         self.assertEqual((D(value), [c for c, _ in qualities]), (D(90), ["2.7.0"]))
         self.assertIn("meter swap", qualities[0][1])
+
+
+REGISTER = ObisCode(1, 0, 1, 8, 0)
+KWH_WH = Unit.by_code(30)
+
+
+class RegisterReadingTests(unittest.TestCase):
+    """Register readings carry the meter's own quality and fep's validation of them.
+
+    Meter R on 1 Dec 2026: 96 intervals of 10 Wh (960 Wh in the day) on 1-0:1.29.0, and its
+    register 1-0:1.8.0 read at 00:00 (5000 Wh), at 12:00 (5500 Wh, the meter flagged its
+    clock adjusted) and at 24:00 (6000 Wh). The register advanced 1000 Wh, the intervals sum
+    to 960 Wh: a difference of 40 Wh against the allowed max(0.5 % x 1000, 0) = 5 Wh, so the
+    `register-advance` rule fails the day. Exported: the two readings it compared (00:00 and
+    24:00) carry 2.6.0 failed validation with the figures in the comment instead of 1.0.0;
+    the noon reading keeps the meter's 1.4.9 (clock changed) only.
+    """
+
+    async def test_register_readings_with_their_quality(self) -> None:
+        store = SqliteStore(self.mktemp() + ".sqlite", reactor)
+        await store.open()
+        self.addCleanup(store.close)
+        end = DAY + timedelta(days=1)
+        await store.write([
+            IntervalBlock("R", CHANNEL, DAY, Q15, (D(10),) * 96, (Quality.OK,) * 96, unit=WH),
+            Reading("R", REGISTER, D(5000), unit=KWH_WH, meter_time=DAY),
+            Reading("R", REGISTER, D(5500), unit=KWH_WH, meter_time=DAY + timedelta(hours=12),
+                    quality=Quality.CLOCK_ADJUSTED),
+            Reading("R", REGISTER, D(6000), unit=KWH_WH, meter_time=end)])
+        meter = Meter("R", "dlms", "tcp:h:1")
+        await store.add_meters([meter])
+        settings = VeeSettings()
+        await jobs.run_vee(store, settings, DAY.date())
+        xml = await cim.export_readings(store, meter, DAY, end + timedelta(seconds=1),
+                                        vee=settings)
+        doc = validate(xml, "MeterReadings.xsd")
+        got = {}
+        for r in doc.findall("m:MeterReading/m:Readings", NS):
+            got[r.findtext("m:timeStamp", namespaces=NS)] = (
+                r.findtext("m:value", namespaces=NS),
+                [(q.find("m:ReadingQualityType", NS).get("ref"),
+                  q.findtext("m:comment", default="", namespaces=NS))
+                 for q in r.findall("m:ReadingQualities", NS)])
+        self.assertEqual(set(got), {"2026-12-01T00:00:00Z", "2026-12-01T12:00:00Z",
+                                    "2026-12-02T00:00:00Z"})
+        self.assertEqual(got["2026-12-01T12:00:00Z"], ("5500", [("1.4.9", "")]))
+        for stamp in ("2026-12-01T00:00:00Z", "2026-12-02T00:00:00Z"):
+            value, qualities = got[stamp]
+            self.assertIn(value, ("5000", "6000"))
+            self.assertEqual([c for c, _ in qualities], ["2.6.0"], stamp)
+            self.assertIn("register-advance: advance 1000, intervals 960, difference 40",
+                          qualities[0][1])
+
+    def test_a_meter_change_fails_the_old_meters_last_and_the_new_ones_first(self) -> None:
+        """A meter change found on 1 Dec (old serial A1 last read 7000 at 10:00, new B2 first
+        read 3 at 10:30) fails those two readings; a reading of another register is left."""
+        from fep.analysis.rules import METER_CHANGE, Finding
+
+        removed, installed = DAY + timedelta(hours=10), DAY + timedelta(hours=10, minutes=30)
+        finding = Finding(METER_CHANGE, "R", str(CHANNEL), DAY + timedelta(hours=10),
+                          DAY + timedelta(hours=10, minutes=45), Quality.COUNTER_RESET, {
+                              "register": str(REGISTER), "old_serial": "A1",
+                              "new_serial": "B2", "last_old": "7000", "first_new": "3",
+                              "removed": removed.isoformat(),
+                              "installed": installed.isoformat()})
+        checks = cim.register_checks([finding], REGISTER, [removed, installed, DAY], Q15 / 2)
+        self.assertEqual(set(checks), {(REGISTER, removed), (REGISTER, installed)})
+        self.assertEqual(checks[(REGISTER, removed)],
+                         [QualityCode("2.6.0",
+                                      "meter-change: serial A1 -> B2, last 7000, first 3")])
+        other = ObisCode(1, 0, 2, 8, 0)
+        self.assertEqual(cim.register_checks([finding], other, [removed], Q15 / 2), {})
