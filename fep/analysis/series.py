@@ -116,3 +116,14 @@ def consumption(
 
 def total(series: Mapping[datetime, Point]) -> Decimal:
     return sum((p.value for p in series.values() if p.value is not None), Decimal(0))
+
+
+def in_base_unit(value: Decimal | None, scaler: int | None) -> Decimal | None:
+    """A stored value (in ``10**scaler`` units: 1.5 kWh is 1.5 with scaler 3) in its base
+    unit (1500 Wh), so that meters storing kWh and meters storing Wh add up in one area;
+    whole numbers stay plain (1500, not 1.5E+3)."""
+    if value is None or not scaler or not value.is_finite():
+        return value
+    scaled = value.scaleb(int(scaler))
+    exponent = scaled.as_tuple().exponent
+    return scaled.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else scaled

@@ -27,7 +27,7 @@ from fep.analysis.estimate import Estimate
 from fep.analysis.load import Sample
 from fep.analysis.quality import DayQuality
 from fep.analysis.rules import Finding
-from fep.analysis.series import Point, decimal
+from fep.analysis.series import Point, decimal, in_base_unit
 from fep.collect import jobstore
 from fep.collect.clock import TIME_SET_RESULT
 from fep.collect.jobstore import Op, Q
@@ -115,14 +115,15 @@ def _intervals(d: _Dialect, meters: Sequence[str], obis: str, since: datetime,
     out: dict[str, list[Point]] = {m: [] for m in meters}
     for chunk in _chunks(meters):
         rows = yield Q(
-            "SELECT meter, start_time, value, value_text, value_type, status FROM intervals"
-            " WHERE obis = ? AND start_time >= ? AND start_time < ?"
+            "SELECT meter, start_time, value, value_text, value_type, status, scaler"
+            " FROM intervals WHERE obis = ? AND start_time >= ? AND start_time < ?"
             f" AND meter IN ({_marks(len(chunk))}) ORDER BY meter, start_time",
             (obis, d.time(since), d.time(until), *chunk), fetch=True)
         for r in rows:
-            out[r[0]].append(Point(d.time_of(r[1]), decimal(decode_value(r[2], r[3], r[4])),
-                                   Quality(r[5])))
+            out[r[0]].append(Point(d.time_of(r[1]), in_base_unit(
+                decimal(decode_value(r[2], r[3], r[4])), r[6]), Quality(r[5])))
     return out
+
 
 
 _UNUSABLE = Quality.DATA_NOT_VALID | Quality.MISSING
@@ -158,13 +159,13 @@ def _registers(d: _Dialect, meters: Sequence[str], obis: str, since: datetime,
     out: dict[str, list[Point]] = {m: [] for m in meters}
     for chunk in _chunks(meters):
         rows = yield Q(
-            "SELECT meter, read_at, value, value_text, value_type, quality FROM readings"
-            " WHERE obis = ? AND read_at >= ? AND read_at <= ?"
+            "SELECT meter, read_at, value, value_text, value_type, quality, scaler"
+            " FROM readings WHERE obis = ? AND read_at >= ? AND read_at <= ?"
             f" AND meter IN ({_marks(len(chunk))}) ORDER BY meter, read_at",
             (obis, d.time(since), d.time(until), *chunk), fetch=True)
         for r in rows:
-            out[r[0]].append(Point(d.time_of(r[1]), decimal(decode_value(r[2], r[3], r[4])),
-                                   Quality(r[5])))
+            out[r[0]].append(Point(d.time_of(r[1]), in_base_unit(
+                decimal(decode_value(r[2], r[3], r[4])), r[6]), Quality(r[5])))
     return out
 
 

@@ -806,7 +806,9 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def _exit_for(error: BaseException, args: argparse.Namespace) -> int:
-    if isinstance(error, UsageError | ConfigError | RouteError):
+    from fep.operator.control import RequestRefused
+
+    if isinstance(error, UsageError | ConfigError | RouteError | RequestRefused):
         return _fail(EXIT_USAGE, str(error))
     if isinstance(error, ChannelError | ProtocolError | FrameError):
         return _fail(EXIT_METER, _describe(error, args))

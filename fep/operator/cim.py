@@ -35,6 +35,7 @@ from xml.etree import ElementTree as ET
 
 import attrs
 
+from fep.analysis.series import in_base_unit
 from fep.model import (
     EventKind,
     IntervalBlock,
@@ -342,9 +343,11 @@ def meter_readings(meter: Meter, readings: Iterable[Reading], blocks: Iterable[I
         if block.obis in analysed:
             # The analysed channel: one IntervalBlocks of the stored values as analysed, and
             # the estimates and edits between them.
+            # In the channel's base unit, as the analysis sees it (fep.analysis.series).
             first, points_of = merged.setdefault(block.obis, (block, {}))
             for start, value, status in block.intervals():
-                points_of.setdefault(start, AnalysedPoint(start, _decimal(value), status))
+                points_of.setdefault(start, AnalysedPoint(
+                    start, in_base_unit(_decimal(value), block.scaler), status))
             continue
         rtype = reading_type(block.obis, block.unit, block.scaler, block.period)
         points = [(start, _number(value), quality_codes(status))
@@ -359,7 +362,7 @@ def meter_readings(meter: Meter, readings: Iterable[Reading], blocks: Iterable[I
         for p in analysed[obis]:
             if p.value is not None or p.method:
                 points_of[p.start] = p
-        rtype = reading_type(obis, first.unit, first.scaler, first.period)
+        rtype = reading_type(obis, first.unit, 0, first.period)
         rows = [(t, _number(p.value), quality_codes(p.quality, p.method, p.source))
                 for t, p in sorted(points_of.items())
                 if (since is None or t >= since) and (until is None or t < until)]

@@ -77,7 +77,12 @@ class _ControlProtocol(LineOnlyReceiver):
     def _failed(self, failure: Failure, name: str) -> None:
         if not failure.check(FepError):
             log.failure("control command {command} failed", failure, command=name)
-        self._answer({"ok": False, "error": failure.getErrorMessage()})
+        answer: dict[str, Any] = {"ok": False, "error": failure.getErrorMessage()}
+        if failure.value is not None and _is_bad_request(failure.value):
+            # What the caller asked for is wrong (no such meter, a bad option): the command
+            # line exits with its usage status, not as if a meter had failed.
+            answer["bad_request"] = True
+        self._answer(answer)
 
     def _answer(self, answer: dict[str, Any]) -> None:
         if self.transport is not None:
@@ -156,6 +161,18 @@ class DaemonUnreachable(ChannelError):
     """No daemon answers on the control socket (none runs, or another socket is its)."""
 
 
+class RequestRefused(FepError):
+    """The daemon refused a request as wrong in itself (an unknown meter, a bad option)."""
+
+
+def _is_bad_request(error: BaseException) -> bool:
+    from fep.operator.commands import CommandRefused
+
+    if isinstance(error, ConfigError):
+        return True
+    return isinstance(error, CommandRefused) and error.status in (400, 404)
+
+
 async def ask(
     reactor: IFepReactor, path: str | Path, command: str, *, timeout: float | None = 30,
     **arguments: Any
@@ -182,5 +199,7 @@ async def ask(
         if timer is not None and timer.active():
             timer.cancel()
     if not answer.get("ok"):
+        if answer.get("bad_request"):
+            raise RequestRefused(f"the daemon refused {command!r}: {answer.get('error')}")
         raise ChannelError(f"the daemon refused {command!r}: {answer.get('error')}")
     return answer

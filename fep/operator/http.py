@@ -312,9 +312,7 @@ class Api:
                                                 role=user.role, options=options)
         except (ChannelError, ProtocolError, FrameError) as e:
             # The read-now's error names meter, route and protocol already.
-            text = str(e)
-            raise ApiError(502, text if text.startswith(f"meter {meter_id} ")
-                           else f"meter {meter_id}: {text}") from None
+            raise ApiError(502, _naming(str(e), "meter", meter_id)) from None
         return {
             "meter": meter_id,
             "readings": [reading_json(r) for r in records if isinstance(r, Reading)],
@@ -330,9 +328,7 @@ class Api:
             return await commands.sync_concentrator(self.ctx, meter_id, who=f"api:{user.name}",
                                                     role=user.role, repair=not check)
         except (ChannelError, ProtocolError, FrameError) as e:
-            text = str(e)
-            raise ApiError(502, text if text.startswith(f"meter {meter_id} ")
-                           else f"concentrator {meter_id}: {text}") from None
+            raise ApiError(502, _naming(str(e), "concentrator", meter_id)) from None
 
     async def sessions(self, request: Request, user: ApiUser) -> Any:
         return {"sessions": [s.as_dict() for s in self.ctx.live_sessions()],
@@ -461,6 +457,15 @@ class Api:
         else:
             xml = await cim_export.export_events(self.ctx.store, meter, since, until)
         return (b"application/xml; charset=utf-8", xml)
+
+
+def _naming(text: str, kind: str, meter_id: str) -> str:
+    """An error's text naming the meter (or concentrator) once: errors from the channels and
+    protocols name it already ("meter M ...", "concentrator C: ...")."""
+    for named in (f"meter {meter_id}", f"concentrator {meter_id}"):
+        if text.startswith((named + " ", named + ":")):
+            return text
+    return f"{kind} {meter_id}: {text}"
 
 
 def _json_body(request: Request) -> dict[str, Any]:

@@ -63,6 +63,34 @@ class ControlSocketTests(unittest.TestCase):
             await ask(reactor, self.path, "launch")
         self.assertIn("unknown command 'launch'", str(unknown.exception))
 
+    async def test_a_wrong_request_is_told_from_a_failing_meter(self) -> None:
+        """An unknown meter (ConfigError) or a refusal as not found or bad (CommandRefused
+        404/400) comes back as RequestRefused (the command line's usage exit, 2); a meter that
+        fails stays a ChannelError (exit 3)."""
+        from fep.errors import ConfigError
+        from fep.operator.commands import CommandRefused
+        from fep.operator.control import RequestRefused
+
+        def unknown(request: dict[str, Any]) -> None:
+            raise ConfigError("no meter 'DCU9' in the meter list")
+
+        def not_found(request: dict[str, Any]) -> None:
+            raise CommandRefused("no concentrator 'X'", status=404)
+
+        def forbidden(request: dict[str, Any]) -> None:
+            raise CommandRefused("role viewer may not", status=403)
+
+        for name, command in (("unknown", unknown), ("not-found", not_found),
+                              ("forbidden", forbidden)):
+            self.server.add(name, command)
+        self.start()
+        for name in ("unknown", "not-found"):
+            with self.assertRaises(RequestRefused) as caught:
+                await ask(reactor, self.path, name)
+            self.assertNotIsInstance(caught.exception, ChannelError)
+        with self.assertRaises(ChannelError):
+            await ask(reactor, self.path, "forbidden")
+
     async def test_not_json_is_answered_not_fatal(self) -> None:
         self.start()
         lines: list[bytes] = []
@@ -161,3 +189,23 @@ class DaemonControlSocketTests(unittest.TestCase):
         config = parse_config(self.config_text(data_dir, "/tmp/" + "s" * 120))
         with self.assertRaises(ConfigError):
             FepService(config, reactor)
+
+
+class RequestRefusedExitTests(unittest.TestCase):
+    def test_the_command_line_exits_with_its_usage_status(self) -> None:
+        import argparse
+        import contextlib
+        import io
+
+        from fep.cli import _exit_for
+        from fep.cli.output import EXIT_METER, EXIT_USAGE
+        from fep.operator.control import RequestRefused
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            usage = _exit_for(RequestRefused("the daemon refused 'concentrator-sync': no "
+                                             "meter 'DCU9' in the meter list"),
+                              argparse.Namespace())
+            meter = _exit_for(ChannelError("meter m1: timed out"), argparse.Namespace())
+        self.assertEqual((usage, meter), (EXIT_USAGE, EXIT_METER))
+        self.assertIn("no meter 'DCU9'", err.getvalue())

@@ -505,3 +505,19 @@ class InboundSessionTests(unittest.TestCase):
 
         text = generate_latest(metrics.registry).decode()
         self.assertIn('fep_sessions{channel="gprs",direction="inbound"} 1.0', text)
+
+
+class ErrorNamingTests(unittest.TestCase):
+    """A 502's text names the meter or concentrator once (the errors from the channels and
+    protocols often name it already)."""
+
+    def test_named_once(self) -> None:
+        from fep.operator.http import _naming
+
+        self.assertEqual(_naming("concentrator C1: no answer", "concentrator", "C1"),
+                         "concentrator C1: no answer")
+        self.assertEqual(_naming("meter C1 on tcp:h:1 (gw3761): timed out", "concentrator",
+                                 "C1"), "meter C1 on tcp:h:1 (gw3761): timed out")
+        self.assertEqual(_naming("timed out", "concentrator", "C1"),
+                         "concentrator C1: timed out")
+        self.assertEqual(_naming("meter C10: x", "meter", "C1"), "meter C1: meter C10: x")
