@@ -1,6 +1,7 @@
 """Communication analysis: the collection success rate over a period, from the outcomes of
 the jobs the collection engine recorded (the job store's ``jobs``), per meter, per area, per
-channel (the route's kind), per concentrator and over all, against a target (98 % by
+channel (the route's kind), per route that several meters share, per concentrator and over
+all, against a target (98 % by
 default); the meters below the target with their last error; and suspected outages from
 communication loss (every meter of an area silent in a collection cycle).
 
@@ -22,7 +23,7 @@ from fep.analysis.areas import AreaKind, Network
 from fep.collect.stats import channel_of
 
 DEFAULT_TARGET = Decimal("0.98")
-SCOPES = ("all", "area", "channel", "concentrator", "meter")
+SCOPES = ("all", "area", "channel", "route", "concentrator", "meter")
 
 
 @attrs.frozen
@@ -110,16 +111,25 @@ def areas_of(network: Network) -> dict[str, list[str]]:
 def analyse(outcomes: Iterable[JobOutcome], *, network: Network | None = None,
             concentrators: Mapping[str, str] | None = None,
             target: Decimal = DEFAULT_TARGET) -> CommsReport:
-    """The success rates of ``outcomes`` per scope (``all``, ``area``, ``channel``,
-    ``concentrator``, ``meter``, in that order, keys sorted) and the meters below
+    """The success rates of ``outcomes`` per scope (``all``, ``area``, ``channel``, ``route``
+    (a route that several meters share), ``concentrator``, ``meter``, in that order, keys
+    sorted) and the meters below
     ``target``, worst first (then by id). ``concentrators`` maps a meter behind a
     concentrator to the concentrator's id."""
     in_areas = areas_of(network) if network is not None else {}
     owners = concentrators or {}
     counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     last_fail: dict[str, JobOutcome] = {}
+    outcomes = list(outcomes)
+    # A route is a scope of its own where meters share it (a bus on a serial line or a
+    # serial server's port): a meter's own route would only repeat the meter's row.
+    users: dict[str, set[str]] = defaultdict(set)
+    for o in outcomes:
+        users[o.route].add(o.meter)
     for o in outcomes:
         keys = [("all", "all"), ("channel", channel_of(o.route)), ("meter", o.meter)]
+        if len(users[o.route]) > 1:
+            keys.append(("route", o.route))
         keys += [("area", a) for a in in_areas.get(o.meter, ())]
         if o.meter in owners:
             keys.append(("concentrator", owners[o.meter]))

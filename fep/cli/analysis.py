@@ -467,7 +467,8 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     comms.add_argument("--area", help="only the meters of this area and the areas below it")
     comms.add_argument("--below", action="store_true",
                        help="the meters below the target, worst first, with their last error")
-    comms.add_argument("--scope", choices=("all", "area", "channel", "concentrator", "meter"),
+    comms.add_argument("--scope", choices=("all", "area", "channel", "route",
+                                            "concentrator", "meter"),
                        help="only the rows of one scope")
     comms.add_argument("--target", default="98 %",
                        help="the success-rate target (default 98 %%)")

@@ -82,6 +82,22 @@ class AnalyseTests(unittest.TestCase):
                           ("M2", D("90.00"), "concentrator C1 did not answer",
                            T0 + timedelta(minutes=1))])
 
+    def test_a_route_several_meters_share_is_a_scope(self) -> None:
+        """A bus: B1 and B2 on one serial line (``serial:/dev/ttyS1``), B1 4 of 4 ok and B2
+        1 of 4: the line 5 of 8 = 62.50 %, below the target; M1's own route is no row of
+        its own (it would repeat M1's)."""
+        line = "serial:/dev/ttyS1:2400:8E1"
+        out = [JobOutcome("B1", line, "daily", T0, T0 + H, True, "done", None)] * 4
+        out += [JobOutcome("B2", line, "daily", T0, T0 + H, n == 0, "done" if n == 0
+                           else "failed", None if n == 0 else "no answer") for n in range(4)]
+        out += [outcome("M1", 0, True)]
+        report = analyse(out)
+        routes = [(r.key, r.jobs, r.ok, r.as_dict()["rate"], r.below) for r in report.rows
+                  if r.scope == "route"]
+        self.assertEqual(routes, [(line, 8, 5, D("62.50"), True)])
+        self.assertEqual([r.scope for r in report.rows],
+                         ["all", "channel", "channel", "route", "meter", "meter", "meter"])
+
     def test_the_target_is_configurable(self) -> None:
         """At 90 %, M2 (90.00 %) is no longer below (below means under the target)."""
         report = analyse(fleet(), network=NETWORK, concentrators={"M2": "C1"},

@@ -95,7 +95,8 @@ class StatusPanelTests(unittest.TestCase):
         summary, below = json.loads(out)
         self.assertEqual(summary, [["all", "all", 12, 4, "33.33", "below"],
                                    ["area", "T1", 12, 4, "33.33", "below"],
-                                   ["channel", "tcp", 12, 4, "33.33", "below"]])
+                                   ["channel", "tcp", 12, 4, "33.33", "below"],
+                                   ["route", "tcp:10.0.0.1:4059", 12, 4, "33.33", "below"]])
         self.assertEqual(below, [["A", 4, 1, "25.00", "2026-12-01 04:05:00Z", "timeout"],
                                  ["S", 4, 1, "25.00", "2026-12-01 04:05:00Z", "timeout"]])
         page = static.joinpath("status.html").read_text()
@@ -165,7 +166,9 @@ class StatusPageScriptTests(unittest.TestCase):
                          ("yes", "", "target 98.00 %"))
         self.assertEqual(page["comms"], [["all", "all", "12", "4", "33.33", "below"],
                                          ["area", "T1", "12", "4", "33.33", "below"],
-                                         ["channel", "tcp", "12", "4", "33.33", "below"]])
+                                         ["channel", "tcp", "12", "4", "33.33", "below"],
+                                         ["route", "tcp:10.0.0.1:4059", "12", "4", "33.33",
+                                          "below"]])
         self.assertEqual([row[:4] for row in page["below"]],
                          [["A", "4", "1", "25.00"], ["S", "4", "1", "25.00"],
                           ["B", "4", "2", "50.00"]])

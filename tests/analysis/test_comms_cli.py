@@ -62,6 +62,8 @@ class CommsCliTests(unittest.TestCase):
         self.assertEqual(rows, {
             ("all", "all"): (12, 4, "33.33", True), ("area", "T1"): (12, 4, "33.33", True),
             ("channel", "tcp"): (12, 4, "33.33", True),
+            # The three meters share one route (a serial server's port): a row of its own.
+            ("route", "tcp:10.0.0.1:4059"): (12, 4, "33.33", True),
             ("meter", "A"): (4, 1, "25.0", True), ("meter", "B"): (4, 2, "50.0", True),
             ("meter", "S"): (4, 1, "25.0", True)})
 
