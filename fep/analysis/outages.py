@@ -129,6 +129,26 @@ def meter_outages(meter: str, events: Iterable[MeterEvent], points: Sequence[Poi
     return sorted(found, key=lambda o: o.since)
 
 
+def join_days(outages: Iterable[Outage], since: datetime, until: datetime) -> list[Outage]:
+    """The outages of the days of ``[since, until)`` (each found in its own day, so cut at
+    midnight) as outages of the period: an outage cut at a day's end (``cut_end``) and one
+    of the same meter starting at that very time are one outage, from the first's start to
+    the second's end. Joined, an outage is cut only at the period's bounds: one cut at a
+    day's end that nothing continues ended there (its next day found the meter in power)."""
+    joined: list[Outage] = []
+    last: dict[str, int] = {}
+    for o in sorted(outages, key=lambda o: (o.meter, o.since)):
+        n = last.get(o.meter)
+        if n is not None and joined[n].cut_end and joined[n].until == o.since:
+            joined[n] = attrs.evolve(joined[n], until=o.until, cut_end=o.cut_end)
+            continue
+        last[o.meter] = len(joined)
+        joined.append(o)
+    return sorted((attrs.evolve(o, cut_start=o.cut_start and o.since <= since,
+                                cut_end=o.cut_end and o.until >= until) for o in joined),
+                  key=lambda o: (o.meter, o.since))
+
+
 @attrs.frozen
 class AreaOutage:
     """Many members of an area out at once: ``since`` is when the share was reached,
