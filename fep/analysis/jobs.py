@@ -44,8 +44,11 @@ from fep.analysis.outages import (
     Indices,
     Outage,
     area_outages,
+    daily_saidi,
     indices,
     join_days,
+    major_event_days,
+    med_threshold,
     meter_outages,
 )
 from fep.analysis.rules import Finding
@@ -69,6 +72,9 @@ COMMS_ALARM = "analysis:comms-rate"
 AREA_OUTAGE_ALARM = "analysis:area-outage"
 # The longest period whose outages are found in one go (a year, leap or not).
 MAX_OUTAGE_DAYS = 366
+# The daily SAIDI history of the major event day threshold: the five years (IEEE 1366)
+# before a period.
+MED_HISTORY = timedelta(days=5 * 365 + 1)
 # How far back communication outcomes are read to find a suspected outage going at a
 # period's start.
 COMMS_LOOKBACK = timedelta(days=1)
@@ -647,11 +653,33 @@ class PeriodOutageReport:
     indices: Indices
     stored: list[date]
     computed: list[date]
+    med: MajorEvents | None = None
 
     def period(self) -> dict[str, object]:
-        return {"since": self.first.isoformat(), "until": self.end.isoformat(),
-                "days": (self.end - self.first).days, "stored_days": len(self.stored),
-                "computed_days": len(self.computed)}
+        out: dict[str, object] = {
+            "since": self.first.isoformat(), "until": self.end.isoformat(),
+            "days": (self.end - self.first).days, "stored_days": len(self.stored),
+            "computed_days": len(self.computed)}
+        if self.med is not None:
+            out.update(self.med.as_dict())
+        return out
+
+
+@attrs.frozen
+class MajorEvents:
+    """The major event days of a period (IEEE 1366 2.5 beta): the threshold ``t_med`` from
+    the daily SAIDI of the ``history_days`` stored days before the period (None: too
+    little history), the period's days above it, and the indices without their
+    interruptions."""
+
+    t_med: Decimal | None
+    history_days: int
+    days: list[date]
+    indices: Indices
+
+    def as_dict(self) -> dict[str, object]:
+        return {"t_med": self.t_med, "history_days": self.history_days,
+                "major_event_days": " ".join(d.isoformat() for d in self.days)}
 
 
 def stored_outage_days(runs: Sequence[RunRecord], network: Network, area: str | None
@@ -683,14 +711,16 @@ async def run_outage_period(store: Any, settings: VeeSettings, first: date, end:
                             momentary: timedelta = DEFAULT_MOMENTARY,
                             share: Decimal = DEFAULT_AREA_SHARE,
                             analysis: AnalysisStore | None = None,
-                            batch: int = 200) -> PeriodOutageReport:
+                            batch: int = 200,
+                            exclude_med: bool = False) -> PeriodOutageReport:
     """The outages of the whole UTC days ``[first, end)`` (``end`` excluded; at most
     MAX_OUTAGE_DAYS) and the indices over them, for the customers of ``run_outages``
     (as the network model has them now). Each day's meter outages are read from the store
     when the analysis service analysed the day (``stored_outage_days``), else found as
     ``run_outages`` finds them; an outage the days cut at midnight is joined again
-    (``join_days``), and the area outages are found over the joined outages. Read only:
-    nothing is stored, no alarm raised."""
+    (``join_days``), and the area outages are found over the joined outages. With
+    ``exclude_med``, the major event days too (``major_events``). Read only: nothing is
+    stored, no alarm raised."""
     days = (end - first).days
     if days <= 0:
         raise ValueError(f"the period {first}..{end} is empty")
@@ -703,12 +733,7 @@ async def run_outage_period(store: Any, settings: VeeSettings, first: date, end:
     since, until = day_bounds(first)[0], day_bounds(end)[0]
     stored = stored_outage_days(await analysis.runs(first, end), network, area)
     served = set(customers)
-    found: list[Outage] = []
-    if stored:
-        found += [_stored_outage(o) for o in await analysis.outages(since, until, "meter",
-                                                                    started=since)
-                  if o.since.date() in stored and o.subject in served
-                  and o.until is not None]
+    found = await _stored_outages(analysis, stored, served, since, until)
     computed = [d for d in (first + timedelta(days=n) for n in range(days))
                 if d not in stored]
     for day in computed:
@@ -718,9 +743,43 @@ async def run_outage_period(store: Any, settings: VeeSettings, first: date, end:
     joined = join_days(found, since, until)
     by_area = [a for name in scope for a in area_outages(
         name, [m.meter for m in network.members(name)], joined, share=share, until=until)]
+    med = None
+    if exclude_med:
+        med = await major_events(analysis, network, area, customers, first, joined,
+                                 momentary=momentary)
     return PeriodOutageReport(first, end, joined, by_area,
                               indices(joined, customers, momentary=momentary),
-                              sorted(stored), computed)
+                              sorted(stored), computed, med)
+
+
+async def _stored_outages(analysis: AnalysisStore, stored: set[date], served: set[str],
+                          since: datetime, until: datetime) -> list[Outage]:
+    """The meter outages of the ``stored`` days in ``[since, until)`` of the ``served``."""
+    if not stored:
+        return []
+    return [_stored_outage(o) for o in await analysis.outages(since, until, "meter",
+                                                              started=since)
+            if o.since.date() in stored and o.subject in served and o.until is not None]
+
+
+async def major_events(analysis: AnalysisStore, network: Network, area: str | None,
+                       customers: Sequence[str], first: date, outages: Sequence[Outage], *,
+                       momentary: timedelta = DEFAULT_MOMENTARY) -> MajorEvents:
+    """The major event days among those of ``outages`` (a period's, from ``first``), by
+    the threshold of the daily SAIDI of the stored days of the MED_HISTORY before
+    ``first`` (only days the analysis service analysed: the history is not found when
+    asked), and the period's indices without the interruptions that began on them."""
+    history_first = first - MED_HISTORY
+    since, until = day_bounds(history_first)[0], day_bounds(first)[0]
+    stored = stored_outage_days(await analysis.runs(history_first, first), network, area)
+    past = join_days(await _stored_outages(analysis, stored, set(customers), since, until),
+                     since, until)
+    threshold = med_threshold(daily_saidi(past, customers, momentary=momentary).values())
+    days = major_event_days(daily_saidi(outages, customers, momentary=momentary),
+                            threshold)
+    kept = [o for o in outages if o.since.date() not in set(days)]
+    return MajorEvents(threshold, len(stored), days,
+                       indices(kept, customers, momentary=momentary))
 
 
 def area_outage_alarms(report: OutageReport, network: Network, since: datetime

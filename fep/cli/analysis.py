@@ -44,7 +44,8 @@ LOAD_COLUMNS = ("subject", "kind", "day", "intervals", "energy", "peak", "peak_t
                 "under_voltage_b", "under_voltage_c", "voltage_max", "voltage_max_time",
                 "voltage_min", "voltage_min_time", "voltage_within")
 PROFILE_COLUMNS = ("subject", "days", "time", "demand", "count")
-PERIOD_COLUMNS = ("since", "until", "days", "stored_days", "computed_days")
+PERIOD_COLUMNS = ("since", "until", "days", "stored_days", "computed_days", "t_med",
+                  "history_days", "major_event_days")
 INDEX_COLUMNS = ("customers", "sustained", "momentary", "customer_minutes", "saifi", "saidi",
                  "caidi", "maifi")
 
@@ -256,6 +257,8 @@ def _outage_period(args: argparse.Namespace) -> tuple[date, date | None]:
     if (args.since is None) != (args.until is None):
         raise UsageError("--since and --until go together (--until excluded)")
     if args.day:
+        if args.exclude_med:
+            raise UsageError("--exclude-med is for a period (--month, --since/--until)")
         return _day(args.day), None
     if args.month:
         return _month(args.month)
@@ -285,7 +288,8 @@ async def cmd_outages(reactor: IFepReactor, args: argparse.Namespace) -> int:
             else:
                 period = await jobs.run_outage_period(store, settings, day, end,
                                                       area=args.area, momentary=momentary,
-                                                      share=share)
+                                                      share=share,
+                                                      exclude_med=args.exclude_med)
         except LookupError as e:
             raise UsageError(str(e.args[0])) from None
         except ValueError as e:
@@ -300,6 +304,13 @@ async def cmd_outages(reactor: IFepReactor, args: argparse.Namespace) -> int:
                  AREA_OUTAGE_COLUMNS),
                 ("indices", f"indices of the period (momentary: {args.momentary} or less)",
                  [period.indices.as_dict()], INDEX_COLUMNS))
+            if period.med is not None:
+                sections += (("indices-excluding-med", "indices without the major event "
+                              "days", [period.med.indices.as_dict()], INDEX_COLUMNS),)
+                if period.med.t_med is None:
+                    print("no major event day threshold: fewer than two days with "
+                          "sustained interruptions stored in the five years before",
+                          file=sys.stderr)
         else:
             sections = (
                 ("outage", "outages per meter", [o.as_dict() for o in report.outages],
@@ -489,6 +500,10 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     outages.add_argument("--since", help="YYYY-MM-DD (UTC), the period's first day")
     outages.add_argument("--until", help="YYYY-MM-DD (UTC), the day after the period "
                          "(excluded); at most 366 days after --since")
+    outages.add_argument("--exclude-med", action="store_true",
+                         help="a period's major event days (IEEE 1366 2.5 beta, from the "
+                         "stored daily SAIDI of the five years before) and its indices "
+                         "without them")
     outages.add_argument("--area", help="only the members of this area and the areas below it")
     outages.add_argument("--momentary", default="5m",
                          help="the longest momentary interruption (default 5m; IEEE 1366)")

@@ -108,10 +108,11 @@ class AnalysisCommands:
 
     def outages(self, day: str | None = None, area: str | None = None, *,
                 month: str | None = None, since: str | None = None,
-                until: str | None = None) -> Deferred[Any]:
+                until: str | None = None, exclude_med: bool = False) -> Deferred[Any]:
         """A day's outages per meter and per area, and the indices (SAIFI, SAIDI, ...);
         or a period's: ``month="2026-12"``, or ``since="2026-12-01", until="2026-12-04"``
-        (whole days, until excluded)."""
+        (whole days, until excluded); ``exclude_med=True`` adds its major event days and
+        its indices without them to the title."""
         from fep.analysis import jobs
 
         self._log("outages()", day=day, area=area, month=month, since=since, until=until)
@@ -121,12 +122,19 @@ class AnalysisCommands:
             if end is not None:
                 try:
                     period = await jobs.run_outage_period(
-                        self.ctx.store, settings_of(self.ctx), first, end, area=area)
+                        self.ctx.store, settings_of(self.ctx), first, end, area=area,
+                        exclude_med=exclude_med)
                 except ValueError as e:
                     raise commands.CommandRefused(str(e), status=400) from None
                 found, areas, i = period.outages, period.areas, period.indices
                 what = (f"{first}..{end} (excluded), {(end - first).days} days "
                         f"({len(period.stored)} stored): ")
+                if period.med is not None:
+                    m = period.med.indices
+                    what += (f"T_MED {period.med.t_med}, major event days "
+                             f"{' '.join(str(d) for d in period.med.days) or 'none'}, "
+                             f"without them SAIFI {m.saifi}, SAIDI {m.saidi}, CAIDI {m.caidi}, "
+                             f"MAIFI {m.maifi}; ")
             else:
                 report = await jobs.run_outages(self.ctx.store, settings_of(self.ctx),
                                                 first, area=area)

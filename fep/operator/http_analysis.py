@@ -232,7 +232,8 @@ class AnalysisApi:
         and the suspected outages from communication loss: ``area``, ``momentary`` (5m),
         ``share`` (50 %). With ``month`` or ``since``/``until`` (whole days, until
         excluded), those of the period (an outage crossing midnight once) and its
-        indices, from the stored days where the analysis service analysed them."""
+        indices, from the stored days where the analysis service analysed them;
+        ``exclude_med=yes`` adds its major event days and its indices without them."""
         from fep.analysis import jobs
         from fep.analysis.settings import _decimal, _duration
 
@@ -250,18 +251,24 @@ class AnalysisApi:
         area = self._arg(request, "area") or None
         if end is not None:
             try:
-                period = await jobs.run_outage_period(self.ctx.store, self._settings(), day,
-                                                      end, area=area, momentary=momentary,
-                                                      share=share)
+                period = await jobs.run_outage_period(
+                    self.ctx.store, self._settings(), day, end, area=area,
+                    momentary=momentary, share=share, exclude_med=(
+                        self._arg(request, "exclude_med") or "").lower() in ("1", "yes",
+                                                                              "true"))
             except LookupError as e:
                 raise self._error(404, str(e.args[0])) from None
             except ValueError as e:
                 raise self._error(400, str(e)) from None
-            return {**period.period(),
+            body = {**period.period(),
                     "stored": [d.isoformat() for d in period.stored],
                     "outages": [o.as_dict() for o in period.outages],
                     "areas": [a.as_dict() for a in period.areas],
                     "indices": period.indices.as_dict()}
+            if period.med is not None:
+                body["major_event_days"] = [d.isoformat() for d in period.med.days]
+                body["indices_excluding_med"] = period.med.indices.as_dict()
+            return body
         try:
             report = await jobs.run_outages(self.ctx.store, self._settings(), day,
                                             area=area, momentary=momentary, share=share)

@@ -26,13 +26,20 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
 
+import attrs
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from fep.analysis import areas, jobs
 from fep.analysis.daemon import AnalysisService
-from fep.analysis.outages import Outage, join_days
+from fep.analysis.outages import (
+    Outage,
+    daily_saidi,
+    join_days,
+    major_event_days,
+    med_threshold,
+)
 from fep.analysis.settings import VeeSettings
 from fep.analysis.store import AnalysisStore, RunRecord, StoredOutage
 from fep.model import EventKind, MeterEvent, Severity
@@ -89,6 +96,64 @@ THE_PERIOD = (4, 4, 1, D("160.000"), D("1.000"), D("40.000"), D("40.000"), D("0.
 THE_OUTAGES = [("A", at(1, 23), at(2, 0, 20), ""), ("B", at(1, 23, 30), at(2, 0, 10), ""),
                ("C", at(2, 23, 58), at(3, 0, 2), ""), ("D", at(3, 12), at(3, 12, 30), ""),
                ("D", at(3, 23, 50), at(4), "end")]
+
+
+def y25(month: int, day: int, h: int = 0, m: int = 0) -> datetime:
+    return datetime(2025, month, day, h, m, tzinfo=UTC)
+
+
+async def store_history(store: Any) -> None:
+    """The analysis service's stored days before the three days, for T1's 4 customers:
+
+    - 2025-06-02 A 20 min (SAIDI 5), 06-09 A and B 12 min each (6), 06-16 C 32 (8), 06-23
+      D 40 (10);
+    - 06-30 analysed without outages and 07-07 with only a momentary 3 minutes: SAIDI 0,
+      left out;
+    - 2020-01-06 D out 10 hours (SAIDI 150), stored but more than five years before;
+    - 2025-08-01 A out 10 hours in the events only: the day was not analysed, so it is no
+      history.
+
+    alpha = mean(ln 5, ln 6, ln 8, ln 10) = 1.946, beta = their standard deviation 0.307,
+    T_MED = exp(1.946 + 2.5 x 0.307) = 15.064 min."""
+    analysis = AnalysisStore(store)
+    rows = {date(2025, 6, 2): [("A", y25(6, 2, 9), 20)],
+            date(2025, 6, 9): [("A", y25(6, 9, 9), 12), ("B", y25(6, 9, 9), 12)],
+            date(2025, 6, 16): [("C", y25(6, 16, 9), 32)],
+            date(2025, 6, 23): [("D", y25(6, 23, 9), 40)],
+            date(2025, 6, 30): [],
+            date(2025, 7, 7): [("A", y25(7, 7, 9), 3)],
+            date(2020, 1, 6): [("D", datetime(2020, 1, 6, 9, tzinfo=UTC), 600)]}
+    for day, outages in rows.items():
+        await analysis.save_run(RunRecord(day, "outages", T0, T0, True, {"areas": []}, None))
+        await analysis.save_outages(("meter",), None, None, [
+            StoredOutage("meter", m, t, t + timedelta(minutes=n), "events", (m,), {"cut": ""})
+            for m, t, n in outages])
+    await store.write([down("A", y25(8, 1, 8)), up("A", y25(8, 1, 18))])
+
+
+class MajorEventDayTests(unittest.TestCase):
+    """IEEE 1366 2.5 beta, one step per test."""
+
+    def test_daily_saidi_puts_an_interruption_on_the_day_it_began(self) -> None:
+        """A 23:00-00:20 (80 min) is all on 12-01; C's 4 minutes are momentary; 4
+        customers."""
+        found = daily_saidi([Outage("A", at(1, 23), at(2, 0, 20)),
+                             Outage("B", at(2, 10), at(2, 10, 40)),
+                             Outage("C", at(2, 12), at(2, 12, 4))], "ABCD")
+        self.assertEqual(found, {FIRST: D("20.000"), date(2026, 12, 2): D("10.000")})
+
+    def test_the_threshold(self) -> None:
+        """SAIDI 5, 6, 8, 10 and a day of 0 (left out): T_MED = 15.064."""
+        self.assertEqual(med_threshold([D(5), D(6), D(8), D(10), D(0)]), D("15.064"))
+
+    def test_no_threshold_without_two_days(self) -> None:
+        self.assertIsNone(med_threshold([D(5), D(0)]))
+        self.assertEqual(major_event_days({FIRST: D(1000)}, None), [])
+
+    def test_days_above_the_threshold(self) -> None:
+        self.assertEqual(major_event_days({FIRST: D(30), date(2026, 12, 3): D(10),
+                                           date(2026, 12, 4): D("15.064")}, D("15.064")),
+                         [FIRST])
 
 
 class JoinDaysTests(unittest.TestCase):
@@ -259,6 +324,31 @@ class PeriodBehaviours:
                       "maifi"):
             self.assertEqual(sum((getattr(d.indices, field) for d in days), D(0)),
                              getattr(month.indices, field), field)
+
+    async def test_major_event_days_are_excluded(self) -> None:
+        """The three days by the stored history (``store_history``, T_MED 15.064): 12-01's
+        SAIDI is 120/4 = 30 (A's 80 and B's 40 minutes began that day), a major event day;
+        12-03's 40/4 = 10 is not. Without 12-01's interruptions: D's 30 and 10 minutes,
+        SAIFI 2/4 = 0.5, SAIDI 40/4 = 10 min, CAIDI 20 min; C's momentary one stays, MAIFI
+        0.25. The indices with every day are unchanged."""
+        store = await three_days(self, self.new_store())  # type: ignore[arg-type]
+        # Without a history (nothing stored before the period): no threshold, no day.
+        report = await jobs.run_outage_period(store, VEE, FIRST, END, area="T1",
+                                              exclude_med=True)
+        assert report.med is not None
+        self.assertEqual((report.med.t_med, report.med.days), (None, []))
+        self.assertEqual(report.med.indices, report.indices)
+        await store_history(store)
+        report = await jobs.run_outage_period(store, VEE, FIRST, END, area="T1",
+                                              exclude_med=True)
+        assert report.med is not None
+        self.assertEqual((report.med.t_med, report.med.history_days, report.med.days),
+                         (D("15.064"), 6, [FIRST]))
+        self.assertEqual(figures(attrs.evolve(report, indices=report.med.indices)),
+                         (4, 2, 1, D("40.000"), D("0.500"), D("10.000"), D("20.000"),
+                          D("0.250")))
+        self.assertEqual(figures(report), THE_PERIOD)
+        self.assertEqual(report.period()["major_event_days"], "2026-12-01")
 
     async def test_periods_are_bounded(self) -> None:
         store = await three_days(self, self.new_store())  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from fep.operator.http import site
 from fep.operator.metrics import FepMetrics
 from fep.operator.tokens import TokenFile
 from fep.store.sqlite import SqliteStore
-from tests.analysis.test_outage_period import NETWORK, THREE_DAYS
+from tests.analysis.test_outage_period import NETWORK, THREE_DAYS, store_history
 from tests.inprocess import fep_main
 from tests.operator.helpers import TOKENS, VIEWER_TOKEN, http, make_context
 
@@ -99,6 +99,32 @@ class OutagePeriodCliTests(unittest.TestCase):
         self.assertEqual({k: text(index, (k,))[0] for k in THE_MONTH},
                          {k: str(v) for k, v in THE_MONTH.items()})
 
+    async def test_major_event_days(self) -> None:
+        """--exclude-med with the stored history of test_outage_period.store_history:
+        T_MED 15.064, 12-01 a major event day, and the indices without it; without a
+        history the threshold is missing and said so."""
+        result = fep_main("--db", self.db, "outages", "--since", "2026-12-01", "--until",
+                          "2026-12-04", "--area", "T1", "--exclude-med")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("no major event day threshold", result.stderr)
+        store = SqliteStore(self.db[len("sqlite:"):], reactor)
+        await store.open()
+        try:
+            await store_history(store)
+        finally:
+            await store.close()
+        rows = self.rows("--since", "2026-12-01", "--until", "2026-12-04", "--exclude-med")
+        [period] = [r for r in rows if r["record"] == "period"]
+        self.assertEqual((text(period, ("t_med",)), period["history_days"],
+                          period["major_event_days"]), (("15.064",), 6, "2026-12-01"))
+        [without] = [r for r in rows if r["record"] == "indices-excluding-med"]
+        self.assertEqual(text(without, ("sustained", "momentary", "customer_minutes",
+                                        "saifi", "saidi", "caidi", "maifi")),
+                         ("2", "1", "40.000", "0.500", "10.000", "20.000", "0.250"))
+        result = fep_main("--db", self.db, "outages", "--day", "2026-12-01", "--exclude-med")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("--exclude-med is for a period", result.stderr)
+
     def test_period_errors(self) -> None:
         for args, message in (
                 (("--since", "2026-01-01", "--until", "2027-01-03"), "at most 366"),
@@ -146,6 +172,28 @@ class OutagePeriodApiTests(unittest.TestCase):
         self.assertEqual((body["since"], body["until"], body["days"]),
                          ("2026-12-01", "2027-01-01", 31))
         self.assertEqual({k: body["indices"][k] for k in THE_MONTH}, THE_MONTH)
+
+    async def test_major_event_days(self) -> None:
+        """The three days: 12-01 a major event day. Over December, D's last outage is
+        whole (40 minutes), so 12-03's SAIDI is (30 + 40)/4 = 17.5, above T_MED too: only
+        C's momentary interruption is left."""
+        await store_history(self.ctx.store)
+        body = await self.get("outages?since=2026-12-01&until=2026-12-04&area=T1"
+                              "&exclude_med=yes")
+        self.assertEqual((body["t_med"], body["history_days"], body["major_event_days"]),
+                         ("15.064", 6, ["2026-12-01"]))
+        self.assertEqual({k: body["indices_excluding_med"][k] for k in ("sustained", "saidi")},
+                         {"sustained": 2, "saidi": "10.000"})
+        self.assertNotIn("indices_excluding_med",
+                         await self.get("outages?month=2026-12&area=T1"))
+        found = await self.viewer().outages(month="2026-12", area="T1", exclude_med=True)
+        self.assertIn("T_MED 15.064, major event days 2026-12-01 2026-12-03, without them "
+                      "SAIFI 0.000, SAIDI 0.000, CAIDI None, MAIFI 0.250", found.title)
+
+    def viewer(self) -> Any:
+        from fep.operator.manhole import OperatorCommands
+
+        return OperatorCommands(self.ctx, "watch", "SHA256:w", "viewer")
 
     async def test_errors(self) -> None:
         for path, status in (("outages?since=2026-01-01&until=2027-01-03", 400),
