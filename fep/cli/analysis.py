@@ -297,7 +297,8 @@ async def cmd_outages(reactor: IFepReactor, args: argparse.Namespace) -> int:
         if period is not None:
             p = period.period()
             sections: tuple[tuple[str, str, list[dict[str, Any]], tuple[str, ...]], ...] = (
-                ("period", "period (until excluded)", [p], PERIOD_COLUMNS),
+                ("period", "period (until excluded)", [p],
+                 PERIOD_COLUMNS if period.med is not None else PERIOD_COLUMNS[:5]),
                 ("outage", "outages per meter", [o.as_dict() for o in period.outages],
                  OUTAGE_COLUMNS),
                 ("area-outage", "area outages", [a.as_dict() for a in period.areas],
