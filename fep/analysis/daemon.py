@@ -7,9 +7,10 @@ yesterday, and the day before again so values re-collected since replace its est
 ``outages`` (``fep outages``, the day's outages stored), ``comms`` (the day's collection
 success rate; suspected outages from communication loss stored). Each analysis of a day is
 recorded in ``analysis_runs`` (its summary, or its error: one failing analysis does not
-stop the others). Alarms (the balance's loss band; the VEE rules of ``vee_alarms``) are
-meter events submitted to the router, so the alarm engine classifies and notifies them like
-any event. A daemon started after ``at`` whose last day was not analysed yet runs at once.
+stop the others). Alarms (the balance's loss band; the VEE rules of ``vee_alarms``; each
+area outage) are meter events submitted to the router, so the alarm engine classifies and
+notifies them like any event. A daemon started after ``at`` whose last day was not
+analysed yet runs at once.
 """
 
 from __future__ import annotations
@@ -272,9 +273,13 @@ class AnalysisService(service.Service):
         since, until = day_bounds(day)
         found: list[StoredOutage] = []
         sustained = momentary = 0
+        network = await self.analysis.network()
+        alarms: dict[tuple[str, datetime], MeterEvent] = {}
         for area in self._areas():
             report = await jobs.run_outages(self.store, self.vee, day, area=area,
                                             analysis=self.analysis)
+            alarms.update(((e.text, e.time), e)
+                          for e in jobs.area_outage_alarms(report, network, since))
             found += [StoredOutage("meter", o.meter, o.since, o.until, o.source, (o.meter,),
                                    {"cut": o.as_dict()["cut"]}) for o in report.outages]
             found += [StoredOutage("area", a.area, a.since, a.until, "meters", a.meters,
@@ -284,9 +289,14 @@ class AnalysisService(service.Service):
             momentary += report.indices.momentary
         unique = list({(o.kind, o.subject, o.since): o for o in found}.values())
         await self.analysis.save_outages(("meter", "area"), since, until, unique)
+        if alarms:
+            await self.sink.submit(list(alarms.values()))
+        # "areas": what the stored day covers (empty: every area), for the periods'
+        # indices (jobs.stored_outage_days).
         return {"outages": sum(1 for o in unique if o.kind == "meter"),
                 "area_outages": sum(1 for o in unique if o.kind == "area"),
-                "sustained": sustained, "momentary": momentary}
+                "sustained": sustained, "momentary": momentary,
+                "areas": list(self.settings.areas), "alarms": len(alarms)}
 
     async def _comms(self, day: date) -> dict[str, Any]:
         since, until = day_bounds(day)

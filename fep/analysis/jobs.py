@@ -44,7 +44,11 @@ from fep.analysis.outages import (
     Indices,
     Outage,
     area_outages,
+    daily_saidi,
     indices,
+    join_days,
+    major_event_days,
+    med_threshold,
     meter_outages,
 )
 from fep.analysis.rules import Finding
@@ -58,13 +62,19 @@ from fep.analysis.series import (
     total,
 )
 from fep.analysis.settings import RuleSet, VeeSettings
-from fep.analysis.store import AnalysisStore, StoredOutage
+from fep.analysis.store import AnalysisStore, RunRecord, StoredOutage
 from fep.collect.concentrators import concentrator_of
 from fep.interfaces import IRecordSink
 from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, Quality, Severity
 
 LOSS_ALARM = "analysis:line-loss"
 COMMS_ALARM = "analysis:comms-rate"
+AREA_OUTAGE_ALARM = "analysis:area-outage"
+# The longest period whose outages are found in one go (a year, leap or not).
+MAX_OUTAGE_DAYS = 366
+# The daily SAIDI history of the major event day threshold: the five years (IEEE 1366)
+# before a period.
+MED_HISTORY = timedelta(days=5 * 365 + 1)
 # How far back communication outcomes are read to find a suspected outage going at a
 # period's start.
 COMMS_LOOKBACK = timedelta(days=1)
@@ -573,6 +583,37 @@ class OutageReport:
     suspected: list[SilentArea] = attrs.field(factory=list)
 
 
+async def _outage_scope(store: Any, network: Network, area: str | None
+                        ) -> tuple[list[str], list[str]]:
+    """The areas whose outages are found and the customers: the members of ``area`` and
+    the areas below it; without ``area``, the meter list and every area member, less the
+    summary meters (they serve no customer)."""
+    if area is not None:
+        if network.area(area) is None:
+            raise LookupError(f"no area {area!r}")
+        scope = [a.id for a in network.subtree(area)]
+        return scope, sorted({m.meter for a in scope for m in network.members(a)})
+    summary = {m.meter for m in network.meters if m.role == "summary"}
+    members = {m.meter for m in network.meters if m.role == "member"}
+    listed = {m.id for m in await store.meters()}
+    return [a.id for a in network.areas], sorted(members | (listed - summary))
+
+
+async def _meter_outages(analysis: AnalysisStore, settings: VeeSettings,
+                         customers: Sequence[str], since: datetime, until: datetime,
+                         batch: int) -> list[Outage]:
+    """The customers' outages in ``[since, until)``, a batch of meters at a time."""
+    obis, period = str(settings.channel), settings.period
+    found: list[Outage] = []
+    for first in range(0, len(customers), batch):
+        chunk = customers[first:first + batch]
+        events = await analysis.power_events(chunk, since, until)
+        raw = await analysis.intervals(chunk, obis, since, until)
+        for meter in chunk:
+            found += meter_outages(meter, events[meter], raw[meter], since, until, period)
+    return found
+
+
 async def run_outages(store: Any, settings: VeeSettings, day: date, *, area: str | None = None,
                       momentary: timedelta = DEFAULT_MOMENTARY,
                       share: Decimal = DEFAULT_AREA_SHARE,
@@ -584,26 +625,9 @@ async def run_outages(store: Any, settings: VeeSettings, day: date, *, area: str
     meter list and every area member, less the summary meters (they serve no customer)."""
     analysis = analysis or AnalysisStore(store)
     network = await analysis.network()
-    if area is not None:
-        if network.area(area) is None:
-            raise LookupError(f"no area {area!r}")
-        scope = [a.id for a in network.subtree(area)]
-        customers = sorted({m.meter for a in scope for m in network.members(a)})
-    else:
-        scope = [a.id for a in network.areas]
-        summary = {m.meter for m in network.meters if m.role == "summary"}
-        members = {m.meter for m in network.meters if m.role == "member"}
-        listed = {m.id for m in await store.meters()}
-        customers = sorted(members | (listed - summary))
+    scope, customers = await _outage_scope(store, network, area)
     since, until = day_bounds(day)
-    obis, period = str(settings.channel), settings.period
-    found: list[Outage] = []
-    for first in range(0, len(customers), batch):
-        chunk = customers[first:first + batch]
-        events = await analysis.power_events(chunk, since, until)
-        raw = await analysis.intervals(chunk, obis, since, until)
-        for meter in chunk:
-            found += meter_outages(meter, events[meter], raw[meter], since, until, period)
+    found = await _meter_outages(analysis, settings, customers, since, until, batch)
     by_area = [a for name in scope for a in area_outages(
         name, [m.meter for m in network.members(name)], found, share=share, until=until)]
     # Suspected outages from communication loss: the cycles of the day, and of the day
@@ -614,6 +638,171 @@ async def run_outages(store: Any, settings: VeeSettings, day: date, *, area: str
                  if s.area in in_scope and (s.until is None or s.until > since)]
     return OutageReport(found, by_area, indices(found, customers, momentary=momentary),
                         suspected)
+
+
+@attrs.frozen
+class PeriodOutageReport:
+    """The outages of the days ``[first, end)``: per meter and per area, an outage crossing
+    midnight once; the indices over the period; which days were read as the analysis
+    service stored them (``stored``) and which were found when asked (``computed``)."""
+
+    first: date
+    end: date
+    outages: list[Outage]
+    areas: list[AreaOutage]
+    indices: Indices
+    stored: list[date]
+    computed: list[date]
+    med: MajorEvents | None = None
+
+    def period(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "since": self.first.isoformat(), "until": self.end.isoformat(),
+            "days": (self.end - self.first).days, "stored_days": len(self.stored),
+            "computed_days": len(self.computed)}
+        if self.med is not None:
+            out.update(self.med.as_dict())
+        return out
+
+
+@attrs.frozen
+class MajorEvents:
+    """The major event days of a period (IEEE 1366 2.5 beta): the threshold ``t_med`` from
+    the daily SAIDI of the ``history_days`` stored days before the period (None: too
+    little history), the period's days above it, and the indices without their
+    interruptions."""
+
+    t_med: Decimal | None
+    history_days: int
+    days: list[date]
+    indices: Indices
+
+    def as_dict(self) -> dict[str, object]:
+        return {"t_med": self.t_med, "history_days": self.history_days,
+                "major_event_days": " ".join(d.isoformat() for d in self.days)}
+
+
+def stored_outage_days(runs: Sequence[RunRecord], network: Network, area: str | None
+                       ) -> set[date]:
+    """The days whose stored outages hold every customer of ``area`` (or of the whole
+    network): an ``outages`` run that ended ok and covered them (its summary's ``areas``:
+    empty for every area; a run recorded without it covered what is not known)."""
+    wanted = {a.id for a in network.path(area)} if area is not None else set()
+    days = set()
+    for r in runs:
+        covered = r.summary.get("areas")
+        if r.analysis != "outages" or not r.ok or not isinstance(covered, list):
+            continue
+        if not covered or wanted & set(covered):
+            days.add(r.day)
+    return days
+
+
+def _stored_outage(o: StoredOutage) -> Outage:
+    cut = str(o.details.get("cut", "")).split("/")
+    # A meter's outage is stored closed (cut at its day's end), never open.
+    until = o.until if o.until is not None else o.since
+    return Outage(o.subject, o.since, until, o.source, cut_start="start" in cut,
+                  cut_end="end" in cut)
+
+
+async def run_outage_period(store: Any, settings: VeeSettings, first: date, end: date, *,
+                            area: str | None = None,
+                            momentary: timedelta = DEFAULT_MOMENTARY,
+                            share: Decimal = DEFAULT_AREA_SHARE,
+                            analysis: AnalysisStore | None = None,
+                            batch: int = 200,
+                            exclude_med: bool = False) -> PeriodOutageReport:
+    """The outages of the whole UTC days ``[first, end)`` (``end`` excluded; at most
+    MAX_OUTAGE_DAYS) and the indices over them, for the customers of ``run_outages``
+    (as the network model has them now). Each day's meter outages are read from the store
+    when the analysis service analysed the day (``stored_outage_days``), else found as
+    ``run_outages`` finds them; an outage the days cut at midnight is joined again
+    (``join_days``), and the area outages are found over the joined outages. With
+    ``exclude_med``, the major event days too (``major_events``). Read only: nothing is
+    stored, no alarm raised."""
+    days = (end - first).days
+    if days <= 0:
+        raise ValueError(f"the period {first}..{end} is empty")
+    if days > MAX_OUTAGE_DAYS:
+        raise ValueError(f"the period {first}..{end} is {days} days: at most "
+                         f"{MAX_OUTAGE_DAYS}")
+    analysis = analysis or AnalysisStore(store)
+    network = await analysis.network()
+    scope, customers = await _outage_scope(store, network, area)
+    since, until = day_bounds(first)[0], day_bounds(end)[0]
+    stored = stored_outage_days(await analysis.runs(first, end), network, area)
+    served = set(customers)
+    found = await _stored_outages(analysis, stored, served, since, until)
+    computed = [d for d in (first + timedelta(days=n) for n in range(days))
+                if d not in stored]
+    for day in computed:
+        day_since, day_until = day_bounds(day)
+        found += await _meter_outages(analysis, settings, customers, day_since, day_until,
+                                      batch)
+    joined = join_days(found, since, until)
+    by_area = [a for name in scope for a in area_outages(
+        name, [m.meter for m in network.members(name)], joined, share=share, until=until)]
+    med = None
+    if exclude_med:
+        med = await major_events(analysis, network, area, customers, first, joined,
+                                 momentary=momentary)
+    return PeriodOutageReport(first, end, joined, by_area,
+                              indices(joined, customers, momentary=momentary),
+                              sorted(stored), computed, med)
+
+
+async def _stored_outages(analysis: AnalysisStore, stored: set[date], served: set[str],
+                          since: datetime, until: datetime) -> list[Outage]:
+    """The meter outages of the ``stored`` days in ``[since, until)`` of the ``served``."""
+    if not stored:
+        return []
+    return [_stored_outage(o) for o in await analysis.outages(since, until, "meter",
+                                                              started=since)
+            if o.since.date() in stored and o.subject in served and o.until is not None]
+
+
+async def major_events(analysis: AnalysisStore, network: Network, area: str | None,
+                       customers: Sequence[str], first: date, outages: Sequence[Outage], *,
+                       momentary: timedelta = DEFAULT_MOMENTARY) -> MajorEvents:
+    """The major event days among those of ``outages`` (a period's, from ``first``), by
+    the threshold of the daily SAIDI of the stored days of the MED_HISTORY before
+    ``first`` (only days the analysis service analysed: the history is not found when
+    asked), and the period's indices without the interruptions that began on them."""
+    history_first = first - MED_HISTORY
+    since, until = day_bounds(history_first)[0], day_bounds(first)[0]
+    stored = stored_outage_days(await analysis.runs(history_first, first), network, area)
+    past = join_days(await _stored_outages(analysis, stored, set(customers), since, until),
+                     since, until)
+    threshold = med_threshold(daily_saidi(past, customers, momentary=momentary).values())
+    days = major_event_days(daily_saidi(outages, customers, momentary=momentary),
+                            threshold)
+    kept = [o for o in outages if o.since.date() not in set(days)]
+    return MajorEvents(threshold, len(stored), days,
+                       indices(kept, customers, momentary=momentary))
+
+
+def area_outage_alarms(report: OutageReport, network: Network, since: datetime
+                       ) -> list[MeterEvent]:
+    """An alarm (``analysis:area-outage``, major, at its start) for each area outage of a
+    day starting at ``since``, on the area's first summary meter, else its first member.
+    One going on at the day's start (its meters' outages cut there) was raised by the day
+    before and is not raised again."""
+    cut = {o.meter for o in report.outages if o.cut_start}
+    events = []
+    for a in report.areas:
+        carriers = network.summary(a.area) or network.members(a.area)
+        if not carriers or (a.since == since and cut & set(a.meters)):
+            continue
+        minutes = f"{a.duration.total_seconds() / 60:g}"
+        events.append(MeterEvent(
+            meter=carriers[0].meter, code=AREA_OUTAGE_ALARM, kind=EventKind.OTHER,
+            severity=Severity.MAJOR, time=a.since, source="analysis",
+            text=f"area {a.area}: {len(a.meters)} of {a.members} meters out from "
+                 f"{a.since:%Y-%m-%d %H:%M} for {minutes} min"
+                 + (" (still out at the day's end)" if a.cut_end else "")
+                 + f": {' '.join(a.meters[:10])}" + (" ..." if len(a.meters) > 10 else "")))
+    return events
 
 
 async def run_comms(store: Any, since: datetime, until: datetime, *, area: str | None = None,

@@ -11,8 +11,10 @@ known from the period alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import attrs
@@ -129,6 +131,26 @@ def meter_outages(meter: str, events: Iterable[MeterEvent], points: Sequence[Poi
     return sorted(found, key=lambda o: o.since)
 
 
+def join_days(outages: Iterable[Outage], since: datetime, until: datetime) -> list[Outage]:
+    """The outages of the days of ``[since, until)`` (each found in its own day, so cut at
+    midnight) as outages of the period: an outage cut at a day's end (``cut_end``) and one
+    of the same meter starting at that very time are one outage, from the first's start to
+    the second's end. Joined, an outage is cut only at the period's bounds: one cut at a
+    day's end that nothing continues ended there (its next day found the meter in power)."""
+    joined: list[Outage] = []
+    last: dict[str, int] = {}
+    for o in sorted(outages, key=lambda o: (o.meter, o.since)):
+        n = last.get(o.meter)
+        if n is not None and joined[n].cut_end and joined[n].until == o.since:
+            joined[n] = attrs.evolve(joined[n], until=o.until, cut_end=o.cut_end)
+            continue
+        last[o.meter] = len(joined)
+        joined.append(o)
+    return sorted((attrs.evolve(o, cut_start=o.cut_start and o.since <= since,
+                                cut_end=o.cut_end and o.until >= until) for o in joined),
+                  key=lambda o: (o.meter, o.since))
+
+
 @attrs.frozen
 class AreaOutage:
     """Many members of an area out at once: ``since`` is when the share was reached,
@@ -241,3 +263,42 @@ def indices(outages: Iterable[Outage], customers: Sequence[str], *,
         per(Decimal(len(sustained))), per(minutes),
         (minutes / len(sustained)).quantize(_PLACES) if sustained else None,
         per(Decimal(n_momentary)))
+
+
+# Major event days (IEEE 1366, the 2.5 beta method).
+MED_BETAS = Decimal("2.5")
+
+
+def daily_saidi(outages: Iterable[Outage], customers: Sequence[str], *,
+                momentary: timedelta = DEFAULT_MOMENTARY) -> dict[date, Decimal]:
+    """The SAIDI of each day with a sustained interruption of the ``customers`` (IEEE
+    1366): the customer minutes of the sustained interruptions that began on the day (all
+    their minutes, however long they last after it) over the customers served."""
+    served = set(customers)
+    if not served:
+        return {}
+    minutes: dict[date, Decimal] = {}
+    for o in outages:
+        if o.meter in served and not o.momentary(momentary):
+            day = o.since.date()
+            minutes[day] = minutes.get(day, Decimal(0)) + Decimal(
+                int(o.duration.total_seconds())) / 60
+    return {d: (m / len(served)).quantize(_PLACES) for d, m in sorted(minutes.items())}
+
+
+def med_threshold(history: Iterable[Decimal]) -> Decimal | None:
+    """T_MED = exp(alpha + 2.5 beta) of the daily SAIDI ``history`` (IEEE 1366 2.5 beta):
+    alpha and beta the mean and the (sample) standard deviation of the natural logarithms
+    of the days' SAIDI, days of SAIDI zero left out. None with fewer than two such days."""
+    logs = [math.log(v) for v in history if v > 0]
+    if len(logs) < 2:
+        return None
+    alpha, beta = statistics.fmean(logs), statistics.stdev(logs)
+    return Decimal(math.exp(alpha + float(MED_BETAS) * beta)).quantize(_PLACES)
+
+
+def major_event_days(daily: Mapping[date, Decimal], threshold: Decimal | None) -> list[date]:
+    """The days whose SAIDI is above ``threshold`` (none without one)."""
+    if threshold is None:
+        return []
+    return sorted(d for d, v in daily.items() if v > threshold)

@@ -44,6 +44,8 @@ LOAD_COLUMNS = ("subject", "kind", "day", "intervals", "energy", "peak", "peak_t
                 "under_voltage_b", "under_voltage_c", "voltage_max", "voltage_max_time",
                 "voltage_min", "voltage_min_time", "voltage_within")
 PROFILE_COLUMNS = ("subject", "days", "time", "demand", "count")
+PERIOD_COLUMNS = ("since", "until", "days", "stored_days", "computed_days", "t_med",
+                  "history_days", "major_event_days")
 INDEX_COLUMNS = ("customers", "sustained", "momentary", "customer_minutes", "saifi", "saidi",
                  "caidi", "maifi")
 
@@ -244,12 +246,31 @@ async def cmd_balance(reactor: IFepReactor, args: argparse.Namespace) -> int:
     return await with_store(args, work)
 
 
+def _outage_period(args: argparse.Namespace) -> tuple[date, date | None]:
+    """The day, or the whole UTC days ``[first, end)`` of ``--month`` or of ``--since``
+    (included) to ``--until`` (excluded)."""
+    given = [n for n, v in (("--day", args.day), ("--month", args.month),
+                            ("--since", args.since)) if v]
+    if len(given) != 1:
+        raise UsageError("give one of --day YYYY-MM-DD, --month YYYY-MM, or --since "
+                         "YYYY-MM-DD with --until YYYY-MM-DD")
+    if (args.since is None) != (args.until is None):
+        raise UsageError("--since and --until go together (--until excluded)")
+    if args.day:
+        if args.exclude_med:
+            raise UsageError("--exclude-med is for a period (--month, --since/--until)")
+        return _day(args.day), None
+    if args.month:
+        return _month(args.month)
+    return _day(args.since), _day(args.until)
+
+
 async def cmd_outages(reactor: IFepReactor, args: argparse.Namespace) -> int:
     from fep.analysis import jobs
     from fep.analysis.settings import _decimal, _duration
 
     settings = _settings(args)
-    day = _day(args.day)
+    day, end = _outage_period(args)
     try:
         momentary = _duration(args.momentary)
         share = _decimal(args.share)
@@ -259,20 +280,48 @@ async def cmd_outages(reactor: IFepReactor, args: argparse.Namespace) -> int:
         raise UsageError(f"--share must be above 0 and at most 100 %: {args.share!r}")
 
     async def work(store: Any) -> int:
+        period: jobs.PeriodOutageReport | None = None
         try:
-            report = await jobs.run_outages(store, settings, day, area=args.area,
-                                            momentary=momentary, share=share)
+            if end is None:
+                report = await jobs.run_outages(store, settings, day, area=args.area,
+                                                momentary=momentary, share=share)
+            else:
+                period = await jobs.run_outage_period(store, settings, day, end,
+                                                      area=args.area, momentary=momentary,
+                                                      share=share,
+                                                      exclude_med=args.exclude_med)
         except LookupError as e:
             raise UsageError(str(e.args[0])) from None
-        sections = (
-            ("outage", "outages per meter", [o.as_dict() for o in report.outages],
-             OUTAGE_COLUMNS),
-            ("area-outage", "area outages", [a.as_dict() for a in report.areas],
-             AREA_OUTAGE_COLUMNS),
-            ("indices", f"indices (momentary: {args.momentary} or less)",
-             [report.indices.as_dict()], INDEX_COLUMNS),
-            ("suspected-outage", "suspected outages (communication loss)",
-             [s.as_dict() for s in report.suspected], SUSPECTED_COLUMNS))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if period is not None:
+            p = period.period()
+            sections: tuple[tuple[str, str, list[dict[str, Any]], tuple[str, ...]], ...] = (
+                ("period", "period (until excluded)", [p],
+                 PERIOD_COLUMNS if period.med is not None else PERIOD_COLUMNS[:5]),
+                ("outage", "outages per meter", [o.as_dict() for o in period.outages],
+                 OUTAGE_COLUMNS),
+                ("area-outage", "area outages", [a.as_dict() for a in period.areas],
+                 AREA_OUTAGE_COLUMNS),
+                ("indices", f"indices of the period (momentary: {args.momentary} or less)",
+                 [period.indices.as_dict()], INDEX_COLUMNS))
+            if period.med is not None:
+                sections += (("indices-excluding-med", "indices without the major event "
+                              "days", [period.med.indices.as_dict()], INDEX_COLUMNS),)
+                if period.med.t_med is None:
+                    print("no major event day threshold: fewer than two days with "
+                          "sustained interruptions stored in the five years before",
+                          file=sys.stderr)
+        else:
+            sections = (
+                ("outage", "outages per meter", [o.as_dict() for o in report.outages],
+                 OUTAGE_COLUMNS),
+                ("area-outage", "area outages", [a.as_dict() for a in report.areas],
+                 AREA_OUTAGE_COLUMNS),
+                ("indices", f"indices (momentary: {args.momentary} or less)",
+                 [report.indices.as_dict()], INDEX_COLUMNS),
+                ("suspected-outage", "suspected outages (communication loss)",
+                 [s.as_dict() for s in report.suspected], SUSPECTED_COLUMNS))
         if args.format == "json":
             write_rows([{"record": record, **row} for record, _title, rows, _c in sections
                         for row in rows], ("record",), "json")
@@ -445,9 +494,17 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     balance.add_argument("--format", **fmt)
     balance.set_defaults(run=cmd_balance)
 
-    outages = sub.add_parser("outages", help="outages of a day per meter and per area, and "
-                             "the indices SAIFI, SAIDI, CAIDI, MAIFI")
-    outages.add_argument("--day", required=True, help="YYYY-MM-DD (UTC)")
+    outages = sub.add_parser("outages", help="outages of a day or a period per meter and "
+                             "per area, and the indices SAIFI, SAIDI, CAIDI, MAIFI")
+    outages.add_argument("--day", help="YYYY-MM-DD (UTC)")
+    outages.add_argument("--month", help="YYYY-MM (UTC): the month's whole days")
+    outages.add_argument("--since", help="YYYY-MM-DD (UTC), the period's first day")
+    outages.add_argument("--until", help="YYYY-MM-DD (UTC), the day after the period "
+                         "(excluded); at most 366 days after --since")
+    outages.add_argument("--exclude-med", action="store_true",
+                         help="a period's major event days (IEEE 1366 2.5 beta, from the "
+                         "stored daily SAIDI of the five years before) and its indices "
+                         "without them")
     outages.add_argument("--area", help="only the members of this area and the areas below it")
     outages.add_argument("--momentary", default="5m",
                          help="the longest momentary interruption (default 5m; IEEE 1366)")

@@ -33,6 +33,22 @@ def _day(text: str | None) -> date:
         raise commands.CommandRefused(f"not a day (YYYY-MM-DD): {text!r}", status=400) from None
 
 
+def _outage_period(day: str | None, month: str | None, since: str | None,
+                   until: str | None) -> tuple[date, date | None]:
+    """A day, or the whole days of a month or of [since, until)."""
+    if sum(1 for v in (day, month, since) if v) > 1:
+        raise commands.CommandRefused("day, month or since/until: one of them", status=400)
+    if month:
+        first = _day(str(month) + "-01")
+        return first, date(first.year + (first.month == 12), first.month % 12 + 1, 1)
+    if since or until:
+        if not (since and until):
+            raise commands.CommandRefused("since and until go together (until excluded)",
+                                          status=400)
+        return _day(since), _day(until)
+    return _day(day), None
+
+
 def _table(rows: list[dict[str, Any]], columns: list[str], title: str) -> Any:
     from fep.operator.manhole import Table
 
@@ -90,21 +106,45 @@ class AnalysisCommands:
 
         return self._run(work())
 
-    def outages(self, day: str | None = None, area: str | None = None) -> Deferred[Any]:
-        """A day's outages per meter and per area, and the indices (SAIFI, SAIDI, ...)."""
+    def outages(self, day: str | None = None, area: str | None = None, *,
+                month: str | None = None, since: str | None = None,
+                until: str | None = None, exclude_med: bool = False) -> Deferred[Any]:
+        """A day's outages per meter and per area, and the indices (SAIFI, SAIDI, ...);
+        or a period's: ``month="2026-12"``, or ``since="2026-12-01", until="2026-12-04"``
+        (whole days, until excluded); ``exclude_med=True`` adds its major event days and
+        its indices without them to the title."""
         from fep.analysis import jobs
 
-        self._log("outages()", day=day, area=area)
+        self._log("outages()", day=day, area=area, month=month, since=since, until=until)
+        first, end = _outage_period(day, month, since, until)
 
         async def work() -> Any:
-            report = await jobs.run_outages(self.ctx.store, settings_of(self.ctx), _day(day),
-                                            area=area)
-            rows = [{"record": "outage", **o.as_dict()} for o in report.outages]
+            if end is not None:
+                try:
+                    period = await jobs.run_outage_period(
+                        self.ctx.store, settings_of(self.ctx), first, end, area=area,
+                        exclude_med=exclude_med)
+                except ValueError as e:
+                    raise commands.CommandRefused(str(e), status=400) from None
+                found, areas, i = period.outages, period.areas, period.indices
+                what = (f"{first}..{end} (excluded), {(end - first).days} days "
+                        f"({len(period.stored)} stored): ")
+                if period.med is not None:
+                    m = period.med.indices
+                    what += (f"T_MED {period.med.t_med}, major event days "
+                             f"{' '.join(str(d) for d in period.med.days) or 'none'}, "
+                             f"without them SAIFI {m.saifi}, SAIDI {m.saidi}, CAIDI {m.caidi}, "
+                             f"MAIFI {m.maifi}; ")
+            else:
+                report = await jobs.run_outages(self.ctx.store, settings_of(self.ctx),
+                                                first, area=area)
+                found, areas, i = report.outages, report.areas, report.indices
+                what = ""
+            rows = [{"record": "outage", **o.as_dict()} for o in found]
             rows += [{"record": "area-outage", "meter": a.area, "since": a.since,
                       "until": a.until, "minutes": a.as_dict()["minutes"]}
-                     for a in report.areas]
-            i = report.indices
-            title = (f"{len(report.outages)} outages, {len(report.areas)} area outages; "
+                     for a in areas]
+            title = (f"{what}{len(found)} outages, {len(areas)} area outages; "
                      f"customers {i.customers}, SAIFI {i.saifi}, SAIDI {i.saidi}, "
                      f"CAIDI {i.caidi}, MAIFI {i.maifi}")
             return _table(rows, ["record", "meter", "since", "until", "minutes"], title)

@@ -202,14 +202,42 @@ class AnalysisApi:
                 "areas": [{**r.as_dict(), "alarm": out_of_band(r, settings.band_for(r.area))
                            if end is None else None} for r in rows]}
 
+    def _outage_period(self, request: Request) -> tuple[date, date | None]:
+        """``day`` (default yesterday), or the whole days of ``month`` (YYYY-MM) or of
+        ``since`` (included) to ``until`` (excluded), at most MAX_OUTAGE_DAYS."""
+        from fep.analysis.jobs import MAX_OUTAGE_DAYS
+
+        month, since = self._arg(request, "month"), self._arg(request, "since")
+        until = self._arg(request, "until")
+        if sum(1 for v in (self._arg(request, "day"), month, since) if v) > 1:
+            raise self._error(400, "day, month or since/until: one of them")
+        if month:
+            try:
+                first = date.fromisoformat(month + "-01")
+            except ValueError:
+                raise self._error(400, f"month: not a month (YYYY-MM): {month!r}") from None
+            return first, date(first.year + (first.month == 12), first.month % 12 + 1, 1)
+        if not since and not until:
+            return self._day(request, "day", self._yesterday()), None
+        first, end = self._day(request, "since"), self._day(request, "until")
+        if end <= first:
+            raise self._error(400, "until: must be after since (until is excluded)")
+        if (end - first).days > MAX_OUTAGE_DAYS:
+            raise self._error(400, f"since, until: at most {MAX_OUTAGE_DAYS} days, got "
+                              f"{(end - first).days}")
+        return first, end
+
     async def outages(self, request: Request, user: Any) -> Any:
         """The outages of ``day`` (default yesterday) per meter and per area, the indices,
         and the suspected outages from communication loss: ``area``, ``momentary`` (5m),
-        ``share`` (50 %)."""
+        ``share`` (50 %). With ``month`` or ``since``/``until`` (whole days, until
+        excluded), those of the period (an outage crossing midnight once) and its
+        indices, from the stored days where the analysis service analysed them;
+        ``exclude_med=yes`` adds its major event days and its indices without them."""
         from fep.analysis import jobs
         from fep.analysis.settings import _decimal, _duration
 
-        day = self._day(request, "day", self._yesterday())
+        day, end = self._outage_period(request)
         try:
             momentary = _duration(self._arg(request, "momentary") or "5m")
         except ValueError as e:
@@ -220,10 +248,30 @@ class AnalysisApi:
             raise self._error(400, f"share: {e}") from None
         if not 0 < share <= 1:
             raise self._error(400, "share: above 0 and at most 100 %")
+        area = self._arg(request, "area") or None
+        if end is not None:
+            try:
+                period = await jobs.run_outage_period(
+                    self.ctx.store, self._settings(), day, end, area=area,
+                    momentary=momentary, share=share, exclude_med=(
+                        self._arg(request, "exclude_med") or "").lower() in ("1", "yes",
+                                                                              "true"))
+            except LookupError as e:
+                raise self._error(404, str(e.args[0])) from None
+            except ValueError as e:
+                raise self._error(400, str(e)) from None
+            body = {**period.period(),
+                    "stored": [d.isoformat() for d in period.stored],
+                    "outages": [o.as_dict() for o in period.outages],
+                    "areas": [a.as_dict() for a in period.areas],
+                    "indices": period.indices.as_dict()}
+            if period.med is not None:
+                body["major_event_days"] = [d.isoformat() for d in period.med.days]
+                body["indices_excluding_med"] = period.med.indices.as_dict()
+            return body
         try:
             report = await jobs.run_outages(self.ctx.store, self._settings(), day,
-                                            area=self._arg(request, "area") or None,
-                                            momentary=momentary, share=share)
+                                            area=area, momentary=momentary, share=share)
         except LookupError as e:
             raise self._error(404, str(e.args[0])) from None
         return {"day": day.isoformat(),

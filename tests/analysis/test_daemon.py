@@ -9,7 +9,7 @@ interval is a finding ``reverse-energy`` of the rule ``reverse``, which ``vee_al
 names: an alarm ``analysis:vee:reverse-energy`` on B (it is below the low limit 0 too: a
 finding ``low-limit``, of a rule ``vee_alarms`` does not name). A lost power from 10:00 to
 10:40: one stored meter outage and, one of the two members being half of them (the default
-share), an area outage of T1."""
+share), an area outage of T1 and its alarm ``analysis:area-outage`` on S."""
 
 from __future__ import annotations
 
@@ -128,6 +128,8 @@ class ServiceBehaviours:
         self.assertEqual(sorted((e.meter, e.code, e.severity, e.time)
                                 for e in sink.records if isinstance(e, MeterEvent)),
                          [("B", "analysis:vee:reverse-energy", Severity.MINOR,
+                           T0 + timedelta(hours=10)),
+                          ("S", "analysis:area-outage", Severity.MAJOR,
                            T0 + timedelta(hours=10)),
                           ("S", "analysis:line-loss", Severity.MAJOR, T0)])
         ten, ten40 = T0 + timedelta(hours=10), T0 + timedelta(hours=10, minutes=40)
