@@ -449,6 +449,8 @@ class AnalysisService(service.Service):
                 self.pending.setdefault(d, {}).update(batch[d])
             return
         try:
+            if self._saving is not None:  # what was noted is kept before it is cleared
+                await _ended(self._saving)
             await self.analysis.clear_pending(days, started)
         except Exception:  # analysed once more after a restart: harmless
             log.failure("analysis: re-analysed days not cleared")
