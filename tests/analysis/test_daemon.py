@@ -26,6 +26,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from fep.analysis import areas
 from fep.analysis.balance import Band
@@ -34,7 +35,7 @@ from fep.analysis.settings import VeeSettings
 from fep.analysis.store import AnalysisStore
 from fep.config import parse_config
 from fep.errors import ConfigError, StoreError
-from fep.interfaces import IRecordSink
+from fep.interfaces import ICollectionListener, IRecordSink
 from fep.model import EventKind, IntervalBlock, Meter, MeterEvent, ObisCode, Record, Severity
 from fep.store.postgres import PostgresStore
 from fep.store.sqlite import SqliteStore
@@ -485,10 +486,14 @@ class SectionTests(unittest.TestCase):
                           s.target),
                          (False, time(2, 0), 2, ("vee", "balance", "outages", "comms"), (),
                           ("reverse", "register"), D("0.98")))
+        self.assertEqual((s.after, s.reanalyse, s.reanalyse_delay, s.reanalyse_days),
+                         ("time", True, 300.0, 7))
 
     def test_errors_name_the_key(self) -> None:
         for key, value in (("at", "2am"), ("analyses", "vee, load"),
-                           ("vee_alarms", "sparks"), ("target", "120 %")):
+                           ("vee_alarms", "sparks"), ("target", "120 %"),
+                           ("after", "lunch"), ("reanalyse_delay", "-1"),
+                           ("reanalyse_days", "0")):
             with self.assertRaises(ConfigError) as caught:
                 ANALYSIS.read([(key, value)], "fep.ini")
             self.assertEqual((caught.exception.section, caught.exception.key),
@@ -514,6 +519,10 @@ class CompositionTests(unittest.TestCase):
         service = daemon.getServiceNamed("analysis")
         self.assertIs(service.sink, daemon.router)
         self.assertIs(service.store, daemon.store)
+        # The collection engine tells it what it re-collected and when its jobs end.
+        self.assertIn(service, daemon.collection.listeners)
+        self.assertIs(service.jobs, daemon.collection.jobs)
+        verifyObject(ICollectionListener, service)
         off = FepService(parse_config(
             f"[fep]\nnode = a\ndata_dir = {data}\n[store]\nurl = sqlite:{data}/fep.sqlite\n"),
             reactor)
