@@ -148,7 +148,7 @@ ANALYSIS = Section("analysis", {
                     "runs after midnight have ended; `at` the latest start)"),
     "reanalyse": Option(yes_no, True, "analyse a day again when intervals or events of it "
                         "are collected again after its analysis"),
-    "reanalyse_delay": Option(non_negative_float, 300.0, "seconds after the last such "
+    "reanalyse_delay": Option(non_negative_float, "300", "seconds after the last such "
                               "re-collection the re-analysis starts"),
     "reanalyse_days": Option(positive_int, 7, "days re-analysed at most in one run (the "
                              "oldest first; the rest in the next)"),

@@ -157,6 +157,8 @@ class ServiceBehaviours:
         await service.startService()
         clock.advance(0)
         await wait_for(lambda: service.runs == 1 and service._running is None)
+        (run,) = await AnalysisStore(store).runs(DAY, DAY + timedelta(days=1))
+        self.assertEqual(run.reason, "missed")
         await service.stopService()
         clock.advance(1800)
         again = AnalysisService(clock, store, settings(analyses="balance"), VEE, Sink())
@@ -389,6 +391,47 @@ class AfterCollectionBehaviours(ServiceBehaviours):
         await wait_for(lambda: again.reanalyses == 1 and again._running is None)
         self.assertEqual(await self.estimates_of_a(store), [])
         self.assertEqual(await AnalysisStore(store).pending(), {})
+
+    async def test_one_run_at_a_time(self) -> None:
+        """Re-collected at 02:01 while the day's run is under way (its vee slow): the
+        re-analysis due at 02:06 waits for the day's run to end, then runs."""
+        store = await self.area_day()
+        clock = Clock()
+        clock.advance(AT_0200.timestamp() - 1)
+        service = AnalysisService(clock, store, settings(analyses="vee"), VEE, Sink())
+        blocker: Deferred[None] = Deferred()
+
+        async def slow_vee(day: date) -> dict[str, Any]:
+            await blocker
+            return {"slow": True}
+
+        service._vee = slow_vee  # type: ignore[method-assign]
+        await service.startService()
+        self.addCleanup(service.stopService)  # type: ignore[attr-defined]
+        clock.advance(1)
+        clock.advance(60)
+        service.collected("load-profile", {"A": [DAY]})
+        clock.advance(300)
+        self.assertEqual((service.runs, service.reanalyses), (1, 0))
+        blocker.callback(None)
+        await wait_for(lambda: service.reanalyses == 1 and service._running is None)
+        runs = await AnalysisStore(store).runs(DAY, DAY + timedelta(days=1))
+        self.assertEqual([(r.analysis, r.reason) for r in runs], [("vee", "re-collection")])
+
+    async def test_a_note_the_store_refuses_is_logged_and_still_analysed(self) -> None:
+        store, clock, service = await self.analysed_at_0200()
+
+        def refused(notes: Any) -> Deferred[None]:
+            return fail(StoreError("store down"))
+
+        service.analysis.note_pending = refused  # type: ignore[method-assign]
+        clock.advance(8 * 3600)
+        service.collected("load-profile", {"A": [DAY]})
+        self.assertEqual(len(self.flushLoggedErrors(StoreError)), 1)  # type: ignore[attr-defined]
+        clock.advance(300)
+        await wait_for(lambda: service.reanalyses == 1 and service._running is None)
+        runs = await AnalysisStore(store).runs(DAY, DAY + timedelta(days=1))
+        self.assertEqual({r.reason for r in runs}, {"re-collection"})
 
     async def lp_task(self, store: Any, now: datetime) -> Any:
         """A load-profile task every hour whose 00:00 run is made: one job, pending."""
