@@ -206,6 +206,7 @@ class AnalysisService(service.Service):
         self._daily_on: date | None = None
         # after = collection: the next look at the day's collection.
         self._check: IDelayedCall | None = None
+        self._looking: Deferred[None] | None = None
         # Re-collected days waiting for their analysis: day -> meter -> last noted; those
         # not kept in the store yet; the debounced start of their run.
         self.pending: Pending = {}
@@ -311,7 +312,7 @@ class AnalysisService(service.Service):
 
     async def _stopped(self) -> None:
         """Once the analysis under way and the write of what was noted ended."""
-        for d in (self._running, self._saving):
+        for d in (self._running, self._looking, self._saving):
             if d is not None:
                 await _ended(d)
 
@@ -381,8 +382,14 @@ class AnalysisService(service.Service):
 
     def _look(self) -> None:
         self._check = None
-        d = Deferred.fromCoroutine(self._collection_over())
-        d.addErrback(lambda f: log.failure("analysis: the day's collection not looked at", f))
+        self._looking = Deferred.fromCoroutine(self._collection_over())
+        self._looking.addErrback(lambda f: log.failure(
+            "analysis: the day's collection not looked at", f))
+
+        def looked(_: object) -> None:
+            self._looking = None
+
+        self._looking.addBoth(looked)
 
     async def _collection_over(self) -> None:
         """Whether the day's collection is over (fep.collect.daycollection): then the day's
@@ -405,8 +412,16 @@ class AnalysisService(service.Service):
         """Analyse the ``days`` days before ``today``, the oldest first. Stopped meanwhile,
         the analysis under way ends and the rest wait for the next run."""
         self.runs += 1
-        await self._days([today - timedelta(days=back)
-                          for back in range(self.settings.days, 0, -1)], reason)
+        started = self._now()
+        days = [today - timedelta(days=back) for back in range(self.settings.days, 0, -1)]
+        if await self._days(days, reason):
+            # Days re-collected before this run started need no re-analysis of their own.
+            covered = [d for d in days if d in self.pending
+                       and max(self.pending[d].values()) < started]
+            for d in covered:
+                del self.pending[d]
+            if covered:
+                await self._clear(covered, started)
 
     async def _days(self, days: Sequence[date], reason: str) -> bool:
         """Each analysis of each day; False when stopped before the end."""
@@ -448,14 +463,18 @@ class AnalysisService(service.Service):
             for d in days:
                 self.pending.setdefault(d, {}).update(batch[d])
             return
+        await self._clear(days, started)
+        if any(d < today for d in self.pending):
+            self._debounce()
+
+    async def _clear(self, days: Sequence[date], started: datetime) -> None:
+        """Forget in the store what was noted of ``days`` before ``started``."""
         try:
             if self._saving is not None:  # what was noted is kept before it is cleared
                 await _ended(self._saving)
             await self.analysis.clear_pending(days, started)
         except Exception:  # analysed once more after a restart: harmless
             log.failure("analysis: re-analysed days not cleared")
-        if any(d < today for d in self.pending):
-            self._debounce()
 
     async def _one(self, day: date, name: str,
                    work: Callable[[date], Awaitable[dict[str, Any]]],

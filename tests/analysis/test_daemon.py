@@ -357,6 +357,25 @@ class AfterCollectionBehaviours(ServiceBehaviours):
         self.assertEqual([(r.analysis, r.reason) for r in runs], [("balance", "scheduled")])
         self.assertEqual((service.pending, await AnalysisStore(store).pending()), ({}, {}))
 
+    async def test_the_days_run_covers_what_was_noted_before_it(self) -> None:
+        """Noted at 00:30 with reanalyse_delay 2 h: the 02:00 run analyses the day, which
+        then waits no more (no re-analysis at 02:30, nothing kept)."""
+        store = await self.area_day()
+        clock = Clock()
+        clock.advance(datetime(2026, 12, 2, 0, 30, tzinfo=UTC).timestamp())
+        service = AnalysisService(clock, store, settings(analyses="balance",
+                                                         reanalyse_delay="7200"), VEE, Sink())
+        await service.startService()
+        self.addCleanup(service.stopService)  # type: ignore[attr-defined]
+        service.collected("load-profile", {"A": [DAY]})
+        await wait_for(lambda: service._saving is None)
+        clock.advance(5400)
+        await wait_for(lambda: service.runs == 1 and service._running is None)
+        self.assertEqual((service.pending, await AnalysisStore(store).pending()), ({}, {}))
+        clock.advance(1800)
+        await wait_for(lambda: service._running is None)
+        self.assertEqual(service.reanalyses, 0)
+
     async def test_at_most_reanalyse_days_a_run_the_oldest_first(self) -> None:
         """days = 2 analysed at 02:00; both re-collected at 10:00 with reanalyse_days = 1:
         2026-11-30 first, 2026-12-01 in the next run."""
