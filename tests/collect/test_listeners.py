@@ -107,3 +107,28 @@ class ListenerTests(unittest.TestCase):
         await jobs_ended(engine, 1)
         await until(lambda: listener.ended)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class ConcentratorListenerTests(unittest.TestCase):
+    timeout = 60
+
+    async def test_the_meters_read_by_point_are_told_each_with_its_days(self) -> None:
+        """A concentrator's load-profile job reads its three meters' curves of a day (UTC+8,
+        so two UTC days): each meter is told with both days; the next cycle, everything
+        stored, tells nothing."""
+        from tests.collect.test_concentrator_jobs import Fleet, day_task, the_day
+        from tests.collect.test_concentrator_jobs import save as save_task
+
+        fleet = Fleet(self, 1, 3)
+        engine, _ = await engine_for(self, fleet.meters)
+        listener = Listener()
+        engine.listeners.append(listener)
+        await save_task(engine, day_task())
+        for cycle in (1, 2):
+            await engine.scheduler.run_now("daily")
+            await jobs_ended(engine, 4 * cycle, task="daily")
+            await until(lambda n=cycle: sum(1 for e in listener.ended if e[2] == "done") >= n)
+        since, until_ = the_day()
+        days = sorted({since.date(), (until_ - timedelta(minutes=15)).date()})
+        self.assertEqual(listener.collected_, [("load-profile", {
+            "DCU1-M1": days, "DCU1-M2": days, "DCU1-M3": days})])
