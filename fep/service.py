@@ -314,7 +314,8 @@ class FepService(OrderedMultiService):
                                    self._vee_settings(config), self.router,
                                    jobs=self.collection.jobs)
         # The engine tells it what its jobs re-collected and when the day's runs end.
-        self.collection.listeners.append(analysis)
+        if config.analysis.reanalyse or config.analysis.after == "collection":
+            self.collection.listeners.append(analysis)
         return analysis
 
     def _secret_store(self, config: Config) -> Any:

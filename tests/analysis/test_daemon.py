@@ -585,6 +585,10 @@ class CompositionTests(unittest.TestCase):
         self.assertIn(service, daemon.collection.listeners)
         self.assertIs(service.jobs, daemon.collection.jobs)
         verifyObject(ICollectionListener, service)
+        quiet = FepService(parse_config(
+            f"[fep]\nnode = a\ndata_dir = {data}\n[store]\nurl = sqlite:{data}/fep.sqlite\n"
+            "[analysis]\nenabled = yes\nreanalyse = no\n"), reactor)
+        self.assertEqual(quiet.collection.listeners, [])
         off = FepService(parse_config(
             f"[fep]\nnode = a\ndata_dir = {data}\n[store]\nurl = sqlite:{data}/fep.sqlite\n"),
             reactor)
