@@ -445,8 +445,9 @@ class AnalysisService(service.Service):
         self.reanalyses += 1
         try:
             runs = await self.analysis.runs(days[0], days[-1] + timedelta(days=1))
-        except Exception:  # tried again at the next re-collection, or the next `at`
+        except Exception:  # tried again after another delay
             log.failure("analysis: cannot tell which re-collected days were analysed")
+            self._debounce()
             return
         analysed: dict[date, datetime] = {}
         for r in runs:
@@ -461,7 +462,9 @@ class AnalysisService(service.Service):
         finished = await self._days(wanted, RECOLLECTION)
         if not finished:  # stopped: what was not analysed waits (it is kept)
             for d in days:
-                self.pending.setdefault(d, {}).update(batch[d])
+                meters = self.pending.setdefault(d, {})
+                for meter, at in batch[d].items():
+                    meters[meter] = max(at, meters.get(meter, at))
             return
         await self._clear(days, started)
         if any(d < today for d in self.pending):
