@@ -335,7 +335,7 @@ class RunRecord:
     ok: bool
     summary: Mapping[str, Any]
     error: str | None
-    # Why it ran (migration 0017): scheduled, collection, missed or re-collection.
+    # Why it ran (migration 0018): scheduled, collection, missed or re-collection.
     reason: str = "scheduled"
 
 
@@ -360,7 +360,7 @@ def _runs(d: _Dialect, since: date, until: date) -> Op[list[RunRecord]]:
                       r[6], r[7]) for r in rows]
 
 
-# Days re-collected since they were analysed, waiting for their analysis (migration 0017):
+# Days re-collected since they were analysed, waiting for their analysis (migration 0018):
 # per day, each meter and when it was last noted.
 Pending = dict[date, dict[str, datetime]]
 

@@ -1,5 +1,5 @@
--- fep schema 17 (PostgreSQL): why the analysis service ran a day (fep.analysis.daemon), and
--- the days re-collected since their analysis, waiting for it. Same as sql/sqlite/0017.
+-- fep schema 18 (PostgreSQL): why the analysis service ran a day (fep.analysis.daemon), and
+-- the days re-collected since their analysis, waiting for it. Same as sql/sqlite/0018.
 
 -- `scheduled` (at `at`), `collection` (after the day's collection), `missed` (a daemon
 -- started late), `re-collection` (values of the day collected again since it was analysed).
