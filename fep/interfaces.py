@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
@@ -520,6 +520,10 @@ class IJobStore(Interface):
     def run_stats(task: str | None = None, limit: int = 20) -> Deferred[list[Any]]:
         """Per task run (task, due): how its jobs ended, newest first."""
 
+    def open_jobs(task: str, since: float, until: float) -> Deferred[int]:
+        """How many jobs of ``task`` due in ``[since, until)`` are still pending, leased or
+        running (committed ones: ``flush`` first for this node's latest)."""
+
     # -- commands -------------------------------------------------------------------------
 
     def add_command(command: Any, job: Any) -> Deferred[Any]:
@@ -556,6 +560,21 @@ class IJobStore(Interface):
 
     def audit(command_id: int) -> Deferred[list[Any]]:
         """A command's audit trail, oldest first."""
+class ICollectionListener(Interface):
+    """Told by the collection engine what its jobs collected, as they end (the analysis
+    service listens: re-analysis after re-collection, the day's run after the day's
+    collection; fep/service.py wires it). Called on the reactor thread: a listener returns
+    at once, keeps what it starts to itself and never raises."""
+
+    def collected(kind: str, days: Mapping[str, Sequence[date]]) -> None:
+        """A job of ``kind`` (``load-profile``, ``events``) submitted intervals or events
+        the store did not hold: per meter, the UTC days they fall on."""
+
+    def job_ended(task: str | None, kind: str, due: float, status: str) -> None:
+        """A job of the run of ``task`` due at ``due`` reached a final status (done,
+        failed, missed) on this node."""
+
+
 class IModemCallLog(Interface):
     """Where the modem pool keeps its call records (fep.channels.modem.calls.ModemCallLog on
     the SQLite or PostgreSQL store)."""

@@ -330,8 +330,13 @@ class FepService(OrderedMultiService):
             return None
         from fep.analysis.daemon import AnalysisService
 
-        return AnalysisService(self.reactor, self.store, config.analysis,
-                               self._vee_settings(config), self.router)
+        analysis = AnalysisService(self.reactor, self.store, config.analysis,
+                                   self._vee_settings(config), self.router,
+                                   jobs=self.collection.jobs)
+        # The engine tells it what its jobs re-collected and when the day's runs end.
+        if config.analysis.reanalyse or config.analysis.after == "collection":
+            self.collection.listeners.append(analysis)
+        return analysis
 
     def _secret_store(self, config: Config) -> Any:
         """The secret store under the configured master key; none when the default master

@@ -485,25 +485,56 @@ class RunRecord:
     ok: bool
     summary: Mapping[str, Any]
     error: str | None
+    # Why it ran (migration 0018): scheduled, collection, missed or re-collection.
+    reason: str = "scheduled"
 
 
 def _save_run(d: _Dialect, run: RunRecord) -> Op[None]:
     yield Q("INSERT INTO analysis_runs (day, analysis, started_at, finished_at, ok, summary,"
-            " error) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, analysis) DO UPDATE SET"
-            " started_at = excluded.started_at, finished_at = excluded.finished_at,"
-            " ok = excluded.ok, summary = excluded.summary, error = excluded.error",
+            " error, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, analysis) DO"
+            " UPDATE SET started_at = excluded.started_at, finished_at = excluded.finished_at,"
+            " ok = excluded.ok, summary = excluded.summary, error = excluded.error,"
+            " reason = excluded.reason",
             (run.day.isoformat(), run.analysis, d.time(run.started_at),
              None if run.finished_at is None else d.time(run.finished_at), int(run.ok),
-             json.dumps(dict(run.summary), sort_keys=True, default=str), run.error))
+             json.dumps(dict(run.summary), sort_keys=True, default=str), run.error,
+             run.reason))
 
 
 def _runs(d: _Dialect, since: date, until: date) -> Op[list[RunRecord]]:
-    rows = yield Q("SELECT day, analysis, started_at, finished_at, ok, summary, error"
+    rows = yield Q("SELECT day, analysis, started_at, finished_at, ok, summary, error, reason"
                    " FROM analysis_runs WHERE day >= ? AND day < ? ORDER BY day, analysis",
                    (since.isoformat(), until.isoformat()), fetch=True)
     return [RunRecord(date.fromisoformat(r[0]), r[1], d.time_of(r[2]),
                       None if r[3] is None else d.time_of(r[3]), bool(r[4]), json.loads(r[5]),
-                      r[6]) for r in rows]
+                      r[6], r[7]) for r in rows]
+
+
+# Days re-collected since they were analysed, waiting for their analysis (migration 0018):
+# per day, each meter and when it was last noted.
+Pending = dict[date, dict[str, datetime]]
+
+
+def _note_pending(d: _Dialect, notes: Sequence[tuple[date, str, datetime]]) -> Op[None]:
+    for day, meter, at in notes:
+        yield Q("INSERT INTO analysis_pending (day, meter, noted_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (day, meter) DO UPDATE SET noted_at = excluded.noted_at",
+                (day.isoformat(), meter, d.time(at)))
+
+
+def _pending(d: _Dialect) -> Op[Pending]:
+    rows = yield Q("SELECT day, meter, noted_at FROM analysis_pending ORDER BY day, meter",
+                   fetch=True)
+    out: Pending = {}
+    for day, meter, at in rows:
+        out.setdefault(date.fromisoformat(day), {})[meter] = d.time_of(at)
+    return out
+
+
+def _clear_pending(d: _Dialect, days: Sequence[date], before: datetime) -> Op[None]:
+    for day in days:
+        yield Q("DELETE FROM analysis_pending WHERE day = ? AND noted_at < ?",
+                (day.isoformat(), d.time(before)))
 
 
 @attrs.frozen
@@ -753,6 +784,19 @@ class AnalysisStore:
 
     def runs(self, since: date, until: date) -> Deferred[list[RunRecord]]:
         return self._do(_runs, since, until)
+
+    def note_pending(self, notes: Sequence[tuple[date, str, datetime]]) -> Deferred[None]:
+        """Keep (day, meter, when) re-collected, waiting for the day's analysis."""
+        return self._do(_note_pending, list(notes))
+
+    def pending(self) -> Deferred[Pending]:
+        """The days waiting for their analysis since a re-collection, with their meters."""
+        return self._do(_pending)
+
+    def clear_pending(self, days: Sequence[date], before: datetime) -> Deferred[None]:
+        """Forget what was noted of ``days`` before ``before`` (their analysis started
+        after it)."""
+        return self._do(_clear_pending, list(days), before)
 
     def save_outages(self, kinds: Sequence[str], since: datetime | None,
                      until: datetime | None, outages: Iterable[StoredOutage]) -> Deferred[int]:

@@ -1,6 +1,7 @@
 """`fep areas`, `fep vee`, `fep balance`, `fep outages` and `fep comms`: the network model,
 validation and estimation of a day, the energy balance of areas, the outages and the
-communication analysis (fep.analysis)."""
+communication analysis (fep.analysis); `fep analysis runs` and `pending`: what the analysis
+service ran and why, and the days re-collected waiting for it."""
 
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ LOAD_COLUMNS = ("subject", "kind", "day", "intervals", "energy", "peak", "peak_t
 PROFILE_COLUMNS = ("subject", "days", "time", "demand", "count")
 PERIOD_COLUMNS = ("since", "until", "days", "stored_days", "computed_days", "t_med",
                   "history_days", "major_event_days")
+RUN_COLUMNS = ("day", "analysis", "reason", "ok", "started", "finished", "summary", "error")
+PENDING_COLUMNS = ("day", "meters", "last_noted")
 INDEX_COLUMNS = ("customers", "sustained", "momentary", "customer_minutes", "saifi", "saidi",
                  "caidi", "maifi")
 
@@ -380,6 +383,37 @@ async def cmd_comms(reactor: IFepReactor, args: argparse.Namespace) -> int:
     return await with_store(args, work)
 
 
+async def cmd_analysis(reactor: IFepReactor, args: argparse.Namespace) -> int:
+    """`fep analysis runs`: each analysis of each day the service ran, with its reason
+    (scheduled, collection, missed, re-collection), summary or error; `fep analysis
+    pending`: the days re-collected since their analysis, waiting for it."""
+    import json
+
+    from fep.analysis.store import AnalysisStore
+
+    async def work(store: Any) -> int:
+        analysis = AnalysisStore(store)
+        if args.analysis_command == "pending":
+            write_rows([{"day": day.isoformat(), "meters": len(meters),
+                         "last_noted": max(meters.values())}
+                        for day, meters in sorted((await analysis.pending()).items())],
+                       PENDING_COLUMNS, args.format)
+            return EXIT_OK
+        today = datetime.now(UTC).date()
+        first = _day(args.since) if args.since else today - timedelta(days=7)
+        end = _day(args.until) if args.until else today + timedelta(days=1)
+        if end <= first:
+            raise UsageError(f"the period {first}..{end} is empty")
+        write_rows([{"day": r.day.isoformat(), "analysis": r.analysis, "reason": r.reason,
+                     "ok": "yes" if r.ok else "no", "started": r.started_at,
+                     "finished": r.finished_at,
+                     "summary": json.dumps(dict(r.summary), sort_keys=True), "error": r.error}
+                    for r in await analysis.runs(first, end)], RUN_COLUMNS, args.format)
+        return EXIT_OK
+
+    return await with_store(args, work)
+
+
 def load_days(since: str | None, until: str | None) -> tuple[date, date]:
     """``--from``/``--to`` as days (``--to`` excluded): yesterday (UTC) by default, a day
     after ``--from`` without ``--to``."""
@@ -531,6 +565,19 @@ def add_commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
                        help="the success-rate target (default 98 %%)")
     comms.add_argument("--format", **fmt)
     comms.set_defaults(run=cmd_comms)
+
+    service = sub.add_parser("analysis", help="the analysis service's runs (with their "
+                             "reason) and the re-collected days waiting for it")
+    ssub = service.add_subparsers(dest="analysis_command", required=True,
+                                  parser_class=parser_class)
+    runs = ssub.add_parser("runs", help="each analysis of each day: reason, summary, error")
+    runs.add_argument("--from", dest="since", help="YYYY-MM-DD (UTC; default: a week ago)")
+    runs.add_argument("--to", dest="until", help="YYYY-MM-DD, excluded (default: tomorrow)")
+    runs.add_argument("--format", **fmt)
+    pending = ssub.add_parser("pending", help="days re-collected since their analysis, "
+                              "waiting for it")
+    pending.add_argument("--format", **fmt)
+    service.set_defaults(run=cmd_analysis)
 
     load = sub.add_parser("load", help="daily load of meters and areas: peak, base, load "
                           "factor, transformer loading, phase imbalance (measured or "

@@ -154,6 +154,12 @@ class CollectionEngine:
         Activity): ``read_started(meter)``, ``read_finished(meter, error, records)``."""
         return self.runner.observers
 
+    @property
+    def listeners(self) -> list[Any]:
+        """Told what load-profile and events jobs collected and of every job's end
+        (ICollectionListener: the analysis service)."""
+        return self.runner.listeners
+
     async def prepare(self) -> None:
         """Keep the ``default`` task as ``[collect]`` says (made, re-timed or disabled)."""
         now = float(self.reactor.seconds())

@@ -734,6 +734,16 @@ def _run_stats(dialect: str, task: str | None, limit: int) -> Op[list[RunStats]]
     return [RunStats(r[0], float(r[1]), *(int(v or 0) for v in r[2:])) for r in rows]
 
 
+def _open_jobs(dialect: str, task: str, since: float, until: float) -> Op[int]:
+    rows = yield Q(
+        "SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'leased', 'running')"
+        " AND task = ? AND due >= ? AND due < ?",
+        (task, since, until),
+        fetch=True,
+    )
+    return int(rows[0][0] or 0)
+
+
 def _insert_job(job: Job) -> Op[int]:
     rows = yield Q(
         _INSERT_JOB.replace(" ON CONFLICT DO NOTHING", "") + " RETURNING id",
@@ -1286,6 +1296,9 @@ class JobStore:
 
     def run_stats(self, task: str | None = None, limit: int = 20) -> Deferred[list[RunStats]]:
         return self._do(_run_stats, task, limit)
+
+    def open_jobs(self, task: str, since: float, until: float) -> Deferred[int]:
+        return self._do(_open_jobs, task, since, until)
 
     # commands
     def add_command(self, command: Command, job: Job | None) -> Deferred[Command]:

@@ -8,8 +8,8 @@ the job fail with a "not supported" outcome and no retry.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -47,6 +47,7 @@ from fep.collect.tasks import (
 from fep.errors import ConfigError, FepError, NotSupported
 from fep.interfaces import (
     IClock,
+    ICollectionListener,
     ICommands,
     IConcentratorReader,
     IEventReader,
@@ -190,6 +191,21 @@ def _with_profile(meter: Meter, items: tuple[str, ...]) -> Meter:
     return attrs.evolve(meter, metadata={**meter.metadata, key: ",".join(items)})
 
 
+def days_of(records: Iterable[Record]) -> dict[str, set[date]]:
+    """Per meter, the UTC days its intervals (by their start) and events fall on."""
+    out: dict[str, set[date]] = {}
+    for r in records:
+        if isinstance(r, IntervalBlock) and r.values:
+            days = out.setdefault(r.meter, set())
+            day, last = r.start.astimezone(UTC).date(), r.start + (len(r.values) - 1) * r.period
+            while day <= last.astimezone(UTC).date():
+                days.add(day)
+                day += timedelta(days=1)
+        elif isinstance(r, MeterEvent):
+            out.setdefault(r.meter, set()).add(r.time.astimezone(UTC).date())
+    return out
+
+
 def _wanted(items: tuple[str, ...], meter: Meter) -> set[ObisCode] | None:
     if not items or meter.protocol in ITEM_KEYS:
         return None
@@ -242,6 +258,9 @@ class JobRunner:
         # Told of every job's meter session as it starts and ends (the operator tier's
         # Activity): ``read_started(meter)``, ``read_finished(meter, error, records)``.
         self.observers: list[Any] = []
+        # Told what load-profile and events jobs collected and of every job's end (the
+        # analysis service).
+        self.listeners: list[ICollectionListener] = []
         # The read-now jobs a door of this node waits for: their records or error.
         self.reads_now = ReadsNow()
         # Concentrator jobs under way: the meters behind it settled by earlier attempts
@@ -323,6 +342,17 @@ class JobRunner:
         if records:
             await self.sink.submit(records)
 
+    def _collected(self, job: Job, days: Mapping[str, set[date]]) -> None:
+        """Tell the listeners the days of what ``job`` collected that was not stored."""
+        told = {meter: sorted(found) for meter, found in days.items() if found}
+        if not told:
+            return
+        for listener in list(self.listeners):
+            try:
+                listener.collected(str(job.kind), told)
+            except Exception:
+                log.failure("collection listener {listener} failed", listener=listener)
+
     # -- reads --------------------------------------------------------------------------
 
     async def _read(
@@ -393,6 +423,8 @@ class JobRunner:
         if plan is not None:
             fresh = [b for b in fresh if b.obis.f == plan[2]]
         still = gaps.missing([*stored, *fresh], since, until, period, expected)
+        filled = set(missing) - set(still)
+        self._collected(job, {meter.id: {t.astimezone(UTC).date() for t in filled}})
         result = f"{len(missing) - len(still)} of {len(missing)} missing intervals read"
         if still:
             result += f"; {len(still)} the meter did not give"
@@ -453,6 +485,8 @@ class JobRunner:
         if reads:
             result = await reader.read_points(self.reactor, endpoint, meter, reads, timeout)
             await self._submit(list(result.records))
+            # What each meter behind it lacked (the gap logic above) is what was read.
+            self._collected(job, days_of(result.records))
         for o in result.outcomes:
             text = o.error or f"read through concentrator {meter.id}: {o.records} records"
             detail = {"status": str(o.status), "text": text, "records": o.records,
@@ -512,8 +546,20 @@ class JobRunner:
         records = await reader.read_events(self.reactor, endpoint, meter, since, timeout)
         if "until" in job.params:
             records = [r for r in records if not isinstance(r, MeterEvent) or r.time < until]
+        new = await self._new_events(meter, records) if self.listeners else []
         await self._submit(records)
+        self._collected(job, days_of(new))
         return Outcome(True, result=f"{len(records)} events", records=len(records))
+
+    async def _new_events(self, meter: Meter, records: list[Record]) -> list[MeterEvent]:
+        """The events of ``records`` the store does not hold yet (an events job reads its
+        whole window again each run)."""
+        events = [r for r in records if isinstance(r, MeterEvent)]
+        if not events:
+            return []
+        held = {(e.code, e.time) for e in await self.store.events(
+            meter.id, since=min(e.time for e in events))}
+        return [e for e in events if (e.code, e.time) not in held]
 
     # -- clock --------------------------------------------------------------------------
 
@@ -654,6 +700,11 @@ class JobRunner:
     async def _job_ended(self, job: Job, status: JobStatus, outcome: Outcome) -> None:
         self.reads_now.ended(job.id, status, outcome)
         self._settled.pop(job.id, None)
+        for listener in list(self.listeners):
+            try:
+                listener.job_ended(job.task, str(job.kind), job.due, str(status))
+            except Exception:
+                log.failure("collection listener {listener} failed", listener=listener)
         if job.kind != JobKind.COMMAND or job.command is None:
             return
         ok = status == JobStatus.DONE

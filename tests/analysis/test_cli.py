@@ -178,3 +178,43 @@ class AnalysisCliTests(unittest.TestCase):
         result = fep_main("--db", self.db, "balance", "--day", "yesterday")
         self.assertEqual(result.returncode, 2)
         self.assertIn("not a day", result.stderr)
+
+
+class AnalysisRunsCliTests(unittest.TestCase):
+    """`fep analysis runs` and `fep analysis pending`: what the analysis service ran, with
+    its reason, and the days waiting for a re-analysis."""
+
+    async def test_runs_show_their_reason_and_pending_days_their_meters(self) -> None:
+        from datetime import date
+
+        from fep.analysis.store import AnalysisStore, RunRecord
+
+        db = self.mktemp() + ".sqlite"
+        store = SqliteStore(db, reactor)
+        await store.open()
+        analysis = AnalysisStore(store)
+        two = datetime(2026, 12, 2, 2, tzinfo=UTC)
+        ten = datetime(2026, 12, 2, 10, 5, tzinfo=UTC)
+        await analysis.save_run(RunRecord(date(2026, 11, 30), "balance", two, two, True,
+                                          {"areas": 1, "alarms": 0}, None))
+        await analysis.save_run(RunRecord(date(2026, 12, 1), "balance", ten, ten, True,
+                                          {"areas": 1, "alarms": 1}, None, "re-collection"))
+        await analysis.note_pending([(date(2026, 11, 29), "A", ten), (date(2026, 11, 29), "B",
+                                                                     ten)])
+        await store.close()
+        runs = fep_main("--db", "sqlite:" + db, "analysis", "runs", "--from", "2026-11-30",
+                        "--to", "2026-12-02", "--format", "csv")
+        self.assertEqual(runs.returncode, 0, runs.stderr)
+        self.assertEqual(runs.stdout.splitlines(), [
+            "day,analysis,reason,ok,started,finished,summary,error",
+            '2026-11-30,balance,scheduled,yes,2026-12-02T02:00:00Z,2026-12-02T02:00:00Z,'
+            '"{""alarms"": 0, ""areas"": 1}",',
+            '2026-12-01,balance,re-collection,yes,2026-12-02T10:05:00Z,2026-12-02T10:05:00Z,'
+            '"{""alarms"": 1, ""areas"": 1}",'])
+        pending = fep_main("--db", "sqlite:" + db, "analysis", "pending", "--format", "csv")
+        self.assertEqual(pending.stdout.splitlines(), ["day,meters,last_noted",
+                                                       "2026-11-29,2,2026-12-02T10:05:00Z"])
+        empty = fep_main("--db", "sqlite:" + db, "analysis", "runs", "--from", "2026-12-02",
+                         "--to", "2026-12-01")
+        self.assertEqual(empty.returncode, 2)
+        self.assertIn("is empty", empty.stderr)
