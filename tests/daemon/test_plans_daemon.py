@@ -360,7 +360,10 @@ class PlanDaemonTests(unittest.TestCase):
         # can take longer on a loaded machine than what is left of the plan after the
         # cancel point; the command line's start is tested above and in test_plan_doors).
         await api(f"plans/{pid}/start", body={})
-        await wait_for(partial(at_least, CANCEL_AT), 120, f"{CANCEL_AT} meters disconnected",
+        # At least one meter more than the pause held: on a loaded machine the pause (a new
+        # command-line process) can land after CANCEL_AT meters already.
+        cancel_at = max(CANCEL_AT, held + 1)
+        await wait_for(partial(at_least, cancel_at), 120, f"{cancel_at} meters disconnected",
                        every=0.05)
         await api(f"plans/{pid}/cancel", SECOND_OPERATOR_TOKEN, {"reason": "storm"})
         (cancelled_at,) = [t for (t,) in rows(
