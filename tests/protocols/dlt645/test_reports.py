@@ -349,6 +349,22 @@ class ExchangeTests(unittest.TestCase):
         run(link, meter, link.receive(meter.report().encode()))
         self.assertEqual(meter.report_counts, {})
 
+    def test_a_report_behind_a_bad_frame_in_the_same_bytes_is_taken_at_once(self) -> None:
+        # Another meter's frame, a damaged one, then a report: the decoder holds the error
+        # back behind the first frame; the report behind the error is taken now, not when
+        # the DTU sends again.
+        link, _ = make_link()
+        meter = meter_at(A1)
+        good = meter.report().encode()
+        damaged = good[:-2] + bytes([good[-2] ^ 0x01]) + good[-1:]
+        other = Frame("000000009999", 0x91, encode_di(REPORT_STATUS) + bytes(12)).encode()
+        actions = link.receive(other + damaged + good)
+        self.assertEqual([a.kind for a in actions if isinstance(a, Bad)],
+                         ["address", "checksum"])
+        (done,) = [a for a in actions if isinstance(a, Done)]
+        self.assertEqual((done.meter, done.address), ("m1", A1))
+        self.assertEqual(link.decoder.buffered, 0)
+
     def test_wildcard_address_is_the_single_meter(self) -> None:
         meter = ReportMeter("only")
         link = ReportLink({A1: meter}, now=lambda: NOW, clock=Clock(), fallback=meter)
