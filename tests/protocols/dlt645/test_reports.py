@@ -405,6 +405,25 @@ class PullTellsReportsTests(unittest.TestCase):
         decoder = FrameDecoder()
         self.assertEqual(len(decoder.receive(b"".join(r.frame for r in reported))), 2)
 
+    def test_a_report_right_after_the_last_answer_is_kept_for_the_channel(self) -> None:
+        # The last answer and another meter's report in one read: the read ends at its
+        # answer, and the report's bytes stay undecoded for the session to give back to
+        # the channel (they were decoded with the answer and lost).
+        meter = meter_at(A1)
+        other = meter_at(A2)
+        other.raise_event(COVER, NOW - timedelta(minutes=2))
+        client = Dlt645Client(ClientSettings(address=A1, items=(0x00010000,), wakeup=False),
+                              now=lambda: NOW)
+        client.hand_over = True
+        (request,) = client.start()
+        assert isinstance(request, Send)
+        answer = meter.answer(decode_frame(request.data))
+        assert answer is not None
+        report = other.report().encode()
+        actions = client.receive(answer.encode() + report)
+        self.assertEqual([type(a) for a in actions], [Finished])
+        self.assertEqual(client.decoder.drain(), report)
+
     def test_without_hand_over_another_address_is_still_an_error(self) -> None:
         meter = meter_at(A2)
         client = Dlt645Client(ClientSettings(address=A1, items=(0x00010000,), wakeup=False),
