@@ -76,9 +76,18 @@ class StreamDecoder(Generic[T]):
             error, self._pending = self._pending, None
             yield error
         while True:
+            before = self._base
             try:
                 item = self._next()
             except FrameError as error:
+                if self._base == before:
+                    # Raised without dropping a byte (against the rule above): one byte goes,
+                    # so the work stays bounded by the bytes and nothing spins.
+                    if not self._buffer:
+                        yield error
+                        return
+                    self.skipped += 1
+                    self._consume(1)
                 yield error
                 continue
             if item is None:

@@ -8,6 +8,7 @@ from twisted.trial import unittest
 from fep.errors import FrameError
 from fep.protocols.dlt645.frames import Frame, FrameDecoder
 from fep.protocols.iec62056_21 import frames as iec
+from fep.protocols.stream import StreamDecoder
 
 GOOD = Frame("000000000101", 0x91, b"\x33\x34").encode()
 DAMAGED = GOOD[:-2] + bytes([GOOD[-2] ^ 0x01]) + GOOD[-1:]
@@ -51,3 +52,14 @@ class DecodeAllTests(unittest.TestCase):
         for _ in decoder.decode_all(GOOD + GOOD):
             break
         self.assertEqual(decoder.drain(), GOOD)
+
+    def test_a_decoder_that_raises_without_dropping_bytes_does_not_spin(self) -> None:
+        class Stuck(StreamDecoder[bytes]):
+            def _next(self) -> bytes | None:
+                if not self._buffer:
+                    return None
+                raise FrameError("no progress", offset=self._base)
+
+        decoder = Stuck()
+        self.assertEqual(len(list(decoder.decode_all(b"abc"))), 3)
+        self.assertEqual((decoder.buffered, decoder.skipped), (0, 3))
