@@ -380,19 +380,26 @@ class ExchangeTests(unittest.TestCase):
             self.assertIsInstance(action, Reply | Store | Done | Bad)
 
 
+def pull_of(meter: SimulatedDlt645Meter) -> tuple[Dlt645Client, Frame]:
+    """A pull of one item from ``meter`` on a channel that carries reports (hand-over), and
+    the meter's answer to its request."""
+    client = Dlt645Client(ClientSettings(address=meter.address, items=(0x00010000,),
+                                         wakeup=False), now=lambda: NOW)  # fmt: skip
+    client.hand_over = True
+    (request,) = client.start()
+    assert isinstance(request, Send)
+    answer = meter.answer(decode_frame(request.data))
+    assert answer is not None
+    return client, answer
+
+
 class PullTellsReportsTests(unittest.TestCase):
     def test_report_during_a_pull_is_set_aside(self) -> None:
         meter = meter_at(A1)
         other = meter_at(A2)
         other.raise_event(COVER, NOW - timedelta(minutes=2))
         meter.raise_event(COVER, NOW - timedelta(minutes=1))
-        client = Dlt645Client(ClientSettings(address=A1, items=(0x00010000,), wakeup=False),
-                              now=lambda: NOW)
-        client.hand_over = True
-        (request,) = client.start()
-        assert isinstance(request, Send)
-        answer = meter.answer(decode_frame(request.data))
-        assert answer is not None
+        client, answer = pull_of(meter)
         # Before the answer: the meter's own status word, and the other meter's report.
         actions = client.receive(meter.report().encode() + other.report().encode()
                                  + answer.encode())
@@ -409,16 +416,9 @@ class PullTellsReportsTests(unittest.TestCase):
         # The last answer and another meter's report in one read: the read ends at its
         # answer, and the report's bytes stay undecoded for the session to give back to
         # the channel (they were decoded with the answer and lost).
-        meter = meter_at(A1)
         other = meter_at(A2)
         other.raise_event(COVER, NOW - timedelta(minutes=2))
-        client = Dlt645Client(ClientSettings(address=A1, items=(0x00010000,), wakeup=False),
-                              now=lambda: NOW)
-        client.hand_over = True
-        (request,) = client.start()
-        assert isinstance(request, Send)
-        answer = meter.answer(decode_frame(request.data))
-        assert answer is not None
+        client, answer = pull_of(meter_at(A1))
         report = other.report().encode()
         actions = client.receive(answer.encode() + report)
         self.assertEqual([type(a) for a in actions], [Finished])
