@@ -5,7 +5,9 @@ the result or with an error naming meter, route and protocol.
 
 A protocol's ``session.py`` subclasses ``MeterSession`` with what is its own: the steps it
 runs (``make_steps``), its notes (``note``: logs of resends, skipped noise), the result
-turned into records (``result``) and what it logs at the end (``ended``).
+turned into records (``result``) and what it logs at the end (``ended``). A protocol whose
+peer also sends by itself (reports, heartbeats, pushes) gives back what is not its own
+(``gives_back``, ``unconsumed``, ``give_back``) to a channel that carries pushes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from fep.errors import ChannelError, FepError, FrameError, ProtocolError, SessionTimeout
-from fep.interfaces import ISerialLine
+from fep.interfaces import IPushChannel, ISerialLine
 from fep.protocols.actions import (
     Fail,
     Finish,
@@ -170,6 +172,10 @@ class MeterSession(Protocol):
     # Line speed assumed on a serial line that does not say (for the wire time before a
     # baud switch).
     default_baudrate = 9600
+    # Whether bytes that come after the session's end are given back (``give_back``) rather
+    # than dropped: a protocol whose peer sends by itself (a report, a heartbeat, a push)
+    # over a GPRS session lent to the read.
+    gives_back = False
 
     def __init__(
         self,
@@ -225,6 +231,30 @@ class MeterSession(Protocol):
         """Put ``data`` on the line (an adapter may hold it back: an RTU frame gap)."""
         self._last_sent = data
         self.transport.write(data)  # type: ignore[union-attr]
+
+    def unconsumed(self) -> bytes:
+        """The bytes the steps hold undecoded when the session ends (the start of a report
+        or push after the last answer): given back. None by default."""
+        return b""
+
+    def not_given_back(self, data: bytes) -> None:
+        """Bytes to give back on a channel that carries no pushes: log or count them (by
+        default they are dropped quietly)."""
+
+    # -- bytes that are not the session's ----------------------------------------------------
+
+    def give_back(self, data: bytes) -> None:
+        """Bytes that are not this session's (a frame its peer sent by itself, what came
+        after its end, what its steps held undecoded at the end) go to a channel that
+        carries pushes (``IPushChannel.unconsumed``: its push handler takes them, before
+        whatever comes next); elsewhere to ``not_given_back``."""
+        if not data:
+            return
+        channel: Any = IPushChannel(self.transport, None)
+        if channel is not None:
+            channel.unconsumed(data)
+            return
+        self.not_given_back(data)
 
     # -- the driver ------------------------------------------------------------------------------
 
@@ -320,6 +350,7 @@ class MeterSession(Protocol):
         if self._ended:
             return
         self._stop()
+        self.give_back(self.unconsumed())
         self.ended(lost=False)
         self.transport.loseConnection()  # type: ignore[union-attr]
         self.done.callback(self.result(value))
@@ -329,6 +360,7 @@ class MeterSession(Protocol):
             return
         error = self._named(error)
         self._stop()
+        self.give_back(self.unconsumed())
         self.ended(lost=False)
         abort(self.transport)
         self.done.errback(Failure(error))
@@ -384,7 +416,11 @@ class MeterSession(Protocol):
         self.run(self._call(self.steps.start))
 
     def dataReceived(self, data: bytes) -> None:
-        if self._ended or self.steps is None:
+        if self._ended:
+            if self.gives_back:
+                self.give_back(data)  # not this session's (a report, a heartbeat, a push)
+            return
+        if self.steps is None:
             return
         self.run(self._call(self.steps.receive, data))
 

@@ -67,16 +67,29 @@ class StreamDecoder(Generic[T]):
         """Every item and every error ``data`` completes, in stream order, until more bytes
         are needed: an error is handed out (not raised) and decoding goes on behind it, so
         a good frame after a bad one is not left waiting for the next bytes (the loop each
-        protocol's ``receive`` would write for itself)."""
-        feed = data
+        protocol's ``receive`` would write for itself). Items are decoded one at a time, as
+        they are taken: the caller may act on the decoder between them (skip to the next
+        frame start after an error, or stop and ``drain`` what is not its own), and an item
+        before an error is never lost to it, whatever a subclass's ``receive`` does."""
+        self._buffer += data
+        if self._pending is not None:
+            error, self._pending = self._pending, None
+            yield error
         while True:
+            before = self._base
             try:
-                items = self.receive(feed)
+                item = self._next()
             except FrameError as error:
-                feed = b""
+                if self._base == before:
+                    # Raised without dropping a byte (against the rule above): one byte goes,
+                    # so the work stays bounded by the bytes and nothing spins.
+                    if not self._buffer:
+                        yield error
+                        return
+                    self.skipped += 1
+                    self._consume(1)
                 yield error
                 continue
-            feed = b""
-            if not items:
+            if item is None:
                 return
-            yield from items
+            yield item

@@ -225,17 +225,12 @@ class SimulatedConcentrator:
     def receive(self, data: bytes, decoder: FrameDecoder) -> list[bytes]:
         """The bytes to send back for ``data`` arriving on a line decoded by ``decoder``."""
         out: list[bytes] = []
-        feed = data
-        while True:
-            try:
-                frames = decoder.receive(feed)
-            except FrameError:
+        # Every frame of the bytes: a request behind a bad frame is answered now.
+        for item in decoder.decode_all(data):
+            if isinstance(item, FrameError):
                 self.bad_frames += 1
-                feed = b""
-                continue
-            break
-        for frame in frames:
-            out += self.answer_bytes(frame)
+            else:
+                out += self.answer_bytes(item)
         return out
 
     def answer_bytes(self, request: Frame) -> list[bytes]:

@@ -69,12 +69,11 @@ class DlmsMeterServerProtocol(Protocol):
             self._wrapper(data)
 
     def _wrapper(self, data: bytes) -> None:
-        try:
-            frames = self.wrapper_decoder.receive(data)
-        except FrameError as e:
-            log.info("simulated meter: wrapper frame error: {e}", e=str(e))
-            return
-        for frame in frames:
+        # Every frame of the bytes: a request behind a bad frame is answered now.
+        for frame in self.wrapper_decoder.decode_all(data):
+            if isinstance(frame, FrameError):
+                log.info("simulated meter: wrapper frame error: {e}", e=str(frame))
+                continue
             if frame.destination_wport != LOGICAL_DEVICE:
                 continue
             answer = self.server.receive(frame.apdu)

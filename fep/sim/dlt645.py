@@ -894,21 +894,13 @@ class Dlt645BusProtocol(Protocol):
         if f.echo and self.transport is not None:
             # A half-duplex line: the master hears its own request.
             self.transport.write(data)
-        feed = data
-        while True:
-            try:
-                frames = self._decoder.receive(feed)
-            except FrameError as e:
+        for item in self._decoder.decode_all(data):
+            if isinstance(item, FrameError):
                 # A meter ignores what it cannot read.
                 f.bad_requests += 1
-                log.debug("simulator ignored: {why}", why=e.message)
-                feed = b""
-                continue
-            feed = b""
-            if not frames:
-                return
-            for frame in frames:
-                self._handle(frame)
+                log.debug("simulator ignored: {why}", why=item.message)
+            else:
+                self._handle(item)
 
     def _handle(self, request: Frame) -> None:
         f = self.factory

@@ -655,25 +655,17 @@ class Dlt698MeterProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         f = self.factory
-        feed = data
-        while True:
-            try:
-                frames = self._decoder.receive(feed)
-            except FrameError as e:
+        for frame in self._decoder.decode_all(data):
+            if isinstance(frame, FrameError):
                 f.bad_requests += 1
-                log.debug("simulator ignored: {why}", why=e.message)
-                feed = b""
+                log.debug("simulator ignored: {why}", why=frame.message)
                 continue
-            feed = b""
-            if not frames:
-                return
-            for frame in frames:
-                f.requests += 1
-                for meter in f.meters:
-                    for answer in meter.answer(frame):
-                        if self.transport is not None:
-                            self.transport.write(answer.encode(preamble=f.preamble))
-                            f.answers += 1
+            f.requests += 1
+            for meter in f.meters:
+                for answer in meter.answer(frame):
+                    if self.transport is not None:
+                        self.transport.write(answer.encode(preamble=f.preamble))
+                        f.answers += 1
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         for meter in self.factory.meters:

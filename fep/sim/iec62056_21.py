@@ -333,24 +333,19 @@ class IecMeterServerProtocol(Protocol):
             data = self._sign_ons(data)
             if not data:
                 return
-        feed = data
-        while True:
-            try:
-                messages = self._decoder.receive(feed)
-            except FrameError as e:
-                feed = b""
-                if self._programming is not None and e.field == "BCC":
-                    self._answer(bytes([NAK]))  # a damaged command: ask for it again
-                    continue
+        # Every message and error of the bytes, in order: none before a damaged command is
+        # lost, none behind it waits for the master's next bytes.
+        for item in self._decoder.decode_all(data):
+            if not isinstance(item, FrameError):
+                self._handle(item)
+            elif self._programming is not None and item.field == "BCC":
+                self._answer(bytes([NAK]))  # a damaged command: ask for it again
+            else:
                 # A real meter ignores what it cannot read and waits for the next sign-on.
-                log.debug("simulator ignored: {why}", why=e.message)
+                log.debug("simulator ignored: {why}", why=item.message)
                 self._decoder.skip_to_frame_start()
                 self._selected = None
                 self._programming = None
-                continue
-            for message in messages:
-                self._handle(message)
-            return
 
     def _handle(self, message: object) -> None:
         if self._programming is not None and not isinstance(message, SignOn):

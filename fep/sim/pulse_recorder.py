@@ -453,20 +453,12 @@ class RecorderServerProtocol(Protocol):
         self.factory.connections += 1
 
     def dataReceived(self, data: bytes) -> None:
-        feed = data
-        while True:
-            try:
-                frames = self._decoder.receive(feed)
-            except FrameError as e:
+        for item in self._decoder.decode_all(data):
+            if isinstance(item, FrameError):
                 self.factory.bad_requests += 1
-                log.debug("recorder ignored: {why}", why=e.message)
-                feed = b""
-                continue
-            feed = b""
-            if not frames:
-                return
-            for frame in frames:
-                self._handle(frame)
+                log.debug("recorder ignored: {why}", why=item.message)
+            else:
+                self._handle(item)
 
     def _handle(self, frame: rtu.RtuFrame | tcp.TcpFrame) -> None:
         f = self.factory

@@ -246,6 +246,17 @@ class NakTests(unittest.TestCase):
         self.assertEqual(sends(client.receive_data(DRS_P0)), [
             command_bytes(b"P1", b"(pw)")])
 
+    def test_messages_around_a_damaged_command_in_the_same_bytes_are_all_taken(self) -> None:
+        # The identification, a damaged prompt and the prompt again in one chunk: the
+        # identification before the damage is not lost with it, the damaged prompt gets our
+        # NAK and the good one behind it is answered now.
+        client = ProgrammingClient([Read("0.9.1")], password="pw")
+        client.start()
+        damaged = DRS_P0[:-1] + bytes([DRS_P0[-1] ^ 1])
+        actions = client.receive_data(IDENT + damaged + DRS_P0)
+        self.assertEqual(sends(actions)[1:], [NAK, command_bytes(b"P1", b"(pw)")])
+        self.assertEqual(client.state, State.AWAIT_LOGIN)
+
     def test_answers_damaged_beyond_the_limit_fail(self) -> None:
         client = ProgrammingClient([Read("0.9.1")], password="pw", retries=1)
         logged_in(client)

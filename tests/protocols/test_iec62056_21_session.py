@@ -430,6 +430,18 @@ class PushTests(unittest.TestCase):
         self.assertEqual(len(self.sink.batches), 1)
         self.assertGreaterEqual(factory.garbage, 1)
 
+    def test_a_readout_behind_line_noise_in_the_same_bytes_is_taken_at_once(self) -> None:
+        # An identification, noise that is no frame, then the readout, all in one chunk: the
+        # identification before the noise is kept and the readout behind it is stored now,
+        # not when the meter sends again.
+        factory = self.factory()
+        _, proto = self.connect(factory)
+        meter = SimulatedIecMeter(address="777")
+        proto.dataReceived(meter.identification_message().encode() + b"NO CARRIER\r\n"
+                           + meter.readout_block())
+        self.assertEqual((len(self.sink.batches), factory.readouts), (1, 1))
+        self.assertEqual(factory.bad_blocks, 1)
+
     def test_several_readouts_on_one_connection(self) -> None:
         factory = self.factory()
         _, proto = self.connect(factory)

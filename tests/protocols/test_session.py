@@ -17,7 +17,7 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from fep.errors import ChannelError, FrameError, ProtocolError, SessionTimeout
-from fep.interfaces import ISerialLine
+from fep.interfaces import IPushChannel, ISerialLine
 from fep.protocols.actions import (
     Fail,
     Finish,
@@ -73,6 +73,39 @@ class Session(MeterSession):
 
     def ended(self, lost: bool) -> None:
         self.ends.append(lost)
+
+
+class GivingSession(Session):
+    """A protocol whose peer also sends by itself: it gives back what is not its own."""
+
+    gives_back = True
+
+    def __init__(self, clock: MemoryReactorClock, steps: Script, held: bytes = b"") -> None:
+        super().__init__(clock, steps)
+        self.held = held
+        self.dropped: list[bytes] = []
+
+    def unconsumed(self) -> bytes:
+        held, self.held = self.held, b""
+        return held
+
+    def not_given_back(self, data: bytes) -> None:
+        self.dropped.append(data)
+
+
+@implementer(IPushChannel)
+class PushTransport(StringTransport):
+    """A pipe that carries pushes (a GPRS session lent to a read): takes bytes back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.given: list[bytes] = []
+
+    def pushed(self, records: Sequence[object]) -> Deferred[None]:
+        return succeed(None)
+
+    def unconsumed(self, data: bytes) -> None:
+        self.given.append(data)
 
 
 @implementer(ISerialLine)
@@ -313,6 +346,45 @@ class EndTests(unittest.TestCase):
         self.assertEqual(session.notes, ["push"])
         self.assertEqual(transport.value(), b"?")
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class GiveBackTests(unittest.TestCase):
+    def give(self, transport: StringTransport, held: bytes = b"",
+             end: object = None) -> GivingSession:  # fmt: skip
+        session = GivingSession(MemoryReactorClock(), Script([], [[end or Finish(1)]]), held)
+        session.done.addErrback(lambda _: None)  # a Fail's error is not what is looked at
+        session.makeConnection(transport)
+        session.dataReceived(b"answer")
+        return session
+
+    def test_bytes_after_the_end_go_back_to_a_channel_that_carries_pushes(self) -> None:
+        transport = PushTransport()
+        session = self.give(transport)
+        session.dataReceived(b"a report")
+        self.assertEqual(transport.given, [b"a report"])
+        self.assertEqual(session.steps.received, [b"answer"])  # type: ignore[union-attr]
+
+    def test_what_the_steps_hold_at_the_end_goes_back_first(self) -> None:
+        for end in (Finish(1), Fail(ProtocolError("refused"))):
+            transport = PushTransport()
+            session = self.give(transport, held=b"half a push", end=end)
+            session.dataReceived(b"the rest")
+            self.assertEqual(transport.given, [b"half a push", b"the rest"])
+            self.assertEqual(session.ends, [False])
+
+    def test_elsewhere_they_go_to_not_given_back(self) -> None:
+        session = self.give(StringTransport(), held=b"half a push")
+        session.dataReceived(b"the rest")
+        session.give_back(b"")  # nothing is nothing to give
+        self.assertEqual(session.dropped, [b"half a push", b"the rest"])
+
+    def test_a_protocol_that_does_not_give_back_drops_them(self) -> None:
+        transport = PushTransport()
+        session, _, _ = started(Script([], [[Finish(1)]]), transport)
+        session.dataReceived(b"answer")
+        session.dataReceived(b"more")
+        self.assertEqual(transport.given, [])
+        self.assertEqual(session.steps.received, [b"answer"])  # type: ignore[union-attr]
 
 
 class BaudSwitchTests(unittest.TestCase):

@@ -258,6 +258,18 @@ class FaultTests(SimTestCase):
                          [])  # fmt: skip
         self.assertEqual(self.sim.bad_frames, 1)
 
+    def test_a_request_behind_a_bad_frame_in_the_same_bytes_is_answered_at_once(self) -> None:
+        # A request, a damaged one, then another: the second good request is answered now,
+        # not when the master sends again.
+        def request() -> bytes:
+            return self.master.request(Afn.CLASS1, b"".join(
+                services.request_units(Afn.CLASS1, [0], [2]))).encode()  # fmt: skip
+        first, damaged, second = request(), bytearray(request()), request()
+        damaged[-2] ^= 0x01
+        wire = self.sim.receive(first + bytes(damaged) + second, FrameDecoder())
+        self.assertEqual(len(wire), 2)
+        self.assertEqual(self.sim.bad_frames, 1)
+
     def test_unknown_fn_is_denied(self) -> None:
         raw = bytes.fromhex("0000") + bytes([0x80, 0x1D])  # F240
         (event,) = exchange(self.sim, self.master.request(Afn.CLASS1, raw))

@@ -12,6 +12,7 @@ from twisted.trial import unittest
 
 from fep.protocols.dlms import axdr
 from fep.protocols.dlms.server import ServerSettings
+from fep.protocols.dlms.wrapper import WrapperFrame, encode_wrapper
 from fep.sim.dlms import DlmsMeterServerFactory
 from fep.sim.dlms_meter import SimulatedDlmsMeter
 
@@ -87,3 +88,21 @@ class PowerCutTests(unittest.TestCase):
         self.assertTrue(transport.disconnecting)
         self.meter.power_up()
         self.assertIsNotNone(factory.buildProtocol(ADDR))
+
+
+class WrapperLineTests(unittest.TestCase):
+    def test_a_request_behind_a_bad_frame_in_the_same_bytes_is_answered_at_once(self) -> None:
+        # A request, a header of a wrong version, the request again, in one chunk: the
+        # second is answered now, not when the client sends again.
+        meter = SimulatedDlmsMeter(now=Clock(DAY))
+        proto = DlmsMeterServerFactory(meter, ServerSettings()).buildProtocol(ADDR)
+        assert proto is not None
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        get = encode_wrapper(WrapperFrame(0x10, 1, bytes.fromhex("c001c100080000010000ff0200")))
+        proto.dataReceived(get)
+        answer = transport.value()
+        self.assertNotEqual(answer, b"")
+        transport.clear()
+        proto.dataReceived(get + bytes.fromhex("0002001000200005aabbccddee") + get)
+        self.assertEqual(transport.value(), answer * 2)

@@ -136,6 +136,24 @@ class LineTests(unittest.TestCase):
         clock.advance(0)
         self.assertEqual(transport.value(), Command("P", "0", b"(4711)").encode())
 
+    def test_commands_around_a_damaged_one_in_the_same_bytes_are_all_taken(self) -> None:
+        # The password, a damaged read and the read again in one chunk: the password before
+        # the damage is not lost with it, the damaged read gets a NAK and the read behind it
+        # is answered now, not when the master sends again.
+        meter = SimulatedIecMeter()
+        clock, transport, proto = self.connect([meter])
+        proto.dataReceived(b"/?!\r\n")
+        clock.advance(0)
+        proto.dataReceived(b"\x06051\r\n")
+        clock.advance(0)
+        transport.clear()
+        read = Command("R", "5", b"0.9.1()").encode()
+        damaged = read[:-1] + bytes([read[-1] ^ 1])
+        proto.dataReceived(Command("P", "1", b"(00000000)").encode() + damaged + read)
+        clock.advance(0)
+        self.assertEqual(meter.commands_seen, ["P1", "R5 0.9.1()"])
+        self.assertTrue(transport.value().startswith(b"\x06\x15\x02"))
+
     def test_client_and_simulator_complete_a_readout(self) -> None:
         clock, transport, proto = self.connect([SimulatedIecMeter()])
         client = ModeCClient()

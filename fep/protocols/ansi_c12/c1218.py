@@ -916,18 +916,11 @@ class Link:
     def receive(self, data: bytes) -> tuple[bytes, list[LinkEvent]]:
         out = bytearray()
         events: list[LinkEvent] = []
-        while True:
-            try:
-                items = self._decoder.receive(data)
-            except FrameError:
+        for item in self._decoder.decode_all(data):
+            if isinstance(item, FrameError):
                 # A damaged packet: ask for it again, then go on with what follows.
                 out.append(NAK)
-                items = []
             else:
-                if not items:
-                    break
-            data = b""
-            for item in items:
                 self._take(item, out, events)
         return bytes(out), events
 

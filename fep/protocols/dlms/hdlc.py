@@ -655,23 +655,17 @@ class _Link:
         """
         events: list[LinkEvent] = []
         first_error: FrameError | None = None
-        while True:
-            try:
-                frames = self._decoder.receive(data)
-            except FrameError as error:
-                first_error = first_error or error
-                self._note(error)
-                data = b""
-                continue
-            data = b""
-            if not frames:
-                break
-            for frame in frames:
+        for item in self._decoder.decode_all(data):
+            if isinstance(item, FrameError):
+                error = item
+            else:
                 try:
-                    events.extend(self._on_frame(frame))
-                except FrameError as error:
-                    first_error = first_error or error
-                    self._note(error)
+                    events.extend(self._on_frame(item))
+                    continue
+                except FrameError as bad:
+                    error = bad
+            first_error = first_error or error
+            self._note(error)
         if first_error is not None and not events:
             raise first_error
         return events

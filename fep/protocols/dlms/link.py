@@ -80,17 +80,11 @@ class WrapperLink(Link):
         waiting in the buffer for bytes that may never come."""
         frames: list[wrapper.WrapperFrame] = []
         first_error: FrameError | None = None
-        while True:
-            try:
-                got = self.decoder.receive(data)
-            except FrameError as error:
-                first_error = first_error or error
-                data = b""
-                continue
-            data = b""
-            if not got:
-                break
-            frames.extend(got)
+        for item in self.decoder.decode_all(data):
+            if isinstance(item, FrameError):
+                first_error = first_error or item
+            else:
+                frames.append(item)
         if first_error is not None and not frames:
             raise first_error
         # Answers come to our wPort; a meter's pushes go to its push destination, whatever

@@ -108,21 +108,14 @@ class HdlcPushDecoder:
 
     def receive(self, data: bytes) -> list[PushItem]:
         items: list[PushItem] = []
-        while True:
-            try:
-                frames = self.frames.receive(data)
-            except FrameError as e:
-                if self._parts:
-                    items.append(self._broken(f"bad frame ({e})"))
-                else:
-                    items.append(FramingProblem(f"bad HDLC frame: {e}"))
-                data = b""
-                continue
-            for frame in frames:
+        for frame in self.frames.decode_all(data):
+            if not isinstance(frame, FrameError):
                 items.extend(self._frame(frame))
-            if not frames:
-                return items
-            data = b""  # an error held back behind the frames comes next
+            elif self._parts:
+                items.append(self._broken(f"bad frame ({frame})"))
+            else:
+                items.append(FramingProblem(f"bad HDLC frame: {frame}"))
+        return items
 
     def _frame(self, frame: hdlc.HdlcFrame) -> list[PushItem]:
         source = f"hdlc:{frame.source}"
@@ -187,20 +180,13 @@ class WrapperPushDecoder:
 
     def receive(self, data: bytes) -> list[PushItem]:
         items: list[PushItem] = []
-        while True:
-            try:
-                frames = self.frames.receive(data)
-            except FrameError as e:
-                items.append(FramingProblem(f"bad wrapper frame: {e}"))
-                data = b""
-                continue
-            items.extend(
-                PushedApdu(f.apdu, f"wport:{f.source_wport}", f.source_wport, "wrapper")
-                for f in frames
-            )
-            if not frames:
-                return items
-            data = b""  # an error held back behind the frames comes next
+        for f in self.frames.decode_all(data):
+            if isinstance(f, FrameError):
+                items.append(FramingProblem(f"bad wrapper frame: {f}"))
+            else:
+                items.append(
+                    PushedApdu(f.apdu, f"wport:{f.source_wport}", f.source_wport, "wrapper"))
+        return items
 
     def close(self) -> list[PushItem]:
         return []

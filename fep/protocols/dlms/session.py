@@ -134,6 +134,8 @@ class DlmsConnection(MeterSession):
     and its time limit, ChannelError naming the route).
     """
 
+    gives_back = True  # after the end: not ours (a push), if the pipe is still lent
+
     def __init__(
         self,
         reactor: IReactorTime,
@@ -227,25 +229,11 @@ class DlmsConnection(MeterSession):
         if not self.closed.called:
             self.closed.callback(None)
 
-    def ended(self, lost: bool) -> None:
-        """The bytes the link holds undecoded when the session ends (a push begun after the
-        meter's last answer) go back to a channel that carries pushes."""
-        if not lost:
-            self._give_back(self.link.take_buffered())
+    def unconsumed(self) -> bytes:
+        """The bytes the link holds undecoded (a push begun after the meter's last answer)."""
+        return self.link.take_buffered()
 
-    def dataReceived(self, data: bytes) -> None:
-        if self.finished:
-            self._give_back(data)  # after the end: not ours (a push), if the pipe is still lent
-            return
-        super().dataReceived(data)
-
-    def _give_back(self, data: bytes) -> None:
-        if not data:
-            return
-        channel: Any = IPushChannel(self.transport, None)
-        if channel is not None:
-            channel.unconsumed(data)
-            return
+    def not_given_back(self, data: bytes) -> None:
         self.frame_errors += 1
         log.info("{meter}: {count} bytes after the session's last answer dropped",
                  meter=self.client.settings.meter or "?", route=self.client.settings.route,

@@ -349,24 +349,18 @@ class Dlt645Client:
         if not self.waiting():
             return []
         actions: list[Action] = []
-        feed = data
-        while self.waiting():
-            try:
-                frames = self.decoder.receive(feed)
-            except FrameError as e:
+        # Frame by frame until the read is over: what follows its last answer stays in the
+        # decoder, for the session to give back (a report another meter sent).
+        for item in self.decoder.decode_all(data):
+            if isinstance(item, FrameError):
                 # A damaged frame: most likely our answer, spoilt on the line.
                 self.noise += 1
                 self._damaged = True
-                actions.append(Noise(e.message))
-                feed = b""
-                continue
-            feed = b""
-            if not frames:
+                actions.append(Noise(item.message))
+            else:
+                actions += self._on_frame(item)
+            if not self.waiting():
                 break
-            for frame in frames:
-                actions += self._on_frame(frame)
-                if not self.waiting():
-                    break
         if (
             self.waiting()
             and self._damaged

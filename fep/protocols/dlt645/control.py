@@ -153,23 +153,15 @@ class CommandClient:
         if not self.waiting() or self._request is None:
             return []
         actions: list[Action] = []
-        feed = data
-        while self.waiting() and self._request is not None:
-            try:
-                frames = self.decoder.receive(feed)
-            except FrameError as e:
+        for item in self.decoder.decode_all(data):
+            if isinstance(item, FrameError):
                 self.noise += 1
                 self._damaged = True
-                actions.append(Noise(e.message))
-                feed = b""
-                continue
-            feed = b""
-            if not frames:
+                actions.append(Noise(item.message))
+            else:
+                actions += self._on_frame(item)
+            if not self.waiting() or self._request is None:
                 break
-            for frame in frames:
-                actions += self._on_frame(frame)
-                if not self.waiting() or self._request is None:
-                    break
         if (self.waiting() and self._request is not None and self._damaged
                 and self.decoder.buffered == 0 and self._attempt < self.settings.retries):
             actions += self._resend("damaged answer")

@@ -363,18 +363,14 @@ class ReportLink:
     def receive(self, data: bytes) -> list[Action]:
         """Bytes from the DTU."""
         out: list[Action] = []
-        feed = data
-        while True:
-            try:
-                frames = self.decoder.receive(feed)
-            except FrameError as e:
-                kind = "checksum" if e.field == "CS" else "frame"
-                out.append(self._bad(kind, e.message))
-                feed = b""
-                continue
-            break
-        for frame in frames:
-            out += self._frame(frame)
+        # Every frame and error of the bytes: a frame behind a bad one is not left waiting
+        # for the DTU's next bytes.
+        for item in self.decoder.decode_all(data):
+            if isinstance(item, FrameError):
+                kind = "checksum" if item.field == "CS" else "frame"
+                out.append(self._bad(kind, item.message))
+            else:
+                out += self._frame(item)
         out += self._next()
         if self._overdue():
             out += self.timeout()

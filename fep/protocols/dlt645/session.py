@@ -193,6 +193,8 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_METER_TZ) -> ClientSettings:
 class Dlt645Session(MeterSession):
     """One Dlt645Client over one connection; ``done`` fires with the records."""
 
+    gives_back = True  # after the last answer: a report, not ours
+
     def __init__(
         self, reactor: IReactorTime, meter: Meter, client: Dlt645Client, timeout: float
     ) -> None:
@@ -211,23 +213,15 @@ class Dlt645Session(MeterSession):
         self.client.hand_over = bool(IPushChannel.providedBy(self.transport))
         return super().make_steps(line)
 
-    def dataReceived(self, data: bytes) -> None:
-        if self.finished:
-            self._give_back(data)  # after the last answer: a report, not ours
-            return
-        super().dataReceived(data)
-
-    def _give_back(self, data: bytes) -> None:
-        channel: Any = IPushChannel(self.transport, None)
-        if data and channel is not None:
-            channel.unconsumed(data)
+    def unconsumed(self) -> bytes:
+        return self.client.decoder.drain()
 
     def note(self, action: object) -> None:
         if isinstance(action, Reported):
             log.info("{meter}: a frame meter {address} sent by itself during the read ({why}) "
                      "handed to the session's report handler", address=action.address,
                      why=action.why, **self._log_fields())  # fmt: skip
-            self._give_back(action.frame)
+            self.give_back(action.frame)
         elif isinstance(action, Resent):
             log.info(
                 "{meter}: DL/T 645 request sent again ({why}, attempt {n})",
@@ -248,7 +242,6 @@ class Dlt645Session(MeterSession):
     def ended(self, lost: bool) -> None:
         if lost:
             return
-        self._give_back(self.client.decoder.drain())
         c = self.client
         log.info(
             "{meter}: DL/T 645 read done: {records} records, {skipped} items skipped, "

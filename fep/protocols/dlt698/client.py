@@ -368,7 +368,6 @@ class Dlt698Client:
         self.unverified = 0
         self._rn = b""
         # Whole frames decoded after the session's end (see ``unconsumed``).
-        self.leftover = b""
         self._plan: list[tuple[str, Apdu, object]] = []
         self._piid = 0
         self._request: bytes = b""
@@ -449,8 +448,7 @@ class Dlt698Client:
         """What the session received but did not use once it is over (frames after its last
         answer, the start of one), handed out once: a channel that carries pushes gives
         them to its push decoder."""
-        out, self.leftover = self.leftover + self.decoder.drain(), b""
-        return out
+        return self.decoder.drain()
 
     @property
     def done(self) -> bool:
@@ -498,26 +496,17 @@ class Dlt698Client:
         if not self.waiting():
             return []
         actions: list[Action] = []
-        feed = data
-        while self.waiting():
-            try:
-                frames = self.decoder.receive(feed)
-            except FrameError as e:
+        for item in self.decoder.decode_all(data):
+            if isinstance(item, FrameError):
                 self.noise += 1
                 self._damaged = True
-                actions.append(Noise(e.message))
-                feed = b""
-                continue
-            feed = b""
-            if not frames:
+                actions.append(Noise(item.message))
+            else:
+                actions += self._on_frame(item)
+            if not self.waiting():
+                # What follows the session's last answer is not its own (a terminal's
+                # heartbeat or report): it stays undecoded for whoever takes the line next.
                 break
-            for n, frame in enumerate(frames):
-                actions += self._on_frame(frame)
-                if not self.waiting():
-                    # Frames after the session's last answer are not its own (a terminal's
-                    # heartbeat or report): kept for whoever takes the line next.
-                    self.leftover += b"".join(f.encode() for f in frames[n + 1 :])
-                    break
         if (self.waiting() and self._damaged and self.decoder.buffered == 0
                 and self._attempt < self.settings.retries):  # fmt: skip
             actions += self._resend("damaged answer")

@@ -134,12 +134,12 @@ class ForwardLink:
 
     def receive(self, data: bytes) -> list[Event]:
         out: list[Event] = []
-        try:
-            frames = self.decoder.receive(data)
-        except FrameError:
-            self.noise += 1
-            return out
-        for frame in frames:
+        # Every frame of the bytes: an answer behind a bad frame is not left waiting for the
+        # terminal's next bytes.
+        for frame in self.decoder.decode_all(data):
+            if isinstance(frame, FrameError):
+                self.noise += 1
+                continue
             if not frame.from_server or frame.split:
                 continue
             try:

@@ -272,6 +272,8 @@ def _through_terminal(meter: Meter, terminal: str, values: dict[str, Any]) -> di
 class Dlt698Session(MeterSession):
     """One Dlt698Client over one connection; ``done`` fires with the records."""
 
+    gives_back = True  # after the end: not ours (a heartbeat, a report)
+
     def __init__(self, reactor: IReactorTime, meter: Meter, client: Dlt698Client,
                  timeout: float) -> None:  # fmt: skip
         super().__init__(reactor, timeout, meter=meter.id, route=meter.route, protocol=PROTOCOL,
@@ -321,28 +323,16 @@ class Dlt698Session(MeterSession):
             "{meter}: report during the read not kept (not acknowledged)", f,
             **self._fields()))
 
-    def dataReceived(self, data: bytes) -> None:
-        if self.finished:
-            self._give_back(data)  # after the end: not ours (a heartbeat, a report)
-            return
-        super().dataReceived(data)
+    def unconsumed(self) -> bytes:
+        return self.client.unconsumed()
 
-    def _give_back(self, data: bytes) -> None:
-        """Bytes after the session's last answer go back to a channel that carries pushes
-        (its push handler answers or keeps them); elsewhere they are dropped and logged."""
-        if not data:
-            return
-        channel: Any = IPushChannel(self.transport, None)
-        if channel is not None:
-            channel.unconsumed(data)
-            return
+    def not_given_back(self, data: bytes) -> None:
         log.info("{meter}: {count} bytes after the session's last answer dropped",
                  count=len(data), **self._fields())
 
     def ended(self, lost: bool) -> None:
         if lost:
             return
-        self._give_back(self.client.unconsumed())
         c = self.client
         log.info("{meter}: DL/T 698.45 read done: {records} records, {skipped} items skipped, "
                  "{noise} damaged frames, {garbage} garbage bytes, {resent} requests resent",

@@ -171,17 +171,13 @@ class ConcentratorLink:
     def receive(self, data: bytes) -> list[Action]:
         """Bytes from the concentrator."""
         out: list[Action] = []
-        feed = data
-        while True:
-            try:
-                frames = self.decoder.receive(feed)
-            except FrameError as e:
-                out.append(self._bad(_kind(e), e.message))
-                feed = b""
-                continue
-            break
-        for frame in frames:
-            out += self._frame(frame)
+        # Every frame and error of the bytes: a frame behind a bad one is not left waiting
+        # for the concentrator's next bytes.
+        for item in self.decoder.decode_all(data):
+            if isinstance(item, FrameError):
+                out.append(self._bad(_kind(item), item.message))
+            else:
+                out += self._frame(item)
         return out
 
     def pending(self) -> int:

@@ -177,6 +177,8 @@ def settings_for(meter: Meter, tz: tzinfo = DEFAULT_TERMINAL_TZ) -> ClientSettin
 class Gw3761Session(MeterSession):
     """One Gw3761Client over one connection; ``done`` fires with the records."""
 
+    gives_back = True  # after the last answer: a heartbeat or report, not ours
+
     def __init__(self, reactor: IReactorTime, meter: Meter, client: Gw3761Client,
                  timeout: float) -> None:  # fmt: skip
         super().__init__(reactor, timeout, meter=meter.id, route=meter.route, protocol=PROTOCOL,
@@ -198,16 +200,8 @@ class Gw3761Session(MeterSession):
         self.client.hand_over = bool(IPushChannel.providedBy(self.transport))
         return super().make_steps(line)
 
-    def dataReceived(self, data: bytes) -> None:
-        if self.finished:
-            self._give_back(data)  # after the last answer: a heartbeat or report, not ours
-            return
-        super().dataReceived(data)
-
-    def _give_back(self, data: bytes) -> None:
-        channel: Any = IPushChannel(self.transport, None)
-        if data and channel is not None:
-            channel.unconsumed(data)
+    def unconsumed(self) -> bytes:
+        return self.client.decoder.drain()
 
     def note(self, action: object) -> None:
         if isinstance(action, Reported):
@@ -234,12 +228,11 @@ class Gw3761Session(MeterSession):
         log.debug("{meter}: {count} bytes the concentrator sent by itself during the read "
                   "handed to the session's report handler", count=len(report.frame),
                   **self._fields())  # fmt: skip
-        self._give_back(report.frame)
+        self.give_back(report.frame)
 
     def ended(self, lost: bool) -> None:
         if lost:
             return
-        self._give_back(self.client.decoder.drain())
         c = self.client
         log.info(
             "{meter}: Q/GDW 1376.1 read done: {records} records, {skipped} items skipped, "

@@ -320,6 +320,8 @@ class FrameDecoder(StreamDecoder[Message]):
 
     def _next(self) -> Message | None:
         buf = self._buffer
+        if not buf:
+            return None
         first = buf[0]
         base = self._base
         if first == 0x2F:  # '/'

@@ -242,21 +242,19 @@ class ProgrammingClient:
         if self.state is State.IDLE:
             raise ProtocolError("data received before sign-on", protocol=PROTOCOL)
         actions: list[Action] = []
-        feed = data
-        while True:
-            try:
-                messages = self._decoder.receive(feed)
-            except FrameError as e:
-                feed = b""
-                if e.field == "BCC" and self.state is not State.AWAIT_IDENTIFICATION:
-                    actions += self._nak(e.message)  # a damaged command from the meter
-                    continue
-                raise
-            for message in messages:
-                if self.finished():
-                    break  # what follows the break is not ours to read
-                actions += self._handle(message)
-            return actions
+        # Every message and error of the bytes, one at a time (a prompt switches the decoder
+        # to lone ACKs for what follows it): none before a damaged command is lost, none
+        # behind it waits for the meter's next bytes.
+        for item in self._decoder.decode_all(data):
+            if self.finished():
+                break  # what follows the break is not ours to read
+            if not isinstance(item, FrameError):
+                actions += self._handle(item)
+            elif item.field == "BCC" and self.state is not State.AWAIT_IDENTIFICATION:
+                actions += self._nak(item.message)  # a damaged command from the meter
+            else:
+                raise item
+        return actions
 
     def _send(self, command: Command) -> list[Action]:
         self._last = command

@@ -657,19 +657,16 @@ class IecPushHandler:
         self.frames = 0
 
     def data_received(self, data: bytes) -> None:
-        feed = data
-        while not self.closed:
-            try:
-                messages = self._decoder.receive(feed)
-            except FrameError as e:
-                feed = b""
-                skipped = self._decoder.skip_to_frame_start()
-                self._garbage(f"{e.message} ({skipped + 1} bytes skipped)")
-                continue
-            for message in messages:
-                if not self._handle(message):
-                    return
+        if self.closed:
             return
+        # Every message and error of the bytes: what comes before noise is kept, and a
+        # readout behind it is taken now, not when the meter sends again.
+        for item in self._decoder.decode_all(data):
+            if isinstance(item, FrameError):
+                skipped = self._decoder.skip_to_frame_start()
+                self._garbage(f"{item.message} ({skipped + 1} bytes skipped)")
+            elif not self._handle(item):
+                return
 
     def pending(self) -> int:
         return len(self._unfinished) + self._decoder.buffered

@@ -183,19 +183,13 @@ class ModbusClient:
         if self.framing is Framing.RTU and self._request is not None and self._wire:
             # A half-duplex line (RS-485 without echo cancelling) hears its own request.
             feed = self._strip_echo(feed)
-        while True:
-            try:
-                frames = self._decoder.receive(feed)
-            except FrameError as e:
-                feed = b""
+        for item in self._decoder.decode_all(feed):
+            if isinstance(item, FrameError):
                 self.noise += 1
-                actions.append(Noise(e.message))
-                continue
-            feed = b""
-            if not frames:
-                return actions
-            for frame in frames:
-                actions.extend(self._frame(frame))
+                actions.append(Noise(item.message))
+            else:
+                actions.extend(self._frame(item))
+        return actions
 
     def _strip_echo(self, data: bytes) -> bytes:
         request = self._request

@@ -349,6 +349,22 @@ class ExchangeTests(unittest.TestCase):
         run(link, meter, link.receive(meter.report().encode()))
         self.assertEqual(meter.report_counts, {})
 
+    def test_a_report_behind_a_bad_frame_in_the_same_bytes_is_taken_at_once(self) -> None:
+        # Another meter's frame, a damaged one, then a report: the decoder holds the error
+        # back behind the first frame; the report behind the error is taken now, not when
+        # the DTU sends again.
+        link, _ = make_link()
+        meter = meter_at(A1)
+        good = meter.report().encode()
+        damaged = good[:-2] + bytes([good[-2] ^ 0x01]) + good[-1:]
+        other = Frame("000000009999", 0x91, encode_di(REPORT_STATUS) + bytes(12)).encode()
+        actions = link.receive(other + damaged + good)
+        self.assertEqual([a.kind for a in actions if isinstance(a, Bad)],
+                         ["address", "checksum"])
+        (done,) = [a for a in actions if isinstance(a, Done)]
+        self.assertEqual((done.meter, done.address), ("m1", A1))
+        self.assertEqual(link.decoder.buffered, 0)
+
     def test_wildcard_address_is_the_single_meter(self) -> None:
         meter = ReportMeter("only")
         link = ReportLink({A1: meter}, now=lambda: NOW, clock=Clock(), fallback=meter)
@@ -364,19 +380,26 @@ class ExchangeTests(unittest.TestCase):
             self.assertIsInstance(action, Reply | Store | Done | Bad)
 
 
+def pull_of(meter: SimulatedDlt645Meter) -> tuple[Dlt645Client, Frame]:
+    """A pull of one item from ``meter`` on a channel that carries reports (hand-over), and
+    the meter's answer to its request."""
+    client = Dlt645Client(ClientSettings(address=meter.address, items=(0x00010000,),
+                                         wakeup=False), now=lambda: NOW)  # fmt: skip
+    client.hand_over = True
+    (request,) = client.start()
+    assert isinstance(request, Send)
+    answer = meter.answer(decode_frame(request.data))
+    assert answer is not None
+    return client, answer
+
+
 class PullTellsReportsTests(unittest.TestCase):
     def test_report_during_a_pull_is_set_aside(self) -> None:
         meter = meter_at(A1)
         other = meter_at(A2)
         other.raise_event(COVER, NOW - timedelta(minutes=2))
         meter.raise_event(COVER, NOW - timedelta(minutes=1))
-        client = Dlt645Client(ClientSettings(address=A1, items=(0x00010000,), wakeup=False),
-                              now=lambda: NOW)
-        client.hand_over = True
-        (request,) = client.start()
-        assert isinstance(request, Send)
-        answer = meter.answer(decode_frame(request.data))
-        assert answer is not None
+        client, answer = pull_of(meter)
         # Before the answer: the meter's own status word, and the other meter's report.
         actions = client.receive(meter.report().encode() + other.report().encode()
                                  + answer.encode())
@@ -388,6 +411,18 @@ class PullTellsReportsTests(unittest.TestCase):
         # The frames set aside are whole frames the report handler takes as they are.
         decoder = FrameDecoder()
         self.assertEqual(len(decoder.receive(b"".join(r.frame for r in reported))), 2)
+
+    def test_a_report_right_after_the_last_answer_is_kept_for_the_channel(self) -> None:
+        # The last answer and another meter's report in one read: the read ends at its
+        # answer, and the report's bytes stay undecoded for the session to give back to
+        # the channel (they were decoded with the answer and lost).
+        other = meter_at(A2)
+        other.raise_event(COVER, NOW - timedelta(minutes=2))
+        client, answer = pull_of(meter_at(A1))
+        report = other.report().encode()
+        actions = client.receive(answer.encode() + report)
+        self.assertEqual([type(a) for a in actions], [Finished])
+        self.assertEqual(client.decoder.drain(), report)
 
     def test_without_hand_over_another_address_is_still_an_error(self) -> None:
         meter = meter_at(A2)

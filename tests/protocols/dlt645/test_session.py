@@ -19,11 +19,11 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial import unittest
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 from zope.interface.verify import verifyObject
 
 from fep.errors import ChannelError, ConfigError, SessionTimeout
-from fep.interfaces import IMeterProtocol
+from fep.interfaces import IMeterProtocol, IPushChannel
 from fep.model import IntervalBlock, Meter, MeterEvent, ObisCode, Reading, Record
 from fep.protocols.dlt645.client import DEFAULT_ITEMS_2007
 from fep.protocols.dlt645.frames import FrameDecoder
@@ -196,6 +196,26 @@ class MemorySessionTests(unittest.TestCase):
         records = self.successResultOf(d)
         self.assertEqual(set(by_id(records)), {"00010000", "02010100"})
         self.assertTrue(endpoint.transport.disconnecting)
+
+    def test_a_report_in_the_same_read_as_the_last_answer_goes_back_to_the_channel(
+        self,
+    ) -> None:
+        # A GPRS session lent to the read: another meter's report right behind the last
+        # answer is not the read's; the channel's report handler gets its bytes.
+        given: list[bytes] = []
+        _, endpoint, d = self.start(meter(dlt645_items="00010000"))
+        alsoProvides(endpoint.transport, IPushChannel)
+        endpoint.transport.pushed = lambda records: succeed(None)  # type: ignore[attr-defined]
+        endpoint.transport.unconsumed = given.append  # type: ignore[attr-defined]
+        sim = SimulatedDlt645Meter(address=ADDRESS, clock=lambda: 1_709_280_000.0)
+        other = SimulatedDlt645Meter(address="000000000102", clock=lambda: 1_709_280_000.0)
+        (request,) = FrameDecoder().receive(endpoint.transport.value())
+        answer = sim.answer(request)
+        assert answer is not None
+        report = other.report().encode()
+        endpoint.protocol.dataReceived(answer.encode() + report)
+        self.assertEqual(set(by_id(self.successResultOf(d))), {"00010000"})
+        self.assertEqual(b"".join(given), report)
 
     def test_connection_lost_mid_read_is_a_channel_error(self) -> None:
         _, endpoint, d = self.start()

@@ -250,6 +250,25 @@ class ForwardLinkTests(unittest.TestCase):
         with self.assertRaises(ValueError):
             ForwardSettings("000000009999", PORT, 1234)
 
+    def test_an_answer_behind_a_bad_frame_in_the_same_bytes_is_taken_at_once(self) -> None:
+        # The terminal's login, a damaged frame, then the port's answer in one chunk: the
+        # answer behind the damage is handed out now, not when the terminal sends again.
+        from fep.protocols.dlt698.forward import Answer, ForwardLink, ForwardSettings, Reply
+
+        sim = terminal_with()
+        sim.ports[PORT] = lambda data: b"\x68" + data[::-1]
+        link = ForwardLink(ForwardSettings("000000009999", PORT, 9600))
+        first = link.start()
+        assert first is not None
+        link.receive(self.exchange(sim, first))
+        answer = self.exchange(sim, link.wrap(b"\x01\x02"))
+        damaged = bytearray(answer)
+        damaged[-2] ^= 0x01
+        actions = link.receive(sim.login() + bytes(damaged) + answer)
+        self.assertEqual([type(a) for a in actions], [Reply, Answer])
+        self.assertEqual(actions[-1], Answer(b"\x68\x02\x01"))
+        self.assertGreaterEqual(link.noise, 1)
+
     def test_a_refused_connect(self) -> None:
         from fep.protocols.dlt698.forward import ForwardLink, ForwardSettings, Refused
 

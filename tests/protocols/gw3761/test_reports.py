@@ -276,6 +276,20 @@ class BadInputTests(unittest.TestCase):
         self.assertEqual(len(confirms(actions)), 1)
         self.assertEqual(handler.stats.heartbeats, 1)
 
+    def test_a_good_frame_behind_a_bad_one_in_the_same_bytes_is_handled_at_once(self) -> None:
+        # A heartbeat, a damaged one, a login: the decoder holds the error back behind the
+        # first frame; the login behind the error is answered now, not when the
+        # concentrator sends again (on GPRS it may never).
+        c = sim()
+        handler, _ = link()
+        beat = bytearray(c.heartbeat())
+        beat[-2] ^= 0x01
+        actions = handler.receive(c.heartbeat() + bytes(beat) + c.login())
+        self.assertEqual([a.kind for a in actions if isinstance(a, Bad)], ["checksum"])
+        self.assertEqual(len(confirms(actions)), 2)
+        self.assertEqual(actions[-1].what, "login")  # type: ignore[attr-defined]
+        self.assertEqual(handler.pending(), 0)
+
     def test_a_time_label_within_its_delay_is_taken(self) -> None:
         handler, _ = link()
         fresh = Frame(Control(Function.LINK_TEST, uplink=True, initiator=True), ADDRESS,
