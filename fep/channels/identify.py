@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
 import attrs
@@ -224,6 +224,42 @@ class Rule:
         raise NotImplementedError
 
 
+def scan_candidates(buffer: Buffer, c: Cursor, find: Callable[[Buffer, int], int],
+                    at: Callable[[Buffer, int, Cursor], _Result],
+                    waiting: Callable[[Buffer, int], int | None]) -> _Result:
+    """The candidate scan the binary rules share: each candidate from ``c.start`` on
+    (``find(buffer, frm)``: the next one at or after ``frm``, -1 when none) is judged by
+    ``at``; the first that is not refused decides, and when it waits for more bytes its
+    frame's length (``waiting``: None while its header is not all there) is kept in
+    ``c.memo`` so that later scans wait for the frame without judging it again. None when
+    every candidate was refused: the caller then says where its next candidate may begin
+    (``c.at``). Each byte is examined a bounded number of times (``c.work`` counts them)."""
+    if isinstance(c.memo, int) and len(buffer) < c.start + c.memo:
+        # The waiting candidate's frame is not all there yet (memo: its length).
+        c.work += 1
+        return _Partial(c.start)
+    frm = c.start
+    i = find(buffer, frm)
+    while i >= 0:
+        c.work += i + 1 - frm
+        result = at(buffer, i, c)
+        if result is not None:
+            c.at(i)
+            if isinstance(result, _Partial):
+                length = waiting(buffer, i)
+                if length:
+                    c.memo = length
+            return result
+        frm = i + 1
+        i = find(buffer, frm)
+    c.work += max(len(buffer) - frm, 0)
+    return None
+
+
+def _finder(marker: bytes) -> Callable[[Buffer, int], int]:
+    return lambda buffer, frm: buffer.find(marker, frm)
+
+
 # -- ascii ------------------------------------------------------------------------------------
 
 MAX_REGISTRATION_LINE: Final = 256
@@ -397,6 +433,15 @@ _BINARY_CANDIDATE: Final = re.compile(
 )
 
 
+def _binary_candidate(buffer: Buffer, frm: int) -> int:
+    found = _BINARY_CANDIDATE.search(buffer, frm)
+    return -1 if found is None else found.start()
+
+
+def _binary_length(buffer: Buffer, i: int) -> int | None:
+    return 4 + int.from_bytes(buffer[i + 2 : i + 4], "big") + 3 if i + 4 <= len(buffer) else None
+
+
 class BinaryRule(Rule):
     """The binary registration packet, found anywhere in the buffer."""
 
@@ -407,26 +452,10 @@ class BinaryRule(Rule):
         # A refused one stays refused (its bytes are all there); cursor.start: the first
         # candidate not refused yet.
         c = cursor if cursor is not None else Cursor()
-        if isinstance(c.memo, int) and len(buffer) < c.start + c.memo:
-            # The waiting candidate's packet is not all there yet (memo: its length).
-            c.work += 1
-            return _Partial(c.start)
-        frm = c.start
-        found = _BINARY_CANDIDATE.search(buffer, frm)
-        while found is not None:
-            i = found.start()
-            c.work += i + 1 - frm
-            result = self._at(buffer, i, c)
-            if result is not None:
-                c.at(i)
-                if isinstance(result, _Partial) and i + 4 <= len(buffer):
-                    c.memo = 4 + int.from_bytes(buffer[i + 2 : i + 4], "big") + 3
-                return result
-            frm = i + 1
-            found = _BINARY_CANDIDATE.search(buffer, frm)
-        c.work += max(len(buffer) - frm, 0)
-        c.at(len(buffer))
-        return None
+        result = scan_candidates(buffer, c, _binary_candidate, self._at, _binary_length)
+        if result is None:
+            c.at(len(buffer))
+        return result
 
     def _at(self, buffer: Buffer, i: int, c: Cursor) -> _Result:
         if i + 4 > len(buffer):
@@ -473,28 +502,18 @@ class DlmsRule(Rule):
         # The earliest candidate that is not refused decides (a match after a waiting one
         # does not count): cursor.start is that candidate, the refused ones stay refused.
         c = cursor if cursor is not None else Cursor()
-        if isinstance(c.memo, int) and len(buffer) < c.start + c.memo:
-            # The waiting candidate's frame is not all there yet (memo: its length).
-            c.work += 1
-            return _Partial(c.start)
-        frm = c.start
-        i = buffer.find(b"\x00\x01", frm)
-        while i >= 0:
-            c.work += i + 1 - frm
-            result = self._at(buffer, i, c)
-            if result is not None:
-                c.at(i)
-                if isinstance(result, _Partial) and i + 9 <= len(buffer):
-                    c.memo = 8 + int.from_bytes(buffer[i + 6 : i + 8], "big")
-                return result
-            frm = i + 1
-            i = buffer.find(b"\x00\x01", frm)
-        c.work += max(len(buffer) - frm, 0)
+        result = scan_candidates(buffer, c, _finder(b"\x00\x01"), self._at, self._length)
+        if result is not None:
+            return result
         if buffer.endswith(b"\x00") and len(buffer) - 1 >= c.start:
             c.at(len(buffer) - 1)
             return _Partial(len(buffer) - 1)
         c.at(max(len(buffer) - 1, c.start))
         return None
+
+    @staticmethod
+    def _length(buffer: Buffer, i: int) -> int | None:
+        return 8 + int.from_bytes(buffer[i + 6 : i + 8], "big") if i + 9 <= len(buffer) else None
 
     def _at(self, buffer: Buffer, i: int, c: Cursor) -> _Result:
         header = buffer[i : i + 8]
@@ -550,25 +569,16 @@ class DlmsHdlcRule(Rule):
 
     def scan(self, buffer: Buffer, cursor: Cursor | None = None) -> _Result:
         c = cursor if cursor is not None else Cursor()
-        if isinstance(c.memo, int) and len(buffer) < c.start + c.memo:
-            # The waiting candidate's frame is not all there yet (memo: its length).
-            c.work += 1
-            return _Partial(c.start)
-        frm = c.start
-        i = buffer.find(b"\x7e", frm)
-        while i >= 0:
-            c.work += i + 1 - frm
-            result = self._at(buffer, i, c)
-            if result is not None:
-                c.at(i)
-                if isinstance(result, _Partial) and i + 3 <= len(buffer):
-                    c.memo = 2 + (int.from_bytes(buffer[i + 1 : i + 3], "big") & 0x07FF)
-                return result
-            frm = i + 1
-            i = buffer.find(b"\x7e", frm)
-        c.work += max(len(buffer) - frm, 0)
-        c.at(max(len(buffer), c.start))
-        return None
+        result = scan_candidates(buffer, c, _finder(b"\x7e"), self._at, self._length)
+        if result is None:
+            c.at(max(len(buffer), c.start))
+        return result
+
+    @staticmethod
+    def _length(buffer: Buffer, i: int) -> int | None:
+        if i + 3 > len(buffer):
+            return None
+        return 2 + (int.from_bytes(buffer[i + 1 : i + 3], "big") & 0x07FF)
 
     def _at(self, buffer: Buffer, i: int, c: Cursor) -> _Result:
         if len(buffer) < i + 3:
@@ -734,24 +744,16 @@ class Gw3761Rule(Rule):
         # cursor.start: the first 68 not refused yet; cursor.memo: the frame length of the
         # candidate there once its header is known good.
         c = cursor if cursor is not None else Cursor()
-        if isinstance(c.memo, int) and len(buffer) < c.start + c.memo:
-            c.work += 1
-            return _Partial(c.start)
-        frm = c.start
-        i = buffer.find(b"\x68", frm)
-        while i >= 0:
-            c.work += i + 1 - frm
-            result = self._at(buffer, i, c)
-            if result is not None:
-                c.at(i)
-                if isinstance(result, _Partial) and i + 6 <= len(buffer):
-                    c.memo = 8 + (int.from_bytes(buffer[i + 1 : i + 3], "little") >> 2)
-                return result
-            frm = i + 1
-            i = buffer.find(b"\x68", frm)
-        c.work += max(len(buffer) - frm, 0)
-        c.at(max(len(buffer), c.start))
-        return None
+        result = scan_candidates(buffer, c, _finder(b"\x68"), self._at, self._length)
+        if result is None:
+            c.at(max(len(buffer), c.start))
+        return result
+
+    @staticmethod
+    def _length(buffer: Buffer, i: int) -> int | None:
+        if i + 6 > len(buffer):
+            return None
+        return 8 + (int.from_bytes(buffer[i + 1 : i + 3], "little") >> 2)
 
     @staticmethod
     def _header(head: Buffer) -> bool:
@@ -813,24 +815,17 @@ class Dlt698Rule(Rule):
         # cursor.start: the earliest 68 not refused; cursor.memo: that candidate's length
         # once its header held (it waits for the rest of its frame).
         c = cursor if cursor is not None else Cursor()
-        if isinstance(c.memo, int) and len(buffer) < c.start + c.memo:
-            c.work += 1
-            return _Partial(c.start)
-        frm = c.start
-        i = buffer.find(b"\x68", frm)
-        while i >= 0:
-            c.work += i + 1 - frm
+        total = 0
+
+        def at(buffer: Buffer, i: int, c: Cursor) -> _Result:
+            nonlocal total
             result, total = self._at(buffer, i, c)
-            if result is not None:
-                c.at(i)
-                if isinstance(result, _Partial) and total:
-                    c.memo = total
-                return result
-            frm = i + 1
-            i = buffer.find(b"\x68", frm)
-        c.work += max(len(buffer) - frm, 0)
-        c.at(max(len(buffer), c.start))
-        return None
+            return result
+
+        result = scan_candidates(buffer, c, _finder(b"\x68"), at, lambda _b, _i: total)
+        if result is None:
+            c.at(max(len(buffer), c.start))
+        return result
 
     def _at(self, buffer: Buffer, i: int, c: Cursor) -> tuple[_Result, int]:
         n = len(buffer)
