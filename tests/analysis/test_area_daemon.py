@@ -44,7 +44,7 @@ from tests.analysis.test_area_balance import (
     true_load,
 )
 from tests.collect.harness import listen
-from tests.daemon.harness import Daemon, wait_for, write_config
+from tests.daemon.harness import Daemon, committed, wait_for, write_config
 from tests.inprocess import fep_main
 from tests.operator.helpers import VIEWER_TOKEN, http, write_tokens
 from tests.postgres import fresh_database
@@ -182,6 +182,10 @@ class AreaThroughTheDaemonBehaviours:
         jobs = await self.profile_jobs_done(len(METERS))
         self.assertEqual({j["status"] for j in jobs}, {"done"},
                          [j for j in jobs if j["status"] != "done"][:3])
+        # Every interval the meters gave (all but the 35 M05 and M06 withhold) committed.
+        everything = len(METERS) * len(DAYS) * 96
+        withheld = len(SHORT_GAP[1]) + len(LONG_GAP[1])
+        await committed(self.url, "SELECT count(*) FROM intervals", everything - withheld)
         results = {j["meter"]: j["result"] for j in jobs}
         first = {j["id"] for j in jobs}
         self.assertIn("3 the meter did not give", results["M05"])
@@ -222,6 +226,7 @@ class AreaThroughTheDaemonBehaviours:
         self.fep("tasks", "run-now", "profile")
         jobs = await self.profile_jobs_done(2 * len(METERS))
         self.assertEqual({j["status"] for j in jobs}, {"done"})
+        await committed(self.url, "SELECT count(*) FROM intervals", everything)
         second = {j["meter"]: j["result"] for j in jobs if j["id"] not in first}
         self.assertEqual(second["M05"], "3 of 3 missing intervals read")
         self.assertEqual(second["M06"], "32 of 32 missing intervals read")

@@ -42,7 +42,15 @@ from fep.model import Meter
 from fep.protocols.dlms.server import ServerSettings
 from fep.sim.dlms import DlmsMeterServerFactory
 from fep.sim.dlms_meter import ACTIVE_IMPORT, SimulatedDlmsMeter
-from tests.daemon.harness import Daemon, add_meters, free_port, sqlite_rows, wait_for, write_config
+from tests.daemon.harness import (
+    Daemon,
+    add_meters,
+    committed,
+    free_port,
+    sqlite_rows,
+    wait_for,
+    write_config,
+)
 from tests.inprocess import fep_main
 from tests.operator.helpers import VIEWER_TOKEN, http, write_tokens
 
@@ -147,6 +155,9 @@ class OutageThroughTheDaemonTests(unittest.TestCase):
         self.assertEqual(await self.cycle("profile", 51), {"done": [*MEMBERS, "S"]})
         # A later run reads the logs again: nothing is stored twice.
         self.assertEqual(await self.cycle("events", 51), {"done": [*MEMBERS, "S"]})
+        await committed(self.url, "SELECT count(*) FROM events WHERE kind LIKE 'power-%'", 60)
+        await committed(self.url, "SELECT count(*) FROM intervals WHERE obis = "
+                        f"'{ACTIVE_IMPORT}' AND status & 32 <> 0", 30)
 
         self.assertEqual(sqlite_rows(self.db, "SELECT kind, time, count(*) FROM events WHERE "
                                      "kind LIKE 'power-%' GROUP BY kind, time ORDER BY time",

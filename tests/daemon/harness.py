@@ -262,3 +262,33 @@ def sqlite_rows(db: Path, sql: str, *, strict: bool = False) -> list[tuple[Any, 
         return []
     finally:
         conn.close()
+
+
+def store_count(store_url: str, sql: str) -> int:
+    """``sql`` (a ``SELECT count(*) ...``) on the daemon's store at ``store_url`` (SQLite or
+    PostgreSQL), on a connection of the test's own; 0 while the store cannot answer."""
+    if store_url.startswith("sqlite:"):
+        rows = sqlite_rows(Path(store_url.removeprefix("sqlite:")), sql)
+        return int(rows[0][0]) if rows else 0
+    import psycopg2
+
+    conn = psycopg2.connect(store_url)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(sql)
+            return int(cursor.fetchone()[0])
+    except psycopg2.Error:
+        return 0
+    finally:
+        conn.close()
+
+
+async def committed(store_url: str, sql: str, expected: int, timeout: float = 60) -> None:
+    """Wait until the store holds ``expected`` rows by ``sql`` (a count): a job is done once
+    its records are in the daemon's spool, and the store commits them in its next batches,
+    on a loaded machine a little later."""
+
+    async def there() -> bool:
+        return store_count(store_url, sql) >= expected
+
+    await wait_for(there, timeout, f"{expected} rows committed ({sql})", every=0.2)
