@@ -28,12 +28,12 @@ OBIS = [ObisCode.parse(c) for c in ("1.8.0", "2.8.0", "1.8.1", "1.8.2", "32.7.0"
 WH = Unit.by_code(30)
 
 
-def make_readings(count: int, meters: int = 1000) -> list[Reading]:
+def make_readings(count: int, meters: int = 1000, start: datetime | None = None) -> list[Reading]:
     """``count`` distinct readings spread over ``meters`` meters, 15-minute clock steps from
-    the first of this UTC month (on PostgreSQL a month whose partition the schema has made,
-    as a live node's readings are)."""
+    ``start`` (default the first of this UTC month: on PostgreSQL a month whose partition the
+    schema has made, as a live node's readings are)."""
     received = datetime.now(UTC)
-    base = datetime(received.year, received.month, 1, tzinfo=UTC)
+    base = start or datetime(received.year, received.month, 1, tzinfo=UTC)
     out = []
     for i in range(count):
         meter, rest = i % meters, i // meters
@@ -48,8 +48,9 @@ def make_readings(count: int, meters: int = 1000) -> list[Reading]:
 
 
 async def ingest_rate(reactor: IStoreReactor, url: str, readings: list[Reading], batch_size: int,
-                      workdir: Path) -> float:
-    """Readings per second from Router.submit to committed rows, spool on."""
+                      workdir: Path, already: int = 0) -> float:
+    """Readings per second from Router.submit to committed rows, spool on (into a readings
+    table that holds ``already`` rows before)."""
     from twisted.internet.defer import gatherResults
 
     from fep.store import open_store
@@ -72,8 +73,9 @@ async def ingest_rate(reactor: IStoreReactor, url: str, readings: list[Reading],
     stored = await store.count("readings")
     await router.stopService()
     await store.close()
-    if stored != len(readings):
-        raise RuntimeError(f"{url}: {stored} rows stored, {len(readings)} submitted")
+    if stored != already + len(readings):
+        raise RuntimeError(f"{url}: {stored} rows stored, {already} before and "
+                           f"{len(readings)} submitted")
     return len(readings) / elapsed
 
 
@@ -301,6 +303,19 @@ def fresh_postgres(server: str, name: str = BENCH_DATABASE) -> str:
     return server.rsplit("/", 1)[0] + "/" + name
 
 
+def drop_postgres(server: str, name: str) -> None:
+    """Drop the database ``name`` on ``server`` if it is there."""
+    import psycopg2
+
+    conn = psycopg2.connect(server, connect_timeout=10)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        conn.close()
+
+
 async def ingest_rows(
     reactor: IStoreReactor,
     readings: list[Reading],
@@ -397,19 +412,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=15_000,
                         help="idle GPRS sessions held for the memory row")
     parser.add_argument("--only", choices=("ingest", "dlms", "dlt698", "decode", "listeners",
-                                           "collect", "gprs", "gw3761", "analysis"),
+                                           "collect", "gprs", "gw3761", "analysis",
+                                           "growth"),
                         help="run one group of benchmarks (default: all but listeners); "
                         "decode: the decoders alone (DLMS, AARE, IEC), no store; "
                         "collect: register collection, meters/s, SQLite and PostgreSQL; "
                         "gw3761: a concentrator's cycle through one session; "
-                        "analysis: validating and balancing a day of 96 intervals")
+                        "analysis: validating and balancing a day of 96 intervals; "
+                        "growth: ingest into a table of --growth-rows rows against an empty "
+                        "one, and bytes per stored reading and interval at that size")
     parser.add_argument("--meters", type=int, default=1000,
                         help="simulated DLMS meters of the collection row")
     parser.add_argument("--analysis-meters", type=int, default=100_000,
                         help="the analysis rows' fleet (default 100,000 meters)")
+    parser.add_argument("--growth-rows", type=int, default=10_000_000,
+                        help="readings (and as many intervals) stored before the PostgreSQL "
+                        "ingest-at-size row (default 10,000,000; --quick 1,000,000)")
+    parser.add_argument("--growth-sqlite-rows", type=int, default=1_000_000,
+                        help="likewise for SQLite (default 1,000,000; --quick 100,000)")
+    parser.add_argument("--growth-batch", type=int, default=5000,
+                        help="the ingest-at-size rows' batch size (default 5,000)")
     parser.add_argument("--quick", action="store_true",
                         help="smaller runs (the collection row: 300 meters; the analysis "
-                        "rows: 2,000 meters)")
+                        "rows: 2,000 meters; the ingest-at-size rows: 1,000,000 and 100,000 "
+                        "rows stored)")
     args = parser.parse_args(argv)
     if args.only == "listeners":
         # The junk-load bench of every listener against the real daemon (its own process).
@@ -445,6 +471,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.only == "analysis":
                 await analysis_rows(reactor, pg, workdir)
                 return
+            if args.only == "growth":
+                await growth_rows(reactor, pg, workdir)
+                return
             if args.only in (None, "collect"):
                 await collect_rows(reactor, pg, workdir)
             if args.only == "collect":
@@ -466,15 +495,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              postgres=pg, repeat=args.repeat))
             if args.only is None:
                 await analysis_rows(reactor, pg, workdir)
+                await growth_rows(reactor, pg, workdir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        if args.only in ("dlms", "dlt698", "decode", "collect", "gw3761", "analysis"):
+        if args.only in ("dlms", "dlt698", "decode", "collect", "gw3761", "analysis", "growth"):
             return
         iec_row()
 
     async def analysis_rows(reactor: IFepReactor, pg: str | None, workdir: Path) -> None:
         meters = 2_000 if args.quick else args.analysis_meters
         results.extend(await analysis_bench_rows(reactor, meters, workdir, postgres=pg))
+
+    async def growth_rows(reactor: IFepReactor, pg: str | None, workdir: Path) -> None:
+        from fep.bench_growth import postgres_growth, sqlite_growth
+
+        grown = [await sqlite_growth(
+            reactor, 100_000 if args.quick else args.growth_sqlite_rows, workdir,
+            readings=args.readings, batch=args.growth_batch, repeat=args.repeat)]
+        if pg:
+            grown.append(await postgres_growth(
+                reactor, pg, 1_000_000 if args.quick else args.growth_rows, workdir,
+                readings=args.readings, batch=args.growth_batch, repeat=args.repeat))
+        for g in grown:
+            for row in g.table():
+                results.append(row)
+                print(row, flush=True)
 
     async def collect_rows(reactor: IFepReactor, pg: str | None, workdir: Path) -> None:
         from fep.bench_collect import collection_rate

@@ -81,6 +81,7 @@ LAYERS: Mapping[str, int] = {
     "fep.bench_gw3761": TOP,
     "fep.bench_listeners": TOP,
     "fep.bench_analysis": TOP,
+    "fep.bench_growth": TOP,
 }
 
 # importer -> imported edges that go upward and cannot move yet, each with the reason. The
