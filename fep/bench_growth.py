@@ -13,7 +13,8 @@ makes them on a live node, so most rows sit in older partitions. Then, ``repeat`
 turn, the same readings of today (the ingest bench's shape: ``meters`` meters, five
 quantities, 15-minute steps from today's midnight UTC) go through the router and the store
 (spool on, one batch size) into the empty database, and the next slice of today's readings
-into the full one; the best rate of each counts, so a moment of load from elsewhere weighs on
+into the full one (at most ``rows`` / 10 readings a run, so the table stays near its size);
+the best rate of each counts, so a moment of load from elsewhere weighs on
 neither.
 
 Sizes: PostgreSQL, ``pg_total_relation_size`` (table, TOAST and the unique key's index) of
@@ -61,6 +62,12 @@ def fill_days(rows: int, meters: int) -> int:
     """Days of ``meters`` meters' 96 values a day that ``rows`` rows take (the first one
     partly)."""
     return max(1, -(-rows // (meters * STEPS)))
+
+
+def per_run(readings: int, rows: int) -> int:
+    """Readings per ingest run: at most a tenth of the rows filled, so the at-size runs
+    leave the table near the size they are measured at."""
+    return max(1, min(readings, rows // 10))
 
 
 def io_write_bytes() -> int | None:
@@ -299,6 +306,7 @@ class GrowthResult:
     full_written: float | None = None
     spool_payload: float = 0.0  # the spool journal's bytes per reading (before fsync pages)
     fill_seconds: float = 0.0
+    readings: int = 0  # per ingest run
 
     @property
     def ratio(self) -> float:
@@ -311,7 +319,9 @@ class GrowthResult:
     def table(self) -> list[tuple[str, str, str]]:
         best = f" (best of {self.repeat})" if self.repeat > 1 else ""
         case = (f"{self.rows:,} readings and {self.rows:,} intervals stored: {self.meters:,} "
-                f"meters x 96 a day over {self.days:,} day{'s' if self.days != 1 else ''}")
+                f"meters x 96 a day over {self.days:,} day{'s' if self.days != 1 else ''} "
+                f"(filled in {self.fill_seconds:,.0f} s); {self.readings:,} readings of "
+                "today per run")
         verdict = "met" if self.met else "not met"
         out = [(f"ingest at size {self.store} (spool on, batch {self.batch:,})", case,
                 f"empty table {self.empty_rate:,.0f} readings/s; at size "
@@ -363,6 +373,7 @@ async def postgres_growth(reactor: IStoreReactor, server: str, rows: int, workdi
     from fep.bench import drop_postgres, fresh_postgres
     from fep.store import open_store
 
+    readings = per_run(readings, rows)
     slices = today_readings(readings, meters, repeat + 1)
     empty_name, full_name = unique_database() + "_empty", unique_database() + "_full"
     try:
@@ -388,7 +399,8 @@ async def postgres_growth(reactor: IStoreReactor, server: str, rows: int, workdi
         drop_postgres(server, empty_name)
         drop_postgres(server, full_name)
     return GrowthResult("PostgreSQL", rows, meters, fill_days(rows, meters), empty_rate,
-                        full_rate, repeat, batch, sizes, fill_seconds=fill_seconds)
+                        full_rate, repeat, batch, sizes, fill_seconds=fill_seconds,
+                        readings=readings)
 
 
 async def sqlite_growth(reactor: IStoreReactor, rows: int, workdir: Path, *,
@@ -397,6 +409,7 @@ async def sqlite_growth(reactor: IStoreReactor, rows: int, workdir: Path, *,
     """The SQLite rows: two new files under ``workdir``."""
     from fep.store import open_store
 
+    readings = per_run(readings, rows)
     slices = today_readings(readings, meters, repeat + 1)
     full = Path(tempfile.mkdtemp(prefix="growth-full-", dir=workdir)) / "full.sqlite"
     store = open_store(f"sqlite:{full}", reactor)
@@ -428,5 +441,5 @@ async def sqlite_growth(reactor: IStoreReactor, rows: int, workdir: Path, *,
         # The median run's writes: they do not depend on the load from elsewhere.
         empty_written=sorted(empty_written)[len(empty_written) // 2] if empty_written else None,
         full_written=sorted(full_written)[len(full_written) // 2] if full_written else None,
-        spool_payload=spool_payload(slices[0]), fill_seconds=fill_seconds,
+        spool_payload=spool_payload(slices[0]), fill_seconds=fill_seconds, readings=readings,
     )
