@@ -2,7 +2,8 @@
 (SQLite and PostgreSQL, several batch sizes, spool on), meters' daily data stored per second
 through one Q/GDW 1376.1 concentrator session (``--only gw3761``, ``--quick``: 50 meters
 instead of 500) and the IEC 62056-21 readout decode rate. Prints a table; `--write
-docs/benchmarks.md` keeps it with the machine it ran on."""
+docs/benchmarks.md` keeps it with the machine it ran on, between markers of its own (the rest
+of the file, hand-written sections included, is left as it is)."""
 
 from __future__ import annotations
 
@@ -401,7 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fep.bench", description=__doc__)
     parser.add_argument("--readings", type=int, default=200_000)
     parser.add_argument("--batch-sizes", default="1000,5000,20000")
-    parser.add_argument("--write", help="also write the results as markdown to this file")
+    parser.add_argument("--write", help="also write the results as markdown to this file, "
+                        "between markers of their own (the group's, or 'all'): the rest of "
+                        "the file is kept")
     parser.add_argument("--repeat", type=int, default=3,
                         help="PostgreSQL ingest: fep and the plain COPY this many times in "
                         "turn, the best of each")
@@ -444,10 +447,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         text, met = listeners_bench(listeners=tuple(args.listeners.split(",")))
         print(text)
         if args.write:
-            with open(args.write, "a", encoding="utf-8") as out:
-                out.write(f"\n## Listener limits under junk load\n\nRun on "
-                          f"{datetime.now(UTC).strftime('%Y-%m-%d')}: {machine()}.\n\n"
-                          + text + "\n")
+            write_owned(Path(args.write), "listeners",
+                        f"## Listener limits under junk load\n\nRun on "
+                        f"{datetime.now(UTC).strftime('%Y-%m-%d')}: {machine()}.\n\n"
+                        + text + "\n")
         return 0 if met else 1
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
@@ -637,14 +640,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     if args.write:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-        Path(args.write).write_text(
-            "# Benchmarks\n\n`make bench` (`python -m fep.bench`) measures ingest throughput "
-            "from the router to committed rows, with the spool on (every batch fsynced before "
-            "it is acknowledged), and protocol decode rates.\n\n"
-            f"Run on {stamp}: {machine()}. {args.readings:,} readings per ingest run, over "
-            "1,000 meters.\n\n" + text + "\n\nTargets on this 2-core machine: at least 50,000 "
-            "readings/s into PostgreSQL and 20,000/s into SQLite.\n")
+        if args.only is None:
+            block = (
+                "`make bench` (`python -m fep.bench`) measures ingest throughput "
+                "from the router to committed rows, with the spool on (every batch fsynced "
+                "before it is acknowledged), and protocol decode rates.\n\n"
+                f"Run on {stamp}: {machine()}. {args.readings:,} readings per ingest run, over "
+                "1,000 meters.\n\n" + text + "\n\nTargets on this 2-core machine: at least "
+                "50,000 readings/s into PostgreSQL and 20,000/s into SQLite.\n")
+        else:
+            block = (f"### `python -m fep.bench --only {args.only}`\n\nRun on {stamp}: "
+                     f"{machine()}.\n\n{text}\n")
+        write_owned(Path(args.write), args.only or "all", block)
     return 0
+
+
+def write_owned(path: Path, key: str, block: str) -> None:
+    """Put ``block`` into ``path`` between the markers of ``key`` (``<!-- fep.bench KEY -->``
+    and ``<!-- /fep.bench KEY -->``), replacing what was between them and nothing else; a
+    file without them gets them at its end, a missing file is made (``# Benchmarks``)."""
+    start, end = f"<!-- fep.bench {key} -->", f"<!-- /fep.bench {key} -->"
+    owned = f"{start}\n{block.rstrip()}\n{end}"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    first = text.find(start)
+    last = text.find(end, first) if first >= 0 else -1
+    if first >= 0 and last >= 0:
+        text = text[:first] + owned + text[last + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + owned + "\n"
+    path.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":
