@@ -433,6 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "ingest-at-size row (default 10,000,000; --quick 1,000,000)")
     parser.add_argument("--growth-sqlite-rows", type=int, default=1_000_000,
                         help="likewise for SQLite (default 1,000,000; --quick 100,000)")
+    parser.add_argument("--growth-meters", type=int, default=1000,
+                        help="the fleet of the ingest-at-size rows: the fill is its meters' "
+                        "96 values a day back from yesterday (default 1,000 meters)")
     parser.add_argument("--growth-batch", type=int, default=5000,
                         help="the ingest-at-size rows' batch size (default 5,000)")
     parser.add_argument("--quick", action="store_true",
@@ -514,11 +517,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         grown = [await sqlite_growth(
             reactor, 100_000 if args.quick else args.growth_sqlite_rows, workdir,
-            readings=args.readings, batch=args.growth_batch, repeat=args.repeat)]
+            readings=args.readings, meters=args.growth_meters, batch=args.growth_batch,
+            repeat=args.repeat)]
         if pg:
             grown.append(await postgres_growth(
                 reactor, pg, 1_000_000 if args.quick else args.growth_rows, workdir,
-                readings=args.readings, batch=args.growth_batch, repeat=args.repeat))
+                readings=args.readings, meters=args.growth_meters, batch=args.growth_batch,
+                repeat=args.repeat))
         for g in grown:
             for row in g.table():
                 results.append(row)
