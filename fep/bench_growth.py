@@ -6,8 +6,10 @@ Two databases per store, each new and named for this run alone (two benches at o
 meet): an *empty* one, made again before each empty-table ingest, and a *full* one, filled
 once, fast and outside fep (server-side ``INSERT ... SELECT generate_series`` on
 PostgreSQL, ``executemany`` on SQLite), with ``rows`` readings and as many intervals: the
-15-minute values (96 a day) of ``meters`` meters, one quantity each, day after day back from
-yesterday, each day's rows in the order a daily collection brings them (meter by meter). On
+15-minute values (96 a day) of ``meters`` meters, ``quantities`` quantities each (by default
+the ingest bench's five, so every series today's readings add to has its past), day after
+day back from yesterday, each day's rows in the order a daily collection brings them (meter
+by meter, quantity by quantity). On
 PostgreSQL the months they cover get their monthly partitions first, as the partition keeper
 makes them on a live node, so most rows sit in older partitions. Then, ``repeat`` times in
 turn, the same readings of today (the ingest bench's shape: ``meters`` meters, five
@@ -39,13 +41,17 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from fep.bench_ingest import OBIS
 from fep.model import ObisCode, Reading
 
 if TYPE_CHECKING:
     from fep.reactors import IStoreReactor
 
-READING_OBIS = str(ObisCode(1, 0, 1, 8, 0))  # the forward active energy register
-INTERVAL_OBIS = str(ObisCode(1, 0, 1, 29, 0))  # the energy of each 15 minutes
+# The quantities of each meter's series: the ingest bench's registers (fep.bench.OBIS) and
+# as many interval channels (the energy of each 15 minutes).
+READING_OBIS = tuple(str(code) for code in OBIS)
+INTERVAL_OBIS = tuple(str(ObisCode(1, 0, c, 29, 0)) for c in (1, 2, 3, 4, 9))
+QUANTITIES = len(READING_OBIS)
 STEPS = 96  # 15-minute values a day
 PERIOD = 900
 # Rows per INSERT (PostgreSQL) or per transaction (SQLite) while filling.
@@ -58,10 +64,10 @@ def today(now: datetime | None = None) -> datetime:
     return datetime(now.year, now.month, now.day, tzinfo=UTC)
 
 
-def fill_days(rows: int, meters: int) -> int:
-    """Days of ``meters`` meters' 96 values a day that ``rows`` rows take (the first one
-    partly)."""
-    return max(1, -(-rows // (meters * STEPS)))
+def fill_days(rows: int, meters: int, quantities: int = QUANTITIES) -> int:
+    """Days of ``meters`` meters' 96 values a day of ``quantities`` quantities each that
+    ``rows`` rows take (the last one partly)."""
+    return max(1, -(-rows // (meters * quantities * STEPS)))
 
 
 def per_run(readings: int, rows: int) -> int:
@@ -90,7 +96,7 @@ def today_readings(count: int, meters: int, slices: int) -> list[list[Reading]]:
     """``slices`` lists of ``count`` distinct readings of today: the ingest bench's shape
     (``meters`` meters, five quantities, 15-minute steps from today's midnight UTC), each
     slice later in the day (or the next) than the one before."""
-    from fep.bench import make_readings
+    from fep.bench_ingest import make_readings
 
     every = make_readings(count * slices, meters, start=today())
     return [every[i * count:(i + 1) * count] for i in range(slices)]
@@ -105,7 +111,8 @@ _PG_PLACE = (
     "(%(start)s::timestamptz + (i / %(per_day)s) * interval '1 day'"
     " + (i %% 96) * interval '15 minutes')"
 )
-_PG_METER = "'bench-' || lpad(((i / 96) %% %(meters)s)::text, 5, '0')"
+_PG_METER = "'bench-' || lpad(((i / (96 * %(q)s)) %% %(meters)s)::text, 5, '0')"
+_PG_OBIS = "(%(obis)s::text[])[(i / 96) %% %(q)s + 1]"
 _PG_RECEIVED = (
     "%(start)s::timestamptz + (i / %(per_day)s + 1) * interval '1 day' + interval '1 hour'"
 )
@@ -113,22 +120,23 @@ _PG_RECEIVED = (
 PG_FILL_READINGS = (
     "INSERT INTO readings (meter, obis, value, value_text, value_type, unit_code, scaler,"
     " meter_time, read_at, received_time, quality, source, native_id)"
-    f" SELECT {_PG_METER}, %(obis)s, (i %% 10000000)::numeric / 10, NULL, 'D', 30, 3,"
+    f" SELECT {_PG_METER}, {_PG_OBIS}, (i %% 10000000)::numeric / 10, NULL, 'D', 30, 3,"
     f" {_PG_PLACE}, {_PG_PLACE}, {_PG_RECEIVED}, 0, 'bench', NULL"
     " FROM generate_series(%(lo)s::bigint, %(hi)s::bigint - 1) AS i"
 )
 PG_FILL_INTERVALS = (
     "INSERT INTO intervals (meter, obis, start_time, period_s, value, value_text, value_type,"
     " status, unit_code, scaler, received_time, source)"
-    f" SELECT {_PG_METER}, %(obis)s, {_PG_PLACE}, 900, (i %% 997)::numeric / 10, NULL, 'D', 0,"
+    f" SELECT {_PG_METER}, {_PG_OBIS}, {_PG_PLACE}, 900, (i %% 997)::numeric / 10, NULL, 'D', 0,"
     f" 30, 3, {_PG_RECEIVED}, 'bench'"
     " FROM generate_series(%(lo)s::bigint, %(hi)s::bigint - 1) AS i"
 )
 
 
-def fill_start(rows: int, meters: int, now: datetime | None = None) -> datetime:
+def fill_start(rows: int, meters: int, now: datetime | None = None,
+               quantities: int = QUANTITIES) -> datetime:
     """The first day's midnight: the fill ends with yesterday."""
-    return today(now) - timedelta(days=fill_days(rows, meters))
+    return today(now) - timedelta(days=fill_days(rows, meters, quantities))
 
 
 async def make_past_partitions(reactor: IStoreReactor, url: str, since: datetime) -> int:
@@ -152,7 +160,8 @@ async def make_past_partitions(reactor: IStoreReactor, url: str, since: datetime
     return made
 
 
-def fill_postgres(url: str, rows: int, meters: int, start: datetime) -> None:
+def fill_postgres(url: str, rows: int, meters: int, start: datetime,
+                  quantities: int = QUANTITIES) -> None:
     """``rows`` readings and ``rows`` intervals into the database at ``url`` from ``start``
     on, server-side, one autocommitted INSERT per ``FILL_CHUNK`` rows."""
     import psycopg2
@@ -165,8 +174,10 @@ def fill_postgres(url: str, rows: int, meters: int, start: datetime) -> None:
             for statement, obis in ((PG_FILL_READINGS, READING_OBIS),
                                     (PG_FILL_INTERVALS, INTERVAL_OBIS)):
                 for lo in range(0, rows, FILL_CHUNK):
-                    cur.execute(statement, {"start": start, "per_day": meters * STEPS,
-                                            "meters": meters, "obis": obis, "lo": lo,
+                    cur.execute(statement, {"start": start,
+                                            "per_day": meters * quantities * STEPS,
+                                            "meters": meters, "q": quantities,
+                                            "obis": list(obis[:quantities]), "lo": lo,
                                             "hi": min(rows, lo + FILL_CHUNK)})
             # As a database that has lived with its rows: vacuumed (no autovacuum of the
             # fill during the measurement) and checkpointed (no checkpoint of the fill's WAL
@@ -182,26 +193,29 @@ def fill_postgres(url: str, rows: int, meters: int, start: datetime) -> None:
 
 
 def _sqlite_rows(
-    rows: int, meters: int, start: datetime, interval: bool
+    rows: int, meters: int, start: datetime, interval: bool, quantities: int = QUANTITIES
 ) -> Iterator[tuple[Any, ...]]:
     from fep.store.rows import text_time
 
-    per_day = meters * STEPS
+    per_day = meters * quantities * STEPS
+    codes = (INTERVAL_OBIS if interval else READING_OBIS)[:quantities]
     for first in range(0, rows, per_day):
         day = start + timedelta(days=first // per_day)
         times = [text_time(day + timedelta(minutes=15 * s)) for s in range(STEPS)]
         received = text_time(day + timedelta(days=1, hours=1))
         for i in range(first, min(rows, first + per_day)):
-            meter, t = f"bench-{(i // STEPS) % meters:05d}", times[i % STEPS]
+            meter, t = f"bench-{(i // (STEPS * quantities)) % meters:05d}", times[i % STEPS]
+            obis = codes[(i // STEPS) % quantities]
             if interval:
-                yield (meter, INTERVAL_OBIS, t, PERIOD, str((i % 997) / 10), None, "D", 0, 30,
+                yield (meter, obis, t, PERIOD, str((i % 997) / 10), None, "D", 0, 30,
                        3, received, "bench")
             else:
-                yield (meter, READING_OBIS, str((i % 10_000_000) / 10), None, "D", 30, 3, t, t,
+                yield (meter, obis, str((i % 10_000_000) / 10), None, "D", 30, 3, t, t,
                        received, 0, "bench", None)
 
 
-def fill_sqlite(path: Path, rows: int, meters: int, start: datetime) -> None:
+def fill_sqlite(path: Path, rows: int, meters: int, start: datetime,
+                quantities: int = QUANTITIES) -> None:
     """``rows`` readings and ``rows`` intervals into the SQLite file (fep's schema already
     there) by ``executemany`` of the store's own statements, one transaction per
     ``FILL_CHUNK`` rows; then checkpointed."""
@@ -215,7 +229,7 @@ def fill_sqlite(path: Path, rows: int, meters: int, start: datetime) -> None:
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("PRAGMA cache_size=-262144")
         for statement, interval in ((INSERT_READING, False), (INSERT_INTERVAL, True)):
-            source = _sqlite_rows(rows, meters, start, interval)
+            source = _sqlite_rows(rows, meters, start, interval, quantities)
             while chunk := list(islice(source, FILL_CHUNK)):
                 conn.execute("BEGIN")
                 conn.executemany(statement, chunk)
@@ -307,6 +321,9 @@ class GrowthResult:
     spool_payload: float = 0.0  # the spool journal's bytes per reading (before fsync pages)
     fill_seconds: float = 0.0
     readings: int = 0  # per ingest run
+    quantities: int = QUANTITIES
+    empty_rates: tuple[float, ...] = ()  # every run's, in turn
+    full_rates: tuple[float, ...] = ()
 
     @property
     def ratio(self) -> float:
@@ -316,17 +333,25 @@ class GrowthResult:
     def met(self) -> bool:
         return self.ratio >= TARGET
 
+    def runs(self) -> str:
+        if len(self.empty_rates) < 2:
+            return ""
+        return ("; every run, empty / at size: "
+                + ", ".join(f"{e:,.0f} / {f:,.0f}"
+                            for e, f in zip(self.empty_rates, self.full_rates, strict=True)))
+
     def table(self) -> list[tuple[str, str, str]]:
         best = f" (best of {self.repeat})" if self.repeat > 1 else ""
         case = (f"{self.rows:,} readings and {self.rows:,} intervals stored: {self.meters:,} "
-                f"meters x 96 a day over {self.days:,} day{'s' if self.days != 1 else ''} "
+                f"meters x {self.quantities} quantities x 96 a day over {self.days:,} "
+                f"day{'s' if self.days != 1 else ''} "
                 f"(filled in {self.fill_seconds:,.0f} s); {self.readings:,} readings of "
                 "today per run")
         verdict = "met" if self.met else "not met"
         out = [(f"ingest at size {self.store} (spool on, batch {self.batch:,})", case,
                 f"empty table {self.empty_rate:,.0f} readings/s; at size "
                 f"{self.full_rate:,.0f} readings/s; ratio {self.ratio:.2f}{best}; target "
-                f">= {TARGET}: {verdict}")]
+                f">= {TARGET}: {verdict}{self.runs()}")]
         for s in self.sizes:
             where = (f" in {s.partitions} monthly partitions" if self.store == "PostgreSQL"
                      else "")
@@ -357,7 +382,7 @@ def spool_payload(readings: list[Reading], chunk: int = 500) -> float:
 async def _timed_ingest(reactor: IStoreReactor, url: str, readings: list[Reading], batch: int,
                         workdir: Path, already: int) -> tuple[float, float | None]:
     """fep's ingest rate, and the bytes this process wrote per reading meanwhile."""
-    from fep.bench import ingest_rate
+    from fep.bench_ingest import ingest_rate
 
     before = io_write_bytes()
     rate = await ingest_rate(reactor, url, readings, batch, workdir, already=already)
@@ -368,9 +393,9 @@ async def _timed_ingest(reactor: IStoreReactor, url: str, readings: list[Reading
 
 async def postgres_growth(reactor: IStoreReactor, server: str, rows: int, workdir: Path, *,
                           readings: int = 200_000, meters: int = 1000, batch: int = 5000,
-                          repeat: int = 3) -> GrowthResult:
+                          repeat: int = 3, quantities: int = QUANTITIES) -> GrowthResult:
     """The PostgreSQL rows: two databases of this run's own (dropped at the end)."""
-    from fep.bench import drop_postgres, fresh_postgres
+    from fep.bench_ingest import drop_postgres, fresh_postgres
     from fep.store import open_store
 
     readings = per_run(readings, rows)
@@ -378,34 +403,36 @@ async def postgres_growth(reactor: IStoreReactor, server: str, rows: int, workdi
     empty_name, full_name = unique_database() + "_empty", unique_database() + "_full"
     try:
         full = fresh_postgres(server, full_name)
-        start = fill_start(rows, meters)
+        start = fill_start(rows, meters, quantities=quantities)
         store = open_store(full, reactor)
         await store.open()  # fep's schema
         await store.close()
         await make_past_partitions(reactor, full, start)
         began = time.perf_counter()
-        fill_postgres(full, rows, meters, start)
+        fill_postgres(full, rows, meters, start, quantities)
         fill_seconds = time.perf_counter() - began
-        empty_rate = full_rate = 0.0
+        empty_rates: list[float] = []
+        full_rates: list[float] = []
         for n in range(repeat):
             empty = fresh_postgres(server, empty_name)
             rate, _ = await _timed_ingest(reactor, empty, slices[0], batch, workdir, 0)
-            empty_rate = max(empty_rate, rate)
+            empty_rates.append(rate)
             rate, _ = await _timed_ingest(reactor, full, slices[n + 1], batch, workdir,
                                           rows + n * readings)
-            full_rate = max(full_rate, rate)
+            full_rates.append(rate)
         sizes = postgres_sizes(full)
     finally:
         drop_postgres(server, empty_name)
         drop_postgres(server, full_name)
-    return GrowthResult("PostgreSQL", rows, meters, fill_days(rows, meters), empty_rate,
-                        full_rate, repeat, batch, sizes, fill_seconds=fill_seconds,
-                        readings=readings)
+    return GrowthResult("PostgreSQL", rows, meters, fill_days(rows, meters, quantities),
+                        max(empty_rates), max(full_rates), repeat, batch, sizes,
+                        fill_seconds=fill_seconds, readings=readings, quantities=quantities,
+                        empty_rates=tuple(empty_rates), full_rates=tuple(full_rates))
 
 
 async def sqlite_growth(reactor: IStoreReactor, rows: int, workdir: Path, *,
                         readings: int = 200_000, meters: int = 1000, batch: int = 5000,
-                        repeat: int = 3) -> GrowthResult:
+                        repeat: int = 3, quantities: int = QUANTITIES) -> GrowthResult:
     """The SQLite rows: two new files under ``workdir``."""
     from fep.store import open_store
 
@@ -415,29 +442,31 @@ async def sqlite_growth(reactor: IStoreReactor, rows: int, workdir: Path, *,
     store = open_store(f"sqlite:{full}", reactor)
     await store.open()  # fep's schema
     await store.close()
-    start = fill_start(rows, meters)
+    start = fill_start(rows, meters, quantities=quantities)
     began = time.perf_counter()
-    fill_sqlite(full, rows, meters, start)
+    fill_sqlite(full, rows, meters, start, quantities)
     fill_seconds = time.perf_counter() - began
-    empty_rate = full_rate = 0.0
+    empty_rates: list[float] = []
+    full_rates: list[float] = []
     empty_written: list[float] = []
     full_written: list[float] = []
     for n in range(repeat):
         empty = Path(tempfile.mkdtemp(prefix="growth-empty-", dir=workdir)) / "empty.sqlite"
         rate, written = await _timed_ingest(reactor, f"sqlite:{empty}", slices[0], batch,
                                             workdir, 0)
-        empty_rate = max(empty_rate, rate)
+        empty_rates.append(rate)
         if written is not None:
             empty_written.append(written)
         rate, written = await _timed_ingest(reactor, f"sqlite:{full}", slices[n + 1], batch,
                                             workdir, rows + n * readings)
-        full_rate = max(full_rate, rate)
+        full_rates.append(rate)
         if written is not None:
             full_written.append(written)
     sizes, file_bytes = sqlite_sizes(full)
     return GrowthResult(
-        "SQLite", rows, meters, fill_days(rows, meters), empty_rate, full_rate, repeat, batch,
-        sizes, file_bytes=file_bytes,
+        "SQLite", rows, meters, fill_days(rows, meters, quantities), max(empty_rates),
+        max(full_rates), repeat, batch, sizes, file_bytes=file_bytes, quantities=quantities,
+        empty_rates=tuple(empty_rates), full_rates=tuple(full_rates),
         # The median run's writes: they do not depend on the load from elsewhere.
         empty_written=sorted(empty_written)[len(empty_written) // 2] if empty_written else None,
         full_written=sorted(full_written)[len(full_written) // 2] if full_written else None,

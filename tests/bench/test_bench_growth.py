@@ -16,6 +16,9 @@ from twisted.internet import reactor as global_reactor
 from twisted.trial import unittest
 
 from fep.bench_growth import (
+    INTERVAL_OBIS,
+    QUANTITIES,
+    READING_OBIS,
     STEPS,
     fill_days,
     fill_sqlite,
@@ -31,11 +34,11 @@ from tests.postgres import postgres_server
 
 reactor: Any = global_reactor
 
-# 40 days of one meter's 96 values a day: the fill reaches back over at least one month
-# boundary, so rows sit in older partitions than this month's.
+# 35 days of one meter's five quantities, 96 values a day each: the fill reaches back over
+# at least one month boundary, so rows sit in older partitions than this month's.
 METERS = 1
-DAYS = 40
-ROWS = METERS * STEPS * DAYS
+DAYS = 35
+ROWS = METERS * QUANTITIES * STEPS * DAYS
 READINGS = 50  # per ingest run
 
 
@@ -52,7 +55,8 @@ def _databases(server: str, prefix: str) -> list[str]:
 class FillTests(unittest.TestCase):
     def test_the_fill_is_96_values_a_day_per_meter_ending_yesterday(self) -> None:
         self.assertEqual(fill_days(ROWS, METERS), DAYS)
-        self.assertEqual(fill_days(ROWS + 1, METERS), DAYS + 1)  # a partial first day
+        self.assertEqual(fill_days(ROWS + 1, METERS), DAYS + 1)  # a partial last day
+        self.assertEqual(fill_days(ROWS, METERS, quantities=1), DAYS * QUANTITIES)
         self.assertEqual(fill_start(ROWS, METERS), today() - timedelta(days=DAYS))
 
     async def test_sqlite_fill(self) -> None:
@@ -61,17 +65,22 @@ class FillTests(unittest.TestCase):
         store = open_store(f"sqlite:{path}", reactor)
         await store.open()
         await store.close()
-        start = fill_start(3 * STEPS * 2, 3)
-        fill_sqlite(path, 3 * STEPS * 2, 3, start)
+        # Two days of three meters with two quantities each.
+        rows = 3 * 2 * STEPS * 2
+        start = fill_start(rows, 3, quantities=2)
+        self.assertEqual(start, today() - timedelta(days=2))
+        fill_sqlite(path, rows, 3, start, quantities=2)
         conn = sqlite3.connect(path)
         try:
-            for table, column in (("readings", "read_at"), ("intervals", "start_time")):
-                rows = conn.execute(
-                    f"SELECT meter, count(*), min({column}), max({column}) FROM {table}"
-                    " GROUP BY meter ORDER BY meter").fetchall()
+            for table, column, codes in (("readings", "read_at", READING_OBIS),
+                                         ("intervals", "start_time", INTERVAL_OBIS)):
+                found = conn.execute(
+                    f"SELECT meter, obis, count(*), min({column}), max({column}) FROM {table}"
+                    " GROUP BY meter, obis ORDER BY meter, obis").fetchall()
                 last = today() - timedelta(minutes=15)
-                self.assertEqual(rows, [(f"bench-{m:05d}", 2 * STEPS, text_time(start),
-                                         text_time(last)) for m in range(3)])
+                self.assertEqual(found, sorted(
+                    (f"bench-{m:05d}", code, 2 * STEPS, text_time(start), text_time(last))
+                    for m in range(3) for code in codes[:2]))
         finally:
             conn.close()
 
@@ -107,7 +116,8 @@ class SqliteGrowthTests(unittest.TestCase):
         self.assertEqual(rows[0][0], "ingest at size SQLite (spool on, batch 20)")
         self.assertRegex(rows[0][2], r"^empty table [\d,]+ readings/s; at size [\d,]+ "
                          r"readings/s; ratio \d+\.\d\d \(best of 2\); target >= 0\.8: "
-                         r"(met|not met)$")
+                         r"(met|not met); every run, empty / at size: [\d,]+ / [\d,]+, "
+                         r"[\d,]+ / [\d,]+$")
         self.assertRegex(rows[1][2], r"^[\d,]+ bytes per stored reading$")
         self.assertRegex(rows[2][2], r"^[\d,]+ bytes per stored interval$")
 
@@ -126,7 +136,7 @@ class PostgresGrowthTests(unittest.TestCase):
         readings, intervals = result.sizes
         self.assertEqual(readings.rows, ROWS + 2 * READINGS)
         self.assertEqual(intervals.rows, ROWS)
-        # 40 days back from today reach at least the month before this one.
+        # 35 days back from today reach at least the month before this one.
         self.assertGreaterEqual(readings.partitions, 2)
         self.assertGreaterEqual(intervals.partitions, 2)
         self.assertGreater(readings.per_row, 0)
@@ -136,8 +146,8 @@ class PostgresGrowthTests(unittest.TestCase):
         self.assertEqual(_databases(server, prefix), [])
 
     async def test_past_rows_land_in_their_months_partitions_not_default(self) -> None:
-        from fep.bench import drop_postgres, fresh_postgres
         from fep.bench_growth import fill_postgres, make_past_partitions
+        from fep.bench_ingest import drop_postgres, fresh_postgres
 
         server = postgres_server()
         name = unique_database()
