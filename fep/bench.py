@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from fep.bench_ingest import (
     BENCH_DATABASE,
+    drop_run_databases,
     fresh_postgres,
     ingest_rate,
     make_readings,
@@ -372,6 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def run(reactor: IFepReactor) -> None:
         workdir = Path(tempfile.mkdtemp(prefix="fep-bench-"))
+        pg: str | None = None
         try:
             if args.only == "decode":
                 decode_rows()
@@ -411,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 await growth_rows(reactor, pg, workdir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+            if pg:
+                drop_run_databases(pg)
         if args.only in ("dlms", "dlt698", "decode", "collect", "gw3761", "analysis", "growth"):
             return
         iec_row()

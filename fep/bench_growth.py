@@ -29,7 +29,6 @@ included (its payload is given apart).
 
 from __future__ import annotations
 
-import os
 import secrets
 import sqlite3
 import tempfile
@@ -41,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from fep.bench_ingest import OBIS
+from fep.bench_ingest import BENCH_DATABASE, OBIS
 from fep.model import ObisCode, Reading
 
 if TYPE_CHECKING:
@@ -87,9 +86,10 @@ def io_write_bytes() -> int | None:
     return None
 
 
-def unique_database(prefix: str = "fep_bench_growth") -> str:
-    """A database name no other run uses: the process and a random part."""
-    return f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+def unique_database() -> str:
+    """A database name no other run uses: this run's prefix (the process and a random part)
+    and a random part of its own."""
+    return f"{BENCH_DATABASE}_growth_{secrets.token_hex(3)}"
 
 
 def today_readings(count: int, meters: int, slices: int) -> list[list[Reading]]:

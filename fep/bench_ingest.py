@@ -5,6 +5,7 @@ a run makes and drops."""
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -73,7 +74,9 @@ async def ingest_rate(reactor: IStoreReactor, url: str, readings: list[Reading],
     return len(readings) / elapsed
 
 
-BENCH_DATABASE = "fep_bench"
+# This run's databases are named from here (the process and a random part), so two benches
+# at once on one server never drop each other's; drop_run_databases removes them at the end.
+BENCH_DATABASE = f"fep_bench_{os.getpid()}_{secrets.token_hex(2)}"
 
 
 def postgres_server() -> str | None:
@@ -120,3 +123,21 @@ def drop_postgres(server: str, name: str) -> None:
         conn.close()
 
 
+
+
+def drop_run_databases(server: str, prefix: str = BENCH_DATABASE) -> list[str]:
+    """Drop this run's databases on ``server`` (``prefix`` and every ``prefix_...``); their
+    names."""
+    import psycopg2
+
+    conn = psycopg2.connect(server, connect_timeout=10)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database WHERE datname = %s"
+                        " OR starts_with(datname, %s) ORDER BY 1", (prefix, prefix + "_"))
+            names = [name for (name,) in cur.fetchall()]
+    finally:
+        conn.close()
+    for name in names:
+        drop_postgres(server, name)
+    return names

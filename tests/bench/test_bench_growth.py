@@ -28,6 +28,7 @@ from fep.bench_growth import (
     today,
     unique_database,
 )
+from fep.bench_ingest import BENCH_DATABASE
 from fep.store import open_store
 from fep.store.rows import text_time
 from tests.postgres import postgres_server
@@ -129,7 +130,7 @@ class PostgresGrowthTests(unittest.TestCase):
         server = postgres_server()
         workdir = Path(self.mktemp())
         workdir.mkdir(parents=True)
-        prefix = f"fep_bench_growth_{os.getpid()}_"
+        prefix = f"{BENCH_DATABASE}_growth_"
         result = await postgres_growth(reactor, server, ROWS, workdir, readings=READINGS,
                                        meters=METERS, batch=20, repeat=2)
         self.assertGreater(result.ratio, 0)
@@ -170,3 +171,17 @@ class PostgresGrowthTests(unittest.TestCase):
         finally:
             conn.close()
 
+
+
+class RunDatabasesTests(unittest.TestCase):
+    def test_a_run_names_its_databases_for_itself_and_drops_only_those(self) -> None:
+        from fep.bench_ingest import drop_postgres, drop_run_databases, fresh_postgres
+
+        server = postgres_server()
+        self.assertIn(f"_{os.getpid()}_", BENCH_DATABASE)
+        ours, other = BENCH_DATABASE + "_ingest", BENCH_DATABASE + "x"
+        for name in (ours, other):
+            self.addCleanup(drop_postgres, server, name)
+            fresh_postgres(server, name)
+        self.assertIn(ours, drop_run_databases(server))
+        self.assertEqual(_databases(server, BENCH_DATABASE), [other])
