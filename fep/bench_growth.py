@@ -9,15 +9,14 @@ PostgreSQL, ``executemany`` on SQLite), with ``rows`` readings and as many inter
 15-minute values (96 a day) of ``meters`` meters, ``quantities`` quantities each (by default
 the ingest bench's five, so every series today's readings add to has its past), day after
 day back from yesterday, each day's rows in the order a daily collection brings them (meter
-by meter, quantity by quantity). On
-PostgreSQL the months they cover get their monthly partitions first, as the partition keeper
-makes them on a live node, so most rows sit in older partitions. Then, ``repeat`` times in
-turn, the same readings of today (the ingest bench's shape: ``meters`` meters, five
-quantities, 15-minute steps from today's midnight UTC) go through the router and the store
-(spool on, one batch size) into the empty database, and the next slice of today's readings
+by meter, quantity by quantity). On PostgreSQL the months they cover get their monthly
+partitions first, as the partition keeper makes them on a live node, so every row sits in its
+month's partition (none in DEFAULT). Then, ``repeat`` times in turn, the same readings of
+today (the ingest bench's shape: ``meters`` meters, five quantities, 15-minute steps from
+today's midnight UTC) go through the router and the store (spool on, one batch size) into
+the empty database, and the next slice of today's readings
 into the full one (at most ``rows`` / 10 readings a run, so the table stays near its size);
-the best rate of each counts, so a moment of load from elsewhere weighs on
-neither.
+the best rate of each counts, so a moment of load from elsewhere weighs on neither.
 
 Sizes: PostgreSQL, ``pg_total_relation_size`` (table, TOAST and the unique key's index) of
 every partition over the table's rows; SQLite, the table's pages (``dbstat``) after a
@@ -46,7 +45,7 @@ from fep.model import ObisCode, Reading
 if TYPE_CHECKING:
     from fep.reactors import IStoreReactor
 
-# The quantities of each meter's series: the ingest bench's registers (fep.bench.OBIS) and
+# The quantities of each meter's series: the ingest bench's registers (bench_ingest.OBIS) and
 # as many interval channels (the energy of each 15 minutes).
 READING_OBIS = tuple(str(code) for code in OBIS)
 INTERVAL_OBIS = tuple(str(ObisCode(1, 0, c, 29, 0)) for c in (1, 2, 3, 4, 9))
@@ -66,6 +65,8 @@ def today(now: datetime | None = None) -> datetime:
 def fill_days(rows: int, meters: int, quantities: int = QUANTITIES) -> int:
     """Days of ``meters`` meters' 96 values a day of ``quantities`` quantities each that
     ``rows`` rows take (the last one partly)."""
+    if not 1 <= quantities <= QUANTITIES:
+        raise ValueError(f"quantities per meter: 1 to {QUANTITIES}, not {quantities}")
     return max(1, -(-rows // (meters * quantities * STEPS)))
 
 

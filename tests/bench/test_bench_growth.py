@@ -59,6 +59,8 @@ class FillTests(unittest.TestCase):
         self.assertEqual(fill_days(ROWS + 1, METERS), DAYS + 1)  # a partial last day
         self.assertEqual(fill_days(ROWS, METERS, quantities=1), DAYS * QUANTITIES)
         self.assertEqual(fill_start(ROWS, METERS), today() - timedelta(days=DAYS))
+        with self.assertRaises(ValueError):  # the ingest has five quantities, no more
+            fill_days(ROWS, METERS, quantities=QUANTITIES + 1)
 
     async def test_sqlite_fill(self) -> None:
         path = Path(self.mktemp())
