@@ -305,14 +305,17 @@ async def analysis_bench_rows(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fep.bench", description=__doc__)
-    parser.add_argument("--readings", type=int, default=200_000)
+    parser.add_argument("--readings", type=int, default=200_000,
+                        help="readings per ingest run (growth: at most a tenth of the rows "
+                        "stored)")
     parser.add_argument("--batch-sizes", default="1000,5000,20000")
     parser.add_argument("--write", help="also write the results as markdown to this file, "
                         "between markers of their own (the group's, or 'all'): the rest of "
                         "the file is kept")
     parser.add_argument("--repeat", type=int, default=3,
                         help="PostgreSQL ingest: fep and the plain COPY this many times in "
-                        "turn, the best of each")
+                        "turn, the best of each; growth: the empty-table and the at-size "
+                        "ingest likewise")
     parser.add_argument("--listeners", default="gprs,push_dlms,push_iec62056_21,http,ssh,control",
                         help="with --only listeners: which listeners get the junk")
     parser.add_argument("--concentrator-meters", type=int, default=200,
