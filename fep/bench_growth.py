@@ -354,7 +354,8 @@ class GrowthResult:
                 f"{self.full_rate:,.0f} readings/s; ratio {self.ratio:.2f}{best}; target "
                 f">= {TARGET}: {verdict}{self.runs()}")]
         for s in self.sizes:
-            where = (f" in {s.partitions} monthly partitions" if self.store == "PostgreSQL"
+            where = (f" in {s.partitions} monthly partition{'s' if s.partitions != 1 else ''}"
+                     if self.store == "PostgreSQL"
                      else "")
             out.append((f"storage {self.store} at size", f"{s.table}: {s.rows:,} rows{where}",
                         f"{s.per_row:,.0f} bytes per stored {s.table[:-1]}"))
