@@ -2,7 +2,8 @@
 (SQLite and PostgreSQL, several batch sizes, spool on), meters' daily data stored per second
 through one Q/GDW 1376.1 concentrator session (``--only gw3761``, ``--quick``: 50 meters
 instead of 500) and the IEC 62056-21 readout decode rate. Prints a table; `--write
-docs/benchmarks.md` keeps it with the machine it ran on."""
+docs/benchmarks.md` keeps it with the machine it ran on, between markers of its own (the rest
+of the file, hand-written sections included, is left as it is)."""
 
 from __future__ import annotations
 
@@ -15,67 +16,21 @@ import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fep.model import ObisCode, Reading, Unit
+from fep.bench_ingest import (
+    BENCH_DATABASE,
+    drop_run_databases,
+    fresh_postgres,
+    ingest_rate,
+    make_readings,
+    postgres_server,
+)
+from fep.model import Reading
 
 if TYPE_CHECKING:
     from fep.reactors import IFepReactor, IStoreReactor
-
-OBIS = [ObisCode.parse(c) for c in ("1.8.0", "2.8.0", "1.8.1", "1.8.2", "32.7.0")]
-WH = Unit.by_code(30)
-
-
-def make_readings(count: int, meters: int = 1000) -> list[Reading]:
-    """``count`` distinct readings spread over ``meters`` meters, 15-minute clock steps from
-    the first of this UTC month (on PostgreSQL a month whose partition the schema has made,
-    as a live node's readings are)."""
-    received = datetime.now(UTC)
-    base = datetime(received.year, received.month, 1, tzinfo=UTC)
-    out = []
-    for i in range(count):
-        meter, rest = i % meters, i // meters
-        obis = OBIS[rest % len(OBIS)]
-        step = rest // len(OBIS)
-        out.append(Reading(
-            meter=f"bench-{meter:05d}", obis=obis, value=Decimal(i) / 10, unit=WH, scaler=3,
-            meter_time=base + timedelta(minutes=15 * step), received_time=received,
-            source="bench",
-        ))
-    return out
-
-
-async def ingest_rate(reactor: IStoreReactor, url: str, readings: list[Reading], batch_size: int,
-                      workdir: Path) -> float:
-    """Readings per second from Router.submit to committed rows, spool on."""
-    from twisted.internet.defer import gatherResults
-
-    from fep.store import open_store
-    from fep.store.router import Router
-    from fep.store.spool import Spool
-
-    store = open_store(url, reactor)
-    await store.open()
-    # A spool of its own: a run never replays what another run left.
-    spool_dir = Path(tempfile.mkdtemp(prefix=f"spool-{batch_size}-", dir=workdir))
-    spool = Spool(spool_dir, reactor)
-    router = Router(spool, store, reactor, batch_size=batch_size, max_delay=0.01)
-    router.startService()
-    chunk = 500  # what one busy meter session or push burst hands over at once
-    started = time.perf_counter()
-    await gatherResults([router.submit(readings[i:i + chunk])
-                         for i in range(0, len(readings), chunk)])
-    await router.flush(600)
-    elapsed = time.perf_counter() - started
-    stored = await store.count("readings")
-    await router.stopService()
-    await store.close()
-    if stored != len(readings):
-        raise RuntimeError(f"{url}: {stored} rows stored, {len(readings)} submitted")
-    return len(readings) / elapsed
-
 
 # Rows one meter's day gives through a concentrator: the daily frozen forward active energy
 # (total and four tariffs) and its 96-point curve.
@@ -267,40 +222,6 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}")
 
 
-BENCH_DATABASE = "fep_bench"
-
-
-def postgres_server() -> str | None:
-    """The PostgreSQL server the benchmark may create its database on (``FEP_BENCH_POSTGRES``,
-    default the local one), or None when none answers."""
-    url = os.environ.get("FEP_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-    try:
-        import psycopg2
-
-        psycopg2.connect(url, connect_timeout=3).close()
-    except Exception as e:  # any failure means: no PostgreSQL rows in the benchmark
-        print(f"bench: no PostgreSQL ({e}); skipping its rows", file=sys.stderr)
-        return None
-    return url
-
-
-def fresh_postgres(server: str, name: str = BENCH_DATABASE) -> str:
-    """A database ``name`` on ``server``, dropped and created again, so a run starts from an
-    empty schema whatever the migrations put there (readings, the job store's tasks and
-    jobs, ...); its URL."""
-    import psycopg2
-
-    conn = psycopg2.connect(server, connect_timeout=10)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            cur.execute(f"CREATE DATABASE {name}")
-    finally:
-        conn.close()
-    return server.rsplit("/", 1)[0] + "/" + name
-
-
 async def ingest_rows(
     reactor: IStoreReactor,
     readings: list[Reading],
@@ -384,12 +305,17 @@ async def analysis_bench_rows(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fep.bench", description=__doc__)
-    parser.add_argument("--readings", type=int, default=200_000)
+    parser.add_argument("--readings", type=int, default=200_000,
+                        help="readings per ingest run (growth: at most a tenth of the rows "
+                        "stored)")
     parser.add_argument("--batch-sizes", default="1000,5000,20000")
-    parser.add_argument("--write", help="also write the results as markdown to this file")
+    parser.add_argument("--write", help="also write the results as markdown to this file, "
+                        "between markers of their own (the group's, or 'all'): the rest of "
+                        "the file is kept")
     parser.add_argument("--repeat", type=int, default=3,
                         help="PostgreSQL ingest: fep and the plain COPY this many times in "
-                        "turn, the best of each")
+                        "turn, the best of each; growth: the empty-table and the at-size "
+                        "ingest likewise")
     parser.add_argument("--listeners", default="gprs,push_dlms,push_iec62056_21,http,ssh,control",
                         help="with --only listeners: which listeners get the junk")
     parser.add_argument("--concentrator-meters", type=int, default=200,
@@ -397,19 +323,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=15_000,
                         help="idle GPRS sessions held for the memory row")
     parser.add_argument("--only", choices=("ingest", "dlms", "dlt698", "decode", "listeners",
-                                           "collect", "gprs", "gw3761", "analysis"),
+                                           "collect", "gprs", "gw3761", "analysis",
+                                           "growth"),
                         help="run one group of benchmarks (default: all but listeners); "
                         "decode: the decoders alone (DLMS, AARE, IEC), no store; "
                         "collect: register collection, meters/s, SQLite and PostgreSQL; "
                         "gw3761: a concentrator's cycle through one session; "
-                        "analysis: validating and balancing a day of 96 intervals")
+                        "analysis: validating and balancing a day of 96 intervals; "
+                        "growth: ingest into a table of --growth-rows rows against an empty "
+                        "one, and bytes per stored reading and interval at that size")
     parser.add_argument("--meters", type=int, default=1000,
                         help="simulated DLMS meters of the collection row")
     parser.add_argument("--analysis-meters", type=int, default=100_000,
                         help="the analysis rows' fleet (default 100,000 meters)")
+    parser.add_argument("--growth-rows", type=int, default=10_000_000,
+                        help="readings (and as many intervals) stored before the PostgreSQL "
+                        "ingest-at-size row (default 10,000,000; --quick 1,000,000)")
+    parser.add_argument("--growth-sqlite-rows", type=int, default=1_000_000,
+                        help="likewise for SQLite (default 1,000,000; --quick 100,000)")
+    parser.add_argument("--growth-meters", type=int, default=1000,
+                        help="the fleet of the ingest-at-size rows: the fill is its meters' "
+                        "96 values a day back from yesterday (default 1,000 meters)")
+    parser.add_argument("--growth-quantities", type=int, default=5,
+                        help="quantities per meter in the fill, 1 to 5 (default 5: the "
+                        "ingest's own, so every series it adds to has its past)")
+    parser.add_argument("--growth-batch", type=int, default=5000,
+                        help="the ingest-at-size rows' batch size (default 5,000)")
     parser.add_argument("--quick", action="store_true",
                         help="smaller runs (the collection row: 300 meters; the analysis "
-                        "rows: 2,000 meters)")
+                        "rows: 2,000 meters; the ingest-at-size rows: 1,000,000 and 100,000 "
+                        "rows stored)")
     args = parser.parse_args(argv)
     if args.only == "listeners":
         # The junk-load bench of every listener against the real daemon (its own process).
@@ -418,10 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         text, met = listeners_bench(listeners=tuple(args.listeners.split(",")))
         print(text)
         if args.write:
-            with open(args.write, "a", encoding="utf-8") as out:
-                out.write(f"\n## Listener limits under junk load\n\nRun on "
-                          f"{datetime.now(UTC).strftime('%Y-%m-%d')}: {machine()}.\n\n"
-                          + text + "\n")
+            write_owned(Path(args.write), "listeners",
+                        f"## Listener limits under junk load\n\nRun on "
+                        f"{datetime.now(UTC).strftime('%Y-%m-%d')}: {machine()}.\n\n"
+                        + text + "\n")
         return 0 if met else 1
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
@@ -433,6 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def run(reactor: IFepReactor) -> None:
         workdir = Path(tempfile.mkdtemp(prefix="fep-bench-"))
+        pg: str | None = None
         try:
             if args.only == "decode":
                 decode_rows()
@@ -444,6 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             pg = postgres_server()
             if args.only == "analysis":
                 await analysis_rows(reactor, pg, workdir)
+                return
+            if args.only == "growth":
+                await growth_rows(reactor, pg, workdir)
                 return
             if args.only in (None, "collect"):
                 await collect_rows(reactor, pg, workdir)
@@ -466,15 +413,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              postgres=pg, repeat=args.repeat))
             if args.only is None:
                 await analysis_rows(reactor, pg, workdir)
+                await growth_rows(reactor, pg, workdir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        if args.only in ("dlms", "dlt698", "decode", "collect", "gw3761", "analysis"):
+            if pg:
+                drop_run_databases(pg)
+        if args.only in ("dlms", "dlt698", "decode", "collect", "gw3761", "analysis", "growth"):
             return
         iec_row()
 
     async def analysis_rows(reactor: IFepReactor, pg: str | None, workdir: Path) -> None:
         meters = 2_000 if args.quick else args.analysis_meters
         results.extend(await analysis_bench_rows(reactor, meters, workdir, postgres=pg))
+
+    async def growth_rows(reactor: IFepReactor, pg: str | None, workdir: Path) -> None:
+        from fep.bench_growth import postgres_growth, sqlite_growth
+
+        grown = [await sqlite_growth(
+            reactor, 100_000 if args.quick else args.growth_sqlite_rows, workdir,
+            readings=args.readings, meters=args.growth_meters, batch=args.growth_batch,
+            repeat=args.repeat, quantities=args.growth_quantities)]
+        if pg:
+            grown.append(await postgres_growth(
+                reactor, pg, 1_000_000 if args.quick else args.growth_rows, workdir,
+                readings=args.readings, meters=args.growth_meters, batch=args.growth_batch,
+                repeat=args.repeat, quantities=args.growth_quantities))
+        for g in grown:
+            for row in g.table():
+                results.append(row)
+                print(row, flush=True)
 
     async def collect_rows(reactor: IFepReactor, pg: str | None, workdir: Path) -> None:
         from fep.bench_collect import collection_rate
@@ -592,14 +559,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     if args.write:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-        Path(args.write).write_text(
-            "# Benchmarks\n\n`make bench` (`python -m fep.bench`) measures ingest throughput "
-            "from the router to committed rows, with the spool on (every batch fsynced before "
-            "it is acknowledged), and protocol decode rates.\n\n"
-            f"Run on {stamp}: {machine()}. {args.readings:,} readings per ingest run, over "
-            "1,000 meters.\n\n" + text + "\n\nTargets on this 2-core machine: at least 50,000 "
-            "readings/s into PostgreSQL and 20,000/s into SQLite.\n")
+        if args.only is None:
+            block = (
+                "`make bench` (`python -m fep.bench`) measures ingest throughput "
+                "from the router to committed rows, with the spool on (every batch fsynced "
+                "before it is acknowledged), and protocol decode rates.\n\n"
+                f"Run on {stamp}: {machine()}. {args.readings:,} readings per ingest run, over "
+                "1,000 meters.\n\n" + text + "\n\nTargets on this 2-core machine: at least "
+                "50,000 readings/s into PostgreSQL and 20,000/s into SQLite.\n")
+        else:
+            block = (f"### `python -m fep.bench --only {args.only}`\n\nRun on {stamp}: "
+                     f"{machine()}.\n\n{text}\n")
+        write_owned(Path(args.write), args.only or "all", block)
     return 0
+
+
+def write_owned(path: Path, key: str, block: str) -> None:
+    """Put ``block`` into ``path`` between the markers of ``key`` (``<!-- fep.bench KEY -->``
+    and ``<!-- /fep.bench KEY -->``), replacing what was between them and nothing else; a
+    file without them gets them at its end, a missing file is made (``# Benchmarks``)."""
+    start, end = f"<!-- fep.bench {key} -->", f"<!-- /fep.bench {key} -->"
+    owned = f"{start}\n{block.rstrip()}\n{end}"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    first = text.find(start)
+    last = text.find(end, first) if first >= 0 else -1
+    if first >= 0 and last >= 0:
+        text = text[:first] + owned + text[last + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + owned + "\n"
+    path.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -81,6 +81,8 @@ LAYERS: Mapping[str, int] = {
     "fep.bench_gw3761": TOP,
     "fep.bench_listeners": TOP,
     "fep.bench_analysis": TOP,
+    "fep.bench_growth": TOP,
+    "fep.bench_ingest": TOP,
 }
 
 # importer -> imported edges that go upward and cannot move yet, each with the reason. The
