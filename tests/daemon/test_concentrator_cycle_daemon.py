@@ -130,7 +130,11 @@ class ConcentratorCycleOverGprsTests(unittest.TestCase):
         self.assertGreaterEqual(retried, 2)
         self.assertEqual(set(attempts.values()), {1})
         await daemon.logged(f"attached to DCU{DROPS} (gw3761)", 30, count=2)
-        self.assertEqual(sims[DROPS - 1].requests, sims[0].requests)
+        # At most one request more than a clean cycle: the one in flight when it hung up
+        # (received and counted by the concentrator, its answer lost). Fewer is possible on
+        # a loaded machine, where a clean cycle's request can time out and go again.
+        clean = max(s.requests for n, s in enumerate(sims, 1) if n != DROPS)
+        self.assertLessEqual(sims[DROPS - 1].requests, clean + 1)
         # Each meter behind it has its job: read at the first attempt or at the retry.
         behind = dict(sqlite_rows(db, "SELECT meter, attempts FROM jobs WHERE meter IN "
                                       f"('DCU{DROPS}-M64', 'DCU{DROPS}-M65')"))  # fmt: skip
