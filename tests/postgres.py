@@ -5,8 +5,13 @@ variable; the server on 127.0.0.1:5432 (user postgres) if it answers; a throwawa
 with ``initdb`` (as an unprivileged user, ``postgres`` when we are root) in a temp dir on a
 free port, stopped at process exit. Without any of them the test is skipped with the reason,
 except under ``CI=true`` where it fails: CI must never pass by skipping the database.
-``fresh_database(testcase)`` creates ``fep_test_<random>`` and drops it in the test's cleanup.
+``fresh_database(testcase)`` creates ``fep_test_<random>`` and drops it once the test is done.
 The shared server is never stopped.
+
+Dropping a database takes one to two seconds on this machine's server (it waits for the
+files to go): the drops run on a few threads of their own while the next tests run, and the
+test process waits for the last of them before it exits (a drop that fails is reported on
+stderr then), so no database is left behind and no test waits for one.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from glob import glob
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -162,10 +170,34 @@ def _admin(url: str, statement: str) -> None:
         conn.close()
 
 
+_dropper: ThreadPoolExecutor | None = None
+_dropper_lock = threading.Lock()
+
+
+def _report_failed_drop(name: str, done: Future[None]) -> None:
+    error = done.exception()
+    if error is not None:
+        print(f"tests.postgres: could not drop database {name}: {error}", file=sys.stderr)
+
+
+def drop_later(base: str, name: str) -> None:
+    """Drop database ``name`` on a background thread. The threads' queue is worked off
+    before the process exits (`concurrent.futures` joins its threads at interpreter exit),
+    so a test run leaves no database behind."""
+    global _dropper
+    with _dropper_lock:
+        if _dropper is None:
+            _dropper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fep-test-dropdb")
+        done = _dropper.submit(_admin, base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    done.add_done_callback(lambda d: _report_failed_drop(name, d))
+
+
 def fresh_database(testcase: Any) -> str:
-    """Create an empty database for one test and drop it in the test's cleanup."""
+    """Create an empty database for one test and drop it (in the background) once the test
+    is done: cleanups added after this one (closing the test's connections, stopping a daemon)
+    run first, and a connection still open is ended by the drop."""
     base = postgres_server()
     name = f"fep_test_{secrets.token_hex(6)}"
     _admin(base, f"CREATE DATABASE {name}")
-    testcase.addCleanup(_admin, base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    testcase.addCleanup(drop_later, base, name)
     return with_database(base, name)
