@@ -1,6 +1,6 @@
 """The parts of the test harness that keep the suite within its time (docs/testing.md, "Suite
-time"): databases dropped in the background, child Pythons keeping their bytecode, property
-tests' example counts by scale."""
+time"): databases made and dropped in the background, child Pythons keeping their bytecode,
+property tests' example counts by scale."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 import tests.scale
 from tests.daemon.harness import wait_for
-from tests.postgres import _admin, drop_later, postgres_server, with_database
+from tests.postgres import _admin, drop_later, fresh_database, postgres_server, with_database
 from tests.processes import BYTECODE_CACHE, share_child_bytecode
 from tests.scale import examples
 
@@ -34,6 +34,22 @@ class DropLaterTests(unittest.TestCase):
                 conn.close()
 
         await wait_for(gone, 30, f"database {name} to be dropped", every=0.05)
+
+
+class FreshDatabaseTests(unittest.TestCase):
+    def test_each_call_gives_a_database_of_its_own_and_empty(self) -> None:
+        # The second is the spare the first call had made in the background.
+        urls = [fresh_database(self), fresh_database(self)]
+        self.assertNotEqual(urls[0], urls[1])
+        for url in urls:
+            conn = psycopg2.connect(url)
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute("SELECT count(*) FROM information_schema.tables "
+                                   "WHERE table_schema = 'public'")
+                    self.assertEqual(cursor.fetchone(), (0,))
+            finally:
+                conn.close()
 
 
 class ChildBytecodeTests(unittest.TestCase):
