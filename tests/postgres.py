@@ -5,8 +5,15 @@ variable; the server on 127.0.0.1:5432 (user postgres) if it answers; a throwawa
 with ``initdb`` (as an unprivileged user, ``postgres`` when we are root) in a temp dir on a
 free port, stopped at process exit. Without any of them the test is skipped with the reason,
 except under ``CI=true`` where it fails: CI must never pass by skipping the database.
-``fresh_database(testcase)`` creates ``fep_test_<random>`` and drops it in the test's cleanup.
+``fresh_database(testcase)`` creates ``fep_test_<random>`` and drops it once the test is done.
 The shared server is never stopped.
+
+Dropping a database takes one to two seconds on this machine's server (it waits for the
+files to go) and creating one a few tenths: both run on a few threads of their own while the
+tests run. A test's database is dropped after it; the next test's empty database is created
+while this one runs (a spare, taken by the next ``fresh_database`` of the process). The test
+process waits for the threads before it exits and then drops a spare nobody took (a drop
+that fails is reported on stderr), so no database is left behind and no test waits for one.
 """
 
 from __future__ import annotations
@@ -18,7 +25,10 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from glob import glob
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -162,10 +172,79 @@ def _admin(url: str, statement: str) -> None:
         conn.close()
 
 
-def fresh_database(testcase: Any) -> str:
-    """Create an empty database for one test and drop it in the test's cleanup."""
-    base = postgres_server()
+_dropper: ThreadPoolExecutor | None = None
+_dropper_lock = threading.Lock()
+# Per server: the empty database the next fresh_database takes, being created meanwhile.
+_spares: dict[str, Future[str]] = {}
+_spares_dropped_at_exit = False
+
+
+def _report_failed_drop(name: str, done: Future[None]) -> None:
+    error = done.exception()
+    if error is not None:
+        print(f"tests.postgres: could not drop database {name}: {error}", file=sys.stderr)
+
+
+def _background() -> ThreadPoolExecutor:
+    global _dropper
+    if _dropper is None:
+        _dropper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fep-test-db")
+    return _dropper
+
+
+def drop_later(base: str, name: str) -> None:
+    """Drop database ``name`` on a background thread. The threads' queue is worked off
+    before the process exits (`concurrent.futures` joins its threads at interpreter exit),
+    so a test run leaves no database behind."""
+    with _dropper_lock:
+        done = _background().submit(
+            _admin, base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    done.add_done_callback(lambda d: _report_failed_drop(name, d))
+
+
+def _create_database(base: str) -> str:
     name = f"fep_test_{secrets.token_hex(6)}"
     _admin(base, f"CREATE DATABASE {name}")
-    testcase.addCleanup(_admin, base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    return name
+
+
+def _drop_spares() -> None:
+    """At exit, after the background threads are done: drop the spares nobody took."""
+    for base, spare in list(_spares.items()):
+        _spares.pop(base, None)
+        try:
+            name = spare.result()
+        except Exception:
+            continue
+        try:
+            _admin(base, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        except psycopg2.Error as e:
+            print(f"tests.postgres: could not drop database {name}: {e}", file=sys.stderr)
+
+
+def fresh_database(testcase: Any) -> str:
+    """An empty database for one test (the spare made while the previous test ran, or a
+    new one), dropped in the background once the test is done: cleanups added after this
+    one (closing the test's connections, stopping a daemon) run first, and a connection
+    still open is ended by the drop."""
+    global _spares_dropped_at_exit
+    base = postgres_server()
+    with _dropper_lock:
+        spare = _spares.pop(base, None)
+    name = None
+    if spare is not None:
+        try:
+            name = spare.result()
+        except Exception:
+            name = None  # made again below, where a failure is the test's own
+    if name is None:
+        name = _create_database(base)
+    with _dropper_lock:
+        if not _spares_dropped_at_exit:
+            # Registered after postgres_server()'s own exit handler (a throwaway cluster's
+            # stop), so it runs first.
+            atexit.register(_drop_spares)
+            _spares_dropped_at_exit = True
+        _spares[base] = _background().submit(_create_database, base)
+    testcase.addCleanup(drop_later, base, name)
     return with_database(base, name)

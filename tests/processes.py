@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,23 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+BYTECODE_CACHE = Path(tempfile.gettempdir()) / f"fep-tests-bytecode-{os.getuid()}"
+
+
+def share_child_bytecode(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Let the tests' child Pythons (the daemon under twistd, ``python -m fep.cli``, the
+    simulators) keep their compiled bytecode, when ``PYTHONDONTWRITEBYTECODE`` is set.
+
+    Without it every child compiles each module it imports from source again: about a
+    third of a daemon's start-up (fep imports most of itself), and the suite starts a few
+    hundred children. The bytecode goes to a cache of the tests' own in the temp directory
+    (``PYTHONPYCACHEPREFIX``), not next to the sources, so the checkout stays as the setting
+    asked; without the setting, Python's own ``__pycache__`` already does this."""
+    if environ.get("PYTHONDONTWRITEBYTECODE") and not environ.get("PYTHONPYCACHEPREFIX"):
+        del environ["PYTHONDONTWRITEBYTECODE"]
+        environ["PYTHONPYCACHEPREFIX"] = str(BYTECODE_CACHE)
 
 
 def child_env() -> dict[str, str]:

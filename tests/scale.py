@@ -16,3 +16,11 @@ FULL = os.environ.get("FEP_TEST_SCALE", "").strip().lower() == "full"
 def scaled(full: int, quick: int) -> int:
     """``full`` under ``FEP_TEST_SCALE=full``, else ``quick``."""
     return full if FULL else quick
+
+
+def examples(full: int) -> int:
+    """Hypothesis examples for a property test whose many examples cost seconds:
+    ``full`` under ``FEP_TEST_SCALE=full``, a quarter of it (at least 100) otherwise.
+    The property and its strategies are the same at both sizes; only how many inputs are
+    tried differs, and the fuzzing run (``make fuzz``) goes much further than either."""
+    return scaled(full, max(100, full // 4))

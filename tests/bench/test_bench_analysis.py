@@ -13,8 +13,7 @@ from twisted.trial import unittest
 
 from fep.bench import analysis_bench_rows
 from fep.bench_analysis import day_blocks, fleet
-from tests.bench.test_bench_postgres import _drop
-from tests.postgres import postgres_server
+from tests.postgres import drop_later, postgres_server
 
 reactor: Any = global_reactor
 
@@ -34,7 +33,7 @@ class AnalysisRowsTests(unittest.TestCase):
     async def test_rows_on_sqlite_and_postgres(self) -> None:
         server = postgres_server()
         name = f"fep_test_bench_{secrets.token_hex(4)}"
-        self.addCleanup(_drop, server, name)
+        self.addCleanup(drop_later, server, name)
         workdir = Path(self.mktemp())
         workdir.mkdir(parents=True)
         rows = await analysis_bench_rows(reactor, 30, workdir, postgres=server, database=name,

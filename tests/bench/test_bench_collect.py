@@ -8,25 +8,14 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 from twisted.internet import reactor as global_reactor
 from twisted.trial import unittest
 
 from fep.bench import fresh_postgres
 from fep.bench_collect import collection_rate
-from tests.postgres import postgres_server
+from tests.postgres import drop_later, postgres_server
 
 reactor: Any = global_reactor
-
-
-def _drop(server: str, name: str) -> None:
-    conn = psycopg2.connect(server, connect_timeout=10)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        conn.close()
 
 
 class CollectionRateTests(unittest.TestCase):
@@ -46,7 +35,7 @@ class CollectionRateTests(unittest.TestCase):
     async def test_postgres(self) -> None:
         server = postgres_server()
         name = f"fep_test_bench_{secrets.token_hex(4)}"
-        self.addCleanup(_drop, server, name)
+        self.addCleanup(drop_later, server, name)
         rate = await collection_rate(reactor, fresh_postgres(server, name), self.workdir(),
                                      meters=6)
         self.assertGreater(rate, 0)

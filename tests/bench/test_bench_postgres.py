@@ -14,19 +14,9 @@ from twisted.internet import reactor as global_reactor
 from twisted.trial import unittest
 
 from fep.bench import ingest_rows, make_readings
-from tests.postgres import postgres_server
+from tests.postgres import drop_later, postgres_server
 
 reactor: Any = global_reactor
-
-
-def _drop(server: str, name: str) -> None:
-    conn = psycopg2.connect(server, connect_timeout=10)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        conn.close()
 
 
 class PostgresIngestRowsTests(unittest.TestCase):
@@ -35,7 +25,7 @@ class PostgresIngestRowsTests(unittest.TestCase):
     async def test_two_batch_sizes_each_run_on_a_fresh_database(self) -> None:
         server = postgres_server()
         name = f"fep_test_bench_{secrets.token_hex(4)}"
-        self.addCleanup(_drop, server, name)
+        self.addCleanup(drop_later, server, name)
         workdir = Path(self.mktemp())
         workdir.mkdir(parents=True)
         readings = make_readings(60, meters=5)

@@ -193,6 +193,7 @@ class RoundTripTests(unittest.TestCase):
 # -- the data-line scanner against the byte-by-byte one it replaced ----------------------------
 
 from fep.protocols.iec62056_21 import readout as _readout  # noqa: E402
+from tests.scale import examples  # noqa: E402
 
 
 def _reference_parse_line(line: bytes, line_no: int, base: int) -> list[DataSet]:
@@ -237,7 +238,7 @@ def _line_outcome(parse: Any, line: bytes) -> object:
 
 
 class LineScannerTests(unittest.TestCase):
-    @settings(max_examples=1500)
+    @settings(max_examples=examples(1500))
     @given(
         st.lists(
             st.one_of(

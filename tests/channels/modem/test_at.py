@@ -38,6 +38,7 @@ from tests.channels.modem.published import (
     ZTE_CMGS_AFTER_BODY,
     ZTE_CMGS_BEFORE_PROMPT,
 )
+from tests.scale import examples
 
 
 def of(outputs: list[Output], kind: type) -> list:
@@ -416,7 +417,7 @@ class HypothesisTests(unittest.TestCase):
         self.assertEqual(len(responses), 1)
         self.assertEqual((responses[0].code, responses[0].lines), (final, tuple(lines)))
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(st.lists(st.one_of(
         st.binary(max_size=64),
         st.sampled_from([b"\r\nOK\r\n", b"\r\nCONNECT 2400\r\n", b"> ", b"\r\nNO CARRIER\r\n",

@@ -49,6 +49,7 @@ from fep.channels.modem.pdu import (
 from fep.errors import FrameError
 from tests.channels.modem.published_pdus import PDUS
 from tests.channels.modem.strategies import gsm7_text, tpdus, ucs2_text
+from tests.scale import examples
 
 
 def zone(hours: float) -> timezone:
@@ -560,7 +561,8 @@ class ReassemblyTests(unittest.TestCase):
 
 class RoundTripTests(unittest.TestCase):
     @given(tpdus)
-    @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=examples(400), deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
     def test_every_pdu_round_trips(self, tpdu: Deliver | Submit | StatusReport) -> None:
         self.assertEqual(decode_pdu(encode_pdu(tpdu)), tpdu)
 
@@ -592,7 +594,8 @@ def attrs_evolve(tpdu: object, **changes: object) -> object:
 
 class ArbitraryBytesTests(unittest.TestCase):
     @given(st.binary(max_size=200), st.sampled_from([None, *Direction]), st.booleans())
-    @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=examples(1000), deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
     def test_arbitrary_bytes_decode_or_raise_frame_error(
         self, data: bytes, direction: Direction | None, with_smsc: bool
     ) -> None:
@@ -605,7 +608,8 @@ class ArbitraryBytesTests(unittest.TestCase):
         encode_pdu(decoded)
 
     @given(tpdus, st.data())
-    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=examples(300), deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
     def test_damaged_pdus_decode_or_raise_frame_error(
         self, tpdu: Deliver | Submit | StatusReport, data: st.DataObject
     ) -> None:

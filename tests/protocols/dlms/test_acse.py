@@ -22,6 +22,7 @@ from fep.protocols.dlms.acse import (
     Mechanism,
 )
 from fep.protocols.dlms.errors import AssociationRefused, ConfirmedServiceError
+from tests.scale import examples
 
 # DLMS UA Green Book, "Encoding of the xDLMS InitiateRequest / AARQ" example (LN referencing,
 # no security, conformance 007E1F, max PDU FFFF) and the AARE that accepts it (max PDU 01F4).
@@ -473,7 +474,7 @@ class DirectDecoderTests(unittest.TestCase):
                 self.assertIsNone(acse._decode_direct(bytes.fromhex(hexed)))
                 _agrees(self, bytes.fromhex(hexed))
 
-    @settings(max_examples=1500)
+    @settings(max_examples=examples(1500))
     @given(acse_layouts())
     def test_layouts_agree_with_pyasn1(self, data: bytes) -> None:
         _agrees(self, data)
@@ -498,7 +499,7 @@ _ANY_INT = st.one_of(st.integers(-300, 300), st.integers(-(2**70), 2**70))
 class DirectEncoderTests(unittest.TestCase):
     """The direct BER encoder writes pyasn1's bytes for every record."""
 
-    @settings(max_examples=500)
+    @settings(max_examples=examples(500))
     @given(
         st.sampled_from(list(ApplicationContext)),
         st.one_of(st.none(), st.sampled_from(list(Mechanism))),
@@ -508,7 +509,7 @@ class DirectEncoderTests(unittest.TestCase):
         aarq = Aarq(context, mechanism, title, value, user)
         self.assertEqual(acse.encode_aarq(aarq), acse.encode_acse_pyasn1(aarq))
 
-    @settings(max_examples=500)
+    @settings(max_examples=examples(500))
     @given(
         st.sampled_from(list(ApplicationContext)), _ANY_INT,
         st.sampled_from(["user", "provider"]), _ANY_INT, _OPTIONAL_BYTES,

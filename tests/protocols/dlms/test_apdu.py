@@ -14,6 +14,7 @@ from fep.protocols.dlms import axdr
 from fep.protocols.dlms.axdr import CosemDate, CosemDateTime, CosemTime, Data, DataType
 from tests.protocols.dlms.fixtures import hex_fixture
 from tests.protocols.dlms.strategies import apdus
+from tests.scale import examples
 
 CLOCK = A.AttributeDescriptor(8, ObisCode.parse("0-0:1.0.0*255"), 2)
 
@@ -114,14 +115,14 @@ class PublishedApduTests(unittest.TestCase):
 
 
 class RoundTripTests(unittest.TestCase):
-    @settings(max_examples=500)
+    @settings(max_examples=examples(500))
     @given(apdus)
     def test_every_apdu_round_trips(self, apdu: A.Apdu) -> None:
         raw = A.encode_apdu(apdu)
         decoded = A.decode_apdu(raw)
         self.assertEqual(A.encode_apdu(decoded), raw)
 
-    @settings(max_examples=1500)
+    @settings(max_examples=examples(1500))
     @given(st.sampled_from([t.value for t in A.Tag]), st.binary(max_size=120))
     def test_arbitrary_bodies_give_an_apdu_or_frame_error(self, tag: int, body: bytes) -> None:
         try:

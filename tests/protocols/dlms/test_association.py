@@ -36,6 +36,7 @@ from fep.protocols.dlms.security import SecurityKeys
 from fep.protocols.dlms.server import DlmsServer, ServerSettings
 from fep.sim import dlms_meter as sim
 from tests.protocols.dlms.strategies import data_values
+from tests.scale import examples
 
 NOW = datetime(2024, 5, 2, 10, 7, 12, tzinfo=UTC)
 KEYS = SecurityKeys(bytes(range(16)), bytes(range(0xD0, 0xE0)))
@@ -303,7 +304,7 @@ class ArbitraryBytesTests(unittest.TestCase):
         if answer is not None:
             self.assertIsInstance(answer, bytes)
 
-    @settings(max_examples=400)
+    @settings(max_examples=examples(400))
     @given(data_values)
     def test_push_bodies(self, body: axdr.Data) -> None:
         try:

@@ -23,6 +23,7 @@ from fep.protocols.dlms.axdr import (
 )
 from tests.protocols.dlms.fixtures import hex_fixture
 from tests.protocols.dlms.strategies import compact_arrays, data_values, date_times, row_arrays
+from tests.scale import examples
 
 
 def _same(a: Data, b: Data) -> bool:
@@ -195,7 +196,7 @@ class MalformedInputTests(unittest.TestCase):
 
 
 class RoundTripTests(unittest.TestCase):
-    @settings(max_examples=400)
+    @settings(max_examples=examples(400))
     @given(data_values)
     def test_every_value_round_trips(self, value: Data) -> None:
         encoded = axdr.encode(value)
@@ -246,7 +247,7 @@ class RowTemplateTests(unittest.TestCase):
         finally:
             self.patch(axdr, "_row_template", _ROW_TEMPLATE)
 
-    @settings(max_examples=400)
+    @settings(max_examples=examples(400))
     @given(row_arrays())
     def test_rows_agree_with_the_general_path(self, buf: bytes) -> None:
         self.assertEqual(_decoded(buf), self._general(buf), buf.hex())
@@ -284,7 +285,7 @@ _ROW_TEMPLATE = axdr._row_template
 
 
 class DateTimeFromOctetsTests(unittest.TestCase):
-    @settings(max_examples=2000)
+    @settings(max_examples=examples(2000))
     @given(
         st.one_of(
             st.binary(min_size=12, max_size=12),

@@ -18,6 +18,7 @@ from fep.protocols.dlms import axdr, cosem
 from fep.protocols.dlms.axdr import CosemDateTime, Data, DataType
 from fep.protocols.dlms.cosem import ScalerUnit, amr_status_quality, scaled_value
 from fep.sim import dlms_meter as sim
+from tests.scale import examples
 
 COLUMNS = list(sim.LOAD_PROFILE_COLUMNS)
 UNITS = {sim.ACTIVE_IMPORT: ScalerUnit(-1, sim.WH), sim.ACTIVE_EXPORT: ScalerUnit(0, sim.WH)}
@@ -125,7 +126,7 @@ def buffers(draw: st.DrawFn) -> tuple[list[Data], int, int | None]:
 
 
 class RowLoopTests(unittest.TestCase):
-    @settings(max_examples=600, deadline=None)
+    @settings(max_examples=examples(600), deadline=None)
     @given(buffers(), st.booleans())
     def test_same_blocks_as_the_per_row_decoding(self, buffer: Any, scaled: bool) -> None:
         rows, period, default = buffer

@@ -29,6 +29,7 @@ from tests.protocols.dlms.push_reference import (
 )
 from tests.protocols.dlms.strategies import data_values, date_times, scalars
 from tests.protocols.dlms.test_push_framing import PUBLISHED, notification
+from tests.scale import examples
 
 RECEIVED = datetime(2026, 1, 1, tzinfo=UTC)
 FILED = datetime(2000, 1, 1, tzinfo=UTC)
@@ -170,7 +171,7 @@ bodies = st.one_of(
 
 
 class GeneratedListTests(unittest.TestCase, Compare):
-    @settings(max_examples=400, deadline=None)
+    @settings(max_examples=examples(400), deadline=None)
     @given(bodies, st.one_of(st.none(), date_times))
     def test_any_list(self, body: Data, stamp: CosemDateTime | None) -> None:
         self.same(self, A.DataNotification(body, stamp))
