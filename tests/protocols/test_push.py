@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from fep.model import ObisCode, Reading, Record
-from fep.protocols.push import LinkPushHandler
+from fep.protocols.session import LinkPushHandler
 
 READING = Reading("m1", ObisCode(1, 0, 1, 8, 0), 1.0, meter_time=datetime(2026, 1, 1, tzinfo=UTC))
 

@@ -110,8 +110,14 @@ from fep.protocols.dlt645.services import (
     write_data,
     write_data_1997,
 )
-from fep.protocols.push import LinkPushHandler
-from fep.protocols.session import Line, MeterSession, abort, run_session, run_session_within
+from fep.protocols.session import (
+    Line,
+    LinkPushHandler,
+    MeterSession,
+    abort,
+    run_session,
+    run_session_within,
+)
 from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.protocols.dlt645")

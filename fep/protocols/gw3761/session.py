@@ -82,8 +82,7 @@ from fep.protocols.gw3761.frames import Address
 from fep.protocols.gw3761.records import DEFAULT_TERMINAL_TZ
 from fep.protocols.gw3761.reports import Bad, ConcentratorLink, Linked, Reply, Store, point_meters
 from fep.protocols.gw3761.services import PROTOCOL, ArchiveEntry
-from fep.protocols.push import LinkPushHandler
-from fep.protocols.session import Line, MeterSession, run_session
+from fep.protocols.session import Line, LinkPushHandler, MeterSession, run_session
 from fep.ratelog import RateLimitedLog
 
 log = Logger(namespace="fep.protocols.gw3761")
