@@ -48,7 +48,6 @@ from fep.protocols.ansi_c12.c1218 import (
     BAUD_CODES,
     EXTERNAL_BAUD,
     HEADER_LEN,
-    NAK,
     STP,
     IdentifyResponse,
     Link,
@@ -918,8 +917,9 @@ class C12MeterServerProtocol(Protocol):
             # Line noise on the request: its CRC no longer matches, the link NAKs it.
             f.damage_requests -= 1
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
+        before = self.link.naks_sent
         out, events = self.link.receive(data)
-        f.naks_sent += out.count(NAK)
+        f.naks_sent += self.link.naks_sent - before
         self._write(out)
         for event in events:
             if isinstance(event, Received):

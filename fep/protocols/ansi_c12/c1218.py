@@ -870,6 +870,9 @@ class Link:
         self._attempt = 0
         self._decoder = PacketDecoder()
         self._assembler = MessageAssembler()
+        # NAKs this side sent for damaged packets (a count: a NAK byte can also stand in a
+        # packet's data, so the bytes written do not tell).
+        self.naks_sent = 0
 
     @property
     def awaiting_ack(self) -> bool:
@@ -920,6 +923,7 @@ class Link:
             if isinstance(item, FrameError):
                 # A damaged packet: ask for it again, then go on with what follows.
                 out.append(NAK)
+                self.naks_sent += 1
             else:
                 self._take(item, out, events)
         return bytes(out), events

@@ -68,6 +68,20 @@ class LinkTests(unittest.TestCase):
         self.assertEqual(link.receive(damaged), (bytes([NAK]), []))
         self.assertEqual(link.receive(answer), (bytes([ACK]), [Received(b"\x00")]))
 
+    def test_naks_sent_are_counted_not_read_from_the_bytes(self) -> None:
+        """A NAK byte (15) can stand in a packet's data (a clock at 21 h): the link counts
+        the NAKs it sends for damaged packets (the simulated meter's count came from the
+        bytes written and went up by one between 21:00 and 22:00)."""
+        link = Link(packet_size=16)
+        message = bytes([NAK]) * 20
+        link.send(message)
+        out, _ = link.receive(bytes([ACK]))
+        self.assertIn(NAK, out)
+        self.assertEqual(link.naks_sent, 0)
+        answer = Packet(b"\x00").encode()
+        link.receive(answer[:-1] + bytes([answer[-1] ^ 0xFF]))
+        self.assertEqual(link.naks_sent, 1)
+
     def test_repeated_answer_is_acked_but_not_delivered_twice(self) -> None:
         link = Link()
         answer = Packet(b"\x00", toggle=True).encode()
