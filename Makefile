@@ -25,14 +25,16 @@ typecheck: $(STAMP)
 system-deps:
 	bash .ci/system-deps
 
+# Six workers on two cores: most of the suite waits on child processes, sockets and
+# PostgreSQL, not on the CPU (docs/testing.md, "Suite time").
 unit: $(STAMP) system-deps
-	$(BIN)/trial --jobs=2 tests
+	$(BIN)/trial --jobs=6 tests
 
 test: lint typecheck unit
 
 # The acceptance-scale tests at the issues' full figures (tests/scale.py): slower.
 test-full: $(STAMP) system-deps
-	FEP_TEST_SCALE=full $(BIN)/trial --jobs=2 tests
+	FEP_TEST_SCALE=full $(BIN)/trial --jobs=6 tests
 
 demo: $(STAMP)
 	$(BIN)/python -m fep.sim.demo
