@@ -112,27 +112,20 @@ async def concentrator_rate(reactor: IFepReactor, url: str, workdir: Path,
     return meters / elapsed
 
 
-def copy_text(readings: Sequence[Reading]) -> str:
-    """The readings as the text of a plain ``COPY readings (...) FROM STDIN``: what a bulk
-    loader that owns the rows would send (the bench's reference for the database's limit)."""
-    from fep.store.rows import encode_value, text_time
+def copy_text(conn: Any, readings: Sequence[Reading]) -> str:
+    """The readings as the text of a plain ``COPY reading_rows (...) FROM STDIN``: what a
+    bulk loader that owns the rows would send (the bench's reference for the database's
+    limit): the compact rows of migration 0019, their series and source numbered first on
+    ``conn`` (committed)."""
+    from fep.store.copy import SeriesNumbers, batch_names, copy_texts
 
-    lines = []
-    for r in readings:
-        value, _text, kind = encode_value(r.value)
-        received = text_time(r.received_time)
-        meter_time = text_time(r.meter_time) if r.meter_time else "\\N"
-        read_at = received if r.meter_time is None else meter_time
-        unit = "\\N" if r.unit is None else str(r.unit.code)
-        lines.append(f"{r.meter}\t{r.obis}\t{value}\t\\N\t{kind}\t{unit}\t{r.scaler}\t"
-                     f"{meter_time}\t{read_at}\t{received}\t{int(r.quality)}\t{r.source}"
-                     "\t\\N\n")
-    return "".join(lines)
+    series, sources = SeriesNumbers().numbers(conn, *batch_names(readings))
+    return copy_texts(readings, series, sources)[0]
 
 
-COPY_READINGS = (
-    "COPY readings (meter, obis, value, value_text, value_type, unit_code, scaler, meter_time,"
-    " read_at, received_time, quality, source, native_id) FROM STDIN"
+COPY_READINGS = (  # fep.store.copy.READING_COLUMNS (that module is imported on use only)
+    "COPY reading_rows (read_at, received_time, meter_time, series, source, unit_code, scaler,"
+    " quality, value_type, value, value_text, native_id) FROM STDIN"
 )
 
 
@@ -147,8 +140,10 @@ def plain_copy_rate(url: str, readings: Sequence[Reading], connections: int = 2)
     import psycopg2
 
     share = -(-len(readings) // connections)
-    texts = [copy_text(readings[i:i + share]) for i in range(0, len(readings), share)]
-    conns = [psycopg2.connect(url, connect_timeout=10) for _ in texts]
+    conns = [psycopg2.connect(url, connect_timeout=10)
+             for _ in range(0, len(readings), share)]
+    texts = [copy_text(conn, readings[i:i + share])
+             for conn, i in zip(conns, range(0, len(readings), share), strict=True)]
     errors: list[BaseException] = []
 
     def load(conn: object, text: str) -> None:
@@ -171,7 +166,7 @@ def plain_copy_rate(url: str, readings: Sequence[Reading], connections: int = 2)
         if errors:
             raise RuntimeError(f"plain COPY failed: {errors[0]}")
         with conns[0].cursor() as cur:
-            cur.execute("SELECT count(*) FROM readings")
+            cur.execute("SELECT count(*) FROM reading_rows")
             (stored,) = cur.fetchone()
         if stored != len(readings):
             raise RuntimeError(f"plain COPY: {stored} rows stored, {len(readings)} sent")

@@ -118,19 +118,31 @@ _PG_RECEIVED = (
     "%(start)s::timestamptz + (i / %(per_day)s + 1) * interval '1 day' + interval '1 hour'"
 )
 
-PG_FILL_READINGS = (
-    "INSERT INTO readings (meter, obis, value, value_text, value_type, unit_code, scaler,"
-    " meter_time, read_at, received_time, quality, source, native_id)"
-    f" SELECT {_PG_METER}, {_PG_OBIS}, (i %% 10000000)::numeric / 10, NULL, 'D', 30, 3,"
-    f" {_PG_PLACE}, {_PG_PLACE}, {_PG_RECEIVED}, 0, 'bench', NULL"
+# Since migration 0019 the rows go to the compact tables, naming the series of their meter
+# and quantity (made first, PG_FILL_SERIES) and their source by number.
+PG_FILL_SERIES = (
+    "INSERT INTO record_series (meter, quantity)"
+    " SELECT 'bench-' || lpad(m::text, 5, '0'), q"
+    " FROM generate_series(0, %(meters)s - 1) AS m, unnest(%(obis)s::text[]) AS q"
+    " ORDER BY 1, 2 ON CONFLICT DO NOTHING;"
+    " INSERT INTO record_sources (name) VALUES ('bench') ON CONFLICT DO NOTHING"
+)
+_PG_SERIES = (
     " FROM generate_series(%(lo)s::bigint, %(hi)s::bigint - 1) AS i"
+    f" JOIN record_series s ON s.meter = {_PG_METER} AND s.quantity = {_PG_OBIS}"
+    " CROSS JOIN (SELECT id FROM record_sources WHERE name = 'bench') AS o"
+)
+PG_FILL_READINGS = (
+    "INSERT INTO reading_rows (read_at, received_time, meter_time, series, source, unit_code,"
+    " scaler, quality, value_type, value, value_text, native_id)"
+    f" SELECT {_PG_PLACE}, {_PG_RECEIVED}, {_PG_PLACE}, s.id, o.id, 30, 3, 0, 'D',"
+    f" (i %% 10000000)::numeric / 10, NULL, NULL{_PG_SERIES}"
 )
 PG_FILL_INTERVALS = (
-    "INSERT INTO intervals (meter, obis, start_time, period_s, value, value_text, value_type,"
-    " status, unit_code, scaler, received_time, source)"
-    f" SELECT {_PG_METER}, {_PG_OBIS}, {_PG_PLACE}, 900, (i %% 997)::numeric / 10, NULL, 'D', 0,"
-    f" 30, 3, {_PG_RECEIVED}, 'bench'"
-    " FROM generate_series(%(lo)s::bigint, %(hi)s::bigint - 1) AS i"
+    "INSERT INTO interval_rows (start_time, received_time, series, source, period_s, status,"
+    " unit_code, scaler, value_type, value, value_text)"
+    f" SELECT {_PG_PLACE}, {_PG_RECEIVED}, s.id, o.id, 900, 0, 30, 3, 'D',"
+    f" (i %% 997)::numeric / 10, NULL{_PG_SERIES}"
 )
 
 
@@ -174,6 +186,7 @@ def fill_postgres(url: str, rows: int, meters: int, start: datetime,
             cur.execute("SET statement_timeout = 0")
             for statement, obis in ((PG_FILL_READINGS, READING_OBIS),
                                     (PG_FILL_INTERVALS, INTERVAL_OBIS)):
+                cur.execute(PG_FILL_SERIES, {"meters": meters, "obis": list(obis[:quantities])})
                 for lo in range(0, rows, FILL_CHUNK):
                     cur.execute(statement, {"start": start,
                                             "per_day": meters * quantities * STEPS,
@@ -183,8 +196,9 @@ def fill_postgres(url: str, rows: int, meters: int, start: datetime,
             # As a database that has lived with its rows: vacuumed (no autovacuum of the
             # fill during the measurement) and checkpointed (no checkpoint of the fill's WAL
             # either).
-            cur.execute("VACUUM (ANALYZE) readings")
-            cur.execute("VACUUM (ANALYZE) intervals")
+            cur.execute("VACUUM (ANALYZE) reading_rows")
+            cur.execute("VACUUM (ANALYZE) interval_rows")
+            cur.execute("VACUUM (ANALYZE) record_series")
             try:
                 cur.execute("CHECKPOINT")
             except psycopg2.Error:  # not allowed to this user: the server's own will do
@@ -261,18 +275,20 @@ def postgres_sizes(url: str) -> list[TableSize]:
     """Readings' and intervals' rows and bytes (every partition: table, TOAST, index)."""
     import psycopg2
 
+    from fep.store.partitions import rows_table
+
     conn = psycopg2.connect(url, connect_timeout=10)
     out = []
     try:
         with conn.cursor() as cur:
             cur.execute("SET statement_timeout = 0")
             for table in ("readings", "intervals"):
-                cur.execute("SELECT count(*) FROM " + table)
+                cur.execute("SELECT count(*) FROM " + rows_table(table))
                 (rows,) = cur.fetchone()
                 cur.execute(
                     "SELECT coalesce(sum(pg_total_relation_size(relid)), 0),"
                     " count(*) FILTER (WHERE pg_relation_size(relid) > 0)"
-                    " FROM pg_partition_tree(%s::regclass) WHERE isleaf", (table,))
+                    " FROM pg_partition_tree(%s::regclass) WHERE isleaf", (rows_table(table),))
                 size, used = cur.fetchone()
                 out.append(TableSize(table, int(rows), int(size), int(used)))
     finally:

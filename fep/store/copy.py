@@ -17,6 +17,11 @@ commit (``ON COMMIT DELETE ROWS``). After such a conflict the next few batches o
 go through staging directly. Either way a row is stored once: the direct COPY stores all of
 a batch's rows or none, the staging path only the new ones.
 
+Since migration 0019 the rows go to the compact tables (``reading_rows``, ``interval_rows``,
+``event_rows``) that the views ``readings``, ``intervals`` and ``events`` read back: a row
+names its meter's quantity by a series number and its source by a source number
+(``SeriesNumbers``, kept in memory; new ones numbered before the batch's transaction).
+
 The COPY text is built once from the records, in the worker thread, one line per row. A
 connection that fails is closed and the error goes back as StoreError (the router retries
 the batch with backoff); a pooled connection found dead at its next use (the server went
@@ -28,7 +33,7 @@ from __future__ import annotations
 import io
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -48,29 +53,36 @@ from fep.store.rows import encode_value, period_seconds, text_time
 log = Logger()
 
 READING_COLUMNS = (
-    "meter, obis, value, value_text, value_type, unit_code, scaler, meter_time, read_at,"
-    " received_time, quality, source, native_id"
+    "read_at, received_time, meter_time, series, source, unit_code, scaler, quality,"
+    " value_type, value, value_text, native_id"
 )
 INTERVAL_COLUMNS = (
-    "meter, obis, start_time, period_s, value, value_text, value_type, status, unit_code,"
-    " scaler, received_time, source"
+    "start_time, received_time, series, source, period_s, status, unit_code, scaler,"
+    " value_type, value, value_text"
 )
-EVENT_COLUMNS = "meter, code, kind, severity, time, text, received_time, source"
+EVENT_COLUMNS = "time, received_time, series, source, kind, severity, text"
 
-# (table, staging table, columns, unique key)
+# (table, staging table, columns, unique key): the compact tables of migration 0019 (the
+# views readings, intervals and events read them back with meter ids and codes as text).
 TABLES = (
-    ("readings", "fep_copy_readings", READING_COLUMNS, "meter, obis, read_at"),
-    ("intervals", "fep_copy_intervals", INTERVAL_COLUMNS, "meter, obis, start_time"),
-    ("events", "fep_copy_events", EVENT_COLUMNS, "meter, code, time"),
+    ("reading_rows", "fep_copy_readings", READING_COLUMNS, "series, read_at"),
+    ("interval_rows", "fep_copy_intervals", INTERVAL_COLUMNS, "series, start_time"),
+    ("event_rows", "fep_copy_events", EVENT_COLUMNS, "series, time"),
 )
 
 # After a batch met rows already stored, this many more batches of that table go through
 # staging before a direct COPY is tried again.
 STAGED_AFTER_CONFLICT = 8
 
+# Series and source numbers kept in memory, at most (beyond, the memory starts again from
+# empty and refills from the database a batch at a time): a bound on a large fleet's cost.
+MAX_NUMBERS = 500_000
+
 _SPECIAL = re.compile(r"[\\\t\n\r\x00]")
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 NULL = "\\N"
+
+Series = tuple[str, str]  # (meter, quantity): an OBIS code's text, or an event code
 
 
 def _text(value: str | None, meter: str, column: str) -> str:
@@ -79,6 +91,11 @@ def _text(value: str | None, meter: str, column: str) -> str:
         return NULL
     if _SPECIAL.search(value) is None:
         return value
+    _no_nul(value, meter, column)
+    return value.translate(_ESCAPES)
+
+
+def _no_nul(value: str, meter: str, column: str) -> None:
     if "\x00" in value:
         # PostgreSQL text cannot hold NUL (SQLite can): say which record, clearly, rather
         # than fail the whole batch with a bare error.
@@ -86,18 +103,49 @@ def _text(value: str | None, meter: str, column: str) -> str:
             f"meter {meter}: text with a NUL character in column {column} ({value!r});"
             " PostgreSQL text cannot hold NUL"
         )
-    return value.translate(_ESCAPES)
 
 
-def copy_texts(records: Sequence[Record]) -> tuple[str, str, str]:
+def batch_names(records: Sequence[Record]) -> tuple[set[Series], set[str]]:
+    """The series (meter, OBIS or event code) and the sources a batch's rows name, their
+    text checked first (a NUL is refused, naming the record, before the database is used)."""
+    series: set[Series] = set()
+    sources: set[str] = set()
+    codes: dict[ObisCode, str] = {}
+    for r in records:
+        kind = type(r)
+        if kind is Reading or kind is IntervalBlock:
+            assert isinstance(r, (Reading, IntervalBlock))
+            obis = codes.get(r.obis)
+            if obis is None:
+                obis = codes[r.obis] = str(r.obis)
+            series.add((r.meter, obis))
+        elif kind is MeterEvent:
+            assert isinstance(r, MeterEvent)
+            series.add((r.meter, r.code))
+        else:
+            raise StoreError(f"cannot store a {kind.__name__}")
+        sources.add(r.source)
+    for meter, quantity in series:
+        _no_nul(meter, meter, "meter")
+        _no_nul(quantity, meter, "obis/code")
+    for source in sources:
+        _no_nul(source, "?", "source")
+    return series, sources
+
+
+def copy_texts(
+    records: Sequence[Record], series: Mapping[Series, int], sources: Mapping[str, int]
+) -> tuple[str, str, str]:
     """The COPY text of the readings, intervals and events of a batch, built in one pass
-    (times, OBIS codes and meter ids repeat within a batch and are formatted once each)."""
+    (times, OBIS codes, series and sources repeat within a batch and are formatted once
+    each); ``series`` and ``sources`` number every one the batch names (``batch_names``)."""
     readings: list[str] = []
     intervals: list[str] = []
     events: list[str] = []
     times: dict[datetime, str] = {}
     codes: dict[ObisCode, str] = {}
-    meters: dict[str, str] = {}
+    numbers: dict[tuple[str, Any], str] = {}
+    source_numbers: dict[str, str] = {}
 
     def when(value: datetime) -> str:
         text = times.get(value)
@@ -105,10 +153,22 @@ def copy_texts(records: Sequence[Record]) -> tuple[str, str, str]:
             text = times[value] = text_time(value)
         return text
 
-    def meter_of(meter: str) -> str:
-        text = meters.get(meter)
+    def series_of(meter: str, quantity: Any) -> str:
+        text = numbers.get((meter, quantity))
         if text is None:
-            text = meters[meter] = _text(meter, meter, "meter")
+            if isinstance(quantity, ObisCode):
+                code = codes.get(quantity)
+                if code is None:
+                    code = codes[quantity] = str(quantity)
+            else:
+                code = quantity
+            text = numbers[(meter, quantity)] = str(series[(meter, code)])
+        return text
+
+    def source_of(source: str) -> str:
+        text = source_numbers.get(source)
+        if text is None:
+            text = source_numbers[source] = str(sources[source])
         return text
 
     for r in records:
@@ -123,31 +183,23 @@ def copy_texts(records: Sequence[Record]) -> tuple[str, str, str]:
                 number = NULL if encoded[0] is None else encoded[0]
                 text = _text(encoded[1], r.meter, "value_text")
                 value_type = encoded[2]
-            obis = codes.get(r.obis)
-            if obis is None:
-                obis = codes[r.obis] = str(r.obis)
             received = when(r.received_time)
             meter_time = NULL if r.meter_time is None else when(r.meter_time)
             unit = r.unit
-            source = r.source
             readings.append(
-                f"{meter_of(r.meter)}\t{obis}\t{number}\t{text}\t{value_type}\t"
-                f"{NULL if unit is None else unit.code}\t{r.scaler}\t{meter_time}\t"
                 f"{received if r.meter_time is None else meter_time}\t{received}\t"
-                f"{int(r.quality)}\t"
-                f"{source if _SPECIAL.search(source) is None else _text(source, r.meter, 'source')}"
-                f"\t{_text(r.native_id, r.meter, 'native_id')}\n"
+                f"{meter_time}\t{series_of(r.meter, r.obis)}\t{source_of(r.source)}\t"
+                f"{NULL if unit is None else unit.code}\t{r.scaler}\t{int(r.quality)}\t"
+                f"{value_type}\t{number}\t{text}\t{_text(r.native_id, r.meter, 'native_id')}\n"
             )
         elif kind is IntervalBlock:
             assert isinstance(r, IntervalBlock)
-            meter = meter_of(r.meter)
-            obis = str(r.obis)
             period = period_seconds(r.period, r)
             unit_text = NULL if r.unit is None else str(r.unit.code)
             received = when(r.received_time)
-            source = _text(r.source, r.meter, "source")
-            head = f"{meter}\t{obis}\t"
-            tail = f"\t{unit_text}\t{r.scaler}\t{received}\t{source}\n"
+            middle = (f"\t{received}\t{series_of(r.meter, r.obis)}\t{source_of(r.source)}\t"
+                      f"{period}\t")
+            scaled = f"\t{unit_text}\t{r.scaler}\t"
             for start, v, status in r.intervals():
                 if type(v) is Decimal:
                     number, text, value_type = str(v), NULL, "D"
@@ -157,21 +209,89 @@ def copy_texts(records: Sequence[Record]) -> tuple[str, str, str]:
                     text = _text(encoded[1], r.meter, "value_text")
                     value_type = encoded[2]
                 intervals.append(
-                    f"{head}{when(start)}\t{period}\t{number}\t{text}\t{value_type}\t"
-                    f"{int(status)}{tail}"
+                    f"{when(start)}{middle}{int(status)}{scaled}{value_type}\t{number}\t"
+                    f"{text}\n"
                 )
         elif kind is MeterEvent:
             assert isinstance(r, MeterEvent)
             events.append(
-                f"{meter_of(r.meter)}\t{_text(r.code, r.meter, 'code')}\t"
-                f"{_text(str(r.kind), r.meter, 'kind')}\t"
-                f"{_text(str(r.severity), r.meter, 'severity')}\t{when(r.time)}\t"
-                f"{_text(r.text, r.meter, 'text')}\t{when(r.received_time)}\t"
-                f"{_text(r.source, r.meter, 'source')}\n"
+                f"{when(r.time)}\t{when(r.received_time)}\t{series_of(r.meter, r.code)}\t"
+                f"{source_of(r.source)}\t{_text(str(r.kind), r.meter, 'kind')}\t"
+                f"{_text(str(r.severity), r.meter, 'severity')}\t"
+                f"{_text(r.text, r.meter, 'text')}\n"
             )
         else:
             raise StoreError(f"cannot store a {kind.__name__}")
     return "".join(readings), "".join(intervals), "".join(events)
+
+
+class SeriesNumbers:
+    """The numbers ``record_series`` and ``record_sources`` give series and sources, kept
+    in memory by the writer's threads (at most ``MAX_NUMBERS`` of each). A name not known
+    yet is numbered in a short transaction of its own before the batch's: a number, once
+    committed, is never taken back, so a batch that fails later leaves no row pointing at
+    a number that does not exist. Names are inserted in sorted order, so two writers (or
+    two nodes) numbering the same new names wait for each other, never deadlock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.series: dict[Series, int] = {}
+        self.sources: dict[str, int] = {}
+        self.lookups = 0  # round trips to number new names (tests look at it)
+
+    def numbers(
+        self, conn: Any, series: set[Series], sources: set[str]
+    ) -> tuple[dict[Series, int], dict[str, int]]:
+        """The numbers of ``series`` and ``sources``, from memory or from the database."""
+        with self._lock:
+            known_series = {s: self.series[s] for s in series if s in self.series}
+            known_sources = {s: self.sources[s] for s in sources if s in self.sources}
+        new_series = sorted(series.difference(known_series))
+        new_sources = sorted(sources.difference(known_sources))
+        if not new_series and not new_sources:
+            return known_series, known_sources
+        self.lookups += 1
+        try:
+            with conn.cursor() as cur:
+                if new_series:
+                    meters = [m for m, _ in new_series]
+                    quantities = [q for _, q in new_series]
+                    cur.execute(
+                        "INSERT INTO record_series (meter, quantity) SELECT * FROM"
+                        " unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+                        (meters, quantities))
+                    cur.execute(
+                        "SELECT s.meter, s.quantity, s.id FROM record_series s"
+                        " JOIN unnest(%s::text[], %s::text[]) AS w (meter, quantity)"
+                        " ON s.meter = w.meter AND s.quantity = w.quantity",
+                        (meters, quantities))
+                    for meter, quantity, number in cur.fetchall():
+                        known_series[(meter, quantity)] = int(number)
+                if new_sources:
+                    cur.execute(
+                        "INSERT INTO record_sources (name) SELECT * FROM unnest(%s::text[])"
+                        " ON CONFLICT DO NOTHING", (new_sources,))
+                    cur.execute(
+                        "SELECT name, id FROM record_sources WHERE name = ANY(%s::text[])",
+                        (new_sources,))
+                    for name, number in cur.fetchall():
+                        known_sources[name] = int(number)
+            conn.commit()
+        except BaseException:
+            if not conn.closed:
+                try:
+                    conn.rollback()
+                except psycopg2.Error:
+                    pass
+            raise
+        with self._lock:
+            if len(self.series) + len(new_series) > MAX_NUMBERS:
+                self.series.clear()
+            if len(self.sources) + len(new_sources) > MAX_NUMBERS:
+                self.sources.clear()
+            self.series.update((s, known_series[s]) for s in new_series)
+            self.sources.update((s, known_sources[s]) for s in new_sources)
+        return known_series, known_sources
 
 
 def _options(dsn: str, query_timeout: float) -> dict[str, Any]:
@@ -222,6 +342,7 @@ class CopyWriter:
         # Tables whose next batches go through staging, and how many more (a dict the
         # threads share: a lost update only changes which path a batch takes).
         self._staged_next: dict[str, int] = {}
+        self.numbers = SeriesNumbers()
         self.connects = 0  # connections made (tests look at it)
         self.direct_batches = 0  # table batches copied straight in / through staging
         self.staged_batches = 0
@@ -330,16 +451,19 @@ class CopyWriter:
             pass
 
     def _write(self, records: Sequence[Record]) -> int:
-        texts = copy_texts(records)  # RecordRejected before any connection is used
-        if not any(texts):
+        if not records:
             return 0
+        names = batch_names(records)  # RecordRejected before any connection is used
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         fresh = conn is None
         if conn is None:
             conn = self._connect()
         try:
-            new = self._transaction(conn, texts)
+            new = self._transaction(conn, self._texts(conn, records, names))
+        except RecordRejected:
+            self._put_back(conn)  # the connection is fine: a record of the batch is not
+            raise
         except psycopg2.Error as e:
             dead = bool(conn.closed)
             self._discard(conn)
@@ -352,7 +476,7 @@ class CopyWriter:
                      error=str(e).strip())
             conn = self._connect()
             try:
-                new = self._transaction(conn, texts)
+                new = self._transaction(conn, self._texts(conn, records, names))
             except BaseException:
                 self._discard(conn)
                 raise
@@ -361,6 +485,12 @@ class CopyWriter:
             raise
         self._put_back(conn)
         return new
+
+    def _texts(
+        self, conn: Any, records: Sequence[Record], names: tuple[set[Series], set[str]]
+    ) -> tuple[str, str, str]:
+        series, sources = self.numbers.numbers(conn, *names)
+        return copy_texts(records, series, sources)
 
     def _copy(self, cur: Any, sql: str, text: str) -> None:
         cur.copy_expert(sql, io.StringIO(text), size=65536)

@@ -4,7 +4,12 @@ dropped by the retention setting.
 Since migration 0015, ``readings``, ``intervals`` and ``events`` are partitioned by range of
 their time column, one partition per UTC month (``readings_p2027_01``) and a DEFAULT
 partition (``readings_default``) for any row no monthly partition covers, so no row is ever
-refused for its time. fep makes each month's partition ahead (``ensure_partitions``: this
+refused for its time. Since migration 0019 the rows live in ``reading_rows``,
+``interval_rows`` and ``event_rows`` (compact, keyed by series numbers) behind views with the
+old names; the partitions kept their names, and this module speaks of the record tables by
+those names (``readings``) while it changes the tables that hold the rows.
+
+fep makes each month's partition ahead (``ensure_partitions``: this
 month and ``months_ahead`` more), each in a transaction of its own under an advisory lock,
 so several nodes sharing one database make it once. PostgreSQL refuses a partition whose
 range already has rows in DEFAULT: a partition is made as a plain table, the rows of its
@@ -34,8 +39,17 @@ from fep.errors import StoreError
 
 log = Logger()
 
-# (table, the time column it is partitioned by)
-PARTITIONED = (("readings", "read_at"), ("intervals", "start_time"), ("events", "time"))
+# (record table, the partitioned table that holds its rows, the time column it is
+# partitioned by). Partitions and messages are named for the record table.
+PARTITIONED = (("readings", "reading_rows", "read_at"),
+               ("intervals", "interval_rows", "start_time"),
+               ("events", "event_rows", "time"))
+ROWS_TABLE = {table: rows for table, rows, _ in PARTITIONED}
+
+
+def rows_table(table: str) -> str:
+    """The partitioned table holding ``table``'s rows (``readings`` -> ``reading_rows``)."""
+    return ROWS_TABLE.get(table, table)
 
 # Serialises partition changes of every fep node on one database (any number will do as
 # long as every node uses the same one).
@@ -127,7 +141,7 @@ async def partitions_of(cursor: Any, table: str) -> list[Partition]:
         "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
         " JOIN pg_class c ON c.oid = i.inhrelid"
         " WHERE i.inhparent = %s::regclass ORDER BY c.relname",
-        (table,),
+        (rows_table(table),),
     )
     return [parse_partition(table, name, bound) for name, bound in cursor.fetchall()]
 
@@ -138,7 +152,7 @@ async def default_rows(cursor: Any, table: str) -> int:
     await cursor.execute(
         "SELECT partdefid::regclass::text FROM pg_partitioned_table"
         " WHERE partrelid = %s::regclass AND partdefid <> 0",
-        (table,),
+        (rows_table(table),),
     )
     row = cursor.fetchone()
     if row is None:
@@ -158,10 +172,11 @@ async def create_partition(cursor: Any, table: str, column: str, month: datetime
     that month out of DEFAULT into it and returns how many."""
     await _lock(cursor)
     name = partition_name(table, month)
+    rows = rows_table(table)
     await cursor.execute(
         "SELECT to_regclass(%(name)s) IS NOT NULL, EXISTS (SELECT 1 FROM pg_inherits"
         " WHERE inhrelid = to_regclass(%(name)s) AND inhparent = %(table)s::regclass)",
-        {"name": name, "table": table},
+        {"name": name, "table": rows},
     )
     exists, attached = cursor.fetchone()
     if exists:
@@ -174,13 +189,13 @@ async def create_partition(cursor: Any, table: str, column: str, month: datetime
     await cursor.execute(
         "SELECT partdefid::regclass::text FROM pg_partitioned_table"
         " WHERE partrelid = %s::regclass AND partdefid <> 0",
-        (table,),
+        (rows,),
     )
     row = cursor.fetchone()
     lower, upper = month, add_months(month, 1)
     within = f"{column} >= %(lower)s AND {column} < %(upper)s"
     bounds = {"lower": lower, "upper": upper}
-    await cursor.execute(f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS)")
+    await cursor.execute(f"CREATE TABLE {name} (LIKE {rows} INCLUDING DEFAULTS)")
     # The range as a constraint lets ATTACH skip checking the rows one by one.
     await cursor.execute(f"ALTER TABLE {name} ADD CONSTRAINT {name}_range CHECK ({within})",
                          bounds)
@@ -197,7 +212,7 @@ async def create_partition(cursor: Any, table: str, column: str, month: datetime
         )
         moved = max(0, int(cursor.rowcount))
     await cursor.execute(
-        f"ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM (%(lower)s) TO (%(upper)s)",
+        f"ALTER TABLE {rows} ATTACH PARTITION {name} FOR VALUES FROM (%(lower)s) TO (%(upper)s)",
         bounds,
     )
     await cursor.execute(f"ALTER TABLE {name} DROP CONSTRAINT {name}_range")
@@ -213,7 +228,8 @@ async def _remove(cursor: Any, partition: Partition, action: str) -> bool:
     if action == "drop":
         await cursor.execute(f"DROP TABLE {partition.name}")
     else:
-        await cursor.execute(f"ALTER TABLE {partition.table} DETACH PARTITION {partition.name}")
+        await cursor.execute(
+            f"ALTER TABLE {rows_table(partition.table)} DETACH PARTITION {partition.name}")
     return True
 
 
@@ -241,7 +257,7 @@ async def ensure_partitions(store: Any, now: datetime, months_ahead: int) -> lis
     record table, where missing; one transaction each."""
     changes: list[Change] = []
     first = month_start(now)
-    for table, column in PARTITIONED:
+    for table, _, column in PARTITIONED:
         for n in range(months_ahead + 1):
             month = add_months(first, n)
             moved = await store.interact(create_partition, table, column, month)
@@ -260,7 +276,7 @@ async def apply_retention(
         raise StoreError(f"retention action must be one of {', '.join(ACTIONS)}, not {action!r}")
     done = "dropped" if action == "drop" else "detached"
     out: dict[str, list[Change]] = {}
-    for table, _ in PARTITIONED:
+    for table, _, _ in PARTITIONED:
         out[table] = []
         for p in expired(await store.interact(partitions_of, table), cutoff):
             if dry_run:

@@ -43,6 +43,7 @@ from fep.model import (
 from fep.reactors import IStoreReactor
 from fep.store import migrations, redact_url
 from fep.store.copy import CopyWriter
+from fep.store.partitions import rows_table
 from fep.store.rows import (
     TABLES,
     IntervalRow,
@@ -588,7 +589,8 @@ class PostgresStore:
             return fail(StoreError(f"{self.url}: no table {table!r} (one of {', '.join(TABLES)})"))
 
         async def query(cursor: Any) -> int:
-            await cursor.execute(f"SELECT count(*) FROM {table}")
+            # The compact table itself: every row of it is a row of the view (no join).
+            await cursor.execute(f"SELECT count(*) FROM {rows_table(table)}")
             (n,) = cursor.fetchone()
             return int(n)
 

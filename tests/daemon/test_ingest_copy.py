@@ -16,14 +16,15 @@ from tests.daemon.harness import Daemon, add_meters, wait_for, write_config
 from tests.daemon.test_daemon import pushing_meter, start_pushers
 from tests.postgres import fresh_database
 
-# Each row stored in readings costs the server this much longer (a trigger the test adds),
-# so a batch's COPY transaction lasts long enough to be caught under way and killed.
+# Each row stored in reading_rows (the rows behind the readings view) costs the server this
+# much longer (a trigger the test adds), so a batch's COPY transaction lasts long enough to be
+# caught under way and killed.
 ROW_DELAY = 0.003
 
 ACTIVE_COPY_TRANSACTION = (
     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
     " AND state = 'active' AND application_name = 'fep'"
-    " AND (query LIKE 'COPY readings %' OR query LIKE 'INSERT INTO readings %')"
+    " AND (query LIKE 'COPY reading_rows %' OR query LIKE 'INSERT INTO reading_rows %')"
 )
 
 
@@ -46,7 +47,7 @@ class DaemonKilledDuringCopyTests(unittest.TestCase):
         cursor.execute(
             "CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS"
             f" $$ BEGIN PERFORM pg_sleep({ROW_DELAY}); RETURN NEW; END $$;"
-            " CREATE TRIGGER slow_row BEFORE INSERT ON readings"
+            " CREATE TRIGGER slow_row BEFORE INSERT ON reading_rows"
             " FOR EACH ROW EXECUTE FUNCTION slow_row()"
         )
 
@@ -86,7 +87,7 @@ class DaemonKilledDuringCopyTests(unittest.TestCase):
                            "the batch being copied was not in the spool")
         self.assertEqual(len(committed), len(set(committed)))
 
-        cursor.execute("DROP TRIGGER slow_row ON readings")
+        cursor.execute("DROP TRIGGER slow_row ON reading_rows")
         restarted = Daemon(config, workdir)
         restarted.start()
         self.addCleanup(restarted.kill)

@@ -1,11 +1,11 @@
-"""PostgreSQL record tables partitioned by month (migration 0015, fep.store.partitions): every
-row kept by the migration, the unique key as the one index serving the per-meter queries,
+"""PostgreSQL record tables partitioned by month (migration 0015, fep.store.partitions) and
+kept as compact rows behind views (migration 0019): every row kept by the migrations, the
+unique key as the one index serving the per-meter queries,
 partitions made ahead (rows waiting in DEFAULT moved), retention, and the daemon's keeper on a
 fake clock."""
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -23,7 +23,6 @@ from fep.errors import StoreError
 from fep.model import EventKind, IntervalBlock, MeterEvent, ObisCode, Reading, Record, Severity
 from fep.store import migrations
 from fep.store import partitions as partitions_module
-from fep.store.copy import EVENT_COLUMNS, INTERVAL_COLUMNS, READING_COLUMNS, copy_texts
 from fep.store.partitions import (
     Partition,
     PartitionKeeper,
@@ -36,8 +35,10 @@ from fep.store.partitions import (
     parse_partition,
     partitions_of,
     retention_cutoff,
+    rows_table,
 )
 from fep.store.postgres import PostgresStore
+from fep.store.rows import encode_value, period_seconds
 from tests.postgres import fresh_database
 from tests.store.behaviours import reading
 
@@ -46,6 +47,16 @@ from tests.store.behaviours import reading
 # FEP_MIGRATION_ROWS=1000000); the default keeps the test to seconds.
 MIGRATION_ROWS = int(os.environ.get("FEP_MIGRATION_ROWS", "20000"))
 
+# The record tables as they were before migration 0015 (and read since 0019 as views).
+READING_COLUMNS = (
+    "meter, obis, value, value_text, value_type, unit_code, scaler, meter_time, read_at,"
+    " received_time, quality, source, native_id"
+)
+INTERVAL_COLUMNS = (
+    "meter, obis, start_time, period_s, value, value_text, value_type, status, unit_code,"
+    " scaler, received_time, source"
+)
+EVENT_COLUMNS = "meter, code, kind, severity, time, text, received_time, source"
 TABLES = {"readings": ("read_at", READING_COLUMNS),
           "intervals": ("start_time", INTERVAL_COLUMNS),
           "events": ("time", EVENT_COLUMNS)}
@@ -123,20 +134,44 @@ def schema_before_0015(url: str) -> None:
         conn.close()
 
 
+def wide_rows(records: list[Record]) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows of the schema before migration 0015 (meter ids and codes as text)."""
+    rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in TABLES}
+    for r in records:
+        if isinstance(r, Reading):
+            number, text, kind = encode_value(r.value)
+            rows["readings"].append((
+                r.meter, str(r.obis), number, text, kind, None if r.unit is None else r.unit.code,
+                r.scaler, r.meter_time, r.meter_time or r.received_time, r.received_time,
+                int(r.quality), r.source, r.native_id))
+        elif isinstance(r, IntervalBlock):
+            for start, v, status in r.intervals():
+                number, text, kind = encode_value(v)
+                rows["intervals"].append((
+                    r.meter, str(r.obis), start, period_seconds(r.period, r), number, text, kind,
+                    int(status), None if r.unit is None else r.unit.code, r.scaler,
+                    r.received_time, r.source))
+        elif isinstance(r, MeterEvent):
+            rows["events"].append((r.meter, r.code, str(r.kind), str(r.severity), r.time,
+                                    r.text, r.received_time, r.source))
+    return rows
+
+
 def copy_in(url: str, records: list[Record]) -> None:
+    from psycopg2.extras import execute_values
+
     conn = connect(url)
     try:
         with conn.cursor() as cur:
-            for (table, (_, columns)), text in zip(TABLES.items(), copy_texts(records),
-                                                   strict=True):
-                cur.copy_expert(f"COPY {table} ({columns}) FROM STDIN", io.StringIO(text),
-                                size=1 << 20)
+            for table, rows in wide_rows(records).items():
+                execute_values(cur, f"INSERT INTO {table} ({TABLES[table][1]}) VALUES %s",
+                               rows, page_size=2000)
     finally:
         conn.close()
 
 
 class MigrationTests(unittest.TestCase):
-    """Migration 0015 on a populated database of today's schema."""
+    """Migrations 0015 and 0019 on a populated database of the schema before them."""
 
     timeout = 300 if MIGRATION_ROWS <= 100_000 else 7200
 
@@ -157,21 +192,28 @@ class MigrationTests(unittest.TestCase):
         took = time.monotonic() - started
         self.addCleanup(store.close)
         if "FEP_MIGRATION_ROWS" in os.environ:
-            print(f"\nmigration 0015 of {MIGRATION_ROWS} readings: {took:.1f} s")
+            print(f"\nmigrations 0015 and 0019 of {MIGRATION_ROWS} readings: {took:.1f} s")
         # Every row: counts and checksums of every column.
         self.assertEqual(checksums(conn), before)
 
         for table, (column, _) in TABLES.items():
+            rows = rows_table(table)
+            ((kind,),) = query(conn, "SELECT c.relkind::text FROM pg_class c"
+                               " WHERE c.relname = %s", (table,))
+            self.assertEqual(kind, "v")  # a view of the compact rows (0019)
             ((kind, key),) = query(conn, "SELECT c.relkind::text, pg_get_partkeydef(c.oid)"
-                                   " FROM pg_class c WHERE c.relname = %s", (table,))
+                                   " FROM pg_class c WHERE c.relname = %s", (rows,))
             self.assertEqual((kind, key.replace('"', "")), ("p", f"RANGE ({column})"))
-            # The unique key is the one index.
+            # The unique key (series, time) is the one index.
             indexes = query(conn, "SELECT indexrelid::regclass::text FROM pg_index"
-                            " WHERE indrelid = %s::regclass", (table,))
-            self.assertEqual(indexes, [(f"{table}_unique",)])
+                            " WHERE indrelid = %s::regclass", (rows,))
+            self.assertEqual(indexes, [(f"{rows}_unique",)])
+            ((definition,),) = query(conn, "SELECT pg_get_indexdef(%s::regclass)",
+                                     (f"{rows}_unique",))
+            self.assertIn(f"(series, {column})", definition.replace('"', ""))
             names = {name for (name,) in query(
                 conn, "SELECT inhrelid::regclass::text FROM pg_inherits"
-                " WHERE inhparent = %s::regclass", (table,))}
+                " WHERE inhparent = %s::regclass", (rows,))}
             self.assertIn(f"{table}_default", names)
             for k in range(4):  # this month and three ahead
                 month = add_months(month_start(now), k)
@@ -221,13 +263,15 @@ class QueryPlanTests(unittest.TestCase):
         conn = connect(url)
         self.addCleanup(conn.close)
         for table in TABLES:
-            query(conn, f"ANALYZE {table}")
+            query(conn, f"ANALYZE {rows_table(table)}")
+        query(conn, "ANALYZE record_series")
         readings = plan(conn, "SELECT * FROM readings WHERE meter = %s AND read_at >= %s"
                         " AND read_at < %s ORDER BY read_at, obis", ("m5", since, until))
         events = plan(conn, "SELECT * FROM events WHERE meter = %s AND time >= %s"
                       " AND time < %s ORDER BY time, code", ("m5", since, until))
         for table, text in (("readings", readings), ("events", events)):
-            self.assertNotIn("Seq Scan", text)
+            self.assertNotIn(f"Seq Scan on {table}_", text)
+            self.assertNotIn("Seq Scan on record_series", text)
             self.assertIn(f"on {table}_p{since:%Y_%m}", text)
             self.assertIn("_key", text)  # the unique key's index of the partition
             # Pruned: one month read, not the other fourteen nor DEFAULT.
@@ -236,13 +280,14 @@ class QueryPlanTests(unittest.TestCase):
             if "FEP_SHOW_PLANS" in os.environ:
                 print(f"\n{text}")
         # The analysis's shape (fep.analysis.store): a quantity of many meters over a range.
-        meters = [f"m{m}" for m in range(0, 500, 25)]
+        meters = [f"m{m}" for m in range(0, 500, 100)]
         registers = plan(conn, "SELECT meter, read_at, value FROM readings WHERE obis = %s"
                          " AND read_at >= %s AND read_at <= %s AND meter IN %s"
                          " ORDER BY meter, read_at",
                          ("1-0:1.8.0*255", since, until - timedelta(seconds=1), tuple(meters)))
-        self.assertNotIn("Seq Scan", registers)
-        self.assertIn(f"readings_p{since:%Y_%m}_meter_obis_read_at_key", registers)
+        self.assertNotIn("Seq Scan on readings_", registers)
+        self.assertNotIn("Seq Scan on record_series", registers)
+        self.assertIn(f"readings_p{since:%Y_%m}_series_read_at_key", registers)
         self.assertNotIn(f"readings_p{until:%Y_%m}", registers)
         if "FEP_SHOW_PLANS" in os.environ:
             print(f"\n{registers}")
@@ -299,7 +344,7 @@ class PartitionStoreTests(unittest.TestCase):
     def names(self, table: str) -> set[str]:
         return {name for (name,) in query(
             self.conn, "SELECT inhrelid::regclass::text FROM pg_inherits"
-            " WHERE inhparent = %s::regclass", (table,))}
+            " WHERE inhparent = %s::regclass", (rows_table(table),))}
 
     async def test_rows_waiting_in_default_move_to_their_new_partition(self) -> None:
         later = datetime(2061, 3, 10, tzinfo=UTC)
@@ -342,7 +387,7 @@ class PartitionStoreTests(unittest.TestCase):
                 if p.name == "events_p2063_01"]
         self.assertEqual((p.lower, p.upper), (month, datetime(2063, 2, 1, tzinfo=UTC)))
         # Detached by hand: left alone, said in the log (that month's rows go to DEFAULT).
-        query(self.conn, "ALTER TABLE events DETACH PARTITION events_p2063_01")
+        query(self.conn, "ALTER TABLE event_rows DETACH PARTITION events_p2063_01")
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.assertIsNone(await self.store.interact(create_partition, "events", "time", month))
         self.assertEqual([e["name"] for e in events if "name" in e], ["events_p2063_01"])

@@ -21,14 +21,14 @@ from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
-from fep.errors import StoreError
+from fep.errors import RecordRejected, StoreError
 from fep.model import EventKind, IntervalBlock, MeterEvent, ObisCode, Severity
 from fep.store import migrations, open_store
 from fep.store.postgres import PostgresStore
 from fep.store.router import Router
 from fep.store.spool import Spool
 from tests.postgres import fresh_database, with_database
-from tests.store.behaviours import StoreBehaviours, reading
+from tests.store.behaviours import ENERGY, T0, StoreBehaviours, reading
 from tests.tcpproxy import TcpProxy
 
 
@@ -75,6 +75,84 @@ class PostgresStoreTests(StoreBehaviours, unittest.TestCase):
             "SELECT pg_typeof(value)::text, pg_typeof(read_at)::text, value::text FROM readings"
         )
         self.assertEqual(row, ("numeric", "timestamp with time zone", "1234.567"))
+
+    async def test_compact_rows_read_back_through_the_views_with_their_names(self) -> None:
+        """Migration 0019: a meter's OBIS code is one series for its readings and intervals,
+        an event code one of its own, a source one number; the views give the text back."""
+        store = await self.opened()
+        block = IntervalBlock("m1", ENERGY, T0, timedelta(minutes=15),
+                              (Decimal(1), Decimal(2)), received_time=T0, source="gprs:imei=1")
+        event = MeterEvent("m1", "dlms:1", EventKind.POWER_OUTAGE, Severity.MAJOR, T0, "t", T0,
+                           source="gprs:imei=1")
+        self.assertEqual(await store.write([reading(source="gprs:imei=1"), block, event]), 4)
+        self.assertEqual(self.sql("SELECT meter, quantity FROM record_series ORDER BY quantity"),
+                         [("m1", str(ENERGY)), ("m1", "dlms:1")])
+        self.assertEqual(self.sql("SELECT name FROM record_sources ORDER BY name"),
+                         [("",), ("gprs:imei=1",)])  # '' made by the migration
+        self.assertEqual(self.sql("SELECT meter, obis, source, value_type, unit_code FROM"
+                                  " readings"),
+                         [("m1", str(ENERGY), "gprs:imei=1", "D", 30)])
+        self.assertEqual(self.sql("SELECT meter, obis, value::text, source FROM intervals"
+                                  " ORDER BY start_time"),
+                         [("m1", str(ENERGY), "1", "gprs:imei=1"),
+                          ("m1", str(ENERGY), "2", "gprs:imei=1")])
+        self.assertEqual(self.sql("SELECT meter, code, source FROM events"),
+                         [("m1", "dlms:1", "gprs:imei=1")])
+        # The row itself holds numbers, not the names.
+        (row,) = self.sql("SELECT series, source FROM reading_rows")
+        self.assertEqual(row, tuple(self.sql(
+            "SELECT s.id, o.id FROM record_series s, record_sources o"
+            f" WHERE s.quantity = '{ENERGY}' AND o.name = 'gprs:imei=1'")[0]))
+        # The store reads them back as written; a replay is still refused row by row.
+        (back,) = await store.readings("m1")
+        self.assertEqual((back.obis, back.source), (ENERGY, "gprs:imei=1"))
+        self.assertEqual(await store.write([reading(source="gprs:imei=1"), block, event]), 0)
+
+    async def test_the_views_refuse_writes(self) -> None:
+        await self.opened()
+        conn = psycopg2.connect(self.url)
+        self.addCleanup(conn.close)
+        with conn.cursor() as cursor:
+            self.assertRaises(psycopg2.Error, cursor.execute,
+                              "INSERT INTO readings (meter, obis, value_type, read_at,"
+                              " received_time) VALUES ('m', 'o', 'D', now(), now())")
+
+    async def test_new_series_from_two_stores_at_once_are_numbered_once(self) -> None:
+        """Two nodes writing the same new meters at once (sorted numbering: no deadlock)."""
+        from twisted.internet.defer import gatherResults
+
+        a, b = self.new_store(), self.new_store()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        await gatherResults([a.open(), b.open()])
+        batches = [[reading(meter=f"m{m}", meter_time=T0 + timedelta(seconds=k))
+                    for m in range(300)] for k in range(6)]
+        new = await gatherResults([(a if k % 2 else b).write(batch)
+                                   for k, batch in enumerate(batches)])
+        self.assertEqual(sum(new), 1800)
+        self.assertEqual(self.sql("SELECT count(*), count(DISTINCT (meter, quantity))"
+                                  " FROM record_series"), [(300, 300)])
+        self.assertEqual(self.sql("SELECT count(*) FROM readings"), [(1800,)])
+
+    async def test_the_numbers_kept_in_memory_are_bounded(self) -> None:
+        from fep.store import copy as copy_module
+
+        self.patch(copy_module, "MAX_NUMBERS", 10)
+        store = await self.opened()
+        for k in range(3):
+            await store.write([reading(meter=f"m{m}", meter_time=T0 + timedelta(seconds=k))
+                               for m in range(8)] + [reading(meter=f"k{k}")])
+            numbers = store._copy.numbers  # type: ignore[attr-defined]
+            self.assertLessEqual(len(numbers.series), 10)
+        self.assertEqual(self.sql("SELECT count(*) FROM record_series"), [(11,)])
+        self.assertEqual(self.sql("SELECT count(*) FROM readings"), [(27,)])
+
+    async def test_a_nul_in_a_meter_id_is_refused_naming_the_record(self) -> None:
+        store = await self.opened()
+        failure = await self.assertFailure(store.write([reading(meter="m\x00")]),
+                                           RecordRejected)
+        self.assertIn("NUL", str(failure))
+        self.assertEqual(self.sql("SELECT count(*) FROM record_series"), [(0,)])
 
     async def test_postgres_scheme_alias_opens_a_postgres_store(self) -> None:
         store = open_store(self.url.replace("postgresql://", "postgres://", 1), reactor)
@@ -326,7 +404,7 @@ class CopyOutageTests(ProxiedStore):
         # Never on the reactor's thread; daemon threads (never holding a process open).
         self.assertNotIn(on_reactor, {ident for ident, _ in threads})
         self.assertTrue(all(daemon for _, daemon in threads))
-        self.assertIn("COPY readings", cuts[0])
+        self.assertIn("COPY reading_rows", cuts[0])
         self.assertGreaterEqual(router.store_failures, 1)
         await self.assert_exactly_once()
         self.flushLoggedErrors()
