@@ -46,7 +46,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from fep.errors import RecordRejected, StoreError
-from fep.model import IntervalBlock, MeterEvent, ObisCode, Reading, Record
+from fep.model import IntervalBlock, MeterEvent, Reading, Record
 from fep.reactors import ITimeAndThreads
 from fep.store.rows import encode_value, period_seconds, text_time
 
@@ -110,20 +110,21 @@ def batch_names(records: Sequence[Record]) -> tuple[set[Series], set[str]]:
     text checked first (a NUL is refused, naming the record, before the database is used)."""
     series: set[Series] = set()
     sources: set[str] = set()
-    codes: dict[ObisCode, str] = {}
+    # OBIS code texts by the code object's id: equal codes are often distinct objects, and
+    # comparing two of them runs Python; the records, so their codes, live while this runs.
+    codes: dict[int, str] = {}
     for r in records:
         kind = type(r)
         if kind is Reading or kind is IntervalBlock:
-            assert isinstance(r, (Reading, IntervalBlock))
-            obis = codes.get(r.obis)
-            if obis is None:
-                obis = codes[r.obis] = str(r.obis)
-            series.add((r.meter, obis))
+            obis = r.obis  # type: ignore[union-attr]
+            quantity = codes.get(id(obis))
+            if quantity is None:
+                quantity = codes[id(obis)] = str(obis)
         elif kind is MeterEvent:
-            assert isinstance(r, MeterEvent)
-            series.add((r.meter, r.code))
+            quantity = r.code  # type: ignore[union-attr]
         else:
             raise StoreError(f"cannot store a {kind.__name__}")
+        series.add((r.meter, quantity))
         sources.add(r.source)
     for meter, quantity in series:
         _no_nul(meter, meter, "meter")
@@ -134,41 +135,23 @@ def batch_names(records: Sequence[Record]) -> tuple[set[Series], set[str]]:
 
 
 def copy_texts(
-    records: Sequence[Record], series: Mapping[Series, int], sources: Mapping[str, int]
+    records: Sequence[Record], series: Mapping[Series, str], sources: Mapping[str, str]
 ) -> tuple[str, str, str]:
     """The COPY text of the readings, intervals and events of a batch, built in one pass
-    (times, OBIS codes, series and sources repeat within a batch and are formatted once
-    each); ``series`` and ``sources`` number every one the batch names (``batch_names``)."""
+    (times and OBIS codes repeat within a batch and are formatted once each); ``series``
+    and ``sources`` give the number, as text, of every series and source the batch names
+    (``batch_names``)."""
     readings: list[str] = []
     intervals: list[str] = []
     events: list[str] = []
     times: dict[datetime, str] = {}
-    codes: dict[ObisCode, str] = {}
-    numbers: dict[tuple[str, Any], str] = {}
-    source_numbers: dict[str, str] = {}
+    # OBIS code texts by the code object's id, as in batch_names.
+    codes: dict[int, str] = {}
 
     def when(value: datetime) -> str:
         text = times.get(value)
         if text is None:
             text = times[value] = text_time(value)
-        return text
-
-    def series_of(meter: str, quantity: Any) -> str:
-        text = numbers.get((meter, quantity))
-        if text is None:
-            if isinstance(quantity, ObisCode):
-                code = codes.get(quantity)
-                if code is None:
-                    code = codes[quantity] = str(quantity)
-            else:
-                code = quantity
-            text = numbers[(meter, quantity)] = str(series[(meter, code)])
-        return text
-
-    def source_of(source: str) -> str:
-        text = source_numbers.get(source)
-        if text is None:
-            text = source_numbers[source] = str(sources[source])
         return text
 
     for r in records:
@@ -183,12 +166,15 @@ def copy_texts(
                 number = NULL if encoded[0] is None else encoded[0]
                 text = _text(encoded[1], r.meter, "value_text")
                 value_type = encoded[2]
+            obis = codes.get(id(r.obis))
+            if obis is None:
+                obis = codes[id(r.obis)] = str(r.obis)
             received = when(r.received_time)
             meter_time = NULL if r.meter_time is None else when(r.meter_time)
             unit = r.unit
             readings.append(
                 f"{received if r.meter_time is None else meter_time}\t{received}\t"
-                f"{meter_time}\t{series_of(r.meter, r.obis)}\t{source_of(r.source)}\t"
+                f"{meter_time}\t{series[(r.meter, obis)]}\t{sources[r.source]}\t"
                 f"{NULL if unit is None else unit.code}\t{r.scaler}\t{int(r.quality)}\t"
                 f"{value_type}\t{number}\t{text}\t{_text(r.native_id, r.meter, 'native_id')}\n"
             )
@@ -197,7 +183,7 @@ def copy_texts(
             period = period_seconds(r.period, r)
             unit_text = NULL if r.unit is None else str(r.unit.code)
             received = when(r.received_time)
-            middle = (f"\t{received}\t{series_of(r.meter, r.obis)}\t{source_of(r.source)}\t"
+            middle = (f"\t{received}\t{series[(r.meter, str(r.obis))]}\t{sources[r.source]}\t"
                       f"{period}\t")
             scaled = f"\t{unit_text}\t{r.scaler}\t"
             for start, v, status in r.intervals():
@@ -215,8 +201,8 @@ def copy_texts(
         elif kind is MeterEvent:
             assert isinstance(r, MeterEvent)
             events.append(
-                f"{when(r.time)}\t{when(r.received_time)}\t{series_of(r.meter, r.code)}\t"
-                f"{source_of(r.source)}\t{_text(str(r.kind), r.meter, 'kind')}\t"
+                f"{when(r.time)}\t{when(r.received_time)}\t{series[(r.meter, r.code)]}\t"
+                f"{sources[r.source]}\t{_text(str(r.kind), r.meter, 'kind')}\t"
                 f"{_text(str(r.severity), r.meter, 'severity')}\t"
                 f"{_text(r.text, r.meter, 'text')}\n"
             )
@@ -235,13 +221,14 @@ class SeriesNumbers:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.series: dict[Series, int] = {}
-        self.sources: dict[str, int] = {}
+        # Numbers as text (as they go into the COPY text).
+        self.series: dict[Series, str] = {}
+        self.sources: dict[str, str] = {}
         self.lookups = 0  # round trips to number new names (tests look at it)
 
     def numbers(
         self, conn: Any, series: set[Series], sources: set[str]
-    ) -> tuple[dict[Series, int], dict[str, int]]:
+    ) -> tuple[dict[Series, str], dict[str, str]]:
         """The numbers of ``series`` and ``sources``, from memory or from the database."""
         with self._lock:
             known_series = {s: self.series[s] for s in series if s in self.series}
@@ -266,7 +253,7 @@ class SeriesNumbers:
                         " ON s.meter = w.meter AND s.quantity = w.quantity",
                         (meters, quantities))
                     for meter, quantity, number in cur.fetchall():
-                        known_series[(meter, quantity)] = int(number)
+                        known_series[(meter, quantity)] = str(number)
                 if new_sources:
                     cur.execute(
                         "INSERT INTO record_sources (name) SELECT * FROM unnest(%s::text[])"
@@ -275,7 +262,7 @@ class SeriesNumbers:
                         "SELECT name, id FROM record_sources WHERE name = ANY(%s::text[])",
                         (new_sources,))
                     for name, number in cur.fetchall():
-                        known_sources[name] = int(number)
+                        known_sources[name] = str(number)
             conn.commit()
         except BaseException:
             if not conn.closed:
@@ -453,14 +440,25 @@ class CopyWriter:
     def _write(self, records: Sequence[Record]) -> int:
         if not records:
             return 0
-        names = batch_names(records)  # RecordRejected before any connection is used
+        # The usual case: every series and source of the batch is numbered in memory, and
+        # the text is built at once. Otherwise (KeyError) the batch's names are checked
+        # (RecordRejected before any connection is used) and the new ones numbered.
+        names: tuple[set[Series], set[str]] | None = None
+        try:
+            texts: tuple[str, str, str] | None = copy_texts(
+                records, self.numbers.series, self.numbers.sources)
+        except KeyError:
+            texts = None
+            names = batch_names(records)
+        if texts is not None and not any(texts):
+            return 0
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         fresh = conn is None
         if conn is None:
             conn = self._connect()
         try:
-            new = self._transaction(conn, self._texts(conn, records, names))
+            new = self._transaction(conn, texts or self._texts(conn, records, names))
         except RecordRejected:
             self._put_back(conn)  # the connection is fine: a record of the batch is not
             raise
@@ -476,7 +474,7 @@ class CopyWriter:
                      error=str(e).strip())
             conn = self._connect()
             try:
-                new = self._transaction(conn, self._texts(conn, records, names))
+                new = self._transaction(conn, texts or self._texts(conn, records, names))
             except BaseException:
                 self._discard(conn)
                 raise
@@ -487,8 +485,11 @@ class CopyWriter:
         return new
 
     def _texts(
-        self, conn: Any, records: Sequence[Record], names: tuple[set[Series], set[str]]
+        self, conn: Any, records: Sequence[Record], names: tuple[set[Series], set[str]] | None
     ) -> tuple[str, str, str]:
+        """The batch's COPY text once its new series and sources are numbered."""
+        if names is None:
+            names = batch_names(records)
         series, sources = self.numbers.numbers(conn, *names)
         return copy_texts(records, series, sources)
 
