@@ -782,6 +782,13 @@ class CurrentRegisters:
 _STIME_LENGTH: Final = {0: 0, 1: 5, 2: 5, 3: 4, 4: 4}
 
 
+# Records a table's bytes may make beyond one per byte: a layout whose records take no
+# bytes at all (ST21 with zero occurrences and no time format, say) makes records from
+# counts alone, and counts multiply (self-reads x tiers x demands); past the bound the
+# table is refused rather than build millions of empty records.
+RECORDS_PER_TABLE = 20_000
+
+
 class _Reader:
     """Walks table bytes field by field, naming the table and offset on a shortfall."""
 
@@ -791,6 +798,18 @@ class _Reader:
         self.table = table
         self.config = config
         self.tz = tz
+        self.records_left = len(data) + RECORDS_PER_TABLE
+
+    def spend(self, records: int) -> None:
+        """Count ``records`` about to be built; FrameError past the table's bound."""
+        self.records_left -= records
+        if self.records_left < 0:
+            raise FrameError(
+                f"ST{self.table}: its layout makes more than {len(self.data) + RECORDS_PER_TABLE}"
+                f" records from {len(self.data)} bytes",
+                offset=self.at,
+                field=f"ST{self.table}",
+            )
 
     def take(self, n: int) -> bytes:
         if self.at + n > len(self.data):
@@ -850,7 +869,8 @@ def decode_current_registers(
     data: bytes, config: GeneralConfig, registers: ActualRegisters, tz: tzinfo = UTC
 ) -> CurrentRegisters:
     """ST23 laid out by ST0 (formats) and ST21 (counts and optional fields); ``tz`` is the
-    meter's zone for demand times."""
+    meter's zone for demand times. FrameError (only) for bytes that do not fit, or a layout
+    that would make more records than ``RECORDS_PER_TABLE`` beyond the bytes given."""
     reader = _Reader(data, 23, config, tz)
     current = read_register_data(reader, registers)
     if reader.at != len(data):
@@ -868,6 +888,8 @@ def read_register_data(reader: _Reader, registers: ActualRegisters) -> CurrentRe
     resets = reader.take(1)[0] if registers.demand_reset_counter else None
 
     def block() -> DataBlock:
+        reader.spend(1 + (registers.nbr_demands + registers.nbr_coin_values)
+                     * (1 + registers.nbr_occur))
         sums = tuple(reader.ni(config.ni_format1) for _ in range(registers.nbr_summations))
         demands = []
         for _ in range(registers.nbr_demands):

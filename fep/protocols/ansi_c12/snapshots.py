@@ -88,7 +88,8 @@ def decode_snapshot(
     data: bytes, config: GeneralConfig, registers: ActualRegisters, table: int,
     tz: tzinfo = UTC,
 ) -> Snapshot:
-    """ST24 or ST25; FrameError for bytes that do not fit ST0 and ST21."""
+    """ST24 or ST25; FrameError for bytes that do not fit ST0 and ST21 (or a layout past
+    the table's bound on records, ``c1219.RECORDS_PER_TABLE``)."""
     reader = TableReader(data, table, config, tz)
     snap = _snapshot(reader, registers)
     _done(reader, table)
@@ -110,7 +111,9 @@ def decode_self_reads(
     data: bytes, config: GeneralConfig, registers: ActualRegisters, tz: tzinfo = UTC
 ) -> SelfReads:
     """ST26: its header and the valid self-reads, oldest first, each with its sequence
-    number (the newest is LAST_ENTRY_SEQ_NUMBER)."""
+    number (the newest is LAST_ENTRY_SEQ_NUMBER). FrameError for bytes that do not fit ST0
+    and ST21, or for a layout that would make more records than the table's bound
+    (``c1219.RECORDS_PER_TABLE`` beyond its bytes: self-reads of no bytes at all)."""
     reader = TableReader(data, ST26_SELF_READ, config, tz)
     head = reader.take(_HEADER)
     order = config.byte_order

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import attrs
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial import unittest
@@ -197,3 +198,42 @@ class CurrentRegistersTests(unittest.TestCase):
                 decode_current_registers(raw, config, REGISTERS)
             except FrameError:
                 pass
+
+
+class RecordBoundTests(unittest.TestCase):
+    """Issue 14 (eighth fuzz run): a layout whose records take no bytes is bounded by
+    RECORDS_PER_TABLE beyond the table's bytes, not by the counts' product."""
+
+    # No time format, 255 self-reads of 255 tiers of 255 demands with no occurrences and
+    # no cumulative fields: every record of ST26 takes zero bytes.
+    CONFIG = GeneralConfig(time_format=TimeFormat.NONE)
+    EMPTY = ActualRegisters(date_time_field=True, nbr_self_reads=255, nbr_demands=255,
+                            nbr_tiers=255)
+
+    def test_st26_of_empty_self_reads_is_a_frame_error(self) -> None:
+        from fep.protocols.ansi_c12.snapshots import decode_self_reads
+
+        with self.assertRaises(FrameError) as caught:
+            decode_self_reads(bytes(6), self.CONFIG, self.EMPTY)
+        self.assertIn("records from 6 bytes", caught.exception.message)
+
+    def test_st23_of_empty_records_decodes_within_the_bound_and_not_past_it(self) -> None:
+        # Eight tiers of 255 empty demands: 2,304 records, within the bound.
+        eight = attrs.evolve(self.EMPTY, nbr_tiers=8)
+        current = decode_current_registers(b"", self.CONFIG, eight)
+        self.assertEqual((len(current.tiers), len(current.total.demands)), (8, 255))
+        # 256 blocks of 255: 65,536 records from no bytes, past it.
+        self.assertRaises(FrameError, decode_current_registers, b"", self.CONFIG, self.EMPTY)
+
+    def test_the_fuzzers_input_ends_quickly(self) -> None:
+        import time
+        from pathlib import Path
+
+        from tests.fuzz.c12_targets import c1219_control
+
+        data = (Path(__file__).parents[2] / "fuzz" / "corpus" / "c1219_control"
+                / "regress-st26-empty-self-reads-5a430ad8").read_bytes()
+        started = time.process_time()
+        c1219_control(data)
+        # 7.5 s of CPU before; the bound makes it a fraction of that even on a busy machine.
+        self.assertLess(time.process_time() - started, 5.0)
