@@ -32,6 +32,22 @@ _RATE = Decimal("0.001")
 Series = Mapping[datetime, Point]
 
 
+def summary_input(
+    summary: Mapping[str, tuple[Direction, Series]], t: datetime
+) -> tuple[Decimal, Quality] | None:
+    """An area's input at ``t`` from its summary meters (what flows in added, what flows
+    out taken away) and their statuses OR-ed; None when one of them has no value then."""
+    energy = Decimal(0)
+    status = Quality.OK
+    for direction, series in summary.values():
+        p = series.get(t)
+        if p is None or p.value is None:
+            return None
+        energy += p.value if direction == Direction.IN else -p.value
+        status |= p.status
+    return energy, status
+
+
 @attrs.frozen
 class BalanceRow:
     """The balance of one area over ``[since, until)``."""
@@ -75,14 +91,9 @@ def balance(
     total_in = total_use = Decimal(0)
     counted = 0
     for t in starts:
-        energy = Decimal(0)
-        whole = True
-        for direction, series in summary.values():
-            p = series.get(t)
-            if p is None or p.value is None:
-                whole = False
-                break
-            energy += p.value if direction == Direction.IN else -p.value
+        given = summary_input(summary, t)
+        whole = given is not None
+        energy = given[0] if given is not None else Decimal(0)
         use = Decimal(0)
         real = estimated = 0
         for meter, series in members.items():

@@ -59,6 +59,7 @@ from decimal import Decimal
 import attrs
 
 from fep.analysis.areas import Direction
+from fep.analysis.balance import Series, summary_input
 from fep.analysis.series import Point
 from fep.model import ObisCode, Quality
 
@@ -66,7 +67,6 @@ _Q = Decimal("0.001")
 _PCT = Decimal("0.01")
 PHASES = ("A", "B", "C")
 
-Series = Mapping[datetime, Point]
 PhaseValues = Mapping[str, Mapping[datetime, Decimal]]
 
 
@@ -223,19 +223,11 @@ def area_series(starts: Iterable[datetime],
     statuses OR-ed: a sum with an estimate in it is estimated)."""
     out: dict[datetime, Point] = {}
     for t in starts:
-        total = Decimal(0)
         status = Quality.OK
         if summary:
-            whole = True
-            for direction, series in summary.values():
-                p = series.get(t)
-                if p is None or p.value is None:
-                    whole = False
-                    break
-                total += p.value if direction == Direction.IN else -p.value
-                status |= p.status
-            if whole:
-                out[t] = Point(t, total, status)
+            given = summary_input(summary, t)
+            if given is not None:
+                out[t] = Point(t, *given)
             continue
         present = [p for s in members.values() if (p := s.get(t)) is not None
                    and p.value is not None]

@@ -65,3 +65,13 @@ class SqliteIngestRowsTests(unittest.TestCase):
         # Measured on the closed file: its WAL was checkpointed into it and removed.
         self.assertTrue((workdir / "bench-20.sqlite").exists())
         self.assertFalse((workdir / "bench-20.sqlite-wal").exists())
+
+
+class PlainCopyTests(unittest.TestCase):
+    def test_the_reference_copies_the_rows_fep_copies(self) -> None:
+        """The plain COPY the ingest is compared with writes the same compact rows, columns
+        and table as fep's COPY writer (migration 0019)."""
+        from fep.bench import COPY_READINGS
+        from fep.store.copy import READING_COLUMNS, TABLES
+
+        self.assertEqual(COPY_READINGS, f"COPY {TABLES[0][0]} ({READING_COLUMNS}) FROM STDIN")
