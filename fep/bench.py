@@ -57,6 +57,7 @@ async def concentrator_rate(reactor: IFepReactor, url: str, workdir: Path,
     from fep.sim.concentrator import ConcentratorFactory, make_concentrator
     from fep.store import open_store
     from fep.store.router import Router
+    from fep.store.settings import write_batch
     from fep.store.spool import Spool
 
     store = open_store(url, reactor)
@@ -70,7 +71,8 @@ async def concentrator_rate(reactor: IFepReactor, url: str, workdir: Path,
               metadata={"concentrator": "DCU1", "point": str(p)})
         for p, m in enumerate(sim.meters, 1))])  # fmt: skip
     spool = Spool(Path(tempfile.mkdtemp(prefix="spool-gw3761-", dir=workdir)), reactor)
-    router = Router(spool, store, reactor, batch_size=5000, max_delay=0.01)
+    router = Router(spool, store, reactor, batch_size=5000,
+                    write_batch=write_batch(url, 5000), max_delay=0.01)
     router.startService()
     directory = MeterDirectory(store)
     await directory.refresh()

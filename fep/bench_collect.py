@@ -35,6 +35,7 @@ async def collection_rate(
     from fep.sim.dlt645 import Dlt645BusFactory, make_meters
     from fep.store import open_store
     from fep.store.router import Router
+    from fep.store.settings import write_batch
     from fep.store.spool import Spool
 
     ports: list[Any] = []
@@ -57,7 +58,8 @@ async def collection_rate(
     store = open_store(url, reactor)
     await store.open()
     spool = Spool(workdir / f"spool-collect-{time.monotonic_ns()}", reactor)
-    router = Router(spool, store, reactor, batch_size=5000, max_delay=0.05)
+    router = Router(spool, store, reactor, batch_size=5000,
+                    write_batch=write_batch(url, 5000), max_delay=0.05)
     router.startService()
     engine: CollectionEngine | None = None
     try:

@@ -222,6 +222,7 @@ async def push_ingest_rate(
     from fep.sim.dlms_meter import SimulatedDlmsMeter
     from fep.store import open_store
     from fep.store.router import Router
+    from fep.store.settings import write_batch
     from fep.store.spool import Spool
 
     keys = SecurityKeys(bytes(range(16)), bytes(range(0xD0, 0xE0)))
@@ -241,7 +242,8 @@ async def push_ingest_rate(
     store = open_store(url, reactor)
     await store.open()
     spool = Spool(workdir / "spool-dlms", reactor)
-    router = Router(spool, store, reactor, batch_size=5000, max_delay=0.01)
+    router = Router(spool, store, reactor, batch_size=5000,
+                    write_batch=write_batch(url, 5000), max_delay=0.01)
     router.startService()
     factory = DlmsPushFactory(router, lambda title, port: records.get(title) if title else None)
     # listenTCP is declared with a ServerFactory; any protocol factory serves.

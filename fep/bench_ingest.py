@@ -50,6 +50,7 @@ async def ingest_rate(reactor: IStoreReactor, url: str, readings: list[Reading],
 
     from fep.store import open_store
     from fep.store.router import Router
+    from fep.store.settings import write_batch
     from fep.store.spool import Spool
 
     store = open_store(url, reactor)
@@ -57,7 +58,8 @@ async def ingest_rate(reactor: IStoreReactor, url: str, readings: list[Reading],
     # A spool of its own: a run never replays what another run left.
     spool_dir = Path(tempfile.mkdtemp(prefix=f"spool-{batch_size}-", dir=workdir))
     spool = Spool(spool_dir, reactor)
-    router = Router(spool, store, reactor, batch_size=batch_size, max_delay=0.01)
+    router = Router(spool, store, reactor, batch_size=batch_size,
+                    write_batch=write_batch(url, batch_size), max_delay=0.01)
     router.startService()
     chunk = 500  # what one busy meter session or push burst hands over at once
     started = time.perf_counter()

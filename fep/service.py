@@ -87,6 +87,7 @@ class FepService(OrderedMultiService):
             timed_store,
             reactor,
             batch_size=config.spool.batch_size,
+            write_batch=config.spool.write_batch(config.store.url),
             max_delay=config.spool.max_delay,
             flush_timeout=config.spool.flush_timeout,
         )

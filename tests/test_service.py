@@ -75,6 +75,11 @@ class ServiceTreeTests(unittest.TestCase):
                           keeper.retention_action), (5, 24, "drop"))
         self.assertIs(keeper.store, daemon.store)
         self.assertNotIn("partitions", [c.name for c in FepService(self.config(), reactor)])
+        # A backlog is written in transactions of batch_size on PostgreSQL, 50,000 on SQLite.
+        self.assertEqual(daemon.router.write_batch, 5000)
+        self.assertEqual(FepService(self.config(), reactor).router.write_batch, 50_000)
+        self.assertEqual(FepService(self.config("[spool]\nbacklog_batch = 7000\n"),
+                                    reactor).router.write_batch, 7000)
 
     async def test_starts_in_order_and_stops_in_reverse(self) -> None:
         daemon = FepService(self.config(), reactor)

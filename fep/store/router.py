@@ -43,6 +43,7 @@ class Router(service.Service):
         reactor: IReactorTime,
         *,
         batch_size: int = 5000,
+        write_batch: int | None = None,
         max_delay: float = 0.05,
         flush_timeout: float = 30.0,
         write_concurrency: int = 2,
@@ -52,6 +53,9 @@ class Router(service.Service):
         self.store = store
         self._reactor = reactor
         self.batch_size = batch_size
+        # Most records in one store write: batches that wait for the store (a backlog) are
+        # merged up to this; never less than a spool batch.
+        self.write_batch = max(batch_size, write_batch or batch_size)
         self.max_delay = max_delay
         self.flush_timeout = flush_timeout
         self._incoming: list[Record] = []
@@ -184,7 +188,7 @@ class Router(service.Service):
         taken: list[tuple[int, Sequence[Record]]] = []
         records: list[Record] = []
         while self._queue and (
-            not records or len(records) + len(self._queue[0][1]) <= self.batch_size
+            not records or len(records) + len(self._queue[0][1]) <= self.write_batch
         ):
             batch = self._queue.popleft()
             taken.append(batch)

@@ -13,6 +13,7 @@ from fep.options import (
     Section,
     choice,
     expects,
+    optional,
     positive_float,
     positive_int,
     text,
@@ -59,6 +60,25 @@ class SpoolSection:
     batch_size: int
     max_delay: float
     flush_timeout: float
+    backlog_batch: int | None = None
+
+    def write_batch(self, store_url: str) -> int:
+        return write_batch(store_url, self.batch_size, self.backlog_batch)
+
+
+SQLITE_BACKLOG_BATCH = 50_000
+
+
+def write_batch(store_url: str, batch_size: int, backlog_batch: int | None = None) -> int:
+    """Most records in one store transaction when batches wait for the store: the setting
+    ``backlog_batch``, else 50,000 on SQLite (each commit writes every page it touched to
+    the WAL, so larger commits write fewer bytes per record) and the spool's batch size on
+    PostgreSQL; never less than ``batch_size``."""
+    if backlog_batch is not None:
+        return max(backlog_batch, batch_size)
+    if store_url.startswith("sqlite:"):
+        return max(SQLITE_BACKLOG_BATCH, batch_size)
+    return batch_size
 
 
 STORE = Section("store", {
@@ -79,4 +99,7 @@ SPOOL = Section("spool", {
     "max_delay": Option(positive_float, 0.05, "seconds a record may wait to be batched"),
     "flush_timeout": Option(positive_float, 30.0,
                             "seconds shutdown waits for the store to commit the spool"),
+    "backlog_batch": Option(optional(positive_int), "",
+                            "most records per store transaction when batches wait for the "
+                            "store; empty: 50000 on SQLite, batch_size on PostgreSQL"),
 }, SpoolSection)

@@ -139,6 +139,27 @@ class RouterTests(unittest.TestCase):
         self.assertTrue(all(n <= 100 for n in self.store.writes))
         self.wait(router.stopService())
 
+    def test_a_backlog_is_written_in_merged_batches_up_to_write_batch(self) -> None:
+        """Spool batches waiting for the store (here: the store back after an outage) are
+        merged up to ``write_batch`` per transaction; a spool batch stays ``batch_size``."""
+        self.store.down = True
+        router = self.router(batch_size=10, write_batch=35, max_delay=0.05)
+        for i in range(10):
+            self.wait(router.submit(readings(10, start=10 * i)))
+        self.store.down = False
+        self.assertTrue(self.wait(router.flush(5)))
+        self.assertEqual(self.store.rows, readings(100))  # all, once, in order
+        self.assertEqual(self.store.writes, [30, 30, 30, 10])
+
+    def test_write_batch_defaults_by_store(self) -> None:
+        from fep.store.settings import SQLITE_BACKLOG_BATCH, write_batch
+
+        self.assertEqual(write_batch("sqlite:var/fep.sqlite", 5000), SQLITE_BACKLOG_BATCH)
+        self.assertEqual(write_batch("postgresql://fep@db/fep", 5000), 5000)
+        self.assertEqual(write_batch("sqlite:x", 5000, 8000), 8000)
+        self.assertEqual(write_batch("sqlite:x", 5000, 100), 5000)  # never below a batch
+        self.assertEqual(self.router(batch_size=10).write_batch, 10)
+
     def test_store_outage_spools_retries_and_logs_each_change_once(self) -> None:
         self.store.down = True
         router = self.router()
