@@ -365,7 +365,11 @@ class GrowthResult:
                 f"(filled in {self.fill_seconds:,.0f} s); {self.readings:,} readings of "
                 "today per run")
         verdict = "met" if self.met else "not met"
-        out = [(f"ingest at size {self.store} (spool on, batch {self.batch:,})", case,
+        from fep.store.settings import write_batch
+
+        merged = write_batch("sqlite:" if self.store == "SQLite" else "postgresql:", self.batch)
+        backlog = f", a backlog in transactions of {merged:,}" if merged != self.batch else ""
+        out = [(f"ingest at size {self.store} (spool on, batch {self.batch:,}{backlog})", case,
                 f"empty table {self.empty_rate:,.0f} readings/s; at size "
                 f"{self.full_rate:,.0f} readings/s; ratio {self.ratio:.2f}{best}; target "
                 f">= {TARGET}: {verdict}{self.runs()}")]

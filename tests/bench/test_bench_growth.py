@@ -116,7 +116,8 @@ class SqliteGrowthTests(unittest.TestCase):
             assert result.empty_written is not None and result.full_written is not None
             self.assertGreater(result.spool_payload, 0)
         rows = result.table()
-        self.assertEqual(rows[0][0], "ingest at size SQLite (spool on, batch 20)")
+        self.assertEqual(rows[0][0], "ingest at size SQLite (spool on, batch 20, a backlog in"
+                                     " transactions of 50,000)")
         self.assertRegex(rows[0][2], r"^empty table [\d,]+ readings/s; at size [\d,]+ "
                          r"readings/s; ratio \d+\.\d\d \(best of 2\); target >= 0\.8: "
                          r"(met|not met); every run, empty / at size: [\d,]+ / [\d,]+, "
