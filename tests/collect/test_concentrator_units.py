@@ -68,6 +68,30 @@ class ExpandTests(unittest.TestCase):
         (job,) = expand(task, [child(2)], T0, self.policy, known=fleet())
         self.assertEqual(job.meter, "DCU1")
 
+    def test_a_fleet_of_one_meter_per_line_is_indexed_once_not_per_line(self) -> None:
+        """Every meter on a line of its own (GPRS): the fleet is indexed once per run and
+        every line's ordering uses that index; indexing it per line was O(meters²), 10^10
+        steps for 100,000 meters."""
+        from fep.collect import scheduler as scheduler_module
+        from fep.collect.concentrators import line_order
+
+        indexes: list[Any] = []
+
+        def recording(meters: Any, known: Any = (), *, index: Any = None) -> Any:
+            self.assertEqual(tuple(known), ())
+            indexes.append(index)
+            return line_order(meters, known, index=index)
+
+        self.patch(scheduler_module, "line_order", recording)
+        meters = [Meter(f"G{n}", "dlms", f"tcp:host=10.1.{n // 250}.{n % 250}:port=4059")
+                  for n in range(2000)]
+        jobs = expand(Task(name="r", kind="registers", schedule="every 1d"), meters, T0,
+                      self.policy)
+        self.assertEqual(len({j.resource for j in jobs}), 2000)
+        self.assertEqual(len(indexes), 2000)
+        self.assertEqual({id(i) for i in indexes}, {id(indexes[0])})
+        self.assertEqual(len(indexes[0]), 2000)
+
     def test_bad_points_fail_at_once_naming_the_key(self) -> None:
         meters = [*fleet(2), child(3, point=""), Meter("M4", "dlt645", "gw3761:DCU1",
                   metadata={"concentrator": "DCU1", "point": "P2"})]  # fmt: skip
