@@ -1,12 +1,14 @@
 """The collection rows of `make bench`: register collection in meters per second, SQLite and
 PostgreSQL in the same run. Simulated DLMS or DL/T 645-2007 meters each listen on a loopback
-TCP port of their own (one line each); one collection engine as the daemon builds it (job
+TCP port of their own (one line each), served by a process of their own (fep.sim.fleet: the
+meters' work is not the collector's); one collection engine as the daemon builds it (job
 store on the store's database, records through the spool and router) reads every meter's
 registers once; the rate is meters over the seconds from the run falling due to the last
 job's end committed in the job store."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,12 +17,72 @@ if TYPE_CHECKING:
     from fep.reactors import IFepReactor
 
 
+class Fleet:
+    """The simulated meters' process (``fep.sim.fleet``): where each meter listens."""
+
+    def __init__(self, reactor: Any) -> None:
+        from twisted.internet.defer import Deferred
+
+        self.reactor = reactor
+        self.meters: list[dict[str, Any]] = []
+        self.ready: Deferred[None] = Deferred()
+        self.ended: Deferred[None] = Deferred()
+        self.transport: Any = None
+        self._out = b""
+        self._err = b""
+
+    # ProcessProtocol, by hand (twisted.internet.protocol.ProcessProtocol's calls).
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        if fd == 2:
+            self._err = (self._err + data)[-4000:]
+            return
+        self._out += data
+        if b"\n" in self._out and not self.ready.called:
+            self.meters = json.loads(self._out.split(b"\n", 1)[0])
+            self.ready.callback(None)
+
+    def childConnectionLost(self, fd: int) -> None:
+        pass
+
+    def processExited(self, reason: Any) -> None:
+        pass
+
+    def processEnded(self, reason: Any) -> None:
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(
+                f"the simulated fleet ended before serving: {self._err.decode(errors='replace')}"))
+        self.ended.callback(None)
+
+    async def stop(self) -> None:
+        if not self.ended.called:
+            self.transport.closeStdin()
+        await self.ended
+
+
+async def start_fleet(reactor: Any, protocol: str, meters: int) -> Fleet:
+    """``meters`` simulated meters of ``protocol`` in a process of their own, serving."""
+    import os
+    import sys
+
+    fleet = Fleet(reactor)
+    reactor.spawnProcess(fleet, sys.executable,
+                         [sys.executable, "-m", "fep.sim.fleet", "--protocol", protocol,
+                          "--meters", str(meters)], env=os.environ.copy())
+    await fleet.ready
+    return fleet
+
+
 async def collection_rate(
     reactor: IFepReactor, url: str, workdir: Path, meters: int = 1000, concurrency: int = 50,
-    protocol: str = "dlms",
+    protocol: str = "dlms", cpu_per_meter: list[float] | None = None,
 ) -> float:
-    """Meters per second: ``meters`` simulated meters (``protocol`` dlms or dlt645) read
-    once (registers) by one engine on the store ``url`` (an empty database)."""
+    """Meters per second: ``meters`` simulated meters (``protocol`` dlms or dlt645, served
+    by a process of their own, ``fep.sim.fleet``) read once (registers) by one engine on
+    the store ``url`` (an empty database). ``cpu_per_meter``, when given, gets this
+    process's CPU seconds per meter over the timed part appended."""
     from twisted.internet.task import deferLater
 
     from fep.channels.routes import Channels
@@ -29,31 +91,19 @@ async def collection_rate(
     from fep.config import parse_config
     from fep.directory import MeterDirectory
     from fep.model import Meter
-    from fep.protocols.dlms.server import ServerSettings
-    from fep.sim import dlms_meter
-    from fep.sim.dlms import DlmsMeterServerFactory
-    from fep.sim.dlt645 import Dlt645BusFactory, make_meters
     from fep.store import open_store
     from fep.store.router import Router
     from fep.store.settings import write_batch
     from fep.store.spool import Spool
 
-    ports: list[Any] = []
+    sims = await start_fleet(reactor, protocol, meters)
     fleet: list[Meter] = []
-    for n in range(meters):
-        factory: Any
+    for n, where in enumerate(sims.meters):
+        address, metadata = "", {}
         if protocol == "dlt645":
-            (sim645,) = make_meters(1, first_address=f"{n + 1:012d}")
-            factory = Dlt645BusFactory([sim645], reactor)
-            address, metadata = f"@{sim645.address}", {"dlt645_retries": "0"}
-        else:
-            sim = dlms_meter.SimulatedDlmsMeter(serial=f"FEP{n:07d}")
-            factory = DlmsMeterServerFactory(sim, ServerSettings())
-            address, metadata = "", {}
-        port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        ports.append(port)
+            address, metadata = f"@{where['address']}", {"dlt645_retries": "0"}
         fleet.append(Meter(f"bench-{n:05d}", protocol,
-                           f"tcp:host=127.0.0.1:port={port.getHost().port}{address}",
+                           f"tcp:host=127.0.0.1:port={where['port']}{address}",
                            metadata=metadata))
     store = open_store(url, reactor)
     await store.open()
@@ -77,6 +127,7 @@ async def collection_rate(
             Task(name="bench", kind="registers", schedule="every 3650d", retries=0,
                  next_due=now), now)
         started = time.perf_counter()
+        cpu = time.process_time()
         engine.scheduler.startService()
         scheduler = engine.scheduler
         while sum(scheduler.finished.values()) < meters:
@@ -88,15 +139,17 @@ async def collection_rate(
                 break
             await deferLater(reactor, 0.01, lambda: None)
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu
         done = [j for j in await engine.jobs.jobs(task="bench", limit=None)
                 if j.status == JobStatus.DONE]
         if len(done) != meters:
             raise RuntimeError(f"{url}: {len(done)} of {meters} meters read")
+        if cpu_per_meter is not None:
+            cpu_per_meter.append(cpu / meters)
         return meters / elapsed
     finally:
         if engine is not None and engine.scheduler.running:
             await engine.scheduler.stopService()
         await router.stopService()
         await store.close()
-        for port in ports:
-            await port.stopListening()
+        await sims.stop()

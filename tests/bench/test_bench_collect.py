@@ -28,9 +28,25 @@ class CollectionRateTests(unittest.TestCase):
 
     async def test_sqlite(self) -> None:
         workdir = self.workdir()
+        cpu: list[float] = []
         rate = await collection_rate(reactor, f"sqlite:{workdir / 'c.sqlite'}", workdir,
-                                     meters=6)
+                                     meters=6, cpu_per_meter=cpu)
         self.assertGreater(rate, 0)
+        self.assertEqual(len(cpu), 1)
+        self.assertGreater(cpu[0], 0)
+
+    async def test_the_fleet_serves_in_a_process_of_its_own_until_stopped(self) -> None:
+        from fep.bench_collect import start_fleet
+
+        fleet = await start_fleet(reactor, "dlt645", 3)
+        self.assertEqual([m["address"] for m in fleet.meters],
+                         ["000000000001", "000000000002", "000000000003"])
+        self.assertEqual(len({m["port"] for m in fleet.meters}), 3)
+        pid = fleet.transport.pid
+        await fleet.stop()
+        self.assertTrue(fleet.ended.called)
+        self.assertIsNone(fleet.transport.pid)  # reaped
+        self.assertNotEqual(pid, None)
 
     async def test_postgres(self) -> None:
         server = postgres_server()
