@@ -109,7 +109,7 @@ def batch_names(records: Sequence[Record]) -> tuple[set[Series], set[str]]:
     """The series (meter, OBIS or event code) and the sources a batch's rows name, their
     text checked first (a NUL is refused, naming the record, before the database is used)."""
     series: set[Series] = set()
-    sources: set[str] = set()
+    sources: dict[str, str] = {}  # source -> a meter that names it (for an error)
     # OBIS code texts by the code object's id: equal codes are often distinct objects, and
     # comparing two of them runs Python; the records, so their codes, live while this runs.
     codes: dict[int, str] = {}
@@ -125,13 +125,13 @@ def batch_names(records: Sequence[Record]) -> tuple[set[Series], set[str]]:
         else:
             raise StoreError(f"cannot store a {kind.__name__}")
         series.add((r.meter, quantity))
-        sources.add(r.source)
+        sources.setdefault(r.source, r.meter)
     for meter, quantity in series:
         _no_nul(meter, meter, "meter")
         _no_nul(quantity, meter, "obis/code")
-    for source in sources:
-        _no_nul(source, "?", "source")
-    return series, sources
+    for source, meter in sources.items():
+        _no_nul(source, meter, "source")
+    return series, set(sources)
 
 
 def copy_texts(
