@@ -239,7 +239,11 @@ async def ingest_rows(
             rate = await ingest_rate(reactor, f"sqlite:{db}", readings, batch, workdir)
             # Closed, so its WAL is checkpointed into the file: what a reading costs on disk.
             size = db.stat().st_size / len(readings)
-            rows.append(("ingest SQLite (spool on)", f"batch {batch}",
+            from fep.store.settings import write_batch
+
+            rows.append(("ingest SQLite (spool on)",
+                         f"batch {batch}, a backlog in transactions of "
+                         f"{write_batch('sqlite:', batch):,}",
                          f"{rate:,.0f} readings/s; {size:,.0f} bytes per stored reading"))
             print(rows[-1], flush=True)
         if postgres:
