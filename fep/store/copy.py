@@ -211,6 +211,15 @@ def copy_texts(
     return "".join(readings), "".join(intervals), "".join(events)
 
 
+def _roll_back(conn: Any) -> None:
+    """Undo a failed transaction on a connection still open (its error is the one told)."""
+    if not conn.closed:
+        try:
+            conn.rollback()
+        except psycopg2.Error:
+            pass
+
+
 class SeriesNumbers:
     """The numbers ``record_series`` and ``record_sources`` give series and sources, kept
     in memory by the writer's threads (at most ``MAX_NUMBERS`` of each). A name not known
@@ -265,11 +274,7 @@ class SeriesNumbers:
                         known_sources[name] = str(number)
             conn.commit()
         except BaseException:
-            if not conn.closed:
-                try:
-                    conn.rollback()
-                except psycopg2.Error:
-                    pass
+            _roll_back(conn)
             raise
         with self._lock:
             if len(self.series) + len(new_series) > MAX_NUMBERS:
@@ -523,11 +528,7 @@ class CopyWriter:
                     self.staged_batches += 1
             conn.commit()
         except BaseException:
-            if not conn.closed:
-                try:
-                    conn.rollback()
-                except psycopg2.Error:
-                    pass
+            _roll_back(conn)
             raise
         return new
 
