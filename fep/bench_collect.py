@@ -13,42 +13,31 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+
 if TYPE_CHECKING:
     from fep.reactors import IFepReactor
 
 
-class Fleet:
+class Fleet(ProcessProtocol):
     """The simulated meters' process (``fep.sim.fleet``): where each meter listens."""
 
-    def __init__(self, reactor: Any) -> None:
-        from twisted.internet.defer import Deferred
-
-        self.reactor = reactor
+    def __init__(self) -> None:
         self.meters: list[dict[str, Any]] = []
         self.ready: Deferred[None] = Deferred()
         self.ended: Deferred[None] = Deferred()
-        self.transport: Any = None
         self._out = b""
         self._err = b""
 
-    # ProcessProtocol, by hand (twisted.internet.protocol.ProcessProtocol's calls).
-    def makeConnection(self, transport: Any) -> None:
-        self.transport = transport
-
-    def childDataReceived(self, fd: int, data: bytes) -> None:
-        if fd == 2:
-            self._err = (self._err + data)[-4000:]
-            return
+    def outReceived(self, data: bytes) -> None:
         self._out += data
         if b"\n" in self._out and not self.ready.called:
             self.meters = json.loads(self._out.split(b"\n", 1)[0])
             self.ready.callback(None)
 
-    def childConnectionLost(self, fd: int) -> None:
-        pass
-
-    def processExited(self, reason: Any) -> None:
-        pass
+    def errReceived(self, data: bytes) -> None:
+        self._err = (self._err + data)[-4000:]
 
     def processEnded(self, reason: Any) -> None:
         if not self.ready.called:
@@ -58,7 +47,7 @@ class Fleet:
 
     async def stop(self) -> None:
         if not self.ended.called:
-            self.transport.closeStdin()
+            self.transport.closeStdin()  # type: ignore[union-attr]
         await self.ended
 
 
@@ -67,7 +56,7 @@ async def start_fleet(reactor: Any, protocol: str, meters: int) -> Fleet:
     import os
     import sys
 
-    fleet = Fleet(reactor)
+    fleet = Fleet()
     reactor.spawnProcess(fleet, sys.executable,
                          [sys.executable, "-m", "fep.sim.fleet", "--protocol", protocol,
                           "--meters", str(meters)], env=os.environ.copy())

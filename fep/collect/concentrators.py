@@ -172,19 +172,20 @@ class LineStep:
     owned: tuple[Meter, ...] = ()
 
 
-def line_order(meters: Sequence[Meter], known: Iterable[Meter] = (), *,
-               index: Mapping[str, Meter] | None = None) -> tuple[
+def line_order(meters: Sequence[Meter],
+               known: Mapping[str, Meter] | Iterable[Meter] = ()) -> tuple[
     list[LineStep], list[tuple[Meter, ConfigError]]
 ]:
     """The read order of the meters of one line: in list order, each concentrator with
     the meters it owns right after it (a meter forwarded through it, route
     ``gw3761:OWNER:...``, is on its line but read on its own: the concentrator's job may
     be one its protocol does not do). Also the meters that cannot be read (a bad
-    ``concentrator``) and why. ``known`` adds meters not on this line (for the error);
-    ``index``, every meter by id (these included) made once for all the lines of a run:
-    a fleet of one meter per line would otherwise index the fleet once per meter."""
-    if index is not None:
-        by_id = index
+    ``concentrator``) and why. ``known`` adds meters not on this line (for the error): a
+    mapping by id is taken as it is (it must hold these too), so a run's lines share one
+    index of the fleet instead of making one each (a fleet of one meter per line would
+    otherwise be indexed once per meter)."""
+    if isinstance(known, Mapping):
+        by_id = known
     else:
         by_id = {m.id: m for m in known}
         by_id.update({m.id: m for m in meters})

@@ -118,7 +118,7 @@ def expand(
     index = {m.id: m for m in everyone}
     index.update((m.id, m) for m in targets)
     for on_line in lines.values():
-        steps, bad = line_order(on_line, index=index)
+        steps, bad = line_order(on_line, index)
         for step in steps:
             params = {OWNED: [m.id for m in step.owned]} if step.owned else None
             jobs.append(job_for(task, step.meter, due, policy, priority=priority,
