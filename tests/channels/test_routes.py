@@ -50,6 +50,32 @@ class ParseRouteTests(unittest.TestCase):
         self.assertIn("no gprs channel", str(caught.exception))
 
 
+class ParsedEndpointTests(unittest.TestCase):
+    def test_a_line_is_parsed_once_for_all_its_sessions(self) -> None:
+        from unittest import mock
+
+        from fep.channels import routes
+
+        channels = Channels(reactor)
+        with mock.patch.object(routes, "client_endpoint", wraps=routes.client_endpoint) as parse:
+            for address in ("@1", "@2", "@1"):
+                channels.endpoint_for("serial:/dev/ttyS1:baudrate=9600" + address)
+            channels.endpoint_for("tcp:host=10.1.2.3:port=4059")
+        self.assertEqual([c.args[1] for c in parse.call_args_list],
+                         ["serial:/dev/ttyS1:baudrate=9600", "tcp:host=10.1.2.3:port=4059"])
+
+    def test_parsed_endpoints_kept_are_bounded(self) -> None:
+        from unittest import mock
+
+        from fep.channels import routes
+
+        channels = Channels(reactor)
+        with mock.patch.object(routes, "MAX_PARSED_ENDPOINTS", 3):
+            for port in range(10):
+                channels.endpoint_for(f"tcp:host=10.1.2.3:port={4000 + port}")
+        self.assertEqual(len(channels._endpoints), 3)
+
+
 class _Held(Protocol):
     def __init__(self) -> None:
         self.lost: Deferred[None] = Deferred()
