@@ -7,7 +7,9 @@ ciphered Data-Notifications, one behind a GPRS modem that dials in, registers by
 and is read over the same connection), an ANSI C12.18 meter, a DL/T 645 meter, a Modbus pulse
 recorder, a DL/T 698.45 meter, a Q/GDW 1376.1 concentrator with 20 DL/T 645 meters behind it
 (its point 1 read as the concentrator's, and each of the 20 read as a meter of its own
-through the concentrator's AFN 10 forwarding, route gw3761:DCU-0001:port=31), and two
+through the concentrator's AFN 10 forwarding, route gw3761:DCU-0001:port=31; with the
+transformer's summary meter at point 21 they make an area whose load profiles are read
+through the concentrator and balanced on stopping, `fep balance`), and two
 legacy sites called by dial-up through an emulated Hayes modem on
 a socat pty (left out without socat); registers
 them with `fep meters import`, runs `twistd -n fep` with its status page, and prints the newest
@@ -51,6 +53,12 @@ DCU_ADDRESS = "4403:0004"
 # The DL/T 645 meters behind the concentrator (its PLC port 31, points 1..20), read as meters.
 DCU_METERS = 20
 DCU_PORT = 31
+# The transformer area the concentrator's meters make: its summary meter (the transformer's,
+# at point 21) measures the 20 consumers' energy and the line loss between (3 % more than
+# theirs: a loss rate of 0.03 / 1.03 = 2.91 %), balanced with `fep balance`.
+DCU_AREA = "T-DCU-0001"
+DCU_SUMMARY = "DCU-S01"
+DCU_LOSS = "0.03"
 DIALUP_SITES = (("5551001", "iec", "30000001"), ("5551002", "dlt645", "000000005002"))
 
 
@@ -152,6 +160,9 @@ def write_meters(workdir: Path, sim_port: int, dlms_port: int, c12_port: int,
     for n in range(1, DCU_METERS + 1):
         rows.append(f"{dcu_meter_id(n)},dlt645,gw3761:DCU-0001:port={DCU_PORT},{n:012d},,"
                     f"behind the concentrator,,,,,,,,DCU-0001,{n}")
+    summary = DCU_METERS + 1
+    rows.append(f"{DCU_SUMMARY},dlt645,gw3761:DCU-0001:port={DCU_PORT},{summary:012d},,"
+                f"transformer area summary,,,,,,,,DCU-0001,{summary}")
     if dialup:
         for number, kind, address in DIALUP_SITES:
             protocol = "iec62056-21" if kind == "iec" else "dlt645"
@@ -164,6 +175,29 @@ def write_meters(workdir: Path, sim_port: int, dlms_port: int, c12_port: int,
 def dcu_meter_id(n: int) -> str:
     """The id of the demo's meter at point ``n`` of its concentrator."""
     return f"DCU-M{n:02d}"
+
+
+def write_areas(workdir: Path) -> Path:
+    """The transformer area of the concentrator's meters (docs/analysis.md, areas): its
+    summary meter in, the 20 consumers its members."""
+    csv = workdir / "areas.csv"
+    rows = ["area,name,kind,parent,meter,role,direction,phase",
+            f"{DCU_AREA},Transformer area of DCU-0001,transformer,,,,,",
+            f"{DCU_AREA},,,,{DCU_SUMMARY},summary,in,"]
+    rows += [f"{DCU_AREA},,,,{dcu_meter_id(n)},member,,A" for n in range(1, DCU_METERS + 1)]
+    csv.write_text("\n".join(rows) + "\n")
+    return csv
+
+
+# The area's load profiles (15-minute curves, F101), read through the concentrator every
+# minute for what the store lacks of the last two days: `fep balance` needs whole days.
+PROFILE_TASK = ("tasks", "add", "dcu-profile", "--kind", "load-profile", "--schedule",
+                "every 1m", "--target", "route:gw3761:DCU-0001", "-o", "horizon=2d")
+
+
+def balance_day(now: datetime) -> str:
+    """The day the demo balances: yesterday (UTC), the last whole day."""
+    return (now - timedelta(days=1)).strftime("%Y-%m-%d")
 
 
 def _modem_line(workdir: Path, start: Any) -> str | None:
@@ -257,9 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     start([sys.executable, "-m", "fep.sim.dlt698", "--port", str(dlt698_port),
            "--interface", "127.0.0.1", "--address", DLT698_ADDRESS])
     start([sys.executable, "-m", "fep.sim.concentrator", "--port", str(dcu_port),
-           "--interface", "127.0.0.1", "--address", DCU_ADDRESS, "--meters", str(DCU_METERS)])
+           "--interface", "127.0.0.1", "--address", DCU_ADDRESS, "--meters", str(DCU_METERS),
+           "--summary-loss", DCU_LOSS])
     subprocess.run([*fep, "db", "upgrade"], check=True, env=env)
     subprocess.run([*fep, "meters", "import", str(meters_csv)], check=True, env=env)
+    subprocess.run([*fep, "areas", "import", str(write_areas(workdir))], check=True, env=env)
+    subprocess.run([*fep, *PROFILE_TASK], check=True, env=env, stdout=subprocess.DEVNULL)
     daemon = start([_bin("twistd"), "--nodaemon", "--pidfile=", "--logfile=-", "fep",
                     "--config", str(config)])
     print(f"demo: status page http://127.0.0.1:{http_port}/status#token={token}")
@@ -322,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
             "SELECT meter, count(*) FROM readings GROUP BY meter ORDER BY meter").fetchall()
     for meter, count in rows:
         print(f"demo: {meter}: {count} readings stored")
+    # The transformer area's energy balance of yesterday, from the curves read through the
+    # concentrator (the first profile run starts within a minute of the start).
+    day = balance_day(datetime.now(UTC))
+    print(f"demo: fep balance --day {day} --area {DCU_AREA}")
+    subprocess.run([*fep, "balance", "--day", day, "--area", DCU_AREA, "--format", "table"],
+                   env=env)
     left = _spool_files(workdir / "spool")
     print(f"demo: spool files left unflushed: {len(left)}")
     print(f"demo: daemon exit status {code}")

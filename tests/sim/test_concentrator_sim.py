@@ -168,6 +168,23 @@ class Class2Tests(SimTestCase):
         self.assertEqual(sum(blocks[0].values[8:12]), Decimal("1.5"))
 
 
+class SummaryMeterTests(unittest.TestCase):
+    def test_the_summary_point_measures_its_members_and_the_loss(self) -> None:
+        sim = make_concentrator(5, clock=FakeClock(), summary_loss=Decimal("0.03"))
+        self.assertEqual(sorted(sim.archive), [1, 2, 3, 4, 5, 6])
+        self.assertEqual(sim.archive[6].address, "000000000006")
+        master = Master(Address("4403", 4))
+        ask = CurveRequest(datetime(2024, 2, 29, 0, 15), 1, 96)
+        events = exchange(sim, master.request(Afn.CLASS2, b"".join(
+            services.request_units(Afn.CLASS2, [1, 2, 3, 4, 5, 6], [101], ask))))
+        mapper = RecordMapper("DCU1", {p: f"M{p}" for p in range(1, 7)})
+        days = {b.meter: sum(v for v in b.values if v is not None)
+                for b in mapper.records(data_of(events)) if isinstance(b, IntervalBlock)}
+        # Five consumers of 1.5 kWh an hour: 180 kWh a day; the transformer's meter 3 % more.
+        self.assertEqual(sum(days[f"M{p}"] for p in range(1, 6)), Decimal("180"))
+        self.assertEqual(days["M6"], Decimal("185.4"))
+
+
 class ArchiveTests(SimTestCase):
     def test_read_back_the_archive(self) -> None:
         data = data_of(self.ask(Afn.QUERY_PARAMETERS, [0], [10], ()))
