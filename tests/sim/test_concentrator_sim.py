@@ -178,7 +178,7 @@ class SummaryMeterTests(unittest.TestCase):
         events = exchange(sim, master.request(Afn.CLASS2, b"".join(
             services.request_units(Afn.CLASS2, [1, 2, 3, 4, 5, 6], [101], ask))))
         mapper = RecordMapper("DCU1", {p: f"M{p}" for p in range(1, 7)})
-        days = {b.meter: sum(v for v in b.values if v is not None)
+        days = {b.meter: sum((v for v in b.values if isinstance(v, Decimal)), Decimal(0))
                 for b in mapper.records(data_of(events)) if isinstance(b, IntervalBlock)}
         # Five consumers of 1.5 kWh an hour: 180 kWh a day; the transformer's meter 3 % more.
         self.assertEqual(sum(days[f"M{p}"] for p in range(1, 6)), Decimal("180"))
