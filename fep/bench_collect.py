@@ -80,11 +80,13 @@ async def collection_rate(
     from fep.config import parse_config
     from fep.directory import MeterDirectory
     from fep.model import Meter
+    from fep.service import tune_garbage_collector
     from fep.store import open_store
     from fep.store.router import Router
     from fep.store.settings import write_batch
     from fep.store.spool import Spool
 
+    tune_garbage_collector()  # as the daemon runs
     sims = await start_fleet(reactor, protocol, meters)
     fleet: list[Meter] = []
     for n, where in enumerate(sims.meters):

@@ -165,3 +165,35 @@ class ServiceTreeTests(unittest.TestCase):
         self.assertIs(protocol.context, daemon.dlms)
         self.assertIs(daemon.protocols.context("dlms"), daemon.dlms)
         self.assertIs(daemon.collection.runner.protocol_for("dlms").context, daemon.dlms)
+
+
+class GarbageCollectorTests(unittest.TestCase):
+    def test_the_daemon_collects_cyclic_garbage_less_often(self) -> None:
+        import gc
+
+        from fep.service import GC_THRESHOLD, tune_garbage_collector
+
+        before = gc.get_threshold()
+        self.addCleanup(gc.set_threshold, *before)
+        gc.set_threshold(700, 10, 10)
+        tune_garbage_collector()
+        self.assertEqual(gc.get_threshold(), (GC_THRESHOLD, 10, 10))
+
+    def test_the_twistd_plugin_tunes_it_before_building_the_service(self) -> None:
+        import gc
+        from unittest import mock
+
+        from fep import service
+
+        before = gc.get_threshold()
+        self.addCleanup(gc.set_threshold, *before)
+        gc.set_threshold(700, 10, 10)
+        path = Path(self.mktemp())
+        path.write_text("[fep]\n[store]\nurl = sqlite::memory:\n")
+        plugin = __import__("twisted.plugins.fep_plugin", fromlist=["serviceMaker"])
+        options = plugin.Options()
+        options.parseOptions(["--config", str(path)])
+        with mock.patch.object(service, "make_service", return_value="built") as make:
+            self.assertEqual(plugin.serviceMaker.makeService(options), "built")
+        make.assert_called_once()
+        self.assertEqual(gc.get_threshold()[0], service.GC_THRESHOLD)

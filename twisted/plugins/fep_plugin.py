@@ -28,13 +28,14 @@ class FepServiceMaker:
 
         from fep.config import load_config
         from fep.errors import ConfigError
-        from fep.service import make_service
+        from fep.service import make_service, tune_garbage_collector
 
         try:
             config = load_config(options["config"])
         except ConfigError as e:
             print(f"fep: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+        tune_garbage_collector()
         return make_service(config)
 
 
