@@ -122,7 +122,7 @@ class OAD:
         return self.oi.to_bytes(2, "big") + bytes([self.attribute, self.index])
 
     def __str__(self) -> str:
-        return self.encode().hex().upper()
+        return f"{self.oi:04X}{self.attribute:02X}{self.index:02X}"
 
 
 @attrs.frozen(order=True)

@@ -30,6 +30,7 @@ from fep.model import (
     Severity,
     Unit,
     Value,
+    trusted_reading,
 )
 from fep.protocols.dlt698.apdu import ResultNormal, ResultRecord
 from fep.protocols.dlt698.data import CSD, OAD, Data, DataType
@@ -323,6 +324,7 @@ def _readings_of(
     if q is None:
         raise NoMapping(f"no quantity known for element {oad.index} of {oad}")
     when = meter_time
+    native_id = prefix + str(oad)
     if oad.oi == CLOCK.oi:
         stamp = data.to_datetime(tz)
         if stamp is None:
@@ -330,7 +332,7 @@ def _readings_of(
         stamp = stamp.astimezone(UTC)
         return [Reading(meter, q.obis, stamp.isoformat(), meter_time=stamp,
                         received_time=received, source=PROTOCOL,
-                        native_id=prefix + str(oad))]  # fmt: skip
+                        native_id=native_id)]  # fmt: skip
     if q.demand:
         if data.tag is DataType.NULL:
             return []
@@ -343,9 +345,14 @@ def _readings_of(
         value = _plain(data)
     else:
         value = scaled(data, q.raw_scaler)
+    if received.tzinfo is UTC and (when is None or when.tzinfo is UTC):
+        # The times are what Reading's converters would make of them: built without them
+        # (a frozen record's rows make thousands of readings per answer).
+        return [trusted_reading(meter, q.obis, value, q.unit, q.scaler, when, received,
+                                Quality.OK, PROTOCOL, native_id)]  # fmt: skip
     return [Reading(meter, q.obis, value, q.unit, q.scaler, meter_time=when,
                     received_time=received, source=PROTOCOL,
-                    native_id=prefix + str(oad))]  # fmt: skip
+                    native_id=native_id)]  # fmt: skip
 
 
 def _column_oads(rcsd: Sequence[CSD]) -> list[OAD | None]:
@@ -357,6 +364,27 @@ def _find(columns: Sequence[OAD | None], wanted: OAD) -> int | None:
         if oad is not None and oad.oi == wanted.oi and oad.number == wanted.number:
             return i
     return None
+
+
+def _column_plan(columns: Sequence[OAD | None], time_col: int | None, prefix: str
+                 ) -> list[tuple[OAD, Quantity | None, str] | None]:  # fmt: skip
+    """How each column of a record answer's rows is read: None (not a value: no OAD, the
+    frozen time, the frozen number); (OAD, quantity, native id) for one number of a known
+    quantity; (OAD, None, "") for what _readings_of reads row by row (arrays, the clock,
+    demands, texts, OADs with no quantity known)."""
+    plan: list[tuple[OAD, Quantity | None, str] | None] = []
+    for i, oad in enumerate(columns):
+        if oad is None or i == time_col or oad.oi == FROZEN_NUMBER.oi:
+            plan.append(None)
+            continue
+        info = object_info(oad)
+        q = quantity(oad) if info is not None and not (info.array and oad.index == 0) else None
+        if (q is None or oad.oi == CLOCK.oi or q.demand
+                or (q.unit is None and q.raw_scaler == 0)):
+            plan.append((oad, None, ""))
+        else:
+            plan.append((oad, q, prefix + str(oad)))
+    return plan
 
 
 def record_records(
@@ -380,22 +408,39 @@ def record_records(
         return _events(result, columns, meter=meter, tz=tz, received=received), skipped
     time_col = _find(columns, FROZEN_TIME)
     out: list[Reading] = []
+    prefix = f"{result.oad}/"
+    plan = _column_plan(columns, time_col, prefix)
+    trusted = received.tzinfo is UTC
+    ok = Quality.OK
     for row in result.rows:
         when = None
         if time_col is not None:
             stamp = row[time_col].to_datetime(tz)
             when = stamp.astimezone(UTC) if stamp is not None else None
-        for i, (oad, data) in enumerate(zip(columns, row, strict=True)):
-            if oad is None or i == time_col or oad.oi in (FROZEN_NUMBER.oi,):
+        for data, column in zip(row, plan, strict=True):
+            if column is None:
                 continue
-            prefix = f"{result.oad}/"
+            oad, q, native_id = column
             try:
-                out += _readings_of(oad, data, meter=meter, tz=tz, received=received,
-                                    meter_time=when, prefix=prefix)  # fmt: skip
+                if q is None:
+                    out += _readings_of(oad, data, meter=meter, tz=tz, received=received,
+                                        meter_time=when, prefix=prefix)  # fmt: skip
+                    continue
+                # One number of a quantity known for the whole column (the usual frozen
+                # row): what _readings_of makes of it, without looking the column up again.
+                value = scaled(data, q.raw_scaler)
             except NoMapping as e:
                 item = (prefix + str(oad), str(e))
                 if item not in skipped:
                     skipped.append(item)
+                continue
+            if trusted and (when is None or when.tzinfo is UTC):
+                out.append(trusted_reading(meter, q.obis, value, q.unit, q.scaler, when,
+                                           received, ok, PROTOCOL, native_id))  # fmt: skip
+            else:
+                out.append(Reading(meter, q.obis, value, q.unit, q.scaler, meter_time=when,
+                                   received_time=received, source=PROTOCOL,
+                                   native_id=native_id))  # fmt: skip
     if period is None:
         return list(out), skipped
     return list(_blocks(out, period, received)), skipped

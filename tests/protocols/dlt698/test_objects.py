@@ -120,3 +120,40 @@ class RecordTests(unittest.TestCase):
         records, _ = record_records(ResultRecord(OAD(0x5002, 2), rcsd, rows), meter="m",
                                     tz=UTC, received=AT, period=timedelta(minutes=15))
         self.assertEqual([len(b.values) for b in records], [2, 1])  # type: ignore[union-attr]
+
+    def test_rows_read_as_each_value_alone_would_be(self) -> None:
+        # Every kind of column in one answer: numbers of known quantities (read by the
+        # column's plan), an energy array, demand with its time, the clock, a text, an
+        # unknown OAD and a number of the wrong type (skipped, said once), a null; the
+        # records are what `readings` makes of each value on its own, at the row's time.
+        from fep.protocols.dlt698.objects import _readings_of
+
+        oads = (OAD(0x2021, 2), OAD(0x0010, 2, 1), OAD(0x0020, 2, 2), OAD(0x0010, 2),
+                OAD(0x1010, 2, 1), OAD(0x4000, 2), OAD(0x4001, 2), OAD(0x9999, 2),
+                OAD(0x2000, 2, 1))
+        demand = Data.structure([Data(U32, 34567), Data.date_time_s(datetime(2024, 2, 28, 18))])
+        rows = tuple(
+            (Data.date_time_s(datetime(2024, 1, 1, 0, 15 * k)), Data(U32, 100 + k),
+             Data.null() if k == 1 else Data(U32, 7), Data.array([Data(U32, 5), Data(U32, 2)]),
+             demand, Data.date_time_s(datetime(2024, 1, 1, 8)),
+             Data(DataType.OCTET_STRING, b"\x00\x01"), Data(U32, 1),
+             Data(DataType.VISIBLE_STRING, "x") if k == 2 else Data(DataType.LONG_UNSIGNED, 2201))
+            for k in range(3))
+        result = ResultRecord(OAD(0x5002, 2), tuple(CSD(oad=o) for o in oads), rows)
+        for received in (AT, datetime(2024, 1, 1, 8, tzinfo=DEFAULT_METER_TZ)):
+            records, skipped = record_records(result, meter="m", tz=DEFAULT_METER_TZ,
+                                              received=received)
+            expected: list[Reading] = []
+            for row in rows:
+                stamp = row[0].to_datetime(DEFAULT_METER_TZ)
+                assert stamp is not None
+                for oad, data in zip(oads[1:], row[1:], strict=True):
+                    try:
+                        expected += _readings_of(oad, data, meter="m", tz=DEFAULT_METER_TZ,
+                                                 received=received,
+                                                 meter_time=stamp.astimezone(UTC),
+                                                 prefix="50020200/")
+                    except NoMapping:
+                        pass
+            self.assertEqual(records, expected)
+            self.assertEqual([s[0] for s in skipped], ["50020200/99990200", "50020200/20000201"])
