@@ -134,7 +134,6 @@ class BenchDaemon:
         key = Key(ed25519.Ed25519PrivateKey.generate())
         keys = self.workdir / "authorized_keys"
         keys.write_text(key.public().toString("OPENSSH").decode() + " bench\n")
-        self.add_meter()
         p = self.ports
         config = self.workdir / "fep.ini"
         config.write_text(
@@ -150,15 +149,17 @@ class BenchDaemon:
             "[alarms]\nenabled = no\n"
             "[log]\nlevel = info\n"
         )
+        self.add_meter(config)
         return config
 
-    def add_meter(self) -> None:
-        """The meter whose pushes are timed, with the daemon's own command line."""
+    def add_meter(self, config: Path) -> None:
+        """The meter whose pushes are timed, with the daemon's own command line and
+        configuration (its keys go to the daemon's secret store, DATA_DIR/master.key)."""
         csv = self.workdir / "meters.csv"
         csv.write_text("id,protocol,route,dlms_server_system_title,dlms_ek,dlms_ak\n"
                        f"dlms-1,dlms,tcp:host=127.0.0.1:port=1,{TITLE.hex()},{EK.hex()},"
                        f"{AK.hex()}\n")
-        subprocess.run([sys.executable, "-m", "fep.cli", "--db", f"sqlite:{self.db}", "meters",
+        subprocess.run([sys.executable, "-m", "fep.cli", "--config", str(config), "meters",
                         "import", str(csv)], env=_env(), check=True, capture_output=True)
 
     def start(self, config: Path) -> None:
