@@ -345,14 +345,19 @@ def _readings_of(
         value = _plain(data)
     else:
         value = scaled(data, q.raw_scaler)
+    return [_reading(meter, q, value, when, received, native_id)]
+
+
+def _reading(meter: str, q: Quantity, value: Value, when: datetime | None,
+             received: datetime, native_id: str) -> Reading:
+    """The Reading of one value of ``q``; built without Reading's converters when the
+    times are already what they would make (UTC), as a frozen record's thousands of
+    readings per answer are."""
     if received.tzinfo is UTC and (when is None or when.tzinfo is UTC):
-        # The times are what Reading's converters would make of them: built without them
-        # (a frozen record's rows make thousands of readings per answer).
-        return [trusted_reading(meter, q.obis, value, q.unit, q.scaler, when, received,
-                                Quality.OK, PROTOCOL, native_id)]  # fmt: skip
-    return [Reading(meter, q.obis, value, q.unit, q.scaler, meter_time=when,
-                    received_time=received, source=PROTOCOL,
-                    native_id=native_id)]  # fmt: skip
+        return trusted_reading(meter, q.obis, value, q.unit, q.scaler, when, received,
+                               Quality.OK, PROTOCOL, native_id)  # fmt: skip
+    return Reading(meter, q.obis, value, q.unit, q.scaler, meter_time=when,
+                   received_time=received, source=PROTOCOL, native_id=native_id)
 
 
 def _column_oads(rcsd: Sequence[CSD]) -> list[OAD | None]:
@@ -410,8 +415,6 @@ def record_records(
     out: list[Reading] = []
     prefix = f"{result.oad}/"
     plan = _column_plan(columns, time_col, prefix)
-    trusted = received.tzinfo is UTC
-    ok = Quality.OK
     for row in result.rows:
         when = None
         if time_col is not None:
@@ -434,13 +437,7 @@ def record_records(
                 if item not in skipped:
                     skipped.append(item)
                 continue
-            if trusted and (when is None or when.tzinfo is UTC):
-                out.append(trusted_reading(meter, q.obis, value, q.unit, q.scaler, when,
-                                           received, ok, PROTOCOL, native_id))  # fmt: skip
-            else:
-                out.append(Reading(meter, q.obis, value, q.unit, q.scaler, meter_time=when,
-                                   received_time=received, source=PROTOCOL,
-                                   native_id=native_id))  # fmt: skip
+            out.append(_reading(meter, q, value, when, received, native_id))
     if period is None:
         return list(out), skipped
     return list(_blocks(out, period, received)), skipped
