@@ -296,8 +296,9 @@ class FepService(OrderedMultiService):
         self.add(self.operator, "operator")
 
     def _partition_keeper(self, config: Config) -> Any:
-        """The PostgreSQL record tables' monthly partitions kept ahead, and retention
-        ([store] partitions_ahead, retention, retention_action); none on SQLite."""
+        """The PostgreSQL record tables' monthly partitions kept ahead, retention and the
+        compaction of closed days of intervals ([store] partitions_ahead, retention,
+        retention_action, compact_after); none on SQLite."""
         from fep.store.postgres import PostgresStore
 
         if not isinstance(self.store, PostgresStore):
@@ -307,7 +308,8 @@ class FepService(OrderedMultiService):
         return PartitionKeeper(self.reactor, self.store,
                                months_ahead=config.store.partitions_ahead,
                                retention_months=config.store.retention,
-                               retention_action=config.store.retention_action)
+                               retention_action=config.store.retention_action,
+                               compact_after=config.store.compact_after)
 
     @staticmethod
     def _vee_settings(config: Config) -> Any:

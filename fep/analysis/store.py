@@ -51,6 +51,15 @@ class _Dialect:
             return None
         return str(value) if self.name == "sqlite" else value
 
+    def days(self, since: datetime, until: datetime) -> tuple[str, tuple[Any, ...]]:
+        """A condition on the intervals' UTC day, beside one on start in ``[since, until)``:
+        on PostgreSQL the compacted days outside it go unread (interval_days is partitioned
+        and keyed by day); nothing on SQLite."""
+        if self.name == "sqlite":
+            return "", ()
+        return (" AND start_day >= date_trunc('day', ?::timestamptz, 'UTC')"
+                " AND start_day < ?", (since.astimezone(UTC), until.astimezone(UTC)))
+
     @staticmethod
     def time_of(value: Any) -> datetime:
         if isinstance(value, datetime):
@@ -113,12 +122,13 @@ def _save_network(d: _Dialect, network: Network) -> Op[int]:
 def _intervals(d: _Dialect, meters: Sequence[str], obis: str, since: datetime,
                until: datetime) -> Op[dict[str, list[Point]]]:
     out: dict[str, list[Point]] = {m: [] for m in meters}
+    days, bounds = d.days(since, until)
     for chunk in _chunks(meters):
         rows = yield Q(
             "SELECT meter, start_time, value, value_text, value_type, status, scaler"
-            " FROM intervals WHERE obis = ? AND start_time >= ? AND start_time < ?"
+            f" FROM intervals WHERE obis = ? AND start_time >= ? AND start_time < ?{days}"
             f" AND meter IN ({_marks(len(chunk))}) ORDER BY meter, start_time",
-            (obis, d.time(since), d.time(until), *chunk), fetch=True)
+            (obis, d.time(since), d.time(until), *bounds, *chunk), fetch=True)
         for r in rows:
             out[r[0]].append(Point(d.time_of(r[1]), in_base_unit(
                 decimal(decode_value(r[2], r[3], r[4])), r[6]), Quality(r[5])))
@@ -137,13 +147,14 @@ def _samples(d: _Dialect, meters: Sequence[str], codes: Sequence[str], since: da
     out: dict[str, dict[str, list[Sample]]] = {m: {} for m in meters}
     if not codes:
         return out
+    days, bounds = d.days(since, until)
     for chunk in _chunks(meters):
         rows = yield Q(
             "SELECT meter, obis, start_time, period_s, value, value_text, value_type, status,"
             " scaler FROM intervals"
             f" WHERE obis IN ({_marks(len(codes))}) AND start_time >= ? AND start_time < ?"
-            f" AND meter IN ({_marks(len(chunk))}) ORDER BY meter, obis, start_time",
-            (*codes, d.time(since), d.time(until), *chunk), fetch=True)
+            f"{days} AND meter IN ({_marks(len(chunk))}) ORDER BY meter, obis, start_time",
+            (*codes, d.time(since), d.time(until), *bounds, *chunk), fetch=True)
         for r in rows:
             value = decimal(decode_value(r[4], r[5], r[6]))
             if (value is None or not value.is_finite() or Quality(r[7]) & _UNUSABLE

@@ -417,6 +417,8 @@ async def cmd_db(reactor: IFepReactor, args: argparse.Namespace) -> int:
 
     if args.db_command == "retention":
         return await _db_retention(reactor, args)
+    if args.db_command == "compact":
+        return await _db_compact(reactor, args)
     store = open_store(db_url(args), reactor)
     applied = await store.upgrade()
     await store.close()
@@ -469,6 +471,45 @@ async def _db_retention(reactor: IFepReactor, args: argparse.Namespace) -> int:
         if waiting[table]:
             print(f"{table}: {waiting[table]} rows in {table}_default (times outside the "
                   "monthly partitions; retention leaves them)")
+    return EXIT_OK
+
+
+async def _db_compact(reactor: IFepReactor, args: argparse.Namespace) -> int:
+    """`fep db compact`: the closed days of intervals into day rows now, as the daemon does
+    daily (PostgreSQL only), with progress by month."""
+    from datetime import UTC, datetime
+
+    from fep.store import open_store
+    from fep.store.compaction import DEFAULT_COMPACT_AFTER, compact_intervals
+    from fep.store.postgres import PostgresStore
+
+    after = DEFAULT_COMPACT_AFTER
+    if args.after is not None:
+        after = args.after
+    elif args.config:
+        from fep.config import load_config
+
+        configured = load_config(args.config).store.compact_after
+        if configured is not None:
+            after = configured
+    store = open_store(db_url(args), reactor)
+    if not isinstance(store, PostgresStore):
+        raise UsageError("compaction is for PostgreSQL: SQLite keeps intervals as rows")
+    since = None if args.since is None else parse_time(args.since)
+
+    def progress(month: datetime, days: int, intervals: int) -> None:
+        print(f"{month:%Y-%m}: {intervals:,} intervals into {days:,} day rows", flush=True)
+
+    await store.open()
+    try:
+        result = await compact_intervals(
+            store, datetime.fromtimestamp(reactor.seconds(), UTC), after, since=since,
+            progress=progress)
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+    finally:
+        await store.close()
+    print(result.describe())
     return EXIT_OK
 
 
@@ -732,6 +773,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="drop old partitions")
     retention.add_argument("--dry-run", action="store_true",
                            help="only list what would be detached or dropped")
+    compact = dsub.add_parser(
+        "compact", help="keep each closed, regular day of a meter's intervals as one row "
+        "(PostgreSQL; the daemon does it daily)")
+    compact.add_argument("--after", type=int, metavar="DAYS",
+                         help="days that end this many days before today (at least 3; "
+                         "default: [store] compact_after, else 7)")
+    compact.add_argument("--since", metavar="YYYY-MM-DD",
+                         help="look again from this day (a run goes on where the last ended)")
     db.set_defaults(run=cmd_db)
 
     from fep.cli.collect import add_commands

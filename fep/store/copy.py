@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -48,6 +49,7 @@ from twisted.python.threadpool import ThreadPool
 from fep.errors import RecordRejected, StoreError
 from fep.model import IntervalBlock, MeterEvent, Reading, Record
 from fep.reactors import ITimeAndThreads
+from fep.store.compaction import COMPACT_LOCK, FRESH
 from fep.store.rows import encode_value, period_seconds, text_time
 
 log = Logger()
@@ -209,6 +211,25 @@ def copy_texts(
         else:
             raise StoreError(f"cannot store a {kind.__name__}")
     return "".join(readings), "".join(intervals), "".join(events)
+
+
+# Leaves out the staged intervals a day row holds (the same series, day and slot): the
+# condition of the INSERT from staging when a batch holds old intervals.
+_NOT_IN_DAY_ROWS = """ s WHERE NOT EXISTS (
+    SELECT 1 FROM interval_days d
+    WHERE d.series = s.series AND d.day_start = date_trunc('day', s.start_time, 'UTC')
+      AND extract(epoch FROM s.start_time - d.day_start) % d.period_s = 0
+      AND CASE WHEN d.slots IS NULL
+               THEN extract(epoch FROM s.start_time - d.day_start) / d.period_s
+                    < cardinality(d.vals)
+               ELSE (extract(epoch FROM s.start_time - d.day_start) / d.period_s)::smallint
+                    = ANY (d.slots) END)"""
+
+
+def oldest_interval(records: Sequence[Record]) -> datetime | None:
+    """The earliest interval start of a batch (None: it has no intervals)."""
+    starts = [r.start for r in records if isinstance(r, IntervalBlock)]
+    return min(starts) if starts else None
 
 
 def _roll_back(conn: Any) -> None:
@@ -457,13 +478,15 @@ class CopyWriter:
             names = batch_names(records)
         if texts is not None and not any(texts):
             return 0
+        oldest = oldest_interval(records)
+        old = oldest is not None and oldest.timestamp() < time.time() - FRESH.total_seconds()
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         fresh = conn is None
         if conn is None:
             conn = self._connect()
         try:
-            new = self._transaction(conn, texts or self._texts(conn, records, names))
+            new = self._transaction(conn, texts or self._texts(conn, records, names), old)
         except RecordRejected:
             self._put_back(conn)  # the connection is fine: a record of the batch is not
             raise
@@ -479,7 +502,7 @@ class CopyWriter:
                      error=str(e).strip())
             conn = self._connect()
             try:
-                new = self._transaction(conn, texts or self._texts(conn, records, names))
+                new = self._transaction(conn, texts or self._texts(conn, records, names), old)
             except BaseException:
                 self._discard(conn)
                 raise
@@ -501,14 +524,19 @@ class CopyWriter:
     def _copy(self, cur: Any, sql: str, text: str) -> None:
         cur.copy_expert(sql, io.StringIO(text), size=65536)
 
-    def _transaction(self, conn: Any, texts: tuple[str, str, str]) -> int:
+    def _transaction(self, conn: Any, texts: tuple[str, str, str], old: bool) -> int:
+        """One batch's transaction; ``old``: it holds intervals old enough that a day row
+        (fep.store.compaction) may hold them: those go through staging, leaving out what day
+        rows hold, under the compaction lock taken shared."""
         new = 0
         try:
             with conn.cursor() as cur:
                 for (table, staging, columns, key), text in zip(TABLES, texts, strict=True):
                     if not text:
                         continue
-                    if self._staged_next.get(table, 0) <= 0:
+                    if table == "interval_rows" and old:
+                        cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (COMPACT_LOCK,))
+                    elif self._staged_next.get(table, 0) <= 0:
                         copied = self._direct(cur, table, columns, text)
                         if copied is not None:
                             new += copied
@@ -522,6 +550,7 @@ class CopyWriter:
                     self._copy(cur, f"COPY {staging} ({columns}) FROM STDIN", text)
                     cur.execute(
                         f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging}"
+                        f"{_NOT_IN_DAY_ROWS if table == 'interval_rows' and old else ''}"
                         f" ORDER BY {key} ON CONFLICT DO NOTHING"
                     )
                     new += cur.rowcount

@@ -43,7 +43,9 @@ log = Logger()
 # partitioned by). Partitions and messages are named for the record table.
 PARTITIONED = (("readings", "reading_rows", "read_at"),
                ("intervals", "interval_rows", "start_time"),
-               ("events", "event_rows", "time"))
+               ("events", "event_rows", "time"),
+               # Compacted days of intervals (migration 0020, fep.store.compaction).
+               ("interval_days", "interval_days", "day_start"))
 ROWS_TABLE = {table: rows for table, rows, _ in PARTITIONED}
 
 
@@ -292,7 +294,8 @@ async def apply_retention(
 
 
 class PartitionKeeper(Service):
-    """Makes partitions ahead and applies retention (when set) at start and every day after;
+    """Makes partitions ahead, applies retention (when set) and compacts closed days of
+    intervals (when set: fep.store.compaction) at start and every day after;
     a failed run (database down, a lock not had in time) is tried again within the hour. The
     clock is ``reactor`` (a fake one in tests); the work goes through ``store.interact``."""
 
@@ -304,12 +307,14 @@ class PartitionKeeper(Service):
         months_ahead: int,
         retention_months: int | None = None,
         retention_action: str = "detach",
+        compact_after: int | None = None,
     ) -> None:
         self.reactor = reactor
         self.store = store
         self.months_ahead = months_ahead
         self.retention_months = retention_months
         self.retention_action = retention_action
+        self.compact_after = compact_after
         self.runs = 0  # finished runs, failed or not (tests look at it)
         self.changes: list[Change] = []  # the last run's
         self.last_run: Deferred[None] | None = None  # fires when the latest run ends
@@ -367,4 +372,10 @@ class PartitionKeeper(Service):
                 changes.extend(table_changes)
         for change in changes:
             log.info("partitions: {change}", change=change.describe())
+        if self.compact_after is not None:
+            from fep.store.compaction import compact_intervals
+
+            compacted = await compact_intervals(self.store, now, self.compact_after)
+            if compacted.days:
+                log.info("intervals compacted: {result}", result=compacted.describe())
         return changes

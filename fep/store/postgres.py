@@ -525,8 +525,9 @@ class PostgresStore:
             sql += " AND obis = %s"
             params.append(code)
         if bound is not None:
-            sql += " AND start_time >= %s"
-            params.append(bound)
+            # The day bound lets compacted days (interval_days) before it go unread.
+            sql += " AND start_time >= %s AND start_day >= date_trunc('day', %s, 'UTC')"
+            params.extend((bound, bound))
         sql += " ORDER BY obis, start_time"
 
         async def query(cursor: Any) -> list[IntervalBlock]:

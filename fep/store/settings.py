@@ -37,6 +37,26 @@ def retention(value: str) -> int | None:
     return months
 
 
+_DAYS = re.compile(r"^(?P<n>\d+)\s*(?:days?)?$")
+
+
+@expects("N days (at least 3), or empty (never compact)")
+def compact_after(value: str) -> int | None:
+    """``7 days`` as a number of days; empty: never (None)."""
+    from fep.store.compaction import MIN_AGE_DAYS
+
+    value = value.strip().lower()
+    if not value:
+        return None
+    m = _DAYS.match(value)
+    if m is None:
+        raise ValueError("expected N days")
+    days = int(m["n"])
+    if days < MIN_AGE_DAYS:
+        raise ValueError(f"intervals are compacted {MIN_AGE_DAYS} days after at the earliest")
+    return days
+
+
 @attrs.frozen
 class StoreSection:
     url: str
@@ -44,14 +64,16 @@ class StoreSection:
     partitions_ahead: int = 3
     retention: int | None = None  # months kept, None: everything
     retention_action: str = "detach"
+    compact_after: int | None = 7  # days; None: never
 
 
 def _store(url: str, pool_size: int, partitions_ahead: int, retention: int | None,
-           retention_action: str) -> StoreSection:
+           retention_action: str, compact_after: int | None = 7) -> StoreSection:
     if retention is not None and url.startswith("sqlite:"):
         raise ConfigError("retention works by PostgreSQL partitions; it is not supported on "
                           "SQLite (leave it empty)", key="retention")
-    return StoreSection(url, pool_size, partitions_ahead, retention, retention_action)
+    return StoreSection(url, pool_size, partitions_ahead, retention, retention_action,
+                        compact_after)
 
 
 @attrs.frozen
@@ -91,6 +113,9 @@ STORE = Section("store", {
                         "PostgreSQL: months of records kept (e.g. 24 months); empty: all"),
     "retention_action": Option(choice("detach", "drop"), "detach",
                                "PostgreSQL: what retention does to an old partition"),
+    "compact_after": Option(compact_after, "7 days",
+                            "PostgreSQL: days after which a closed day of intervals is kept "
+                            "as one row (at least 3); empty: never"),
 }, _store, required=True)
 
 SPOOL = Section("spool", {

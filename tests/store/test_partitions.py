@@ -23,6 +23,7 @@ from fep.errors import StoreError
 from fep.model import EventKind, IntervalBlock, MeterEvent, ObisCode, Reading, Record, Severity
 from fep.store import migrations
 from fep.store import partitions as partitions_module
+from fep.store.compaction import compact_intervals
 from fep.store.partitions import (
     Partition,
     PartitionKeeper,
@@ -111,10 +112,10 @@ def query(conn: Any, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
 def checksums(conn: Any) -> dict[str, tuple[int, int]]:
     """Each table's row count and the sum of a 60-bit hash of every row's text."""
     out = {}
-    for table in TABLES:
+    for table, (_, columns) in TABLES.items():
         ((count, total),) = query(
             conn, f"SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 15))"
-            f"::bit(60)::bigint), 0) FROM {table} t")
+            f"::bit(60)::bigint), 0) FROM (SELECT {columns} FROM {table}) t")
         out[table] = (int(count), int(total))
     return out
 
@@ -228,6 +229,18 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual(len(await store.readings("m5")),
                          len([r for r in records if isinstance(r, Reading) and r.meter == "m5"]))
         self.assertEqual(len(await store.readings("m-wrong-clock")), 2)
+
+        # Migration 0020 and a compaction: the closed days of intervals become day rows, and
+        # the view reads every interval as it was; writing them again stores none.
+        result = await compact_intervals(store, now)
+        self.assertGreater(result.days, 0)
+        self.assertEqual(result.intervals, 96 * result.days)
+        ((days,),) = query(conn, "SELECT count(*) FROM interval_days")
+        self.assertEqual(days, result.days)
+        self.assertEqual(checksums(conn), before)
+        self.assertEqual(await store.write(
+            [r for r in records if isinstance(r, IntervalBlock)]), 0)
+        self.assertEqual(checksums(conn), before)
 
 
 def plan(conn: Any, sql: str, params: Any) -> str:
@@ -355,7 +368,7 @@ class PartitionStoreTests(unittest.TestCase):
         changes = await ensure_partitions(self.store, later, 0)
         moved = {c.partition: c.rows_moved for c in changes}
         self.assertEqual(moved, {"readings_p2061_03": 5, "intervals_p2061_03": 0,
-                                 "events_p2061_03": 0})
+                                 "events_p2061_03": 0, "interval_days_p2061_03": 0})
         self.assertEqual(query(self.conn, "SELECT count(*) FROM readings_p2061_03"), [(5,)])
         self.assertEqual(query(self.conn, "SELECT count(*) FROM readings_default"), [(1,)])
         self.assertEqual(await self.store.count("readings"), 6)
@@ -374,8 +387,8 @@ class PartitionStoreTests(unittest.TestCase):
             Deferred.fromCoroutine(ensure_partitions(self.store, when, 2)),
             Deferred.fromCoroutine(ensure_partitions(other, when, 2))])
         made = sorted(c.partition for c in a + b)
-        self.assertEqual(len(made), 9)
-        self.assertEqual(len(set(made)), 9)
+        self.assertEqual(len(made), 12)  # three months of four tables
+        self.assertEqual(len(set(made)), 12)
         self.assertLessEqual({"readings_p2062_07", "readings_p2062_08", "readings_p2062_09"},
                              self.names("readings"))
 
@@ -502,8 +515,8 @@ class KeeperTests(unittest.TestCase):
         clock.advance(3600)
         await keeper.last_run
         self.assertEqual(keeper.runs, 2)
-        # The fake clock's month (January 1970) and the next, for each table.
-        self.assertEqual(len(keeper.changes), 6)
+        # The fake clock's month (January 1970) and the next, for each of the four tables.
+        self.assertEqual(len(keeper.changes), 8)
 
 
 class RetentionCommandTests(unittest.TestCase):

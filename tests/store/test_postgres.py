@@ -321,8 +321,9 @@ class PostgresOutageTests(ProxiedStore):
 
 def copy_heavy_batch(n: int) -> list[Any]:
     """``n`` readings of 50 meters, a load profile of each and an event of each: every kind
-    of row, with text that COPY has to escape."""
-    base = datetime(2026, 1, 1, tzinfo=UTC)
+    of row, with text that COPY has to escape; all of today (UTC), so no interval is old
+    enough to meet a compacted day (fep.store.compaction)."""
+    base = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     records: list[Any] = [
         reading(Decimal(i) / 10, meter=f"m{i % 50}\t\\x",
                 meter_time=base + timedelta(minutes=15 * (i // 50)), source="copy\ntest")
@@ -415,8 +416,8 @@ class CopyOutageTests(ProxiedStore):
         original = writer._transaction
         lost: list[int] = []
 
-        def transaction(conn: Any, texts: Any) -> int:
-            new = original(conn, texts)
+        def transaction(conn: Any, texts: Any, old: bool) -> int:
+            new = original(conn, texts, old)
             if not lost:
                 # Committed, and then the connection went before the answer came back.
                 lost.append(new)
