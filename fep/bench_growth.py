@@ -55,6 +55,10 @@ PERIOD = 900
 # Rows per INSERT (PostgreSQL) or per transaction (SQLite) while filling.
 FILL_CHUNK = 500_000
 TARGET = 0.8
+# Bytes per stored interval on PostgreSQL (table and index), and the compaction age the
+# bench uses: the youngest fep allows, so the days a daily collection still adds to stay rows.
+INTERVAL_TARGET = 64
+COMPACT_AFTER = 3
 
 
 def today(now: datetime | None = None) -> datetime:
@@ -296,6 +300,48 @@ def postgres_sizes(url: str) -> list[TableSize]:
     return out
 
 
+def postgres_day_rows(url: str) -> TableSize:
+    """The compacted days' intervals (fep.store.compaction) and their bytes (every
+    partition of interval_days: table, TOAST, index)."""
+    import psycopg2
+
+    conn = psycopg2.connect(url, connect_timeout=10)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET statement_timeout = 0")
+            # What autovacuum does after the compaction's deletes: the moved rows' space is
+            # free (a month's partition emptied wholly gives its pages back).
+            cur.execute("VACUUM (ANALYZE) interval_rows")
+            cur.execute("VACUUM (ANALYZE) interval_days")
+            cur.execute("SELECT coalesce(sum(cardinality(vals)), 0) FROM interval_days")
+            (rows,) = cur.fetchone()
+            cur.execute(
+                "SELECT coalesce(sum(pg_total_relation_size(relid)), 0),"
+                " count(*) FILTER (WHERE pg_relation_size(relid) > 0)"
+                " FROM pg_partition_tree('interval_days'::regclass) WHERE isleaf")
+            size, used = cur.fetchone()
+    finally:
+        conn.close()
+    return TableSize("compacted intervals", int(rows), int(size), int(used))
+
+
+async def compact_full(reactor: IStoreReactor, url: str, after: int) -> float:
+    """fep's compaction of the filled database's closed days (as `fep db compact --after`);
+    its seconds."""
+    from fep.store import open_store
+    from fep.store.compaction import compact_intervals
+
+    store: Any = open_store(url, reactor)
+    await store.open()
+    began = time.perf_counter()
+    try:
+        await compact_intervals(store, datetime.now(UTC), after)
+    finally:
+        await store.close()
+    return time.perf_counter() - began
+
+
 def sqlite_sizes(path: Path) -> tuple[list[TableSize], int]:
     """Readings' and intervals' rows and pages (dbstat), and the whole file's bytes
     (page_count * page_size), after a full checkpoint."""
@@ -341,6 +387,11 @@ class GrowthResult:
     quantities: int = QUANTITIES
     empty_rates: tuple[float, ...] = ()  # every run's, in turn
     full_rates: tuple[float, ...] = ()
+    # PostgreSQL, after fep's compaction of the days that ended COMPACT_AFTER days ago: the
+    # intervals left as rows, those in day rows, and the compaction's seconds.
+    compacted_rows: TableSize | None = None
+    compacted_days: TableSize | None = None
+    compact_seconds: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -379,6 +430,19 @@ class GrowthResult:
                      else "")
             out.append((f"storage {self.store} at size", f"{s.table}: {s.rows:,} rows{where}",
                         f"{s.per_row:,.0f} bytes per stored {s.table[:-1]}"))
+        if self.compacted_rows is not None and self.compacted_days is not None:
+            left, days = self.compacted_rows, self.compacted_days
+            both = TableSize("intervals", left.rows + days.rows, left.bytes + days.bytes)
+            verdict = "met" if both.per_row <= INTERVAL_TARGET else "not met"
+            out.append((
+                f"storage {self.store} at size, closed days compacted",
+                f"intervals: {days.rows:,} in day rows (days that ended {COMPACT_AFTER} days "
+                f"ago and before), {left.rows:,} rows of the days since; fep db compact took "
+                f"{self.compact_seconds:,.0f} s ({days.rows / max(self.compact_seconds, 1e-9):,.0f}"
+                " intervals/s)",
+                f"{both.per_row:,.1f} bytes per stored interval (day rows "
+                f"{days.per_row:,.1f}, rows {left.per_row:,.0f}); target <= "
+                f"{INTERVAL_TARGET}: {verdict}"))
         if self.file_bytes:
             stored = sum(s.rows for s in self.sizes)
             out.append((f"storage {self.store} at size", "the whole file after checkpoint",
@@ -443,13 +507,18 @@ async def postgres_growth(reactor: IStoreReactor, server: str, rows: int, workdi
                                           rows + n * readings)
             full_rates.append(rate)
         sizes = postgres_sizes(full)
+        compact_seconds = await compact_full(reactor, full, COMPACT_AFTER)
+        compacted_days = postgres_day_rows(full)
+        compacted_rows = next(s for s in postgres_sizes(full) if s.table == "intervals")
     finally:
         drop_postgres(server, empty_name)
         drop_postgres(server, full_name)
     return GrowthResult("PostgreSQL", rows, meters, fill_days(rows, meters, quantities),
                         max(empty_rates), max(full_rates), repeat, batch, sizes,
                         fill_seconds=fill_seconds, readings=readings, quantities=quantities,
-                        empty_rates=tuple(empty_rates), full_rates=tuple(full_rates))
+                        empty_rates=tuple(empty_rates), full_rates=tuple(full_rates),
+                        compacted_rows=compacted_rows, compacted_days=compacted_days,
+                        compact_seconds=compact_seconds)
 
 
 async def sqlite_growth(reactor: IStoreReactor, rows: int, workdir: Path, *,

@@ -146,6 +146,13 @@ class PostgresGrowthTests(unittest.TestCase):
         self.assertGreater(readings.per_row, 0)
         self.assertGreater(intervals.per_row, 0)
         self.assertRegex(result.table()[1][2], r"^[\d,]+ bytes per stored reading$")
+        # Then fep's compaction: the days that ended three days ago and before are day rows
+        # (five quantities of one meter each), the later ones stay rows; none lost.
+        assert result.compacted_days is not None and result.compacted_rows is not None
+        self.assertEqual(result.compacted_days.rows, (DAYS - 3) * QUANTITIES * STEPS)
+        self.assertEqual(result.compacted_rows.rows, 3 * QUANTITIES * STEPS)
+        self.assertRegex(result.table()[3][2], r"^[\d.,]+ bytes per stored interval \(day "
+                         r"rows [\d.,]+, rows [\d,]+\); target <= 64: (not )?met$")
         # Both databases dropped at the end.
         self.assertEqual(_databases(server, prefix), [])
 

@@ -327,3 +327,49 @@ class SettingTests(unittest.TestCase):
         with self.assertRaises(ConfigError) as raised:
             store("2 days")
         self.assertIn("compact_after", str(raised.exception))
+
+
+class CompactedPlanTests(unittest.TestCase):
+    """The analysis tier's read of a day range (fep.analysis.store, bounded by start_day as
+    well as start_time) reads the day rows of those days only: the partitions of other months
+    are pruned, the unique key's index finds the series' days."""
+
+    async def test_a_range_of_days_reads_only_its_months_day_rows(self) -> None:
+        from fep.store.partitions import add_months, month_start
+
+        url = fresh_database(self)
+        store = PostgresStore(url, reactor)
+        await store.open()
+        self.addCleanup(store.close)
+        first = add_months(month_start(datetime.now(UTC)), -2)
+        second = add_months(first, 1)
+        await ensure_partitions(store, first, 2)
+        await store.write([day_of(f"m{m}", month + timedelta(days=d), [Decimal(d)] * 96)
+                           for month in (first, second) for m in range(50) for d in range(5)])
+        self.assertEqual((await compact_intervals(store, datetime.now(UTC))).days, 500)
+        conn = connect(url)
+        self.addCleanup(conn.close)
+        query(conn, "ANALYZE interval_days")
+        query(conn, "ANALYZE interval_rows")
+        query(conn, "ANALYZE record_series")
+        since, until = second + timedelta(days=1), second + timedelta(days=2)
+        sql = ("EXPLAIN SELECT meter, start_time, value FROM intervals WHERE obis = %s"
+               " AND start_time >= %s AND start_time < %s"
+               " AND start_day >= date_trunc('day', %s::timestamptz, 'UTC') AND start_day < %s"
+               " AND meter IN %s ORDER BY meter, start_time")
+        text = "\n".join(r[0] for r in query(conn, sql, (
+            str(ENERGY), since, until, since, until, ("m1", "m7", "m30"))))
+        self.assertIn(f"interval_days_p{second:%Y_%m}", text)
+        self.assertNotIn(f"interval_days_p{first:%Y_%m}", text)
+        self.assertNotIn("interval_days_default", text)
+        self.assertNotIn("Seq Scan on interval_days", text)
+        # And the rows read back are that day's.
+        rows = query(conn, sql[len("EXPLAIN "):], (str(ENERGY), since, until, since, until,
+                                                   ("m1", "m7", "m30")))
+        self.assertEqual(len(rows), 3 * 96)
+        self.assertEqual({r[2] for r in rows}, {Decimal(1)})
+        # Every row of the first month moved: a vacuum (autovacuum's work) gives its
+        # partition's pages back to the disk.
+        query(conn, f"VACUUM intervals_p{first:%Y_%m}")
+        self.assertEqual(query(conn, "SELECT pg_relation_size(%s)",
+                               (f"intervals_p{first:%Y_%m}",)), [(0,)])
