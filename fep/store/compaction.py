@@ -20,9 +20,12 @@ goes on.
 
 Exactly once across the two tables: a writer never puts a row in ``interval_rows`` for an
 interval a day row holds. Batches whose intervals are all younger than ``FRESH`` (the usual
-case: the day being collected) cannot meet a day row and are copied as before; a batch
-with older intervals takes ``COMPACT_LOCK`` shared and leaves out the intervals day rows
-hold (fep.store.copy). Compaction takes it exclusively for each block, so a late re-read of
+case: the day being collected) cannot meet a day row and are copied as before, without a
+lock. A batch with older intervals takes ``COMPACT_LOCK`` shared and reads
+``interval_compaction.day_rows_before`` (which a run moves forward under the lock before its
+first block): when an interval of the batch is older than that, the batch leaves out the
+intervals day rows hold (fep.store.copy); otherwise (a backlog of the last days) it is
+copied as usual. Compaction takes the lock exclusively for each block, so a late re-read of
 a closed day and the move of that day never interleave. The margin between ``FRESH`` (2
 days) and ``MIN_AGE_DAYS`` (3) covers nodes whose clocks differ by up to a day.
 """
@@ -155,11 +158,30 @@ async def _compact_block(cursor: Any, lo: datetime, hi: datetime, first: int, la
     return len(made), sum(int(n) for (n,) in made)
 
 
-async def _mark(cursor: Any, before: datetime) -> None:
+async def _starting(cursor: Any, cutoff: datetime) -> None:
+    """Before a run's first block, under the lock: day rows may hold intervals before
+    ``cutoff`` from now on (writers check those)."""
+    await cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+    await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (COMPACT_LOCK,))
     await cursor.execute(
-        "INSERT INTO interval_compaction (one, compacted_before) VALUES (true, %s)"
-        " ON CONFLICT (one) DO UPDATE SET compacted_before = EXCLUDED.compacted_before",
-        (before,))
+        "INSERT INTO interval_compaction (one, day_rows_before) VALUES (true, %s)"
+        " ON CONFLICT (one) DO UPDATE SET day_rows_before ="
+        " greatest(interval_compaction.day_rows_before, EXCLUDED.day_rows_before)",
+        (cutoff,))
+
+
+async def _mark(cursor: Any, before: datetime) -> None:
+    await cursor.execute("UPDATE interval_compaction SET compacted_before = %s", (before,))
+
+
+def day_rows_before(cursor: Any) -> datetime | None:
+    """In a writer's transaction (a synchronous psycopg2 cursor): take the compaction lock
+    shared, then the instant before which day rows may hold intervals (None: there are
+    none). No run can start a block, nor move that instant, until the transaction ends."""
+    cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", (COMPACT_LOCK,))
+    cursor.execute("SELECT day_rows_before FROM interval_compaction")
+    row = cursor.fetchone()
+    return None if row is None else row[0]
 
 
 async def compact_intervals(
@@ -179,6 +201,7 @@ async def compact_intervals(
     if start is not None and start >= cutoff:
         return CompactionResult(compacted_before=last_end)
     days = intervals = blocks = 0
+    await store.interact(_starting, cutoff)
     for p in await store.interact(partitions_of, "intervals"):
         if p.default or p.lower is None or p.upper is None:
             continue

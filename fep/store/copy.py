@@ -49,7 +49,7 @@ from twisted.python.threadpool import ThreadPool
 from fep.errors import RecordRejected, StoreError
 from fep.model import IntervalBlock, MeterEvent, Reading, Record
 from fep.reactors import ITimeAndThreads
-from fep.store.compaction import COMPACT_LOCK, FRESH
+from fep.store.compaction import FRESH, day_rows_before
 from fep.store.rows import encode_value, period_seconds, text_time
 
 log = Logger()
@@ -478,8 +478,9 @@ class CopyWriter:
             names = batch_names(records)
         if texts is not None and not any(texts):
             return 0
-        oldest = oldest_interval(records)
-        old = oldest is not None and oldest.timestamp() < time.time() - FRESH.total_seconds()
+        old = oldest_interval(records)
+        if old is not None and old.timestamp() >= time.time() - FRESH.total_seconds():
+            old = None  # the days being collected: no day row can hold them
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         fresh = conn is None
@@ -524,18 +525,24 @@ class CopyWriter:
     def _copy(self, cur: Any, sql: str, text: str) -> None:
         cur.copy_expert(sql, io.StringIO(text), size=65536)
 
-    def _transaction(self, conn: Any, texts: tuple[str, str, str], old: bool) -> int:
-        """One batch's transaction; ``old``: it holds intervals old enough that a day row
-        (fep.store.compaction) may hold them: those go through staging, leaving out what day
-        rows hold, under the compaction lock taken shared."""
+    def _transaction(self, conn: Any, texts: tuple[str, str, str],
+                     old: datetime | None) -> int:
+        """One batch's transaction; ``old``: its earliest interval start when that is old
+        enough that a day row (fep.store.compaction) may hold it. Then the batch takes the
+        compaction lock shared, and its intervals go through staging, leaving out what day
+        rows hold, if any is older than where day rows may begin."""
         new = 0
         try:
             with conn.cursor() as cur:
                 for (table, staging, columns, key), text in zip(TABLES, texts, strict=True):
                     if not text:
                         continue
-                    if table == "interval_rows" and old:
-                        cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (COMPACT_LOCK,))
+                    checked = False
+                    if table == "interval_rows" and old is not None:
+                        held_before = day_rows_before(cur)
+                        checked = held_before is not None and old < held_before
+                    if checked:
+                        pass  # through staging, leaving out what day rows hold
                     elif self._staged_next.get(table, 0) <= 0:
                         copied = self._direct(cur, table, columns, text)
                         if copied is not None:
@@ -550,7 +557,7 @@ class CopyWriter:
                     self._copy(cur, f"COPY {staging} ({columns}) FROM STDIN", text)
                     cur.execute(
                         f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging}"
-                        f"{_NOT_IN_DAY_ROWS if table == 'interval_rows' and old else ''}"
+                        f"{_NOT_IN_DAY_ROWS if checked else ''}"
                         f" ORDER BY {key} ON CONFLICT DO NOTHING"
                     )
                     new += cur.rowcount

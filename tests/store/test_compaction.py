@@ -232,6 +232,23 @@ class CompactionTests(unittest.TestCase):
             await deferLater(reactor, 0.02, lambda: None)
         self.fail("no writer waited for the compaction lock")
 
+    async def test_a_backlog_younger_than_the_day_rows_is_copied_straight_in(self) -> None:
+        await self.store.write([day_of("m1", self.old, [Decimal(1)] * 96)])
+        await compact_intervals(self.store, datetime.now(UTC))
+        writer = self.store._copy
+        assert writer is not None
+        direct = writer.direct_batches
+        # Five days ago: older than the days being collected, younger than any day row.
+        self.assertEqual(await self.store.write([day_of("m1", midnight(5), [Decimal(2)] * 96)]),
+                         96)
+        self.assertEqual(writer.direct_batches, direct + 1)
+        # A batch reaching into the compacted days goes through staging and the check.
+        staged = writer.staged_batches
+        self.assertEqual(await self.store.write([
+            day_of("m1", midnight(6), [Decimal(3)] * 96),
+            day_of("m1", self.old, [Decimal(1)] * 96)]), 96)
+        self.assertEqual(writer.staged_batches, staged + 1)
+
     async def test_a_run_goes_on_where_the_last_ended(self) -> None:
         await self.store.write([day_of("m1", self.old, [Decimal(1)] * 96)])
         now = datetime.now(UTC)

@@ -79,10 +79,13 @@ CREATE VIEW intervals AS
     JOIN record_series s ON s.id = d.series
     JOIN record_sources o ON o.id = d.source;
 
--- How far compaction has looked: the intervals before this instant were examined (a row
--- that comes later for such a day stays in interval_rows; `fep db compact --since` looks
--- again).
+-- How far compaction has gone. compacted_before: the intervals before this instant were
+-- examined by a run that ended (a row that comes later for such a day stays in
+-- interval_rows; `fep db compact --since` looks again). day_rows_before: day rows may hold
+-- intervals before this instant (set as a run starts, under the compaction lock): a writer
+-- holding the lock shared checks only the intervals before it against the day rows.
 CREATE TABLE interval_compaction (
     one               boolean PRIMARY KEY DEFAULT true CHECK (one),
-    compacted_before  timestamptz NOT NULL
+    compacted_before  timestamptz NULL,
+    day_rows_before   timestamptz NOT NULL
 );
