@@ -191,10 +191,13 @@ async def compact_intervals(
     *,
     since: datetime | None = None,
     progress: Callable[[datetime, int, int], None] | None = None,
+    keep_going: Callable[[], bool] | None = None,
 ) -> CompactionResult:
     """Compact the regular days of intervals that end ``compact_after`` days before today's
     midnight (``now``), from where the last run ended (or ``since``: look again from
-    there). ``progress(month, days, intervals)`` is told after each month's range."""
+    there). ``progress(month, days, intervals)`` is told after each month's range. When
+    ``keep_going()`` turns false (the daemon stopping) the run ends after its current
+    block, unmarked: the next run goes on from where this one started, past what it moved."""
     cutoff = compact_cutoff(now, compact_after)
     last_end, cutoff, last_series = await store.interact(_plan, cutoff)
     start = since if since is not None else last_end
@@ -214,6 +217,9 @@ async def compact_intervals(
                              month_start(p.lower))
         month_days = month_intervals = 0
         for first in range(1, last_series + 1, SERIES_CHUNK):
+            if keep_going is not None and not keep_going():
+                return CompactionResult(days + month_days, intervals + month_intervals,
+                                        last_end, blocks)
             made, moved = await store.interact(
                 _compact_block, lo, hi, first, first + SERIES_CHUNK - 1)
             month_days += made

@@ -375,7 +375,10 @@ class PartitionKeeper(Service):
         if self.compact_after is not None:
             from fep.store.compaction import compact_intervals
 
-            compacted = await compact_intervals(self.store, now, self.compact_after)
+            # A first run over months of intervals takes long: stopping the daemon ends it
+            # after its current block.
+            compacted = await compact_intervals(self.store, now, self.compact_after,
+                                                keep_going=lambda: bool(self.running))
             if compacted.days:
                 log.info("intervals compacted: {result}", result=compacted.describe())
         return changes

@@ -267,6 +267,17 @@ class CompactionTests(unittest.TestCase):
         self.assertEqual(later.days, 1)
         self.assertEqual(self.count("interval_rows"), 0)
 
+    async def test_a_run_told_to_stop_ends_after_its_block_and_the_next_goes_on(self) -> None:
+        self.patch(compaction, "SERIES_CHUNK", 1)
+        await self.store.write([day_of(f"m{i}", self.old, [Decimal(i)] * 96) for i in range(3)])
+        turns: list[bool] = [True, False]
+        stopped = await compact_intervals(self.store, datetime.now(UTC),
+                                          keep_going=lambda: turns.pop(0) if turns else False)
+        self.assertEqual((stopped.days, stopped.blocks, stopped.compacted_before), (1, 1, None))
+        rest = await compact_intervals(self.store, datetime.now(UTC))
+        self.assertEqual(rest.days, 2)
+        self.assertEqual(self.count("interval_rows"), 0)
+
     async def test_the_cutoff_is_bounded_by_the_databases_clock(self) -> None:
         # A caller's clock years ahead compacts nothing younger than three days by the
         # database's clock (writers of the last two days take no lock).
