@@ -37,12 +37,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
-from twisted.logger import Logger
 
 from fep.errors import StoreError
 from fep.store.partitions import create_partition, month_start, partitions_of
-
-log = Logger()
 
 # Any number will do as long as every node uses the same one.
 COMPACT_LOCK = 0x6665_7020
