@@ -54,17 +54,29 @@ SERIES_CHUNK = 100
 # batch) before the run gives up until its next turn.
 LOCK_TIMEOUT = "10s"
 
-# Regular (series, day)s of one block and range, not compacted already; then their rows
-# moved into day rows. Parameters: lo, hi (a range within one month), first, last (series
-# numbers, inclusive).
+# One block (series numbers first to last, inclusive; a range lo to hi within one month): the
+# regular days not compacted already aggregated into day rows in one pass over the rows
+# (the unique key's index gives them in order), then those days' rows deleted by the same
+# index. The last SELECT gives the day rows made, the intervals they hold and the rows
+# deleted (equal, or the block is rolled back).
 _DAY = "date_trunc('day', start_time, 'UTC')"
 COMPACT_SQL = f"""
 WITH days AS (
-    SELECT series, {_DAY} AS day_start
+    SELECT {_DAY} AS day_start, max(received_time) AS received_time, series,
+           min(source) AS source, min(period_s) AS period_s, min(unit_code) AS unit_code,
+           min(scaler) AS scaler, min(value_type::text)::"char" AS value_type,
+           array_agg(value ORDER BY start_time) AS vals,
+           CASE WHEN count(*) = 86400 / min(period_s) THEN NULL
+                ELSE array_agg((extract(epoch FROM start_time - {_DAY}) / period_s)::smallint
+                               ORDER BY start_time) END AS slots,
+           CASE WHEN bool_and(status = 0) THEN NULL
+                ELSE array_agg(status ORDER BY start_time) END AS statuses,
+           CASE WHEN min(received_time) = max(received_time) THEN NULL
+                ELSE array_agg(received_time ORDER BY start_time) END AS received_times
     FROM interval_rows
     WHERE series >= %(first)s AND series <= %(last)s
       AND start_time >= %(lo)s AND start_time < %(hi)s
-    GROUP BY 1, 2
+    GROUP BY series, {_DAY}
     HAVING min(period_s) = max(period_s) AND min(period_s) >= 60
        AND 86400 %% min(period_s) = 0
        AND bool_and(value IS NOT NULL AND value_text IS NULL AND value_type IN ('D', 'I')
@@ -72,31 +84,22 @@ WITH days AS (
        AND min(value_type::text) = max(value_type::text)
        AND min(source) = max(source) AND min(scaler) = max(scaler)
        AND min(coalesce(unit_code, -1)) = max(coalesce(unit_code, -1))
-), regular AS (
-    SELECT g.series, g.day_start FROM days g
+), made AS (
+    INSERT INTO interval_days (day_start, received_time, series, source, period_s, unit_code,
+                               scaler, value_type, vals, slots, statuses, received_times)
+    SELECT g.* FROM days g
     WHERE NOT EXISTS (SELECT 1 FROM interval_days d
                       WHERE d.series = g.series AND d.day_start = g.day_start)
+    RETURNING series, day_start, cardinality(vals) AS n
 ), moved AS (
-    DELETE FROM interval_rows r USING regular g
-    WHERE r.series >= %(first)s AND r.series <= %(last)s
+    DELETE FROM interval_rows r USING made m
+    WHERE r.series = m.series AND r.start_time >= m.day_start
+      AND r.start_time < m.day_start + interval '1 day'
       AND r.start_time >= %(lo)s AND r.start_time < %(hi)s
-      AND r.series = g.series AND date_trunc('day', r.start_time, 'UTC') = g.day_start
-    RETURNING r.*
+    RETURNING 1
 )
-INSERT INTO interval_days (day_start, received_time, series, source, period_s, unit_code,
-                           scaler, value_type, vals, slots, statuses, received_times)
-SELECT {_DAY}, max(received_time), series, min(source), min(period_s), min(unit_code),
-       min(scaler), min(value_type::text)::"char",
-       array_agg(value ORDER BY start_time),
-       CASE WHEN count(*) = 86400 / min(period_s) THEN NULL
-            ELSE array_agg((extract(epoch FROM start_time - {_DAY}) / period_s)::smallint
-                           ORDER BY start_time) END,
-       CASE WHEN bool_and(status = 0) THEN NULL
-            ELSE array_agg(status ORDER BY start_time) END,
-       CASE WHEN min(received_time) = max(received_time) THEN NULL
-            ELSE array_agg(received_time ORDER BY start_time) END
-FROM moved
-GROUP BY series, {_DAY}
+SELECT (SELECT count(*) FROM made), (SELECT coalesce(sum(n), 0) FROM made),
+       (SELECT count(*) FROM moved)
 """
 
 
@@ -149,10 +152,12 @@ async def _compact_block(cursor: Any, lo: datetime, hi: datetime, first: int, la
     """One block under the lock: (day rows made, interval rows moved)."""
     await cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
     await cursor.execute("SELECT pg_advisory_xact_lock(%s)", (COMPACT_LOCK,))
-    await cursor.execute(COMPACT_SQL + " RETURNING cardinality(vals)",
-                         {"lo": lo, "hi": hi, "first": first, "last": last})
-    made = cursor.fetchall()
-    return len(made), sum(int(n) for (n,) in made)
+    await cursor.execute(COMPACT_SQL, {"lo": lo, "hi": hi, "first": first, "last": last})
+    days, intervals, deleted = (int(n) for n in cursor.fetchone())
+    if deleted != intervals:  # never seen: the transaction is rolled back, nothing moved
+        raise StoreError(f"compaction of series {first} to {last} from {lo:%Y-%m-%d}: "
+                         f"{intervals} intervals into day rows but {deleted} rows deleted")
+    return days, intervals
 
 
 async def _starting(cursor: Any, cutoff: datetime) -> None:
