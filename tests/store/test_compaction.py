@@ -31,6 +31,7 @@ from fep.store.partitions import PartitionKeeper, ensure_partitions
 from fep.store.postgres import PostgresStore
 from tests.postgres import fresh_database
 from tests.store.test_partitions import connect, query
+from tests.store.test_postgres import ProxiedStore
 
 ENERGY = ObisCode.parse("1.0.1.29.0.255")
 QUARTER = timedelta(minutes=15)
@@ -82,6 +83,19 @@ def shapes(day: datetime) -> tuple[list[IntervalBlock], set[str]]:
         day_of("sources", day + timedelta(hours=6), [Decimal(1)] * 4, source="gw3761:DCU1"),
     ]
     return blocks, {"text", "none", "periods", "offgrid", "seconds", "sources"}
+
+
+async def waiting_for_the_lock(case: unittest.TestCase, conn: Any) -> None:
+    """Until a connection of fep waits for the compaction lock (PostgreSQL shows it in
+    pg_locks): the event the tests wait for, looked at every 20 ms, for 30 s at most."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ((n,),) = query(conn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                        " AND NOT granted AND objid = %s", (COMPACT_LOCK & 0xFFFF_FFFF,))
+        if n:
+            return
+        await deferLater(reactor, 0.02, lambda: None)
+    case.fail("nobody waited for the compaction lock")
 
 
 class CompactionTests(unittest.TestCase):
@@ -205,7 +219,7 @@ class CompactionTests(unittest.TestCase):
             cur.execute("SELECT pg_advisory_lock(%s)", (COMPACT_LOCK,))
         late = day_of("m1", self.old - timedelta(days=1), [Decimal(2)] * 4)
         write = Deferred.fromCoroutine(self._write([block, late]))
-        await self.waiting_for_the_lock()
+        await waiting_for_the_lock(self, self.conn)
         self.assertFalse(write.called)
         with holder.cursor() as cur:
             cur.execute("SELECT pg_advisory_unlock(%s)", (COMPACT_LOCK,))
@@ -220,17 +234,6 @@ class CompactionTests(unittest.TestCase):
     async def _write(self, records: list[IntervalBlock]) -> int:
         return int(await self.store.write(records))
 
-    async def waiting_for_the_lock(self) -> None:
-        """Until a connection of fep waits for the compaction lock."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            ((n,),) = query(self.conn, "SELECT count(*) FROM pg_locks WHERE locktype ="
-                            " 'advisory' AND NOT granted AND objid = %s",
-                            (COMPACT_LOCK & 0xFFFF_FFFF,))
-            if n:
-                return
-            await deferLater(reactor, 0.02, lambda: None)
-        self.fail("no writer waited for the compaction lock")
 
     async def test_a_backlog_younger_than_the_day_rows_is_copied_straight_in(self) -> None:
         await self.store.write([day_of("m1", self.old, [Decimal(1)] * 96)])
@@ -401,3 +404,51 @@ class CompactedPlanTests(unittest.TestCase):
         query(conn, f"VACUUM intervals_p{first:%Y_%m}")
         self.assertEqual(query(conn, "SELECT pg_relation_size(%s)",
                                (f"intervals_p{first:%Y_%m}",)), [(0,)])
+
+
+class CompactionCutTests(ProxiedStore):
+    """The database connection lost in the middle of a run (the node killed, the network
+    gone): the block under way is rolled back by the server, the blocks before it stay done,
+    and the next run finishes; every interval is still there once."""
+
+    async def test_a_connection_lost_mid_run_loses_and_doubles_nothing(self) -> None:
+        self.patch(compaction, "SERIES_CHUNK", 1)
+        old = midnight(20)
+        await ensure_partitions(self.store, old, 1)
+        blocks = [day_of(f"m{i}", old, [Decimal(i)] * 96) for i in range(3)]
+        await self.store.write(blocks)
+        conn = connect(self.url)
+        self.addCleanup(conn.close)
+        before = query(conn, f"SELECT {COLUMNS} FROM intervals ORDER BY meter, start_time")
+        holder = psycopg2.connect(self.url)
+        self.addCleanup(holder.close)
+        holder.autocommit = True
+        calls: list[int] = []
+
+        def keep_going() -> bool:
+            calls.append(1)
+            if len(calls) == 2:  # the first block is done: the second will wait for a writer
+                with holder.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_lock_shared(%s)", (COMPACT_LOCK,))
+            return True
+
+        run = Deferred.fromCoroutine(compact_intervals(self.store, datetime.now(UTC),
+                                                       keep_going=keep_going))
+        await waiting_for_the_lock(self, conn)
+        self.proxy.drop_connections()  # while the second block's transaction is open
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock_shared(%s)", (COMPACT_LOCK,))
+        # The store either gives the error or runs the block again on a new connection
+        # (its transaction was rolled back either way).
+        try:
+            await run
+        except StoreError:
+            pass
+        self.assertEqual(query(conn, f"SELECT {COLUMNS} FROM intervals ORDER BY meter,"
+                               " start_time"), before)
+        await compact_intervals(self.store, datetime.now(UTC), since=old)
+        self.assertEqual(query(conn, "SELECT count(*) FROM interval_days"), [(3,)])
+        self.assertEqual(query(conn, "SELECT count(*) FROM interval_rows"), [(0,)])
+        self.assertEqual(query(conn, f"SELECT {COLUMNS} FROM intervals ORDER BY meter,"
+                               " start_time"), before)
+        self.assertEqual(await self.store.write(blocks), 0)

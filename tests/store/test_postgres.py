@@ -255,7 +255,7 @@ class ProxiedStore(unittest.TestCase):
     """The store between a TcpProxy and the server: the test cuts and restores the proxy."""
 
     async def setUp(self) -> None:  # type: ignore[override]
-        url = fresh_database(self)
+        url = self.url = fresh_database(self)  # the server itself, not through the proxy
         from urllib.parse import urlsplit
 
         target = urlsplit(url)
