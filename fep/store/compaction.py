@@ -120,6 +120,12 @@ class CompactionResult:
                 f"{upto}")
 
 
+def midnight(t: datetime) -> datetime:
+    """The first instant of ``t``'s UTC day."""
+    t = t.astimezone(UTC)
+    return datetime(t.year, t.month, t.day, tzinfo=UTC)
+
+
 def compact_cutoff(now: datetime, compact_after: int) -> datetime:
     """The midnight UTC before which days may be compacted: ``compact_after`` days before
     today's."""
@@ -127,8 +133,7 @@ def compact_cutoff(now: datetime, compact_after: int) -> datetime:
         raise StoreError(f"compact_after must be at least {MIN_AGE_DAYS} days (intervals "
                          f"younger than {FRESH.days} days are written without checking day "
                          f"rows), not {compact_after}")
-    t = now.astimezone(UTC)
-    return datetime(t.year, t.month, t.day, tzinfo=UTC) - timedelta(days=compact_after)
+    return midnight(now) - timedelta(days=compact_after)
 
 
 # ---------------------------------------------------------------------------
@@ -202,7 +207,8 @@ async def compact_intervals(
     block, unmarked: the next run goes on from where this one started, past what it moved."""
     cutoff = compact_cutoff(now, compact_after)
     last_end, cutoff, last_series = await store.interact(_plan, cutoff)
-    start = since if since is not None else last_end
+    # Whole days only: a range starting mid-day would make a day row of half a day.
+    start = last_end if since is None else midnight(since)
     if start is not None and start >= cutoff:
         return CompactionResult(compacted_before=last_end)
     days = intervals = blocks = 0
