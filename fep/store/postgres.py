@@ -590,8 +590,13 @@ class PostgresStore:
             return fail(StoreError(f"{self.url}: no table {table!r} (one of {', '.join(TABLES)})"))
 
         async def query(cursor: Any) -> int:
-            # The compact table itself: every row of it is a row of the view (no join).
-            await cursor.execute(f"SELECT count(*) FROM {rows_table(table)}")
+            # The compact table itself: every row of it is a row of the view (no join); and
+            # for intervals, those the compacted days hold (fep.store.compaction).
+            sql = f"SELECT count(*) FROM {rows_table(table)}"
+            if table == "intervals":
+                sql = (f"SELECT ({sql}) + (SELECT coalesce(sum(cardinality(vals)), 0)"
+                       " FROM interval_days)")
+            await cursor.execute(sql)
             (n,) = cursor.fetchone()
             return int(n)
 

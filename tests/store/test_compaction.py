@@ -126,6 +126,7 @@ class CompactionTests(unittest.TestCase):
         self.assertEqual(len(before), stored)
         per_meter = {m: await self.store.intervals(m) for m in ("gaps", "twice", "whole")}
         analysed = await self.analysed()
+        self.assertEqual(await self.store.count("intervals"), stored)
 
         result = await compact_intervals(self.store, datetime.now(UTC))
         regular = {b.meter for b in blocks} - irregular
@@ -136,6 +137,7 @@ class CompactionTests(unittest.TestCase):
         # Every interval reads back as it was, column by column; the store joins them into
         # the same blocks.
         self.assertEqual(self.view(), before)
+        self.assertEqual(await self.store.count("intervals"), stored)
         for meter, read in per_meter.items():
             self.assertEqual(await self.store.intervals(meter), read)
         # What stays as rows: the irregular days and the day two days ago.
